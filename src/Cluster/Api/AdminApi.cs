@@ -1,0 +1,26 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Api;
+
+public static class AdminApi
+{
+    public static IServiceCollection AddAdminApi(this IServiceCollection services) =>
+        services.AddSingleton<TailnetRefs>();
+
+    /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
+    public static WebApplication MapAdminApi(this WebApplication app)
+    {
+        app.UseMiddleware<ApiErrorMiddleware>();
+        app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api.UseMiddleware<ApiKeyAuthentication>());
+
+        app.MapGet("/healthz", HealthEndpoint.Handle);
+        var v1 = app.MapGroup("/api/v1");
+        v1.MapTailnetEndpoints();
+
+        app.MapFallback((HttpContext http) =>
+            throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));
+        return app;
+    }
+}

@@ -1,0 +1,48 @@
+using System.CommandLine;
+using Weft.Cluster.Hosting;
+using Weft.Cluster.Persistence;
+
+namespace Weft.Cluster.Cli;
+
+/// <summary>The flags of <c>weft</c> (serve). Each one overrides the matching <c>Weft:…</c> setting.</summary>
+public sealed class ServeOptions
+{
+    private readonly Option<string?> _apiListen = new("--api-listen") { Description = "Admin API address (default http://127.0.0.1:8080)" };
+    private readonly Option<string?> _host = new("--akka-host") { Description = "Cluster address this node binds and advertises (default 127.0.0.1)" };
+    private readonly Option<int?> _port = new("--akka-port") { Description = "Cluster port (default 4053; 0 = any free port)" };
+    private readonly Option<string[]> _seeds = new("--seed") { Description = "Seed node host:port to join; repeat or comma-separate for several. None: form a one-node cluster", AllowMultipleArgumentsPerToken = true };
+    private readonly Option<string?> _dataDir = new("--data-dir") { Description = "SQLite data folder (default ./data)" };
+    private readonly Option<string?> _postgres = new("--postgres") { Description = "PostgreSQL connection string; selects PostgreSQL storage (needed for several nodes)" };
+    private readonly Option<LogFormat?> _logFormat = new("--log-format") { Description = "Console log format: Text or Json" };
+
+    public ServeOptions(Command command)
+    {
+        foreach (var option in new Option[] { _apiListen, _host, _port, _seeds, _dataDir, _postgres, _logFormat }) command.Add(option);
+    }
+
+    /// <summary>The configuration overrides the given flags stand for; flags not given override nothing.</summary>
+    public Dictionary<string, string?> ToSettings(ParseResult parse)
+    {
+        var settings = new Dictionary<string, string?>();
+        void Set(string key, object? value)
+        {
+            if (value is not null) settings[$"{WeftSettings.Section}:{key}"] = value.ToString();
+        }
+
+        Set("Api:Listen", parse.GetValue(_apiListen));
+        Set("Cluster:Hostname", parse.GetValue(_host));
+        Set("Cluster:Port", parse.GetValue(_port));
+        var seeds = (parse.GetValue(_seeds) ?? [])
+            .SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            .ToArray();
+        for (var i = 0; i < seeds.Length; i++) Set($"Cluster:Seeds:{i}", seeds[i]);
+        Set("Storage:DataDirectory", parse.GetValue(_dataDir));
+        if (parse.GetValue(_postgres) is { } connection)
+        {
+            Set("Storage:Provider", StorageProvider.Postgres);
+            Set("Storage:ConnectionString", connection);
+        }
+        Set("LogFormat", parse.GetValue(_logFormat));
+        return settings;
+    }
+}

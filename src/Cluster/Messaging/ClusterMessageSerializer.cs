@@ -1,0 +1,66 @@
+using System.Collections.Frozen;
+using System.Reflection;
+using System.Runtime.Serialization;
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Serialization;
+
+namespace Weft.Cluster.Messaging;
+
+/// <summary>
+/// Serializes <see cref="IClusterMessage"/>s between coordinator nodes as JSON, with the message's
+/// <see cref="WireNameAttribute"/> as the manifest. Only messages between live nodes use it; stored
+/// events use the protobuf <see cref="Persistence.StoredRecordSerializer"/>.
+/// </summary>
+public sealed class ClusterMessageSerializer(ExtendedActorSystem system) : SerializerWithStringManifest(system)
+{
+    public const int SerializerId = 7301;
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.General);
+
+    public override int Identifier => SerializerId;
+
+    public override string Manifest(object o) => WireCatalog.NameOf(o.GetType());
+
+    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Json);
+
+    public override object FromBinary(byte[] bytes, string manifest) =>
+        JsonSerializer.Deserialize(bytes, WireCatalog.TypeOf(manifest), Json)
+        ?? throw new SerializationException($"cluster message '{manifest}' decoded to null");
+}
+
+/// <summary>Every cluster message type and its wire name, found once by reflection.</summary>
+public static class WireCatalog
+{
+    private static readonly FrozenDictionary<Type, string> NamesByType;
+    private static readonly FrozenDictionary<string, Type> TypesByName;
+
+    static WireCatalog()
+    {
+        var types = typeof(IClusterMessage).Assembly.GetTypes()
+            .Where(t => typeof(IClusterMessage).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false })
+            .ToList();
+        var named = new Dictionary<Type, string>();
+        foreach (var type in types)
+        {
+            var name = type.GetCustomAttribute<WireNameAttribute>()?.Name
+                ?? throw new InvalidOperationException($"{type.FullName} is a cluster message without a [WireName]");
+            named.Add(type, name);
+        }
+        var duplicate = named.GroupBy(kv => kv.Value).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+            throw new InvalidOperationException($"wire name '{duplicate.Key}' is used by {string.Join(", ", duplicate.Select(d => d.Key.Name))}");
+        NamesByType = named.ToFrozenDictionary();
+        TypesByName = named.ToFrozenDictionary(kv => kv.Value, kv => kv.Key);
+    }
+
+    public static IEnumerable<Type> AllTypes => NamesByType.Keys;
+
+    public static string NameOf(Type type) =>
+        NamesByType.TryGetValue(type, out var name) ? name
+            : throw new SerializationException($"{type.FullName} is not a registered cluster message");
+
+    public static Type TypeOf(string name) =>
+        TypesByName.TryGetValue(name, out var type) ? type
+            : throw new SerializationException($"unknown cluster message '{name}'");
+}

@@ -1,0 +1,226 @@
+using Akka.Actor;
+using Akka.Event;
+using Akka.Persistence;
+
+namespace Weft.Cluster.Persistence;
+
+/// <summary>
+/// The thin persistent shell around an entity's pure logic (<c>Decide</c> and <c>Apply</c>).
+/// <para>
+/// Commands that arrive while a write is in flight wait in a buffer; when the write completes,
+/// the whole buffer is decided against the current state and written with one
+/// <c>PersistAllAsync</c> (group commit). Replies go out only after the events are stored, so an
+/// acknowledged command is durable. Queries are answered at once from the committed state.
+/// </para>
+/// </summary>
+public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActor
+    where TState : class
+    where TEvent : class
+{
+    private readonly PersistenceSettings _settings;
+    private readonly List<PendingCommand> _pending = new();
+    private InFlightWrite? _inFlight;
+    private long _eventsSinceSnapshot;
+
+    protected EventSourcedEntity(PersistenceSettings settings, TState initial)
+    {
+        _settings = settings;
+        State = initial;
+    }
+
+    /// <summary>The state as of the last event that was persisted.</summary>
+    protected TState State { get; private set; }
+
+    protected abstract TState Apply(TState state, TEvent @event);
+
+    /// <summary>True for the messages that go through <see cref="Decide"/> and the journal.</summary>
+    protected abstract bool IsCommand(object message);
+
+    /// <summary>The entity's pure logic for one command (see <see cref="IsCommand"/>).</summary>
+    protected abstract Decision<TEvent> Decide(TState state, object command);
+
+    /// <summary>Answers read-only queries from the committed state; returns false for anything else.</summary>
+    protected virtual bool TryAnswer(TState state, object message, out object reply)
+    {
+        reply = null!;
+        return false;
+    }
+
+    /// <summary>The reply to an accepted command, given the state right after its own events.</summary>
+    protected abstract object Acknowledge(object command, TState stateAfter);
+
+    /// <summary>Called once the events of an accepted command are stored. By default it replies to the sender.</summary>
+    protected virtual void OnCommandPersisted(object command, IActorRef sender, TState stateAfter) =>
+        sender.Tell(Acknowledge(command, stateAfter));
+
+    /// <summary>Messages that are neither commands nor queries (timers, pipes, lifecycle).</summary>
+    protected virtual bool HandleOther(object message) => false;
+
+    protected virtual void OnRecovered() { }
+
+    protected sealed override void OnRecover(object message)
+    {
+        switch (message)
+        {
+            case SnapshotOffer { Snapshot: TState snapshot }:
+                State = snapshot;
+                break;
+            case TEvent @event:
+                State = Apply(State, @event);
+                _eventsSinceSnapshot++;
+                break;
+            case RecoveryCompleted:
+                OnRecovered();
+                break;
+        }
+    }
+
+    protected sealed override void OnCommand(object message)
+    {
+        if (TryAnswer(State, message, out var reply))
+        {
+            Sender.Tell(reply);
+            return;
+        }
+
+        switch (message)
+        {
+            case SaveSnapshotSuccess saved:
+                DeleteSnapshots(new SnapshotSelectionCriteria(saved.Metadata.SequenceNr - 1));
+                return;
+            case SaveSnapshotFailure failed:
+                Log.Warning(failed.Cause, "Snapshot of {0} failed; recovery will replay more events", PersistenceId);
+                return;
+            case DeleteSnapshotsSuccess or DeleteSnapshotsFailure:
+                return;
+        }
+
+        if (HandleOther(message)) return;
+
+        if (IsCommand(message))
+        {
+            Submit(message, Sender);
+            return;
+        }
+
+        Unhandled(message);
+    }
+
+    /// <summary>Queues a command as if <paramref name="replyTo"/> had sent it.</summary>
+    protected void Submit(object command, IActorRef replyTo)
+    {
+        _pending.Add(new PendingCommand(command, replyTo));
+        if (_inFlight is null) WriteNextBatch();
+    }
+
+    /// <summary>Decides every buffered command (up to the batch limit) and writes all their events at once.</summary>
+    private void WriteNextBatch()
+    {
+        while (_pending.Count > 0 && _inFlight is null)
+        {
+            var take = Math.Min(_pending.Count, Math.Max(1, _settings.MaxCommandsPerWrite));
+            var batch = _pending.GetRange(0, take);
+            _pending.RemoveRange(0, take);
+
+            var state = State;
+            var events = new List<TEvent>();
+            var decided = new List<DecidedCommand>(batch.Count);
+            foreach (var (command, sender) in batch)
+            {
+                var decision = Decide(state, command);
+                if (!decision.IsRejected)
+                {
+                    foreach (var @event in decision.Events)
+                    {
+                        state = Apply(state, @event);
+                        events.Add(@event);
+                    }
+                }
+                decided.Add(new DecidedCommand(command, sender, decision.Rejection, state));
+            }
+
+            if (events.Count == 0)
+            {
+                Complete(decided, state);
+                continue;
+            }
+
+            _inFlight = new InFlightWrite(decided, state, events.Count);
+            PersistAllAsync(events, _ => OnEventStoredOrRejected(rejection: null));
+        }
+    }
+
+    /// <summary>
+    /// Counts down the events of the write in flight. A batch is one atomic write, so it is stored
+    /// or rejected as a whole; the batch completes when its last event is accounted for.
+    /// </summary>
+    private void OnEventStoredOrRejected(string? rejection)
+    {
+        var write = _inFlight!;
+        write.EventsLeft--;
+        write.Rejection ??= rejection;
+        if (write.EventsLeft > 0) return;
+
+        _inFlight = null;
+        if (write.Rejection is null)
+        {
+            _eventsSinceSnapshot += write.EventCount;
+            Complete(write.Commands, write.FinalState);
+            MaybeSnapshot();
+        }
+        else
+        {
+            foreach (var command in write.Commands) command.Sender.Tell(Rejection.Unavailable(write.Rejection));
+        }
+        WriteNextBatch();
+    }
+
+    private void Complete(List<DecidedCommand> decided, TState finalState)
+    {
+        State = finalState;
+        foreach (var command in decided)
+        {
+            if (command.Rejection is not null) command.Sender.Tell(command.Rejection);
+            else OnCommandPersisted(command.Command, command.Sender, command.StateAfter);
+        }
+    }
+
+    private void MaybeSnapshot()
+    {
+        if (_settings.SnapshotEveryEvents <= 0 || _eventsSinceSnapshot < _settings.SnapshotEveryEvents) return;
+        _eventsSinceSnapshot = 0;
+        SaveSnapshot(State);
+    }
+
+    protected override void OnPersistRejected(Exception cause, object @event, long sequenceNr)
+    {
+        // The journal refused the batch (for example a serializer failure). Nothing was stored, the
+        // state is unchanged, and every waiting sender learns so.
+        Log.Error(cause, "Journal rejected an event of {0}: {1}", PersistenceId, @event.GetType().Name);
+        OnEventStoredOrRejected("the write was rejected by the journal: " + cause.Message);
+    }
+
+    protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
+    {
+        // The store is unreachable. Akka stops this entity; it recovers from the journal on the next message.
+        Log.Error(cause, "Journal write of {0} failed; the entity stops and will recover", PersistenceId);
+        var waiting = (_inFlight?.Commands.Select(c => c.Sender) ?? []).Concat(_pending.Select(p => p.Sender));
+        foreach (var sender in waiting) sender.Tell(Rejection.Unavailable("storage is unavailable: " + cause.Message));
+        _inFlight = null;
+        _pending.Clear();
+        base.OnPersistFailure(cause, @event, sequenceNr);
+    }
+
+    private readonly record struct PendingCommand(object Command, IActorRef Sender);
+
+    private sealed record DecidedCommand(object Command, IActorRef Sender, Rejection? Rejection, TState StateAfter);
+
+    private sealed class InFlightWrite(List<DecidedCommand> commands, TState finalState, int eventCount)
+    {
+        public List<DecidedCommand> Commands { get; } = commands;
+        public TState FinalState { get; } = finalState;
+        public int EventCount { get; } = eventCount;
+        public int EventsLeft { get; set; } = eventCount;
+        public string? Rejection { get; set; }
+    }
+}

@@ -1,0 +1,15 @@
+namespace Weft.Cluster.Persistence;
+
+/// <summary>How the event-sourced entities write. Bound from <c>Weft:Persistence</c>.</summary>
+public sealed class PersistenceSettings
+{
+    /// <summary>
+    /// The most commands one entity folds into a single journal write (group commit). One write per
+    /// command costs a database round trip each (a few hundred events/s); batching is what reaches
+    /// thousands. 1 turns batching off, which the journal benchmark uses as its baseline.
+    /// </summary>
+    public int MaxCommandsPerWrite { get; set; } = 512;
+
+    /// <summary>Snapshot an entity after this many events, so that recovery replays few events.</summary>
+    public int SnapshotEveryEvents { get; set; } = 200;
+}

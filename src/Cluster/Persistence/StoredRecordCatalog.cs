@@ -1,0 +1,13 @@
+using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Tailnets;
+
+namespace Weft.Cluster.Persistence;
+
+/// <summary>Every stored record of every entity. A new entity adds its line here.</summary>
+public static class StoredRecordCatalog
+{
+    public static readonly RecordCodecs Codecs = new RecordCodecs()
+        .AddTailnetRecords()
+        .AddTailnetDirectoryRecords()
+        .AddApiKeyRecords();
+}

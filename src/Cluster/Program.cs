@@ -1,0 +1,3 @@
+using Weft.Cluster.Cli;
+
+return await WeftCommandLine.Build().Parse(args).InvokeAsync();

@@ -1,0 +1,151 @@
+using Akka.Actor;
+using Akka.Event;
+using Weft.Cluster.Persistence;
+
+namespace Weft.Cluster.Tailnets;
+
+/// <summary>
+/// The one directory entity. It is the single writer of tailnet names, and it carries each creation
+/// and removal through to the tailnet entity: the intent is stored first, then the entity is told,
+/// then the outcome is stored. An intent interrupted by a crash is retried after recovery, so a
+/// tailnet is never half created or half removed for long.
+/// </summary>
+public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryState, ITailnetDirectoryEvent>, IWithTimers
+{
+    public const string EntityId = "directory";
+
+    private static readonly TimeSpan EntityAnswerTimeout = TimeSpan.FromSeconds(8);
+    private static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(5);
+
+    private readonly IActorRef _tailnets;
+    private readonly HashSet<string> _awaitingEntity = new();
+
+    public TailnetDirectoryActor(IActorRef tailnets, PersistenceSettings settings) : base(settings, TailnetDirectoryState.Empty)
+    {
+        _tailnets = tailnets;
+    }
+
+    public override string PersistenceId => "tailnet-directory";
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props PropsFor(IActorRef tailnets, PersistenceSettings settings) =>
+        Props.Create(() => new TailnetDirectoryActor(tailnets, settings));
+
+    protected override void PreStart()
+    {
+        base.PreStart();
+        Timers.StartPeriodicTimer("retry-pending", RetryPending.Instance, RetryInterval);
+    }
+
+    protected override TailnetDirectoryState Apply(TailnetDirectoryState state, ITailnetDirectoryEvent @event) => state.Apply(@event);
+
+    protected override bool IsCommand(object message) =>
+        message is RegisterTailnet or RenameTailnet or RemoveTailnet or FinishRegistration or FinishRemoval;
+
+    protected override Decision<ITailnetDirectoryEvent> Decide(TailnetDirectoryState state, object command) => state.Process(command);
+
+    protected override bool TryAnswer(TailnetDirectoryState state, object message, out object reply)
+    {
+        switch (message)
+        {
+            case ListTailnets:
+                reply = state.List();
+                return true;
+            case FindTailnet find:
+                reply = state.FindActive(find.IdOrName)?.ToEntry() ?? (object)TailnetDirectoryState.NotFound(find.IdOrName);
+                return true;
+            default:
+                reply = null!;
+                return false;
+        }
+    }
+
+    protected override object Acknowledge(object command, TailnetDirectoryState stateAfter) => command switch
+    {
+        FinishRegistration finish => new TailnetRegistered(stateAfter.Entries[finish.TailnetId].ToEntry(), finish.Info),
+        RenameTailnet rename => stateAfter.Entries[rename.TailnetId].ToEntry(),
+        FinishRemoval finish => new TailnetRemoved(finish.TailnetId),
+        _ => throw new InvalidOperationException($"{command.GetType().Name} is acknowledged by its follow-up"),
+    };
+
+    protected override void OnCommandPersisted(object command, IActorRef sender, TailnetDirectoryState stateAfter)
+    {
+        switch (command)
+        {
+            case RegisterTailnet register:
+                TellEntity(new CreateTailnet(register.TailnetId, register.Settings, register.At), sender);
+                break;
+            case RemoveTailnet remove:
+                TellEntity(new DeleteTailnet(remove.TailnetId, remove.At), sender);
+                break;
+            default:
+                base.OnCommandPersisted(command, sender, stateAfter);
+                break;
+        }
+    }
+
+    protected override bool HandleOther(object message)
+    {
+        switch (message)
+        {
+            case TailnetEntityAnswered answered:
+                OnEntityAnswered(answered);
+                return true;
+            case RetryPending:
+                foreach (var entry in State.Pending) Resume(entry);
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    protected override void OnRecovered()
+    {
+        foreach (var entry in State.Pending) Resume(entry);
+    }
+
+    private void Resume(DirectoryEntry entry)
+    {
+        if (_awaitingEntity.Contains(entry.TailnetId)) return;
+        ITailnetCommand command = entry.Phase == DirectoryPhase.Creating
+            ? new CreateTailnet(entry.TailnetId, entry.InitialSettings, entry.CreatedAt)
+            : new DeleteTailnet(entry.TailnetId, entry.RemovalRequestedAt ?? entry.CreatedAt);
+        Log.Info("Resuming interrupted {0} of tailnet {1}", entry.Phase, entry.TailnetId);
+        TellEntity(command, ActorRefs.Nobody);
+    }
+
+    private void TellEntity(ITailnetCommand command, IActorRef replyTo)
+    {
+        _awaitingEntity.Add(command.TailnetId);
+        _tailnets.Ask<object>(command, EntityAnswerTimeout).PipeTo(Self,
+            success: answer => new TailnetEntityAnswered(command, answer, replyTo),
+            failure: error => new TailnetEntityAnswered(command, Rejection.Unavailable(error.Message), replyTo));
+    }
+
+    private void OnEntityAnswered(TailnetEntityAnswered answered)
+    {
+        _awaitingEntity.Remove(answered.Command.TailnetId);
+        switch (answered.Command, answered.Answer)
+        {
+            case (CreateTailnet create, TailnetInfo info):
+                Submit(new FinishRegistration(create.TailnetId, info), answered.ReplyTo);
+                break;
+            case (DeleteTailnet delete, TailnetDeletedAck):
+                Submit(new FinishRemoval(delete.TailnetId), answered.ReplyTo);
+                break;
+            default:
+                var reason = answered.Answer is Rejection r ? r.Message : answered.Answer.GetType().Name;
+                Log.Warning("Tailnet {0} did not confirm {1} ({2}); retrying every {3}",
+                    answered.Command.TailnetId, answered.Command.GetType().Name, reason, RetryInterval);
+                answered.ReplyTo.Tell(Rejection.Unavailable(
+                    $"tailnet {answered.Command.TailnetId} is accepted but not yet confirmed by its entity ({reason}); it completes in the background"));
+                break;
+        }
+    }
+
+    private sealed class RetryPending
+    {
+        public static readonly RetryPending Instance = new();
+    }
+}

@@ -1,0 +1,53 @@
+using System.Text.RegularExpressions;
+using Weft.Cluster.Persistence;
+
+namespace Weft.Cluster.Tailnets;
+
+/// <summary>What makes a tailnet name and its settings valid. Shared by the entity logic and the API.</summary>
+public static partial class TailnetRules
+{
+    /// <summary>Tailscale's default node-key lifetime, and its upper bound.</summary>
+    public const int DefaultNodeKeyExpiryDays = 180;
+    public const int MinNodeKeyExpiryDays = 1;
+    public const int MaxNodeKeyExpiryDays = 180;
+
+    /// <summary>New tailnets get MagicDNS names under <c>&lt;name&gt;.weft.internal</c>; .internal is reserved for private use (ICANN, 2024).</summary>
+    public const string DefaultDnsZone = "weft.internal";
+
+    public static TailnetSettings DefaultSettings(string name) =>
+        new(DefaultNodeKeyExpiryDays, $"{name}.{DefaultDnsZone}");
+
+    // A DNS label: the name also appears in DNS names and URLs.
+    [GeneratedRegex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", RegexOptions.CultureInvariant)]
+    private static partial Regex DnsLabel();
+
+    public static Rejection? CheckName(string? name)
+    {
+        if (string.IsNullOrEmpty(name)) return Rejection.Invalid("name must not be empty");
+        if (!DnsLabel().IsMatch(name))
+            return Rejection.Invalid($"name '{Shorten(name)}' is invalid: use 1-63 characters a-z, 0-9 and '-', starting and ending with a letter or digit");
+        return null;
+    }
+
+    public static Rejection? CheckNodeKeyExpiryDays(int days) =>
+        days is < MinNodeKeyExpiryDays or > MaxNodeKeyExpiryDays
+            ? Rejection.Invalid($"nodeKeyExpiryDays must be between {MinNodeKeyExpiryDays} and {MaxNodeKeyExpiryDays}, got {days}")
+            : null;
+
+    public static Rejection? CheckDnsSuffix(string? suffix)
+    {
+        if (string.IsNullOrEmpty(suffix)) return Rejection.Invalid("dnsSuffix must not be empty");
+        if (suffix.Length > 253) return Rejection.Invalid($"dnsSuffix is {suffix.Length} characters long; a DNS name has at most 253");
+        foreach (var label in suffix.Split('.'))
+        {
+            if (!DnsLabel().IsMatch(label))
+                return Rejection.Invalid($"dnsSuffix '{Shorten(suffix)}' is invalid: label '{Shorten(label)}' must be 1-63 characters a-z, 0-9 and '-', starting and ending with a letter or digit");
+        }
+        return null;
+    }
+
+    public static Rejection? CheckSettings(TailnetSettings settings) =>
+        CheckNodeKeyExpiryDays(settings.NodeKeyExpiryDays) ?? CheckDnsSuffix(settings.DnsSuffix);
+
+    private static string Shorten(string value) => value.Length <= 80 ? value : value[..77] + "...";
+}

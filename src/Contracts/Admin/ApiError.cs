@@ -1,0 +1,30 @@
+namespace Weft.Contracts.Admin;
+
+/// <summary>Every admin API failure has this body, with an HTTP status that matches the code.</summary>
+public sealed record ApiError(string Code, string Message);
+
+/// <summary>The error codes of the admin API, and the HTTP status each one travels with.</summary>
+public static class ApiErrorCodes
+{
+    public const string InvalidRequest = "invalid_request";   // 400: a field is missing, mistyped or out of range
+    public const string MalformedJson = "malformed_json";     // 400: the body is not JSON
+    public const string Unauthorized = "unauthorized";        // 401: no key, or a key we do not know
+    public const string NotFound = "not_found";               // 404: no such resource (or not visible to this key)
+    public const string Conflict = "conflict";                // 409: e.g. a tailnet name already taken
+    public const string PayloadTooLarge = "payload_too_large";// 413
+    public const string UnsupportedMediaType = "unsupported_media_type"; // 415
+    public const string Unavailable = "unavailable";          // 503: the cluster could not answer in time
+    public const string Internal = "internal";                // 500
+
+    public static int HttpStatusOf(string code) => code switch
+    {
+        InvalidRequest or MalformedJson => 400,
+        Unauthorized => 401,
+        NotFound => 404,
+        Conflict => 409,
+        PayloadTooLarge => 413,
+        UnsupportedMediaType => 415,
+        Unavailable => 503,
+        _ => 500,
+    };
+}

@@ -1,0 +1,23 @@
+namespace Weft.Contracts.Admin;
+
+/// <summary>One tailnet as the admin API shows it.</summary>
+public sealed record TailnetResource(string Id, string Name, DateTimeOffset CreatedAt, TailnetSettingsResource Settings);
+
+/// <summary>The settings an operator may change on a tailnet.</summary>
+/// <param name="NodeKeyExpiryDays">How long a device's node key stays valid before it must rotate (Tailscale allows 1–180 days).</param>
+/// <param name="DnsSuffix">MagicDNS suffix: devices are named <c>&lt;host&gt;.&lt;suffix&gt;</c>.</param>
+public sealed record TailnetSettingsResource(int NodeKeyExpiryDays, string DnsSuffix);
+
+/// <summary>A row of <c>GET /api/v1/tailnets</c>.</summary>
+public sealed record TailnetSummaryResource(string Id, string Name, DateTimeOffset CreatedAt);
+
+public sealed record TailnetListResource(IReadOnlyList<TailnetSummaryResource> Tailnets);
+
+/// <summary>Body of <c>POST /api/v1/tailnets</c>. Omitted settings take the defaults.</summary>
+public sealed record CreateTailnetRequest(string Name, int? NodeKeyExpiryDays = null, string? DnsSuffix = null);
+
+/// <summary>Body of <c>PATCH /api/v1/tailnets/{tailnet}</c>. Omitted fields stay as they are.</summary>
+public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null, string? DnsSuffix = null);
+
+/// <summary>Body of <c>POST /api/v1/tailnets/{tailnet}/rename</c>.</summary>
+public sealed record RenameTailnetRequest(string Name);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one command that passes every test, on a fresh machine: installs what the tests need,
+# starts a throwaway PostgreSQL, restores, builds and runs every test project. Nothing is skipped:
+# WEFT_REQUIRE_ALL_TESTS=1 turns a missing prerequisite into a failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+scripts/ensure-packages.sh postgresql python3
+
+source scripts/postgres-test-server.sh
+trap stop_test_postgres EXIT
+start_test_postgres
+
+export WEFT_REQUIRE_ALL_TESTS=1
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+
+dotnet restore Cluster.sln
+dotnet build Cluster.sln -c Release --no-restore
+dotnet test Cluster.sln -c Release --no-build --logger "console;verbosity=normal" "$@"

@@ -1,0 +1,66 @@
+using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Persistence;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Tests.ApiKeys;
+
+public class ApiKeyRegistryStateTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void The_first_bootstrap_issues_an_operator_key_and_later_ones_do_not()
+    {
+        var first = ApiKeyToken.Generate();
+        var decision = ApiKeyRegistryState.Empty.Process(new BootstrapOperatorKey(first.KeyId, first.SecretHash, Now));
+        var state = decision.Events.Aggregate(ApiKeyRegistryState.Empty, (s, e) => s.Apply(e));
+
+        Assert.True(state.HasOperatorKey);
+        var second = ApiKeyToken.Generate();
+        Assert.Empty(state.Process(new BootstrapOperatorKey(second.KeyId, second.SecretHash, Now)).Events);
+    }
+
+    [Fact]
+    public void Only_the_right_secret_verifies()
+    {
+        var token = ApiKeyToken.Generate();
+        var state = ApiKeyRegistryState.Empty.Apply(new ApiKeyIssued(token.KeyId, ApiKeyScope.Operator, token.SecretHash, Now));
+
+        Assert.Equal(new ApiKeyVerified(token.KeyId, ApiKeyScope.Operator), state.Verify(new VerifyApiKey(token.KeyId, token.SecretHash)));
+        var wrong = Assert.IsType<Rejection>(state.Verify(new VerifyApiKey(token.KeyId, ApiKeyToken.Hash("guess"))));
+        Assert.Equal(ApiErrorCodes.Unauthorized, wrong.Code);
+        Assert.IsType<Rejection>(state.Verify(new VerifyApiKey("unknownid0", token.SecretHash)));
+    }
+
+    [Fact]
+    public void Tokens_round_trip_through_their_text_form()
+    {
+        var token = ApiKeyToken.Generate();
+
+        Assert.True(ApiKeyToken.TryParse(token.ToString(), out var parsed));
+        Assert.Equal(token, parsed);
+        Assert.StartsWith("weft_", token.ToString());
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("Bearer weft_abc")]
+    [InlineData("weft_short_secret")]
+    [InlineData("weft_abcdefghij_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")]
+    [InlineData("weft_abcdefghij_abcdefghijklmnopqrstuvwxyz234567_extra")]
+    [InlineData("weft_abcdefgh1j_abcdefghijklmnopqrstuvwxyz234567")]
+    public void Malformed_tokens_do_not_parse(string? text)
+    {
+        Assert.False(ApiKeyToken.TryParse(text, out _));
+    }
+
+    [Fact]
+    public void Only_the_hash_of_the_secret_is_stored()
+    {
+        var token = ApiKeyToken.Generate();
+
+        Assert.DoesNotContain(token.Secret, token.SecretHash);
+        Assert.Equal(64, token.SecretHash.Length);
+    }
+}

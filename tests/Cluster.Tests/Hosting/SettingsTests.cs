@@ -1,0 +1,85 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Cli;
+using Weft.Cluster.Hosting;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Tests.Support;
+
+namespace Weft.Cluster.Tests.Hosting;
+
+public class SettingsTests
+{
+    [Fact]
+    public void Defaults_describe_a_single_node_on_embedded_sqlite_with_a_loopback_api()
+    {
+        var settings = WeftSettings.From(new ConfigurationBuilder().Build());
+
+        Assert.Equal("http://127.0.0.1:8080", settings.Api.Listen);
+        Assert.Equal(4053, settings.Cluster.Port);
+        Assert.Empty(settings.Cluster.Seeds);
+        Assert.Equal(StorageProvider.Sqlite, settings.Storage.Provider);
+        Assert.Equal("./data", settings.Storage.DataDirectory);
+    }
+
+    [Fact]
+    public void Later_configuration_sources_win_over_earlier_ones()
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection([new("Weft:Cluster:Port", "5000"), new("Weft:Storage:DataDirectory", "/var/lib/weft")])
+            .AddInMemoryCollection([new("Weft:Cluster:Port", "6000")])
+            .Build();
+
+        var settings = WeftSettings.From(configuration);
+
+        Assert.Equal(6000, settings.Cluster.Port);
+        Assert.Equal("/var/lib/weft", settings.Storage.DataDirectory);
+    }
+
+    [Fact]
+    public void Command_line_flags_become_overrides_of_the_matching_settings()
+    {
+        var root = new System.CommandLine.RootCommand();
+        var serve = new ServeOptions(root);
+        var parse = root.Parse(["--akka-port", "7000", "--seed", "10.9.9.9:1,127.0.0.1:2", "--seed", "127.0.0.1:3",
+            "--postgres", "Host=db;Username=weft", "--api-listen", "http://127.0.0.1:9090"]);
+        Assert.Empty(parse.Errors);
+
+        var settings = WeftSettings.From(new ConfigurationBuilder()
+            .AddInMemoryCollection([new("Weft:Cluster:Port", "4053"), new("Weft:Cluster:Seeds:0", "old:1")])
+            .AddInMemoryCollection(serve.ToSettings(parse))
+            .Build());
+
+        Assert.Equal(7000, settings.Cluster.Port);
+        Assert.Equal(["10.9.9.9:1", "127.0.0.1:2", "127.0.0.1:3"], settings.Cluster.Seeds);
+        Assert.Equal(StorageProvider.Postgres, settings.Storage.Provider);
+        Assert.Equal("Host=db;Username=weft", settings.Storage.ConnectionString);
+        Assert.Equal("http://127.0.0.1:9090", settings.Api.Listen);
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1:4053", "akka.tcp://weft@127.0.0.1:4053")]
+    [InlineData("akka.tcp://weft@node-a:4053", "akka.tcp://weft@node-a:4053")]
+    public void Seeds_may_be_given_as_host_and_port(string seed, string address)
+    {
+        Assert.Equal(address, ClusterNodeSettings.ToSeedAddress(seed));
+    }
+
+    [Fact]
+    public async Task The_running_node_takes_its_sharding_and_downing_tuning_from_akka_hocon()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        var system = node.Services.GetRequiredService<ActorSystem>();
+
+        var sharding = ClusterShardingSettings.Create(system);
+        Assert.Equal(StateStoreMode.DData, sharding.StateStoreMode);
+        Assert.False(sharding.RememberEntities);
+        Assert.Equal(TimeSpan.FromMinutes(10), sharding.PassivateIdleEntityAfter);
+        var config = system.Settings.Config;
+        Assert.Equal("keep-majority", config.GetString("akka.cluster.split-brain-resolver.active-strategy"));
+        Assert.Equal(1, config.GetInt("akka.persistence.journal.sql.parallelism"));
+        Assert.Equal(100, config.GetInt("weft.sharding.number-of-shards"));
+    }
+}

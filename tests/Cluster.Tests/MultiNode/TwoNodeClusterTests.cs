@@ -1,0 +1,59 @@
+using System.Net;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Tests.MultiNode;
+
+/// <summary>Two coordinator processes on loopback, one PostgreSQL: one cluster, and either node serves any tailnet.</summary>
+public class TwoNodeClusterTests
+{
+    [SkippableFact]
+    public async Task A_tailnet_created_through_one_node_is_read_and_changed_through_the_other()
+    {
+        await using var storage = (TestStorage.PostgresStorage)await TestStorage.NewPostgresAsync();
+        var env = new Dictionary<string, string> { ["Weft__Storage__Provider"] = "Postgres", ["Weft__Storage__ConnectionString"] = storage.ConnectionString };
+        var portA = CoordinatorProcess.FreeTcpPort();
+        var portB = CoordinatorProcess.FreeTcpPort();
+        var seed = $"127.0.0.1:{portA}";
+
+        await using var nodeA = CoordinatorProcess.Start(portA, [seed], env);
+        await using var nodeB = CoordinatorProcess.Start(portB, [seed], env);
+        using var a = TestCoordinator.NewClient(await nodeA.WhenReady(TimeSpan.FromSeconds(90)), TestCoordinator.OperatorKey);
+        using var b = TestCoordinator.NewClient(await nodeB.WhenReady(TimeSpan.FromSeconds(90)), TestCoordinator.OperatorKey);
+
+        var members = await WaitForMembers(a, 2);
+        Assert.Equal(new[] { portA, portB }.Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
+
+        // Several tailnets, so that sharding places entities on both nodes.
+        var created = new List<TailnetResource>();
+        for (var i = 0; i < 6; i++) created.Add(await a.CreateTailnet($"tenant-{i}"));
+
+        foreach (var tailnet in created)
+        {
+            Assert.Equal(tailnet, await b.GetTailnet(tailnet.Id));
+            var changed = await (await b.PatchJson($"/api/v1/tailnets/{tailnet.Id}", new UpdateTailnetSettingsRequest(NodeKeyExpiryDays: 42)))
+                .ReadAs<TailnetResource>(HttpStatusCode.OK);
+            Assert.Equal(42, changed.Settings.NodeKeyExpiryDays);
+            Assert.Equal(changed, await a.GetTailnet(tailnet.Name));
+        }
+
+        await b.PostJson($"/api/v1/tailnets/{created[0].Id}/rename", new RenameTailnetRequest("renamed-on-b"));
+        Assert.Equal("renamed-on-b", (await a.GetTailnet(created[0].Id)).Name);
+        Assert.Equal(
+            (await a.ListTailnets()).Tailnets.Select(t => t.Name).Order(),
+            (await b.ListTailnets()).Tailnets.Select(t => t.Name).Order());
+    }
+
+    private static async Task<IReadOnlyList<ClusterMemberResource>> WaitForMembers(HttpClient node, int count)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            var health = await (await node.GetAsync("/healthz")).ReadAs<HealthReport>(HttpStatusCode.OK);
+            var up = health.Members.Where(m => m.Status == "up" && m.Reachable).ToList();
+            if (up.Count == count) return up;
+            if (DateTime.UtcNow > deadline) Assert.Fail($"cluster has {up.Count} up members, expected {count}");
+            await Task.Delay(250);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+using System.Net.Http.Headers;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Hosting;
+
+namespace Weft.Cluster.Tests.Support;
+
+/// <summary>A real coordinator node in this process: Kestrel on a free loopback port, Akka remoting on another.</summary>
+public sealed class TestCoordinator : IAsyncDisposable
+{
+    /// <summary>Installed as the first operator key of every test cluster.</summary>
+    public static readonly string OperatorKey = ApiKeyToken.Generate().ToString();
+
+    private TestCoordinator(WebApplication app, Uri api)
+    {
+        App = app;
+        Api = api;
+        Http = NewClient(api, OperatorKey);
+    }
+
+    public WebApplication App { get; }
+
+    public Uri Api { get; }
+
+    /// <summary>An HTTP client authenticated with the operator key.</summary>
+    public HttpClient Http { get; }
+
+    public IServiceProvider Services => App.Services;
+
+    public static async Task<TestCoordinator> StartAsync(TestStorage storage, IEnumerable<KeyValuePair<string, string?>>? extra = null)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Weft:Api:Listen"] = "http://127.0.0.1:0",
+            ["Weft:Cluster:Port"] = "0",
+            ["Weft:BootstrapOperatorKey"] = OperatorKey,
+            ["Serilog:MinimumLevel:Default"] = "Warning",
+        };
+        foreach (var (key, value) in storage.Settings.Concat(extra ?? [])) settings[key] = value;
+
+        var app = CoordinatorHost.Build(settings);
+        await app.StartAsync();
+        try
+        {
+            var api = await app.Services.GetRequiredService<CoordinatorReadiness>().ApiAddress.WaitAsync(TimeSpan.FromSeconds(60));
+            return new TestCoordinator(app, api);
+        }
+        catch
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+            throw;
+        }
+    }
+
+    public static HttpClient NewClient(Uri api, string? apiKey)
+    {
+        var client = new HttpClient { BaseAddress = api, Timeout = TimeSpan.FromSeconds(30) };
+        if (apiKey is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        return client;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await App.StopAsync(timeout.Token);
+        await App.DisposeAsync();
+    }
+}
