@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-scripts/ensure-packages.sh postgresql python3
+scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping
 
 source scripts/postgres-test-server.sh
 trap stop_test_postgres EXIT

@@ -1,0 +1,22 @@
+namespace Weft.NodeAgent.Net.Tun;
+
+/// <summary>
+/// Where the tunnel meets the host's IP stack: a Linux TUN device, or an in-memory one for tests
+/// and simulated nodes. Packets are bare IP packets (no packet-information header).
+/// </summary>
+public interface ITunDevice : IDisposable
+{
+    string Name { get; }
+
+    int Mtu { get; }
+
+    /// <summary>
+    /// Waits up to <paramref name="timeoutMs"/> for outbound packets from the host and reads as many
+    /// as are ready into the batch, each at offset <paramref name="headroom"/>. Returns the count,
+    /// 0 on timeout, -1 once the device is closed.
+    /// </summary>
+    int ReadBatch(PacketBatch batch, int headroom, int timeoutMs);
+
+    /// <summary>Hands one inbound packet to the host. False if the device refused it (full or closed).</summary>
+    bool Write(ReadOnlySpan<byte> packet);
+}

@@ -1,0 +1,3 @@
+using Weft.NodeAgent.Cli;
+
+return await AgentCommandLine.Build().Parse(args).InvokeAsync();

@@ -1,0 +1,77 @@
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Tunnels;
+
+// Messages of the TunnelSupervisor and its PeerTunnels. Only local (never serialized).
+
+/// <summary>
+/// A peer's desired configuration, from a wg-quick file, the UAPI or the netmap. Null fields are
+/// left as they are.
+/// </summary>
+public sealed record PeerConfig(Curve25519PublicKey PublicKey)
+{
+    public byte[]? PresharedKey { get; init; }
+    public Endpoint? Endpoint { get; init; }
+    public int? PersistentKeepaliveSeconds { get; init; }
+    public bool ReplaceAllowedIps { get; init; }
+    public IReadOnlyList<IpPrefix> AddAllowedIps { get; init; } = [];
+    public IReadOnlyList<IpPrefix> RemoveAllowedIps { get; init; } = [];
+    /// <summary>Only change an existing peer; never create one (UAPI <c>update_only</c>).</summary>
+    public bool UpdateOnly { get; init; }
+}
+
+/// <summary>Applies a peer's configuration, creating the peer and its PeerTunnel if needed. Replies <see cref="PeerConfigured"/>.</summary>
+public sealed record ConfigurePeer(PeerConfig Config);
+
+public sealed record PeerConfigured(Curve25519PublicKey PublicKey, bool Created);
+
+/// <summary>Removes a peer: its tunnel stops and its sessions are forgotten. Replies <see cref="PeerRemoved"/>.</summary>
+public sealed record RemovePeer(Curve25519PublicKey PublicKey);
+
+public sealed record PeerRemoved(Curve25519PublicKey PublicKey, bool Existed);
+
+/// <summary>Replaces the device's private key (every session is dropped). Replies <see cref="PrivateKeySet"/>.</summary>
+public sealed record SetPrivateKey(Curve25519PrivateKey? Key);
+
+public sealed record PrivateKeySet;
+
+/// <summary>Removes every peer (UAPI <c>replace_peers</c>). Replies <see cref="PeersCleared"/>.</summary>
+public sealed record ClearPeers;
+
+public sealed record PeersCleared(int Removed);
+
+// PeerTunnel messages
+
+/// <summary>The packet path needs a session (or a fresh one).</summary>
+public sealed class HandshakeNeeded
+{
+    public static readonly HandshakeNeeded Instance = new();
+}
+
+/// <summary>The responder's "next" keypair was confirmed by the initiator's first packet.</summary>
+public sealed class KeypairConfirmed
+{
+    public static readonly KeypairConfirmed Instance = new();
+}
+
+/// <summary>An initiation from this peer, already decrypted by the supervisor.</summary>
+public sealed record InitiationArrived(ConsumedInitiation Initiation, Endpoint Source);
+
+/// <summary>A response to one of this peer's initiations (mac1 checked, not yet decrypted).</summary>
+public sealed record ResponseArrived(byte[] Message, Endpoint Source);
+
+/// <summary>Re-evaluates the peer's timers. Sent periodically, and directly by tests that move a manual clock.</summary>
+public sealed class EvaluateTimers
+{
+    public static readonly EvaluateTimers Instance = new();
+}
+
+/// <summary>Configuration that affects timers changed (persistent keepalive turned on sends one at once).</summary>
+public sealed record PeerSettingsChanged(bool PersistentKeepaliveTurnedOn);
+
+/// <summary>Forces a new handshake now, as if the session were due for rekeying (UAPI and tests).</summary>
+public sealed class Rekey
+{
+    public static readonly Rekey Instance = new();
+}

@@ -1,0 +1,145 @@
+using Akka.Actor;
+using Akka.Event;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Tunnels;
+
+/// <summary>
+/// Owns one WireGuard device's peers: applies configuration (one <see cref="PeerTunnel"/> child per
+/// peer), and routes handshake messages. Initiations are decrypted here, because only after
+/// decrypting do we know which peer sent them; responses go straight to the peer that is waiting.
+/// A crashing PeerTunnel is restarted alone; the others, and every session's keys, are untouched.
+/// </summary>
+public sealed class TunnelSupervisor : UntypedActor
+{
+    private readonly WireGuardDevice _device;
+    private readonly bool _tick;
+    private readonly Dictionary<Curve25519PublicKey, IActorRef> _tunnels = new();
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+
+    public TunnelSupervisor(WireGuardDevice device, bool tick)
+    {
+        _device = device;
+        _tick = tick;
+    }
+
+    /// <param name="tick">False in tests that evaluate peer timers by hand.</param>
+    public static Props PropsFor(WireGuardDevice device, bool tick = true) => Props.Create(() => new TunnelSupervisor(device, tick));
+
+    protected override SupervisorStrategy SupervisorStrategy() =>
+        new OneForOneStrategy(maxNrOfRetries: 10, withinTimeRange: TimeSpan.FromMinutes(1), localOnlyDecider: _ => Directive.Restart);
+
+    protected override void PreStart()
+    {
+        var self = Self;
+        _device.HandshakeSink = packet => self.Tell(packet);
+    }
+
+    protected override void PostStop()
+    {
+        _device.HandshakeSink = null;
+    }
+
+    protected override void OnReceive(object message)
+    {
+        switch (message)
+        {
+            case HandshakePacket packet:
+                try { Route(packet); }
+                finally { _device.HandshakeProcessed(); }
+                break;
+            case ConfigurePeer configure:
+                Sender.Tell(Configure(configure.Config));
+                break;
+            case RemovePeer remove:
+                Sender.Tell(new PeerRemoved(remove.PublicKey, Remove(remove.PublicKey)));
+                break;
+            case ClearPeers:
+                var keys = _tunnels.Keys.ToList();
+                foreach (var key in keys) Remove(key);
+                Sender.Tell(new PeersCleared(keys.Count));
+                break;
+            case SetPrivateKey set:
+                var old = _device.PrivateKey;
+                _device.SetPrivateKey(set.Key);
+                if (old is not null && !ReferenceEquals(old, set.Key)) old.Dispose();
+                // A peer whose key is our own would be talking to itself (wireguard-go drops it).
+                if (set.Key is not null && _tunnels.ContainsKey(set.Key.PublicKey)) Remove(set.Key.PublicKey);
+                Sender.Tell(new PrivateKeySet());
+                break;
+            case Rekey:
+                foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
+    }
+
+    private void Route(HandshakePacket packet)
+    {
+        if (packet.Type == Messages.TypeInitiation)
+        {
+            if (_device.PrivateKey is not { } key || Handshake.ConsumeInitiation(key, packet.Message) is not { } initiation)
+            {
+                _device.Counters.Drop(DropReason.HandshakeRejected);
+                return;
+            }
+            if (!_tunnels.TryGetValue(initiation.PeerKey, out var tunnel))
+            {
+                initiation.Noise.Dispose();
+                _device.Counters.Drop(DropReason.HandshakeRejected); // a key we do not know: no reply at all
+                return;
+            }
+            tunnel.Tell(new InitiationArrived(initiation, packet.Source));
+            return;
+        }
+
+        var receiver = Messages.ReadIndex(packet.Message, Messages.ResponseReceiver);
+        if (_device.Indices.TryGet(receiver, out var entry) && entry.Handshake is not null && _tunnels.TryGetValue(entry.Peer.PublicKey, out var owner))
+            owner.Tell(new ResponseArrived(packet.Message, packet.Source));
+        else
+            _device.Counters.Drop(DropReason.UnexpectedHandshake);
+    }
+
+    private PeerConfigured Configure(PeerConfig config)
+    {
+        if (_device.PrivateKey is { } own && own.PublicKey == config.PublicKey) return new PeerConfigured(config.PublicKey, false);
+        var exists = _device.Peers.TryGetValue(config.PublicKey, out var peer);
+        if (!exists && config.UpdateOnly) return new PeerConfigured(config.PublicKey, false);
+        peer ??= _device.AddPeer(config.PublicKey);
+
+        if (config.PresharedKey is { } psk) peer.PresharedKey = psk;
+        if (config.Endpoint is { } endpoint) peer.Endpoint = endpoint;
+        if (config.ReplaceAllowedIps) _device.AllowedIps.RemoveAll(peer);
+        foreach (var prefix in config.RemoveAllowedIps) _device.AllowedIps.Remove(prefix, peer);
+        foreach (var prefix in config.AddAllowedIps) _device.AllowedIps.Insert(prefix, peer);
+        var keepaliveOn = false;
+        if (config.PersistentKeepaliveSeconds is { } keepalive)
+        {
+            keepaliveOn = keepalive > 0 && peer.PersistentKeepaliveSeconds != keepalive;
+            peer.PersistentKeepaliveSeconds = keepalive;
+        }
+
+        if (!_tunnels.TryGetValue(peer.PublicKey, out var tunnel))
+        {
+            tunnel = Context.ActorOf(PeerTunnel.PropsFor(_device, peer, _tick), "peer-" + peer.PublicKey.ToHex()[..16]);
+            _tunnels[peer.PublicKey] = tunnel;
+        }
+        else if (keepaliveOn)
+        {
+            tunnel.Tell(new PeerSettingsChanged(true));
+        }
+        return new PeerConfigured(peer.PublicKey, !exists);
+    }
+
+    private bool Remove(Curve25519PublicKey key)
+    {
+        if (_tunnels.Remove(key, out var tunnel)) Context.Stop(tunnel);
+        if (!_device.Peers.TryGetValue(key, out var peer)) return false;
+        _device.RemovePeer(peer);
+        _log.Debug("Removed peer {0}", key);
+        return true;
+    }
+}

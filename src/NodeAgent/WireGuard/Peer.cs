@@ -1,0 +1,255 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Weft.Contracts.Crypto;
+using Weft.Contracts.Keys;
+
+namespace Weft.NodeAgent.WireGuard;
+
+/// <summary>What the packet path tells a peer's owner (its PeerTunnel actor). Called rarely: once per handshake at most.</summary>
+public interface IPeerSignals
+{
+    /// <summary>A packet is waiting for a session, or the current one is due for rekeying.</summary>
+    void HandshakeNeeded(Peer peer);
+
+    /// <summary>The responder received the first packet on its "next" keypair, which is now current.</summary>
+    void KeypairConfirmed(Peer peer);
+}
+
+/// <summary>
+/// One configured peer: its identity and settings, the keypair slots the packet path reads, the
+/// packets waiting for a session, and the timestamps the timers are computed from. The packet path
+/// only reads fields and writes timestamps and counters; everything else is changed by the peer's
+/// PeerTunnel actor (handshakes, timers) or by configuration.
+/// </summary>
+public sealed class Peer
+{
+    private static readonly byte[] LabelMac1 = Encoding.ASCII.GetBytes("mac1----");
+    private static readonly byte[] LabelCookie = Encoding.ASCII.GetBytes("cookie--");
+
+    private readonly IndexTable _indices;
+    private readonly ConcurrentQueue<byte[]> _staged = new();
+    private int _stagedCount;
+    private volatile Endpoint? _endpoint;
+    private volatile Keypair? _current;
+    private volatile Keypair? _next;
+    private Keypair? _previous;
+    private int _handshakeRequested;
+    private long _rxBytes, _txBytes;
+
+    // Timer inputs (EngineClock milliseconds; 0 = never).
+    private long _lastAuthenticatedSent, _lastAuthenticatedReceived;
+    private long _firstUnansweredDataSent, _firstUnansweredDataReceived;
+    private long _lastHandshakeSent;
+
+    public Peer(Curve25519PublicKey publicKey, IndexTable indices)
+    {
+        PublicKey = publicKey;
+        _indices = indices;
+        Span<byte> pub = stackalloc byte[32];
+        publicKey.CopyTo(pub);
+        var mac1Key = new byte[32];
+        Blake2s.Hash(LabelMac1, pub, mac1Key);
+        var cookieKey = new byte[32];
+        Blake2s.Hash(LabelCookie, pub, cookieKey);
+        Cookies = new CookieGenerator(mac1Key, cookieKey);
+    }
+
+    public Curve25519PublicKey PublicKey { get; }
+
+    /// <summary>32 bytes; all zeros when no pre-shared key is set (WireGuard's convention).</summary>
+    public byte[] PresharedKey { get; set; } = new byte[32];
+
+    public Endpoint? Endpoint
+    {
+        get => _endpoint;
+        set => _endpoint = value;
+    }
+
+    /// <summary>Seconds; 0 turns persistent keepalive off.</summary>
+    public int PersistentKeepaliveSeconds { get; set; }
+
+    public IPeerSignals Signals { get; set; } = NoSignals.Instance;
+
+    /// <summary>Adds mac1/mac2 to the handshake messages we send this peer, and keeps the cookie it gives us.</summary>
+    public CookieGenerator Cookies { get; }
+
+    public Keypair? Current => _current;
+
+    public Keypair? Next => _next;
+
+    public Keypair? Previous { get { lock (KeypairLock) return _previous; } }
+
+    internal object KeypairLock { get; } = new();
+
+    public long RxBytes => Interlocked.Read(ref _rxBytes);
+
+    public long TxBytes => Interlocked.Read(ref _txBytes);
+
+    /// <summary>Wall time of the last completed handshake, for <c>wg show</c>.</summary>
+    public DateTimeOffset? LastHandshake { get; internal set; }
+
+    public int StagedCount => Volatile.Read(ref _stagedCount);
+
+    public long LastAuthenticatedSent => Interlocked.Read(ref _lastAuthenticatedSent);
+    public long LastAuthenticatedReceived => Interlocked.Read(ref _lastAuthenticatedReceived);
+    public long FirstUnansweredDataSent => Interlocked.Read(ref _firstUnansweredDataSent);
+    public long FirstUnansweredDataReceived => Interlocked.Read(ref _firstUnansweredDataReceived);
+
+    /// <summary>The TAI64N timestamp of the last initiation accepted from this peer (replay protection).</summary>
+    public byte[]? LastInitiationTimestamp { get; internal set; }
+
+    /// <summary>When the last initiation from this peer was accepted (flood protection).</summary>
+    public long LastInitiationConsumed { get; internal set; }
+
+    public long LastHandshakeSent
+    {
+        get => Interlocked.Read(ref _lastHandshakeSent);
+        internal set => Interlocked.Exchange(ref _lastHandshakeSent, value);
+    }
+
+    // --- packet-path notifications (cheap: a read, and a write only on change) ---
+
+    public void OnAuthenticatedSent(long now, int bytes)
+    {
+        Volatile.Write(ref _lastAuthenticatedSent, now);
+        Interlocked.Add(ref _txBytes, bytes);
+        if (Volatile.Read(ref _firstUnansweredDataReceived) != 0) Volatile.Write(ref _firstUnansweredDataReceived, 0);
+    }
+
+    public void OnDataSent(long now)
+    {
+        if (Volatile.Read(ref _firstUnansweredDataSent) == 0) Interlocked.CompareExchange(ref _firstUnansweredDataSent, now, 0);
+    }
+
+    public void OnAuthenticatedReceived(long now, int bytes)
+    {
+        Volatile.Write(ref _lastAuthenticatedReceived, now);
+        Interlocked.Add(ref _rxBytes, bytes);
+        if (Volatile.Read(ref _firstUnansweredDataSent) != 0) Volatile.Write(ref _firstUnansweredDataSent, 0);
+    }
+
+    public void OnDataReceived(long now)
+    {
+        if (Volatile.Read(ref _firstUnansweredDataReceived) == 0) Interlocked.CompareExchange(ref _firstUnansweredDataReceived, now, 0);
+    }
+
+    internal void ClearUnansweredDataSent() => Volatile.Write(ref _firstUnansweredDataSent, 0);
+
+    internal void ClearUnansweredDataReceived() => Volatile.Write(ref _firstUnansweredDataReceived, 0);
+
+    /// <summary>Asks the owner for a handshake, at most once until the owner has handled it.</summary>
+    public void RequestHandshake()
+    {
+        if (Interlocked.Exchange(ref _handshakeRequested, 1) == 0) Signals.HandshakeNeeded(this);
+    }
+
+    internal void HandshakeRequestHandled() => Volatile.Write(ref _handshakeRequested, 0);
+
+    // --- staged packets ---
+
+    /// <summary>Keeps a copy of an outbound packet until a session exists; the oldest is dropped past 128.</summary>
+    public void Stage(ReadOnlySpan<byte> packet)
+    {
+        _staged.Enqueue(packet.ToArray());
+        if (Interlocked.Increment(ref _stagedCount) > Constants.StagedQueueSize && _staged.TryDequeue(out _))
+            Interlocked.Decrement(ref _stagedCount);
+    }
+
+    public bool TryTakeStaged(out byte[] packet)
+    {
+        if (!_staged.TryDequeue(out packet!)) return false;
+        Interlocked.Decrement(ref _stagedCount);
+        return true;
+    }
+
+    public void ClearStaged()
+    {
+        while (TryTakeStaged(out _)) { }
+    }
+
+    // --- keypair slots (wireguard-go noise-protocol.go BeginSymmetricSession, ReceivedWithKeypair) ---
+
+    /// <summary>
+    /// Installs a fresh keypair. The initiator uses it at once (current; the old current becomes
+    /// previous). The responder keeps it as next until the initiator's first packet confirms it.
+    /// </summary>
+    public void InstallKeypair(Keypair keypair)
+    {
+        var retired = new List<Keypair>(2);
+        lock (KeypairLock)
+        {
+            if (keypair.IsInitiator)
+            {
+                if (_next is { } next)
+                {
+                    _next = null;
+                    if (_previous is not null) retired.Add(_previous);
+                    _previous = next;
+                    if (_current is not null) retired.Add(_current);
+                }
+                else
+                {
+                    if (_previous is not null) retired.Add(_previous);
+                    _previous = _current;
+                }
+                _current = keypair;
+            }
+            else
+            {
+                if (_next is not null) retired.Add(_next);
+                _next = keypair;
+                if (_previous is not null) retired.Add(_previous);
+                _previous = null;
+            }
+        }
+        foreach (var old in retired) Retire(old);
+    }
+
+    /// <summary>Promotes "next" to current when a packet arrives on it. True if this packet was the confirmation.</summary>
+    public bool ReceivedWithKeypair(Keypair keypair)
+    {
+        if (_next != keypair) return false;
+        Keypair? retired;
+        lock (KeypairLock)
+        {
+            if (_next != keypair) return false;
+            retired = _previous;
+            _previous = _current;
+            _current = keypair;
+            _next = null;
+        }
+        if (retired is not null) Retire(retired);
+        return true;
+    }
+
+    /// <summary>Forgets every keypair (after 3 × RejectAfterTime, or when the peer is removed).</summary>
+    public void ZeroKeypairs()
+    {
+        Keypair?[] all;
+        lock (KeypairLock)
+        {
+            all = [_previous, _current, _next];
+            _previous = null;
+            _current = null;
+            _next = null;
+        }
+        foreach (var keypair in all) if (keypair is not null) Retire(keypair);
+    }
+
+    private void Retire(Keypair keypair)
+    {
+        _indices.Remove(keypair.LocalIndex);
+        keypair.Dispose();
+    }
+
+    public override string ToString() => PublicKey.ToBase64();
+
+    private sealed class NoSignals : IPeerSignals
+    {
+        public static readonly NoSignals Instance = new();
+
+        public void HandshakeNeeded(Peer peer) { }
+
+        public void KeypairConfirmed(Peer peer) { }
+    }
+}

@@ -1,0 +1,111 @@
+using System.Buffers.Binary;
+using Weft.NodeAgent.Net;
+
+namespace Weft.NodeAgent.WireGuard;
+
+// TUN → UDP: the outbound packet path (wireguard-go send.go).
+public sealed partial class WireGuardDevice
+{
+    private void RunTunReader()
+    {
+        var slotSize = Math.Max(2048, TransportHeadroom + Mtu + Constants.PaddingMultiple + Messages.TagSize);
+        using var batch = new PacketBatch(BatchSize, slotSize);
+        Span<int> ready = stackalloc int[BatchSize];
+        while (!_stopping)
+        {
+            var count = _tun.ReadBatch(batch, TransportHeadroom, 200);
+            if (count < 0) return;
+            if (count == 0) continue;
+
+            var now = Clock.NowMs;
+            var toSend = 0;
+            for (var i = 0; i < count; i++)
+            {
+                if (SealForSend(batch, i, now)) ready[toSend++] = i;
+            }
+            if (toSend > 0) _udp.Send(batch, ready[..toSend]);
+        }
+    }
+
+    /// <summary>Turns the IP packet in slot <paramref name="i"/> into a transport message in place. False if it is not sent now.</summary>
+    private bool SealForSend(PacketBatch batch, int i, long now)
+    {
+        var packet = batch.Packet(i);
+        var destination = DestinationOf(packet);
+        if (destination.IsEmpty)
+        {
+            Counters.Drop(DropReason.InvalidInnerPacket);
+            return false;
+        }
+        var peer = AllowedIps.Lookup(destination);
+        if (peer is null)
+        {
+            Counters.Drop(DropReason.NoRoute);
+            return false;
+        }
+        var endpoint = peer.Endpoint;
+        if (endpoint is null)
+        {
+            Counters.Drop(DropReason.NoEndpoint);
+            return false;
+        }
+        var keypair = peer.Current;
+        if (keypair is null || !keypair.CanSend(now, Timings))
+        {
+            peer.Stage(packet);
+            if (now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
+            return false;
+        }
+
+        var length = packet.Length;
+        var padded = Messages.PaddedLength(length, Mtu);
+        var slot = batch.Slot(i);
+        slot.Slice(TransportHeadroom + length, padded - length).Clear();
+        if (!Seal(keypair, slot[..(TransportHeadroom + padded + Messages.TagSize)], padded))
+        {
+            peer.Stage(packet);
+            peer.RequestHandshake();
+            return false;
+        }
+
+        batch.Offsets[i] = 0;
+        batch.Lengths[i] = TransportHeadroom + padded + Messages.TagSize;
+        endpoint.Sockaddr.CopyTo(batch.Address(i));
+        batch.AddressLengths[i] = endpoint.Sockaddr.Length;
+
+        peer.OnAuthenticatedSent(now, batch.Lengths[i]);
+        peer.OnDataSent(now);
+        CheckRekeyAfterSend(peer, keypair, now);
+        return true;
+    }
+
+    /// <summary>The destination address bytes of an IPv4 or IPv6 packet, or empty if it is neither.</summary>
+    internal static ReadOnlySpan<byte> DestinationOf(ReadOnlySpan<byte> packet)
+    {
+        if (packet.Length >= 20 && packet[0] >> 4 == 4) return packet.Slice(16, 4);
+        if (packet.Length >= 40 && packet[0] >> 4 == 6) return packet.Slice(24, 16);
+        return default;
+    }
+
+    /// <summary>The source address and true length of an IPv4 or IPv6 packet (receivers trust the inner header, not the padding).</summary>
+    internal static bool TryReadInner(ReadOnlySpan<byte> packet, out ReadOnlySpan<byte> source, out int length)
+    {
+        source = default;
+        length = 0;
+        if (packet.Length >= 20 && packet[0] >> 4 == 4)
+        {
+            length = BinaryPrimitives.ReadUInt16BigEndian(packet[2..]);
+            if (length < 20 || length > packet.Length) return false;
+            source = packet.Slice(12, 4);
+            return true;
+        }
+        if (packet.Length >= 40 && packet[0] >> 4 == 6)
+        {
+            length = BinaryPrimitives.ReadUInt16BigEndian(packet[4..]) + 40;
+            if (length > packet.Length) return false;
+            source = packet.Slice(8, 16);
+            return true;
+        }
+        return false;
+    }
+}

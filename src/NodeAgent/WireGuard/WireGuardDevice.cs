@@ -1,0 +1,260 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Net;
+using Weft.NodeAgent.Net.Tun;
+
+namespace Weft.NodeAgent.WireGuard;
+
+/// <summary>A handshake message that passed the cheap checks, on its way to the handshake actors.</summary>
+public sealed record HandshakePacket(uint Type, byte[] Message, Endpoint Source);
+
+/// <summary>
+/// One WireGuard interface: the identity, the peers and their allowed IPs, and the two packet paths.
+/// <list type="bullet">
+/// <item>TUN → UDP: read a batch from the TUN, find each packet's peer, seal it with the current
+/// keypair, send the batch with one sendmmsg.</item>
+/// <item>UDP → TUN: receive a batch with one recvmmsg, open each transport packet in place, check
+/// replay and source, write it to the TUN; hand handshake messages to <see cref="HandshakeSink"/>.</item>
+/// </list>
+/// Each path runs on its own thread and never goes through an actor mailbox. Handshakes and timers
+/// belong to the actors (TunnelSupervisor, PeerTunnel), which call the Send* helpers here.
+/// </summary>
+public sealed partial class WireGuardDevice : IDisposable
+{
+    public const int TransportHeadroom = Messages.TransportHeaderSize;
+    private const int BatchSize = 64;
+
+    private readonly ITunDevice _tun;
+    private volatile UdpTransport _udp;
+    private readonly ILogger _log;
+    private readonly List<Thread> _threads = new();
+    private volatile bool _stopping;
+    private long _underLoadUntilMs;
+    private int _handshakeBacklog;
+
+    public WireGuardDevice(ITunDevice tun, UdpTransport udp, EngineClock? clock = null, WireGuardTimings? timings = null, ILogger? log = null)
+    {
+        _tun = tun;
+        _udp = udp;
+        Clock = clock ?? EngineClock.System;
+        Timings = timings ?? WireGuardTimings.Default;
+        _log = log ?? NullLogger.Instance;
+        Cookies = new CookieChecker(Clock);
+        RateLimiter = new RateLimiter(Clock);
+    }
+
+    public EngineClock Clock { get; }
+
+    public WireGuardTimings Timings { get; }
+
+    public string Name => _tun.Name;
+
+    public int Mtu => _tun.Mtu;
+
+    public int ListenPort => _udp.Port;
+
+    public Curve25519PrivateKey? PrivateKey { get; private set; }
+
+    public ConcurrentDictionary<Curve25519PublicKey, Peer> Peers { get; } = new();
+
+    public AllowedIps<Peer> AllowedIps { get; } = new();
+
+    public IndexTable Indices { get; } = new();
+
+    public CookieChecker Cookies { get; }
+
+    public RateLimiter RateLimiter { get; }
+
+    public DeviceCounters Counters { get; } = new();
+
+    /// <summary>Receives handshake messages that passed mac1 (and, under load, mac2 and the rate limit).</summary>
+    public Action<HandshakePacket>? HandshakeSink { get; set; }
+
+    /// <summary>
+    /// Offered every datagram that is not WireGuard (disco, STUN share the socket). Returns true if
+    /// it took the packet. Runs on the receive thread: it must be quick.
+    /// </summary>
+    public Func<ReadOnlyMemory<byte>, Endpoint, bool>? OtherPacketHandler { get; set; }
+
+    /// <summary>The number of handshake messages handed to <see cref="HandshakeSink"/> and not yet processed.</summary>
+    public int HandshakeBacklog => Volatile.Read(ref _handshakeBacklog);
+
+    public void HandshakeProcessed() => Interlocked.Decrement(ref _handshakeBacklog);
+
+    public void SetPrivateKey(Curve25519PrivateKey? key)
+    {
+        PrivateKey = key;
+        if (key is not null) Cookies.SetStaticKey(key.PublicKey);
+        // Sessions were derived from the old identity: none of them is valid any more.
+        foreach (var peer in Peers.Values) peer.ZeroKeypairs();
+    }
+
+    public Peer AddPeer(Curve25519PublicKey publicKey)
+    {
+        if (Peers.Count >= Constants.MaxPeers && !Peers.ContainsKey(publicKey))
+            throw new InvalidOperationException($"a device holds at most {Constants.MaxPeers} peers");
+        return Peers.GetOrAdd(publicKey, key => new Peer(key, Indices));
+    }
+
+    public void RemovePeer(Peer peer)
+    {
+        if (!Peers.TryRemove(peer.PublicKey, out _)) return;
+        AllowedIps.RemoveAll(peer);
+        peer.ZeroKeypairs();
+        peer.ClearStaged();
+        Indices.RemoveAllOf(peer);
+    }
+
+    public void Start()
+    {
+        StartThread("wg-tun-read", RunTunReader);
+        StartReceivers(_udp);
+    }
+
+    private void StartReceivers(UdpTransport transport)
+    {
+        foreach (var socket in transport.Sockets) StartThread($"wg-udp-recv-{socket.AddressFamily}", () => RunUdpReceiver(transport, socket));
+    }
+
+    /// <summary>Moves the device to another UDP port (UAPI listen_port). The old sockets' receive loops end on their own.</summary>
+    public void Rebind(int port)
+    {
+        var fresh = UdpTransport.Bind(port);
+        var old = _udp;
+        _udp = fresh;
+        StartReceivers(fresh);
+        old.Dispose();
+    }
+
+    public void SetFirewallMark(uint mark)
+    {
+        _udp.SetFirewallMark(mark);
+        FirewallMark = mark;
+    }
+
+    public uint FirewallMark { get; private set; }
+
+    private void StartThread(string name, Action loop)
+    {
+        var thread = new Thread(() =>
+        {
+            try { loop(); }
+            catch (Exception e) when (_stopping is false) { _log.LogCritical(e, "WireGuard packet loop {Loop} failed", name); }
+        }) { IsBackground = true, Name = name };
+        lock (_threads) _threads.Add(thread);
+        thread.Start();
+    }
+
+    /// <summary>True while handshake messages pile up: from 1/8 of the queue, and for a second after (wireguard-go).</summary>
+    private bool IsUnderLoad(long now)
+    {
+        if (Volatile.Read(ref _handshakeBacklog) >= Constants.UnderLoadQueueThreshold)
+        {
+            Volatile.Write(ref _underLoadUntilMs, now + (long)Constants.UnderLoadAfterTime.TotalMilliseconds);
+            return true;
+        }
+        return now < Volatile.Read(ref _underLoadUntilMs);
+    }
+
+    // --- helpers the actors use to send ---
+
+    /// <summary>Sends a handshake or cookie message to the peer's endpoint.</summary>
+    public bool SendHandshakeMessage(Peer peer, ReadOnlySpan<byte> message)
+    {
+        var endpoint = peer.Endpoint;
+        if (endpoint is null) return false;
+        var sent = _udp.SendTo(endpoint, message);
+        if (sent) peer.OnAuthenticatedSent(Clock.NowMs, message.Length);
+        return sent;
+    }
+
+    /// <summary>
+    /// Seals and sends one packet (or a keepalive, when empty) with the current keypair. False when
+    /// there is no usable keypair: the caller stages the packet and asks for a handshake.
+    /// </summary>
+    public bool SendTransport(Peer peer, ReadOnlySpan<byte> plaintext)
+    {
+        var now = Clock.NowMs;
+        var keypair = peer.Current;
+        var endpoint = peer.Endpoint;
+        if (keypair is null || !keypair.CanSend(now, Timings) || endpoint is null) return false;
+
+        var padded = Messages.PaddedLength(plaintext.Length, Mtu);
+        var buffer = padded <= 2048 ? stackalloc byte[Messages.TransportHeaderSize + padded + Messages.TagSize] : new byte[Messages.TransportHeaderSize + padded + Messages.TagSize];
+        plaintext.CopyTo(buffer[Messages.TransportHeaderSize..]);
+        buffer.Slice(Messages.TransportHeaderSize + plaintext.Length, padded - plaintext.Length).Clear();
+        if (!Seal(keypair, buffer, padded)) return false;
+        if (!_udp.SendTo(endpoint, buffer)) return false;
+        peer.OnAuthenticatedSent(now, buffer.Length);
+        if (plaintext.Length > 0) peer.OnDataSent(now);
+        CheckRekeyAfterSend(peer, keypair, now);
+        return true;
+    }
+
+    /// <summary>Sends every staged packet of the peer, or a keepalive if none is staged. False if there is still no session.</summary>
+    public bool SendStagedOrKeepalive(Peer peer)
+    {
+        if (peer.StagedCount == 0) return SendTransport(peer, default);
+        while (peer.TryTakeStaged(out var packet))
+        {
+            if (!SendTransport(peer, packet))
+            {
+                peer.Stage(packet);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    public void SendCookieReply(ReadOnlySpan<byte> message, uint type, Endpoint source)
+    {
+        Span<byte> reply = stackalloc byte[Messages.CookieReplySize];
+        Cookies.CreateReply(message, type, source.Address, reply);
+        _udp.SendTo(source, reply);
+    }
+
+    /// <summary>Writes the transport header and seals the padded plaintext that follows it, in place.</summary>
+    private bool Seal(Keypair keypair, Span<byte> packet, int paddedLength)
+    {
+        var counter = keypair.NextCounter();
+        if (counter >= Constants.RejectAfterMessages) return false;
+        Messages.WriteHeader(packet, Messages.TypeTransport);
+        Messages.WriteIndex(packet, Messages.TransportReceiver, keypair.RemoteIndex);
+        BinaryPrimitives.WriteUInt64LittleEndian(packet[Messages.TransportCounter..], counter);
+        var body = packet.Slice(Messages.TransportHeaderSize, paddedLength + Messages.TagSize);
+        try
+        {
+            keypair.Seal(counter, body[..paddedLength], body);
+            return true;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // zeroed between the check and the seal
+        }
+    }
+
+    /// <summary>wireguard-go keepKeyFreshSending: the initiator rekeys after REKEY_AFTER_TIME, anyone after REKEY_AFTER_MESSAGES.</summary>
+    private void CheckRekeyAfterSend(Peer peer, Keypair keypair, long now)
+    {
+        var stale = keypair.SentCount > Timings.RekeyAfterMessages ||
+                    (keypair.IsInitiator && keypair.AgeMs(now) > Timings.RekeyAfterTime.TotalMilliseconds);
+        if (stale && now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        Thread[] threads;
+        lock (_threads) threads = _threads.ToArray();
+        foreach (var thread in threads) thread.Join(TimeSpan.FromSeconds(2));
+        _tun.Dispose();
+        _udp.Dispose();
+        foreach (var peer in Peers.Values) peer.ZeroKeypairs();
+        PrivateKey?.Dispose();
+    }
+}

@@ -1,0 +1,75 @@
+using System.Net;
+using Akka.Actor;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Net;
+using Weft.NodeAgent.Net.Tun;
+using Weft.NodeAgent.Tunnels;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Tests.Support;
+
+/// <summary>A complete WireGuard engine for tests: virtual TUN, real UDP socket on loopback, and its TunnelSupervisor.</summary>
+public sealed class EngineNode : IDisposable
+{
+    public EngineNode(ActorSystem system, string name, EngineClock? clock = null, WireGuardTimings? timings = null, bool tick = true)
+    {
+        Key = Curve25519PrivateKey.Generate();
+        Tun = new VirtualTun(name);
+        Device = new WireGuardDevice(Tun, UdpTransport.Bind(0), clock, timings);
+        Supervisor = system.ActorOf(TunnelSupervisor.PropsFor(Device, tick), name);
+        Supervisor.Ask<PrivateKeySet>(new SetPrivateKey(Key), TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
+        Device.Start();
+    }
+
+    public Curve25519PrivateKey Key { get; }
+
+    public VirtualTun Tun { get; }
+
+    public WireGuardDevice Device { get; }
+
+    public IActorRef Supervisor { get; }
+
+    public Endpoint Endpoint => new(new IPEndPoint(IPAddress.Loopback, Device.ListenPort));
+
+    public Peer PeerOf(EngineNode other) => Device.Peers[other.Key.PublicKey];
+
+    /// <summary>Makes <paramref name="other"/> a peer of this node, owning <paramref name="allowedIps"/>.</summary>
+    public void Trust(EngineNode other, params string[] allowedIps) => Trust(other, null, allowedIps);
+
+    public void Trust(EngineNode other, byte[]? psk, params string[] allowedIps)
+    {
+        var config = new PeerConfig(other.Key.PublicKey)
+        {
+            Endpoint = other.Endpoint,
+            AddAllowedIps = allowedIps.Select(IpPrefix.Parse).ToList(),
+            PresharedKey = psk,
+        };
+        Supervisor.Ask<PeerConfigured>(new ConfigurePeer(config), TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
+    }
+
+    /// <summary>Waits for the next packet this node's TUN delivers to the host.</summary>
+    public byte[] Receive(TimeSpan? timeout = null)
+    {
+        using var cancel = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(10));
+        return Tun.Delivered.ReadAsync(cancel.Token).AsTask().GetAwaiter().GetResult();
+    }
+
+    public bool TryReceive(TimeSpan within, out byte[] packet)
+    {
+        try
+        {
+            packet = Receive(within);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            packet = [];
+            return false;
+        }
+    }
+
+    public void Dispose()
+    {
+        Device.Dispose();
+    }
+}
