@@ -33,6 +33,17 @@ public sealed class EngineNode : IDisposable
 
     public Peer PeerOf(EngineNode other) => Device.Peers[other.Key.PublicKey];
 
+    /// <summary>The PeerTunnel actor this node runs for <paramref name="other"/>.</summary>
+    public ActorSelection TunnelFor(EngineNode other) =>
+        new(Supervisor, "peer-" + other.Key.PublicKey.ToHex()[..16]);
+
+    /// <summary>Makes a peer of an arbitrary key at an arbitrary endpoint (for peers that never answer).</summary>
+    public void TrustKey(Curve25519PublicKey key, Endpoint endpoint, params string[] allowedIps)
+    {
+        var config = new PeerConfig(key) { Endpoint = endpoint, AddAllowedIps = allowedIps.Select(IpPrefix.Parse).ToList() };
+        Supervisor.Ask<PeerConfigured>(new ConfigurePeer(config), TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
+    }
+
     /// <summary>Makes <paramref name="other"/> a peer of this node, owning <paramref name="allowedIps"/>.</summary>
     public void Trust(EngineNode other, params string[] allowedIps) => Trust(other, null, allowedIps);
 
