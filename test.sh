@@ -8,7 +8,9 @@ cd "$(dirname "$0")"
 scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping
 
 source scripts/postgres-test-server.sh
-trap stop_test_postgres EXIT
+source scripts/lab-cleanup.sh
+remove_lab_leftovers
+trap 'stop_test_postgres; remove_lab_leftovers' EXIT
 start_test_postgres
 
 export WEFT_REQUIRE_ALL_TESTS=1

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Weft.Lab;
+
+/// <summary>A process the lab started; killed with its children when the lab is disposed.</summary>
+public sealed class LabProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private readonly object _lock = new();
+
+    internal LabProcess(string description, ProcessStartInfo info)
+    {
+        Description = description;
+        info.RedirectStandardOutput = true;
+        info.RedirectStandardError = true;
+        info.UseShellExecute = false;
+        _process = Process.Start(info) ?? throw new LabException($"could not start {description}");
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public string Description { get; }
+
+    public bool HasExited => _process.HasExited;
+
+    public string Output
+    {
+        get { lock (_lock) return _output.ToString(); }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null) return;
+        lock (_lock) _output.AppendLine(line);
+    }
+
+    /// <summary>Waits until the process printed <paramref name="text"/>; fails with its output if it exits or times out first.</summary>
+    public void WaitForOutput(string text, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (Output.Contains(text, StringComparison.Ordinal)) return;
+            if (_process.HasExited) throw new LabException($"{Description} exited ({_process.ExitCode}) before printing '{text}':\n{Output}");
+            Thread.Sleep(50);
+        }
+        throw new LabException($"{Description} did not print '{text}' within {timeout}:\n{Output}");
+    }
+
+    /// <summary>Asks the process to stop (SIGTERM, or the given signal), then kills it if it has not stopped after <paramref name="grace"/>.</summary>
+    public void Stop(TimeSpan grace, string signal = "TERM")
+    {
+        if (_process.HasExited) return;
+        Lab.Run("kill", "-" + signal, _process.Id.ToString());
+        if (!_process.WaitForExit(grace)) Dispose();
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                _process.WaitForExit(5000);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        _process.Dispose();
+    }
+}
+
+public sealed class LabException(string message) : Exception(message);
