@@ -55,7 +55,14 @@ public sealed class LabProcess : IDisposable
     public void Stop(TimeSpan grace, string signal = "TERM")
     {
         if (_process.HasExited) return;
-        Lab.Run("kill", "-" + signal, _process.Id.ToString());
+        try
+        {
+            Lab.Run("kill", "-" + signal, _process.Id.ToString());
+        }
+        catch (LabException) when (_process.HasExited)
+        {
+            return; // it ended on its own meanwhile
+        }
         if (!_process.WaitForExit(grace)) Dispose();
     }
 

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
-using NSec.Cryptography;
 using Weft.Contracts.Crypto;
 using Weft.Contracts.Keys;
 
@@ -16,6 +15,12 @@ public enum NoisePattern
     /// <summary><c>Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s</c>: WireGuard (psk = 32 zero bytes when none is set).</summary>
     IKpsk2,
 }
+
+/// <summary>
+/// Supplies the static-static secret DH(local static, remote static) from a cache, or returns false
+/// so the handshake computes it. It never changes for a pair of keys; WireGuard precomputes it.
+/// </summary>
+public delegate bool StaticSecretSource(Curve25519PublicKey remoteStatic, Span<byte> shared);
 
 /// <summary>
 /// One Noise IK or IKpsk2 handshake (Noise spec rev. 34), from either side:
@@ -41,12 +46,11 @@ public sealed class NoiseHandshake : IDisposable
     /// <summary>Message 2 is e ‖ enc(payload).</summary>
     public static int ResponseSize(int payloadLength) => DhSize + payloadLength + TagSize;
 
-    private static readonly AeadAlgorithm ChaChaPoly = AeadAlgorithm.ChaCha20Poly1305;
-
     private readonly NoisePattern _pattern;
     private readonly bool _initiator;
     private readonly Curve25519PrivateKey _localStatic;
     private readonly Curve25519PrivateKey? _fixedEphemeral;
+    private readonly StaticSecretSource? _staticSecrets;
     private Curve25519PrivateKey? _localEphemeral;
     private readonly byte[] _psk = new byte[32];
 
@@ -60,8 +64,9 @@ public sealed class NoiseHandshake : IDisposable
     private int _step;
 
     private NoiseHandshake(NoisePattern pattern, bool initiator, ReadOnlySpan<byte> prologue, Curve25519PrivateKey localStatic,
-        Curve25519PublicKey? remoteStatic, ReadOnlySpan<byte> psk, Curve25519PrivateKey? fixedEphemeral)
+        Curve25519PublicKey? remoteStatic, ReadOnlySpan<byte> psk, Curve25519PrivateKey? fixedEphemeral, StaticSecretSource? staticSecrets)
     {
+        _staticSecrets = staticSecrets;
         _pattern = pattern;
         _initiator = initiator;
         _localStatic = localStatic;
@@ -97,12 +102,13 @@ public sealed class NoiseHandshake : IDisposable
 
     /// <param name="fixedEphemeral">Only for test vectors; real handshakes generate a fresh ephemeral.</param>
     public static NoiseHandshake Initiator(NoisePattern pattern, ReadOnlySpan<byte> prologue, Curve25519PrivateKey localStatic,
-        Curve25519PublicKey remoteStatic, ReadOnlySpan<byte> psk = default, Curve25519PrivateKey? fixedEphemeral = null) =>
-        new(pattern, true, prologue, localStatic, remoteStatic, psk, fixedEphemeral);
+        Curve25519PublicKey remoteStatic, ReadOnlySpan<byte> psk = default, Curve25519PrivateKey? fixedEphemeral = null,
+        StaticSecretSource? staticSecrets = null) =>
+        new(pattern, true, prologue, localStatic, remoteStatic, psk, fixedEphemeral, staticSecrets);
 
     public static NoiseHandshake Responder(NoisePattern pattern, ReadOnlySpan<byte> prologue, Curve25519PrivateKey localStatic,
-        ReadOnlySpan<byte> psk = default, Curve25519PrivateKey? fixedEphemeral = null) =>
-        new(pattern, false, prologue, localStatic, null, psk, fixedEphemeral);
+        ReadOnlySpan<byte> psk = default, Curve25519PrivateKey? fixedEphemeral = null, StaticSecretSource? staticSecrets = null) =>
+        new(pattern, false, prologue, localStatic, null, psk, fixedEphemeral, staticSecrets);
 
     /// <summary>The peer's static key: known up front by the initiator, learned from message 1 by the responder.</summary>
     public Curve25519PublicKey RemoteStatic { get; private set; }
@@ -138,7 +144,7 @@ public sealed class NoiseHandshake : IDisposable
                 Span<byte> staticPublic = stackalloc byte[DhSize];
                 _localStatic.PublicKey.CopyTo(staticPublic);
                 offset += EncryptAndHash(staticPublic, message[offset..]);                     // s
-                if (!_localStatic.TryAgree(RemoteStatic, dh)) return -1;                     // ss
+                if (!StaticStatic(dh)) return -1;                                            // ss
                 MixKey(dh);
                 offset += EncryptAndHash(payload, message[offset..]);
                 _step = 1;
@@ -210,7 +216,7 @@ public sealed class NoiseHandshake : IDisposable
                 if (!DecryptAndHash(message.Slice(offset, DhSize + TagSize), staticPublic)) return -1; // s
                 offset += DhSize + TagSize;
                 RemoteStatic = new Curve25519PublicKey(staticPublic);
-                if (!_localStatic.TryAgree(RemoteStatic, dh)) return -1;                     // ss
+                if (!StaticStatic(dh)) return -1;                                            // ss
                 MixKey(dh);
                 var payloadLength = message.Length - offset - TagSize;
                 if (payload.Length < payloadLength || !DecryptAndHash(message[offset..], payload[..payloadLength])) return -1;
@@ -257,6 +263,9 @@ public sealed class NoiseHandshake : IDisposable
         CryptographicOperations.ZeroMemory(_psk);
         if (_localEphemeral != _fixedEphemeral) _localEphemeral?.Dispose();
     }
+
+    private bool StaticStatic(Span<byte> dh) =>
+        (_staticSecrets is not null && _staticSecrets(RemoteStatic, dh)) || _localStatic.TryAgree(RemoteStatic, dh);
 
     private int WriteEphemeral(Span<byte> message)
     {
@@ -313,8 +322,7 @@ public sealed class NoiseHandshake : IDisposable
         var length = plaintext.Length + TagSize;
         Span<byte> nonce = stackalloc byte[12];
         NonceFor(_n++, nonce);
-        using (var key = Key.Import(ChaChaPoly, _k, KeyBlobFormat.RawSymmetricKey))
-            ChaChaPoly.Encrypt(key, nonce, _h, plaintext, output[..length]);
+        Sodium.Seal(_k, nonce, _h, plaintext, output[..length]);
         MixHash(output[..length]);
         return length;
     }
@@ -329,8 +337,7 @@ public sealed class NoiseHandshake : IDisposable
         }
         Span<byte> nonce = stackalloc byte[12];
         NonceFor(_n, nonce);
-        using (var key = Key.Import(ChaChaPoly, _k, KeyBlobFormat.RawSymmetricKey))
-            if (!ChaChaPoly.Decrypt(key, nonce, _h, ciphertext, plaintext[..(ciphertext.Length - TagSize)])) return false;
+        if (!Sodium.Open(_k, nonce, _h, ciphertext, plaintext[..(ciphertext.Length - TagSize)])) return false;
         _n++;
         MixHash(ciphertext);
         return true;

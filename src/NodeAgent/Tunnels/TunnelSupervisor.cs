@@ -81,7 +81,7 @@ public sealed class TunnelSupervisor : UntypedActor
     {
         if (packet.Type == Messages.TypeInitiation)
         {
-            if (_device.PrivateKey is not { } key || Handshake.ConsumeInitiation(key, packet.Message) is not { } initiation)
+            if (_device.PrivateKey is not { } key || Handshake.ConsumeInitiation(key, packet.Message, _device.TryGetStaticStatic) is not { } initiation)
             {
                 _device.Counters.Drop(DropReason.HandshakeRejected);
                 return;

@@ -20,7 +20,8 @@ public static class Handshake
     /// <summary>Writes a 148-byte initiation to <paramref name="peer"/> and registers its local index.</summary>
     public static PendingHandshake CreateInitiation(Curve25519PrivateKey staticKey, Peer peer, IndexTable indices, EngineClock clock, Span<byte> message)
     {
-        var noise = NoiseHandshake.Initiator(NoisePattern.IKpsk2, Identifier, staticKey, peer.PublicKey, peer.PresharedKey);
+        var noise = NoiseHandshake.Initiator(NoisePattern.IKpsk2, Identifier, staticKey, peer.PublicKey, peer.PresharedKey,
+            staticSecrets: (_, shared) => peer.TryCopyStaticStatic(shared));
         Span<byte> timestamp = stackalloc byte[Tai64n.Size];
         Tai64n.Write(clock.WallNow, timestamp);
 
@@ -42,10 +43,10 @@ public static class Handshake
     }
 
     /// <summary>Decrypts an initiation (mac1 already checked). Null if it does not authenticate to our static key.</summary>
-    public static ConsumedInitiation? ConsumeInitiation(Curve25519PrivateKey staticKey, ReadOnlySpan<byte> message)
+    public static ConsumedInitiation? ConsumeInitiation(Curve25519PrivateKey staticKey, ReadOnlySpan<byte> message, StaticSecretSource? staticSecrets = null)
     {
         if (message.Length != Messages.InitiationSize) return null;
-        var noise = NoiseHandshake.Responder(NoisePattern.IKpsk2, Identifier, staticKey);
+        var noise = NoiseHandshake.Responder(NoisePattern.IKpsk2, Identifier, staticKey, staticSecrets: staticSecrets);
         var timestamp = new byte[Tai64n.Size];
         if (noise.ReadMessage(message.Slice(Messages.InitiationNoise, Messages.InitiationNoiseSize), timestamp) != Tai64n.Size)
         {

@@ -56,6 +56,32 @@ public sealed class Peer
 
     public Curve25519PublicKey PublicKey { get; }
 
+    private volatile byte[]? _staticStatic;
+
+    /// <summary>
+    /// Caches DH(our static, this peer's static), the one X25519 of every handshake that never
+    /// changes (wireguard-go precomputedStaticStatic). Null when our key is unset or theirs is invalid.
+    /// </summary>
+    public void PrecomputeStaticStatic(Curve25519PrivateKey? ourKey)
+    {
+        if (ourKey is null)
+        {
+            _staticStatic = null;
+            return;
+        }
+        var shared = new byte[32];
+        _staticStatic = ourKey.TryAgree(PublicKey, shared) ? shared : null;
+    }
+
+    /// <summary>Copies the cached static-static secret; false if there is none.</summary>
+    public bool TryCopyStaticStatic(Span<byte> destination)
+    {
+        var cached = _staticStatic;
+        if (cached is null) return false;
+        cached.CopyTo(destination);
+        return true;
+    }
+
     /// <summary>32 bytes; all zeros when no pre-shared key is set (WireGuard's convention).</summary>
     public byte[] PresharedKey { get; set; } = new byte[32];
 

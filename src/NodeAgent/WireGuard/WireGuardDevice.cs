@@ -91,15 +91,28 @@ public sealed partial class WireGuardDevice : IDisposable
         PrivateKey = key;
         if (key is not null) Cookies.SetStaticKey(key.PublicKey);
         // Sessions were derived from the old identity: none of them is valid any more.
-        foreach (var peer in Peers.Values) peer.ZeroKeypairs();
+        foreach (var peer in Peers.Values)
+        {
+            peer.ZeroKeypairs();
+            peer.PrecomputeStaticStatic(key);
+        }
     }
 
     public Peer AddPeer(Curve25519PublicKey publicKey)
     {
         if (Peers.Count >= Constants.MaxPeers && !Peers.ContainsKey(publicKey))
             throw new InvalidOperationException($"a device holds at most {Constants.MaxPeers} peers");
-        return Peers.GetOrAdd(publicKey, key => new Peer(key, Indices));
+        return Peers.GetOrAdd(publicKey, key =>
+        {
+            var peer = new Peer(key, Indices);
+            peer.PrecomputeStaticStatic(PrivateKey);
+            return peer;
+        });
     }
+
+    /// <summary>The precomputed static-static secret of whichever peer sent an initiation.</summary>
+    public bool TryGetStaticStatic(Curve25519PublicKey remote, Span<byte> shared) =>
+        Peers.TryGetValue(remote, out var peer) && peer.TryCopyStaticStatic(shared);
 
     public void RemovePeer(Peer peer)
     {
