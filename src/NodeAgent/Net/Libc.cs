@@ -25,6 +25,7 @@ internal static unsafe partial class Libc
     public const short IFF_VNET_HDR = 0x4000;
     public const uint TUNSETOFFLOAD = 0x400454d0;
     public const uint TUNSETVNETHDRSZ = 0x400454d8;
+    public const uint TUN_F_CSUM = 0x01, TUN_F_TSO4 = 0x02, TUN_F_TSO6 = 0x04;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct IoVec
@@ -90,6 +91,9 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial nint write(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial nint writev(int fd, IoVec* iov, int count);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int poll(PollFd* fds, nuint count, int timeoutMs);

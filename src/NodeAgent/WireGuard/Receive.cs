@@ -10,60 +10,66 @@ public sealed partial class WireGuardDevice
     private void RunUdpReceiver(UdpTransport transport, Socket socket)
     {
         using var batch = new PacketBatch(BatchSize, Math.Max(2048, Mtu + 128));
+        Span<int> deliver = stackalloc int[BatchSize];
         while (!_stopping)
         {
             var count = transport.Receive(socket, batch);
             if (count < 0) return;
             if (count == 0) continue;
             var now = Clock.NowMs;
+            var delivered = 0;
             for (var i = 0; i < count; i++)
             {
                 var address = batch.Address(i)[..batch.AddressLengths[i]];
-                ReceiveDatagram(batch.Slot(i)[..batch.Lengths[i]], address, now);
+                var inner = ReceiveDatagram(batch.Slot(i)[..batch.Lengths[i]], address, now);
+                if (inner <= 0) continue;
+                // The decrypted packet sits after the transport header, in place.
+                batch.Offsets[i] = Messages.TransportHeaderSize;
+                batch.Lengths[i] = inner;
+                deliver[delivered++] = i;
+            }
+            // All packets of the batch go to the TUN together, so that segments of a flow can merge.
+            if (delivered > 0)
+            {
+                var refused = _tun.WriteBatch(batch, deliver[..delivered]);
+                for (var r = 0; r < refused; r++) Counters.Drop(DropReason.TunWriteFailed);
             }
         }
     }
 
-    /// <summary>Handles one datagram from the socket; <paramref name="datagram"/> may be decrypted in place.</summary>
-    internal void ReceiveDatagram(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
+    /// <summary>
+    /// Handles one datagram from the socket (it may be decrypted in place). Returns the length of
+    /// an IP packet to hand to the TUN, which then starts right after the transport header; 0 if
+    /// there is nothing to deliver.
+    /// </summary>
+    internal int ReceiveDatagram(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
     {
         switch (Messages.TypeOf(datagram))
         {
             case Messages.TypeTransport:
-                ReceiveTransport(datagram, sourceAddress, now);
-                break;
+                return ReceiveTransport(datagram, sourceAddress, now);
             case Messages.TypeInitiation or Messages.TypeResponse:
                 ReceiveHandshake(datagram, sourceAddress, now);
-                break;
+                return 0;
             case Messages.TypeCookieReply:
                 ReceiveCookieReply(datagram);
-                break;
+                return 0;
             default:
                 var source = Endpoint.FromSockaddr(sourceAddress);
                 if (source is null || OtherPacketHandler is null || !OtherPacketHandler(datagram.ToArray(), source))
                     Counters.Drop(datagram.Length == 0 ? DropReason.Malformed : DropReason.NotWireGuard);
-                break;
+                return 0;
         }
     }
 
-    private void ReceiveTransport(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
+    private int ReceiveTransport(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
     {
-        if (datagram.Length < Messages.KeepaliveSize)
-        {
-            Counters.Drop(DropReason.Malformed);
-            return;
-        }
+        if (datagram.Length < Messages.KeepaliveSize) return Dropped(DropReason.Malformed);
         if (!Indices.TryGet(Messages.ReadIndex(datagram, Messages.TransportReceiver), out var entry) || entry.Keypair is not { } keypair)
-        {
-            Counters.Drop(DropReason.UnknownIndex);
-            return;
-        }
+            return Dropped(DropReason.UnknownIndex);
         var counter = BinaryPrimitives.ReadUInt64LittleEndian(datagram[Messages.TransportCounter..]);
         if (keypair.IsDisposed || keypair.AgeMs(now) >= Timings.RejectAfterTime.TotalMilliseconds || counter >= Constants.RejectAfterMessages)
-        {
-            Counters.Drop(DropReason.ExpiredKeypair);
-            return;
-        }
+            return Dropped(DropReason.ExpiredKeypair);
 
         var ciphertext = datagram[Messages.TransportHeaderSize..];
         var plaintext = ciphertext[..^Messages.TagSize];
@@ -76,17 +82,9 @@ public sealed partial class WireGuardDevice
         {
             opened = false;
         }
-        if (!opened)
-        {
-            Counters.Drop(DropReason.BadAuthentication);
-            return;
-        }
+        if (!opened) return Dropped(DropReason.BadAuthentication);
         // Only an authenticated packet may move the replay window.
-        if (!keypair.Replay.Accept(counter))
-        {
-            Counters.Drop(DropReason.Replayed);
-            return;
-        }
+        if (!keypair.Replay.Accept(counter)) return Dropped(DropReason.Replayed);
 
         var peer = keypair.Peer;
         if (peer.ReceivedWithKeypair(keypair)) peer.Signals.KeypairConfirmed(peer);
@@ -103,20 +101,18 @@ public sealed partial class WireGuardDevice
             peer.RequestHandshake();
         }
 
-        if (plaintext.IsEmpty) return; // keepalive
+        if (plaintext.IsEmpty) return 0; // keepalive
 
-        if (!TryReadInner(plaintext, out var source, out var length))
-        {
-            Counters.Drop(DropReason.InvalidInnerPacket);
-            return;
-        }
-        if (AllowedIps.Lookup(source) != peer)
-        {
-            Counters.Drop(DropReason.DisallowedSource);
-            return;
-        }
+        if (!TryReadInner(plaintext, out var source, out var length)) return Dropped(DropReason.InvalidInnerPacket);
+        if (AllowedIps.Lookup(source) != peer) return Dropped(DropReason.DisallowedSource);
         peer.OnDataReceived(now);
-        if (!_tun.Write(plaintext[..length])) Counters.Drop(DropReason.TunWriteFailed);
+        return length;
+    }
+
+    private int Dropped(DropReason reason)
+    {
+        Counters.Drop(reason);
+        return 0;
     }
 
     private void ReceiveHandshake(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)

@@ -19,4 +19,14 @@ public interface ITunDevice : IDisposable
 
     /// <summary>Hands one inbound packet to the host. False if the device refused it (full or closed).</summary>
     bool Write(ReadOnlySpan<byte> packet);
+
+    /// <summary>
+    /// Hands the packets in <paramref name="slots"/> (in order) to the host; a device with offloads
+    /// may merge segments of one TCP flow. Each packet needs at least <see cref="WriteHeadroom"/>
+    /// bytes free before it in its slot. Returns how many packets the device refused.
+    /// </summary>
+    int WriteBatch(PacketBatch batch, ReadOnlySpan<int> slots);
+
+    /// <summary>Bytes the device may write in front of each packet given to <see cref="WriteBatch"/>.</summary>
+    int WriteHeadroom { get; }
 }

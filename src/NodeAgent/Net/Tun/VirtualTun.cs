@@ -48,6 +48,15 @@ public sealed class VirtualTun(string name = "virtual0", int mtu = WireGuard.Con
 
     public bool Write(ReadOnlySpan<byte> packet) => !_closed && _toHost.Writer.TryWrite(packet.ToArray());
 
+    public int WriteHeadroom => 0;
+
+    public int WriteBatch(PacketBatch batch, ReadOnlySpan<int> slots)
+    {
+        var refused = 0;
+        foreach (var slot in slots) if (!Write(batch.Packet(slot))) refused++;
+        return refused;
+    }
+
     public void Dispose()
     {
         _closed = true;
