@@ -17,7 +17,7 @@ public sealed class TcpCoalescer
     private const byte TcpAck = 0x10, TcpPsh = 0x08;
 
     private readonly List<Group> _groups = new();
-    private readonly Stack<List<int>> _spareFollowers = new();
+    private readonly Stack<Group> _spare = new();
 
     /// <summary>A packet to write: a head (carrying the headers) and the slots whose payloads follow it.</summary>
     public sealed class Group
@@ -40,7 +40,8 @@ public sealed class TcpCoalescer
     /// <summary>Groups the given slots (decrypted IP packets) for writing, in arrival order.</summary>
     public void Plan(PacketBatch batch, ReadOnlySpan<int> slots)
     {
-        foreach (var group in _groups) { group.Followers.Clear(); _spareFollowers.Push(group.Followers); }
+        // Groups are reused batch after batch: the packet path allocates nothing.
+        foreach (var group in _groups) _spare.Push(group);
         _groups.Clear();
 
         foreach (var slot in slots)
@@ -101,13 +102,19 @@ public sealed class TcpCoalescer
         };
     }
 
-    private Group NewGroup(int slot, bool mergeable) => new()
+    private Group NewGroup(int slot, bool mergeable)
     {
-        Head = slot,
-        Followers = _spareFollowers.Count > 0 ? _spareFollowers.Pop() : new List<int>(8),
-        Mergeable = mergeable,
-        Closed = !mergeable,
-    };
+        var group = _spare.Count > 0 ? _spare.Pop() : new Group { Followers = new List<int>(8) };
+        group.Followers.Clear();
+        group.Head = slot;
+        group.Mergeable = mergeable;
+        group.Closed = !mergeable;
+        group.HeadChecksumVerified = false;
+        group.IsV6 = false;
+        group.HeadersLength = group.IpHeaderLength = group.SegmentSize = group.TotalLength = 0;
+        group.NextSequence = 0;
+        return group;
+    }
 
     private Group? FindAppendTarget(PacketBatch batch, ReadOnlySpan<byte> packet, bool isV6, int ipLength, int tcpLength, int payload)
     {
