@@ -41,23 +41,18 @@ public sealed class Curve25519PrivateKey : IDisposable
 
     public static bool TryParseBase64(string? text, out Curve25519PrivateKey key)
     {
-        key = null!;
         Span<byte> bytes = stackalloc byte[Size];
-        if (text is null || text.Length != 44 || !Convert.TryFromBase64String(text, bytes, out var written) || written != Size) return false;
-        key = FromBytes(bytes);
+        key = KeyEncoding.TryDecodeBase64(text, bytes) ? FromBytes(bytes) : null!;
         CryptographicOperations.ZeroMemory(bytes);
-        return true;
+        return key is not null;
     }
 
     public static bool TryParseHex(string? text, out Curve25519PrivateKey key)
     {
-        key = null!;
-        if (text is null || text.Length != Size * 2) return false;
         Span<byte> bytes = stackalloc byte[Size];
-        if (Convert.FromHexString(text, bytes, out _, out var written) != System.Buffers.OperationStatus.Done || written != Size) return false;
-        key = FromBytes(bytes);
+        key = KeyEncoding.TryDecodeHex(text, bytes) ? FromBytes(bytes) : null!;
         CryptographicOperations.ZeroMemory(bytes);
-        return true;
+        return key is not null;
     }
 
     public static void Clamp(Span<byte> key)

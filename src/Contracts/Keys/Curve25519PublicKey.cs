@@ -47,21 +47,18 @@ public readonly struct Curve25519PublicKey : IEquatable<Curve25519PublicKey>
 
     public static bool TryParseBase64(string? text, out Curve25519PublicKey key)
     {
-        key = default;
         Span<byte> bytes = stackalloc byte[Size];
-        if (text is null || text.Length != 44 || !Convert.TryFromBase64String(text, bytes, out var written) || written != Size) return false;
-        key = new Curve25519PublicKey(bytes);
-        return true;
+        var ok = KeyEncoding.TryDecodeBase64(text, bytes);
+        key = ok ? new Curve25519PublicKey(bytes) : default;
+        return ok;
     }
 
     public static bool TryParseHex(string? text, out Curve25519PublicKey key)
     {
-        key = default;
-        if (text is null || text.Length != Size * 2) return false;
         Span<byte> bytes = stackalloc byte[Size];
-        if (Convert.FromHexString(text, bytes, out _, out var written) != System.Buffers.OperationStatus.Done || written != Size) return false;
-        key = new Curve25519PublicKey(bytes);
-        return true;
+        var ok = KeyEncoding.TryDecodeHex(text, bytes);
+        key = ok ? new Curve25519PublicKey(bytes) : default;
+        return ok;
     }
 
     public static Curve25519PublicKey ParseBase64(string text) =>

@@ -43,11 +43,7 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     [MemberData(nameof(AllSamples))]
     public void Every_cluster_message_round_trips_under_its_wire_name(IClusterMessage message)
     {
-        var serializer = Sys.Serialization.FindSerializerFor(message);
-        Assert.IsType<ClusterMessageSerializer>(serializer);
-
-        var manifest = Akka.Serialization.Serialization.ManifestFor(serializer, message);
-        var back = Sys.Serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
+        var back = Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, message, out var manifest);
 
         Assert.DoesNotContain("Weft", manifest);
         Assert.Equal(Normalize(message), Normalize(back));

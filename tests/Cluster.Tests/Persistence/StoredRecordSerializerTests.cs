@@ -42,12 +42,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     [MemberData(nameof(AllSamples))]
     public void Every_stored_record_round_trips_through_the_serializer_akka_picks_for_it(IStoredRecord record)
     {
-        var serializer = Sys.Serialization.FindSerializerFor(record);
-        Assert.IsType<StoredRecordSerializer>(serializer);
-
-        var manifest = Akka.Serialization.Serialization.ManifestFor(serializer, record);
-        var bytes = serializer.ToBinary(record);
-        var back = Sys.Serialization.Deserialize(bytes, serializer.Identifier, manifest);
+        var back = Support.SerializerAssert.RoundTrip<StoredRecordSerializer>(Sys, record, out _);
 
         Assert.Equal(record, back);
     }
