@@ -46,6 +46,7 @@ async Task<double> Measure(string store, string mode)
     var settings = new Dictionary<string, string?>
     {
         ["Weft:Api:Listen"] = "http://127.0.0.1:0",
+        ["Weft:Control:Listen"] = "http://127.0.0.1:0",
         ["Weft:Cluster:Port"] = "0",
         ["Serilog:MinimumLevel:Default"] = "Warning",
         ["Weft:Persistence:MaxCommandsPerWrite"] = mode == "single" ? "1" : "512",

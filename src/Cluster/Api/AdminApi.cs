@@ -18,6 +18,8 @@ public static class AdminApi
         app.MapGet("/healthz", HealthEndpoint.Handle);
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
+        v1.MapMemberEndpoints();
+        v1.MapApiKeyEndpoints();
 
         app.MapFallback((HttpContext http) =>
             throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));

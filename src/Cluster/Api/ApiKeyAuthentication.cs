@@ -6,7 +6,7 @@ using Weft.Contracts.Admin;
 namespace Weft.Cluster.Api;
 
 /// <summary>Who is calling the admin API, as proven by their key.</summary>
-public sealed record ApiCaller(string KeyId, ApiKeyScope Scope)
+public sealed record ApiCaller(string KeyId, ApiKeyScope Scope, string? TailnetId)
 {
     public bool IsOperator => Scope == ApiKeyScope.Operator;
 
@@ -32,7 +32,7 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
 
         var verified = await registry.ActorRef.AskFor<ApiKeyVerified>(
             new VerifyApiKey(token.KeyId, token.SecretHash), context.RequestAborted);
-        context.Items[typeof(ApiCaller)] = new ApiCaller(verified.KeyId, verified.Scope);
+        context.Items[typeof(ApiCaller)] = new ApiCaller(verified.KeyId, verified.Scope, verified.TailnetId);
         await next(context);
     }
 }

@@ -82,6 +82,34 @@ public sealed class JsonRequestBody
             : throw ApiException.Invalid($"field '{field}' must be a whole number within 32-bit range, got {value.GetRawText()}");
     }
 
+    public bool? OptionalBool(string field)
+    {
+        if (!_root.TryGetProperty(field, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        return value.ValueKind is JsonValueKind.True or JsonValueKind.False
+            ? value.GetBoolean()
+            : throw ApiException.Invalid($"field '{field}' must be true or false, got {Describe(value.ValueKind)}");
+    }
+
+    /// <summary>An array of strings, at most <paramref name="maxItems"/> long.</summary>
+    public IReadOnlyList<string>? OptionalStringList(string field, int maxItems = 64)
+    {
+        if (!_root.TryGetProperty(field, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        if (value.ValueKind != JsonValueKind.Array)
+            throw ApiException.Invalid($"field '{field}' must be an array of strings, got {Describe(value.ValueKind)}");
+        if (value.GetArrayLength() > maxItems)
+            throw ApiException.Invalid($"field '{field}' holds {value.GetArrayLength()} items; the limit is {maxItems}");
+        var items = new List<string>();
+        var index = 0;
+        foreach (var item in value.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.String)
+                throw ApiException.Invalid($"field '{field}[{index}]' must be a string, got {Describe(item.ValueKind)}");
+            items.Add(item.GetString()!);
+            index++;
+        }
+        return items;
+    }
+
     private static string Describe(JsonValueKind kind) => kind switch
     {
         JsonValueKind.Object => "an object",

@@ -1,4 +1,3 @@
-using Akka.Hosting;
 using Microsoft.AspNetCore.Http;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
@@ -21,13 +20,14 @@ public static class TailnetEndpoints
 
     private static async Task<IResult> Create(HttpContext http, TailnetRefs refs, TimeProvider clock)
     {
-        RequireOperator(http);
-        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "nodeKeyExpiryDays", "dnsSuffix");
+        TailnetRefs.RequireOperator(http, "creating a tailnet");
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
         var name = body.RequiredString("name");
         var defaults = TailnetRules.DefaultSettings(name);
         var settings = new TailnetSettings(
             body.OptionalInt("nodeKeyExpiryDays") ?? defaults.NodeKeyExpiryDays,
-            body.OptionalString("dnsSuffix") ?? defaults.DnsSuffix);
+            body.OptionalString("dnsSuffix") ?? defaults.DnsSuffix,
+            body.OptionalInt("ephemeralTimeoutSeconds") ?? defaults.EphemeralTimeoutSeconds);
 
         var registered = await refs.Directory.AskFor<TailnetRegistered>(
             new RegisterTailnet(Identifiers.NewTailnetId(), name, settings, clock.GetUtcNow()), http.RequestAborted);
@@ -35,33 +35,37 @@ public static class TailnetEndpoints
         return Results.Json(resource, AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }
 
+    /// <summary>Every tailnet for an operator; a tenant key lists just its own.</summary>
     private static async Task<IResult> List(HttpContext http, TailnetRefs refs)
     {
-        RequireOperator(http);
+        var caller = ApiCaller.Of(http);
         var listing = await refs.Directory.AskFor<TailnetListing>(new ListTailnets(), http.RequestAborted);
-        var rows = listing.Tailnets.Select(t => new TailnetSummaryResource(t.TailnetId, t.Name, t.CreatedAt)).ToList();
+        var rows = listing.Tailnets
+            .Where(t => caller.IsOperator || t.TailnetId == caller.TailnetId)
+            .Select(t => new TailnetSummaryResource(t.TailnetId, t.Name, t.CreatedAt)).ToList();
         return Results.Json(new TailnetListResource(rows), AdminJson.Options);
     }
 
     private static async Task<IResult> Get(HttpContext http, string tailnet, TailnetRefs refs)
     {
-        var entry = await Find(http, tailnet, refs);
+        var entry = await refs.ResolveAsync(http, tailnet);
         var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http.RequestAborted);
         return Results.Json(ToResource(entry, info), AdminJson.Options);
     }
 
     private static async Task<IResult> UpdateSettings(HttpContext http, string tailnet, TailnetRefs refs)
     {
-        var entry = await Find(http, tailnet, refs);
-        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("nodeKeyExpiryDays", "dnsSuffix");
-        var change = new ChangeTailnetSettings(entry.TailnetId, body.OptionalInt("nodeKeyExpiryDays"), body.OptionalString("dnsSuffix"));
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
+        var change = new ChangeTailnetSettings(entry.TailnetId, body.OptionalInt("nodeKeyExpiryDays"), body.OptionalString("dnsSuffix"), body.OptionalInt("ephemeralTimeoutSeconds"));
         var info = await refs.Tailnets.AskFor<TailnetInfo>(change, http.RequestAborted);
         return Results.Json(ToResource(entry, info), AdminJson.Options);
     }
 
     private static async Task<IResult> Rename(HttpContext http, string tailnet, TailnetRefs refs)
     {
-        var entry = await Find(http, tailnet, refs);
+        var entry = await refs.ResolveAsync(http, tailnet);
+        TailnetRefs.RequireOperator(http, "renaming a tailnet");
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
         var renamed = await refs.Directory.AskFor<TailnetEntry>(new RenameTailnet(entry.TailnetId, body.RequiredString("name")), http.RequestAborted);
         var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http.RequestAborted);
@@ -70,32 +74,13 @@ public static class TailnetEndpoints
 
     private static async Task<IResult> Delete(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
     {
-        RequireOperator(http);
-        var entry = await Find(http, tailnet, refs);
+        var entry = await refs.ResolveAsync(http, tailnet);
+        TailnetRefs.RequireOperator(http, "deleting a tailnet");
         await refs.Directory.AskFor<TailnetRemoved>(new RemoveTailnet(entry.TailnetId, clock.GetUtcNow()), http.RequestAborted);
         return Results.NoContent();
     }
 
-    private static Task<TailnetEntry> Find(HttpContext http, string idOrName, TailnetRefs refs)
-    {
-        RequireOperator(http);
-        return refs.Directory.AskFor<TailnetEntry>(new FindTailnet(idOrName), http.RequestAborted);
-    }
-
-    /// <summary>Only operator keys exist so far; tenant-scoped keys arrive with devices.</summary>
-    private static void RequireOperator(HttpContext http)
-    {
-        if (!ApiCaller.Of(http).IsOperator)
-            throw new ApiException(ApiErrorCodes.NotFound, "not found");
-    }
-
     private static TailnetResource ToResource(TailnetEntry entry, TailnetInfo info) =>
-        new(entry.TailnetId, entry.Name, entry.CreatedAt, new TailnetSettingsResource(info.Settings.NodeKeyExpiryDays, info.Settings.DnsSuffix));
-}
-
-/// <summary>The shard regions the tailnet endpoints talk to.</summary>
-public sealed class TailnetRefs(IRequiredActor<TailnetDirectoryActor> directory, IRequiredActor<TailnetActor> tailnets)
-{
-    public Akka.Actor.IActorRef Directory => directory.ActorRef;
-    public Akka.Actor.IActorRef Tailnets => tailnets.ActorRef;
+        new(entry.TailnetId, entry.Name, entry.CreatedAt,
+            new TailnetSettingsResource(info.Settings.NodeKeyExpiryDays, info.Settings.DnsSuffix, (int)info.Settings.EphemeralTimeout.TotalSeconds));
 }

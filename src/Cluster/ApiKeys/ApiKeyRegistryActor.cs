@@ -15,13 +15,18 @@ public sealed class ApiKeyRegistryActor(PersistenceSettings settings)
 
     protected override ApiKeyRegistryState Apply(ApiKeyRegistryState state, IApiKeyEvent @event) => state.Apply(@event);
 
-    protected override bool IsCommand(object message) => message is BootstrapOperatorKey;
+    protected override bool IsCommand(object message) => message is BootstrapOperatorKey or IssueApiKey or RevokeApiKey;
 
     protected override Decision<IApiKeyEvent> Decide(ApiKeyRegistryState state, object command) => state.Process(command);
 
     protected override bool TryAnswer(ApiKeyRegistryState state, object message, out object reply)
     {
-        reply = message is VerifyApiKey verify ? state.Verify(verify) : null!;
+        reply = message switch
+        {
+            VerifyApiKey verify => state.Verify(verify),
+            ListApiKeys list => state.List(list),
+            _ => null!,
+        };
         return reply is not null;
     }
 
@@ -29,6 +34,8 @@ public sealed class ApiKeyRegistryActor(PersistenceSettings settings)
     {
         BootstrapOperatorKey bootstrap => new OperatorKeyBootstrap(
             stateAfter.Keys.TryGetValue(bootstrap.KeyId, out var key) && key.SecretHash == bootstrap.SecretHash),
+        IssueApiKey issue => stateAfter.Keys[issue.KeyId].ToSummary(),
+        RevokeApiKey revoke => new ApiKeyListing([]),
         _ => throw new InvalidOperationException(command.GetType().Name),
     };
 }

@@ -5,11 +5,16 @@ using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.ApiKeys;
 
-public sealed record ApiKeyRecord(string KeyId, ApiKeyScope Scope, string SecretHash, DateTimeOffset IssuedAt);
+public sealed record ApiKeyRecord(string KeyId, ApiKeyScope Scope, string SecretHash, DateTimeOffset IssuedAt, string? TailnetId = null, string Description = "")
+{
+    public ApiKeySummary ToSummary() => new(KeyId, Scope, TailnetId, Description, IssuedAt);
+}
 
 /// <summary>Every API key, by id. Only SHA-256 hashes of the secrets are kept.</summary>
 public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKeyRecord> Keys) : IStoredRecord
 {
+    public const int MaxDescriptionLength = 200;
+
     public static readonly ApiKeyRegistryState Empty = new(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty);
 
     public bool Equals(ApiKeyRegistryState? other) => other is not null && Keys.SequenceEqual(other.Keys);
@@ -22,23 +27,45 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
     {
         BootstrapOperatorKey bootstrap when HasOperatorKey || Keys.ContainsKey(bootstrap.KeyId) => Decision<IApiKeyEvent>.Unchanged,
         BootstrapOperatorKey bootstrap => Decision<IApiKeyEvent>.Accept(
-            new ApiKeyIssued(bootstrap.KeyId, ApiKeyScope.Operator, bootstrap.SecretHash, bootstrap.At)),
+            new ApiKeyIssued(bootstrap.KeyId, ApiKeyScope.Operator, bootstrap.SecretHash, bootstrap.At, null, "bootstrap")),
+        IssueApiKey issue => Issue(issue),
+        RevokeApiKey revoke when !Keys.ContainsKey(revoke.KeyId) =>
+            Decision<IApiKeyEvent>.Reject(Rejection.NotFound($"API key {revoke.KeyId} does not exist")),
+        RevokeApiKey revoke when Keys[revoke.KeyId].Scope == ApiKeyScope.Operator && Keys.Values.Count(k => k.Scope == ApiKeyScope.Operator) == 1 =>
+            Decision<IApiKeyEvent>.Reject(Rejection.Conflict("this is the last operator key; issue another before revoking it")),
+        RevokeApiKey revoke => Decision<IApiKeyEvent>.Accept(new ApiKeyRevoked(revoke.KeyId)),
         _ => throw new ArgumentOutOfRangeException(nameof(command), command.GetType().Name, "not an API-key command"),
     };
+
+    private Decision<IApiKeyEvent> Issue(IssueApiKey issue)
+    {
+        if (Keys.ContainsKey(issue.KeyId)) return Decision<IApiKeyEvent>.Reject(Rejection.Conflict($"API key id {issue.KeyId} is taken"));
+        if (issue.Scope == ApiKeyScope.Tailnet && string.IsNullOrEmpty(issue.TailnetId))
+            return Decision<IApiKeyEvent>.Reject(Rejection.Invalid("a tailnet key must name its tailnet"));
+        if (issue.Scope == ApiKeyScope.Operator && issue.TailnetId is not null)
+            return Decision<IApiKeyEvent>.Reject(Rejection.Invalid("an operator key is not tied to a tailnet"));
+        if (issue.Description.Length > MaxDescriptionLength)
+            return Decision<IApiKeyEvent>.Reject(Rejection.Invalid($"description is longer than {MaxDescriptionLength} characters"));
+        return Decision<IApiKeyEvent>.Accept(new ApiKeyIssued(issue.KeyId, issue.Scope, issue.SecretHash, issue.At, issue.TailnetId, issue.Description));
+    }
 
     public ApiKeyRegistryState Apply(IApiKeyEvent @event) => @event switch
     {
         ApiKeyIssued issued => new ApiKeyRegistryState(Keys.SetItem(issued.KeyId,
-            new ApiKeyRecord(issued.KeyId, issued.Scope, issued.SecretHash, issued.At))),
+            new ApiKeyRecord(issued.KeyId, issued.Scope, issued.SecretHash, issued.At, issued.TailnetId, issued.Description))),
+        ApiKeyRevoked revoked => new ApiKeyRegistryState(Keys.Remove(revoked.KeyId)),
         _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not an API-key event"),
     };
 
     public object Verify(VerifyApiKey verify)
     {
         if (Keys.TryGetValue(verify.KeyId, out var key) && SameHash(key.SecretHash, verify.SecretHash))
-            return new ApiKeyVerified(key.KeyId, key.Scope);
+            return new ApiKeyVerified(key.KeyId, key.Scope, key.TailnetId);
         return new Rejection(ApiErrorCodes.Unauthorized, "the API key is not valid");
     }
+
+    public ApiKeyListing List(ListApiKeys list) =>
+        new(Keys.Values.Where(k => list.TailnetId is null || k.TailnetId == list.TailnetId).Select(k => k.ToSummary()).ToList());
 
     private static bool SameHash(string stored, string presented) =>
         CryptographicOperations.FixedTimeEquals(

@@ -8,6 +8,7 @@ namespace Weft.Cluster.Cli;
 public sealed class ServeOptions
 {
     private readonly Option<string?> _apiListen = new("--api-listen") { Description = "Admin API address (default http://127.0.0.1:8080)" };
+    private readonly Option<string?> _controlListen = new("--control-listen") { Description = "Control protocol address for agents (default http://0.0.0.0:7650)" };
     private readonly Option<string?> _host = new("--akka-host") { Description = "Cluster address this node binds and advertises (default 127.0.0.1)" };
     private readonly Option<int?> _port = new("--akka-port") { Description = "Cluster port (default 4053; 0 = any free port)" };
     private readonly Option<string[]> _seeds = new("--seed") { Description = "Seed node host:port to join; repeat or comma-separate for several. None: form a one-node cluster", AllowMultipleArgumentsPerToken = true };
@@ -17,7 +18,7 @@ public sealed class ServeOptions
 
     public ServeOptions(Command command)
     {
-        foreach (var option in new Option[] { _apiListen, _host, _port, _seeds, _dataDir, _postgres, _logFormat }) command.Add(option);
+        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _dataDir, _postgres, _logFormat }) command.Add(option);
     }
 
     /// <summary>The configuration overrides the given flags stand for; flags not given override nothing.</summary>
@@ -30,6 +31,7 @@ public sealed class ServeOptions
         }
 
         Set("Api:Listen", parse.GetValue(_apiListen));
+        Set("Control:Listen", parse.GetValue(_controlListen));
         Set("Cluster:Hostname", parse.GetValue(_host));
         Set("Cluster:Port", parse.GetValue(_port));
         var seeds = (parse.GetValue(_seeds) ?? [])

@@ -4,6 +4,8 @@ using Akka.Configuration;
 using Akka.Hosting;
 using Akka.Remote.Hosting;
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Control;
+using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
 
@@ -32,7 +34,9 @@ public static class CoordinatorActorSystem
             .AddHocon(WeftSerialization.Config, HoconAddMode.Prepend)
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)
+            .WithMachineIndex(settings.Persistence, numberOfShards)
             .WithApiKeyRegistry(settings.Persistence)
+            .WithClusterKey(settings.Persistence)
             .AddStartup((system, _) =>
             {
                 // With no seeds this node is the whole cluster: it joins itself.

@@ -1,13 +1,24 @@
+using System.Net;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
 using Serilog.Formatting.Compact;
 using Weft.Cluster.Api;
+using Weft.Cluster.Control;
 
 namespace Weft.Cluster.Hosting;
 
-/// <summary>Builds a coordinator node: Kestrel with the admin API, and the Akka.NET cluster member behind it.</summary>
+/// <summary>
+/// Builds a coordinator node: Kestrel with two listeners — the admin API (HTTP/1.1, loopback by
+/// default) and the control protocol (gRPC over HTTP/2, for agents) — and the Akka.NET cluster
+/// member behind them.
+/// </summary>
 public static class CoordinatorHost
 {
+    private const string RoleKey = "weft.endpoint";
+    private const string ControlRole = "control";
+
     public static WebApplication Build(IEnumerable<KeyValuePair<string, string?>>? overrides = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
@@ -20,26 +31,73 @@ public static class CoordinatorHost
         {
             logger.ReadFrom.Configuration(builder.Configuration)
                 .MinimumLevel.Override("Microsoft.AspNetCore", Serilog.Events.LogEventLevel.Warning)
+                .MinimumLevel.Override("Grpc", Serilog.Events.LogEventLevel.Warning)
                 .Enrich.FromLogContext();
             if (settings.LogFormat == LogFormat.Json) logger.WriteTo.Console(new RenderedCompactJsonFormatter());
             else logger.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {SourceContext}: {Message:lj} {Properties:j}{NewLine}{Exception}");
         });
 
-        builder.WebHost.UseUrls(settings.Api.Listen);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = 1024 * 1024;
+            // Many agents may share one HTTP/2 connection (simulated nodes do).
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 10_000;
+            kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            Listen(kestrel, settings.Api.Listen, HttpProtocols.Http1, role: "admin");
+            Listen(kestrel, settings.Control.Listen, HttpProtocols.Http2, role: ControlRole);
         });
 
         builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<CoordinatorIdentity>();
+        builder.Services.AddSingleton<HandshakeReplayGuard>();
+        builder.Services.AddSingleton<SessionServicesProvider>();
+        builder.Services.AddGrpc(grpc =>
+        {
+            // Room above the frame limit, so that a slightly oversized frame gets our precise error rather than gRPC's.
+            grpc.MaxReceiveMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 64 * 1024;
+            grpc.MaxSendMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 1024;
+        });
         builder.Services.AddCoordinatorActorSystem(settings);
         builder.Services.AddAdminApi();
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();
 
         var app = builder.Build();
+        // Each listener serves its own protocol only: the admin API is not reachable on the agents' port.
+        app.Use(async (http, next) =>
+        {
+            var isControl = http.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(RoleKey, out var role) == true && ControlRole.Equals(role);
+            var isGrpc = http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
+            if (isControl != isGrpc)
+            {
+                http.Response.StatusCode = StatusCodes.Status404NotFound;
+                return;
+            }
+            await next(http);
+        });
+        app.MapGrpcService<ControlService>();
         app.MapAdminApi();
         return app;
+    }
+
+    private static void Listen(KestrelServerOptions kestrel, string url, HttpProtocols protocols, string role)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != "http")
+            throw new InvalidOperationException($"'{url}' is not an http://host:port address (TLS belongs to a proxy in front)");
+        var address = uri.Host is "*" or "+" or "0.0.0.0" ? IPAddress.Any
+            : uri.Host is "[::]" or "::" ? IPAddress.IPv6Any
+            : IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) ? ip
+            : uri.Host == "localhost" ? IPAddress.Loopback
+            : throw new InvalidOperationException($"'{url}': listen on an IP address, not a host name");
+        kestrel.Listen(address, uri.Port, listen =>
+        {
+            listen.Protocols = protocols;
+            listen.Use(next => connection =>
+            {
+                connection.Items[RoleKey] = role;
+                return next(connection);
+            });
+        });
     }
 }

@@ -15,6 +15,7 @@ public sealed class WeftSettings
         configuration.GetSection(Section).Get<WeftSettings>() ?? new WeftSettings();
 
     public ApiSettings Api { get; set; } = new();
+    public Control.ControlSettings Control { get; set; } = new();
     public ClusterNodeSettings Cluster { get; set; } = new();
     public StorageSettings Storage { get; set; } = new();
     public PersistenceSettings Persistence { get; set; } = new();

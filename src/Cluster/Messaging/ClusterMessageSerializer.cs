@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Reflection;
 using System.Runtime.Serialization;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Akka.Actor;
 using Akka.Serialization;
 
@@ -16,17 +17,35 @@ public sealed class ClusterMessageSerializer(ExtendedActorSystem system) : Seria
 {
     public const int SerializerId = 7301;
 
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.General);
+    private readonly JsonSerializerOptions _json = new(JsonSerializerDefaults.General)
+    {
+        Converters = { new ActorRefConverter(system) },
+    };
 
     public override int Identifier => SerializerId;
 
     public override string Manifest(object o) => WireCatalog.NameOf(o.GetType());
 
-    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Json);
+    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), _json);
 
     public override object FromBinary(byte[] bytes, string manifest) =>
-        JsonSerializer.Deserialize(bytes, WireCatalog.TypeOf(manifest), Json)
+        JsonSerializer.Deserialize(bytes, WireCatalog.TypeOf(manifest), _json)
         ?? throw new SerializationException($"cluster message '{manifest}' decoded to null");
+}
+
+/// <summary>Actor references travel as their full remote path and resolve on the receiving node.</summary>
+internal sealed class ActorRefConverter(ExtendedActorSystem system) : JsonConverter<IActorRef>
+{
+    public override bool CanConvert(Type typeToConvert) => typeof(IActorRef).IsAssignableFrom(typeToConvert);
+
+    public override IActorRef Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        var path = reader.GetString();
+        return string.IsNullOrEmpty(path) ? ActorRefs.Nobody : system.Provider.ResolveActorRef(path);
+    }
+
+    public override void Write(Utf8JsonWriter writer, IActorRef value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.IsNobody() ? "" : Serialization.SerializedActorPath(value));
 }
 
 /// <summary>Every cluster message type and its wire name, found once by reflection.</summary>

@@ -53,6 +53,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     protected virtual void OnCommandPersisted(object command, IActorRef sender, TState stateAfter) =>
         sender.Tell(Acknowledge(command, stateAfter));
 
+    /// <summary>
+    /// Called once per stored write, before any reply: the events in order, and the state before
+    /// and after them. Entities that tell others about their changes do it here.
+    /// </summary>
+    protected virtual void OnEventsPersisted(IReadOnlyList<TEvent> events, TState before, TState after) { }
+
     /// <summary>Messages that are neither commands nor queries (timers, pipes, lifecycle).</summary>
     protected virtual bool HandleOther(object message) => false;
 
@@ -145,7 +151,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 continue;
             }
 
-            _inFlight = new InFlightWrite(decided, state, events.Count);
+            _inFlight = new InFlightWrite(decided, State, state, events);
             PersistAllAsync(events, _ => OnEventStoredOrRejected(rejection: null));
         }
     }
@@ -164,7 +170,8 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         _inFlight = null;
         if (write.Rejection is null)
         {
-            _eventsSinceSnapshot += write.EventCount;
+            _eventsSinceSnapshot += write.Events.Count;
+            OnEventsPersisted(write.Events, write.StateBefore, write.FinalState);
             Complete(write.Commands, write.FinalState);
             MaybeSnapshot();
         }
@@ -215,12 +222,13 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
 
     private sealed record DecidedCommand(object Command, IActorRef Sender, Rejection? Rejection, TState StateAfter);
 
-    private sealed class InFlightWrite(List<DecidedCommand> commands, TState finalState, int eventCount)
+    private sealed class InFlightWrite(List<DecidedCommand> commands, TState stateBefore, TState finalState, List<TEvent> events)
     {
         public List<DecidedCommand> Commands { get; } = commands;
+        public TState StateBefore { get; } = stateBefore;
         public TState FinalState { get; } = finalState;
-        public int EventCount { get; } = eventCount;
-        public int EventsLeft { get; set; } = eventCount;
+        public List<TEvent> Events { get; } = events;
+        public int EventsLeft { get; set; } = events.Count;
         public string? Rejection { get; set; }
     }
 }

@@ -1,4 +1,6 @@
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Machines;
 using Weft.Cluster.Tailnets;
 
 namespace Weft.Cluster.Persistence;
@@ -9,5 +11,8 @@ public static class StoredRecordCatalog
     public static readonly RecordCodecs Codecs = new RecordCodecs()
         .AddTailnetRecords()
         .AddTailnetDirectoryRecords()
-        .AddApiKeyRecords();
+        .AddApiKeyRecords()
+        .AddDeviceRecords()
+        .AddMachineRecords()
+        .Add(Control.ClusterKeyActor.Records);
 }

@@ -39,6 +39,9 @@ public sealed class RecordCodecs
         return this;
     }
 
+    /// <summary>Lets a feature register its schemas with a method of its own.</summary>
+    public RecordCodecs Add(Func<RecordCodecs, RecordCodecs> register) => register(this);
+
     public IEnumerable<Type> RecordTypes => _byType.Keys;
 
     public IEnumerable<string> Manifests => _byManifest.Keys;

@@ -1,26 +1,70 @@
 using Akka.Actor;
+using Akka.Event;
+using Akka.Hosting;
+using Google.Protobuf;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 
 namespace Weft.Cluster.Tailnets;
 
 /// <summary>
-/// The sharded, event-sourced entity of one tailnet: the single writer of its settings (and, as
-/// Weft grows, of its users, keys, policy and device index).
+/// The sharded, event-sourced entity of one tailnet: the single writer of its settings, users, auth
+/// keys and device index. After every stored change it works out which online devices can see the
+/// changed one and sends each a small patch — coalesced per recipient over a short window, so a burst
+/// of changes becomes one message per device. Who is online is kept in memory from the devices'
+/// sessions; it is not written on every heartbeat.
 /// </summary>
-public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>
+public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
 {
-    public TailnetActor(string tailnetId, PersistenceSettings settings)
+    /// <summary>Patches wait this long for company before going out.</summary>
+    public static readonly TimeSpan CoalesceWindow = TimeSpan.FromMilliseconds(10);
+    /// <summary>
+    /// A device that went offline keeps receiving changes this long, so that its entity can hand
+    /// them to a reconnecting agent (a little longer than <see cref="DeviceActor.ResumeWindow"/>).
+    /// </summary>
+    public static readonly TimeSpan ResumeWindow = DeviceActor.ResumeWindow + TimeSpan.FromSeconds(30);
+    private readonly TimeProvider _clock;
+    private readonly TimeSpan _housekeepingInterval;
+    private readonly TimeSpan _presenceTimeout;
+    private readonly DeltaAccumulator _pending = new();
+    private readonly Dictionary<string, DateTimeOffset> _online = new();
+    private readonly Dictionary<string, DateTimeOffset> _offlineEphemeral = new();
+    private readonly Dictionary<string, DateTimeOffset> _recentlyOffline = new();
+    private IActorRef _devices = ActorRefs.Nobody;
+    private IActorRef _machines = ActorRefs.Nobody;
+    private bool _flushScheduled;
+
+    public TailnetActor(string tailnetId, PersistenceSettings settings, TimeProvider clock, Control.ControlSettings control)
         : base(settings, TailnetState.Unborn(tailnetId))
     {
+        _clock = clock;
+        _housekeepingInterval = TimeSpan.FromSeconds(control.HousekeepingSeconds);
+        _presenceTimeout = TimeSpan.FromSeconds(control.PresenceTimeoutSeconds);
         PersistenceId = PersistenceIdOf(tailnetId);
     }
 
     public override string PersistenceId { get; }
 
+    public ITimerScheduler Timers { get; set; } = null!;
+
     public static string PersistenceIdOf(string tailnetId) => "tailnet-" + tailnetId;
 
-    public static Props PropsFor(string tailnetId, PersistenceSettings settings) =>
-        Props.Create(() => new TailnetActor(tailnetId, settings));
+    public static Props PropsFor(string tailnetId, PersistenceSettings settings, TimeProvider? clock = null, Control.ControlSettings? control = null) =>
+        Props.Create(() => new TailnetActor(tailnetId, settings, clock ?? TimeProvider.System, control ?? new Control.ControlSettings()));
+
+    protected override void PreStart()
+    {
+        base.PreStart();
+        var registry = ActorRegistry.For(Context.System);
+        registry.TryGet<DeviceActor>(out _devices!);
+        registry.TryGet<MachineIndexActor>(out _machines!);
+        _devices ??= ActorRefs.Nobody;
+        _machines ??= ActorRefs.Nobody;
+        Timers.StartPeriodicTimer("housekeeping", Housekeeping.Instance, _housekeepingInterval);
+    }
+
+    private bool IsOnline(string deviceId) => _online.ContainsKey(deviceId);
 
     protected override TailnetState Apply(TailnetState state, ITailnetEvent @event) => state.Apply(@event);
 
@@ -30,18 +74,179 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     protected override bool TryAnswer(TailnetState state, object message, out object reply)
     {
-        if (message is GetTailnet)
+        reply = message switch
         {
-            reply = state.IsActive ? state.ToInfo() : state.NotFound();
-            return true;
-        }
-        reply = null!;
-        return false;
+            GetTailnet => state.IsActive ? state.ToInfo() : state.NotFound(),
+            _ when !state.IsActive && message is ITailnetMessage and not ITailnetCommand and not DeviceOnline and not SendNetMap => state.NotFound(),
+            ListUsers => new UserList(state.Users.Values.ToList()),
+            ListAuthKeys => new AuthKeyList(state.AuthKeys.Values.ToList()),
+            ListDevices => new DeviceList(state.Devices.Values.Select(d => new DeviceInfo(d, IsOnline(d.DeviceId))).ToList()),
+            GetDevice get => state.Devices.TryGetValue(get.DeviceId, out var device)
+                ? new DeviceInfo(device, IsOnline(device.DeviceId))
+                : Rejection.NotFound($"device {get.DeviceId} does not exist"),
+            GetNetMap get => state.Devices.ContainsKey(get.DeviceId)
+                ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.Build(state, get.DeviceId, IsOnline).ToByteArray())
+                : Rejection.NotFound($"device {get.DeviceId} does not exist"),
+            _ => null!,
+        };
+        return reply is not null;
     }
 
     protected override object Acknowledge(object command, TailnetState stateAfter) => command switch
     {
+        CreateTailnet or ChangeTailnetSettings => stateAfter.ToInfo(),
         DeleteTailnet => new TailnetDeletedAck(stateAfter.TailnetId),
-        _ => stateAfter.ToInfo(),
+        CreateUser c => new UserInfo(stateAfter.Users[c.UserId]),
+        DeleteUser c => new UserInfo(new TailnetUser(c.UserId, "", default)),
+        CreateAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
+        RevokeAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
+        RegisterDevice c => new DeviceRegistration(stateAfter.TailnetId, stateAfter.FindByMachineKey(c.MachineKey)!),
+        DeleteDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
+        RemoveEphemeralDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
+        ExpireDueKeys => stateAfter.ToInfo(),
+        ITailnetDeviceCommand c => DeviceInfoAfter(stateAfter, c.DeviceId),
+        _ => throw new InvalidOperationException(command.GetType().Name),
     };
+
+    private object DeviceInfoAfter(TailnetState state, string deviceId) =>
+        state.Devices.TryGetValue(deviceId, out var device) ? new DeviceInfo(device, IsOnline(deviceId)) : Rejection.NotFound($"device {deviceId} does not exist");
+
+    protected override void OnEventsPersisted(IReadOnlyList<ITailnetEvent> events, TailnetState before, TailnetState after)
+    {
+        var state = before;
+        foreach (var @event in events)
+        {
+            var next = state.Apply(@event);
+            PeerFanOut.Collect(@event, state, next, IsOnline, _pending);
+            switch (@event)
+            {
+                case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
+                    // Free the machine key for a new registration, and tell the device's entity even if no session is open.
+                    _machines.Tell(new UnbindMachine(gone.MachineKey, gone.DeviceId));
+                    _devices.Tell(new MarkDeviceRemoved(gone.DeviceId));
+                    _online.Remove(gone.DeviceId);
+                    _offlineEphemeral.Remove(gone.DeviceId);
+                    _recentlyOffline.Remove(gone.DeviceId);
+                    break;
+                case TailnetDeleted:
+                    foreach (var device in state.Devices.Values)
+                    {
+                        _machines.Tell(new UnbindMachine(device.MachineKey, device.DeviceId));
+                        _devices.Tell(new MarkDeviceRemoved(device.DeviceId));
+                    }
+                    break;
+            }
+            state = next;
+        }
+        ScheduleFlush();
+    }
+
+    protected override bool HandleOther(object message)
+    {
+        switch (message)
+        {
+            case DeviceOnline presence:
+                OnPresence(presence);
+                return true;
+            case SendNetMap send:
+                if (State.Devices.ContainsKey(send.DeviceId))
+                    _devices.Tell(new NetMapSnapshot(State.TailnetId, send.DeviceId, NetMapBuilder.Build(State, send.DeviceId, IsOnline).ToByteArray()));
+                else
+                    _devices.Tell(new PeerChanges(send.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
+                return true;
+            case Flush:
+                _flushScheduled = false;
+                FlushPending();
+                return true;
+            case Housekeeping:
+                Housekeep();
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    private void OnPresence(DeviceOnline presence)
+    {
+        if (!State.Devices.TryGetValue(presence.DeviceId, out var device)) return;
+        var was = _online.ContainsKey(device.DeviceId);
+        if (presence.Online)
+        {
+            _online[device.DeviceId] = _clock.GetUtcNow();
+            _offlineEphemeral.Remove(device.DeviceId);
+            _recentlyOffline.Remove(device.DeviceId);
+            if (was) return; // a heartbeat
+        }
+        else
+        {
+            if (!was) return;
+            _online.Remove(device.DeviceId);
+            _recentlyOffline[device.DeviceId] = presence.At;
+            Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
+            if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = presence.At;
+        }
+        PeerFanOut.Presence(State, device.DeviceId, presence.Online, presence.At, _pending);
+        ScheduleFlush();
+    }
+
+    private void Housekeep()
+    {
+        if (!State.IsActive) return;
+        var now = _clock.GetUtcNow();
+        // Entities on a node that died cannot say goodbye: their devices time out.
+        foreach (var (deviceId, lastHeard) in _online.Where(kv => now - kv.Value > _presenceTimeout).ToList())
+            OnPresence(new DeviceOnline(State.TailnetId, deviceId, false, lastHeard));
+        foreach (var (deviceId, _) in _recentlyOffline.Where(kv => now - kv.Value > ResumeWindow).ToList()) _recentlyOffline.Remove(deviceId);
+        foreach (var (deviceId, offlineSince) in _offlineEphemeral.Where(kv => now - kv.Value >= State.Settings.EphemeralTimeout).ToList())
+        {
+            _offlineEphemeral.Remove(deviceId);
+            Submit(new RemoveEphemeralDevice(State.TailnetId, deviceId, offlineSince), ActorRefs.Nobody);
+        }
+        if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
+            Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
+    }
+
+    protected override void OnRecovered()
+    {
+        // Ephemeral devices that were offline when the tailnet last ran count as offline from now.
+        var now = _clock.GetUtcNow();
+        foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = now;
+    }
+
+    private void ScheduleFlush()
+    {
+        if (_flushScheduled || _pending.RecipientCount == 0) return;
+        _flushScheduled = true;
+        Timers.StartSingleTimer("flush", Flush.Instance, CoalesceWindow);
+    }
+
+    private void FlushPending()
+    {
+        foreach (var (recipient, pending) in _pending.Drain())
+        {
+            if (pending.End is { } end)
+            {
+                _devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
+                continue;
+            }
+            // Devices with a live session (or one that just ended) hear about changes; the others get a full map when they connect.
+            if (!(IsOnline(recipient) || _recentlyOffline.ContainsKey(recipient)) || pending.IsEmpty) continue;
+            if (pending.Resync)
+            {
+                _devices.Tell(new PeerChanges(recipient, [], true, null, null));
+                continue;
+            }
+            _devices.Tell(new PeerChanges(recipient, pending.ToDelta().ToByteArray(), false, null, null));
+        }
+    }
+
+    private sealed class Flush
+    {
+        public static readonly Flush Instance = new();
+    }
+
+    private sealed class Housekeeping
+    {
+        public static readonly Housekeeping Instance = new();
+    }
 }

@@ -5,7 +5,13 @@ namespace Weft.Cluster.Tailnets;
 
 // The TailnetActor's protocol: plain records, no Akka types. Commands are verbs, events past tense.
 
-public sealed record TailnetSettings(int NodeKeyExpiryDays, string DnsSuffix);
+/// <param name="EphemeralTimeoutSeconds">How long an ephemeral device may stay disconnected before it is removed (0: the default, 300 s).</param>
+public sealed record TailnetSettings(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds = 0)
+{
+    public const int DefaultEphemeralTimeoutSeconds = 300;
+
+    public TimeSpan EphemeralTimeout => TimeSpan.FromSeconds(EphemeralTimeoutSeconds > 0 ? EphemeralTimeoutSeconds : DefaultEphemeralTimeoutSeconds);
+}
 
 /// <summary>Anything addressed to one tailnet entity; sharding routes it by <see cref="TailnetId"/>.</summary>
 public interface ITailnetMessage : IClusterMessage
@@ -26,7 +32,7 @@ public sealed record CreateTailnet(string TailnetId, TailnetSettings Settings, D
 
 /// <summary>Changes the given settings; null means "leave as it is".</summary>
 [WireName("tailnet.change-settings")]
-public sealed record ChangeTailnetSettings(string TailnetId, int? NodeKeyExpiryDays = null, string? DnsSuffix = null) : ITailnetCommand;
+public sealed record ChangeTailnetSettings(string TailnetId, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null) : ITailnetCommand;
 
 /// <summary>Ends the tailnet. Sent by the directory; repeating it is harmless.</summary>
 [WireName("tailnet.delete")]
@@ -50,5 +56,7 @@ public sealed record TailnetCreated(TailnetSettings Settings, DateTimeOffset At)
 public sealed record NodeKeyExpiryChanged(int Days) : ITailnetEvent;
 
 public sealed record DnsSuffixChanged(string DnsSuffix) : ITailnetEvent;
+
+public sealed record EphemeralTimeoutChanged(int Seconds) : ITailnetEvent;
 
 public sealed record TailnetDeleted(DateTimeOffset At) : ITailnetEvent;

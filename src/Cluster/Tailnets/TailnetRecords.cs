@@ -19,9 +19,90 @@ public static class TailnetRecords
         .Add<TailnetDeleted, Stored.TailnetDeleted>("tn.deleted",
             e => new() { At = e.At.ToStored() },
             p => new(p.At.ToTime()))
+        .Add<EphemeralTimeoutChanged, Stored.EphemeralTimeoutChanged>("tn.ephemeral-timeout-changed",
+            e => new() { Seconds = e.Seconds },
+            p => new(p.Seconds))
         .Add<TailnetState, Stored.TailnetSnapshot>("tn.snapshot",
-            s => new() { TailnetId = s.TailnetId, Lifecycle = (int)s.Lifecycle, Settings = ToStored(s.Settings), CreatedAt = s.CreatedAt.ToStored() },
-            p => new(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime()));
+            s => new()
+            {
+                TailnetId = s.TailnetId, Lifecycle = (int)s.Lifecycle, Settings = ToStored(s.Settings), CreatedAt = s.CreatedAt.ToStored(),
+                Users = { s.Users.Values.Select(ToStored) }, AuthKeys = { s.AuthKeys.Values.Select(ToStored) },
+                Devices = { s.Devices.Values.Select(ToStored) }, NextAddressOffset = s.NextAddressOffset,
+            },
+            p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
+            {
+                Users = p.Users.Select(FromStored).ToImmutableSortedDictionary(u => u.UserId, u => u),
+                AuthKeys = p.AuthKeys.Select(FromStored).ToImmutableSortedDictionary(k => k.KeyId, k => k),
+                Devices = p.Devices.Select(FromStored).ToImmutableSortedDictionary(d => d.DeviceId, d => d),
+                NextAddressOffset = p.NextAddressOffset == 0 ? 1 : p.NextAddressOffset,
+            })
+        .Add<UserCreated, Stored.UserCreated>("tn.user-created", e => new() { User = ToStored(e.User) }, p => new(FromStored(p.User)))
+        .Add<UserDeleted, Stored.UserDeleted>("tn.user-deleted", e => new() { UserId = e.UserId }, p => new(p.UserId))
+        .Add<AuthKeyCreated, Stored.AuthKeyCreated>("tn.auth-key-created", e => new() { Key = ToStored(e.Key) }, p => new(FromStored(p.Key)))
+        .Add<AuthKeyRevoked, Stored.AuthKeyRevoked>("tn.auth-key-revoked", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
+        .Add<AuthKeyUsed, Stored.AuthKeyUsed>("tn.auth-key-used", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
+        .Add<DeviceRegistered, Stored.DeviceRegistered>("tn.device-registered", e => new() { Device = ToStored(e.Device) }, p => new(FromStored(p.Device)))
+        .Add<DeviceReauthorized, Stored.DeviceReauthorized>("tn.device-reauthorized",
+            e =>
+            {
+                var stored = new Stored.DeviceReauthorized { DeviceId = e.DeviceId, NodeKey = e.NodeKey, DiscoKey = e.DiscoKey, KeyExpiry = e.KeyExpiry.ToStored(), Tags = { e.Tags } };
+                if (e.UserId is not null) stored.UserId = e.UserId;
+                if (e.AuthKeyId is not null) stored.AuthKeyId = e.AuthKeyId;
+                return stored;
+            },
+            p => new(p.DeviceId, p.NodeKey, p.DiscoKey, p.KeyExpiry.ToOptionalTime(), p.HasUserId ? p.UserId : null, [.. p.Tags], p.HasAuthKeyId ? p.AuthKeyId : null))
+        .Add<DeviceApproved, Stored.DeviceApproved>("tn.device-approved",
+            e => new() { DeviceId = e.DeviceId, KeyExpiry = e.KeyExpiry.ToStored() }, p => new(p.DeviceId, p.KeyExpiry.ToOptionalTime()))
+        .Add<DeviceRenamed, Stored.DeviceRenamed>("tn.device-renamed", e => new() { DeviceId = e.DeviceId, Name = e.Name }, p => new(p.DeviceId, p.Name))
+        .Add<DeviceTagsChanged, Stored.DeviceTagsChanged>("tn.device-tags-changed",
+            e => new() { DeviceId = e.DeviceId, Tags = { e.Tags }, KeyExpiry = e.KeyExpiry.ToStored() },
+            p => new(p.DeviceId, [.. p.Tags], p.KeyExpiry.ToOptionalTime()))
+        .Add<DeviceExpired, Stored.DeviceExpired>("tn.device-expired", e => new() { DeviceId = e.DeviceId, At = e.At.ToStored() }, p => new(p.DeviceId, p.At.ToTime()))
+        .Add<DeviceDeleted, Stored.DeviceDeleted>("tn.device-deleted", e => new() { DeviceId = e.DeviceId }, p => new(p.DeviceId))
+        .Add<DeviceEndpointsChanged, Stored.DeviceEndpointsChanged>("tn.device-endpoints",
+            e => new() { DeviceId = e.DeviceId, Endpoints = { e.Endpoints }, HomeRelay = e.HomeRelay, DiscoKey = e.DiscoKey },
+            p => new(p.DeviceId, [.. p.Endpoints], p.HomeRelay, p.DiscoKey))
+        .Add<DeviceNodeKeyRotated, Stored.DeviceNodeKeyRotated>("tn.device-key-rotated",
+            e => new() { DeviceId = e.DeviceId, NodeKey = e.NodeKey, KeyExpiry = e.KeyExpiry.ToStored() },
+            p => new(p.DeviceId, p.NodeKey, p.KeyExpiry.ToOptionalTime()))
+        .Add<DeviceLastSeen, Stored.DeviceLastSeen>("tn.device-seen", e => new() { DeviceId = e.DeviceId, At = e.At.ToStored() }, p => new(p.DeviceId, p.At.ToTime()));
+
+    private static Stored.User ToStored(TailnetUser user) => new() { UserId = user.UserId, Name = user.Name, CreatedAt = user.CreatedAt.ToStored() };
+
+    private static TailnetUser FromStored(Stored.User user) => new(user.UserId, user.Name, user.CreatedAt.ToTime());
+
+    private static Stored.AuthKey ToStored(AuthKey key)
+    {
+        var stored = new Stored.AuthKey
+        {
+            KeyId = key.KeyId, SecretHash = key.SecretHash, Reusable = key.Reusable, Ephemeral = key.Ephemeral, Tags = { key.Tags },
+            CreatedAt = key.CreatedAt.ToStored(), ExpiresAt = key.ExpiresAt.ToStored(), Description = key.Description, Revoked = key.Revoked, Uses = key.Uses,
+        };
+        if (key.UserId is not null) stored.UserId = key.UserId;
+        return stored;
+    }
+
+    private static AuthKey FromStored(Stored.AuthKey key) => new(
+        key.KeyId, key.SecretHash, key.HasUserId ? key.UserId : null, key.Reusable, key.Ephemeral, [.. key.Tags],
+        key.CreatedAt.ToTime(), key.ExpiresAt.ToTime(), key.Description, key.Revoked, key.Uses);
+
+    private static Stored.Device ToStored(DeviceEntry d)
+    {
+        var stored = new Stored.Device
+        {
+            DeviceId = d.DeviceId, MachineKey = d.MachineKey, NodeKey = d.NodeKey, DiscoKey = d.DiscoKey, Name = d.Name, Hostname = d.Hostname, Os = d.Os,
+            Tags = { d.Tags }, Ipv4 = d.Ipv4, Ipv6 = d.Ipv6, Endpoints = { d.Endpoints }, HomeRelay = d.HomeRelay, KeyExpiry = d.KeyExpiry.ToStored(),
+            Ephemeral = d.Ephemeral, Status = (int)d.Status, CreatedAt = d.CreatedAt.ToStored(), LastSeen = d.LastSeen.ToStored(),
+        };
+        if (d.UserId is not null) stored.UserId = d.UserId;
+        if (d.AuthKeyId is not null) stored.AuthKeyId = d.AuthKeyId;
+        return stored;
+    }
+
+    private static DeviceEntry FromStored(Stored.Device d) => new(
+        d.DeviceId, d.MachineKey, d.NodeKey, d.DiscoKey, d.Name, d.Hostname, d.Os, d.HasUserId ? d.UserId : null, [.. d.Tags], d.Ipv4, d.Ipv6,
+        [.. d.Endpoints], d.HomeRelay, d.KeyExpiry.ToOptionalTime(), d.Ephemeral, (DeviceStatus)d.Status, d.CreatedAt.ToTime(),
+        d.LastSeen.ToOptionalTime(), d.HasAuthKeyId ? d.AuthKeyId : null);
 
     public static RecordCodecs AddTailnetDirectoryRecords(this RecordCodecs codecs) => codecs
         .Add<TailnetRegistrationStarted, Stored.TailnetRegistrationStarted>("dir.registration-started",
@@ -44,10 +125,10 @@ public static class TailnetRecords
             p => TailnetDirectoryState.From(p.Entries.Select(FromStored)));
 
     private static Stored.TailnetSettings ToStored(TailnetSettings settings) =>
-        new() { NodeKeyExpiryDays = settings.NodeKeyExpiryDays, DnsSuffix = settings.DnsSuffix };
+        new() { NodeKeyExpiryDays = settings.NodeKeyExpiryDays, DnsSuffix = settings.DnsSuffix, EphemeralTimeoutSeconds = settings.EphemeralTimeoutSeconds };
 
     private static TailnetSettings FromStored(Stored.TailnetSettings? stored) =>
-        stored is null ? TailnetRules.DefaultSettings("unknown") : new(stored.NodeKeyExpiryDays, stored.DnsSuffix);
+        stored is null ? TailnetRules.DefaultSettings("unknown") : new(stored.NodeKeyExpiryDays, stored.DnsSuffix, stored.EphemeralTimeoutSeconds);
 
     private static Stored.DirectoryEntry ToStored(DirectoryEntry entry) => new()
     {

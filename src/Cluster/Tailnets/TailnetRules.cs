@@ -47,7 +47,40 @@ public static partial class TailnetRules
     }
 
     public static Rejection? CheckSettings(TailnetSettings settings) =>
-        CheckNodeKeyExpiryDays(settings.NodeKeyExpiryDays) ?? CheckDnsSuffix(settings.DnsSuffix);
+        CheckNodeKeyExpiryDays(settings.NodeKeyExpiryDays) ?? CheckDnsSuffix(settings.DnsSuffix) ?? CheckEphemeralTimeout(settings.EphemeralTimeoutSeconds);
+
+    public const int MaxEphemeralTimeoutSeconds = 7 * 24 * 3600;
+
+    public static Rejection? CheckEphemeralTimeout(int seconds) =>
+        seconds is < 0 or > MaxEphemeralTimeoutSeconds
+            ? Rejection.Invalid($"ephemeralTimeoutSeconds must be between 0 (default, {TailnetSettings.DefaultEphemeralTimeoutSeconds} s) and {MaxEphemeralTimeoutSeconds}, got {seconds}")
+            : null;
+
+    // Tailscale's tag syntax: "tag:" then a lowercase name.
+    [GeneratedRegex("^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", RegexOptions.CultureInvariant)]
+    private static partial Regex Tag();
+
+    public static Rejection? CheckTags(IEnumerable<string> tags)
+    {
+        foreach (var tag in tags)
+            if (!Tag().IsMatch(tag)) return Rejection.Invalid($"tag '{Shorten(tag)}' is invalid: tags look like tag:name, with a-z, 0-9 and '-'");
+        return null;
+    }
+
+    public static Rejection? CheckUserName(string? name) =>
+        string.IsNullOrWhiteSpace(name) || name.Length > 128 || name.Any(char.IsControl)
+            ? Rejection.Invalid("user name must be 1-128 printable characters (for example alice@example.com)")
+            : null;
+
+    /// <summary>A MagicDNS label from a hostname: lowercase, a-z 0-9 and '-', at most 63 characters; "device" if nothing is left.</summary>
+    public static string DeviceNameFrom(string hostname)
+    {
+        var chars = hostname.ToLowerInvariant().Select(c => c is >= 'a' and <= 'z' or >= '0' and <= '9' ? c : '-').ToArray();
+        var name = new string(chars).Trim('-');
+        while (name.Contains("--", StringComparison.Ordinal)) name = name.Replace("--", "-", StringComparison.Ordinal);
+        if (name.Length > 63) name = name[..63].TrimEnd('-');
+        return name.Length == 0 ? "device" : name;
+    }
 
     private static string Shorten(string value) => value.Length <= 80 ? value : value[..77] + "...";
 }

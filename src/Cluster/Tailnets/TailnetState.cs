@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Weft.Cluster.Persistence;
 
 namespace Weft.Cluster.Tailnets;
@@ -13,9 +14,10 @@ public enum TailnetLifecycle
 /// <summary>
 /// One tailnet's state and its pure logic: <see cref="Process"/> decides, <see cref="Apply"/> evolves.
 /// The tailnet's name lives in the <see cref="TailnetDirectoryState">directory</see>, the single
-/// writer that keeps names unique across all tenants.
+/// writer that keeps names unique across all tenants. Users, auth keys and the device index are in
+/// TailnetState.Members.cs.
 /// </summary>
-public sealed record TailnetState(
+public sealed partial record TailnetState(
     string TailnetId,
     TailnetLifecycle Lifecycle,
     TailnetSettings Settings,
@@ -26,21 +28,28 @@ public sealed record TailnetState(
 
     public bool IsActive => Lifecycle == TailnetLifecycle.Active;
 
-    public Decision<ITailnetEvent> Process(ITailnetCommand command) => command switch
+    public Decision<ITailnetEvent> Process(ITailnetCommand command)
     {
-        CreateTailnet create => Create(create),
-        ChangeTailnetSettings change => ChangeSettings(change),
-        DeleteTailnet delete => Delete(delete),
-        _ => throw new ArgumentOutOfRangeException(nameof(command), command.GetType().Name, "not a tailnet command"),
-    };
+        switch (command)
+        {
+            case CreateTailnet create:
+                return Create(create);
+            case DeleteTailnet delete:
+                // Repeating a delete (the directory retries until it is confirmed) is harmless.
+                return IsActive ? Decision<ITailnetEvent>.Accept(new TailnetDeleted(delete.At)) : Decision<ITailnetEvent>.Unchanged;
+        }
+        if (!IsActive) return Decision<ITailnetEvent>.Reject(NotFound());
+        return command is ChangeTailnetSettings change ? ChangeSettings(change) : ProcessMembers(command);
+    }
 
     public TailnetState Apply(ITailnetEvent @event) => @event switch
     {
         TailnetCreated created => this with { Lifecycle = TailnetLifecycle.Active, Settings = created.Settings, CreatedAt = created.At },
         NodeKeyExpiryChanged changed => this with { Settings = Settings with { NodeKeyExpiryDays = changed.Days } },
         DnsSuffixChanged changed => this with { Settings = Settings with { DnsSuffix = changed.DnsSuffix } },
+        EphemeralTimeoutChanged changed => this with { Settings = Settings with { EphemeralTimeoutSeconds = changed.Seconds } },
         TailnetDeleted => this with { Lifecycle = TailnetLifecycle.Deleted },
-        _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not a tailnet event"),
+        _ => ApplyMembers(@event),
     };
 
     public TailnetInfo ToInfo() => new(TailnetId, Settings, CreatedAt);
@@ -62,11 +71,10 @@ public sealed record TailnetState(
 
     private Decision<ITailnetEvent> ChangeSettings(ChangeTailnetSettings change)
     {
-        if (!IsActive) return Decision<ITailnetEvent>.Reject(NotFound());
-        if (change.NodeKeyExpiryDays is null && change.DnsSuffix is null)
-            return Decision<ITailnetEvent>.Reject(Rejection.Invalid("no setting to change: give nodeKeyExpiryDays and/or dnsSuffix"));
+        if (change.NodeKeyExpiryDays is null && change.DnsSuffix is null && change.EphemeralTimeoutSeconds is null)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid("no setting to change: give nodeKeyExpiryDays, dnsSuffix and/or ephemeralTimeoutSeconds"));
 
-        var events = new List<ITailnetEvent>(2);
+        var events = new List<ITailnetEvent>(3);
         if (change.NodeKeyExpiryDays is { } days)
         {
             if (TailnetRules.CheckNodeKeyExpiryDays(days) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
@@ -77,9 +85,11 @@ public sealed record TailnetState(
             if (TailnetRules.CheckDnsSuffix(suffix) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
             if (suffix != Settings.DnsSuffix) events.Add(new DnsSuffixChanged(suffix));
         }
+        if (change.EphemeralTimeoutSeconds is { } seconds)
+        {
+            if (TailnetRules.CheckEphemeralTimeout(seconds) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+            if (seconds != Settings.EphemeralTimeoutSeconds) events.Add(new EphemeralTimeoutChanged(seconds));
+        }
         return Decision<ITailnetEvent>.Accept(events);
     }
-
-    private Decision<ITailnetEvent> Delete(DeleteTailnet delete) =>
-        IsActive ? Decision<ITailnetEvent>.Accept(new TailnetDeleted(delete.At)) : Decision<ITailnetEvent>.Unchanged;
 }

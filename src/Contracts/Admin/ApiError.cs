@@ -9,6 +9,7 @@ public static class ApiErrorCodes
     public const string InvalidRequest = "invalid_request";   // 400: a field is missing, mistyped or out of range
     public const string MalformedJson = "malformed_json";     // 400: the body is not JSON
     public const string Unauthorized = "unauthorized";        // 401: no key, or a key we do not know
+    public const string Forbidden = "forbidden";              // 403: the key is valid but its scope does not allow this
     public const string NotFound = "not_found";               // 404: no such resource (or not visible to this key)
     public const string Conflict = "conflict";                // 409: e.g. a tailnet name already taken
     public const string PayloadTooLarge = "payload_too_large";// 413
@@ -20,6 +21,7 @@ public static class ApiErrorCodes
     {
         InvalidRequest or MalformedJson => 400,
         Unauthorized => 401,
+        Forbidden => 403,
         NotFound => 404,
         Conflict => 409,
         PayloadTooLarge => 413,

@@ -6,7 +6,8 @@ public sealed record TailnetResource(string Id, string Name, DateTimeOffset Crea
 /// <summary>The settings an operator may change on a tailnet.</summary>
 /// <param name="NodeKeyExpiryDays">How long a device's node key stays valid before it must rotate (Tailscale allows 1–180 days).</param>
 /// <param name="DnsSuffix">MagicDNS suffix: devices are named <c>&lt;host&gt;.&lt;suffix&gt;</c>.</param>
-public sealed record TailnetSettingsResource(int NodeKeyExpiryDays, string DnsSuffix);
+/// <param name="EphemeralTimeoutSeconds">How long an ephemeral device may stay disconnected before it is removed.</param>
+public sealed record TailnetSettingsResource(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds);
 
 /// <summary>A row of <c>GET /api/v1/tailnets</c>.</summary>
 public sealed record TailnetSummaryResource(string Id, string Name, DateTimeOffset CreatedAt);
@@ -14,10 +15,10 @@ public sealed record TailnetSummaryResource(string Id, string Name, DateTimeOffs
 public sealed record TailnetListResource(IReadOnlyList<TailnetSummaryResource> Tailnets);
 
 /// <summary>Body of <c>POST /api/v1/tailnets</c>. Omitted settings take the defaults.</summary>
-public sealed record CreateTailnetRequest(string Name, int? NodeKeyExpiryDays = null, string? DnsSuffix = null);
+public sealed record CreateTailnetRequest(string Name, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null);
 
 /// <summary>Body of <c>PATCH /api/v1/tailnets/{tailnet}</c>. Omitted fields stay as they are.</summary>
-public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null, string? DnsSuffix = null);
+public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null);
 
 /// <summary>Body of <c>POST /api/v1/tailnets/{tailnet}/rename</c>.</summary>
 public sealed record RenameTailnetRequest(string Name);

@@ -14,6 +14,8 @@ public static class AgentCommandLine
     public static RootCommand Build()
     {
         var root = new RootCommand("Weft node agent");
+        root.Add(ControlCommands.Up());
+        root.Add(ControlCommands.Status());
         root.Add(WgCommands());
         return root;
     }

@@ -5,6 +5,7 @@ using System.Text;
 using Akka.Actor;
 using Microsoft.Extensions.Logging;
 using Weft.Contracts.Keys;
+using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Tunnels;
 using Weft.NodeAgent.WireGuard;
 
@@ -25,76 +26,44 @@ public sealed class UapiServer : IDisposable
     private readonly WireGuardDevice _device;
     private readonly IActorRef _supervisor;
     private readonly ILogger _log;
-    private readonly Socket _listener;
-    private readonly CancellationTokenSource _stop = new();
+    private readonly UnixSocketServer _socket;
 
     public UapiServer(string interfaceName, WireGuardDevice device, IActorRef supervisor, ILogger log, string directory = DefaultDirectory)
     {
         _device = device;
         _supervisor = supervisor;
         _log = log;
-        Directory.CreateDirectory(directory);
-        SocketPath = Path.Combine(directory, interfaceName + ".sock");
-        if (File.Exists(SocketPath)) File.Delete(SocketPath); // stale, from a process that died
-        _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        _listener.Bind(new UnixDomainSocketEndPoint(SocketPath));
-        File.SetUnixFileMode(SocketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        _listener.Listen(16);
-        _ = AcceptLoop();
+        _socket = new UnixSocketServer(Path.Combine(directory, interfaceName + ".sock"),
+            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, Serve);
     }
 
-    public string SocketPath { get; }
+    public string SocketPath => _socket.Path;
 
-    private async Task AcceptLoop()
+    private async Task Serve(Socket client, CancellationToken stop)
     {
-        while (!_stop.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await _listener.AcceptAsync(_stop.Token);
-            }
-            catch (Exception) when (_stop.IsCancellationRequested)
-            {
-                return;
-            }
-            _ = Serve(client);
-        }
-    }
-
-    private async Task Serve(Socket client)
-    {
-        using var _ = client;
         await using var stream = new NetworkStream(client, ownsSocket: false);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         await using var writer = new StreamWriter(stream, new UTF8Encoding(false)) { NewLine = "\n", AutoFlush = false };
-        try
+        // A connection may carry several operations; an unknown operation ends it.
+        while (await reader.ReadLineAsync(stop) is { } operation)
         {
-            // A connection may carry several operations; an unknown operation ends it.
-            while (await reader.ReadLineAsync(_stop.Token) is { } operation)
+            switch (operation)
             {
-                switch (operation)
-                {
-                    case "get=1":
-                        if (await reader.ReadLineAsync(_stop.Token) != "") return;
-                        await writer.WriteAsync(Get());
-                        await writer.WriteAsync("errno=0\n\n");
-                        break;
-                    case "set=1":
-                        var lines = new List<string>();
-                        while (await reader.ReadLineAsync(_stop.Token) is { Length: > 0 } line) lines.Add(line);
-                        var errno = await Set(lines);
-                        await writer.WriteAsync($"errno={errno}\n\n");
-                        break;
-                    default:
-                        return;
-                }
-                await writer.FlushAsync();
+                case "get=1":
+                    if (await reader.ReadLineAsync(stop) != "") return;
+                    await writer.WriteAsync(Get());
+                    await writer.WriteAsync("errno=0\n\n");
+                    break;
+                case "set=1":
+                    var lines = new List<string>();
+                    while (await reader.ReadLineAsync(stop) is { Length: > 0 } line) lines.Add(line);
+                    var errno = await Set(lines);
+                    await writer.WriteAsync($"errno={errno}\n\n");
+                    break;
+                default:
+                    return;
             }
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or SocketException)
-        {
-            // The client went away or we are stopping.
+            await writer.FlushAsync(stop);
         }
     }
 
@@ -262,10 +231,5 @@ public sealed class UapiServer : IDisposable
         return operations;
     }
 
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _listener.Dispose();
-        try { File.Delete(SocketPath); } catch (IOException) { }
-    }
+    public void Dispose() => _socket.Dispose();
 }

@@ -49,14 +49,14 @@ public class AdminApiTests(CoordinatorFixture fixture) : IClassFixture<Coordinat
         var name = Unique("crud");
         var created = await Http.CreateTailnet(name);
         Assert.StartsWith("tn_", created.Id);
-        Assert.Equal(new TailnetSettingsResource(180, $"{name}.weft.internal"), created.Settings);
+        Assert.Equal(new TailnetSettingsResource(180, $"{name}.weft.internal", 300), created.Settings);
 
         Assert.Equal(created, await Http.GetTailnet(created.Id));
         Assert.Equal(created, await Http.GetTailnet(name));
 
         var updated = await (await Http.PatchJson($"/api/v1/tailnets/{name}", new UpdateTailnetSettingsRequest(NodeKeyExpiryDays: 7)))
             .ReadAs<TailnetResource>(HttpStatusCode.OK);
-        Assert.Equal(new TailnetSettingsResource(7, $"{name}.weft.internal"), updated.Settings);
+        Assert.Equal(new TailnetSettingsResource(7, $"{name}.weft.internal", 300), updated.Settings);
 
         var newName = Unique("renamed");
         var renamed = await (await Http.PostJson($"/api/v1/tailnets/{created.Id}/rename", new RenameTailnetRequest(newName)))

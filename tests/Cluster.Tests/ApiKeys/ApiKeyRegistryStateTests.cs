@@ -26,7 +26,7 @@ public class ApiKeyRegistryStateTests
         var token = ApiKeyToken.Generate();
         var state = ApiKeyRegistryState.Empty.Apply(new ApiKeyIssued(token.KeyId, ApiKeyScope.Operator, token.SecretHash, Now));
 
-        Assert.Equal(new ApiKeyVerified(token.KeyId, ApiKeyScope.Operator), state.Verify(new VerifyApiKey(token.KeyId, token.SecretHash)));
+        Assert.Equal(new ApiKeyVerified(token.KeyId, ApiKeyScope.Operator, null), state.Verify(new VerifyApiKey(token.KeyId, token.SecretHash)));
         var wrong = Assert.IsType<Rejection>(state.Verify(new VerifyApiKey(token.KeyId, ApiKeyToken.Hash("guess"))));
         Assert.Equal(ApiErrorCodes.Unauthorized, wrong.Code);
         Assert.IsType<Rejection>(state.Verify(new VerifyApiKey("unknownid0", token.SecretHash)));

@@ -1,4 +1,8 @@
+using Akka.Actor;
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Control;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Machines;
 using Weft.Cluster.Messaging;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
@@ -11,6 +15,13 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     private static readonly TailnetSettings Settings = new(90, "acme.weft.internal");
     private static readonly TailnetEntry Entry = new("tn_abc", "acme", At);
     private static readonly TailnetInfo Info = new("tn_abc", Settings, At);
+    private static readonly string Key = new('c', 64);
+    private static readonly ApiKeySummary Summary = new("tenantkey1", ApiKeyScope.Tailnet, "tn_abc", "ci", At);
+    private static readonly TailnetUser User = new("usr_a", "alice@example.com", At);
+    private static readonly AuthKey AuthKeySample = new("kkkkkkkkkk", "hash", "usr_a", false, true, ["tag:a"], At, At.AddDays(1), "one-off", false, 1);
+    private static readonly DeviceEntry Device = new(
+        "dev_a", Key, Key, "", "laptop", "Laptop", "linux", "usr_a", [], "100.64.0.1", "fd7a:115c:a1e0::6440:1",
+        ["198.18.0.1:41641"], 0, At.AddDays(180), false, DeviceStatus.Active, At, null, "kkkkkkkkkk");
 
     /// <summary>One example of every message that may cross between coordinator nodes.</summary>
     public static readonly IClusterMessage[] Samples =
@@ -34,7 +45,63 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new BootstrapOperatorKey("abcdefghij", "hash", At),
         new VerifyApiKey("abcdefghij", "hash"),
         new OperatorKeyBootstrap(true),
-        new ApiKeyVerified("abcdefghij", ApiKeyScope.Operator),
+        new ApiKeyVerified("abcdefghij", ApiKeyScope.Operator, null),
+        new ApiKeyVerified("tenantkey1", ApiKeyScope.Tailnet, "tn_abc"),
+        new IssueApiKey("tenantkey1", ApiKeyScope.Tailnet, "tn_abc", "hash", "ci", At),
+        new RevokeApiKey("tenantkey1"),
+        new ListApiKeys(null),
+        Summary,
+        new ApiKeyListing([Summary]),
+        new CreateUser("tn_abc", "usr_a", "alice@example.com", At),
+        new DeleteUser("tn_abc", "usr_a"),
+        new CreateAuthKey("tn_abc", "kkkkkkkkkk", "hash", "usr_a", true, false, ["tag:a"], At.AddDays(1), "laptops", At),
+        new RevokeAuthKey("tn_abc", "kkkkkkkkkk"),
+        new RegisterDevice("tn_abc", "dev_a", Key, Key, "", "host", "linux", null, null, At),
+        new ApproveDevice("tn_abc", "dev_a", At),
+        new RenameDevice("tn_abc", "dev_a", "laptop"),
+        new SetDeviceTags("tn_abc", "dev_a", ["tag:a"], At),
+        new ExpireDevice("tn_abc", "dev_a", At),
+        new DeleteDevice("tn_abc", "dev_a"),
+        new UpdateDeviceEndpoints("tn_abc", "dev_a", ["198.18.0.1:41641"], 1, Key),
+        new RotateDeviceNodeKey("tn_abc", "dev_a", Key, Key, At),
+        new RecordDeviceLastSeen("tn_abc", "dev_a", At),
+        new ExpireDueKeys("tn_abc", At),
+        new RemoveEphemeralDevice("tn_abc", "dev_a", At),
+        new ListUsers("tn_abc"),
+        new ListAuthKeys("tn_abc"),
+        new ListDevices("tn_abc"),
+        new GetDevice("tn_abc", "dev_a"),
+        new SendNetMap("tn_abc", "dev_a"),
+        new GetNetMap("tn_abc", "dev_a"),
+        new DeviceOnline("tn_abc", "dev_a", true, At),
+        new UserList([User]),
+        new UserInfo(User),
+        new AuthKeyList([AuthKeySample]),
+        new AuthKeyInfo(AuthKeySample),
+        new DeviceInfo(Device, true),
+        new DeviceList([new DeviceInfo(Device, false)]),
+        new DeviceRegistration("tn_abc", Device),
+        new NetMapSnapshot("tn_abc", "dev_a", [1, 2, 3]),
+        new DeviceDeletedAck("tn_abc", "dev_a"),
+        new InitializeDevice("dev_a", "tn_abc", Key, Key, Key, "host", "linux"),
+        new ReportHostinfo("dev_a", "host", "linux", "0.4"),
+        new MarkDeviceRemoved("dev_a"),
+        new ApplyNodeKey("dev_a", Key, At),
+        new StartIncarnation("dev_a"),
+        new AttachSession("dev_a", Akka.Actor.ActorRefs.Nobody, 42),
+        new RequestNodeKeyRotation("dev_a", Key, Key, At),
+        new PeerChanges("dev_a", [9, 8], false, null, null),
+        new PeerChanges("dev_a", [], false, "device_deleted", "gone"),
+        new DeviceReady("dev_a", 3),
+        new DeviceDone("dev_a"),
+        new DeliverToAgent([1, 2]),
+        new SessionEnded("device_deleted", "gone"),
+        new BindMachine(Key, "tn_abc", "dev_a"),
+        new UnbindMachine(Key, "dev_a"),
+        new LookupMachine(Key),
+        new MachineBinding(Key, "tn_abc", "dev_a"),
+        new EnsureCoordinatorKey(Key),
+        new CoordinatorKeyIs(Key),
     ];
 
     public static TheoryData<IClusterMessage> AllSamples => new(Samples);
@@ -55,6 +122,29 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         Assert.Equal(WireCatalog.AllTypes.OrderBy(t => t.Name), Samples.Select(s => s.GetType()).Distinct().OrderBy(t => t.Name));
     }
 
-    // Records holding lists compare by reference; compare their JSON instead.
-    private static string Normalize(object message) => System.Text.Json.JsonSerializer.Serialize(message, message.GetType());
+    [Fact]
+    public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
+    {
+        var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7), out _);
+
+        Assert.Equal(TestActor, back.Session);
+        back.Session.Tell("hello");
+        ExpectMsg("hello");
+    }
+
+    // Records holding lists compare by reference, and actor references by identity; compare their JSON instead.
+    private static readonly System.Text.Json.JsonSerializerOptions NormalizeOptions = new() { Converters = { new ActorPathText() } };
+
+    private static string Normalize(object message) => System.Text.Json.JsonSerializer.Serialize(message, message.GetType(), NormalizeOptions);
+
+    private sealed class ActorPathText : System.Text.Json.Serialization.JsonConverter<Akka.Actor.IActorRef>
+    {
+        public override bool CanConvert(Type typeToConvert) => typeof(Akka.Actor.IActorRef).IsAssignableFrom(typeToConvert);
+
+        public override Akka.Actor.IActorRef Read(ref System.Text.Json.Utf8JsonReader reader, Type typeToConvert, System.Text.Json.JsonSerializerOptions options) =>
+            throw new NotSupportedException();
+
+        public override void Write(System.Text.Json.Utf8JsonWriter writer, Akka.Actor.IActorRef value, System.Text.Json.JsonSerializerOptions options) =>
+            writer.WriteStringValue(value.Path.ToString());
+    }
 }

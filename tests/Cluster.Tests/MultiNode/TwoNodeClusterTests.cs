@@ -10,19 +10,11 @@ public class TwoNodeClusterTests
     [SkippableFact]
     public async Task A_tailnet_created_through_one_node_is_read_and_changed_through_the_other()
     {
-        await using var storage = (TestStorage.PostgresStorage)await TestStorage.NewPostgresAsync();
-        var env = new Dictionary<string, string> { ["Weft__Storage__Provider"] = "Postgres", ["Weft__Storage__ConnectionString"] = storage.ConnectionString };
-        var portA = CoordinatorProcess.FreeTcpPort();
-        var portB = CoordinatorProcess.FreeTcpPort();
-        var seed = $"127.0.0.1:{portA}";
-
-        await using var nodeA = CoordinatorProcess.Start(portA, [seed], env);
-        await using var nodeB = CoordinatorProcess.Start(portB, [seed], env);
-        using var a = TestCoordinator.NewClient(await nodeA.WhenReady(TimeSpan.FromSeconds(90)), TestCoordinator.OperatorKey);
-        using var b = TestCoordinator.NewClient(await nodeB.WhenReady(TimeSpan.FromSeconds(90)), TestCoordinator.OperatorKey);
+        await using var cluster = await TwoNodeCluster.StartAsync();
+        var (a, b) = (cluster.ApiA, cluster.ApiB);
 
         var members = await WaitForMembers(a, 2);
-        Assert.Equal(new[] { portA, portB }.Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
+        Assert.Equal(new[] { cluster.NodeA.AkkaPort, cluster.NodeB.AkkaPort }.Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
 
         // Several tailnets, so that sharding places entities on both nodes.
         var created = new List<TailnetResource>();

@@ -39,7 +39,7 @@ public class PersistenceRoundTripTests
             Assert.Equal(before, await restarted.Http.GetStringAsync("/api/v1/tailnets"));
             foreach (var tailnet in details)
                 Assert.Equal(tailnet, await restarted.Http.GetTailnet(tailnet.Id));
-            Assert.Equal(new TailnetSettingsResource(5, "v5.acme.example"), details[0].Settings);
+            Assert.Equal(new TailnetSettingsResource(5, "v5.acme.example", 300), details[0].Settings);
             Assert.Equal("globex-corp", details[1].Name);
 
             // The deleted tailnet's name is free again, and writes continue after recovery.

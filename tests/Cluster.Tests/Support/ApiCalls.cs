@@ -41,3 +41,31 @@ public static class ApiCalls
     public static async Task<TailnetResource> GetTailnet(this HttpClient http, string idOrName) =>
         await (await http.GetAsync($"/api/v1/tailnets/{idOrName}")).ReadAs<TailnetResource>(HttpStatusCode.OK);
 }
+
+/// <summary>Admin API helpers for what lives inside a tailnet.</summary>
+public static class MemberCalls
+{
+    public static async Task<CreatedAuthKeyResource> CreateAuthKey(this HttpClient http, string tailnet, bool reusable = false, bool ephemeral = false,
+        string[]? tags = null, int? expirySeconds = null, string? user = null)
+    {
+        var body = new Dictionary<string, object?> { ["reusable"] = reusable, ["ephemeral"] = ephemeral };
+        if (tags is not null) body["tags"] = tags;
+        if (expirySeconds is not null) body["expirySeconds"] = expirySeconds;
+        if (user is not null) body["user"] = user;
+        return await (await http.PostJson($"/api/v1/tailnets/{tailnet}/auth-keys", body)).ReadAs<CreatedAuthKeyResource>(System.Net.HttpStatusCode.Created);
+    }
+
+    public static async Task<DeviceListResource> ListDevices(this HttpClient http, string tailnet) =>
+        await (await http.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).ReadAs<DeviceListResource>(System.Net.HttpStatusCode.OK);
+
+    public static async Task<DeviceResource> GetDevice(this HttpClient http, string tailnet, string device) =>
+        await (await http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}")).ReadAs<DeviceResource>(System.Net.HttpStatusCode.OK);
+
+    /// <summary>The stored state of a tailnet's devices as JSON, to compare before and after a refused request.</summary>
+    public static async Task<string> DevicesSnapshot(this HttpClient http, string tailnet)
+    {
+        var devices = await http.ListDevices(tailnet);
+        // Online and last-seen are presence, not stored state.
+        return System.Text.Json.JsonSerializer.Serialize(devices.Devices.Select(d => d with { Online = false, LastSeen = null }).OrderBy(d => d.Id));
+    }
+}

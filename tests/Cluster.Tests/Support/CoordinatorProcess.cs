@@ -15,6 +15,7 @@ public sealed partial class CoordinatorProcess : IAsyncDisposable
     private readonly Process _process;
     private readonly StringBuilder _output = new();
     private readonly TaskCompletionSource<Uri> _api = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<Uri> _control = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private CoordinatorProcess(Process process, int akkaPort)
     {
@@ -29,6 +30,12 @@ public sealed partial class CoordinatorProcess : IAsyncDisposable
     [GeneratedRegex(@"admin API : (http://\S+?)/api/v1")]
     private static partial Regex BannerAddress();
 
+    [GeneratedRegex(@"control   : (http://\S+?/)\s")]
+    private static partial Regex BannerControlAddress();
+
+    /// <summary>The control-protocol address agents dial, from the ready banner.</summary>
+    public Task<Uri> ControlAddress => _control.Task;
+
     public static CoordinatorProcess Start(int akkaPort, IEnumerable<string> seeds, IDictionary<string, string> environment, params string[] extraArgs)
     {
         var weft = Path.Combine(AppContext.BaseDirectory, "weft.dll");
@@ -39,7 +46,7 @@ public sealed partial class CoordinatorProcess : IAsyncDisposable
             UseShellExecute = false,
             WorkingDirectory = AppContext.BaseDirectory,
         };
-        foreach (var arg in new[] { weft, "--api-listen", "http://127.0.0.1:0", "--akka-port", akkaPort.ToString() }) info.ArgumentList.Add(arg);
+        foreach (var arg in new[] { weft, "--api-listen", "http://127.0.0.1:0", "--control-listen", "http://127.0.0.1:0", "--akka-port", akkaPort.ToString() }) info.ArgumentList.Add(arg);
         foreach (var seed in seeds) { info.ArgumentList.Add("--seed"); info.ArgumentList.Add(seed); }
         foreach (var arg in extraArgs) info.ArgumentList.Add(arg);
         info.Environment["Weft__BootstrapOperatorKey"] = TestCoordinator.OperatorKey;
@@ -53,7 +60,12 @@ public sealed partial class CoordinatorProcess : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         process.EnableRaisingEvents = true;
-        process.Exited += (_, _) => node._api.TrySetException(new InvalidOperationException($"coordinator exited with {process.ExitCode}:\n{node.Output}"));
+        process.Exited += (_, _) =>
+        {
+            var exited = new InvalidOperationException($"coordinator exited with {process.ExitCode}:\n{node.Output}");
+            node._api.TrySetException(exited);
+            node._control.TrySetException(exited);
+        };
         return node;
     }
 
@@ -83,6 +95,8 @@ public sealed partial class CoordinatorProcess : IAsyncDisposable
         lock (_output) _output.AppendLine(line);
         var match = BannerAddress().Match(line);
         if (match.Success) _api.TrySetResult(new Uri(match.Groups[1].Value + "/"));
+        var control = BannerControlAddress().Match(line);
+        if (control.Success) _control.TrySetResult(new Uri(control.Groups[1].Value));
     }
 
     public async ValueTask DisposeAsync()

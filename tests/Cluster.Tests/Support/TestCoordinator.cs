@@ -12,12 +12,16 @@ public sealed class TestCoordinator : IAsyncDisposable
     /// <summary>Installed as the first operator key of every test cluster.</summary>
     public static readonly string OperatorKey = ApiKeyToken.Generate().ToString();
 
-    private TestCoordinator(WebApplication app, Uri api)
+    private TestCoordinator(WebApplication app, Uri api, Uri control)
     {
         App = app;
         Api = api;
+        Control = control;
         Http = NewClient(api, OperatorKey);
     }
+
+    /// <summary>Where agents dial the control protocol.</summary>
+    public Uri Control { get; }
 
     public WebApplication App { get; }
 
@@ -33,6 +37,7 @@ public sealed class TestCoordinator : IAsyncDisposable
         var settings = new Dictionary<string, string?>
         {
             ["Weft:Api:Listen"] = "http://127.0.0.1:0",
+            ["Weft:Control:Listen"] = "http://127.0.0.1:0",
             ["Weft:Cluster:Port"] = "0",
             ["Weft:BootstrapOperatorKey"] = OperatorKey,
             ["Serilog:MinimumLevel:Default"] = "Warning",
@@ -43,8 +48,8 @@ public sealed class TestCoordinator : IAsyncDisposable
         await app.StartAsync();
         try
         {
-            var api = await app.Services.GetRequiredService<CoordinatorReadiness>().ApiAddress.WaitAsync(TimeSpan.FromSeconds(60));
-            return new TestCoordinator(app, api);
+            var endpoints = await app.Services.GetRequiredService<CoordinatorReadiness>().Endpoints.WaitAsync(TimeSpan.FromSeconds(60));
+            return new TestCoordinator(app, endpoints.Api, endpoints.Control);
         }
         catch
         {

@@ -1,0 +1,209 @@
+using System.Collections.Immutable;
+using Google.Protobuf;
+using Microsoft.AspNetCore.Http;
+using Weft.Cluster.Tailnets;
+using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Api;
+
+/// <summary>
+/// What lives inside one tailnet: users, auth keys and devices, under
+/// <c>/api/v1/tailnets/{tailnet}/…</c>. Tenant keys reach only their own tailnet.
+/// </summary>
+public static class MemberEndpoints
+{
+    /// <summary>Tailscale's default lifetime for a new auth key.</summary>
+    public static readonly TimeSpan DefaultAuthKeyLifetime = TimeSpan.FromDays(90);
+
+    public static void MapMemberEndpoints(this RouteGroupBuilder api)
+    {
+        var tailnet = api.MapGroup("/tailnets/{tailnet}");
+        tailnet.MapGet("/users", ListUsers);
+        tailnet.MapPost("/users", CreateUser);
+        tailnet.MapDelete("/users/{user}", DeleteUser);
+
+        tailnet.MapGet("/auth-keys", ListAuthKeys);
+        tailnet.MapPost("/auth-keys", CreateAuthKey);
+        tailnet.MapDelete("/auth-keys/{key}", RevokeAuthKey);
+
+        tailnet.MapGet("/devices", ListDevices);
+        tailnet.MapGet("/devices/{device}", GetDevice);
+        tailnet.MapPost("/devices/{device}/approve", ApproveDevice);
+        tailnet.MapPost("/devices/{device}/rename", RenameDevice);
+        tailnet.MapPost("/devices/{device}/tags", SetTags);
+        tailnet.MapPost("/devices/{device}/expire", ExpireDevice);
+        tailnet.MapDelete("/devices/{device}", DeleteDevice);
+        tailnet.MapGet("/devices/{device}/netmap", GetNetMap);
+    }
+
+    // ------------------------------------------------------------------ users
+
+    private static async Task<IResult> ListUsers(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        return Results.Json(new UserListResource(users.Users.Select(ToResource).ToList()), AdminJson.Options);
+    }
+
+    private static async Task<IResult> CreateUser(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
+        var created = await refs.Tailnets.AskFor<UserInfo>(
+            new CreateUser(entry.TailnetId, "usr_" + Identifiers.RandomBase32(12), body.RequiredString("name"), clock.GetUtcNow()), http.RequestAborted);
+        return Results.Json(ToResource(created.User), AdminJson.Options, statusCode: StatusCodes.Status201Created);
+    }
+
+    private static async Task<IResult> DeleteUser(HttpContext http, string tailnet, string user, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var userId = await ResolveUserId(http, refs, entry.TailnetId, user);
+        await refs.Tailnets.AskFor<UserInfo>(new DeleteUser(entry.TailnetId, userId), http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    /// <summary>A user by id (<c>usr_…</c>) or by name.</summary>
+    private static async Task<string> ResolveUserId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
+    {
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(tailnetId), http.RequestAborted);
+        var found = users.Users.FirstOrDefault(u => u.UserId == idOrName)
+            ?? users.Users.FirstOrDefault(u => string.Equals(u.Name, idOrName, StringComparison.OrdinalIgnoreCase));
+        return found?.UserId ?? throw new ApiException(ApiErrorCodes.NotFound, $"user '{idOrName}' does not exist");
+    }
+
+    // ------------------------------------------------------------------ auth keys
+
+    private static async Task<IResult> ListAuthKeys(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var keys = await refs.Tailnets.AskFor<AuthKeyList>(new ListAuthKeys(entry.TailnetId), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        var now = clock.GetUtcNow();
+        return Results.Json(new AuthKeyListResource(keys.Keys.Select(k => ToResource(k, users, now)).ToList()), AdminJson.Options);
+    }
+
+    private static async Task<IResult> CreateAuthKey(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var body = (await JsonRequestBody.ReadAsync(http.Request))
+            .AllowOnly("reusable", "ephemeral", "tags", "expirySeconds", "user", "description");
+        var now = clock.GetUtcNow();
+        var expirySeconds = body.OptionalInt("expirySeconds") ?? (int)DefaultAuthKeyLifetime.TotalSeconds;
+        if (expirySeconds <= 0) throw ApiException.Invalid($"expirySeconds must be positive, got {expirySeconds}");
+        var userId = body.OptionalString("user") is { } user ? await ResolveUserId(http, refs, entry.TailnetId, user) : null;
+        var tags = (body.OptionalStringList("tags") ?? []).ToImmutableArray();
+
+        var token = AuthKeyToken.Generate(entry.TailnetId);
+        var created = await refs.Tailnets.AskFor<AuthKeyInfo>(new CreateAuthKey(
+            entry.TailnetId, token.KeyId, token.SecretHash, userId, body.OptionalBool("reusable") ?? false, body.OptionalBool("ephemeral") ?? false,
+            tags, now.AddSeconds(expirySeconds), body.OptionalString("description") ?? "", now), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        return Results.Json(new CreatedAuthKeyResource(token.ToString(), ToResource(created.Key, users, now)), AdminJson.Options,
+            statusCode: StatusCodes.Status201Created);
+    }
+
+    private static async Task<IResult> RevokeAuthKey(HttpContext http, string tailnet, string key, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        await refs.Tailnets.AskFor<AuthKeyInfo>(new RevokeAuthKey(entry.TailnetId, key), http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    // ------------------------------------------------------------------ devices
+
+    private static async Task<IResult> ListDevices(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        return Results.Json(new DeviceListResource(devices.Devices.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
+    }
+
+    private static Task<IResult> GetDevice(HttpContext http, string tailnet, string device, TailnetRefs refs) =>
+        OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new GetDevice(tailnetId, deviceId));
+
+    private static Task<IResult> ApproveDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, TimeProvider clock) =>
+        OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new ApproveDevice(tailnetId, deviceId, clock.GetUtcNow()));
+
+    private static async Task<IResult> RenameDevice(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
+        var name = body.RequiredString("name");
+        return await OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new RenameDevice(tailnetId, deviceId, name));
+    }
+
+    private static async Task<IResult> SetTags(HttpContext http, string tailnet, string device, TailnetRefs refs, TimeProvider clock)
+    {
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("tags");
+        var tags = (body.OptionalStringList("tags") ?? throw ApiException.Invalid("missing required field 'tags' (an array; [] removes every tag)")).ToImmutableArray();
+        return await OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new SetDeviceTags(tailnetId, deviceId, tags, clock.GetUtcNow()));
+    }
+
+    private static Task<IResult> ExpireDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, TimeProvider clock) =>
+        OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new ExpireDevice(tailnetId, deviceId, clock.GetUtcNow()));
+
+    private static async Task<IResult> DeleteDevice(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        await refs.Tailnets.AskFor<DeviceDeletedAck>(new DeleteDevice(entry.TailnetId, deviceId), http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    /// <summary>The netmap the device would receive now, as protobuf JSON (for debugging).</summary>
+    private static async Task<IResult> GetNetMap(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        var snapshot = await refs.Tailnets.AskFor<NetMapSnapshot>(new GetNetMap(entry.TailnetId, deviceId), http.RequestAborted);
+        var json = NetMapJson.Format(NetMap.Parser.ParseFrom(snapshot.NetMap));
+        return Results.Text(json, "application/json");
+    }
+
+    private static async Task<IResult> OnDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, Func<string, string, object> command)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        var info = await refs.Tailnets.AskFor<DeviceInfo>(command(entry.TailnetId, deviceId), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        return Results.Json(ToResource(info, users), AdminJson.Options);
+    }
+
+    /// <summary>A device by id (<c>dev_…</c>) or by its MagicDNS name.</summary>
+    private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
+    {
+        if (idOrName.StartsWith("dev_", StringComparison.Ordinal)) return idOrName;
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http.RequestAborted);
+        return devices.Devices.FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
+            ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");
+    }
+
+    // ------------------------------------------------------------------ resources
+
+    private static UserResource ToResource(TailnetUser user) => new(user.UserId, user.Name, user.CreatedAt);
+
+    private static string? UserName(UserList users, string? userId) =>
+        userId is null ? null : users.Users.FirstOrDefault(u => u.UserId == userId)?.Name ?? userId;
+
+    private static AuthKeyResource ToResource(AuthKey key, UserList users, DateTimeOffset now) =>
+        new(key.KeyId, UserName(users, key.UserId), key.Reusable, key.Ephemeral, key.Tags, key.CreatedAt, key.ExpiresAt, key.Description,
+            key.Revoked, now >= key.ExpiresAt, key.Uses);
+
+    private static DeviceResource ToResource(DeviceInfo info, UserList users)
+    {
+        var d = info.Device;
+        return new DeviceResource(
+            d.DeviceId, d.Name, d.Hostname, d.Os, d.Status.ToString().ToLowerInvariant(), info.Online, UserName(users, d.UserId), d.Tags,
+            [d.Ipv4, d.Ipv6], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
+            d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId);
+    }
+}
+
+/// <summary>The netmap as JSON for people and scripts: protobuf's canonical JSON mapping (keys as base64).</summary>
+public static class NetMapJson
+{
+    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(false));
+
+    public static string Format(IMessage message) => Formatter.Format(message);
+}

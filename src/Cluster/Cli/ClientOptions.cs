@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Text.Json;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Cli;
+
+/// <summary>The options every admin subcommand shares, and how it reports failures.</summary>
+internal sealed class ClientOptions
+{
+    private readonly Option<string> _server = new("--server")
+    {
+        Description = "Coordinator admin API (env WEFT_SERVER)",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_SERVER") ?? "http://127.0.0.1:8080",
+    };
+    private readonly Option<string?> _apiKey = new("--api-key")
+    {
+        Description = "API key (env WEFT_API_KEY)",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_API_KEY"),
+    };
+    private readonly Option<bool> _json = new("--json") { Description = "Print the API's JSON instead of a table", Recursive = true };
+
+    public ClientOptions(Command command)
+    {
+        command.Add(_server);
+        command.Add(_apiKey);
+        command.Add(_json);
+    }
+
+    public async Task<int> Run(ParseResult parse, Func<AdminApiClient, Task> work)
+    {
+        var server = parse.GetValue(_server)!;
+        if (!Uri.TryCreate(server, UriKind.Absolute, out var uri))
+        {
+            Console.Error.WriteLine($"error: --server '{server}' is not an absolute URL");
+            return 2;
+        }
+        using var api = new AdminApiClient(uri, parse.GetValue(_apiKey));
+        try
+        {
+            await work(api);
+            return 0;
+        }
+        catch (AdminApiError e)
+        {
+            Console.Error.WriteLine($"error: {e.Message} ({e.Code})");
+            return 1;
+        }
+        catch (HttpRequestException e)
+        {
+            Console.Error.WriteLine($"error: cannot reach the coordinator at {uri}: {e.Message}");
+            return 2;
+        }
+    }
+
+    public bool Json(ParseResult parse, JsonElement body)
+    {
+        if (!parse.GetValue(_json)) return false;
+        Console.WriteLine(JsonSerializer.Serialize(body, new JsonSerializerOptions { WriteIndented = true }));
+        return true;
+    }
+
+    public void PrintTailnet(ParseResult parse, JsonElement tailnet)
+    {
+        if (Json(parse, tailnet)) return;
+        var settings = tailnet.GetProperty("settings");
+        Console.Write(TextTable.RenderFields(
+        [
+            ("id", tailnet.GetProperty("id").GetString()!),
+            ("name", tailnet.GetProperty("name").GetString()!),
+            ("created", Format.Time(tailnet.GetProperty("createdAt"))),
+            ("node key expiry", $"{settings.GetProperty("nodeKeyExpiryDays").GetInt32()} days"),
+            ("dns suffix", settings.GetProperty("dnsSuffix").GetString()!),
+            ("ephemeral timeout", $"{settings.GetProperty("ephemeralTimeoutSeconds").GetInt32()} s"),
+        ]));
+    }
+}
+
+/// <summary>How the CLI shows values from the API.</summary>
+internal static class Format
+{
+    public static string Time(JsonElement value) =>
+        value.ValueKind == JsonValueKind.String ? value.GetDateTimeOffset().ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss'Z'") : "-";
+
+    public static string Text(JsonElement parent, string property) =>
+        parent.TryGetProperty(property, out var value) && value.ValueKind != JsonValueKind.Null
+            ? value.ValueKind == JsonValueKind.String ? value.GetString()! : value.ToString()
+            : "-";
+
+    public static string List(JsonElement parent, string property) =>
+        parent.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.Array && value.GetArrayLength() > 0
+            ? string.Join(",", value.EnumerateArray().Select(v => v.GetString()))
+            : "-";
+}

@@ -1,0 +1,272 @@
+using System.CommandLine;
+using System.Text.Json;
+
+namespace Weft.Cluster.Cli;
+
+/// <summary>
+/// <c>weft user|authkey|device|apikey …</c>: what lives inside a tailnet, over the admin API. Each
+/// command prints a table, or the API's JSON with <c>--json</c>.
+/// </summary>
+public static class MemberCommands
+{
+    private static Option<string> TailnetOption() => new("--tailnet", "-t")
+    {
+        Description = "Tailnet id or name (env WEFT_TAILNET)",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_TAILNET") ?? "",
+    };
+
+    private static string Base(ParseResult parse, Option<string> tailnet)
+    {
+        var value = parse.GetValue(tailnet);
+        if (string.IsNullOrEmpty(value)) throw new AdminApiError(0, "invalid_request", "give --tailnet (or set WEFT_TAILNET)");
+        return $"/api/v1/tailnets/{Uri.EscapeDataString(value)}";
+    }
+
+    private static string Escaped(ParseResult parse, Argument<string> argument) => Uri.EscapeDataString(parse.GetValue(argument)!);
+
+    private static void Done(ClientOptions client, ParseResult parse, string what, string id)
+    {
+        if (!client.Json(parse, JsonSerializer.SerializeToElement(new Dictionary<string, string> { [what] = id })))
+            Console.WriteLine($"{what} {id}");
+    }
+
+    // ------------------------------------------------------------------ users
+
+    public static Command Users()
+    {
+        var users = new Command("user", "Users of a tailnet (the owners of untagged devices)");
+        var client = new ClientOptions(users);
+        var tailnet = TailnetOption();
+        users.Add(tailnet);
+
+        var list = new Command("list", "List users");
+        list.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = await api.GetAsync(Base(parse, tailnet) + "/users");
+            if (client.Json(parse, body)) return;
+            Console.Write(TextTable.Render(["ID", "NAME", "CREATED"], body.GetProperty("users").EnumerateArray().Select(u => (IReadOnlyList<string>)
+                [Format.Text(u, "id"), Format.Text(u, "name"), Format.Time(u.GetProperty("createdAt"))])));
+        }));
+
+        var create = new Command("create", "Add a user");
+        var name = new Argument<string>("name") { Description = "For example alice@example.com" };
+        create.Add(name);
+        create.SetAction(parse => client.Run(parse, async api =>
+        {
+            var user = await api.PostAsync(Base(parse, tailnet) + "/users", new { name = parse.GetValue(name) });
+            if (!client.Json(parse, user)) Console.WriteLine($"created user {Format.Text(user, "name")} ({Format.Text(user, "id")})");
+        }));
+
+        var delete = new Command("delete", "Remove a user (its auth keys are revoked; it must own no devices)");
+        var which = new Argument<string>("user") { Description = "User id or name" };
+        delete.Add(which);
+        delete.SetAction(parse => client.Run(parse, async api =>
+        {
+            await api.DeleteAsync($"{Base(parse, tailnet)}/users/{Escaped(parse, which)}");
+            Done(client, parse, "deleted", parse.GetValue(which)!);
+        }));
+
+        foreach (var command in new[] { list, create, delete }) users.Add(command);
+        return users;
+    }
+
+    // ------------------------------------------------------------------ auth keys
+
+    public static Command AuthKeys()
+    {
+        var keys = new Command("authkey", "Pre-authorisation keys with which devices join a tailnet");
+        var client = new ClientOptions(keys);
+        var tailnet = TailnetOption();
+        keys.Add(tailnet);
+
+        var list = new Command("list", "List auth keys (never their secrets)");
+        list.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = await api.GetAsync(Base(parse, tailnet) + "/auth-keys");
+            if (client.Json(parse, body)) return;
+            Console.Write(TextTable.Render(["ID", "REUSABLE", "EPHEMERAL", "TAGS", "USER", "USES", "EXPIRES", "STATE"],
+                body.GetProperty("authKeys").EnumerateArray().Select(k => (IReadOnlyList<string>)
+                [
+                    Format.Text(k, "id"), YesNo(k, "reusable"), YesNo(k, "ephemeral"), Format.List(k, "tags"), Format.Text(k, "user"),
+                    Format.Text(k, "uses"), Format.Time(k.GetProperty("expiresAt")),
+                    k.GetProperty("revoked").GetBoolean() ? "revoked" : k.GetProperty("expired").GetBoolean() ? "expired" : "valid",
+                ])));
+        }));
+
+        var create = new Command("create", "Create an auth key; its secret is printed once");
+        var reusable = new Option<bool>("--reusable") { Description = "Any number of devices may join with it (default: one)" };
+        var ephemeral = new Option<bool>("--ephemeral") { Description = "Devices are removed after they disconnect" };
+        var tags = new Option<string[]>("--tag") { Description = "Tag for the devices (tag:name; repeatable); tagged devices do not expire", AllowMultipleArgumentsPerToken = true };
+        var expiry = new Option<int?>("--expiry-seconds") { Description = "Lifetime of the key (default 90 days)" };
+        var user = new Option<string?>("--user") { Description = "User who owns the devices (untagged keys)" };
+        var description = new Option<string?>("--description");
+        foreach (var option in new Option[] { reusable, ephemeral, tags, expiry, user, description }) create.Add(option);
+        create.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = new Dictionary<string, object?>
+            {
+                ["reusable"] = parse.GetValue(reusable), ["ephemeral"] = parse.GetValue(ephemeral), ["tags"] = parse.GetValue(tags) ?? [],
+                ["expirySeconds"] = parse.GetValue(expiry), ["user"] = parse.GetValue(user), ["description"] = parse.GetValue(description),
+            };
+            var created = await api.PostAsync(Base(parse, tailnet) + "/auth-keys", body);
+            if (client.Json(parse, created)) return;
+            Console.WriteLine($"auth key {Format.Text(created.GetProperty("authKey"), "id")} (shown only this once):");
+            Console.WriteLine($"    {Format.Text(created, "key")}");
+        }));
+
+        var revoke = new Command("revoke", "Revoke an auth key (devices that joined with it stay)");
+        var which = new Argument<string>("key") { Description = "Auth key id" };
+        revoke.Add(which);
+        revoke.SetAction(parse => client.Run(parse, async api =>
+        {
+            await api.DeleteAsync($"{Base(parse, tailnet)}/auth-keys/{Escaped(parse, which)}");
+            Done(client, parse, "revoked", parse.GetValue(which)!);
+        }));
+
+        foreach (var command in new[] { list, create, revoke }) keys.Add(command);
+        return keys;
+    }
+
+    private static string YesNo(JsonElement parent, string property) => parent.GetProperty(property).GetBoolean() ? "yes" : "no";
+
+    // ------------------------------------------------------------------ devices
+
+    public static Command Devices()
+    {
+        var devices = new Command("device", "Devices of a tailnet");
+        var client = new ClientOptions(devices);
+        var tailnet = TailnetOption();
+        devices.Add(tailnet);
+        Argument<string> Which() => new("device") { Description = "Device id (dev_...) or name" };
+
+        var list = new Command("list", "List devices");
+        list.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = await api.GetAsync(Base(parse, tailnet) + "/devices");
+            if (client.Json(parse, body)) return;
+            Console.Write(TextTable.Render(["ID", "NAME", "ADDRESSES", "STATUS", "ONLINE", "USER", "TAGS", "KEY EXPIRY"],
+                body.GetProperty("devices").EnumerateArray().Select(d => (IReadOnlyList<string>)
+                [
+                    Format.Text(d, "id"), Format.Text(d, "name"), Format.List(d, "addresses"), Format.Text(d, "status"), YesNo(d, "online"),
+                    Format.Text(d, "user"), Format.List(d, "tags"), d.TryGetProperty("keyExpiry", out var e) ? Format.Time(e) : "never",
+                ])));
+        }));
+
+        Command OnDevice(string name, string description, Func<ParseResult, Argument<string>, AdminApiClient, Task<JsonElement>> call, params Symbol[] extra)
+        {
+            var command = new Command(name, description);
+            var which = Which();
+            command.Add(which);
+            foreach (var symbol in extra)
+            {
+                if (symbol is Option option) command.Add(option);
+                else if (symbol is Argument argument) command.Add(argument);
+            }
+            command.SetAction(parse => client.Run(parse, async api => PrintDevice(client, parse, await call(parse, which, api))));
+            return command;
+        }
+
+        var show = OnDevice("show", "Show one device", (parse, which, api) => api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}"));
+        var approve = OnDevice("approve", "Approve a device that is waiting (registered without an auth key)",
+            (parse, which, api) => api.PostAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}/approve", new { }));
+        var newName = new Argument<string>("new-name");
+        var rename = OnDevice("rename", "Give a device a new MagicDNS name",
+            (parse, which, api) => api.PostAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}/rename", new { name = parse.GetValue(newName) }), newName);
+        var tagList = new Argument<string[]>("tags") { Description = "tag:name ... (none: remove every tag)", Arity = ArgumentArity.ZeroOrMore };
+        var tags = OnDevice("tags", "Set a device's tags",
+            (parse, which, api) => api.PostAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}/tags", new { tags = parse.GetValue(tagList) ?? [] }), tagList);
+        var expire = OnDevice("expire", "Expire a device's node key now: it leaves its peers' netmaps until re-authorised",
+            (parse, which, api) => api.PostAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}/expire", new { }));
+
+        var delete = new Command("delete", "Delete a device: its peers drop it at once");
+        var deleteWhich = Which();
+        delete.Add(deleteWhich);
+        delete.SetAction(parse => client.Run(parse, async api =>
+        {
+            await api.DeleteAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, deleteWhich)}");
+            Done(client, parse, "deleted", parse.GetValue(deleteWhich)!);
+        }));
+
+        var netmap = new Command("netmap", "The netmap the device would receive now (JSON, for debugging)");
+        var netmapWhich = Which();
+        netmap.Add(netmapWhich);
+        netmap.SetAction(parse => client.Run(parse, async api =>
+            Console.WriteLine(JsonSerializer.Serialize(await api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, netmapWhich)}/netmap"),
+                new JsonSerializerOptions { WriteIndented = true }))));
+
+        foreach (var command in new[] { list, show, approve, rename, tags, expire, delete, netmap }) devices.Add(command);
+        return devices;
+    }
+
+    private static void PrintDevice(ClientOptions client, ParseResult parse, JsonElement device)
+    {
+        if (client.Json(parse, device)) return;
+        Console.Write(TextTable.RenderFields(
+        [
+            ("id", Format.Text(device, "id")),
+            ("name", Format.Text(device, "name")),
+            ("hostname", Format.Text(device, "hostname")),
+            ("status", Format.Text(device, "status")),
+            ("online", YesNo(device, "online")),
+            ("addresses", Format.List(device, "addresses")),
+            ("endpoints", Format.List(device, "endpoints")),
+            ("user", Format.Text(device, "user")),
+            ("tags", Format.List(device, "tags")),
+            ("node key", Format.Text(device, "nodeKey")),
+            ("machine key", Format.Text(device, "machineKey")),
+            ("key expiry", device.TryGetProperty("keyExpiry", out var expiry) ? Format.Time(expiry) : "never"),
+            ("last seen", device.TryGetProperty("lastSeen", out var seen) ? Format.Time(seen) : "-"),
+            ("ephemeral", YesNo(device, "ephemeral")),
+        ]));
+    }
+
+    // ------------------------------------------------------------------ API keys
+
+    public static Command ApiKeys()
+    {
+        var keys = new Command("apikey", "Admin API keys: operator keys (whole cluster) or tailnet keys (one tenant)");
+        var client = new ClientOptions(keys);
+
+        var list = new Command("list", "List API keys (never their secrets)");
+        list.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = await api.GetAsync("/api/v1/api-keys");
+            if (client.Json(parse, body)) return;
+            Console.Write(TextTable.Render(["ID", "SCOPE", "TAILNET", "DESCRIPTION", "CREATED"], body.GetProperty("apiKeys").EnumerateArray().Select(k => (IReadOnlyList<string>)
+                [Format.Text(k, "id"), Format.Text(k, "scope"), Format.Text(k, "tailnet"), Format.Text(k, "description"), Format.Time(k.GetProperty("createdAt"))])));
+        }));
+
+        var create = new Command("create", "Issue an API key; it is printed once");
+        var tailnet = new Option<string?>("--tailnet", "-t") { Description = "Issue a tenant key for this tailnet (id or name)" };
+        var operatorScope = new Option<bool>("--operator") { Description = "Issue an operator key (whole cluster)" };
+        var description = new Option<string?>("--description");
+        create.Add(tailnet); create.Add(operatorScope); create.Add(description);
+        create.SetAction(parse => client.Run(parse, async api =>
+        {
+            if (parse.GetValue(operatorScope) == (parse.GetValue(tailnet) is not null))
+                throw new AdminApiError(0, "invalid_request", "give exactly one of --operator or --tailnet");
+            var created = await api.PostAsync("/api/v1/api-keys", new Dictionary<string, string?>
+            {
+                ["scope"] = parse.GetValue(operatorScope) ? "operator" : "tailnet",
+                ["tailnet"] = parse.GetValue(tailnet),
+                ["description"] = parse.GetValue(description),
+            });
+            if (client.Json(parse, created)) return;
+            Console.WriteLine($"API key {Format.Text(created.GetProperty("apiKey"), "id")} (shown only this once):");
+            Console.WriteLine($"    {Format.Text(created, "key")}");
+        }));
+
+        var revoke = new Command("revoke", "Revoke an API key");
+        var which = new Argument<string>("key") { Description = "API key id" };
+        revoke.Add(which);
+        revoke.SetAction(parse => client.Run(parse, async api =>
+        {
+            await api.DeleteAsync($"/api/v1/api-keys/{Escaped(parse, which)}");
+            Done(client, parse, "revoked", parse.GetValue(which)!);
+        }));
+
+        foreach (var command in new[] { list, create, revoke }) keys.Add(command);
+        return keys;
+    }
+}

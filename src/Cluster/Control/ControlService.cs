@@ -1,0 +1,138 @@
+using System.Threading.Channels;
+using Akka.Actor;
+using Google.Protobuf;
+using Grpc.Core;
+using Weft.Cluster.Sessions;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Control;
+
+/// <summary>
+/// The control protocol's gRPC endpoint. <c>Connect</c> runs the Noise handshake on the first
+/// frames, then hands the stream to a <see cref="SessionActor"/>: frames in are opened and parsed
+/// here, and a writer loop seals and sends whatever the session queues. Refusals before the
+/// channel exists travel as gRPC status (Unauthenticated, with the error code as detail); after,
+/// as sealed Error messages.
+/// </summary>
+public sealed class ControlService(
+    CoordinatorIdentity identity,
+    HandshakeReplayGuard replayGuard,
+    ActorSystem system,
+    SessionServicesProvider services,
+    TimeProvider clock,
+    IHostApplicationLifetime lifetime,
+    ILogger<ControlService> log) : Coordinator.CoordinatorBase
+{
+    /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
+    public const int OutboundQueueLength = 1024;
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    public override async Task<ServerKeyResponse> GetServerKey(ServerKeyRequest request, ServerCallContext context)
+    {
+        var key = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
+        return new ServerKeyResponse { PublicKey = ByteString.CopyFrom(key.PublicKey.ToArray()), ProtocolVersion = ControlProtocol.Version };
+    }
+
+    public override async Task Connect(IAsyncStreamReader<Frame> requests, IServerStreamWriter<Frame> responses, ServerCallContext context)
+    {
+        var coordinatorKey = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
+        using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        handshakeTimeout.CancelAfter(HandshakeTimeout);
+        if (!await requests.MoveNext(handshakeTimeout.Token)) return;
+
+        var now = clock.GetUtcNow();
+        var accepted = ControlResponder.Accept(coordinatorKey, requests.Current.Data.Span, now, out var refusal);
+        if (accepted is null) throw Refuse(refusal!, "the Noise handshake was refused");
+        if (!replayGuard.Accept(accepted.Machine, accepted.Timestamp, now))
+            throw Refuse(ControlErrorCodes.HandshakeReplayed, "this handshake was seen before");
+        await responses.WriteAsync(new Frame { Data = ByteString.CopyFrom(accepted.Response) }, context.CancellationToken);
+
+        using var transport = accepted.Transport;
+        var outbound = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(OutboundQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+        // A stopping node ends its streams at once (agents reconnect elsewhere) rather than holding up shutdown.
+        using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        var session = system.ActorOf(SessionActor.PropsFor(accepted.Machine, outbound.Writer, await services.GetAsync()));
+        var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);
+        try
+        {
+            while (await requests.MoveNext(streamDone.Token))
+            {
+                if (requests.Current.Data.Length > ControlProtocol.MaxFrameSize + 16)
+                {
+                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameTooLarge, $"a frame of {requests.Current.Data.Length} bytes exceeds the limit of {ControlProtocol.MaxFrameSize}; the stream ends"));
+                    break;
+                }
+                var plaintext = transport.Open(requests.Current.Data.Span);
+                if (plaintext is null)
+                {
+                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameUnauthenticated, "a frame did not authenticate; the stream ends"));
+                    break;
+                }
+                ClientMessage message;
+                try
+                {
+                    message = ClientMessage.Parser.ParseFrom(plaintext);
+                }
+                catch (InvalidProtocolBufferException e)
+                {
+                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameMalformed, "a frame is not a ClientMessage: " + e.Message));
+                    break;
+                }
+                session.Tell(new ClientFrameArrived(message));
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The session closed the stream, or the client went away.
+        }
+        catch (IOException e)
+        {
+            log.LogDebug(e, "Stream of machine {Machine} broke", accepted.Machine);
+        }
+        finally
+        {
+            session.Tell(new StreamClosed("stream ended"));
+            outbound.Writer.TryComplete();
+            await writer;
+        }
+    }
+
+    /// <summary>Seals and writes what the session queues; when the session closes the queue, ends the read side too.</summary>
+    private async Task WriteLoop(ChannelReader<byte[]> queue, ControlTransport transport, IServerStreamWriter<Frame> responses, CancellationTokenSource streamDone)
+    {
+        try
+        {
+            await foreach (var message in queue.ReadAllAsync(CancellationToken.None))
+                await responses.WriteAsync(new Frame { Data = ByteString.CopyFrom(transport.Seal(message)) }, streamDone.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // The call is over.
+        }
+        finally
+        {
+            await streamDone.CancelAsync();
+        }
+    }
+
+    private static byte[] ErrorMessage(string code, string message) =>
+        new ServerMessage { Error = new Error { Code = code, Message = message } }.ToByteArray();
+
+    private static RpcException Refuse(string code, string message) => new(new Grpc.Core.Status(StatusCode.Unauthenticated, $"{code}: {message}"));
+}
+
+/// <summary>Builds the sessions' view of this node once the coordinator key is known.</summary>
+public sealed class SessionServicesProvider(
+    Akka.Hosting.IRequiredActor<Tailnets.TailnetDirectoryActor> directory,
+    Akka.Hosting.IRequiredActor<Tailnets.TailnetActor> tailnets,
+    Akka.Hosting.IRequiredActor<Devices.DeviceActor> devices,
+    Akka.Hosting.IRequiredActor<Machines.MachineIndexActor> machines,
+    CoordinatorIdentity identity,
+    Hosting.WeftSettings settings,
+    TimeProvider clock)
+{
+    private SessionServices? _services;
+
+    public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
+        directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, settings.Control.PublicUrls);
+}

@@ -1,0 +1,61 @@
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tailnets;
+
+/// <summary>Turns the tailnet's device index into the control protocol's nodes and netmaps.</summary>
+public static class NetMapBuilder
+{
+    public static Node NodeFor(TailnetState tailnet, DeviceEntry device, bool online)
+    {
+        var node = new Node
+        {
+            Id = device.DeviceId,
+            Name = device.Name,
+            Fqdn = $"{device.Name}.{tailnet.Settings.DnsSuffix}",
+            NodeKey = ByteString.CopyFrom(Convert.FromHexString(device.NodeKey)),
+            DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
+            Addresses = { device.Ipv4, device.Ipv6 },
+            AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128" },
+            Endpoints = { device.Endpoints },
+            HomeRelay = device.HomeRelay,
+            Online = online,
+            Tags = { device.Tags },
+            User = device.UserId is { } userId && tailnet.Users.TryGetValue(userId, out var user) ? user.Name : "",
+            Expired = device.Status == DeviceStatus.Expired,
+            Os = device.Os,
+        };
+        if (device.LastSeen is { } seen) node.LastSeen = Timestamp.FromDateTimeOffset(seen);
+        if (device.KeyExpiry is { } expiry) node.KeyExpiry = Timestamp.FromDateTimeOffset(expiry);
+        return node;
+    }
+
+    public static Node SelfFor(TailnetState tailnet, DeviceEntry device, bool online)
+    {
+        var self = NodeFor(tailnet, device, online);
+        self.Status = device.Status switch
+        {
+            DeviceStatus.Active => "active",
+            DeviceStatus.Pending => "pending",
+            _ => "expired",
+        };
+        return self;
+    }
+
+    public static DnsConfig DnsFor(TailnetState tailnet) => new() { Suffix = tailnet.Settings.DnsSuffix };
+
+    /// <summary>The whole netmap of one device (version left at 0: the device's entity stamps it).</summary>
+    public static NetMap Build(TailnetState tailnet, string deviceId, Func<string, bool> isOnline)
+    {
+        var self = tailnet.Devices[deviceId];
+        var netmap = new NetMap
+        {
+            TailnetId = tailnet.TailnetId,
+            Self = SelfFor(tailnet, self, isOnline(deviceId)),
+            Dns = DnsFor(tailnet),
+        };
+        foreach (var peer in tailnet.PeersOf(deviceId)) netmap.Peers.Add(NodeFor(tailnet, peer, isOnline(peer.DeviceId)));
+        return netmap;
+    }
+}

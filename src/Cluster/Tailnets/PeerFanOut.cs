@@ -1,0 +1,200 @@
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tailnets;
+
+/// <summary>
+/// Works out, for one change of the tailnet, which devices must hear about it and what. The cost is
+/// the number of devices that can see the changed one — never a rebuild of everyone's netmap.
+/// </summary>
+public static class PeerFanOut
+{
+    /// <summary>Who gets what because of one persisted event.</summary>
+    public static void Collect(ITailnetEvent @event, TailnetState before, TailnetState after, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        switch (@event)
+        {
+            case DeviceRegistered e when e.Device.IsActive:
+                Announce(after, e.Device.DeviceId, isOnline, into);
+                break;
+            case DeviceReauthorized e:
+                if (before.Devices.TryGetValue(e.DeviceId, out var was) && was.IsActive) Changed(after, e.DeviceId, isOnline, into);
+                else Announce(after, e.DeviceId, isOnline, into);
+                into.Resync(e.DeviceId);
+                break;
+            case DeviceApproved e:
+                Announce(after, e.DeviceId, isOnline, into);
+                into.Resync(e.DeviceId); // a pending device gets its first real netmap
+                break;
+            case DeviceRenamed e:
+                Changed(after, e.DeviceId, isOnline, into);
+                break;
+            case DeviceTagsChanged e:
+                Changed(after, e.DeviceId, isOnline, into);
+                break;
+            case DeviceExpired e:
+                Withdraw(before, e.DeviceId, into);
+                into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
+                break;
+            case DeviceDeleted e:
+                Withdraw(before, e.DeviceId, into);
+                into.End(e.DeviceId, ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet");
+                break;
+            case DeviceEndpointsChanged e:
+                Patch(after, e.DeviceId, new PeerPatch
+                {
+                    Id = e.DeviceId,
+                    Endpoints = new EndpointList { Endpoints = { e.Endpoints } },
+                    HomeRelay = e.HomeRelay,
+                    DiscoKey = Google.Protobuf.ByteString.CopyFrom(Convert.FromHexString(e.DiscoKey)),
+                }, into);
+                break;
+            case DeviceNodeKeyRotated e:
+                var patch = new PeerPatch { Id = e.DeviceId, NodeKey = Google.Protobuf.ByteString.CopyFrom(Convert.FromHexString(e.NodeKey)) };
+                if (e.KeyExpiry is { } expiry) patch.KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(expiry);
+                Patch(after, e.DeviceId, patch, into);
+                Self(after, e.DeviceId, isOnline, into);
+                break;
+            case DnsSuffixChanged:
+                var dns = NetMapBuilder.DnsFor(after);
+                foreach (var device in after.Devices.Values.Where(d => d.IsActive)) into.Dns(device.DeviceId, dns);
+                break;
+            case TailnetDeleted:
+                foreach (var device in before.Devices.Values) into.End(device.DeviceId, ControlErrorCodes.DeviceDeleted, "the tailnet was deleted");
+                break;
+        }
+    }
+
+    /// <summary>A device came online or went offline (sessions are not events: this is not persisted).</summary>
+    public static void Presence(TailnetState tailnet, string deviceId, bool online, DateTimeOffset at, DeltaAccumulator into)
+    {
+        var patch = new PeerPatch { Id = deviceId, Online = online };
+        if (!online) patch.LastSeen = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(at);
+        Patch(tailnet, deviceId, patch, into);
+    }
+
+    private static void Announce(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        var node = NetMapBuilder.NodeFor(after, after.Devices[deviceId], isOnline(deviceId));
+        foreach (var peer in after.PeersOf(deviceId)) into.Add(peer.DeviceId, node);
+        Self(after, deviceId, isOnline, into);
+    }
+
+    private static void Changed(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        var node = NetMapBuilder.NodeFor(after, after.Devices[deviceId], isOnline(deviceId));
+        foreach (var peer in after.PeersOf(deviceId)) into.Change(peer.DeviceId, node);
+        Self(after, deviceId, isOnline, into);
+    }
+
+    private static void Withdraw(TailnetState before, string deviceId, DeltaAccumulator into)
+    {
+        foreach (var peer in before.PeersOf(deviceId)) into.Remove(peer.DeviceId, deviceId);
+    }
+
+    private static void Patch(TailnetState tailnet, string deviceId, PeerPatch patch, DeltaAccumulator into)
+    {
+        foreach (var peer in tailnet.PeersOf(deviceId)) into.Patch(peer.DeviceId, patch);
+    }
+
+    private static void Self(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into) =>
+        into.Self(deviceId, NetMapBuilder.SelfFor(after, after.Devices[deviceId], isOnline(deviceId)));
+}
+
+/// <summary>
+/// Changes waiting to go to each recipient, merged so that a recipient gets one message per flush
+/// however many changes happened: a later patch overwrites an earlier one field by field, a removal
+/// cancels an earlier add, and so on.
+/// </summary>
+public sealed class DeltaAccumulator
+{
+    private readonly Dictionary<string, Pending> _byRecipient = new();
+
+    public sealed class Pending
+    {
+        public readonly Dictionary<string, Node> Added = new();
+        public readonly Dictionary<string, Node> Changed = new();
+        public readonly HashSet<string> Removed = new();
+        public readonly Dictionary<string, PeerPatch> Patches = new();
+        public DnsConfig? Dns;
+        public Node? Self;
+        public bool Resync;
+        public (string Code, string Message)? End;
+
+        public bool IsEmpty => Added.Count == 0 && Changed.Count == 0 && Removed.Count == 0 && Patches.Count == 0 && Dns is null && Self is null && !Resync && End is null;
+
+        public NetMapDelta ToDelta()
+        {
+            var delta = new NetMapDelta();
+            delta.PeersAdded.AddRange(Added.Values);
+            delta.PeersChanged.AddRange(Changed.Values);
+            delta.PeersRemoved.AddRange(Removed);
+            delta.Patches.AddRange(Patches.Values);
+            if (Dns is not null) delta.Dns = Dns;
+            if (Self is not null) delta.Self = Self;
+            return delta;
+        }
+    }
+
+    public int RecipientCount => _byRecipient.Count;
+
+    public IEnumerable<KeyValuePair<string, Pending>> Drain()
+    {
+        var all = _byRecipient.ToList();
+        _byRecipient.Clear();
+        return all;
+    }
+
+    private Pending For(string recipient) =>
+        _byRecipient.TryGetValue(recipient, out var pending) ? pending : _byRecipient[recipient] = new Pending();
+
+    public void Add(string recipient, Node node)
+    {
+        var pending = For(recipient);
+        pending.Removed.Remove(node.Id);
+        pending.Patches.Remove(node.Id);
+        pending.Changed.Remove(node.Id);
+        pending.Added[node.Id] = node;
+    }
+
+    public void Change(string recipient, Node node)
+    {
+        var pending = For(recipient);
+        pending.Patches.Remove(node.Id);
+        if (pending.Added.ContainsKey(node.Id)) pending.Added[node.Id] = node;
+        else pending.Changed[node.Id] = node;
+    }
+
+    public void Remove(string recipient, string peerId)
+    {
+        var pending = For(recipient);
+        pending.Patches.Remove(peerId);
+        pending.Changed.Remove(peerId);
+        if (!pending.Added.Remove(peerId)) pending.Removed.Add(peerId);
+    }
+
+    public void Patch(string recipient, PeerPatch patch)
+    {
+        var pending = For(recipient);
+        // A patch to a node that goes out whole this time is folded into that node.
+        if (pending.Added.TryGetValue(patch.Id, out var added)) pending.Added[patch.Id] = NetMapRules.Patched(added, patch);
+        else if (pending.Changed.TryGetValue(patch.Id, out var changed)) pending.Changed[patch.Id] = NetMapRules.Patched(changed, patch);
+        else if (pending.Patches.TryGetValue(patch.Id, out var earlier)) pending.Patches[patch.Id] = Merged(earlier, patch);
+        else pending.Patches[patch.Id] = patch;
+    }
+
+    public void Self(string recipient, Node self) => For(recipient).Self = self;
+
+    public void Dns(string recipient, DnsConfig dns) => For(recipient).Dns = dns;
+
+    public void Resync(string recipient) => For(recipient).Resync = true;
+
+    public void End(string recipient, string code, string message) => For(recipient).End = (code, message);
+
+    private static PeerPatch Merged(PeerPatch earlier, PeerPatch later)
+    {
+        var merged = earlier.Clone();
+        merged.MergeFrom(later); // protobuf merge: set fields of the later patch win, repeated fields append
+        if (later.Endpoints is not null) merged.Endpoints = later.Endpoints.Clone();
+        return merged;
+    }
+}

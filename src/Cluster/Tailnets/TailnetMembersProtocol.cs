@@ -1,0 +1,221 @@
+using System.Collections.Immutable;
+using Weft.Cluster.Messaging;
+
+namespace Weft.Cluster.Tailnets;
+
+// What a tailnet holds besides its settings: users, auth keys and the device index, with the
+// commands, events and replies that change and read them. Keys are lowercase hex strings here.
+
+public sealed record TailnetUser(string UserId, string Name, DateTimeOffset CreatedAt);
+
+/// <summary>A pre-authorisation key. Only a SHA-256 hash of its secret is kept.</summary>
+public sealed record AuthKey(
+    string KeyId, string SecretHash, string? UserId, bool Reusable, bool Ephemeral, ImmutableArray<string> Tags,
+    DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt, string Description, bool Revoked = false, int Uses = 0)
+{
+    public bool UsableAt(DateTimeOffset at) => !Revoked && at < ExpiresAt && (Reusable || Uses == 0);
+
+    public bool Equals(AuthKey? other) =>
+        other is not null && KeyId == other.KeyId && SecretHash == other.SecretHash && UserId == other.UserId && Reusable == other.Reusable
+        && Ephemeral == other.Ephemeral && Tags.SequenceEqual(other.Tags) && CreatedAt == other.CreatedAt && ExpiresAt == other.ExpiresAt
+        && Description == other.Description && Revoked == other.Revoked && Uses == other.Uses;
+
+    public override int GetHashCode() => KeyId.GetHashCode();
+}
+
+public enum DeviceStatus
+{
+    /// <summary>Registered without a key; waits for an admin. Invisible to peers.</summary>
+    Pending = 0,
+    Active = 1,
+    /// <summary>Its node key expired (or an admin expired it). Invisible to peers until re-authorised.</summary>
+    Expired = 2,
+}
+
+/// <summary>One device as the tailnet indexes it: what its peers see, and what admins manage.</summary>
+public sealed record DeviceEntry(
+    string DeviceId,
+    string MachineKey,
+    string NodeKey,
+    string DiscoKey,
+    string Name,
+    string Hostname,
+    string Os,
+    string? UserId,
+    ImmutableArray<string> Tags,
+    string Ipv4,
+    string Ipv6,
+    ImmutableArray<string> Endpoints,
+    int HomeRelay,
+    DateTimeOffset? KeyExpiry,
+    bool Ephemeral,
+    DeviceStatus Status,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? LastSeen,
+    string? AuthKeyId)
+{
+    public bool IsActive => Status == DeviceStatus.Active;
+
+    public bool Equals(DeviceEntry? other) =>
+        other is not null && DeviceId == other.DeviceId && MachineKey == other.MachineKey && NodeKey == other.NodeKey && DiscoKey == other.DiscoKey
+        && Name == other.Name && Hostname == other.Hostname && Os == other.Os && UserId == other.UserId && Tags.SequenceEqual(other.Tags)
+        && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6 && Endpoints.SequenceEqual(other.Endpoints) && HomeRelay == other.HomeRelay
+        && KeyExpiry == other.KeyExpiry && Ephemeral == other.Ephemeral && Status == other.Status && CreatedAt == other.CreatedAt
+        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId;
+
+    public override int GetHashCode() => DeviceId.GetHashCode();
+}
+
+// ---------------------------------------------------------------- commands
+
+/// <summary>A tailnet command about one device.</summary>
+public interface ITailnetDeviceCommand : ITailnetCommand
+{
+    string DeviceId { get; }
+}
+
+[WireName("tailnet.create-user")]
+public sealed record CreateUser(string TailnetId, string UserId, string Name, DateTimeOffset At) : ITailnetCommand;
+
+[WireName("tailnet.delete-user")]
+public sealed record DeleteUser(string TailnetId, string UserId) : ITailnetCommand;
+
+[WireName("tailnet.create-auth-key")]
+public sealed record CreateAuthKey(
+    string TailnetId, string KeyId, string SecretHash, string? UserId, bool Reusable, bool Ephemeral,
+    ImmutableArray<string> Tags, DateTimeOffset ExpiresAt, string Description, DateTimeOffset At) : ITailnetCommand;
+
+[WireName("tailnet.revoke-auth-key")]
+public sealed record RevokeAuthKey(string TailnetId, string KeyId) : ITailnetCommand;
+
+/// <summary>
+/// A device asks to join: with an auth key (KeyId and the hash of its secret), or without one, to
+/// wait for approval. The same machine key always maps to the same device.
+/// </summary>
+[WireName("tailnet.register-device")]
+public sealed record RegisterDevice(
+    string TailnetId, string NewDeviceId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os,
+    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At) : ITailnetCommand;
+
+[WireName("tailnet.approve-device")]
+public sealed record ApproveDevice(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
+
+[WireName("tailnet.rename-device")]
+public sealed record RenameDevice(string TailnetId, string DeviceId, string Name) : ITailnetDeviceCommand;
+
+[WireName("tailnet.set-device-tags")]
+public sealed record SetDeviceTags(string TailnetId, string DeviceId, ImmutableArray<string> Tags, DateTimeOffset At) : ITailnetDeviceCommand;
+
+[WireName("tailnet.expire-device")]
+public sealed record ExpireDevice(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
+
+[WireName("tailnet.delete-device")]
+public sealed record DeleteDevice(string TailnetId, string DeviceId) : ITailnetDeviceCommand;
+
+/// <summary>From the device's entity: its endpoints, home relay or disco key changed.</summary>
+[WireName("tailnet.update-device-endpoints")]
+public sealed record UpdateDeviceEndpoints(string TailnetId, string DeviceId, ImmutableArray<string> Endpoints, int HomeRelay, string DiscoKey) : ITailnetDeviceCommand;
+
+/// <summary>From the device's entity, after it checked the proofs: the node key is replaced and its expiry restarts.</summary>
+[WireName("tailnet.rotate-device-key")]
+public sealed record RotateDeviceNodeKey(string TailnetId, string DeviceId, string OldNodeKey, string NewNodeKey, DateTimeOffset At) : ITailnetDeviceCommand;
+
+/// <summary>The device's last session ended at <paramref name="At"/>.</summary>
+[WireName("tailnet.device-seen")]
+public sealed record RecordDeviceLastSeen(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
+
+/// <summary>Expires every device whose node key expired by <paramref name="At"/> (timer).</summary>
+[WireName("tailnet.expire-due-keys")]
+public sealed record ExpireDueKeys(string TailnetId, DateTimeOffset At) : ITailnetCommand;
+
+/// <summary>Removes an ephemeral device that stayed offline for the tailnet's ephemeral timeout (timer).</summary>
+[WireName("tailnet.remove-ephemeral")]
+public sealed record RemoveEphemeralDevice(string TailnetId, string DeviceId, DateTimeOffset OfflineSince) : ITailnetDeviceCommand;
+
+// ---------------------------------------------------------------- queries and replies
+
+[WireName("tailnet.list-users")]
+public sealed record ListUsers(string TailnetId) : ITailnetMessage;
+
+[WireName("tailnet.list-auth-keys")]
+public sealed record ListAuthKeys(string TailnetId) : ITailnetMessage;
+
+[WireName("tailnet.list-devices")]
+public sealed record ListDevices(string TailnetId) : ITailnetMessage;
+
+[WireName("tailnet.get-device")]
+public sealed record GetDevice(string TailnetId, string DeviceId) : ITailnetMessage;
+
+/// <summary>Asks for a device's whole netmap; the answer is sent to the device's entity, in order with its changes.</summary>
+[WireName("tailnet.send-netmap")]
+public sealed record SendNetMap(string TailnetId, string DeviceId) : ITailnetMessage;
+
+/// <summary>Asks for a device's whole netmap as a reply (admin debugging).</summary>
+[WireName("tailnet.get-netmap")]
+public sealed record GetNetMap(string TailnetId, string DeviceId) : ITailnetMessage;
+
+/// <summary>Sessions come and go: the tailnet keeps who is online in memory and tells the device's peers.</summary>
+[WireName("tailnet.device-online")]
+public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At) : ITailnetMessage;
+
+[WireName("tailnet.users")]
+public sealed record UserList(IReadOnlyList<TailnetUser> Users) : IClusterMessage;
+
+[WireName("tailnet.user")]
+public sealed record UserInfo(TailnetUser User) : IClusterMessage;
+
+[WireName("tailnet.auth-keys")]
+public sealed record AuthKeyList(IReadOnlyList<AuthKey> Keys) : IClusterMessage;
+
+[WireName("tailnet.auth-key")]
+public sealed record AuthKeyInfo(AuthKey Key) : IClusterMessage;
+
+[WireName("tailnet.device")]
+public sealed record DeviceInfo(DeviceEntry Device, bool Online) : IClusterMessage;
+
+[WireName("tailnet.devices")]
+public sealed record DeviceList(IReadOnlyList<DeviceInfo> Devices) : IClusterMessage;
+
+/// <summary>The tailnet's answer to a registration: the device as it now stands (pending or active).</summary>
+[WireName("tailnet.registered")]
+public sealed record DeviceRegistration(string TailnetId, DeviceEntry Device) : IClusterMessage;
+
+/// <summary>A whole netmap (protobuf <c>NetMap</c> bytes, version not yet stamped).</summary>
+[WireName("tailnet.netmap")]
+public sealed record NetMapSnapshot(string TailnetId, string DeviceId, byte[] NetMap) : Devices.IDeviceMessage;
+
+[WireName("tailnet.deleted-device")]
+public sealed record DeviceDeletedAck(string TailnetId, string DeviceId) : IClusterMessage;
+
+// ---------------------------------------------------------------- events
+
+public sealed record UserCreated(TailnetUser User) : ITailnetEvent;
+
+public sealed record UserDeleted(string UserId) : ITailnetEvent;
+
+public sealed record AuthKeyCreated(AuthKey Key) : ITailnetEvent;
+
+public sealed record AuthKeyRevoked(string KeyId) : ITailnetEvent;
+
+public sealed record AuthKeyUsed(string KeyId) : ITailnetEvent;
+
+public sealed record DeviceRegistered(DeviceEntry Device) : ITailnetEvent;
+
+/// <summary>An existing device authenticated again with an auth key (for example after it expired).</summary>
+public sealed record DeviceReauthorized(string DeviceId, string NodeKey, string DiscoKey, DateTimeOffset? KeyExpiry, string? UserId, ImmutableArray<string> Tags, string? AuthKeyId) : ITailnetEvent;
+
+public sealed record DeviceApproved(string DeviceId, DateTimeOffset? KeyExpiry) : ITailnetEvent;
+
+public sealed record DeviceRenamed(string DeviceId, string Name) : ITailnetEvent;
+
+public sealed record DeviceTagsChanged(string DeviceId, ImmutableArray<string> Tags, DateTimeOffset? KeyExpiry) : ITailnetEvent;
+
+public sealed record DeviceExpired(string DeviceId, DateTimeOffset At) : ITailnetEvent;
+
+public sealed record DeviceDeleted(string DeviceId) : ITailnetEvent;
+
+public sealed record DeviceEndpointsChanged(string DeviceId, ImmutableArray<string> Endpoints, int HomeRelay, string DiscoKey) : ITailnetEvent;
+
+public sealed record DeviceNodeKeyRotated(string DeviceId, string NodeKey, DateTimeOffset? KeyExpiry) : ITailnetEvent;
+
+public sealed record DeviceLastSeen(string DeviceId, DateTimeOffset At) : ITailnetEvent;

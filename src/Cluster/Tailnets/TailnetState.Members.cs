@@ -1,0 +1,283 @@
+using System.Collections.Immutable;
+using System.Net;
+using Weft.Cluster.Persistence;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tailnets;
+
+// Users, auth keys, the device index and address allocation of a tailnet.
+public sealed partial record TailnetState
+{
+    /// <summary>100.64.0.0/10 (RFC 6598 shared address space), the tailnet's IPv4 pool.</summary>
+    public const int Ipv4PoolSize = 1 << 22;
+    public const string Ipv6Prefix = "fd7a:115c:a1e0::";
+    public const int MaxEndpoints = 32;
+    public static readonly TimeSpan MaxAuthKeyLifetime = TimeSpan.FromDays(365);
+
+    public ImmutableSortedDictionary<string, TailnetUser> Users { get; init; } = ImmutableSortedDictionary<string, TailnetUser>.Empty;
+
+    public ImmutableSortedDictionary<string, AuthKey> AuthKeys { get; init; } = ImmutableSortedDictionary<string, AuthKey>.Empty;
+
+    public ImmutableSortedDictionary<string, DeviceEntry> Devices { get; init; } = ImmutableSortedDictionary<string, DeviceEntry>.Empty;
+
+    /// <summary>Where the search for the next free IPv4 offset starts (addresses are not reused at once).</summary>
+    public int NextAddressOffset { get; init; } = 1;
+
+    public bool Equals(TailnetState? other) =>
+        other is not null && TailnetId == other.TailnetId && Lifecycle == other.Lifecycle && Settings == other.Settings && CreatedAt == other.CreatedAt
+        && Users.SequenceEqual(other.Users) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
+        && NextAddressOffset == other.NextAddressOffset;
+
+    public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
+
+    /// <summary>
+    /// Who sees whom. In this issue every active device sees every other active device of its
+    /// tailnet; the policy engine narrows it. Symmetric by construction.
+    /// </summary>
+    public IEnumerable<DeviceEntry> PeersOf(string deviceId) =>
+        Devices.TryGetValue(deviceId, out var self) && self.IsActive
+            ? Devices.Values.Where(d => d.IsActive && d.DeviceId != deviceId)
+            : [];
+
+    public DeviceEntry? FindByMachineKey(string machineKey) => Devices.Values.FirstOrDefault(d => d.MachineKey == machineKey);
+
+    public DateTimeOffset? KeyExpiryFor(DateTimeOffset from, ImmutableArray<string> tags) =>
+        tags.IsDefaultOrEmpty ? from.AddDays(Settings.NodeKeyExpiryDays) : null; // tagged devices do not expire
+
+    private Decision<ITailnetEvent> ProcessMembers(ITailnetCommand command) => command switch
+    {
+        CreateUser c => CreateUserDecision(c),
+        DeleteUser c => DeleteUserDecision(c),
+        CreateAuthKey c => CreateAuthKeyDecision(c),
+        RevokeAuthKey c => AuthKeys.TryGetValue(c.KeyId, out var key)
+            ? key.Revoked ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(new AuthKeyRevoked(c.KeyId))
+            : Decision<ITailnetEvent>.Reject(Rejection.NotFound($"auth key {c.KeyId} does not exist")),
+        RegisterDevice c => RegisterDecision(c),
+        ApproveDevice c => WithDevice(c.DeviceId, d => d.Status switch
+        {
+            DeviceStatus.Pending => Decision<ITailnetEvent>.Accept(new DeviceApproved(d.DeviceId, KeyExpiryFor(c.At, d.Tags))),
+            DeviceStatus.Active => Decision<ITailnetEvent>.Unchanged,
+            _ => Decision<ITailnetEvent>.Reject(Rejection.Conflict($"device {d.DeviceId} is expired; it must register again with an auth key")),
+        }),
+        RenameDevice c => WithDevice(c.DeviceId, d => RenameDecision(d, c.Name)),
+        SetDeviceTags c => WithDevice(c.DeviceId, d => SetTagsDecision(d, c)),
+        ExpireDevice c => WithDevice(c.DeviceId, d => d.Status == DeviceStatus.Expired
+            ? Decision<ITailnetEvent>.Unchanged
+            : Decision<ITailnetEvent>.Accept(new DeviceExpired(d.DeviceId, c.At))),
+        DeleteDevice c => WithDevice(c.DeviceId, d => Decision<ITailnetEvent>.Accept(new DeviceDeleted(d.DeviceId))),
+        UpdateDeviceEndpoints c => WithDevice(c.DeviceId, d => EndpointsDecision(d, c)),
+        RotateDeviceNodeKey c => WithDevice(c.DeviceId, d => RotateDecision(d, c)),
+        RecordDeviceLastSeen c => WithDevice(c.DeviceId, d => Decision<ITailnetEvent>.Accept(new DeviceLastSeen(d.DeviceId, c.At))),
+        ExpireDueKeys c => Decision<ITailnetEvent>.Accept(Devices.Values
+            .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
+            .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
+        RemoveEphemeralDevice c => Devices.TryGetValue(c.DeviceId, out var device) && device.Ephemeral
+            ? Decision<ITailnetEvent>.Accept(new DeviceDeleted(device.DeviceId))
+            : Decision<ITailnetEvent>.Unchanged,
+        _ => throw new ArgumentOutOfRangeException(nameof(command), command.GetType().Name, "not a tailnet command"),
+    };
+
+    private TailnetState ApplyMembers(ITailnetEvent @event) => @event switch
+    {
+        UserCreated e => this with { Users = Users.SetItem(e.User.UserId, e.User) },
+        UserDeleted e => this with { Users = Users.Remove(e.UserId) },
+        AuthKeyCreated e => this with { AuthKeys = AuthKeys.SetItem(e.Key.KeyId, e.Key) },
+        AuthKeyRevoked e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Revoked = true }) },
+        AuthKeyUsed e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Uses = AuthKeys[e.KeyId].Uses + 1 }) },
+        DeviceRegistered e => this with
+        {
+            Devices = Devices.SetItem(e.Device.DeviceId, e.Device),
+            NextAddressOffset = OffsetOf(e.Device.Ipv4) % Ipv4PoolSize + 1,
+        },
+        DeviceReauthorized e => UpdateDevice(e.DeviceId, d => d with
+        {
+            NodeKey = e.NodeKey, DiscoKey = e.DiscoKey, KeyExpiry = e.KeyExpiry, UserId = e.UserId, Tags = e.Tags,
+            AuthKeyId = e.AuthKeyId, Status = DeviceStatus.Active,
+        }),
+        DeviceApproved e => UpdateDevice(e.DeviceId, d => d with { Status = DeviceStatus.Active, KeyExpiry = e.KeyExpiry }),
+        DeviceRenamed e => UpdateDevice(e.DeviceId, d => d with { Name = e.Name }),
+        DeviceTagsChanged e => UpdateDevice(e.DeviceId, d => d with { Tags = e.Tags, KeyExpiry = e.KeyExpiry }),
+        DeviceExpired e => UpdateDevice(e.DeviceId, d => d with { Status = DeviceStatus.Expired }),
+        DeviceDeleted e => this with { Devices = Devices.Remove(e.DeviceId) },
+        DeviceEndpointsChanged e => UpdateDevice(e.DeviceId, d => d with { Endpoints = e.Endpoints, HomeRelay = e.HomeRelay, DiscoKey = e.DiscoKey }),
+        DeviceNodeKeyRotated e => UpdateDevice(e.DeviceId, d => d with { NodeKey = e.NodeKey, KeyExpiry = e.KeyExpiry }),
+        DeviceLastSeen e => UpdateDevice(e.DeviceId, d => d with { LastSeen = e.At }),
+        _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not a tailnet event"),
+    };
+
+    private TailnetState UpdateDevice(string deviceId, Func<DeviceEntry, DeviceEntry> change) =>
+        this with { Devices = Devices.SetItem(deviceId, change(Devices[deviceId])) };
+
+    private Decision<ITailnetEvent> WithDevice(string deviceId, Func<DeviceEntry, Decision<ITailnetEvent>> decide) =>
+        Devices.TryGetValue(deviceId, out var device)
+            ? decide(device)
+            : Decision<ITailnetEvent>.Reject(Rejection.NotFound($"device {deviceId} does not exist"));
+
+    private Decision<ITailnetEvent> CreateUserDecision(CreateUser c)
+    {
+        if (TailnetRules.CheckUserName(c.Name) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+        if (Users.ContainsKey(c.UserId) || Users.Values.Any(u => string.Equals(u.Name, c.Name, StringComparison.OrdinalIgnoreCase)))
+            return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"a user named '{c.Name}' already exists"));
+        return Decision<ITailnetEvent>.Accept(new UserCreated(new TailnetUser(c.UserId, c.Name, c.At)));
+    }
+
+    private Decision<ITailnetEvent> DeleteUserDecision(DeleteUser c)
+    {
+        if (!Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
+        var owned = Devices.Values.Count(d => d.UserId == c.UserId);
+        if (owned > 0) return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"user {c.UserId} still owns {owned} device(s); delete or tag them first"));
+        // The user's keys stop working with the user.
+        var events = AuthKeys.Values.Where(k => k.UserId == c.UserId && !k.Revoked).Select(k => (ITailnetEvent)new AuthKeyRevoked(k.KeyId)).ToList();
+        events.Add(new UserDeleted(c.UserId));
+        return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    private Decision<ITailnetEvent> CreateAuthKeyDecision(CreateAuthKey c)
+    {
+        if (AuthKeys.ContainsKey(c.KeyId)) return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"auth key id {c.KeyId} is taken"));
+        if (c.UserId is not null && !Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
+        if (TailnetRules.CheckTags(c.Tags) is { } badTags) return Decision<ITailnetEvent>.Reject(badTags);
+        if (c.ExpiresAt <= c.At || c.ExpiresAt > c.At + MaxAuthKeyLifetime)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"an auth key expires between now and {MaxAuthKeyLifetime.TotalDays:0} days from now"));
+        if (c.Description.Length > 256) return Decision<ITailnetEvent>.Reject(Rejection.Invalid("description is limited to 256 characters"));
+        var key = new AuthKey(c.KeyId, c.SecretHash, c.UserId, c.Reusable, c.Ephemeral, c.Tags.Distinct().Order().ToImmutableArray(), c.At, c.ExpiresAt, c.Description);
+        return Decision<ITailnetEvent>.Accept(new AuthKeyCreated(key));
+    }
+
+    private Decision<ITailnetEvent> RegisterDecision(RegisterDevice c)
+    {
+        static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
+
+        var existing = FindByMachineKey(c.MachineKey);
+        if (Devices.Values.Any(d => d.NodeKey == c.NodeKey && d.MachineKey != c.MachineKey))
+            return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key");
+
+        if (c.AuthKeyId is null)
+        {
+            if (existing is null)
+            {
+                // No key: join as pending, for an admin to approve.
+                var pending = NewDevice(c, DeviceStatus.Pending, userId: null, tags: [], ephemeral: false, keyExpiry: null, authKeyId: null);
+                return Decision<ITailnetEvent>.Accept(new DeviceRegistered(pending));
+            }
+            if (existing.Status == DeviceStatus.Expired)
+                return Refuse(ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
+            if (existing.NodeKey != c.NodeKey)
+                return Refuse(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey, or re-registers with an auth key");
+            return Decision<ITailnetEvent>.Unchanged; // the same device asking again
+        }
+
+        if (!AuthKeys.TryGetValue(c.AuthKeyId, out var key) || key.SecretHash != c.AuthKeySecretHash)
+            return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet");
+        if (key.Revoked) return Refuse(ControlErrorCodes.AuthKeyRevoked, $"auth key {key.KeyId} was revoked");
+        if (c.At >= key.ExpiresAt) return Refuse(ControlErrorCodes.AuthKeyExpired, $"auth key {key.KeyId} expired at {key.ExpiresAt:u}");
+        if (!key.Reusable && key.Uses > 0) return Refuse(ControlErrorCodes.AuthKeyUsed, $"auth key {key.KeyId} was for one use only and has been used");
+
+        var tags = key.Tags;
+        var used = new AuthKeyUsed(key.KeyId);
+        if (existing is not null)
+        {
+            return Decision<ITailnetEvent>.Accept(
+                new DeviceReauthorized(existing.DeviceId, c.NodeKey, c.DiscoKey, KeyExpiryFor(c.At, tags), tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.KeyId),
+                used);
+        }
+        var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId);
+        return Decision<ITailnetEvent>.Accept(new DeviceRegistered(device), used);
+    }
+
+    private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId)
+    {
+        var offset = FreeAddressOffset();
+        var ipv4 = Ipv4At(offset);
+        return new DeviceEntry(
+            c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId),
+            c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId);
+    }
+
+    private Decision<ITailnetEvent> RenameDecision(DeviceEntry device, string name)
+    {
+        if (TailnetRules.CheckName(name) is not null)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"device name '{name}' is invalid: use 1-63 characters a-z, 0-9 and '-', starting and ending with a letter or digit"));
+        if (name == device.Name) return Decision<ITailnetEvent>.Unchanged;
+        if (Devices.Values.Any(d => d.Name == name)) return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"a device named '{name}' already exists"));
+        return Decision<ITailnetEvent>.Accept(new DeviceRenamed(device.DeviceId, name));
+    }
+
+    private Decision<ITailnetEvent> SetTagsDecision(DeviceEntry device, SetDeviceTags c)
+    {
+        if (TailnetRules.CheckTags(c.Tags) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+        var tags = c.Tags.Distinct().Order().ToImmutableArray();
+        if (tags.SequenceEqual(device.Tags)) return Decision<ITailnetEvent>.Unchanged;
+        // Tagged devices do not expire; removing the last tag starts the tailnet's expiry from now.
+        var expiry = tags.IsEmpty ? device.KeyExpiry ?? KeyExpiryFor(c.At, tags) : null;
+        return Decision<ITailnetEvent>.Accept(new DeviceTagsChanged(device.DeviceId, tags, expiry));
+    }
+
+    private static Decision<ITailnetEvent> EndpointsDecision(DeviceEntry device, UpdateDeviceEndpoints c)
+    {
+        if (c.Endpoints.Length > MaxEndpoints) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"at most {MaxEndpoints} endpoints"));
+        foreach (var endpoint in c.Endpoints)
+            if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"endpoint '{endpoint}' is not IP:port"));
+        if (c.Endpoints.SequenceEqual(device.Endpoints) && c.HomeRelay == device.HomeRelay && c.DiscoKey == device.DiscoKey) return Decision<ITailnetEvent>.Unchanged;
+        return Decision<ITailnetEvent>.Accept(new DeviceEndpointsChanged(device.DeviceId, c.Endpoints, c.HomeRelay, c.DiscoKey));
+    }
+
+    private Decision<ITailnetEvent> RotateDecision(DeviceEntry device, RotateDeviceNodeKey c)
+    {
+        if (device.NodeKey != c.OldNodeKey)
+            return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyProofInvalid, "the old node key is not this device's current key"));
+        if (!device.IsActive)
+            return Decision<ITailnetEvent>.Reject(new Rejection(device.Status == DeviceStatus.Expired ? ControlErrorCodes.DeviceExpired : ControlErrorCodes.PendingApproval,
+                "only an active device rotates its key"));
+        if (c.NewNodeKey == c.OldNodeKey) return Decision<ITailnetEvent>.Unchanged;
+        if (Devices.Values.Any(d => d.NodeKey == c.NewNodeKey))
+            return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key"));
+        return Decision<ITailnetEvent>.Accept(new DeviceNodeKeyRotated(device.DeviceId, c.NewNodeKey, KeyExpiryFor(c.At, device.Tags)));
+    }
+
+    private string UniqueName(string wanted, string deviceId)
+    {
+        var taken = Devices.Values.Where(d => d.DeviceId != deviceId).Select(d => d.Name).ToHashSet();
+        if (!taken.Contains(wanted)) return wanted;
+        for (var n = 2; ; n++)
+        {
+            var suffix = "-" + n;
+            var candidate = (wanted.Length + suffix.Length > 63 ? wanted[..(63 - suffix.Length)] : wanted) + suffix;
+            if (!taken.Contains(candidate)) return candidate;
+        }
+    }
+
+    /// <summary>The next unused IPv4 offset at or after <see cref="NextAddressOffset"/>, skipping .0 and .255.</summary>
+    private int FreeAddressOffset()
+    {
+        var used = Devices.Values.Select(d => OffsetOf(d.Ipv4)).ToHashSet();
+        var offset = NextAddressOffset;
+        for (var tries = 0; tries < Ipv4PoolSize; tries++, offset = offset % (Ipv4PoolSize - 1) + 1)
+        {
+            if ((offset & 0xff) is 0 or 255 || used.Contains(offset)) continue;
+            return offset;
+        }
+        throw new InvalidOperationException("the tailnet's address pool is exhausted");
+    }
+
+    public static string Ipv4At(int offset)
+    {
+        var value = (100u << 24) | (64u << 16) | (uint)offset;
+        return new IPAddress(new[] { (byte)(value >> 24), (byte)(value >> 16), (byte)(value >> 8), (byte)value }).ToString();
+    }
+
+    public static int OffsetOf(string ipv4)
+    {
+        var bytes = IPAddress.Parse(ipv4).GetAddressBytes();
+        return (int)((((uint)bytes[0] << 24) | ((uint)bytes[1] << 16) | ((uint)bytes[2] << 8) | bytes[3]) - ((100u << 24) | (64u << 16)));
+    }
+
+    /// <summary>fd7a:115c:a1e0::/48 with the IPv4 address in the low 32 bits: unique within the tailnet whenever the IPv4 is.</summary>
+    public static string Ipv6For(string ipv4)
+    {
+        var v4 = IPAddress.Parse(ipv4).GetAddressBytes();
+        var v6 = IPAddress.Parse(Ipv6Prefix).GetAddressBytes();
+        v4.CopyTo(v6, 12);
+        return new IPAddress(v6).ToString();
+    }
+}

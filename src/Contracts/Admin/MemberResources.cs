@@ -1,0 +1,31 @@
+namespace Weft.Contracts.Admin;
+
+// The admin API's view of what lives inside a tailnet: users, auth keys, devices, API keys.
+
+public sealed record UserResource(string Id, string Name, DateTimeOffset CreatedAt);
+
+public sealed record UserListResource(IReadOnlyList<UserResource> Users);
+
+/// <summary>An auth key as listed: never its secret.</summary>
+public sealed record AuthKeyResource(
+    string Id, string? User, bool Reusable, bool Ephemeral, IReadOnlyList<string> Tags,
+    DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt, string Description, bool Revoked, bool Expired, int Uses);
+
+/// <summary>The answer to creating an auth key: the only time its secret is shown.</summary>
+public sealed record CreatedAuthKeyResource(string Key, AuthKeyResource AuthKey);
+
+public sealed record AuthKeyListResource(IReadOnlyList<AuthKeyResource> AuthKeys);
+
+public sealed record DeviceResource(
+    string Id, string Name, string Hostname, string Os, string Status, bool Online, string? User, IReadOnlyList<string> Tags,
+    IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, int HomeRelay, string NodeKey, string MachineKey, string DiscoKey,
+    DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey);
+
+public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices);
+
+public sealed record ApiKeyResource(string Id, string Scope, string? Tailnet, string Description, DateTimeOffset CreatedAt);
+
+/// <summary>The answer to creating an API key: the only time the key itself is shown.</summary>
+public sealed record CreatedApiKeyResource(string Key, ApiKeyResource ApiKey);
+
+public sealed record ApiKeyListResource(IReadOnlyList<ApiKeyResource> ApiKeys);

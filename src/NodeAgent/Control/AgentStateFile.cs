@@ -1,0 +1,108 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Weft.Contracts.Keys;
+
+namespace Weft.NodeAgent.Control;
+
+/// <summary>
+/// What an agent keeps across restarts: its machine key (its identity to the coordinator), its node
+/// key (and a next one while a rotation is in flight), the device it became, and the coordinator key
+/// it first saw. The file holds private keys: it is created with mode 0600 and replaced atomically.
+/// </summary>
+public sealed record AgentState
+{
+    public required string MachinePrivateKey { get; init; }
+    public required string NodePrivateKey { get; init; }
+    /// <summary>The key a rotation is moving to, kept until the coordinator confirms it.</summary>
+    public string? NextNodePrivateKey { get; init; }
+    /// <summary>When the coordinator accepted the current node key (rotation is scheduled from it).</summary>
+    public DateTimeOffset? NodeKeyIssuedAt { get; init; }
+    public string? DeviceId { get; init; }
+    public string? TailnetId { get; init; }
+    /// <summary>The coordinator's public key (hex), pinned at first contact.</summary>
+    public string? CoordinatorKey { get; init; }
+
+    public static AgentState Fresh()
+    {
+        using var machine = Curve25519PrivateKey.Generate();
+        using var node = Curve25519PrivateKey.Generate();
+        return new AgentState { MachinePrivateKey = machine.ToHex(), NodePrivateKey = node.ToHex() };
+    }
+}
+
+public sealed class AgentStateException(string message) : Exception(message);
+
+public static class AgentStateFile
+{
+    public const string FileName = "agent-state.json";
+    private const int MaxBytes = 64 * 1024;
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    /// <summary>The agent's state from <paramref name="directory"/>, or a fresh identity written there.</summary>
+    public static AgentState LoadOrCreate(string directory)
+    {
+        var path = Path.Combine(directory, FileName);
+        if (File.Exists(path)) return Load(path);
+        Directory.CreateDirectory(directory);
+        var fresh = AgentState.Fresh();
+        Save(directory, fresh);
+        return fresh;
+    }
+
+    public static AgentState Load(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.Length > MaxBytes) throw new AgentStateException($"{path} is {info.Length} bytes; an agent state file is at most {MaxBytes}");
+        AgentState? state;
+        try
+        {
+            state = JsonSerializer.Deserialize<AgentState>(File.ReadAllBytes(path), Json);
+        }
+        catch (JsonException e)
+        {
+            throw new AgentStateException($"{path} is not a valid agent state file: {e.Message}");
+        }
+        if (state is null) throw new AgentStateException($"{path} is empty");
+        Check(path, "machinePrivateKey", state.MachinePrivateKey);
+        Check(path, "nodePrivateKey", state.NodePrivateKey);
+        if (state.NextNodePrivateKey is not null) Check(path, "nextNodePrivateKey", state.NextNodePrivateKey);
+        if (state.CoordinatorKey is not null && !Curve25519PublicKey.TryParseHex(state.CoordinatorKey, out _))
+            throw new AgentStateException($"{path}: coordinatorKey is not 64 hex characters");
+        return state;
+    }
+
+    /// <summary>Writes the state to a 0600 temporary file, flushes it, and renames it over the old one.</summary>
+    public static void Save(string directory, AgentState state)
+    {
+        var path = Path.Combine(directory, FileName);
+        var temporary = path + ".tmp";
+        var options = new FileStreamOptions
+        {
+            Mode = FileMode.Create,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        };
+        File.Delete(temporary);
+        using (var stream = new FileStream(temporary, options))
+        {
+            JsonSerializer.Serialize(stream, state, Json);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    public static Curve25519PrivateKey Key(string hex) =>
+        Curve25519PrivateKey.TryParseHex(hex, out var key) ? key : throw new AgentStateException("a private key in the agent state is not 64 hex characters");
+
+    private static void Check(string path, string field, string? hex)
+    {
+        if (!Curve25519PrivateKey.TryParseHex(hex, out var key)) throw new AgentStateException($"{path}: {field} is not 64 hex characters");
+        key.Dispose();
+    }
+}

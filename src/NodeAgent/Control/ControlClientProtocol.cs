@@ -1,0 +1,72 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Weft.Contracts.Control;
+
+namespace Weft.NodeAgent.Control;
+
+// The ControlClient actor's protocol: what the rest of the agent may ask of it, and what it reports.
+
+/// <summary>Where the agent stands with the coordinator.</summary>
+public enum ControlState
+{
+    /// <summary>Dialling, or waiting to dial again after a failure.</summary>
+    Connecting,
+    /// <summary>Connected; registration sent.</summary>
+    Registering,
+    /// <summary>Registered without a key; an admin must approve the device.</summary>
+    PendingApproval,
+    /// <summary>Registered, authorised, and receiving its netmap.</summary>
+    Running,
+    /// <summary>The coordinator refused this device for good (bad auth key, expired, deleted): a new <c>up</c> with an auth key is needed.</summary>
+    NeedsLogin,
+}
+
+/// <summary>The agent's own endpoints changed (the data plane, or a static list); the coordinator hears them at once.</summary>
+public sealed record SetEndpoints(ImmutableArray<string> Endpoints, int HomeRelay);
+
+/// <summary>Rotate the node key now rather than when it nears expiry.</summary>
+public sealed record RotateNodeKeyNow
+{
+    public static readonly RotateNodeKeyNow Instance = new();
+}
+
+/// <summary>Drops the stream and dials again after <paramref name="After"/>; the netmap resumes from its version.</summary>
+public sealed record Reconnect(TimeSpan After);
+
+/// <summary>Asks for an <see cref="AgentStatus"/>.</summary>
+public sealed record GetAgentStatus
+{
+    public static readonly GetAgentStatus Instance = new();
+}
+
+/// <summary>Registers <paramref name="Watcher"/> for <see cref="NetMapChanged"/> and <see cref="ControlStateChanged"/> (it gets the current ones at once).</summary>
+public sealed record WatchControl(IActorRef Watcher);
+
+public sealed record NetMapChanged(NetMapView View, NetMapApplied How);
+
+public sealed record ControlStateChanged(ControlState State, string? Code, string Detail);
+
+/// <summary>Everything <c>weft-agent status</c> shows.</summary>
+public sealed record AgentStatus(
+    ControlState State,
+    string? Code,
+    string Detail,
+    string? Coordinator,
+    string MachineKey,
+    string NodeKey,
+    string? DeviceId,
+    string? TailnetId,
+    ulong NetMapVersion,
+    PeerStatus? Self,
+    IReadOnlyList<PeerStatus> Peers);
+
+public sealed record PeerStatus(
+    string Id, string Name, string Fqdn, IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, bool Online,
+    DateTimeOffset? LastSeen, DateTimeOffset? KeyExpiry, string NodeKey, string Status, IReadOnlyList<string> Tags, string User)
+{
+    public static PeerStatus From(Node node) => new(
+        node.Id, node.Name, node.Fqdn, [.. node.Addresses], [.. node.Endpoints], node.Online,
+        node.LastSeen?.ToDateTimeOffset(), node.KeyExpiry?.ToDateTimeOffset(),
+        node.NodeKey.Length == 32 ? "nodekey:" + Convert.ToHexStringLower(node.NodeKey.Span) : "",
+        node.Status.Length > 0 ? node.Status : node.Expired ? "expired" : "active", [.. node.Tags], node.User);
+}

@@ -1,0 +1,106 @@
+using System.Collections.Immutable;
+using Weft.Contracts.Control;
+
+namespace Weft.NodeAgent.Control;
+
+/// <summary>What applying one message from the coordinator did to the store.</summary>
+public enum NetMapApplied
+{
+    /// <summary>A full map replaced everything.</summary>
+    Replaced,
+    /// <summary>A delta continued the stream.</summary>
+    Patched,
+    /// <summary>A delta whose base is not our version: something was lost, so the agent asks for a full map.</summary>
+    Gap,
+    /// <summary>A delta or map older than what we hold (a duplicate after a resume); ignored.</summary>
+    Stale,
+}
+
+/// <summary>An immutable picture of the netmap at one version, safe to hand to other threads.</summary>
+public sealed record NetMapView(
+    ulong Version, string TailnetId, Node? Self, ImmutableSortedDictionary<string, Node> Peers, DnsConfig? Dns, ImmutableArray<string> Coordinators)
+{
+    public static readonly NetMapView Empty = new(0, "", null, ImmutableSortedDictionary<string, Node>.Empty, null, []);
+}
+
+/// <summary>
+/// The agent's copy of its netmap: a full map once, then deltas that must each start where the
+/// previous one ended. Single-threaded (the ControlClient actor owns it); <see cref="View"/> is an
+/// immutable snapshot, built when asked for and kept until the next change.
+/// </summary>
+public sealed class NetMapStore
+{
+    private readonly Dictionary<string, Node> _peers = new();
+    private ulong _version;
+    private string _tailnetId = "";
+    private Node? _self;
+    private DnsConfig? _dns;
+    private ImmutableArray<string> _coordinators = [];
+
+    public ulong Version => _version;
+
+    /// <summary>True once a full map arrived; deltas before that are gaps.</summary>
+    public bool HasMap => _self is not null;
+
+    private NetMapView? _view = NetMapView.Empty;
+
+    public NetMapView View => _view ??=
+        new NetMapView(_version, _tailnetId, _self, _peers.ToImmutableSortedDictionary(StringComparer.Ordinal), _dns, _coordinators);
+
+    public int PeerCount => _peers.Count;
+
+    /// <summary>This device as the coordinator describes it (cheap, unlike <see cref="View"/>).</summary>
+    public Node? Self => _self;
+
+    public bool TryGetPeer(string id, out Node peer) => _peers.TryGetValue(id, out peer!);
+
+    public NetMapApplied Apply(NetMap map)
+    {
+        if (HasMap && map.Version != 0 && map.Version < _version) return NetMapApplied.Stale;
+        _peers.Clear();
+        foreach (var peer in map.Peers) _peers[peer.Id] = peer;
+        _self = map.Self;
+        _dns = map.Dns;
+        _tailnetId = map.TailnetId;
+        if (map.Coordinators.Count > 0) _coordinators = [.. map.Coordinators];
+        _version = map.Version;
+        Publish();
+        return NetMapApplied.Replaced;
+    }
+
+    public NetMapApplied Apply(NetMapDelta delta)
+    {
+        if (!HasMap) return NetMapApplied.Gap;
+        if (delta.Version <= _version) return NetMapApplied.Stale;
+        if (delta.BaseVersion != _version) return NetMapApplied.Gap;
+        // A patch for a peer we do not hold cannot be applied: our map has diverged.
+        foreach (var patch in delta.Patches)
+        {
+            var known = (_peers.ContainsKey(patch.Id) || delta.PeersAdded.Any(n => n.Id == patch.Id) || delta.PeersChanged.Any(n => n.Id == patch.Id))
+                && !delta.PeersRemoved.Contains(patch.Id);
+            if (!known) return NetMapApplied.Gap;
+        }
+
+        foreach (var id in delta.PeersRemoved) _peers.Remove(id);
+        foreach (var node in delta.PeersAdded) _peers[node.Id] = node;
+        foreach (var node in delta.PeersChanged) _peers[node.Id] = node;
+        foreach (var patch in delta.Patches) _peers[patch.Id] = NetMapRules.Patched(_peers[patch.Id], patch);
+        if (delta.Self is not null) _self = delta.Self;
+        if (delta.Dns is not null) _dns = delta.Dns;
+        _version = delta.Version;
+        Publish();
+        return NetMapApplied.Patched;
+    }
+
+    /// <summary>Forgets everything (the device was deleted, or a resync is due).</summary>
+    public void Clear()
+    {
+        _peers.Clear();
+        _self = null;
+        _dns = null;
+        _version = 0;
+        Publish();
+    }
+
+    private void Publish() => _view = null;
+}

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Weft.Cluster.Tests.ControlPlane;
+using Weft.Cluster.Tests.Support;
+
+namespace Weft.Cluster.Tests.Cli;
+
+/// <summary>The two executables as an operator runs them: <c>weft</c> admin subcommands and <c>weft-agent up|status</c>.</summary>
+public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixture<SharedCoordinator>, IDisposable
+{
+    private readonly string _stateDirectory = Path.Combine(Path.GetTempPath(), "weft-cli-agent-" + Guid.NewGuid().ToString("N"));
+    private readonly List<Process> _running = [];
+
+    private async Task<(int Code, string Output)> Run(string program, params string[] args)
+    {
+        using var process = Start(program, args);
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output + await error);
+    }
+
+    /// <summary>
+    /// weft.dll runs from this test's output; weft-agent.dll from its own project's output, because
+    /// its dependencies there differ from an ASP.NET test folder's (as they will on a device).
+    /// </summary>
+    private static string PathOf(string program)
+    {
+        if (program != "weft-agent.dll") return Path.Combine(AppContext.BaseDirectory, program);
+        var output = new DirectoryInfo(AppContext.BaseDirectory); // tests/Cluster.Tests/bin/<Configuration>/<tfm>/
+        var framework = output.Name;
+        var configuration = output.Parent!.Name;
+        var root = output;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Cluster.sln"))) root = root.Parent;
+        return Path.Combine(root?.FullName ?? throw new InvalidOperationException("Cluster.sln not found above the test output"),
+            "src", "NodeAgent", "bin", configuration, framework, program);
+    }
+
+    private Process Start(string program, params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(PathOf(program));
+        foreach (var arg in args) info.ArgumentList.Add(arg);
+        info.Environment["WEFT_SERVER"] = coordinator.Node.Api.ToString();
+        info.Environment["WEFT_API_KEY"] = TestCoordinator.OperatorKey;
+        return Process.Start(info) ?? throw new InvalidOperationException($"could not start {program}");
+    }
+
+    private Task<(int Code, string Output)> Weft(params string[] args) => Run("weft.dll", args);
+
+    private static JsonElement Json(string output) => JsonDocument.Parse(output).RootElement;
+
+    [Fact]
+    public async Task An_operator_makes_a_key_and_a_device_joins_with_weft_agent_up()
+    {
+        var tailnet = await coordinator.NewTailnet("cli");
+        var (code, created) = await Weft("authkey", "create", "--tailnet", tailnet, "--tag", "tag:ci", "--json");
+        Assert.True(code == 0, created);
+        var key = Json(created).GetProperty("key").GetString()!;
+
+        var up = Start("weft-agent.dll", "up", "--login-server", coordinator.Control.ToString(), "--auth-key", key, "--hostname", "cli-box",
+            "--endpoint", "198.18.7.7:41641", "--state-dir", _stateDirectory);
+        _running.Add(up);
+
+        JsonElement status = default;
+        for (var attempt = 0; attempt < 300; attempt++)
+        {
+            var (statusCode, text) = await Run("weft-agent.dll", "status", "--json", "--state-dir", _stateDirectory);
+            if (statusCode == 0 && Json(text).GetProperty("state").GetString() == "running")
+            {
+                status = Json(text);
+                break;
+            }
+            await Task.Delay(100);
+        }
+        Assert.Equal(JsonValueKind.Object, status.ValueKind);
+        var deviceId = status.GetProperty("deviceId").GetString()!;
+        Assert.StartsWith("nodekey:", status.GetProperty("nodeKey").GetString());
+
+        var (listCode, devices) = await Weft("device", "list", "--tailnet", tailnet);
+        Assert.Equal(0, listCode);
+        Assert.Contains("cli-box", devices);
+        Assert.Contains("tag:ci", devices);
+        var (showCode, shown) = await Weft("device", "show", deviceId, "--tailnet", tailnet, "--json");
+        Assert.Equal(0, showCode);
+        Assert.Equal(["198.18.7.7:41641"], Json(shown).GetProperty("endpoints").EnumerateArray().Select(e => e.GetString()!).ToArray());
+
+        // The state file holds private keys: owner-only.
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_stateDirectory, "agent-state.json")));
+
+        // Deleting the device through the CLI reaches the agent.
+        Assert.Equal(0, (await Weft("device", "delete", deviceId, "--tailnet", tailnet)).Code);
+        for (var attempt = 0; attempt < 300; attempt++)
+        {
+            var (_, text) = await Run("weft-agent.dll", "status", "--json", "--state-dir", _stateDirectory);
+            if (text.Contains("\"needs-login\"")) return;
+            await Task.Delay(100);
+        }
+        Assert.Fail("the agent never learned that its device was deleted");
+    }
+
+    [Fact]
+    public async Task Weft_agent_up_with_a_bad_key_exits_with_the_refusal()
+    {
+        var (code, output) = await Run("weft-agent.dll", "up", "--login-server", coordinator.Control.ToString(),
+            "--auth-key", "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "--state-dir", _stateDirectory);
+
+        Assert.Equal(1, code);
+        Assert.Contains("auth_key_unknown", output);
+    }
+
+    [Fact]
+    public async Task Status_without_a_running_agent_says_so()
+    {
+        var (code, output) = await Run("weft-agent.dll", "status", "--state-dir", _stateDirectory);
+
+        Assert.Equal(1, code);
+        Assert.Contains("no running agent", output);
+    }
+
+    [Fact]
+    public async Task Users_keys_and_api_keys_round_trip_through_the_cli()
+    {
+        var tailnet = await coordinator.NewTailnet("cli-admin");
+
+        Assert.Equal(0, (await Weft("user", "create", "bob@example.com", "--tailnet", tailnet)).Code);
+        var (_, users) = await Weft("user", "list", "--tailnet", tailnet);
+        Assert.Contains("bob@example.com", users);
+        var (_, key) = await Weft("authkey", "create", "--tailnet", tailnet, "--user", "bob@example.com", "--reusable", "--json");
+        var keyId = Json(key).GetProperty("authKey").GetProperty("id").GetString()!;
+        Assert.Equal(0, (await Weft("authkey", "revoke", keyId, "--tailnet", tailnet)).Code);
+        var (_, keys) = await Weft("authkey", "list", "--tailnet", tailnet);
+        Assert.Contains("revoked", keys);
+
+        var (apiCode, apiKey) = await Weft("apikey", "create", "--tailnet", tailnet, "--json");
+        Assert.Equal(0, apiCode);
+        Assert.Equal("tailnet", Json(apiKey).GetProperty("apiKey").GetProperty("scope").GetString());
+
+        var (badCode, bad) = await Weft("device", "list");
+        Assert.Equal(1, badCode);
+        Assert.Contains("--tailnet", bad);
+        var (missingCode, missing) = await Weft("device", "show", "dev_nope", "--tailnet", tailnet);
+        Assert.Equal(1, missingCode);
+        Assert.Contains("not_found", missing);
+    }
+
+    public void Dispose()
+    {
+        foreach (var process in _running)
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+            process.WaitForExit(10_000);
+            process.Dispose();
+        }
+        if (Directory.Exists(_stateDirectory)) Directory.Delete(_stateDirectory, recursive: true);
+    }
+}

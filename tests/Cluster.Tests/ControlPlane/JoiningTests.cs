@@ -1,0 +1,169 @@
+using System.Net;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>How devices join: each kind of auth key, and approval of a device that came without one.</summary>
+public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedCoordinator>
+{
+    private HttpClient Http => coordinator.Http;
+
+    [Fact]
+    public async Task A_one_off_key_joins_one_device_and_is_refused_the_second_time()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("oneoff");
+        var key = await Http.CreateAuthKey(tailnet);
+
+        var first = TestAgent.Start(agents, coordinator.Control, "first", key.Key);
+        await first.WaitForState(ControlState.Running);
+        var before = await Http.DevicesSnapshot(tailnet);
+
+        var second = TestAgent.Start(agents, coordinator.Control, "second", key.Key);
+        await second.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.AuthKeyUsed);
+
+        Assert.Equal(before, await Http.DevicesSnapshot(tailnet));
+        var listed = await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/auth-keys")).ReadAs<AuthKeyListResource>(HttpStatusCode.OK);
+        Assert.Equal(1, Assert.Single(listed.AuthKeys).Uses);
+        // The key stays usable by the device it joined: a restart of that agent re-registers without it.
+        await first.Stop();
+        var again = TestAgent.Start(agents, [coordinator.Control], "first", key.Key, store: first.Store);
+        await again.WaitForState(ControlState.Running);
+    }
+
+    [Fact]
+    public async Task A_reusable_key_joins_many_devices_until_revoked()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("reuse");
+        var key = await Http.CreateAuthKey(tailnet, reusable: true);
+        foreach (var name in new[] { "r1", "r2", "r3" })
+            await TestAgent.Start(agents, coordinator.Control, name, key.Key).WaitForState(ControlState.Running);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/auth-keys/{key.AuthKey.Id}")).StatusCode);
+        var before = await Http.DevicesSnapshot(tailnet);
+        var late = TestAgent.Start(agents, coordinator.Control, "late", key.Key);
+        await late.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.AuthKeyRevoked);
+        Assert.Equal(before, await Http.DevicesSnapshot(tailnet));
+    }
+
+    [Fact]
+    public async Task An_expired_key_is_refused_and_nothing_is_stored()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("expired");
+        var key = await Http.CreateAuthKey(tailnet, expirySeconds: 1);
+        await Task.Delay(TimeSpan.FromSeconds(1.2)); // let the key's lifetime pass
+
+        var agent = TestAgent.Start(agents, coordinator.Control, "late", key.Key);
+        await agent.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.AuthKeyExpired);
+
+        Assert.Empty((await Http.ListDevices(tailnet)).Devices);
+        var listed = await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/auth-keys")).ReadAs<AuthKeyListResource>(HttpStatusCode.OK);
+        var stored = Assert.Single(listed.AuthKeys);
+        Assert.True(stored.Expired);
+        Assert.Equal(0, stored.Uses);
+    }
+
+    [Fact]
+    public async Task A_tagged_key_tags_the_device_which_then_does_not_expire()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("tagged");
+        var user = await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = "alice@example.com" })).ReadAs<UserResource>(HttpStatusCode.Created);
+        var serverKey = await Http.CreateAuthKey(tailnet, tags: ["tag:server", "tag:db"]);
+        var laptopKey = await Http.CreateAuthKey(tailnet, user: user.Name);
+
+        var server = TestAgent.Start(agents, coordinator.Control, "db1", serverKey.Key);
+        var laptop = TestAgent.Start(agents, coordinator.Control, "laptop", laptopKey.Key);
+        await server.WaitForState(ControlState.Running);
+        await laptop.WaitForState(ControlState.Running);
+
+        var seen = await laptop.WaitForNetMap(v => v.Peers.ContainsKey(server.DeviceId!), "the server");
+        Assert.Equal(["tag:db", "tag:server"], seen.Peers[server.DeviceId!].Tags);
+        Assert.Null(seen.Peers[server.DeviceId!].KeyExpiry);
+        var stored = await Http.GetDevice(tailnet, server.DeviceId!);
+        Assert.Equal(["tag:db", "tag:server"], stored.Tags);
+        Assert.Null(stored.KeyExpiry);
+        Assert.Null(stored.User);
+
+        var laptopStored = await Http.GetDevice(tailnet, laptop.DeviceId!);
+        Assert.Equal("alice@example.com", laptopStored.User);
+        Assert.NotNull(laptopStored.KeyExpiry);
+        Assert.Empty(laptopStored.Tags);
+    }
+
+    [Fact]
+    public async Task An_ephemeral_device_is_removed_after_it_disconnects()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("ephemeral", ephemeralTimeoutSeconds: 1);
+        var ephemeralKey = await Http.CreateAuthKey(tailnet, ephemeral: true);
+        var keeperKey = await Http.CreateAuthKey(tailnet);
+
+        var keeper = TestAgent.Start(agents, coordinator.Control, "keeper", keeperKey.Key);
+        var passing = TestAgent.Start(agents, coordinator.Control, "passing", ephemeralKey.Key);
+        await keeper.WaitForState(ControlState.Running);
+        await passing.WaitForState(ControlState.Running);
+        await keeper.WaitForPeers(passing);
+        var passingId = passing.DeviceId!;
+        Assert.True((await Http.GetDevice(tailnet, passingId)).Ephemeral);
+
+        await passing.Stop();
+
+        // Offline first, then gone from the peer's netmap and from the tailnet.
+        await keeper.WaitForNetMap(v => !v.Peers.ContainsKey(passingId), "the ephemeral device removed");
+        Assert.Contains(keeper.Received, m => m.BodyCase == ServerMessage.BodyOneofCase.Delta && m.Delta.Patches.Any(p => p.Id == passingId && p.HasOnline && !p.Online));
+        Assert.DoesNotContain((await Http.ListDevices(tailnet)).Devices, d => d.Id == passingId);
+        Assert.Contains((await Http.ListDevices(tailnet)).Devices, d => d.Id == keeper.DeviceId);
+    }
+
+    [Fact]
+    public async Task A_device_without_a_key_waits_for_approval_then_gets_its_netmap()
+    {
+        await using var agents = new AgentSystem();
+        var tailnetName = $"approve-{Guid.NewGuid():N}"[..24];
+        var tailnet = (await Http.CreateTailnet(tailnetName)).Id;
+        var member = TestAgent.Start(agents, coordinator.Control, "member", (await Http.CreateAuthKey(tailnet)).Key);
+        await member.WaitForState(ControlState.Running);
+
+        var newcomer = TestAgent.Start(agents, coordinator.Control, "newcomer", authKey: null, tailnet: tailnetName);
+        await newcomer.WaitForState(ControlState.PendingApproval);
+        var pendingView = await newcomer.WaitForNetMap(v => v.Self!.Status == "pending", "its pending self");
+        Assert.Empty(pendingView.Peers);
+        var stored = await Http.GetDevice(tailnet, newcomer.DeviceId!);
+        Assert.Equal("pending", stored.Status);
+        Assert.DoesNotContain(newcomer.DeviceId, member.View.Peers.Keys);
+
+        var approved = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/devices/{newcomer.DeviceId}/approve", null)).ReadAs<DeviceResource>(HttpStatusCode.OK);
+        Assert.Equal("active", approved.Status);
+
+        await newcomer.WaitForState(ControlState.Running);
+        await newcomer.WaitForPeers(member);
+        await member.WaitForPeers(newcomer);
+    }
+
+    [Fact]
+    public async Task Admin_changes_to_a_device_reach_its_peers()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("admin");
+        var key = await Http.CreateAuthKey(tailnet, reusable: true);
+        var one = TestAgent.Start(agents, coordinator.Control, "one", key.Key);
+        var two = TestAgent.Start(agents, coordinator.Control, "two", key.Key);
+        await one.WaitForState(ControlState.Running);
+        await two.WaitForState(ControlState.Running);
+        await one.WaitForPeers(two);
+
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/two/rename", new { name = "web" })).ReadAs<DeviceResource>(HttpStatusCode.OK);
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/web/tags", new { tags = new[] { "tag:web" } })).ReadAs<DeviceResource>(HttpStatusCode.OK);
+
+        var view = await one.WaitForNetMap(v => v.Peers[two.DeviceId!].Name == "web" && v.Peers[two.DeviceId!].Tags.Contains("tag:web"), "the renamed, tagged peer");
+        Assert.EndsWith(".weft.internal", view.Peers[two.DeviceId!].Fqdn);
+        Assert.StartsWith("web.", view.Peers[two.DeviceId!].Fqdn);
+        await two.WaitForNetMap(v => v.Self!.Name == "web", "its own new name");
+    }
+}

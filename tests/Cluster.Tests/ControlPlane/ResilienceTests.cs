@@ -1,0 +1,139 @@
+using System.Collections.Immutable;
+using System.Net;
+using Akka.Actor;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>Coordinators restart and clusters have several nodes: agents carry on, and nothing acknowledged is lost.</summary>
+public class ResilienceTests
+{
+    /// <summary>What a peer looks like apart from presence (online, last seen), which a restart legitimately changes.</summary>
+    private static string Stable(NetMapView view) => string.Join("\n", view.Peers.Values.Select(p =>
+        $"{p.Id} {p.Name} {Convert.ToHexString(p.NodeKey.Span)} {string.Join(",", p.Addresses)} {string.Join(",", p.Endpoints)} {p.HomeRelay} {p.KeyExpiry}"))
+        + $"\nself {view.Self!.Id} {string.Join(",", view.Self.Addresses)} {view.Self.Status}";
+
+    [Fact]
+    public async Task After_a_coordinator_restart_agents_reconnect_to_identical_state_and_versions_keep_growing()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        var controlPort = CoordinatorProcess.FreeTcpPort();
+        KeyValuePair<string, string?>[] fixedControl = [new("Weft:Control:Listen", $"http://127.0.0.1:{controlPort}")];
+        var control = new Uri($"http://127.0.0.1:{controlPort}/");
+        await using var agents = new AgentSystem();
+
+        var node = await TestCoordinator.StartAsync(storage, fixedControl);
+        TestAgent[] members;
+        string tailnet;
+        string devicesBefore;
+        try
+        {
+            tailnet = (await node.Http.CreateTailnet($"restart-{Guid.NewGuid():N}"[..20])).Id;
+            var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+            members = Enumerable.Range(1, 3).Select(i => TestAgent.Start(agents, control, $"m{i}", key, endpoints: [$"198.18.2.{i}:41641"])).ToArray();
+            for (var i = 0; i < 3; i++) await members[i].WaitForPeers(members.Where((_, j) => j != i).ToArray());
+            members[0].Client.Tell(new SetEndpoints(["198.18.3.1:1000"], 2));
+            foreach (var peer in members[1..])
+                await peer.WaitForNetMap(v => v.Peers[members[0].DeviceId!].Endpoints.SequenceEqual(["198.18.3.1:1000"]), "the moved endpoint");
+            foreach (var member in members)
+                await member.WaitForNetMap(v => v.Peers.Values.All(p => p.Endpoints.Count > 0), "every peer's endpoints");
+            devicesBefore = await node.Http.DevicesSnapshot(tailnet);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+        var before = members.Select(m => (Stable(m.View), m.View.Version)).ToArray();
+        foreach (var member in members) await member.WaitForState(ControlState.Connecting);
+
+        node = await TestCoordinator.StartAsync(storage, fixedControl);
+        await using (node)
+        {
+            for (var i = 0; i < members.Length; i++)
+            {
+                await members[i].WaitForState(ControlState.Running);
+                var view = await members[i].WaitForNetMap(v => v.Version > before[i].Version, "a netmap newer than before the restart");
+                Assert.Equal(before[i].Item1, Stable(view));
+            }
+            Assert.Equal(devicesBefore, await node.Http.DevicesSnapshot(tailnet));
+
+            // The streams go on: a change after the restart arrives as a delta continuing the new version.
+            var versions = members.Select(m => m.View.Version).ToArray();
+            members[1].Client.Tell(new SetEndpoints(["198.18.3.2:2000"], 0));
+            var moved = members[1].DeviceId!;
+            foreach (var peer in new[] { members[0], members[2] })
+            {
+                var view = await peer.WaitForNetMap(v => v.Peers[moved].Endpoints.SequenceEqual(["198.18.3.2:2000"]), "the endpoint moved after the restart");
+                Assert.True(view.Version > versions[Array.IndexOf(members, peer)]);
+            }
+        }
+    }
+
+    [SkippableFact]
+    public async Task Agents_on_different_nodes_of_a_two_node_cluster_see_each_others_changes()
+    {
+        await using var cluster = await TwoNodeCluster.StartAsync();
+        var (apiA, apiB) = (cluster.ApiA, cluster.ApiB);
+        var controlA = await cluster.NodeA.ControlAddress;
+        var controlB = await cluster.NodeB.ControlAddress;
+        await using var agents = new AgentSystem();
+
+        // Several tailnets, so that entities land on both nodes whatever the shard allocation.
+        for (var round = 0; round < 3; round++)
+        {
+            var tailnet = (await apiA.CreateTailnet($"pair-{round}-{Guid.NewGuid():N}"[..20])).Id;
+            var key = (await apiB.CreateAuthKey(tailnet, reusable: true)).Key;
+            var onA = TestAgent.Start(agents, controlA, $"on-a-{round}", key);
+            var onB = TestAgent.Start(agents, controlB, $"on-b-{round}", key);
+            await onA.WaitForPeers(onB);
+            await onB.WaitForPeers(onA);
+
+            onA.Client.Tell(new SetEndpoints([$"198.18.4.{round}:100"], 1));
+            onB.Client.Tell(new SetEndpoints([$"198.18.5.{round}:200"], 2));
+            await onB.WaitForNetMap(v => v.Peers[onA.DeviceId!].Endpoints.SequenceEqual([$"198.18.4.{round}:100"]), "A's endpoint");
+            await onA.WaitForNetMap(v => v.Peers[onB.DeviceId!].Endpoints.SequenceEqual([$"198.18.5.{round}:200"]), "B's endpoint");
+
+            // An admin change through either node reaches both agents.
+            Assert.Equal(HttpStatusCode.NoContent, (await apiB.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{onA.DeviceId}")).StatusCode);
+            await onB.WaitForNetMap(v => v.Peers.IsEmpty, "A gone");
+            await onA.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.DeviceDeleted);
+        }
+    }
+
+    [Fact]
+    public async Task An_agent_fails_over_to_the_next_coordinator_url()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"failover-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
+        var dead = new Uri($"http://127.0.0.1:{CoordinatorProcess.FreeTcpPort()}/");
+
+        var agent = TestAgent.Start(agents, [dead, node.Control], "roamer", key);
+
+        await agent.WaitForState(ControlState.Running);
+        Assert.Equal(node.Control.ToString(), (await agent.Status()).Coordinator);
+    }
+
+    [Fact]
+    public async Task An_agent_refuses_a_coordinator_whose_key_changed()
+    {
+        await using var agents = new AgentSystem();
+        var store = new MemoryAgentStateStore();
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        var tailnet = (await node.Http.CreateTailnet($"pinned-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var impostor = Contracts.Keys.Curve25519PrivateKey.Generate();
+        store.Save(store.Load() with { CoordinatorKey = impostor.PublicKey.ToHex() });
+
+        var agent = TestAgent.Start(agents, [node.Control], "careful", key, store: store);
+
+        await agent.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.CoordinatorKeyChanged);
+        Assert.Empty((await node.Http.ListDevices(tailnet)).Devices);
+    }
+}

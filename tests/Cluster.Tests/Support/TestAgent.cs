@@ -1,0 +1,145 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Configuration;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.Support;
+
+/// <summary>
+/// A real <see cref="ControlClient"/> (its own gRPC stream, Noise channel and netmap store) in a
+/// test's agent actor system, with a way to wait for what it sees. Waits have a generous deadline
+/// and report what the agent saw instead when it passes; they assert behaviour, not speed.
+/// </summary>
+public sealed class TestAgent
+{
+    public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(45);
+
+    private readonly object _gate = new();
+    private readonly List<(Func<bool> Condition, TaskCompletionSource Done)> _waiters = [];
+    private readonly List<ServerMessage> _received = [];
+    private NetMapView _view = NetMapView.Empty;
+    private ControlStateChanged _state = new(ControlState.Connecting, null, "starting");
+
+    private TestAgent(string hostname, IAgentStateStore store)
+    {
+        Hostname = hostname;
+        Store = store;
+    }
+
+    public string Hostname { get; }
+
+    public IAgentStateStore Store { get; }
+
+    public IActorRef Client { get; private set; } = ActorRefs.Nobody;
+
+    public NetMapView View { get { lock (_gate) return _view; } }
+
+    public ControlStateChanged State { get { lock (_gate) return _state; } }
+
+    /// <summary>Every netmap and delta applied, in order.</summary>
+    public IReadOnlyList<ServerMessage> Received { get { lock (_gate) return _received.ToList(); } }
+
+    public string? DeviceId => Store.Load().DeviceId;
+
+    public static ActorSystem NewSystem() =>
+        ActorSystem.Create("agents", ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+
+    public static TestAgent Start(
+        ActorSystem system, IReadOnlyList<Uri> coordinators, string hostname, string? authKey, string? tailnet = null,
+        IAgentStateStore? store = null, ImmutableArray<string> endpoints = default, bool forceReauth = false)
+    {
+        var agent = new TestAgent(hostname, store ?? new MemoryAgentStateStore());
+        var options = new ControlClientOptions
+        {
+            Coordinators = coordinators,
+            StateStore = agent.Store,
+            Hostname = hostname,
+            AuthKey = authKey,
+            Tailnet = tailnet,
+            ForceReauth = forceReauth,
+            Endpoints = endpoints.IsDefault ? [] : endpoints,
+            MinBackoff = TimeSpan.FromMilliseconds(100),
+            MaxBackoff = TimeSpan.FromSeconds(2),
+            Observer = (message, _, _) => agent.OnReceived(message),
+        };
+        agent.Client = system.ActorOf(ControlClient.PropsFor(options));
+        agent.Client.Tell(new WatchControl(system.ActorOf(Props.Create(() => new Watcher(agent)))));
+        return agent;
+    }
+
+    public static TestAgent Start(ActorSystem system, Uri coordinator, string hostname, string? authKey, string? tailnet = null,
+        ImmutableArray<string> endpoints = default) =>
+        Start(system, [coordinator], hostname, authKey, tailnet, endpoints: endpoints);
+
+    /// <summary>Waits until the agent's netmap satisfies <paramref name="condition"/>.</summary>
+    public async Task<NetMapView> WaitForNetMap(Func<NetMapView, bool> condition, string what)
+    {
+        await WaitFor(() => _view.Self is not null && condition(_view), what);
+        return View;
+    }
+
+    public Task WaitForState(ControlState state, string? code = null) =>
+        WaitFor(() => _state.State == state && (code is null || _state.Code == code), $"state {state} {code}");
+
+    /// <summary>Waits until this agent sees exactly the given peers (by device id).</summary>
+    public async Task<NetMapView> WaitForPeers(params TestAgent[] peers)
+    {
+        foreach (var peer in peers) await peer.WaitFor(() => peer.DeviceId is not null, "a device id");
+        var expected = peers.Select(p => p.DeviceId!).Order().ToList();
+        return await WaitForNetMap(view => view.Peers.Keys.Order().SequenceEqual(expected), $"peers [{string.Join(", ", peers.Select(p => p.Hostname))}]");
+    }
+
+    public Task<AgentStatus> Status() => Client.Ask<AgentStatus>(GetAgentStatus.Instance, TimeSpan.FromSeconds(10));
+
+    public async Task Stop()
+    {
+        await Client.GracefulStop(TimeSpan.FromSeconds(10));
+    }
+
+    private async Task WaitFor(Func<bool> condition, string what)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            if (condition()) return;
+            _waiters.Add((condition, done));
+        }
+        try
+        {
+            await done.Task.WaitAsync(Deadline);
+        }
+        catch (TimeoutException)
+        {
+            lock (_gate)
+            {
+                throw new TimeoutException(
+                    $"agent {Hostname} never reached: {what}. It is {_state.State} ({_state.Code}: {_state.Detail}); netmap v{_view.Version} with peers [{string.Join(", ", _view.Peers.Values.Select(p => p.Name))}]");
+            }
+        }
+    }
+
+    private void Update(Action change)
+    {
+        lock (_gate)
+        {
+            change();
+            foreach (var waiter in _waiters.Where(w => w.Condition()).ToList())
+            {
+                _waiters.Remove(waiter);
+                waiter.Done.TrySetResult();
+            }
+        }
+    }
+
+    private void OnReceived(ServerMessage message) => Update(() => _received.Add(message));
+
+    private sealed class Watcher : ReceiveActor
+    {
+        public Watcher(TestAgent agent)
+        {
+            Receive<NetMapChanged>(changed => agent.Update(() => agent._view = changed.View));
+            Receive<ControlStateChanged>(changed => agent.Update(() => agent._state = changed));
+        }
+    }
+}

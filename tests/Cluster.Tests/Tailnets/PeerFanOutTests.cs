@@ -1,0 +1,121 @@
+using System.Collections.Immutable;
+using Weft.Cluster.Tailnets;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tests.Tailnets;
+
+/// <summary>Who hears about a change, and how changes to one recipient merge within a flush window.</summary>
+public class PeerFanOutTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+    private const string T = "tn_acme";
+
+    private static TailnetState WithDevices(int count, out List<string> ids)
+    {
+        var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
+        state = state.Apply(state.Process(new CreateAuthKey(T, "k", "h", null, true, false, [], Now.AddDays(1), "", Now)).Events.Single());
+        ids = [];
+        for (var i = 0; i < count; i++)
+        {
+            var id = $"dev_{i:00}";
+            ids.Add(id);
+            foreach (var e in state.Process(new RegisterDevice(T, id, $"{i:x64}", $"{i + 100:x64}", "", $"h{i}", "linux", "k", "h", Now)).Events)
+                state = state.Apply(e);
+        }
+        return state;
+    }
+
+    private static DeltaAccumulator Collect(TailnetState state, ITailnetCommand command, out TailnetState after)
+    {
+        var into = new DeltaAccumulator();
+        after = state;
+        foreach (var e in state.Process(command).Events)
+        {
+            var next = after.Apply(e);
+            PeerFanOut.Collect(e, after, next, _ => true, into);
+            after = next;
+        }
+        return into;
+    }
+
+    [Fact]
+    public void An_endpoint_change_goes_as_a_patch_to_every_peer_and_to_nobody_else()
+    {
+        var state = WithDevices(5, out var ids);
+
+        var into = Collect(state, new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 3, new string('d', 64)), out _);
+
+        var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value.ToDelta());
+        Assert.Equal(ids.Skip(1).Order(), drained.Keys.Order());
+        foreach (var delta in drained.Values)
+        {
+            var patch = Assert.Single(delta.Patches);
+            Assert.Equal(ids[0], patch.Id);
+            Assert.Equal(["198.18.0.1:1"], patch.Endpoints.Endpoints);
+            Assert.Equal(3, patch.HomeRelay);
+            Assert.False(patch.HasOnline);
+            Assert.Empty(delta.PeersAdded);
+        }
+    }
+
+    [Fact]
+    public void Changes_to_one_recipient_within_a_window_merge_into_one_delta()
+    {
+        var into = new DeltaAccumulator();
+        into.Patch("r", new PeerPatch { Id = "p", Endpoints = new EndpointList { Endpoints = { "198.18.0.1:1" } } });
+        into.Patch("r", new PeerPatch { Id = "p", Online = true });
+        into.Patch("r", new PeerPatch { Id = "p", Endpoints = new EndpointList { Endpoints = { "198.18.0.2:2" } } });
+        into.Add("r", new Node { Id = "q", Name = "q" });
+        into.Patch("r", new PeerPatch { Id = "q", HomeRelay = 4 });
+        into.Add("r", new Node { Id = "gone" });
+        into.Remove("r", "gone");
+        into.Remove("r", "old");
+
+        var delta = Assert.Single(into.Drain()).Value.ToDelta();
+
+        var patch = Assert.Single(delta.Patches);
+        Assert.Equal(["198.18.0.2:2"], patch.Endpoints.Endpoints);
+        Assert.True(patch.Online);
+        var added = Assert.Single(delta.PeersAdded);
+        Assert.Equal(("q", 4), (added.Id, added.HomeRelay)); // the patch folded into the node that goes out whole
+        Assert.Equal(["old"], delta.PeersRemoved); // an add then remove within the window is nothing
+    }
+
+    [Fact]
+    public void A_new_device_is_announced_to_its_peers_and_sent_its_own_record()
+    {
+        var state = WithDevices(3, out var ids);
+
+        var into = Collect(state, new RegisterDevice(T, "dev_new", new string('f', 64), new string('e', 64), "", "new", "linux", "k", "h", Now), out _);
+
+        var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value.ToDelta());
+        Assert.Equal(ids.Append("dev_new").Order(), drained.Keys.Order());
+        Assert.All(ids, id => Assert.Equal("dev_new", Assert.Single(drained[id].PeersAdded).Id));
+        Assert.Equal("active", drained["dev_new"].Self.Status);
+    }
+
+    [Fact]
+    public void A_deleted_device_is_withdrawn_from_its_peers_and_its_own_stream_ends()
+    {
+        var state = WithDevices(3, out var ids);
+
+        var into = Collect(state, new DeleteDevice(T, ids[1]), out _);
+
+        var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value);
+        Assert.Equal([ids[1]], drained[ids[0]].ToDelta().PeersRemoved);
+        Assert.Equal([ids[1]], drained[ids[2]].ToDelta().PeersRemoved);
+        Assert.Equal(ControlErrorCodes.DeviceDeleted, drained[ids[1]].End?.Code);
+    }
+
+    [Fact]
+    public void The_work_for_one_change_grows_with_the_peers_it_reaches_not_with_the_square()
+    {
+        foreach (var size in new[] { 10, 40 })
+        {
+            var state = WithDevices(size, out var ids);
+            var into = Collect(state, new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 0, ""), out _);
+            Assert.Equal(size - 1, into.RecipientCount);
+            Assert.All(into.Drain(), kv => Assert.Single(kv.Value.ToDelta().Patches));
+        }
+    }
+}

@@ -1,0 +1,213 @@
+using System.Collections.Immutable;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Tailnets;
+using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tests.Tailnets;
+
+/// <summary>The pure rules of users, auth keys, registration and the device index.</summary>
+public class TailnetMembersTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+    private const string T = "tn_acme";
+
+    private static string Hex(char c) => new(c, 64);
+
+    private static TailnetState Active() =>
+        TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
+
+    private static TailnetState Run(TailnetState state, ITailnetCommand command)
+    {
+        var decision = state.Process(command);
+        Assert.Null(decision.Rejection);
+        return decision.Events.Aggregate(state, (s, e) => s.Apply(e));
+    }
+
+    private static Rejection Refused(TailnetState state, ITailnetCommand command)
+    {
+        var decision = state.Process(command);
+        Assert.Empty(decision.Events);
+        return Assert.IsType<Rejection>(decision.Rejection);
+    }
+
+    private static TailnetState WithKey(TailnetState state, string keyId, bool reusable = false, bool ephemeral = false, string[]? tags = null, TimeSpan? lifetime = null) =>
+        Run(state, new CreateAuthKey(T, keyId, "hash-" + keyId, null, reusable, ephemeral, [.. tags ?? []], Now + (lifetime ?? TimeSpan.FromDays(1)), "", Now));
+
+    private static RegisterDevice Register(string deviceId, char machine, char node, string? keyId, DateTimeOffset? at = null) =>
+        new(T, deviceId, Hex(machine), Hex(node), "", deviceId, "linux", keyId, keyId is null ? null : "hash-" + keyId, at ?? Now);
+
+    [Fact]
+    public void A_key_registers_an_active_device_with_the_next_addresses_and_an_expiry()
+    {
+        var state = WithKey(Active(), "k1", reusable: true);
+
+        state = Run(state, Register("dev_a", 'a', '1', "k1"));
+        state = Run(state, Register("dev_b", 'b', '2', "k1"));
+
+        var a = state.Devices["dev_a"];
+        var b = state.Devices["dev_b"];
+        Assert.Equal(DeviceStatus.Active, a.Status);
+        Assert.Equal("100.64.0.1", a.Ipv4);
+        Assert.Equal("fd7a:115c:a1e0::6440:1", a.Ipv6);
+        Assert.Equal("100.64.0.2", b.Ipv4);
+        Assert.Equal(Now.AddDays(TailnetRules.DefaultSettings("acme").NodeKeyExpiryDays), a.KeyExpiry);
+        Assert.Equal(2, state.AuthKeys["k1"].Uses);
+        Assert.Equal(["dev_b"], state.PeersOf("dev_a").Select(d => d.DeviceId));
+    }
+
+    [Fact]
+    public void Addresses_skip_dot_zero_and_dot_255_and_are_not_reused_at_once()
+    {
+        var state = WithKey(Active(), "k", reusable: true);
+        for (var i = 0; i < 300; i++) state = Run(state, new RegisterDevice(T, $"dev_{i:000}", $"{i:x64}", $"{i + 1000:x64}", "", "h", "linux", "k", "hash-k", Now));
+
+        var addresses = state.Devices.Values.Select(d => d.Ipv4).ToList();
+        Assert.Equal(300, addresses.Distinct().Count());
+        Assert.DoesNotContain(addresses, a => a.EndsWith(".0") || a.EndsWith(".255"));
+        Assert.Equal(300, state.Devices.Values.Select(d => d.Ipv6).Distinct().Count());
+
+        var freed = state.Devices["dev_000"].Ipv4;
+        state = Run(state, new DeleteDevice(T, "dev_000"));
+        state = Run(state, new RegisterDevice(T, "dev_new", Hex('f'), Hex('e'), "", "h", "linux", "k", "hash-k", Now));
+        Assert.NotEqual(freed, state.Devices["dev_new"].Ipv4);
+    }
+
+    [Fact]
+    public void Every_kind_of_bad_key_is_refused_with_its_own_code()
+    {
+        var state = WithKey(Active(), "once");
+        state = WithKey(state, "short", lifetime: TimeSpan.FromMinutes(1));
+        state = WithKey(state, "revoked");
+        state = Run(state, new RevokeAuthKey(T, "revoked"));
+        state = Run(state, Register("dev_a", 'a', '1', "once"));
+
+        Assert.Equal(ControlErrorCodes.AuthKeyUsed, Refused(state, Register("dev_b", 'b', '2', "once")).Code);
+        Assert.Equal(ControlErrorCodes.AuthKeyExpired, Refused(state, Register("dev_b", 'b', '2', "short", Now.AddMinutes(2))).Code);
+        Assert.Equal(ControlErrorCodes.AuthKeyRevoked, Refused(state, Register("dev_b", 'b', '2', "revoked")).Code);
+        Assert.Equal(ControlErrorCodes.AuthKeyUnknown, Refused(state, Register("dev_b", 'b', '2', "nope")).Code);
+        Assert.Equal(ControlErrorCodes.AuthKeyUnknown, Refused(state, Register("dev_b", 'b', '2', "once") with { AuthKeySecretHash = "wrong" }).Code);
+    }
+
+    [Fact]
+    public void Without_a_key_a_device_waits_invisible_until_approved()
+    {
+        var state = WithKey(Active(), "k");
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        state = Run(state, Register("dev_p", 'p', '9', null));
+
+        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_p"].Status);
+        Assert.Empty(state.PeersOf("dev_a"));
+        Assert.Empty(state.PeersOf("dev_p"));
+
+        state = Run(state, new ApproveDevice(T, "dev_p", Now));
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_p"].Status);
+        Assert.NotNull(state.Devices["dev_p"].KeyExpiry);
+        Assert.Equal(["dev_p"], state.PeersOf("dev_a").Select(d => d.DeviceId));
+    }
+
+    [Fact]
+    public void The_same_machine_registering_again_is_the_same_device()
+    {
+        var state = WithKey(Active(), "k");
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+
+        var again = state.Process(Register("dev_other", 'a', '1', null));
+
+        Assert.Null(again.Rejection);
+        Assert.Empty(again.Events);
+        Assert.Equal(ControlErrorCodes.NodeKeyMismatch, Refused(state, Register("dev_other", 'a', '7', null)).Code);
+        Assert.Equal(ControlErrorCodes.NodeKeyInUse, Refused(state, Register("dev_c", 'c', '1', null)).Code);
+    }
+
+    [Fact]
+    public void Tags_come_from_the_key_and_tagged_devices_do_not_expire()
+    {
+        var state = WithKey(Active(), "k", tags: ["tag:web", "tag:db", "tag:web"]);
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+
+        Assert.Equal(["tag:db", "tag:web"], state.Devices["dev_a"].Tags.ToArray());
+        Assert.Null(state.Devices["dev_a"].KeyExpiry);
+
+        state = Run(state, new SetDeviceTags(T, "dev_a", [], Now));
+        Assert.Equal(Now.AddDays(state.Settings.NodeKeyExpiryDays), state.Devices["dev_a"].KeyExpiry);
+        Assert.Equal(ApiErrorCodes.InvalidRequest, Refused(state, new SetDeviceTags(T, "dev_a", ["web"], Now)).Code);
+    }
+
+    [Fact]
+    public void Rotation_needs_the_current_key_and_a_key_nobody_uses()
+    {
+        var state = WithKey(Active(), "k", reusable: true);
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        state = Run(state, Register("dev_b", 'b', '2', "k"));
+
+        Assert.Equal(ControlErrorCodes.NodeKeyProofInvalid, Refused(state, new RotateDeviceNodeKey(T, "dev_a", Hex('9'), Hex('3'), Now)).Code);
+        Assert.Equal(ControlErrorCodes.NodeKeyInUse, Refused(state, new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('2'), Now)).Code);
+
+        state = Run(state, new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('3'), Now.AddDays(1)));
+        Assert.Equal(Hex('3'), state.Devices["dev_a"].NodeKey);
+        Assert.Equal(Now.AddDays(1 + state.Settings.NodeKeyExpiryDays), state.Devices["dev_a"].KeyExpiry);
+    }
+
+    [Fact]
+    public void Due_keys_expire_and_expired_devices_leave_everyones_view()
+    {
+        var state = WithKey(Active(), "k", reusable: true, lifetime: TimeSpan.FromDays(365));
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        state = Run(state, Register("dev_b", 'b', '2', "k", Now.AddDays(10)));
+        var dueA = state.Devices["dev_a"].KeyExpiry!.Value;
+
+        state = Run(state, new ExpireDueKeys(T, dueA));
+
+        Assert.Equal(DeviceStatus.Expired, state.Devices["dev_a"].Status);
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_b"].Status);
+        Assert.Empty(state.PeersOf("dev_b"));
+        Assert.Equal(ControlErrorCodes.DeviceExpired, Refused(state, Register("dev_x", 'a', '1', null)).Code);
+        // An auth key re-authorises it, with its old identity and addresses.
+        var address = state.Devices["dev_a"].Ipv4;
+        state = Run(state, Register("dev_x", 'a', '4', "k", dueA));
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_a"].Status);
+        Assert.Equal(address, state.Devices["dev_a"].Ipv4);
+        Assert.False(state.Devices.ContainsKey("dev_x"));
+    }
+
+    [Fact]
+    public void Users_own_keys_and_cannot_be_deleted_while_they_own_devices()
+    {
+        var state = Run(Active(), new CreateUser(T, "usr_a", "alice@example.com", Now));
+        Assert.Equal(ApiErrorCodes.Conflict, Refused(state, new CreateUser(T, "usr_b", "ALICE@example.com", Now)).Code);
+        state = Run(state, new CreateAuthKey(T, "k", "hash-k", "usr_a", false, false, [], Now.AddDays(1), "", Now));
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        Assert.Equal("usr_a", state.Devices["dev_a"].UserId);
+
+        Assert.Equal(ApiErrorCodes.Conflict, Refused(state, new DeleteUser(T, "usr_a")).Code);
+        state = Run(state, new DeleteDevice(T, "dev_a"));
+        state = Run(state, new DeleteUser(T, "usr_a"));
+        Assert.True(state.AuthKeys["k"].Revoked);
+    }
+
+    [Fact]
+    public void Only_an_ephemeral_device_is_removed_by_the_ephemeral_timer()
+    {
+        var state = WithKey(Active(), "eph", ephemeral: true);
+        state = WithKey(state, "plain");
+        state = Run(state, Register("dev_e", 'e', '1', "eph"));
+        state = Run(state, Register("dev_p", 'p', '2', "plain"));
+
+        Assert.Empty(state.Process(new RemoveEphemeralDevice(T, "dev_p", Now)).Events);
+        state = Run(state, new RemoveEphemeralDevice(T, "dev_e", Now));
+        Assert.False(state.Devices.ContainsKey("dev_e"));
+        Assert.True(state.Devices.ContainsKey("dev_p"));
+    }
+
+    [Fact]
+    public void Bad_endpoints_are_refused()
+    {
+        var state = Run(WithKey(Active(), "k"), Register("dev_a", 'a', '1', "k"));
+
+        Assert.Equal(ApiErrorCodes.InvalidRequest, Refused(state, new UpdateDeviceEndpoints(T, "dev_a", ["not-an-endpoint"], 0, "")).Code);
+        Assert.Equal(ApiErrorCodes.InvalidRequest, Refused(state, new UpdateDeviceEndpoints(T, "dev_a", ["198.18.0.1:0"], 0, "")).Code);
+        Assert.Equal(ApiErrorCodes.InvalidRequest,
+            Refused(state, new UpdateDeviceEndpoints(T, "dev_a", [.. Enumerable.Range(1, TailnetState.MaxEndpoints + 1).Select(i => $"198.18.0.1:{i}")], 0, "")).Code);
+    }
+}

@@ -1,0 +1,54 @@
+using Weft.NodeAgent.Control;
+
+namespace Weft.NodeAgent.Tests.Control;
+
+public sealed class AgentStateFileTests : IDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "weft-agent-state-" + Guid.NewGuid().ToString("N"));
+
+    private string StatePath => Path.Combine(_directory, AgentStateFile.FileName);
+
+    [Fact]
+    public void A_new_identity_is_written_readable_by_the_owner_only_and_read_back_the_same()
+    {
+        var created = AgentStateFile.LoadOrCreate(_directory);
+
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(StatePath));
+        Assert.Equal(created, AgentStateFile.LoadOrCreate(_directory));
+        Assert.NotEqual(created.MachinePrivateKey, created.NodePrivateKey);
+    }
+
+    [Fact]
+    public void Saving_replaces_the_file_and_keeps_its_mode()
+    {
+        var state = AgentStateFile.LoadOrCreate(_directory);
+        var next = state with { DeviceId = "dev_x", TailnetId = "tn_y", NextNodePrivateKey = AgentState.Fresh().NodePrivateKey };
+
+        AgentStateFile.Save(_directory, next);
+
+        Assert.Equal(next, AgentStateFile.Load(StatePath));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(StatePath));
+        Assert.False(File.Exists(StatePath + ".tmp"));
+    }
+
+    [Theory]
+    [InlineData("not json", "not a valid agent state file")]
+    [InlineData("{}", "not a valid agent state file")]
+    [InlineData("""{"machinePrivateKey":"zz","nodePrivateKey":"zz"}""", "machinePrivateKey is not 64 hex characters")]
+    [InlineData("""{"machinePrivateKey":"0000000000000000000000000000000000000000000000000000000000000040","nodePrivateKey":"0000000000000000000000000000000000000000000000000000000000000040","surprise":1}""", "not a valid agent state file")]
+    public void A_damaged_state_file_is_a_clear_error_not_a_new_identity(string content, string expected)
+    {
+        Directory.CreateDirectory(_directory);
+        File.WriteAllText(StatePath, content);
+
+        var error = Assert.Throws<AgentStateException>(() => AgentStateFile.LoadOrCreate(_directory));
+
+        Assert.Contains(expected, error.Message);
+        Assert.Equal(content, File.ReadAllText(StatePath)); // left alone for the operator to inspect
+    }
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_directory)) Directory.Delete(_directory, recursive: true);
+    }
+}

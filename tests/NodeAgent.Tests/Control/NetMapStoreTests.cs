@@ -1,0 +1,101 @@
+using Google.Protobuf;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+
+namespace Weft.NodeAgent.Tests.Control;
+
+public class NetMapStoreTests
+{
+    private static Node Peer(string id, params string[] endpoints) => new() { Id = id, Name = id, Endpoints = { endpoints }, Addresses = { "100.64.0.9" } };
+
+    private static NetMapStore WithMap(ulong version, params Node[] peers)
+    {
+        var store = new NetMapStore();
+        Assert.Equal(NetMapApplied.Replaced, store.Apply(new NetMap { Version = version, Self = new Node { Id = "self", Status = "active" }, Peers = { peers } }));
+        return store;
+    }
+
+    [Fact]
+    public void A_delta_that_continues_the_version_is_applied_field_by_field()
+    {
+        var store = WithMap(10, Peer("a", "198.18.0.1:1"), Peer("b"));
+
+        var outcome = store.Apply(new NetMapDelta
+        {
+            BaseVersion = 10,
+            Version = 11,
+            Patches = { new PeerPatch { Id = "a", Online = true, NodeKey = ByteString.CopyFrom(new byte[32]) } },
+            PeersRemoved = { "b" },
+            PeersAdded = { Peer("c", "198.18.0.3:3") },
+        });
+
+        Assert.Equal(NetMapApplied.Patched, outcome);
+        Assert.Equal(11ul, store.Version);
+        var view = store.View;
+        Assert.Equal(["a", "c"], view.Peers.Keys);
+        Assert.True(view.Peers["a"].Online);
+        Assert.Equal(["198.18.0.1:1"], view.Peers["a"].Endpoints); // absent fields stay
+        Assert.Equal(32, view.Peers["a"].NodeKey.Length);
+    }
+
+    [Fact]
+    public void An_empty_endpoint_list_in_a_patch_clears_the_endpoints()
+    {
+        var store = WithMap(1, Peer("a", "198.18.0.1:1"));
+
+        store.Apply(new NetMapDelta { BaseVersion = 1, Version = 2, Patches = { new PeerPatch { Id = "a", Endpoints = new EndpointList() } } });
+
+        Assert.Empty(store.View.Peers["a"].Endpoints);
+    }
+
+    [Fact]
+    public void A_delta_from_another_base_is_a_gap_and_changes_nothing()
+    {
+        var store = WithMap(10, Peer("a"));
+        var before = store.View;
+
+        Assert.Equal(NetMapApplied.Gap, store.Apply(new NetMapDelta { BaseVersion = 11, Version = 12, PeersRemoved = { "a" } }));
+        Assert.Same(before, store.View);
+        Assert.Equal(10ul, store.Version);
+    }
+
+    [Fact]
+    public void A_patch_for_a_peer_the_agent_does_not_hold_is_a_gap_and_changes_nothing()
+    {
+        var store = WithMap(10, Peer("a"));
+
+        var outcome = store.Apply(new NetMapDelta { BaseVersion = 10, Version = 11, PeersRemoved = { "a" }, Patches = { new PeerPatch { Id = "ghost", Online = true } } });
+
+        Assert.Equal(NetMapApplied.Gap, outcome);
+        Assert.Equal(["a"], store.View.Peers.Keys);
+    }
+
+    [Fact]
+    public void A_delta_already_applied_is_stale_and_ignored()
+    {
+        var store = WithMap(10, Peer("a"));
+        var delta = new NetMapDelta { BaseVersion = 10, Version = 11, PeersRemoved = { "a" } };
+        store.Apply(delta);
+
+        Assert.Equal(NetMapApplied.Stale, store.Apply(delta));
+        Assert.Equal(11ul, store.Version);
+    }
+
+    [Fact]
+    public void Before_any_full_map_every_delta_is_a_gap()
+    {
+        Assert.Equal(NetMapApplied.Gap, new NetMapStore().Apply(new NetMapDelta { BaseVersion = 0, Version = 1 }));
+    }
+
+    [Fact]
+    public void A_full_map_replaces_everything()
+    {
+        var store = WithMap(10, Peer("a"), Peer("b"));
+
+        store.Apply(new NetMap { Version = 20, Self = new Node { Id = "self" }, Peers = { Peer("z") }, Coordinators = { "http://198.18.0.1:7650/" } });
+
+        Assert.Equal(["z"], store.View.Peers.Keys);
+        Assert.Equal(20ul, store.View.Version);
+        Assert.Equal(["http://198.18.0.1:7650/"], store.View.Coordinators.ToArray());
+    }
+}
