@@ -19,6 +19,7 @@ public static class AdminApi
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();
+        v1.MapPolicyEndpoints();
         v1.MapApiKeyEndpoints();
 
         app.MapFallback((HttpContext http) =>

@@ -14,7 +14,7 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         }
         catch (ApiException e)
         {
-            await WriteAsync(context, e.Code, e.Message);
+            await WriteAsync(context, e.Code, e.Message, e.Issues);
         }
         catch (BadHttpRequestException e)
         {
@@ -32,11 +32,11 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         }
     }
 
-    public static async Task WriteAsync(HttpContext context, string code, string message)
+    public static async Task WriteAsync(HttpContext context, string code, string message, IReadOnlyList<ApiIssue>? issues = null)
     {
         if (context.Response.HasStarted) return;
         context.Response.Clear();
         context.Response.StatusCode = ApiErrorCodes.HttpStatusOf(code);
-        await context.Response.WriteAsJsonAsync(new ApiError(code, message), AdminJson.Options);
+        await context.Response.WriteAsJsonAsync(new ApiError(code, message, issues), AdminJson.Options);
     }
 }

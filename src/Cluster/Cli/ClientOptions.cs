@@ -44,7 +44,12 @@ internal sealed class ClientOptions
         }
         catch (AdminApiError e)
         {
-            Console.Error.WriteLine($"error: {e.Message} ({e.Code})");
+            if (e.Issues.Count == 0) Console.Error.WriteLine($"error: {e.Message} ({e.Code})");
+            else
+            {
+                Console.Error.WriteLine($"error: {e.Issues.Count} problem(s) ({e.Code}):");
+                foreach (var issue in e.Issues) Console.Error.WriteLine($"  line {issue.Line}, column {issue.Column} ({issue.Path}): {issue.Message}");
+            }
             return 1;
         }
         catch (HttpRequestException e)

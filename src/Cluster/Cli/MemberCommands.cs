@@ -270,3 +270,65 @@ public static class MemberCommands
         return keys;
     }
 }
+
+/// <summary><c>weft policy get|set|validate|test</c>: the tailnet's access policy (Tailscale's HuJSON format).</summary>
+public static class PolicyCommands
+{
+    public static Command Build()
+    {
+        var policy = new Command("policy", "A tailnet's access policy: acls, groups, tagOwners, hosts and tests, as in Tailscale");
+        var client = new ClientOptions(policy);
+        var tailnet = new Option<string>("--tailnet", "-t")
+        {
+            Description = "Tailnet id or name (env WEFT_TAILNET)",
+            Recursive = true,
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_TAILNET") ?? "",
+        };
+        policy.Add(tailnet);
+        string Base(ParseResult parse) => string.IsNullOrEmpty(parse.GetValue(tailnet))
+            ? throw new AdminApiError(0, "invalid_request", "give --tailnet (or set WEFT_TAILNET)")
+            : $"/api/v1/tailnets/{Uri.EscapeDataString(parse.GetValue(tailnet)!)}/policy";
+        Argument<FileInfo> File() => new("file") { Description = "The policy file (HuJSON); - reads standard input" };
+        static string Read(FileInfo file) => file.Name == "-" ? Console.In.ReadToEnd() : System.IO.File.ReadAllText(file.FullName);
+
+        var get = new Command("get", "Print the policy in force");
+        get.SetAction(parse => client.Run(parse, async api => Console.Write(await api.GetTextAsync(Base(parse)))));
+
+        var set = new Command("set", "Validate, test and apply a policy; a refused policy leaves the old one in force");
+        var setFile = File();
+        set.Add(setFile);
+        set.SetAction(parse => client.Run(parse, async api =>
+        {
+            var answer = await api.PostTextAsync(Base(parse), Read(parse.GetValue(setFile)!), "application/hujson");
+            if (!client.Json(parse, answer)) Console.WriteLine($"policy applied: version {answer.GetProperty("version").GetInt32()}");
+        }));
+
+        var validate = new Command("validate", "Check a policy (names, syntax, its tests) without applying it");
+        var validateFile = File();
+        validate.Add(validateFile);
+        validate.SetAction(parse => client.Run(parse, async api =>
+        {
+            var answer = await api.PostTextAsync(Base(parse) + "/validate", Read(parse.GetValue(validateFile)!), "application/hujson");
+            if (!client.Json(parse, answer))
+                Console.WriteLine($"valid: {answer.GetProperty("rules").GetInt32()} rule(s), {answer.GetProperty("tests").GetInt32()} test(s) passed");
+        }));
+
+        var test = new Command("test", "May a source reach a destination under the policy in force?");
+        var src = new Option<string>("--src") { Description = "User, group:, tag:, host or IP", Required = true };
+        var dst = new Option<string>("--dst") { Description = "target:port, e.g. tag:web:443", Required = true };
+        var proto = new Option<string?>("--proto") { Description = "tcp (default), udp, icmp, ..." };
+        test.Add(src); test.Add(dst); test.Add(proto);
+        test.SetAction(parse => client.Run(parse, async api =>
+        {
+            var answer = await api.PostAsync(Base(parse) + "/test", new Dictionary<string, string?>
+            {
+                ["src"] = parse.GetValue(src), ["dst"] = parse.GetValue(dst), ["proto"] = parse.GetValue(proto),
+            });
+            if (!client.Json(parse, answer))
+                Console.WriteLine($"{(answer.GetProperty("allowed").GetBoolean() ? "allowed" : "denied")}: {answer.GetProperty("explanation").GetString()}");
+        }));
+
+        foreach (var command in new[] { get, set, validate, test }) policy.Add(command);
+        return policy;
+    }
+}

@@ -20,6 +20,7 @@ public static class WeftCommandLine
         root.Add(MemberCommands.AuthKeys());
         root.Add(MemberCommands.Devices());
         root.Add(MemberCommands.ApiKeys());
+        root.Add(PolicyCommands.Build());
         root.Add(HealthCommand());
         return root;
     }

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
+using Weft.Cluster.Policy;
 using Weft.Contracts.Control;
 
 namespace Weft.Cluster.Tailnets;
@@ -46,7 +47,7 @@ public static class NetMapBuilder
     public static DnsConfig DnsFor(TailnetState tailnet) => new() { Suffix = tailnet.Settings.DnsSuffix };
 
     /// <summary>The whole netmap of one device (version left at 0: the device's entity stamps it).</summary>
-    public static NetMap Build(TailnetState tailnet, string deviceId, Func<string, bool> isOnline)
+    public static NetMap Build(TailnetState tailnet, string deviceId, PolicyEngine engine, Func<string, bool> isOnline)
     {
         var self = tailnet.Devices[deviceId];
         var netmap = new NetMap
@@ -54,8 +55,26 @@ public static class NetMapBuilder
             TailnetId = tailnet.TailnetId,
             Self = SelfFor(tailnet, self, isOnline(deviceId)),
             Dns = DnsFor(tailnet),
+            Filter = FilterFor(tailnet, deviceId, engine),
         };
-        foreach (var peer in tailnet.PeersOf(deviceId)) netmap.Peers.Add(NodeFor(tailnet, peer, isOnline(peer.DeviceId)));
+        foreach (var peer in engine.VisiblePeers(deviceId).Order(StringComparer.Ordinal))
+            netmap.Peers.Add(NodeFor(tailnet, tailnet.Devices[peer], isOnline(peer)));
         return netmap;
+    }
+
+    /// <summary>The device's inbound filter as the agent receives it (empty for a device the policy does not place).</summary>
+    public static PacketFilter FilterFor(TailnetState tailnet, string deviceId, PolicyEngine engine)
+    {
+        var filter = new PacketFilter();
+        if (!tailnet.Devices.TryGetValue(deviceId, out var device)) return filter;
+        foreach (var grant in engine.FilterOf(deviceId))
+        {
+            var rule = new FilterRule { Sources = { grant.Sources }, Protocols = { grant.Protocols } };
+            if (grant.CoversIpv4) rule.Destinations.Add(device.Ipv4 + "/32");
+            if (grant.CoversIpv6) rule.Destinations.Add(device.Ipv6 + "/128");
+            foreach (var range in grant.Ports) rule.Ports.Add(new Contracts.Control.PortRange { First = (uint)range.First, Last = (uint)range.Last });
+            filter.Rules.Add(rule);
+        }
+        return filter;
     }
 }

@@ -1,46 +1,51 @@
+using Weft.Cluster.Policy;
 using Weft.Contracts.Control;
 
 namespace Weft.Cluster.Tailnets;
 
 /// <summary>
-/// Works out, for one change of the tailnet, which devices must hear about it and what. The cost is
-/// the number of devices that can see the changed one — never a rebuild of everyone's netmap.
+/// Works out, for one change of the tailnet, which devices must hear about it and what: the
+/// visibility pairs and filters the <see cref="PolicyEngine"/> reports changed, and patches to the
+/// devices that can see the changed one. The cost is the number of devices touched — never a rebuild
+/// of everyone's netmap.
 /// </summary>
 public static class PeerFanOut
 {
-    /// <summary>Who gets what because of one persisted event.</summary>
-    public static void Collect(ITailnetEvent @event, TailnetState before, TailnetState after, Func<string, bool> isOnline, DeltaAccumulator into)
+    /// <summary>Who gets what because of one persisted event, after the engine has taken it in.</summary>
+    public static void Collect(ITailnetEvent @event, TailnetState before, TailnetState after, PolicyChange change, PolicyEngine engine,
+        Func<string, bool> isOnline, DeltaAccumulator into)
     {
+        foreach (var (viewer, peer) in change.Removed) into.Remove(viewer, peer);
+        foreach (var (viewer, peer) in change.Added) into.Add(viewer, NetMapBuilder.NodeFor(after, after.Devices[peer], isOnline(peer)));
+        foreach (var device in change.FiltersChanged) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
+
         switch (@event)
         {
-            case DeviceRegistered e when e.Device.IsActive:
-                Announce(after, e.Device.DeviceId, isOnline, into);
+            case DeviceRegistered e:
+                Self(after, e.Device.DeviceId, isOnline, into);
                 break;
             case DeviceReauthorized e:
-                if (before.Devices.TryGetValue(e.DeviceId, out var was) && was.IsActive) Changed(after, e.DeviceId, isOnline, into);
-                else Announce(after, e.DeviceId, isOnline, into);
+                Changed(after, e.DeviceId, engine, isOnline, into);
                 into.Resync(e.DeviceId);
                 break;
             case DeviceApproved e:
-                Announce(after, e.DeviceId, isOnline, into);
                 into.Resync(e.DeviceId); // a pending device gets its first real netmap
                 break;
             case DeviceRenamed e:
-                Changed(after, e.DeviceId, isOnline, into);
+                Changed(after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceTagsChanged e:
-                Changed(after, e.DeviceId, isOnline, into);
+                // Viewers re-resolve tag: sources in their filters from the peer's new tags.
+                Changed(after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceExpired e:
-                Withdraw(before, e.DeviceId, into);
                 into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
                 break;
             case DeviceDeleted e:
-                Withdraw(before, e.DeviceId, into);
                 into.End(e.DeviceId, ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet");
                 break;
             case DeviceEndpointsChanged e:
-                Patch(after, e.DeviceId, new PeerPatch
+                Patch(e.DeviceId, engine, new PeerPatch
                 {
                     Id = e.DeviceId,
                     Endpoints = new EndpointList { Endpoints = { e.Endpoints } },
@@ -51,7 +56,7 @@ public static class PeerFanOut
             case DeviceNodeKeyRotated e:
                 var patch = new PeerPatch { Id = e.DeviceId, NodeKey = Google.Protobuf.ByteString.CopyFrom(Convert.FromHexString(e.NodeKey)) };
                 if (e.KeyExpiry is { } expiry) patch.KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(expiry);
-                Patch(after, e.DeviceId, patch, into);
+                Patch(e.DeviceId, engine, patch, into);
                 Self(after, e.DeviceId, isOnline, into);
                 break;
             case DnsSuffixChanged:
@@ -65,35 +70,23 @@ public static class PeerFanOut
     }
 
     /// <summary>A device came online or went offline (sessions are not events: this is not persisted).</summary>
-    public static void Presence(TailnetState tailnet, string deviceId, bool online, DateTimeOffset at, DeltaAccumulator into)
+    public static void Presence(string deviceId, bool online, DateTimeOffset at, PolicyEngine engine, DeltaAccumulator into)
     {
         var patch = new PeerPatch { Id = deviceId, Online = online };
         if (!online) patch.LastSeen = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(at);
-        Patch(tailnet, deviceId, patch, into);
+        Patch(deviceId, engine, patch, into);
     }
 
-    private static void Announce(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into)
+    private static void Changed(TailnetState after, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
     {
         var node = NetMapBuilder.NodeFor(after, after.Devices[deviceId], isOnline(deviceId));
-        foreach (var peer in after.PeersOf(deviceId)) into.Add(peer.DeviceId, node);
+        foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, node);
         Self(after, deviceId, isOnline, into);
     }
 
-    private static void Changed(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into)
+    private static void Patch(string deviceId, PolicyEngine engine, PeerPatch patch, DeltaAccumulator into)
     {
-        var node = NetMapBuilder.NodeFor(after, after.Devices[deviceId], isOnline(deviceId));
-        foreach (var peer in after.PeersOf(deviceId)) into.Change(peer.DeviceId, node);
-        Self(after, deviceId, isOnline, into);
-    }
-
-    private static void Withdraw(TailnetState before, string deviceId, DeltaAccumulator into)
-    {
-        foreach (var peer in before.PeersOf(deviceId)) into.Remove(peer.DeviceId, deviceId);
-    }
-
-    private static void Patch(TailnetState tailnet, string deviceId, PeerPatch patch, DeltaAccumulator into)
-    {
-        foreach (var peer in tailnet.PeersOf(deviceId)) into.Patch(peer.DeviceId, patch);
+        foreach (var viewer in engine.VisiblePeers(deviceId)) into.Patch(viewer, patch);
     }
 
     private static void Self(TailnetState after, string deviceId, Func<string, bool> isOnline, DeltaAccumulator into) =>
@@ -117,10 +110,12 @@ public sealed class DeltaAccumulator
         public readonly Dictionary<string, PeerPatch> Patches = new();
         public DnsConfig? Dns;
         public Node? Self;
+        public PacketFilter? Filter;
         public bool Resync;
         public (string Code, string Message)? End;
 
-        public bool IsEmpty => Added.Count == 0 && Changed.Count == 0 && Removed.Count == 0 && Patches.Count == 0 && Dns is null && Self is null && !Resync && End is null;
+        public bool IsEmpty => Added.Count == 0 && Changed.Count == 0 && Removed.Count == 0 && Patches.Count == 0 && Dns is null && Self is null
+            && Filter is null && !Resync && End is null;
 
         public NetMapDelta ToDelta()
         {
@@ -131,6 +126,7 @@ public sealed class DeltaAccumulator
             delta.Patches.AddRange(Patches.Values);
             if (Dns is not null) delta.Dns = Dns;
             if (Self is not null) delta.Self = Self;
+            if (Filter is not null) delta.Filter = Filter;
             return delta;
         }
     }
@@ -185,6 +181,8 @@ public sealed class DeltaAccumulator
     public void Self(string recipient, Node self) => For(recipient).Self = self;
 
     public void Dns(string recipient, DnsConfig dns) => For(recipient).Dns = dns;
+
+    public void Filter(string recipient, PacketFilter filter) => For(recipient).Filter = filter;
 
     public void Resync(string recipient) => For(recipient).Resync = true;
 

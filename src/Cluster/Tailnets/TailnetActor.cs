@@ -5,6 +5,7 @@ using Google.Protobuf;
 using Weft.Cluster.Devices;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Policy;
 
 namespace Weft.Cluster.Tailnets;
 
@@ -34,6 +35,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private IActorRef _devices = ActorRefs.Nobody;
     private IActorRef _machines = ActorRefs.Nobody;
     private bool _flushScheduled;
+    private PolicyEngine? _engine;
 
     public TailnetActor(string tailnetId, PersistenceSettings settings, TimeProvider clock, Control.ControlSettings control)
         : base(settings, TailnetState.Unborn(tailnetId))
@@ -66,6 +68,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private bool IsOnline(string deviceId) => _online.ContainsKey(deviceId);
 
+    /// <summary>The compiled policy, kept in step with the state event by event (compiled in full on recovery).</summary>
+    private PolicyEngine Engine => _engine ??= PolicyEngine.Compile(State.Policy, State.PolicyDevices());
+
     protected override TailnetState Apply(TailnetState state, ITailnetEvent @event) => state.Apply(@event);
 
     protected override bool IsCommand(object message) => message is ITailnetCommand;
@@ -85,8 +90,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 ? new DeviceInfo(device, IsOnline(device.DeviceId))
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
             GetNetMap get => state.Devices.ContainsKey(get.DeviceId)
-                ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.Build(state, get.DeviceId, IsOnline).ToByteArray())
+                ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.Build(state, get.DeviceId, Engine, IsOnline).ToByteArray())
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
+            GetPolicy => state.PolicyInfo(),
+            ValidatePolicy validate => state.Validate(validate.Text),
+            CheckAccess check => state.CheckAccess(check),
             _ => null!,
         };
         return reply is not null;
@@ -95,6 +103,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     protected override object Acknowledge(object command, TailnetState stateAfter) => command switch
     {
         CreateTailnet or ChangeTailnetSettings => stateAfter.ToInfo(),
+        SetPolicy => stateAfter.PolicyInfo(),
         DeleteTailnet => new TailnetDeletedAck(stateAfter.TailnetId),
         CreateUser c => new UserInfo(stateAfter.Users[c.UserId]),
         DeleteUser c => new UserInfo(new TailnetUser(c.UserId, "", default)),
@@ -113,11 +122,13 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     protected override void OnEventsPersisted(IReadOnlyList<ITailnetEvent> events, TailnetState before, TailnetState after)
     {
+        // The engine follows the events one by one from the state they were decided on.
+        _engine ??= PolicyEngine.Compile(before.Policy, before.PolicyDevices());
         var state = before;
         foreach (var @event in events)
         {
             var next = state.Apply(@event);
-            PeerFanOut.Collect(@event, state, next, IsOnline, _pending);
+            PeerFanOut.Collect(@event, state, next, Engine.Follow(@event, next), Engine, IsOnline, _pending);
             switch (@event)
             {
                 case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
@@ -150,7 +161,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 return true;
             case SendNetMap send:
                 if (State.Devices.ContainsKey(send.DeviceId))
-                    _devices.Tell(new NetMapSnapshot(State.TailnetId, send.DeviceId, NetMapBuilder.Build(State, send.DeviceId, IsOnline).ToByteArray()));
+                    _devices.Tell(new NetMapSnapshot(State.TailnetId, send.DeviceId, NetMapBuilder.Build(State, send.DeviceId, Engine, IsOnline).ToByteArray()));
                 else
                     _devices.Tell(new PeerChanges(send.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
                 return true;
@@ -185,7 +196,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
             if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = presence.At;
         }
-        PeerFanOut.Presence(State, device.DeviceId, presence.Online, presence.At, _pending);
+        PeerFanOut.Presence(device.DeviceId, presence.Online, presence.At, Engine, _pending);
         ScheduleFlush();
     }
 
@@ -208,6 +219,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     protected override void OnRecovered()
     {
+        _engine = PolicyEngine.Compile(State.Policy, State.PolicyDevices());
         // Ephemeral devices that were offline when the tailnet last ran count as offline from now.
         var now = _clock.GetUtcNow();
         foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = now;

@@ -23,19 +23,26 @@ public static class TailnetRecords
             e => new() { Seconds = e.Seconds },
             p => new(p.Seconds))
         .Add<TailnetState, Stored.TailnetSnapshot>("tn.snapshot",
-            s => new()
+            s => new Stored.TailnetSnapshot()
             {
                 TailnetId = s.TailnetId, Lifecycle = (int)s.Lifecycle, Settings = ToStored(s.Settings), CreatedAt = s.CreatedAt.ToStored(),
                 Users = { s.Users.Values.Select(ToStored) }, AuthKeys = { s.AuthKeys.Values.Select(ToStored) },
                 Devices = { s.Devices.Values.Select(ToStored) }, NextAddressOffset = s.NextAddressOffset,
-            },
+                PolicyVersion = s.PolicyVersion, PolicyUpdatedAt = s.PolicyUpdatedAt?.ToStored(),
+            }.WithPolicyText(s.PolicyText),
             p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
             {
                 Users = p.Users.Select(FromStored).ToImmutableSortedDictionary(u => u.UserId, u => u),
                 AuthKeys = p.AuthKeys.Select(FromStored).ToImmutableSortedDictionary(k => k.KeyId, k => k),
                 Devices = p.Devices.Select(FromStored).ToImmutableSortedDictionary(d => d.DeviceId, d => d),
                 NextAddressOffset = p.NextAddressOffset == 0 ? 1 : p.NextAddressOffset,
+                PolicyText = p.HasPolicyText ? p.PolicyText : null,
+                PolicyVersion = p.PolicyVersion == 0 ? 1 : p.PolicyVersion,
+                PolicyUpdatedAt = p.PolicyUpdatedAt?.ToTime(),
             })
+        .Add<PolicyChanged, Stored.PolicyChanged>("tn.policy-changed",
+            e => new() { Text = e.Text, Version = e.Version, At = e.At.ToStored() },
+            p => new(p.Text, p.Version, p.At.ToTime()))
         .Add<UserCreated, Stored.UserCreated>("tn.user-created", e => new() { User = ToStored(e.User) }, p => new(FromStored(p.User)))
         .Add<UserDeleted, Stored.UserDeleted>("tn.user-deleted", e => new() { UserId = e.UserId }, p => new(p.UserId))
         .Add<AuthKeyCreated, Stored.AuthKeyCreated>("tn.auth-key-created", e => new() { Key = ToStored(e.Key) }, p => new(FromStored(p.Key)))
@@ -143,4 +150,10 @@ public static class TailnetRecords
     private static DirectoryEntry FromStored(Stored.DirectoryEntry stored) => new(
         stored.TailnetId, stored.Name, stored.CreatedAt.ToTime(), (DirectoryPhase)stored.Phase,
         FromStored(stored.InitialSettings), stored.RemovalRequestedAt.ToOptionalTime());
+
+    private static Stored.TailnetSnapshot WithPolicyText(this Stored.TailnetSnapshot snapshot, string? text)
+    {
+        if (text is not null) snapshot.PolicyText = text;
+        return snapshot;
+    }
 }

@@ -26,18 +26,10 @@ public sealed partial record TailnetState
     public bool Equals(TailnetState? other) =>
         other is not null && TailnetId == other.TailnetId && Lifecycle == other.Lifecycle && Settings == other.Settings && CreatedAt == other.CreatedAt
         && Users.SequenceEqual(other.Users) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
-        && NextAddressOffset == other.NextAddressOffset;
+        && NextAddressOffset == other.NextAddressOffset && PolicyText == other.PolicyText && PolicyVersion == other.PolicyVersion
+        && PolicyUpdatedAt == other.PolicyUpdatedAt;
 
     public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
-
-    /// <summary>
-    /// Who sees whom. In this issue every active device sees every other active device of its
-    /// tailnet; the policy engine narrows it. Symmetric by construction.
-    /// </summary>
-    public IEnumerable<DeviceEntry> PeersOf(string deviceId) =>
-        Devices.TryGetValue(deviceId, out var self) && self.IsActive
-            ? Devices.Values.Where(d => d.IsActive && d.DeviceId != deviceId)
-            : [];
 
     public DeviceEntry? FindByMachineKey(string machineKey) => Devices.Values.FirstOrDefault(d => d.MachineKey == machineKey);
 

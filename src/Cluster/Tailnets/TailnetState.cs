@@ -39,7 +39,12 @@ public sealed partial record TailnetState(
                 return IsActive ? Decision<ITailnetEvent>.Accept(new TailnetDeleted(delete.At)) : Decision<ITailnetEvent>.Unchanged;
         }
         if (!IsActive) return Decision<ITailnetEvent>.Reject(NotFound());
-        return command is ChangeTailnetSettings change ? ChangeSettings(change) : ProcessMembers(command);
+        return command switch
+        {
+            ChangeTailnetSettings change => ChangeSettings(change),
+            SetPolicy policy => SetPolicyDecision(policy),
+            _ => ProcessMembers(command),
+        };
     }
 
     public TailnetState Apply(ITailnetEvent @event) => @event switch
@@ -49,6 +54,7 @@ public sealed partial record TailnetState(
         DnsSuffixChanged changed => this with { Settings = Settings with { DnsSuffix = changed.DnsSuffix } },
         EphemeralTimeoutChanged changed => this with { Settings = Settings with { EphemeralTimeoutSeconds = changed.Seconds } },
         TailnetDeleted => this with { Lifecycle = TailnetLifecycle.Deleted },
+        PolicyChanged changed => ApplyPolicy(changed),
         _ => ApplyMembers(@event),
     };
 

@@ -1,12 +1,17 @@
 namespace Weft.Contracts.Admin;
 
 /// <summary>Every admin API failure has this body, with an HTTP status that matches the code.</summary>
-public sealed record ApiError(string Code, string Message);
+/// <param name="Issues">For a refused policy: every problem, with its location.</param>
+public sealed record ApiError(string Code, string Message, IReadOnlyList<ApiIssue>? Issues = null);
+
+/// <summary>One problem in a submitted document (a policy): 1-based line and column, the JSON path, and what is wrong.</summary>
+public sealed record ApiIssue(int Line, int Column, string Path, string Message);
 
 /// <summary>The error codes of the admin API, and the HTTP status each one travels with.</summary>
 public static class ApiErrorCodes
 {
     public const string InvalidRequest = "invalid_request";   // 400: a field is missing, mistyped or out of range
+    public const string PolicyInvalid = "policy_invalid";     // 400: a policy that does not parse, names what does not exist, or fails its tests
     public const string MalformedJson = "malformed_json";     // 400: the body is not JSON
     public const string Unauthorized = "unauthorized";        // 401: no key, or a key we do not know
     public const string Forbidden = "forbidden";              // 403: the key is valid but its scope does not allow this
@@ -19,7 +24,7 @@ public static class ApiErrorCodes
 
     public static int HttpStatusOf(string code) => code switch
     {
-        InvalidRequest or MalformedJson => 400,
+        InvalidRequest or MalformedJson or PolicyInvalid => 400,
         Unauthorized => 401,
         Forbidden => 403,
         NotFound => 404,

@@ -29,3 +29,10 @@ public sealed record ApiKeyResource(string Id, string Scope, string? Tailnet, st
 public sealed record CreatedApiKeyResource(string Key, ApiKeyResource ApiKey);
 
 public sealed record ApiKeyListResource(IReadOnlyList<ApiKeyResource> ApiKeys);
+
+public sealed record PolicyResource(int Version, DateTimeOffset UpdatedAt);
+
+public sealed record PolicyValidationResource(bool Valid, int Rules, int Tests);
+
+/// <summary>The answer of <c>POST …/policy/test</c>: may src reach dst under the live policy, and by which rule.</summary>
+public sealed record AccessCheckResource(bool Allowed, int? Rule, string Explanation);

@@ -18,9 +18,10 @@ public enum NetMapApplied
 
 /// <summary>An immutable picture of the netmap at one version, safe to hand to other threads.</summary>
 public sealed record NetMapView(
-    ulong Version, string TailnetId, Node? Self, ImmutableSortedDictionary<string, Node> Peers, DnsConfig? Dns, ImmutableArray<string> Coordinators)
+    ulong Version, string TailnetId, Node? Self, ImmutableSortedDictionary<string, Node> Peers, DnsConfig? Dns, ImmutableArray<string> Coordinators,
+    PacketFilter Filter)
 {
-    public static readonly NetMapView Empty = new(0, "", null, ImmutableSortedDictionary<string, Node>.Empty, null, []);
+    public static readonly NetMapView Empty = new(0, "", null, ImmutableSortedDictionary<string, Node>.Empty, null, [], new PacketFilter());
 }
 
 /// <summary>
@@ -36,6 +37,7 @@ public sealed class NetMapStore
     private Node? _self;
     private DnsConfig? _dns;
     private ImmutableArray<string> _coordinators = [];
+    private PacketFilter _filter = new();
 
     public ulong Version => _version;
 
@@ -45,7 +47,7 @@ public sealed class NetMapStore
     private NetMapView? _view = NetMapView.Empty;
 
     public NetMapView View => _view ??=
-        new NetMapView(_version, _tailnetId, _self, _peers.ToImmutableSortedDictionary(StringComparer.Ordinal), _dns, _coordinators);
+        new NetMapView(_version, _tailnetId, _self, _peers.ToImmutableSortedDictionary(StringComparer.Ordinal), _dns, _coordinators, _filter);
 
     public int PeerCount => _peers.Count;
 
@@ -62,6 +64,7 @@ public sealed class NetMapStore
         _self = map.Self;
         _dns = map.Dns;
         _tailnetId = map.TailnetId;
+        _filter = map.Filter ?? new PacketFilter();
         if (map.Coordinators.Count > 0) _coordinators = [.. map.Coordinators];
         _version = map.Version;
         Publish();
@@ -87,6 +90,7 @@ public sealed class NetMapStore
         foreach (var patch in delta.Patches) _peers[patch.Id] = NetMapRules.Patched(_peers[patch.Id], patch);
         if (delta.Self is not null) _self = delta.Self;
         if (delta.Dns is not null) _dns = delta.Dns;
+        if (delta.Filter is not null) _filter = delta.Filter;
         _version = delta.Version;
         Publish();
         return NetMapApplied.Patched;
@@ -98,6 +102,7 @@ public sealed class NetMapStore
         _peers.Clear();
         _self = null;
         _dns = null;
+        _filter = new PacketFilter();
         _version = 0;
         Publish();
     }

@@ -29,6 +29,8 @@ public enum DropReason
     DisallowedSource,
     /// <summary>A decrypted packet that is not a whole IPv4 or IPv6 packet.</summary>
     InvalidInnerPacket,
+    /// <summary>A decrypted packet the packet filter does not allow (no rule, and not return traffic).</summary>
+    FilterDenied,
     /// <summary>An outbound packet whose destination matches no peer's allowed IPs.</summary>
     NoRoute,
     /// <summary>An outbound packet for a peer with no known endpoint.</summary>

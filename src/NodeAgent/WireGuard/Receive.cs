@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
+using Weft.NodeAgent.Filter;
 using Weft.NodeAgent.Net;
 
 namespace Weft.NodeAgent.WireGuard;
@@ -105,6 +106,8 @@ public sealed partial class WireGuardDevice
 
         if (!TryReadInner(plaintext, out var source, out var length)) return Dropped(DropReason.InvalidInnerPacket);
         if (AllowedIps.Lookup(source) != peer) return Dropped(DropReason.DisallowedSource);
+        if (_filter is { } filter && (!IpPacket.TryRead(plaintext[..length], out var inbound) || !filter.AllowsInbound(inbound, Flows, now)))
+            return Dropped(DropReason.FilterDenied);
         peer.OnDataReceived(now);
         return length;
     }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Weft.NodeAgent.Filter;
 using Weft.NodeAgent.Net;
 
 namespace Weft.NodeAgent.WireGuard;
@@ -43,6 +44,8 @@ public sealed partial class WireGuardDevice
             Counters.Drop(DropReason.NoRoute);
             return false;
         }
+        // With a filter in force, remember the flows we open so that their answers may come back in.
+        if (_filter is not null && IpPacket.TryRead(packet, out var outbound)) Flows.Track(outbound, now);
         var endpoint = peer.Endpoint;
         if (endpoint is null)
         {

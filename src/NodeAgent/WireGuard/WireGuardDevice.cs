@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Weft.Contracts.Keys;
+using Weft.NodeAgent.Filter;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 
@@ -65,6 +66,21 @@ public sealed partial class WireGuardDevice : IDisposable
     public AllowedIps<Peer> AllowedIps { get; } = new();
 
     public IndexTable Indices { get; } = new();
+
+    private volatile TrafficFilter? _filter;
+
+    /// <summary>
+    /// The inbound packet filter the coordinator pushes; null lets everything in (standalone mode,
+    /// like plain WireGuard). Replaced atomically when the netmap changes.
+    /// </summary>
+    public TrafficFilter? Filter
+    {
+        get => _filter;
+        set => _filter = value;
+    }
+
+    /// <summary>Flows this device opened: their return traffic passes the filter.</summary>
+    public FlowTracker Flows { get; } = new();
 
     public CookieChecker Cookies { get; }
 

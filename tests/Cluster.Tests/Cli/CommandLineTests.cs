@@ -146,6 +146,51 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.Contains("not_found", missing);
     }
 
+    [Fact]
+    public async Task Policies_are_set_read_validated_and_tested_through_the_cli()
+    {
+        var tailnet = await coordinator.NewTailnet("cli-policy");
+        var file = Path.Combine(Path.GetTempPath(), $"weft-policy-{Guid.NewGuid():N}.hujson");
+        var broken = file + ".broken";
+        try
+        {
+            await File.WriteAllTextAsync(file, """
+                // ops may ssh to servers
+                {
+                  "groups": { "group:ops": ["carol@example.com"] },
+                  "tagOwners": { "tag:server": ["group:ops"] },
+                  "acls": [ { "action": "accept", "src": ["group:ops"], "dst": ["tag:server:22"] } ],
+                  "tests": [ { "src": "carol@example.com", "accept": ["tag:server:22"] } ],
+                }
+                """);
+            await File.WriteAllTextAsync(broken, """{ "acls": [ { "action": "accept", "src": ["group:ghost"], "dst": ["*:*"] } ] }""");
+
+            var (validateCode, validated) = await Weft("policy", "validate", file, "--tailnet", tailnet);
+            Assert.True(validateCode == 0, validated);
+            Assert.Contains("1 rule(s), 1 test(s) passed", validated);
+            var (setCode, set) = await Weft("policy", "set", file, "--tailnet", tailnet);
+            Assert.True(setCode == 0, set);
+            Assert.Contains("version 2", set);
+            var (_, text) = await Weft("policy", "get", "--tailnet", tailnet);
+            Assert.Contains("ops may ssh to servers", text);
+            var (_, allowed) = await Weft("policy", "test", "--tailnet", tailnet, "--src", "carol@example.com", "--dst", "tag:server:22");
+            Assert.StartsWith("allowed", allowed);
+            var (_, denied) = await Weft("policy", "test", "--tailnet", tailnet, "--src", "carol@example.com", "--dst", "tag:server:80");
+            Assert.StartsWith("denied", denied);
+
+            var (brokenCode, refused) = await Weft("policy", "set", broken, "--tailnet", tailnet);
+            Assert.Equal(1, brokenCode);
+            Assert.Contains("line 1, column 43", refused);
+            Assert.Contains("group:ghost is not defined in groups", refused);
+            Assert.Contains("ops may ssh to servers", (await Weft("policy", "get", "--tailnet", tailnet)).Output);
+        }
+        finally
+        {
+            File.Delete(file);
+            File.Delete(broken);
+        }
+    }
+
     public void Dispose()
     {
         foreach (var process in _running)

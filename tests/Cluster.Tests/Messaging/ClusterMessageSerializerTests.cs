@@ -101,6 +101,13 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new LookupMachine(Key),
         new MachineBinding(Key, "tn_abc", "dev_a"),
         new EnsureCoordinatorKey(Key),
+        new SetPolicy("tn_abc", "{\"acls\": []}", At),
+        new GetPolicy("tn_abc"),
+        new ValidatePolicy("tn_abc", "{}"),
+        new CheckAccess("tn_abc", "alice@example.com", "tag:web:443", "tcp"),
+        new PolicyInfo("{}", 3, At),
+        new PolicyValidation([new Weft.Cluster.Policy.PolicyIssue(3, 7, "acls[0].src[1]", "group:x is not defined in groups")], 4, 2),
+        new AccessAnswer(true, 2, "acls[2] allows it"),
         new CoordinatorKeyIs(Key),
     ];
 

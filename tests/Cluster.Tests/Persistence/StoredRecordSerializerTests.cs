@@ -35,6 +35,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new NodeKeyExpiryChanged(30),
         new DnsSuffixChanged("corp.example.net"),
         new EphemeralTimeoutChanged(120),
+        new PolicyChanged("{ \"acls\": [] } // none", 4, At),
         new TailnetDeleted(At),
         new TailnetState("tn_abc", TailnetLifecycle.Active, Settings, At),
         new TailnetState("tn_abc", TailnetLifecycle.Active, Settings, At)
@@ -43,6 +44,9 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
             AuthKeys = ImmutableSortedDictionary<string, AuthKey>.Empty.Add(TaggedKey.KeyId, TaggedKey),
             Devices = ImmutableSortedDictionary<string, DeviceEntry>.Empty.Add(Laptop.DeviceId, Laptop).Add(Server.DeviceId, Server),
             NextAddressOffset = 3,
+            PolicyText = "{ \"acls\": [] }",
+            PolicyVersion = 5,
+            PolicyUpdatedAt = At,
         },
         new UserCreated(Alice),
         new UserDeleted("usr_alice"),

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Weft.Cluster.Policy;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Control;
 
@@ -28,11 +29,12 @@ public class PeerFanOutTests
     private static DeltaAccumulator Collect(TailnetState state, ITailnetCommand command, out TailnetState after)
     {
         var into = new DeltaAccumulator();
+        var engine = PolicyEngine.Compile(state.Policy, state.PolicyDevices());
         after = state;
         foreach (var e in state.Process(command).Events)
         {
             var next = after.Apply(e);
-            PeerFanOut.Collect(e, after, next, _ => true, into);
+            PeerFanOut.Collect(e, after, next, engine.Follow(e, next), engine, _ => true, into);
             after = next;
         }
         return into;

@@ -14,6 +14,10 @@ public class TailnetMembersTests
 
     private static string Hex(char c) => new(c, 64);
 
+    /// <summary>Who the device sees under the tailnet's policy (the default: everyone active).</summary>
+    private static IEnumerable<string> PeersOf(TailnetState state, string deviceId) =>
+        Weft.Cluster.Policy.PolicyEngine.Compile(state.Policy, state.PolicyDevices()).VisiblePeers(deviceId);
+
     private static TailnetState Active() =>
         TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
 
@@ -53,7 +57,7 @@ public class TailnetMembersTests
         Assert.Equal("100.64.0.2", b.Ipv4);
         Assert.Equal(Now.AddDays(TailnetRules.DefaultSettings("acme").NodeKeyExpiryDays), a.KeyExpiry);
         Assert.Equal(2, state.AuthKeys["k1"].Uses);
-        Assert.Equal(["dev_b"], state.PeersOf("dev_a").Select(d => d.DeviceId));
+        Assert.Equal(["dev_b"], PeersOf(state, "dev_a"));
     }
 
     [Fact]
@@ -97,13 +101,13 @@ public class TailnetMembersTests
         state = Run(state, Register("dev_p", 'p', '9', null));
 
         Assert.Equal(DeviceStatus.Pending, state.Devices["dev_p"].Status);
-        Assert.Empty(state.PeersOf("dev_a"));
-        Assert.Empty(state.PeersOf("dev_p"));
+        Assert.Empty(PeersOf(state, "dev_a"));
+        Assert.Empty(PeersOf(state, "dev_p"));
 
         state = Run(state, new ApproveDevice(T, "dev_p", Now));
         Assert.Equal(DeviceStatus.Active, state.Devices["dev_p"].Status);
         Assert.NotNull(state.Devices["dev_p"].KeyExpiry);
-        Assert.Equal(["dev_p"], state.PeersOf("dev_a").Select(d => d.DeviceId));
+        Assert.Equal(["dev_p"], PeersOf(state, "dev_a"));
     }
 
     [Fact]
@@ -161,7 +165,7 @@ public class TailnetMembersTests
 
         Assert.Equal(DeviceStatus.Expired, state.Devices["dev_a"].Status);
         Assert.Equal(DeviceStatus.Active, state.Devices["dev_b"].Status);
-        Assert.Empty(state.PeersOf("dev_b"));
+        Assert.Empty(PeersOf(state, "dev_b"));
         Assert.Equal(ControlErrorCodes.DeviceExpired, Refused(state, Register("dev_x", 'a', '1', null)).Code);
         // An auth key re-authorises it, with its old identity and addresses.
         var address = state.Devices["dev_a"].Ipv4;

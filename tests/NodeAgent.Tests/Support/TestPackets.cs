@@ -35,4 +35,41 @@ public static class TestPackets
         packet.AsSpan(40).Fill(fill);
         return packet;
     }
+
+    /// <summary>An IPv4 TCP segment with the given flags (0x02 SYN, 0x12 SYN-ACK, 0x10 ACK).</summary>
+    public static byte[] Tcp4(string source, string destination, int sourcePort, int destinationPort, byte flags = 0x02)
+    {
+        var packet = Ipv4(source, destination, Tcp, payloadLength: 20, fill: 0);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(20), (ushort)sourcePort);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(22), (ushort)destinationPort);
+        packet[32] = 0x50;
+        packet[33] = flags;
+        return packet;
+    }
+
+    public static byte[] Udp4(string source, string destination, int sourcePort, int destinationPort)
+    {
+        var packet = Ipv4(source, destination, Udp, payloadLength: 16, fill: 0);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(20), (ushort)sourcePort);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(22), (ushort)destinationPort);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(24), 16);
+        return packet;
+    }
+
+    /// <summary>An ICMP echo request (type 8) or reply (type 0) with an identifier.</summary>
+    public static byte[] Echo4(string source, string destination, byte type, int identifier)
+    {
+        var packet = Ipv4(source, destination, Icmp, payloadLength: 16, fill: 0);
+        packet[20] = type;
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(24), (ushort)identifier);
+        return packet;
+    }
+
+    public static byte[] Udp6(string source, string destination, int sourcePort, int destinationPort)
+    {
+        var packet = Ipv6(source, destination, Udp, payloadLength: 16, fill: 0);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(40), (ushort)sourcePort);
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(42), (ushort)destinationPort);
+        return packet;
+    }
 }

@@ -1,0 +1,108 @@
+using System.Collections.Immutable;
+using System.Net;
+
+namespace Weft.Cluster.Policy;
+
+/// <summary>The answer to "may this source reach this destination?", with the rule that allows it.</summary>
+public sealed record AccessDecision(bool Allowed, int? RuleIndex, string Explanation);
+
+/// <summary>
+/// Answers policy questions the way a policy's <c>tests</c> ask them: from one user, group, tag, host
+/// or IP to one destination and port. Users, groups and tags are matched by identity; an IP or host
+/// also counts as the device that has that address, if there is one.
+/// </summary>
+public static class PolicyChecks
+{
+    private const int DefaultTestProtocol = IpProtocols.Tcp;
+
+    /// <summary>Runs every test of the policy; each failure is an issue at the test's location.</summary>
+    public static ImmutableArray<PolicyIssue> RunTests(TailnetPolicy policy, IReadOnlyCollection<PolicyDevice> devices)
+    {
+        var issues = new List<PolicyIssue>();
+        foreach (var test in policy.Tests)
+        {
+            var path = $"tests[{test.Index}]";
+            foreach (var destination in test.Accept)
+            {
+                var decision = Check(policy, test.Source, destination, test.Protocol, devices);
+                if (!decision.Allowed)
+                    issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be accepted, but {decision.Explanation}"));
+            }
+            foreach (var destination in test.Deny)
+            {
+                var decision = Check(policy, test.Source, destination, test.Protocol, devices);
+                if (decision.Allowed)
+                    issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be denied, but {decision.Explanation}"));
+            }
+        }
+        return [.. issues];
+    }
+
+    /// <summary>
+    /// May <paramref name="source"/> reach <paramref name="destination"/> (<c>target:port</c>) over
+    /// <paramref name="protocol"/> (default tcp)? A group is allowed only if every member is.
+    /// </summary>
+    public static AccessDecision Check(TailnetPolicy policy, string source, string destination, string? protocol, IReadOnlyCollection<PolicyDevice> devices)
+    {
+        var protocols = protocol is null ? [DefaultTestProtocol]
+            : IpProtocols.ByName.TryGetValue(protocol, out var named) ? named
+            : int.TryParse(protocol, out var number) && number is >= 1 and <= 255 ? [number]
+            : throw new ArgumentException($"unknown proto \"{protocol}\"");
+        var colon = destination.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(destination[(colon + 1)..], out var port) || port is < 0 or > 65535)
+            throw new ArgumentException($"\"{destination}\" is not target:port");
+        var target = destination[..colon].Trim('[', ']');
+
+        var sources = Principals(policy, source, devices);
+        var targets = Principals(policy, target, devices);
+        if (sources.Count == 0) throw new ArgumentException($"\"{source}\" names no user, group, tag, host or IP");
+        if (targets.Count == 0) throw new ArgumentException($"\"{target}\" names no user, group, tag, host or IP");
+
+        AccessDecision? last = null;
+        foreach (var from in sources)
+        {
+            foreach (var to in targets)
+            {
+                last = Decide(policy, from, to, port, protocols);
+                if (!last.Allowed) return last with { Explanation = $"no rule allows it{(sources.Count > 1 ? $" (for {from.User})" : "")}" };
+            }
+        }
+        return last!;
+    }
+
+    private static AccessDecision Decide(TailnetPolicy policy, Principal from, Principal to, int port, int[] protocols)
+    {
+        foreach (var rule in policy.Rules)
+        {
+            if (!protocols.Any(p => rule.EffectiveProtocols.Contains(p))) continue;
+            if (!rule.Sources.Any(s => s.Matches(from))) continue;
+            foreach (var entry in rule.Destinations)
+            {
+                if (!entry.AllowsPort(port)) continue;
+                var matches = entry.Target is SelfAlias
+                    ? from.User is not null && to.User is not null && string.Equals(from.User, to.User, StringComparison.OrdinalIgnoreCase)
+                    : entry.Target.Matches(to);
+                if (matches) return new AccessDecision(true, rule.Index, $"acls[{rule.Index}] allows it");
+            }
+        }
+        return new AccessDecision(false, null, "no rule allows it");
+    }
+
+    private static List<Principal> Principals(TailnetPolicy policy, string text, IReadOnlyCollection<PolicyDevice> devices)
+    {
+        if (text.StartsWith("group:", StringComparison.Ordinal))
+            return policy.Groups.TryGetValue(text, out var users) ? [.. users.Select(u => new Principal(u, [], []))] : [];
+        if (text.StartsWith("tag:", StringComparison.Ordinal)) return [new Principal(null, [text], [])];
+        if (text.Contains('@')) return [new Principal(text, [], [])];
+        IPNetwork prefix;
+        if (policy.Hosts.TryGetValue(text, out var host)) prefix = host;
+        else if (IPAddress.TryParse(text, out var address)) prefix = new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+        else if (IPNetwork.TryParse(text, out var network)) prefix = network;
+        else return [];
+        // A single address that belongs to a device is that device, with its identity.
+        var device = prefix.PrefixLength is 32 or 128
+            ? devices.FirstOrDefault(d => IPAddress.Parse(d.Ipv4).Equals(prefix.BaseAddress) || IPAddress.Parse(d.Ipv6).Equals(prefix.BaseAddress))
+            : null;
+        return [device?.Principal ?? new Principal(null, [], [prefix])];
+    }
+}

@@ -1,0 +1,140 @@
+using System.Collections.Immutable;
+using System.Net;
+
+namespace Weft.Cluster.Policy;
+
+// A parsed, validated tailnet policy (Tailscale's format and meaning). Everything here is
+// immutable and free of devices: the PolicyEngine applies it to the tailnet's devices.
+
+/// <summary>What an alias is matched against: a device, or the identity a policy test names.</summary>
+public sealed record Principal(string? User, ImmutableArray<string> Tags, ImmutableArray<IPNetwork> Prefixes)
+{
+    public bool IsTagged => !Tags.IsDefaultOrEmpty;
+
+    /// <summary>A device's facts: untagged devices belong to their user; tagged ones to their tags.</summary>
+    public static Principal OfDevice(string? user, ImmutableArray<string> tags, params string[] addresses) =>
+        new(tags.IsDefaultOrEmpty ? user : null, tags.IsDefault ? [] : tags,
+            [.. addresses.Select(a => IPAddress.Parse(a)).Select(a => new IPNetwork(a, a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128))]);
+}
+
+/// <summary>A name for a set of sources or destinations, as written in <c>src</c> and <c>dst</c>.</summary>
+public abstract record Alias(string Text)
+{
+    public abstract bool Matches(Principal principal);
+
+    public override string ToString() => Text;
+}
+
+/// <summary><c>*</c>: every device (and, as a source, any address).</summary>
+public sealed record AnyAlias() : Alias("*")
+{
+    public override bool Matches(Principal principal) => true;
+}
+
+/// <summary>A user's untagged devices.</summary>
+public sealed record UserAlias(string User) : Alias(User)
+{
+    public override bool Matches(Principal principal) => principal.User is { } user && string.Equals(user, User, StringComparison.OrdinalIgnoreCase);
+}
+
+/// <summary>The untagged devices of every user in the group (members resolved when the policy was parsed).</summary>
+public sealed record GroupAlias(string Group, ImmutableArray<string> Users) : Alias(Group)
+{
+    private readonly HashSet<string> _members = new(Users, StringComparer.OrdinalIgnoreCase);
+
+    public override bool Matches(Principal principal) => principal.User is { } user && _members.Contains(user);
+}
+
+public sealed record TagAlias(string Tag) : Alias(Tag)
+{
+    public override bool Matches(Principal principal) => principal.Tags.Contains(Tag);
+}
+
+/// <summary>An address range: a literal IP or CIDR, or a name from <c>hosts</c>.</summary>
+public sealed record PrefixAlias(string Name, IPNetwork Prefix) : Alias(Name)
+{
+    public override bool Matches(Principal principal) =>
+        principal.Prefixes.Any(p => p.BaseAddress.AddressFamily == Prefix.BaseAddress.AddressFamily && p.PrefixLength >= Prefix.PrefixLength && Prefix.Contains(p.BaseAddress));
+}
+
+/// <summary><c>autogroup:member</c>: every device owned by a user (not tagged).</summary>
+public sealed record MemberAlias() : Alias("autogroup:member")
+{
+    public override bool Matches(Principal principal) => principal.User is not null;
+}
+
+/// <summary><c>autogroup:tagged</c>: every tagged device.</summary>
+public sealed record TaggedAlias() : Alias("autogroup:tagged")
+{
+    public override bool Matches(Principal principal) => principal.IsTagged;
+}
+
+/// <summary><c>autogroup:self</c> (destinations only): the source user's own untagged devices.</summary>
+public sealed record SelfAlias() : Alias("autogroup:self")
+{
+    public override bool Matches(Principal principal) => principal.User is not null;
+}
+
+public readonly record struct PortRange(int First, int Last)
+{
+    public static readonly PortRange All = new(0, 65535);
+
+    public bool Contains(int port) => port >= First && port <= Last;
+
+    public override string ToString() => First == Last ? First.ToString() : First == 0 && Last == 65535 ? "*" : $"{First}-{Last}";
+}
+
+/// <summary>One <c>dst</c> entry: a target and its ports.</summary>
+public sealed record Destination(Alias Target, ImmutableArray<PortRange> Ports, string Text)
+{
+    public bool AllowsPort(int port) => Ports.Any(p => p.Contains(port));
+}
+
+/// <summary>One <c>acls</c> entry. <see cref="Protocols"/> empty means the default: TCP, UDP, ICMP and ICMPv6.</summary>
+public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, ImmutableArray<Destination> Destinations, ImmutableArray<int> Protocols)
+{
+    public static readonly ImmutableArray<int> DefaultProtocols = [IpProtocols.Tcp, IpProtocols.Udp, IpProtocols.Icmp, IpProtocols.IcmpV6];
+
+    public ImmutableArray<int> EffectiveProtocols => Protocols.IsDefaultOrEmpty ? DefaultProtocols : Protocols;
+
+    /// <summary>A stable text form: two rules with the same key compile to the same thing.</summary>
+    public string Key => $"{string.Join(",", Sources.Select(s => s is GroupAlias g ? g.Group + "=" + string.Join("+", g.Users) : s.Text))}"
+        + $" -> {string.Join(",", Destinations.Select(d => d.Text))} proto {string.Join(",", Protocols)}";
+}
+
+/// <summary>One <c>tests</c> entry, checked on every save.</summary>
+public sealed record PolicyTest(int Index, string Source, string? Protocol, ImmutableArray<string> Accept, ImmutableArray<string> Deny, int Line, int Column);
+
+public sealed record TailnetPolicy(
+    ImmutableSortedDictionary<string, ImmutableArray<string>> Groups,
+    ImmutableSortedDictionary<string, ImmutableArray<string>> TagOwners,
+    ImmutableSortedDictionary<string, IPNetwork> Hosts,
+    ImmutableArray<AccessRule> Rules,
+    ImmutableArray<PolicyTest> Tests)
+{
+    /// <summary>What a new tailnet gets, as Tailscale does: every device may reach every other.</summary>
+    public const string DefaultText = """
+        // Weft's default policy, as Tailscale's: every device may reach every other on any port.
+        {
+          "acls": [
+            { "action": "accept", "src": ["*"], "dst": ["*:*"] },
+          ],
+        }
+        """;
+}
+
+public static class IpProtocols
+{
+    public const int Icmp = 1, Igmp = 2, IpInIp = 4, Tcp = 6, Egp = 8, Igp = 9, Udp = 17, Gre = 47, Esp = 50, Ah = 51, IcmpV6 = 58, Sctp = 132;
+
+    /// <summary>Tailscale's protocol names; "icmp" covers ICMP over IPv4 and IPv6.</summary>
+    public static readonly IReadOnlyDictionary<string, int[]> ByName = new Dictionary<string, int[]>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["icmp"] = [Icmp, IcmpV6], ["igmp"] = [Igmp], ["ipv4"] = [IpInIp], ["ip-in-ip"] = [IpInIp], ["tcp"] = [Tcp], ["egp"] = [Egp],
+        ["igp"] = [Igp], ["udp"] = [Udp], ["gre"] = [Gre], ["esp"] = [Esp], ["ah"] = [Ah], ["ipv6-icmp"] = [IcmpV6], ["icmpv6"] = [IcmpV6],
+        ["sctp"] = [Sctp],
+    };
+
+    /// <summary>Protocols whose packets carry ports; rules for the others must use <c>*</c>.</summary>
+    public static bool HasPorts(int protocol) => protocol is Tcp or Udp or Sctp;
+}

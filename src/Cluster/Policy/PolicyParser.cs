@@ -1,0 +1,467 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Net;
+using System.Text.RegularExpressions;
+
+namespace Weft.Cluster.Policy;
+
+/// <summary>A problem in a policy: where it is (line, column and the JSON path) and what is wrong.</summary>
+public sealed record PolicyIssue(int Line, int Column, string Path, string Message)
+{
+    public override string ToString() => $"line {Line}, column {Column} ({Path}): {Message}";
+}
+
+public sealed record PolicyParseResult(TailnetPolicy? Policy, ImmutableArray<PolicyIssue> Issues)
+{
+    public bool IsValid => Policy is not null && Issues.IsEmpty;
+}
+
+/// <summary>
+/// Reads a Tailscale-format policy (HuJSON) into a <see cref="TailnetPolicy"/>, checking every name
+/// it uses. It reports every problem it finds, each with its location, rather than the first only.
+/// Parts of Tailscale's format that Weft does not implement are errors that say so.
+/// </summary>
+public sealed partial class PolicyParser
+{
+    public const int MaxIssues = 50;
+
+    private static readonly HashSet<string> NotSupportedSections = new(StringComparer.Ordinal)
+    {
+        "grants", "ssh", "sshTests", "postures", "defaultSrcPosture", "nodeAttrs", "autoApprovers", "derpMap", "disableIPv4",
+        "randomizeClientPort", "ipsets", "attrs", "onePasswordCapabilities",
+    };
+
+    private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
+    {
+        "autogroup:admin", "autogroup:owner", "autogroup:it-admin", "autogroup:network-admin", "autogroup:billing-admin",
+        "autogroup:auditor", "autogroup:shared", "autogroup:internet", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
+    };
+
+    private readonly List<PolicyIssue> _issues = [];
+    private readonly Dictionary<string, ImmutableArray<string>> _groups = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ImmutableArray<string>> _tagOwners = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, IPNetwork> _hosts = new(StringComparer.Ordinal);
+
+    [GeneratedRegex("^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", RegexOptions.CultureInvariant)]
+    private static partial Regex TagName();
+
+    [GeneratedRegex("^group:[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$", RegexOptions.CultureInvariant)]
+    private static partial Regex GroupName();
+
+    [GeneratedRegex("^[a-z0-9]([a-z0-9.-]{0,62})$", RegexOptions.CultureInvariant)]
+    private static partial Regex HostName();
+
+    public static PolicyParseResult Parse(string text)
+    {
+        HuValue root;
+        try
+        {
+            root = HuJson.Parse(text);
+        }
+        catch (HuJsonException e)
+        {
+            return new PolicyParseResult(null, [new PolicyIssue(e.Line, e.Column, "", e.Reason)]);
+        }
+        return new PolicyParser().Read(root);
+    }
+
+    private void Issue(int line, int column, string path, string message)
+    {
+        if (_issues.Count < MaxIssues) _issues.Add(new PolicyIssue(line, column, path, message));
+    }
+
+    private void Issue(HuValue at, string path, string message) => Issue(at.Line, at.Column, path, message);
+
+    private PolicyParseResult Read(HuValue root)
+    {
+        if (root.Kind != HuKind.Object)
+        {
+            Issue(root, "", $"a policy is an object, not {root.Describe()}");
+            return new PolicyParseResult(null, [.. _issues]);
+        }
+        HuValue? acls = null, tests = null;
+        // Names first (groups, tags, hosts), so that rules may use names defined after them.
+        foreach (var member in root.Members)
+        {
+            switch (member.Name)
+            {
+                case "groups": ReadGroups(member.Value); break;
+                case "tagOwners": ReadTagOwners(member.Value); break;
+                case "hosts": ReadHosts(member.Value); break;
+                case "acls": acls = member.Value; break;
+                case "tests": tests = member.Value; break;
+                case var name when NotSupportedSections.Contains(name):
+                    Issue(member.Line, member.Column, name, $"\"{name}\" is not supported yet by Weft; remove it (Weft implements acls, groups, tagOwners, hosts and tests)");
+                    break;
+                default:
+                    Issue(member.Line, member.Column, member.Name, $"unknown field \"{member.Name}\"; a policy has acls, groups, tagOwners, hosts and tests");
+                    break;
+            }
+        }
+        CheckTagOwnerReferences();
+        var rules = acls is null ? [] : ReadRules(acls);
+        var policyTests = tests is null ? [] : ReadTests(tests);
+        if (_issues.Count > 0) return new PolicyParseResult(null, [.. _issues]);
+        var policy = new TailnetPolicy(
+            _groups.ToImmutableSortedDictionary(StringComparer.Ordinal), _tagOwners.ToImmutableSortedDictionary(StringComparer.Ordinal),
+            _hosts.ToImmutableSortedDictionary(StringComparer.Ordinal), rules, policyTests);
+        return new PolicyParseResult(policy, []);
+    }
+
+    private IEnumerable<HuMember> MembersOf(HuValue value, string path)
+    {
+        if (value.Kind == HuKind.Object) return value.Members;
+        Issue(value, path, $"expected an object, found {value.Describe()}");
+        return [];
+    }
+
+    private IEnumerable<(HuValue Item, string Path)> ItemsOf(HuValue value, string path)
+    {
+        if (value.Kind == HuKind.Array) return value.Items.Select((item, i) => (item, $"{path}[{i}]"));
+        Issue(value, path, $"expected an array, found {value.Describe()}");
+        return [];
+    }
+
+    private string? StringOf(HuValue value, string path)
+    {
+        if (value.Kind == HuKind.String) return value.Text;
+        Issue(value, path, $"expected a string, found {value.Describe()}");
+        return null;
+    }
+
+    private static bool IsUser(string text) => text.Contains('@') && !text.Contains(':') && !text.Any(char.IsWhiteSpace) && text.Length <= 128;
+
+    // ------------------------------------------------------------------ groups, tagOwners, hosts
+
+    private void ReadGroups(HuValue value)
+    {
+        foreach (var member in MembersOf(value, "groups"))
+        {
+            var path = $"groups[\"{member.Name}\"]";
+            if (!GroupName().IsMatch(member.Name))
+            {
+                Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a group name: groups are written group:<name>");
+                continue;
+            }
+            var users = new List<string>();
+            foreach (var (item, itemPath) in ItemsOf(member.Value, path))
+            {
+                if (StringOf(item, itemPath) is not { } entry) continue;
+                if (entry.StartsWith("group:", StringComparison.Ordinal))
+                    Issue(item, itemPath, $"{member.Name} contains {entry}: groups cannot contain other groups; list the users");
+                else if (entry.StartsWith("tag:", StringComparison.Ordinal) || entry.StartsWith("autogroup:", StringComparison.Ordinal))
+                    Issue(item, itemPath, $"{member.Name} contains {entry}: groups hold users only");
+                else if (!IsUser(entry))
+                    Issue(item, itemPath, $"\"{entry}\" is not a user: users are written like alice@example.com");
+                else users.Add(entry);
+            }
+            _groups[member.Name] = [.. users.Distinct(StringComparer.OrdinalIgnoreCase)];
+        }
+    }
+
+    private readonly List<(HuValue At, string Path, string Owner)> _ownerReferences = [];
+
+    private void ReadTagOwners(HuValue value)
+    {
+        foreach (var member in MembersOf(value, "tagOwners"))
+        {
+            var path = $"tagOwners[\"{member.Name}\"]";
+            if (!TagName().IsMatch(member.Name))
+            {
+                Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a tag: tags are written tag:<name> with a-z, 0-9 and '-'");
+                continue;
+            }
+            var owners = new List<string>();
+            foreach (var (item, itemPath) in ItemsOf(member.Value, path))
+            {
+                if (StringOf(item, itemPath) is not { } owner) continue;
+                owners.Add(owner);
+                _ownerReferences.Add((item, itemPath, owner));
+            }
+            _tagOwners[member.Name] = [.. owners];
+        }
+    }
+
+    private void CheckTagOwnerReferences()
+    {
+        foreach (var (at, path, owner) in _ownerReferences)
+        {
+            if (owner.StartsWith("group:", StringComparison.Ordinal) && !_groups.ContainsKey(owner))
+                Issue(at, path, $"{owner} is not defined in groups");
+            else if (owner.StartsWith("tag:", StringComparison.Ordinal) && !_tagOwners.ContainsKey(owner))
+                Issue(at, path, $"{owner} is not defined in tagOwners");
+            else if (owner.StartsWith("autogroup:", StringComparison.Ordinal) && owner is not ("autogroup:admin" or "autogroup:member" or "autogroup:owner"))
+                Issue(at, path, $"{owner} cannot own tags");
+            else if (!owner.Contains(':') && !IsUser(owner))
+                Issue(at, path, $"\"{owner}\" is not a user, group or tag");
+        }
+    }
+
+    private void ReadHosts(HuValue value)
+    {
+        foreach (var member in MembersOf(value, "hosts"))
+        {
+            var path = $"hosts[\"{member.Name}\"]";
+            if (!HostName().IsMatch(member.Name) || IPAddress.TryParse(member.Name, out _))
+            {
+                Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a host name: use lowercase letters, digits, '-' and '.'");
+                continue;
+            }
+            if (StringOf(member.Value, path) is not { } text) continue;
+            if (TryPrefix(text) is { } prefix) _hosts[member.Name] = prefix;
+            else Issue(member.Value, path, $"\"{text}\" is not an IP address or CIDR prefix");
+        }
+    }
+
+    /// <summary>An IP (as a /32 or /128) or a CIDR that names its network (100.64.0.0/10, not 100.64.1.2/10).</summary>
+    private static IPNetwork? TryPrefix(string text)
+    {
+        if (text.Contains('%')) return null;
+        if (text.Contains('/')) return IPNetwork.TryParse(text, out var network) ? network : null;
+        return IPAddress.TryParse(text, out var address)
+            ? new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128)
+            : null;
+    }
+
+    // ------------------------------------------------------------------ aliases
+
+    /// <summary>Resolves one src or dst target; reports and returns null when it names nothing.</summary>
+    private Alias? ReadAlias(string text, HuValue at, string path, bool destination)
+    {
+        if (text == "*") return new AnyAlias();
+        if (text.StartsWith("autogroup:", StringComparison.Ordinal))
+        {
+            switch (text)
+            {
+                case "autogroup:member": return new MemberAlias();
+                case "autogroup:tagged": return new TaggedAlias();
+                case "autogroup:self" when destination: return new SelfAlias();
+                case "autogroup:self":
+                    Issue(at, path, "autogroup:self can only be a destination");
+                    return null;
+                case var known when NotSupportedAutogroups.Contains(known):
+                    Issue(at, path, $"{known} is not supported yet by Weft (supported: autogroup:member, autogroup:tagged, autogroup:self)");
+                    return null;
+                default:
+                    Issue(at, path, $"unknown autogroup \"{text}\" (supported: autogroup:member, autogroup:tagged, autogroup:self)");
+                    return null;
+            }
+        }
+        if (text.StartsWith("group:", StringComparison.Ordinal))
+        {
+            if (_groups.TryGetValue(text, out var users)) return new GroupAlias(text, users);
+            Issue(at, path, $"{text} is not defined in groups");
+            return null;
+        }
+        if (text.StartsWith("tag:", StringComparison.Ordinal))
+        {
+            if (_tagOwners.ContainsKey(text)) return new TagAlias(text);
+            Issue(at, path, TagName().IsMatch(text) ? $"{text} is not defined in tagOwners" : $"\"{text}\" is not a valid tag");
+            return null;
+        }
+        if (IsUser(text)) return new UserAlias(text);
+        if (_hosts.TryGetValue(text, out var host)) return new PrefixAlias(text, host);
+        if (TryPrefix(text) is { } prefix) return new PrefixAlias(text, prefix);
+        Issue(at, path, text.Contains('/') || text.Contains('.') && text.All(c => char.IsAsciiDigit(c) || c is '.' or '/')
+            ? $"\"{text}\" is not a valid IP address or CIDR prefix"
+            : $"\"{text}\" is not a user, group:, tag:, autogroup:, IP, CIDR or a host defined in hosts");
+        return null;
+    }
+
+    private ImmutableArray<PortRange>? ReadPorts(string text, HuValue at, string path)
+    {
+        if (text == "*") return [PortRange.All];
+        var ranges = new List<PortRange>();
+        foreach (var part in text.Split(','))
+        {
+            var dash = part.IndexOf('-');
+            var (firstText, lastText) = dash < 0 ? (part, part) : (part[..dash], part[(dash + 1)..]);
+            if (!int.TryParse(firstText, NumberStyles.None, CultureInfo.InvariantCulture, out var first) ||
+                !int.TryParse(lastText, NumberStyles.None, CultureInfo.InvariantCulture, out var last))
+            {
+                Issue(at, path, $"\"{part}\" is not a port: use a number, a range like 8000-8099, a comma-separated list, or *");
+                return null;
+            }
+            if (first is < 0 or > 65535 || last is < 0 or > 65535)
+            {
+                Issue(at, path, $"port {(first is < 0 or > 65535 ? first : last)} is out of range (0-65535)");
+                return null;
+            }
+            if (first > last)
+            {
+                Issue(at, path, $"port range {part} runs backwards");
+                return null;
+            }
+            ranges.Add(new PortRange(first, last));
+        }
+        return [.. ranges];
+    }
+
+    /// <summary>Splits "target:ports" at the last colon ("[v6]:ports" for IPv6 addresses).</summary>
+    private Destination? ReadDestination(string text, HuValue at, string path)
+    {
+        string target, ports;
+        if (text.StartsWith('['))
+        {
+            var close = text.IndexOf("]:", StringComparison.Ordinal);
+            if (close < 0)
+            {
+                Issue(at, path, $"\"{text}\" needs ports: write [address]:ports");
+                return null;
+            }
+            (target, ports) = (text[1..close], text[(close + 2)..]);
+        }
+        else
+        {
+            var colon = text.LastIndexOf(':');
+            if (colon <= 0 || colon == text.Length - 1 || text is "tag:" or "group:" || text.StartsWith("tag:", StringComparison.Ordinal) && text.IndexOf(':') == colon
+                || text.StartsWith("group:", StringComparison.Ordinal) && text.IndexOf(':') == colon || text.StartsWith("autogroup:", StringComparison.Ordinal) && text.IndexOf(':') == colon)
+            {
+                Issue(at, path, $"\"{text}\" needs ports: destinations are written target:ports, for example tag:web:443 or *:*");
+                return null;
+            }
+            (target, ports) = (text[..colon], text[(colon + 1)..]);
+        }
+        var alias = ReadAlias(target, at, path, destination: true);
+        var ranges = ReadPorts(ports, at, path);
+        return alias is null || ranges is null ? null : new Destination(alias, ranges.Value, text);
+    }
+
+    private ImmutableArray<int>? ReadProtocol(HuValue value, string path)
+    {
+        if (StringOf(value, path) is not { } text) return null;
+        if (IpProtocols.ByName.TryGetValue(text, out var known)) return [.. known];
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is >= 1 and <= 255) return [number];
+        Issue(value, path, $"unknown proto \"{text}\": use tcp, udp, icmp, sctp, gre, esp, ah, igmp, ipv4, egp, igp, ipv6-icmp, or an IANA number 1-255");
+        return null;
+    }
+
+    // ------------------------------------------------------------------ acls
+
+    private ImmutableArray<AccessRule> ReadRules(HuValue acls)
+    {
+        var rules = new List<AccessRule>();
+        foreach (var (item, path) in ItemsOf(acls, "acls"))
+        {
+            if (item.Kind != HuKind.Object)
+            {
+                Issue(item, path, $"an access rule is an object, found {item.Describe()}");
+                continue;
+            }
+            HuValue? src = null, dst = null, proto = null;
+            var hasAction = false;
+            foreach (var member in item.Members)
+            {
+                var memberPath = $"{path}.{member.Name}";
+                switch (member.Name)
+                {
+                    case "action":
+                        hasAction = true;
+                        if (StringOf(member.Value, memberPath) is { } action && action != "accept")
+                            Issue(member.Value, memberPath, $"action \"{action}\" is not allowed: the only action is \"accept\" (everything else is denied)");
+                        break;
+                    case "src" or "users":
+                        if (src is not null) Issue(member.Line, member.Column, memberPath, "give src or its legacy name users, not both");
+                        src = member.Value;
+                        break;
+                    case "dst" or "ports":
+                        if (dst is not null) Issue(member.Line, member.Column, memberPath, "give dst or its legacy name ports, not both");
+                        dst = member.Value;
+                        break;
+                    case "proto":
+                        proto = member.Value;
+                        break;
+                    case "srcPosture" or "via":
+                        Issue(member.Line, member.Column, memberPath, $"\"{member.Name}\" is not supported yet by Weft");
+                        break;
+                    default:
+                        Issue(member.Line, member.Column, memberPath, $"unknown field \"{member.Name}\"; an access rule has action, src, dst and proto");
+                        break;
+                }
+            }
+            if (!hasAction) Issue(item, path, "missing \"action\": \"accept\"");
+            if (src is null) Issue(item, path, "missing \"src\"");
+            if (dst is null) Issue(item, path, "missing \"dst\"");
+            if (src is null || dst is null) continue;
+
+            var sources = new List<Alias>();
+            foreach (var (entry, entryPath) in ItemsOf(src, $"{path}.src"))
+                if (StringOf(entry, entryPath) is { } text && ReadAlias(text, entry, entryPath, destination: false) is { } alias) sources.Add(alias);
+            var destinations = new List<Destination>();
+            foreach (var (entry, entryPath) in ItemsOf(dst, $"{path}.dst"))
+                if (StringOf(entry, entryPath) is { } text && ReadDestination(text, entry, entryPath) is { } destination) destinations.Add(destination);
+            ImmutableArray<int> protocols = [];
+            if (proto is not null && ReadProtocol(proto, $"{path}.proto") is { } read)
+            {
+                protocols = read;
+                if (!protocols.Any(IpProtocols.HasPorts))
+                {
+                    foreach (var (entry, entryPath) in ItemsOf(dst, $"{path}.dst"))
+                        if (entry.Text is { } text && !text.EndsWith(":*", StringComparison.Ordinal))
+                            Issue(entry, entryPath, $"proto {proto.Text} has no ports: write the destination with :*");
+                }
+            }
+            if (src.Kind == HuKind.Array && src.Items.Count == 0) Issue(src, $"{path}.src", "src is empty: the rule would allow nothing");
+            if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", "dst is empty: the rule would allow nothing");
+            if (destinations.Any(d => d.Target is SelfAlias) && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
+                Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
+            rules.Add(new AccessRule(rules.Count, [.. sources], [.. destinations], protocols));
+        }
+        return [.. rules];
+    }
+
+    // ------------------------------------------------------------------ tests
+
+    private ImmutableArray<PolicyTest> ReadTests(HuValue tests)
+    {
+        var result = new List<PolicyTest>();
+        foreach (var (item, path) in ItemsOf(tests, "tests"))
+        {
+            if (item.Kind != HuKind.Object)
+            {
+                Issue(item, path, $"a test is an object, found {item.Describe()}");
+                continue;
+            }
+            string? source = null, protocol = null;
+            var accept = new List<string>();
+            var deny = new List<string>();
+            foreach (var member in item.Members)
+            {
+                var memberPath = $"{path}.{member.Name}";
+                switch (member.Name)
+                {
+                    case "src":
+                        source = StringOf(member.Value, memberPath);
+                        if (source is "*" or "autogroup:member" or "autogroup:tagged")
+                        {
+                            Issue(member.Value, memberPath, $"a test's src is one user, group, tag, host or IP, not {source}");
+                            source = null;
+                        }
+                        else if (source is not null && ReadAlias(source, member.Value, memberPath, destination: false) is null) source = null;
+                        break;
+                    case "proto":
+                        protocol = ReadProtocol(member.Value, memberPath) is not null ? member.Value.Text : null;
+                        break;
+                    case "accept" or "deny":
+                        var into = member.Name == "accept" ? accept : deny;
+                        foreach (var (entry, entryPath) in ItemsOf(member.Value, memberPath))
+                        {
+                            if (StringOf(entry, entryPath) is not { } text || ReadDestination(text, entry, entryPath) is not { } destination) continue;
+                            if (destination.Ports.Length != 1 || destination.Ports[0].First != destination.Ports[0].Last)
+                                Issue(entry, entryPath, $"a test checks one port: write \"{destination.Target.Text}:22\", not \"{text}\"");
+                            else if (destination.Target is AnyAlias or SelfAlias or MemberAlias or TaggedAlias)
+                                Issue(entry, entryPath, $"a test checks a concrete destination (user, tag, host or IP), not {destination.Target.Text}");
+                            else into.Add(text);
+                        }
+                        break;
+                    default:
+                        Issue(member.Line, member.Column, memberPath, $"unknown field \"{member.Name}\"; a test has src, proto, accept and deny");
+                        break;
+                }
+            }
+            if (!item.Members.Any(m => m.Name == "src")) Issue(item, path, "missing \"src\"");
+            if (source is not null) result.Add(new PolicyTest(result.Count, source, protocol, [.. accept], [.. deny], item.Line, item.Column));
+        }
+        return [.. result];
+    }
+}

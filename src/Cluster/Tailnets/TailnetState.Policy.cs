@@ -1,0 +1,92 @@
+using System.Collections.Immutable;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Policy;
+
+namespace Weft.Cluster.Tailnets;
+
+// The tailnet's access policy: its text and version are stored; the parsed form is derived.
+public sealed partial record TailnetState
+{
+    private static readonly TailnetPolicy DefaultPolicy = PolicyParser.Parse(TailnetPolicy.DefaultText).Policy
+        ?? throw new InvalidOperationException("the default policy does not parse");
+
+    /// <summary>The policy as written; null while the tailnet has the default.</summary>
+    public string? PolicyText { get; init; }
+
+    public int PolicyVersion { get; init; } = 1;
+
+    public DateTimeOffset? PolicyUpdatedAt { get; init; }
+
+    private TailnetPolicy? _policy;
+
+    /// <summary>The parsed policy in force (parsed once per state that changed it).</summary>
+    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText).Policy ?? DefaultPolicy;
+
+    /// <summary>The active devices as the policy sees them (owner name, tags, addresses).</summary>
+    public IReadOnlyList<PolicyDevice> PolicyDevices() => [.. Devices.Values.Where(d => d.IsActive).Select(PolicyDeviceOf)];
+
+    public PolicyDevice PolicyDeviceOf(DeviceEntry device) =>
+        new(device.DeviceId, device.UserId is { } id && Users.TryGetValue(id, out var user) ? user.Name : null, device.Tags, device.Ipv4, device.Ipv6);
+
+    public PolicyInfo PolicyInfo() => new(PolicyText ?? TailnetPolicy.DefaultText, PolicyVersion, PolicyUpdatedAt ?? CreatedAt);
+
+    /// <summary>Parses a candidate policy and runs its tests against this tailnet's devices.</summary>
+    public PolicyValidation Validate(string text)
+    {
+        var parsed = PolicyParser.Parse(text);
+        if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
+        var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
+        return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
+    }
+
+    private Decision<ITailnetEvent> SetPolicyDecision(SetPolicy command)
+    {
+        var validation = Validate(command.Text);
+        if (validation.Issues.Count > 0)
+            return Decision<ITailnetEvent>.Reject(new Rejection(Contracts.Admin.ApiErrorCodes.PolicyInvalid,
+                $"the policy was refused ({validation.Issues.Count} problem(s)); the old one stays in force: {string.Join("; ", validation.Issues.Take(10))}"));
+        if (command.Text == (PolicyText ?? TailnetPolicy.DefaultText)) return Decision<ITailnetEvent>.Unchanged;
+        return Decision<ITailnetEvent>.Accept(new PolicyChanged(command.Text, PolicyVersion + 1, command.At));
+    }
+
+    private TailnetState ApplyPolicy(PolicyChanged changed) =>
+        this with { PolicyText = changed.Text, PolicyVersion = changed.Version, PolicyUpdatedAt = changed.At, _policy = null };
+
+    /// <summary>An <see cref="AccessAnswer"/>, or a <see cref="Rejection"/> when the question itself is malformed.</summary>
+    public object CheckAccess(CheckAccess check)
+    {
+        try
+        {
+            var decision = PolicyChecks.Check(Policy, check.Source, check.Destination, check.Protocol, PolicyDevices());
+            return new AccessAnswer(decision.Allowed, decision.RuleIndex, decision.Explanation);
+        }
+        catch (ArgumentException e)
+        {
+            return Rejection.Invalid(e.Message);
+        }
+    }
+}
+
+public static class TailnetPolicyFollowing
+{
+    /// <summary>Takes one stored tailnet event into the compiled policy: who now sees whom, and whose filter changed.</summary>
+    public static PolicyChange Follow(this PolicyEngine engine, ITailnetEvent @event, TailnetState next)
+    {
+        return @event switch
+        {
+            PolicyChanged => engine.ChangePolicy(next.Policy),
+            DeviceRegistered e => Place(e.Device.DeviceId),
+            DeviceApproved e => Place(e.DeviceId),
+            DeviceReauthorized e => Place(e.DeviceId),
+            DeviceTagsChanged e => Place(e.DeviceId),
+            DeviceExpired e => engine.Remove(e.DeviceId),
+            DeviceDeleted e => engine.Remove(e.DeviceId),
+            _ => PolicyChange.None,
+        };
+
+        PolicyChange Place(string deviceId) =>
+            next.Devices.TryGetValue(deviceId, out var device) && device.IsActive
+                ? engine.Upsert(next.PolicyDeviceOf(device))
+                : engine.Remove(deviceId);
+    }
+}

@@ -1,0 +1,116 @@
+using System.Collections.Immutable;
+using FsCheck.Xunit;
+using Weft.Cluster.Policy;
+
+namespace Weft.Cluster.Tests.Policy;
+
+/// <summary>
+/// The incremental engine against the definition: after any sequence of policy, device and tag
+/// changes it holds exactly what a compile from scratch gives, and the changes it reported along
+/// the way add up to the difference.
+/// </summary>
+public class PolicyEngineProperties
+{
+    private const string Names = """
+        "groups": { "group:eng": ["alice@example.com", "bob@example.com"] },
+        "tagOwners": { "tag:web": [], "tag:db": [], "tag:ci": [] },
+        "hosts": { "low": "100.64.0.0/29" },
+        """;
+
+    private static readonly TailnetPolicy[] Policies =
+    [
+        PolicyParser.Parse(TailnetPolicy.DefaultText).Policy!,
+        Parse("""{ "acls": [ { "action": "accept", "src": ["alice@example.com"], "dst": ["tag:web:443"] } ] }"""),
+        Parse("""{ "acls": [ { "action": "accept", "src": ["group:eng"], "dst": ["tag:db:5432", "autogroup:self:*"] } ] }"""),
+        Parse("""{ "acls": [ { "action": "accept", "src": ["tag:web"], "dst": ["tag:db:*"] }, { "action": "accept", "src": ["low"], "dst": ["100.64.0.9:22"] } ] }"""),
+        Parse("""{ "acls": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["*:80"] }, { "action": "accept", "src": ["autogroup:tagged"], "dst": ["autogroup:tagged:*"] } ] }"""),
+        Parse("""{ "acls": [] }"""),
+        Parse("""{ "acls": [ { "action": "accept", "src": ["tag:ci", "bob@example.com"], "proto": "udp", "dst": ["tag:web:53", "tag:ci:53"] }, { "action": "accept", "src": ["alice@example.com"], "dst": ["tag:web:443"] } ] }"""),
+    ];
+
+    private static TailnetPolicy Parse(string text)
+    {
+        var result = PolicyParser.Parse(text.Insert(1, Names));
+        Assert.True(result.IsValid, string.Join("\n", result.Issues));
+        return result.Policy!;
+    }
+
+    private static PolicyDevice DeviceFor(int slot, int identity)
+    {
+        var (user, tags) = (identity % 6) switch
+        {
+            0 => ("alice@example.com", ImmutableArray<string>.Empty),
+            1 => ("bob@example.com", []),
+            2 => ("carol@example.com", []),
+            3 => (null, ["tag:web"]),
+            4 => (null, ["tag:db", "tag:web"]),
+            _ => ((string?)null, ["tag:ci"]),
+        };
+        return new PolicyDevice($"d{slot}", user, tags, $"100.64.0.{slot + 1}", $"fd7a:115c:a1e0::{slot + 1}");
+    }
+
+    private static HashSet<(string, string)> Pairs(PolicyEngine engine, IEnumerable<string> devices) =>
+        devices.SelectMany(d => engine.VisiblePeers(d).Select(p => (d, p))).ToHashSet();
+
+    [Property(MaxTest = 200)]
+    public bool Incremental_changes_equal_a_compile_from_scratch(byte[][] operations)
+    {
+        var devices = new Dictionary<string, PolicyDevice>();
+        var policy = Policies[0];
+        var engine = PolicyEngine.Compile(policy, []);
+        var reported = new HashSet<(string, string)>();
+        foreach (var operation in (operations ?? []).Where(o => o is { Length: >= 3 }))
+        {
+            var slot = operation[1] % 12;
+            PolicyChange change;
+            switch (operation[0] % 3)
+            {
+                case 0:
+                    var device = DeviceFor(slot, operation[2]);
+                    devices[device.DeviceId] = device;
+                    change = engine.Upsert(device);
+                    break;
+                case 1:
+                    devices.Remove($"d{slot}");
+                    change = engine.Remove($"d{slot}");
+                    break;
+                default:
+                    policy = Policies[operation[2] % Policies.Length];
+                    change = engine.ChangePolicy(policy);
+                    break;
+            }
+            foreach (var pair in change.Removed) reported.Remove(pair);
+            foreach (var pair in change.Added) reported.Add(pair);
+
+            var scratch = PolicyEngine.Compile(policy, devices.Values);
+            var expected = Pairs(scratch, devices.Keys);
+            if (!expected.SetEquals(Pairs(engine, devices.Keys))) return false;
+            if (!expected.SetEquals(reported)) return false;
+            foreach (var id in devices.Keys)
+                if (!scratch.FilterOf(id).Select(g => g.Key).SequenceEqual(engine.FilterOf(id).Select(g => g.Key))) return false;
+        }
+        return true;
+    }
+
+    [Property(MaxTest = 100)]
+    public bool Visibility_is_always_symmetric(byte[] identities, byte policyChoice)
+    {
+        var devices = (identities ?? []).Take(12).Select((identity, slot) => DeviceFor(slot, identity)).ToList();
+        var engine = PolicyEngine.Compile(Policies[policyChoice % Policies.Length], devices);
+        return devices.All(a => devices.All(b => engine.CanSee(a.DeviceId, b.DeviceId) == engine.CanSee(b.DeviceId, a.DeviceId)));
+    }
+
+    [Property(MaxTest = 100)]
+    public bool No_device_of_one_tailnet_appears_in_anothers_output(byte[] identities, byte policyA, byte policyB)
+    {
+        // Two tenants, with the same address plan (every tailnet allocates from 100.64.0.0/10).
+        var all = (identities ?? []).Take(16).Select((identity, slot) => (Tenant: identity % 2, Device: DeviceFor(slot % 8, identity)
+            with { DeviceId = $"{(identity % 2 == 0 ? "a" : "b")}-{slot}" })).ToList();
+        var tenantA = all.Where(d => d.Tenant == 0).Select(d => d.Device).DistinctBy(d => d.Ipv4).ToList();
+        var tenantB = all.Where(d => d.Tenant == 1).Select(d => d.Device).DistinctBy(d => d.Ipv4).ToList();
+        var engineA = PolicyEngine.Compile(Policies[policyA % Policies.Length], tenantA);
+        var engineB = PolicyEngine.Compile(Policies[policyB % Policies.Length], tenantB);
+        return tenantB.All(d => engineB.VisiblePeers(d.DeviceId).All(p => p.StartsWith("b-")))
+            && tenantA.All(d => engineA.VisiblePeers(d.DeviceId).All(p => p.StartsWith("a-")));
+    }
+}
