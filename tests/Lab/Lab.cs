@@ -77,6 +77,16 @@ public sealed class Lab : IAsyncDisposable
         return process;
     }
 
+    /// <summary>Every process's description and output so far, for failure messages.</summary>
+    public string ProcessOutputs()
+    {
+        LabProcess[] processes;
+        lock (_processes) processes = _processes.ToArray();
+        return string.Join("\n", processes.Select(p => $"=== {p.Description}{(p.HasExited ? " (exited)" : "")}\n{Tail(p.Output, 8000)}"));
+    }
+
+    private static string Tail(string text, int length) => text.Length <= length ? text : "…" + text[^length..];
+
     /// <summary>Runs a command in the root namespace and returns its output; a non-zero exit is an exception with the output.</summary>
     public static string Run(params string[] command) => RunIn(null, command);
 

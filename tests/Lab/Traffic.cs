@@ -49,7 +49,13 @@ public static partial class Traffic
     public static (int Transmitted, int Received) StopPing(LabProcess ping)
     {
         ping.Stop(TimeSpan.FromSeconds(3), "INT");
+        // The output is read asynchronously: the summary may land a moment after the process ended.
         var match = PingSummary().Match(ping.Output);
+        for (var wait = 0; !match.Success && wait < 40; wait++)
+        {
+            Thread.Sleep(50);
+            match = PingSummary().Match(ping.Output);
+        }
         if (!match.Success) throw new LabException($"no ping summary in:\n{ping.Output}");
         return (int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture));
     }

@@ -109,9 +109,33 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
                 break;
             case ClientMessage.BodyOneofCase.Pong:
                 break;
+            case ClientMessage.BodyOneofCase.Logout:
+                if (!RequireDevice()) return;
+                await LogOut();
+                break;
             default:
                 SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
                 break;
+        }
+    }
+
+    /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
+    private async Task LogOut()
+    {
+        try
+        {
+            var outcome = await _services.Tailnets.Ask<object>(new ExpireDevice(_tailnetId!, _deviceId!, _services.Clock.GetUtcNow()), AskTimeout);
+            if (outcome is Rejection rejection)
+            {
+                SendError(rejection.Code, rejection.Message);
+                return;
+            }
+            _log.Info("Device {0} logged out", _deviceId);
+            Send(new ServerMessage { LoggedOut = new LoggedOut() });
+        }
+        catch (AskTimeoutException)
+        {
+            SendError(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry");
         }
     }
 

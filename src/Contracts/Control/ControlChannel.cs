@@ -53,6 +53,7 @@ public static class ControlErrorCodes
     public const string PendingApproval = "pending_approval";
     public const string DeviceDeleted = "device_deleted";
     public const string DeviceExpired = "device_expired";
+    public const string LoggedOut = "logged_out";
     public const string InvalidRequest = "invalid_request";
     public const string Unavailable = "unavailable";
     public const string SlowConsumer = "slow_consumer";

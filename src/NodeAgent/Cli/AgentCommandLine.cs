@@ -15,7 +15,11 @@ public static class AgentCommandLine
     {
         var root = new RootCommand("Weft node agent");
         root.Add(ControlCommands.Up());
+        root.Add(ControlCommands.Down());
         root.Add(ControlCommands.Status());
+        root.Add(ControlCommands.Ping());
+        root.Add(ControlCommands.Logout());
+        root.Add(ControlCommands.RotateNodeKey());
         root.Add(WgCommands());
         return root;
     }

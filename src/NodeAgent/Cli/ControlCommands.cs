@@ -5,12 +5,15 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Akka.Actor;
-using Akka.Configuration;
+using Microsoft.Extensions.Logging;
+using Serilog;
+using Serilog.Extensions.Logging;
+using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Control;
 
 namespace Weft.NodeAgent.Cli;
 
-/// <summary><c>weft-agent up</c> (join a tailnet and stay connected) and <c>weft-agent status</c>.</summary>
+/// <summary><c>weft-agent up</c> (the agent itself), and <c>down</c>, <c>status</c>, <c>ping</c> and <c>logout</c>, which talk to it over its local API.</summary>
 public static class ControlCommands
 {
     public static string DefaultStateDirectory()
@@ -29,20 +32,30 @@ public static class ControlCommands
 
     public static Command Up()
     {
-        var up = new Command("up", "Join a tailnet through a Weft coordinator and stay connected until interrupted");
-        var loginServer = new Option<string>("--login-server") { Description = "Coordinator control URL(s), comma-separated, e.g. http://coord1:7650,http://coord2:7650", Required = true };
+        var up = new Command("up", "Join a tailnet and run the agent (tunnels, MagicDNS, local API) until interrupted; on an agent that is down, bring it up again");
+        var loginServer = new Option<string?>("--login-server") { Description = "Coordinator control URL(s), comma-separated, e.g. http://coord1:7650,http://coord2:7650" };
         var authKey = new Option<string?>("--auth-key") { Description = "Auth key (weft-auth....); without one the device waits for an admin's approval (give --tailnet)" };
         var tailnet = new Option<string?>("--tailnet") { Description = "Tailnet to wait in for approval when no auth key is given" };
         var hostname = new Option<string>("--hostname") { Description = "Name to register with", DefaultValueFactory = _ => Environment.MachineName };
-        var endpoints = new Option<string[]>("--endpoint") { Description = "Static endpoint ip:port to advertise (repeatable); the data plane reports discovered ones", AllowMultipleArgumentsPerToken = true };
+        var endpoints = new Option<string[]>("--endpoint") { Description = "Static endpoint ip:port to advertise (repeatable), before the discovered ones", AllowMultipleArgumentsPerToken = true };
         var forceReauth = new Option<bool>("--force-reauth") { Description = "Re-authorise this device with --auth-key (after its node key expired)" };
+        var noTunnels = new Option<bool>("--no-tunnels") { Description = "Control plane only: no TUN, no WireGuard (needs no root); shows what it would connect to" };
+        var tun = new Option<string>("--tun") { Description = "TUN interface name", DefaultValueFactory = _ => "weft0" };
+        var port = new Option<int>("--port") { Description = "WireGuard UDP port (0: any free port)", DefaultValueFactory = _ => 41641 };
+        var dnsPort = new Option<int>("--dns-port") { Description = "MagicDNS port on the tailnet addresses", DefaultValueFactory = _ => 53 };
         var stateDir = StateDirectoryOption();
-        foreach (var option in new Option[] { loginServer, authKey, tailnet, hostname, endpoints, forceReauth, stateDir }) up.Add(option);
+        foreach (var option in new Option[] { loginServer, authKey, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort, stateDir }) up.Add(option);
 
         up.SetAction(async (parse, cancel) =>
         {
+            var directory = parse.GetValue(stateDir)!;
+            if (parse.GetValue(loginServer) is not { } servers)
+            {
+                // No coordinator given: this is "bring the running agent up again".
+                return await Ask(directory, new { command = "up" }, json: false, cancel);
+            }
             var urls = new List<Uri>();
-            foreach (var text in parse.GetValue(loginServer)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            foreach (var text in servers.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {
                 if (!Uri.TryCreate(text, UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https"))
                 {
@@ -60,83 +73,160 @@ public static class ControlCommands
                     return 2;
                 }
             }
-            if (parse.GetValue(authKey) is null && parse.GetValue(tailnet) is null)
+            var tunName = parse.GetValue(tun)!;
+            if (tunName.Length is 0 or > 15 || tunName.Any(c => c is '/' or ' ' or ':'))
             {
-                Console.Error.WriteLine("error: give --auth-key, or --tailnet to wait for an admin's approval");
+                Console.Error.WriteLine($"error: --tun '{tunName}' is not an interface name (1-15 characters, no '/', ':' or spaces)");
                 return 2;
             }
+            if (parse.GetValue(port) is < 0 or > 65535 || parse.GetValue(dnsPort) is < 1 or > 65535)
+            {
+                Console.Error.WriteLine("error: --port must be 0 to 65535 and --dns-port 1 to 65535");
+                return 2;
+            }
+            if (File.Exists(Path.Combine(directory, LocalApi.SocketName)) && await AnswersAsync(directory))
+            {
+                Console.Error.WriteLine($"error: an agent already runs with state in {directory}; `weft-agent up` (no options) brings it up, `weft-agent down` takes it down");
+                return 1;
+            }
 
-            var directory = parse.GetValue(stateDir)!;
-            IAgentStateStore store;
+            using var logger = new LoggerConfiguration().WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}").CreateLogger();
+            using var factory = new SerilogLoggerFactory(logger);
+            AgentDaemon daemon;
             try
             {
-                store = new FileAgentStateStore(directory);
-                store.Load();
+                daemon = AgentDaemon.Start(new AgentDaemonOptions
+                {
+                    Coordinators = urls,
+                    StateDirectory = directory,
+                    Hostname = parse.GetValue(hostname)!,
+                    AuthKey = parse.GetValue(authKey),
+                    Tailnet = parse.GetValue(tailnet),
+                    ForceReauth = parse.GetValue(forceReauth),
+                    StaticEndpoints = [.. advertised],
+                    Tunnels = !parse.GetValue(noTunnels),
+                    TunName = tunName,
+                    Port = parse.GetValue(port),
+                    DnsPort = parse.GetValue(dnsPort),
+                }, factory.CreateLogger("weft-agent"));
             }
-            catch (Exception e) when (e is AgentStateException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is AgentStateException or IOException or UnauthorizedAccessException or SocketException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 1;
             }
 
-            using var system = ActorSystem.Create("weft-agent", ConfigurationFactory.ParseString("akka.loglevel = INFO\nakka.stdout-loglevel = WARNING"));
-            var watcher = new StatusPrinter();
-            var client = system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
+            await using (daemon)
             {
-                Coordinators = urls,
-                StateStore = store,
-                Hostname = parse.GetValue(hostname)!,
-                AuthKey = parse.GetValue(authKey),
-                Tailnet = parse.GetValue(tailnet),
-                ForceReauth = parse.GetValue(forceReauth),
-                Endpoints = [.. advertised],
-            }), "control");
-            using var api = new LocalStatusApi(directory, client);
-            client.Tell(new WatchControl(system.ActorOf(Props.Create(() => new StatusPrinterActor(watcher)))));
-
-            var stopped = new TaskCompletionSource();
-            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
-            await using var _ = cancel.Register(() => stopped.TrySetResult());
-            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task);
-            var code = first == watcher.Refused.Task ? 1 : 0;
-            if (code == 0) Console.WriteLine("weft-agent: going down");
-            await system.Terminate();
-            return code;
+                var watcher = new StatusPrinter();
+                daemon.Control.Tell(new WatchControl(daemon.System.ActorOf(Props.Create(() => new StatusPrinterActor(watcher)))));
+                Console.WriteLine(daemon.ListenPort is { } listening
+                    ? $"weft-agent: tunnels on {tunName}, WireGuard on UDP {listening}"
+                    : "weft-agent: control plane only (--no-tunnels)");
+                var stopped = new TaskCompletionSource();
+                using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
+                await using var _ = cancel.Register(() => stopped.TrySetResult());
+                var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task);
+                var code = first == watcher.Refused.Task ? 1 : 0;
+                if (code == 0) Console.WriteLine("weft-agent: going down");
+                return code;
+            }
         });
         return up;
     }
 
+    public static Command Down() => Simple("down", "Take the running agent's tunnels down and disconnect it from the coordinator (it keeps running; `up` resumes)", new { command = "down" });
+
+    public static Command Logout() => Simple("logout", "Log this device out: the coordinator expires it and the agent forgets it (joining again needs an auth key)", new { command = "logout" });
+
+    public static Command RotateNodeKey() => Simple("rotate-node-key", "Rotate this device's node key now (it also rotates on its own before the key expires)", new { command = "rotate-node-key" });
+
+    private static Command Simple(string name, string description, object request)
+    {
+        var command = new Command(name, description);
+        var stateDir = StateDirectoryOption();
+        var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
+        command.Add(stateDir);
+        command.Add(json);
+        command.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, request, parse.GetValue(json), cancel));
+        return command;
+    }
+
     public static Command Status()
     {
-        var status = new Command("status", "Show this device, its peers and the netmap version, from the running agent");
+        var status = new Command("status", "Show this device and its peers: addresses, endpoint, last handshake, bytes in and out, online");
         var stateDir = StateDirectoryOption();
         var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
         status.Add(stateDir);
         status.Add(json);
-        status.SetAction(async (parse, cancel) =>
-        {
-            JsonDocument document;
-            try
-            {
-                document = await LocalStatusApi.QueryAsync(parse.GetValue(stateDir)!, "status", cancel);
-            }
-            catch (Exception e) when (e is SocketException or IOException or JsonException)
-            {
-                Console.Error.WriteLine($"error: no running agent answers at {Path.Combine(parse.GetValue(stateDir)!, LocalStatusApi.SocketName)}: {e.Message}");
-                return 1;
-            }
-            using (document)
-            {
-                if (parse.GetValue(json))
-                {
-                    Console.WriteLine(JsonSerializer.Serialize(document.RootElement, LocalStatusApi.Json));
-                    return 0;
-                }
-                Console.Write(StatusText.Render(document.RootElement));
-            }
-            return 0;
-        });
+        status.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, new { command = "status" }, parse.GetValue(json), cancel));
         return status;
+    }
+
+    public static Command Ping()
+    {
+        var ping = new Command("ping", "Ping a peer over the tunnel (ICMP from this device's tailnet address) and show the path the answer took");
+        var target = new Argument<string>("peer") { Description = "The peer's name, FQDN or tailnet address" };
+        var count = new Option<int>("-c", "--count") { Description = "How many pings", DefaultValueFactory = _ => 3 };
+        var timeout = new Option<int>("--timeout-ms") { Description = "How long to wait for each answer", DefaultValueFactory = _ => 2000 };
+        var ipv6 = new Option<bool>("-6") { Description = "Use the peer's IPv6 tailnet address when given a name" };
+        var stateDir = StateDirectoryOption();
+        var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
+        foreach (var option in new Option[] { count, timeout, ipv6, stateDir, json }) ping.Add(option);
+        ping.Add(target);
+        ping.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!,
+            new { command = "ping", target = parse.GetValue(target), count = parse.GetValue(count), timeoutMs = parse.GetValue(timeout), ipv6 = parse.GetValue(ipv6) },
+            parse.GetValue(json), cancel));
+        return ping;
+    }
+
+    /// <summary>Sends one request to the running agent and prints its answer (human text, or the JSON). Exit 1 on any error.</summary>
+    private static async Task<int> Ask(string directory, object request, bool json, CancellationToken cancel)
+    {
+        var socket = Path.Combine(directory, LocalApi.SocketName);
+        JsonDocument document;
+        try
+        {
+            document = await LocalApi.QueryAsync(directory, request, cancel);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied || File.Exists(socket) && e.SocketErrorCode == SocketError.AddressNotAvailable)
+        {
+            Console.Error.WriteLine($"error: permission denied on {socket}: the agent's local API is for root only");
+            return 1;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"error: permission denied on {socket}: the agent's local API is for root only");
+            return 1;
+        }
+        catch (Exception e) when (e is SocketException or IOException or JsonException)
+        {
+            Console.Error.WriteLine($"error: no running agent answers at {socket}: {e.Message}");
+            return 1;
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            var failed = root.TryGetProperty("error", out _) || root.TryGetProperty("received", out var received) && received.GetInt32() == 0;
+            if (json) Console.WriteLine(JsonSerializer.Serialize(root, LocalApi.Json));
+            else if (root.TryGetProperty("error", out var error)) Console.Error.WriteLine($"error: {error.GetString()}");
+            else Console.Write(StatusText.Render(root));
+            return failed ? 1 : 0;
+        }
+    }
+
+    private static async Task<bool> AnswersAsync(string directory)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        try
+        {
+            using var _ = await LocalApi.QueryAsync(directory, new { command = "status" }, timeout.Token);
+            return true;
+        }
+        catch (Exception e) when (e is SocketException or IOException or JsonException or OperationCanceledException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Reports state changes on the console; completes <see cref="Refused"/> if the very first registration is refused.</summary>
@@ -156,6 +246,7 @@ public static class ControlCommands
                 if (changed.State is ControlState.Running or ControlState.PendingApproval) printer.EverJoined = true;
                 if (changed.State == ControlState.NeedsLogin && !printer.EverJoined) printer.Refused.TrySetResult();
             });
+            Receive<NodeKeyChanged>(_ => { });
             Receive<NetMapChanged>(changed =>
             {
                 if (changed.How == NetMapApplied.Replaced)
@@ -165,12 +256,38 @@ public static class ControlCommands
     }
 }
 
-/// <summary>The human form of <c>weft-agent status</c>.</summary>
+/// <summary>The human forms of the local API's answers: status, ping, up/down and logout.</summary>
 public static class StatusText
 {
-    public static string Render(JsonElement status)
+    public static string Render(JsonElement answer)
     {
-        if (status.TryGetProperty("error", out var error)) return $"error: {error.GetString()}\n";
+        if (answer.TryGetProperty("error", out var error)) return $"error: {error.GetString()}\n";
+        if (answer.TryGetProperty("replies", out _)) return RenderPing(answer);
+        if (answer.TryGetProperty("coordinatorTold", out var told))
+            return $"{Text(answer, "detail")}{(told.GetBoolean() ? "" : " (the coordinator was not told)")}\n";
+        if (!answer.TryGetProperty("peers", out _)) return $"{Text(answer, "state")}: {Text(answer, "detail")}\n";
+        return RenderStatus(answer);
+    }
+
+    private static string RenderPing(JsonElement ping)
+    {
+        var text = new System.Text.StringBuilder();
+        var name = Text(ping, "target");
+        var address = Text(ping, "address");
+        foreach (var reply in ping.GetProperty("replies").EnumerateArray())
+        {
+            var sequence = reply.GetProperty("sequence").GetInt32();
+            if (reply.TryGetProperty("milliseconds", out var ms) && ms.ValueKind == JsonValueKind.Number)
+                text.AppendLine(FormattableString.Invariant($"pong from {name} ({address}) via {Text(reply, "via") ?? "?"} in {ms.GetDouble():0.0} ms (seq {sequence})"));
+            else
+                text.AppendLine($"timeout waiting for {name} ({address}) (seq {sequence})");
+        }
+        text.AppendLine($"{ping.GetProperty("sent").GetInt32()} sent, {ping.GetProperty("received").GetInt32()} answered");
+        return text.ToString();
+    }
+
+    private static string RenderStatus(JsonElement status)
+    {
         var text = new System.Text.StringBuilder();
         text.AppendLine($"state:        {status.GetProperty("state").GetString()} ({status.GetProperty("detail").GetString()})");
         text.AppendLine($"coordinator:  {Text(status, "coordinator") ?? "-"}");
@@ -184,16 +301,31 @@ public static class StatusText
         }
         var peers = status.GetProperty("peers").EnumerateArray().ToList();
         text.AppendLine();
-        text.AppendLine($"{"PEER",-24} {"ADDRESSES",-44} {"ONLINE",-7} ENDPOINTS");
+        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}");
         foreach (var peer in peers)
         {
             var addresses = string.Join(" ", peer.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()));
-            var endpoints = string.Join(" ", peer.GetProperty("endpoints").EnumerateArray().Select(a => a.GetString()));
-            text.AppendLine($"{Text(peer, "name"),-24} {addresses,-44} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-7} {(endpoints.Length == 0 ? "-" : endpoints)}");
+            var endpoint = string.Join(" ", peer.GetProperty("endpoints").EnumerateArray().Select(a => a.GetString())).Split(' ')[0];
+            string handshake = "-", rx = "-", tx = "-";
+            if (peer.TryGetProperty("tunnel", out var tunnel) && tunnel.ValueKind == JsonValueKind.Object)
+            {
+                endpoint = Text(tunnel, "endpoint") ?? endpoint;
+                if (tunnel.TryGetProperty("lastHandshake", out var at) && at.ValueKind == JsonValueKind.String)
+                    handshake = Ago(DateTimeOffset.UtcNow - at.GetDateTimeOffset());
+                rx = Bytes(tunnel.GetProperty("rxBytes").GetInt64());
+                tx = Bytes(tunnel.GetProperty("txBytes").GetInt64());
+            }
+            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}");
         }
         if (peers.Count == 0) text.AppendLine("(no peers)");
         return text.ToString();
     }
+
+    private static string Ago(TimeSpan age) =>
+        age.TotalSeconds < 1 ? "now" : age.TotalMinutes < 1 ? $"{(int)age.TotalSeconds}s ago" : age.TotalHours < 1 ? $"{(int)age.TotalMinutes}m ago" : $"{(int)age.TotalHours}h ago";
+
+    private static string Bytes(long bytes) =>
+        bytes < 1024 ? $"{bytes} B" : bytes < 1 << 20 ? FormattableString.Invariant($"{bytes / 1024.0:0.0} KiB") : FormattableString.Invariant($"{bytes / 1048576.0:0.0} MiB");
 
     private static string? Text(JsonElement element, string property) =>
         element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;

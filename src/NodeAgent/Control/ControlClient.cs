@@ -34,6 +34,8 @@ public sealed record ControlClientOptions
     /// <summary>Called on the actor's thread after every netmap or delta is applied (benchmarks measure propagation here).</summary>
     public Action<ServerMessage, NetMapApplied, NetMapStore>? Observer { get; init; }
     public TimeProvider Clock { get; init; } = TimeProvider.System;
+    /// <summary>Keeps the last netmap on disk (the agent daemon); null for simulated agents.</summary>
+    public INetMapCache? NetMapCache { get; init; }
 }
 
 /// <summary>
@@ -48,6 +50,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private static readonly TimeSpan SilenceCheckInterval = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromHours(12);
+    /// <summary>Netmap writes to the cache are coalesced: a burst of deltas costs one write.</summary>
+    private static readonly TimeSpan CacheWriteDelay = TimeSpan.FromMilliseconds(500);
+    private static readonly TimeSpan LogoutTimeout = TimeSpan.FromSeconds(10);
 
     private readonly ControlClientOptions _options;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -70,6 +75,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private ControlState _status = ControlState.Connecting;
     private string? _code;
     private string _detail = "starting";
+    // The map came from the disk cache and nothing live has replaced it yet: any full map wins.
+    private bool _mapIsCached;
+    private IActorRef? _loggingOut;
 
     public ControlClient(ControlClientOptions options)
     {
@@ -91,7 +99,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Receive<SetEndpoints>(OnSetEndpoints);
         Receive<Reconnect>(reconnect =>
         {
-            if (_status == ControlState.NeedsLogin) return;
+            if (Idle) return;
             DropConnection();
             SetStatus(ControlState.Connecting, null, "reconnecting");
             Timers.StartSingleTimer("dial", Dial.Instance, reconnect.After);
@@ -101,9 +109,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         {
             _watchers.Add(watch.Watcher);
             Context.Watch(watch.Watcher);
+            watch.Watcher.Tell(new NodeKeyChanged(_node.ToHex(), Rotated: false));
             watch.Watcher.Tell(new ControlStateChanged(_status, _code, _detail));
             if (_netmap.HasMap) watch.Watcher.Tell(new NetMapChanged(_netmap.View, NetMapApplied.Replaced));
         });
+        Receive<SaveNetMap>(_ => SaveCache());
+        Receive<SetWantRunning>(OnSetWantRunning);
+        Receive<LogOut>(_ => OnLogOut());
+        Receive<LogoutTimedOut>(_ => FinishLogout(coordinatorTold: false, "the coordinator did not confirm in time; this agent forgot the device anyway"));
         Receive<Terminated>(terminated => _watchers.Remove(terminated.ActorRef));
     }
 
@@ -118,6 +131,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _node = AgentStateFile.Key(_state.NodePrivateKey);
         _nextNode = _state.NextNodePrivateKey is { } next ? AgentStateFile.Key(next) : null;
         _useAuthKey = _state.DeviceId is null || (_options.ForceReauth && _options.AuthKey is not null);
+        if (_state.DeviceId is not null && _options.NetMapCache?.Load() is { } cached && _netmap.Apply(cached) == NetMapApplied.Replaced)
+        {
+            _mapIsCached = true;
+            _log.Info("Loaded the cached netmap v{0} ({1} peers)", _netmap.Version, _netmap.PeerCount);
+        }
         Timers.StartPeriodicTimer("silence", SilenceCheck.Instance, SilenceCheckInterval);
         Self.Tell(Dial.Instance);
     }
@@ -139,7 +157,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void OnDial()
     {
-        if (_connection is not null || _status == ControlState.NeedsLogin) return;
+        if (_connection is not null || Idle) return;
         var url = _options.Coordinators[_urlIndex % _options.Coordinators.Count];
         var self = Self;
         var shared = _options.SharedChannels?.Invoke(url);
@@ -149,8 +167,12 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             .PipeTo(self);
     }
 
+    /// <summary>Not dialling on purpose: refused for good, logged out, or turned off.</summary>
+    private bool Idle => _status is ControlState.NeedsLogin or ControlState.Stopped;
+
     private void OnDialFailed(DialFailed failed)
     {
+        if (Idle) return;
         if (failed.Error is ControlConnectException { Permanent: true } permanent)
         {
             NeedsLogin(permanent.Code, permanent.Message);
@@ -165,7 +187,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void OnConnected(Connected connected)
     {
         var connection = connected.Connection;
-        if (_stopping.IsCancellationRequested || _status == ControlState.NeedsLogin)
+        if (_stopping.IsCancellationRequested || Idle)
         {
             _ = connection.DisposeAsync().AsTask();
             return;
@@ -210,7 +232,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         if (!ReferenceEquals(broken.Connection, _connection)) return;
         DropConnection();
-        if (_status == ControlState.NeedsLogin) return;
+        if (Idle) return;
         SetStatus(ControlState.Connecting, broken.Code ?? ControlErrorCodes.Unavailable, broken.Reason);
         RetryLater();
     }
@@ -324,11 +346,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 break;
             case ServerMessage.BodyOneofCase.Netmap:
                 _awaitingFullMap = false;
+                if (_mapIsCached) _netmap.Clear(); // the live map replaces the cached one whatever its version
+                _mapIsCached = false;
                 Applied(message, _netmap.Apply(message.Netmap));
                 break;
             case ServerMessage.BodyOneofCase.Delta:
                 if (_awaitingFullMap) break; // a full map is on its way; deltas before it are of no use
                 var outcome = _netmap.Apply(message.Delta);
+                if (outcome == NetMapApplied.Patched) _mapIsCached = false;
                 if (outcome == NetMapApplied.Gap)
                 {
                     _log.Info("Netmap delta {0} does not follow version {1}; asking for a full map", message.Delta.BaseVersion, _netmap.Version);
@@ -346,6 +371,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             case ServerMessage.BodyOneofCase.Error:
                 OnError(message.Error);
                 break;
+            case ServerMessage.BodyOneofCase.LoggedOut:
+                if (_loggingOut is not null) FinishLogout(coordinatorTold: true, "logged out: the coordinator expired this device");
+                break;
         }
     }
 
@@ -353,6 +381,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         _options.Observer?.Invoke(message, outcome, _netmap);
         if (outcome is NetMapApplied.Gap or NetMapApplied.Stale) return;
+        if (_options.NetMapCache is not null) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
         if (_netmap.Self is { } self)
         {
             if (self.Status == "pending" && _status == ControlState.Running) SetStatus(ControlState.PendingApproval, null, "waiting for an admin to approve this device");
@@ -370,6 +399,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         {
             case ControlErrorCodes.DeviceDeleted:
                 _netmap.Clear();
+                Timers.Cancel("save-netmap");
+                _options.NetMapCache?.Delete();
                 Save(_state with { DeviceId = null, TailnetId = null, NodeKeyIssuedAt = null });
                 NeedsLogin(error.Code, error.Message);
                 break;
@@ -470,6 +501,76 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _node = _nextNode!;
         _nextNode = null;
         Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = _options.Clock.GetUtcNow() });
+        var changed = new NodeKeyChanged(_node.ToHex(), Rotated: true);
+        foreach (var watcher in _watchers) watcher.Tell(changed);
+    }
+
+    // ------------------------------------------------------------------ down, up, logout, cache
+
+    private void OnSetWantRunning(SetWantRunning want)
+    {
+        if (!want.Running)
+        {
+            if (_status is ControlState.Stopped or ControlState.NeedsLogin) return;
+            DropConnection();
+            Timers.Cancel("dial");
+            SetStatus(ControlState.Stopped, null, "stopped (weft-agent down); weft-agent up resumes");
+            return;
+        }
+        if (_status != ControlState.Stopped) return;
+        _failures = 0;
+        SetStatus(ControlState.Connecting, null, "starting again");
+        Self.Tell(Dial.Instance);
+    }
+
+    private void OnLogOut()
+    {
+        if (_loggingOut is not null)
+        {
+            Sender.Tell(new LogoutResult(false, "a logout is already in progress"));
+            return;
+        }
+        _loggingOut = Sender;
+        if (_connection is not null && _status is ControlState.Running or ControlState.PendingApproval)
+        {
+            Send(new ClientMessage { Logout = new Logout() });
+            Timers.StartSingleTimer("logout", LogoutTimedOut.Instance, LogoutTimeout);
+            return;
+        }
+        FinishLogout(coordinatorTold: false, "no coordinator connected: this agent forgot the device; an admin can delete it");
+    }
+
+    /// <summary>Forgets the device: a fresh node key, no device id, no netmap. The machine key stays (Tailscale keeps it too).</summary>
+    private void FinishLogout(bool coordinatorTold, string detail)
+    {
+        if (_loggingOut is not { } asker) return;
+        _loggingOut = null;
+        Timers.Cancel("logout");
+        Timers.Cancel("save-netmap");
+        _netmap.Clear();
+        _options.NetMapCache?.Delete();
+        _nextNode?.Dispose();
+        _nextNode = null;
+        _node.Dispose();
+        _node = Curve25519PrivateKey.Generate();
+        Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = null, DeviceId = null, TailnetId = null });
+        NeedsLogin(ControlErrorCodes.LoggedOut, detail);
+        var changed = new NodeKeyChanged(_node.ToHex(), Rotated: false);
+        foreach (var watcher in _watchers) watcher.Tell(changed);
+        asker.Tell(new LogoutResult(coordinatorTold, detail));
+    }
+
+    private void SaveCache()
+    {
+        if (_options.NetMapCache is not { } cache || !_netmap.HasMap) return;
+        try
+        {
+            cache.Save(_netmap.ToNetMap());
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("Cannot write the netmap cache: {0}", e.Message);
+        }
     }
 
     // ------------------------------------------------------------------ state and status
@@ -521,5 +622,15 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private sealed class RotationDue
     {
         public static readonly RotationDue Instance = new();
+    }
+
+    private sealed class SaveNetMap
+    {
+        public static readonly SaveNetMap Instance = new();
+    }
+
+    private sealed class LogoutTimedOut
+    {
+        public static readonly LogoutTimedOut Instance = new();
     }
 }

@@ -17,9 +17,31 @@ public enum ControlState
     PendingApproval,
     /// <summary>Registered, authorised, and receiving its netmap.</summary>
     Running,
-    /// <summary>The coordinator refused this device for good (bad auth key, expired, deleted): a new <c>up</c> with an auth key is needed.</summary>
+    /// <summary>The coordinator refused this device for good (bad auth key, expired, deleted), or it logged out: a new <c>up</c> with an auth key is needed.</summary>
     NeedsLogin,
+    /// <summary>Turned off by <c>weft-agent down</c>: no stream, no tunnels, until <c>weft-agent up</c>.</summary>
+    Stopped,
 }
+
+/// <summary><c>weft-agent up</c> (true) and <c>down</c> (false) on a running agent.</summary>
+public sealed record SetWantRunning(bool Running);
+
+/// <summary>
+/// Logs out: the coordinator expires this device, and the agent forgets it (device id, netmap
+/// cache, node key). Replies <see cref="LogoutResult"/>.
+/// </summary>
+public sealed record LogOut
+{
+    public static readonly LogOut Instance = new();
+}
+
+public sealed record LogoutResult(bool CoordinatorTold, string Detail);
+
+/// <summary>
+/// The node key the data plane must use, as hex (the receiver makes its own key object). Sent to
+/// watchers when they register and after every rotation (<paramref name="Rotated"/>).
+/// </summary>
+public sealed record NodeKeyChanged(string PrivateKeyHex, bool Rotated);
 
 /// <summary>The agent's own endpoints changed (the data plane, or a static list); the coordinator hears them at once.</summary>
 public sealed record SetEndpoints(ImmutableArray<string> Endpoints, int HomeRelay);
@@ -64,6 +86,9 @@ public sealed record PeerStatus(
     string Id, string Name, string Fqdn, IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, bool Online,
     DateTimeOffset? LastSeen, DateTimeOffset? KeyExpiry, string NodeKey, string Status, IReadOnlyList<string> Tags, string User)
 {
+    /// <summary>The WireGuard tunnel to this peer (endpoint in use, last handshake, bytes), when the agent runs its data plane.</summary>
+    public Tunnels.TunnelStats? Tunnel { get; init; }
+
     public static PeerStatus From(Node node) => new(
         node.Id, node.Name, node.Fqdn, [.. node.Addresses], [.. node.Endpoints], node.Online,
         node.LastSeen?.ToDateTimeOffset(), node.KeyExpiry?.ToDateTimeOffset(),

@@ -96,6 +96,15 @@ public sealed class NetMapStore
         return NetMapApplied.Patched;
     }
 
+    /// <summary>The whole map as the coordinator would send it (for the on-disk cache).</summary>
+    public NetMap ToNetMap()
+    {
+        var map = new NetMap { Version = _version, TailnetId = _tailnetId, Self = _self, Dns = _dns, Filter = _filter };
+        map.Peers.AddRange(_peers.Values);
+        map.Coordinators.AddRange(_coordinators);
+        return map;
+    }
+
     /// <summary>Forgets everything (the device was deleted, or a resync is due).</summary>
     public void Clear()
     {

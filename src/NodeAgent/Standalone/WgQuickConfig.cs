@@ -160,7 +160,7 @@ public sealed class WgQuickConfig
         if (colon <= 0 || ParsePort(text[(colon + 1)..]) is not { } port || port == 0) return null;
         try
         {
-            var address = Dns.GetHostAddresses(text[..colon].Trim('[', ']')).FirstOrDefault();
+            var address = System.Net.Dns.GetHostAddresses(text[..colon].Trim('[', ']')).FirstOrDefault();
             return address is null ? null : new Endpoint(new IPEndPoint(address, port));
         }
         catch (SocketException)

@@ -31,8 +31,12 @@ public sealed record RemovePeer(Curve25519PublicKey PublicKey);
 
 public sealed record PeerRemoved(Curve25519PublicKey PublicKey, bool Existed);
 
-/// <summary>Replaces the device's private key (every session is dropped). Replies <see cref="PrivateKeySet"/>.</summary>
-public sealed record SetPrivateKey(Curve25519PrivateKey? Key);
+/// <summary>
+/// Replaces the device's private key. A new identity drops every session; a node-key rotation
+/// (<paramref name="Rotation"/>) keeps them and starts a handshake with every peer under the new
+/// key, so that traffic does not stop while peers learn it. Replies <see cref="PrivateKeySet"/>.
+/// </summary>
+public sealed record SetPrivateKey(Curve25519PrivateKey? Key, bool Rotation = false);
 
 public sealed record PrivateKeySet;
 
@@ -40,6 +44,26 @@ public sealed record PrivateKeySet;
 public sealed record ClearPeers;
 
 public sealed record PeersCleared(int Removed);
+
+/// <summary>
+/// Makes the device's peers exactly these (the netmap's peers): adds the new ones, removes the
+/// gone ones, re-keys peers that rotated their node key, and updates allowed IPs and endpoints.
+/// Replies <see cref="MeshApplied"/>.
+/// </summary>
+public sealed record ApplyMesh(IReadOnlyList<MeshPeer> Peers);
+
+public sealed record MeshApplied(int Added, int Removed, int Rekeyed, int Updated);
+
+/// <summary>Asks for a <see cref="TunnelStats"/> of every peer.</summary>
+public sealed class GetTunnelStats
+{
+    public static readonly GetTunnelStats Instance = new();
+}
+
+/// <summary>One peer's tunnel as <c>weft-agent status</c> shows it (the key in hex, as in <c>nodekey:</c>).</summary>
+public sealed record TunnelStats(string PublicKey, string? Endpoint, DateTimeOffset? LastHandshake, long RxBytes, long TxBytes);
+
+public sealed record TunnelStatsReply(IReadOnlyList<TunnelStats> Tunnels);
 
 // PeerTunnel messages
 

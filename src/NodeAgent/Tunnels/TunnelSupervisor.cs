@@ -16,6 +16,8 @@ public sealed class TunnelSupervisor : UntypedActor
     private readonly WireGuardDevice _device;
     private readonly bool _tick;
     private readonly Dictionary<Curve25519PublicKey, IActorRef> _tunnels = new();
+    // Netmap device id → the node key we hold for it: a key that changes under the same id is a rotation.
+    private readonly Dictionary<string, Curve25519PublicKey> _meshKeys = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
     public TunnelSupervisor(WireGuardDevice device, bool tick)
@@ -62,11 +64,19 @@ public sealed class TunnelSupervisor : UntypedActor
                 break;
             case SetPrivateKey set:
                 var old = _device.PrivateKey;
-                _device.SetPrivateKey(set.Key);
+                _device.SetPrivateKey(set.Key, keepSessions: set.Rotation);
                 if (old is not null && !ReferenceEquals(old, set.Key)) old.Dispose();
                 // A peer whose key is our own would be talking to itself (wireguard-go drops it).
                 if (set.Key is not null && _tunnels.ContainsKey(set.Key.PublicKey)) Remove(set.Key.PublicKey);
+                if (set.Rotation) foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
                 Sender.Tell(new PrivateKeySet());
+                break;
+            case ApplyMesh mesh:
+                Sender.Tell(Apply(mesh.Peers));
+                break;
+            case GetTunnelStats:
+                Sender.Tell(new TunnelStatsReply(_device.Peers.Values
+                    .Select(p => new TunnelStats(p.PublicKey.ToHex(), p.Endpoint?.ToString(), p.LastHandshake, p.RxBytes, p.TxBytes)).ToList()));
                 break;
             case Rekey:
                 foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
@@ -132,6 +142,51 @@ public sealed class TunnelSupervisor : UntypedActor
             tunnel.Tell(new PeerSettingsChanged(true));
         }
         return new PeerConfigured(peer.PublicKey, !exists);
+    }
+
+    private MeshApplied Apply(IReadOnlyList<MeshPeer> peers)
+    {
+        int added = 0, removed = 0, rekeyed = 0, updated = 0;
+        var wanted = peers.Where(p => _device.PrivateKey is not { } own || own.PublicKey != p.Key)
+            .GroupBy(p => p.Id).ToDictionary(g => g.Key, g => g.First());
+        foreach (var (id, key) in _meshKeys.ToList())
+        {
+            if (wanted.ContainsKey(id)) continue;
+            _meshKeys.Remove(id);
+            if (Remove(key)) removed++;
+        }
+        foreach (var peer in wanted.Values)
+        {
+            if (_meshKeys.TryGetValue(peer.Id, out var held) && held != peer.Key && Rename(held, peer.Key)) rekeyed++;
+            _meshKeys[peer.Id] = peer.Key;
+            var exists = _device.Peers.TryGetValue(peer.Key, out var current);
+            var currentIps = exists ? _device.AllowedIps.PrefixesOf(current!).ToHashSet() : [];
+            var endpoint = MeshPeer.ChooseEndpoint(current?.Endpoint, peer.Endpoints);
+            var ipsChanged = !currentIps.SetEquals(peer.AllowedIps);
+            if (exists && !ipsChanged && Equals(endpoint, current!.Endpoint)) continue;
+            var configured = Configure(new PeerConfig(peer.Key)
+            {
+                Endpoint = endpoint,
+                ReplaceAllowedIps = ipsChanged,
+                AddAllowedIps = ipsChanged ? peer.AllowedIps : [],
+            });
+            if (configured.Created) added++;
+            else updated++;
+        }
+        return new MeshApplied(added, removed, rekeyed, updated);
+    }
+
+    /// <summary>A peer rotated its node key: the same tunnel and sessions continue under the new key, and a handshake proves it.</summary>
+    private bool Rename(Curve25519PublicKey from, Curve25519PublicKey to)
+    {
+        if (!_device.Peers.TryGetValue(from, out var peer) || !_device.ChangePeerKey(peer, to)) return false;
+        if (_tunnels.Remove(from, out var tunnel))
+        {
+            _tunnels[to] = tunnel;
+            tunnel.Tell(Rekey.Instance);
+        }
+        _log.Info("Peer {0} rotated its key to {1}", from, to);
+        return true;
     }
 
     private bool Remove(Curve25519PublicKey key)

@@ -43,18 +43,37 @@ public sealed class Peer
 
     public Peer(Curve25519PublicKey publicKey, IndexTable indices)
     {
-        PublicKey = publicKey;
         _indices = indices;
+        PublicKey = publicKey;
+        Cookies = CookiesFor(publicKey);
+    }
+
+    /// <summary>The peer's static key. It changes only when the peer rotates its node key (<see cref="ChangePublicKey"/>).</summary>
+    public Curve25519PublicKey PublicKey { get; private set; }
+
+    private static CookieGenerator CookiesFor(Curve25519PublicKey publicKey)
+    {
         Span<byte> pub = stackalloc byte[32];
         publicKey.CopyTo(pub);
         var mac1Key = new byte[32];
         Blake2s.Hash(LabelMac1, pub, mac1Key);
         var cookieKey = new byte[32];
         Blake2s.Hash(LabelCookie, pub, cookieKey);
-        Cookies = new CookieGenerator(mac1Key, cookieKey);
+        return new CookieGenerator(mac1Key, cookieKey);
     }
 
-    public Curve25519PublicKey PublicKey { get; }
+    /// <summary>
+    /// The peer rotated its node key: the same device, a new static key. Its sessions stay (they were
+    /// authenticated by the old key and expire on their own schedule), so traffic keeps flowing
+    /// while the next handshake proves the new key. Only the device may call this (it re-indexes the peer).
+    /// </summary>
+    internal void ChangePublicKey(Curve25519PublicKey publicKey, Curve25519PrivateKey? ourKey)
+    {
+        PublicKey = publicKey;
+        Cookies = CookiesFor(publicKey);
+        LastInitiationTimestamp = null;
+        PrecomputeStaticStatic(ourKey);
+    }
 
     private volatile byte[]? _staticStatic;
 
@@ -97,7 +116,7 @@ public sealed class Peer
     public IPeerSignals Signals { get; set; } = NoSignals.Instance;
 
     /// <summary>Adds mac1/mac2 to the handshake messages we send this peer, and keeps the cookie it gives us.</summary>
-    public CookieGenerator Cookies { get; }
+    public CookieGenerator Cookies { get; private set; }
 
     public Keypair? Current => _current;
 

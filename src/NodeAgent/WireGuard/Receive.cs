@@ -109,6 +109,7 @@ public sealed partial class WireGuardDevice
         if (_filter is { } filter && (!IpPacket.TryRead(plaintext[..length], out var inbound) || !filter.AllowsInbound(inbound, Flows, now)))
             return Dropped(DropReason.FilterDenied);
         peer.OnDataReceived(now);
+        if (_pinger is { } pinger && pinger.TryTakeReply(plaintext[..length], peer)) return 0;
         return length;
     }
 

@@ -82,6 +82,23 @@ public sealed partial class WireGuardDevice
         return true;
     }
 
+    /// <summary>
+    /// Sends one IP packet that originates in the agent itself (<c>weft-agent ping</c>) as if it had
+    /// been read from the TUN: routed by allowed IPs, tracked for the filter, staged if no session
+    /// exists yet. False if no peer routes its destination.
+    /// </summary>
+    public bool SendLocalPacket(ReadOnlySpan<byte> packet)
+    {
+        var destination = DestinationOf(packet);
+        if (destination.IsEmpty || AllowedIps.Lookup(destination) is not { } peer || peer.Endpoint is null) return false;
+        var now = Clock.NowMs;
+        if (_filter is not null && IpPacket.TryRead(packet, out var outbound)) Flows.Track(outbound, now);
+        if (SendTransport(peer, packet)) return true;
+        peer.Stage(packet);
+        if (now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
+        return true;
+    }
+
     /// <summary>The destination address bytes of an IPv4 or IPv6 packet, or empty if it is neither.</summary>
     internal static ReadOnlySpan<byte> DestinationOf(ReadOnlySpan<byte> packet)
     {

@@ -79,6 +79,15 @@ public sealed partial class WireGuardDevice : IDisposable
         set => _filter = value;
     }
 
+    private volatile TunnelPinger? _pinger;
+
+    /// <summary>Catches the replies to the agent's own pings (<c>weft-agent ping</c>); null in standalone mode.</summary>
+    public TunnelPinger? Pinger
+    {
+        get => _pinger;
+        set => _pinger = value;
+    }
+
     /// <summary>Flows this device opened: their return traffic passes the filter.</summary>
     public FlowTracker Flows { get; } = new();
 
@@ -102,16 +111,30 @@ public sealed partial class WireGuardDevice : IDisposable
 
     public void HandshakeProcessed() => Interlocked.Decrement(ref _handshakeBacklog);
 
-    public void SetPrivateKey(Curve25519PrivateKey? key)
+    /// <param name="keepSessions">
+    /// A node-key rotation: the sessions stay up until handshakes under the new key replace them, so
+    /// that no packet is lost while peers learn the new key. Otherwise (a new identity, as
+    /// wireguard-go does) every session is dropped.
+    /// </param>
+    public void SetPrivateKey(Curve25519PrivateKey? key, bool keepSessions = false)
     {
         PrivateKey = key;
         if (key is not null) Cookies.SetStaticKey(key.PublicKey);
-        // Sessions were derived from the old identity: none of them is valid any more.
         foreach (var peer in Peers.Values)
         {
-            peer.ZeroKeypairs();
+            if (!keepSessions) peer.ZeroKeypairs();
             peer.PrecomputeStaticStatic(key);
         }
+    }
+
+    /// <summary>Re-indexes a peer under its rotated key (see <see cref="Peer.ChangePublicKey"/>). False if the new key is taken.</summary>
+    public bool ChangePeerKey(Peer peer, Curve25519PublicKey newKey)
+    {
+        if (peer.PublicKey == newKey) return true;
+        if (!Peers.TryAdd(newKey, peer)) return false;
+        Peers.TryRemove(peer.PublicKey, out _);
+        peer.ChangePublicKey(newKey, PrivateKey);
+        return true;
     }
 
     public Peer AddPeer(Curve25519PublicKey publicKey)

@@ -60,7 +60,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.True(code == 0, created);
         var key = Json(created).GetProperty("key").GetString()!;
 
-        var up = Start("weft-agent.dll", "up", "--login-server", coordinator.Control.ToString(), "--auth-key", key, "--hostname", "cli-box",
+        var up = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key", key, "--hostname", "cli-box",
             "--endpoint", "198.18.7.7:41641", "--state-dir", _stateDirectory);
         _running.Add(up);
 
@@ -104,7 +104,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     [Fact]
     public async Task Weft_agent_up_with_a_bad_key_exits_with_the_refusal()
     {
-        var (code, output) = await Run("weft-agent.dll", "up", "--login-server", coordinator.Control.ToString(),
+        var (code, output) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
             "--auth-key", "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "--state-dir", _stateDirectory);
 
         Assert.Equal(1, code);

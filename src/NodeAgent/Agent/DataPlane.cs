@@ -1,0 +1,196 @@
+using System.Collections.Immutable;
+using System.Net;
+using System.Net.Sockets;
+using Akka.Actor;
+using Akka.Event;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+using Weft.NodeAgent.Filter;
+using Weft.NodeAgent.Tunnels;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Agent;
+
+/// <summary>How the data plane is put together: the engine, its OS interface, and what it advertises.</summary>
+public sealed record DataPlaneOptions
+{
+    public required WireGuardDevice Device { get; init; }
+    public required ITunnelLink Link { get; init; }
+    /// <summary>The interface to leave out of the advertised endpoints (the TUN itself).</summary>
+    public string? TunName { get; init; }
+    /// <summary>Endpoints given on the command line, advertised before the discovered ones.</summary>
+    public ImmutableArray<string> StaticEndpoints { get; init; } = [];
+    /// <summary>Whether to advertise the machine's interface addresses (off for in-memory tests that give static ones).</summary>
+    public bool DiscoverEndpoints { get; init; } = true;
+    public TimeSpan EndpointRefreshInterval { get; init; } = TimeSpan.FromSeconds(5);
+    public MagicDns? Dns { get; init; }
+}
+
+/// <summary>
+/// Turns the netmap into a working data plane: the node key into the engine's identity, the peers
+/// into tunnels (through its child, the <see cref="TunnelSupervisor"/>), the filter into the
+/// engine's inbound filter, the device's addresses onto the TUN, and the names into MagicDNS. It
+/// reports the machine's endpoints to the ControlClient.
+/// <para>
+/// The data plane outlives the control plane: a lost stream changes nothing here, and the tunnels
+/// stay up on the last netmap. Only <c>down</c>, a logout, or the coordinator refusing the device
+/// (deleted, expired) takes them down. The engine and the TUN belong to the agent, not to this
+/// actor, so a restart of this actor rebuilds its view from the ControlClient without dropping a
+/// session.
+/// </para>
+/// </summary>
+public sealed class DataPlane : ReceiveActor, IWithTimers
+{
+    private readonly DataPlaneOptions _options;
+    private readonly IActorRef _control;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private IActorRef _tunnels = ActorRefs.Nobody;
+    private NetMapView? _view;
+    private bool _down = true;
+    private bool _hasKey;
+    private ImmutableArray<IpPrefix> _addresses = [];
+
+    public DataPlane(DataPlaneOptions options, IActorRef control)
+    {
+        _options = options;
+        _control = control;
+
+        Receive<NodeKeyChanged>(OnNodeKeyChanged);
+        Receive<ControlStateChanged>(OnControlState);
+        Receive<NetMapChanged>(changed =>
+        {
+            _view = changed.View;
+            if (!_down) Apply(changed.View);
+        });
+        Receive<RefreshEndpoints>(_ => ReportEndpoints());
+        Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
+        Receive<GetTunnelStats>(get => _tunnels.Forward(get));
+        Receive<MeshApplied>(_ => { });
+        Receive<PrivateKeySet>(_ => { });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props PropsFor(DataPlaneOptions options, IActorRef control) => Props.Create(() => new DataPlane(options, control));
+
+    private WireGuardDevice Device => _options.Device;
+
+    protected override SupervisorStrategy SupervisorStrategy() =>
+        new OneForOneStrategy(maxNrOfRetries: 10, withinTimeRange: TimeSpan.FromMinutes(1), localOnlyDecider: e =>
+        {
+            _log.Error(e, "The tunnels failed and restart; their sessions live in the engine and stay up");
+            return Directive.Restart;
+        });
+
+    protected override void PreStart()
+    {
+        _tunnels = Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels");
+        // Until the first netmap says otherwise, nothing may come in.
+        Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
+        _control.Tell(new WatchControl(Self));
+        Timers.StartPeriodicTimer("endpoints", RefreshEndpoints.Instance, TimeSpan.Zero, _options.EndpointRefreshInterval);
+    }
+
+    private void OnNodeKeyChanged(NodeKeyChanged changed)
+    {
+        var key = AgentStateFile.Key(changed.PrivateKeyHex);
+        if (Device.PrivateKey is { } current && current.PublicKey == key.PublicKey)
+        {
+            key.Dispose();
+            return;
+        }
+        // A rotation keeps the sessions so that no packet is lost while peers learn the new key.
+        _tunnels.Tell(new SetPrivateKey(key, Rotation: changed.Rotated && _hasKey));
+        if (changed.Rotated) _log.Info("Node key rotated: handshaking with every peer under the new key");
+        _hasKey = true;
+    }
+
+    private void OnControlState(ControlStateChanged changed)
+    {
+        var down = changed.State is ControlState.Stopped or ControlState.NeedsLogin;
+        if (down == _down) return;
+        _down = down;
+        if (down)
+        {
+            _log.Info("Tunnels down: {0}", changed.Detail);
+            _tunnels.Tell(new ApplyMesh([]));
+            Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
+            _options.Dns?.Update(null, []);
+        }
+        else if (_view is { } view)
+        {
+            Apply(view);
+        }
+    }
+
+    private void Apply(NetMapView view)
+    {
+        if (view.Self is { } self) SetAddresses(self);
+        var peers = new List<MeshPeer>(view.Peers.Count);
+        foreach (var node in view.Peers.Values)
+            if (MeshPeer.FromNode(node) is { } peer) peers.Add(peer);
+        // The filter first: a peer must never be reachable under a filter older than its netmap.
+        Device.Filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
+        _tunnels.Tell(new ApplyMesh(peers));
+        _options.Dns?.Update(view, _addresses);
+    }
+
+    private void SetAddresses(Node self)
+    {
+        var addresses = ImmutableArray.CreateBuilder<IpPrefix>();
+        foreach (var text in self.Addresses)
+        {
+            if (!IPAddress.TryParse(text.Split('/')[0], out var address)) continue;
+            addresses.Add(new IpPrefix(address, address.AddressFamily == AddressFamily.InterNetwork ? 32 : 128));
+        }
+        var wanted = addresses.ToImmutable();
+        if (wanted.SequenceEqual(_addresses)) return;
+        try
+        {
+            _options.Link.SetAddresses(wanted);
+            _addresses = wanted;
+            _log.Info("Tailnet addresses: {0}", string.Join(", ", wanted));
+        }
+        catch (IOException e)
+        {
+            _log.Error("Cannot give the tunnel interface its addresses: {0}", e.Message);
+        }
+    }
+
+    private void ReportEndpoints()
+    {
+        var endpoints = _options.DiscoverEndpoints
+            ? LocalEndpoints.Discover(Device.ListenPort, _options.TunName, _options.StaticEndpoints)
+            : _options.StaticEndpoints;
+        _control.Tell(new SetEndpoints(endpoints, 0));
+    }
+
+    private object Resolve(ResolvePeer resolve)
+    {
+        if (_view is not { Self: { } self } view) return new PeerNotFound("no netmap yet");
+        var target = resolve.Target.Trim().TrimEnd('.');
+        Node? found = null;
+        IPAddress? address = null;
+        if (IPAddress.TryParse(target, out var literal))
+        {
+            address = literal;
+            found = view.Peers.Values.FirstOrDefault(n => n.Addresses.Any(a => AddressOf(a)?.Equals(literal) == true));
+            if (found is null) return new PeerNotFound($"no peer has the address {literal}");
+        }
+        else
+        {
+            found = view.Peers.Values.FirstOrDefault(n => string.Equals(n.Name, target, StringComparison.OrdinalIgnoreCase))
+                    ?? view.Peers.Values.FirstOrDefault(n => string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase));
+            if (found is null) return new PeerNotFound($"no peer is called '{target}'");
+            var family = resolve.PreferIPv6 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork;
+            address = found.Addresses.Select(AddressOf).FirstOrDefault(a => a?.AddressFamily == family)
+                      ?? found.Addresses.Select(AddressOf).FirstOrDefault(a => a is not null);
+            if (address is null) return new PeerNotFound($"'{target}' has no address");
+        }
+        var source = self.Addresses.Select(AddressOf).FirstOrDefault(a => a?.AddressFamily == address.AddressFamily);
+        if (source is null) return new PeerNotFound($"this device has no {address.AddressFamily} tailnet address");
+        return new PeerResolved(found.Name, address, source);
+    }
+
+    private static IPAddress? AddressOf(string text) => IPAddress.TryParse(text.Split('/')[0], out var address) ? address : null;
+}

@@ -1,0 +1,19 @@
+using System.Net;
+
+namespace Weft.NodeAgent.Agent;
+
+// The DataPlane actor's protocol (local only).
+
+/// <summary>Finds a peer (or this device) by name, FQDN or tailnet address, for <c>weft-agent ping</c>. Replies <see cref="PeerResolved"/> or <see cref="PeerNotFound"/>.</summary>
+public sealed record ResolvePeer(string Target, bool PreferIPv6 = false);
+
+/// <summary>The peer's name and the addresses a ping goes between (this device's address of the same family as the target's).</summary>
+public sealed record PeerResolved(string Name, IPAddress Address, IPAddress Source);
+
+public sealed record PeerNotFound(string Reason);
+
+/// <summary>Re-reads the machine's interfaces and reports the endpoints if they changed (a timer sends it; tests may too).</summary>
+public sealed class RefreshEndpoints
+{
+    public static readonly RefreshEndpoints Instance = new();
+}

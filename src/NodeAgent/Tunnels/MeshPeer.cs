@@ -1,0 +1,43 @@
+using System.Collections.Immutable;
+using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Tunnels;
+
+/// <summary>
+/// A peer as the data plane needs it from the netmap: which device (its id survives key rotation),
+/// its current node key, the addresses it may send from and be reached at, and the underlay
+/// endpoints it advertises.
+/// </summary>
+public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray<IpPrefix> AllowedIps, ImmutableArray<Endpoint> Endpoints)
+{
+    /// <summary>The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or expired).</summary>
+    public static MeshPeer? FromNode(Node node)
+    {
+        if (node.Expired || node.NodeKey.Length != 32) return null;
+        var key = new Curve25519PublicKey(node.NodeKey.Span);
+        var allowed = ImmutableArray.CreateBuilder<IpPrefix>();
+        foreach (var text in node.AllowedIps.Count > 0 ? node.AllowedIps : node.Addresses)
+            if (IpPrefix.TryParse(text, out var prefix)) allowed.Add(prefix);
+        var endpoints = ImmutableArray.CreateBuilder<Endpoint>();
+        foreach (var text in node.Endpoints)
+        {
+            if (System.Net.IPEndPoint.TryParse(text, out var parsed) && parsed.Port != 0) endpoints.Add(new Endpoint(parsed));
+        }
+        return new MeshPeer(node.Id, key, allowed.ToImmutable(), endpoints.ToImmutable());
+    }
+
+    /// <summary>
+    /// Where to send: the endpoint in use while the peer still advertises it (it may have been
+    /// learned by roaming), else the first IPv4 endpoint it advertises, else its first one. A peer
+    /// that moved stops advertising its old address, so its new one takes over. Choosing among
+    /// several by probing them (disco) comes with NAT traversal.
+    /// </summary>
+    public static Endpoint? ChooseEndpoint(Endpoint? current, ImmutableArray<Endpoint> advertised)
+    {
+        if (current is not null && (advertised.IsEmpty || advertised.Contains(current))) return current;
+        foreach (var endpoint in advertised) if (endpoint.IsIPv4) return endpoint;
+        return advertised.IsEmpty ? null : advertised[0];
+    }
+}

@@ -1,0 +1,263 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Weft.Lab;
+
+namespace Weft.Integration.Tests.Mesh;
+
+/// <summary>
+/// The whole product on real networks: a coordinator process, and agents (<c>weft-agent up</c>) in
+/// network namespaces with real TUN devices, joined through the coordinator and talking over the
+/// tunnels they built from their netmaps.
+/// </summary>
+public class MeshTests
+{
+    private const string Hub = "198.18.0.254";
+
+    /// <summary>Three machines of one tailnet on one underlay link, plus the coordinator on the host.</summary>
+    private sealed record Mesh(Lab.Lab Lab, Segment Segment, WeftCoordinator Coordinator, string Tailnet, WeftAgent A, WeftAgent B, WeftAgent C)
+    {
+        public WeftAgent[] All => [A, B, C];
+    }
+
+    private static async Task<Mesh> StartMesh(Lab.Lab lab)
+    {
+        var segment = Segment.Create(lab);
+        segment.AttachHost(Hub + "/24");
+        var coordinator = WeftCoordinator.Start(lab, Hub);
+        var tailnet = await coordinator.CreateTailnet("mesh");
+        var agents = new List<WeftAgent>();
+        foreach (var (name, index) in new[] { ("a", 1), ("b", 2), ("c", 3) })
+        {
+            var machine = lab.AddNamespace(name);
+            segment.Attach(machine, $"198.18.0.{index}/24");
+            var key = await coordinator.CreateAuthKey(tailnet, tags: ["tag:" + name]);
+            agents.Add(WeftAgent.Start(machine, name, coordinator.Control, key));
+        }
+        var mesh = new Mesh(lab, segment, coordinator, tailnet, agents[0], agents[1], agents[2]);
+        foreach (var agent in mesh.All) agent.WaitForPeers(mesh.All.Where(a => a != agent).Select(a => a.Name).ToArray());
+        return mesh;
+    }
+
+    private static bool Reaches(WeftAgent from, string address) => Traffic.PingUntilAnswered(from.Machine, address, TimeSpan.FromSeconds(10)) is not null;
+
+    private static bool Blocked(WeftAgent from, string address) => Traffic.Ping(from.Machine, address, 3, waitSeconds: 1) == 0;
+
+    [SkippableFact]
+    public async Task Three_agents_build_a_mesh_that_follows_policy_rotation_and_deletion_and_outlives_the_coordinator()
+    {
+        await using var lab = LabTest.Open("ping", "dig", "setpriv");
+        var mesh = await StartMesh(lab);
+        await WithLogsOnFailure(lab, () => MeshScenario(lab, mesh));
+    }
+
+    /// <summary>Runs a scenario; if it fails, the failure carries every lab process's output (the agents' and the coordinator's logs).</summary>
+    private static async Task WithLogsOnFailure(Lab.Lab lab, Func<Task> scenario)
+    {
+        try
+        {
+            await scenario();
+        }
+        catch (Exception e) when (e is not SkipException)
+        {
+            File.WriteAllText(Path.Combine(Path.GetTempPath(), "weft-mesh-failure.log"), lab.ProcessOutputs());
+            throw new Xunit.Sdk.XunitException($"{e.Message}\n--- lab process output ---\n{lab.ProcessOutputs()}\n--- end ---\n{e.StackTrace}");
+        }
+    }
+
+    private static async Task MeshScenario(Lab.Lab lab, Mesh mesh)
+    {
+        var (a, b, c) = (mesh.A, mesh.B, mesh.C);
+        var address = mesh.All.ToDictionary(x => x.Name, x => x.Addresses());
+
+        // A fourth machine from another tailnet on the same underlay link.
+        var other = await mesh.Coordinator.CreateTailnet("elsewhere");
+        var dMachine = lab.AddNamespace("d");
+        mesh.Segment.Attach(dMachine, "198.18.0.4/24");
+        var d = WeftAgent.Start(dMachine, "d", mesh.Coordinator.Control, await mesh.Coordinator.CreateAuthKey(other, tags: ["tag:d"]));
+        var dAddress = d.Addresses();
+
+        // Every pair, both ways, over IPv4 and IPv6.
+        foreach (var from in mesh.All)
+        foreach (var to in mesh.All.Where(x => x != from))
+        {
+            Assert.True(Reaches(from, address[to.Name].V4), $"{from.Name} → {to.Name} over IPv4");
+            Assert.Equal(3, Traffic.Ping(from.Machine, address[to.Name].V6, 3));
+        }
+
+        // The other tailnet's agent reaches none of them (addresses are per tailnet, so skip any it holds itself).
+        d.WaitForPeers();
+        foreach (var target in mesh.All.SelectMany(x => new[] { address[x.Name].V4, address[x.Name].V6 }).Where(t => t != dAddress.V4 && t != dAddress.V6))
+            Assert.True(Blocked(d, target), $"d (another tailnet) must not reach {target}");
+        Assert.DoesNotContain(a.Status().GetProperty("peers").EnumerateArray(), p => p.GetProperty("name").GetString() == "d");
+
+        // status and ping through the CLI.
+        var (statusCode, statusText) = a.Cli("status");
+        Assert.True(statusCode == 0, statusText);
+        Assert.Contains("state:        running", statusText);
+        Assert.Matches(@"\nb\s+100\.64\.\S+ fd7a:115c:a1e0:\S+\s+yes\s+198\.18\.0\.2:41641\s+(now|\d+s ago)\s+[\d.]+ (B|KiB|MiB)\s+[\d.]+ (B|KiB|MiB)", statusText);
+        var (pingCode, pingText) = a.Cli("ping", "b", "-c", "2");
+        Assert.True(pingCode == 0, pingText);
+        Assert.Matches($@"pong from b \({address["b"].V4.Replace(".", "\\.")}\) via 198\.18\.0\.2:41641 in [\d.]+ ms", pingText);
+        Assert.Contains("2 sent, 2 answered", pingText);
+        var (v6Code, v6Text) = a.Cli("ping", address["c"].V6, "-c", "1");
+        Assert.True(v6Code == 0, v6Text);
+        var (missingCode, missingText) = a.Cli("ping", "nobody-here", "-c", "1");
+        Assert.Equal(1, missingCode);
+        Assert.Contains("no peer is called 'nobody-here'", missingText);
+
+        // MagicDNS: <host>.<tailnet suffix> on the agent's own address.
+        var bFqdn = a.Status().GetProperty("peers").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "b").GetProperty("fqdn").GetString()!.TrimEnd('.');
+        Assert.Equal(address["b"].V4, a.Machine.Run("dig", "+short", "+time=2", "+tries=2", "@" + address["a"].V4, bFqdn, "A").Trim());
+        Assert.Equal(address["b"].V6, a.Machine.Run("dig", "+short", "+time=2", "+tries=2", "@" + address["a"].V4, bFqdn, "AAAA").Trim());
+
+        // Policy: a and c may no longer talk; b still talks to both. Then a one-way rule: the filter,
+        // not visibility, refuses b → a while a → b (and its answers) pass.
+        await mesh.Coordinator.Send(HttpMethod.Post, $"/api/v1/tailnets/{mesh.Tailnet}/policy", """
+            {
+              "tagOwners": { "tag:a": [], "tag:b": [], "tag:c": [] },
+              "acls": [
+                { "action": "accept", "src": ["tag:a", "tag:c"], "dst": ["tag:b:*"] },
+                { "action": "accept", "src": ["tag:b"], "dst": ["tag:a:*", "tag:c:*"] },
+              ],
+            }
+            """);
+        a.WaitForPeers("b");
+        c.WaitForPeers("b");
+        Assert.True(Blocked(a, address["c"].V4), "a → c is forbidden");
+        Assert.True(Blocked(c, address["a"].V4), "c → a is forbidden");
+        Assert.True(Reaches(a, address["b"].V4));
+        Assert.True(Reaches(c, address["b"].V4));
+        Assert.True(Reaches(b, address["a"].V4));
+        Assert.True(Reaches(b, address["c"].V4));
+
+        await mesh.Coordinator.Send(HttpMethod.Post, $"/api/v1/tailnets/{mesh.Tailnet}/policy", """
+            {
+              "tagOwners": { "tag:a": [], "tag:b": [], "tag:c": [] },
+              "acls": [
+                { "action": "accept", "src": ["tag:a"], "dst": ["tag:b:*"] },
+                { "action": "accept", "src": ["tag:b", "tag:c"], "dst": ["tag:c:*", "tag:b:*"] },
+              ],
+            }
+            """);
+        c.WaitForPeers("b");
+        b.WaitForPeers("a", "c");
+        Assert.True(WaitUntil(() => Blocked(b, address["a"].V4)), "b → a is now refused by a's filter");
+        Assert.True(Reaches(a, address["b"].V4), "a → b still passes, and b's answers come back as return traffic");
+
+        // Rotation during a continuous ping: b's new key reaches a, both re-handshake, at most two pings lost.
+        var keyBefore = b.Status().GetProperty("nodeKey").GetString();
+        var ping = Traffic.StartPing(a.Machine, address["b"].V4, 0.1);
+        Thread.Sleep(1000);
+        var rotatedAt = DateTimeOffset.UtcNow;
+        var (rotateCode, rotateText) = b.Cli("rotate-node-key");
+        Assert.True(rotateCode == 0, rotateText);
+        Assert.True(WaitUntil(() => b.Status().GetProperty("nodeKey").GetString() != keyBefore), "b's node key rotates");
+        var newKey = b.Status().GetProperty("nodeKey").GetString();
+        Assert.True(WaitUntil(() => PeerOf(a, "b") is { } peer && peer.GetProperty("nodeKey").GetString() == newKey
+            && peer.GetProperty("tunnel").TryGetProperty("lastHandshake", out var at) && at.GetDateTimeOffset() > rotatedAt),
+            "a learns b's new key and handshakes with it");
+        Thread.Sleep(1000);
+        var (sent, received) = Traffic.StopPing(ping);
+        Assert.True(sent - received <= 2, $"lost {sent - received} of {sent} pings across the rotation");
+
+        // A deleted device is cut off at once: gone from b's netmap, its packets refused.
+        var cId = c.Status().GetProperty("deviceId").GetString();
+        await mesh.Coordinator.Send(HttpMethod.Delete, $"/api/v1/tailnets/{mesh.Tailnet}/devices/{cId}");
+        b.WaitForPeers("a");
+        Assert.True(Blocked(b, address["c"].V4), "b → deleted c");
+        Assert.True(Blocked(c, address["b"].V4), "deleted c → b");
+
+        // The data plane outlives the control plane: with the coordinator stopped, a restarted agent
+        // brings its tunnels back from the cached netmap.
+        mesh.Coordinator.Stop();
+        a.Stop();
+        a.Run();
+        Assert.True(Reaches(a, address["b"].V4), "a restarted without a coordinator reaches b from its cached netmap");
+        Assert.True(Blocked(b, address["a"].V4), "and the cached filter still refuses b → a");
+        Assert.Contains("\"state\": \"connecting\"", a.Cli("status", "--json").Output);
+    }
+
+    [SkippableFact]
+    public async Task The_local_api_refuses_unknown_commands_malformed_json_and_non_root_callers_and_down_up_restores_the_tunnels()
+    {
+        await using var lab = LabTest.Open("ping", "setpriv");
+        var segment = Segment.Create(lab);
+        segment.AttachHost(Hub + "/24");
+        var coordinator = WeftCoordinator.Start(lab, Hub);
+        var tailnet = await coordinator.CreateTailnet("local");
+        var agents = new List<WeftAgent>();
+        foreach (var (name, index) in new[] { ("x", 1), ("y", 2) })
+        {
+            var machine = lab.AddNamespace(name);
+            segment.Attach(machine, $"198.18.0.{index}/24");
+            agents.Add(WeftAgent.Start(machine, name, coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com")));
+        }
+        var (x, y) = (agents[0], agents[1]);
+        x.WaitForPeers("y");
+        var yAddress = y.Addresses().V4;
+        Assert.True(Reaches(x, yAddress));
+
+        var socket = Path.Combine(x.StateDirectory, "weft-agent.sock");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket));
+        Assert.Contains("\"code\": \"unknown_command\"", await Raw(socket, "{\"command\":\"fly\"}"));
+        Assert.Contains("the commands are: status, ping, up, down, logout, rotate-node-key", await Raw(socket, "{\"command\":\"fly\"}"));
+        Assert.Contains("\"code\": \"malformed_request\"", await Raw(socket, "{\"command\": "));
+        Assert.Contains("\"code\": \"malformed_request\"", await Raw(socket, "{\"command\":\"ping\",\"count\":1000,\"target\":\"y\"}"));
+        Assert.Contains("\"code\": \"request_too_large\"", await Raw(socket, new string('x', 5000)));
+
+        // Not root: the socket's mode stops the caller; loosened, the agent still refuses by credentials.
+        var (deniedCode, denied) = x.CliAs("65534", "status");
+        Assert.Equal(1, deniedCode);
+        Assert.Contains("root only", denied);
+        File.SetUnixFileMode(socket, (UnixFileMode)0b110_110_110);
+        var (refusedCode, refused) = x.CliAs("65534", "status");
+        Assert.Equal(1, refusedCode);
+        Assert.Contains("the agent's local API is for root only (you are uid 65534)", refused);
+
+        // down takes the tunnels away; up brings them back.
+        var (downCode, down) = x.Cli("down");
+        Assert.True(downCode == 0, down);
+        Assert.Contains("stopped", down);
+        Assert.True(Blocked(x, yAddress), "no tunnels while down");
+        var (upCode, up) = x.Cli("up");
+        Assert.True(upCode == 0, up);
+        Assert.True(Reaches(x, yAddress), "up again");
+
+        // logout: the coordinator expires the device, y drops it, and x forgets it.
+        var (logoutCode, loggedOut) = x.Cli("logout");
+        Assert.True(logoutCode == 0, loggedOut);
+        Assert.Contains("logged out", loggedOut);
+        y.WaitForPeers();
+        Assert.Contains("\"state\": \"needs-login\"", x.Cli("status", "--json").Output);
+    }
+
+    private static JsonElement? PeerOf(WeftAgent agent, string name)
+    {
+        foreach (var peer in agent.Status().GetProperty("peers").EnumerateArray())
+            if (peer.GetProperty("name").GetString() == name) return peer;
+        return null;
+    }
+
+    private static bool WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (condition()) return true;
+            Thread.Sleep(250);
+        }
+        return false;
+    }
+
+    /// <summary>Sends one raw line to the agent's socket and returns the answer.</summary>
+    private static async Task<string> Raw(string socketPath, string line)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
+        await socket.SendAsync(Encoding.UTF8.GetBytes(line + "\n"), SocketFlags.None);
+        using var stream = new NetworkStream(socket);
+        using var reader = new StreamReader(stream);
+        return await reader.ReadToEndAsync();
+    }
+}
