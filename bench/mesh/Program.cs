@@ -66,15 +66,10 @@ async Task<((double Forward, double Reverse, double Mean) Throughput, double Joi
 async Task<(double Forward, double Reverse, double Mean)> WireGuardGo()
 {
     await using var lab = Lab.Create();
-    var nsA = lab.AddNamespace("a");
-    var nsB = lab.AddNamespace("b");
-    lab.Connect(nsA, "198.18.0.1/24", nsB, "198.18.0.2/24");
-    var idA = WgIdentity.Generate();
-    var idB = WgIdentity.Generate();
-    var wgA = WgInterface.Start(WgImplementation.WireGuardGo, nsA, lab.Id + "wa", idA, 51820, "100.64.0.1/32", [new WgPeer(idB.PublicKey, "100.64.0.2/32", "198.18.0.2:51821")]);
-    var wgB = WgInterface.Start(WgImplementation.WireGuardGo, nsB, lab.Id + "wb", idB, 51821, "100.64.0.2/32", [new WgPeer(idA.PublicKey, "100.64.0.1/32", "198.18.0.1:51820")]);
-    nsA.Run("ip", "link", "set", wgA.Name, "mtu", Mtu.ToString());
-    nsB.Run("ip", "link", "set", wgB.Name, "mtu", Mtu.ToString());
+    var pair = WireGuardPair.Start(lab, WgImplementation.WireGuardGo, WgImplementation.WireGuardGo);
+    var (nsA, nsB) = (pair.A.Namespace, pair.B.Namespace);
+    nsA.Run("ip", "link", "set", pair.A.Name, "mtu", Mtu.ToString());
+    nsB.Run("ip", "link", "set", pair.B.Name, "mtu", Mtu.ToString());
     if (Traffic.PingUntilAnswered(nsA, "100.64.0.2", TimeSpan.FromSeconds(20)) is null) throw new InvalidOperationException("wireguard-go pair: no tunnel");
     var duration = TimeSpan.FromSeconds(seconds);
     var forward = Traffic.Iperf(nsB, "100.64.0.2", nsA, duration);

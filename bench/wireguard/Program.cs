@@ -31,13 +31,8 @@ return 0;
 async Task<(double Forward, double Reverse, double Mean)> Throughput(WgImplementation a, WgImplementation b)
 {
     await using var lab = Lab.Create();
-    var nsA = lab.AddNamespace("a");
-    var nsB = lab.AddNamespace("b");
-    lab.Connect(nsA, "198.18.0.1/24", nsB, "198.18.0.2/24");
-    var idA = WgIdentity.Generate();
-    var idB = WgIdentity.Generate();
-    WgInterface.Start(a, nsA, lab.Id + "wa", idA, 51820, "100.64.0.1/32", [new WgPeer(idB.PublicKey, "100.64.0.2/32", "198.18.0.2:51821")]);
-    WgInterface.Start(b, nsB, lab.Id + "wb", idB, 51821, "100.64.0.2/32", [new WgPeer(idA.PublicKey, "100.64.0.1/32", "198.18.0.1:51820")]);
+    var pair = WireGuardPair.Start(lab, a, b);
+    var (nsA, nsB) = (pair.A.Namespace, pair.B.Namespace);
     if (Traffic.PingUntilAnswered(nsA, "100.64.0.2", TimeSpan.FromSeconds(20)) is null) throw new InvalidOperationException($"{a} <-> {b}: no tunnel");
     var duration = TimeSpan.FromSeconds(seconds);
     var forward = Traffic.Iperf(nsB, "100.64.0.2", nsA, duration);           // a sends to b

@@ -1,14 +1,12 @@
-using Weft.Lab;
-
-namespace Weft.Integration.Tests.WireGuard;
+namespace Weft.Lab;
 
 /// <summary>Two machines on one underlay link (198.18.0.1 and .2), each running a WireGuard, peered with each other.</summary>
-public sealed record WireGuardPair(Lab.Lab Lab, WgInterface A, WgInterface B)
+public sealed record WireGuardPair(Lab Lab, WgInterface A, WgInterface B)
 {
     public const string UnderlayA = "198.18.0.1";
     public const string UnderlayB = "198.18.0.2";
 
-    public static WireGuardPair Start(Lab.Lab lab, WgImplementation a, WgImplementation b, string? pskA = null, string? pskB = null,
+    public static WireGuardPair Start(Lab lab, WgImplementation a, WgImplementation b, string? pskA = null, string? pskB = null,
         string[]? agentArgumentsA = null, string[]? agentArgumentsB = null)
     {
         var nsA = lab.AddNamespace("a");
