@@ -160,6 +160,15 @@ public sealed class LocalApi : IDisposable
     private async Task<object> Want(bool running)
     {
         _control.Tell(new SetWantRunning(running));
+        if (!running && _dataPlane is not null)
+        {
+            // Answer only once the tunnels are gone: after "down" returns, nothing passes.
+            for (var attempt = 0; attempt < 50; attempt++)
+            {
+                if ((await _dataPlane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels.Count == 0) break;
+                await Task.Delay(100);
+            }
+        }
         var status = await _control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
         return new LocalDone(JsonNamingPolicy.KebabCaseLower.ConvertName(status.State.ToString()), status.Detail);
     }
