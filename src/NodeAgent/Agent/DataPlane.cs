@@ -137,13 +137,8 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     private void SetAddresses(Node self)
     {
-        var addresses = ImmutableArray.CreateBuilder<IpPrefix>();
-        foreach (var text in self.Addresses)
-        {
-            if (!IPAddress.TryParse(text.Split('/')[0], out var address)) continue;
-            addresses.Add(new IpPrefix(address, address.AddressFamily == AddressFamily.InterNetwork ? 32 : 128));
-        }
-        var wanted = addresses.ToImmutable();
+        ImmutableArray<IpPrefix> wanted =
+            [.. NodeAddresses.Of(self).Select(a => new IpPrefix(a, a.AddressFamily == AddressFamily.InterNetwork ? 32 : 128))];
         if (wanted.SequenceEqual(_addresses)) return;
         try
         {
@@ -174,7 +169,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         if (IPAddress.TryParse(target, out var literal))
         {
             address = literal;
-            found = view.Peers.Values.FirstOrDefault(n => n.Addresses.Any(a => AddressOf(a)?.Equals(literal) == true));
+            found = view.Peers.Values.FirstOrDefault(n => NodeAddresses.Of(n).Contains(literal));
             if (found is null) return new PeerNotFound($"no peer has the address {literal}");
         }
         else
@@ -183,14 +178,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
                     ?? view.Peers.Values.FirstOrDefault(n => string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase));
             if (found is null) return new PeerNotFound($"no peer is called '{target}'");
             var family = resolve.PreferIPv6 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork;
-            address = found.Addresses.Select(AddressOf).FirstOrDefault(a => a?.AddressFamily == family)
-                      ?? found.Addresses.Select(AddressOf).FirstOrDefault(a => a is not null);
+            address = NodeAddresses.Of(found).FirstOrDefault(a => a.AddressFamily == family) ?? NodeAddresses.Of(found).FirstOrDefault();
             if (address is null) return new PeerNotFound($"'{target}' has no address");
         }
-        var source = self.Addresses.Select(AddressOf).FirstOrDefault(a => a?.AddressFamily == address.AddressFamily);
+        var source = NodeAddresses.Of(self).FirstOrDefault(a => a.AddressFamily == address.AddressFamily);
         if (source is null) return new PeerNotFound($"this device has no {address.AddressFamily} tailnet address");
         return new PeerResolved(found.Name, address, source);
     }
-
-    private static IPAddress? AddressOf(string text) => IPAddress.TryParse(text.Split('/')[0], out var address) ? address : null;
 }

@@ -42,8 +42,7 @@ public sealed class MagicDns(int port, ILogger log) : IDisposable
         foreach (var node in view.Peers.Values.Append(view.Self).OfType<Weft.Contracts.Control.Node>())
         {
             if (string.IsNullOrEmpty(node.Fqdn)) continue;
-            var addresses = node.Addresses.Select(a => IPAddress.TryParse(a.Split('/')[0], out var ip) ? ip : null).OfType<IPAddress>().ToList();
-            records.Add(new DnsHost(node.Fqdn, addresses));
+            records.Add(new DnsHost(node.Fqdn, [.. NodeAddresses.Of(node)]));
         }
         var suffix = view.Dns?.Suffix is { Length: > 0 } configured ? configured
             : view.Self?.Fqdn is { } fqdn && fqdn.IndexOf('.') is var dot and > 0 ? fqdn[(dot + 1)..] : null;

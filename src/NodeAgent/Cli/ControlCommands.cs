@@ -152,16 +152,7 @@ public static class ControlCommands
         return command;
     }
 
-    public static Command Status()
-    {
-        var status = new Command("status", "Show this device and its peers: addresses, endpoint, last handshake, bytes in and out, online");
-        var stateDir = StateDirectoryOption();
-        var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
-        status.Add(stateDir);
-        status.Add(json);
-        status.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, new { command = "status" }, parse.GetValue(json), cancel));
-        return status;
-    }
+    public static Command Status() => Simple("status", "Show this device and its peers: addresses, endpoint, last handshake, bytes in and out, online", new { command = "status" });
 
     public static Command Ping()
     {

@@ -78,24 +78,8 @@ public static class AgentStateFile
     }
 
     /// <summary>Writes the state to a 0600 temporary file, flushes it, and renames it over the old one.</summary>
-    public static void Save(string directory, AgentState state)
-    {
-        var path = Path.Combine(directory, FileName);
-        var temporary = path + ".tmp";
-        var options = new FileStreamOptions
-        {
-            Mode = FileMode.Create,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        };
-        File.Delete(temporary);
-        using (var stream = new FileStream(temporary, options))
-        {
-            JsonSerializer.Serialize(stream, state, Json);
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-    }
+    public static void Save(string directory, AgentState state) =>
+        PrivateFile.Replace(Path.Combine(directory, FileName), stream => JsonSerializer.Serialize(stream, state, Json));
 
     public static Curve25519PrivateKey Key(string hex) =>
         Curve25519PrivateKey.TryParseHex(hex, out var key) ? key : throw new AgentStateException("a private key in the agent state is not 64 hex characters");

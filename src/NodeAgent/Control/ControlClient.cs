@@ -381,16 +381,15 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         _options.Observer?.Invoke(message, outcome, _netmap);
         if (outcome is NetMapApplied.Gap or NetMapApplied.Stale) return;
-        if (_options.NetMapCache is not null) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
+        // Not restarted by every delta: under a steady stream of changes the cache is still written every half second.
+        if (_options.NetMapCache is not null && !Timers.IsTimerActive("save-netmap")) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
         if (_netmap.Self is { } self)
         {
             if (self.Status == "pending" && _status == ControlState.Running) SetStatus(ControlState.PendingApproval, null, "waiting for an admin to approve this device");
             else if (self.Status == "active" && _status == ControlState.PendingApproval) SetStatus(ControlState.Running, null, $"connected to {_connection?.Url}");
             if (self.KeyExpiry is not null && self.Status == "active") ScheduleRotation(self.KeyExpiry.ToDateTimeOffset());
         }
-        if (_watchers.Count == 0) return;
-        var changed = new NetMapChanged(_netmap.View, outcome);
-        foreach (var watcher in _watchers) watcher.Tell(changed);
+        if (_watchers.Count > 0) Broadcast(new NetMapChanged(_netmap.View, outcome)); // the view is built only when someone watches
     }
 
     private void OnError(Weft.Contracts.Control.Error error)
@@ -398,9 +397,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         switch (error.Code)
         {
             case ControlErrorCodes.DeviceDeleted:
-                _netmap.Clear();
-                Timers.Cancel("save-netmap");
-                _options.NetMapCache?.Delete();
+                ForgetNetMap();
                 Save(_state with { DeviceId = null, TailnetId = null, NodeKeyIssuedAt = null });
                 NeedsLogin(error.Code, error.Message);
                 break;
@@ -501,8 +498,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _node = _nextNode!;
         _nextNode = null;
         Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = _options.Clock.GetUtcNow() });
-        var changed = new NodeKeyChanged(_node.ToHex(), Rotated: true);
-        foreach (var watcher in _watchers) watcher.Tell(changed);
+        Broadcast(new NodeKeyChanged(_node.ToHex(), Rotated: true));
     }
 
     // ------------------------------------------------------------------ down, up, logout, cache
@@ -511,7 +507,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         if (!want.Running)
         {
-            if (_status is ControlState.Stopped or ControlState.NeedsLogin) return;
+            if (Idle) return;
             DropConnection();
             Timers.Cancel("dial");
             SetStatus(ControlState.Stopped, null, "stopped (weft-agent down); weft-agent up resumes");
@@ -546,18 +542,23 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         if (_loggingOut is not { } asker) return;
         _loggingOut = null;
         Timers.Cancel("logout");
-        Timers.Cancel("save-netmap");
-        _netmap.Clear();
-        _options.NetMapCache?.Delete();
+        ForgetNetMap();
         _nextNode?.Dispose();
         _nextNode = null;
         _node.Dispose();
         _node = Curve25519PrivateKey.Generate();
         Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = null, DeviceId = null, TailnetId = null });
         NeedsLogin(ControlErrorCodes.LoggedOut, detail);
-        var changed = new NodeKeyChanged(_node.ToHex(), Rotated: false);
-        foreach (var watcher in _watchers) watcher.Tell(changed);
+        Broadcast(new NodeKeyChanged(_node.ToHex(), Rotated: false));
         asker.Tell(new LogoutResult(coordinatorTold, detail));
+    }
+
+    /// <summary>The device is gone (deleted, logged out): its netmap goes, from memory and from disk.</summary>
+    private void ForgetNetMap()
+    {
+        Timers.Cancel("save-netmap");
+        _netmap.Clear();
+        _options.NetMapCache?.Delete();
     }
 
     private void SaveCache()
@@ -585,8 +586,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         var changed = status != _status;
         (_status, _code, _detail) = (status, code, detail);
-        if (!changed) return;
-        var message = new ControlStateChanged(status, code, detail);
+        if (changed) Broadcast(new ControlStateChanged(status, code, detail));
+    }
+
+    private void Broadcast(object message)
+    {
         foreach (var watcher in _watchers) watcher.Tell(message);
     }
 

@@ -41,21 +41,7 @@ public sealed class FileNetMapCache(string directory) : INetMapCache
         }
     }
 
-    public void Save(NetMap map)
-    {
-        var temporary = Path + ".tmp";
-        File.Delete(temporary); // its mode must be the one we create it with
-        using (var file = new FileStream(temporary, new FileStreamOptions
-               {
-                   Mode = FileMode.Create, Access = FileAccess.Write,
-                   UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-               }))
-        {
-            map.WriteTo(file);
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, Path, overwrite: true);
-    }
+    public void Save(NetMap map) => PrivateFile.Replace(Path, map.WriteTo);
 
     public void Delete()
     {
