@@ -35,6 +35,7 @@ public static class MemberEndpoints
         tailnet.MapPost("/devices/{device}/expire", ExpireDevice);
         tailnet.MapDelete("/devices/{device}", DeleteDevice);
         tailnet.MapGet("/devices/{device}/netmap", GetNetMap);
+        tailnet.MapGet("/devices/{device}/stream", GetStream);
     }
 
     // ------------------------------------------------------------------ users
@@ -161,6 +162,17 @@ public static class MemberEndpoints
         return Results.Text(json, "application/json");
     }
 
+    /// <summary>Where the device's netmap stream stands: its version, and the coordinator node holding its agent's session.</summary>
+    private static async Task<IResult> GetStream(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        await refs.Tailnets.AskFor<DeviceInfo>(new GetDevice(entry.TailnetId, deviceId), http.RequestAborted); // in this tailnet, or 404
+        var stream = await refs.Devices.AskFor<Devices.DeviceStreamInfo>(new Devices.GetDeviceStream(deviceId), http.RequestAborted);
+        var coordinator = stream.Session is { } path ? Akka.Actor.ActorPath.Parse(path).Address.ToString() : null;
+        return Results.Json(new DeviceStreamResource(stream.Version, coordinator is not null, coordinator, stream.AwaitingFullMap), AdminJson.Options);
+    }
+
     private static async Task<IResult> OnDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, Func<string, string, object> command)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
@@ -196,7 +208,7 @@ public static class MemberEndpoints
         return new DeviceResource(
             d.DeviceId, d.Name, d.Hostname, d.Os, d.Status.ToString().ToLowerInvariant(), info.Online, UserName(users, d.UserId), d.Tags,
             [d.Ipv4, d.Ipv6], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
-            d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId);
+            d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId, d.AgentVersion);
     }
 }
 

@@ -15,10 +15,12 @@ namespace Weft.Cluster.Api;
 public sealed class TailnetRefs(
     IRequiredActor<TailnetDirectoryActor> directory,
     IRequiredActor<TailnetActor> tailnets,
+    IRequiredActor<Devices.DeviceActor> devices,
     IRequiredActor<ApiKeyRegistryActor> apiKeys)
 {
     public IActorRef Directory => directory.ActorRef;
     public IActorRef Tailnets => tailnets.ActorRef;
+    public IActorRef Devices => devices.ActorRef;
     public IActorRef ApiKeys => apiKeys.ActorRef;
 
     /// <summary>The tailnet named by id or name, if the caller may see it.</summary>

@@ -207,6 +207,8 @@ public static class MemberCommands
             ("id", Format.Text(device, "id")),
             ("name", Format.Text(device, "name")),
             ("hostname", Format.Text(device, "hostname")),
+            ("os", Format.Text(device, "os")),
+            ("agent", Format.Text(device, "agentVersion")),
             ("status", Format.Text(device, "status")),
             ("online", YesNo(device, "online")),
             ("addresses", Format.List(device, "addresses")),

@@ -17,14 +17,16 @@ namespace Weft.Cluster.Control;
 public sealed class ControlService(
     CoordinatorIdentity identity,
     HandshakeReplayGuard replayGuard,
-    ActorSystem system,
+    Akka.Hosting.IRequiredActor<SessionGuardian> sessions,
     SessionServicesProvider services,
+    ControlAdmission admission,
     TimeProvider clock,
-    IHostApplicationLifetime lifetime,
     ILogger<ControlService> log) : Coordinator.CoordinatorBase
 {
     /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
     public const int OutboundQueueLength = 1024;
+    /// <summary>The trailer that tells a refused agent how long to wait (milliseconds) before it dials again.</summary>
+    public const string RetryAfterTrailer = "retry-after-ms";
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
 
     public override async Task<ServerKeyResponse> GetServerKey(ServerKeyRequest request, ServerCallContext context)
@@ -35,6 +37,9 @@ public sealed class ControlService(
 
     public override async Task Connect(IAsyncStreamReader<Frame> requests, IServerStreamWriter<Frame> responses, ServerCallContext context)
     {
+        // A reconnect storm is admitted at a bounded rate; the others hear when to come back.
+        if (!admission.TryAdmitConnect(out var wait))
+            throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
         var coordinatorKey = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
         using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         handshakeTimeout.CancelAfter(HandshakeTimeout);
@@ -49,9 +54,12 @@ public sealed class ControlService(
 
         using var transport = accepted.Transport;
         var outbound = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(OutboundQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
-        // A stopping node ends its streams at once (agents reconnect elsewhere) rather than holding up shutdown.
-        using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
-        var session = system.ActorOf(SessionActor.PropsFor(accepted.Machine, outbound.Writer, await services.GetAsync()));
+        // The stream lives as long as its session: a node that shuts down drains its sessions first
+        // (each tells its agent to move), and a session that ends for any reason ends the stream.
+        using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync()), TimeSpan.FromSeconds(10));
+        if (started is not IActorRef session)
+            throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);
         try
         {
@@ -119,6 +127,12 @@ public sealed class ControlService(
         new ServerMessage { Error = new Error { Code = code, Message = message } }.ToByteArray();
 
     private static RpcException Refuse(string code, string message) => new(new Grpc.Core.Status(StatusCode.Unauthenticated, $"{code}: {message}"));
+
+    private static RpcException Busy(ServerCallContext context, string code, string message, uint retryAfterMs)
+    {
+        context.ResponseTrailers.Add(RetryAfterTrailer, retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"{code}: {message}; retry after {retryAfterMs} ms"));
+    }
 }
 
 /// <summary>Builds the sessions' view of this node once the coordinator key is known.</summary>
@@ -128,11 +142,13 @@ public sealed class SessionServicesProvider(
     Akka.Hosting.IRequiredActor<Devices.DeviceActor> devices,
     Akka.Hosting.IRequiredActor<Machines.MachineIndexActor> machines,
     CoordinatorIdentity identity,
+    ControlAdmission admission,
     Hosting.WeftSettings settings,
     TimeProvider clock)
 {
     private SessionServices? _services;
 
     public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
-        directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, settings.Control.PublicUrls);
+        directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, admission,
+        TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds));
 }

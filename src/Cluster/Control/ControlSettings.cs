@@ -21,6 +21,19 @@ public sealed class ControlSettings
     /// <summary>How often each tailnet times out silent devices, removes ephemeral ones and expires due keys.</summary>
     public double HousekeepingSeconds { get; set; } = 15;
 
-    /// <summary>A device whose session has not been confirmed for this long counts as offline.</summary>
-    public double PresenceTimeoutSeconds { get; set; } = 90;
+    /// <summary>
+    /// How often a session re-attaches to its device's entity. It must be shorter than sharding's
+    /// passivation timeout (akka.hocon) and the presence timeout: the re-attach keeps the entity awake,
+    /// re-links it after it moved or restarted, and is the device's presence heartbeat.
+    /// </summary>
+    public double SessionReattachSeconds { get; set; } = 20;
+
+    /// <summary>A device whose session has not re-attached for this long counts as offline (three missed re-attaches).</summary>
+    public double PresenceTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>New control streams this node admits per second (twice that in a burst); 0: no limit.</summary>
+    public double ConnectsPerSecond { get; set; } = 1000;
+
+    /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>
+    public double RegistrationsPerSecond { get; set; } = 200;
 }

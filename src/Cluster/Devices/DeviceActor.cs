@@ -1,8 +1,6 @@
 using Akka.Actor;
-using Akka.Event;
 using Akka.Hosting;
 using Google.Protobuf;
-using Google.Protobuf.WellKnownTypes;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Control;
@@ -10,23 +8,23 @@ using Weft.Contracts.Control;
 namespace Weft.Cluster.Devices;
 
 /// <summary>
-/// One device: its own record (keys, what it reports), and its netmap stream. It numbers what it
-/// sends the agent (version = incarnation &lt;&lt; 32 | counter, so versions keep growing across
-/// restarts), keeps the recent deltas so a reconnecting agent can resume, and holds the link to
-/// the session wherever in the cluster the agent's stream landed.
+/// One device's netmap stream. It numbers what it sends the agent (version = incarnation &lt;&lt; 32 |
+/// counter, so versions keep growing across restarts), keeps the recent deltas so a reconnecting
+/// agent can resume, and holds the link to the session wherever in the cluster the agent's stream
+/// landed.
+/// <para>
+/// Lifecycle: sharding starts this entity on the first message and passivates it when idle. Nothing
+/// it holds in memory is needed after a stop: the session re-attaches (on a timer, and as soon as it
+/// sees this incarnation terminate), a new incarnation starts, and the agent gets a full map built by
+/// the tailnet. Changes that arrive before the session re-attaches are dropped on purpose: the full
+/// map that follows contains them.
+/// </para>
 /// </summary>
-public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>, IWithTimers
+public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
 {
     /// <summary>Deltas kept for resumption: enough to bridge a reconnect, small enough per device.</summary>
     public const int DeltaLogEntries = 32;
     public const int DeltaLogBytes = 64 * 1024;
-    /// <summary>
-    /// How long after its session ends a device keeps collecting deltas, so that an agent that
-    /// reconnects within it resumes instead of starting over (the tailnet keeps sending for a
-    /// little longer, see <see cref="TailnetActor.ResumeWindow"/>).
-    /// </summary>
-    public static readonly TimeSpan ResumeWindow = TimeSpan.FromMinutes(2);
-    private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromSeconds(30);
 
     private readonly TimeProvider _clock;
     private readonly string[] _coordinatorUrls;
@@ -37,8 +35,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private AttachSession? _pendingAttach;
     private bool _incarnated;
     private bool _awaitingSnapshot;
+    // A resync arrived with no session attached: the next session starts from a full map.
     private bool _stale;
-    private DateTimeOffset? _detachedAt;
     private uint _counter;
 
     public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls) : base(settings, DeviceState.Empty(deviceId))
@@ -49,8 +47,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     }
 
     public override string PersistenceId { get; }
-
-    public ITimerScheduler Timers { get; set; } = null!;
 
     /// <param name="coordinatorUrls">Where agents may reach the cluster; sent with every full netmap (may be empty).</param>
     public static Props PropsFor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls) =>
@@ -64,11 +60,25 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _tailnets = ActorRegistry.For(Context.System).Get<TailnetActor>();
     }
 
+    protected override void PreRestart(Exception reason, object message)
+    {
+        _session?.Tell(new AttachAgain(State.DeviceId));
+        base.PreRestart(reason, message);
+    }
+
     protected override DeviceState Apply(DeviceState state, IDeviceEvent @event) => state.Apply(@event);
 
     protected override bool IsCommand(object message) => message is IDeviceCommand;
 
     protected override Decision<IDeviceEvent> Decide(DeviceState state, object command) => state.Process((IDeviceCommand)command);
+
+    protected override bool TryAnswer(DeviceState state, object message, out object reply)
+    {
+        reply = message is GetDeviceStream
+            ? new DeviceStreamInfo(state.DeviceId, _incarnated ? Version : 0, _awaitingSnapshot, _session?.Path.ToString())
+            : null!;
+        return reply is not null;
+    }
 
     protected override object Acknowledge(object command, DeviceState stateAfter) => command switch
     {
@@ -89,13 +99,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                     Attach(attach);
                 }
                 return;
-            case ApplyNodeKey applied:
-                var rotated = new NodeKeyRotated { NodeKey = ByteString.CopyFrom(Convert.FromHexString(applied.NewNodeKey)) };
-                if (applied.KeyExpiry is { } expiry) rotated.KeyExpiry = Timestamp.FromDateTimeOffset(expiry);
-                sender.Tell(new DeliverToAgent(new ServerMessage { NodeKeyRotated = rotated }.ToByteArray()));
-                return;
-            case MarkDeviceRemoved:
-                EndSession(ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet");
+            case MarkDeviceRemoved removed:
+                EndSession(ControlErrorCodes.DeviceDeleted, removed.Message);
                 break;
         }
         base.OnCommandPersisted(command, sender, stateAfter);
@@ -110,8 +115,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 else if (!State.IsInitialized) attach.Session.Tell(new SessionEnded(ControlErrorCodes.NotRegistered, "register first"));
                 else if (!_incarnated)
                 {
+                    // Several attaches may arrive before the epoch is stored; the newest one wins.
+                    var first = _pendingAttach is null;
                     _pendingAttach = attach;
-                    Submit(new StartIncarnation(State.DeviceId), ActorRefs.Nobody);
+                    if (first) Submit(new StartIncarnation(State.DeviceId), ActorRefs.Nobody);
                 }
                 else Attach(attach);
                 return true;
@@ -121,21 +128,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             case NetMapSnapshot snapshot:
                 OnSnapshot(snapshot);
                 return true;
-            case RequestNodeKeyRotation rotate:
-                var replyTo = Sender;
-                _tailnets.Ask<object>(new RotateDeviceNodeKey(State.TailnetId, State.DeviceId, rotate.OldNodeKey, rotate.NewNodeKey, rotate.At), TimeSpan.FromSeconds(10))
-                    .PipeTo(Self, success: answer => new RotationAnswered(rotate, answer, replyTo),
-                        failure: error => new RotationAnswered(rotate, Rejection.Unavailable(error.Message), replyTo));
-                return true;
-            case RotationAnswered answered:
-                if (answered.Answer is DeviceInfo info) Submit(new ApplyNodeKey(State.DeviceId, answered.Request.NewNodeKey, info.Device.KeyExpiry), answered.ReplyTo);
-                else answered.ReplyTo.Tell(ErrorFor(answered.Answer as Rejection ?? Rejection.Unavailable("unexpected answer")));
-                return true;
             case Terminated terminated when terminated.ActorRef.Equals(_session):
                 Detach();
-                return true;
-            case Heartbeat:
-                if (_session is not null) _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
                 return true;
             default:
                 return false;
@@ -144,34 +138,38 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
     private void Attach(AttachSession attach)
     {
-        if (_session is not null && !_session.Equals(attach.Session))
+        var session = attach.Session;
+        if (_session is not null && !_session.Equals(session))
         {
             // The agent reconnected (perhaps to another coordinator node): the newest stream wins.
             Context.Unwatch(_session);
             _session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "replaced by a newer session of this device"));
         }
-        _session = attach.Session;
-        Context.Watch(_session);
+        if (!session.Equals(_session)) Context.Watch(session);
+        _session = session;
+        // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
-        Timers.StartPeriodicTimer("heartbeat", Heartbeat.Instance, HeartbeatInterval);
+        session.Tell(new SessionAttached(State.DeviceId, Version));
 
-        // Offline longer than the resume window, the log may lack changes the tailnet no longer sent.
-        if (_detachedAt is { } detached && _clock.GetUtcNow() - detached > ResumeWindow) _stale = true;
-        _detachedAt = null;
+        if (_awaitingSnapshot) return; // a full map is on its way to this session
         if (_stale)
         {
             RequestSnapshot();
             return;
         }
-        if (attach.LastVersion != 0 && attach.LastVersion == Version && !_awaitingSnapshot) return; // up to date
-        var resumeFrom = _log.FirstOrDefault(entry => entry.Base == attach.LastVersion);
-        if (attach.LastVersion != 0 && resumeFrom.Message is not null && !_awaitingSnapshot)
+        if (attach.LastVersion != 0 && attach.LastVersion == Version)
         {
+            if (attach.Confirm) Deliver(new ServerMessage { UpToDate = new UpToDate { Version = Version } }, 0);
+            return;
+        }
+        if (attach.LastVersion != 0 && _log.Any(entry => entry.Base == attach.LastVersion))
+        {
+            // Resume: everything after the agent's version (duplicates of deltas in flight are ignored by the agent).
             var replay = false;
             foreach (var entry in _log)
             {
                 replay |= entry.Base == attach.LastVersion;
-                if (replay) _session.Tell(new DeliverToAgent(entry.Message));
+                if (replay) session.Tell(new DeliverToAgent(entry.Message, entry.Version));
             }
             return;
         }
@@ -181,8 +179,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private void Detach()
     {
         _session = null;
-        _detachedAt = _clock.GetUtcNow();
-        Timers.Cancel("heartbeat");
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, false, _clock.GetUtcNow()));
     }
 
@@ -197,17 +193,18 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     {
         if (changes.EndCode is { } code)
         {
-            if (code == ControlErrorCodes.DeviceDeleted) Submit(new MarkDeviceRemoved(State.DeviceId), ActorRefs.Nobody);
+            if (code == ControlErrorCodes.DeviceDeleted) Submit(new MarkDeviceRemoved(State.DeviceId, changes.EndMessage ?? "this device was deleted from the tailnet"), ActorRefs.Nobody);
             else EndSession(code, changes.EndMessage ?? code);
             return;
         }
         if (changes.Resync)
         {
             if (_session is not null) RequestSnapshot();
-            else _stale = true; // the next session starts from a full map
+            else _stale = true;
             return;
         }
-        // Changes that a requested full map will contain anyway are dropped.
+        // Before the first session of this incarnation, or while a full map is on its way, a change
+        // needs no version of its own: the full map the session gets contains it.
         if (_awaitingSnapshot || !_incarnated) return;
 
         var delta = NetMapDelta.Parser.ParseFrom(changes.Delta);
@@ -216,7 +213,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         delta.Version = Version;
         var message = new ServerMessage { Delta = delta }.ToByteArray();
         Remember(delta.BaseVersion, delta.Version, message);
-        _session?.Tell(new DeliverToAgent(message));
+        _session?.Tell(new DeliverToAgent(message, delta.Version));
     }
 
     private void OnSnapshot(NetMapSnapshot snapshot)
@@ -230,8 +227,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Deltas from before a full map are of no use to anyone: a client behind it needs this map.
         _log.Clear();
         _logBytes = 0;
-        _session?.Tell(new DeliverToAgent(new ServerMessage { Netmap = netmap }.ToByteArray()));
+        Deliver(new ServerMessage { Netmap = netmap }, netmap.Version);
     }
+
+    private void Deliver(ServerMessage message, ulong version) => _session?.Tell(new DeliverToAgent(message.ToByteArray(), version));
 
     private void Remember(ulong baseVersion, ulong version, byte[] message)
     {
@@ -250,15 +249,5 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         Context.Unwatch(_session);
         _session.Tell(new SessionEnded(code, message));
         Detach();
-    }
-
-    private static DeliverToAgent ErrorFor(Rejection rejection) =>
-        new(new ServerMessage { Error = new Weft.Contracts.Control.Error { Code = rejection.Code, Message = rejection.Message } }.ToByteArray());
-
-    private sealed record RotationAnswered(RequestNodeKeyRotation Request, object Answer, IActorRef ReplyTo);
-
-    private sealed class Heartbeat
-    {
-        public static readonly Heartbeat Instance = new();
     }
 }

@@ -1,13 +1,13 @@
-using System.Collections.Immutable;
 using Akka.Actor;
 using Weft.Cluster.Messaging;
 using Weft.Cluster.Persistence;
 
 namespace Weft.Cluster.Devices;
 
-// The DeviceActor's protocol: the device's own record, its netmap stream (versions, recent deltas)
-// and its link to the live session. Keys are lowercase hex. Endpoints are not here: they go from
-// the session straight to the tailnet, which keeps them in its device index and fans them out.
+// The DeviceActor's protocol: a device's netmap stream (versions, recent deltas) and its link to the
+// live session. What the device *is* (keys, name, addresses, endpoints, hostinfo) lives in the
+// tailnet's device index, the one source of truth that admins and peers read; this entity keeps
+// only what the stream needs: its tailnet, its version epoch, and whether it was removed.
 
 /// <summary>Anything addressed to one device entity; sharding routes it by <see cref="DeviceId"/>.</summary>
 public interface IDeviceMessage : IClusterMessage
@@ -21,19 +21,13 @@ public interface IDeviceEvent : IStoredRecord;
 
 // Commands (stored)
 
+/// <summary>The session registered this device in <paramref name="TailnetId"/>; repeating it is harmless.</summary>
 [WireName("device.initialize")]
-public sealed record InitializeDevice(string DeviceId, string TailnetId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os) : IDeviceCommand;
+public sealed record InitializeDevice(string DeviceId, string TailnetId) : IDeviceCommand;
 
-[WireName("device.report-hostinfo")]
-public sealed record ReportHostinfo(string DeviceId, string Hostname, string Os, string AgentVersion) : IDeviceCommand;
-
-/// <summary>From the tailnet: the device is gone; a later session is told so.</summary>
+/// <summary>From the tailnet, once, when the device leaves it: its session ends with <paramref name="Message"/>, and so does any later one.</summary>
 [WireName("device.mark-removed")]
-public sealed record MarkDeviceRemoved(string DeviceId) : IDeviceCommand;
-
-/// <summary>The tailnet accepted a rotation; the device records the new key.</summary>
-[WireName("device.apply-node-key")]
-public sealed record ApplyNodeKey(string DeviceId, string NewNodeKey, DateTimeOffset? KeyExpiry) : IDeviceCommand;
+public sealed record MarkDeviceRemoved(string DeviceId, string Message) : IDeviceCommand;
 
 /// <summary>The first session of an activation starts a new version epoch, so versions never repeat.</summary>
 [WireName("device.start-incarnation")]
@@ -41,20 +35,36 @@ public sealed record StartIncarnation(string DeviceId) : IDeviceCommand;
 
 // Stream and session
 
-/// <summary>A session wants the device's netmap stream, resuming after <paramref name="LastVersion"/> (0: from scratch).</summary>
+/// <summary>
+/// A session wants the device's netmap stream, resuming after <paramref name="LastVersion"/> (0:
+/// from scratch). Idempotent: the session sends it when its agent subscribes, again on a timer
+/// (which keeps this entity awake and re-links it after a passivation, a move or a restart), and
+/// whenever this entity's incarnation it watched has stopped. <paramref name="Confirm"/> (the agent
+/// asked) makes an up-to-date stream answer <c>UpToDate</c> rather than nothing.
+/// </summary>
 [WireName("device.attach")]
-public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion) : IDeviceMessage;
+public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm) : IDeviceMessage;
 
-/// <summary>From the session, with both key proofs already checked.</summary>
-[WireName("device.rotate-key")]
-public sealed record RequestNodeKeyRotation(string DeviceId, string OldNodeKey, string NewNodeKey, DateTimeOffset At) : IDeviceMessage;
+/// <summary>The entity's answer to every attach: the session watches <c>Sender</c>, this incarnation of the entity.</summary>
+[WireName("device.session-attached")]
+public sealed record SessionAttached(string DeviceId, ulong Version) : IClusterMessage;
 
 /// <summary>
 /// From the tailnet: what changed for this device's view since the last flush (protobuf
-/// <c>NetMapDelta</c>, unversioned), or an instruction to resync or to end the stream.
+/// <c>NetMapDelta</c>, unversioned), or an instruction to resync or to end the stream. The tailnet
+/// sends every change that concerns the device, whether or not it believes the device online, so
+/// that the device's version moves with every change and a session can never miss one unseen.
 /// </summary>
 [WireName("device.peer-changes")]
 public sealed record PeerChanges(string DeviceId, byte[] Delta, bool Resync, string? EndCode, string? EndMessage) : IDeviceMessage;
+
+/// <summary>Where the device's stream stands (for admins, tests and the failover benchmark).</summary>
+[WireName("device.get-stream")]
+public sealed record GetDeviceStream(string DeviceId) : IDeviceMessage;
+
+/// <summary><paramref name="Session"/> is the session's actor path when one is attached.</summary>
+[WireName("device.stream")]
+public sealed record DeviceStreamInfo(string DeviceId, ulong Version, bool AwaitingFullMap, string? Session) : IClusterMessage;
 
 [WireName("device.ready")]
 public sealed record DeviceReady(string DeviceId, long Incarnation) : IClusterMessage;
@@ -64,9 +74,16 @@ public sealed record DeviceDone(string DeviceId) : IClusterMessage;
 
 // To the session
 
-/// <summary>A protobuf <c>ServerMessage</c> for the agent, ready to seal.</summary>
+/// <summary>A protobuf <c>ServerMessage</c> for the agent, ready to seal; <paramref name="Version"/> is its netmap version (0: not a netmap message).</summary>
 [WireName("session.deliver")]
-public sealed record DeliverToAgent(byte[] ServerMessage) : IClusterMessage;
+public sealed record DeliverToAgent(byte[] ServerMessage, ulong Version = 0) : IClusterMessage;
+
+/// <summary>
+/// The entity is restarting after a failure and forgot its session: attach again. (A restart keeps
+/// the entity's reference, so the session's watch would not notice.)
+/// </summary>
+[WireName("session.attach-again")]
+public sealed record AttachAgain(string DeviceId) : IClusterMessage;
 
 /// <summary>The device will not serve this session any more (deleted, expired, or another session took over).</summary>
 [WireName("session.ended")]
@@ -74,12 +91,14 @@ public sealed record SessionEnded(string Code, string Message) : IClusterMessage
 
 // Events
 
-public sealed record DeviceInitialized(string TailnetId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os) : IDeviceEvent;
-
-public sealed record DeviceHostinfoReported(string Hostname, string Os, string AgentVersion) : IDeviceEvent;
-
-public sealed record DeviceNodeKeyChanged(string NodeKey) : IDeviceEvent;
+public sealed record DeviceInitialized(string TailnetId) : IDeviceEvent;
 
 public sealed record DeviceIncarnationStarted(long Incarnation) : IDeviceEvent;
 
 public sealed record DeviceRemoved : IDeviceEvent;
+
+/// <summary>Retired: hostinfo lives in the tailnet's device index now. Read from older journals, never written, changes nothing.</summary>
+public sealed record DeviceHostinfoReported(string Hostname, string Os, string AgentVersion) : IDeviceEvent;
+
+/// <summary>Retired: the node key lives in the tailnet's device index now. Read from older journals, never written, changes nothing.</summary>
+public sealed record DeviceNodeKeyChanged(string NodeKey) : IDeviceEvent;

@@ -7,6 +7,7 @@ using Weft.Cluster.ApiKeys;
 using Weft.Cluster.Control;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Sessions;
 using Weft.Cluster.Tailnets;
 
 namespace Weft.Cluster.Hosting;
@@ -37,6 +38,7 @@ public static class CoordinatorActorSystem
             .WithMachineIndex(settings.Persistence, numberOfShards)
             .WithApiKeyRegistry(settings.Persistence)
             .WithClusterKey(settings.Persistence)
+            .WithSessions()
             .AddStartup((system, _) =>
             {
                 // With no seeds this node is the whole cluster: it joins itself.

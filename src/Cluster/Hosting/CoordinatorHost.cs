@@ -52,6 +52,7 @@ public static class CoordinatorHost
         builder.Services.AddSingleton<CoordinatorIdentity>();
         builder.Services.AddSingleton<HandshakeReplayGuard>();
         builder.Services.AddSingleton<SessionServicesProvider>();
+        builder.Services.AddSingleton(services => new ControlAdmission(settings.Control, services.GetRequiredService<TimeProvider>()));
         builder.Services.AddGrpc(grpc =>
         {
             // Room above the frame limit, so that a slightly oversized frame gets our precise error rather than gRPC's.

@@ -1,12 +1,10 @@
-using System.Collections.Immutable;
 using System.Net;
 using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Event;
 using Google.Protobuf;
-using Google.Protobuf.WellKnownTypes;
+using Weft.Cluster.Control;
 using Weft.Cluster.Devices;
-using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Control;
@@ -14,24 +12,38 @@ using Weft.Contracts.Keys;
 
 namespace Weft.Cluster.Sessions;
 
+// The SessionActor's protocol (local to the node that holds the stream; never crosses nodes).
+
 /// <summary>A client message that arrived on the stream, already opened and parsed.</summary>
 public sealed record ClientFrameArrived(ClientMessage Message);
 
 /// <summary>The stream is gone (client closed, network failed): the session stops.</summary>
 public sealed record StreamClosed(string Reason);
 
+/// <summary>This node is shutting down: tell the agent to reconnect elsewhere, then end the stream.</summary>
+public sealed record MoveAgent(string Reason, TimeSpan After);
+
 /// <summary>What a session needs from the node it runs on.</summary>
 public sealed record SessionServices(
     IActorRef Directory, IActorRef Tailnets, IActorRef Devices, IActorRef Machines,
-    Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, string[] CoordinatorUrls);
+    Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, ControlAdmission Admission, TimeSpan ReattachInterval);
 
 /// <summary>
 /// One agent's stream, on whichever node it landed: registration, then the bridge between the
 /// sealed stream and the device's entity (which may live on another node). It keeps the stream
 /// alive with pings and hands the writer loop only what the agent must see; a client that cannot
 /// keep up is disconnected (it resumes from its last version on reconnect).
+/// <para>
+/// States (<c>Become</c>): unregistered, registering (the asks run as a task whose result is piped
+/// back, so deliveries and pings never wait behind them), registered. Once the agent subscribes,
+/// the session owns the link to the device entity and re-asserts it: it re-attaches through the
+/// shard region on a timer (which also keeps the entity awake and is the device's presence
+/// heartbeat), and at once when the entity incarnation it watches terminates (passivated, moved
+/// in a rebalance, lost with its node). Each attach carries the last version this session
+/// delivered, so the entity resumes the stream or sends a full map — never nothing.
+/// </para>
 /// </summary>
-public sealed class SessionActor : ReceiveActor, IWithTimers
+public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
     private static readonly TimeSpan PingInterval = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
@@ -45,6 +57,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
     private string? _tailnetId;
     private DateTimeOffset _lastHeard;
     private ulong _pingNonce;
+    private bool _subscribed;
+    private ulong _lastDelivered;
+    private IActorRef? _deviceEntity;
+    private bool _closing;
 
     public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services)
     {
@@ -52,39 +68,148 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
         _outbound = outbound;
         _services = services;
         _lastHeard = services.Clock.GetUtcNow();
-
-        ReceiveAsync<ClientFrameArrived>(OnClientMessage);
-        Receive<DeliverToAgent>(deliver => Send(deliver.ServerMessage));
-        Receive<SessionEnded>(ended => Close(ended.Code, ended.Message));
-        Receive<StreamClosed>(_ => Context.Stop(Self));
-        Receive<KeepAlive>(_ => OnKeepAlive());
+        Unregistered();
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    public IStash Stash { get; set; } = null!;
+
     public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services) =>
         Props.Create(() => new SessionActor(machine, outbound, services));
 
-    private string MachineHex => _machine.Key.ToHex();
-
     protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, PingInterval);
 
-    private async Task OnClientMessage(ClientFrameArrived arrived)
+    /// <summary>However the session ends (closed, replaced, crashed), the stream ends with it and the agent reconnects.</summary>
+    protected override void PostStop() => _outbound.TryComplete();
+
+    // ------------------------------------------------------------------ states
+
+    private void Unregistered()
     {
-        _lastHeard = _services.Clock.GetUtcNow();
-        var message = arrived.Message;
+        Receive<ClientFrameArrived>(arrived =>
+        {
+            Heard();
+            switch (arrived.Message.BodyCase)
+            {
+                case ClientMessage.BodyOneofCase.Register:
+                    StartRegistration(arrived.Message.Register);
+                    break;
+                case ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong:
+                    OnPingPong(arrived.Message);
+                    break;
+                case ClientMessage.BodyOneofCase.None:
+                    SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
+                    break;
+                default:
+                    SendError(ControlErrorCodes.NotRegistered, "register first");
+                    break;
+            }
+        });
+        Always();
+    }
+
+    private void Registering()
+    {
+        Receive<RegistrationOutcome>(OnRegistered);
+        Receive<Status.Failure>(failure => OnRegistered(DeviceRegistrar.Refuse(ControlErrorCodes.Unavailable,
+            "registration failed: " + failure.Cause.Message, DeviceRegistrar.RetryAfterMs)));
+        Receive<ClientFrameArrived>(arrived =>
+        {
+            Heard();
+            if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong) OnPingPong(arrived.Message);
+            else Stash.Stash(); // decided once the registration is
+        });
+        Always();
+    }
+
+    private void Registered()
+    {
+        Receive<ClientFrameArrived>(arrived =>
+        {
+            Heard();
+            OnRegisteredMessage(arrived.Message);
+        });
+        Receive<Reattach>(_ => Attach(confirm: false));
+        Receive<AttachAgain>(_ => Attach(confirm: false));
+        Receive<RotationAnswered>(OnRotationAnswered);
+        Receive<LogoutAnswered>(OnLogoutAnswered);
+        Receive<DeviceInfo>(_ => { }); // acknowledgements of fire-and-forget commands
+        Always();
+    }
+
+    /// <summary>What every state handles: deliveries, the end of the stream, keepalives, a node draining.</summary>
+    private void Always()
+    {
+        Receive<DeliverToAgent>(deliver =>
+        {
+            if (deliver.Version != 0) _lastDelivered = deliver.Version;
+            Send(deliver.ServerMessage);
+        });
+        Receive<SessionAttached>(_ => WatchEntity(Sender));
+        Receive<Terminated>(terminated =>
+        {
+            if (!terminated.ActorRef.Equals(_deviceEntity)) return;
+            // The entity stopped (passivated, handed off, or its node is gone): a new incarnation starts on this attach.
+            _deviceEntity = null;
+            Attach(confirm: false);
+        });
+        Receive<SessionEnded>(ended => Close(ended.Code, ended.Message));
+        Receive<StreamClosed>(_ => Context.Stop(Self));
+        Receive<KeepAlive>(_ => OnKeepAlive());
+        Receive<MoveAgent>(OnMove);
+    }
+
+    // ------------------------------------------------------------------ registration
+
+    private void StartRegistration(RegisterRequest request)
+    {
+        Become(Registering);
+        DeviceRegistrar.RegisterAsync(_services, _machine, request).PipeTo(Self);
+    }
+
+    private void OnRegistered(RegistrationOutcome outcome)
+    {
+        if (outcome.Accepted)
+        {
+            if (_deviceId is not null && _deviceId != outcome.DeviceId) ForgetDevice(); // re-registered as another device
+            _deviceId = outcome.DeviceId;
+            _tailnetId = outcome.TailnetId;
+            Become(Registered);
+        }
+        else
+        {
+            Become(_deviceId is null ? Unregistered : Registered);
+        }
+        Send(new ServerMessage { RegisterResult = outcome.Result });
+        Stash.UnstashAll();
+    }
+
+    private void ForgetDevice()
+    {
+        if (_deviceEntity is not null) Context.Unwatch(_deviceEntity);
+        _deviceEntity = null;
+        _subscribed = false;
+        _lastDelivered = 0;
+        Timers.Cancel("reattach");
+    }
+
+    // ------------------------------------------------------------------ registered
+
+    private void OnRegisteredMessage(ClientMessage message)
+    {
         switch (message.BodyCase)
         {
             case ClientMessage.BodyOneofCase.Register:
-                var result = await Register(message.Register);
-                Send(new ServerMessage { RegisterResult = result });
+                StartRegistration(message.Register);
                 break;
             case ClientMessage.BodyOneofCase.Subscribe:
-                if (!RequireDevice()) return;
-                _services.Devices.Tell(new AttachSession(_deviceId!, Self, message.Subscribe.LastVersion));
+                _subscribed = true;
+                _lastDelivered = message.Subscribe.LastVersion;
+                Attach(confirm: true);
+                Timers.StartPeriodicTimer("reattach", Reattach.Instance, _services.ReattachInterval);
                 break;
             case ClientMessage.BodyOneofCase.Endpoints:
-                if (!RequireDevice()) return;
                 var update = message.Endpoints;
                 if (update.Endpoints.Count > TailnetState.MaxEndpoints || update.Endpoints.Any(e => !IPEndPoint.TryParse(e, out var ep) || ep.Port == 0)
                     || update.DiscoKey.Length is not (0 or 32))
@@ -93,25 +218,25 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
                     return;
                 }
                 // Straight to the tailnet: it stores them in its device index and patches the peers.
-                _services.Tailnets.Tell(new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay, Convert.ToHexStringLower(update.DiscoKey.Span)));
+                _services.Tailnets.Tell(new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
+                    Convert.ToHexStringLower(update.DiscoKey.Span)), ActorRefs.NoSender);
                 break;
             case ClientMessage.BodyOneofCase.Hostinfo:
-                if (!RequireDevice()) return;
                 var info = message.Hostinfo;
-                _services.Devices.Tell(new ReportHostinfo(_deviceId!, Truncate(info.Hostname, 255), Truncate(info.Os, 64), Truncate(info.AgentVersion, 64)));
+                _services.Tailnets.Tell(new UpdateDeviceHostinfo(_tailnetId!, _deviceId!, DeviceRegistrar.Truncate(info.Hostname, 255),
+                    DeviceRegistrar.Truncate(info.Os, 64), DeviceRegistrar.Truncate(info.AgentVersion, 64)), ActorRefs.NoSender);
                 break;
             case ClientMessage.BodyOneofCase.RotateNodeKey:
-                if (!RequireDevice()) return;
                 Rotate(message.RotateNodeKey);
                 break;
-            case ClientMessage.BodyOneofCase.Ping:
-                Send(new ServerMessage { Pong = new Pong { Nonce = message.Ping.Nonce } });
-                break;
-            case ClientMessage.BodyOneofCase.Pong:
+            case ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong:
+                OnPingPong(message);
                 break;
             case ClientMessage.BodyOneofCase.Logout:
-                if (!RequireDevice()) return;
-                await LogOut();
+                var asked = new ExpireDevice(_tailnetId!, _deviceId!, _services.Clock.GetUtcNow());
+                _services.Tailnets.Ask<object>(asked, AskTimeout).PipeTo(Self,
+                    success: answer => new LogoutAnswered(answer),
+                    failure: _ => new LogoutAnswered(Rejection.Unavailable("the cluster did not answer in time; retry")));
                 break;
             default:
                 SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
@@ -119,110 +244,19 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
         }
     }
 
-    /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
-    private async Task LogOut()
+    /// <summary>Links the stream to the device's entity through the shard region (wherever it lives now), resuming after what this session delivered.</summary>
+    private void Attach(bool confirm)
     {
-        try
-        {
-            var outcome = await _services.Tailnets.Ask<object>(new ExpireDevice(_tailnetId!, _deviceId!, _services.Clock.GetUtcNow()), AskTimeout);
-            if (outcome is Rejection rejection)
-            {
-                SendError(rejection.Code, rejection.Message);
-                return;
-            }
-            _log.Info("Device {0} logged out", _deviceId);
-            Send(new ServerMessage { LoggedOut = new LoggedOut() });
-        }
-        catch (AskTimeoutException)
-        {
-            SendError(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry");
-        }
+        if (!_subscribed || _deviceId is null) return;
+        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm));
     }
 
-    private async Task<RegisterResult> Register(RegisterRequest request)
+    private void WatchEntity(IActorRef entity)
     {
-        RegisterResult Refuse(string code, string message) => new() { Status = RegisterResult.Types.Status.Refused, RefusalCode = code, RefusalMessage = message };
-
-        if (request.NodeKey.Length != 32) return Refuse(ControlErrorCodes.InvalidRequest, "node_key must be 32 bytes");
-        if (request.DiscoKey.Length is not (0 or 32)) return Refuse(ControlErrorCodes.InvalidRequest, "disco_key must be 32 bytes");
-        var nodeKey = new Curve25519PublicKey(request.NodeKey.Span);
-        if (!NodeKeyProof.Verify(_services.CoordinatorKey, nodeKey, _machine.Key, request.NodeKeyProof.Span))
-            return Refuse(ControlErrorCodes.NodeKeyProofInvalid, "the node key proof does not verify: the agent must hold the node key's private half");
-
-        AuthKeyToken? authKey = null;
-        if (request.AuthKey.Length > 0 && !AuthKeyToken.TryParse(request.AuthKey, out authKey))
-            return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
-
-        try
-        {
-            var binding = await _services.Machines.Ask<object>(new LookupMachine(MachineHex), AskTimeout) as MachineBinding;
-            string tailnetId;
-            if (binding is not null)
-            {
-                tailnetId = binding.TailnetId;
-                if (authKey is not null && authKey.TailnetId != tailnetId)
-                    return Refuse(ControlErrorCodes.MachineInOtherTailnet, "this machine is registered in another tailnet; log out (or have it deleted) before joining another");
-            }
-            else if (authKey is not null)
-            {
-                tailnetId = authKey.TailnetId;
-            }
-            else if (request.Tailnet.Length > 0)
-            {
-                var found = await _services.Directory.Ask<object>(new FindTailnet(request.Tailnet), AskTimeout);
-                if (found is not TailnetEntry entry) return Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
-                tailnetId = entry.TailnetId;
-            }
-            else
-            {
-                return Refuse(ControlErrorCodes.InvalidRequest, "give an auth key, or name the tailnet to wait for an admin's approval");
-            }
-
-            var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), MachineHex, nodeKey.ToHex(),
-                Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
-                authKey?.KeyId, authKey?.SecretHash, _services.Clock.GetUtcNow());
-            var outcome = await _services.Tailnets.Ask<object>(register, AskTimeout);
-            if (outcome is Rejection rejection)
-            {
-                if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
-                // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.
-                return authKey is not null
-                    ? Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet")
-                    : Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
-            }
-            var device = ((DeviceRegistration)outcome).Device;
-
-            await _services.Machines.Ask<object>(new BindMachine(MachineHex, tailnetId, device.DeviceId), AskTimeout);
-            var ready = await _services.Devices.Ask<object>(new InitializeDevice(device.DeviceId, tailnetId, MachineHex, device.NodeKey, device.DiscoKey, device.Hostname, device.Os), AskTimeout);
-            if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message);
-
-            _deviceId = device.DeviceId;
-            _tailnetId = tailnetId;
-            var result = new RegisterResult
-            {
-                Status = device.Status switch
-                {
-                    DeviceStatus.Active => RegisterResult.Types.Status.Authorized,
-                    DeviceStatus.Pending => RegisterResult.Types.Status.PendingApproval,
-                    _ => RegisterResult.Types.Status.Refused,
-                },
-                DeviceId = device.DeviceId,
-                TailnetId = tailnetId,
-                Addresses = { device.Ipv4, device.Ipv6 },
-                Name = device.Name,
-            };
-            if (device.KeyExpiry is { } expiry) result.KeyExpiry = Timestamp.FromDateTimeOffset(expiry);
-            if (device.Status == DeviceStatus.Expired)
-            {
-                result.RefusalCode = ControlErrorCodes.DeviceExpired;
-                result.RefusalMessage = "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth";
-            }
-            return result;
-        }
-        catch (AskTimeoutException)
-        {
-            return Refuse(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry");
-        }
+        if (entity.Equals(_deviceEntity)) return;
+        if (_deviceEntity is not null) Context.Unwatch(_deviceEntity);
+        _deviceEntity = entity;
+        Context.Watch(entity);
     }
 
     private void Rotate(RotateNodeKey rotate)
@@ -242,14 +276,44 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
             SendError(ControlErrorCodes.NodeKeyProofInvalid, "a rotation must prove both the old and the new node key");
             return;
         }
-        _services.Devices.Tell(new RequestNodeKeyRotation(_deviceId!, oldKey.ToHex(), newKey.ToHex(), _services.Clock.GetUtcNow()), Self);
+        var request = new RotateDeviceNodeKey(_tailnetId!, _deviceId!, oldKey.ToHex(), newKey.ToHex(), _services.Clock.GetUtcNow());
+        _services.Tailnets.Ask<object>(request, AskTimeout).PipeTo(Self,
+            success: answer => new RotationAnswered(newKey, answer),
+            failure: _ => new RotationAnswered(newKey, Rejection.Unavailable("the cluster did not answer in time; the rotation is retried on reconnect")));
     }
 
-    private bool RequireDevice()
+    private void OnRotationAnswered(RotationAnswered answered)
     {
-        if (_deviceId is not null) return true;
-        SendError(ControlErrorCodes.NotRegistered, "register first");
-        return false;
+        if (answered.Answer is not DeviceInfo info)
+        {
+            var rejection = answered.Answer as Rejection ?? Rejection.Unavailable("unexpected answer");
+            SendError(rejection.Code, rejection.Message);
+            return;
+        }
+        var rotated = new NodeKeyRotated { NodeKey = ByteString.CopyFrom(answered.NewKey.ToArray()) };
+        if (info.Device.KeyExpiry is { } expiry) rotated.KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(expiry);
+        Send(new ServerMessage { NodeKeyRotated = rotated });
+    }
+
+    /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
+    private void OnLogoutAnswered(LogoutAnswered answered)
+    {
+        if (answered.Answer is Rejection rejection)
+        {
+            SendError(rejection.Code, rejection.Message);
+            return;
+        }
+        _log.Info("Device {0} logged out", _deviceId);
+        Send(new ServerMessage { LoggedOut = new LoggedOut() });
+    }
+
+    // ------------------------------------------------------------------ the stream
+
+    private void Heard() => _lastHeard = _services.Clock.GetUtcNow();
+
+    private void OnPingPong(ClientMessage message)
+    {
+        if (message.BodyCase == ClientMessage.BodyOneofCase.Ping) Send(new ServerMessage { Pong = new Pong { Nonce = message.Ping.Nonce } });
     }
 
     private void OnKeepAlive()
@@ -262,15 +326,20 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
         Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
     }
 
+    private void OnMove(MoveAgent move)
+    {
+        Send(new ServerMessage { GoAway = new GoAway { Reason = move.Reason, AfterMs = (uint)move.After.TotalMilliseconds } });
+        End();
+    }
+
     private void Send(IMessage message) => Send(message.ToByteArray());
 
     private void Send(byte[] serverMessage)
     {
-        if (_outbound.TryWrite(serverMessage)) return;
-        // The agent does not read fast enough: drop it; it resumes from its last version on reconnect.
+        if (_closing || _outbound.TryWrite(serverMessage)) return;
+        // The agent does not read fast enough (or the stream is already closing): drop it; it resumes from its last version on reconnect.
         _log.Warning("Session of machine {0} cannot keep up; closing it", _machine);
-        _outbound.TryComplete();
-        Context.Stop(Self);
+        End();
     }
 
     private void SendError(string code, string message) => Send(new ServerMessage { Error = new Weft.Contracts.Control.Error { Code = code, Message = message } });
@@ -278,14 +347,27 @@ public sealed class SessionActor : ReceiveActor, IWithTimers
     private void Close(string code, string message)
     {
         SendError(code, message);
+        End();
+    }
+
+    private void End()
+    {
+        _closing = true;
         _outbound.TryComplete();
         Context.Stop(Self);
     }
 
-    private static string Truncate(string value, int max) => value.Length <= max ? value : value[..max];
+    private sealed record RotationAnswered(Curve25519PublicKey NewKey, object Answer);
+
+    private sealed record LogoutAnswered(object Answer);
 
     private sealed class KeepAlive
     {
         public static readonly KeepAlive Instance = new();
+    }
+
+    private sealed class Reattach
+    {
+        public static readonly Reattach Instance = new();
     }
 }

@@ -11,7 +11,11 @@ namespace Weft.Cluster.Tailnets;
 /// </summary>
 public static class PeerFanOut
 {
-    /// <summary>Who gets what because of one persisted event, after the engine has taken it in.</summary>
+    /// <summary>
+    /// Who gets what because of one persisted event, after the engine has taken it in. A device that
+    /// leaves the tailnet is not told here: the tailnet tells its entity once, in one message
+    /// (<see cref="Devices.MarkDeviceRemoved"/>).
+    /// </summary>
     public static void Collect(ITailnetEvent @event, TailnetState before, TailnetState after, PolicyChange change, PolicyEngine engine,
         Func<string, bool> isOnline, DeltaAccumulator into)
     {
@@ -41,8 +45,9 @@ public static class PeerFanOut
             case DeviceExpired e:
                 into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
                 break;
-            case DeviceDeleted e:
-                into.End(e.DeviceId, ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet");
+            case DeviceHostinfoChanged e when before.Devices[e.DeviceId].Os != e.Os:
+                // Of what an agent reports, peers see only the OS.
+                Changed(after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceEndpointsChanged e:
                 Patch(e.DeviceId, engine, new PeerPatch
@@ -62,9 +67,6 @@ public static class PeerFanOut
             case DnsSuffixChanged:
                 var dns = NetMapBuilder.DnsFor(after);
                 foreach (var device in after.Devices.Values.Where(d => d.IsActive)) into.Dns(device.DeviceId, dns);
-                break;
-            case TailnetDeleted:
-                foreach (var device in before.Devices.Values) into.End(device.DeviceId, ControlErrorCodes.DeviceDeleted, "the tailnet was deleted");
                 break;
         }
     }

@@ -11,27 +11,28 @@ namespace Weft.Cluster.Tailnets;
 
 /// <summary>
 /// The sharded, event-sourced entity of one tailnet: the single writer of its settings, users, auth
-/// keys and device index. After every stored change it works out which online devices can see the
-/// changed one and sends each a small patch — coalesced per recipient over a short window, so a burst
-/// of changes becomes one message per device. Who is online is kept in memory from the devices'
-/// sessions; it is not written on every heartbeat.
+/// keys and device index. After every stored change it works out which devices can see the changed
+/// one and sends each a small patch — coalesced per recipient over a short window, so a burst of
+/// changes becomes one message per device. Every device that a change concerns hears of it, online
+/// or not: its entity numbers the change, so that no session can miss one without a gap showing.
+/// <para>
+/// Lifecycle: tailnet entities are remembered (see <see cref="TailnetsRegistration"/>), so sharding
+/// restarts them after a rebalance or the loss of their node and never passivates them: the
+/// housekeeping timer (presence timeouts, ephemeral cleanup, key expiry) always has an owner. Who
+/// is online is kept in memory, not written on every heartbeat; after a restart it is re-learned
+/// from the devices' entities, which report presence on every session attach (a few seconds apart).
+/// </para>
 /// </summary>
 public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
 {
     /// <summary>Patches wait this long for company before going out.</summary>
     public static readonly TimeSpan CoalesceWindow = TimeSpan.FromMilliseconds(10);
-    /// <summary>
-    /// A device that went offline keeps receiving changes this long, so that its entity can hand
-    /// them to a reconnecting agent (a little longer than <see cref="DeviceActor.ResumeWindow"/>).
-    /// </summary>
-    public static readonly TimeSpan ResumeWindow = DeviceActor.ResumeWindow + TimeSpan.FromSeconds(30);
     private readonly TimeProvider _clock;
     private readonly TimeSpan _housekeepingInterval;
     private readonly TimeSpan _presenceTimeout;
     private readonly DeltaAccumulator _pending = new();
     private readonly Dictionary<string, DateTimeOffset> _online = new();
     private readonly Dictionary<string, DateTimeOffset> _offlineEphemeral = new();
-    private readonly Dictionary<string, DateTimeOffset> _recentlyOffline = new();
     private IActorRef _devices = ActorRefs.Nobody;
     private IActorRef _machines = ActorRefs.Nobody;
     private bool _flushScheduled;
@@ -132,24 +133,27 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             switch (@event)
             {
                 case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
-                    // Free the machine key for a new registration, and tell the device's entity even if no session is open.
-                    _machines.Tell(new UnbindMachine(gone.MachineKey, gone.DeviceId));
-                    _devices.Tell(new MarkDeviceRemoved(gone.DeviceId));
+                    Release(gone, "this device was deleted from the tailnet");
                     _online.Remove(gone.DeviceId);
                     _offlineEphemeral.Remove(gone.DeviceId);
-                    _recentlyOffline.Remove(gone.DeviceId);
                     break;
                 case TailnetDeleted:
-                    foreach (var device in state.Devices.Values)
-                    {
-                        _machines.Tell(new UnbindMachine(device.MachineKey, device.DeviceId));
-                        _devices.Tell(new MarkDeviceRemoved(device.DeviceId));
-                    }
+                    foreach (var device in state.Devices.Values) Release(device, "the tailnet was deleted");
                     break;
             }
             state = next;
         }
         ScheduleFlush();
+    }
+
+    /// <summary>
+    /// A device left the tailnet: its machine key is free for a new registration, and its entity ends
+    /// the session (now, or whenever one attaches). The one path by which a removal reaches a device.
+    /// </summary>
+    private void Release(DeviceEntry device, string reason)
+    {
+        _machines.Tell(new UnbindMachine(device.MachineKey, device.DeviceId));
+        _devices.Tell(new MarkDeviceRemoved(device.DeviceId, reason));
     }
 
     protected override bool HandleOther(object message)
@@ -185,14 +189,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         {
             _online[device.DeviceId] = _clock.GetUtcNow();
             _offlineEphemeral.Remove(device.DeviceId);
-            _recentlyOffline.Remove(device.DeviceId);
             if (was) return; // a heartbeat
         }
         else
         {
             if (!was) return;
             _online.Remove(device.DeviceId);
-            _recentlyOffline[device.DeviceId] = presence.At;
             Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
             if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = presence.At;
         }
@@ -207,7 +209,6 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         // Entities on a node that died cannot say goodbye: their devices time out.
         foreach (var (deviceId, lastHeard) in _online.Where(kv => now - kv.Value > _presenceTimeout).ToList())
             OnPresence(new DeviceOnline(State.TailnetId, deviceId, false, lastHeard));
-        foreach (var (deviceId, _) in _recentlyOffline.Where(kv => now - kv.Value > ResumeWindow).ToList()) _recentlyOffline.Remove(deviceId);
         foreach (var (deviceId, offlineSince) in _offlineEphemeral.Where(kv => now - kv.Value >= State.Settings.EphemeralTimeout).ToList())
         {
             _offlineEphemeral.Remove(deviceId);
@@ -241,8 +242,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 _devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
                 continue;
             }
-            // Devices with a live session (or one that just ended) hear about changes; the others get a full map when they connect.
-            if (!(IsOnline(recipient) || _recentlyOffline.ContainsKey(recipient)) || pending.IsEmpty) continue;
+            // Every device still in the tailnet hears of every change, online or not (see the class comment).
+            if (!State.Devices.ContainsKey(recipient) || pending.IsEmpty) continue;
             if (pending.Resync)
             {
                 _devices.Tell(new PeerChanges(recipient, [], true, null, null));

@@ -52,7 +52,8 @@ public sealed record DeviceEntry(
     DeviceStatus Status,
     DateTimeOffset CreatedAt,
     DateTimeOffset? LastSeen,
-    string? AuthKeyId)
+    string? AuthKeyId,
+    string AgentVersion = "")
 {
     public bool IsActive => Status == DeviceStatus.Active;
 
@@ -61,7 +62,7 @@ public sealed record DeviceEntry(
         && Name == other.Name && Hostname == other.Hostname && Os == other.Os && UserId == other.UserId && Tags.SequenceEqual(other.Tags)
         && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6 && Endpoints.SequenceEqual(other.Endpoints) && HomeRelay == other.HomeRelay
         && KeyExpiry == other.KeyExpiry && Ephemeral == other.Ephemeral && Status == other.Status && CreatedAt == other.CreatedAt
-        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId;
+        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion;
 
     public override int GetHashCode() => DeviceId.GetHashCode();
 }
@@ -95,7 +96,7 @@ public sealed record RevokeAuthKey(string TailnetId, string KeyId) : ITailnetCom
 [WireName("tailnet.register-device")]
 public sealed record RegisterDevice(
     string TailnetId, string NewDeviceId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os,
-    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At) : ITailnetCommand;
+    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At, string AgentVersion = "") : ITailnetCommand;
 
 [WireName("tailnet.approve-device")]
 public sealed record ApproveDevice(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
@@ -121,6 +122,10 @@ public sealed record UpdateDeviceEndpoints(string TailnetId, string DeviceId, Im
 public sealed record RotateDeviceNodeKey(string TailnetId, string DeviceId, string OldNodeKey, string NewNodeKey, DateTimeOffset At) : ITailnetDeviceCommand;
 
 /// <summary>The device's last session ended at <paramref name="At"/>.</summary>
+/// <summary>What the agent reports about itself (hostname, OS, agent version); the device's name is the admin's and does not follow.</summary>
+[WireName("tailnet.update-device-hostinfo")]
+public sealed record UpdateDeviceHostinfo(string TailnetId, string DeviceId, string Hostname, string Os, string AgentVersion) : ITailnetDeviceCommand;
+
 [WireName("tailnet.device-seen")]
 public sealed record RecordDeviceLastSeen(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
 
@@ -219,3 +224,5 @@ public sealed record DeviceEndpointsChanged(string DeviceId, ImmutableArray<stri
 public sealed record DeviceNodeKeyRotated(string DeviceId, string NodeKey, DateTimeOffset? KeyExpiry) : ITailnetEvent;
 
 public sealed record DeviceLastSeen(string DeviceId, DateTimeOffset At) : ITailnetEvent;
+
+public sealed record DeviceHostinfoChanged(string DeviceId, string Hostname, string Os, string AgentVersion) : ITailnetEvent;

@@ -60,6 +60,9 @@ public sealed partial record TailnetState
         UpdateDeviceEndpoints c => WithDevice(c.DeviceId, d => EndpointsDecision(d, c)),
         RotateDeviceNodeKey c => WithDevice(c.DeviceId, d => RotateDecision(d, c)),
         RecordDeviceLastSeen c => WithDevice(c.DeviceId, d => Decision<ITailnetEvent>.Accept(new DeviceLastSeen(d.DeviceId, c.At))),
+        UpdateDeviceHostinfo c => WithDevice(c.DeviceId, d => d.Hostname == c.Hostname && d.Os == c.Os && d.AgentVersion == c.AgentVersion
+            ? Decision<ITailnetEvent>.Unchanged
+            : Decision<ITailnetEvent>.Accept(new DeviceHostinfoChanged(d.DeviceId, c.Hostname, c.Os, c.AgentVersion))),
         ExpireDueKeys c => Decision<ITailnetEvent>.Accept(Devices.Values
             .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
             .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
@@ -94,6 +97,7 @@ public sealed partial record TailnetState
         DeviceEndpointsChanged e => UpdateDevice(e.DeviceId, d => d with { Endpoints = e.Endpoints, HomeRelay = e.HomeRelay, DiscoKey = e.DiscoKey }),
         DeviceNodeKeyRotated e => UpdateDevice(e.DeviceId, d => d with { NodeKey = e.NodeKey, KeyExpiry = e.KeyExpiry }),
         DeviceLastSeen e => UpdateDevice(e.DeviceId, d => d with { LastSeen = e.At }),
+        DeviceHostinfoChanged e => UpdateDevice(e.DeviceId, d => d with { Hostname = e.Hostname, Os = e.Os, AgentVersion = e.AgentVersion }),
         _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not a tailnet event"),
     };
 
@@ -156,7 +160,8 @@ public sealed partial record TailnetState
                 return Refuse(ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
             if (existing.NodeKey != c.NodeKey)
                 return Refuse(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey, or re-registers with an auth key");
-            return Decision<ITailnetEvent>.Unchanged; // the same device asking again
+            // The same device asking again (a reconnect): only what it reports about itself may have changed.
+            return HostinfoChanged(existing, c) is { } reported ? Decision<ITailnetEvent>.Accept(reported) : Decision<ITailnetEvent>.Unchanged;
         }
 
         if (!AuthKeys.TryGetValue(c.AuthKeyId, out var key) || key.SecretHash != c.AuthKeySecretHash)
@@ -169,13 +174,19 @@ public sealed partial record TailnetState
         var used = new AuthKeyUsed(key.KeyId);
         if (existing is not null)
         {
-            return Decision<ITailnetEvent>.Accept(
-                new DeviceReauthorized(existing.DeviceId, c.NodeKey, c.DiscoKey, KeyExpiryFor(c.At, tags), tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.KeyId),
-                used);
+            var reauthorized = new DeviceReauthorized(existing.DeviceId, c.NodeKey, c.DiscoKey, KeyExpiryFor(c.At, tags), tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.KeyId);
+            return HostinfoChanged(existing, c) is { } reported
+                ? Decision<ITailnetEvent>.Accept(reauthorized, used, reported)
+                : Decision<ITailnetEvent>.Accept(reauthorized, used);
         }
         var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId);
         return Decision<ITailnetEvent>.Accept(new DeviceRegistered(device), used);
     }
+
+    private static DeviceHostinfoChanged? HostinfoChanged(DeviceEntry device, RegisterDevice c) =>
+        device.Hostname == c.Hostname && device.Os == c.Os && device.AgentVersion == c.AgentVersion
+            ? null
+            : new DeviceHostinfoChanged(device.DeviceId, c.Hostname, c.Os, c.AgentVersion);
 
     private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId)
     {
@@ -183,7 +194,7 @@ public sealed partial record TailnetState
         var ipv4 = Ipv4At(offset);
         return new DeviceEntry(
             c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId),
-            c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId);
+            c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId, c.AgentVersion);
     }
 
     private Decision<ITailnetEvent> RenameDecision(DeviceEntry device, string name)

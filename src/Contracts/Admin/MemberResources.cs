@@ -19,9 +19,15 @@ public sealed record AuthKeyListResource(IReadOnlyList<AuthKeyResource> AuthKeys
 public sealed record DeviceResource(
     string Id, string Name, string Hostname, string Os, string Status, bool Online, string? User, IReadOnlyList<string> Tags,
     IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, int HomeRelay, string NodeKey, string MachineKey, string DiscoKey,
-    DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey);
+    DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey, string AgentVersion = "");
 
 public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices);
+
+/// <summary>
+/// A device's netmap stream: the version its entity is at (what a current agent holds), whether an
+/// agent's session is attached and on which coordinator node, and whether a full map is on its way.
+/// </summary>
+public sealed record DeviceStreamResource(ulong Version, bool Connected, string? Coordinator, bool AwaitingFullMap);
 
 public sealed record ApiKeyResource(string Id, string Scope, string? Tailnet, string Description, DateTimeOffset CreatedAt);
 

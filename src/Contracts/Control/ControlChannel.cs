@@ -57,6 +57,8 @@ public static class ControlErrorCodes
     public const string InvalidRequest = "invalid_request";
     public const string Unavailable = "unavailable";
     public const string SlowConsumer = "slow_consumer";
+    /// <summary>Too many agents connect or register at once: try again after the given delay.</summary>
+    public const string RateLimited = "rate_limited";
 }
 
 /// <summary>

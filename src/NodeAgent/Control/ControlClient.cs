@@ -273,6 +273,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 DiscoKey = ByteString.CopyFrom(_disco.PublicKey.ToArray()),
                 Hostname = _options.Hostname,
                 Os = _options.Os,
+                AgentVersion = _options.AgentVersion,
                 AuthKey = _useAuthKey ? _options.AuthKey ?? "" : "",
                 Tailnet = _options.Tailnet ?? "",
             },
@@ -292,7 +293,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 var pending = result.Status == RegisterResult.Types.Status.PendingApproval;
                 SetStatus(pending ? ControlState.PendingApproval : ControlState.Running, null,
                     pending ? "waiting for an admin to approve this device" : $"connected to {_connection!.Url}");
-                Send(new ClientMessage { Hostinfo = new HostinfoUpdate { Hostname = _options.Hostname, Os = _options.Os, AgentVersion = _options.AgentVersion } });
                 _awaitingFullMap = !_netmap.HasMap;
                 Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _netmap.HasMap ? _netmap.Version : 0 } });
                 if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();

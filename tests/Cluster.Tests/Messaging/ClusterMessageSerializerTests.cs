@@ -83,19 +83,23 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new DeviceRegistration("tn_abc", Device),
         new NetMapSnapshot("tn_abc", "dev_a", [1, 2, 3]),
         new DeviceDeletedAck("tn_abc", "dev_a"),
-        new InitializeDevice("dev_a", "tn_abc", Key, Key, Key, "host", "linux"),
-        new ReportHostinfo("dev_a", "host", "linux", "0.4"),
-        new MarkDeviceRemoved("dev_a"),
-        new ApplyNodeKey("dev_a", Key, At),
+        new InitializeDevice("dev_a", "tn_abc"),
+        new UpdateDeviceHostinfo("tn_abc", "dev_a", "host", "linux", "0.4"),
+        new MarkDeviceRemoved("dev_a", "the tailnet was deleted"),
         new StartIncarnation("dev_a"),
-        new AttachSession("dev_a", Akka.Actor.ActorRefs.Nobody, 42),
-        new RequestNodeKeyRotation("dev_a", Key, Key, At),
+        new AttachSession("dev_a", Akka.Actor.ActorRefs.Nobody, 42, true),
+        new SessionAttached("dev_a", 42),
+        new GetDeviceStream("dev_a"),
+        new DeviceStreamInfo("dev_a", 42, false, "akka.tcp://weft@127.0.0.1:4053/user/sessions/$a"),
+        new DeviceStreamInfo("dev_a", 0, true, null),
         new PeerChanges("dev_a", [9, 8], false, null, null),
         new PeerChanges("dev_a", [], false, "device_deleted", "gone"),
         new DeviceReady("dev_a", 3),
         new DeviceDone("dev_a"),
         new DeliverToAgent([1, 2]),
+        new DeliverToAgent([1, 2], 7),
         new SessionEnded("device_deleted", "gone"),
+        new AttachAgain("dev_a"),
         new BindMachine(Key, "tn_abc", "dev_a"),
         new UnbindMachine(Key, "dev_a"),
         new LookupMachine(Key),
@@ -132,7 +136,7 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     [Fact]
     public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
     {
-        var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7), out _);
+        var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7, false), out _);
 
         Assert.Equal(TestActor, back.Session);
         back.Session.Tell("hello");

@@ -20,7 +20,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     private static readonly AuthKey TaggedKey = new("kkkkkkkkkk", ApiKeyToken.Hash("k"), null, true, true, ["tag:server"], At, At.AddDays(1), "servers", false, 2);
     private static readonly DeviceEntry Laptop = new(
         "dev_laptop", Key1, Key2, Key1, "laptop", "Laptop", "linux", "usr_alice", [], "100.64.0.1", "fd7a:115c:a1e0::6440:1",
-        ["198.18.0.1:41641", "[fd7a:115c:a1e0::1]:41641"], 1, At.AddDays(180), false, DeviceStatus.Active, At, At.AddHours(1), null);
+        ["198.18.0.1:41641", "[fd7a:115c:a1e0::1]:41641"], 1, At.AddDays(180), false, DeviceStatus.Active, At, At.AddHours(1), null, "weft-agent 0.5");
     private static readonly DeviceEntry Server = Laptop with
     {
         DeviceId = "dev_server", MachineKey = Key2, NodeKey = Key1, DiscoKey = "", Name = "server", UserId = null, Tags = ["tag:server"],
@@ -66,6 +66,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new DeviceEndpointsChanged("dev_laptop", ["198.18.0.9:1"], 3, Key1),
         new DeviceNodeKeyRotated("dev_laptop", Key1, At.AddDays(90)),
         new DeviceLastSeen("dev_laptop", At),
+        new DeviceHostinfoChanged("dev_laptop", "laptop", "linux", "weft-agent 0.5"),
         new TailnetRegistrationStarted("tn_abc", "acme", Settings, At),
         new TailnetRegistrationCompleted("tn_abc"),
         new TailnetRenamed("tn_abc", "acme-corp"),
@@ -83,13 +84,12 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty
             .Add("abcdefghij", new ApiKeyRecord("abcdefghij", ApiKeyScope.Operator, ApiKeyToken.Hash("s"), At))
             .Add("tenantkey1", new ApiKeyRecord("tenantkey1", ApiKeyScope.Tailnet, ApiKeyToken.Hash("t"), At, "tn_abc", "ci robot"))),
-        new DeviceInitialized("tn_abc", Key1, Key2, Key1, "laptop", "linux"),
-        new DeviceInitialized("tn_abc", Key1, Key2, "", "", ""),
+        new DeviceInitialized("tn_abc"),
         new DeviceHostinfoReported("laptop", "linux", "weft-agent 0.4"),
         new DeviceNodeKeyChanged(Key2),
         new DeviceIncarnationStarted(7),
         new DeviceRemoved(),
-        new DeviceState("dev_laptop", "tn_abc", Key1, Key2, Key1, "laptop", "linux", "0.4", 7, false),
+        new DeviceState("dev_laptop", "tn_abc", 7, false),
         DeviceState.Empty("dev_new") with { Removed = true },
         new MachineBound("tn_abc", "dev_laptop"),
         new MachineUnbound(),
@@ -133,6 +133,19 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
             Assert.True(manifest.Length <= 32, manifest);
         }
         Assert.Equal("tn.created", StoredRecordCatalog.Codecs.ManifestOf(Samples[0]));
+    }
+
+    [Fact]
+    public void A_device_initialized_by_an_older_version_still_recovers_its_tailnet()
+    {
+        // Older versions kept keys and hostinfo in the device entity; the tailnet keeps them now.
+        var old = new Weft.Cluster.Devices.Stored.DeviceInitialized { TailnetId = "tn_abc", MachineKey = Key1, NodeKey = Key2, Hostname = "laptop", Os = "linux" };
+
+        var decoded = StoredRecordCatalog.Codecs.Decode(Google.Protobuf.MessageExtensions.ToByteArray(old), "dev.initialized");
+
+        Assert.Equal(new DeviceInitialized("tn_abc"), decoded);
+        var state = DeviceState.Empty("dev_laptop").Apply((DeviceInitialized)decoded).Apply(new DeviceHostinfoReported("laptop", "linux", "0.4")).Apply(new DeviceNodeKeyChanged(Key2));
+        Assert.Equal(new DeviceState("dev_laptop", "tn_abc", 0, false), state);
     }
 
     [Fact]

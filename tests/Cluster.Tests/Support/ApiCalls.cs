@@ -61,6 +61,9 @@ public static class MemberCalls
     public static async Task<DeviceResource> GetDevice(this HttpClient http, string tailnet, string device) =>
         await (await http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}")).ReadAs<DeviceResource>(System.Net.HttpStatusCode.OK);
 
+    public static async Task<DeviceStreamResource> GetStream(this HttpClient http, string tailnet, string device) =>
+        await (await http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}/stream")).ReadAs<DeviceStreamResource>(System.Net.HttpStatusCode.OK);
+
     /// <summary>The stored state of a tailnet's devices as JSON, to compare before and after a refused request.</summary>
     public static async Task<string> DevicesSnapshot(this HttpClient http, string tailnet)
     {

@@ -97,16 +97,33 @@ public class PeerFanOutTests
     }
 
     [Fact]
-    public void A_deleted_device_is_withdrawn_from_its_peers_and_its_own_stream_ends()
+    public void A_deleted_device_is_withdrawn_from_its_peers_and_hears_nothing_more_from_the_fan_out()
     {
         var state = WithDevices(3, out var ids);
 
         var into = Collect(state, new DeleteDevice(T, ids[1]), out _);
 
+        // The deleted device's own entity is told once, by the tailnet (MarkDeviceRemoved), not by the fan-out
+        // (whatever the fan-out collects for a device no longer in the tailnet, the flush leaves out).
         var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value);
         Assert.Equal([ids[1]], drained[ids[0]].ToDelta().PeersRemoved);
         Assert.Equal([ids[1]], drained[ids[2]].ToDelta().PeersRemoved);
-        Assert.Equal(ControlErrorCodes.DeviceDeleted, drained[ids[1]].End?.Code);
+        Assert.Null(drained.GetValueOrDefault(ids[1])?.End);
+    }
+
+    [Fact]
+    public void A_new_agent_version_changes_no_peer_but_a_new_os_reaches_every_viewer()
+    {
+        var state = WithDevices(3, out var ids);
+
+        var sameOs = Collect(state, new UpdateDeviceHostinfo(T, ids[1], "host-1", state.Devices[ids[1]].Os, "weft-agent 0.5"), out var after);
+        Assert.Equal(0, sameOs.RecipientCount);
+        Assert.Equal("weft-agent 0.5", after.Devices[ids[1]].AgentVersion);
+
+        var newOs = Collect(state, new UpdateDeviceHostinfo(T, ids[1], "host-1", "freebsd", "weft-agent 0.5"), out _);
+        var drained = newOs.Drain().ToDictionary(kv => kv.Key, kv => kv.Value.ToDelta());
+        Assert.Equal("freebsd", Assert.Single(drained[ids[0]].PeersChanged).Os);
+        Assert.Equal("freebsd", Assert.Single(drained[ids[2]].PeersChanged).Os);
     }
 
     [Fact]

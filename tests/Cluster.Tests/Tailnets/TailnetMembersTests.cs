@@ -116,10 +116,13 @@ public class TailnetMembersTests
         var state = WithKey(Active(), "k");
         state = Run(state, Register("dev_a", 'a', '1', "k"));
 
-        var again = state.Process(Register("dev_other", 'a', '1', null));
-
+        var again = state.Process(Register("dev_other", 'a', '1', null) with { Hostname = "dev_a" });
         Assert.Null(again.Rejection);
         Assert.Empty(again.Events);
+
+        // Reconnecting after an upgrade: the same device, with what it reports about itself brought up to date.
+        var upgraded = state.Process(Register("dev_other", 'a', '1', null) with { Hostname = "dev_a", AgentVersion = "weft-agent 0.6" });
+        Assert.Equal(new DeviceHostinfoChanged("dev_a", "dev_a", "linux", "weft-agent 0.6"), Assert.Single(upgraded.Events));
         Assert.Equal(ControlErrorCodes.NodeKeyMismatch, Refused(state, Register("dev_other", 'a', '7', null)).Code);
         Assert.Equal(ControlErrorCodes.NodeKeyInUse, Refused(state, Register("dev_c", 'c', '1', null)).Code);
     }

@@ -1,0 +1,58 @@
+namespace Weft.Cluster.Control;
+
+/// <summary>
+/// Back-pressure for reconnect storms. When a coordinator node dies, every agent it served dials the
+/// others at once; each new stream costs a Noise handshake and a session, each registration a few
+/// journal writes. This node admits them at a bounded rate (a token bucket per kind) and tells the
+/// agents it turns away how long to wait, so the storm spreads out instead of timing out.
+/// </summary>
+public sealed class ControlAdmission
+{
+    private readonly TokenBucket _connects;
+    private readonly TokenBucket _registrations;
+
+    public ControlAdmission(ControlSettings settings, TimeProvider clock)
+    {
+        _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
+        _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
+    }
+
+    /// <summary>True when a new stream may start now; otherwise how long the agent should wait.</summary>
+    public bool TryAdmitConnect(out uint retryAfterMs) => _connects.TryTake(out retryAfterMs);
+
+    public bool TryAdmitRegistration(out uint retryAfterMs) => _registrations.TryTake(out retryAfterMs);
+
+    /// <summary>A rate with a burst allowance. Thread-safe: Kestrel calls it from many threads.</summary>
+    private sealed class TokenBucket(double perSecond, double capacity, TimeProvider clock)
+    {
+        private readonly object _gate = new();
+        private readonly double _burst = capacity;
+        private double _tokens = capacity;
+        private long _refilledAt = clock.GetTimestamp();
+
+        public bool TryTake(out uint retryAfterMs)
+        {
+            if (perSecond <= 0)
+            {
+                retryAfterMs = 0;
+                return true; // unlimited
+            }
+            lock (_gate)
+            {
+                var now = clock.GetTimestamp();
+                _tokens = Math.Min(_burst, _tokens + clock.GetElapsedTime(_refilledAt, now).TotalSeconds * perSecond);
+                _refilledAt = now;
+                if (_tokens >= 1)
+                {
+                    _tokens -= 1;
+                    retryAfterMs = 0;
+                    return true;
+                }
+                // Spread the waiting agents over the time the queue in front of them needs, at least a second.
+                var deficit = 1 - _tokens;
+                retryAfterMs = (uint)Math.Max(1000, Math.Ceiling(deficit / perSecond * 1000));
+                return false;
+            }
+        }
+    }
+}

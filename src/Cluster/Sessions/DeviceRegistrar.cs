@@ -1,0 +1,131 @@
+using Akka.Actor;
+using Google.Protobuf.WellKnownTypes;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Machines;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Tailnets;
+using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
+
+namespace Weft.Cluster.Sessions;
+
+/// <summary>How one registration ended: the answer for the agent, and the device it is now bound to (when accepted).</summary>
+public sealed record RegistrationOutcome(RegisterResult Result, string? DeviceId, string? TailnetId)
+{
+    public bool Accepted => DeviceId is not null;
+}
+
+/// <summary>
+/// Registers an agent's device: finds its tailnet (machine binding, auth key, or a tailnet name to
+/// wait in), has the tailnet register it, binds the machine key to it and initializes its entity.
+/// Runs as a task outside the session's mailbox (its result is piped back), so deliveries and
+/// keepalives never wait behind these asks. Every step is idempotent: an agent that retries after a
+/// timeout ends up with the same device.
+/// </summary>
+public static class DeviceRegistrar
+{
+    private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>What an agent waits before retrying when a step did not answer in time (plus its own jitter).</summary>
+    public const uint RetryAfterMs = 2000;
+
+    public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request)
+    {
+        if (request.NodeKey.Length != 32) return Refuse(ControlErrorCodes.InvalidRequest, "node_key must be 32 bytes");
+        if (request.DiscoKey.Length is not (0 or 32)) return Refuse(ControlErrorCodes.InvalidRequest, "disco_key must be 32 bytes");
+        var nodeKey = new Curve25519PublicKey(request.NodeKey.Span);
+        if (!NodeKeyProof.Verify(services.CoordinatorKey, nodeKey, machine.Key, request.NodeKeyProof.Span))
+            return Refuse(ControlErrorCodes.NodeKeyProofInvalid, "the node key proof does not verify: the agent must hold the node key's private half");
+
+        AuthKeyToken? authKey = null;
+        if (request.AuthKey.Length > 0 && !AuthKeyToken.TryParse(request.AuthKey, out authKey))
+            return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
+        if (!services.Admission.TryAdmitRegistration(out var wait))
+            return Refuse(ControlErrorCodes.RateLimited, "too many registrations at once; retry shortly", wait);
+
+        var machineHex = machine.Key.ToHex();
+        try
+        {
+            var binding = await services.Machines.Ask<object>(new LookupMachine(machineHex), AskTimeout) as MachineBinding;
+            string tailnetId;
+            if (binding is not null)
+            {
+                tailnetId = binding.TailnetId;
+                if (authKey is not null && authKey.TailnetId != tailnetId)
+                    return Refuse(ControlErrorCodes.MachineInOtherTailnet, "this machine is registered in another tailnet; log out (or have it deleted) before joining another");
+            }
+            else if (authKey is not null)
+            {
+                tailnetId = authKey.TailnetId;
+            }
+            else if (request.Tailnet.Length > 0)
+            {
+                var found = await services.Directory.Ask<object>(new FindTailnet(request.Tailnet), AskTimeout);
+                if (found is not TailnetEntry entry) return Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
+                tailnetId = entry.TailnetId;
+            }
+            else
+            {
+                return Refuse(ControlErrorCodes.InvalidRequest, "give an auth key, or name the tailnet to wait for an admin's approval");
+            }
+
+            var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
+                Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
+                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64));
+            var outcome = await services.Tailnets.Ask<object>(register, AskTimeout);
+            if (outcome is Rejection rejection)
+            {
+                if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
+                if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
+                // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.
+                return authKey is not null
+                    ? Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet")
+                    : Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
+            }
+            var device = ((DeviceRegistration)outcome).Device;
+
+            var bound = await services.Machines.Ask<object>(new BindMachine(machineHex, tailnetId, device.DeviceId), AskTimeout);
+            if (bound is not MachineBinding { } machineBinding || machineBinding.DeviceId != device.DeviceId)
+                return Refuse(ControlErrorCodes.Unavailable, $"the machine key could not be bound to device {device.DeviceId} ({Describe(bound)}); retry", RetryAfterMs);
+            var ready = await services.Devices.Ask<object>(new InitializeDevice(device.DeviceId, tailnetId), AskTimeout);
+            if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
+
+            return Accepted(device, tailnetId);
+        }
+        catch (AskTimeoutException)
+        {
+            return Refuse(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry", RetryAfterMs);
+        }
+    }
+
+    private static RegistrationOutcome Accepted(DeviceEntry device, string tailnetId)
+    {
+        var result = new RegisterResult
+        {
+            Status = device.Status switch
+            {
+                DeviceStatus.Active => RegisterResult.Types.Status.Authorized,
+                DeviceStatus.Pending => RegisterResult.Types.Status.PendingApproval,
+                _ => RegisterResult.Types.Status.Refused,
+            },
+            DeviceId = device.DeviceId,
+            TailnetId = tailnetId,
+            Addresses = { device.Ipv4, device.Ipv6 },
+            Name = device.Name,
+        };
+        if (device.KeyExpiry is { } expiry) result.KeyExpiry = Timestamp.FromDateTimeOffset(expiry);
+        if (device.Status == DeviceStatus.Expired)
+        {
+            result.RefusalCode = ControlErrorCodes.DeviceExpired;
+            result.RefusalMessage = "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth";
+            return new RegistrationOutcome(result, null, null);
+        }
+        return new RegistrationOutcome(result, device.DeviceId, tailnetId);
+    }
+
+    public static RegistrationOutcome Refuse(string code, string message, uint retryAfterMs = 0) =>
+        new(new RegisterResult { Status = RegisterResult.Types.Status.Refused, RefusalCode = code, RefusalMessage = message, RetryAfterMs = retryAfterMs }, null, null);
+
+    private static string Describe(object answer) => answer is Rejection r ? r.Message : answer.GetType().Name;
+
+    public static string Truncate(string value, int max) => value.Length <= max ? value : value[..max];
+}

@@ -1,0 +1,97 @@
+using System.Threading.Channels;
+using Akka.Actor;
+using Akka.Event;
+using Weft.Contracts.Keys;
+
+namespace Weft.Cluster.Sessions;
+
+// The SessionGuardian's protocol (local only).
+
+/// <summary>Starts a session for a new stream; replies with its <see cref="IActorRef"/>, or <see cref="SessionRefused"/> while draining.</summary>
+public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services);
+
+public sealed record SessionRefused(string Reason);
+
+/// <summary>
+/// Tells every agent on this node to reconnect elsewhere (after about <paramref name="After"/>,
+/// jittered by the agents), refuses new streams from now on, and replies <see cref="SessionsDrained"/>
+/// once every session has ended or <paramref name="Deadline"/> passed.
+/// </summary>
+public sealed record DrainSessions(TimeSpan After, TimeSpan Deadline);
+
+public sealed record SessionsDrained(int Moved, int Remaining);
+
+public sealed record CountSessions
+{
+    public static readonly CountSessions Instance = new();
+}
+
+public sealed record SessionCount(int Sessions, bool Draining);
+
+/// <summary>
+/// The parent of every agent session on this node. A session that fails is stopped, not restarted:
+/// its stream ends with it and the agent reconnects and resumes, which is simpler and safer than a
+/// session that forgot its device. At shutdown it drains the node: agents are told to move first,
+/// before sharding hands this node's entities off, so they land on nodes that stay.
+/// </summary>
+public sealed class SessionGuardian : ReceiveActor, IWithTimers
+{
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly HashSet<IActorRef> _sessions = [];
+    private IActorRef? _drainRequester;
+    private int _moved;
+
+    public SessionGuardian()
+    {
+        Receive<StartSession>(start =>
+        {
+            if (_drainRequester is not null || Draining)
+            {
+                Sender.Tell(new SessionRefused("this coordinator is shutting down"));
+                return;
+            }
+            var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services));
+            Context.Watch(session);
+            _sessions.Add(session);
+            Sender.Tell(session);
+        });
+        Receive<Terminated>(terminated =>
+        {
+            _sessions.Remove(terminated.ActorRef);
+            if (_sessions.Count == 0) FinishDrain();
+        });
+        Receive<DrainSessions>(drain =>
+        {
+            Draining = true;
+            _drainRequester = Sender;
+            _moved = _sessions.Count;
+            _log.Info("Draining {0} agent session(s): they reconnect to other coordinators", _sessions.Count);
+            foreach (var session in _sessions) session.Tell(new MoveAgent("this coordinator is shutting down", drain.After));
+            if (_sessions.Count == 0) FinishDrain();
+            else Timers.StartSingleTimer("drain-deadline", DrainDeadline.Instance, drain.Deadline);
+        });
+        Receive<DrainDeadline>(_ => FinishDrain());
+        Receive<CountSessions>(_ => Sender.Tell(new SessionCount(_sessions.Count, Draining)));
+    }
+
+    private bool Draining { get; set; }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props() => Akka.Actor.Props.Create(() => new SessionGuardian());
+
+    protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(_ => Directive.Stop);
+
+    private void FinishDrain()
+    {
+        if (_drainRequester is not { } requester) return;
+        _drainRequester = null;
+        Timers.Cancel("drain-deadline");
+        requester.Tell(new SessionsDrained(_moved - _sessions.Count, _sessions.Count));
+    }
+
+    private sealed class DrainDeadline
+    {
+        public static readonly DrainDeadline Instance = new();
+    }
+}
