@@ -25,8 +25,6 @@ public sealed class ControlService(
 {
     /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
     public const int OutboundQueueLength = 1024;
-    /// <summary>The trailer that tells a refused agent how long to wait (milliseconds) before it dials again.</summary>
-    public const string RetryAfterTrailer = "retry-after-ms";
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
 
     public override async Task<ServerKeyResponse> GetServerKey(ServerKeyRequest request, ServerCallContext context)
@@ -130,7 +128,7 @@ public sealed class ControlService(
 
     private static RpcException Busy(ServerCallContext context, string code, string message, uint retryAfterMs)
     {
-        context.ResponseTrailers.Add(RetryAfterTrailer, retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        context.ResponseTrailers.Add(ControlProtocol.RetryAfterTrailer, retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"{code}: {message}; retry after {retryAfterMs} ms"));
     }
 }

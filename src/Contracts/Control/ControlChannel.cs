@@ -24,6 +24,12 @@ public static class ControlProtocol
 
     public const int TimestampSize = 8;
 
+    /// <summary>
+    /// The gRPC trailer with which a coordinator that turns a Connect away for now (busy, shutting
+    /// down) says how many milliseconds the agent should wait before it tries that node again.
+    /// </summary>
+    public const string RetryAfterTrailer = "retry-after-ms";
+
     public static int InitiationSize => NoiseHandshake.InitiationSize(TimestampSize);
 
     public static int ResponseSize => NoiseHandshake.ResponseSize(0);

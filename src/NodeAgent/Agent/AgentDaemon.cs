@@ -32,8 +32,8 @@ public sealed record AgentDaemonOptions
 
 /// <summary>
 /// The agent as a whole (<c>weft-agent up</c>): an actor system with the ControlClient and the
-/// DataPlane (which supervises the tunnels), the WireGuard engine on a real TUN, MagicDNS, and the
-/// local API the CLI talks to. The engine and the TUN live here, outside the actors, so that an
+/// DataPlane (which supervises the tunnels) under the <see cref="AgentSupervisor"/>, the WireGuard
+/// engine on a real TUN, MagicDNS, and the local API the CLI talks to. The engine and the TUN live here, outside the actors, so that an
 /// actor restart never takes the interface down.
 /// </summary>
 public sealed class AgentDaemon : IAsyncDisposable
@@ -71,7 +71,7 @@ public sealed class AgentDaemon : IAsyncDisposable
         var system = ActorSystem.Create("weft-agent", ConfigurationFactory.ParseString("akka.loglevel = INFO\nakka.stdout-loglevel = WARNING"));
         try
         {
-            var control = system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
+            var control = new ControlClientOptions
             {
                 Coordinators = options.Coordinators,
                 StateStore = store,
@@ -81,9 +81,8 @@ public sealed class AgentDaemon : IAsyncDisposable
                 ForceReauth = options.ForceReauth,
                 Endpoints = options.StaticEndpoints,
                 NetMapCache = options.Tunnels ? new FileNetMapCache(options.StateDirectory) : null,
-            }), "control");
-
-            IActorRef? dataPlane = null;
+            };
+            DataPlaneOptions? plane = null;
             if (options.Tunnels)
             {
                 device = CreateDevice(options, log);
@@ -91,18 +90,19 @@ public sealed class AgentDaemon : IAsyncDisposable
                 var link = new LinuxTunnelLink(options.TunName, options.Mtu);
                 link.Up();
                 dns = new MagicDns(options.DnsPort, log);
-                dataPlane = system.ActorOf(Agent.DataPlane.PropsFor(new DataPlaneOptions
+                plane = new DataPlaneOptions
                 {
                     Device = device,
                     Link = link,
                     TunName = options.TunName,
                     StaticEndpoints = options.StaticEndpoints,
                     Dns = dns,
-                }, control), "dataplane");
-                device.Start();
+                };
             }
-            var api = new LocalApi(options.StateDirectory, control, dataPlane, device);
-            return new AgentDaemon(system, control, dataPlane, device, dns, api);
+            var (controlClient, dataPlane) = AgentActors.Start(system, control, plane);
+            device?.Start();
+            var api = new LocalApi(options.StateDirectory, controlClient, dataPlane, device);
+            return new AgentDaemon(system, controlClient, dataPlane, device, dns, api);
         }
         catch
         {

@@ -84,6 +84,8 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
+        // Derived from the engine, not remembered: after a restart of this actor the engine still has its key.
+        _hasKey = Device.PrivateKey is not null;
         _tunnels = Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels");
         // Until the first netmap says otherwise, nothing may come in.
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);

@@ -26,7 +26,12 @@ public sealed record ControlClientOptions
     public string AgentVersion { get; init; } = typeof(ControlClient).Assembly.GetName().Version?.ToString() ?? "dev";
     public ImmutableArray<string> Endpoints { get; init; } = [];
     public TimeSpan MinBackoff { get; init; } = TimeSpan.FromMilliseconds(500);
-    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The longest wait between attempts on one URL: below the time the cluster needs to down a dead node (akka.hocon).</summary>
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>After this long without a netmap message, the client asks the coordinator to confirm the version it holds.</summary>
+    public TimeSpan VerifyAfter { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>A subscribe or verification unanswered this long means the stream is stale: the client reconnects.</summary>
+    public TimeSpan AnswerTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How long before expiry the node key rotates; default a quarter of its lifetime, at most a day.</summary>
     public TimeSpan? RotationLead { get; init; }
     /// <summary>Lets many simulated agents share one HTTP/2 connection per coordinator (each still has its own stream).</summary>
@@ -39,15 +44,21 @@ public sealed record ControlClientOptions
 }
 
 /// <summary>
-/// The agent's link to the coordination cluster. It dials the coordinator URLs with jittered
-/// exponential backoff, runs the Noise handshake, registers, and applies the full netmap and then
-/// the deltas to its <see cref="NetMapStore"/> — asking for a full map again whenever a delta does
-/// not continue from the version it holds. It reports endpoint changes and rotates the node key
-/// before it expires. Keys live in the agent state (file mode 0600).
+/// The agent's link to the coordination cluster, as Tailscale's <c>controlclient.Auto</c> is: it owns
+/// the states and the retries, and delegates the rest. <see cref="ControlConnection"/> speaks the
+/// wire (Noise, sealed frames); <see cref="CoordinatorDialer"/> decides which coordinator to dial and
+/// when; <see cref="NetMapSession"/> turns a stream's maps and deltas into the netmap and detects
+/// gaps; <see cref="NodeKeyRotation"/> says when the node key rotates; <see cref="NetMapCacheWriter"/>
+/// writes the cache off this actor's thread. Keys live in the agent state (file mode 0600).
+/// <para>
+/// States (<c>Become</c>): connecting (dialling, or waiting to), registering (stream open, register
+/// sent), registered (running or waiting for approval: the netmap streams in), stopped (<c>down</c>)
+/// and needs-login (refused for good, or logged out). Watchers (the data plane, tests) register once;
+/// a restart of this actor registers them again, and they get the current state at once.
+/// </para>
 /// </summary>
 public sealed class ControlClient : ReceiveActor, IWithTimers
 {
-    private static readonly TimeSpan SilenceCheckInterval = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromHours(12);
     /// <summary>Netmap writes to the cache are coalesced: a burst of deltas costs one write.</summary>
@@ -56,7 +67,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private readonly ControlClientOptions _options;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly NetMapStore _netmap = new();
+    private readonly NetMapSession _session;
+    private readonly CoordinatorDialer _dialer;
     private readonly HashSet<IActorRef> _watchers = [];
     private readonly CancellationTokenSource _stopping = new();
     private readonly Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
@@ -65,64 +77,34 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private Curve25519PrivateKey _node = null!;
     private Curve25519PrivateKey? _nextNode;
     private ControlConnection? _connection;
-    private int _urlIndex;
-    private int _failures;
+    private NetMapCacheWriter? _cacheWriter;
     private bool _useAuthKey;
-    private bool _awaitingFullMap;
     private DateTimeOffset _lastHeard;
     private ImmutableArray<string> _endpoints;
     private int _homeRelay;
     private ControlState _status = ControlState.Connecting;
     private string? _code;
     private string _detail = "starting";
-    // The map came from the disk cache and nothing live has replaced it yet: any full map wins.
-    private bool _mapIsCached;
     private IActorRef? _loggingOut;
 
     public ControlClient(ControlClientOptions options)
     {
-        if (options.Coordinators.Count == 0) throw new ArgumentException("at least one coordinator URL is needed", nameof(options));
         _options = options;
+        _dialer = new CoordinatorDialer(options.Coordinators, options.MinBackoff, options.MaxBackoff);
+        _session = new NetMapSession(options.VerifyAfter, options.AnswerTimeout);
         _endpoints = options.Endpoints;
-
-        Receive<Dial>(_ => OnDial());
-        Receive<Connected>(OnConnected);
-        Receive<DialFailed>(OnDialFailed);
-        Receive<Arrived>(OnArrived);
-        Receive<Broken>(OnBroken);
-        Receive<SilenceCheck>(_ => OnSilenceCheck());
-        Receive<RotationDue>(_ =>
-        {
-            if (_netmap.Self?.KeyExpiry is { } expiry) ScheduleRotation(expiry.ToDateTimeOffset());
-        });
-        Receive<RotateNodeKeyNow>(_ => StartRotation());
-        Receive<SetEndpoints>(OnSetEndpoints);
-        Receive<Reconnect>(reconnect =>
-        {
-            if (Idle) return;
-            DropConnection();
-            SetStatus(ControlState.Connecting, null, "reconnecting");
-            Timers.StartSingleTimer("dial", Dial.Instance, reconnect.After);
-        });
-        Receive<GetAgentStatus>(_ => Sender.Tell(Status()));
-        Receive<WatchControl>(watch =>
-        {
-            _watchers.Add(watch.Watcher);
-            Context.Watch(watch.Watcher);
-            watch.Watcher.Tell(new NodeKeyChanged(_node.ToHex(), Rotated: false));
-            watch.Watcher.Tell(new ControlStateChanged(_status, _code, _detail));
-            if (_netmap.HasMap) watch.Watcher.Tell(new NetMapChanged(_netmap.View, NetMapApplied.Replaced));
-        });
-        Receive<SaveNetMap>(_ => SaveCache());
-        Receive<SetWantRunning>(OnSetWantRunning);
-        Receive<LogOut>(_ => OnLogOut());
-        Receive<LogoutTimedOut>(_ => FinishLogout(coordinatorTold: false, "the coordinator did not confirm in time; this agent forgot the device anyway"));
-        Receive<Terminated>(terminated => _watchers.Remove(terminated.ActorRef));
+        Connecting();
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props PropsFor(ControlClientOptions options) => Props.Create(() => new ControlClient(options));
+
+    private DateTimeOffset Now => _options.Clock.GetUtcNow();
+
+    /// <summary>How often the stream is checked for silence and the netmap for a needed verification.</summary>
+    private TimeSpan CheckInterval => TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(15).Ticks,
+        Math.Min(_options.VerifyAfter.Ticks, _options.AnswerTimeout.Ticks) / 2));
 
     protected override void PreStart()
     {
@@ -131,73 +113,179 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _node = AgentStateFile.Key(_state.NodePrivateKey);
         _nextNode = _state.NextNodePrivateKey is { } next ? AgentStateFile.Key(next) : null;
         _useAuthKey = _state.DeviceId is null || (_options.ForceReauth && _options.AuthKey is not null);
-        if (_state.DeviceId is not null && _options.NetMapCache?.Load() is { } cached && _netmap.Apply(cached) == NetMapApplied.Replaced)
+        if (_options.NetMapCache is { } cache)
         {
-            _mapIsCached = true;
-            _log.Info("Loaded the cached netmap v{0} ({1} peers)", _netmap.Version, _netmap.PeerCount);
+            _cacheWriter = new NetMapCacheWriter(cache, warning => _log.Warning(warning));
+            if (_state.DeviceId is not null && _session.LoadCached(cache.Load()))
+                _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
         }
-        Timers.StartPeriodicTimer("silence", SilenceCheck.Instance, SilenceCheckInterval);
-        Self.Tell(Dial.Instance);
+        Timers.StartPeriodicTimer("check", Check.Instance, CheckInterval);
+        ScheduleDial(TimeSpan.Zero);
+    }
+
+    /// <summary>The new incarnation forgets its watchers: re-register them (messages to Self reach the new one).</summary>
+    protected override void PreRestart(Exception reason, object message)
+    {
+        foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
+        base.PreRestart(reason, message);
     }
 
     protected override void PostStop()
     {
         _stopping.Cancel();
         if (_connection is { } connection) _ = connection.DisposeAsync().AsTask();
+        if (_cacheWriter is { } writer) _ = writer.DisposeAsync().AsTask();
         _machine?.Dispose();
         _node?.Dispose();
         _nextNode?.Dispose();
         _disco.Dispose();
     }
 
-    private Curve25519PublicKey? PinnedCoordinatorKey =>
-        _state.CoordinatorKey is { } hex && Curve25519PublicKey.TryParseHex(hex, out var key) ? key : null;
+    // ------------------------------------------------------------------ states
 
-    // ------------------------------------------------------------------ connecting
-
-    private void OnDial()
+    /// <summary>No stream: dialling, or waiting to dial again.</summary>
+    private void Connecting()
     {
-        if (_connection is not null || Idle) return;
-        var url = _options.Coordinators[_urlIndex % _options.Coordinators.Count];
-        var self = Self;
-        var shared = _options.SharedChannels?.Invoke(url);
-        ControlConnection.OpenAsync(url, _machine, PinnedCoordinatorKey, _options.Clock, shared, _stopping.Token)
-            .ContinueWith(task => task.IsCompletedSuccessfully ? (object)new Connected(task.Result) : new DialFailed(url, task.Exception?.GetBaseException() ?? new OperationCanceledException()),
-                TaskScheduler.Default)
-            .PipeTo(self);
+        Receive<Dial>(OnDial);
+        Receive<Connected>(OnConnected);
+        Receive<DialFailed>(OnDialFailed);
+        Always();
+    }
+
+    /// <summary>A stream is open and the register request sent.</summary>
+    private void Registering()
+    {
+        Receive<Arrived>(IsCurrent, OnArrived);
+        Receive<Broken>(IsCurrent, OnBroken);
+        Always();
+    }
+
+    /// <summary>Registered (running, or waiting for an admin's approval): the netmap streams in.</summary>
+    private void Registered()
+    {
+        Receive<Arrived>(IsCurrent, OnArrived);
+        Receive<Broken>(IsCurrent, OnBroken);
+        Receive<RotateNodeKeyNow>(_ => StartRotation());
+        Receive<RotationDue>(_ =>
+        {
+            if (_session.Store.Self?.KeyExpiry is { } expiry) ScheduleRotation(expiry.ToDateTimeOffset());
+        });
+        Always();
+    }
+
+    /// <summary>Turned off (<c>weft-agent down</c>) until <c>up</c>.</summary>
+    private void Stopped()
+    {
+        Receive<SetWantRunning>(want => want.Running, _ => GoConnecting(TimeSpan.Zero, null, "starting again"));
+        Always();
+    }
+
+    /// <summary>Refused for good, or logged out: a new <c>up</c> with an auth key is needed.</summary>
+    private void NeedingLogin() => Always();
+
+    /// <summary>What every state answers.</summary>
+    private void Always()
+    {
+        Receive<Check>(_ => OnCheck());
+        Receive<GetAgentStatus>(_ => Sender.Tell(Status()));
+        Receive<WatchControl>(watch =>
+        {
+            _watchers.Add(watch.Watcher);
+            Context.Watch(watch.Watcher);
+            watch.Watcher.Tell(new NodeKeyChanged(_node.ToHex(), Rotated: false));
+            watch.Watcher.Tell(new ControlStateChanged(_status, _code, _detail));
+            if (_session.Store.HasMap) watch.Watcher.Tell(new NetMapChanged(_session.Store.View, NetMapApplied.Replaced));
+        });
+        Receive<Terminated>(terminated => _watchers.Remove(terminated.ActorRef));
+        Receive<SetEndpoints>(OnSetEndpoints);
+        Receive<SaveNetMap>(_ => SaveCache());
+        Receive<SetWantRunning>(want => !want.Running, _ => Stop());
+        Receive<SetWantRunning>(_ => { }); // already wanted running
+        Receive<Reconnect>(reconnect =>
+        {
+            if (Idle) return;
+            GoConnecting(reconnect.After, null, "reconnecting");
+        });
+        Receive<LogOut>(_ => OnLogOut());
+        Receive<LogoutTimedOut>(_ => FinishLogout(coordinatorTold: false, "the coordinator did not confirm in time; this agent forgot the device anyway"));
+        // Answers from connections given up on, and requests that need a registration.
+        Receive<Connected>(stale => _ = stale.Connection.DisposeAsync().AsTask());
+        Receive<Arrived>(_ => { });
+        Receive<Broken>(_ => { });
+        Receive<DialFailed>(_ => { });
+        Receive<Dial>(_ => { });
+        Receive<RotateNodeKeyNow>(_ => { });
+        Receive<RotationDue>(_ => { });
     }
 
     /// <summary>Not dialling on purpose: refused for good, logged out, or turned off.</summary>
     private bool Idle => _status is ControlState.NeedsLogin or ControlState.Stopped;
 
+    private bool IsCurrent(Arrived arrived) => ReferenceEquals(arrived.Connection, _connection);
+
+    private bool IsCurrent(Broken broken) => ReferenceEquals(broken.Connection, _connection);
+
+    // ------------------------------------------------------------------ connecting
+
+    /// <summary>Drops any stream and dials the next coordinator after <paramref name="after"/> (plus what the dialer wants).</summary>
+    private void GoConnecting(TimeSpan after, string? code, string detail)
+    {
+        DropConnection();
+        SetStatus(ControlState.Connecting, code, detail);
+        Become(Connecting);
+        ScheduleDial(after);
+    }
+
+    private void ScheduleDial(TimeSpan atLeast)
+    {
+        var (url, wait) = _dialer.Next(Now);
+        Timers.StartSingleTimer("dial", new Dial(url), wait > atLeast ? wait : atLeast);
+    }
+
+    private void OnDial(Dial dial)
+    {
+        if (_connection is not null) return;
+        var self = Self;
+        var shared = _options.SharedChannels?.Invoke(dial.Url);
+        ControlConnection.OpenAsync(dial.Url, _machine, PinnedCoordinatorKey, _options.Clock, shared, _stopping.Token)
+            .ContinueWith(task => task.IsCompletedSuccessfully
+                    ? (object)new Connected(task.Result)
+                    : new DialFailed(dial.Url, task.Exception?.GetBaseException() ?? new OperationCanceledException()),
+                TaskScheduler.Default)
+            .PipeTo(self);
+    }
+
+    private Curve25519PublicKey? PinnedCoordinatorKey =>
+        _state.CoordinatorKey is { } hex && Curve25519PublicKey.TryParseHex(hex, out var key) ? key : null;
+
     private void OnDialFailed(DialFailed failed)
     {
-        if (Idle) return;
         if (failed.Error is ControlConnectException { Permanent: true } permanent)
         {
             NeedsLogin(permanent.Code, permanent.Message);
             return;
         }
-        var code = failed.Error is ControlConnectException known ? known.Code : ControlErrorCodes.Unavailable;
-        SetStatus(ControlState.Connecting, code, $"cannot reach {failed.Url}: {failed.Error.Message}");
-        _urlIndex++; // the next coordinator may be up
-        RetryLater();
+        var known = failed.Error as ControlConnectException;
+        _dialer.Failed(failed.Url, Now, known?.RetryAfter);
+        SetStatus(ControlState.Connecting, known?.Code ?? ControlErrorCodes.Unavailable, $"cannot reach {failed.Url}: {failed.Error.Message}");
+        ScheduleDial(TimeSpan.Zero);
     }
 
     private void OnConnected(Connected connected)
     {
         var connection = connected.Connection;
-        if (_stopping.IsCancellationRequested || Idle)
+        if (_connection is not null)
         {
             _ = connection.DisposeAsync().AsTask();
             return;
         }
         _connection = connection;
-        _lastHeard = _options.Clock.GetUtcNow();
+        _lastHeard = Now;
         if (PinnedCoordinatorKey is null) Save(_state with { CoordinatorKey = connection.CoordinatorKey.ToHex() });
         StartReading(connection);
         SetStatus(ControlState.Registering, null, $"registering with {connection.Url}");
         SendRegister();
+        Become(Registering);
     }
 
     private void StartReading(ControlConnection connection)
@@ -228,13 +316,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         }, CancellationToken.None);
     }
 
+    /// <summary>A stream that worked ended: the other coordinators are tried at once.</summary>
     private void OnBroken(Broken broken)
     {
-        if (!ReferenceEquals(broken.Connection, _connection)) return;
-        DropConnection();
-        if (Idle) return;
-        SetStatus(ControlState.Connecting, broken.Code ?? ControlErrorCodes.Unavailable, broken.Reason);
-        RetryLater();
+        _dialer.Lost(broken.Connection.Url, Now);
+        GoConnecting(TimeSpan.Zero, broken.Code ?? ControlErrorCodes.Unavailable, broken.Reason);
     }
 
     private void DropConnection()
@@ -243,20 +329,20 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _connection = null;
     }
 
-    private void RetryLater()
+    private void OnCheck()
     {
-        // Jittered exponential backoff ("equal jitter"): half the step fixed, half random, so a whole
-        // fleet reconnecting after a coordinator restart spreads out.
-        var step = Math.Min(_options.MaxBackoff.TotalMilliseconds, _options.MinBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(_failures, 16)));
-        var delay = TimeSpan.FromMilliseconds(step / 2 + Random.Shared.NextDouble() * step / 2);
-        _failures++;
-        Timers.StartSingleTimer("dial", Dial.Instance, delay);
-    }
-
-    private void OnSilenceCheck()
-    {
-        if (_connection is null || _options.Clock.GetUtcNow() - _lastHeard <= SilenceLimit) return;
-        Self.Tell(new Broken(_connection, ControlErrorCodes.Unavailable, $"nothing heard from {_connection.Url} for {SilenceLimit.TotalSeconds:0} s"));
+        if (_connection is not { } connection) return;
+        if (Now - _lastHeard > SilenceLimit)
+        {
+            Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"nothing heard from {connection.Url} for {SilenceLimit.TotalSeconds:0} s"));
+            return;
+        }
+        if (_status is not (ControlState.Running or ControlState.PendingApproval)) return;
+        var step = _session.Check(Now);
+        if (step.Stale)
+            Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"{connection.Url} did not answer for the netmap in {_options.AnswerTimeout.TotalSeconds:0} s"));
+        else if (step.SubscribeFrom is { } version)
+            Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = version } });
     }
 
     // ------------------------------------------------------------------ registration
@@ -282,43 +368,41 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void OnRegisterResult(RegisterResult result)
     {
-        switch (result.Status)
+        if (result.Status is not (RegisterResult.Types.Status.Authorized or RegisterResult.Types.Status.PendingApproval))
         {
-            case RegisterResult.Types.Status.Authorized:
-            case RegisterResult.Types.Status.PendingApproval:
-                _useAuthKey = false;
-                _failures = 0;
-                var issued = _state.DeviceId == result.DeviceId ? _state.NodeKeyIssuedAt ?? _options.Clock.GetUtcNow() : _options.Clock.GetUtcNow();
-                Save(_state with { DeviceId = result.DeviceId, TailnetId = result.TailnetId, NodeKeyIssuedAt = issued });
-                var pending = result.Status == RegisterResult.Types.Status.PendingApproval;
-                SetStatus(pending ? ControlState.PendingApproval : ControlState.Running, null,
-                    pending ? "waiting for an admin to approve this device" : $"connected to {_connection!.Url}");
-                _awaitingFullMap = !_netmap.HasMap;
-                Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _netmap.HasMap ? _netmap.Version : 0 } });
-                if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();
-                if (result.KeyExpiry is not null) ScheduleRotation(result.KeyExpiry.ToDateTimeOffset());
-                if (_nextNode is not null && !pending) SendRotation(); // a rotation was in flight when the stream broke
-                break;
-            default:
-                OnRegisterRefused(result.RefusalCode, result.RefusalMessage);
-                break;
+            OnRegisterRefused(result);
+            return;
         }
+        _useAuthKey = false;
+        _dialer.Connected(_connection!.Url);
+        var issued = _state.DeviceId == result.DeviceId ? _state.NodeKeyIssuedAt ?? Now : Now;
+        Save(_state with { DeviceId = result.DeviceId, TailnetId = result.TailnetId, NodeKeyIssuedAt = issued });
+        var pending = result.Status == RegisterResult.Types.Status.PendingApproval;
+        SetStatus(pending ? ControlState.PendingApproval : ControlState.Running, null,
+            pending ? "waiting for an admin to approve this device" : $"connected to {_connection.Url}");
+        Become(Registered);
+        Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _session.BeginStream(Now) } });
+        if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();
+        if (result.KeyExpiry is not null) ScheduleRotation(result.KeyExpiry.ToDateTimeOffset());
+        if (_nextNode is not null && !pending) SendRotation(); // a rotation was in flight when the stream broke
     }
 
-    private void OnRegisterRefused(string code, string message)
+    private void OnRegisterRefused(RegisterResult result)
     {
-        switch (code)
+        switch (result.RefusalCode)
         {
             case ControlErrorCodes.NodeKeyMismatch when _nextNode is not null:
                 // The coordinator took our rotation but the confirmation was lost: the next key is ours now.
                 AdoptNextNodeKey();
                 SendRegister();
                 return;
-            case ControlErrorCodes.Unavailable:
-                Self.Tell(new Broken(_connection!, code, message));
+            case ControlErrorCodes.Unavailable or ControlErrorCodes.RateLimited:
+                // Busy or handing over: this coordinator, or another, is tried again later.
+                _dialer.Failed(_connection!.Url, Now, result.RetryAfterMs > 0 ? TimeSpan.FromMilliseconds(result.RetryAfterMs) : null);
+                GoConnecting(TimeSpan.Zero, result.RefusalCode, result.RefusalMessage);
                 return;
             default:
-                NeedsLogin(code, message);
+                NeedsLogin(result.RefusalCode, result.RefusalMessage);
                 return;
         }
     }
@@ -330,14 +414,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Timers.Cancel("dial");
         Timers.Cancel("rotate");
         SetStatus(ControlState.NeedsLogin, code, message);
+        Become(NeedingLogin);
     }
 
     // ------------------------------------------------------------------ the stream
 
     private void OnArrived(Arrived arrived)
     {
-        if (!ReferenceEquals(arrived.Connection, _connection)) return;
-        _lastHeard = _options.Clock.GetUtcNow();
+        _lastHeard = Now;
         var message = arrived.Message;
         switch (message.BodyCase)
         {
@@ -345,22 +429,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 OnRegisterResult(message.RegisterResult);
                 break;
             case ServerMessage.BodyOneofCase.Netmap:
-                _awaitingFullMap = false;
-                if (_mapIsCached) _netmap.Clear(); // the live map replaces the cached one whatever its version
-                _mapIsCached = false;
-                Applied(message, _netmap.Apply(message.Netmap));
+                Applied(message, _session.OnNetMap(message.Netmap, Now));
+                _dialer.Learn(message.Netmap.Coordinators);
                 break;
             case ServerMessage.BodyOneofCase.Delta:
-                if (_awaitingFullMap) break; // a full map is on its way; deltas before it are of no use
-                var outcome = _netmap.Apply(message.Delta);
-                if (outcome == NetMapApplied.Patched) _mapIsCached = false;
-                if (outcome == NetMapApplied.Gap)
-                {
-                    _log.Info("Netmap delta {0} does not follow version {1}; asking for a full map", message.Delta.BaseVersion, _netmap.Version);
-                    _awaitingFullMap = true;
-                    Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
-                }
-                Applied(message, outcome);
+                Applied(message, _session.OnDelta(message.Delta, Now));
+                break;
+            case ServerMessage.BodyOneofCase.UpToDate:
+                Applied(message, _session.OnUpToDate(message.UpToDate.Version, Now));
                 break;
             case ServerMessage.BodyOneofCase.Ping:
                 Send(new ClientMessage { Pong = new Pong { Nonce = message.Ping.Nonce } });
@@ -374,22 +450,34 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             case ServerMessage.BodyOneofCase.LoggedOut:
                 if (_loggingOut is not null) FinishLogout(coordinatorTold: true, "logged out: the coordinator expired this device");
                 break;
+            case ServerMessage.BodyOneofCase.GoAway:
+                var after = TimeSpan.FromMilliseconds(message.GoAway.AfterMs);
+                _log.Info("{0} is going away ({1}); moving to another coordinator", arrived.Connection.Url, message.GoAway.Reason);
+                _dialer.GoingAway(arrived.Connection.Url, after, Now);
+                GoConnecting(TimeSpan.Zero, null, $"{arrived.Connection.Url} is going away: {message.GoAway.Reason}");
+                break;
         }
     }
 
-    private void Applied(ServerMessage message, NetMapApplied outcome)
+    private void Applied(ServerMessage message, MapStep step)
     {
-        _options.Observer?.Invoke(message, outcome, _netmap);
+        if (step.SubscribeFrom is { } version)
+        {
+            if (version == 0) _log.Info("Netmap needs a full map (holding v{0}); asking for one", _session.Store.Version);
+            Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = version } });
+        }
+        if (step.Applied is not { } outcome) return;
+        _options.Observer?.Invoke(message, outcome, _session.Store);
         if (outcome is NetMapApplied.Gap or NetMapApplied.Stale) return;
         // Not restarted by every delta: under a steady stream of changes the cache is still written every half second.
-        if (_options.NetMapCache is not null && !Timers.IsTimerActive("save-netmap")) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
-        if (_netmap.Self is { } self)
+        if (_cacheWriter is not null && !Timers.IsTimerActive("save-netmap")) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
+        if (_session.Store.Self is { } self)
         {
             if (self.Status == "pending" && _status == ControlState.Running) SetStatus(ControlState.PendingApproval, null, "waiting for an admin to approve this device");
             else if (self.Status == "active" && _status == ControlState.PendingApproval) SetStatus(ControlState.Running, null, $"connected to {_connection?.Url}");
             if (self.KeyExpiry is not null && self.Status == "active") ScheduleRotation(self.KeyExpiry.ToDateTimeOffset());
         }
-        if (_watchers.Count > 0) Broadcast(new NetMapChanged(_netmap.View, outcome)); // the view is built only when someone watches
+        if (_watchers.Count > 0) Broadcast(new NetMapChanged(_session.Store.View, outcome)); // the view is built only when someone watches
     }
 
     private void OnError(Weft.Contracts.Control.Error error)
@@ -406,6 +494,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 break;
             case ControlErrorCodes.NotRegistered:
                 SendRegister();
+                Become(Registering);
                 break;
             case ControlErrorCodes.NodeKeyProofInvalid or ControlErrorCodes.NodeKeyInUse when _nextNode is not null:
                 // The rotation was refused: forget the next key; the current one stays valid.
@@ -449,10 +538,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void ScheduleRotation(DateTimeOffset expiry)
     {
         if (_nextNode is not null) return; // one rotation at a time; a reconnect resends it
-        var now = _options.Clock.GetUtcNow();
-        var issued = _state.NodeKeyIssuedAt ?? now;
-        var lead = _options.RotationLead ?? TimeSpan.FromTicks(Math.Min(TimeSpan.FromDays(1).Ticks, Math.Max(0, (expiry - issued).Ticks / 4)));
-        var due = expiry - lead - now;
+        var due = NodeKeyRotation.DueIn(expiry, _state.NodeKeyIssuedAt ?? Now, Now, _options.RotationLead);
         if (due <= TimeSpan.Zero) StartRotation();
         else Timers.StartSingleTimer("rotate", RotationDue.Instance, due < MaxTimerDelay ? due : MaxTimerDelay);
     }
@@ -497,26 +583,19 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _node.Dispose();
         _node = _nextNode!;
         _nextNode = null;
-        Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = _options.Clock.GetUtcNow() });
+        Save(_state with { NodePrivateKey = _node.ToHex(), NextNodePrivateKey = null, NodeKeyIssuedAt = Now });
         Broadcast(new NodeKeyChanged(_node.ToHex(), Rotated: true));
     }
 
     // ------------------------------------------------------------------ down, up, logout, cache
 
-    private void OnSetWantRunning(SetWantRunning want)
+    private void Stop()
     {
-        if (!want.Running)
-        {
-            if (Idle) return;
-            DropConnection();
-            Timers.Cancel("dial");
-            SetStatus(ControlState.Stopped, null, "stopped (weft-agent down); weft-agent up resumes");
-            return;
-        }
-        if (_status != ControlState.Stopped) return;
-        _failures = 0;
-        SetStatus(ControlState.Connecting, null, "starting again");
-        Self.Tell(Dial.Instance);
+        if (Idle) return;
+        DropConnection();
+        Timers.Cancel("dial");
+        SetStatus(ControlState.Stopped, null, "stopped (weft-agent down); weft-agent up resumes");
+        Become(Stopped);
     }
 
     private void OnLogOut()
@@ -557,21 +636,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void ForgetNetMap()
     {
         Timers.Cancel("save-netmap");
-        _netmap.Clear();
-        _options.NetMapCache?.Delete();
+        _session.Forget();
+        _cacheWriter?.Delete();
     }
 
     private void SaveCache()
     {
-        if (_options.NetMapCache is not { } cache || !_netmap.HasMap) return;
-        try
-        {
-            cache.Save(_netmap.ToNetMap());
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Warning("Cannot write the netmap cache: {0}", e.Message);
-        }
+        if (_session.Store.HasMap) _cacheWriter?.Write(_session.Store.ToNetMap());
     }
 
     // ------------------------------------------------------------------ state and status
@@ -596,7 +667,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private AgentStatus Status()
     {
-        var view = _netmap.View;
+        var view = _session.Store.View;
         return new AgentStatus(
             _status, _code, _detail, _connection?.Url.ToString(), new MachineKey(_machine.PublicKey).ToString(), new NodeKey(_node.PublicKey).ToString(),
             _state.DeviceId, _state.TailnetId, view.Version, view.Self is { } self ? PeerStatus.From(self) : null,
@@ -604,6 +675,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     }
 
     // ------------------------------------------------------------------ internal messages
+
+    private sealed record Dial(Uri Url);
 
     private sealed record Connected(ControlConnection Connection);
 
@@ -613,14 +686,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private sealed record Broken(ControlConnection Connection, string? Code, string Reason);
 
-    private sealed class Dial
+    private sealed class Check
     {
-        public static readonly Dial Instance = new();
-    }
-
-    private sealed class SilenceCheck
-    {
-        public static readonly SilenceCheck Instance = new();
+        public static readonly Check Instance = new();
     }
 
     private sealed class RotationDue

@@ -9,12 +9,15 @@ using Weft.Contracts.Keys;
 namespace Weft.NodeAgent.Control;
 
 /// <summary>A connection attempt failed; <see cref="Code"/> is a <see cref="ControlErrorCodes"/> value or a transport reason.</summary>
-public sealed class ControlConnectException(string code, string message, bool permanent) : Exception(message)
+public sealed class ControlConnectException(string code, string message, bool permanent, TimeSpan? retryAfter = null) : Exception(message)
 {
     public string Code { get; } = code;
 
     /// <summary>Retrying the same coordinator will not help (for example its key changed).</summary>
     public bool Permanent { get; } = permanent;
+
+    /// <summary>How long the coordinator asked the agent to wait before trying it again (it is busy or going away).</summary>
+    public TimeSpan? RetryAfter { get; } = retryAfter;
 }
 
 /// <summary>
@@ -109,6 +112,8 @@ public sealed class ControlConnection : IAsyncDisposable
             {
                 RpcException { StatusCode: StatusCode.Unauthenticated } rpc =>
                     new ControlConnectException(CodeOf(rpc.Status.Detail), $"{url} refused the handshake: {rpc.Status.Detail}", permanent: false),
+                RpcException { StatusCode: StatusCode.Unavailable } rpc when RetryAfterOf(rpc) is { } wait =>
+                    new ControlConnectException(CodeOf(rpc.Status.Detail), $"{url}: {rpc.Status.Detail}", permanent: false, wait),
                 RpcException rpc => new ControlConnectException(ControlErrorCodes.Unavailable, $"{url}: {rpc.Status.StatusCode} {rpc.Status.Detail}", permanent: false),
                 OperationCanceledException when !cancel.IsCancellationRequested =>
                     new ControlConnectException(ControlErrorCodes.Unavailable, $"{url} did not complete the handshake in {HandshakeTimeout.TotalSeconds:0} s", permanent: false),
@@ -160,6 +165,10 @@ public sealed class ControlConnection : IAsyncDisposable
             // The stream is gone; the reader reports it.
         }
     }
+
+    /// <summary>The coordinator's retry-after trailer (milliseconds), when it turned the agent away for now.</summary>
+    private static TimeSpan? RetryAfterOf(RpcException rpc) =>
+        rpc.Trailers.GetValue(ControlProtocol.RetryAfterTrailer) is { } text && uint.TryParse(text, out var ms) ? TimeSpan.FromMilliseconds(ms) : null;
 
     private static string CodeOf(string detail)
     {

@@ -10,14 +10,19 @@ namespace Weft.NodeAgent.Tunnels;
 /// peer), and routes handshake messages. Initiations are decrypted here, because only after
 /// decrypting do we know which peer sent them; responses go straight to the peer that is waiting.
 /// A crashing PeerTunnel is restarted alone; the others, and every session's keys, are untouched.
+/// <para>
+/// The engine's peer table is the source of truth; this actor keeps no map of its own that the
+/// engine does not also hold. When it (re)starts it gives every peer already in the engine its
+/// PeerTunnel, and it reconciles a netmap against the engine's peers (each tagged with its netmap
+/// device id), so a restart mid-flight orphans nothing and a later netmap still finds every peer.
+/// </para>
 /// </summary>
 public sealed class TunnelSupervisor : UntypedActor
 {
     private readonly WireGuardDevice _device;
     private readonly bool _tick;
+    // The PeerTunnel of each engine peer (derived: rebuilt from the engine's peers on every start).
     private readonly Dictionary<Curve25519PublicKey, IActorRef> _tunnels = new();
-    // Netmap device id → the node key we hold for it: a key that changes under the same id is a rotation.
-    private readonly Dictionary<string, Curve25519PublicKey> _meshKeys = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
     public TunnelSupervisor(WireGuardDevice device, bool tick)
@@ -36,6 +41,9 @@ public sealed class TunnelSupervisor : UntypedActor
     {
         var self = Self;
         _device.HandshakeSink = packet => self.Tell(packet);
+        // After a restart the engine still holds every peer and its sessions: give each its tunnel again.
+        foreach (var peer in _device.Peers.Values) TunnelFor(peer);
+        if (_tunnels.Count > 0) _log.Info("Tunnels resumed for the {0} peer(s) the engine holds", _tunnels.Count);
     }
 
     protected override void PostStop()
@@ -132,16 +140,18 @@ public sealed class TunnelSupervisor : UntypedActor
             peer.PersistentKeepaliveSeconds = keepalive;
         }
 
-        if (!_tunnels.TryGetValue(peer.PublicKey, out var tunnel))
-        {
-            tunnel = Context.ActorOf(PeerTunnel.PropsFor(_device, peer, _tick), "peer-" + peer.PublicKey.ToHex()[..16]);
-            _tunnels[peer.PublicKey] = tunnel;
-        }
-        else if (keepaliveOn)
-        {
-            tunnel.Tell(new PeerSettingsChanged(true));
-        }
+        var created = !_tunnels.ContainsKey(peer.PublicKey);
+        var tunnel = TunnelFor(peer);
+        if (!created && keepaliveOn) tunnel.Tell(new PeerSettingsChanged(true));
         return new PeerConfigured(peer.PublicKey, !exists);
+    }
+
+    private IActorRef TunnelFor(Peer peer)
+    {
+        if (_tunnels.TryGetValue(peer.PublicKey, out var tunnel)) return tunnel;
+        tunnel = Context.ActorOf(PeerTunnel.PropsFor(_device, peer, _tick), "peer-" + peer.PublicKey.ToHex()[..16]);
+        _tunnels[peer.PublicKey] = tunnel;
+        return tunnel;
     }
 
     private MeshApplied Apply(IReadOnlyList<MeshPeer> peers)
@@ -149,29 +159,33 @@ public sealed class TunnelSupervisor : UntypedActor
         int added = 0, removed = 0, rekeyed = 0, updated = 0;
         var wanted = peers.Where(p => _device.PrivateKey is not { } own || own.PublicKey != p.Key)
             .GroupBy(p => p.Id).ToDictionary(g => g.Key, g => g.First());
-        foreach (var (id, key) in _meshKeys.ToList())
+        // What the engine holds for the netmap's devices; a key that changes under the same id is a rotation.
+        var held = _device.Peers.Values.Where(p => p.MeshId is not null).ToLookup(p => p.MeshId!);
+        foreach (var group in held)
         {
-            if (wanted.ContainsKey(id)) continue;
-            _meshKeys.Remove(id);
-            if (Remove(key)) removed++;
+            if (wanted.ContainsKey(group.Key)) continue;
+            foreach (var gone in group) if (Remove(gone.PublicKey)) removed++;
         }
         foreach (var peer in wanted.Values)
         {
-            if (_meshKeys.TryGetValue(peer.Id, out var held) && held != peer.Key && Rename(held, peer.Key)) rekeyed++;
-            _meshKeys[peer.Id] = peer.Key;
+            var previous = held[peer.Id].FirstOrDefault();
+            if (previous is not null && previous.PublicKey != peer.Key && Rename(previous.PublicKey, peer.Key)) rekeyed++;
             var exists = _device.Peers.TryGetValue(peer.Key, out var current);
             var currentIps = exists ? _device.AllowedIps.PrefixesOf(current!).ToHashSet() : [];
             var endpoint = MeshPeer.ChooseEndpoint(current?.Endpoint, peer.Endpoints);
             var ipsChanged = !currentIps.SetEquals(peer.AllowedIps);
-            if (exists && !ipsChanged && Equals(endpoint, current!.Endpoint)) continue;
-            var configured = Configure(new PeerConfig(peer.Key)
+            if (!exists || ipsChanged || !Equals(endpoint, current!.Endpoint))
             {
-                Endpoint = endpoint,
-                ReplaceAllowedIps = ipsChanged,
-                AddAllowedIps = ipsChanged ? peer.AllowedIps : [],
-            });
-            if (configured.Created) added++;
-            else updated++;
+                var configured = Configure(new PeerConfig(peer.Key)
+                {
+                    Endpoint = endpoint,
+                    ReplaceAllowedIps = ipsChanged,
+                    AddAllowedIps = ipsChanged ? peer.AllowedIps : [],
+                });
+                if (configured.Created) added++;
+                else updated++;
+            }
+            if (_device.Peers.TryGetValue(peer.Key, out var tagged)) tagged.MeshId = peer.Id;
         }
         return new MeshApplied(added, removed, rekeyed, updated);
     }

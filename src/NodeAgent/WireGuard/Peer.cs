@@ -113,6 +113,13 @@ public sealed class Peer
     /// <summary>Seconds; 0 turns persistent keepalive off.</summary>
     public int PersistentKeepaliveSeconds { get; set; }
 
+    /// <summary>
+    /// The netmap device this peer is (its id survives node-key rotations); null for a peer configured
+    /// by hand (wg-quick, UAPI). Kept here, in the engine's peer table, so that whoever reconciles
+    /// the netmap into peers (the TunnelSupervisor, restarted or not) learns it from the engine.
+    /// </summary>
+    public string? MeshId { get; set; }
+
     public IPeerSignals Signals { get; set; } = NoSignals.Instance;
 
     /// <summary>Adds mac1/mac2 to the handshake messages we send this peer, and keeps the cookie it gives us.</summary>

@@ -2,16 +2,22 @@ using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Configuration;
 using Weft.Contracts.Control;
+using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Control;
+using Weft.NodeAgent.Net;
+using Weft.NodeAgent.Net.Tun;
+using Weft.NodeAgent.WireGuard;
 
 namespace Weft.Cluster.Tests.Support;
 
 /// <summary>
 /// A real <see cref="ControlClient"/> (its own gRPC stream, Noise channel and netmap store) in a
-/// test's agent actor system, with a way to wait for what it sees. Waits have a generous deadline
-/// and report what the agent saw instead when it passes; they assert behaviour, not speed.
+/// test's agent actor system, under the agent's own <see cref="AgentSupervisor"/>, with a way to
+/// wait for what it sees. With tunnels it also runs the real DataPlane on a WireGuard engine bound
+/// to a loopback UDP port, with an in-memory TUN. Waits have a generous deadline and report what the
+/// agent saw instead when it passes; they assert behaviour, not speed.
 /// </summary>
-public sealed class TestAgent
+public sealed class TestAgent : IDisposable
 {
     public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(45);
 
@@ -20,6 +26,7 @@ public sealed class TestAgent
     private readonly List<ServerMessage> _received = [];
     private NetMapView _view = NetMapView.Empty;
     private ControlStateChanged _state = new(ControlState.Connecting, null, "starting");
+    private IActorRef _root = ActorRefs.Nobody;
 
     private TestAgent(string hostname, IAgentStateStore store)
     {
@@ -32,6 +39,14 @@ public sealed class TestAgent
     public IAgentStateStore Store { get; }
 
     public IActorRef Client { get; private set; } = ActorRefs.Nobody;
+
+    /// <summary>The DataPlane actor, when the agent runs tunnels.</summary>
+    public IActorRef? DataPlane { get; private set; }
+
+    /// <summary>The WireGuard engine, when the agent runs tunnels.</summary>
+    public WireGuardDevice? Device { get; private set; }
+
+    public VirtualTun? Tun { get; private set; }
 
     public NetMapView View { get { lock (_gate) return _view; } }
 
@@ -47,9 +62,18 @@ public sealed class TestAgent
 
     public static TestAgent Start(
         ActorSystem system, IReadOnlyList<Uri> coordinators, string hostname, string? authKey, string? tailnet = null,
-        IAgentStateStore? store = null, ImmutableArray<string> endpoints = default, bool forceReauth = false)
+        IAgentStateStore? store = null, ImmutableArray<string> endpoints = default, bool forceReauth = false, bool tunnels = false,
+        Func<ControlClientOptions, ControlClientOptions>? tune = null)
     {
         var agent = new TestAgent(hostname, store ?? new MemoryAgentStateStore());
+        DataPlaneOptions? plane = null;
+        if (tunnels)
+        {
+            agent.Tun = new VirtualTun(hostname);
+            agent.Device = new WireGuardDevice(agent.Tun, UdpTransport.Bind(0));
+            endpoints = [$"127.0.0.1:{agent.Device.ListenPort}"];
+            plane = new DataPlaneOptions { Device = agent.Device, Link = new NoTunnelLink(), DiscoverEndpoints = false, StaticEndpoints = endpoints };
+        }
         var options = new ControlClientOptions
         {
             Coordinators = coordinators,
@@ -63,7 +87,11 @@ public sealed class TestAgent
             MaxBackoff = TimeSpan.FromSeconds(2),
             Observer = (message, _, _) => agent.OnReceived(message),
         };
-        agent.Client = system.ActorOf(ControlClient.PropsFor(options));
+        agent._root = system.ActorOf(AgentSupervisor.PropsFor(tune?.Invoke(options) ?? options, plane), $"agent-{hostname}-{Guid.NewGuid():N}");
+        var actors = agent._root.Ask<AgentActors>(AgentSupervisor.GetActors.Instance, TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+        agent.Client = actors.Control;
+        agent.DataPlane = actors.DataPlane;
+        agent.Device?.Start();
         agent.Client.Tell(new WatchControl(system.ActorOf(Props.Create(() => new Watcher(agent)))));
         return agent;
     }
@@ -92,10 +120,13 @@ public sealed class TestAgent
 
     public Task<AgentStatus> Status() => Client.Ask<AgentStatus>(GetAgentStatus.Instance, TimeSpan.FromSeconds(10));
 
+    /// <summary>Stops the whole agent (its supervisor and every actor under it).</summary>
     public async Task Stop()
     {
-        await Client.GracefulStop(TimeSpan.FromSeconds(10));
+        await _root.GracefulStop(TimeSpan.FromSeconds(10));
     }
+
+    public void Dispose() => Device?.Dispose();
 
     private async Task WaitFor(Func<bool> condition, string what)
     {

@@ -11,12 +11,16 @@ namespace Weft.NodeAgent.Tests.Support;
 /// <summary>A complete WireGuard engine for tests: virtual TUN, real UDP socket on loopback, and its TunnelSupervisor.</summary>
 public sealed class EngineNode : IDisposable
 {
-    public EngineNode(ActorSystem system, string name, EngineClock? clock = null, WireGuardTimings? timings = null, bool tick = true)
+    /// <param name="restartable">Run the supervisor under a parent that restarts it when it fails (as the agent's DataPlane does).</param>
+    public EngineNode(ActorSystem system, string name, EngineClock? clock = null, WireGuardTimings? timings = null, bool tick = true, bool restartable = false)
     {
         Key = Curve25519PrivateKey.Generate();
         Tun = new VirtualTun(name);
         Device = new WireGuardDevice(Tun, UdpTransport.Bind(0), clock, timings);
-        Supervisor = system.ActorOf(TunnelSupervisor.PropsFor(Device, tick), name);
+        var props = TunnelSupervisor.PropsFor(Device, tick);
+        Supervisor = restartable
+            ? system.ActorOf(RestartingParent.PropsFor(props, "tunnels"), name).Ask<IActorRef>(RestartingParent.GetChild.Instance, TimeSpan.FromSeconds(5)).GetAwaiter().GetResult()
+            : system.ActorOf(props, name);
         Supervisor.Ask<PrivateKeySet>(new SetPrivateKey(Key), TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
         Device.Start();
     }
@@ -83,4 +87,23 @@ public sealed class EngineNode : IDisposable
     {
         Device.Dispose();
     }
+}
+
+/// <summary>A parent that restarts its one child whatever it fails with (even <see cref="Kill"/>), and hands out the child's reference.</summary>
+public sealed class RestartingParent : ReceiveActor
+{
+    public sealed class GetChild
+    {
+        public static readonly GetChild Instance = new();
+    }
+
+    public RestartingParent(Props child, string name)
+    {
+        var created = Context.ActorOf(child, name);
+        Receive<GetChild>(_ => Sender.Tell(created));
+    }
+
+    public static Props PropsFor(Props child, string name) => Props.Create(() => new RestartingParent(child, name));
+
+    protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(_ => Directive.Restart);
 }

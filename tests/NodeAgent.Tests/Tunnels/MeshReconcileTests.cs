@@ -100,6 +100,36 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         Assert.Equal(fresh, _a.PeerOf(_b).Endpoint);
     }
 
+    [Fact]
+    public void A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
+    {
+        using var a = new EngineNode(Sys, "restarted-a", restartable: true);
+        using var b = new EngineNode(Sys, "restarted-b");
+        var peerB = PeerFor("dev-b", b.Key.PublicKey, b.Endpoint, "100.64.0.2/32");
+        Apply(a, peerB);
+        Apply(b, PeerFor("dev-a", a.Key.PublicKey, a.Endpoint, "100.64.0.1/32"));
+        a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
+        b.Receive();
+        var handshakeBefore = b.PeerOf(a).LastHandshake;
+
+        a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
+        Thread.Sleep(100); // past the restart, and past the 16.8 ms TAI64N tick of the last initiation
+
+        // The session in the engine still carries traffic.
+        var during = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 3);
+        a.Tun.Inject(during);
+        Assert.Equal(during, b.Receive());
+        // The peer has its tunnel again: a handshake b starts is answered.
+        b.Supervisor.Tell(Rekey.Instance);
+        AwaitCondition(() => b.PeerOf(a).LastHandshake > handshakeBefore, Timeout);
+        // The netmap still finds the peer in the engine: unchanged changes nothing, a rotation re-keys it, a removal removes it.
+        Assert.Equal(new MeshApplied(0, 0, 0, 0), Apply(a, peerB));
+        var rotated = Curve25519PrivateKey.Generate();
+        Assert.Equal(new MeshApplied(0, 0, 1, 0), Apply(a, peerB with { Key = rotated.PublicKey }));
+        Assert.Equal(new MeshApplied(0, 1, 0, 0), Apply(a));
+        Assert.Empty(a.Device.Peers);
+    }
+
     public new void Dispose()
     {
         _a.Dispose();

@@ -1,0 +1,81 @@
+using System.Net;
+using Akka.Actor;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>
+/// The agent's own actors crash and restart while it carries traffic: real engines on loopback UDP,
+/// a real coordinator. After each restart the tunnels still carry packets, later netmap changes still
+/// reach the engine, and the engine holds exactly the netmap's peers.
+/// </summary>
+public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<SharedCoordinator>
+{
+    [Fact]
+    public async Task Restarting_the_data_plane_or_the_control_client_keeps_traffic_flowing_and_orphans_no_peer()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("restarts");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
+        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key, tunnels: true);
+        await a.WaitForPeers(b);
+        await b.WaitForPeers(a);
+        await Passes(a, b);
+        await Passes(b, a);
+
+        // The data plane fails: it restarts, learns the netmap and the key again, and its tunnels resume from the engine.
+        a.DataPlane!.Tell(Kill.Instance);
+        await Passes(a, b);
+        await Passes(b, a);
+        using var c = TestAgent.Start(agents, [coordinator.Control], "c", key, tunnels: true);
+        await a.WaitForPeers(b, c);
+        await EngineHoldsExactlyTheNetmapPeers(a);
+        await Passes(a, c);
+
+        // The control client fails: it restarts from its state, registers its watchers again and resumes its stream.
+        a.Client.Tell(Kill.Instance);
+        await a.WaitForState(ControlState.Running);
+        await Passes(a, b);
+        Assert.Equal(HttpStatusCode.NoContent, (await coordinator.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{c.DeviceId}")).StatusCode);
+        await a.WaitForPeers(b);
+        await EngineHoldsExactlyTheNetmapPeers(a); // c left the engine too: the data plane hears the new control client
+        await Passes(b, a);
+    }
+
+    /// <summary>A TCP SYN from one agent's tailnet address reaches the other's TUN (through a handshake if needed).</summary>
+    private static async Task Passes(TestAgent from, TestAgent to)
+    {
+        var source = from.View.Self!.Addresses[0];
+        var destination = to.View.Self!.Addresses[0];
+        for (var attempt = 0; attempt < 100; attempt++)
+        {
+            var packet = Packets.Tcp4(source, destination, 40000 + attempt, 22);
+            from.Tun!.Inject(packet);
+            using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+            try
+            {
+                while (true)
+                {
+                    var delivered = await to.Tun!.Delivered.ReadAsync(wait.Token);
+                    if (delivered.AsSpan().SequenceEqual(packet)) return;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // not yet (a handshake on its way); send again
+            }
+        }
+        Assert.Fail($"{from.Hostname} ({source}) never reached {to.Hostname} ({destination}) over the tunnel");
+    }
+
+    private static async Task EngineHoldsExactlyTheNetmapPeers(TestAgent agent) =>
+        await Eventually.Until(() =>
+        {
+            var netmapKeys = agent.View.Peers.Values.Select(p => new Curve25519PublicKey(p.NodeKey.Span)).OrderBy(k => k.ToHex()).ToList();
+            var engineKeys = agent.Device!.Peers.Keys.OrderBy(k => k.ToHex()).ToList();
+            return netmapKeys.SequenceEqual(engineKeys);
+        }, $"{agent.Hostname}'s engine peers equal its netmap peers");
+}
