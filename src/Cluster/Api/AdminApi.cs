@@ -6,8 +6,9 @@ namespace Weft.Cluster.Api;
 
 public static class AdminApi
 {
-    public static IServiceCollection AddAdminApi(this IServiceCollection services) =>
-        services.AddSingleton<TailnetRefs>();
+    public static IServiceCollection AddAdminApi(this IServiceCollection services) => services
+        .AddSingleton<TailnetRefs>()
+        .AddSingleton<IdempotentCreation>();
 
     /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
     public static WebApplication MapAdminApi(this WebApplication app)
@@ -16,6 +17,7 @@ public static class AdminApi
         app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api.UseMiddleware<ApiKeyAuthentication>());
 
         app.MapGet("/healthz", HealthEndpoint.Handle);
+        app.MapGet("/healthz/ready", HealthEndpoint.Ready);
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();

@@ -37,6 +37,8 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         if (context.Response.HasStarted) return;
         context.Response.Clear();
         context.Response.StatusCode = ApiErrorCodes.HttpStatusOf(code);
+        // The cluster is handing over or its store is away: worth trying again shortly (a creation with the same Idempotency-Key).
+        if (code == ApiErrorCodes.Unavailable) context.Response.Headers.RetryAfter = "2";
         await context.Response.WriteAsJsonAsync(new ApiError(code, message, issues), AdminJson.Options);
     }
 }

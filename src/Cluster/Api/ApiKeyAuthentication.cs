@@ -1,6 +1,7 @@
-using Akka.Hosting;
+using Akka.Actor;
 using Microsoft.AspNetCore.Http;
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Persistence;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
@@ -15,12 +16,19 @@ public sealed record ApiCaller(string KeyId, ApiKeyScope Scope, string? TailnetI
         ?? throw new InvalidOperationException("admin endpoint reached without authentication");
 }
 
-/// <summary>Requires <c>Authorization: Bearer &lt;key&gt;</c> on every <c>/api</c> request and checks it with the key registry.</summary>
+/// <summary>
+/// Requires <c>Authorization: Bearer &lt;key&gt;</c> on every <c>/api</c> request, and checks it
+/// against this node's replica of the API keys: no request waits on the one registry entity, so
+/// losing the node that hosts it stops no admin call. The registry is asked only when this node has
+/// no replica yet, or briefly when the replica does not know the key (it may trail a key issued while
+/// this node was unreachable by a gossip round).
+/// </summary>
 public sealed class ApiKeyAuthentication(RequestDelegate next)
 {
     private const string Scheme = "Bearer ";
+    private static readonly TimeSpan MissTimeout = TimeSpan.FromSeconds(2);
 
-    public async Task InvokeAsync(HttpContext context, IRequiredActor<ApiKeyRegistryActor> registry)
+    public async Task InvokeAsync(HttpContext context, TailnetRefs refs)
     {
         var header = context.Request.Headers.Authorization.ToString();
         if (string.IsNullOrEmpty(header))
@@ -30,9 +38,27 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
         if (!ApiKeyToken.TryParse(header[Scheme.Length..].Trim(), out var token))
             throw new ApiException(ApiErrorCodes.Unauthorized, "the API key is not valid");
 
-        var verified = await registry.ActorRef.AskFor<ApiKeyVerified>(
-            new VerifyApiKey(token.KeyId, token.SecretHash), context.RequestAborted);
+        var verify = new VerifyApiKey(token.KeyId, token.SecretHash);
+        var answer = await refs.KeyReplicaAsync(context) switch
+        {
+            { } replica when replica.Keys.ContainsKey(token.KeyId) => replica.Verify(verify),
+            null => await refs.ApiKeys.AskFor<object>(verify, context),
+            _ => await AskBriefly(refs, verify, context),
+        };
+        if (answer is not ApiKeyVerified verified) throw ApiException.From(answer as Rejection ?? new Rejection(ApiErrorCodes.Unauthorized, "the API key is not valid"));
         context.Items[typeof(ApiCaller)] = new ApiCaller(verified.KeyId, verified.Scope, verified.TailnetId);
         await next(context);
+    }
+
+    private static async Task<object> AskBriefly(TailnetRefs refs, VerifyApiKey verify, HttpContext context)
+    {
+        try
+        {
+            return await refs.ApiKeys.Ask<object>(verify, MissTimeout, context.RequestAborted);
+        }
+        catch (AskTimeoutException)
+        {
+            return new Rejection(ApiErrorCodes.Unauthorized, "the API key is not valid");
+        }
     }
 }

@@ -21,11 +21,15 @@ public static class ApiKeyEndpoints
     private static async Task<IResult> List(HttpContext http, TailnetRefs refs)
     {
         var caller = ApiCaller.Of(http);
-        var listing = await refs.ApiKeys.AskFor<ApiKeyListing>(new ListApiKeys(caller.IsOperator ? null : caller.TailnetId), http.RequestAborted);
+        var listing = await ListAsync(http, refs, caller.IsOperator ? null : caller.TailnetId);
         return Results.Json(new ApiKeyListResource(listing.Keys.Select(ToResource).ToList()), AdminJson.Options);
     }
 
-    private static async Task<IResult> Issue(HttpContext http, TailnetRefs refs, TimeProvider clock)
+    /// <summary>From this node's replica of the keys when it has one.</summary>
+    private static async Task<ApiKeyListing> ListAsync(HttpContext http, TailnetRefs refs, string? tailnetId) =>
+        await refs.KeyReplicaAsync(http) is { } replica ? replica.List(new ListApiKeys(tailnetId)) : await refs.ApiKeys.AskFor<ApiKeyListing>(new ListApiKeys(tailnetId), http);
+
+    private static async Task<IResult> Issue(HttpContext http, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         var caller = ApiCaller.Of(http);
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("scope", "tailnet", "description");
@@ -45,10 +49,12 @@ public static class ApiKeyEndpoints
             default:
                 throw ApiException.Invalid($"field 'scope' must be \"operator\" or \"tailnet\", got \"{scope}\"");
         }
-        var token = ApiKeyToken.Generate();
+        var token = ApiKeyToken.Generate(await idempotent.IdsFor(http, "api-key"));
+        var description = body.OptionalString("description") ?? "";
         var issued = await refs.ApiKeys.AskFor<ApiKeySummary>(new IssueApiKey(token.KeyId,
-            tailnetId is null ? ApiKeyScope.Operator : ApiKeyScope.Tailnet, tailnetId, token.SecretHash, body.OptionalString("description") ?? "",
-            clock.GetUtcNow()), http.RequestAborted);
+            tailnetId is null ? ApiKeyScope.Operator : ApiKeyScope.Tailnet, tailnetId, token.SecretHash, description, clock.GetUtcNow()), http);
+        if (issued.Description != description)
+            throw new ApiException(ApiErrorCodes.Conflict, $"this {IdempotentCreation.Header} already issued API key {issued.KeyId} with another description; use a new one for a new key");
         return Results.Json(new CreatedApiKeyResource(token.ToString(), ToResource(issued)), AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }
 
@@ -58,10 +64,10 @@ public static class ApiKeyEndpoints
         if (!caller.IsOperator)
         {
             // A tenant may only revoke its own tailnet's keys; any other id does not exist for it.
-            var own = await refs.ApiKeys.AskFor<ApiKeyListing>(new ListApiKeys(caller.TailnetId), http.RequestAborted);
+            var own = await ListAsync(http, refs, caller.TailnetId);
             if (own.Keys.All(k => k.KeyId != key)) throw new ApiException(ApiErrorCodes.NotFound, $"API key {key} does not exist");
         }
-        await refs.ApiKeys.AskFor<ApiKeyListing>(new RevokeApiKey(key), http.RequestAborted);
+        await refs.ApiKeys.Remove(new RevokeApiKey(key), http);
         return Results.NoContent();
     }
 

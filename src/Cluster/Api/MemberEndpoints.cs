@@ -43,16 +43,17 @@ public static class MemberEndpoints
     private static async Task<IResult> ListUsers(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
         return Results.Json(new UserListResource(users.Users.Select(ToResource).ToList()), AdminJson.Options);
     }
 
-    private static async Task<IResult> CreateUser(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
+    private static async Task<IResult> CreateUser(HttpContext http, string tailnet, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
+        var ids = await idempotent.IdsFor(http, "user " + entry.TailnetId);
         var created = await refs.Tailnets.AskFor<UserInfo>(
-            new CreateUser(entry.TailnetId, "usr_" + Identifiers.RandomBase32(12), body.RequiredString("name"), clock.GetUtcNow()), http.RequestAborted);
+            new CreateUser(entry.TailnetId, "usr_" + ids.Base32("user", 12), body.RequiredString("name"), clock.GetUtcNow()), http);
         return Results.Json(ToResource(created.User), AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }
 
@@ -60,14 +61,14 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var userId = await ResolveUserId(http, refs, entry.TailnetId, user);
-        await refs.Tailnets.AskFor<UserInfo>(new DeleteUser(entry.TailnetId, userId), http.RequestAborted);
+        await refs.Tailnets.Remove(new DeleteUser(entry.TailnetId, userId), http);
         return Results.NoContent();
     }
 
     /// <summary>A user by id (<c>usr_…</c>) or by name.</summary>
     private static async Task<string> ResolveUserId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(tailnetId), http.RequestAborted);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(tailnetId), http);
         var found = users.Users.FirstOrDefault(u => u.UserId == idOrName)
             ?? users.Users.FirstOrDefault(u => string.Equals(u.Name, idOrName, StringComparison.OrdinalIgnoreCase));
         return found?.UserId ?? throw new ApiException(ApiErrorCodes.NotFound, $"user '{idOrName}' does not exist");
@@ -78,13 +79,13 @@ public static class MemberEndpoints
     private static async Task<IResult> ListAuthKeys(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var keys = await refs.Tailnets.AskFor<AuthKeyList>(new ListAuthKeys(entry.TailnetId), http.RequestAborted);
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        var keys = await refs.Tailnets.AskFor<AuthKeyList>(new ListAuthKeys(entry.TailnetId), http);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
         var now = clock.GetUtcNow();
         return Results.Json(new AuthKeyListResource(keys.Keys.Select(k => ToResource(k, users, now)).ToList()), AdminJson.Options);
     }
 
-    private static async Task<IResult> CreateAuthKey(HttpContext http, string tailnet, TailnetRefs refs, TimeProvider clock)
+    private static async Task<IResult> CreateAuthKey(HttpContext http, string tailnet, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request))
@@ -95,11 +96,17 @@ public static class MemberEndpoints
         var userId = body.OptionalString("user") is { } user ? await ResolveUserId(http, refs, entry.TailnetId, user) : null;
         var tags = (body.OptionalStringList("tags") ?? []).ToImmutableArray();
 
-        var token = AuthKeyToken.Generate(entry.TailnetId);
-        var created = await refs.Tailnets.AskFor<AuthKeyInfo>(new CreateAuthKey(
+        var ids = await idempotent.IdsFor(http, "auth-key " + entry.TailnetId);
+        var token = AuthKeyToken.Generate(entry.TailnetId, ids);
+        var request = new CreateAuthKey(
             entry.TailnetId, token.KeyId, token.SecretHash, userId, body.OptionalBool("reusable") ?? false, body.OptionalBool("ephemeral") ?? false,
-            tags, now.AddSeconds(expirySeconds), body.OptionalString("description") ?? "", now), http.RequestAborted);
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+            tags, now.AddSeconds(expirySeconds), body.OptionalString("description") ?? "", now);
+        var created = await refs.Tailnets.AskFor<AuthKeyInfo>(request, http);
+        var key = created.Key;
+        if (key.UserId != request.UserId || key.Reusable != request.Reusable || key.Ephemeral != request.Ephemeral
+            || !key.Tags.SequenceEqual(request.Tags.Distinct().Order()) || key.Description != request.Description)
+            throw new ApiException(ApiErrorCodes.Conflict, $"this {IdempotentCreation.Header} already created auth key {key.KeyId} with other settings; use a new one for a new key");
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
         return Results.Json(new CreatedAuthKeyResource(token.ToString(), ToResource(created.Key, users, now)), AdminJson.Options,
             statusCode: StatusCodes.Status201Created);
     }
@@ -107,7 +114,7 @@ public static class MemberEndpoints
     private static async Task<IResult> RevokeAuthKey(HttpContext http, string tailnet, string key, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        await refs.Tailnets.AskFor<AuthKeyInfo>(new RevokeAuthKey(entry.TailnetId, key), http.RequestAborted);
+        await refs.Tailnets.AskFor<AuthKeyInfo>(new RevokeAuthKey(entry.TailnetId, key), http); // revoking twice changes nothing
         return Results.NoContent();
     }
 
@@ -116,8 +123,8 @@ public static class MemberEndpoints
     private static async Task<IResult> ListDevices(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http.RequestAborted);
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
         return Results.Json(new DeviceListResource(devices.Devices.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
     }
 
@@ -148,7 +155,7 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
-        await refs.Tailnets.AskFor<DeviceDeletedAck>(new DeleteDevice(entry.TailnetId, deviceId), http.RequestAborted);
+        await refs.Tailnets.Remove(new DeleteDevice(entry.TailnetId, deviceId), http);
         return Results.NoContent();
     }
 
@@ -157,7 +164,7 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
-        var snapshot = await refs.Tailnets.AskFor<NetMapSnapshot>(new GetNetMap(entry.TailnetId, deviceId), http.RequestAborted);
+        var snapshot = await refs.Tailnets.AskFor<NetMapSnapshot>(new GetNetMap(entry.TailnetId, deviceId), http);
         var json = NetMapJson.Format(NetMap.Parser.ParseFrom(snapshot.NetMap));
         return Results.Text(json, "application/json");
     }
@@ -167,8 +174,8 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
-        await refs.Tailnets.AskFor<DeviceInfo>(new GetDevice(entry.TailnetId, deviceId), http.RequestAborted); // in this tailnet, or 404
-        var stream = await refs.Devices.AskFor<Devices.DeviceStreamInfo>(new Devices.GetDeviceStream(deviceId), http.RequestAborted);
+        await refs.Tailnets.AskFor<DeviceInfo>(new GetDevice(entry.TailnetId, deviceId), http); // in this tailnet, or 404
+        var stream = await refs.Devices.AskFor<Devices.DeviceStreamInfo>(new Devices.GetDeviceStream(deviceId), http);
         var coordinator = stream.Session is { } path ? Akka.Actor.ActorPath.Parse(path).Address.ToString() : null;
         return Results.Json(new DeviceStreamResource(stream.Version, coordinator is not null, coordinator, stream.AwaitingFullMap), AdminJson.Options);
     }
@@ -177,8 +184,8 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
-        var info = await refs.Tailnets.AskFor<DeviceInfo>(command(entry.TailnetId, deviceId), http.RequestAborted);
-        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http.RequestAborted);
+        var info = await refs.Tailnets.AskFor<DeviceInfo>(command(entry.TailnetId, deviceId), http);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
         return Results.Json(ToResource(info, users), AdminJson.Options);
     }
 
@@ -186,7 +193,7 @@ public static class MemberEndpoints
     private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
         if (idOrName.StartsWith("dev_", StringComparison.Ordinal)) return idOrName;
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http.RequestAborted);
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http);
         return devices.Devices.FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
             ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");
     }

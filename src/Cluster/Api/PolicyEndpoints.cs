@@ -28,7 +28,7 @@ public static class PolicyEndpoints
     private static async Task<IResult> Get(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var info = await refs.Tailnets.AskFor<PolicyInfo>(new GetPolicy(entry.TailnetId), http.RequestAborted);
+        var info = await refs.Tailnets.AskFor<PolicyInfo>(new GetPolicy(entry.TailnetId), http);
         http.Response.Headers.ETag = $"\"{info.Version}\"";
         return Results.Text(info.Text, HuJsonMediaType, Encoding.UTF8);
     }
@@ -38,7 +38,7 @@ public static class PolicyEndpoints
         var entry = await refs.ResolveAsync(http, tailnet);
         var text = await ReadPolicyText(http.Request);
         await RequireValid(http, refs, entry.TailnetId, text);
-        var info = await refs.Tailnets.AskFor<PolicyInfo>(new SetPolicy(entry.TailnetId, text, clock.GetUtcNow()), http.RequestAborted);
+        var info = await refs.Tailnets.AskFor<PolicyInfo>(new SetPolicy(entry.TailnetId, text, clock.GetUtcNow()), http);
         http.Response.Headers.ETag = $"\"{info.Version}\"";
         return Results.Json(new PolicyResource(info.Version, info.UpdatedAt), AdminJson.Options);
     }
@@ -55,13 +55,13 @@ public static class PolicyEndpoints
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("src", "dst", "proto");
         var answer = await refs.Tailnets.AskFor<AccessAnswer>(
-            new CheckAccess(entry.TailnetId, body.RequiredString("src"), body.RequiredString("dst"), body.OptionalString("proto")), http.RequestAborted);
+            new CheckAccess(entry.TailnetId, body.RequiredString("src"), body.RequiredString("dst"), body.OptionalString("proto")), http);
         return Results.Json(new AccessCheckResource(answer.Allowed, answer.Rule, answer.Explanation), AdminJson.Options);
     }
 
     private static async Task<PolicyValidation> RequireValid(HttpContext http, TailnetRefs refs, string tailnetId, string text)
     {
-        var validation = await refs.Tailnets.AskFor<PolicyValidation>(new ValidatePolicy(tailnetId, text), http.RequestAborted);
+        var validation = await refs.Tailnets.AskFor<PolicyValidation>(new ValidatePolicy(tailnetId, text), http);
         if (validation.Issues.Count == 0) return validation;
         throw new ApiException(ApiErrorCodes.PolicyInvalid,
             $"the policy has {validation.Issues.Count} problem(s); the first: {validation.Issues[0]}",

@@ -18,7 +18,7 @@ public static class TailnetEndpoints
         tailnets.MapDelete("/{tailnet}", Delete);
     }
 
-    private static async Task<IResult> Create(HttpContext http, TailnetRefs refs, TimeProvider clock)
+    private static async Task<IResult> Create(HttpContext http, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         TailnetRefs.RequireOperator(http, "creating a tailnet");
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
@@ -29,8 +29,9 @@ public static class TailnetEndpoints
             body.OptionalString("dnsSuffix") ?? defaults.DnsSuffix,
             body.OptionalInt("ephemeralTimeoutSeconds") ?? defaults.EphemeralTimeoutSeconds);
 
+        var ids = await idempotent.IdsFor(http, "tailnet");
         var registered = await refs.Directory.AskFor<TailnetRegistered>(
-            new RegisterTailnet(Identifiers.NewTailnetId(), name, settings, clock.GetUtcNow()), http.RequestAborted);
+            new RegisterTailnet(Identifiers.NewTailnetId(ids), name, settings, clock.GetUtcNow()), http);
         var resource = ToResource(registered.Entry, registered.Info);
         return Results.Json(resource, AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }
@@ -39,7 +40,7 @@ public static class TailnetEndpoints
     private static async Task<IResult> List(HttpContext http, TailnetRefs refs)
     {
         var caller = ApiCaller.Of(http);
-        var listing = await refs.Directory.AskFor<TailnetListing>(new ListTailnets(), http.RequestAborted);
+        var listing = await refs.ListAsync(http);
         var rows = listing.Tailnets
             .Where(t => caller.IsOperator || t.TailnetId == caller.TailnetId)
             .Select(t => new TailnetSummaryResource(t.TailnetId, t.Name, t.CreatedAt)).ToList();
@@ -49,7 +50,7 @@ public static class TailnetEndpoints
     private static async Task<IResult> Get(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http.RequestAborted);
+        var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http);
         return Results.Json(ToResource(entry, info), AdminJson.Options);
     }
 
@@ -58,7 +59,7 @@ public static class TailnetEndpoints
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
         var change = new ChangeTailnetSettings(entry.TailnetId, body.OptionalInt("nodeKeyExpiryDays"), body.OptionalString("dnsSuffix"), body.OptionalInt("ephemeralTimeoutSeconds"));
-        var info = await refs.Tailnets.AskFor<TailnetInfo>(change, http.RequestAborted);
+        var info = await refs.Tailnets.AskFor<TailnetInfo>(change, http);
         return Results.Json(ToResource(entry, info), AdminJson.Options);
     }
 
@@ -67,8 +68,8 @@ public static class TailnetEndpoints
         var entry = await refs.ResolveAsync(http, tailnet);
         TailnetRefs.RequireOperator(http, "renaming a tailnet");
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
-        var renamed = await refs.Directory.AskFor<TailnetEntry>(new RenameTailnet(entry.TailnetId, body.RequiredString("name")), http.RequestAborted);
-        var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http.RequestAborted);
+        var renamed = await refs.Directory.AskFor<TailnetEntry>(new RenameTailnet(entry.TailnetId, body.RequiredString("name")), http);
+        var info = await refs.Tailnets.AskFor<TailnetInfo>(new GetTailnet(entry.TailnetId), http);
         return Results.Json(ToResource(renamed, info), AdminJson.Options);
     }
 
@@ -76,7 +77,7 @@ public static class TailnetEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         TailnetRefs.RequireOperator(http, "deleting a tailnet");
-        await refs.Directory.AskFor<TailnetRemoved>(new RemoveTailnet(entry.TailnetId, clock.GetUtcNow()), http.RequestAborted);
+        await refs.Directory.Remove(new RemoveTailnet(entry.TailnetId, clock.GetUtcNow()), http);
         return Results.NoContent();
     }
 

@@ -39,7 +39,10 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
 
     private Decision<IApiKeyEvent> Issue(IssueApiKey issue)
     {
-        if (Keys.ContainsKey(issue.KeyId)) return Decision<IApiKeyEvent>.Reject(Rejection.Conflict($"API key id {issue.KeyId} is taken"));
+        if (Keys.TryGetValue(issue.KeyId, out var same))
+            return same.SecretHash == issue.SecretHash && same.Scope == issue.Scope && same.TailnetId == issue.TailnetId
+                ? Decision<IApiKeyEvent>.Unchanged // the same request again: answered as the first one was
+                : Decision<IApiKeyEvent>.Reject(Tailnets.TailnetState.IdTaken("API key", issue.KeyId));
         if (issue.Scope == ApiKeyScope.Tailnet && string.IsNullOrEmpty(issue.TailnetId))
             return Decision<IApiKeyEvent>.Reject(Rejection.Invalid("a tailnet key must name its tailnet"));
         if (issue.Scope == ApiKeyScope.Operator && issue.TailnetId is not null)

@@ -14,8 +14,11 @@ public sealed record ApiKeyToken(string KeyId, string Secret)
     private const int KeyIdLength = 10;
     private const int SecretLength = 32;
 
-    public static ApiKeyToken Generate() =>
-        new(Identifiers.RandomBase32(KeyIdLength), Identifiers.RandomBase32(SecretLength));
+    public static ApiKeyToken Generate(IdSource? source = null)
+    {
+        source ??= IdSource.Random;
+        return new(source.Base32("api-key-id", KeyIdLength), source.Base32("api-key-secret", SecretLength));
+    }
 
     public string SecretHash => Hash(Secret);
 

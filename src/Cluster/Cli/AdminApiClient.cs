@@ -13,10 +13,33 @@ public sealed class AdminApiError(int status, string code, string message, IRead
     public IReadOnlyList<ApiIssue> Issues { get; } = issues ?? [];
 }
 
-/// <summary>The CLI's HTTP client for the admin API. Returns the raw JSON, so <c>--json</c> prints exactly what the server said.</summary>
-public sealed class AdminApiClient(Uri server, string? apiKey) : IDisposable
+/// <summary>
+/// The CLI's HTTP client for the admin API. Returns the raw JSON, so <c>--json</c> prints exactly what
+/// the server said.
+/// <para>
+/// Every request is safe to send again, so a failed one is retried (a refused or cut connection, a
+/// timeout, a 503 while the cluster hands over) on the next coordinator given, with a short backoff
+/// that honours Retry-After. Creations carry an <c>Idempotency-Key</c>, the same on every attempt,
+/// so a retried creation never makes a second object; the other changes are idempotent by value.
+/// </para>
+/// </summary>
+public sealed class AdminApiClient : IDisposable
 {
-    private readonly HttpClient _http = new() { BaseAddress = server, Timeout = TimeSpan.FromSeconds(30) };
+    private static readonly TimeSpan[] Backoff = [TimeSpan.FromMilliseconds(500), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4)];
+    private readonly IReadOnlyList<Uri> _servers;
+    private readonly string? _apiKey;
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(30) };
+    private int _current;
+
+    public AdminApiClient(Uri server, string? apiKey) : this([server], apiKey) { }
+
+    /// <param name="servers">Coordinators of one cluster, any of which serves any request; the first is tried first.</param>
+    public AdminApiClient(IReadOnlyList<Uri> servers, string? apiKey)
+    {
+        if (servers.Count == 0) throw new ArgumentException("at least one server", nameof(servers));
+        _servers = servers;
+        _apiKey = apiKey;
+    }
 
     public Task<JsonElement> GetAsync(string path) => SendAsync(HttpMethod.Get, path, null);
 
@@ -27,39 +50,61 @@ public sealed class AdminApiClient(Uri server, string? apiKey) : IDisposable
     public Task<JsonElement> DeleteAsync(string path) => SendAsync(HttpMethod.Delete, path, null);
 
     /// <summary>A text resource (the policy), as the server wrote it.</summary>
-    public async Task<string> GetTextAsync(string path)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Get, path);
-        return await SendRawAsync(request);
-    }
+    public Task<string> GetTextAsync(string path) => SendRawAsync(() => new HttpRequestMessage(HttpMethod.Get, path));
 
     /// <summary>Posts a text document (a HuJSON policy) and returns the JSON answer.</summary>
     public async Task<JsonElement> PostTextAsync(string path, string text, string mediaType)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(text, System.Text.Encoding.UTF8, mediaType) };
-        var answer = await SendRawAsync(request);
+        var answer = await SendRawAsync(() => new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(text, System.Text.Encoding.UTF8, mediaType) });
         return answer.Length == 0 ? default : JsonDocument.Parse(answer).RootElement.Clone();
     }
 
     private async Task<JsonElement> SendAsync(HttpMethod method, string path, object? body)
     {
-        using var request = new HttpRequestMessage(method, path);
-        if (body is not null) request.Content = JsonContent.Create(body, body.GetType(), options: AdminJson.Options);
-        var text = await SendRawAsync(request);
+        var text = await SendRawAsync(() =>
+        {
+            var request = new HttpRequestMessage(method, path);
+            if (body is not null) request.Content = JsonContent.Create(body, body.GetType(), options: AdminJson.Options);
+            return request;
+        });
         return text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();
     }
 
-    private async Task<string> SendRawAsync(HttpRequestMessage request)
+    private async Task<string> SendRawAsync(Func<HttpRequestMessage> build)
     {
-        if (apiKey is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-        using var response = await _http.SendAsync(request);
-        var text = await response.Content.ReadAsStringAsync();
-        if (response.IsSuccessStatusCode) return text;
+        var idempotencyKey = Guid.NewGuid().ToString("N");
+        for (var attempt = 0; ; attempt++)
+        {
+            var server = _servers[_current % _servers.Count];
+            using var request = build();
+            request.RequestUri = new Uri(server, request.RequestUri!.OriginalString);
+            if (request.Method == HttpMethod.Post) request.Headers.Add("Idempotency-Key", idempotencyKey);
+            if (_apiKey is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _apiKey);
+            TimeSpan? retryAfter = null;
+            try
+            {
+                using var response = await _http.SendAsync(request);
+                var text = await response.Content.ReadAsStringAsync();
+                if (response.IsSuccessStatusCode) return text;
+                var error = Parse(response, text);
+                if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || attempt >= Backoff.Length) throw error;
+                retryAfter = response.Headers.RetryAfter?.Delta;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && attempt < Backoff.Length)
+            {
+                // Unreachable or cut off: the next coordinator may answer.
+            }
+            _current++;
+            await Task.Delay(retryAfter is { } asked && asked > Backoff[attempt] ? asked : Backoff[attempt]);
+        }
+    }
 
+    private static AdminApiError Parse(HttpResponseMessage response, string text)
+    {
         ApiError? error = null;
         try { error = JsonSerializer.Deserialize<ApiError>(text, AdminJson.Options); }
         catch (JsonException) { }
-        throw new AdminApiError((int)response.StatusCode, error?.Code ?? "http_" + (int)response.StatusCode,
+        return new AdminApiError((int)response.StatusCode, error?.Code ?? "http_" + (int)response.StatusCode,
             error?.Message ?? $"{(int)response.StatusCode} {response.ReasonPhrase}", error?.Issues);
     }
 

@@ -9,7 +9,7 @@ internal sealed class ClientOptions
 {
     private readonly Option<string> _server = new("--server")
     {
-        Description = "Coordinator admin API (env WEFT_SERVER)",
+        Description = "Coordinator admin API; several, comma-separated, to fail over between nodes (env WEFT_SERVER)",
         Recursive = true,
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_SERVER") ?? "http://127.0.0.1:8080",
     };
@@ -30,13 +30,23 @@ internal sealed class ClientOptions
 
     public async Task<int> Run(ParseResult parse, Func<AdminApiClient, Task> work)
     {
-        var server = parse.GetValue(_server)!;
-        if (!Uri.TryCreate(server, UriKind.Absolute, out var uri))
+        var servers = new List<Uri>();
+        foreach (var server in parse.GetValue(_server)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            Console.Error.WriteLine($"error: --server '{server}' is not an absolute URL");
+            if (!Uri.TryCreate(server, UriKind.Absolute, out var parsed))
+            {
+                Console.Error.WriteLine($"error: --server '{server}' is not an absolute URL");
+                return 2;
+            }
+            servers.Add(parsed);
+        }
+        if (servers.Count == 0)
+        {
+            Console.Error.WriteLine("error: --server names no coordinator");
             return 2;
         }
-        using var api = new AdminApiClient(uri, parse.GetValue(_apiKey));
+        var uri = servers[0];
+        using var api = new AdminApiClient(servers, parse.GetValue(_apiKey));
         try
         {
             await work(api);

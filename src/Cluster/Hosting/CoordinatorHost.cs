@@ -6,6 +6,7 @@ using Serilog;
 using Serilog.Formatting.Compact;
 using Weft.Cluster.Api;
 using Weft.Cluster.Control;
+using Weft.Cluster.Replication;
 
 namespace Weft.Cluster.Hosting;
 
@@ -59,6 +60,9 @@ public static class CoordinatorHost
             grpc.MaxReceiveMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 64 * 1024;
             grpc.MaxSendMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 1024;
         });
+        builder.Services.AddSingleton(settings.Storage);
+        builder.Services.AddSingleton<Persistence.StorageProbe>();
+        builder.Services.AddReplicas();
         builder.Services.AddCoordinatorActorSystem(settings);
         builder.Services.AddAdminApi();
         builder.Services.AddSingleton<CoordinatorReadiness>();

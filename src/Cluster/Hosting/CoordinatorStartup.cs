@@ -37,6 +37,7 @@ public sealed class CoordinatorStartup(
     IHostApplicationLifetime lifetime,
     IRequiredActor<ApiKeyRegistryActor> apiKeys,
     IRequiredActor<ClusterKeyActor> clusterKey,
+    IRequiredActor<Tailnets.TailnetDirectoryActor> directory,
     CoordinatorIdentity identity,
     WeftSettings settings,
     CoordinatorReadiness readiness,
@@ -52,6 +53,7 @@ public sealed class CoordinatorStartup(
             var coordinatorKey = await EstablishCoordinatorKey(stopping);
             identity.Set(coordinatorKey);
             var printedKey = await BootstrapOperatorKey(stopping);
+            await directory.ActorRef.AskFor<Tailnets.TailnetListing>(new Tailnets.ListTailnets(), stopping); // starts it, so it publishes the names
             PrintBanner(endpoints, coordinatorKey.PublicKey, printedKey);
             readiness.MarkReady(endpoints);
         }

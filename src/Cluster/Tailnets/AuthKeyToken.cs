@@ -11,8 +11,11 @@ public sealed record AuthKeyToken(string TailnetId, string KeyId, string Secret)
 {
     private const string Prefix = "weft-auth.";
 
-    public static AuthKeyToken Generate(string tailnetId) =>
-        new(tailnetId, Identifiers.RandomBase32(10), Identifiers.RandomBase32(32));
+    public static AuthKeyToken Generate(string tailnetId, IdSource? source = null)
+    {
+        source ??= IdSource.Random;
+        return new(tailnetId, source.Base32("auth-key-id", 10), source.Base32("auth-key-secret", 32));
+    }
 
     public string SecretHash => ApiKeyToken.Hash(Secret);
 

@@ -221,9 +221,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     protected override void OnRecovered()
     {
         _engine = PolicyEngine.Compile(State.Policy, State.PolicyDevices());
-        // Ephemeral devices that were offline when the tailnet last ran count as offline from now.
-        var now = _clock.GetUtcNow();
-        foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = now;
+        if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
+        // Nobody is known to be online yet. A connected device's session re-attaches well within the
+        // presence timeout; an ephemeral device that has not by then is offline, counted from now.
+        var knownOffline = _clock.GetUtcNow() + _presenceTimeout;
+        foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = knownOffline;
     }
 
     private void ScheduleFlush()

@@ -1,11 +1,13 @@
 using Akka.Actor;
 using Akka.Event;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Replication;
 
 namespace Weft.Cluster.Tailnets;
 
 /// <summary>
-/// The one directory entity. It is the single writer of tailnet names, and it carries each creation
+/// The one directory entity. It is the single writer of tailnet names (every node reads them from a
+/// replica of its state, <see cref="Replication.ReplicatedState{T}"/>), and it carries each creation
 /// and removal through to the tailnet entity: the intent is stored first, then the entity is told,
 /// then the outcome is stored. An intent interrupted by a crash is retried after recovery, so a
 /// tailnet is never half created or half removed for long.
@@ -13,12 +15,15 @@ namespace Weft.Cluster.Tailnets;
 public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryState, ITailnetDirectoryEvent>, IWithTimers
 {
     public const string EntityId = "directory";
+    /// <summary>The distributed-data key every node reads tailnet names from.</summary>
+    public const string ReplicaKey = "weft-tailnet-directory";
 
     private static readonly TimeSpan EntityAnswerTimeout = TimeSpan.FromSeconds(8);
     private static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(5);
 
     private readonly IActorRef _tailnets;
     private readonly HashSet<string> _awaitingEntity = new();
+    private ReplicatedState<TailnetDirectoryState> _replicated = null!;
 
     public TailnetDirectoryActor(IActorRef tailnets, PersistenceSettings settings) : base(settings, TailnetDirectoryState.Empty)
     {
@@ -34,9 +39,13 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
 
     protected override void PreStart()
     {
+        _replicated = new ReplicatedState<TailnetDirectoryState>(Context.System, ReplicaKey);
         base.PreStart();
         Timers.StartPeriodicTimer("retry-pending", RetryPending.Instance, RetryInterval);
     }
+
+    protected override void OnEventsPersisted(IReadOnlyList<ITailnetDirectoryEvent> events, TailnetDirectoryState before, TailnetDirectoryState after) =>
+        _replicated.Publish(after, LastSequenceNr, Self);
 
     protected override TailnetDirectoryState Apply(TailnetDirectoryState state, ITailnetDirectoryEvent @event) => state.Apply(@event);
 
@@ -80,7 +89,8 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
                 TellEntity(new DeleteTailnet(remove.TailnetId, remove.At), sender);
                 break;
             default:
-                base.OnCommandPersisted(command, sender, stateAfter);
+                // Answered once every reachable node can resolve the name.
+                _replicated.ReplyWhenReplicated(LastSequenceNr, sender, Acknowledge(command, stateAfter));
                 break;
         }
     }
@@ -96,12 +106,13 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
                 foreach (var entry in State.Pending) Resume(entry);
                 return true;
             default:
-                return false;
+                return _replicated.TryHandle(message);
         }
     }
 
     protected override void OnRecovered()
     {
+        _replicated.Publish(State, LastSequenceNr, Self);
         foreach (var entry in State.Pending) Resume(entry);
     }
 

@@ -81,7 +81,12 @@ public sealed record TailnetDirectoryState(ImmutableSortedDictionary<string, Dir
     {
         if (TailnetRules.CheckName(register.Name) is { } badName) return Decision<ITailnetDirectoryEvent>.Reject(badName);
         if (TailnetRules.CheckSettings(register.Settings) is { } badSettings) return Decision<ITailnetDirectoryEvent>.Reject(badSettings);
-        if (!Identifiers.LooksLikeTailnetId(register.TailnetId) || Entries.ContainsKey(register.TailnetId))
+        if (Entries.TryGetValue(register.TailnetId, out var same))
+            // The same request again (a retry, a repeated Idempotency-Key): it completes as the first one does.
+            return same.Name == register.Name && same.Phase != DirectoryPhase.Removing
+                ? Decision<ITailnetDirectoryEvent>.Unchanged
+                : Decision<ITailnetDirectoryEvent>.Reject(TailnetState.IdTaken("tailnet", register.TailnetId));
+        if (!Identifiers.LooksLikeTailnetId(register.TailnetId))
             return Decision<ITailnetDirectoryEvent>.Reject(Rejection.Conflict($"tailnet id {register.TailnetId} is not available"));
         if (IdsByName.ContainsKey(register.Name))
             return Decision<ITailnetDirectoryEvent>.Reject(Rejection.Conflict($"a tailnet named '{register.Name}' already exists"));

@@ -112,7 +112,10 @@ public sealed partial record TailnetState
     private Decision<ITailnetEvent> CreateUserDecision(CreateUser c)
     {
         if (TailnetRules.CheckUserName(c.Name) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
-        if (Users.ContainsKey(c.UserId) || Users.Values.Any(u => string.Equals(u.Name, c.Name, StringComparison.OrdinalIgnoreCase)))
+        // The same request again (a retry after a timeout, or a repeated Idempotency-Key) is answered as the first one was.
+        if (Users.TryGetValue(c.UserId, out var same))
+            return same.Name == c.Name ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("user", c.UserId));
+        if (Users.Values.Any(u => string.Equals(u.Name, c.Name, StringComparison.OrdinalIgnoreCase)))
             return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"a user named '{c.Name}' already exists"));
         return Decision<ITailnetEvent>.Accept(new UserCreated(new TailnetUser(c.UserId, c.Name, c.At)));
     }
@@ -130,7 +133,8 @@ public sealed partial record TailnetState
 
     private Decision<ITailnetEvent> CreateAuthKeyDecision(CreateAuthKey c)
     {
-        if (AuthKeys.ContainsKey(c.KeyId)) return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"auth key id {c.KeyId} is taken"));
+        if (AuthKeys.TryGetValue(c.KeyId, out var same))
+            return same.SecretHash == c.SecretHash ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("auth key", c.KeyId));
         if (c.UserId is not null && !Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
         if (TailnetRules.CheckTags(c.Tags) is { } badTags) return Decision<ITailnetEvent>.Reject(badTags);
         if (c.ExpiresAt <= c.At || c.ExpiresAt > c.At + MaxAuthKeyLifetime)
@@ -187,6 +191,10 @@ public sealed partial record TailnetState
         device.Hostname == c.Hostname && device.Os == c.Os && device.AgentVersion == c.AgentVersion
             ? null
             : new DeviceHostinfoChanged(device.DeviceId, c.Hostname, c.Os, c.AgentVersion);
+
+    /// <summary>An id chosen for a new object is in use by a different one: a reused Idempotency-Key, or (never in practice) a random id collision.</summary>
+    public static Rejection IdTaken(string what, string id) =>
+        Rejection.Conflict($"{what} id {id} belongs to a different {what}: was an Idempotency-Key reused for another request?");
 
     private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId)
     {

@@ -44,6 +44,57 @@ public class AdminApiTests(CoordinatorFixture fixture) : IClassFixture<Coordinat
     }
 
     [Fact]
+    public async Task Readiness_needs_no_key_and_lists_every_check_it_passed()
+    {
+        using var anonymous = TestCoordinator.NewClient(fixture.Node.Api, apiKey: null);
+
+        var ready = await (await anonymous.GetAsync("/healthz/ready")).ReadAs<ReadinessReport>(HttpStatusCode.OK);
+
+        Assert.True(ready.Ready);
+        Assert.Equal(["member", "majority", "started", "storage", "replicas", "shutdown"], ready.Checks.Select(c => c.Name));
+        Assert.All(ready.Checks, c => Assert.True(c.Ok, $"{c.Name}: {c.Detail}"));
+    }
+
+    [Fact]
+    public async Task A_creation_sent_again_with_its_idempotency_key_answers_with_the_first_object_and_makes_no_second()
+    {
+        async Task<HttpResponseMessage> Post(string path, object body, string idempotencyKey)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = System.Net.Http.Json.JsonContent.Create(body, options: AdminJson.Options) };
+            request.Headers.Add("Idempotency-Key", idempotencyKey);
+            return await Http.SendAsync(request);
+        }
+
+        var name = Unique("idem");
+        var first = await (await Post("/api/v1/tailnets", new CreateTailnetRequest(name), "create-tailnet-1")).ReadAs<TailnetResource>(HttpStatusCode.Created);
+        var again = await (await Post("/api/v1/tailnets", new CreateTailnetRequest(name), "create-tailnet-1")).ReadAs<TailnetResource>(HttpStatusCode.Created);
+        Assert.Equal(first, again);
+        // The same key for another name is a different request: refused, nothing created.
+        await (await Post("/api/v1/tailnets", new CreateTailnetRequest(Unique("other")), "create-tailnet-1")).ReadError(HttpStatusCode.Conflict);
+
+        var user = await (await Post($"/api/v1/tailnets/{first.Id}/users", new { name = "alice@example.com" }, "user-1")).ReadAs<UserResource>(HttpStatusCode.Created);
+        Assert.Equal(user, await (await Post($"/api/v1/tailnets/{first.Id}/users", new { name = "alice@example.com" }, "user-1")).ReadAs<UserResource>(HttpStatusCode.Created));
+
+        var keyBody = new { reusable = true, tags = new[] { "tag:ci" } };
+        var key = await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", keyBody, "key-1")).ReadAs<CreatedAuthKeyResource>(HttpStatusCode.Created);
+        var keyAgain = await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", keyBody, "key-1")).ReadAs<CreatedAuthKeyResource>(HttpStatusCode.Created);
+        Assert.Equal(key.Key, keyAgain.Key); // the secret too: a client that lost the first answer gets it now
+        Assert.Equal(key.AuthKey.Id, keyAgain.AuthKey.Id);
+        await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", new { reusable = false }, "key-1")).ReadError(HttpStatusCode.Conflict);
+        var other = await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", keyBody, "key-2")).ReadAs<CreatedAuthKeyResource>(HttpStatusCode.Created);
+        Assert.NotEqual(key.Key, other.Key);
+
+        var apiKey = await (await Post("/api/v1/api-keys", new { scope = "tailnet", tailnet = first.Id }, "api-key-1")).ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created);
+        Assert.Equal(apiKey.Key, (await (await Post("/api/v1/api-keys", new { scope = "tailnet", tailnet = first.Id }, "api-key-1")).ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created)).Key);
+
+        Assert.Single((await Http.ListTailnets()).Tailnets, t => t.Name == name);
+        var keys = await (await Http.GetAsync($"/api/v1/tailnets/{first.Id}/auth-keys")).ReadAs<AuthKeyListResource>(HttpStatusCode.OK);
+        Assert.Equal(2, keys.AuthKeys.Count);
+        var users = await (await Http.GetAsync($"/api/v1/tailnets/{first.Id}/users")).ReadAs<UserListResource>(HttpStatusCode.OK);
+        Assert.Single(users.Users);
+    }
+
+    [Fact]
     public async Task A_tailnet_goes_through_create_read_update_rename_and_delete()
     {
         var name = Unique("crud");

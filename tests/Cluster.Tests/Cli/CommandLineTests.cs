@@ -53,6 +53,19 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     private static JsonElement Json(string output) => JsonDocument.Parse(output).RootElement;
 
     [Fact]
+    public async Task The_cli_fails_over_to_the_next_coordinator_given_and_a_retried_creation_makes_one_object()
+    {
+        var dead = $"http://127.0.0.1:{CoordinatorProcess.FreeTcpPort()}";
+        var name = $"failover-{Guid.NewGuid():N}"[..20];
+
+        var (code, output) = await Weft("tailnet", "create", name, "--server", $"{dead},{coordinator.Node.Api}", "--json");
+
+        Assert.True(code == 0, output);
+        Assert.Equal(name, Json(output).GetProperty("name").GetString());
+        Assert.Single((await coordinator.Http.ListTailnets()).Tailnets, t => t.Name == name);
+    }
+
+    [Fact]
     public async Task An_operator_makes_a_key_and_a_device_joins_with_weft_agent_up()
     {
         var tailnet = await coordinator.NewTailnet("cli");

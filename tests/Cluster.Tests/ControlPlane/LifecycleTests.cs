@@ -85,21 +85,54 @@ public class LifecycleTests
     }
 
     [Fact]
-    public async Task A_device_entity_that_restarts_is_attached_again_at_once()
+    public async Task A_tailnet_entity_that_restarts_keeps_its_connected_ephemeral_devices()
     {
         await using var storage = TestStorage.NewSqlite();
-        // A re-attach timer far too slow to hide a lost link: only the entity's own request brings it back.
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:HousekeepingSeconds", "1")]);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"ephemeral-restart-{Guid.NewGuid():N}"[..30])).Id;
+        await (await node.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new Dictionary<string, int> { ["ephemeralTimeoutSeconds"] = 1 })).ReadAs<TailnetResource>(HttpStatusCode.OK);
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true, ephemeral: true)).Key;
+        var a = TestAgent.Start(agents, node.Control, "a", key);
+        var b = TestAgent.Start(agents, node.Control, "b", key);
+        await a.WaitForPeers(b);
+
+        // Stopped, then started again by the next message, the entity recovers knowing nobody is online;
+        // it must not take that silence for a disconnect.
+        Entity(node, "tailnet", tailnet).Tell(Kill.Instance);
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        await node.Http.GetTailnet(tailnet);
+        await Task.Delay(TimeSpan.FromSeconds(5)); // five ephemeral timeouts, five housekeeping rounds
+
+        Assert.Equal(2, (await node.Http.ListDevices(tailnet)).Devices.Count);
+        await Rename(node, tailnet, b, "b-still-here");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-still-here", "b renamed, still a peer");
+    }
+
+    [Fact]
+    public async Task A_device_entity_that_stops_or_crashes_is_attached_again_at_once()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        // A re-attach timer far too slow to hide a lost link: only the session's watch, or the entity's own request, brings it back.
         await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:SessionReattachSeconds", "300")]);
         await using var agents = new AgentSystem();
         var (tailnet, a, b) = await TwoAgents(node, agents, "device-restart");
         var before = await AgentMatchesItsEntity(node, tailnet, a);
 
+        // Stopped: a new incarnation starts when the session's watch sees the old one go.
         Entity(node, "device", a.DeviceId!).Tell(Kill.Instance);
-        await Rename(node, tailnet, b, "b-after-crash");
+        await Rename(node, tailnet, b, "b-after-stop");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-after-stop", "the rename made right after the stop");
+        var afterStop = await AgentMatchesItsEntity(node, tailnet, a);
+        Assert.True(Incarnation(afterStop.Version) > Incarnation(before.Version));
 
+        // Crashed on bad input: restarted in place (the same reference, so the watch sees nothing), it asks its session to attach again.
+        node.Services.GetRequiredService<Akka.Hosting.IRequiredActor<Weft.Cluster.Devices.DeviceActor>>().ActorRef
+            .Tell(new Weft.Cluster.Devices.PeerChanges(a.DeviceId!, [0xff, 0xff, 0xff], false, null, null));
+        await Rename(node, tailnet, b, "b-after-crash");
         await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-after-crash", "the rename made right after the crash");
-        var after = await AgentMatchesItsEntity(node, tailnet, a);
-        Assert.True(Incarnation(after.Version) > Incarnation(before.Version));
+        var afterCrash = await AgentMatchesItsEntity(node, tailnet, a);
+        Assert.True(Incarnation(afterCrash.Version) > Incarnation(afterStop.Version));
         Assert.True((await node.Http.GetDevice(tailnet, a.DeviceId!)).Online);
     }
 
