@@ -1,3 +1,5 @@
+using System.CommandLine;
 using Weft.NodeAgent.Cli;
 
-return await AgentCommandLine.Build().Parse(args).InvokeAsync();
+// On SIGTERM or Ctrl+C the agent takes its tunnels and interface down before it exits; give it time.
+return await AgentCommandLine.Build().Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });

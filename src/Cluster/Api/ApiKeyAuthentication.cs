@@ -28,8 +28,11 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
     private const string Scheme = "Bearer ";
     private static readonly TimeSpan MissTimeout = TimeSpan.FromSeconds(2);
 
-    public async Task InvokeAsync(HttpContext context, TailnetRefs refs)
+    public async Task InvokeAsync(HttpContext context, TailnetRefs refs, ActorSystem system)
     {
+        // A node that is leaving sends its clients to the others at once rather than let them wait on it.
+        if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
+            throw new ApiException(ApiErrorCodes.Unavailable, "this coordinator is shutting down; another node of the cluster serves this request");
         var header = context.Request.Headers.Authorization.ToString();
         if (string.IsNullOrEmpty(header))
             throw new ApiException(ApiErrorCodes.Unauthorized, "missing API key: send 'Authorization: Bearer <key>'");

@@ -23,13 +23,15 @@ public static class ClusterAsk
     private static readonly TimeSpan Pause = TimeSpan.FromMilliseconds(250);
 
     public static Task<T> AskFor<T>(this IActorRef entity, object message, HttpContext http) =>
-        AskFor<T>(entity, message, http.RequestAborted, http.RequestServices.GetService<StorageProbe>());
+        AskFor<T>(entity, message, http.RequestAborted, http.RequestServices.GetService<StorageProbe>(), system: http.RequestServices.GetService<ActorSystem>());
 
     /// <summary>Asks for a removal: a retry that finds the object gone after an unanswered attempt counts as done.</summary>
     public static async Task Remove(this IActorRef entity, object message, HttpContext http) =>
-        await AskFor<object>(entity, message, http.RequestAborted, http.RequestServices.GetService<StorageProbe>(), removal: true);
+        await AskFor<object>(entity, message, http.RequestAborted, http.RequestServices.GetService<StorageProbe>(), removal: true,
+            system: http.RequestServices.GetService<ActorSystem>());
 
-    public static async Task<T> AskFor<T>(this IActorRef entity, object message, CancellationToken cancellation, StorageProbe? storage = null, bool removal = false)
+    public static async Task<T> AskFor<T>(this IActorRef entity, object message, CancellationToken cancellation, StorageProbe? storage = null, bool removal = false,
+        ActorSystem? system = null)
     {
         var deadline = DateTimeOffset.UtcNow + Deadline;
         var unanswered = false;
@@ -43,7 +45,7 @@ public static class ClusterAsk
             catch (AskTimeoutException)
             {
                 unanswered = true;
-                await BeforeRetry(deadline, storage, $"the cluster did not answer within {Deadline.TotalSeconds:0} s; retry shortly", cancellation);
+                await BeforeRetry(deadline, storage, system, $"the cluster did not answer within {Deadline.TotalSeconds:0} s; retry shortly", cancellation);
                 continue;
             }
             switch (answer)
@@ -51,7 +53,7 @@ public static class ClusterAsk
                 case Rejection { Code: ApiErrorCodes.NotFound } when removal && unanswered:
                     return default!; // the unanswered attempt did it
                 case Rejection { Code: ApiErrorCodes.Unavailable } unavailable:
-                    await BeforeRetry(deadline, storage, unavailable.Message, cancellation);
+                    await BeforeRetry(deadline, storage, system, unavailable.Message, cancellation);
                     continue;
                 case T expected:
                     return expected;
@@ -64,8 +66,10 @@ public static class ClusterAsk
         }
     }
 
-    private static async Task BeforeRetry(DateTimeOffset deadline, StorageProbe? storage, string failure, CancellationToken cancellation)
+    private static async Task BeforeRetry(DateTimeOffset deadline, StorageProbe? storage, ActorSystem? system, string failure, CancellationToken cancellation)
     {
+        if (system is not null && CoordinatedShutdown.Get(system).ShutdownReason is not null)
+            throw new ApiException(ApiErrorCodes.Unavailable, "this coordinator is shutting down; another node of the cluster serves this request");
         if (storage is not null && (await storage.CheckAsync(cancellation)) is { Reachable: false } down)
             throw new ApiException(ApiErrorCodes.Unavailable, $"storage is unavailable ({down.Detail}); retry when it is back (a creation with the same Idempotency-Key)");
         if (DateTimeOffset.UtcNow + Pause > deadline) throw new ApiException(ApiErrorCodes.Unavailable, failure);

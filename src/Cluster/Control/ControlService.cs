@@ -20,6 +20,7 @@ public sealed class ControlService(
     Akka.Hosting.IRequiredActor<SessionGuardian> sessions,
     SessionServicesProvider services,
     ControlAdmission admission,
+    ActorSystem system,
     TimeProvider clock,
     ILogger<ControlService> log) : Coordinator.CoordinatorBase
 {
@@ -35,6 +36,9 @@ public sealed class ControlService(
 
     public override async Task Connect(IAsyncStreamReader<Frame> requests, IServerStreamWriter<Frame> responses, ServerCallContext context)
     {
+        // A node that is leaving takes no new agents: they go to the others at once.
+        if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
+            throw Busy(context, ControlErrorCodes.Unavailable, "this coordinator is shutting down", (uint)SessionsRegistration.MoveAfter.TotalMilliseconds);
         // A reconnect storm is admitted at a bounded rate; the others hear when to come back.
         if (!admission.TryAdmitConnect(out var wait))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
@@ -55,7 +59,7 @@ public sealed class ControlService(
         // The stream lives as long as its session: a node that shuts down drains its sessions first
         // (each tells its agent to move), and a session that ends for any reason ends the stream.
         using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync()), TimeSpan.FromSeconds(10));
+        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync()), TimeSpan.FromSeconds(5));
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);

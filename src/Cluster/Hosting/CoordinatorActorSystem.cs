@@ -41,6 +41,9 @@ public static class CoordinatorActorSystem
             .WithSessions()
             .AddStartup((system, _) =>
             {
+                // The replicator starts with the node, not with the first read: until it runs, this node
+                // misses the others' writes, and their writes to every node wait for it in vain.
+                Akka.DistributedData.DistributedData.Get(system);
                 // With no seeds this node is the whole cluster: it joins itself.
                 if (seeds.Length == 0)
                 {

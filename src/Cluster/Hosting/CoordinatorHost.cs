@@ -67,6 +67,7 @@ public static class CoordinatorHost
         builder.Services.AddAdminApi();
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();
+        builder.Services.AddHostedService<GracefulShutdown>();
 
         var app = builder.Build();
         // Each listener serves its own protocol only: the admin API is not reachable on the agents' port.

@@ -24,7 +24,11 @@ public sealed record RegistrationOutcome(RegisterResult Result, string? DeviceId
 /// </summary>
 public static class DeviceRegistrar
 {
-    private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>One attempt of one step. An entity whose node was just lost does not answer until its shard
+    /// starts elsewhere; a short attempt, repeated, reaches it as soon as it does.</summary>
+    private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(2);
+    /// <summary>How long a registration keeps trying before it tells the agent to come back later.</summary>
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(15);
     /// <summary>What an agent waits before retrying when a step did not answer in time (plus its own jitter).</summary>
     public const uint RetryAfterMs = 2000;
 
@@ -43,9 +47,11 @@ public static class DeviceRegistrar
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations at once; retry shortly", wait);
 
         var machineHex = machine.Key.ToHex();
+        var deadline = services.Clock.GetUtcNow() + Deadline;
+        Task<object> Ask(IActorRef entity, object message) => AskUntil(entity, message, deadline, services.Clock);
         try
         {
-            var binding = await services.Machines.Ask<object>(new LookupMachine(machineHex), AskTimeout) as MachineBinding;
+            var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
             string tailnetId;
             if (binding is not null)
             {
@@ -59,7 +65,7 @@ public static class DeviceRegistrar
             }
             else if (request.Tailnet.Length > 0)
             {
-                var found = await services.Directory.Ask<object>(new FindTailnet(request.Tailnet), AskTimeout);
+                var found = await Ask(services.Directory, new FindTailnet(request.Tailnet));
                 if (found is not TailnetEntry entry) return Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
                 tailnetId = entry.TailnetId;
             }
@@ -71,7 +77,7 @@ public static class DeviceRegistrar
             var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
                 authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64));
-            var outcome = await services.Tailnets.Ask<object>(register, AskTimeout);
+            var outcome = await Ask(services.Tailnets, register);
             if (outcome is Rejection rejection)
             {
                 if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
@@ -83,10 +89,10 @@ public static class DeviceRegistrar
             }
             var device = ((DeviceRegistration)outcome).Device;
 
-            var bound = await services.Machines.Ask<object>(new BindMachine(machineHex, tailnetId, device.DeviceId), AskTimeout);
+            var bound = await Ask(services.Machines, new BindMachine(machineHex, tailnetId, device.DeviceId));
             if (bound is not MachineBinding { } machineBinding || machineBinding.DeviceId != device.DeviceId)
                 return Refuse(ControlErrorCodes.Unavailable, $"the machine key could not be bound to device {device.DeviceId} ({Describe(bound)}); retry", RetryAfterMs);
-            var ready = await services.Devices.Ask<object>(new InitializeDevice(device.DeviceId, tailnetId), AskTimeout);
+            var ready = await Ask(services.Devices, new InitializeDevice(device.DeviceId, tailnetId));
             if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
 
             return Accepted(device, tailnetId);
@@ -94,6 +100,24 @@ public static class DeviceRegistrar
         catch (AskTimeoutException)
         {
             return Refuse(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry", RetryAfterMs);
+        }
+    }
+
+    /// <summary>Asks again, with the same message (every step is idempotent), until an answer other than "unavailable" or the deadline.</summary>
+    private static async Task<object> AskUntil(IActorRef entity, object message, DateTimeOffset deadline, TimeProvider clock)
+    {
+        while (true)
+        {
+            try
+            {
+                var answer = await entity.Ask<object>(message, AttemptTimeout);
+                if (answer is not Rejection { Code: ControlErrorCodes.Unavailable } || clock.GetUtcNow() > deadline) return answer;
+            }
+            catch (AskTimeoutException) when (clock.GetUtcNow() + AttemptTimeout <= deadline)
+            {
+                // Not answered: its shard may be moving to another node. Ask again.
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(200));
         }
     }
 

@@ -48,6 +48,12 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private static readonly TimeSpan PingInterval = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// An attach that is not answered this soon is sent again: right after a node is lost, the region
+    /// may still route the entity's shard to the dead node (the message is lost) until the shard is
+    /// allocated elsewhere, a second or two later.
+    /// </summary>
+    private static readonly TimeSpan AttachRetry = TimeSpan.FromSeconds(1);
 
     private readonly MachineKey _machine;
     private readonly ChannelWriter<byte[]> _outbound;
@@ -60,6 +66,8 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private bool _subscribed;
     private ulong _lastDelivered;
     private IActorRef? _deviceEntity;
+    private bool _attachAnswered = true;
+    private bool _attachConfirm;
     private bool _closing;
 
     public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services)
@@ -131,6 +139,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
             OnRegisteredMessage(arrived.Message);
         });
         Receive<Reattach>(_ => Attach(confirm: false));
+        Receive<AttachUnanswered>(_ =>
+        {
+            if (!_attachAnswered) Attach(_attachConfirm);
+        });
         Receive<AttachAgain>(_ => Attach(confirm: false));
         Receive<RotationAnswered>(OnRotationAnswered);
         Receive<LogoutAnswered>(OnLogoutAnswered);
@@ -146,7 +158,12 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
             if (deliver.Version != 0) _lastDelivered = deliver.Version;
             Send(deliver.ServerMessage);
         });
-        Receive<SessionAttached>(_ => WatchEntity(Sender));
+        Receive<SessionAttached>(_ =>
+        {
+            _attachAnswered = true;
+            Timers.Cancel("attach-unanswered");
+            WatchEntity(Sender);
+        });
         Receive<Terminated>(terminated =>
         {
             if (!terminated.ActorRef.Equals(_deviceEntity)) return;
@@ -191,7 +208,9 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         _deviceEntity = null;
         _subscribed = false;
         _lastDelivered = 0;
+        _attachAnswered = true;
         Timers.Cancel("reattach");
+        Timers.Cancel("attach-unanswered");
     }
 
     // ------------------------------------------------------------------ registered
@@ -249,6 +268,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     {
         if (!_subscribed || _deviceId is null) return;
         _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm));
+        _attachAnswered = false;
+        // An unanswered request to confirm the agent's version stays one when it is sent again.
+        _attachConfirm = confirm || (_attachConfirm && Timers.IsTimerActive("attach-unanswered"));
+        Timers.StartSingleTimer("attach-unanswered", AttachUnanswered.Instance, AttachRetry);
     }
 
     private void WatchEntity(IActorRef entity)
@@ -369,5 +392,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private sealed class Reattach
     {
         public static readonly Reattach Instance = new();
+    }
+
+    private sealed class AttachUnanswered
+    {
+        public static readonly AttachUnanswered Instance = new();
     }
 }

@@ -170,6 +170,9 @@ public sealed partial record TailnetState
 
         if (!AuthKeys.TryGetValue(c.AuthKeyId, out var key) || key.SecretHash != c.AuthKeySecretHash)
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet");
+        // The same registration again (its answer was lost to a timeout or a failover): the device it made, the key not used twice.
+        if (existing is { Status: DeviceStatus.Active } same && same.AuthKeyId == key.KeyId && same.NodeKey == c.NodeKey)
+            return HostinfoChanged(same, c) is { } reported ? Decision<ITailnetEvent>.Accept(reported) : Decision<ITailnetEvent>.Unchanged;
         if (key.Revoked) return Refuse(ControlErrorCodes.AuthKeyRevoked, $"auth key {key.KeyId} was revoked");
         if (c.At >= key.ExpiresAt) return Refuse(ControlErrorCodes.AuthKeyExpired, $"auth key {key.KeyId} expired at {key.ExpiresAt:u}");
         if (!key.Reusable && key.Uses > 0) return Refuse(ControlErrorCodes.AuthKeyUsed, $"auth key {key.KeyId} was for one use only and has been used");

@@ -55,7 +55,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     [Fact]
     public async Task The_cli_fails_over_to_the_next_coordinator_given_and_a_retried_creation_makes_one_object()
     {
-        var dead = $"http://127.0.0.1:{CoordinatorProcess.FreeTcpPort()}";
+        var dead = $"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}";
         var name = $"failover-{Guid.NewGuid():N}"[..20];
 
         var (code, output) = await Weft("tailnet", "create", name, "--server", $"{dead},{coordinator.Node.Api}", "--json");

@@ -20,7 +20,7 @@ public class ResilienceTests
     public async Task After_a_coordinator_restart_agents_reconnect_to_identical_state_and_versions_keep_growing()
     {
         await using var storage = TestStorage.NewSqlite();
-        var controlPort = CoordinatorProcess.FreeTcpPort();
+        var controlPort = CoordinatorNode.FreeTcpPort();
         KeyValuePair<string, string?>[] fixedControl = [new("Weft:Control:Listen", $"http://127.0.0.1:{controlPort}")];
         var control = new Uri($"http://127.0.0.1:{controlPort}/");
         await using var agents = new AgentSystem();
@@ -75,10 +75,9 @@ public class ResilienceTests
     [SkippableFact]
     public async Task Agents_on_different_nodes_of_a_two_node_cluster_see_each_others_changes()
     {
-        await using var cluster = await TwoNodeCluster.StartAsync();
-        var (apiA, apiB) = (cluster.ApiA, cluster.ApiB);
-        var controlA = await cluster.NodeA.ControlAddress;
-        var controlB = await cluster.NodeB.ControlAddress;
+        await using var cluster = await TestCluster.StartAsync(2);
+        var (apiA, apiB) = (cluster.Api(0), cluster.Api(1));
+        var (controlA, controlB) = (cluster.Nodes[0].Control, cluster.Nodes[1].Control);
         await using var agents = new AgentSystem();
 
         // Several tailnets, so that entities land on both nodes whatever the shard allocation.
@@ -111,7 +110,7 @@ public class ResilienceTests
         await using var agents = new AgentSystem();
         var tailnet = (await node.Http.CreateTailnet($"failover-{Guid.NewGuid():N}"[..20])).Id;
         var key = (await node.Http.CreateAuthKey(tailnet)).Key;
-        var dead = new Uri($"http://127.0.0.1:{CoordinatorProcess.FreeTcpPort()}/");
+        var dead = new Uri($"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}/");
 
         var agent = TestAgent.Start(agents, [dead, node.Control], "roamer", key);
 

@@ -10,11 +10,11 @@ public class TwoNodeClusterTests
     [SkippableFact]
     public async Task A_tailnet_created_through_one_node_is_read_and_changed_through_the_other()
     {
-        await using var cluster = await TwoNodeCluster.StartAsync();
-        var (a, b) = (cluster.ApiA, cluster.ApiB);
+        await using var cluster = await TestCluster.StartAsync(2);
+        var (a, b) = (cluster.Api(0), cluster.Api(1));
 
         var members = await WaitForMembers(a, 2);
-        Assert.Equal(new[] { cluster.NodeA.AkkaPort, cluster.NodeB.AkkaPort }.Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
+        Assert.Equal(cluster.Nodes.Select(n => n.AkkaPort).Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
 
         // Several tailnets, so that sharding places entities on both nodes.
         var created = new List<TailnetResource>();

@@ -10,7 +10,7 @@ namespace Weft.Cluster.Tests.Support;
 public sealed class TestCoordinator : IAsyncDisposable
 {
     /// <summary>Installed as the first operator key of every test cluster.</summary>
-    public static readonly string OperatorKey = ApiKeyToken.Generate().ToString();
+    public static readonly string OperatorKey = LabKeys.OperatorKey;
 
     private TestCoordinator(WebApplication app, Uri api, Uri control)
     {

@@ -8,7 +8,7 @@ using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.WireGuard;
 
-namespace Weft.Cluster.Tests.Support;
+namespace Weft.ClusterLab;
 
 /// <summary>
 /// A real <see cref="ControlClient"/> (its own gRPC stream, Noise channel and netmap store) in a
@@ -27,6 +27,8 @@ public sealed class TestAgent : IDisposable
     private NetMapView _view = NetMapView.Empty;
     private ControlStateChanged _state = new(ControlState.Connecting, null, "starting");
     private IActorRef _root = ActorRefs.Nobody;
+    private ulong _highestVersion;
+    private int _versionsBackwards;
 
     private TestAgent(string hostname, IAgentStateStore store)
     {
@@ -54,6 +56,12 @@ public sealed class TestAgent : IDisposable
 
     /// <summary>Every netmap and delta applied, in order.</summary>
     public IReadOnlyList<ServerMessage> Received { get { lock (_gate) return _received.ToList(); } }
+
+    /// <summary>Called (on the watcher's thread) whenever the agent's control state changes.</summary>
+    public Action<ControlState>? OnStateChanged { get; set; }
+
+    /// <summary>How many times a netmap this agent applied had a lower version than one it applied before (must stay 0).</summary>
+    public int VersionsBackwards { get { lock (_gate) return _versionsBackwards; } }
 
     public string? DeviceId => Store.Load().DeviceId;
 
@@ -85,7 +93,7 @@ public sealed class TestAgent : IDisposable
             Endpoints = endpoints.IsDefault ? [] : endpoints,
             MinBackoff = TimeSpan.FromMilliseconds(100),
             MaxBackoff = TimeSpan.FromSeconds(2),
-            Observer = (message, _, _) => agent.OnReceived(message),
+            Observer = agent.OnReceived,
         };
         agent._root = system.ActorOf(AgentSupervisor.PropsFor(tune?.Invoke(options) ?? options, plane), $"agent-{hostname}-{Guid.NewGuid():N}");
         var actors = agent._root.Ask<AgentActors>(AgentSupervisor.GetActors.Instance, TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
@@ -163,14 +171,24 @@ public sealed class TestAgent : IDisposable
         }
     }
 
-    private void OnReceived(ServerMessage message) => Update(() => _received.Add(message));
+    private void OnReceived(ServerMessage message, NetMapApplied applied, NetMapStore store) => Update(() =>
+    {
+        _received.Add(message);
+        if (applied is not (NetMapApplied.Replaced or NetMapApplied.Patched)) return;
+        if (store.Version < _highestVersion) _versionsBackwards++;
+        _highestVersion = Math.Max(_highestVersion, store.Version);
+    });
 
     private sealed class Watcher : ReceiveActor
     {
         public Watcher(TestAgent agent)
         {
             Receive<NetMapChanged>(changed => agent.Update(() => agent._view = changed.View));
-            Receive<ControlStateChanged>(changed => agent.Update(() => agent._state = changed));
+            Receive<ControlStateChanged>(changed =>
+            {
+                agent.Update(() => agent._state = changed);
+                agent.OnStateChanged?.Invoke(changed.State);
+            });
         }
     }
 }

@@ -1,4 +1,4 @@
-namespace Weft.Cluster.Tests.Support;
+namespace Weft.ClusterLab;
 
 /// <summary>
 /// Polls until an asynchronous check holds, with a generous deadline. On failure it reports what

@@ -1,0 +1,2 @@
+// The lab runs real node agents and signals processes: Linux only.
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
