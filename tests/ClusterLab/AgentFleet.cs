@@ -25,7 +25,7 @@ public sealed class AgentFleet : IAsyncDisposable
     private static readonly Google.Protobuf.JsonParser Json = new(Google.Protobuf.JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
     private readonly AgentSystem _system = new();
     private readonly List<FleetAgent> _agents = [];
-    private readonly ConcurrentDictionary<TestAgent, List<(DateTime At, ControlState State)>> _states = new();
+    private readonly ConcurrentDictionary<TestAgent, List<(DateTime At, ControlState State, string Reason)>> _states = new();
     private int _churn;
 
     public IReadOnlyList<FleetAgent> Agents => _agents;
@@ -77,18 +77,20 @@ public sealed class AgentFleet : IAsyncDisposable
     }
 
     /// <summary>When each agent was last seen connecting after <paramref name="since"/>, for the agents that lost their stream then.</summary>
-    public IReadOnlyList<TimeSpan> ReconnectTimes(DateTime since)
+    public IReadOnlyList<TimeSpan> ReconnectTimes(DateTime since) => Reconnects(since).Select(r => r.After).ToList();
+
+    /// <summary>The agents that lost their stream after <paramref name="since"/>, with the reason they were given, and how long until they were running again.</summary>
+    public IReadOnlyList<(TestAgent Agent, TimeSpan After, string Reason)> Reconnects(DateTime since)
     {
-        var times = new List<TimeSpan>();
-        foreach (var (_, history) in _states)
+        var times = new List<(TestAgent, TimeSpan, string)>();
+        foreach (var (agent, history) in _states)
         {
             lock (history)
             {
                 var lost = history.FirstOrDefault(h => h.At >= since && h.State != ControlState.Running);
                 if (lost == default) continue;
                 var back = history.FirstOrDefault(h => h.At >= lost.At && h.State == ControlState.Running);
-                if (back != default) times.Add(back.At - since);
-                else times.Add(TimeSpan.MaxValue);
+                times.Add((agent, back != default ? back.At - since : TimeSpan.MaxValue, lost.Reason));
             }
         }
         return times;
@@ -159,9 +161,9 @@ public sealed class AgentFleet : IAsyncDisposable
     private void Track(TestAgent agent)
     {
         var history = _states.GetOrAdd(agent, _ => []);
-        agent.OnStateChanged = state =>
+        agent.OnStateChanged = changed =>
         {
-            lock (history) history.Add((DateTime.UtcNow, state));
+            lock (history) history.Add((DateTime.UtcNow, changed.State, changed.Detail));
         };
     }
 

@@ -76,10 +76,16 @@ public sealed class ContinuousWriter : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>Stops writing (the write in progress completes).</summary>
+    public async Task Stop()
     {
         await _stop.CancelAsync();
         await _loop;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Stop();
         _admin.Dispose();
     }
 }

@@ -58,7 +58,7 @@ public sealed class TestAgent : IDisposable
     public IReadOnlyList<ServerMessage> Received { get { lock (_gate) return _received.ToList(); } }
 
     /// <summary>Called (on the watcher's thread) whenever the agent's control state changes.</summary>
-    public Action<ControlState>? OnStateChanged { get; set; }
+    public Action<ControlStateChanged>? OnStateChanged { get; set; }
 
     /// <summary>How many times a netmap this agent applied had a lower version than one it applied before (must stay 0).</summary>
     public int VersionsBackwards { get { lock (_gate) return _versionsBackwards; } }
@@ -187,7 +187,7 @@ public sealed class TestAgent : IDisposable
             Receive<ControlStateChanged>(changed =>
             {
                 agent.Update(() => agent._state = changed);
-                agent.OnStateChanged?.Invoke(changed.State);
+                agent.OnStateChanged?.Invoke(changed);
             });
         }
     }

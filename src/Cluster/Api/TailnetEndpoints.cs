@@ -16,6 +16,7 @@ public static class TailnetEndpoints
         tailnets.MapPatch("/{tailnet}", UpdateSettings);
         tailnets.MapPost("/{tailnet}/rename", Rename);
         tailnets.MapDelete("/{tailnet}", Delete);
+        tailnets.MapGet("/{tailnet}/placement", Placement);
     }
 
     private static async Task<IResult> Create(HttpContext http, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
@@ -79,6 +80,15 @@ public static class TailnetEndpoints
         TailnetRefs.RequireOperator(http, "deleting a tailnet");
         await refs.Directory.Remove(new RemoveTailnet(entry.TailnetId, clock.GetUtcNow()), http);
         return Results.NoContent();
+    }
+
+    /// <summary>Which coordinator node hosts the tailnet's entity now (operators only: tenants do not see the cluster's insides).</summary>
+    private static async Task<IResult> Placement(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        TailnetRefs.RequireOperator(http, "placement");
+        var placement = await refs.Tailnets.AskFor<TailnetPlacement>(new GetTailnetPlacement(entry.TailnetId), http);
+        return Results.Json(new TailnetPlacementResource(placement.TailnetId, placement.Node), AdminJson.Options);
     }
 
     private static TailnetResource ToResource(TailnetEntry entry, TailnetInfo info) =>

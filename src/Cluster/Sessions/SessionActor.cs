@@ -45,8 +45,6 @@ public sealed record SessionServices(
 /// </summary>
 public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
-    private static readonly TimeSpan PingInterval = TimeSpan.FromSeconds(30);
-    private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
     /// <summary>
     /// An attach that is not answered this soon is sent again: right after a node is lost, the region
@@ -62,6 +60,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private string? _deviceId;
     private string? _tailnetId;
     private DateTimeOffset _lastHeard;
+    private DateTimeOffset _lastSent;
     private ulong _pingNonce;
     private bool _subscribed;
     private ulong _lastDelivered;
@@ -86,7 +85,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services) =>
         Props.Create(() => new SessionActor(machine, outbound, services));
 
-    protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, PingInterval);
+    protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, ControlProtocol.KeepAliveInterval);
 
     /// <summary>However the session ends (closed, replaced, crashed), the stream ends with it and the agent reconnects.</summary>
     protected override void PostStop() => _outbound.TryComplete();
@@ -341,12 +340,14 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
 
     private void OnKeepAlive()
     {
-        if (_services.Clock.GetUtcNow() - _lastHeard > SilenceLimit)
+        var now = _services.Clock.GetUtcNow();
+        if (now - _lastHeard > ControlProtocol.SilenceLimit)
         {
-            Close(ControlErrorCodes.Unavailable, $"nothing heard from the agent for {SilenceLimit.TotalSeconds:0} s");
+            Close(ControlErrorCodes.Unavailable, $"nothing heard from the agent for {ControlProtocol.SilenceLimit.TotalSeconds:0} s");
             return;
         }
-        Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
+        // A stream that carried something recently needs no ping.
+        if (now - _lastSent >= ControlProtocol.KeepAliveInterval) Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
     }
 
     private void OnMove(MoveAgent move)
@@ -359,7 +360,12 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
 
     private void Send(byte[] serverMessage)
     {
-        if (_closing || _outbound.TryWrite(serverMessage)) return;
+        if (_closing) return;
+        if (_outbound.TryWrite(serverMessage))
+        {
+            _lastSent = _services.Clock.GetUtcNow();
+            return;
+        }
         // The agent does not read fast enough (or the stream is already closing): drop it; it resumes from its last version on reconnect.
         _log.Warning("Session of machine {0} cannot keep up; closing it", _machine);
         End();

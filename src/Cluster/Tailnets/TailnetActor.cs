@@ -83,6 +83,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         reply = message switch
         {
             GetTailnet => state.IsActive ? state.ToInfo() : state.NotFound(),
+            GetTailnetPlacement => new TailnetPlacement(state.TailnetId, Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString()),
             _ when !state.IsActive && message is ITailnetMessage and not ITailnetCommand and not DeviceOnline and not SendNetMap => state.NotFound(),
             ListUsers => new UserList(state.Users.Values.ToList()),
             ListAuthKeys => new AuthKeyList(state.AuthKeys.Values.ToList()),

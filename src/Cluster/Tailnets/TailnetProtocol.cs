@@ -43,6 +43,13 @@ public sealed record DeleteTailnet(string TailnetId, DateTimeOffset At) : ITailn
 [WireName("tailnet.get")]
 public sealed record GetTailnet(string TailnetId) : ITailnetMessage;
 
+/// <summary>Which coordinator node hosts the tailnet's entity now (for operators and failover tests).</summary>
+[WireName("tailnet.get-placement")]
+public sealed record GetTailnetPlacement(string TailnetId) : ITailnetMessage;
+
+[WireName("tailnet.placement")]
+public sealed record TailnetPlacement(string TailnetId, string Node) : IClusterMessage;
+
 [WireName("tailnet.info")]
 public sealed record TailnetInfo(string TailnetId, TailnetSettings Settings, DateTimeOffset CreatedAt) : IClusterMessage;
 

@@ -22,3 +22,6 @@ public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null,
 
 /// <summary>Body of <c>POST /api/v1/tailnets/{tailnet}/rename</c>.</summary>
 public sealed record RenameTailnetRequest(string Name);
+
+/// <summary>Where a tailnet's entity lives now: the cluster address of the coordinator node hosting it.</summary>
+public sealed record TailnetPlacementResource(string Tailnet, string Node);

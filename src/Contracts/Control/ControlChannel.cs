@@ -24,6 +24,15 @@ public static class ControlProtocol
 
     public const int TimestampSize = 8;
 
+    /// <summary>The coordinator sends a ping on a stream that has carried nothing else for this long; the agent answers with a pong.</summary>
+    public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// A stream on which nothing at all has been heard for this long is dead — its peer hung, froze or
+    /// was cut off without the connection closing — and either side drops it (the agent reconnects).
+    /// </summary>
+    public static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(30);
+
     /// <summary>
     /// The gRPC trailer with which a coordinator that turns a Connect away for now (busy, shutting
     /// down) says how many milliseconds the agent should wait before it tries that node again.

@@ -59,7 +59,6 @@ public sealed record ControlClientOptions
 /// </summary>
 public sealed class ControlClient : ReceiveActor, IWithTimers
 {
-    private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromHours(12);
     /// <summary>Netmap writes to the cache are coalesced: a burst of deltas costs one write.</summary>
     private static readonly TimeSpan CacheWriteDelay = TimeSpan.FromMilliseconds(500);
@@ -103,7 +102,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private DateTimeOffset Now => _options.Clock.GetUtcNow();
 
     /// <summary>How often the stream is checked for silence and the netmap for a needed verification.</summary>
-    private TimeSpan CheckInterval => TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(15).Ticks,
+    private TimeSpan CheckInterval => TimeSpan.FromTicks(Math.Min(ControlProtocol.SilenceLimit.Ticks / 3,
         Math.Min(_options.VerifyAfter.Ticks, _options.AnswerTimeout.Ticks) / 2));
 
     protected override void PreStart()
@@ -332,9 +331,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void OnCheck()
     {
         if (_connection is not { } connection) return;
-        if (Now - _lastHeard > SilenceLimit)
+        if (Now - _lastHeard > ControlProtocol.SilenceLimit)
         {
-            Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"nothing heard from {connection.Url} for {SilenceLimit.TotalSeconds:0} s"));
+            Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"nothing heard from {connection.Url} for {ControlProtocol.SilenceLimit.TotalSeconds:0} s"));
             return;
         }
         if (_status is not (ControlState.Running or ControlState.PendingApproval)) return;

@@ -100,6 +100,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new DeliverToAgent([1, 2], 7),
         new SessionEnded("device_deleted", "gone"),
         new AttachAgain("dev_a"),
+        new GetTailnetPlacement("tn_abc"),
+        new TailnetPlacement("tn_abc", "akka.tcp://weft@127.0.0.1:4053"),
         new BindMachine(Key, "tn_abc", "dev_a"),
         new UnbindMachine(Key, "dev_a"),
         new LookupMachine(Key),
