@@ -16,8 +16,8 @@ public static class AdminApi
         app.UseMiddleware<ApiErrorMiddleware>();
         app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api.UseMiddleware<ApiKeyAuthentication>());
 
-        app.MapGet("/healthz", HealthEndpoint.Handle);
-        app.MapGet("/healthz/ready", HealthEndpoint.Ready);
+        app.MapGet(HealthEndpoint.LivePath, HealthEndpoint.Handle);
+        app.MapGet(HealthEndpoint.ReadyPath, HealthEndpoint.Ready);
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();

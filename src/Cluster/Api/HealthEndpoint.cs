@@ -17,6 +17,9 @@ namespace Weft.Cluster.Api;
 /// </summary>
 public static class HealthEndpoint
 {
+    public const string LivePath = "/healthz";
+    public const string ReadyPath = "/healthz/ready";
+
     public static IResult Handle(ActorSystem system)
     {
         var cluster = Akka.Cluster.Cluster.Get(system);

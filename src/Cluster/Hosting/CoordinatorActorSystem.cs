@@ -21,10 +21,12 @@ public static class CoordinatorActorSystem
     {
         var tuning = LoadTuning(settings.AkkaConfigFile);
         var numberOfShards = tuning.GetInt("weft.sharding.number-of-shards", 100);
-        var seeds = settings.Cluster.Seeds.Where(s => !string.IsNullOrWhiteSpace(s)).Select(ClusterNodeSettings.ToSeedAddress).ToArray();
+        var kubernetes = settings.Cluster.Discovery == ClusterDiscovery.Kubernetes;
+        var seeds = kubernetes ? [] : settings.Cluster.Seeds.Where(s => !string.IsNullOrWhiteSpace(s)).Select(ClusterNodeSettings.ToSeedAddress).ToArray();
 
         return services.AddAkka(ClusterNodeSettings.ActorSystemName, builder => builder
             .AddHocon(tuning, HoconAddMode.Prepend)
+            .WithDiscovery(settings.Cluster)
             .ConfigureLoggers(loggers =>
             {
                 loggers.ClearLoggers();
@@ -44,14 +46,18 @@ public static class CoordinatorActorSystem
                 // The replicator starts with the node, not with the first read: until it runs, this node
                 // misses the others' writes, and their writes to every node wait for it in vain.
                 Akka.DistributedData.DistributedData.Get(system);
-                // With no seeds this node is the whole cluster: it joins itself.
-                if (seeds.Length == 0)
+                // With no seeds (and no discovery) this node is the whole cluster: it joins itself.
+                if (seeds.Length == 0 && !kubernetes)
                 {
                     var cluster = Akka.Cluster.Cluster.Get(system);
                     cluster.Join(cluster.SelfAddress);
                 }
             }));
     }
+
+    /// <summary>With Kubernetes discovery: cluster bootstrap (see <see cref="KubernetesBootstrap"/>).</summary>
+    private static AkkaConfigurationBuilder WithDiscovery(this AkkaConfigurationBuilder builder, ClusterNodeSettings cluster) =>
+        cluster.Discovery == ClusterDiscovery.Kubernetes ? builder.WithKubernetesBootstrap(cluster) : builder;
 
     /// <summary>Reads akka.hocon, the one place where Akka is tuned.</summary>
     public static Config LoadTuning(string? path)

@@ -19,6 +19,7 @@ public static class CoordinatorHost
 {
     private const string RoleKey = "weft.endpoint";
     private const string ControlRole = "control";
+    private const string ManagementRole = "management";
 
     public static WebApplication Build(IEnumerable<KeyValuePair<string, string?>>? overrides = null)
     {
@@ -47,6 +48,9 @@ public static class CoordinatorHost
             kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
             Listen(kestrel, settings.Api.Listen, HttpProtocols.Http1, role: "admin");
             Listen(kestrel, settings.Control.Listen, HttpProtocols.Http2, role: ControlRole);
+            // With Kubernetes discovery the pods probe each other here (cluster bootstrap), pod to pod.
+            if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes)
+                Listen(kestrel, $"http://0.0.0.0:{settings.Cluster.Kubernetes.ManagementPort}", HttpProtocols.Http1, role: ManagementRole);
         });
 
         builder.Services.AddSingleton(TimeProvider.System);
@@ -70,12 +74,19 @@ public static class CoordinatorHost
         builder.Services.AddHostedService<GracefulShutdown>();
 
         var app = builder.Build();
-        // Each listener serves its own protocol only: the admin API is not reachable on the agents' port.
+        // Each listener serves its own protocol only: the admin API is not reachable on the agents' port,
+        // and the management port serves the bootstrap probe and nothing else.
         app.Use(async (http, next) =>
         {
-            var isControl = http.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(RoleKey, out var role) == true && ControlRole.Equals(role);
+            var role = http.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(RoleKey, out var value) == true ? value as string : null;
             var isGrpc = http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
-            if (isControl != isGrpc)
+            var allowed = role switch
+            {
+                ControlRole => isGrpc,
+                ManagementRole => http.Request.Path == KubernetesBootstrap.Route,
+                _ => !isGrpc && http.Request.Path != KubernetesBootstrap.Route,
+            };
+            if (!allowed)
             {
                 http.Response.StatusCode = StatusCodes.Status404NotFound;
                 return;
@@ -83,6 +94,7 @@ public static class CoordinatorHost
             await next(http);
         });
         app.MapGrpcService<ControlService>();
+        if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes) app.MapBootstrapRoute();
         app.MapAdminApi();
         return app;
     }

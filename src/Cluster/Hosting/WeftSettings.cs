@@ -63,4 +63,50 @@ public sealed class ClusterNodeSettings
 
     public static string ToSeedAddress(string seed) =>
         seed.Contains("://", StringComparison.Ordinal) ? seed : $"akka.tcp://{ActorSystemName}@{seed}";
+
+    /// <summary>How the nodes find each other: the seeds above, or Kubernetes.</summary>
+    public ClusterDiscovery Discovery { get; set; } = ClusterDiscovery.Seeds;
+
+    /// <summary>With <see cref="ClusterDiscovery.Kubernetes"/>: which pods are the cluster's nodes.</summary>
+    public KubernetesDiscoverySettings Kubernetes { get; set; } = new();
+}
+
+public enum ClusterDiscovery
+{
+    /// <summary>Join the configured seed nodes (none: form a cluster of one).</summary>
+    Seeds,
+    /// <summary>
+    /// Akka.Management cluster bootstrap: the pods are found through the Kubernetes API, they probe each
+    /// other's management endpoint, and the pod with the lowest address forms the cluster when the
+    /// required number of them agree; the others join it. No seed list to maintain.
+    /// </summary>
+    Kubernetes,
+}
+
+public sealed class KubernetesDiscoverySettings
+{
+    /// <summary>The pods of this cluster (a label selector).</summary>
+    public string PodLabelSelector { get; set; } = "app.kubernetes.io/name=weft";
+
+    /// <summary>Their namespace; empty: the pod's own (read from its service account).</summary>
+    public string? PodNamespace { get; set; }
+
+    /// <summary>The bootstrap's name for the cluster (shared by every node of it).</summary>
+    public string ServiceName { get; set; } = "weft";
+
+    /// <summary>How many pods must see each other before a new cluster forms (a StatefulSet's replicas, or fewer).</summary>
+    public int RequiredContactPoints { get; set; } = 2;
+
+    /// <summary>The Akka.Management HTTP port the pods probe each other on (a container port named "management").</summary>
+    public int ManagementPort { get; set; } = 8558;
+
+    /// <summary>The Kubernetes API; empty: the one Kubernetes tells every pod (KUBERNETES_SERVICE_HOST and _PORT).</summary>
+    public string? ApiUrl { get; set; }
+
+    /// <summary>The pod's service account, as Kubernetes mounts it in every pod.</summary>
+    public string TokenPath { get; set; } = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+    public string CaPath { get; set; } = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+    public string NamespacePath { get; set; } = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 }

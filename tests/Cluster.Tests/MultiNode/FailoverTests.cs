@@ -267,6 +267,61 @@ public class FailoverTests(ITestOutputHelper output)
         }
     }
 
+    [SkippableFact]
+    public async Task Three_nodes_with_no_seeds_find_each_other_through_the_kubernetes_api_and_form_one_cluster()
+    {
+        // Three "pods" on loopback, each with its own management port, and a stand-in for the Kubernetes
+        // API that lists them (with a fourth pod that is still pending and must be ignored). Discovery,
+        // probing, deciding who forms the cluster and joining are the ones a real pod runs.
+        await using var database = (TestStorage.PostgresStorage)await TestStorage.NewPostgresAsync();
+        var management = Enumerable.Range(0, 3).Select(_ => CoordinatorNode.FreeTcpPort()).ToList();
+        var token = Path.GetTempFileName();
+        await File.WriteAllTextAsync(token, "service-account-token\n");
+        await using var kubernetes = await FakeKubernetesApi.StartAsync("weft-test", "app.kubernetes.io/name=weft", "service-account-token", management);
+        var nodes = new List<CoordinatorNode>();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                nodes.Add(new CoordinatorNode($"pod{i}", [], new Dictionary<string, string>
+                {
+                    ["Weft__Storage__Provider"] = "Postgres",
+                    ["Weft__Storage__ConnectionString"] = database.ConnectionString,
+                    ["Weft__Cluster__Discovery"] = "Kubernetes",
+                    ["Weft__Cluster__Kubernetes__ApiUrl"] = kubernetes.Url.ToString(),
+                    ["Weft__Cluster__Kubernetes__TokenPath"] = token,
+                    ["Weft__Cluster__Kubernetes__PodNamespace"] = "weft-test",
+                    ["Weft__Cluster__Kubernetes__PodLabelSelector"] = "app.kubernetes.io/name=weft",
+                    ["Weft__Cluster__Kubernetes__ManagementPort"] = management[i].ToString(),
+                    ["Weft__Cluster__Kubernetes__RequiredContactPoints"] = "3",
+                }));
+            }
+            foreach (var node in nodes) node.Start();
+            foreach (var node in nodes) await node.WhenReady(CoordinatorCluster.StartTimeout);
+
+            foreach (var node in nodes)
+            {
+                var health = await Eventually.Until(() => CoordinatorCluster.Health(node), h => h?.Members.Count(m => m.Status == "up") == 3,
+                    $"{node.Name} a member of one cluster of three");
+                Assert.Equal(nodes.Select(n => n.Address).Order(), health!.Members.Select(m => m.Address).Order());
+            }
+            Assert.True(kubernetes.Lookups > 0);
+            using var admin = new AdminApiClient(nodes.Select(n => n.Api).ToList(), LabKeys.OperatorKey);
+            var created = await admin.PostAsync("/api/v1/tailnets", new { name = "bootstrapped" });
+            Assert.Equal("bootstrapped", created.GetProperty("name").GetString());
+        }
+        catch
+        {
+            foreach (var node in nodes) output.WriteLine($"===== {node.Name}\n{node.Output}");
+            throw;
+        }
+        finally
+        {
+            foreach (var node in nodes) await node.DisposeAsync();
+            File.Delete(token);
+        }
+    }
+
     /// <summary>Everything an operator lists, apart from presence (online, last seen) and time-dependent flags, as one comparable text.</summary>
     private static async Task<string> Listings(AdminApiClient admin, IEnumerable<string> tailnets)
     {
