@@ -59,10 +59,8 @@ public class FailoverTests(ITestOutputHelper output)
                 await scenario.StopChurn();
 
                 using var viaSurvivors = cluster.Lab.Admin([.. survivors]);
-                var (took, behind) = await scenario.Fleet.WaitConverged(viaSurvivors, ConvergeDeadline);
+                await AssertEveryAgentConverges(scenario, viaSurvivors, $"after {victim.Name} was killed");
                 output.WriteLine($"killed {victim.Name}: downed after {downed.TotalSeconds:0.0} s, every agent converged {(DateTime.UtcNow - killedAt).TotalSeconds:0.0} s after the kill");
-                Assert.True(behind.Count == 0, $"after {victim.Name} was killed, {behind.Count} agents never converged: " +
-                    string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
 
                 victim.Start();
                 await victim.WhenReady(CoordinatorCluster.StartTimeout);
@@ -71,8 +69,7 @@ public class FailoverTests(ITestOutputHelper output)
 
             await scenario.Writer.Stop();
             Assert.True(scenario.Writer.Acked.Count > 0);
-            Assert.Empty(await scenario.Writer.Lost(scenario.Admin));
-            Assert.Equal(0, scenario.Fleet.VersionsBackwards);
+            await AssertNothingLostOrBackwards(scenario, scenario.Admin);
         }
         catch
         {
@@ -103,12 +100,10 @@ public class FailoverTests(ITestOutputHelper output)
             }
             await scenario.StopChurn();
 
-            var (_, behind) = await scenario.Fleet.WaitConverged(scenario.Admin, ConvergeDeadline);
-            Assert.True(behind.Count == 0, $"{behind.Count} agents never converged: " + string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
+            await AssertEveryAgentConverges(scenario, scenario.Admin);
             await scenario.Writer.Stop();
             Assert.Empty(scenario.Writer.Failed);
-            Assert.Empty(await scenario.Writer.Lost(scenario.Admin));
-            Assert.Equal(0, scenario.Fleet.VersionsBackwards);
+            await AssertNothingLostOrBackwards(scenario, scenario.Admin);
         }
         catch
         {
@@ -136,10 +131,8 @@ public class FailoverTests(ITestOutputHelper output)
             foreach (var node in cluster.Nodes) await cluster.Lab.WaitForMembers(node, 3);
 
             Assert.Equal(before, await Listings(scenario.Admin, scenario.Keys.Keys));
-            var (_, behind) = await scenario.Fleet.WaitConverged(scenario.Admin, ConvergeDeadline);
-            Assert.True(behind.Count == 0, $"{behind.Count} agents never converged: " + string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
-            Assert.Empty(await scenario.Writer.Lost(scenario.Admin));
-            Assert.Equal(0, scenario.Fleet.VersionsBackwards);
+            await AssertEveryAgentConverges(scenario, scenario.Admin);
+            await AssertNothingLostOrBackwards(scenario, scenario.Admin);
         }
         catch
         {
@@ -171,12 +164,11 @@ public class FailoverTests(ITestOutputHelper output)
             paused.Resume();
             await Eventually.Until(() => !paused.Running, $"{paused.Name} shuts down after finding itself downed", TimeSpan.FromSeconds(60));
 
-            var (_, behind) = await scenario.Fleet.WaitConverged(viaMajority, TimeSpan.FromSeconds(90));
-            Assert.True(behind.Count == 0, $"{behind.Count} agents never converged: " + string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
+            // Agents on the paused node notice only when its keepalives have been missing for 30 s.
+            await AssertEveryAgentConverges(scenario, viaMajority, deadline: TimeSpan.FromSeconds(90));
             output.WriteLine($"every agent converged {(DateTime.UtcNow - pausedAt).TotalSeconds:0.0} s after the pause");
             await scenario.Writer.Stop();
-            Assert.Empty(await scenario.Writer.Lost(viaMajority));
-            Assert.Equal(0, scenario.Fleet.VersionsBackwards);
+            await AssertNothingLostOrBackwards(scenario, viaMajority);
         }
         catch
         {
@@ -222,8 +214,7 @@ public class FailoverTests(ITestOutputHelper output)
             var resumed = await scenario.Admin.PostAsync($"/api/v1/tailnets/{scenario.WriterTailnet}/users", new { name = "after-the-outage@example.com" });
             Assert.StartsWith("usr_", resumed.GetProperty("id").GetString());
             Assert.Empty(await scenario.Writer.Lost(scenario.Admin));
-            var (_, behind) = await scenario.Fleet.WaitConverged(scenario.Admin, ConvergeDeadline);
-            Assert.True(behind.Count == 0, $"{behind.Count} agents never converged: " + string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
+            await AssertEveryAgentConverges(scenario, scenario.Admin);
         }
         catch
         {
@@ -249,9 +240,7 @@ public class FailoverTests(ITestOutputHelper output)
                 await Task.Delay(TimeSpan.FromSeconds(6)); // idle: three passivation timeouts
                 foreach (var agent in scenario.Fleet.Agents.Where((_, i) => i % AgentsPerTailnet == 0))
                     await scenario.Admin.PostAsync($"/api/v1/tailnets/{agent.TailnetId}/devices/{agent.Agent.DeviceId}/rename", new { name = $"renamed-{round}-{agent.Agent.Hostname}" });
-                var (_, behind) = await scenario.Fleet.WaitConverged(scenario.Admin, ConvergeDeadline);
-                Assert.True(behind.Count == 0, $"after idle round {round}, {behind.Count} agents never converged: " +
-                    string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
+                await AssertEveryAgentConverges(scenario, scenario.Admin, $"after idle round {round}");
                 foreach (var tailnet in scenario.Keys.Keys)
                 {
                     var devices = (await scenario.Admin.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).GetProperty("devices").EnumerateArray();
@@ -320,6 +309,21 @@ public class FailoverTests(ITestOutputHelper output)
             foreach (var node in nodes) await node.DisposeAsync();
             File.Delete(token);
         }
+    }
+
+    /// <summary>Every agent's netmap equals its device entity's (version and peers) within the deadline.</summary>
+    private static async Task AssertEveryAgentConverges(FailoverScenario scenario, AdminApiClient admin, string? when = null, TimeSpan? deadline = null)
+    {
+        var (_, behind) = await scenario.Fleet.WaitConverged(admin, deadline ?? ConvergeDeadline);
+        Assert.True(behind.Count == 0, $"{(when is null ? "" : when + ", ")}{behind.Count} agents never converged: " +
+            string.Join("; ", behind.Take(5).Select(b => $"{b.Agent.Agent.Hostname}: {b.Difference}")));
+    }
+
+    /// <summary>Every write the cluster acknowledged is there, and no agent ever saw its netmap version go backwards.</summary>
+    private static async Task AssertNothingLostOrBackwards(FailoverScenario scenario, AdminApiClient admin)
+    {
+        Assert.Empty(await scenario.Writer.Lost(admin));
+        Assert.Equal(0, scenario.Fleet.VersionsBackwards);
     }
 
     /// <summary>Everything an operator lists, apart from presence (online, last seen) and time-dependent flags, as one comparable text.</summary>
