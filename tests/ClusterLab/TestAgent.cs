@@ -153,10 +153,21 @@ public sealed class TestAgent : IDisposable
             lock (_gate)
             {
                 throw new TimeoutException(
-                    $"agent {Hostname} never reached: {what}. It is {_state.State} ({_state.Code}: {_state.Detail}); netmap v{_view.Version} with peers [{string.Join(", ", _view.Peers.Values.Select(p => p.Name))}]");
+                    $"agent {Hostname} never reached: {what}. It is {_state.State} ({_state.Code}: {_state.Detail}); netmap v{_view.Version} with peers [{string.Join(", ", _view.Peers.Values.Select(p => p.Name))}]; "
+                    + $"it received: {string.Join("; ", _received.TakeLast(12).Select(Describe))}");
             }
         }
     }
+
+    /// <summary>One received message in a line, for a failed wait's report.</summary>
+    private static string Describe(ServerMessage message) => message.BodyCase switch
+    {
+        ServerMessage.BodyOneofCase.Netmap => $"map v{message.Netmap.Version} peers [{string.Join(", ", message.Netmap.Peers.Select(p => p.Name))}]",
+        ServerMessage.BodyOneofCase.Delta => $"delta v{message.Delta.BaseVersion}→v{message.Delta.Version}"
+            + $" +[{string.Join(", ", message.Delta.PeersAdded.Select(p => p.Name))}] -[{string.Join(", ", message.Delta.PeersRemoved)}]"
+            + $" ~{message.Delta.PeersChanged.Count} patches {message.Delta.Patches.Count}{(message.Delta.Filter is null ? "" : " filter")}",
+        var other => other.ToString(),
+    };
 
     private void Update(Action change)
     {

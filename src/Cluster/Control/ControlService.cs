@@ -152,5 +152,5 @@ public sealed class SessionServicesProvider(
 
     public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
         directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, admission,
-        TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds));
+        TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds));
 }

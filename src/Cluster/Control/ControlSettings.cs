@@ -1,3 +1,5 @@
+using Weft.Contracts.Control;
+
 namespace Weft.Cluster.Control;
 
 /// <summary>Where agents reach the control protocol, and the coordinator's identity. Bound from <c>Weft:Control</c>.</summary>
@@ -31,9 +33,33 @@ public sealed class ControlSettings
     /// <summary>A device whose session has not re-attached for this long counts as offline (three missed re-attaches).</summary>
     public double PresenceTimeoutSeconds { get; set; } = 60;
 
+    /// <summary>
+    /// How often a session makes sure it hears from its agent (a ping when the agent has been quiet this
+    /// long); an agent silent for three of these is dropped. At most the protocol's 10 s, because agents
+    /// drop a coordinator they have not heard from for 30 s; shorter only in tests.
+    /// </summary>
+    public double KeepAliveSeconds { get; set; } = ControlProtocol.KeepAliveInterval.TotalSeconds;
+
     /// <summary>New control streams this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double ConnectsPerSecond { get; set; } = 1000;
 
     /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double RegistrationsPerSecond { get; set; } = 200;
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        foreach (var url in PublicUrls)
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("http" or "https"))
+                yield return $"{prefix}:PublicUrls has '{url}', which is not an absolute http or https URL";
+        if (!(HousekeepingSeconds > 0)) yield return $"{prefix}:HousekeepingSeconds must be more than 0, not {HousekeepingSeconds}";
+        if (!(SessionReattachSeconds > 0)) yield return $"{prefix}:SessionReattachSeconds must be more than 0, not {SessionReattachSeconds}";
+        if (!(PresenceTimeoutSeconds > SessionReattachSeconds))
+            yield return $"{prefix}:PresenceTimeoutSeconds ({PresenceTimeoutSeconds}) must be longer than SessionReattachSeconds ({SessionReattachSeconds}): " +
+                "a re-attach is a connected device's presence heartbeat";
+        if (!(KeepAliveSeconds > 0 && KeepAliveSeconds <= ControlProtocol.KeepAliveInterval.TotalSeconds))
+            yield return $"{prefix}:KeepAliveSeconds must be more than 0 and at most {ControlProtocol.KeepAliveInterval.TotalSeconds:0} " +
+                $"(agents leave a coordinator silent for {ControlProtocol.SilenceLimit.TotalSeconds:0} s), not {KeepAliveSeconds}";
+        if (!(ConnectsPerSecond >= 0)) yield return $"{prefix}:ConnectsPerSecond must be 0 (no limit) or more, not {ConnectsPerSecond}";
+        if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
+    }
 }

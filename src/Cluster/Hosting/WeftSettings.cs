@@ -11,8 +11,20 @@ public sealed class WeftSettings
 {
     public const string Section = "Weft";
 
-    public static WeftSettings From(IConfiguration configuration) =>
-        configuration.GetSection(Section).Get<WeftSettings>() ?? new WeftSettings();
+    /// <summary>The settings, checked: a value out of its range stops the start with every problem named by its key.</summary>
+    public static WeftSettings From(IConfiguration configuration)
+    {
+        var settings = configuration.GetSection(Section).Get<WeftSettings>() ?? new WeftSettings();
+        var problems = settings.Problems().ToList();
+        if (problems.Count > 0) throw new InvalidOperationException("invalid settings: " + string.Join("; ", problems));
+        return settings;
+    }
+
+    /// <summary>Every setting outside its range, named by its key (<c>Weft:Section:Key</c>).</summary>
+    public IEnumerable<string> Problems() =>
+        Control.Problems($"{Section}:Control")
+            .Concat(Cluster.Problems($"{Section}:Cluster"))
+            .Concat(Persistence.Problems($"{Section}:Persistence"));
 
     public ApiSettings Api { get; set; } = new();
     public Control.ControlSettings Control { get; set; } = new();
@@ -69,6 +81,20 @@ public sealed class ClusterNodeSettings
 
     /// <summary>With <see cref="ClusterDiscovery.Kubernetes"/>: which pods are the cluster's nodes.</summary>
     public KubernetesDiscoverySettings Kubernetes { get; set; } = new();
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        if (Port is < 0 or > 65535) yield return $"{prefix}:Port must be a port number (0-65535), not {Port}";
+        if (Discovery == ClusterDiscovery.Kubernetes)
+        {
+            if (Kubernetes.RequiredContactPoints < 1)
+                yield return $"{prefix}:Kubernetes:RequiredContactPoints must be at least 1, not {Kubernetes.RequiredContactPoints}";
+            if (Kubernetes.ManagementPort is < 1 or > 65535)
+                yield return $"{prefix}:Kubernetes:ManagementPort must be a port number (1-65535), not {Kubernetes.ManagementPort}";
+            if (!string.IsNullOrEmpty(Kubernetes.ApiUrl) && !Uri.TryCreate(Kubernetes.ApiUrl, UriKind.Absolute, out _))
+                yield return $"{prefix}:Kubernetes:ApiUrl must be an absolute URL, not '{Kubernetes.ApiUrl}'";
+        }
+    }
 }
 
 public enum ClusterDiscovery

@@ -10,6 +10,12 @@ public sealed class PersistenceSettings
     /// </summary>
     public int MaxCommandsPerWrite { get; set; } = 512;
 
-    /// <summary>Snapshot an entity after this many events, so that recovery replays few events.</summary>
+    /// <summary>Snapshot an entity after this many events, so that recovery replays few events; 0: never (recovery replays everything).</summary>
     public int SnapshotEveryEvents { get; set; } = 200;
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        if (MaxCommandsPerWrite < 1) yield return $"{prefix}:MaxCommandsPerWrite must be at least 1, not {MaxCommandsPerWrite}";
+        if (SnapshotEveryEvents < 0) yield return $"{prefix}:SnapshotEveryEvents must be 0 (never) or more, not {SnapshotEveryEvents}";
+    }
 }

@@ -26,7 +26,11 @@ public sealed record MoveAgent(string Reason, TimeSpan After);
 /// <summary>What a session needs from the node it runs on.</summary>
 public sealed record SessionServices(
     IActorRef Directory, IActorRef Tailnets, IActorRef Devices, IActorRef Machines,
-    Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, ControlAdmission Admission, TimeSpan ReattachInterval);
+    Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, ControlAdmission Admission, TimeSpan ReattachInterval, TimeSpan KeepAliveInterval)
+{
+    /// <summary>An agent heard from for none of this long (three keepalive intervals) is gone.</summary>
+    public TimeSpan SilenceLimit => 3 * KeepAliveInterval;
+}
 
 /// <summary>
 /// One agent's stream, on whichever node it landed: registration, then the bridge between the
@@ -85,7 +89,8 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services) =>
         Props.Create(() => new SessionActor(machine, outbound, services));
 
-    protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, ControlProtocol.KeepAliveInterval);
+    // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
+    protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
 
     /// <summary>However the session ends (closed, replaced, crashed), the stream ends with it and the agent reconnects.</summary>
     protected override void PostStop() => _outbound.TryComplete();
@@ -341,13 +346,16 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private void OnKeepAlive()
     {
         var now = _services.Clock.GetUtcNow();
-        if (now - _lastHeard > ControlProtocol.SilenceLimit)
+        if (now - _lastHeard > _services.SilenceLimit)
         {
-            Close(ControlErrorCodes.Unavailable, $"nothing heard from the agent for {ControlProtocol.SilenceLimit.TotalSeconds:0} s");
+            Close(ControlErrorCodes.Unavailable, $"nothing heard from the agent for {_services.SilenceLimit.TotalSeconds:0.#} s");
             return;
         }
-        // A stream that carried something recently needs no ping.
-        if (now - _lastSent >= ControlProtocol.KeepAliveInterval) Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
+        // Agents speak only when they have something to say or are asked: a quiet agent is asked, however
+        // much this side is sending (deltas prove this side alive, not the agent). And an agent that has
+        // heard nothing from us for an interval hears a ping.
+        if (now - _lastHeard >= _services.KeepAliveInterval || now - _lastSent >= _services.KeepAliveInterval)
+            Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
     }
 
     private void OnMove(MoveAgent move)

@@ -24,14 +24,19 @@ public static class ControlProtocol
 
     public const int TimestampSize = 8;
 
-    /// <summary>The coordinator sends a ping on a stream that has carried nothing else for this long; the agent answers with a pong.</summary>
+    /// <summary>
+    /// The coordinator pings when it has heard nothing from the agent, or sent nothing to it, for this
+    /// long; the agent answers with a pong. So each side hears the other at least this often on a live
+    /// stream, however busy the other direction is.
+    /// </summary>
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// A stream on which nothing at all has been heard for this long is dead — its peer hung, froze or
-    /// was cut off without the connection closing — and either side drops it (the agent reconnects).
+    /// A stream on which nothing at all has been heard for this long (three keepalive intervals) is
+    /// dead — its peer hung, froze or was cut off without the connection closing — and either side
+    /// drops it (the agent reconnects).
     /// </summary>
-    public static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan SilenceLimit = 3 * KeepAliveInterval;
 
     /// <summary>
     /// The gRPC trailer with which a coordinator that turns a Connect away for now (busy, shutting

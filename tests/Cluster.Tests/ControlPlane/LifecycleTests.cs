@@ -3,6 +3,9 @@ using Akka.Actor;
 using Microsoft.Extensions.DependencyInjection;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Control;
 
 namespace Weft.Cluster.Tests.ControlPlane;
 
@@ -21,7 +24,7 @@ public class LifecycleTests
         // their agents are connected, and only the sessions' watch brings them back.
         using var tuning = TestTuning.With("akka.cluster.sharding.passivate-idle-entity-after = 2s");
         await using var storage = TestStorage.NewSqlite();
-        await using var node = await TestCoordinator.StartAsync(storage, [tuning.Setting, new("Weft:Control:SessionReattachSeconds", "120")]);
+        await using var node = await TestCoordinator.StartAsync(storage, [tuning.Setting, new("Weft:Control:SessionReattachSeconds", "120"), new("Weft:Control:PresenceTimeoutSeconds", "360")]);
         await using var agents = new AgentSystem();
         var (tailnet, a, b) = await TwoAgents(node, agents, "idle");
         var first = await node.Http.GetStream(tailnet, a.DeviceId!);
@@ -114,7 +117,7 @@ public class LifecycleTests
     {
         await using var storage = TestStorage.NewSqlite();
         // A re-attach timer far too slow to hide a lost link: only the session's watch, or the entity's own request, brings it back.
-        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:SessionReattachSeconds", "300")]);
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:SessionReattachSeconds", "300"), new("Weft:Control:PresenceTimeoutSeconds", "900")]);
         await using var agents = new AgentSystem();
         var (tailnet, a, b) = await TwoAgents(node, agents, "device-restart");
         var before = await AgentMatchesItsEntity(node, tailnet, a);
@@ -134,6 +137,68 @@ public class LifecycleTests
         var afterCrash = await AgentMatchesItsEntity(node, tailnet, a);
         Assert.True(Incarnation(afterCrash.Version) > Incarnation(afterStop.Version));
         Assert.True((await node.Http.GetDevice(tailnet, a.DeviceId!)).Online);
+    }
+
+    [Fact]
+    public async Task A_quiet_agent_on_a_busy_stream_is_asked_whether_it_is_there_and_keeps_its_stream()
+    {
+        // Keepalives twenty times faster than the protocol's: silent for 1.5 s is gone.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:KeepAliveSeconds", "0.5")]);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "busy-stream");
+        var lost = new List<ControlStateChanged>();
+        a.OnStateChanged = changed => { lock (lost) lost.Add(changed); };
+
+        // b's endpoint moves ten times a second for five seconds: a's stream always carries deltas, and a,
+        // which has nothing to say, says nothing unless it is asked. A coordinator that pinged only a
+        // stream it had sent nothing on would never ask, and would drop a after 1.5 s of its silence.
+        for (var step = 1; step <= 50; step++)
+        {
+            b.Client.Tell(new SetEndpoints([$"198.18.7.2:{40000 + step}"], 0));
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.Contains("198.18.7.2:40050"), "b's last endpoint");
+
+        lock (lost) Assert.True(lost.Count == 0, "a lost its stream: " + string.Join("; ", lost.Select(l => $"{l.State} {l.Code} {l.Detail}")));
+        await AgentMatchesItsEntity(node, tailnet, a);
+    }
+
+    [Fact]
+    public async Task An_agent_that_stops_answering_is_dropped_with_a_reason()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:KeepAliveSeconds", "0.5")]);
+        var tailnet = (await node.Http.CreateTailnet($"hung-agent-{Guid.NewGuid():N}"[..30])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
+        await using var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Curve25519PrivateKey.Generate();
+        using var nodeKey = Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, (await stream.Register(machine, nodeKey, key)).Status);
+        await stream.Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+
+        // From here on it reads but never answers, as a hung agent whose connection stays open would.
+        var heard = new List<ServerMessage>();
+        var ended = await ReadUntilTheEnd(stream, heard).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(ended);
+        Assert.Contains(heard, m => m.BodyCase == ServerMessage.BodyOneofCase.Ping);
+        var error = Assert.Single(heard, m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Error;
+        Assert.Equal(ControlErrorCodes.Unavailable, error.Code);
+        Assert.Contains("nothing heard from the agent", error.Message);
+    }
+
+    private static async Task<bool> ReadUntilTheEnd(RawControlStream stream, List<ServerMessage> heard)
+    {
+        try
+        {
+            while (true) heard.Add(ServerMessage.Parser.ParseFrom(stream.Transport!.Open(await stream.ReadRaw())));
+        }
+        catch (Exception e) when (e is EndOfStreamException or Grpc.Core.RpcException)
+        {
+            return true;
+        }
     }
 
     private static async Task<(string Tailnet, TestAgent A, TestAgent B)> TwoAgents(TestCoordinator node, AgentSystem agents, string prefix)

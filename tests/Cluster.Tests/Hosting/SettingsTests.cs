@@ -59,6 +59,38 @@ public class SettingsTests
     }
 
     [Theory]
+    [InlineData("Weft:Control:SessionReattachSeconds", "0", "Weft:Control:SessionReattachSeconds must be more than 0")]
+    [InlineData("Weft:Control:PresenceTimeoutSeconds", "20", "Weft:Control:PresenceTimeoutSeconds (20) must be longer than SessionReattachSeconds (20)")]
+    [InlineData("Weft:Control:KeepAliveSeconds", "30", "Weft:Control:KeepAliveSeconds must be more than 0 and at most 10")]
+    [InlineData("Weft:Control:KeepAliveSeconds", "-1", "Weft:Control:KeepAliveSeconds must be more than 0 and at most 10")]
+    [InlineData("Weft:Control:HousekeepingSeconds", "NaN", "Weft:Control:HousekeepingSeconds must be more than 0")]
+    [InlineData("Weft:Control:ConnectsPerSecond", "-5", "Weft:Control:ConnectsPerSecond must be 0 (no limit) or more")]
+    [InlineData("Weft:Control:PublicUrls:0", "node-a:7650", "Weft:Control:PublicUrls has 'node-a:7650', which is not an absolute http or https URL")]
+    [InlineData("Weft:Cluster:Port", "70000", "Weft:Cluster:Port must be a port number")]
+    [InlineData("Weft:Persistence:MaxCommandsPerWrite", "0", "Weft:Persistence:MaxCommandsPerWrite must be at least 1")]
+    public void A_setting_out_of_its_range_stops_the_start_naming_the_setting(string key, string value, string message)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection([new(key, value)]).Build();
+
+        var error = Assert.Throws<InvalidOperationException>(() => WeftSettings.From(configuration));
+
+        Assert.Contains(message, error.Message);
+    }
+
+    [Fact]
+    public void Kubernetes_discovery_settings_are_checked_only_when_it_is_chosen()
+    {
+        KeyValuePair<string, string?>[] kubernetes = [new("Weft:Cluster:Kubernetes:RequiredContactPoints", "0"), new("Weft:Cluster:Kubernetes:ManagementPort", "0")];
+        WeftSettings.From(new ConfigurationBuilder().AddInMemoryCollection(kubernetes).Build());
+
+        var error = Assert.Throws<InvalidOperationException>(() => WeftSettings.From(new ConfigurationBuilder()
+            .AddInMemoryCollection(kubernetes).AddInMemoryCollection([new("Weft:Cluster:Discovery", "Kubernetes")]).Build()));
+
+        Assert.Contains("Weft:Cluster:Kubernetes:RequiredContactPoints must be at least 1", error.Message);
+        Assert.Contains("Weft:Cluster:Kubernetes:ManagementPort must be a port number", error.Message);
+    }
+
+    [Theory]
     [InlineData("127.0.0.1:4053", "akka.tcp://weft@127.0.0.1:4053")]
     [InlineData("akka.tcp://weft@node-a:4053", "akka.tcp://weft@node-a:4053")]
     public void Seeds_may_be_given_as_host_and_port(string seed, string address)

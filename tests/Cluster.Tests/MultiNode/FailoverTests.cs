@@ -231,6 +231,7 @@ public class FailoverTests(ITestOutputHelper output)
         {
             ["Weft__AkkaConfigFile"] = tuning.Path,
             ["Weft__Control__SessionReattachSeconds"] = "120", // far longer than the passivation: only the sessions' watch re-attaches
+            ["Weft__Control__PresenceTimeoutSeconds"] = "360",
         });
         await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
         try
