@@ -21,6 +21,8 @@ namespace Weft.Cluster.Tailnets;
 /// housekeeping timer (presence timeouts, ephemeral cleanup, key expiry) always has an owner. Who
 /// is online is kept in memory, not written on every heartbeat; after a restart it is re-learned
 /// from the devices' entities, which report presence on every session attach (a few seconds apart).
+/// Patches still waiting in the coalescing window die with an incarnation, so a new one starts by
+/// sending every device a resync: each connected agent gets a full map, the others get one on attach.
 /// </para>
 /// </summary>
 public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
@@ -227,6 +229,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         // presence timeout; an ephemeral device that has not by then is offline, counted from now.
         var knownOffline = _clock.GetUtcNow() + _presenceTimeout;
         foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = knownOffline;
+        // What the previous incarnation stored but had not sent yet (its coalescing window, a crash, a
+        // handoff) went with it, and no version shows the gap: every device starts again from a full map.
+        foreach (var device in State.Devices.Values) _pending.Resync(device.DeviceId);
+        ScheduleFlush();
     }
 
     private void ScheduleFlush()

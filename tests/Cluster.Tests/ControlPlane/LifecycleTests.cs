@@ -1,6 +1,7 @@
 using System.Net;
 using Akka.Actor;
 using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Tailnets;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
@@ -85,6 +86,28 @@ public class LifecycleTests
             online => online.All(o => o), "both devices online again");
         await AgentMatchesItsEntity(node, tailnet, a);
         await AgentMatchesItsEntity(node, tailnet, b);
+    }
+
+    [Fact]
+    public async Task A_change_stored_by_a_tailnet_entity_that_crashed_before_sending_it_still_reaches_every_agent()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "crash-before-send");
+        await AgentMatchesItsEntity(node, tailnet, a);
+
+        // The rename is written, and the entity dies before its coalescing window sends it to anyone
+        // (as on a node killed mid-write). Nothing else changes afterwards that could carry it along.
+        var entity = Entity(node, "tailnet", tailnet);
+        entity.Tell(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-before-the-crash"));
+        entity.Tell(Kill.Instance);
+
+        await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, b.DeviceId!)).Name, name => name == "b-renamed-before-the-crash", "the rename stored");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-renamed-before-the-crash", "the rename its tailnet stored before crashing");
+        await b.WaitForNetMap(v => v.Self!.Name == "b-renamed-before-the-crash", "its own new name");
+        await AgentMatchesItsEntity(node, tailnet, a);
+        Assert.Equal(0, a.VersionsBackwards);
     }
 
     [Fact]

@@ -35,9 +35,7 @@ public class FailoverTests(ITestOutputHelper output)
     [SkippableFact]
     public async Task Killing_each_node_in_turn_loses_no_acknowledged_write_and_leaves_no_agent_stale()
     {
-        await using var cluster = await TestCluster.StartAsync(3);
-        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
-        try
+        await OnThreeNodesUnderLoad(async (cluster, scenario) =>
         {
             // The oldest node (it runs the shard coordinators), the one hosting the writer's tailnet, the one with the most sessions.
             Func<Task<CoordinatorNode>>[] victims =
@@ -70,20 +68,13 @@ public class FailoverTests(ITestOutputHelper output)
             await scenario.Writer.Stop();
             Assert.True(scenario.Writer.Acked.Count > 0);
             await AssertNothingLostOrBackwards(scenario, scenario.Admin);
-        }
-        catch
-        {
-            output.WriteLine(cluster.Lab.Outputs());
-            throw;
-        }
+        });
     }
 
     [SkippableFact]
     public async Task A_rolling_restart_of_every_node_under_load_fails_no_agent_operation_and_refuses_no_write()
     {
-        await using var cluster = await TestCluster.StartAsync(3);
-        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
-        try
+        await OnThreeNodesUnderLoad(async (cluster, scenario) =>
         {
             scenario.StartChurn(5);
             foreach (var node in cluster.Nodes)
@@ -104,20 +95,13 @@ public class FailoverTests(ITestOutputHelper output)
             await scenario.Writer.Stop();
             Assert.Empty(scenario.Writer.Failed);
             await AssertNothingLostOrBackwards(scenario, scenario.Admin);
-        }
-        catch
-        {
-            output.WriteLine(cluster.Lab.Outputs());
-            throw;
-        }
+        });
     }
 
     [SkippableFact]
     public async Task After_every_node_stops_and_starts_again_every_listing_is_identical_and_the_agents_resume()
     {
-        await using var cluster = await TestCluster.StartAsync(3);
-        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
-        try
+        await OnThreeNodesUnderLoad(async (cluster, scenario) =>
         {
             await Task.Delay(TimeSpan.FromSeconds(1));
             await scenario.Writer.Stop();
@@ -133,20 +117,13 @@ public class FailoverTests(ITestOutputHelper output)
             Assert.Equal(before, await Listings(scenario.Admin, scenario.Keys.Keys));
             await AssertEveryAgentConverges(scenario, scenario.Admin);
             await AssertNothingLostOrBackwards(scenario, scenario.Admin);
-        }
-        catch
-        {
-            output.WriteLine(cluster.Lab.Outputs());
-            throw;
-        }
+        });
     }
 
     [SkippableFact]
     public async Task A_paused_node_is_downed_the_majority_carries_on_and_the_node_stops_serving_when_it_wakes()
     {
-        await using var cluster = await TestCluster.StartAsync(3);
-        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
-        try
+        await OnThreeNodesUnderLoad(async (cluster, scenario) =>
         {
             var paused = cluster.Nodes[2];
             var majority = cluster.Nodes.Take(2).ToList();
@@ -169,12 +146,7 @@ public class FailoverTests(ITestOutputHelper output)
             output.WriteLine($"every agent converged {(DateTime.UtcNow - pausedAt).TotalSeconds:0.0} s after the pause");
             await scenario.Writer.Stop();
             await AssertNothingLostOrBackwards(scenario, viaMajority);
-        }
-        catch
-        {
-            output.WriteLine(cluster.Lab.Outputs());
-            throw;
-        }
+        });
     }
 
     [SkippableFact]
@@ -227,14 +199,7 @@ public class FailoverTests(ITestOutputHelper output)
     public async Task On_a_cluster_whose_entities_passivate_changes_after_idle_periods_reach_every_agent_and_presence_stays_true()
     {
         using var tuning = TestTuning.With("akka.cluster.sharding.passivate-idle-entity-after = 2s");
-        await using var cluster = await TestCluster.StartAsync(3, new Dictionary<string, string>
-        {
-            ["Weft__AkkaConfigFile"] = tuning.Path,
-            ["Weft__Control__SessionReattachSeconds"] = "120", // far longer than the passivation: only the sessions' watch re-attaches
-            ["Weft__Control__PresenceTimeoutSeconds"] = "360",
-        });
-        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
-        try
+        await OnThreeNodesUnderLoad(async (cluster, scenario) =>
         {
             for (var round = 1; round <= 2; round++)
             {
@@ -249,12 +214,12 @@ public class FailoverTests(ITestOutputHelper output)
                 }
             }
             Assert.Equal(0, scenario.Fleet.VersionsBackwards);
-        }
-        catch
+        }, new Dictionary<string, string>
         {
-            output.WriteLine(cluster.Lab.Outputs());
-            throw;
-        }
+            ["Weft__AkkaConfigFile"] = tuning.Path,
+            ["Weft__Control__SessionReattachSeconds"] = "120", // far longer than the passivation: only the sessions' watch re-attaches
+            ["Weft__Control__PresenceTimeoutSeconds"] = "360",
+        });
     }
 
     [SkippableFact]
@@ -277,6 +242,7 @@ public class FailoverTests(ITestOutputHelper output)
                 {
                     ["Weft__Storage__Provider"] = "Postgres",
                     ["Weft__Storage__ConnectionString"] = database.ConnectionString,
+                    ["Weft__Cluster__Secret"] = LabKeys.ClusterSecret,
                     ["Weft__Cluster__Discovery"] = "Kubernetes",
                     ["Weft__Cluster__Kubernetes__ApiUrl"] = kubernetes.Url.ToString(),
                     ["Weft__Cluster__Kubernetes__TokenPath"] = token,
@@ -309,6 +275,25 @@ public class FailoverTests(ITestOutputHelper output)
         {
             foreach (var node in nodes) await node.DisposeAsync();
             File.Delete(token);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="test"/> on three coordinator processes with the agents, churn and writer of
+    /// a <see cref="FailoverScenario"/>; when it fails, the test output gets every node's log.
+    /// </summary>
+    private async Task OnThreeNodesUnderLoad(Func<TestCluster, FailoverScenario, Task> test, IReadOnlyDictionary<string, string>? settings = null)
+    {
+        await using var cluster = await TestCluster.StartAsync(3, settings);
+        await using var scenario = await FailoverScenario.StartAsync(cluster.Lab, Tailnets, AgentsPerTailnet);
+        try
+        {
+            await test(cluster, scenario);
+        }
+        catch
+        {
+            output.WriteLine(cluster.Lab.Outputs());
+            throw;
         }
     }
 
