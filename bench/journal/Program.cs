@@ -62,6 +62,7 @@ async Task<double> Measure(string store, string mode)
         await Execute(postgres!, $"CREATE DATABASE \"{database}\"");
         settings["Weft:Storage:Provider"] = "Postgres";
         settings["Weft:Storage:ConnectionString"] = new NpgsqlConnectionStringBuilder(postgres) { Database = database }.ToString();
+        settings["Weft:Cluster:Secret"] = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
     }
 
     var app = CoordinatorHost.Build(settings);

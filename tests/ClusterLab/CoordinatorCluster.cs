@@ -32,6 +32,7 @@ public sealed class CoordinatorCluster : IAsyncDisposable
         {
             ["Weft__Storage__Provider"] = "Postgres",
             ["Weft__Storage__ConnectionString"] = postgresConnectionString,
+            ["Weft__Cluster__Secret"] = LabKeys.ClusterSecret,
         };
         foreach (var (key, value) in settings ?? new Dictionary<string, string>()) environment[key] = value;
         for (var i = 0; i < count; i++) nodes.Add(new CoordinatorNode($"node{i + 1}", seeds, environment, akkaPorts[i]));

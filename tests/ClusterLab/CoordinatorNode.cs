@@ -43,7 +43,7 @@ public sealed class CoordinatorNode : IAsyncDisposable
     public Uri Control => new($"http://127.0.0.1:{ControlPort}/");
 
     /// <summary>The node's cluster address as members list it.</summary>
-    public string Address => $"akka.tcp://weft@127.0.0.1:{AkkaPort}";
+    public string Address => $"akka.ssl.tcp://weft@127.0.0.1:{AkkaPort}";
 
     public bool Running => _process is { HasExited: false };
 

@@ -47,7 +47,39 @@ public sealed class JsonRequestBody
         }
         if (document.RootElement.ValueKind != JsonValueKind.Object)
             throw ApiException.Invalid($"body must be a JSON object, got {Describe(document.RootElement.ValueKind)}");
+        RequireTextStrings(document.RootElement);
         return new JsonRequestBody(document.RootElement);
+    }
+
+    /// <summary>
+    /// JSON syntax allows strings that are not text: invalid UTF-8, or an escaped lone surrogate
+    /// (<c>"\ud800"</c>). Reading one later would fail deep inside an endpoint; refuse them here.
+    /// </summary>
+    private static void RequireTextStrings(JsonElement element)
+    {
+        try
+        {
+            switch (element.ValueKind)
+            {
+                case JsonValueKind.String:
+                    element.GetString();
+                    break;
+                case JsonValueKind.Object:
+                    foreach (var property in element.EnumerateObject())
+                    {
+                        _ = property.Name;
+                        RequireTextStrings(property.Value);
+                    }
+                    break;
+                case JsonValueKind.Array:
+                    foreach (var item in element.EnumerateArray()) RequireTextStrings(item);
+                    break;
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ApiException(ApiErrorCodes.MalformedJson, "body holds a string that is not text (invalid UTF-8, or a lone surrogate escape)");
+        }
     }
 
     /// <summary>Refuses fields this endpoint does not know: a typo must not pass silently.</summary>

@@ -28,6 +28,10 @@ public sealed record IssueApiKey(string KeyId, ApiKeyScope Scope, string? Tailne
 [WireName("apikeys.revoke")]
 public sealed record RevokeApiKey(string KeyId) : IApiKeyRegistryMessage;
 
+/// <summary>Revokes every key of a tailnet that is being deleted (nothing to revoke is no error).</summary>
+[WireName("apikeys.revoke-tailnet")]
+public sealed record RevokeTailnetApiKeys(string TailnetId) : IApiKeyRegistryMessage;
+
 /// <summary>Every key (operator), or the keys of one tailnet.</summary>
 [WireName("apikeys.list")]
 public sealed record ListApiKeys(string? TailnetId) : IApiKeyRegistryMessage;

@@ -41,7 +41,7 @@ public sealed class ApiKeyRegistryActor(PersistenceSettings settings)
 
     protected override ApiKeyRegistryState Apply(ApiKeyRegistryState state, IApiKeyEvent @event) => state.Apply(@event);
 
-    protected override bool IsCommand(object message) => message is BootstrapOperatorKey or IssueApiKey or RevokeApiKey;
+    protected override bool IsCommand(object message) => message is BootstrapOperatorKey or IssueApiKey or RevokeApiKey or RevokeTailnetApiKeys;
 
     protected override Decision<IApiKeyEvent> Decide(ApiKeyRegistryState state, object command) => state.Process(command);
 
@@ -61,7 +61,7 @@ public sealed class ApiKeyRegistryActor(PersistenceSettings settings)
         BootstrapOperatorKey bootstrap => new OperatorKeyBootstrap(
             stateAfter.Keys.TryGetValue(bootstrap.KeyId, out var key) && key.SecretHash == bootstrap.SecretHash),
         IssueApiKey issue => stateAfter.Keys[issue.KeyId].ToSummary(),
-        RevokeApiKey revoke => new ApiKeyListing([]),
+        RevokeApiKey or RevokeTailnetApiKeys => new ApiKeyListing([]),
         _ => throw new InvalidOperationException(command.GetType().Name),
     };
 }

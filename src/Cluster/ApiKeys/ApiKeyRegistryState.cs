@@ -34,6 +34,9 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
         RevokeApiKey revoke when Keys[revoke.KeyId].Scope == ApiKeyScope.Operator && Keys.Values.Count(k => k.Scope == ApiKeyScope.Operator) == 1 =>
             Decision<IApiKeyEvent>.Reject(Rejection.Conflict("this is the last operator key; issue another before revoking it")),
         RevokeApiKey revoke => Decision<IApiKeyEvent>.Accept(new ApiKeyRevoked(revoke.KeyId)),
+        RevokeTailnetApiKeys revoke => Decision<IApiKeyEvent>.Accept(Keys.Values
+            .Where(k => k.Scope == ApiKeyScope.Tailnet && k.TailnetId == revoke.TailnetId)
+            .Select(IApiKeyEvent (k) => new ApiKeyRevoked(k.KeyId)).ToList()),
         _ => throw new ArgumentOutOfRangeException(nameof(command), command.GetType().Name, "not an API-key command"),
     };
 

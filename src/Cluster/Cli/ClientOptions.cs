@@ -13,11 +13,11 @@ internal sealed class ClientOptions
         Recursive = true,
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_SERVER") ?? "http://127.0.0.1:8080",
     };
+    // No default value: --help prints defaults, and this one would be a secret. WEFT_API_KEY is read when the command runs.
     private readonly Option<string?> _apiKey = new("--api-key")
     {
         Description = "API key (env WEFT_API_KEY)",
         Recursive = true,
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_API_KEY"),
     };
     private readonly Option<bool> _json = new("--json") { Description = "Print the API's JSON instead of a table", Recursive = true };
 
@@ -46,7 +46,7 @@ internal sealed class ClientOptions
             return 2;
         }
         var uri = servers[0];
-        using var api = new AdminApiClient(servers, parse.GetValue(_apiKey));
+        using var api = new AdminApiClient(servers, parse.GetValue(_apiKey) ?? Environment.GetEnvironmentVariable("WEFT_API_KEY"));
         try
         {
             await work(api);
@@ -100,11 +100,26 @@ internal static class Format
 
     public static string Text(JsonElement parent, string property) =>
         parent.TryGetProperty(property, out var value) && value.ValueKind != JsonValueKind.Null
-            ? value.ValueKind == JsonValueKind.String ? value.GetString()! : value.ToString()
+            ? Printable(value.ValueKind == JsonValueKind.String ? value.GetString()! : value.ToString())
             : "-";
 
     public static string List(JsonElement parent, string property) =>
         parent.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.Array && value.GetArrayLength() > 0
-            ? string.Join(",", value.EnumerateArray().Select(v => v.GetString()))
+            ? Printable(string.Join(",", value.EnumerateArray().Select(v => v.GetString())))
             : "-";
+
+    /// <summary>
+    /// What a device reports (its hostname, OS) reaches the operator's terminal: control characters
+    /// (escape sequences, carriage returns) and bidirectional overrides are shown as \uXXXX, never obeyed.
+    /// </summary>
+    public static string Printable(string text)
+    {
+        if (!text.Any(NotPrintable)) return text;
+        var builder = new System.Text.StringBuilder(text.Length + 16);
+        foreach (var c in text) builder.Append(NotPrintable(c) ? $"\\u{(int)c:x4}" : c.ToString());
+        return builder.ToString();
+    }
+
+    private static bool NotPrintable(char c) =>
+        char.IsControl(c) || c is (>= '\u202a' and <= '\u202e') or (>= '\u2066' and <= '\u2069') or '\u200e' or '\u200f';
 }

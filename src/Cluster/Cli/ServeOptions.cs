@@ -14,11 +14,12 @@ public sealed class ServeOptions
     private readonly Option<string[]> _seeds = new("--seed") { Description = "Seed node host:port to join; repeat or comma-separate for several. None: form a one-node cluster", AllowMultipleArgumentsPerToken = true };
     private readonly Option<string?> _dataDir = new("--data-dir") { Description = "SQLite data folder (default ./data)" };
     private readonly Option<string?> _postgres = new("--postgres") { Description = "PostgreSQL connection string; selects PostgreSQL storage (needed for several nodes)" };
+    private readonly Option<string?> _secretFile = new("--cluster-secret-file") { Description = "File (mode 0600) with the secret every node of the cluster shares; needed with --postgres. With SQLite: <data-dir>/cluster.secret, made on first start" };
     private readonly Option<LogFormat?> _logFormat = new("--log-format") { Description = "Console log format: Text or Json" };
 
     public ServeOptions(Command command)
     {
-        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _dataDir, _postgres, _logFormat }) command.Add(option);
+        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _secretFile, _dataDir, _postgres, _logFormat }) command.Add(option);
     }
 
     /// <summary>The configuration overrides the given flags stand for; flags not given override nothing.</summary>
@@ -38,6 +39,7 @@ public sealed class ServeOptions
             .SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             .ToArray();
         for (var i = 0; i < seeds.Length; i++) Set($"Cluster:Seeds:{i}", seeds[i]);
+        Set("Cluster:SecretFile", parse.GetValue(_secretFile));
         Set("Storage:DataDirectory", parse.GetValue(_dataDir));
         if (parse.GetValue(_postgres) is { } connection)
         {

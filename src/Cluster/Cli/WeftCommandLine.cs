@@ -34,7 +34,7 @@ public static class WeftCommandLine
             {
                 var app = CoordinatorHost.Build(serve.ToSettings(parse));
                 await app.RunAsync(cancel);
-                return 0;
+                return Environment.ExitCode; // non-zero when the cluster stopped this node (see CoordinatorActorSystem)
             }
             catch (Exception e) when (e is IOException or InvalidOperationException or FileNotFoundException)
             {

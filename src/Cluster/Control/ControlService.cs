@@ -27,6 +27,7 @@ public sealed class ControlService(
     /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
     public const int OutboundQueueLength = 1024;
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+    private static readonly LogThrottle SilentHandshakes = new(TimeSpan.FromSeconds(10));
 
     public override async Task<ServerKeyResponse> GetServerKey(ServerKeyRequest request, ServerCallContext context)
     {
@@ -45,7 +46,18 @@ public sealed class ControlService(
         var coordinatorKey = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
         using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         handshakeTimeout.CancelAfter(HandshakeTimeout);
-        if (!await requests.MoveNext(handshakeTimeout.Token)) return;
+        try
+        {
+            if (!await requests.MoveNext(handshakeTimeout.Token)) return;
+        }
+        catch (OperationCanceledException) when (!context.CancellationToken.IsCancellationRequested)
+        {
+            // A stream that never says hello: one short line, at most every few seconds, however many there are.
+            if (SilentHandshakes.ShouldLog(clock.GetUtcNow(), out var alsoSince))
+                log.LogInformation("A control stream from {Peer} sent no handshake within {Timeout} s; closed ({Others} more since the last such line)",
+                    context.Peer, HandshakeTimeout.TotalSeconds, alsoSince);
+            throw Refuse(ControlErrorCodes.HandshakeTimeout, $"no handshake within {HandshakeTimeout.TotalSeconds} s");
+        }
 
         var now = clock.GetUtcNow();
         var accepted = ControlResponder.Accept(coordinatorKey, requests.Current.Data.Span, now, out var refusal);
@@ -153,4 +165,33 @@ public sealed class SessionServicesProvider(
     public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
         directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, admission,
         TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds));
+}
+
+/// <summary>
+/// Lets one log line through per interval and counts the ones it held back, so that a flood of the
+/// same event (a scanner, a misbehaving client) cannot fill the log.
+/// </summary>
+public sealed class LogThrottle(TimeSpan interval)
+{
+    private readonly object _gate = new();
+    private DateTimeOffset _last = DateTimeOffset.MinValue;
+    private int _suppressed;
+
+    /// <param name="suppressed">How many were held back since the last line that went through.</param>
+    public bool ShouldLog(DateTimeOffset now, out int suppressed)
+    {
+        lock (_gate)
+        {
+            if (now - _last < interval)
+            {
+                _suppressed++;
+                suppressed = 0;
+                return false;
+            }
+            _last = now;
+            suppressed = _suppressed;
+            _suppressed = 0;
+            return true;
+        }
+    }
 }

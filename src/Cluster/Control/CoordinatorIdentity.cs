@@ -3,6 +3,10 @@ using Akka.Actor;
 using Akka.Cluster.Hosting;
 using Akka.Cluster.Sharding;
 using Akka.Hosting;
+using Akka.Event;
+using Akka.Persistence;
+using PersistenceSettings = Weft.Cluster.Persistence.PersistenceSettings;
+using Weft.Cluster.Hosting;
 using Weft.Cluster.Messaging;
 using Weft.Cluster.Persistence;
 using Weft.Contracts.Keys;
@@ -51,48 +55,114 @@ public sealed class HandshakeReplayGuard
     }
 }
 
-// The cluster-wide coordinator key, generated once and kept in the store, for deployments that do not configure one.
+// The cluster-wide coordinator key, generated once and kept in the store, for deployments that do not
+// configure one. It travels and rests sealed with the cluster secret (see ClusterSecret): the store,
+// its backups and the cluster's messages never hold it in clear.
 
 public interface IClusterKeyMessage : IClusterMessage;
 
+/// <summary>Keep this key (sealed by the asking node) unless the cluster has one already; the answer is the cluster's.</summary>
 [WireName("cluster-key.ensure")]
-public sealed record EnsureCoordinatorKey(string CandidatePrivateKey) : IClusterKeyMessage;
+public sealed record EnsureCoordinatorKey(string SealedCandidate) : IClusterKeyMessage;
 
 [WireName("cluster-key.is")]
-public sealed record CoordinatorKeyIs(string PrivateKey) : IClusterMessage;
+public sealed record CoordinatorKeyIs(string SealedKey) : IClusterMessage;
 
-public sealed record CoordinatorKeyCreated(string PrivateKey) : IStoredRecord;
+public interface IClusterKeyEvent : IStoredRecord;
 
-public sealed record ClusterKeyState(string? PrivateKey) : IStoredRecord;
-
-public sealed class ClusterKeyActor(PersistenceSettings settings) : EventSourcedEntity<ClusterKeyState, CoordinatorKeyCreated>(settings, new ClusterKeyState(null))
+/// <summary>How versions before sealing stored the key (still read, and replaced by a sealed copy on first use).</summary>
+public sealed record CoordinatorKeyCreated(string PrivateKey) : IClusterKeyEvent
 {
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("PrivateKey = (secret)");
+        return true;
+    }
+}
+
+public sealed record CoordinatorKeySealed(string SealedKey) : IClusterKeyEvent;
+
+public sealed record ClusterKeyState(string? SealedKey, string? ClearKey) : IStoredRecord
+{
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append($"SealedKey = {(SealedKey is null ? "null" : "(sealed)")}, ClearKey = {(ClearKey is null ? "null" : "(secret)")}");
+        return true;
+    }
+}
+
+public sealed class ClusterKeyActor(PersistenceSettings settings, ClusterSecret secret)
+    : EventSourcedEntity<ClusterKeyState, IClusterKeyEvent>(settings, new ClusterKeyState(null, null))
+{
+    public const string SealPurpose = "coordinator private key";
+
     public override string PersistenceId => "cluster-key";
 
-    public static Props PropsFor(PersistenceSettings settings) => Props.Create(() => new ClusterKeyActor(settings));
+    public static Props PropsFor(PersistenceSettings settings, ClusterSecret secret) => Props.Create(() => new ClusterKeyActor(settings, secret));
 
-    protected override ClusterKeyState Apply(ClusterKeyState state, CoordinatorKeyCreated @event) => new(@event.PrivateKey);
+    protected override ClusterKeyState Apply(ClusterKeyState state, IClusterKeyEvent @event) => @event switch
+    {
+        CoordinatorKeyCreated clear => new(null, clear.PrivateKey),
+        CoordinatorKeySealed sealedKey => new(sealedKey.SealedKey, null),
+        _ => state,
+    };
 
     protected override bool IsCommand(object message) => message is EnsureCoordinatorKey;
 
-    protected override Decision<CoordinatorKeyCreated> Decide(ClusterKeyState state, object command) =>
-        state.PrivateKey is null
-            ? Decision<CoordinatorKeyCreated>.Accept(new CoordinatorKeyCreated(((EnsureCoordinatorKey)command).CandidatePrivateKey))
-            : Decision<CoordinatorKeyCreated>.Unchanged;
+    protected override Decision<IClusterKeyEvent> Decide(ClusterKeyState state, object command) => state switch
+    {
+        { ClearKey: { } clear } => Decision<IClusterKeyEvent>.Accept(new CoordinatorKeySealed(secret.Seal(System.Text.Encoding.UTF8.GetBytes(clear), SealPurpose))),
+        { SealedKey: null } => Decision<IClusterKeyEvent>.Accept(new CoordinatorKeySealed(((EnsureCoordinatorKey)command).SealedCandidate)),
+        _ => Decision<IClusterKeyEvent>.Unchanged,
+    };
 
-    protected override object Acknowledge(object command, ClusterKeyState stateAfter) => new CoordinatorKeyIs(stateAfter.PrivateKey!);
+    private bool _purgingClearKey;
+
+    protected override void OnEventsPersisted(IReadOnlyList<IClusterKeyEvent> events, ClusterKeyState before, ClusterKeyState after)
+    {
+        if (before.ClearKey is null) return;
+        // The sealed copy is stored. A snapshot of it comes first, so that deleting every event (the
+        // journal keeps the last deleted row, so the sealed one must be the last) loses nothing.
+        _purgingClearKey = true;
+        SaveSnapshot(after);
+    }
+
+    protected override void OnSnapshotSaved(long sequenceNr)
+    {
+        if (!_purgingClearKey) return;
+        _purgingClearKey = false;
+        DeleteMessages(sequenceNr);
+        Log.Info("The coordinator key is now stored sealed with the cluster secret; its clear copy is deleted");
+    }
+
+    protected override bool HandleOther(object message) => message switch
+    {
+        DeleteMessagesSuccess => true,
+        DeleteMessagesFailure failure => LogFailure(failure.Cause),
+        _ => false,
+    };
+
+    private bool LogFailure(Exception cause)
+    {
+        Log.Error(cause, "Could not delete the clear copy of the coordinator key from the journal");
+        return true;
+    }
+
+    protected override object Acknowledge(object command, ClusterKeyState stateAfter) => new CoordinatorKeyIs(stateAfter.SealedKey!);
 
     public static RecordCodecs Records(RecordCodecs codecs) => codecs
         .Add<CoordinatorKeyCreated, Stored.CoordinatorKeyCreated>("key.coordinator-created", e => new() { PrivateKey = e.PrivateKey }, p => new(p.PrivateKey))
-        .Add<ClusterKeyState, Stored.CoordinatorKeyCreated>("key.coordinator-snapshot", s => new() { PrivateKey = s.PrivateKey ?? "" },
-            p => new(p.PrivateKey.Length == 0 ? null : p.PrivateKey));
+        .Add<CoordinatorKeySealed, Stored.CoordinatorKeyCreated>("key.coordinator-sealed", e => new() { SealedPrivateKey = e.SealedKey }, p => new(p.SealedPrivateKey))
+        .Add<ClusterKeyState, Stored.CoordinatorKeyCreated>("key.coordinator-snapshot",
+            s => new() { PrivateKey = s.ClearKey ?? "", SealedPrivateKey = s.SealedKey ?? "" },
+            p => new(p.SealedPrivateKey.Length == 0 ? null : p.SealedPrivateKey, p.PrivateKey.Length == 0 ? null : p.PrivateKey));
 }
 
 public static class ClusterKeyRegistration
 {
-    public static AkkaConfigurationBuilder WithClusterKey(this AkkaConfigurationBuilder builder, PersistenceSettings persistence) => builder
+    public static AkkaConfigurationBuilder WithClusterKey(this AkkaConfigurationBuilder builder, PersistenceSettings persistence, ClusterSecret secret) => builder
         .WithShardRegion<ClusterKeyActor>("cluster-key",
-            _ => ClusterKeyActor.PropsFor(persistence),
+            _ => ClusterKeyActor.PropsFor(persistence, secret),
             HashCodeMessageExtractor.Create(1, message => message is IClusterKeyMessage ? "coordinator" : null!),
             new ShardOptions());
 }

@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Cluster.Hosting;
 using Akka.Configuration;
+using Akka.Event;
 using Akka.Hosting;
 using Akka.Remote.Hosting;
 using Weft.Cluster.ApiKeys;
@@ -17,7 +18,7 @@ public static class CoordinatorActorSystem
 {
     public const string CoordinatorRole = "coordinator";
 
-    public static IServiceCollection AddCoordinatorActorSystem(this IServiceCollection services, WeftSettings settings)
+    public static IServiceCollection AddCoordinatorActorSystem(this IServiceCollection services, WeftSettings settings, ClusterSecret secret)
     {
         var tuning = LoadTuning(settings.AkkaConfigFile);
         var numberOfShards = tuning.GetInt("weft.sharding.number-of-shards", 100);
@@ -32,20 +33,34 @@ public static class CoordinatorActorSystem
                 loggers.ClearLoggers();
                 loggers.AddLoggerFactory();
             })
-            .WithRemoting(settings.Cluster.Hostname, settings.Cluster.Port)
+            .WithRemoting(new RemoteOptions
+            {
+                HostName = settings.Cluster.Hostname,
+                Port = settings.Cluster.Port,
+                // Mutual TLS with the certificate derived from the cluster secret: a node without it cannot join.
+                EnableSsl = true,
+                Ssl = new SslOptions
+                {
+                    X509Certificate = secret.Certificate,
+                    RequireMutualAuthentication = true,
+                    ValidateCertificateHostname = false,
+                    CustomValidator = secret.PeerValidator(),
+                },
+            })
             .WithClustering(new ClusterOptions { SeedNodes = seeds, Roles = [CoordinatorRole] })
             .AddHocon(WeftSerialization.Config, HoconAddMode.Prepend)
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)
             .WithMachineIndex(settings.Persistence, numberOfShards)
             .WithApiKeyRegistry(settings.Persistence)
-            .WithClusterKey(settings.Persistence)
+            .WithClusterKey(settings.Persistence, secret)
             .WithSessions()
             .AddStartup((system, _) =>
             {
                 // The replicator starts with the node, not with the first read: until it runs, this node
                 // misses the others' writes, and their writes to every node wait for it in vain.
                 Akka.DistributedData.DistributedData.Get(system);
+                ReportAbnormalShutdown(system);
                 // With no seeds (and no discovery) this node is the whole cluster: it joins itself.
                 if (seeds.Length == 0 && !kubernetes)
                 {
@@ -53,6 +68,28 @@ public static class CoordinatorActorSystem
                     cluster.Join(cluster.SelfAddress);
                 }
             }));
+    }
+
+    /// <summary>
+    /// When Akka stops the node for a reason other than a requested stop (downed by the cluster, a TLS
+    /// handshake refused: the other node holds another cluster secret), says why in one error line and
+    /// makes the process exit with Akka's code for it, so that a supervisor sees a failure.
+    /// </summary>
+    private static void ReportAbnormalShutdown(ActorSystem system)
+    {
+        var shutdown = CoordinatedShutdown.Get(system);
+        shutdown.AddTask(CoordinatedShutdown.PhaseBeforeServiceUnbind, "report-abnormal-shutdown", () =>
+        {
+            if (shutdown.ShutdownReason is { ExitCode: not 0 } reason)
+            {
+                var why = reason.GetType().Name == "TlsHandshakeFailureReason"
+                    ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
+                    : reason.ToString();
+                system.Log.Error("This node stops (exit code {0}): {1}", reason.ExitCode, why);
+                Environment.ExitCode = reason.ExitCode;
+            }
+            return Task.FromResult(Akka.Done.Instance);
+        });
     }
 
     /// <summary>With Kubernetes discovery: cluster bootstrap (see <see cref="KubernetesBootstrap"/>).</summary>

@@ -67,7 +67,9 @@ public static class CoordinatorHost
         builder.Services.AddSingleton(settings.Storage);
         builder.Services.AddSingleton<Persistence.StorageProbe>();
         builder.Services.AddReplicas();
-        builder.Services.AddCoordinatorActorSystem(settings);
+        var secret = ClusterSecret.Resolve(settings.Cluster, settings.Storage);
+        builder.Services.AddSingleton(secret);
+        builder.Services.AddCoordinatorActorSystem(settings, secret);
         builder.Services.AddAdminApi();
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();

@@ -39,6 +39,7 @@ public sealed class CoordinatorStartup(
     IRequiredActor<ClusterKeyActor> clusterKey,
     IRequiredActor<Tailnets.TailnetDirectoryActor> directory,
     CoordinatorIdentity identity,
+    ClusterSecret secret,
     WeftSettings settings,
     CoordinatorReadiness readiness,
     TimeProvider clock,
@@ -95,8 +96,10 @@ public sealed class CoordinatorStartup(
         {
             try
             {
-                var kept = await clusterKey.ActorRef.AskFor<CoordinatorKeyIs>(new EnsureCoordinatorKey(candidate.ToBase64()), stopping);
-                return Contracts.Keys.Curve25519PrivateKey.TryParseBase64(kept.PrivateKey, out var key)
+                var sealedCandidate = secret.Seal(System.Text.Encoding.UTF8.GetBytes(candidate.ToBase64()), ClusterKeyActor.SealPurpose);
+                var kept = await clusterKey.ActorRef.AskFor<CoordinatorKeyIs>(new EnsureCoordinatorKey(sealedCandidate), stopping);
+                var opened = System.Text.Encoding.UTF8.GetString(secret.Unseal(kept.SealedKey, ClusterKeyActor.SealPurpose));
+                return Contracts.Keys.Curve25519PrivateKey.TryParseBase64(opened, out var key)
                     ? key
                     : throw new InvalidOperationException("the stored coordinator key is corrupt");
             }

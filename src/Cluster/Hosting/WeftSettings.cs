@@ -68,13 +68,25 @@ public sealed class ClusterNodeSettings
     public int Port { get; set; } = 4053;
 
     /// <summary>
-    /// Seed nodes to join, as <c>host:port</c> or full <c>akka.tcp://weft@host:port</c> addresses.
+    /// Seed nodes to join, as <c>host:port</c> or full <c>akka.ssl.tcp://weft@host:port</c> addresses.
     /// Empty: this node forms a one-node cluster by itself.
     /// </summary>
     public string[] Seeds { get; set; } = [];
 
+    /// <summary>The scheme of cluster addresses: Akka.Remote always runs over mutual TLS.</summary>
+    public const string AddressScheme = "akka.ssl.tcp";
+
+    /// <summary><c>host:port</c> or a full address (an <c>akka.tcp://</c> one is taken as meant for TLS) as an address to join.</summary>
     public static string ToSeedAddress(string seed) =>
-        seed.Contains("://", StringComparison.Ordinal) ? seed : $"akka.tcp://{ActorSystemName}@{seed}";
+        seed.StartsWith("akka.tcp://", StringComparison.Ordinal) ? AddressScheme + seed["akka.tcp".Length..]
+        : seed.Contains("://", StringComparison.Ordinal) ? seed
+        : $"{AddressScheme}://{ActorSystemName}@{seed}";
+
+    /// <summary>The cluster secret itself (base64, at least 32 bytes). Prefer <see cref="SecretFile"/>; see <see cref="ClusterSecret"/>.</summary>
+    public string? Secret { get; set; }
+
+    /// <summary>A file (mode 0600) holding the cluster secret, the same on every node.</summary>
+    public string? SecretFile { get; set; }
 
     /// <summary>How the nodes find each other: the seeds above, or Kubernetes.</summary>
     public ClusterDiscovery Discovery { get; set; } = ClusterDiscovery.Seeds;

@@ -64,6 +64,9 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
 
     protected virtual void OnRecovered() { }
 
+    /// <summary>A snapshot at <paramref name="sequenceNr"/> is stored (older ones are being deleted).</summary>
+    protected virtual void OnSnapshotSaved(long sequenceNr) { }
+
     protected sealed override void OnRecover(object message)
     {
         switch (message)
@@ -93,6 +96,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         {
             case SaveSnapshotSuccess saved:
                 DeleteSnapshots(new SnapshotSelectionCriteria(saved.Metadata.SequenceNr - 1));
+                OnSnapshotSaved(saved.Metadata.SequenceNr);
                 return;
             case SaveSnapshotFailure failed:
                 Log.Warning(failed.Cause, "Snapshot of {0} failed; recovery will replay more events", PersistenceId);

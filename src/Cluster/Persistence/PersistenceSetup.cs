@@ -46,10 +46,11 @@ public static class PersistenceSetup
         else
         {
             var folder = Path.GetFullPath(storage.DataDirectory);
-            Directory.CreateDirectory(folder);
+            var database = Path.Combine(folder, "weft.db");
+            OwnerOnly(folder, database);
             connectionString = new SqliteConnectionStringBuilder
             {
-                DataSource = Path.Combine(folder, "weft.db"),
+                DataSource = database,
                 DefaultTimeout = 30,
             }.ToString();
         }
@@ -62,5 +63,38 @@ public static class PersistenceSetup
         if (!string.Equals(mode, "wal", StringComparison.OrdinalIgnoreCase))
             throw new InvalidOperationException($"SQLite refused WAL mode (got '{mode}') for {connection.DataSource}");
         return connectionString;
+    }
+
+    /// <summary>
+    /// The database holds every tailnet's secrets: a new data folder is the owner's alone (0700), and the
+    /// database file is created, or tightened, to 0600 before SQLite opens it. SQLite gives its -wal and
+    /// -shm files the database's mode.
+    /// </summary>
+    /// <summary>Creates a data folder only its owner may enter (0700); an existing folder is left as the operator made it.</summary>
+    public static void CreateOwnerOnlyFolder(string folder)
+    {
+        if (Directory.Exists(folder)) return;
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(folder);
+        else Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
+
+    private static void OwnerOnly(string folder, string database)
+    {
+        CreateOwnerOnlyFolder(folder);
+        if (OperatingSystem.IsWindows()) return;
+        const UnixFileMode ownerReadWrite = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        if (!File.Exists(database))
+        {
+            using var created = new FileStream(database, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = ownerReadWrite,
+            });
+            return;
+        }
+        foreach (var file in new[] { database, database + "-wal", database + "-shm" })
+        {
+            if (File.Exists(file) && (File.GetUnixFileMode(file) & ~ownerReadWrite & ~UnixFileMode.UserExecute) != 0)
+                File.SetUnixFileMode(file, ownerReadWrite);
+        }
     }
 }

@@ -22,6 +22,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
     private static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(5);
 
     private readonly IActorRef _tailnets;
+    private IActorRef _apiKeys = ActorRefs.Nobody;
     private readonly HashSet<string> _awaitingEntity = new();
     private ReplicatedState<TailnetDirectoryState> _replicated = null!;
 
@@ -40,6 +41,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
     protected override void PreStart()
     {
         _replicated = new ReplicatedState<TailnetDirectoryState>(Context.System, ReplicaKey);
+        if (Akka.Hosting.ActorRegistry.For(Context.System).TryGet<ApiKeys.ApiKeyRegistryActor>(out var apiKeys)) _apiKeys = apiKeys;
         base.PreStart();
         Timers.StartPeriodicTimer("retry-pending", RetryPending.Instance, RetryInterval);
     }
@@ -102,6 +104,11 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
             case TailnetEntityAnswered answered:
                 OnEntityAnswered(answered);
                 return true;
+            case TailnetKeysRevoked revoked:
+                _awaitingEntity.Remove(revoked.Removal.TailnetId);
+                if (revoked.Answer is ApiKeys.ApiKeyListing) Submit(new FinishRemoval(revoked.Removal.TailnetId), revoked.ReplyTo);
+                else NotConfirmed(revoked.Removal, revoked.Answer, revoked.ReplyTo);
+                return true;
             case RetryPending:
                 foreach (var entry in State.Pending) Resume(entry);
                 return true;
@@ -143,16 +150,24 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
                 Submit(new FinishRegistration(create.TailnetId, info), answered.ReplyTo);
                 break;
             case (DeleteTailnet delete, TailnetDeletedAck):
-                Submit(new FinishRemoval(delete.TailnetId), answered.ReplyTo);
+                // Its tenant API keys go with it, before the removal is final (a retried removal revokes again).
+                _awaitingEntity.Add(delete.TailnetId);
+                _apiKeys.Ask<object>(new ApiKeys.RevokeTailnetApiKeys(delete.TailnetId), EntityAnswerTimeout).PipeTo(Self,
+                    success: answer => new TailnetKeysRevoked(delete, answer, answered.ReplyTo),
+                    failure: error => new TailnetKeysRevoked(delete, Rejection.Unavailable(error.Message), answered.ReplyTo));
                 break;
             default:
-                var reason = answered.Answer is Rejection r ? r.Message : answered.Answer.GetType().Name;
-                Log.Warning("Tailnet {0} did not confirm {1} ({2}); retrying every {3}",
-                    answered.Command.TailnetId, answered.Command.GetType().Name, reason, RetryInterval);
-                answered.ReplyTo.Tell(Rejection.Unavailable(
-                    $"tailnet {answered.Command.TailnetId} is accepted but not yet confirmed by its entity ({reason}); it completes in the background"));
+                NotConfirmed(answered.Command, answered.Answer, answered.ReplyTo);
                 break;
         }
+    }
+
+    private void NotConfirmed(ITailnetCommand command, object answer, IActorRef replyTo)
+    {
+        var reason = answer is Rejection r ? r.Message : answer.GetType().Name;
+        Log.Warning("Tailnet {0} did not confirm {1} ({2}); retrying every {3}", command.TailnetId, command.GetType().Name, reason, RetryInterval);
+        replyTo.Tell(Rejection.Unavailable(
+            $"tailnet {command.TailnetId} is accepted but not yet confirmed ({reason}); it completes in the background"));
     }
 
     private sealed class RetryPending

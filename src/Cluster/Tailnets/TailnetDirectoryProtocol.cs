@@ -66,3 +66,6 @@ public sealed record TailnetRemovalCompleted(string TailnetId) : ITailnetDirecto
 
 /// <summary>The directory's answer from a tailnet entity, piped back to itself.</summary>
 internal sealed record TailnetEntityAnswered(ITailnetCommand Command, object Answer, IActorRef ReplyTo);
+
+/// <summary>The API-key registry's answer to revoking a deleted tailnet's keys.</summary>
+internal sealed record TailnetKeysRevoked(DeleteTailnet Removal, object Answer, IActorRef ReplyTo);

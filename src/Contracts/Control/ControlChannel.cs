@@ -56,6 +56,7 @@ public static class ControlErrorCodes
     public const string HandshakeUnauthenticated = "handshake_unauthenticated";
     public const string HandshakeStale = "handshake_stale";
     public const string HandshakeReplayed = "handshake_replayed";
+    public const string HandshakeTimeout = "handshake_timeout";
     public const string FrameUnauthenticated = "frame_unauthenticated";
     public const string FrameTooLarge = "frame_too_large";
     public const string FrameMalformed = "frame_malformed";

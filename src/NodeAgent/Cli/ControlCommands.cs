@@ -30,11 +30,52 @@ public static class ControlCommands
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_AGENT_STATE_DIR") ?? DefaultStateDirectory(),
     };
 
+    /// <summary>
+    /// The auth key from, first given: <c>--auth-key</c>, <c>--auth-key-file</c>, or <c>WEFT_AUTH_KEY</c>
+    /// (the last two keep it out of the process list). None is fine: the device waits for approval.
+    /// </summary>
+    internal static bool TryReadAuthKey(string? given, string? file, out string? key, out string? problem)
+    {
+        key = null;
+        problem = null;
+        if (given is not null && file is not null)
+        {
+            problem = "give --auth-key or --auth-key-file, not both";
+            return false;
+        }
+        if (file is not null)
+        {
+            try
+            {
+                if (new FileInfo(file).Length > 4096)
+                {
+                    problem = $"--auth-key-file {file} is larger than an auth key can be";
+                    return false;
+                }
+                key = File.ReadAllText(file).Trim();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                problem = $"--auth-key-file {file} cannot be read: {e.Message}";
+                return false;
+            }
+            if (key.Length == 0)
+            {
+                problem = $"--auth-key-file {file} is empty";
+                return false;
+            }
+            return true;
+        }
+        key = given ?? (Environment.GetEnvironmentVariable("WEFT_AUTH_KEY") is { Length: > 0 } fromEnvironment ? fromEnvironment.Trim() : null);
+        return true;
+    }
+
     public static Command Up()
     {
         var up = new Command("up", "Join a tailnet and run the agent (tunnels, MagicDNS, local API) until interrupted; on an agent that is down, bring it up again");
         var loginServer = new Option<string?>("--login-server") { Description = "Coordinator control URL(s), comma-separated, e.g. http://coord1:7650,http://coord2:7650" };
-        var authKey = new Option<string?>("--auth-key") { Description = "Auth key (weft-auth....); without one the device waits for an admin's approval (give --tailnet)" };
+        var authKey = new Option<string?>("--auth-key") { Description = "Auth key (weft-auth....); visible to local users in ps: prefer --auth-key-file or WEFT_AUTH_KEY. Without one the device waits for an admin's approval (give --tailnet)" };
+        var authKeyFile = new Option<string?>("--auth-key-file") { Description = "File holding the auth key (read once at start)" };
         var tailnet = new Option<string?>("--tailnet") { Description = "Tailnet to wait in for approval when no auth key is given" };
         var hostname = new Option<string>("--hostname") { Description = "Name to register with", DefaultValueFactory = _ => Environment.MachineName };
         var endpoints = new Option<string[]>("--endpoint") { Description = "Static endpoint ip:port to advertise (repeatable), before the discovered ones", AllowMultipleArgumentsPerToken = true };
@@ -44,7 +85,7 @@ public static class ControlCommands
         var port = new Option<int>("--port") { Description = "WireGuard UDP port (0: any free port)", DefaultValueFactory = _ => 41641 };
         var dnsPort = new Option<int>("--dns-port") { Description = "MagicDNS port on the tailnet addresses", DefaultValueFactory = _ => 53 };
         var stateDir = StateDirectoryOption();
-        foreach (var option in new Option[] { loginServer, authKey, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort, stateDir }) up.Add(option);
+        foreach (var option in new Option[] { loginServer, authKey, authKeyFile, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort, stateDir }) up.Add(option);
 
         up.SetAction(async (parse, cancel) =>
         {
@@ -63,6 +104,11 @@ public static class ControlCommands
                     return 2;
                 }
                 urls.Add(url);
+            }
+            if (!TryReadAuthKey(parse.GetValue(authKey), parse.GetValue(authKeyFile), out var key, out var keyProblem))
+            {
+                Console.Error.WriteLine($"error: {keyProblem}");
+                return 2;
             }
             var advertised = parse.GetValue(endpoints) ?? [];
             foreach (var endpoint in advertised)
@@ -100,7 +146,7 @@ public static class ControlCommands
                     Coordinators = urls,
                     StateDirectory = directory,
                     Hostname = parse.GetValue(hostname)!,
-                    AuthKey = parse.GetValue(authKey),
+                    AuthKey = key,
                     Tailnet = parse.GetValue(tailnet),
                     ForceReauth = parse.GetValue(forceReauth),
                     StaticEndpoints = [.. advertised],

@@ -22,6 +22,14 @@ public sealed record AgentState
     /// <summary>The coordinator's public key (hex), pinned at first contact.</summary>
     public string? CoordinatorKey { get; init; }
 
+    /// <summary>Everything but the private keys, so that a log line or a debugger never shows them.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append($"MachinePrivateKey = (secret), NodePrivateKey = (secret), NextNodePrivateKey = {(NextNodePrivateKey is null ? "null" : "(secret)")}, ");
+        builder.Append($"NodeKeyIssuedAt = {NodeKeyIssuedAt}, DeviceId = {DeviceId}, TailnetId = {TailnetId}, CoordinatorKey = {CoordinatorKey}");
+        return true;
+    }
+
     public static AgentState Fresh()
     {
         using var machine = Curve25519PrivateKey.Generate();

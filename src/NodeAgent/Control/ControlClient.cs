@@ -654,7 +654,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void SetStatus(ControlState status, string? code, string detail)
     {
-        var changed = status != _status;
+        // Watchers hear of a new state, and of a new reason within one (connecting: unreachable, then refused).
+        var changed = status != _status || code != _code;
         (_status, _code, _detail) = (status, code, detail);
         if (changed) Broadcast(new ControlStateChanged(status, code, detail));
     }

@@ -41,7 +41,15 @@ public sealed record LogoutResult(bool CoordinatorTold, string Detail);
 /// The node key the data plane must use, as hex (the receiver makes its own key object). Sent to
 /// watchers when they register and after every rotation (<paramref name="Rotated"/>).
 /// </summary>
-public sealed record NodeKeyChanged(string PrivateKeyHex, bool Rotated);
+public sealed record NodeKeyChanged(string PrivateKeyHex, bool Rotated)
+{
+    // Dead letters and debug logs print messages: never the private key.
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append($"PrivateKeyHex = (secret), Rotated = {Rotated}");
+        return true;
+    }
+}
 
 /// <summary>The agent's own endpoints changed (the data plane, or a static list); the coordinator hears them at once.</summary>
 public sealed record SetEndpoints(ImmutableArray<string> Endpoints, int HomeRelay);

@@ -91,9 +91,11 @@ public sealed class ControlConnection : IAsyncDisposable
                 throw new ControlConnectException(ControlErrorCodes.HandshakeMalformed, $"{url} sent a {serverKey.PublicKey.Length}-byte key", permanent: false);
             var coordinatorKey = new Curve25519PublicKey(serverKey.PublicKey.Span);
             if (pinnedKey is { } pinned && pinned != coordinatorKey)
+                // Not permanent: an impostor (or a coordinator restored from the wrong backup) may stand
+                // where the real one was; the agent refuses it, and keeps trying until the real one answers.
                 throw new ControlConnectException(ControlErrorCodes.CoordinatorKeyChanged,
-                    $"{url} presents coordinator key {coordinatorKey.ToHex()}, not the pinned {pinned.ToHex()}; refusing (delete the agent state to trust a new coordinator)",
-                    permanent: true);
+                    $"{url} presents coordinator key {coordinatorKey.ToHex()}, not the pinned {pinned.ToHex()}; refusing it and trying again (to trust a new coordinator, delete the agent state)",
+                    permanent: false);
 
             using var initiator = ControlInitiator.Begin(machineKey, coordinatorKey, clock.GetUtcNow());
             call = client.Connect(cancellationToken: cancel);

@@ -167,7 +167,22 @@ public class AdminApiTests(CoordinatorFixture fixture) : IClassFixture<Coordinat
         { "{\"name\": \"ok\", \"colour\": \"blue\"}", "application/json", HttpStatusCode.BadRequest, ApiErrorCodes.InvalidRequest, "unknown field 'colour'" },
         { "{\"name\": \"Has Spaces\"}", "application/json", HttpStatusCode.BadRequest, ApiErrorCodes.InvalidRequest, "is invalid" },
         { "name=acme", "application/x-www-form-urlencoded", HttpStatusCode.UnsupportedMediaType, ApiErrorCodes.UnsupportedMediaType, "application/json" },
+        { "{\"name\": \"\\ud800\"}", "application/json", HttpStatusCode.BadRequest, ApiErrorCodes.MalformedJson, "lone surrogate" },
+        { "{\"\\udfff\": 1, \"name\": \"ok\"}", "application/json", HttpStatusCode.BadRequest, ApiErrorCodes.MalformedJson, "not text" },
     };
+
+    [Fact]
+    public async Task A_body_that_is_not_utf8_is_400_and_writes_nothing()
+    {
+        var before = await Http.GetStringAsync("/api/v1/tailnets");
+        using var content = new ByteArrayContent([.. "{\"name\": \"a"u8, 0xC3, 0x28, .. "\"}"u8]);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+
+        var error = await (await Http.PostAsync("/api/v1/tailnets", content)).ReadError(HttpStatusCode.BadRequest);
+
+        Assert.Equal(ApiErrorCodes.MalformedJson, error.Code);
+        Assert.Equal(before, await Http.GetStringAsync("/api/v1/tailnets"));
+    }
 
     [Theory]
     [MemberData(nameof(BadCreateBodies))]

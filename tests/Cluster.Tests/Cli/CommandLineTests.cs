@@ -73,9 +73,14 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.True(code == 0, created);
         var key = Json(created).GetProperty("key").GetString()!;
 
-        var up = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key", key, "--hostname", "cli-box",
+        // From a file, so that the key never shows in the process list.
+        Directory.CreateDirectory(_stateDirectory);
+        var keyFile = Path.Combine(_stateDirectory, "auth-key");
+        File.WriteAllText(keyFile, key + "\n");
+        var up = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key-file", keyFile, "--hostname", "cli-box",
             "--endpoint", "198.18.7.7:41641", "--state-dir", _stateDirectory);
         _running.Add(up);
+        Assert.DoesNotContain(key, File.ReadAllText($"/proc/{up.Id}/cmdline"));
 
         JsonElement status = default;
         for (var attempt = 0; attempt < 300; attempt++)
@@ -122,6 +127,43 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
 
         Assert.Equal(1, code);
         Assert.Contains("auth_key_unknown", output);
+    }
+
+    [Fact]
+    public async Task Weft_agent_up_takes_the_auth_key_from_the_environment_and_refuses_two_sources()
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { PathOf("weft-agent.dll"), "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory })
+            info.ArgumentList.Add(arg);
+        info.Environment["WEFT_AUTH_KEY"] = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        using var fromEnvironment = Process.Start(info)!;
+        var output = await fromEnvironment.StandardOutput.ReadToEndAsync() + await fromEnvironment.StandardError.ReadToEndAsync();
+        await fromEnvironment.WaitForExitAsync();
+        Assert.Equal(1, fromEnvironment.ExitCode);
+        Assert.Contains("auth_key_unknown", output); // the key from WEFT_AUTH_KEY reached the coordinator
+
+        var (both, refusal) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
+            "--auth-key", "a", "--auth-key-file", "/nonexistent", "--state-dir", _stateDirectory);
+        Assert.Equal(2, both);
+        Assert.Contains("not both", refusal);
+        var (missing, unreadable) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
+            "--auth-key-file", "/nonexistent/key", "--state-dir", _stateDirectory);
+        Assert.Equal(2, missing);
+        Assert.Contains("cannot be read", unreadable);
+    }
+
+    [Fact]
+    public async Task Help_never_prints_the_api_key_from_the_environment()
+    {
+        foreach (var command in new[] { new[] { "tailnet", "--help" }, ["tailnet", "list", "--help"], ["device", "show", "--help"], ["apikey", "create", "--help"] })
+        {
+            var (code, output) = await Weft(command);
+            Assert.Equal(0, code);
+            Assert.Contains("--api-key", output);
+            Assert.DoesNotContain(TestCoordinator.OperatorKey, output);
+        }
+        // The environment still supplies the key when a command runs.
+        Assert.Equal(0, (await Weft("tailnet", "list")).Code);
     }
 
     [Fact]

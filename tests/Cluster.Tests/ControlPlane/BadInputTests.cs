@@ -50,6 +50,25 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
     }
 
     [Fact]
+    public async Task A_stream_that_never_sends_a_handshake_is_closed_with_a_reason()
+    {
+        await using var stream = await RawControlStream.OpenAsync(coordinator.Control);
+        Assert.Equal(ControlErrorCodes.HandshakeTimeout, await RefusalCode(() => stream.ReadRaw()));
+    }
+
+    [Fact]
+    public void A_flood_of_the_same_log_line_lets_one_through_per_interval_and_counts_the_rest()
+    {
+        var throttle = new Weft.Cluster.Control.LogThrottle(TimeSpan.FromSeconds(10));
+        var start = DateTimeOffset.UnixEpoch;
+        Assert.True(throttle.ShouldLog(start, out var none));
+        Assert.Equal(0, none);
+        for (var i = 1; i <= 5000; i++) Assert.False(throttle.ShouldLog(start + TimeSpan.FromMilliseconds(i), out _));
+        Assert.True(throttle.ShouldLog(start + TimeSpan.FromSeconds(10), out var held));
+        Assert.Equal(5000, held);
+    }
+
+    [Fact]
     public async Task A_stale_handshake_is_refused()
     {
         await using var stream = await RawControlStream.OpenAsync(coordinator.Control);

@@ -119,20 +119,37 @@ public class ResilienceTests
     }
 
     [Fact]
-    public async Task An_agent_refuses_a_coordinator_whose_key_changed()
+    public async Task An_agent_refuses_a_coordinator_whose_key_changed_and_recovers_when_the_right_one_answers()
     {
         await using var agents = new AgentSystem();
-        var store = new MemoryAgentStateStore();
         await using var storage = TestStorage.NewSqlite();
-        await using var node = await TestCoordinator.StartAsync(storage);
-        var tailnet = (await node.Http.CreateTailnet($"pinned-{Guid.NewGuid():N}"[..20])).Id;
-        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
-        using var impostor = Contracts.Keys.Curve25519PrivateKey.Generate();
-        store.Save(store.Load() with { CoordinatorKey = impostor.PublicKey.ToHex() });
+        await using var otherStorage = TestStorage.NewSqlite();
+        using var real = Contracts.Keys.Curve25519PrivateKey.Generate();
+        using var impostorKey = Contracts.Keys.Curve25519PrivateKey.Generate();
+        var port = CoordinatorNode.FreeTcpPort();
+        KeyValuePair<string, string?>[] At(Contracts.Keys.Curve25519PrivateKey key) =>
+            [new("Weft:Control:Listen", $"http://127.0.0.1:{port}"), new("Weft:Control:PrivateKey", key.ToBase64())];
 
-        var agent = TestAgent.Start(agents, [node.Control], "careful", key, store: store);
+        string authKey, tailnet;
+        await using (var first = await TestCoordinator.StartAsync(storage, At(real)))
+        {
+            tailnet = (await first.Http.CreateTailnet($"pinned-{Guid.NewGuid():N}"[..20])).Id;
+            authKey = (await first.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        }
+        var store = new MemoryAgentStateStore();
+        store.Save(store.Load() with { CoordinatorKey = real.PublicKey.ToHex() }); // an agent that knew the real coordinator
 
-        await agent.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.CoordinatorKeyChanged);
-        Assert.Empty((await node.Http.ListDevices(tailnet)).Devices);
+        TestAgent agent;
+        await using (var impostor = await TestCoordinator.StartAsync(otherStorage, At(impostorKey)))
+        {
+            agent = TestAgent.Start(agents, [new Uri($"http://127.0.0.1:{port}/")], "careful", authKey, store: store);
+            await agent.WaitForState(ControlState.Connecting, ControlErrorCodes.CoordinatorKeyChanged);
+            Assert.Contains("refusing it and trying again", agent.State.Detail);
+            Assert.Empty((await impostor.Http.ListDevices((await impostor.Http.CreateTailnet("impostors-own")).Id)).Devices);
+        }
+
+        await using var back = await TestCoordinator.StartAsync(storage, At(real));
+        await agent.WaitForState(ControlState.Running);
+        Assert.Single((await back.Http.ListDevices(tailnet)).Devices);
     }
 }

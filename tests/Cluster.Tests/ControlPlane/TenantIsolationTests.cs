@@ -105,4 +105,27 @@ public class TenantIsolationTests(SharedCoordinator coordinator) : IClassFixture
 
         Assert.Equal(ApiErrorCodes.Unauthorized, (await (await tenant.GetAsync($"/api/v1/tailnets/{mine}")).ReadError(HttpStatusCode.Unauthorized)).Code);
     }
+
+    [Fact]
+    public async Task Deleting_a_tailnet_revokes_its_tenant_keys()
+    {
+        var doomed = await coordinator.NewTailnet("doomed");
+        var other = await coordinator.NewTailnet("survivor");
+        var issued = await (await Operator.PostJson("/api/v1/api-keys", new { scope = "tailnet", tailnet = doomed }))
+            .ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created);
+        var kept = await (await Operator.PostJson("/api/v1/api-keys", new { scope = "tailnet", tailnet = other }))
+            .ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created);
+        using var tenant = TestCoordinator.NewClient(coordinator.Node.Api, issued.Key);
+        using var otherTenant = TestCoordinator.NewClient(coordinator.Node.Api, kept.Key);
+        Assert.Equal(doomed, (await tenant.GetTailnet(doomed)).Id);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Operator.DeleteAsync($"/api/v1/tailnets/{doomed}")).StatusCode);
+
+        // Not a 404 for a tailnet that is gone: the key itself is no longer valid, and no longer listed.
+        Assert.Equal(ApiErrorCodes.Unauthorized, (await (await tenant.GetAsync("/api/v1/tailnets")).ReadError(HttpStatusCode.Unauthorized)).Code);
+        var listed = await (await Operator.GetAsync("/api/v1/api-keys")).Content.ReadAsStringAsync();
+        Assert.DoesNotContain(issued.ApiKey.Id, listed);
+        Assert.Contains(kept.ApiKey.Id, listed);
+        Assert.Equal(other, (await otherTenant.GetTailnet(other)).Id);
+    }
 }

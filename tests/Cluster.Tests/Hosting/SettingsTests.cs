@@ -91,9 +91,10 @@ public class SettingsTests
     }
 
     [Theory]
-    [InlineData("127.0.0.1:4053", "akka.tcp://weft@127.0.0.1:4053")]
-    [InlineData("akka.tcp://weft@node-a:4053", "akka.tcp://weft@node-a:4053")]
-    public void Seeds_may_be_given_as_host_and_port(string seed, string address)
+    [InlineData("127.0.0.1:4053", "akka.ssl.tcp://weft@127.0.0.1:4053")]
+    [InlineData("akka.ssl.tcp://weft@node-a:4053", "akka.ssl.tcp://weft@node-a:4053")]
+    [InlineData("akka.tcp://weft@node-a:4053", "akka.ssl.tcp://weft@node-a:4053")] // the cluster runs over TLS only
+    public void Seeds_may_be_given_as_host_and_port_or_as_addresses(string seed, string address)
     {
         Assert.Equal(address, ClusterNodeSettings.ToSeedAddress(seed));
     }

@@ -49,6 +49,7 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new ApiKeyVerified("tenantkey1", ApiKeyScope.Tailnet, "tn_abc"),
         new IssueApiKey("tenantkey1", ApiKeyScope.Tailnet, "tn_abc", "hash", "ci", At),
         new RevokeApiKey("tenantkey1"),
+        new RevokeTailnetApiKeys("tn_abc"),
         new ListApiKeys(null),
         Summary,
         new ApiKeyListing([Summary]),

@@ -14,7 +14,7 @@ public class TwoNodeClusterTests
         var (a, b) = (cluster.Api(0), cluster.Api(1));
 
         var members = await WaitForMembers(a, 2);
-        Assert.Equal(cluster.Nodes.Select(n => n.AkkaPort).Order(), members.Select(m => new Uri(m.Address.Replace("akka.tcp", "tcp")).Port).Order());
+        Assert.Equal(cluster.Nodes.Select(n => n.AkkaPort).Order(), members.Select(m => new Uri(m.Address).Port).Order());
 
         // Several tailnets, so that sharding places entities on both nodes.
         var created = new List<TailnetResource>();

@@ -96,8 +96,10 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new MachineIndexState(Key1, "tn_abc", "dev_laptop"),
         new MachineIndexState(Key1, null, null),
         new CoordinatorKeyCreated(Key1),
-        new ClusterKeyState(Key1),
-        new ClusterKeyState(null),
+        new CoordinatorKeySealed("c2VhbGVkIGtleQ=="),
+        new ClusterKeyState("c2VhbGVkIGtleQ==", null),
+        new ClusterKeyState(null, Key1),
+        new ClusterKeyState(null, null),
     ];
 
     public static TheoryData<IStoredRecord> AllSamples => new(Samples);

@@ -58,6 +58,7 @@ public abstract class TestStorage : IAsyncDisposable
         [
             new("Weft:Storage:Provider", "Postgres"),
             new("Weft:Storage:ConnectionString", ConnectionString),
+            new("Weft:Cluster:Secret", LabKeys.ClusterSecret),
         ];
 
         public static async Task<PostgresStorage> CreateAsync()

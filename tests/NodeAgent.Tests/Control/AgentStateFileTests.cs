@@ -31,6 +31,20 @@ public sealed class AgentStateFileTests : IDisposable
         Assert.False(File.Exists(StatePath + ".tmp"));
     }
 
+    [Fact]
+    public void Printing_the_state_or_a_key_change_shows_no_private_key()
+    {
+        var state = AgentState.Fresh() with { NextNodePrivateKey = AgentState.Fresh().NodePrivateKey, DeviceId = "dev_x" };
+        var printed = state.ToString();
+        Assert.Contains("dev_x", printed);
+        foreach (var secret in new[] { state.MachinePrivateKey, state.NodePrivateKey, state.NextNodePrivateKey! })
+            Assert.DoesNotContain(secret, printed, StringComparison.OrdinalIgnoreCase);
+
+        var changed = new NodeKeyChanged(state.NodePrivateKey, Rotated: true);
+        Assert.DoesNotContain(state.NodePrivateKey, changed.ToString(), StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("Rotated = True", changed.ToString());
+    }
+
     [Theory]
     [InlineData("not json", "not a valid agent state file")]
     [InlineData("{}", "not a valid agent state file")]
