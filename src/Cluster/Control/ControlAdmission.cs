@@ -10,11 +10,36 @@ public sealed class ControlAdmission
 {
     private readonly TokenBucket _connects;
     private readonly TokenBucket _registrations;
+    private readonly int _maxPendingHandshakes;
+    private int _pendingHandshakes;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
     {
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
+        _maxPendingHandshakes = settings.MaxPendingHandshakes;
+    }
+
+    /// <summary>
+    /// A stream may start its handshake while fewer than the limit are in theirs: what unauthenticated
+    /// streams can make this node buffer is bounded (each first frame by MaxClientMessageSize).
+    /// Dispose the result when the handshake is over, whatever its outcome.
+    /// </summary>
+    public IDisposable? TryBeginHandshake()
+    {
+        if (Interlocked.Increment(ref _pendingHandshakes) <= _maxPendingHandshakes) return new HandshakeSlot(this);
+        Interlocked.Decrement(ref _pendingHandshakes);
+        return null;
+    }
+
+    private sealed class HandshakeSlot(ControlAdmission admission) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0) Interlocked.Decrement(ref admission._pendingHandshakes);
+        }
     }
 
     /// <summary>True when a new stream may start now; otherwise how long the agent should wait.</summary>

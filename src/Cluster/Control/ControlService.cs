@@ -43,6 +43,8 @@ public sealed class ControlService(
         // A reconnect storm is admitted at a bounded rate; the others hear when to come back.
         if (!admission.TryAdmitConnect(out var wait))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
+        using var handshakeSlot = admission.TryBeginHandshake()
+            ?? throw Busy(context, ControlErrorCodes.RateLimited, "too many handshakes in progress on this coordinator", 1000);
         var coordinatorKey = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
         using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         handshakeTimeout.CancelAfter(HandshakeTimeout);
@@ -65,6 +67,7 @@ public sealed class ControlService(
         if (!replayGuard.Accept(accepted.Machine, accepted.Timestamp, now))
             throw Refuse(ControlErrorCodes.HandshakeReplayed, "this handshake was seen before");
         await responses.WriteAsync(new Frame { Data = ByteString.CopyFrom(accepted.Response) }, context.CancellationToken);
+        handshakeSlot.Dispose();
 
         using var transport = accepted.Transport;
         var outbound = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(OutboundQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
@@ -79,9 +82,9 @@ public sealed class ControlService(
         {
             while (await requests.MoveNext(streamDone.Token))
             {
-                if (requests.Current.Data.Length > ControlProtocol.MaxFrameSize + 16)
+                if (requests.Current.Data.Length > ControlProtocol.MaxClientMessageSize + 16)
                 {
-                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameTooLarge, $"a frame of {requests.Current.Data.Length} bytes exceeds the limit of {ControlProtocol.MaxFrameSize}; the stream ends"));
+                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameTooLarge, $"a frame of {requests.Current.Data.Length} bytes exceeds the limit of {ControlProtocol.MaxClientMessageSize}; the stream ends"));
                     break;
                 }
                 var plaintext = transport.Open(requests.Current.Data.Span);

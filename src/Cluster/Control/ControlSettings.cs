@@ -40,6 +40,11 @@ public sealed class ControlSettings
     /// </summary>
     public double KeepAliveSeconds { get; set; } = ControlProtocol.KeepAliveInterval.TotalSeconds;
 
+    public Hosting.ConnectionLimitSettings Connections { get; set; } = Hosting.ConnectionLimitSettings.ForControl();
+
+    /// <summary>Streams on this node that may be in their handshake at once; more wait their turn refused (rate_limited).</summary>
+    public int MaxPendingHandshakes { get; set; } = 1000;
+
     /// <summary>New control streams this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double ConnectsPerSecond { get; set; } = 1000;
 
@@ -51,6 +56,8 @@ public sealed class ControlSettings
         foreach (var url in PublicUrls)
             if (!Uri.TryCreate(url, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("http" or "https"))
                 yield return $"{prefix}:PublicUrls has '{url}', which is not an absolute http or https URL";
+        foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
+        if (MaxPendingHandshakes < 1) yield return $"{prefix}:MaxPendingHandshakes must be at least 1, not {MaxPendingHandshakes}";
         if (!(HousekeepingSeconds > 0)) yield return $"{prefix}:HousekeepingSeconds must be more than 0, not {HousekeepingSeconds}";
         if (!(SessionReattachSeconds > 0)) yield return $"{prefix}:SessionReattachSeconds must be more than 0, not {SessionReattachSeconds}";
         if (!(PresenceTimeoutSeconds > SessionReattachSeconds))

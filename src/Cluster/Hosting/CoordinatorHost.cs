@@ -41,16 +41,23 @@ public static class CoordinatorHost
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            var log = kestrel.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("Weft.Connections");
+            var apiConnections = new ConnectionLimiter("admin", settings.Api.Connections, log);
+            var controlConnections = new ConnectionLimiter("control", settings.Control.Connections, log);
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = 1024 * 1024;
-            // Many agents may share one HTTP/2 connection (simulated nodes do).
-            kestrel.Limits.Http2.MaxStreamsPerConnection = 10_000;
+            // Idle and slow clients do not hold connections: an idle connection goes after 30 s, a
+            // request must send its headers within 10 s.
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(30);
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            // Simulated nodes share connections; each stream's first frame is bounded (MaxClientMessageSize).
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 1_000;
             kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
-            Listen(kestrel, settings.Api.Listen, HttpProtocols.Http1, role: "admin");
-            Listen(kestrel, settings.Control.Listen, HttpProtocols.Http2, role: ControlRole);
+            Listen(kestrel, settings.Api.Listen, HttpProtocols.Http1, role: "admin", apiConnections);
+            Listen(kestrel, settings.Control.Listen, HttpProtocols.Http2, role: ControlRole, controlConnections);
             // With Kubernetes discovery the pods probe each other here (cluster bootstrap), pod to pod.
             if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes)
-                Listen(kestrel, $"http://0.0.0.0:{settings.Cluster.Kubernetes.ManagementPort}", HttpProtocols.Http1, role: ManagementRole);
+                Listen(kestrel, $"http://0.0.0.0:{settings.Cluster.Kubernetes.ManagementPort}", HttpProtocols.Http1, role: ManagementRole, apiConnections);
         });
 
         builder.Services.AddSingleton(TimeProvider.System);
@@ -60,8 +67,9 @@ public static class CoordinatorHost
         builder.Services.AddSingleton(services => new ControlAdmission(settings.Control, services.GetRequiredService<TimeProvider>()));
         builder.Services.AddGrpc(grpc =>
         {
-            // Room above the frame limit, so that a slightly oversized frame gets our precise error rather than gRPC's.
-            grpc.MaxReceiveMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 64 * 1024;
+            // Agents send small messages only: a much larger frame is refused (ResourceExhausted) before it
+            // is buffered; one just over the limit gets our precise frame_too_large.
+            grpc.MaxReceiveMessageSize = Contracts.Control.ControlProtocol.MaxClientMessageSize + 1024;
             grpc.MaxSendMessageSize = Contracts.Control.ControlProtocol.MaxFrameSize + 1024;
         });
         builder.Services.AddSingleton(settings.Storage);
@@ -101,7 +109,7 @@ public static class CoordinatorHost
         return app;
     }
 
-    private static void Listen(KestrelServerOptions kestrel, string url, HttpProtocols protocols, string role)
+    private static void Listen(KestrelServerOptions kestrel, string url, HttpProtocols protocols, string role, ConnectionLimiter limiter)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != "http")
             throw new InvalidOperationException($"'{url}' is not an http://host:port address (TLS belongs to a proxy in front)");
@@ -116,7 +124,7 @@ public static class CoordinatorHost
             listen.Use(next => connection =>
             {
                 connection.Items[RoleKey] = role;
-                return next(connection);
+                return limiter.Run(connection, next);
             });
         });
     }

@@ -24,7 +24,8 @@ public sealed class WeftSettings
     public IEnumerable<string> Problems() =>
         Control.Problems($"{Section}:Control")
             .Concat(Cluster.Problems($"{Section}:Cluster"))
-            .Concat(Persistence.Problems($"{Section}:Persistence"));
+            .Concat(Persistence.Problems($"{Section}:Persistence"))
+            .Concat(Api.Connections.Problems($"{Section}:Api:Connections"));
 
     public ApiSettings Api { get; set; } = new();
     public Control.ControlSettings Control { get; set; } = new();
@@ -55,6 +56,8 @@ public sealed class ApiSettings
 {
     /// <summary>Where the admin API and /healthz listen. Loopback by default: put TLS and access control in front.</summary>
     public string Listen { get; set; } = "http://127.0.0.1:8080";
+
+    public ConnectionLimitSettings Connections { get; set; } = ConnectionLimitSettings.ForApi();
 }
 
 public sealed class ClusterNodeSettings

@@ -19,6 +19,12 @@ public static class ControlProtocol
     /// <summary>The largest sealed frame either side accepts (a full netmap of a large tailnet fits).</summary>
     public const int MaxFrameSize = 16 * 1024 * 1024;
 
+    /// <summary>
+    /// The largest message an agent sends (registration, endpoints, pings are small): the coordinator
+    /// refuses larger frames, so an unauthenticated stream cannot make it buffer megabytes.
+    /// </summary>
+    public const int MaxClientMessageSize = 64 * 1024;
+
     /// <summary>An initiation whose timestamp is further than this from the coordinator's clock is refused as stale.</summary>
     public static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(5);
 

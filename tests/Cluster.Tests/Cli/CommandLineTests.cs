@@ -12,9 +12,11 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     private readonly string _stateDirectory = Path.Combine(Path.GetTempPath(), "weft-cli-agent-" + Guid.NewGuid().ToString("N"));
     private readonly List<Process> _running = [];
 
-    private async Task<(int Code, string Output)> Run(string program, params string[] args)
+    private Task<(int Code, string Output)> Run(string program, params string[] args) => Run(program, new Dictionary<string, string>(), args);
+
+    private async Task<(int Code, string Output)> Run(string program, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        using var process = Start(program, args);
+        using var process = Start(program, environment, args);
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
@@ -38,13 +40,16 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
             "src", "NodeAgent", "bin", configuration, framework, program);
     }
 
-    private Process Start(string program, params string[] args)
+    private Process Start(string program, params string[] args) => Start(program, new Dictionary<string, string>(), args);
+
+    private Process Start(string program, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(PathOf(program));
         foreach (var arg in args) info.ArgumentList.Add(arg);
         info.Environment["WEFT_SERVER"] = coordinator.Node.Api.ToString();
         info.Environment["WEFT_API_KEY"] = TestCoordinator.OperatorKey;
+        foreach (var (key, value) in environment) info.Environment[key] = value;
         return Process.Start(info) ?? throw new InvalidOperationException($"could not start {program}");
     }
 
@@ -132,14 +137,9 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     [Fact]
     public async Task Weft_agent_up_takes_the_auth_key_from_the_environment_and_refuses_two_sources()
     {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in new[] { PathOf("weft-agent.dll"), "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory })
-            info.ArgumentList.Add(arg);
-        info.Environment["WEFT_AUTH_KEY"] = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-        using var fromEnvironment = Process.Start(info)!;
-        var output = await fromEnvironment.StandardOutput.ReadToEndAsync() + await fromEnvironment.StandardError.ReadToEndAsync();
-        await fromEnvironment.WaitForExitAsync();
-        Assert.Equal(1, fromEnvironment.ExitCode);
+        var (code, output) = await Run("weft-agent.dll", new Dictionary<string, string> { ["WEFT_AUTH_KEY"] = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" },
+            "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory);
+        Assert.Equal(1, code);
         Assert.Contains("auth_key_unknown", output); // the key from WEFT_AUTH_KEY reached the coordinator
 
         var (both, refusal) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),

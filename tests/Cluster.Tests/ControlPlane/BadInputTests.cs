@@ -125,10 +125,28 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         using var machine = Curve25519PrivateKey.Generate();
         await stream.Handshake(machine);
 
-        await stream.SendRaw(new byte[ControlProtocol.MaxFrameSize + 17]);
+        await stream.SendRaw(new byte[ControlProtocol.MaxClientMessageSize + 17]);
 
         Assert.Equal(ControlErrorCodes.FrameTooLarge, (await stream.Receive()).Error.Code);
         Assert.True(await stream.EndsSoon());
+    }
+
+    [Fact]
+    public async Task A_huge_first_frame_is_refused_before_it_is_buffered()
+    {
+        await using var stream = await RawControlStream.OpenAsync(coordinator.Control);
+        // 16 MB announced before any handshake: refused on its length, not read.
+        var error = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await stream.SendRaw(new byte[ControlProtocol.MaxFrameSize]);
+            await stream.ReadRaw();
+        });
+        Assert.Equal(StatusCode.ResourceExhausted, error.StatusCode);
+
+        // The coordinator carries on: a proper handshake on a new stream completes.
+        await using var next = await RawControlStream.OpenAsync(coordinator.Control);
+        using var machine = Curve25519PrivateKey.Generate();
+        await next.Handshake(machine);
     }
 
     [Fact]

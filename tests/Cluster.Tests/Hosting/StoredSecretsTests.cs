@@ -93,27 +93,22 @@ public class StoredSecretsTests
     }
 
     /// <summary>Every stored event and snapshot of the cluster key, as text.</summary>
-    private static IEnumerable<string> JournalAndSnapshotText(string folder)
-    {
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")};Mode=ReadOnly");
-        connection.Open();
-        using var query = connection.CreateCommand();
-        query.CommandText = "SELECT message FROM journal WHERE persistence_id = 'cluster-key' UNION ALL SELECT snapshot FROM snapshot WHERE persistence_id = 'cluster-key'";
-        using var reader = query.ExecuteReader();
-        var texts = new List<string>();
-        while (reader.Read()) texts.Add(Encoding.Latin1.GetString((byte[])reader[0]));
-        return texts;
-    }
+    private static List<string> JournalAndSnapshotText(string folder) => Query(folder,
+        "SELECT message FROM journal WHERE persistence_id = 'cluster-key' UNION ALL SELECT snapshot FROM snapshot WHERE persistence_id = 'cluster-key'",
+        row => Encoding.Latin1.GetString((byte[])row[0]));
 
-    private static List<string> ClusterKeyRows(string folder)
+    private static List<string> ClusterKeyRows(string folder) => Query(folder,
+        "SELECT manifest FROM journal WHERE persistence_id = 'cluster-key' ORDER BY sequence_number", row => row.GetString(0));
+
+    private static List<T> Query<T>(string folder, string sql, Func<SqliteDataReader, T> read)
     {
         using var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")};Mode=ReadOnly");
         connection.Open();
         using var query = connection.CreateCommand();
-        query.CommandText = "SELECT manifest FROM journal WHERE persistence_id = 'cluster-key' ORDER BY sequence_number";
+        query.CommandText = sql;
         using var reader = query.ExecuteReader();
-        var rows = new List<string>();
-        while (reader.Read()) rows.Add(reader.GetString(0));
+        var rows = new List<T>();
+        while (reader.Read()) rows.Add(read(reader));
         return rows;
     }
 }

@@ -1,0 +1,77 @@
+using System.Net;
+using System.Net.Sockets;
+using Weft.Cluster.Tests.Support;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>Idle connections from one address cannot use up the coordinator: beyond its share they are closed on arrival.</summary>
+public class ConnectionLimitTests
+{
+    private static readonly IPAddress Attacker = IPAddress.Parse("127.0.0.2");
+
+    [Fact]
+    public async Task One_address_holds_no_more_than_its_share_of_connections_and_agents_from_elsewhere_still_join()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage,
+        [
+            new("Weft:Control:Connections:MaxConnections", "50"),
+            new("Weft:Control:Connections:MaxConnectionsPerAddress", "3"),
+        ]);
+        var control = new IPEndPoint(IPAddress.Loopback, node.Control.Port);
+        var held = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 3; i++) held.Add(await ConnectFrom(Attacker, control));
+            using (var fourth = await ConnectFrom(Attacker, control))
+                Assert.True(await ClosedByServer(fourth, TimeSpan.FromSeconds(10)), "the fourth connection from one address is closed");
+            foreach (var socket in held) Assert.False(await ClosedByServer(socket, TimeSpan.FromMilliseconds(200)), "the first three stay open");
+
+            // An agent from another address joins while the limit holds.
+            await using var agents = new AgentSystem();
+            var tailnet = (await node.Http.CreateTailnet($"limits-{Guid.NewGuid():N}"[..20])).Id;
+            var agent = TestAgent.Start(agents, node.Control, "legit", (await node.Http.CreateAuthKey(tailnet)).Key);
+            await agent.WaitForState(ControlState.Running);
+
+            // A connection that closes frees its place.
+            held[0].Dispose();
+            held.RemoveAt(0);
+            await Eventually.Until(async () =>
+            {
+                using var again = await ConnectFrom(Attacker, control);
+                return !await ClosedByServer(again, TimeSpan.FromMilliseconds(300));
+            }, admitted => admitted, "a connection from that address is admitted again");
+        }
+        finally
+        {
+            foreach (var socket in held) socket.Dispose();
+        }
+    }
+
+    private static async Task<Socket> ConnectFrom(IPAddress source, IPEndPoint target)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(source, 0));
+        await socket.ConnectAsync(target);
+        return socket;
+    }
+
+    /// <summary>True when the server closes or resets the connection within <paramref name="within"/>.</summary>
+    private static async Task<bool> ClosedByServer(Socket socket, TimeSpan within)
+    {
+        using var timeout = new CancellationTokenSource(within);
+        try
+        {
+            return await socket.ReceiveAsync(new byte[64], SocketFlags.None, timeout.Token) == 0;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+        catch (SocketException)
+        {
+            return true;
+        }
+    }
+}
