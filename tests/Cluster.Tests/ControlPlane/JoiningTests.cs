@@ -115,7 +115,18 @@ public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedC
         await passing.Stop();
 
         // Offline first, then gone from the peer's netmap and from the tailnet.
-        await keeper.WaitForNetMap(v => !v.Peers.ContainsKey(passingId), "the ephemeral device removed");
+        try
+        {
+            await keeper.WaitForNetMap(v => !v.Peers.ContainsKey(passingId), "the ephemeral device removed");
+        }
+        catch (TimeoutException e)
+        {
+            // What the coordinator thinks of the device and its stream, to tell a lost disconnect from a lost removal.
+            var devices = await Http.ListDevices(tailnet);
+            var stream = await Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{passingId}/stream");
+            throw new TimeoutException($"{e.Message}; coordinator: devices [{string.Join(", ", devices.Devices.Select(d => $"{d.Name} online={d.Online}"))}], " +
+                $"stream of the stopped device {await stream.Content.ReadAsStringAsync()}", e);
+        }
         // The offline state travels as a patch, or folded into the node when it was still on its way to the keeper.
         Assert.Contains(keeper.Received, m => m.BodyCase == ServerMessage.BodyOneofCase.Delta
             && (m.Delta.Patches.Any(p => p.Id == passingId && p.HasOnline && !p.Online)
