@@ -15,6 +15,12 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
 {
     public const int MaxDescriptionLength = 200;
 
+    /// <summary>
+    /// Keys one tailnet may hold: the registry is shared by every tenant and replicated to every node,
+    /// so no tenant may grow it without bound.
+    /// </summary>
+    public const int MaxKeysPerTailnet = 100;
+
     public static readonly ApiKeyRegistryState Empty = new(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty);
 
     public bool Equals(ApiKeyRegistryState? other) => other is not null && Keys.SequenceEqual(other.Keys);
@@ -52,6 +58,8 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
             return Decision<IApiKeyEvent>.Reject(Rejection.Invalid("an operator key is not tied to a tailnet"));
         if (issue.Description.Length > MaxDescriptionLength)
             return Decision<IApiKeyEvent>.Reject(Rejection.Invalid($"description is longer than {MaxDescriptionLength} characters"));
+        if (issue.Scope == ApiKeyScope.Tailnet && Keys.Values.Count(k => k.TailnetId == issue.TailnetId) >= MaxKeysPerTailnet)
+            return Decision<IApiKeyEvent>.Reject(Rejection.Conflict($"tailnet {issue.TailnetId} already holds {MaxKeysPerTailnet} API keys, the most one tailnet may hold; revoke one first"));
         return Decision<IApiKeyEvent>.Accept(new ApiKeyIssued(issue.KeyId, issue.Scope, issue.SecretHash, issue.At, issue.TailnetId, issue.Description));
     }
 

@@ -135,6 +135,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             PeerFanOut.Collect(@event, state, next, Engine.Follow(@event, next), Engine, IsOnline, _pending);
             switch (@event)
             {
+                case DeviceRegistered { Device.Ephemeral: true } registered when !IsOnline(registered.Device.DeviceId):
+                    // Offline until its session attaches: an ephemeral device that registers and never
+                    // subscribes is removed like one that disconnected.
+                    _offlineEphemeral[registered.Device.DeviceId] = _clock.GetUtcNow();
+                    break;
                 case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
                     Release(gone, "this device was deleted from the tailnet");
                     _online.Remove(gone.DeviceId);

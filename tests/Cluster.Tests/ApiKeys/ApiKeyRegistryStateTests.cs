@@ -21,6 +21,29 @@ public class ApiKeyRegistryStateTests
     }
 
     [Fact]
+    public void A_tailnet_holds_a_bounded_number_of_keys_and_others_are_not_affected()
+    {
+        var state = ApiKeyRegistryState.Empty;
+        for (var i = 0; i < ApiKeyRegistryState.MaxKeysPerTailnet; i++)
+        {
+            var token = ApiKeyToken.Generate();
+            var issued = state.Process(new IssueApiKey(token.KeyId, ApiKeyScope.Tailnet, "tn_busy", token.SecretHash, "", Now));
+            state = issued.Events.Aggregate(state, (s, e) => s.Apply(e));
+        }
+
+        var extra = ApiKeyToken.Generate();
+        var refused = state.Process(new IssueApiKey(extra.KeyId, ApiKeyScope.Tailnet, "tn_busy", extra.SecretHash, "", Now));
+        Assert.Equal(ApiErrorCodes.Conflict, refused.Rejection!.Code);
+        Assert.Contains("revoke one first", refused.Rejection.Message);
+        var elsewhere = state.Process(new IssueApiKey(extra.KeyId, ApiKeyScope.Tailnet, "tn_other", extra.SecretHash, "", Now));
+        Assert.Single(elsewhere.Events);
+
+        // Revoking one makes room again.
+        var revoked = state.Apply(new ApiKeyRevoked(state.Keys.Keys.First()));
+        Assert.Single(revoked.Process(new IssueApiKey(extra.KeyId, ApiKeyScope.Tailnet, "tn_busy", extra.SecretHash, "", Now)).Events);
+    }
+
+    [Fact]
     public void Only_the_right_secret_verifies()
     {
         var token = ApiKeyToken.Generate();

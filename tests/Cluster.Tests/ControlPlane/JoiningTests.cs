@@ -2,6 +2,7 @@ using System.Net;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
 using Weft.NodeAgent.Control;
 
 namespace Weft.Cluster.Tests.ControlPlane;
@@ -94,6 +95,24 @@ public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedC
         Assert.Equal("alice@example.com", laptopStored.User);
         Assert.NotNull(laptopStored.KeyExpiry);
         Assert.Empty(laptopStored.Tags);
+    }
+
+    [Fact]
+    public async Task An_ephemeral_device_that_registers_and_never_subscribes_is_removed()
+    {
+        var tailnet = await coordinator.NewTailnet("ephemeral-quiet", ephemeralTimeoutSeconds: 1);
+        var key = await Http.CreateAuthKey(tailnet, ephemeral: true);
+        await using var stream = await RawControlStream.OpenAsync(coordinator.Control);
+        using var machine = Curve25519PrivateKey.Generate();
+        using var node = Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+
+        var registered = await stream.Register(machine, node, authKey: key.Key);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, registered.Status);
+        Assert.Single((await Http.ListDevices(tailnet)).Devices);
+
+        // The stream stays open, but the device never asks for its netmap: it never came online.
+        await Eventually.Until(() => Http.ListDevices(tailnet), listing => listing.Devices.Count == 0, "the ephemeral device that never subscribed removed");
     }
 
     [Fact]
