@@ -15,35 +15,70 @@ public static class PolicyChecks
 {
     private const int DefaultTestProtocol = IpProtocols.Tcp;
 
+    /// <summary>
+    /// How many rule entries one policy's tests (or one access check) may examine: a few hundred
+    /// milliseconds of the tailnet's time. A group of thousands tested against thousands of rules
+    /// would otherwise hold the tailnet for minutes; past this the policy is refused instead.
+    /// </summary>
+    public const long MaxEvaluations = 5_000_000;
+
     /// <summary>Runs every test of the policy; each failure is an issue at the test's location.</summary>
     public static ImmutableArray<PolicyIssue> RunTests(TailnetPolicy policy, IReadOnlyCollection<PolicyDevice> devices)
     {
         var issues = new List<PolicyIssue>();
-        foreach (var test in policy.Tests)
+        var budget = new Budget();
+        PolicyTest? current = null;
+        try
         {
-            var path = $"tests[{test.Index}]";
-            foreach (var destination in test.Accept)
+            foreach (var test in policy.Tests)
             {
-                var decision = Check(policy, test.Source, destination, test.Protocol, devices);
-                if (!decision.Allowed)
-                    issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be accepted, but {decision.Explanation}"));
+                current = test;
+                var path = $"tests[{test.Index}]";
+                foreach (var destination in test.Accept)
+                {
+                    var decision = Check(policy, test.Source, destination, test.Protocol, devices, budget);
+                    if (!decision.Allowed)
+                        issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be accepted, but {decision.Explanation}"));
+                }
+                foreach (var destination in test.Deny)
+                {
+                    var decision = Check(policy, test.Source, destination, test.Protocol, devices, budget);
+                    if (decision.Allowed)
+                        issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be denied, but {decision.Explanation}"));
+                }
             }
-            foreach (var destination in test.Deny)
-            {
-                var decision = Check(policy, test.Source, destination, test.Protocol, devices);
-                if (decision.Allowed)
-                    issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be denied, but {decision.Explanation}"));
-            }
+        }
+        catch (BudgetExceeded exceeded)
+        {
+            issues.Add(new PolicyIssue(current!.Line, current.Column, $"tests[{current.Index}]", exceeded.Message));
         }
         return [.. issues];
     }
+
+    /// <summary>Counts rule entries examined, and stops the work when there have been too many.</summary>
+    public sealed class Budget
+    {
+        private long _left = MaxEvaluations;
+
+        public void Spend(long count)
+        {
+            _left -= count;
+            if (_left < 0)
+                throw new BudgetExceeded($"the policy's tests need more than {MaxEvaluations:N0} rule evaluations, the most one policy may take; " +
+                    "test fewer or smaller groups, or fewer destinations per test");
+        }
+    }
+
+    public sealed class BudgetExceeded(string message) : Exception(message);
 
     /// <summary>
     /// May <paramref name="source"/> reach <paramref name="destination"/> (<c>target:port</c>) over
     /// <paramref name="protocol"/> (default tcp)? A group is allowed only if every member is.
     /// </summary>
-    public static AccessDecision Check(TailnetPolicy policy, string source, string destination, string? protocol, IReadOnlyCollection<PolicyDevice> devices)
+    public static AccessDecision Check(TailnetPolicy policy, string source, string destination, string? protocol, IReadOnlyCollection<PolicyDevice> devices,
+        Budget? budget = null)
     {
+        budget ??= new Budget();
         var protocols = protocol is null ? [DefaultTestProtocol]
             : IpProtocols.ByName.TryGetValue(protocol, out var named) ? named
             : int.TryParse(protocol, out var number) && number is >= 1 and <= 255 ? [number]
@@ -63,6 +98,7 @@ public static class PolicyChecks
         {
             foreach (var to in targets)
             {
+                budget.Spend(policy.Rules.Length);
                 last = Decide(policy, from, to, port, protocols);
                 if (!last.Allowed) return last with { Explanation = $"no rule allows it{(sources.Count > 1 ? $" (for {from.User})" : "")}" };
             }

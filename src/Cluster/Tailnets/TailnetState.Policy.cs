@@ -60,7 +60,7 @@ public sealed partial record TailnetState
             var decision = PolicyChecks.Check(Policy, check.Source, check.Destination, check.Protocol, PolicyDevices());
             return new AccessAnswer(decision.Allowed, decision.RuleIndex, decision.Explanation);
         }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is ArgumentException or PolicyChecks.BudgetExceeded)
         {
             return Rejection.Invalid(e.Message);
         }

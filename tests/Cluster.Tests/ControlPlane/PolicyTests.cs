@@ -122,6 +122,28 @@ public class PolicyTests(SharedCoordinator coordinator) : IClassFixture<SharedCo
     }
 
     [Fact]
+    public async Task A_policy_whose_tests_would_take_minutes_is_refused_at_once_and_the_tailnet_keeps_answering()
+    {
+        var tailnet = await coordinator.NewTailnet("costly-tests");
+        // 1,000 users in a group, 100 rules, and one test from the group to 60 destinations:
+        // 6,000,000 rule evaluations, more than one policy may take.
+        var users = string.Join(", ", Enumerable.Range(0, 1000).Select(i => $"\"u{i}@example.com\""));
+        var rules = string.Join(",\n", Enumerable.Range(0, 100).Select(i => $"{{ \"action\": \"accept\", \"src\": [\"group:many\"], \"dst\": [\"tag:t{i}:{1000 + i}\"] }}"));
+        var accepts = string.Join(", ", Enumerable.Range(0, 60).Select(i => $"\"tag:t{i}:{1000 + i}\""));
+        var owners = string.Join(", ", Enumerable.Range(0, 100).Select(i => $"\"tag:t{i}\": []"));
+        var costly = $"{{ \"groups\": {{ \"group:many\": [{users}] }}, \"tagOwners\": {{ {owners} }}, \"acls\": [{rules}], \"tests\": [{{ \"src\": \"group:many\", \"accept\": [{accepts}] }}] }}";
+
+        var refused = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", HuJson(costly))).ReadError(HttpStatusCode.BadRequest);
+
+        Assert.Equal(ApiErrorCodes.PolicyInvalid, refused.Code);
+        Assert.Contains("rule evaluations, the most one policy may take", Assert.Single(refused.Issues!).Message);
+        Assert.Equal("\"1\"", (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/policy")).Headers.ETag!.Tag); // the default is still in force
+        // The same policy without its tests is fine: the cost was the tests'.
+        var withoutTests = costly[..costly.LastIndexOf(", \"tests\"", StringComparison.Ordinal)] + " }";
+        Assert.Equal(2, (await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", HuJson(withoutTests))).ReadAs<PolicyResource>(HttpStatusCode.OK)).Version);
+    }
+
+    [Fact]
     public async Task Validate_and_test_answer_without_changing_anything()
     {
         var tailnet = await coordinator.NewTailnet("policy-check");
