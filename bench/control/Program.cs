@@ -246,6 +246,8 @@ internal sealed partial class CoordinatorUnderTest : IAsyncDisposable
                      "--control-listen", "http://127.0.0.1:0", "--akka-port", "0" })
             info.ArgumentList.Add(arg);
         info.Environment["Weft__BootstrapOperatorKey"] = operatorKey;
+        // A thousand simulated devices share one address here; a real fleet connects from many.
+        info.Environment["Weft__Control__ConnectsPerSecondPerAddress"] = "0";
         info.Environment["Serilog__MinimumLevel__Default"] = "Warning";
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start the coordinator");
         var api = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -11,13 +11,35 @@ public sealed class ControlAdmission
     private readonly TokenBucket _connects;
     private readonly TokenBucket _registrations;
     private readonly int _maxPendingHandshakes;
+    private readonly double _perAddressRate;
+    private readonly TimeProvider _clock;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<System.Net.IPAddress, TokenBucket> _perAddress = new();
     private int _pendingHandshakes;
+    private int _perAddressCalls;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
     {
+        _clock = clock;
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
         _maxPendingHandshakes = settings.MaxPendingHandshakes;
+        _perAddressRate = settings.ConnectsPerSecondPerAddress;
+    }
+
+    /// <summary>
+    /// The same for one source address: one host (or one NAT) may not take the whole node's rate.
+    /// Buckets that have refilled are forgotten now and then, so the table stays as small as the
+    /// set of addresses connecting right now.
+    /// </summary>
+    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs)
+    {
+        retryAfterMs = 0;
+        if (_perAddressRate <= 0 || address is null) return true;
+        if (Interlocked.Increment(ref _perAddressCalls) % 1024 == 0)
+            foreach (var (key, bucket) in _perAddress)
+                if (bucket.IsFull) _perAddress.TryRemove(key, out _);
+        return _perAddress.GetOrAdd(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address,
+            _ => new TokenBucket(_perAddressRate, _perAddressRate * 2, _clock)).TryTake(out retryAfterMs);
     }
 
     /// <summary>
@@ -54,6 +76,15 @@ public sealed class ControlAdmission
         private readonly double _burst = capacity;
         private double _tokens = capacity;
         private long _refilledAt = clock.GetTimestamp();
+
+        /// <summary>Unused long enough to have refilled: forgetting it changes nothing.</summary>
+        public bool IsFull
+        {
+            get
+            {
+                lock (_gate) return _tokens + clock.GetElapsedTime(_refilledAt).TotalSeconds * perSecond >= _burst;
+            }
+        }
 
         public bool TryTake(out uint retryAfterMs)
         {

@@ -41,6 +41,8 @@ public sealed class ControlService(
         if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
             throw Busy(context, ControlErrorCodes.Unavailable, "this coordinator is shutting down", (uint)SessionsRegistration.MoveAfter.TotalMilliseconds);
         // A reconnect storm is admitted at a bounded rate; the others hear when to come back.
+        if (!admission.TryAdmitConnectFrom(context.GetHttpContext().Connection.RemoteIpAddress, out var waitHere))
+            throw Busy(context, ControlErrorCodes.RateLimited, "too many connections from this address", waitHere);
         if (!admission.TryAdmitConnect(out var wait))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
         using var handshakeSlot = admission.TryBeginHandshake()

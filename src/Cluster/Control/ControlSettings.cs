@@ -48,6 +48,9 @@ public sealed class ControlSettings
     /// <summary>New control streams this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double ConnectsPerSecond { get; set; } = 1000;
 
+    /// <summary>New control streams this node admits per second from one IP address (twice that in a burst); 0: no limit.</summary>
+    public double ConnectsPerSecondPerAddress { get; set; } = 50;
+
     /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double RegistrationsPerSecond { get; set; } = 200;
 
@@ -67,6 +70,7 @@ public sealed class ControlSettings
             yield return $"{prefix}:KeepAliveSeconds must be more than 0 and at most {ControlProtocol.KeepAliveInterval.TotalSeconds:0} " +
                 $"(agents leave a coordinator silent for {ControlProtocol.SilenceLimit.TotalSeconds:0} s), not {KeepAliveSeconds}";
         if (!(ConnectsPerSecond >= 0)) yield return $"{prefix}:ConnectsPerSecond must be 0 (no limit) or more, not {ConnectsPerSecond}";
+        if (!(ConnectsPerSecondPerAddress >= 0)) yield return $"{prefix}:ConnectsPerSecondPerAddress must be 0 (no limit) or more, not {ConnectsPerSecondPerAddress}";
         if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
     }
 }

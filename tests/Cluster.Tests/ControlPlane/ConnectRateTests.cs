@@ -1,0 +1,62 @@
+using System.Net;
+using System.Security.Cryptography;
+using Grpc.Core;
+using Weft.Cluster.Control;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Control;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>One address may open control streams at a bounded rate; the rest of the world is not slowed by it.</summary>
+public class ConnectRateTests
+{
+    [Fact]
+    public void Each_address_has_its_own_allowance()
+    {
+        var admission = new ControlAdmission(new ControlSettings { ConnectsPerSecondPerAddress = 5 }, TimeProvider.System);
+        var flooder = IPAddress.Parse("198.18.0.7");
+
+        var admitted = Enumerable.Range(0, 50).Count(attempt => admission.TryAdmitConnectFrom(flooder, out _));
+        Assert.InRange(admitted, 10, 11); // the burst (twice the rate), and at most one refilled meanwhile
+        Assert.False(admission.TryAdmitConnectFrom(flooder, out var wait));
+        Assert.True(wait >= 1000);
+        Assert.True(admission.TryAdmitConnectFrom(IPAddress.Parse("198.18.0.8"), out _));
+        Assert.True(admission.TryAdmitConnectFrom(IPAddress.Parse("::ffff:198.18.0.9"), out _));
+    }
+
+    [Fact]
+    public async Task A_flood_of_streams_from_one_address_is_refused_with_a_retry_time_and_an_agent_there_still_gets_in()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:ConnectsPerSecondPerAddress", "2")]);
+
+        // Each stream sends a forged initiation: an admitted one is refused at once as unauthenticated.
+        var refusals = new List<RpcException>();
+        for (var i = 0; i < 10; i++)
+        {
+            await using var stream = await RawControlStream.OpenAsync(node.Control);
+            var error = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                await stream.SendRaw(RandomNumberGenerator.GetBytes(ControlProtocol.InitiationSize));
+                await stream.ReadRaw();
+            });
+            if (error.StatusCode == StatusCode.Unauthenticated) continue;
+            refusals.Add(error);
+        }
+
+        Assert.NotEmpty(refusals);
+        Assert.All(refusals, e =>
+        {
+            Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+            Assert.StartsWith(ControlErrorCodes.RateLimited, e.Status.Detail);
+            Assert.NotNull(e.Trailers.GetValue(ControlProtocol.RetryAfterTrailer));
+        });
+
+        // An agent from the same address waits as it is told, and joins.
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"rate-{Guid.NewGuid():N}"[..20])).Id;
+        var agent = TestAgent.Start(agents, node.Control, "patient", (await node.Http.CreateAuthKey(tailnet)).Key);
+        await agent.WaitForState(ControlState.Running);
+    }
+}
