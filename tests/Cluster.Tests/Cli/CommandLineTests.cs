@@ -124,11 +124,16 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.Fail("the agent never learned that its device was deleted");
     }
 
+    /// <summary><c>weft-agent up --no-tunnels</c> against the test coordinator, with this test's state folder.</summary>
+    private Task<(int Code, string Output)> AgentUp(IReadOnlyDictionary<string, string> environment, params string[] options) =>
+        Run("weft-agent.dll", environment, ["up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory, .. options]);
+
+    private const string UnknownAuthKey = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
     [Fact]
     public async Task Weft_agent_up_with_a_bad_key_exits_with_the_refusal()
     {
-        var (code, output) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
-            "--auth-key", "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "--state-dir", _stateDirectory);
+        var (code, output) = await AgentUp(new Dictionary<string, string>(), "--auth-key", UnknownAuthKey);
 
         Assert.Equal(1, code);
         Assert.Contains("auth_key_unknown", output);
@@ -137,17 +142,14 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     [Fact]
     public async Task Weft_agent_up_takes_the_auth_key_from_the_environment_and_refuses_two_sources()
     {
-        var (code, output) = await Run("weft-agent.dll", new Dictionary<string, string> { ["WEFT_AUTH_KEY"] = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" },
-            "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory);
+        var (code, output) = await AgentUp(new Dictionary<string, string> { ["WEFT_AUTH_KEY"] = UnknownAuthKey });
         Assert.Equal(1, code);
         Assert.Contains("auth_key_unknown", output); // the key from WEFT_AUTH_KEY reached the coordinator
 
-        var (both, refusal) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
-            "--auth-key", "a", "--auth-key-file", "/nonexistent", "--state-dir", _stateDirectory);
+        var (both, refusal) = await AgentUp(new Dictionary<string, string>(), "--auth-key", "a", "--auth-key-file", "/nonexistent");
         Assert.Equal(2, both);
         Assert.Contains("not both", refusal);
-        var (missing, unreadable) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(),
-            "--auth-key-file", "/nonexistent/key", "--state-dir", _stateDirectory);
+        var (missing, unreadable) = await AgentUp(new Dictionary<string, string>(), "--auth-key-file", "/nonexistent/key");
         Assert.Equal(2, missing);
         Assert.Contains("cannot be read", unreadable);
     }
