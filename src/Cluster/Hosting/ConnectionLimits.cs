@@ -53,7 +53,8 @@ public sealed class ConnectionLimiter(string listener, ConnectionLimitSettings l
 
     public async Task Run(ConnectionContext connection, ConnectionDelegate next)
     {
-        var address = (connection.RemoteEndPoint as IPEndPoint)?.Address.MapToIPv4() ?? IPAddress.None;
+        var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+        var address = remote.IsIPv4MappedToIPv6 ? remote.MapToIPv4() : remote;
         if (!TryEnter(address, out var why))
         {
             Interlocked.Increment(ref _refused);
