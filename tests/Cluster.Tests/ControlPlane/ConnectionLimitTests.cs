@@ -23,10 +23,14 @@ public class ConnectionLimitTests
         var held = new List<Socket>();
         try
         {
-            for (var i = 0; i < 3; i++) held.Add(await ConnectFrom(Attacker, control));
-            using (var fourth = await ConnectFrom(Attacker, control))
-                Assert.True(await ClosedByServer(fourth, TimeSpan.FromSeconds(10)), "the fourth connection from one address is closed");
-            foreach (var socket in held) Assert.False(await ClosedByServer(socket, TimeSpan.FromMilliseconds(200)), "the first three stay open");
+            // Four at once: the server admits them in whatever order its accept loop runs, so which one
+            // it closes is not known, only that exactly one is closed and three stay open.
+            for (var i = 0; i < 4; i++) held.Add(await ConnectFrom(Attacker, control));
+            var closed = await Task.WhenAll(held.Select(socket => ClosedByServer(socket, TimeSpan.FromSeconds(3))));
+            Assert.Equal(1, closed.Count(c => c));
+            var refused = held[Array.IndexOf(closed, true)];
+            held.Remove(refused);
+            refused.Dispose();
 
             // An agent from another address joins while the limit holds.
             await using var agents = new AgentSystem();
