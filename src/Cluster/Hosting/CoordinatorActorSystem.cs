@@ -86,6 +86,8 @@ public static class CoordinatorActorSystem
                     ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
                     : reason.ToString();
                 system.Log.Error("This node stops (exit code {0}): {1}", reason.ExitCode, why);
+                // Also straight to stderr: Akka's logging is asynchronous and the process may be gone first.
+                Console.Error.WriteLine($"error: this node stops (exit code {reason.ExitCode}): {why}");
                 Environment.ExitCode = reason.ExitCode;
             }
             return Task.FromResult(Akka.Done.Instance);
