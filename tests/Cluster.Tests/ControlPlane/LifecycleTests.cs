@@ -99,7 +99,8 @@ public class LifecycleTests
 
         // The rename is written, and the entity dies before its coalescing window sends it to anyone
         // (as on a node killed mid-write). Nothing else changes afterwards that could carry it along.
-        var entity = Entity(node, "tailnet", tailnet);
+        // One resolved reference, so that the rename is in the mailbox before the Kill (two selections may overtake each other).
+        var entity = await Entity(node, "tailnet", tailnet).ResolveOne(TimeSpan.FromSeconds(10));
         entity.Tell(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-before-the-crash"));
         entity.Tell(Kill.Instance);
 
