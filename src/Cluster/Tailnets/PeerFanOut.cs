@@ -188,6 +188,22 @@ public sealed class DeltaAccumulator
 
     public void Resync(string recipient) => For(recipient).Resync = true;
 
+    /// <summary>
+    /// A full map of the recipient was just built from the current state: everything pending for it is
+    /// in that map. Dropping it matters: a later removal must not cancel an add the map already delivered.
+    /// An end of the session stays.
+    /// </summary>
+    public void Delivered(string recipient)
+    {
+        if (!_byRecipient.TryGetValue(recipient, out var pending)) return;
+        if (pending.End is { } end)
+        {
+            _byRecipient[recipient] = new Pending { End = end };
+            return;
+        }
+        _byRecipient.Remove(recipient);
+    }
+
     public void End(string recipient, string code, string message) => For(recipient).End = (code, message);
 
     private static PeerPatch Merged(PeerPatch earlier, PeerPatch later)

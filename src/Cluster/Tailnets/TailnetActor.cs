@@ -173,7 +173,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 return true;
             case SendNetMap send:
                 if (State.Devices.ContainsKey(send.DeviceId))
+                {
                     _devices.Tell(new NetMapSnapshot(State.TailnetId, send.DeviceId, NetMapBuilder.Build(State, send.DeviceId, Engine, IsOnline).ToByteArray()));
+                    _pending.Delivered(send.DeviceId);
+                }
                 else
                     _devices.Tell(new PeerChanges(send.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
                 return true;

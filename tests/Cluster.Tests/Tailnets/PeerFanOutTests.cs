@@ -137,4 +137,31 @@ public class PeerFanOutTests
             Assert.All(into.Drain(), kv => Assert.Single(kv.Value.ToDelta().Patches));
         }
     }
+
+    [Fact]
+    public void After_a_full_map_a_removal_is_sent_even_if_the_add_it_follows_was_still_pending()
+    {
+        // a registered b; the add waits in the coalescing window when a full map of a is built (it has b).
+        var into = new DeltaAccumulator();
+        into.Add("dev_a", new Node { Id = "dev_b", Name = "b" });
+        into.Filter("dev_a", new PacketFilter());
+        into.Delivered("dev_a");
+
+        // Then b leaves a's view: a must be told, not have the add silently cancelled.
+        into.Remove("dev_a", "dev_b");
+        var delta = into.Drain().Single(p => p.Key == "dev_a").Value.ToDelta();
+
+        Assert.Equal(["dev_b"], delta.PeersRemoved);
+        Assert.Empty(delta.PeersAdded);
+        Assert.Null(delta.Filter); // already in the full map
+    }
+
+    [Fact]
+    public void A_full_map_does_not_swallow_an_end_of_the_session()
+    {
+        var into = new DeltaAccumulator();
+        into.End("dev_a", ControlErrorCodes.DeviceExpired, "expired");
+        into.Delivered("dev_a");
+        Assert.Equal(ControlErrorCodes.DeviceExpired, into.Drain().Single().Value.End!.Value.Code);
+    }
 }
