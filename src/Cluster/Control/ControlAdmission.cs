@@ -38,7 +38,7 @@ public sealed class ControlAdmission
         if (Interlocked.Increment(ref _perAddressCalls) % 1024 == 0)
             foreach (var (key, bucket) in _perAddress)
                 if (bucket.IsFull) _perAddress.TryRemove(key, out _);
-        return _perAddress.GetOrAdd(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address,
+        return _perAddress.GetOrAdd(Hosting.ConnectionLimiter.SourceOf(address),
             _ => new TokenBucket(_perAddressRate, _perAddressRate * 2, _clock)).TryTake(out retryAfterMs);
     }
 

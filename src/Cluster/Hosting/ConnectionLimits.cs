@@ -42,22 +42,15 @@ public sealed class ConnectionLimiter(string listener, ConnectionLimitSettings l
     private readonly Dictionary<IPAddress, int> _perAddress = new();
     private readonly Control.LogThrottle _refusals = new(TimeSpan.FromSeconds(10));
     private int _total;
-    private long _refused;
 
-    public int Open
-    {
-        get { lock (_gate) return _total; }
-    }
-
-    public long Refused => Interlocked.Read(ref _refused);
+    /// <summary>One source, however it reached a dual-stack socket: an IPv4-mapped address counts as its IPv4 one.</summary>
+    public static IPAddress SourceOf(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
 
     public async Task Run(ConnectionContext connection, ConnectionDelegate next)
     {
-        var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
-        var address = remote.IsIPv4MappedToIPv6 ? remote.MapToIPv4() : remote;
+        var address = SourceOf((connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None);
         if (!TryEnter(address, out var why))
         {
-            Interlocked.Increment(ref _refused);
             if (_refusals.ShouldLog(DateTimeOffset.UtcNow, out var others))
                 log.LogWarning("{Listener} listener refused a connection from {Address}: {Why} ({Others} more refused since the last such line)",
                     listener, address, why, others);
