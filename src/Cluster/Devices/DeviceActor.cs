@@ -19,15 +19,25 @@ namespace Weft.Cluster.Devices;
 /// the tailnet. Changes that arrive before the session re-attaches are dropped on purpose: the full
 /// map that follows contains them.
 /// </para>
+/// <para>
+/// A full map is asked of the tailnet and may never come: the tailnet entity can be mid-move, or on
+/// a node that was just downed, when the request reaches it. So a request that stays unanswered is
+/// repeated every <see cref="DefaultSnapshotRetry"/>; without that, the stream would wait for the
+/// lost map forever and drop every change meanwhile.
+/// </para>
 /// </summary>
-public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
+public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>, IWithTimers
 {
+    /// <summary>How long a full-map request may stay unanswered before it is sent again.</summary>
+    public static readonly TimeSpan DefaultSnapshotRetry = TimeSpan.FromSeconds(3);
+
     /// <summary>Deltas kept for resumption: enough to bridge a reconnect, small enough per device.</summary>
     public const int DeltaLogEntries = 32;
     public const int DeltaLogBytes = 64 * 1024;
 
     private readonly TimeProvider _clock;
     private readonly string[] _coordinatorUrls;
+    private readonly TimeSpan _snapshotRetry;
     private readonly LinkedList<(ulong Version, ulong Base, byte[] Message)> _log = new();
     private int _logBytes;
     private IActorRef _tailnets = ActorRefs.Nobody;
@@ -39,18 +49,25 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
     private bool _stale;
     private uint _counter;
 
-    public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls) : base(settings, DeviceState.Empty(deviceId))
+    public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan snapshotRetry) : base(settings, DeviceState.Empty(deviceId))
     {
         _clock = clock;
         _coordinatorUrls = coordinatorUrls;
+        _snapshotRetry = snapshotRetry;
         PersistenceId = "device-" + deviceId;
     }
 
     public override string PersistenceId { get; }
 
+    public ITimerScheduler Timers { get; set; } = null!;
+
     /// <param name="coordinatorUrls">Where agents may reach the cluster; sent with every full netmap (may be empty).</param>
-    public static Props PropsFor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls) =>
-        Props.Create(() => new DeviceActor(deviceId, settings, clock, coordinatorUrls));
+    /// <param name="snapshotRetry">How long a full-map request may stay unanswered (default <see cref="DefaultSnapshotRetry"/>).</param>
+    public static Props PropsFor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan? snapshotRetry = null)
+    {
+        var retry = snapshotRetry ?? DefaultSnapshotRetry;
+        return Props.Create(() => new DeviceActor(deviceId, settings, clock, coordinatorUrls, retry));
+    }
 
     private ulong Version => ((ulong)State.Incarnation << 32) | _counter;
 
@@ -128,6 +145,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
             case NetMapSnapshot snapshot:
                 OnSnapshot(snapshot);
                 return true;
+            case SnapshotOverdue:
+                OnSnapshotOverdue();
+                return true;
             case Terminated terminated when terminated.ActorRef.Equals(_session):
                 Detach();
                 return true;
@@ -187,6 +207,20 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
         _awaitingSnapshot = true;
         _stale = false;
         _tailnets.Tell(new SendNetMap(State.TailnetId, State.DeviceId));
+        Timers.StartSingleTimer(nameof(SnapshotOverdue), SnapshotOverdue.Instance, _snapshotRetry);
+    }
+
+    private void OnSnapshotOverdue()
+    {
+        if (!_awaitingSnapshot) return;
+        if (_session is not null)
+        {
+            RequestSnapshot();
+            return;
+        }
+        // Nobody to send it to: the next session asks afresh.
+        _awaitingSnapshot = false;
+        _stale = true;
     }
 
     private void OnChanges(PeerChanges changes)
@@ -220,6 +254,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
     {
         if (!_incarnated) return;
         _awaitingSnapshot = false;
+        Timers.Cancel(nameof(SnapshotOverdue));
         var netmap = NetMap.Parser.ParseFrom(snapshot.NetMap);
         _counter++;
         netmap.Version = Version;
@@ -249,5 +284,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>
         Context.Unwatch(_session);
         _session.Tell(new SessionEnded(code, message));
         Detach();
+    }
+
+    private sealed class SnapshotOverdue
+    {
+        public static readonly SnapshotOverdue Instance = new();
     }
 }

@@ -1,0 +1,98 @@
+using Akka.Actor;
+using Akka.Hosting;
+using Akka.TestKit;
+using Google.Protobuf;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Tailnets;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tests.Devices;
+
+/// <summary>
+/// The device entity's stream on its own, with a probe standing in for the tailnet: what it does
+/// when the tailnet's answer never comes.
+/// </summary>
+public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
+{
+    private static readonly TimeSpan Retry = TimeSpan.FromMilliseconds(300);
+    private readonly TestProbe _tailnet;
+
+    public DeviceStreamTests() : base(TestActorSystems.InMemoryPersistence)
+    {
+        _tailnet = CreateTestProbe("tailnet");
+        _tailnet.IgnoreMessages(message => message is DeviceOnline);
+        ActorRegistry.For(Sys).Register<TailnetActor>(_tailnet.Ref);
+    }
+
+    private IActorRef StartDevice(string deviceId)
+    {
+        var device = Sys.ActorOf(DeviceActor.PropsFor(deviceId, new PersistenceSettings(), TimeProvider.System, [], Retry));
+        device.Tell(new InitializeDevice(deviceId, "tn_stream"));
+        ExpectMsg<DeviceReady>();
+        return device;
+    }
+
+    private SendNetMap ExpectMapRequest() => _tailnet.ExpectMsg<SendNetMap>(TimeSpan.FromSeconds(10));
+
+    private static NetMapSnapshot Snapshot(string deviceId, string peerName) =>
+        new("tn_stream", deviceId, new NetMap { Peers = { new Node { Name = peerName } } }.ToByteArray());
+
+    private static PeerChanges Delta(string deviceId, string peerName) =>
+        new(deviceId, new NetMapDelta { PeersChanged = { new Node { Name = peerName } } }.ToByteArray(), false, null, null);
+
+    private static ServerMessage Read(DeliverToAgent delivery) => ServerMessage.Parser.ParseFrom(delivery.ServerMessage);
+
+    [Fact]
+    public void A_full_map_request_that_is_lost_is_sent_again_and_the_stream_carries_on()
+    {
+        var device = StartDevice("dev_lost_map");
+        var session = CreateTestProbe("session");
+
+        device.Tell(new AttachSession("dev_lost_map", session.Ref, 0, false));
+        session.ExpectMsg<SessionAttached>();
+        Assert.Equal("dev_lost_map", ExpectMapRequest().DeviceId);
+        // The tailnet moved while the request was on its way: no answer comes. A change that the
+        // lost map would have carried is dropped by the device meanwhile, as designed.
+        device.Tell(Delta("dev_lost_map", "changed-while-waiting"));
+        session.ExpectNoMsg(Retry / 2);
+
+        Assert.Equal("dev_lost_map", ExpectMapRequest().DeviceId);
+        device.Tell(Snapshot("dev_lost_map", "in-the-retried-map"));
+        var map = Read(session.ExpectMsg<DeliverToAgent>());
+        Assert.Equal("in-the-retried-map", Assert.Single(map.Netmap.Peers).Name);
+
+        device.Tell(Delta("dev_lost_map", "after-the-map"));
+        var delta = Read(session.ExpectMsg<DeliverToAgent>());
+        Assert.Equal(map.Netmap.Version, delta.Delta.BaseVersion);
+        Assert.Equal("after-the-map", Assert.Single(delta.Delta.PeersChanged).Name);
+
+        // Answered: no further request.
+        _tailnet.ExpectNoMsg(Retry * 3);
+    }
+
+    [Fact]
+    public void A_session_that_left_while_its_map_was_lost_is_followed_by_one_that_gets_a_full_map()
+    {
+        var device = StartDevice("dev_left");
+        var first = CreateTestProbe("first-session");
+        device.Tell(new AttachSession("dev_left", first.Ref, 0, false));
+        first.ExpectMsg<SessionAttached>();
+        ExpectMapRequest();
+        Watch(first.Ref);
+        Sys.Stop(first.Ref);
+        ExpectTerminated(first.Ref);
+
+        // With no session, the overdue request is not repeated...
+        _tailnet.ExpectNoMsg(Retry * 3);
+
+        // ...and the next session, whatever version it claims, starts from a full map.
+        var second = CreateTestProbe("second-session");
+        device.Tell(new AttachSession("dev_left", second.Ref, 0, false));
+        second.ExpectMsg<SessionAttached>();
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_left", "peer"));
+        Assert.Equal("peer", Assert.Single(Read(second.ExpectMsg<DeliverToAgent>()).Netmap.Peers).Name);
+    }
+}
