@@ -141,7 +141,7 @@ public sealed class UapiServer : IDisposable
 
     private sealed record FirewallMarkChange(uint Mark);
 
-    private static List<object> Parse(IReadOnlyList<string> lines)
+    internal static List<object> Parse(IReadOnlyList<string> lines)
     {
         var operations = new List<object>();
         PeerConfig? peer = null;

@@ -39,7 +39,8 @@ public sealed class WgQuickConfig
 
     public static WgQuickConfig Load(string path) => Parse(File.ReadAllText(path), Path.GetFileName(path));
 
-    public static WgQuickConfig Parse(string text, string source = "config")
+    /// <param name="resolveHost">Resolves an Endpoint's host name (default: the system resolver); only called for a well-formed name.</param>
+    public static WgQuickConfig Parse(string text, string source = "config", Func<string, IPAddress[]>? resolveHost = null)
     {
         Curve25519PrivateKey? privateKey = null;
         int? listenPort = null, mtu = null;
@@ -70,7 +71,7 @@ public sealed class WgQuickConfig
                 };
                 sawInterface |= section == "interface";
                 if (peer is not null) peers.Add(peer.Build(source));
-                peer = section == "peer" ? new PeerBuilder(number) : null;
+                peer = section == "peer" ? new PeerBuilder(number, resolveHost ?? System.Net.Dns.GetHostAddresses) : null;
                 continue;
             }
             var equals = line.IndexOf('=');
@@ -151,16 +152,18 @@ public sealed class WgQuickConfig
         return new InterfaceAddress(address, length);
     }
 
-    /// <summary>Resolves <c>host:port</c>, <c>[v6]:port</c> or <c>a.b.c.d:port</c>.</summary>
-    internal static Endpoint? ParseEndpoint(string text)
+    /// <summary>Resolves <c>host:port</c>, <c>[v6]:port</c> or <c>a.b.c.d:port</c>; null if it is none of these or the name does not resolve.</summary>
+    internal static Endpoint? ParseEndpoint(string text, Func<string, IPAddress[]> resolveHost)
     {
         if (IPEndPoint.TryParse(text, out var direct) && direct.Port != 0 && (text.Contains(']') || text.Count(c => c == ':') == 1))
             return new Endpoint(direct);
         var colon = text.LastIndexOf(':');
         if (colon <= 0 || ParsePort(text[(colon + 1)..]) is not { } port || port == 0) return null;
+        var host = text[..colon];
+        if (!IsHostName(host)) return null;
         try
         {
-            var address = System.Net.Dns.GetHostAddresses(text[..colon].Trim('[', ']')).FirstOrDefault();
+            var address = resolveHost(host).FirstOrDefault();
             return address is null ? null : new Endpoint(new IPEndPoint(address, port));
         }
         catch (SocketException)
@@ -169,7 +172,19 @@ public sealed class WgQuickConfig
         }
     }
 
-    private sealed class PeerBuilder(int startLine)
+    /// <summary>A DNS name as RFC 1123 allows it: at most 253 characters, labels of 1–63 letters, digits and inner hyphens.</summary>
+    private static bool IsHostName(string host)
+    {
+        if (host.Length is 0 or > 253) return false;
+        foreach (var label in host.TrimEnd('.').Split('.'))
+        {
+            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-') return false;
+            if (!label.All(c => char.IsAsciiLetterOrDigit(c) || c == '-')) return false;
+        }
+        return true;
+    }
+
+    private sealed class PeerBuilder(int startLine, Func<string, IPAddress[]> resolveHost)
     {
         private Curve25519PublicKey? _publicKey;
         private byte[]? _psk;
@@ -191,7 +206,7 @@ public sealed class WgQuickConfig
                     _psk = psk;
                     break;
                 case "endpoint":
-                    _endpoint = ParseEndpoint(value) ?? throw error($"Endpoint '{value}' is not host:port, a.b.c.d:port or [v6]:port");
+                    _endpoint = ParseEndpoint(value, resolveHost) ?? throw error($"Endpoint '{value}' is not host:port, a.b.c.d:port or [v6]:port");
                     break;
                 case "allowedips":
                     foreach (var item in SplitList(value))

@@ -50,7 +50,7 @@ public sealed partial class WireGuardDevice
             case Messages.TypeTransport:
                 return ReceiveTransport(datagram, sourceAddress, now);
             case Messages.TypeInitiation or Messages.TypeResponse:
-                ReceiveHandshake(datagram, sourceAddress, now);
+                ReceiveHandshake(datagram, sourceAddress);
                 return 0;
             case Messages.TypeCookieReply:
                 ReceiveCookieReply(datagram);
@@ -119,7 +119,13 @@ public sealed partial class WireGuardDevice
         return 0;
     }
 
-    private void ReceiveHandshake(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
+    /// <summary>
+    /// On the receive thread, a handshake message only has its size checked and is queued: the mac
+    /// checks, cookie replies and rate limits run on the handshake thread, so a flood of handshakes
+    /// (valid mac1 or not) costs the receive path a copy each and never starves transport packets.
+    /// A full queue drops the message, as wireguard-go does.
+    /// </summary>
+    private void ReceiveHandshake(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress)
     {
         var type = Messages.TypeOf(datagram);
         var expected = type == Messages.TypeInitiation ? Messages.InitiationSize : Messages.ResponseSize;
@@ -128,26 +134,48 @@ public sealed partial class WireGuardDevice
             Counters.Drop(DropReason.Malformed);
             return;
         }
-        if (!Cookies.CheckMac1(datagram, type))
-        {
-            Counters.Drop(DropReason.BadMac1);
-            return;
-        }
         var source = Endpoint.FromSockaddr(sourceAddress);
         if (source is null)
         {
             Counters.Drop(DropReason.Malformed);
             return;
         }
+        if (!_handshakeInbox.TryAdd(new HandshakePacket(type, datagram.ToArray(), source)))
+            Counters.Drop(DropReason.HandshakeQueueFull);
+    }
+
+    /// <summary>The handshake thread: waits for queued handshake messages and checks each.</summary>
+    private void RunHandshakeChecker()
+    {
+        while (!_stopping)
+        {
+            if (_handshakeInbox.TryTake(out var packet, 200)) CheckHandshake(packet, Clock.NowMs);
+        }
+    }
+
+    /// <summary>Checks whatever is queued now, on the caller's thread (tests and the fuzzer, which run no threads).</summary>
+    internal void CheckQueuedHandshakes()
+    {
+        while (_handshakeInbox.TryTake(out var packet)) CheckHandshake(packet, Clock.NowMs);
+    }
+
+    /// <summary>mac1; under load, mac2 (else a cookie reply) and the per-source rate limit; then the handshake actors.</summary>
+    private void CheckHandshake(HandshakePacket packet, long now)
+    {
+        if (!Cookies.CheckMac1(packet.Message, packet.Type))
+        {
+            Counters.Drop(DropReason.BadMac1);
+            return;
+        }
         if (IsUnderLoad(now))
         {
-            if (!Cookies.CheckMac2(datagram, type, source.Address))
+            if (!Cookies.CheckMac2(packet.Message, packet.Type, packet.Source.Address))
             {
-                SendCookieReply(datagram, type, source);
+                SendCookieReply(packet.Message, packet.Type, packet.Source);
                 Counters.Drop(DropReason.CookieRequired);
                 return;
             }
-            if (!RateLimiter.Allow(source.Address.Address))
+            if (!RateLimiter.Allow(packet.Source.Address.Address))
             {
                 Counters.Drop(DropReason.RateLimited);
                 return;
@@ -160,7 +188,7 @@ public sealed partial class WireGuardDevice
             Counters.Drop(DropReason.HandshakeQueueFull);
             return;
         }
-        sink(new HandshakePacket(type, datagram.ToArray(), source));
+        sink(packet);
     }
 
     private void ReceiveCookieReply(Span<byte> datagram)

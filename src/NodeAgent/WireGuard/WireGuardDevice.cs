@@ -20,7 +20,9 @@ public sealed record HandshakePacket(uint Type, byte[] Message, Endpoint Source)
 /// <item>TUN → UDP: read a batch from the TUN, find each packet's peer, seal it with the current
 /// keypair, send the batch with one sendmmsg.</item>
 /// <item>UDP → TUN: receive a batch with one recvmmsg, open each transport packet in place, check
-/// replay and source, write it to the TUN; hand handshake messages to <see cref="HandshakeSink"/>.</item>
+/// replay and source, write it to the TUN; queue handshake messages for the handshake thread.</item>
+/// <item>Handshake thread: mac1, and under load mac2, cookie replies and per-source rate limits;
+/// what passes goes to <see cref="HandshakeSink"/>.</item>
 /// </list>
 /// Each path runs on its own thread and never goes through an actor mailbox. Handshakes and timers
 /// belong to the actors (TunnelSupervisor, PeerTunnel), which call the Send* helpers here.
@@ -37,6 +39,8 @@ public sealed partial class WireGuardDevice : IDisposable
     private volatile bool _stopping;
     private long _underLoadUntilMs;
     private int _handshakeBacklog;
+    /// <summary>Handshake messages between the receive thread and the handshake thread (wireguard-go's handshake queue).</summary>
+    private readonly BlockingCollection<HandshakePacket> _handshakeInbox = new(Constants.HandshakeQueueSize);
 
     public WireGuardDevice(ITunDevice tun, UdpTransport udp, EngineClock? clock = null, WireGuardTimings? timings = null, ILogger? log = null)
     {
@@ -109,6 +113,9 @@ public sealed partial class WireGuardDevice : IDisposable
     /// <summary>The number of handshake messages handed to <see cref="HandshakeSink"/> and not yet processed.</summary>
     public int HandshakeBacklog => Volatile.Read(ref _handshakeBacklog);
 
+    /// <summary>Handshake messages received and not yet checked.</summary>
+    public int HandshakesQueued => _handshakeInbox.Count;
+
     public void HandshakeProcessed() => Interlocked.Decrement(ref _handshakeBacklog);
 
     /// <param name="keepSessions">
@@ -165,6 +172,7 @@ public sealed partial class WireGuardDevice : IDisposable
     public void Start()
     {
         StartThread("wg-tun-read", RunTunReader);
+        StartThread("wg-handshake", RunHandshakeChecker);
         StartReceivers(_udp);
     }
 
@@ -202,10 +210,10 @@ public sealed partial class WireGuardDevice : IDisposable
         thread.Start();
     }
 
-    /// <summary>True while handshake messages pile up: from 1/8 of the queue, and for a second after (wireguard-go).</summary>
+    /// <summary>True while handshake messages pile up (queued or with the actors): from 1/8 of the queue, and for a second after (wireguard-go).</summary>
     private bool IsUnderLoad(long now)
     {
-        if (Volatile.Read(ref _handshakeBacklog) >= Constants.UnderLoadQueueThreshold)
+        if (_handshakeInbox.Count + Volatile.Read(ref _handshakeBacklog) >= Constants.UnderLoadQueueThreshold)
         {
             Volatile.Write(ref _underLoadUntilMs, now + (long)Constants.UnderLoadAfterTime.TotalMilliseconds);
             return true;

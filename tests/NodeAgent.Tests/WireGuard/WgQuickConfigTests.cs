@@ -64,4 +64,36 @@ public class WgQuickConfigTests
         Assert.Contains("no PrivateKey", Assert.Throws<ConfigException>(() => WgQuickConfig.Parse("[Interface]\nListenPort = 1\n")).Message);
         Assert.Contains("no [Interface]", Assert.Throws<ConfigException>(() => WgQuickConfig.Parse("# empty\n")).Message);
     }
+
+    public static TheoryData<string> HostsThatAreNoNames =>
+    [
+        // 300 characters: the fuzzer found that it crashed the parser inside the system resolver.
+        string.Join(".", Enumerable.Repeat(new string('a', 59), 5)),
+        "bad_name",
+        "-leading-hyphen.example",
+        "[not-an-address]",
+    ];
+
+    [Theory]
+    [MemberData(nameof(HostsThatAreNoNames))]
+    public void An_endpoint_host_that_is_no_dns_name_is_refused_without_asking_a_resolver(string host)
+    {
+        var asked = new List<string>();
+        var text = $"[Interface]\nPrivateKey = {PrivateKey}\n[Peer]\nPublicKey = {PeerKey}\nEndpoint = {host}:51820\n";
+
+        var error = Assert.Throws<ConfigException>(() => WgQuickConfig.Parse(text, "wg0.conf", name => { asked.Add(name); return []; }));
+
+        Assert.Contains("Endpoint", error.Message);
+        Assert.Empty(asked);
+    }
+
+    [Fact]
+    public void An_endpoint_host_name_is_resolved_with_the_given_resolver()
+    {
+        var text = $"[Interface]\nPrivateKey = {PrivateKey}\n[Peer]\nPublicKey = {PeerKey}\nEndpoint = peer.example:51820\n";
+
+        var config = WgQuickConfig.Parse(text, "wg0.conf", name => name == "peer.example" ? [System.Net.IPAddress.Parse("198.18.0.9")] : []);
+
+        Assert.Equal("198.18.0.9:51820", config.Peers.Single().Endpoint!.ToString());
+    }
 }
