@@ -14,7 +14,9 @@ public static class AdminApi
     public static WebApplication MapAdminApi(this WebApplication app)
     {
         app.UseMiddleware<ApiErrorMiddleware>();
-        app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api.UseMiddleware<ApiKeyAuthentication>());
+        app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api
+            .UseMiddleware<ApiKeyAuthentication>()
+            .UseMiddleware<Audit.AuditTrail>());
 
         app.MapGet(HealthEndpoint.LivePath, HealthEndpoint.Handle);
         app.MapGet(HealthEndpoint.ReadyPath, HealthEndpoint.Ready);
@@ -23,6 +25,7 @@ public static class AdminApi
         v1.MapMemberEndpoints();
         v1.MapPolicyEndpoints();
         v1.MapApiKeyEndpoints();
+        v1.MapAuditEndpoints();
 
         app.MapFallback((HttpContext http) =>
             throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));

@@ -42,7 +42,11 @@ public sealed class TailnetRefs(
     {
         var caller = ApiCaller.Of(http);
         var entry = await FindAsync(http, idOrName);
-        if (entry is not null && (caller.IsOperator || entry.TailnetId == caller.TailnetId)) return entry;
+        if (entry is not null && (caller.IsOperator || entry.TailnetId == caller.TailnetId))
+        {
+            Audit.AuditTrail.ConcernsTailnet(http, entry.TailnetId);
+            return entry;
+        }
         throw ApiException.From(TailnetDirectoryState.NotFound(idOrName));
     }
 

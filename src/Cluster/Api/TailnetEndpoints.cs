@@ -33,6 +33,7 @@ public static class TailnetEndpoints
         var ids = await idempotent.IdsFor(http, "tailnet");
         var registered = await refs.Directory.AskFor<TailnetRegistered>(
             new RegisterTailnet(Identifiers.NewTailnetId(ids), name, settings, clock.GetUtcNow()), http);
+        Audit.AuditTrail.ConcernsTailnet(http, registered.Entry.TailnetId);
         var resource = ToResource(registered.Entry, registered.Info);
         return Results.Json(resource, AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }

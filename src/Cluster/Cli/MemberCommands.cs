@@ -223,6 +223,35 @@ public static class MemberCommands
         ]));
     }
 
+    // ------------------------------------------------------------------ audit log
+
+    public static Command Audit()
+    {
+        var audit = new Command("audit", "Admin changes: who changed what, when and from where (a tailnet's, or with no --tailnet the cluster's own)");
+        var client = new ClientOptions(audit);
+        var tailnet = TailnetOption();
+        var since = new Option<string>("--since") { Description = "How far back: 90s, 15m, 1h, 7d, or a timestamp (default 1d)", DefaultValueFactory = _ => "1d" };
+        var limit = new Option<int>("--limit") { Description = "At most this many entries, the newest (1-1000)", DefaultValueFactory = _ => 100 };
+        audit.Add(tailnet);
+        audit.Add(since);
+        audit.Add(limit);
+        audit.SetAction(parse => client.Run(parse, async api =>
+        {
+            var which = parse.GetValue(tailnet);
+            var path = string.IsNullOrEmpty(which) ? "/api/v1/audit" : $"/api/v1/tailnets/{Uri.EscapeDataString(which)}/audit";
+            var body = await api.GetAsync($"{path}?since={Uri.EscapeDataString(parse.GetValue(since)!)}&limit={parse.GetValue(limit)}");
+            if (client.Json(parse, body)) return;
+            Console.Write(TextTable.Render(["WHEN", "WHO", "WHAT", "TARGET", "STATUS", "FROM"],
+                body.GetProperty("entries").EnumerateArray().Select(e => (IReadOnlyList<string>)
+                [
+                    Format.Time(e.GetProperty("at")), Format.Text(e, "actor"), Format.Text(e, "action"), Format.Text(e, "target"),
+                    e.GetProperty("status").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture), Format.Text(e, "source"),
+                ])));
+            if (body.GetProperty("truncated").GetBoolean()) Console.WriteLine("(older entries match too: raise --limit or narrow --since)");
+        }));
+        return audit;
+    }
+
     // ------------------------------------------------------------------ API keys
 
     public static Command ApiKeys()

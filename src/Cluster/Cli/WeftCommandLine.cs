@@ -21,6 +21,7 @@ public static class WeftCommandLine
         root.Add(MemberCommands.Devices());
         root.Add(MemberCommands.ApiKeys());
         root.Add(PolicyCommands.Build());
+        root.Add(MemberCommands.Audit());
         root.Add(HealthCommand());
         return root;
     }

@@ -5,6 +5,7 @@ using Akka.Event;
 using Akka.Hosting;
 using Akka.Remote.Hosting;
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Audit;
 using Weft.Cluster.Control;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
@@ -52,6 +53,7 @@ public static class CoordinatorActorSystem
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)
             .WithMachineIndex(settings.Persistence, numberOfShards)
+            .WithAuditLog(settings.Persistence, numberOfShards)
             .WithApiKeyRegistry(settings.Persistence)
             .WithClusterKey(settings.Persistence, secret)
             .WithSessions()

@@ -1,4 +1,5 @@
 using Weft.Cluster.ApiKeys;
+using Weft.Cluster.Audit;
 using Weft.Cluster.Devices;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Tailnets;
@@ -14,5 +15,6 @@ public static class StoredRecordCatalog
         .AddApiKeyRecords()
         .AddDeviceRecords()
         .AddMachineRecords()
+        .AddAuditRecords()
         .Add(Control.ClusterKeyActor.Records);
 }

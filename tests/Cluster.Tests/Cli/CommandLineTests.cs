@@ -155,6 +155,26 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     }
 
     [Fact]
+    public async Task Weft_audit_shows_who_changed_a_tailnet_and_refuses_a_bad_window()
+    {
+        var name = $"audit-{Guid.NewGuid():N}"[..20];
+        Assert.Equal(0, (await Weft("tailnet", "create", name)).Code);
+        Assert.Equal(0, (await Weft("authkey", "create", "-t", name)).Code);
+
+        var (code, output) = await Weft("audit", "-t", name, "--since", "1h");
+
+        Assert.True(code == 0, output);
+        Assert.Contains("POST /api/v1/tailnets/{tailnet}/auth-keys", output);
+        Assert.Contains("operator-key ", output);
+        var (json, text) = await Weft("audit", "-t", name, "--since", "1h", "--json");
+        Assert.True(json == 0, text);
+        Assert.Equal(2, Json(text).GetProperty("entries").GetArrayLength());
+        var (refused, why) = await Weft("audit", "-t", name, "--since", "last week");
+        Assert.NotEqual(0, refused);
+        Assert.Contains("since must be a duration", why);
+    }
+
+    [Fact]
     public async Task Help_never_prints_the_api_key_from_the_environment()
     {
         foreach (var command in new[] { new[] { "tailnet", "--help" }, ["tailnet", "list", "--help"], ["device", "show", "--help"], ["apikey", "create", "--help"] })

@@ -116,7 +116,15 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new PolicyValidation([new Weft.Cluster.Policy.PolicyIssue(3, 7, "acls[0].src[1]", "group:x is not defined in groups")], 4, 2),
         new AccessAnswer(true, 2, "acls[2] allows it"),
         new CoordinatorKeyIs(Key),
+        new Weft.Cluster.Audit.RecordAudit("tn_abc", AuditSample),
+        new Weft.Cluster.Audit.GetAuditLog("tn_abc", At, 100),
+        new Weft.Cluster.Audit.AuditAppended("tn_abc", 12),
+        new Weft.Cluster.Audit.AuditPage("tn_abc", [AuditSample], true),
     ];
+
+    // A property: the samples above are built first.
+    private static Weft.Cluster.Audit.AuditEntry AuditSample =>
+        new(At, "operator-key k_abc", "POST /api/v1/tailnets/{tailnet}/auth-keys", "tailnet=acme", 201, "198.18.0.7");
 
     public static TheoryData<IClusterMessage> AllSamples => new(Samples);
 

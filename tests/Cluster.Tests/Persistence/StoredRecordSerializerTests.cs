@@ -100,7 +100,14 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new ClusterKeyState("c2VhbGVkIGtleQ==", null),
         new ClusterKeyState(null, Key1),
         new ClusterKeyState(null, null),
+        new Weft.Cluster.Audit.AuditRecorded(AuditSample),
+        new Weft.Cluster.Audit.AuditLogState("tn_abc", [AuditSample, AuditSample with { Status = 204 }], 9),
+        Weft.Cluster.Audit.AuditLogState.Empty("cluster"),
     ];
+
+    // A property: the samples above are built first.
+    private static Weft.Cluster.Audit.AuditEntry AuditSample =>
+        new(new DateTimeOffset(2026, 12, 1, 12, 0, 0, TimeSpan.Zero), "tailnet-key k_abc", "DELETE /api/v1/tailnets/{tailnet}/devices/{device}", "tailnet=acme device=web", 204, "::1");
 
     public static TheoryData<IStoredRecord> AllSamples => new(Samples);
 
