@@ -34,6 +34,7 @@ public static class MemberEndpoints
         tailnet.MapPost("/devices/{device}/tags", SetTags);
         tailnet.MapPost("/devices/{device}/expire", ExpireDevice);
         tailnet.MapDelete("/devices/{device}", DeleteDevice);
+        tailnet.MapDelete("/devices", DeletePendingDevices);
         tailnet.MapGet("/devices/{device}/netmap", GetNetMap);
         tailnet.MapGet("/devices/{device}/stream", GetStream);
     }
@@ -159,6 +160,18 @@ public static class MemberEndpoints
         return Results.NoContent();
     }
 
+    /// <summary><c>?status=pending</c>: every device waiting for approval, at once (a flood of unwanted keyless registrations).</summary>
+    private static async Task<IResult> DeletePendingDevices(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        if (http.Request.Query["status"] != "pending")
+            throw ApiException.Invalid("only devices waiting for approval are deleted in bulk: add ?status=pending (delete others one at a time)");
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http);
+        var pending = devices.Devices.Where(d => d.Device.Status == DeviceStatus.Pending).Select(d => d.Device.DeviceId).ToList();
+        var deleted = await refs.Tailnets.AskFor<PendingDevicesDeleted>(new DeletePendingDevices(entry.TailnetId, pending), http);
+        return Results.Json(new DeletedDevicesResource(deleted.DeviceIds), AdminJson.Options);
+    }
+
     /// <summary>The netmap the device would receive now, as protobuf JSON (for debugging).</summary>
     private static async Task<IResult> GetNetMap(HttpContext http, string tailnet, string device, TailnetRefs refs)
     {
@@ -214,8 +227,9 @@ public static class MemberEndpoints
         var d = info.Device;
         return new DeviceResource(
             d.DeviceId, d.Name, d.Hostname, d.Os, d.Status.ToString().ToLowerInvariant(), info.Online, UserName(users, d.UserId), d.Tags,
-            [d.Ipv4, d.Ipv6], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
-            d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId, d.AgentVersion);
+            d.Ipv4.Length > 0 ? [d.Ipv4, d.Ipv6] : [], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
+            d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId, d.AgentVersion,
+            d.RegisteredFrom);
     }
 }
 

@@ -22,13 +22,14 @@ public static class TailnetEndpoints
     private static async Task<IResult> Create(HttpContext http, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         TailnetRefs.RequireOperator(http, "creating a tailnet");
-        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds", "keylessRegistration");
         var name = body.RequiredString("name");
         var defaults = TailnetRules.DefaultSettings(name);
         var settings = new TailnetSettings(
             body.OptionalInt("nodeKeyExpiryDays") ?? defaults.NodeKeyExpiryDays,
             body.OptionalString("dnsSuffix") ?? defaults.DnsSuffix,
-            body.OptionalInt("ephemeralTimeoutSeconds") ?? defaults.EphemeralTimeoutSeconds);
+            body.OptionalInt("ephemeralTimeoutSeconds") ?? defaults.EphemeralTimeoutSeconds,
+            body.OptionalBool("keylessRegistration") ?? false);
 
         var ids = await idempotent.IdsFor(http, "tailnet");
         var registered = await refs.Directory.AskFor<TailnetRegistered>(
@@ -59,8 +60,9 @@ public static class TailnetEndpoints
     private static async Task<IResult> UpdateSettings(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds");
-        var change = new ChangeTailnetSettings(entry.TailnetId, body.OptionalInt("nodeKeyExpiryDays"), body.OptionalString("dnsSuffix"), body.OptionalInt("ephemeralTimeoutSeconds"));
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("nodeKeyExpiryDays", "dnsSuffix", "ephemeralTimeoutSeconds", "keylessRegistration");
+        var change = new ChangeTailnetSettings(entry.TailnetId, body.OptionalInt("nodeKeyExpiryDays"), body.OptionalString("dnsSuffix"), body.OptionalInt("ephemeralTimeoutSeconds"),
+            body.OptionalBool("keylessRegistration"));
         var info = await refs.Tailnets.AskFor<TailnetInfo>(change, http);
         return Results.Json(ToResource(entry, info), AdminJson.Options);
     }
@@ -94,5 +96,5 @@ public static class TailnetEndpoints
 
     private static TailnetResource ToResource(TailnetEntry entry, TailnetInfo info) =>
         new(entry.TailnetId, entry.Name, entry.CreatedAt,
-            new TailnetSettingsResource(info.Settings.NodeKeyExpiryDays, info.Settings.DnsSuffix, (int)info.Settings.EphemeralTimeout.TotalSeconds));
+            new TailnetSettingsResource(info.Settings.NodeKeyExpiryDays, info.Settings.DnsSuffix, (int)info.Settings.EphemeralTimeout.TotalSeconds, info.Settings.KeylessRegistration));
 }

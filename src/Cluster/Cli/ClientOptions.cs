@@ -88,6 +88,7 @@ internal sealed class ClientOptions
             ("node key expiry", $"{settings.GetProperty("nodeKeyExpiryDays").GetInt32()} days"),
             ("dns suffix", settings.GetProperty("dnsSuffix").GetString()!),
             ("ephemeral timeout", $"{settings.GetProperty("ephemeralTimeoutSeconds").GetInt32()} s"),
+            ("keyless registration", settings.TryGetProperty("keylessRegistration", out var keyless) && keyless.GetBoolean() ? "on" : "off"),
         ]));
     }
 }

@@ -168,7 +168,7 @@ public static class MemberCommands
         }
 
         var show = OnDevice("show", "Show one device", (parse, which, api) => api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}"));
-        var approve = OnDevice("approve", "Approve a device that is waiting (registered without an auth key)",
+        var approve = OnDevice("approve", "Approve a device that is waiting (registered without an auth key; compare its machine key and address with the agent's)",
             (parse, which, api) => api.PostAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, which)}/approve", new { }));
         var newName = new Argument<string>("new-name");
         var rename = OnDevice("rename", "Give a device a new MagicDNS name",
@@ -188,6 +188,15 @@ public static class MemberCommands
             Done(client, parse, "deleted", parse.GetValue(deleteWhich)!);
         }));
 
+        var deletePending = new Command("delete-pending", "Delete every device waiting for approval (unwanted registrations without an auth key)");
+        deletePending.SetAction(parse => client.Run(parse, async api =>
+        {
+            var body = await api.DeleteAsync($"{Base(parse, tailnet)}/devices?status=pending");
+            if (client.Json(parse, body)) return;
+            var deleted = body.GetProperty("deleted").EnumerateArray().Select(d => d.GetString()!).ToList();
+            Console.WriteLine(deleted.Count == 0 ? "no device was waiting for approval" : $"deleted {deleted.Count} waiting device(s): {string.Join(", ", deleted)}");
+        }));
+
         var netmap = new Command("netmap", "The netmap the device would receive now (JSON, for debugging)");
         var netmapWhich = Which();
         netmap.Add(netmapWhich);
@@ -195,7 +204,7 @@ public static class MemberCommands
             Console.WriteLine(JsonSerializer.Serialize(await api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, netmapWhich)}/netmap"),
                 new JsonSerializerOptions { WriteIndented = true }))));
 
-        foreach (var command in new[] { list, show, approve, rename, tags, expire, delete, netmap }) devices.Add(command);
+        foreach (var command in new[] { list, show, approve, rename, tags, expire, delete, deletePending, netmap }) devices.Add(command);
         return devices;
     }
 
@@ -217,6 +226,7 @@ public static class MemberCommands
             ("tags", Format.List(device, "tags")),
             ("node key", Format.Text(device, "nodeKey")),
             ("machine key", Format.Text(device, "machineKey")),
+            ("registered from", device.TryGetProperty("registeredFrom", out var from) && from.GetString() is { Length: > 0 } address ? Format.Printable(address) : "-"),
             ("key expiry", device.TryGetProperty("keyExpiry", out var expiry) ? Format.Time(expiry) : "never"),
             ("last seen", device.TryGetProperty("lastSeen", out var seen) ? Format.Time(seen) : "-"),
             ("ephemeral", YesNo(device, "ephemeral")),

@@ -72,13 +72,14 @@ public static class WeftCommandLine
         var expiry = new Option<int?>("--node-key-expiry-days") { Description = "Node-key lifetime in days (1-180)" };
         var dnsSuffix = new Option<string?>("--dns-suffix") { Description = "MagicDNS suffix, e.g. acme.example.net" };
         var ephemeralTimeout = new Option<int?>("--ephemeral-timeout-seconds") { Description = "How long an ephemeral device may stay disconnected before it is removed" };
+        var keyless = new Option<bool?>("--keyless-registration") { Description = "true: devices may register without an auth key and wait for an admin's approval (default false)" };
         Argument<string> Which() => new("tailnet") { Description = "Tailnet id (tn_...) or name" };
 
         var create = new Command("create", "Create a tailnet");
         var name = new Argument<string>("name") { Description = "Unique name: a-z, 0-9 and '-'" };
-        create.Add(name); create.Add(expiry); create.Add(dnsSuffix); create.Add(ephemeralTimeout);
+        create.Add(name); create.Add(expiry); create.Add(dnsSuffix); create.Add(ephemeralTimeout); create.Add(keyless);
         create.SetAction(parse => client.Run(parse, async api => client.PrintTailnet(parse,
-            await api.PostAsync("/api/v1/tailnets", new CreateTailnetRequest(parse.GetValue(name)!, parse.GetValue(expiry), parse.GetValue(dnsSuffix), parse.GetValue(ephemeralTimeout))))));
+            await api.PostAsync("/api/v1/tailnets", new CreateTailnetRequest(parse.GetValue(name)!, parse.GetValue(expiry), parse.GetValue(dnsSuffix), parse.GetValue(ephemeralTimeout), parse.GetValue(keyless))))));
 
         var list = new Command("list", "List tailnets");
         list.SetAction(parse => client.Run(parse, async api =>
@@ -98,10 +99,10 @@ public static class WeftCommandLine
 
         var set = new Command("set", "Change a tailnet's settings");
         var setWhich = Which();
-        set.Add(setWhich); set.Add(expiry); set.Add(dnsSuffix); set.Add(ephemeralTimeout);
+        set.Add(setWhich); set.Add(expiry); set.Add(dnsSuffix); set.Add(ephemeralTimeout); set.Add(keyless);
         set.SetAction(parse => client.Run(parse, async api => client.PrintTailnet(parse,
             await api.PatchAsync($"/api/v1/tailnets/{Uri.EscapeDataString(parse.GetValue(setWhich)!)}",
-                new UpdateTailnetSettingsRequest(parse.GetValue(expiry), parse.GetValue(dnsSuffix), parse.GetValue(ephemeralTimeout))))));
+                new UpdateTailnetSettingsRequest(parse.GetValue(expiry), parse.GetValue(dnsSuffix), parse.GetValue(ephemeralTimeout), parse.GetValue(keyless))))));
 
         var rename = new Command("rename", "Give a tailnet a new name");
         var renameWhich = Which();

@@ -76,7 +76,8 @@ public sealed class ControlService(
         // The stream lives as long as its session: a node that shuts down drains its sessions first
         // (each tells its agent to move), and a session that ends for any reason ends the stream.
         using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync()), TimeSpan.FromSeconds(5));
+        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(),
+            context.GetHttpContext().Connection.RemoteIpAddress is { } remote ? Hosting.ConnectionLimiter.SourceOf(remote).ToString() : ""), TimeSpan.FromSeconds(5));
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);

@@ -32,7 +32,11 @@ public static class DeviceRegistrar
     /// <summary>What an agent waits before retrying when a step did not answer in time (plus its own jitter).</summary>
     public const uint RetryAfterMs = 2000;
 
-    public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request)
+    /// <summary>What the agent waits before it asks again while its device waits for approval.</summary>
+    public const uint ApprovalPollMs = 10_000;
+
+    /// <param name="remoteAddress">The client's IP address, kept with a new device (an admin approving it sees where it came from).</param>
+    public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request, string remoteAddress = "")
     {
         if (request.NodeKey.Length != 32) return Refuse(ControlErrorCodes.InvalidRequest, "node_key must be 32 bytes");
         if (request.DiscoKey.Length is not (0 or 32)) return Refuse(ControlErrorCodes.InvalidRequest, "disco_key must be 32 bytes");
@@ -52,6 +56,9 @@ public static class DeviceRegistrar
         try
         {
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
+            // A first registration without a key, to wait for approval: whatever happens next, the answer says
+            // nothing about whether the tailnet exists, takes such devices, or has room for more.
+            var keyless = binding is null && authKey is null;
             string tailnetId;
             if (binding is not null)
             {
@@ -66,7 +73,7 @@ public static class DeviceRegistrar
             else if (request.Tailnet.Length > 0)
             {
                 var found = await Ask(services.Directory, new FindTailnet(request.Tailnet));
-                if (found is not TailnetEntry entry) return Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
+                if (found is not TailnetEntry entry) return WaitingForApproval();
                 tailnetId = entry.TailnetId;
             }
             else
@@ -76,11 +83,12 @@ public static class DeviceRegistrar
 
             var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
-                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64));
+                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64), remoteAddress);
             var outcome = await Ask(services.Tailnets, register);
             if (outcome is Rejection rejection)
             {
                 if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
+                if (keyless) return WaitingForApproval();
                 if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
                 // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.
                 return authKey is not null
@@ -95,7 +103,7 @@ public static class DeviceRegistrar
             var ready = await Ask(services.Devices, new InitializeDevice(device.DeviceId, tailnetId));
             if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
 
-            return Accepted(device, tailnetId);
+            return device.Status == DeviceStatus.Pending ? WaitingForApproval() : Accepted(device, tailnetId);
         }
         catch (AskTimeoutException)
         {
@@ -145,6 +153,14 @@ public static class DeviceRegistrar
         }
         return new RegistrationOutcome(result, device.DeviceId, tailnetId);
     }
+
+    /// <summary>
+    /// The one answer to a registration without a key that is not (yet) an admitted device: no device,
+    /// tailnet, address or name, and when to ask again. It is the same for a device that waits in a
+    /// tailnet, a tailnet that does not exist or admits only keys, and a tailnet full of waiting devices.
+    /// </summary>
+    public static RegistrationOutcome WaitingForApproval() =>
+        new(new RegisterResult { Status = RegisterResult.Types.Status.PendingApproval, RetryAfterMs = ApprovalPollMs }, null, null);
 
     public static RegistrationOutcome Refuse(string code, string message, uint retryAfterMs = 0) =>
         new(new RegisterResult { Status = RegisterResult.Types.Status.Refused, RefusalCode = code, RefusalMessage = message, RetryAfterMs = retryAfterMs }, null, null);

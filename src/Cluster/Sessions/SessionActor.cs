@@ -58,6 +58,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private static readonly TimeSpan AttachRetry = TimeSpan.FromSeconds(1);
 
     private readonly MachineKey _machine;
+    private readonly string _remoteAddress;
     private readonly ChannelWriter<byte[]> _outbound;
     private readonly SessionServices _services;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -73,9 +74,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private bool _attachConfirm;
     private bool _closing;
 
-    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services)
+    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, string remoteAddress = "")
     {
         _machine = machine;
+        _remoteAddress = remoteAddress;
         _outbound = outbound;
         _services = services;
         _lastHeard = services.Clock.GetUtcNow();
@@ -86,8 +88,8 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services) =>
-        Props.Create(() => new SessionActor(machine, outbound, services));
+    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, string remoteAddress = "") =>
+        Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress));
 
     // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
     protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
@@ -186,7 +188,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private void StartRegistration(RegisterRequest request)
     {
         Become(Registering);
-        DeviceRegistrar.RegisterAsync(_services, _machine, request).PipeTo(Self);
+        DeviceRegistrar.RegisterAsync(_services, _machine, request, _remoteAddress).PipeTo(Self);
     }
 
     private void OnRegistered(RegistrationOutcome outcome)

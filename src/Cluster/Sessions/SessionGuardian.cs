@@ -8,7 +8,8 @@ namespace Weft.Cluster.Sessions;
 // The SessionGuardian's protocol (local only).
 
 /// <summary>Starts a session for a new stream; replies with its <see cref="IActorRef"/>, or <see cref="SessionRefused"/> while draining.</summary>
-public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services);
+/// <param name="RemoteAddress">The client's IP address, as the connection saw it (recorded with a device that registers).</param>
+public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, string RemoteAddress = "");
 
 public sealed record SessionRefused(string Reason);
 
@@ -50,7 +51,7 @@ public sealed class SessionGuardian : ReceiveActor, IWithTimers
                 Sender.Tell(new SessionRefused("this coordinator is shutting down"));
                 return;
             }
-            var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services));
+            var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services, start.RemoteAddress));
             Context.Watch(session);
             _sessions.Add(session);
             Sender.Tell(session);

@@ -115,6 +115,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         RevokeAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
         RegisterDevice c => new DeviceRegistration(stateAfter.TailnetId, stateAfter.FindByMachineKey(c.MachineKey)!),
         DeleteDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
+        DeletePendingDevices c => new PendingDevicesDeleted(stateAfter.TailnetId, c.DeviceIds.Distinct().Where(id => !stateAfter.Devices.ContainsKey(id)).ToList()),
         RemoveEphemeralDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
         ExpireDueKeys => stateAfter.ToInfo(),
         ITailnetDeviceCommand c => DeviceInfoAfter(stateAfter, c.DeviceId),

@@ -53,7 +53,8 @@ public sealed record DeviceEntry(
     DateTimeOffset CreatedAt,
     DateTimeOffset? LastSeen,
     string? AuthKeyId,
-    string AgentVersion = "")
+    string AgentVersion = "",
+    string RegisteredFrom = "")
 {
     public bool IsActive => Status == DeviceStatus.Active;
 
@@ -62,7 +63,7 @@ public sealed record DeviceEntry(
         && Name == other.Name && Hostname == other.Hostname && Os == other.Os && UserId == other.UserId && Tags.SequenceEqual(other.Tags)
         && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6 && Endpoints.SequenceEqual(other.Endpoints) && HomeRelay == other.HomeRelay
         && KeyExpiry == other.KeyExpiry && Ephemeral == other.Ephemeral && Status == other.Status && CreatedAt == other.CreatedAt
-        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion;
+        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion && RegisteredFrom == other.RegisteredFrom;
 
     public override int GetHashCode() => DeviceId.GetHashCode();
 }
@@ -96,7 +97,7 @@ public sealed record RevokeAuthKey(string TailnetId, string KeyId) : ITailnetCom
 [WireName("tailnet.register-device")]
 public sealed record RegisterDevice(
     string TailnetId, string NewDeviceId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os,
-    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At, string AgentVersion = "") : ITailnetCommand;
+    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At, string AgentVersion = "", string RegisteredFrom = "") : ITailnetCommand;
 
 [WireName("tailnet.approve-device")]
 public sealed record ApproveDevice(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
@@ -112,6 +113,14 @@ public sealed record ExpireDevice(string TailnetId, string DeviceId, DateTimeOff
 
 [WireName("tailnet.delete-device")]
 public sealed record DeleteDevice(string TailnetId, string DeviceId) : ITailnetDeviceCommand;
+
+/// <summary>Deletes those of <paramref name="DeviceIds"/> that are still waiting for approval (bulk clean-up of unwanted registrations).</summary>
+[WireName("tailnet.delete-pending-devices")]
+public sealed record DeletePendingDevices(string TailnetId, IReadOnlyList<string> DeviceIds) : ITailnetCommand;
+
+/// <summary>Which of the devices asked about were deleted.</summary>
+[WireName("tailnet.pending-devices-deleted")]
+public sealed record PendingDevicesDeleted(string TailnetId, IReadOnlyList<string> DeviceIds) : IClusterMessage;
 
 /// <summary>From the device's entity: its endpoints, home relay or disco key changed.</summary>
 [WireName("tailnet.update-device-endpoints")]
@@ -209,7 +218,8 @@ public sealed record DeviceRegistered(DeviceEntry Device) : ITailnetEvent;
 /// <summary>An existing device authenticated again with an auth key (for example after it expired).</summary>
 public sealed record DeviceReauthorized(string DeviceId, string NodeKey, string DiscoKey, DateTimeOffset? KeyExpiry, string? UserId, ImmutableArray<string> Tags, string? AuthKeyId) : ITailnetEvent;
 
-public sealed record DeviceApproved(string DeviceId, DateTimeOffset? KeyExpiry) : ITailnetEvent;
+/// <summary>A pending device is admitted; it gets its address and name only now (empty: it kept the ones it had, from an older version).</summary>
+public sealed record DeviceApproved(string DeviceId, DateTimeOffset? KeyExpiry, string Ipv4 = "", string Ipv6 = "", string Name = "") : ITailnetEvent;
 
 public sealed record DeviceRenamed(string DeviceId, string Name) : ITailnetEvent;
 

@@ -6,7 +6,8 @@ namespace Weft.Cluster.Tailnets;
 // The TailnetActor's protocol: plain records, no Akka types. Commands are verbs, events past tense.
 
 /// <param name="EphemeralTimeoutSeconds">How long an ephemeral device may stay disconnected before it is removed (0: the default, 300 s).</param>
-public sealed record TailnetSettings(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds = 0)
+/// <param name="KeylessRegistration">Devices may register without an auth key, to wait for an admin's approval (off by default).</param>
+public sealed record TailnetSettings(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds = 0, bool KeylessRegistration = false)
 {
     public const int DefaultEphemeralTimeoutSeconds = 300;
 
@@ -32,7 +33,7 @@ public sealed record CreateTailnet(string TailnetId, TailnetSettings Settings, D
 
 /// <summary>Changes the given settings; null means "leave as it is".</summary>
 [WireName("tailnet.change-settings")]
-public sealed record ChangeTailnetSettings(string TailnetId, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null) : ITailnetCommand;
+public sealed record ChangeTailnetSettings(string TailnetId, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null, bool? KeylessRegistration = null) : ITailnetCommand;
 
 /// <summary>Ends the tailnet. Sent by the directory; repeating it is harmless.</summary>
 [WireName("tailnet.delete")]
@@ -65,5 +66,7 @@ public sealed record NodeKeyExpiryChanged(int Days) : ITailnetEvent;
 public sealed record DnsSuffixChanged(string DnsSuffix) : ITailnetEvent;
 
 public sealed record EphemeralTimeoutChanged(int Seconds) : ITailnetEvent;
+
+public sealed record KeylessRegistrationChanged(bool Allowed) : ITailnetEvent;
 
 public sealed record TailnetDeleted(DateTimeOffset At) : ITailnetEvent;

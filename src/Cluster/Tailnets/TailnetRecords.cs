@@ -22,6 +22,9 @@ public static class TailnetRecords
         .Add<EphemeralTimeoutChanged, Stored.EphemeralTimeoutChanged>("tn.ephemeral-timeout-changed",
             e => new() { Seconds = e.Seconds },
             p => new(p.Seconds))
+        .Add<KeylessRegistrationChanged, Stored.KeylessRegistrationChanged>("tn.keyless-registration-changed",
+            e => new() { Allowed = e.Allowed },
+            p => new(p.Allowed))
         .Add<TailnetState, Stored.TailnetSnapshot>("tn.snapshot",
             s => new Stored.TailnetSnapshot()
             {
@@ -59,7 +62,8 @@ public static class TailnetRecords
             },
             p => new(p.DeviceId, p.NodeKey, p.DiscoKey, p.KeyExpiry.ToOptionalTime(), p.HasUserId ? p.UserId : null, [.. p.Tags], p.HasAuthKeyId ? p.AuthKeyId : null))
         .Add<DeviceApproved, Stored.DeviceApproved>("tn.device-approved",
-            e => new() { DeviceId = e.DeviceId, KeyExpiry = e.KeyExpiry.ToStored() }, p => new(p.DeviceId, p.KeyExpiry.ToOptionalTime()))
+            e => new() { DeviceId = e.DeviceId, KeyExpiry = e.KeyExpiry.ToStored(), Ipv4 = e.Ipv4, Ipv6 = e.Ipv6, Name = e.Name },
+            p => new(p.DeviceId, p.KeyExpiry.ToOptionalTime(), p.Ipv4, p.Ipv6, p.Name))
         .Add<DeviceRenamed, Stored.DeviceRenamed>("tn.device-renamed", e => new() { DeviceId = e.DeviceId, Name = e.Name }, p => new(p.DeviceId, p.Name))
         .Add<DeviceTagsChanged, Stored.DeviceTagsChanged>("tn.device-tags-changed",
             e => new() { DeviceId = e.DeviceId, Tags = { e.Tags }, KeyExpiry = e.KeyExpiry.ToStored() },
@@ -103,7 +107,7 @@ public static class TailnetRecords
             DeviceId = d.DeviceId, MachineKey = d.MachineKey, NodeKey = d.NodeKey, DiscoKey = d.DiscoKey, Name = d.Name, Hostname = d.Hostname, Os = d.Os,
             Tags = { d.Tags }, Ipv4 = d.Ipv4, Ipv6 = d.Ipv6, Endpoints = { d.Endpoints }, HomeRelay = d.HomeRelay, KeyExpiry = d.KeyExpiry.ToStored(),
             Ephemeral = d.Ephemeral, Status = (int)d.Status, CreatedAt = d.CreatedAt.ToStored(), LastSeen = d.LastSeen.ToStored(),
-            AgentVersion = d.AgentVersion,
+            AgentVersion = d.AgentVersion, RegisteredFrom = d.RegisteredFrom,
         };
         if (d.UserId is not null) stored.UserId = d.UserId;
         if (d.AuthKeyId is not null) stored.AuthKeyId = d.AuthKeyId;
@@ -113,7 +117,7 @@ public static class TailnetRecords
     private static DeviceEntry FromStored(Stored.Device d) => new(
         d.DeviceId, d.MachineKey, d.NodeKey, d.DiscoKey, d.Name, d.Hostname, d.Os, d.HasUserId ? d.UserId : null, [.. d.Tags], d.Ipv4, d.Ipv6,
         [.. d.Endpoints], d.HomeRelay, d.KeyExpiry.ToOptionalTime(), d.Ephemeral, (DeviceStatus)d.Status, d.CreatedAt.ToTime(),
-        d.LastSeen.ToOptionalTime(), d.HasAuthKeyId ? d.AuthKeyId : null, d.AgentVersion);
+        d.LastSeen.ToOptionalTime(), d.HasAuthKeyId ? d.AuthKeyId : null, d.AgentVersion, d.RegisteredFrom);
 
     public static RecordCodecs AddTailnetDirectoryRecords(this RecordCodecs codecs) => codecs
         .Add<TailnetRegistrationStarted, Stored.TailnetRegistrationStarted>("dir.registration-started",
@@ -136,10 +140,10 @@ public static class TailnetRecords
             p => TailnetDirectoryState.From(p.Entries.Select(FromStored)));
 
     private static Stored.TailnetSettings ToStored(TailnetSettings settings) =>
-        new() { NodeKeyExpiryDays = settings.NodeKeyExpiryDays, DnsSuffix = settings.DnsSuffix, EphemeralTimeoutSeconds = settings.EphemeralTimeoutSeconds };
+        new() { NodeKeyExpiryDays = settings.NodeKeyExpiryDays, DnsSuffix = settings.DnsSuffix, EphemeralTimeoutSeconds = settings.EphemeralTimeoutSeconds, KeylessRegistration = settings.KeylessRegistration };
 
     private static TailnetSettings FromStored(Stored.TailnetSettings? stored) =>
-        stored is null ? TailnetRules.DefaultSettings("unknown") : new(stored.NodeKeyExpiryDays, stored.DnsSuffix, stored.EphemeralTimeoutSeconds);
+        stored is null ? TailnetRules.DefaultSettings("unknown") : new(stored.NodeKeyExpiryDays, stored.DnsSuffix, stored.EphemeralTimeoutSeconds, stored.KeylessRegistration);
 
     private static Stored.DirectoryEntry ToStored(DirectoryEntry entry) => new()
     {

@@ -14,6 +14,14 @@ public sealed partial record TailnetState
     public const int MaxEndpoints = 32;
     public static readonly TimeSpan MaxAuthKeyLifetime = TimeSpan.FromDays(365);
 
+    /// <summary>At most this many devices wait for approval in one tailnet; delete some (or approve them) to admit more.</summary>
+    public const int MaxPendingDevices = 100;
+
+    /// <summary>At most this many new devices per <see cref="PendingWindow"/> start waiting for approval.</summary>
+    public const int MaxPendingPerWindow = 20;
+
+    public static readonly TimeSpan PendingWindow = TimeSpan.FromMinutes(1);
+
     public ImmutableSortedDictionary<string, TailnetUser> Users { get; init; } = ImmutableSortedDictionary<string, TailnetUser>.Empty;
 
     public ImmutableSortedDictionary<string, AuthKey> AuthKeys { get; init; } = ImmutableSortedDictionary<string, AuthKey>.Empty;
@@ -47,7 +55,7 @@ public sealed partial record TailnetState
         RegisterDevice c => RegisterDecision(c),
         ApproveDevice c => WithDevice(c.DeviceId, d => d.Status switch
         {
-            DeviceStatus.Pending => Decision<ITailnetEvent>.Accept(new DeviceApproved(d.DeviceId, KeyExpiryFor(c.At, d.Tags))),
+            DeviceStatus.Pending => Decision<ITailnetEvent>.Accept(Approved(d, c.At)),
             DeviceStatus.Active => Decision<ITailnetEvent>.Unchanged,
             _ => Decision<ITailnetEvent>.Reject(Rejection.Conflict($"device {d.DeviceId} is expired; it must register again with an auth key")),
         }),
@@ -57,6 +65,9 @@ public sealed partial record TailnetState
             ? Decision<ITailnetEvent>.Unchanged
             : Decision<ITailnetEvent>.Accept(new DeviceExpired(d.DeviceId, c.At))),
         DeleteDevice c => WithDevice(c.DeviceId, d => Decision<ITailnetEvent>.Accept(new DeviceDeleted(d.DeviceId))),
+        DeletePendingDevices c => Decision<ITailnetEvent>.Accept(c.DeviceIds.Distinct()
+            .Where(id => Devices.TryGetValue(id, out var d) && d.Status == DeviceStatus.Pending)
+            .Select(id => (ITailnetEvent)new DeviceDeleted(id)).ToList()),
         UpdateDeviceEndpoints c => WithDevice(c.DeviceId, d => EndpointsDecision(d, c)),
         RotateDeviceNodeKey c => WithDevice(c.DeviceId, d => RotateDecision(d, c)),
         RecordDeviceLastSeen c => WithDevice(c.DeviceId, d => Decision<ITailnetEvent>.Accept(new DeviceLastSeen(d.DeviceId, c.At))),
@@ -82,14 +93,18 @@ public sealed partial record TailnetState
         DeviceRegistered e => this with
         {
             Devices = Devices.SetItem(e.Device.DeviceId, e.Device),
-            NextAddressOffset = OffsetOf(e.Device.Ipv4) % Ipv4PoolSize + 1,
+            NextAddressOffset = e.Device.Ipv4.Length == 0 ? NextAddressOffset : OffsetOf(e.Device.Ipv4) % Ipv4PoolSize + 1,
         },
         DeviceReauthorized e => UpdateDevice(e.DeviceId, d => d with
         {
             NodeKey = e.NodeKey, DiscoKey = e.DiscoKey, KeyExpiry = e.KeyExpiry, UserId = e.UserId, Tags = e.Tags,
             AuthKeyId = e.AuthKeyId, Status = DeviceStatus.Active,
         }),
-        DeviceApproved e => UpdateDevice(e.DeviceId, d => d with { Status = DeviceStatus.Active, KeyExpiry = e.KeyExpiry }),
+        DeviceApproved e => UpdateDevice(e.DeviceId, d => d with
+        {
+            Status = DeviceStatus.Active, KeyExpiry = e.KeyExpiry,
+            Ipv4 = e.Ipv4.Length > 0 ? e.Ipv4 : d.Ipv4, Ipv6 = e.Ipv6.Length > 0 ? e.Ipv6 : d.Ipv6, Name = e.Name.Length > 0 ? e.Name : d.Name,
+        }) with { NextAddressOffset = e.Ipv4.Length == 0 ? NextAddressOffset : OffsetOf(e.Ipv4) % Ipv4PoolSize + 1 },
         DeviceRenamed e => UpdateDevice(e.DeviceId, d => d with { Name = e.Name }),
         DeviceTagsChanged e => UpdateDevice(e.DeviceId, d => d with { Tags = e.Tags, KeyExpiry = e.KeyExpiry }),
         DeviceExpired e => UpdateDevice(e.DeviceId, d => d with { Status = DeviceStatus.Expired }),
@@ -156,7 +171,14 @@ public sealed partial record TailnetState
         {
             if (existing is null)
             {
-                // No key: join as pending, for an admin to approve.
+                // No key: join as pending, for an admin to approve, if this tailnet allows it and is not flooded with such joins.
+                if (!Settings.KeylessRegistration)
+                    return Refuse(ControlErrorCodes.AuthKeyUnknown, "this tailnet admits devices only with an auth key");
+                var waiting = Devices.Values.Where(d => d.Status == DeviceStatus.Pending).ToList();
+                if (waiting.Count >= MaxPendingDevices)
+                    return Refuse(ControlErrorCodes.RateLimited, $"{MaxPendingDevices} devices already wait for approval");
+                if (waiting.Count(d => c.At - d.CreatedAt < PendingWindow) >= MaxPendingPerWindow)
+                    return Refuse(ControlErrorCodes.RateLimited, $"{MaxPendingPerWindow} devices started waiting for approval in the last {PendingWindow.TotalSeconds:0} s");
                 var pending = NewDevice(c, DeviceStatus.Pending, userId: null, tags: [], ephemeral: false, keyExpiry: null, authKeyId: null);
                 return Decision<ITailnetEvent>.Accept(new DeviceRegistered(pending));
             }
@@ -182,9 +204,13 @@ public sealed partial record TailnetState
         if (existing is not null)
         {
             var reauthorized = new DeviceReauthorized(existing.DeviceId, c.NodeKey, c.DiscoKey, KeyExpiryFor(c.At, tags), tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.KeyId);
-            return HostinfoChanged(existing, c) is { } reported
-                ? Decision<ITailnetEvent>.Accept(reauthorized, used, reported)
-                : Decision<ITailnetEvent>.Accept(reauthorized, used);
+            var events = new List<ITailnetEvent>(4);
+            // A device that waited for approval has no address and no name yet: the key admits it, so it gets them first.
+            if (existing.Ipv4.Length == 0) events.Add(Approved(existing, c.At));
+            events.Add(reauthorized);
+            events.Add(used);
+            if (HostinfoChanged(existing, c) is { } reported) events.Add(reported);
+            return Decision<ITailnetEvent>.Accept(events);
         }
         var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId);
         return Decision<ITailnetEvent>.Accept(new DeviceRegistered(device), used);
@@ -199,13 +225,23 @@ public sealed partial record TailnetState
     public static Rejection IdTaken(string what, string id) =>
         Rejection.Conflict($"{what} id {id} belongs to a different {what}: was an Idempotency-Key reused for another request?");
 
+    /// <summary>A new device; one that waits for approval takes no address and no name (no squatting on either) until it is approved.</summary>
     private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId)
     {
-        var offset = FreeAddressOffset();
-        var ipv4 = Ipv4At(offset);
+        var pending = status == DeviceStatus.Pending;
+        var ipv4 = pending ? "" : Ipv4At(FreeAddressOffset());
         return new DeviceEntry(
-            c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId),
-            c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId, c.AgentVersion);
+            c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, pending ? "" : UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId),
+            c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, pending ? "" : Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId,
+            c.AgentVersion, c.RegisteredFrom);
+    }
+
+    private DeviceApproved Approved(DeviceEntry device, DateTimeOffset at)
+    {
+        if (device.Ipv4.Length > 0) return new DeviceApproved(device.DeviceId, KeyExpiryFor(at, device.Tags));
+        var ipv4 = Ipv4At(FreeAddressOffset());
+        var name = device.Name.Length > 0 ? device.Name : UniqueName(TailnetRules.DeviceNameFrom(device.Hostname), device.DeviceId);
+        return new DeviceApproved(device.DeviceId, KeyExpiryFor(at, device.Tags), ipv4, Ipv6For(ipv4), name);
     }
 
     private Decision<ITailnetEvent> RenameDecision(DeviceEntry device, string name)
@@ -264,7 +300,7 @@ public sealed partial record TailnetState
     /// <summary>The next unused IPv4 offset at or after <see cref="NextAddressOffset"/>, skipping .0 and .255.</summary>
     private int FreeAddressOffset()
     {
-        var used = Devices.Values.Select(d => OffsetOf(d.Ipv4)).ToHashSet();
+        var used = Devices.Values.Where(d => d.Ipv4.Length > 0).Select(d => OffsetOf(d.Ipv4)).ToHashSet();
         var offset = NextAddressOffset;
         for (var tries = 0; tries < Ipv4PoolSize; tries++, offset = offset % (Ipv4PoolSize - 1) + 1)
         {

@@ -53,6 +53,7 @@ public sealed partial record TailnetState(
         NodeKeyExpiryChanged changed => this with { Settings = Settings with { NodeKeyExpiryDays = changed.Days } },
         DnsSuffixChanged changed => this with { Settings = Settings with { DnsSuffix = changed.DnsSuffix } },
         EphemeralTimeoutChanged changed => this with { Settings = Settings with { EphemeralTimeoutSeconds = changed.Seconds } },
+        KeylessRegistrationChanged changed => this with { Settings = Settings with { KeylessRegistration = changed.Allowed } },
         TailnetDeleted => this with { Lifecycle = TailnetLifecycle.Deleted },
         PolicyChanged changed => ApplyPolicy(changed),
         _ => ApplyMembers(@event),
@@ -77,8 +78,8 @@ public sealed partial record TailnetState(
 
     private Decision<ITailnetEvent> ChangeSettings(ChangeTailnetSettings change)
     {
-        if (change.NodeKeyExpiryDays is null && change.DnsSuffix is null && change.EphemeralTimeoutSeconds is null)
-            return Decision<ITailnetEvent>.Reject(Rejection.Invalid("no setting to change: give nodeKeyExpiryDays, dnsSuffix and/or ephemeralTimeoutSeconds"));
+        if (change.NodeKeyExpiryDays is null && change.DnsSuffix is null && change.EphemeralTimeoutSeconds is null && change.KeylessRegistration is null)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid("no setting to change: give nodeKeyExpiryDays, dnsSuffix, ephemeralTimeoutSeconds and/or keylessRegistration"));
 
         var events = new List<ITailnetEvent>(3);
         if (change.NodeKeyExpiryDays is { } days)
@@ -96,6 +97,7 @@ public sealed partial record TailnetState(
             if (TailnetRules.CheckEphemeralTimeout(seconds) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
             if (seconds != Settings.EphemeralTimeoutSeconds) events.Add(new EphemeralTimeoutChanged(seconds));
         }
+        if (change.KeylessRegistration is { } keyless && keyless != Settings.KeylessRegistration) events.Add(new KeylessRegistrationChanged(keyless));
         return Decision<ITailnetEvent>.Accept(events);
     }
 }

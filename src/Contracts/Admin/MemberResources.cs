@@ -19,7 +19,11 @@ public sealed record AuthKeyListResource(IReadOnlyList<AuthKeyResource> AuthKeys
 public sealed record DeviceResource(
     string Id, string Name, string Hostname, string Os, string Status, bool Online, string? User, IReadOnlyList<string> Tags,
     IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, int HomeRelay, string NodeKey, string MachineKey, string DiscoKey,
-    DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey, string AgentVersion = "");
+    DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey, string AgentVersion = "",
+    string RegisteredFrom = "");
+
+/// <summary>The answer to <c>DELETE /api/v1/tailnets/{tailnet}/devices?status=pending</c>: the devices that were waiting and are gone.</summary>
+public sealed record DeletedDevicesResource(IReadOnlyList<string> Deleted);
 
 public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices);
 

@@ -7,7 +7,8 @@ public sealed record TailnetResource(string Id, string Name, DateTimeOffset Crea
 /// <param name="NodeKeyExpiryDays">How long a device's node key stays valid before it must rotate (Tailscale allows 1–180 days).</param>
 /// <param name="DnsSuffix">MagicDNS suffix: devices are named <c>&lt;host&gt;.&lt;suffix&gt;</c>.</param>
 /// <param name="EphemeralTimeoutSeconds">How long an ephemeral device may stay disconnected before it is removed.</param>
-public sealed record TailnetSettingsResource(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds);
+/// <param name="KeylessRegistration">Devices may register without an auth key and wait, with no address and no name, for an admin's approval (off by default).</param>
+public sealed record TailnetSettingsResource(int NodeKeyExpiryDays, string DnsSuffix, int EphemeralTimeoutSeconds, bool KeylessRegistration = false);
 
 /// <summary>A row of <c>GET /api/v1/tailnets</c>.</summary>
 public sealed record TailnetSummaryResource(string Id, string Name, DateTimeOffset CreatedAt);
@@ -15,10 +16,10 @@ public sealed record TailnetSummaryResource(string Id, string Name, DateTimeOffs
 public sealed record TailnetListResource(IReadOnlyList<TailnetSummaryResource> Tailnets);
 
 /// <summary>Body of <c>POST /api/v1/tailnets</c>. Omitted settings take the defaults.</summary>
-public sealed record CreateTailnetRequest(string Name, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null);
+public sealed record CreateTailnetRequest(string Name, int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null, bool? KeylessRegistration = null);
 
 /// <summary>Body of <c>PATCH /api/v1/tailnets/{tailnet}</c>. Omitted fields stay as they are.</summary>
-public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null);
+public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null, string? DnsSuffix = null, int? EphemeralTimeoutSeconds = null, bool? KeylessRegistration = null);
 
 /// <summary>Body of <c>POST /api/v1/tailnets/{tailnet}/rename</c>.</summary>
 public sealed record RenameTailnetRequest(string Name);

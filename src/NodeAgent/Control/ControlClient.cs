@@ -73,6 +73,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private readonly Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
     private AgentState _state = null!;
     private Curve25519PrivateKey _machine = null!;
+    // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
+    private bool _awaitingApproval;
     private Curve25519PrivateKey _node = null!;
     private Curve25519PrivateKey? _nextNode;
     private ControlConnection? _connection;
@@ -151,11 +153,12 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Always();
     }
 
-    /// <summary>A stream is open and the register request sent.</summary>
+    /// <summary>A stream is open and the register request sent (again every so often while the device waits for approval).</summary>
     private void Registering()
     {
         Receive<Arrived>(IsCurrent, OnArrived);
         Receive<Broken>(IsCurrent, OnBroken);
+        Receive<RegisterAgain>(_ => SendRegister());
         Always();
     }
 
@@ -215,6 +218,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Receive<Dial>(_ => { });
         Receive<RotateNodeKeyNow>(_ => { });
         Receive<RotationDue>(_ => { });
+        Receive<RegisterAgain>(_ => { });
     }
 
     /// <summary>Not dialling on purpose: refused for good, logged out, or turned off.</summary>
@@ -326,6 +330,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         if (_connection is { } connection) _ = connection.DisposeAsync().AsTask();
         _connection = null;
+        // A new stream registers afresh.
+        Timers.Cancel("register-again");
+        _awaitingApproval = false;
     }
 
     private void OnCheck()
@@ -336,7 +343,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"nothing heard from {connection.Url} for {ControlProtocol.SilenceLimit.TotalSeconds:0} s"));
             return;
         }
-        if (_status is not (ControlState.Running or ControlState.PendingApproval)) return;
+        if (_status is not (ControlState.Running or ControlState.PendingApproval) || _awaitingApproval) return;
         var step = _session.Check(Now);
         if (step.Stale)
             Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"{connection.Url} did not answer for the netmap in {_options.AnswerTimeout.TotalSeconds:0} s"));
@@ -372,6 +379,20 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             OnRegisterRefused(result);
             return;
         }
+        if (result.Status == RegisterResult.Types.Status.PendingApproval && result.DeviceId.Length == 0)
+        {
+            // Registered without a key: an admin must approve this machine first. The coordinator does not
+            // say more (not even whether the tailnet exists); ask again, on this stream, when it says to.
+            _dialer.Connected(_connection!.Url);
+            _awaitingApproval = true;
+            SetStatus(ControlState.PendingApproval, null,
+                $"waiting for an admin to approve this device in tailnet '{_options.Tailnet}' (machine key {KeyText.Format(KeyText.MachinePrefix, _machine.PublicKey)[..21]}…)");
+            var after = TimeSpan.FromMilliseconds(Math.Max(1000, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
+            Timers.StartSingleTimer("register-again", RegisterAgain.Instance, after);
+            return;
+        }
+        Timers.Cancel("register-again");
+        _awaitingApproval = false;
         _useAuthKey = false;
         _dialer.Connected(_connection!.Url);
         var issued = _state.DeviceId == result.DeviceId ? _state.NodeKeyIssuedAt ?? Now : Now;
@@ -689,6 +710,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private sealed class Check
     {
         public static readonly Check Instance = new();
+    }
+
+    private sealed class RegisterAgain
+    {
+        public static readonly RegisterAgain Instance = new();
     }
 
     private sealed class RotationDue

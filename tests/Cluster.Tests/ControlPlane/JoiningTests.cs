@@ -155,28 +155,68 @@ public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedC
     }
 
     [Fact]
-    public async Task A_device_without_a_key_waits_for_approval_then_gets_its_netmap()
+    public async Task A_device_without_a_key_waits_with_no_address_until_approved_then_gets_its_netmap()
     {
         await using var agents = new AgentSystem();
         var tailnetName = $"approve-{Guid.NewGuid():N}"[..24];
         var tailnet = (await Http.CreateTailnet(tailnetName)).Id;
+        await (await Http.PatchJson($"/api/v1/tailnets/{tailnet}", new { keylessRegistration = true })).ReadAs<TailnetResource>(HttpStatusCode.OK);
         var member = TestAgent.Start(agents, coordinator.Control, "member", (await Http.CreateAuthKey(tailnet)).Key);
         await member.WaitForState(ControlState.Running);
 
         var newcomer = TestAgent.Start(agents, coordinator.Control, "newcomer", authKey: null, tailnet: tailnetName);
         await newcomer.WaitForState(ControlState.PendingApproval);
-        var pendingView = await newcomer.WaitForNetMap(v => v.Self!.Status == "pending", "its pending self");
-        Assert.Empty(pendingView.Peers);
-        var stored = await Http.GetDevice(tailnet, newcomer.DeviceId!);
-        Assert.Equal("pending", stored.Status);
-        Assert.DoesNotContain(newcomer.DeviceId, member.View.Peers.Keys);
+        Assert.Null(newcomer.DeviceId); // the answer names no device
+        var waiting = Assert.Single((await Http.ListDevices(tailnet)).Devices, d => d.Status == "pending");
+        Assert.Equal("newcomer", waiting.Hostname);
+        Assert.Equal("", waiting.Name);
+        Assert.Empty(waiting.Addresses);
+        Assert.Equal("127.0.0.1", waiting.RegisteredFrom);
+        // The admin compares the machine key the agent shows with the one the device list shows.
+        Assert.Contains(waiting.MachineKey[..21], newcomer.State.Detail);
+        Assert.DoesNotContain(waiting.Id, member.View.Peers.Keys);
 
-        var approved = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/devices/{newcomer.DeviceId}/approve", null)).ReadAs<DeviceResource>(HttpStatusCode.OK);
+        var approved = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/devices/{waiting.Id}/approve", null)).ReadAs<DeviceResource>(HttpStatusCode.OK);
         Assert.Equal("active", approved.Status);
+        Assert.Equal("newcomer", approved.Name);
+        Assert.Equal(2, approved.Addresses.Count);
 
         await newcomer.WaitForState(ControlState.Running);
+        Assert.Equal(waiting.Id, newcomer.DeviceId);
         await newcomer.WaitForPeers(member);
         await member.WaitForPeers(newcomer);
+    }
+
+    [Fact]
+    public async Task A_registration_without_a_key_gets_the_same_answer_whether_the_tailnet_exists_takes_such_devices_or_not()
+    {
+        var open = $"open-{Guid.NewGuid():N}"[..20];
+        var closed = $"closed-{Guid.NewGuid():N}"[..20];
+        var openId = (await Http.CreateTailnet(open)).Id;
+        await (await Http.PatchJson($"/api/v1/tailnets/{openId}", new { keylessRegistration = true })).ReadAs<TailnetResource>(HttpStatusCode.OK);
+        var closedId = (await Http.CreateTailnet(closed)).Id;
+
+        var answers = new List<RegisterResult>();
+        foreach (var tailnet in new[] { open, closed, $"missing-{Guid.NewGuid():N}"[..20] })
+        {
+            await using var stream = await RawControlStream.OpenAsync(coordinator.Control);
+            using var machine = Curve25519PrivateKey.Generate();
+            using var node = Curve25519PrivateKey.Generate();
+            await stream.Handshake(machine);
+            answers.Add(await stream.Register(machine, node, tailnet: tailnet, hostname: "web"));
+        }
+
+        Assert.All(answers, answer => Assert.Equal(answers[0], answer));
+        Assert.Equal(RegisterResult.Types.Status.PendingApproval, answers[0].Status);
+        Assert.Equal(("", "", 0), (answers[0].DeviceId, answers[0].TailnetId, answers[0].Addresses.Count));
+        Assert.Single((await Http.ListDevices(openId)).Devices, d => d.Status == "pending");
+        Assert.Empty((await Http.ListDevices(closedId)).Devices);
+
+        // Bulk delete clears the waiting devices.
+        var deleted = await (await Http.DeleteAsync($"/api/v1/tailnets/{openId}/devices?status=pending")).ReadAs<DeletedDevicesResource>(HttpStatusCode.OK);
+        Assert.Single(deleted.Deleted);
+        Assert.Empty((await Http.ListDevices(openId)).Devices);
+        Assert.Equal(ApiErrorCodes.InvalidRequest, (await (await Http.DeleteAsync($"/api/v1/tailnets/{openId}/devices")).ReadError(HttpStatusCode.BadRequest)).Code);
     }
 
     [Fact]

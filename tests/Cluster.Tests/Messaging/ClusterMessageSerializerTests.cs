@@ -63,6 +63,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new SetDeviceTags("tn_abc", "dev_a", ["tag:a"], At),
         new ExpireDevice("tn_abc", "dev_a", At),
         new DeleteDevice("tn_abc", "dev_a"),
+        new DeletePendingDevices("tn_abc", ["dev_a", "dev_b"]),
+        new PendingDevicesDeleted("tn_abc", ["dev_a"]),
         new UpdateDeviceEndpoints("tn_abc", "dev_a", ["198.18.0.1:41641"], 1, Key),
         new RotateDeviceNodeKey("tn_abc", "dev_a", Key, Key, At),
         new RecordDeviceLastSeen("tn_abc", "dev_a", At),

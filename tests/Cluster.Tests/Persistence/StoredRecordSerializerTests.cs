@@ -13,7 +13,7 @@ namespace Weft.Cluster.Tests.Persistence;
 public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support.TestActorSystems.WithWeftSerialization)
 {
     private static readonly DateTimeOffset At = new DateTimeOffset(2026, 11, 25, 12, 34, 56, TimeSpan.Zero).AddTicks(1234567);
-    private static readonly TailnetSettings Settings = new(90, "acme.weft.internal", 600);
+    private static readonly TailnetSettings Settings = new(90, "acme.weft.internal", 600, KeylessRegistration: true);
     private static readonly string Key1 = new('a', 64);
     private static readonly string Key2 = new('b', 64);
     private static readonly TailnetUser Alice = new("usr_alice", "alice@example.com", At);
@@ -25,7 +25,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     {
         DeviceId = "dev_server", MachineKey = Key2, NodeKey = Key1, DiscoKey = "", Name = "server", UserId = null, Tags = ["tag:server"],
         Ipv4 = "100.64.0.2", Ipv6 = "fd7a:115c:a1e0::6440:2", Endpoints = [], KeyExpiry = null, Ephemeral = true, Status = DeviceStatus.Pending,
-        LastSeen = null, AuthKeyId = "kkkkkkkkkk",
+        LastSeen = null, AuthKeyId = "kkkkkkkkkk", RegisteredFrom = "198.18.0.44",
     };
 
     /// <summary>One example of every stored record. A new event or snapshot belongs here.</summary>
@@ -35,6 +35,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new NodeKeyExpiryChanged(30),
         new DnsSuffixChanged("corp.example.net"),
         new EphemeralTimeoutChanged(120),
+        new KeylessRegistrationChanged(true),
         new PolicyChanged("{ \"acls\": [] } // none", 4, At),
         new TailnetDeleted(At),
         new TailnetState("tn_abc", TailnetLifecycle.Active, Settings, At),
@@ -59,6 +60,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new DeviceReauthorized("dev_server", Key2, "", null, null, ["tag:a", "tag:b"], null),
         new DeviceApproved("dev_server", At.AddDays(180)),
         new DeviceApproved("dev_server", null),
+        new DeviceApproved("dev_server", At.AddDays(180), "100.64.0.9", "fd7a:115c:a1e0::6440:9", "server"),
         new DeviceRenamed("dev_laptop", "laptop-2"),
         new DeviceTagsChanged("dev_laptop", ["tag:x"], null),
         new DeviceExpired("dev_laptop", At),

@@ -93,21 +93,100 @@ public class TailnetMembersTests
         Assert.Equal(ControlErrorCodes.AuthKeyUnknown, Refused(state, Register("dev_b", 'b', '2', "once") with { AuthKeySecretHash = "wrong" }).Code);
     }
 
-    [Fact]
-    public void Without_a_key_a_device_waits_invisible_until_approved()
-    {
-        var state = WithKey(Active(), "k");
-        state = Run(state, Register("dev_a", 'a', '1', "k"));
-        state = Run(state, Register("dev_p", 'p', '9', null));
+    private static TailnetState Keyless() =>
+        TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme") with { KeylessRegistration = true }, Now));
 
-        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_p"].Status);
+    /// <summary>A distinct machine and node key for the n-th stranger.</summary>
+    private static RegisterDevice Stranger(int n, DateTimeOffset at) =>
+        new(T, $"dev_s{n}", n.ToString("x64"), (n + 100_000).ToString("x64"), "", "web", "linux", null, null, at, RegisteredFrom: "198.18.7.7");
+
+    [Fact]
+    public void Without_a_key_a_device_waits_invisible_with_no_address_and_no_name_until_approved()
+    {
+        var state = WithKey(Keyless(), "k");
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        state = Run(state, Register("dev_p", 'p', '9', null) with { Hostname = "db", RegisteredFrom = "198.18.0.9" });
+
+        var waiting = state.Devices["dev_p"];
+        Assert.Equal(DeviceStatus.Pending, waiting.Status);
+        Assert.Equal(("", "", ""), (waiting.Ipv4, waiting.Ipv6, waiting.Name));
+        Assert.Equal("198.18.0.9", waiting.RegisteredFrom);
         Assert.Empty(PeersOf(state, "dev_a"));
         Assert.Empty(PeersOf(state, "dev_p"));
 
         state = Run(state, new ApproveDevice(T, "dev_p", Now));
-        Assert.Equal(DeviceStatus.Active, state.Devices["dev_p"].Status);
-        Assert.NotNull(state.Devices["dev_p"].KeyExpiry);
+        var approved = state.Devices["dev_p"];
+        Assert.Equal(DeviceStatus.Active, approved.Status);
+        Assert.NotNull(approved.KeyExpiry);
+        Assert.Equal(("100.64.0.2", "fd7a:115c:a1e0::6440:2", "db"), (approved.Ipv4, approved.Ipv6, approved.Name));
         Assert.Equal(["dev_p"], PeersOf(state, "dev_a"));
+    }
+
+    [Fact]
+    public void A_tailnet_takes_devices_without_a_key_only_when_its_admin_turned_that_on()
+    {
+        var refused = Refused(Active(), Register("dev_p", 'p', '9', null));
+        Assert.Equal(ControlErrorCodes.AuthKeyUnknown, refused.Code);
+
+        var state = Run(Active(), new ChangeTailnetSettings(T, KeylessRegistration: true));
+        Assert.True(state.Settings.KeylessRegistration);
+        state = Run(state, Register("dev_p", 'p', '9', null));
+        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_p"].Status);
+    }
+
+    [Fact]
+    public void A_waiting_device_squats_no_name_the_real_server_gets_it()
+    {
+        var state = WithKey(Keyless(), "k");
+        state = Run(state, Stranger(1, Now)); // hostname "web", no key
+        state = Run(state, Register("dev_real", 'r', '8', "k") with { Hostname = "web" });
+        Assert.Equal("web", state.Devices["dev_real"].Name);
+
+        state = Run(state, new ApproveDevice(T, "dev_s1", Now));
+        Assert.Equal("web-2", state.Devices["dev_s1"].Name);
+    }
+
+    [Fact]
+    public void Waiting_devices_are_capped_and_rate_limited_while_keyed_devices_keep_joining_and_bulk_delete_frees_room()
+    {
+        var state = WithKey(Keyless(), "k", reusable: true);
+        var at = Now;
+        var n = 0;
+        // At most 20 new waiting devices a minute...
+        for (; n < TailnetState.MaxPendingPerWindow; n++) state = Run(state, Stranger(n, at));
+        Assert.Equal(ControlErrorCodes.RateLimited, Refused(state, Stranger(n, at)).Code);
+        // ...and at most 100 waiting in all.
+        while (n < TailnetState.MaxPendingDevices)
+        {
+            at += TailnetState.PendingWindow;
+            for (var i = 0; i < TailnetState.MaxPendingPerWindow; i++, n++) state = Run(state, Stranger(n, at));
+        }
+        at += TailnetState.PendingWindow;
+        Assert.Equal(ControlErrorCodes.RateLimited, Refused(state, Stranger(n, at)).Code);
+        Assert.Equal(TailnetState.MaxPendingDevices, state.Devices.Values.Count(d => d.Status == DeviceStatus.Pending));
+
+        // A device with a key joins whatever the flood.
+        state = Run(state, Register("dev_legit", 'l', '7', "k", at));
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_legit"].Status);
+
+        // Bulk delete takes the waiting devices named, and only those still waiting.
+        var waiting = state.Devices.Values.Where(d => d.Status == DeviceStatus.Pending).Select(d => d.DeviceId).Append("dev_legit").ToList();
+        state = Run(state, new DeletePendingDevices(T, waiting));
+        Assert.Equal(["dev_legit"], state.Devices.Keys);
+        state = Run(state, Stranger(n, at));
+        Assert.Equal(DeviceStatus.Pending, state.Devices[$"dev_s{n}"].Status);
+    }
+
+    [Fact]
+    public void A_waiting_device_that_comes_back_with_a_key_gets_an_address_and_a_name()
+    {
+        var state = WithKey(Keyless(), "k");
+        state = Run(state, Register("dev_p", 'p', '9', null));
+
+        state = Run(state, Register("dev_other", 'p', '9', "k"));
+
+        var device = Assert.Single(state.Devices.Values);
+        Assert.Equal(("dev_p", DeviceStatus.Active, "100.64.0.1", "dev-p"), (device.DeviceId, device.Status, device.Ipv4, device.Name));
     }
 
     [Fact]
