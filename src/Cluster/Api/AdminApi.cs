@@ -6,14 +6,16 @@ namespace Weft.Cluster.Api;
 
 public static class AdminApi
 {
-    public static IServiceCollection AddAdminApi(this IServiceCollection services) => services
+    public static IServiceCollection AddAdminApi(this IServiceCollection services, Hosting.ApiSettings settings) => services
         .AddSingleton<TailnetRefs>()
-        .AddSingleton<IdempotentCreation>();
+        .AddSingleton<IdempotentCreation>()
+        .AddPerAddressRateLimit(settings.RequestsPerSecondPerAddress);
 
     /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
     public static WebApplication MapAdminApi(this WebApplication app)
     {
         app.UseMiddleware<ApiErrorMiddleware>();
+        app.UseRateLimiter();
         app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api
             .UseMiddleware<ApiKeyAuthentication>()
             .UseMiddleware<Audit.AuditTrail>());

@@ -32,13 +32,14 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         }
     }
 
-    public static async Task WriteAsync(HttpContext context, string code, string message, IReadOnlyList<ApiIssue>? issues = null)
+    public static async Task WriteAsync(HttpContext context, string code, string message, IReadOnlyList<ApiIssue>? issues = null, int? retryAfterSeconds = null)
     {
         if (context.Response.HasStarted) return;
         context.Response.Clear();
         context.Response.StatusCode = ApiErrorCodes.HttpStatusOf(code);
         // The cluster is handing over or its store is away: worth trying again shortly (a creation with the same Idempotency-Key).
-        if (code == ApiErrorCodes.Unavailable) context.Response.Headers.RetryAfter = "2";
+        if (retryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        else if (code == ApiErrorCodes.Unavailable) context.Response.Headers.RetryAfter = "2";
         await context.Response.WriteAsJsonAsync(new ApiError(code, message, issues), AdminJson.Options);
     }
 }

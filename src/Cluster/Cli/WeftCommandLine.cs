@@ -23,7 +23,37 @@ public static class WeftCommandLine
         root.Add(PolicyCommands.Build());
         root.Add(MemberCommands.Audit());
         root.Add(HealthCommand());
+        root.Add(OperatorKeyCommand());
         return root;
+    }
+
+    /// <summary><c>weft operator-key reset</c>: the recovery path when every operator key is lost (root, on a coordinator's machine).</summary>
+    private static Command OperatorKeyCommand()
+    {
+        var operatorKey = new Command("operator-key", "Recover admin access when every operator key is lost");
+        var reset = new Command("reset", "Make a new operator key, printed once; the coordinator on --data-dir installs it at its next start (root only)");
+        var dataDir = new Option<string>("--data-dir") { Description = "The coordinator's data folder (default ./data)", DefaultValueFactory = _ => "./data" };
+        reset.Add(dataDir);
+        reset.SetAction(parse =>
+        {
+            var directory = parse.GetValue(dataDir)!;
+            try
+            {
+                var token = OperatorKeyReset.Request(directory, Environment.IsPrivilegedProcess);
+                Console.WriteLine("New operator key (shown only this once; store it now):");
+                Console.WriteLine($"    {token}");
+                Console.WriteLine($"It is installed when the coordinator on {Path.GetFullPath(directory)} starts next: restart it (e.g. systemctl restart weft).");
+                Console.WriteLine("Then revoke the lost operator keys: weft apikey list; weft apikey revoke <id>.");
+                return 0;
+            }
+            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+        });
+        operatorKey.Add(reset);
+        return operatorKey;
     }
 
     private static void AddServe(RootCommand root)

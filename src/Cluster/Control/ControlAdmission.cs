@@ -11,35 +11,46 @@ public sealed class ControlAdmission
     private readonly TokenBucket _connects;
     private readonly TokenBucket _registrations;
     private readonly int _maxPendingHandshakes;
-    private readonly double _perAddressRate;
-    private readonly TimeProvider _clock;
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<System.Net.IPAddress, TokenBucket> _perAddress = new();
+    private readonly PerAddressBuckets _connectsPerAddress;
+    private readonly PerAddressBuckets _registrationsPerAddress;
     private int _pendingHandshakes;
-    private int _perAddressCalls;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
     {
-        _clock = clock;
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
         _maxPendingHandshakes = settings.MaxPendingHandshakes;
-        _perAddressRate = settings.ConnectsPerSecondPerAddress;
+        _connectsPerAddress = new PerAddressBuckets(settings.ConnectsPerSecondPerAddress, clock);
+        _registrationsPerAddress = new PerAddressBuckets(settings.ConnectsPerSecondPerAddress, clock);
     }
 
+    /// <summary>The same for one source address: one host (or one NAT) may not take the whole node's rate.</summary>
+    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _connectsPerAddress.TryTake(address, out retryAfterMs);
+
     /// <summary>
-    /// The same for one source address: one host (or one NAT) may not take the whole node's rate.
-    /// Buckets that have refilled are forgotten now and then, so the table stays as small as the
-    /// set of addresses connecting right now.
+    /// Registrations from one source address, at the same rate as its new streams: a stream may send
+    /// Register again and again, and each costs journal writes.
     /// </summary>
-    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs)
+    public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _registrationsPerAddress.TryTake(address, out retryAfterMs);
+
+    /// <summary>
+    /// A token bucket per source address. Buckets that have refilled are forgotten now and then, so
+    /// the table stays as small as the set of addresses active right now.
+    /// </summary>
+    private sealed class PerAddressBuckets(double perSecond, TimeProvider clock)
     {
-        retryAfterMs = 0;
-        if (_perAddressRate <= 0 || address is null) return true;
-        if (Interlocked.Increment(ref _perAddressCalls) % 1024 == 0)
-            foreach (var (key, bucket) in _perAddress)
-                if (bucket.IsFull) _perAddress.TryRemove(key, out _);
-        return _perAddress.GetOrAdd(Hosting.ConnectionLimiter.SourceOf(address),
-            _ => new TokenBucket(_perAddressRate, _perAddressRate * 2, _clock)).TryTake(out retryAfterMs);
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<System.Net.IPAddress, TokenBucket> _buckets = new();
+        private int _calls;
+
+        public bool TryTake(System.Net.IPAddress? address, out uint retryAfterMs)
+        {
+            retryAfterMs = 0;
+            if (perSecond <= 0 || address is null) return true;
+            if (Interlocked.Increment(ref _calls) % 1024 == 0)
+                foreach (var (key, bucket) in _buckets)
+                    if (bucket.IsFull) _buckets.TryRemove(key, out _);
+            return _buckets.GetOrAdd(Hosting.ConnectionLimiter.SourceOf(address), _ => new TokenBucket(perSecond, perSecond * 2, clock)).TryTake(out retryAfterMs);
+        }
     }
 
     /// <summary>

@@ -48,7 +48,7 @@ public sealed class ControlSettings
     /// <summary>New control streams this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double ConnectsPerSecond { get; set; } = 1000;
 
-    /// <summary>New control streams this node admits per second from one IP address (twice that in a burst); 0: no limit.</summary>
+    /// <summary>New control streams, and separately registrations, this node admits per second from one IP address (twice that in a burst); 0: no limit.</summary>
     public double ConnectsPerSecondPerAddress { get; set; } = 50;
 
     /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>

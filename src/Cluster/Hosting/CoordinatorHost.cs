@@ -78,7 +78,7 @@ public static class CoordinatorHost
         var secret = ClusterSecret.Resolve(settings.Cluster, settings.Storage);
         builder.Services.AddSingleton(secret);
         builder.Services.AddCoordinatorActorSystem(settings, secret);
-        builder.Services.AddAdminApi();
+        builder.Services.AddAdminApi(settings.Api);
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();
         builder.Services.AddHostedService<GracefulShutdown>();

@@ -54,6 +54,7 @@ public sealed class CoordinatorStartup(
             var coordinatorKey = await EstablishCoordinatorKey(stopping);
             identity.Set(coordinatorKey);
             var printedKey = await BootstrapOperatorKey(stopping);
+            await InstallOperatorKeyReset(stopping);
             await directory.ActorRef.AskFor<Tailnets.TailnetListing>(new Tailnets.ListTailnets(), stopping); // starts it, so it publishes the names
             PrintBanner(endpoints, coordinatorKey.PublicKey, printedKey);
             readiness.MarkReady(endpoints);
@@ -152,6 +153,45 @@ public sealed class CoordinatorStartup(
             {
                 log.LogWarning("Operator key bootstrap not possible yet ({Reason}); retrying", e.Message);
                 await Task.Delay(TimeSpan.FromSeconds(2), stopping);
+            }
+        }
+    }
+
+    /// <summary>Issues the operator key that <c>weft operator-key reset</c> left in this node's data directory, then deletes the request.</summary>
+    private async Task InstallOperatorKeyReset(CancellationToken stopping)
+    {
+        var directory = settings.Storage.DataDirectory;
+        (string KeyId, string SecretHash)? pending;
+        try
+        {
+            pending = OperatorKeyReset.Pending(directory);
+        }
+        catch (InvalidOperationException e)
+        {
+            log.LogError("Operator key reset not installed: {Reason}", e.Message);
+            return;
+        }
+        if (pending is not { } request) return;
+        while (true)
+        {
+            try
+            {
+                var issued = await apiKeys.ActorRef.AskFor<ApiKeySummary>(new IssueApiKey(request.KeyId, ApiKeyScope.Operator, null, request.SecretHash,
+                    "operator-key reset", clock.GetUtcNow()), stopping);
+                OperatorKeyReset.Done(directory);
+                log.LogWarning("Installed operator key {KeyId} from {File} (weft operator-key reset); revoke the lost operator keys with weft apikey revoke",
+                    issued.KeyId, OperatorKeyReset.PathIn(directory));
+                return;
+            }
+            catch (ApiException e) when (e.Code == Contracts.Admin.ApiErrorCodes.Unavailable)
+            {
+                log.LogWarning("Operator key reset not possible yet ({Reason}); retrying", e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(2), stopping);
+            }
+            catch (ApiException e)
+            {
+                log.LogError("Operator key reset refused: {Reason}", e.Message);
+                return;
             }
         }
     }

@@ -25,7 +25,7 @@ public sealed class WeftSettings
         Control.Problems($"{Section}:Control")
             .Concat(Cluster.Problems($"{Section}:Cluster"))
             .Concat(Persistence.Problems($"{Section}:Persistence"))
-            .Concat(Api.Connections.Problems($"{Section}:Api:Connections"));
+            .Concat(Api.Problems($"{Section}:Api"));
 
     public ApiSettings Api { get; set; } = new();
     public Control.ControlSettings Control { get; set; } = new();
@@ -58,6 +58,15 @@ public sealed class ApiSettings
     public string Listen { get; set; } = "http://127.0.0.1:8080";
 
     public ConnectionLimitSettings Connections { get; set; } = ConnectionLimitSettings.ForApi();
+
+    /// <summary>Admin API requests (and /healthz) one IP address may make per second, twice that in a burst; 0: no limit.</summary>
+    public double RequestsPerSecondPerAddress { get; set; } = 50;
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        if (!(RequestsPerSecondPerAddress >= 0)) yield return $"{prefix}:RequestsPerSecondPerAddress must be 0 (no limit) or more, not {RequestsPerSecondPerAddress}";
+        foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
+    }
 }
 
 public sealed class ClusterNodeSettings

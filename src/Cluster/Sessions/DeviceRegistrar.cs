@@ -47,7 +47,9 @@ public static class DeviceRegistrar
         AuthKeyToken? authKey = null;
         if (request.AuthKey.Length > 0 && !AuthKeyToken.TryParse(request.AuthKey, out authKey))
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
-        if (!services.Admission.TryAdmitRegistration(out var wait))
+        if (!services.Admission.TryAdmitRegistrationFrom(System.Net.IPAddress.TryParse(remoteAddress, out var source) ? source : null, out var wait))
+            return Refuse(ControlErrorCodes.RateLimited, "too many registrations from this address; retry shortly", wait);
+        if (!services.Admission.TryAdmitRegistration(out wait))
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations at once; retry shortly", wait);
 
         var machineHex = machine.Key.ToHex();

@@ -19,6 +19,7 @@ public static class ApiErrorCodes
     public const string Conflict = "conflict";                // 409: e.g. a tailnet name already taken
     public const string PayloadTooLarge = "payload_too_large";// 413
     public const string UnsupportedMediaType = "unsupported_media_type"; // 415
+    public const string RateLimited = "rate_limited";         // 429: too many requests from this address; see Retry-After
     public const string Unavailable = "unavailable";          // 503: the cluster could not answer in time
     public const string Internal = "internal";                // 500
 
@@ -31,6 +32,7 @@ public static class ApiErrorCodes
         Conflict => 409,
         PayloadTooLarge => 413,
         UnsupportedMediaType => 415,
+        RateLimited => 429,
         Unavailable => 503,
         _ => 500,
     };

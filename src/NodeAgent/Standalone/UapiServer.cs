@@ -23,6 +23,12 @@ public sealed class UapiServer : IDisposable
     private const int EINVAL = 22, EADDRINUSE = 98, EIO = 5;
     private static readonly TimeSpan ApplyTimeout = TimeSpan.FromSeconds(5);
 
+    /// <summary>The longest line a request may hold (a key, an endpoint or an allowed IP is far shorter).</summary>
+    public const int MaxLineLength = 4096;
+
+    /// <summary>The most lines one set request may hold: thousands of peers with their allowed IPs, and no more.</summary>
+    public const int MaxLinesPerSet = 262_144;
+
     private readonly WireGuardDevice _device;
     private readonly IActorRef _supervisor;
     private readonly ILogger _log;
@@ -44,19 +50,42 @@ public sealed class UapiServer : IDisposable
         await using var stream = new NetworkStream(client, ownsSocket: false);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         await using var writer = new StreamWriter(stream, new UTF8Encoding(false)) { NewLine = "\n", AutoFlush = false };
-        // A connection may carry several operations; an unknown operation ends it.
-        while (await reader.ReadLineAsync(stop) is { } operation)
+        try
+        {
+            await ServeRequests(reader, writer, stop);
+        }
+        catch (InvalidDataException e)
+        {
+            _log.LogWarning("UAPI connection closed: {Reason}", e.Message);
+        }
+    }
+
+    /// <summary>A connection may carry several operations; an unknown operation, or one too large, ends it.</summary>
+    private async Task ServeRequests(StreamReader reader, StreamWriter writer, CancellationToken stop)
+    {
+        var line = new StringBuilder();
+        while (await ReadBoundedLine(reader, line, stop) is { } operation)
         {
             switch (operation)
             {
                 case "get=1":
-                    if (await reader.ReadLineAsync(stop) != "") return;
+                    if (await ReadBoundedLine(reader, line, stop) != "") return;
                     await writer.WriteAsync(Get());
                     await writer.WriteAsync("errno=0\n\n");
                     break;
                 case "set=1":
                     var lines = new List<string>();
-                    while (await reader.ReadLineAsync(stop) is { Length: > 0 } line) lines.Add(line);
+                    while (await ReadBoundedLine(reader, line, stop) is { Length: > 0 } next)
+                    {
+                        if (lines.Count == MaxLinesPerSet)
+                        {
+                            _log.LogWarning("UAPI set refused: more than {Max} lines", MaxLinesPerSet);
+                            await writer.WriteAsync($"errno={-EINVAL}\n\n");
+                            await writer.FlushAsync(stop);
+                            return;
+                        }
+                        lines.Add(next);
+                    }
                     var errno = await Set(lines);
                     await writer.WriteAsync($"errno={errno}\n\n");
                     break;
@@ -65,6 +94,20 @@ public sealed class UapiServer : IDisposable
             }
             await writer.FlushAsync(stop);
         }
+    }
+
+    /// <summary>The next line without its newline; null at the end of the stream. A line over <see cref="MaxLineLength"/> throws <see cref="InvalidDataException"/>.</summary>
+    private static async Task<string?> ReadBoundedLine(StreamReader reader, StringBuilder line, CancellationToken stop)
+    {
+        line.Clear();
+        var one = new char[1];
+        while (await reader.ReadAsync(one.AsMemory(), stop) == 1)
+        {
+            if (one[0] == '\n') return line.ToString();
+            if (line.Length == MaxLineLength) throw new InvalidDataException($"a line longer than {MaxLineLength} characters");
+            line.Append(one[0]);
+        }
+        return line.Length > 0 ? line.ToString() : null;
     }
 
     /// <summary>The device dump, in wireguard-go's order.</summary>

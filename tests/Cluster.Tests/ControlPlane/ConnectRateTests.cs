@@ -26,6 +26,43 @@ public class ConnectRateTests
     }
 
     [Fact]
+    public void Registrations_from_one_address_have_their_own_allowance_beside_its_streams()
+    {
+        var admission = new ControlAdmission(new ControlSettings { ConnectsPerSecondPerAddress = 5 }, TimeProvider.System);
+        var flooder = IPAddress.Parse("198.18.0.7");
+
+        var admitted = Enumerable.Range(0, 50).Count(attempt => admission.TryAdmitRegistrationFrom(flooder, out _));
+        Assert.InRange(admitted, 10, 11);
+        Assert.False(admission.TryAdmitRegistrationFrom(flooder, out var wait));
+        Assert.True(wait >= 1000);
+        Assert.True(admission.TryAdmitConnectFrom(flooder, out _)); // streams are counted apart
+        Assert.True(admission.TryAdmitRegistrationFrom(IPAddress.Parse("198.18.0.8"), out _));
+    }
+
+    [Fact]
+    public async Task Registrations_repeated_on_one_stream_are_refused_with_a_retry_time_beyond_the_address_allowance()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:ConnectsPerSecondPerAddress", "2")]);
+        var tailnet = (await node.Http.CreateTailnet($"reg-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+
+        await using var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        using var nodeKey = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        var answers = new List<RegisterResult>();
+        for (var i = 0; i < 10; i++) answers.Add(await stream.Register(machine, nodeKey, authKey: key));
+
+        Assert.Equal(RegisterResult.Types.Status.Authorized, answers[0].Status);
+        var limited = answers.Where(a => a.RefusalCode == ControlErrorCodes.RateLimited).ToList();
+        Assert.NotEmpty(limited);
+        Assert.All(limited, a => Assert.True(a.RetryAfterMs >= 1000));
+        // Only one device, however many times it asked.
+        Assert.Single((await node.Http.ListDevices(tailnet)).Devices);
+    }
+
+    [Fact]
     public async Task A_flood_of_streams_from_one_address_is_refused_with_a_retry_time_and_an_agent_there_still_gets_in()
     {
         await using var storage = TestStorage.NewSqlite();

@@ -1,0 +1,57 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Tests.Api;
+
+/// <summary>One address may make a bounded number of admin requests a second; the rest of the world is not slowed by it.</summary>
+public class AdminRateLimitTests
+{
+    /// <summary>A client whose connections come from <paramref name="source"/> (another loopback address is another client).</summary>
+    private static HttpClient ClientFrom(IPAddress source, Uri api, string? apiKey)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, cancel) =>
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                socket.Bind(new IPEndPoint(source, 0));
+                await socket.ConnectAsync(context.DnsEndPoint, cancel);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        var client = new HttpClient(handler) { BaseAddress = api, Timeout = TimeSpan.FromSeconds(30) };
+        if (apiKey is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        return client;
+    }
+
+    [Fact]
+    public async Task A_flood_from_one_address_is_answered_429_with_a_retry_time_and_another_address_is_served()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Api:RequestsPerSecondPerAddress", "2")]);
+        using var flooder = ClientFrom(IPAddress.Parse("127.0.0.2"), node.Api, TestCoordinator.OperatorKey);
+        using var anonymous = ClientFrom(IPAddress.Parse("127.0.0.2"), node.Api, apiKey: null);
+        using var other = ClientFrom(IPAddress.Parse("127.0.0.3"), node.Api, TestCoordinator.OperatorKey);
+
+        var statuses = new List<HttpStatusCode>();
+        HttpResponseMessage? limited = null;
+        for (var i = 0; i < 20; i++)
+        {
+            var response = await flooder.GetAsync("/api/v1/tailnets");
+            statuses.Add(response.StatusCode);
+            if (response.StatusCode == HttpStatusCode.TooManyRequests) limited ??= response;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, statuses[0]);
+        Assert.NotNull(limited);
+        Assert.True(limited!.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1), $"Retry-After: {limited.Headers.RetryAfter}");
+        Assert.Equal(ApiErrorCodes.RateLimited, (await limited.ReadError(HttpStatusCode.TooManyRequests)).Code);
+        // Refused before any key is looked at: guessing keys from there is just as limited.
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await anonymous.GetAsync("/api/v1/tailnets")).StatusCode);
+        // Another client is served meanwhile.
+        await (await other.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
+    }
+}
