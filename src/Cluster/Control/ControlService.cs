@@ -21,6 +21,7 @@ public sealed class ControlService(
     SessionServicesProvider services,
     ControlAdmission admission,
     ActorSystem system,
+    Hosting.WeftSettings settings,
     TimeProvider clock,
     ILogger<ControlService> log) : Coordinator.CoordinatorBase
 {
@@ -81,6 +82,7 @@ public sealed class ControlService(
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);
+        var inbound = new InboundQueue(settings.Control.InboundQueueLength);
         try
         {
             while (await requests.MoveNext(streamDone.Token))
@@ -106,7 +108,13 @@ public sealed class ControlService(
                     outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameMalformed, "a frame is not a ClientMessage: " + e.Message));
                     break;
                 }
-                session.Tell(new ClientFrameArrived(message));
+                if (!inbound.TryAdd())
+                {
+                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.RateLimited,
+                        $"more than {inbound.Capacity} messages are waiting for this stream's session; the stream ends"));
+                    break;
+                }
+                session.Tell(new ClientFrameArrived(message, inbound));
             }
         }
         catch (OperationCanceledException)

@@ -54,6 +54,9 @@ public sealed class ControlSettings
     /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double RegistrationsPerSecond { get; set; } = 200;
 
+    /// <summary>Messages from one agent its session may have waiting; one more ends the stream (the agent reconnects).</summary>
+    public int InboundQueueLength { get; set; } = 256;
+
     public IEnumerable<string> Problems(string prefix)
     {
         foreach (var url in PublicUrls)
@@ -71,6 +74,7 @@ public sealed class ControlSettings
                 $"(agents leave a coordinator silent for {ControlProtocol.SilenceLimit.TotalSeconds:0} s), not {KeepAliveSeconds}";
         if (!(ConnectsPerSecond >= 0)) yield return $"{prefix}:ConnectsPerSecond must be 0 (no limit) or more, not {ConnectsPerSecond}";
         if (!(ConnectsPerSecondPerAddress >= 0)) yield return $"{prefix}:ConnectsPerSecondPerAddress must be 0 (no limit) or more, not {ConnectsPerSecondPerAddress}";
+        if (InboundQueueLength is < 1 or > 100_000) yield return $"{prefix}:InboundQueueLength must be from 1 to 100000, not {InboundQueueLength}";
         if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
     }
 }

@@ -47,9 +47,9 @@ public static class CoordinatorHost
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = 1024 * 1024;
             // Idle and slow clients do not hold connections: an idle connection goes after 30 s, a
-            // request must send its headers within 10 s.
-            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(30);
-            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            // request must send its headers within 10 s (Weft:Listeners).
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(settings.Listeners.IdleTimeoutSeconds);
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(settings.Listeners.RequestHeadersTimeoutSeconds);
             // Simulated nodes share connections; each stream's first frame is bounded (MaxClientMessageSize).
             kestrel.Limits.Http2.MaxStreamsPerConnection = 1_000;
             kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);

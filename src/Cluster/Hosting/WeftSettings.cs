@@ -25,9 +25,12 @@ public sealed class WeftSettings
         Control.Problems($"{Section}:Control")
             .Concat(Cluster.Problems($"{Section}:Cluster"))
             .Concat(Persistence.Problems($"{Section}:Persistence"))
-            .Concat(Api.Problems($"{Section}:Api"));
+            .Concat(Api.Problems($"{Section}:Api"))
+            .Concat(Listeners.Problems($"{Section}:Listeners"));
 
     public ApiSettings Api { get; set; } = new();
+
+    public ListenerTimeouts Listeners { get; set; } = new();
     public Control.ControlSettings Control { get; set; } = new();
     public ClusterNodeSettings Cluster { get; set; } = new();
     public StorageSettings Storage { get; set; } = new();
@@ -66,6 +69,22 @@ public sealed class ApiSettings
     {
         if (!(RequestsPerSecondPerAddress >= 0)) yield return $"{prefix}:RequestsPerSecondPerAddress must be 0 (no limit) or more, not {RequestsPerSecondPerAddress}";
         foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
+    }
+}
+
+/// <summary>How long both listeners (admin and control) wait on a client that is idle or slow.</summary>
+public sealed class ListenerTimeouts
+{
+    /// <summary>A connection with no request in progress is closed after this long (HTTP/1.1 keep-alive; HTTP/2 with no stream).</summary>
+    public int IdleTimeoutSeconds { get; set; } = 30;
+
+    /// <summary>A request must have sent all its headers within this long, or its connection is closed.</summary>
+    public int RequestHeadersTimeoutSeconds { get; set; } = 10;
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        if (IdleTimeoutSeconds is < 1 or > 3600) yield return $"{prefix}:IdleTimeoutSeconds must be from 1 to 3600, not {IdleTimeoutSeconds}";
+        if (RequestHeadersTimeoutSeconds is < 1 or > 600) yield return $"{prefix}:RequestHeadersTimeoutSeconds must be from 1 to 600, not {RequestHeadersTimeoutSeconds}";
     }
 }
 

@@ -14,8 +14,30 @@ namespace Weft.Cluster.Sessions;
 
 // The SessionActor's protocol (local to the node that holds the stream; never crosses nodes).
 
-/// <summary>A client message that arrived on the stream, already opened and parsed.</summary>
-public sealed record ClientFrameArrived(ClientMessage Message);
+/// <summary>A client message that arrived on the stream, already opened and parsed; the session tells <paramref name="Inbound"/> once it has handled it.</summary>
+public sealed record ClientFrameArrived(ClientMessage Message, InboundQueue Inbound);
+
+/// <summary>
+/// Counts the messages of one stream that the session has not handled yet (in its mailbox, or put
+/// aside while it registers). The stream reader stops at the limit: an agent that sends faster than
+/// its session works cannot make the node buffer without end.
+/// </summary>
+public sealed class InboundQueue(int capacity)
+{
+    private int _waiting;
+
+    public int Capacity => capacity;
+
+    /// <summary>False when the queue is full: the caller ends the stream.</summary>
+    public bool TryAdd()
+    {
+        if (Interlocked.Increment(ref _waiting) <= capacity) return true;
+        Interlocked.Decrement(ref _waiting);
+        return false;
+    }
+
+    public void Handled() => Interlocked.Decrement(ref _waiting);
+}
 
 /// <summary>The stream is gone (client closed, network failed): the session stops.</summary>
 public sealed record StreamClosed(string Reason);
@@ -104,6 +126,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         Receive<ClientFrameArrived>(arrived =>
         {
             Heard();
+            arrived.Inbound.Handled();
             switch (arrived.Message.BodyCase)
             {
                 case ClientMessage.BodyOneofCase.Register:
@@ -131,8 +154,12 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         Receive<ClientFrameArrived>(arrived =>
         {
             Heard();
-            if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong) OnPingPong(arrived.Message);
-            else Stash.Stash(); // decided once the registration is
+            if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong)
+            {
+                arrived.Inbound.Handled();
+                OnPingPong(arrived.Message);
+            }
+            else Stash.Stash(); // decided once the registration is (and counted until then)
         });
         Always();
     }
@@ -142,6 +169,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         Receive<ClientFrameArrived>(arrived =>
         {
             Heard();
+            arrived.Inbound.Handled();
             OnRegisteredMessage(arrived.Message);
         });
         Receive<Reattach>(_ => Attach(confirm: false));

@@ -87,18 +87,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         _running.Add(up);
         Assert.DoesNotContain(key, File.ReadAllText($"/proc/{up.Id}/cmdline"));
 
-        JsonElement status = default;
-        for (var attempt = 0; attempt < 300; attempt++)
-        {
-            var (statusCode, text) = await Run("weft-agent.dll", "status", "--json", "--state-dir", _stateDirectory);
-            if (statusCode == 0 && Json(text).GetProperty("state").GetString() == "running")
-            {
-                status = Json(text);
-                break;
-            }
-            await Task.Delay(100);
-        }
-        Assert.Equal(JsonValueKind.Object, status.ValueKind);
+        var status = await WaitUntilRunning(_stateDirectory);
         var deviceId = status.GetProperty("deviceId").GetString()!;
         Assert.StartsWith("nodekey:", status.GetProperty("nodeKey").GetString());
 
@@ -172,6 +161,96 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var (refused, why) = await Weft("audit", "-t", name, "--since", "last week");
         Assert.NotEqual(0, refused);
         Assert.Contains("since must be a duration", why);
+    }
+
+    /// <summary>The agent's <c>status --json</c> once it says running.</summary>
+    private async Task<JsonElement> WaitUntilRunning(string stateDirectory)
+    {
+        for (var attempt = 0; attempt < 300; attempt++)
+        {
+            var (statusCode, text) = await Run("weft-agent.dll", "status", "--json", "--state-dir", stateDirectory);
+            if (statusCode == 0 && Json(text).GetProperty("state").GetString() == "running") return Json(text);
+            await Task.Delay(100);
+        }
+        throw new TimeoutException("the agent never said it was running");
+    }
+
+    /// <summary>Collects a process's stdout and stderr as they come.</summary>
+    private static System.Collections.Concurrent.ConcurrentQueue<string> Capture(Process process)
+    {
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        async Task Pump(StreamReader reader)
+        {
+            while (await reader.ReadLineAsync() is { } line) lines.Enqueue(line);
+        }
+        _ = Pump(process.StandardOutput);
+        _ = Pump(process.StandardError);
+        return lines;
+    }
+
+    private static async Task<string> WaitForLine(System.Collections.Concurrent.ConcurrentQueue<string> lines, string containing)
+    {
+        for (var attempt = 0; attempt < 600; attempt++)
+        {
+            if (lines.FirstOrDefault(l => l.Contains(containing, StringComparison.Ordinal)) is { } line) return line;
+            await Task.Delay(100);
+        }
+        throw new TimeoutException($"no line with '{containing}' in:\n{string.Join("\n", lines)}");
+    }
+
+    [Fact]
+    public async Task No_key_or_secret_reaches_the_coordinators_or_the_agents_log_even_at_debug_level()
+    {
+        var operatorKey = TestCoordinator.OperatorKey;
+        var coordinatorProcess = Start("weft.dll", new Dictionary<string, string>
+        {
+            ["Serilog__MinimumLevel__Default"] = "Debug",
+            ["Weft__BootstrapOperatorKey"] = operatorKey,
+        }, "--data-dir", Path.Combine(_stateDirectory, "coordinator"), "--api-listen", "http://127.0.0.1:0", "--control-listen", "http://127.0.0.1:0", "--akka-port", "0");
+        _running.Add(coordinatorProcess);
+        var coordinatorLog = Capture(coordinatorProcess);
+        var api = new Uri(System.Text.RegularExpressions.Regex.Match(await WaitForLine(coordinatorLog, "admin API :"), "http://[^ ]+/").Value.Replace("api/v1", ""));
+        var control = System.Text.RegularExpressions.Regex.Match(await WaitForLine(coordinatorLog, "control   :"), "http://[^ ]+/").Value;
+
+        using var http = TestCoordinator.NewClient(api, operatorKey);
+        var tailnet = (await http.CreateTailnet("secrets")).Id;
+        var authKey = (await http.CreateAuthKey(tailnet)).Key;
+        const string wrongKey = "weft_aaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        using (var intruder = TestCoordinator.NewClient(api, wrongKey))
+            Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await intruder.GetAsync("/api/v1/tailnets")).StatusCode);
+
+        Directory.CreateDirectory(_stateDirectory);
+        var keyFile = Path.Combine(_stateDirectory, "auth-key");
+        File.WriteAllText(keyFile, authKey + "\n");
+        var agentDirectory = Path.Combine(_stateDirectory, "agent");
+        var agent = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", control, "--auth-key-file", keyFile, "--state-dir", agentDirectory);
+        _running.Add(agent);
+        var agentLog = Capture(agent);
+        await WaitUntilRunning(agentDirectory);
+        Assert.Single((await http.ListDevices(tailnet)).Devices);
+
+        var state = JsonDocument.Parse(File.ReadAllText(Path.Combine(agentDirectory, "agent-state.json"))).RootElement;
+        var machine = state.GetProperty("machinePrivateKey").GetString()!;
+        var node = state.GetProperty("nodePrivateKey").GetString()!;
+        agent.Kill(entireProcessTree: true);
+        coordinatorProcess.Kill(entireProcessTree: true);
+        await agent.WaitForExitAsync();
+        await coordinatorProcess.WaitForExitAsync();
+
+        var logs = string.Join("\n", coordinatorLog) + "\n" + string.Join("\n", agentLog);
+        Assert.Contains("DBG", logs); // debug lines were written, so they were checked too
+        foreach (var (what, secret) in new[]
+        {
+            ("the operator key", operatorKey), ("the operator key's secret", operatorKey[(operatorKey.LastIndexOf('_') + 1)..]),
+            ("the auth key", authKey), ("the auth key's secret", authKey[(authKey.LastIndexOf('.') + 1)..]),
+            ("a wrong API key presented", wrongKey),
+            ("the machine private key", machine), ("the node private key", node),
+            ("the machine private key in base64", Convert.ToBase64String(Convert.FromHexString(machine))),
+            ("the node private key in base64", Convert.ToBase64String(Convert.FromHexString(node))),
+        })
+        {
+            Assert.False(logs.Contains(secret, StringComparison.OrdinalIgnoreCase), $"{what} appears in the logs");
+        }
     }
 
     [Fact]

@@ -63,6 +63,40 @@ public class ConnectRateTests
     }
 
     [Fact]
+    public async Task A_stream_that_sends_faster_than_its_session_works_is_ended_with_a_reason()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:InboundQueueLength", "2")]);
+        var tailnet = (await node.Http.CreateTailnet($"inbound-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
+
+        await using var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        using var nodeKey = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        // The registration takes journal writes; what arrives meanwhile waits for it, and only two may.
+        await stream.Send(new ClientMessage
+        {
+            Register = new RegisterRequest
+            {
+                NodeKey = Google.Protobuf.ByteString.CopyFrom(nodeKey.PublicKey.ToArray()),
+                NodeKeyProof = Google.Protobuf.ByteString.CopyFrom(NodeKeyProof.Create(nodeKey, stream.CoordinatorKey, machine.PublicKey)),
+                Hostname = "eager",
+                AuthKey = key,
+            },
+        });
+        for (var i = 0; i < 50; i++)
+            await stream.Send(new ClientMessage { Endpoints = new EndpointUpdate { Endpoints = { $"198.18.0.{i + 1}:41641" } } });
+
+        var seen = new List<ServerMessage> { await stream.Receive() };
+        while (seen[^1].BodyCase != ServerMessage.BodyOneofCase.Error) seen.Add(await stream.Receive());
+
+        Assert.Equal(ControlErrorCodes.RateLimited, seen[^1].Error.Code);
+        Assert.Contains("messages are waiting", seen[^1].Error.Message);
+        Assert.True(await stream.EndsSoon());
+    }
+
+    [Fact]
     public async Task A_flood_of_streams_from_one_address_is_refused_with_a_retry_time_and_an_agent_there_still_gets_in()
     {
         await using var storage = TestStorage.NewSqlite();

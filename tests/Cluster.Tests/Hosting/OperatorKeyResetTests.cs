@@ -8,14 +8,12 @@ namespace Weft.Cluster.Tests.Hosting;
 /// <summary>Every operator key lost: root resets one on the coordinator's machine, and the next start installs it.</summary>
 public class OperatorKeyResetTests
 {
-    private static string Folder(TestStorage storage) => storage.Settings.Single(s => s.Key == "Weft:Storage:DataDirectory").Value!;
-
     [Fact]
     public async Task A_reset_key_left_in_the_data_directory_is_installed_at_the_next_start_and_the_request_removed()
     {
         await using var storage = TestStorage.NewSqlite();
         await (await TestCoordinator.StartAsync(storage)).DisposeAsync();
-        var folder = Folder(storage);
+        var folder = storage.DataDirectory;
 
         Assert.Throws<UnauthorizedAccessException>(() => OperatorKeyReset.Request(folder, isRoot: false));
         var token = OperatorKeyReset.Request(folder, isRoot: true);

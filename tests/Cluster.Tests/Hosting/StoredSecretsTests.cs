@@ -16,8 +16,6 @@ namespace Weft.Cluster.Tests.Hosting;
 /// </summary>
 public class StoredSecretsTests
 {
-    private static string Folder(TestStorage storage) => storage.Settings.Single(s => s.Key == "Weft:Storage:DataDirectory").Value!;
-
     private static async Task<string> CoordinatorKeyOf(TestCoordinator node) =>
         (await node.Services.GetRequiredService<CoordinatorIdentity>().Key).ToBase64();
 
@@ -35,7 +33,7 @@ public class StoredSecretsTests
         string key;
         await using (var node = await TestCoordinator.StartAsync(storage)) key = await CoordinatorKeyOf(node);
 
-        var folder = Folder(storage);
+        var folder = storage.DataDirectory;
         const UnixFileMode owner = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         Assert.Equal(owner | UnixFileMode.UserExecute, File.GetUnixFileMode(folder));
         foreach (var file in Directory.GetFiles(folder)) Assert.Equal(owner, File.GetUnixFileMode(file));
@@ -59,7 +57,7 @@ public class StoredSecretsTests
         Skip.If(OperatingSystem.IsWindows(), "Unix file modes");
         await using var storage = TestStorage.NewSqlite();
         await using (await TestCoordinator.StartAsync(storage)) { }
-        var folder = Folder(storage);
+        var folder = storage.DataDirectory;
 
         // Replace the stored key by a clear one, as versions before sealing wrote it.
         using var legacyKey = Curve25519PrivateKey.Generate();

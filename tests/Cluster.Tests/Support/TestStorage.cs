@@ -10,6 +10,9 @@ public abstract class TestStorage : IAsyncDisposable
 
     public abstract IEnumerable<KeyValuePair<string, string?>> Settings { get; }
 
+    /// <summary>The coordinator's data folder on SQLite (its database, cluster secret and reset requests).</summary>
+    public string DataDirectory => Settings.Single(s => s.Key == "Weft:Storage:DataDirectory").Value!;
+
     public static TestStorage NewSqlite() => new SqliteStorage();
 
     /// <summary>A new, empty database on the test PostgreSQL server (skips when none is configured).</summary>
