@@ -24,5 +24,6 @@ dotnet test Cluster.sln -c Release --no-build -m:1 --logger "console;verbosity=n
 # A short fuzz pass over every parser, with a fixed seed so that CI is repeatable; it replays every
 # saved crash input (tests/Fuzz/regressions) first. bench/fuzz/run does the long, random-seed runs.
 fuzz_findings=$(mktemp -d)
+dotnet tests/Fuzz/bin/Release/net10.0/weft-fuzz.dll instrument
 dotnet tests/Fuzz/bin/Release/net10.0/weft-fuzz.dll --execs-per-harness 20000 --seed 20261201 --out "$fuzz_findings"
 rm -rf "$fuzz_findings"

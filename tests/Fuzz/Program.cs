@@ -14,9 +14,17 @@ var hangSeconds = new Option<int>("--hang-seconds") { Description = "An input th
 var regressions = new Option<DirectoryInfo>("--regressions") { Description = "Saved inputs replayed first, one folder per harness", DefaultValueFactory = _ => new DirectoryInfo(Path.Combine(AppContext.BaseDirectory, "regressions")) };
 var list = new Option<bool>("--list") { Description = "List the harnesses and exit" };
 
-var root = new RootCommand("Fuzzes every Weft parser in-process: structured mutations, outcome-guided corpus, shrunk crash files") { execs, only, seed, output, hangSeconds, regressions, list };
+var root = new RootCommand("Fuzzes every Weft parser in-process: structured mutations, a corpus guided by edge coverage and outcomes, shrunk crash files")
+{
+    execs, only, seed, output, hangSeconds, regressions, list,
+};
+var instrument = new Command("instrument", "Add SharpFuzz's branch instrumentation to the Weft assemblies next to weft-fuzz (run it before fuzzing, in its own process)");
+instrument.SetAction(_ => Instrumentation.Run());
+root.Add(instrument);
 root.SetAction(parse =>
 {
+    // First: instrumented Weft code writes to the coverage map from its first branch on.
+    using var coverage = new Coverage();
     var harnesses = AllHarnesses();
     if (parse.GetValue(list))
     {
@@ -43,15 +51,17 @@ root.SetAction(parse =>
     Console.WriteLine($"seed={runSeed} execs_per_harness={options.ExecsPerHarness} findings={outputDirectory}");
     foreach (var harness in harnesses)
     {
-        var report = new FuzzRun(harness, options, watchdog).Execute();
+        var report = new FuzzRun(harness, options, watchdog, coverage).Execute();
         reports.Add(report);
         var rate = report.Execs / Math.Max(report.Elapsed.TotalSeconds, 1e-3);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"harness={report.Harness} execs={report.Execs} crashes={report.Crashes} regressions={report.Regressions} corpus={report.Corpus} outcomes={report.Outcomes} slowest_ms={report.SlowestMs:F1} execs_per_s={rate:F0}"));
+            $"harness={report.Harness} execs={report.Execs} crashes={report.Crashes} regressions={report.Regressions} corpus={report.Corpus} edges={report.Edges} outcomes={report.Outcomes} slowest_ms={report.SlowestMs:F1} execs_per_s={rate:F0}"));
         foreach (var file in report.CrashFiles)
             Console.WriteLine($"  CRASH saved: {file} (stack trace in {file}.txt); once fixed, copy it to tests/Fuzz/regressions/{report.Harness}/");
         (harness as IDisposable)?.Dispose();
     }
+    if (reports.All(r => r.Edges == 0))
+        Console.WriteLine("coverage: none (the Weft assemblies are not instrumented: run weft-fuzz instrument first); only outcomes guided this run");
     Console.WriteLine(Summary(0));
     return reports.Sum(r => r.Crashes) > 0 ? 1 : 0;
 });

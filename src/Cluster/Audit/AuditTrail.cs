@@ -43,14 +43,18 @@ public sealed class AuditTrail(RequestDelegate next, IRequiredActor<AuditLogActo
             string.Join(" ", http.Request.RouteValues.Select(value => $"{value.Key}={value.Value}")),
             http.Response.StatusCode,
             http.Connection.RemoteIpAddress?.ToString() ?? "");
+        object answer;
         try
         {
-            await logs.ActorRef.Ask<AuditAppended>(new RecordAudit(logName, entry), StoreTimeout, http.RequestAborted);
+            answer = await logs.ActorRef.Ask<object>(new RecordAudit(logName, entry), StoreTimeout, http.RequestAborted);
         }
         catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
         {
-            // The change is made; only its record is missing. Say so loudly, with everything it held.
-            log.LogError("An admin change was made but its audit entry could not be stored in {Log}: {Entry}", logName, entry);
+            answer = e.Message;
         }
+        // The change is made whatever happens here (the answer must not turn into an error); only its
+        // record may be missing. Say so loudly, with everything it held.
+        if (answer is not AuditAppended)
+            log.LogError("An admin change was made but its audit entry could not be stored in {Log} ({Reason}): {Entry}", logName, answer, entry);
     }
 }

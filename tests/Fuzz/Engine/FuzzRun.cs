@@ -7,15 +7,16 @@ namespace Weft.Fuzz.Engine;
 public sealed record FuzzOptions(long ExecsPerHarness, int Seed, string OutputDirectory, string? RegressionDirectory, int MaxCorpus = 4096);
 
 /// <summary>What one harness's run found. <see cref="Crashes"/> counts distinct crashes (exception type and throwing frame).</summary>
-public sealed record HarnessReport(string Harness, long Execs, int Crashes, int Corpus, int Outcomes, int Regressions, double SlowestMs, TimeSpan Elapsed, IReadOnlyList<string> CrashFiles);
+public sealed record HarnessReport(string Harness, long Execs, int Crashes, int Corpus, int Outcomes, int Edges, int Regressions, double SlowestMs, TimeSpan Elapsed, IReadOnlyList<string> CrashFiles);
 
 /// <summary>
 /// Fuzzes one harness: replays its saved regression inputs, then mutates its corpus for a fixed
-/// number of executions. An input whose outcome label was not seen before joins the corpus (the
-/// outcome is the feedback; there is no instrumentation). Each crash is shrunk and saved, with its
-/// stack trace, under the output directory.
+/// number of executions. An input joins the corpus when it reaches code no input reached before
+/// (edge coverage, when the assemblies are instrumented), or else when it ends with an outcome not
+/// seen before.
+/// Each crash is shrunk and saved, with its stack trace, under the output directory.
 /// </summary>
-public sealed partial class FuzzRun(Harness harness, FuzzOptions options, Watchdog watchdog)
+public sealed partial class FuzzRun(Harness harness, FuzzOptions options, Watchdog watchdog, Coverage coverage)
 {
     private readonly Random _random = new(options.Seed ^ StableHash(harness.Name));
     private readonly List<byte[]> _corpus = [];
@@ -26,42 +27,48 @@ public sealed partial class FuzzRun(Harness harness, FuzzOptions options, Watchd
     public HarnessReport Execute()
     {
         var clock = Stopwatch.StartNew();
+        coverage.ForgetSeen();
         long execs = 0;
         var regressions = 0;
         foreach (var saved in RegressionInputs())
         {
             regressions++;
             execs++;
-            Try(saved, out _);
+            Try(saved, out _, out _);
         }
         foreach (var seed in harness.Seeds())
         {
             execs++;
-            if (!Try(seed, out var label)) continue;
+            if (!Try(seed, out var label, out _)) continue;
             _outcomes.Add(label);
             _corpus.Add(seed);
         }
         if (_corpus.Count == 0) _corpus.Add([]);
 
+        // With instrumented assemblies new edges decide what is kept; without, new outcomes do.
+        var guidedByCoverage = coverage.Edges > 0;
         var mutator = new Mutator(_random, harness.Tokens, harness.MaxInputBytes);
         byte[] Other() => _corpus[_random.Next(_corpus.Count)];
         while (execs < options.ExecsPerHarness)
         {
             var input = mutator.Mutate(Other(), Other);
             execs++;
-            if (Try(input, out var label) && _outcomes.Add(label))
+            if (!Try(input, out var label, out var fresh)) continue;
+            var newOutcome = _outcomes.Add(label);
+            if (guidedByCoverage ? fresh : newOutcome)
             {
                 if (_corpus.Count < options.MaxCorpus) _corpus.Add(input);
                 else _corpus[_random.Next(_corpus.Count)] = input;
             }
         }
-        return new HarnessReport(harness.Name, execs, _crashes.Count, _corpus.Count, _outcomes.Count, regressions, _slowest.TotalMilliseconds, clock.Elapsed, _crashes.Values.ToList());
+        return new HarnessReport(harness.Name, execs, _crashes.Count, _corpus.Count, _outcomes.Count, coverage.Edges, regressions, _slowest.TotalMilliseconds, clock.Elapsed, _crashes.Values.ToList());
     }
 
-    /// <summary>Runs one input; false if it crashed (the crash is then shrunk and saved).</summary>
-    private bool Try(byte[] input, out string label)
+    /// <summary>Runs one input; false if it crashed (the crash is then shrunk and saved). <paramref name="fresh"/>: it reached new code.</summary>
+    private bool Try(byte[] input, out string label, out bool fresh)
     {
         var failure = RunOnce(input, out label);
+        fresh = coverage.TakeNew();
         if (failure is null) return true;
         var signature = Signature(failure);
         if (!_crashes.ContainsKey(signature)) _crashes[signature] = Save(Shrink(input, signature), failure);
@@ -71,6 +78,7 @@ public sealed partial class FuzzRun(Harness harness, FuzzOptions options, Watchd
     private Exception? RunOnce(byte[] input, out string label)
     {
         watchdog.Arm(harness.Name, input);
+        coverage.Reset();
         var started = Stopwatch.GetTimestamp();
         try
         {
