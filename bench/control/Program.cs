@@ -249,6 +249,8 @@ internal sealed partial class CoordinatorUnderTest : IAsyncDisposable
         // A thousand simulated devices share one address here; a real fleet connects from many.
         info.Environment["Weft__Control__ConnectsPerSecondPerAddress"] = "0";
         info.Environment["Weft__Api__RequestsPerSecondPerAddress"] = "0";
+        info.Environment["Weft__Api__RequestsPerSecondPerKey"] = "0";
+        info.Environment["Weft__Control__RegistrationsPerSecondPerAuthKey"] = "0";
         info.Environment["Serilog__MinimumLevel__Default"] = "Warning";
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start the coordinator");
         var api = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);

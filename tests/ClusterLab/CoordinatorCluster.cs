@@ -37,6 +37,8 @@ public sealed class CoordinatorCluster : IAsyncDisposable
             ["Weft__Control__ConnectsPerSecondPerAddress"] = "0",
             // The lab's admin calls (its writer, its checks) all come from 127.0.0.1 too.
             ["Weft__Api__RequestsPerSecondPerAddress"] = "0",
+            ["Weft__Api__RequestsPerSecondPerKey"] = "0",
+            ["Weft__Control__RegistrationsPerSecondPerAuthKey"] = "0",
         };
         foreach (var (key, value) in settings ?? new Dictionary<string, string>()) environment[key] = value;
         for (var i = 0; i < count; i++) nodes.Add(new CoordinatorNode($"node{i + 1}", seeds, environment, akkaPorts[i]));

@@ -145,11 +145,22 @@ public sealed class CoordinatorNode : IAsyncDisposable
         Signals.Send(_process!.Id, Signals.Continue);
     }
 
+    private static readonly HashSet<int> HandedOut = [];
+
+    /// <summary>
+    /// A port free now, and never one this process handed out before: the kernel may give a port it
+    /// just released to the next ask, and a node given the same port for two listeners fails to start.
+    /// </summary>
     public static int FreeTcpPort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        while (true)
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            lock (HandedOut)
+                if (HandedOut.Add(port)) return port;
+        }
     }
 
     private void OnLine(string? line, TaskCompletionSource ready)

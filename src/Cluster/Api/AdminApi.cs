@@ -9,7 +9,7 @@ public static class AdminApi
     public static IServiceCollection AddAdminApi(this IServiceCollection services, Hosting.ApiSettings settings) => services
         .AddSingleton<TailnetRefs>()
         .AddSingleton<IdempotentCreation>()
-        .AddPerAddressRateLimit(settings.RequestsPerSecondPerAddress);
+        .AddAdminRateLimit(settings);
 
     /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
     public static WebApplication MapAdminApi(this WebApplication app)

@@ -1,40 +1,57 @@
-using System.Net;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.RateLimiting;
+using Weft.Cluster.ApiKeys;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
 
 /// <summary>
-/// A token bucket per client address on the admin listener (ASP.NET Core's rate limiter): one
-/// client, authenticated or not, cannot take the API from everyone else. A refused request gets 429
+/// Token buckets on the admin listener (ASP.NET Core's rate limiter), one per client address and one
+/// per API key named in the request: one client, authenticated or not, cannot take the API from
+/// everyone else, and one key cannot do it from many addresses. A refused request gets 429
 /// <c>rate_limited</c> with <c>Retry-After</c>, before any key is checked.
 /// </summary>
 public static class AdminRateLimit
 {
-    public static IServiceCollection AddPerAddressRateLimit(this IServiceCollection services, double perSecond) => services.AddRateLimiter(options =>
+    public static IServiceCollection AddAdminRateLimit(this IServiceCollection services, Hosting.ApiSettings settings) => services.AddRateLimiter(options =>
     {
-        options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, IPAddress>(http =>
-        {
-            var source = http.Connection.RemoteIpAddress is { } remote ? Hosting.ConnectionLimiter.SourceOf(remote) : IPAddress.None;
-            // The control listener has its own admission (ControlAdmission); this limit is for the admin listener's requests.
-            if (perSecond <= 0 || http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true)
-                return RateLimitPartition.GetNoLimiter(IPAddress.None);
-            return RateLimitPartition.GetTokenBucketLimiter(source, _ => new TokenBucketRateLimiterOptions
-            {
-                TokenLimit = Math.Max(1, (int)Math.Ceiling(perSecond * 2)),
-                TokensPerPeriod = Math.Max(1, (int)Math.Ceiling(perSecond)),
-                ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                QueueLimit = 0,
-                AutoReplenishment = true,
-            });
-        });
+        options.GlobalLimiter = PartitionedRateLimiter.CreateChained(
+            PartitionedRateLimiter.Create<HttpContext, string>(http =>
+                http.Connection.RemoteIpAddress is { } remote && !IsControl(http)
+                    ? Bucket("address " + Hosting.ConnectionLimiter.SourceOf(remote), settings.RequestsPerSecondPerAddress)
+                    : RateLimitPartition.GetNoLimiter("")),
+            PartitionedRateLimiter.Create<HttpContext, string>(http =>
+                KeyIdOf(http) is { } keyId && !IsControl(http)
+                    ? Bucket("key " + keyId, settings.RequestsPerSecondPerKey)
+                    : RateLimitPartition.GetNoLimiter("")));
         options.OnRejected = async (context, cancel) =>
         {
             var seconds = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)) : 1;
-            await ApiErrorMiddleware.WriteAsync(context.HttpContext, ApiErrorCodes.RateLimited, $"too many requests from this address; retry after {seconds} s",
+            await ApiErrorMiddleware.WriteAsync(context.HttpContext, ApiErrorCodes.RateLimited, $"too many requests from this address or with this key; retry after {seconds} s",
                 retryAfterSeconds: seconds);
         };
     });
+
+    /// <summary>The control listener has its own admission (ControlAdmission).</summary>
+    private static bool IsControl(HttpContext http) => http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
+
+    /// <summary>The key id a request presents, verified or not (a forged one only gets a bucket of its own).</summary>
+    private static string? KeyIdOf(HttpContext http)
+    {
+        var header = http.Request.Headers.Authorization.ToString();
+        const string scheme = "Bearer ";
+        return header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) && ApiKeyToken.TryParse(header[scheme.Length..].Trim(), out var token) ? token.KeyId : null;
+    }
+
+    private static RateLimitPartition<string> Bucket(string partition, double perSecond) => perSecond <= 0
+        ? RateLimitPartition.GetNoLimiter(partition)
+        : RateLimitPartition.GetTokenBucketLimiter(partition, _ => new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = Math.Max(1, (int)Math.Ceiling(perSecond * 2)),
+            TokensPerPeriod = Math.Max(1, (int)Math.Ceiling(perSecond)),
+            ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+            QueueLimit = 0,
+            AutoReplenishment = true,
+        });
 }

@@ -11,8 +11,10 @@ public sealed class ControlAdmission
     private readonly TokenBucket _connects;
     private readonly TokenBucket _registrations;
     private readonly int _maxPendingHandshakes;
-    private readonly PerAddressBuckets _connectsPerAddress;
-    private readonly PerAddressBuckets _registrationsPerAddress;
+    private readonly PerSourceBuckets<System.Net.IPAddress> _connectsPerAddress;
+    private readonly PerSourceBuckets<System.Net.IPAddress> _registrationsPerAddress;
+    private readonly PerSourceBuckets<string> _registrationsPerKey;
+    private readonly PerSourceBuckets<string> _handshakesPerMachine;
     private int _pendingHandshakes;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
@@ -20,36 +22,51 @@ public sealed class ControlAdmission
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
         _maxPendingHandshakes = settings.MaxPendingHandshakes;
-        _connectsPerAddress = new PerAddressBuckets(settings.ConnectsPerSecondPerAddress, clock);
-        _registrationsPerAddress = new PerAddressBuckets(settings.ConnectsPerSecondPerAddress, clock);
+        _connectsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
+        _registrationsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
+        _registrationsPerKey = new PerSourceBuckets<string>(settings.RegistrationsPerSecondPerAuthKey, clock);
+        _handshakesPerMachine = new PerSourceBuckets<string>(settings.HandshakesPerSecondPerMachine, clock);
     }
 
     /// <summary>The same for one source address: one host (or one NAT) may not take the whole node's rate.</summary>
-    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _connectsPerAddress.TryTake(address, out retryAfterMs);
+    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) =>
+        _connectsPerAddress.TryTake(address is null ? null : Hosting.ConnectionLimiter.SourceOf(address), out retryAfterMs);
 
     /// <summary>
     /// Registrations from one source address, at the same rate as its new streams: a stream may send
     /// Register again and again, and each costs journal writes.
     /// </summary>
-    public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _registrationsPerAddress.TryTake(address, out retryAfterMs);
+    public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) =>
+        _registrationsPerAddress.TryTake(address is null ? null : Hosting.ConnectionLimiter.SourceOf(address), out retryAfterMs);
 
     /// <summary>
-    /// A token bucket per source address. Buckets that have refilled are forgotten now and then, so
-    /// the table stays as small as the set of addresses active right now.
+    /// Completed handshakes of one machine key, wherever they come from: a device reconnects a few
+    /// times a minute at most, so a key that keeps connecting (a copied key, a broken client) is slowed
+    /// down. Over TCP the source address is already proven, so WireGuard's cookie exchange would add
+    /// nothing to the per-address limit; this is the per-key half.
     /// </summary>
-    private sealed class PerAddressBuckets(double perSecond, TimeProvider clock)
+    public bool TryAdmitHandshakeOf(string machineKey, out uint retryAfterMs) => _handshakesPerMachine.TryTake(machineKey, out retryAfterMs);
+
+    /// <summary>Registrations with one auth key (its id), wherever they come from: a leaked key cannot flood the tailnet from many addresses.</summary>
+    public bool TryAdmitRegistrationWith(string? authKeyId, out uint retryAfterMs) => _registrationsPerKey.TryTake(authKeyId, out retryAfterMs);
+
+    /// <summary>
+    /// A token bucket per source (an address, a key). Buckets that have refilled are forgotten now and
+    /// then, so the table stays as small as the set of sources active right now.
+    /// </summary>
+    private sealed class PerSourceBuckets<TSource>(double perSecond, TimeProvider clock) where TSource : notnull
     {
-        private readonly System.Collections.Concurrent.ConcurrentDictionary<System.Net.IPAddress, TokenBucket> _buckets = new();
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<TSource, TokenBucket> _buckets = new();
         private int _calls;
 
-        public bool TryTake(System.Net.IPAddress? address, out uint retryAfterMs)
+        public bool TryTake(TSource? source, out uint retryAfterMs)
         {
             retryAfterMs = 0;
-            if (perSecond <= 0 || address is null) return true;
+            if (perSecond <= 0 || source is null) return true;
             if (Interlocked.Increment(ref _calls) % 1024 == 0)
                 foreach (var (key, bucket) in _buckets)
                     if (bucket.IsFull) _buckets.TryRemove(key, out _);
-            return _buckets.GetOrAdd(Hosting.ConnectionLimiter.SourceOf(address), _ => new TokenBucket(perSecond, perSecond * 2, clock)).TryTake(out retryAfterMs);
+            return _buckets.GetOrAdd(source, _ => new TokenBucket(perSecond, perSecond * 2, clock)).TryTake(out retryAfterMs);
         }
     }
 

@@ -69,6 +69,11 @@ public sealed class ControlService(
         if (accepted is null) throw Refuse(refusal!, "the Noise handshake was refused");
         if (!replayGuard.Accept(accepted.Machine, accepted.Timestamp, now))
             throw Refuse(ControlErrorCodes.HandshakeReplayed, "this handshake was seen before");
+        if (!admission.TryAdmitHandshakeOf(accepted.Machine.ToString(), out var machineWait))
+        {
+            accepted.Transport.Dispose();
+            throw Busy(context, ControlErrorCodes.RateLimited, "this machine key connects too often", machineWait);
+        }
         await responses.WriteAsync(new Frame { Data = ByteString.CopyFrom(accepted.Response) }, context.CancellationToken);
         handshakeSlot.Dispose();
 

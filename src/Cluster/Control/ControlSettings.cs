@@ -54,6 +54,12 @@ public sealed class ControlSettings
     /// <summary>Registrations this node admits per second (twice that in a burst); 0: no limit.</summary>
     public double RegistrationsPerSecond { get; set; } = 200;
 
+    /// <summary>Completed control handshakes of one machine key this node admits per second (twice that in a burst); 0: no limit.</summary>
+    public double HandshakesPerSecondPerMachine { get; set; } = 2;
+
+    /// <summary>Registrations with one auth key this node admits per second, from any address (twice that in a burst); 0: no limit.</summary>
+    public double RegistrationsPerSecondPerAuthKey { get; set; } = 50;
+
     /// <summary>Messages from one agent its session may have waiting; one more ends the stream (the agent reconnects).</summary>
     public int InboundQueueLength { get; set; } = 256;
 
@@ -75,6 +81,8 @@ public sealed class ControlSettings
         if (!(ConnectsPerSecond >= 0)) yield return $"{prefix}:ConnectsPerSecond must be 0 (no limit) or more, not {ConnectsPerSecond}";
         if (!(ConnectsPerSecondPerAddress >= 0)) yield return $"{prefix}:ConnectsPerSecondPerAddress must be 0 (no limit) or more, not {ConnectsPerSecondPerAddress}";
         if (InboundQueueLength is < 1 or > 100_000) yield return $"{prefix}:InboundQueueLength must be from 1 to 100000, not {InboundQueueLength}";
+        if (!(HandshakesPerSecondPerMachine >= 0)) yield return $"{prefix}:HandshakesPerSecondPerMachine must be 0 (no limit) or more, not {HandshakesPerSecondPerMachine}";
+        if (!(RegistrationsPerSecondPerAuthKey >= 0)) yield return $"{prefix}:RegistrationsPerSecondPerAuthKey must be 0 (no limit) or more, not {RegistrationsPerSecondPerAuthKey}";
         if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
     }
 }

@@ -65,9 +65,13 @@ public sealed class ApiSettings
     /// <summary>Admin API requests (and /healthz) one IP address may make per second, twice that in a burst; 0: no limit.</summary>
     public double RequestsPerSecondPerAddress { get; set; } = 50;
 
+    /// <summary>Admin API requests one API key may make per second, from any address, twice that in a burst; 0: no limit.</summary>
+    public double RequestsPerSecondPerKey { get; set; } = 100;
+
     public IEnumerable<string> Problems(string prefix)
     {
         if (!(RequestsPerSecondPerAddress >= 0)) yield return $"{prefix}:RequestsPerSecondPerAddress must be 0 (no limit) or more, not {RequestsPerSecondPerAddress}";
+        if (!(RequestsPerSecondPerKey >= 0)) yield return $"{prefix}:RequestsPerSecondPerKey must be 0 (no limit) or more, not {RequestsPerSecondPerKey}";
         foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
     }
 }

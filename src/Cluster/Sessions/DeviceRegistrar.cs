@@ -49,6 +49,8 @@ public static class DeviceRegistrar
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
         if (!services.Admission.TryAdmitRegistrationFrom(System.Net.IPAddress.TryParse(remoteAddress, out var source) ? source : null, out var wait))
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations from this address; retry shortly", wait);
+        if (!services.Admission.TryAdmitRegistrationWith(authKey is null ? null : authKey.TailnetId + "/" + authKey.KeyId, out wait))
+            return Refuse(ControlErrorCodes.RateLimited, "too many registrations with this auth key; retry shortly", wait);
         if (!services.Admission.TryAdmitRegistration(out wait))
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations at once; retry shortly", wait);
 

@@ -54,4 +54,23 @@ public class AdminRateLimitTests
         // Another client is served meanwhile.
         await (await other.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
     }
+
+    [Fact]
+    public async Task One_key_used_from_many_addresses_is_limited_too_and_another_key_is_served()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage,
+            [new("Weft:Api:RequestsPerSecondPerAddress", "0"), new("Weft:Api:RequestsPerSecondPerKey", "2")]);
+        using var setup = ClientFrom(IPAddress.Parse("127.0.0.9"), node.Api, TestCoordinator.OperatorKey);
+        var second = await (await setup.PostJson("/api/v1/api-keys", new { scope = "operator", description = "second" })).ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created);
+
+        var clients = Enumerable.Range(2, 8).Select(i => ClientFrom(IPAddress.Parse($"127.0.0.{i}"), node.Api, TestCoordinator.OperatorKey)).ToList();
+        var statuses = new List<HttpStatusCode>();
+        foreach (var client in clients.Concat(clients)) statuses.Add((await client.GetAsync("/api/v1/tailnets")).StatusCode);
+        foreach (var client in clients) client.Dispose();
+
+        Assert.Contains(HttpStatusCode.TooManyRequests, statuses);
+        using var other = ClientFrom(IPAddress.Parse("127.0.0.2"), node.Api, second.Key);
+        await (await other.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
+    }
 }

@@ -40,6 +40,49 @@ public class ConnectRateTests
     }
 
     [Fact]
+    public async Task One_machine_key_that_keeps_connecting_is_slowed_down_and_another_machine_is_not()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:HandshakesPerSecondPerMachine", "1")]);
+        using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        var start = DateTimeOffset.UtcNow;
+
+        var refusals = new List<RpcException>();
+        for (var i = 0; i < 8; i++)
+        {
+            await using var stream = await RawControlStream.OpenAsync(node.Control);
+            try
+            {
+                await stream.Handshake(machine, start.AddMilliseconds(i)); // each a fresh handshake, not a replay
+            }
+            catch (RpcException e)
+            {
+                refusals.Add(e);
+            }
+        }
+
+        Assert.NotEmpty(refusals);
+        Assert.All(refusals, e => Assert.StartsWith(ControlErrorCodes.RateLimited, e.Status.Detail));
+        await using var other = await RawControlStream.OpenAsync(node.Control);
+        using var otherMachine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        await other.Handshake(otherMachine);
+        Assert.NotNull(other.Transport);
+    }
+
+    [Fact]
+    public void Registrations_with_one_auth_key_are_limited_wherever_they_come_from()
+    {
+        var admission = new ControlAdmission(new ControlSettings { RegistrationsPerSecondPerAuthKey = 5 }, TimeProvider.System);
+
+        var admitted = Enumerable.Range(0, 50).Count(attempt => admission.TryAdmitRegistrationWith("tn_a/leaked", out _));
+        Assert.InRange(admitted, 10, 11);
+        Assert.False(admission.TryAdmitRegistrationWith("tn_a/leaked", out var wait));
+        Assert.True(wait >= 1000);
+        Assert.True(admission.TryAdmitRegistrationWith("tn_a/another", out _));
+        Assert.True(admission.TryAdmitRegistrationWith(null, out _)); // no key: the address limits apply
+    }
+
+    [Fact]
     public async Task Registrations_repeated_on_one_stream_are_refused_with_a_retry_time_beyond_the_address_allowance()
     {
         await using var storage = TestStorage.NewSqlite();

@@ -99,10 +99,12 @@ public class LifecycleTests
 
         // The rename is written, and the entity dies before its coalescing window sends it to anyone
         // (as on a node killed mid-write). Nothing else changes afterwards that could carry it along.
-        // One resolved reference, so that the rename is in the mailbox before the Kill (two selections may overtake each other).
+        // The Kill goes as soon as the write is acknowledged: a Kill that came before the write would
+        // lose the rename itself (nothing acknowledged is lost, which is what this test is not about).
         var entity = await Entity(node, "tailnet", tailnet).ResolveOne(TimeSpan.FromSeconds(10));
-        entity.Tell(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-before-the-crash"));
+        var renamed = await entity.Ask<object>(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-before-the-crash"), TimeSpan.FromSeconds(10));
         entity.Tell(Kill.Instance);
+        Assert.IsNotType<Weft.Cluster.Persistence.Rejection>(renamed);
 
         await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, b.DeviceId!)).Name, name => name == "b-renamed-before-the-crash", "the rename stored");
         await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-renamed-before-the-crash", "the rename its tailnet stored before crashing");

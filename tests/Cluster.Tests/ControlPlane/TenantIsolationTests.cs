@@ -93,6 +93,36 @@ public class TenantIsolationTests(SharedCoordinator coordinator) : IClassFixture
     }
 
     [Fact]
+    public async Task Tags_a_tenant_gives_its_own_devices_grant_nothing_in_another_tailnet_or_in_the_api()
+    {
+        await using var agents = new AgentSystem();
+        var (tenant, mine, theirs, theirDevice, _) = await TwoTenants(agents);
+        using var _ = tenant;
+        // In their tailnet, tag:admin may reach everything.
+        const string theirPolicy = """{ "tagOwners": { "tag:admin": [] }, "acls": [ { "action": "accept", "src": ["tag:admin"], "dst": ["*:*"] } ] }""";
+        await (await Operator.PostAsync($"/api/v1/tailnets/{theirs}/policy",
+            new StringContent(theirPolicy, System.Text.Encoding.UTF8, "application/hujson"))).ReadAs<PolicyResource>(HttpStatusCode.OK);
+
+        // The tenant makes its own device tag:admin, by auth key and by the tags call.
+        var key = await tenant.CreateAuthKey(mine, tags: ["tag:admin"]);
+        var admin = TestAgent.Start(agents, coordinator.Control, "mine-admin", key.Key);
+        await admin.WaitForState(ControlState.Running);
+        await (await tenant.PostJson($"/api/v1/tailnets/{mine}/devices/{admin.DeviceId}/tags", new { tags = new[] { "tag:admin", "tag:prod" } }))
+            .ReadAs<DeviceResource>(HttpStatusCode.OK);
+
+        // Nothing crosses: their device's netmap has no peer of the tenant's, and the other way round.
+        var theirMap = await (await Operator.GetAsync($"/api/v1/tailnets/{theirs}/devices/{theirDevice}/netmap")).Content.ReadAsStringAsync();
+        Assert.DoesNotContain(admin.DeviceId!, theirMap);
+        Assert.DoesNotContain(theirDevice, admin.View.Peers.Keys);
+        // Nor in the API: the key is still a tailnet key of one tailnet.
+        Assert.Equal(mine, Assert.Single((await tenant.ListTailnets()).Tailnets).Id);
+        Assert.Equal(ApiErrorCodes.NotFound, (await (await tenant.PostJson($"/api/v1/tailnets/{theirs}/devices/{theirDevice}/tags", new { tags = new[] { "tag:admin" } }))
+            .ReadError(HttpStatusCode.NotFound)).Code);
+        Assert.Equal(ApiErrorCodes.Forbidden, (await (await tenant.PostJson("/api/v1/api-keys", new { scope = "operator" })).ReadError(HttpStatusCode.Forbidden)).Code);
+        Assert.Equal(ApiErrorCodes.NotFound, (await (await tenant.PostJson("/api/v1/api-keys", new { scope = "tailnet", tailnet = theirs })).ReadError(HttpStatusCode.NotFound)).Code);
+    }
+
+    [Fact]
     public async Task A_revoked_tenant_key_stops_working()
     {
         var mine = await coordinator.NewTailnet("revoke");
