@@ -1,7 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.RateLimiting;
-using Weft.Cluster.ApiKeys;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
@@ -9,7 +8,8 @@ namespace Weft.Cluster.Api;
 /// <summary>
 /// Token buckets on the admin listener (ASP.NET Core's rate limiter), one per client address and one
 /// per API key named in the request: one client, authenticated or not, cannot take the API from
-/// everyone else, and one key cannot do it from many addresses. A refused request gets 429
+/// everyone else, and one key cannot do it from many addresses (a key is counted as presented, before
+/// it is verified: a forged one only gets a bucket of its own). A refused request gets 429
 /// <c>rate_limited</c> with <c>Retry-After</c>, before any key is checked.
 /// </summary>
 public static class AdminRateLimit
@@ -22,8 +22,8 @@ public static class AdminRateLimit
                     ? Bucket("address " + Hosting.ConnectionLimiter.SourceOf(remote), settings.RequestsPerSecondPerAddress)
                     : RateLimitPartition.GetNoLimiter("")),
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                KeyIdOf(http) is { } keyId && !IsControl(http)
-                    ? Bucket("key " + keyId, settings.RequestsPerSecondPerKey)
+                ApiKeyAuthentication.TryReadPresentedKey(http.Request, out var presented) && !IsControl(http)
+                    ? Bucket("key " + presented.KeyId, settings.RequestsPerSecondPerKey)
                     : RateLimitPartition.GetNoLimiter("")));
         options.OnRejected = async (context, cancel) =>
         {
@@ -35,14 +35,6 @@ public static class AdminRateLimit
 
     /// <summary>The control listener has its own admission (ControlAdmission).</summary>
     private static bool IsControl(HttpContext http) => http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
-
-    /// <summary>The key id a request presents, verified or not (a forged one only gets a bucket of its own).</summary>
-    private static string? KeyIdOf(HttpContext http)
-    {
-        var header = http.Request.Headers.Authorization.ToString();
-        const string scheme = "Bearer ";
-        return header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) && ApiKeyToken.TryParse(header[scheme.Length..].Trim(), out var token) ? token.KeyId : null;
-    }
 
     private static RateLimitPartition<string> Bucket(string partition, double perSecond) => perSecond <= 0
         ? RateLimitPartition.GetNoLimiter(partition)

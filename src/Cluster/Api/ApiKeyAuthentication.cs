@@ -38,7 +38,7 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
             throw new ApiException(ApiErrorCodes.Unauthorized, "missing API key: send 'Authorization: Bearer <key>'");
         if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))
             throw new ApiException(ApiErrorCodes.Unauthorized, "the Authorization header must read 'Bearer <key>'");
-        if (!ApiKeyToken.TryParse(header[Scheme.Length..].Trim(), out var token))
+        if (!TryReadPresentedKey(context.Request, out var token))
             throw new ApiException(ApiErrorCodes.Unauthorized, "the API key is not valid");
 
         var verify = new VerifyApiKey(token.KeyId, token.SecretHash);
@@ -51,6 +51,14 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
         if (answer is not ApiKeyVerified verified) throw ApiException.From(answer as Rejection ?? new Rejection(ApiErrorCodes.Unauthorized, "the API key is not valid"));
         context.Items[typeof(ApiCaller)] = new ApiCaller(verified.KeyId, verified.Scope, verified.TailnetId);
         await next(context);
+    }
+
+    /// <summary>The API key a request presents as <c>Bearer</c>, well-formed but not yet verified.</summary>
+    public static bool TryReadPresentedKey(HttpRequest request, out ApiKeyToken token)
+    {
+        var header = request.Headers.Authorization.ToString();
+        token = null!;
+        return header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase) && ApiKeyToken.TryParse(header[Scheme.Length..].Trim(), out token);
     }
 
     private static async Task<object> AskBriefly(TailnetRefs refs, VerifyApiKey verify, HttpContext context)

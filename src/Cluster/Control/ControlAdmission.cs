@@ -29,15 +29,15 @@ public sealed class ControlAdmission
     }
 
     /// <summary>The same for one source address: one host (or one NAT) may not take the whole node's rate.</summary>
-    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) =>
-        _connectsPerAddress.TryTake(address is null ? null : Hosting.ConnectionLimiter.SourceOf(address), out retryAfterMs);
+    public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _connectsPerAddress.TryTake(SourceOf(address), out retryAfterMs);
 
     /// <summary>
     /// Registrations from one source address, at the same rate as its new streams: a stream may send
     /// Register again and again, and each costs journal writes.
     /// </summary>
-    public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) =>
-        _registrationsPerAddress.TryTake(address is null ? null : Hosting.ConnectionLimiter.SourceOf(address), out retryAfterMs);
+    public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _registrationsPerAddress.TryTake(SourceOf(address), out retryAfterMs);
+
+    private static System.Net.IPAddress? SourceOf(System.Net.IPAddress? address) => address is null ? null : Hosting.ConnectionLimiter.SourceOf(address);
 
     /// <summary>
     /// Completed handshakes of one machine key, wherever they come from: a device reconnects a few

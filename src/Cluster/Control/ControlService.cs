@@ -42,7 +42,8 @@ public sealed class ControlService(
         if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
             throw Busy(context, ControlErrorCodes.Unavailable, "this coordinator is shutting down", (uint)SessionsRegistration.MoveAfter.TotalMilliseconds);
         // A reconnect storm is admitted at a bounded rate; the others hear when to come back.
-        if (!admission.TryAdmitConnectFrom(context.GetHttpContext().Connection.RemoteIpAddress, out var waitHere))
+        var remote = context.GetHttpContext().Connection.RemoteIpAddress;
+        if (!admission.TryAdmitConnectFrom(remote, out var waitHere))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many connections from this address", waitHere);
         if (!admission.TryAdmitConnect(out var wait))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
@@ -82,8 +83,7 @@ public sealed class ControlService(
         // The stream lives as long as its session: a node that shuts down drains its sessions first
         // (each tells its agent to move), and a session that ends for any reason ends the stream.
         using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(),
-            context.GetHttpContext().Connection.RemoteIpAddress is { } remote ? Hosting.ConnectionLimiter.SourceOf(remote).ToString() : ""), TimeSpan.FromSeconds(5));
+        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote), TimeSpan.FromSeconds(5));
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);

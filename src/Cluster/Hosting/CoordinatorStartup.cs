@@ -93,20 +93,30 @@ public sealed class CoordinatorStartup(
                 : throw new InvalidOperationException("Weft:Control:PrivateKey is not a base64 Curve25519 private key (44 characters)");
         }
         using var candidate = Contracts.Keys.Curve25519PrivateKey.Generate();
+        var sealedCandidate = secret.Seal(System.Text.Encoding.UTF8.GetBytes(candidate.ToBase64()), ClusterKeyActor.SealPurpose);
+        var kept = await AskUntilAnswered<CoordinatorKeyIs>(clusterKey.ActorRef, new EnsureCoordinatorKey(sealedCandidate), "Coordinator key", stopping);
+        var opened = System.Text.Encoding.UTF8.GetString(secret.Unseal(kept.SealedKey, ClusterKeyActor.SealPurpose));
+        return Contracts.Keys.Curve25519PrivateKey.TryParseBase64(opened, out var key)
+            ? key
+            : throw new InvalidOperationException("the stored coordinator key is corrupt");
+    }
+
+    /// <summary>
+    /// Asks an entity until it answers: while its shard is still starting (or the node holding it is
+    /// away) the ask fails with an <see cref="ApiException"/>; this waits 2 s and asks again, as long as
+    /// <paramref name="retry"/> (default: always) says the failure is worth waiting out.
+    /// </summary>
+    private async Task<T> AskUntilAnswered<T>(IActorRef entity, object message, string what, CancellationToken stopping, Func<ApiException, bool>? retry = null)
+    {
         while (true)
         {
             try
             {
-                var sealedCandidate = secret.Seal(System.Text.Encoding.UTF8.GetBytes(candidate.ToBase64()), ClusterKeyActor.SealPurpose);
-                var kept = await clusterKey.ActorRef.AskFor<CoordinatorKeyIs>(new EnsureCoordinatorKey(sealedCandidate), stopping);
-                var opened = System.Text.Encoding.UTF8.GetString(secret.Unseal(kept.SealedKey, ClusterKeyActor.SealPurpose));
-                return Contracts.Keys.Curve25519PrivateKey.TryParseBase64(opened, out var key)
-                    ? key
-                    : throw new InvalidOperationException("the stored coordinator key is corrupt");
+                return await entity.AskFor<T>(message, stopping);
             }
-            catch (ApiException e)
+            catch (ApiException e) when (retry?.Invoke(e) ?? true)
             {
-                log.LogWarning("Coordinator key not available yet ({Reason}); retrying", e.Message);
+                log.LogWarning("{What} not possible yet ({Reason}); retrying", what, e.Message);
                 await Task.Delay(TimeSpan.FromSeconds(2), stopping);
             }
         }
@@ -135,26 +145,15 @@ public sealed class CoordinatorStartup(
             token = ApiKeyToken.Generate();
         }
 
-        while (true)
+        var result = await AskUntilAnswered<OperatorKeyBootstrap>(apiKeys.ActorRef,
+            new BootstrapOperatorKey(token.KeyId, token.SecretHash, clock.GetUtcNow()), "Operator key bootstrap", stopping);
+        if (!result.Issued)
         {
-            try
-            {
-                var result = await apiKeys.ActorRef.AskFor<OperatorKeyBootstrap>(
-                    new BootstrapOperatorKey(token.KeyId, token.SecretHash, clock.GetUtcNow()), stopping);
-                if (!result.Issued)
-                {
-                    log.LogInformation("An operator key already exists; none was issued");
-                    return null;
-                }
-                log.LogInformation("Issued the first operator key {KeyId}", token.KeyId);
-                return configured is null ? token.ToString() : null;
-            }
-            catch (ApiException e)
-            {
-                log.LogWarning("Operator key bootstrap not possible yet ({Reason}); retrying", e.Message);
-                await Task.Delay(TimeSpan.FromSeconds(2), stopping);
-            }
+            log.LogInformation("An operator key already exists; none was issued");
+            return null;
         }
+        log.LogInformation("Issued the first operator key {KeyId}", token.KeyId);
+        return configured is null ? token.ToString() : null;
     }
 
     /// <summary>Issues the operator key that <c>weft operator-key reset</c> left in this node's data directory, then deletes the request.</summary>
@@ -172,27 +171,18 @@ public sealed class CoordinatorStartup(
             return;
         }
         if (pending is not { } request) return;
-        while (true)
+        try
         {
-            try
-            {
-                var issued = await apiKeys.ActorRef.AskFor<ApiKeySummary>(new IssueApiKey(request.KeyId, ApiKeyScope.Operator, null, request.SecretHash,
-                    "operator-key reset", clock.GetUtcNow()), stopping);
-                OperatorKeyReset.Done(directory);
-                log.LogWarning("Installed operator key {KeyId} from {File} (weft operator-key reset); revoke the lost operator keys with weft apikey revoke",
-                    issued.KeyId, OperatorKeyReset.PathIn(directory));
-                return;
-            }
-            catch (ApiException e) when (e.Code == Contracts.Admin.ApiErrorCodes.Unavailable)
-            {
-                log.LogWarning("Operator key reset not possible yet ({Reason}); retrying", e.Message);
-                await Task.Delay(TimeSpan.FromSeconds(2), stopping);
-            }
-            catch (ApiException e)
-            {
-                log.LogError("Operator key reset refused: {Reason}", e.Message);
-                return;
-            }
+            var issued = await AskUntilAnswered<ApiKeySummary>(apiKeys.ActorRef,
+                new IssueApiKey(request.KeyId, ApiKeyScope.Operator, null, request.SecretHash, "operator-key reset", clock.GetUtcNow()),
+                "Operator key reset", stopping, retry: e => e.Code == Contracts.Admin.ApiErrorCodes.Unavailable);
+            OperatorKeyReset.Done(directory);
+            log.LogWarning("Installed operator key {KeyId} from {File} (weft operator-key reset); revoke the lost operator keys with weft apikey revoke",
+                issued.KeyId, OperatorKeyReset.PathIn(directory));
+        }
+        catch (ApiException e)
+        {
+            log.LogError("Operator key reset refused: {Reason}", e.Message);
         }
     }
 

@@ -36,7 +36,7 @@ public static class DeviceRegistrar
     public const uint ApprovalPollMs = 10_000;
 
     /// <param name="remoteAddress">The client's IP address, kept with a new device (an admin approving it sees where it came from).</param>
-    public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request, string remoteAddress = "")
+    public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request, System.Net.IPAddress? remoteAddress = null)
     {
         if (request.NodeKey.Length != 32) return Refuse(ControlErrorCodes.InvalidRequest, "node_key must be 32 bytes");
         if (request.DiscoKey.Length is not (0 or 32)) return Refuse(ControlErrorCodes.InvalidRequest, "disco_key must be 32 bytes");
@@ -47,7 +47,7 @@ public static class DeviceRegistrar
         AuthKeyToken? authKey = null;
         if (request.AuthKey.Length > 0 && !AuthKeyToken.TryParse(request.AuthKey, out authKey))
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
-        if (!services.Admission.TryAdmitRegistrationFrom(System.Net.IPAddress.TryParse(remoteAddress, out var source) ? source : null, out var wait))
+        if (!services.Admission.TryAdmitRegistrationFrom(remoteAddress, out var wait))
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations from this address; retry shortly", wait);
         if (!services.Admission.TryAdmitRegistrationWith(authKey is null ? null : authKey.TailnetId + "/" + authKey.KeyId, out wait))
             return Refuse(ControlErrorCodes.RateLimited, "too many registrations with this auth key; retry shortly", wait);
@@ -87,7 +87,8 @@ public static class DeviceRegistrar
 
             var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
-                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64), remoteAddress);
+                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
+                remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString());
             var outcome = await Ask(services.Tailnets, register);
             if (outcome is Rejection rejection)
             {

@@ -80,7 +80,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private static readonly TimeSpan AttachRetry = TimeSpan.FromSeconds(1);
 
     private readonly MachineKey _machine;
-    private readonly string _remoteAddress;
+    private readonly System.Net.IPAddress? _remoteAddress;
     private readonly ChannelWriter<byte[]> _outbound;
     private readonly SessionServices _services;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -96,7 +96,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private bool _attachConfirm;
     private bool _closing;
 
-    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, string remoteAddress = "")
+    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null)
     {
         _machine = machine;
         _remoteAddress = remoteAddress;
@@ -110,7 +110,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, string remoteAddress = "") =>
+    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null) =>
         Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress));
 
     // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.

@@ -9,7 +9,7 @@ namespace Weft.Cluster.Sessions;
 
 /// <summary>Starts a session for a new stream; replies with its <see cref="IActorRef"/>, or <see cref="SessionRefused"/> while draining.</summary>
 /// <param name="RemoteAddress">The client's IP address, as the connection saw it (recorded with a device that registers).</param>
-public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, string RemoteAddress = "");
+public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, System.Net.IPAddress? RemoteAddress = null);
 
 public sealed record SessionRefused(string Reason);
 

@@ -178,7 +178,7 @@ public sealed class WgQuickConfig
         if (host.Length is 0 or > 253) return false;
         foreach (var label in host.TrimEnd('.').Split('.'))
         {
-            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-') return false;
+            if (label.Length is 0 or > Dns.DnsMessage.MaxLabelLength || label[0] == '-' || label[^1] == '-') return false;
             if (!label.All(c => char.IsAsciiLetterOrDigit(c) || c == '-')) return false;
         }
         return true;
