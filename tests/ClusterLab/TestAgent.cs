@@ -50,6 +50,9 @@ public sealed class TestAgent : IDisposable
 
     public VirtualTun? Tun { get; private set; }
 
+    /// <summary>With tunnels: what the data plane asked of the operating system (addresses, routes into the tunnel).</summary>
+    public NoTunnelLink? Link { get; private set; }
+
     public NetMapView View { get { lock (_gate) return _view; } }
 
     public ControlStateChanged State { get { lock (_gate) return _state; } }
@@ -71,7 +74,7 @@ public sealed class TestAgent : IDisposable
     public static TestAgent Start(
         ActorSystem system, IReadOnlyList<Uri> coordinators, string hostname, string? authKey, string? tailnet = null,
         IAgentStateStore? store = null, ImmutableArray<string> endpoints = default, bool forceReauth = false, bool tunnels = false,
-        Func<ControlClientOptions, ControlClientOptions>? tune = null)
+        Func<ControlClientOptions, ControlClientOptions>? tune = null, Func<DataPlaneOptions, DataPlaneOptions>? tunePlane = null)
     {
         var agent = new TestAgent(hostname, store ?? new MemoryAgentStateStore());
         DataPlaneOptions? plane = null;
@@ -80,7 +83,9 @@ public sealed class TestAgent : IDisposable
             agent.Tun = new VirtualTun(hostname);
             agent.Device = new WireGuardDevice(agent.Tun, UdpTransport.Bind(0));
             endpoints = [$"127.0.0.1:{agent.Device.ListenPort}"];
-            plane = new DataPlaneOptions { Device = agent.Device, Link = new NoTunnelLink(), DiscoverEndpoints = false, StaticEndpoints = endpoints };
+            agent.Link = new NoTunnelLink();
+            plane = new DataPlaneOptions { Device = agent.Device, Link = agent.Link, DiscoverEndpoints = false, StaticEndpoints = endpoints };
+            plane = tunePlane?.Invoke(plane) ?? plane;
         }
         var options = new ControlClientOptions
         {

@@ -32,6 +32,8 @@ public static class MemberEndpoints
         tailnet.MapPost("/devices/{device}/approve", ApproveDevice);
         tailnet.MapPost("/devices/{device}/rename", RenameDevice);
         tailnet.MapPost("/devices/{device}/tags", SetTags);
+        tailnet.MapGet("/devices/{device}/routes", GetRoutes);
+        tailnet.MapPost("/devices/{device}/routes", ApproveRoutes);
         tailnet.MapPost("/devices/{device}/expire", ExpireDevice);
         tailnet.MapDelete("/devices/{device}", DeleteDevice);
         tailnet.MapDelete("/devices", DeletePendingDevices);
@@ -149,6 +151,27 @@ public static class MemberEndpoints
         return await OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new SetDeviceTags(tailnetId, deviceId, tags, clock.GetUtcNow()));
     }
 
+    private static async Task<IResult> GetRoutes(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        var info = await refs.Tailnets.AskFor<DeviceInfo>(new GetDevice(entry.TailnetId, deviceId), http);
+        return Results.Json(RoutesOf(info.Device), AdminJson.Options);
+    }
+
+    /// <summary>Sets the approved routes (the whole list, as Tailscale's API does); answers the device's routes after.</summary>
+    private static async Task<IResult> ApproveRoutes(HttpContext http, string tailnet, string device, TailnetRefs refs)
+    {
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("routes");
+        var routes = (body.OptionalStringList("routes") ?? throw ApiException.Invalid("missing required field 'routes' (an array of CIDR prefixes; [] approves none)")).ToImmutableArray();
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var deviceId = await ResolveDeviceId(http, refs, entry.TailnetId, device);
+        var info = await refs.Tailnets.AskFor<DeviceInfo>(new ApproveDeviceRoutes(entry.TailnetId, deviceId, routes), http);
+        return Results.Json(RoutesOf(info.Device), AdminJson.Options);
+    }
+
+    private static DeviceRoutesResource RoutesOf(DeviceEntry d) => new(d.Advertised, d.Approved, d.EnabledRoutes, d.IsExitNode);
+
     private static Task<IResult> ExpireDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, TimeProvider clock) =>
         OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new ExpireDevice(tailnetId, deviceId, clock.GetUtcNow()));
 
@@ -229,7 +252,7 @@ public static class MemberEndpoints
             d.DeviceId, d.Name, d.Hostname, d.Os, d.Status.ToString().ToLowerInvariant(), info.Online, UserName(users, d.UserId), d.Tags,
             d.Ipv4.Length > 0 ? [d.Ipv4, d.Ipv6] : [], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
             d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId, d.AgentVersion,
-            d.RegisteredFrom);
+            d.RegisteredFrom, RoutesOf(d));
     }
 }
 

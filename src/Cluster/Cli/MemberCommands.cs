@@ -204,8 +204,58 @@ public static class MemberCommands
             Console.WriteLine(JsonSerializer.Serialize(await api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, netmapWhich)}/netmap"),
                 new JsonSerializerOptions { WriteIndented = true }))));
 
-        foreach (var command in new[] { list, show, approve, rename, tags, expire, delete, deletePending, netmap }) devices.Add(command);
+        foreach (var command in new[] { list, show, approve, rename, tags, expire, delete, deletePending, netmap, RoutesCommand(client, tailnet, Which) }) devices.Add(command);
         return devices;
+    }
+
+    /// <summary><c>weft device routes show|approve|revoke</c>: a subnet router's and an exit node's routes.</summary>
+    private static Command RoutesCommand(ClientOptions client, Option<string> tailnet, Func<Argument<string>> which)
+    {
+        var routes = new Command("routes", "A device's routes: what its agent advertises (--advertise-routes, --advertise-exit-node) and what is approved");
+
+        var show = new Command("show", "Show the routes a device advertises, the approved ones and those in force");
+        var showWhich = which();
+        show.Add(showWhich);
+        show.SetAction(parse => client.Run(parse, async api =>
+            PrintRoutes(client, parse, await api.GetAsync($"{Base(parse, tailnet)}/devices/{Escaped(parse, showWhich)}/routes"))));
+
+        Command Change(string name, string description, bool approve)
+        {
+            var command = new Command(name, description);
+            var device = which();
+            var prefixes = new Argument<string[]>("routes") { Description = "CIDR prefixes, for example 198.51.100.0/24", Arity = ArgumentArity.ZeroOrMore };
+            var exitNode = new Option<bool>("--exit-node") { Description = "the exit routes (0.0.0.0/0 and ::/0)" };
+            command.Add(device);
+            command.Add(prefixes);
+            command.Add(exitNode);
+            command.SetAction(parse => client.Run(parse, async api =>
+            {
+                var named = (parse.GetValue(prefixes) ?? []).Concat(parse.GetValue(exitNode) ? ["0.0.0.0/0", "::/0"] : []).ToList();
+                if (named.Count == 0) throw new ArgumentException("name the routes (CIDR prefixes) or give --exit-node");
+                var path = $"{Base(parse, tailnet)}/devices/{Escaped(parse, device)}/routes";
+                var current = (await api.GetAsync(path)).GetProperty("approved").EnumerateArray().Select(r => r.GetString()!).ToList();
+                var wanted = approve ? current.Union(named) : current.Except(named);
+                PrintRoutes(client, parse, await api.PostAsync(path, new { routes = wanted.ToArray() }));
+            }));
+            return command;
+        }
+
+        routes.Add(show);
+        routes.Add(Change("approve", "Approve advertised routes (they go into the peers' AllowedIPs and route tables)", approve: true));
+        routes.Add(Change("revoke", "Withdraw approval of routes (every peer stops routing them through this device)", approve: false));
+        return routes;
+    }
+
+    private static void PrintRoutes(ClientOptions client, ParseResult parse, JsonElement routes)
+    {
+        if (client.Json(parse, routes)) return;
+        Console.Write(TextTable.RenderFields(
+        [
+            ("advertised", Format.List(routes, "advertised")),
+            ("approved", Format.List(routes, "approved")),
+            ("in force", Format.List(routes, "enabled")),
+            ("exit node", YesNo(routes, "exitNode")),
+        ]));
     }
 
     private static void PrintDevice(ClientOptions client, ParseResult parse, JsonElement device)
@@ -224,6 +274,7 @@ public static class MemberCommands
             ("endpoints", Format.List(device, "endpoints")),
             ("user", Format.Text(device, "user")),
             ("tags", Format.List(device, "tags")),
+            ("routes", device.TryGetProperty("routes", out var routes) && routes.ValueKind == JsonValueKind.Object ? Format.List(routes, "enabled") : "-"),
             ("node key", Format.Text(device, "nodeKey")),
             ("machine key", Format.Text(device, "machineKey")),
             ("registered from", device.TryGetProperty("registeredFrom", out var from) && from.GetString() is { Length: > 0 } address ? Format.Printable(address) : "-"),

@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using System.Net;
+using Weft.Contracts.Control;
 
 namespace Weft.Cluster.Policy;
 
@@ -118,7 +119,7 @@ public static class PolicyChecks
                 var matches = entry.Target is SelfAlias
                     ? from.User is not null && to.User is not null && string.Equals(from.User, to.User, StringComparison.OrdinalIgnoreCase)
                     : entry.Target.Matches(to);
-                if (matches) return new AccessDecision(true, rule.Index, $"acls[{rule.Index}] allows it");
+                if (matches) return new AccessDecision(true, rule.Index, $"{rule.Origin} allows it");
             }
         }
         return new AccessDecision(false, null, "no rule allows it");
@@ -132,9 +133,7 @@ public static class PolicyChecks
         if (text.Contains('@')) return [new Principal(text, [], [])];
         IPNetwork prefix;
         if (policy.Hosts.TryGetValue(text, out var host)) prefix = host;
-        else if (IPAddress.TryParse(text, out var address)) prefix = new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
-        else if (IPNetwork.TryParse(text, out var network)) prefix = network;
-        else return [];
+        else if (!IpLiteral.TryParsePrefix(text, out prefix, allowBareAddress: true)) return [];
         // A single address that belongs to a device is that device, with its identity.
         var device = prefix.PrefixLength is 32 or 128
             ? devices.FirstOrDefault(d => IPAddress.Parse(d.Ipv4).Equals(prefix.BaseAddress) || IPAddress.Parse(d.Ipv6).Equals(prefix.BaseAddress))

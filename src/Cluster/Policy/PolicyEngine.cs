@@ -3,13 +3,32 @@ using System.Net;
 
 namespace Weft.Cluster.Policy;
 
-/// <summary>An active device as the policy sees it: who it belongs to and its addresses.</summary>
-public sealed record PolicyDevice(string DeviceId, string? User, ImmutableArray<string> Tags, string Ipv4, string Ipv6)
+/// <summary>
+/// An active device as the policy sees it: who it belongs to, its addresses, and what it routes
+/// (its approved subnet routes, and whether it is an approved exit node).
+/// </summary>
+public sealed record PolicyDevice(string DeviceId, string? User, ImmutableArray<string> Tags, string Ipv4, string Ipv6,
+    ImmutableArray<IPNetwork> Routes = default, bool ExitNode = false)
 {
-    public Principal Principal { get; } = Principal.OfDevice(User, Tags, Ipv4, Ipv6);
+    // Built once per instance. A copy made with `with` carries the cache of the original, which names
+    // its owner: the copy sees that it is not the owner and builds its own from its own values.
+    private (PolicyDevice Owner, Principal Value) _principal;
+
+    public Principal Principal
+    {
+        get
+        {
+            if (!ReferenceEquals(_principal.Owner, this))
+                _principal = (this, Principal.OfDevice(User, Tags, Ipv4, Ipv6) with { Routes = Routes.IsDefault ? [] : Routes, ExitNode = ExitNode });
+            return _principal.Value;
+        }
+    }
+
+    public ImmutableArray<IPNetwork> SubnetRoutes => Principal.SubnetRoutes;
 
     public bool Equals(PolicyDevice? other) =>
-        other is not null && DeviceId == other.DeviceId && User == other.User && Tags.SequenceEqual(other.Tags) && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6;
+        other is not null && DeviceId == other.DeviceId && User == other.User && Tags.SequenceEqual(other.Tags) && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6
+        && SubnetRoutes.SequenceEqual(other.SubnetRoutes) && ExitNode == other.ExitNode;
 
     public override int GetHashCode() => DeviceId.GetHashCode();
 }
@@ -17,9 +36,12 @@ public sealed record PolicyDevice(string DeviceId, string? User, ImmutableArray<
 /// <summary>
 /// One rule of a device's inbound packet filter. Sources stay symbolic wherever the policy was
 /// (<c>tag:web</c>, <c>user:alice@example.com</c>, <c>autogroup:member</c>): the agent resolves them
-/// against its peers, so a device that gains a tag does not change anyone else's filter.
+/// against its peers, so a device that gains a tag does not change anyone else's filter. What it
+/// opens: the device's own IPv4 and/or IPv6 address, and on a router the parts of its routes (or of
+/// the internet, on an exit node) that the rule's destination covers (<see cref="Routed"/>).
 /// </summary>
-public sealed record FilterGrant(string Key, ImmutableArray<string> Sources, bool CoversIpv4, bool CoversIpv6, ImmutableArray<PortRange> Ports, ImmutableArray<int> Protocols);
+public sealed record FilterGrant(string Key, ImmutableArray<string> Sources, bool CoversIpv4, bool CoversIpv6, ImmutableArray<PortRange> Ports, ImmutableArray<int> Protocols,
+    ImmutableArray<string> Routed = default);
 
 /// <summary>What one change did: who now sees whom (both directions listed), and whose filter changed.</summary>
 public sealed record PolicyChange(IReadOnlyList<(string Viewer, string Peer)> Added, IReadOnlyList<(string Viewer, string Peer)> Removed, IReadOnlyCollection<string> FiltersChanged)
@@ -360,8 +382,9 @@ public sealed class PolicyEngine
             foreach (var destination in rule.Entries)
             {
                 if (!destination.Devices[slot]) continue;
-                var (v4, v6) = Coverage(destination.Destination.Target, device);
-                grants.Add(Grant($"{rule.Key}#{destination.Index}#{(v4 ? 4 : 0) + (v6 ? 6 : 0)}", rule.Sources, v4, v6, destination.Destination.Ports, rule.Rule.EffectiveProtocols));
+                var (v4, v6, routed) = Coverage(destination.Destination.Target, device);
+                var key = $"{rule.Key}#{destination.Index}#{(v4 ? 4 : 0) + (v6 ? 6 : 0)}{(routed.IsEmpty ? "" : "#" + string.Join(",", routed))}";
+                grants.Add(Grant(key, rule.Sources, v4, v6, destination.Destination.Ports, rule.Rule.EffectiveProtocols, routed));
             }
         }
         if (device.Principal.User is { } user)
@@ -371,21 +394,44 @@ public sealed class PolicyEngine
             {
                 if (!rule.HasSelf || !rule.Rule.Sources.Any(a => a.Matches(owner))) continue;
                 foreach (var self in rule.SelfEntries)
-                    grants.Add(Grant($"{rule.Key}#self:{user}#{self.Text}", [$"user:{user}"], true, true, self.Ports, rule.Rule.EffectiveProtocols));
+                    grants.Add(Grant($"{rule.Key}#self:{user}#{self.Text}", [$"user:{user}"], true, true, self.Ports, rule.Rule.EffectiveProtocols, []));
             }
         }
         return [.. grants.DistinctBy(g => g.Key).OrderBy(g => g.Key, StringComparer.Ordinal)];
     }
 
-    private FilterGrant Grant(string key, ImmutableArray<string> sources, bool v4, bool v6, ImmutableArray<PortRange> ports, ImmutableArray<int> protocols)
+    private FilterGrant Grant(string key, ImmutableArray<string> sources, bool v4, bool v6, ImmutableArray<PortRange> ports, ImmutableArray<int> protocols,
+        ImmutableArray<string> routed)
     {
         if (_grants.TryGetValue(key, out var shared)) return shared;
-        return _grants[key] = new FilterGrant(key, sources, v4, v6, ports, protocols);
+        return _grants[key] = new FilterGrant(key, sources, v4, v6, ports, protocols, routed);
     }
 
-    private static (bool V4, bool V6) Coverage(Alias target, PolicyDevice device) => target is PrefixAlias prefix
-        ? (prefix.Prefix.Contains(IPAddress.Parse(device.Ipv4)), prefix.Prefix.Contains(IPAddress.Parse(device.Ipv6)))
-        : (true, true);
+    /// <summary>
+    /// What a destination opens on one device: its own addresses that the target covers, and on a
+    /// router the routed prefixes. An identity (user, tag, group) opens the device's own addresses
+    /// only, as in Tailscale: reaching a router's subnets takes a rule on the subnet's addresses.
+    /// </summary>
+    private static (bool V4, bool V6, ImmutableArray<string> Routed) Coverage(Alias target, PolicyDevice device)
+    {
+        var principal = device.Principal;
+        switch (target)
+        {
+            case PrefixAlias prefix:
+                var routed = principal.SubnetRoutes.Select(r => Routing.Overlap(r, prefix.Prefix)).OfType<IPNetwork>();
+                if (principal.ExitNode) routed = routed.Concat(Routing.InternetPart(prefix.Prefix));
+                return (prefix.Prefix.Contains(IPAddress.Parse(device.Ipv4)), prefix.Prefix.Contains(IPAddress.Parse(device.Ipv6)), Texts(routed));
+            case AnyAlias:
+                // "*" is every address: on an exit node, all of them (as Tailscale's 0.0.0.0/0 and ::/0).
+                return (true, true, principal.ExitNode ? [Routing.Text(Routing.AllIpv4), Routing.Text(Routing.AllIpv6)] : Texts(principal.SubnetRoutes));
+            case InternetAlias:
+                return (false, false, principal.ExitNode ? Texts(Routing.Internet) : []);
+            default:
+                return (true, true, []);
+        }
+    }
+
+    private static ImmutableArray<string> Texts(IEnumerable<IPNetwork> prefixes) => [.. prefixes.Select(Routing.Text).Distinct()];
 
     /// <summary>How the agent names a source: identities stay identities, addresses become prefixes.</summary>
     public static IEnumerable<string> AgentSelectors(Alias alias) => alias switch

@@ -6,10 +6,17 @@ namespace Weft.Cluster.Policy;
 // A parsed, validated tailnet policy (Tailscale's format and meaning). Everything here is
 // immutable and free of devices: the PolicyEngine applies it to the tailnet's devices.
 
-/// <summary>What an alias is matched against: a device, or the identity a policy test names.</summary>
-public sealed record Principal(string? User, ImmutableArray<string> Tags, ImmutableArray<IPNetwork> Prefixes)
+/// <summary>
+/// What an alias is matched against: a device, or the identity a policy test names. A device that
+/// routes also stands for its approved subnet <see cref="Routes"/> and, as an exit node, for the
+/// internet: an address alias that overlaps them matches the router.
+/// </summary>
+public sealed record Principal(string? User, ImmutableArray<string> Tags, ImmutableArray<IPNetwork> Prefixes,
+    ImmutableArray<IPNetwork> Routes = default, bool ExitNode = false)
 {
     public bool IsTagged => !Tags.IsDefaultOrEmpty;
+
+    public ImmutableArray<IPNetwork> SubnetRoutes => Routes.IsDefault ? [] : Routes;
 
     /// <summary>A device's facts: untagged devices belong to their user; tagged ones to their tags.</summary>
     public static Principal OfDevice(string? user, ImmutableArray<string> tags, params string[] addresses) =>
@@ -54,7 +61,19 @@ public sealed record TagAlias(string Tag) : Alias(Tag)
 public sealed record PrefixAlias(string Name, IPNetwork Prefix) : Alias(Name)
 {
     public override bool Matches(Principal principal) =>
-        principal.Prefixes.Any(p => p.BaseAddress.AddressFamily == Prefix.BaseAddress.AddressFamily && p.PrefixLength >= Prefix.PrefixLength && Prefix.Contains(p.BaseAddress));
+        principal.Prefixes.Any(p => Routing.Within(p, Prefix))
+        || principal.SubnetRoutes.Any(r => Routing.Overlap(r, Prefix) is not null)
+        || principal.ExitNode && Routing.ReachesInternet(Prefix);
+}
+
+/// <summary>
+/// <c>autogroup:internet</c> (destinations only): the internet through exit nodes. It matches the
+/// exit nodes, and opens on them the public address space, never the tailnet or private ranges.
+/// </summary>
+public sealed record InternetAlias() : Alias("autogroup:internet")
+{
+    public override bool Matches(Principal principal) =>
+        principal.ExitNode || principal.Prefixes.Any(p => Routing.Internet.Any(i => Routing.Within(p, i)));
 }
 
 /// <summary><c>autogroup:member</c>: every device owned by a user (not tagged).</summary>
@@ -90,8 +109,12 @@ public sealed record Destination(Alias Target, ImmutableArray<PortRange> Ports, 
     public bool AllowsPort(int port) => Ports.Any(p => p.Contains(port));
 }
 
-/// <summary>One <c>acls</c> entry. <see cref="Protocols"/> empty means the default: TCP, UDP, ICMP and ICMPv6.</summary>
-public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, ImmutableArray<Destination> Destinations, ImmutableArray<int> Protocols)
+/// <summary>
+/// One access rule: an <c>acls</c> entry, or one protocol's part of a <c>grants</c> entry (named by
+/// <see cref="Origin"/>, for example <c>acls[2]</c> or <c>grants[0]</c>). <see cref="Protocols"/>
+/// empty means the default: TCP, UDP, ICMP and ICMPv6.
+/// </summary>
+public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, ImmutableArray<Destination> Destinations, ImmutableArray<int> Protocols, string Origin = "")
 {
     public static readonly ImmutableArray<int> DefaultProtocols = [IpProtocols.Tcp, IpProtocols.Udp, IpProtocols.Icmp, IpProtocols.IcmpV6];
 
@@ -105,6 +128,21 @@ public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, Immuta
 /// <summary>One <c>tests</c> entry, checked on every save.</summary>
 public sealed record PolicyTest(int Index, string Source, string? Protocol, ImmutableArray<string> Accept, ImmutableArray<string> Deny, int Line, int Column);
 
+/// <summary>
+/// <c>autoApprovers</c>: who may have routes and exit nodes approved without an admin. A route is
+/// approved when an entry for it or for a wider prefix lists the advertising device (its user, a
+/// group of its user, or one of its tags).
+/// </summary>
+public sealed record AutoApprovers(ImmutableArray<(IPNetwork Prefix, ImmutableArray<Alias> Approvers)> Routes, ImmutableArray<Alias> ExitNode)
+{
+    public static readonly AutoApprovers None = new([], []);
+
+    public bool ApprovesRoute(IPNetwork route, Principal device) =>
+        Routes.Any(entry => Routing.Within(route, entry.Prefix) && entry.Approvers.Any(a => a.Matches(device)));
+
+    public bool ApprovesExitNode(Principal device) => ExitNode.Any(a => a.Matches(device));
+}
+
 public sealed record TailnetPolicy(
     ImmutableSortedDictionary<string, ImmutableArray<string>> Groups,
     ImmutableSortedDictionary<string, ImmutableArray<string>> TagOwners,
@@ -112,6 +150,8 @@ public sealed record TailnetPolicy(
     ImmutableArray<AccessRule> Rules,
     ImmutableArray<PolicyTest> Tests)
 {
+    public AutoApprovers AutoApprovers { get; init; } = AutoApprovers.None;
+
     /// <summary>What a new tailnet gets, as Tailscale does: every device may reach every other.</summary>
     public const string DefaultText = """
         // Weft's default policy, as Tailscale's: every device may reach every other on any port.

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
+using Weft.Contracts.Control;
 
 namespace Weft.Cluster.Policy;
 
@@ -35,23 +36,20 @@ public sealed partial class PolicyParser
 
     private static readonly HashSet<string> NotSupportedSections = new(StringComparer.Ordinal)
     {
-        "grants", "ssh", "sshTests", "postures", "defaultSrcPosture", "nodeAttrs", "autoApprovers", "derpMap", "disableIPv4",
+        "ssh", "sshTests", "postures", "defaultSrcPosture", "nodeAttrs", "derpMap", "disableIPv4",
         "randomizeClientPort", "ipsets", "attrs", "onePasswordCapabilities",
     };
 
     private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
     {
         "autogroup:admin", "autogroup:owner", "autogroup:it-admin", "autogroup:network-admin", "autogroup:billing-admin",
-        "autogroup:auditor", "autogroup:shared", "autogroup:internet", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
+        "autogroup:auditor", "autogroup:shared", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
     };
 
     private readonly List<PolicyIssue> _issues = [];
     private readonly Dictionary<string, ImmutableArray<string>> _groups = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ImmutableArray<string>> _tagOwners = new(StringComparer.Ordinal);
     private readonly Dictionary<string, IPNetwork> _hosts = new(StringComparer.Ordinal);
-
-    [GeneratedRegex("^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", RegexOptions.CultureInvariant)]
-    private static partial Regex TagName();
 
     [GeneratedRegex("^group:[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$", RegexOptions.CultureInvariant)]
     private static partial Regex GroupName();
@@ -87,7 +85,7 @@ public sealed partial class PolicyParser
             Issue(root, "", $"a policy is an object, not {root.Describe()}");
             return new PolicyParseResult(null, [.. _issues]);
         }
-        HuValue? acls = null, tests = null;
+        HuValue? acls = null, grants = null, tests = null, autoApprovers = null;
         // Names first (groups, tags, hosts), so that rules may use names defined after them.
         foreach (var member in root.Members)
         {
@@ -97,27 +95,39 @@ public sealed partial class PolicyParser
                 case "tagOwners": ReadTagOwners(member.Value); break;
                 case "hosts": ReadHosts(member.Value); break;
                 case "acls": acls = member.Value; break;
+                case "grants": grants = member.Value; break;
                 case "tests": tests = member.Value; break;
+                case "autoApprovers": autoApprovers = member.Value; break;
                 case var name when NotSupportedSections.Contains(name):
-                    Issue(member.Line, member.Column, name, $"\"{name}\" is not supported yet by Weft; remove it (Weft implements acls, groups, tagOwners, hosts and tests)");
+                    Issue(member.Line, member.Column, name, $"\"{name}\" is not supported yet by Weft; remove it ({Supported})");
                     break;
                 default:
-                    Issue(member.Line, member.Column, member.Name, $"unknown field \"{member.Name}\"; a policy has acls, groups, tagOwners, hosts and tests");
+                    Issue(member.Line, member.Column, member.Name, $"unknown field \"{member.Name}\"; {Supported}");
                     break;
             }
         }
         CheckTagOwnerReferences();
-        var rules = acls is null ? [] : ReadRules(acls);
+        var rules = new List<AccessRule>();
+        if (acls is not null) ReadRules(acls, rules);
+        if (grants is not null) ReadGrants(grants, rules);
+        // As Tailscale: a policy that says nothing about access (no acls, no grants) allows everything,
+        // like the default policy; "acls": [] says "nothing", and allows nothing.
+        if (acls is null && grants is null)
+            rules.Add(new AccessRule(0, [new AnyAlias()], [new Destination(new AnyAlias(), [PortRange.All], "*:*")], [], "the default rule (the policy has no acls or grants)"));
         var entries = rules.Sum(r => (long)r.Sources.Sum(s => s is GroupAlias g ? Math.Max(1, g.Users.Length) : 1) + r.Destinations.Length);
-        if (entries > MaxRuleEntries && acls is not null)
-            Issue(acls, "acls", $"the rules expand to {entries} entries (sources, with groups counted by their members, plus destinations); the limit is {MaxRuleEntries}: use fewer, wider rules");
+        if (entries > MaxRuleEntries)
+            Issue(acls ?? grants ?? root, acls is not null ? "acls" : "grants",
+                $"the rules expand to {entries} entries (sources, with groups counted by their members, plus destinations); the limit is {MaxRuleEntries}: use fewer, wider rules");
+        var approvers = autoApprovers is null ? AutoApprovers.None : ReadAutoApprovers(autoApprovers);
         var policyTests = tests is null ? [] : ReadTests(tests);
         if (_issues.Count > 0) return new PolicyParseResult(null, [.. _issues]);
         var policy = new TailnetPolicy(
             _groups.ToImmutableSortedDictionary(StringComparer.Ordinal), _tagOwners.ToImmutableSortedDictionary(StringComparer.Ordinal),
-            _hosts.ToImmutableSortedDictionary(StringComparer.Ordinal), rules, policyTests);
+            _hosts.ToImmutableSortedDictionary(StringComparer.Ordinal), [.. rules], policyTests) { AutoApprovers = approvers };
         return new PolicyParseResult(policy, []);
     }
+
+    private const string Supported = "a policy has acls, grants, groups, tagOwners, hosts, autoApprovers and tests";
 
     private IEnumerable<HuMember> MembersOf(HuValue value, string path)
     {
@@ -177,9 +187,9 @@ public sealed partial class PolicyParser
         foreach (var member in MembersOf(value, "tagOwners"))
         {
             var path = $"tagOwners[\"{member.Name}\"]";
-            if (!TagName().IsMatch(member.Name))
+            if (!PolicyNames.IsTag(member.Name))
             {
-                Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a tag: tags are written tag:<name> with a-z, 0-9 and '-'");
+                Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a tag: {PolicyNames.TagRule}");
                 continue;
             }
             var owners = new List<string>();
@@ -213,7 +223,7 @@ public sealed partial class PolicyParser
         foreach (var member in MembersOf(value, "hosts"))
         {
             var path = $"hosts[\"{member.Name}\"]";
-            if (!HostName().IsMatch(member.Name) || IPAddress.TryParse(member.Name, out _))
+            if (!HostName().IsMatch(member.Name) || member.Name.All(c => char.IsAsciiDigit(c) || c == '.'))
             {
                 Issue(member.Line, member.Column, path, $"\"{member.Name}\" is not a host name: use lowercase letters, digits, '-' and '.'");
                 continue;
@@ -224,15 +234,8 @@ public sealed partial class PolicyParser
         }
     }
 
-    /// <summary>An IP (as a /32 or /128) or a CIDR that names its network (100.64.0.0/10, not 100.64.1.2/10).</summary>
-    private static IPNetwork? TryPrefix(string text)
-    {
-        if (text.Contains('%')) return null;
-        if (text.Contains('/')) return IPNetwork.TryParse(text, out var network) ? network : null;
-        return IPAddress.TryParse(text, out var address)
-            ? new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128)
-            : null;
-    }
+    /// <summary>An IP (as a /32 or /128) or a CIDR that names its network (100.64.0.0/10, not 100.64.1.2/10), strictly as Go's netip reads them.</summary>
+    private static IPNetwork? TryPrefix(string text) => IpLiteral.TryParsePrefix(text, out var prefix, allowBareAddress: true) ? prefix : null;
 
     // ------------------------------------------------------------------ aliases
 
@@ -247,14 +250,18 @@ public sealed partial class PolicyParser
                 case "autogroup:member": return new MemberAlias();
                 case "autogroup:tagged": return new TaggedAlias();
                 case "autogroup:self" when destination: return new SelfAlias();
+                case "autogroup:internet" when destination: return new InternetAlias();
+                case "autogroup:internet":
+                    Issue(at, path, "autogroup:internet can only be a destination");
+                    return null;
                 case "autogroup:self":
                     Issue(at, path, "autogroup:self can only be a destination");
                     return null;
                 case var known when NotSupportedAutogroups.Contains(known):
-                    Issue(at, path, $"{known} is not supported yet by Weft (supported: autogroup:member, autogroup:tagged, autogroup:self)");
+                    Issue(at, path, $"{known} is not supported yet by Weft (supported: autogroup:member, autogroup:tagged, autogroup:self, autogroup:internet)");
                     return null;
                 default:
-                    Issue(at, path, $"unknown autogroup \"{text}\" (supported: autogroup:member, autogroup:tagged, autogroup:self)");
+                    Issue(at, path, $"unknown autogroup \"{text}\" (supported: autogroup:member, autogroup:tagged, autogroup:self, autogroup:internet)");
                     return null;
             }
         }
@@ -267,7 +274,12 @@ public sealed partial class PolicyParser
         if (text.StartsWith("tag:", StringComparison.Ordinal))
         {
             if (_tagOwners.ContainsKey(text)) return new TagAlias(text);
-            Issue(at, path, TagName().IsMatch(text) ? $"{text} is not defined in tagOwners" : $"\"{text}\" is not a valid tag");
+            Issue(at, path, PolicyNames.IsTag(text) ? $"{text} is not defined in tagOwners" : $"\"{text}\" is not a valid tag");
+            return null;
+        }
+        if (text.StartsWith("ipset:", StringComparison.Ordinal) || text.StartsWith("svc:", StringComparison.Ordinal) || text.StartsWith("user:", StringComparison.Ordinal))
+        {
+            Issue(at, path, $"\"{text}\": {text[..(text.IndexOf(':') + 1)]} selectors are not supported yet by Weft (write users as alice@example.com)");
             return null;
         }
         if (IsUser(text)) return new UserAlias(text);
@@ -279,7 +291,7 @@ public sealed partial class PolicyParser
         return null;
     }
 
-    private ImmutableArray<PortRange>? ReadPorts(string text, HuValue at, string path)
+    private ImmutableArray<PortRange>? ReadPorts(string text, HuValue at, string path, bool allowPortZero = false)
     {
         if (text == "*") return [PortRange.All];
         var ranges = new List<PortRange>();
@@ -291,6 +303,12 @@ public sealed partial class PolicyParser
                 !int.TryParse(lastText, NumberStyles.None, CultureInfo.InvariantCulture, out var last))
             {
                 Issue(at, path, $"\"{part}\" is not a port: use a number, a range like 8000-8099, a comma-separated list, or *");
+                return null;
+            }
+            if (first == 0 && !allowPortZero)
+            {
+                // As Tailscale: "*" is every port; a range that names port 0 is a mistake.
+                Issue(at, path, $"port 0 is not a port: the first port must be above 0 (write * for every port)");
                 return null;
             }
             if (first is < 0 or > 65535 || last is < 0 or > 65535)
@@ -309,7 +327,7 @@ public sealed partial class PolicyParser
     }
 
     /// <summary>Splits "target:ports" at the last colon ("[v6]:ports" for IPv6 addresses).</summary>
-    private Destination? ReadDestination(string text, HuValue at, string path)
+    private Destination? ReadDestination(string text, HuValue at, string path, bool test = false)
     {
         string target, ports;
         if (text.StartsWith('['))
@@ -334,13 +352,16 @@ public sealed partial class PolicyParser
             (target, ports) = (text[..colon], text[(colon + 1)..]);
         }
         var alias = ReadAlias(target, at, path, destination: true);
-        var ranges = ReadPorts(ports, at, path);
+        // A test names port 0 for protocols without ports (Tailscale's way to test ICMP).
+        var ranges = ReadPorts(ports, at, path, allowPortZero: test);
         return alias is null || ranges is null ? null : new Destination(alias, ranges.Value, text);
     }
 
-    private ImmutableArray<int>? ReadProtocol(HuValue value, string path)
+    private ImmutableArray<int>? ReadProtocol(HuValue value, string path) =>
+        StringOf(value, path) is { } text ? ReadProtocolName(text, value, path) : null;
+
+    private ImmutableArray<int>? ReadProtocolName(string text, HuValue value, string path)
     {
-        if (StringOf(value, path) is not { } text) return null;
         if (IpProtocols.ByName.TryGetValue(text, out var known)) return [.. known];
         if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is >= 1 and <= 255) return [number];
         Issue(value, path, $"unknown proto \"{text}\": use tcp, udp, icmp, sctp, gre, esp, ah, igmp, ipv4, egp, igp, ipv6-icmp, or an IANA number 1-255");
@@ -349,9 +370,8 @@ public sealed partial class PolicyParser
 
     // ------------------------------------------------------------------ acls
 
-    private ImmutableArray<AccessRule> ReadRules(HuValue acls)
+    private void ReadRules(HuValue acls, List<AccessRule> rules)
     {
-        var rules = new List<AccessRule>();
         foreach (var (item, path) in ItemsOf(acls, "acls"))
         {
             if (item.Kind != HuKind.Object)
@@ -368,7 +388,8 @@ public sealed partial class PolicyParser
                 {
                     case "action":
                         hasAction = true;
-                        if (StringOf(member.Value, memberPath) is { } action && action != "accept")
+                        // "allow" is Tailscale's legacy spelling of "accept", still accepted there.
+                        if (StringOf(member.Value, memberPath) is { } action && action is not ("accept" or "allow"))
                             Issue(member.Value, memberPath, $"action \"{action}\" is not allowed: the only action is \"accept\" (everything else is denied)");
                         break;
                     case "src" or "users":
@@ -416,9 +437,159 @@ public sealed partial class PolicyParser
             if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", "dst is empty: the rule would allow nothing");
             if (destinations.Any(d => d.Target is SelfAlias) && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
                 Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
-            rules.Add(new AccessRule(rules.Count, [.. sources], [.. destinations], protocols));
+            rules.Add(new AccessRule(rules.Count, [.. sources], [.. destinations], protocols, path));
         }
-        return [.. rules];
+    }
+
+    // ------------------------------------------------------------------ grants
+
+    /// <summary>
+    /// Reads <c>grants</c>: each becomes one access rule per protocol set in its <c>ip</c> list, so a
+    /// grant and the equivalent <c>acls</c> entries compile to the same filters.
+    /// </summary>
+    private void ReadGrants(HuValue grants, List<AccessRule> rules)
+    {
+        foreach (var (item, path) in ItemsOf(grants, "grants"))
+        {
+            if (item.Kind != HuKind.Object)
+            {
+                Issue(item, path, $"a grant is an object, found {item.Describe()}");
+                continue;
+            }
+            HuValue? src = null, dst = null, ip = null;
+            foreach (var member in item.Members)
+            {
+                var memberPath = $"{path}.{member.Name}";
+                switch (member.Name)
+                {
+                    case "src": src = member.Value; break;
+                    case "dst": dst = member.Value; break;
+                    case "ip": ip = member.Value; break;
+                    case "app":
+                        Issue(member.Line, member.Column, memberPath, "application capabilities (\"app\") are not supported by Weft; grant network access with \"ip\"");
+                        break;
+                    case "via":
+                        Issue(member.Line, member.Column, memberPath, "\"via\" is not supported yet by Weft: every approved router of a route may carry its traffic");
+                        break;
+                    case "srcPosture":
+                        Issue(member.Line, member.Column, memberPath, "\"srcPosture\" is not supported yet by Weft");
+                        break;
+                    default:
+                        Issue(member.Line, member.Column, memberPath, $"unknown field \"{member.Name}\"; a grant has src, dst and ip");
+                        break;
+                }
+            }
+            if (src is null) Issue(item, path, "missing \"src\"");
+            if (dst is null) Issue(item, path, "missing \"dst\"");
+            if (ip is null && !item.Members.Any(m => m.Name == "app")) Issue(item, path, "missing \"ip\": a grant gives network access with ip, for example [\"*\"] or [\"tcp:443\"]");
+            if (src is null || dst is null || ip is null) continue;
+
+            var sources = new List<Alias>();
+            foreach (var (entry, entryPath) in ItemsOf(src, $"{path}.src"))
+                if (StringOf(entry, entryPath) is { } text && ReadAlias(text, entry, entryPath, destination: false) is { } alias) sources.Add(alias);
+            var targets = new List<(Alias Alias, string Text)>();
+            foreach (var (entry, entryPath) in ItemsOf(dst, $"{path}.dst"))
+            {
+                if (StringOf(entry, entryPath) is not { } text) continue;
+                if (ReadAlias(text.StartsWith('[') && text.EndsWith(']') ? text[1..^1] : text, entry, entryPath, destination: true) is { } alias) targets.Add((alias, text));
+            }
+            // One rule per protocol set, with a destination per target and ip entry: ["tcp:443", "tcp:80", "udp:53"] on
+            // tag:web is the rule tcp to tag:web:443 and tag:web:80, and the rule udp to tag:web:53, as the acls would say it.
+            var byProtocols = new List<(ImmutableArray<int> Protocols, string Name, List<ImmutableArray<PortRange>> Ports)>();
+            foreach (var (entry, entryPath) in ItemsOf(ip, $"{path}.ip"))
+            {
+                if (StringOf(entry, entryPath) is not { } text || ReadIpCapability(text, entry, entryPath) is not { } capability) continue;
+                var group = byProtocols.FirstOrDefault(g => g.Name == capability.Name);
+                if (group.Ports is null) byProtocols.Add(group = (capability.Protocols, capability.Name, []));
+                group.Ports.Add(capability.Ports);
+            }
+            if (src.Kind == HuKind.Array && src.Items.Count == 0) Issue(src, $"{path}.src", "src is empty: the grant would allow nothing");
+            if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", "dst is empty: the grant would allow nothing");
+            if (ip.Kind == HuKind.Array && ip.Items.Count == 0) Issue(ip, $"{path}.ip", "ip is empty: the grant would allow nothing");
+            if (targets.Any(t => t.Alias is SelfAlias) && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
+                Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
+            foreach (var (protocols, name, portLists) in byProtocols)
+            {
+                var destinations = targets.SelectMany(t => portLists.Select(ports => new Destination(t.Alias, ports, $"{t.Text}:{string.Join(",", ports)}")))
+                    .ToImmutableArray();
+                rules.Add(new AccessRule(rules.Count, [.. sources], destinations, protocols, name.Length == 0 ? path : $"{path} ({name})"));
+            }
+        }
+    }
+
+    /// <summary>One <c>ip</c> entry of a grant: <c>*</c>, <c>443</c>, <c>80-443</c>, <c>tcp:443</c> or <c>icmp:*</c>.</summary>
+    private (ImmutableArray<int> Protocols, string Name, ImmutableArray<PortRange> Ports)? ReadIpCapability(string text, HuValue at, string path)
+    {
+        var colon = text.IndexOf(':');
+        if (colon < 0)
+        {
+            // No protocol: TCP, UDP and ICMP, as an acls entry without proto.
+            return ReadPorts(text, at, path) is { } ports ? ([], "", ports) : null;
+        }
+        var protocolText = text[..colon];
+        if (ReadProtocolName(protocolText, at, path) is not { } protocols) return null;
+        if (ReadPorts(text[(colon + 1)..], at, path) is not { } ranges) return null;
+        if (!protocols.Any(IpProtocols.HasPorts) && !(ranges.Length == 1 && ranges[0] == PortRange.All))
+        {
+            Issue(at, path, $"{protocolText} has no ports: write {protocolText}:*");
+            return null;
+        }
+        return (protocols, protocolText.ToLowerInvariant(), ranges);
+    }
+
+    // ------------------------------------------------------------------ autoApprovers
+
+    private AutoApprovers ReadAutoApprovers(HuValue value)
+    {
+        var routes = new List<(IPNetwork, ImmutableArray<Alias>)>();
+        ImmutableArray<Alias> exitNode = [];
+        foreach (var member in MembersOf(value, "autoApprovers"))
+        {
+            var path = $"autoApprovers.{member.Name}";
+            switch (member.Name)
+            {
+                case "routes":
+                    foreach (var route in MembersOf(member.Value, path))
+                    {
+                        var routePath = $"{path}[\"{route.Name}\"]";
+                        if (!IpLiteral.TryParsePrefix(route.Name, out var prefix))
+                        {
+                            Issue(route.Line, route.Column, routePath, $"\"{route.Name}\" is not a CIDR prefix (for example 198.51.100.0/24)");
+                            continue;
+                        }
+                        if (Routing.IsExitRoute(prefix))
+                        {
+                            Issue(route.Line, route.Column, routePath, $"{route.Name} is an exit route: approve exit nodes with autoApprovers.exitNode");
+                            continue;
+                        }
+                        routes.Add((prefix, ReadApprovers(route.Value, routePath)));
+                    }
+                    break;
+                case "exitNode":
+                    exitNode = ReadApprovers(member.Value, path);
+                    break;
+                default:
+                    Issue(member.Line, member.Column, path, $"unknown field \"{member.Name}\"; autoApprovers has routes and exitNode");
+                    break;
+            }
+        }
+        return new AutoApprovers([.. routes], exitNode);
+    }
+
+    /// <summary>Who may approve: users, groups, tags, autogroup:member or autogroup:tagged.</summary>
+    private ImmutableArray<Alias> ReadApprovers(HuValue value, string path)
+    {
+        var approvers = new List<Alias>();
+        foreach (var (item, itemPath) in ItemsOf(value, path))
+        {
+            if (StringOf(item, itemPath) is not { } text) continue;
+            if (text is "autogroup:member" or "autogroup:tagged" || text.StartsWith("group:", StringComparison.Ordinal) || text.StartsWith("tag:", StringComparison.Ordinal) || IsUser(text))
+            {
+                if (ReadAlias(text, item, itemPath, destination: false) is { } alias) approvers.Add(alias);
+            }
+            else Issue(item, itemPath, $"\"{text}\" cannot approve routes: use users, group:, tag:, autogroup:member or autogroup:tagged");
+        }
+        return [.. approvers];
     }
 
     // ------------------------------------------------------------------ tests
@@ -448,7 +619,16 @@ public sealed partial class PolicyParser
                             Issue(member.Value, memberPath, $"a test's src is one user, group, tag, host or IP, not {source}");
                             source = null;
                         }
-                        else if (source is not null && ReadAlias(source, member.Value, memberPath, destination: false) is null) source = null;
+                        else if (source is not null)
+                        {
+                            var alias = ReadAlias(source, member.Value, memberPath, destination: false);
+                            if (alias is PrefixAlias prefix && (source.Contains('/') || prefix.Prefix.PrefixLength != IpLiteral.MaxLength(prefix.Prefix.BaseAddress)))
+                            {
+                                Issue(member.Value, memberPath, $"a test's src is one address, not the prefix \"{source}\"");
+                                source = null;
+                            }
+                            else if (alias is null) source = null;
+                        }
                         break;
                     case "proto":
                         protocol = ReadProtocol(member.Value, memberPath) is not null ? member.Value.Text : null;
@@ -457,11 +637,14 @@ public sealed partial class PolicyParser
                         var into = member.Name == "accept" ? accept : deny;
                         foreach (var (entry, entryPath) in ItemsOf(member.Value, memberPath))
                         {
-                            if (StringOf(entry, entryPath) is not { } text || ReadDestination(text, entry, entryPath) is not { } destination) continue;
+                            if (StringOf(entry, entryPath) is not { } text || ReadDestination(text, entry, entryPath, test: true) is not { } destination) continue;
                             if (destination.Ports.Length != 1 || destination.Ports[0].First != destination.Ports[0].Last)
                                 Issue(entry, entryPath, $"a test checks one port: write \"{destination.Target.Text}:22\", not \"{text}\"");
-                            else if (destination.Target is AnyAlias or SelfAlias or MemberAlias or TaggedAlias)
+                            else if (destination.Target is AnyAlias or SelfAlias or MemberAlias or TaggedAlias or InternetAlias)
                                 Issue(entry, entryPath, $"a test checks a concrete destination (user, tag, host or IP), not {destination.Target.Text}");
+                            else if (destination.Target is PrefixAlias prefix && (destination.Target.Text.Contains('/') || prefix.Prefix.PrefixLength != IpLiteral.MaxLength(prefix.Prefix.BaseAddress)))
+                                // Tailscale: tests take single IPs or hosts, never CIDRs (not even a /32).
+                                Issue(entry, entryPath, $"a test checks one address, not a prefix: \"{text}\" (write the address alone, or a host that names one address)");
                             else into.Add(text);
                         }
                         break;
@@ -471,6 +654,8 @@ public sealed partial class PolicyParser
                 }
             }
             if (!item.Members.Any(m => m.Name == "src")) Issue(item, path, "missing \"src\"");
+            if (!item.Members.Any(m => m.Name is "accept" or "deny" && m.Value.Kind == HuKind.Array && m.Value.Items.Count > 0))
+                Issue(item, path, "a test needs \"accept\" or \"deny\" (or both), each with at least one destination");
             if (source is not null) result.Add(new PolicyTest(result.Count, source, protocol, [.. accept], [.. deny], item.Line, item.Column));
         }
         return [.. result];

@@ -276,8 +276,14 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                 break;
             case ClientMessage.BodyOneofCase.Hostinfo:
                 var info = message.Hostinfo;
+                if (DeviceRoutes.Check(info.AdvertisedRoutes, out var routes) is { } badRoutes)
+                {
+                    SendError(ControlErrorCodes.InvalidRequest, "advertised routes refused: " + badRoutes.Message);
+                    return;
+                }
                 _services.Tailnets.Tell(new UpdateDeviceHostinfo(_tailnetId!, _deviceId!, DeviceRegistrar.Truncate(info.Hostname, 255),
                     DeviceRegistrar.Truncate(info.Os, 64), DeviceRegistrar.Truncate(info.AgentVersion, 64)), ActorRefs.NoSender);
+                _services.Tailnets.Tell(new AdvertiseDeviceRoutes(_tailnetId!, _deviceId!, routes), ActorRefs.NoSender);
                 break;
             case ClientMessage.BodyOneofCase.RotateNodeKey:
                 Rotate(message.RotateNodeKey);

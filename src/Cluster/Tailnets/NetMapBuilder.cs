@@ -18,7 +18,9 @@ public static class NetMapBuilder
             NodeKey = ByteString.CopyFrom(Convert.FromHexString(device.NodeKey)),
             DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
             Addresses = { device.Ipv4, device.Ipv6 },
-            AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128" },
+            AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128", device.SubnetRoutes },
+            Routes = { device.SubnetRoutes },
+            ExitNode = device.IsExitNode,
             Endpoints = { device.Endpoints },
             HomeRelay = device.HomeRelay,
             Online = online,
@@ -35,6 +37,7 @@ public static class NetMapBuilder
     public static Node SelfFor(TailnetState tailnet, DeviceEntry device, bool online)
     {
         var self = NodeFor(tailnet, device, online);
+        self.AdvertisedRoutes.AddRange(device.Advertised);
         self.Status = device.Status switch
         {
             DeviceStatus.Active => "active",
@@ -72,6 +75,8 @@ public static class NetMapBuilder
             var rule = new FilterRule { Sources = { grant.Sources }, Protocols = { grant.Protocols } };
             if (grant.CoversIpv4) rule.Destinations.Add(device.Ipv4 + "/32");
             if (grant.CoversIpv6) rule.Destinations.Add(device.Ipv6 + "/128");
+            if (!grant.Routed.IsDefault) rule.Destinations.Add(grant.Routed);
+            if (rule.Destinations.Count == 0) continue;
             foreach (var range in grant.Ports) rule.Ports.Add(new Contracts.Control.PortRange { First = (uint)range.First, Last = (uint)range.Last });
             filter.Rules.Add(rule);
         }

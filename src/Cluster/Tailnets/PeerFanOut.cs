@@ -42,6 +42,13 @@ public static class PeerFanOut
                 // Viewers re-resolve tag: sources in their filters from the peer's new tags.
                 Changed(after, e.DeviceId, engine, isOnline, into);
                 break;
+            case DeviceRoutesAdvertised or DeviceRoutesApproved:
+                var deviceId = @event is DeviceRoutesAdvertised advertised ? advertised.DeviceId : ((DeviceRoutesApproved)@event).DeviceId;
+                if (before.Devices[deviceId].EnabledRoutes.SequenceEqual(after.Devices[deviceId].EnabledRoutes))
+                    Self(after, deviceId, isOnline, into); // only what it advertises or has approved changed: the device itself shows it
+                else
+                    Changed(after, deviceId, engine, isOnline, into); // its peers' AllowedIPs and route tables follow
+                break;
             case DeviceExpired e:
                 into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
                 break;

@@ -54,16 +54,38 @@ public sealed record DeviceEntry(
     DateTimeOffset? LastSeen,
     string? AuthKeyId,
     string AgentVersion = "",
-    string RegisteredFrom = "")
+    string RegisteredFrom = "",
+    ImmutableArray<string> AdvertisedRoutes = default,
+    ImmutableArray<string> ApprovedRoutes = default)
 {
     public bool IsActive => Status == DeviceStatus.Active;
+
+    public ImmutableArray<string> AdvertisedRoutes { get; init; } = AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes;
+
+    public ImmutableArray<string> ApprovedRoutes { get; init; } = ApprovedRoutes.IsDefault ? [] : ApprovedRoutes;
+
+    /// <summary>The routes the agent offers (subnets, and 0.0.0.0/0 and ::/0 for an exit node), canonical and sorted.</summary>
+    public ImmutableArray<string> Advertised => AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes;
+
+    /// <summary>The routes an admin or the policy's autoApprovers approved; they stay approved while not advertised.</summary>
+    public ImmutableArray<string> Approved => ApprovedRoutes.IsDefault ? [] : ApprovedRoutes;
+
+    /// <summary>The routes in force: advertised and approved.</summary>
+    public ImmutableArray<string> EnabledRoutes => [.. Advertised.Intersect(Approved, StringComparer.Ordinal)];
+
+    /// <summary>Enabled subnet routes (exit routes excluded).</summary>
+    public ImmutableArray<string> SubnetRoutes => [.. EnabledRoutes.Where(r => !DeviceRoutes.IsExit(r))];
+
+    /// <summary>An exit node in force: it advertises both exit routes and both are approved.</summary>
+    public bool IsExitNode => DeviceRoutes.ExitRoutes.All(EnabledRoutes.Contains);
 
     public bool Equals(DeviceEntry? other) =>
         other is not null && DeviceId == other.DeviceId && MachineKey == other.MachineKey && NodeKey == other.NodeKey && DiscoKey == other.DiscoKey
         && Name == other.Name && Hostname == other.Hostname && Os == other.Os && UserId == other.UserId && Tags.SequenceEqual(other.Tags)
         && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6 && Endpoints.SequenceEqual(other.Endpoints) && HomeRelay == other.HomeRelay
         && KeyExpiry == other.KeyExpiry && Ephemeral == other.Ephemeral && Status == other.Status && CreatedAt == other.CreatedAt
-        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion && RegisteredFrom == other.RegisteredFrom;
+        && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion && RegisteredFrom == other.RegisteredFrom
+        && Advertised.SequenceEqual(other.Advertised) && Approved.SequenceEqual(other.Approved);
 
     public override int GetHashCode() => DeviceId.GetHashCode();
 }
@@ -134,6 +156,17 @@ public sealed record RotateDeviceNodeKey(string TailnetId, string DeviceId, stri
 /// <summary>What the agent reports about itself (hostname, OS, agent version); the device's name is the admin's and does not follow.</summary>
 [WireName("tailnet.update-device-hostinfo")]
 public sealed record UpdateDeviceHostinfo(string TailnetId, string DeviceId, string Hostname, string Os, string AgentVersion) : ITailnetDeviceCommand;
+
+/// <summary>
+/// From the agent: the routes it offers now (the whole list; empty withdraws them all). Routes that
+/// the policy's autoApprovers cover are approved with it.
+/// </summary>
+[WireName("tailnet.advertise-device-routes")]
+public sealed record AdvertiseDeviceRoutes(string TailnetId, string DeviceId, ImmutableArray<string> Routes) : ITailnetDeviceCommand;
+
+/// <summary>An admin sets the device's approved routes (the whole list; empty approves none). Only advertised routes may be approved.</summary>
+[WireName("tailnet.approve-device-routes")]
+public sealed record ApproveDeviceRoutes(string TailnetId, string DeviceId, ImmutableArray<string> Routes) : ITailnetDeviceCommand;
 
 [WireName("tailnet.device-seen")]
 public sealed record RecordDeviceLastSeen(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
@@ -236,3 +269,7 @@ public sealed record DeviceNodeKeyRotated(string DeviceId, string NodeKey, DateT
 public sealed record DeviceLastSeen(string DeviceId, DateTimeOffset At) : ITailnetEvent;
 
 public sealed record DeviceHostinfoChanged(string DeviceId, string Hostname, string Os, string AgentVersion) : ITailnetEvent;
+
+public sealed record DeviceRoutesAdvertised(string DeviceId, ImmutableArray<string> Routes) : ITailnetEvent;
+
+public sealed record DeviceRoutesApproved(string DeviceId, ImmutableArray<string> Routes) : ITailnetEvent;

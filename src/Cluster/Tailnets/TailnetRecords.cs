@@ -79,7 +79,13 @@ public static class TailnetRecords
         .Add<DeviceLastSeen, Stored.DeviceLastSeen>("tn.device-seen", e => new() { DeviceId = e.DeviceId, At = e.At.ToStored() }, p => new(p.DeviceId, p.At.ToTime()))
         .Add<DeviceHostinfoChanged, Stored.DeviceHostinfoChanged>("tn.device-hostinfo",
             e => new() { DeviceId = e.DeviceId, Hostname = e.Hostname, Os = e.Os, AgentVersion = e.AgentVersion },
-            p => new(p.DeviceId, p.Hostname, p.Os, p.AgentVersion));
+            p => new(p.DeviceId, p.Hostname, p.Os, p.AgentVersion))
+        .Add<DeviceRoutesAdvertised, Stored.DeviceRoutesAdvertised>("tn.device-routes-advertised",
+            e => new() { DeviceId = e.DeviceId, Routes = { e.Routes } },
+            p => new(p.DeviceId, [.. p.Routes]))
+        .Add<DeviceRoutesApproved, Stored.DeviceRoutesApproved>("tn.device-routes-approved",
+            e => new() { DeviceId = e.DeviceId, Routes = { e.Routes } },
+            p => new(p.DeviceId, [.. p.Routes]));
 
     private static Stored.User ToStored(TailnetUser user) => new() { UserId = user.UserId, Name = user.Name, CreatedAt = user.CreatedAt.ToStored() };
 
@@ -107,7 +113,7 @@ public static class TailnetRecords
             DeviceId = d.DeviceId, MachineKey = d.MachineKey, NodeKey = d.NodeKey, DiscoKey = d.DiscoKey, Name = d.Name, Hostname = d.Hostname, Os = d.Os,
             Tags = { d.Tags }, Ipv4 = d.Ipv4, Ipv6 = d.Ipv6, Endpoints = { d.Endpoints }, HomeRelay = d.HomeRelay, KeyExpiry = d.KeyExpiry.ToStored(),
             Ephemeral = d.Ephemeral, Status = (int)d.Status, CreatedAt = d.CreatedAt.ToStored(), LastSeen = d.LastSeen.ToStored(),
-            AgentVersion = d.AgentVersion, RegisteredFrom = d.RegisteredFrom,
+            AgentVersion = d.AgentVersion, RegisteredFrom = d.RegisteredFrom, AdvertisedRoutes = { d.Advertised }, ApprovedRoutes = { d.Approved },
         };
         if (d.UserId is not null) stored.UserId = d.UserId;
         if (d.AuthKeyId is not null) stored.AuthKeyId = d.AuthKeyId;
@@ -117,7 +123,7 @@ public static class TailnetRecords
     private static DeviceEntry FromStored(Stored.Device d) => new(
         d.DeviceId, d.MachineKey, d.NodeKey, d.DiscoKey, d.Name, d.Hostname, d.Os, d.HasUserId ? d.UserId : null, [.. d.Tags], d.Ipv4, d.Ipv6,
         [.. d.Endpoints], d.HomeRelay, d.KeyExpiry.ToOptionalTime(), d.Ephemeral, (DeviceStatus)d.Status, d.CreatedAt.ToTime(),
-        d.LastSeen.ToOptionalTime(), d.HasAuthKeyId ? d.AuthKeyId : null, d.AgentVersion, d.RegisteredFrom);
+        d.LastSeen.ToOptionalTime(), d.HasAuthKeyId ? d.AuthKeyId : null, d.AgentVersion, d.RegisteredFrom, [.. d.AdvertisedRoutes], [.. d.ApprovedRoutes]);
 
     public static RecordCodecs AddTailnetDirectoryRecords(this RecordCodecs codecs) => codecs
         .Add<TailnetRegistrationStarted, Stored.TailnetRegistrationStarted>("dir.registration-started",

@@ -56,14 +56,10 @@ public static partial class TailnetRules
             ? Rejection.Invalid($"ephemeralTimeoutSeconds must be between 0 (default, {TailnetSettings.DefaultEphemeralTimeoutSeconds} s) and {MaxEphemeralTimeoutSeconds}, got {seconds}")
             : null;
 
-    // Tailscale's tag syntax: "tag:" then a lowercase name.
-    [GeneratedRegex("^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", RegexOptions.CultureInvariant)]
-    private static partial Regex Tag();
-
     public static Rejection? CheckTags(IEnumerable<string> tags)
     {
         foreach (var tag in tags)
-            if (!Tag().IsMatch(tag)) return Rejection.Invalid($"tag '{Shorten(tag)}' is invalid: tags look like tag:name, with a-z, 0-9 and '-'");
+            if (!Policy.PolicyNames.IsTag(tag)) return Rejection.Invalid($"tag '{Shorten(tag)}' is invalid: {Policy.PolicyNames.TagRule}");
         return null;
     }
 

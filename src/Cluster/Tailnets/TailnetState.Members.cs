@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Policy;
 using Weft.Contracts.Control;
 
 namespace Weft.Cluster.Tailnets;
@@ -74,6 +75,8 @@ public sealed partial record TailnetState
         UpdateDeviceHostinfo c => WithDevice(c.DeviceId, d => d.Hostname == c.Hostname && d.Os == c.Os && d.AgentVersion == c.AgentVersion
             ? Decision<ITailnetEvent>.Unchanged
             : Decision<ITailnetEvent>.Accept(new DeviceHostinfoChanged(d.DeviceId, c.Hostname, c.Os, c.AgentVersion))),
+        AdvertiseDeviceRoutes c => WithDevice(c.DeviceId, d => AdvertiseRoutesDecision(d, c)),
+        ApproveDeviceRoutes c => WithDevice(c.DeviceId, d => ApproveRoutesDecision(d, c)),
         ExpireDueKeys c => Decision<ITailnetEvent>.Accept(Devices.Values
             .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
             .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
@@ -113,6 +116,8 @@ public sealed partial record TailnetState
         DeviceNodeKeyRotated e => UpdateDevice(e.DeviceId, d => d with { NodeKey = e.NodeKey, KeyExpiry = e.KeyExpiry }),
         DeviceLastSeen e => UpdateDevice(e.DeviceId, d => d with { LastSeen = e.At }),
         DeviceHostinfoChanged e => UpdateDevice(e.DeviceId, d => d with { Hostname = e.Hostname, Os = e.Os, AgentVersion = e.AgentVersion }),
+        DeviceRoutesAdvertised e => UpdateDevice(e.DeviceId, d => d with { AdvertisedRoutes = e.Routes }),
+        DeviceRoutesApproved e => UpdateDevice(e.DeviceId, d => d with { ApprovedRoutes = e.Routes }),
         _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not a tailnet event"),
     };
 
@@ -152,12 +157,29 @@ public sealed partial record TailnetState
             return same.SecretHash == c.SecretHash ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("auth key", c.KeyId));
         if (c.UserId is not null && !Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
         if (TailnetRules.CheckTags(c.Tags) is { } badTags) return Decision<ITailnetEvent>.Reject(badTags);
+        if (CheckTagsDefined(c.Tags) is { } undefined) return Decision<ITailnetEvent>.Reject(undefined);
+        // A key made for a user carries only tags that user owns; one made by an admin alone, any defined tag (as Tailscale's admins).
+        if (c.UserId is not null && !c.Tags.IsDefaultOrEmpty)
+        {
+            var owner = Users[c.UserId].Name;
+            if (c.Tags.FirstOrDefault(t => !TagOwnership.Owns(Policy.TagOwners, Policy.Groups, owner, t)) is { } notOwned)
+                return Decision<ITailnetEvent>.Reject(Rejection.Invalid(
+                    $"{owner} does not own {notOwned}: the policy's tagOwners gives it to {OwnersText(notOwned)}; create the key without a user, or add {owner} to its owners"));
+        }
         if (c.ExpiresAt <= c.At || c.ExpiresAt > c.At + MaxAuthKeyLifetime)
             return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"an auth key expires between now and {MaxAuthKeyLifetime.TotalDays:0} days from now"));
         if (c.Description.Length > 256) return Decision<ITailnetEvent>.Reject(Rejection.Invalid("description is limited to 256 characters"));
         var key = new AuthKey(c.KeyId, c.SecretHash, c.UserId, c.Reusable, c.Ephemeral, c.Tags.Distinct().Order().ToImmutableArray(), c.At, c.ExpiresAt, c.Description);
         return Decision<ITailnetEvent>.Accept(new AuthKeyCreated(key));
     }
+
+    /// <summary>As Tailscale: a tag exists once the policy's tagOwners defines it, and only then may a key or a device carry it.</summary>
+    private Rejection? CheckTagsDefined(IEnumerable<string> tags) =>
+        tags.FirstOrDefault(t => !Policy.TagOwners.ContainsKey(t)) is { } undefined
+            ? Rejection.Invalid($"{undefined} is not defined in the policy's tagOwners; define it there first (defined: {(Policy.TagOwners.IsEmpty ? "none" : string.Join(", ", Policy.TagOwners.Keys))})")
+            : null;
+
+    private string OwnersText(string tag) => Policy.TagOwners[tag] is { IsEmpty: false } owners ? string.Join(", ", owners) : "admins only";
 
     private Decision<ITailnetEvent> RegisterDecision(RegisterDevice c)
     {
@@ -256,6 +278,7 @@ public sealed partial record TailnetState
     private Decision<ITailnetEvent> SetTagsDecision(DeviceEntry device, SetDeviceTags c)
     {
         if (TailnetRules.CheckTags(c.Tags) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+        if (CheckTagsDefined(c.Tags) is { } undefined) return Decision<ITailnetEvent>.Reject(undefined);
         var tags = c.Tags.Distinct().Order().ToImmutableArray();
         if (tags.SequenceEqual(device.Tags)) return Decision<ITailnetEvent>.Unchanged;
         // Tagged devices do not expire; removing the last tag starts the tailnet's expiry from now.
@@ -270,6 +293,35 @@ public sealed partial record TailnetState
             if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"endpoint '{endpoint}' is not IP:port"));
         if (c.Endpoints.SequenceEqual(device.Endpoints) && c.HomeRelay == device.HomeRelay && c.DiscoKey == device.DiscoKey) return Decision<ITailnetEvent>.Unchanged;
         return Decision<ITailnetEvent>.Accept(new DeviceEndpointsChanged(device.DeviceId, c.Endpoints, c.HomeRelay, c.DiscoKey));
+    }
+
+    /// <summary>
+    /// The agent's routes replace the advertised ones. As in Tailscale, the policy's autoApprovers are
+    /// asked when a route is advertised: what they cover is approved then, and stays approved.
+    /// </summary>
+    private Decision<ITailnetEvent> AdvertiseRoutesDecision(DeviceEntry device, AdvertiseDeviceRoutes c)
+    {
+        if (DeviceRoutes.Check(c.Routes, out var routes) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+        if (routes.SequenceEqual(device.Advertised)) return Decision<ITailnetEvent>.Unchanged;
+        var events = new List<ITailnetEvent>(2) { new DeviceRoutesAdvertised(device.DeviceId, routes) };
+        var principal = PolicyDeviceOf(device).Principal;
+        var approvers = Policy.AutoApprovers;
+        var autoApproved = routes.Where(r => !device.Approved.Contains(r) && !DeviceRoutes.IsExit(r) && approvers.ApprovesRoute(IPNetwork.Parse(r), principal)).ToList();
+        if (routes.Any(DeviceRoutes.IsExit) && !DeviceRoutes.ExitRoutes.All(device.Approved.Contains) && approvers.ApprovesExitNode(principal))
+            autoApproved.AddRange(DeviceRoutes.ExitRoutes);
+        if (autoApproved.Count > 0)
+            events.Add(new DeviceRoutesApproved(device.DeviceId, [.. device.Approved.Union(autoApproved).Order(StringComparer.Ordinal)]));
+        return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    private static Decision<ITailnetEvent> ApproveRoutesDecision(DeviceEntry device, ApproveDeviceRoutes c)
+    {
+        if (DeviceRoutes.Check(c.Routes, out var routes) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
+        if (routes.FirstOrDefault(r => !device.Advertised.Contains(r)) is { } unknown)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid(
+                $"device {device.DeviceId} does not advertise {unknown}; it advertises {(device.Advertised.IsEmpty ? "no routes" : string.Join(", ", device.Advertised))}"));
+        if (routes.SequenceEqual(device.Approved)) return Decision<ITailnetEvent>.Unchanged;
+        return Decision<ITailnetEvent>.Accept(new DeviceRoutesApproved(device.DeviceId, routes));
     }
 
     private Decision<ITailnetEvent> RotateDecision(DeviceEntry device, RotateDeviceNodeKey c)

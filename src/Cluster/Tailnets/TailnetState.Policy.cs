@@ -26,7 +26,8 @@ public sealed partial record TailnetState
     public IReadOnlyList<PolicyDevice> PolicyDevices() => [.. Devices.Values.Where(d => d.IsActive).Select(PolicyDeviceOf)];
 
     public PolicyDevice PolicyDeviceOf(DeviceEntry device) =>
-        new(device.DeviceId, device.UserId is { } id && Users.TryGetValue(id, out var user) ? user.Name : null, device.Tags, device.Ipv4, device.Ipv6);
+        new(device.DeviceId, device.UserId is { } id && Users.TryGetValue(id, out var user) ? user.Name : null, device.Tags, device.Ipv4, device.Ipv6,
+            DeviceRoutes.Prefixes(device.SubnetRoutes), device.IsExitNode);
 
     public PolicyInfo PolicyInfo() => new(PolicyText ?? TailnetPolicy.DefaultText, PolicyVersion, PolicyUpdatedAt ?? CreatedAt);
 
@@ -79,6 +80,8 @@ public static class TailnetPolicyFollowing
             DeviceApproved e => Place(e.DeviceId),
             DeviceReauthorized e => Place(e.DeviceId),
             DeviceTagsChanged e => Place(e.DeviceId),
+            DeviceRoutesAdvertised e => Place(e.DeviceId),
+            DeviceRoutesApproved e => Place(e.DeviceId),
             DeviceExpired e => engine.Remove(e.DeviceId),
             DeviceDeleted e => engine.Remove(e.DeviceId),
             _ => PolicyChange.None,

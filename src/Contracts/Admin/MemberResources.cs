@@ -20,7 +20,13 @@ public sealed record DeviceResource(
     string Id, string Name, string Hostname, string Os, string Status, bool Online, string? User, IReadOnlyList<string> Tags,
     IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, int HomeRelay, string NodeKey, string MachineKey, string DiscoKey,
     DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey, string AgentVersion = "",
-    string RegisteredFrom = "");
+    string RegisteredFrom = "", DeviceRoutesResource? Routes = null);
+
+/// <summary>
+/// A device's routes: what its agent advertises, what is approved (by an admin or the policy's
+/// autoApprovers), and what is in force (both), with whether it is an exit node in force.
+/// </summary>
+public sealed record DeviceRoutesResource(IReadOnlyList<string> Advertised, IReadOnlyList<string> Approved, IReadOnlyList<string> Enabled, bool ExitNode);
 
 /// <summary>The answer to <c>DELETE /api/v1/tailnets/{tailnet}/devices?status=pending</c>: the devices that were waiting and are gone.</summary>
 public sealed record DeletedDevicesResource(IReadOnlyList<string> Deleted);

@@ -28,6 +28,11 @@ public sealed record AgentDaemonOptions
     public int Port { get; init; } = 41641;
     /// <summary>The MagicDNS port on the tailnet addresses (53; tests may move it).</summary>
     public int DnsPort { get; init; } = 53;
+    /// <summary>Subnet routes this device offers, plus 0.0.0.0/0 and ::/0 as an exit node.</summary>
+    public ImmutableArray<string> AdvertisedRoutes { get; init; } = [];
+    public bool SnatSubnetRoutes { get; init; } = true;
+    public bool AcceptRoutes { get; init; }
+    public string? ExitNode { get; init; }
 }
 
 /// <summary>
@@ -41,9 +46,14 @@ public sealed class AgentDaemon : IAsyncDisposable
     private readonly LocalApi _api;
     private readonly WireGuardDevice? _device;
     private readonly MagicDns? _dns;
+    private readonly LinuxTunnelLink? _link;
+    private readonly SubnetRouter? _router;
 
-    private AgentDaemon(ActorSystem system, IActorRef control, IActorRef? dataPlane, WireGuardDevice? device, MagicDns? dns, LocalApi api)
+    private AgentDaemon(ActorSystem system, IActorRef control, IActorRef? dataPlane, WireGuardDevice? device, MagicDns? dns, LocalApi api,
+        LinuxTunnelLink? link, SubnetRouter? router)
     {
+        _link = link;
+        _router = router;
         System = system;
         Control = control;
         DataPlane = dataPlane;
@@ -68,6 +78,8 @@ public sealed class AgentDaemon : IAsyncDisposable
         store.Load();
         WireGuardDevice? device = null;
         MagicDns? dns = null;
+        LinuxTunnelLink? link = null;
+        SubnetRouter? router = null;
         var system = ActorSystem.Create("weft-agent", ConfigurationFactory.ParseString("akka.loglevel = INFO\nakka.stdout-loglevel = WARNING"));
         try
         {
@@ -80,6 +92,7 @@ public sealed class AgentDaemon : IAsyncDisposable
                 Tailnet = options.Tailnet,
                 ForceReauth = options.ForceReauth,
                 Endpoints = options.StaticEndpoints,
+                AdvertisedRoutes = options.AdvertisedRoutes,
                 NetMapCache = options.Tunnels ? new FileNetMapCache(options.StateDirectory) : null,
             };
             DataPlaneOptions? plane = null;
@@ -87,8 +100,9 @@ public sealed class AgentDaemon : IAsyncDisposable
             {
                 device = CreateDevice(options, log);
                 device.Pinger = new TunnelPinger();
-                var link = new LinuxTunnelLink(options.TunName, options.Mtu);
+                link = new LinuxTunnelLink(options.TunName, options.Mtu);
                 link.Up();
+                if (!options.AdvertisedRoutes.IsEmpty) router = SubnetRouter.Start(options.TunName, options.SnatSubnetRoutes);
                 dns = new MagicDns(options.DnsPort, log);
                 plane = new DataPlaneOptions
                 {
@@ -97,17 +111,21 @@ public sealed class AgentDaemon : IAsyncDisposable
                     TunName = options.TunName,
                     StaticEndpoints = options.StaticEndpoints,
                     Dns = dns,
+                    AcceptRoutes = options.AcceptRoutes,
+                    ExitNode = options.ExitNode,
                 };
             }
             var (controlClient, dataPlane) = AgentActors.Start(system, control, plane);
             device?.Start();
             var api = new LocalApi(options.StateDirectory, controlClient, dataPlane, device);
-            return new AgentDaemon(system, controlClient, dataPlane, device, dns, api);
+            return new AgentDaemon(system, controlClient, dataPlane, device, dns, api, link, router);
         }
         catch
         {
             system.Terminate().Wait(TimeSpan.FromSeconds(10));
             dns?.Dispose();
+            link?.Dispose();
+            router?.Dispose();
             device?.Dispose();
             throw;
         }
@@ -132,6 +150,8 @@ public sealed class AgentDaemon : IAsyncDisposable
         _api.Dispose();
         await System.Terminate();
         _dns?.Dispose();
+        _link?.Dispose(); // the routing rules; the routes go with the interface
+        _router?.Dispose();
         _device?.Dispose(); // closing the TUN removes the interface, its addresses and routes
     }
 }

@@ -24,6 +24,10 @@ public sealed record DataPlaneOptions
     public bool DiscoverEndpoints { get; init; } = true;
     public TimeSpan EndpointRefreshInterval { get; init; } = TimeSpan.FromSeconds(5);
     public MagicDns? Dns { get; init; }
+    /// <summary>Route traffic for peers' approved subnets through them (<c>--accept-routes</c>; off by default on Linux, as in Tailscale).</summary>
+    public bool AcceptRoutes { get; init; }
+    /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
+    public string? ExitNode { get; init; }
 }
 
 /// <summary>
@@ -49,6 +53,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private bool _down = true;
     private bool _hasKey;
     private ImmutableArray<IpPrefix> _addresses = [];
+    private RoutingStatus _routing = new(null, null, []);
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -65,6 +70,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         Receive<RefreshEndpoints>(_ => ReportEndpoints());
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
+        Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
@@ -117,6 +123,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             _log.Info("Tunnels down: {0}", changed.Detail);
             _tunnels.Tell(new ApplyMesh([]));
             Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
+            SetRoutes([], null, null);
             _options.Dns?.Update(null, []);
         }
         else if (_view is { } view)
@@ -128,13 +135,52 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private void Apply(NetMapView view)
     {
         if (view.Self is { } self) SetAddresses(self);
+        var (exitNode, exitProblem) = ChooseExitNode(view);
         var peers = new List<MeshPeer>(view.Peers.Count);
+        var routes = new HashSet<IpPrefix>();
         foreach (var node in view.Peers.Values)
-            if (MeshPeer.FromNode(node) is { } peer) peers.Add(peer);
+        {
+            if (MeshPeer.FromNode(node, _options.AcceptRoutes, asExitNode: node == exitNode) is not { } peer) continue;
+            peers.Add(peer);
+            if (!_options.AcceptRoutes) continue;
+            foreach (var text in node.Routes)
+                if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
+        }
+        // With an exit node chosen, the default route goes into the tunnel even when that node is gone:
+        // internet traffic stops rather than leaking past it (Tailscale fails closed the same way).
+        if (_options.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);
         // The filter first: a peer must never be reachable under a filter older than its netmap.
         Device.Filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
         _tunnels.Tell(new ApplyMesh(peers));
+        SetRoutes(routes, exitNode?.Name, exitProblem);
         _options.Dns?.Update(view, _addresses);
+    }
+
+    private (Node? Node, string? Problem) ChooseExitNode(NetMapView view)
+    {
+        if (_options.ExitNode is not { } wanted) return (null, null);
+        var target = wanted.Trim().TrimEnd('.');
+        var node = view.Peers.Values.FirstOrDefault(n => string.Equals(n.Name, target, StringComparison.OrdinalIgnoreCase)
+            || string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase) || n.Addresses.Contains(target));
+        if (node is null) return (null, $"no peer called '{target}' is in the netmap (the policy must let this device reach it)");
+        if (!node.ExitNode) return (null, $"'{node.Name}' is not an approved exit node (it must advertise one, and an admin or autoApprovers approve it)");
+        return (node, null);
+    }
+
+    private void SetRoutes(IReadOnlyCollection<IpPrefix> routes, string? exitNode, string? problem)
+    {
+        if (problem is not null && problem != _routing.ExitNodeProblem) _log.Warning("Exit node {0}: {1}; internet traffic is dropped until it is", _options.ExitNode, problem);
+        if (exitNode is not null && exitNode != _routing.ExitNode) _log.Info("Internet traffic goes through the exit node {0}", exitNode);
+        try
+        {
+            _options.Link.SetRoutes(routes);
+            _routing = new RoutingStatus(_options.ExitNode is null ? null : exitNode ?? _options.ExitNode, problem,
+                [.. routes.Select(r => r.ToString()).Order(StringComparer.Ordinal)]);
+        }
+        catch (IOException e)
+        {
+            _log.Error("Cannot install the tunnel's routes: {0}", e.Message);
+        }
     }
 
     private void SetAddresses(Node self)

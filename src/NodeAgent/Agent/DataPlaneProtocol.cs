@@ -12,6 +12,18 @@ public sealed record PeerResolved(string Name, IPAddress Address, IPAddress Sour
 
 public sealed record PeerNotFound(string Reason);
 
+/// <summary>Asks what the data plane routes through the tunnel; replies <see cref="RoutingStatus"/>.</summary>
+public sealed class GetRoutingStatus
+{
+    public static readonly GetRoutingStatus Instance = new();
+}
+
+/// <summary>
+/// The exit node in use (its name; null when none is chosen), why a chosen one carries no traffic
+/// (not in the netmap, or not an approved exit node), and the routes installed into the tunnel.
+/// </summary>
+public sealed record RoutingStatus(string? ExitNode, string? ExitNodeProblem, IReadOnlyList<string> Routes);
+
 /// <summary>Re-reads the machine's interfaces and reports the endpoints if they changed (a timer sends it; tests may too).</summary>
 public sealed class RefreshEndpoints
 {

@@ -132,7 +132,8 @@ public sealed class LocalApi : IDisposable
         if (_dataPlane is null) return status;
         var tunnels = (await _dataPlane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels
             .ToDictionary(t => "nodekey:" + t.PublicKey);
-        return status with { Peers = [.. status.Peers.Select(p => p with { Tunnel = tunnels.GetValueOrDefault(p.NodeKey) })] };
+        var routing = await _dataPlane.Ask<RoutingStatus>(GetRoutingStatus.Instance, AskTimeout);
+        return status with { Peers = [.. status.Peers.Select(p => p with { Tunnel = tunnels.GetValueOrDefault(p.NodeKey) })], Routing = routing };
     }
 
     private async Task<object> Ping(LocalRequest request)

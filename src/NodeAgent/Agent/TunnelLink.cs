@@ -12,6 +12,9 @@ public interface ITunnelLink
 
     /// <summary>Makes the interface's addresses exactly these (the device's tailnet addresses).</summary>
     void SetAddresses(IReadOnlyList<IpPrefix> addresses);
+
+    /// <summary>Makes these exactly the routes into the tunnel beyond the tailnet ranges: peers' subnets, and the default route through an exit node.</summary>
+    void SetRoutes(IReadOnlyCollection<IpPrefix> routes);
 }
 
 /// <summary>
@@ -20,8 +23,10 @@ public interface ITunnelLink
 /// the interface, so that a peer that joins later needs no route change; packets for addresses
 /// no peer holds are dropped by the engine.
 /// </summary>
-public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
+public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink, IDisposable
 {
+    private readonly Net.PolicyRouting _routing = new(interfaceName);
+
     public static readonly IpPrefix TailnetV4 = IpPrefix.Parse("100.64.0.0/10");
     public static readonly IpPrefix TailnetV6 = IpPrefix.Parse("fd7a:115c:a1e0::/48");
 
@@ -43,6 +48,10 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
     }
 
     private static string Family(IpPrefix prefix) => prefix.IsIPv4 ? "-4" : "-6";
+
+    public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => _routing.Apply(routes);
+
+    public void Dispose() => _routing.Dispose();
 }
 
 /// <summary>For in-memory TUNs (tests, simulated nodes): there is no operating-system interface to configure.</summary>
@@ -53,4 +62,8 @@ public sealed class NoTunnelLink : ITunnelLink
     public void Up() { }
 
     public void SetAddresses(IReadOnlyList<IpPrefix> addresses) => Addresses = addresses;
+
+    public IReadOnlyCollection<IpPrefix> Routes { get; private set; } = [];
+
+    public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => Routes = routes;
 }

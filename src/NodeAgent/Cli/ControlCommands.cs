@@ -8,6 +8,7 @@ using Akka.Actor;
 using Microsoft.Extensions.Logging;
 using Serilog;
 using Serilog.Extensions.Logging;
+using Weft.Contracts.Control;
 using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Control;
 
@@ -84,8 +85,14 @@ public static class ControlCommands
         var tun = new Option<string>("--tun") { Description = "TUN interface name", DefaultValueFactory = _ => "weft0" };
         var port = new Option<int>("--port") { Description = "WireGuard UDP port (0: any free port)", DefaultValueFactory = _ => 41641 };
         var dnsPort = new Option<int>("--dns-port") { Description = "MagicDNS port on the tailnet addresses", DefaultValueFactory = _ => 53 };
+        var advertiseRoutes = new Option<string?>("--advertise-routes") { Description = "Subnet routes to offer the tailnet, comma-separated CIDRs (e.g. 198.51.100.0/24); an admin or the policy's autoApprovers approves them" };
+        var advertiseExitNode = new Option<bool>("--advertise-exit-node") { Description = "Offer this device as an exit node (0.0.0.0/0 and ::/0), once approved" };
+        var snat = new Option<bool>("--snat-subnet-routes") { Description = "Masquerade traffic this router forwards onto its subnets and the internet (false: the LAN needs a route back to 100.64.0.0/10)", DefaultValueFactory = _ => true };
+        var acceptRoutes = new Option<bool>("--accept-routes") { Description = "Route traffic for peers' approved subnets through them (off by default, as Tailscale on Linux)" };
+        var exitNode = new Option<string?>("--exit-node") { Description = "Send internet traffic through this exit node (a peer's name, FQDN or tailnet address)" };
         var stateDir = StateDirectoryOption();
-        foreach (var option in new Option[] { loginServer, authKey, authKeyFile, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort, stateDir }) up.Add(option);
+        foreach (var option in new Option[] { loginServer, authKey, authKeyFile, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort,
+                     advertiseRoutes, advertiseExitNode, snat, acceptRoutes, exitNode, stateDir }) up.Add(option);
 
         up.SetAction(async (parse, cancel) =>
         {
@@ -119,6 +126,17 @@ public static class ControlCommands
                     return 2;
                 }
             }
+            var routes = new List<string>();
+            foreach (var text in (parse.GetValue(advertiseRoutes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (!IpLiteral.TryParsePrefix(text, out var prefix) || prefix.PrefixLength == 0)
+                {
+                    Console.Error.WriteLine($"error: --advertise-routes '{text}' is not a subnet in CIDR form that names its network (e.g. 198.51.100.0/24; for 0.0.0.0/0 use --advertise-exit-node)");
+                    return 2;
+                }
+                routes.Add(prefix.ToString());
+            }
+            if (parse.GetValue(advertiseExitNode)) routes.AddRange(["0.0.0.0/0", "::/0"]);
             var tunName = parse.GetValue(tun)!;
             if (tunName.Length is 0 or > 15 || tunName.Any(c => c is '/' or ' ' or ':'))
             {
@@ -154,6 +172,10 @@ public static class ControlCommands
                     TunName = tunName,
                     Port = parse.GetValue(port),
                     DnsPort = parse.GetValue(dnsPort),
+                    AdvertisedRoutes = [.. routes],
+                    SnatSubnetRoutes = parse.GetValue(snat),
+                    AcceptRoutes = parse.GetValue(acceptRoutes),
+                    ExitNode = parse.GetValue(exitNode),
                 }, factory.CreateLogger("weft-agent"));
             }
             catch (Exception e) when (e is AgentStateException or IOException or UnauthorizedAccessException or SocketException)
@@ -335,10 +357,18 @@ public static class StatusText
         if (status.TryGetProperty("self", out var self) && self.ValueKind == JsonValueKind.Object)
         {
             text.AppendLine($"self:         {Text(self, "name")} {string.Join(" ", self.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()))} ({Text(self, "status")})");
+            if (self.TryGetProperty("advertisedRoutes", out var offered) && offered.ValueKind == JsonValueKind.Array && offered.GetArrayLength() > 0)
+                text.AppendLine($"advertises:   {List(offered)} (approved and in force: {(self.GetProperty("routes").GetArrayLength() == 0 && !self.GetProperty("exitNode").GetBoolean() ? "none" : List(self.GetProperty("routes")) + (self.GetProperty("exitNode").GetBoolean() ? " exit-node" : ""))})");
+        }
+        if (status.TryGetProperty("routing", out var routing) && routing.ValueKind == JsonValueKind.Object)
+        {
+            if (Text(routing, "exitNode") is { } exit)
+                text.AppendLine($"exit node:    {exit}{(Text(routing, "exitNodeProblem") is { } problem ? $" (not in use: {problem})" : "")}");
+            if (routing.GetProperty("routes").GetArrayLength() > 0) text.AppendLine($"routes:       {List(routing.GetProperty("routes"))}");
         }
         var peers = status.GetProperty("peers").EnumerateArray().ToList();
         text.AppendLine();
-        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}");
+        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}  ROUTES");
         foreach (var peer in peers)
         {
             var addresses = string.Join(" ", peer.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()));
@@ -352,11 +382,14 @@ public static class StatusText
                 rx = Bytes(tunnel.GetProperty("rxBytes").GetInt64());
                 tx = Bytes(tunnel.GetProperty("txBytes").GetInt64());
             }
-            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}");
+            var peerRoutes = List(peer.GetProperty("routes")) + (peer.GetProperty("exitNode").GetBoolean() ? " exit-node" : "");
+            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}  {(peerRoutes.Trim().Length == 0 ? "-" : peerRoutes.Trim())}");
         }
         if (peers.Count == 0) text.AppendLine("(no peers)");
         return text.ToString();
     }
+
+    private static string List(JsonElement array) => string.Join(" ", array.EnumerateArray().Select(a => a.GetString()));
 
     private static string Ago(TimeSpan age) =>
         age.TotalSeconds < 1 ? "now" : age.TotalMinutes < 1 ? $"{(int)age.TotalSeconds}s ago" : age.TotalHours < 1 ? $"{(int)age.TotalMinutes}m ago" : $"{(int)age.TotalHours}h ago";

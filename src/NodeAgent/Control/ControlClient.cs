@@ -25,6 +25,11 @@ public sealed record ControlClientOptions
     public string Os { get; init; } = OperatingSystem.IsLinux() ? "linux" : Environment.OSVersion.Platform.ToString().ToLowerInvariant();
     public string AgentVersion { get; init; } = typeof(ControlClient).Assembly.GetName().Version?.ToString() ?? "dev";
     public ImmutableArray<string> Endpoints { get; init; } = [];
+    /// <summary>
+    /// The routes this device offers (<c>--advertise-routes</c>, and 0.0.0.0/0 and ::/0 for
+    /// <c>--advertise-exit-node</c>), reported on every session; default: none reported (simulated agents).
+    /// </summary>
+    public ImmutableArray<string> AdvertisedRoutes { get; init; }
     public TimeSpan MinBackoff { get; init; } = TimeSpan.FromMilliseconds(500);
     /// <summary>The longest wait between attempts on one URL: below the time the cluster needs to down a dead node (akka.hocon).</summary>
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(5);
@@ -403,6 +408,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Become(Registered);
         Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _session.BeginStream(Now) } });
         if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();
+        // The whole advertisement, every session: what the agent was started with replaces what the coordinator had.
+        if (!_options.AdvertisedRoutes.IsDefault)
+            Send(new ClientMessage { Hostinfo = new HostinfoUpdate { Hostname = _options.Hostname, Os = _options.Os, AgentVersion = _options.AgentVersion, AdvertisedRoutes = { _options.AdvertisedRoutes } } });
         if (result.KeyExpiry is not null) ScheduleRotation(result.KeyExpiry.ToDateTimeOffset());
         if (_nextNode is not null && !pending) SendRotation(); // a rotation was in flight when the stream broke
     }

@@ -88,7 +88,11 @@ public sealed record AgentStatus(
     string? TailnetId,
     ulong NetMapVersion,
     PeerStatus? Self,
-    IReadOnlyList<PeerStatus> Peers);
+    IReadOnlyList<PeerStatus> Peers)
+{
+    /// <summary>What the data plane routes through the tunnel: the exit node in use and the installed routes (filled in by the local API).</summary>
+    public Agent.RoutingStatus? Routing { get; init; }
+}
 
 public sealed record PeerStatus(
     string Id, string Name, string Fqdn, IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, bool Online,
@@ -97,9 +101,23 @@ public sealed record PeerStatus(
     /// <summary>The WireGuard tunnel to this peer (endpoint in use, last handshake, bytes), when the agent runs its data plane.</summary>
     public Tunnels.TunnelStats? Tunnel { get; init; }
 
+    /// <summary>The approved subnet routes this node serves.</summary>
+    public IReadOnlyList<string> Routes { get; init; } = [];
+
+    /// <summary>An approved exit node (choose it with <c>--exit-node</c>).</summary>
+    public bool ExitNode { get; init; }
+
+    /// <summary>Only on self: every route this device advertises, approved or not.</summary>
+    public IReadOnlyList<string>? AdvertisedRoutes { get; init; }
+
     public static PeerStatus From(Node node) => new(
         node.Id, node.Name, node.Fqdn, [.. node.Addresses], [.. node.Endpoints], node.Online,
         node.LastSeen?.ToDateTimeOffset(), node.KeyExpiry?.ToDateTimeOffset(),
         node.NodeKey.Length == 32 ? "nodekey:" + Convert.ToHexStringLower(node.NodeKey.Span) : "",
-        node.Status.Length > 0 ? node.Status : node.Expired ? "expired" : "active", [.. node.Tags], node.User);
+        node.Status.Length > 0 ? node.Status : node.Expired ? "expired" : "active", [.. node.Tags], node.User)
+    {
+        Routes = [.. node.Routes],
+        ExitNode = node.ExitNode,
+        AdvertisedRoutes = node.Status.Length > 0 ? [.. node.AdvertisedRoutes] : null,
+    };
 }

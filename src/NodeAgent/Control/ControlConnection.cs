@@ -61,6 +61,22 @@ public sealed class ControlConnection : IAsyncDisposable
             KeepAlivePingTimeout = TimeSpan.FromSeconds(20),
             PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
             ConnectTimeout = TimeSpan.FromSeconds(10),
+            // The control stream must reach the coordinator by the machine's own routes, not through an exit node.
+            ConnectCallback = async (context, cancel) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    Net.PolicyRouting.MarkBypass(socket);
+                    await socket.ConnectAsync(context.DnsEndPoint, cancel);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
         },
         MaxReceiveMessageSize = ControlProtocol.MaxFrameSize + 1024,
         MaxSendMessageSize = ControlProtocol.MaxFrameSize + 1024,

@@ -16,9 +16,15 @@ public readonly struct IpPacket
     public readonly int DestinationPort;
     /// <summary>ICMP(v6) echo request or reply; a TCP SYN without ACK.</summary>
     public readonly bool IsEchoRequest, IsEchoReply, IsTcpSynOnly;
+    /// <summary>An ICMP(v6) error about another packet: unreachable, time exceeded, parameter problem (and ICMPv6 packet too big).</summary>
+    public readonly bool IsIcmpError;
 
-    private IpPacket(byte protocol, UInt128 source, UInt128 destination, bool ipv4, int sourcePort, int destinationPort, bool echoRequest, bool echoReply, bool synOnly)
+    public bool IsIcmp => Protocol is 1 or 58;
+
+    private IpPacket(byte protocol, UInt128 source, UInt128 destination, bool ipv4, int sourcePort, int destinationPort, bool echoRequest, bool echoReply, bool synOnly,
+        bool icmpError)
     {
+        IsIcmpError = icmpError;
         Protocol = protocol;
         Source = source;
         Destination = destination;
@@ -83,7 +89,7 @@ public readonly struct IpPacket
         }
 
         int sourcePort = NoPort, destinationPort = NoPort;
-        bool echoRequest = false, echoReply = false, synOnly = false;
+        bool echoRequest = false, echoReply = false, synOnly = false, icmpError = false;
         if (firstFragment)
         {
             switch (protocol)
@@ -97,11 +103,12 @@ public readonly struct IpPacket
                     var type = payload[0];
                     echoRequest = protocol == 1 ? type == 8 : type == 128;
                     echoReply = protocol == 1 ? type == 0 : type == 129;
+                    icmpError = protocol == 1 ? type is 3 or 11 or 12 : type is >= 1 and <= 4;
                     if (echoRequest || echoReply) sourcePort = destinationPort = BinaryPrimitives.ReadUInt16BigEndian(payload[4..]);
                     break;
             }
         }
-        parsed = new IpPacket(protocol, source, destination, ipv4, sourcePort, destinationPort, echoRequest, echoReply, synOnly);
+        parsed = new IpPacket(protocol, source, destination, ipv4, sourcePort, destinationPort, echoRequest, echoReply, synOnly, icmpError);
         return true;
     }
 }

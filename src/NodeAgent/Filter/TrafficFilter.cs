@@ -32,11 +32,14 @@ public sealed class TrafficFilter
         public required (int First, int Last)[] Ports { get; init; }
         public required ulong[] Protocols { get; init; }
 
+        /// <summary>Does the rule admit the packet's source to its destination, whatever the protocol and port?</summary>
+        public bool AllowsAddresses(in IpPacket packet) =>
+            AnyContains(Destinations, packet.Destination) && (AnySource || AnyContains(Sources, packet.Source));
+
         public bool Allows(in IpPacket packet)
         {
             if ((Protocols[packet.Protocol >> 6] & (1UL << (packet.Protocol & 63))) == 0) return false;
-            if (!AnyContains(Destinations, packet.Destination)) return false;
-            if (!AnySource && !AnyContains(Sources, packet.Source)) return false;
+            if (!AllowsAddresses(packet)) return false;
             if (packet.Protocol is 6 or 17 or 132)
             {
                 foreach (var (first, last) in Ports)
@@ -122,9 +125,24 @@ public sealed class TrafficFilter
         };
     }
 
-    /// <summary>May this inbound packet (already authenticated by WireGuard) reach the device?</summary>
+    /// <summary>
+    /// May this inbound packet (already authenticated by WireGuard) reach the device? ICMP follows
+    /// Tailscale's client (wgengine/filter/filter.go, runIn4 and runIn6, with matchIPsOnly in
+    /// match.go): ICMP errors always pass, and any other ICMP (a ping) passes when some rule admits
+    /// its source to its destination on any protocol and port ("if any port is open to an IP, allow
+    /// ICMP to it"), so a TCP-only rule also lets its sources ping. One difference, stricter: an
+    /// echo reply passes only as the answer to a ping this device sent (Tailscale lets every reply in).
+    /// </summary>
     public bool AllowsInbound(in IpPacket packet, FlowTracker flows, long nowMs)
     {
+        if (packet.IsIcmp)
+        {
+            if (packet.IsIcmpError) return true;
+            if (packet.IsEchoReply) return flows.IsReturnTraffic(packet, nowMs);
+            foreach (var rule in _rules)
+                if (rule.AllowsAddresses(packet)) return true;
+            return false;
+        }
         foreach (var rule in _rules)
             if (rule.Allows(packet)) return true;
         return flows.IsReturnTraffic(packet, nowMs);

@@ -50,6 +50,8 @@ public sealed unsafe class UdpTransport : IDisposable
         {
             if (family == AddressFamily.InterNetworkV6) socket.DualMode = false;
             socket.ReceiveTimeout = ReceiveTimeoutMs;
+            // Tunnel packets must leave by the machine's own routes, never by a route into the tunnel (an exit node's default route).
+            PolicyRouting.MarkBypass(socket);
             socket.Bind(address);
             SetBuffer(socket, SocketOptionName.ReceiveBuffer, 33 /* SO_RCVBUFFORCE */);
             SetBuffer(socket, SocketOptionName.SendBuffer, 32 /* SO_SNDBUFFORCE */);

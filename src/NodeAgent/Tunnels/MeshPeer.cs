@@ -12,14 +12,19 @@ namespace Weft.NodeAgent.Tunnels;
 /// </summary>
 public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray<IpPrefix> AllowedIps, ImmutableArray<Endpoint> Endpoints)
 {
-    /// <summary>The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or expired).</summary>
-    public static MeshPeer? FromNode(Node node)
+    /// <summary>
+    /// The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or
+    /// expired). Its subnet routes are in its allowed IPs only when this device accepts routes; the
+    /// exit routes only when it is the exit node this device uses.
+    /// </summary>
+    public static MeshPeer? FromNode(Node node, bool acceptRoutes = true, bool asExitNode = false)
     {
         if (node.Expired || node.NodeKey.Length != 32) return null;
         var key = new Curve25519PublicKey(node.NodeKey.Span);
         var allowed = ImmutableArray.CreateBuilder<IpPrefix>();
         foreach (var text in node.AllowedIps.Count > 0 ? node.AllowedIps : node.Addresses)
-            if (IpPrefix.TryParse(text, out var prefix)) allowed.Add(prefix);
+            if ((acceptRoutes || !node.Routes.Contains(text)) && IpPrefix.TryParse(text, out var prefix)) allowed.Add(prefix);
+        if (asExitNode) allowed.AddRange(ExitRoutes);
         var endpoints = ImmutableArray.CreateBuilder<Endpoint>();
         foreach (var text in node.Endpoints)
         {
@@ -27,6 +32,9 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
         }
         return new MeshPeer(node.Id, key, allowed.ToImmutable(), endpoints.ToImmutable());
     }
+
+    /// <summary>Every IPv4 and every IPv6 address: what an exit node carries.</summary>
+    public static readonly ImmutableArray<IpPrefix> ExitRoutes = [IpPrefix.Parse("0.0.0.0/0"), IpPrefix.Parse("::/0")];
 
     /// <summary>
     /// Where to send: the endpoint in use while the peer still advertises it (it may have been

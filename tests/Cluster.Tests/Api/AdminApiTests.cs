@@ -75,6 +75,7 @@ public class AdminApiTests(CoordinatorFixture fixture) : IClassFixture<Coordinat
         var user = await (await Post($"/api/v1/tailnets/{first.Id}/users", new { name = "alice@example.com" }, "user-1")).ReadAs<UserResource>(HttpStatusCode.Created);
         Assert.Equal(user, await (await Post($"/api/v1/tailnets/{first.Id}/users", new { name = "alice@example.com" }, "user-1")).ReadAs<UserResource>(HttpStatusCode.Created));
 
+        await Http.DefineTags(first.Id, "tag:ci");
         var keyBody = new { reusable = true, tags = new[] { "tag:ci" } };
         var key = await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", keyBody, "key-1")).ReadAs<CreatedAuthKeyResource>(HttpStatusCode.Created);
         var keyAgain = await (await Post($"/api/v1/tailnets/{first.Id}/auth-keys", keyBody, "key-1")).ReadAs<CreatedAuthKeyResource>(HttpStatusCode.Created);

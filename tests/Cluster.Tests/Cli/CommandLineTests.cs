@@ -74,6 +74,20 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
     public async Task An_operator_makes_a_key_and_a_device_joins_with_weft_agent_up()
     {
         var tailnet = await coordinator.NewTailnet("cli");
+        var (refusedCode, refused) = await Weft("authkey", "create", "--tailnet", tailnet, "--tag", "tag:ci");
+        Assert.NotEqual(0, refusedCode);
+        Assert.Contains("tag:ci is not defined in the policy's tagOwners", refused); // a tag exists once the policy defines it
+        var policy = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllTextAsync(policy, """{ "tagOwners": { "tag:ci": [] } }""");
+            var (setCode, set) = await Weft("policy", "set", policy, "--tailnet", tailnet);
+            Assert.True(setCode == 0, set);
+        }
+        finally
+        {
+            File.Delete(policy);
+        }
         var (code, created) = await Weft("authkey", "create", "--tailnet", tailnet, "--tag", "tag:ci", "--json");
         Assert.True(code == 0, created);
         var key = Json(created).GetProperty("key").GetString()!;
@@ -83,7 +97,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var keyFile = Path.Combine(_stateDirectory, "auth-key");
         File.WriteAllText(keyFile, key + "\n");
         var up = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key-file", keyFile, "--hostname", "cli-box",
-            "--endpoint", "198.18.7.7:41641", "--state-dir", _stateDirectory);
+            "--endpoint", "198.18.7.7:41641", "--advertise-routes", "198.18.40.0/24", "--advertise-exit-node", "--state-dir", _stateDirectory);
         _running.Add(up);
         Assert.DoesNotContain(key, File.ReadAllText($"/proc/{up.Id}/cmdline"));
 
@@ -98,6 +112,27 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var (showCode, shown) = await Weft("device", "show", deviceId, "--tailnet", tailnet, "--json");
         Assert.Equal(0, showCode);
         Assert.Equal(["198.18.7.7:41641"], Json(shown).GetProperty("endpoints").EnumerateArray().Select(e => e.GetString()!).ToArray());
+
+        // Its routes: advertised by `up`, approved and revoked with `weft device routes`.
+        string routes = "";
+        for (var attempt = 0; attempt < 100 && !routes.Contains("198.18.40.0/24"); attempt++)
+        {
+            (_, routes) = await Weft("device", "routes", "show", deviceId, "--tailnet", tailnet);
+            await Task.Delay(100);
+        }
+        Assert.Matches(@"advertised\s+0\.0\.0\.0/0,198\.18\.40\.0/24,::/0", routes);
+        Assert.Matches(@"in force\s+-", routes);
+        var (approveCode, approved) = await Weft("device", "routes", "approve", deviceId, "198.18.40.0/24", "--exit-node", "--tailnet", tailnet, "--json");
+        Assert.True(approveCode == 0, approved);
+        Assert.True(Json(approved).GetProperty("exitNode").GetBoolean());
+        Assert.Equal(3, Json(approved).GetProperty("enabled").GetArrayLength());
+        var (revokeCode, revoked) = await Weft("device", "routes", "revoke", deviceId, "--exit-node", "--tailnet", tailnet);
+        Assert.True(revokeCode == 0, revoked);
+        Assert.Matches(@"in force\s+198\.18\.40\.0/24\n", revoked);
+        Assert.Matches(@"exit node\s+no", revoked);
+        var (badCode, bad) = await Weft("device", "routes", "approve", deviceId, "198.18.41.0/24", "--tailnet", tailnet);
+        Assert.NotEqual(0, badCode);
+        Assert.Contains("does not advertise 198.18.41.0/24", bad);
 
         // The state file holds private keys: owner-only.
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_stateDirectory, "agent-state.json")));

@@ -75,6 +75,7 @@ public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedC
         await using var agents = new AgentSystem();
         var tailnet = await coordinator.NewTailnet("tagged");
         var user = await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = "alice@example.com" })).ReadAs<UserResource>(HttpStatusCode.Created);
+        await Http.DefineTags(tailnet, "tag:server", "tag:db");
         var serverKey = await Http.CreateAuthKey(tailnet, tags: ["tag:server", "tag:db"]);
         var laptopKey = await Http.CreateAuthKey(tailnet, user: user.Name);
 
@@ -224,6 +225,7 @@ public class JoiningTests(SharedCoordinator coordinator) : IClassFixture<SharedC
     {
         await using var agents = new AgentSystem();
         var tailnet = await coordinator.NewTailnet("admin");
+        await Http.DefineTags(tailnet, "tag:web");
         var key = await Http.CreateAuthKey(tailnet, reusable: true);
         var one = TestAgent.Start(agents, coordinator.Control, "one", key.Key);
         var two = TestAgent.Start(agents, coordinator.Control, "two", key.Key);

@@ -34,6 +34,8 @@ public class PolicyTests(SharedCoordinator coordinator) : IClassFixture<SharedCo
     private async Task<(string Tailnet, TestAgent Alice, TestAgent Bob, TestAgent Web)> ThreeDevices(AgentSystem agents)
     {
         var tailnet = await coordinator.NewTailnet("policy");
+        // Everyone may reach everyone (the default), with the tags defined: a tag exists once tagOwners names it.
+        await Http.DefineTags(tailnet, "tag:web", "tag:db");
         foreach (var user in new[] { "alice@example.com", "bob@example.com" })
             await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = user })).ReadAs<UserResource>(HttpStatusCode.Created);
         var alice = TestAgent.Start(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
@@ -63,7 +65,7 @@ public class PolicyTests(SharedCoordinator coordinator) : IClassFixture<SharedCo
         Assert.True(WebAccepts(defaultView, bob, 22)); // the default policy: all may reach all
 
         var applied = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", HuJson(Restrictive))).ReadAs<PolicyResource>(HttpStatusCode.OK);
-        Assert.Equal(2, applied.Version);
+        Assert.Equal(3, applied.Version); // 2 defined the tags
 
         await bob.WaitForNetMap(v => v.Peers.IsEmpty, "no peers under the new policy");
         await alice.WaitForPeers(web);
@@ -117,7 +119,7 @@ public class PolicyTests(SharedCoordinator coordinator) : IClassFixture<SharedCo
         var after = await Http.GetAsync($"/api/v1/tailnets/{tailnet}/policy");
         Assert.Equal(textBefore, await after.Content.ReadAsStringAsync());
         Assert.Equal(before.Headers.ETag, after.Headers.ETag);
-        Assert.Equal("\"2\"", after.Headers.ETag!.Tag);
+        Assert.Equal("\"3\"", after.Headers.ETag!.Tag);
         await bob.WaitForNetMap(v => v.Peers.IsEmpty, "still no peers under the old policy");
     }
 

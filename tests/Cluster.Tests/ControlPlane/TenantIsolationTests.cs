@@ -76,6 +76,7 @@ public class TenantIsolationTests(SharedCoordinator coordinator) : IClassFixture
         var listing = await tenant.ListTailnets();
         Assert.Equal(mine, Assert.Single(listing.Tailnets).Id);
         Assert.Equal(mine, (await tenant.GetTailnet(mine)).Id);
+        await tenant.DefineTags(mine, "tag:ci");
         var key = await tenant.CreateAuthKey(mine, tags: ["tag:ci"]);
         var device = TestAgent.Start(agents, coordinator.Control, "mine-box", key.Key);
         await device.WaitForState(ControlState.Running);
@@ -104,6 +105,7 @@ public class TenantIsolationTests(SharedCoordinator coordinator) : IClassFixture
             new StringContent(theirPolicy, System.Text.Encoding.UTF8, "application/hujson"))).ReadAs<PolicyResource>(HttpStatusCode.OK);
 
         // The tenant makes its own device tag:admin, by auth key and by the tags call.
+        await tenant.DefineTags(mine, "tag:admin", "tag:prod");
         var key = await tenant.CreateAuthKey(mine, tags: ["tag:admin"]);
         var admin = TestAgent.Start(agents, coordinator.Control, "mine-admin", key.Key);
         await admin.WaitForState(ControlState.Running);

@@ -88,6 +88,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new DeviceDeletedAck("tn_abc", "dev_a"),
         new InitializeDevice("dev_a", "tn_abc"),
         new UpdateDeviceHostinfo("tn_abc", "dev_a", "host", "linux", "0.4"),
+        new AdvertiseDeviceRoutes("tn_abc", "dev_a", ["198.18.40.0/24"]),
+        new ApproveDeviceRoutes("tn_abc", "dev_a", ["198.18.40.0/24"]),
         new MarkDeviceRemoved("dev_a", "the tailnet was deleted"),
         new StartIncarnation("dev_a"),
         new AttachSession("dev_a", Akka.Actor.ActorRefs.Nobody, 42, true),

@@ -25,7 +25,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     {
         DeviceId = "dev_server", MachineKey = Key2, NodeKey = Key1, DiscoKey = "", Name = "server", UserId = null, Tags = ["tag:server"],
         Ipv4 = "100.64.0.2", Ipv6 = "fd7a:115c:a1e0::6440:2", Endpoints = [], KeyExpiry = null, Ephemeral = true, Status = DeviceStatus.Pending,
-        LastSeen = null, AuthKeyId = "kkkkkkkkkk", RegisteredFrom = "198.18.0.44",
+        LastSeen = null, AuthKeyId = "kkkkkkkkkk", RegisteredFrom = "198.18.0.44", AdvertisedRoutes = ["0.0.0.0/0", "198.18.40.0/24", "::/0"], ApprovedRoutes = ["198.18.40.0/24"],
     };
 
     /// <summary>One example of every stored record. A new event or snapshot belongs here.</summary>
@@ -69,6 +69,8 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new DeviceNodeKeyRotated("dev_laptop", Key1, At.AddDays(90)),
         new DeviceLastSeen("dev_laptop", At),
         new DeviceHostinfoChanged("dev_laptop", "laptop", "linux", "weft-agent 0.5"),
+        new DeviceRoutesAdvertised("dev_laptop", ["0.0.0.0/0", "198.18.40.0/24", "::/0"]),
+        new DeviceRoutesApproved("dev_laptop", ["198.18.40.0/24"]),
         new TailnetRegistrationStarted("tn_abc", "acme", Settings, At),
         new TailnetRegistrationCompleted("tn_abc"),
         new TailnetRenamed("tn_abc", "acme-corp"),

@@ -223,7 +223,8 @@ public class PolicyConformanceTests
     public static TheoryData<string, int, int, string> InvalidPolicies => new()
     {
         { """{ "acls": [], "bogus": 1 }""", 1, 15, "unknown field \"bogus\"" },
-        { """{ "grants": [] }""", 1, 3, "\"grants\" is not supported yet" },
+        { """{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "app": { "example.com/cap/x": [{}] } } ] }""", 1, 58, "application capabilities (\"app\") are not supported" },
+        { """{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["tag:exit"] } ] }""", 1, 58, "\"via\" is not supported yet" },
         { """{ "ssh": [] }""", 1, 3, "\"ssh\" is not supported yet" },
         { """{ "postures": {} }""", 1, 3, "\"postures\" is not supported yet" },
         { "{ \"acls\": [\n  { \"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"] }\n] }", 2, 33, "group:nope is not defined in groups" },
@@ -236,7 +237,7 @@ public class PolicyConformanceTests
         { """{ "acls": [ { "action": "deny", "src": ["*"], "dst": ["*:*"] } ] }""", 1, 25, "the only action is \"accept\"" },
         { """{ "acls": [ { "action": "accept", "src": ["*"], "dst": ["tag:web"] } ] }""", 1, 57, "needs ports" },
         { """{ "acls": [ { "action": "accept", "src": ["autogroup:self"], "dst": ["*:*"] } ] }""", 1, 43, "autogroup:self can only be a destination" },
-        { """{ "acls": [ { "action": "accept", "src": ["autogroup:internet"], "dst": ["*:*"] } ] }""", 1, 43, "not supported yet" },
+        { """{ "acls": [ { "action": "accept", "src": ["autogroup:internet"], "dst": ["*:*"] } ] }""", 1, 43, "autogroup:internet can only be a destination" },
         { """{ "acls": [ { "action": "accept", "src": ["*"], "proto": "icmp", "dst": ["*:22"] } ] }""", 1, 74, "has no ports" },
         { """{ "acls": [ { "action": "accept", "src": ["*"], "proto": "bogus", "dst": ["*:*"] } ] }""", 1, 58, "unknown proto" },
         { """{ "groups": { "group:a": ["x@y.z"], "group:b": ["group:a"] } }""", 1, 49, "groups cannot contain other groups" },

@@ -5,16 +5,17 @@ using Weft.Cluster.Policy;
 namespace Weft.Cluster.Tests.Policy;
 
 /// <summary>
-/// The incremental engine against the definition: after any sequence of policy, device and tag
-/// changes it holds exactly what a compile from scratch gives, and the changes it reported along
-/// the way add up to the difference.
+/// The incremental engine against the definition: after any sequence of policy edits, device
+/// joins and leaves, tag changes and route approvals (subnet routes and exit nodes) it holds exactly
+/// what a compile from scratch gives, and the changes it reported along the way add up to the
+/// difference.
 /// </summary>
 public class PolicyEngineProperties
 {
     private const string Names = """
         "groups": { "group:eng": ["alice@example.com", "bob@example.com"] },
         "tagOwners": { "tag:web": [], "tag:db": [], "tag:ci": [] },
-        "hosts": { "low": "100.64.0.0/29" },
+        "hosts": { "low": "100.64.0.0/29", "lan": "198.18.40.0/24" },
         """;
 
     private static readonly TailnetPolicy[] Policies =
@@ -26,6 +27,18 @@ public class PolicyEngineProperties
         Parse("""{ "acls": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["*:80"] }, { "action": "accept", "src": ["autogroup:tagged"], "dst": ["autogroup:tagged:*"] } ] }"""),
         Parse("""{ "acls": [] }"""),
         Parse("""{ "acls": [ { "action": "accept", "src": ["tag:ci", "bob@example.com"], "proto": "udp", "dst": ["tag:web:53", "tag:ci:53"] }, { "action": "accept", "src": ["alice@example.com"], "dst": ["tag:web:443"] } ] }"""),
+        // Routes: a subnet by host name and by a wider CIDR, the internet through exit nodes, subnet sources.
+        Parse("""{ "acls": [ { "action": "accept", "src": ["group:eng"], "dst": ["lan:22", "autogroup:internet:*"] }, { "action": "accept", "src": ["tag:ci"], "dst": ["198.18.0.0/15:*"] } ] }"""),
+        Parse("""{ "grants": [ { "src": ["autogroup:member"], "dst": ["198.18.41.0/24", "tag:db"], "ip": ["tcp:22", "udp:53"] }, { "src": ["*"], "dst": ["autogroup:internet"], "ip": ["*"] } ] }"""),
+        Parse("""{ "acls": [ { "action": "accept", "src": ["lan"], "dst": ["tag:web:80"] }, { "action": "accept", "src": ["carol@example.com"], "dst": ["*:*"] } ] }"""),
+    ];
+
+    private static readonly ImmutableArray<System.Net.IPNetwork>[] RoutePlans =
+    [
+        [],
+        [System.Net.IPNetwork.Parse("198.18.40.0/24")],
+        [System.Net.IPNetwork.Parse("198.18.41.0/24"), System.Net.IPNetwork.Parse("198.18.40.128/25")],
+        [System.Net.IPNetwork.Parse("198.18.41.0/24")],
     ];
 
     private static TailnetPolicy Parse(string text)
@@ -35,7 +48,11 @@ public class PolicyEngineProperties
         return result.Policy!;
     }
 
-    private static PolicyDevice DeviceFor(int slot, int identity)
+    /// <summary>A device of one of six identities, which routes (none, one or two subnets) and may be an exit node.</summary>
+    private static PolicyDevice DeviceFor(int slot, int identity, int routing = 0) =>
+        IdentityFor(slot, identity) with { Routes = RoutePlans[routing % RoutePlans.Length], ExitNode = routing / RoutePlans.Length % 2 == 1 };
+
+    private static PolicyDevice IdentityFor(int slot, int identity)
     {
         var (user, tags) = (identity % 6) switch
         {
@@ -52,7 +69,7 @@ public class PolicyEngineProperties
     private static HashSet<(string, string)> Pairs(PolicyEngine engine, IEnumerable<string> devices) =>
         devices.SelectMany(d => engine.VisiblePeers(d).Select(p => (d, p))).ToHashSet();
 
-    [Property(MaxTest = 200)]
+    [Property(MaxTest = 500)]
     public bool Incremental_changes_equal_a_compile_from_scratch(byte[][] operations)
     {
         var devices = new Dictionary<string, PolicyDevice>();
@@ -63,12 +80,19 @@ public class PolicyEngineProperties
         {
             var slot = operation[1] % 12;
             PolicyChange change;
-            switch (operation[0] % 3)
+            switch (operation[0] % 4)
             {
                 case 0:
-                    var device = DeviceFor(slot, operation[2]);
+                    var device = DeviceFor(slot, operation[2], operation.Length > 3 ? operation[3] : 0);
                     devices[device.DeviceId] = device;
                     change = engine.Upsert(device);
+                    break;
+                case 3:
+                    // A route approved or withdrawn, or an exit node approved or withdrawn, on a device that is there.
+                    if (!devices.TryGetValue($"d{slot}", out var router)) continue;
+                    router = router with { Routes = RoutePlans[operation[2] % RoutePlans.Length], ExitNode = operation[2] / RoutePlans.Length % 2 == 1 };
+                    devices[router.DeviceId] = router;
+                    change = engine.Upsert(router);
                     break;
                 case 1:
                     devices.Remove($"d{slot}");
@@ -95,7 +119,7 @@ public class PolicyEngineProperties
     [Property(MaxTest = 100)]
     public bool Visibility_is_always_symmetric(byte[] identities, byte policyChoice)
     {
-        var devices = (identities ?? []).Take(12).Select((identity, slot) => DeviceFor(slot, identity)).ToList();
+        var devices = (identities ?? []).Take(12).Select((identity, slot) => DeviceFor(slot, identity, identity / 6)).ToList();
         var engine = PolicyEngine.Compile(Policies[policyChoice % Policies.Length], devices);
         return devices.All(a => devices.All(b => engine.CanSee(a.DeviceId, b.DeviceId) == engine.CanSee(b.DeviceId, a.DeviceId)));
     }

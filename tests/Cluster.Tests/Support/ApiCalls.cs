@@ -45,6 +45,14 @@ public static class ApiCalls
 /// <summary>Admin API helpers for what lives inside a tailnet.</summary>
 public static class MemberCalls
 {
+    /// <summary>Sets a policy that allows everything (no acls: Tailscale's default) and defines these tags, owned by admins.</summary>
+    public static async Task DefineTags(this HttpClient http, string tailnet, params string[] tags)
+    {
+        var policy = "{ \"tagOwners\": { " + string.Join(", ", tags.Select(t => $"\"{t}\": []")) + " } }";
+        await (await http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", new StringContent(policy, System.Text.Encoding.UTF8, "application/hujson")))
+            .ReadAs<PolicyResource>(System.Net.HttpStatusCode.OK);
+    }
+
     public static async Task<CreatedAuthKeyResource> CreateAuthKey(this HttpClient http, string tailnet, bool reusable = false, bool ephemeral = false,
         string[]? tags = null, int? expirySeconds = null, string? user = null)
     {

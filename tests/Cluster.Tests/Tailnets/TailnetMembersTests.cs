@@ -209,7 +209,8 @@ public class TailnetMembersTests
     [Fact]
     public void Tags_come_from_the_key_and_tagged_devices_do_not_expire()
     {
-        var state = WithKey(Active(), "k", tags: ["tag:web", "tag:db", "tag:web"]);
+        var state = Active().Apply(new PolicyChanged("""{ "tagOwners": { "tag:web": [], "tag:db": [] } }""", 2, Now));
+        state = WithKey(state, "k", tags: ["tag:web", "tag:db", "tag:web"]);
         state = Run(state, Register("dev_a", 'a', '1', "k"));
 
         Assert.Equal(["tag:db", "tag:web"], state.Devices["dev_a"].Tags.ToArray());

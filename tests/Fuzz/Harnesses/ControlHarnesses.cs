@@ -132,7 +132,7 @@ public sealed class AgentNetMapHarness : Harness
             _ => MapStep.None,
         };
         var view = _session.Store.View;
-        var peers = view.Peers.Values.Select(MeshPeer.FromNode).Count(p => p is not null);
+        var peers = view.Peers.Values.Select(n => MeshPeer.FromNode(n)).Count(p => p is not null);
         var filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
         var addresses = view.Self is { } self ? NodeAddresses.Of(self).Count() : 0;
         if (_session.Store.PeerCount > 2000) _session.Forget();

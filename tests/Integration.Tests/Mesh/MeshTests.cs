@@ -26,6 +26,8 @@ public class MeshTests
         segment.AttachHost(Hub + "/24");
         var coordinator = WeftCoordinator.Start(lab, Hub);
         var tailnet = await coordinator.CreateTailnet("mesh");
+        // Every device may reach every other (no acls: Tailscale's default), and the tags exist.
+        await coordinator.Send(HttpMethod.Post, $"/api/v1/tailnets/{tailnet}/policy", """{ "tagOwners": { "tag:a": [], "tag:b": [], "tag:c": [] } }""");
         var agents = new List<WeftAgent>();
         foreach (var (name, index) in new[] { ("a", 1), ("b", 2), ("c", 3) })
         {
@@ -72,6 +74,7 @@ public class MeshTests
 
         // A fourth machine from another tailnet on the same underlay link.
         var other = await mesh.Coordinator.CreateTailnet("elsewhere");
+        await mesh.Coordinator.Send(HttpMethod.Post, $"/api/v1/tailnets/{other}/policy", """{ "tagOwners": { "tag:d": [] } }""");
         var dMachine = lab.AddNamespace("d");
         mesh.Segment.Attach(dMachine, "198.18.0.4/24");
         var d = WeftAgent.Start(dMachine, "d", mesh.Coordinator.Control, await mesh.Coordinator.CreateAuthKey(other, tags: ["tag:d"]));

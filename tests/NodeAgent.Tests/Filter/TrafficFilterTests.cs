@@ -61,10 +61,39 @@ public class TrafficFilterTests
         Assert.False(Allows(filter, TestPackets.Udp4(Web, Me, 1, 8050)));   // tagged is not a member
         Assert.True(Allows(filter, TestPackets.Udp4(Web, Me, 1, 53)));
         Assert.True(Allows(filter, TestPackets.Echo4(Stranger, Me, 8, 7)));
-        Assert.False(Allows(filter, TestPackets.Echo4(Laptop, Me, 8, 7)));
+        // As Tailscale's client: a source that some rule admits (here on TCP and UDP 8000-8099) may ping.
+        Assert.True(Allows(filter, TestPackets.Echo4(Laptop, Me, 8, 7)));
         Assert.True(Allows(filter, TestPackets.Tcp4("100.99.9.9", Me, 1, 80)));
         Assert.False(Allows(filter, TestPackets.Tcp4(Web, "100.64.0.200", 1, 80))); // not one of our addresses
         Assert.True(Allows(filter, TestPackets.Udp6("fd7a:115c:a1e0::3", "fd7a:115c:a1e0::1", 1, 8001)));
+    }
+
+    [Fact]
+    public void Icmp_follows_tailscale_a_source_admitted_on_tcp_alone_may_ping_and_errors_always_pass()
+    {
+        // Tailscale's client (wgengine/filter/filter.go runIn4, matchIPsOnly in match.go): "if any
+        // port is open to an IP, allow ICMP to it", whatever the rule's protocol; ICMP errors pass.
+        var filter = TrafficFilter.Compile(new PacketFilter { Rules = { Rule(["tag:web"], 443, 443, 6) } }, Peers);
+
+        Assert.True(Allows(filter, TestPackets.Echo4(Web, Me, 8, 1)));        // tag:web may reach us on TCP 443: it may ping
+        Assert.False(Allows(filter, TestPackets.Echo4(Laptop, Me, 8, 1)));    // no rule admits the laptop at all
+        Assert.False(Allows(filter, TestPackets.Udp4(Web, Me, 1, 443)));      // the rule stays TCP-only for UDP
+        Assert.True(Allows(filter, TestPackets.Echo4(Laptop, Me, 3, 0)));     // destination unreachable: an error, always in
+        Assert.False(Allows(filter, TestPackets.Echo4(Laptop, Me, 0, 5)));    // an echo reply to no ping of ours (stricter than Tailscale)
+    }
+
+    [Fact]
+    public void A_routers_filter_opens_the_routed_subnet_and_nothing_beside_it()
+    {
+        var rule = Rule(["user:alice@example.com"], 0, 65535);
+        rule.Destinations.Clear();
+        rule.Destinations.Add("198.18.40.0/24");
+        var filter = TrafficFilter.Compile(new PacketFilter { Rules = { rule } }, Peers);
+
+        Assert.True(Allows(filter, TestPackets.Tcp4(Laptop, "198.18.40.7", 50000, 22)));
+        Assert.False(Allows(filter, TestPackets.Tcp4(Laptop, "198.18.41.7", 50000, 22)));
+        Assert.False(Allows(filter, TestPackets.Tcp4(Laptop, Me, 50000, 22)));  // the router itself is not the subnet
+        Assert.False(Allows(filter, TestPackets.Tcp4(Web, "198.18.40.7", 50000, 22)));
     }
 
     [Fact]

@@ -1,0 +1,190 @@
+using System.Net.Sockets;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Net;
+
+/// <summary>
+/// Routes for peers' subnets and the chosen exit node, in a table of their own, as wg-quick and
+/// Tailscale do on Linux. Three rules (IPv4 and IPv6) decide the order:
+/// <list type="bullet">
+/// <item>5210: the agent's own sockets (marked <see cref="BypassMark"/>: WireGuard's UDP, the control stream) use the main table, so they never loop into the tunnel;</item>
+/// <item>5230: the main table, except its default route, so the machine's own networks stay reachable directly;</item>
+/// <item>5270: table 52, the tailnet's routes (and the default route through the exit node).</item>
+/// </list>
+/// Nothing is touched until there is a route to install; the rules go when the agent stops (the
+/// routes go with the interface).
+/// </summary>
+public sealed class PolicyRouting(string interfaceName) : IDisposable
+{
+    public const int Table = 52;
+    public const uint BypassMark = 0x57460000, BypassMask = 0xffff0000;
+    private const int SolSocket = 1, SoMark = 36;
+
+    private readonly HashSet<IpPrefix> _installed = [];
+    private bool _rules;
+
+    public IReadOnlyCollection<IpPrefix> Installed => _installed;
+
+    /// <summary>Makes table 52 hold exactly <paramref name="routes"/> through the interface.</summary>
+    public void Apply(IReadOnlyCollection<IpPrefix> routes)
+    {
+        if (routes.Count > 0 && !_rules) AddRules();
+        foreach (var gone in _installed.Except(routes).ToList())
+        {
+            TryIp(Family(gone), "route", "del", gone.ToString(), "dev", interfaceName, "table", Table.ToString());
+            _installed.Remove(gone);
+        }
+        foreach (var route in routes.Except(_installed).ToList())
+        {
+            LinkConfigurator.Ip(Family(route), "route", "replace", route.ToString(), "dev", interfaceName, "table", Table.ToString());
+            _installed.Add(route);
+        }
+    }
+
+    private void AddRules()
+    {
+        foreach (var family in new[] { "-4", "-6" })
+        {
+            RemoveRules(family);
+            try
+            {
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5210", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5230", "table", "main", "suppress_prefixlength", "0");
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5270", "table", Table.ToString());
+            }
+            catch (IOException) when (family == "-6")
+            {
+                // No IPv6 on this machine: IPv4 routing alone.
+            }
+        }
+        _rules = true;
+    }
+
+    private static void RemoveRules(string family)
+    {
+        foreach (var pref in new[] { "5210", "5230", "5270" })
+            while (TryIp(family, "rule", "del", "pref", pref)) { }
+    }
+
+    private static bool TryIp(params string[] arguments)
+    {
+        try
+        {
+            LinkConfigurator.Ip(arguments);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static string Family(IpPrefix prefix) => prefix.IsIPv4 ? "-4" : "-6";
+
+    /// <summary>Marks a socket of the agent's own so that its traffic bypasses the tailnet's routes (needs CAP_NET_ADMIN; without it, nothing to bypass).</summary>
+    public static void MarkBypass(Socket socket)
+    {
+        try
+        {
+            socket.SetRawSocketOption(SolSocket, SoMark, BitConverter.GetBytes(BypassMark));
+        }
+        catch (SocketException)
+        {
+            // Not permitted (not root): such an agent installs no routes either.
+        }
+    }
+
+    public void Dispose()
+    {
+        if (!_rules) return;
+        RemoveRules("-4");
+        RemoveRules("-6");
+        TryIp("-4", "route", "flush", "table", Table.ToString());
+        TryIp("-6", "route", "flush", "table", Table.ToString());
+        _rules = false;
+        _installed.Clear();
+    }
+}
+
+/// <summary>
+/// A subnet router or exit node: it forwards what arrives through the tunnel for its routes, and by
+/// default masquerades it (traffic from the tailnet leaves with the router's own address, so the
+/// LAN needs no route back), as <c>--snat-subnet-routes</c> in Tailscale. An nftables table of its
+/// own (<c>weft-&lt;interface&gt;</c>) holds the rule, removed when the agent stops. IP forwarding is
+/// switched on, as Tailscale's documentation asks its users to; it is left on afterwards.
+/// </summary>
+public sealed class SubnetRouter : IDisposable
+{
+    private readonly string _table;
+
+    private SubnetRouter(string table) => _table = table;
+
+    public bool Masquerades { get; private init; }
+
+    public static SubnetRouter Start(string interfaceName, bool masquerade)
+    {
+        File.WriteAllText("/proc/sys/net/ipv4/ip_forward", "1");
+        try
+        {
+            File.WriteAllText("/proc/sys/net/ipv6/conf/all/forwarding", "1");
+        }
+        catch (IOException)
+        {
+            // No IPv6 here.
+        }
+        var router = new SubnetRouter("weft-" + interfaceName) { Masquerades = masquerade };
+        router.RemoveTable();
+        if (masquerade)
+        {
+            var rules = $$"""
+                table inet {{router._table}} {
+                  chain postrouting {
+                    type nat hook postrouting priority srcnat; policy accept;
+                    oifname != "{{interfaceName}}" ip saddr 100.64.0.0/10 masquerade
+                    oifname != "{{interfaceName}}" ip6 saddr fd7a:115c:a1e0::/48 masquerade
+                  }
+                }
+                """;
+            Nft(rules, "-f", "-");
+        }
+        return router;
+    }
+
+    private void RemoveTable()
+    {
+        try
+        {
+            Nft(null, "delete", "table", "inet", _table);
+        }
+        catch (IOException)
+        {
+            // Not there.
+        }
+    }
+
+    private static void Nft(string? input, params string[] arguments)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("nft") { RedirectStandardError = true, RedirectStandardInput = input is not null, UseShellExecute = false };
+        foreach (var argument in arguments) info.ArgumentList.Add(argument);
+        System.Diagnostics.Process process;
+        try
+        {
+            process = System.Diagnostics.Process.Start(info) ?? throw new IOException("cannot run nft (is nftables installed?)");
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new IOException($"cannot run nft (is nftables installed?): {e.Message}", e);
+        }
+        using var _ = process;
+        if (input is not null)
+        {
+            process.StandardInput.Write(input);
+            process.StandardInput.Close();
+        }
+        var error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new IOException($"nft {string.Join(' ', arguments)}: {error.Trim()}");
+    }
+
+    public void Dispose() => RemoveTable();
+}

@@ -1,0 +1,143 @@
+using System.Net;
+using System.Text;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+using Weft.NodeAgent.Control;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>
+/// Subnet routes end to end on a real coordinator: an agent advertises, the admin API approves and
+/// revokes, and the other agents' netmaps, WireGuard allowed IPs, route tables and the router's
+/// filter follow. The kernel side (forwarding, masquerade, policy routing) is in the namespace lab.
+/// </summary>
+public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedCoordinator>
+{
+    private HttpClient Http => coordinator.Http;
+
+    private const string Subnet = "198.18.40.0/24";
+
+    private const string Policy = """
+        {
+          "tagOwners": { "tag:router": [] },
+          "acls": [ { "action": "accept", "src": ["alice@example.com"], "dst": ["198.18.40.0/24:*"] } ],
+        }
+        """;
+
+    private async Task<string> Tailnet()
+    {
+        var tailnet = await coordinator.NewTailnet("routes");
+        await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", new StringContent(Policy, Encoding.UTF8, "application/hujson")))
+            .ReadAs<PolicyResource>(HttpStatusCode.OK);
+        foreach (var user in new[] { "alice@example.com", "bob@example.com" })
+            await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = user })).ReadAs<UserResource>(HttpStatusCode.Created);
+        return tailnet;
+    }
+
+    private static TestAgent Router(AgentSystem agents, Uri control, string key, params string[] routes) =>
+        TestAgent.Start(agents, [control], "router", key, tunnels: true, tune: o => o with { AdvertisedRoutes = [.. routes] });
+
+    private static TestAgent Client(AgentSystem agents, Uri control, string name, string key) =>
+        TestAgent.Start(agents, [control], name, key, tunnels: true, tunePlane: p => p with { AcceptRoutes = true });
+
+    private Task<DeviceRoutesResource> Routes(string tailnet, string device) =>
+        Eventually.Until(async () => await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}/routes")).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK),
+            _ => true, "the device's routes");
+
+    [Fact]
+    public async Task An_approved_route_reaches_the_allowed_peers_tunnels_and_route_tables_and_revoking_it_takes_it_away()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await Tailnet();
+        using var router = Router(agents, coordinator.Control, (await Http.CreateAuthKey(tailnet, tags: ["tag:router"])).Key, Subnet);
+        using var alice = Client(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
+        using var bob = Client(agents, coordinator.Control, "bob", (await Http.CreateAuthKey(tailnet, user: "bob@example.com")).Key);
+        await router.WaitForState(ControlState.Running);
+        await alice.WaitForState(ControlState.Running);
+
+        // Advertised, not approved: in force nowhere.
+        var advertised = await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement reaches the coordinator");
+        Assert.Equal([Subnet], advertised.Advertised);
+        Assert.Empty(advertised.Enabled);
+        Assert.Empty(alice.View.Peers);
+        await router.WaitForNetMap(v => v.Self?.AdvertisedRoutes.Contains(Subnet) == true, "the router sees its own advertisement");
+
+        // Approved: alice (whom the policy lets reach the subnet) gets the router, with the route, in her tunnels and route table.
+        var approved = await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = new[] { Subnet } }))
+            .ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        Assert.Equal([Subnet], approved.Enabled);
+        var view = await alice.WaitForNetMap(v => v.Peers.Values.Any(p => p.Routes.Contains(Subnet)), "alice gets the router with its route");
+        Assert.Contains(Subnet, view.Peers.Values.Single().AllowedIps);
+        await Eventually.Until(() => Task.FromResult(alice.Link!.Routes), r => r.Contains(IpPrefix.Parse(Subnet)), "alice routes the subnet into the tunnel");
+        await Eventually.Until(() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))?.PublicKey),
+            key => key is not null && key.ToString() == router.Device!.PrivateKey!.PublicKey.ToString(), "WireGuard sends 198.18.40.9 to the router");
+        var filter = await router.WaitForNetMap(v => v.Filter.Rules.Any(r => r.Destinations.Contains(Subnet)), "the router's filter opens the subnet");
+        Assert.Equal(["user:alice@example.com"], filter.Filter.Rules.Single(r => r.Destinations.Contains(Subnet)).Sources);
+        Assert.Empty(bob.View.Peers); // the policy gives bob nothing
+        Assert.Empty(bob.Link!.Routes);
+
+        // The router's agent restarts with the same routes: nothing changes. The coordinator kept the approval.
+        var devices = await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}")).ReadAs<DeviceResource>(HttpStatusCode.OK);
+        Assert.Equal([Subnet], devices.Routes!.Enabled);
+
+        // Revoked: alice loses the router, its route and its allowed IPs.
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = Array.Empty<string>() }))
+            .ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        await alice.WaitForNetMap(v => v.Peers.IsEmpty, "alice loses the router");
+        await Eventually.Until(() => Task.FromResult(alice.Link!.Routes), r => r.Count == 0, "alice's route goes");
+        await Eventually.Until(() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))), peer => peer is null,
+            "WireGuard no longer sends 198.18.40.9 anywhere");
+    }
+
+    [Fact]
+    public async Task A_restarted_agent_re_advertises_what_it_is_started_with_and_a_withdrawn_route_leaves_every_peer()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await Tailnet();
+        var key = (await Http.CreateAuthKey(tailnet, reusable: true, tags: ["tag:router"])).Key;
+        var store = new MemoryAgentStateStore();
+        var router = TestAgent.Start(agents, [coordinator.Control], "router", key, store: store, tunnels: true, tune: o => o with { AdvertisedRoutes = [Subnet] });
+        using var alice = Client(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
+        await router.WaitForState(ControlState.Running);
+        await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement");
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = new[] { Subnet } })).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        await alice.WaitForNetMap(v => v.Peers.Values.Any(p => p.Routes.Contains(Subnet)), "alice gets the route");
+
+        // The same device (same state) comes back without --advertise-routes: the route is withdrawn, its approval kept.
+        var deviceId = router.DeviceId!;
+        router.Dispose();
+        using var again = TestAgent.Start(agents, [coordinator.Control], "router", null, store: store, tunnels: true, tune: o => o with { AdvertisedRoutes = [] });
+        await again.WaitForState(ControlState.Running);
+        Assert.Equal(deviceId, again.DeviceId);
+        var after = await Eventually.Until(() => Routes(tailnet, deviceId), r => r.Advertised.Count == 0, "the withdrawal reaches the coordinator");
+        Assert.Equal([Subnet], after.Approved);
+        Assert.Empty(after.Enabled);
+        await alice.WaitForNetMap(v => v.Peers.IsEmpty, "alice loses the router");
+    }
+
+    [Fact]
+    public async Task Malformed_route_requests_get_a_clear_error_and_change_nothing()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await Tailnet();
+        using var router = Router(agents, coordinator.Control, (await Http.CreateAuthKey(tailnet, tags: ["tag:router"])).Key, Subnet);
+        await router.WaitForState(ControlState.Running);
+        await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement");
+        var path = $"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes";
+
+        foreach (var (body, expected) in new (object, string)[]
+        {
+            (new { routes = new[] { "198.18.40" } }, "is not a CIDR prefix"),
+            (new { routes = new[] { "198.18.41.0/24" } }, "does not advertise 198.18.41.0/24"),
+            (new { routes = new[] { "0.0.0.0/0" } }, "give both, or neither"),
+            (new { routes = "198.18.40.0/24" }, "routes"),
+            (new { }, "missing required field 'routes'"),
+        })
+        {
+            var error = await (await Http.PostJson(path, body)).ReadError(HttpStatusCode.BadRequest);
+            Assert.Contains(expected, error.Message);
+        }
+        Assert.Empty((await Routes(tailnet, router.DeviceId!)).Approved);
+    }
+}
