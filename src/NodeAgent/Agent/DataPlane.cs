@@ -136,16 +136,13 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     {
         if (view.Self is { } self) SetAddresses(self);
         var (exitNode, exitProblem) = ChooseExitNode(view);
+        var carriers = _options.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
-        var routes = new HashSet<IpPrefix>();
         foreach (var node in view.Peers.Values)
-        {
-            if (MeshPeer.FromNode(node, _options.AcceptRoutes, asExitNode: node == exitNode) is not { } peer) continue;
-            peers.Add(peer);
-            if (!_options.AcceptRoutes) continue;
-            foreach (var text in node.Routes)
-                if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
-        }
+            if (MeshPeer.FromNode(node, carriers, asExitNode: node == exitNode) is { } peer) peers.Add(peer);
+        var routes = new HashSet<IpPrefix>();
+        foreach (var text in carriers.Routes)
+            if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
         // With an exit node chosen, the default route goes into the tunnel even when that node is gone:
         // internet traffic stops rather than leaking past it (Tailscale fails closed the same way).
         if (_options.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);

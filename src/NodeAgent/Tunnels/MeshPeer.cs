@@ -14,16 +14,20 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
 {
     /// <summary>
     /// The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or
-    /// expired). Its subnet routes are in its allowed IPs only when this device accepts routes; the
-    /// exit routes only when it is the exit node this device uses.
+    /// expired). Its subnet routes are in its allowed IPs when it carries them for this device
+    /// (<paramref name="routes"/>; null takes every route the node lists); the exit routes only when
+    /// it is the exit node this device uses.
     /// </summary>
-    public static MeshPeer? FromNode(Node node, bool acceptRoutes = true, bool asExitNode = false)
+    public static MeshPeer? FromNode(Node node, RouteCarriers? routes = null, bool asExitNode = false)
     {
         if (node.Expired || node.NodeKey.Length != 32) return null;
         var key = new Curve25519PublicKey(node.NodeKey.Span);
         var allowed = ImmutableArray.CreateBuilder<IpPrefix>();
         foreach (var text in node.AllowedIps.Count > 0 ? node.AllowedIps : node.Addresses)
-            if ((acceptRoutes || !node.Routes.Contains(text)) && IpPrefix.TryParse(text, out var prefix)) allowed.Add(prefix);
+        {
+            if (routes is not null && node.Routes.Contains(text) && !routes.Carries(node, text)) continue;
+            if (IpPrefix.TryParse(text, out var prefix)) allowed.Add(prefix);
+        }
         if (asExitNode) allowed.AddRange(ExitRoutes);
         var endpoints = ImmutableArray.CreateBuilder<Endpoint>();
         foreach (var text in node.Endpoints)

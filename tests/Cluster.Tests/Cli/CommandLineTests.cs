@@ -70,6 +70,20 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.Single((await coordinator.Http.ListTailnets()).Tailnets, t => t.Name == name);
     }
 
+    [Theory]
+    [InlineData("198.18.40")]
+    [InlineData("198.18.40.1/24")]
+    [InlineData("0.0.0.0/0")]
+    [InlineData("10.0/8")]
+    public async Task Weft_agent_up_refuses_a_malformed_advertised_route_before_it_starts(string route)
+    {
+        var (code, output) = await Run("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key", "weft-auth-x",
+            "--advertise-routes", $"198.18.41.0/24,{route}", "--state-dir", _stateDirectory);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"error: --advertise-routes '{route}' is not a subnet in CIDR form", output);
+    }
+
     [Fact]
     public async Task An_operator_makes_a_key_and_a_device_joins_with_weft_agent_up()
     {

@@ -106,6 +106,7 @@ public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedC
 
         // The same device (same state) comes back without --advertise-routes: the route is withdrawn, its approval kept.
         var deviceId = router.DeviceId!;
+        await router.Stop();
         router.Dispose();
         using var again = TestAgent.Start(agents, [coordinator.Control], "router", null, store: store, tunnels: true, tune: o => o with { AdvertisedRoutes = [] });
         await again.WaitForState(ControlState.Running);
@@ -114,6 +115,36 @@ public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedC
         Assert.Equal([Subnet], after.Approved);
         Assert.Empty(after.Enabled);
         await alice.WaitForNetMap(v => v.Peers.IsEmpty, "alice loses the router");
+    }
+
+    [Fact]
+    public async Task Two_routers_for_one_subnet_one_carries_it_and_the_other_takes_over_when_it_goes_offline()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await Tailnet();
+        var key = (await Http.CreateAuthKey(tailnet, reusable: true, tags: ["tag:router"])).Key;
+        var first = TestAgent.Start(agents, [coordinator.Control], "router-1", key, tunnels: true, tune: o => o with { AdvertisedRoutes = [Subnet] });
+        var second = TestAgent.Start(agents, [coordinator.Control], "router-2", key, tunnels: true, tune: o => o with { AdvertisedRoutes = [Subnet] });
+        using var alice = Client(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
+        await first.WaitForState(ControlState.Running);
+        await second.WaitForState(ControlState.Running);
+        foreach (var router in new[] { first, second })
+        {
+            await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement");
+            await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = new[] { Subnet } })).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        }
+        await alice.WaitForNetMap(v => v.Peers.Values.Count(p => p.Routes.Contains(Subnet) && p.Online) == 2, "alice sees both routers online");
+
+        // Both online: the one with the lower device id carries the subnet; the other is a standby.
+        var (carrier, standby) = string.CompareOrdinal(first.DeviceId, second.DeviceId) < 0 ? (first, second) : (second, first);
+        Task<string?> CarrierKey() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))?.PublicKey.ToString());
+        await Eventually.Until(CarrierKey, k => k == carrier.Device!.PrivateKey!.PublicKey.ToString(), "the lower id carries the subnet");
+
+        // The carrier's agent stops: its session ends, the netmap marks it offline, and the standby takes the subnet.
+        await carrier.Stop();
+        carrier.Dispose();
+        await Eventually.Until(CarrierKey, k => k == standby.Device!.PrivateKey!.PublicKey.ToString(), "the standby takes over");
+        standby.Dispose();
     }
 
     [Fact]
