@@ -170,7 +170,7 @@ public static class MemberEndpoints
         return Results.Json(RoutesOf(info.Device), AdminJson.Options);
     }
 
-    private static DeviceRoutesResource RoutesOf(DeviceEntry d) => new(d.Advertised, d.Approved, d.EnabledRoutes, d.IsExitNode);
+    private static DeviceRoutesResource RoutesOf(DeviceEntry d) => new(d.AdvertisedRoutes, d.ApprovedRoutes, d.EnabledRoutes, d.IsExitNode);
 
     private static Task<IResult> ExpireDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, TimeProvider clock) =>
         OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new ExpireDevice(tailnetId, deviceId, clock.GetUtcNow()));

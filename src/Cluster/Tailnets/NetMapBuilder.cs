@@ -37,7 +37,7 @@ public static class NetMapBuilder
     public static Node SelfFor(TailnetState tailnet, DeviceEntry device, bool online)
     {
         var self = NodeFor(tailnet, device, online);
-        self.AdvertisedRoutes.AddRange(device.Advertised);
+        self.AdvertisedRoutes.AddRange(device.AdvertisedRoutes);
         self.Status = device.Status switch
         {
             DeviceStatus.Active => "active",

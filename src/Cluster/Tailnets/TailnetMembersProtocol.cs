@@ -60,24 +60,21 @@ public sealed record DeviceEntry(
 {
     public bool IsActive => Status == DeviceStatus.Active;
 
+    /// <summary>The routes the agent offers (subnets, and 0.0.0.0/0 and ::/0 for an exit node), canonical and sorted.</summary>
     public ImmutableArray<string> AdvertisedRoutes { get; init; } = AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes;
 
+    /// <summary>The routes an admin or the policy's autoApprovers approved; they stay approved while not advertised.</summary>
     public ImmutableArray<string> ApprovedRoutes { get; init; } = ApprovedRoutes.IsDefault ? [] : ApprovedRoutes;
 
-    /// <summary>The routes the agent offers (subnets, and 0.0.0.0/0 and ::/0 for an exit node), canonical and sorted.</summary>
-    public ImmutableArray<string> Advertised => AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes;
-
-    /// <summary>The routes an admin or the policy's autoApprovers approved; they stay approved while not advertised.</summary>
-    public ImmutableArray<string> Approved => ApprovedRoutes.IsDefault ? [] : ApprovedRoutes;
-
-    /// <summary>The routes in force: advertised and approved.</summary>
-    public ImmutableArray<string> EnabledRoutes => [.. Advertised.Intersect(Approved, StringComparer.Ordinal)];
+    /// <summary>The routes in force: advertised and approved (most devices route nothing: no allocation then).</summary>
+    public ImmutableArray<string> EnabledRoutes =>
+        AdvertisedRoutes.IsEmpty || ApprovedRoutes.IsEmpty ? [] : [.. AdvertisedRoutes.Intersect(ApprovedRoutes, StringComparer.Ordinal)];
 
     /// <summary>Enabled subnet routes (exit routes excluded).</summary>
-    public ImmutableArray<string> SubnetRoutes => [.. EnabledRoutes.Where(r => !DeviceRoutes.IsExit(r))];
+    public ImmutableArray<string> SubnetRoutes => AdvertisedRoutes.IsEmpty ? [] : [.. EnabledRoutes.Where(r => !DeviceRoutes.IsExit(r))];
 
     /// <summary>An exit node in force: it advertises both exit routes and both are approved.</summary>
-    public bool IsExitNode => DeviceRoutes.ExitRoutes.All(EnabledRoutes.Contains);
+    public bool IsExitNode => !AdvertisedRoutes.IsEmpty && DeviceRoutes.ExitRoutes.All(EnabledRoutes.Contains);
 
     public bool Equals(DeviceEntry? other) =>
         other is not null && DeviceId == other.DeviceId && MachineKey == other.MachineKey && NodeKey == other.NodeKey && DiscoKey == other.DiscoKey
@@ -85,7 +82,7 @@ public sealed record DeviceEntry(
         && Ipv4 == other.Ipv4 && Ipv6 == other.Ipv6 && Endpoints.SequenceEqual(other.Endpoints) && HomeRelay == other.HomeRelay
         && KeyExpiry == other.KeyExpiry && Ephemeral == other.Ephemeral && Status == other.Status && CreatedAt == other.CreatedAt
         && LastSeen == other.LastSeen && AuthKeyId == other.AuthKeyId && AgentVersion == other.AgentVersion && RegisteredFrom == other.RegisteredFrom
-        && Advertised.SequenceEqual(other.Advertised) && Approved.SequenceEqual(other.Approved);
+        && AdvertisedRoutes.SequenceEqual(other.AdvertisedRoutes) && ApprovedRoutes.SequenceEqual(other.ApprovedRoutes);
 
     public override int GetHashCode() => DeviceId.GetHashCode();
 }

@@ -113,7 +113,7 @@ public static class TailnetRecords
             DeviceId = d.DeviceId, MachineKey = d.MachineKey, NodeKey = d.NodeKey, DiscoKey = d.DiscoKey, Name = d.Name, Hostname = d.Hostname, Os = d.Os,
             Tags = { d.Tags }, Ipv4 = d.Ipv4, Ipv6 = d.Ipv6, Endpoints = { d.Endpoints }, HomeRelay = d.HomeRelay, KeyExpiry = d.KeyExpiry.ToStored(),
             Ephemeral = d.Ephemeral, Status = (int)d.Status, CreatedAt = d.CreatedAt.ToStored(), LastSeen = d.LastSeen.ToStored(),
-            AgentVersion = d.AgentVersion, RegisteredFrom = d.RegisteredFrom, AdvertisedRoutes = { d.Advertised }, ApprovedRoutes = { d.Approved },
+            AgentVersion = d.AgentVersion, RegisteredFrom = d.RegisteredFrom, AdvertisedRoutes = { d.AdvertisedRoutes }, ApprovedRoutes = { d.ApprovedRoutes },
         };
         if (d.UserId is not null) stored.UserId = d.UserId;
         if (d.AuthKeyId is not null) stored.AuthKeyId = d.AuthKeyId;

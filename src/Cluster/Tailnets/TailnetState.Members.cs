@@ -302,25 +302,25 @@ public sealed partial record TailnetState
     private Decision<ITailnetEvent> AdvertiseRoutesDecision(DeviceEntry device, AdvertiseDeviceRoutes c)
     {
         if (DeviceRoutes.Check(c.Routes, out var routes) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
-        if (routes.SequenceEqual(device.Advertised)) return Decision<ITailnetEvent>.Unchanged;
+        if (routes.SequenceEqual(device.AdvertisedRoutes)) return Decision<ITailnetEvent>.Unchanged;
         var events = new List<ITailnetEvent>(2) { new DeviceRoutesAdvertised(device.DeviceId, routes) };
         var principal = PolicyDeviceOf(device).Principal;
         var approvers = Policy.AutoApprovers;
-        var autoApproved = routes.Where(r => !device.Approved.Contains(r) && !DeviceRoutes.IsExit(r) && approvers.ApprovesRoute(IPNetwork.Parse(r), principal)).ToList();
-        if (routes.Any(DeviceRoutes.IsExit) && !DeviceRoutes.ExitRoutes.All(device.Approved.Contains) && approvers.ApprovesExitNode(principal))
+        var autoApproved = routes.Where(r => !device.ApprovedRoutes.Contains(r) && !DeviceRoutes.IsExit(r) && approvers.ApprovesRoute(IPNetwork.Parse(r), principal)).ToList();
+        if (routes.Any(DeviceRoutes.IsExit) && !DeviceRoutes.ExitRoutes.All(device.ApprovedRoutes.Contains) && approvers.ApprovesExitNode(principal))
             autoApproved.AddRange(DeviceRoutes.ExitRoutes);
         if (autoApproved.Count > 0)
-            events.Add(new DeviceRoutesApproved(device.DeviceId, [.. device.Approved.Union(autoApproved).Order(StringComparer.Ordinal)]));
+            events.Add(new DeviceRoutesApproved(device.DeviceId, [.. device.ApprovedRoutes.Union(autoApproved).Order(StringComparer.Ordinal)]));
         return Decision<ITailnetEvent>.Accept(events);
     }
 
     private static Decision<ITailnetEvent> ApproveRoutesDecision(DeviceEntry device, ApproveDeviceRoutes c)
     {
         if (DeviceRoutes.Check(c.Routes, out var routes) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
-        if (routes.FirstOrDefault(r => !device.Advertised.Contains(r)) is { } unknown)
+        if (routes.FirstOrDefault(r => !device.AdvertisedRoutes.Contains(r)) is { } unknown)
             return Decision<ITailnetEvent>.Reject(Rejection.Invalid(
-                $"device {device.DeviceId} does not advertise {unknown}; it advertises {(device.Advertised.IsEmpty ? "no routes" : string.Join(", ", device.Advertised))}"));
-        if (routes.SequenceEqual(device.Approved)) return Decision<ITailnetEvent>.Unchanged;
+                $"device {device.DeviceId} does not advertise {unknown}; it advertises {(device.AdvertisedRoutes.IsEmpty ? "no routes" : string.Join(", ", device.AdvertisedRoutes))}"));
+        if (routes.SequenceEqual(device.ApprovedRoutes)) return Decision<ITailnetEvent>.Unchanged;
         return Decision<ITailnetEvent>.Accept(new DeviceRoutesApproved(device.DeviceId, routes));
     }
 

@@ -7,16 +7,18 @@ namespace Weft.NodeAgent.Net;
 /// Routes for peers' subnets and the chosen exit node, in a table of their own, as wg-quick and
 /// Tailscale do on Linux. Three rules (IPv4 and IPv6) decide the order:
 /// <list type="bullet">
-/// <item>5210: the agent's own sockets (marked <see cref="BypassMark"/>: WireGuard's UDP, the control stream) use the main table, so they never loop into the tunnel;</item>
-/// <item>5230: the main table, except its default route, so the machine's own networks stay reachable directly;</item>
-/// <item>5270: table 52, the tailnet's routes (and the default route through the exit node).</item>
+/// <item>5710: the agent's own sockets (marked <see cref="BypassMark"/>: WireGuard's UDP, the control stream) use the main table, so they never loop into the tunnel;</item>
+/// <item>5730: the main table, except its default route, so the machine's own networks stay reachable directly;</item>
+/// <item>5770: table 5746, the tailnet's routes (and the default route through the exit node).</item>
 /// </list>
+/// The table, the priorities and the mark are not Tailscale's (52; 5210-5270; 0x80000), so that both
+/// can run on one machine, as during a move from one to the other.
 /// Nothing is touched until there is a route to install; the rules go when the agent stops (the
 /// routes go with the interface).
 /// </summary>
 public sealed class PolicyRouting(string interfaceName) : IDisposable
 {
-    public const int Table = 52;
+    public const int Table = 5746;
     public const uint BypassMark = 0x57460000, BypassMask = 0xffff0000;
     private const int SolSocket = 1, SoMark = 36;
 
@@ -25,7 +27,7 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
 
     public IReadOnlyCollection<IpPrefix> Installed => _installed;
 
-    /// <summary>Makes table 52 hold exactly <paramref name="routes"/> through the interface.</summary>
+    /// <summary>Makes the table hold exactly <paramref name="routes"/> through the interface.</summary>
     public void Apply(IReadOnlyCollection<IpPrefix> routes)
     {
         if (routes.Count > 0 && !_rules) AddRules();
@@ -48,9 +50,9 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
             RemoveRules(family);
             try
             {
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5210", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5230", "table", "main", "suppress_prefixlength", "0");
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5270", "table", Table.ToString());
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5710", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5730", "table", "main", "suppress_prefixlength", "0");
+                LinkConfigurator.Ip(family, "rule", "add", "pref", "5770", "table", Table.ToString());
             }
             catch (IOException) when (family == "-6")
             {
@@ -62,7 +64,7 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
 
     private static void RemoveRules(string family)
     {
-        foreach (var pref in new[] { "5210", "5230", "5270" })
+        foreach (var pref in new[] { "5710", "5730", "5770" })
             while (TryIp(family, "rule", "del", "pref", pref)) { }
     }
 

@@ -48,3 +48,66 @@ public class PersistenceRoundTripTests
         }
     }
 }
+
+/// <summary>Routes are stored with the tailnet: after a restart the approvals and every netmap that shows them come back.</summary>
+public class RouteRecoveryTests
+{
+    [SkippableTheory]
+    [InlineData(StorageProvider.Sqlite)]
+    [InlineData(StorageProvider.Postgres)]
+    public async Task Advertised_and_approved_routes_and_the_netmaps_built_on_them_survive_a_restart(StorageProvider provider)
+    {
+        await using var storage = await TestStorage.NewAsync(provider);
+        await using var agents = new AgentSystem();
+        string tailnet, routerId, aliceId, routesBefore, aliceMapBefore;
+        await using (var node = await TestCoordinator.StartAsync(storage))
+        {
+            tailnet = (await node.Http.CreateTailnet("routed")).Id;
+            await node.Http.DefineTags(tailnet, "tag:router", "tag:client");
+            var router = TestAgent.Start(agents, [node.Control], "router", (await node.Http.CreateAuthKey(tailnet, tags: ["tag:router"])).Key,
+                tune: o => o with { AdvertisedRoutes = ["198.18.40.0/24", "0.0.0.0/0", "::/0"] });
+            var alice = TestAgent.Start(agents, node.Control, "alice", (await node.Http.CreateAuthKey(tailnet, tags: ["tag:client"])).Key);
+            await router.WaitForState(Weft.NodeAgent.Control.ControlState.Running);
+            await alice.WaitForState(Weft.NodeAgent.Control.ControlState.Running);
+            (routerId, aliceId) = (router.DeviceId!, alice.DeviceId!);
+            await Eventually.Until(async () => await (await node.Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{routerId}/routes")).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK),
+                r => r.Advertised.Count == 3, "the advertisement");
+            await (await node.Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{routerId}/routes", new { routes = new[] { "198.18.40.0/24", "0.0.0.0/0", "::/0" } }))
+                .ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+            await alice.WaitForNetMap(v => v.Peers.Values.Any(p => p.ExitNode && p.Routes.Contains("198.18.40.0/24")), "alice sees the router's routes");
+            await router.Stop();
+            await alice.Stop();
+            routesBefore = await node.Http.GetStringAsync($"/api/v1/tailnets/{tailnet}/devices/{routerId}/routes");
+            aliceMapBefore = await node.Http.GetStringAsync($"/api/v1/tailnets/{tailnet}/devices/{aliceId}/netmap");
+        }
+
+        await using (var restarted = await TestCoordinator.StartAsync(storage))
+        {
+            Assert.Equal(routesBefore, await restarted.Http.GetStringAsync($"/api/v1/tailnets/{tailnet}/devices/{routerId}/routes"));
+            var aliceMap = await restarted.Http.GetStringAsync($"/api/v1/tailnets/{tailnet}/devices/{aliceId}/netmap");
+            Assert.Contains("\"198.18.40.0/24\"", aliceMap);
+            Assert.Contains("\"exitNode\": true", aliceMap.Replace("\"exitNode\":true", "\"exitNode\": true"));
+            // Presence and versions aside, alice's netmap is the one the first node built.
+            Assert.Equal(Normalize(aliceMapBefore), Normalize(aliceMap));
+        }
+
+        // Without what changes with time and sessions (presence, last seen, the map's version).
+        static string Normalize(string netmap)
+        {
+            var root = System.Text.Json.Nodes.JsonNode.Parse(netmap)!;
+            Strip(root);
+            return root.ToJsonString();
+
+            static void Strip(System.Text.Json.Nodes.JsonNode? node)
+            {
+                if (node is System.Text.Json.Nodes.JsonObject obj)
+                {
+                    foreach (var name in new[] { "online", "lastSeen", "version" }) obj.Remove(name);
+                    foreach (var (_, child) in obj) Strip(child);
+                }
+                else if (node is System.Text.Json.Nodes.JsonArray array)
+                    foreach (var child in array) Strip(child);
+            }
+        }
+    }
+}

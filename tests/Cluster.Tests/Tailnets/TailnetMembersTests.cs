@@ -4,6 +4,8 @@ using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
 
+using static Weft.Cluster.Tests.Tailnets.TailnetDecisions;
+
 namespace Weft.Cluster.Tests.Tailnets;
 
 /// <summary>The pure rules of users, auth keys, registration and the device index.</summary>
@@ -20,20 +22,6 @@ public class TailnetMembersTests
 
     private static TailnetState Active() =>
         TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
-
-    private static TailnetState Run(TailnetState state, ITailnetCommand command)
-    {
-        var decision = state.Process(command);
-        Assert.Null(decision.Rejection);
-        return decision.Events.Aggregate(state, (s, e) => s.Apply(e));
-    }
-
-    private static Rejection Refused(TailnetState state, ITailnetCommand command)
-    {
-        var decision = state.Process(command);
-        Assert.Empty(decision.Events);
-        return Assert.IsType<Rejection>(decision.Rejection);
-    }
 
     private static TailnetState WithKey(TailnetState state, string keyId, bool reusable = false, bool ephemeral = false, string[]? tags = null, TimeSpan? lifetime = null) =>
         Run(state, new CreateAuthKey(T, keyId, "hash-" + keyId, null, reusable, ephemeral, [.. tags ?? []], Now + (lifetime ?? TimeSpan.FromDays(1)), "", Now));

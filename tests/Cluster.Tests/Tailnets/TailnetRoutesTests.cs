@@ -3,6 +3,8 @@ using Weft.Cluster.Policy;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
 
+using static Weft.Cluster.Tests.Tailnets.TailnetDecisions;
+
 namespace Weft.Cluster.Tests.Tailnets;
 
 /// <summary>
@@ -25,20 +27,6 @@ public class TailnetRoutesTests
         }
         """;
 
-    private static TailnetState Run(TailnetState state, ITailnetCommand command)
-    {
-        var decision = state.Process(command);
-        Assert.Null(decision.Rejection);
-        return decision.Events.Aggregate(state, (s, e) => s.Apply(e));
-    }
-
-    private static Rejection Refused(TailnetState state, ITailnetCommand command)
-    {
-        var decision = state.Process(command);
-        Assert.Empty(decision.Events);
-        return Assert.IsType<Rejection>(decision.Rejection);
-    }
-
     /// <summary>A tailnet with the policy above, users alice and bob, and devices: "router" (tag:router), "exit" (tag:exit), "laptop" (alice).</summary>
     private static TailnetState Tailnet()
     {
@@ -60,8 +48,8 @@ public class TailnetRoutesTests
         var state = Run(Tailnet(), new AdvertiseDeviceRoutes(T, "router", ["198.18.40.0/24", "203.0.113.0/24"]));
         var router = state.Devices["router"];
 
-        Assert.Equal(["198.18.40.0/24", "203.0.113.0/24"], router.Advertised.ToArray());
-        Assert.Equal(["198.18.40.0/24"], router.Approved.ToArray());         // covered by 198.18.0.0/15
+        Assert.Equal(["198.18.40.0/24", "203.0.113.0/24"], router.AdvertisedRoutes.ToArray());
+        Assert.Equal(["198.18.40.0/24"], router.ApprovedRoutes.ToArray());         // covered by 198.18.0.0/15
         Assert.Equal(["198.18.40.0/24"], router.EnabledRoutes.ToArray());
         Assert.False(router.IsExitNode);
 
@@ -73,7 +61,7 @@ public class TailnetRoutesTests
         // Withdrawn by the agent: no longer in force, but still approved if it comes back (as Tailscale).
         state = Run(state, new AdvertiseDeviceRoutes(T, "router", ["203.0.113.0/24"]));
         Assert.Equal(["203.0.113.0/24"], state.Devices["router"].EnabledRoutes.ToArray());
-        Assert.Equal(2, state.Devices["router"].Approved.Length);
+        Assert.Equal(2, state.Devices["router"].ApprovedRoutes.Length);
     }
 
     [Fact]

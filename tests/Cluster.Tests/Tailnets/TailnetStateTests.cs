@@ -2,6 +2,8 @@ using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
 
+using static Weft.Cluster.Tests.Tailnets.TailnetDecisions;
+
 namespace Weft.Cluster.Tests.Tailnets;
 
 public class TailnetStateTests
@@ -11,13 +13,6 @@ public class TailnetStateTests
 
     private static TailnetState Active() =>
         TailnetState.Unborn("tn_acme").Apply(new TailnetCreated(Defaults, Now));
-
-    private static TailnetState Run(TailnetState state, ITailnetCommand command)
-    {
-        var decision = state.Process(command);
-        Assert.Null(decision.Rejection);
-        return decision.Events.Aggregate(state, (s, e) => s.Apply(e));
-    }
 
     [Fact]
     public void Creating_an_unborn_tailnet_records_its_settings_and_time()

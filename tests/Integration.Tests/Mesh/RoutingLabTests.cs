@@ -119,11 +119,11 @@ public class RoutingLabTests
 
         // The router's nftables table and alice's routing rules go when their agents stop.
         Assert.Contains("masquerade", machines["router"].Run("nft", "list", "table", "inet", "weft-weft0"));
-        Assert.Contains("lookup 52", alice.Machine.Run("ip", "rule", "list"));
+        Assert.Contains("lookup 5746", alice.Machine.Run("ip", "rule", "list"));
         router.Stop();
         alice.Stop();
         Assert.Throws<LabException>(() => machines["router"].Run("nft", "list", "table", "inet", "weft-weft0"));
-        Assert.DoesNotContain("lookup 52", alice.Machine.Run("ip", "rule", "list"));
+        Assert.DoesNotContain("lookup 5746", alice.Machine.Run("ip", "rule", "list"));
     }
 
     private static bool Blocked(WeftAgent from, string address) => Traffic.Ping(from.Machine, address, 3, waitSeconds: 1) == 0;
