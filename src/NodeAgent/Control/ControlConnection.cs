@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Google.Protobuf;
@@ -61,26 +63,44 @@ public sealed class ControlConnection : IAsyncDisposable
             KeepAlivePingTimeout = TimeSpan.FromSeconds(20),
             PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
             ConnectTimeout = TimeSpan.FromSeconds(10),
-            // The control stream must reach the coordinator by the machine's own routes, not through an exit node.
-            ConnectCallback = async (context, cancel) =>
-            {
-                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
-                try
-                {
-                    Net.PolicyRouting.MarkBypass(socket);
-                    await socket.ConnectAsync(context.DnsEndPoint, cancel);
-                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            },
+            ConnectCallback = ConnectBypassingTheTunnel,
         },
         MaxReceiveMessageSize = ControlProtocol.MaxFrameSize + 1024,
         MaxSendMessageSize = ControlProtocol.MaxFrameSize + 1024,
     });
+
+    /// <summary>
+    /// The control stream reaches the coordinator by the machine's own routes, never through an exit
+    /// node: its socket carries the bypass mark. One socket per address family, each address in turn
+    /// (a machine without IPv6 cannot even open an IPv6 socket).
+    /// </summary>
+    private static async ValueTask<Stream> ConnectBypassingTheTunnel(SocketsHttpConnectionContext context, CancellationToken cancel)
+    {
+        var host = context.DnsEndPoint.Host;
+        var addresses = IPAddress.TryParse(host.Trim('[', ']'), out var literal) ? [literal] : await System.Net.Dns.GetHostAddressesAsync(host, cancel);
+        SocketException? last = null;
+        foreach (var address in addresses)
+        {
+            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                Net.PolicyRouting.MarkBypass(socket);
+                await socket.ConnectAsync(new IPEndPoint(address, context.DnsEndPoint.Port), cancel);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch (SocketException e)
+            {
+                socket.Dispose();
+                last = e;
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+        throw last ?? new SocketException((int)SocketError.HostNotFound);
+    }
 
     /// <summary>
     /// Opens a stream. <paramref name="pinnedKey"/>, when known, must match the coordinator's key; a

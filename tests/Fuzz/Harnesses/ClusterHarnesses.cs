@@ -45,12 +45,16 @@ public sealed class PolicyHarness : Harness
         new("dev_b", "bob@example.com", [], "100.64.0.2", "fd7a:115c:a1e0::2"),
         new("dev_db", null, ["tag:db"], "100.64.0.3", "fd7a:115c:a1e0::3"),
         new("dev_web", null, ["tag:web", "tag:prod"], "100.64.0.4", "fd7a:115c:a1e0::4"),
+        new("dev_router", null, ["tag:router"], "100.64.0.5", "fd7a:115c:a1e0::5", [System.Net.IPNetwork.Parse("198.18.40.0/24")]),
+        new("dev_exit", null, ["tag:exit"], "100.64.0.6", "fd7a:115c:a1e0::6", [], ExitNode: true),
     ];
 
     internal static readonly IReadOnlyList<byte[]> PolicyTokens = Words("{", "}", "[", "]", ",", ":", "\"", "//", "/*", "*/", "\n", "true", "null", "\\u0000", "\\ud800",
         "\"acls\"", "\"action\"", "\"accept\"", "\"src\"", "\"dst\"", "\"proto\"", "\"groups\"", "\"tagOwners\"", "\"hosts\"", "\"tests\"", "\"deny\"",
         "\"*\"", "\"*:*\"", "\"tag:db\"", "\"group:eng\"", "\"autogroup:member\"", "\"autogroup:self:*\"", "\"autogroup:tagged\"", "\"alice@example.com\"",
-        "\"100.64.0.0/10:22\"", "\"[fd7a:115c:a1e0::1]:443\"", "\"tag:db:5432,8000-9000\"", "\"tcp\"", "\"udp\"", "\"icmp\"", "\"17\"", ":0-65535", "/0", "/129");
+        "\"100.64.0.0/10:22\"", "\"[fd7a:115c:a1e0::1]:443\"", "\"tag:db:5432,8000-9000\"", "\"tcp\"", "\"udp\"", "\"icmp\"", "\"17\"", ":0-65535", "/0", "/129",
+        "\"grants\"", "\"ip\"", "\"tcp:443\"", "\"icmp:*\"", "\"autoApprovers\"", "\"routes\"", "\"exitNode\"", "\"autogroup:internet\"",
+        "\"198.18.40.0/24\"", "\"100.64.1\"", "\"0x0a.0.0.1\"", "\"::ffff:1.2.3.4\"", "\"tag:router\"");
 
     internal static IEnumerable<byte[]> PolicySeeds()
     {
@@ -71,6 +75,18 @@ public sealed class PolicyHarness : Harness
                 { "src": "alice@example.com", "accept": ["tag:db:5432"], "deny": ["tag:db:22"] },
                 { "src": "tag:web", "proto": "tcp", "accept": ["100.64.0.3:5432"] },
               ],
+            }
+            """);
+        yield return Utf8("""
+            // routes, exit nodes and grants
+            {
+              "tagOwners": { "tag:router": [], "tag:exit": [], "tag:db": [] },
+              "autoApprovers": { "routes": { "198.18.0.0/15": ["tag:router"] }, "exitNode": ["tag:exit"] },
+              "grants": [
+                { "src": ["alice@example.com"], "dst": ["198.18.40.0/24", "autogroup:internet"], "ip": ["*"] },
+                { "src": ["198.18.40.0/24"], "dst": ["tag:db"], "ip": ["tcp:5432", "icmp:*"] },
+              ],
+              "acls": [ { "action": "accept", "src": ["bob@example.com"], "dst": ["198.18.40.0/25:22", "*:80"] } ],
             }
             """);
     }
@@ -94,8 +110,10 @@ public sealed class PolicyHarness : Harness
         engine.Upsert(new PolicyDevice("dev_new", "carol@example.com", ["tag:db"], "100.64.0.9", "fd7a:115c:a1e0::9"));
         engine.Upsert(Devices[1] with { Tags = ["tag:web"] });
         engine.Remove("dev_a");
+        engine.Upsert(Devices[4] with { Routes = [System.Net.IPNetwork.Parse("198.18.41.0/24")], ExitNode = true }); // a route approved, an exit node approved
+        var approvals = Devices.Count(d => policy.AutoApprovers.ApprovesExitNode(d.Principal) || policy.AutoApprovers.ApprovesRoute(System.Net.IPNetwork.Parse("198.18.40.0/24"), d.Principal));
         engine.ChangePolicy(DefaultPolicy);
-        return $"compiled:{parsed.Issues.Length > 0}:{failures.Length > 0}:{visible > 0}:{filters > 0}";
+        return $"compiled:{parsed.Issues.Length > 0}:{failures.Length > 0}:{visible > 0}:{filters > 0}:{approvals > 0}";
     }
 }
 
@@ -111,11 +129,12 @@ public sealed class ApiBodyHarness : Harness
 
     public override IReadOnlyList<byte[]> Tokens => Words("{", "}", "[", "]", ",", ":", "\"", "null", "true", "false", "-0", "1e400", "2147483648", "\\ud800", "\\u0000",
         "\"reusable\"", "\"ephemeral\"", "\"tags\"", "\"expirySeconds\"", "\"user\"", "\"description\"", "\"name\"", "\"nodeKeyExpiryDays\"", "\"dnsSuffix\"",
-        "\"ephemeralTimeoutSeconds\"", "\"tag:db\"", "\"acme\"", "\"acme.weft.internal\"");
+        "\"ephemeralTimeoutSeconds\"", "\"tag:db\"", "\"acme\"", "\"acme.weft.internal\"", "\"routes\"", "\"0.0.0.0/0\"", "\"::/0\"", "\"100.64.0.0/16\"");
 
     public override IEnumerable<byte[]> Seeds()
     {
         yield return Utf8("""{"reusable":true,"ephemeral":false,"tags":["tag:db"],"expirySeconds":3600,"user":"alice@example.com","description":"ci runners"}""");
+        yield return Utf8("""{"routes":["198.18.40.0/24","0.0.0.0/0","::/0","2001:db8::/32"]}""");
         yield return Utf8("""{"name":"acme","nodeKeyExpiryDays":180,"dnsSuffix":"acme.weft.internal","ephemeralTimeoutSeconds":300}""");
         yield return [0xef, 0xbb, 0xbf, (byte)'{', (byte)'}'];
     }
@@ -128,7 +147,9 @@ public sealed class ApiBodyHarness : Harness
         try
         {
             var body = JsonRequestBody.ReadAsync(context.Request).GetAwaiter().GetResult();
-            return input.AsSpan().IndexOf("\"name\""u8) >= 0 ? CreateTailnet(body) : CreateAuthKey(body);
+            return input.AsSpan().IndexOf("\"name\""u8) >= 0 ? CreateTailnet(body)
+                : input.AsSpan().IndexOf("\"routes\""u8) >= 0 ? ApproveRoutes(body)
+                : CreateAuthKey(body);
         }
         catch (ApiException e)
         {
@@ -142,6 +163,13 @@ public sealed class ApiBodyHarness : Harness
         var rejection = TailnetRules.CheckTags(body.OptionalStringList("tags") ?? []);
         _ = (body.OptionalBool("reusable"), body.OptionalBool("ephemeral"), body.OptionalInt("expirySeconds"), body.OptionalString("user"), body.OptionalString("description"));
         return rejection is null ? "auth-key" : "refused:" + rejection.Code;
+    }
+
+    private static string ApproveRoutes(JsonRequestBody body)
+    {
+        body.AllowOnly("routes");
+        var rejection = DeviceRoutes.Check(body.OptionalStringList("routes") ?? [], out var routes);
+        return rejection is null ? $"routes:{routes.Length}" : "refused:" + rejection.Code;
     }
 
     private static string CreateTailnet(JsonRequestBody body)
