@@ -118,7 +118,7 @@ public static class PolicyChecks
                 if (!entry.AllowsPort(port)) continue;
                 var matches = entry.Target is SelfAlias
                     ? from.User is not null && to.User is not null && string.Equals(from.User, to.User, StringComparison.OrdinalIgnoreCase)
-                    : entry.Target.Matches(to);
+                    : entry.Matches(to);
                 if (matches) return new AccessDecision(true, rule.Index, $"{rule.Origin} allows it");
             }
         }

@@ -137,6 +137,29 @@ public sealed class PolicyEngine
 
     public ImmutableArray<FilterGrant> FilterOf(string deviceId) => _slotOf.TryGetValue(deviceId, out var slot) ? _slots[slot]!.Filter : [];
 
+    /// <summary>Does the policy restrict routed traffic to some routers (a grant's <c>via</c>)? Only then do routers look different to different viewers.</summary>
+    public bool HasVia => Policy.HasVia;
+
+    /// <summary>
+    /// The routes of <paramref name="routerId"/> that <paramref name="viewerId"/> may send through it:
+    /// all of them, except those that a grant with <c>via</c> sends (for this viewer) through routers
+    /// with other tags. The exit routes count as one: whether it may use the router as its exit node.
+    /// </summary>
+    public (ImmutableArray<string> Routes, bool ExitNode) UsableRoutes(string viewerId, string routerId)
+    {
+        if (!_slotOf.TryGetValue(routerId, out var routerSlot)) return ([], false);
+        var router = _slots[routerSlot]!.Device.Principal;
+        var routes = router.SubnetRoutes.Select(Routing.Text).ToImmutableArray();
+        if (!_slotOf.TryGetValue(viewerId, out var viewerSlot) || !HasVia) return (routes, router.ExitNode);
+        var restricting = _slots[viewerSlot]!.SourceOf.SelectMany(r => r.Rule.Destinations).Where(d => !d.Via.IsEmpty).ToList();
+        bool Usable(IPNetwork route)
+        {
+            var covering = restricting.Where(d => d.Target.Covers(route)).ToList();
+            return covering.Count == 0 || covering.Any(d => d.CarriedBy(router));
+        }
+        return ([.. router.SubnetRoutes.Where(Usable).Select(Routing.Text)], router.ExitNode && Usable(Routing.AllIpv4));
+    }
+
     // ------------------------------------------------------------------ changes
 
     /// <summary>A device joined, became active again, or changed tags or owner.</summary>
@@ -290,7 +313,7 @@ public sealed class PolicyEngine
         var any = false;
         foreach (var entry in rule.Entries)
         {
-            var match = entry.Destination.Target.Matches(principal);
+            var match = entry.Destination.Matches(principal);
             entry.Devices.Set(slot, match);
             any |= match;
         }
@@ -382,7 +405,9 @@ public sealed class PolicyEngine
             foreach (var destination in rule.Entries)
             {
                 if (!destination.Devices[slot]) continue;
-                var (v4, v6, routed) = Coverage(destination.Destination.Target, device);
+                var (v4, v6, routed) = destination.Destination.CarriedBy(device.Principal)
+                    ? Coverage(destination.Destination.Target, device)
+                    : Coverage(destination.Destination.Target, device with { Routes = [], ExitNode = false }); // via names other routers: itself only
                 var key = $"{rule.Key}#{destination.Index}#{(v4 ? 4 : 0) + (v6 ? 6 : 0)}{(routed.IsEmpty ? "" : "#" + string.Join(",", routed))}";
                 grants.Add(Grant(key, rule.Sources, v4, v6, destination.Destination.Ports, rule.Rule.EffectiveProtocols, routed));
             }

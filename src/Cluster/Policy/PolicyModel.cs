@@ -29,6 +29,12 @@ public abstract record Alias(string Text)
 {
     public abstract bool Matches(Principal principal);
 
+    /// <summary>Matches by the principal's own identity and addresses, leaving out the routes it carries for others.</summary>
+    public virtual bool MatchesItself(Principal principal) => Matches(principal);
+
+    /// <summary>Does this target take in (part of) <paramref name="route"/>, as a destination routed through a router?</summary>
+    public virtual bool Covers(IPNetwork route) => false;
+
     public override string ToString() => Text;
 }
 
@@ -36,6 +42,8 @@ public abstract record Alias(string Text)
 public sealed record AnyAlias() : Alias("*")
 {
     public override bool Matches(Principal principal) => true;
+
+    public override bool Covers(IPNetwork route) => true;
 }
 
 /// <summary>A user's untagged devices.</summary>
@@ -61,9 +69,13 @@ public sealed record TagAlias(string Tag) : Alias(Tag)
 public sealed record PrefixAlias(string Name, IPNetwork Prefix) : Alias(Name)
 {
     public override bool Matches(Principal principal) =>
-        principal.Prefixes.Any(p => Routing.Within(p, Prefix))
+        MatchesItself(principal)
         || principal.SubnetRoutes.Any(r => Routing.Overlap(r, Prefix) is not null)
         || principal.ExitNode && Routing.ReachesInternet(Prefix);
+
+    public override bool MatchesItself(Principal principal) => principal.Prefixes.Any(p => Routing.Within(p, Prefix));
+
+    public override bool Covers(IPNetwork route) => Routing.IsExitRoute(route) ? Routing.ReachesInternet(Prefix) : Routing.Overlap(route, Prefix) is not null;
 }
 
 /// <summary>
@@ -72,8 +84,11 @@ public sealed record PrefixAlias(string Name, IPNetwork Prefix) : Alias(Name)
 /// </summary>
 public sealed record InternetAlias() : Alias("autogroup:internet")
 {
-    public override bool Matches(Principal principal) =>
-        principal.ExitNode || principal.Prefixes.Any(p => Routing.Internet.Any(i => Routing.Within(p, i)));
+    public override bool Matches(Principal principal) => principal.ExitNode || MatchesItself(principal);
+
+    public override bool MatchesItself(Principal principal) => principal.Prefixes.Any(p => Routing.Internet.Any(i => Routing.Within(p, i)));
+
+    public override bool Covers(IPNetwork route) => Routing.IsExitRoute(route);
 }
 
 /// <summary><c>autogroup:member</c>: every device owned by a user (not tagged).</summary>
@@ -106,7 +121,20 @@ public readonly record struct PortRange(int First, int Last)
 /// <summary>One <c>dst</c> entry: a target and its ports.</summary>
 public sealed record Destination(Alias Target, ImmutableArray<PortRange> Ports, string Text)
 {
+    /// <summary>
+    /// A grant's <c>via</c>: the tags of the routers that may carry this destination's routed traffic
+    /// (subnet routes, the internet through exit nodes). Empty: any approved router may.
+    /// </summary>
+    public ImmutableArray<string> Via { get; init; } = [];
+
     public bool AllowsPort(int port) => Ports.Any(p => p.Contains(port));
+
+    /// <summary>Is the device a destination: itself, or a router whose routes it takes in (with via, a router with a via tag).</summary>
+    public bool Matches(Principal principal) =>
+        Via.IsEmpty ? Target.Matches(principal) : Target.MatchesItself(principal) || CarriedBy(principal) && Target.Matches(principal);
+
+    /// <summary>May this router carry the destination's routed traffic?</summary>
+    public bool CarriedBy(Principal router) => Via.IsEmpty || router.Tags.Any(Via.Contains);
 }
 
 /// <summary>
@@ -151,6 +179,11 @@ public sealed record TailnetPolicy(
     ImmutableArray<PolicyTest> Tests)
 {
     public AutoApprovers AutoApprovers { get; init; } = AutoApprovers.None;
+
+    private bool? _hasVia;
+
+    /// <summary>Does a grant send some routed traffic through chosen routers only (<c>via</c>)?</summary>
+    public bool HasVia => _hasVia ??= Rules.Any(r => r.Destinations.Any(d => !d.Via.IsEmpty));
 
     /// <summary>What a new tailnet gets, as Tailscale does: every device may reach every other.</summary>
     public const string DefaultText = """

@@ -457,6 +457,7 @@ public sealed partial class PolicyParser
                 continue;
             }
             HuValue? src = null, dst = null, ip = null;
+            ImmutableArray<string> via = [];
             foreach (var member in item.Members)
             {
                 var memberPath = $"{path}.{member.Name}";
@@ -465,11 +466,9 @@ public sealed partial class PolicyParser
                     case "src": src = member.Value; break;
                     case "dst": dst = member.Value; break;
                     case "ip": ip = member.Value; break;
+                    case "via": via = ReadVia(member.Value, memberPath); break;
                     case "app":
                         Issue(member.Line, member.Column, memberPath, "application capabilities (\"app\") are not supported by Weft; grant network access with \"ip\"");
-                        break;
-                    case "via":
-                        Issue(member.Line, member.Column, memberPath, "\"via\" is not supported yet by Weft: every approved router of a route may carry its traffic");
                         break;
                     case "srcPosture":
                         Issue(member.Line, member.Column, memberPath, "\"srcPosture\" is not supported yet by Weft");
@@ -510,11 +509,25 @@ public sealed partial class PolicyParser
                 Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
             foreach (var (protocols, name, portLists) in byProtocols)
             {
-                var destinations = targets.SelectMany(t => portLists.Select(ports => new Destination(t.Alias, ports, $"{t.Text}:{string.Join(",", ports)}")))
+                var viaText = via.IsEmpty ? "" : " via " + string.Join(",", via);
+                var destinations = targets.SelectMany(t => portLists.Select(ports => new Destination(t.Alias, ports, $"{t.Text}:{string.Join(",", ports)}{viaText}") { Via = via }))
                     .ToImmutableArray();
                 rules.Add(new AccessRule(rules.Count, [.. sources], destinations, protocols, name.Length == 0 ? path : $"{path} ({name})"));
             }
         }
+    }
+
+    /// <summary>A grant's <c>via</c>: tags (defined in tagOwners) of the routers that carry its routed traffic.</summary>
+    private ImmutableArray<string> ReadVia(HuValue value, string path)
+    {
+        var tags = new List<string>();
+        foreach (var (item, itemPath) in ItemsOf(value, path))
+        {
+            if (StringOf(item, itemPath) is not { } text) continue;
+            if (!text.StartsWith("tag:", StringComparison.Ordinal)) Issue(item, itemPath, $"via takes tags only (the routers' tags), not \"{text}\"");
+            else if (ReadAlias(text, item, itemPath, destination: false) is not null) tags.Add(text);
+        }
+        return [.. tags.Distinct().Order(StringComparer.Ordinal)];
     }
 
     /// <summary>One <c>ip</c> entry of a grant: <c>*</c>, <c>443</c>, <c>80-443</c>, <c>tcp:443</c> or <c>icmp:*</c>.</summary>

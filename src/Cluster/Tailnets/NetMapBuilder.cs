@@ -8,8 +8,15 @@ namespace Weft.Cluster.Tailnets;
 /// <summary>Turns the tailnet's device index into the control protocol's nodes and netmaps.</summary>
 public static class NetMapBuilder
 {
-    public static Node NodeFor(TailnetState tailnet, DeviceEntry device, bool online)
+    /// <summary>
+    /// The node of <paramref name="device"/>; for a router seen by <paramref name="viewer"/> under a
+    /// policy with <c>via</c>, with only the routes that viewer may send through it.
+    /// </summary>
+    public static Node NodeFor(TailnetState tailnet, DeviceEntry device, bool online, PolicyEngine? engine = null, string? viewer = null)
     {
+        var (routes, exitNode) = (device.SubnetRoutes, device.IsExitNode);
+        if (engine is not null && viewer is not null && (!routes.IsEmpty || exitNode) && engine.HasVia)
+            (routes, exitNode) = engine.UsableRoutes(viewer, device.DeviceId);
         var node = new Node
         {
             Id = device.DeviceId,
@@ -18,9 +25,9 @@ public static class NetMapBuilder
             NodeKey = ByteString.CopyFrom(Convert.FromHexString(device.NodeKey)),
             DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
             Addresses = { device.Ipv4, device.Ipv6 },
-            AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128", device.SubnetRoutes },
-            Routes = { device.SubnetRoutes },
-            ExitNode = device.IsExitNode,
+            AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128", routes },
+            Routes = { routes },
+            ExitNode = exitNode,
             Endpoints = { device.Endpoints },
             HomeRelay = device.HomeRelay,
             Online = online,
@@ -61,7 +68,7 @@ public static class NetMapBuilder
             Filter = FilterFor(tailnet, deviceId, engine),
         };
         foreach (var peer in engine.VisiblePeers(deviceId).Order(StringComparer.Ordinal))
-            netmap.Peers.Add(NodeFor(tailnet, tailnet.Devices[peer], isOnline(peer)));
+            netmap.Peers.Add(NodeFor(tailnet, tailnet.Devices[peer], isOnline(peer), engine, deviceId));
         return netmap;
     }
 

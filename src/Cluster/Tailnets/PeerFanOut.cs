@@ -20,7 +20,7 @@ public static class PeerFanOut
         Func<string, bool> isOnline, DeltaAccumulator into)
     {
         foreach (var (viewer, peer) in change.Removed) into.Remove(viewer, peer);
-        foreach (var (viewer, peer) in change.Added) into.Add(viewer, NetMapBuilder.NodeFor(after, after.Devices[peer], isOnline(peer)));
+        foreach (var (viewer, peer) in change.Added) into.Add(viewer, NetMapBuilder.NodeFor(after, after.Devices[peer], isOnline(peer), engine, viewer));
         foreach (var device in change.FiltersChanged) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
 
         switch (@event)
@@ -41,6 +41,13 @@ public static class PeerFanOut
             case DeviceTagsChanged e:
                 // Viewers re-resolve tag: sources in their filters from the peer's new tags.
                 Changed(after, e.DeviceId, engine, isOnline, into);
+                // Under via, its tags decide which routers' routes it may use.
+                if (engine.HasVia) RoutersFor(after, e.DeviceId, engine, isOnline, into);
+                break;
+            case PolicyChanged when before.Policy.HasVia || after.Policy.HasVia:
+                // Which router may carry what for whom may have changed: every router again, to each viewer.
+                foreach (var router in after.Devices.Values.Where(d => d.IsActive && (!d.SubnetRoutes.IsEmpty || d.IsExitNode)))
+                    Changed(after, router.DeviceId, engine, isOnline, into);
                 break;
             case DeviceRoutesAdvertised or DeviceRoutesApproved:
                 var deviceId = @event is DeviceRoutesAdvertised advertised ? advertised.DeviceId : ((DeviceRoutesApproved)@event).DeviceId;
@@ -88,9 +95,28 @@ public static class PeerFanOut
 
     private static void Changed(TailnetState after, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
     {
-        var node = NetMapBuilder.NodeFor(after, after.Devices[deviceId], isOnline(deviceId));
-        foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, node);
+        var device = after.Devices[deviceId];
+        if (engine.HasVia && (!device.SubnetRoutes.IsEmpty || device.IsExitNode))
+        {
+            // A router under via: each viewer gets the routes it may send through it.
+            foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, NetMapBuilder.NodeFor(after, device, isOnline(deviceId), engine, viewer));
+        }
+        else
+        {
+            var node = NetMapBuilder.NodeFor(after, device, isOnline(deviceId));
+            foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, node);
+        }
         Self(after, deviceId, isOnline, into);
+    }
+
+    /// <summary>The routers <paramref name="viewerId"/> sees, again, with the routes it may now use through each.</summary>
+    private static void RoutersFor(TailnetState after, string viewerId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        foreach (var peer in engine.VisiblePeers(viewerId))
+        {
+            var router = after.Devices[peer];
+            if (!router.SubnetRoutes.IsEmpty || router.IsExitNode) into.Change(viewerId, NetMapBuilder.NodeFor(after, router, isOnline(peer), engine, viewerId));
+        }
     }
 
     private static void Patch(string deviceId, PolicyEngine engine, PeerPatch patch, DeltaAccumulator into)

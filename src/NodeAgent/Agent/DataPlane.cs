@@ -160,7 +160,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         var node = view.Peers.Values.FirstOrDefault(n => string.Equals(n.Name, target, StringComparison.OrdinalIgnoreCase)
             || string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase) || n.Addresses.Contains(target));
         if (node is null) return (null, $"no peer called '{target}' is in the netmap (the policy must let this device reach it)");
-        if (!node.ExitNode) return (null, $"'{node.Name}' is not an approved exit node (it must advertise one, and an admin or autoApprovers approve it)");
+        if (!node.ExitNode) return (null, $"'{node.Name}' is not an exit node this device may use (it must advertise one and be approved, and no grant's via may name other exit nodes for this device)");
         return (node, null);
     }
 

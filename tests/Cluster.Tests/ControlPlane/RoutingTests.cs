@@ -148,6 +148,54 @@ public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedC
     }
 
     [Fact]
+    public async Task Via_sends_alices_subnet_through_the_named_router_and_a_policy_edit_that_drops_via_hands_it_back_to_the_election()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("via");
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = "alice@example.com" })).ReadAs<UserResource>(HttpStatusCode.Created);
+        string PolicyWith(string via) => $$"""
+            {
+              "tagOwners": { "tag:eu": [], "tag:us": [] },
+              "grants": [
+                { "src": ["alice@example.com"], "dst": ["{{Subnet}}"], "ip": ["*"]{{via}} },
+                { "src": ["alice@example.com"], "dst": ["tag:eu", "tag:us"], "ip": ["22"] },
+              ],
+            }
+            """;
+        async Task SetPolicy(string text) =>
+            await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", new StringContent(text, Encoding.UTF8, "application/hujson"))).ReadAs<PolicyResource>(HttpStatusCode.OK);
+        await SetPolicy(PolicyWith(""));
+        var eu = TestAgent.Start(agents, [coordinator.Control], "router-eu", (await Http.CreateAuthKey(tailnet, tags: ["tag:eu"])).Key, tunnels: true, tune: o => o with { AdvertisedRoutes = [Subnet] });
+        var us = TestAgent.Start(agents, [coordinator.Control], "router-us", (await Http.CreateAuthKey(tailnet, tags: ["tag:us"])).Key, tunnels: true, tune: o => o with { AdvertisedRoutes = [Subnet] });
+        using var alice = Client(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
+        foreach (var router in new[] { eu, us })
+        {
+            await router.WaitForState(ControlState.Running);
+            await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement");
+            await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = new[] { Subnet } })).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        }
+        await alice.WaitForNetMap(v => v.Peers.Values.Count(p => p.Routes.Contains(Subnet)) == 2, "without via, alice may use either router");
+
+        // via tag:us: alice still sees both routers (ssh), but only the US one carries her subnet, whatever the ids.
+        await SetPolicy(PolicyWith(""", "via": ["tag:us"]"""));
+        var view = await alice.WaitForNetMap(v => v.Peers.Values.Count(p => p.Routes.Contains(Subnet)) == 1, "under via, one router carries alice's subnet");
+        Assert.Equal(us.DeviceId, view.Peers.Values.Single(p => p.Routes.Contains(Subnet)).Id);
+        Assert.Equal(2, view.Peers.Count);
+        await Eventually.Until(() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))?.PublicKey.ToString()),
+            k => k == us.Device!.PrivateKey!.PublicKey.ToString(), "WireGuard sends alice's subnet to the US router");
+        await eu.WaitForNetMap(v => !v.Filter.Rules.Any(r => r.Destinations.Contains(Subnet)), "the EU router no longer opens the subnet to alice");
+
+        // via dropped again: both routers carry it for alice, and the election decides.
+        await SetPolicy(PolicyWith(""));
+        await alice.WaitForNetMap(v => v.Peers.Values.Count(p => p.Routes.Contains(Subnet)) == 2, "without via again, both routers");
+        var elected = string.CompareOrdinal(eu.DeviceId, us.DeviceId) < 0 ? eu : us;
+        await Eventually.Until(() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))?.PublicKey.ToString()),
+            k => k == elected.Device!.PrivateKey!.PublicKey.ToString(), "the election picks the lower id");
+        eu.Dispose();
+        us.Dispose();
+    }
+
+    [Fact]
     public async Task Malformed_route_requests_get_a_clear_error_and_change_nothing()
     {
         await using var agents = new AgentSystem();

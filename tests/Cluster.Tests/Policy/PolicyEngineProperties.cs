@@ -31,6 +31,8 @@ public class PolicyEngineProperties
         Parse("""{ "acls": [ { "action": "accept", "src": ["group:eng"], "dst": ["lan:22", "autogroup:internet:*"] }, { "action": "accept", "src": ["tag:ci"], "dst": ["198.18.0.0/15:*"] } ] }"""),
         Parse("""{ "grants": [ { "src": ["autogroup:member"], "dst": ["198.18.41.0/24", "tag:db"], "ip": ["tcp:22", "udp:53"] }, { "src": ["*"], "dst": ["autogroup:internet"], "ip": ["*"] } ] }"""),
         Parse("""{ "acls": [ { "action": "accept", "src": ["lan"], "dst": ["tag:web:80"] }, { "action": "accept", "src": ["carol@example.com"], "dst": ["*:*"] } ] }"""),
+        // via: alice's subnet and internet only through tag:web routers; bob's through any.
+        Parse("""{ "grants": [ { "src": ["alice@example.com"], "dst": ["lan", "autogroup:internet"], "ip": ["*"], "via": ["tag:web"] }, { "src": ["bob@example.com", "tag:ci"], "dst": ["198.18.0.0/15"], "ip": ["tcp:22"] }, { "src": ["alice@example.com"], "dst": ["tag:db"], "ip": ["22"] } ] }"""),
     ];
 
     private static readonly ImmutableArray<System.Net.IPNetwork>[] RoutePlans =
@@ -112,6 +114,13 @@ public class PolicyEngineProperties
             if (!expected.SetEquals(reported)) return false;
             foreach (var id in devices.Keys)
                 if (!scratch.FilterOf(id).Select(g => g.Key).SequenceEqual(engine.FilterOf(id).Select(g => g.Key))) return false;
+            // What each viewer may send through each router (via) is the same too.
+            foreach (var viewer in devices.Keys)
+                foreach (var router in devices.Keys)
+                {
+                    var (a, b) = (scratch.UsableRoutes(viewer, router), engine.UsableRoutes(viewer, router));
+                    if (!a.Routes.SequenceEqual(b.Routes) || a.ExitNode != b.ExitNode) return false;
+                }
         }
         return true;
     }

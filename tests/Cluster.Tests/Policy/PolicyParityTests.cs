@@ -247,6 +247,8 @@ public class PolicyParityTests
     [InlineData("""{ "grants": [ { "src": ["*"], "dst": ["*:80"], "ip": ["*"] } ] }""", "is not a user")]
     [InlineData("""{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "app": { "example.com/cap/x": [{}] } } ] }""", "application capabilities")]
     [InlineData("""{ "grants": [ { "src": ["autogroup:internet"], "dst": ["*"], "ip": ["*"] } ] }""", "can only be a destination")]
+    [InlineData("""{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["alice@example.com"] } ] }""", "via takes tags only")]
+    [InlineData("""{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["tag:nowhere"] } ] }""", "tag:nowhere is not defined in tagOwners")]
     public void Malformed_or_unsupported_grants_are_refused_with_a_reason(string text, string expected) =>
         Assert.Contains(expected, Refused(text).Message);
 
@@ -311,6 +313,46 @@ public class PolicyParityTests
         Assert.True(PolicyChecks.Check(policy, Alice, "8.8.8.8:443", null, Devices).Allowed);
         Assert.False(PolicyChecks.Check(policy, Alice, "100.64.0.3:443", null, Devices).Allowed);
         Assert.False(PolicyChecks.Check(policy, Bob, "8.8.8.8:443", null, Devices).Allowed);
+    }
+
+    [Fact]
+    public void Via_sends_a_subnet_and_the_internet_through_the_named_routers_only_VIA()
+    {
+        // Two routers for one subnet, in two regions, and two exit nodes.
+        var eu = Router with { DeviceId = "router-eu", Tags = ["tag:eu"], Ipv4 = "100.64.0.10", Ipv6 = "fd7a:115c:a1e0::10" };
+        var us = Router with { DeviceId = "router-us", Tags = ["tag:us"], Ipv4 = "100.64.0.11", Ipv6 = "fd7a:115c:a1e0::11" };
+        var exitEu = Exit with { DeviceId = "exit-eu", Tags = ["tag:eu"], Ipv4 = "100.64.0.12", Ipv6 = "fd7a:115c:a1e0::12" };
+        var exitUs = Exit with { DeviceId = "exit-us", Tags = ["tag:us"], Ipv4 = "100.64.0.13", Ipv6 = "fd7a:115c:a1e0::13" };
+        var policy = Valid("""
+            {
+              "tagOwners": { "tag:eu": [], "tag:us": [] },
+              "grants": [
+                { "src": ["alice@example.com"], "dst": ["198.18.40.0/24", "autogroup:internet"], "ip": ["*"], "via": ["tag:us"] },
+                { "src": ["alice@example.com"], "dst": ["tag:eu"], "ip": ["22"] },
+                { "src": ["bob@example.com"], "dst": ["198.18.40.0/24"], "ip": ["*"] },
+              ],
+            }
+            """);
+        var engine = PolicyEngine.Compile(policy, [AliceLaptop, BobLaptop, eu, us, exitEu, exitUs]);
+
+        // alice sees the EU devices only for SSH; her subnet and internet go through the US ones.
+        Assert.Equal(["exit-eu", "exit-us", "router-eu", "router-us"], Sees(engine, AliceLaptop));
+        Assert.Equal(("198.18.40.0/24", false), Usable(engine, "alice-laptop", "router-us"));
+        Assert.Equal(("", false), Usable(engine, "alice-laptop", "router-eu"));
+        Assert.True(engine.UsableRoutes("alice-laptop", "exit-us").ExitNode);
+        Assert.False(engine.UsableRoutes("alice-laptop", "exit-eu").ExitNode);
+        // The EU router's filter opens only itself (port 22) to alice, never the subnet; the US router's opens the subnet.
+        Assert.DoesNotContain(engine.FilterOf("router-eu"), g => g.Sources.Contains("user:alice@example.com") && !g.Routed.IsDefaultOrEmpty);
+        Assert.Contains(engine.FilterOf("router-us"), g => g.Sources.Contains("user:alice@example.com") && g.Routed.Contains("198.18.40.0/24"));
+        // bob has no via: every router of the subnet may carry it.
+        Assert.Equal(("198.18.40.0/24", false), Usable(engine, "bob-laptop", "router-eu"));
+        Assert.Equal(("198.18.40.0/24", false), Usable(engine, "bob-laptop", "router-us"));
+    }
+
+    private static (string Routes, bool ExitNode) Usable(PolicyEngine engine, string viewer, string router)
+    {
+        var (routes, exitNode) = engine.UsableRoutes(viewer, router);
+        return (string.Join(" ", routes), exitNode);
     }
 
     [Fact]
