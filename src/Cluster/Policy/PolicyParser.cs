@@ -416,9 +416,7 @@ public sealed partial class PolicyParser
             if (dst is null) Issue(item, path, "missing \"dst\"");
             if (src is null || dst is null) continue;
 
-            var sources = new List<Alias>();
-            foreach (var (entry, entryPath) in ItemsOf(src, $"{path}.src"))
-                if (StringOf(entry, entryPath) is { } text && ReadAlias(text, entry, entryPath, destination: false) is { } alias) sources.Add(alias);
+            var sources = ReadSources(src, path);
             var destinations = new List<Destination>();
             foreach (var (entry, entryPath) in ItemsOf(dst, $"{path}.dst"))
                 if (StringOf(entry, entryPath) is { } text && ReadDestination(text, entry, entryPath) is { } destination) destinations.Add(destination);
@@ -433,12 +431,26 @@ public sealed partial class PolicyParser
                             Issue(entry, entryPath, $"proto {proto.Text} has no ports: write the destination with :*");
                 }
             }
-            if (src.Kind == HuKind.Array && src.Items.Count == 0) Issue(src, $"{path}.src", "src is empty: the rule would allow nothing");
-            if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", "dst is empty: the rule would allow nothing");
-            if (destinations.Any(d => d.Target is SelfAlias) && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
-                Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
+            CheckSourcesFit(src, dst, path, "rule", sources, destinations.Any(d => d.Target is SelfAlias));
             rules.Add(new AccessRule(rules.Count, [.. sources], [.. destinations], protocols, path));
         }
+    }
+
+    private List<Alias> ReadSources(HuValue src, string path)
+    {
+        var sources = new List<Alias>();
+        foreach (var (entry, entryPath) in ItemsOf(src, $"{path}.src"))
+            if (StringOf(entry, entryPath) is { } text && ReadAlias(text, entry, entryPath, destination: false) is { } alias) sources.Add(alias);
+        return sources;
+    }
+
+    /// <summary>What a rule and a grant both check: neither side empty, and autogroup:self only for user sources.</summary>
+    private void CheckSourcesFit(HuValue src, HuValue dst, string path, string what, List<Alias> sources, bool toSelf)
+    {
+        if (src.Kind == HuKind.Array && src.Items.Count == 0) Issue(src, $"{path}.src", $"src is empty: the {what} would allow nothing");
+        if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", $"dst is empty: the {what} would allow nothing");
+        if (toSelf && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
+            Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
     }
 
     // ------------------------------------------------------------------ grants
@@ -483,9 +495,7 @@ public sealed partial class PolicyParser
             if (ip is null && !item.Members.Any(m => m.Name == "app")) Issue(item, path, "missing \"ip\": a grant gives network access with ip, for example [\"*\"] or [\"tcp:443\"]");
             if (src is null || dst is null || ip is null) continue;
 
-            var sources = new List<Alias>();
-            foreach (var (entry, entryPath) in ItemsOf(src, $"{path}.src"))
-                if (StringOf(entry, entryPath) is { } text && ReadAlias(text, entry, entryPath, destination: false) is { } alias) sources.Add(alias);
+            var sources = ReadSources(src, path);
             var targets = new List<(Alias Alias, string Text)>();
             foreach (var (entry, entryPath) in ItemsOf(dst, $"{path}.dst"))
             {
@@ -502,11 +512,8 @@ public sealed partial class PolicyParser
                 if (group.Ports is null) byProtocols.Add(group = (capability.Protocols, capability.Name, []));
                 group.Ports.Add(capability.Ports);
             }
-            if (src.Kind == HuKind.Array && src.Items.Count == 0) Issue(src, $"{path}.src", "src is empty: the grant would allow nothing");
-            if (dst.Kind == HuKind.Array && dst.Items.Count == 0) Issue(dst, $"{path}.dst", "dst is empty: the grant would allow nothing");
+            CheckSourcesFit(src, dst, path, "grant", sources, targets.Any(t => t.Alias is SelfAlias));
             if (ip.Kind == HuKind.Array && ip.Items.Count == 0) Issue(ip, $"{path}.ip", "ip is empty: the grant would allow nothing");
-            if (targets.Any(t => t.Alias is SelfAlias) && sources.Any(s => s is TagAlias or TaggedAlias or PrefixAlias))
-                Issue(src, $"{path}.src", "with autogroup:self in dst, src may only hold users, groups, autogroup:member or *");
             foreach (var (protocols, name, portLists) in byProtocols)
             {
                 var viaText = via.IsEmpty ? "" : " via " + string.Join(",", via);
