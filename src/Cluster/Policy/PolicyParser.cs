@@ -37,7 +37,7 @@ public sealed partial class PolicyParser
     private static readonly HashSet<string> NotSupportedSections = new(StringComparer.Ordinal)
     {
         "ssh", "sshTests", "postures", "defaultSrcPosture", "nodeAttrs", "derpMap", "disableIPv4",
-        "randomizeClientPort", "ipsets", "attrs", "onePasswordCapabilities",
+        "randomizeClientPort", "ipsets", "attrs", "onePasswordCapabilities", "OneCGNATRoute",
     };
 
     private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
@@ -248,6 +248,7 @@ public sealed partial class PolicyParser
             switch (text)
             {
                 case "autogroup:member": return new MemberAlias();
+                case "autogroup:members": return new MemberAlias(); // Tailscale's legacy spelling, still accepted there
                 case "autogroup:tagged": return new TaggedAlias();
                 case "autogroup:self" when destination: return new SelfAlias();
                 case "autogroup:internet" when destination: return new InternetAlias();

@@ -420,6 +420,7 @@ public class PolicyParityTests
     [InlineData("""{ "ssh": [] }""", "\"ssh\" is not supported yet by Weft")]
     [InlineData("""{ "nodeAttrs": [] }""", "\"nodeAttrs\" is not supported yet by Weft")]
     [InlineData("""{ "ipsets": {} }""", "\"ipsets\" is not supported yet by Weft")]
+    [InlineData("""{ "OneCGNATRoute": "mullvad" }""", "\"OneCGNATRoute\" is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["autogroup:admin"], "dst": ["*:*"] } ] }""", "autogroup:admin is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["ipset:office"], "dst": ["*:*"] } ] }""", "ipset: selectors are not supported yet")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["svc:db"], "dst": ["*:*"] } ] }""", "svc: selectors are not supported yet")]
@@ -427,6 +428,15 @@ public class PolicyParityTests
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["*"], "srcPosture": [], "dst": ["*:*"] } ] }""", "\"srcPosture\" is not supported yet by Weft")]
     public void What_weft_does_not_support_is_refused_saying_so_README_not_supported_yet(string text, string expected) =>
         Assert.Contains(expected, Refused(text).Message);
+
+    [Fact]
+    public void The_legacy_autogroup_members_means_autogroup_member_SYNTAX()
+    {
+        var legacy = PolicyEngine.Compile(Valid("""{ "acls": [ { "action": "accept", "src": ["autogroup:members"], "dst": ["tag:web:80"] } ], "tagOwners": { "tag:web": [] } }"""), Devices);
+        var current = PolicyEngine.Compile(Valid("""{ "acls": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:web:80"] } ], "tagOwners": { "tag:web": [] } }"""), Devices);
+        Assert.Equal(Sees(current, Web), Sees(legacy, Web));
+        Assert.Equal(["alice-laptop", "bob-laptop"], Sees(legacy, Web));
+    }
 
     [Fact]
     public void The_legacy_action_allow_is_accepted_as_accept_SYNTAX() =>
