@@ -80,4 +80,5 @@ static List<Harness> AllHarnesses() =>
     new PolicyHarness(),
     new ApiBodyHarness(),
     new TokenHarness(),
+    new StunHarness(),
 ];
