@@ -24,4 +24,21 @@ public static class LabTest
             throw;
         }
     }
+
+    /// <summary>
+    /// Runs a scenario; if it fails, the failure carries every lab process's output (the agents' and
+    /// the coordinator's logs), also kept in <c>weft-&lt;name&gt;-failure.log</c> in the temp folder.
+    /// </summary>
+    public static async Task WithLogsOnFailure(Lab.Lab lab, string name, Func<Task> scenario)
+    {
+        try
+        {
+            await scenario();
+        }
+        catch (Exception e) when (e is not SkipException)
+        {
+            File.WriteAllText(Path.Combine(Path.GetTempPath(), $"weft-{name}-failure.log"), lab.ProcessOutputs());
+            throw new Xunit.Sdk.XunitException($"{e.Message}\n--- lab process output ---\n{lab.ProcessOutputs()}\n--- end ---\n{e.StackTrace}");
+        }
+    }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Text.RegularExpressions;
 
 namespace Weft.Cluster.Policy;
@@ -24,8 +25,8 @@ public static class TagOwnership
     /// Does <paramref name="user"/> own <paramref name="tag"/>: listed in its tagOwners entry by name,
     /// through a group, or as <c>autogroup:member</c> (every user)? An empty entry is for admins only.
     /// </summary>
-    public static bool Owns(this IReadOnlyDictionary<string, System.Collections.Immutable.ImmutableArray<string>> tagOwners,
-        IReadOnlyDictionary<string, System.Collections.Immutable.ImmutableArray<string>> groups, string user, string tag) =>
+    public static bool Owns(IReadOnlyDictionary<string, ImmutableArray<string>> tagOwners, IReadOnlyDictionary<string, ImmutableArray<string>> groups,
+        string user, string tag) =>
         tagOwners.TryGetValue(tag, out var owners) && owners.Any(owner =>
             string.Equals(owner, user, StringComparison.OrdinalIgnoreCase)
             || owner == "autogroup:member"

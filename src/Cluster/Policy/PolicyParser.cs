@@ -247,8 +247,7 @@ public sealed partial class PolicyParser
         {
             switch (text)
             {
-                case "autogroup:member": return new MemberAlias();
-                case "autogroup:members": return new MemberAlias(); // Tailscale's legacy spelling, still accepted there
+                case "autogroup:member" or "autogroup:members": return new MemberAlias(); // "members": Tailscale's legacy spelling, still accepted there
                 case "autogroup:tagged": return new TaggedAlias();
                 case "autogroup:self" when destination: return new SelfAlias();
                 case "autogroup:internet" when destination: return new InternetAlias();
@@ -515,9 +514,9 @@ public sealed partial class PolicyParser
             }
             CheckSourcesFit(src, dst, path, "grant", sources, targets.Any(t => t.Alias is SelfAlias));
             if (ip.Kind == HuKind.Array && ip.Items.Count == 0) Issue(ip, $"{path}.ip", "ip is empty: the grant would allow nothing");
+            var viaText = via.IsEmpty ? "" : " via " + string.Join(",", via);
             foreach (var (protocols, name, portLists) in byProtocols)
             {
-                var viaText = via.IsEmpty ? "" : " via " + string.Join(",", via);
                 var destinations = targets.SelectMany(t => portLists.Select(ports => new Destination(t.Alias, ports, $"{t.Text}:{string.Join(",", ports)}{viaText}") { Via = via }))
                     .ToImmutableArray();
                 rules.Add(new AccessRule(rules.Count, [.. sources], destinations, protocols, name.Length == 0 ? path : $"{path} ({name})"));
@@ -615,6 +614,10 @@ public sealed partial class PolicyParser
 
     // ------------------------------------------------------------------ tests
 
+    /// <summary>A test names one address: an IP written alone, or a host that names one (never a CIDR, not even a /32).</summary>
+    private static bool NamesOneAddress(PrefixAlias prefix) =>
+        !prefix.Text.Contains('/') && prefix.Prefix.PrefixLength == IpLiteral.MaxLength(prefix.Prefix.BaseAddress);
+
     private ImmutableArray<PolicyTest> ReadTests(HuValue tests)
     {
         var result = new List<PolicyTest>();
@@ -643,7 +646,7 @@ public sealed partial class PolicyParser
                         else if (source is not null)
                         {
                             var alias = ReadAlias(source, member.Value, memberPath, destination: false);
-                            if (alias is PrefixAlias prefix && (source.Contains('/') || prefix.Prefix.PrefixLength != IpLiteral.MaxLength(prefix.Prefix.BaseAddress)))
+                            if (alias is PrefixAlias prefix && !NamesOneAddress(prefix))
                             {
                                 Issue(member.Value, memberPath, $"a test's src is one address, not the prefix \"{source}\"");
                                 source = null;
@@ -663,7 +666,7 @@ public sealed partial class PolicyParser
                                 Issue(entry, entryPath, $"a test checks one port: write \"{destination.Target.Text}:22\", not \"{text}\"");
                             else if (destination.Target is AnyAlias or SelfAlias or MemberAlias or TaggedAlias or InternetAlias)
                                 Issue(entry, entryPath, $"a test checks a concrete destination (user, tag, host or IP), not {destination.Target.Text}");
-                            else if (destination.Target is PrefixAlias prefix && (destination.Target.Text.Contains('/') || prefix.Prefix.PrefixLength != IpLiteral.MaxLength(prefix.Prefix.BaseAddress)))
+                            else if (destination.Target is PrefixAlias prefix && !NamesOneAddress(prefix))
                                 // Tailscale: tests take single IPs or hosts, never CIDRs (not even a /32).
                                 Issue(entry, entryPath, $"a test checks one address, not a prefix: \"{text}\" (write the address alone, or a host that names one address)");
                             else into.Add(text);

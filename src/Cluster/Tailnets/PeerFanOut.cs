@@ -49,12 +49,11 @@ public static class PeerFanOut
                 foreach (var router in after.Devices.Values.Where(d => d.IsActive && (!d.SubnetRoutes.IsEmpty || d.IsExitNode)))
                     Changed(after, router.DeviceId, engine, isOnline, into);
                 break;
-            case DeviceRoutesAdvertised or DeviceRoutesApproved:
-                var deviceId = @event is DeviceRoutesAdvertised advertised ? advertised.DeviceId : ((DeviceRoutesApproved)@event).DeviceId;
-                if (before.Devices[deviceId].EnabledRoutes.SequenceEqual(after.Devices[deviceId].EnabledRoutes))
-                    Self(after, deviceId, isOnline, into); // only what it advertises or has approved changed: the device itself shows it
-                else
-                    Changed(after, deviceId, engine, isOnline, into); // its peers' AllowedIPs and route tables follow
+            case DeviceRoutesAdvertised e:
+                RoutesChanged(before, after, e.DeviceId, engine, isOnline, into);
+                break;
+            case DeviceRoutesApproved e:
+                RoutesChanged(before, after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceExpired e:
                 into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
@@ -107,6 +106,14 @@ public static class PeerFanOut
             foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, node);
         }
         Self(after, deviceId, isOnline, into);
+    }
+
+    private static void RoutesChanged(TailnetState before, TailnetState after, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        if (before.Devices[deviceId].EnabledRoutes.SequenceEqual(after.Devices[deviceId].EnabledRoutes))
+            Self(after, deviceId, isOnline, into); // only what it advertises or has approved changed: the device itself shows it
+        else
+            Changed(after, deviceId, engine, isOnline, into); // its peers' AllowedIPs and route tables follow
     }
 
     /// <summary>The routers <paramref name="viewerId"/> sees, again, with the routes it may now use through each.</summary>

@@ -22,14 +22,38 @@ public static class LinkConfigurator
     }
 
     /// <summary>Runs <c>ip</c> with the given arguments; a failure is an exception carrying ip's own message.</summary>
-    public static void Ip(params string[] arguments)
+    public static void Ip(params string[] arguments) => Run("ip", "iproute2", null, arguments);
+
+    /// <summary>
+    /// Runs a system tool (<c>ip</c>, <c>nft</c>), with <paramref name="input"/> on its standard input
+    /// when given. A tool that is missing or fails is an <see cref="IOException"/> with its own message.
+    /// </summary>
+    public static void Run(string program, string package, string? input, params string[] arguments)
     {
-        var info = new ProcessStartInfo("ip") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        var info = new ProcessStartInfo(program)
+        {
+            RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = input is not null, UseShellExecute = false,
+        };
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
-        using var process = Process.Start(info) ?? throw new IOException("cannot run ip (is iproute2 installed?)");
+        Process process;
+        try
+        {
+            process = Process.Start(info) ?? throw new IOException($"cannot run {program} (is {package} installed?)");
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new IOException($"cannot run {program} (is {package} installed?): {e.Message}", e);
+        }
+        using var _ = process;
+        if (input is not null)
+        {
+            process.StandardInput.Write(input);
+            process.StandardInput.Close();
+        }
+        var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEnd();
-        process.StandardOutput.ReadToEnd();
+        output.Wait();
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new IOException($"ip {string.Join(' ', arguments)}: {error.Trim()}");
+        if (process.ExitCode != 0) throw new IOException($"{program} {string.Join(' ', arguments)}: {error.Trim()}");
     }
 }

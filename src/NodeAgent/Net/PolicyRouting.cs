@@ -164,29 +164,7 @@ public sealed class SubnetRouter : IDisposable
         }
     }
 
-    private static void Nft(string? input, params string[] arguments)
-    {
-        var info = new System.Diagnostics.ProcessStartInfo("nft") { RedirectStandardError = true, RedirectStandardInput = input is not null, UseShellExecute = false };
-        foreach (var argument in arguments) info.ArgumentList.Add(argument);
-        System.Diagnostics.Process process;
-        try
-        {
-            process = System.Diagnostics.Process.Start(info) ?? throw new IOException("cannot run nft (is nftables installed?)");
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new IOException($"cannot run nft (is nftables installed?): {e.Message}", e);
-        }
-        using var _ = process;
-        if (input is not null)
-        {
-            process.StandardInput.Write(input);
-            process.StandardInput.Close();
-        }
-        var error = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0) throw new IOException($"nft {string.Join(' ', arguments)}: {error.Trim()}");
-    }
+    private static void Nft(string? input, params string[] arguments) => LinkConfigurator.Run("nft", "nftables", input, arguments);
 
     public void Dispose() => RemoveTable();
 }

@@ -41,9 +41,8 @@ public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedC
     private static TestAgent Client(AgentSystem agents, Uri control, string name, string key) =>
         TestAgent.Start(agents, [control], name, key, tunnels: true, tunePlane: p => p with { AcceptRoutes = true });
 
-    private Task<DeviceRoutesResource> Routes(string tailnet, string device) =>
-        Eventually.Until(async () => await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}/routes")).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK),
-            _ => true, "the device's routes");
+    private async Task<DeviceRoutesResource> Routes(string tailnet, string device) =>
+        await (await Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices/{device}/routes")).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
 
     [Fact]
     public async Task An_approved_route_reaches_the_allowed_peers_tunnels_and_route_tables_and_revoking_it_takes_it_away()

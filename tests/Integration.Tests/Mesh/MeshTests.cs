@@ -50,21 +50,7 @@ public class MeshTests
     {
         await using var lab = LabTest.Open("ping", "dig", "setpriv");
         var mesh = await StartMesh(lab);
-        await WithLogsOnFailure(lab, () => MeshScenario(lab, mesh));
-    }
-
-    /// <summary>Runs a scenario; if it fails, the failure carries every lab process's output (the agents' and the coordinator's logs).</summary>
-    private static async Task WithLogsOnFailure(Lab.Lab lab, Func<Task> scenario)
-    {
-        try
-        {
-            await scenario();
-        }
-        catch (Exception e) when (e is not SkipException)
-        {
-            File.WriteAllText(Path.Combine(Path.GetTempPath(), "weft-mesh-failure.log"), lab.ProcessOutputs());
-            throw new Xunit.Sdk.XunitException($"{e.Message}\n--- lab process output ---\n{lab.ProcessOutputs()}\n--- end ---\n{e.StackTrace}");
-        }
+        await LabTest.WithLogsOnFailure(lab, "mesh", () => MeshScenario(lab, mesh));
     }
 
     private static async Task MeshScenario(Lab.Lab lab, Mesh mesh)

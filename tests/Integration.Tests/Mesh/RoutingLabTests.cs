@@ -36,14 +36,7 @@ public class RoutingLabTests
         var segment = Segment.Create(lab);
         segment.AttachHost(Hub + "/24");
         var coordinator = WeftCoordinator.Start(lab, Hub);
-        try
-        {
-            await Scenario(lab, segment, coordinator);
-        }
-        catch (Exception e) when (e is not SkipException)
-        {
-            throw new Xunit.Sdk.XunitException($"{e.Message}\n--- lab process output ---\n{lab.ProcessOutputs()}\n--- end ---\n{e.StackTrace}");
-        }
+        await LabTest.WithLogsOnFailure(lab, "routing", () => Scenario(lab, segment, coordinator));
     }
 
     private static async Task Scenario(Lab.Lab lab, Segment segment, WeftCoordinator coordinator)
