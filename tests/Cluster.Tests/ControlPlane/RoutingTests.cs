@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Akka.Actor;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Admin;
 using Weft.NodeAgent.Control;
@@ -192,6 +193,39 @@ public class RoutingTests(SharedCoordinator coordinator) : IClassFixture<SharedC
             k => k == elected.Device!.PrivateKey!.PublicKey.ToString(), "the election picks the lower id");
         eu.Dispose();
         us.Dispose();
+    }
+
+    [Fact]
+    public async Task A_restarted_data_plane_and_control_client_keep_the_routes_and_follow_a_later_revocation()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await Tailnet();
+        using var router = Router(agents, coordinator.Control, (await Http.CreateAuthKey(tailnet, tags: ["tag:router"])).Key, Subnet);
+        using var alice = Client(agents, coordinator.Control, "alice", (await Http.CreateAuthKey(tailnet, user: "alice@example.com")).Key);
+        await router.WaitForState(ControlState.Running);
+        await Eventually.Until(() => Routes(tailnet, router.DeviceId!), r => r.Advertised.Count == 1, "the advertisement");
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = new[] { Subnet } })).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        await Eventually.Until(() => Task.FromResult(alice.Link!.Routes), r => r.Contains(IpPrefix.Parse(Subnet)), "alice routes the subnet");
+        Task<string?> Carrier() => Task.FromResult(alice.Device!.AllowedIps.Lookup(IPAddress.Parse("198.18.40.9"))?.PublicKey.ToString());
+        var routerKey = router.Device!.PrivateKey!.PublicKey.ToString();
+
+        // alice's data plane crashes: the restarted actor re-learns the netmap; the routes and allowed IPs never went away.
+        alice.DataPlane!.Tell(Kill.Instance);
+        var status = await Eventually.Until(() => alice.DataPlane.Ask<Weft.NodeAgent.Agent.RoutingStatus>(Weft.NodeAgent.Agent.GetRoutingStatus.Instance, TimeSpan.FromSeconds(5)),
+            s => s.Routes.Contains(Subnet), "the restarted data plane reports the subnet route");
+        Assert.Null(status.ExitNode);
+        Assert.Equal(routerKey, await Carrier());
+        // The router's control client crashes: it reconnects and advertises again; nothing changes for alice.
+        router.Client.Tell(Kill.Instance);
+        await router.WaitForState(ControlState.Running);
+        Assert.Equal([Subnet], (await Routes(tailnet, router.DeviceId!)).Enabled);
+
+        // A revocation after the restarts reaches alice's tunnels and route table: nothing stale is left behind.
+        await (await Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{router.DeviceId}/routes", new { routes = Array.Empty<string>() })).ReadAs<DeviceRoutesResource>(HttpStatusCode.OK);
+        await Eventually.Until(() => Task.FromResult(alice.Link!.Routes), r => r.Count == 0, "alice's route goes");
+        await Eventually.Until(Carrier, k => k is null, "WireGuard no longer sends 198.18.40.9 anywhere");
+        await Eventually.Until(() => alice.DataPlane.Ask<Weft.NodeAgent.Agent.RoutingStatus>(Weft.NodeAgent.Agent.GetRoutingStatus.Instance, TimeSpan.FromSeconds(5)),
+            s => s.Routes.Count == 0, "the data plane reports no route");
     }
 
     [Fact]
