@@ -1,7 +1,7 @@
 namespace Weft.Contracts.Keys;
 
 /// <summary>Decodes the two text forms of a 32-byte key: base64 (wg, wg-quick) and lowercase hex (UAPI, prefixed forms).</summary>
-internal static class KeyEncoding
+public static class KeyEncoding
 {
     public const int Size = 32;
 

@@ -95,6 +95,53 @@ public static class StunMessage
         return StunError.None;
     }
 
+    public const ushort ChangeRequest = 0x0003;
+    public const int ClassicTransactionIdLength = 16;
+
+    /// <summary>
+    /// Reads an RFC 3489 ("classic") binding request, which has no magic cookie and a 16-byte
+    /// transaction id: older clients (Debian's stun-client) still send them. Only a plain binding is
+    /// answered: a CHANGE-REQUEST asking for another address or port is refused as
+    /// <see cref="StunError.UnknownRequiredAttribute"/>, because one socket cannot honour it.
+    /// </summary>
+    public static StunError TryReadClassicBindingRequest(ReadOnlySpan<byte> packet, out byte[] transactionId)
+    {
+        transactionId = [];
+        if (packet.Length > MaxLength) return StunError.TooLarge;
+        if (packet.Length < HeaderLength || (packet[0] & 0xC0) != 0 || BinaryPrimitives.ReadUInt16BigEndian(packet[2..]) + HeaderLength != packet.Length)
+            return StunError.NotStun;
+        if (BinaryPrimitives.ReadUInt16BigEndian(packet) != BindingRequest) return StunError.WrongType;
+        for (var at = HeaderLength; at < packet.Length;)
+        {
+            if (packet.Length - at < 4) return StunError.MalformedAttribute;
+            var attribute = BinaryPrimitives.ReadUInt16BigEndian(packet[at..]);
+            var length = BinaryPrimitives.ReadUInt16BigEndian(packet[(at + 2)..]);
+            if (at + 4 + length > packet.Length) return StunError.MalformedAttribute;
+            if (attribute == ChangeRequest && (length != 4 || BinaryPrimitives.ReadUInt32BigEndian(packet[(at + 4)..]) != 0)) return StunError.UnknownRequiredAttribute;
+            at += 4 + length;
+        }
+        transactionId = packet.Slice(4, ClassicTransactionIdLength).ToArray();
+        return StunError.None;
+    }
+
+    /// <summary>The RFC 3489 answer: MAPPED-ADDRESS in the clear, the client's 16-byte transaction id echoed.</summary>
+    public static byte[] ClassicBindingResponseFor(ReadOnlySpan<byte> transactionId, IPEndPoint mapped)
+    {
+        if (transactionId.Length != ClassicTransactionIdLength) throw new ArgumentException("a classic transaction id is 16 bytes", nameof(transactionId));
+        var address = mapped.Address.IsIPv4MappedToIPv6 ? mapped.Address.MapToIPv4() : mapped.Address;
+        var addressLength = address.AddressFamily == AddressFamily.InterNetwork ? 4 : 16;
+        var message = new byte[HeaderLength + 4 + 4 + addressLength];
+        BinaryPrimitives.WriteUInt16BigEndian(message, BindingSuccess);
+        BinaryPrimitives.WriteUInt16BigEndian(message.AsSpan(2), (ushort)(message.Length - HeaderLength));
+        transactionId.CopyTo(message.AsSpan(4));
+        BinaryPrimitives.WriteUInt16BigEndian(message.AsSpan(HeaderLength), MappedAddress);
+        BinaryPrimitives.WriteUInt16BigEndian(message.AsSpan(HeaderLength + 2), (ushort)(4 + addressLength));
+        message[HeaderLength + 5] = addressLength == 4 ? (byte)1 : (byte)2;
+        BinaryPrimitives.WriteUInt16BigEndian(message.AsSpan(HeaderLength + 6), (ushort)mapped.Port);
+        address.TryWriteBytes(message.AsSpan(HeaderLength + 8), out _);
+        return message;
+    }
+
     /// <summary>
     /// Reads a binding success response: the mapped address (XOR-MAPPED-ADDRESS, its pre-RFC code
     /// 0x8020, or MAPPED-ADDRESS), checked against <paramref name="expectedTransaction"/> when given.

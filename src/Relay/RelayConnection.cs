@@ -1,0 +1,189 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+
+namespace Weft.Relay;
+
+/// <summary>
+/// One logged-in connection on the relay's side: a reader that routes what the client sends, and a
+/// writer that drains three queues in order (control frames, disco, data). The data and disco
+/// queues are bounded and drop their oldest packet when full, so a slow client loses old packets
+/// instead of slowing everyone else, and a backlog of data never delays disco.
+/// </summary>
+internal sealed class RelayConnection
+{
+    private readonly RelayServer _server;
+    private readonly Stream _stream;
+    private readonly RelayFrameReader _reader;
+    private readonly Channel<byte[]> _control = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(256) { FullMode = BoundedChannelFullMode.DropOldest });
+    private readonly Channel<byte[]> _disco;
+    private readonly Channel<byte[]> _data;
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly CancellationTokenSource _closing = new();
+    private long _lastReadTicks = Environment.TickCount64;
+    private long _lastPeerGoneNotHere;
+    private int _peerGoneBurst = 3;
+
+    public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh)
+    {
+        _server = server;
+        _stream = stream;
+        _reader = reader;
+        Key = key;
+        IsMesh = isMesh;
+        var counters = server.Counters;
+        _data = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(server.Options.QueueDepth) { FullMode = BoundedChannelFullMode.DropOldest },
+            _ => counters.Dropped("queue_full"));
+        _disco = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(server.Options.DiscoQueueDepth) { FullMode = BoundedChannelFullMode.DropOldest },
+            _ => counters.Dropped("disco_queue_full"));
+    }
+
+    public Curve25519PublicKey Key { get; }
+
+    /// <summary>Another relay of the region (it proved the mesh key): it may watch and forward, and is not a client.</summary>
+    public bool IsMesh { get; }
+
+    /// <summary>Keys this client sent to recently: they hear a PeerGone when it leaves.</summary>
+    public ConcurrentDictionary<Curve25519PublicKey, byte> SentTo { get; } = new();
+
+    public bool Preferred { get; private set; }
+
+    public void Enqueue(byte[] frame, bool control, bool disco = false)
+    {
+        if (_closing.IsCancellationRequested) return;
+        (control ? _control : disco ? _disco : _data).Writer.TryWrite(frame);
+        _wake.Release();
+    }
+
+    public void Close() => _closing.Cancel();
+
+    /// <summary>PeerGone(not here) answers disco for unknown keys at most once a second, after a burst of three (DERP's limit).</summary>
+    public bool AllowPeerGoneNotHere()
+    {
+        var now = Environment.TickCount64;
+        if (now - Interlocked.Read(ref _lastPeerGoneNotHere) >= 1000) { _peerGoneBurst = 3; }
+        if (_peerGoneBurst <= 0) return false;
+        _peerGoneBurst--;
+        Interlocked.Exchange(ref _lastPeerGoneNotHere, now);
+        return true;
+    }
+
+    public async Task RunAsync(DateTimeOffset? ticketExpiry, CancellationToken stopping)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, _closing.Token);
+        var writer = Task.Run(() => WriteLoopAsync(linked.Token));
+        var keepalive = Task.Run(() => KeepAliveLoopAsync(ticketExpiry, linked.Token));
+        try
+        {
+            await ReadLoopAsync(linked.Token);
+        }
+        finally
+        {
+            _closing.Cancel();
+            await Task.WhenAll(writer, keepalive).ContinueWith(_ => { });
+        }
+    }
+
+    private async Task ReadLoopAsync(CancellationToken cancel)
+    {
+        var counters = _server.Counters;
+        while (await _reader.ReadAsync(cancel) is { } frame)
+        {
+            Interlocked.Exchange(ref _lastReadTicks, Environment.TickCount64);
+            var payload = frame.Payload;
+            switch (frame.Type)
+            {
+                case RelayFrameType.SendPacket when !IsMesh:
+                    if (payload.Length < RelayFrame.KeySize) { counters.Dropped("short_send"); break; }
+                    _server.MarkActive(this);
+                    _server.Route(this, new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)), payload.AsSpan(RelayFrame.KeySize));
+                    break;
+                case RelayFrameType.ForwardPacket when IsMesh:
+                    if (payload.Length < 2 * RelayFrame.KeySize) { counters.Dropped("short_forward"); break; }
+                    // Delivered here or nowhere: a forwarded packet never takes a second hop.
+                    if (!_server.Deliver(new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)),
+                            new Curve25519PublicKey(payload.AsSpan(RelayFrame.KeySize, RelayFrame.KeySize)), payload.AsSpan(2 * RelayFrame.KeySize)))
+                        counters.Dropped("forward_unknown_destination");
+                    break;
+                case RelayFrameType.WatchConns when IsMesh:
+                    _server.AddWatcher(this);
+                    break;
+                case RelayFrameType.ClosePeer when IsMesh:
+                    if (payload.Length >= RelayFrame.KeySize) _server.ClosePeer(new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)));
+                    break;
+                case RelayFrameType.NotePreferred:
+                    if (payload.Length != 1) throw new RelayProtocolException("bad_note_preferred", "NotePreferred carries exactly one byte");
+                    Preferred = payload[0] == 1;
+                    break;
+                case RelayFrameType.Ping:
+                    if (payload.Length < RelayFrame.PingSize) { counters.Dropped("short_ping"); break; }
+                    Enqueue(RelayFrame.Build(RelayFrameType.Pong, payload.AsSpan(0, RelayFrame.PingSize)), control: true);
+                    break;
+                case RelayFrameType.Pong:
+                    break;
+                case RelayFrameType.SendPacket or RelayFrameType.ForwardPacket or RelayFrameType.WatchConns or RelayFrameType.ClosePeer:
+                    counters.Dropped(IsMesh ? "client_frame_from_mesh" : "mesh_frame_from_client");
+                    break;
+                default:
+                    counters.Dropped("unknown_frame_type"); // skipped, as DERP does, for forward compatibility
+                    break;
+            }
+        }
+    }
+
+    private async Task WriteLoopAsync(CancellationToken cancel)
+    {
+        try
+        {
+            while (!cancel.IsCancellationRequested)
+            {
+                await _wake.WaitAsync(cancel);
+                while (_control.Reader.TryRead(out var frame) || _disco.Reader.TryRead(out frame) || _data.Reader.TryRead(out frame))
+                    await _stream.WriteAsync(frame, cancel);
+                await _stream.FlushAsync(cancel);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or System.Net.Sockets.SocketException)
+        {
+            _closing.Cancel();
+        }
+    }
+
+    /// <summary>Keepalives (with jitter), the idle timeout, and the end of the ticket: past it, the client must log in again with a fresh one.</summary>
+    private async Task KeepAliveLoopAsync(DateTimeOffset? ticketExpiry, CancellationToken cancel)
+    {
+        var options = _server.Options;
+        var keepalive = RelayFrame.Build(RelayFrameType.KeepAlive, []);
+        try
+        {
+            while (!cancel.IsCancellationRequested)
+            {
+                var jitter = TimeSpan.FromMilliseconds(Random.Shared.Next(0, (int)Math.Max(1, options.KeepAliveInterval.TotalMilliseconds / 12)));
+                await Task.Delay(options.KeepAliveInterval + jitter, cancel);
+                if (Environment.TickCount64 - Interlocked.Read(ref _lastReadTicks) > options.IdleTimeout.TotalMilliseconds)
+                {
+                    _server.Counters.Refused("idle_timeout");
+                    _closing.Cancel();
+                    return;
+                }
+                if (ticketExpiry is { } expiry && options.Clock() >= expiry)
+                {
+                    _server.Counters.Refused("ticket_expired_in_session");
+                    Enqueue(RelayFrame.Build(RelayFrameType.Health, "ticket expired"u8), control: true);
+                    await Task.Delay(200, cancel);
+                    _closing.Cancel();
+                    return;
+                }
+                Enqueue(keepalive, control: true);
+            }
+        }
+        catch (OperationCanceledException) { }
+        finally
+        {
+            // Unblock the read loop: closing the stream ends a pending read.
+            if (_closing.IsCancellationRequested) await _stream.DisposeAsync();
+        }
+    }
+}

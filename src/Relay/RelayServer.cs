@@ -1,0 +1,362 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Weft.Contracts.Crypto;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+
+namespace Weft.Relay;
+
+/// <summary>
+/// A relay node: admits nodes that hold a cluster ticket, forwards packets between them by node
+/// key, tells senders when their peer is gone, and meshes with the other relays of its region so
+/// that a client here reaches a client there (one hop, never more). It also runs the region's
+/// STUN server.
+/// <para>
+/// State is only the live connections: a restarted relay starts empty, clients reconnect (with
+/// their tickets) and mesh peers re-learn who is here from a fresh WatchConns flood.
+/// </para>
+/// </summary>
+public sealed class RelayServer : IAsyncDisposable
+{
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly RelayOptions _options;
+    private readonly ILogger _log;
+    private readonly TcpListener _listener;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Task> _loops = [];
+    private readonly byte[] _serverKeyFrame;
+    private readonly byte[]? _meshKey;
+    // Every connected client by node key; more than one connection per key is allowed, the last one that sent is active.
+    private readonly ConcurrentDictionary<Curve25519PublicKey, ClientSet> _clients = new();
+    // Clients of other relays in the region, and the mesh link that reaches each.
+    private readonly ConcurrentDictionary<Curve25519PublicKey, MeshLink> _forwarders = new();
+    private readonly ConcurrentDictionary<RelayConnection, byte> _watchers = new();
+    private readonly List<MeshLink> _meshLinks = [];
+    private StunServer? _stun;
+
+    public RelayServer(RelayOptions options, ILogger? log = null)
+    {
+        _options = options;
+        _log = log ?? NullLogger.Instance;
+        _listener = new TcpListener(options.Listen);
+        _serverKeyFrame = RelayFrame.Build(RelayFrameType.ServerKey, [.. RelayFrame.Magic, .. options.ServerKey.PublicKey.ToArray()]);
+        if (options.MeshKey is { } mesh)
+        {
+            _meshKey = Convert.FromHexString(mesh);
+            if (_meshKey.Length != 32) throw new ArgumentException("a mesh key is 64 hex characters");
+        }
+    }
+
+    public RelayCounters Counters { get; } = new();
+
+    public Curve25519PublicKey ServerKey => _options.ServerKey.PublicKey;
+
+    /// <summary>The TCP endpoint it listens on (the port is known after <see cref="Start"/>).</summary>
+    public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
+
+    public IPEndPoint? StunEndpoint => _stun?.LocalEndpoint;
+
+    internal RelayOptions Options => _options;
+
+    internal ILogger Log => _log;
+
+    /// <summary>Node keys connected here now.</summary>
+    public IReadOnlyCollection<Curve25519PublicKey> ConnectedKeys => _clients.Keys.ToList();
+
+    /// <summary>Node keys this relay reaches through its mesh peers.</summary>
+    public IReadOnlyCollection<Curve25519PublicKey> MeshedKeys => _forwarders.Keys.ToList();
+
+    public void Start()
+    {
+        _listener.Server.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        _listener.Start(512);
+        _loops.Add(Task.Run(AcceptLoopAsync));
+        if (_options.Stun is { } stun)
+        {
+            _stun = new StunServer(stun, Counters, _log);
+            _stun.Start();
+        }
+        foreach (var peer in _options.MeshPeers)
+        {
+            var link = new MeshLink(this, peer);
+            _meshLinks.Add(link);
+            link.Start(_stopping.Token);
+        }
+        _log.LogInformation("Relay {Key} listening on {Endpoint} (STUN {Stun}, mesh peers {Mesh})",
+            KeyText.Format("relaykey:", ServerKey), LocalEndpoint, StunEndpoint?.ToString() ?? "off", _options.MeshPeers.Count);
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket socket;
+            try { socket = await _listener.AcceptSocketAsync(_stopping.Token); }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException) { return; }
+            catch (SocketException) { continue; }
+            socket.NoDelay = true;
+            _ = Task.Run(() => ServeAsync(socket));
+        }
+    }
+
+    private async Task ServeAsync(Socket socket)
+    {
+        RelayConnection? connection = null;
+        var framing = false;
+        Stream stream = new NetworkStream(socket, ownsSocket: true);
+        try
+        {
+            using var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+            handshake.CancelAfter(HandshakeTimeout);
+            stream = await NegotiateAsync(socket, stream, handshake.Token);
+            await stream.WriteAsync(_serverKeyFrame, handshake.Token);
+            framing = true;
+            var reader = new RelayFrameReader(stream);
+            var (key, box, isMesh, ticket) = await LoginAsync(reader, handshake.Token);
+            using (box)
+            {
+                connection = new RelayConnection(this, stream, reader, key, isMesh);
+                // Registered before the client hears it is in, so that its first packet's answer finds it here.
+                if (!isMesh) Register(connection);
+                var serverInfo = new ServerInfo { TicketExpiresUnix = ticket?.Expiry.ToUnixTimeSeconds() ?? 0 };
+                await stream.WriteAsync(RelayFrame.Build(RelayFrameType.ServerInfo, box.Seal(RelayLoginJson.Serialize(serverInfo))), handshake.Token);
+            }
+            await connection.RunAsync(ticket?.Expiry, _stopping.Token);
+        }
+        catch (RelayProtocolException e)
+        {
+            Counters.Refused(e.Reason);
+            _log.LogDebug("Relay connection closed: {Reason}", e.Message);
+            // Say why before closing (a refused login learns its reason), unless the session was already running.
+            if (framing && connection is null) await TrySayAsync(stream, e.Message);
+        }
+        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException or AuthenticationException)
+        {
+            _log.LogDebug("Relay connection ended: {Error}", e.Message);
+        }
+        finally
+        {
+            if (connection is not null) Unregister(connection);
+            await stream.DisposeAsync();
+        }
+    }
+
+    private static async Task TrySayAsync(Stream stream, string problem)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+            await stream.WriteAsync(RelayFrame.Build(RelayFrameType.Health, System.Text.Encoding.UTF8.GetBytes(problem)), timeout.Token);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException) { }
+    }
+
+    /// <summary>TLS if the client starts one and a certificate is configured; then an HTTP upgrade or the raw preface.</summary>
+    private async Task<Stream> NegotiateAsync(Socket socket, Stream stream, CancellationToken cancel)
+    {
+        var first = new byte[1];
+        if (await socket.ReceiveAsync(first, SocketFlags.Peek, cancel) == 0) throw new IOException("closed before the preface");
+        if (first[0] == 0x16)
+        {
+            if (_options.Certificate is null) throw new RelayProtocolException("tls_not_configured", "a TLS handshake, but this relay has no certificate");
+            var tls = new SslStream(stream, leaveInnerStreamOpen: false);
+            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = _options.Certificate }, cancel);
+            stream = tls;
+        }
+        var preface = new byte[4];
+        await stream.ReadExactlyAsync(preface, cancel);
+        if (preface.AsSpan().SequenceEqual("GET "u8) || preface.AsSpan().SequenceEqual("HEAD"u8))
+        {
+            var head = await RelayProtocol.ReadHttpHeadAsync(stream, cancel, preface);
+            var requestLine = head[..head.IndexOf("\r\n", StringComparison.Ordinal)];
+            var path = requestLine.Split(' ') is { Length: 3 } parts ? parts[1] : "";
+            if (path == RelayProtocol.UpgradePath && head.Contains("Upgrade: " + RelayProtocol.UpgradeToken, StringComparison.OrdinalIgnoreCase))
+            {
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 101 Switching Protocols\r\nUpgrade: {RelayProtocol.UpgradeToken}\r\nConnection: Upgrade\r\n\r\n"), cancel);
+                return stream;
+            }
+            // Probes for latency and captive-portal checks; anything else is not ours.
+            var status = path is "/relay/probe" or "/generate_204" ? "204 No Content" : path == RelayProtocol.UpgradePath ? "426 Upgrade Required" : "404 Not Found";
+            await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), cancel);
+            throw new IOException("a plain HTTP request, answered " + status);
+        }
+        var rest = new byte[RelayFrame.Magic.Length - 4];
+        await stream.ReadExactlyAsync(rest, cancel);
+        if (!preface.Concat(rest).SequenceEqual(RelayFrame.Magic.ToArray()))
+            throw new RelayProtocolException("unknown_preface", "the connection starts with neither an HTTP upgrade nor the relay preface");
+        return stream;
+    }
+
+    private async Task<(Curve25519PublicKey Key, SealedBox Box, bool IsMesh, RelayTicket? Ticket)> LoginAsync(RelayFrameReader reader, CancellationToken cancel)
+    {
+        var frame = await reader.ReadAsync(cancel) ?? throw new IOException("closed before the login");
+        if (frame.Type != RelayFrameType.ClientInfo) throw new RelayProtocolException("expected_login", $"the first frame must be the login, got {frame.Type}");
+        if (frame.Payload.Length < RelayFrame.KeySize + SealedBox.Overhead) throw new RelayProtocolException("bad_login", "the login frame is too short");
+        var key = new Curve25519PublicKey(frame.Payload.AsSpan(0, RelayFrame.KeySize));
+        var box = SealedBox.Between(_options.ServerKey, key) ?? throw new RelayProtocolException("bad_login_key", "the client's key is a low-order point");
+        try
+        {
+            // Opening the box proves the client holds the private half of the key it names.
+            var plain = box.Open(frame.Payload.AsSpan(RelayFrame.KeySize)) ?? throw new RelayProtocolException("bad_login_box", "the login does not open with the key it names");
+            var info = RelayLoginJson.Parse<ClientInfo>(plain);
+            if (info.MeshKey is not null)
+            {
+                var offered = new byte[32];
+                if (_meshKey is null || !KeyEncoding.TryDecodeHex(info.MeshKey, offered) || !CryptographicOperations.FixedTimeEquals(offered, _meshKey))
+                    throw new RelayProtocolException("bad_mesh_key", "the mesh key is wrong (or this relay has no mesh)");
+                return (key, box, true, null);
+            }
+            if (info.Ticket is null) throw new RelayProtocolException("ticket_missing", "a client must present a ticket from the cluster");
+            var ticket = RelayTicket.Verify(info.Ticket, _options.TicketIssuers, _options.Clock(), out var refusal);
+            if (ticket is null) throw new RelayProtocolException("ticket_" + ToSnake(refusal), $"the ticket was refused: {refusal}");
+            if (ticket.NodeKey != key) throw new RelayProtocolException("ticket_" + ToSnake(TicketRefusal.WrongNodeKey), "the ticket is for another node key");
+            if (_clients.Count >= _options.MaxClients) throw new RelayProtocolException("full", "this relay is at its client limit");
+            return (key, box, false, ticket);
+        }
+        catch
+        {
+            box.Dispose();
+            throw;
+        }
+    }
+
+    private static string ToSnake(TicketRefusal refusal) => refusal switch
+    {
+        TicketRefusal.Malformed => "malformed",
+        TicketRefusal.UnknownVersion => "unknown_version",
+        TicketRefusal.BadSignature => "bad_signature",
+        TicketRefusal.Expired => "expired",
+        TicketRefusal.WrongNodeKey => "wrong_node_key",
+        _ => "refused",
+    };
+
+    // --- the registry ---
+
+    private void Register(RelayConnection connection)
+    {
+        var set = _clients.GetOrAdd(connection.Key, _ => new ClientSet());
+        bool first;
+        lock (set)
+        {
+            first = set.Connections.Count == 0;
+            foreach (var older in set.Connections) older.Enqueue(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8), control: true);
+            set.Connections.Add(connection);
+            set.Active = connection;
+        }
+        // A client here wins over a forwarder for the same key.
+        if (first) foreach (var watcher in _watchers.Keys) watcher.Enqueue(RelayFrame.Build(RelayFrameType.PeerPresent, connection.Key.ToArray()), control: true);
+    }
+
+    private void Unregister(RelayConnection connection)
+    {
+        _watchers.TryRemove(connection, out _);
+        if (connection.IsMesh || !_clients.TryGetValue(connection.Key, out var set)) return;
+        bool gone;
+        lock (set)
+        {
+            set.Connections.Remove(connection);
+            if (set.Active == connection) set.Active = set.Connections.LastOrDefault();
+            gone = set.Connections.Count == 0;
+            if (gone) _clients.TryRemove(new KeyValuePair<Curve25519PublicKey, ClientSet>(connection.Key, set));
+        }
+        if (!gone) return;
+        var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
+        foreach (var watcher in _watchers.Keys) watcher.Enqueue(goneFrame, control: true);
+        // Whoever sent to it recently hears that it left.
+        foreach (var other in _clients.Values)
+        {
+            RelayConnection? active;
+            lock (other) active = other.Active;
+            if (active is not null && active.SentTo.TryRemove(connection.Key, out _)) active.Enqueue(goneFrame, control: true);
+        }
+    }
+
+    /// <summary>A client's packet for <paramref name="destination"/>: delivered here, or forwarded to the relay that has it.</summary>
+    internal void Route(RelayConnection sender, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
+    {
+        if (Deliver(sender.Key, destination, packet))
+        {
+            sender.SentTo[destination] = 0;
+            return;
+        }
+        if (_forwarders.TryGetValue(destination, out var link) && link.TryForward(sender.Key, destination, packet))
+        {
+            sender.SentTo[destination] = 0;
+            Counters.Meshed();
+            return;
+        }
+        Counters.Dropped("unknown_destination");
+        if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.Enqueue(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere), control: true);
+    }
+
+    /// <summary>Delivers to a client connected here; false if there is none.</summary>
+    internal bool Deliver(Curve25519PublicKey source, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
+    {
+        if (!_clients.TryGetValue(destination, out var set)) return false;
+        RelayConnection? active;
+        lock (set) active = set.Active;
+        if (active is null) return false;
+        active.Enqueue(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), control: false, disco: RelayFrame.IsDisco(packet));
+        Counters.Forwarded(packet.Length);
+        return true;
+    }
+
+    internal void MarkActive(RelayConnection connection)
+    {
+        if (!_clients.TryGetValue(connection.Key, out var set)) return;
+        lock (set) set.Active = connection;
+    }
+
+    internal void AddWatcher(RelayConnection watcher)
+    {
+        _watchers[watcher] = 0;
+        foreach (var key in _clients.Keys) watcher.Enqueue(RelayFrame.Build(RelayFrameType.PeerPresent, key.ToArray()), control: true);
+    }
+
+    internal void ClosePeer(Curve25519PublicKey key)
+    {
+        if (!_clients.TryGetValue(key, out var set)) return;
+        List<RelayConnection> connections;
+        lock (set) connections = [.. set.Connections];
+        foreach (var connection in connections) connection.Close();
+    }
+
+    internal void LearnForwarder(Curve25519PublicKey key, MeshLink link) => _forwarders[key] = link;
+
+    internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link) => _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, MeshLink>(key, link));
+
+    internal void ForgetForwardersOf(MeshLink link)
+    {
+        foreach (var (key, owner) in _forwarders)
+            if (owner == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, MeshLink>(key, owner));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stopping.Cancel();
+        _listener.Stop();
+        _stun?.Dispose();
+        foreach (var link in _meshLinks) await link.DisposeAsync();
+        foreach (var set in _clients.Values)
+        {
+            List<RelayConnection> connections;
+            lock (set) connections = [.. set.Connections];
+            foreach (var connection in connections) connection.Close();
+        }
+        try { await Task.WhenAll(_loops).WaitAsync(TimeSpan.FromSeconds(5)); } catch (TimeoutException) { }
+    }
+
+    private sealed class ClientSet
+    {
+        public readonly List<RelayConnection> Connections = [];
+        public RelayConnection? Active;
+    }
+}

@@ -1,0 +1,171 @@
+using System.Net.Sockets;
+using Weft.Contracts.Crypto;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+
+namespace Weft.Relay.Tests;
+
+/// <summary>Only keys the cluster vouches for get in; bad input is refused with a counted reason and never stops the relay.</summary>
+public class RelayAdmissionTests
+{
+    private static async Task<RelayProtocolException> Refused(RelayServer relay, Curve25519PrivateKey key, ClientInfo info)
+    {
+        return await Assert.ThrowsAsync<RelayProtocolException>(() => RelayClient.ConnectAsync(RelayLab.AddressOf(relay), key, info, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Forged_expired_missing_and_borrowed_tickets_are_each_refused_with_their_reason()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        using var key = Curve25519PrivateKey.Generate();
+        using var other = Curve25519PrivateKey.Generate();
+        var forger = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
+
+        await Refused(relay, key, new ClientInfo { Ticket = new RelayTicket(key.PublicKey, "tn", DateTimeOffset.UtcNow.AddHours(1)).Sign(forger) });
+        await Refused(relay, key, new ClientInfo { Ticket = lab.Ticket(key.PublicKey, TimeSpan.FromSeconds(-1)) });
+        await Refused(relay, key, new ClientInfo());
+        await Refused(relay, key, new ClientInfo { Ticket = lab.Ticket(other.PublicKey) }); // someone else's ticket
+        await Refused(relay, key, new ClientInfo { MeshKey = new string('a', 64) });          // a guessed mesh key
+
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_bad_signature"));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_expired"));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_missing"));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_wrong_node_key"));
+        Assert.Equal(1, relay.Counters.RefusedFor("bad_mesh_key"));
+        Assert.Empty(relay.ConnectedKeys);
+    }
+
+    [Fact]
+    public async Task A_refused_key_cannot_be_reached_through_the_relay()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        using var intruder = Curve25519PrivateKey.Generate();
+        await Refused(relay, intruder, new ClientInfo());
+        alice.TrySend(intruder.PublicKey, "secret"u8);
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.DroppedFor("unknown_destination") == 1));
+        Assert.Equal(0, relay.Counters.PacketsForwarded);
+    }
+
+    [Fact]
+    public async Task A_login_sealed_with_another_key_than_the_one_it_names_is_refused()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        using var claimed = Curve25519PrivateKey.Generate();
+        using var actual = Curve25519PrivateKey.Generate();
+        var stream = await RawLogin(relay);
+        var serverKey = await ReadServerKey(stream);
+        using var box = SealedBox.Between(actual, serverKey)!;
+        var body = RelayLoginJson.Serialize(new ClientInfo { Ticket = lab.Ticket(claimed.PublicKey) });
+        await stream.WriteAsync(RelayFrame.Build(RelayFrameType.ClientInfo, [.. claimed.PublicKey.ToArray(), .. box.Seal(body)]));
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.RefusedFor("bad_login_box") == 1));
+    }
+
+    [Theory]
+    [InlineData("garbage preface", "unknown_preface")]
+    [InlineData("oversized login", "oversized_frame")]
+    [InlineData("wrong first frame", "expected_login")]
+    [InlineData("short login", "bad_login")]
+    [InlineData("json garbage", "bad_login")]
+    public async Task Malformed_connections_are_refused_by_reason_and_the_relay_keeps_serving(string shape, string reason)
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        using var key = Curve25519PrivateKey.Generate();
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync("127.0.0.1", relay.LocalEndpoint.Port);
+        var stream = tcp.GetStream();
+        if (shape == "garbage preface")
+        {
+            await stream.WriteAsync("\0\0\0\0\0\0\0\0\0\0"u8.ToArray());
+        }
+        else
+        {
+            await stream.WriteAsync(RelayFrame.Magic.ToArray());
+            var serverKey = await ReadServerKey(stream);
+            byte[] frame = shape switch
+            {
+                "oversized login" => Header(RelayFrameType.ClientInfo, RelayFrame.MaxLoginSize + 1),
+                "wrong first frame" => RelayFrame.Build(RelayFrameType.SendPacket, key.PublicKey, "x"u8),
+                "short login" => RelayFrame.Build(RelayFrameType.ClientInfo, new byte[10]),
+                _ => Sealed(key, serverKey, "{{{"u8.ToArray()),
+            };
+            await stream.WriteAsync(frame);
+        }
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.RefusedFor(reason) == 1), $"expected {reason}");
+
+        // Still serving.
+        var (alice, _) = await lab.Connect(relay);
+        var (bob, bobKey) = await lab.Connect(relay);
+        alice.TrySend(bobKey.PublicKey, "ok"u8);
+        Assert.NotNull(await RelayLab.NextPacket(bob));
+    }
+
+    [Fact]
+    public async Task After_login_an_oversized_frame_closes_only_that_connection_and_unknown_types_and_mesh_frames_are_skipped_and_counted()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        var (bob, bobKey) = await lab.Connect(relay);
+        alice.TrySendFrame(RelayFrame.Build((RelayFrameType)0x7e, [1, 2, 3]));
+        alice.TrySendFrame(RelayFrame.Build(RelayFrameType.WatchConns, []));
+        alice.TrySendFrame(RelayFrame.BuildForward(bobKey.PublicKey, bobKey.PublicKey, "x"u8));
+        alice.TrySend(bobKey.PublicKey, "after"u8);
+        Assert.Equal("after", System.Text.Encoding.UTF8.GetString((await RelayLab.NextPacket(bob))!.Value.Packet));
+        Assert.Equal(1, relay.Counters.DroppedFor("unknown_frame_type"));
+        Assert.Equal(2, relay.Counters.DroppedFor("mesh_frame_from_client"));
+
+        alice.TrySendFrame(Header(RelayFrameType.SendPacket, RelayFrame.KeySize + RelayFrame.MaxPacketSize + 1));
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.RefusedFor("oversized_frame") == 1));
+        Assert.True(await RelayLab.Eventually(() => relay.ConnectedKeys.Count == 1));
+    }
+
+    [Fact]
+    public async Task A_session_ends_when_its_ticket_expires_so_a_revoked_device_cannot_stay_on_the_relay()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay(configure: o => o with { KeepAliveInterval = TimeSpan.FromMilliseconds(200) });
+        using var key = Curve25519PrivateKey.Generate();
+        var client = await RelayClient.ConnectAsync(RelayLab.AddressOf(relay), key,
+            new ClientInfo { Ticket = lab.Ticket(key.PublicKey, TimeSpan.FromSeconds(2)) }, CancellationToken.None);
+        await using (client)
+        {
+            Assert.Contains(key.PublicKey, relay.ConnectedKeys);
+            Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(key.PublicKey), TimeSpan.FromSeconds(8)));
+            Assert.Equal(1, relay.Counters.RefusedFor("ticket_expired_in_session"));
+        }
+    }
+
+    private static byte[] Header(RelayFrameType type, int length)
+    {
+        var header = new byte[RelayFrame.HeaderSize];
+        RelayFrame.WriteHeader(header, type, length);
+        return header;
+    }
+
+    private static byte[] Sealed(Curve25519PrivateKey key, Curve25519PublicKey serverKey, byte[] body)
+    {
+        using var box = SealedBox.Between(key, serverKey)!;
+        return RelayFrame.Build(RelayFrameType.ClientInfo, [.. key.PublicKey.ToArray(), .. box.Seal(body)]);
+    }
+
+    private static async Task<NetworkStream> RawLogin(RelayServer relay)
+    {
+        var tcp = new TcpClient();
+        await tcp.ConnectAsync("127.0.0.1", relay.LocalEndpoint.Port);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(RelayFrame.Magic.ToArray());
+        return stream;
+    }
+
+    private static async Task<Curve25519PublicKey> ReadServerKey(Stream stream)
+    {
+        var frame = await new RelayFrameReader(stream).ReadAsync(CancellationToken.None);
+        Assert.Equal(RelayFrameType.ServerKey, frame!.Value.Type);
+        return new Curve25519PublicKey(frame.Value.Payload.AsSpan(RelayFrame.Magic.Length, 32));
+    }
+}

@@ -1,0 +1,127 @@
+using System.Net.Sockets;
+using System.Text;
+using Weft.Contracts.Disco;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+
+namespace Weft.Relay.Tests;
+
+/// <summary>A real relay on loopback: admitted clients reach each other by node key, and hear when a peer is gone.</summary>
+public class RelayForwardingTests
+{
+    [Fact]
+    public async Task Two_admitted_clients_exchange_packets_by_node_key_and_see_the_senders_key()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, aliceKey) = await lab.Connect(relay);
+        var (bob, bobKey) = await lab.Connect(relay);
+
+        Assert.True(alice.TrySend(bobKey.PublicKey, "hello bob"u8));
+        var atBob = await RelayLab.NextPacket(bob);
+        Assert.Equal(aliceKey.PublicKey, atBob!.Value.Source);
+        Assert.Equal("hello bob", Encoding.UTF8.GetString(atBob.Value.Packet));
+
+        Assert.True(bob.TrySend(aliceKey.PublicKey, "hello alice"u8));
+        var atAlice = await RelayLab.NextPacket(alice);
+        Assert.Equal(bobKey.PublicKey, atAlice!.Value.Source);
+        Assert.Equal(2, relay.Counters.PacketsForwarded);
+        Assert.Equal(relay.ServerKey, alice.ServerKey);
+    }
+
+    [Fact]
+    public async Task A_client_that_sent_to_a_peer_hears_peer_gone_when_that_peer_disconnects()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        var (bob, bobKey) = await lab.Connect(relay);
+        alice.TrySend(bobKey.PublicKey, "x"u8);
+        Assert.NotNull(await RelayLab.NextPacket(bob));
+
+        await bob.DisposeAsync();
+
+        var gone = await RelayLab.NextFrame(alice, RelayFrameType.PeerGone);
+        Assert.NotNull(gone);
+        Assert.Equal(bobKey.PublicKey, new Curve25519PublicKey(gone.AsSpan(0, 32)));
+        Assert.Equal((byte)PeerGoneReason.Disconnected, gone[32]);
+    }
+
+    [Fact]
+    public async Task Disco_to_a_key_that_is_not_here_is_answered_with_peer_gone_not_here_and_data_is_dropped_and_counted()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        using var nobody = Curve25519PrivateKey.Generate();
+        var disco = new byte[DiscoPacket.Overhead + 10];
+        DiscoPacket.Magic.CopyTo(disco);
+
+        alice.TrySend(nobody.PublicKey, "data"u8);
+        alice.TrySend(nobody.PublicKey, disco);
+
+        var gone = await RelayLab.NextFrame(alice, RelayFrameType.PeerGone);
+        Assert.Equal((byte)PeerGoneReason.NotHere, gone![32]);
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.DroppedFor("unknown_destination") == 2));
+    }
+
+    [Fact]
+    public async Task With_two_connections_for_one_key_the_last_one_that_sent_receives_and_the_older_one_is_told()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        var (bobFirst, bobKey) = await lab.Connect(relay);
+        var (bobSecond, _) = await lab.Connect(relay, bobKey);
+
+        var health = await RelayLab.NextFrame(bobFirst, RelayFrameType.Health);
+        Assert.Contains("another connection", Encoding.UTF8.GetString(health!));
+        alice.TrySend(bobKey.PublicKey, "to the newest"u8);
+        Assert.Equal("to the newest", Encoding.UTF8.GetString((await RelayLab.NextPacket(bobSecond))!.Value.Packet));
+    }
+
+    [Fact]
+    public async Task The_server_answers_pings_and_http_probes_and_refuses_plain_http_elsewhere()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (alice, _) = await lab.Connect(relay);
+        alice.TrySendFrame(RelayFrame.Build(RelayFrameType.Ping, [1, 2, 3, 4, 5, 6, 7, 8]));
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8], await RelayLab.NextFrame(alice, RelayFrameType.Pong));
+
+        Assert.StartsWith("HTTP/1.1 204", await HttpHead(relay, "GET /relay/probe HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Assert.StartsWith("HTTP/1.1 426", await HttpHead(relay, "GET /relay HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Assert.StartsWith("HTTP/1.1 404", await HttpHead(relay, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+
+    private static async Task<string> HttpHead(RelayServer relay, string request)
+    {
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync("127.0.0.1", relay.LocalEndpoint.Port);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request));
+        return await RelayProtocol.ReadHttpHeadAsync(stream, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task A_client_that_never_reads_loses_its_oldest_packets_and_the_relay_counts_them_while_others_are_served()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay(configure: o => o with { QueueDepth = 4 });
+        var (alice, _) = await lab.Connect(relay);
+        var (carol, carolKey) = await lab.Connect(relay);
+        // A raw client that logs in and then never reads: its socket buffers fill, then its queue.
+        using var stalledKey = Curve25519PrivateKey.Generate();
+        var stalled = await lab.Connect(relay, stalledKey);
+        var packet = new byte[60_000];
+        for (var i = 0; i < 2000 && relay.Counters.DroppedFor("queue_full") == 0; i++)
+        {
+            alice.TrySend(stalledKey.PublicKey, packet);
+            if (i % 50 == 0) await Task.Delay(10);
+        }
+        Assert.True(await RelayLab.Eventually(() => relay.Counters.DroppedFor("queue_full") > 0), "the relay should drop for the stalled client");
+        alice.TrySend(carolKey.PublicKey, "still served"u8);
+        Assert.Equal("still served", Encoding.UTF8.GetString((await RelayLab.NextPacket(carol))!.Value.Packet));
+        GC.KeepAlive(stalled);
+    }
+}

@@ -1,0 +1,92 @@
+using System.Net;
+using NSec.Cryptography;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+
+namespace Weft.Relay.Tests;
+
+/// <summary>Real relays on loopback ports, with a ticket issuer standing in for the cluster, and clients that log in with its tickets.</summary>
+public sealed class RelayLab : IAsyncDisposable
+{
+    public const string MeshKey = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    private readonly List<IAsyncDisposable> _owned = [];
+
+    public Key Issuer { get; } = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
+
+    public RelayServer StartRelay(IReadOnlyList<RelayNodeAddress>? meshPeers = null, int port = 0, Func<RelayOptions, RelayOptions>? configure = null)
+    {
+        var options = new RelayOptions
+        {
+            Listen = new IPEndPoint(IPAddress.Loopback, port),
+            Stun = new IPEndPoint(IPAddress.Loopback, 0),
+            ServerKey = Curve25519PrivateKey.Generate(),
+            TicketIssuers = [Issuer.PublicKey],
+            MeshKey = MeshKey,
+            MeshPeers = meshPeers ?? [],
+            MeshRetryInterval = TimeSpan.FromMilliseconds(200),
+        };
+        var server = new RelayServer(configure?.Invoke(options) ?? options);
+        server.Start();
+        _owned.Add(server);
+        return server;
+    }
+
+    public static RelayNodeAddress AddressOf(RelayServer server) => new("127.0.0.1", server.LocalEndpoint.Port);
+
+    public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null) =>
+        new RelayTicket(node, "tn_test", DateTimeOffset.UtcNow + (validFor ?? TimeSpan.FromHours(1))).Sign(Issuer);
+
+    public async Task<(RelayClient Client, Curve25519PrivateKey Key)> Connect(RelayServer server, Curve25519PrivateKey? key = null)
+    {
+        key ??= Curve25519PrivateKey.Generate();
+        var client = await RelayClient.ConnectAsync(AddressOf(server), key, new ClientInfo { Ticket = Ticket(key.PublicKey) }, CancellationToken.None);
+        _owned.Add(client);
+        return (client, key);
+    }
+
+    /// <summary>The next packet frame (RecvPacket) within a few seconds, skipping others; null if none came.</summary>
+    public static async Task<(Curve25519PublicKey Source, byte[] Packet)?> NextPacket(RelayClient client, TimeSpan? within = null)
+    {
+        using var timeout = new CancellationTokenSource(within ?? TimeSpan.FromSeconds(10));
+        try
+        {
+            while (await client.ReadAsync(timeout.Token) is { } frame)
+            {
+                if (frame.Type != RelayFrameType.RecvPacket) continue;
+                return (new Curve25519PublicKey(frame.Payload.AsSpan(0, 32)), frame.Payload[32..]);
+            }
+        }
+        catch (OperationCanceledException) { }
+        return null;
+    }
+
+    /// <summary>The next frame of <paramref name="type"/> within a few seconds; null if none came.</summary>
+    public static async Task<byte[]?> NextFrame(RelayClient client, RelayFrameType type, TimeSpan? within = null)
+    {
+        using var timeout = new CancellationTokenSource(within ?? TimeSpan.FromSeconds(10));
+        try
+        {
+            while (await client.ReadAsync(timeout.Token) is { } frame)
+                if (frame.Type == type) return frame.Payload;
+        }
+        catch (OperationCanceledException) { }
+        return null;
+    }
+
+    /// <summary>Polls <paramref name="condition"/> until it holds, for up to 10 s (the relays work on their own threads).</summary>
+    public static async Task<bool> Eventually(Func<bool> condition, TimeSpan? within = null)
+    {
+        var deadline = DateTime.UtcNow + (within ?? TimeSpan.FromSeconds(10));
+        while (DateTime.UtcNow < deadline)
+        {
+            if (condition()) return true;
+            await Task.Delay(20);
+        }
+        return condition();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        for (var i = _owned.Count - 1; i >= 0; i--) await _owned[i].DisposeAsync();
+    }
+}
