@@ -13,7 +13,7 @@ namespace Weft.Relay;
 /// </summary>
 internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsyncDisposable
 {
-    private RelayClient? _client;
+    private RelayClientConnection? _client;
     private Task _loop = Task.CompletedTask;
 
     public RelayNodeAddress Peer => peer;
@@ -30,7 +30,7 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
         {
             try
             {
-                var client = await RelayClient.ConnectAsync(peer, server.Options.ServerKey, info, stopping);
+                var client = await RelayClientConnection.ConnectAsync(peer, server.Options.ServerKey, info, stopping);
                 _client = client;
                 server.Log.LogInformation("Mesh link to {Peer} is up", peer);
                 client.TrySendFrame(RelayFrame.Build(RelayFrameType.WatchConns, []));

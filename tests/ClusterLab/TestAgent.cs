@@ -26,6 +26,7 @@ public sealed class TestAgent : IDisposable
     private readonly List<ServerMessage> _received = [];
     private NetMapView _view = NetMapView.Empty;
     private ControlStateChanged _state = new(ControlState.Connecting, null, "starting");
+    private RelayAccessChanged? _relayAccess;
     private IActorRef _root = ActorRefs.Nobody;
     private ulong _highestVersion;
     private int _versionsBackwards;
@@ -54,6 +55,9 @@ public sealed class TestAgent : IDisposable
     public NoTunnelLink? Link { get; private set; }
 
     public NetMapView View { get { lock (_gate) return _view; } }
+
+    /// <summary>The relay map and ticket the coordinator gave this agent (the latest), or null.</summary>
+    public RelayAccessChanged? RelayAccess { get { lock (_gate) return _relayAccess; } }
 
     public ControlStateChanged State { get { lock (_gate) return _state; } }
 
@@ -200,6 +204,9 @@ public sealed class TestAgent : IDisposable
         public Watcher(TestAgent agent)
         {
             Receive<NetMapChanged>(changed => agent.Update(() => agent._view = changed.View));
+            Receive<RelayAccessChanged>(access => agent.Update(() => agent._relayAccess = access));
+            Receive<NodeKeyChanged>(_ => { });
+            Receive<DiscoKeyChanged>(_ => { });
             Receive<ControlStateChanged>(changed =>
             {
                 agent.Update(() => agent._state = changed);

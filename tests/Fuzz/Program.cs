@@ -81,4 +81,5 @@ static List<Harness> AllHarnesses() =>
     new ApiBodyHarness(),
     new TokenHarness(),
     new StunHarness(),
+    new RelayHarness(),
 ];

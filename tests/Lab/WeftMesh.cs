@@ -15,9 +15,11 @@ public sealed class WeftCoordinator : IAsyncDisposable
     private readonly Lab _lab;
     private readonly string[] _arguments;
     private readonly string _operatorKey;
+    private readonly IReadOnlyDictionary<string, string> _environment;
 
-    private WeftCoordinator(Lab lab, string[] arguments, string operatorKey, Uri api, Uri control)
+    private WeftCoordinator(Lab lab, string[] arguments, string operatorKey, Uri api, Uri control, IReadOnlyDictionary<string, string> environment)
     {
+        _environment = environment;
         _lab = lab;
         _arguments = arguments;
         _operatorKey = operatorKey;
@@ -35,7 +37,8 @@ public sealed class WeftCoordinator : IAsyncDisposable
 
     public LabProcess? Process { get; private set; }
 
-    public static WeftCoordinator Start(Lab lab, string controlAddress)
+    /// <param name="environment">Extra settings (<c>Weft__…</c>), e.g. a relay map of separate relays.</param>
+    public static WeftCoordinator Start(Lab lab, string controlAddress, IReadOnlyDictionary<string, string>? environment = null)
     {
         var apiPort = FreeTcpPort();
         var api = new Uri($"http://127.0.0.1:{apiPort}/");
@@ -46,7 +49,7 @@ public sealed class WeftCoordinator : IAsyncDisposable
             "dotnet", Binaries.Coordinator, "--data-dir", Path.Combine(lab.Directory, "coordinator"), "--api-listen", api.ToString(),
             "--control-listen", control.ToString(), "--akka-port", "0",
         ];
-        var coordinator = new WeftCoordinator(lab, arguments, operatorKey, api, control);
+        var coordinator = new WeftCoordinator(lab, arguments, operatorKey, api, control, environment ?? new Dictionary<string, string>());
         coordinator.Run();
         return coordinator;
     }
@@ -57,11 +60,20 @@ public sealed class WeftCoordinator : IAsyncDisposable
         var info = new ProcessStartInfo(_arguments[0]);
         foreach (var argument in _arguments.Skip(1)) info.ArgumentList.Add(argument);
         info.Environment["Weft__BootstrapOperatorKey"] = _operatorKey;
+        // The embedded relay and STUN server on free ports (the relay map carries the ones bound).
+        info.Environment["Weft__Relay__Listen"] = "0.0.0.0:0";
+        info.Environment["Weft__Relay__Stun"] = "0.0.0.0:0";
+        foreach (var (key, value) in _environment) info.Environment[key] = value;
         Process = _lab.Track(new LabProcess("weft coordinator", info));
         Process.WaitForOutput("Weft coordinator is up", TimeSpan.FromSeconds(90));
     }
 
     public void Stop() => Process?.Stop(TimeSpan.FromSeconds(15));
+
+    /// <summary>The key relays must trust (<c>weft-relay --ticket-issuer</c>), as the start-up banner prints it.</summary>
+    public string TicketIssuer =>
+        System.Text.RegularExpressions.Regex.Match(Process?.Output ?? "", @"ticket issuer (ed25519:[0-9a-f]{64})") is { Success: true } match
+            ? match.Groups[1].Value : throw new LabException("the coordinator did not print its ticket issuer");
 
     /// <summary>Creates a tailnet and returns its id.</summary>
     public async Task<string> CreateTailnet(string name)
@@ -234,6 +246,8 @@ public static class Binaries
     public static string Agent => Find("NodeAgent", "weft-agent.dll");
 
     public static string Coordinator => Find("Cluster", "weft.dll");
+
+    public static string Relay => Find("Relay", "weft-relay.dll");
 
     private static string Find(string project, string file)
     {

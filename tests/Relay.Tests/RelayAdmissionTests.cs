@@ -10,7 +10,7 @@ public class RelayAdmissionTests
 {
     private static async Task<RelayProtocolException> Refused(RelayServer relay, Curve25519PrivateKey key, ClientInfo info)
     {
-        return await Assert.ThrowsAsync<RelayProtocolException>(() => RelayClient.ConnectAsync(RelayLab.AddressOf(relay), key, info, CancellationToken.None));
+        return await Assert.ThrowsAsync<RelayProtocolException>(() => RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), key, info, CancellationToken.None));
     }
 
     [Fact]
@@ -130,7 +130,7 @@ public class RelayAdmissionTests
         await using var lab = new RelayLab();
         var relay = lab.StartRelay(configure: o => o with { KeepAliveInterval = TimeSpan.FromMilliseconds(200) });
         using var key = Curve25519PrivateKey.Generate();
-        var client = await RelayClient.ConnectAsync(RelayLab.AddressOf(relay), key,
+        var client = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), key,
             new ClientInfo { Ticket = lab.Ticket(key.PublicKey, TimeSpan.FromSeconds(2)) }, CancellationToken.None);
         await using (client)
         {

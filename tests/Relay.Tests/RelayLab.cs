@@ -36,16 +36,16 @@ public sealed class RelayLab : IAsyncDisposable
     public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null) =>
         new RelayTicket(node, "tn_test", DateTimeOffset.UtcNow + (validFor ?? TimeSpan.FromHours(1))).Sign(Issuer);
 
-    public async Task<(RelayClient Client, Curve25519PrivateKey Key)> Connect(RelayServer server, Curve25519PrivateKey? key = null)
+    public async Task<(RelayClientConnection Client, Curve25519PrivateKey Key)> Connect(RelayServer server, Curve25519PrivateKey? key = null)
     {
         key ??= Curve25519PrivateKey.Generate();
-        var client = await RelayClient.ConnectAsync(AddressOf(server), key, new ClientInfo { Ticket = Ticket(key.PublicKey) }, CancellationToken.None);
+        var client = await RelayClientConnection.ConnectAsync(AddressOf(server), key, new ClientInfo { Ticket = Ticket(key.PublicKey) }, CancellationToken.None);
         _owned.Add(client);
         return (client, key);
     }
 
     /// <summary>The next packet frame (RecvPacket) within a few seconds, skipping others; null if none came.</summary>
-    public static async Task<(Curve25519PublicKey Source, byte[] Packet)?> NextPacket(RelayClient client, TimeSpan? within = null)
+    public static async Task<(Curve25519PublicKey Source, byte[] Packet)?> NextPacket(RelayClientConnection client, TimeSpan? within = null)
     {
         using var timeout = new CancellationTokenSource(within ?? TimeSpan.FromSeconds(10));
         try
@@ -61,7 +61,7 @@ public sealed class RelayLab : IAsyncDisposable
     }
 
     /// <summary>The next frame of <paramref name="type"/> within a few seconds; null if none came.</summary>
-    public static async Task<byte[]?> NextFrame(RelayClient client, RelayFrameType type, TimeSpan? within = null)
+    public static async Task<byte[]?> NextFrame(RelayClientConnection client, RelayFrameType type, TimeSpan? within = null)
     {
         using var timeout = new CancellationTokenSource(within ?? TimeSpan.FromSeconds(10));
         try

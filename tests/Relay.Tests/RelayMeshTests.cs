@@ -66,7 +66,7 @@ public class RelayMeshTests
         var (alice, _) = await lab.Connect(one);
         using var ghost = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
         // A mesh peer forwarding a packet for a key that is not on `one`: dropped there, not bounced.
-        var mesh = await RelayClient.ConnectAsync(RelayLab.AddressOf(one), Weft.Contracts.Keys.Curve25519PrivateKey.Generate(), new ClientInfo { MeshKey = RelayLab.MeshKey }, CancellationToken.None);
+        var mesh = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(one), Weft.Contracts.Keys.Curve25519PrivateKey.Generate(), new ClientInfo { MeshKey = RelayLab.MeshKey }, CancellationToken.None);
         await using (mesh)
         {
             mesh.TryForward(ghost.PublicKey, ghost.PublicKey, "loop?"u8);

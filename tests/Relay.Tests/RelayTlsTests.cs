@@ -20,7 +20,7 @@ public class RelayTlsTests
         var relay = lab.StartRelay(configure: o => o with { Certificate = certificate });
         using var aliceKey = Curve25519PrivateKey.Generate();
         var tls = new RelayNodeAddress("127.0.0.1", relay.LocalEndpoint.Port, Tls: true, InsecureSkipVerify: true);
-        await using var alice = await RelayClient.ConnectAsync(tls, aliceKey, new ClientInfo { Ticket = lab.Ticket(aliceKey.PublicKey) }, CancellationToken.None);
+        await using var alice = await RelayClientConnection.ConnectAsync(tls, aliceKey, new ClientInfo { Ticket = lab.Ticket(aliceKey.PublicKey) }, CancellationToken.None);
         var (bob, bobKey) = await lab.Connect(relay); // plain, same port
 
         alice.TrySend(bobKey.PublicKey, "over tls"u8);
@@ -30,7 +30,7 @@ public class RelayTlsTests
 
         // Without skipping the check, a self-signed certificate is refused by the client.
         using var carol = Curve25519PrivateKey.Generate();
-        await Assert.ThrowsAnyAsync<System.Security.Authentication.AuthenticationException>(() => RelayClient.ConnectAsync(tls with { InsecureSkipVerify = false }, carol,
+        await Assert.ThrowsAnyAsync<System.Security.Authentication.AuthenticationException>(() => RelayClientConnection.ConnectAsync(tls with { InsecureSkipVerify = false }, carol,
             new ClientInfo { Ticket = lab.Ticket(carol.PublicKey) }, CancellationToken.None));
     }
 }

@@ -15,11 +15,15 @@ public sealed class ServeOptions
     private readonly Option<string?> _dataDir = new("--data-dir") { Description = "SQLite data folder (default ./data)" };
     private readonly Option<string?> _postgres = new("--postgres") { Description = "PostgreSQL connection string; selects PostgreSQL storage (needed for several nodes)" };
     private readonly Option<string?> _secretFile = new("--cluster-secret-file") { Description = "File (mode 0600) with the secret every node of the cluster shares; needed with --postgres. With SQLite: <data-dir>/cluster.secret, made on first start" };
+    private readonly Option<string?> _relayListen = new("--relay-listen") { Description = "The embedded relay's TCP address (default 0.0.0.0:3340)" };
+    private readonly Option<string?> _stunListen = new("--stun-listen") { Description = "The embedded STUN server's UDP address (default 0.0.0.0:3478; 'off' for none)" };
+    private readonly Option<string?> _relayHost = new("--relay-public-host") { Description = "The host agents dial for the embedded relay (default: the host they dial for control)" };
+    private readonly Option<bool> _noRelay = new("--no-embedded-relay") { Description = "Run no relay in this process (list separate weft-relay nodes in Weft:Relay:Regions)" };
     private readonly Option<LogFormat?> _logFormat = new("--log-format") { Description = "Console log format: Text or Json" };
 
     public ServeOptions(Command command)
     {
-        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _secretFile, _dataDir, _postgres, _logFormat }) command.Add(option);
+        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _secretFile, _dataDir, _postgres, _relayListen, _stunListen, _relayHost, _noRelay, _logFormat }) command.Add(option);
     }
 
     /// <summary>The configuration overrides the given flags stand for; flags not given override nothing.</summary>
@@ -46,6 +50,10 @@ public sealed class ServeOptions
             Set("Storage:Provider", StorageProvider.Postgres);
             Set("Storage:ConnectionString", connection);
         }
+        Set("Relay:Listen", parse.GetValue(_relayListen));
+        Set("Relay:Stun", parse.GetValue(_stunListen));
+        Set("Relay:PublicHost", parse.GetValue(_relayHost));
+        if (parse.GetValue(_noRelay)) Set("Relay:Embedded", false);
         Set("LogFormat", parse.GetValue(_logFormat));
         return settings;
     }

@@ -177,13 +177,17 @@ public sealed class SessionServicesProvider(
     CoordinatorIdentity identity,
     ControlAdmission admission,
     Hosting.WeftSettings settings,
+    Relays.RelayTicketIssuer relays,
     TimeProvider clock)
 {
     private SessionServices? _services;
 
     public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
         directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, admission,
-        TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds));
+        TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds))
+    {
+        Relays = relays,
+    };
 }
 
 /// <summary>

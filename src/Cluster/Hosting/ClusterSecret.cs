@@ -107,6 +107,13 @@ public sealed class ClusterSecret
         return FromText(File.ReadAllText(path), path);
     }
 
+    /// <summary>
+    /// 32 bytes derived from the secret for one <paramref name="purpose"/>: the same on every node of
+    /// the cluster (the relay-ticket signing key, so that relays trust tickets from any node).
+    /// </summary>
+    public byte[] Derive(string purpose) =>
+        HKDF.DeriveKey(HashAlgorithmName.SHA256, _secret, 32, info: System.Text.Encoding.UTF8.GetBytes("weft derive v1: " + purpose));
+
     /// <summary>Encrypts <paramref name="plaintext"/> for the store; <paramref name="purpose"/> binds it to one use.</summary>
     public string Seal(ReadOnlySpan<byte> plaintext, string purpose)
     {

@@ -77,6 +77,10 @@ public static class CoordinatorHost
         builder.Services.AddReplicas();
         var secret = ClusterSecret.Resolve(settings.Cluster, settings.Storage);
         builder.Services.AddSingleton(secret);
+        builder.Services.AddSingleton(settings.Relay);
+        builder.Services.AddSingleton<Relays.RelayTicketIssuer>();
+        builder.Services.AddSingleton<Relays.EmbeddedRelay>();
+        builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
         builder.Services.AddCoordinatorActorSystem(settings, secret);
         builder.Services.AddAdminApi(settings.Api);
         builder.Services.AddSingleton<CoordinatorReadiness>();

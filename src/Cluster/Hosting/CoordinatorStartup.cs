@@ -42,6 +42,8 @@ public sealed class CoordinatorStartup(
     ClusterSecret secret,
     WeftSettings settings,
     CoordinatorReadiness readiness,
+    Relays.RelayTicketIssuer relayTickets,
+    Relays.EmbeddedRelay embeddedRelay,
     TimeProvider clock,
     ILogger<CoordinatorStartup> log) : BackgroundService
 {
@@ -56,7 +58,7 @@ public sealed class CoordinatorStartup(
             var printedKey = await BootstrapOperatorKey(stopping);
             await InstallOperatorKeyReset(stopping);
             await directory.ActorRef.AskFor<Tailnets.TailnetListing>(new Tailnets.ListTailnets(), stopping); // starts it, so it publishes the names
-            PrintBanner(endpoints, coordinatorKey.PublicKey, printedKey);
+            PrintBanner(endpoints, coordinatorKey.PublicKey, printedKey, RelayLine());
             readiness.MarkReady(endpoints);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -186,7 +188,15 @@ public sealed class CoordinatorStartup(
         }
     }
 
-    private static void PrintBanner(CoordinatorEndpoints endpoints, Contracts.Keys.Curve25519PublicKey coordinatorKey, string? newOperatorKey)
+    private string RelayLine()
+    {
+        var embedded = embeddedRelay.Server is { } relay
+            ? $"embedded on tcp {relay.LocalEndpoint}, STUN udp {relay.StunEndpoint?.ToString() ?? "off"}"
+            : "not embedded";
+        return $"  relays    : {embedded}; {relayTickets.Map.Regions.Count} region(s) in the map; ticket issuer {relayTickets.IssuerText}";
+    }
+
+    private static void PrintBanner(CoordinatorEndpoints endpoints, Contracts.Keys.Curve25519PublicKey coordinatorKey, string? newOperatorKey, string relays)
     {
         var api = endpoints.Api;
         var text = new System.Text.StringBuilder()
@@ -194,6 +204,7 @@ public sealed class CoordinatorStartup(
             .AppendLine("Weft coordinator is up.")
             .AppendLine($"  admin API : {api}api/v1   (health: {api}healthz)")
             .AppendLine($"  control   : {endpoints.Control}   (agents: weft-agent up --login-server {endpoints.Control})")
+            .AppendLine(relays)
             .AppendLine($"  coordinator key: {new Contracts.Keys.MachineKey(coordinatorKey)}");
         if (newOperatorKey is not null)
         {

@@ -26,7 +26,8 @@ public sealed class WeftSettings
             .Concat(Cluster.Problems($"{Section}:Cluster"))
             .Concat(Persistence.Problems($"{Section}:Persistence"))
             .Concat(Api.Problems($"{Section}:Api"))
-            .Concat(Listeners.Problems($"{Section}:Listeners"));
+            .Concat(Listeners.Problems($"{Section}:Listeners"))
+            .Concat(Relay.Problems($"{Section}:Relay"));
 
     public ApiSettings Api { get; set; } = new();
 
@@ -35,6 +36,7 @@ public sealed class WeftSettings
     public ClusterNodeSettings Cluster { get; set; } = new();
     public StorageSettings Storage { get; set; } = new();
     public PersistenceSettings Persistence { get; set; } = new();
+    public Relays.RelaySettings Relay { get; set; } = new();
 
     /// <summary>
     /// The operator key to install at the first start, instead of a random one. For automation

@@ -50,6 +50,9 @@ public sealed record SessionServices(
     IActorRef Directory, IActorRef Tailnets, IActorRef Devices, IActorRef Machines,
     Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, ControlAdmission Admission, TimeSpan ReattachInterval, TimeSpan KeepAliveInterval)
 {
+    /// <summary>Signs the relay tickets handed to agents (null: no relays; agents then connect directly only).</summary>
+    public Relays.RelayTicketIssuer? Relays { get; init; }
+
     /// <summary>An agent heard from for none of this long (three keepalive intervals) is gone.</summary>
     public TimeSpan SilenceLimit => 3 * KeepAliveInterval;
 }
@@ -95,6 +98,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private bool _attachAnswered = true;
     private bool _attachConfirm;
     private bool _closing;
+    // The node key the relays must see in this device's ticket, and the key's expiry (a ticket never outlives it).
+    private Curve25519PublicKey? _registeringKey;
+    private Curve25519PublicKey? _nodeKey;
+    private DateTimeOffset? _keyExpiry;
 
     public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null)
     {
@@ -179,6 +186,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         });
         Receive<AttachAgain>(_ => Attach(confirm: false));
         Receive<RotationAnswered>(OnRotationAnswered);
+        Receive<RenewRelayTicket>(_ => SendRelayTicket(withMap: false));
         Receive<LogoutAnswered>(OnLogoutAnswered);
         Receive<DeviceInfo>(_ => { }); // acknowledgements of fire-and-forget commands
         Always();
@@ -216,6 +224,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private void StartRegistration(RegisterRequest request)
     {
         Become(Registering);
+        _registeringKey = request.NodeKey.Length == 32 ? new Curve25519PublicKey(request.NodeKey.Span) : null;
         DeviceRegistrar.RegisterAsync(_services, _machine, request, _remoteAddress).PipeTo(Self);
     }
 
@@ -226,6 +235,8 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
             if (_deviceId is not null && _deviceId != outcome.DeviceId) ForgetDevice(); // re-registered as another device
             _deviceId = outcome.DeviceId;
             _tailnetId = outcome.TailnetId;
+            _nodeKey = _registeringKey;
+            _keyExpiry = outcome.Result.KeyExpiry?.ToDateTimeOffset();
             Become(Registered);
         }
         else
@@ -245,6 +256,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         _attachAnswered = true;
         Timers.Cancel("reattach");
         Timers.Cancel("attach-unanswered");
+        Timers.Cancel("relay-ticket");
     }
 
     // ------------------------------------------------------------------ registered
@@ -261,6 +273,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                 _lastDelivered = message.Subscribe.LastVersion;
                 Attach(confirm: true);
                 Timers.StartPeriodicTimer("reattach", Reattach.Instance, _services.ReattachInterval);
+                SendRelayTicket(withMap: true);
                 break;
             case ClientMessage.BodyOneofCase.Endpoints:
                 var update = message.Endpoints;
@@ -356,6 +369,23 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         var rotated = new NodeKeyRotated { NodeKey = ByteString.CopyFrom(answered.NewKey.ToArray()) };
         if (info.Device.KeyExpiry is { } expiry) rotated.KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(expiry);
         Send(new ServerMessage { NodeKeyRotated = rotated });
+        _nodeKey = answered.NewKey;
+        _keyExpiry = info.Device.KeyExpiry;
+        if (_subscribed) SendRelayTicket(withMap: false); // the old ticket names the old key
+    }
+
+    /// <summary>
+    /// The relay map (on subscribe) and a fresh ticket for the current node key; renewed at half the
+    /// ticket's life for as long as the session lasts, so a connected agent never holds an expired one.
+    /// </summary>
+    private void SendRelayTicket(bool withMap)
+    {
+        if (_services.Relays is not { } relays || _nodeKey is not { } key || _tailnetId is null) return;
+        var now = _services.Clock.GetUtcNow();
+        var update = relays.Issue(key, _tailnetId, now, _keyExpiry, withMap);
+        Send(new ServerMessage { Relay = update });
+        var renewIn = (update.TicketExpiry.ToDateTimeOffset() - now) / 2;
+        if (renewIn > TimeSpan.FromSeconds(5)) Timers.StartSingleTimer("relay-ticket", RenewRelayTicket.Instance, renewIn);
     }
 
     /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
@@ -437,6 +467,11 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private sealed class KeepAlive
     {
         public static readonly KeepAlive Instance = new();
+    }
+
+    private sealed class RenewRelayTicket
+    {
+        public static readonly RenewRelayTicket Instance = new();
     }
 
     private sealed class Reattach

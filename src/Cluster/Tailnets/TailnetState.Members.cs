@@ -209,14 +209,14 @@ public sealed partial record TailnetState
             if (existing.NodeKey != c.NodeKey)
                 return Refuse(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey, or re-registers with an auth key");
             // The same device asking again (a reconnect): only what it reports about itself may have changed.
-            return HostinfoChanged(existing, c) is { } reported ? Decision<ITailnetEvent>.Accept(reported) : Decision<ITailnetEvent>.Unchanged;
+            return Reported(existing, c);
         }
 
         if (!AuthKeys.TryGetValue(c.AuthKeyId, out var key) || key.SecretHash != c.AuthKeySecretHash)
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet");
         // The same registration again (its answer was lost to a timeout or a failover): the device it made, the key not used twice.
         if (existing is { Status: DeviceStatus.Active } same && same.AuthKeyId == key.KeyId && same.NodeKey == c.NodeKey)
-            return HostinfoChanged(same, c) is { } reported ? Decision<ITailnetEvent>.Accept(reported) : Decision<ITailnetEvent>.Unchanged;
+            return Reported(same, c);
         if (key.Revoked) return Refuse(ControlErrorCodes.AuthKeyRevoked, $"auth key {key.KeyId} was revoked");
         if (c.At >= key.ExpiresAt) return Refuse(ControlErrorCodes.AuthKeyExpired, $"auth key {key.KeyId} expired at {key.ExpiresAt:u}");
         if (!key.Reusable && key.Uses > 0) return Refuse(ControlErrorCodes.AuthKeyUsed, $"auth key {key.KeyId} was for one use only and has been used");
@@ -236,6 +236,20 @@ public sealed partial record TailnetState
         }
         var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId);
         return Decision<ITailnetEvent>.Accept(new DeviceRegistered(device), used);
+    }
+
+    /// <summary>
+    /// What a reconnecting device reports about itself: its host info, and its disco key, which is new
+    /// after every agent restart. Peers learn the new disco key at once, so that the agent's first
+    /// disco pings are answered rather than ignored until its first endpoint report.
+    /// </summary>
+    private static Decision<ITailnetEvent> Reported(DeviceEntry device, RegisterDevice c)
+    {
+        var events = new List<ITailnetEvent>(2);
+        if (HostinfoChanged(device, c) is { } hostinfo) events.Add(hostinfo);
+        if (c.DiscoKey.Length > 0 && c.DiscoKey != device.DiscoKey)
+            events.Add(new DeviceEndpointsChanged(device.DeviceId, device.Endpoints, device.HomeRelay, c.DiscoKey));
+        return events.Count == 0 ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(events);
     }
 
     private static DeviceHostinfoChanged? HostinfoChanged(DeviceEntry device, RegisterDevice c) =>

@@ -6,6 +6,7 @@ using Akka.Event;
 using Weft.Contracts.Control;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Filter;
+using Weft.NodeAgent.Paths;
 using Weft.NodeAgent.Tunnels;
 using Weft.NodeAgent.WireGuard;
 
@@ -28,6 +29,8 @@ public sealed record DataPlaneOptions
     public bool AcceptRoutes { get; init; }
     /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
     public string? ExitNode { get; init; }
+    /// <summary>Find paths with disco and use relays (NAT traversal); off only for tests of the bare engine.</summary>
+    public bool FindPaths { get; init; } = true;
 }
 
 /// <summary>
@@ -49,6 +52,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private readonly IActorRef _control;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IActorRef _tunnels = ActorRefs.Nobody;
+    private IActorRef _paths = ActorRefs.Nobody;
+    // Relays exist for this device: new peers start on their home relay until a direct path is proven.
+    private bool _relays;
+    // The next netmap applied greets every peer with a handshake (after a start, or down and up).
+    private bool _greet = true;
     private NetMapView? _view;
     private bool _down = true;
     private bool _hasKey;
@@ -61,13 +69,22 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         _control = control;
 
         Receive<NodeKeyChanged>(OnNodeKeyChanged);
+        Receive<DiscoKeyChanged>(_ => { }); // the PathManager watches the ControlClient itself
+        Receive<RelayAccessChanged>(_ =>
+        {
+            var first = !_relays;
+            _relays = true;
+            if (first && !_down && _view is { } current) Apply(current);
+        });
+        Receive<GetPathStatus>(get => _paths.Forward(get));
+        Receive<RefreshEndpoints>(_ => ReportEndpoints());
+        Receive<GetNetcheck>(get => _paths.Forward(get));
         Receive<ControlStateChanged>(OnControlState);
         Receive<NetMapChanged>(changed =>
         {
             _view = changed.View;
             if (!_down) Apply(changed.View);
         });
-        Receive<RefreshEndpoints>(_ => ReportEndpoints());
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
         Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
@@ -93,10 +110,13 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         // Derived from the engine, not remembered: after a restart of this actor the engine still has its key.
         _hasKey = Device.PrivateKey is not null;
         _tunnels = Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels");
+        var local = new LocalAddressSource(_options.TunName, _options.StaticEndpoints, _options.DiscoverEndpoints, _options.EndpointRefreshInterval);
+        if (_options.FindPaths) _paths = Context.ActorOf(PathManager.PropsFor(Device, _control, local), "paths");
         // Until the first netmap says otherwise, nothing may come in.
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
         _control.Tell(new WatchControl(Self));
-        Timers.StartPeriodicTimer("endpoints", RefreshEndpoints.Instance, TimeSpan.Zero, _options.EndpointRefreshInterval);
+        // With path finding, netcheck reports the endpoints (and the home region); without, this does.
+        if (!_options.FindPaths) Timers.StartPeriodicTimer("endpoints", RefreshEndpoints.Instance, TimeSpan.Zero, _options.EndpointRefreshInterval);
     }
 
     private void OnNodeKeyChanged(NodeKeyChanged changed)
@@ -122,6 +142,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         {
             _log.Info("Tunnels down: {0}", changed.Detail);
             _tunnels.Tell(new ApplyMesh([]));
+            _greet = true;
             Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
             SetRoutes([], null, null);
             _options.Dns?.Update(null, []);
@@ -139,7 +160,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         var carriers = _options.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
         foreach (var node in view.Peers.Values)
-            if (MeshPeer.FromNode(node, carriers, asExitNode: node == exitNode) is { } peer) peers.Add(peer);
+        {
+            if (MeshPeer.FromNode(node, carriers, asExitNode: node == exitNode) is not { } peer) continue;
+            if (_relays && node.HomeRelay > 0) peer = peer with { Relay = Endpoint.ForRelay(node.HomeRelay, peer.Key) };
+            peers.Add(peer);
+        }
         var routes = new HashSet<IpPrefix>();
         foreach (var text in carriers.Routes)
             if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
@@ -148,7 +173,8 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         if (_options.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);
         // The filter first: a peer must never be reachable under a filter older than its netmap.
         Device.Filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
-        _tunnels.Tell(new ApplyMesh(peers));
+        _tunnels.Tell(new ApplyMesh(peers) { PathManaged = _options.FindPaths, Greet = _greet });
+        _greet = false;
         SetRoutes(routes, exitNode?.Name, exitProblem);
         _options.Dns?.Update(view, _addresses);
     }

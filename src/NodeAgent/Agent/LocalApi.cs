@@ -41,7 +41,7 @@ public sealed class LocalApi : IDisposable
     public const int MaxRequestBytes = 4096;
     private const int MaxPings = 100;
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
-    private static readonly string[] Commands = ["status", "ping", "up", "down", "logout", "rotate-node-key"];
+    private static readonly string[] Commands = ["status", "ping", "netcheck", "up", "down", "logout", "rotate-node-key"];
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -113,6 +113,9 @@ public sealed class LocalApi : IDisposable
             {
                 "status" => await Status(),
                 "ping" => await Ping(request),
+                "netcheck" => _dataPlane is null
+                    ? new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels): it has no socket to probe from")
+                    : await _dataPlane.Ask<Paths.NetcheckReport>(Paths.GetNetcheck.Instance, AskTimeout),
                 "up" => await Want(true),
                 "down" => await Want(false),
                 "logout" => await _control.Ask<LogoutResult>(LogOut.Instance, AskTimeout + AskTimeout),

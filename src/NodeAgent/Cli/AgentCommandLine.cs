@@ -18,6 +18,7 @@ public static class AgentCommandLine
         root.Add(ControlCommands.Down());
         root.Add(ControlCommands.Status());
         root.Add(ControlCommands.Ping());
+        root.Add(ControlCommands.Netcheck());
         root.Add(ControlCommands.Logout());
         root.Add(ControlCommands.RotateNodeKey());
         root.Add(WgCommands());

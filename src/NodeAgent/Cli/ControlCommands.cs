@@ -220,6 +220,8 @@ public static class ControlCommands
         return command;
     }
 
+    public static Command Netcheck() => Simple("netcheck", "Probe the relays' STUN servers from the tunnel's socket: UDP, the NAT's mapping (easy or hard), the addresses seen, per-region latency and the home region", new { command = "netcheck" });
+
     public static Command Status() => Simple("status", "Show this device and its peers: addresses, endpoint, last handshake, bytes in and out, online", new { command = "status" });
 
     public static Command Ping()
@@ -322,10 +324,30 @@ public static class StatusText
     {
         if (answer.TryGetProperty("error", out var error)) return $"error: {error.GetString()}\n";
         if (answer.TryGetProperty("replies", out _)) return RenderPing(answer);
+        if (answer.TryGetProperty("natKind", out _)) return RenderNetcheck(answer);
         if (answer.TryGetProperty("coordinatorTold", out var told))
             return $"{Text(answer, "detail")}{(told.GetBoolean() ? "" : " (the coordinator was not told)")}\n";
         if (!answer.TryGetProperty("peers", out _)) return $"{Text(answer, "state")}: {Text(answer, "detail")}\n";
         return RenderStatus(answer);
+    }
+
+    private static string RenderNetcheck(JsonElement report)
+    {
+        var text = new System.Text.StringBuilder();
+        text.AppendLine("netcheck:");
+        text.AppendLine($"  UDP:            {(report.GetProperty("udp").GetBoolean() ? "yes" : "no (blocked, or no relay answered STUN)")}");
+        text.AppendLine($"  NAT mapping:    {Text(report, "natKind")}{(Text(report, "natKind") switch { "easy" => " (one mapping for every destination: direct paths work)", "hard" => " (a mapping per destination: direct only with an easy peer, else relayed)", _ => "" })}");
+        text.AppendLine($"  STUN addresses: {(report.GetProperty("stunAddresses").GetArrayLength() == 0 ? "-" : List(report.GetProperty("stunAddresses")))}");
+        text.AppendLine($"  local:          {(report.GetProperty("localEndpoints").GetArrayLength() == 0 ? "-" : List(report.GetProperty("localEndpoints")))}");
+        text.AppendLine($"  home region:    {(report.GetProperty("homeRegion").GetInt32() is var home && home > 0 ? home.ToString() : "-")}");
+        var regions = report.GetProperty("regions").EnumerateArray().ToList();
+        if (regions.Count == 0) text.AppendLine("  (no relay map yet)");
+        foreach (var region in regions)
+        {
+            var latency = region.GetProperty("latencyMs");
+            text.AppendLine(FormattableString.Invariant($"  region {region.GetProperty("regionId").GetInt32(),-4} {Text(region, "code"),-12} {(latency.ValueKind == JsonValueKind.Number ? $"{latency.GetDouble():0.0} ms" : "no answer"),-10} {Text(region, "mappedAddress") ?? ""}"));
+        }
+        return text.ToString();
     }
 
     private static string RenderPing(JsonElement ping)
@@ -368,14 +390,15 @@ public static class StatusText
         }
         var peers = status.GetProperty("peers").EnumerateArray().ToList();
         text.AppendLine();
-        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}  ROUTES");
+        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"PATH",-7} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}  ROUTES");
         foreach (var peer in peers)
         {
             var addresses = string.Join(" ", peer.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()));
             var endpoint = string.Join(" ", peer.GetProperty("endpoints").EnumerateArray().Select(a => a.GetString())).Split(' ')[0];
-            string handshake = "-", rx = "-", tx = "-";
+            string handshake = "-", rx = "-", tx = "-", path = "-";
             if (peer.TryGetProperty("tunnel", out var tunnel) && tunnel.ValueKind == JsonValueKind.Object)
             {
+                path = Text(tunnel, "path") ?? "-";
                 endpoint = Text(tunnel, "endpoint") ?? endpoint;
                 if (tunnel.TryGetProperty("lastHandshake", out var at) && at.ValueKind == JsonValueKind.String)
                     handshake = Ago(DateTimeOffset.UtcNow - at.GetDateTimeOffset());
@@ -383,7 +406,7 @@ public static class StatusText
                 tx = Bytes(tunnel.GetProperty("txBytes").GetInt64());
             }
             var peerRoutes = List(peer.GetProperty("routes")) + (peer.GetProperty("exitNode").GetBoolean() ? " exit-node" : "");
-            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}  {(peerRoutes.Trim().Length == 0 ? "-" : peerRoutes.Trim())}");
+            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {path,-7} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}  {(peerRoutes.Trim().Length == 0 ? "-" : peerRoutes.Trim())}");
         }
         if (peers.Count == 0) text.AppendLine("(no peers)");
         return text.ToString();

@@ -92,6 +92,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private string? _code;
     private string _detail = "starting";
     private IActorRef? _loggingOut;
+    private RelayAccessChanged? _relayAccess;
 
     public ControlClient(ControlClientOptions options)
     {
@@ -200,6 +201,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             _watchers.Add(watch.Watcher);
             Context.Watch(watch.Watcher);
             watch.Watcher.Tell(new NodeKeyChanged(_node.ToHex(), Rotated: false));
+            watch.Watcher.Tell(new DiscoKeyChanged(_disco.ToHex()));
+            if (_relayAccess is not null) watch.Watcher.Tell(_relayAccess);
             watch.Watcher.Tell(new ControlStateChanged(_status, _code, _detail));
             if (_session.Store.HasMap) watch.Watcher.Tell(new NetMapChanged(_session.Store.View, NetMapApplied.Replaced));
         });
@@ -478,6 +481,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             case ServerMessage.BodyOneofCase.LoggedOut:
                 if (_loggingOut is not null) FinishLogout(coordinatorTold: true, "logged out: the coordinator expired this device");
                 break;
+            case ServerMessage.BodyOneofCase.Relay:
+                OnRelayUpdate(message.Relay, arrived.Connection.Url);
+                break;
             case ServerMessage.BodyOneofCase.GoAway:
                 var after = TimeSpan.FromMilliseconds(message.GoAway.AfterMs);
                 _log.Info("{0} is going away ({1}); moving to another coordinator", arrived.Connection.Url, message.GoAway.Reason);
@@ -485,6 +491,15 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 GoConnecting(TimeSpan.Zero, null, $"{arrived.Connection.Url} is going away: {message.GoAway.Reason}");
                 break;
         }
+    }
+
+    /// <summary>A new ticket, and the relay map when it came along (absent means unchanged).</summary>
+    private void OnRelayUpdate(RelayUpdate update, Uri coordinator)
+    {
+        var map = update.Map ?? _relayAccess?.Map;
+        if (map is null || update.Ticket.IsEmpty) return;
+        _relayAccess = new RelayAccessChanged(map, update.Ticket.ToByteArray(), update.TicketExpiry?.ToDateTimeOffset() ?? DateTimeOffset.MaxValue, coordinator.Host);
+        Broadcast(_relayAccess);
     }
 
     private void Applied(ServerMessage message, MapStep step)

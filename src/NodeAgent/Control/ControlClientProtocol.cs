@@ -51,6 +51,26 @@ public sealed record NodeKeyChanged(string PrivateKeyHex, bool Rotated)
     }
 }
 
+/// <summary>
+/// The disco key this agent runs with (fresh every start; the coordinator tells peers its public
+/// half). Sent to watchers when they register.
+/// </summary>
+public sealed record DiscoKeyChanged(string PrivateKeyHex)
+{
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("PrivateKeyHex = (secret)");
+        return true;
+    }
+}
+
+/// <summary>
+/// The relays this device may use and its current ticket for them. Relay nodes without a host are
+/// reached at <paramref name="ControlHost"/>, the host of the coordinator that sent the map. Sent to
+/// watchers when it changes and when they register.
+/// </summary>
+public sealed record RelayAccessChanged(RelayMap Map, byte[] Ticket, DateTimeOffset TicketExpiry, string ControlHost);
+
 /// <summary>The agent's own endpoints changed (the data plane, or a static list); the coordinator hears them at once.</summary>
 public sealed record SetEndpoints(ImmutableArray<string> Endpoints, int HomeRelay);
 

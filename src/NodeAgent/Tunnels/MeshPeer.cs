@@ -12,6 +12,9 @@ namespace Weft.NodeAgent.Tunnels;
 /// </summary>
 public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray<IpPrefix> AllowedIps, ImmutableArray<Endpoint> Endpoints)
 {
+    /// <summary>The peer's home relay path, where its first packets go until a direct path is proven; null without relays.</summary>
+    public Endpoint? Relay { get; init; }
+
     /// <summary>
     /// The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or
     /// expired). Its subnet routes are in its allowed IPs when it carries them for this device

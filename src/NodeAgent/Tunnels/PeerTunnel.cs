@@ -76,6 +76,15 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
             case ResponseArrived arrived:
                 OnResponse(arrived);
                 break;
+            case EndpointMoved:
+                // An initiation in flight went to the old path (perhaps a guess that leads nowhere): send a
+                // new one along the new path now rather than after the 5 s retransmit timer.
+                if (_pending is not null || (_peer.Current is null && _peer.StagedCount > 0))
+                {
+                    _peer.LastHandshakeSent = 0;
+                    SendInitiation(isRetry: true);
+                }
+                break;
             case KeypairConfirmed:
                 HandshakeComplete();
                 if (_peer.StagedCount > 0) _device.SendStagedOrKeepalive(_peer);
@@ -132,7 +141,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         }
         _peer.LastInitiationTimestamp = initiation.Timestamp;
         _peer.LastInitiationConsumed = now;
-        _peer.Endpoint = arrived.Source;
+        AdoptEndpoint(arrived.Source);
         _peer.OnAuthenticatedReceived(now, Messages.InitiationSize);
 
         Keypair keypair;
@@ -167,13 +176,19 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         }
         _pending = null;
         var now = Now;
-        _peer.Endpoint = arrived.Source;
+        AdoptEndpoint(arrived.Source);
         _peer.OnAuthenticatedReceived(now, Messages.ResponseSize);
         _peer.InstallKeypair(keypair);
         _zeroKeysAt = now + (long)Timings.ZeroKeyMaterialAfter.TotalMilliseconds;
         HandshakeComplete();
         // The initiator confirms the new keypair at once: with staged data, or with a keepalive.
         _device.SendStagedOrKeepalive(_peer);
+    }
+
+    /// <summary>A handshake's source becomes the endpoint (WireGuard roaming), unless a PathFinder chooses this peer's path.</summary>
+    private void AdoptEndpoint(Endpoint source)
+    {
+        if (!_peer.PathManaged || _peer.Endpoint is null) _peer.Endpoint = source;
     }
 
     private void HandshakeComplete()
@@ -249,5 +264,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         public void HandshakeNeeded(Peer peer) => tunnel.Tell(Tunnels.HandshakeNeeded.Instance);
 
         public void KeypairConfirmed(Peer peer) => tunnel.Tell(Tunnels.KeypairConfirmed.Instance);
+
+        public void EndpointMoved(Peer peer) => tunnel.Tell(Tunnels.EndpointMoved.Instance);
     }
 }

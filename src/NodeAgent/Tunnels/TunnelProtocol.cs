@@ -50,7 +50,17 @@ public sealed record PeersCleared(int Removed);
 /// gone ones, re-keys peers that rotated their node key, and updates allowed IPs and endpoints.
 /// Replies <see cref="MeshApplied"/>.
 /// </summary>
-public sealed record ApplyMesh(IReadOnlyList<MeshPeer> Peers);
+public sealed record ApplyMesh(IReadOnlyList<MeshPeer> Peers)
+{
+    /// <summary>PathFinders choose these peers' endpoints: a new peer starts on its relay (if it has one), and later netmaps leave its endpoint alone.</summary>
+    public bool PathManaged { get; init; }
+
+    /// <summary>
+    /// Start a handshake with every peer this creates (after <c>up</c> or a restart), so that peers
+    /// holding a session from before learn at once that it is gone, instead of after their 15 s timeout.
+    /// </summary>
+    public bool Greet { get; init; }
+}
 
 public sealed record MeshApplied(int Added, int Removed, int Rekeyed, int Updated);
 
@@ -60,8 +70,14 @@ public sealed class GetTunnelStats
     public static readonly GetTunnelStats Instance = new();
 }
 
-/// <summary>One peer's tunnel as <c>weft-agent status</c> shows it (the key in hex, as in <c>nodekey:</c>).</summary>
-public sealed record TunnelStats(string PublicKey, string? Endpoint, DateTimeOffset? LastHandshake, long RxBytes, long TxBytes);
+/// <summary>
+/// One peer's tunnel as <c>weft-agent status</c> shows it (the key in hex, as in <c>nodekey:</c>), and
+/// its path: "direct" to a UDP endpoint, "relay" through a relay region, or "none".
+/// </summary>
+public sealed record TunnelStats(string PublicKey, string? Endpoint, DateTimeOffset? LastHandshake, long RxBytes, long TxBytes)
+{
+    public string Path { get; init; } = "none";
+}
 
 public sealed record TunnelStatsReply(IReadOnlyList<TunnelStats> Tunnels);
 
@@ -71,6 +87,12 @@ public sealed record TunnelStatsReply(IReadOnlyList<TunnelStats> Tunnels);
 public sealed class HandshakeNeeded
 {
     public static readonly HandshakeNeeded Instance = new();
+}
+
+/// <summary>The peer's endpoint was moved by its path finder (relay to direct, or back).</summary>
+public sealed class EndpointMoved
+{
+    public static readonly EndpointMoved Instance = new();
 }
 
 /// <summary>The responder's "next" keypair was confirmed by the initiator's first packet.</summary>

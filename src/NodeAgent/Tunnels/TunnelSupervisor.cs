@@ -80,11 +80,14 @@ public sealed class TunnelSupervisor : UntypedActor
                 Sender.Tell(new PrivateKeySet());
                 break;
             case ApplyMesh mesh:
-                Sender.Tell(Apply(mesh.Peers));
+                Sender.Tell(Apply(mesh));
                 break;
             case GetTunnelStats:
                 Sender.Tell(new TunnelStatsReply(_device.Peers.Values
-                    .Select(p => new TunnelStats(p.PublicKey.ToHex(), p.Endpoint?.ToString(), p.LastHandshake, p.RxBytes, p.TxBytes)).ToList()));
+                    .Select(p => new TunnelStats(p.PublicKey.ToHex(), p.Endpoint?.ToString(), p.LastHandshake, p.RxBytes, p.TxBytes)
+                    {
+                        Path = p.Endpoint is null ? "none" : p.Endpoint.IsRelay ? "relay" : "direct",
+                    }).ToList()));
                 break;
             case Rekey:
                 foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
@@ -154,8 +157,9 @@ public sealed class TunnelSupervisor : UntypedActor
         return tunnel;
     }
 
-    private MeshApplied Apply(IReadOnlyList<MeshPeer> peers)
+    private MeshApplied Apply(ApplyMesh mesh)
     {
+        var peers = mesh.Peers;
         int added = 0, removed = 0, rekeyed = 0, updated = 0;
         var wanted = peers.Where(p => _device.PrivateKey is not { } own || own.PublicKey != p.Key)
             .GroupBy(p => p.Id).ToDictionary(g => g.Key, g => g.First());
@@ -172,7 +176,9 @@ public sealed class TunnelSupervisor : UntypedActor
             if (previous is not null && previous.PublicKey != peer.Key && Rename(previous.PublicKey, peer.Key)) rekeyed++;
             var exists = _device.Peers.TryGetValue(peer.Key, out var current);
             var currentIps = exists ? _device.AllowedIps.PrefixesOf(current!).ToHashSet() : [];
-            var endpoint = MeshPeer.ChooseEndpoint(current?.Endpoint, peer.Endpoints);
+            var endpoint = mesh.PathManaged
+                ? current?.Endpoint ?? peer.Relay ?? MeshPeer.ChooseEndpoint(null, peer.Endpoints)
+                : MeshPeer.ChooseEndpoint(current?.Endpoint, peer.Endpoints);
             var ipsChanged = !currentIps.SetEquals(peer.AllowedIps);
             if (!exists || ipsChanged || !Equals(endpoint, current!.Endpoint))
             {
@@ -182,10 +188,18 @@ public sealed class TunnelSupervisor : UntypedActor
                     ReplaceAllowedIps = ipsChanged,
                     AddAllowedIps = ipsChanged ? peer.AllowedIps : [],
                 });
-                if (configured.Created) added++;
+                if (configured.Created)
+                {
+                    added++;
+                    if (mesh.Greet && _tunnels.TryGetValue(peer.Key, out var greeted)) greeted.Tell(HandshakeNeeded.Instance);
+                }
                 else updated++;
             }
-            if (_device.Peers.TryGetValue(peer.Key, out var tagged)) tagged.MeshId = peer.Id;
+            if (_device.Peers.TryGetValue(peer.Key, out var tagged))
+            {
+                tagged.MeshId = peer.Id;
+                if (mesh.PathManaged) tagged.PathManaged = true;
+            }
         }
         return new MeshApplied(added, removed, rekeyed, updated);
     }

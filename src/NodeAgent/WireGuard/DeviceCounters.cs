@@ -39,6 +39,8 @@ public enum DropReason
     TunWriteFailed,
     /// <summary>A datagram that is neither WireGuard nor claimed by another protocol on the socket.</summary>
     NotWireGuard,
+    /// <summary>A packet for a relay path that no relay connection could take (not connected, or its queue full).</summary>
+    NoRelay,
 }
 
 public sealed class DeviceCounters

@@ -7,6 +7,11 @@ namespace Weft.NodeAgent.WireGuard;
 /// <summary>
 /// A peer's UDP address, with its sockaddr bytes precomputed so the packet path can hand it to
 /// sendmmsg without work. Immutable: roaming swaps in a new instance.
+/// <para>
+/// A relay path is an endpoint too (<see cref="ForRelay"/>): the peer's node key on a relay region.
+/// Its address is the placeholder <c>127.3.3.40:&lt;region&gt;</c> (Tailscale's convention) and is
+/// never sent to; the engine hands such packets to its <see cref="IRelayTransport"/>.
+/// </para>
 /// </summary>
 public sealed class Endpoint : IEquatable<Endpoint>
 {
@@ -22,6 +27,24 @@ public sealed class Endpoint : IEquatable<Endpoint>
     }
 
     public IPEndPoint Address { get; }
+
+    /// <summary>The placeholder address of relay paths.</summary>
+    public static readonly IPAddress RelayPlaceholder = IPAddress.Parse("127.3.3.40");
+
+    /// <summary>A relay path: the relay region, 0 for a direct UDP endpoint.</summary>
+    public int RelayRegion { get; private init; }
+
+    /// <summary>On a relay path, the node key packets are addressed to.</summary>
+    public Weft.Contracts.Keys.Curve25519PublicKey RelayPeer { get; private init; }
+
+    public bool IsRelay => RelayRegion != 0;
+
+    /// <summary>The path through relay region <paramref name="region"/> to the node <paramref name="peer"/>.</summary>
+    public static Endpoint ForRelay(int region, Weft.Contracts.Keys.Curve25519PublicKey peer)
+    {
+        if (region is <= 0 or > 65535) throw new ArgumentOutOfRangeException(nameof(region), "relay regions are 1-65535");
+        return new Endpoint(new IPEndPoint(RelayPlaceholder, region)) { RelayRegion = region, RelayPeer = peer };
+    }
 
     public bool IsIPv4 => Address.AddressFamily == AddressFamily.InterNetwork;
 
@@ -70,11 +93,11 @@ public sealed class Endpoint : IEquatable<Endpoint>
         return v6;
     }
 
-    public override string ToString() => Address.ToString();
+    public override string ToString() => IsRelay ? $"relay:{RelayRegion}" : Address.ToString();
 
-    public bool Equals(Endpoint? other) => other is not null && Address.Equals(other.Address);
+    public bool Equals(Endpoint? other) => other is not null && Address.Equals(other.Address) && RelayPeer == other.RelayPeer;
 
     public override bool Equals(object? obj) => Equals(obj as Endpoint);
 
-    public override int GetHashCode() => Address.GetHashCode();
+    public override int GetHashCode() => HashCode.Combine(Address, RelayPeer);
 }

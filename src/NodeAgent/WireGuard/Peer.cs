@@ -6,6 +6,20 @@ using Weft.Contracts.Keys;
 namespace Weft.NodeAgent.WireGuard;
 
 /// <summary>What the packet path tells a peer's owner (its PeerTunnel actor). Called rarely: once per handshake at most.</summary>
+/// <summary>What the packet path tells a peer's PathFinder.</summary>
+public interface IPathSignals
+{
+    /// <summary>Traffic started again after the path went idle.</summary>
+    void PathWanted(Peer peer);
+}
+
+internal sealed class NoPathSignals : IPathSignals
+{
+    public static readonly NoPathSignals Instance = new();
+
+    public void PathWanted(Peer peer) { }
+}
+
 public interface IPeerSignals
 {
     /// <summary>A packet is waiting for a session, or the current one is due for rekeying.</summary>
@@ -13,6 +27,9 @@ public interface IPeerSignals
 
     /// <summary>The responder received the first packet on its "next" keypair, which is now current.</summary>
     void KeypairConfirmed(Peer peer);
+
+    /// <summary>The path finder moved the peer to another endpoint: a handshake sent into the old one is sent again.</summary>
+    void EndpointMoved(Peer peer);
 }
 
 /// <summary>
@@ -110,6 +127,30 @@ public sealed class Peer
         set => _endpoint = value;
     }
 
+    /// <summary>
+    /// The path to this peer is chosen by its PathFinder (disco, relays), not by roaming: packets that
+    /// arrive from another address, or handshakes through a relay, do not move <see cref="Endpoint"/>.
+    /// Off for peers configured by hand (wg-quick, UAPI), which roam as WireGuard does.
+    /// </summary>
+    public bool PathManaged { get; set; }
+
+    private int _pathIdle;
+
+    /// <summary>
+    /// Set by the PathFinder when it stops its heartbeat (no traffic for a while); the first packet
+    /// sent afterwards clears it and calls <see cref="IPeerSignals.PathWanted"/> once, so the
+    /// heartbeat is armed only while the peer is in use.
+    /// </summary>
+    public void MarkPathIdle() => Volatile.Write(ref _pathIdle, 1);
+
+    internal void OnPathUse()
+    {
+        if (Volatile.Read(ref _pathIdle) != 0 && Interlocked.Exchange(ref _pathIdle, 0) != 0) PathSignals.PathWanted(this);
+    }
+
+    /// <summary>Where <see cref="OnPathUse"/> reports (the PathFinder).</summary>
+    public IPathSignals PathSignals { get; set; } = NoPathSignals.Instance;
+
     /// <summary>Seconds; 0 turns persistent keepalive off.</summary>
     public int PersistentKeepaliveSeconds { get; set; }
 
@@ -170,6 +211,7 @@ public sealed class Peer
 
     public void OnDataSent(long now)
     {
+        OnPathUse();
         if (Volatile.Read(ref _firstUnansweredDataSent) == 0) Interlocked.CompareExchange(ref _firstUnansweredDataSent, now, 0);
     }
 
@@ -303,5 +345,7 @@ public sealed class Peer
         public void HandshakeNeeded(Peer peer) { }
 
         public void KeypairConfirmed(Peer peer) { }
+
+        public void EndpointMoved(Peer peer) { }
     }
 }

@@ -43,27 +43,28 @@ public sealed partial class WireGuardDevice
     /// an IP packet to hand to the TUN, which then starts right after the transport header; 0 if
     /// there is nothing to deliver.
     /// </summary>
-    internal int ReceiveDatagram(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
+    /// <param name="relayed">The relay endpoint it came through; null for the UDP socket.</param>
+    internal int ReceiveDatagram(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now, Endpoint? relayed = null)
     {
         switch (Messages.TypeOf(datagram))
         {
             case Messages.TypeTransport:
-                return ReceiveTransport(datagram, sourceAddress, now);
+                return ReceiveTransport(datagram, sourceAddress, now, relayed);
             case Messages.TypeInitiation or Messages.TypeResponse:
-                ReceiveHandshake(datagram, sourceAddress);
+                ReceiveHandshake(datagram, sourceAddress, relayed);
                 return 0;
             case Messages.TypeCookieReply:
                 ReceiveCookieReply(datagram);
                 return 0;
             default:
-                var source = Endpoint.FromSockaddr(sourceAddress);
+                var source = relayed ?? Endpoint.FromSockaddr(sourceAddress);
                 if (source is null || OtherPacketHandler is null || !OtherPacketHandler(datagram.ToArray(), source))
                     Counters.Drop(datagram.Length == 0 ? DropReason.Malformed : DropReason.NotWireGuard);
                 return 0;
         }
     }
 
-    private int ReceiveTransport(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now)
+    private int ReceiveTransport(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, long now, Endpoint? relayed)
     {
         if (datagram.Length < Messages.KeepaliveSize) return Dropped(DropReason.Malformed);
         if (!Indices.TryGet(Messages.ReadIndex(datagram, Messages.TransportReceiver), out var entry) || entry.Keypair is not { } keypair)
@@ -90,9 +91,13 @@ public sealed partial class WireGuardDevice
         var peer = keypair.Peer;
         if (peer.ReceivedWithKeypair(keypair)) peer.Signals.KeypairConfirmed(peer);
         var endpoint = peer.Endpoint;
-        if (endpoint is null || !endpoint.Matches(sourceAddress))
+        if (endpoint is null)
         {
-            // Roaming: the endpoint follows authenticated packets.
+            peer.Endpoint = relayed ?? Endpoint.FromSockaddr(sourceAddress);
+        }
+        else if (!peer.PathManaged && relayed is null && !endpoint.Matches(sourceAddress))
+        {
+            // Roaming: the endpoint follows authenticated packets (a PathFinder's peer moves only by disco).
             if (Endpoint.FromSockaddr(sourceAddress) is { } roamed) peer.Endpoint = roamed;
         }
         peer.OnAuthenticatedReceived(now, datagram.Length);
@@ -125,7 +130,7 @@ public sealed partial class WireGuardDevice
     /// (valid mac1 or not) costs the receive path a copy each and never starves transport packets.
     /// A full queue drops the message, as wireguard-go does.
     /// </summary>
-    private void ReceiveHandshake(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress)
+    private void ReceiveHandshake(Span<byte> datagram, ReadOnlySpan<byte> sourceAddress, Endpoint? relayed)
     {
         var type = Messages.TypeOf(datagram);
         var expected = type == Messages.TypeInitiation ? Messages.InitiationSize : Messages.ResponseSize;
@@ -134,7 +139,7 @@ public sealed partial class WireGuardDevice
             Counters.Drop(DropReason.Malformed);
             return;
         }
-        var source = Endpoint.FromSockaddr(sourceAddress);
+        var source = relayed ?? Endpoint.FromSockaddr(sourceAddress);
         if (source is null)
         {
             Counters.Drop(DropReason.Malformed);

@@ -11,6 +11,15 @@ using Weft.NodeAgent.Net.Tun;
 
 namespace Weft.NodeAgent.WireGuard;
 
+/// <summary>
+/// Carries packets over relays (the agent's RelayClients): non-blocking, and safe from any thread.
+/// False when the packet could not be queued (no connection to that region yet, or a full queue).
+/// </summary>
+public interface IRelayTransport
+{
+    bool Send(int region, Curve25519PublicKey destination, ReadOnlySpan<byte> packet);
+}
+
 /// <summary>A handshake message that passed the cheap checks, on its way to the handshake actors.</summary>
 public sealed record HandshakePacket(uint Type, byte[] Message, Endpoint Source);
 
@@ -108,7 +117,55 @@ public sealed partial class WireGuardDevice : IDisposable
     /// Offered every datagram that is not WireGuard (disco, STUN share the socket). Returns true if
     /// it took the packet. Runs on the receive thread: it must be quick.
     /// </summary>
-    public Func<ReadOnlyMemory<byte>, Endpoint, bool>? OtherPacketHandler { get; set; }
+    public Func<ReadOnlyMemory<byte>, Endpoint, bool>? OtherPacketHandler
+    {
+        get => _otherPacketHandler;
+        set => _otherPacketHandler = value;
+    }
+
+    private volatile Func<ReadOnlyMemory<byte>, Endpoint, bool>? _otherPacketHandler;
+
+    /// <summary>
+    /// Removes <paramref name="handler"/> and <paramref name="relays"/> if they are still the ones
+    /// installed: an owner that stops must not remove what its successor installed.
+    /// </summary>
+    public void Uninstall(Func<ReadOnlyMemory<byte>, Endpoint, bool>? handler, IRelayTransport? relays)
+    {
+        Interlocked.CompareExchange(ref _otherPacketHandler, null, handler);
+        Interlocked.CompareExchange(ref _relays, null, relays);
+    }
+
+    private volatile IRelayTransport? _relays;
+
+    /// <summary>Where packets for relay endpoints go; null: such packets are dropped (no relays).</summary>
+    public IRelayTransport? Relays
+    {
+        get => _relays;
+        set => _relays = value;
+    }
+
+    /// <summary>
+    /// Sends one datagram (WireGuard, disco or STUN) to a UDP endpoint, or through the relay for a
+    /// relay endpoint. False if it could not be sent.
+    /// </summary>
+    public bool SendDatagram(Endpoint endpoint, ReadOnlySpan<byte> datagram)
+    {
+        if (!endpoint.IsRelay) return _udp.SendTo(endpoint, datagram);
+        if (_relays?.Send(endpoint.RelayRegion, endpoint.RelayPeer, datagram) == true) return true;
+        Counters.Drop(DropReason.NoRelay);
+        return false;
+    }
+
+    /// <summary>
+    /// A datagram a relay delivered from <paramref name="source"/> (a relay endpoint): it takes the
+    /// same path as one from the UDP socket, and an IP packet inside goes to the TUN. Called on the
+    /// relay connection's reader thread.
+    /// </summary>
+    public void ReceiveRelayed(byte[] datagram, Endpoint source)
+    {
+        var inner = ReceiveDatagram(datagram, source.Sockaddr, Clock.NowMs, source);
+        if (inner > 0 && !_tun.Write(datagram.AsSpan(Messages.TransportHeaderSize, inner))) Counters.Drop(DropReason.TunWriteFailed);
+    }
 
     /// <summary>The number of handshake messages handed to <see cref="HandshakeSink"/> and not yet processed.</summary>
     public int HandshakeBacklog => Volatile.Read(ref _handshakeBacklog);
@@ -228,7 +285,7 @@ public sealed partial class WireGuardDevice : IDisposable
     {
         var endpoint = peer.Endpoint;
         if (endpoint is null) return false;
-        var sent = _udp.SendTo(endpoint, message);
+        var sent = SendDatagram(endpoint, message);
         if (sent) peer.OnAuthenticatedSent(Clock.NowMs, message.Length);
         return sent;
     }
@@ -249,7 +306,7 @@ public sealed partial class WireGuardDevice : IDisposable
         plaintext.CopyTo(buffer[Messages.TransportHeaderSize..]);
         buffer.Slice(Messages.TransportHeaderSize + plaintext.Length, padded - plaintext.Length).Clear();
         if (!Seal(keypair, buffer, padded)) return false;
-        if (!_udp.SendTo(endpoint, buffer)) return false;
+        if (!SendDatagram(endpoint, buffer)) return false;
         peer.OnAuthenticatedSent(now, buffer.Length);
         if (plaintext.Length > 0) peer.OnDataSent(now);
         CheckRekeyAfterSend(peer, keypair, now);
@@ -275,7 +332,7 @@ public sealed partial class WireGuardDevice : IDisposable
     {
         Span<byte> reply = stackalloc byte[Messages.CookieReplySize];
         Cookies.CreateReply(message, type, source.Address, reply);
-        _udp.SendTo(source, reply);
+        SendDatagram(source, reply);
     }
 
     /// <summary>Writes the transport header and seals the padded plaintext that follows it, in place.</summary>

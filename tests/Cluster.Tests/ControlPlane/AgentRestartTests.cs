@@ -46,7 +46,7 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     }
 
     /// <summary>A TCP SYN from one agent's tailnet address reaches the other's TUN (through a handshake if needed).</summary>
-    private static async Task Passes(TestAgent from, TestAgent to)
+    internal static async Task Passes(TestAgent from, TestAgent to)
     {
         var source = from.View.Self!.Addresses[0];
         var destination = to.View.Self!.Addresses[0];

@@ -22,6 +22,8 @@ public class KubernetesDiscoveryTests
         {
             ["Weft:Api:Listen"] = "http://127.0.0.1:0",
             ["Weft:Control:Listen"] = "http://127.0.0.1:0",
+            ["Weft:Relay:Listen"] = "127.0.0.1:0",
+            ["Weft:Relay:Stun"] = "127.0.0.1:0",
             ["Weft:Cluster:Port"] = "0",
             ["Weft:Cluster:Seeds:0"] = "127.0.0.1:1", // ignored: discovery replaces the seeds
             ["Weft:Cluster:Discovery"] = "Kubernetes",

@@ -38,6 +38,8 @@ public sealed class TestCoordinator : IAsyncDisposable
         {
             ["Weft:Api:Listen"] = "http://127.0.0.1:0",
             ["Weft:Control:Listen"] = "http://127.0.0.1:0",
+            ["Weft:Relay:Listen"] = "127.0.0.1:0",
+            ["Weft:Relay:Stun"] = "127.0.0.1:0",
             ["Weft:Cluster:Port"] = "0",
             ["Weft:BootstrapOperatorKey"] = OperatorKey,
             ["Serilog:MinimumLevel:Default"] = "Warning",

@@ -14,7 +14,7 @@ namespace Weft.Relay;
 /// dropped first, disco apart from data) that a writer task drains. Frames are read with
 /// <see cref="ReadAsync"/>; pings from the server are answered here.
 /// </summary>
-public sealed class RelayClient : IAsyncDisposable
+public sealed class RelayClientConnection : IAsyncDisposable
 {
     public const int DefaultQueueDepth = 256;
     private static readonly TimeSpan LoginTimeout = TimeSpan.FromSeconds(10);
@@ -30,7 +30,7 @@ public sealed class RelayClient : IAsyncDisposable
     private readonly Task _writer;
     private long _dropped;
 
-    private RelayClient(Socket socket, Stream stream, RelayFrameReader reader, Curve25519PublicKey serverKey, ServerInfo info, int queueDepth)
+    private RelayClientConnection(Socket socket, Stream stream, RelayFrameReader reader, Curve25519PublicKey serverKey, ServerInfo info, int queueDepth)
     {
         _socket = socket;
         _stream = stream;
@@ -46,6 +46,11 @@ public sealed class RelayClient : IAsyncDisposable
 
     public ServerInfo Info { get; }
 
+    private long _lastReadTicks = Environment.TickCount64;
+
+    /// <summary>Milliseconds since anything (a frame, a keepalive, a pong) arrived from the relay.</summary>
+    public long SilentMs => Environment.TickCount64 - Interlocked.Read(ref _lastReadTicks);
+
     /// <summary>Packets dropped because the send queue was full.</summary>
     public long Dropped => Interlocked.Read(ref _dropped);
 
@@ -56,7 +61,7 @@ public sealed class RelayClient : IAsyncDisposable
     /// with <paramref name="info"/> (a ticket, or a mesh key). <paramref name="configureSocket"/>
     /// runs before the connect (the agent marks the socket so that it bypasses the tunnel).
     /// </summary>
-    public static async Task<RelayClient> ConnectAsync(RelayNodeAddress address, Curve25519PrivateKey key, ClientInfo info,
+    public static async Task<RelayClientConnection> ConnectAsync(RelayNodeAddress address, Curve25519PrivateKey key, ClientInfo info,
         CancellationToken cancel, Action<Socket>? configureSocket = null, int queueDepth = DefaultQueueDepth)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -87,7 +92,7 @@ public sealed class RelayClient : IAsyncDisposable
             box.Seal(RelayLoginJson.Serialize(info), login.AsSpan(RelayFrame.KeySize));
             await stream.WriteAsync(RelayFrame.Build(RelayFrameType.ClientInfo, login), timeout.Token);
             var serverInfo = await ReadServerInfoAsync(reader, box, timeout.Token);
-            return new RelayClient(socket, stream, reader, serverKey, serverInfo, queueDepth);
+            return new RelayClientConnection(socket, stream, reader, serverKey, serverInfo, queueDepth);
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
@@ -176,6 +181,7 @@ public sealed class RelayClient : IAsyncDisposable
             {
                 var frame = await _reader.ReadAsync(linked.Token);
                 if (frame is null) { await DisposeAsync(); return null; }
+                Interlocked.Exchange(ref _lastReadTicks, Environment.TickCount64);
                 switch (frame.Value.Type)
                 {
                     case RelayFrameType.KeepAlive:

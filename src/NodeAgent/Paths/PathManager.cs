@@ -1,0 +1,307 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using System.Net;
+using Akka.Actor;
+using Akka.Event;
+using Weft.Contracts.Control;
+using Weft.Contracts.Disco;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Control;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Paths;
+
+/// <summary>
+/// NAT traversal for the data plane (its child): it owns the tunnel socket's non-WireGuard traffic
+/// (<see cref="MagicSocket"/>), the relay connections (a <see cref="RelayClient"/> per region, through
+/// the <see cref="RelayHub"/> the engine sends with), netcheck (<see cref="EndpointDiscovery"/>) and a
+/// <see cref="PathFinder"/> per peer. It reports this agent's endpoints and home region to the
+/// ControlClient.
+/// <para>
+/// What it knows comes from others and is handed to it again after a restart: the keys and the relay
+/// access from the ControlClient (through the DataPlane, which re-subscribes), the peers from the
+/// next netmap, the endpoints from a fresh netcheck. Its children are recreated from that; the
+/// engine's sessions are untouched.
+/// </para>
+/// </summary>
+public sealed class PathManager : UntypedActor
+{
+    private readonly WireGuardDevice _device;
+    private readonly IActorRef _control;
+    private readonly LocalAddressSource _local;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly ConcurrentDictionary<string, PathStatus> _statuses = new();
+    private readonly Dictionary<string, IActorRef> _finders = new();
+    private readonly Dictionary<Curve25519PublicKey, IActorRef> _findersByDisco = new();
+    private readonly Dictionary<string, PathPeer> _peers = new();
+    private readonly Dictionary<int, IActorRef> _relays = new();
+    private RelayHub _hub = null!;
+    private Func<ReadOnlyMemory<byte>, Endpoint, bool>? _handler;
+    private IActorRef _discovery = ActorRefs.Nobody;
+    private PathContext? _context;
+    private Curve25519PrivateKey? _disco;
+    private string? _nodeKeyHex;
+    private RelayAccessChanged? _access;
+    private int _home;
+    private ImmutableArray<IPEndPoint> _ownEndpoints = [];
+    private long _unknownDisco;
+    private bool _down = true;
+    private NetMapView? _view;
+
+    public PathManager(WireGuardDevice device, IActorRef control, LocalAddressSource local)
+    {
+        _device = device;
+        _control = control;
+        _local = local;
+    }
+
+    public static Props PropsFor(WireGuardDevice device, IActorRef control, LocalAddressSource local) =>
+        Props.Create(() => new PathManager(device, control, local));
+
+    /// <summary>Disco packets from keys no peer has (stale peers, strangers): ignored and counted.</summary>
+    public long UnknownDiscoPackets => _unknownDisco;
+
+    protected override void PreStart()
+    {
+        var self = Self;
+        _hub = new RelayHub(region => self.Tell(new OpenRegion(region)));
+        _device.Relays = _hub;
+        _device.OtherPacketHandler = _handler = (datagram, source) =>
+        {
+            switch (MagicSocket.Classify(datagram.Span))
+            {
+                case DatagramKind.Disco:
+                    self.Tell(new DiscoArrived(datagram.ToArray(), source));
+                    return true;
+                case DatagramKind.Stun:
+                    self.Tell(new StunArrived(datagram.ToArray(), source, _device.Clock.NowMs));
+                    return true;
+                default:
+                    return false;
+            }
+        };
+        _discovery = Context.ActorOf(EndpointDiscovery.PropsFor(_device, _local), "netcheck");
+        // Everything it needs comes from the ControlClient, now and after any restart of this actor.
+        _control.Tell(new WatchControl(Self));
+    }
+
+    protected override void PostStop()
+    {
+        _device.Uninstall(_handler, _hub);
+        _disco?.Dispose();
+    }
+
+    protected override void OnReceive(object message)
+    {
+        switch (message)
+        {
+            case DiscoKeyChanged disco:
+                OnDiscoKey(disco);
+                break;
+            case NodeKeyChanged node:
+                _nodeKeyHex = node.PrivateKeyHex;
+                using (var key = Curve25519PrivateKey.TryParseHex(node.PrivateKeyHex, out var parsed) ? parsed : null)
+                    if (key is not null && _context is not null) _context.NodeKey = key.PublicKey;
+                PushCredentials();
+                break;
+            case RelayAccessChanged access:
+                OnRelayAccess(access);
+                break;
+            case NetMapChanged changed:
+                _view = changed.View;
+                if (!_down) OnView(changed.View);
+                break;
+            case ControlStateChanged state:
+                var down = state.State is ControlState.Stopped or ControlState.NeedsLogin;
+                if (down == _down) break;
+                _down = down;
+                if (down) OnPeers([]);
+                else if (_view is { } view) OnView(view);
+                break;
+            case RelayClientStarted started:
+                if (Credentials() is { } current) Sender.Tell(current);
+                Sender.Tell(new SetHomeRegion(started.RegionId == _home));
+                break;
+            case DiscoArrived arrived:
+                RouteDisco(arrived);
+                break;
+            case StunArrived stun:
+                _discovery.Forward(stun);
+                break;
+            case OpenRegion open:
+                EnsureRelay(open.RegionId, home: open.RegionId == _home);
+                break;
+            case NetcheckDone done:
+                OnNetcheck(done);
+                break;
+            case OwnEndpointsChanged own:
+                foreach (var finder in _finders.Values) finder.Tell(own);
+                if (own.Roamed)
+                {
+                    // The machine moved: every TCP connection (relays, the coordinator's stream) may be dead
+                    // without knowing it for a while. Make new ones now.
+                    foreach (var relay in _relays.Values) relay.Tell(ReconnectRelay.Instance);
+                    _control.Tell(new Reconnect(TimeSpan.Zero));
+                }
+                break;
+            case GetNetcheck:
+                _discovery.Forward(message);
+                break;
+            case GetPathStatus:
+                Sender.Tell(new PathStatusReply([.. _statuses.Values.OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)]));
+                break;
+            case Terminated terminated:
+                foreach (var (region, relay) in _relays.ToList())
+                    if (relay.Equals(terminated.ActorRef)) _relays.Remove(region);
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
+    }
+
+    private void OnDiscoKey(DiscoKeyChanged changed)
+    {
+        if (!Curve25519PrivateKey.TryParseHex(changed.PrivateKeyHex, out var key)) return;
+        if (_disco is not null && _disco.PublicKey == key.PublicKey)
+        {
+            key.Dispose();
+            return;
+        }
+        // A new disco key (the ControlClient restarted): every finder's box is stale, so they start over.
+        foreach (var finder in _finders.Values) Context.Stop(finder);
+        _finders.Clear();
+        _findersByDisco.Clear();
+        _disco?.Dispose();
+        _disco = key;
+        _context = new PathContext(_device, key, _statuses) { RelaysAvailable = _access is not null, OwnEndpoints = _ownEndpoints };
+        if (_nodeKeyHex is not null && Curve25519PrivateKey.TryParseHex(_nodeKeyHex, out var node))
+        {
+            _context.NodeKey = node.PublicKey;
+            node.Dispose();
+        }
+        if (!_down) OnPeers([.. _peers.Values]);
+    }
+
+    private void OnRelayAccess(RelayAccessChanged access)
+    {
+        var mapChanged = _access is null || !_access.Map.Equals(access.Map) || _access.ControlHost != access.ControlHost;
+        _access = access;
+        if (_context is not null) _context.RelaysAvailable = true;
+        if (mapChanged)
+        {
+            _log.Info("Relay map: {0}", string.Join(", ", access.Map.Regions.Select(r => $"{r.Id} ({r.Code}, {r.Nodes.Count} node(s))")));
+            foreach (var relay in _relays.Values) Context.Stop(relay);
+            _relays.Clear();
+            _discovery.Tell(new RelayMapKnown(access.Map, access.ControlHost));
+            if (_home != 0 && access.Map.Regions.Any(r => r.Id == _home)) EnsureRelay(_home, home: true);
+        }
+        PushCredentials();
+    }
+
+    /// <summary>The ticket names one node key: only a pair that matches is used (after a rotation the new ticket follows the new key).</summary>
+    private RelayCredentials? Credentials()
+    {
+        if (_access is null || _nodeKeyHex is null || !Curve25519PrivateKey.TryParseHex(_nodeKeyHex, out var key)) return null;
+        using (key)
+        {
+            var ticket = _access.Ticket;
+            if (ticket.Length < 33 || !ticket.AsSpan(1, 32).SequenceEqual(key.PublicKey.ToArray())) return null;
+            return new RelayCredentials(_nodeKeyHex, ticket);
+        }
+    }
+
+    private void PushCredentials()
+    {
+        if (Credentials() is not { } credentials) return;
+        foreach (var relay in _relays.Values) relay.Tell(credentials);
+    }
+
+    private void EnsureRelay(int region, bool home)
+    {
+        if (_relays.TryGetValue(region, out var existing))
+        {
+            existing.Tell(new SetHomeRegion(home));
+            return;
+        }
+        if (_access?.Map.Regions.FirstOrDefault(r => r.Id == region) is not { } described || Credentials() is not { } credentials) return;
+        var relay = Context.ActorOf(RelayClient.PropsFor(described, _access.ControlHost, _hub, _device, Self, credentials, home), $"relay-{region}");
+        Context.Watch(relay);
+        _relays[region] = relay;
+    }
+
+    private void OnNetcheck(NetcheckDone done)
+    {
+        var home = done.Report.HomeRegion != 0 ? done.Report.HomeRegion : _home;
+        if (home != _home)
+        {
+            if (_home != 0 && _relays.TryGetValue(_home, out var old)) old.Tell(new SetHomeRegion(false));
+            if (home != 0) _log.Info("Home relay region: {0}", home);
+            _home = home;
+        }
+        if (home != 0) EnsureRelay(home, home: true);
+        if (!done.Endpoints.SequenceEqual(_ownEndpoints))
+        {
+            _ownEndpoints = done.Endpoints;
+            if (_context is not null) _context.OwnEndpoints = done.Endpoints;
+            foreach (var finder in _finders.Values) finder.Tell(new OwnEndpointsChanged(done.Endpoints, Roamed: false));
+        }
+        _control.Tell(new SetEndpoints([.. done.Endpoints.Select(e => e.ToString())], _home));
+    }
+
+    /// <summary>The netmap's peers that carry traffic (as the data plane takes them), and this device's last home region.</summary>
+    private void OnView(NetMapView view)
+    {
+        var selfHome = view.Self?.HomeRelay ?? 0;
+        if (_home == 0 && selfHome > 0)
+        {
+            _home = selfHome;
+            _discovery.Tell(new HomeHint(selfHome));
+            EnsureRelay(selfHome, home: true);
+        }
+        var peers = new List<PathPeer>(view.Peers.Count);
+        foreach (var node in view.Peers.Values)
+        {
+            if (Tunnels.MeshPeer.FromNode(node) is not { } peer) continue;
+            var disco = node.DiscoKey.Length == 32 ? new Curve25519PublicKey(node.DiscoKey.Span) : (Curve25519PublicKey?)null;
+            peers.Add(new PathPeer(node.Id, node.Name, peer.Key, disco, peer.Endpoints, node.HomeRelay));
+        }
+        OnPeers(peers);
+    }
+
+    private void OnPeers(IReadOnlyList<PathPeer> peers)
+    {
+        var wanted = peers.ToDictionary(p => p.Id);
+        foreach (var (id, finder) in _finders.ToList())
+        {
+            if (wanted.ContainsKey(id)) continue;
+            Context.Stop(finder);
+            _finders.Remove(id);
+            _peers.Remove(id);
+        }
+        _findersByDisco.Clear();
+        foreach (var peer in peers)
+        {
+            _peers[peer.Id] = peer;
+            if (_context is null) continue;
+            if (_finders.TryGetValue(peer.Id, out var finder)) finder.Tell(new PeerChanged(peer));
+            else
+            {
+                finder = Context.ActorOf(PathFinder.PropsFor(_context, peer), "path-" + Uri.EscapeDataString(peer.Id));
+                _finders[peer.Id] = finder;
+            }
+            if (peer.DiscoKey is { } disco) _findersByDisco[disco] = finder;
+        }
+    }
+
+    private void RouteDisco(DiscoArrived arrived)
+    {
+        if (!DiscoPacket.TryReadSender(arrived.Packet, out var sender) || !_findersByDisco.TryGetValue(sender, out var finder))
+        {
+            _unknownDisco++;
+            if (_unknownDisco is 1 or 100 or 10_000) _log.Debug("Ignored {0} disco packet(s) from keys no peer has", _unknownDisco);
+            return;
+        }
+        finder.Tell(arrived);
+    }
+}

@@ -1,0 +1,50 @@
+using System.Collections.Concurrent;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.WireGuard;
+using Weft.Relay;
+
+namespace Weft.NodeAgent.Paths;
+
+/// <summary>
+/// The engine's way onto the relays (<see cref="IRelayTransport"/>): the live connection of each
+/// region, set by its RelayClient actor. A packet for a region with no connection yet waits in a
+/// small queue (the oldest dropped first) while the connection is asked for, so the first packet
+/// to a new peer is not lost to the dial. Safe from every thread; never blocks.
+/// </summary>
+public sealed class RelayHub : IRelayTransport
+{
+    private const int PendingLimit = 64;
+    private readonly ConcurrentDictionary<int, RelayClientConnection> _live = new();
+    private readonly ConcurrentDictionary<int, ConcurrentQueue<(Curve25519PublicKey, byte[])>> _pending = new();
+    private readonly ConcurrentDictionary<int, long> _lastUsed = new();
+    private readonly Action<int> _needRegion;
+
+    /// <param name="needRegion">Asks for a connection to a region (called at most once per packet that waits).</param>
+    public RelayHub(Action<int> needRegion) => _needRegion = needRegion;
+
+    public bool Send(int region, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
+    {
+        _lastUsed[region] = Environment.TickCount64;
+        if (_live.TryGetValue(region, out var connection) && !connection.IsClosed) return connection.TrySend(destination, packet);
+        var queue = _pending.GetOrAdd(region, _ => new ConcurrentQueue<(Curve25519PublicKey, byte[])>());
+        queue.Enqueue((destination, packet.ToArray()));
+        while (queue.Count > PendingLimit) queue.TryDequeue(out _);
+        _needRegion(region);
+        return true;
+    }
+
+    /// <summary>The connection for a region is up: packets waiting for it go out now.</summary>
+    public void Attach(int region, RelayClientConnection connection)
+    {
+        _live[region] = connection;
+        if (_pending.TryRemove(region, out var queue))
+            while (queue.TryDequeue(out var item)) connection.TrySend(item.Item1, item.Item2);
+    }
+
+    public void Detach(int region, RelayClientConnection connection) => _live.TryRemove(new KeyValuePair<int, RelayClientConnection>(region, connection));
+
+    public bool IsConnected(int region) => _live.TryGetValue(region, out var connection) && !connection.IsClosed;
+
+    /// <summary>Milliseconds since a packet was last sent to <paramref name="region"/> (long.MaxValue if never).</summary>
+    public long IdleMs(int region) => _lastUsed.TryGetValue(region, out var at) ? Environment.TickCount64 - at : long.MaxValue;
+}

@@ -1,0 +1,127 @@
+using Akka.Actor;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Relays;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
+using Weft.NodeAgent.Control;
+using Weft.NodeAgent.Paths;
+using Weft.Relay;
+
+namespace Weft.Cluster.Tests.ControlPlane;
+
+/// <summary>
+/// The coordinator's relays as agents meet them: the relay map and a ticket over the control stream,
+/// the embedded relay admitting exactly the keys the cluster vouches for, a new ticket after a key
+/// rotation, and agents that can only meet through the relay keeping their traffic when their relay
+/// client, their path manager or their control client is killed.
+/// </summary>
+public class RelayTests
+{
+    [Fact]
+    public async Task An_agent_gets_the_relay_map_and_a_ticket_that_admits_its_own_node_key_to_the_embedded_relay_and_no_other()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("relays")).Id;
+        using var a = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key);
+        var access = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null, "a's relay access");
+
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        var region = Assert.Single(access!.Map.Regions);
+        var relayNode = Assert.Single(region.Nodes);
+        Assert.Equal(relay.LocalEndpoint.Port, relayNode.Port);
+        Assert.Equal(relay.StunEndpoint!.Port, relayNode.StunPort);
+        Assert.Equal("", relayNode.Host); // the host the agent dialled for control
+        Assert.Equal(node.Control.Host, access.ControlHost);
+
+        var issuer = node.Services.GetRequiredService<RelayTicketIssuer>();
+        var ticket = RelayTicket.Verify(access.Ticket, [issuer.IssuerKey], DateTimeOffset.UtcNow, out var refusal);
+        Assert.Equal(TicketRefusal.None, refusal);
+        using var nodeKey = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
+        Assert.Equal(nodeKey.PublicKey, ticket!.NodeKey);
+        Assert.Equal(tailnet, ticket.TailnetId);
+        Assert.True(ticket.Expiry > DateTimeOffset.UtcNow.AddMinutes(30));
+
+        var address = new RelayNodeAddress(access.ControlHost, relayNode.Port);
+        await using (await RelayClientConnection.ConnectAsync(address, nodeKey, new ClientInfo { Ticket = access.Ticket }, CancellationToken.None))
+            Assert.Contains(nodeKey.PublicKey, relay.ConnectedKeys);
+        using var stranger = Curve25519PrivateKey.Generate();
+        await Assert.ThrowsAsync<RelayProtocolException>(() => RelayClientConnection.ConnectAsync(address, stranger, new ClientInfo { Ticket = access.Ticket }, CancellationToken.None));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_wrong_node_key"));
+    }
+
+    [Fact]
+    public async Task A_node_key_rotation_brings_a_ticket_for_the_new_key_and_a_restarted_control_client_gets_a_ticket_again()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("rotation")).Id;
+        using var a = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key);
+        var before = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null, "a first ticket");
+        var oldKey = TicketKey(before!);
+
+        a.Client.Tell(RotateNodeKeyNow.Instance);
+        var after = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null && TicketKey(x) != oldKey, "a ticket for the new key");
+        using var current = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
+        Assert.Equal(current.PublicKey, TicketKey(after!));
+        Assert.Equal(before!.Map, after!.Map);
+
+        // The control client dies: the new one subscribes again and is handed a ticket again.
+        var held = a.RelayAccess;
+        a.Client.Tell(Kill.Instance);
+        await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => !ReferenceEquals(x, held), "a ticket after the restart");
+    }
+
+    private static Curve25519PublicKey TicketKey(RelayAccessChanged access) => new(access.Ticket.AsSpan(1, 32));
+
+    [Fact]
+    public async Task Agents_that_can_meet_only_through_the_relay_keep_talking_when_their_relay_client_path_manager_or_control_client_is_killed()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        // No STUN: nothing can tell the agents where the other really is, so only the relay joins them.
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Relay:Stun", "off")]);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("relayed")).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        // Each advertises an endpoint where nothing listens (loopback port 9, discard): direct paths lead nowhere.
+        TestAgent Start(string name) => TestAgent.Start(agents, [node.Control], name, key, tunnels: true,
+            tune: o => o with { Endpoints = ["127.0.0.1:9"] }, tunePlane: p => p with { StaticEndpoints = ["127.0.0.1:9"] });
+        using var a = Start("a");
+        using var b = Start("b");
+        await a.WaitForPeers(b);
+        await b.WaitForPeers(a);
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+
+        await AgentRestartTests.Passes(a, b);
+        await AgentRestartTests.Passes(b, a);
+        Assert.True(relay.Counters.PacketsForwarded > 0, "the packets went through the relay");
+        Assert.Equal("relay", await PathOf(a, b));
+
+        foreach (var victim in new[] { "paths/relay-1", "paths" })
+        {
+            var target = await agents.System.ActorSelection(a.DataPlane!.Path + "/" + victim).ResolveOne(TimeSpan.FromSeconds(5));
+            target.Tell(Kill.Instance);
+            var forwarded = relay.Counters.PacketsForwarded;
+            await AgentRestartTests.Passes(a, b);
+            await AgentRestartTests.Passes(b, a);
+            Assert.True(relay.Counters.PacketsForwarded > forwarded, $"after killing {victim}, traffic goes through the relay again");
+        }
+
+        // The control client dies: a new disco key, a new ticket; the relay path survives it.
+        a.Client.Tell(Kill.Instance);
+        await a.WaitForState(ControlState.Running);
+        await AgentRestartTests.Passes(a, b);
+        await AgentRestartTests.Passes(b, a);
+        Assert.Equal("relay", await PathOf(a, b));
+    }
+
+    private static async Task<string> PathOf(TestAgent from, TestAgent to)
+    {
+        var toKey = to.View.Self!.NodeKey.ToByteArray();
+        var reply = await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5));
+        return reply.Paths.Single(p => p.NodeKeyHex == Convert.ToHexStringLower(toKey)).Kind;
+    }
+}
