@@ -30,7 +30,15 @@ public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issu
             MeshKey = settings.MeshKey,
             MeshPeers = [.. settings.MeshPeers.Select(RelayNodeAddress.Parse)],
         }, log);
-        _server.Start();
+        try
+        {
+            _server.Start();
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            throw new InvalidOperationException($"the embedded relay cannot listen on tcp {settings.Listen} / udp {settings.Stun}: {e.Message} " +
+                "(set --relay-listen and --stun-listen, Weft:Relay:Listen and Weft:Relay:Stun, or --no-embedded-relay)", e);
+        }
         issuer.UseEmbeddedPorts(_server.LocalEndpoint.Port, _server.StunEndpoint?.Port ?? 0);
         return Task.CompletedTask;
     }

@@ -13,7 +13,7 @@ namespace Weft.NodeAgent.Tunnels;
 /// </summary>
 public sealed class PeerTunnel : UntypedActor, IWithTimers
 {
-    public static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(100);
+    private const long RetryPastDueMs = 100;
 
     private readonly WireGuardDevice _device;
     private readonly Peer _peer;
@@ -49,7 +49,8 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
     {
         _peer.Signals = new TunnelSignals(Self);
         _peer.HandshakeRequestHandled();
-        if (_tick) Timers.StartPeriodicTimer("timers", EvaluateTimers.Instance, TickInterval);
+        // Whatever the stamps say now (after a restart, sessions may be mid-way): arm for the earliest.
+        Rearm();
         if (_peer.PersistentKeepaliveSeconds > 0) Self.Tell(new PeerSettingsChanged(true));
     }
 
@@ -58,7 +59,43 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         DiscardPending();
     }
 
+    /// <summary>
+    /// Every message may change what is armed (a handshake sent, a session installed, a timer
+    /// fired): afterwards the single timer is set for the earliest deadline, or cancelled. Nothing
+    /// polls: an idle peer has no timer at all, and the packet path wakes the tunnel when a timer
+    /// starts (<see cref="Peer"/>'s TimersStarted signal).
+    /// </summary>
     protected override void OnReceive(object message)
+    {
+        Handle(message);
+        Rearm();
+    }
+
+    private TimerState TimerStateNow() => new(_retransmitAt, _zeroKeysAt, _peer.FirstUnansweredDataReceived, _peer.FirstUnansweredDataSent,
+        _newHandshakeJitterMs, _peer.LastAuthenticatedSent, _peer.LastAuthenticatedReceived, _peer.PersistentKeepaliveSeconds);
+
+    private void Rearm()
+    {
+        if (!_tick) return; // tests drive EvaluateTimers by hand
+        var next = PeerTimers.NextDue(TimerStateNow(), Timings);
+        if (next is null)
+        {
+            _peer.DisarmTimers();
+            // A timer may have started between the check and the disarm: look once more (see Peer.WakeTimers).
+            next = PeerTimers.NextDue(TimerStateNow(), Timings);
+            if (next is null)
+            {
+                Timers.Cancel("timers");
+                return;
+            }
+        }
+        _peer.TimersArmed(next.Value);
+        // Already past (an action that could not be taken, e.g. no endpoint yet): try again shortly, not in a tight loop.
+        var delay = next.Value - Now;
+        Timers.StartSingleTimer("timers", EvaluateTimers.Instance, TimeSpan.FromMilliseconds(delay > 0 ? delay : RetryPastDueMs));
+    }
+
+    private void Handle(object message)
     {
         switch (message)
         {
@@ -89,7 +126,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
                 HandshakeComplete();
                 if (_peer.StagedCount > 0) _device.SendStagedOrKeepalive(_peer);
                 break;
-            case EvaluateTimers:
+            case EvaluateTimers or TimersStarted:
                 OnTimers();
                 break;
             case PeerSettingsChanged { PersistentKeepaliveTurnedOn: true }:
@@ -201,9 +238,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
     private void OnTimers()
     {
         var now = Now;
-        var state = new TimerState(_retransmitAt, _zeroKeysAt, _peer.FirstUnansweredDataReceived, _peer.FirstUnansweredDataSent,
-            _newHandshakeJitterMs, _peer.LastAuthenticatedSent, _peer.LastAuthenticatedReceived, _peer.PersistentKeepaliveSeconds);
-        var due = PeerTimers.Due(state, now, Timings);
+        var due = PeerTimers.Due(TimerStateNow(), now, Timings);
         if (due == TimerActions.None) return;
 
         if (due.HasFlag(TimerActions.RetransmitHandshake))
@@ -266,5 +301,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         public void KeypairConfirmed(Peer peer) => tunnel.Tell(Tunnels.KeypairConfirmed.Instance);
 
         public void EndpointMoved(Peer peer) => tunnel.Tell(Tunnels.EndpointMoved.Instance);
+
+        public void TimersStarted(Peer peer) => tunnel.Tell(Tunnels.TimersStarted.Instance);
     }
 }

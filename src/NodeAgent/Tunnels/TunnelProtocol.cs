@@ -107,7 +107,13 @@ public sealed record InitiationArrived(ConsumedInitiation Initiation, Endpoint S
 /// <summary>A response to one of this peer's initiations (mac1 checked, not yet decrypted).</summary>
 public sealed record ResponseArrived(byte[] Message, Endpoint Source);
 
-/// <summary>Re-evaluates the peer's timers. Sent periodically, and directly by tests that move a manual clock.</summary>
+/// <summary>A timer started on the packet path while the tunnel had none armed (see Peer.WakeTimers).</summary>
+public sealed class TimersStarted
+{
+    public static readonly TimersStarted Instance = new();
+}
+
+/// <summary>Re-evaluates the peer's timers. Sent by the tunnel's single timer when its earliest deadline is due, and directly by tests that move a manual clock.</summary>
 public sealed class EvaluateTimers
 {
     public static readonly EvaluateTimers Instance = new();

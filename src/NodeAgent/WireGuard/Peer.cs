@@ -30,6 +30,9 @@ public interface IPeerSignals
 
     /// <summary>The path finder moved the peer to another endpoint: a handshake sent into the old one is sent again.</summary>
     void EndpointMoved(Peer peer);
+
+    /// <summary>A keepalive or handshake timer started while the tunnel had none armed.</summary>
+    void TimersStarted(Peer peer);
 }
 
 /// <summary>
@@ -212,7 +215,8 @@ public sealed class Peer
     public void OnDataSent(long now)
     {
         OnPathUse();
-        if (Volatile.Read(ref _firstUnansweredDataSent) == 0) Interlocked.CompareExchange(ref _firstUnansweredDataSent, now, 0);
+        if (Volatile.Read(ref _firstUnansweredDataSent) == 0 && Interlocked.CompareExchange(ref _firstUnansweredDataSent, now, 0) == 0)
+            WakeTimers(now + (long)(Timings.KeepaliveTimeout + Timings.RekeyTimeout).TotalMilliseconds);
     }
 
     public void OnAuthenticatedReceived(long now, int bytes)
@@ -224,8 +228,39 @@ public sealed class Peer
 
     public void OnDataReceived(long now)
     {
-        if (Volatile.Read(ref _firstUnansweredDataReceived) == 0) Interlocked.CompareExchange(ref _firstUnansweredDataReceived, now, 0);
+        if (Volatile.Read(ref _firstUnansweredDataReceived) == 0 && Interlocked.CompareExchange(ref _firstUnansweredDataReceived, now, 0) == 0)
+            WakeTimers(now + (long)Timings.KeepaliveTimeout.TotalMilliseconds);
     }
+
+    // When the PeerTunnel's next timer is armed (engine ms); 0 when nothing is armed, -1 when it has been woken.
+    private long _timerArmedAt;
+
+    /// <summary>The engine's timer constants (the device sets them).</summary>
+    public WireGuardTimings Timings { get; init; } = WireGuardTimings.Default;
+
+    /// <summary>
+    /// A timer just started counting (data sent or received with nothing yet in reply), due at
+    /// <paramref name="deadline"/>. The tunnel is woken only if its armed timer would fire later
+    /// than that (or none is armed); otherwise that earlier timer re-evaluates everything when it
+    /// fires. Under steady traffic new deadlines only move forward, so the packet path sends
+    /// nothing. (Interlocked operations on both sides make sure that a timer started while the
+    /// tunnel disarms is never missed: see <see cref="DisarmTimers"/>.)
+    /// </summary>
+    private void WakeTimers(long deadline)
+    {
+        var armed = Interlocked.Read(ref _timerArmedAt);
+        if (armed == -1 || (armed != 0 && armed <= deadline)) return;
+        if (Interlocked.CompareExchange(ref _timerArmedAt, -1, armed) == armed) Signals.TimersStarted(this);
+    }
+
+    /// <summary>When the tunnel's timer is armed for (engine ms); 0 when nothing is armed.</summary>
+    public long TimerArmedAt => Interlocked.Read(ref _timerArmedAt);
+
+    /// <summary>The tunnel armed its timer for <paramref name="at"/>.</summary>
+    internal void TimersArmed(long at) => Interlocked.Exchange(ref _timerArmedAt, at);
+
+    /// <summary>The tunnel has nothing armed; from now on a starting timer wakes it.</summary>
+    internal void DisarmTimers() => Interlocked.Exchange(ref _timerArmedAt, 0);
 
     internal void ClearUnansweredDataSent() => Volatile.Write(ref _firstUnansweredDataSent, 0);
 
@@ -347,5 +382,7 @@ public sealed class Peer
         public void KeypairConfirmed(Peer peer) { }
 
         public void EndpointMoved(Peer peer) { }
+
+        public void TimersStarted(Peer peer) { }
     }
 }

@@ -53,6 +53,26 @@ public static class PeerTimers
         return due;
     }
 
+    /// <summary>
+    /// When the next of the armed timers falls due (engine ms), or null when none is armed: the
+    /// PeerTunnel sleeps until then instead of polling, so an idle peer costs nothing.
+    /// </summary>
+    public static long? NextDue(TimerState s, WireGuardTimings timings)
+    {
+        long? next = null;
+        void Consider(long at)
+        {
+            if (next is null || at < next) next = at;
+        }
+        if (s.RetransmitAt != 0) Consider(s.RetransmitAt);
+        if (s.FirstUnansweredDataReceived != 0) Consider(s.FirstUnansweredDataReceived + (long)timings.KeepaliveTimeout.TotalMilliseconds);
+        if (s.FirstUnansweredDataSent != 0)
+            Consider(s.FirstUnansweredDataSent + (long)(timings.KeepaliveTimeout + timings.RekeyTimeout).TotalMilliseconds + s.NewHandshakeJitterMs);
+        if (s.ZeroKeysAt != 0) Consider(s.ZeroKeysAt);
+        if (s.PersistentKeepaliveSeconds > 0) Consider(Math.Max(s.LastAuthenticatedSent, s.LastAuthenticatedReceived) + s.PersistentKeepaliveSeconds * 1000L);
+        return next;
+    }
+
     /// <summary>0–333 ms of jitter, as wireguard-go adds to the retransmit and new-handshake timers.</summary>
     public static int Jitter(WireGuardTimings timings) => Random.Shared.Next(timings.RekeyTimeoutJitterMaxMs);
 }

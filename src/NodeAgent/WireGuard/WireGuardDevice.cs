@@ -207,7 +207,7 @@ public sealed partial class WireGuardDevice : IDisposable
             throw new InvalidOperationException($"a device holds at most {Constants.MaxPeers} peers");
         return Peers.GetOrAdd(publicKey, key =>
         {
-            var peer = new Peer(key, Indices);
+            var peer = new Peer(key, Indices) { Timings = Timings };
             peer.PrecomputeStaticStatic(PrivateKey);
             return peer;
         });

@@ -123,6 +123,19 @@ public class NatLabTests
         figures.RelayMbit = Traffic.Iperf(machines["h2"], address["h2"], machines["h1"], TimeSpan.FromSeconds(2));
         Assert.True(figures.RelayMbit > 0, "iperf3 through the relay moved no data");
 
+        // Node-key rotation under a continuous ping loses at most two packets, on a direct and on a relayed path.
+        foreach (var (from, to) in new[] { ("e1", "e2"), ("h1", "h2") })
+        {
+            var rotationPing = Traffic.StartPing(machines[from], address[to], 0.05);
+            await Task.Delay(1000);
+            var (rotateCode, rotateText) = agents[to].Cli("rotate-node-key");
+            Assert.True(rotateCode == 0, rotateText);
+            await Task.Delay(4000);
+            var (rotationSent, rotationReceived) = Traffic.StopPing(rotationPing);
+            figures.RotationLost.Add(rotationSent - rotationReceived);
+            Assert.True(rotationSent - rotationReceived <= 2, $"{from} → {to}: a node-key rotation lost {rotationSent - rotationReceived} of {rotationSent} pings");
+        }
+
         // Relay failover: the relay everyone is on dies; clients move to the other node of the region.
         relays[0].Stop(TimeSpan.FromSeconds(5), "KILL");
         var failover = Stopwatch.StartNew();
@@ -223,11 +236,12 @@ public class NatLabTests
         public double DirectMbit { get; set; }
         public double FailoverMs { get; set; }
         public double RoamRecoveryMs { get; set; }
+        public List<int> RotationLost { get; } = [];
 
         private static double P50(List<double> values) => values.Count == 0 ? double.NaN : values.Order().ElementAt(values.Count / 2);
 
         public string Summary() => string.Create(CultureInfo.InvariantCulture,
             $"nat: first_packet_ms_p50={P50(FirstPacketMs):0.0} direct_after_ms_easy_p50={P50(DirectAfterMs):0} direct_rate={DirectPairs}/{ShouldBeDirect} relay_mbit={RelayMbit:0} " +
-            $"direct_mbit={DirectMbit:0} relay_to_direct={RelayMbit / DirectMbit:0.00} failover_ms={FailoverMs:0} roam_recovery_ms={RoamRecoveryMs:0} samples={FirstPacketMs.Count}/{DirectAfterMs.Count}");
+            $"direct_mbit={DirectMbit:0} relay_to_direct={RelayMbit / DirectMbit:0.00} failover_ms={FailoverMs:0} roam_recovery_ms={RoamRecoveryMs:0} rotation_lost={string.Join('+', RotationLost)} samples={FirstPacketMs.Count}/{DirectAfterMs.Count}");
     }
 }
