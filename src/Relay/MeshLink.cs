@@ -38,7 +38,8 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
                 {
                     if (frame.Payload.Length < RelayFrame.KeySize) continue;
                     var key = new Curve25519PublicKey(frame.Payload.AsSpan(0, RelayFrame.KeySize));
-                    if (frame.Type == RelayFrameType.PeerPresent) server.LearnForwarder(key, this);
+                    if (frame.Type == RelayFrameType.PeerPresent)
+                        server.LearnForwarder(key, System.Text.Encoding.UTF8.GetString(frame.Payload.AsSpan(RelayFrame.KeySize)), this);
                     else if (frame.Type == RelayFrameType.PeerGone) server.ForgetForwarder(key, this);
                 }
                 server.Log.LogWarning("Mesh link to {Peer} broke; retrying", peer);

@@ -26,8 +26,9 @@ internal sealed class RelayConnection
     private long _lastPeerGoneNotHere;
     private int _peerGoneBurst = 3;
 
-    public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh)
+    public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh, string? tailnetId)
     {
+        TailnetId = tailnetId;
         _server = server;
         _stream = stream;
         _reader = reader;
@@ -41,6 +42,9 @@ internal sealed class RelayConnection
     }
 
     public Curve25519PublicKey Key { get; }
+
+    /// <summary>The tailnet its ticket names (null for a mesh peer): packets pass only between clients of one tailnet.</summary>
+    public string? TailnetId { get; }
 
     /// <summary>Another relay of the region (it proved the mesh key): it may watch and forward, and is not a client.</summary>
     public bool IsMesh { get; }
@@ -103,7 +107,8 @@ internal sealed class RelayConnection
                 case RelayFrameType.ForwardPacket when IsMesh:
                     if (payload.Length < 2 * RelayFrame.KeySize) { counters.Dropped("short_forward"); break; }
                     // Delivered here or nowhere: a forwarded packet never takes a second hop.
-                    if (!_server.Deliver(new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)),
+                    // (The mesh peer checked the tailnets before forwarding.)
+                    if (!_server.Deliver(new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)), null,
                             new Curve25519PublicKey(payload.AsSpan(RelayFrame.KeySize, RelayFrame.KeySize)), payload.AsSpan(2 * RelayFrame.KeySize)))
                         counters.Dropped("forward_unknown_destination");
                     break;

@@ -37,7 +37,7 @@ public sealed class RelayServer : IAsyncDisposable
     // Every connected client by node key; more than one connection per key is allowed, the last one that sent is active.
     private readonly ConcurrentDictionary<Curve25519PublicKey, ClientSet> _clients = new();
     // Clients of other relays in the region, and the mesh link that reaches each.
-    private readonly ConcurrentDictionary<Curve25519PublicKey, MeshLink> _forwarders = new();
+    private readonly ConcurrentDictionary<Curve25519PublicKey, (MeshLink Link, string TailnetId)> _forwarders = new();
     private readonly ConcurrentDictionary<RelayConnection, byte> _watchers = new();
     private readonly List<MeshLink> _meshLinks = [];
     private StunServer? _stun;
@@ -123,7 +123,7 @@ public sealed class RelayServer : IAsyncDisposable
             var (key, box, isMesh, ticket) = await LoginAsync(reader, handshake.Token);
             using (box)
             {
-                connection = new RelayConnection(this, stream, reader, key, isMesh);
+                connection = new RelayConnection(this, stream, reader, key, isMesh, ticket?.TailnetId);
                 // Registered before the client hears it is in, so that its first packet's answer finds it here.
                 if (!isMesh) Register(connection);
                 var serverInfo = new ServerInfo { TicketExpiresUnix = ticket?.Expiry.ToUnixTimeSeconds() ?? 0 };
@@ -252,7 +252,7 @@ public sealed class RelayServer : IAsyncDisposable
             set.Active = connection;
         }
         // A client here wins over a forwarder for the same key.
-        if (first) foreach (var watcher in _watchers.Keys) watcher.Enqueue(RelayFrame.Build(RelayFrameType.PeerPresent, connection.Key.ToArray()), control: true);
+        if (first) foreach (var watcher in _watchers.Keys) watcher.Enqueue(PeerPresent(connection), control: true);
     }
 
     private void Unregister(RelayConnection connection)
@@ -279,15 +279,20 @@ public sealed class RelayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>A client's packet for <paramref name="destination"/>: delivered here, or forwarded to the relay that has it.</summary>
+    /// <summary>
+    /// A client's packet for <paramref name="destination"/>: delivered here, or forwarded to the relay
+    /// that has it. Only between clients of one tailnet: a key of another tailnet is treated as not
+    /// here at all (tenants never reach each other through a relay, nor learn who is connected).
+    /// </summary>
     internal void Route(RelayConnection sender, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
     {
-        if (Deliver(sender.Key, destination, packet))
+        if (Deliver(sender.Key, sender.TailnetId, destination, packet))
         {
             sender.SentTo[destination] = 0;
             return;
         }
-        if (_forwarders.TryGetValue(destination, out var link) && link.TryForward(sender.Key, destination, packet))
+        if (_forwarders.TryGetValue(destination, out var forwarder) && forwarder.TailnetId == sender.TailnetId
+            && forwarder.Link.TryForward(sender.Key, destination, packet))
         {
             sender.SentTo[destination] = 0;
             Counters.Meshed();
@@ -297,17 +302,26 @@ public sealed class RelayServer : IAsyncDisposable
         if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.Enqueue(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere), control: true);
     }
 
-    /// <summary>Delivers to a client connected here; false if there is none.</summary>
-    internal bool Deliver(Curve25519PublicKey source, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
+    /// <summary>
+    /// Delivers to a client connected here; false if there is none. A client of another tailnet than
+    /// <paramref name="sourceTailnet"/> counts as not here: tenants never reach each other through a
+    /// relay (null: forwarded by a mesh peer, which checked).
+    /// </summary>
+    internal bool Deliver(Curve25519PublicKey source, string? sourceTailnet, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
     {
         if (!_clients.TryGetValue(destination, out var set)) return false;
         RelayConnection? active;
         lock (set) active = set.Active;
         if (active is null) return false;
+        if (sourceTailnet is not null && active.TailnetId != sourceTailnet) return false;
         active.Enqueue(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), control: false, disco: RelayFrame.IsDisco(packet));
         Counters.Forwarded(packet.Length);
         return true;
     }
+
+    /// <summary>PeerPresent: the client's key, then its tailnet id (so that the mesh peer keeps tailnets apart too).</summary>
+    private static byte[] PeerPresent(RelayConnection client) =>
+        RelayFrame.Build(RelayFrameType.PeerPresent, [.. client.Key.ToArray(), .. Encoding.UTF8.GetBytes(client.TailnetId ?? "")]);
 
     internal void MarkActive(RelayConnection connection)
     {
@@ -318,7 +332,12 @@ public sealed class RelayServer : IAsyncDisposable
     internal void AddWatcher(RelayConnection watcher)
     {
         _watchers[watcher] = 0;
-        foreach (var key in _clients.Keys) watcher.Enqueue(RelayFrame.Build(RelayFrameType.PeerPresent, key.ToArray()), control: true);
+        foreach (var set in _clients.Values)
+        {
+            RelayConnection? active;
+            lock (set) active = set.Active;
+            if (active is not null) watcher.Enqueue(PeerPresent(active), control: true);
+        }
     }
 
     internal void ClosePeer(Curve25519PublicKey key)
@@ -329,14 +348,17 @@ public sealed class RelayServer : IAsyncDisposable
         foreach (var connection in connections) connection.Close();
     }
 
-    internal void LearnForwarder(Curve25519PublicKey key, MeshLink link) => _forwarders[key] = link;
+    internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link) => _forwarders[key] = (link, tailnetId);
 
-    internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link) => _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, MeshLink>(key, link));
+    internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link)
+    {
+        if (_forwarders.TryGetValue(key, out var entry) && entry.Link == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, (MeshLink, string)>(key, entry));
+    }
 
     internal void ForgetForwardersOf(MeshLink link)
     {
-        foreach (var (key, owner) in _forwarders)
-            if (owner == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, MeshLink>(key, owner));
+        foreach (var (key, entry) in _forwarders)
+            if (entry.Link == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, (MeshLink, string)>(key, entry));
     }
 
     public async ValueTask DisposeAsync()

@@ -33,13 +33,13 @@ public sealed class RelayLab : IAsyncDisposable
 
     public static RelayNodeAddress AddressOf(RelayServer server) => new("127.0.0.1", server.LocalEndpoint.Port);
 
-    public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null) =>
-        new RelayTicket(node, "tn_test", DateTimeOffset.UtcNow + (validFor ?? TimeSpan.FromHours(1))).Sign(Issuer);
+    public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null, string tailnet = "tn_test") =>
+        new RelayTicket(node, tailnet, DateTimeOffset.UtcNow + (validFor ?? TimeSpan.FromHours(1))).Sign(Issuer);
 
-    public async Task<(RelayClientConnection Client, Curve25519PrivateKey Key)> Connect(RelayServer server, Curve25519PrivateKey? key = null)
+    public async Task<(RelayClientConnection Client, Curve25519PrivateKey Key)> Connect(RelayServer server, Curve25519PrivateKey? key = null, string tailnet = "tn_test")
     {
         key ??= Curve25519PrivateKey.Generate();
-        var client = await RelayClientConnection.ConnectAsync(AddressOf(server), key, new ClientInfo { Ticket = Ticket(key.PublicKey) }, CancellationToken.None);
+        var client = await RelayClientConnection.ConnectAsync(AddressOf(server), key, new ClientInfo { Ticket = Ticket(key.PublicKey, tailnet: tailnet) }, CancellationToken.None);
         _owned.Add(client);
         return (client, key);
     }

@@ -58,6 +58,30 @@ public class RelayMeshTests
     }
 
     [Fact]
+    public async Task Clients_of_different_tailnets_never_reach_each_other_on_one_relay_or_across_the_mesh()
+    {
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay();
+        var two = lab.StartRelay([RelayLab.AddressOf(one)]);
+        var (acme, _) = await lab.Connect(one, tailnet: "tn_acme");
+        var (globexHere, globexHereKey) = await lab.Connect(one, tailnet: "tn_globex");
+        var (globexThere, globexThereKey) = await lab.Connect(two, tailnet: "tn_globex");
+        var (acmeThere, acmeThereKey) = await lab.Connect(two, tailnet: "tn_acme");
+        Assert.True(await RelayLab.Eventually(() => one.MeshedKeys.Count == 0 && two.MeshedKeys.Count == 2), "two learns both of one's clients");
+
+        // From relay two: to a globex client on relay one (a tailnet of its own) and back.
+        globexThere.TrySend(globexHereKey.PublicKey, "same tailnet"u8);
+        Assert.Equal("same tailnet", Encoding.UTF8.GetString((await RelayLab.NextPacket(globexHere))!.Value.Packet));
+        acmeThere.TrySend(globexHereKey.PublicKey, "other tailnet, across the mesh"u8);
+        acme.TrySend(globexHereKey.PublicKey, "other tailnet, same relay"u8);
+        Assert.True(await RelayLab.Eventually(() => one.Counters.DroppedFor("unknown_destination") == 1 && two.Counters.DroppedFor("unknown_destination") == 1));
+        Assert.Null(await RelayLab.NextPacket(globexHere, TimeSpan.FromMilliseconds(500)));
+        Assert.Equal(1, two.Counters.PacketsMeshed);
+        GC.KeepAlive(globexThereKey);
+        GC.KeepAlive(acmeThereKey);
+    }
+
+    [Fact]
     public async Task A_forwarded_packet_is_delivered_locally_or_dropped_and_never_forwarded_again()
     {
         await using var lab = new RelayLab();

@@ -269,11 +269,14 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                 StartRegistration(message.Register);
                 break;
             case ClientMessage.BodyOneofCase.Subscribe:
+                // Agents subscribe again to verify their version (every minute or so): the relay map and
+                // ticket go out on the first subscribe of the device only; the ticket renews on its timer.
+                var firstSubscribe = !_subscribed;
                 _subscribed = true;
                 _lastDelivered = message.Subscribe.LastVersion;
                 Attach(confirm: true);
                 Timers.StartPeriodicTimer("reattach", Reattach.Instance, _services.ReattachInterval);
-                SendRelayTicket(withMap: true);
+                if (firstSubscribe) SendRelayTicket(withMap: true);
                 break;
             case ClientMessage.BodyOneofCase.Endpoints:
                 var update = message.Endpoints;

@@ -90,6 +90,8 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         // The relay map usually comes within a moment of connecting, and then the netcheck reports; without
         // one (no relays) the local endpoints are reported after this wait.
         Timers.StartSingleTimer("first-report", FirstReport.Instance, TimeSpan.FromSeconds(2));
+        // After a restart the map and the home region are with the PathManager: ask for them.
+        Context.Parent.Tell(NetcheckStarted.Instance);
     }
 
     protected override void OnReceive(object message)

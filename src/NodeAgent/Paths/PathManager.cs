@@ -118,6 +118,10 @@ public sealed class PathManager : UntypedActor
                 if (down) OnPeers([]);
                 else if (_view is { } view) OnView(view);
                 break;
+            case NetcheckStarted:
+                if (_home != 0) Sender.Tell(new HomeHint(_home));
+                if (_access is not null) Sender.Tell(new RelayMapKnown(_access.Map, _access.ControlHost));
+                break;
             case RelayClientStarted started:
                 if (Credentials() is { } current) Sender.Tell(current);
                 Sender.Tell(new SetHomeRegion(started.RegionId == _home));

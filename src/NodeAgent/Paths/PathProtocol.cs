@@ -10,6 +10,12 @@ namespace Weft.NodeAgent.Paths;
 /// <summary>A peer as path finding needs it from the netmap.</summary>
 public sealed record PathPeer(string Id, string Name, Curve25519PublicKey NodeKey, Curve25519PublicKey? DiscoKey, ImmutableArray<Endpoint> Endpoints, int HomeRegion);
 
+/// <summary>The EndpointDiscovery (re)started: the PathManager hands it the relay map and the home region it knows.</summary>
+public sealed class NetcheckStarted
+{
+    public static readonly NetcheckStarted Instance = new();
+}
+
 /// <summary>A RelayClient (re)started: the PathManager answers with the current credentials and whether its region is home.</summary>
 public sealed record RelayClientStarted(int RegionId);
 

@@ -100,7 +100,7 @@ public class RelayTests
         Assert.True(relay.Counters.PacketsForwarded > 0, "the packets went through the relay");
         Assert.Equal("relay", await PathOf(a, b));
 
-        foreach (var victim in new[] { "paths/relay-1", "paths" })
+        foreach (var victim in new[] { "paths/relay-1", "paths/netcheck", $"paths/path-{b.DeviceId}", "paths" })
         {
             var target = await agents.System.ActorSelection(a.DataPlane!.Path + "/" + victim).ResolveOne(TimeSpan.FromSeconds(5));
             target.Tell(Kill.Instance);
@@ -109,6 +109,10 @@ public class RelayTests
             await AgentRestartTests.Passes(b, a);
             Assert.True(relay.Counters.PacketsForwarded > forwarded, $"after killing {victim}, traffic goes through the relay again");
         }
+        // The restarted netcheck knows the relay map again (from the path manager), and its home region.
+        var report = await a.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10));
+        Assert.Equal(1, Assert.Single(report.Regions).RegionId);
+        Assert.Equal(1, report.HomeRegion);
 
         // The control client dies: a new disco key, a new ticket; the relay path survives it.
         a.Client.Tell(Kill.Instance);
@@ -118,10 +122,12 @@ public class RelayTests
         Assert.Equal("relay", await PathOf(a, b));
     }
 
+    /// <summary>The kind of path <paramref name="from"/>'s path finder uses to <paramref name="to"/>, once it has one.</summary>
     private static async Task<string> PathOf(TestAgent from, TestAgent to)
     {
-        var toKey = to.View.Self!.NodeKey.ToByteArray();
-        var reply = await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5));
-        return reply.Paths.Single(p => p.NodeKeyHex == Convert.ToHexStringLower(toKey)).Kind;
+        var toKey = Convert.ToHexStringLower(to.View.Self!.NodeKey.ToByteArray());
+        var status = await Eventually.Until(async () => (await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5)))
+            .Paths.FirstOrDefault(p => p.NodeKeyHex == toKey), found => found is { Kind: not "none" }, $"{from.Hostname}'s path to {to.Hostname}");
+        return status!.Kind;
     }
 }
