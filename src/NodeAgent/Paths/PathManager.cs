@@ -58,9 +58,6 @@ public sealed class PathManager : UntypedActor
     public static Props PropsFor(WireGuardDevice device, IActorRef control, LocalAddressSource local) =>
         Props.Create(() => new PathManager(device, control, local));
 
-    /// <summary>Disco packets from keys no peer has (stale peers, strangers): ignored and counted.</summary>
-    public long UnknownDiscoPackets => _unknownDisco;
-
     protected override void PreStart()
     {
         var self = Self;
@@ -152,7 +149,7 @@ public sealed class PathManager : UntypedActor
                 _discovery.Forward(message);
                 break;
             case GetPathStatus:
-                Sender.Tell(new PathStatusReply([.. _statuses.Values.OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)]));
+                Sender.Tell(new PathStatusReply([.. _statuses.Values.OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)], _unknownDisco));
                 break;
             case Terminated terminated:
                 foreach (var (region, relay) in _relays.ToList())

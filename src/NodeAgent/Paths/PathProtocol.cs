@@ -61,7 +61,8 @@ public sealed class GetPathStatus
 /// </summary>
 public sealed record PathStatus(string NodeKeyHex, string Kind, string? Endpoint, int RelayRegion, double? LatencyMs, DateTimeOffset? Since);
 
-public sealed record PathStatusReply(IReadOnlyList<PathStatus> Paths);
+/// <summary>Every peer's path, and how many disco packets were ignored because no peer has their sender's key.</summary>
+public sealed record PathStatusReply(IReadOnlyList<PathStatus> Paths, long UnknownDiscoPackets = 0);
 
 /// <summary>The relay connection for a region that a packet needs (RelayHub → PathManager).</summary>
 public sealed record OpenRegion(int RegionId);

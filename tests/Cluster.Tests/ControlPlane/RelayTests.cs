@@ -114,6 +114,16 @@ public class RelayTests
         Assert.Equal(1, Assert.Single(report.Regions).RegionId);
         Assert.Equal(1, report.HomeRegion);
 
+        // Disco from a key no peer has is ignored and counted, and changes no path.
+        using var strangerDisco = Curve25519PrivateKey.Generate();
+        using var strangerBox = Contracts.Crypto.SealedBox.Between(strangerDisco, strangerDisco.PublicKey)!;
+        using (var udp = new System.Net.Sockets.UdpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0)))
+            await udp.SendAsync(Contracts.Disco.DiscoPacket.Seal(new Contracts.Disco.DiscoPing(new byte[12], strangerDisco.PublicKey), strangerDisco.PublicKey, strangerBox),
+                new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, a.Device!.ListenPort));
+        await Eventually.Until(async () => (await a.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5))).UnknownDiscoPackets,
+            n => n >= 1, "the stranger's disco packet counted");
+        Assert.Equal("relay", await PathOf(a, b));
+
         // The control client dies: a new disco key, a new ticket; the relay path survives it.
         a.Client.Tell(Kill.Instance);
         await a.WaitForState(ControlState.Running);
