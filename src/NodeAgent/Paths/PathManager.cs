@@ -35,6 +35,8 @@ public sealed class PathManager : UntypedActor
     private readonly Dictionary<Curve25519PublicKey, IActorRef> _findersByDisco = new();
     private readonly Dictionary<string, PathPeer> _peers = new();
     private readonly Dictionary<int, IActorRef> _relays = new();
+    private int _relayIncarnations;
+    private int _finderIncarnations;
     private RelayHub _hub = null!;
     private Func<ReadOnlyMemory<byte>, Endpoint, bool>? _handler;
     private IActorRef _discovery = ActorRefs.Nobody;
@@ -112,8 +114,18 @@ public sealed class PathManager : UntypedActor
                 var down = state.State is ControlState.Stopped or ControlState.NeedsLogin;
                 if (down == _down) break;
                 _down = down;
-                if (down) OnPeers([]);
-                else if (_view is { } view) OnView(view);
+                if (down)
+                {
+                    // Down (or logged out): no paths and no relay connections until up again.
+                    OnPeers([]);
+                    foreach (var relay in _relays.Values) Context.Stop(relay);
+                    _relays.Clear();
+                }
+                else
+                {
+                    if (_home != 0) EnsureRelay(_home, home: true);
+                    if (_view is { } view) OnView(view);
+                }
                 break;
             case NetcheckStarted:
                 if (_home != 0) Sender.Tell(new HomeHint(_home));
@@ -226,7 +238,8 @@ public sealed class PathManager : UntypedActor
             return;
         }
         if (_access?.Map.Regions.FirstOrDefault(r => r.Id == region) is not { } described || Credentials() is not { } credentials) return;
-        var relay = Context.ActorOf(RelayClient.PropsFor(described, _access.ControlHost, _hub, _device, Self, credentials, home), $"relay-{region}");
+        // A new name each time: a client just stopped (down, a new map) may still hold its name while it terminates.
+        var relay = Context.ActorOf(RelayClient.PropsFor(described, _access.ControlHost, _hub, _device, Self, credentials, home), $"relay-{region}.{++_relayIncarnations}");
         Context.Watch(relay);
         _relays[region] = relay;
     }
@@ -288,7 +301,8 @@ public sealed class PathManager : UntypedActor
             if (_finders.TryGetValue(peer.Id, out var finder)) finder.Tell(new PeerChanged(peer));
             else
             {
-                finder = Context.ActorOf(PathFinder.PropsFor(_context, peer), "path-" + Uri.EscapeDataString(peer.Id));
+                // A new name each time: a finder just stopped (a new disco key, down and up) may still hold its name.
+                finder = Context.ActorOf(PathFinder.PropsFor(_context, peer), $"path-{Uri.EscapeDataString(peer.Id)}.{++_finderIncarnations}");
                 _finders[peer.Id] = finder;
             }
             if (peer.DiscoKey is { } disco) _findersByDisco[disco] = finder;
