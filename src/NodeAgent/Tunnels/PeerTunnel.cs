@@ -49,6 +49,9 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
     {
         _peer.Signals = new TunnelSignals(Self);
         _peer.HandshakeRequestHandled();
+        // Packets staged before the signals were ours (the tunnel was just created, or restarted)
+        // asked for a handshake nobody heard: start it now.
+        if (_peer.StagedCount > 0) Self.Tell(HandshakeNeeded.Instance);
         // Whatever the stamps say now (after a restart, sessions may be mid-way): arm for the earliest.
         Rearm();
         if (_peer.PersistentKeepaliveSeconds > 0) Self.Tell(new PeerSettingsChanged(true));

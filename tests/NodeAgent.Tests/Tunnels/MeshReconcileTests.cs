@@ -45,6 +45,23 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
+    public async Task A_packet_staged_before_its_peers_tunnel_exists_is_sent_once_the_tunnel_starts()
+    {
+        // The engine learns the peer and a packet is staged for it before its PeerTunnel runs: the
+        // handshake request goes nowhere. The tunnel, when it starts, must start the handshake itself.
+        var peer = _a.Device.AddPeer(_b.Key.PublicKey);
+        peer.Endpoint = _b.Endpoint;
+        _a.Device.AllowedIps.Insert(IpPrefix.Parse("100.64.0.2/32"), peer);
+        _b.Trust(_a, "100.64.0.1/32");
+        var packet = TestPackets.Ipv4("100.64.0.1", "100.64.0.2");
+        _a.Tun.Inject(packet);
+        AwaitCondition(() => peer.StagedCount == 1, Timeout);
+
+        await _a.Supervisor.Ask<PeerConfigured>(new ConfigurePeer(new PeerConfig(_b.Key.PublicKey)), Timeout);
+        Assert.Equal(packet, _b.Receive());
+    }
+
+    [Fact]
     public void A_peer_missing_from_the_netmap_is_removed_and_its_packets_refused()
     {
         Connect();
