@@ -142,7 +142,7 @@ public sealed class PathManager : UntypedActor
                 _discovery.Forward(stun);
                 break;
             case OpenRegion open:
-                EnsureRelay(open.RegionId, home: open.RegionId == _home);
+                if (!_relays.ContainsKey(open.RegionId)) EnsureRelay(open.RegionId, home: open.RegionId == _home);
                 break;
             case NetcheckDone done:
                 OnNetcheck(done);

@@ -17,6 +17,7 @@ public sealed class RelayHub : IRelayTransport
     private readonly ConcurrentDictionary<int, RelayClientConnection> _live = new();
     private readonly ConcurrentDictionary<int, ConcurrentQueue<(Curve25519PublicKey, byte[])>> _pending = new();
     private readonly ConcurrentDictionary<int, long> _lastUsed = new();
+    private readonly ConcurrentDictionary<int, long> _asked = new();
     private readonly Action<int> _needRegion;
 
     /// <param name="needRegion">Asks for a connection to a region (called at most once per packet that waits).</param>
@@ -29,7 +30,10 @@ public sealed class RelayHub : IRelayTransport
         var queue = _pending.GetOrAdd(region, _ => new ConcurrentQueue<(Curve25519PublicKey, byte[])>());
         queue.Enqueue((destination, packet.ToArray()));
         while (queue.Count > PendingLimit) queue.TryDequeue(out _);
-        _needRegion(region);
+        // Asked at most once a second per region: a region that is down must not turn every packet into a message.
+        var now = Environment.TickCount64;
+        var asked = _asked.GetOrAdd(region, 0);
+        if (now - asked >= 1000 && _asked.TryUpdate(region, now, asked)) _needRegion(region);
         return true;
     }
 
