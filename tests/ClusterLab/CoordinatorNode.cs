@@ -74,9 +74,9 @@ public sealed class CoordinatorNode : IAsyncDisposable
             info.ArgumentList.Add(seed);
         }
         info.Environment["Weft__BootstrapOperatorKey"] = LabKeys.OperatorKey;
-        // Several nodes share this host: each embedded relay and STUN server takes a free port.
-        info.Environment["Weft__Relay__Listen"] = "127.0.0.1:0";
-        info.Environment["Weft__Relay__Stun"] = "127.0.0.1:0";
+        // Several nodes share this host, with ports picked in advance: relays would take ports of their
+        // own and could collide with them. These clusters run no relay (agents connect directly).
+        info.Environment["Weft__Relay__Embedded"] = "false";
         // WEFT_LAB_LOG=Information (or Debug) shows more of what the nodes do when a lab run needs a closer look.
         info.Environment["Serilog__MinimumLevel__Default"] = Environment.GetEnvironmentVariable("WEFT_LAB_LOG") ?? "Warning";
         foreach (var (key, value) in _environment) info.Environment[key] = value;

@@ -35,7 +35,7 @@ public sealed class RelaySettings
     /// <summary>How long a relay ticket is valid; sessions renew it at half its life.</summary>
     public double TicketLifetimeMinutes { get; set; } = 60;
 
-    /// <summary>The relay map agents receive; empty: the embedded relay alone.</summary>
+    /// <summary>The relay map agents receive; empty: the embedded relay alone (or, with it off, no relays at all: direct paths only).</summary>
     public RelayRegionSettings[] Regions { get; set; } = [];
 
     public IEnumerable<string> Problems(string prefix)
@@ -44,7 +44,6 @@ public sealed class RelaySettings
         if (Embedded && Stun != "off" && !IPEndPoint.TryParse(Stun, out _)) yield return $"{prefix}:Stun must be IP:port or off";
         if (TicketLifetimeMinutes is < 1 or > 7 * 24 * 60) yield return $"{prefix}:TicketLifetimeMinutes must be between 1 and 10080";
         if (MeshKey is { } mesh && !Contracts.Keys.KeyEncoding.TryDecodeHex(mesh, new byte[32])) yield return $"{prefix}:MeshKey must be 64 hex characters";
-        if (!Embedded && Regions.Length == 0) yield return $"{prefix}: with Embedded off, list the relays in Regions";
         foreach (var region in Regions)
         {
             if (region.Id <= 0) yield return $"{prefix}:Regions: region ids are positive";

@@ -65,6 +65,7 @@ public sealed class RelayTicketIssuer : IDisposable
     private static RelayMap BuildMap(RelaySettings settings, (int Relay, int Stun)? embedded)
     {
         var map = new RelayMap();
+        if (settings.Regions.Length == 0 && !settings.Embedded) return map; // no relays at all
         if (settings.Regions.Length == 0)
         {
             var port = embedded?.Relay ?? IPEndPoint.Parse(settings.Listen).Port;

@@ -383,7 +383,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     /// </summary>
     private void SendRelayTicket(bool withMap)
     {
-        if (_services.Relays is not { } relays || _nodeKey is not { } key || _tailnetId is null) return;
+        if (_services.Relays is not { } relays || relays.Map.Regions.Count == 0 || _nodeKey is not { } key || _tailnetId is null) return;
         var now = _services.Clock.GetUtcNow();
         var update = relays.Issue(key, _tailnetId, now, _keyExpiry, withMap);
         Send(new ServerMessage { Relay = update });
