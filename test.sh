@@ -20,7 +20,16 @@ dotnet restore Cluster.sln
 dotnet build Cluster.sln -c Release --no-restore
 # One test project at a time: the failover tests run three coordinator processes whose failure
 # detectors must not be starved by the network lab's iperf3 runs on this 2-core machine.
-dotnet test Cluster.sln -c Release --no-build -m:1 --logger "console;verbosity=normal" "$@"
+# Each project also writes a TRX report; when anything fails, the failures are repeated at the very
+# end, so that the last lines of a CI log name the failed tests and their messages.
+test_results=$(mktemp -d)
+if ! dotnet test Cluster.sln -c Release --no-build -m:1 --logger "console;verbosity=normal" \
+    --logger trx --results-directory "$test_results" "$@"; then
+  python3 scripts/summarize-test-failures.py "$test_results"
+  rm -rf "$test_results"
+  exit 1
+fi
+rm -rf "$test_results"
 # A short fuzz pass over every parser, with a fixed seed so that CI is repeatable; it replays every
 # saved crash input (tests/Fuzz/regressions) first. bench/fuzz/run does the long, random-seed runs.
 fuzz_findings=$(mktemp -d)

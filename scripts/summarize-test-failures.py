@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Prints every failed test found in the TRX reports under a directory: the test's name, its
+error message and the first lines of its stack trace. test.sh calls it when a test run fails, so
+that the end of a CI log says what failed. Usage: summarize-test-failures.py <results-dir>"""
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+TRX = "{http://microsoft.com/schemas/VisualStudio/TeamTest/2010}"
+STACK_LINES = 8
+
+
+def failures(report):
+    root = ElementTree.parse(report).getroot()
+    for result in root.iter(TRX + "UnitTestResult"):
+        if result.get("outcome") != "Failed":
+            continue
+        message = result.findtext(f"{TRX}Output/{TRX}ErrorInfo/{TRX}Message") or ""
+        stack = result.findtext(f"{TRX}Output/{TRX}ErrorInfo/{TRX}StackTrace") or ""
+        yield result.get("testName"), result.get("duration"), message.strip(), stack.strip()
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: summarize-test-failures.py <results-dir>")
+    reports = sorted(Path(sys.argv[1]).rglob("*.trx"))
+    found = 0
+    for report in reports:
+        try:
+            found_here = list(failures(report))
+        except ElementTree.ParseError as error:
+            print(f"test failures: {report.name} is not a readable TRX report ({error})")
+            continue
+        for name, duration, message, stack in found_here:
+            found += 1
+            print(f"FAILED {name} [{duration}]")
+            for line in message.splitlines():
+                print(f"    {line}")
+            for line in stack.splitlines()[:STACK_LINES]:
+                print(f"    {line}")
+    if found == 0:
+        print("test failures: no report names a failed test, so a test host crashed or a project "
+              "did not run; the log above says which")
+    print(f"test failures: {found} failed test(s) in {len(reports)} report(s)")
+
+
+if __name__ == "__main__":
+    main()
