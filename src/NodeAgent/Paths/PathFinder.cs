@@ -12,11 +12,12 @@ using Weft.NodeAgent.WireGuard;
 namespace Weft.NodeAgent.Paths;
 
 /// <summary>What every PathFinder shares: this agent's keys, whether relays exist, and where statuses are published.</summary>
-public sealed class PathContext(WireGuardDevice device, Curve25519PrivateKey disco, ConcurrentDictionary<string, PathStatus> statuses)
+public sealed class PathContext(WireGuardDevice device, Curve25519PrivateKey disco, ConcurrentDictionary<string, (IActorRef Finder, PathStatus Status)> statuses)
 {
     public WireGuardDevice Device { get; } = device;
     public Curve25519PrivateKey Disco { get; } = disco;
-    public ConcurrentDictionary<string, PathStatus> Statuses { get; } = statuses;
+    /// <summary>Each peer's path by node key (hex), with the finder that published it: a finder removes only its own entry.</summary>
+    public ConcurrentDictionary<string, (IActorRef Finder, PathStatus Status)> Statuses { get; } = statuses;
     /// <summary>This agent's node key (it changes on rotation; disco pings carry it).</summary>
     public Curve25519PublicKey NodeKey { get; set; }
     public bool RelaysAvailable { get; set; }
@@ -105,8 +106,8 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     protected override void PostStop()
     {
         _box?.Dispose();
-        _context.Statuses.TryRemove(_peer.NodeKey.ToHex(), out _);
-        if (EnginePeer() is { } peer) peer.PathSignals = NoPathSignals.Instance;
+        RemoveStatus();
+        _bound?.ReleasePathSignals(_signals);
     }
 
     protected override void OnReceive(object message)
@@ -116,7 +117,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             case PeerChanged changed:
                 var discoChanged = changed.Peer.DiscoKey != _peer.DiscoKey;
                 var keyChanged = changed.Peer.NodeKey != _peer.NodeKey;
-                if (keyChanged) _context.Statuses.TryRemove(_peer.NodeKey.ToHex(), out _);
+                if (keyChanged) RemoveStatus();
                 Learn(changed.Peer);
                 if (discoChanged)
                 {
@@ -173,6 +174,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     }
 
     private Peer? _bound;
+    private IPathSignals _signals = null!;
 
     /// <summary>
     /// The engine's peer for this node key, bound to this finder (its path is ours to choose, and its
@@ -186,7 +188,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         {
             _bound = peer;
             peer.PathManaged = true;
-            peer.PathSignals = new Signals(Self);
+            peer.PathSignals = _signals ??= new Signals(Self);
         }
         return peer;
     }
@@ -352,8 +354,15 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             }
         }
         _pathKind = kind;
-        _context.Statuses[_peer.NodeKey.ToHex()] = new PathStatus(_peer.NodeKey.ToHex(), kind, wanted?.ToString(), wanted?.RelayRegion ?? 0,
-            kind == "direct" && now < _trustUntil ? _bestLatency : null, _pathSince);
+        _context.Statuses[_peer.NodeKey.ToHex()] = (Self, new PathStatus(_peer.NodeKey.ToHex(), kind, wanted?.ToString(), wanted?.RelayRegion ?? 0,
+            kind == "direct" && now < _trustUntil ? _bestLatency : null, _pathSince));
+    }
+
+    /// <summary>Removes this peer's status if this finder published it (a successor's stays).</summary>
+    private void RemoveStatus()
+    {
+        var key = _peer.NodeKey.ToHex();
+        if (_context.Statuses.TryGetValue(key, out var entry) && entry.Finder.Equals(Self)) _context.Statuses.TryRemove(new KeyValuePair<string, (IActorRef, PathStatus)>(key, entry));
     }
 
     private sealed class Signals(IActorRef finder) : IPathSignals

@@ -6,6 +6,7 @@ using Akka.Event;
 using Weft.Contracts.Control;
 using Weft.Contracts.Disco;
 using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.WireGuard;
 
@@ -30,7 +31,7 @@ public sealed class PathManager : UntypedActor
     private readonly IActorRef _control;
     private readonly LocalAddressSource _local;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly ConcurrentDictionary<string, PathStatus> _statuses = new();
+    private readonly ConcurrentDictionary<string, (IActorRef Finder, PathStatus Status)> _statuses = new();
     private readonly Dictionary<string, IActorRef> _finders = new();
     private readonly Dictionary<Curve25519PublicKey, IActorRef> _findersByDisco = new();
     private readonly Dictionary<string, PathPeer> _peers = new();
@@ -43,6 +44,7 @@ public sealed class PathManager : UntypedActor
     private PathContext? _context;
     private Curve25519PrivateKey? _disco;
     private string? _nodeKeyHex;
+    private Curve25519PublicKey? _nodeKey;
     private RelayAccessChanged? _access;
     private int _home;
     private ImmutableArray<IPEndPoint> _ownEndpoints = [];
@@ -98,9 +100,10 @@ public sealed class PathManager : UntypedActor
                 OnDiscoKey(disco);
                 break;
             case NodeKeyChanged node:
+                if (!Curve25519PrivateKey.TryParseHex(node.PrivateKeyHex, out var parsed)) break;
+                using (parsed) _nodeKey = parsed.PublicKey;
                 _nodeKeyHex = node.PrivateKeyHex;
-                using (var key = Curve25519PrivateKey.TryParseHex(node.PrivateKeyHex, out var parsed) ? parsed : null)
-                    if (key is not null && _context is not null) _context.NodeKey = key.PublicKey;
+                if (_context is not null) _context.NodeKey = _nodeKey.Value;
                 PushCredentials();
                 break;
             case RelayAccessChanged access:
@@ -111,15 +114,14 @@ public sealed class PathManager : UntypedActor
                 if (!_down) OnView(changed.View);
                 break;
             case ControlStateChanged state:
-                var down = state.State is ControlState.Stopped or ControlState.NeedsLogin;
+                var down = state.State.IsIdle();
                 if (down == _down) break;
                 _down = down;
                 if (down)
                 {
                     // Down (or logged out): no paths and no relay connections until up again.
                     OnPeers([]);
-                    foreach (var relay in _relays.Values) Context.Stop(relay);
-                    _relays.Clear();
+                    StopRelays();
                 }
                 else
                 {
@@ -161,7 +163,7 @@ public sealed class PathManager : UntypedActor
                 _discovery.Forward(message);
                 break;
             case GetPathStatus:
-                Sender.Tell(new PathStatusReply([.. _statuses.Values.OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)], _unknownDisco));
+                Sender.Tell(new PathStatusReply([.. _statuses.Values.Select(s => s.Status).OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)], _unknownDisco));
                 break;
             case Terminated terminated:
                 foreach (var (region, relay) in _relays.ToList())
@@ -188,11 +190,7 @@ public sealed class PathManager : UntypedActor
         _disco?.Dispose();
         _disco = key;
         _context = new PathContext(_device, key, _statuses) { RelaysAvailable = _access is not null, OwnEndpoints = _ownEndpoints };
-        if (_nodeKeyHex is not null && Curve25519PrivateKey.TryParseHex(_nodeKeyHex, out var node))
-        {
-            _context.NodeKey = node.PublicKey;
-            node.Dispose();
-        }
+        if (_nodeKey is { } nodeKey) _context.NodeKey = nodeKey;
         if (!_down) OnPeers([.. _peers.Values]);
     }
 
@@ -204,24 +202,24 @@ public sealed class PathManager : UntypedActor
         if (mapChanged)
         {
             _log.Info("Relay map: {0}", string.Join(", ", access.Map.Regions.Select(r => $"{r.Id} ({r.Code}, {r.Nodes.Count} node(s))")));
-            foreach (var relay in _relays.Values) Context.Stop(relay);
-            _relays.Clear();
+            StopRelays();
             _discovery.Tell(new RelayMapKnown(access.Map, access.ControlHost));
             if (_home != 0 && access.Map.Regions.Any(r => r.Id == _home)) EnsureRelay(_home, home: true);
         }
         PushCredentials();
     }
 
+    private void StopRelays()
+    {
+        foreach (var relay in _relays.Values) Context.Stop(relay);
+        _relays.Clear();
+    }
+
     /// <summary>The ticket names one node key: only a pair that matches is used (after a rotation the new ticket follows the new key).</summary>
     private RelayCredentials? Credentials()
     {
-        if (_access is null || _nodeKeyHex is null || !Curve25519PrivateKey.TryParseHex(_nodeKeyHex, out var key)) return null;
-        using (key)
-        {
-            var ticket = _access.Ticket;
-            if (ticket.Length < 33 || !ticket.AsSpan(1, 32).SequenceEqual(key.PublicKey.ToArray())) return null;
-            return new RelayCredentials(_nodeKeyHex, ticket);
-        }
+        if (_access is null || _nodeKeyHex is null || !RelayTicket.TryReadNodeKey(_access.Ticket, out var named) || named != _nodeKey) return null;
+        return new RelayCredentials(_nodeKeyHex, _access.Ticket);
     }
 
     private void PushCredentials()

@@ -5,7 +5,6 @@ using Weft.Contracts.Keys;
 
 namespace Weft.NodeAgent.WireGuard;
 
-/// <summary>What the packet path tells a peer's owner (its PeerTunnel actor). Called rarely: once per handshake at most.</summary>
 /// <summary>What the packet path tells a peer's PathFinder.</summary>
 public interface IPathSignals
 {
@@ -20,6 +19,7 @@ internal sealed class NoPathSignals : IPathSignals
     public void PathWanted(Peer peer) { }
 }
 
+/// <summary>What the packet path tells a peer's owner (its PeerTunnel actor). Called rarely: once per handshake at most.</summary>
 public interface IPeerSignals
 {
     /// <summary>A packet is waiting for a session, or the current one is due for rekeying.</summary>
@@ -141,7 +141,7 @@ public sealed class Peer
 
     /// <summary>
     /// Set by the PathFinder when it stops its heartbeat (no traffic for a while); the first packet
-    /// sent afterwards clears it and calls <see cref="IPeerSignals.PathWanted"/> once, so the
+    /// sent afterwards clears it and calls <see cref="IPathSignals.PathWanted"/> once, so the
     /// heartbeat is armed only while the peer is in use.
     /// </summary>
     public void MarkPathIdle() => Volatile.Write(ref _pathIdle, 1);
@@ -151,8 +151,23 @@ public sealed class Peer
         if (Volatile.Read(ref _pathIdle) != 0 && Interlocked.Exchange(ref _pathIdle, 0) != 0) PathSignals.PathWanted(this);
     }
 
+    private IPathSignals _pathSignals = NoPathSignals.Instance;
+
     /// <summary>Where <see cref="OnPathUse"/> reports (the PathFinder).</summary>
-    public IPathSignals PathSignals { get; set; } = NoPathSignals.Instance;
+    public IPathSignals PathSignals
+    {
+        get => Volatile.Read(ref _pathSignals);
+        set => Volatile.Write(ref _pathSignals, value);
+    }
+
+    /// <summary>A PathFinder hears this peer's packet path (false: nothing would wake its heartbeat).</summary>
+    public bool HasPathFinder => PathSignals is not NoPathSignals;
+
+    /// <summary>
+    /// Stops reporting to <paramref name="owner"/>, if it is still the one reported to: a PathFinder
+    /// that stops must not silence the one that replaced it (they stop and start on different threads).
+    /// </summary>
+    public void ReleasePathSignals(IPathSignals owner) => Interlocked.CompareExchange(ref _pathSignals, NoPathSignals.Instance, owner);
 
     /// <summary>Seconds; 0 turns persistent keepalive off.</summary>
     public int PersistentKeepaliveSeconds { get; set; }
@@ -216,7 +231,7 @@ public sealed class Peer
     {
         OnPathUse();
         if (Volatile.Read(ref _firstUnansweredDataSent) == 0 && Interlocked.CompareExchange(ref _firstUnansweredDataSent, now, 0) == 0)
-            WakeTimers(now + (long)(Timings.KeepaliveTimeout + Timings.RekeyTimeout).TotalMilliseconds);
+            WakeTimers(now + PeerTimers.NewHandshakeAfterMs(Timings));
     }
 
     public void OnAuthenticatedReceived(long now, int bytes)
@@ -229,7 +244,7 @@ public sealed class Peer
     public void OnDataReceived(long now)
     {
         if (Volatile.Read(ref _firstUnansweredDataReceived) == 0 && Interlocked.CompareExchange(ref _firstUnansweredDataReceived, now, 0) == 0)
-            WakeTimers(now + (long)Timings.KeepaliveTimeout.TotalMilliseconds);
+            WakeTimers(now + PeerTimers.PassiveKeepaliveAfterMs(Timings));
     }
 
     // When the PeerTunnel's next timer is armed (engine ms); 0 when nothing is armed, -1 when it has been woken.

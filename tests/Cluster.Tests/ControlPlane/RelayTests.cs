@@ -75,7 +75,8 @@ public class RelayTests
         await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => !ReferenceEquals(x, held), "a ticket after the restart");
     }
 
-    private static Curve25519PublicKey TicketKey(RelayAccessChanged access) => new(access.Ticket.AsSpan(1, 32));
+    private static Curve25519PublicKey TicketKey(RelayAccessChanged access) =>
+        RelayTicket.TryReadNodeKey(access.Ticket, out var key) ? key : throw new InvalidOperationException("not a ticket");
 
     [Fact]
     public async Task Agents_that_can_meet_only_through_the_relay_keep_talking_when_their_relay_client_path_manager_or_control_client_is_killed()
@@ -130,6 +131,11 @@ public class RelayTests
         await AgentRestartTests.Passes(a, b);
         await AgentRestartTests.Passes(b, a);
         Assert.Equal("relay", await PathOf(a, b));
+        // The path finders were replaced (a new disco key): the engine's peer must hear the new one,
+        // not be left silenced by the old one stopping afterwards (nothing would then wake its heartbeat).
+        var bKey = new Curve25519PublicKey(b.View.Self!.NodeKey.Span);
+        await Task.Delay(1000);
+        Assert.True(a.Device!.Peers[bKey].HasPathFinder, "the new path finder hears b's packet path");
     }
 
     /// <summary>The kind of path <paramref name="from"/>'s path finder uses to <paramref name="to"/>, once it has one.</summary>
