@@ -1,7 +1,6 @@
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
-using System.Threading.Channels;
 using Weft.Contracts.Crypto;
 using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
@@ -22,10 +21,7 @@ public sealed class RelayClientConnection : IAsyncDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;
     private readonly RelayFrameReader _reader;
-    private readonly Channel<byte[]> _control = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(64) { FullMode = BoundedChannelFullMode.DropOldest });
-    private readonly Channel<byte[]> _disco = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(32) { FullMode = BoundedChannelFullMode.DropOldest });
-    private readonly Channel<byte[]> _data;
-    private readonly SemaphoreSlim _wake = new(0);
+    private readonly RelayOutbox _outbox;
     private readonly CancellationTokenSource _closing = new();
     private readonly Task _writer;
     private long _dropped;
@@ -37,8 +33,7 @@ public sealed class RelayClientConnection : IAsyncDisposable
         _reader = reader;
         ServerKey = serverKey;
         Info = info;
-        _data = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(queueDepth) { FullMode = BoundedChannelFullMode.DropOldest },
-            _ => Interlocked.Increment(ref _dropped));
+        _outbox = new RelayOutbox(64, 32, queueDepth, dataDropped: () => Interlocked.Increment(ref _dropped));
         _writer = Task.Run(WriteLoopAsync);
     }
 
@@ -147,28 +142,19 @@ public sealed class RelayClientConnection : IAsyncDisposable
     public bool TrySend(Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
     {
         if (IsClosed || packet.Length > RelayFrame.MaxPacketSize) return false;
-        var frame = RelayFrame.Build(RelayFrameType.SendPacket, destination, packet);
-        var queued = (RelayFrame.IsDisco(packet) ? _disco : _data).Writer.TryWrite(frame);
-        _wake.Release();
-        return queued;
+        return _outbox.TryEnqueuePacket(RelayFrame.Build(RelayFrameType.SendPacket, destination, packet), packet);
     }
 
     /// <summary>Queues a frame ahead of packets (mesh forwarding, WatchConns, NotePreferred, pings).</summary>
     public bool TrySendFrame(byte[] frame)
     {
-        if (IsClosed) return false;
-        var queued = _control.Writer.TryWrite(frame);
-        _wake.Release();
-        return queued;
+        return !IsClosed && _outbox.TryEnqueueControl(frame);
     }
 
     /// <summary>Queues a frame to a mesh peer, which delivers it to one of its own clients.</summary>
     public bool TryForward(Curve25519PublicKey source, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
     {
-        if (IsClosed) return false;
-        var queued = (RelayFrame.IsDisco(packet) ? _disco : _data).Writer.TryWrite(RelayFrame.BuildForward(source, destination, packet));
-        _wake.Release();
-        return queued;
+        return !IsClosed && _outbox.TryEnqueuePacket(RelayFrame.BuildForward(source, destination, packet), packet);
     }
 
     /// <summary>The next frame from the relay other than keepalives and pings (which are handled here); null when the connection ends.</summary>
@@ -206,13 +192,7 @@ public sealed class RelayClientConnection : IAsyncDisposable
     {
         try
         {
-            while (!_closing.IsCancellationRequested)
-            {
-                await _wake.WaitAsync(_closing.Token);
-                while (_control.Reader.TryRead(out var frame) || _disco.Reader.TryRead(out frame) || _data.Reader.TryRead(out frame))
-                    await _stream.WriteAsync(frame, _closing.Token);
-                await _stream.FlushAsync(_closing.Token);
-            }
+            await _outbox.DrainAsync(_stream, _closing.Token);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException)
         {

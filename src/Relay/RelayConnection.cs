@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
@@ -17,10 +16,7 @@ internal sealed class RelayConnection
     private readonly RelayServer _server;
     private readonly Stream _stream;
     private readonly RelayFrameReader _reader;
-    private readonly Channel<byte[]> _control = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(256) { FullMode = BoundedChannelFullMode.DropOldest });
-    private readonly Channel<byte[]> _disco;
-    private readonly Channel<byte[]> _data;
-    private readonly SemaphoreSlim _wake = new(0);
+    private readonly RelayOutbox _outbox;
     private readonly CancellationTokenSource _closing = new();
     private long _lastReadTicks = Environment.TickCount64;
     private long _lastPeerGoneNotHere;
@@ -35,10 +31,8 @@ internal sealed class RelayConnection
         Key = key;
         IsMesh = isMesh;
         var counters = server.Counters;
-        _data = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(server.Options.QueueDepth) { FullMode = BoundedChannelFullMode.DropOldest },
-            _ => counters.Dropped("queue_full"));
-        _disco = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(server.Options.DiscoQueueDepth) { FullMode = BoundedChannelFullMode.DropOldest },
-            _ => counters.Dropped("disco_queue_full"));
+        _outbox = new RelayOutbox(256, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
+            discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"));
     }
 
     public Curve25519PublicKey Key { get; }
@@ -52,13 +46,16 @@ internal sealed class RelayConnection
     /// <summary>Keys this client sent to recently: they hear a PeerGone when it leaves.</summary>
     public ConcurrentDictionary<Curve25519PublicKey, byte> SentTo { get; } = new();
 
-    public bool Preferred { get; private set; }
-
-    public void Enqueue(byte[] frame, bool control, bool disco = false)
+    /// <summary>Queues a control frame (pong, health, PeerGone, PeerPresent, keepalive) ahead of packets.</summary>
+    public void EnqueueControl(byte[] frame)
     {
-        if (_closing.IsCancellationRequested) return;
-        (control ? _control : disco ? _disco : _data).Writer.TryWrite(frame);
-        _wake.Release();
+        if (!_closing.IsCancellationRequested) _outbox.TryEnqueueControl(frame);
+    }
+
+    /// <summary>Queues a frame carrying <paramref name="packet"/> (disco and data wait in queues of their own).</summary>
+    public void EnqueuePacket(byte[] frame, ReadOnlySpan<byte> packet)
+    {
+        if (!_closing.IsCancellationRequested) _outbox.TryEnqueuePacket(frame, packet);
     }
 
     public void Close() => _closing.Cancel();
@@ -119,12 +116,12 @@ internal sealed class RelayConnection
                     if (payload.Length >= RelayFrame.KeySize) _server.ClosePeer(new Curve25519PublicKey(payload.AsSpan(0, RelayFrame.KeySize)));
                     break;
                 case RelayFrameType.NotePreferred:
+                    // Informational (DERP keeps it for statistics, which this relay does not have yet); only its shape is checked.
                     if (payload.Length != 1) throw new RelayProtocolException("bad_note_preferred", "NotePreferred carries exactly one byte");
-                    Preferred = payload[0] == 1;
                     break;
                 case RelayFrameType.Ping:
                     if (payload.Length < RelayFrame.PingSize) { counters.Dropped("short_ping"); break; }
-                    Enqueue(RelayFrame.Build(RelayFrameType.Pong, payload.AsSpan(0, RelayFrame.PingSize)), control: true);
+                    EnqueueControl(RelayFrame.Build(RelayFrameType.Pong, payload.AsSpan(0, RelayFrame.PingSize)));
                     break;
                 case RelayFrameType.Pong:
                     break;
@@ -142,13 +139,7 @@ internal sealed class RelayConnection
     {
         try
         {
-            while (!cancel.IsCancellationRequested)
-            {
-                await _wake.WaitAsync(cancel);
-                while (_control.Reader.TryRead(out var frame) || _disco.Reader.TryRead(out frame) || _data.Reader.TryRead(out frame))
-                    await _stream.WriteAsync(frame, cancel);
-                await _stream.FlushAsync(cancel);
-            }
+            await _outbox.DrainAsync(_stream, cancel);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or System.Net.Sockets.SocketException)
         {
@@ -176,12 +167,12 @@ internal sealed class RelayConnection
                 if (ticketExpiry is { } expiry && options.Clock() >= expiry)
                 {
                     _server.Counters.Refused("ticket_expired_in_session");
-                    Enqueue(RelayFrame.Build(RelayFrameType.Health, "ticket expired"u8), control: true);
+                    EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "ticket expired"u8));
                     await Task.Delay(200, cancel);
                     _closing.Cancel();
                     return;
                 }
-                Enqueue(keepalive, control: true);
+                EnqueueControl(keepalive);
             }
         }
         catch (OperationCanceledException) { }

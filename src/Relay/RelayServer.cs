@@ -247,12 +247,12 @@ public sealed class RelayServer : IAsyncDisposable
         lock (set)
         {
             first = set.Connections.Count == 0;
-            foreach (var older in set.Connections) older.Enqueue(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8), control: true);
+            foreach (var older in set.Connections) older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
             set.Connections.Add(connection);
             set.Active = connection;
         }
         // A client here wins over a forwarder for the same key.
-        if (first) foreach (var watcher in _watchers.Keys) watcher.Enqueue(PeerPresent(connection), control: true);
+        if (first) foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(PeerPresent(connection));
     }
 
     private void Unregister(RelayConnection connection)
@@ -269,13 +269,13 @@ public sealed class RelayServer : IAsyncDisposable
         }
         if (!gone) return;
         var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
-        foreach (var watcher in _watchers.Keys) watcher.Enqueue(goneFrame, control: true);
+        foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(goneFrame);
         // Whoever sent to it recently hears that it left.
         foreach (var other in _clients.Values)
         {
             RelayConnection? active;
             lock (other) active = other.Active;
-            if (active is not null && active.SentTo.TryRemove(connection.Key, out _)) active.Enqueue(goneFrame, control: true);
+            if (active is not null && active.SentTo.TryRemove(connection.Key, out _)) active.EnqueueControl(goneFrame);
         }
     }
 
@@ -299,7 +299,7 @@ public sealed class RelayServer : IAsyncDisposable
             return;
         }
         Counters.Dropped("unknown_destination");
-        if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.Enqueue(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere), control: true);
+        if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.EnqueueControl(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere));
     }
 
     /// <summary>
@@ -314,7 +314,7 @@ public sealed class RelayServer : IAsyncDisposable
         lock (set) active = set.Active;
         if (active is null) return false;
         if (sourceTailnet is not null && active.TailnetId != sourceTailnet) return false;
-        active.Enqueue(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), control: false, disco: RelayFrame.IsDisco(packet));
+        active.EnqueuePacket(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), packet);
         Counters.Forwarded(packet.Length);
         return true;
     }
@@ -336,7 +336,7 @@ public sealed class RelayServer : IAsyncDisposable
         {
             RelayConnection? active;
             lock (set) active = set.Active;
-            if (active is not null) watcher.Enqueue(PeerPresent(active), control: true);
+            if (active is not null) watcher.EnqueueControl(PeerPresent(active));
         }
     }
 

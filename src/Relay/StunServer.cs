@@ -29,8 +29,6 @@ public sealed class StunServer : IDisposable
 
     public IPEndPoint LocalEndpoint => (IPEndPoint)_socket.LocalEndPoint!;
 
-    public long Answered { get; private set; }
-
     public void Start() => _loop = Task.Run(LoopAsync);
 
     private async Task LoopAsync()
@@ -59,7 +57,6 @@ public sealed class StunServer : IDisposable
             try
             {
                 await _socket.SendToAsync(reply, SocketFlags.None, from, _stopping.Token);
-                Answered++;
             }
             catch (Exception e) when (e is SocketException or OperationCanceledException or ObjectDisposedException)
             {

@@ -1,4 +1,3 @@
-using System.Net;
 using Weft.Cluster.Hosting;
 using Weft.Contracts.Keys;
 using Weft.Relay;
@@ -23,8 +22,8 @@ public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issu
         var key = Curve25519PrivateKey.FromBytes(secret.Derive("embedded relay x25519 " + settings.Listen));
         _server = new RelayServer(new RelayOptions
         {
-            Listen = IPEndPoint.Parse(settings.Listen),
-            Stun = settings.Stun == "off" ? null : IPEndPoint.Parse(settings.Stun),
+            Listen = settings.ListenEndpoint,
+            Stun = settings.StunEndpoint,
             ServerKey = key,
             TicketIssuers = [issuer.IssuerKey],
             MeshKey = settings.MeshKey,

@@ -19,6 +19,12 @@ public sealed class RelaySettings
     /// <summary>The embedded STUN server's UDP address ("off" for none).</summary>
     public string Stun { get; set; } = "0.0.0.0:3478";
 
+    /// <summary><see cref="Listen"/> as an address (checked by <see cref="Problems"/>).</summary>
+    public IPEndPoint ListenEndpoint => IPEndPoint.Parse(Listen);
+
+    /// <summary><see cref="Stun"/> as an address, or null when it is off.</summary>
+    public IPEndPoint? StunEndpoint => Stun == "off" ? null : IPEndPoint.Parse(Stun);
+
     /// <summary>The host agents dial for the embedded relay; empty: the host they dial for control.</summary>
     public string PublicHost { get; set; } = "";
 

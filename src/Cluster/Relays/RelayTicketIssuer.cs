@@ -1,4 +1,3 @@
-using System.Net;
 using Google.Protobuf;
 using NSec.Cryptography;
 using Weft.Cluster.Hosting;
@@ -68,8 +67,8 @@ public sealed class RelayTicketIssuer : IDisposable
         if (settings.Regions.Length == 0 && !settings.Embedded) return map; // no relays at all
         if (settings.Regions.Length == 0)
         {
-            var port = embedded?.Relay ?? IPEndPoint.Parse(settings.Listen).Port;
-            var stunPort = embedded?.Stun ?? (settings.Stun == "off" ? 0 : IPEndPoint.Parse(settings.Stun).Port);
+            var port = embedded?.Relay ?? settings.ListenEndpoint.Port;
+            var stunPort = embedded?.Stun ?? settings.StunEndpoint?.Port ?? 0;
             map.Regions.Add(new RelayRegion
             {
                 Id = settings.RegionId, Code = settings.RegionCode, Name = settings.RegionCode,

@@ -74,6 +74,18 @@ public sealed record RelayTicket(Curve25519PublicKey NodeKey, string TailnetId, 
         return new RelayTicket(new Curve25519PublicKey(body.Slice(1, 32)), tailnetId, expiry);
     }
 
+    /// <summary>
+    /// The node key a ticket names, read without checking its signature: what the holder uses to
+    /// match a ticket with its own key (the relay verifies with <see cref="Verify"/>).
+    /// </summary>
+    public static bool TryReadNodeKey(ReadOnlySpan<byte> ticket, out Curve25519PublicKey nodeKey)
+    {
+        nodeKey = default;
+        if (ticket.Length < 33 || ticket[0] != Version) return false;
+        nodeKey = new Curve25519PublicKey(ticket.Slice(1, 32));
+        return true;
+    }
+
     /// <summary>Imports an issuer's 32-byte Ed25519 public key.</summary>
     public static PublicKey IssuerKey(ReadOnlySpan<byte> publicKey) => PublicKey.Import(Ed25519, publicKey, KeyBlobFormat.RawPublicKey);
 

@@ -29,15 +29,14 @@ public sealed record DataPlaneOptions
     public bool AcceptRoutes { get; init; }
     /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
     public string? ExitNode { get; init; }
-    /// <summary>Find paths with disco and use relays (NAT traversal); off only for tests of the bare engine.</summary>
-    public bool FindPaths { get; init; } = true;
 }
 
 /// <summary>
 /// Turns the netmap into a working data plane: the node key into the engine's identity, the peers
 /// into tunnels (through its child, the <see cref="TunnelSupervisor"/>), the filter into the
-/// engine's inbound filter, the device's addresses onto the TUN, and the names into MagicDNS. It
-/// reports the machine's endpoints to the ControlClient.
+/// engine's inbound filter, the device's addresses onto the TUN, and the names into MagicDNS. Its
+/// other child, the <see cref="PathManager"/>, finds the paths to peers (relays, disco) and reports
+/// this machine's endpoints and home relay to the ControlClient.
 /// <para>
 /// The data plane outlives the control plane: a lost stream changes nothing here, and the tunnels
 /// stay up on the last netmap. Only <c>down</c>, a logout, or the coordinator refusing the device
@@ -46,7 +45,7 @@ public sealed record DataPlaneOptions
 /// session.
 /// </para>
 /// </summary>
-public sealed class DataPlane : ReceiveActor, IWithTimers
+public sealed class DataPlane : ReceiveActor
 {
     private readonly DataPlaneOptions _options;
     private readonly IActorRef _control;
@@ -77,7 +76,6 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             if (first && !_down && _view is { } current) Apply(current);
         });
         Receive<GetPathStatus>(get => _paths.Forward(get));
-        Receive<RefreshEndpoints>(_ => ReportEndpoints());
         Receive<GetNetcheck>(get => _paths.Forward(get));
         Receive<ControlStateChanged>(OnControlState);
         Receive<NetMapChanged>(changed =>
@@ -91,8 +89,6 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
-
-    public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props PropsFor(DataPlaneOptions options, IActorRef control) => Props.Create(() => new DataPlane(options, control));
 
@@ -111,12 +107,10 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         _hasKey = Device.PrivateKey is not null;
         _tunnels = Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels");
         var local = new LocalAddressSource(_options.TunName, _options.StaticEndpoints, _options.DiscoverEndpoints, _options.EndpointRefreshInterval);
-        if (_options.FindPaths) _paths = Context.ActorOf(PathManager.PropsFor(Device, _control, local), "paths");
+        _paths = Context.ActorOf(PathManager.PropsFor(Device, _control, local), "paths");
         // Until the first netmap says otherwise, nothing may come in.
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
         _control.Tell(new WatchControl(Self));
-        // With path finding, netcheck reports the endpoints (and the home region); without, this does.
-        if (!_options.FindPaths) Timers.StartPeriodicTimer("endpoints", RefreshEndpoints.Instance, TimeSpan.Zero, _options.EndpointRefreshInterval);
     }
 
     private void OnNodeKeyChanged(NodeKeyChanged changed)
@@ -135,7 +129,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     private void OnControlState(ControlStateChanged changed)
     {
-        var down = changed.State is ControlState.Stopped or ControlState.NeedsLogin;
+        var down = changed.State.IsIdle();
         if (down == _down) return;
         _down = down;
         if (down)
@@ -173,7 +167,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         if (_options.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);
         // The filter first: a peer must never be reachable under a filter older than its netmap.
         Device.Filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
-        _tunnels.Tell(new ApplyMesh(peers) { PathManaged = _options.FindPaths, Greet = _greet });
+        _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, Greet = _greet });
         _greet = false;
         SetRoutes(routes, exitNode?.Name, exitProblem);
         _options.Dns?.Update(view, _addresses);
@@ -221,14 +215,6 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         {
             _log.Error("Cannot give the tunnel interface its addresses: {0}", e.Message);
         }
-    }
-
-    private void ReportEndpoints()
-    {
-        var endpoints = _options.DiscoverEndpoints
-            ? LocalEndpoints.Discover(Device.ListenPort, _options.TunName, _options.StaticEndpoints)
-            : _options.StaticEndpoints;
-        _control.Tell(new SetEndpoints(endpoints, 0));
     }
 
     private object Resolve(ResolvePeer resolve)

@@ -23,9 +23,3 @@ public sealed class GetRoutingStatus
 /// (not in the netmap, or not an approved exit node), and the routes installed into the tunnel.
 /// </summary>
 public sealed record RoutingStatus(string? ExitNode, string? ExitNodeProblem, IReadOnlyList<string> Routes);
-
-/// <summary>Re-reads the machine's interfaces and reports the endpoints if they changed (a timer sends it; tests may too).</summary>
-public sealed class RefreshEndpoints
-{
-    public static readonly RefreshEndpoints Instance = new();
-}

@@ -230,7 +230,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     }
 
     /// <summary>Not dialling on purpose: refused for good, logged out, or turned off.</summary>
-    private bool Idle => _status is ControlState.NeedsLogin or ControlState.Stopped;
+    private bool Idle => _status.IsIdle();
 
     private bool IsCurrent(Arrived arrived) => ReferenceEquals(arrived.Connection, _connection);
 

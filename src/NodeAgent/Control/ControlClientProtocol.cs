@@ -23,6 +23,12 @@ public enum ControlState
     Stopped,
 }
 
+public static class ControlStates
+{
+    /// <summary>Turned off (<c>down</c>) or refused for good: no stream, and no tunnels or paths until <c>up</c>.</summary>
+    public static bool IsIdle(this ControlState state) => state is ControlState.Stopped or ControlState.NeedsLogin;
+}
+
 /// <summary><c>weft-agent up</c> (true) and <c>down</c> (false) on a running agent.</summary>
 public sealed record SetWantRunning(bool Running);
 

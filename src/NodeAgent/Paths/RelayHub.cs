@@ -47,8 +47,6 @@ public sealed class RelayHub : IRelayTransport
 
     public void Detach(int region, RelayClientConnection connection) => _live.TryRemove(new KeyValuePair<int, RelayClientConnection>(region, connection));
 
-    public bool IsConnected(int region) => _live.TryGetValue(region, out var connection) && !connection.IsClosed;
-
     /// <summary>Milliseconds since a packet was last sent to <paramref name="region"/> (long.MaxValue if never).</summary>
     public long IdleMs(int region) => _lastUsed.TryGetValue(region, out var at) ? Environment.TickCount64 - at : long.MaxValue;
 }

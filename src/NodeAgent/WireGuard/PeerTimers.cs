@@ -35,21 +35,28 @@ public readonly record struct TimerState(
 
 public static class PeerTimers
 {
+    /// <summary>After data came in with nothing sent back, a passive keepalive is due this long after it.</summary>
+    public static long PassiveKeepaliveAfterMs(WireGuardTimings timings) => (long)timings.KeepaliveTimeout.TotalMilliseconds;
+
+    /// <summary>After data went out with nothing heard back, a new handshake is due this long after it (plus jitter).</summary>
+    public static long NewHandshakeAfterMs(WireGuardTimings timings) => (long)(timings.KeepaliveTimeout + timings.RekeyTimeout).TotalMilliseconds;
+
+    /// <summary>Each armed timer and when it falls due (engine ms): one rule for what is due now and when to wake next.</summary>
+    private static IEnumerable<(TimerActions Action, long At)> Deadlines(TimerState s, WireGuardTimings timings)
+    {
+        if (s.RetransmitAt != 0) yield return (TimerActions.RetransmitHandshake, s.RetransmitAt);
+        if (s.FirstUnansweredDataReceived != 0) yield return (TimerActions.PassiveKeepalive, s.FirstUnansweredDataReceived + PassiveKeepaliveAfterMs(timings));
+        if (s.FirstUnansweredDataSent != 0) yield return (TimerActions.NewHandshake, s.FirstUnansweredDataSent + NewHandshakeAfterMs(timings) + s.NewHandshakeJitterMs);
+        if (s.ZeroKeysAt != 0) yield return (TimerActions.ZeroKeyMaterial, s.ZeroKeysAt);
+        if (s.PersistentKeepaliveSeconds > 0)
+            yield return (TimerActions.PersistentKeepalive, Math.Max(s.LastAuthenticatedSent, s.LastAuthenticatedReceived) + s.PersistentKeepaliveSeconds * 1000L);
+    }
+
     public static TimerActions Due(TimerState s, long now, WireGuardTimings timings)
     {
         var due = TimerActions.None;
-        if (s.RetransmitAt != 0 && now >= s.RetransmitAt) due |= TimerActions.RetransmitHandshake;
-        if (s.FirstUnansweredDataReceived != 0 && now >= s.FirstUnansweredDataReceived + (long)timings.KeepaliveTimeout.TotalMilliseconds)
-            due |= TimerActions.PassiveKeepalive;
-        if (s.FirstUnansweredDataSent != 0 &&
-            now >= s.FirstUnansweredDataSent + (long)(timings.KeepaliveTimeout + timings.RekeyTimeout).TotalMilliseconds + s.NewHandshakeJitterMs)
-            due |= TimerActions.NewHandshake;
-        if (s.ZeroKeysAt != 0 && now >= s.ZeroKeysAt) due |= TimerActions.ZeroKeyMaterial;
-        if (s.PersistentKeepaliveSeconds > 0)
-        {
-            var lastTraffic = Math.Max(s.LastAuthenticatedSent, s.LastAuthenticatedReceived);
-            if (now >= lastTraffic + s.PersistentKeepaliveSeconds * 1000L) due |= TimerActions.PersistentKeepalive;
-        }
+        foreach (var (action, at) in Deadlines(s, timings))
+            if (now >= at) due |= action;
         return due;
     }
 
@@ -60,16 +67,8 @@ public static class PeerTimers
     public static long? NextDue(TimerState s, WireGuardTimings timings)
     {
         long? next = null;
-        void Consider(long at)
-        {
+        foreach (var (_, at) in Deadlines(s, timings))
             if (next is null || at < next) next = at;
-        }
-        if (s.RetransmitAt != 0) Consider(s.RetransmitAt);
-        if (s.FirstUnansweredDataReceived != 0) Consider(s.FirstUnansweredDataReceived + (long)timings.KeepaliveTimeout.TotalMilliseconds);
-        if (s.FirstUnansweredDataSent != 0)
-            Consider(s.FirstUnansweredDataSent + (long)(timings.KeepaliveTimeout + timings.RekeyTimeout).TotalMilliseconds + s.NewHandshakeJitterMs);
-        if (s.ZeroKeysAt != 0) Consider(s.ZeroKeysAt);
-        if (s.PersistentKeepaliveSeconds > 0) Consider(Math.Max(s.LastAuthenticatedSent, s.LastAuthenticatedReceived) + s.PersistentKeepaliveSeconds * 1000L);
         return next;
     }
 

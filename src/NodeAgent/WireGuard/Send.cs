@@ -75,20 +75,19 @@ public sealed partial class WireGuardDevice
         batch.Lengths[i] = TransportHeadroom + padded + Messages.TagSize;
         if (endpoint.IsRelay)
         {
-            // Relayed packets leave through the relay connection, not the socket batch.
+            // Relayed packets leave through the relay connection at once, not in the socket batch.
             if (!SendDatagram(endpoint, batch.Packet(i))) return false;
-            peer.OnAuthenticatedSent(now, batch.Lengths[i]);
-            peer.OnDataSent(now);
-            CheckRekeyAfterSend(peer, keypair, now);
-            return false;
         }
-        endpoint.Sockaddr.CopyTo(batch.Address(i));
-        batch.AddressLengths[i] = endpoint.Sockaddr.Length;
+        else
+        {
+            endpoint.Sockaddr.CopyTo(batch.Address(i));
+            batch.AddressLengths[i] = endpoint.Sockaddr.Length;
+        }
 
         peer.OnAuthenticatedSent(now, batch.Lengths[i]);
         peer.OnDataSent(now);
         CheckRekeyAfterSend(peer, keypair, now);
-        return true;
+        return !endpoint.IsRelay;
     }
 
     /// <summary>

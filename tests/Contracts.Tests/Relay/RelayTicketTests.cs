@@ -28,6 +28,9 @@ public class RelayTicketTests
         Assert.Equal(node.PublicKey, read.NodeKey);
         Assert.Equal("tn_acme", read.TailnetId);
         Assert.Equal(Now.AddHours(1), read.Expiry);
+        Assert.True(RelayTicket.TryReadNodeKey(wire, out var named));
+        Assert.Equal(node.PublicKey, named);
+        Assert.False(RelayTicket.TryReadNodeKey(wire.AsSpan(0, 20), out _));
     }
 
     [Fact]
