@@ -47,12 +47,18 @@ public sealed class Lab : IAsyncDisposable
     }
 
     /// <summary>Joins two namespaces with a veth pair and gives each end an address (CIDR form).</summary>
-    public (string A, string B) Connect(Namespace a, string addressA, Namespace b, string addressB)
+    /// <param name="mtu">The link's MTU on both ends (null: the veth default, 1500).</param>
+    public (string A, string B) Connect(Namespace a, string addressA, Namespace b, string addressB, int? mtu = null)
     {
         var index = Interlocked.Increment(ref _links);
         var endA = $"{Id}v{index}a";
         var endB = $"{Id}v{index}b";
         Run("ip", "link", "add", endA, "netns", a.Name, "type", "veth", "peer", "name", endB, "netns", b.Name);
+        if (mtu is { } size)
+        {
+            a.Run("ip", "link", "set", endA, "mtu", size.ToString());
+            b.Run("ip", "link", "set", endB, "mtu", size.ToString());
+        }
         a.Run("ip", "address", "add", addressA, "dev", endA);
         b.Run("ip", "address", "add", addressB, "dev", endB);
         a.Run("ip", "link", "set", endA, "up");

@@ -65,12 +65,20 @@ public sealed class NatRouter
         return new NatRouter(ns, wanAddress, lan, kind);
     }
 
-    /// <summary>Puts <paramref name="host"/> on this router's LAN, its default route through the router; returns the host's interface and address.</summary>
-    public (string Interface, string Address) Attach(Namespace host, bool makeDefault = true)
+    /// <summary>
+    /// Puts <paramref name="host"/> on this router's LAN, its default route through the router; returns
+    /// the host's interface and address. With <paramref name="mtu"/>, the LAN link is that small: the
+    /// router answers bigger packets from the WAN with ICMP "fragmentation needed".
+    /// </summary>
+    public (string Interface, string Address) Attach(Namespace host, bool makeDefault = true, int? mtu = null)
     {
         var index = Interlocked.Increment(ref _hosts) + 1;
         var address = $"198.19.{Lan}.{index}";
-        var (_, hostEnd) = Router.Lab.Connect(Router, Gateway + "/24", host, address + "/24");
+        // Each host has a link of its own: the router holds the gateway address on every one as a /32
+        // and routes each host's address to its link (one /24 on several links would send every
+        // answer down the first).
+        var (routerEnd, hostEnd) = Router.Lab.Connect(Router, Gateway + "/32", host, address + "/24", mtu);
+        Router.Run("ip", "route", "add", address + "/32", "dev", routerEnd);
         if (makeDefault) host.Run("ip", "route", "replace", "default", "via", Gateway, "dev", hostEnd);
         return (hostEnd, address);
     }
@@ -107,15 +115,27 @@ public static class AgentApi
     public static async Task<string?> PathTo(WeftAgent agent, string peerName) => (await PathAndEndpoint(agent, peerName))?.Path;
 
     /// <summary>The path to a peer and the endpoint in use (null when it is not a peer yet).</summary>
-    public static async Task<(string Path, string? Endpoint)?> PathAndEndpoint(WeftAgent agent, string peerName)
+    public static async Task<(string Path, string? Endpoint)?> PathAndEndpoint(WeftAgent agent, string peerName) =>
+        (await Tunnel(agent, peerName)) switch
+        {
+            null => null,
+            { ValueKind: not JsonValueKind.Object } => ("none", null),
+            { } tunnel => (tunnel.GetProperty("path").GetString()!, tunnel.TryGetProperty("endpoint", out var endpoint) ? endpoint.GetString() : null),
+        };
+
+    /// <summary>The path MTU to a peer (null when it has no tunnel yet).</summary>
+    public static async Task<int?> PathMtu(WeftAgent agent, string peerName) =>
+        await Tunnel(agent, peerName) is { ValueKind: JsonValueKind.Object } tunnel && tunnel.TryGetProperty("mtu", out var mtu) ? mtu.GetInt32() : null;
+
+    /// <summary>The status's tunnel of a peer (an undefined element when it has none), or null when it is not a peer yet.</summary>
+    private static async Task<JsonElement?> Tunnel(WeftAgent agent, string peerName)
     {
         var status = await Query(agent, new { command = "status" });
         if (!status.TryGetProperty("peers", out var peers)) return null;
         foreach (var peer in peers.EnumerateArray())
         {
             if (peer.GetProperty("name").GetString() != peerName) continue;
-            if (!peer.TryGetProperty("tunnel", out var tunnel) || tunnel.ValueKind != JsonValueKind.Object) return ("none", null);
-            return (tunnel.GetProperty("path").GetString()!, tunnel.TryGetProperty("endpoint", out var endpoint) ? endpoint.GetString() : null);
+            return peer.TryGetProperty("tunnel", out var tunnel) && tunnel.ValueKind == JsonValueKind.Object ? tunnel : default(JsonElement);
         }
         return null;
     }

@@ -23,9 +23,29 @@ public static partial class Traffic
         {
             output = e.Message; // ping exits 1 when some packets were lost; the summary is still in its output
         }
-        var match = PingSummary().Match(output);
-        return match.Success ? int.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture) : 0;
+        return Answered(output);
     }
+
+    /// <summary>
+    /// Pings with Don't Fragment set and <paramref name="payload"/> bytes of ICMP data (the IPv4
+    /// packet is 28 bytes more); returns ping's whole output, whatever became of the packets.
+    /// </summary>
+    public static string PingDontFragment(Namespace from, string address, int payload, int count)
+    {
+        try
+        {
+            return from.Run("ping", "-n", "-M", "do", "-s", payload.ToString(CultureInfo.InvariantCulture), "-c", count.ToString(CultureInfo.InvariantCulture),
+                "-i", "0.2", "-W", "2", address);
+        }
+        catch (LabException e)
+        {
+            return e.Message; // ping exits non-zero when a packet was lost or refused; its output is in the message
+        }
+    }
+
+    /// <summary>How many pings the output of a ping run says were answered.</summary>
+    public static int Answered(string pingOutput) =>
+        PingSummary().Match(pingOutput) is { Success: true } match ? int.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture) : 0;
 
     /// <summary>
     /// Pings once a second until a reply comes back or <paramref name="timeout"/> passes. For paths

@@ -47,6 +47,9 @@ public static class DiscoPacket
     public const int MaxCallMeMaybeEndpoints = 32;
     public const int MaxPadding = 9000;
 
+    /// <summary>The size of a sealed ping with <paramref name="padding"/> zero bytes (124 with none, like Tailscale's).</summary>
+    public static int PingSize(int padding) => Overhead + TxIdSize + 32 + padding;
+
     public static ReadOnlySpan<byte> Magic => [0x57, 0x46, 0xf0, 0x9f, 0x92, 0xac];
 
     public static bool HasMagic(ReadOnlySpan<byte> packet) => packet.Length >= Overhead && packet[..MagicSize].SequenceEqual(Magic);

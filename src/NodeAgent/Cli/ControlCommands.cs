@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using System.Globalization;
 using System.CommandLine;
 using System.Net;
 using System.Net.Sockets;
@@ -390,23 +391,24 @@ public static class StatusText
         }
         var peers = status.GetProperty("peers").EnumerateArray().ToList();
         text.AppendLine();
-        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"PATH",-7} {"ENDPOINT",-24} {"HANDSHAKE",-10} {"RX",9} {"TX",9}  ROUTES");
+        text.AppendLine($"{"PEER",-20} {"ADDRESSES",-42} {"ONLINE",-6} {"PATH",-7} {"ENDPOINT",-24} {"MTU",-5} {"HANDSHAKE",-10} {"RX",9} {"TX",9}  ROUTES");
         foreach (var peer in peers)
         {
             var addresses = string.Join(" ", peer.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()));
             var endpoint = string.Join(" ", peer.GetProperty("endpoints").EnumerateArray().Select(a => a.GetString())).Split(' ')[0];
-            string handshake = "-", rx = "-", tx = "-", path = "-";
+            string handshake = "-", rx = "-", tx = "-", path = "-", mtu = "-";
             if (peer.TryGetProperty("tunnel", out var tunnel) && tunnel.ValueKind == JsonValueKind.Object)
             {
                 path = Text(tunnel, "path") ?? "-";
                 endpoint = Text(tunnel, "endpoint") ?? endpoint;
+                if (tunnel.TryGetProperty("mtu", out var pathMtu) && pathMtu.ValueKind == JsonValueKind.Number) mtu = pathMtu.GetInt32().ToString(CultureInfo.InvariantCulture);
                 if (tunnel.TryGetProperty("lastHandshake", out var at) && at.ValueKind == JsonValueKind.String)
                     handshake = Ago(DateTimeOffset.UtcNow - at.GetDateTimeOffset());
                 rx = Bytes(tunnel.GetProperty("rxBytes").GetInt64());
                 tx = Bytes(tunnel.GetProperty("txBytes").GetInt64());
             }
             var peerRoutes = List(peer.GetProperty("routes")) + (peer.GetProperty("exitNode").GetBoolean() ? " exit-node" : "");
-            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {path,-7} {(endpoint.Length == 0 ? "-" : endpoint),-24} {handshake,-10} {rx,9} {tx,9}  {(peerRoutes.Trim().Length == 0 ? "-" : peerRoutes.Trim())}");
+            text.AppendLine($"{Text(peer, "name"),-20} {addresses,-42} {(peer.GetProperty("online").GetBoolean() ? "yes" : "no"),-6} {path,-7} {(endpoint.Length == 0 ? "-" : endpoint),-24} {mtu,-5} {handshake,-10} {rx,9} {tx,9}  {(peerRoutes.Trim().Length == 0 ? "-" : peerRoutes.Trim())}");
         }
         if (peers.Count == 0) text.AppendLine("(no peers)");
         return text.ToString();

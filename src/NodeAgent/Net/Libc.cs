@@ -68,13 +68,16 @@ internal static unsafe partial class Libc
         public long Nanoseconds;
     }
 
-    /// <summary>struct ifreq for TUNSETIFF: a 16-byte name, then the flags (union padded to 24 bytes).</summary>
-    [StructLayout(LayoutKind.Sequential)]
+    /// <summary>Sets an interface's MTU (struct ifreq's ifr_mtu).</summary>
+    public const uint SIOCSIFMTU = 0x8922;
+
+    /// <summary>struct ifreq: a 16-byte name, then a 24-byte union: the flags (TUNSETIFF) or the MTU (SIOCSIFMTU).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 40)]
     public struct IfReq
     {
-        public fixed byte Name[16];
-        public short Flags;
-        public fixed byte Padding[22];
+        [FieldOffset(0)] public fixed byte Name[16];
+        [FieldOffset(16)] public short Flags;
+        [FieldOffset(16)] public int Value;
     }
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

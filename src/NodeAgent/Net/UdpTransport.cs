@@ -222,6 +222,43 @@ public sealed unsafe class UdpTransport : IDisposable
         }
     }
 
+    private readonly Lock _dontFragment = new();
+
+    /// <summary>
+    /// Sends one datagram with Don't Fragment set and no local fragmentation (IP_PMTUDISC_DO), for
+    /// path MTU probes; every other datagram keeps the kernel's default (IP_PMTUDISC_WANT: DF until an
+    /// ICMP says the path is smaller, then fragmented locally). The option is the socket's, so probes
+    /// take turns. False if not sent, including EMSGSIZE (the kernel already knows the path is smaller).
+    /// </summary>
+    public bool SendDontFragment(Endpoint endpoint, ReadOnlySpan<byte> packet)
+    {
+        var socket = endpoint.IsIPv4 ? _v4 : _v6;
+        if (socket is null) return false;
+        var (level, option) = endpoint.IsIPv4 ? (0 /* IPPROTO_IP */, 10 /* IP_MTU_DISCOVER */) : (41 /* IPPROTO_IPV6 */, 23 /* IPV6_MTU_DISCOVER */);
+        Span<byte> value = stackalloc byte[4];
+        lock (_dontFragment)
+        {
+            try
+            {
+                BitConverter.TryWriteBytes(value, 2 /* PMTUDISC_DO */);
+                socket.SetRawSocketOption(level, option, value);
+                try
+                {
+                    return SendTo(endpoint, packet);
+                }
+                finally
+                {
+                    BitConverter.TryWriteBytes(value, 1 /* PMTUDISC_WANT */);
+                    socket.SetRawSocketOption(level, option, value);
+                }
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                return false;
+            }
+        }
+    }
+
     /// <summary>Sets SO_MARK on both sockets (policy routing; WireGuard's fwmark). 0 clears it.</summary>
     public void SetFirewallMark(uint mark)
     {

@@ -35,6 +35,15 @@ public sealed record PeerChanged(PathPeer Peer);
 /// go through the peer's home relay. A heartbeat every 3 s, armed only while the peer is in use,
 /// renews the proof and re-probes everything every minute in search of a better path.
 /// <para>
+/// Path MTU: once a direct path is trusted, and every minute while it is in use, pings padded to
+/// each of <see cref="ProbeWireSizes"/> go out with Don't Fragment set; the largest size answered
+/// becomes the peer's path MTU in the engine (less the IP, UDP and WireGuard headers). Until then
+/// the peer gets the configured MTU. The proof outlives pauses in the trust (an idle peer, a spell
+/// on the relay, which carries packets that big too): the hosts' stacks would otherwise learn the
+/// smaller MTU and keep it for ten minutes. A later round answered less, a roam, or a restarted
+/// peer replaces it.
+/// </para>
+/// <para>
 /// Created by the PathManager for each netmap peer; a restart (or a new disco key) starts from the
 /// relay again and re-learns the direct path with the next probes, which costs one round trip.
 /// </para>
@@ -49,6 +58,10 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private const long UpgradeIntervalMs = 60_000;
     private const double GoodEnoughLatencyMs = 5;
     private const long LearnedEndpointLifetimeMs = 45_000;
+    /// <summary>Outer packet sizes (IP header included) that MTU probes try; the engine's buffers stop at 1500.</summary>
+    public static readonly int[] ProbeWireSizes = [1400, 1420, 1450, 1480, 1500];
+    private const long MtuProbeIntervalMs = 60_000;
+    private const int WireGuardOverhead = Messages.TransportHeaderSize + Messages.TagSize;
 
     private readonly PathContext _context;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -56,7 +69,8 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private SealedBox? _box;
     // Candidate addresses: from the netmap, from call-me-maybe, and learned from pings.
     private readonly Dictionary<IPEndPoint, Candidate> _candidates = new();
-    private readonly Dictionary<string, (IPEndPoint To, long SentAt)> _outstanding = new();
+    // Pings awaiting their pong, by TxID; WireSize is the probed size of an MTU probe, 0 for a plain ping.
+    private readonly Dictionary<string, (IPEndPoint To, long SentAt, int WireSize)> _outstanding = new();
     private IPEndPoint? _best;
     private double _bestLatency;
     private long _trustUntil;
@@ -64,6 +78,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private bool _heartbeat;
     private DateTimeOffset? _pathSince;
     private string _pathKind = "none";
+    private int _pathMtu;
 
     private sealed class Candidate
     {
@@ -72,6 +87,15 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         public long LearnedAt;
         public long LastPing;
         public double? Latency;
+        /// <summary>The largest outer packet the last probe round proved (0: none beyond the configured MTU).</summary>
+        public int ProvenWireMtu;
+        public long LastProbe;
+        /// <summary>The probe round in flight: when it was sent (0: none), the largest size answered so far, and how many probes are unanswered.</summary>
+        public long RoundAt;
+        public int RoundBest;
+        public int RoundPending;
+        /// <summary>What the previous round proved: a round that proves something else is logged.</summary>
+        public int LastRoundResult;
     }
 
     private sealed class Heartbeat
@@ -108,6 +132,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         _box?.Dispose();
         RemoveStatus();
         _bound?.ReleasePathSignals(_signals);
+        if (_pathMtu > _context.Device.BaseMtu) Context.Parent.Tell(PathMtuChanged.Instance);
     }
 
     protected override void OnReceive(object message)
@@ -125,6 +150,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
                     _best = null;
                     _trustUntil = 0;
                     _outstanding.Clear();
+                    foreach (var candidate in _candidates.Values) candidate.LastProbe = candidate.RoundAt = 0;
                     FullPing(force: true);
                 }
                 SetPath();
@@ -144,7 +170,12 @@ public sealed class PathFinder : UntypedActor, IWithTimers
                 {
                     // We moved: the direct path must be proven again from here, and the peer told where we are.
                     _trustUntil = 0;
-                    foreach (var candidate in _candidates.Values) candidate.LastPing = 0;
+                    foreach (var candidate in _candidates.Values)
+                    {
+                        candidate.LastPing = 0;
+                        candidate.ProvenWireMtu = candidate.LastRoundResult = 0; // new links in between: nothing proven about their MTU
+                        candidate.LastProbe = candidate.RoundAt = 0;
+                    }
                     SetPath();
                     FullPing(force: true);
                 }
@@ -234,9 +265,11 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             return;
         }
         Prune();
+        FinishProbeRounds(now);
         if (_best is { } best) SendPing(best);
         var trusted = _best is not null && now < _trustUntil;
         if (!trusted || _lastFullPing == 0 || (_bestLatency > GoodEnoughLatencyMs && now - _lastFullPing >= UpgradeIntervalMs)) FullPing(force: false);
+        if (trusted && ProbeDue(_best!, now)) ProbeMtu(_best!);
         SetPath();
     }
 
@@ -262,9 +295,59 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         var packet = DiscoPacket.Seal(new DiscoPing(tx, _context.NodeKey), _context.Disco.PublicKey, _box);
         var candidate = CandidateFor(address);
         candidate.LastPing = Now;
-        _outstanding[Convert.ToHexString(tx)] = (address, Now);
+        _outstanding[Convert.ToHexString(tx)] = (address, Now, 0);
         return _context.Device.SendDatagram(new Endpoint(address), packet);
     }
+
+    private bool ProbeDue(IPEndPoint address, long now) =>
+        CandidateFor(address) is { RoundAt: 0 } candidate && (candidate.LastProbe == 0 || now - candidate.LastProbe >= MtuProbeIntervalMs);
+
+    /// <summary>
+    /// Sends one ping per probe size above what the configured MTU already needs, padded to that outer
+    /// size and with Don't Fragment set. Sizes the kernel already knows are too big are not sent.
+    /// </summary>
+    private void ProbeMtu(IPEndPoint address)
+    {
+        if (_box is null) return;
+        var now = Now;
+        var candidate = CandidateFor(address);
+        candidate.LastProbe = candidate.RoundAt = now;
+        candidate.RoundBest = candidate.RoundPending = 0;
+        var headers = IpAndUdpHeaders(address);
+        var configured = _context.Device.BaseMtu + WireGuardOverhead + headers;
+        var endpoint = new Endpoint(address);
+        foreach (var size in ProbeWireSizes)
+        {
+            if (size <= configured) continue;
+            var tx = RandomNumberGenerator.GetBytes(DiscoPacket.TxIdSize);
+            var padding = size - headers - DiscoPacket.PingSize(0);
+            var packet = DiscoPacket.Seal(new DiscoPing(tx, _context.NodeKey, padding), _context.Disco.PublicKey, _box);
+            if (!_context.Device.SendProbe(endpoint, packet)) continue;
+            _outstanding[Convert.ToHexString(tx)] = (address, now, size);
+            candidate.RoundPending++;
+        }
+        if (candidate.RoundPending == 0) FinishProbeRound(address, candidate);
+    }
+
+    /// <summary>Finishes the probe rounds whose pongs had their time.</summary>
+    private void FinishProbeRounds(long now)
+    {
+        foreach (var (address, candidate) in _candidates)
+            if (candidate.RoundAt != 0 && now - candidate.RoundAt >= PingTimeoutMs) FinishProbeRound(address, candidate);
+    }
+
+    /// <summary>A finished round's largest answered size is what the path carries now (it may have shrunk).</summary>
+    private void FinishProbeRound(IPEndPoint address, Candidate candidate)
+    {
+        candidate.ProvenWireMtu = candidate.RoundBest;
+        candidate.RoundAt = 0;
+        if (candidate.RoundBest == candidate.LastRoundResult) return;
+        candidate.LastRoundResult = candidate.RoundBest;
+        _log.Info("Path MTU probe to {0} at {1}: {2}", _peer.Name, address,
+            candidate.RoundBest == 0 ? "no probe answered" : $"{candidate.RoundBest} bytes on the wire answered");
+    }
+
+    private static int IpAndUdpHeaders(IPEndPoint address) => (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 20 : 40) + 8;
 
     private void OnDisco(DiscoArrived arrived)
     {
@@ -312,12 +395,20 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         var latency = now - sent.SentAt;
         var candidate = CandidateFor(from);
         candidate.Latency = latency;
+        if (sent.WireSize > 0)
+        {
+            // A larger size answered counts at once; the round's verdict (which may be smaller) comes when it ends.
+            candidate.RoundBest = Math.Max(candidate.RoundBest, sent.WireSize);
+            candidate.ProvenWireMtu = Math.Max(candidate.ProvenWireMtu, sent.WireSize);
+            if (candidate.RoundAt != 0 && --candidate.RoundPending == 0) FinishProbeRound(from, candidate);
+        }
         var trusted = _best is not null && now < _trustUntil;
         if (_best is null || !trusted || Better(latency, _bestLatency)) _best = from;
         if (from.Equals(_best))
         {
             _bestLatency = latency;
             _trustUntil = now + TrustMs;
+            if (ProbeDue(from, now)) ProbeMtu(from);
         }
         SetPath();
     }
@@ -342,7 +433,12 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             var first = _peer.Endpoints.FirstOrDefault(e => !e.IsRelay && e.IsIPv4) ?? _peer.Endpoints.FirstOrDefault(e => !e.IsRelay);
             (wanted, kind) = (first, first is null ? "none" : "direct");
         }
-        if (EnginePeer() is { } peer && wanted is not null && !Equals(peer.Endpoint, wanted))
+        var mtu = PathMtu(_best);
+        var enginePeer = EnginePeer();
+        if (enginePeer is not null) enginePeer.PathMtu = mtu;
+        var mtuChanged = mtu != _pathMtu;
+        _pathMtu = mtu;
+        if (enginePeer is { } peer && wanted is not null && !Equals(peer.Endpoint, wanted))
         {
             var was = peer.Endpoint;
             peer.Endpoint = wanted;
@@ -355,7 +451,17 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         }
         _pathKind = kind;
         _context.Statuses[_peer.NodeKey.ToHex()] = (Self, new PathStatus(_peer.NodeKey.ToHex(), kind, wanted?.ToString(), wanted?.RelayRegion ?? 0,
-            kind == "direct" && now < _trustUntil ? _bestLatency : null, _pathSince));
+            kind == "direct" && now < _trustUntil ? _bestLatency : null, _pathSince, mtu));
+        if (mtuChanged) Context.Parent.Tell(PathMtuChanged.Instance); // after the status it reads
+    }
+
+    /// <summary>The largest inner packet the best direct path proved it carries; the configured MTU when there is no such proof.</summary>
+    private int PathMtu(IPEndPoint? best)
+    {
+        var configured = _context.Device.BaseMtu;
+        if (best is null || !_candidates.TryGetValue(best, out var candidate) || candidate.ProvenWireMtu == 0) return configured;
+        var proven = candidate.ProvenWireMtu - IpAndUdpHeaders(best) - WireGuardOverhead;
+        return Math.Max(configured, Math.Min(proven, WireGuardDevice.MaxMtu));
     }
 
     /// <summary>Removes this peer's status if this finder published it (a successor's stays).</summary>

@@ -89,6 +89,7 @@ public sealed class PathManager : UntypedActor
     protected override void PostStop()
     {
         _device.Uninstall(_handler, _hub);
+        _device.SetMtu(_device.BaseMtu); // the next incarnation's finders prove their paths again
         _disco?.Dispose();
     }
 
@@ -162,6 +163,9 @@ public sealed class PathManager : UntypedActor
             case GetNetcheck:
                 _discovery.Forward(message);
                 break;
+            case PathMtuChanged:
+                FollowPathMtus();
+                break;
             case GetPathStatus:
                 Sender.Tell(new PathStatusReply([.. _statuses.Values.Select(s => s.Status).OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)], _unknownDisco));
                 break;
@@ -207,6 +211,20 @@ public sealed class PathManager : UntypedActor
             if (_home != 0 && access.Map.Regions.Any(r => r.Id == _home)) EnsureRelay(_home, home: true);
         }
         PushCredentials();
+    }
+
+    /// <summary>
+    /// The TUN's MTU follows the largest path MTU any peer proved (never below the configured one), so
+    /// that the host sends packets that big at all; each peer's own limit is enforced in the engine,
+    /// which answers a packet its path cannot carry with an ICMP "too big".
+    /// </summary>
+    private void FollowPathMtus()
+    {
+        var wanted = _statuses.Values.Select(s => s.Status.Mtu).DefaultIfEmpty(0).Max();
+        wanted = Math.Max(_device.BaseMtu, wanted);
+        if (wanted == _device.Mtu) return;
+        if (_device.SetMtu(wanted)) _log.Info("TUN MTU is now {0} (configured {1})", wanted, _device.BaseMtu);
+        else _log.Warning("Could not set the TUN's MTU to {0}; it stays {1}", wanted, _device.Mtu);
     }
 
     private void StopRelays()

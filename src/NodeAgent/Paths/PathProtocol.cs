@@ -57,9 +57,16 @@ public sealed class GetPathStatus
 
 /// <summary>
 /// One peer's path: "direct" (to <paramref name="Endpoint"/>, trusted by a recent pong), "relay"
-/// (through region <paramref name="RelayRegion"/>) or "none".
+/// (through region <paramref name="RelayRegion"/>) or "none"; <paramref name="Mtu"/> is the largest
+/// inner packet it carries (the configured MTU unless probing proved more).
 /// </summary>
-public sealed record PathStatus(string NodeKeyHex, string Kind, string? Endpoint, int RelayRegion, double? LatencyMs, DateTimeOffset? Since);
+public sealed record PathStatus(string NodeKeyHex, string Kind, string? Endpoint, int RelayRegion, double? LatencyMs, DateTimeOffset? Since, int Mtu);
+
+/// <summary>A PathFinder's path MTU changed, or it stopped: the PathManager sets the TUN's MTU to the largest any path carries.</summary>
+public sealed class PathMtuChanged
+{
+    public static readonly PathMtuChanged Instance = new();
+}
 
 /// <summary>Every peer's path, and how many disco packets were ignored because no peer has their sender's key.</summary>
 public sealed record PathStatusReply(IReadOnlyList<PathStatus> Paths, long UnknownDiscoPackets = 0);

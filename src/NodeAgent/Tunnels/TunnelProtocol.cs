@@ -77,6 +77,9 @@ public sealed class GetTunnelStats
 public sealed record TunnelStats(string PublicKey, string? Endpoint, DateTimeOffset? LastHandshake, long RxBytes, long TxBytes)
 {
     public string Path { get; init; } = "none";
+
+    /// <summary>The largest inner packet the path carries (path MTU probing may prove more than the configured MTU).</summary>
+    public int Mtu { get; init; }
 }
 
 public sealed record TunnelStatsReply(IReadOnlyList<TunnelStats> Tunnels);

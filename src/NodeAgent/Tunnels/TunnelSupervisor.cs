@@ -87,6 +87,7 @@ public sealed class TunnelSupervisor : UntypedActor
                     .Select(p => new TunnelStats(p.PublicKey.ToHex(), p.Endpoint?.ToString(), p.LastHandshake, p.RxBytes, p.TxBytes)
                     {
                         Path = p.Endpoint is null ? "none" : p.Endpoint.IsRelay ? "relay" : "direct",
+                        Mtu = _device.PathMtuOf(p),
                     }).ToList()));
                 break;
             case Rekey:

@@ -41,6 +41,8 @@ public enum DropReason
     NotWireGuard,
     /// <summary>A packet for a relay path that no relay connection could take (not connected, or its queue full).</summary>
     NoRelay,
+    /// <summary>An outbound packet bigger than its peer's path MTU with Don't Fragment set (or IPv6): answered with an ICMP "too big".</summary>
+    TooBig,
 }
 
 public sealed class DeviceCounters

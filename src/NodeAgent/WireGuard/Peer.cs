@@ -137,6 +137,19 @@ public sealed class Peer
     /// </summary>
     public bool PathManaged { get; set; }
 
+    private volatile int _pathMtu;
+
+    /// <summary>
+    /// The largest inner packet this peer's current path carries, as its PathFinder proved it; 0 until
+    /// something is proven: the device's configured MTU. A bigger packet is answered with an ICMP
+    /// "too big" at the TUN, or fragmented if it is IPv4 without DF (see <see cref="Net.TooBig"/>).
+    /// </summary>
+    public int PathMtu
+    {
+        get => _pathMtu;
+        set => _pathMtu = value;
+    }
+
     private int _pathIdle;
 
     /// <summary>

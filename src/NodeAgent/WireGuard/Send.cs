@@ -52,6 +52,12 @@ public sealed partial class WireGuardDevice
             Counters.Drop(DropReason.NoEndpoint);
             return false;
         }
+        var pathMtu = PathMtuOf(peer);
+        if (packet.Length > pathMtu)
+        {
+            SendTooBig(peer, packet, pathMtu, now);
+            return false;
+        }
         var keypair = peer.Current;
         if (keypair is null || !keypair.CanSend(now, Timings))
         {
@@ -61,7 +67,7 @@ public sealed partial class WireGuardDevice
         }
 
         var length = packet.Length;
-        var padded = Messages.PaddedLength(length, Mtu);
+        var padded = Messages.PaddedLength(length, pathMtu);
         var slot = batch.Slot(i);
         slot.Slice(TransportHeadroom + length, padded - length).Clear();
         if (!Seal(keypair, slot[..(TransportHeadroom + padded + Messages.TagSize)], padded))
@@ -101,10 +107,41 @@ public sealed partial class WireGuardDevice
         if (destination.IsEmpty || AllowedIps.Lookup(destination) is not { } peer || peer.Endpoint is null) return false;
         var now = Clock.NowMs;
         if (_filter is not null && IpPacket.TryRead(packet, out var outbound)) Flows.Track(outbound, now);
-        if (SendTransport(peer, packet)) return true;
+        var pathMtu = PathMtuOf(peer);
+        if (packet.Length > pathMtu) SendTooBig(peer, packet, pathMtu, now);
+        else SendOrStage(peer, packet, now);
+        return true;
+    }
+
+    /// <summary>
+    /// The largest inner packet the peer's path carries: what its PathFinder proved, else the
+    /// configured MTU (which is also the TUN's, unless probing raised it for another peer).
+    /// </summary>
+    public int PathMtuOf(Peer peer) => peer.PathMtu is var proven and > 0 ? Math.Min(proven, Mtu) : Math.Min(BaseMtu, Mtu);
+
+    private void SendOrStage(Peer peer, ReadOnlySpan<byte> packet, long now)
+    {
+        if (SendTransport(peer, packet)) return;
         peer.Stage(packet);
         if (now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
-        return true;
+    }
+
+    /// <summary>
+    /// A packet bigger than the peer's path carries: what a router would do with it. IPv6, or IPv4
+    /// with DF, gets an ICMP "too big" naming the path MTU, written back into the TUN; IPv4 without DF
+    /// goes out as fragments.
+    /// </summary>
+    private void SendTooBig(Peer peer, ReadOnlySpan<byte> packet, int pathMtu, long now)
+    {
+        if (TooBig.MayNotFragment(packet))
+        {
+            Counters.Drop(DropReason.TooBig);
+            if (TooBig.Answer(packet, pathMtu) is { } answer && !_tun.Write(answer)) Counters.Drop(DropReason.TunWriteFailed);
+            return;
+        }
+        var fragments = TooBig.FragmentV4(packet, pathMtu);
+        if (fragments.Count == 0) Counters.Drop(DropReason.InvalidInnerPacket);
+        foreach (var fragment in fragments) SendOrStage(peer, fragment, now);
     }
 
     /// <summary>The destination address bytes of an IPv4 or IPv6 packet, or empty if it is neither.</summary>

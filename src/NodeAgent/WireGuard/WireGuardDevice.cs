@@ -54,6 +54,7 @@ public sealed partial class WireGuardDevice : IDisposable
     public WireGuardDevice(ITunDevice tun, UdpTransport udp, EngineClock? clock = null, WireGuardTimings? timings = null, ILogger? log = null)
     {
         _tun = tun;
+        BaseMtu = tun.Mtu;
         _udp = udp;
         Clock = clock ?? EngineClock.System;
         Timings = timings ?? WireGuardTimings.Default;
@@ -68,7 +69,20 @@ public sealed partial class WireGuardDevice : IDisposable
 
     public string Name => _tun.Name;
 
+    /// <summary>The TUN's MTU now: the configured one, or more once path MTU probing proved more (<see cref="SetMtu"/>).</summary>
     public int Mtu => _tun.Mtu;
+
+    /// <summary>The TUN's MTU as configured: what every path carries until probing proves more.</summary>
+    public int BaseMtu { get; }
+
+    /// <summary>
+    /// The largest inner packet the engine's buffers take; path MTU probing stops there (an outer
+    /// packet of 1500 bytes on IPv4).
+    /// </summary>
+    public const int MaxMtu = 1440;
+
+    /// <summary>Changes the TUN's MTU (between <see cref="BaseMtu"/> and <see cref="MaxMtu"/>). False if the system refused.</summary>
+    public bool SetMtu(int mtu) => mtu >= Math.Min(BaseMtu, MaxMtu) && mtu <= Math.Max(BaseMtu, MaxMtu) && _tun.TrySetMtu(mtu);
 
     public int ListenPort => _udp.Port;
 
@@ -148,6 +162,13 @@ public sealed partial class WireGuardDevice : IDisposable
     /// Sends one datagram (WireGuard, disco or STUN) to a UDP endpoint, or through the relay for a
     /// relay endpoint. False if it could not be sent.
     /// </summary>
+    /// <summary>
+    /// Sends a path-MTU probe: a UDP datagram with Don't Fragment set, so that a link that cannot carry
+    /// it drops it (and its router says so) instead of fragmenting it. False if it was not sent,
+    /// which includes a size the kernel already knows the path cannot carry.
+    /// </summary>
+    public bool SendProbe(Endpoint endpoint, ReadOnlySpan<byte> datagram) => !endpoint.IsRelay && _udp.SendDontFragment(endpoint, datagram);
+
     public bool SendDatagram(Endpoint endpoint, ReadOnlySpan<byte> datagram)
     {
         if (!endpoint.IsRelay) return _udp.SendTo(endpoint, datagram);
@@ -301,7 +322,7 @@ public sealed partial class WireGuardDevice : IDisposable
         var endpoint = peer.Endpoint;
         if (keypair is null || !keypair.CanSend(now, Timings) || endpoint is null) return false;
 
-        var padded = Messages.PaddedLength(plaintext.Length, Mtu);
+        var padded = Messages.PaddedLength(plaintext.Length, PathMtuOf(peer));
         var buffer = padded <= 2048 ? stackalloc byte[Messages.TransportHeaderSize + padded + Messages.TagSize] : new byte[Messages.TransportHeaderSize + padded + Messages.TagSize];
         plaintext.CopyTo(buffer[Messages.TransportHeaderSize..]);
         buffer.Slice(Messages.TransportHeaderSize + plaintext.Length, padded - plaintext.Length).Clear();

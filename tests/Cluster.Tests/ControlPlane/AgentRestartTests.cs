@@ -46,13 +46,14 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     }
 
     /// <summary>A TCP SYN from one agent's tailnet address reaches the other's TUN (through a handshake if needed).</summary>
-    internal static async Task Passes(TestAgent from, TestAgent to)
+    /// <summary>A TCP segment of <paramref name="size"/> bytes (with DF set) from one agent's TUN reaches the other's, within 100 tries.</summary>
+    internal static async Task Passes(TestAgent from, TestAgent to, int size = 40)
     {
         var source = from.View.Self!.Addresses[0];
         var destination = to.View.Self!.Addresses[0];
         for (var attempt = 0; attempt < 100; attempt++)
         {
-            var packet = Packets.Tcp4(source, destination, 40000 + attempt, 22);
+            var packet = Packets.Tcp4(source, destination, 40000 + attempt, 22, size: size, dontFragment: true);
             from.Tun!.Inject(packet);
             using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
             try

@@ -6,6 +6,7 @@ using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Paths;
+using Weft.NodeAgent.WireGuard;
 using Weft.Relay;
 
 namespace Weft.Cluster.Tests.ControlPlane;
@@ -138,12 +139,48 @@ public class RelayTests
         Assert.True(a.Device!.Peers[bKey].HasPathFinder, "the new path finder hears b's packet path");
     }
 
+    [Fact]
+    public async Task A_direct_path_proves_the_mtu_it_carries_the_tun_follows_and_a_restarted_path_manager_proves_it_again()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("mtu")).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, tunnels: true);
+        using var b = TestAgent.Start(agents, [node.Control], "b", key, tunnels: true);
+        await a.WaitForPeers(b);
+        await b.WaitForPeers(a);
+        var configured = a.Device!.BaseMtu;
+        Assert.True(configured < WireGuardDevice.MaxMtu, "the test needs room above the configured MTU");
+
+        // Loopback carries any size: the largest probe (1500 bytes outside, so 1440 inside) is answered.
+        for (var round = 0; round < 2; round++)
+        {
+            await AgentRestartTests.Passes(a, b);
+            await Eventually.Until(() => PathStatusOf(a, b), s => s is { Kind: "direct", Mtu: WireGuardDevice.MaxMtu }, "a's direct path to b proves 1440 bytes");
+            await Eventually.Until(() => Task.FromResult(a.Device.Mtu), mtu => mtu == WireGuardDevice.MaxMtu, "a's TUN follows the largest path MTU");
+            await AgentRestartTests.Passes(a, b, size: WireGuardDevice.MaxMtu);
+
+            // A restarted path manager starts over from the relay and the configured MTU, and proves the path again.
+            if (round == 0) (await agents.System.ActorSelection(a.DataPlane!.Path + "/paths").ResolveOne(TimeSpan.FromSeconds(5))).Tell(Kill.Instance);
+        }
+
+        // b leaves the tailnet: with no path left that proved more, a's TUN returns to the configured MTU.
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{b.DeviceId}")).StatusCode);
+        await Eventually.Until(() => Task.FromResult(a.Device.Mtu), mtu => mtu == configured, "a's TUN returns to the configured MTU");
+    }
+
+    private static async Task<PathStatus?> PathStatusOf(TestAgent from, TestAgent to)
+    {
+        var toKey = Convert.ToHexStringLower(to.View.Self!.NodeKey.ToByteArray());
+        return (await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5))).Paths.FirstOrDefault(p => p.NodeKeyHex == toKey);
+    }
+
     /// <summary>The kind of path <paramref name="from"/>'s path finder uses to <paramref name="to"/>, once it has one.</summary>
     private static async Task<string> PathOf(TestAgent from, TestAgent to)
     {
-        var toKey = Convert.ToHexStringLower(to.View.Self!.NodeKey.ToByteArray());
-        var status = await Eventually.Until(async () => (await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5)))
-            .Paths.FirstOrDefault(p => p.NodeKeyHex == toKey), found => found is { Kind: not "none" }, $"{from.Hostname}'s path to {to.Hostname}");
+        var status = await Eventually.Until(() => PathStatusOf(from, to), found => found is { Kind: not "none" }, $"{from.Hostname}'s path to {to.Hostname}");
         return status!.Kind;
     }
 }

@@ -84,7 +84,7 @@ public class MeshTests
         var (statusCode, statusText) = a.Cli("status");
         Assert.True(statusCode == 0, statusText);
         Assert.Contains("state:        running", statusText);
-        Assert.Matches(@"\nb\s+100\.64\.\S+ fd7a:115c:a1e0:\S+\s+yes\s+direct\s+198\.18\.0\.2:41641\s+(now|\d+s ago)\s+[\d.]+ (B|KiB|MiB)\s+[\d.]+ (B|KiB|MiB)", statusText);
+        Assert.Matches(@"\nb\s+100\.64\.\S+ fd7a:115c:a1e0:\S+\s+yes\s+direct\s+198\.18\.0\.2:41641\s+\d{4}\s+(now|\d+s ago)\s+[\d.]+ (B|KiB|MiB)\s+[\d.]+ (B|KiB|MiB)", statusText);
         var (pingCode, pingText) = a.Cli("ping", "b", "-c", "2");
         Assert.True(pingCode == 0, pingText);
         Assert.Matches($@"pong from b \({address["b"].V4.Replace(".", "\\.")}\) via 198\.18\.0\.2:41641 in [\d.]+ ms", pingText);

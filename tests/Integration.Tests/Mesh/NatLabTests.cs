@@ -15,7 +15,10 @@ namespace Weft.Integration.Tests.Mesh;
 /// <item>easy↔hard and hard↔hard: relayed (a direct path would need port prediction, which Weft does not do), traffic flows;</item>
 /// <item>UDP blocked: relayed over TCP, traffic flows;</item>
 /// <item>the relay that everyone uses is killed: clients move to the other node and traffic resumes;</item>
-/// <item>a host moves behind another router: a continuous ping recovers and the path turns direct again.</item>
+/// <item>a host moves behind another router: a continuous ping recovers and the path turns direct again;</item>
+/// <item>path MTU: the third easy router's LAN links carry 1400 bytes, the rest 1500. Each direct path
+/// proves what it carries (1340 or 1440 bytes inside), the TUN follows the largest, and a packet too
+/// big for its peer's path gets an ICMP "too big" back instead of vanishing.</item>
 /// </list>
 /// With <c>WEFT_NAT_BENCH_OUT</c> set (bench/nat/run), it also measures over several rounds and writes the figures there.
 /// </summary>
@@ -23,6 +26,8 @@ public class NatLabTests
 {
     private const string Hub = "198.18.0.254";
     private const string Relay1 = "198.18.0.11", Relay2 = "198.18.0.12";
+    private const int SmallLinkMtu = 1400;
+    private const int SmallPathMtu = SmallLinkMtu - 28 - 32, FullPathMtu = 1500 - 28 - 32; // less IPv4 + UDP, and WireGuard
     private const string MeshKey = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
     [SkippableFact]
@@ -66,16 +71,17 @@ public class NatLabTests
         var easy3 = NatRouter.Create(lab, segment, "ne3", "198.18.0.6", 6, NatKind.Easy);
 
         var machines = new Dictionary<string, Namespace>();
-        string Host(string name, NatRouter router)
+        string Host(string name, NatRouter router, int? mtu = null)
         {
             var machine = lab.AddNamespace(name);
             machines[name] = machine;
-            return router.Attach(machine).Interface;
+            return router.Attach(machine, mtu: mtu).Interface;
         }
         Host("e1", easy1);
         var e2Home = Host("e2", easy2);
+        Host("e4", easy3, SmallLinkMtu);
         var e2Machine = machines["e2"];
-        var (e2Roam, _) = easy3.Attach(e2Machine, makeDefault: false);
+        var (e2Roam, _) = easy3.Attach(e2Machine, makeDefault: false, mtu: SmallLinkMtu);
         e2Machine.Run("ip", "link", "set", e2Roam, "down");
         Host("h1", hard1);
         Host("h2", hard2);
@@ -84,7 +90,12 @@ public class NatLabTests
         var tailnet = await coordinator.CreateTailnet("nat");
         var agents = new Dictionary<string, WeftAgent>();
         foreach (var name in machines.Keys)
-            agents[name] = WeftAgent.Start(machines[name], name, coordinator.Control, await coordinator.CreateAuthKey(tailnet));
+        {
+            // e4 shares easy3 with e2 after the move: on the same port they would contend for easy3's
+            // mappings and make each other's NAT look hard.
+            string[] port = name == "e4" ? ["--port", "41642"] : [];
+            agents[name] = WeftAgent.Start(machines[name], name, coordinator.Control, await coordinator.CreateAuthKey(tailnet), port);
+        }
         foreach (var (name, agent) in agents) agent.WaitForPeers([.. agents.Keys.Where(n => n != name)]);
         var address = agents.ToDictionary(a => a.Key, a => a.Value.Addresses().V4);
 
@@ -107,6 +118,26 @@ public class NatLabTests
         Assert.Matches(@"pong from e2 \(100\.64\.\S+\) via 198\.18\.0\.2:\d+", pingText);
         var (_, statusText) = agents["e1"].Cli("status");
         Assert.Matches(@"\ne2\s+100\.64\.\S+ \S+\s+yes\s+direct\s+198\.18\.0\.2:\d+", statusText);
+
+        // Path MTU: e1 reaches e2 over 1500-byte links and e4 over a 1400-byte one (behind easy3).
+        Assert.True(await UntilPath(agents["e1"], "e4", "direct", TimeSpan.FromSeconds(15)) is not null, "e1 → e4 (easy ↔ easy) must turn direct");
+        Assert.True(await UntilMtu(agents["e1"], "e2", FullPathMtu, TimeSpan.FromSeconds(15)), $"e1 → e2 must prove {FullPathMtu} bytes");
+        Assert.True(await UntilMtu(agents["e1"], "e4", SmallPathMtu, TimeSpan.FromSeconds(15)), $"e1 → e4 must prove {SmallPathMtu} bytes");
+        Assert.True(await UntilMtu(agents["e4"], "e1", SmallPathMtu, TimeSpan.FromSeconds(15)), $"e4 → e1 must prove {SmallPathMtu} bytes");
+        var (_, mtuStatus) = agents["e1"].Cli("status");
+        Assert.Matches($@"\ne4\s+100\.64\.\S+ \S+\s+yes\s+direct\s+198\.18\.0\.6:\d+\s+{SmallPathMtu} ", mtuStatus);
+        // Full-size packets cross to e2 (the TUN's MTU was raised for it), and packets that fit e4's path cross to e4.
+        var fullToE2 = Traffic.PingDontFragment(machines["e1"], address["e2"], FullPathMtu - 28, 3);
+        Assert.True(Traffic.Answered(fullToE2) == 3, fullToE2);
+        var fitsE4 = Traffic.PingDontFragment(machines["e1"], address["e4"], SmallPathMtu - 28, 3);
+        Assert.True(Traffic.Answered(fitsE4) == 3, fitsE4);
+        // A bigger one to e4 fits e1's TUN (raised for e2) but not e4's path: e1's engine answers it with
+        // an ICMP "fragmentation needed" naming e4's path MTU, as a router would; it is not lost without a word.
+        var tooBig = Traffic.PingDontFragment(machines["e1"], address["e4"], FullPathMtu - 28, 2);
+        Assert.Contains($"Frag needed and DF set (mtu = {SmallPathMtu})", tooBig);
+        // TCP over the smaller path.
+        figures.SmallPathMbit = Traffic.Iperf(machines["e4"], address["e4"], machines["e1"], TimeSpan.FromSeconds(2));
+        Assert.True(figures.SmallPathMbit > 0, "iperf3 over the 1400-byte path moved no data");
 
         // Pairs with a hard NAT or blocked UDP stay on the relay, and traffic flows.
         foreach (var (from, to) in new[] { ("e1", "h1"), ("h1", "h2"), ("b1", "e1"), ("h2", "b1") })
@@ -152,6 +183,7 @@ public class NatLabTests
         var moved = Stopwatch.StartNew();
         var back = await UntilPath(agents["e1"], "e2", "direct", TimeSpan.FromSeconds(40), requireEndpoint: "198.18.0.6:");
         Assert.True(back is not null, "after e2 moved, e1's path to it must turn direct to its new address");
+        Assert.True(await UntilMtu(agents["e1"], "e2", SmallPathMtu, TimeSpan.FromSeconds(15)), $"after e2 moved behind the 1400-byte link, e1 → e2 must prove {SmallPathMtu} bytes");
         await Task.Delay(1500);
         var (sent, received) = Traffic.StopPing(ping);
         figures.RoamRecoveryMs = moved.Elapsed.TotalMilliseconds - 1500;
@@ -207,6 +239,19 @@ public class NatLabTests
         return (ms.GetDouble(), reply.TryGetProperty("via", out var via) ? via.GetString() : null);
     }
 
+    /// <summary>Polls the agent's path MTU to a peer (with traffic, so its path finder is awake) until it is <paramref name="mtu"/>.</summary>
+    private static async Task<bool> UntilMtu(WeftAgent agent, string peer, int mtu, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            if (await AgentApi.PathMtu(agent, peer) == mtu) return true;
+            await AgentApi.Query(agent, new { command = "ping", target = peer, count = 1, timeoutMs = 900 });
+            await Task.Delay(200);
+        }
+        return false;
+    }
+
     /// <summary>Polls the agent's path to a peer (with traffic, so its path finder is awake) until it is <paramref name="kind"/>; the time it took, or null.</summary>
     private static async Task<double?> UntilPath(WeftAgent agent, string peer, string kind, TimeSpan timeout, string? requireEndpoint = null)
     {
@@ -235,6 +280,7 @@ public class NatLabTests
         public int ShouldBeDirect { get; set; }
         public double RelayMbit { get; set; }
         public double DirectMbit { get; set; }
+        public double SmallPathMbit { get; set; }
         public double FailoverMs { get; set; }
         public double RoamRecoveryMs { get; set; }
         public List<int> RotationLost { get; } = [];
@@ -243,6 +289,6 @@ public class NatLabTests
 
         public string Summary() => string.Create(CultureInfo.InvariantCulture,
             $"nat: first_packet_ms_p50={P50(FirstPacketMs):0.0} direct_after_ms_easy_p50={P50(DirectAfterMs):0} direct_rate={DirectPairs}/{ShouldBeDirect} relay_mbit={RelayMbit:0} " +
-            $"direct_mbit={DirectMbit:0} relay_to_direct={RelayMbit / DirectMbit:0.00} failover_ms={FailoverMs:0} roam_recovery_ms={RoamRecoveryMs:0} rotation_lost={string.Join('+', RotationLost)} samples={FirstPacketMs.Count}/{DirectAfterMs.Count}");
+            $"direct_mbit={DirectMbit:0} relay_to_direct={RelayMbit / DirectMbit:0.00} small_mtu_path_mbit={SmallPathMbit:0} failover_ms={FailoverMs:0} roam_recovery_ms={RoamRecoveryMs:0} rotation_lost={string.Join('+', RotationLost)} samples={FirstPacketMs.Count}/{DirectAfterMs.Count}");
     }
 }

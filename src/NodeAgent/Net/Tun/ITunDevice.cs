@@ -10,6 +10,9 @@ public interface ITunDevice : IDisposable
 
     int Mtu { get; }
 
+    /// <summary>Changes the interface's MTU (path MTU probing proved a larger one, or lost it). False if the system refused.</summary>
+    bool TrySetMtu(int mtu);
+
     /// <summary>
     /// Waits up to <paramref name="timeoutMs"/> for outbound packets from the host and reads as many
     /// as are ready into the batch, each at offset <paramref name="headroom"/>. Returns the count,

@@ -39,7 +39,18 @@ public sealed unsafe class LinuxTun : ITunDevice
 
     public string Name { get; }
 
-    public int Mtu { get; }
+    public int Mtu { get; private set; }
+
+    public bool TrySetMtu(int mtu)
+    {
+        if (mtu == Mtu) return true;
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+        var request = RequestFor(Name);
+        request.Value = mtu;
+        if (Libc.ioctl((int)socket.Handle, Libc.SIOCSIFMTU, &request) < 0) return false;
+        Mtu = mtu;
+        return true;
+    }
 
     /// <summary>True when TSO and checksum offload are on (the kernel agreed to them).</summary>
     public bool Offloads => _offloads;
@@ -60,13 +71,19 @@ public sealed unsafe class LinuxTun : ITunDevice
         return new LinuxTun(Open(name, Libc.IFF_TUN | Libc.IFF_NO_PI), name, mtu, offloads: false);
     }
 
+    private static Libc.IfReq RequestFor(string name)
+    {
+        Libc.IfReq request = default;
+        var bytes = Encoding.ASCII.GetBytes(name);
+        for (var i = 0; i < bytes.Length; i++) request.Name[i] = bytes[i];
+        return request;
+    }
+
     private static int Open(string name, short flags)
     {
         var fd = Libc.open("/dev/net/tun", Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
         if (fd < 0) throw new IOException($"cannot open /dev/net/tun: {Libc.Describe(Libc.LastError)}");
-        Libc.IfReq request = default;
-        var bytes = Encoding.ASCII.GetBytes(name);
-        for (var i = 0; i < bytes.Length; i++) request.Name[i] = bytes[i];
+        var request = RequestFor(name);
         request.Flags = flags;
         if (Libc.ioctl(fd, Libc.TUNSETIFF, &request) < 0)
         {

@@ -14,7 +14,13 @@ public sealed class VirtualTun(string name = "virtual0", int mtu = WireGuard.Con
 
     public string Name { get; } = name;
 
-    public int Mtu { get; } = mtu;
+    public int Mtu { get; private set; } = mtu;
+
+    public bool TrySetMtu(int mtu)
+    {
+        Mtu = mtu;
+        return true;
+    }
 
     public ChannelReader<byte[]> Delivered => _toHost.Reader;
 
