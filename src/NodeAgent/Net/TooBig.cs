@@ -53,7 +53,7 @@ public static class TooBig
         answer[9] = ProtocolIcmpV4;
         packet.Slice(16, 4).CopyTo(answer.AsSpan(12)); // from the destination the packet could not reach
         source.CopyTo(answer.AsSpan(16));
-        BinaryPrimitives.WriteUInt16BigEndian(answer.AsSpan(10), InternetChecksum.Complete(InternetChecksum.Add(answer.AsSpan(0, 20))));
+        InternetChecksum.WriteIpv4HeaderChecksum(answer.AsSpan(0, 20));
         var icmp = answer.AsSpan(20);
         icmp[0] = 3; // destination unreachable
         icmp[1] = 4; // fragmentation needed and DF set
@@ -120,8 +120,7 @@ public static class TooBig
             BinaryPrimitives.WriteUInt16BigEndian(fragment.AsSpan(2), (ushort)fragment.Length);
             var offsetField = (firstOffset + at) / 8 | (last && !moreAfter ? 0 : 0x2000);
             BinaryPrimitives.WriteUInt16BigEndian(fragment.AsSpan(6), (ushort)offsetField);
-            fragment[10] = fragment[11] = 0;
-            BinaryPrimitives.WriteUInt16BigEndian(fragment.AsSpan(10), InternetChecksum.Complete(InternetChecksum.Add(fragment.AsSpan(0, headerLength))));
+            InternetChecksum.WriteIpv4HeaderChecksum(fragment.AsSpan(0, headerLength));
             fragments.Add(fragment);
         }
         return fragments;

@@ -220,8 +220,7 @@ public sealed class PathManager : UntypedActor
     /// </summary>
     private void FollowPathMtus()
     {
-        var wanted = _statuses.Values.Select(s => s.Status.Mtu).DefaultIfEmpty(0).Max();
-        wanted = Math.Max(_device.BaseMtu, wanted);
+        var wanted = _statuses.Values.Select(s => s.Status.Mtu).Append(_device.BaseMtu).Max();
         if (wanted == _device.Mtu) return;
         if (_device.SetMtu(wanted)) _log.Info("TUN MTU is now {0} (configured {1})", wanted, _device.BaseMtu);
         else _log.Warning("Could not set the TUN's MTU to {0}; it stays {1}", wanted, _device.Mtu);

@@ -10,7 +10,7 @@ public sealed partial class WireGuardDevice
 {
     private void RunUdpReceiver(UdpTransport transport, Socket socket)
     {
-        using var batch = new PacketBatch(BatchSize, Math.Max(2048, Mtu + 128));
+        using var batch = new PacketBatch(BatchSize, Math.Max(2048, LargestMtu + 128));
         Span<int> deliver = stackalloc int[BatchSize];
         while (!_stopping)
         {

@@ -9,7 +9,7 @@ public sealed partial class WireGuardDevice
 {
     private void RunTunReader()
     {
-        var slotSize = Math.Max(2048, TransportHeadroom + Mtu + Constants.PaddingMultiple + Messages.TagSize);
+        var slotSize = Math.Max(2048, TransportHeadroom + LargestMtu + Constants.PaddingMultiple + Messages.TagSize);
         using var batch = new PacketBatch(BatchSize, slotSize);
         Span<int> ready = stackalloc int[BatchSize];
         while (!_stopping)
@@ -61,8 +61,7 @@ public sealed partial class WireGuardDevice
         var keypair = peer.Current;
         if (keypair is null || !keypair.CanSend(now, Timings))
         {
-            peer.Stage(packet);
-            if (now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
+            StageForHandshake(peer, packet, now);
             return false;
         }
 
@@ -121,7 +120,12 @@ public sealed partial class WireGuardDevice
 
     private void SendOrStage(Peer peer, ReadOnlySpan<byte> packet, long now)
     {
-        if (SendTransport(peer, packet)) return;
+        if (!SendTransport(peer, packet)) StageForHandshake(peer, packet, now);
+    }
+
+    /// <summary>Keeps a packet until a session exists, and asks for a handshake unless one went out within REKEY_TIMEOUT.</summary>
+    private void StageForHandshake(Peer peer, ReadOnlySpan<byte> packet, long now)
+    {
         peer.Stage(packet);
         if (now - peer.LastHandshakeSent >= Timings.RekeyTimeout.TotalMilliseconds) peer.RequestHandshake();
     }

@@ -81,8 +81,11 @@ public sealed partial class WireGuardDevice : IDisposable
     /// </summary>
     public const int MaxMtu = 1440;
 
+    /// <summary>The largest MTU the TUN can have: what the packet buffers are sized for.</summary>
+    private int LargestMtu => Math.Max(BaseMtu, MaxMtu);
+
     /// <summary>Changes the TUN's MTU (between <see cref="BaseMtu"/> and <see cref="MaxMtu"/>). False if the system refused.</summary>
-    public bool SetMtu(int mtu) => mtu >= Math.Min(BaseMtu, MaxMtu) && mtu <= Math.Max(BaseMtu, MaxMtu) && _tun.TrySetMtu(mtu);
+    public bool SetMtu(int mtu) => mtu >= Math.Min(BaseMtu, MaxMtu) && mtu <= LargestMtu && _tun.TrySetMtu(mtu);
 
     public int ListenPort => _udp.Port;
 
@@ -159,16 +162,16 @@ public sealed partial class WireGuardDevice : IDisposable
     }
 
     /// <summary>
-    /// Sends one datagram (WireGuard, disco or STUN) to a UDP endpoint, or through the relay for a
-    /// relay endpoint. False if it could not be sent.
-    /// </summary>
-    /// <summary>
     /// Sends a path-MTU probe: a UDP datagram with Don't Fragment set, so that a link that cannot carry
     /// it drops it (and its router says so) instead of fragmenting it. False if it was not sent,
     /// which includes a size the kernel already knows the path cannot carry.
     /// </summary>
     public bool SendProbe(Endpoint endpoint, ReadOnlySpan<byte> datagram) => !endpoint.IsRelay && _udp.SendDontFragment(endpoint, datagram);
 
+    /// <summary>
+    /// Sends one datagram (WireGuard, disco or STUN) to a UDP endpoint, or through the relay for a
+    /// relay endpoint. False if it could not be sent.
+    /// </summary>
     public bool SendDatagram(Endpoint endpoint, ReadOnlySpan<byte> datagram)
     {
         if (!endpoint.IsRelay) return _udp.SendTo(endpoint, datagram);

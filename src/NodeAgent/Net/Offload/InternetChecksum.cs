@@ -38,6 +38,13 @@ public static class InternetChecksum
     /// <summary>Converts a big-endian 16-bit value (as read from a header) into the little-endian summing domain.</summary>
     public static ulong FromNetwork(ushort value) => BinaryPrimitives.ReverseEndianness(value);
 
+    /// <summary>Fills in an IPv4 header's checksum (bytes 10-11) over the whole <paramref name="header"/>, options included.</summary>
+    public static void WriteIpv4HeaderChecksum(Span<byte> header)
+    {
+        header.Slice(10, 2).Clear();
+        BinaryPrimitives.WriteUInt16BigEndian(header[10..], Complete(Add(header)));
+    }
+
     /// <summary>The TCP/UDP pseudo-header: source, destination, protocol and transport length.</summary>
     public static ulong PseudoHeader(ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, byte protocol, int transportLength)
     {

@@ -79,8 +79,7 @@ public sealed class TcpCoalescer
         if (!group.IsV6)
         {
             BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)group.TotalLength);
-            ip.Slice(10, 2).Clear();
-            BinaryPrimitives.WriteUInt16BigEndian(ip[10..], InternetChecksum.Complete(InternetChecksum.Add(ip)));
+            InternetChecksum.WriteIpv4HeaderChecksum(ip);
         }
         else
         {

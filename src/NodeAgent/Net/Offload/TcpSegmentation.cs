@@ -54,8 +54,7 @@ public static class TcpSegmentation
             // IPv4: our job to give each segment its own ID, length and header checksum.
             BinaryPrimitives.WriteUInt16BigEndian(ip[4..], (ushort)(BinaryPrimitives.ReadUInt16BigEndian(ip[4..]) + index));
             BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)total);
-            ip.Slice(10, 2).Clear();
-            BinaryPrimitives.WriteUInt16BigEndian(ip[10..], InternetChecksum.Complete(InternetChecksum.Add(ip)));
+            InternetChecksum.WriteIpv4HeaderChecksum(ip);
         }
         else
         {

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Weft.NodeAgent.Net.Offload;
@@ -44,7 +45,7 @@ public sealed unsafe class LinuxTun : ITunDevice
     public bool TrySetMtu(int mtu)
     {
         if (mtu == Mtu) return true;
-        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         var request = RequestFor(Name);
         request.Value = mtu;
         if (Libc.ioctl((int)socket.Handle, Libc.SIOCSIFMTU, &request) < 0) return false;
