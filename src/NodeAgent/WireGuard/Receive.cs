@@ -176,8 +176,9 @@ public sealed partial class WireGuardDevice
         {
             if (!Cookies.CheckMac2(packet.Message, packet.Type, packet.Source.Address))
             {
-                SendCookieReply(packet.Message, packet.Type, packet.Source);
+                // Counted before the reply goes out, so whoever sees the reply also sees the count.
                 Counters.Drop(DropReason.CookieRequired);
+                SendCookieReply(packet.Message, packet.Type, packet.Source);
                 return;
             }
             if (!RateLimiter.Allow(packet.Source.Address.Address))
