@@ -5,7 +5,6 @@ using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.RegularExpressions;
 using Akka.Actor;
-using Akka.Configuration;
 using Grpc.Net.Client;
 using HdrHistogram;
 using Weft.Cluster.ApiKeys;
@@ -41,7 +40,7 @@ static async Task<SizeResult> RunSize(CoordinatorUnderTest coordinator, int size
 {
     var tailnet = await coordinator.CreateTailnet($"bench-{size}-{Guid.NewGuid():N}"[..24]);
     var key = await coordinator.CreateReusableKey(tailnet);
-    using var system = ActorSystem.Create("bench-agents", ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+    using var system = Weft.NodeAgent.Agent.AgentActorSystem.Create("bench-agents");
 
     // Each agent has its own stream; streams share a few HTTP/2 connections, as a NAT'd fleet would not, but a load generator must.
     var channels = Enumerable.Range(0, Math.Max(1, size / 100)).Select(_ => ControlConnection.CreateChannel(coordinator.Control)).ToArray();

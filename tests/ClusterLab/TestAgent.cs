@@ -1,6 +1,5 @@
 using System.Collections.Immutable;
 using Akka.Actor;
-using Akka.Configuration;
 using Weft.Contracts.Control;
 using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Control;
@@ -73,7 +72,7 @@ public sealed class TestAgent : IDisposable
     public string? DeviceId => Store.Load().DeviceId;
 
     public static ActorSystem NewSystem() =>
-        ActorSystem.Create("agents", ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+        Weft.NodeAgent.Agent.AgentActorSystem.Create("agents");
 
     public static TestAgent Start(
         ActorSystem system, IReadOnlyList<Uri> coordinators, string hostname, string? authKey, string? tailnet = null,

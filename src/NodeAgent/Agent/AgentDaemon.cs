@@ -1,6 +1,5 @@
 using System.Collections.Immutable;
 using Akka.Actor;
-using Akka.Configuration;
 using Microsoft.Extensions.Logging;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Net;
@@ -80,7 +79,7 @@ public sealed class AgentDaemon : IAsyncDisposable
         MagicDns? dns = null;
         LinuxTunnelLink? link = null;
         SubnetRouter? router = null;
-        var system = ActorSystem.Create("weft-agent", ConfigurationFactory.ParseString("akka.loglevel = INFO\nakka.stdout-loglevel = WARNING"));
+        var system = AgentActorSystem.Create("weft-agent", "INFO");
         try
         {
             var control = new ControlClientOptions

@@ -1,5 +1,4 @@
 using Akka.Actor;
-using Akka.Configuration;
 using Microsoft.Extensions.Logging;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
@@ -44,7 +43,7 @@ public sealed class StandaloneTunnel : IAsyncDisposable
             throw;
         }
         var device = new WireGuardDevice(tun, udp, EngineClock.System, timings, log);
-        var system = ActorSystem.Create("weft-agent", ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+        var system = Agent.AgentActorSystem.Create("weft-agent");
         try
         {
             var supervisor = system.ActorOf(TunnelSupervisor.PropsFor(device), "tunnels");

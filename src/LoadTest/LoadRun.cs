@@ -1,0 +1,360 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Akka.Actor;
+using Grpc.Net.Client;
+using HdrHistogram;
+using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Fleet;
+using Weft.LoadTest.Measurement;
+using Weft.LoadTest.Reporting;
+using Weft.LoadTest.Scenarios;
+using Weft.NodeAgent.Agent;
+using Weft.NodeAgent.Control;
+
+namespace Weft.LoadTest;
+
+/// <summary>What a run shows while it goes (once a second).</summary>
+public sealed record RunProgress(
+    string Phase, double Elapsed, int Nodes, int Joined, int Meshed, int Changes, long Delivered, long Unsettled, TimelinePoint? LastSecond);
+
+/// <summary>
+/// One load run: make the tailnets, let every simulated node join at once (a registration storm with
+/// so many in flight), wait until each holds its whole tailnet, then drive the churn phases while
+/// the <see cref="DeliveryLedger"/> follows every change to every peer, and finally compare every
+/// store with the cluster's truth.
+/// </summary>
+public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter log, int seed = 20261202)
+{
+    private static readonly TimeSpan JoinTimeout = TimeSpan.FromMinutes(30);
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan ConvergenceTimeout = TimeSpan.FromSeconds(60);
+    private readonly Random _random = new(seed);
+    private readonly List<TimelinePoint> _timeline = [];
+    private readonly TrafficCounters _traffic = new();
+    private readonly Stopwatch _clock = new();
+    private DeliveryLedger _ledger = null!;
+    private IReadOnlyList<SimulatedAgent> _agents = [];
+    private string _phase = "setup";
+
+    /// <summary>Called once a second with where the run stands.</summary>
+    public Action<RunProgress>? Progress { get; init; }
+
+    /// <summary>Remove the run's tailnets from the cluster at the end (an existing cluster); a cluster the tester started goes away whole.</summary>
+    public bool DeleteTailnets { get; init; } = true;
+
+    public async Task<LoadResult> RunAsync(CancellationToken cancel = default)
+    {
+        var startedAt = DateTimeOffset.UtcNow;
+        _clock.Start();
+        var tailnets = await CreateTailnetsAsync();
+        _agents = Layout();
+        _ledger = new DeliveryLedger(_agents.Count);
+        using var system = AgentActorSystem.Create("weft-loadtest");
+        var channels = new ChannelPool(scenario.StreamsPerConnection);
+        using var ticker = new Timer(_ => Tick(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        try
+        {
+            var memoryBefore = MemorySnapshot.Take(cluster.SampledProcesses);
+            var join = await JoinAsync(system, tailnets, channels, cancel);
+            var memoryAfter = MemorySnapshot.Take(cluster.SampledProcesses);
+
+            var phases = new List<(int Index, PhaseResult Result)>();
+            foreach (var phase in scenario.Phases) phases.Add(await ChurnAsync(phase, cancel));
+
+            _phase = "drain";
+            await DrainAsync(cancel);
+            _phase = "check";
+            var convergence = await CheckConvergenceAsync(tailnets.Select(t => t.Id).ToList(), cancel);
+            var delivery = new DeliveryResult(
+                _ledger.ExpectedPairs, _ledger.Delivered, _ledger.Superseded, Math.Max(0, _ledger.Outstanding), _ledger.Duplicated, _ledger.OutOfOrder,
+                _traffic.Deltas, _traffic.Deltas == 0 ? 0 : (double)_traffic.DeltaBytes / _traffic.Deltas,
+                _traffic.FullMaps, _traffic.FullMaps == 0 ? 0 : (double)_traffic.FullMapBytes / _traffic.FullMaps, _traffic.LargestFullMap);
+            lock (_timeline)
+                return new LoadResult
+                {
+                    Scenario = scenario.Name,
+                    StartedAt = startedAt,
+                    Nodes = _agents.Count,
+                    Tailnets = tailnets.Count,
+                    Coordinators = cluster.Control.Count,
+                    Join = join,
+                    // Summarised only now that nothing records any more: late deliveries count in their change's phase.
+                    Phases = [.. phases.Select(p => p.Result with { Latency = Summarize(_ledger.PhaseLatencies[p.Index]) })],
+                    Latency = Summarize(_ledger.Latencies),
+                    Delivery = delivery,
+                    Convergence = convergence,
+                    Memory = MemorySnapshot.PerNode(memoryBefore, memoryAfter, _agents.Count),
+                    Timeline = [.. _timeline],
+                };
+        }
+        finally
+        {
+            await system.Terminate();
+            channels.Dispose();
+            if (DeleteTailnets)
+                foreach (var (id, _) in tailnets)
+                    try { await cluster.DeleteTailnetAsync(id); }
+                    catch (Exception e) { log.WriteLine($"warning: could not delete tailnet {id}: {e.Message}"); }
+        }
+    }
+
+    private async Task<List<(string Id, string Key)>> CreateTailnetsAsync()
+    {
+        _phase = "tailnets";
+        var run = Guid.NewGuid().ToString("N")[..6];
+        var names = Enumerable.Range(0, scenario.TotalTailnets).Select(i => $"load-{run}-{i}").ToList();
+        var made = new (string, string)[names.Count];
+        await Parallel.ForEachAsync(Enumerable.Range(0, names.Count), new ParallelOptions { MaxDegreeOfParallelism = 8 },
+            async (i, _) => made[i] = await cluster.CreateTailnetAsync(names[i]));
+        return [.. made];
+    }
+
+    /// <summary>The agents, tailnet by tailnet, each knowing how many peers it should come to hold.</summary>
+    private List<SimulatedAgent> Layout()
+    {
+        var agents = new List<SimulatedAgent>(scenario.TotalNodes);
+        var tailnet = 0;
+        foreach (var group in scenario.Tailnets)
+            for (var t = 0; t < group.Count; t++, tailnet++)
+                for (var n = 0; n < group.Nodes; n++)
+                    agents.Add(new SimulatedAgent(agents.Count, tailnet, group.Nodes - 1));
+        return agents;
+    }
+
+    private int TailnetSize(SimulatedAgent agent) => agent.ExpectedPeers + 1;
+
+    private async Task<JoinResult> JoinAsync(ActorSystem system, IReadOnlyList<(string Id, string Key)> tailnets, ChannelPool channels, CancellationToken cancel)
+    {
+        _phase = "join";
+        var timeToFirstMap = new LongConcurrentHistogram(1, 3_600_000_000, 3);
+        using var inFlight = new SemaphoreSlim(scenario.JoinsInFlight);
+        var started = Stopwatch.GetTimestamp();
+        // Round-robin over the tailnets, as a fleet that boots together would arrive.
+        var order = _agents.OrderBy(a => a.Index - FirstIndexOf(a.Tailnet)).ThenBy(a => a.Tailnet).ToList();
+        var deadline = started + (long)(JoinTimeout.TotalSeconds * Stopwatch.Frequency);
+        foreach (var agent in order)
+        {
+            if (!await inFlight.WaitAsync(TimeSpan.FromSeconds(Math.Max(1, Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline).TotalSeconds)), cancel))
+                throw new TimeoutException($"joins stalled: {_agents.Count(a => a.Joined)} of {_agents.Count} nodes joined in {JoinTimeout}");
+            var spawned = Stopwatch.GetTimestamp();
+            var released = 0;
+            var coordinators = Rotate(cluster.Control, agent.Index);
+            agent.Actor = system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
+            {
+                Coordinators = coordinators,
+                StateStore = new MemoryAgentStateStore(),
+                Hostname = $"sim-{agent.Index}",
+                AuthKey = tailnets[agent.Tailnet].Key,
+                Endpoints = [ChangeEndpoint.AtJoin(agent.Index)],
+                SharedChannels = url => channels.For(url, agent.Index),
+                Observer = (message, applied, store) =>
+                {
+                    agent.Observe(message, applied, store, _ledger, _traffic);
+                    if (agent.Joined && Interlocked.Exchange(ref released, 1) == 0)
+                    {
+                        timeToFirstMap.RecordValue(Math.Max(1, (long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
+                        inFlight.Release();
+                    }
+                },
+            }), $"sim-{agent.Index}");
+        }
+        await Until(() => _agents.All(a => a.Joined), JoinTimeout, "every node's first netmap", cancel);
+        var joinedSeconds = Stopwatch.GetElapsedTime(started, _agents.Max(a => a.JoinedAt)).TotalSeconds;
+        await Until(() => _agents.All(a => a.Meshed), JoinTimeout, "every node holding its whole tailnet", cancel);
+        var meshedSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        log.WriteLine($"joined {_agents.Count} nodes in {joinedSeconds:0.0} s ({_agents.Count / joinedSeconds:0} joins/s), all meshed after {meshedSeconds:0.0} s");
+        return new JoinResult(_agents.Count, joinedSeconds, _agents.Count / Math.Max(joinedSeconds, 1e-3), meshedSeconds, Summarize(timeToFirstMap));
+    }
+
+    private int FirstIndexOf(int tailnet)
+    {
+        var first = 0;
+        var t = 0;
+        foreach (var group in scenario.Tailnets)
+            for (var i = 0; i < group.Count; i++, t++)
+            {
+                if (t == tailnet) return first;
+                first += group.Nodes;
+            }
+        return first;
+    }
+
+    private static IReadOnlyList<Uri> Rotate(IReadOnlyList<Uri> coordinators, int by) =>
+        [.. coordinators.Skip(by % coordinators.Count), .. coordinators.Take(by % coordinators.Count)];
+
+    private async Task<(int Index, PhaseResult Result)> ChurnAsync(ChurnPhase phase, CancellationToken cancel)
+    {
+        _phase = phase.Name;
+        var index = _ledger.BeginPhase();
+        var firstChange = _ledger.Changes;
+        var delivered = _ledger.Delivered;
+        log.WriteLine($"phase {phase.Name}: {phase.Seconds} s, {phase.EndpointChangesPerSecond} endpoint changes/s, {phase.KeyRotationsPerSecond} rotations/s" +
+            (phase.ReconnectStorm ? ", reconnect storm" : "") + (phase.ChaosCommand is { } c ? $", at {phase.ChaosAtSecond} s: {c}" : ""));
+        if (phase.ReconnectStorm)
+            foreach (var agent in _agents)
+                agent.Actor.Tell(new Reconnect(TimeSpan.FromMilliseconds(_random.NextDouble() * phase.ReconnectSpreadSeconds * 1000)));
+
+        long? chaosAt = null;
+        var started = Stopwatch.GetTimestamp();
+        double changesDue = 0, rotationsDue = 0;
+        while (true)
+        {
+            var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            if (elapsed >= phase.Seconds) break;
+            if ((phase.ChaosCommand is not null || phase.ChaosAction is not null) && chaosAt is null && elapsed >= phase.ChaosAtSecond)
+            {
+                chaosAt = Stopwatch.GetTimestamp();
+                if (phase.ChaosCommand is { } command) await RunChaosAsync(command);
+                if (phase.ChaosAction is { } action) await action();
+            }
+            var target = Math.Min(elapsed, phase.Seconds);
+            for (; changesDue < target * phase.EndpointChangesPerSecond; changesDue++) MakeEndpointChange();
+            for (; rotationsDue < target * phase.KeyRotationsPerSecond; rotationsDue++)
+                _agents[_random.Next(_agents.Count)].Actor.Tell(RotateNodeKeyNow.Instance);
+            await Task.Delay(5, cancel);
+        }
+        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+
+        double? converge = null;
+        if (chaosAt is { } at)
+        {
+            // Every change made from a second before the chaos to five seconds after it must reach every peer: when the last did is the cluster's recovery.
+            await DrainAsync(cancel);
+            var window = (long)(Stopwatch.Frequency * 1.0);
+            if (_ledger.AllSettledAt(at - window, at + 5 * window) is { } settled) converge = Math.Max(0, Stopwatch.GetElapsedTime(at, settled).TotalSeconds);
+        }
+        var changes = _ledger.Changes - firstChange;
+        return (index, new PhaseResult(phase.Name, seconds, changes, changes / seconds, _ledger.Delivered - delivered,
+            (_ledger.Delivered - delivered) / seconds, LatencySummary.Empty, converge));
+    }
+
+    private void MakeEndpointChange()
+    {
+        var agent = _agents[_random.Next(_agents.Count)];
+        var sequence = _ledger.Record(agent.Index, TailnetSize(agent) - 1);
+        agent.Actor.Tell(new SetEndpoints([ChangeEndpoint.For(sequence)], 0));
+    }
+
+    private async Task RunChaosAsync(string command)
+    {
+        log.WriteLine($"chaos: {command}");
+        using var process = Process.Start(new ProcessStartInfo("/bin/sh") { ArgumentList = { "-c", command }, RedirectStandardOutput = true, RedirectStandardError = true })
+            ?? throw new InvalidOperationException($"could not run '{command}'");
+        var output = await process.StandardOutput.ReadToEndAsync() + await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        if (output.Length > 0) log.WriteLine(output.TrimEnd());
+        if (process.ExitCode != 0) throw new InvalidOperationException($"the chaos command '{command}' failed with exit code {process.ExitCode}");
+    }
+
+    /// <summary>Waits until every change reached every peer (or the drain times out: what is left is loss).</summary>
+    private async Task DrainAsync(CancellationToken cancel)
+    {
+        try
+        {
+            await Until(() => _ledger.Unsettled == 0, DrainTimeout, "every change reaching every peer", cancel);
+        }
+        catch (TimeoutException e)
+        {
+            log.WriteLine($"warning: {e.Message}; {_ledger.Unsettled} change(s) unsettled count as lost");
+        }
+    }
+
+    private async Task<ConvergenceResult> CheckConvergenceAsync(IReadOnlyList<string> tailnetIds, CancellationToken cancel)
+    {
+        // Key rotations and reconnects may still be settling: the stores must agree with the cluster within the timeout.
+        var deadline = Stopwatch.GetTimestamp() + (long)(ConvergenceTimeout.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            var result = await ConvergenceCheck.RunAsync(cluster, tailnetIds, _agents);
+            if (result.Converged == result.AgentsChecked || Stopwatch.GetTimestamp() > deadline) return result;
+            await Task.Delay(TimeSpan.FromSeconds(2), cancel);
+        }
+    }
+
+    private void Tick()
+    {
+        if (_ledger is null) return;
+        var interval = Summarize(_ledger.TakeInterval());
+        var point = new TimelinePoint(Math.Round(_clock.Elapsed.TotalSeconds), _phase, interval.Count, interval.P50, interval.P99, _agents.Count(a => a.Joined));
+        lock (_timeline) _timeline.Add(point);
+        Progress?.Invoke(new RunProgress(_phase, _clock.Elapsed.TotalSeconds, _agents.Count, point.Joined, _agents.Count(a => a.Meshed),
+            _ledger.Changes, _ledger.Delivered, _ledger.Unsettled, point));
+    }
+
+    /// <summary>
+    /// Percentiles in milliseconds. A histogram that is still being recorded into (the last second's,
+    /// just swapped out) may change under the reader: it is read again.
+    /// </summary>
+    internal static LatencySummary Summarize(HistogramBase histogram)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                if (histogram.TotalCount == 0) return LatencySummary.Empty;
+                double Ms(double p) => histogram.GetValueAtPercentile(p) / 1000.0;
+                return new LatencySummary(histogram.TotalCount, Ms(50), Ms(90), Ms(99), Ms(99.9), histogram.GetMaxValue() / 1000.0);
+            }
+            catch (InvalidOperationException) when (attempt < 10)
+            {
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    private static async Task Until(Func<bool> condition, TimeSpan timeout, string what, CancellationToken cancel)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!condition())
+        {
+            if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException($"timed out after {timeout} waiting for {what}");
+            await Task.Delay(50, cancel);
+        }
+    }
+
+    /// <summary>HTTP/2 connections to each coordinator, each carrying so many agents' streams.</summary>
+    private sealed class ChannelPool(int streamsPerConnection) : IDisposable
+    {
+        private readonly Dictionary<(Uri, int), GrpcChannel> _channels = new();
+
+        public GrpcChannel For(Uri coordinator, int agentIndex)
+        {
+            var key = (coordinator, agentIndex / streamsPerConnection);
+            lock (_channels)
+            {
+                if (!_channels.TryGetValue(key, out var channel)) _channels[key] = channel = ControlConnection.CreateChannel(coordinator);
+                return channel;
+            }
+        }
+
+        public void Dispose()
+        {
+            lock (_channels)
+                foreach (var channel in _channels.Values) channel.Dispose();
+        }
+    }
+}
+
+/// <summary>Memory before and after the fleet joined: the generator's heap and RSS, and each sampled coordinator's RSS and CPU.</summary>
+internal sealed record MemorySnapshot(long GeneratorHeap, long GeneratorRss, IReadOnlyList<(int Pid, ProcessSampler.Sample? Sample)> Coordinators)
+{
+    public static MemorySnapshot Take(IReadOnlyList<int> coordinatorProcesses)
+    {
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        var heap = GC.GetTotalMemory(forceFullCollection: true);
+        using var self = Process.GetCurrentProcess();
+        return new MemorySnapshot(heap, self.WorkingSet64, coordinatorProcesses.Select(pid => (pid, ProcessSampler.Read(pid))).ToList());
+    }
+
+    public static MemoryResult PerNode(MemorySnapshot before, MemorySnapshot after, int nodes)
+    {
+        var samples = before.Coordinators.Zip(after.Coordinators, (b, a) =>
+            new CoordinatorSample(b.Pid, b.Sample?.RssBytes ?? 0, a.Sample?.RssBytes ?? 0, (a.Sample?.CpuSeconds ?? 0) - (b.Sample?.CpuSeconds ?? 0))).ToList();
+        var measured = samples.Where(s => s.RssBytesBefore > 0 && s.RssBytesAfter > 0).ToList();
+        return new MemoryResult((double)(after.GeneratorHeap - before.GeneratorHeap) / nodes, (double)(after.GeneratorRss - before.GeneratorRss) / nodes, samples)
+        {
+            CoordinatorKbPerDevice = measured.Count == 0 ? null : measured.Sum(s => (double)(s.RssBytesAfter - s.RssBytesBefore)) / 1024 / nodes,
+        };
+    }
+}

@@ -1,0 +1,82 @@
+using Akka.Actor;
+using Weft.Contracts.Admin;
+using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Fleet;
+using Weft.LoadTest.Reporting;
+using Weft.NodeAgent.Control;
+
+namespace Weft.LoadTest.Measurement;
+
+/// <summary>
+/// The end of a run: every simulated store is compared with the cluster's truth, the devices the
+/// admin API lists for its tailnet. A store converged when it holds exactly the other devices of
+/// its tailnet, each with the node key and endpoints the cluster holds. A peer from another
+/// tailnet is an isolation violation, whatever else is right.
+/// </summary>
+public static class ConvergenceCheck
+{
+    private const int ReportedDifferences = 20;
+
+    public static async Task<ConvergenceResult> RunAsync(TargetCluster cluster, IReadOnlyList<string> tailnetIds, IReadOnlyList<SimulatedAgent> agents, int parallelism = 64)
+    {
+        var truth = new Dictionary<string, DeviceResource>[tailnetIds.Count];
+        var tailnetOfDevice = new Dictionary<string, int>();
+        for (var t = 0; t < tailnetIds.Count; t++)
+        {
+            truth[t] = (await cluster.DevicesAsync(tailnetIds[t])).ToDictionary(d => d.Id);
+            foreach (var id in truth[t].Keys) tailnetOfDevice[id] = t;
+        }
+
+        var differences = new List<string>();
+        var converged = 0;
+        var violations = 0;
+        using var gate = new SemaphoreSlim(parallelism);
+        var checks = agents.Select(async agent =>
+        {
+            await gate.WaitAsync();
+            try
+            {
+                var status = await agent.Actor.Ask<AgentStatus>(GetAgentStatus.Instance, TimeSpan.FromSeconds(60));
+                var (difference, isolation) = Compare(agent, status, truth[agent.Tailnet], tailnetIds[agent.Tailnet], tailnetOfDevice);
+                lock (differences)
+                {
+                    if (difference is null) converged++;
+                    else if (differences.Count < ReportedDifferences) differences.Add($"agent {agent.Index}: {difference}");
+                    violations += isolation;
+                }
+            }
+            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+            {
+                lock (differences) if (differences.Count < ReportedDifferences) differences.Add($"agent {agent.Index}: did not answer for its status");
+            }
+            finally
+            {
+                gate.Release();
+            }
+        });
+        await Task.WhenAll(checks);
+        return new ConvergenceResult(agents.Count, converged, violations, differences);
+    }
+
+    /// <summary>The first difference between a store and the cluster's view (null when none), and how many of its peers belong to another tailnet.</summary>
+    public static (string? Difference, int IsolationViolations) Compare(
+        SimulatedAgent agent, AgentStatus status, IReadOnlyDictionary<string, DeviceResource> tailnetDevices, string tailnetId,
+        IReadOnlyDictionary<string, int> tailnetOfDevice)
+    {
+        var foreign = status.Peers.Count(p => tailnetOfDevice.TryGetValue(p.Id, out var t) && t != agent.Tailnet);
+        if (foreign > 0) return ($"holds {foreign} peer(s) of another tailnet", foreign);
+        if (status.State != ControlState.Running) return ($"is {status.State} ({status.Detail})", 0);
+        if (status.TailnetId != tailnetId) return ($"is in tailnet {status.TailnetId}, not {tailnetId}", 0);
+        if (status.DeviceId is null || !tailnetDevices.ContainsKey(status.DeviceId)) return ($"its device {status.DeviceId} is not in its tailnet", 0);
+        var expected = tailnetDevices.Count - 1;
+        if (status.Peers.Count != expected) return ($"holds {status.Peers.Count} peers, the cluster lists {expected}", 0);
+        foreach (var peer in status.Peers)
+        {
+            if (!tailnetDevices.TryGetValue(peer.Id, out var device) || peer.Id == status.DeviceId) return ($"holds peer {peer.Id}, which the cluster does not list", 0);
+            if (!string.Equals(peer.NodeKey, device.NodeKey, StringComparison.OrdinalIgnoreCase)) return ($"holds {peer.NodeKey} for {peer.Id}, the cluster {device.NodeKey}", 0);
+            if (!peer.Endpoints.Order(StringComparer.Ordinal).SequenceEqual(device.Endpoints.Order(StringComparer.Ordinal)))
+                return ($"holds endpoints [{string.Join(' ', peer.Endpoints)}] for {peer.Id}, the cluster [{string.Join(' ', device.Endpoints)}]", 0);
+        }
+        return (null, 0);
+    }
+}

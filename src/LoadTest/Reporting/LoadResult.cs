@@ -1,0 +1,59 @@
+namespace Weft.LoadTest.Reporting;
+
+/// <summary>Everything a load run measured; written as JSON, and the source of the Markdown report.</summary>
+public sealed record LoadResult
+{
+    public required string Scenario { get; init; }
+    public required DateTimeOffset StartedAt { get; init; }
+    public required int Nodes { get; init; }
+    public required int Tailnets { get; init; }
+    public required int Coordinators { get; init; }
+    public required JoinResult Join { get; init; }
+    public required IReadOnlyList<PhaseResult> Phases { get; init; }
+    /// <summary>Propagation over every phase.</summary>
+    public required LatencySummary Latency { get; init; }
+    public required DeliveryResult Delivery { get; init; }
+    public required ConvergenceResult Convergence { get; init; }
+    public required MemoryResult Memory { get; init; }
+    public required IReadOnlyList<TimelinePoint> Timeline { get; init; }
+
+    /// <summary>Every change reached every peer (delivered or superseded), none twice, none backwards, and every store equals the cluster's view.</summary>
+    public bool Passed => Delivery.Lost == 0 && Delivery.Duplicated == 0 && Delivery.OutOfOrder == 0
+        && Convergence.Converged == Convergence.AgentsChecked && Convergence.IsolationViolations == 0;
+}
+
+/// <summary>The join storm: every node registering at once (at most so many in flight), until each holds its whole tailnet.</summary>
+public sealed record JoinResult(int Nodes, double Seconds, double JoinsPerSecond, double MeshedAfterSeconds, LatencySummary TimeToFirstMap);
+
+/// <summary>One churn phase: its changes and how fast they reached every peer.</summary>
+public sealed record PhaseResult(
+    string Name, double Seconds, int Changes, double ChangesPerSecond, long Deliveries, double DeliveriesPerSecond, LatencySummary Latency,
+    double? ConvergeAfterChaosSeconds);
+
+/// <summary>Milliseconds.</summary>
+public sealed record LatencySummary(long Count, double P50, double P90, double P99, double P999, double Max)
+{
+    public static readonly LatencySummary Empty = new(0, 0, 0, 0, 0, 0);
+}
+
+public sealed record DeliveryResult(
+    long Expected, long Delivered, long Superseded, long Lost, long Duplicated, long OutOfOrder,
+    long Deltas, double BytesPerDelta, long FullMaps, double BytesPerFullMap, long LargestFullMap);
+
+/// <summary>The end check: each simulated store against the devices the cluster lists for its tailnet.</summary>
+public sealed record ConvergenceResult(int AgentsChecked, int Converged, int IsolationViolations, IReadOnlyList<string> Differences);
+
+/// <summary>
+/// Memory per node: the generator's managed heap per simulated node, and each sampled coordinator's
+/// RSS (and CPU) with the fleet connected, less what it used before the fleet joined.
+/// </summary>
+public sealed record MemoryResult(double GeneratorBytesPerNode, double GeneratorRssBytesPerNode, IReadOnlyList<CoordinatorSample> Coordinators)
+{
+    /// <summary>The sampled coordinators' RSS growth per connected device, in KB (null without a sampled process).</summary>
+    public double? CoordinatorKbPerDevice { get; init; }
+}
+
+public sealed record CoordinatorSample(int ProcessId, long RssBytesBefore, long RssBytesAfter, double CpuSeconds);
+
+/// <summary>One second of the run: what was delivered in it and how fast.</summary>
+public sealed record TimelinePoint(double Second, string Phase, long Deliveries, double P50, double P99, int Joined);

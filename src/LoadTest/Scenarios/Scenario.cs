@@ -1,0 +1,116 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Weft.LoadTest.Scenarios;
+
+/// <summary>So many tailnets of so many devices each; a scenario mixes several groups (1,000 × 50 plus 1 × 5,000).</summary>
+public sealed record TailnetGroup(int Count, int Nodes)
+{
+    public int TotalNodes => Count * Nodes;
+}
+
+/// <summary>
+/// One stretch of churn after every simulated node has joined. Endpoint changes are what the
+/// propagation latency is measured on; key rotations and a reconnect storm are load on top of them.
+/// A chaos command (for example <c>deploy/local-cluster kill 2</c>) runs once, at
+/// <see cref="ChaosAtSecond"/> into the phase.
+/// </summary>
+public sealed record ChurnPhase
+{
+    public string Name { get; init; } = "steady";
+    public double Seconds { get; init; } = 30;
+    public double EndpointChangesPerSecond { get; init; } = 100;
+    public double KeyRotationsPerSecond { get; init; }
+    /// <summary>At the start of the phase every agent drops its stream and dials again within <see cref="ReconnectSpreadSeconds"/>.</summary>
+    public bool ReconnectStorm { get; init; }
+    public double ReconnectSpreadSeconds { get; init; } = 2;
+    public string? ChaosCommand { get; init; }
+    /// <summary>Chaos from code (a test killing one of its coordinator processes); runs after <see cref="ChaosCommand"/> if both are set.</summary>
+    [JsonIgnore]
+    public Func<Task>? ChaosAction { get; init; }
+    public double ChaosAtSecond { get; init; }
+}
+
+/// <summary>
+/// What a load run does: the tailnets and their sizes, how fast nodes join, and the churn phases.
+/// Every tailnet runs the default policy (everyone reaches everyone), so that each change is due at
+/// every other device of its tailnet: the visibility V is the tailnet's size less one.
+/// </summary>
+public sealed record Scenario
+{
+    public const int MaxNodes = 1_000_000;
+
+    public string Name { get; init; } = "custom";
+    public IReadOnlyList<TailnetGroup> Tailnets { get; init; } = [new(10, 20)];
+    /// <summary>Registrations outstanding at once: the storm's pressure (the cluster's admission control answers the rest).</summary>
+    public int JoinsInFlight { get; init; } = 256;
+    /// <summary>HTTP/2 streams per connection to a coordinator (Kestrel allows 100 by default).</summary>
+    public int StreamsPerConnection { get; init; } = 90;
+    public IReadOnlyList<ChurnPhase> Phases { get; init; } = [new()];
+
+    public int TotalNodes => Tailnets.Sum(g => g.TotalNodes);
+
+    public int TotalTailnets => Tailnets.Sum(g => g.Count);
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        MaxDepth = 16,
+    };
+
+    /// <summary>Reads a scenario file (JSON; comments allowed). Unknown fields and impossible values are refused by name.</summary>
+    public static Scenario Parse(string json)
+    {
+        Scenario? scenario;
+        try
+        {
+            scenario = JsonSerializer.Deserialize<Scenario>(json, Json);
+        }
+        catch (JsonException e)
+        {
+            throw new ScenarioException($"the scenario is not valid JSON for a scenario: {e.Message}");
+        }
+        return (scenario ?? throw new ScenarioException("the scenario is empty")).Validated();
+    }
+
+    /// <summary>"1000x50,1x5000": groups of tailnets, each <c>count x nodes</c>.</summary>
+    public static IReadOnlyList<TailnetGroup> ParseMix(string mix)
+    {
+        var groups = new List<TailnetGroup>();
+        foreach (var part in mix.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var sides = part.Split('x', 'X');
+            if (sides.Length != 2 || !int.TryParse(sides[0], out var count) || !int.TryParse(sides[1], out var nodes))
+                throw new ScenarioException($"'{part}' is not <tailnets>x<nodes>, for example 1000x50");
+            groups.Add(new TailnetGroup(count, nodes));
+        }
+        return groups;
+    }
+
+    public Scenario Validated()
+    {
+        if (Tailnets.Count == 0) throw new ScenarioException("the scenario has no tailnets");
+        foreach (var group in Tailnets)
+        {
+            if (group.Count < 1) throw new ScenarioException($"a tailnet group has count {group.Count}; it must be at least 1");
+            if (group.Nodes < 2) throw new ScenarioException($"a tailnet group has {group.Nodes} nodes; a tailnet needs at least 2 for anything to propagate");
+        }
+        if ((long)Tailnets.Sum(g => (long)g.TotalNodes) > MaxNodes) throw new ScenarioException($"more than {MaxNodes} nodes in one run");
+        if (JoinsInFlight is < 1 or > 100_000) throw new ScenarioException($"joinsInFlight {JoinsInFlight} is outside 1-100000");
+        if (StreamsPerConnection is < 1 or > 10_000) throw new ScenarioException($"streamsPerConnection {StreamsPerConnection} is outside 1-10000");
+        foreach (var phase in Phases)
+        {
+            if (string.IsNullOrWhiteSpace(phase.Name)) throw new ScenarioException("a phase has no name");
+            if (phase.Seconds is <= 0 or > 86_400) throw new ScenarioException($"phase '{phase.Name}': seconds {phase.Seconds} is outside (0, 86400]");
+            if (phase.EndpointChangesPerSecond is < 0 or > 1_000_000) throw new ScenarioException($"phase '{phase.Name}': endpointChangesPerSecond is outside 0-1000000");
+            if (phase.KeyRotationsPerSecond is < 0 or > 100_000) throw new ScenarioException($"phase '{phase.Name}': keyRotationsPerSecond is outside 0-100000");
+            if (phase.ChaosAtSecond < 0 || phase.ChaosAtSecond > phase.Seconds) throw new ScenarioException($"phase '{phase.Name}': chaosAtSecond must fall inside the phase");
+            if (phase.ReconnectSpreadSeconds is < 0 or > 600) throw new ScenarioException($"phase '{phase.Name}': reconnectSpreadSeconds is outside 0-600");
+        }
+        return this;
+    }
+}
+
+public sealed class ScenarioException(string message) : Exception(message);

@@ -1,0 +1,114 @@
+using Weft.ClusterLab;
+using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Reporting;
+using Weft.LoadTest.Scenarios;
+using Xunit.Abstractions;
+
+namespace Weft.LoadTest.Tests;
+
+/// <summary>
+/// Small load runs against real coordinator processes: hundreds of simulated nodes (real
+/// ControlClients on real gRPC streams) in several tailnets, under endpoint churn, key rotations, a
+/// reconnect storm and a coordinator killed with SIGKILL. Every run must end with every change at
+/// every peer (none lost, duplicated or backwards), every store equal to the cluster's view, and no
+/// peer seen across tailnets.
+/// </summary>
+public sealed class LoadRunTests(ITestOutputHelper output)
+{
+    private const string PostgresVariable = "WEFT_TEST_POSTGRES";
+
+    private sealed class OutputWriter(ITestOutputHelper output) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            try { output.WriteLine(value ?? ""); }
+            catch (InvalidOperationException) { } // the test has finished; a late line is dropped
+        }
+    }
+
+    private void Print(LoadResult result)
+    {
+        output.WriteLine(MarkdownReport.Markdown(result));
+    }
+
+    private static void AssertNothingLostAndEverythingConverged(LoadResult result, int nodes)
+    {
+        Assert.Equal(nodes, result.Nodes);
+        Assert.Equal(nodes, result.Join.Nodes);
+        Assert.True(result.Delivery.Expected > 0, "no change was due anywhere");
+        Assert.True(result.Delivery.Delivered > result.Delivery.Expected / 2, $"only {result.Delivery.Delivered} of {result.Delivery.Expected} deliveries were direct");
+        Assert.Equal(0, result.Delivery.Lost);
+        Assert.Equal(0, result.Delivery.Duplicated);
+        Assert.Equal(0, result.Delivery.OutOfOrder);
+        Assert.Equal(result.Delivery.Expected, result.Delivery.Delivered + result.Delivery.Superseded);
+        Assert.True(result.Convergence.Differences.Count == 0, string.Join("\n", result.Convergence.Differences));
+        Assert.Equal(nodes, result.Convergence.AgentsChecked);
+        Assert.Equal(nodes, result.Convergence.Converged);
+        Assert.Equal(0, result.Convergence.IsolationViolations);
+        Assert.True(result.Passed);
+        Assert.All(result.Phases, p => Assert.True(p.Latency.Count > 0, $"phase {p.Name} measured nothing"));
+    }
+
+    [Fact]
+    public async Task Two_hundred_nodes_in_five_tailnets_converge_with_nothing_lost_under_churn_rotations_and_a_reconnect_storm()
+    {
+        var log = new OutputWriter(output);
+        await using var cluster = await TargetCluster.StartLocalAsync(log);
+        var scenario = new Scenario
+        {
+            Name = "ci-single",
+            Tailnets = [new TailnetGroup(4, 25), new TailnetGroup(1, 100)],
+            JoinsInFlight = 64,
+            Phases =
+            [
+                new ChurnPhase { Name = "steady", Seconds = 8, EndpointChangesPerSecond = 100, KeyRotationsPerSecond = 2 },
+                new ChurnPhase { Name = "reconnect-storm", Seconds = 6, EndpointChangesPerSecond = 100, ReconnectStorm = true, ReconnectSpreadSeconds = 1 },
+            ],
+        }.Validated();
+
+        var result = await new LoadRun(scenario, cluster, log).RunAsync();
+        Print(result);
+
+        AssertNothingLostAndEverythingConverged(result, 200);
+        Assert.Equal(2, result.Phases.Count);
+        Assert.True(result.Delivery.Deltas > 0);
+        Assert.True(result.Memory.CoordinatorKbPerDevice > 0, "the coordinator process was not sampled");
+        Assert.Null(result.Phases[0].ConvergeAfterChaosSeconds);
+    }
+
+    [SkippableFact]
+    public async Task A_coordinator_killed_under_churn_loses_nothing_and_every_store_converges_on_the_two_that_remain()
+    {
+        var admin = Environment.GetEnvironmentVariable(PostgresVariable);
+        if (string.IsNullOrWhiteSpace(admin))
+        {
+            var reason = $"no PostgreSQL server: set {PostgresVariable} to an admin connection string (./test.sh starts one)";
+            if (Environment.GetEnvironmentVariable("WEFT_REQUIRE_ALL_TESTS") == "1") throw new InvalidOperationException(reason);
+            Skip.If(true, reason);
+        }
+        await using var database = await PostgresDatabase.CreateAsync(admin!);
+        await using var coordinators = await CoordinatorCluster.StartAsync(3, database.ConnectionString);
+        var log = new OutputWriter(output);
+        await using var cluster = TargetCluster.Existing(coordinators.ControlUrls, coordinators.Nodes.Select(n => n.Api).ToList(), LabKeys.OperatorKey, []);
+        var victim = coordinators.Nodes[1];
+        var scenario = new Scenario
+        {
+            Name = "ci-kill",
+            Tailnets = [new TailnetGroup(6, 25)],
+            JoinsInFlight = 64,
+            Phases =
+            [
+                new ChurnPhase { Name = "steady", Seconds = 5, EndpointChangesPerSecond = 50 },
+                new ChurnPhase { Name = "kill", Seconds = 25, EndpointChangesPerSecond = 50, ChaosAtSecond = 3, ChaosAction = victim.Kill },
+            ],
+        }.Validated();
+
+        var result = await new LoadRun(scenario, cluster, log).RunAsync();
+        output.WriteLine(coordinators.Outputs().Length > 20_000 ? coordinators.Outputs()[^20_000..] : coordinators.Outputs());
+        Print(result);
+
+        Assert.False(victim.Running);
+        AssertNothingLostAndEverythingConverged(result, 150);
+        Assert.NotNull(result.Phases[1].ConvergeAfterChaosSeconds);
+    }
+}
