@@ -195,6 +195,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                 agent.Actor.Tell(new Reconnect(TimeSpan.FromMilliseconds(_random.NextDouble() * phase.ReconnectSpreadSeconds * 1000)));
 
         long? chaosAt = null;
+        var cpuBefore = CoordinatorCpu();
         var started = Stopwatch.GetTimestamp();
         double changesDue = 0, rotationsDue = 0;
         while (true)
@@ -214,6 +215,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             await Task.Delay(5, cancel);
         }
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        var cpuAfter = CoordinatorCpu();
 
         double? converge = null;
         if (chaosAt is { } at)
@@ -225,7 +227,23 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         }
         var changes = _ledger.Changes - firstChange;
         return (index, new PhaseResult(phase.Name, seconds, changes, changes / seconds, _ledger.Delivered - delivered,
-            (_ledger.Delivered - delivered) / seconds, LatencySummary.Empty, converge));
+            (_ledger.Delivered - delivered) / seconds, LatencySummary.Empty, converge)
+        {
+            CoordinatorCpuSeconds = cpuBefore is { } b && cpuAfter is { } a ? a - b : null,
+        });
+    }
+
+    /// <summary>The sampled coordinators' CPU seconds so far; null when none is sampled or one is gone (a chaos phase kills one).</summary>
+    private double? CoordinatorCpu()
+    {
+        if (cluster.SampledProcesses.Count == 0) return null;
+        double total = 0;
+        foreach (var pid in cluster.SampledProcesses)
+        {
+            if (ProcessSampler.Read(pid) is not { } sample) return null;
+            total += sample.CpuSeconds;
+        }
+        return total;
     }
 
     private void MakeEndpointChange()

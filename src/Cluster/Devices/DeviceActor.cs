@@ -241,13 +241,11 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // needs no version of its own: the full map the session gets contains it.
         if (_awaitingSnapshot || !_incarnated) return;
 
-        var delta = NetMapDelta.Parser.ParseFrom(changes.Delta);
-        delta.BaseVersion = Version;
+        var baseVersion = Version;
         _counter++;
-        delta.Version = Version;
-        var message = new ServerMessage { Delta = delta }.ToByteArray();
-        Remember(delta.BaseVersion, delta.Version, message);
-        _session?.Tell(new DeliverToAgent(message, delta.Version));
+        var message = VersionedDelta.Wrap(changes.Delta, baseVersion, Version);
+        Remember(baseVersion, Version, message);
+        _session?.Tell(new DeliverToAgent(message, Version));
     }
 
     private void OnSnapshot(NetMapSnapshot snapshot)

@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Weft.Cluster.Policy;
 using Weft.Contracts.Control;
 
@@ -68,11 +69,11 @@ public static class PeerFanOut
                     Id = e.DeviceId,
                     Endpoints = new EndpointList { Endpoints = { e.Endpoints } },
                     HomeRelay = e.HomeRelay,
-                    DiscoKey = Google.Protobuf.ByteString.CopyFrom(Convert.FromHexString(e.DiscoKey)),
+                    DiscoKey = ByteString.CopyFrom(Convert.FromHexString(e.DiscoKey)),
                 }, into);
                 break;
             case DeviceNodeKeyRotated e:
-                var patch = new PeerPatch { Id = e.DeviceId, NodeKey = Google.Protobuf.ByteString.CopyFrom(Convert.FromHexString(e.NodeKey)) };
+                var patch = new PeerPatch { Id = e.DeviceId, NodeKey = ByteString.CopyFrom(Convert.FromHexString(e.NodeKey)) };
                 if (e.KeyExpiry is { } expiry) patch.KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(expiry);
                 Patch(e.DeviceId, engine, patch, into);
                 Self(after, e.DeviceId, isOnline, into);
@@ -170,6 +171,59 @@ public sealed class DeltaAccumulator
             if (Self is not null) delta.Self = Self;
             if (Filter is not null) delta.Filter = Filter;
             return delta;
+        }
+
+        /// <summary>
+        /// <see cref="ToDelta"/> serialised, with the peers and patches this recipient shares with others
+        /// (one endpoint patch goes to every peer of the device) taken from <paramref name="shared"/>:
+        /// serialised once per flush, not once per recipient. The recipient's own parts are serialised
+        /// as a delta and the shared ones appended; a parser reads the same delta either way.
+        /// </summary>
+        public byte[] ToDeltaBytes(SharedEncodings shared)
+        {
+            var own = new NetMapDelta();
+            own.PeersRemoved.AddRange(Removed);
+            if (Dns is not null) own.Dns = Dns;
+            if (Self is not null) own.Self = Self;
+            if (Filter is not null) own.Filter = Filter;
+            var ownSize = own.CalculateSize();
+            var size = ownSize + shared.FieldsSize(NetMapDelta.PeersAddedFieldNumber, Added.Values)
+                + shared.FieldsSize(NetMapDelta.PeersChangedFieldNumber, Changed.Values) + shared.FieldsSize(NetMapDelta.PatchesFieldNumber, Patches.Values);
+            var bytes = new byte[size];
+            var output = new CodedOutputStream(bytes);
+            own.WriteTo(output);
+            shared.WriteFields(output, NetMapDelta.PeersAddedFieldNumber, Added.Values);
+            shared.WriteFields(output, NetMapDelta.PeersChangedFieldNumber, Changed.Values);
+            shared.WriteFields(output, NetMapDelta.PatchesFieldNumber, Patches.Values);
+            output.CheckNoSpaceLeft();
+            return bytes;
+        }
+    }
+
+    /// <summary>Each message serialised once, however many recipients' deltas carry the same instance (one flush's worth).</summary>
+    public sealed class SharedEncodings
+    {
+        private readonly Dictionary<IMessage, ByteString> _encoded = new(ReferenceEqualityComparer.Instance);
+
+        private ByteString Of(IMessage message)
+        {
+            if (!_encoded.TryGetValue(message, out var bytes)) _encoded[message] = bytes = message.ToByteString();
+            return bytes;
+        }
+
+        public int FieldsSize(int field, IEnumerable<IMessage> messages)
+        {
+            var tag = CodedOutputStream.ComputeTagSize(field);
+            return messages.Sum(m => tag + CodedOutputStream.ComputeBytesSize(Of(m)));
+        }
+
+        public void WriteFields(CodedOutputStream output, int field, IEnumerable<IMessage> messages)
+        {
+            foreach (var message in messages)
+            {
+                output.WriteTag(field, WireFormat.WireType.LengthDelimited);
+                output.WriteBytes(Of(message));
+            }
         }
     }
 

@@ -253,6 +253,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private void FlushPending()
     {
+        var shared = new DeltaAccumulator.SharedEncodings();
         foreach (var (recipient, pending) in _pending.Drain())
         {
             if (pending.End is { } end)
@@ -267,7 +268,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 _devices.Tell(new PeerChanges(recipient, [], true, null, null));
                 continue;
             }
-            _devices.Tell(new PeerChanges(recipient, pending.ToDelta().ToByteArray(), false, null, null));
+            _devices.Tell(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
         }
     }
 

@@ -28,7 +28,14 @@ public sealed record JoinResult(int Nodes, double Seconds, double JoinsPerSecond
 /// <summary>One churn phase: its changes and how fast they reached every peer.</summary>
 public sealed record PhaseResult(
     string Name, double Seconds, int Changes, double ChangesPerSecond, long Deliveries, double DeliveriesPerSecond, LatencySummary Latency,
-    double? ConvergeAfterChaosSeconds);
+    double? ConvergeAfterChaosSeconds)
+{
+    /// <summary>CPU the sampled coordinator processes used during the phase, in seconds (null without a sampled process).</summary>
+    public double? CoordinatorCpuSeconds { get; init; }
+
+    /// <summary>Coordinator CPU per delivery in microseconds: what one change costs per recipient.</summary>
+    public double? CoordinatorMicrosPerDelivery => CoordinatorCpuSeconds is { } cpu && Deliveries > 0 ? cpu * 1e6 / Deliveries : null;
+}
 
 /// <summary>Milliseconds.</summary>
 public sealed record LatencySummary(long Count, double P50, double P90, double P99, double P999, double Max)

@@ -52,11 +52,12 @@ public static class MarkdownReport
         md.AppendLine();
         md.AppendLine("From an endpoint change to each affected peer's store applying it, in milliseconds.");
         md.AppendLine();
-        md.AppendLine("| phase | seconds | changes/s | deliveries/s | p50 | p90 | p99 | p99.9 | max | recovery after chaos |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| phase | seconds | changes/s | deliveries/s | p50 | p90 | p99 | p99.9 | max | recovery after chaos | coordinator CPU µs/delivery |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var p in r.Phases)
             md.AppendLine(Invariant,
-                $"| {p.Name} | {p.Seconds:0} | {p.ChangesPerSecond:0} | {p.DeliveriesPerSecond:0} | {p.Latency.P50:0.#} | {p.Latency.P90:0.#} | {p.Latency.P99:0.#} | {p.Latency.P999:0.#} | {p.Latency.Max:0.#} | {(p.ConvergeAfterChaosSeconds is { } s ? s.ToString("0.0 s", Invariant) : "—")} |");
+                $"| {p.Name} | {p.Seconds:0} | {p.ChangesPerSecond:0} | {p.DeliveriesPerSecond:0} | {p.Latency.P50:0.#} | {p.Latency.P90:0.#} | {p.Latency.P99:0.#} | {p.Latency.P999:0.#} | {p.Latency.Max:0.#} | " +
+                $"{(p.ConvergeAfterChaosSeconds is { } s ? s.ToString("0.0 s", Invariant) : "—")} | {(p.CoordinatorMicrosPerDelivery is { } us ? us.ToString("0.0", Invariant) : "—")} |");
         md.AppendLine();
         md.AppendLine(Invariant, $"![latency over time]({LatencyOverTimeFile})");
         md.AppendLine();

@@ -41,6 +41,31 @@ public class PeerFanOutTests
     }
 
     [Fact]
+    public void The_delta_bytes_built_from_shared_encodings_parse_as_the_delta_itself()
+    {
+        var into = new DeltaAccumulator();
+        var shared = new PeerPatch { Id = "dev_a", Endpoints = new EndpointList { Endpoints = { "198.18.0.1:1" } }, HomeRelay = 2 };
+        var node = new Node { Id = "dev_c", Name = "gamma", Endpoints = { "198.18.0.3:1" } };
+        foreach (var recipient in new[] { "dev_x", "dev_y" })
+        {
+            into.Patch(recipient, shared);
+            into.Change(recipient, node);
+        }
+        into.Add("dev_x", new Node { Id = "dev_d", Name = "delta" });
+        into.Remove("dev_x", "dev_e");
+        into.Patch("dev_x", new PeerPatch { Id = "dev_f", Online = true });
+        into.Self("dev_y", new Node { Id = "dev_y", Name = "self" });
+        into.Dns("dev_y", new DnsConfig());
+        into.Filter("dev_y", new PacketFilter());
+
+        var encodings = new DeltaAccumulator.SharedEncodings();
+        var drained = into.Drain().ToList();
+        Assert.Equal(2, drained.Count);
+        foreach (var (_, pending) in drained)
+            Assert.Equal(pending.ToDelta(), NetMapDelta.Parser.ParseFrom(pending.ToDeltaBytes(encodings)));
+    }
+
+    [Fact]
     public void An_endpoint_change_goes_as_a_patch_to_every_peer_and_to_nobody_else()
     {
         var state = WithDevices(5, out var ids);
