@@ -250,7 +250,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     {
         var agent = _agents[_random.Next(_agents.Count)];
         var sequence = _ledger.Record(agent.Index, TailnetSize(agent) - 1);
-        agent.Actor.Tell(new SetEndpoints([ChangeEndpoint.For(sequence)], 0));
+        agent.ReportedEndpoint = ChangeEndpoint.For(sequence);
+        agent.Actor.Tell(new SetEndpoints([agent.ReportedEndpoint], 0));
     }
 
     private async Task RunChaosAsync(string command)

@@ -7,6 +7,7 @@ using Weft.Cluster.Control;
 using Weft.Cluster.Devices;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
+using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
 
@@ -75,6 +76,11 @@ public sealed record SessionServices(
 public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>How long a report (endpoints, host info, routes) waits for the tailnet's answer before it is sent again.</summary>
+    private static readonly TimeSpan ReportConfirmTimeout = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan ReportResendDelay = TimeSpan.FromMilliseconds(500);
+    private readonly Dictionary<Type, (ITailnetDeviceCommand Command, int Attempt)> _unconfirmed = new();
+    private int _reportAttempts;
     /// <summary>
     /// An attach that is not answered this soon is sent again: right after a node is lost, the region
     /// may still route the entity's shard to the dead node (the message is lost) until the shard is
@@ -188,7 +194,11 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         Receive<RotationAnswered>(OnRotationAnswered);
         Receive<RenewRelayTicket>(_ => SendRelayTicket(withMap: false));
         Receive<LogoutAnswered>(OnLogoutAnswered);
-        Receive<DeviceInfo>(_ => { }); // acknowledgements of fire-and-forget commands
+        Receive<TailnetAnswered>(OnTailnetAnswered);
+        Receive<ResendUnconfirmed>(resend =>
+        {
+            if (_unconfirmed.TryGetValue(resend.Kind, out var pending)) SendUntilConfirmed(pending.Command);
+        });
         Always();
     }
 
@@ -287,8 +297,8 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                     return;
                 }
                 // Straight to the tailnet: it stores them in its device index and patches the peers.
-                _services.Tailnets.Tell(new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
-                    Convert.ToHexStringLower(update.DiscoKey.Span)), ActorRefs.NoSender);
+                SendUntilConfirmed(new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
+                    Convert.ToHexStringLower(update.DiscoKey.Span)));
                 break;
             case ClientMessage.BodyOneofCase.Hostinfo:
                 var info = message.Hostinfo;
@@ -297,9 +307,9 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                     SendError(ControlErrorCodes.InvalidRequest, "advertised routes refused: " + badRoutes.Message);
                     return;
                 }
-                _services.Tailnets.Tell(new UpdateDeviceHostinfo(_tailnetId!, _deviceId!, DeviceRegistrar.Truncate(info.Hostname, 255),
-                    DeviceRegistrar.Truncate(info.Os, 64), DeviceRegistrar.Truncate(info.AgentVersion, 64)), ActorRefs.NoSender);
-                _services.Tailnets.Tell(new AdvertiseDeviceRoutes(_tailnetId!, _deviceId!, routes), ActorRefs.NoSender);
+                SendUntilConfirmed(new UpdateDeviceHostinfo(_tailnetId!, _deviceId!, DeviceRegistrar.Truncate(info.Hostname, 255),
+                    DeviceRegistrar.Truncate(info.Os, 64), DeviceRegistrar.Truncate(info.AgentVersion, 64)));
+                SendUntilConfirmed(new AdvertiseDeviceRoutes(_tailnetId!, _deviceId!, routes));
                 break;
             case ClientMessage.BodyOneofCase.RotateNodeKey:
                 Rotate(message.RotateNodeKey);
@@ -462,6 +472,42 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         _outbound.TryComplete();
         Context.Stop(Self);
     }
+
+    // ------------------------------------------------------------------ what the agent reports
+
+    /// <summary>
+    /// The agent sends its endpoints when they change, and its host info and routes once per session;
+    /// it does not send them again while its stream stays up. So each goes to the tailnet until the
+    /// tailnet confirms it: a tailnet entity whose node just died loses what is sent to it until the
+    /// node is downed and the shard moves (a load test killing a coordinator lost 882 endpoint changes
+    /// this way, while every store agreed with the stale truth). Only the latest of each kind is
+    /// kept; an answer to an older one is ignored.
+    /// </summary>
+    private void SendUntilConfirmed(ITailnetDeviceCommand command)
+    {
+        var kind = command.GetType();
+        var attempt = ++_reportAttempts;
+        _unconfirmed[kind] = (command, attempt);
+        _services.Tailnets.Ask<object>(command, ReportConfirmTimeout).PipeTo(Self,
+            success: answer => new TailnetAnswered(kind, attempt, answer),
+            failure: _ => new TailnetAnswered(kind, attempt, null));
+    }
+
+    private void OnTailnetAnswered(TailnetAnswered answered)
+    {
+        if (!_unconfirmed.TryGetValue(answered.Kind, out var pending) || pending.Attempt != answered.Attempt) return;
+        // No answer, or storage away: again shortly. Anything else (stored, unchanged, refused for good) settles it.
+        if (answered.Answer is null or Rejection { Code: ApiErrorCodes.Unavailable })
+        {
+            Timers.StartSingleTimer(("resend", answered.Kind), new ResendUnconfirmed(answered.Kind), ReportResendDelay);
+            return;
+        }
+        _unconfirmed.Remove(answered.Kind);
+    }
+
+    private sealed record TailnetAnswered(Type Kind, int Attempt, object? Answer);
+
+    private sealed record ResendUnconfirmed(Type Kind);
 
     private sealed record RotationAnswered(Curve25519PublicKey NewKey, object Answer);
 

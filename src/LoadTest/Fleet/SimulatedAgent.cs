@@ -28,6 +28,9 @@ public sealed class SimulatedAgent(int index, int tailnet, int expectedPeers)
 
     public IActorRef Actor { get; set; } = ActorRefs.Nobody;
 
+    /// <summary>The endpoint the tester last gave this node: what the cluster must end up holding for it.</summary>
+    public string ReportedEndpoint { get; set; } = ChangeEndpoint.AtJoin(index);
+
     /// <summary>When the first netmap arrived (Stopwatch ticks), 0 before.</summary>
     public long JoinedAt { get; private set; }
 

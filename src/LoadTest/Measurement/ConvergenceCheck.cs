@@ -9,9 +9,10 @@ namespace Weft.LoadTest.Measurement;
 
 /// <summary>
 /// The end of a run: every simulated store is compared with the cluster's truth, the devices the
-/// admin API lists for its tailnet. A store converged when it holds exactly the other devices of
-/// its tailnet, each with the node key and endpoints the cluster holds. A peer from another
-/// tailnet is an isolation violation, whatever else is right.
+/// admin API lists for its tailnet, and that truth with what each node last reported. A store
+/// converged when the cluster holds the node's own last endpoint, and the store holds exactly the
+/// other devices of its tailnet, each with the node key and endpoints the cluster holds. A peer
+/// from another tailnet is an isolation violation, whatever else is right.
 /// </summary>
 public static class ConvergenceCheck
 {
@@ -67,7 +68,10 @@ public static class ConvergenceCheck
         if (foreign > 0) return ($"holds {foreign} peer(s) of another tailnet", foreign);
         if (status.State != ControlState.Running) return ($"is {status.State} ({status.Detail})", 0);
         if (status.TailnetId != tailnetId) return ($"is in tailnet {status.TailnetId}, not {tailnetId}", 0);
-        if (status.DeviceId is null || !tailnetDevices.ContainsKey(status.DeviceId)) return ($"its device {status.DeviceId} is not in its tailnet", 0);
+        if (status.DeviceId is null || !tailnetDevices.TryGetValue(status.DeviceId, out var self)) return ($"its device {status.DeviceId} is not in its tailnet", 0);
+        // The truth itself must be current: a change the cluster dropped leaves every store agreeing with a stale endpoint.
+        if (self.Endpoints.Count != 1 || self.Endpoints[0] != agent.ReportedEndpoint)
+            return ($"the cluster holds [{string.Join(' ', self.Endpoints)}] for it, its agent last reported {agent.ReportedEndpoint}", 0);
         var expected = tailnetDevices.Count - 1;
         if (status.Peers.Count != expected) return ($"holds {status.Peers.Count} peers, the cluster lists {expected}", 0);
         foreach (var peer in status.Peers)
