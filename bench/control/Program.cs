@@ -2,21 +2,18 @@
 // real agents, and how the coordinator's work per change grows with the tailnet.
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Net.Http.Json;
-using System.Text.RegularExpressions;
 using Akka.Actor;
-using Grpc.Net.Client;
 using HdrHistogram;
-using Weft.Cluster.ApiKeys;
-using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
+using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Measurement;
 using Weft.NodeAgent.Control;
 
 var sizes = ArgValue("--sizes", "50,200,1000").Split(',').Select(int.Parse).ToArray();
 var rate = double.Parse(ArgValue("--changes-per-second", "10"));
 var seconds = double.Parse(ArgValue("--seconds", "15"));
 
-await using var coordinator = await CoordinatorUnderTest.StartAsync();
+await using var coordinator = await TargetCluster.StartLocalAsync(Console.Error);
 // A discarded round first: JIT tiering and connection pools settle before anything is measured.
 await RunSize(coordinator, Math.Min(50, sizes.Min()), rate, Math.Min(seconds, 5));
 var results = new List<SizeResult>();
@@ -36,14 +33,13 @@ var ratio = results.FirstOrDefault(r => r.Size == 1000) is { } big && results.Fi
 Console.WriteLine($"control: n={largest.Size} p50_ms={largest.P50:0.0} p99_ms={largest.P99:0.0} deltas_per_s={largest.DeltasPerSecond:0} per_change_cost_ratio_1000_vs_200={ratio}");
 return 0;
 
-static async Task<SizeResult> RunSize(CoordinatorUnderTest coordinator, int size, double rate, double seconds)
+static async Task<SizeResult> RunSize(TargetCluster coordinator, int size, double rate, double seconds)
 {
-    var tailnet = await coordinator.CreateTailnet($"bench-{size}-{Guid.NewGuid():N}"[..24]);
-    var key = await coordinator.CreateReusableKey(tailnet);
+    var (tailnet, key) = await coordinator.CreateTailnetAsync($"bench-{size}-{Guid.NewGuid():N}"[..24]);
     using var system = Weft.NodeAgent.Agent.AgentActorSystem.Create("bench-agents");
 
     // Each agent has its own stream; streams share a few HTTP/2 connections, as a NAT'd fleet would not, but a load generator must.
-    var channels = Enumerable.Range(0, Math.Max(1, size / 100)).Select(_ => ControlConnection.CreateChannel(coordinator.Control)).ToArray();
+    var channels = Enumerable.Range(0, Math.Max(1, size / 100)).Select(_ => ControlConnection.CreateChannel(coordinator.Control[0])).ToArray();
     var probe = new PropagationProbe(size);
     var agents = new IActorRef[size];
     for (var i = 0; i < size; i++)
@@ -51,7 +47,7 @@ static async Task<SizeResult> RunSize(CoordinatorUnderTest coordinator, int size
         var channel = channels[i % channels.Length];
         agents[i] = system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
         {
-            Coordinators = [coordinator.Control],
+            Coordinators = coordinator.Control,
             StateStore = new MemoryAgentStateStore(),
             Hostname = $"sim-{i}",
             AuthKey = key,
@@ -75,13 +71,13 @@ static async Task<SizeResult> RunSize(CoordinatorUnderTest coordinator, int size
     // The coordinator's background work (pings, presence heartbeats, cluster gossip) at this size,
     // measured now with no changes, is subtracted: what remains is the work the changes caused.
     var idleWindow = TimeSpan.FromSeconds(Math.Min(seconds, 5));
-    var idleBefore = coordinator.CpuTime();
+    var idleBefore = CpuTime(coordinator);
     await Task.Delay(idleWindow);
-    var idlePerSecond = (coordinator.CpuTime() - idleBefore).TotalMilliseconds / idleWindow.TotalSeconds;
+    var idlePerSecond = (CpuTime(coordinator) - idleBefore).TotalMilliseconds / idleWindow.TotalSeconds;
 
     var changes = (int)(rate * seconds);
     probe.StartMeasuring(changes);
-    var cpuBefore = coordinator.CpuTime();
+    var cpuBefore = CpuTime(coordinator);
     var started = Stopwatch.GetTimestamp();
     for (var seq = 0; seq < changes; seq++)
     {
@@ -93,18 +89,22 @@ static async Task<SizeResult> RunSize(CoordinatorUnderTest coordinator, int size
     }
     await probe.WaitForDeliveries(TimeSpan.FromSeconds(60));
     var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
-    var cpuMs = (coordinator.CpuTime() - cpuBefore).TotalMilliseconds;
+    var cpuMs = (CpuTime(coordinator) - cpuBefore).TotalMilliseconds;
     var changeCpuMs = Math.Max(0, cpuMs - idlePerSecond * elapsed);
 
     await system.Terminate();
     foreach (var channel in channels) channel.Dispose();
-    await coordinator.DeleteTailnet(tailnet);
+    await coordinator.DeleteTailnetAsync(tailnet);
 
     var histogram = probe.Latencies;
     double Ms(double percentile) => histogram.GetValueAtPercentile(percentile) / 1000.0;
     return new SizeResult(size, changes, probe.Deliveries, (long)changes * (size - 1), Ms(50), Ms(90), Ms(99), histogram.GetMaxValue() / 1000.0,
         probe.DeltasApplied / elapsed, probe.FullMapsDuringMeasurement, changeCpuMs / changes, idlePerSecond);
 }
+
+// The coordinator runs as its own process, so that its CPU time is its own.
+static TimeSpan CpuTime(TargetCluster coordinator) =>
+    TimeSpan.FromSeconds(ProcessSampler.Read(coordinator.SampledProcesses[0])?.CpuSeconds ?? throw new InvalidOperationException("the coordinator process is gone"));
 
 static string ArgValue(string name, string fallback)
 {
@@ -209,95 +209,5 @@ internal sealed class PropagationProbe(int size)
             if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException($"timed out waiting for {what}");
             await Task.Delay(50);
         }
-    }
-}
-
-/// <summary>The coordinator as its own process, so that its CPU time is its own.</summary>
-internal sealed partial class CoordinatorUnderTest : IAsyncDisposable
-{
-    private readonly Process _process;
-    private readonly string _dataDirectory;
-    private readonly HttpClient _api;
-
-    private CoordinatorUnderTest(Process process, string dataDirectory, Uri api, Uri control, string operatorKey)
-    {
-        _process = process;
-        _dataDirectory = dataDirectory;
-        Control = control;
-        _api = new HttpClient { BaseAddress = api, Timeout = TimeSpan.FromSeconds(60) };
-        _api.DefaultRequestHeaders.Authorization = new("Bearer", operatorKey);
-    }
-
-    public Uri Control { get; }
-
-    [GeneratedRegex(@"admin API : (http://\S+?)/api/v1")]
-    private static partial Regex ApiLine();
-
-    [GeneratedRegex(@"control   : (http://\S+?/)\s")]
-    private static partial Regex ControlLine();
-
-    public static async Task<CoordinatorUnderTest> StartAsync()
-    {
-        var data = Path.Combine(Path.GetTempPath(), "weft-bench-control-" + Guid.NewGuid().ToString("N"));
-        var operatorKey = ApiKeyToken.Generate().ToString();
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in new[] { Path.Combine(AppContext.BaseDirectory, "weft.dll"), "--data-dir", data, "--api-listen", "http://127.0.0.1:0",
-                     "--control-listen", "http://127.0.0.1:0", "--akka-port", "0" })
-            info.ArgumentList.Add(arg);
-        info.Environment["Weft__BootstrapOperatorKey"] = operatorKey;
-        // A thousand simulated devices share one address here; a real fleet connects from many.
-        info.Environment["Weft__Control__ConnectsPerSecondPerAddress"] = "0";
-        info.Environment["Weft__Api__RequestsPerSecondPerAddress"] = "0";
-        info.Environment["Weft__Api__RequestsPerSecondPerKey"] = "0";
-        info.Environment["Weft__Control__RegistrationsPerSecondPerAuthKey"] = "0";
-        info.Environment["Serilog__MinimumLevel__Default"] = "Warning";
-        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start the coordinator");
-        var api = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var control = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
-        process.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            if (ApiLine().Match(e.Data) is { Success: true } a) api.TrySetResult(new Uri(a.Groups[1].Value + "/"));
-            if (ControlLine().Match(e.Data) is { Success: true } c) control.TrySetResult(new Uri(c.Groups[1].Value));
-        };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine("coordinator: " + e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return new CoordinatorUnderTest(process, data, await api.Task.WaitAsync(TimeSpan.FromMinutes(2)), await control.Task.WaitAsync(TimeSpan.FromMinutes(2)), operatorKey);
-    }
-
-    /// <summary>User plus system CPU time the coordinator process has used so far.</summary>
-    public TimeSpan CpuTime()
-    {
-        _process.Refresh();
-        return _process.TotalProcessorTime;
-    }
-
-    public async Task<string> CreateTailnet(string name)
-    {
-        var response = await _api.PostAsJsonAsync("/api/v1/tailnets", new CreateTailnetRequest(name), AdminJson.Options);
-        response.EnsureSuccessStatusCode();
-        return (await response.Content.ReadFromJsonAsync<TailnetResource>(AdminJson.Options))!.Id;
-    }
-
-    public async Task<string> CreateReusableKey(string tailnet)
-    {
-        var response = await _api.PostAsJsonAsync($"/api/v1/tailnets/{tailnet}/auth-keys", new { reusable = true }, AdminJson.Options);
-        response.EnsureSuccessStatusCode();
-        return (await response.Content.ReadFromJsonAsync<CreatedAuthKeyResource>(AdminJson.Options))!.Key;
-    }
-
-    public async Task DeleteTailnet(string tailnet) => (await _api.DeleteAsync($"/api/v1/tailnets/{tailnet}")).EnsureSuccessStatusCode();
-
-    public async ValueTask DisposeAsync()
-    {
-        _api.Dispose();
-        if (!_process.HasExited)
-        {
-            _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
-        }
-        _process.Dispose();
-        if (Directory.Exists(_dataDirectory)) Directory.Delete(_dataDirectory, recursive: true);
     }
 }

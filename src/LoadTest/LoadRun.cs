@@ -39,14 +39,13 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     /// <summary>Called once a second with where the run stands.</summary>
     public Action<RunProgress>? Progress { get; init; }
 
-    /// <summary>Remove the run's tailnets from the cluster at the end (an existing cluster); a cluster the tester started goes away whole.</summary>
-    public bool DeleteTailnets { get; init; } = true;
+    private List<(string Id, string Key)> _tailnets = [];
 
     public async Task<LoadResult> RunAsync(CancellationToken cancel = default)
     {
         var startedAt = DateTimeOffset.UtcNow;
         _clock.Start();
-        var tailnets = await CreateTailnetsAsync();
+        var tailnets = _tailnets = await CreateTailnetsAsync();
         _agents = Layout();
         _ledger = new DeliveryLedger(_agents.Count);
         using var system = AgentActorSystem.Create("weft-loadtest");
@@ -91,10 +90,26 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         {
             await system.Terminate();
             channels.Dispose();
-            if (DeleteTailnets)
-                foreach (var (id, _) in tailnets)
-                    try { await cluster.DeleteTailnetAsync(id); }
-                    catch (Exception e) { log.WriteLine($"warning: could not delete tailnet {id}: {e.Message}"); }
+        }
+    }
+
+    /// <summary>
+    /// Removes the run's tailnets from an existing cluster, after the result is written. A cluster
+    /// that no longer answers (a chaos phase may have taken it down) is not waited on tailnet by tailnet.
+    /// </summary>
+    public async Task DeleteTailnetsAsync()
+    {
+        foreach (var (id, _) in _tailnets)
+        {
+            try
+            {
+                await cluster.DeleteTailnetAsync(id);
+            }
+            catch (Exception e)
+            {
+                log.WriteLine($"warning: could not delete tailnet {id} ({e.Message}); the run's other tailnets (load-*) stay too");
+                return;
+            }
         }
     }
 

@@ -22,10 +22,11 @@ var apiKey = new Option<string?>("--api-key") { Description = "An operator API k
 var samplePids = new Option<string?>("--sample-pids") { Description = "Coordinator process ids on this machine to sample for CPU and RSS, comma-separated" };
 var output = new Option<DirectoryInfo?>("--out") { Description = "Where report.md, result.json and the plots go (default ./loadtest-<time>)" };
 var noProgress = new Option<bool>("--no-progress") { Description = "Plain progress lines instead of the live display" };
+var keepTailnets = new Option<bool>("--keep-tailnets") { Description = "Leave the run's tailnets (load-*) in an existing cluster instead of deleting them at the end" };
 
 var root = new RootCommand("Simulated Weft nodes on the real control protocol against a real cluster: join storms, churn, chaos, propagation percentiles.")
 {
-    scenarioFile, tailnets, changes, seconds, rotations, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress,
+    scenarioFile, tailnets, changes, seconds, rotations, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -45,12 +46,14 @@ root.SetAction(async (parse, cancel) =>
     var display = new ProgressDisplay(live: !parse.GetValue(noProgress) && !Console.IsOutputRedirected && !Console.IsErrorRedirected);
     await using var cluster = await Target(parse, display.Log);
     if (cluster is null) return 2;
-    var run = new LoadRun(scenario, cluster, display.Log) { Progress = display.Update, DeleteTailnets = parse.GetValue(coordinators) is not null };
+    var run = new LoadRun(scenario, cluster, display.Log) { Progress = display.Update };
     var result = await display.RunAsync(() => run.RunAsync(cancel));
 
     var directory = parse.GetValue(output)?.FullName ?? Path.GetFullPath($"loadtest-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
     MarkdownReport.Write(result, directory);
     Console.WriteLine($"report: {Path.Combine(directory, MarkdownReport.ReportFile)}");
+    // A cluster the tester started goes away whole; an existing one gets its tailnets back.
+    if (parse.GetValue(coordinators) is not null && !parse.GetValue(keepTailnets)) await run.DeleteTailnetsAsync();
     Console.WriteLine(SummaryLine(result));
     return result.Passed ? 0 : 1;
 });
