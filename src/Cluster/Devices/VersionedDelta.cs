@@ -9,6 +9,11 @@ namespace Weft.Cluster.Devices;
 /// takes its last value, and the tailnet never sets <c>version</c> or <c>base_version</c>: so the
 /// message is the delta wrapped as field <c>delta</c> with both fields appended. Parsing each delta
 /// only to set two numbers and serialising it again cost 12% of the coordinator's CPU at 2,000 devices.
+/// <para>
+/// The bytes are still walked field by field (tags and lengths, nothing allocated): a malformed
+/// delta throws here, so the entity restarts on it as it did when it parsed, and it never enters the
+/// delta log, where every resume would send it to the agent again.
+/// </para>
 /// </summary>
 public static class VersionedDelta
 {
@@ -16,8 +21,10 @@ public static class VersionedDelta
     private const uint VersionTag = (NetMapDelta.VersionFieldNumber << 3) | (uint)WireFormat.WireType.Varint;
     private const uint BaseVersionTag = (NetMapDelta.BaseVersionFieldNumber << 3) | (uint)WireFormat.WireType.Varint;
 
-    public static byte[] Wrap(ReadOnlySpan<byte> delta, ulong baseVersion, ulong version)
+    /// <exception cref="InvalidProtocolBufferException">The delta is not a well-formed protobuf message.</exception>
+    public static byte[] Wrap(byte[] delta, ulong baseVersion, ulong version)
     {
+        CheckWireFormat(delta);
         var inner = delta.Length + VarintSize(VersionTag) + VarintSize(version) + VarintSize(BaseVersionTag) + VarintSize(baseVersion);
         var message = new byte[VarintSize(DeltaTag) + VarintSize((ulong)inner) + inner];
         var at = WriteVarint(message, 0, DeltaTag);
@@ -29,6 +36,12 @@ public static class VersionedDelta
         at = WriteVarint(message, at, BaseVersionTag);
         WriteVarint(message, at, baseVersion);
         return message;
+    }
+
+    private static void CheckWireFormat(byte[] delta)
+    {
+        var input = new CodedInputStream(delta);
+        while (input.ReadTag() != 0) input.SkipLastField();
     }
 
     private static int VarintSize(ulong value)

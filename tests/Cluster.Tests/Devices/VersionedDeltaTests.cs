@@ -36,6 +36,16 @@ public sealed class VersionedDeltaTests
         Assert.Equal(new ServerMessage { Delta = expected }.ToByteArray(), message.ToByteArray());
     }
 
+    [Theory]
+    [InlineData(new byte[] { 0xff, 0xff, 0xff })] // a tag that never ends
+    [InlineData(new byte[] { 0x32, 0x0a, 0x01, 0x02 })] // patches: 10 bytes announced, 2 present
+    [InlineData(new byte[] { 0x08 })] // version: a tag without its value
+    [InlineData(new byte[] { 0x04 })] // an end-group tag with no group
+    public void A_malformed_delta_is_refused_and_never_wrapped(byte[] garbage)
+    {
+        Assert.Throws<InvalidProtocolBufferException>(() => VersionedDelta.Wrap(garbage, 1, 2));
+    }
+
     [Fact]
     public void An_empty_delta_still_carries_its_versions()
     {
