@@ -136,16 +136,16 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         return agents;
     }
 
-    private int TailnetSize(SimulatedAgent agent) => agent.ExpectedPeers + 1;
-
     private async Task<JoinResult> JoinAsync(ActorSystem system, IReadOnlyList<(string Id, string Key)> tailnets, ChannelPool channels, CancellationToken cancel)
     {
         _phase = "join";
         var timeToFirstMap = new LongConcurrentHistogram(1, 3_600_000_000, 3);
         using var inFlight = new SemaphoreSlim(scenario.JoinsInFlight);
         var started = Stopwatch.GetTimestamp();
-        // Round-robin over the tailnets, as a fleet that boots together would arrive.
-        var order = _agents.OrderBy(a => a.Index - FirstIndexOf(a.Tailnet)).ThenBy(a => a.Tailnet).ToList();
+        // Round-robin over the tailnets, as a fleet that boots together would arrive: every tailnet's
+        // first node, then every tailnet's second, and so on.
+        var order = _agents.GroupBy(a => a.Tailnet).SelectMany(tailnet => tailnet.Select((agent, position) => (agent, position)))
+            .OrderBy(p => p.position).ThenBy(p => p.agent.Tailnet).Select(p => p.agent).ToList();
         var deadline = started + (long)(JoinTimeout.TotalSeconds * Stopwatch.Frequency);
         foreach (var agent in order)
         {
@@ -181,19 +181,6 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         return new JoinResult(_agents.Count, joinedSeconds, _agents.Count / Math.Max(joinedSeconds, 1e-3), meshedSeconds, Summarize(timeToFirstMap));
     }
 
-    private int FirstIndexOf(int tailnet)
-    {
-        var first = 0;
-        var t = 0;
-        foreach (var group in scenario.Tailnets)
-            for (var i = 0; i < group.Count; i++, t++)
-            {
-                if (t == tailnet) return first;
-                first += group.Nodes;
-            }
-        return first;
-    }
-
     private static IReadOnlyList<Uri> Rotate(IReadOnlyList<Uri> coordinators, int by) =>
         [.. coordinators.Skip(by % coordinators.Count), .. coordinators.Take(by % coordinators.Count)];
 
@@ -223,9 +210,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                 if (phase.ChaosCommand is { } command) await RunChaosAsync(command);
                 if (phase.ChaosAction is { } action) await action();
             }
-            var target = Math.Min(elapsed, phase.Seconds);
-            for (; changesDue < target * phase.EndpointChangesPerSecond; changesDue++) MakeEndpointChange();
-            for (; rotationsDue < target * phase.KeyRotationsPerSecond; rotationsDue++)
+            for (; changesDue < elapsed * phase.EndpointChangesPerSecond; changesDue++) MakeEndpointChange();
+            for (; rotationsDue < elapsed * phase.KeyRotationsPerSecond; rotationsDue++)
                 _agents[_random.Next(_agents.Count)].Actor.Tell(RotateNodeKeyNow.Instance);
             await Task.Delay(5, cancel);
         }
@@ -264,7 +250,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private void MakeEndpointChange()
     {
         var agent = _agents[_random.Next(_agents.Count)];
-        var sequence = _ledger.Record(agent.Index, TailnetSize(agent) - 1);
+        var sequence = _ledger.Record(agent.Index, recipients: agent.ExpectedPeers);
         agent.ReportedEndpoint = ChangeEndpoint.For(sequence);
         agent.Actor.Tell(new SetEndpoints([agent.ReportedEndpoint], 0));
     }

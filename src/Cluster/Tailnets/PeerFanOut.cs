@@ -162,11 +162,18 @@ public sealed class DeltaAccumulator
 
         public NetMapDelta ToDelta()
         {
-            var delta = new NetMapDelta();
+            var delta = OwnParts();
             delta.PeersAdded.AddRange(Added.Values);
             delta.PeersChanged.AddRange(Changed.Values);
-            delta.PeersRemoved.AddRange(Removed);
             delta.Patches.AddRange(Patches.Values);
+            return delta;
+        }
+
+        /// <summary>What goes to this recipient alone: removals, DNS, its own node and its filter.</summary>
+        private NetMapDelta OwnParts()
+        {
+            var delta = new NetMapDelta();
+            delta.PeersRemoved.AddRange(Removed);
             if (Dns is not null) delta.Dns = Dns;
             if (Self is not null) delta.Self = Self;
             if (Filter is not null) delta.Filter = Filter;
@@ -181,13 +188,8 @@ public sealed class DeltaAccumulator
         /// </summary>
         public byte[] ToDeltaBytes(SharedEncodings shared)
         {
-            var own = new NetMapDelta();
-            own.PeersRemoved.AddRange(Removed);
-            if (Dns is not null) own.Dns = Dns;
-            if (Self is not null) own.Self = Self;
-            if (Filter is not null) own.Filter = Filter;
-            var ownSize = own.CalculateSize();
-            var size = ownSize + shared.FieldsSize(NetMapDelta.PeersAddedFieldNumber, Added.Values)
+            var own = OwnParts();
+            var size = own.CalculateSize() + shared.FieldsSize(NetMapDelta.PeersAddedFieldNumber, Added.Values)
                 + shared.FieldsSize(NetMapDelta.PeersChangedFieldNumber, Changed.Values) + shared.FieldsSize(NetMapDelta.PatchesFieldNumber, Patches.Values);
             var bytes = new byte[size];
             var output = new CodedOutputStream(bytes);

@@ -30,7 +30,8 @@ public sealed class DeliveryLedger
     private readonly ChunkedArray<byte> _phase = new();
     private readonly ChunkedArray<long> _settledAt = new();
     private readonly List<int>[] _changesBySource;
-    private readonly List<LongConcurrentHistogram> _phaseLatencies = [];
+    // Sized for every phase there can be, so that recipients reading it never meet a reallocation.
+    private readonly List<LongConcurrentHistogram> _phaseLatencies = new(byte.MaxValue);
     private LongConcurrentHistogram _interval = NewHistogram();
     private readonly LongConcurrentHistogram _all = NewHistogram();
     private int _count;
