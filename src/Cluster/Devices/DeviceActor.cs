@@ -20,6 +20,14 @@ namespace Weft.Cluster.Devices;
 /// map that follows contains them.
 /// </para>
 /// <para>
+/// Soft state. The agent's endpoints pass through here on their way to the tailnet, which does not
+/// journal them; this entity keeps the latest. A resync comes from a new tailnet incarnation that
+/// knows them only as of its last snapshot, so the entity answers it by reporting them again, with
+/// the device's presence, and then <see cref="DeviceReportedAgain"/>: the tailnet holds its full
+/// maps until every device has (or a deadline passes), and marks what it still lacks as unknown. A
+/// new incarnation of this entity learns the endpoints from the session's attach.
+/// </para>
+/// <para>
 /// A full map is asked of the tailnet and may never come: the tailnet entity can be mid-move, or on
 /// a node that was just downed, when the request reaches it. So a request that stays unanswered is
 /// repeated every <see cref="DefaultSnapshotRetry"/>; without that, the stream would wait for the
@@ -48,6 +56,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     // A resync arrived with no session attached: the next session starts from a full map.
     private bool _stale;
     private uint _counter;
+    // The agent's latest endpoints (soft state at the tailnet: reported again on every resync).
+    private UpdateDeviceEndpoints? _endpoints;
 
     public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan snapshotRetry) : base(settings, DeviceState.Empty(deviceId))
     {
@@ -139,6 +149,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 }
                 else Attach(attach);
                 return true;
+            case ReportEndpoints report:
+                if (_endpoints is null || report.Report.Version >= _endpoints.Version) _endpoints = report.Report;
+                _tailnets.Tell(report.Report, Sender); // the tailnet answers the session's ask
+                return true;
             case PeerChanges changes:
                 OnChanges(changes);
                 return true;
@@ -170,6 +184,12 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
         session.Tell(new SessionAttached(State.DeviceId, Version));
+        if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints))
+        {
+            // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
+            _endpoints = endpoints;
+            _tailnets.Tell(endpoints, ActorRefs.Nobody);
+        }
 
         if (_awaitingSnapshot) return; // a full map is on its way to this session
         if (_stale)
@@ -233,6 +253,13 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         }
         if (changes.Resync)
         {
+            // From a tailnet incarnation that may have lost the soft state: it is reported again before the full map is asked for.
+            if (_session is not null)
+            {
+                _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
+                if (_endpoints is { } endpoints) _tailnets.Tell(endpoints, ActorRefs.Nobody);
+            }
+            _tailnets.Tell(new DeviceReportedAgain(State.TailnetId, State.DeviceId));
             if (_session is not null) RequestSnapshot();
             else _stale = true;
             return;

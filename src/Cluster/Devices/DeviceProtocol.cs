@@ -1,13 +1,15 @@
 using Akka.Actor;
 using Weft.Cluster.Messaging;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Tailnets;
 
 namespace Weft.Cluster.Devices;
 
 // The DeviceActor's protocol: a device's netmap stream (versions, recent deltas) and its link to the
 // live session. What the device *is* (keys, name, addresses, endpoints, hostinfo) lives in the
 // tailnet's device index, the one source of truth that admins and peers read; this entity keeps
-// only what the stream needs: its tailnet, its version epoch, and whether it was removed.
+// only what the stream needs: its tailnet, its version epoch, and whether it was removed; and, in
+// memory, the agent's latest endpoints, which the tailnet does not journal.
 
 /// <summary>Anything addressed to one device entity; sharding routes it by <see cref="DeviceId"/>.</summary>
 public interface IDeviceMessage : IClusterMessage
@@ -43,7 +45,16 @@ public sealed record StartIncarnation(string DeviceId) : IDeviceCommand;
 /// asked) makes an up-to-date stream answer <c>UpToDate</c> rather than nothing.
 /// </summary>
 [WireName("device.attach")]
-public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm) : IDeviceMessage;
+public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm, UpdateDeviceEndpoints? Endpoints = null) : IDeviceMessage;
+
+/// <summary>
+/// The session's agent reported new endpoints. The entity keeps the latest (it reports them again to
+/// a tailnet incarnation that lost them) and passes them on to the tailnet, whose answer goes to the
+/// sender. <paramref name="Endpoints"/> on <see cref="AttachSession"/> re-teaches a new incarnation of
+/// this entity the same.
+/// </summary>
+[WireName("device.report-endpoints")]
+public sealed record ReportEndpoints(string DeviceId, UpdateDeviceEndpoints Report) : IDeviceMessage;
 
 /// <summary>The entity's answer to every attach: the session watches <c>Sender</c>, this incarnation of the entity.</summary>
 [WireName("device.session-attached")]

@@ -123,6 +123,23 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         if (_inFlight is null) WriteNextBatch();
     }
 
+    /// <summary>
+    /// Changes soft state: what the entity keeps and shows but does not journal, because its source
+    /// re-sends it after a restart (endpoints, for the tailnet). The change applies to the committed
+    /// state and, if a write is in flight, on top of that write's outcome (and its replies) too, so
+    /// the write's completion does not undo it. It survives in snapshots; after a recovery it is as old as the
+    /// last snapshot or stored event until its source reports again.
+    /// </summary>
+    protected void ChangeSoftState(Func<TState, TState> change)
+    {
+        State = change(State);
+        if (_inFlight is null) return;
+        _inFlight.StateBefore = change(_inFlight.StateBefore);
+        _inFlight.FinalState = change(_inFlight.FinalState);
+        var commands = _inFlight.Commands;
+        for (var i = 0; i < commands.Count; i++) commands[i] = commands[i] with { StateAfter = change(commands[i].StateAfter) };
+    }
+
     /// <summary>Decides every buffered command (up to the batch limit) and writes all their events at once.</summary>
     private void WriteNextBatch()
     {
@@ -229,8 +246,8 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     private sealed class InFlightWrite(List<DecidedCommand> commands, TState stateBefore, TState finalState, List<TEvent> events)
     {
         public List<DecidedCommand> Commands { get; } = commands;
-        public TState StateBefore { get; } = stateBefore;
-        public TState FinalState { get; } = finalState;
+        public TState StateBefore { get; set; } = stateBefore;
+        public TState FinalState { get; set; } = finalState;
         public List<TEvent> Events { get; } = events;
         public int EventsLeft { get; set; } = events.Count;
         public string? Rejection { get; set; }

@@ -81,6 +81,9 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private static readonly TimeSpan ReportResendDelay = TimeSpan.FromMilliseconds(500);
     private readonly Dictionary<Type, (ITailnetDeviceCommand Command, int Attempt)> _unconfirmed = new();
     private int _reportAttempts;
+    /// <summary>The agent's latest endpoints, carried by every attach: a new incarnation of the device's entity learns them so (see <see cref="DeviceActor"/>).</summary>
+    private UpdateDeviceEndpoints? _reportedEndpoints;
+    private long _reportVersion;
     /// <summary>
     /// An attach that is not answered this soon is sent again: right after a node is lost, the region
     /// may still route the entity's shard to the dead node (the message is lost) until the shard is
@@ -296,9 +299,12 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
                     SendError(ControlErrorCodes.InvalidRequest, $"endpoints must be at most {TailnetState.MaxEndpoints} IP:port values, and the disco key 32 bytes");
                     return;
                 }
-                // Straight to the tailnet: it stores them in its device index and patches the peers.
-                SendUntilConfirmed(new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
-                    Convert.ToHexStringLower(update.DiscoKey.Span)));
+                // Through the device's entity, which keeps the latest, to the tailnet (soft state there, not journaled), which patches the peers.
+                // Versioned by arrival, so that a report delayed across a failover never overwrites a newer one.
+                _reportVersion = Math.Max(_reportVersion + 1, _services.Clock.GetUtcNow().UtcTicks);
+                _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
+                    Convert.ToHexStringLower(update.DiscoKey.Span), _reportVersion);
+                SendUntilConfirmed(_reportedEndpoints);
                 break;
             case ClientMessage.BodyOneofCase.Hostinfo:
                 var info = message.Hostinfo;
@@ -333,7 +339,7 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
     private void Attach(bool confirm)
     {
         if (!_subscribed || _deviceId is null) return;
-        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm));
+        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm, _reportedEndpoints));
         _attachAnswered = false;
         // An unanswered request to confirm the agent's version stays one when it is sent again.
         _attachConfirm = confirm || (_attachConfirm && Timers.IsTimerActive("attach-unanswered"));
@@ -488,7 +494,10 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         var kind = command.GetType();
         var attempt = ++_reportAttempts;
         _unconfirmed[kind] = (command, attempt);
-        _services.Tailnets.Ask<object>(command, ReportConfirmTimeout).PipeTo(Self,
+        var (target, message) = command is UpdateDeviceEndpoints endpoints
+            ? (_services.Devices, (object)new ReportEndpoints(endpoints.DeviceId, endpoints))
+            : (_services.Tailnets, command);
+        target.Ask<object>(message, ReportConfirmTimeout).PipeTo(Self,
             success: answer => new TailnetAnswered(kind, attempt, answer),
             failure: _ => new TailnetAnswered(kind, attempt, null));
     }

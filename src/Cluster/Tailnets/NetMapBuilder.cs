@@ -38,6 +38,16 @@ public static class NetMapBuilder
         };
         if (device.LastSeen is { } seen) node.LastSeen = Timestamp.FromDateTimeOffset(seen);
         if (device.KeyExpiry is { } expiry) node.KeyExpiry = Timestamp.FromDateTimeOffset(expiry);
+        node.EndpointsVersion = device.EndpointsVersion;
+        if (device.EndpointsUnknown)
+        {
+            node.EndpointsVersion = 0;
+            // Older than what a viewer may hold: the viewer keeps its own until the device reports again.
+            node.EndpointsUnknown = true;
+            node.Endpoints.Clear();
+            node.HomeRelay = 0;
+            node.DiscoKey = ByteString.Empty;
+        }
         return node;
     }
 

@@ -64,13 +64,9 @@ public static class PeerFanOut
                 Changed(after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceEndpointsChanged e:
-                Patch(e.DeviceId, engine, new PeerPatch
-                {
-                    Id = e.DeviceId,
-                    Endpoints = new EndpointList { Endpoints = { e.Endpoints } },
-                    HomeRelay = e.HomeRelay,
-                    DiscoKey = ByteString.CopyFrom(Convert.FromHexString(e.DiscoKey)),
-                }, into);
+                // Stored only for a registration that brings a new disco key (reports are soft: see
+                // EndpointsReported): the key alone, since the endpoints are not news.
+                Patch(e.DeviceId, engine, new PeerPatch { Id = e.DeviceId, DiscoKey = ByteString.CopyFrom(Convert.FromHexString(e.DiscoKey)) }, into);
                 break;
             case DeviceNodeKeyRotated e:
                 var patch = new PeerPatch { Id = e.DeviceId, NodeKey = ByteString.CopyFrom(Convert.FromHexString(e.NodeKey)) };
@@ -83,6 +79,30 @@ public static class PeerFanOut
                 foreach (var device in after.Devices.Values.Where(d => d.IsActive)) into.Dns(device.DeviceId, dns);
                 break;
         }
+    }
+
+    /// <summary>
+    /// A device reported new endpoints (soft state, not an event): a versioned patch to its viewers.
+    /// A device whose endpoints this tailnet incarnation did not know yet (viewers got it marked
+    /// unknown and kept what they held) is restated whole to each viewer instead: a viewer holding the
+    /// same report keeps it, by its version.
+    /// </summary>
+    public static void EndpointsReported(TailnetState before, TailnetState after, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
+    {
+        if (before.Devices[deviceId].EndpointsUnknown)
+        {
+            Changed(after, deviceId, engine, isOnline, into);
+            return;
+        }
+        var device = after.Devices[deviceId];
+        Patch(deviceId, engine, new PeerPatch
+        {
+            Id = deviceId,
+            Endpoints = new EndpointList { Endpoints = { device.Endpoints } },
+            HomeRelay = device.HomeRelay,
+            DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
+            EndpointsVersion = device.EndpointsVersion,
+        }, into);
     }
 
     /// <summary>A device came online or went offline (sessions are not events: this is not persisted).</summary>

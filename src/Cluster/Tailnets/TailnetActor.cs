@@ -24,11 +24,31 @@ namespace Weft.Cluster.Tailnets;
 /// Patches still waiting in the coalescing window die with an incarnation, so a new one starts by
 /// sending every device a resync: each connected agent gets a full map, the others get one on attach.
 /// </para>
+/// <para>
+/// What is durable and what is soft. Everything an admin or a registration decides (settings,
+/// users, keys, devices and their node keys, approval, names, tags, routes, policy, expiry, last
+/// seen) is journaled before it is acknowledged. Presence and endpoints (with the home relay and
+/// disco key) are soft: the agent owns them and they change all the time, so each change is applied
+/// in memory and fanned out at once, with no journal write (they are in snapshots, but a snapshot is
+/// not waited for). A new incarnation knows them only as of its last snapshot or stored event. The
+/// resync it sends every device makes each device's entity report them again (it keeps the agent's
+/// latest), then answer <see cref="DeviceReportedAgain"/>; full maps wait until every device has
+/// answered, or <see cref="RelearnDeadline"/> has passed. Until a device has reported, netmaps mark
+/// its endpoints unknown (<see cref="DeviceEntry.EndpointsUnknown"/>) instead of sending the
+/// snapshot's, and agents keep what they hold; so no peer goes back to older endpoints, whatever
+/// died with the node. A device whose entity and session died too reports when its agent
+/// reconnects, which it does on subscribe. Only a disco key that comes with a registration is journaled.
+/// </para>
 /// </summary>
 public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
 {
     /// <summary>Patches wait this long for company before going out.</summary>
     public static readonly TimeSpan CoalesceWindow = TimeSpan.FromMilliseconds(10);
+    /// <summary>How long a new incarnation holds full maps back while its devices report their soft state again.</summary>
+    public static readonly TimeSpan RelearnDeadline = TimeSpan.FromSeconds(3);
+    // Devices a new incarnation still waits to hear again from, and the full maps asked for meanwhile.
+    private readonly HashSet<string> _relearning = new();
+    private readonly HashSet<string> _heldFullMaps = new();
     private readonly TimeProvider _clock;
     private readonly TimeSpan _housekeepingInterval;
     private readonly TimeSpan _presenceTimeout;
@@ -86,7 +106,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         {
             GetTailnet => state.IsActive ? state.ToInfo() : state.NotFound(),
             GetTailnetPlacement => new TailnetPlacement(state.TailnetId, Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString()),
-            _ when !state.IsActive && message is ITailnetMessage and not ITailnetCommand and not DeviceOnline and not SendNetMap => state.NotFound(),
+            _ when !state.IsActive && message is ITailnetMessage and not ITailnetCommand and not DeviceOnline and not SendNetMap and not DeviceReportedAgain => state.NotFound(),
             ListUsers => new UserList(state.Users.Values.ToList()),
             ListAuthKeys => new AuthKeyList(state.AuthKeys.Values.ToList()),
             ListDevices => new DeviceList(state.Devices.Values.Select(d => new DeviceInfo(d, IsOnline(d.DeviceId))).ToList()),
@@ -145,6 +165,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                     Release(gone, "this device was deleted from the tailnet");
                     _online.Remove(gone.DeviceId);
                     _offlineEphemeral.Remove(gone.DeviceId);
+                    if (_relearning.Remove(gone.DeviceId) && _relearning.Count == 0) EndRelearning();
                     break;
                 case TailnetDeleted:
                     foreach (var device in state.Devices.Values) Release(device, "the tailnet was deleted");
@@ -172,14 +193,20 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             case DeviceOnline presence:
                 OnPresence(presence);
                 return true;
+            case UpdateDeviceEndpoints report:
+                OnEndpointsReported(report);
+                return true;
             case SendNetMap send:
-                if (State.Devices.ContainsKey(send.DeviceId))
-                {
-                    _devices.Tell(new NetMapSnapshot(State.TailnetId, send.DeviceId, NetMapBuilder.Build(State, send.DeviceId, Engine, IsOnline).ToByteArray()));
-                    _pending.Delivered(send.DeviceId);
-                }
-                else
-                    _devices.Tell(new PeerChanges(send.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
+                if (_relearning.Count > 0) _heldFullMaps.Add(send.DeviceId);
+                else SendFullMap(send.DeviceId);
+                return true;
+            case DeviceReportedAgain reported:
+                if (_relearning.Remove(reported.DeviceId) && _relearning.Count == 0) EndRelearning();
+                return true;
+            case RelearnOverdue:
+                if (_relearning.Count > 0)
+                    Log.Info("Tailnet {0}: {1} device(s) did not report again within {2}; full maps go out without them", State.TailnetId, _relearning.Count, RelearnDeadline);
+                EndRelearning();
                 return true;
             case Flush:
                 _flushScheduled = false;
@@ -214,6 +241,50 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         ScheduleFlush();
     }
 
+    private void SendFullMap(string deviceId)
+    {
+        if (State.Devices.ContainsKey(deviceId))
+        {
+            _devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.Build(State, deviceId, Engine, IsOnline).ToByteArray()));
+            _pending.Delivered(deviceId);
+        }
+        else
+            _devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
+    }
+
+    private void EndRelearning()
+    {
+        _relearning.Clear();
+        Timers.Cancel(nameof(RelearnOverdue));
+        foreach (var deviceId in _heldFullMaps) SendFullMap(deviceId);
+        _heldFullMaps.Clear();
+    }
+
+    /// <summary>Endpoints are soft state (see the class comment): checked as a command is, applied and fanned out without a journal write.</summary>
+    private void OnEndpointsReported(UpdateDeviceEndpoints report)
+    {
+        if (!State.IsActive)
+        {
+            Sender.Tell(State.NotFound());
+            return;
+        }
+        var decision = State.Process(report);
+        if (decision.Rejection is { } rejection)
+        {
+            Sender.Tell(rejection);
+            return;
+        }
+        foreach (var @event in decision.Events)
+        {
+            var before = State;
+            // A write in flight may delete the device: the change applies only where the device still is.
+            ChangeSoftState(state => state.Devices.ContainsKey(report.DeviceId) ? state.Apply(@event).WithEndpointsReported(report.DeviceId, report.Version) : state);
+            PeerFanOut.EndpointsReported(before, State, report.DeviceId, Engine, IsOnline, _pending);
+        }
+        Sender.Tell(DeviceInfoAfter(State, report.DeviceId));
+        ScheduleFlush();
+    }
+
     private void Housekeep()
     {
         if (!State.IsActive) return;
@@ -240,7 +311,15 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = knownOffline;
         // What the previous incarnation stored but had not sent yet (its coalescing window, a crash, a
         // handoff) went with it, and no version shows the gap: every device starts again from a full map.
-        foreach (var device in State.Devices.Values) _pending.Resync(device.DeviceId);
+        // The devices' entities report their soft state again before anyone gets a full map (see the class comment);
+        // until a device has, netmaps mark its endpoints unknown rather than send the snapshot's.
+        ChangeSoftState(state => state.WithEndpointsUnknown());
+        foreach (var device in State.Devices.Values)
+        {
+            _pending.Resync(device.DeviceId);
+            _relearning.Add(device.DeviceId);
+        }
+        if (_relearning.Count > 0) Timers.StartSingleTimer(nameof(RelearnOverdue), RelearnOverdue.Instance, RelearnDeadline);
         ScheduleFlush();
     }
 
@@ -275,6 +354,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private sealed class Flush
     {
         public static readonly Flush Instance = new();
+    }
+
+    private sealed class RelearnOverdue
+    {
+        public static readonly RelearnOverdue Instance = new();
     }
 
     private sealed class Housekeeping

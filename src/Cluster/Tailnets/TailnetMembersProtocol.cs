@@ -60,6 +60,16 @@ public sealed record DeviceEntry(
 {
     public bool IsActive => Status == DeviceStatus.Active;
 
+    /// <summary>
+    /// The endpoints, home relay and disco key above are only what the last snapshot held: this
+    /// tailnet incarnation has not heard the device report them (soft state, see <see cref="TailnetActor"/>).
+    /// Netmaps say so instead of sending them. Not stored, and not part of equality.
+    /// </summary>
+    public bool EndpointsUnknown { get; init; }
+
+    /// <summary>The version of the endpoints report held (see <see cref="UpdateDeviceEndpoints.Version"/>). Soft, like the endpoints.</summary>
+    public long EndpointsVersion { get; init; }
+
     /// <summary>The routes the agent offers (subnets, and 0.0.0.0/0 and ::/0 for an exit node), canonical and sorted.</summary>
     public ImmutableArray<string> AdvertisedRoutes { get; init; } = AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes;
 
@@ -141,9 +151,20 @@ public sealed record DeletePendingDevices(string TailnetId, IReadOnlyList<string
 [WireName("tailnet.pending-devices-deleted")]
 public sealed record PendingDevicesDeleted(string TailnetId, IReadOnlyList<string> DeviceIds) : IClusterMessage;
 
-/// <summary>From the device's entity: its endpoints, home relay or disco key changed.</summary>
+/// <summary>
+/// From the device's entity, on behalf of its session: its endpoints, home relay or disco key
+/// changed. Soft state, not journaled: the tailnet applies it in memory and fans it out at once, and
+/// the device's entity reports it again whenever the tailnet restarts (see <see cref="TailnetActor"/>).
+/// </summary>
 [WireName("tailnet.update-device-endpoints")]
-public sealed record UpdateDeviceEndpoints(string TailnetId, string DeviceId, ImmutableArray<string> Endpoints, int HomeRelay, string DiscoKey) : ITailnetDeviceCommand;
+/// <param name="Version">When the session received the report (its clock, in ticks, increasing per session; 0: unversioned). The tailnet ignores a report older than the one it holds.</param>
+public sealed record UpdateDeviceEndpoints(string TailnetId, string DeviceId, ImmutableArray<string> Endpoints, int HomeRelay, string DiscoKey, long Version = 0) : ITailnetDeviceCommand
+{
+    /// <summary>The same report, compared by content (records compare arrays by reference).</summary>
+    public bool Repeats(UpdateDeviceEndpoints? other) =>
+        other is not null && DeviceId == other.DeviceId && Version == other.Version && HomeRelay == other.HomeRelay && DiscoKey == other.DiscoKey
+        && Endpoints.SequenceEqual(other.Endpoints);
+}
 
 /// <summary>From the device's entity, after it checked the proofs: the node key is replaced and its expiry restarts.</summary>
 [WireName("tailnet.rotate-device-key")]
@@ -201,6 +222,13 @@ public sealed record GetNetMap(string TailnetId, string DeviceId) : ITailnetMess
 /// <summary>Sessions come and go: the tailnet keeps who is online in memory and tells the device's peers.</summary>
 [WireName("tailnet.device-online")]
 public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At) : ITailnetMessage;
+
+/// <summary>
+/// From a device's entity, answering a new tailnet incarnation's resync: it has sent the tailnet
+/// everything soft it holds for the device (presence, endpoints), so full maps may go out.
+/// </summary>
+[WireName("tailnet.device-reported-again")]
+public sealed record DeviceReportedAgain(string TailnetId, string DeviceId) : ITailnetMessage;
 
 [WireName("tailnet.users")]
 public sealed record UserList(IReadOnlyList<TailnetUser> Users) : IClusterMessage;

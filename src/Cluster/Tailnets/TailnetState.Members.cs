@@ -121,6 +121,17 @@ public sealed partial record TailnetState
         _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not a tailnet event"),
     };
 
+    /// <summary>A new incarnation has heard no device's soft state yet (see <see cref="DeviceEntry.EndpointsUnknown"/>).</summary>
+    public TailnetState WithEndpointsUnknown() =>
+        this with { Devices = Devices.ToImmutableSortedDictionary(kv => kv.Key, kv => kv.Value with { EndpointsUnknown = true }, Devices.KeyComparer) };
+
+    /// <summary>The device reported its endpoints to this incarnation, at <paramref name="version"/>.</summary>
+    public TailnetState WithEndpointsReported(string deviceId, long version) =>
+        Devices.TryGetValue(deviceId, out var device)
+            // Not SetItem: neither field is part of equality, so SetItem would keep the old entry.
+            ? this with { Devices = Devices.Remove(deviceId).Add(deviceId, device with { EndpointsUnknown = false, EndpointsVersion = version }) }
+            : this;
+
     private TailnetState UpdateDevice(string deviceId, Func<DeviceEntry, DeviceEntry> change) =>
         this with { Devices = Devices.SetItem(deviceId, change(Devices[deviceId])) };
 
@@ -305,7 +316,10 @@ public sealed partial record TailnetState
         if (c.Endpoints.Length > MaxEndpoints) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"at most {MaxEndpoints} endpoints"));
         foreach (var endpoint in c.Endpoints)
             if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"endpoint '{endpoint}' is not IP:port"));
-        if (c.Endpoints.SequenceEqual(device.Endpoints) && c.HomeRelay == device.HomeRelay && c.DiscoKey == device.DiscoKey) return Decision<ITailnetEvent>.Unchanged;
+        // A report older than the one held arrived late (resent, or buffered across a failover).
+        if (c.Version != 0 && c.Version < device.EndpointsVersion) return Decision<ITailnetEvent>.Unchanged;
+        if (!device.EndpointsUnknown && c.Endpoints.SequenceEqual(device.Endpoints) && c.HomeRelay == device.HomeRelay && c.DiscoKey == device.DiscoKey)
+            return Decision<ITailnetEvent>.Unchanged;
         return Decision<ITailnetEvent>.Accept(new DeviceEndpointsChanged(device.DeviceId, c.Endpoints, c.HomeRelay, c.DiscoKey));
     }
 

@@ -53,17 +53,28 @@ public sealed class SimulatedAgent(int index, int tailnet, int expectedPeers)
         {
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
                 traffic.FullMap(message.Netmap.CalculateSize());
-                foreach (var peer in message.Netmap.Peers) ApplyEndpoints(peer.Endpoints, fromPatch: false, now, ledger);
+                foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
                 var delta = message.Delta;
                 traffic.Delta(delta.CalculateSize());
-                foreach (var node in delta.PeersAdded) ApplyEndpoints(node.Endpoints, fromPatch: false, now, ledger);
-                foreach (var node in delta.PeersChanged) ApplyEndpoints(node.Endpoints, fromPatch: false, now, ledger);
+                foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
+                foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
                 foreach (var patch in delta.Patches)
-                    if (patch.Endpoints is { } endpoints) ApplyEndpoints(endpoints.Endpoints, fromPatch: true, now, ledger);
+                    if (patch.Endpoints is { } endpoints)
+                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, fromPatch: true, now, ledger);
                 break;
         }
+    }
+
+    /// <summary>
+    /// Versioned endpoints count only where the store took them: it keeps a newer report it holds
+    /// (<see cref="NetMapRules.Merged"/>), so an older one that arrives is not applied, and not a regression.
+    /// </summary>
+    private void ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, bool fromPatch, long now, DeliveryLedger ledger)
+    {
+        if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return;
+        ApplyEndpoints(endpoints, fromPatch, now, ledger);
     }
 
     private void ApplyEndpoints(IEnumerable<string> endpoints, bool fromPatch, long now, DeliveryLedger ledger)

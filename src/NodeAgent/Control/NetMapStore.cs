@@ -59,8 +59,9 @@ public sealed class NetMapStore
     public NetMapApplied Apply(NetMap map)
     {
         if (HasMap && map.Version != 0 && map.Version < _version) return NetMapApplied.Stale;
+        var held = new Dictionary<string, Node>(_peers);
         _peers.Clear();
-        foreach (var peer in map.Peers) _peers[peer.Id] = peer;
+        foreach (var peer in map.Peers) _peers[peer.Id] = KeepingHeldEndpoints(peer, held);
         _self = map.Self;
         _dns = map.Dns;
         _tailnetId = map.TailnetId;
@@ -85,8 +86,8 @@ public sealed class NetMapStore
         }
 
         foreach (var id in delta.PeersRemoved) _peers.Remove(id);
-        foreach (var node in delta.PeersAdded) _peers[node.Id] = node;
-        foreach (var node in delta.PeersChanged) _peers[node.Id] = node;
+        foreach (var node in delta.PeersAdded) _peers[node.Id] = KeepingHeldEndpoints(node, _peers);
+        foreach (var node in delta.PeersChanged) _peers[node.Id] = KeepingHeldEndpoints(node, _peers);
         foreach (var patch in delta.Patches) _peers[patch.Id] = NetMapRules.Patched(_peers[patch.Id], patch);
         if (delta.Self is not null) _self = delta.Self;
         if (delta.Dns is not null) _dns = delta.Dns;
@@ -95,6 +96,13 @@ public sealed class NetMapStore
         Publish();
         return NetMapApplied.Patched;
     }
+
+    /// <summary>
+    /// A whole node keeps the endpoints held for it when the coordinator does not know them right now
+    /// (it restarted) or sends no newer ones (<see cref="NetMapRules.Merged"/>).
+    /// </summary>
+    private static Node KeepingHeldEndpoints(Node node, Dictionary<string, Node> held) =>
+        NetMapRules.Merged(node, held.GetValueOrDefault(node.Id));
 
     /// <summary>The whole map as the coordinator would send it (for the on-disk cache).</summary>
     public NetMap ToNetMap()

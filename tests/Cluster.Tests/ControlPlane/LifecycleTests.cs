@@ -89,6 +89,39 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Endpoints_are_soft_state_that_a_restarted_tailnet_entity_relearns_from_the_connected_sessions()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        // A re-attach timer too slow to help: only the resync's request to report again brings the endpoints back.
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:SessionReattachSeconds", "300"), new("Weft:Control:PresenceTimeoutSeconds", "900")]);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "soft-endpoints");
+        var storedBefore = JournalManifests(storage, tailnet);
+
+        // Many changes, and not one journal write for them.
+        for (var port = 42000; port < 42020; port++) b.Client.Tell(new SetEndpoints([$"198.18.7.22:{port}"], 0));
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's last endpoint");
+        Assert.Equal(["198.18.7.22:42019"], (await node.Http.GetDevice(tailnet, b.DeviceId!)).Endpoints);
+        Assert.Equal(storedBefore, JournalManifests(storage, tailnet));
+        Assert.DoesNotContain("tn.device-endpoints", storedBefore); // nor were the agents' first reports
+
+        // A new incarnation recovers without them, and the connected sessions report them again.
+        Entity(node, "tailnet", tailnet).Tell(Kill.Instance);
+        await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, b.DeviceId!)).Endpoints,
+            endpoints => endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's endpoints re-learned by the new incarnation");
+        await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, a.DeviceId!)).Endpoints,
+            endpoints => endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoints re-learned by the new incarnation");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's endpoint after the restart");
+        await b.WaitForNetMap(v => v.Peers[a.DeviceId!].Endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoint after the restart");
+
+        // And a change after the restart still goes out at once.
+        b.Client.Tell(new SetEndpoints(["198.18.7.23:42100"], 0));
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.23:42100"]), "b's endpoint changed after the restart");
+        await AgentMatchesItsEntity(node, tailnet, a);
+        Assert.Equal(storedBefore, JournalManifests(storage, tailnet));
+    }
+
+    [Fact]
     public async Task A_change_stored_by_a_tailnet_entity_that_crashed_before_sending_it_still_reaches_every_agent()
     {
         await using var storage = TestStorage.NewSqlite();
@@ -242,6 +275,20 @@ public class LifecycleTests
 
     private static async Task Rename(TestCoordinator node, string tailnet, TestAgent agent, string name) =>
         await (await node.Http.PostJson($"/api/v1/tailnets/{tailnet}/devices/{agent.DeviceId}/rename", new { name })).ReadAs<DeviceResource>(HttpStatusCode.OK);
+
+    /// <summary>The manifests of what the tailnet's entity has journaled, in order.</summary>
+    private static List<string> JournalManifests(TestStorage storage, string tailnet)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(storage.DataDirectory, "weft.db")};Mode=ReadOnly");
+        connection.Open();
+        using var query = connection.CreateCommand();
+        query.CommandText = "SELECT manifest FROM journal WHERE persistence_id = $id ORDER BY sequence_number";
+        query.Parameters.AddWithValue("$id", TailnetActor.PersistenceIdOf(tailnet));
+        using var reader = query.ExecuteReader();
+        var manifests = new List<string>();
+        while (reader.Read()) manifests.Add(reader.GetString(0));
+        return manifests;
+    }
 
     /// <summary>An entity of a shard region on this node, by path (a test's way to crash one).</summary>
     private static ActorSelection Entity(TestCoordinator node, string typeName, string entityId) =>

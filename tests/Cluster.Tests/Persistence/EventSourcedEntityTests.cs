@@ -59,6 +59,89 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         Assert.Equal(Created, ExpectMsg<TailnetInfo>().CreatedAt);
     }
 
+    [Fact]
+    public void Soft_state_changed_while_a_write_is_in_flight_survives_the_write_and_is_not_journaled()
+    {
+        var tailnet = Spawn("tn_soft");
+        Create(tailnet, "tn_soft");
+        tailnet.Tell(new CreateAuthKey("tn_soft", "k", "h", null, true, false, [], Created.AddDays(1), "", Created));
+        ExpectMsg<AuthKeyInfo>();
+        tailnet.Tell(new RegisterDevice("tn_soft", "dev_a", new string('a', 64), new string('b', 64), "", "a", "linux", "k", "h", Created));
+        ExpectMsg<DeviceRegistration>();
+
+        // The rename's write is in flight when the endpoints arrive (both wait in the mailbox together):
+        // the endpoints are answered at once, without waiting for a write.
+        tailnet.Tell(new RenameDevice("tn_soft", "dev_a", "renamed"));
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_soft", "dev_a", ["198.18.3.4:41641"], 7, new string('c', 64)));
+        var endpointsAck = ExpectMsg<DeviceInfo>().Device;
+        Assert.Equal(("a", 7), (endpointsAck.Name, endpointsAck.HomeRelay));
+        var renameAck = ExpectMsg<DeviceInfo>().Device;
+        Assert.Equal(("renamed", 7), (renameAck.Name, renameAck.HomeRelay));
+        tailnet.Tell(new GetDevice("tn_soft", "dev_a"));
+        var both = ExpectMsg<DeviceInfo>().Device;
+        Assert.Equal(("renamed", 7), (both.Name, both.HomeRelay));
+        Assert.Equal<string>(["198.18.3.4:41641"], both.Endpoints);
+
+        // A bad report is refused like a command; then a restart knows only what was journaled.
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_soft", "dev_a", ["not-an-endpoint"], 0, ""));
+        Assert.Equal(ApiErrorCodes.InvalidRequest, ExpectMsg<Rejection>().Code);
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+        var restarted = Spawn("tn_soft");
+        restarted.Tell(new GetDevice("tn_soft", "dev_a"));
+        var recovered = ExpectMsg<DeviceInfo>().Device;
+        Assert.Equal("renamed", recovered.Name);
+        Assert.Empty(recovered.Endpoints);
+    }
+
+    [Fact]
+    public void A_restarted_tailnet_marks_endpoints_unknown_until_reported_then_restates_the_node_and_patches_later_changes()
+    {
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Spawn("tn_relearn");
+        Create(tailnet, "tn_relearn");
+        tailnet.Tell(new CreateAuthKey("tn_relearn", "k", "h", null, true, false, [], Created.AddDays(1), "", Created));
+        ExpectMsg<AuthKeyInfo>();
+        foreach (var (id, c) in new[] { ("dev_a", 'a'), ("dev_b", 'b') })
+        {
+            tailnet.Tell(new RegisterDevice("tn_relearn", id, new string(c, 64), new string((char)(c + 2), 64), "", id, "linux", "k", "h", Created));
+            ExpectMsg<DeviceRegistration>();
+        }
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_relearn", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+
+        var restarted = Spawn("tn_relearn");
+        // Every device is told to resync; until each answers, full maps wait.
+        var resyncs = devices.ReceiveN(2, TimeSpan.FromSeconds(5)).Cast<Weft.Cluster.Devices.PeerChanges>().ToList();
+        Assert.All(resyncs, r => Assert.True(r.Resync));
+        restarted.Tell(new SendNetMap("tn_relearn", "dev_a"));
+        devices.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+        restarted.Tell(new DeviceReportedAgain("tn_relearn", "dev_a"));
+        restarted.Tell(new DeviceReportedAgain("tn_relearn", "dev_b"));
+        var map = Weft.Contracts.Control.NetMap.Parser.ParseFrom(devices.ExpectMsg<NetMapSnapshot>().NetMap);
+        Assert.True(map.Peers.Single().EndpointsUnknown);
+        Assert.Empty(map.Peers.Single().Endpoints);
+
+        // b reports the same endpoints as before: a gets b's whole node again, now known.
+        restarted.Tell(new UpdateDeviceEndpoints("tn_relearn", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        var restated = Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a").Delta);
+        Assert.True(restated.PeersChanged.Single().Endpoints.SequenceEqual(["198.18.3.2:1"]), restated.ToString());
+        Assert.False(restated.PeersChanged.Single().EndpointsUnknown);
+
+        // A later change is a patch again.
+        restarted.Tell(new UpdateDeviceEndpoints("tn_relearn", "dev_b", ["198.18.3.2:2"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        var patched = Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a").Delta);
+        Assert.Equal(["198.18.3.2:2"], patched.Patches.Single().Endpoints.Endpoints);
+    }
+
     [Theory]
     [InlineData(0)]   // no snapshots: replay every event
     [InlineData(4)]   // snapshot every 4 events: recover from snapshot plus tail

@@ -39,6 +39,56 @@ public class NetMapStoreTests
     }
 
     [Fact]
+    public void A_peer_whose_endpoints_the_coordinator_does_not_know_keeps_the_ones_held()
+    {
+        var held = Peer("a", "198.18.0.1:5");
+        held.HomeRelay = 3;
+        held.DiscoKey = ByteString.CopyFrom(new byte[32]);
+        var store = WithMap(1, held, Peer("b", "198.18.0.2:1"));
+        Node Unknown(string id) => new() { Id = id, Name = id + "-renamed", Addresses = { "100.64.0.9" }, EndpointsUnknown = true };
+
+        // A full map from a restarted coordinator: a and b unknown, c new to this agent.
+        store.Apply(new NetMap { Version = 2, Self = new Node { Id = "self" }, Peers = { Unknown("a"), Unknown("b"), Unknown("c") } });
+        var a = store.View.Peers["a"];
+        Assert.Equal(("a-renamed", 3, 32, false), (a.Name, a.HomeRelay, a.DiscoKey.Length, a.EndpointsUnknown));
+        Assert.Equal(["198.18.0.1:5"], a.Endpoints);
+        Assert.Equal(["198.18.0.2:1"], store.View.Peers["b"].Endpoints);
+        Assert.Empty(store.View.Peers["c"].Endpoints);
+        Assert.True(store.View.Peers["c"].EndpointsUnknown);
+
+        // A whole-node change keeps them too; once known again, the node's own endpoints win.
+        store.Apply(new NetMapDelta { BaseVersion = 2, Version = 3, PeersChanged = { Unknown("b") } });
+        Assert.Equal(["198.18.0.2:1"], store.View.Peers["b"].Endpoints);
+        store.Apply(new NetMapDelta { BaseVersion = 3, Version = 4, PeersChanged = { Peer("b", "198.18.0.2:9") } });
+        Assert.Equal(["198.18.0.2:9"], store.View.Peers["b"].Endpoints);
+    }
+
+    [Fact]
+    public void Endpoints_older_than_or_as_old_as_the_held_ones_are_not_taken()
+    {
+        var held = Peer("a", "198.18.0.1:6");
+        held.EndpointsVersion = 600;
+        var store = WithMap(1, held);
+        PeerPatch Patch(int port, long version) => new() { Id = "a", Endpoints = new EndpointList { Endpoints = { $"198.18.0.1:{port}" } }, HomeRelay = 2, EndpointsVersion = version, Online = true };
+
+        // A late report (older version) changes nothing of the endpoints; the rest of the patch applies.
+        store.Apply(new NetMapDelta { BaseVersion = 1, Version = 2, Patches = { Patch(5, 500) } });
+        var a = store.View.Peers["a"];
+        Assert.Equal(["198.18.0.1:6"], a.Endpoints);
+        Assert.Equal((0, 600L, true), (a.HomeRelay, a.EndpointsVersion, a.Online));
+
+        // A whole node at an older version keeps the held endpoints too; a newer patch replaces them.
+        var older = Peer("a", "198.18.0.1:4");
+        older.EndpointsVersion = 400;
+        store.Apply(new NetMapDelta { BaseVersion = 2, Version = 3, PeersChanged = { older } });
+        Assert.Equal(["198.18.0.1:6"], store.View.Peers["a"].Endpoints);
+        store.Apply(new NetMapDelta { BaseVersion = 3, Version = 4, Patches = { Patch(7, 700) } });
+        a = store.View.Peers["a"];
+        Assert.Equal(["198.18.0.1:7"], a.Endpoints);
+        Assert.Equal((2, 700L), (a.HomeRelay, a.EndpointsVersion));
+    }
+
+    [Fact]
     public void An_empty_endpoint_list_in_a_patch_clears_the_endpoints()
     {
         var store = WithMap(1, Peer("a", "198.18.0.1:1"));
