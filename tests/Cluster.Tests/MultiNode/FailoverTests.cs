@@ -312,7 +312,10 @@ public class FailoverTests(ITestOutputHelper output)
         Assert.Equal(0, scenario.Fleet.VersionsBackwards);
     }
 
-    /// <summary>Everything an operator lists, apart from presence (online, last seen) and time-dependent flags, as one comparable text.</summary>
+    /// <summary>
+    /// Everything an operator lists, apart from soft state (presence, last seen, endpoints: the agents
+    /// report them again, and the fleet's convergence checks that) and time-dependent flags, as one comparable text.
+    /// </summary>
     private static async Task<string> Listings(AdminApiClient admin, IEnumerable<string> tailnets)
     {
         var parts = new List<string> { Canonical(await admin.GetAsync("/api/v1/tailnets")) };
@@ -322,7 +325,7 @@ public class FailoverTests(ITestOutputHelper output)
             parts.Add(Canonical(await admin.GetAsync($"/api/v1/tailnets/{tailnet}/auth-keys")));
             parts.Add(await admin.GetTextAsync($"/api/v1/tailnets/{tailnet}/policy"));
             var devices = (await admin.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).GetProperty("devices").EnumerateArray()
-                .Select(d => Canonical(d, "online", "lastSeen")).Order();
+                .Select(d => Canonical(d, "online", "lastSeen", "endpoints", "homeRelay")).Order();
             parts.Add(string.Join("\n", devices));
             parts.Add(Canonical(await admin.GetAsync($"/api/v1/tailnets/{tailnet}/users")));
         }

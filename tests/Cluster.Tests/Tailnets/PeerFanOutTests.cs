@@ -70,7 +70,12 @@ public class PeerFanOutTests
     {
         var state = WithDevices(5, out var ids);
 
-        var into = Collect(state, new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 3, new string('d', 64)), out _);
+        // Reports are soft state: the tailnet applies them (see TailnetActor) and fans them out so.
+        var report = new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 3, new string('d', 64), Version: 77);
+        var after = state;
+        foreach (var e in state.Process(report).Events) after = after.Apply(e).WithEndpointsReported(ids[0], report.Version);
+        var into = new DeltaAccumulator();
+        PeerFanOut.EndpointsReported(state, after, ids[0], PolicyEngine.Compile(after.Policy, after.PolicyDevices()), _ => true, into);
 
         var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value.ToDelta());
         Assert.Equal(ids.Skip(1).Order(), drained.Keys.Order());
@@ -79,9 +84,31 @@ public class PeerFanOutTests
             var patch = Assert.Single(delta.Patches);
             Assert.Equal(ids[0], patch.Id);
             Assert.Equal(["198.18.0.1:1"], patch.Endpoints.Endpoints);
-            Assert.Equal(3, patch.HomeRelay);
+            Assert.Equal((3, 77L), (patch.HomeRelay, patch.EndpointsVersion));
             Assert.False(patch.HasOnline);
             Assert.Empty(delta.PeersAdded);
+        }
+
+        // An older report than the one held changes nothing.
+        Assert.Empty(after.Process(report with { Endpoints = ["198.18.0.1:2"], Version = 76 }).Events);
+    }
+
+    [Fact]
+    public void A_registration_with_a_new_disco_key_sends_the_key_alone()
+    {
+        var state = WithDevices(3, out var ids);
+        var device = state.Devices[ids[0]];
+
+        var into = Collect(state, new RegisterDevice(T, "dev_unused", device.MachineKey, device.NodeKey, new string('e', 64), device.Hostname, "linux", "k", "h", Now), out _);
+
+        var toPeers = into.Drain().Where(kv => kv.Key != ids[0]).Select(kv => kv.Value.ToDelta()).ToList();
+        Assert.Equal(2, toPeers.Count);
+        foreach (var delta in toPeers)
+        {
+            var patch = Assert.Single(delta.Patches);
+            Assert.Equal(new string('e', 64), Convert.ToHexStringLower(patch.DiscoKey.Span));
+            Assert.Null(patch.Endpoints);
+            Assert.False(patch.HasEndpointsVersion);
         }
     }
 
