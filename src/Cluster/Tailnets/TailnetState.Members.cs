@@ -317,7 +317,7 @@ public sealed partial record TailnetState
         foreach (var endpoint in c.Endpoints)
             if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0) return Decision<ITailnetEvent>.Reject(Rejection.Invalid($"endpoint '{endpoint}' is not IP:port"));
         // A report older than the one held arrived late (resent, or buffered across a failover).
-        if (c.Version != 0 && c.Version < device.EndpointsVersion) return Decision<ITailnetEvent>.Unchanged;
+        if (c.Version != device.EndpointsVersion && !NetMapRules.EndpointsNewer(c.Version, device.EndpointsVersion)) return Decision<ITailnetEvent>.Unchanged;
         if (!device.EndpointsUnknown && c.Endpoints.SequenceEqual(device.Endpoints) && c.HomeRelay == device.HomeRelay && c.DiscoKey == device.DiscoKey)
             return Decision<ITailnetEvent>.Unchanged;
         return Decision<ITailnetEvent>.Accept(new DeviceEndpointsChanged(device.DeviceId, c.Endpoints, c.HomeRelay, c.DiscoKey));

@@ -113,6 +113,12 @@ public class LifecycleTests
             endpoints => endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoints re-learned by the new incarnation");
         await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's endpoint after the restart");
         await b.WaitForNetMap(v => v.Peers[a.DeviceId!].Endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoint after the restart");
+        // Presence comes back with them, long before the 300 s re-attach timer would bring it, and before
+        // the full maps go out: a's map from the new incarnation shows b online.
+        await Eventually.Until(async () => (await node.Http.ListDevices(tailnet)).Devices.Select(d => d.Online).ToList(),
+            online => online.All(o => o), "both devices online again", TimeSpan.FromSeconds(30));
+        await AgentMatchesItsEntity(node, tailnet, a);
+        Assert.True(a.View.Peers[b.DeviceId!].Online, "b is online in a's map from the new incarnation");
 
         // And a change after the restart still goes out at once.
         b.Client.Tell(new SetEndpoints(["198.18.7.23:42100"], 0));

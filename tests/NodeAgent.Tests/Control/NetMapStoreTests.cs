@@ -86,6 +86,11 @@ public class NetMapStoreTests
         a = store.View.Peers["a"];
         Assert.Equal(["198.18.0.1:7"], a.Endpoints);
         Assert.Equal((2, 700L), (a.HomeRelay, a.EndpointsVersion));
+
+        // Older by more than any late delivery: stamped by a coordinator whose clock is behind, so news.
+        var behind = 700 - NetMapRules.LateReportWindowTicks - 1;
+        store.Apply(new NetMapDelta { BaseVersion = 4, Version = 5, Patches = { Patch(8, behind) } });
+        Assert.Equal(["198.18.0.1:8"], store.View.Peers["a"].Endpoints);
     }
 
     [Fact]
