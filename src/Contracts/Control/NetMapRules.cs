@@ -3,7 +3,6 @@ namespace Weft.Contracts.Control;
 /// <summary>How a netmap changes under a delta: the one rule the coordinator and the agents share.</summary>
 public static class NetMapRules
 {
-    /// <summary>A copy of <paramref name="node"/> with every field the patch sets replaced; absent fields stay.</summary>
     /// <summary>
     /// How much older than the held report a report may be and still be taken for a late one (a
     /// resend, or one buffered across a failover: seconds). Versions are coordinator clock ticks, so
@@ -19,6 +18,10 @@ public static class NetMapRules
     public static bool EndpointsNewer(long incoming, long held) =>
         incoming == 0 || held == 0 || incoming > held || held - incoming > LateReportWindowTicks;
 
+    /// <summary>
+    /// A copy of <paramref name="node"/> with every field the patch sets replaced; absent fields stay,
+    /// and so do endpoints and home relay the patch does not bring newer (<see cref="EndpointsNewer"/>).
+    /// </summary>
     public static Node Patched(Node node, PeerPatch patch)
     {
         var copy = node.Clone();
