@@ -252,7 +252,7 @@ public static class MemberEndpoints
             d.DeviceId, d.Name, d.Hostname, d.Os, d.Status.ToString().ToLowerInvariant(), info.Online, UserName(users, d.UserId), d.Tags,
             d.Ipv4.Length > 0 ? [d.Ipv4, d.Ipv6] : [], d.Endpoints, d.HomeRelay, "nodekey:" + d.NodeKey, "mkey:" + d.MachineKey,
             d.DiscoKey.Length > 0 ? "discokey:" + d.DiscoKey : "", d.KeyExpiry, d.Ephemeral, d.CreatedAt, d.LastSeen, d.AuthKeyId, d.AgentVersion,
-            d.RegisteredFrom, RoutesOf(d));
+            d.RegisteredFrom, RoutesOf(d), d.EndpointsUnknown);
     }
 }
 

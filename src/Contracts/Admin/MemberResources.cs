@@ -16,11 +16,15 @@ public sealed record CreatedAuthKeyResource(string Key, AuthKeyResource AuthKey)
 
 public sealed record AuthKeyListResource(IReadOnlyList<AuthKeyResource> AuthKeys);
 
+/// <param name="EndpointsUnknown">
+/// The endpoints and home relay shown are the last ones a coordinator snapshot held: the device's
+/// agent has not reported them since the tailnet's entity restarted (they are soft state).
+/// </param>
 public sealed record DeviceResource(
     string Id, string Name, string Hostname, string Os, string Status, bool Online, string? User, IReadOnlyList<string> Tags,
     IReadOnlyList<string> Addresses, IReadOnlyList<string> Endpoints, int HomeRelay, string NodeKey, string MachineKey, string DiscoKey,
     DateTimeOffset? KeyExpiry, bool Ephemeral, DateTimeOffset CreatedAt, DateTimeOffset? LastSeen, string? AuthKey, string AgentVersion = "",
-    string RegisteredFrom = "", DeviceRoutesResource? Routes = null);
+    string RegisteredFrom = "", DeviceRoutesResource? Routes = null, bool EndpointsUnknown = false);
 
 /// <summary>
 /// A device's routes: what its agent advertises, what is approved (by an admin or the policy's

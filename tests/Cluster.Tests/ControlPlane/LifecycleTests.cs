@@ -111,6 +111,7 @@ public class LifecycleTests
             endpoints => endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's endpoints re-learned by the new incarnation");
         await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, a.DeviceId!)).Endpoints,
             endpoints => endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoints re-learned by the new incarnation");
+        Assert.False((await node.Http.GetDevice(tailnet, b.DeviceId!)).EndpointsUnknown);
         await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42019"]), "b's endpoint after the restart");
         await b.WaitForNetMap(v => v.Peers[a.DeviceId!].Endpoints.SequenceEqual(["198.18.7.1:41641"]), "a's endpoint after the restart");
         // Presence comes back with them, long before the 300 s re-attach timer would bring it, and before

@@ -325,7 +325,7 @@ public class FailoverTests(ITestOutputHelper output)
             parts.Add(Canonical(await admin.GetAsync($"/api/v1/tailnets/{tailnet}/auth-keys")));
             parts.Add(await admin.GetTextAsync($"/api/v1/tailnets/{tailnet}/policy"));
             var devices = (await admin.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).GetProperty("devices").EnumerateArray()
-                .Select(d => Canonical(d, "online", "lastSeen", "endpoints", "homeRelay")).Order();
+                .Select(d => Canonical(d, "online", "lastSeen", "endpoints", "homeRelay", "endpointsUnknown")).Order();
             parts.Add(string.Join("\n", devices));
             parts.Add(Canonical(await admin.GetAsync($"/api/v1/tailnets/{tailnet}/users")));
         }

@@ -91,6 +91,7 @@ public class RouteRecoveryTests
             // endpoints are soft and its agent is gone, so the new node marks them unknown.
             Assert.Equal(Normalize(aliceMapBefore), Normalize(aliceMap));
             Assert.Contains("endpointsUnknown", aliceMap);
+            Assert.True((await restarted.Http.GetDevice(tailnet, routerId)).EndpointsUnknown, "the admin API says the router's endpoints are not known");
         }
 
         // Without what changes with time and sessions (presence, last seen, the map's version).
