@@ -33,13 +33,23 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private readonly TrafficCounters _traffic = new();
     private readonly Stopwatch _clock = new();
     private DeliveryLedger _ledger = null!;
+    private ChurnLedger _churn = null!;
     private IReadOnlyList<SimulatedAgent> _agents = [];
+    // Nodes that joined during the churn; guarded by itself.
+    private readonly List<SimulatedAgent> _transient = [];
+    // Churn work that runs beside the phase (deletes, policy edits, ephemeral disconnects); guarded by itself.
+    private readonly List<Task> _background = [];
+    private int[][] _measuredInGroup = [];
+    private Task[] _policyEdits = [];
+    private int[] _policyMarkers = [];
+    private ActorSystem _system = null!;
+    private ChannelPool _channels = null!;
     private string _phase = "setup";
 
     /// <summary>Called once a second with where the run stands.</summary>
     public Action<RunProgress>? Progress { get; init; }
 
-    private List<(string Id, string Key)> _tailnets = [];
+    private List<LoadTailnet> _tailnets = [];
 
     public async Task<LoadResult> RunAsync(CancellationToken cancel = default)
     {
@@ -48,13 +58,16 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         var tailnets = _tailnets = await CreateTailnetsAsync();
         _agents = Layout();
         _ledger = new DeliveryLedger(_agents.Count);
-        using var system = AgentActorSystem.Create("weft-loadtest");
-        var channels = new ChannelPool(scenario.StreamsPerConnection);
+        _churn = new ChurnLedger(tailnets.Count);
+        _policyEdits = [.. tailnets.Select(_ => Task.CompletedTask)];
+        _policyMarkers = new int[tailnets.Count];
+        using var system = _system = AgentActorSystem.Create("weft-loadtest");
+        var channels = _channels = new ChannelPool(scenario.StreamsPerConnection);
         using var ticker = new Timer(_ => Tick(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         try
         {
             var memoryBefore = MemorySnapshot.Take(cluster.SampledProcesses);
-            var join = await JoinAsync(system, tailnets, channels, cancel);
+            var join = await JoinAsync(cancel);
             var memoryAfter = MemorySnapshot.Take(cluster.SampledProcesses);
 
             var phases = new List<(int Index, PhaseResult Result)>();
@@ -84,6 +97,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                     Convergence = convergence,
                     Memory = MemorySnapshot.PerNode(memoryBefore, memoryAfter, _agents.Count),
                     Timeline = [.. _timeline],
+                    Churn = _churn.Summarize(Summarize),
+                    PolicyGroups = scenario.PolicyGroups,
                 };
         }
         finally
@@ -99,7 +114,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     /// </summary>
     public async Task DeleteTailnetsAsync()
     {
-        foreach (var (id, _) in _tailnets)
+        foreach (var id in _tailnets.Select(t => t.Id))
         {
             try
             {
@@ -113,30 +128,58 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         }
     }
 
-    private async Task<List<(string Id, string Key)>> CreateTailnetsAsync()
+    private async Task<List<LoadTailnet>> CreateTailnetsAsync()
     {
         _phase = "tailnets";
         var run = Guid.NewGuid().ToString("N")[..6];
         var names = Enumerable.Range(0, scenario.TotalTailnets).Select(i => $"load-{run}-{i}").ToList();
-        var made = new (string, string)[names.Count];
+        var made = new LoadTailnet[names.Count];
+        var ephemeral = scenario.Phases.Any(p => p.EphemeralPerSecond > 0);
         await Parallel.ForEachAsync(Enumerable.Range(0, names.Count), new ParallelOptions { MaxDegreeOfParallelism = 8 },
-            async (i, _) => made[i] = await cluster.CreateTailnetAsync(names[i]));
+            async (i, _) => made[i] = await cluster.CreateTailnetAsync(names[i], scenario.PolicyGroups, scenario.TaggedPolicy, ephemeral, scenario.EphemeralTimeoutSeconds));
         return [.. made];
     }
 
-    /// <summary>The agents, tailnet by tailnet, each knowing how many peers it should come to hold.</summary>
+    /// <summary>
+    /// The agents, tailnet by tailnet, dealt round-robin into the policy groups, each knowing how many
+    /// peers it should come to hold (the rest of its group).
+    /// </summary>
     private List<SimulatedAgent> Layout()
     {
         var agents = new List<SimulatedAgent>(scenario.TotalNodes);
+        var measured = new List<int[]>();
         var tailnet = 0;
-        foreach (var group in scenario.Tailnets)
-            for (var t = 0; t < group.Count; t++, tailnet++)
-                for (var n = 0; n < group.Nodes; n++)
-                    agents.Add(new SimulatedAgent(agents.Count, tailnet, group.Nodes - 1));
+        foreach (var size in scenario.Tailnets)
+            for (var t = 0; t < size.Count; t++, tailnet++)
+            {
+                var groups = new int[scenario.PolicyGroups];
+                for (var n = 0; n < size.Nodes; n++) groups[n % groups.Length]++;
+                measured.Add(groups);
+                for (var n = 0; n < size.Nodes; n++)
+                    agents.Add(new SimulatedAgent(agents.Count, tailnet, n % groups.Length, groups[n % groups.Length] - 1));
+            }
+        _measuredInGroup = [.. measured];
         return agents;
     }
 
-    private async Task<JoinResult> JoinAsync(ActorSystem system, IReadOnlyList<(string Id, string Key)> tailnets, ChannelPool channels, CancellationToken cancel)
+    /// <summary>Starts a simulated node's ControlClient; <paramref name="onObserved"/> runs on its actor thread after each message.</summary>
+    private IActorRef Spawn(SimulatedAgent agent, string authKey, Action? onObserved = null) =>
+        _system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
+        {
+            Coordinators = Rotate(cluster.Control, agent.Index),
+            StateStore = new MemoryAgentStateStore(),
+            Hostname = agent.Name,
+            AuthKey = authKey,
+            Endpoints = [ChangeEndpoint.AtJoin(agent.Index)],
+            SharedChannels = url => _channels.For(url, agent.Index),
+            Observer = (message, applied, store) =>
+            {
+                agent.Observe(message, applied, store, _ledger, _churn, _traffic);
+                onObserved?.Invoke();
+            },
+        }), agent.Name);
+
+    private async Task<JoinResult> JoinAsync(CancellationToken cancel)
     {
         _phase = "join";
         var timeToFirstMap = new LongConcurrentHistogram(1, 3_600_000_000, 3);
@@ -153,25 +196,14 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                 throw new TimeoutException($"joins stalled: {_agents.Count(a => a.Joined)} of {_agents.Count} nodes joined in {JoinTimeout}");
             var spawned = Stopwatch.GetTimestamp();
             var released = 0;
-            var coordinators = Rotate(cluster.Control, agent.Index);
-            agent.Actor = system.ActorOf(ControlClient.PropsFor(new ControlClientOptions
+            agent.Actor = Spawn(agent, _tailnets[agent.Tailnet].Keys[agent.Group], () =>
             {
-                Coordinators = coordinators,
-                StateStore = new MemoryAgentStateStore(),
-                Hostname = $"sim-{agent.Index}",
-                AuthKey = tailnets[agent.Tailnet].Key,
-                Endpoints = [ChangeEndpoint.AtJoin(agent.Index)],
-                SharedChannels = url => channels.For(url, agent.Index),
-                Observer = (message, applied, store) =>
+                if (agent.Joined && Interlocked.Exchange(ref released, 1) == 0)
                 {
-                    agent.Observe(message, applied, store, _ledger, _traffic);
-                    if (agent.Joined && Interlocked.Exchange(ref released, 1) == 0)
-                    {
-                        timeToFirstMap.RecordValue(Math.Max(1, (long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
-                        inFlight.Release();
-                    }
-                },
-            }), $"sim-{agent.Index}");
+                    timeToFirstMap.RecordValue(Math.Max(1, (long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
+                    inFlight.Release();
+                }
+            });
         }
         await Until(() => _agents.All(a => a.Joined), JoinTimeout, "every node's first netmap", cancel);
         var joinedSeconds = Stopwatch.GetElapsedTime(started, _agents.Max(a => a.JoinedAt)).TotalSeconds;
@@ -191,6 +223,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         var firstChange = _ledger.Changes;
         var delivered = _ledger.Delivered;
         log.WriteLine($"phase {phase.Name}: {phase.Seconds} s, {phase.EndpointChangesPerSecond} endpoint changes/s, {phase.KeyRotationsPerSecond} rotations/s" +
+            (phase.JoinsPerSecond > 0 ? $", {phase.JoinsPerSecond} joins/s" : "") + (phase.LeavesPerSecond > 0 ? $", {phase.LeavesPerSecond} leaves/s" : "") +
+            (phase.EphemeralPerSecond > 0 ? $", {phase.EphemeralPerSecond} ephemeral nodes/s" : "") + (phase.PolicyEditsPerSecond > 0 ? $", {phase.PolicyEditsPerSecond} policy edits/s" : "") +
             (phase.ReconnectStorm ? ", reconnect storm" : "") + (phase.ChaosCommand is { } c ? $", at {phase.ChaosAtSecond} s: {c}" : ""));
         if (phase.ReconnectStorm)
             foreach (var agent in _agents)
@@ -199,7 +233,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         long? chaosAt = null;
         var cpuBefore = CoordinatorCpu();
         var started = Stopwatch.GetTimestamp();
-        double changesDue = 0, rotationsDue = 0;
+        double changesDue = 0, rotationsDue = 0, joinsDue = 0, leavesDue = 0, ephemeralDue = 0, editsDue = 0;
         while (true)
         {
             var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -213,6 +247,10 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             for (; changesDue < elapsed * phase.EndpointChangesPerSecond; changesDue++) MakeEndpointChange();
             for (; rotationsDue < elapsed * phase.KeyRotationsPerSecond; rotationsDue++)
                 _agents[_random.Next(_agents.Count)].Actor.Tell(RotateNodeKeyNow.Instance);
+            for (; joinsDue < elapsed * phase.JoinsPerSecond; joinsDue++) JoinDuringChurn(ephemeral: false);
+            for (; ephemeralDue < elapsed * phase.EphemeralPerSecond; ephemeralDue++) JoinDuringChurn(ephemeral: true);
+            for (; leavesDue < elapsed * phase.LeavesPerSecond; leavesDue++) Leave();
+            for (; editsDue < elapsed * phase.PolicyEditsPerSecond; editsDue++) EditPolicy();
             await Task.Delay(5, cancel);
         }
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -255,6 +293,110 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         agent.Actor.Tell(new SetEndpoints([agent.ReportedEndpoint], 0));
     }
 
+    private int TransientCount()
+    {
+        lock (_transient) return _transient.Count;
+    }
+
+    /// <summary>
+    /// A node joins a random tailnet and group during the churn; its group's measured nodes must come
+    /// to hold it. An ephemeral one disconnects once they all do, and must then be removed from them.
+    /// </summary>
+    private void JoinDuringChurn(bool ephemeral)
+    {
+        var tailnet = _random.Next(_tailnets.Count);
+        var group = _random.Next(scenario.PolicyGroups);
+        SimulatedAgent agent;
+        lock (_transient)
+        {
+            agent = new SimulatedAgent(_agents.Count + _transient.Count, tailnet, group, expectedPeers: -1, measured: false) { Ephemeral = ephemeral };
+            _transient.Add(agent);
+        }
+        agent.JoinEvent = _churn.Begin(ChurnKind.Joined, tailnet, group, _measuredInGroup[tailnet][group], Stopwatch.GetTimestamp(), name: agent.Name);
+        var keys = _tailnets[tailnet];
+        agent.Actor = Spawn(agent, ephemeral ? keys.EphemeralKeys[group]! : keys.Keys[group]);
+        if (ephemeral) Background(DisconnectOnceSeenAsync(agent));
+    }
+
+    private async Task DisconnectOnceSeenAsync(SimulatedAgent agent)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(DrainTimeout.TotalSeconds * Stopwatch.Frequency);
+        while (!(agent.Joined && _churn.IsSettled(agent.Tailnet, agent.JoinEvent)))
+        {
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                log.WriteLine($"warning: ephemeral node {agent.Name} was not seen by its peers in {DrainTimeout}; it stays connected");
+                return;
+            }
+            await Task.Delay(100);
+        }
+        agent.Gone = true;
+        _churn.Begin(ChurnKind.EphemeralGone, agent.Tailnet, agent.Group, _measuredInGroup[agent.Tailnet][agent.Group], Stopwatch.GetTimestamp(), deviceId: agent.DeviceId);
+        _system.Stop(agent.Actor);
+    }
+
+    /// <summary>An admin deletes a node that joined during the churn (and that its peers already hold); they must drop it.</summary>
+    private void Leave()
+    {
+        SimulatedAgent? leaving;
+        lock (_transient)
+        {
+            var candidates = _transient.Where(a => !a.Ephemeral && !a.Gone && a.Joined && _churn.IsSettled(a.Tailnet, a.JoinEvent)).ToList();
+            if (candidates.Count == 0) return;
+            leaving = candidates[_random.Next(candidates.Count)];
+            leaving.Gone = true;
+        }
+        _churn.Begin(ChurnKind.Left, leaving.Tailnet, leaving.Group, _measuredInGroup[leaving.Tailnet][leaving.Group], Stopwatch.GetTimestamp(), deviceId: leaving.DeviceId);
+        Background(DeleteAsync(leaving));
+    }
+
+    private async Task DeleteAsync(SimulatedAgent agent)
+    {
+        try
+        {
+            await cluster.DeleteDeviceAsync(_tailnets[agent.Tailnet].Id, agent.DeviceId!);
+        }
+        catch (Exception e)
+        {
+            log.WriteLine($"warning: deleting {agent.Name} ({agent.DeviceId}) failed: {e.Message}");
+        }
+        _system.Stop(agent.Actor);
+    }
+
+    /// <summary>
+    /// Edits a random tailnet's policy: every measured node of it must come to hold a filter with the
+    /// edit's marker. Edits of one tailnet go one after another, so the last one sent is the one in force.
+    /// </summary>
+    private void EditPolicy()
+    {
+        var tailnet = _random.Next(_tailnets.Count);
+        var marker = ++_policyMarkers[tailnet];
+        if (marker >= LoadPolicy.MarkerPorts) return;
+        var recipients = _measuredInGroup[tailnet].Sum();
+        var previous = _policyEdits[tailnet];
+        _policyEdits[tailnet] = Background(EditAsync());
+
+        async Task EditAsync()
+        {
+            await previous;
+            _churn.Begin(ChurnKind.PolicyEdited, tailnet, group: -1, recipients, Stopwatch.GetTimestamp(), marker: marker);
+            try
+            {
+                await cluster.SetPolicyAsync(_tailnets[tailnet].Id, LoadPolicy.Text(scenario.PolicyGroups, marker));
+            }
+            catch (Exception e)
+            {
+                log.WriteLine($"warning: policy edit {marker} of tailnet {_tailnets[tailnet].Id} failed: {e.Message}");
+            }
+        }
+    }
+
+    private Task Background(Task work)
+    {
+        lock (_background) _background.Add(work);
+        return work;
+    }
+
     private async Task RunChaosAsync(string command)
     {
         log.WriteLine($"chaos: {command}");
@@ -271,11 +413,14 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     {
         try
         {
-            await Until(() => _ledger.Unsettled == 0, DrainTimeout, "every change reaching every peer", cancel);
+            Task[] background;
+            lock (_background) background = [.. _background];
+            await Task.WhenAll(background).WaitAsync(DrainTimeout, cancel);
+            await Until(() => _ledger.Unsettled == 0 && _churn.Unsettled == 0, DrainTimeout, "every change reaching every peer", cancel);
         }
         catch (TimeoutException e)
         {
-            log.WriteLine($"warning: {e.Message}; {_ledger.Unsettled} change(s) unsettled count as lost");
+            log.WriteLine($"warning: {e.Message}; {_ledger.Unsettled} change(s) and {_churn.Unsettled} churn event(s) unsettled count as lost");
         }
     }
 
@@ -285,7 +430,9 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         var deadline = Stopwatch.GetTimestamp() + (long)(ConvergenceTimeout.TotalSeconds * Stopwatch.Frequency);
         while (true)
         {
-            var result = await ConvergenceCheck.RunAsync(cluster, tailnetIds, _agents);
+            List<SimulatedAgent> live;
+            lock (_transient) live = [.. _agents, .. _transient.Where(a => !a.Gone)];
+            var result = await ConvergenceCheck.RunAsync(cluster, tailnetIds, live);
             if (result.Converged == result.AgentsChecked || Stopwatch.GetTimestamp() > deadline) return result;
             await Task.Delay(TimeSpan.FromSeconds(2), cancel);
         }

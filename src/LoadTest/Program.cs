@@ -12,6 +12,11 @@ var tailnets = new Option<string>("--tailnets") { Description = "Tailnets x node
 var changes = new Option<double>("--changes-per-second") { Description = "Endpoint changes per second during the churn", DefaultValueFactory = _ => 100 };
 var seconds = new Option<double>("--seconds") { Description = "How long the churn lasts", DefaultValueFactory = _ => 30 };
 var rotations = new Option<double>("--rotations-per-second") { Description = "Node-key rotations per second during the churn", DefaultValueFactory = _ => 0 };
+var joinsPerSecond = new Option<double>("--joins-per-second") { Description = "New nodes joining per second during the churn", DefaultValueFactory = _ => 0 };
+var leavesPerSecond = new Option<double>("--leaves-per-second") { Description = "Nodes that joined during the churn deleted per second (the admin API's device delete)", DefaultValueFactory = _ => 0 };
+var ephemeralPerSecond = new Option<double>("--ephemeral-per-second") { Description = "Ephemeral nodes per second: each joins, disconnects once its peers hold it, and must be removed from them", DefaultValueFactory = _ => 0 };
+var policyEditsPerSecond = new Option<double>("--policy-edits-per-second") { Description = "Policy edits per second, each to a random tailnet", DefaultValueFactory = _ => 0 };
+var policyGroups = new Option<int>("--policy-groups") { Description = "Tagged groups per tailnet that see only themselves: the visibility V is about nodes/groups - 1", DefaultValueFactory = _ => 1 };
 var reconnectStorm = new Option<bool>("--reconnect-storm") { Description = "Add a phase in which every node drops its stream and dials again within two seconds" };
 var chaos = new Option<string?>("--chaos") { Description = "A shell command run in a chaos phase after the churn, e.g. 'deploy/local-cluster kill 2'" };
 var chaosAt = new Option<double>("--chaos-at") { Description = "Seconds into the chaos phase at which the command runs", DefaultValueFactory = _ => 5 };
@@ -26,7 +31,7 @@ var keepTailnets = new Option<bool>("--keep-tailnets") { Description = "Leave th
 
 var root = new RootCommand("Simulated Weft nodes on the real control protocol against a real cluster: join storms, churn, chaos, propagation percentiles.")
 {
-    scenarioFile, tailnets, changes, seconds, rotations, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
+    scenarioFile, tailnets, changes, seconds, rotations, joinsPerSecond, leavesPerSecond, ephemeralPerSecond, policyEditsPerSecond, policyGroups, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -63,7 +68,12 @@ Scenario FromFlags(ParseResult parse)
 {
     var phases = new List<ChurnPhase>
     {
-        new() { Name = "steady", Seconds = parse.GetValue(seconds), EndpointChangesPerSecond = parse.GetValue(changes), KeyRotationsPerSecond = parse.GetValue(rotations) },
+        new()
+        {
+            Name = "steady", Seconds = parse.GetValue(seconds), EndpointChangesPerSecond = parse.GetValue(changes), KeyRotationsPerSecond = parse.GetValue(rotations),
+            JoinsPerSecond = parse.GetValue(joinsPerSecond), LeavesPerSecond = parse.GetValue(leavesPerSecond),
+            EphemeralPerSecond = parse.GetValue(ephemeralPerSecond), PolicyEditsPerSecond = parse.GetValue(policyEditsPerSecond),
+        },
     };
     if (parse.GetValue(reconnectStorm))
         phases.Add(new ChurnPhase { Name = "reconnect-storm", Seconds = Math.Max(10, parse.GetValue(seconds) / 2), EndpointChangesPerSecond = parse.GetValue(changes), ReconnectStorm = true });
@@ -78,6 +88,7 @@ Scenario FromFlags(ParseResult parse)
         Name = parse.GetValue(tailnets)!,
         Tailnets = Scenario.ParseMix(parse.GetValue(tailnets)!),
         JoinsInFlight = parse.GetValue(joinsInFlight),
+        PolicyGroups = parse.GetValue(policyGroups),
         Phases = phases,
     }.Validated();
 }
@@ -105,5 +116,6 @@ static string SummaryLine(LoadResult r)
     return $"loadtest: nodes={r.Nodes} p50_ms={F(latency.P50)} p99_ms={F(latency.P99)} p999_ms={F(latency.P999)} lost={r.Delivery.Lost} duplicated={r.Delivery.Duplicated} " +
         $"out_of_order={r.Delivery.OutOfOrder} converged={r.Convergence.Converged}/{r.Convergence.AgentsChecked} isolation_violations={r.Convergence.IsolationViolations} " +
         $"converge_after_chaos_s={F(converge)} joins_per_s={F(r.Join.JoinsPerSecond, "0")} coord_kb_per_device={F(r.Memory.CoordinatorKbPerDevice, "0.0")} " +
-        $"agent_kb_per_node={F(r.Memory.GeneratorBytesPerNode / 1024, "0.0")}";
+        $"agent_kb_per_node={F(r.Memory.GeneratorBytesPerNode / 1024, "0.0")}" +
+        string.Concat(r.Churn.Select(c => $" {c.Kind.ToLowerInvariant()}={c.Events} {c.Kind.ToLowerInvariant()}_p99_ms={F(c.Latency.P99)} {c.Kind.ToLowerInvariant()}_lost={c.Lost}"));
 }

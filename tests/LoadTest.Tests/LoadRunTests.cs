@@ -76,6 +76,55 @@ public sealed class LoadRunTests(ITestOutputHelper output)
         Assert.Null(result.Phases[0].ConvergeAfterChaosSeconds);
     }
 
+    [Fact]
+    public async Task Policy_groups_see_only_themselves_and_every_join_leave_ephemeral_expiry_and_policy_edit_reaches_every_peer_that_must_see_it()
+    {
+        var log = new OutputWriter(output);
+        await using var cluster = await TargetCluster.StartLocalAsync(log);
+        var scenario = new Scenario
+        {
+            Name = "ci-groups-churn",
+            Tailnets = [new TailnetGroup(3, 24)],
+            PolicyGroups = 2,
+            JoinsInFlight = 32,
+            Phases =
+            [
+                new ChurnPhase
+                {
+                    Name = "membership", Seconds = 10, EndpointChangesPerSecond = 30,
+                    JoinsPerSecond = 2, LeavesPerSecond = 1, EphemeralPerSecond = 1, PolicyEditsPerSecond = 1,
+                },
+            ],
+        }.Validated();
+
+        var result = await new LoadRun(scenario, cluster, log).RunAsync();
+        Print(result);
+
+        // Only the fleet that joined first is measured for endpoint changes; the rest comes and goes.
+        Assert.Equal(72, result.Nodes);
+        Assert.True(result.Delivery.Expected > 0);
+        Assert.Equal(0, result.Delivery.Lost);
+        Assert.Equal(0, result.Delivery.Duplicated);
+        Assert.Equal(0, result.Delivery.OutOfOrder);
+        Assert.Equal(0, result.Convergence.IsolationViolations);
+        Assert.True(result.Convergence.Differences.Count == 0, string.Join("\n", result.Convergence.Differences));
+        var churn = result.Churn.ToDictionary(c => c.Kind);
+        Assert.Equal(["Joined", "Left", "EphemeralGone", "PolicyEdited"], result.Churn.Select(c => c.Kind));
+        foreach (var c in result.Churn)
+        {
+            Assert.True(c.Events > 0 && c.Expected > 0, $"{c.Kind}: nothing was due");
+            Assert.Equal(0, c.Lost);
+            Assert.Equal(c.Expected, c.Settled);
+        }
+        // Each event is due at the measured nodes of one group (12 of a tailnet's 24), an edit at all 24.
+        Assert.Equal(churn["Joined"].Events * 12, churn["Joined"].Expected);
+        Assert.Equal(churn["PolicyEdited"].Events * 24, churn["PolicyEdited"].Expected);
+        // Every node still connected was checked: the first fleet, plus those that joined and did not leave.
+        Assert.Equal(72 + churn["Joined"].Events - churn["Left"].Events - churn["EphemeralGone"].Events, result.Convergence.AgentsChecked);
+        Assert.Equal(result.Convergence.AgentsChecked, result.Convergence.Converged);
+        Assert.True(result.Passed);
+    }
+
     [SkippableFact]
     public async Task A_coordinator_killed_under_churn_loses_nothing_and_every_store_converges_on_the_two_that_remain()
     {

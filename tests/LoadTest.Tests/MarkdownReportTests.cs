@@ -9,8 +9,11 @@ public sealed class MarkdownReportTests
 {
     private static readonly XNamespace Svg = "http://www.w3.org/2000/svg";
 
-    private static LoadResult Fixed(long lost = 0) => new()
+    private static LoadResult Fixed(long lost = 0, long churnLost = 0) => new()
     {
+        Churn = [new ChurnKindResult("Joined", 30, 360, 360, 0, new LatencySummary(360, 66.5, 245, 366.1, 366.1, 366.1)),
+                 new ChurnKindResult("Left", 9, 108, 108 - churnLost, churnLost, new LatencySummary(108 - churnLost, 38.7, 69.4, 70.3, 70.4, 70.4))],
+        PolicyGroups = 2,
         Scenario = "3x50,1x500",
         StartedAt = new DateTimeOffset(2026, 12, 2, 3, 4, 0, TimeSpan.Zero),
         Nodes = 650,
@@ -41,7 +44,9 @@ public sealed class MarkdownReportTests
     {
         var markdown = MarkdownReport.Markdown(Fixed());
         Assert.Contains("# Weft load test: 3x50,1x500", markdown);
-        Assert.Contains("650 simulated nodes in 4 tailnets · 3 coordinator(s) · **passed**", markdown);
+        Assert.Contains("650 simulated nodes in 4 tailnets of 2 policy groups each · 3 coordinator(s) · **passed**", markdown);
+        Assert.Contains("| Joined | 30 | 360 | 360 | 0 | 66.5 | 245 | 366.1 | 366.1 |", markdown);
+        Assert.Contains("| Left | 9 | 108 | 108 | 0 | 38.7 | 69.4 | 70.3 | 70.4 |", markdown);
         Assert.Contains("650 nodes joined in 6.5 s (**100 joins/s**); every node held its whole tailnet after 7.3 s.", markdown);
         Assert.Contains("| steady | 20 | 200 | 15000 | 28.7 | 81.7 | 226.9 | 359.2 | 2244.6 | — | 15.0 |", markdown);
         Assert.Contains("| kill <node 2> | 30 | 200 | 14000 | 31 | 95 | 1676.3 | 9083.8 | 12234.4 | 11.5 s | — |", markdown);
@@ -51,6 +56,16 @@ public sealed class MarkdownReportTests
         Assert.Contains("Generator: 136.2 KB of managed heap", markdown);
         Assert.Contains("](latency-over-time.svg)", markdown);
         Assert.Contains("](percentiles-per-phase.svg)", markdown);
+    }
+
+    [Fact]
+    public void A_churn_event_that_never_reached_a_peer_fails_the_run()
+    {
+        Assert.True(Fixed().Passed);
+        var failed = Fixed(churnLost: 1);
+        Assert.False(failed.Passed);
+        Assert.Contains("| Left | 9 | 108 | 107 | 1 |", MarkdownReport.Markdown(failed));
+        Assert.Contains("**FAILED**", MarkdownReport.Markdown(failed));
     }
 
     [Fact]

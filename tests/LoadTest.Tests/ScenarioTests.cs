@@ -29,6 +29,46 @@ public sealed class ScenarioTests
     }
 
     [Fact]
+    public void A_scenario_file_reads_its_policy_shape_and_membership_churn()
+    {
+        var scenario = Scenario.Parse("""
+            {
+              "tailnets": [ { "count": 2, "nodes": 30 } ],
+              "policyGroups": 3,
+              "ephemeralTimeoutSeconds": 5,
+              "phases": [ { "name": "churn", "joinsPerSecond": 4, "leavesPerSecond": 2, "ephemeralPerSecond": 1, "policyEditsPerSecond": 0.5 } ],
+            }
+            """);
+        Assert.Equal(3, scenario.PolicyGroups);
+        Assert.Equal(5, scenario.EphemeralTimeoutSeconds);
+        Assert.True(scenario.TaggedPolicy);
+        var phase = Assert.Single(scenario.Phases);
+        Assert.Equal((4.0, 2.0, 1.0, 0.5), (phase.JoinsPerSecond, phase.LeavesPerSecond, phase.EphemeralPerSecond, phase.PolicyEditsPerSecond));
+        Assert.False(new Scenario().TaggedPolicy);
+        Assert.True(new Scenario { Phases = [new ChurnPhase { PolicyEditsPerSecond = 1 }] }.TaggedPolicy);
+    }
+
+    [Fact]
+    public void The_load_policy_gives_each_group_its_tag_and_each_edit_its_marker()
+    {
+        var policy = LoadPolicy.Text(groups: 2, marker: 7);
+        Assert.Contains("\"tag:load-g0\": []", policy);
+        Assert.Contains("\"dst\": [\"tag:load-g1:*\"]", policy);
+        Assert.Contains($"tag:load-g1:{LoadPolicy.FirstMarkerPort + 7}", policy);
+        Assert.DoesNotContain($":{LoadPolicy.FirstMarkerPort}", LoadPolicy.Text(groups: 2, marker: 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LoadPolicy.Text(2, LoadPolicy.MarkerPorts));
+
+        Assert.Equal(1, LoadPolicy.GroupOf(["tag:other", "tag:load-g1"]));
+        Assert.Equal(0, LoadPolicy.GroupOf([]));
+        var filter = new Weft.Contracts.Control.PacketFilter();
+        Assert.Equal(0, LoadPolicy.MarkerIn(filter));
+        filter.Rules.Add(new Weft.Contracts.Control.FilterRule { Ports = { new Weft.Contracts.Control.PortRange { First = 0, Last = 65535 } } });
+        filter.Rules.Add(new Weft.Contracts.Control.FilterRule { Ports = { new Weft.Contracts.Control.PortRange { First = LoadPolicy.FirstMarkerPort + 7, Last = LoadPolicy.FirstMarkerPort + 7 } } });
+        filter.Rules.Add(new Weft.Contracts.Control.FilterRule { Ports = { new Weft.Contracts.Control.PortRange { First = 22, Last = 22 } } });
+        Assert.Equal(7, LoadPolicy.MarkerIn(filter));
+    }
+
+    [Fact]
     public void A_mix_flag_reads_groups_of_tailnets()
     {
         Assert.Equal([new TailnetGroup(1000, 50), new TailnetGroup(1, 5000)], Scenario.ParseMix("1000x50, 1x5000"));
@@ -43,6 +83,11 @@ public sealed class ScenarioTests
     [InlineData("""{ "phases": [ { "name": "x", "seconds": 5, "chaosAtSecond": 9 } ] }""", "inside the phase")]
     [InlineData("""{ "phases": [ { "name": "x", "endpointChangesPerSecond": -1 } ] }""", "endpointChangesPerSecond")]
     [InlineData("""{ "joinsInFlight": 0 }""", "joinsInFlight")]
+    [InlineData("""{ "policyGroups": 0 }""", "policyGroups 0")]
+    [InlineData("""{ "tailnets": [ { "count": 1, "nodes": 5 } ], "policyGroups": 3 }""", "fewer than 2 nodes per group")]
+    [InlineData("""{ "ephemeralTimeoutSeconds": 0 }""", "ephemeralTimeoutSeconds 0")]
+    [InlineData("""{ "phases": [ { "name": "x", "leavesPerSecond": -2 } ] }""", "leavesPerSecond")]
+    [InlineData("""{ "phases": [ { "name": "x", "policyEditsPerSecond": 20000 } ] }""", "policyEditsPerSecond")]
     [InlineData("""{ "nodes": 5 }""", "not valid JSON for a scenario")]
     [InlineData("""{ "tailnets": "many" }""", "not valid JSON for a scenario")]
     [InlineData("""[1, 2""", "not valid JSON for a scenario")]

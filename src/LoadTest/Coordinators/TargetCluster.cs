@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using Weft.Cluster.ApiKeys;
 using Weft.Cluster.Cli;
 using Weft.Contracts.Admin;
+using Weft.LoadTest.Scenarios;
 
 namespace Weft.LoadTest.Coordinators;
 
@@ -45,13 +46,32 @@ public sealed class TargetCluster : IAsyncDisposable
         return new TargetCluster([local.Control], [local.Api], local.OperatorKey, [local.ProcessId], local);
     }
 
-    public async Task<(string Id, string Key)> CreateTailnetAsync(string name)
+    /// <summary>
+    /// Makes a tailnet for a run: with a tagged policy, the policy of <paramref name="groups"/> groups
+    /// first (a tag must be defined before a key may carry it), then a reusable key per group, and an
+    /// ephemeral one per group when the run has ephemeral nodes.
+    /// </summary>
+    public async Task<LoadTailnet> CreateTailnetAsync(string name, int groups, bool taggedPolicy, bool ephemeral, int ephemeralTimeoutSeconds)
     {
-        var tailnet = await Admin.PostAsync("/api/v1/tailnets", new CreateTailnetRequest(name));
+        var tailnet = await Admin.PostAsync("/api/v1/tailnets", new CreateTailnetRequest(name, EphemeralTimeoutSeconds: ephemeralTimeoutSeconds));
         var id = tailnet.GetProperty("id").GetString()!;
-        var key = await Admin.PostAsync($"/api/v1/tailnets/{id}/auth-keys", new { reusable = true, description = "weft-loadtest" });
-        return (id, key.GetProperty("key").GetString()!);
+        if (taggedPolicy) await SetPolicyAsync(id, LoadPolicy.Text(groups, marker: 0));
+        var keys = new string[groups];
+        var ephemeralKeys = new string?[groups];
+        for (var g = 0; g < groups; g++)
+        {
+            string[] tags = taggedPolicy ? [LoadPolicy.GroupTag(g)] : [];
+            keys[g] = (await Admin.PostAsync($"/api/v1/tailnets/{id}/auth-keys", new { reusable = true, tags, description = "weft-loadtest" })).GetProperty("key").GetString()!;
+            if (ephemeral)
+                ephemeralKeys[g] = (await Admin.PostAsync($"/api/v1/tailnets/{id}/auth-keys", new { reusable = true, ephemeral = true, tags, description = "weft-loadtest ephemeral" }))
+                    .GetProperty("key").GetString()!;
+        }
+        return new LoadTailnet(id, keys, ephemeralKeys);
     }
+
+    public Task SetPolicyAsync(string tailnetId, string policy) => Admin.PostTextAsync($"/api/v1/tailnets/{tailnetId}/policy", policy, "application/hujson");
+
+    public Task DeleteDeviceAsync(string tailnetId, string deviceId) => Admin.DeleteAsync($"/api/v1/tailnets/{tailnetId}/devices/{deviceId}");
 
     /// <summary>Every device of a tailnet as the cluster holds it.</summary>
     public async Task<IReadOnlyList<DeviceResource>> DevicesAsync(string tailnetId)
@@ -68,6 +88,9 @@ public sealed class TargetCluster : IAsyncDisposable
         if (_local is not null) await _local.DisposeAsync();
     }
 }
+
+/// <summary>A run's tailnet: its id, and the auth keys of each policy group (ephemeral ones only when the run has ephemeral nodes).</summary>
+public sealed record LoadTailnet(string Id, IReadOnlyList<string> Keys, IReadOnlyList<string?> EphemeralKeys);
 
 /// <summary>One coordinator as its own process (<c>dotnet weft.dll</c> from next to the tester), removed with its data when disposed.</summary>
 internal sealed partial class LocalCoordinator : IAsyncDisposable

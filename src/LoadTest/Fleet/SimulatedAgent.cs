@@ -10,9 +10,11 @@ namespace Weft.LoadTest.Fleet;
 /// One simulated node: the agent's own <see cref="ControlClient"/> actor (keys, Noise stream,
 /// registration, netmap store, reconnects and rotation all real), with no data plane. It watches its
 /// own store from the actor's thread: when it joined, when it holds its whole tailnet, and which
-/// change of each peer it holds, for the <see cref="DeliveryLedger"/>.
+/// change of each peer it holds, for the <see cref="DeliveryLedger"/>. The fleet that joins first is
+/// measured; nodes that join during the churn (and may leave again) are not, but their peers follow
+/// them through the <see cref="ChurnLedger"/>.
 /// </summary>
-public sealed class SimulatedAgent(int index, int tailnet, int expectedPeers)
+public sealed class SimulatedAgent(int index, int tailnet, int group, int expectedPeers, bool measured = true)
 {
     // Owned by the agent's actor thread (the observer runs there).
     private readonly Dictionary<int, int> _lastChangeBySource = new();
@@ -24,7 +26,28 @@ public sealed class SimulatedAgent(int index, int tailnet, int expectedPeers)
     /// <summary>The tailnet's position in the run (not its id).</summary>
     public int Tailnet { get; } = tailnet;
 
+    /// <summary>Its policy group in its tailnet (0 with the default policy).</summary>
+    public int Group { get; } = group;
+
     public int ExpectedPeers { get; } = expectedPeers;
+
+    /// <summary>Part of the fleet that joined first: endpoint changes and churn are followed to it.</summary>
+    public bool Measured { get; } = measured;
+
+    /// <summary>Joined with an ephemeral key.</summary>
+    public bool Ephemeral { get; init; }
+
+    /// <summary>Its name as its peers see it (the hostname it registers with).</summary>
+    public string Name => $"sim-{Index}";
+
+    /// <summary>Its device id, once its first netmap arrived.</summary>
+    public string? DeviceId { get; private set; }
+
+    /// <summary>The <see cref="ChurnLedger"/> event of its join (nodes that join during the churn).</summary>
+    public int JoinEvent { get; set; }
+
+    /// <summary>Deleted, or disconnected for good: no longer part of the fleet that must converge.</summary>
+    public bool Gone { get; set; }
 
     public IActorRef Actor { get; set; } = ActorRefs.Nobody;
 
@@ -39,15 +62,23 @@ public sealed class SimulatedAgent(int index, int tailnet, int expectedPeers)
     /// <summary>Holds every other device of its tailnet.</summary>
     public bool Meshed => _meshed;
 
-    internal void Observe(ServerMessage message, NetMapApplied applied, NetMapStore store, DeliveryLedger ledger, TrafficCounters traffic)
+    internal void Observe(ServerMessage message, NetMapApplied applied, NetMapStore store, DeliveryLedger ledger, ChurnLedger churn, TrafficCounters traffic)
     {
         var now = Stopwatch.GetTimestamp();
         if (!_joined && store.HasMap)
         {
+            DeviceId = store.Self!.Id;
             JoinedAt = now;
             _joined = true;
+            if (!Measured) churn.Identify(Tailnet, Name, DeviceId);
         }
         if (!_meshed && store.HasMap && store.PeerCount == ExpectedPeers) _meshed = true;
+        if (!Measured)
+        {
+            if (message.BodyCase == ServerMessage.BodyOneofCase.Delta) traffic.Delta(message.Delta.CalculateSize());
+            return;
+        }
+        churn.Observe(this, message, store, now);
 
         switch (message.BodyCase)
         {

@@ -3,6 +3,7 @@ using Weft.Contracts.Admin;
 using Weft.LoadTest.Coordinators;
 using Weft.LoadTest.Fleet;
 using Weft.LoadTest.Reporting;
+using Weft.LoadTest.Scenarios;
 using Weft.NodeAgent.Control;
 
 namespace Weft.LoadTest.Measurement;
@@ -11,8 +12,9 @@ namespace Weft.LoadTest.Measurement;
 /// The end of a run: every simulated store is compared with the cluster's truth, the devices the
 /// admin API lists for its tailnet, and that truth with what each node last reported. A store
 /// converged when the cluster holds the node's own last endpoint, and the store holds exactly the
-/// other devices of its tailnet, each with the node key and endpoints the cluster holds. A peer
-/// from another tailnet is an isolation violation, whatever else is right.
+/// other devices of its tailnet that its policy group sees (by their tags: the whole tailnet with the
+/// default policy), each with the node key and endpoints the cluster holds. A peer from another
+/// tailnet is an isolation violation, whatever else is right.
 /// </summary>
 public static class ConvergenceCheck
 {
@@ -72,11 +74,14 @@ public static class ConvergenceCheck
         // The truth itself must be current: a change the cluster dropped leaves every store agreeing with a stale endpoint.
         if (self.Endpoints.Count != 1 || self.Endpoints[0] != agent.ReportedEndpoint)
             return ($"the cluster holds [{string.Join(' ', self.Endpoints)}] for it, its agent last reported {agent.ReportedEndpoint}", 0);
-        var expected = tailnetDevices.Count - 1;
-        if (status.Peers.Count != expected) return ($"holds {status.Peers.Count} peers, the cluster lists {expected}", 0);
+        var group = LoadPolicy.GroupOf(self.Tags);
+        if (group != agent.Group) return ($"its device carries the tags of group {group}, it joined into group {agent.Group}", 0);
+        var expected = tailnetDevices.Values.Count(d => d.Id != self.Id && LoadPolicy.GroupOf(d.Tags) == group);
+        if (status.Peers.Count != expected) return ($"holds {status.Peers.Count} peers, the cluster lists {expected} in its group", 0);
         foreach (var peer in status.Peers)
         {
             if (!tailnetDevices.TryGetValue(peer.Id, out var device) || peer.Id == status.DeviceId) return ($"holds peer {peer.Id}, which the cluster does not list", 0);
+            if (LoadPolicy.GroupOf(device.Tags) != group) return ($"holds peer {peer.Id} of group {LoadPolicy.GroupOf(device.Tags)}, which its policy does not let it see", 0);
             if (!string.Equals(peer.NodeKey, device.NodeKey, StringComparison.OrdinalIgnoreCase)) return ($"holds {peer.NodeKey} for {peer.Id}, the cluster {device.NodeKey}", 0);
             if (!peer.Endpoints.Order(StringComparer.Ordinal).SequenceEqual(device.Endpoints.Order(StringComparer.Ordinal)))
                 return ($"holds endpoints [{string.Join(' ', peer.Endpoints)}] for {peer.Id}, the cluster [{string.Join(' ', device.Endpoints)}]", 0);

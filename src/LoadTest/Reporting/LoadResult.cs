@@ -16,11 +16,21 @@ public sealed record LoadResult
     public required ConvergenceResult Convergence { get; init; }
     public required MemoryResult Memory { get; init; }
     public required IReadOnlyList<TimelinePoint> Timeline { get; init; }
+    /// <summary>Joins, leaves, ephemeral expiry and policy edits during the churn, each followed to its peers (empty when the phases had none).</summary>
+    public IReadOnlyList<ChurnKindResult> Churn { get; init; } = [];
+    /// <summary>Tagged groups per tailnet that see only themselves (1: everyone sees everyone).</summary>
+    public int PolicyGroups { get; init; } = 1;
 
     /// <summary>Every change reached every peer (delivered or superseded), none twice, none backwards, and every store equals the cluster's view.</summary>
-    public bool Passed => Delivery.Lost == 0 && Delivery.Duplicated == 0 && Delivery.OutOfOrder == 0
+    public bool Passed => Delivery.Lost == 0 && Delivery.Duplicated == 0 && Delivery.OutOfOrder == 0 && Churn.All(c => c.Lost == 0)
         && Convergence.Converged == Convergence.AgentsChecked && Convergence.IsolationViolations == 0;
 }
+
+/// <summary>
+/// One kind of membership or policy churn (<see cref="Measurement.ChurnKind"/>): how many events, how
+/// many recipient-events were due and settled, how many were lost, and the latency to each recipient.
+/// </summary>
+public sealed record ChurnKindResult(string Kind, long Events, long Expected, long Settled, long Lost, LatencySummary Latency);
 
 /// <summary>The join storm: every node registering at once (at most so many in flight), until each holds its whole tailnet.</summary>
 public sealed record JoinResult(int Nodes, double Seconds, double JoinsPerSecond, double MeshedAfterSeconds, LatencySummary TimeToFirstMap);

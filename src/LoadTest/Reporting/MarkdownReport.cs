@@ -41,7 +41,7 @@ public static class MarkdownReport
         var md = new StringBuilder();
         md.AppendLine(Invariant, $"# Weft load test: {r.Scenario}");
         md.AppendLine();
-        md.AppendLine(Invariant, $"{r.StartedAt:yyyy-MM-dd HH:mm} UTC · {r.Nodes:N0} simulated nodes in {r.Tailnets:N0} tailnets · {r.Coordinators} coordinator(s) · **{(r.Passed ? "passed" : "FAILED")}**");
+        md.AppendLine(Invariant, $"{r.StartedAt:yyyy-MM-dd HH:mm} UTC · {r.Nodes:N0} simulated nodes in {r.Tailnets:N0} tailnets{(r.PolicyGroups > 1 ? $" of {r.PolicyGroups} policy groups each" : "")} · {r.Coordinators} coordinator(s) · **{(r.Passed ? "passed" : "FAILED")}**");
         md.AppendLine();
         md.AppendLine("## Join storm");
         md.AppendLine();
@@ -72,6 +72,18 @@ public static class MarkdownReport
         md.AppendLine();
         md.AppendLine(Invariant, $"{d.Deltas:N0} deltas of {d.BytesPerDelta:0} bytes on average; {d.FullMaps:N0} full maps of {d.BytesPerFullMap:0} bytes on average, the largest {d.LargestFullMap:N0} bytes (protobuf, before sealing).");
         md.AppendLine();
+        if (r.Churn.Count > 0)
+        {
+            md.AppendLine("## Membership and policy churn");
+            md.AppendLine();
+            md.AppendLine("From a join (the node starting), a leave (the admin's delete), an ephemeral node's disconnect (so the tailnet's ephemeral timeout is included), or a policy edit, to each measured node that must see it showing it, in milliseconds.");
+            md.AppendLine();
+            md.AppendLine("| kind | events | due | settled | lost | p50 | p90 | p99 | max |");
+            md.AppendLine("|---|---|---|---|---|---|---|---|---|");
+            foreach (var c in r.Churn)
+                md.AppendLine(Invariant, $"| {c.Kind} | {c.Events:N0} | {c.Expected:N0} | {c.Settled:N0} | {c.Lost:N0} | {c.Latency.P50:0.#} | {c.Latency.P90:0.#} | {c.Latency.P99:0.#} | {c.Latency.Max:0.#} |");
+            md.AppendLine();
+        }
         md.AppendLine("## Convergence and isolation");
         md.AppendLine();
         md.AppendLine(Invariant, $"{r.Convergence.Converged:N0} of {r.Convergence.AgentsChecked:N0} stores equal the cluster's view; {r.Convergence.IsolationViolations} peer(s) seen across tailnets.");

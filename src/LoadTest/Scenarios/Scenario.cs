@@ -23,6 +23,14 @@ public sealed record ChurnPhase
     public double KeyRotationsPerSecond { get; init; }
     /// <summary>At the start of the phase every agent drops its stream and dials again within <see cref="ReconnectSpreadSeconds"/>.</summary>
     public bool ReconnectStorm { get; init; }
+    /// <summary>New nodes joining a random tailnet (and group) per second; they stay until a leave picks them.</summary>
+    public double JoinsPerSecond { get; init; }
+    /// <summary>Nodes that joined during the churn and are deleted by an admin (the API's device delete) per second.</summary>
+    public double LeavesPerSecond { get; init; }
+    /// <summary>Ephemeral nodes per second: each joins with an ephemeral key, disconnects once its peers hold it, and the cluster removes it after the tailnet's ephemeral timeout.</summary>
+    public double EphemeralPerSecond { get; init; }
+    /// <summary>Policy edits per second, each to a random tailnet: every device of that tailnet gets a new packet filter.</summary>
+    public double PolicyEditsPerSecond { get; init; }
     public double ReconnectSpreadSeconds { get; init; } = 2;
     public string? ChaosCommand { get; init; }
     /// <summary>Chaos from code (a test killing one of its coordinator processes); runs after <see cref="ChaosCommand"/> if both are set.</summary>
@@ -32,9 +40,11 @@ public sealed record ChurnPhase
 }
 
 /// <summary>
-/// What a load run does: the tailnets and their sizes, how fast nodes join, and the churn phases.
-/// Every tailnet runs the default policy (everyone reaches everyone), so that each change is due at
-/// every other device of its tailnet: the visibility V is the tailnet's size less one.
+/// What a load run does: the tailnets and their sizes, the policy shape, how fast nodes join, and the
+/// churn phases. With one policy group every tailnet runs the default policy (everyone reaches
+/// everyone), so each change is due at every other device of its tailnet: the visibility V is the
+/// tailnet's size less one. With <see cref="PolicyGroups"/> = K the nodes of each tailnet are tagged
+/// into K groups and the policy lets each group reach only itself, so V is about size / K less one.
 /// </summary>
 public sealed record Scenario
 {
@@ -46,11 +56,18 @@ public sealed record Scenario
     public int JoinsInFlight { get; init; } = 256;
     /// <summary>HTTP/2 streams per connection to a coordinator (Kestrel allows 100 by default).</summary>
     public int StreamsPerConnection { get; init; } = 90;
+    /// <summary>Tagged groups per tailnet that reach only themselves (1: the default policy, everyone reaches everyone).</summary>
+    public int PolicyGroups { get; init; } = 1;
+    /// <summary>The tailnets' ephemeral timeout: how long after an ephemeral node disconnects the cluster removes it.</summary>
+    public int EphemeralTimeoutSeconds { get; init; } = 2;
     public IReadOnlyList<ChurnPhase> Phases { get; init; } = [new()];
 
     public int TotalNodes => Tailnets.Sum(g => g.TotalNodes);
 
     public int TotalTailnets => Tailnets.Sum(g => g.Count);
+
+    /// <summary>The tailnets get a policy of their own (tags, one rule per group) rather than the default one.</summary>
+    public bool TaggedPolicy => PolicyGroups > 1 || Phases.Any(p => p.PolicyEditsPerSecond > 0);
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -100,6 +117,10 @@ public sealed record Scenario
         if ((long)Tailnets.Sum(g => (long)g.TotalNodes) > MaxNodes) throw new ScenarioException($"more than {MaxNodes} nodes in one run");
         if (JoinsInFlight is < 1 or > 100_000) throw new ScenarioException($"joinsInFlight {JoinsInFlight} is outside 1-100000");
         if (StreamsPerConnection is < 1 or > 10_000) throw new ScenarioException($"streamsPerConnection {StreamsPerConnection} is outside 1-10000");
+        if (PolicyGroups is < 1 or > 1000) throw new ScenarioException($"policyGroups {PolicyGroups} is outside 1-1000");
+        if (Tailnets.FirstOrDefault(g => g.Nodes < 2 * PolicyGroups) is { } small)
+            throw new ScenarioException($"policyGroups {PolicyGroups} leaves fewer than 2 nodes per group in tailnets of {small.Nodes}");
+        if (EphemeralTimeoutSeconds is < 1 or > 3600) throw new ScenarioException($"ephemeralTimeoutSeconds {EphemeralTimeoutSeconds} is outside 1-3600");
         foreach (var phase in Phases)
         {
             if (string.IsNullOrWhiteSpace(phase.Name)) throw new ScenarioException("a phase has no name");
@@ -107,6 +128,8 @@ public sealed record Scenario
             if (phase.EndpointChangesPerSecond is < 0 or > 1_000_000) throw new ScenarioException($"phase '{phase.Name}': endpointChangesPerSecond is outside 0-1000000");
             if (phase.KeyRotationsPerSecond is < 0 or > 100_000) throw new ScenarioException($"phase '{phase.Name}': keyRotationsPerSecond is outside 0-100000");
             if (phase.ChaosAtSecond < 0 || phase.ChaosAtSecond > phase.Seconds) throw new ScenarioException($"phase '{phase.Name}': chaosAtSecond must fall inside the phase");
+            foreach (var (name, rate) in new[] { ("joinsPerSecond", phase.JoinsPerSecond), ("leavesPerSecond", phase.LeavesPerSecond), ("ephemeralPerSecond", phase.EphemeralPerSecond), ("policyEditsPerSecond", phase.PolicyEditsPerSecond) })
+                if (rate is < 0 or > 10_000 || double.IsNaN(rate)) throw new ScenarioException($"phase '{phase.Name}': {name} is outside 0-10000");
             if (phase.ReconnectSpreadSeconds is < 0 or > 600) throw new ScenarioException($"phase '{phase.Name}': reconnectSpreadSeconds is outside 0-600");
         }
         return this;

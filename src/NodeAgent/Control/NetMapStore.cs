@@ -56,6 +56,9 @@ public sealed class NetMapStore
 
     public bool TryGetPeer(string id, out Node peer) => _peers.TryGetValue(id, out peer!);
 
+    /// <summary>The packet filter as last given (cheap, unlike <see cref="View"/>).</summary>
+    public PacketFilter Filter => _filter;
+
     public NetMapApplied Apply(NetMap map)
     {
         if (HasMap && map.Version != 0 && map.Version < _version) return NetMapApplied.Stale;
