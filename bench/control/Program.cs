@@ -35,7 +35,8 @@ return 0;
 
 static async Task<SizeResult> RunSize(TargetCluster coordinator, int size, double rate, double seconds)
 {
-    var (tailnet, key) = await coordinator.CreateTailnetAsync($"bench-{size}-{Guid.NewGuid():N}"[..24]);
+    var made = await coordinator.CreateTailnetAsync($"bench-{size}-{Guid.NewGuid():N}"[..24]);
+    var (tailnet, key) = (made.Id, made.Keys[0]);
     using var system = Weft.NodeAgent.Agent.AgentActorSystem.Create("bench-agents");
 
     // Each agent has its own stream; streams share a few HTTP/2 connections, as a NAT'd fleet would not, but a load generator must.

@@ -31,6 +31,16 @@ public sealed class LoadRunTests(ITestOutputHelper output)
         output.WriteLine(MarkdownReport.Markdown(result));
     }
 
+    /// <summary>Runs a scenario against a coordinator process of its own (SQLite), and prints its report.</summary>
+    private async Task<LoadResult> RunOnOwnCoordinatorAsync(Scenario scenario)
+    {
+        var log = new OutputWriter(output);
+        await using var cluster = await TargetCluster.StartLocalAsync(log);
+        var result = await new LoadRun(scenario.Validated(), cluster, log).RunAsync();
+        Print(result);
+        return result;
+    }
+
     private static void AssertNothingLostAndEverythingConverged(LoadResult result, int nodes)
     {
         Assert.Equal(nodes, result.Nodes);
@@ -52,9 +62,7 @@ public sealed class LoadRunTests(ITestOutputHelper output)
     [Fact]
     public async Task Two_hundred_nodes_in_five_tailnets_converge_with_nothing_lost_under_churn_rotations_and_a_reconnect_storm()
     {
-        var log = new OutputWriter(output);
-        await using var cluster = await TargetCluster.StartLocalAsync(log);
-        var scenario = new Scenario
+        var result = await RunOnOwnCoordinatorAsync(new Scenario
         {
             Name = "ci-single",
             Tailnets = [new TailnetGroup(4, 25), new TailnetGroup(1, 100)],
@@ -64,10 +72,7 @@ public sealed class LoadRunTests(ITestOutputHelper output)
                 new ChurnPhase { Name = "steady", Seconds = 8, EndpointChangesPerSecond = 100, KeyRotationsPerSecond = 2 },
                 new ChurnPhase { Name = "reconnect-storm", Seconds = 6, EndpointChangesPerSecond = 100, ReconnectStorm = true, ReconnectSpreadSeconds = 1 },
             ],
-        }.Validated();
-
-        var result = await new LoadRun(scenario, cluster, log).RunAsync();
-        Print(result);
+        });
 
         AssertNothingLostAndEverythingConverged(result, 200);
         Assert.Equal(2, result.Phases.Count);
@@ -79,9 +84,7 @@ public sealed class LoadRunTests(ITestOutputHelper output)
     [Fact]
     public async Task Policy_groups_see_only_themselves_and_every_join_leave_ephemeral_expiry_and_policy_edit_reaches_every_peer_that_must_see_it()
     {
-        var log = new OutputWriter(output);
-        await using var cluster = await TargetCluster.StartLocalAsync(log);
-        var scenario = new Scenario
+        var result = await RunOnOwnCoordinatorAsync(new Scenario
         {
             Name = "ci-groups-churn",
             Tailnets = [new TailnetGroup(3, 24)],
@@ -95,10 +98,7 @@ public sealed class LoadRunTests(ITestOutputHelper output)
                     JoinsPerSecond = 2, LeavesPerSecond = 1, EphemeralPerSecond = 1, PolicyEditsPerSecond = 1,
                 },
             ],
-        }.Validated();
-
-        var result = await new LoadRun(scenario, cluster, log).RunAsync();
-        Print(result);
+        });
 
         // Only the fleet that joined first is measured for endpoint changes; the rest comes and goes.
         Assert.Equal(72, result.Nodes);

@@ -51,7 +51,7 @@ public sealed class TargetCluster : IAsyncDisposable
     /// first (a tag must be defined before a key may carry it), then a reusable key per group, and an
     /// ephemeral one per group when the run has ephemeral nodes.
     /// </summary>
-    public async Task<LoadTailnet> CreateTailnetAsync(string name, int groups, bool taggedPolicy, bool ephemeral, int ephemeralTimeoutSeconds)
+    public async Task<LoadTailnet> CreateTailnetAsync(string name, int groups = 1, bool taggedPolicy = false, bool ephemeral = false, int? ephemeralTimeoutSeconds = null)
     {
         var tailnet = await Admin.PostAsync("/api/v1/tailnets", new CreateTailnetRequest(name, EphemeralTimeoutSeconds: ephemeralTimeoutSeconds));
         var id = tailnet.GetProperty("id").GetString()!;

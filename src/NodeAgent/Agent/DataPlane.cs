@@ -57,6 +57,8 @@ public sealed class DataPlane : ReceiveActor
     // The next netmap applied greets every peer with a handshake (after a start, or down and up).
     private bool _greet = true;
     private NetMapView? _view;
+    // The view the tunnels, filter, routes and DNS were last brought up to date with (null while down).
+    private NetMapView? _applied;
     private bool _down = true;
     private bool _hasKey;
     private ImmutableArray<IpPrefix> _addresses = [];
@@ -80,8 +82,11 @@ public sealed class DataPlane : ReceiveActor
         Receive<ControlStateChanged>(OnControlState);
         Receive<NetMapChanged>(changed =>
         {
+            var previous = _view;
             _view = changed.View;
-            if (!_down) Apply(changed.View);
+            if (_down) return;
+            if (changed.Touch.PeersOnly && previous is not null && ReferenceEquals(previous, _applied) && TryApplyPatched(changed.View, changed.Touch.PatchedPeers)) return;
+            Apply(changed.View);
         });
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
@@ -136,6 +141,7 @@ public sealed class DataPlane : ReceiveActor
         {
             _log.Info("Tunnels down: {0}", changed.Detail);
             _tunnels.Tell(new ApplyMesh([]));
+            _applied = null;
             _greet = true;
             Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
             SetRoutes([], null, null);
@@ -147,18 +153,43 @@ public sealed class DataPlane : ReceiveActor
         }
     }
 
+    private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode)
+    {
+        if (MeshPeer.FromNode(node, carriers, asExitNode) is not { } peer) return null;
+        return _relays && node.HomeRelay > 0 ? peer with { Relay = Endpoint.ForRelay(node.HomeRelay, peer.Key) } : peer;
+    }
+
+    /// <summary>
+    /// A delta that only patched a few peers' endpoints, presence or keys (as Tailscale's
+    /// <c>tryHandleIncrementally</c>): only those peers' tunnels are updated. The filter, the DNS
+    /// names and the routes do not depend on those fields, so they stay. False when a patched peer
+    /// carries routes or could be the exit node (its presence elects carriers), when this is the first
+    /// netmap after <c>up</c> (every peer is greeted then), or when a peer no longer carries traffic:
+    /// the whole view is applied then.
+    /// </summary>
+    private bool TryApplyPatched(NetMapView view, ImmutableArray<string> patched)
+    {
+        if (_greet || _options.ExitNode is not null) return false;
+        var peers = new List<MeshPeer>(patched.Length);
+        foreach (var id in patched)
+        {
+            if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false) is not { } peer) return false;
+            peers.Add(peer);
+        }
+        _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, PeersOnly = true });
+        _applied = view;
+        return true;
+    }
+
     private void Apply(NetMapView view)
     {
+        _applied = view;
         if (view.Self is { } self) SetAddresses(self);
         var (exitNode, exitProblem) = ChooseExitNode(view);
         var carriers = _options.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
         foreach (var node in view.Peers.Values)
-        {
-            if (MeshPeer.FromNode(node, carriers, asExitNode: node == exitNode) is not { } peer) continue;
-            if (_relays && node.HomeRelay > 0) peer = peer with { Relay = Endpoint.ForRelay(node.HomeRelay, peer.Key) };
-            peers.Add(peer);
-        }
+            if (MeshPeerOf(node, carriers, asExitNode: node == exitNode) is { } peer) peers.Add(peer);
         var routes = new HashSet<IpPrefix>();
         foreach (var text in carriers.Routes)
             if (IpPrefix.TryParse(text, out var route)) routes.Add(route);

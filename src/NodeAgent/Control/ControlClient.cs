@@ -520,7 +520,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             else if (self.Status == "active" && _status == ControlState.PendingApproval) SetStatus(ControlState.Running, null, $"connected to {_connection?.Url}");
             if (self.KeyExpiry is not null && self.Status == "active") ScheduleRotation(self.KeyExpiry.ToDateTimeOffset());
         }
-        if (_watchers.Count > 0) Broadcast(new NetMapChanged(_session.Store.View, outcome)); // the view is built only when someone watches
+        if (_watchers.Count > 0) Broadcast(new NetMapChanged(_session.Store.View, outcome) { Touch = _session.Store.LastTouch }); // the view is taken only when someone watches
     }
 
     private void OnError(Weft.Contracts.Control.Error error)

@@ -98,7 +98,15 @@ public sealed record GetAgentStatus
 /// <summary>Registers <paramref name="Watcher"/> for <see cref="NetMapChanged"/> and <see cref="ControlStateChanged"/> (it gets the current ones at once).</summary>
 public sealed record WatchControl(IActorRef Watcher);
 
-public sealed record NetMapChanged(NetMapView View, NetMapApplied How);
+/// <summary>
+/// The netmap changed. <see cref="Touch"/> says what changed since the previous one this watcher got
+/// (every change reaches every watcher, in order), so a watcher that applied that one may update
+/// only the peers it names.
+/// </summary>
+public sealed record NetMapChanged(NetMapView View, NetMapApplied How)
+{
+    public NetMapTouch Touch { get; init; } = NetMapTouch.Everything;
+}
 
 public sealed record ControlStateChanged(ControlState State, string? Code, string Detail);
 

@@ -16,6 +16,35 @@ public enum NetMapApplied
     Stale,
 }
 
+/// <summary>
+/// What the last applied message changed. A delta of patches alone (endpoints, presence, keys; no
+/// peer added, removed or replaced, no new self, filter or DNS, no key expiry) names the peers it
+/// patched, so that the data plane and the paths can update those peers alone, as Tailscale's
+/// <c>tryHandleIncrementally</c> does. Anything else changed the map as a whole.
+/// </summary>
+public sealed record NetMapTouch(ImmutableArray<string> PatchedPeers)
+{
+    /// <summary>A full map, a reset, or a delta that adds, removes or replaces peers or changes what every peer is filtered by.</summary>
+    public static readonly NetMapTouch Everything = new(default(ImmutableArray<string>));
+
+    /// <summary>Only these peers' soft fields changed.</summary>
+    public bool PeersOnly => !PatchedPeers.IsDefault;
+
+    public static NetMapTouch Of(NetMapDelta delta)
+    {
+        if (delta.PeersAdded.Count > 0 || delta.PeersChanged.Count > 0 || delta.PeersRemoved.Count > 0
+            || delta.Self is not null || delta.Dns is not null || delta.Filter is not null) return Everything;
+        var patched = ImmutableArray.CreateBuilder<string>(delta.Patches.Count);
+        foreach (var patch in delta.Patches)
+        {
+            // An expiry can take a peer out of the mesh: that is a change of the whole peer.
+            if (patch.KeyExpiry is not null) return Everything;
+            patched.Add(patch.Id);
+        }
+        return new NetMapTouch(patched.ToImmutable());
+    }
+}
+
 /// <summary>An immutable picture of the netmap at one version, safe to hand to other threads.</summary>
 public sealed record NetMapView(
     ulong Version, string TailnetId, Node? Self, ImmutableSortedDictionary<string, Node> Peers, DnsConfig? Dns, ImmutableArray<string> Coordinators,
@@ -27,11 +56,13 @@ public sealed record NetMapView(
 /// <summary>
 /// The agent's copy of its netmap: a full map once, then deltas that must each start where the
 /// previous one ended. Single-threaded (the ControlClient actor owns it); <see cref="View"/> is an
-/// immutable snapshot, built when asked for and kept until the next change.
+/// immutable snapshot, taken when asked for and kept until the next change. The peers live in an
+/// immutable tree's builder: a snapshot costs nothing, and a patch rebuilds one path of the tree,
+/// so that a delta costs what it touches, not what the map holds.
 /// </summary>
 public sealed class NetMapStore
 {
-    private readonly Dictionary<string, Node> _peers = new();
+    private readonly ImmutableSortedDictionary<string, Node>.Builder _peers = ImmutableSortedDictionary.CreateBuilder<string, Node>(StringComparer.Ordinal);
     private ulong _version;
     private string _tailnetId = "";
     private Node? _self;
@@ -47,7 +78,10 @@ public sealed class NetMapStore
     private NetMapView? _view = NetMapView.Empty;
 
     public NetMapView View => _view ??=
-        new NetMapView(_version, _tailnetId, _self, _peers.ToImmutableSortedDictionary(StringComparer.Ordinal), _dns, _coordinators, _filter);
+        new NetMapView(_version, _tailnetId, _self, _peers.ToImmutable(), _dns, _coordinators, _filter);
+
+    /// <summary>What the last change did (<see cref="NetMapTouch.Everything"/> until a delta of patches alone).</summary>
+    public NetMapTouch LastTouch { get; private set; } = NetMapTouch.Everything;
 
     public int PeerCount => _peers.Count;
 
@@ -62,7 +96,7 @@ public sealed class NetMapStore
     public NetMapApplied Apply(NetMap map)
     {
         if (HasMap && map.Version != 0 && map.Version < _version) return NetMapApplied.Stale;
-        var held = new Dictionary<string, Node>(_peers);
+        var held = _peers.ToImmutable();
         _peers.Clear();
         foreach (var peer in map.Peers) _peers[peer.Id] = KeepingHeldEndpoints(peer, held);
         _self = map.Self;
@@ -71,7 +105,7 @@ public sealed class NetMapStore
         _filter = map.Filter ?? new PacketFilter();
         if (map.Coordinators.Count > 0) _coordinators = [.. map.Coordinators];
         _version = map.Version;
-        Publish();
+        Publish(NetMapTouch.Everything);
         return NetMapApplied.Replaced;
     }
 
@@ -96,7 +130,7 @@ public sealed class NetMapStore
         if (delta.Dns is not null) _dns = delta.Dns;
         if (delta.Filter is not null) _filter = delta.Filter;
         _version = delta.Version;
-        Publish();
+        Publish(NetMapTouch.Of(delta));
         return NetMapApplied.Patched;
     }
 
@@ -104,7 +138,7 @@ public sealed class NetMapStore
     /// A whole node keeps the endpoints held for it when the coordinator does not know them right now
     /// (it restarted) or sends no newer ones (<see cref="NetMapRules.Merged"/>).
     /// </summary>
-    private static Node KeepingHeldEndpoints(Node node, Dictionary<string, Node> held) =>
+    private static Node KeepingHeldEndpoints(Node node, IReadOnlyDictionary<string, Node> held) =>
         NetMapRules.Merged(node, held.GetValueOrDefault(node.Id));
 
     /// <summary>The whole map as the coordinator would send it (for the on-disk cache).</summary>
@@ -124,8 +158,12 @@ public sealed class NetMapStore
         _dns = null;
         _filter = new PacketFilter();
         _version = 0;
-        Publish();
+        Publish(NetMapTouch.Everything);
     }
 
-    private void Publish() => _view = null;
+    private void Publish(NetMapTouch touch)
+    {
+        _view = null;
+        LastTouch = touch;
+    }
 }

@@ -120,6 +120,13 @@ public sealed class PathFinder : UntypedActor, IWithTimers
 
     private long Now => _context.Device.Clock.NowMs;
 
+    protected override void PostRestart(Exception reason)
+    {
+        base.PostRestart(reason);
+        // Made again from the peer it was first given: the PathManager hands it the peer as it is now.
+        Context.Parent.Tell(new PathFinderRestarted(_peer.Id));
+    }
+
     protected override void PreStart()
     {
         Learn(_peer);

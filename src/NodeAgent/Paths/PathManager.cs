@@ -51,6 +51,8 @@ public sealed class PathManager : UntypedActor
     private long _unknownDisco;
     private bool _down = true;
     private NetMapView? _view;
+    // The view the finders were last brought up to date with: a change of a few peers after it touches only theirs.
+    private NetMapView? _applied;
 
     public PathManager(WireGuardDevice device, IActorRef control, LocalAddressSource local)
     {
@@ -110,9 +112,18 @@ public sealed class PathManager : UntypedActor
             case RelayAccessChanged access:
                 OnRelayAccess(access);
                 break;
+            case PathFinderRestarted restarted:
+                // It was made with the peer as it was then; hand it the peer as it is now.
+                if (_peers.TryGetValue(restarted.PeerId, out var restartedPeer) && _finders.TryGetValue(restarted.PeerId, out var restartedFinder) && restartedFinder.Equals(Sender))
+                    Sender.Tell(new PeerChanged(restartedPeer));
+                break;
             case NetMapChanged changed:
+                var previous = _view;
                 _view = changed.View;
-                if (!_down) OnView(changed.View);
+                if (_down) break;
+                if (!(changed.Touch.PeersOnly && previous is not null && ReferenceEquals(previous, _applied) && OnPatched(changed.View, changed.Touch.PatchedPeers)))
+                    OnView(changed.View);
+                _applied = changed.View;
                 break;
             case ControlStateChanged state:
                 var down = state.State.IsIdle();
@@ -122,12 +133,14 @@ public sealed class PathManager : UntypedActor
                 {
                     // Down (or logged out): no paths and no relay connections until up again.
                     OnPeers([]);
+                    _applied = null;
                     StopRelays();
                 }
                 else
                 {
                     if (_home != 0) EnsureRelay(_home, home: true);
                     if (_view is { } view) OnView(view);
+                    _applied = _view;
                 }
                 break;
             case NetcheckStarted:
@@ -172,6 +185,7 @@ public sealed class PathManager : UntypedActor
             case Terminated terminated:
                 foreach (var (region, relay) in _relays.ToList())
                     if (relay.Equals(terminated.ActorRef)) _relays.Remove(region);
+                OnFinderStopped(terminated.ActorRef);
                 break;
             default:
                 Unhandled(message);
@@ -290,12 +304,31 @@ public sealed class PathManager : UntypedActor
         }
         var peers = new List<PathPeer>(view.Peers.Count);
         foreach (var node in view.Peers.Values)
-        {
-            if (Tunnels.MeshPeer.FromNode(node) is not { } peer) continue;
-            var disco = node.DiscoKey.Length == 32 ? new Curve25519PublicKey(node.DiscoKey.Span) : (Curve25519PublicKey?)null;
-            peers.Add(new PathPeer(node.Id, node.Name, peer.Key, disco, peer.Endpoints, node.HomeRelay));
-        }
+            if (PathPeerOf(node) is { } peer) peers.Add(peer);
         OnPeers(peers);
+    }
+
+    private static PathPeer? PathPeerOf(Node node)
+    {
+        if (Tunnels.MeshPeer.FromNode(node) is not { } peer) return null;
+        var disco = node.DiscoKey.Length == 32 ? new Curve25519PublicKey(node.DiscoKey.Span) : (Curve25519PublicKey?)null;
+        return new PathPeer(node.Id, node.Name, peer.Key, disco, peer.Endpoints, node.HomeRelay);
+    }
+
+    /// <summary>
+    /// A change of a few peers' endpoints, presence or keys: only their finders hear of it. False when
+    /// one of them no longer carries traffic (the whole view must be reconciled then).
+    /// </summary>
+    private bool OnPatched(NetMapView view, ImmutableArray<string> patched)
+    {
+        var peers = new List<PathPeer>(patched.Length);
+        foreach (var id in patched)
+        {
+            if (!view.Peers.TryGetValue(id, out var node) || PathPeerOf(node) is not { } peer) return false;
+            peers.Add(peer);
+        }
+        foreach (var peer in peers) Upsert(peer);
+        return true;
     }
 
     private void OnPeers(IReadOnlyList<PathPeer> peers)
@@ -309,19 +342,44 @@ public sealed class PathManager : UntypedActor
             _peers.Remove(id);
         }
         _findersByDisco.Clear();
-        foreach (var peer in peers)
+        foreach (var peer in peers) Upsert(peer);
+    }
+
+    /// <summary>
+    /// A finder stopped that was not stopped on purpose (those leave the table first): it failed as it
+    /// started. The peer is still in the netmap, so it gets a new one, made from the peer as it is now.
+    /// </summary>
+    private void OnFinderStopped(IActorRef stopped)
+    {
+        var lost = _finders.FirstOrDefault(f => f.Value.Equals(stopped)).Key;
+        if (lost is null) return;
+        _finders.Remove(lost);
+        foreach (var (disco, finder) in _findersByDisco.ToList())
+            if (finder.Equals(stopped)) _findersByDisco.Remove(disco);
+        _log.Warning("The path finder of {0} stopped; starting it again", lost);
+        if (!_down && _peers.TryGetValue(lost, out var peer)) Upsert(peer);
+    }
+
+    /// <summary>A peer as the netmap now has it: its finder hears of it only if something it uses changed (a new peer gets one).</summary>
+    private void Upsert(PathPeer peer)
+    {
+        var known = _peers.TryGetValue(peer.Id, out var before);
+        _peers[peer.Id] = peer;
+        if (_context is null) return;
+        if (_finders.TryGetValue(peer.Id, out var finder))
         {
-            _peers[peer.Id] = peer;
-            if (_context is null) continue;
-            if (_finders.TryGetValue(peer.Id, out var finder)) finder.Tell(new PeerChanged(peer));
-            else
-            {
-                // A new name each time: a finder just stopped (a new disco key, down and up) may still hold its name.
-                finder = Context.ActorOf(PathFinder.PropsFor(_context, peer), $"path-{Uri.EscapeDataString(peer.Id)}.{++_finderIncarnations}");
-                _finders[peer.Id] = finder;
-            }
-            if (peer.DiscoKey is { } disco) _findersByDisco[disco] = finder;
+            if (!known || !PathPeers.Same(before!, peer)) finder.Tell(new PeerChanged(peer));
+            if (known && before!.DiscoKey is { } old && old != peer.DiscoKey && _findersByDisco.TryGetValue(old, out var holder) && holder.Equals(finder))
+                _findersByDisco.Remove(old);
         }
+        else
+        {
+            // A new name each time: a finder just stopped (a new disco key, down and up) may still hold its name.
+            finder = Context.ActorOf(PathFinder.PropsFor(_context, peer), $"path-{Uri.EscapeDataString(peer.Id)}.{++_finderIncarnations}");
+            Context.Watch(finder);
+            _finders[peer.Id] = finder;
+        }
+        if (peer.DiscoKey is { } disco) _findersByDisco[disco] = finder;
     }
 
     private void RouteDisco(DiscoArrived arrived)

@@ -10,6 +10,16 @@ namespace Weft.NodeAgent.Paths;
 /// <summary>A peer as path finding needs it from the netmap.</summary>
 public sealed record PathPeer(string Id, string Name, Curve25519PublicKey NodeKey, Curve25519PublicKey? DiscoKey, ImmutableArray<Endpoint> Endpoints, int HomeRegion);
 
+public static class PathPeers
+{
+    /// <summary>The same peer as far as path finding goes (a record's own equality compares the endpoint arrays by reference).</summary>
+    public static bool Same(PathPeer a, PathPeer b) =>
+        a.Id == b.Id && a.Name == b.Name && a.NodeKey == b.NodeKey && a.DiscoKey == b.DiscoKey && a.HomeRegion == b.HomeRegion && a.Endpoints.SequenceEqual(b.Endpoints);
+}
+
+/// <summary>A PathFinder restarted after a failure: it asks its PathManager for its peer as the netmap has it now.</summary>
+public sealed record PathFinderRestarted(string PeerId);
+
 /// <summary>The EndpointDiscovery (re)started: the PathManager hands it the relay map and the home region it knows.</summary>
 public sealed class NetcheckStarted
 {

@@ -60,6 +60,12 @@ public sealed record ApplyMesh(IReadOnlyList<MeshPeer> Peers)
     /// holding a session from before learn at once that it is gone, instead of after their 15 s timeout.
     /// </summary>
     public bool Greet { get; init; }
+
+    /// <summary>
+    /// These are some of the netmap's peers, changed in place (their endpoints, presence or keys):
+    /// they are updated, and the others are left as they are instead of removed.
+    /// </summary>
+    public bool PeersOnly { get; init; }
 }
 
 public sealed record MeshApplied(int Added, int Removed, int Rekeyed, int Updated);

@@ -168,7 +168,7 @@ public sealed class TunnelSupervisor : UntypedActor
         var held = _device.Peers.Values.Where(p => p.MeshId is not null).ToLookup(p => p.MeshId!);
         foreach (var group in held)
         {
-            if (wanted.ContainsKey(group.Key)) continue;
+            if (mesh.PeersOnly || wanted.ContainsKey(group.Key)) continue;
             foreach (var gone in group) if (Remove(gone.PublicKey)) removed++;
         }
         foreach (var peer in wanted.Values)

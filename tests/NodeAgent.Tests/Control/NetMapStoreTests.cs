@@ -39,6 +39,58 @@ public class NetMapStoreTests
     }
 
     [Fact]
+    public void A_delta_of_patches_alone_names_the_peers_it_touched_and_anything_more_touches_everything()
+    {
+        var store = WithMap(10, Peer("a", "198.18.0.1:1"), Peer("b"), Peer("c"));
+        Assert.False(store.LastTouch.PeersOnly);
+
+        store.Apply(new NetMapDelta { BaseVersion = 10, Version = 11, Patches = { new PeerPatch { Id = "a", Endpoints = new EndpointList { Endpoints = { "198.18.0.1:2" } } }, new PeerPatch { Id = "c", Online = true } } });
+        Assert.True(store.LastTouch.PeersOnly);
+        Assert.Equal(["a", "c"], store.LastTouch.PatchedPeers.ToArray());
+
+        NetMapDelta Next(Action<NetMapDelta> shape)
+        {
+            var delta = new NetMapDelta { BaseVersion = store.Version, Version = store.Version + 1 };
+            shape(delta);
+            return delta;
+        }
+        foreach (var whole in new Action<NetMapDelta>[]
+                 {
+                     d => d.Patches.Add(new PeerPatch { Id = "a", KeyExpiry = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.UnixEpoch) }),
+                     d => d.PeersAdded.Add(Peer("d")),
+                     d => d.PeersRemoved.Add("d"),
+                     d => d.PeersChanged.Add(Peer("b", "198.18.0.2:1")),
+                     d => d.Filter = new PacketFilter(),
+                     d => d.Dns = new DnsConfig(),
+                     d => d.Self = new Node { Id = "self", Status = "active" },
+                 })
+        {
+            var delta = Next(whole);
+            Assert.Equal(NetMapApplied.Patched, store.Apply(delta));
+            Assert.False(store.LastTouch.PeersOnly, delta.ToString());
+            store.Apply(Next(d => d.Patches.Add(new PeerPatch { Id = "b", Online = false })));
+            Assert.Equal(["b"], store.LastTouch.PatchedPeers.ToArray());
+        }
+        store.Apply(new NetMap { Version = 100, Self = new Node { Id = "self" }, Peers = { Peer("a") } });
+        Assert.False(store.LastTouch.PeersOnly);
+    }
+
+    [Fact]
+    public void A_view_taken_before_a_patch_keeps_what_it_showed()
+    {
+        var store = WithMap(1, Peer("a", "198.18.0.1:1"), Peer("b", "198.18.0.2:1"));
+        var before = store.View;
+        store.Apply(new NetMapDelta { BaseVersion = 1, Version = 2, Patches = { new PeerPatch { Id = "a", Endpoints = new EndpointList { Endpoints = { "198.18.0.1:9" } } } } });
+        store.Apply(new NetMapDelta { BaseVersion = 2, Version = 3, PeersRemoved = { "b" } });
+
+        Assert.Equal(["198.18.0.1:1"], before.Peers["a"].Endpoints);
+        Assert.Equal(["a", "b"], before.Peers.Keys);
+        Assert.Equal(["198.18.0.1:9"], store.View.Peers["a"].Endpoints);
+        Assert.Equal(["a"], store.View.Peers.Keys);
+        Assert.Same(store.View, store.View);
+    }
+
+    [Fact]
     public void A_peer_whose_endpoints_the_coordinator_does_not_know_keeps_the_ones_held()
     {
         var held = Peer("a", "198.18.0.1:5");

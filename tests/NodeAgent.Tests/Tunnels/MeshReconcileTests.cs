@@ -118,6 +118,30 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
+    public async Task A_change_of_some_peers_updates_them_and_leaves_the_others_where_a_whole_netmap_removes_them()
+    {
+        Connect();
+        using var c = Curve25519PrivateKey.Generate();
+        var peerB = PeerFor("dev-b", _b.Key.PublicKey, _b.Endpoint, "100.64.0.2/32");
+        var peerC = PeerFor("dev-c", c.PublicKey, Endpoint.Parse("198.18.0.3:41641"), "100.64.0.3/32");
+        Assert.Equal(new MeshApplied(1, 0, 0, 0), Apply(_a, peerB, peerC));
+
+        // c rotated its key: only c is named, b stays and still carries traffic.
+        using var rotated = Curve25519PrivateKey.Generate();
+        var partial = await _a.Supervisor.Ask<MeshApplied>(new ApplyMesh([peerC with { Key = rotated.PublicKey }]) { PeersOnly = true }, Timeout);
+        Assert.Equal(new MeshApplied(0, 0, 1, 0), partial);
+        Assert.Equal(2, _a.Device.Peers.Count);
+        Assert.True(_a.Device.Peers.ContainsKey(rotated.PublicKey));
+        var packet = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 5);
+        _a.Tun.Inject(packet);
+        Assert.Equal(packet, _b.Receive());
+
+        // The same list as a whole netmap: b is gone.
+        Assert.Equal(new MeshApplied(0, 1, 0, 0), Apply(_a, peerC with { Key = rotated.PublicKey }));
+        Assert.Single(_a.Device.Peers);
+    }
+
+    [Fact]
     public void A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);

@@ -1,0 +1,131 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Google.Protobuf;
+using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
+using Weft.NodeAgent.Control;
+using Weft.NodeAgent.Paths;
+using Weft.NodeAgent.Tests.Support;
+
+namespace Weft.NodeAgent.Tests.Paths;
+
+/// <summary>
+/// The PathManager keeping one PathFinder per netmap peer up to date: a change of one peer reaches
+/// its finder alone, and a finder that fails or stops is brought back with the peer as the netmap
+/// has it now, not as it was when the finder was first made. No relays: a peer's path is its first
+/// endpoint until a pong proves one, which is what the finder's status shows.
+/// </summary>
+public sealed class PathManagerTests : Akka.TestKit.Xunit2.TestKit, IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(5);
+    private readonly EngineNode _node;
+    private readonly Curve25519PrivateKey _peerKey = Curve25519PrivateKey.Generate();
+    private readonly Curve25519PrivateKey _peerDisco = Curve25519PrivateKey.Generate();
+    private readonly Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
+    private readonly NetMapStore _store = new();
+    private readonly IActorRef _paths;
+
+    public PathManagerTests()
+    {
+        _node = new EngineNode(Sys, "engine");
+        var control = CreateTestProbe();
+        _paths = Sys.ActorOf(PathManager.PropsFor(_node.Device, control.Ref, new LocalAddressSource(null, ["127.0.0.1:41641"], false, TimeSpan.FromMinutes(5))), "paths");
+        control.ExpectMsg<WatchControl>(Timeout);
+        _paths.Tell(new DiscoKeyChanged(_disco.ToHex()));
+        _paths.Tell(new ControlStateChanged(ControlState.Running, null, "test"));
+        _store.Apply(new NetMap
+        {
+            Version = 1,
+            Self = new Node { Id = "self", Addresses = { "100.64.0.1" } },
+            Peers =
+            {
+                new Node
+                {
+                    Id = "dev-b", Name = "b", Addresses = { "100.64.0.2" }, Endpoints = { "127.0.0.1:1001" },
+                    NodeKey = ByteString.CopyFrom(Convert.FromHexString(_peerKey.PublicKey.ToHex())),
+                    DiscoKey = ByteString.CopyFrom(Convert.FromHexString(_peerDisco.PublicKey.ToHex())),
+                },
+            },
+        });
+        _paths.Tell(new NetMapChanged(_store.View, NetMapApplied.Replaced));
+    }
+
+    private void PatchEndpoint(string endpoint)
+    {
+        _store.Apply(new NetMapDelta
+        {
+            BaseVersion = _store.Version, Version = _store.Version + 1,
+            Patches = { new PeerPatch { Id = "dev-b", Endpoints = new EndpointList { Endpoints = { endpoint } } } },
+        });
+        Assert.True(_store.LastTouch.PeersOnly);
+        _paths.Tell(new NetMapChanged(_store.View, NetMapApplied.Patched) { Touch = _store.LastTouch });
+    }
+
+    private async Task<string?> PathEndpoint()
+    {
+        var reply = await _paths.Ask<PathStatusReply>(GetPathStatus.Instance, Timeout);
+        return reply.Paths.SingleOrDefault(p => p.NodeKeyHex == _peerKey.PublicKey.ToHex())?.Endpoint;
+    }
+
+    private async Task AwaitPathEndpoint(string expected)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        string? seen;
+        while ((seen = await PathEndpoint()) != expected)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the path to b is {seen ?? "absent"}, not {expected}");
+            await Task.Delay(50);
+        }
+    }
+
+    private Task<IActorRef> Finder(int incarnation) =>
+        Sys.ActorSelection(_paths.Path / $"path-dev-b.{incarnation}").ResolveOne(Timeout);
+
+    [Fact]
+    public async Task A_change_of_one_peers_endpoints_reaches_its_finder_through_the_incremental_path()
+    {
+        await AwaitPathEndpoint("127.0.0.1:1001");
+        PatchEndpoint("127.0.0.1:1002");
+        await AwaitPathEndpoint("127.0.0.1:1002");
+    }
+
+    [Fact]
+    public async Task A_finder_that_fails_is_given_the_peer_as_the_netmap_has_it_now()
+    {
+        await AwaitPathEndpoint("127.0.0.1:1001");
+        PatchEndpoint("127.0.0.1:1002");
+        await AwaitPathEndpoint("127.0.0.1:1002");
+        var finder = await Finder(1);
+
+        // A failure inside the finder: it restarts from the peer it was made with (endpoint 1001).
+        EventFilter.Exception<NullReferenceException>().ExpectOne(() => finder.Tell(new PeerChanged(null!)));
+        await Task.Delay(1000); // past the restart and the restarted finder's first heartbeat
+        await AwaitPathEndpoint("127.0.0.1:1002");
+        Assert.Equal(finder, await Finder(1)); // the same finder, restarted, not a new one
+    }
+
+    [Fact]
+    public async Task A_finder_that_stops_is_started_again_for_a_peer_still_in_the_netmap()
+    {
+        await AwaitPathEndpoint("127.0.0.1:1001");
+        PatchEndpoint("127.0.0.1:1003");
+        var first = await Finder(1);
+        Watch(first);
+        first.Tell(Kill.Instance); // stops it: the default supervision stops an actor that is killed
+        ExpectTerminated(first, Timeout);
+
+        IActorRef? second = null;
+        await AwaitAssertAsync(async () => second = await Finder(2), Timeout);
+        Assert.NotEqual(first, second);
+        await AwaitPathEndpoint("127.0.0.1:1003");
+    }
+
+    public new void Dispose()
+    {
+        _node.Dispose();
+        _peerKey.Dispose();
+        _peerDisco.Dispose();
+        _disco.Dispose();
+        base.Dispose();
+    }
+}
