@@ -39,6 +39,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private readonly List<SimulatedAgent> _transient = [];
     // Churn work that runs beside the phase (deletes, policy edits, ephemeral disconnects); guarded by itself.
     private readonly List<Task> _background = [];
+    private readonly ThinPeers _thinPeers = new();
     private int[][] _measuredInGroup = [];
     private Task[] _policyEdits = [];
     private int[] _policyMarkers = [];
@@ -99,6 +100,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                     Timeline = [.. _timeline],
                     Churn = _churn.Summarize(Summarize),
                     PolicyGroups = scenario.PolicyGroups,
+                    ThinAgents = _agents.Count(a => a.Thin),
                 };
         }
         finally
@@ -156,7 +158,13 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                 for (var n = 0; n < size.Nodes; n++) groups[n % groups.Length]++;
                 measured.Add(groups);
                 for (var n = 0; n < size.Nodes; n++)
-                    agents.Add(new SimulatedAgent(agents.Count, tailnet, n % groups.Length, groups[n % groups.Length] - 1));
+                {
+                    var peers = groups[n % groups.Length] - 1;
+                    agents.Add(new SimulatedAgent(agents.Count, tailnet, n % groups.Length, peers)
+                    {
+                        Thin = peers > scenario.ThinAbovePeers && agents.Count % scenario.FullSampleEvery != 0,
+                    });
+                }
             }
         _measuredInGroup = [.. measured];
         return agents;
@@ -172,6 +180,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             AuthKey = authKey,
             Endpoints = [ChangeEndpoint.AtJoin(agent.Index)],
             SharedChannels = url => _channels.For(url, agent.Index),
+            PeerRecord = agent.Thin ? _thinPeers.Of : null,
             Observer = (message, applied, store) =>
             {
                 agent.Observe(message, applied, store, _ledger, _churn, _traffic);

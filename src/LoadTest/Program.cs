@@ -17,6 +17,8 @@ var leavesPerSecond = new Option<double>("--leaves-per-second") { Description = 
 var ephemeralPerSecond = new Option<double>("--ephemeral-per-second") { Description = "Ephemeral nodes per second: each joins, disconnects once its peers hold it, and must be removed from them", DefaultValueFactory = _ => 0 };
 var policyEditsPerSecond = new Option<double>("--policy-edits-per-second") { Description = "Policy edits per second, each to a random tailnet", DefaultValueFactory = _ => 0 };
 var policyGroups = new Option<int>("--policy-groups") { Description = "Tagged groups per tailnet that see only themselves: the visibility V is about nodes/groups - 1", DefaultValueFactory = _ => 1 };
+var thinAbove = new Option<int>("--thin-above") { Description = "Agents holding more peers than this keep thin peer records (id, node key, endpoints); 0: all thin", DefaultValueFactory = _ => 500 };
+var fullSample = new Option<int>("--full-sample-every") { Description = "Among the thin agents, every Nth keeps full records", DefaultValueFactory = _ => 20 };
 var reconnectStorm = new Option<bool>("--reconnect-storm") { Description = "Add a phase in which every node drops its stream and dials again within two seconds" };
 var chaos = new Option<string?>("--chaos") { Description = "A shell command run in a chaos phase after the churn, e.g. 'deploy/local-cluster kill 2'" };
 var chaosAt = new Option<double>("--chaos-at") { Description = "Seconds into the chaos phase at which the command runs", DefaultValueFactory = _ => 5 };
@@ -31,7 +33,7 @@ var keepTailnets = new Option<bool>("--keep-tailnets") { Description = "Leave th
 
 var root = new RootCommand("Simulated Weft nodes on the real control protocol against a real cluster: join storms, churn, chaos, propagation percentiles.")
 {
-    scenarioFile, tailnets, changes, seconds, rotations, joinsPerSecond, leavesPerSecond, ephemeralPerSecond, policyEditsPerSecond, policyGroups, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
+    scenarioFile, tailnets, changes, seconds, rotations, joinsPerSecond, leavesPerSecond, ephemeralPerSecond, policyEditsPerSecond, policyGroups, thinAbove, fullSample, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
 };
 root.SetAction(async (parse, cancel) =>
 {
@@ -89,6 +91,8 @@ Scenario FromFlags(ParseResult parse)
         Tailnets = Scenario.ParseMix(parse.GetValue(tailnets)!),
         JoinsInFlight = parse.GetValue(joinsInFlight),
         PolicyGroups = parse.GetValue(policyGroups),
+        ThinAbovePeers = parse.GetValue(thinAbove),
+        FullSampleEvery = parse.GetValue(fullSample),
         Phases = phases,
     }.Validated();
 }

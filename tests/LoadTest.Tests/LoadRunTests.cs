@@ -67,6 +67,9 @@ public sealed class LoadRunTests(ITestOutputHelper output)
             Name = "ci-single",
             Tailnets = [new TailnetGroup(4, 25), new TailnetGroup(1, 100)],
             JoinsInFlight = 64,
+            // The big tailnet's agents keep thin peer records, all but every tenth: the end check reads both kinds.
+            ThinAbovePeers = 50,
+            FullSampleEvery = 10,
             Phases =
             [
                 new ChurnPhase { Name = "steady", Seconds = 8, EndpointChangesPerSecond = 100, KeyRotationsPerSecond = 2 },
@@ -75,6 +78,7 @@ public sealed class LoadRunTests(ITestOutputHelper output)
         });
 
         AssertNothingLostAndEverythingConverged(result, 200);
+        Assert.Equal(90, result.ThinAgents);
         Assert.Equal(2, result.Phases.Count);
         Assert.True(result.Delivery.Deltas > 0);
         Assert.True(result.Memory.CoordinatorKbPerDevice > 0, "the coordinator process was not sampled");

@@ -86,6 +86,8 @@ public sealed class ScenarioTests
     [InlineData("""{ "policyGroups": 0 }""", "policyGroups 0")]
     [InlineData("""{ "tailnets": [ { "count": 1, "nodes": 5 } ], "policyGroups": 3 }""", "fewer than 2 nodes per group")]
     [InlineData("""{ "ephemeralTimeoutSeconds": 0 }""", "ephemeralTimeoutSeconds 0")]
+    [InlineData("""{ "thinAbovePeers": -1 }""", "thinAbovePeers -1")]
+    [InlineData("""{ "fullSampleEvery": 0 }""", "fullSampleEvery 0")]
     [InlineData("""{ "phases": [ { "name": "x", "leavesPerSecond": -2 } ] }""", "leavesPerSecond")]
     [InlineData("""{ "phases": [ { "name": "x", "policyEditsPerSecond": 20000 } ] }""", "policyEditsPerSecond")]
     [InlineData("""{ "nodes": 5 }""", "not valid JSON for a scenario")]

@@ -34,6 +34,9 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     /// <summary>Part of the fleet that joined first: endpoint changes and churn are followed to it.</summary>
     public bool Measured { get; } = measured;
 
+    /// <summary>Keeps thin peer records (<see cref="ThinPeers"/>) instead of whole nodes.</summary>
+    public bool Thin { get; init; }
+
     /// <summary>Joined with an ephemeral key.</summary>
     public bool Ephemeral { get; init; }
 

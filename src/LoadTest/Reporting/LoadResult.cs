@@ -20,6 +20,8 @@ public sealed record LoadResult
     public IReadOnlyList<ChurnKindResult> Churn { get; init; } = [];
     /// <summary>Tagged groups per tailnet that see only themselves (1: everyone sees everyone).</summary>
     public int PolicyGroups { get; init; } = 1;
+    /// <summary>How many of the nodes kept thin peer records (the rest, full ones).</summary>
+    public int ThinAgents { get; init; }
 
     /// <summary>Every change reached every peer (delivered or superseded), none twice, none backwards, and every store equals the cluster's view.</summary>
     public bool Passed => Delivery.Lost == 0 && Delivery.Duplicated == 0 && Delivery.OutOfOrder == 0 && Churn.All(c => c.Lost == 0)

@@ -41,7 +41,7 @@ public static class MarkdownReport
         var md = new StringBuilder();
         md.AppendLine(Invariant, $"# Weft load test: {r.Scenario}");
         md.AppendLine();
-        md.AppendLine(Invariant, $"{r.StartedAt:yyyy-MM-dd HH:mm} UTC · {r.Nodes:N0} simulated nodes in {r.Tailnets:N0} tailnets{(r.PolicyGroups > 1 ? $" of {r.PolicyGroups} policy groups each" : "")} · {r.Coordinators} coordinator(s) · **{(r.Passed ? "passed" : "FAILED")}**");
+        md.AppendLine(Invariant, $"{r.StartedAt:yyyy-MM-dd HH:mm} UTC · {r.Nodes:N0} simulated nodes{(r.ThinAgents > 0 ? $" ({r.ThinAgents:N0} thin)" : "")} in {r.Tailnets:N0} tailnets{(r.PolicyGroups > 1 ? $" of {r.PolicyGroups} policy groups each" : "")} · {r.Coordinators} coordinator(s) · **{(r.Passed ? "passed" : "FAILED")}**");
         md.AppendLine();
         md.AppendLine("## Join storm");
         md.AppendLine();

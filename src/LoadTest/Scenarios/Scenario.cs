@@ -58,6 +58,10 @@ public sealed record Scenario
     public int StreamsPerConnection { get; init; } = 90;
     /// <summary>Tagged groups per tailnet that reach only themselves (1: the default policy, everyone reaches everyone).</summary>
     public int PolicyGroups { get; init; } = 1;
+    /// <summary>Agents that hold more peers than this keep thin peer records (<see cref="Fleet.ThinPeers"/>); 0: every agent is thin.</summary>
+    public int ThinAbovePeers { get; init; } = 500;
+    /// <summary>Among the agents that would be thin, every Nth keeps full records: a sample of full stores in the big tailnets.</summary>
+    public int FullSampleEvery { get; init; } = 20;
     /// <summary>The tailnets' ephemeral timeout: how long after an ephemeral node disconnects the cluster removes it.</summary>
     public int EphemeralTimeoutSeconds { get; init; } = 2;
     public IReadOnlyList<ChurnPhase> Phases { get; init; } = [new()];
@@ -120,6 +124,8 @@ public sealed record Scenario
         if (PolicyGroups is < 1 or > 1000) throw new ScenarioException($"policyGroups {PolicyGroups} is outside 1-1000");
         if (Tailnets.FirstOrDefault(g => g.Nodes < 2 * PolicyGroups) is { } small)
             throw new ScenarioException($"policyGroups {PolicyGroups} leaves fewer than 2 nodes per group in tailnets of {small.Nodes}");
+        if (ThinAbovePeers < 0) throw new ScenarioException($"thinAbovePeers {ThinAbovePeers} is negative");
+        if (FullSampleEvery is < 1 or > 1_000_000) throw new ScenarioException($"fullSampleEvery {FullSampleEvery} is outside 1-1000000");
         if (EphemeralTimeoutSeconds is < 1 or > 3600) throw new ScenarioException($"ephemeralTimeoutSeconds {EphemeralTimeoutSeconds} is outside 1-3600");
         foreach (var phase in Phases)
         {

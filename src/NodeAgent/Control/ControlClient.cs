@@ -43,6 +43,12 @@ public sealed record ControlClientOptions
     public Func<Uri, GrpcChannel>? SharedChannels { get; init; }
     /// <summary>Called on the actor's thread after every netmap or delta is applied (benchmarks measure propagation here).</summary>
     public Action<ServerMessage, NetMapApplied, NetMapStore>? Observer { get; init; }
+    /// <summary>
+    /// What the netmap store keeps of each peer (null: the whole node). The load tester's thin agents
+    /// keep only what its checks read, so that tens of thousands of them fit in one process; an agent
+    /// with a data plane needs every field.
+    /// </summary>
+    public Func<Node, Node>? PeerRecord { get; init; }
     public TimeProvider Clock { get; init; } = TimeProvider.System;
     /// <summary>Keeps the last netmap on disk (the agent daemon); null for simulated agents.</summary>
     public INetMapCache? NetMapCache { get; init; }
@@ -98,7 +104,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     {
         _options = options;
         _dialer = new CoordinatorDialer(options.Coordinators, options.MinBackoff, options.MaxBackoff);
-        _session = new NetMapSession(options.VerifyAfter, options.AnswerTimeout);
+        _session = new NetMapSession(options.VerifyAfter, options.AnswerTimeout, options.PeerRecord);
         _endpoints = options.Endpoints;
         Connecting();
     }

@@ -24,13 +24,14 @@ public readonly record struct MapStep(NetMapApplied? Applied = null, ulong? Subs
 /// stale: a session whose coordinator lost track of it reconnects rather than wait forever.
 /// </para>
 /// </summary>
-public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout)
+/// <param name="keepPeer">What the store keeps of each peer (null: all of it).</param>
+public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, Func<Node, Node>? keepPeer = null)
 {
     private DateTimeOffset _lastMapMessage;
     private DateTimeOffset? _askedAt;
     private bool _awaitingFullMap;
 
-    public NetMapStore Store { get; } = new();
+    public NetMapStore Store { get; } = new(keepPeer);
 
     /// <summary>The map came from the disk cache and nothing live has replaced it yet: any full map wins, whatever its version.</summary>
     public bool MapIsCached { get; private set; }

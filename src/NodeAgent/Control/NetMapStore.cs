@@ -60,7 +60,7 @@ public sealed record NetMapView(
 /// immutable tree's builder: a snapshot costs nothing, and a patch rebuilds one path of the tree,
 /// so that a delta costs what it touches, not what the map holds.
 /// </summary>
-public sealed class NetMapStore
+public sealed class NetMapStore(Func<Node, Node>? keepPeer = null)
 {
     private readonly ImmutableSortedDictionary<string, Node>.Builder _peers = ImmutableSortedDictionary.CreateBuilder<string, Node>(StringComparer.Ordinal);
     private ulong _version;
@@ -98,7 +98,7 @@ public sealed class NetMapStore
         if (HasMap && map.Version != 0 && map.Version < _version) return NetMapApplied.Stale;
         var held = _peers.ToImmutable();
         _peers.Clear();
-        foreach (var peer in map.Peers) _peers[peer.Id] = KeepingHeldEndpoints(peer, held);
+        foreach (var peer in map.Peers) Put(KeepingHeldEndpoints(peer, held));
         _self = map.Self;
         _dns = map.Dns;
         _tailnetId = map.TailnetId;
@@ -123,15 +123,25 @@ public sealed class NetMapStore
         }
 
         foreach (var id in delta.PeersRemoved) _peers.Remove(id);
-        foreach (var node in delta.PeersAdded) _peers[node.Id] = KeepingHeldEndpoints(node, _peers);
-        foreach (var node in delta.PeersChanged) _peers[node.Id] = KeepingHeldEndpoints(node, _peers);
-        foreach (var patch in delta.Patches) _peers[patch.Id] = NetMapRules.Patched(_peers[patch.Id], patch);
+        foreach (var node in delta.PeersAdded) Put(KeepingHeldEndpoints(node, _peers));
+        foreach (var node in delta.PeersChanged) Put(KeepingHeldEndpoints(node, _peers));
+        foreach (var patch in delta.Patches) _peers[patch.Id] = Keep(NetMapRules.Patched(_peers[patch.Id], patch));
         if (delta.Self is not null) _self = delta.Self;
         if (delta.Dns is not null) _dns = delta.Dns;
         if (delta.Filter is not null) _filter = delta.Filter;
         _version = delta.Version;
         Publish(NetMapTouch.Of(delta));
         return NetMapApplied.Patched;
+    }
+
+    /// <summary>What is kept of a peer: all of it, unless the owner asked for less (the load tester's thin agents).</summary>
+    private Node Keep(Node peer) => keepPeer is null ? peer : keepPeer(peer);
+
+    /// <summary>Stores a peer under the id of what is kept (a record the owner shares between stores shares its id too).</summary>
+    private void Put(Node peer)
+    {
+        var kept = Keep(peer);
+        _peers[kept.Id] = kept;
     }
 
     /// <summary>

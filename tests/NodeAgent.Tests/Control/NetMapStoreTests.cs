@@ -91,6 +91,26 @@ public class NetMapStoreTests
     }
 
     [Fact]
+    public void A_store_that_keeps_less_of_each_peer_applies_every_change_to_what_it_keeps()
+    {
+        static Node IdAndEndpoints(Node peer) => new() { Id = peer.Id, Endpoints = { peer.Endpoints }, EndpointsVersion = peer.EndpointsVersion };
+        var store = new NetMapStore(IdAndEndpoints);
+        store.Apply(new NetMap { Version = 1, Self = new Node { Id = "self" }, Peers = { Peer("a", "198.18.0.1:1"), Peer("b", "198.18.0.2:1") } });
+        store.Apply(new NetMapDelta
+        {
+            BaseVersion = 1, Version = 2, PeersAdded = { Peer("c", "198.18.0.3:1") }, PeersRemoved = { "b" },
+            Patches = { new PeerPatch { Id = "a", Online = true, EndpointsVersion = 7, Endpoints = new EndpointList { Endpoints = { "198.18.0.1:2" } } } },
+        });
+
+        Assert.Equal(["a", "c"], store.View.Peers.Keys);
+        var a = store.View.Peers["a"];
+        Assert.Equal((7L, "", false), (a.EndpointsVersion, a.Name, a.Online)); // the patch applied; what is not kept stays out
+        Assert.Equal(["198.18.0.1:2"], a.Endpoints);
+        Assert.Empty(store.View.Peers["c"].Addresses);
+        Assert.Equal(["198.18.0.3:1"], store.View.Peers["c"].Endpoints);
+    }
+
+    [Fact]
     public void A_peer_whose_endpoints_the_coordinator_does_not_know_keeps_the_ones_held()
     {
         var held = Peer("a", "198.18.0.1:5");
