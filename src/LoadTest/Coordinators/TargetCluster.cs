@@ -105,6 +105,22 @@ internal sealed partial class LocalCoordinator : IAsyncDisposable
         Api = api;
         Control = control;
         OperatorKey = operatorKey;
+        // A tester stopped with SIGTERM or Ctrl+C (or one that fails) must not leave its coordinator running.
+        AppDomain.CurrentDomain.ProcessExit += StopOnExit;
+    }
+
+    private void StopOnExit(object? sender, EventArgs e)
+    {
+        try
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            _process.WaitForExit(5000);
+            if (Directory.Exists(_dataDirectory)) Directory.Delete(_dataDirectory, recursive: true);
+        }
+        catch (Exception error) when (error is InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            // Already gone, or the folder is still in use: nothing more can be done on the way out.
+        }
     }
 
     public Uri Api { get; }
@@ -174,5 +190,9 @@ internal sealed partial class LocalCoordinator : IAsyncDisposable
         if (Directory.Exists(dataDirectory)) Directory.Delete(dataDirectory, recursive: true);
     }
 
-    public async ValueTask DisposeAsync() => await Stop(_process, _dataDirectory);
+    public async ValueTask DisposeAsync()
+    {
+        AppDomain.CurrentDomain.ProcessExit -= StopOnExit;
+        await Stop(_process, _dataDirectory);
+    }
 }
