@@ -129,6 +129,38 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Endpoints_outlive_a_passivated_device_entity_and_then_a_restarted_tailnet_entity()
+    {
+        // The device entities passivate (the sessions bring them back at once, with what their agents
+        // reported), and then the tailnet entity restarts without any endpoint: it must re-learn every
+        // one from the device entities' new incarnations, with no agent moving and no re-attach timer.
+        using var tuning = TestTuning.With("akka.cluster.sharding.passivate-idle-entity-after = 2s");
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage,
+            [tuning.Setting, new("Weft:Control:SessionReattachSeconds", "300"), new("Weft:Control:PresenceTimeoutSeconds", "900")]);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "passivated-endpoints");
+        b.Client.Tell(new SetEndpoints(["198.18.7.22:42000"], 0));
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42000"]), "b's endpoint");
+        var first = await node.Http.GetStream(tailnet, b.DeviceId!);
+
+        await Task.Delay(TimeSpan.FromSeconds(6)); // idle, three times the passivation timeout
+        // A new incarnation once the session has re-attached it (until then it holds no stream: version 0).
+        await Eventually.Until(async () => await node.Http.GetStream(tailnet, b.DeviceId!),
+            stream => Incarnation(stream.Version) > Incarnation(first.Version), $"b's device entity passivated and re-attached (it was v{first.Version})");
+
+        Entity(node, "tailnet", tailnet).Tell(Kill.Instance);
+        await Eventually.Until(async () => await node.Http.GetDevice(tailnet, b.DeviceId!),
+            device => device.Endpoints.SequenceEqual(["198.18.7.22:42000"]) && !device.EndpointsUnknown, "b's endpoint re-learned by the new incarnation");
+        await Eventually.Until(async () => await node.Http.GetDevice(tailnet, a.DeviceId!),
+            device => device.Endpoints.SequenceEqual(["198.18.7.1:41641"]) && !device.EndpointsUnknown, "a's endpoint re-learned by the new incarnation");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.SequenceEqual(["198.18.7.22:42000"]) && !v.Peers[b.DeviceId!].EndpointsUnknown,
+            "b's endpoint in a's map after the restart");
+        await AgentMatchesItsEntity(node, tailnet, a);
+        await AgentMatchesItsEntity(node, tailnet, b);
+    }
+
+    [Fact]
     public async Task A_change_stored_by_a_tailnet_entity_that_crashed_before_sending_it_still_reaches_every_agent()
     {
         await using var storage = TestStorage.NewSqlite();
