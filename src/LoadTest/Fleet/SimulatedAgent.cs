@@ -76,22 +76,19 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
             if (!Measured) churn.Identify(Tailnet, Name, DeviceId);
         }
         if (!_meshed && store.HasMap && store.PeerCount == ExpectedPeers) _meshed = true;
-        if (!Measured)
-        {
-            if (message.BodyCase == ServerMessage.BodyOneofCase.Delta) traffic.Delta(message.Delta.CalculateSize());
-            return;
-        }
+        // Every node's traffic counts; only the measured ones follow changes.
+        if (message.BodyCase == ServerMessage.BodyOneofCase.Netmap && applied == NetMapApplied.Replaced) traffic.FullMap(message.Netmap.CalculateSize());
+        if (message.BodyCase == ServerMessage.BodyOneofCase.Delta && applied == NetMapApplied.Patched) traffic.Delta(message.Delta.CalculateSize());
+        if (!Measured) return;
         churn.Observe(this, message, store, now);
 
         switch (message.BodyCase)
         {
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
-                traffic.FullMap(message.Netmap.CalculateSize());
                 foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
                 var delta = message.Delta;
-                traffic.Delta(delta.CalculateSize());
                 foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
                 foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
                 foreach (var patch in delta.Patches)
