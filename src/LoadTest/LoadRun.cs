@@ -76,6 +76,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
 
             _phase = "drain";
             await DrainAsync(cancel);
+            var memoryAtEnd = MemorySnapshot.Take(cluster.SampledProcesses);
             _phase = "check";
             var convergence = await CheckConvergenceAsync(tailnets.Select(t => t.Id).ToList(), cancel);
             var delivery = new DeliveryResult(
@@ -96,7 +97,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                     Latency = Summarize(_ledger.Latencies),
                     Delivery = delivery,
                     Convergence = convergence,
-                    Memory = MemorySnapshot.PerNode(memoryBefore, memoryAfter, _agents.Count),
+                    Memory = MemorySnapshot.PerNode(memoryBefore, memoryAfter, memoryAtEnd, _agents.Count),
                     Timeline = [.. _timeline],
                     Churn = _churn.Summarize(Summarize),
                     PolicyGroups = scenario.PolicyGroups,
@@ -300,11 +301,6 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         var sequence = _ledger.Record(agent.Index, recipients: agent.ExpectedPeers);
         agent.ReportedEndpoint = ChangeEndpoint.For(sequence);
         agent.Actor.Tell(new SetEndpoints([agent.ReportedEndpoint], 0));
-    }
-
-    private int TransientCount()
-    {
-        lock (_transient) return _transient.Count;
     }
 
     /// <summary>
@@ -523,14 +519,21 @@ internal sealed record MemorySnapshot(long GeneratorHeap, long GeneratorRss, IRe
         return new MemorySnapshot(heap, self.WorkingSet64, coordinatorProcesses.Select(pid => (pid, ProcessSampler.Read(pid))).ToList());
     }
 
-    public static MemoryResult PerNode(MemorySnapshot before, MemorySnapshot after, int nodes)
+    /// <param name="atEnd">Once the churn has drained: the steady state, with every device's delta log filled and idle entities stopped.</param>
+    public static MemoryResult PerNode(MemorySnapshot before, MemorySnapshot after, MemorySnapshot atEnd, int nodes)
     {
-        var samples = before.Coordinators.Zip(after.Coordinators, (b, a) =>
-            new CoordinatorSample(b.Pid, b.Sample?.RssBytes ?? 0, a.Sample?.RssBytes ?? 0, (a.Sample?.CpuSeconds ?? 0) - (b.Sample?.CpuSeconds ?? 0))).ToList();
+        var samples = before.Coordinators.Zip(after.Coordinators, atEnd.Coordinators).Select(s =>
+            new CoordinatorSample(s.First.Pid, s.First.Sample?.RssBytes ?? 0, s.Second.Sample?.RssBytes ?? 0, (s.Second.Sample?.CpuSeconds ?? 0) - (s.First.Sample?.CpuSeconds ?? 0))
+            {
+                RssBytesAtEnd = s.Third.Sample?.RssBytes ?? 0,
+            }).ToList();
         var measured = samples.Where(s => s.RssBytesBefore > 0 && s.RssBytesAfter > 0).ToList();
+        // A process killed by a chaos phase has no end: the figure covers the processes that lived through the run.
+        var lasted = samples.Where(s => s.RssBytesBefore > 0 && s.RssBytesAtEnd > 0).ToList();
         return new MemoryResult((double)(after.GeneratorHeap - before.GeneratorHeap) / nodes, (double)(after.GeneratorRss - before.GeneratorRss) / nodes, samples)
         {
             CoordinatorKbPerDevice = measured.Count == 0 ? null : measured.Sum(s => (double)(s.RssBytesAfter - s.RssBytesBefore)) / 1024 / nodes,
+            CoordinatorKbPerDeviceAtEnd = lasted.Count == 0 ? null : lasted.Sum(s => (double)(s.RssBytesAtEnd - s.RssBytesBefore)) / 1024 / nodes,
         };
     }
 }

@@ -120,6 +120,7 @@ static string SummaryLine(LoadResult r)
     return $"loadtest: nodes={r.Nodes} p50_ms={F(latency.P50)} p99_ms={F(latency.P99)} p999_ms={F(latency.P999)} lost={r.Delivery.Lost} duplicated={r.Delivery.Duplicated} " +
         $"out_of_order={r.Delivery.OutOfOrder} converged={r.Convergence.Converged}/{r.Convergence.AgentsChecked} isolation_violations={r.Convergence.IsolationViolations} " +
         $"converge_after_chaos_s={F(converge)} joins_per_s={F(r.Join.JoinsPerSecond, "0")} coord_kb_per_device={F(r.Memory.CoordinatorKbPerDevice, "0.0")} " +
+        $"coord_kb_per_device_end={F(r.Memory.CoordinatorKbPerDeviceAtEnd, "0.0")} " +
         $"agent_kb_per_node={F(r.Memory.GeneratorBytesPerNode / 1024, "0.0")}" +
         string.Concat(r.Churn.Select(c => $" {c.Kind.ToLowerInvariant()}={c.Events} {c.Kind.ToLowerInvariant()}_p99_ms={F(c.Latency.P99)} {c.Kind.ToLowerInvariant()}_lost={c.Lost}"));
 }

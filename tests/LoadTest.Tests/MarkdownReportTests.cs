@@ -28,7 +28,11 @@ public sealed class MarkdownReportTests
         Latency = new LatencySummary(720_000, 29.5, 88, 900.2, 8000, 12234.4),
         Delivery = new DeliveryResult(730_000, 720_000, 10_000 - lost, lost, 0, 0, 300_000, 201.4, 667, 18_977, 55_061),
         Convergence = new ConvergenceResult(650, lost == 0 ? 650 : 649, 0, lost == 0 ? [] : ["agent 7: holds endpoints [198.18.0.0:1030] for dv_x, the cluster [198.18.0.0:1031]"]),
-        Memory = new MemoryResult(139_468.8, 246_374.4, [new CoordinatorSample(4242, 193_986_560, 316_669_952, 7.1)]) { CoordinatorKbPerDevice = 188.7 },
+        Memory = new MemoryResult(139_468.8, 246_374.4, [new CoordinatorSample(4242, 193_986_560, 316_669_952, 7.1) { RssBytesAtEnd = 300_000_000 }, new CoordinatorSample(4343, 190_000_000, 310_000_000, 6.0)])
+        {
+            CoordinatorKbPerDevice = 188.7,
+            CoordinatorKbPerDeviceAtEnd = 101.2,
+        },
         Timeline =
         [
             new TimelinePoint(1, "join", 0, 0, 0, 10),
@@ -52,7 +56,9 @@ public sealed class MarkdownReportTests
         Assert.Contains("| kill <node 2> | 30 | 200 | 14000 | 31 | 95 | 1676.3 | 9083.8 | 12234.4 | 11.5 s | — |", markdown);
         Assert.Contains("| 730,000 | 720,000 | 10,000 | 0 | 0 | 0 |", markdown);
         Assert.Contains("650 of 650 stores equal the cluster's view; 0 peer(s) seen across tailnets.", markdown);
-        Assert.Contains("Coordinators: 188.7 KB of RSS per connected device.", markdown);
+        Assert.Contains("Coordinators: 188.7 KB of RSS per connected device once the fleet joined, 101.2 KB once the churn drained.", markdown);
+        Assert.Contains("- process 4242: RSS 185 MB before the fleet, 302 MB with it, 286 MB at the end; 7.1 s of CPU while it joined", markdown);
+        Assert.Contains("- process 4343: RSS 181 MB before the fleet, 296 MB with it, gone at the end;", markdown);
         Assert.Contains("Generator: 136.2 KB of managed heap", markdown);
         Assert.Contains("](latency-over-time.svg)", markdown);
         Assert.Contains("](percentiles-per-phase.svg)", markdown);

@@ -46,8 +46,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private readonly TimeProvider _clock;
     private readonly string[] _coordinatorUrls;
     private readonly TimeSpan _snapshotRetry;
-    private readonly LinkedList<(ulong Version, ulong Base, byte[] Message)> _log = new();
-    private int _logBytes;
+    private readonly DeltaLog _log = new(DeltaLogEntries, DeltaLogBytes);
     private IActorRef _tailnets = ActorRefs.Nobody;
     private IActorRef? _session;
     private AttachSession? _pendingAttach;
@@ -202,15 +201,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             if (attach.Confirm) Deliver(new ServerMessage { UpToDate = new UpToDate { Version = Version } }, 0);
             return;
         }
-        if (attach.LastVersion != 0 && _log.Any(entry => entry.Base == attach.LastVersion))
+        if (attach.LastVersion != 0 && _log.CanResumeFrom(attach.LastVersion))
         {
             // Resume: everything after the agent's version (duplicates of deltas in flight are ignored by the agent).
-            var replay = false;
-            foreach (var entry in _log)
-            {
-                replay |= entry.Base == attach.LastVersion;
-                if (replay) session.Tell(new DeliverToAgent(entry.Message, entry.Version));
-            }
+            foreach (var (message, version) in _log.After(attach.LastVersion)) session.Tell(new DeliverToAgent(message, version));
             return;
         }
         RequestSnapshot();
@@ -270,8 +264,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
         var baseVersion = Version;
         _counter++;
+        // Wrapping also checks the bytes: a malformed delta throws here and never enters the log.
         var message = VersionedDelta.Wrap(changes.Delta, baseVersion, Version);
-        Remember(baseVersion, Version, message);
+        _log.Add(baseVersion, Version, changes.Delta);
         _session?.Tell(new DeliverToAgent(message, Version));
     }
 
@@ -286,22 +281,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         netmap.Coordinators.AddRange(_coordinatorUrls);
         // Deltas from before a full map are of no use to anyone: a client behind it needs this map.
         _log.Clear();
-        _logBytes = 0;
         Deliver(new ServerMessage { Netmap = netmap }, netmap.Version);
     }
 
     private void Deliver(ServerMessage message, ulong version) => _session?.Tell(new DeliverToAgent(message.ToByteArray(), version));
-
-    private void Remember(ulong baseVersion, ulong version, byte[] message)
-    {
-        _log.AddLast((version, baseVersion, message));
-        _logBytes += message.Length;
-        while (_log.Count > DeltaLogEntries || (_logBytes > DeltaLogBytes && _log.Count > 1))
-        {
-            _logBytes -= _log.First!.Value.Message.Length;
-            _log.RemoveFirst();
-        }
-    }
 
     private void EndSession(string code, string message)
     {

@@ -23,6 +23,7 @@ public static class CoordinatorActorSystem
     {
         var tuning = LoadTuning(settings.AkkaConfigFile);
         var numberOfShards = tuning.GetInt("weft.sharding.number-of-shards", 100);
+        var machineIdle = tuning.GetTimeSpan("weft.sharding.machine-passivate-idle-after", MachineIndexActor.DefaultPassivateIdleAfter, allowInfinite: false);
         var kubernetes = settings.Cluster.Discovery == ClusterDiscovery.Kubernetes;
         var seeds = kubernetes ? [] : settings.Cluster.Seeds.Where(s => !string.IsNullOrWhiteSpace(s)).Select(ClusterNodeSettings.ToSeedAddress).ToArray();
 
@@ -52,7 +53,7 @@ public static class CoordinatorActorSystem
             .AddHocon(WeftSerialization.Config, HoconAddMode.Prepend)
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)
-            .WithMachineIndex(settings.Persistence, numberOfShards)
+            .WithMachineIndex(settings.Persistence, numberOfShards, machineIdle)
             .WithAuditLog(settings.Persistence, numberOfShards)
             .WithApiKeyRegistry(settings.Persistence)
             .WithClusterKey(settings.Persistence, secret)

@@ -61,6 +61,13 @@ public sealed record MachineIndexState(string MachineKey, string? TailnetId, str
 public sealed class MachineIndexActor(string machineKey, PersistenceSettings settings)
     : EventSourcedEntity<MachineIndexState, IMachineEvent>(settings, new MachineIndexState(machineKey, null, null))
 {
+    /// <summary>
+    /// How long an entity stays after its last message. Lifecycle: sharding starts it on a lookup or a
+    /// bind and stops it this long after; everything it knows is in its journal, so a restart, a
+    /// passivation or a move loses nothing, and nobody needs to re-create it.
+    /// </summary>
+    public static readonly TimeSpan DefaultPassivateIdleAfter = TimeSpan.FromMinutes(1);
+
     public override string PersistenceId => "machine-" + State.MachineKey;
 
     public static Props PropsFor(string machineKey, PersistenceSettings settings) => Props.Create(() => new MachineIndexActor(machineKey, settings));
@@ -82,9 +89,11 @@ public sealed class MachineIndexActor(string machineKey, PersistenceSettings set
 
 public static class MachineIndexRegistration
 {
-    public static AkkaConfigurationBuilder WithMachineIndex(this AkkaConfigurationBuilder builder, PersistenceSettings persistence, int numberOfShards) => builder
+    /// <param name="passivateIdleAfter">How long an entity stays after its last message (<see cref="MachineIndexActor.DefaultPassivateIdleAfter"/>).</param>
+    public static AkkaConfigurationBuilder WithMachineIndex(this AkkaConfigurationBuilder builder, PersistenceSettings persistence, int numberOfShards,
+        TimeSpan passivateIdleAfter) => builder
         .WithShardRegion<MachineIndexActor>("machine",
             machineKey => MachineIndexActor.PropsFor(machineKey, persistence),
             HashCodeMessageExtractor.Create(numberOfShards, message => (message as IMachineMessage)?.MachineKey!),
-            new ShardOptions());
+            new ShardOptions { PassivateIdleEntityAfter = passivateIdleAfter });
 }

@@ -8,6 +8,10 @@ namespace Weft.Cluster.Tailnets;
 /// <summary>Turns the tailnet's device index into the control protocol's nodes and netmaps.</summary>
 public static class NetMapBuilder
 {
+    /// <summary>The device's disco key as it goes on the wire: empty until the agent has reported one.</summary>
+    public static ByteString DiscoKeyOf(DeviceEntry device) =>
+        device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty;
+
     /// <summary>
     /// The node of <paramref name="device"/>; for a router seen by <paramref name="viewer"/> under a
     /// policy with <c>via</c>, with only the routes that viewer may send through it.
@@ -23,7 +27,7 @@ public static class NetMapBuilder
             Name = device.Name,
             Fqdn = $"{device.Name}.{tailnet.Settings.DnsSuffix}",
             NodeKey = ByteString.CopyFrom(Convert.FromHexString(device.NodeKey)),
-            DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
+            DiscoKey = DiscoKeyOf(device),
             Addresses = { device.Ipv4, device.Ipv6 },
             AllowedIps = { device.Ipv4 + "/32", device.Ipv6 + "/128", routes },
             Routes = { routes },

@@ -100,7 +100,7 @@ public static class PeerFanOut
             Id = deviceId,
             Endpoints = new EndpointList { Endpoints = { device.Endpoints } },
             HomeRelay = device.HomeRelay,
-            DiscoKey = device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty,
+            DiscoKey = NetMapBuilder.DiscoKeyOf(device),
             EndpointsVersion = device.EndpointsVersion,
         }, into);
     }
@@ -208,6 +208,17 @@ public sealed class DeltaAccumulator
         /// </summary>
         public byte[] ToDeltaBytes(SharedEncodings shared)
         {
+            if (Removed.Count == 0 && Dns is null && Self is null && Filter is null)
+            {
+                // Nothing of its own: another recipient with the same peers and patches gets the same array.
+                var composition = new SharedEncodings.Composition([.. Added.Values, .. Changed.Values, .. Patches.Values], Added.Count, Changed.Count);
+                return shared.Whole(composition, () => Encode(shared));
+            }
+            return Encode(shared);
+        }
+
+        private byte[] Encode(SharedEncodings shared)
+        {
             var own = OwnParts();
             var size = own.CalculateSize() + shared.FieldsSize(NetMapDelta.PeersAddedFieldNumber, Added.Values)
                 + shared.FieldsSize(NetMapDelta.PeersChangedFieldNumber, Changed.Values) + shared.FieldsSize(NetMapDelta.PatchesFieldNumber, Patches.Values);
@@ -222,10 +233,55 @@ public sealed class DeltaAccumulator
         }
     }
 
-    /// <summary>Each message serialised once, however many recipients' deltas carry the same instance (one flush's worth).</summary>
+    /// <summary>
+    /// Each message serialised once, however many recipients' deltas carry the same instance (one
+    /// flush's worth); and each whole delta that is only shared messages built once, so that the
+    /// recipients hold one array (the device entities keep deltas for resumption: one endpoint
+    /// change would otherwise be kept once per peer of the device).
+    /// </summary>
     public sealed class SharedEncodings
     {
         private readonly Dictionary<IMessage, ByteString> _encoded = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<Composition, byte[]> _whole = new();
+
+        /// <summary>Which message instances a delta carries, in order, and where its added and changed peers end.</summary>
+        public sealed class Composition : IEquatable<Composition>
+        {
+            private readonly IMessage[] _messages;
+            private readonly int _added;
+            private readonly int _changed;
+            private readonly int _hash;
+
+            public Composition(IMessage[] messages, int added, int changed)
+            {
+                _messages = messages;
+                _added = added;
+                _changed = changed;
+                var hash = new HashCode();
+                hash.Add(added);
+                hash.Add(changed);
+                foreach (var message in messages) hash.Add(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(message));
+                _hash = hash.ToHashCode();
+            }
+
+            public bool Equals(Composition? other)
+            {
+                if (other is null || other._hash != _hash || other._added != _added || other._changed != _changed || other._messages.Length != _messages.Length) return false;
+                for (var i = 0; i < _messages.Length; i++)
+                    if (!ReferenceEquals(_messages[i], other._messages[i])) return false;
+                return true;
+            }
+
+            public override bool Equals(object? obj) => Equals(obj as Composition);
+
+            public override int GetHashCode() => _hash;
+        }
+
+        public byte[] Whole(Composition composition, Func<byte[]> encode)
+        {
+            if (!_whole.TryGetValue(composition, out var bytes)) _whole[composition] = bytes = encode();
+            return bytes;
+        }
 
         private ByteString Of(IMessage message)
         {

@@ -70,9 +70,16 @@ public sealed record MemoryResult(double GeneratorBytesPerNode, double Generator
 {
     /// <summary>The sampled coordinators' RSS growth per connected device, in KB (null without a sampled process).</summary>
     public double? CoordinatorKbPerDevice { get; init; }
+
+    /// <summary>The same once the churn has drained (delta logs full, idle entities stopped), over the processes that lived through the run.</summary>
+    public double? CoordinatorKbPerDeviceAtEnd { get; init; }
 }
 
-public sealed record CoordinatorSample(int ProcessId, long RssBytesBefore, long RssBytesAfter, double CpuSeconds);
+public sealed record CoordinatorSample(int ProcessId, long RssBytesBefore, long RssBytesAfter, double CpuSeconds)
+{
+    /// <summary>RSS once the churn has drained (0: the process was gone, or not sampled).</summary>
+    public long RssBytesAtEnd { get; init; }
+}
 
 /// <summary>One second of the run: what was delivered in it and how fast.</summary>
 public sealed record TimelinePoint(double Second, string Phase, long Deliveries, double P50, double P99, int Joined);

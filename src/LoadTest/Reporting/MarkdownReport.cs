@@ -92,9 +92,16 @@ public static class MarkdownReport
         md.AppendLine("## Memory");
         md.AppendLine();
         md.AppendLine(Invariant, $"Generator: {r.Memory.GeneratorBytesPerNode / 1024:0.0} KB of managed heap and {r.Memory.GeneratorRssBytesPerNode / 1024:0.0} KB of RSS per simulated node.");
-        if (r.Memory.CoordinatorKbPerDevice is { } kb) md.AppendLine(Invariant, $"Coordinators: {kb:0.0} KB of RSS per connected device.");
+        if (r.Memory.CoordinatorKbPerDevice is { } kb)
+        {
+            var atEnd = r.Memory.CoordinatorKbPerDeviceAtEnd is { } end ? string.Create(Invariant, $", {end:0.0} KB once the churn drained") : "";
+            md.AppendLine(Invariant, $"Coordinators: {kb:0.0} KB of RSS per connected device once the fleet joined{atEnd}.");
+        }
         foreach (var c in r.Memory.Coordinators)
-            md.AppendLine(Invariant, $"- process {c.ProcessId}: RSS {c.RssBytesBefore / 1048576.0:0} MB before the fleet, {c.RssBytesAfter / 1048576.0:0} MB with it; {c.CpuSeconds:0.0} s of CPU while it joined");
+        {
+            var atEnd = c.RssBytesAtEnd > 0 ? string.Create(Invariant, $", {c.RssBytesAtEnd / 1048576.0:0} MB at the end") : ", gone at the end";
+            md.AppendLine(Invariant, $"- process {c.ProcessId}: RSS {c.RssBytesBefore / 1048576.0:0} MB before the fleet, {c.RssBytesAfter / 1048576.0:0} MB with it{atEnd}; {c.CpuSeconds:0.0} s of CPU while it joined");
+        }
         return md.ToString();
     }
 

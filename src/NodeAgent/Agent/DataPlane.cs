@@ -176,7 +176,7 @@ public sealed class DataPlane : ReceiveActor
             if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false) is not { } peer) return false;
             peers.Add(peer);
         }
-        _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, PeersOnly = true });
+        if (peers.Count > 0) _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, PeersOnly = true });
         _applied = view;
         return true;
     }

@@ -165,7 +165,8 @@ public sealed class TunnelSupervisor : UntypedActor
         var wanted = peers.Where(p => _device.PrivateKey is not { } own || own.PublicKey != p.Key)
             .GroupBy(p => p.Id).ToDictionary(g => g.Key, g => g.First());
         // What the engine holds for the netmap's devices; a key that changes under the same id is a rotation.
-        var held = _device.Peers.Values.Where(p => p.MeshId is not null).ToLookup(p => p.MeshId!);
+        // A patch of a few peers looks at those alone (a scan, without grouping every peer the engine holds).
+        var held = _device.Peers.Values.Where(p => p.MeshId is not null && (!mesh.PeersOnly || wanted.ContainsKey(p.MeshId))).ToLookup(p => p.MeshId!);
         foreach (var group in held)
         {
             if (mesh.PeersOnly || wanted.ContainsKey(group.Key)) continue;

@@ -69,6 +69,38 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Machine_index_entities_stop_after_registration_and_a_later_registration_still_finds_the_binding()
+    {
+        // The index is read at registration only: an entity per connected device would be memory for nothing.
+        using var tuning = TestTuning.With("weft.sharding.machine-passivate-idle-after = 1s");
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [tuning.Setting]);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "machine-idle");
+
+        await Eventually.Until(() => LiveEntities(node, "machine"), count => count == 0, "every machine index entity stopped");
+        Assert.True(await LiveEntities(node, "device") >= 2, "the device entities stay: their sessions hold them");
+        await Rename(node, tailnet, b, "b-machines-idle");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-machines-idle", "b renamed while the index sleeps");
+
+        // A's machine joining another tailnet is refused: the lookup recovered the stopped entity's binding.
+        var elsewhere = (await node.Http.CreateTailnet($"machine-other-{Guid.NewGuid():N}"[..30])).Id;
+        var otherKey = (await node.Http.CreateAuthKey(elsewhere)).Key;
+        var deviceId = a.DeviceId!;
+        await a.Stop();
+        var moved = TestAgent.Start(agents, [node.Control], "a", otherKey, store: a.Store, forceReauth: true);
+        await moved.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.MachineInOtherTailnet);
+        await moved.Stop();
+
+        // And re-authorising in its own tailnet finds the same device.
+        await Eventually.Until(() => LiveEntities(node, "machine"), count => count == 0, "the machine index entity stopped again");
+        var back = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key, store: a.Store, forceReauth: true);
+        await back.WaitForState(ControlState.Running);
+        Assert.Equal(deviceId, back.DeviceId);
+        await b.WaitForPeers(back);
+    }
+
+    [Fact]
     public async Task A_tailnet_entity_that_restarts_sends_every_change_and_relearns_who_is_online()
     {
         await using var storage = TestStorage.NewSqlite();
@@ -330,6 +362,14 @@ public class LifecycleTests
     }
 
     /// <summary>An entity of a shard region on this node, by path (a test's way to crash one).</summary>
+    /// <summary>How many entities of a type run on the node now.</summary>
+    private static async Task<int> LiveEntities(TestCoordinator node, string typeName)
+    {
+        var region = Akka.Cluster.Sharding.ClusterSharding.Get(node.Services.GetRequiredService<ActorSystem>()).ShardRegion(typeName);
+        var state = await region.Ask<Akka.Cluster.Sharding.CurrentShardRegionState>(Akka.Cluster.Sharding.GetShardRegionState.Instance, TimeSpan.FromSeconds(10));
+        return state.Shards.Sum(shard => shard.EntityIds.Count);
+    }
+
     private static ActorSelection Entity(TestCoordinator node, string typeName, string entityId) =>
         node.Services.GetRequiredService<ActorSystem>().ActorSelection($"/system/sharding/{typeName}/*/{entityId}");
 

@@ -34,6 +34,15 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         return device;
     }
 
+    /// <summary>A session probe attached to the device at <paramref name="lastVersion"/> (0: it holds nothing yet).</summary>
+    private TestProbe Attached(IActorRef device, string deviceId, string name, ulong lastVersion)
+    {
+        var session = CreateTestProbe(name);
+        device.Tell(new AttachSession(deviceId, session.Ref, lastVersion, false));
+        session.ExpectMsg<SessionAttached>();
+        return session;
+    }
+
     private SendNetMap ExpectMapRequest() => _tailnet.ExpectMsg<SendNetMap>(TimeSpan.FromSeconds(10));
 
     private static NetMapSnapshot Snapshot(string deviceId, string peerName) =>
@@ -48,10 +57,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     public void A_full_map_request_that_is_lost_is_sent_again_and_the_stream_carries_on()
     {
         var device = StartDevice("dev_lost_map");
-        var session = CreateTestProbe("session");
-
-        device.Tell(new AttachSession("dev_lost_map", session.Ref, 0, false));
-        session.ExpectMsg<SessionAttached>();
+        var session = Attached(device, "dev_lost_map", "session", 0);
         Assert.Equal("dev_lost_map", ExpectMapRequest().DeviceId);
         // The tailnet moved while the request was on its way: no answer comes. A change that the
         // lost map would have carried is dropped by the device meanwhile, as designed.
@@ -76,9 +82,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     public void A_session_that_left_while_its_map_was_lost_is_followed_by_one_that_gets_a_full_map()
     {
         var device = StartDevice("dev_left");
-        var first = CreateTestProbe("first-session");
-        device.Tell(new AttachSession("dev_left", first.Ref, 0, false));
-        first.ExpectMsg<SessionAttached>();
+        var first = Attached(device, "dev_left", "first-session", 0);
         ExpectMapRequest();
         Watch(first.Ref);
         Sys.Stop(first.Ref);
@@ -88,11 +92,41 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         _tailnet.ExpectNoMsg(Retry * 3);
 
         // ...and the next session, whatever version it claims, starts from a full map.
-        var second = CreateTestProbe("second-session");
-        device.Tell(new AttachSession("dev_left", second.Ref, 0, false));
-        second.ExpectMsg<SessionAttached>();
+        var second = Attached(device, "dev_left", "second-session", 0);
         ExpectMapRequest();
         device.Tell(Snapshot("dev_left", "peer"));
         Assert.Equal("peer", Assert.Single(Read(second.ExpectMsg<DeliverToAgent>()).Netmap.Peers).Name);
+    }
+
+    [Fact]
+    public void A_session_that_comes_back_behind_resumes_from_the_kept_deltas_and_one_too_far_behind_gets_a_full_map()
+    {
+        var device = StartDevice("dev_resume");
+        var first = Attached(device, "dev_resume", "first-session", 0);
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_resume", "peer"));
+        Read(first.ExpectMsg<DeliverToAgent>());
+        var sent = new List<NetMapDelta>();
+        for (var i = 0; i < 3; i++)
+        {
+            device.Tell(Delta("dev_resume", $"change-{i}"));
+            sent.Add(Read(first.ExpectMsg<DeliverToAgent>()).Delta);
+        }
+
+        // The agent held the second delta when its stream broke: the new stream gets the third, as it was sent, and no full map.
+        var second = Attached(device, "dev_resume", "second-session", sent[1].Version);
+        Assert.Equal(sent[2], Read(second.ExpectMsg<DeliverToAgent>()).Delta);
+        second.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+        _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+
+        // More changes than the log keeps: a stream that stopped at the third is too far behind to resume.
+        for (var i = 0; i <= DeviceActor.DeltaLogEntries; i++)
+        {
+            device.Tell(Delta("dev_resume", $"later-{i}"));
+            second.ExpectMsg<DeliverToAgent>();
+        }
+        var third = Attached(device, "dev_resume", "third-session", sent[2].Version);
+        Assert.Equal("dev_resume", ExpectMapRequest().DeviceId);
+        third.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
 }

@@ -40,6 +40,21 @@ public class PeerFanOutTests
         return into;
     }
 
+    /// <summary>The first of five devices reports new endpoints: what the tailnet collects for the others.</summary>
+    private static DeltaAccumulator EndpointChangeInTailnetOfFive(out List<string> ids) => EndpointChangeInTailnetOfFive(out ids, out _, out _);
+
+    private static DeltaAccumulator EndpointChangeInTailnetOfFive(out List<string> ids, out TailnetState after, out UpdateDeviceEndpoints report)
+    {
+        var state = WithDevices(5, out ids);
+        // Reports are soft state: the tailnet applies them (see TailnetActor) and fans them out so.
+        report = new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 3, new string('d', 64), Version: 77);
+        after = state;
+        foreach (var e in state.Process(report).Events) after = after.Apply(e).WithEndpointsReported(ids[0], report.Version);
+        var into = new DeltaAccumulator();
+        PeerFanOut.EndpointsReported(state, after, ids[0], PolicyEngine.Compile(after.Policy, after.PolicyDevices()), _ => true, into);
+        return into;
+    }
+
     [Fact]
     public void The_delta_bytes_built_from_shared_encodings_parse_as_the_delta_itself()
     {
@@ -66,16 +81,38 @@ public class PeerFanOutTests
     }
 
     [Fact]
+    public void Recipients_of_the_same_shared_changes_get_one_array_and_a_recipient_with_its_own_parts_its_own()
+    {
+        // One endpoint change in a tailnet of five: the four peers' deltas are the same bytes, held once.
+        var into = EndpointChangeInTailnetOfFive(out var ids);
+        // A fifth recipient hears the same patch and a filter of its own; a sixth the same patches in another order.
+        var patch = into.Drain().First().Value.Patches.Values.Single();
+        foreach (var peer in ids.Skip(1)) into.Patch(peer, patch);
+        into.Patch("dev_own", patch);
+        into.Filter("dev_own", new PacketFilter());
+        var other = new PeerPatch { Id = "dev_zz", Online = true };
+        into.Patch("dev_one_order", patch);
+        into.Patch("dev_one_order", other);
+        into.Patch("dev_other_order", other);
+        into.Patch("dev_other_order", patch);
+
+        var encodings = new DeltaAccumulator.SharedEncodings();
+        var bytes = into.Drain().ToDictionary(kv => kv.Key, kv => (Pending: kv.Value, Bytes: kv.Value.ToDeltaBytes(encodings)));
+
+        var shared = bytes[ids[1]].Bytes;
+        Assert.All(ids.Skip(2), peer => Assert.Same(shared, bytes[peer].Bytes));
+        Assert.NotSame(shared, bytes["dev_own"].Bytes);
+        Assert.NotSame(bytes["dev_one_order"].Bytes, bytes["dev_other_order"].Bytes);
+        foreach (var (_, (pending, encoded)) in bytes) Assert.Equal(pending.ToDelta(), NetMapDelta.Parser.ParseFrom(encoded));
+        // Another flush builds its own: an array is shared within one flush's recipients only.
+        into.Patch(ids[1], patch);
+        Assert.NotSame(shared, into.Drain().Single().Value.ToDeltaBytes(new DeltaAccumulator.SharedEncodings()));
+    }
+
+    [Fact]
     public void An_endpoint_change_goes_as_a_patch_to_every_peer_and_to_nobody_else()
     {
-        var state = WithDevices(5, out var ids);
-
-        // Reports are soft state: the tailnet applies them (see TailnetActor) and fans them out so.
-        var report = new UpdateDeviceEndpoints(T, ids[0], ["198.18.0.1:1"], 3, new string('d', 64), Version: 77);
-        var after = state;
-        foreach (var e in state.Process(report).Events) after = after.Apply(e).WithEndpointsReported(ids[0], report.Version);
-        var into = new DeltaAccumulator();
-        PeerFanOut.EndpointsReported(state, after, ids[0], PolicyEngine.Compile(after.Policy, after.PolicyDevices()), _ => true, into);
+        var into = EndpointChangeInTailnetOfFive(out var ids, out var after, out var report);
 
         var drained = into.Drain().ToDictionary(kv => kv.Key, kv => kv.Value.ToDelta());
         Assert.Equal(ids.Skip(1).Order(), drained.Keys.Order());
