@@ -65,11 +65,6 @@ public static class PersistenceSetup
         return connectionString;
     }
 
-    /// <summary>
-    /// The database holds every tailnet's secrets: a new data folder is the owner's alone (0700), and the
-    /// database file is created, or tightened, to 0600 before SQLite opens it. SQLite gives its -wal and
-    /// -shm files the database's mode.
-    /// </summary>
     /// <summary>Creates a data folder only its owner may enter (0700); an existing folder is left as the operator made it.</summary>
     public static void CreateOwnerOnlyFolder(string folder)
     {
@@ -78,6 +73,11 @@ public static class PersistenceSetup
         else Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
     }
 
+    /// <summary>
+    /// The database holds every tailnet's secrets: a new data folder is the owner's alone (0700), and the
+    /// database file is created, or tightened, to 0600 before SQLite opens it. SQLite gives its -wal and
+    /// -shm files the database's mode.
+    /// </summary>
     private static void OwnerOnly(string folder, string database)
     {
         CreateOwnerOnlyFolder(folder);

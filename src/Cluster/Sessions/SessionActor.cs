@@ -73,7 +73,7 @@ public sealed record SessionServices(
 /// delivered, so the entity resumes the stream or sends a full map — never nothing.
 /// </para>
 /// </summary>
-public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStash
+public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStash
 {
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
     /// <summary>How long a report (endpoints, host info, routes) waits for the tailnet's answer before it is sent again.</summary>
@@ -119,7 +119,6 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
         _outbound = outbound;
         _services = services;
         _lastHeard = services.Clock.GetUtcNow();
-        Unregistered();
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -137,99 +136,137 @@ public sealed class SessionActor : ReceiveActor, IWithTimers, IWithUnboundedStas
 
     // ------------------------------------------------------------------ states
 
-    private void Unregistered()
-    {
-        Receive<ClientFrameArrived>(arrived =>
-        {
-            Heard();
-            arrived.Inbound.Handled();
-            switch (arrived.Message.BodyCase)
-            {
-                case ClientMessage.BodyOneofCase.Register:
-                    StartRegistration(arrived.Message.Register);
-                    break;
-                case ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong:
-                    OnPingPong(arrived.Message);
-                    break;
-                case ClientMessage.BodyOneofCase.None:
-                    SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
-                    break;
-                default:
-                    SendError(ControlErrorCodes.NotRegistered, "register first");
-                    break;
-            }
-        });
-        Always();
-    }
+    // Each state is a plain switch: a ReceiveActor builds a handler per message type for every
+    // session at every Become, about a kilobyte per connected device, and matches each delivery
+    // through them.
 
-    private void Registering()
+    protected override void OnReceive(object message) => Unregistered(message);
+
+    private void Unregistered(object message)
     {
-        Receive<RegistrationOutcome>(OnRegistered);
-        Receive<Status.Failure>(failure => OnRegistered(DeviceRegistrar.Refuse(ControlErrorCodes.Unavailable,
-            "registration failed: " + failure.Cause.Message, DeviceRegistrar.RetryAfterMs)));
-        Receive<ClientFrameArrived>(arrived =>
+        if (Always(message)) return;
+        if (message is not ClientFrameArrived arrived)
         {
-            Heard();
-            if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong)
-            {
-                arrived.Inbound.Handled();
+            Unhandled(message);
+            return;
+        }
+        Heard();
+        arrived.Inbound.Handled();
+        switch (arrived.Message.BodyCase)
+        {
+            case ClientMessage.BodyOneofCase.Register:
+                StartRegistration(arrived.Message.Register);
+                break;
+            case ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong:
                 OnPingPong(arrived.Message);
-            }
-            else Stash.Stash(); // decided once the registration is (and counted until then)
-        });
-        Always();
+                break;
+            case ClientMessage.BodyOneofCase.None:
+                SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
+                break;
+            default:
+                SendError(ControlErrorCodes.NotRegistered, "register first");
+                break;
+        }
     }
 
-    private void Registered()
+    private void Registering(object message)
     {
-        Receive<ClientFrameArrived>(arrived =>
+        if (Always(message)) return;
+        switch (message)
         {
-            Heard();
-            arrived.Inbound.Handled();
-            OnRegisteredMessage(arrived.Message);
-        });
-        Receive<Reattach>(_ => Attach(confirm: false));
-        Receive<AttachUnanswered>(_ =>
-        {
-            if (!_attachAnswered) Attach(_attachConfirm);
-        });
-        Receive<AttachAgain>(_ => Attach(confirm: false));
-        Receive<RotationAnswered>(OnRotationAnswered);
-        Receive<RenewRelayTicket>(_ => SendRelayTicket(withMap: false));
-        Receive<LogoutAnswered>(OnLogoutAnswered);
-        Receive<TailnetAnswered>(OnTailnetAnswered);
-        Receive<ResendUnconfirmed>(resend =>
-        {
-            if (_unconfirmed.TryGetValue(resend.Kind, out var pending)) SendUntilConfirmed(pending.Command);
-        });
-        Always();
+            case RegistrationOutcome outcome:
+                OnRegistered(outcome);
+                break;
+            case Status.Failure failure:
+                OnRegistered(DeviceRegistrar.Refuse(ControlErrorCodes.Unavailable, "registration failed: " + failure.Cause.Message, DeviceRegistrar.RetryAfterMs));
+                break;
+            case ClientFrameArrived arrived:
+                Heard();
+                if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong)
+                {
+                    arrived.Inbound.Handled();
+                    OnPingPong(arrived.Message);
+                }
+                else Stash.Stash(); // decided once the registration is (and counted until then)
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
     }
 
-    /// <summary>What every state handles: deliveries, the end of the stream, keepalives, a node draining.</summary>
-    private void Always()
+    private void Registered(object message)
     {
-        Receive<DeliverToAgent>(deliver =>
+        if (Always(message)) return;
+        switch (message)
         {
-            if (deliver.Version != 0) _lastDelivered = deliver.Version;
-            Send(deliver.ServerMessage);
-        });
-        Receive<SessionAttached>(_ =>
+            case ClientFrameArrived arrived:
+                Heard();
+                arrived.Inbound.Handled();
+                OnRegisteredMessage(arrived.Message);
+                break;
+            case Reattach or AttachAgain:
+                Attach(confirm: false);
+                break;
+            case AttachUnanswered:
+                if (!_attachAnswered) Attach(_attachConfirm);
+                break;
+            case RotationAnswered answered:
+                OnRotationAnswered(answered);
+                break;
+            case RenewRelayTicket:
+                SendRelayTicket(withMap: false);
+                break;
+            case LogoutAnswered answered:
+                OnLogoutAnswered(answered);
+                break;
+            case TailnetAnswered answered:
+                OnTailnetAnswered(answered);
+                break;
+            case ResendUnconfirmed resend:
+                if (_unconfirmed.TryGetValue(resend.Kind, out var pending)) SendUntilConfirmed(pending.Command);
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
+    }
+
+    /// <summary>What every state handles (deliveries first: they are most of the traffic), the end of the stream, keepalives, a node draining.</summary>
+    private bool Always(object message)
+    {
+        switch (message)
         {
-            _attachAnswered = true;
-            Timers.Cancel("attach-unanswered");
-            WatchEntity(Sender);
-        });
-        Receive<Terminated>(terminated =>
-        {
-            if (!terminated.ActorRef.Equals(_deviceEntity)) return;
-            // The entity stopped (passivated, handed off, or its node is gone): a new incarnation starts on this attach.
-            _deviceEntity = null;
-            Attach(confirm: false);
-        });
-        Receive<SessionEnded>(ended => Close(ended.Code, ended.Message));
-        Receive<StreamClosed>(_ => Context.Stop(Self));
-        Receive<KeepAlive>(_ => OnKeepAlive());
-        Receive<MoveAgent>(OnMove);
+            case DeliverToAgent deliver:
+                if (deliver.Version != 0) _lastDelivered = deliver.Version;
+                Send(deliver.ServerMessage);
+                return true;
+            case SessionAttached:
+                _attachAnswered = true;
+                Timers.Cancel("attach-unanswered");
+                WatchEntity(Sender);
+                return true;
+            case Terminated terminated:
+                if (!terminated.ActorRef.Equals(_deviceEntity)) return true;
+                // The entity stopped (passivated, handed off, or its node is gone): a new incarnation starts on this attach.
+                _deviceEntity = null;
+                Attach(confirm: false);
+                return true;
+            case SessionEnded ended:
+                Close(ended.Code, ended.Message);
+                return true;
+            case StreamClosed:
+                Context.Stop(Self);
+                return true;
+            case KeepAlive:
+                OnKeepAlive();
+                return true;
+            case MoveAgent move:
+                OnMove(move);
+                return true;
+            default:
+                return false;
+        }
     }
 
     // ------------------------------------------------------------------ registration
