@@ -101,6 +101,30 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Sessions_that_crash_end_their_streams_and_the_agents_come_back_through_new_ones_to_current_netmaps()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "session-crash");
+        var before = await Eventually.Until(() => SessionPaths(node), paths => paths.Count == 2, "both agents' sessions");
+
+        // A crashed session is stopped, never restarted blank under a live stream: its stream ends, and each
+        // agent reconnects, registers its machine again and resumes from its version.
+        node.Services.GetRequiredService<ActorSystem>().ActorSelection("/user/sessions/*").Tell(Kill.Instance);
+        await Eventually.Until(() => SessionPaths(node), paths => paths.Count == 2 && !paths.Overlaps(before), "two new sessions, none of the crashed ones");
+
+        await Rename(node, tailnet, b, "b-after-session-crash");
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-after-session-crash", "b renamed after the crash");
+        await b.WaitForNetMap(v => v.Self!.Name == "b-after-session-crash", "its own new name");
+        await AgentMatchesItsEntity(node, tailnet, a);
+        await AgentMatchesItsEntity(node, tailnet, b);
+        await Eventually.Until(async () => (await node.Http.ListDevices(tailnet)).Devices.Select(d => d.Online).ToList(),
+            online => online.All(o => o), "both devices online");
+        Assert.Equal(0, a.VersionsBackwards);
+    }
+
+    [Fact]
     public async Task A_tailnet_entity_that_restarts_sends_every_change_and_relearns_who_is_online()
     {
         await using var storage = TestStorage.NewSqlite();
@@ -362,6 +386,26 @@ public class LifecycleTests
     }
 
     /// <summary>An entity of a shard region on this node, by path (a test's way to crash one).</summary>
+    /// <summary>The agent sessions running on the node now (each answers an Identify).</summary>
+    private static async Task<HashSet<string>> SessionPaths(TestCoordinator node)
+    {
+        var system = node.Services.GetRequiredService<ActorSystem>();
+        using var inbox = Inbox.Create(system);
+        system.ActorSelection("/user/sessions/*").Tell(new Identify(null), inbox.Receiver);
+        var paths = new HashSet<string>();
+        while (true)
+        {
+            try
+            {
+                if (await inbox.ReceiveAsync(TimeSpan.FromMilliseconds(500)) is ActorIdentity { Subject: { } session }) paths.Add(session.Path.ToString());
+            }
+            catch (TimeoutException)
+            {
+                return paths;
+            }
+        }
+    }
+
     /// <summary>How many entities of a type run on the node now.</summary>
     private static async Task<int> LiveEntities(TestCoordinator node, string typeName)
     {
