@@ -17,35 +17,27 @@ public sealed class DeltaLog(int maxEntries, int maxBytes)
 
     private Entry[] _ring = [];
     private int _first;
-    private int _bytes;
 
     public int Count { get; private set; }
 
-    public int Bytes => _bytes;
+    public int Bytes { get; private set; }
 
     public void Add(ulong baseVersion, ulong version, byte[] delta)
     {
         if (Count == _ring.Length) Grow();
         _ring[(_first + Count) % _ring.Length] = new Entry(baseVersion, version, delta);
         Count++;
-        _bytes += delta.Length;
-        while (Count > maxEntries || (_bytes > maxBytes && Count > 1)) DropOldest();
+        Bytes += delta.Length;
+        while (Count > maxEntries || (Bytes > maxBytes && Count > 1)) DropOldest();
     }
 
     /// <summary>Whether the log can bring a stream at <paramref name="version"/> up to date: some delta starts there.</summary>
-    public bool CanResumeFrom(ulong version)
-    {
-        for (var i = 0; i < Count; i++)
-            if (At(i).BaseVersion == version) return true;
-        return false;
-    }
+    public bool CanResumeFrom(ulong version) => IndexOfBase(version) >= 0;
 
     /// <summary>The deltas after <paramref name="version"/>, oldest first, each numbered as it was first sent; nothing if it cannot resume.</summary>
     public IEnumerable<(byte[] Message, ulong Version)> After(ulong version)
     {
-        var from = -1;
-        for (var i = 0; i < Count && from < 0; i++)
-            if (At(i).BaseVersion == version) from = i;
+        var from = IndexOfBase(version);
         if (from < 0) yield break;
         for (var i = from; i < Count; i++)
         {
@@ -59,15 +51,23 @@ public sealed class DeltaLog(int maxEntries, int maxBytes)
     {
         _ring = [];
         _first = 0;
-        _bytes = 0;
+        Bytes = 0;
         Count = 0;
     }
 
     private Entry At(int index) => _ring[(_first + index) % _ring.Length];
 
+    /// <summary>Where the delta that starts at <paramref name="version"/> sits, oldest first; -1 if none does.</summary>
+    private int IndexOfBase(ulong version)
+    {
+        for (var i = 0; i < Count; i++)
+            if (At(i).BaseVersion == version) return i;
+        return -1;
+    }
+
     private void DropOldest()
     {
-        _bytes -= _ring[_first].Delta.Length;
+        Bytes -= _ring[_first].Delta.Length;
         _ring[_first] = default;
         _first = (_first + 1) % _ring.Length;
         Count--;

@@ -189,6 +189,8 @@ public sealed class DeltaAccumulator
             return delta;
         }
 
+        private bool HasOwnParts => Removed.Count > 0 || Dns is not null || Self is not null || Filter is not null;
+
         /// <summary>What goes to this recipient alone: removals, DNS, its own node and its filter.</summary>
         private NetMapDelta OwnParts()
         {
@@ -208,7 +210,7 @@ public sealed class DeltaAccumulator
         /// </summary>
         public byte[] ToDeltaBytes(SharedEncodings shared)
         {
-            if (Removed.Count == 0 && Dns is null && Self is null && Filter is null)
+            if (!HasOwnParts)
             {
                 // Nothing of its own: another recipient with the same peers and patches gets the same array.
                 var composition = new SharedEncodings.Composition([.. Added.Values, .. Changed.Values, .. Patches.Values], Added.Count, Changed.Count);

@@ -169,7 +169,7 @@ public sealed class TunnelSupervisor : UntypedActor
         var held = _device.Peers.Values.Where(p => p.MeshId is not null && (!mesh.PeersOnly || wanted.ContainsKey(p.MeshId))).ToLookup(p => p.MeshId!);
         foreach (var group in held)
         {
-            if (mesh.PeersOnly || wanted.ContainsKey(group.Key)) continue;
+            if (wanted.ContainsKey(group.Key)) continue; // a patch of a few peers holds only those: it removes nobody
             foreach (var gone in group) if (Remove(gone.PublicKey)) removed++;
         }
         foreach (var peer in wanted.Values)
