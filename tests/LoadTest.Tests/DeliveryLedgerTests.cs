@@ -10,7 +10,7 @@ public sealed class DeliveryLedgerTests
     private readonly Dictionary<int, int> _recipientA = new();
     private readonly Dictionary<int, int> _recipientB = new();
 
-    private void Apply(Dictionary<int, int> recipient, int sequence, bool fromPatch = true) =>
+    private bool Apply(Dictionary<int, int> recipient, int sequence, bool fromPatch = true) =>
         _ledger.Applied(recipient, sequence, fromPatch, Stopwatch.GetTimestamp());
 
     [Fact]
@@ -63,10 +63,11 @@ public sealed class DeliveryLedgerTests
     public void A_patch_that_repeats_the_held_change_is_a_duplicate_and_a_full_map_repeating_it_is_not()
     {
         var change = _ledger.Record(sourceAgent: 3, recipients: 1);
-        Apply(_recipientA, change);
-        Apply(_recipientA, change, fromPatch: false);
+        Assert.False(Apply(_recipientA, change));
+        Assert.False(Apply(_recipientA, change, fromPatch: false));
         Assert.Equal(0, _ledger.Duplicated);
-        Apply(_recipientA, change);
+        // The caller hears which application was the duplicate, so it can say what repeated.
+        Assert.True(Apply(_recipientA, change));
         Assert.Equal(1, _ledger.Duplicated);
         Assert.Equal(1, _ledger.Delivered);
     }

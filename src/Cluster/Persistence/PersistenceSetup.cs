@@ -26,10 +26,30 @@ public static class PersistenceSetup
         StorageProvider.Postgres => (
             string.IsNullOrWhiteSpace(storage.ConnectionString)
                 ? throw new InvalidOperationException("Weft:Storage:ConnectionString is required when the storage provider is Postgres")
-                : storage.ConnectionString,
+                : BoundPostgresPool(storage.ConnectionString),
             ProviderName.PostgreSQL15),
         _ => throw new InvalidOperationException($"unknown storage provider {storage.Provider}"),
     };
+
+    /// <summary>Connections one node opens to PostgreSQL when the connection string does not say (Npgsql's own default is 100).</summary>
+    public const int DefaultPostgresPoolSize = 25;
+
+    private static readonly string[] PoolSizeKeywords = ["Maximum Pool Size", "MaxPoolSize"];
+
+    /// <summary>
+    /// Gives the connection string a pool bound unless it names one. Npgsql's default of 100 per node
+    /// lets three nodes ask for more connections than PostgreSQL's default max_connections (100): in a
+    /// failover storm, hundreds of entities recover at once (akka.persistence.max-concurrent-recoveries)
+    /// and the server refuses the surplus ("too many clients already"), failing those recoveries. With
+    /// a bound, recoveries wait their turn for a connection instead. Keep nodes × pool below max_connections.
+    /// </summary>
+    public static string BoundPostgresPool(string connectionString)
+    {
+        // The keys as written (Npgsql's own builder knows every keyword, set or not).
+        var written = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString };
+        if (PoolSizeKeywords.Any(written.ContainsKey)) return connectionString;
+        return new Npgsql.NpgsqlConnectionStringBuilder(connectionString) { MaxPoolSize = DefaultPostgresPoolSize }.ConnectionString;
+    }
 
     /// <summary>
     /// Creates the data folder and switches the database file to WAL before the actor system opens it:

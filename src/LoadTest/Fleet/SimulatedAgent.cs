@@ -18,7 +18,12 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
 {
     // Owned by the agent's actor thread (the observer runs there).
     private readonly Dictionary<int, int> _lastChangeBySource = new();
+    private long _lastFullMapAt;
+    private ulong _lastFullMapVersion;
     private volatile bool _joined;
+    /// <summary>Duplicates described on stderr so far, in the whole run: the first few say what repeated, and after what.</summary>
+    private static int s_duplicatesDescribed;
+    private const int DuplicatesToDescribe = 20;
     private volatile bool _meshed;
 
     public int Index { get; } = index;
@@ -85,6 +90,8 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
         switch (message.BodyCase)
         {
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
+                _lastFullMapAt = now;
+                _lastFullMapVersion = message.Netmap.Version;
                 foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
@@ -92,8 +99,9 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
                 foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
                 foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
                 foreach (var patch in delta.Patches)
-                    if (patch.Endpoints is { } endpoints)
-                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, fromPatch: true, now, ledger);
+                    if (patch.Endpoints is { } endpoints &&
+                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, fromPatch: true, now, ledger))
+                        DescribeDuplicate(patch, delta, now);
                 break;
         }
     }
@@ -102,19 +110,25 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     /// Versioned endpoints count only where the store took them: it keeps a newer report it holds
     /// (<see cref="NetMapRules.Merged"/>), so an older one that arrives is not applied, and not a regression.
     /// </summary>
-    private void ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, bool fromPatch, long now, DeliveryLedger ledger)
+    /// <returns>True when an endpoint it applied was one the store already held (a duplicate).</returns>
+    private bool ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, bool fromPatch, long now, DeliveryLedger ledger)
     {
-        if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return;
-        ApplyEndpoints(endpoints, fromPatch, now, ledger);
-    }
-
-    private void ApplyEndpoints(IEnumerable<string> endpoints, bool fromPatch, long now, DeliveryLedger ledger)
-    {
+        if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return false;
+        var duplicate = false;
         foreach (var endpoint in endpoints)
         {
             var sequence = ChangeEndpoint.SequenceOf(endpoint);
-            if (sequence >= 0) ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
+            if (sequence >= 0) duplicate |= ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
         }
+        return duplicate;
+    }
+
+    private void DescribeDuplicate(PeerPatch patch, NetMapDelta delta, long now)
+    {
+        if (Interlocked.Increment(ref s_duplicatesDescribed) > DuplicatesToDescribe) return;
+        var sinceFullMap = _lastFullMapAt == 0 ? "no full map yet" : $"{Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalMilliseconds:0} ms after its full map of version {_lastFullMapVersion}";
+        Console.Error.WriteLine($"duplicate: {Name} got peer {patch.Id}'s endpoints {string.Join(",", patch.Endpoints.Endpoints)} (endpoints version {patch.EndpointsVersion}) " +
+            $"again in a patch of delta {delta.BaseVersion}->{delta.Version}, {sinceFullMap}");
     }
 }
 

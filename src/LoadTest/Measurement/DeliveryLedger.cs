@@ -107,22 +107,23 @@ public sealed class DeliveryLedger
     /// A recipient applied an endpoint carrying <paramref name="sequence"/>. <paramref name="lastBySource"/>
     /// is the recipient's own record (the latest change it holds per source), owned by its thread.
     /// <paramref name="fromPatch"/>: a delta set this endpoint (a full map or a whole-node change
-    /// that repeats the held endpoint is no duplicate).
+    /// that repeats the held endpoint is no duplicate). Returns true when it counted as a duplicate.
     /// </summary>
-    public void Applied(Dictionary<int, int> lastBySource, int sequence, bool fromPatch, long now)
+    public bool Applied(Dictionary<int, int> lastBySource, int sequence, bool fromPatch, long now)
     {
-        if (sequence < 0 || sequence >= Volatile.Read(ref _count)) return;
+        if (sequence < 0 || sequence >= Volatile.Read(ref _count)) return false;
         var source = _source[sequence];
         var held = lastBySource.TryGetValue(source, out var last) ? last : -1;
         if (sequence == held)
         {
-            if (fromPatch) Interlocked.Increment(ref _duplicated);
-            return;
+            if (!fromPatch) return false;
+            Interlocked.Increment(ref _duplicated);
+            return true;
         }
         if (sequence < held)
         {
             Interlocked.Increment(ref _outOfOrder);
-            return;
+            return false;
         }
         lastBySource[source] = sequence;
         var micros = Math.Max(1, (long)Stopwatch.GetElapsedTime(Volatile.Read(ref _sentAt[sequence]), now).TotalMicroseconds);
@@ -144,6 +145,7 @@ public sealed class DeliveryLedger
                 Settle(list[i]);
             }
         }
+        return false;
     }
 
     private void Settle(int sequence)
