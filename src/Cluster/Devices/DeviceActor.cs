@@ -149,8 +149,11 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 else Attach(attach);
                 return true;
             case ReportEndpoints report:
-                if (_endpoints is null || report.Report.Version >= _endpoints.Version) _endpoints = report.Report;
-                _tailnets.Tell(report.Report, Sender); // the tailnet answers the session's ask
+                KeepIfNewer(report.Report);
+                // The tailnet answers the session's ask. It hears the newest report this entity knows:
+                // a tailnet that started over takes any report as news, and an older one would roll its
+                // peers' view back until the newest came again (one more patch to every peer).
+                _tailnets.Tell(_endpoints, Sender);
                 return true;
             case PeerChanges changes:
                 OnChanges(changes);
@@ -183,10 +186,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
         session.Tell(new SessionAttached(State.DeviceId, Version));
-        if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints))
+        if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepIfNewer(endpoints))
         {
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
-            _endpoints = endpoints;
+            // An attach that carries older ones (a session the agent has left, re-attaching late) changes nothing.
             _tailnets.Tell(endpoints, ActorRefs.Nobody);
         }
 
@@ -208,6 +211,14 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             return;
         }
         RequestSnapshot();
+    }
+
+    /// <summary>Takes <paramref name="report"/> unless it is older than the report held; true when taken.</summary>
+    private bool KeepIfNewer(UpdateDeviceEndpoints report)
+    {
+        if (_endpoints is not null && report.Version < _endpoints.Version) return false;
+        _endpoints = report;
+        return true;
     }
 
     private void Detach()

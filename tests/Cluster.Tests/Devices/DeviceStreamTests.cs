@@ -129,4 +129,41 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal("dev_resume", ExpectMapRequest().DeviceId);
         third.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
+
+    private static UpdateDeviceEndpoints Endpoints(string deviceId, string endpoint, long version) =>
+        new("tn_stream", deviceId, [endpoint], 0, "", version);
+
+    [Fact]
+    public void A_late_attach_with_older_endpoints_does_not_roll_the_entity_back_and_a_tailnet_that_starts_over_hears_the_newest()
+    {
+        var device = StartDevice("dev_endpoints");
+        var newer = Endpoints("dev_endpoints", "198.18.0.2:2", version: 200);
+        var older = Endpoints("dev_endpoints", "198.18.0.1:1", version: 100);
+
+        // The agent's current session attaches with its latest report: the tailnet hears it.
+        var current = CreateTestProbe("current-session");
+        device.Tell(new AttachSession("dev_endpoints", current.Ref, 0, false, newer));
+        current.ExpectMsg<SessionAttached>();
+        Assert.Equal(newer, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_endpoints", "peer"));
+        current.ExpectMsg<DeliverToAgent>();
+
+        // A session the agent has left re-attaches late, with the report it had: the tailnet hears nothing of it.
+        var stale = CreateTestProbe("stale-session");
+        device.Tell(new AttachSession("dev_endpoints", stale.Ref, 0, false, older));
+        stale.ExpectMsg<SessionAttached>();
+        Assert.IsType<SendNetMap>(_tailnet.ExpectMsg<object>());
+        device.Tell(Snapshot("dev_endpoints", "peer"));
+        stale.ExpectMsg<DeliverToAgent>();
+
+        // An older report asked through the entity is answered with the newest it knows.
+        device.Tell(new ReportEndpoints("dev_endpoints", older));
+        Assert.Equal(newer, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+
+        // A tailnet that starts over asks every device again: it hears the newest.
+        device.Tell(new PeerChanges("dev_endpoints", [], true, null, null));
+        Assert.Equal(newer, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        Assert.IsType<DeviceReportedAgain>(_tailnet.ExpectMsg<object>());
+    }
 }
