@@ -149,7 +149,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 else Attach(attach);
                 return true;
             case ReportEndpoints report:
-                KeepIfNewer(report.Report);
+                KeepUnlessLate(report.Report);
                 // The tailnet answers the session's ask. It hears the newest report this entity knows:
                 // a tailnet that started over takes any report as news, and an older one would roll its
                 // peers' view back until the newest came again (one more patch to every peer).
@@ -186,7 +186,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
         session.Tell(new SessionAttached(State.DeviceId, Version));
-        if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepIfNewer(endpoints))
+        if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepUnlessLate(endpoints))
         {
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
             // An attach that carries older ones (a session the agent has left, re-attaching late) changes nothing.
@@ -213,10 +213,14 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         RequestSnapshot();
     }
 
-    /// <summary>Takes <paramref name="report"/> unless it is older than the report held; true when taken.</summary>
-    private bool KeepIfNewer(UpdateDeviceEndpoints report)
+    /// <summary>
+    /// Takes <paramref name="report"/> unless it is a late one, by the rule the tailnet applies
+    /// (<see cref="NetMapRules.EndpointsNewer"/>: a report from a coordinator whose clock is far
+    /// behind is news, not late); true when taken.
+    /// </summary>
+    private bool KeepUnlessLate(UpdateDeviceEndpoints report)
     {
-        if (_endpoints is not null && report.Version < _endpoints.Version) return false;
+        if (_endpoints is not null && report.Version != _endpoints.Version && !NetMapRules.EndpointsNewer(report.Version, _endpoints.Version)) return false;
         _endpoints = report;
         return true;
     }

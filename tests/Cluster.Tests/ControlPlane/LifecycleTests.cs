@@ -385,7 +385,6 @@ public class LifecycleTests
         return manifests;
     }
 
-    /// <summary>An entity of a shard region on this node, by path (a test's way to crash one).</summary>
     /// <summary>The agent sessions running on the node now (each answers an Identify).</summary>
     private static async Task<HashSet<string>> SessionPaths(TestCoordinator node)
     {
@@ -414,6 +413,7 @@ public class LifecycleTests
         return state.Shards.Sum(shard => shard.EntityIds.Count);
     }
 
+    /// <summary>An entity of a shard region on this node, by path (a test's way to crash one).</summary>
     private static ActorSelection Entity(TestCoordinator node, string typeName, string entityId) =>
         node.Services.GetRequiredService<ActorSystem>().ActorSelection($"/system/sharding/{typeName}/*/{entityId}");
 

@@ -166,4 +166,28 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(newer, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
         Assert.IsType<DeviceReportedAgain>(_tailnet.ExpectMsg<object>());
     }
+
+    [Fact]
+    public void A_report_stamped_by_a_coordinator_whose_clock_is_far_behind_is_news_to_the_entity_as_it_is_to_the_tailnet()
+    {
+        var device = StartDevice("dev_skewed");
+        var now = DateTimeOffset.UtcNow.UtcTicks;
+        var first = Endpoints("dev_skewed", "198.18.0.1:1", version: now);
+        // The agent moved to a node whose clock is two minutes behind: older than the late-report window allows.
+        var afterMove = Endpoints("dev_skewed", "198.18.0.2:2", version: now - TimeSpan.FromMinutes(2).Ticks);
+        Assert.True(NetMapRules.EndpointsNewer(afterMove.Version, first.Version));
+
+        device.Tell(new ReportEndpoints("dev_skewed", first));
+        Assert.Equal(first, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        device.Tell(new ReportEndpoints("dev_skewed", afterMove));
+        Assert.Equal(afterMove, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+
+        // It is what the entity holds now: a tailnet that starts over hears it.
+        var session = Attached(device, "dev_skewed", "session", 0);
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_skewed", "peer"));
+        session.ExpectMsg<DeliverToAgent>();
+        device.Tell(new PeerChanges("dev_skewed", [], true, null, null));
+        Assert.Equal(afterMove, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+    }
 }
