@@ -104,11 +104,11 @@ public static class WeftRelay
 /// <summary>Asks a lab agent's local API directly (no CLI process): quick enough to poll every few milliseconds.</summary>
 public static class AgentApi
 {
-    public static async Task<JsonElement> Query(WeftAgent agent, object request)
+    public static async Task<JsonElement> Query(WeftAgent agent, string command, object? body = null)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
-        using var document = await NodeAgent.Agent.LocalApi.QueryAsync(agent.StateDirectory, request, timeout.Token);
-        return document.RootElement.Clone();
+        var (_, answer) = await NodeAgent.Agent.LocalApi.QueryAsync(agent.StateDirectory, command, body, timeout.Token);
+        using (answer) return answer.RootElement.Clone();
     }
 
     /// <summary>The path to the peer called <paramref name="peerName"/>: "direct", "relay" or "none" (null when it is not a peer yet).</summary>
@@ -130,7 +130,7 @@ public static class AgentApi
     /// <summary>The status's tunnel of a peer (an undefined element when it has none), or null when it is not a peer yet.</summary>
     private static async Task<JsonElement?> Tunnel(WeftAgent agent, string peerName)
     {
-        var status = await Query(agent, new { command = "status" });
+        var status = await Query(agent, "status");
         if (!status.TryGetProperty("peers", out var peers)) return null;
         foreach (var peer in peers.EnumerateArray())
         {

@@ -129,17 +129,21 @@ public sealed class WeftCoordinator : IAsyncDisposable
     }
 }
 
-/// <summary>A <c>weft-agent up</c> in a lab machine, with its state in the lab folder.</summary>
+/// <summary>
+/// A <c>weft-agent</c> in a lab machine, with its state in the lab folder: either <c>up --foreground</c>
+/// (daemon and login in one process, as in a container) or the service way, a <c>weft-agent daemon</c>
+/// process that the <c>up</c> CLI then logs in.
+/// </summary>
 public sealed class WeftAgent
 {
-    private readonly string[] _upArguments;
+    private readonly string[] _runArguments;
 
-    private WeftAgent(Namespace machine, string name, string stateDirectory, string[] upArguments)
+    private WeftAgent(Namespace machine, string name, string stateDirectory, string[] runArguments)
     {
         Machine = machine;
         Name = name;
         StateDirectory = stateDirectory;
-        _upArguments = upArguments;
+        _runArguments = runArguments;
     }
 
     public Namespace Machine { get; }
@@ -150,22 +154,34 @@ public sealed class WeftAgent
 
     public LabProcess? Process { get; private set; }
 
+    /// <summary><c>weft-agent up --foreground</c>: joins with <paramref name="authKey"/>; <paramref name="extra"/> may hold daemon and login flags alike.</summary>
     public static WeftAgent Start(Namespace machine, string name, Uri coordinator, string authKey, params string[] extra)
     {
         var state = Path.Combine(machine.Lab.Directory, "agent-" + name);
         var agent = new WeftAgent(machine, name, state,
         [
-            "dotnet", Binaries.Agent, "up", "--login-server", coordinator.ToString(), "--auth-key", authKey, "--hostname", name,
+            "dotnet", Binaries.Agent, "up", "--foreground", "--login-server", coordinator.ToString(), "--auth-key", authKey, "--hostname", name,
             "--state-dir", state, .. extra,
         ]);
         agent.Run();
         return agent;
     }
 
+    /// <summary>The service way: <c>weft-agent daemon</c> (with <paramref name="daemonFlags"/>), then <c>weft-agent up</c> against it.</summary>
+    public static WeftAgent StartService(Namespace machine, string name, Uri coordinator, string authKey, params string[] daemonFlags)
+    {
+        var state = Path.Combine(machine.Lab.Directory, "agent-" + name);
+        var agent = new WeftAgent(machine, name, state, ["dotnet", Binaries.Agent, "daemon", "--state-dir", state, .. daemonFlags]);
+        agent.Run();
+        var (code, output) = agent.Cli("up", "--login-server", coordinator.ToString(), "--auth-key", authKey, "--hostname", name);
+        if (code != 0) throw new LabException($"weft-agent up on {name}'s daemon failed ({code}): {output}");
+        return agent;
+    }
+
     /// <summary>Starts (or restarts) the agent process and waits until its tunnels exist.</summary>
     public void Run()
     {
-        Process = Machine.Start("weft-agent " + Name, _upArguments);
+        Process = Machine.Start("weft-agent " + Name, _runArguments);
         Process.WaitForOutput("tunnels on", TimeSpan.FromSeconds(60));
     }
 
@@ -180,6 +196,8 @@ public sealed class WeftAgent
         var command = new List<string>();
         if (user is not null) command.AddRange(["setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups"]);
         command.AddRange(["dotnet", Binaries.Agent, .. arguments, "--state-dir", StateDirectory]);
+        // Run inside the agent's namespace, as a person on that machine would.
+        command.InsertRange(0, ["ip", "netns", "exec", Machine.Name]);
         var info = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var argument in command.Skip(1)) info.ArgumentList.Add(argument);
         if (user is not null)

@@ -31,7 +31,10 @@ public static class CoordinatorHost
 
         builder.Services.AddSerilog((services, logger) =>
         {
-            logger.ReadFrom.Configuration(builder.Configuration)
+            // The sinks the coordinator ships are named, not found by scanning its folder for "*Serilog*.dll":
+            // a scan loads whatever lies there (the agent's Akka.Logger.Serilog where both are built side by side).
+            logger.ReadFrom.Configuration(builder.Configuration, new Serilog.Settings.Configuration.ConfigurationReaderOptions(
+                    typeof(ConsoleLoggerConfigurationExtensions).Assembly))
                 .MinimumLevel.Override("Microsoft.AspNetCore", Serilog.Events.LogEventLevel.Warning)
                 .MinimumLevel.Override("Grpc", Serilog.Events.LogEventLevel.Warning)
                 .Enrich.FromLogContext();

@@ -81,6 +81,8 @@ public static class ControlErrorCodes
     public const string DeviceDeleted = "device_deleted";
     public const string DeviceExpired = "device_expired";
     public const string LoggedOut = "logged_out";
+    /// <summary>The agent's own: it has no coordinator yet (a daemon before its first <c>up --login-server</c>).</summary>
+    public const string NotLoggedIn = "not_logged_in";
     public const string InvalidRequest = "invalid_request";
     public const string Unavailable = "unavailable";
     public const string SlowConsumer = "slow_consumer";

@@ -8,15 +8,13 @@ using Weft.NodeAgent.WireGuard;
 
 namespace Weft.NodeAgent.Agent;
 
-/// <summary>What <c>weft-agent up</c> was told.</summary>
+/// <summary>
+/// How the daemon runs (<c>weft-agent daemon</c>'s flags, as <c>tailscaled</c>'s): where its state
+/// is, its interface and ports. Where and as whom it joins are prefs, set with <c>up</c> (<see cref="AgentPrefs"/>).
+/// </summary>
 public sealed record AgentDaemonOptions
 {
-    public required IReadOnlyList<Uri> Coordinators { get; init; }
     public required string StateDirectory { get; init; }
-    public required string Hostname { get; init; }
-    public string? AuthKey { get; init; }
-    public string? Tailnet { get; init; }
-    public bool ForceReauth { get; init; }
     public ImmutableArray<string> StaticEndpoints { get; init; } = [];
     /// <summary>False runs the control client alone (no TUN, no root needed): it shows what it would connect to.</summary>
     public bool Tunnels { get; init; } = true;
@@ -27,38 +25,48 @@ public sealed record AgentDaemonOptions
     public int Port { get; init; } = 41641;
     /// <summary>The MagicDNS port on the tailnet addresses (53; tests may move it).</summary>
     public int DnsPort { get; init; } = 53;
-    /// <summary>Subnet routes this device offers, plus 0.0.0.0/0 and ::/0 as an exit node.</summary>
-    public ImmutableArray<string> AdvertisedRoutes { get; init; } = [];
     public bool SnatSubnetRoutes { get; init; } = true;
-    public bool AcceptRoutes { get; init; }
-    public string? ExitNode { get; init; }
+    /// <summary>Akka's log level for the agent's actors (DEBUG, INFO, WARNING, ERROR).</summary>
+    public string ActorLogLevel { get; init; } = "INFO";
+    /// <summary>Shorter backoff and answer timeouts for tests; null keeps the control client's defaults.</summary>
+    public Func<ControlClientOptions, ControlClientOptions>? TuneControl { get; init; }
 }
 
 /// <summary>
-/// The agent as a whole (<c>weft-agent up</c>): an actor system with the ControlClient and the
-/// DataPlane (which supervises the tunnels) under the <see cref="AgentSupervisor"/>, the WireGuard
-/// engine on a real TUN, MagicDNS, and the local API the CLI talks to. The engine and the TUN live here, outside the actors, so that an
-/// actor restart never takes the interface down.
+/// The agent as a whole (<c>weft-agent daemon</c>, or <c>up --foreground</c>): an actor system with
+/// the ControlClient and the DataPlane (which supervises the tunnels) under the
+/// <see cref="AgentSupervisor"/>, the WireGuard engine on a real TUN, MagicDNS, and the local API the
+/// CLI talks to. The engine and the TUN live here, outside the actors, so that an actor restart never
+/// takes the interface down. The prefs (<c>prefs.json</c>) are the source of truth for where and how
+/// it joins: each change is written before the actors are told, and a restarted daemon starts from them.
 /// </summary>
 public sealed class AgentDaemon : IAsyncDisposable
 {
-    private readonly LocalApi _api;
-    private readonly WireGuardDevice? _device;
+    private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
+    private readonly AgentDaemonOptions _options;
+    private readonly ILogger _log;
+    private readonly AgentPrefsFile _prefsFile;
+    private readonly SemaphoreSlim _reconfiguring = new(1, 1);
     private readonly MagicDns? _dns;
     private readonly LinuxTunnelLink? _link;
-    private readonly SubnetRouter? _router;
+    private SubnetRouter? _router;
+    private LocalApi? _api;
+    private AgentPrefs _prefs;
 
-    private AgentDaemon(ActorSystem system, IActorRef control, IActorRef? dataPlane, WireGuardDevice? device, MagicDns? dns, LocalApi api,
-        LinuxTunnelLink? link, SubnetRouter? router)
+    private AgentDaemon(AgentDaemonOptions options, ILogger log, AgentPrefsFile prefsFile, AgentPrefs prefs, ActorSystem system, AgentActors actors,
+        WireGuardDevice? device, MagicDns? dns, LinuxTunnelLink? link, SubnetRouter? router)
     {
+        _options = options;
+        _log = log;
+        _prefsFile = prefsFile;
+        _prefs = prefs;
+        System = system;
+        Control = actors.Control;
+        DataPlane = actors.DataPlane;
+        Device = device;
+        _dns = dns;
         _link = link;
         _router = router;
-        System = system;
-        Control = control;
-        DataPlane = dataPlane;
-        _device = device;
-        _dns = dns;
-        _api = api;
     }
 
     public ActorSystem System { get; }
@@ -67,33 +75,46 @@ public sealed class AgentDaemon : IAsyncDisposable
 
     public IActorRef? DataPlane { get; }
 
-    public int? ListenPort => _device?.ListenPort;
+    public WireGuardDevice? Device { get; }
 
-    /// <exception cref="AgentStateException">The state file is damaged.</exception>
-    /// <exception cref="IOException">The TUN, the UDP port or the socket cannot be set up (not root, port taken).</exception>
-    public static AgentDaemon Start(AgentDaemonOptions options, ILogger log)
+    public int? ListenPort => Device?.ListenPort;
+
+    public string SocketPath => _api?.SocketPath ?? Path.Combine(_options.StateDirectory, LocalApi.SocketName);
+
+    /// <summary>The prefs in force (the last ones written).</summary>
+    public AgentPrefs Prefs => Volatile.Read(ref _prefs);
+
+    /// <exception cref="AgentStateException">The state or prefs file is damaged.</exception>
+    /// <exception cref="IOException">The TUN, the UDP port or the socket cannot be set up (not root, port taken, another agent runs).</exception>
+    public static async Task<AgentDaemon> StartAsync(AgentDaemonOptions options, ILoggerFactory logs)
     {
+        var log = logs.CreateLogger("weft-agent");
         var store = new FileAgentStateStore(options.StateDirectory);
         store.Load();
+        var prefsFile = new AgentPrefsFile(options.StateDirectory);
+        var prefs = prefsFile.Load();
+        if (await LocalApi.AnswersAsync(options.StateDirectory))
+            throw new IOException($"an agent already runs with state in {options.StateDirectory}: `weft-agent up` reconfigures it, `weft-agent down` takes it down");
         WireGuardDevice? device = null;
         MagicDns? dns = null;
         LinuxTunnelLink? link = null;
         SubnetRouter? router = null;
-        var system = AgentActorSystem.Create("weft-agent", "INFO");
+        var system = AgentActorSystem.CreateLoggingToSerilog("weft-agent", options.ActorLogLevel);
+        AgentDaemon? daemon = null;
         try
         {
             var control = new ControlClientOptions
             {
-                Coordinators = options.Coordinators,
+                Coordinators = prefs.Coordinators,
                 StateStore = store,
-                Hostname = options.Hostname,
-                AuthKey = options.AuthKey,
-                Tailnet = options.Tailnet,
-                ForceReauth = options.ForceReauth,
+                Hostname = prefs.Hostname,
+                Tailnet = prefs.Tailnet,
                 Endpoints = options.StaticEndpoints,
-                AdvertisedRoutes = options.AdvertisedRoutes,
+                AdvertisedRoutes = prefs.AdvertisedRoutes,
+                StartStopped = !prefs.WantRunning,
                 NetMapCache = options.Tunnels ? new FileNetMapCache(options.StateDirectory) : null,
             };
+            if (options.TuneControl is { } tune) control = tune(control);
             DataPlaneOptions? plane = null;
             if (options.Tunnels)
             {
@@ -101,7 +122,7 @@ public sealed class AgentDaemon : IAsyncDisposable
                 device.Pinger = new TunnelPinger();
                 link = new LinuxTunnelLink(options.TunName, options.Mtu);
                 link.Up();
-                if (!options.AdvertisedRoutes.IsEmpty) router = SubnetRouter.Start(options.TunName, options.SnatSubnetRoutes);
+                if (!prefs.AdvertisedRoutes.IsEmpty) router = SubnetRouter.Start(options.TunName, options.SnatSubnetRoutes);
                 dns = new MagicDns(options.DnsPort, log);
                 plane = new DataPlaneOptions
                 {
@@ -110,23 +131,101 @@ public sealed class AgentDaemon : IAsyncDisposable
                     TunName = options.TunName,
                     StaticEndpoints = options.StaticEndpoints,
                     Dns = dns,
-                    AcceptRoutes = options.AcceptRoutes,
-                    ExitNode = options.ExitNode,
+                    AcceptRoutes = prefs.AcceptRoutes,
+                    ExitNode = prefs.ExitNode,
                 };
             }
-            var (controlClient, dataPlane) = AgentActors.Start(system, control, plane);
+            var actors = AgentActors.Start(system, control, plane);
             device?.Start();
-            var api = new LocalApi(options.StateDirectory, controlClient, dataPlane, device);
-            return new AgentDaemon(system, controlClient, dataPlane, device, dns, api, link, router);
+            daemon = new AgentDaemon(options, log, prefsFile, prefs, system, actors, device, dns, link, router);
+            daemon._api = await LocalApi.StartAsync(options.StateDirectory, daemon);
+            return daemon;
         }
         catch
         {
-            system.Terminate().Wait(TimeSpan.FromSeconds(10));
+            await system.Terminate().WaitAsync(TimeSpan.FromSeconds(10));
             dns?.Dispose();
             link?.Dispose();
             router?.Dispose();
             device?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// <c>up</c> and <c>login</c> (<paramref name="connect"/>) and <c>set</c>: checks the change, writes
+    /// the prefs, then tells the data plane and the control client. Returns the <see cref="AgentStatus"/>
+    /// once the control client took it, or a <see cref="LocalApiError"/>.
+    /// </summary>
+    public async Task<object> ReconfigureAsync(PrefsChange change, bool connect)
+    {
+        if (change.Problems() is { Count: > 0 } problems) return new LocalApiError("invalid_prefs", string.Join("; ", problems));
+        await _reconfiguring.WaitAsync();
+        try
+        {
+            var prefs = Prefs.With(change);
+            if (connect && prefs.LoginServers.IsEmpty)
+                return new LocalApiError("needs_login_server", "this agent has never logged in: give --login-server <coordinator URL>, and --auth-key (or --tailnet to wait for an admin's approval)");
+            if (connect) prefs = prefs with { WantRunning = true };
+            _prefsFile.Save(prefs);
+            Volatile.Write(ref _prefs, prefs);
+            UpdateRouter(prefs);
+            DataPlane?.Tell(new RoutingPrefs(prefs.AcceptRoutes, prefs.ExitNode));
+            var login = new ControlLogin(prefs.Coordinators, prefs.Hostname, prefs.Tailnet, change.AuthKey, change.ForceReauth, prefs.AdvertisedRoutes);
+            return await Control.Ask<AgentStatus>(new LogIn(login, connect), AskTimeout);
+        }
+        finally
+        {
+            _reconfiguring.Release();
+        }
+    }
+
+    /// <summary><c>down</c>: no stream and no tunnels until <c>up</c>, and a restarted daemon stays down.</summary>
+    public void Down()
+    {
+        SaveWantRunning(false);
+        Control.Tell(new SetWantRunning(false));
+    }
+
+    /// <summary><c>logout</c>: the coordinator expires the device and the agent forgets it; a restarted daemon waits for <c>login</c>.</summary>
+    public async Task<LogoutResult> LogOutAsync()
+    {
+        var result = await Control.Ask<LogoutResult>(LogOut.Instance, AskTimeout + AskTimeout);
+        SaveWantRunning(false);
+        return result;
+    }
+
+    private void SaveWantRunning(bool running)
+    {
+        _reconfiguring.Wait();
+        try
+        {
+            var prefs = Prefs with { WantRunning = running };
+            _prefsFile.Save(prefs);
+            Volatile.Write(ref _prefs, prefs);
+        }
+        finally
+        {
+            _reconfiguring.Release();
+        }
+    }
+
+    /// <summary>The forwarding rules a subnet router or exit node needs: set up with the first advertised route, removed with the last.</summary>
+    private void UpdateRouter(AgentPrefs prefs)
+    {
+        if (!_options.Tunnels) return;
+        try
+        {
+            if (!prefs.AdvertisedRoutes.IsEmpty && _router is null) _router = SubnetRouter.Start(_options.TunName, _options.SnatSubnetRoutes);
+            else if (prefs.AdvertisedRoutes.IsEmpty && _router is not null)
+            {
+                _router.Dispose();
+                _router = null;
+            }
+        }
+        catch (IOException e)
+        {
+            _log.LogError("Cannot set up forwarding for the advertised routes: {Problem}", e.Message);
         }
     }
 
@@ -146,11 +245,12 @@ public sealed class AgentDaemon : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _api.Dispose();
+        if (_api is not null) await _api.DisposeAsync();
         await System.Terminate();
         _dns?.Dispose();
         _link?.Dispose(); // the routing rules; the routes go with the interface
         _router?.Dispose();
-        _device?.Dispose(); // closing the TUN removes the interface, its addresses and routes
+        Device?.Dispose(); // closing the TUN removes the interface, its addresses and routes
+        _reconfiguring.Dispose();
     }
 }

@@ -63,11 +63,14 @@ public sealed class DataPlane : ReceiveActor
     private bool _hasKey;
     private ImmutableArray<IpPrefix> _addresses = [];
     private RoutingStatus _routing = new(null, null, []);
+    // From the options at start, then from each SetRoutingPrefs (up, set).
+    private RoutingPrefs _prefs;
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
         _options = options;
         _control = control;
+        _prefs = new RoutingPrefs(options.AcceptRoutes, options.ExitNode);
 
         Receive<NodeKeyChanged>(OnNodeKeyChanged);
         Receive<DiscoKeyChanged>(_ => { }); // the PathManager watches the ControlClient itself
@@ -91,6 +94,13 @@ public sealed class DataPlane : ReceiveActor
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
         Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
+        Receive<RoutingPrefs>(prefs =>
+        {
+            if (prefs == _prefs) return;
+            _log.Info("Routing prefs: accept routes {0}, exit node {1}", prefs.AcceptRoutes, prefs.ExitNode ?? "none");
+            _prefs = prefs;
+            if (!_down && _view is { } current) Apply(current);
+        });
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
@@ -105,6 +115,13 @@ public sealed class DataPlane : ReceiveActor
             _log.Error(e, "The tunnels failed and restart; their sessions live in the engine and stay up");
             return Directive.Restart;
         });
+
+    /// <summary>The new incarnation starts from the options: it is told the routing prefs chosen since.</summary>
+    protected override void PreRestart(Exception reason, object message)
+    {
+        Self.Tell(_prefs);
+        base.PreRestart(reason, message);
+    }
 
     protected override void PreStart()
     {
@@ -169,7 +186,7 @@ public sealed class DataPlane : ReceiveActor
     /// </summary>
     private bool TryApplyPatched(NetMapView view, ImmutableArray<string> patched)
     {
-        if (_greet || _options.ExitNode is not null) return false;
+        if (_greet || _prefs.ExitNode is not null) return false;
         var peers = new List<MeshPeer>(patched.Length);
         foreach (var id in patched)
         {
@@ -186,7 +203,7 @@ public sealed class DataPlane : ReceiveActor
         _applied = view;
         if (view.Self is { } self) SetAddresses(self);
         var (exitNode, exitProblem) = ChooseExitNode(view);
-        var carriers = _options.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
+        var carriers = _prefs.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
         foreach (var node in view.Peers.Values)
             if (MeshPeerOf(node, carriers, asExitNode: node == exitNode) is { } peer) peers.Add(peer);
@@ -195,7 +212,7 @@ public sealed class DataPlane : ReceiveActor
             if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
         // With an exit node chosen, the default route goes into the tunnel even when that node is gone:
         // internet traffic stops rather than leaking past it (Tailscale fails closed the same way).
-        if (_options.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);
+        if (_prefs.ExitNode is not null) routes.UnionWith(MeshPeer.ExitRoutes);
         // The filter first: a peer must never be reachable under a filter older than its netmap.
         Device.Filter = TrafficFilter.Compile(view.Filter, view.Peers.Values);
         _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, Greet = _greet });
@@ -206,7 +223,7 @@ public sealed class DataPlane : ReceiveActor
 
     private (Node? Node, string? Problem) ChooseExitNode(NetMapView view)
     {
-        if (_options.ExitNode is not { } wanted) return (null, null);
+        if (_prefs.ExitNode is not { } wanted) return (null, null);
         var target = wanted.Trim().TrimEnd('.');
         var node = view.Peers.Values.FirstOrDefault(n => string.Equals(n.Name, target, StringComparison.OrdinalIgnoreCase)
             || string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase) || n.Addresses.Contains(target));
@@ -217,12 +234,12 @@ public sealed class DataPlane : ReceiveActor
 
     private void SetRoutes(IReadOnlyCollection<IpPrefix> routes, string? exitNode, string? problem)
     {
-        if (problem is not null && problem != _routing.ExitNodeProblem) _log.Warning("Exit node {0}: {1}; internet traffic is dropped until it is", _options.ExitNode, problem);
+        if (problem is not null && problem != _routing.ExitNodeProblem) _log.Warning("Exit node {0}: {1}; internet traffic is dropped until it is", _prefs.ExitNode, problem);
         if (exitNode is not null && exitNode != _routing.ExitNode) _log.Info("Internet traffic goes through the exit node {0}", exitNode);
         try
         {
             _options.Link.SetRoutes(routes);
-            _routing = new RoutingStatus(_options.ExitNode is null ? null : exitNode ?? _options.ExitNode, problem,
+            _routing = new RoutingStatus(_prefs.ExitNode is null ? null : exitNode ?? _prefs.ExitNode, problem,
                 [.. routes.Select(r => r.ToString()).Order(StringComparer.Ordinal)]);
         }
         catch (IOException e)

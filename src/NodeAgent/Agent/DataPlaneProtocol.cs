@@ -23,3 +23,9 @@ public sealed class GetRoutingStatus
 /// (not in the netmap, or not an approved exit node), and the routes installed into the tunnel.
 /// </summary>
 public sealed record RoutingStatus(string? ExitNode, string? ExitNodeProblem, IReadOnlyList<string> Routes);
+
+/// <summary>
+/// How this device uses its peers' routes (<c>--accept-routes</c>, <c>--exit-node</c>), changed at run
+/// time by <c>up</c> and <c>set</c>: the data plane applies its netmap again under them.
+/// </summary>
+public sealed record RoutingPrefs(bool AcceptRoutes, string? ExitNode);

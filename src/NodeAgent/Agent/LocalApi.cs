@@ -1,209 +1,286 @@
+using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Akka.Actor;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Weft.NodeAgent.Control;
-using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Tunnels;
-using Weft.NodeAgent.WireGuard;
 
 namespace Weft.NodeAgent.Agent;
 
-/// <summary>One request on the local API: a single line of JSON, e.g. <c>{"command":"ping","target":"web","count":3}</c>.</summary>
-public sealed record LocalRequest
+/// <summary>A ping through the local API: <c>POST /localapi/v0/ping {"target":"web","count":3}</c>.</summary>
+public sealed record PingRequest
 {
-    public string? Command { get; init; }
     public string? Target { get; init; }
     public int? Count { get; init; }
     public int? TimeoutMs { get; init; }
     public bool Ipv6 { get; init; }
 }
 
+/// <summary>Every failure the local API answers: a stable code for scripts and a sentence for people.</summary>
 public sealed record LocalApiError(string Code, string Error);
 
-public sealed record LocalDone(string State, string Detail);
+/// <summary>Where the agent stands after up, down, login or set.</summary>
+public sealed record LocalDone(string State, string Detail)
+{
+    public string? Code { get; init; }
+}
 
 public sealed record PingResult(string Target, string Address, int Sent, int Received, IReadOnlyList<PingLine> Replies);
 
 public sealed record PingLine(int Sequence, double? Milliseconds, string? Via);
 
 /// <summary>
-/// The running agent's local API, which the CLI talks to: a unix socket next to the agent state,
-/// mode 0600, and only for root (or the user the agent runs as), checked again with the caller's
-/// credentials (SO_PEERCRED) in case the socket's mode was loosened. A client writes one line of
-/// JSON and reads one JSON document. Commands: status, ping, up, down, logout, rotate-node-key.
+/// The daemon's local API, as Tailscale's LocalAPI: HTTP with JSON in and out on a unix socket next
+/// to the agent state (mode 0600), served by Kestrel. Only root, or the user the daemon runs as, may
+/// use it: the socket's mode says so, and each connection's credentials (SO_PEERCRED) are checked
+/// again in case the mode was loosened. The CLI is one client; <c>curl --unix-socket</c> is another.
+/// <list type="bullet">
+/// <item><c>GET status</c>, <c>GET prefs</c>, <c>GET netcheck</c></item>
+/// <item><c>POST up</c>, <c>POST login</c> (a <see cref="PrefsChange"/>; both connect and wait until the agent runs, waits for approval or is refused), <c>POST set</c> (prefs only)</item>
+/// <item><c>POST down</c>, <c>POST logout</c>, <c>POST rotate-node-key</c>, <c>POST ping</c> (a <see cref="PingRequest"/>)</item>
+/// </list>
 /// </summary>
-public sealed class LocalApi : IDisposable
+public sealed class LocalApi : IAsyncDisposable
 {
     public const string SocketName = "weft-agent.sock";
+    public const string PathPrefix = "/localapi/v0/";
     public const int MaxRequestBytes = 4096;
     private const int MaxPings = 100;
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
-    private static readonly string[] Commands = ["status", "ping", "netcheck", "up", "down", "logout", "rotate-node-key"];
+    /// <summary>How long <c>up</c> and <c>login</c> wait for the coordinator's answer before they say where the agent stands.</summary>
+    private static readonly TimeSpan LoginWait = TimeSpan.FromSeconds(30);
+    private static readonly string[] Commands = ["status", "prefs", "netcheck", "ping", "up", "login", "set", "down", "logout", "rotate-node-key"];
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
         WriteIndented = true,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        // Read by people as much as by scripts: "agent's", not "agent\u0027s". Never embedded in HTML.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     private static readonly JsonSerializerOptions StrictRequest = new(JsonSerializerDefaults.Web) { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
 
-    private readonly IActorRef _control;
-    private readonly IActorRef? _dataPlane;
-    private readonly WireGuardDevice? _device;
-    private readonly UnixSocketServer _socket;
+    private readonly AgentDaemon _daemon;
+    private readonly WebApplication _app;
     private readonly uint _ownUid = geteuid();
 
-    public LocalApi(string stateDirectory, IActorRef control, IActorRef? dataPlane, WireGuardDevice? device)
+    private LocalApi(AgentDaemon daemon, WebApplication app, string socketPath)
     {
-        _control = control;
-        _dataPlane = dataPlane;
-        _device = device;
-        _socket = new UnixSocketServer(Path.Combine(stateDirectory, SocketName), UnixFileMode.UserRead | UnixFileMode.UserWrite, Serve);
+        _daemon = daemon;
+        _app = app;
+        SocketPath = socketPath;
     }
 
-    public string SocketPath => _socket.Path;
+    public string SocketPath { get; }
 
-    private async Task Serve(Socket connection, CancellationToken stop)
+    /// <exception cref="IOException">Another agent answers on the socket, or it cannot be bound.</exception>
+    public static async Task<LocalApi> StartAsync(string stateDirectory, AgentDaemon daemon)
     {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stop);
-        timeout.CancelAfter(TimeSpan.FromSeconds(60));
-        object reply;
-        var caller = PeerUid(connection);
-        if (caller is { } uid && uid != 0 && uid != _ownUid)
+        var path = Path.Combine(stateDirectory, SocketName);
+        Directory.CreateDirectory(stateDirectory);
+        if (File.Exists(path))
         {
-            reply = new LocalApiError("forbidden", $"the agent's local API is for root only (you are uid {uid})");
+            if (await AnswersAsync(stateDirectory)) throw new IOException($"an agent already runs with state in {stateDirectory} (its socket {path} answers)");
+            File.Delete(path); // left by a daemon that died
         }
-        else
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            var line = await ReadLine(connection, timeout.Token);
-            reply = line is null
-                ? new LocalApiError("request_too_large", $"send one line of JSON of at most {MaxRequestBytes} bytes")
-                : await Handle(line);
-        }
-        await connection.SendAsync(JsonSerializer.SerializeToUtf8Bytes(reply, reply.GetType(), Json), SocketFlags.None, timeout.Token);
-        connection.Shutdown(SocketShutdown.Send);
-        // Read what the client still sends (an oversized request): closing with unread data would
-        // reset the connection and lose the answer on the way.
-        var sink = new byte[4096];
-        for (var drained = 0; drained < 1 << 20; drained += sink.Length)
-            if (await connection.ReceiveAsync(sink, SocketFlags.None, timeout.Token) == 0) break;
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = MaxRequestBytes;
+            kestrel.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
+            kestrel.ListenUnixSocket(path);
+        });
+        var app = builder.Build();
+        var api = new LocalApi(daemon, app, path);
+        app.Use(api.OnlyOwner);
+        app.MapGet(PathPrefix + "status", () => api.Reply(api.Status()));
+        app.MapGet(PathPrefix + "prefs", () => api.Reply(Task.FromResult<object>(daemon.Prefs)));
+        app.MapGet(PathPrefix + "netcheck", () => api.Reply(api.Netcheck()));
+        app.MapPost(PathPrefix + "ping", (Delegate)((HttpContext http) => api.WithBody<PingRequest>(http, api.Ping)));
+        app.MapPost(PathPrefix + "up", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
+        app.MapPost(PathPrefix + "login", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
+        app.MapPost(PathPrefix + "set", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, change => daemon.ReconfigureAsync(change, connect: false))));
+        app.MapPost(PathPrefix + "down", () => api.Reply(api.Down()));
+        app.MapPost(PathPrefix + "logout", () => api.Reply(api.LogOut()));
+        app.MapPost(PathPrefix + "rotate-node-key", () => api.Reply(Task.FromResult<object>(api.RotateNodeKey())));
+        app.MapFallback((HttpContext http) => Results.Json(
+            Commands.Contains(http.Request.Path.Value?[PathPrefix.Length..] ?? "") && http.Request.Path.StartsWithSegments(PathPrefix.TrimEnd('/'))
+                ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs and netcheck are GET; the rest POST)")
+                : new LocalApiError("unknown_command", $"unknown command '{Truncate(http.Request.Path.Value ?? "")}'; the commands are {PathPrefix}{{{string.Join(", ", Commands)}}}"),
+            Json, statusCode: StatusCodes.Status404NotFound));
+        await app.StartAsync();
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return api;
     }
 
-    /// <summary>Parses and runs one request; every failure is a <see cref="LocalApiError"/>, never an exception.</summary>
-    public async Task<object> Handle(string line)
+    /// <summary>Refuses every caller but root and the daemon's own user, whatever the socket's mode.</summary>
+    private async Task OnlyOwner(HttpContext http, Func<Task> next)
     {
-        LocalRequest? request;
+        if (http.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket && PeerUid(socket) is { } uid && uid != 0 && uid != _ownUid)
+        {
+            await Write(http, new LocalApiError("forbidden", $"the agent's local API is for root only (you are uid {uid})"));
+            return;
+        }
+        await next();
+    }
+
+    private async Task<IResult> Reply(Task<object> answer)
+    {
         try
         {
-            request = JsonSerializer.Deserialize<LocalRequest>(line, StrictRequest);
-        }
-        catch (JsonException e)
-        {
-            return new LocalApiError("malformed_request", $"the request is not valid JSON of the form {{\"command\": \"status\"}}: {e.Message}");
-        }
-        if (request?.Command is not { } command) return new LocalApiError("malformed_request", "the request has no \"command\"");
-        try
-        {
-            return command switch
-            {
-                "status" => await Status(),
-                "ping" => await Ping(request),
-                "netcheck" => _dataPlane is null
-                    ? new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels): it has no socket to probe from")
-                    : await _dataPlane.Ask<Paths.NetcheckReport>(Paths.GetNetcheck.Instance, AskTimeout),
-                "up" => await Want(true),
-                "down" => await Want(false),
-                "logout" => await _control.Ask<LogoutResult>(LogOut.Instance, AskTimeout + AskTimeout),
-                "rotate-node-key" => RotateNodeKey(),
-                _ => new LocalApiError("unknown_command", $"unknown command '{Truncate(command)}'; the commands are: {string.Join(", ", Commands)}"),
-            };
+            return Answer(await answer);
         }
         catch (AskTimeoutException)
         {
-            return new LocalApiError("timeout", "the agent did not answer in time");
+            return Answer(new LocalApiError("timeout", "the agent did not answer in time"));
         }
     }
 
+    /// <summary>Reads and checks a JSON body (at most <see cref="MaxRequestBytes"/>, no unknown fields), then runs <paramref name="run"/> on it.</summary>
+    private async Task<IResult> WithBody<T>(HttpContext http, Func<T, Task<object>> run) where T : new()
+    {
+        var buffer = new byte[MaxRequestBytes + 1];
+        var length = 0;
+        try
+        {
+            int read;
+            while (length < buffer.Length && (read = await http.Request.Body.ReadAsync(buffer.AsMemory(length), http.RequestAborted)) > 0) length += read;
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            length = buffer.Length;
+        }
+        if (length > MaxRequestBytes) return Answer(new LocalApiError("request_too_large", $"a request body is at most {MaxRequestBytes} bytes"));
+        T? request;
+        try
+        {
+            request = length == 0 ? new T() : JsonSerializer.Deserialize<T>(buffer.AsSpan(0, length), StrictRequest);
+        }
+        catch (JsonException e)
+        {
+            return Answer(new LocalApiError("malformed_request", $"the body is not the JSON {http.Request.Path} takes: {e.Message}"));
+        }
+        if (request is null) return Answer(new LocalApiError("malformed_request", "the body is null"));
+        return await Reply(run(request));
+    }
+
+    private static IResult Answer(object answer) => Results.Json(answer, Json, statusCode: StatusOf(answer));
+
+    private static async Task Write(HttpContext http, LocalApiError error)
+    {
+        http.Response.StatusCode = StatusOf(error);
+        await http.Response.WriteAsJsonAsync(error, Json, "application/json");
+    }
+
+    private static int StatusOf(object answer) => answer is not LocalApiError error ? StatusCodes.Status200OK : error.Code switch
+    {
+        "forbidden" => StatusCodes.Status403Forbidden,
+        "malformed_request" or "invalid_prefs" or "unknown_peer" => StatusCodes.Status400BadRequest,
+        "request_too_large" => StatusCodes.Status413PayloadTooLarge,
+        "timeout" => StatusCodes.Status504GatewayTimeout,
+        "unknown_command" => StatusCodes.Status404NotFound,
+        _ => StatusCodes.Status409Conflict, // the agent's state does not allow it: no tunnels, not logged in, refused
+    };
+
     private async Task<object> Status()
     {
-        var status = await _control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
-        if (_dataPlane is null) return status;
-        var tunnels = (await _dataPlane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels
+        var status = await _daemon.Control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
+        if (_daemon.DataPlane is not { } plane) return status;
+        var tunnels = (await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels
             .ToDictionary(t => "nodekey:" + t.PublicKey);
-        var routing = await _dataPlane.Ask<RoutingStatus>(GetRoutingStatus.Instance, AskTimeout);
+        var routing = await plane.Ask<RoutingStatus>(GetRoutingStatus.Instance, AskTimeout);
         return status with { Peers = [.. status.Peers.Select(p => p with { Tunnel = tunnels.GetValueOrDefault(p.NodeKey) })], Routing = routing };
     }
 
-    private async Task<object> Ping(LocalRequest request)
+    private async Task<object> Netcheck() => _daemon.DataPlane is not { } plane
+        ? new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels): it has no socket to probe from")
+        : await plane.Ask<Paths.NetcheckReport>(Paths.GetNetcheck.Instance, AskTimeout);
+
+    private async Task<object> Ping(PingRequest request)
     {
-        if (_dataPlane is null || _device?.Pinger is not { } pinger) return new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels)");
+        if (_daemon.DataPlane is not { } plane || _daemon.Device?.Pinger is not { } pinger) return new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels)");
         if (string.IsNullOrWhiteSpace(request.Target)) return new LocalApiError("malformed_request", "ping needs a \"target\": a peer's name or tailnet address");
         var count = request.Count ?? 3;
         if (count is < 1 or > MaxPings) return new LocalApiError("malformed_request", $"\"count\" must be 1 to {MaxPings}");
         var timeout = TimeSpan.FromMilliseconds(request.TimeoutMs ?? 2000);
         if (timeout < TimeSpan.FromMilliseconds(10) || timeout > TimeSpan.FromSeconds(10)) return new LocalApiError("malformed_request", "\"timeoutMs\" must be 10 to 10000");
 
-        var resolved = await _dataPlane.Ask<object>(new ResolvePeer(request.Target, request.Ipv6), AskTimeout);
+        var resolved = await plane.Ask<object>(new ResolvePeer(request.Target, request.Ipv6), AskTimeout);
         if (resolved is PeerNotFound missing) return new LocalApiError("unknown_peer", missing.Reason);
         var peer = (PeerResolved)resolved;
         var lines = new List<PingLine>();
         for (var sequence = 1; sequence <= count; sequence++)
         {
-            var reply = await pinger.PingAsync(_device, peer.Source, peer.Address, timeout);
+            var reply = await pinger.PingAsync(_daemon.Device, peer.Source, peer.Address, timeout);
             lines.Add(new PingLine(sequence, reply?.RoundTrip.TotalMilliseconds, reply?.Via));
             if (reply is not null && sequence < count) await Task.Delay(TimeSpan.FromMilliseconds(200));
         }
         return new PingResult(peer.Name, peer.Address.ToString(), count, lines.Count(l => l.Milliseconds is not null), lines);
     }
 
-    private async Task<object> Want(bool running)
+    /// <summary><c>up</c> and <c>login</c>: take the change, then wait until the coordinator has answered (or <see cref="LoginWait"/> passed).</summary>
+    private async Task<object> LogIn(PrefsChange change)
     {
-        _control.Tell(new SetWantRunning(running));
-        if (!running && _dataPlane is not null)
+        var taken = await _daemon.ReconfigureAsync(change, connect: true);
+        if (taken is LocalApiError) return taken;
+        var deadline = DateTime.UtcNow + LoginWait;
+        while (true)
+        {
+            var status = await _daemon.Control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
+            var settled = status.State is not (ControlState.Connecting or ControlState.Registering);
+            if (settled || DateTime.UtcNow > deadline)
+            {
+                if (status.State == ControlState.NeedsLogin) return new LocalApiError(status.Code ?? "needs_login", status.Detail);
+                return new LocalDone(StateName(status.State), status.Detail) { Code = status.Code };
+            }
+            await Task.Delay(100);
+        }
+    }
+
+    private async Task<object> Down()
+    {
+        _daemon.Down();
+        if (_daemon.DataPlane is { } plane)
         {
             // Answer only once the tunnels are gone: after "down" returns, nothing passes.
             for (var attempt = 0; attempt < 50; attempt++)
             {
-                if ((await _dataPlane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels.Count == 0) break;
+                if ((await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels.Count == 0) break;
                 await Task.Delay(100);
             }
         }
-        var status = await _control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
-        return new LocalDone(JsonNamingPolicy.KebabCaseLower.ConvertName(status.State.ToString()), status.Detail);
+        var status = await _daemon.Control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
+        return new LocalDone(StateName(status.State), status.Detail) { Code = status.Code };
     }
+
+    private async Task<object> LogOut() => await _daemon.LogOutAsync();
 
     private LocalDone RotateNodeKey()
     {
-        _control.Tell(RotateNodeKeyNow.Instance);
+        _daemon.Control.Tell(RotateNodeKeyNow.Instance);
         return new LocalDone("rotating", "asked the coordinator to rotate this device's node key; peers re-handshake with the new one");
     }
 
-    private static string Truncate(string text) => text.Length <= 40 ? text : text[..40] + "…";
+    public static string StateName(ControlState state) => JsonNamingPolicy.KebabCaseLower.ConvertName(state.ToString());
 
-    private static async Task<string?> ReadLine(Socket connection, CancellationToken cancel)
-    {
-        var buffer = new byte[MaxRequestBytes];
-        var length = 0;
-        while (length < buffer.Length)
-        {
-            var read = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, cancel);
-            if (read == 0) break;
-            length += read;
-            var newline = Array.IndexOf(buffer, (byte)'\n', 0, length);
-            if (newline >= 0) return Encoding.UTF8.GetString(buffer, 0, newline).Trim();
-        }
-        return length < MaxRequestBytes ? Encoding.UTF8.GetString(buffer, 0, length).Trim() : null;
-    }
+    private static string Truncate(string text) => text.Length <= 40 ? text : text[..40] + "…";
 
     /// <summary>The connecting process's uid (SO_PEERCRED: struct ucred { pid, uid, gid }), or null where the OS does not say.</summary>
     private static uint? PeerUid(Socket connection)
     {
-        if (!OperatingSystem.IsLinux()) return null;
+        if (!OperatingSystem.IsLinux() || connection.AddressFamily != AddressFamily.Unix) return null;
         const int SolSocket = 1, SoPeerCred = 17;
         Span<byte> credentials = stackalloc byte[12];
         try
@@ -220,16 +297,72 @@ public sealed class LocalApi : IDisposable
     [DllImport("libc")]
     private static extern uint geteuid();
 
-    /// <summary>Sends one request to a running agent and returns its answer (the CLI side of the socket).</summary>
-    public static async Task<JsonDocument> QueryAsync(string stateDirectory, object request, CancellationToken cancel)
+    // ------------------------------------------------------------------ the client side (the CLI, tests)
+
+    /// <summary>An HTTP client whose every connection is to the agent's socket in <paramref name="stateDirectory"/>.</summary>
+    public static HttpClient Client(string stateDirectory, TimeSpan? timeout = null)
     {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(stateDirectory, SocketName)), cancel);
-        var line = request as string ?? JsonSerializer.Serialize(request, Json).ReplaceLineEndings("");
-        await socket.SendAsync(Encoding.UTF8.GetBytes(line + "\n"), SocketFlags.None, cancel);
-        await using var stream = new NetworkStream(socket, ownsSocket: false);
-        return await JsonDocument.ParseAsync(stream, cancellationToken: cancel);
+        var socket = Path.Combine(stateDirectory, SocketName);
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, cancel) =>
+            {
+                var connection = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await connection.ConnectAsync(new UnixDomainSocketEndPoint(socket), cancel);
+                    return new NetworkStream(connection, ownsSocket: true);
+                }
+                catch
+                {
+                    connection.Dispose();
+                    throw;
+                }
+            },
+        };
+        return new HttpClient(handler) { BaseAddress = new Uri("http://local-weft-agent" + PathPrefix), Timeout = timeout ?? TimeSpan.FromSeconds(100) };
     }
 
-    public void Dispose() => _socket.Dispose();
+    /// <summary>Asks the agent one command (GET without a body, POST with one) and returns its JSON answer and HTTP status.</summary>
+    /// <exception cref="HttpRequestException">No agent answers on the socket.</exception>
+    public static async Task<(HttpStatusCode Status, JsonDocument Answer)> QueryAsync(string stateDirectory, string command, object? body, CancellationToken cancel)
+    {
+        using var client = Client(stateDirectory, Timeout.InfiniteTimeSpan);
+        using var response = command is "status" or "prefs" or "netcheck"
+            ? await client.GetAsync(command, cancel)
+            : await client.PostAsync(command, JsonContent(body), cancel);
+        await using var stream = await response.Content.ReadAsStreamAsync(cancel);
+        return (response.StatusCode, await JsonDocument.ParseAsync(stream, cancellationToken: cancel));
+    }
+
+    private static HttpContent JsonContent(object? body) =>
+        new StringContent(body is null ? "{}" : JsonSerializer.Serialize(body, body.GetType(), Json), System.Text.Encoding.UTF8, "application/json");
+
+    /// <summary>Whether a daemon answers on the socket in <paramref name="stateDirectory"/>.</summary>
+    public static async Task<bool> AnswersAsync(string stateDirectory)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        try
+        {
+            using var _ = (await QueryAsync(stateDirectory, "status", null, timeout.Token)).Answer;
+            return true;
+        }
+        catch (Exception e) when (e is HttpRequestException or SocketException or IOException or JsonException or OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        using (var stopping = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await _app.StopAsync(stopping.Token);
+        await _app.DisposeAsync();
+        try
+        {
+            File.Delete(SocketPath);
+        }
+        catch (IOException)
+        {
+        }
+    }
 }

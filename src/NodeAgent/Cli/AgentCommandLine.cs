@@ -13,8 +13,11 @@ public static class AgentCommandLine
 {
     public static RootCommand Build()
     {
-        var root = new RootCommand("Weft node agent");
+        var root = new RootCommand("Weft node agent: `weft-agent daemon` is the service; the other commands talk to it");
+        root.Add(ControlCommands.Daemon());
         root.Add(ControlCommands.Up());
+        root.Add(ControlCommands.Login());
+        root.Add(ControlCommands.Set());
         root.Add(ControlCommands.Down());
         root.Add(ControlCommands.Status());
         root.Add(ControlCommands.Ping());

@@ -1,21 +1,27 @@
 using System.Collections.Immutable;
-using System.Globalization;
 using System.CommandLine;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Akka.Actor;
-using Microsoft.Extensions.Logging;
 using Serilog;
+using Serilog.Events;
 using Serilog.Extensions.Logging;
-using Weft.Contracts.Control;
+using Serilog.Formatting.Json;
 using Weft.NodeAgent.Agent;
+using Weft.Contracts.Control;
 using Weft.NodeAgent.Control;
 
 namespace Weft.NodeAgent.Cli;
 
-/// <summary><c>weft-agent up</c> (the agent itself), and <c>down</c>, <c>status</c>, <c>ping</c> and <c>logout</c>, which talk to it over its local API.</summary>
+/// <summary>
+/// <c>weft-agent daemon</c> (the service, as <c>tailscaled</c>) and its clients, as <c>tailscale</c>:
+/// <c>up</c>, <c>login</c>, <c>set</c>, <c>down</c>, <c>logout</c>, <c>status</c>, <c>ping</c>,
+/// <c>netcheck</c> and <c>rotate-node-key</c> talk to it over its local API. <c>up --foreground</c>
+/// is both in one process, for tests and containers. Every command takes <c>--json</c>, errors included.
+/// </summary>
 public static class ControlCommands
 {
     public static string DefaultStateDirectory()
@@ -28,9 +34,11 @@ public static class ControlCommands
 
     private static Option<string> StateDirectoryOption() => new("--state-dir")
     {
-        Description = "Where the agent keeps its keys (mode 0600) and its status socket",
+        Description = "Where the daemon keeps its keys and prefs (mode 0600) and its local API socket; WEFT_AGENT_STATE_DIR, else /var/lib/weft-agent as root",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("WEFT_AGENT_STATE_DIR") ?? DefaultStateDirectory(),
     };
+
+    private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON (errors too: {\"code\": …, \"error\": …})" };
 
     /// <summary>
     /// The auth key from, first given: <c>--auth-key</c>, <c>--auth-key-file</c>, or <c>WEFT_AUTH_KEY</c>
@@ -72,158 +80,272 @@ public static class ControlCommands
         return true;
     }
 
+    /// <summary>The flags that change prefs (up, login, set). Absent flags leave a pref as it was.</summary>
+    private sealed class PrefFlags
+    {
+        public readonly Option<string?> LoginServer = new("--login-server") { Description = "Coordinator control URL(s), comma-separated, e.g. http://coord1:7650,http://coord2:7650 (remembered)" };
+        public readonly Option<string?> AuthKey = new("--auth-key") { Description = "Auth key (weft-auth-…), used once and never stored; visible to local users in ps: prefer --auth-key-file or WEFT_AUTH_KEY. Without one the device waits for an admin's approval (give --tailnet)" };
+        public readonly Option<string?> AuthKeyFile = new("--auth-key-file") { Description = "File holding the auth key" };
+        public readonly Option<string?> Tailnet = new("--tailnet") { Description = "Tailnet to wait in for approval when no auth key is given (empty: none)" };
+        public readonly Option<string?> Hostname = new("--hostname") { Description = "Name to register with (default: the machine's name)" };
+        public readonly Option<bool> ForceReauth = new("--force-reauth") { Description = "Authorise this device again with the auth key (after its node key expired, or to move it)" };
+        public readonly Option<string?> AdvertiseRoutes = new("--advertise-routes") { Description = "Subnet routes to offer, comma-separated CIDRs (e.g. 198.51.100.0/24; empty withdraws them); an admin or the policy's autoApprovers approves them" };
+        public readonly Option<bool> AdvertiseExitNode = new("--advertise-exit-node") { Description = "Offer this device as an exit node (0.0.0.0/0 and ::/0), once approved (=false withdraws it)" };
+        public readonly Option<bool> AcceptRoutes = new("--accept-routes") { Description = "Route traffic for peers' approved subnets through them (off by default, as Tailscale on Linux)" };
+        public readonly Option<string?> ExitNode = new("--exit-node") { Description = "Send internet traffic through this exit node: a peer's name, FQDN or tailnet address (empty: none)" };
+        private readonly bool _login;
+
+        public PrefFlags(Command command, bool login)
+        {
+            _login = login;
+            foreach (var option in login ? new Option[] { LoginServer, AuthKey, AuthKeyFile, Tailnet, ForceReauth } : [LoginServer, Tailnet]) command.Add(option);
+            foreach (var option in new Option[] { Hostname, AdvertiseRoutes, AdvertiseExitNode, AcceptRoutes, ExitNode }) command.Add(option);
+        }
+
+        /// <summary>The change these flags ask for, or the problem with them.</summary>
+        public PrefsChange? Read(ParseResult parse, out string? problem)
+        {
+            string? key = null;
+            problem = null;
+            if (_login && !TryReadAuthKey(parse.GetValue(AuthKey), parse.GetValue(AuthKeyFile), out key, out problem)) return null;
+            var change = new PrefsChange
+            {
+                LoginServer = parse.GetValue(LoginServer),
+                AuthKey = key,
+                ForceReauth = _login && parse.GetValue(ForceReauth),
+                Tailnet = parse.GetValue(Tailnet),
+                Hostname = parse.GetValue(Hostname),
+                AdvertiseRoutes = parse.GetValue(AdvertiseRoutes),
+                AdvertiseExitNode = parse.GetResult(AdvertiseExitNode) is null ? null : parse.GetValue(AdvertiseExitNode),
+                AcceptRoutes = parse.GetResult(AcceptRoutes) is null ? null : parse.GetValue(AcceptRoutes),
+                ExitNode = parse.GetValue(ExitNode),
+            };
+            if (change.Problems() is { Count: > 0 } problems)
+            {
+                problem = string.Join("; ", problems);
+                return null;
+            }
+            return change;
+        }
+    }
+
+    /// <summary>How the daemon runs: its interface, ports and logs (<c>daemon</c>, and <c>up --foreground</c>).</summary>
+    private sealed class DaemonFlags
+    {
+        public readonly Option<bool> NoTunnels = new("--no-tunnels") { Description = "Control plane only: no TUN, no WireGuard (needs no root); shows what it would connect to" };
+        public readonly Option<string> Tun = new("--tun") { Description = "TUN interface name", DefaultValueFactory = _ => "weft0" };
+        public readonly Option<int> Port = new("--port") { Description = "WireGuard UDP port (0: any free port)", DefaultValueFactory = _ => 41641 };
+        public readonly Option<int> DnsPort = new("--dns-port") { Description = "MagicDNS port on the tailnet addresses", DefaultValueFactory = _ => 53 };
+        public readonly Option<string[]> Endpoints = new("--endpoint") { Description = "Static endpoint ip:port to advertise (repeatable), before the discovered ones", AllowMultipleArgumentsPerToken = true };
+        public readonly Option<bool> Snat = new("--snat-subnet-routes") { Description = "Masquerade traffic this router forwards onto its subnets and the internet (false: the LAN needs a route back to 100.64.0.0/10)", DefaultValueFactory = _ => true };
+        public readonly Option<string> LogLevel = new("--log-level") { Description = "debug, information, warning or error", DefaultValueFactory = _ => "information" };
+        public readonly Option<string> LogFormat = new("--log-format") { Description = "text or json (one JSON object per line)", DefaultValueFactory = _ => "text" };
+
+        public DaemonFlags(Command command)
+        {
+            foreach (var option in new Option[] { NoTunnels, Tun, Port, DnsPort, Endpoints, Snat, LogLevel, LogFormat }) command.Add(option);
+        }
+
+        public IEnumerable<Option> All => [NoTunnels, Tun, Port, DnsPort, Endpoints, Snat, LogLevel, LogFormat];
+
+        public AgentDaemonOptions? Read(ParseResult parse, string directory, out LogEventLevel level, out string? problem)
+        {
+            problem = null;
+            level = LogEventLevel.Information;
+            var levelText = parse.GetValue(LogLevel)!;
+            if (!TryLevel(levelText, out level)) problem = $"--log-level '{levelText}' is not one of debug, information, warning, error";
+            else if (parse.GetValue(LogFormat) is not ("text" or "json")) problem = $"--log-format must be text or json";
+            var tunName = parse.GetValue(Tun)!;
+            if (tunName.Length is 0 or > 15 || tunName.Any(c => c is '/' or ' ' or ':'))
+                problem ??= $"--tun '{tunName}' is not an interface name (1-15 characters, no '/', ':' or spaces)";
+            if (parse.GetValue(Port) is < 0 or > 65535 || parse.GetValue(DnsPort) is < 1 or > 65535)
+                problem ??= "--port must be 0 to 65535 and --dns-port 1 to 65535";
+            var advertised = parse.GetValue(Endpoints) ?? [];
+            foreach (var endpoint in advertised)
+                if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0)
+                    problem ??= $"--endpoint '{endpoint}' is not ip:port";
+            if (problem is not null) return null;
+            return new AgentDaemonOptions
+            {
+                StateDirectory = directory,
+                StaticEndpoints = [.. advertised],
+                Tunnels = !parse.GetValue(NoTunnels),
+                TunName = tunName,
+                Port = parse.GetValue(Port),
+                DnsPort = parse.GetValue(DnsPort),
+                SnatSubnetRoutes = parse.GetValue(Snat),
+                ActorLogLevel = level switch { LogEventLevel.Verbose or LogEventLevel.Debug => "DEBUG", LogEventLevel.Information => "INFO", LogEventLevel.Warning => "WARNING", _ => "ERROR" },
+            };
+        }
+
+        public Serilog.Core.Logger Logger(ParseResult parse, LogEventLevel level)
+        {
+            var configuration = new LoggerConfiguration().MinimumLevel.Is(level)
+                // Akka's own start-up and cluster-less chatter is Debug; the agent's actors log as themselves.
+                .MinimumLevel.Override("Akka", LogEventLevel.Warning);
+            return parse.GetValue(LogFormat) == "json"
+                ? configuration.WriteTo.Console(new JsonFormatter(renderMessage: true)).CreateLogger()
+                : configuration.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}").CreateLogger();
+        }
+
+        private static bool TryLevel(string text, out LogEventLevel level)
+        {
+            level = text.ToLowerInvariant() switch
+            {
+                "trace" or "verbose" => LogEventLevel.Verbose,
+                "debug" => LogEventLevel.Debug,
+                "info" or "information" => LogEventLevel.Information,
+                "warn" or "warning" => LogEventLevel.Warning,
+                "error" => LogEventLevel.Error,
+                _ => (LogEventLevel)(-1),
+            };
+            return level >= 0;
+        }
+    }
+
+    public static Command Daemon()
+    {
+        var command = new Command("daemon", "Run the agent service (what the systemd unit runs): it owns the state directory, the TUN, the tunnels and the local API, and joins as its prefs say (weft-agent up sets them)");
+        var stateDir = StateDirectoryOption();
+        command.Add(stateDir);
+        var flags = new DaemonFlags(command);
+        command.SetAction(async (parse, cancel) =>
+        {
+            var options = flags.Read(parse, parse.GetValue(stateDir)!, out var level, out var problem);
+            if (options is null) return Fail(false, "invalid_flags", problem!, 2);
+            using var logger = flags.Logger(parse, level);
+            return await RunDaemon(options, logger, change: null, cancel);
+        });
+        return command;
+    }
+
     public static Command Up()
     {
-        var up = new Command("up", "Join a tailnet and run the agent (tunnels, MagicDNS, local API) until interrupted; on an agent that is down, bring it up again");
-        var loginServer = new Option<string?>("--login-server") { Description = "Coordinator control URL(s), comma-separated, e.g. http://coord1:7650,http://coord2:7650" };
-        var authKey = new Option<string?>("--auth-key") { Description = "Auth key (weft-auth....); visible to local users in ps: prefer --auth-key-file or WEFT_AUTH_KEY. Without one the device waits for an admin's approval (give --tailnet)" };
-        var authKeyFile = new Option<string?>("--auth-key-file") { Description = "File holding the auth key (read once at start)" };
-        var tailnet = new Option<string?>("--tailnet") { Description = "Tailnet to wait in for approval when no auth key is given" };
-        var hostname = new Option<string>("--hostname") { Description = "Name to register with", DefaultValueFactory = _ => Environment.MachineName };
-        var endpoints = new Option<string[]>("--endpoint") { Description = "Static endpoint ip:port to advertise (repeatable), before the discovered ones", AllowMultipleArgumentsPerToken = true };
-        var forceReauth = new Option<bool>("--force-reauth") { Description = "Re-authorise this device with --auth-key (after its node key expired)" };
-        var noTunnels = new Option<bool>("--no-tunnels") { Description = "Control plane only: no TUN, no WireGuard (needs no root); shows what it would connect to" };
-        var tun = new Option<string>("--tun") { Description = "TUN interface name", DefaultValueFactory = _ => "weft0" };
-        var port = new Option<int>("--port") { Description = "WireGuard UDP port (0: any free port)", DefaultValueFactory = _ => 41641 };
-        var dnsPort = new Option<int>("--dns-port") { Description = "MagicDNS port on the tailnet addresses", DefaultValueFactory = _ => 53 };
-        var advertiseRoutes = new Option<string?>("--advertise-routes") { Description = "Subnet routes to offer the tailnet, comma-separated CIDRs (e.g. 198.51.100.0/24); an admin or the policy's autoApprovers approves them" };
-        var advertiseExitNode = new Option<bool>("--advertise-exit-node") { Description = "Offer this device as an exit node (0.0.0.0/0 and ::/0), once approved" };
-        var snat = new Option<bool>("--snat-subnet-routes") { Description = "Masquerade traffic this router forwards onto its subnets and the internet (false: the LAN needs a route back to 100.64.0.0/10)", DefaultValueFactory = _ => true };
-        var acceptRoutes = new Option<bool>("--accept-routes") { Description = "Route traffic for peers' approved subnets through them (off by default, as Tailscale on Linux)" };
-        var exitNode = new Option<string?>("--exit-node") { Description = "Send internet traffic through this exit node (a peer's name, FQDN or tailnet address)" };
+        var up = new Command("up", "Connect this device to its tailnet: reconfigures the running daemon with the flags given (others stay as they were), brings it up, and waits until it runs or is refused");
         var stateDir = StateDirectoryOption();
-        foreach (var option in new Option[] { loginServer, authKey, authKeyFile, tailnet, hostname, endpoints, forceReauth, noTunnels, tun, port, dnsPort,
-                     advertiseRoutes, advertiseExitNode, snat, acceptRoutes, exitNode, stateDir }) up.Add(option);
-
+        var json = JsonOption();
+        var foreground = new Option<bool>("--foreground") { Description = "Run the daemon in this process instead (until interrupted): for tests and containers. The daemon's flags (--tun, --port, --log-level, …) go with it" };
+        up.Add(stateDir);
+        up.Add(json);
+        up.Add(foreground);
+        var prefs = new PrefFlags(up, login: true);
+        var daemonFlags = new DaemonFlags(up);
         up.SetAction(async (parse, cancel) =>
         {
+            var asJson = parse.GetValue(json);
+            var change = prefs.Read(parse, out var problem);
+            if (change is null) return Fail(asJson, "invalid_flags", problem!, 2);
             var directory = parse.GetValue(stateDir)!;
-            if (parse.GetValue(loginServer) is not { } servers)
+            if (parse.GetValue(foreground))
             {
-                // No coordinator given: this is "bring the running agent up again".
-                return await Ask(directory, new { command = "up" }, json: false, cancel);
+                var options = daemonFlags.Read(parse, directory, out var level, out problem);
+                if (options is null) return Fail(asJson, "invalid_flags", problem!, 2);
+                using var logger = daemonFlags.Logger(parse, level);
+                return await RunDaemon(options, logger, change, cancel);
             }
-            var urls = new List<Uri>();
-            foreach (var text in servers.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            {
-                if (!Uri.TryCreate(text, UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https"))
-                {
-                    Console.Error.WriteLine($"error: --login-server '{text}' is not an http(s) URL");
-                    return 2;
-                }
-                urls.Add(url);
-            }
-            if (!TryReadAuthKey(parse.GetValue(authKey), parse.GetValue(authKeyFile), out var key, out var keyProblem))
-            {
-                Console.Error.WriteLine($"error: {keyProblem}");
-                return 2;
-            }
-            var advertised = parse.GetValue(endpoints) ?? [];
-            foreach (var endpoint in advertised)
-            {
-                if (!IPEndPoint.TryParse(endpoint, out var parsed) || parsed.Port == 0)
-                {
-                    Console.Error.WriteLine($"error: --endpoint '{endpoint}' is not ip:port");
-                    return 2;
-                }
-            }
-            var routes = new List<string>();
-            foreach (var text in (parse.GetValue(advertiseRoutes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            {
-                if (!IpLiteral.TryParsePrefix(text, out var prefix) || prefix.PrefixLength == 0)
-                {
-                    Console.Error.WriteLine($"error: --advertise-routes '{text}' is not a subnet in CIDR form that names its network (e.g. 198.51.100.0/24; for 0.0.0.0/0 use --advertise-exit-node)");
-                    return 2;
-                }
-                routes.Add(prefix.ToString());
-            }
-            if (parse.GetValue(advertiseExitNode)) routes.AddRange(["0.0.0.0/0", "::/0"]);
-            var tunName = parse.GetValue(tun)!;
-            if (tunName.Length is 0 or > 15 || tunName.Any(c => c is '/' or ' ' or ':'))
-            {
-                Console.Error.WriteLine($"error: --tun '{tunName}' is not an interface name (1-15 characters, no '/', ':' or spaces)");
-                return 2;
-            }
-            if (parse.GetValue(port) is < 0 or > 65535 || parse.GetValue(dnsPort) is < 1 or > 65535)
-            {
-                Console.Error.WriteLine("error: --port must be 0 to 65535 and --dns-port 1 to 65535");
-                return 2;
-            }
-            if (File.Exists(Path.Combine(directory, LocalApi.SocketName)) && await AnswersAsync(directory))
-            {
-                Console.Error.WriteLine($"error: an agent already runs with state in {directory}; `weft-agent up` (no options) brings it up, `weft-agent down` takes it down");
-                return 1;
-            }
-
-            using var logger = new LoggerConfiguration().WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}").CreateLogger();
-            using var factory = new SerilogLoggerFactory(logger);
-            AgentDaemon daemon;
-            try
-            {
-                daemon = AgentDaemon.Start(new AgentDaemonOptions
-                {
-                    Coordinators = urls,
-                    StateDirectory = directory,
-                    Hostname = parse.GetValue(hostname)!,
-                    AuthKey = key,
-                    Tailnet = parse.GetValue(tailnet),
-                    ForceReauth = parse.GetValue(forceReauth),
-                    StaticEndpoints = [.. advertised],
-                    Tunnels = !parse.GetValue(noTunnels),
-                    TunName = tunName,
-                    Port = parse.GetValue(port),
-                    DnsPort = parse.GetValue(dnsPort),
-                    AdvertisedRoutes = [.. routes],
-                    SnatSubnetRoutes = parse.GetValue(snat),
-                    AcceptRoutes = parse.GetValue(acceptRoutes),
-                    ExitNode = parse.GetValue(exitNode),
-                }, factory.CreateLogger("weft-agent"));
-            }
-            catch (Exception e) when (e is AgentStateException or IOException or UnauthorizedAccessException or SocketException)
-            {
-                Console.Error.WriteLine($"error: {e.Message}");
-                return 1;
-            }
-
-            await using (daemon)
-            {
-                var watcher = new StatusPrinter();
-                daemon.Control.Tell(new WatchControl(daemon.System.ActorOf(Props.Create(() => new StatusPrinterActor(watcher)))));
-                Console.WriteLine(daemon.ListenPort is { } listening
-                    ? $"weft-agent: tunnels on {tunName}, WireGuard on UDP {listening}"
-                    : "weft-agent: control plane only (--no-tunnels)");
-                var stopped = new TaskCompletionSource();
-                using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
-                await using var _ = cancel.Register(() => stopped.TrySetResult());
-                var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task);
-                var code = first == watcher.Refused.Task ? 1 : 0;
-                if (code == 0) Console.WriteLine("weft-agent: going down");
-                return code;
-            }
+            if (daemonFlags.All.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } daemonOnly)
+                return Fail(asJson, "invalid_flags", $"{daemonOnly.Name} is the daemon's (weft-agent daemon {daemonOnly.Name} …, or up --foreground)", 2);
+            return await Ask(directory, "up", change, asJson, cancel);
         });
         return up;
     }
 
-    public static Command Down() => Simple("down", "Take the running agent's tunnels down and disconnect it from the coordinator (it keeps running; `up` resumes)", new { command = "down" });
+    public static Command Login()
+    {
+        var login = new Command("login", "Log in (again) on the running daemon, e.g. after logout or with another auth key; the same flags as up");
+        var stateDir = StateDirectoryOption();
+        var json = JsonOption();
+        login.Add(stateDir);
+        login.Add(json);
+        var prefs = new PrefFlags(login, login: true);
+        login.SetAction(async (parse, cancel) =>
+        {
+            var change = prefs.Read(parse, out var problem);
+            return change is null
+                ? Fail(parse.GetValue(json), "invalid_flags", problem!, 2)
+                : await Ask(parse.GetValue(stateDir)!, "login", change, parse.GetValue(json), cancel);
+        });
+        return login;
+    }
 
-    public static Command Logout() => Simple("logout", "Log this device out: the coordinator expires it and the agent forgets it (joining again needs an auth key)", new { command = "logout" });
+    public static Command Set()
+    {
+        var set = new Command("set", "Change prefs (hostname, routes, exit node, coordinators) without bringing the daemon up or down");
+        var stateDir = StateDirectoryOption();
+        var json = JsonOption();
+        set.Add(stateDir);
+        set.Add(json);
+        var prefs = new PrefFlags(set, login: false);
+        set.SetAction(async (parse, cancel) =>
+        {
+            var change = prefs.Read(parse, out var problem);
+            return change is null
+                ? Fail(parse.GetValue(json), "invalid_flags", problem!, 2)
+                : await Ask(parse.GetValue(stateDir)!, "set", change, parse.GetValue(json), cancel);
+        });
+        return set;
+    }
 
-    public static Command RotateNodeKey() => Simple("rotate-node-key", "Rotate this device's node key now (it also rotates on its own before the key expires)", new { command = "rotate-node-key" });
+    /// <summary>
+    /// Runs a daemon until SIGTERM or Ctrl+C. With <paramref name="change"/> (<c>up --foreground</c>) it
+    /// logs in with it first, and exits 1 if the coordinator refuses that first login.
+    /// </summary>
+    private static async Task<int> RunDaemon(AgentDaemonOptions options, Serilog.Core.Logger logger, PrefsChange? change, CancellationToken cancel)
+    {
+        using var factory = new SerilogLoggerFactory(logger);
+        Log.Logger = logger; // the actors' logs (Akka.Logger.Serilog) go where the rest go
+        AgentDaemon daemon;
+        try
+        {
+            daemon = await AgentDaemon.StartAsync(options, factory);
+        }
+        catch (Exception e) when (e is AgentStateException or IOException or UnauthorizedAccessException or SocketException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        await using (daemon)
+        {
+            var watcher = new StatusPrinter { Joining = change is not null };
+            daemon.Control.Tell(new WatchControl(daemon.System.ActorOf(Props.Create(() => new StatusPrinterActor(watcher)))));
+            Console.WriteLine(daemon.ListenPort is { } listening
+                ? $"weft-agent: tunnels on {options.TunName}, WireGuard on UDP {listening}; local API on {daemon.SocketPath}"
+                : $"weft-agent: control plane only (--no-tunnels); local API on {daemon.SocketPath}");
+            if (change is not null && await daemon.ReconfigureAsync(change, connect: true) is LocalApiError refused)
+            {
+                Console.Error.WriteLine($"error: {refused.Error}");
+                return 1;
+            }
+            var stopped = new TaskCompletionSource();
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
+            await using var _ = cancel.Register(() => stopped.TrySetResult());
+            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task);
+            var code = first == watcher.Refused.Task ? 1 : 0;
+            if (code == 0) Console.WriteLine("weft-agent: going down");
+            return code;
+        }
+    }
 
-    private static Command Simple(string name, string description, object request)
+    public static Command Down() => Simple("down", "Take the tunnels down and disconnect from the coordinator; the daemon keeps running (and stays down across restarts) until up");
+
+    public static Command Logout() => Simple("logout", "Log this device out: the coordinator expires it and the agent forgets it; login (or up --auth-key) joins again, without a restart");
+
+    public static Command RotateNodeKey() => Simple("rotate-node-key", "Rotate this device's node key now (it also rotates on its own before the key expires)");
+
+    public static Command Netcheck() => Simple("netcheck", "Probe the relays' STUN servers from the tunnel's socket: UDP, the NAT's mapping (easy or hard), the addresses seen, per-region latency and the home region");
+
+    public static Command Status() => Simple("status", "Show this device and its peers: addresses, path, endpoint, last handshake, bytes in and out, online");
+
+    private static Command Simple(string name, string description)
     {
         var command = new Command(name, description);
         var stateDir = StateDirectoryOption();
-        var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
+        var json = JsonOption();
         command.Add(stateDir);
         command.Add(json);
-        command.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, request, parse.GetValue(json), cancel));
+        command.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, name, null, parse.GetValue(json), cancel));
         return command;
     }
-
-    public static Command Netcheck() => Simple("netcheck", "Probe the relays' STUN servers from the tunnel's socket: UDP, the NAT's mapping (easy or hard), the addresses seen, per-region latency and the home region", new { command = "netcheck" });
-
-    public static Command Status() => Simple("status", "Show this device and its peers: addresses, endpoint, last handshake, bytes in and out, online", new { command = "status" });
 
     public static Command Ping()
     {
@@ -233,43 +355,45 @@ public static class ControlCommands
         var timeout = new Option<int>("--timeout-ms") { Description = "How long to wait for each answer", DefaultValueFactory = _ => 2000 };
         var ipv6 = new Option<bool>("-6") { Description = "Use the peer's IPv6 tailnet address when given a name" };
         var stateDir = StateDirectoryOption();
-        var json = new Option<bool>("--json") { Description = "Print the agent's JSON" };
+        var json = JsonOption();
         foreach (var option in new Option[] { count, timeout, ipv6, stateDir, json }) ping.Add(option);
         ping.Add(target);
-        ping.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!,
-            new { command = "ping", target = parse.GetValue(target), count = parse.GetValue(count), timeoutMs = parse.GetValue(timeout), ipv6 = parse.GetValue(ipv6) },
+        ping.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, "ping",
+            new PingRequest { Target = parse.GetValue(target), Count = parse.GetValue(count), TimeoutMs = parse.GetValue(timeout), Ipv6 = parse.GetValue(ipv6) },
             parse.GetValue(json), cancel));
         return ping;
     }
 
-    /// <summary>Sends one request to the running agent and prints its answer (human text, or the JSON). Exit 1 on any error.</summary>
-    private static async Task<int> Ask(string directory, object request, bool json, CancellationToken cancel)
+    /// <summary>An error as the command prints it: JSON on standard output with <c>--json</c>, else a line on standard error.</summary>
+    private static int Fail(bool json, string code, string message, int exitCode)
+    {
+        if (json) Console.WriteLine(JsonSerializer.Serialize(new LocalApiError(code, message), LocalApi.Json));
+        else Console.Error.WriteLine($"error: {message}");
+        return exitCode;
+    }
+
+    /// <summary>Sends one command to the daemon and prints its answer (human text, or the JSON). Exit 1 on any error.</summary>
+    private static async Task<int> Ask(string directory, string command, object? body, bool json, CancellationToken cancel)
     {
         var socket = Path.Combine(directory, LocalApi.SocketName);
+        HttpStatusCode status;
         JsonDocument document;
         try
         {
-            document = await LocalApi.QueryAsync(directory, request, cancel);
+            (status, document) = await LocalApi.QueryAsync(directory, command, body, cancel);
         }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied || File.Exists(socket) && e.SocketErrorCode == SocketError.AddressNotAvailable)
+        catch (HttpRequestException e) when (e.InnerException is SocketException { SocketErrorCode: SocketError.AccessDenied } || e.InnerException is UnauthorizedAccessException)
         {
-            Console.Error.WriteLine($"error: permission denied on {socket}: the agent's local API is for root only");
-            return 1;
+            return Fail(json, "forbidden", $"permission denied on {socket}: the agent's local API is for root only", 1);
         }
-        catch (UnauthorizedAccessException)
+        catch (Exception e) when (e is HttpRequestException or SocketException or IOException or JsonException)
         {
-            Console.Error.WriteLine($"error: permission denied on {socket}: the agent's local API is for root only");
-            return 1;
-        }
-        catch (Exception e) when (e is SocketException or IOException or JsonException)
-        {
-            Console.Error.WriteLine($"error: no running agent answers at {socket}: {e.Message}");
-            return 1;
+            return Fail(json, "no_daemon", $"no weft-agent daemon answers at {socket} ({(e.InnerException ?? e).Message}): start it (systemctl start weft-agent, or weft-agent daemon), or run weft-agent up --foreground", 1);
         }
         using (document)
         {
             var root = document.RootElement;
-            var failed = root.TryGetProperty("error", out _) || root.TryGetProperty("received", out var received) && received.GetInt32() == 0;
+            var failed = status != HttpStatusCode.OK || root.TryGetProperty("received", out var received) && received.GetInt32() == 0;
             if (json) Console.WriteLine(JsonSerializer.Serialize(root, LocalApi.Json));
             else if (root.TryGetProperty("error", out var error)) Console.Error.WriteLine($"error: {error.GetString()}");
             else Console.Write(StatusText.Render(root));
@@ -277,24 +401,12 @@ public static class ControlCommands
         }
     }
 
-    private static async Task<bool> AnswersAsync(string directory)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
-        try
-        {
-            using var _ = await LocalApi.QueryAsync(directory, new { command = "status" }, timeout.Token);
-            return true;
-        }
-        catch (Exception e) when (e is SocketException or IOException or JsonException or OperationCanceledException)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>Reports state changes on the console; completes <see cref="Refused"/> if the very first registration is refused.</summary>
+    /// <summary>Reports state changes on the console; completes <see cref="Refused"/> if the very first login is refused.</summary>
     private sealed class StatusPrinter
     {
         public TaskCompletionSource Refused { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Started with a login (<c>up --foreground</c>): a refusal before it ever ran ends the process.</summary>
+        public bool Joining { get; init; }
         public bool EverJoined { get; set; }
     }
 
@@ -304,11 +416,13 @@ public static class ControlCommands
         {
             Receive<ControlStateChanged>(changed =>
             {
-                Console.WriteLine($"weft-agent: {JsonNamingPolicy.KebabCaseLower.ConvertName(changed.State.ToString())}: {changed.Detail}{(changed.Code is null ? "" : $" ({changed.Code})")}");
+                Console.WriteLine($"weft-agent: {LocalApi.StateName(changed.State)}: {changed.Detail}{(changed.Code is null ? "" : $" ({changed.Code})")}");
                 if (changed.State is ControlState.Running or ControlState.PendingApproval) printer.EverJoined = true;
-                if (changed.State == ControlState.NeedsLogin && !printer.EverJoined) printer.Refused.TrySetResult();
+                if (changed.State == ControlState.NeedsLogin && printer.Joining && !printer.EverJoined && changed.Code != ControlErrorCodes.NotLoggedIn) printer.Refused.TrySetResult();
             });
             Receive<NodeKeyChanged>(_ => { });
+            Receive<DiscoKeyChanged>(_ => { });
+            Receive<RelayAccessChanged>(_ => { });
             Receive<NetMapChanged>(changed =>
             {
                 if (changed.How == NetMapApplied.Replaced)

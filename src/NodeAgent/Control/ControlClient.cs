@@ -50,6 +50,8 @@ public sealed record ControlClientOptions
     /// </summary>
     public Func<Node, Node>? PeerRecord { get; init; }
     public TimeProvider Clock { get; init; } = TimeProvider.System;
+    /// <summary>Start as <c>down</c> left it (the daemon's prefs say so): no stream until <c>up</c>.</summary>
+    public bool StartStopped { get; init; }
     /// <summary>Keeps the last netmap on disk (the agent daemon); null for simulated agents.</summary>
     public INetMapCache? NetMapCache { get; init; }
 }
@@ -78,7 +80,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private readonly ControlClientOptions _options;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly NetMapSession _session;
-    private readonly CoordinatorDialer _dialer;
+    private CoordinatorDialer? _dialer;
+    // Where and how to join: from the options, then from each LogIn (up, login, set).
+    private ControlLogin _login;
     private readonly HashSet<IActorRef> _watchers = [];
     private readonly CancellationTokenSource _stopping = new();
     private readonly Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
@@ -103,7 +107,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     public ControlClient(ControlClientOptions options)
     {
         _options = options;
-        _dialer = new CoordinatorDialer(options.Coordinators, options.MinBackoff, options.MaxBackoff);
+        _login = new ControlLogin(options.Coordinators, options.Hostname, options.Tailnet, options.AuthKey, options.ForceReauth, options.AdvertisedRoutes);
+        _dialer = NewDialer(_login);
         _session = new NetMapSession(options.VerifyAfter, options.AnswerTimeout, options.PeerRecord);
         _endpoints = options.Endpoints;
         Connecting();
@@ -125,7 +130,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _machine = AgentStateFile.Key(_state.MachinePrivateKey);
         _node = AgentStateFile.Key(_state.NodePrivateKey);
         _nextNode = _state.NextNodePrivateKey is { } next ? AgentStateFile.Key(next) : null;
-        _useAuthKey = _state.DeviceId is null || (_options.ForceReauth && _options.AuthKey is not null);
+        _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (_options.NetMapCache is { } cache)
         {
             _cacheWriter = new NetMapCacheWriter(cache, warning => _log.Warning(warning));
@@ -133,15 +138,28 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
         }
         Timers.StartPeriodicTimer("check", Check.Instance, CheckInterval);
-        ScheduleDial(TimeSpan.Zero);
+        if (!_login.HasCoordinators || (_options.StartStopped && _state.DeviceId is null)) NeedsLogin(ControlErrorCodes.NotLoggedIn, NotLoggedInDetail);
+        else if (_options.StartStopped) Stop();
+        else ScheduleDial(TimeSpan.Zero);
     }
 
-    /// <summary>The new incarnation forgets its watchers: re-register them (messages to Self reach the new one).</summary>
+    private const string NotLoggedInDetail = "not logged in: run weft-agent up --login-server <coordinator URL> --auth-key <key>";
+
+    /// <summary>
+    /// The new incarnation starts from the options: it forgets its watchers and the logins since
+    /// (up, login, set), and whether it was down. Messages to Self reach the new one, so it is told
+    /// them again; the device and keys it re-reads from the state file.
+    /// </summary>
     protected override void PreRestart(Exception reason, object message)
     {
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
+        // Before its first dial fires (a timer), the new incarnation takes the login and the idle state back.
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail));
         base.PreRestart(reason, message);
     }
+
+    private CoordinatorDialer? NewDialer(ControlLogin login) =>
+        login.HasCoordinators ? new CoordinatorDialer(login.Coordinators, _options.MinBackoff, _options.MaxBackoff) : null;
 
     protected override void PostStop()
     {
@@ -194,7 +212,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Always();
     }
 
-    /// <summary>Refused for good, or logged out: a new <c>up</c> with an auth key is needed.</summary>
+    /// <summary>Not logged in yet, refused for good, or logged out: <c>up</c> or <c>login</c> (a <see cref="LogIn"/>) is needed.</summary>
     private void NeedingLogin() => Always();
 
     /// <summary>What every state answers.</summary>
@@ -223,6 +241,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             GoConnecting(reconnect.After, null, "reconnecting");
         });
         Receive<LogOut>(_ => OnLogOut());
+        Receive<LogIn>(OnLogIn);
+        Receive<Resume>(OnResume);
         Receive<LogoutTimedOut>(_ => FinishLogout(coordinatorTold: false, "the coordinator did not confirm in time; this agent forgot the device anyway"));
         // Answers from connections given up on, and requests that need a registration.
         Receive<Connected>(stale => _ = stale.Connection.DisposeAsync().AsTask());
@@ -255,6 +275,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void ScheduleDial(TimeSpan atLeast)
     {
+        if (_dialer is null) return;
         var (url, wait) = _dialer.Next(Now);
         Timers.StartSingleTimer("dial", new Dial(url), wait > atLeast ? wait : atLeast);
     }
@@ -283,7 +304,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             return;
         }
         var known = failed.Error as ControlConnectException;
-        _dialer.Failed(failed.Url, Now, known?.RetryAfter);
+        _dialer?.Failed(failed.Url, Now, known?.RetryAfter);
         SetStatus(ControlState.Connecting, known?.Code ?? ControlErrorCodes.Unavailable, $"cannot reach {failed.Url}: {failed.Error.Message}");
         ScheduleDial(TimeSpan.Zero);
     }
@@ -336,7 +357,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     /// <summary>A stream that worked ended: the other coordinators are tried at once.</summary>
     private void OnBroken(Broken broken)
     {
-        _dialer.Lost(broken.Connection.Url, Now);
+        _dialer?.Lost(broken.Connection.Url, Now);
         GoConnecting(TimeSpan.Zero, broken.Code ?? ControlErrorCodes.Unavailable, broken.Reason);
     }
 
@@ -377,11 +398,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 NodeKey = ByteString.CopyFrom(_node.PublicKey.ToArray()),
                 NodeKeyProof = ByteString.CopyFrom(NodeKeyProof.Create(_node, coordinator, _machine.PublicKey)),
                 DiscoKey = ByteString.CopyFrom(_disco.PublicKey.ToArray()),
-                Hostname = _options.Hostname,
+                Hostname = _login.Hostname,
                 Os = _options.Os,
                 AgentVersion = _options.AgentVersion,
-                AuthKey = _useAuthKey ? _options.AuthKey ?? "" : "",
-                Tailnet = _options.Tailnet ?? "",
+                AuthKey = _useAuthKey ? _login.AuthKey ?? "" : "",
+                Tailnet = _login.Tailnet ?? "",
             },
         });
     }
@@ -397,10 +418,10 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         {
             // Registered without a key: an admin must approve this machine first. The coordinator does not
             // say more (not even whether the tailnet exists); ask again, on this stream, when it says to.
-            _dialer.Connected(_connection!.Url);
+            _dialer?.Connected(_connection!.Url);
             _awaitingApproval = true;
             SetStatus(ControlState.PendingApproval, null,
-                $"waiting for an admin to approve this device in tailnet '{_options.Tailnet}' (machine key {KeyText.Format(KeyText.MachinePrefix, _machine.PublicKey)[..21]}…)");
+                $"waiting for an admin to approve this device in tailnet '{_login.Tailnet}' (machine key {KeyText.Format(KeyText.MachinePrefix, _machine.PublicKey)[..21]}…)");
             var after = TimeSpan.FromMilliseconds(Math.Max(1000, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
             Timers.StartSingleTimer("register-again", RegisterAgain.Instance, after);
             return;
@@ -408,18 +429,19 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Timers.Cancel("register-again");
         _awaitingApproval = false;
         _useAuthKey = false;
-        _dialer.Connected(_connection!.Url);
+        // An auth key is used once: a later reconnect or restart of this actor must not present it again.
+        _login = _login with { AuthKey = null, ForceReauth = false };
+        _dialer?.Connected(_connection!.Url);
         var issued = _state.DeviceId == result.DeviceId ? _state.NodeKeyIssuedAt ?? Now : Now;
         Save(_state with { DeviceId = result.DeviceId, TailnetId = result.TailnetId, NodeKeyIssuedAt = issued });
         var pending = result.Status == RegisterResult.Types.Status.PendingApproval;
         SetStatus(pending ? ControlState.PendingApproval : ControlState.Running, null,
-            pending ? "waiting for an admin to approve this device" : $"connected to {_connection.Url}");
+            pending ? "waiting for an admin to approve this device" : $"connected to {_connection!.Url}");
         Become(Registered);
         Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _session.BeginStream(Now) } });
         if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();
         // The whole advertisement, every session: what the agent was started with replaces what the coordinator had.
-        if (!_options.AdvertisedRoutes.IsDefault)
-            Send(new ClientMessage { Hostinfo = new HostinfoUpdate { Hostname = _options.Hostname, Os = _options.Os, AgentVersion = _options.AgentVersion, AdvertisedRoutes = { _options.AdvertisedRoutes } } });
+        SendHostinfo();
         if (result.KeyExpiry is not null) ScheduleRotation(result.KeyExpiry.ToDateTimeOffset());
         if (_nextNode is not null && !pending) SendRotation(); // a rotation was in flight when the stream broke
     }
@@ -435,7 +457,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 return;
             case ControlErrorCodes.Unavailable or ControlErrorCodes.RateLimited:
                 // Busy or handing over: this coordinator, or another, is tried again later.
-                _dialer.Failed(_connection!.Url, Now, result.RetryAfterMs > 0 ? TimeSpan.FromMilliseconds(result.RetryAfterMs) : null);
+                _dialer?.Failed(_connection!.Url, Now, result.RetryAfterMs > 0 ? TimeSpan.FromMilliseconds(result.RetryAfterMs) : null);
                 GoConnecting(TimeSpan.Zero, result.RefusalCode, result.RefusalMessage);
                 return;
             default:
@@ -446,7 +468,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void NeedsLogin(string code, string message)
     {
-        _log.Warning("Coordinator refused this device: {0} ({1})", message, code);
+        if (code is ControlErrorCodes.NotLoggedIn or ControlErrorCodes.LoggedOut) _log.Info("Needs login: {0}", message);
+        else _log.Warning("Coordinator refused this device: {0} ({1})", message, code);
         DropConnection();
         Timers.Cancel("dial");
         Timers.Cancel("rotate");
@@ -467,7 +490,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 break;
             case ServerMessage.BodyOneofCase.Netmap:
                 Applied(message, _session.OnNetMap(message.Netmap, Now));
-                _dialer.Learn(message.Netmap.Coordinators);
+                _dialer?.Learn(message.Netmap.Coordinators);
                 break;
             case ServerMessage.BodyOneofCase.Delta:
                 Applied(message, _session.OnDelta(message.Delta, Now));
@@ -493,7 +516,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             case ServerMessage.BodyOneofCase.GoAway:
                 var after = TimeSpan.FromMilliseconds(message.GoAway.AfterMs);
                 _log.Info("{0} is going away ({1}); moving to another coordinator", arrived.Connection.Url, message.GoAway.Reason);
-                _dialer.GoingAway(arrived.Connection.Url, after, Now);
+                _dialer?.GoingAway(arrived.Connection.Url, after, Now);
                 GoConnecting(TimeSpan.Zero, null, $"{arrived.Connection.Url} is going away: {message.GoAway.Reason}");
                 break;
         }
@@ -560,6 +583,56 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 break;
         }
     }
+
+    /// <summary>The whole advertisement (hostname, routes), when this agent reports routes at all (simulated agents do not).</summary>
+    private void SendHostinfo()
+    {
+        if (_login.AdvertisedRoutes.IsDefault) return;
+        Send(new ClientMessage { Hostinfo = new HostinfoUpdate { Hostname = _login.Hostname, Os = _options.Os, AgentVersion = _options.AgentVersion, AdvertisedRoutes = { _login.AdvertisedRoutes } } });
+    }
+
+    private void OnLogIn(LogIn logIn)
+    {
+        var before = _login;
+        var login = logIn.Login;
+        _login = login;
+        var moved = !login.SameCoordinators(before);
+        if (moved)
+        {
+            _dialer = NewDialer(login);
+            // Another cluster has another key: a device that starts over (new, or re-authorised) pins the new one.
+            if (_state.DeviceId is null || login.ForceReauth) Save(_state with { CoordinatorKey = null });
+        }
+        _useAuthKey = _state.DeviceId is null || (login.ForceReauth && login.AuthKey is not null);
+        var again = moved || login.ForceReauth || (_useAuthKey && login.AuthKey is not null) || login.Tailnet != before.Tailnet;
+        if (!login.HasCoordinators)
+        {
+            if (!Idle) NeedsLogin(ControlErrorCodes.NotLoggedIn, NotLoggedInDetail);
+        }
+        else if (Idle ? logIn.Connect : again)
+        {
+            _log.Info("Logging in to {0} as {1}", string.Join(", ", login.Coordinators), login.Hostname);
+            GoConnecting(TimeSpan.Zero, null, $"logging in to {string.Join(", ", login.Coordinators)}");
+        }
+        else if (_status is ControlState.Running or ControlState.PendingApproval && (login.Hostname != before.Hostname || !SameRoutes(login, before)))
+        {
+            SendHostinfo();
+        }
+        Sender.Tell(Status());
+    }
+
+    private void OnResume(Resume resume)
+    {
+        _login = resume.Login;
+        _dialer = NewDialer(_login);
+        _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
+        if (resume.IdleAs == ControlState.Stopped) Stop();
+        else if (resume.IdleAs == ControlState.NeedsLogin) NeedsLogin(resume.Code ?? ControlErrorCodes.NotLoggedIn, resume.Detail);
+        else if (_status == ControlState.NeedsLogin && _login.HasCoordinators) GoConnecting(TimeSpan.Zero, null, "starting again");
+    }
+
+    private static bool SameRoutes(ControlLogin a, ControlLogin b) =>
+        (a.AdvertisedRoutes.IsDefault ? [] : a.AdvertisedRoutes).SequenceEqual(b.AdvertisedRoutes.IsDefault ? [] : b.AdvertisedRoutes);
 
     private void OnSetEndpoints(SetEndpoints set)
     {
@@ -727,6 +800,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     // ------------------------------------------------------------------ internal messages
 
     private sealed record Dial(Uri Url);
+
+    /// <summary>What a restarted incarnation is told by the one before: the login it had, and the idle state it was in.</summary>
+    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -17,7 +17,7 @@ public enum ControlState
     PendingApproval,
     /// <summary>Registered, authorised, and receiving its netmap.</summary>
     Running,
-    /// <summary>The coordinator refused this device for good (bad auth key, expired, deleted), or it logged out: a new <c>up</c> with an auth key is needed.</summary>
+    /// <summary>Not logged in yet, refused for good (bad auth key, expired, deleted), or logged out: <c>weft-agent up</c> or <c>login</c> with an auth key is needed.</summary>
     NeedsLogin,
     /// <summary>Turned off by <c>weft-agent down</c>: no stream, no tunnels, until <c>weft-agent up</c>.</summary>
     Stopped,
@@ -31,6 +31,32 @@ public static class ControlStates
 
 /// <summary><c>weft-agent up</c> (true) and <c>down</c> (false) on a running agent.</summary>
 public sealed record SetWantRunning(bool Running);
+
+/// <summary>How the agent joins: where, as whom, and what it offers. Changed at run time by <see cref="LogIn"/>.</summary>
+public sealed record ControlLogin(IReadOnlyList<Uri> Coordinators, string Hostname, string? Tailnet, string? AuthKey, bool ForceReauth, ImmutableArray<string> AdvertisedRoutes)
+{
+    /// <summary>No coordinator yet: the daemon waits for <c>weft-agent up --login-server …</c>.</summary>
+    public bool HasCoordinators => Coordinators.Count > 0;
+
+    public bool SameCoordinators(ControlLogin other) => Coordinators.Select(u => u.ToString()).SequenceEqual(other.Coordinators.Select(u => u.ToString()));
+
+    // Dead letters and debug logs print messages: never the auth key.
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append($"Coordinators = [{string.Join(", ", Coordinators)}], Hostname = {Hostname}, Tailnet = {Tailnet}, AuthKey = {(AuthKey is null ? "null" : "(secret)")}, ");
+        builder.Append($"ForceReauth = {ForceReauth}, AdvertisedRoutes = [{(AdvertisedRoutes.IsDefault ? "" : string.Join(", ", AdvertisedRoutes))}]");
+        return true;
+    }
+}
+
+/// <summary>
+/// New login settings for a running agent (<c>up</c>, <c>login</c>, <c>set</c>). With
+/// <paramref name="Connect"/> (up, login) an agent that is down, logged out or refused dials again;
+/// without it (set) the settings wait for the next <c>up</c>. A running agent moves only if the change
+/// needs it: other coordinators, an auth key to use, or another tailnet; a new hostname or routes are
+/// reported on the stream it has. Replies <see cref="AgentStatus"/> once the change is taken.
+/// </summary>
+public sealed record LogIn(ControlLogin Login, bool Connect);
 
 /// <summary>
 /// Logs out: the coordinator expires this device, and the agent forgets it (device id, netmap

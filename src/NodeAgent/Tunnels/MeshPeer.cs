@@ -15,6 +15,9 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
     /// <summary>The peer's home relay path, where its first packets go until a direct path is proven; null without relays.</summary>
     public Endpoint? Relay { get; init; }
 
+    /// <summary>The peer's device name, for the logs.</summary>
+    public string Name { get; init; } = "";
+
     /// <summary>
     /// The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or
     /// expired). Its subnet routes are in its allowed IPs when it carries them for this device
@@ -37,7 +40,7 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
         {
             if (System.Net.IPEndPoint.TryParse(text, out var parsed) && parsed.Port != 0) endpoints.Add(new Endpoint(parsed));
         }
-        return new MeshPeer(node.Id, key, allowed.ToImmutable(), endpoints.ToImmutable());
+        return new MeshPeer(node.Id, key, allowed.ToImmutable(), endpoints.ToImmutable()) { Name = node.Name };
     }
 
     /// <summary>Every IPv4 and every IPv6 address: what an exit node carries.</summary>

@@ -24,6 +24,8 @@ public sealed class TunnelSupervisor : UntypedActor
     // The PeerTunnel of each engine peer (derived: rebuilt from the engine's peers on every start).
     private readonly Dictionary<Curve25519PublicKey, IActorRef> _tunnels = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
+    // Device id to name, for the log line when a peer leaves (the engine knows peers by key and id only).
+    private readonly Dictionary<string, string> _names = new();
 
     public TunnelSupervisor(WireGuardDevice device, bool tick)
     {
@@ -170,12 +172,18 @@ public sealed class TunnelSupervisor : UntypedActor
         foreach (var group in held)
         {
             if (wanted.ContainsKey(group.Key)) continue; // a patch of a few peers holds only those: it removes nobody
-            foreach (var gone in group) if (Remove(gone.PublicKey)) removed++;
+            foreach (var gone in group)
+            {
+                if (!Remove(gone.PublicKey)) continue;
+                removed++;
+                _log.Info("Peer {0} left this device's netmap", _names.Remove(group.Key, out var name) ? name : group.Key);
+            }
         }
         foreach (var peer in wanted.Values)
         {
             var previous = held[peer.Id].FirstOrDefault();
-            if (previous is not null && previous.PublicKey != peer.Key && Rename(previous.PublicKey, peer.Key)) rekeyed++;
+            if (previous is not null && previous.PublicKey != peer.Key && Rename(previous.PublicKey, peer.Key, peer.Name)) rekeyed++;
+            if (peer.Name.Length > 0) _names[peer.Id] = peer.Name;
             var exists = _device.Peers.TryGetValue(peer.Key, out var current);
             var currentIps = exists ? _device.AllowedIps.PrefixesOf(current!).ToHashSet() : [];
             var endpoint = mesh.PathManaged
@@ -193,6 +201,7 @@ public sealed class TunnelSupervisor : UntypedActor
                 if (configured.Created)
                 {
                     added++;
+                    _log.Info("Peer {0} joined ({1})", peer.Name.Length > 0 ? peer.Name : peer.Id, new NodeKey(peer.Key));
                     if (mesh.Greet && _tunnels.TryGetValue(peer.Key, out var greeted)) greeted.Tell(HandshakeNeeded.Instance);
                 }
                 else updated++;
@@ -207,7 +216,7 @@ public sealed class TunnelSupervisor : UntypedActor
     }
 
     /// <summary>A peer rotated its node key: the same tunnel and sessions continue under the new key, and a handshake proves it.</summary>
-    private bool Rename(Curve25519PublicKey from, Curve25519PublicKey to)
+    private bool Rename(Curve25519PublicKey from, Curve25519PublicKey to, string name)
     {
         if (!_device.Peers.TryGetValue(from, out var peer) || !_device.ChangePeerKey(peer, to)) return false;
         if (_tunnels.Remove(from, out var tunnel))
@@ -215,7 +224,7 @@ public sealed class TunnelSupervisor : UntypedActor
             _tunnels[to] = tunnel;
             tunnel.Tell(Rekey.Instance);
         }
-        _log.Info("Peer {0} rotated its key to {1}", from, to);
+        _log.Info("Peer {0} rotated its node key from {1} to {2}", name, new NodeKey(from), new NodeKey(to));
         return true;
     }
 

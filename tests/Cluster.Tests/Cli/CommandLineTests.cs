@@ -110,7 +110,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Directory.CreateDirectory(_stateDirectory);
         var keyFile = Path.Combine(_stateDirectory, "auth-key");
         File.WriteAllText(keyFile, key + "\n");
-        var up = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key-file", keyFile, "--hostname", "cli-box",
+        var up = Start("weft-agent.dll", "up", "--foreground", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--auth-key-file", keyFile, "--hostname", "cli-box",
             "--endpoint", "198.18.7.7:41641", "--advertise-routes", "198.18.40.0/24", "--advertise-exit-node", "--state-dir", _stateDirectory);
         _running.Add(up);
         Assert.DoesNotContain(key, File.ReadAllText($"/proc/{up.Id}/cmdline"));
@@ -162,9 +162,9 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.Fail("the agent never learned that its device was deleted");
     }
 
-    /// <summary><c>weft-agent up --no-tunnels</c> against the test coordinator, with this test's state folder.</summary>
+    /// <summary><c>weft-agent up --foreground --no-tunnels</c> against the test coordinator, with this test's state folder.</summary>
     private Task<(int Code, string Output)> AgentUp(IReadOnlyDictionary<string, string> environment, params string[] options) =>
-        Run("weft-agent.dll", environment, ["up", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory, .. options]);
+        Run("weft-agent.dll", environment, ["up", "--foreground", "--no-tunnels", "--login-server", coordinator.Control.ToString(), "--state-dir", _stateDirectory, .. options]);
 
     private const string UnknownAuthKey = "weft-auth.tn_nothing.aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
@@ -272,7 +272,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var keyFile = Path.Combine(_stateDirectory, "auth-key");
         File.WriteAllText(keyFile, authKey + "\n");
         var agentDirectory = Path.Combine(_stateDirectory, "agent");
-        var agent = Start("weft-agent.dll", "up", "--no-tunnels", "--login-server", control, "--auth-key-file", keyFile, "--state-dir", agentDirectory);
+        var agent = Start("weft-agent.dll", "up", "--foreground", "--no-tunnels", "--login-server", control, "--auth-key-file", keyFile, "--state-dir", agentDirectory, "--log-level", "debug");
         _running.Add(agent);
         var agentLog = Capture(agent);
         await WaitUntilRunning(agentDirectory);
@@ -322,7 +322,16 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var (code, output) = await Run("weft-agent.dll", "status", "--state-dir", _stateDirectory);
 
         Assert.Equal(1, code);
-        Assert.Contains("no running agent", output);
+        Assert.Contains("no weft-agent daemon answers at", output);
+        Assert.Contains("systemctl start weft-agent, or weft-agent daemon", output);
+
+        // With --json the error is JSON too, on standard output, with a code a script can test.
+        var (jsonCode, json) = await Run("weft-agent.dll", "up", "--hostname", "x", "--json", "--state-dir", _stateDirectory);
+        Assert.Equal(1, jsonCode);
+        Assert.Equal("no_daemon", Json(json).GetProperty("code").GetString());
+        var (flagCode, flag) = await Run("weft-agent.dll", "up", "--tun", "wg9", "--json", "--state-dir", _stateDirectory);
+        Assert.Equal(2, flagCode);
+        Assert.Contains("--tun is the daemon's", Json(flag).GetProperty("error").GetString());
     }
 
     [Fact]

@@ -126,11 +126,11 @@ public class DeployManifestTests
 
         var agent = File.ReadAllText(Path.Combine(Deploy, "systemd", "weft-agent.service"));
         var exec = agent.Split('\n').Single(l => l.StartsWith("ExecStart=", StringComparison.Ordinal));
-        Assert.StartsWith("ExecStart=/opt/weft/weft-agent up ", exec);
+        Assert.StartsWith("ExecStart=/opt/weft/weft-agent daemon ", exec);
         var variables = File.ReadAllLines(Path.Combine(Deploy, "systemd", "agent.env.example")).Where(l => l.Length > 0 && !l.StartsWith('#'))
             .Select(l => l[..l.IndexOf('=')]).Append("STATE_DIRECTORY").ToHashSet();
         foreach (Match used in Regex.Matches(exec, @"\$\{(\w+)\}")) Assert.Contains(used.Groups[1].Value, variables);
-        foreach (Match flag in Regex.Matches(exec, @"--[a-z-]+")) Assert.Contains(flag.Value, AgentUpFlags);
+        foreach (Match flag in Regex.Matches(exec, @"--[a-z-]+")) Assert.Contains(flag.Value, AgentFlags("daemon"));
     }
 
     [Fact]
@@ -149,9 +149,9 @@ public class DeployManifestTests
         foreach (Match target in Regex.Matches(containerfile, @"--target (\w+)")) Assert.Contains($"AS {target.Groups[1].Value}", containerfile);
     }
 
-    /// <summary>The flags of <c>weft-agent up</c>, as its command line defines them.</summary>
-    private static IReadOnlyCollection<string> AgentUpFlags =>
-        NodeAgent.Cli.AgentCommandLine.Build().Subcommands.Single(c => c.Name == "up").Options.SelectMany(o => o.Aliases.Append(o.Name)).ToHashSet();
+    /// <summary>The flags of a <c>weft-agent</c> command, as its command line defines them.</summary>
+    private static IReadOnlyCollection<string> AgentFlags(string command) =>
+        NodeAgent.Cli.AgentCommandLine.Build().Subcommands.Single(c => c.Name == command).Options.SelectMany(o => o.Aliases.Append(o.Name)).ToHashSet();
 
     /// <summary>Weft__A__B__0 must name a property path of <see cref="WeftSettings"/> (array items by index).</summary>
     private static void AssertIsASetting(string variable)

@@ -168,57 +168,107 @@ public class MeshTests
     }
 
     [SkippableFact]
-    public async Task The_local_api_refuses_unknown_commands_malformed_json_and_non_root_callers_and_down_up_restores_the_tunnels()
+    public async Task The_daemon_and_its_cli_up_down_up_with_new_flags_logout_login_and_the_local_api_refuses_bad_requests_and_non_root_callers()
     {
-        await using var lab = LabTest.Open("ping", "setpriv");
+        await using var lab = LabTest.Open("ping", "setpriv", "curl");
         var segment = Segment.Create(lab);
         segment.AttachHost(Hub + "/24");
         var coordinator = WeftCoordinator.Start(lab, Hub);
         var tailnet = await coordinator.CreateTailnet("local");
-        var agents = new List<WeftAgent>();
-        foreach (var (name, index) in new[] { ("x", 1), ("y", 2) })
-        {
-            var machine = lab.AddNamespace(name);
-            segment.Attach(machine, $"198.18.0.{index}/24");
-            agents.Add(WeftAgent.Start(machine, name, coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com")));
-        }
-        var (x, y) = (agents[0], agents[1]);
+        var xMachine = lab.AddNamespace("x");
+        segment.Attach(xMachine, "198.18.0.1/24");
+        var yMachine = lab.AddNamespace("y");
+        segment.Attach(yMachine, "198.18.0.2/24");
+        // x runs as a service does: the daemon, then `weft-agent up` against it.
+        var x = WeftAgent.StartService(xMachine, "x", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
+        var y = WeftAgent.Start(yMachine, "y", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
         x.WaitForPeers("y");
         var yAddress = y.Addresses().V4;
         Assert.True(Reaches(x, yAddress));
 
+        // The local API is HTTP on the socket: curl works, and every refusal is JSON with a code.
         var socket = Path.Combine(x.StateDirectory, "weft-agent.sock");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket));
-        Assert.Contains("\"code\": \"unknown_command\"", await Raw(socket, "{\"command\":\"fly\"}"));
-        Assert.Contains("the commands are: status, ping, netcheck, up, down, logout, rotate-node-key", await Raw(socket, "{\"command\":\"fly\"}"));
-        Assert.Contains("\"code\": \"malformed_request\"", await Raw(socket, "{\"command\": "));
-        Assert.Contains("\"code\": \"malformed_request\"", await Raw(socket, "{\"command\":\"ping\",\"count\":1000,\"target\":\"y\"}"));
-        Assert.Contains("\"code\": \"request_too_large\"", await Raw(socket, new string('x', 5000)));
+        Assert.Contains("\"state\": \"running\"", Curl(socket, "GET", "status"));
+        Assert.Contains("\"code\": \"unknown_command\"", Curl(socket, "GET", "fly"));
+        Assert.Contains("\"code\": \"malformed_request\"", Curl(socket, "POST", "up", "{\"loginServer\": "));
+        Assert.Contains("\"code\": \"malformed_request\"", Curl(socket, "POST", "ping", "{\"count\":1000,\"target\":\"y\"}"));
+        Assert.Contains("\"code\": \"request_too_large\"", Curl(socket, "POST", "up", "{\"hostname\":\"" + new string('x', 5000) + "\"}"));
 
-        // Not root: the socket's mode stops the caller; loosened, the agent still refuses by credentials.
+        // Not root: the socket's mode stops the caller; loosened, the daemon still refuses by credentials.
         var (deniedCode, denied) = x.CliAs("65534", "status");
         Assert.Equal(1, deniedCode);
         Assert.Contains("root only", denied);
         File.SetUnixFileMode(socket, (UnixFileMode)0b110_110_110);
-        var (refusedCode, refused) = x.CliAs("65534", "status");
+        var (refusedCode, refused) = x.CliAs("65534", "status", "--json");
         Assert.Equal(1, refusedCode);
+        Assert.Contains("\"code\": \"forbidden\"", refused);
         Assert.Contains("the agent's local API is for root only (you are uid 65534)", refused);
+        File.SetUnixFileMode(socket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
 
-        // down takes the tunnels away; up brings them back.
+        // up on a running daemon reconfigures it; it never says "already runs". Errors are JSON with --json.
+        var (againCode, again) = x.Cli("up", "--json");
+        Assert.True(againCode == 0, again);
+        Assert.Contains("\"state\": \"running\"", again);
+        var (badCode, bad) = x.Cli("up", "--login-server", "ftp://nowhere", "--json");
+        Assert.Equal(2, badCode);
+        Assert.Contains("\"code\": \"invalid_flags\"", bad);
+
+        // down takes the tunnels away, and the daemon stays; up with a new flag brings them back with it.
         var (downCode, down) = x.Cli("down");
         Assert.True(downCode == 0, down);
         Assert.Contains("stopped", down);
         Assert.True(Blocked(x, yAddress), "no tunnels while down");
-        var (upCode, up) = x.Cli("up");
+        var (upCode, up) = x.Cli("up", "--advertise-routes", "198.51.100.0/24");
         Assert.True(upCode == 0, up);
+        Assert.Contains("running", up);
         Assert.True(Reaches(x, yAddress), "up again");
+        Assert.True(WaitUntil(() => PeerOf(y, "x") is { } peer && peer.GetProperty("tunnel").ValueKind == JsonValueKind.Object), "y still has its tunnel to x");
+        Assert.Contains("198.51.100.0/24", x.Status().GetProperty("self").GetProperty("advertisedRoutes").ToString());
 
-        // logout: the coordinator expires the device, y drops it, and x forgets it.
+        // logout: the coordinator expires the device, y drops it, and x waits for a login.
         var (logoutCode, loggedOut) = x.Cli("logout");
         Assert.True(logoutCode == 0, loggedOut);
         Assert.Contains("logged out", loggedOut);
         y.WaitForPeers();
         Assert.Contains("\"state\": \"needs-login\"", x.Cli("status", "--json").Output);
+
+        // login with a new key, on the same daemon process: back in the mesh.
+        var (loginCode, login) = x.Cli("login", "--auth-key", await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
+        Assert.True(loginCode == 0, login);
+        Assert.Contains("running", login);
+        y.WaitForPeers("x");
+        x.WaitForPeers("y");
+        Assert.True(Reaches(x, yAddress), "x reaches y after logging in again");
+        var (statusCode, status) = x.Cli("status");
+        Assert.True(statusCode == 0, status);
+        Assert.Matches(@"machine key:\s+mkey:[0-9a-f]{64}", status);
+        Assert.Matches(@"node key:\s+nodekey:[0-9a-f]{64}", status);
+
+        // A restarted daemon comes back logged in, from its prefs, with no key given.
+        x.Stop();
+        x.Run();
+        Assert.True(WaitUntil(() => x.Status().GetProperty("state").GetString() == "running"), "running after the daemon's restart");
+        Assert.True(Reaches(x, yAddress), "x reaches y after its daemon restarted");
+    }
+
+    /// <summary>One local API call with curl (<c>curl --unix-socket</c>), as a script would make it; returns the JSON answer.</summary>
+    private static string Curl(string socket, string method, string command, string? body = null)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("curl") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = body is not null };
+        foreach (var argument in new[] { "--silent", "--show-error", "--unix-socket", socket, "-X", method, "http://local/localapi/v0/" + command })
+            info.ArgumentList.Add(argument);
+        if (body is not null)
+            foreach (var argument in new[] { "-H", "Content-Type: application/json", "--data-binary", "@-" }) info.ArgumentList.Add(argument);
+        using var process = System.Diagnostics.Process.Start(info)!;
+        if (body is not null)
+        {
+            process.StandardInput.Write(body);
+            process.StandardInput.Close();
+        }
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit(30_000);
+        return output;
     }
 
     private static JsonElement? PeerOf(WeftAgent agent, string name)
@@ -237,16 +287,5 @@ public class MeshTests
             Thread.Sleep(250);
         }
         return false;
-    }
-
-    /// <summary>Sends one raw line to the agent's socket and returns the answer.</summary>
-    private static async Task<string> Raw(string socketPath, string line)
-    {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
-        await socket.SendAsync(Encoding.UTF8.GetBytes(line + "\n"), SocketFlags.None);
-        using var stream = new NetworkStream(socket);
-        using var reader = new StreamReader(stream);
-        return await reader.ReadToEndAsync();
     }
 }

@@ -221,7 +221,7 @@ public class NatLabTests
 
     private static async Task<JsonElement> Netcheck(WeftAgent agent)
     {
-        var report = await AgentApi.Query(agent, new { command = "netcheck" });
+        var report = await AgentApi.Query(agent, "netcheck");
         Assert.True(report.TryGetProperty("natKind", out _), $"{agent.Name}: netcheck answered {report}");
         return report;
     }
@@ -232,7 +232,7 @@ public class NatLabTests
         // The peer must be in the engine first (a tunnel, even without a session yet): a netmap shown by status may not be applied yet.
         var known = Stopwatch.StartNew();
         while (await AgentApi.PathTo(agent, peer) is null or "none" && known.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(20);
-        var answer = await AgentApi.Query(agent, new { command = "ping", target = peer, count = 1, timeoutMs = 5000 });
+        var answer = await AgentApi.Query(agent, "ping", new NodeAgent.Agent.PingRequest { Target = peer, Count = 1, TimeoutMs = 5000 });
         Assert.True(answer.TryGetProperty("replies", out var replies), $"{agent.Name} → {peer}: {answer}");
         var reply = replies[0];
         Assert.True(reply.TryGetProperty("milliseconds", out var ms) && ms.ValueKind == JsonValueKind.Number, $"{agent.Name} → {peer}: the first ping was not answered: {answer}");
@@ -246,7 +246,7 @@ public class NatLabTests
         while (clock.Elapsed < timeout)
         {
             if (await AgentApi.PathMtu(agent, peer) == mtu) return true;
-            await AgentApi.Query(agent, new { command = "ping", target = peer, count = 1, timeoutMs = 900 });
+            await AgentApi.Query(agent, "ping", new NodeAgent.Agent.PingRequest { Target = peer, Count = 1, TimeoutMs = 900 });
             await Task.Delay(200);
         }
         return false;
@@ -265,7 +265,7 @@ public class NatLabTests
             if (clock.Elapsed - lastPing > TimeSpan.FromSeconds(1))
             {
                 lastPing = clock.Elapsed;
-                _ = AgentApi.Query(agent, new { command = "ping", target = peer, count = 1, timeoutMs = 900 });
+                _ = AgentApi.Query(agent, "ping", new NodeAgent.Agent.PingRequest { Target = peer, Count = 1, TimeoutMs = 900 });
             }
             await Task.Delay(20);
         }
