@@ -40,6 +40,10 @@ public sealed class Lab : IAsyncDisposable
     public Namespace AddNamespace(string role)
     {
         var ns = new Namespace(this, $"{Id}{role}");
+        // Every command run in the namespace (ip netns exec) sees this file as /etc/resolv.conf: an
+        // agent that manages it changes the namespace's, never the machine's.
+        System.IO.Directory.CreateDirectory(ns.EtcDirectory);
+        File.WriteAllText(ns.ResolvConf, $"# weft lab namespace {ns.Name}: no resolver until a test sets one\n");
         Run("ip", "netns", "add", ns.Name);
         _namespaces.Add(ns);
         ns.Run("ip", "link", "set", "lo", "up");
@@ -140,6 +144,8 @@ public sealed class Lab : IAsyncDisposable
         {
             try { Run("ip", "netns", "delete", ns.Name); }
             catch (LabException) { }
+            try { System.IO.Directory.Delete(ns.EtcDirectory, recursive: true); }
+            catch (IOException) { }
         }
         foreach (var file in _files)
         {
@@ -157,6 +163,8 @@ public sealed class Lab : IAsyncDisposable
             var name = line.Split(' ')[0];
             if (name.StartsWith(NamePrefix, StringComparison.Ordinal)) Run("ip", "netns", "delete", name);
         }
+        if (System.IO.Directory.Exists(Namespace.EtcRoot))
+            foreach (var etc in System.IO.Directory.GetDirectories(Namespace.EtcRoot, NamePrefix + "*")) System.IO.Directory.Delete(etc, recursive: true);
     }
 }
 
@@ -166,6 +174,14 @@ public sealed class Namespace(Lab lab, string name)
     public Lab Lab { get; } = lab;
 
     public string Name { get; } = name;
+
+    /// <summary>Where <c>ip netns exec</c> finds files to bind over <c>/etc</c> for this namespace.</summary>
+    public const string EtcRoot = "/etc/netns";
+
+    public string EtcDirectory => Path.Combine(EtcRoot, Name);
+
+    /// <summary>The namespace's own /etc/resolv.conf, as seen from outside it.</summary>
+    public string ResolvConf => Path.Combine(EtcDirectory, "resolv.conf");
 
     public string Run(params string[] command) => Lab.RunIn(Name, command);
 

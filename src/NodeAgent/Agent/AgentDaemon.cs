@@ -79,6 +79,9 @@ public sealed class AgentDaemon : IAsyncDisposable
 
     public int? ListenPort => Device?.ListenPort;
 
+    /// <summary>MagicDNS and the system's resolver (<c>weft-agent dns status</c>), or why there is none.</summary>
+    public object DnsStatus => _dns is { } dns ? dns.Status : new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels): no MagicDNS");
+
     public string SocketPath => _api?.SocketPath ?? Path.Combine(_options.StateDirectory, LocalApi.SocketName);
 
     /// <summary>The prefs in force (the last ones written).</summary>
@@ -123,7 +126,8 @@ public sealed class AgentDaemon : IAsyncDisposable
                 link = new LinuxTunnelLink(options.TunName, options.Mtu);
                 link.Up();
                 if (!prefs.AdvertisedRoutes.IsEmpty) router = SubnetRouter.Start(options.TunName, options.SnatSubnetRoutes);
-                dns = new MagicDns(options.DnsPort, log);
+                dns = new MagicDns(options.DnsPort, log, new Dns.ResolvConfFile(Dns.ResolvConfFile.DefaultPath, options.StateDirectory, log));
+                dns.SetAcceptDns(prefs.AcceptDns);
                 plane = new DataPlaneOptions
                 {
                     Device = device,
@@ -170,6 +174,7 @@ public sealed class AgentDaemon : IAsyncDisposable
             _prefsFile.Save(prefs);
             Volatile.Write(ref _prefs, prefs);
             UpdateRouter(prefs);
+            _dns?.SetAcceptDns(prefs.AcceptDns);
             DataPlane?.Tell(new RoutingPrefs(prefs.AcceptRoutes, prefs.ExitNode));
             var login = new ControlLogin(prefs.Coordinators, prefs.Hostname, prefs.Tailnet, change.AuthKey, change.ForceReauth, prefs.AdvertisedRoutes);
             return await Control.Ask<AgentStatus>(new LogIn(login, connect), AskTimeout);

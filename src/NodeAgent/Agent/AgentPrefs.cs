@@ -22,6 +22,8 @@ public sealed record AgentPrefs
     public ImmutableArray<string> AdvertisedRoutes { get; init; } = [];
     public bool AcceptRoutes { get; init; }
     public string? ExitNode { get; init; }
+    /// <summary>MagicDNS becomes the system's resolver while up (Tailscale's <c>--accept-dns</c>, on by default).</summary>
+    public bool AcceptDns { get; init; } = true;
     /// <summary>False after <c>down</c>: the daemon starts without a stream and without tunnels.</summary>
     public bool WantRunning { get; init; }
 
@@ -39,6 +41,7 @@ public sealed record AgentPrefs
             : change.AdvertiseExitNode is { } exit ? [.. AdvertisedRoutes.Where(r => r is not ("0.0.0.0/0" or "::/0")), .. ExitRoutesIf(exit)] : AdvertisedRoutes,
         AcceptRoutes = change.AcceptRoutes ?? AcceptRoutes,
         ExitNode = change.ExitNode is { } exitNode ? (exitNode.Length == 0 ? null : exitNode) : ExitNode,
+        AcceptDns = change.AcceptDns ?? AcceptDns,
     };
 
     private bool HasExitRoutes => AdvertisedRoutes.Contains("0.0.0.0/0");
@@ -66,6 +69,7 @@ public sealed record PrefsChange
     public bool? AcceptRoutes { get; init; }
     /// <summary>A peer's name, FQDN or tailnet address; an empty string stops using one.</summary>
     public string? ExitNode { get; init; }
+    public bool? AcceptDns { get; init; }
 
     /// <summary>Whatever the change carries that would join or move the device: the control client logs in again.</summary>
     public bool ChangesLogin => LoginServer is not null || AuthKey is not null || ForceReauth || Tailnet is not null;
@@ -74,7 +78,7 @@ public sealed record PrefsChange
     private bool PrintMembers(System.Text.StringBuilder builder)
     {
         builder.Append($"LoginServer = {LoginServer}, AuthKey = {(AuthKey is null ? "null" : "(secret)")}, ForceReauth = {ForceReauth}, Tailnet = {Tailnet}, ");
-        builder.Append($"Hostname = {Hostname}, AdvertiseRoutes = {AdvertiseRoutes}, AdvertiseExitNode = {AdvertiseExitNode}, AcceptRoutes = {AcceptRoutes}, ExitNode = {ExitNode}");
+        builder.Append($"Hostname = {Hostname}, AdvertiseRoutes = {AdvertiseRoutes}, AdvertiseExitNode = {AdvertiseExitNode}, AcceptRoutes = {AcceptRoutes}, ExitNode = {ExitNode}, AcceptDns = {AcceptDns}");
         return true;
     }
 
@@ -129,18 +133,7 @@ public sealed class AgentPrefsFile(string directory)
     public AgentPrefs Load()
     {
         if (!File.Exists(Path)) return new AgentPrefs();
-        var info = new FileInfo(Path);
-        if (info.Length > MaxBytes) throw new AgentStateException($"{Path} is {info.Length} bytes; a prefs file is at most {MaxBytes}");
-        AgentPrefs? prefs;
-        try
-        {
-            prefs = JsonSerializer.Deserialize<AgentPrefs>(File.ReadAllBytes(Path), Json);
-        }
-        catch (JsonException e)
-        {
-            throw new AgentStateException($"{Path} is not a valid prefs file: {e.Message}");
-        }
-        if (prefs is null) throw new AgentStateException($"{Path} is empty");
+        var prefs = PrivateFile.ReadJson<AgentPrefs>(Path, MaxBytes, Json, "a prefs file");
         var problems = new PrefsChange
         {
             LoginServer = prefs.LoginServers.IsDefaultOrEmpty ? null : string.Join(',', prefs.LoginServers),

@@ -43,7 +43,7 @@ public sealed record PingLine(int Sequence, double? Milliseconds, string? Via);
 /// use it: the socket's mode says so, and each connection's credentials (SO_PEERCRED) are checked
 /// again in case the mode was loosened. The CLI is one client; <c>curl --unix-socket</c> is another.
 /// <list type="bullet">
-/// <item><c>GET status</c>, <c>GET prefs</c>, <c>GET netcheck</c></item>
+/// <item><c>GET status</c>, <c>GET prefs</c>, <c>GET netcheck</c>, <c>GET dns</c></item>
 /// <item><c>POST up</c>, <c>POST login</c> (a <see cref="PrefsChange"/>; both connect and wait until the agent runs, waits for approval or is refused), <c>POST set</c> (prefs only)</item>
 /// <item><c>POST down</c>, <c>POST logout</c>, <c>POST rotate-node-key</c>, <c>POST ping</c> (a <see cref="PingRequest"/>)</item>
 /// </list>
@@ -57,7 +57,7 @@ public sealed class LocalApi : IAsyncDisposable
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
     /// <summary>How long <c>up</c> and <c>login</c> wait for the coordinator's answer before they say where the agent stands.</summary>
     private static readonly TimeSpan LoginWait = TimeSpan.FromSeconds(30);
-    private static readonly string[] Commands = ["status", "prefs", "netcheck", "ping", "up", "login", "set", "down", "logout", "rotate-node-key"];
+    private static readonly string[] Commands = ["status", "prefs", "netcheck", "dns", "ping", "up", "login", "set", "down", "logout", "rotate-node-key"];
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -108,6 +108,7 @@ public sealed class LocalApi : IAsyncDisposable
         app.MapGet(PathPrefix + "status", () => api.Reply(api.Status()));
         app.MapGet(PathPrefix + "prefs", () => api.Reply(Task.FromResult<object>(daemon.Prefs)));
         app.MapGet(PathPrefix + "netcheck", () => api.Reply(api.Netcheck()));
+        app.MapGet(PathPrefix + "dns", () => api.Reply(Task.FromResult(daemon.DnsStatus)));
         app.MapPost(PathPrefix + "ping", (Delegate)((HttpContext http) => api.WithBody<PingRequest>(http, api.Ping)));
         app.MapPost(PathPrefix + "up", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
         app.MapPost(PathPrefix + "login", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
@@ -117,7 +118,7 @@ public sealed class LocalApi : IAsyncDisposable
         app.MapPost(PathPrefix + "rotate-node-key", () => api.Reply(Task.FromResult<object>(api.RotateNodeKey())));
         app.MapFallback((HttpContext http) => Results.Json(
             Commands.Contains(http.Request.Path.Value?[PathPrefix.Length..] ?? "") && http.Request.Path.StartsWithSegments(PathPrefix.TrimEnd('/'))
-                ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs and netcheck are GET; the rest POST)")
+                ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs, netcheck and dns are GET; the rest POST)")
                 : new LocalApiError("unknown_command", $"unknown command '{Truncate(http.Request.Path.Value ?? "")}'; the commands are {PathPrefix}{{{string.Join(", ", Commands)}}}"),
             Json, statusCode: StatusCodes.Status404NotFound));
         await app.StartAsync();
@@ -328,7 +329,7 @@ public sealed class LocalApi : IAsyncDisposable
     public static async Task<(HttpStatusCode Status, JsonDocument Answer)> QueryAsync(string stateDirectory, string command, object? body, CancellationToken cancel)
     {
         using var client = Client(stateDirectory, Timeout.InfiniteTimeSpan);
-        using var response = command is "status" or "prefs" or "netcheck"
+        using var response = command is "status" or "prefs" or "netcheck" or "dns"
             ? await client.GetAsync(command, cancel)
             : await client.PostAsync(command, JsonContent(body), cancel);
         await using var stream = await response.Content.ReadAsStreamAsync(cancel);

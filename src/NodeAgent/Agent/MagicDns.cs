@@ -10,30 +10,92 @@ namespace Weft.NodeAgent.Agent;
 /// <summary>
 /// MagicDNS on the agent: a <see cref="MagicDnsServer"/> on the device's own tailnet addresses,
 /// answering <c>&lt;host&gt;.&lt;tailnet suffix&gt;</c> for itself and every peer in its netmap. It
-/// moves when the addresses change, and its names follow every netmap.
+/// moves when the addresses change, and its names follow every netmap. With a
+/// <see cref="ResolvConfFile"/> (and <c>--accept-dns</c>, the default) it is also the system's
+/// resolver while the tunnels are up: short names through the search domain, everything else
+/// forwarded to the resolvers the system had; <c>down</c>, logout and exit put the system back.
 /// </summary>
-public sealed class MagicDns(int port, ILogger log) : IDisposable
+public sealed class MagicDns(int port, ILogger log, ResolvConfFile? system = null) : IDisposable
 {
+    private readonly object _gate = new();
     private MagicDnsServer? _server;
     private ImmutableArray<IpPrefix> _boundTo = [];
+    private NetMapView? _view;
+    private bool _acceptDns = true;
 
     public IReadOnlyList<IPEndPoint> Endpoints => _server?.LocalEndpoints ?? [];
+
+    /// <summary>What <c>weft-agent dns status</c> shows.</summary>
+    public MagicDnsStatus Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new MagicDnsStatus([.. Endpoints.Select(e => e.ToString())], _view is null ? null : SuffixOf(_view), _acceptDns,
+                    system?.Status ?? new SystemDnsStatus("off", ResolvConfFile.DefaultPath, null, [], [], null, "this agent does not manage the system's resolver"),
+                    _server?.Forwarded ?? 0);
+            }
+        }
+    }
+
+    /// <summary><c>--accept-dns</c>: whether MagicDNS becomes the system's resolver (true) or only answers when asked directly.</summary>
+    public void SetAcceptDns(bool accept)
+    {
+        lock (_gate)
+        {
+            if (accept == _acceptDns) return;
+            _acceptDns = accept;
+            ConfigureSystem();
+        }
+    }
 
     /// <summary>Follows a netmap (null: the tunnels are down, so no names are served).</summary>
     public void Update(NetMapView? view, ImmutableArray<IpPrefix> addresses)
     {
-        if (!addresses.SequenceEqual(_boundTo)) Rebind(addresses);
-        if (_server is not { } server) return;
-        try
+        lock (_gate)
         {
-            server.Names = view is null ? DnsNameTable.Empty : NamesOf(view);
-        }
-        catch (ArgumentException e)
-        {
-            // A name the table refuses (a duplicate, a name outside the zone): keep answering with the previous names.
-            log.LogWarning("MagicDNS keeps its previous names: {Reason}", e.Message);
+            if (!addresses.SequenceEqual(_boundTo)) Rebind(addresses);
+            _view = view;
+            if (_server is { } server)
+            {
+                try
+                {
+                    server.Names = view is null ? DnsNameTable.Empty : NamesOf(view);
+                }
+                catch (ArgumentException e)
+                {
+                    // A name the table refuses (a duplicate, a name outside the zone): keep answering with the previous names.
+                    log.LogWarning("MagicDNS keeps its previous names: {Reason}", e.Message);
+                }
+            }
+            ConfigureSystem();
         }
     }
+
+    /// <summary>
+    /// The system's resolver points here while there is a netmap with a suffix, an IPv4 tailnet
+    /// address to answer on, port 53 (the only port resolv.conf can name) and --accept-dns.
+    /// </summary>
+    private void ConfigureSystem()
+    {
+        if (system is null) return;
+        var nameserver = _server?.LocalEndpoints.FirstOrDefault(e => e.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)?.Address;
+        if (_acceptDns && _view is { } view && SuffixOf(view) is { } suffix && nameserver is not null && port == 53)
+        {
+            system.Apply(nameserver, suffix);
+            _server!.Upstreams = system.Upstreams;
+        }
+        else
+        {
+            system.Restore();
+            if (_server is { } server) server.Upstreams = [];
+        }
+    }
+
+    private static string? SuffixOf(NetMapView view) =>
+        view.Dns?.Suffix is { Length: > 0 } configured ? configured.TrimEnd('.')
+        : view.Self?.Fqdn is { } fqdn && fqdn.TrimEnd('.').IndexOf('.') is var dot and > 0 ? fqdn.TrimEnd('.')[(dot + 1)..] : null;
 
     /// <summary>Every device of the netmap under its FQDN (self included), and the tailnet suffix as the zone we answer for.</summary>
     public static DnsNameTable NamesOf(NetMapView view)
@@ -44,9 +106,8 @@ public sealed class MagicDns(int port, ILogger log) : IDisposable
             if (string.IsNullOrEmpty(node.Fqdn)) continue;
             records.Add(new DnsHost(node.Fqdn, [.. NodeAddresses.Of(node)]));
         }
-        var suffix = view.Dns?.Suffix is { Length: > 0 } configured ? configured
-            : view.Self?.Fqdn is { } fqdn && fqdn.IndexOf('.') is var dot and > 0 ? fqdn[(dot + 1)..] : null;
-        return new DnsNameTable(records, suffix is null ? [] : [suffix.TrimEnd('.')]);
+        var suffix = SuffixOf(view);
+        return new DnsNameTable(records, suffix is null ? [] : [suffix]);
     }
 
     private void Rebind(ImmutableArray<IpPrefix> addresses)
@@ -67,5 +128,15 @@ public sealed class MagicDns(int port, ILogger log) : IDisposable
         }
     }
 
-    public void Dispose() => _server?.Dispose();
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            system?.Restore();
+            _server?.Dispose();
+        }
+    }
 }
+
+/// <summary>MagicDNS as <c>weft-agent dns status</c> shows it: where it answers, for which suffix, and what the system was told.</summary>
+public sealed record MagicDnsStatus(IReadOnlyList<string> ListeningOn, string? Suffix, bool AcceptDns, SystemDnsStatus System, long Forwarded);

@@ -22,6 +22,7 @@ public static class AgentCommandLine
         root.Add(ControlCommands.Status());
         root.Add(ControlCommands.Ping());
         root.Add(ControlCommands.Netcheck());
+        root.Add(ControlCommands.Dns());
         root.Add(ControlCommands.Logout());
         root.Add(ControlCommands.RotateNodeKey());
         root.Add(WgCommands());

@@ -93,14 +93,18 @@ public static class ControlCommands
         public readonly Option<bool> AdvertiseExitNode = new("--advertise-exit-node") { Description = "Offer this device as an exit node (0.0.0.0/0 and ::/0), once approved (=false withdraws it)" };
         public readonly Option<bool> AcceptRoutes = new("--accept-routes") { Description = "Route traffic for peers' approved subnets through them (off by default, as Tailscale on Linux)" };
         public readonly Option<string?> ExitNode = new("--exit-node") { Description = "Send internet traffic through this exit node: a peer's name, FQDN or tailnet address (empty: none)" };
+        public readonly Option<bool> AcceptDns = new("--accept-dns") { Description = "Make MagicDNS the system's resolver while up (default true; =false leaves /etc/resolv.conf alone)" };
         private readonly bool _login;
 
         public PrefFlags(Command command, bool login)
         {
             _login = login;
             foreach (var option in login ? new Option[] { LoginServer, AuthKey, AuthKeyFile, Tailnet, ForceReauth } : [LoginServer, Tailnet]) command.Add(option);
-            foreach (var option in new Option[] { Hostname, AdvertiseRoutes, AdvertiseExitNode, AcceptRoutes, ExitNode }) command.Add(option);
+            foreach (var option in new Option[] { Hostname, AdvertiseRoutes, AdvertiseExitNode, AcceptRoutes, ExitNode, AcceptDns }) command.Add(option);
         }
+
+        /// <summary>A switch's value when it was given, null when it was not (a bool option has an implicit result either way).</summary>
+        private static bool? Given(ParseResult parse, Option<bool> option) => parse.GetResult(option) is { Implicit: false } ? parse.GetValue(option) : null;
 
         /// <summary>The change these flags ask for, or the problem with them.</summary>
         public PrefsChange? Read(ParseResult parse, out string? problem)
@@ -116,9 +120,10 @@ public static class ControlCommands
                 Tailnet = parse.GetValue(Tailnet),
                 Hostname = parse.GetValue(Hostname),
                 AdvertiseRoutes = parse.GetValue(AdvertiseRoutes),
-                AdvertiseExitNode = parse.GetResult(AdvertiseExitNode) is null ? null : parse.GetValue(AdvertiseExitNode),
-                AcceptRoutes = parse.GetResult(AcceptRoutes) is null ? null : parse.GetValue(AcceptRoutes),
+                AdvertiseExitNode = Given(parse, AdvertiseExitNode),
+                AcceptRoutes = Given(parse, AcceptRoutes),
                 ExitNode = parse.GetValue(ExitNode),
+                AcceptDns = Given(parse, AcceptDns),
             };
             if (change.Problems() is { Count: > 0 } problems)
             {
@@ -127,6 +132,14 @@ public static class ControlCommands
             }
             return change;
         }
+    }
+
+    /// <summary>The prefs change <c>weft-agent up|login|set</c> would send for <paramref name="arguments"/> (for tests).</summary>
+    internal static PrefsChange? ParsePrefsChange(string command, string[] arguments, out string? problem)
+    {
+        var parsed = new Command(command);
+        var flags = new PrefFlags(parsed, login: command != "set");
+        return flags.Read(parsed.Parse(arguments), out problem);
     }
 
     /// <summary>How the daemon runs: its interface, ports and logs (<c>daemon</c>, and <c>up --foreground</c>).</summary>
@@ -250,40 +263,27 @@ public static class ControlCommands
         return up;
     }
 
-    public static Command Login()
-    {
-        var login = new Command("login", "Log in (again) on the running daemon, e.g. after logout or with another auth key; the same flags as up");
-        var stateDir = StateDirectoryOption();
-        var json = JsonOption();
-        login.Add(stateDir);
-        login.Add(json);
-        var prefs = new PrefFlags(login, login: true);
-        login.SetAction(async (parse, cancel) =>
-        {
-            var change = prefs.Read(parse, out var problem);
-            return change is null
-                ? Fail(parse.GetValue(json), "invalid_flags", problem!, 2)
-                : await Ask(parse.GetValue(stateDir)!, "login", change, parse.GetValue(json), cancel);
-        });
-        return login;
-    }
+    public static Command Login() => PrefsCommand("login", "Log in (again) on the running daemon, e.g. after logout or with another auth key; the same flags as up");
 
-    public static Command Set()
+    public static Command Set() => PrefsCommand("set", "Change prefs (hostname, routes, exit node, DNS, coordinators) without bringing the daemon up or down");
+
+    /// <summary><c>login</c> and <c>set</c>: send the prefs change the flags ask for to the daemon.</summary>
+    private static Command PrefsCommand(string name, string description)
     {
-        var set = new Command("set", "Change prefs (hostname, routes, exit node, coordinators) without bringing the daemon up or down");
+        var command = new Command(name, description);
         var stateDir = StateDirectoryOption();
         var json = JsonOption();
-        set.Add(stateDir);
-        set.Add(json);
-        var prefs = new PrefFlags(set, login: false);
-        set.SetAction(async (parse, cancel) =>
+        command.Add(stateDir);
+        command.Add(json);
+        var prefs = new PrefFlags(command, login: name != "set");
+        command.SetAction(async (parse, cancel) =>
         {
             var change = prefs.Read(parse, out var problem);
             return change is null
                 ? Fail(parse.GetValue(json), "invalid_flags", problem!, 2)
-                : await Ask(parse.GetValue(stateDir)!, "set", change, parse.GetValue(json), cancel);
+                : await Ask(parse.GetValue(stateDir)!, name, change, parse.GetValue(json), cancel);
         });
-        return set;
+        return command;
     }
 
     /// <summary>
@@ -334,16 +334,23 @@ public static class ControlCommands
 
     public static Command Netcheck() => Simple("netcheck", "Probe the relays' STUN servers from the tunnel's socket: UDP, the NAT's mapping (easy or hard), the addresses seen, per-region latency and the home region");
 
+    public static Command Dns()
+    {
+        var dns = new Command("dns", "MagicDNS on this device");
+        dns.Add(Simple("status", "Show where MagicDNS answers, for which suffix, and what the system's resolver was told (the file, nameserver, search domains, upstreams)", "dns"));
+        return dns;
+    }
+
     public static Command Status() => Simple("status", "Show this device and its peers: addresses, path, endpoint, last handshake, bytes in and out, online");
 
-    private static Command Simple(string name, string description)
+    private static Command Simple(string name, string description, string? apiCommand = null)
     {
         var command = new Command(name, description);
         var stateDir = StateDirectoryOption();
         var json = JsonOption();
         command.Add(stateDir);
         command.Add(json);
-        command.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, name, null, parse.GetValue(json), cancel));
+        command.SetAction((parse, cancel) => Ask(parse.GetValue(stateDir)!, apiCommand ?? name, null, parse.GetValue(json), cancel));
         return command;
     }
 
@@ -439,6 +446,7 @@ public static class StatusText
     {
         if (answer.TryGetProperty("error", out var error)) return $"error: {error.GetString()}\n";
         if (answer.TryGetProperty("replies", out _)) return RenderPing(answer);
+        if (answer.TryGetProperty("listeningOn", out _)) return RenderDns(answer);
         if (answer.TryGetProperty("natKind", out _)) return RenderNetcheck(answer);
         if (answer.TryGetProperty("coordinatorTold", out var told))
             return $"{Text(answer, "detail")}{(told.GetBoolean() ? "" : " (the coordinator was not told)")}\n";
@@ -462,6 +470,25 @@ public static class StatusText
             var latency = region.GetProperty("latencyMs");
             text.AppendLine(FormattableString.Invariant($"  region {region.GetProperty("regionId").GetInt32(),-4} {Text(region, "code"),-12} {(latency.ValueKind == JsonValueKind.Number ? $"{latency.GetDouble():0.0} ms" : "no answer"),-10} {Text(region, "mappedAddress") ?? ""}"));
         }
+        return text.ToString();
+    }
+
+    private static string RenderDns(JsonElement dns)
+    {
+        var text = new System.Text.StringBuilder();
+        var system = dns.GetProperty("system");
+        text.AppendLine($"MagicDNS:     {(dns.GetProperty("listeningOn").GetArrayLength() == 0 ? "not answering (no tailnet address yet, or down)" : "answering on " + List(dns.GetProperty("listeningOn")))}");
+        text.AppendLine($"suffix:       {Text(dns, "suffix") ?? "-"}");
+        text.AppendLine($"accept-dns:   {(dns.GetProperty("acceptDns").GetBoolean() ? "yes" : "no")}");
+        text.AppendLine($"system:       {Text(system, "mode")} ({Text(system, "file")}){(Text(system, "problem") is { } problem ? ": " + problem : "")}");
+        if (Text(system, "nameserver") is { } nameserver)
+        {
+            text.AppendLine($"  nameserver: {nameserver}");
+            text.AppendLine($"  search:     {List(system.GetProperty("searchDomains"))}");
+            text.AppendLine($"  upstreams:  {(system.GetProperty("upstreams").GetArrayLength() == 0 ? "none (names outside the tailnet are refused)" : List(system.GetProperty("upstreams")))}");
+            text.AppendLine($"  original:   {Text(system, "backup")}");
+        }
+        text.AppendLine($"forwarded:    {dns.GetProperty("forwarded").GetInt64()} queries");
         return text.ToString();
     }
 

@@ -65,18 +65,7 @@ public static class AgentStateFile
 
     public static AgentState Load(string path)
     {
-        var info = new FileInfo(path);
-        if (info.Length > MaxBytes) throw new AgentStateException($"{path} is {info.Length} bytes; an agent state file is at most {MaxBytes}");
-        AgentState? state;
-        try
-        {
-            state = JsonSerializer.Deserialize<AgentState>(File.ReadAllBytes(path), Json);
-        }
-        catch (JsonException e)
-        {
-            throw new AgentStateException($"{path} is not a valid agent state file: {e.Message}");
-        }
-        if (state is null) throw new AgentStateException($"{path} is empty");
+        var state = PrivateFile.ReadJson<AgentState>(path, MaxBytes, Json, "an agent state file");
         Check(path, "machinePrivateKey", state.MachinePrivateKey);
         Check(path, "nodePrivateKey", state.NodePrivateKey);
         if (state.NextNodePrivateKey is not null) Check(path, "nextNodePrivateKey", state.NextNodePrivateKey);

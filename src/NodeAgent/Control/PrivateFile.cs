@@ -23,4 +23,25 @@ public static class PrivateFile
         }
         File.Move(temporary, path, overwrite: true);
     }
+
+    /// <summary>
+    /// Reads one of the agent's JSON files, refusing one larger than <paramref name="maxBytes"/> or
+    /// not valid (<paramref name="what"/> names it in the error): the agent never guesses at a damaged file.
+    /// </summary>
+    /// <exception cref="AgentStateException">The file is too large, not valid JSON of <typeparamref name="T"/>, or null.</exception>
+    public static T ReadJson<T>(string path, int maxBytes, System.Text.Json.JsonSerializerOptions json, string what) where T : class
+    {
+        var info = new FileInfo(path);
+        if (info.Length > maxBytes) throw new AgentStateException($"{path} is {info.Length} bytes; {what} is at most {maxBytes}");
+        T? value;
+        try
+        {
+            value = System.Text.Json.JsonSerializer.Deserialize<T>(File.ReadAllBytes(path), json);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new AgentStateException($"{path} is not a valid {what[(what.IndexOf(' ') + 1)..]}: {e.Message}");
+        }
+        return value ?? throw new AgentStateException($"{path} is empty");
+    }
 }

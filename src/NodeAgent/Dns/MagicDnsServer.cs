@@ -7,6 +7,9 @@ namespace Weft.NodeAgent.Dns;
 /// MagicDNS on the wire: UDP sockets on the agent's tailnet addresses (port 53 in production), one
 /// receive loop each, answering with <see cref="MagicDnsResolver"/> from whatever <see cref="Names"/>
 /// holds at that moment. A bad packet or a failed send costs that packet only; the loops stop on Dispose.
+/// Names outside the tailnet go to <see cref="Upstreams"/> when there are any (the resolvers the
+/// system had before MagicDNS took over), and the answer comes back as the upstream gave it; with no
+/// upstream they are refused.
 /// </summary>
 /// <remarks>
 /// UDP only: every answer fits in 512 bytes unless a device has dozens of addresses, and clients
@@ -18,12 +21,18 @@ public sealed class MagicDnsServer : IDisposable
     /// <summary>The largest UDP datagram, so no query is ever cut short by the buffer.</summary>
     private const int ReceiveBufferBytes = 65535;
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>How long one upstream has to answer before the next is asked (the C library waits 5 s in all).</summary>
+    private static readonly TimeSpan UpstreamTimeout = TimeSpan.FromSeconds(2);
+    /// <summary>Forwarded queries in flight at once; beyond that a query is answered SERVFAIL at once rather than queued.</summary>
+    private const int MaxForwarding = 256;
 
     private readonly Socket[] _sockets;
     private readonly Task[] _loops;
     private readonly CancellationTokenSource _stopping = new();
     private DnsNameTable _names;
-    private long _answered, _refused, _malformed, _unsupported, _failed;
+    private IReadOnlyList<IPEndPoint> _upstreams = [];
+    private readonly SemaphoreSlim _forwarding = new(MaxForwarding, MaxForwarding);
+    private long _answered, _refused, _malformed, _unsupported, _failed, _forwarded;
     private int _disposed;
 
     /// <summary>Binds every endpoint (port 0 picks a free port) and starts answering.</summary>
@@ -56,6 +65,16 @@ public sealed class MagicDnsServer : IDisposable
         get => Volatile.Read(ref _names);
         set => Volatile.Write(ref _names, value ?? throw new ArgumentNullException(nameof(value)));
     }
+
+    /// <summary>Where names outside the tailnet are forwarded, tried in order; empty refuses them.</summary>
+    public IReadOnlyList<IPEndPoint> Upstreams
+    {
+        get => Volatile.Read(ref _upstreams);
+        set => Volatile.Write(ref _upstreams, value ?? throw new ArgumentNullException(nameof(value)));
+    }
+
+    /// <summary>Queries forwarded and answered by an upstream.</summary>
+    public long Forwarded => Interlocked.Read(ref _forwarded);
 
     /// <summary>Authoritative answers sent: records, NODATA or NXDOMAIN.</summary>
     public long Answered => Interlocked.Read(ref _answered);
@@ -117,6 +136,12 @@ public sealed class MagicDnsServer : IDisposable
         try
         {
             var length = MagicDnsResolver.Answer(query, response, Names, out var outcome);
+            if (outcome == MagicDnsOutcome.Refused && Upstreams is { Count: > 0 } upstreams)
+            {
+                var from = (IPEndPoint)new IPEndPoint(socket.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0).Create(client);
+                _ = ForwardAsync(socket, query.ToArray(), from, upstreams);
+                return;
+            }
             Interlocked.Increment(ref CounterFor(outcome));
             if (length > 0) socket.SendTo(response[..length], SocketFlags.None, client);
         }
@@ -124,6 +149,70 @@ public sealed class MagicDnsServer : IDisposable
         {
             // A socket closed under the send by Dispose is no failure.
             if (!_stopping.IsCancellationRequested) Interlocked.Increment(ref _failed);
+        }
+    }
+
+    /// <summary>
+    /// Asks each upstream in turn (a fresh socket each, connected, so only that upstream's answer is
+    /// read) and relays the first answer with the query's ID; SERVFAIL when none answers in time.
+    /// </summary>
+    private async Task ForwardAsync(Socket socket, byte[] query, IPEndPoint client, IReadOnlyList<IPEndPoint> upstreams)
+    {
+        var id = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(query);
+        var answer = new byte[DnsMessage.MaxUdpPayload];
+        var answered = 0;
+        if (_forwarding.Wait(0))
+        {
+            try
+            {
+                foreach (var upstream in upstreams)
+                {
+                    using var udp = new Socket(upstream.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+                    timeout.CancelAfter(UpstreamTimeout);
+                    try
+                    {
+                        await udp.ConnectAsync(upstream, timeout.Token);
+                        await udp.SendAsync(query, SocketFlags.None, timeout.Token);
+                        while (answered == 0)
+                        {
+                            var length = await udp.ReceiveAsync(answer, SocketFlags.None, timeout.Token);
+                            if (length >= DnsMessage.HeaderLength && System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(answer) == id) answered = length;
+                        }
+                        break;
+                    }
+                    catch (Exception e) when (e is OperationCanceledException or SocketException)
+                    {
+                        if (_stopping.IsCancellationRequested) return;
+                    }
+                }
+            }
+            finally
+            {
+                _forwarding.Release();
+            }
+        }
+        try
+        {
+            if (answered > 0)
+            {
+                Interlocked.Increment(ref _forwarded);
+            }
+            else
+            {
+                Interlocked.Increment(ref _failed);
+                var flags = (ushort)(DnsMessage.FlagResponse | (System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(query.AsSpan(2)) & (DnsMessage.OpcodeMask | DnsMessage.FlagRecursionDesired)) | (ushort)DnsResponseCode.ServerFailure);
+                DnsMessage.WriteHeader(answer, id, flags, questions: 0, answers: 0, additionals: 0);
+                answered = DnsMessage.HeaderLength;
+            }
+            await socket.SendToAsync(answer.AsMemory(0, answered), SocketFlags.None, client, _stopping.Token);
+        }
+        catch (Exception) when (_stopping.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            Interlocked.Increment(ref _failed);
         }
     }
 

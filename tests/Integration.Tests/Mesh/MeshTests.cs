@@ -20,6 +20,22 @@ public class MeshTests
         public WeftAgent[] All => [A, B, C];
     }
 
+    /// <summary>A coordinator on the hub with a tailnet, and one lab machine per name on the underlay link (198.18.0.1, .2, …), no agents yet.</summary>
+    private static async Task<(WeftCoordinator Coordinator, string Tailnet, Dictionary<string, Lab.Namespace> Machines)> HubAndMachines(Lab.Lab lab, string tailnet, params string[] names)
+    {
+        var segment = Segment.Create(lab);
+        segment.AttachHost(Hub + "/24");
+        var coordinator = WeftCoordinator.Start(lab, Hub);
+        var id = await coordinator.CreateTailnet(tailnet);
+        var machines = new Dictionary<string, Lab.Namespace>();
+        foreach (var (name, index) in names.Select((name, i) => (name, i + 1)))
+        {
+            machines[name] = lab.AddNamespace(name);
+            segment.Attach(machines[name], $"198.18.0.{index}/24");
+        }
+        return (coordinator, id, machines);
+    }
+
     private static async Task<Mesh> StartMesh(Lab.Lab lab)
     {
         var segment = Segment.Create(lab);
@@ -171,17 +187,10 @@ public class MeshTests
     public async Task The_daemon_and_its_cli_up_down_up_with_new_flags_logout_login_and_the_local_api_refuses_bad_requests_and_non_root_callers()
     {
         await using var lab = LabTest.Open("ping", "setpriv", "curl");
-        var segment = Segment.Create(lab);
-        segment.AttachHost(Hub + "/24");
-        var coordinator = WeftCoordinator.Start(lab, Hub);
-        var tailnet = await coordinator.CreateTailnet("local");
-        var xMachine = lab.AddNamespace("x");
-        segment.Attach(xMachine, "198.18.0.1/24");
-        var yMachine = lab.AddNamespace("y");
-        segment.Attach(yMachine, "198.18.0.2/24");
+        var (coordinator, tailnet, machines) = await HubAndMachines(lab, "local", "x", "y");
         // x runs as a service does: the daemon, then `weft-agent up` against it.
-        var x = WeftAgent.StartService(xMachine, "x", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
-        var y = WeftAgent.Start(yMachine, "y", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
+        var x = WeftAgent.StartService(machines["x"], "x", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
+        var y = WeftAgent.Start(machines["y"], "y", coordinator.Control, await coordinator.CreateAuthKey(tailnet, user: "ops@example.com"));
         x.WaitForPeers("y");
         var yAddress = y.Addresses().V4;
         Assert.True(Reaches(x, yAddress));
@@ -250,6 +259,63 @@ public class MeshTests
         x.Run();
         Assert.True(WaitUntil(() => x.Status().GetProperty("state").GetString() == "running"), "running after the daemon's restart");
         Assert.True(Reaches(x, yAddress), "x reaches y after its daemon restarted");
+    }
+
+    [SkippableFact]
+    public async Task MagicDns_becomes_the_namespaces_resolver_short_names_resolve_other_names_go_upstream_and_down_restores_the_file()
+    {
+        await using var lab = LabTest.Open("ping", "dig", "getent");
+        var (coordinator, tailnet, machines) = await HubAndMachines(lab, "names", "a", "b");
+        // The resolver the machine had: an upstream in the lab (on the hub) that knows example.test.
+        using var upstream = LabDnsServer.Start(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(Hub), 53), "example.test", "198.18.0.99");
+        const string original = "# the machine's own resolver\nnameserver 198.18.0.254\nsearch lab.example\noptions edns0\n";
+        File.WriteAllText(machines["a"].ResolvConf, original);
+        var a = WeftAgent.Start(machines["a"], "a", coordinator.Control, await coordinator.CreateAuthKey(tailnet));
+        var b = WeftAgent.Start(machines["b"], "b", coordinator.Control, await coordinator.CreateAuthKey(tailnet));
+        a.WaitForPeers("b");
+        var bAddress = b.Addresses().V4;
+        var bFqdn = a.Status().GetProperty("peers").EnumerateArray().Single().GetProperty("fqdn").GetString()!.TrimEnd('.');
+        var aAddress = a.Addresses().V4;
+
+        await LabTest.WithLogsOnFailure(lab, "magicdns", () =>
+        {
+            // The namespace's /etc/resolv.conf now names MagicDNS, with the tailnet's suffix searched first.
+            Assert.True(WaitUntil(() => File.ReadAllText(machines["a"].ResolvConf).Contains("nameserver " + aAddress)), File.ReadAllText(machines["a"].ResolvConf));
+            Assert.Contains($"search {bFqdn[(bFqdn.IndexOf('.') + 1)..]} lab.example", File.ReadAllText(machines["a"].ResolvConf));
+            Assert.Contains(bAddress, a.Machine.Run("getent", "ahostsv4", "b"));          // a short name, through the search domain
+            Assert.Contains(bAddress, a.Machine.Run("getent", "ahostsv4", bFqdn));        // the full name
+            Assert.Equal("198.18.0.99", a.Machine.Run("dig", "+short", "+time=2", "+tries=2", "example.test", "A").Trim()); // forwarded upstream
+            Assert.True(upstream.Asked > 0, "the upstream was asked");
+
+            var (statusCode, status) = a.Cli("dns", "status", "--json");
+            Assert.True(statusCode == 0, status);
+            using (var json = JsonDocument.Parse(status))
+            {
+                var system = json.RootElement.GetProperty("system");
+                Assert.Equal("resolv.conf", system.GetProperty("mode").GetString());
+                Assert.Equal(["198.18.0.254:53"], system.GetProperty("upstreams").EnumerateArray().Select(u => u.GetString()));
+            }
+
+            // down puts the machine's file back as it was; up takes it over again.
+            var (downCode, down) = a.Cli("down");
+            Assert.True(downCode == 0, down);
+            Assert.Equal(original, File.ReadAllText(machines["a"].ResolvConf));
+            var (upCode, up) = a.Cli("up");
+            Assert.True(upCode == 0, up);
+            Assert.True(WaitUntil(() => File.ReadAllText(machines["a"].ResolvConf).Contains("nameserver " + aAddress)), "taken over again after up");
+            Assert.Contains(bAddress, a.Machine.Run("getent", "ahostsv4", "b"));
+
+            // --accept-dns=false leaves the file alone while up; and the agent's exit restores it too.
+            var (setCode, set) = a.Cli("set", "--accept-dns=false");
+            Assert.True(setCode == 0, set);
+            Assert.Equal(original, File.ReadAllText(machines["a"].ResolvConf));
+            Assert.Equal(bAddress, a.Machine.Run("dig", "+short", "+time=2", "+tries=2", "@" + aAddress, bFqdn, "A").Trim()); // still answers when asked
+            a.Cli("set", "--accept-dns=true");
+            Assert.True(WaitUntil(() => File.ReadAllText(machines["a"].ResolvConf).Contains("nameserver " + aAddress)), "taken over again after --accept-dns=true");
+            a.Stop();
+            Assert.Equal(original, File.ReadAllText(machines["a"].ResolvConf));
+            return Task.CompletedTask;
+        });
     }
 
     /// <summary>One local API call with curl (<c>curl --unix-socket</c>), as a script would make it; returns the JSON answer.</summary>

@@ -1,0 +1,128 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Weft.Lab;
+
+namespace Weft.Integration.Tests.Packaging;
+
+/// <summary>
+/// The .deb as an operator installs it: built by <c>deploy/deb/build</c>, installed with <c>dpkg -i</c>
+/// on this machine, its daemon started, joined with the installed CLI, and a ping over the tunnel to a
+/// peer in the lab; then <c>dpkg --purge</c>, after which nothing of it is left. systemd does not run
+/// in CI's container, so the test starts the installed unit's own command line (its ExecStart and
+/// Environment lines, with the state directory systemd would give) in a lab machine instead.
+/// </summary>
+public class DebPackageTests
+{
+    private const string Hub = "198.18.0.254";
+    private const string Unit = "/lib/systemd/system/weft-agent.service";
+    private const string Binary = "/usr/bin/weft-agent";
+    private const string StateDirectory = "/var/lib/weft-agent";
+
+    [SkippableFact]
+    public async Task The_deb_installs_a_daemon_that_joins_and_pings_and_purge_leaves_nothing_behind()
+    {
+        await using var lab = LabTest.Open("ping", "dpkg", "dpkg-deb", "git");
+        Assert.False(Installed(), "weft-agent is installed on this machine already; the test installs and purges its own, so it will not touch that one");
+        var deb = Lab.Lab.Run(Path.Combine(Root(), "deploy", "deb", "build"), "amd64", Path.Combine(lab.Directory, "deb")).Trim().Split('\n')[^1];
+        Assert.Matches(@"weft-agent_0\.1\.0\+git[0-9a-f]+_amd64\.deb$", deb);
+        // What extracts at run time goes where the unit's PrivateTmp would be: the lab's folder.
+        var extract = Path.Combine(lab.Directory, "unit-tmp");
+        Directory.CreateDirectory(extract);
+        try
+        {
+            Lab.Lab.Run("dpkg", "-i", deb);
+            Assert.True(Installed());
+            Assert.True(File.Exists(Binary));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(StateDirectory));
+            var unit = File.ReadAllText(Unit);
+            var command = UnitCommandLine(unit, extract);
+            Assert.Equal([Binary, "daemon"], command.Skip(command.IndexOf(Binary)).Take(2));
+
+            var segment = Segment.Create(lab);
+            segment.AttachHost(Hub + "/24");
+            var coordinator = WeftCoordinator.Start(lab, Hub);
+            var tailnet = await coordinator.CreateTailnet("package");
+            var installed = lab.AddNamespace("pkg");
+            segment.Attach(installed, "198.18.0.1/24");
+            var peerMachine = lab.AddNamespace("peer");
+            segment.Attach(peerMachine, "198.18.0.2/24");
+
+            await LabTest.WithLogsOnFailure(lab, "deb", async () =>
+            {
+                var daemon = installed.Start("installed weft-agent daemon", [.. command]);
+                daemon.WaitForOutput("local API on " + StateDirectory, TimeSpan.FromSeconds(60));
+                // The installed CLI, as root, finds the daemon's socket in /var/lib/weft-agent by itself.
+                var up = installed.Run("env", "DOTNET_BUNDLE_EXTRACT_BASE_DIR=" + extract, Binary, "up", "--login-server", coordinator.Control.ToString(),
+                    "--auth-key", await coordinator.CreateAuthKey(tailnet), "--hostname", "pkg");
+                Assert.Contains("running", up);
+                var peer = WeftAgent.Start(peerMachine, "peer", coordinator.Control, await coordinator.CreateAuthKey(tailnet));
+                var peerAddress = peer.Addresses().V4;
+                Assert.True(Traffic.PingUntilAnswered(installed, peerAddress, TimeSpan.FromSeconds(30)) is not null, "the installed agent reaches its peer");
+                using (var status = JsonDocument.Parse(installed.Run("env", "DOTNET_BUNDLE_EXTRACT_BASE_DIR=" + extract, Binary, "status", "--json")))
+                    Assert.Equal("peer", status.RootElement.GetProperty("peers")[0].GetProperty("name").GetString());
+                daemon.Stop(TimeSpan.FromSeconds(15));
+            });
+        }
+        finally
+        {
+            if (Installed()) Lab.Lab.Run("dpkg", "--purge", "weft-agent");
+        }
+
+        Assert.False(Installed());
+        Assert.False(File.Exists(Binary), Binary);
+        Assert.False(File.Exists(Unit), Unit);
+        Assert.False(Directory.Exists(StateDirectory), StateDirectory + " (keys, prefs, netmap cache) outlived the purge");
+        Assert.False(Directory.Exists("/usr/share/doc/weft-agent"));
+    }
+
+    [SkippableFact]
+    public async Task The_arm64_package_carries_an_aarch64_binary_and_the_same_unit()
+    {
+        // Built here and read, not run: this machine is x86-64.
+        await using var lab = LabTest.Open("dpkg-deb", "git");
+        var deb = Lab.Lab.Run(Path.Combine(Root(), "deploy", "deb", "build"), "arm64", Path.Combine(lab.Directory, "deb")).Trim().Split('\n')[^1];
+        var unpacked = Path.Combine(lab.Directory, "arm64");
+        Lab.Lab.Run("dpkg-deb", "--extract", deb, unpacked);
+
+        Assert.Contains("Architecture: arm64", Lab.Lab.Run("dpkg-deb", "--field", deb, "Architecture") is var arch ? "Architecture: " + arch.Trim() : "");
+        var header = new byte[20];
+        await using (var binary = File.OpenRead(Path.Combine(unpacked, "usr", "bin", "weft-agent"))) await binary.ReadExactlyAsync(header);
+        Assert.Equal("\u007fELF"u8.ToArray(), header[..4]);
+        Assert.Equal(183, BitConverter.ToUInt16(header, 18)); // e_machine EM_AARCH64
+        Assert.Contains("ExecStart=/usr/bin/weft-agent daemon ", File.ReadAllText(Path.Combine(unpacked, "lib", "systemd", "system", "weft-agent.service")));
+    }
+
+    /// <summary>The unit's ExecStart as systemd would run it: its Environment values and the state directory filled in.</summary>
+    private static List<string> UnitCommandLine(string unit, string extractDirectory)
+    {
+        var environment = new Dictionary<string, string> { ["STATE_DIRECTORY"] = StateDirectory };
+        foreach (Match line in Regex.Matches(unit, @"^Environment=(.+)$", RegexOptions.Multiline))
+            foreach (var pair in line.Groups[1].Value.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                environment[pair[..pair.IndexOf('=')]] = pair[(pair.IndexOf('=') + 1)..];
+        Assert.Equal("/tmp", environment["DOTNET_BUNDLE_EXTRACT_BASE_DIR"]); // PrivateTmp=yes makes that the unit's own
+        environment["DOTNET_BUNDLE_EXTRACT_BASE_DIR"] = extractDirectory;
+        var exec = Regex.Match(unit, @"^ExecStart=(.+)$", RegexOptions.Multiline).Groups[1].Value.Trim();
+        var words = exec.Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            .Select(w => Regex.Replace(w, @"\$\{(\w+)\}", m => environment[m.Groups[1].Value])).ToList();
+        return ["env", .. environment.Select(e => $"{e.Key}={e.Value}"), .. words];
+    }
+
+    private static bool Installed()
+    {
+        try
+        {
+            return Lab.Lab.Run("dpkg-query", "-W", "-f=${Status}", "weft-agent").Contains("install ok installed");
+        }
+        catch (LabException)
+        {
+            return false; // dpkg-query fails for a package it never heard of
+        }
+    }
+
+    private static string Root()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Cluster.sln"))) directory = directory.Parent;
+        return directory?.FullName ?? throw new InvalidOperationException("Cluster.sln not found above the test output");
+    }
+}
