@@ -126,7 +126,7 @@ public sealed class AgentDaemon : IAsyncDisposable
                 link = new LinuxTunnelLink(options.TunName, options.Mtu);
                 link.Up();
                 if (!prefs.AdvertisedRoutes.IsEmpty) router = SubnetRouter.Start(options.TunName, options.SnatSubnetRoutes);
-                dns = new MagicDns(options.DnsPort, log, new Dns.ResolvConfFile(Dns.ResolvConfFile.DefaultPath, options.StateDirectory, log));
+                dns = new MagicDns(options.DnsPort, log, Dns.SystemResolvers.Choose(Dns.ResolvConfFile.DefaultPath, options.TunName, options.StateDirectory, log));
                 dns.SetAcceptDns(prefs.AcceptDns);
                 plane = new DataPlaneOptions
                 {

@@ -11,11 +11,11 @@ namespace Weft.NodeAgent.Agent;
 /// MagicDNS on the agent: a <see cref="MagicDnsServer"/> on the device's own tailnet addresses,
 /// answering <c>&lt;host&gt;.&lt;tailnet suffix&gt;</c> for itself and every peer in its netmap. It
 /// moves when the addresses change, and its names follow every netmap. With a
-/// <see cref="ResolvConfFile"/> (and <c>--accept-dns</c>, the default) it is also the system's
+/// <see cref="ISystemResolver"/> (and <c>--accept-dns</c>, the default) it is also the system's
 /// resolver while the tunnels are up: short names through the search domain, everything else
 /// forwarded to the resolvers the system had; <c>down</c>, logout and exit put the system back.
 /// </summary>
-public sealed class MagicDns(int port, ILogger log, ResolvConfFile? system = null) : IDisposable
+public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = null) : IDisposable
 {
     private readonly object _gate = new();
     private MagicDnsServer? _server;

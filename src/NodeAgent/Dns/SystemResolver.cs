@@ -5,8 +5,134 @@ using Microsoft.Extensions.Logging;
 namespace Weft.NodeAgent.Dns;
 
 /// <summary>What the system's resolver was told to do for MagicDNS (<c>weft-agent dns status</c>).</summary>
-/// <param name="Mode"><c>resolv.conf</c>, <c>off</c> (not configured: down, or --accept-dns=false), or <c>refused</c> (another manager owns the file).</param>
+/// <param name="Mode">
+/// <c>resolv.conf</c> or <c>systemd-resolved</c> (configured), <c>off</c> (not configured: down, or
+/// --accept-dns=false), or <c>refused</c> (another manager owns the file, or resolved refused the settings).
+/// </param>
+/// <param name="File">What is managed: the resolv.conf path, or the interface resolved was told about.</param>
 public sealed record SystemDnsStatus(string Mode, string File, string? Nameserver, IReadOnlyList<string> SearchDomains, IReadOnlyList<string> Upstreams, string? Backup, string? Problem);
+
+/// <summary>How MagicDNS becomes the system's resolver, and how it stops being it. Never throws: problems go into <see cref="Status"/>.</summary>
+public interface ISystemResolver
+{
+    SystemDnsStatus Status { get; }
+
+    /// <summary>Where MagicDNS forwards names outside the tailnet (none when the system's resolver does that itself).</summary>
+    IReadOnlyList<IPEndPoint> Upstreams { get; }
+
+    void Apply(IPAddress nameserver, string suffix);
+
+    void Restore();
+}
+
+public static class SystemResolvers
+{
+    /// <summary>
+    /// systemd-resolved when it owns <paramref name="resolvConf"/> (a symlink into its run folder) and
+    /// <c>resolvectl</c> is there to talk to it; otherwise the file itself.
+    /// </summary>
+    public static ISystemResolver Choose(string resolvConf, string interfaceName, string stateDirectory, ILogger log, string runFolder = ResolvedLink.RunFolder)
+    {
+        var target = new FileInfo(resolvConf).LinkTarget;
+        if (target is not null && System.IO.Path.GetFullPath(target, System.IO.Path.GetDirectoryName(resolvConf)!).StartsWith(runFolder + "/", StringComparison.Ordinal)
+            && ResolvedLink.FindResolvectl() is { } resolvectl)
+            return new ResolvedLink(interfaceName, resolvectl, log);
+        return new ResolvConfFile(resolvConf, stateDirectory, log);
+    }
+}
+
+/// <summary>
+/// MagicDNS through systemd-resolved, as Tailscale does it: the tunnel interface gets MagicDNS as
+/// its DNS server and the tailnet's suffix as its search domain (so resolved sends the tailnet's names
+/// there and qualifies short names with it), and is never the default route for other names, which
+/// resolved keeps sending where it did. Told with <c>resolvectl</c>; <c>revert</c> undoes it, and
+/// resolved forgets it by itself when the interface goes.
+/// </summary>
+public sealed class ResolvedLink(string interfaceName, string resolvectl, ILogger log) : ISystemResolver
+{
+    public const string RunFolder = "/run/systemd/resolve";
+    private static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(10);
+    private readonly object _gate = new();
+    private (IPAddress Nameserver, string Suffix)? _applied;
+    private string? _problem;
+
+    /// <summary>resolvectl on the PATH, or null.</summary>
+    public static string? FindResolvectl() =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Select(d => System.IO.Path.Combine(d, "resolvectl")).FirstOrDefault(File.Exists);
+
+    public IReadOnlyList<IPEndPoint> Upstreams => [];
+
+    public SystemDnsStatus Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                if (_problem is not null) return new SystemDnsStatus("refused", interfaceName, null, [], [], null, _problem);
+                return _applied is { } applied
+                    ? new SystemDnsStatus("systemd-resolved", interfaceName, applied.Nameserver.ToString(), [applied.Suffix], [], null, null)
+                    : new SystemDnsStatus("off", interfaceName, null, [], [], null, null);
+            }
+        }
+    }
+
+    public void Apply(IPAddress nameserver, string suffix)
+    {
+        lock (_gate)
+        {
+            if (_applied is { } applied && applied.Nameserver.Equals(nameserver) && applied.Suffix == suffix) return;
+            var problem = Run("dns", interfaceName, nameserver.ToString()) ?? Run("domain", interfaceName, suffix);
+            if (problem is not null)
+            {
+                if (problem != _problem) log.LogWarning("systemd-resolved did not take MagicDNS for {Interface}: {Problem}", interfaceName, problem);
+                _problem = problem;
+                _applied = null;
+                return;
+            }
+            // Older resolvectl has no default-route verb; without it resolved still routes by domain.
+            Run("default-route", interfaceName, "false");
+            _applied = (nameserver, suffix);
+            _problem = null;
+            log.LogInformation("MagicDNS is the system's resolver for {Suffix} through systemd-resolved ({Interface}: DNS {Nameserver})", suffix, interfaceName, nameserver);
+        }
+    }
+
+    public void Restore()
+    {
+        lock (_gate)
+        {
+            _problem = null;
+            if (_applied is null) return;
+            _applied = null;
+            if (Run("revert", interfaceName) is { } problem) log.LogWarning("systemd-resolved did not revert {Interface}: {Problem}", interfaceName, problem);
+            else log.LogInformation("MagicDNS is no longer the system's resolver: systemd-resolved reverted {Interface}", interfaceName);
+        }
+    }
+
+    /// <summary>Runs resolvectl; null on success, else what went wrong in its words.</summary>
+    private string? Run(params string[] arguments)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo(resolvectl) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var argument in arguments) info.ArgumentList.Add(argument);
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(info)!;
+            var error = process.StandardError.ReadToEndAsync();
+            _ = process.StandardOutput.ReadToEndAsync();
+            if (!process.WaitForExit(CommandTimeout))
+            {
+                process.Kill();
+                return $"resolvectl {string.Join(' ', arguments)} did not finish in {CommandTimeout.TotalSeconds:0} s";
+            }
+            return process.ExitCode == 0 ? null : $"resolvectl {string.Join(' ', arguments)}: {error.Result.Trim()} (exit {process.ExitCode})";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return $"cannot run {resolvectl}: {e.Message}";
+        }
+    }
+}
 
 /// <summary>
 /// Points the system's resolver at MagicDNS by managing <c>/etc/resolv.conf</c> the careful way:
@@ -24,7 +150,7 @@ public sealed record SystemDnsStatus(string Mode, string File, string? Nameserve
 /// The file is rewritten in place rather than renamed over: in a network namespace (and in many
 /// containers) it is a bind mount, which a rename cannot replace.
 /// </summary>
-public sealed class ResolvConfFile
+public sealed class ResolvConfFile : ISystemResolver
 {
     public const string Marker = "# Written by weft-agent for MagicDNS.";
     public const string DefaultPath = "/etc/resolv.conf";

@@ -233,7 +233,7 @@ public sealed class TunnelSupervisor : UntypedActor
         if (_tunnels.Remove(key, out var tunnel)) Context.Stop(tunnel);
         if (!_device.Peers.TryGetValue(key, out var peer)) return false;
         _device.RemovePeer(peer);
-        _log.Debug("Removed peer {0}", key);
+        _log.Debug("Removed peer {0}", new NodeKey(key));
         return true;
     }
 }

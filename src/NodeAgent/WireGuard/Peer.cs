@@ -399,7 +399,8 @@ public sealed class Peer
         keypair.Dispose();
     }
 
-    public override string ToString() => PublicKey.ToBase64();
+    /// <summary>The key as people read it in Weft's logs and commands (<c>nodekey:</c> and hex, as Tailscale prints it).</summary>
+    public override string ToString() => new Contracts.Keys.NodeKey(PublicKey).ToString();
 
     private sealed class NoSignals : IPeerSignals
     {
