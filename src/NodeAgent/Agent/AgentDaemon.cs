@@ -79,6 +79,23 @@ public sealed class AgentDaemon : IAsyncDisposable
 
     public int? ListenPort => Device?.ListenPort;
 
+    /// <summary>Waits (at most 35 s) until the system's resolver has been told the last change; <c>set --accept-dns</c> and <c>down</c> answer after it.</summary>
+    public async Task DnsSettledAsync()
+    {
+        if (_dns is null) return;
+        try
+        {
+            await _dns.Settled.WaitAsync(TimeSpan.FromSeconds(35));
+        }
+        catch (TimeoutException)
+        {
+            _log.LogWarning("The system's resolver is still being configured");
+        }
+    }
+
+    /// <summary>Whether MagicDNS is (or is being made) the system's resolver.</summary>
+    public bool DnsWantsSystem => _dns?.WantsSystem ?? false;
+
     /// <summary>MagicDNS and the system's resolver (<c>weft-agent dns status</c>), or why there is none.</summary>
     public object DnsStatus => _dns is { } dns ? dns.Status : new LocalApiError("no_tunnels", "this agent runs without tunnels (--no-tunnels): no MagicDNS");
 
@@ -175,6 +192,7 @@ public sealed class AgentDaemon : IAsyncDisposable
             Volatile.Write(ref _prefs, prefs);
             UpdateRouter(prefs);
             _dns?.SetAcceptDns(prefs.AcceptDns);
+            await DnsSettledAsync();
             DataPlane?.Tell(new RoutingPrefs(prefs.AcceptRoutes, prefs.ExitNode));
             var login = new ControlLogin(prefs.Coordinators, prefs.Hostname, prefs.Tailnet, change.AuthKey, change.ForceReauth, prefs.AdvertisedRoutes);
             return await Control.Ask<AgentStatus>(new LogIn(login, connect), AskTimeout);

@@ -255,12 +255,14 @@ public sealed class LocalApi : IAsyncDisposable
         _daemon.Down();
         if (_daemon.DataPlane is { } plane)
         {
-            // Answer only once the tunnels are gone: after "down" returns, nothing passes.
+            // Answer only once the tunnels are gone and the system's resolver is as it was: after "down"
+            // returns, nothing passes and no name goes to MagicDNS.
             for (var attempt = 0; attempt < 50; attempt++)
             {
-                if ((await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels.Count == 0) break;
+                if ((await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels.Count == 0 && !_daemon.DnsWantsSystem) break;
                 await Task.Delay(100);
             }
+            await _daemon.DnsSettledAsync();
         }
         var status = await _daemon.Control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
         return new LocalDone(StateName(status.State), status.Detail) { Code = status.Code };

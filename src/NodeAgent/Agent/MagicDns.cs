@@ -22,6 +22,11 @@ public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = nu
     private ImmutableArray<IpPrefix> _boundTo = [];
     private NetMapView? _view;
     private bool _acceptDns = true;
+    // The system's resolver is told off the caller's thread (the DataPlane's mailbox; resolvectl may
+    // take seconds), one change after another: what was last asked for, for which server, and the work.
+    private (IPAddress Nameserver, string Suffix)? _wanted;
+    private MagicDnsServer? _wantedFor;
+    private Task _systemWork = Task.CompletedTask;
 
     public IReadOnlyList<IPEndPoint> Endpoints => _server?.LocalEndpoints ?? [];
 
@@ -37,6 +42,18 @@ public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = nu
                     _server?.Forwarded ?? 0);
             }
         }
+    }
+
+    /// <summary>Completes once the system's resolver has been told the last change asked of it.</summary>
+    public Task Settled
+    {
+        get { lock (_gate) return _systemWork; }
+    }
+
+    /// <summary>Whether the system's resolver is (or is being) pointed here.</summary>
+    public bool WantsSystem
+    {
+        get { lock (_gate) return _wanted is not null; }
     }
 
     /// <summary><c>--accept-dns</c>: whether MagicDNS becomes the system's resolver (true) or only answers when asked directly.</summary>
@@ -81,16 +98,24 @@ public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = nu
     {
         if (system is null) return;
         var nameserver = _server?.LocalEndpoints.FirstOrDefault(e => e.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)?.Address;
-        if (_acceptDns && _view is { } view && SuffixOf(view) is { } suffix && nameserver is not null && port == 53)
+        (IPAddress Nameserver, string Suffix)? wanted =
+            _acceptDns && _view is { } view && SuffixOf(view) is { } suffix && nameserver is not null && port == 53 ? (nameserver, suffix) : null;
+        if (Equals(wanted, _wanted) && ReferenceEquals(_server, _wantedFor)) return; // every netmap: told only of changes
+        (_wanted, _wantedFor) = (wanted, _server);
+        var server = _server;
+        _systemWork = _systemWork.ContinueWith(_ =>
         {
-            system.Apply(nameserver, suffix);
-            _server!.Upstreams = system.Upstreams;
-        }
-        else
-        {
-            system.Restore();
-            if (_server is { } server) server.Upstreams = [];
-        }
+            try
+            {
+                if (wanted is { } target) system.Apply(target.Nameserver, target.Suffix);
+                else system.Restore();
+                if (server is not null) server.Upstreams = wanted is null ? [] : system.Upstreams;
+            }
+            catch (Exception e)
+            {
+                log.LogError(e, "MagicDNS could not configure the system's resolver");
+            }
+        }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
     private static string? SuffixOf(NetMapView view) =>
@@ -130,6 +155,9 @@ public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = nu
 
     public void Dispose()
     {
+        Task work;
+        lock (_gate) work = _systemWork;
+        work.Wait(TimeSpan.FromSeconds(35)); // resolvectl's calls are bounded at 10 s each
         lock (_gate)
         {
             system?.Restore();
