@@ -147,6 +147,11 @@ public sealed class LocalApi : IAsyncDisposable
         {
             return Answer(new LocalApiError("timeout", "the agent did not answer in time"));
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The prefs could not be written (a full or read-only disk): the change was not taken.
+            return Answer(new LocalApiError("state_unwritable", $"the daemon cannot write its state: {e.Message}"));
+        }
     }
 
     /// <summary>Reads and checks a JSON body (at most <see cref="MaxRequestBytes"/>, no unknown fields), then runs <paramref name="run"/> on it.</summary>
@@ -191,6 +196,7 @@ public sealed class LocalApi : IAsyncDisposable
         "malformed_request" or "invalid_prefs" or "unknown_peer" => StatusCodes.Status400BadRequest,
         "request_too_large" => StatusCodes.Status413PayloadTooLarge,
         "timeout" => StatusCodes.Status504GatewayTimeout,
+        "state_unwritable" => StatusCodes.Status500InternalServerError,
         "unknown_command" => StatusCodes.Status404NotFound,
         _ => StatusCodes.Status409Conflict, // the agent's state does not allow it: no tunnels, not logged in, refused
     };
