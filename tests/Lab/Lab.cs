@@ -151,6 +151,8 @@ public sealed class Lab : IAsyncDisposable
         {
             try { File.Delete(file); } catch (IOException) { }
         }
+        // /etc/netns itself, once no lab's namespace needs it (a non-recursive delete refuses a folder in use).
+        try { System.IO.Directory.Delete(Namespace.EtcRoot); } catch (IOException) { }
         try { System.IO.Directory.Delete(Directory, recursive: true); } catch (IOException) { }
         await Task.CompletedTask;
     }
