@@ -117,7 +117,7 @@ public sealed class LocalApi : IAsyncDisposable
         app.MapPost(PathPrefix + "logout", () => api.Reply(api.LogOut()));
         app.MapPost(PathPrefix + "rotate-node-key", () => api.Reply(Task.FromResult<object>(api.RotateNodeKey())));
         app.MapFallback((HttpContext http) => Results.Json(
-            Commands.Contains(http.Request.Path.Value?[PathPrefix.Length..] ?? "") && http.Request.Path.StartsWithSegments(PathPrefix.TrimEnd('/'))
+            http.Request.Path.StartsWithSegments(PathPrefix.TrimEnd('/'), out var command) && Commands.Contains(command.Value?.TrimStart('/') ?? "")
                 ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs, netcheck and dns are GET; the rest POST)")
                 : new LocalApiError("unknown_command", $"unknown command '{Truncate(http.Request.Path.Value ?? "")}'; the commands are {PathPrefix}{{{string.Join(", ", Commands)}}}"),
             Json, statusCode: StatusCodes.Status404NotFound));

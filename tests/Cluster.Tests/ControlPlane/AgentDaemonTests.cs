@@ -161,6 +161,8 @@ public sealed class AgentDaemonTests : IAsyncDisposable
         Assert.Equal((HttpStatusCode.BadRequest, "invalid_prefs"), await Send(HttpMethod.Post, "up", "{\"forceReauth\": true}"));
         Assert.Equal((HttpStatusCode.RequestEntityTooLarge, "request_too_large"), await Send(HttpMethod.Post, "up", "{\"hostname\": \"" + new string('x', 5000) + "\"}"));
         Assert.Equal((HttpStatusCode.NotFound, "unknown_command"), await Send(HttpMethod.Get, "fly", null));
+        Assert.Equal((HttpStatusCode.NotFound, "unknown_command"), await Send(HttpMethod.Get, "/x", null));   // shorter than the API's prefix
+        Assert.Equal((HttpStatusCode.NotFound, "unknown_command"), await Send(HttpMethod.Post, "/", "{}"));
         Assert.Equal((HttpStatusCode.NotFound, "wrong_method"), await Send(HttpMethod.Get, "up", null));
         Assert.Equal((HttpStatusCode.Conflict, "no_tunnels"), await Send(HttpMethod.Post, "ping", "{\"target\": \"x\"}"));
 
