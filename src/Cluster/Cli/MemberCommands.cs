@@ -230,7 +230,7 @@ public static class MemberCommands
             command.Add(exitNode);
             command.SetAction(parse => client.Run(parse, async api =>
             {
-                var named = (parse.GetValue(prefixes) ?? []).Concat(parse.GetValue(exitNode) ? ["0.0.0.0/0", "::/0"] : []).ToList();
+                var named = (parse.GetValue(prefixes) ?? []).Concat(parse.GetValue(exitNode) ? Weft.Contracts.Control.ExitRoute.Prefixes : []).ToList();
                 if (named.Count == 0) throw new ArgumentException("name the routes (CIDR prefixes) or give --exit-node");
                 var path = $"{Base(parse, tailnet)}/devices/{Escaped(parse, device)}/routes";
                 var current = (await api.GetAsync(path)).GetProperty("approved").EnumerateArray().Select(r => r.GetString()!).ToList();

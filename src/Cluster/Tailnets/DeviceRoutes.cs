@@ -12,9 +12,9 @@ public static class DeviceRoutes
     public const int MaxRoutes = 256;
 
     /// <summary>An exit node advertises both: every IPv4 and every IPv6 address.</summary>
-    public static readonly ImmutableArray<string> ExitRoutes = ["0.0.0.0/0", "::/0"];
+    public static readonly ImmutableArray<string> ExitRoutes = ExitRoute.Prefixes;
 
-    public static bool IsExit(string route) => route is "0.0.0.0/0" or "::/0";
+    public static bool IsExit(string route) => ExitRoute.Is(route);
 
     /// <summary>The routes in canonical text, sorted and distinct; or why they are refused.</summary>
     public static Rejection? Check(IEnumerable<string> routes, out ImmutableArray<string> canonical)

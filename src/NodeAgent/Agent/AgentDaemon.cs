@@ -207,7 +207,7 @@ public sealed class AgentDaemon : IAsyncDisposable
     public void Down()
     {
         SaveWantRunning(false);
-        Control.Tell(new SetWantRunning(false));
+        Control.Tell(TakeDown.Instance);
     }
 
     /// <summary><c>logout</c>: the coordinator expires the device and the agent forgets it; a restarted daemon waits for <c>login</c>.</summary>

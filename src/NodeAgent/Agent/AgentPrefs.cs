@@ -38,15 +38,18 @@ public sealed record AgentPrefs
         Tailnet = change.Tailnet is { } tailnet ? (tailnet.Length == 0 ? null : tailnet) : Tailnet,
         AdvertisedRoutes = change.AdvertiseRoutes is { } routes
             ? [.. PrefsChange.SplitList(routes).Select(r => IpLiteral.TryParsePrefix(r, out var prefix) ? prefix.ToString() : r), .. ExitRoutesIf(change.AdvertiseExitNode ?? HasExitRoutes)]
-            : change.AdvertiseExitNode is { } exit ? [.. AdvertisedRoutes.Where(r => r is not ("0.0.0.0/0" or "::/0")), .. ExitRoutesIf(exit)] : AdvertisedRoutes,
+            : change.AdvertiseExitNode is { } exit ? [.. SubnetRoutes, .. ExitRoutesIf(exit)] : AdvertisedRoutes,
         AcceptRoutes = change.AcceptRoutes ?? AcceptRoutes,
         ExitNode = change.ExitNode is { } exitNode ? (exitNode.Length == 0 ? null : exitNode) : ExitNode,
         AcceptDns = change.AcceptDns ?? AcceptDns,
     };
 
-    private bool HasExitRoutes => AdvertisedRoutes.Contains("0.0.0.0/0");
+    private bool HasExitRoutes => AdvertisedRoutes.Any(ExitRoute.Is);
 
-    private static string[] ExitRoutesIf(bool exit) => exit ? ["0.0.0.0/0", "::/0"] : [];
+    /// <summary>The advertised routes without the exit routes (what <c>--advertise-routes</c> gave).</summary>
+    public IEnumerable<string> SubnetRoutes => AdvertisedRoutes.IsDefault ? [] : AdvertisedRoutes.Where(r => !ExitRoute.Is(r));
+
+    private static ImmutableArray<string> ExitRoutesIf(bool exit) => exit ? ExitRoute.Prefixes : [];
 }
 
 /// <summary>
@@ -70,9 +73,6 @@ public sealed record PrefsChange
     /// <summary>A peer's name, FQDN or tailnet address; an empty string stops using one.</summary>
     public string? ExitNode { get; init; }
     public bool? AcceptDns { get; init; }
-
-    /// <summary>Whatever the change carries that would join or move the device: the control client logs in again.</summary>
-    public bool ChangesLogin => LoginServer is not null || AuthKey is not null || ForceReauth || Tailnet is not null;
 
     // Dead letters and logs print messages: never the auth key.
     private bool PrintMembers(System.Text.StringBuilder builder)
@@ -138,7 +138,7 @@ public sealed class AgentPrefsFile(string directory)
         {
             LoginServer = prefs.LoginServers.IsDefaultOrEmpty ? null : string.Join(',', prefs.LoginServers),
             Hostname = prefs.Hostname,
-            AdvertiseRoutes = string.Join(',', prefs.AdvertisedRoutes.IsDefault ? [] : prefs.AdvertisedRoutes.Where(r => r is not ("0.0.0.0/0" or "::/0"))),
+            AdvertiseRoutes = string.Join(',', prefs.SubnetRoutes),
         }.Problems();
         if (problems.Count > 0) throw new AgentStateException($"{Path}: {string.Join("; ", problems)}");
         return prefs with { LoginServers = prefs.LoginServers.IsDefault ? [] : prefs.LoginServers, AdvertisedRoutes = prefs.AdvertisedRoutes.IsDefault ? [] : prefs.AdvertisedRoutes };

@@ -83,16 +83,13 @@ public sealed class LocalApi : IAsyncDisposable
 
     public string SocketPath { get; }
 
-    /// <exception cref="IOException">Another agent answers on the socket, or it cannot be bound.</exception>
+    /// <summary>Serves <paramref name="daemon"/>, which has made sure no other agent answers on this socket (<see cref="AnswersAsync"/>).</summary>
+    /// <exception cref="IOException">The socket cannot be bound.</exception>
     public static async Task<LocalApi> StartAsync(string stateDirectory, AgentDaemon daemon)
     {
         var path = Path.Combine(stateDirectory, SocketName);
         Directory.CreateDirectory(stateDirectory);
-        if (File.Exists(path))
-        {
-            if (await AnswersAsync(stateDirectory)) throw new IOException($"an agent already runs with state in {stateDirectory} (its socket {path} answers)");
-            File.Delete(path); // left by a daemon that died
-        }
+        File.Delete(path); // left by a daemon that died
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(kestrel =>

@@ -205,12 +205,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Always();
     }
 
-    /// <summary>Turned off (<c>weft-agent down</c>) until <c>up</c>.</summary>
-    private void Stopped()
-    {
-        Receive<SetWantRunning>(want => want.Running, _ => GoConnecting(TimeSpan.Zero, null, "starting again"));
-        Always();
-    }
+    /// <summary>Turned off (<c>weft-agent down</c>) until <c>up</c> (a <see cref="LogIn"/> that connects).</summary>
+    private void Stopped() => Always();
 
     /// <summary>Not logged in yet, refused for good, or logged out: <c>up</c> or <c>login</c> (a <see cref="LogIn"/>) is needed.</summary>
     private void NeedingLogin() => Always();
@@ -233,8 +229,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Receive<Terminated>(terminated => _watchers.Remove(terminated.ActorRef));
         Receive<SetEndpoints>(OnSetEndpoints);
         Receive<SaveNetMap>(_ => SaveCache());
-        Receive<SetWantRunning>(want => !want.Running, _ => Stop());
-        Receive<SetWantRunning>(_ => { }); // already wanted running
+        Receive<TakeDown>(_ => Stop());
         Receive<Reconnect>(reconnect =>
         {
             if (Idle) return;

@@ -29,8 +29,11 @@ public static class ControlStates
     public static bool IsIdle(this ControlState state) => state is ControlState.Stopped or ControlState.NeedsLogin;
 }
 
-/// <summary><c>weft-agent up</c> (true) and <c>down</c> (false) on a running agent.</summary>
-public sealed record SetWantRunning(bool Running);
+/// <summary><c>weft-agent down</c>: no stream and no tunnels until <c>up</c> (a <see cref="LogIn"/> that connects).</summary>
+public sealed record TakeDown
+{
+    public static readonly TakeDown Instance = new();
+}
 
 /// <summary>How the agent joins: where, as whom, and what it offers. Changed at run time by <see cref="LogIn"/>.</summary>
 public sealed record ControlLogin(IReadOnlyList<Uri> Coordinators, string Hostname, string? Tailnet, string? AuthKey, bool ForceReauth, ImmutableArray<string> AdvertisedRoutes)
