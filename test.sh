@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping bind9-dnsutils util-linux stun-client coturn curl dpkg-dev fakeroot
+scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping bind9-dnsutils util-linux stun-client coturn curl dpkg-dev fakeroot chromium
 
 source scripts/postgres-test-server.sh
 source scripts/lab-cleanup.sh

@@ -1,11 +1,14 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 
 namespace Weft.Relay;
 
 /// <summary>
 /// What the relay did and refused, by reason: every refused login, malformed frame and dropped
 /// packet is counted here under a short name (see <see cref="Snapshot"/>), so an operator can
-/// see why, and tests can prove that bad input was refused for the right reason.
+/// see why, and tests can prove that bad input was refused for the right reason. The same counts
+/// go to the <c>Weft.Relay</c> meter (<see cref="RelayMetrics"/>), which a host exports (the
+/// coordinator, for its embedded relay, at <c>/metrics</c>).
 /// </summary>
 public sealed class RelayCounters
 {
@@ -15,17 +18,31 @@ public sealed class RelayCounters
     private long _bytesForwarded;
     private long _packetsMeshed;
 
-    public void Refused(string reason) => _refused.AddOrUpdate(reason, 1, (_, n) => n + 1);
+    public void Refused(string reason)
+    {
+        _refused.AddOrUpdate(reason, 1, (_, n) => n + 1);
+        RelayMetrics.Refused.Add(1, new KeyValuePair<string, object?>("reason", reason));
+    }
 
-    public void Dropped(string reason) => _dropped.AddOrUpdate(reason, 1, (_, n) => n + 1);
+    public void Dropped(string reason)
+    {
+        _dropped.AddOrUpdate(reason, 1, (_, n) => n + 1);
+        RelayMetrics.Dropped.Add(1, new KeyValuePair<string, object?>("reason", reason));
+    }
 
     public void Forwarded(int bytes)
     {
         Interlocked.Increment(ref _packetsForwarded);
         Interlocked.Add(ref _bytesForwarded, bytes);
+        RelayMetrics.Packets.Add(1, RelayMetrics.ForwardedHere);
+        RelayMetrics.Bytes.Add(bytes);
     }
 
-    public void Meshed() => Interlocked.Increment(ref _packetsMeshed);
+    public void Meshed()
+    {
+        Interlocked.Increment(ref _packetsMeshed);
+        RelayMetrics.Packets.Add(1, RelayMetrics.ForwardedToMesh);
+    }
 
     public long RefusedFor(string reason) => _refused.GetValueOrDefault(reason);
 
@@ -43,3 +60,27 @@ public sealed class RelayCounters
 
 public sealed record RelayCountersSnapshot(long PacketsForwarded, long BytesForwarded, long PacketsMeshed,
     IReadOnlyDictionary<string, long> Refused, IReadOnlyDictionary<string, long> Dropped);
+
+/// <summary>The relay's instruments (meter <c>Weft.Relay</c>), fed by every <see cref="RelayCounters"/> in the process.</summary>
+public static class RelayMetrics
+{
+    public const string MeterName = "Weft.Relay";
+
+    private static readonly Meter Meter = new(MeterName);
+
+    internal static readonly KeyValuePair<string, object?> ForwardedHere = new("path", "local");
+    internal static readonly KeyValuePair<string, object?> ForwardedToMesh = new("path", "mesh");
+
+    /// <summary>Packets forwarded, to a client of this relay (path=local) or to a meshed relay (path=mesh).</summary>
+    public static readonly Counter<long> Packets = Meter.CreateCounter<long>("weft.relay.packets", "{packet}",
+        "Packets the relay forwarded, to its own clients (path=local) or one hop to a meshed relay (path=mesh)");
+
+    public static readonly Counter<long> Bytes = Meter.CreateCounter<long>("weft.relay.bytes", "By",
+        "Payload bytes the relay forwarded to its own clients");
+
+    public static readonly Counter<long> Dropped = Meter.CreateCounter<long>("weft.relay.drops", "{packet}",
+        "Packets the relay dropped, by reason (unknown_destination, queue_full, ...)");
+
+    public static readonly Counter<long> Refused = Meter.CreateCounter<long>("weft.relay.refused", "{connection}",
+        "Logins and frames the relay refused, by reason (bad_ticket, idle_timeout, ...)");
+}

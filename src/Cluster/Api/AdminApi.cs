@@ -9,6 +9,7 @@ public static class AdminApi
     public static IServiceCollection AddAdminApi(this IServiceCollection services, Hosting.ApiSettings settings) => services
         .AddSingleton<TailnetRefs>()
         .AddSingleton<IdempotentCreation>()
+        .AddCoordinatorHealthChecks().Services
         .AddAdminRateLimit(settings);
 
     /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
@@ -20,14 +21,15 @@ public static class AdminApi
             .UseMiddleware<ApiKeyAuthentication>()
             .UseMiddleware<Audit.AuditTrail>());
 
-        app.MapGet(HealthEndpoint.LivePath, HealthEndpoint.Handle);
-        app.MapGet(HealthEndpoint.ReadyPath, HealthEndpoint.Ready);
+        app.MapHealthEndpoints();
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();
         v1.MapPolicyEndpoints();
         v1.MapApiKeyEndpoints();
         v1.MapAuditEndpoints();
+        v1.MapMeshEndpoints();
+        v1.MapClusterEndpoints();
 
         app.MapFallback((HttpContext http) =>
             throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));

@@ -35,12 +35,13 @@ public static class ClusterAsk
     {
         var deadline = DateTimeOffset.UtcNow + Deadline;
         var unanswered = false;
+        var sent = Telemetry.Traced.Wrap(message); // a tailnet command carries the request's trace to the entity
         while (true)
         {
             object answer;
             try
             {
-                answer = await entity.Ask<object>(message, AttemptTimeout, cancellation);
+                answer = await entity.Ask<object>(sent, AttemptTimeout, cancellation);
             }
             catch (AskTimeoutException)
             {

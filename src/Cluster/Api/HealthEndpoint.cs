@@ -1,26 +1,72 @@
 using Akka.Actor;
 using Akka.Cluster;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
-using Weft.Cluster.ApiKeys;
-using Weft.Cluster.Hosting;
-using Weft.Cluster.Persistence;
-using Weft.Cluster.Replication;
-using Weft.Cluster.Tailnets;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
 
 /// <summary>
-/// <c>GET /healthz</c>: this node's view of the cluster; 200 while it is an Up member, 503 otherwise.
-/// <c>GET /healthz/ready</c>: whether this node can serve now — a member on the majority side, started,
-/// reaching its store, holding replicas of the keys and names, and not shutting down. No key needed.
+/// The health endpoints, none of which needs a key:
+/// <list type="bullet">
+/// <item><c>GET /healthz</c>: this node's view of the cluster; 200 while it is an Up member, 503 otherwise.</item>
+/// <item><c>GET /healthz/live</c>: whether the process should be left running (Akka.Hosting's actor-system liveness check).</item>
+/// <item><c>GET /healthz/ready</c>: whether this node can serve now. The checks come from the libraries
+/// (Akka.Hosting's cluster readiness, Akka.Persistence's journal and snapshot-store health, Akka.Persistence.Sql's
+/// connectivity checks) and from Weft (<see cref="CoordinatorHealthChecks"/>), run by ASP.NET Core's health-check service.</item>
+/// </list>
 /// </summary>
 public static class HealthEndpoint
 {
-    public const string LivePath = "/healthz";
+    public const string ClusterPath = "/healthz";
+    public const string LivePath = "/healthz/live";
     public const string ReadyPath = "/healthz/ready";
 
-    public static IResult Handle(ActorSystem system)
+    /// <summary>The tag of the checks behind <see cref="LivePath"/>.</summary>
+    public const string LiveTag = "live";
+
+    /// <summary>The tag of the checks behind <see cref="ReadyPath"/>.</summary>
+    public const string ReadyTag = "ready";
+
+    public static void MapHealthEndpoints(this WebApplication app)
+    {
+        app.MapGet(ClusterPath, ClusterView);
+        app.MapHealthChecks(LivePath, Tagged(LiveTag));
+        app.MapHealthChecks(ReadyPath, Tagged(ReadyTag));
+    }
+
+    private static HealthCheckOptions Tagged(string tag) => new()
+    {
+        Predicate = check => check.Tags.Contains(tag),
+        // Degraded still serves (for example, a journal slower than usual): 200, and the report says why.
+        ResultStatusCodes =
+        {
+            [HealthStatus.Healthy] = StatusCodes.Status200OK,
+            [HealthStatus.Degraded] = StatusCodes.Status200OK,
+            [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
+        },
+        ResponseWriter = WriteReport,
+    };
+
+    /// <summary>Each check by name, whether it passed and why: <see cref="ReadinessReport"/> as JSON.</summary>
+    private static Task WriteReport(HttpContext http, Microsoft.Extensions.Diagnostics.HealthChecks.HealthReport report)
+    {
+        var checks = report.Entries
+            .Select(e => new ReadinessCheck(e.Key, e.Value.Status != HealthStatus.Unhealthy, Detail(e.Value)))
+            .ToList();
+        http.Response.Headers.CacheControl = "no-store";
+        return http.Response.WriteAsJsonAsync(new ReadinessReport(report.Status != HealthStatus.Unhealthy, checks), AdminJson.Options);
+    }
+
+    private static string Detail(HealthReportEntry entry)
+    {
+        var detail = entry.Description ?? entry.Status.ToString().ToLowerInvariant();
+        return entry.Exception is { } e && !detail.Contains(e.Message, StringComparison.Ordinal) ? $"{detail}: {e.Message}" : detail;
+    }
+
+    private static IResult ClusterView(ActorSystem system)
     {
         var cluster = Akka.Cluster.Cluster.Get(system);
         var state = cluster.State;
@@ -29,45 +75,8 @@ public static class HealthEndpoint
             .ToList();
         var self = ToResource(cluster.SelfMember, reachable: true);
         var up = cluster.SelfMember.Status == MemberStatus.Up;
-        var report = new HealthReport(up ? "up" : "starting", self, state.Leader?.ToString(), members);
+        var report = new Contracts.Admin.HealthReport(up ? "up" : "starting", self, state.Leader?.ToString(), members);
         return Results.Json(report, AdminJson.Options, statusCode: up ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
-    }
-
-    public static async Task<IResult> Ready(
-        ActorSystem system, CoordinatorReadiness readiness, StorageProbe storage, Replica<ApiKeyRegistryState> keys, Replica<TailnetDirectoryState> names,
-        CancellationToken cancellation)
-    {
-        var cluster = Akka.Cluster.Cluster.Get(system);
-        var stored = await storage.CheckAsync(cancellation);
-        var replicated = await keys.ReadAsync(cancellation) is not null && await names.ReadAsync(cancellation) is not null;
-        var shutdown = CoordinatedShutdown.Get(system).ShutdownReason;
-        List<ReadinessCheck> checks =
-        [
-            new("member", cluster.SelfMember.Status == MemberStatus.Up, $"this node is {cluster.SelfMember.Status.ToString().ToLowerInvariant()}"),
-            Majority(cluster),
-            new("started", readiness.Endpoints.IsCompletedSuccessfully, readiness.Endpoints.IsCompletedSuccessfully ? "listening, keys established" : "starting"),
-            new("storage", stored.Reachable, stored.Detail),
-            new("replicas", replicated, replicated ? "API keys and tailnet names replicated here" : "waiting for the API keys and tailnet names"),
-            new("shutdown", shutdown is null, shutdown is null ? "running" : $"shutting down ({shutdown.GetType().Name})"),
-        ];
-        var ready = checks.All(c => c.Ok);
-        return Results.Json(new ReadinessReport(ready, checks), AdminJson.Options, statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
-    }
-
-    /// <summary>
-    /// The split-brain resolver's keep-majority rule as this node sees it: more reachable members
-    /// than unreachable ones (a tie goes to the side with the lowest address). A node on the minority
-    /// side of a partition is about to be downed, and must not take requests meanwhile.
-    /// </summary>
-    private static ReadinessCheck Majority(Akka.Cluster.Cluster cluster)
-    {
-        var state = cluster.State;
-        var counted = state.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving).ToList();
-        var unreachable = counted.Count(m => state.Unreachable.Contains(m));
-        var reachable = counted.Count - unreachable;
-        var lowest = counted.OrderBy(m => m.Address, Member.AddressOrdering).FirstOrDefault();
-        var majority = reachable > unreachable || (reachable == unreachable && lowest is not null && !state.Unreachable.Contains(lowest));
-        return new ReadinessCheck("majority", majority, $"{reachable} of {counted.Count} members reachable");
     }
 
     private static ClusterMemberResource ToResource(Member member, bool reachable) =>

@@ -245,7 +245,7 @@ public static class MemberEndpoints
         new(key.KeyId, UserName(users, key.UserId), key.Reusable, key.Ephemeral, key.Tags, key.CreatedAt, key.ExpiresAt, key.Description,
             key.Revoked, now >= key.ExpiresAt, key.Uses);
 
-    private static DeviceResource ToResource(DeviceInfo info, UserList users)
+    internal static DeviceResource ToResource(DeviceInfo info, UserList users)
     {
         var d = info.Device;
         return new DeviceResource(

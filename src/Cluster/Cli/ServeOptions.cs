@@ -20,10 +20,14 @@ public sealed class ServeOptions
     private readonly Option<string?> _relayHost = new("--relay-public-host") { Description = "The host agents dial for the embedded relay (default: the host they dial for control)" };
     private readonly Option<bool> _noRelay = new("--no-embedded-relay") { Description = "Run no relay in this process (list separate weft-relay nodes in Weft:Relay:Regions)" };
     private readonly Option<LogFormat?> _logFormat = new("--log-format") { Description = "Console log format: Text or Json" };
+    private readonly Option<Serilog.Events.LogEventLevel?> _logLevel = new("--log-level")
+    {
+        Description = "Least severe events logged: Verbose, Debug, Information (default), Warning, Error. Debug adds Akka's own start-up and membership events",
+    };
 
     public ServeOptions(Command command)
     {
-        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _secretFile, _dataDir, _postgres, _relayListen, _stunListen, _relayHost, _noRelay, _logFormat }) command.Add(option);
+        foreach (var option in new Option[] { _apiListen, _controlListen, _host, _port, _seeds, _secretFile, _dataDir, _postgres, _relayListen, _stunListen, _relayHost, _noRelay, _logFormat, _logLevel }) command.Add(option);
     }
 
     /// <summary>The configuration overrides the given flags stand for; flags not given override nothing.</summary>
@@ -55,6 +59,7 @@ public sealed class ServeOptions
         Set("Relay:PublicHost", parse.GetValue(_relayHost));
         if (parse.GetValue(_noRelay)) Set("Relay:Embedded", false);
         Set("LogFormat", parse.GetValue(_logFormat));
+        if (parse.GetValue(_logLevel) is { } level) settings["Serilog:MinimumLevel:Default"] = level.ToString();
         return settings;
     }
 }

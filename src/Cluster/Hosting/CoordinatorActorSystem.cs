@@ -50,6 +50,9 @@ public static class CoordinatorActorSystem
                 },
             })
             .WithClustering(new ClusterOptions { SeedNodes = seeds, Roles = [CoordinatorRole] })
+            // The libraries' checks behind /healthz/live and /healthz/ready (Api/HealthEndpoint).
+            .WithActorSystemLivenessCheck(tags: [Api.HealthEndpoint.LiveTag])
+            .WithAkkaClusterReadinessCheck(tags: [Api.HealthEndpoint.ReadyTag])
             .AddHocon(WeftSerialization.Config, HoconAddMode.Prepend)
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)

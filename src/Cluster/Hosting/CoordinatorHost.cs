@@ -3,10 +3,11 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
-using Serilog.Formatting.Compact;
 using Weft.Cluster.Api;
+using Weft.Cluster.WebConsole;
 using Weft.Cluster.Control;
 using Weft.Cluster.Replication;
+using Weft.Cluster.Telemetry;
 
 namespace Weft.Cluster.Hosting;
 
@@ -29,18 +30,8 @@ public static class CoordinatorHost
         var settings = WeftSettings.From(builder.Configuration);
         builder.Services.AddSingleton(settings);
 
-        builder.Services.AddSerilog((services, logger) =>
-        {
-            // The sinks the coordinator ships are named, not found by scanning its folder for "*Serilog*.dll":
-            // a scan loads whatever lies there (the agent's Akka.Logger.Serilog where both are built side by side).
-            logger.ReadFrom.Configuration(builder.Configuration, new Serilog.Settings.Configuration.ConfigurationReaderOptions(
-                    typeof(ConsoleLoggerConfigurationExtensions).Assembly))
-                .MinimumLevel.Override("Microsoft.AspNetCore", Serilog.Events.LogEventLevel.Warning)
-                .MinimumLevel.Override("Grpc", Serilog.Events.LogEventLevel.Warning)
-                .Enrich.FromLogContext();
-            if (settings.LogFormat == LogFormat.Json) logger.WriteTo.Console(new RenderedCompactJsonFormatter());
-            else logger.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {SourceContext}: {Message:lj} {Properties:j}{NewLine}{Exception}");
-        });
+        var node = $"{settings.Cluster.Hostname}:{settings.Cluster.Port}";
+        builder.Services.AddSerilog((_, logger) => CoordinatorLogging.Configure(logger, builder.Configuration, settings, node));
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -86,6 +77,7 @@ public static class CoordinatorHost
         builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
         builder.Services.AddCoordinatorActorSystem(settings, secret);
         builder.Services.AddAdminApi(settings.Api);
+        builder.Services.AddCoordinatorTelemetry(settings.Telemetry, node);
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();
         builder.Services.AddHostedService<GracefulShutdown>();
@@ -112,6 +104,8 @@ public static class CoordinatorHost
         });
         app.MapGrpcService<ControlService>();
         if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes) app.MapBootstrapRoute();
+        app.MapMetrics();
+        app.MapAdminConsole();
         app.MapAdminApi();
         return app;
     }

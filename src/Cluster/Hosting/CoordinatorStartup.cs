@@ -199,10 +199,12 @@ public sealed class CoordinatorStartup(
     private static void PrintBanner(CoordinatorEndpoints endpoints, Contracts.Keys.Curve25519PublicKey coordinatorKey, string? newOperatorKey, string relays)
     {
         var api = endpoints.Api;
+        var rule = new string('=', 78);
         var text = new System.Text.StringBuilder()
             .AppendLine()
+            .AppendLine(rule)
             .AppendLine("Weft coordinator is up.")
-            .AppendLine($"  admin API : {api}api/v1   (health: {api}healthz)")
+            .AppendLine($"  admin API : {api}api/v1   (health: {api}healthz/live, {api}healthz/ready)")
             .AppendLine($"  control   : {endpoints.Control}   (agents: weft-agent up --login-server {endpoints.Control})")
             .AppendLine(relays)
             .AppendLine($"  coordinator key: {new Contracts.Keys.MachineKey(coordinatorKey)}");
@@ -212,6 +214,8 @@ public sealed class CoordinatorStartup(
                 .AppendLine($"      {newOperatorKey}")
                 .AppendLine("  next: export WEFT_API_KEY=<key>; weft tailnet create <name>");
         }
+        text.AppendLine($"  console   : {api}admin   metrics: {api}metrics   (log detail: --log-level Debug)")
+            .AppendLine(rule);
         Console.Out.WriteLine(text.ToString());
         Console.Out.Flush();
     }

@@ -27,7 +27,8 @@ public sealed class WeftSettings
             .Concat(Persistence.Problems($"{Section}:Persistence"))
             .Concat(Api.Problems($"{Section}:Api"))
             .Concat(Listeners.Problems($"{Section}:Listeners"))
-            .Concat(Relay.Problems($"{Section}:Relay"));
+            .Concat(Relay.Problems($"{Section}:Relay"))
+            .Concat(Telemetry.Problems($"{Section}:Telemetry"));
 
     public ApiSettings Api { get; set; } = new();
 
@@ -37,6 +38,7 @@ public sealed class WeftSettings
     public StorageSettings Storage { get; set; } = new();
     public PersistenceSettings Persistence { get; set; } = new();
     public Relays.RelaySettings Relay { get; set; } = new();
+    public Telemetry.TelemetrySettings Telemetry { get; set; } = new();
 
     /// <summary>
     /// The operator key to install at the first start, instead of a random one. For automation

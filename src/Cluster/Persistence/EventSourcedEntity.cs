@@ -26,6 +26,25 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     {
         _settings = settings;
         State = initial;
+        _entityTypeName = EntityTypeName(GetType());
+        _entityType = Telemetry.CoordinatorMetrics.EntityType(_entityTypeName);
+        Telemetry.CoordinatorMetrics.EntitiesStarted.Add(1, _entityType);
+    }
+
+    private readonly string _entityTypeName;
+    private readonly KeyValuePair<string, object?> _entityType;
+
+    /// <summary>The entity type as metrics name it: TailnetActor is "tailnet", TailnetDirectoryActor "tailnet-directory".</summary>
+    private static string EntityTypeName(Type type)
+    {
+        var name = type.Name.EndsWith("Actor", StringComparison.Ordinal) ? type.Name[..^"Actor".Length] : type.Name;
+        return string.Concat(name.Select((c, i) => char.IsUpper(c) && i > 0 ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+    }
+
+    protected override void PostStop()
+    {
+        Telemetry.CoordinatorMetrics.EntitiesStopped.Add(1, _entityType);
+        base.PostStop();
     }
 
     /// <summary>The state as of the last event that was persisted.</summary>
@@ -84,11 +103,15 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         }
     }
 
-    protected sealed override void OnCommand(object message)
+    protected sealed override void OnCommand(object received)
     {
+        // A traced command (Telemetry/Traced) gets a span of its own, which ends when its write is stored.
+        var message = Telemetry.Traced.Unwrap(received);
+        var span = (received as Telemetry.Traced)?.StartSpan(_entityTypeName, PersistenceId);
         if (TryAnswer(State, message, out var reply))
         {
             Sender.Tell(reply);
+            Telemetry.CoordinatorTracing.End(span);
             return;
         }
 
@@ -105,21 +128,27 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 return;
         }
 
-        if (HandleOther(message)) return;
-
-        if (IsCommand(message))
+        if (HandleOther(message))
         {
-            Submit(message, Sender);
+            Telemetry.CoordinatorTracing.End(span);
             return;
         }
 
+        if (IsCommand(message))
+        {
+            _pending.Add(new PendingCommand(message, Sender, span));
+            if (_inFlight is null) WriteNextBatch();
+            return;
+        }
+
+        Telemetry.CoordinatorTracing.End(span, "unhandled");
         Unhandled(message);
     }
 
     /// <summary>Queues a command as if <paramref name="replyTo"/> had sent it.</summary>
     protected void Submit(object command, IActorRef replyTo)
     {
-        _pending.Add(new PendingCommand(command, replyTo));
+        _pending.Add(new PendingCommand(command, replyTo, null));
         if (_inFlight is null) WriteNextBatch();
     }
 
@@ -152,7 +181,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
             var state = State;
             var events = new List<TEvent>();
             var decided = new List<DecidedCommand>(batch.Count);
-            foreach (var (command, sender) in batch)
+            foreach (var (command, sender, span) in batch)
             {
                 var decision = Decide(state, command);
                 if (!decision.IsRejected)
@@ -163,7 +192,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                         events.Add(@event);
                     }
                 }
-                decided.Add(new DecidedCommand(command, sender, decision.Rejection, state));
+                decided.Add(new DecidedCommand(command, sender, decision.Rejection, state, span));
             }
 
             if (events.Count == 0)
@@ -189,16 +218,23 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         if (write.EventsLeft > 0) return;
 
         _inFlight = null;
+        Telemetry.CoordinatorMetrics.JournalWriteDuration.Record(Telemetry.CoordinatorMetrics.SecondsSince(write.Started), _entityType);
         if (write.Rejection is null)
         {
             _eventsSinceSnapshot += write.Events.Count;
-            OnEventsPersisted(write.Events, write.StateBefore, write.FinalState);
+            // What the write causes (the tailnet's netmap fan-out) is traced under the first traced command of the batch.
+            Telemetry.CoordinatorTracing.Within(write.Commands.FirstOrDefault(c => c.Span is not null)?.Span,
+                () => OnEventsPersisted(write.Events, write.StateBefore, write.FinalState));
             Complete(write.Commands, write.FinalState);
             MaybeSnapshot();
         }
         else
         {
-            foreach (var command in write.Commands) command.Sender.Tell(Rejection.Unavailable(write.Rejection));
+            foreach (var command in write.Commands)
+            {
+                command.Sender.Tell(Rejection.Unavailable(write.Rejection));
+                Telemetry.CoordinatorTracing.End(command.Span, write.Rejection);
+            }
         }
         WriteNextBatch();
     }
@@ -210,6 +246,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         {
             if (command.Rejection is not null) command.Sender.Tell(command.Rejection);
             else OnCommandPersisted(command.Command, command.Sender, command.StateAfter);
+            Telemetry.CoordinatorTracing.End(command.Span, command.Rejection?.Message);
         }
     }
 
@@ -232,16 +269,20 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     {
         // The store is unreachable. Akka stops this entity; it recovers from the journal on the next message.
         Log.Error(cause, "Journal write of {0} failed; the entity stops and will recover", PersistenceId);
-        var waiting = (_inFlight?.Commands.Select(c => c.Sender) ?? []).Concat(_pending.Select(p => p.Sender));
-        foreach (var sender in waiting) sender.Tell(Rejection.Unavailable("storage is unavailable: " + cause.Message));
+        var waiting = (_inFlight?.Commands.Select(c => (c.Sender, c.Span)) ?? []).Concat(_pending.Select(p => (p.Sender, p.Span)));
+        foreach (var (sender, span) in waiting)
+        {
+            sender.Tell(Rejection.Unavailable("storage is unavailable: " + cause.Message));
+            Telemetry.CoordinatorTracing.End(span, "storage is unavailable");
+        }
         _inFlight = null;
         _pending.Clear();
         base.OnPersistFailure(cause, @event, sequenceNr);
     }
 
-    private readonly record struct PendingCommand(object Command, IActorRef Sender);
+    private readonly record struct PendingCommand(object Command, IActorRef Sender, System.Diagnostics.Activity? Span);
 
-    private sealed record DecidedCommand(object Command, IActorRef Sender, Rejection? Rejection, TState StateAfter);
+    private sealed record DecidedCommand(object Command, IActorRef Sender, Rejection? Rejection, TState StateAfter, System.Diagnostics.Activity? Span);
 
     private sealed class InFlightWrite(List<DecidedCommand> commands, TState stateBefore, TState finalState, List<TEvent> events)
     {
@@ -251,5 +292,6 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         public List<TEvent> Events { get; } = events;
         public int EventsLeft { get; set; } = events.Count;
         public string? Rejection { get; set; }
+        public long Started { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
     }
 }

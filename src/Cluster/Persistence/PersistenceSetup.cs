@@ -2,6 +2,7 @@ using Akka.Hosting;
 using Akka.Persistence.Sql.Hosting;
 using LinqToDB;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Weft.Cluster.Persistence;
 
@@ -11,7 +12,14 @@ public static class PersistenceSetup
     public static AkkaConfigurationBuilder WithWeftPersistence(this AkkaConfigurationBuilder builder, StorageSettings storage)
     {
         var (connectionString, providerName) = Resolve(storage);
-        builder.WithSqlPersistence(connectionString, providerName, autoInitialize: true);
+        // Readiness (/healthz/ready) includes the journal's and snapshot store's own health. Their SQL
+        // connectivity checks (Akka.Persistence.Sql.Hosting 1.5.70, the newest served) are built against
+        // an older linq2db than Akka.Persistence.Sql 1.5.73 runs on and fail to load, so the store is
+        // checked by Weft's StorageProbe instead (Api/CoordinatorHealthChecks, "storage").
+        string[] ready = [Api.HealthEndpoint.ReadyTag];
+        builder.WithSqlPersistence(connectionString, providerName, autoInitialize: true,
+            journalBuilder: journal => journal.WithHealthCheck(HealthStatus.Unhealthy, name: "journal", tags: ready),
+            snapshotBuilder: snapshots => snapshots.WithHealthCheck(HealthStatus.Unhealthy, name: "snapshot-store", tags: ready));
         if (storage.Provider == StorageProvider.Sqlite)
         {
             // SQLite has a single writer; concurrent journal writers would only contend for its lock.

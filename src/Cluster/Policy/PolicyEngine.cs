@@ -112,6 +112,7 @@ public sealed class PolicyEngine
 
     public static PolicyEngine Compile(TailnetPolicy policy, IEnumerable<PolicyDevice> devices)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var engine = new PolicyEngine(policy) { _rules = [.. policy.Rules.Select(r => new CompiledRule(r))] };
         foreach (var device in devices)
         {
@@ -119,6 +120,7 @@ public sealed class PolicyEngine
             engine.Place(slot);
         }
         foreach (var slot in engine.Occupied()) engine._slots[slot]!.Filter = engine.ComputeFilter(slot);
+        Telemetry.CoordinatorMetrics.PolicyCompileDuration.Record(Telemetry.CoordinatorMetrics.SecondsSince(started));
         return engine;
     }
 

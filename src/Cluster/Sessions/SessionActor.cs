@@ -1,3 +1,4 @@
+using Weft.Cluster.Telemetry;
 using System.Net;
 using System.Threading.Channels;
 using Akka.Actor;
@@ -132,7 +133,11 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
 
     /// <summary>However the session ends (closed, replaced, crashed), the stream ends with it and the agent reconnects.</summary>
-    protected override void PostStop() => _outbound.TryComplete();
+    protected override void PostStop()
+    {
+        _outbound.TryComplete();
+        if (_tailnetId is not null) CoordinatorMetrics.AgentsConnected.Add(-1, CoordinatorMetrics.Tailnet(_tailnetId));
+    }
 
     // ------------------------------------------------------------------ states
 
@@ -238,7 +243,12 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         switch (message)
         {
             case DeliverToAgent deliver:
-                if (deliver.Version != 0) _lastDelivered = deliver.Version;
+                if (deliver.Version != 0)
+                {
+                    _lastDelivered = deliver.Version;
+                    CoordinatorMetrics.NetmapDeltasSent.Add(1, CoordinatorMetrics.Tailnet(_tailnetId));
+                    CoordinatorMetrics.NetmapDeltaBytes.Add(deliver.ServerMessage.Length, CoordinatorMetrics.Tailnet(_tailnetId));
+                }
                 Send(deliver.ServerMessage);
                 return true;
             case SessionAttached:
@@ -284,6 +294,11 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         {
             if (_deviceId is not null && _deviceId != outcome.DeviceId) ForgetDevice(); // re-registered as another device
             _deviceId = outcome.DeviceId;
+            if (_tailnetId != outcome.TailnetId)
+            {
+                if (_tailnetId is not null) CoordinatorMetrics.AgentsConnected.Add(-1, CoordinatorMetrics.Tailnet(_tailnetId));
+                CoordinatorMetrics.AgentsConnected.Add(1, CoordinatorMetrics.Tailnet(outcome.TailnetId));
+            }
             _tailnetId = outcome.TailnetId;
             _nodeKey = _registeringKey;
             _keyExpiry = outcome.Result.KeyExpiry?.ToDateTimeOffset();

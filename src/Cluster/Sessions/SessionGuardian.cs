@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Event;
+using Weft.Cluster.Messaging;
 using Weft.Contracts.Keys;
 
 namespace Weft.Cluster.Sessions;
@@ -22,12 +23,15 @@ public sealed record DrainSessions(TimeSpan After, TimeSpan Deadline);
 
 public sealed record SessionsDrained(int Moved, int Remaining);
 
-public sealed record CountSessions
+/// <summary>Asks how many agent sessions this node holds (from any node: the console's cluster view).</summary>
+[WireName("sessions.count")]
+public sealed record CountSessions : IClusterMessage
 {
     public static readonly CountSessions Instance = new();
 }
 
-public sealed record SessionCount(int Sessions, bool Draining);
+[WireName("sessions.counted")]
+public sealed record SessionCount(int Sessions, bool Draining) : IClusterMessage;
 
 /// <summary>
 /// The parent of every agent session on this node. A session that fails is stopped, not restarted:

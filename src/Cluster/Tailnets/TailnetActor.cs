@@ -53,6 +53,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private readonly TimeSpan _housekeepingInterval;
     private readonly TimeSpan _presenceTimeout;
     private readonly DeltaAccumulator _pending = new();
+    /// <summary>The traced command whose changes the next flush carries (the first, when several coalesce).</summary>
+    private System.Diagnostics.ActivityContext? _flushCause;
     private readonly Dictionary<string, DateTimeOffset> _online = new();
     private readonly Dictionary<string, DateTimeOffset> _offlineEphemeral = new();
     private IActorRef _devices = ActorRefs.Nobody;
@@ -116,6 +118,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             GetNetMap get => state.Devices.ContainsKey(get.DeviceId)
                 ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.Build(state, get.DeviceId, Engine, IsOnline).ToByteArray())
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
+            GetMesh => new MeshLinks(state.Devices.Keys
+                .SelectMany(a => Engine.VisiblePeers(a).Where(b => string.CompareOrdinal(a, b) < 0).Select(b => new MeshLink(a, b)))
+                .ToList()),
             GetPolicy => state.PolicyInfo(),
             ValidatePolicy validate => state.Validate(validate.Text),
             CheckAccess check => state.CheckAccess(check),
@@ -145,6 +150,32 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private object DeviceInfoAfter(TailnetState state, string deviceId) =>
         state.Devices.TryGetValue(deviceId, out var device) ? new DeviceInfo(device, IsOnline(deviceId)) : Rejection.NotFound($"device {deviceId} does not exist");
 
+    /// <summary>The changes an operator reads in the log (the entity's path names the tailnet: Hosting/CoordinatorLogging).</summary>
+    private void LogChange(ITailnetEvent @event, TailnetState after)
+    {
+        switch (@event)
+        {
+            case TailnetCreated:
+                Log.Info("Tailnet {0} created", after.TailnetId);
+                break;
+            case DeviceRegistered registered:
+                Log.Info("Device {0} ({1}) registered, {2}", registered.Device.Name, registered.Device.DeviceId, registered.Device.Status.ToString().ToLowerInvariant());
+                break;
+            case DeviceApproved approved:
+                Log.Info("Device {0} approved", approved.DeviceId);
+                break;
+            case DeviceExpired expired:
+                Log.Info("Device {0} expired: it must log in again", expired.DeviceId);
+                break;
+            case DeviceDeleted deleted:
+                Log.Info("Device {0} deleted", deleted.DeviceId);
+                break;
+            case PolicyChanged changed:
+                Log.Info("Policy version {0} in force", changed.Version);
+                break;
+        }
+    }
+
     protected override void OnEventsPersisted(IReadOnlyList<ITailnetEvent> events, TailnetState before, TailnetState after)
     {
         // The engine follows the events one by one from the state they were decided on.
@@ -154,6 +185,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         {
             var next = state.Apply(@event);
             PeerFanOut.Collect(@event, state, next, Engine.Follow(@event, next), Engine, IsOnline, _pending);
+            LogChange(@event, next);
             switch (@event)
             {
                 case DeviceRegistered { Device.Ephemeral: true } registered when !IsOnline(registered.Device.DeviceId):
@@ -173,6 +205,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             }
             state = next;
         }
+        // The fan-out that these changes join is traced under the command that caused them (admin API → entity → deltas).
+        if (System.Diagnostics.Activity.Current is { } cause && _flushCause is null) _flushCause = cause.Context;
         ScheduleFlush();
     }
 
@@ -332,9 +366,15 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private void FlushPending()
     {
+        using var span = _flushCause is { } cause
+            ? Telemetry.CoordinatorTracing.Source.StartActivity("tailnet netmap fan-out", System.Diagnostics.ActivityKind.Internal, cause)
+            : null;
+        _flushCause = null;
         var shared = new DeltaAccumulator.SharedEncodings();
+        var recipients = 0;
         foreach (var (recipient, pending) in _pending.Drain())
         {
+            recipients++;
             if (pending.End is { } end)
             {
                 _devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
@@ -349,6 +389,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             }
             _devices.Tell(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
         }
+        span?.SetTag("weft.tailnet", State.TailnetId).SetTag("weft.recipients", recipients);
     }
 
     private sealed class Flush

@@ -211,6 +211,16 @@ public sealed record ListDevices(string TailnetId) : ITailnetMessage;
 [WireName("tailnet.get-device")]
 public sealed record GetDevice(string TailnetId, string DeviceId) : ITailnetMessage;
 
+/// <summary>Which devices may reach each other under the policy: the edges of the console's mesh view.</summary>
+[WireName("tailnet.get-mesh")]
+public sealed record GetMesh(string TailnetId) : ITailnetMessage;
+
+/// <summary>One pair of devices the policy lets reach each other (either way), each pair once.</summary>
+public sealed record MeshLink(string A, string B);
+
+[WireName("tailnet.mesh")]
+public sealed record MeshLinks(IReadOnlyList<MeshLink> Links) : IClusterMessage;
+
 /// <summary>Asks for a device's whole netmap; the answer is sent to the device's entity, in order with its changes.</summary>
 [WireName("tailnet.send-netmap")]
 public sealed record SendNetMap(string TailnetId, string DeviceId) : ITailnetMessage;

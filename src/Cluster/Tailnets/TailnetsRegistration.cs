@@ -27,7 +27,7 @@ public static class TailnetsRegistration
         .WithShardRegion<TailnetActor>("tailnet",
             (_, _, resolver) => tailnetId => TailnetActor.PropsFor(tailnetId, persistence, resolver.GetService<TimeProvider>(),
                 resolver.GetService<Hosting.WeftSettings>()?.Control),
-            HashCodeMessageExtractor.Create(numberOfShards, message => (message as ITailnetMessage)?.TailnetId!),
+            HashCodeMessageExtractor.Create(numberOfShards, message => (Telemetry.Traced.Unwrap(message) as ITailnetMessage)?.TailnetId!),
             Remembered())
         .WithShardRegion<TailnetDirectoryActor>("tailnet-directory",
             (_, registry, _) => _ => TailnetDirectoryActor.PropsFor(registry.Get<TailnetActor>(), persistence),

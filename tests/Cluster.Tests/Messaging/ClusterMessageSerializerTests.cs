@@ -127,6 +127,12 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new Weft.Cluster.Audit.GetAuditLog("tn_abc", At, 100),
         new Weft.Cluster.Audit.AuditAppended("tn_abc", 12),
         new Weft.Cluster.Audit.AuditPage("tn_abc", [AuditSample], true),
+        new GetMesh("tn_abc"),
+        new MeshLinks([new MeshLink("dev_a", "dev_b")]),
+        Weft.Cluster.Sessions.CountSessions.Instance,
+        new Weft.Cluster.Sessions.SessionCount(12, false),
+        // A traced command travels as the command's wire name and JSON beside its trace parent.
+        new Weft.Cluster.Telemetry.Traced(new RenameDevice("tn_abc", "dev_a", "laptop-2"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
     ];
 
     // A property: the samples above are built first.

@@ -1,0 +1,101 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Weft.Cluster.Tailnets;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Api;
+
+/// <summary>
+/// The tailnet as a graph, for the console: <c>GET …/mesh</c> once, and <c>GET …/events</c> as a
+/// stream of server-sent events that sends the graph again whenever it changes (devices that join,
+/// go online or offline, change endpoints, or are expired or removed; policy edits that change who
+/// may reach whom). The stream looks each <see cref="Interval"/> and sends only what differs.
+/// </summary>
+public static class MeshEndpoints
+{
+    public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+    /// <summary>A comment line this often keeps proxies from closing a quiet stream.</summary>
+    private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(15);
+
+    public static void MapMeshEndpoints(this RouteGroupBuilder api)
+    {
+        var tailnet = api.MapGroup("/tailnets/{tailnet}");
+        tailnet.MapGet("/mesh", GetMesh);
+        tailnet.MapGet("/events", StreamEvents);
+    }
+
+    private static async Task<IResult> GetMesh(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        return Results.Json(await ReadMesh(http, refs, entry.TailnetId), AdminJson.Options);
+    }
+
+    private static async Task StreamEvents(HttpContext http, string tailnet, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet); // a wrong or foreign tailnet fails here, as JSON, before the stream starts
+        var response = http.Response;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-store";
+        response.Headers["X-Accel-Buffering"] = "no";
+        await response.Body.FlushAsync(http.RequestAborted);
+
+        string? last = null;
+        var quietSince = DateTimeOffset.UtcNow;
+        using var timer = new PeriodicTimer(Interval);
+        try
+        {
+            do
+            {
+                string? current;
+                try
+                {
+                    current = JsonSerializer.Serialize(await ReadMesh(http, refs, entry.TailnetId), AdminJson.Options);
+                }
+                catch (ApiException e) when (e.Code == ApiErrorCodes.NotFound)
+                {
+                    await response.WriteAsync($"event: gone\ndata: {JsonSerializer.Serialize(new ApiError(e.Code, e.Message), AdminJson.Options)}\n\n", http.RequestAborted);
+                    return;
+                }
+                catch (ApiException)
+                {
+                    current = null; // the cluster is busy or a node is moving: the next look sends it
+                }
+                if (current is not null && current != last)
+                {
+                    await response.WriteAsync($"event: mesh\ndata: {current}\n\n", http.RequestAborted);
+                    last = current;
+                    quietSince = DateTimeOffset.UtcNow;
+                }
+                else if (DateTimeOffset.UtcNow - quietSince >= Heartbeat)
+                {
+                    await response.WriteAsync(": still here\n\n", http.RequestAborted);
+                    quietSince = DateTimeOffset.UtcNow;
+                }
+                await response.Body.FlushAsync(http.RequestAborted);
+            } while (await timer.WaitForNextTickAsync(http.RequestAborted));
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The console closed the stream.
+        }
+    }
+
+    private static async Task<MeshResource> ReadMesh(HttpContext http, TailnetRefs refs, string tailnetId)
+    {
+        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http);
+        var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(tailnetId), http);
+        var links = await refs.Tailnets.AskFor<MeshLinks>(new GetMesh(tailnetId), http);
+        var byId = devices.Devices.ToDictionary(d => d.Device.DeviceId);
+        return new MeshResource(
+            devices.Devices.OrderBy(d => d.Device.Name, StringComparer.Ordinal).Select(d => MemberEndpoints.ToResource(d, users)).ToList(),
+            links.Links
+                .Where(l => byId.ContainsKey(l.A) && byId.ContainsKey(l.B))
+                .Select(l => new MeshLinkResource(l.A, l.B, ExpectedPath(byId[l.A], byId[l.B])))
+                .ToList());
+    }
+
+    private static string ExpectedPath(DeviceInfo a, DeviceInfo b) =>
+        !a.Online || !b.Online ? "offline"
+        : a.Device.Endpoints.Any() && b.Device.Endpoints.Any() ? "direct"
+        : "relayed";
+}

@@ -1,0 +1,55 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace Weft.Cluster.Telemetry;
+
+/// <summary>
+/// The coordinator's instruments (meter <c>Weft.Coordinator</c>), exported at <c>/metrics</c> with the
+/// relay's (<c>Weft.Relay</c>) and ASP.NET Core's (admin API requests by route and status, as
+/// <c>http_server_request_duration_seconds</c>). Every node exports its own: sum over nodes for the cluster.
+/// The names here are OpenTelemetry's; Prometheus sees dots as underscores, the unit as a suffix, and
+/// counters with <c>_total</c> (README, Metrics).
+/// </summary>
+public static class CoordinatorMetrics
+{
+    public const string MeterName = "Weft.Coordinator";
+
+    private static readonly Meter Meter = new(MeterName);
+
+    /// <summary>Bucket bounds for durations in seconds, from 1 ms to 10 s (the exporter's default bounds assume milliseconds).</summary>
+    private static readonly InstrumentAdvice<double> Seconds = new()
+    {
+        HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    };
+
+    /// <summary>Agents whose control session is registered on this node, by tailnet.</summary>
+    public static readonly UpDownCounter<long> AgentsConnected = Meter.CreateUpDownCounter<long>("weft.agents.connected", "{agent}",
+        "Agents with a registered control session on this node, by tailnet");
+
+    /// <summary>Netmap messages (deltas, and the full maps that start or resume a stream) written to agents' streams.</summary>
+    public static readonly Counter<long> NetmapDeltasSent = Meter.CreateCounter<long>("weft.netmap.deltas.sent", "{delta}",
+        "Netmap deltas (and full maps) written to agents' control streams on this node");
+
+    public static readonly Counter<long> NetmapDeltaBytes = Meter.CreateCounter<long>("weft.netmap.delta.bytes", "By",
+        "Bytes of the netmap messages written to agents' control streams, before sealing");
+
+    /// <summary>From the request to store an entity's events to the journal's acknowledgement, by entity type.</summary>
+    public static readonly Histogram<double> JournalWriteDuration = Meter.CreateHistogram<double>("weft.journal.write.duration", "s",
+        "Time from asking the journal to store an entity's events to its acknowledgement, by entity type", advice: Seconds);
+
+    public static readonly Counter<long> EntitiesStarted = Meter.CreateCounter<long>("weft.entities.started", "{entity}",
+        "Entities started (recovered from the journal) on this node, by type");
+
+    public static readonly Counter<long> EntitiesStopped = Meter.CreateCounter<long>("weft.entities.stopped", "{entity}",
+        "Entities stopped on this node, by type: passivated when idle, handed off to another node, or stopped after a storage failure");
+
+    public static readonly Histogram<double> PolicyCompileDuration = Meter.CreateHistogram<double>("weft.policy.compile.duration", "s",
+        "Time to compile a tailnet's policy for its devices", advice: Seconds);
+
+    public static KeyValuePair<string, object?> Tailnet(string? tailnetId) => new("tailnet", tailnetId ?? "");
+
+    public static KeyValuePair<string, object?> EntityType(string type) => new("entity", type);
+
+    /// <summary>Seconds since <paramref name="startTimestamp"/> (a <see cref="Stopwatch.GetTimestamp"/>).</summary>
+    public static double SecondsSince(long startTimestamp) => Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds;
+}

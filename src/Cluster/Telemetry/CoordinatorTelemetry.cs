@@ -1,0 +1,61 @@
+using Microsoft.AspNetCore.Builder;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace Weft.Cluster.Telemetry;
+
+/// <summary>Where telemetry goes besides <c>/metrics</c> (the <c>Weft:Telemetry</c> section).</summary>
+public sealed class TelemetrySettings
+{
+    /// <summary>
+    /// An OTLP collector (for example http://127.0.0.1:4317) that receives the traces and metrics;
+    /// none by default. The standard OTEL_EXPORTER_OTLP_* variables refine it (protocol, headers).
+    /// </summary>
+    public string? OtlpEndpoint { get; set; }
+
+    public IEnumerable<string> Problems(string prefix)
+    {
+        if (!string.IsNullOrWhiteSpace(OtlpEndpoint) && (!Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")))
+            yield return $"{prefix}:OtlpEndpoint must be an http(s):// address, not '{OtlpEndpoint}'";
+    }
+}
+
+/// <summary>
+/// OpenTelemetry for a coordinator node: the Weft meters, the relay's and ASP.NET Core's, exported for
+/// Prometheus at <c>/metrics</c>; traces from the admin API through the tailnet entity to the netmap
+/// fan-out (<see cref="CoordinatorTracing"/>); both over OTLP when an endpoint is configured.
+/// </summary>
+public static class CoordinatorTelemetry
+{
+    public const string MetricsPath = "/metrics";
+
+    public static IServiceCollection AddCoordinatorTelemetry(this IServiceCollection services, TelemetrySettings settings, string nodeName)
+    {
+        services.AddSingleton<ShardingStatistics>();
+        services.AddHostedService(s => s.GetRequiredService<ShardingStatistics>());
+        var otlp = string.IsNullOrWhiteSpace(settings.OtlpEndpoint) ? null : new Uri(settings.OtlpEndpoint);
+        services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("weft-coordinator", serviceInstanceId: nodeName))
+            .WithMetrics(metrics =>
+            {
+                metrics.AddMeter(CoordinatorMetrics.MeterName, Relay.RelayMetrics.MeterName)
+                    .AddAspNetCoreInstrumentation()
+                    // Each scrape reads the instruments now (the exporter would otherwise answer from a 300 ms cache).
+                    .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0);
+                if (otlp is not null) metrics.AddOtlpExporter(o => o.Endpoint = otlp);
+            })
+            .WithTracing(tracing =>
+            {
+                tracing.AddSource(CoordinatorTracing.SourceName)
+                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsScrapeOrProbe(http.Request.Path));
+                if (otlp is not null) tracing.AddOtlpExporter(o => o.Endpoint = otlp);
+            });
+        return services;
+    }
+
+    public static void MapMetrics(this WebApplication app) => app.MapPrometheusScrapingEndpoint(MetricsPath);
+
+    private static bool IsScrapeOrProbe(PathString path) =>
+        path.StartsWithSegments(MetricsPath) || path.StartsWithSegments(Api.HealthEndpoint.ClusterPath);
+}
