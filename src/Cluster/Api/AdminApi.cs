@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
@@ -19,7 +20,8 @@ public static class AdminApi
         app.UseRateLimiter();
         app.UseWhen(http => http.Request.Path.StartsWithSegments("/api"), api => api
             .UseMiddleware<ApiKeyAuthentication>()
-            .UseMiddleware<Audit.AuditTrail>());
+            .UseMiddleware<Audit.AuditTrail>()
+            .Use(WithTailnetAndDevice));
 
         app.MapHealthEndpoints();
         var v1 = app.MapGroup("/api/v1");
@@ -34,5 +36,13 @@ public static class AdminApi
         app.MapFallback((HttpContext http) =>
             throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));
         return app;
+    }
+
+    /// <summary>What a request logs carries the tailnet and device it addresses (as the path names them).</summary>
+    private static async Task WithTailnetAndDevice(HttpContext http, Func<Task> next)
+    {
+        using var tailnet = http.GetRouteValue("tailnet") is string t ? Serilog.Context.LogContext.PushProperty(Hosting.CoordinatorLogging.TailnetProperty, t) : null;
+        using var device = http.GetRouteValue("device") is string d ? Serilog.Context.LogContext.PushProperty(Hosting.CoordinatorLogging.DeviceProperty, d) : null;
+        await next();
     }
 }

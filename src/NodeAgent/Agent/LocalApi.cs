@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Tunnels;
 
@@ -57,7 +58,7 @@ public sealed class LocalApi : IAsyncDisposable
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(10);
     /// <summary>How long <c>up</c> and <c>login</c> wait for the coordinator's answer before they say where the agent stands.</summary>
     private static readonly TimeSpan LoginWait = TimeSpan.FromSeconds(30);
-    private static readonly string[] Commands = ["status", "prefs", "netcheck", "dns", "ping", "up", "login", "set", "down", "logout", "rotate-node-key"];
+    private static readonly string[] Commands = ["status", "prefs", "netcheck", "dns", "metrics", "ping", "up", "login", "set", "down", "logout", "rotate-node-key"];
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -99,13 +100,20 @@ public sealed class LocalApi : IAsyncDisposable
             kestrel.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
             kestrel.ListenUnixSocket(path);
         });
+        // The agent's metrics (AgentMetrics), as Prometheus text at /localapi/v0/metrics.
+        builder.Services.AddSingleton(_ => new AgentMetrics(daemon));
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(AgentMetrics.MeterName)
+            .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
         var app = builder.Build();
+        app.Services.GetRequiredService<AgentMetrics>(); // its instruments exist from the start
         var api = new LocalApi(daemon, app, path);
         app.Use(api.OnlyOwner);
         app.MapGet(PathPrefix + "status", () => api.Reply(api.Status()));
         app.MapGet(PathPrefix + "prefs", () => api.Reply(Task.FromResult<object>(daemon.Prefs)));
         app.MapGet(PathPrefix + "netcheck", () => api.Reply(api.Netcheck()));
         app.MapGet(PathPrefix + "dns", () => api.Reply(Task.FromResult(daemon.DnsStatus)));
+        app.MapPrometheusScrapingEndpoint(PathPrefix + "metrics");
         app.MapPost(PathPrefix + "ping", (Delegate)((HttpContext http) => api.WithBody<PingRequest>(http, api.Ping)));
         app.MapPost(PathPrefix + "up", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
         app.MapPost(PathPrefix + "login", (Delegate)((HttpContext http) => api.WithBody<PrefsChange>(http, api.LogIn)));
@@ -115,7 +123,7 @@ public sealed class LocalApi : IAsyncDisposable
         app.MapPost(PathPrefix + "rotate-node-key", () => api.Reply(Task.FromResult<object>(api.RotateNodeKey())));
         app.MapFallback((HttpContext http) => Results.Json(
             http.Request.Path.StartsWithSegments(PathPrefix.TrimEnd('/'), out var command) && Commands.Contains(command.Value?.TrimStart('/') ?? "")
-                ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs, netcheck and dns are GET; the rest POST)")
+                ? new LocalApiError("wrong_method", $"{http.Request.Method} is not how {http.Request.Path} is asked (status, prefs, netcheck, dns and metrics are GET; the rest POST)")
                 : new LocalApiError("unknown_command", $"unknown command '{Truncate(http.Request.Path.Value ?? "")}'; the commands are {PathPrefix}{{{string.Join(", ", Commands)}}}"),
             Json, statusCode: StatusCodes.Status404NotFound));
         await app.StartAsync();
@@ -202,10 +210,9 @@ public sealed class LocalApi : IAsyncDisposable
     {
         var status = await _daemon.Control.Ask<AgentStatus>(GetAgentStatus.Instance, AskTimeout);
         if (_daemon.DataPlane is not { } plane) return status;
-        var tunnels = (await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels
-            .ToDictionary(t => "nodekey:" + t.PublicKey);
+        var tunnels = (await plane.Ask<TunnelStatsReply>(GetTunnelStats.Instance, AskTimeout)).Tunnels;
         var routing = await plane.Ask<RoutingStatus>(GetRoutingStatus.Instance, AskTimeout);
-        return status with { Peers = [.. status.Peers.Select(p => p with { Tunnel = tunnels.GetValueOrDefault(p.NodeKey) })], Routing = routing };
+        return status.WithTunnels(tunnels) with { Routing = routing };
     }
 
     private async Task<object> Netcheck() => _daemon.DataPlane is not { } plane

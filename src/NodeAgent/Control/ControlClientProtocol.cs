@@ -155,6 +155,13 @@ public sealed record AgentStatus(
 {
     /// <summary>What the data plane routes through the tunnel: the exit node in use and the installed routes (filled in by the local API).</summary>
     public Agent.RoutingStatus? Routing { get; init; }
+
+    /// <summary>Each peer with its WireGuard tunnel (matched by node key), from the data plane's statistics.</summary>
+    public AgentStatus WithTunnels(IEnumerable<Tunnels.TunnelStats> tunnels)
+    {
+        var byKey = tunnels.ToDictionary(t => "nodekey:" + t.PublicKey);
+        return this with { Peers = [.. Peers.Select(p => p with { Tunnel = byKey.GetValueOrDefault(p.NodeKey) })] };
+    }
 }
 
 public sealed record PeerStatus(

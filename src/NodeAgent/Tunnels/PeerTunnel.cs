@@ -236,6 +236,7 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         _retransmitAt = 0;
         _attempts = 0;
         _peer.LastHandshake = _device.Clock.WallNow;
+        _peer.CountHandshake();
     }
 
     private void OnTimers()

@@ -86,6 +86,9 @@ public sealed record TunnelStats(string PublicKey, string? Endpoint, DateTimeOff
 
     /// <summary>The largest inner packet the path carries (path MTU probing may prove more than the configured MTU).</summary>
     public int Mtu { get; init; }
+
+    /// <summary>Handshakes completed with this peer since its tunnel was set up.</summary>
+    public long Handshakes { get; init; }
 }
 
 public sealed record TunnelStatsReply(IReadOnlyList<TunnelStats> Tunnels);

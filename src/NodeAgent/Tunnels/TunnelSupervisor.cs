@@ -90,6 +90,7 @@ public sealed class TunnelSupervisor : UntypedActor
                     {
                         Path = p.Endpoint is null ? "none" : p.Endpoint.IsRelay ? "relay" : "direct",
                         Mtu = _device.PathMtuOf(p),
+                        Handshakes = p.HandshakesCompleted,
                     }).ToList()));
                 break;
             case Rekey:

@@ -54,7 +54,7 @@ public sealed class Peer
     private volatile Keypair? _next;
     private Keypair? _previous;
     private int _handshakeRequested;
-    private long _rxBytes, _txBytes;
+    private long _rxBytes, _txBytes, _handshakesCompleted;
 
     // Timer inputs (EngineClock milliseconds; 0 = never).
     private long _lastAuthenticatedSent, _lastAuthenticatedReceived;
@@ -211,6 +211,11 @@ public sealed class Peer
 
     /// <summary>Wall time of the last completed handshake, for <c>wg show</c>.</summary>
     public DateTimeOffset? LastHandshake { get; internal set; }
+
+    /// <summary>Handshakes completed with this peer (either side initiating), for the agent's metrics.</summary>
+    public long HandshakesCompleted => Interlocked.Read(ref _handshakesCompleted);
+
+    internal void CountHandshake() => Interlocked.Increment(ref _handshakesCompleted);
 
     public int StagedCount => Volatile.Read(ref _stagedCount);
 

@@ -82,6 +82,12 @@ public sealed class AgentDaemonTests : IAsyncDisposable
         Assert.DoesNotContain(firstKey, savedPrefs);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_state, AgentPrefsFile.FileName)));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_state, LocalApi.SocketName)));
+        // Its metrics: Prometheus text on the same socket (without tunnels, no per-peer counters).
+        using (var local = LocalApi.Client(_state))
+        {
+            var metrics = await local.GetStringAsync("metrics");
+            Assert.Matches("""weft_agent_control_connected(\{[^}]*\})? 1""", metrics);
+        }
 
         // down: no stream; the coordinator sees the device go offline.
         var (_, down) = await Ask("down");

@@ -67,6 +67,14 @@ public sealed class AdminConsoleBrowserTests(ITestOutputHelper output)
             foreach (var hostname in new[] { "browser-one", "browser-two", "browser-three" })
                 await Assertions.Expect(page.Locator($"#devices tr[data-hostname='{hostname}'] [data-status]")).ToHaveAttributeAsync("data-status", "online");
 
+            // The cluster view: this one node, the three agents connected to it, and its tailnet and device entities.
+            await page.ClickAsync("#nav-cluster");
+            var node = page.Locator("#cluster-nodes tbody tr");
+            await Assertions.Expect(node).ToHaveCountAsync(1);
+            await Assertions.Expect(node.Locator("td").Nth(2)).ToHaveTextAsync("3");
+            await Assertions.Expect(page.Locator("#cluster-nodes thead")).ToContainTextAsync("device shards / entities");
+            await page.GoBackAsync();
+
             // The policy editor checks as one types: the bad action (deny) is reported at its line (3).
             await page.ClickAsync("nav.tabs >> text=Policy");
             await page.FillAsync("#policy-text", BadPolicy);

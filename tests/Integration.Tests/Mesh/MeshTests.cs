@@ -199,6 +199,11 @@ public class MeshTests
         var socket = Path.Combine(x.StateDirectory, "weft-agent.sock");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket));
         Assert.Contains("\"state\": \"running\"", Curl(socket, "GET", "status"));
+        // The agent's metrics, as Prometheus text: per peer the path, bytes each way and handshakes (x has reached y).
+        var metrics = Curl(socket, "GET", "metrics");
+        Assert.Matches("""weft_agent_peer_handshakes_total\{[^}]*peer="y"[^}]*\} [1-9]""", metrics);
+        Assert.Matches("""weft_agent_peer_received_bytes_total\{[^}]*path="(direct|relay)"[^}]*\} [1-9]""", metrics);
+        Assert.Matches("""weft_agent_control_connected(\{[^}]*\})? 1""", metrics);
         Assert.Contains("\"code\": \"unknown_command\"", Curl(socket, "GET", "fly"));
         Assert.Contains("\"code\": \"malformed_request\"", Curl(socket, "POST", "up", "{\"loginServer\": "));
         Assert.Contains("\"code\": \"malformed_request\"", Curl(socket, "POST", "ping", "{\"count\":1000,\"target\":\"y\"}"));

@@ -159,6 +159,7 @@ async function renderTailnets() {
   const rows = state.tailnets.map((t) => h("tr", {},
     h("td", {}, h("a", { href: "#/tailnets/" + enc(t.name) }, t.name)), h("td", {}, h("code", {}, t.id)), h("td", {}, when(t.createdAt))));
   const name = h("input", { id: "new-tailnet-name", required: true, pattern: "[a-z0-9][a-z0-9\\-]*", "aria-label": "New tailnet name" });
+  refreshWhileShown(renderTailnets);
   view.replaceChildren(
     h("h2", {}, "Tailnets"),
     state.operator ? h("form", {
@@ -230,6 +231,19 @@ function startLive(tailnet, onMesh) {
 function stopLive() {
   state.live?.abort();
   state.live = null;
+  clearTimeout(state.refresh);
+}
+
+/** Pages without an event stream (the tailnet list, the cluster) are read again every few seconds while shown. */
+function refreshWhileShown(render) {
+  const shown = location.hash;
+  state.refresh = setTimeout(async () => {
+    if (location.hash !== shown || !state.key) return;
+    // Never under someone's hands: a form being filled in waits for the next look.
+    const typing = [...view.querySelectorAll("input, select, textarea")].some((e) => e === document.activeElement || (e.type !== "checkbox" && e.value));
+    if (typing) return refreshWhileShown(render);
+    try { await render(); } catch { /* the next look, or a navigation, shows it */ }
+  }, 5000);
 }
 
 // ------------------------------------------------------------------ devices
@@ -503,6 +517,7 @@ async function renderApiKeys() {
 async function renderCluster() {
   const cluster = await api("/cluster");
   const types = [...new Set(cluster.nodes.flatMap((n) => n.shards.map((c) => c.entityType)))].sort();
+  refreshWhileShown(renderCluster);
   view.replaceChildren(h("h2", {}, "Cluster"),
     h("p", {}, "Leader: ", h("code", {}, cluster.leader ?? "none")),
     h("table", { id: "cluster-nodes" },
