@@ -77,6 +77,7 @@ public sealed class CoordinatorNode : IAsyncDisposable
         // Several nodes share this host, with ports picked in advance: relays would take ports of their
         // own and could collide with them. These clusters run no relay (agents connect directly).
         info.Environment["Weft__Relay__Embedded"] = "false";
+        info.Environment["Weft__Telemetry__Canary"] = "false"; // the lab counts sessions and devices exactly
         // WEFT_LAB_LOG=Information (or Debug) shows more of what the nodes do when a lab run needs a closer look.
         info.Environment["Serilog__MinimumLevel__Default"] = Environment.GetEnvironmentVariable("WEFT_LAB_LOG") ?? "Warning";
         foreach (var (key, value) in _environment) info.Environment[key] = value;

@@ -46,6 +46,13 @@ public static class CoordinatorMetrics
     public static readonly Histogram<double> PolicyCompileDuration = Meter.CreateHistogram<double>("weft.policy.compile.duration", "s",
         "Time to compile a tailnet's policy for its devices", advice: Seconds);
 
+    /// <summary>From a canary device's endpoint change to its peer holding it (<see cref="PropagationCanary"/>).</summary>
+    public static readonly Histogram<double> CanaryPropagationDuration = Meter.CreateHistogram<double>("weft.canary.propagation.duration", "s",
+        "Time from this node's canary device reporting a new endpoint to its canary peer holding it: the whole path of an agent's change", advice: Seconds);
+
+    public static readonly Counter<long> CanaryProbes = Meter.CreateCounter<long>("weft.canary.probes", "{probe}",
+        "Canary changes by outcome: delivered to the peer, or missed (not there when the next was sent)");
+
     public static KeyValuePair<string, object?> Tailnet(string? tailnetId) => new("tailnet", tailnetId ?? "");
 
     public static KeyValuePair<string, object?> EntityType(string type) => new("entity", type);

@@ -14,10 +14,18 @@ public sealed class TelemetrySettings
     /// </summary>
     public string? OtlpEndpoint { get; set; }
 
+    /// <summary>Runs the propagation canary (<see cref="PropagationCanary"/>): two agents of this node in the tailnet <c>weft-canary</c>.</summary>
+    public bool Canary { get; set; } = true;
+
+    /// <summary>How often the canary makes a change (and so how often a missed one is noticed).</summary>
+    public double CanaryIntervalSeconds { get; set; } = 10;
+
     public IEnumerable<string> Problems(string prefix)
     {
         if (!string.IsNullOrWhiteSpace(OtlpEndpoint) && (!Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")))
             yield return $"{prefix}:OtlpEndpoint must be an http(s):// address, not '{OtlpEndpoint}'";
+        if (!(CanaryIntervalSeconds >= 0.1 && CanaryIntervalSeconds <= 3600))
+            yield return $"{prefix}:CanaryIntervalSeconds must be between 0.1 and 3600, not {CanaryIntervalSeconds}";
     }
 }
 
@@ -34,6 +42,8 @@ public static class CoordinatorTelemetry
     {
         services.AddSingleton<ShardingStatistics>();
         services.AddHostedService(s => s.GetRequiredService<ShardingStatistics>());
+        if (settings.Canary && OperatingSystem.IsLinux())
+            PropagationCanary.Register(services, settings, nodeName);
         var otlp = string.IsNullOrWhiteSpace(settings.OtlpEndpoint) ? null : new Uri(settings.OtlpEndpoint);
         services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("weft-coordinator", serviceInstanceId: nodeName))

@@ -147,6 +147,7 @@ internal sealed partial class LocalCoordinator : IAsyncDisposable
             info.ArgumentList.Add(arg);
         info.Environment["Weft__BootstrapOperatorKey"] = operatorKey;
         info.Environment["Weft__Relay__Embedded"] = "false";
+        info.Environment["Weft__Telemetry__Canary"] = "false"; // the fleet is the measurement; per-device memory counts only its sessions
         // Every simulated node connects from 127.0.0.1 and joins with its tailnet's one key; a real fleet does neither.
         info.Environment["Weft__Control__ConnectsPerSecondPerAddress"] = "0";
         info.Environment["Weft__Control__RegistrationsPerSecondPerAuthKey"] = "0";

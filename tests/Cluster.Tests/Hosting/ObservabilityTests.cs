@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Net.Http.Json;
 using System.Net;
 using System.Text.RegularExpressions;
+using Akka.Actor;
+using Microsoft.Extensions.DependencyInjection;
 using Weft.Cluster.Tests.Support;
 using Weft.ClusterLab;
 using Weft.Contracts.Admin;
@@ -168,6 +170,51 @@ public sealed partial class ObservabilityTests
         {
             data.Delete(recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task The_canary_measures_propagation_and_is_replaced_when_its_agent_is_killed_and_found_again_after_a_restart()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        KeyValuePair<string, string?>[] withCanary = [new("Weft:Telemetry:Canary", "true"), new("Weft:Telemetry:CanaryIntervalSeconds", "0.5")];
+        const string delivered = "outcome=\"delivered\"";
+        string canaryTailnet;
+        await using (var coordinator = await TestCoordinator.StartAsync(storage, withCanary))
+        {
+            var anonymous = TestCoordinator.NewClient(coordinator.Api, apiKey: null);
+            var measured = await Eventually.Until(() => Scrape(anonymous),
+                m => m.Value("weft_canary_probes_total", delivered) >= 3 && m.Value("weft_canary_propagation_duration_seconds_count") >= 3,
+                "the canary's changes reach its peer and are timed");
+            Assert.True(measured.Value("weft_canary_propagation_duration_seconds_sum") > 0);
+
+            // Its tailnet is the operator's to see: two ephemeral devices online, the key that registered them revoked.
+            canaryTailnet = Assert.Single((await coordinator.Http.ListTailnets()).Tailnets, t => t.Name == "weft-canary").Id;
+            var devices = (await coordinator.Http.ListDevices(canaryTailnet)).Devices;
+            Assert.Equal(2, devices.Count);
+            Assert.All(devices, d => Assert.True(d.Online && d.Ephemeral && d.Os == "weft-canary"));
+            var keys = await (await coordinator.Http.GetAsync($"/api/v1/tailnets/{canaryTailnet}/auth-keys")).ReadAs<AuthKeyListResource>(HttpStatusCode.OK);
+            Assert.All(keys.AuthKeys, k => Assert.True(k.Revoked));
+
+            // Kill the sending agent: its changes stop arriving, the canary counts them missed, and a new pair measures again.
+            var system = coordinator.Services.GetRequiredService<ActorSystem>();
+            var sender = await system.ActorSelection("/user/weft-canary-1-a").ResolveOne(TimeSpan.FromSeconds(5));
+            system.Stop(sender);
+            var deliveredBefore = (await Scrape(anonymous)).Value("weft_canary_probes_total", delivered);
+            await Eventually.Until(() => Scrape(anonymous), m => m.Value("weft_canary_probes_total", "outcome=\"missed\"") >= 3, "the killed agent's changes counted missed");
+            await Eventually.Until(() => Scrape(anonymous), m => m.Value("weft_canary_probes_total", delivered) >= deliveredBefore + 3,
+                "a new canary pair delivers again");
+            await system.ActorSelection("/user/weft-canary-2-a").ResolveOne(TimeSpan.FromSeconds(5)); // the second pair
+            await Assert.ThrowsAsync<ActorNotFoundException>(() => system.ActorSelection("/user/weft-canary-1-b").ResolveOne(TimeSpan.FromSeconds(1)));
+            // The new pair is online; the old receiver logged out, and the killed sender waits for its ephemeral timeout.
+            var online = (await coordinator.Http.ListDevices(canaryTailnet)).Devices.Where(d => d.Online).ToList();
+            Assert.Equal(2, online.Count);
+        }
+
+        // A restarted node finds its canary tailnet again (no second one) and measures.
+        await using var restarted = await TestCoordinator.StartAsync(storage, withCanary);
+        var client = TestCoordinator.NewClient(restarted.Api, apiKey: null);
+        await Eventually.Until(() => Scrape(client), m => m.Value("weft_canary_probes_total", delivered) >= 1, "the restarted node's canary delivers");
+        Assert.Equal(canaryTailnet, Assert.Single((await restarted.Http.ListTailnets()).Tailnets, t => t.Name == "weft-canary").Id);
     }
 
     private static async Task<Scraped> Scrape(HttpClient http)

@@ -43,6 +43,8 @@ public sealed class TestCoordinator : IAsyncDisposable
             ["Weft:Cluster:Port"] = "0",
             ["Weft:BootstrapOperatorKey"] = OperatorKey,
             ["Serilog:MinimumLevel:Default"] = "Warning",
+            // A test counts its own devices, agents and tailnets; the canary runs only where a test asks for it.
+            ["Weft:Telemetry:Canary"] = "false",
         };
         foreach (var (key, value) in storage.Settings.Concat(extra ?? [])) settings[key] = value;
 
