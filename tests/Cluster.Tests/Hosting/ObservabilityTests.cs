@@ -23,7 +23,9 @@ public sealed partial class ObservabilityTests
     public async Task Metrics_are_prometheus_text_and_each_moves_with_the_action_that_should_move_it()
     {
         await using var storage = TestStorage.NewSqlite();
-        await using var coordinator = await TestCoordinator.StartAsync(storage);
+        // Machine entities passivate after 2 s idle here (1 min shipped): a passivation to count.
+        using var tuning = TestTuning.With("weft.sharding.machine-passivate-idle-after = 2s");
+        await using var coordinator = await TestCoordinator.StartAsync(storage, [tuning.Setting]);
         await using var agents = new AgentSystem();
         var anonymous = TestCoordinator.NewClient(coordinator.Api, apiKey: null);
         var before = await Scrape(anonymous);
@@ -58,6 +60,11 @@ public sealed partial class ObservabilityTests
         // Admin API requests by route and status (ASP.NET Core's own instrument).
         Assert.True(after.Value("http_server_request_duration_seconds_count", "http_response_status_code=\"201\"", "http_route=\"/api/v1/tailnets/\"") >= 1,
             after.Lines("http_server_request_duration_seconds_count"));
+
+        // Idle machine entities passivate, and are counted stopped.
+        await Eventually.Until(() => Scrape(anonymous),
+            m => m.Value("weft_entities_stopped_total", "entity=\"machine-index\"") >= before.Value("weft_entities_stopped_total", "entity=\"machine-index\"") + 1,
+            "an idle machine entity passivated");
 
         // An agent that leaves is no longer counted.
         await second.Stop();
