@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping bind9-dnsutils util-linux stun-client coturn curl dpkg-dev fakeroot chromium
+scripts/ensure-packages.sh postgresql python3 wireguard-go wireguard-tools iperf3 iproute2 nftables iputils-ping bind9-dnsutils util-linux stun-client coturn curl dpkg-dev fakeroot chromium nodejs
+# npm comes with some nodejs builds (NodeSource's provides it); only a nodejs without it needs Debian's npm package.
+command -v npm >/dev/null || scripts/ensure-packages.sh npm
 
 source scripts/postgres-test-server.sh
 source scripts/lab-cleanup.sh

@@ -10,6 +10,8 @@ public static class AdminApi
     public static IServiceCollection AddAdminApi(this IServiceCollection services, Hosting.ApiSettings settings) => services
         .AddSingleton<TailnetRefs>()
         .AddSingleton<IdempotentCreation>()
+        .AddSingleton<Identity.ProviderDiscovery>()
+        .AddHttpClient()
         .AddCoordinatorHealthChecks().Services
         .AddAdminRateLimit(settings);
 
@@ -28,6 +30,7 @@ public static class AdminApi
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();
         v1.MapPolicyEndpoints();
+        v1.MapSsoEndpoints();
         v1.MapApiKeyEndpoints();
         v1.MapAuditEndpoints();
         v1.MapMeshEndpoints();

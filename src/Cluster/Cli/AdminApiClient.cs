@@ -47,6 +47,8 @@ public sealed class AdminApiClient : IDisposable
 
     public Task<JsonElement> PatchAsync(string path, object body) => SendAsync(HttpMethod.Patch, path, body);
 
+    public Task<JsonElement> PutAsync(string path, object body) => SendAsync(HttpMethod.Put, path, body);
+
     public Task<JsonElement> DeleteAsync(string path) => SendAsync(HttpMethod.Delete, path, null);
 
     /// <summary>A text resource (the policy), as the server wrote it.</summary>

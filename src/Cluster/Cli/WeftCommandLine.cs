@@ -153,7 +153,67 @@ public static class WeftCommandLine
                 Console.WriteLine($"deleted tailnet {which}");
         }));
 
-        foreach (var command in new[] { create, list, get, set, rename, delete }) tailnet.Add(command);
+        foreach (var command in new[] { create, list, get, set, rename, delete, SsoCommands(client, Which) }) tailnet.Add(command);
         return tailnet;
+    }
+
+    /// <summary>The environment variable <c>weft tailnet sso set</c> reads the client secret from (a flag would leave it in the shell's history).</summary>
+    public const string ClientSecretVariable = "WEFT_OIDC_CLIENT_SECRET";
+
+    private static Command SsoCommands(ClientOptions client, Func<Argument<string>> which)
+    {
+        var sso = new Command("sso", "The tailnet's OpenID Connect provider: how its people sign in");
+        static string PathOf(ParseResult parse, Argument<string> tailnet) => $"/api/v1/tailnets/{Uri.EscapeDataString(parse.GetValue(tailnet)!)}/sso";
+
+        var set = new Command("set", $"Set (or replace) the tailnet's provider; the client secret comes from ${ClientSecretVariable} or --client-secret-file");
+        var setWhich = which();
+        var issuer = new Option<string>("--issuer") { Description = "The provider's issuer URL (https), e.g. https://accounts.google.com", Required = true };
+        var clientId = new Option<string>("--client-id") { Description = "The client id Weft has at the provider", Required = true };
+        var secretFile = new Option<FileInfo?>("--client-secret-file") { Description = $"A file holding the client secret (else ${ClientSecretVariable})" };
+        var domains = new Option<string[]>("--allowed-domain") { Description = "An email domain whose users may sign in (repeat; none: any)" };
+        var groups = new Option<string[]>("--allowed-group") { Description = "A group whose members may sign in (repeat; none: any)" };
+        var groupsClaim = new Option<string?>("--groups-claim") { Description = $"The ID token claim that lists the user's groups (default {Tailnets.SsoSettings.DefaultGroupsClaim})" };
+        var scopes = new Option<string[]>("--scope") { Description = $"A scope to ask for (repeat; default {string.Join(" ", Tailnets.SsoSettings.DefaultScopes)})" };
+        set.Add(setWhich); set.Add(issuer); set.Add(clientId); set.Add(secretFile); set.Add(domains); set.Add(groups); set.Add(groupsClaim); set.Add(scopes);
+        set.SetAction(parse => client.Run(parse, async api =>
+        {
+            var secret = parse.GetValue(secretFile) is { } file ? File.ReadAllText(file.FullName).Trim() : Environment.GetEnvironmentVariable(ClientSecretVariable);
+            if (string.IsNullOrEmpty(secret))
+                throw new AdminApiError(0, ApiErrorCodes.InvalidRequest, $"the client secret is missing: set ${ClientSecretVariable} or give --client-secret-file");
+            var request = new SetSsoRequest(parse.GetValue(issuer)!, parse.GetValue(clientId)!, secret, parse.GetValue(domains), parse.GetValue(groups),
+                parse.GetValue(groupsClaim), parse.GetValue(scopes) is { Length: > 0 } asked ? asked : null);
+            PrintSso(client, parse, await api.PutAsync(PathOf(parse, setWhich), request));
+        }));
+
+        var show = new Command("show", "Show the tailnet's provider (never its secret)");
+        var showWhich = which();
+        show.Add(showWhich);
+        show.SetAction(parse => client.Run(parse, async api => PrintSso(client, parse, await api.GetAsync(PathOf(parse, showWhich)))));
+
+        var clear = new Command("clear", "Remove the tailnet's provider");
+        var clearWhich = which();
+        clear.Add(clearWhich);
+        clear.SetAction(parse => client.Run(parse, async api =>
+        {
+            await api.DeleteAsync(PathOf(parse, clearWhich));
+            if (!client.Json(parse, JsonDocument.Parse("""{"removed":true}""").RootElement))
+                Console.WriteLine($"removed the identity provider of tailnet {parse.GetValue(clearWhich)}");
+        }));
+
+        foreach (var command in new[] { set, show, clear }) sso.Add(command);
+        return sso;
+    }
+
+    private static void PrintSso(ClientOptions client, ParseResult parse, JsonElement sso)
+    {
+        if (client.Json(parse, sso)) return;
+        static string List(JsonElement e, string name) =>
+            e.GetProperty(name).GetArrayLength() == 0 ? "(any)" : string.Join(", ", e.GetProperty(name).EnumerateArray().Select(v => v.GetString()));
+        Console.WriteLine($"issuer:          {sso.GetProperty("issuer").GetString()}");
+        Console.WriteLine($"client id:       {sso.GetProperty("clientId").GetString()}   (secret stored, never shown)");
+        Console.WriteLine($"allowed domains: {List(sso, "allowedDomains")}");
+        Console.WriteLine($"allowed groups:  {List(sso, "allowedGroups")}");
+        Console.WriteLine($"groups claim:    {sso.GetProperty("groupsClaim").GetString()}");
+        Console.WriteLine($"scopes:          {string.Join(" ", sso.GetProperty("scopes").EnumerateArray().Select(v => v.GetString()))}");
     }
 }

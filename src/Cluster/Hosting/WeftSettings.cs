@@ -72,6 +72,13 @@ public sealed class ApiSettings
     /// <summary>Admin API requests one API key may make per second, from any address, twice that in a burst; 0: no limit.</summary>
     public double RequestsPerSecondPerKey { get; set; } = 100;
 
+    /// <summary>
+    /// Tailnet admins may name an identity provider on this machine's loopback (plain http). Off by
+    /// default: the coordinator reads a provider's discovery document when it is set, and a provider
+    /// address on loopback would let a tenant probe the coordinator host's local services. Tests turn it on.
+    /// </summary>
+    public bool AllowLoopbackIdentityProviders { get; set; }
+
     public IEnumerable<string> Problems(string prefix)
     {
         if (!(RequestsPerSecondPerAddress >= 0)) yield return $"{prefix}:RequestsPerSecondPerAddress must be 0 (no limit) or more, not {RequestsPerSecondPerAddress}";

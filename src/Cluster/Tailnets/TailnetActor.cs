@@ -122,6 +122,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 .SelectMany(a => Engine.VisiblePeers(a).Where(b => string.CompareOrdinal(a, b) < 0).Select(b => new MeshLink(a, b)))
                 .ToList()),
             GetPolicy => state.PolicyInfo(),
+            GetSso => state.SsoInfo(),
             ValidatePolicy validate => state.Validate(validate.Text),
             CheckAccess check => state.CheckAccess(check),
             _ => null!,
@@ -133,6 +134,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         CreateTailnet or ChangeTailnetSettings => stateAfter.ToInfo(),
         SetPolicy => stateAfter.PolicyInfo(),
+        SetSso or RemoveSso => stateAfter.SsoInfo(),
         DeleteTailnet => new TailnetDeletedAck(stateAfter.TailnetId),
         CreateUser c => new UserInfo(stateAfter.Users[c.UserId]),
         DeleteUser c => new UserInfo(new TailnetUser(c.UserId, "", default)),
@@ -172,6 +174,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 break;
             case PolicyChanged changed:
                 Log.Info("Policy version {0} in force", changed.Version);
+                break;
+            case SsoConfigured configured:
+                Log.Info("Sign-in through {0} (client {1}) configured", configured.Settings.Issuer, configured.Settings.ClientId);
+                break;
+            case SsoRemoved:
+                Log.Info("Sign-in through an identity provider removed");
                 break;
         }
     }

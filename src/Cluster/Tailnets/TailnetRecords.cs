@@ -32,6 +32,7 @@ public static class TailnetRecords
                 Users = { s.Users.Values.Select(ToStored) }, AuthKeys = { s.AuthKeys.Values.Select(ToStored) },
                 Devices = { s.Devices.Values.Select(ToStored) }, NextAddressOffset = s.NextAddressOffset,
                 PolicyVersion = s.PolicyVersion, PolicyUpdatedAt = s.PolicyUpdatedAt?.ToStored(),
+                Sso = s.Sso is null ? null : ToStored(s.Sso),
             }.WithPolicyText(s.PolicyText),
             p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
             {
@@ -42,7 +43,10 @@ public static class TailnetRecords
                 PolicyText = p.HasPolicyText ? p.PolicyText : null,
                 PolicyVersion = p.PolicyVersion == 0 ? 1 : p.PolicyVersion,
                 PolicyUpdatedAt = p.PolicyUpdatedAt?.ToTime(),
+                Sso = p.Sso is null ? null : FromStored(p.Sso),
             })
+        .Add<SsoConfigured, Stored.SsoConfigured>("tn.sso-configured", e => new() { Settings = ToStored(e.Settings) }, p => new(FromStored(p.Settings)))
+        .Add<SsoRemoved, Stored.SsoRemoved>("tn.sso-removed", _ => new(), _ => new())
         .Add<PolicyChanged, Stored.PolicyChanged>("tn.policy-changed",
             e => new() { Text = e.Text, Version = e.Version, At = e.At.ToStored() },
             p => new(p.Text, p.Version, p.At.ToTime()))
@@ -164,6 +168,15 @@ public static class TailnetRecords
     private static DirectoryEntry FromStored(Stored.DirectoryEntry stored) => new(
         stored.TailnetId, stored.Name, stored.CreatedAt.ToTime(), (DirectoryPhase)stored.Phase,
         FromStored(stored.InitialSettings), stored.RemovalRequestedAt.ToOptionalTime());
+
+    private static Stored.SsoSettings ToStored(SsoSettings sso) => new()
+    {
+        Issuer = sso.Issuer, ClientId = sso.ClientId, ClientSecret = sso.ClientSecret, AllowedDomains = { sso.AllowedDomains }, AllowedGroups = { sso.AllowedGroups },
+        GroupsClaim = sso.GroupsClaim, Scopes = { sso.Scopes },
+    };
+
+    private static SsoSettings FromStored(Stored.SsoSettings stored) =>
+        new(stored.Issuer, stored.ClientId, stored.ClientSecret, [.. stored.AllowedDomains], [.. stored.AllowedGroups], stored.GroupsClaim, [.. stored.Scopes]);
 
     private static Stored.TailnetSnapshot WithPolicyText(this Stored.TailnetSnapshot snapshot, string? text)
     {

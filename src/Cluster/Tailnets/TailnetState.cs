@@ -15,7 +15,7 @@ public enum TailnetLifecycle
 /// One tailnet's state and its pure logic: <see cref="Process"/> decides, <see cref="Apply"/> evolves.
 /// The tailnet's name lives in the <see cref="TailnetDirectoryState">directory</see>, the single
 /// writer that keeps names unique across all tenants. Users, auth keys and the device index are in
-/// TailnetState.Members.cs.
+/// TailnetState.Members.cs; the identity provider in TailnetState.Sso.cs.
 /// </summary>
 public sealed partial record TailnetState(
     string TailnetId,
@@ -43,6 +43,7 @@ public sealed partial record TailnetState(
         {
             ChangeTailnetSettings change => ChangeSettings(change),
             SetPolicy policy => SetPolicyDecision(policy),
+            SetSso or RemoveSso => SsoDecision(command),
             _ => ProcessMembers(command),
         };
     }
@@ -56,6 +57,7 @@ public sealed partial record TailnetState(
         KeylessRegistrationChanged changed => this with { Settings = Settings with { KeylessRegistration = changed.Allowed } },
         TailnetDeleted => this with { Lifecycle = TailnetLifecycle.Deleted },
         PolicyChanged changed => ApplyPolicy(changed),
+        SsoConfigured or SsoRemoved => ApplySso(@event),
         _ => ApplyMembers(@event),
     };
 

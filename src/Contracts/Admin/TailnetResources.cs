@@ -26,3 +26,19 @@ public sealed record RenameTailnetRequest(string Name);
 
 /// <summary>Where a tailnet's entity lives now: the cluster address of the coordinator node hosting it.</summary>
 public sealed record TailnetPlacementResource(string Tailnet, string Node);
+
+/// <summary>
+/// A tailnet's OpenID Connect provider as the API shows it: the client secret is never returned
+/// (<see cref="ClientSecretSet"/> says one is stored).
+/// </summary>
+public sealed record SsoResource(
+    string Issuer, string ClientId, bool ClientSecretSet, IReadOnlyList<string> AllowedDomains, IReadOnlyList<string> AllowedGroups,
+    string GroupsClaim, IReadOnlyList<string> Scopes);
+
+/// <summary>The body of <c>PUT /api/v1/tailnets/{tailnet}/sso</c>.</summary>
+public sealed record SetSsoRequest(
+    string Issuer, string ClientId, string ClientSecret, IReadOnlyList<string>? AllowedDomains = null, IReadOnlyList<string>? AllowedGroups = null,
+    string? GroupsClaim = null, IReadOnlyList<string>? Scopes = null)
+{
+    public override string ToString() => $"SetSsoRequest {{ Issuer = {Issuer}, ClientId = {ClientId}, ClientSecret = (secret) }}";
+}

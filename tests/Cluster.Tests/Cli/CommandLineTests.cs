@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Weft.Cluster.Tests.ControlPlane;
 using Weft.Cluster.Tests.Support;
+using Weft.ClusterLab;
 
 namespace Weft.Cluster.Tests.Cli;
 
@@ -68,6 +69,43 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.True(code == 0, output);
         Assert.Equal(name, Json(output).GetProperty("name").GetString());
         Assert.Single((await coordinator.Http.ListTailnets()).Tailnets, t => t.Name == name);
+    }
+
+    [Fact]
+    public async Task An_admin_sets_shows_and_clears_a_tailnets_identity_provider_and_the_secret_never_prints()
+    {
+        var tailnet = await coordinator.NewTailnet("cli-sso");
+        const string secret = "cli-client-secret-value";
+        await using var provider = await OidcTestProvider.StartAsync([new OidcTestClient("weft", secret, ["http://127.0.0.1:1/unused"])]);
+        var issuer = provider.IssuerIdentifier;
+
+        var (missingCode, missing) = await Weft("tailnet", "sso", "set", tailnet, "--issuer", "https://id.example.com", "--client-id", "weft");
+        Assert.NotEqual(0, missingCode);
+        Assert.Contains("the client secret is missing: set $WEFT_OIDC_CLIENT_SECRET", missing);
+
+        var (code, output) = await Run("weft.dll", new Dictionary<string, string> { ["WEFT_OIDC_CLIENT_SECRET"] = secret },
+            "tailnet", "sso", "set", tailnet, "--issuer", issuer, "--client-id", "weft", "--allowed-domain", "example.com",
+            "--allowed-domain", "corp.example", "--allowed-group", "eng", "--scope", "email", "--scope", "groups");
+        Assert.True(code == 0, output);
+        Assert.Contains("allowed domains: corp.example, example.com", output);
+        Assert.Contains("scopes:          openid email groups", output);
+        Assert.DoesNotContain(secret, output);
+
+        var (showCode, shown) = await Weft("tailnet", "sso", "show", tailnet, "--json");
+        Assert.True(showCode == 0, shown);
+        Assert.Equal("weft", Json(shown).GetProperty("clientId").GetString());
+        Assert.DoesNotContain(secret, shown);
+
+        var (badCode, bad) = await Run("weft.dll", new Dictionary<string, string> { ["WEFT_OIDC_CLIENT_SECRET"] = secret },
+            "tailnet", "sso", "set", tailnet, "--issuer", "http://id.example.com", "--client-id", "weft");
+        Assert.NotEqual(0, badCode);
+        Assert.Contains("must use https", bad);
+
+        var (clearCode, cleared) = await Weft("tailnet", "sso", "clear", tailnet);
+        Assert.True(clearCode == 0, cleared);
+        var (goneCode, gone) = await Weft("tailnet", "sso", "show", tailnet);
+        Assert.NotEqual(0, goneCode);
+        Assert.Contains("has no identity provider", gone);
     }
 
     [Theory]

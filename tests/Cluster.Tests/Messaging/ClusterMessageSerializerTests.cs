@@ -23,6 +23,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         "dev_a", Key, Key, "", "laptop", "Laptop", "linux", "usr_a", [], "100.64.0.1", "fd7a:115c:a1e0::6440:1",
         ["198.18.0.1:41641"], 0, At.AddDays(180), false, DeviceStatus.Active, At, null, "kkkkkkkkkk");
 
+    private static readonly SsoSettings Provider = new("https://id.example.com", "weft", "secret", ["example.com"], [], "groups", ["openid", "email"]);
+
     /// <summary>One example of every message that may cross between coordinator nodes.</summary>
     public static readonly IClusterMessage[] Samples =
     [
@@ -82,6 +84,11 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new UserInfo(User),
         new AuthKeyList([AuthKeySample]),
         new AuthKeyInfo(AuthKeySample),
+        new SetSso("tn_abc", Provider),
+        new RemoveSso("tn_abc"),
+        new GetSso("tn_abc"),
+        new SsoInfo("tn_abc", Provider),
+        new SsoInfo("tn_abc", null),
         new DeviceInfo(Device, true),
         new DeviceList([new DeviceInfo(Device, false)]),
         new DeviceRegistration("tn_abc", Device),

@@ -29,6 +29,8 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     };
 
     /// <summary>One example of every stored record. A new event or snapshot belongs here.</summary>
+    private static readonly SsoSettings Provider = new("https://id.example.com", "weft", "secret", ["example.com"], ["eng"], "groups", ["openid", "email"]);
+
     public static readonly IStoredRecord[] Samples =
     [
         new TailnetCreated(Settings, At),
@@ -48,7 +50,10 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
             PolicyText = "{ \"acls\": [] }",
             PolicyVersion = 5,
             PolicyUpdatedAt = At,
+            Sso = Provider,
         },
+        new SsoConfigured(Provider),
+        new SsoRemoved(),
         new UserCreated(Alice),
         new UserDeleted("usr_alice"),
         new AuthKeyCreated(TaggedKey),

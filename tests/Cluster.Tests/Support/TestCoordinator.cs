@@ -45,6 +45,8 @@ public sealed class TestCoordinator : IAsyncDisposable
             ["Serilog:MinimumLevel:Default"] = "Warning",
             // A test counts its own devices, agents and tailnets; the canary runs only where a test asks for it.
             ["Weft:Telemetry:Canary"] = "false",
+            // The tests' identity provider (npm's oidc-provider) listens on loopback.
+            ["Weft:Api:AllowLoopbackIdentityProviders"] = "true",
         };
         foreach (var (key, value) in storage.Settings.Concat(extra ?? [])) settings[key] = value;
 
