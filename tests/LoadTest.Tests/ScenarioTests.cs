@@ -1,5 +1,6 @@
 using Weft.LoadTest.Measurement;
 using Weft.LoadTest.Scenarios;
+using Weft.NodeAgent.Control;
 
 namespace Weft.LoadTest.Tests;
 

@@ -126,7 +126,7 @@ public sealed class PropagationCanary(
             [], now + KeyLifetime, $"propagation canary of {nodeName}", now), stopping, storage, system: system);
 
         var pair = new CanaryPair(generation);
-        var hostname = new string(nodeName.ToLowerInvariant().Select(c => char.IsAsciiLetterOrDigit(c) ? c : '-').ToArray()).Trim('-');
+        var hostname = TailnetRules.DeviceNameFrom(nodeName);
         try
         {
             // The sender first: the receiver's first netmap then holds it.
@@ -215,8 +215,7 @@ public sealed class PropagationCanary(
         public ProbeInFlight? Probe()
         {
             var sequence = Interlocked.Increment(ref _sequence);
-            // 198.18.0.0/15 is the benchmarking range: never routed, and no agent dials a canary.
-            var endpoint = $"198.18.{(sequence >> 8) & 0xFF}.{sequence & 0xFF}:{1024 + (sequence >> 16) % 60000}";
+            var endpoint = ChangeEndpoint.For(sequence); // in 198.18.0.0/15: never routed, and no agent dials a canary
             var previous = Interlocked.Exchange(ref _inFlight, new ProbeInFlight(endpoint, Stopwatch.GetTimestamp()));
             Sender.Tell(new SetEndpoints([endpoint], 0));
             return previous;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using HdrHistogram;
+using Weft.NodeAgent.Control;
 
 namespace Weft.LoadTest.Measurement;
 

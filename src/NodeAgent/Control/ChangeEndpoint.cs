@@ -1,10 +1,11 @@
 using System.Net;
 
-namespace Weft.LoadTest.Measurement;
+namespace Weft.NodeAgent.Control;
 
 /// <summary>
 /// A change's sequence number travels in the endpoint it sets, so that a delivery names its change
-/// with no side channel: 198.18.a.b:p carries 31 bits (16 in the address, 15 in the port above
+/// with no side channel (the load tester's simulated agents and the coordinator's propagation canary
+/// time propagation with it): 198.18.a.b:p carries 31 bits (16 in the address, 15 in the port above
 /// 1024). A node's endpoint at join, 198.19.a.b:41641, carries no change. Both sit in the
 /// benchmarking range 198.18.0.0/15, never routed.
 /// </summary>
