@@ -242,7 +242,13 @@ function refreshWhileShown(render) {
     // Never under someone's hands: a form being filled in waits for the next look.
     const typing = [...view.querySelectorAll("input, select, textarea")].some((e) => e === document.activeElement || (e.type !== "checkbox" && e.value));
     if (typing) return refreshWhileShown(render);
-    try { await render(); } catch { /* the next look, or a navigation, shows it */ }
+    try {
+      await render();
+    } catch {
+      // A failed look (the cluster busy, a node restarting) keeps looking; a render that got far enough scheduled one already.
+      clearTimeout(state.refresh);
+      refreshWhileShown(render);
+    }
   }, 5000);
 }
 
