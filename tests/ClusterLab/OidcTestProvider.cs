@@ -122,6 +122,17 @@ public sealed class OidcTestProvider : IAsyncDisposable
     /// <summary>The issuer identifier exactly as the provider writes it in <c>iss</c> and in discovery (no trailing slash).</summary>
     public string IssuerIdentifier { get; }
 
+    /// <summary>
+    /// From now on the token endpoint returns ID tokens that are broken this way: "tamper" (the
+    /// payload changed after signing), "foreign-issuer" (another iss, validly signed), or "normal".
+    /// </summary>
+    public async Task SetIdTokenModeAsync(string mode)
+    {
+        using var http = new HttpClient();
+        using var answer = await http.PostAsync(new Uri(Issuer, "test/id-token-mode"), new StringContent(mode));
+        if (!answer.IsSuccessStatusCode) throw new InvalidOperationException($"the test provider refused id-token mode {mode}: {await answer.Content.ReadAsStringAsync()}");
+    }
+
     /// <summary>What the provider printed besides its ready line (warnings, and every authorization, token or interaction error): for a failing test's message.</summary>
     public string Log => Read(_log);
 

@@ -31,6 +31,9 @@
 //   openid: sub   profile: name, preferred_username (= account id)   email: email, email_verified
 //   groups: groups
 //
+// ID tokens can be made to misbehave for tests of the relying party's checks: POST /test/id-token-mode
+// with "tamper" (signature broken), "foreign-issuer" (another iss, validly signed) or "normal".
+//
 // The interaction pages are this script's own (plain HTML, no scripts, nothing loaded from
 // elsewhere); every element id starts with "idp-", so that none is taken for one of the relying
 // party's own pages. A headless browser drives them so:
@@ -91,9 +94,36 @@ function readOptions() {
 }
 
 // A fresh RSA key for each process: tokens of one instance never verify against another's keys.
+let signingKey; // the private key ID tokens are signed with (a misbehaving token is re-signed with it)
+const signingKid = `k-${crypto.randomBytes(6).toString('hex')}`;
+
 function generateSigningKeys() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256' }] };
+  signingKey = privateKey;
+  return { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: signingKid, use: 'sig', alg: 'RS256' }] };
+}
+
+// How the token endpoint treats the ID tokens it returns (POST /test/id-token-mode with one of these
+// as the body; test scaffolding only, on loopback):
+//   normal          as issued
+//   tamper          the payload's email is changed after signing: the signature no longer verifies
+//   foreign-issuer  iss is another issuer's, correctly signed with this provider's key
+let idTokenMode = 'normal';
+const idTokenModes = ['normal', 'tamper', 'foreign-issuer'];
+
+function base64urlJson(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+function misbehave(idToken) {
+  const [header, payload, signature] = idToken.split('.');
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  if (idTokenMode === 'tamper') {
+    return `${header}.${base64urlJson({ ...claims, email: 'admin@example.com' })}.${signature}`;
+  }
+  const body = `${header}.${base64urlJson({ ...claims, iss: 'http://127.0.0.1:9/another-issuer' })}`;
+  const signed = crypto.sign('sha256', Buffer.from(body), signingKey).toString('base64url');
+  return `${body}.${signed}`;
 }
 
 function findAccount(ctx, accountId) {
@@ -295,6 +325,12 @@ function createProvider(issuer, port, clients) {
       Grant: 60 * 60,
     },
   });
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path === '/token' && ctx.status === 200 && idTokenMode !== 'normal' && typeof ctx.body?.id_token === 'string') {
+      ctx.body = { ...ctx.body, id_token: misbehave(ctx.body.id_token) };
+    }
+  });
   for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error', 'end_session.error']) {
     provider.on(event, (ctx, error) => console.error(`${event}: ${describeError(error)}`));
   }
@@ -319,6 +355,19 @@ async function main() {
   const providerHandler = provider.callback();
 
   handle = (req, res) => {
+    if (req.url === '/test/id-token-mode' && req.method === 'POST') {
+      let body = '';
+      req.on('data', (chunk) => { body += chunk; });
+      req.on('end', () => {
+        if (!idTokenModes.includes(body.trim())) {
+          res.writeHead(400, { 'content-type': 'text/plain' }).end(`mode must be one of ${idTokenModes.join(', ')}`);
+          return;
+        }
+        idTokenMode = body.trim();
+        res.writeHead(204).end();
+      });
+      return;
+    }
     const match = /^\/interaction\/([^/]+)(?:\/(login|consent|abort))?$/.exec(new URL(req.url, issuer).pathname);
     if (match === null) {
       providerHandler(req, res);

@@ -11,6 +11,7 @@ public static class AdminApi
         .AddSingleton<TailnetRefs>()
         .AddSingleton<IdempotentCreation>()
         .AddSingleton<Identity.ProviderDiscovery>()
+        .AddSingleton<Identity.LoginLinks>()
         .AddHttpClient()
         .AddCoordinatorHealthChecks().Services
         .AddAdminRateLimit(settings);

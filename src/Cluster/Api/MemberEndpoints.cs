@@ -236,7 +236,9 @@ public static class MemberEndpoints
 
     // ------------------------------------------------------------------ resources
 
-    private static UserResource ToResource(TailnetUser user) => new(user.UserId, user.Name, user.CreatedAt);
+    private static UserResource ToResource(TailnetUser user) => user.FromProvider
+        ? new(user.UserId, user.Name, user.CreatedAt, user.Issuer, user.Subject, user.Groups, user.LastSignIn)
+        : new(user.UserId, user.Name, user.CreatedAt);
 
     private static string? UserName(UserList users, string? userId) =>
         userId is null ? null : users.Users.FirstOrDefault(u => u.UserId == userId)?.Name ?? userId;

@@ -54,7 +54,8 @@ public sealed class TailnetRefs(
     public async Task<TailnetListing> ListAsync(HttpContext http) =>
         await names.ReadAsync(http.RequestAborted) is { } replica ? replica.List() : await Directory.AskFor<TailnetListing>(new ListTailnets(), http);
 
-    private async Task<TailnetEntry?> FindAsync(HttpContext http, string idOrName)
+    /// <summary>The active tailnet named by id or name, whoever asks (the caller's access is not checked: see <see cref="ResolveAsync"/>).</summary>
+    public async Task<TailnetEntry?> FindAsync(HttpContext http, string idOrName)
     {
         if (await names.ReadAsync(http.RequestAborted) is not { } replica) return await Directory.AskFor<object>(new FindTailnet(idOrName), http) as TailnetEntry;
         if (replica.FindActive(idOrName) is { } found) return found.ToEntry();

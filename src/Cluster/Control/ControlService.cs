@@ -178,6 +178,7 @@ public sealed class SessionServicesProvider(
     ControlAdmission admission,
     Hosting.WeftSettings settings,
     Relays.RelayTicketIssuer relays,
+    Identity.LoginLinks logins,
     TimeProvider clock)
 {
     private SessionServices? _services;
@@ -187,6 +188,7 @@ public sealed class SessionServicesProvider(
         TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds))
     {
         Relays = relays,
+        Logins = logins,
     };
 }
 

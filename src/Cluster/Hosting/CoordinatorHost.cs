@@ -9,6 +9,8 @@ using Weft.Cluster.Control;
 using Weft.Cluster.Replication;
 using Weft.Cluster.Telemetry;
 
+using Weft.Cluster.Identity;
+
 namespace Weft.Cluster.Hosting;
 
 /// <summary>
@@ -77,6 +79,7 @@ public static class CoordinatorHost
         builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
         builder.Services.AddCoordinatorActorSystem(settings, secret);
         builder.Services.AddAdminApi(settings.Api);
+        builder.Services.AddDeviceLogin();
         builder.Services.AddCoordinatorTelemetry(settings.Telemetry, node);
         builder.Services.AddSingleton<CoordinatorReadiness>();
         builder.Services.AddHostedService<CoordinatorStartup>();
@@ -106,6 +109,7 @@ public static class CoordinatorHost
         if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes) app.MapBootstrapRoute();
         app.MapMetrics();
         app.MapAdminConsole();
+        app.MapDeviceLogin();
         app.MapAdminApi();
         return app;
     }

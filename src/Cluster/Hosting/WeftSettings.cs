@@ -79,9 +79,22 @@ public sealed class ApiSettings
     /// </summary>
     public bool AllowLoopbackIdentityProviders { get; set; }
 
+    /// <summary>
+    /// Where people's browsers reach this listener (behind the TLS proxy: https://weft.example.com).
+    /// Login links and the identity providers' redirect URIs are made from it. Unset: the address the
+    /// listener bound, which only browsers on this machine reach.
+    /// </summary>
+    public string? PublicUrl { get; set; }
+
+    /// <summary>How long a device's login link stays valid (an agent that still waits then shows a new one).</summary>
+    public int LoginLinkSeconds { get; set; } = 600;
+
     public IEnumerable<string> Problems(string prefix)
     {
         if (!(RequestsPerSecondPerAddress >= 0)) yield return $"{prefix}:RequestsPerSecondPerAddress must be 0 (no limit) or more, not {RequestsPerSecondPerAddress}";
+        if (PublicUrl is { Length: > 0 } url && (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0 || uri.Fragment.Length > 0))
+            yield return $"{prefix}:PublicUrl '{url}' is not an absolute http or https URL without query or fragment";
+        if (LoginLinkSeconds is < 5 or > 86_400) yield return $"{prefix}:LoginLinkSeconds must be from 5 to 86400, not {LoginLinkSeconds}";
         if (!(RequestsPerSecondPerKey >= 0)) yield return $"{prefix}:RequestsPerSecondPerKey must be 0 (no limit) or more, not {RequestsPerSecondPerKey}";
         foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
     }

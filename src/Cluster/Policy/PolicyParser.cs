@@ -46,6 +46,7 @@ public sealed partial class PolicyParser
         "autogroup:auditor", "autogroup:shared", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
     };
 
+    private IReadOnlyDictionary<string, ImmutableArray<string>>? _providerGroups;
     private readonly List<PolicyIssue> _issues = [];
     private readonly Dictionary<string, ImmutableArray<string>> _groups = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ImmutableArray<string>> _tagOwners = new(StringComparer.Ordinal);
@@ -57,7 +58,12 @@ public sealed partial class PolicyParser
     [GeneratedRegex("^[a-z0-9]([a-z0-9.-]{0,62})$", RegexOptions.CultureInvariant)]
     private static partial Regex HostName();
 
-    public static PolicyParseResult Parse(string text)
+    /// <param name="providerGroups">
+    /// The tailnet's identity provider's groups (<c>group:NAME</c> → the emails of its members who signed
+    /// in), when it has a provider; null when it has none. They add to the policy's own <c>groups</c>, and
+    /// with a provider any <c>group:</c> name is defined (members sign in later).
+    /// </param>
+    public static PolicyParseResult Parse(string text, IReadOnlyDictionary<string, ImmutableArray<string>>? providerGroups = null)
     {
         HuValue root;
         try
@@ -68,7 +74,7 @@ public sealed partial class PolicyParser
         {
             return new PolicyParseResult(null, [new PolicyIssue(e.Line, e.Column, "", e.Reason)]);
         }
-        return new PolicyParser().Read(root);
+        return new PolicyParser { _providerGroups = providerGroups }.Read(root);
     }
 
     private void Issue(int line, int column, string path, string message)
@@ -106,6 +112,7 @@ public sealed partial class PolicyParser
                     break;
             }
         }
+        AddProviderGroups();
         CheckTagOwnerReferences();
         var rules = new List<AccessRule>();
         if (acls is not null) ReadRules(acls, rules);
@@ -203,11 +210,31 @@ public sealed partial class PolicyParser
         }
     }
 
+    /// <summary>The provider's groups join the policy's own (a group both name has the members of both).</summary>
+    private void AddProviderGroups()
+    {
+        if (_providerGroups is null) return;
+        foreach (var (group, members) in _providerGroups)
+        {
+            if (!GroupName().IsMatch(group)) continue; // a provider group whose name a policy cannot write
+            _groups[group] = _groups.TryGetValue(group, out var own) ? [.. own.Union(members, StringComparer.OrdinalIgnoreCase)] : members;
+        }
+    }
+
+    /// <summary>A group the policy uses: its own or the provider's; with a provider, any group (its members may not have signed in yet).</summary>
+    private bool TryGroup(string group, out ImmutableArray<string> members)
+    {
+        if (_groups.TryGetValue(group, out members)) return true;
+        if (_providerGroups is null || !GroupName().IsMatch(group)) return false;
+        members = [];
+        return true;
+    }
+
     private void CheckTagOwnerReferences()
     {
         foreach (var (at, path, owner) in _ownerReferences)
         {
-            if (owner.StartsWith("group:", StringComparison.Ordinal) && !_groups.ContainsKey(owner))
+            if (owner.StartsWith("group:", StringComparison.Ordinal) && !TryGroup(owner, out _))
                 Issue(at, path, $"{owner} is not defined in groups");
             else if (owner.StartsWith("tag:", StringComparison.Ordinal) && !_tagOwners.ContainsKey(owner))
                 Issue(at, path, $"{owner} is not defined in tagOwners");
@@ -267,7 +294,7 @@ public sealed partial class PolicyParser
         }
         if (text.StartsWith("group:", StringComparison.Ordinal))
         {
-            if (_groups.TryGetValue(text, out var users)) return new GroupAlias(text, users);
+            if (TryGroup(text, out var users)) return new GroupAlias(text, users);
             Issue(at, path, $"{text} is not defined in groups");
             return null;
         }

@@ -35,6 +35,9 @@ public static class DeviceRegistrar
     /// <summary>What the agent waits before it asks again while its device waits for approval.</summary>
     public const uint ApprovalPollMs = 10_000;
 
+    /// <summary>What the agent waits before it asks again while its person signs in (they are at the browser now).</summary>
+    public const uint LoginPollMs = 2_000;
+
     /// <param name="remoteAddress">The client's IP address, kept with a new device (an admin approving it sees where it came from).</param>
     public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request, System.Net.IPAddress? remoteAddress = null)
     {
@@ -88,7 +91,12 @@ public static class DeviceRegistrar
             var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
                 authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
-                remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString());
+                remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString())
+            {
+                // Used only if the tailnet has an identity provider and the device has no open login link.
+                NewLoginId = authKey is null && services.Logins is not null ? "login_" + Identifiers.RandomBase32(16) : null,
+                LoginExpiresAt = services.Clock.GetUtcNow() + (services.Logins?.Lifetime ?? TimeSpan.Zero),
+            };
             var outcome = await Ask(services.Tailnets, register);
             if (outcome is Rejection rejection)
             {
@@ -100,7 +108,8 @@ public static class DeviceRegistrar
                     ? Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet")
                     : Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
             }
-            var device = ((DeviceRegistration)outcome).Device;
+            var registration = (DeviceRegistration)outcome;
+            var device = registration.Device;
 
             var bound = await Ask(services.Machines, new BindMachine(machineHex, tailnetId, device.DeviceId));
             if (bound is not MachineBinding { } machineBinding || machineBinding.DeviceId != device.DeviceId)
@@ -108,6 +117,8 @@ public static class DeviceRegistrar
             var ready = await Ask(services.Devices, new InitializeDevice(device.DeviceId, tailnetId));
             if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
 
+            if (registration.Login is { } login && !device.IsActive && services.Logins is not null)
+                return WaitingForLogin(await services.Logins.LinkFor(tailnetId, login.LoginId));
             return device.Status == DeviceStatus.Pending ? WaitingForApproval() : Accepted(device, tailnetId);
         }
         catch (AskTimeoutException)
@@ -166,6 +177,10 @@ public static class DeviceRegistrar
     /// </summary>
     public static RegistrationOutcome WaitingForApproval() =>
         new(new RegisterResult { Status = RegisterResult.Types.Status.PendingApproval, RetryAfterMs = ApprovalPollMs }, null, null);
+
+    /// <summary>The device waits for its person to open <paramref name="link"/> and sign in at the tailnet's identity provider.</summary>
+    public static RegistrationOutcome WaitingForLogin(Uri link) =>
+        new(new RegisterResult { Status = RegisterResult.Types.Status.PendingApproval, LoginUrl = link.AbsoluteUri, RetryAfterMs = LoginPollMs }, null, null);
 
     public static RegistrationOutcome Refuse(string code, string message, uint retryAfterMs = 0) =>
         new(new RegisterResult { Status = RegisterResult.Types.Status.Refused, RefusalCode = code, RefusalMessage = message, RetryAfterMs = retryAfterMs }, null, null);

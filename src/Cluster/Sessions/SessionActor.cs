@@ -55,6 +55,9 @@ public sealed record SessionServices(
     /// <summary>Signs the relay tickets handed to agents (null: no relays; agents then connect directly only).</summary>
     public Relays.RelayTicketIssuer? Relays { get; init; }
 
+    /// <summary>Makes the login links of interactive login (null: no interactive login; devices without a key wait for approval).</summary>
+    public Identity.LoginLinks? Logins { get; init; }
+
     /// <summary>An agent heard from for none of this long (three keepalive intervals) is gone.</summary>
     public TimeSpan SilenceLimit => 3 * KeepAliveInterval;
 }

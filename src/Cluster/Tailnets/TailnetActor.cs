@@ -123,6 +123,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 .ToList()),
             GetPolicy => state.PolicyInfo(),
             GetSso => state.SsoInfo(),
+            GetDeviceLogin get => state.LoginInfo(get),
             ValidatePolicy validate => state.Validate(validate.Text),
             CheckAccess check => state.CheckAccess(check),
             _ => null!,
@@ -140,7 +141,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         DeleteUser c => new UserInfo(new TailnetUser(c.UserId, "", default)),
         CreateAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
         RevokeAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
-        RegisterDevice c => new DeviceRegistration(stateAfter.TailnetId, stateAfter.FindByMachineKey(c.MachineKey)!),
+        RegisterDevice c => stateAfter.FindByMachineKey(c.MachineKey)! is var registered
+            ? new DeviceRegistration(stateAfter.TailnetId, registered) { Login = stateAfter.OpenLoginFor(registered.DeviceId, c.NodeKey, c.At) }
+            : null!,
+        CompleteDeviceLogin c => stateAfter.Logins[c.LoginId] is { UsedBy: { } userId } login
+            ? new DeviceLoginDone(stateAfter.TailnetId, stateAfter.Devices[login.DeviceId], stateAfter.Users[userId])
+            : throw new InvalidOperationException("a completed login without its user"),
         DeleteDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
         DeletePendingDevices c => new PendingDevicesDeleted(stateAfter.TailnetId, c.DeviceIds.Distinct().Where(id => !stateAfter.Devices.ContainsKey(id)).ToList()),
         RemoveEphemeralDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
@@ -165,6 +171,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 break;
             case DeviceApproved approved:
                 Log.Info("Device {0} approved", approved.DeviceId);
+                break;
+            case DeviceLoginStarted started:
+                Log.Info("Device {0} waits for its person to sign in (login {1}, open until {2:u})", started.Login.DeviceId, started.Login.LoginId, started.Login.ExpiresAt);
+                break;
+            case DeviceLoginCompleted completed:
+                Log.Info("Login {0} signed in as {1}", completed.LoginId, after.Users[completed.UserId].Name);
                 break;
             case DeviceExpired expired:
                 Log.Info("Device {0} expired: it must log in again", expired.DeviceId);

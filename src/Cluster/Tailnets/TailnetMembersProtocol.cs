@@ -6,7 +6,32 @@ namespace Weft.Cluster.Tailnets;
 // What a tailnet holds besides its settings: users, auth keys and the device index, with the
 // commands, events and replies that change and read them. Keys are lowercase hex strings here.
 
-public sealed record TailnetUser(string UserId, string Name, DateTimeOffset CreatedAt);
+/// <summary>
+/// A person in the tailnet: one an admin created by name, or one the tailnet's identity provider
+/// vouched for (<see cref="Issuer"/> and <see cref="Subject"/> are then their identity, and
+/// <see cref="Name"/> their email).
+/// </summary>
+public sealed record TailnetUser(string UserId, string Name, DateTimeOffset CreatedAt)
+{
+    /// <summary>The provider that vouches for this user; "" for a user an admin created by name.</summary>
+    public string Issuer { get; init; } = "";
+
+    /// <summary>The provider's stable id for this user (the ID token's <c>sub</c>).</summary>
+    public string Subject { get; init; } = "";
+
+    /// <summary>The groups the provider listed at the last sign-in (the tailnet's groups claim): <c>group:NAME</c> in the policy.</summary>
+    public ImmutableArray<string> Groups { get; init; } = [];
+
+    public DateTimeOffset? LastSignIn { get; init; }
+
+    public bool FromProvider => Issuer.Length > 0;
+
+    public bool Equals(TailnetUser? other) =>
+        other is not null && UserId == other.UserId && Name == other.Name && CreatedAt == other.CreatedAt && Issuer == other.Issuer
+        && Subject == other.Subject && Groups.SequenceEqual(other.Groups) && LastSignIn == other.LastSignIn;
+
+    public override int GetHashCode() => UserId.GetHashCode();
+}
 
 /// <summary>A pre-authorisation key. Only a SHA-256 hash of its secret is kept.</summary>
 public sealed record AuthKey(
@@ -126,7 +151,14 @@ public sealed record RevokeAuthKey(string TailnetId, string KeyId) : ITailnetCom
 [WireName("tailnet.register-device")]
 public sealed record RegisterDevice(
     string TailnetId, string NewDeviceId, string MachineKey, string NodeKey, string DiscoKey, string Hostname, string Os,
-    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At, string AgentVersion = "", string RegisteredFrom = "") : ITailnetCommand;
+    string? AuthKeyId, string? AuthKeySecretHash, DateTimeOffset At, string AgentVersion = "", string RegisteredFrom = "") : ITailnetCommand
+{
+    /// <summary>Without an auth key, in a tailnet with an identity provider: the id of the login link to issue if the device has no open one.</summary>
+    public string? NewLoginId { get; init; }
+
+    /// <summary>When that link expires.</summary>
+    public DateTimeOffset LoginExpiresAt { get; init; }
+}
 
 [WireName("tailnet.approve-device")]
 public sealed record ApproveDevice(string TailnetId, string DeviceId, DateTimeOffset At) : ITailnetDeviceCommand;
@@ -260,7 +292,11 @@ public sealed record DeviceList(IReadOnlyList<DeviceInfo> Devices) : IClusterMes
 
 /// <summary>The tailnet's answer to a registration: the device as it now stands (pending or active).</summary>
 [WireName("tailnet.registered")]
-public sealed record DeviceRegistration(string TailnetId, DeviceEntry Device) : IClusterMessage;
+public sealed record DeviceRegistration(string TailnetId, DeviceEntry Device) : IClusterMessage
+{
+    /// <summary>The device waits for its person to sign in (a tailnet with an identity provider): the login link to show.</summary>
+    public DeviceLogin? Login { get; init; }
+}
 
 /// <summary>A whole netmap (protobuf <c>NetMap</c> bytes, version not yet stamped).</summary>
 [WireName("tailnet.netmap")]

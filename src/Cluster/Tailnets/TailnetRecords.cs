@@ -33,6 +33,7 @@ public static class TailnetRecords
                 Devices = { s.Devices.Values.Select(ToStored) }, NextAddressOffset = s.NextAddressOffset,
                 PolicyVersion = s.PolicyVersion, PolicyUpdatedAt = s.PolicyUpdatedAt?.ToStored(),
                 Sso = s.Sso is null ? null : ToStored(s.Sso),
+                Logins = { s.Logins.Values.Select(ToStored) },
             }.WithPolicyText(s.PolicyText),
             p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
             {
@@ -44,9 +45,15 @@ public static class TailnetRecords
                 PolicyVersion = p.PolicyVersion == 0 ? 1 : p.PolicyVersion,
                 PolicyUpdatedAt = p.PolicyUpdatedAt?.ToTime(),
                 Sso = p.Sso is null ? null : FromStored(p.Sso),
+                Logins = p.Logins.Select(FromStored).ToImmutableSortedDictionary(l => l.LoginId, l => l),
             })
         .Add<SsoConfigured, Stored.SsoConfigured>("tn.sso-configured", e => new() { Settings = ToStored(e.Settings) }, p => new(FromStored(p.Settings)))
         .Add<SsoRemoved, Stored.SsoRemoved>("tn.sso-removed", _ => new(), _ => new())
+        .Add<DeviceLoginStarted, Stored.DeviceLoginStarted>("tn.device-login-started", e => new() { Login = ToStored(e.Login) }, p => new(FromStored(p.Login)))
+        .Add<DeviceLoginCompleted, Stored.DeviceLoginCompleted>("tn.device-login-completed",
+            e => new() { LoginId = e.LoginId, UserId = e.UserId },
+            p => new(p.LoginId, p.UserId))
+        .Add<UserSignedIn, Stored.UserSignedIn>("tn.user-signed-in", e => new() { User = ToStored(e.User) }, p => new(FromStored(p.User)))
         .Add<PolicyChanged, Stored.PolicyChanged>("tn.policy-changed",
             e => new() { Text = e.Text, Version = e.Version, At = e.At.ToStored() },
             p => new(p.Text, p.Version, p.At.ToTime()))
@@ -91,9 +98,30 @@ public static class TailnetRecords
             e => new() { DeviceId = e.DeviceId, Routes = { e.Routes } },
             p => new(p.DeviceId, [.. p.Routes]));
 
-    private static Stored.User ToStored(TailnetUser user) => new() { UserId = user.UserId, Name = user.Name, CreatedAt = user.CreatedAt.ToStored() };
+    private static Stored.User ToStored(TailnetUser user) => new()
+    {
+        UserId = user.UserId, Name = user.Name, CreatedAt = user.CreatedAt.ToStored(), Issuer = user.Issuer, Subject = user.Subject,
+        Groups = { user.Groups }, LastSignIn = user.LastSignIn.ToStored(),
+    };
 
-    private static TailnetUser FromStored(Stored.User user) => new(user.UserId, user.Name, user.CreatedAt.ToTime());
+    private static TailnetUser FromStored(Stored.User user) => new(user.UserId, user.Name, user.CreatedAt.ToTime())
+    {
+        Issuer = user.Issuer, Subject = user.Subject, Groups = [.. user.Groups], LastSignIn = user.LastSignIn.ToOptionalTime(),
+    };
+
+    private static Stored.DeviceLogin ToStored(DeviceLogin login)
+    {
+        var stored = new Stored.DeviceLogin
+        {
+            LoginId = login.LoginId, DeviceId = login.DeviceId, NodeKey = login.NodeKey, DiscoKey = login.DiscoKey,
+            CreatedAt = login.CreatedAt.ToStored(), ExpiresAt = login.ExpiresAt.ToStored(),
+        };
+        if (login.UsedBy is not null) stored.UsedBy = login.UsedBy;
+        return stored;
+    }
+
+    private static DeviceLogin FromStored(Stored.DeviceLogin login) =>
+        new(login.LoginId, login.DeviceId, login.NodeKey, login.DiscoKey, login.CreatedAt.ToTime(), login.ExpiresAt.ToTime(), login.HasUsedBy ? login.UsedBy : null);
 
     private static Stored.AuthKey ToStored(AuthKey key)
     {

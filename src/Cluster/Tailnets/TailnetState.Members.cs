@@ -36,7 +36,7 @@ public sealed partial record TailnetState
         other is not null && TailnetId == other.TailnetId && Lifecycle == other.Lifecycle && Settings == other.Settings && CreatedAt == other.CreatedAt
         && Users.SequenceEqual(other.Users) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
         && NextAddressOffset == other.NextAddressOffset && PolicyText == other.PolicyText && PolicyVersion == other.PolicyVersion
-        && PolicyUpdatedAt == other.PolicyUpdatedAt;
+        && PolicyUpdatedAt == other.PolicyUpdatedAt && Equals(Sso, other.Sso) && Logins.SequenceEqual(other.Logins);
 
     public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
 
@@ -54,6 +54,7 @@ public sealed partial record TailnetState
             ? key.Revoked ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(new AuthKeyRevoked(c.KeyId))
             : Decision<ITailnetEvent>.Reject(Rejection.NotFound($"auth key {c.KeyId} does not exist")),
         RegisterDevice c => RegisterDecision(c),
+        CompleteDeviceLogin c => CompleteLoginDecision(c),
         ApproveDevice c => WithDevice(c.DeviceId, d => d.Status switch
         {
             DeviceStatus.Pending => Decision<ITailnetEvent>.Accept(Approved(d, c.At)),
@@ -111,7 +112,12 @@ public sealed partial record TailnetState
         DeviceRenamed e => UpdateDevice(e.DeviceId, d => d with { Name = e.Name }),
         DeviceTagsChanged e => UpdateDevice(e.DeviceId, d => d with { Tags = e.Tags, KeyExpiry = e.KeyExpiry }),
         DeviceExpired e => UpdateDevice(e.DeviceId, d => d with { Status = DeviceStatus.Expired }),
-        DeviceDeleted e => this with { Devices = Devices.Remove(e.DeviceId) },
+        DeviceDeleted e => this with
+        {
+            Devices = Devices.Remove(e.DeviceId),
+            Logins = Logins.RemoveRange(Logins.Values.Where(l => l.DeviceId == e.DeviceId).Select(l => l.LoginId)),
+        },
+        DeviceLoginStarted or DeviceLoginCompleted or UserSignedIn => ApplyLogins(@event),
         DeviceEndpointsChanged e => UpdateDevice(e.DeviceId, d => d with { Endpoints = e.Endpoints, HomeRelay = e.HomeRelay, DiscoKey = e.DiscoKey }),
         DeviceNodeKeyRotated e => UpdateDevice(e.DeviceId, d => d with { NodeKey = e.NodeKey, KeyExpiry = e.KeyExpiry }),
         DeviceLastSeen e => UpdateDevice(e.DeviceId, d => d with { LastSeen = e.At }),
@@ -202,16 +208,14 @@ public sealed partial record TailnetState
 
         if (c.AuthKeyId is null)
         {
+            // No key, and the tailnet has an identity provider: its person signs in to admit it.
+            if (Sso is not null) return InteractiveRegisterDecision(existing, c);
             if (existing is null)
             {
                 // No key: join as pending, for an admin to approve, if this tailnet allows it and is not flooded with such joins.
                 if (!Settings.KeylessRegistration)
                     return Refuse(ControlErrorCodes.AuthKeyUnknown, "this tailnet admits devices only with an auth key");
-                var waiting = Devices.Values.Where(d => d.Status == DeviceStatus.Pending).ToList();
-                if (waiting.Count >= MaxPendingDevices)
-                    return Refuse(ControlErrorCodes.RateLimited, $"{MaxPendingDevices} devices already wait for approval");
-                if (waiting.Count(d => c.At - d.CreatedAt < PendingWindow) >= MaxPendingPerWindow)
-                    return Refuse(ControlErrorCodes.RateLimited, $"{MaxPendingPerWindow} devices started waiting for approval in the last {PendingWindow.TotalSeconds:0} s");
+                if (PendingFlood(c.At) is { } flooded) return Decision<ITailnetEvent>.Reject(flooded);
                 var pending = NewDevice(c, DeviceStatus.Pending, userId: null, tags: [], ephemeral: false, keyExpiry: null, authKeyId: null);
                 return Decision<ITailnetEvent>.Accept(new DeviceRegistered(pending));
             }

@@ -20,7 +20,20 @@ public sealed partial record TailnetState
     private TailnetPolicy? _policy;
 
     /// <summary>The parsed policy in force (parsed once per state that changed it).</summary>
-    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText).Policy ?? DefaultPolicy;
+    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups()).Policy ?? DefaultPolicy;
+
+    /// <summary>
+    /// The identity provider's groups as the policy sees them (<c>group:NAME</c> → its members' emails),
+    /// while the tailnet has a provider or users from one; null otherwise.
+    /// </summary>
+    public IReadOnlyDictionary<string, ImmutableArray<string>>? ProviderGroups()
+    {
+        if (Sso is null && !Users.Values.Any(u => u.FromProvider)) return null;
+        return Users.Values.Where(u => u.FromProvider)
+            .SelectMany(u => u.Groups.Select(g => (Group: "group:" + g, u.Name)))
+            .GroupBy(m => m.Group, StringComparer.Ordinal)
+            .ToImmutableSortedDictionary(g => g.Key, g => g.Select(m => m.Name).Order(StringComparer.OrdinalIgnoreCase).ToImmutableArray(), StringComparer.Ordinal);
+    }
 
     /// <summary>The active devices as the policy sees them (owner name, tags, addresses).</summary>
     public IReadOnlyList<PolicyDevice> PolicyDevices() => [.. Devices.Values.Where(d => d.IsActive).Select(PolicyDeviceOf)];
@@ -34,7 +47,7 @@ public sealed partial record TailnetState
     /// <summary>Parses a candidate policy and runs its tests against this tailnet's devices.</summary>
     public PolicyValidation Validate(string text)
     {
-        var parsed = PolicyParser.Parse(text);
+        var parsed = PolicyParser.Parse(text, ProviderGroups());
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
         return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
@@ -76,6 +89,8 @@ public static class TailnetPolicyFollowing
         return @event switch
         {
             PolicyChanged => engine.ChangePolicy(next.Policy),
+            // Who is in a provider's group changes with sign-ins (rare), and whether a policy may name such groups with the provider.
+            UserSignedIn or SsoConfigured or SsoRemoved => engine.ChangePolicy(next.Policy),
             DeviceRegistered e => Place(e.Device.DeviceId),
             DeviceApproved e => Place(e.DeviceId),
             DeviceReauthorized e => Place(e.DeviceId),

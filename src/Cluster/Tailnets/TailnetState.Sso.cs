@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
 using Weft.Cluster.Persistence;
+using Weft.Cluster.Policy;
 
 namespace Weft.Cluster.Tailnets;
 
@@ -19,14 +20,19 @@ public sealed partial record TailnetState
             : SsoRules.Normalized(set.Settings) is var settings && settings.Equals(Sso)
                 ? Decision<ITailnetEvent>.Unchanged
                 : Decision<ITailnetEvent>.Accept(new SsoConfigured(settings)),
-        RemoveSso => Sso is null ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(new SsoRemoved()),
+        RemoveSso when Sso is null => Decision<ITailnetEvent>.Unchanged,
+        // A policy that names provider groups nobody signed in to yet would no longer parse without the provider.
+        RemoveSso when PolicyText is not null && PolicyParser.Parse(PolicyText, (this with { Sso = null }).ProviderGroups()).Policy is null =>
+            Decision<ITailnetEvent>.Reject(Rejection.Conflict(
+                "the policy names groups that only the identity provider defines; remove them from the policy (or define them in its groups) first")),
+        RemoveSso => Decision<ITailnetEvent>.Accept(new SsoRemoved()),
         _ => throw new InvalidOperationException(command.GetType().Name),
     };
 
     private TailnetState ApplySso(ITailnetEvent @event) => @event switch
     {
-        SsoConfigured configured => this with { Sso = configured.Settings },
-        SsoRemoved => this with { Sso = null },
+        SsoConfigured configured => this with { Sso = configured.Settings, _policy = null },
+        SsoRemoved => this with { Sso = null, _policy = null },
         _ => throw new InvalidOperationException(@event.GetType().Name),
     };
 }

@@ -2,7 +2,11 @@ namespace Weft.Contracts.Admin;
 
 // The admin API's view of what lives inside a tailnet: users, auth keys, devices, API keys.
 
-public sealed record UserResource(string Id, string Name, DateTimeOffset CreatedAt);
+/// <param name="Issuer">The identity provider that vouches for this user (null: created by an admin, by name).</param>
+/// <param name="Groups">The provider's groups at the last sign-in (<c>group:NAME</c> in the policy).</param>
+public sealed record UserResource(
+    string Id, string Name, DateTimeOffset CreatedAt, string? Issuer = null, string? Subject = null, IReadOnlyList<string>? Groups = null,
+    DateTimeOffset? LastSignIn = null);
 
 public sealed record UserListResource(IReadOnlyList<UserResource> Users);
 

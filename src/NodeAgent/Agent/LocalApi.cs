@@ -32,6 +32,9 @@ public sealed record LocalApiError(string Code, string Error);
 public sealed record LocalDone(string State, string Detail)
 {
     public string? Code { get; init; }
+
+    /// <summary>While waiting for a person to sign in: the link to open.</summary>
+    public string? LoginUrl { get; init; }
 }
 
 public sealed record PingResult(string Target, string Address, int Sent, int Received, IReadOnlyList<PingLine> Replies);
@@ -254,7 +257,7 @@ public sealed class LocalApi : IAsyncDisposable
             if (settled || DateTime.UtcNow > deadline)
             {
                 if (status.State == ControlState.NeedsLogin) return new LocalApiError(status.Code ?? "needs_login", status.Detail);
-                return new LocalDone(StateName(status.State), status.Detail) { Code = status.Code };
+                return new LocalDone(StateName(status.State), status.Detail) { Code = status.Code, LoginUrl = status.LoginUrl };
             }
             await Task.Delay(100);
         }

@@ -258,7 +258,8 @@ public static class ControlCommands
             }
             if (daemonFlags.All.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } daemonOnly)
                 return Fail(asJson, "invalid_flags", $"{daemonOnly.Name} is the daemon's (weft-agent daemon {daemonOnly.Name} …, or up --foreground)", 2);
-            return await Ask(directory, "up", change, asJson, cancel);
+            var asked = await Ask(directory, "up", change, asJson, cancel);
+            return asked != 0 || asJson ? asked : await WaitForSignIn(directory, cancel);
         });
         return up;
     }
@@ -378,6 +379,49 @@ public static class ControlCommands
         else Console.Error.WriteLine($"error: {message}");
         return exitCode;
     }
+
+    /// <summary>
+    /// After <c>up</c>: while the device waits for its person to sign in (a tailnet with an identity
+    /// provider), shows the login link (again whenever it is replaced) and waits until the device runs,
+    /// or is refused. Returns at once when it does not wait for a sign-in.
+    /// </summary>
+    private static async Task<int> WaitForSignIn(string directory, CancellationToken cancel)
+    {
+        string? shown = null;
+        while (!cancel.IsCancellationRequested)
+        {
+            JsonDocument document;
+            try
+            {
+                (_, document) = await LocalApi.QueryAsync(directory, "status", null, cancel);
+            }
+            catch (Exception e) when (e is HttpRequestException or SocketException or IOException or JsonException)
+            {
+                return Fail(false, "no_daemon", $"the daemon stopped answering while waiting for the sign-in ({(e.InnerException ?? e).Message})", 1);
+            }
+            using (document)
+            {
+                var root = document.RootElement;
+                var state = root.TryGetProperty("state", out var s) ? s.GetString() : null;
+                if (state != LocalApi.StateName(ControlState.WaitingForLogin))
+                {
+                    if (shown is null) return 0; // it never waited for a sign-in
+                    Console.WriteLine(state == LocalApi.StateName(ControlState.Running) ? "Success: signed in; this device runs." : $"{state}: {Text(root, "detail")}");
+                    return state == LocalApi.StateName(ControlState.Running) ? 0 : 1;
+                }
+                if (root.TryGetProperty("loginUrl", out var url) && url.GetString() is { } link && link != shown)
+                {
+                    Console.WriteLine($"\nTo sign in and add this device to the tailnet, visit:\n\n\t{link}\n");
+                    shown = link;
+                }
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(500), cancel).ContinueWith(_ => { });
+        }
+        return 1;
+    }
+
+    private static string Text(JsonElement element, string property) =>
+        element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() ?? "" : "";
 
     /// <summary>Sends one command to the daemon and prints its answer (human text, or the JSON). Exit 1 on any error.</summary>
     private static async Task<int> Ask(string directory, string command, object? body, bool json, CancellationToken cancel)

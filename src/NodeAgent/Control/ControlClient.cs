@@ -90,6 +90,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private Curve25519PrivateKey _machine = null!;
     // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
     private bool _awaitingApproval;
+    /// <summary>The login link the coordinator gave while this device waits for its person to sign in.</summary>
+    private string? _loginUrl;
     private Curve25519PrivateKey _node = null!;
     private Curve25519PrivateKey? _nextNode;
     private ControlConnection? _connection;
@@ -409,6 +411,18 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             OnRegisterRefused(result);
             return;
         }
+        if (result.Status == RegisterResult.Types.Status.PendingApproval && result.DeviceId.Length == 0 && result.LoginUrl.Length > 0)
+        {
+            // The tailnet signs its people in: someone opens the link and signs in; meanwhile, ask again as told.
+            _dialer?.Connected(_connection!.Url);
+            _awaitingApproval = true;
+            if (_loginUrl != result.LoginUrl) _log.Info("To sign in and add this device to the tailnet, visit: {0}", result.LoginUrl);
+            _loginUrl = result.LoginUrl;
+            SetStatus(ControlState.WaitingForLogin, null, $"to sign in and add this device to the tailnet, visit {result.LoginUrl}");
+            var poll = TimeSpan.FromMilliseconds(Math.Max(500, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
+            Timers.StartSingleTimer("register-again", RegisterAgain.Instance, poll);
+            return;
+        }
         if (result.Status == RegisterResult.Types.Status.PendingApproval && result.DeviceId.Length == 0)
         {
             // Registered without a key: an admin must approve this machine first. The coordinator does not
@@ -423,6 +437,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         }
         Timers.Cancel("register-again");
         _awaitingApproval = false;
+        _loginUrl = null;
         _useAuthKey = false;
         // An auth key is used once: a later reconnect or restart of this actor must not present it again.
         _login = _login with { AuthKey = null, ForceReauth = false };
@@ -557,7 +572,12 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 NeedsLogin(error.Code, error.Message);
                 break;
             case ControlErrorCodes.DeviceExpired:
-                NeedsLogin(error.Code, error.Message);
+                // Registering again says how to come back: a tailnet with an identity provider answers with a
+                // login link (the person signs in again); any other refuses, and the agent needs a login.
+                _log.Info("This device's node key expired: {0}; registering again", error.Message);
+                Timers.Cancel("rotate");
+                SendRegister();
+                Become(Registering);
                 break;
             case ControlErrorCodes.NotRegistered:
                 SendRegister();
@@ -773,7 +793,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void SetStatus(ControlState status, string? code, string detail)
     {
         // Watchers hear of a new state, and of a new reason within one (connecting: unreachable, then refused).
-        var changed = status != _status || code != _code;
+        var changed = status != _status || code != _code || (status == ControlState.WaitingForLogin && detail != _detail); // a new login link
         (_status, _code, _detail) = (status, code, detail);
         if (changed) Broadcast(new ControlStateChanged(status, code, detail));
     }
@@ -789,7 +809,10 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         return new AgentStatus(
             _status, _code, _detail, _connection?.Url.ToString(), new MachineKey(_machine.PublicKey).ToString(), new NodeKey(_node.PublicKey).ToString(),
             _state.DeviceId, _state.TailnetId, view.Version, view.Self is { } self ? PeerStatus.From(self) : null,
-            view.Peers.Values.OrderBy(p => p.Name, StringComparer.Ordinal).Select(PeerStatus.From).ToList());
+            view.Peers.Values.OrderBy(p => p.Name, StringComparer.Ordinal).Select(PeerStatus.From).ToList())
+        {
+            LoginUrl = _status == ControlState.WaitingForLogin ? _loginUrl : null,
+        };
     }
 
     // ------------------------------------------------------------------ internal messages

@@ -15,6 +15,8 @@ public enum ControlState
     Registering,
     /// <summary>Registered without a key; an admin must approve the device.</summary>
     PendingApproval,
+    /// <summary>Registered without a key in a tailnet with an identity provider: a person must open the login link (<see cref="AgentStatus.LoginUrl"/>) and sign in.</summary>
+    WaitingForLogin,
     /// <summary>Registered, authorised, and receiving its netmap.</summary>
     Running,
     /// <summary>Not logged in yet, refused for good (bad auth key, expired, deleted), or logged out: <c>weft-agent up</c> or <c>login</c> with an auth key is needed.</summary>
@@ -153,6 +155,9 @@ public sealed record AgentStatus(
     PeerStatus? Self,
     IReadOnlyList<PeerStatus> Peers)
 {
+    /// <summary>While <see cref="ControlState.WaitingForLogin"/>: the link to open and sign in at.</summary>
+    public string? LoginUrl { get; init; }
+
     /// <summary>What the data plane routes through the tunnel: the exit node in use and the installed routes (filled in by the local API).</summary>
     public Agent.RoutingStatus? Routing { get; init; }
 

@@ -17,6 +17,12 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
     private static readonly string Key1 = new('a', 64);
     private static readonly string Key2 = new('b', 64);
     private static readonly TailnetUser Alice = new("usr_alice", "alice@example.com", At);
+    private static readonly TailnetUser SignedInBob = new("usr_bob", "bob@example.com", At)
+    {
+        Issuer = "https://id.example.com", Subject = "sub-bob", Groups = ["eng", "ops"], LastSignIn = At.AddHours(2),
+    };
+    private static readonly DeviceLogin OpenLogin = new("login_open", "dev_server", Key1, Key2, At, At.AddMinutes(10));
+    private static readonly DeviceLogin UsedLogin = OpenLogin with { LoginId = "login_used", UsedBy = "usr_bob" };
     private static readonly AuthKey TaggedKey = new("kkkkkkkkkk", ApiKeyToken.Hash("k"), null, true, true, ["tag:server"], At, At.AddDays(1), "servers", false, 2);
     private static readonly DeviceEntry Laptop = new(
         "dev_laptop", Key1, Key2, Key1, "laptop", "Laptop", "linux", "usr_alice", [], "100.64.0.1", "fd7a:115c:a1e0::6440:1",
@@ -52,6 +58,15 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
             PolicyUpdatedAt = At,
             Sso = Provider,
         },
+        new TailnetState("tn_sso", TailnetLifecycle.Active, Settings, At)
+        {
+            Users = ImmutableSortedDictionary<string, TailnetUser>.Empty.Add(Alice.UserId, Alice).Add(SignedInBob.UserId, SignedInBob),
+            Sso = Provider,
+            Logins = ImmutableSortedDictionary<string, DeviceLogin>.Empty.Add(OpenLogin.LoginId, OpenLogin).Add(UsedLogin.LoginId, UsedLogin),
+        },
+        new DeviceLoginStarted(OpenLogin),
+        new DeviceLoginCompleted("login_used", "usr_bob"),
+        new UserSignedIn(SignedInBob),
         new SsoConfigured(Provider),
         new SsoRemoved(),
         new UserCreated(Alice),

@@ -1,0 +1,106 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.OpenIdConnect;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.Protocols.OpenIdConnect;
+using Weft.Cluster.Hosting;
+using Weft.Cluster.Tailnets;
+
+namespace Weft.Cluster.Identity;
+
+/// <summary>
+/// One ASP.NET OpenID Connect scheme per tailnet that has a provider, added when first needed and
+/// rebuilt when the tailnet's settings change. Every scheme runs the authorization code flow with
+/// PKCE (S256), state and nonce, and reads the person from the validated ID token (ASP.NET's
+/// handler and IdentityModel check its signature against the provider's published keys, its issuer,
+/// audience, lifetime and nonce). Its state and nonce are protected with the cluster secret, so that
+/// a sign-in started on one node completes on any other.
+/// </summary>
+public sealed class TailnetSignIn(
+    IAuthenticationSchemeProvider schemes,
+    IOptionsMonitorCache<OpenIdConnectOptions> optionsCache,
+    ClusterSecret secret,
+    LoginLinks links) : IConfigureNamedOptions<OpenIdConnectOptions>
+{
+    public const string SchemePrefix = "weft-oidc-";
+    /// <summary>Where a scheme would put the person it signed in: never used (device login answers the callback itself), but ASP.NET requires one.</summary>
+    public const string CookieScheme = "weft-sign-in";
+    public const string TailnetItem = "weft.tailnet";
+    public const string LoginItem = "weft.login";
+
+    private readonly ConcurrentDictionary<string, Provider> _providers = new();
+    private readonly object _gate = new();
+
+    /// <summary>What a tailnet's scheme was built from.</summary>
+    public sealed record Provider(string TailnetId, SsoSettings Settings);
+
+    public static string SchemeFor(string tailnetId) => SchemePrefix + tailnetId;
+
+    /// <summary>The provider settings the tailnet's scheme uses now (null: none built yet).</summary>
+    public SsoSettings? SettingsOf(string tailnetId) => _providers.TryGetValue(SchemeFor(tailnetId), out var provider) ? provider.Settings : null;
+
+    /// <summary>The tailnet's scheme, added or rebuilt for <paramref name="settings"/> (the tailnet's current ones).</summary>
+    public async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
+    {
+        var scheme = SchemeFor(tailnetId);
+        lock (_gate)
+        {
+            if (!_providers.TryGetValue(scheme, out var known) || !known.Settings.Equals(settings))
+            {
+                _providers[scheme] = new Provider(tailnetId, settings);
+                optionsCache.TryRemove(scheme); // the next use builds the options (and reads discovery) afresh
+            }
+        }
+        if (await schemes.GetSchemeAsync(scheme) is null)
+            schemes.TryAddScheme(new AuthenticationScheme(scheme, $"tailnet {tailnetId}", typeof(OpenIdConnectHandler)));
+        return scheme;
+    }
+
+    public void Configure(OpenIdConnectOptions options) { }
+
+    public void Configure(string? name, OpenIdConnectOptions options)
+    {
+        if (name is null || !_providers.TryGetValue(name, out var provider)) return;
+        var settings = provider.Settings;
+        options.Authority = settings.Issuer;
+        options.RequireHttpsMetadata = new Uri(settings.Issuer).Scheme == Uri.UriSchemeHttps; // plain http only where allowed for loopback tests
+        options.ClientId = settings.ClientId;
+        options.ClientSecret = settings.ClientSecret;
+        options.ResponseType = OpenIdConnectResponseType.Code;
+        // A top-level GET back to us: the correlation and nonce cookies (SameSite=Lax) come along without https.
+        options.ResponseMode = OpenIdConnectResponseMode.Query;
+        options.UsePkce = true;
+        options.CallbackPath = LoginLinks.CallbackPath(provider.TailnetId);
+        options.Scope.Clear();
+        foreach (var scope in settings.Scopes) options.Scope.Add(scope);
+        options.MapInboundClaims = false; // claims keep their OpenID Connect names: sub, email, groups
+        options.GetClaimsFromUserInfoEndpoint = false; // the person is what the signed ID token says
+        options.SaveTokens = false;
+        options.DisableTelemetry = true;
+        options.SignInScheme = CookieScheme;
+        options.TokenValidationParameters.NameClaimType = "email";
+        options.CorrelationCookie.SameSite = SameSiteMode.Lax;
+        options.CorrelationCookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+        options.NonceCookie.SameSite = SameSiteMode.Lax;
+        options.NonceCookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+        var protector = new ClusterSecretProtector(secret, "oidc sign-in " + provider.TailnetId);
+        options.StateDataFormat = new PropertiesDataFormat(protector.CreateProtector("state"));
+        options.StringDataFormat = new SecureDataFormat<string>(new Utf8Text(), protector.CreateProtector("nonce"));
+        options.Events = new OpenIdConnectEvents
+        {
+            // The redirect URI registered at the provider is the public one, whatever Host this request came with.
+            OnRedirectToIdentityProvider = async context =>
+                context.ProtocolMessage.RedirectUri = (await links.RedirectUriFor(provider.TailnetId)).AbsoluteUri,
+            OnTicketReceived = DeviceLoginPages.OnSignedInAsync,
+            OnRemoteFailure = DeviceLoginPages.OnFailureAsync,
+        };
+    }
+
+    private sealed class Utf8Text : IDataSerializer<string>
+    {
+        public byte[] Serialize(string model) => System.Text.Encoding.UTF8.GetBytes(model);
+
+        public string Deserialize(byte[] data) => System.Text.Encoding.UTF8.GetString(data);
+    }
+}

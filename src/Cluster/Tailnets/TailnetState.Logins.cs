@@ -1,0 +1,133 @@
+using System.Collections.Immutable;
+using Weft.Cluster.Persistence;
+using Weft.Contracts.Control;
+
+namespace Weft.Cluster.Tailnets;
+
+// Interactive device login (a tailnet with an identity provider): login links, and the users who
+// signed in through them.
+public sealed partial record TailnetState
+{
+    /// <summary>A used or expired link is kept this long after it expires, so that opening it again says why it does not work.</summary>
+    public static readonly TimeSpan SpentLoginRetention = TimeSpan.FromDays(1);
+
+    /// <summary>The login links issued, open or spent (spent ones for <see cref="SpentLoginRetention"/>).</summary>
+    public ImmutableSortedDictionary<string, DeviceLogin> Logins { get; init; } = ImmutableSortedDictionary<string, DeviceLogin>.Empty;
+
+    /// <summary>The device's open login link for <paramref name="nodeKey"/>, if it has one.</summary>
+    public DeviceLogin? OpenLoginFor(string deviceId, string nodeKey, DateTimeOffset at) =>
+        Logins.Values.FirstOrDefault(l => l.DeviceId == deviceId && l.NodeKey == nodeKey && l.OpenAt(at));
+
+    public object LoginInfo(GetDeviceLogin get)
+    {
+        if (Sso is null) return new Rejection(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+        if (!Logins.TryGetValue(get.LoginId, out var login) || !Devices.TryGetValue(login.DeviceId, out var device))
+            return new Rejection(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
+        if (login.UsedBy is not null) return new Rejection(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
+        if (get.At >= login.ExpiresAt) return new Rejection(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
+        return new DeviceLoginInfo(TailnetId, login, device.Hostname);
+    }
+
+    /// <summary>
+    /// A registration without an auth key in a tailnet with a provider: a new device waits (pending,
+    /// no address) for its person to sign in; an expired one waits to be signed in again. Either gets a
+    /// login link unless it holds an open one for the key it presents.
+    /// </summary>
+    private Decision<ITailnetEvent> InteractiveRegisterDecision(DeviceEntry? existing, RegisterDevice c)
+    {
+        if (existing is { Status: DeviceStatus.Active })
+            return existing.NodeKey == c.NodeKey
+                ? Reported(existing, c)
+                : Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey"));
+        if (c.NewLoginId is null || c.LoginExpiresAt <= c.At)
+            return Decision<ITailnetEvent>.Reject(Rejection.Invalid("a registration that signs in needs a login id and a future expiry"));
+        var events = new List<ITailnetEvent>(3);
+        string deviceId;
+        if (existing is null)
+        {
+            if (PendingFlood(c.At) is { } flooded) return Decision<ITailnetEvent>.Reject(flooded);
+            var pending = NewDevice(c, DeviceStatus.Pending, userId: null, tags: [], ephemeral: false, keyExpiry: null, authKeyId: null);
+            events.Add(new DeviceRegistered(pending));
+            deviceId = pending.DeviceId;
+        }
+        else
+        {
+            deviceId = existing.DeviceId;
+            if (HostinfoChanged(existing, c) is { } reported) events.Add(reported);
+        }
+        if (OpenLoginFor(deviceId, c.NodeKey, c.At) is null)
+        {
+            if (Logins.ContainsKey(c.NewLoginId)) return Decision<ITailnetEvent>.Reject(IdTaken("login", c.NewLoginId));
+            events.Add(new DeviceLoginStarted(new DeviceLogin(c.NewLoginId, deviceId, c.NodeKey, c.DiscoKey, c.At, c.LoginExpiresAt)));
+        }
+        return events.Count == 0 ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(events);
+    }
+
+    /// <summary>Too many devices wait already, or started waiting just now (a flood of unwanted registrations).</summary>
+    private Rejection? PendingFlood(DateTimeOffset at)
+    {
+        var waiting = Devices.Values.Where(d => d.Status == DeviceStatus.Pending).ToList();
+        if (waiting.Count >= MaxPendingDevices)
+            return new Rejection(ControlErrorCodes.RateLimited, $"{MaxPendingDevices} devices already wait for approval");
+        if (waiting.Count(d => at - d.CreatedAt < PendingWindow) >= MaxPendingPerWindow)
+            return new Rejection(ControlErrorCodes.RateLimited, $"{MaxPendingPerWindow} devices started waiting for approval in the last {PendingWindow.TotalSeconds:0} s");
+        return null;
+    }
+
+    private Decision<ITailnetEvent> CompleteLoginDecision(CompleteDeviceLogin c)
+    {
+        static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
+
+        if (Sso is null) return Refuse(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+        var identity = c.Identity;
+        if (identity.Issuer != Sso.Issuer)
+            return Refuse(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");
+        if (identity.Subject.Length is 0 or > SsoRules.MaxNameLength || identity.Email.Length is 0 or > SsoRules.MaxNameLength)
+            return Refuse(LoginErrorCodes.NotAllowed, "the provider gave no usable subject or email for this user");
+        var user = UserFor(identity);
+        if (!Logins.TryGetValue(c.LoginId, out var login) || !Devices.TryGetValue(login.DeviceId, out var device))
+            return Refuse(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
+        if (login.UsedBy is { } usedBy)
+            return user is not null && usedBy == user.UserId && device.UserId == usedBy && device.IsActive
+                ? Decision<ITailnetEvent>.Unchanged // the same sign-in again: its answer was lost
+                : Refuse(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
+        if (c.At >= login.ExpiresAt) return Refuse(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
+        if (Devices.Values.Any(d => d.NodeKey == login.NodeKey && d.DeviceId != device.DeviceId))
+            return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this device's node key");
+
+        var groups = identity.Groups.IsDefault ? [] : identity.Groups.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
+        var signedIn = (user ?? new TailnetUser(c.NewUserId, identity.Email, c.At) { Issuer = identity.Issuer, Subject = identity.Subject })
+            with { Name = identity.Email, Issuer = identity.Issuer, Subject = identity.Subject, Groups = groups, LastSignIn = c.At };
+        if (Users.Values.FirstOrDefault(u => u.UserId != signedIn.UserId && string.Equals(u.Name, signedIn.Name, StringComparison.OrdinalIgnoreCase)) is { } namesake)
+            return Refuse(LoginErrorCodes.NameTaken, $"another user of this tailnet ({namesake.UserId}) is named {namesake.Name}; an admin must delete or rename one of them");
+        if (user is null && Users.ContainsKey(c.NewUserId)) return Decision<ITailnetEvent>.Reject(IdTaken("user", c.NewUserId));
+
+        var events = new List<ITailnetEvent>(4) { new UserSignedIn(signedIn), new DeviceLoginCompleted(login.LoginId, signedIn.UserId) };
+        if (device.Status == DeviceStatus.Pending) events.Add(Approved(device, c.At));
+        events.Add(new DeviceReauthorized(device.DeviceId, login.NodeKey, login.DiscoKey, KeyExpiryFor(c.At, []), signedIn.UserId, [], null));
+        return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    /// <summary>
+    /// The user this identity already is: the same issuer and subject, or else a user an admin created
+    /// by the same name (their email), who has no identity yet and takes this one.
+    /// </summary>
+    public TailnetUser? UserFor(SignedInIdentity identity) =>
+        Users.Values.FirstOrDefault(u => u.Issuer == identity.Issuer && u.Subject == identity.Subject)
+        ?? Users.Values.FirstOrDefault(u => !u.FromProvider && string.Equals(u.Name, identity.Email, StringComparison.OrdinalIgnoreCase));
+
+    private TailnetState ApplyLogins(ITailnetEvent @event) => @event switch
+    {
+        // A device has one open link at a time (a new node key replaces the link of the old one); links spent for a day are forgotten.
+        DeviceLoginStarted e => this with
+        {
+            Logins = Logins.RemoveRange(Logins.Values
+                    .Where(l => (l.DeviceId == e.Login.DeviceId && l.OpenAt(e.Login.CreatedAt)) || l.ExpiresAt + SpentLoginRetention < e.Login.CreatedAt)
+                    .Select(l => l.LoginId))
+                .SetItem(e.Login.LoginId, e.Login),
+        },
+        DeviceLoginCompleted e => this with { Logins = Logins.SetItem(e.LoginId, Logins[e.LoginId] with { UsedBy = e.UserId }) },
+        UserSignedIn e => this with { Users = Users.SetItem(e.User.UserId, e.User), _policy = null }, // the provider's groups are part of the policy
+        _ => throw new InvalidOperationException(@event.GetType().Name),
+    };
+}
