@@ -27,6 +27,9 @@ public sealed class LabProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Waits for the process to end by itself; its exit code, or null if it still runs after <paramref name="timeout"/>.</summary>
+    public int? WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout) ? _process.ExitCode : null;
+
     public string Output
     {
         get { lock (_lock) return _output.ToString(); }

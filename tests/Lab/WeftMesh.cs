@@ -178,6 +178,22 @@ public sealed class WeftAgent
         return agent;
     }
 
+    /// <summary><c>weft-agent daemon</c> alone: it waits for a <c>weft-agent up</c> (which a test runs itself, e.g. to sign in interactively).</summary>
+    public static WeftAgent StartDaemon(Namespace machine, string name, params string[] daemonFlags)
+    {
+        var state = Path.Combine(machine.Lab.Directory, "agent-" + name);
+        var agent = new WeftAgent(machine, name, state, ["dotnet", Binaries.Agent, "daemon", "--state-dir", state, .. daemonFlags]);
+        agent.Run();
+        return agent;
+    }
+
+    /// <summary>
+    /// Starts <c>weft-agent up</c> with <paramref name="arguments"/> as a process of its own (it may wait,
+    /// e.g. for someone to sign in); the test reads its output and waits for it to end.
+    /// </summary>
+    public LabProcess StartCli(string description, params string[] arguments) =>
+        Machine.Start(description, ["dotnet", Binaries.Agent, .. arguments, "--state-dir", StateDirectory]);
+
     /// <summary>Starts (or restarts) the agent process and waits until its tunnels exist.</summary>
     public void Run()
     {

@@ -571,6 +571,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 Save(_state with { DeviceId = null, TailnetId = null, NodeKeyIssuedAt = null });
                 NeedsLogin(error.Code, error.Message);
                 break;
+            case ControlErrorCodes.DeviceExpired when _loggingOut is not null:
+                NeedsLogin(error.Code, error.Message); // our own logout expired it
+                break;
             case ControlErrorCodes.DeviceExpired:
                 // Registering again says how to come back: a tailnet with an identity provider answers with a
                 // login link (the person signs in again); any other refuses, and the agent needs a login.
