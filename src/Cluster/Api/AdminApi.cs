@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Weft.Cluster.Identity;
 using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
@@ -36,6 +37,7 @@ public static class AdminApi
         v1.MapAuditEndpoints();
         v1.MapMeshEndpoints();
         v1.MapClusterEndpoints();
+        v1.MapSessionEndpoint();
 
         app.MapFallback((HttpContext http) =>
             throw new ApiException(ApiErrorCodes.NotFound, $"no such endpoint: {http.Request.Method} {http.Request.Path}"));

@@ -11,6 +11,12 @@ public sealed record ApiCaller(string KeyId, ApiKeyScope Scope, string? TailnetI
 {
     public bool IsOperator => Scope == ApiKeyScope.Operator;
 
+    /// <summary>A person signed in to the console (null: an API key, which acts with all of its scope's rights).</summary>
+    public Identity.ConsoleSession? Person { get; init; }
+
+    /// <summary>May make and unmake owners: an API key, or a signed-in owner.</summary>
+    public bool ActsAsOwner => Person is null || Person.Role == Tailnets.UserRole.Owner;
+
     public static ApiCaller Of(HttpContext context) =>
         context.Items[typeof(ApiCaller)] as ApiCaller
         ?? throw new InvalidOperationException("admin endpoint reached without authentication");
@@ -34,8 +40,14 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
         if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
             throw new ApiException(ApiErrorCodes.Unavailable, "this coordinator is shutting down; another node of the cluster serves this request");
         var header = context.Request.Headers.Authorization.ToString();
+        if (string.IsNullOrEmpty(header) && await Identity.ConsoleSignIn.CallerAsync(context, refs) is { } person)
+        {
+            context.Items[typeof(ApiCaller)] = person; // a person signed in to the console
+            await next(context);
+            return;
+        }
         if (string.IsNullOrEmpty(header))
-            throw new ApiException(ApiErrorCodes.Unauthorized, "missing API key: send 'Authorization: Bearer <key>'");
+            throw new ApiException(ApiErrorCodes.Unauthorized, "missing API key: send 'Authorization: Bearer <key>' (or sign in to the console)");
         if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))
             throw new ApiException(ApiErrorCodes.Unauthorized, "the Authorization header must read 'Bearer <key>'");
         if (!TryReadPresentedKey(context.Request, out var token))

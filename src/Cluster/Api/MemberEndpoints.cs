@@ -22,6 +22,7 @@ public static class MemberEndpoints
         tailnet.MapGet("/users", ListUsers);
         tailnet.MapPost("/users", CreateUser);
         tailnet.MapDelete("/users/{user}", DeleteUser);
+        tailnet.MapPut("/users/{user}/role", SetRole);
 
         tailnet.MapGet("/auth-keys", ListAuthKeys);
         tailnet.MapPost("/auth-keys", CreateAuthKey);
@@ -53,12 +54,30 @@ public static class MemberEndpoints
     private static async Task<IResult> CreateUser(HttpContext http, string tailnet, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
-        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name");
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("name", "role");
+        var role = body.OptionalString("role") is { } text ? ParseRole(text) : UserRole.Member;
         var ids = await idempotent.IdsFor(http, "user " + entry.TailnetId);
         var created = await refs.Tailnets.AskFor<UserInfo>(
-            new CreateUser(entry.TailnetId, "usr_" + ids.Base32("user", 12), body.RequiredString("name"), clock.GetUtcNow()), http);
+            new CreateUser(entry.TailnetId, "usr_" + ids.Base32("user", 12), body.RequiredString("name"), clock.GetUtcNow())
+            {
+                Role = role, ByOwner = ApiCaller.Of(http).ActsAsOwner,
+            }, http);
         return Results.Json(ToResource(created.User), AdminJson.Options, statusCode: StatusCodes.Status201Created);
     }
+
+    /// <summary><c>PUT …/users/{user}/role</c> with <c>{"role": "admin"}</c>: owner, admin, member or auditor.</summary>
+    private static async Task<IResult> SetRole(HttpContext http, string tailnet, string user, TailnetRefs refs)
+    {
+        var entry = await refs.ResolveAsync(http, tailnet);
+        var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("role");
+        var role = ParseRole(body.RequiredString("role"));
+        var userId = await ResolveUserId(http, refs, entry.TailnetId, user);
+        var changed = await refs.Tailnets.AskFor<UserInfo>(new SetUserRole(entry.TailnetId, userId, role, ApiCaller.Of(http).ActsAsOwner), http);
+        return Results.Json(ToResource(changed.User), AdminJson.Options);
+    }
+
+    private static UserRole ParseRole(string text) =>
+        UserRoles.TryParse(text, out var role) ? role : throw ApiException.Invalid($"role '{text}' is not one of owner, admin, member, auditor");
 
     private static async Task<IResult> DeleteUser(HttpContext http, string tailnet, string user, TailnetRefs refs)
     {
@@ -237,8 +256,8 @@ public static class MemberEndpoints
     // ------------------------------------------------------------------ resources
 
     private static UserResource ToResource(TailnetUser user) => user.FromProvider
-        ? new(user.UserId, user.Name, user.CreatedAt, user.Issuer, user.Subject, user.Groups, user.LastSignIn)
-        : new(user.UserId, user.Name, user.CreatedAt);
+        ? new(user.UserId, user.Name, user.CreatedAt, user.Role.Name(), user.Issuer, user.Subject, user.Groups, user.LastSignIn)
+        : new(user.UserId, user.Name, user.CreatedAt, user.Role.Name());
 
     private static string? UserName(UserList users, string? userId) =>
         userId is null ? null : users.Users.FirstOrDefault(u => u.UserId == userId)?.Name ?? userId;

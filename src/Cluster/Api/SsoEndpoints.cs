@@ -20,15 +20,15 @@ public static class SsoEndpoints
         sso.MapDelete("", Remove);
     }
 
-    private static async Task<IResult> Get(HttpContext http, string tailnet, TailnetRefs refs)
+    private static async Task<IResult> Get(HttpContext http, string tailnet, TailnetRefs refs, LoginLinks links)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var info = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(entry.TailnetId), http);
         if (info.Settings is null) throw new ApiException(ApiErrorCodes.NotFound, $"tailnet {entry.Name} has no identity provider; set one with PUT (weft tailnet sso set)");
-        return Results.Json(ToResource(info.Settings), AdminJson.Options);
+        return Results.Json(ToResource(info.Settings, await links.RedirectUriFor(entry.TailnetId)), AdminJson.Options);
     }
 
-    private static async Task<IResult> Set(HttpContext http, string tailnet, TailnetRefs refs, ProviderDiscovery discovery)
+    private static async Task<IResult> Set(HttpContext http, string tailnet, TailnetRefs refs, ProviderDiscovery discovery, LoginLinks links)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request))
@@ -41,7 +41,7 @@ public static class SsoEndpoints
         if (SsoRules.Check(settings) is { } invalid) throw ApiException.From(invalid);
         await discovery.CheckAsync(settings, http.RequestAborted);
         var info = await refs.Tailnets.AskFor<SsoInfo>(new SetSso(entry.TailnetId, settings), http);
-        return Results.Json(ToResource(info.Settings!), AdminJson.Options);
+        return Results.Json(ToResource(info.Settings!, await links.RedirectUriFor(entry.TailnetId)), AdminJson.Options);
     }
 
     private static async Task<IResult> Remove(HttpContext http, string tailnet, TailnetRefs refs)
@@ -51,6 +51,7 @@ public static class SsoEndpoints
         return Results.NoContent();
     }
 
-    private static SsoResource ToResource(SsoSettings settings) =>
-        new(settings.Issuer, settings.ClientId, ClientSecretSet: true, settings.AllowedDomains, settings.AllowedGroups, settings.GroupsClaim, settings.Scopes);
+    private static SsoResource ToResource(SsoSettings settings, Uri redirectUri) =>
+        new(settings.Issuer, settings.ClientId, ClientSecretSet: true, settings.AllowedDomains, settings.AllowedGroups, settings.GroupsClaim, settings.Scopes,
+            redirectUri.AbsoluteUri);
 }

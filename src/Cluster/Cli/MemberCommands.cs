@@ -45,17 +45,31 @@ public static class MemberCommands
         {
             var body = await api.GetAsync(Base(parse, tailnet) + "/users");
             if (client.Json(parse, body)) return;
-            Console.Write(TextTable.Render(["ID", "NAME", "CREATED"], body.GetProperty("users").EnumerateArray().Select(u => (IReadOnlyList<string>)
-                [Format.Text(u, "id"), Format.Text(u, "name"), Format.Time(u.GetProperty("createdAt"))])));
+            Console.Write(TextTable.Render(["ID", "NAME", "ROLE", "SIGNS IN AT", "GROUPS", "CREATED"], body.GetProperty("users").EnumerateArray().Select(u => (IReadOnlyList<string>)
+                [Format.Text(u, "id"), Format.Text(u, "name"), Format.Text(u, "role"), u.TryGetProperty("issuer", out _) ? Format.Text(u, "issuer") : "-",
+                 u.TryGetProperty("groups", out _) ? Format.List(u, "groups") : "-", Format.Time(u.GetProperty("createdAt"))])));
         }));
 
-        var create = new Command("create", "Add a user");
+        var create = new Command("create", "Add a user (one who signs in at the tailnet's identity provider with this email becomes this user)");
         var name = new Argument<string>("name") { Description = "For example alice@example.com" };
+        var createRole = new Option<string?>("--role") { Description = "owner, admin, member (the default) or auditor" };
         create.Add(name);
+        create.Add(createRole);
         create.SetAction(parse => client.Run(parse, async api =>
         {
-            var user = await api.PostAsync(Base(parse, tailnet) + "/users", new { name = parse.GetValue(name) });
-            if (!client.Json(parse, user)) Console.WriteLine($"created user {Format.Text(user, "name")} ({Format.Text(user, "id")})");
+            var user = await api.PostAsync(Base(parse, tailnet) + "/users", new { name = parse.GetValue(name), role = parse.GetValue(createRole) });
+            if (!client.Json(parse, user)) Console.WriteLine($"created user {Format.Text(user, "name")} ({Format.Text(user, "id")}), {Format.Text(user, "role")}");
+        }));
+
+        var role = new Command("role", "Give a user a role: owner, admin (administer the tailnet), auditor (read it) or member (no admin access)");
+        var roleUser = new Argument<string>("user") { Description = "User id or name" };
+        var roleName = new Argument<string>("role") { Description = "owner, admin, member or auditor" };
+        role.Add(roleUser);
+        role.Add(roleName);
+        role.SetAction(parse => client.Run(parse, async api =>
+        {
+            var user = await api.PutAsync($"{Base(parse, tailnet)}/users/{Escaped(parse, roleUser)}/role", new { role = parse.GetValue(roleName) });
+            if (!client.Json(parse, user)) Console.WriteLine($"{Format.Text(user, "name")} is now {Format.Text(user, "role")}");
         }));
 
         var delete = new Command("delete", "Remove a user (its auth keys are revoked; it must own no devices)");
@@ -67,7 +81,7 @@ public static class MemberCommands
             Done(client, parse, "deleted", parse.GetValue(which)!);
         }));
 
-        foreach (var command in new[] { list, create, delete }) users.Add(command);
+        foreach (var command in new[] { list, create, role, delete }) users.Add(command);
         return users;
     }
 

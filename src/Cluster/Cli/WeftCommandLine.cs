@@ -215,5 +215,7 @@ public static class WeftCommandLine
         Console.WriteLine($"allowed groups:  {List(sso, "allowedGroups")}");
         Console.WriteLine($"groups claim:    {sso.GetProperty("groupsClaim").GetString()}");
         Console.WriteLine($"scopes:          {string.Join(" ", sso.GetProperty("scopes").EnumerateArray().Select(v => v.GetString()))}");
+        if (sso.TryGetProperty("redirectUri", out var redirect))
+            Console.WriteLine($"redirect URI:    {redirect.GetString()}   (register it at the provider)");
     }
 }

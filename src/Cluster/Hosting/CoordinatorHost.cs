@@ -110,6 +110,7 @@ public static class CoordinatorHost
         app.MapMetrics();
         app.MapAdminConsole();
         app.MapDeviceLogin();
+        app.MapConsoleSignIn();
         app.MapAdminApi();
         return app;
     }

@@ -19,7 +19,8 @@ namespace Weft.Cluster.Identity;
 /// not expired) and sends the browser to the tailnet's provider.</item>
 /// <item><c>/login/oidc/{tailnet}/callback</c>, the redirect URI registered at the provider: the
 /// tailnet's OpenID Connect handler checks the answer and the ID token; then the person's email and
-/// groups are checked against the tailnet's allowed domains and groups, and the device becomes theirs.</item>
+/// groups are checked against the tailnet's allowed domains and groups, and the device becomes theirs
+/// (or, for a console sign-in, <see cref="ConsoleSignIn"/> lets them in).</item>
 /// </list>
 /// Every failure is a page that says what went wrong (status 400, or 404 for an unknown link;
 /// <c>#login-error</c> with a <c>data-code</c>), never a stack trace.
@@ -28,11 +29,8 @@ public static class DeviceLoginPages
 {
     public static IServiceCollection AddDeviceLogin(this IServiceCollection services)
     {
-        services.AddAuthentication().AddCookie(TailnetSignIn.CookieScheme, cookie =>
-        {
-            cookie.Cookie.SameSite = SameSiteMode.Lax;
-            cookie.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
-        });
+        services.AddAuthentication().AddCookie(TailnetSignIn.CookieScheme);
+        services.AddOptions<CookieAuthenticationOptions>(TailnetSignIn.CookieScheme).Configure<Hosting.ClusterSecret>(ConsoleSignIn.ConfigureCookie);
         services.AddSingleton<TailnetSignIn>();
         services.AddSingleton<IConfigureOptions<OpenIdConnectOptions>>(s => s.GetRequiredService<TailnetSignIn>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<OpenIdConnectOptions>, OpenIdConnectPostConfigureOptions>());
@@ -97,10 +95,9 @@ public static class DeviceLoginPages
         context.HandleResponse(); // answered here: nobody is signed in to a cookie
         var http = context.HttpContext;
         IDictionary<string, string?> items = context.Properties?.Items ?? new Dictionary<string, string?>();
-        if (!items.TryGetValue(TailnetSignIn.TailnetItem, out var tailnetId) || tailnetId is null
-            || !items.TryGetValue(TailnetSignIn.LoginItem, out var loginId) || loginId is null)
+        if (!items.TryGetValue(TailnetSignIn.TailnetItem, out var tailnetId) || tailnetId is null)
         {
-            await ErrorPage(http, "login_invalid", "This sign-in was not started by a login link.");
+            await ErrorPage(http, "login_invalid", "This sign-in was not started by Weft.");
             return;
         }
         var signIn = http.RequestServices.GetRequiredService<TailnetSignIn>();
@@ -125,11 +122,21 @@ public static class DeviceLoginPages
             await ErrorPage(http, LoginErrorCodes.NotAllowed, refusal);
             return;
         }
+        var identity = new SignedInIdentity(subject.Issuer, subject.Value, email, groups);
         try
         {
+            if (items.TryGetValue(ConsoleSignIn.ConsoleItem, out var tailnetName) && tailnetName is not null)
+            {
+                await ConsoleSignIn.CompleteAsync(http, tailnetId, tailnetName, identity);
+                return;
+            }
+            if (!items.TryGetValue(TailnetSignIn.LoginItem, out var loginId) || loginId is null)
+            {
+                await ErrorPage(http, "login_invalid", "This sign-in was not started by a login link.");
+                return;
+            }
             var refs = http.RequestServices.GetRequiredService<TailnetRefs>();
             var clock = http.RequestServices.GetRequiredService<TimeProvider>();
-            var identity = new SignedInIdentity(subject.Issuer, subject.Value, email, groups);
             var done = await refs.Tailnets.AskFor<DeviceLoginDone>(
                 new CompleteDeviceLogin(tailnetId, loginId, identity, "usr_" + Identifiers.RandomBase32(12), clock.GetUtcNow()), http);
             await Page(http, StatusCodes.Status200OK, "Device connected", $"""
@@ -184,7 +191,7 @@ public static class DeviceLoginPages
     private static string Sentence(string message) =>
         message.Length == 0 ? "unknown error." : char.ToUpperInvariant(message[0]) + message[1..] + (message.EndsWith('.') ? "" : ".");
 
-    private static Task ErrorPage(HttpContext http, string code, string message) =>
+    internal static Task ErrorPage(HttpContext http, string code, string message) =>
         Page(http, code is LoginErrorCodes.Unknown ? StatusCodes.Status404NotFound : StatusCodes.Status400BadRequest, "Sign-in failed", $"""
             <h1>Sign-in failed</h1>
             <p id="login-error" data-code="{Html(code)}">{Html(message)}</p>

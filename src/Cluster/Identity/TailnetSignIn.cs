@@ -24,8 +24,8 @@ public sealed class TailnetSignIn(
     LoginLinks links) : IConfigureNamedOptions<OpenIdConnectOptions>
 {
     public const string SchemePrefix = "weft-oidc-";
-    /// <summary>Where a scheme would put the person it signed in: never used (device login answers the callback itself), but ASP.NET requires one.</summary>
-    public const string CookieScheme = "weft-sign-in";
+    /// <summary>The console's session cookie (<see cref="ConsoleSignIn"/>); device login answers its callback itself and signs no one in.</summary>
+    public const string CookieScheme = "weft-console";
     public const string TailnetItem = "weft.tailnet";
     public const string LoginItem = "weft.login";
 

@@ -23,12 +23,14 @@ public static class TagOwnership
 {
     /// <summary>
     /// Does <paramref name="user"/> own <paramref name="tag"/>: listed in its tagOwners entry by name,
-    /// through a group, or as <c>autogroup:member</c> (every user)? An empty entry is for admins only.
+    /// through a group or a role's autogroup (<c>autogroup:admin</c>, <c>autogroup:owner</c>), or as
+    /// <c>autogroup:member</c> (every user)? An empty entry is for admins only.
     /// </summary>
     public static bool Owns(IReadOnlyDictionary<string, ImmutableArray<string>> tagOwners, IReadOnlyDictionary<string, ImmutableArray<string>> groups,
         string user, string tag) =>
         tagOwners.TryGetValue(tag, out var owners) && owners.Any(owner =>
             string.Equals(owner, user, StringComparison.OrdinalIgnoreCase)
             || owner == "autogroup:member"
-            || owner.StartsWith("group:", StringComparison.Ordinal) && groups.TryGetValue(owner, out var members) && members.Contains(user, StringComparer.OrdinalIgnoreCase));
+            || (owner.StartsWith("group:", StringComparison.Ordinal) || owner.StartsWith("autogroup:", StringComparison.Ordinal))
+                && groups.TryGetValue(owner, out var members) && members.Contains(user, StringComparer.OrdinalIgnoreCase));
 }

@@ -42,11 +42,16 @@ public sealed partial class PolicyParser
 
     private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
     {
-        "autogroup:admin", "autogroup:owner", "autogroup:it-admin", "autogroup:network-admin", "autogroup:billing-admin",
-        "autogroup:auditor", "autogroup:shared", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
+        "autogroup:it-admin", "autogroup:network-admin", "autogroup:billing-admin", "autogroup:shared", "autogroup:nonroot", "autogroup:danger-all", "autogroup:owners",
     };
 
+    /// <summary>The autogroups of the tailnet's roles: their members are the users in the role (Tailscale's admin, owner and auditor).</summary>
+    public static readonly ImmutableArray<string> RoleAutogroups = ["autogroup:admin", "autogroup:owner", "autogroup:auditor"];
+
+    private const string SupportedAutogroups = "autogroup:member, autogroup:tagged, autogroup:self, autogroup:internet, autogroup:admin, autogroup:owner, autogroup:auditor";
+
     private IReadOnlyDictionary<string, ImmutableArray<string>>? _providerGroups;
+    private IReadOnlyDictionary<string, ImmutableArray<string>>? _roleMembers;
     private readonly List<PolicyIssue> _issues = [];
     private readonly Dictionary<string, ImmutableArray<string>> _groups = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ImmutableArray<string>> _tagOwners = new(StringComparer.Ordinal);
@@ -63,7 +68,9 @@ public sealed partial class PolicyParser
     /// in), when it has a provider; null when it has none. They add to the policy's own <c>groups</c>, and
     /// with a provider any <c>group:</c> name is defined (members sign in later).
     /// </param>
-    public static PolicyParseResult Parse(string text, IReadOnlyDictionary<string, ImmutableArray<string>>? providerGroups = null)
+    /// <param name="roleMembers">The users in each role's autogroup (<see cref="RoleAutogroups"/> → their names); absent ones have none.</param>
+    public static PolicyParseResult Parse(string text, IReadOnlyDictionary<string, ImmutableArray<string>>? providerGroups = null,
+        IReadOnlyDictionary<string, ImmutableArray<string>>? roleMembers = null)
     {
         HuValue root;
         try
@@ -74,7 +81,7 @@ public sealed partial class PolicyParser
         {
             return new PolicyParseResult(null, [new PolicyIssue(e.Line, e.Column, "", e.Reason)]);
         }
-        return new PolicyParser { _providerGroups = providerGroups }.Read(root);
+        return new PolicyParser { _providerGroups = providerGroups, _roleMembers = roleMembers }.Read(root);
     }
 
     private void Issue(int line, int column, string path, string message)
@@ -113,6 +120,8 @@ public sealed partial class PolicyParser
             }
         }
         AddProviderGroups();
+        // Role autogroups resolve like groups (tagOwners and rules alike); a policy cannot define them itself.
+        foreach (var role in RoleAutogroups) _groups[role] = _roleMembers?.GetValueOrDefault(role) ?? [];
         CheckTagOwnerReferences();
         var rules = new List<AccessRule>();
         if (acls is not null) ReadRules(acls, rules);
@@ -284,11 +293,12 @@ public sealed partial class PolicyParser
                 case "autogroup:self":
                     Issue(at, path, "autogroup:self can only be a destination");
                     return null;
+                case var role when RoleAutogroups.Contains(role): return new GroupAlias(role, _groups[role]);
                 case var known when NotSupportedAutogroups.Contains(known):
-                    Issue(at, path, $"{known} is not supported yet by Weft (supported: autogroup:member, autogroup:tagged, autogroup:self, autogroup:internet)");
+                    Issue(at, path, $"{known} is not supported yet by Weft (supported: {SupportedAutogroups})");
                     return null;
                 default:
-                    Issue(at, path, $"unknown autogroup \"{text}\" (supported: autogroup:member, autogroup:tagged, autogroup:self, autogroup:internet)");
+                    Issue(at, path, $"unknown autogroup \"{text}\" (supported: {SupportedAutogroups})");
                     return null;
             }
         }

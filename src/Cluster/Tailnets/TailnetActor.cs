@@ -139,6 +139,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         DeleteTailnet => new TailnetDeletedAck(stateAfter.TailnetId),
         CreateUser c => new UserInfo(stateAfter.Users[c.UserId]),
         DeleteUser c => new UserInfo(new TailnetUser(c.UserId, "", default)),
+        SetUserRole c => new UserInfo(stateAfter.Users[c.UserId]),
+        SignInUser c => new UserInfo(stateAfter.UserFor(c.Identity)!),
         CreateAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
         RevokeAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
         RegisterDevice c => stateAfter.FindByMachineKey(c.MachineKey)! is var registered

@@ -52,6 +52,10 @@ public static class LoginErrorCodes
 [WireName("tailnet.complete-device-login")]
 public sealed record CompleteDeviceLogin(string TailnetId, string LoginId, SignedInIdentity Identity, string NewUserId, DateTimeOffset At) : ITailnetCommand;
 
+/// <summary>A person signed in to the tailnet's console at its provider: they become (or stay) its user. Answered with <see cref="UserInfo"/>.</summary>
+[WireName("tailnet.sign-in-user")]
+public sealed record SignInUser(string TailnetId, SignedInIdentity Identity, string NewUserId, DateTimeOffset At) : ITailnetCommand;
+
 // Queries and replies
 
 /// <summary>Is this login link still open? Answered with <see cref="DeviceLoginInfo"/> or a rejection with a <see cref="LoginErrorCodes"/> code.</summary>

@@ -24,13 +24,44 @@ public sealed record TailnetUser(string UserId, string Name, DateTimeOffset Crea
 
     public DateTimeOffset? LastSignIn { get; init; }
 
+    /// <summary>What the user may do in the tailnet's admin console and API, and their autogroups in the policy.</summary>
+    public UserRole Role { get; init; } = UserRole.Member;
+
     public bool FromProvider => Issuer.Length > 0;
 
     public bool Equals(TailnetUser? other) =>
         other is not null && UserId == other.UserId && Name == other.Name && CreatedAt == other.CreatedAt && Issuer == other.Issuer
-        && Subject == other.Subject && Groups.SequenceEqual(other.Groups) && LastSignIn == other.LastSignIn;
+        && Subject == other.Subject && Groups.SequenceEqual(other.Groups) && LastSignIn == other.LastSignIn && Role == other.Role;
 
     public override int GetHashCode() => UserId.GetHashCode();
+}
+
+/// <summary>
+/// A user's role in their tailnet, as Tailscale's: the owner and admins administer it (the owner's role
+/// only an owner or an operator changes), auditors read everything and change nothing, members use
+/// their devices and have no admin access. In policies: <c>autogroup:owner</c>, <c>autogroup:admin</c>
+/// (owners and admins), <c>autogroup:auditor</c> and <c>autogroup:member</c> (everyone).
+/// </summary>
+public enum UserRole
+{
+    Member = 0,
+    Admin = 1,
+    Owner = 2,
+    Auditor = 3,
+}
+
+public static class UserRoles
+{
+    public static string Name(this UserRole role) => role.ToString().ToLowerInvariant();
+
+    public static bool TryParse(string text, out UserRole role) =>
+        Enum.TryParse(text, ignoreCase: true, out role) && Enum.IsDefined(role) && !int.TryParse(text, out _);
+
+    /// <summary>May change the tailnet (its settings, policy, users, keys and devices).</summary>
+    public static bool Administers(this UserRole role) => role is UserRole.Owner or UserRole.Admin;
+
+    /// <summary>May read the tailnet's administration (the console, and GETs of the API).</summary>
+    public static bool Reads(this UserRole role) => role is UserRole.Owner or UserRole.Admin or UserRole.Auditor;
 }
 
 /// <summary>A pre-authorisation key. Only a SHA-256 hash of its secret is kept.</summary>
@@ -131,7 +162,17 @@ public interface ITailnetDeviceCommand : ITailnetCommand
 }
 
 [WireName("tailnet.create-user")]
-public sealed record CreateUser(string TailnetId, string UserId, string Name, DateTimeOffset At) : ITailnetCommand;
+public sealed record CreateUser(string TailnetId, string UserId, string Name, DateTimeOffset At) : ITailnetCommand
+{
+    public UserRole Role { get; init; } = UserRole.Member;
+
+    /// <summary>Asked by an owner or an operator: only they make an owner.</summary>
+    public bool ByOwner { get; init; } = true;
+}
+
+/// <summary>Gives a user a role. Only an owner (or an operator) makes or unmakes an owner (<paramref name="ByOwner"/>); the last owner stays one until another is made.</summary>
+[WireName("tailnet.set-user-role")]
+public sealed record SetUserRole(string TailnetId, string UserId, UserRole Role, bool ByOwner) : ITailnetCommand;
 
 [WireName("tailnet.delete-user")]
 public sealed record DeleteUser(string TailnetId, string UserId) : ITailnetCommand;
@@ -310,6 +351,8 @@ public sealed record DeviceDeletedAck(string TailnetId, string DeviceId) : IClus
 public sealed record UserCreated(TailnetUser User) : ITailnetEvent;
 
 public sealed record UserDeleted(string UserId) : ITailnetEvent;
+
+public sealed record UserRoleChanged(string UserId, UserRole Role) : ITailnetEvent;
 
 public sealed record AuthKeyCreated(AuthKey Key) : ITailnetEvent;
 

@@ -59,6 +59,7 @@ public static class TailnetRecords
             p => new(p.Text, p.Version, p.At.ToTime()))
         .Add<UserCreated, Stored.UserCreated>("tn.user-created", e => new() { User = ToStored(e.User) }, p => new(FromStored(p.User)))
         .Add<UserDeleted, Stored.UserDeleted>("tn.user-deleted", e => new() { UserId = e.UserId }, p => new(p.UserId))
+        .Add<UserRoleChanged, Stored.UserRoleChanged>("tn.user-role-changed", e => new() { UserId = e.UserId, Role = (int)e.Role }, p => new(p.UserId, (UserRole)p.Role))
         .Add<AuthKeyCreated, Stored.AuthKeyCreated>("tn.auth-key-created", e => new() { Key = ToStored(e.Key) }, p => new(FromStored(p.Key)))
         .Add<AuthKeyRevoked, Stored.AuthKeyRevoked>("tn.auth-key-revoked", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
         .Add<AuthKeyUsed, Stored.AuthKeyUsed>("tn.auth-key-used", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
@@ -101,12 +102,12 @@ public static class TailnetRecords
     private static Stored.User ToStored(TailnetUser user) => new()
     {
         UserId = user.UserId, Name = user.Name, CreatedAt = user.CreatedAt.ToStored(), Issuer = user.Issuer, Subject = user.Subject,
-        Groups = { user.Groups }, LastSignIn = user.LastSignIn.ToStored(),
+        Groups = { user.Groups }, LastSignIn = user.LastSignIn.ToStored(), Role = (int)user.Role,
     };
 
     private static TailnetUser FromStored(Stored.User user) => new(user.UserId, user.Name, user.CreatedAt.ToTime())
     {
-        Issuer = user.Issuer, Subject = user.Subject, Groups = [.. user.Groups], LastSignIn = user.LastSignIn.ToOptionalTime(),
+        Issuer = user.Issuer, Subject = user.Subject, Groups = [.. user.Groups], LastSignIn = user.LastSignIn.ToOptionalTime(), Role = (UserRole)user.Role,
     };
 
     private static Stored.DeviceLogin ToStored(DeviceLogin login)

@@ -78,34 +78,47 @@ public sealed partial record TailnetState
     {
         static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
 
-        if (Sso is null) return Refuse(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
-        var identity = c.Identity;
-        if (identity.Issuer != Sso.Issuer)
-            return Refuse(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");
-        if (identity.Subject.Length is 0 or > SsoRules.MaxNameLength || identity.Email.Length is 0 or > SsoRules.MaxNameLength)
-            return Refuse(LoginErrorCodes.NotAllowed, "the provider gave no usable subject or email for this user");
-        var user = UserFor(identity);
+        if (SignedIn(c.Identity, c.NewUserId, c.At, out var signedIn) is { } refused) return Decision<ITailnetEvent>.Reject(refused);
         if (!Logins.TryGetValue(c.LoginId, out var login) || !Devices.TryGetValue(login.DeviceId, out var device))
             return Refuse(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
         if (login.UsedBy is { } usedBy)
-            return user is not null && usedBy == user.UserId && device.UserId == usedBy && device.IsActive
+            return usedBy == signedIn.UserId && device.UserId == usedBy && device.IsActive
                 ? Decision<ITailnetEvent>.Unchanged // the same sign-in again: its answer was lost
                 : Refuse(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
         if (c.At >= login.ExpiresAt) return Refuse(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
         if (Devices.Values.Any(d => d.NodeKey == login.NodeKey && d.DeviceId != device.DeviceId))
             return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this device's node key");
 
-        var groups = identity.Groups.IsDefault ? [] : identity.Groups.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
-        var signedIn = (user ?? new TailnetUser(c.NewUserId, identity.Email, c.At) { Issuer = identity.Issuer, Subject = identity.Subject })
-            with { Name = identity.Email, Issuer = identity.Issuer, Subject = identity.Subject, Groups = groups, LastSignIn = c.At };
-        if (Users.Values.FirstOrDefault(u => u.UserId != signedIn.UserId && string.Equals(u.Name, signedIn.Name, StringComparison.OrdinalIgnoreCase)) is { } namesake)
-            return Refuse(LoginErrorCodes.NameTaken, $"another user of this tailnet ({namesake.UserId}) is named {namesake.Name}; an admin must delete or rename one of them");
-        if (user is null && Users.ContainsKey(c.NewUserId)) return Decision<ITailnetEvent>.Reject(IdTaken("user", c.NewUserId));
-
         var events = new List<ITailnetEvent>(4) { new UserSignedIn(signedIn), new DeviceLoginCompleted(login.LoginId, signedIn.UserId) };
         if (device.Status == DeviceStatus.Pending) events.Add(Approved(device, c.At));
         events.Add(new DeviceReauthorized(device.DeviceId, login.NodeKey, login.DiscoKey, KeyExpiryFor(c.At, []), signedIn.UserId, [], null));
         return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    /// <summary>A person signed in to the console: they become (or stay) a user, as a member unless they have a role already.</summary>
+    private Decision<ITailnetEvent> ConsoleSignInDecision(SignInUser c) =>
+        SignedIn(c.Identity, c.NewUserId, c.At, out var signedIn) is { } refused
+            ? Decision<ITailnetEvent>.Reject(refused)
+            : Decision<ITailnetEvent>.Accept(new UserSignedIn(signedIn));
+
+    /// <summary>The user this identity signs in as, with what the provider says now (email, groups); or why it may not.</summary>
+    private Rejection? SignedIn(SignedInIdentity identity, string newUserId, DateTimeOffset at, out TailnetUser signedIn)
+    {
+        signedIn = null!;
+        if (Sso is null) return new Rejection(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+        if (identity.Issuer != Sso.Issuer)
+            return new Rejection(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");
+        if (identity.Subject.Length is 0 or > SsoRules.MaxNameLength || identity.Email.Length is 0 or > SsoRules.MaxNameLength)
+            return new Rejection(LoginErrorCodes.NotAllowed, "the provider gave no usable subject or email for this user");
+        var user = UserFor(identity);
+        var groups = identity.Groups.IsDefault ? [] : identity.Groups.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
+        signedIn = (user ?? new TailnetUser(newUserId, identity.Email, at))
+            with { Name = identity.Email, Issuer = identity.Issuer, Subject = identity.Subject, Groups = groups, LastSignIn = at };
+        var id = signedIn.UserId;
+        if (Users.Values.FirstOrDefault(u => u.UserId != id && string.Equals(u.Name, identity.Email, StringComparison.OrdinalIgnoreCase)) is { } namesake)
+            return new Rejection(LoginErrorCodes.NameTaken, $"another user of this tailnet ({namesake.UserId}) is named {namesake.Name}; an admin must delete or rename one of them");
+        if (user is null && Users.ContainsKey(newUserId)) return IdTaken("user", newUserId);
+        return null;
     }
 
     /// <summary>

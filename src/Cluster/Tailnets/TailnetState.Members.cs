@@ -49,12 +49,14 @@ public sealed partial record TailnetState
     {
         CreateUser c => CreateUserDecision(c),
         DeleteUser c => DeleteUserDecision(c),
+        SetUserRole c => SetRoleDecision(c),
         CreateAuthKey c => CreateAuthKeyDecision(c),
         RevokeAuthKey c => AuthKeys.TryGetValue(c.KeyId, out var key)
             ? key.Revoked ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(new AuthKeyRevoked(c.KeyId))
             : Decision<ITailnetEvent>.Reject(Rejection.NotFound($"auth key {c.KeyId} does not exist")),
         RegisterDevice c => RegisterDecision(c),
         CompleteDeviceLogin c => CompleteLoginDecision(c),
+        SignInUser c => ConsoleSignInDecision(c),
         ApproveDevice c => WithDevice(c.DeviceId, d => d.Status switch
         {
             DeviceStatus.Pending => Decision<ITailnetEvent>.Accept(Approved(d, c.At)),
@@ -89,8 +91,9 @@ public sealed partial record TailnetState
 
     private TailnetState ApplyMembers(ITailnetEvent @event) => @event switch
     {
-        UserCreated e => this with { Users = Users.SetItem(e.User.UserId, e.User) },
-        UserDeleted e => this with { Users = Users.Remove(e.UserId) },
+        UserCreated e => this with { Users = Users.SetItem(e.User.UserId, e.User), _policy = null },
+        UserDeleted e => this with { Users = Users.Remove(e.UserId), _policy = null },
+        UserRoleChanged e => this with { Users = Users.SetItem(e.UserId, Users[e.UserId] with { Role = e.Role }), _policy = null }, // roles are autogroups
         AuthKeyCreated e => this with { AuthKeys = AuthKeys.SetItem(e.Key.KeyId, e.Key) },
         AuthKeyRevoked e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Revoked = true }) },
         AuthKeyUsed e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Uses = AuthKeys[e.KeyId].Uses + 1 }) },
@@ -154,7 +157,9 @@ public sealed partial record TailnetState
             return same.Name == c.Name ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("user", c.UserId));
         if (Users.Values.Any(u => string.Equals(u.Name, c.Name, StringComparison.OrdinalIgnoreCase)))
             return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"a user named '{c.Name}' already exists"));
-        return Decision<ITailnetEvent>.Accept(new UserCreated(new TailnetUser(c.UserId, c.Name, c.At)));
+        if (c.Role == UserRole.Owner && !c.ByOwner)
+            return Decision<ITailnetEvent>.Reject(new Rejection(Contracts.Admin.ApiErrorCodes.Forbidden, "only an owner (or an operator) makes an owner"));
+        return Decision<ITailnetEvent>.Accept(new UserCreated(new TailnetUser(c.UserId, c.Name, c.At) { Role = c.Role }));
     }
 
     private Decision<ITailnetEvent> DeleteUserDecision(DeleteUser c)
@@ -166,6 +171,17 @@ public sealed partial record TailnetState
         var events = AuthKeys.Values.Where(k => k.UserId == c.UserId && !k.Revoked).Select(k => (ITailnetEvent)new AuthKeyRevoked(k.KeyId)).ToList();
         events.Add(new UserDeleted(c.UserId));
         return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    private Decision<ITailnetEvent> SetRoleDecision(SetUserRole c)
+    {
+        if (!Users.TryGetValue(c.UserId, out var user)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
+        if (user.Role == c.Role) return Decision<ITailnetEvent>.Unchanged;
+        if ((user.Role == UserRole.Owner || c.Role == UserRole.Owner) && !c.ByOwner)
+            return Decision<ITailnetEvent>.Reject(new Rejection(Contracts.Admin.ApiErrorCodes.Forbidden, "only an owner (or an operator) makes or unmakes an owner"));
+        if (user.Role == UserRole.Owner && Users.Values.Count(u => u.Role == UserRole.Owner) == 1)
+            return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"{user.Name} is the tailnet's only owner; make another user owner first"));
+        return Decision<ITailnetEvent>.Accept(new UserRoleChanged(c.UserId, c.Role));
     }
 
     private Decision<ITailnetEvent> CreateAuthKeyDecision(CreateAuthKey c)

@@ -20,7 +20,19 @@ public sealed partial record TailnetState
     private TailnetPolicy? _policy;
 
     /// <summary>The parsed policy in force (parsed once per state that changed it).</summary>
-    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups()).Policy ?? DefaultPolicy;
+    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers()).Policy ?? DefaultPolicy;
+
+    /// <summary>The users in each role's autogroup: autogroup:owner, autogroup:admin (owners and admins), autogroup:auditor.</summary>
+    public IReadOnlyDictionary<string, ImmutableArray<string>> RoleMembers()
+    {
+        ImmutableArray<string> NamesOf(params UserRole[] roles) => [.. Users.Values.Where(u => roles.Contains(u.Role)).Select(u => u.Name).Order(StringComparer.OrdinalIgnoreCase)];
+        return new Dictionary<string, ImmutableArray<string>>
+        {
+            ["autogroup:owner"] = NamesOf(UserRole.Owner),
+            ["autogroup:admin"] = NamesOf(UserRole.Owner, UserRole.Admin),
+            ["autogroup:auditor"] = NamesOf(UserRole.Auditor),
+        };
+    }
 
     /// <summary>
     /// The identity provider's groups as the policy sees them (<c>group:NAME</c> → its members' emails),
@@ -47,7 +59,7 @@ public sealed partial record TailnetState
     /// <summary>Parses a candidate policy and runs its tests against this tailnet's devices.</summary>
     public PolicyValidation Validate(string text)
     {
-        var parsed = PolicyParser.Parse(text, ProviderGroups());
+        var parsed = PolicyParser.Parse(text, ProviderGroups(), RoleMembers());
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
         return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
@@ -91,6 +103,7 @@ public static class TailnetPolicyFollowing
             PolicyChanged => engine.ChangePolicy(next.Policy),
             // Who is in a provider's group changes with sign-ins (rare), and whether a policy may name such groups with the provider.
             UserSignedIn or SsoConfigured or SsoRemoved => engine.ChangePolicy(next.Policy),
+            UserRoleChanged or UserCreated or UserDeleted => engine.ChangePolicy(next.Policy), // roles are autogroups
             DeviceRegistered e => Place(e.Device.DeviceId),
             DeviceApproved e => Place(e.DeviceId),
             DeviceReauthorized e => Place(e.DeviceId),

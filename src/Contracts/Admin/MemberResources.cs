@@ -2,10 +2,11 @@ namespace Weft.Contracts.Admin;
 
 // The admin API's view of what lives inside a tailnet: users, auth keys, devices, API keys.
 
+/// <param name="Role">owner, admin, member or auditor.</param>
 /// <param name="Issuer">The identity provider that vouches for this user (null: created by an admin, by name).</param>
 /// <param name="Groups">The provider's groups at the last sign-in (<c>group:NAME</c> in the policy).</param>
 public sealed record UserResource(
-    string Id, string Name, DateTimeOffset CreatedAt, string? Issuer = null, string? Subject = null, IReadOnlyList<string>? Groups = null,
+    string Id, string Name, DateTimeOffset CreatedAt, string Role = "member", string? Issuer = null, string? Subject = null, IReadOnlyList<string>? Groups = null,
     DateTimeOffset? LastSignIn = null);
 
 public sealed record UserListResource(IReadOnlyList<UserResource> Users);
@@ -60,3 +61,6 @@ public sealed record PolicyValidationResource(bool Valid, int Rules, int Tests);
 
 /// <summary>The answer of <c>POST …/policy/test</c>: may src reach dst under the live policy, and by which rule.</summary>
 public sealed record AccessCheckResource(bool Allowed, int? Rule, string Explanation);
+
+/// <summary>Who calls the admin API: a person signed in to the console (kind "person", with their role), or an API key.</summary>
+public sealed record SessionResource(string Kind, string? Tailnet, string? User, string? Email, string? Role);

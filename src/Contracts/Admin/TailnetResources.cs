@@ -31,9 +31,10 @@ public sealed record TailnetPlacementResource(string Tailnet, string Node);
 /// A tailnet's OpenID Connect provider as the API shows it: the client secret is never returned
 /// (<see cref="ClientSecretSet"/> says one is stored).
 /// </summary>
+/// <param name="RedirectUri">What to register at the provider as this tailnet's redirect (callback) URI.</param>
 public sealed record SsoResource(
     string Issuer, string ClientId, bool ClientSecretSet, IReadOnlyList<string> AllowedDomains, IReadOnlyList<string> AllowedGroups,
-    string GroupsClaim, IReadOnlyList<string> Scopes);
+    string GroupsClaim, IReadOnlyList<string> Scopes, string? RedirectUri = null);
 
 /// <summary>The body of <c>PUT /api/v1/tailnets/{tailnet}/sso</c>.</summary>
 public sealed record SetSsoRequest(

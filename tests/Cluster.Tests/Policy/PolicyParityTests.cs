@@ -421,7 +421,7 @@ public class PolicyParityTests
     [InlineData("""{ "nodeAttrs": [] }""", "\"nodeAttrs\" is not supported yet by Weft")]
     [InlineData("""{ "ipsets": {} }""", "\"ipsets\" is not supported yet by Weft")]
     [InlineData("""{ "OneCGNATRoute": "mullvad" }""", "\"OneCGNATRoute\" is not supported yet by Weft")]
-    [InlineData("""{ "acls": [ { "action": "accept", "src": ["autogroup:admin"], "dst": ["*:*"] } ] }""", "autogroup:admin is not supported yet by Weft")]
+    [InlineData("""{ "acls": [ { "action": "accept", "src": ["autogroup:it-admin"], "dst": ["*:*"] } ] }""", "autogroup:it-admin is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["ipset:office"], "dst": ["*:*"] } ] }""", "ipset: selectors are not supported yet")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["svc:db"], "dst": ["*:*"] } ] }""", "svc: selectors are not supported yet")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["user:*@example.com"], "dst": ["*:*"] } ] }""", "user: selectors are not supported yet")]

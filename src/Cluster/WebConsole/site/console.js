@@ -5,7 +5,9 @@
 const keyStorage = "weft.apiKey";
 const view = document.getElementById("view");
 const statusLine = document.getElementById("status");
-const state = { key: sessionStorage.getItem(keyStorage), operator: false, tailnets: [], live: null };
+// Signed in with an API key (key), or as a person through the tailnet's identity provider (person:
+// the session cookie does the rest, and changes carry X-Weft-Console so that no other site can make them).
+const state = { key: sessionStorage.getItem(keyStorage), person: null, operator: false, tailnets: [], live: null };
 
 // ------------------------------------------------------------------ helpers
 
@@ -39,8 +41,13 @@ class ApiError extends Error {
   }
 }
 
+/** How a request proves who sends it: the API key, or the console session (its cookie goes by itself). */
+function credentials(key = state.key) {
+  return key ? { Authorization: "Bearer " + key } : { "X-Weft-Console": "1" };
+}
+
 async function api(path, { method = "GET", json, text, key = state.key } = {}) {
-  const headers = { Authorization: "Bearer " + key };
+  const headers = credentials(key);
   let body;
   if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
   if (text !== undefined) { headers["Content-Type"] = "application/hujson"; body = text; }
@@ -83,9 +90,27 @@ async function signIn(key) {
   }
 }
 
-function signOut() {
+/** A console session from an earlier sign-in at the identity provider, if the browser holds one. */
+async function resumeSession() {
+  try {
+    const session = await api("/session", { key: null });
+    if (session.kind !== "person") return false;
+    state.person = session;
+    state.tailnets = (await api("/tailnets", { key: null })).tailnets;
+    state.operator = false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function signOut() {
   sessionStorage.removeItem(keyStorage);
   state.key = null;
+  if (state.person) {
+    state.person = null;
+    await fetch("/admin/logout", { method: "POST", headers: credentials(null) }).catch(() => {});
+  }
   stopLive();
   document.getElementById("nav").hidden = true;
   location.hash = "#/";
@@ -109,12 +134,24 @@ function renderSignIn(problem) {
     },
   },
   h("h2", {}, "Sign in"),
-  h("p", { id: "api-key-help" }, "Paste an API key: an operator key administers every tailnet; a tailnet key administers its own. ",
-    h("span", { class: "muted" }, "(Sign-in with your identity provider comes with OIDC.)")),
+  h("p", { id: "api-key-help" }, "Paste an API key: an operator key administers every tailnet; a tailnet key administers its own."),
   h("label", { for: "api-key" }, "API key"), input,
   problem ? h("p", { role: "alert", class: "expired" }, problem) : null,
   h("p", {}, h("button", { class: "primary", type: "submit", id: "sign-in" }, "Sign in")));
-  view.replaceChildren(form);
+  // Or as a person, at the tailnet's identity provider (a tailnet with one): owners, admins and auditors.
+  const tailnet = h("input", { id: "sso-tailnet", autocomplete: "organization", spellcheck: "false" });
+  const sso = h("form", {
+    class: "signin",
+    onsubmit: (event) => {
+      event.preventDefault();
+      if (tailnet.value.trim()) location.assign("/admin/login/" + enc(tailnet.value.trim()));
+    },
+  },
+  h("h2", {}, "Sign in with your identity provider"),
+  h("p", {}, "For owners, admins and auditors of a tailnet that signs its people in."),
+  h("label", { for: "sso-tailnet" }, "Tailnet"), tailnet,
+  h("p", {}, h("button", { type: "submit", id: "sso-sign-in" }, "Continue to sign-in")));
+  view.replaceChildren(form, sso);
   input.focus();
 }
 
@@ -124,14 +161,14 @@ window.addEventListener("hashchange", () => route());
 document.getElementById("sign-out").addEventListener("click", signOut);
 
 async function route() {
-  if (!state.key) return renderSignIn();
-  if (!state.tailnets.length && !state.operator) {
+  if (!state.key && !state.person && !(await resumeSession())) return renderSignIn();
+  if (state.key && !state.tailnets.length && !state.operator) {
     try { await signIn(state.key); } catch { return renderSignIn("Your session ended; sign in again."); }
   }
   const nav = document.getElementById("nav");
   nav.hidden = false;
   document.getElementById("nav-cluster").hidden = !state.operator;
-  document.getElementById("who").textContent = state.operator ? "operator" : "tailnet key";
+  document.getElementById("who").textContent = state.person ? `${state.person.email} (${state.person.role})` : state.operator ? "operator" : "tailnet key";
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   stopLive();
   try {
@@ -201,7 +238,7 @@ function startLive(tailnet, onMesh) {
   (async () => {
     while (!controller.signal.aborted) {
       try {
-        const response = await fetch(`/api/v1/tailnets/${enc(tailnet.id)}/events`, { headers: { Authorization: "Bearer " + state.key }, signal: controller.signal });
+        const response = await fetch(`/api/v1/tailnets/${enc(tailnet.id)}/events`, { headers: credentials(), signal: controller.signal });
         if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
