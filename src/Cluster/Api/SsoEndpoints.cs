@@ -28,7 +28,7 @@ public static class SsoEndpoints
         return Results.Json(ToResource(info.Settings, await links.RedirectUriFor(entry.TailnetId)), AdminJson.Options);
     }
 
-    private static async Task<IResult> Set(HttpContext http, string tailnet, TailnetRefs refs, ProviderDiscovery discovery, LoginLinks links)
+    private static async Task<IResult> Set(HttpContext http, string tailnet, TailnetRefs refs, ProviderDiscovery discovery, LoginLinks links, Hosting.ClusterSecret secret)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var body = (await JsonRequestBody.ReadAsync(http.Request))
@@ -40,7 +40,9 @@ public static class SsoEndpoints
         // The settings' own rules first (no request leaves for a malformed issuer), then the provider itself.
         if (SsoRules.Check(settings) is { } invalid) throw ApiException.From(invalid);
         await discovery.CheckAsync(settings, http.RequestAborted);
-        var info = await refs.Tailnets.AskFor<SsoInfo>(new SetSso(entry.TailnetId, settings), http);
+        // Only the sealed secret is stored (the journal is readable by whoever reads the database).
+        var sealedSettings = settings with { ClientSecret = ClientSecrets.Seal(secret, entry.TailnetId, settings.ClientSecret) };
+        var info = await refs.Tailnets.AskFor<SsoInfo>(new SetSso(entry.TailnetId, sealedSettings), http);
         return Results.Json(ToResource(info.Settings!, await links.RedirectUriFor(entry.TailnetId)), AdminJson.Options);
     }
 

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Authentication.OpenIdConnect;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -29,6 +30,9 @@ public static class DeviceLoginPages
 {
     public static IServiceCollection AddDeviceLogin(this IServiceCollection services)
     {
+        // Nothing of sign-in rests with one node: its state, nonce and console session are sealed with the
+        // cluster secret (ClusterSecretProtector). ASP.NET's own key ring stays in memory, not in ~/.aspnet.
+        services.AddDataProtection().UseEphemeralDataProtectionProvider();
         services.AddAuthentication().AddCookie(TailnetSignIn.CookieScheme);
         services.AddOptions<CookieAuthenticationOptions>(TailnetSignIn.CookieScheme).Configure<Hosting.ClusterSecret>(ConsoleSignIn.ConfigureCookie);
         services.AddSingleton<TailnetSignIn>();

@@ -66,7 +66,7 @@ public sealed class TailnetSignIn(
         options.Authority = settings.Issuer;
         options.RequireHttpsMetadata = new Uri(settings.Issuer).Scheme == Uri.UriSchemeHttps; // plain http only where allowed for loopback tests
         options.ClientId = settings.ClientId;
-        options.ClientSecret = settings.ClientSecret;
+        options.ClientSecret = ClientSecrets.Open(secret, provider.TailnetId, settings.ClientSecret);
         options.ResponseType = OpenIdConnectResponseType.Code;
         // A top-level GET back to us: the correlation and nonce cookies (SameSite=Lax) come along without https.
         options.ResponseMode = OpenIdConnectResponseMode.Query;

@@ -44,6 +44,15 @@ public sealed class SsoApiTests
             Assert.Equal(["openid", "email", "groups"], set.Scopes);
         }
 
+        // The secret rests sealed: nowhere in the database's files (journal, snapshots, WAL) in clear.
+        foreach (var file in Directory.EnumerateFiles(storage.DataDirectory, "*", SearchOption.AllDirectories))
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var copy = new MemoryStream();
+            await stream.CopyToAsync(copy);
+            Assert.True(copy.ToArray().AsSpan().IndexOf(System.Text.Encoding.UTF8.GetBytes(Secret)) < 0, $"the client secret is in clear in {file}");
+        }
+
         await using var restarted = await TestCoordinator.StartAsync(storage);
         var kept = await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnetId}/sso")).ReadAs<SsoResource>(HttpStatusCode.OK);
         Assert.Equal("weft-acme", kept.ClientId);

@@ -85,6 +85,10 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
         await RefusedSignIn(browser, desktopLink, OidcTestProvider.Bob, "login_wrong_issuer", "another identity provider", "foreign-issuer");
         await provider.SetIdTokenModeAsync("normal");
         Assert.Equal(ControlState.WaitingForLogin, desktop.State.State);
+        // The waiting agent restarts: it is shown the same link (the device, its key and its open link live in the tailnet).
+        await desktop.Stop();
+        using var desktopAgain = TestAgent.Start(agents, [coordinator.Control], "shared-desktop", authKey: null, tailnet: "login-acme", store: desktop.Store);
+        Assert.Equal(desktopLink, await LinkOf(desktopAgain));
         Assert.Single((await (await coordinator.Http.GetAsync($"/api/v1/tailnets/{acme.Id}/users")).ReadAs<UserListResource>(HttpStatusCode.OK)).Users);
 
         // Tenant isolation: globex admits its own domain only; Alice of acme cannot put a device there, and globex sees none of acme.
