@@ -89,6 +89,7 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         Assert.True(code == 0, output);
         Assert.Contains("allowed domains: corp.example, example.com", output);
         Assert.Contains("scopes:          openid email groups", output);
+        Assert.Matches(@"redirect URI:\s+http://127\.0\.0\.1:\d+/login/oidc/tn_\w+/callback", output);
         Assert.DoesNotContain(secret, output);
 
         var (showCode, shown) = await Weft("tailnet", "sso", "show", tailnet, "--json");
@@ -106,6 +107,32 @@ public sealed class CommandLineTests(SharedCoordinator coordinator) : IClassFixt
         var (goneCode, gone) = await Weft("tailnet", "sso", "show", tailnet);
         Assert.NotEqual(0, goneCode);
         Assert.Contains("has no identity provider", gone);
+    }
+
+    [Fact]
+    public async Task An_admin_gives_users_roles_and_lists_them()
+    {
+        var tailnet = await coordinator.NewTailnet("cli-roles");
+        var (createCode, created) = await Weft("user", "create", "alice@example.com", "--role", "owner", "--tailnet", tailnet);
+        Assert.True(createCode == 0, created);
+        Assert.Contains("created user alice@example.com", created);
+        Assert.Contains("owner", created);
+        Assert.Equal(0, (await Weft("user", "create", "bob@example.com", "--tailnet", tailnet)).Code);
+
+        var (roleCode, role) = await Weft("user", "role", "bob@example.com", "auditor", "--tailnet", tailnet);
+        Assert.True(roleCode == 0, role);
+        Assert.Contains("bob@example.com is now auditor", role);
+        var (badCode, bad) = await Weft("user", "role", "bob@example.com", "root", "--tailnet", tailnet);
+        Assert.NotEqual(0, badCode);
+        Assert.Contains("not one of owner, admin, member, auditor", bad);
+        var (lastCode, last) = await Weft("user", "role", "alice@example.com", "member", "--tailnet", tailnet);
+        Assert.NotEqual(0, lastCode);
+        Assert.Contains("only owner", last);
+
+        var (listCode, list) = await Weft("user", "list", "--tailnet", tailnet);
+        Assert.True(listCode == 0, list);
+        Assert.Matches(@"alice@example\.com\s+owner", list);
+        Assert.Matches(@"bob@example\.com\s+auditor", list);
     }
 
     [Theory]
