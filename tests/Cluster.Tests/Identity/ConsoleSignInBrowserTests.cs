@@ -31,9 +31,7 @@ public sealed class ConsoleSignInBrowserTests(ITestOutputHelper output)
         await using var provider = await OidcTestProvider.StartAsync([
             new OidcTestClient("weft-console", Secret, [new Uri(coordinator.Api, $"login/oidc/{acme.Id}/callback").AbsoluteUri]),
         ]);
-        using (var set = await coordinator.Http.PutAsJsonAsync($"/api/v1/tailnets/{acme.Id}/sso",
-            new SetSsoRequest(provider.IssuerIdentifier, "weft-console", Secret, Scopes: ["email", "groups"]), AdminJson.Options))
-            Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+        await coordinator.Http.SetProvider(acme.Id, provider.IssuerIdentifier, "weft-console", Secret);
         // Roles are given by email before the people first sign in; their first sign-in makes them these users.
         await (await coordinator.Http.PostAsJsonAsync($"/api/v1/tailnets/{acme.Id}/users", new { name = "alice@example.com", role = "admin" })).ReadAs<UserResource>(HttpStatusCode.Created);
         await (await coordinator.Http.PostAsJsonAsync($"/api/v1/tailnets/{acme.Id}/users", new { name = "bob@example.com", role = "auditor" })).ReadAs<UserResource>(HttpStatusCode.Created);
@@ -100,9 +98,6 @@ public sealed class ConsoleSignInBrowserTests(ITestOutputHelper output)
         await page.GotoAsync(new Uri(coordinator.Api, "admin").ToString());
         await page.FillAsync("#sso-tailnet", tailnet);
         await page.ClickAsync("#sso-sign-in");
-        await page.FillAsync(OidcTestProvider.Selectors.LoginField, user.Id);
-        await page.FillAsync(OidcTestProvider.Selectors.PasswordField, "any password");
-        await page.ClickAsync(OidcTestProvider.Selectors.SignInButton);
-        await page.ClickAsync(OidcTestProvider.Selectors.ConsentAllowButton);
+        await Browser.SignInAtProvider(page, user);
     }
 }

@@ -32,9 +32,7 @@ public sealed class DeviceLoginAcrossNodesTests(ITestOutputHelper output)
         var tailnet = await cluster.Api(0).CreateTailnet("across-nodes");
         var callbackOne = new Uri(one.Api, $"login/oidc/{tailnet.Id}/callback").AbsoluteUri;
         await using var provider = await OidcTestProvider.StartAsync([new OidcTestClient("weft", Secret, [callbackOne])]);
-        using (var set = await cluster.Api(0).PutAsJsonAsync($"/api/v1/tailnets/{tailnet.Id}/sso",
-            new SetSsoRequest(provider.IssuerIdentifier, "weft", Secret, Scopes: ["email", "groups"]), AdminJson.Options))
-            Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+        await cluster.Api(0).SetProvider(tailnet.Id, provider.IssuerIdentifier, "weft", Secret);
         await using var agents = new AgentSystem();
         await using var browser = await Browser.LaunchAsync();
 
@@ -63,10 +61,7 @@ public sealed class DeviceLoginAcrossNodesTests(ITestOutputHelper output)
         await Browser.Step(page, output, "login-across-nodes", async () =>
         {
             await page.GotoAsync(link);
-            await page.FillAsync(OidcTestProvider.Selectors.LoginField, OidcTestProvider.Bob.Id);
-            await page.FillAsync(OidcTestProvider.Selectors.PasswordField, "any password");
-            await page.ClickAsync(OidcTestProvider.Selectors.SignInButton);
-            await page.ClickAsync(OidcTestProvider.Selectors.ConsentAllowButton);
+            await Browser.SignInAtProvider(page, OidcTestProvider.Bob);
             await Expect(page.Locator("#login-user")).ToHaveTextAsync("bob@example.com");
         });
         Assert.Single(delivered);

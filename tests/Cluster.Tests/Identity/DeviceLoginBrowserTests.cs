@@ -33,8 +33,8 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
             new OidcTestClient("weft-acme", Secret, [Callback(coordinator, acme.Id)]),
             new OidcTestClient("weft-globex", Secret, [Callback(coordinator, globex.Id)]),
         ]);
-        await SetProvider(coordinator, acme.Id, provider, "weft-acme", ["example.com"]);
-        await SetProvider(coordinator, globex.Id, provider, "weft-globex", ["globex.example"]);
+        await coordinator.Http.SetProvider(acme.Id, provider.IssuerIdentifier, "weft-acme", Secret, ["example.com"]);
+        await coordinator.Http.SetProvider(globex.Id, provider.IssuerIdentifier, "weft-globex", Secret, ["globex.example"]);
         await using var agents = new AgentSystem();
         await using var browser = await Browser.LaunchAsync();
 
@@ -48,7 +48,7 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
         await Browser.Step(page, output, "device-login", async () =>
         {
             await page.GotoAsync(link);
-            await SignIn(page, OidcTestProvider.Alice);
+            await Browser.SignInAtProvider(page, OidcTestProvider.Alice);
             await Expect(page.Locator("#login-done")).ToBeVisibleAsync();
             await Expect(page.Locator("#login-user")).ToHaveTextAsync("alice@example.com");
         });
@@ -107,7 +107,7 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
         await Browser.Step(page, output, "device-login-again", async () =>
         {
             await page.GotoAsync(again);
-            await SignIn(page, OidcTestProvider.Alice); // the provider remembers her: no login page this time
+            await Browser.SignInAtProvider(page, OidcTestProvider.Alice); // the provider remembers her: no login page this time
             await Expect(page.Locator("#login-done")).ToBeVisibleAsync();
         });
         await laptop.WaitForState(ControlState.Running);
@@ -123,7 +123,7 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
         await using var coordinator = await TestCoordinator.StartAsync(storage, [new("Weft:Api:LoginLinkSeconds", "5")]);
         var acme = await coordinator.Http.CreateTailnet("login-expiry");
         await using var provider = await OidcTestProvider.StartAsync([new OidcTestClient("weft", Secret, [Callback(coordinator, acme.Id)])]);
-        await SetProvider(coordinator, acme.Id, provider, "weft", []);
+        await coordinator.Http.SetProvider(acme.Id, provider.IssuerIdentifier, "weft", Secret);
         await using var agents = new AgentSystem();
 
         using var laptop = TestAgent.Start(agents, coordinator.Control, "slow-laptop", authKey: null, tailnet: "login-expiry");
@@ -143,33 +143,10 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
 
     private static string Callback(TestCoordinator coordinator, string tailnetId) => new Uri(coordinator.Api, $"login/oidc/{tailnetId}/callback").AbsoluteUri;
 
-    private static async Task SetProvider(TestCoordinator coordinator, string tailnetId, OidcTestProvider provider, string clientId, string[] domains)
-    {
-        using var set = await coordinator.Http.PutAsJsonAsync($"/api/v1/tailnets/{tailnetId}/sso",
-            new SetSsoRequest(provider.IssuerIdentifier, clientId, Secret, domains, [], Scopes: ["email", "groups"]), AdminJson.Options);
-        Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
-    }
-
     private static async Task<string> LinkOf(TestAgent agent)
     {
         await agent.WaitForState(ControlState.WaitingForLogin);
         return (await Eventually.Until(async () => (await agent.Status()).LoginUrl, url => url is not null, $"{agent.Hostname}'s login link"))!;
-    }
-
-    /// <summary>At the provider: its login page (unless it remembers the person), then its consent page (unless already given).</summary>
-    private static async Task SignIn(IPage page, OidcTestUser user)
-    {
-        var next = page.Locator($"{OidcTestProvider.Selectors.LoginField}, {OidcTestProvider.Selectors.ConsentAllowButton}, #login-done, #login-error");
-        await next.First.WaitForAsync();
-        if (await page.Locator(OidcTestProvider.Selectors.LoginField).IsVisibleAsync())
-        {
-            await page.FillAsync(OidcTestProvider.Selectors.LoginField, user.Id);
-            await page.FillAsync(OidcTestProvider.Selectors.PasswordField, "any password");
-            await page.ClickAsync(OidcTestProvider.Selectors.SignInButton);
-            await page.Locator($"{OidcTestProvider.Selectors.ConsentAllowButton}, #login-done, #login-error").First.WaitForAsync();
-        }
-        if (await page.Locator(OidcTestProvider.Selectors.ConsentAllowButton).IsVisibleAsync())
-            await page.ClickAsync(OidcTestProvider.Selectors.ConsentAllowButton);
     }
 
     private async Task RefusedSignIn(Browser browser, string link, OidcTestUser user, string code, string reason, string step)
@@ -178,7 +155,7 @@ public sealed class DeviceLoginBrowserTests(ITestOutputHelper output)
         await Browser.Step(page, output, "device-login-" + step, async () =>
         {
             await page.GotoAsync(link);
-            await SignIn(page, user);
+            await Browser.SignInAtProvider(page, user);
             await ExpectRefusal(page, code, reason);
         });
     }

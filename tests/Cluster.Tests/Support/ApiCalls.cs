@@ -32,6 +32,14 @@ public static class ApiCalls
     public static Task<HttpResponseMessage> SendRaw(this HttpClient http, HttpMethod method, string path, string body, string contentType = "application/json") =>
         http.SendAsync(new HttpRequestMessage(method, path) { Content = new StringContent(body, Encoding.UTF8, contentType) });
 
+    /// <summary>Names <paramref name="issuer"/> the tailnet's provider (with the email and groups scopes); fails the test if refused.</summary>
+    public static async Task SetProvider(this HttpClient http, string tailnetId, string issuer, string clientId, string secret, string[]? domains = null)
+    {
+        using var set = await http.PutAsJsonAsync($"/api/v1/tailnets/{tailnetId}/sso",
+            new SetSsoRequest(issuer, clientId, secret, domains ?? [], [], Scopes: ["email", "groups"]), AdminJson.Options);
+        Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+    }
+
     public static async Task<TailnetResource> CreateTailnet(this HttpClient http, string name, int? expiryDays = null, string? dnsSuffix = null) =>
         await (await http.PostJson("/api/v1/tailnets", new CreateTailnetRequest(name, expiryDays, dnsSuffix))).ReadAs<TailnetResource>(HttpStatusCode.Created);
 

@@ -1,4 +1,5 @@
 using Microsoft.Playwright;
+using Weft.ClusterLab;
 using Xunit.Abstractions;
 
 namespace Weft.Cluster.Tests.Support;
@@ -73,6 +74,26 @@ public sealed class Browser : IAsyncDisposable
             foreach (var line in consoleLines) output.WriteLine("browser console " + line);
             throw new Xunit.Sdk.XunitException($"{e.Message}\n(screenshot of the page: {file})\n{e}");
         }
+    }
+
+    /// <summary>
+    /// At the test identity provider (<see cref="OidcTestProvider"/>): its login page, unless it remembers
+    /// the person in this browser, then its consent page, unless they consented before. Returns on the page
+    /// the provider sends the browser back to (or a refusal).
+    /// </summary>
+    public static async Task SignInAtProvider(IPage page, OidcTestUser user)
+    {
+        const string back = "#login-done, #login-error, #who";
+        await page.Locator($"{OidcTestProvider.Selectors.LoginField}, {OidcTestProvider.Selectors.ConsentAllowButton}, {back}").First.WaitForAsync();
+        if (await page.Locator(OidcTestProvider.Selectors.LoginField).IsVisibleAsync())
+        {
+            await page.FillAsync(OidcTestProvider.Selectors.LoginField, user.Id);
+            await page.FillAsync(OidcTestProvider.Selectors.PasswordField, "any password");
+            await page.ClickAsync(OidcTestProvider.Selectors.SignInButton);
+            await page.Locator($"{OidcTestProvider.Selectors.ConsentAllowButton}, {back}").First.WaitForAsync();
+        }
+        if (await page.Locator(OidcTestProvider.Selectors.ConsentAllowButton).IsVisibleAsync())
+            await page.ClickAsync(OidcTestProvider.Selectors.ConsentAllowButton);
     }
 
     public static async Task<string> SaveScreenshot(IPage page, ITestOutputHelper output, string name)

@@ -93,10 +93,7 @@ public class SignInLabTests(ITestOutputHelper output)
         await Browser.Step(page, output, "lab-sign-in-" + name, async () =>
         {
             await page.GotoAsync(link);
-            await page.FillAsync(OidcTestProvider.Selectors.LoginField, person.Id);
-            await page.FillAsync(OidcTestProvider.Selectors.PasswordField, "any password");
-            await page.ClickAsync(OidcTestProvider.Selectors.SignInButton);
-            await page.ClickAsync(OidcTestProvider.Selectors.ConsentAllowButton);
+            await Browser.SignInAtProvider(page, person);
             await Expect(page.Locator("#login-user")).ToHaveTextAsync(person.Email);
         });
 
