@@ -76,14 +76,12 @@ public static class DeviceLoginPages
     {
         try
         {
-            // The sign-in may have started on another node, or before this one restarted: build the scheme here too.
-            if (signIn.SettingsOf(tailnet) is null)
-            {
-                var entry = await refs.FindAsync(http, tailnet) ?? throw new ApiException(LoginErrorCodes.Unknown, "There is no such tailnet.");
-                var sso = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(entry.TailnetId), http);
-                if (sso.Settings is null) throw new ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
-                await signIn.EnsureAsync(entry.TailnetId, sso.Settings);
-            }
+            // The sign-in may have started on another node, before this one restarted, or before an admin changed the
+            // provider's settings (a new client secret): the scheme is built here for the settings in force now.
+            var entry = await refs.FindAsync(http, tailnet) ?? throw new ApiException(LoginErrorCodes.Unknown, "There is no such tailnet.");
+            var sso = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(entry.TailnetId), http);
+            if (sso.Settings is null) throw new ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
+            await signIn.EnsureAsync(entry.TailnetId, sso.Settings);
             if (await handlers.GetHandlerAsync(http, TailnetSignIn.SchemeFor(tailnet)) is IAuthenticationRequestHandler handler && await handler.HandleRequestAsync()) return;
             await ErrorPage(http, "login_invalid", "This address takes only the identity provider's answer to a sign-in that Weft started.");
         }

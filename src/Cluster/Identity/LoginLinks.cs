@@ -11,8 +11,9 @@ namespace Weft.Cluster.Identity;
 /// the tailnet and login id under a key derived from the cluster secret: every node makes and checks
 /// the same link, and the store holds nothing that opens it.
 /// </summary>
-public sealed class LoginLinks(ClusterSecret secret, WeftSettings settings, CoordinatorReadiness readiness)
+public sealed class LoginLinks(ClusterSecret secret, WeftSettings settings, CoordinatorReadiness readiness, ILogger<LoginLinks> log)
 {
+    private int _warned;
     public const string LoginPrefix = "/login";
     private const int MacBytes = 20;
     private readonly byte[] _key = secret.Derive("device login links");
@@ -22,7 +23,14 @@ public sealed class LoginLinks(ClusterSecret secret, WeftSettings settings, Coor
     /// <summary>The base every address starts with, ending in '/'.</summary>
     public async Task<Uri> BaseAsync()
     {
-        var configured = settings.Api.PublicUrl is { Length: > 0 } url ? new Uri(url) : await readiness.ApiAddress;
+        if (settings.Api.PublicUrl is not { Length: > 0 } url)
+        {
+            var bound = await readiness.ApiAddress;
+            if (Interlocked.Exchange(ref _warned, 1) == 0)
+                log.LogWarning("Weft:Api:PublicUrl is not set: login links and redirect URIs use {Address}, which only browsers on this machine reach; set it to the address people's browsers use", bound);
+            url = bound.AbsoluteUri;
+        }
+        var configured = new Uri(url);
         return configured.AbsoluteUri.EndsWith('/') ? configured : new Uri(configured.AbsoluteUri + "/");
     }
 

@@ -106,7 +106,8 @@ public sealed partial record TailnetState
     {
         signedIn = null!;
         if (Sso is null) return new Rejection(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
-        if (identity.Issuer != Sso.Issuer)
+        // The provider's own spelling may end in '/' (Auth0's does); the stored issuer never does.
+        if (identity.Issuer.TrimEnd('/') != Sso.Issuer.TrimEnd('/'))
             return new Rejection(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");
         if (identity.Subject.Length is 0 or > SsoRules.MaxNameLength || identity.Email.Length is 0 or > SsoRules.MaxNameLength)
             return new Rejection(LoginErrorCodes.NotAllowed, "the provider gave no usable subject or email for this user");

@@ -19,8 +19,17 @@ public sealed partial record TailnetState
 
     private TailnetPolicy? _policy;
 
-    /// <summary>The parsed policy in force (parsed once per state that changed it).</summary>
-    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers()).Policy ?? DefaultPolicy;
+    /// <summary>Nothing reaches anything: what a stored policy means if it no longer parses.</summary>
+    private static readonly TailnetPolicy ClosedPolicy = PolicyParser.Parse("""{ "acls": [] }""").Policy
+        ?? throw new InvalidOperationException("the closed policy does not parse");
+
+    /// <summary>
+    /// The parsed policy in force (parsed once per state that changed it). A stored policy was valid when
+    /// it was set, but what it names from the tailnet's users (provider groups, role autogroups) changes;
+    /// should it ever stop parsing, the tailnet fails closed rather than fall back to the default (which
+    /// allows everything).
+    /// </summary>
+    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers()).Policy ?? ClosedPolicy;
 
     /// <summary>The users in each role's autogroup: autogroup:owner, autogroup:admin (owners and admins), autogroup:auditor.</summary>
     public IReadOnlyDictionary<string, ImmutableArray<string>> RoleMembers()

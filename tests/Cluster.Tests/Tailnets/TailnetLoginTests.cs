@@ -89,6 +89,14 @@ public class TailnetLoginTests
     }
 
     [Fact]
+    public void A_provider_that_spells_its_issuer_with_a_trailing_slash_signs_people_in()
+    {
+        var state = Run(WithProvider(), Keyless("dev_1", 'a', 'b', "login_1"));
+        state = Run(state, SignIn("login_1", Alice with { Issuer = Issuer + "/" }, newUserId: "usr_alice")); // as Auth0 writes iss
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_1"].Status);
+    }
+
+    [Fact]
     public void A_user_an_admin_created_by_email_takes_the_identity_of_their_first_sign_in_and_keeps_it()
     {
         var state = Run(WithProvider(), new CreateUser(T, "usr_alice", "alice@example.com", Now));
