@@ -72,10 +72,7 @@ public static class ConsoleSignIn
         try
         {
             var entry = await refs.FindAsync(http, tailnet) ?? throw new ApiException(LoginErrorCodes.Unknown, $"There is no tailnet '{tailnet}'.");
-            var sso = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(entry.TailnetId), http);
-            if (sso.Settings is null)
-                throw new ApiException(LoginErrorCodes.NoProvider, $"Tailnet {entry.Name} has no identity provider: sign in to the console with an API key.");
-            var scheme = await signIn.EnsureAsync(entry.TailnetId, sso.Settings);
+            var scheme = await signIn.EnsureCurrentAsync(http, refs, entry.TailnetId);
             var properties = new AuthenticationProperties();
             properties.Items[TailnetSignIn.TailnetItem] = entry.TailnetId;
             properties.Items[ConsoleItem] = entry.Name;
@@ -83,7 +80,8 @@ public static class ConsoleSignIn
         }
         catch (ApiException e)
         {
-            await DeviceLoginPages.ErrorPage(http, e.Code, e.Message);
+            await DeviceLoginPages.ErrorPage(http, e.Code,
+                e.Code == LoginErrorCodes.NoProvider ? $"Tailnet {tailnet} has no identity provider: sign in to the console with an API key." : e.Message);
         }
     }
 

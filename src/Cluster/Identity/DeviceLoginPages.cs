@@ -58,9 +58,7 @@ public static class DeviceLoginPages
         try
         {
             var login = await refs.Tailnets.AskFor<DeviceLoginInfo>(new GetDeviceLogin(tailnet, loginId, clock.GetUtcNow()), http);
-            var sso = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(tailnet), http);
-            if (sso.Settings is null) throw new ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
-            var scheme = await signIn.EnsureAsync(tailnet, sso.Settings);
+            var scheme = await signIn.EnsureCurrentAsync(http, refs, tailnet);
             var properties = new AuthenticationProperties();
             properties.Items[TailnetSignIn.TailnetItem] = tailnet;
             properties.Items[TailnetSignIn.LoginItem] = login.Login.LoginId;
@@ -76,12 +74,9 @@ public static class DeviceLoginPages
     {
         try
         {
-            // The sign-in may have started on another node, before this one restarted, or before an admin changed the
-            // provider's settings (a new client secret): the scheme is built here for the settings in force now.
+            // The scheme is built here for the settings in force now: the sign-in may have started elsewhere.
             var entry = await refs.FindAsync(http, tailnet) ?? throw new ApiException(LoginErrorCodes.Unknown, "There is no such tailnet.");
-            var sso = await refs.Tailnets.AskFor<SsoInfo>(new GetSso(entry.TailnetId), http);
-            if (sso.Settings is null) throw new ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
-            await signIn.EnsureAsync(entry.TailnetId, sso.Settings);
+            await signIn.EnsureCurrentAsync(http, refs, entry.TailnetId);
             if (await handlers.GetHandlerAsync(http, TailnetSignIn.SchemeFor(tailnet)) is IAuthenticationRequestHandler handler && await handler.HandleRequestAsync()) return;
             await ErrorPage(http, "login_invalid", "This address takes only the identity provider's answer to a sign-in that Weft started.");
         }

@@ -40,8 +40,19 @@ public sealed class TailnetSignIn(
     /// <summary>The provider settings the tailnet's scheme uses now (null: none built yet).</summary>
     public SsoSettings? SettingsOf(string tailnetId) => _providers.TryGetValue(SchemeFor(tailnetId), out var provider) ? provider.Settings : null;
 
-    /// <summary>The tailnet's scheme, added or rebuilt for <paramref name="settings"/> (the tailnet's current ones).</summary>
-    public async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
+    /// <summary>
+    /// The tailnet's scheme, added or rebuilt for the provider settings the tailnet holds now (a sign-in may
+    /// have started on another node, before this one restarted, or before an admin changed the settings).
+    /// </summary>
+    /// <exception cref="Api.ApiException">The tailnet has no provider (<see cref="LoginErrorCodes.NoProvider"/>), or did not answer.</exception>
+    public async Task<string> EnsureCurrentAsync(HttpContext http, Api.TailnetRefs refs, string tailnetId)
+    {
+        var sso = await Api.ClusterAsk.AskFor<SsoInfo>(refs.Tailnets, new GetSso(tailnetId), http);
+        if (sso.Settings is null) throw new Api.ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
+        return await EnsureAsync(tailnetId, sso.Settings);
+    }
+
+    private async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
     {
         var scheme = SchemeFor(tailnetId);
         lock (_gate)

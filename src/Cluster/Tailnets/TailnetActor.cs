@@ -143,9 +143,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         SignInUser c => new UserInfo(stateAfter.UserFor(c.Identity)!),
         CreateAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
         RevokeAuthKey c => new AuthKeyInfo(stateAfter.AuthKeys[c.KeyId]),
-        RegisterDevice c => stateAfter.FindByMachineKey(c.MachineKey)! is var registered
-            ? new DeviceRegistration(stateAfter.TailnetId, registered) { Login = stateAfter.OpenLoginFor(registered.DeviceId, c.NodeKey, c.At) }
-            : null!,
+        RegisterDevice c => RegistrationOf(stateAfter, c),
         CompleteDeviceLogin c => stateAfter.Logins[c.LoginId] is { UsedBy: { } userId } login
             ? new DeviceLoginDone(stateAfter.TailnetId, stateAfter.Devices[login.DeviceId], stateAfter.Users[userId])
             : throw new InvalidOperationException("a completed login without its user"),
@@ -156,6 +154,13 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         ITailnetDeviceCommand c => DeviceInfoAfter(stateAfter, c.DeviceId),
         _ => throw new InvalidOperationException(command.GetType().Name),
     };
+
+    /// <summary>The device as the registration left it, with the login link it waits on (if it signs in).</summary>
+    private static DeviceRegistration RegistrationOf(TailnetState state, RegisterDevice c)
+    {
+        var device = state.FindByMachineKey(c.MachineKey)!;
+        return new DeviceRegistration(state.TailnetId, device) { Login = state.OpenLoginFor(device.DeviceId, c.NodeKey, c.At) };
+    }
 
     private object DeviceInfoAfter(TailnetState state, string deviceId) =>
         state.Devices.TryGetValue(deviceId, out var device) ? new DeviceInfo(device, IsOnline(deviceId)) : Rejection.NotFound($"device {deviceId} does not exist");

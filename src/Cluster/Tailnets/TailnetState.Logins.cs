@@ -14,17 +14,24 @@ public sealed partial record TailnetState
     /// <summary>The login links issued, open or spent (spent ones for <see cref="SpentLoginRetention"/>).</summary>
     public ImmutableSortedDictionary<string, DeviceLogin> Logins { get; init; } = ImmutableSortedDictionary<string, DeviceLogin>.Empty;
 
+    // Why a link signs no one in: the same words wherever it is opened or used.
+    private static readonly Rejection NoProvider = new(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+    private static readonly Rejection UnknownLogin = new(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
+    private static readonly Rejection UsedLogin = new(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
+
+    private static Rejection ExpiredLogin(DeviceLogin login) => new(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
+
     /// <summary>The device's open login link for <paramref name="nodeKey"/>, if it has one.</summary>
     public DeviceLogin? OpenLoginFor(string deviceId, string nodeKey, DateTimeOffset at) =>
         Logins.Values.FirstOrDefault(l => l.DeviceId == deviceId && l.NodeKey == nodeKey && l.OpenAt(at));
 
     public object LoginInfo(GetDeviceLogin get)
     {
-        if (Sso is null) return new Rejection(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+        if (Sso is null) return NoProvider;
         if (!Logins.TryGetValue(get.LoginId, out var login) || !Devices.TryGetValue(login.DeviceId, out var device))
-            return new Rejection(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
-        if (login.UsedBy is not null) return new Rejection(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
-        if (get.At >= login.ExpiresAt) return new Rejection(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
+            return UnknownLogin;
+        if (login.UsedBy is not null) return UsedLogin;
+        if (get.At >= login.ExpiresAt) return ExpiredLogin(login);
         return new DeviceLoginInfo(TailnetId, login, device.Hostname);
     }
 
@@ -76,18 +83,16 @@ public sealed partial record TailnetState
 
     private Decision<ITailnetEvent> CompleteLoginDecision(CompleteDeviceLogin c)
     {
-        static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
-
         if (SignedIn(c.Identity, c.NewUserId, c.At, out var signedIn) is { } refused) return Decision<ITailnetEvent>.Reject(refused);
         if (!Logins.TryGetValue(c.LoginId, out var login) || !Devices.TryGetValue(login.DeviceId, out var device))
-            return Refuse(LoginErrorCodes.Unknown, "this login link is not known: it may have been replaced by a newer one; run weft-agent up again for a new link");
+            return Decision<ITailnetEvent>.Reject(UnknownLogin);
         if (login.UsedBy is { } usedBy)
             return usedBy == signedIn.UserId && device.UserId == usedBy && device.IsActive
                 ? Decision<ITailnetEvent>.Unchanged // the same sign-in again: its answer was lost
-                : Refuse(LoginErrorCodes.Used, "this login link was used already; each link signs in once");
-        if (c.At >= login.ExpiresAt) return Refuse(LoginErrorCodes.Expired, $"this login link expired at {login.ExpiresAt:u}; the waiting agent shows a new one");
+                : Decision<ITailnetEvent>.Reject(UsedLogin);
+        if (c.At >= login.ExpiresAt) return Decision<ITailnetEvent>.Reject(ExpiredLogin(login));
         if (Devices.Values.Any(d => d.NodeKey == login.NodeKey && d.DeviceId != device.DeviceId))
-            return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this device's node key");
+            return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyInUse, "another device already uses this device's node key"));
 
         var events = new List<ITailnetEvent>(4) { new UserSignedIn(signedIn), new DeviceLoginCompleted(login.LoginId, signedIn.UserId) };
         if (device.Status == DeviceStatus.Pending) events.Add(Approved(device, c.At));
@@ -105,7 +110,7 @@ public sealed partial record TailnetState
     private Rejection? SignedIn(SignedInIdentity identity, string newUserId, DateTimeOffset at, out TailnetUser signedIn)
     {
         signedIn = null!;
-        if (Sso is null) return new Rejection(LoginErrorCodes.NoProvider, "this tailnet signs no one in: it has no identity provider");
+        if (Sso is null) return NoProvider;
         // The provider's own spelling may end in '/' (Auth0's does); the stored issuer never does.
         if (identity.Issuer.TrimEnd('/') != Sso.Issuer.TrimEnd('/'))
             return new Rejection(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");

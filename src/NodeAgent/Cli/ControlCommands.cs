@@ -406,7 +406,7 @@ public static class ControlCommands
                 if (state != LocalApi.StateName(ControlState.WaitingForLogin))
                 {
                     if (shown is null) return 0; // it never waited for a sign-in
-                    Console.WriteLine(state == LocalApi.StateName(ControlState.Running) ? "Success: signed in; this device runs." : $"{state}: {Text(root, "detail")}");
+                    Console.WriteLine(state == LocalApi.StateName(ControlState.Running) ? "Success: signed in; this device runs." : $"{state}: {StatusText.Text(root, "detail")}");
                     return state == LocalApi.StateName(ControlState.Running) ? 0 : 1;
                 }
                 if (root.TryGetProperty("loginUrl", out var url) && url.GetString() is { } link && link != shown)
@@ -419,9 +419,6 @@ public static class ControlCommands
         }
         return 1;
     }
-
-    private static string Text(JsonElement element, string property) =>
-        element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() ?? "" : "";
 
     /// <summary>Sends one command to the daemon and prints its answer (human text, or the JSON). Exit 1 on any error.</summary>
     private static async Task<int> Ask(string directory, string command, object? body, bool json, CancellationToken cancel)
@@ -607,6 +604,6 @@ public static class StatusText
     private static string Bytes(long bytes) =>
         bytes < 1024 ? $"{bytes} B" : bytes < 1 << 20 ? FormattableString.Invariant($"{bytes / 1024.0:0.0} KiB") : FormattableString.Invariant($"{bytes / 1048576.0:0.0} MiB");
 
-    private static string? Text(JsonElement element, string property) =>
+    internal static string? Text(JsonElement element, string property) =>
         element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
 }

@@ -411,27 +411,25 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
             OnRegisterRefused(result);
             return;
         }
-        if (result.Status == RegisterResult.Types.Status.PendingApproval && result.DeviceId.Length == 0 && result.LoginUrl.Length > 0)
-        {
-            // The tailnet signs its people in: someone opens the link and signs in; meanwhile, ask again as told.
-            _dialer?.Connected(_connection!.Url);
-            _awaitingApproval = true;
-            if (_loginUrl != result.LoginUrl) _log.Info("To sign in and add this device to the tailnet, visit: {0}", result.LoginUrl);
-            _loginUrl = result.LoginUrl;
-            SetStatus(ControlState.WaitingForLogin, null, $"to sign in and add this device to the tailnet, visit {result.LoginUrl}");
-            var poll = TimeSpan.FromMilliseconds(Math.Max(500, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
-            Timers.StartSingleTimer("register-again", RegisterAgain.Instance, poll);
-            return;
-        }
         if (result.Status == RegisterResult.Types.Status.PendingApproval && result.DeviceId.Length == 0)
         {
-            // Registered without a key: an admin must approve this machine first. The coordinator does not
-            // say more (not even whether the tailnet exists); ask again, on this stream, when it says to.
+            // Registered without a key and not admitted yet: someone signs in at the login link (a tailnet with an
+            // identity provider), or an admin approves this machine (the coordinator then says no more, not even
+            // whether the tailnet exists). Ask again, on this stream, when it says to.
             _dialer?.Connected(_connection!.Url);
             _awaitingApproval = true;
-            SetStatus(ControlState.PendingApproval, null,
-                $"waiting for an admin to approve this device in tailnet '{_login.Tailnet}' (machine key {KeyText.Format(KeyText.MachinePrefix, _machine.PublicKey)[..21]}…)");
-            var after = TimeSpan.FromMilliseconds(Math.Max(1000, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
+            if (result.LoginUrl.Length > 0)
+            {
+                if (_loginUrl != result.LoginUrl) _log.Info("To sign in and add this device to the tailnet, visit: {0}", result.LoginUrl);
+                _loginUrl = result.LoginUrl;
+                SetStatus(ControlState.WaitingForLogin, null, $"to sign in and add this device to the tailnet, visit {result.LoginUrl}");
+            }
+            else
+            {
+                SetStatus(ControlState.PendingApproval, null,
+                    $"waiting for an admin to approve this device in tailnet '{_login.Tailnet}' (machine key {KeyText.Format(KeyText.MachinePrefix, _machine.PublicKey)[..21]}…)");
+            }
+            var after = TimeSpan.FromMilliseconds(Math.Max(result.LoginUrl.Length > 0 ? 500 : 1000, result.RetryAfterMs)) * (0.8 + 0.4 * Random.Shared.NextDouble());
             Timers.StartSingleTimer("register-again", RegisterAgain.Instance, after);
             return;
         }
