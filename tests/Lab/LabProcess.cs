@@ -9,6 +9,8 @@ public sealed class LabProcess : IDisposable
     private readonly Process _process;
     private readonly StringBuilder _output = new();
     private readonly object _lock = new();
+    private readonly TaskCompletionSource _outputClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _errorClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     internal LabProcess(string description, ProcessStartInfo info)
     {
@@ -17,8 +19,8 @@ public sealed class LabProcess : IDisposable
         info.RedirectStandardError = true;
         info.UseShellExecute = false;
         _process = Process.Start(info) ?? throw new LabException($"could not start {description}");
-        _process.OutputDataReceived += (_, e) => Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.OutputDataReceived += (_, e) => Append(e.Data, _outputClosed);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data, _errorClosed);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
@@ -27,17 +29,30 @@ public sealed class LabProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
-    /// <summary>Waits for the process to end by itself; its exit code, or null if it still runs after <paramref name="timeout"/>.</summary>
-    public int? WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout) ? _process.ExitCode : null;
+    /// <summary>
+    /// Waits for the process to end by itself; its exit code, or null if it still runs after <paramref name="timeout"/>.
+    /// Once it has ended, <see cref="Output"/> holds everything it printed: the process can exit before its last lines
+    /// have been read from the pipes, so this also waits (briefly) for both pipes to close.
+    /// </summary>
+    public int? WaitForExit(TimeSpan timeout)
+    {
+        if (!_process.WaitForExit(timeout)) return null;
+        Task.WaitAll([_outputClosed.Task, _errorClosed.Task], TimeSpan.FromSeconds(5)); // a child that kept the pipes open would hold them longer
+        return _process.ExitCode;
+    }
 
     public string Output
     {
         get { lock (_lock) return _output.ToString(); }
     }
 
-    private void Append(string? line)
+    private void Append(string? line, TaskCompletionSource closed)
     {
-        if (line is null) return;
+        if (line is null)
+        {
+            closed.TrySetResult(); // end of that pipe
+            return;
+        }
         lock (_lock) _output.AppendLine(line);
     }
 
@@ -48,7 +63,8 @@ public sealed class LabProcess : IDisposable
         while (DateTime.UtcNow < deadline)
         {
             if (Output.Contains(text, StringComparison.Ordinal)) return;
-            if (_process.HasExited) throw new LabException($"{Description} exited ({_process.ExitCode}) before printing '{text}':\n{Output}");
+            if (_process.HasExited && WaitForExit(TimeSpan.Zero) is { } code && !Output.Contains(text, StringComparison.Ordinal))
+                throw new LabException($"{Description} exited ({code}) before printing '{text}':\n{Output}");
             Thread.Sleep(50);
         }
         throw new LabException($"{Description} did not print '{text}' within {timeout}:\n{Output}");
