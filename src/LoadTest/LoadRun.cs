@@ -46,9 +46,13 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private ActorSystem _system = null!;
     private ChannelPool _channels = null!;
     private string _phase = "setup";
+    private readonly LongConcurrentHistogram _timeToFirstMap = new(1, 3_600_000_000, 3);
 
     /// <summary>Called once a second with where the run stands.</summary>
     public Action<RunProgress>? Progress { get; init; }
+
+    /// <summary>For one shard of a run in several processes: where it waits for the others (<see cref="ShardBarrier"/>).</summary>
+    public ShardBarrier? Barrier { get; init; }
 
     private List<LoadTailnet> _tailnets = [];
 
@@ -57,6 +61,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         var startedAt = DateTimeOffset.UtcNow;
         _clock.Start();
         var tailnets = _tailnets = await CreateTailnetsAsync();
+        await Arrive("tailnets", cancel);
         _agents = Layout();
         _ledger = new DeliveryLedger(_agents.Count);
         _churn = new ChurnLedger(tailnets.Count);
@@ -69,13 +74,20 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         {
             var memoryBefore = MemorySnapshot.Take(cluster.SampledProcesses);
             var join = await JoinAsync(cancel);
+            // With shards, the coordinators are sampled once every shard's nodes are in.
+            await Arrive("joined", cancel);
             var memoryAfter = MemorySnapshot.Take(cluster.SampledProcesses);
 
             var phases = new List<(int Index, PhaseResult Result)>();
-            foreach (var phase in scenario.Phases) phases.Add(await ChurnAsync(phase, cancel));
+            foreach (var (phase, number) in scenario.Phases.Select((p, i) => (p, i)))
+            {
+                await Arrive($"phase-{number}", cancel);
+                phases.Add(await ChurnAsync(phase, cancel));
+            }
 
             _phase = "drain";
             await DrainAsync(cancel);
+            await Arrive("drained", cancel);
             var memoryAtEnd = MemorySnapshot.Take(cluster.SampledProcesses);
             _phase = "check";
             var convergence = await CheckConvergenceAsync(tailnets.Select(t => t.Id).ToList(), cancel);
@@ -102,6 +114,12 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                     Churn = _churn.Summarize(Summarize),
                     PolicyGroups = scenario.PolicyGroups,
                     ThinAgents = _agents.Count(a => a.Thin),
+                    Shard = Barrier?.Shard.ToString(),
+                    Histograms = new HistogramSet(
+                        HistogramCodec.Encode(_ledger.Latencies),
+                        [.. phases.Select(p => HistogramCodec.Encode(_ledger.PhaseLatencies[p.Index]))],
+                        _churn.LatencyByKind.ToDictionary(k => k.Key, k => HistogramCodec.Encode(k.Value)),
+                        HistogramCodec.Encode(_timeToFirstMap)),
                 };
         }
         finally
@@ -192,7 +210,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private async Task<JoinResult> JoinAsync(CancellationToken cancel)
     {
         _phase = "join";
-        var timeToFirstMap = new LongConcurrentHistogram(1, 3_600_000_000, 3);
+        var timeToFirstMap = _timeToFirstMap;
         using var inFlight = new SemaphoreSlim(scenario.JoinsInFlight);
         var started = Stopwatch.GetTimestamp();
         // Round-robin over the tailnets, as a fleet that boots together would arrive: every tailnet's
@@ -248,7 +266,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
         {
             var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
             if (elapsed >= phase.Seconds) break;
-            if ((phase.ChaosCommand is not null || phase.ChaosAction is not null) && chaosAt is null && elapsed >= phase.ChaosAtSecond)
+            if (phase.HasChaos && chaosAt is null && elapsed >= phase.ChaosAtSecond)
             {
                 chaosAt = Stopwatch.GetTimestamp();
                 if (phase.ChaosCommand is { } command) await RunChaosAsync(command);
@@ -395,6 +413,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             }
         }
     }
+
+    private Task Arrive(string point, CancellationToken cancel) => Barrier?.ArriveAsync(point, cancel) ?? Task.CompletedTask;
 
     private Task Background(Task work)
     {

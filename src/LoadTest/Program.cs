@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using Weft.LoadTest;
 using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Fleet;
 using Weft.LoadTest.Reporting;
 using Weft.LoadTest.Scenarios;
 
@@ -29,12 +30,15 @@ var apiKey = new Option<string?>("--api-key") { Description = "An operator API k
 var samplePids = new Option<string?>("--sample-pids") { Description = "Coordinator process ids on this machine to sample for CPU and RSS, comma-separated" };
 var output = new Option<DirectoryInfo?>("--out") { Description = "Where report.md, result.json and the plots go (default ./loadtest-<time>)" };
 var noProgress = new Option<bool>("--no-progress") { Description = "Plain progress lines instead of the live display" };
+var shardOption = new Option<string?>("--shard") { Description = "Run only this generator's part, <number>/<count> (e.g. 2/3): every count-th tailnet and its share of the rates, against --coordinators; merge the shards' results with 'weft-loadtest merge'" };
+var syncDir = new Option<DirectoryInfo?>("--sync-dir") { Description = "With --shard: a fresh folder every shard of the run sees, where they wait for each other before the join storm and each phase" };
 var keepTailnets = new Option<bool>("--keep-tailnets") { Description = "Leave the run's tailnets (load-*) in an existing cluster instead of deleting them at the end" };
 
 var root = new RootCommand("Simulated Weft nodes on the real control protocol against a real cluster: join storms, churn, chaos, propagation percentiles.")
 {
-    scenarioFile, tailnets, changes, seconds, rotations, joinsPerSecond, leavesPerSecond, ephemeralPerSecond, policyEditsPerSecond, policyGroups, thinAbove, fullSample, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets,
+    scenarioFile, tailnets, changes, seconds, rotations, joinsPerSecond, leavesPerSecond, ephemeralPerSecond, policyEditsPerSecond, policyGroups, thinAbove, fullSample, reconnectStorm, chaos, chaosAt, joinsInFlight, coordinators, api, apiKey, samplePids, output, noProgress, keepTailnets, shardOption, syncDir,
 };
+root.Add(MergeCommand());
 root.SetAction(async (parse, cancel) =>
 {
     Scenario scenario;
@@ -50,10 +54,31 @@ root.SetAction(async (parse, cancel) =>
         return 2;
     }
 
+    var shard = Shard.Whole;
+    try
+    {
+        if (parse.GetValue(shardOption) is { } shardText) shard = Shard.Parse(shardText);
+        scenario = scenario.ForShard(shard);
+    }
+    catch (ScenarioException e)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 2;
+    }
+    if (!shard.IsWhole && (parse.GetValue(coordinators) is null || parse.GetValue(syncDir) is null))
+    {
+        Console.Error.WriteLine("error: --shard runs one part of a run against a shared cluster: it needs --coordinators (with --api and --api-key) and --sync-dir");
+        return 2;
+    }
+
     var display = new ProgressDisplay(live: !parse.GetValue(noProgress) && !Console.IsOutputRedirected && !Console.IsErrorRedirected);
     await using var cluster = await Target(parse, display.Log);
     if (cluster is null) return 2;
-    var run = new LoadRun(scenario, cluster, display.Log) { Progress = display.Update };
+    var run = new LoadRun(scenario, cluster, display.Log)
+    {
+        Progress = display.Update,
+        Barrier = shard.IsWhole ? null : new ShardBarrier(parse.GetValue(syncDir)!.FullName, shard, display.Log),
+    };
     var result = await display.RunAsync(() => run.RunAsync(cancel));
 
     var directory = parse.GetValue(output)?.FullName ?? Path.GetFullPath($"loadtest-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
@@ -65,6 +90,33 @@ root.SetAction(async (parse, cancel) =>
     return result.Passed ? 0 : 1;
 });
 return await root.Parse(args).InvokeAsync();
+
+// weft-loadtest merge --out DIR a/result.json b/result.json: one report from the shards of a run.
+Command MergeCommand()
+{
+    var results = new Argument<FileInfo[]>("results") { Description = "Each shard's result.json", Arity = ArgumentArity.OneOrMore };
+    var mergedOut = new Option<DirectoryInfo?>("--out") { Description = "Where the merged report.md, result.json and plots go (default ./loadtest-merged-<time>)" };
+    var merge = new Command("merge", "Merge the results of a run's shards (--shard i/n) into one report: counts add up, percentiles come from the histograms added together") { results, mergedOut };
+    merge.SetAction(parse =>
+    {
+        LoadResult merged;
+        try
+        {
+            merged = ResultMerge.Merge([.. parse.GetValue(results)!.Select(f => ResultMerge.Read(f.FullName))]);
+        }
+        catch (Exception e) when (e is InvalidDataException or FormatException or IOException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        var directory = parse.GetValue(mergedOut)?.FullName ?? Path.GetFullPath($"loadtest-merged-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
+        MarkdownReport.Write(merged, directory);
+        Console.WriteLine($"report: {Path.Combine(directory, MarkdownReport.ReportFile)}");
+        Console.WriteLine(SummaryLine(merged));
+        return merged.Passed ? 0 : 1;
+    });
+    return merge;
+}
 
 Scenario FromFlags(ParseResult parse)
 {
@@ -117,7 +169,7 @@ static string SummaryLine(LoadResult r)
     var latency = r.Latency;
     string F(double? v, string format = "0.#") => v is { } x ? x.ToString(format, CultureInfo.InvariantCulture) : "none";
     var converge = r.Phases.FirstOrDefault(p => p.ConvergeAfterChaosSeconds is not null)?.ConvergeAfterChaosSeconds;
-    return $"loadtest: nodes={r.Nodes} p50_ms={F(latency.P50)} p99_ms={F(latency.P99)} p999_ms={F(latency.P999)} lost={r.Delivery.Lost} duplicated={r.Delivery.Duplicated} " +
+    return $"loadtest: nodes={r.Nodes}{(r.ShardsMerged > 1 ? $" shards={r.ShardsMerged}" : r.Shard is { } part ? $" shard={part}" : "")} p50_ms={F(latency.P50)} p99_ms={F(latency.P99)} p999_ms={F(latency.P999)} lost={r.Delivery.Lost} duplicated={r.Delivery.Duplicated} " +
         $"out_of_order={r.Delivery.OutOfOrder} converged={r.Convergence.Converged}/{r.Convergence.AgentsChecked} isolation_violations={r.Convergence.IsolationViolations} " +
         $"converge_after_chaos_s={F(converge)} joins_per_s={F(r.Join.JoinsPerSecond, "0")} coord_kb_per_device={F(r.Memory.CoordinatorKbPerDevice, "0.0")} " +
         $"coord_kb_per_device_end={F(r.Memory.CoordinatorKbPerDeviceAtEnd, "0.0")} " +

@@ -1,5 +1,6 @@
 using Weft.ClusterLab;
 using Weft.LoadTest.Coordinators;
+using Weft.LoadTest.Fleet;
 using Weft.LoadTest.Reporting;
 using Weft.LoadTest.Scenarios;
 using Xunit.Abstractions;
@@ -127,6 +128,49 @@ public sealed class LoadRunTests(ITestOutputHelper output)
         Assert.Equal(72 + churn["Joined"].Events - churn["Left"].Events - churn["EphemeralGone"].Events, result.Convergence.AgentsChecked);
         Assert.Equal(result.Convergence.AgentsChecked, result.Convergence.Converged);
         Assert.True(result.Passed);
+    }
+
+    [Fact]
+    public async Task Two_shards_in_step_drive_one_coordinator_and_their_merged_result_has_every_node_and_nothing_lost()
+    {
+        var log = new OutputWriter(output);
+        await using var local = await TargetCluster.StartLocalAsync(log);
+        var sync = Directory.CreateTempSubdirectory("weft-shards-").FullName;
+        try
+        {
+            var scenario = new Scenario
+            {
+                Name = "ci-shards",
+                Tailnets = [new TailnetGroup(3, 20), new TailnetGroup(1, 40)],
+                JoinsInFlight = 64,
+                Phases = [new ChurnPhase { Name = "steady", Seconds = 8, EndpointChangesPerSecond = 60, KeyRotationsPerSecond = 1 }],
+            }.Validated();
+            // Two generators as two processes would run them: each with its own view of the same cluster.
+            var shards = await Task.WhenAll(new[] { "1/2", "2/2" }.Select(async text =>
+            {
+                var shard = Shard.Parse(text);
+                await using var cluster = TargetCluster.Existing(local.Control, local.ApiUrls, local.ApiKey, local.SampledProcesses);
+                var run = new LoadRun(scenario.ForShard(shard), cluster, log) { Barrier = new ShardBarrier(sync, shard, log) };
+                return await run.RunAsync();
+            }));
+
+            // Tailnets 0 and 2 (20 each) for shard 1; tailnet 1 (20) and the 40 for shard 2.
+            Assert.Equal([40, 60], shards.Select(s => s.Nodes));
+            Assert.Equal(["1/2", "2/2"], shards.Select(s => s.Shard));
+            var merged = ResultMerge.Merge(shards);
+            Print(merged);
+            AssertNothingLostAndEverythingConverged(merged, 100);
+            Assert.All(shards, s => Assert.True(s.Passed, $"shard {s.Shard} failed"));
+            Assert.Equal(shards.Sum(s => s.Latency.Count), merged.Latency.Count);
+            Assert.Equal(shards.Sum(s => s.Delivery.Delivered), merged.Delivery.Delivered);
+            // Both waited at the same points, so the coordinator's growth each saw is the whole fleet's.
+            Assert.True(merged.Memory.CoordinatorKbPerDevice > 0, "the coordinator process was not sampled");
+            Assert.All(["tailnets", "joined", "phase-0", "drained"], point => Assert.True(File.Exists(Path.Combine(sync, point + ".2")), $"shard 2 never reached {point}"));
+        }
+        finally
+        {
+            Directory.Delete(sync, recursive: true);
+        }
     }
 
     [SkippableFact]

@@ -22,6 +22,7 @@ public sealed class TargetCluster : IAsyncDisposable
     {
         Control = control;
         ApiUrls = api;
+        ApiKey = apiKey;
         Admin = new AdminApiClient(api, apiKey);
         SampledProcesses = sampledProcesses;
         _local = local;
@@ -30,6 +31,9 @@ public sealed class TargetCluster : IAsyncDisposable
     public IReadOnlyList<Uri> Control { get; }
 
     public IReadOnlyList<Uri> ApiUrls { get; }
+
+    /// <summary>The operator key the tester uses (another generator of the same run uses it too).</summary>
+    public string ApiKey { get; }
 
     public AdminApiClient Admin { get; }
 

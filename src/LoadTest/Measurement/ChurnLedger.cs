@@ -153,6 +153,10 @@ public sealed class ChurnLedger
         return names;
     }
 
+    /// <summary>The latency histogram of each kind that had events, by its name.</summary>
+    public IReadOnlyDictionary<string, HistogramBase> LatencyByKind =>
+        Enum.GetValues<ChurnKind>().Where(k => EventsOf(k) > 0).ToDictionary(k => k.ToString(), k => (HistogramBase)_latency[(int)k]);
+
     /// <summary>Per kind: events, recipient-events due, settled and lost, and the latency to each recipient.</summary>
     public IReadOnlyList<ChurnKindResult> Summarize(Func<HistogramBase, LatencySummary> summarize) =>
         [.. Enum.GetValues<ChurnKind>().Where(k => EventsOf(k) > 0).Select(k => new ChurnKindResult(

@@ -22,11 +22,23 @@ public sealed record LoadResult
     public int PolicyGroups { get; init; } = 1;
     /// <summary>How many of the nodes kept thin peer records (the rest, full ones).</summary>
     public int ThinAgents { get; init; }
+    /// <summary>Which generator process's part this is ("2/3"); null for a run in one process, or shards merged.</summary>
+    public string? Shard { get; init; }
+    /// <summary>How many shards' results were merged into this one (1: a run in one process).</summary>
+    public int ShardsMerged { get; init; } = 1;
+    /// <summary>The latency histograms themselves, so that shards' results can be merged; null in results that predate them.</summary>
+    public HistogramSet? Histograms { get; init; }
 
     /// <summary>Every change reached every peer (delivered or superseded), none twice, none backwards, and every store equals the cluster's view.</summary>
     public bool Passed => Delivery.Lost == 0 && Delivery.Duplicated == 0 && Delivery.OutOfOrder == 0 && Churn.All(c => c.Lost == 0)
         && Convergence.Converged == Convergence.AgentsChecked && Convergence.IsolationViolations == 0;
 }
+
+/// <summary>
+/// The run's latency histograms (<see cref="Measurement.HistogramCodec"/>): over every phase, per phase
+/// (in the order of <see cref="LoadResult.Phases"/>), per churn kind, and the joins' time to a first map.
+/// </summary>
+public sealed record HistogramSet(string All, IReadOnlyList<string> Phases, IReadOnlyDictionary<string, string> Churn, string TimeToFirstMap);
 
 /// <summary>
 /// One kind of membership or policy churn (<see cref="Measurement.ChurnKind"/>): how many events, how

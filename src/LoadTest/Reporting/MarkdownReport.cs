@@ -42,6 +42,10 @@ public static class MarkdownReport
         md.AppendLine(Invariant, $"# Weft load test: {r.Scenario}");
         md.AppendLine();
         md.AppendLine(Invariant, $"{r.StartedAt:yyyy-MM-dd HH:mm} UTC · {r.Nodes:N0} simulated nodes{(r.ThinAgents > 0 ? $" ({r.ThinAgents:N0} thin)" : "")} in {r.Tailnets:N0} tailnets{(r.PolicyGroups > 1 ? $" of {r.PolicyGroups} policy groups each" : "")} · {r.Coordinators} coordinator(s) · **{(r.Passed ? "passed" : "FAILED")}**");
+        if (r.ShardsMerged > 1)
+            md.AppendLine(Invariant, $"\nMerged from {r.ShardsMerged} generator processes (shards), each with whole tailnets: counts are added, percentiles come from their histograms added together, and a second's p50 and p99 in the plot over time are the highest any shard saw in that second.");
+        else if (r.Shard is { } shard)
+            md.AppendLine(Invariant, $"\nShard {shard} of a run in several generator processes: this is its part only (`weft-loadtest merge` makes the whole).");
         md.AppendLine();
         md.AppendLine("## Join storm");
         md.AppendLine();

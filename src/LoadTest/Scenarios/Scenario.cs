@@ -37,6 +37,15 @@ public sealed record ChurnPhase
     [JsonIgnore]
     public Func<Task>? ChaosAction { get; init; }
     public double ChaosAtSecond { get; init; }
+    /// <summary>
+    /// Another shard runs this phase's chaos command: this one only marks the moment, at
+    /// <see cref="ChaosAtSecond"/>, and measures how long its own tailnets take to settle after it.
+    /// </summary>
+    [JsonIgnore]
+    public bool ChaosElsewhere { get; init; }
+
+    /// <summary>Whether something happens at <see cref="ChaosAtSecond"/> that the phase measures recovery from.</summary>
+    public bool HasChaos => ChaosCommand is not null || ChaosAction is not null || ChaosElsewhere;
 }
 
 /// <summary>
@@ -67,6 +76,44 @@ public sealed record Scenario
     public IReadOnlyList<ChurnPhase> Phases { get; init; } = [new()];
 
     public int TotalNodes => Tailnets.Sum(g => g.TotalNodes);
+
+    /// <summary>
+    /// This shard's part: its tailnets (every Count-th, from position Number-1), and the scenario's rates
+    /// in proportion (changes and rotations by its share of nodes; joins, leaves, ephemeral nodes and
+    /// policy edits, which pick a tailnet, by its share of tailnets), so that the shards together drive
+    /// the whole scenario. Only the first shard runs a chaos command; the others mark its moment.
+    /// </summary>
+    public Scenario ForShard(Shard shard)
+    {
+        if (shard.IsWhole) return this;
+        var sizes = Tailnets.SelectMany(g => Enumerable.Repeat(g.Nodes, g.Count)).Where((_, index) => shard.Owns(index)).ToList();
+        if (sizes.Count == 0) throw new ScenarioException($"shard {shard} has no tailnets: the scenario has only {TotalTailnets}");
+        var groups = new List<TailnetGroup>();
+        foreach (var size in sizes)
+        {
+            if (groups.Count > 0 && groups[^1].Nodes == size) groups[^1] = groups[^1] with { Count = groups[^1].Count + 1 };
+            else groups.Add(new TailnetGroup(1, size));
+        }
+        var nodeShare = (double)sizes.Sum() / TotalNodes;
+        var tailnetShare = (double)sizes.Count / TotalTailnets;
+        return this with
+        {
+            Name = $"{Name} (shard {shard})",
+            Tailnets = groups,
+            JoinsInFlight = Math.Max(1, (int)Math.Ceiling(JoinsInFlight * nodeShare)),
+            Phases = [.. Phases.Select(p => p with
+            {
+                EndpointChangesPerSecond = p.EndpointChangesPerSecond * nodeShare,
+                KeyRotationsPerSecond = p.KeyRotationsPerSecond * nodeShare,
+                JoinsPerSecond = p.JoinsPerSecond * tailnetShare,
+                LeavesPerSecond = p.LeavesPerSecond * tailnetShare,
+                EphemeralPerSecond = p.EphemeralPerSecond * tailnetShare,
+                PolicyEditsPerSecond = p.PolicyEditsPerSecond * tailnetShare,
+                ChaosCommand = shard.Number == 1 ? p.ChaosCommand : null,
+                ChaosElsewhere = shard.Number != 1 && p.ChaosCommand is not null,
+            })],
+        };
+    }
 
     public int TotalTailnets => Tailnets.Sum(g => g.Count);
 
