@@ -10,7 +10,9 @@ namespace Weft.Cluster.Api;
 /// per API key named in the request: one client, authenticated or not, cannot take the API from
 /// everyone else, and one key cannot do it from many addresses (a key is counted as presented, before
 /// it is verified: a forged one only gets a bucket of its own). A refused request gets 429
-/// <c>rate_limited</c> with <c>Retry-After</c>, before any key is checked.
+/// <c>rate_limited</c> with <c>Retry-After</c>, before any key is checked. The control listener's
+/// streams never come this far (CoordinatorHost sends them straight to their endpoint); they have
+/// their own admission (ControlAdmission).
 /// </summary>
 public static class AdminRateLimit
 {
@@ -18,11 +20,11 @@ public static class AdminRateLimit
     {
         options.GlobalLimiter = PartitionedRateLimiter.CreateChained(
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                http.Connection.RemoteIpAddress is { } remote && !IsControl(http)
+                http.Connection.RemoteIpAddress is { } remote
                     ? Bucket("address " + Hosting.ConnectionLimiter.SourceOf(remote), settings.RequestsPerSecondPerAddress)
                     : RateLimitPartition.GetNoLimiter("")),
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                ApiKeyAuthentication.TryReadPresentedKey(http.Request, out var presented) && !IsControl(http)
+                ApiKeyAuthentication.TryReadPresentedKey(http.Request, out var presented)
                     ? Bucket("key " + presented.KeyId, settings.RequestsPerSecondPerKey)
                     : RateLimitPartition.GetNoLimiter("")));
         options.OnRejected = async (context, cancel) =>
@@ -32,9 +34,6 @@ public static class AdminRateLimit
                 retryAfterSeconds: seconds);
         };
     });
-
-    /// <summary>The control listener has its own admission (ControlAdmission).</summary>
-    private static bool IsControl(HttpContext http) => http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
 
     private static RateLimitPartition<string> Bucket(string partition, double perSecond) => perSecond <= 0
         ? RateLimitPartition.GetNoLimiter(partition)

@@ -25,6 +25,10 @@ public sealed class ControlService(
     TimeProvider clock,
     ILogger<ControlService> log) : Coordinator.CoordinatorBase
 {
+    /// <summary>Whether a request is a gRPC call (what the control listener serves, and nothing else does).</summary>
+    public static bool IsGrpcCall(Microsoft.AspNetCore.Http.HttpRequest request) =>
+        request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
+
     /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
     public const int OutboundQueueLength = 1024;
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);

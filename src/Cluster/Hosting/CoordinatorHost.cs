@@ -91,7 +91,7 @@ public static class CoordinatorHost
         app.Use(async (http, next) =>
         {
             var role = http.Features.Get<IConnectionItemsFeature>()?.Items.TryGetValue(RoleKey, out var value) == true ? value as string : null;
-            var isGrpc = http.Request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
+            var isGrpc = ControlService.IsGrpcCall(http.Request);
             var allowed = role switch
             {
                 ControlRole => isGrpc,
@@ -103,8 +103,18 @@ public static class CoordinatorHost
                 http.Response.StatusCode = StatusCodes.Status404NotFound;
                 return;
             }
+            // An agent's control stream goes straight to its gRPC endpoint. The web's middleware below
+            // (sign-in cookies, rate limits, API errors) is not for it, and each would keep its state
+            // for as long as the stream lives: for thousands of agents, hours on end.
+            if (role == ControlRole && http.GetEndpoint()?.RequestDelegate is { } control)
+            {
+                await control(http);
+                return;
+            }
             await next(http);
         });
+        // Here rather than first in the pipeline, where WebApplication would put it by itself.
+        app.UseAuthentication();
         app.MapGrpcService<ControlService>();
         if (settings.Cluster.Discovery == ClusterDiscovery.Kubernetes) app.MapBootstrapRoute();
         app.MapMetrics();

@@ -31,8 +31,8 @@ public sealed class TelemetrySettings
 
 /// <summary>
 /// OpenTelemetry for a coordinator node: the Weft meters, the relay's and ASP.NET Core's, exported for
-/// Prometheus at <c>/metrics</c>; traces from the admin API through the tailnet entity to the netmap
-/// fan-out (<see cref="CoordinatorTracing"/>); both over OTLP when an endpoint is configured.
+/// Prometheus at <c>/metrics</c>, and over OTLP when an endpoint is configured; with that endpoint,
+/// also traces from the admin API through the tailnet entity to the netmap fan-out (<see cref="CoordinatorTracing"/>).
 /// </summary>
 public static class CoordinatorTelemetry
 {
@@ -45,7 +45,7 @@ public static class CoordinatorTelemetry
         if (settings.Canary && OperatingSystem.IsLinux())
             PropagationCanary.Register(services, settings, nodeName);
         var otlp = string.IsNullOrWhiteSpace(settings.OtlpEndpoint) ? null : new Uri(settings.OtlpEndpoint);
-        services.AddOpenTelemetry()
+        var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("weft-coordinator", serviceInstanceId: nodeName))
             .WithMetrics(metrics =>
             {
@@ -54,13 +54,13 @@ public static class CoordinatorTelemetry
                     // Each scrape reads the instruments now (the exporter would otherwise answer from a 300 ms cache).
                     .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0);
                 if (otlp is not null) metrics.AddOtlpExporter(o => o.Endpoint = otlp);
-            })
-            .WithTracing(tracing =>
-            {
-                tracing.AddSource(CoordinatorTracing.SourceName)
-                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsScrapeOrProbe(http.Request.Path));
-                if (otlp is not null) tracing.AddOtlpExporter(o => o.Endpoint = otlp);
             });
+        // Spans go only to an OTLP collector: without one, tracing stays off and no request carries a
+        // span that nobody reads (an agent's control stream lives for hours; thousands stay open).
+        if (otlp is not null)
+            telemetry.WithTracing(tracing => tracing.AddSource(CoordinatorTracing.SourceName)
+                .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsScrapeOrProbe(http.Request.Path) && !Control.ControlService.IsGrpcCall(http.Request))
+                .AddOtlpExporter(o => o.Endpoint = otlp));
         return services;
     }
 
