@@ -75,7 +75,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     public static Props PropsFor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan? snapshotRetry = null)
     {
         var retry = snapshotRetry ?? DefaultSnapshotRetry;
-        return Props.Create(() => new DeviceActor(deviceId, settings, clock, coordinatorUrls, retry));
+        return Props.Create(() => new DeviceActor(deviceId, settings, clock, coordinatorUrls, retry)).WithMailbox(Hosting.CompactMailbox.Id);
     }
 
     private ulong Version => ((ulong)State.Incarnation << 32) | _counter;

@@ -54,6 +54,7 @@ public static class CoordinatorActorSystem
             .WithActorSystemLivenessCheck(tags: [Api.HealthEndpoint.LiveTag])
             .WithAkkaClusterReadinessCheck(tags: [Api.HealthEndpoint.ReadyTag])
             .AddHocon(WeftSerialization.Config, HoconAddMode.Prepend)
+            .AddHocon(CompactMailbox.Configuration, HoconAddMode.Prepend)
             .WithWeftPersistence(settings.Storage)
             .WithTailnets(settings.Persistence, numberOfShards)
             .WithMachineIndex(settings.Persistence, numberOfShards, machineIdle)

@@ -70,7 +70,8 @@ public sealed class MachineIndexActor(string machineKey, PersistenceSettings set
 
     public override string PersistenceId => "machine-" + State.MachineKey;
 
-    public static Props PropsFor(string machineKey, PersistenceSettings settings) => Props.Create(() => new MachineIndexActor(machineKey, settings));
+    public static Props PropsFor(string machineKey, PersistenceSettings settings) =>
+        Props.Create(() => new MachineIndexActor(machineKey, settings)).WithMailbox(Hosting.CompactMailbox.Id);
 
     protected override MachineIndexState Apply(MachineIndexState state, IMachineEvent @event) => state.Apply(@event);
 

@@ -130,7 +130,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     public IStash Stash { get; set; } = null!;
 
     public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null) =>
-        Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress));
+        Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress)).WithMailbox(Hosting.CompactMailbox.Id);
 
     // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
     protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
