@@ -57,6 +57,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private uint _counter;
     // The agent's latest endpoints (soft state at the tailnet: reported again on every resync).
     private UpdateDeviceEndpoints? _endpoints;
+    // A tailnet incarnation asked for the soft state while no session was attached: the next session's
+    // attach hands the endpoints over even when they repeat what this entity already holds.
+    private bool _endpointsOwed;
 
     public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan snapshotRetry) : base(settings, DeviceState.Empty(deviceId))
     {
@@ -191,6 +194,13 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
             // An attach that carries older ones (a session the agent has left, re-attaching late) changes nothing.
             _tailnets.Tell(endpoints, ActorRefs.Nobody);
+            _endpointsOwed = false;
+        }
+        else if (_endpointsOwed && _endpoints is { } newest)
+        {
+            // A tailnet that started over asked while no session was here: it holds them as unknown until told.
+            _tailnets.Tell(newest, ActorRefs.Nobody);
+            _endpointsOwed = false;
         }
 
         if (_awaitingSnapshot) return; // a full map is on its way to this session
@@ -270,7 +280,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             }
             _tailnets.Tell(new DeviceReportedAgain(State.TailnetId, State.DeviceId));
             if (_session is not null) RequestSnapshot();
-            else _stale = true;
+            else _stale = _endpointsOwed = true;
             return;
         }
         // Before the first session of this incarnation, or while a full map is on its way, a change

@@ -168,6 +168,44 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_tailnet_that_starts_over_while_the_device_is_between_sessions_hears_its_endpoints_when_the_next_session_attaches_even_unchanged()
+    {
+        var device = StartDevice("dev_between");
+        var report = Endpoints("dev_between", "198.18.0.3:3", version: 300);
+        var first = CreateTestProbe("first-session");
+        device.Tell(new AttachSession("dev_between", first.Ref, 0, false, report));
+        first.ExpectMsg<SessionAttached>();
+        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_between", "peer"));
+        first.ExpectMsg<DeliverToAgent>();
+
+        // The agent's stream drops (its coordinator node stalls); meanwhile its tailnet starts over on
+        // another node and asks every device again. With no session here, only "reported" goes back.
+        _tailnet.IgnoreNoMessages();
+        Sys.Stop(first.Ref);
+        _tailnet.FishForMessage(message => message is DeviceOnline { Online: false }, TimeSpan.FromSeconds(5));
+        _tailnet.IgnoreMessages(message => message is DeviceOnline);
+        device.Tell(new PeerChanges("dev_between", [], true, null, null));
+        Assert.IsType<DeviceReportedAgain>(_tailnet.ExpectMsg<object>());
+
+        // The agent comes back through a new session with the same report: the tailnet, which marked the
+        // device's endpoints unknown, must hear them, although they repeat what the entity holds.
+        var second = CreateTestProbe("second-session");
+        device.Tell(new AttachSession("dev_between", second.Ref, 0, false, report));
+        second.ExpectMsg<SessionAttached>();
+        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        ExpectMapRequest();
+
+        // Once told, a repeat is not news again.
+        device.Tell(Snapshot("dev_between", "peer"));
+        second.ExpectMsg<DeliverToAgent>();
+        device.Tell(new AttachSession("dev_between", second.Ref, 0, false, report));
+        second.ExpectMsg<SessionAttached>();
+        Assert.IsNotType<UpdateDeviceEndpoints>(_tailnet.ExpectMsg<object>());
+    }
+
+    [Fact]
     public void A_report_stamped_by_a_coordinator_whose_clock_is_far_behind_is_news_to_the_entity_as_it_is_to_the_tailnet()
     {
         var device = StartDevice("dev_skewed");
