@@ -58,6 +58,19 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
 
     public async Task<LoadResult> RunAsync(CancellationToken cancel = default)
     {
+        try
+        {
+            return await RunShardOrWholeAsync(cancel);
+        }
+        catch (Exception e) when (Barrier is not null)
+        {
+            Barrier.Abandon($"{e.GetType().Name}: {e.Message}");
+            throw;
+        }
+    }
+
+    private async Task<LoadResult> RunShardOrWholeAsync(CancellationToken cancel)
+    {
         var startedAt = DateTimeOffset.UtcNow;
         _clock.Start();
         var tailnets = _tailnets = await CreateTailnetsAsync();

@@ -69,7 +69,7 @@ public sealed class ShardTests
         Assert.Contains("shard 8/8 has no tailnets: the scenario has only 6", Assert.Throws<ScenarioException>(() => Mixed.ForShard(Shard.Parse("8/8"))).Message);
 
     [Fact]
-    public async Task Shards_wait_at_a_point_until_every_one_has_arrived_and_a_folder_from_an_earlier_run_is_refused()
+    public async Task Shards_wait_at_a_point_until_every_one_has_arrived_a_failed_one_lets_the_others_go_and_an_old_folder_is_refused()
     {
         var folder = Directory.CreateTempSubdirectory("weft-shards-").FullName;
         try
@@ -88,6 +88,13 @@ public sealed class ShardTests
 
             var alone = new ShardBarrier(Path.Combine(folder, "alone"), Shard.Parse("1/2"), TextWriter.Null) { Timeout = TimeSpan.FromMilliseconds(300) };
             Assert.Contains("for shard(s) 2 of 2", (await Assert.ThrowsAsync<TimeoutException>(() => alone.ArriveAsync("tailnets"))).Message);
+
+            // A shard that fails lets the others go at once, with its reason, instead of keeping them waiting.
+            var waiter = new ShardBarrier(Path.Combine(folder, "failing"), Shard.Parse("1/2"), TextWriter.Null);
+            var waiting2 = waiter.ArriveAsync("joined");
+            new ShardBarrier(Path.Combine(folder, "failing"), Shard.Parse("2/2"), TextWriter.Null).Abandon("TimeoutException: joins stalled");
+            var failed = await Assert.ThrowsAsync<InvalidOperationException>(() => waiting2.WaitAsync(TimeSpan.FromSeconds(10)));
+            Assert.Contains("shard 2/2 failed, so this run cannot go on: TimeoutException: joins stalled", failed.Message);
         }
         finally
         {

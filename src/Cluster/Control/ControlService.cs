@@ -25,6 +25,9 @@ public sealed class ControlService(
     TimeProvider clock,
     ILogger<ControlService> log) : Coordinator.CoordinatorBase
 {
+    /// <summary>How long a stream waits for its session to start before the agent is told to retry.</summary>
+    private static readonly TimeSpan StartSessionTimeout = TimeSpan.FromSeconds(5);
+
     /// <summary>Whether a request is a gRPC call (what the control listener serves, and nothing else does).</summary>
     public static bool IsGrpcCall(Microsoft.AspNetCore.Http.HttpRequest request) =>
         request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
@@ -87,7 +90,17 @@ public sealed class ControlService(
         // The stream lives as long as its session: a node that shuts down drains its sessions first
         // (each tells its agent to move), and a session that ends for any reason ends the stream.
         using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        var started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote), TimeSpan.FromSeconds(5));
+        object started;
+        try
+        {
+            started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote), StartSessionTimeout);
+        }
+        catch (AskTimeoutException)
+        {
+            // A storm of reconnects (a node just failed, and its agents all come here): the agent is told
+            // to come back shortly, as for any other overload, instead of seeing an internal error.
+            throw Busy(context, ControlErrorCodes.Unavailable, $"this node could not start a session within {StartSessionTimeout.TotalSeconds:0} s: too many at once", DeviceRegistrar.RetryAfterMs);
+        }
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
         var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);

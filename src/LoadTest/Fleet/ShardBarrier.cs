@@ -31,6 +31,8 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
         var reported = false;
         while (true)
         {
+            if (Directory.EnumerateFiles(directory, FailedPoint + ".*").FirstOrDefault() is { } failed)
+                throw new InvalidOperationException($"shard {Path.GetExtension(failed).TrimStart('.')}/{shard.Count} failed, so this run cannot go on: {File.ReadAllText(failed)}");
             var missing = Enumerable.Range(1, shard.Count).Where(n => !File.Exists(FileOf(point, n))).ToList();
             if (missing.Count == 0) return;
             if (DateTime.UtcNow > deadline)
@@ -43,6 +45,22 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
             await Task.Delay(Poll, cancel);
         }
     }
+
+    /// <summary>Tells the other shards that this one failed, so that they stop waiting for it.</summary>
+    public void Abandon(string reason)
+    {
+        try
+        {
+            Directory.CreateDirectory(directory);
+            File.WriteAllText(FileOf(FailedPoint, shard.Number), reason);
+        }
+        catch (IOException e)
+        {
+            log.WriteLine($"shard {shard}: could not tell the others it failed ({e.Message})");
+        }
+    }
+
+    private const string FailedPoint = "failed";
 
     private string FileOf(string point, int number) => Path.Combine(directory, $"{point}.{number}");
 }

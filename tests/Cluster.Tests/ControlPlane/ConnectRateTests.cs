@@ -1,7 +1,10 @@
 using System.Net;
 using System.Security.Cryptography;
+using Akka.Actor;
 using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Weft.Cluster.Control;
+using Weft.Cluster.Sessions;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Control;
 using Weft.NodeAgent.Control;
@@ -67,6 +70,25 @@ public class ConnectRateTests
         using var otherMachine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
         await other.Handshake(otherMachine);
         Assert.NotNull(other.Transport);
+    }
+
+    [Fact]
+    public async Task A_node_that_cannot_start_a_session_in_time_tells_the_agent_to_retry_shortly_instead_of_failing_the_stream()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        // The node's session guardian answers no one (as under a storm it answers too late): no session starts in time.
+        var guardian = node.Services.GetRequiredService<Akka.Hosting.IRequiredActor<SessionGuardian>>().ActorRef;
+        Assert.True(await guardian.GracefulStop(TimeSpan.FromSeconds(10)));
+
+        await using var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        var refused = await Assert.ThrowsAsync<RpcException>(() => stream.ReadRaw());
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        Assert.StartsWith(ControlErrorCodes.Unavailable, refused.Status.Detail);
+        Assert.Contains("could not start a session within 5 s", refused.Status.Detail);
+        Assert.Equal(DeviceRegistrar.RetryAfterMs.ToString(), refused.Trailers.GetValue(ControlProtocol.RetryAfterTrailer));
     }
 
     [Fact]
