@@ -43,6 +43,19 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         return session;
     }
 
+    /// <summary>A session probe that attaches with the agent's report: the tailnet hears the report, and the session gets its full map.</summary>
+    private TestProbe AttachedWithReport(IActorRef device, string deviceId, string name, UpdateDeviceEndpoints report)
+    {
+        var session = CreateTestProbe(name);
+        device.Tell(new AttachSession(deviceId, session.Ref, 0, false, report));
+        session.ExpectMsg<SessionAttached>();
+        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        ExpectMapRequest();
+        device.Tell(Snapshot(deviceId, "peer"));
+        session.ExpectMsg<DeliverToAgent>();
+        return session;
+    }
+
     private SendNetMap ExpectMapRequest() => _tailnet.ExpectMsg<SendNetMap>(TimeSpan.FromSeconds(10));
 
     private static NetMapSnapshot Snapshot(string deviceId, string peerName) =>
@@ -141,13 +154,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         var older = Endpoints("dev_endpoints", "198.18.0.1:1", version: 100);
 
         // The agent's current session attaches with its latest report: the tailnet hears it.
-        var current = CreateTestProbe("current-session");
-        device.Tell(new AttachSession("dev_endpoints", current.Ref, 0, false, newer));
-        current.ExpectMsg<SessionAttached>();
-        Assert.Equal(newer, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_endpoints", "peer"));
-        current.ExpectMsg<DeliverToAgent>();
+        AttachedWithReport(device, "dev_endpoints", "current-session", newer);
 
         // A session the agent has left re-attaches late, with the report it had: the tailnet hears nothing of it.
         var stale = CreateTestProbe("stale-session");
@@ -172,13 +179,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     {
         var device = StartDevice("dev_between");
         var report = Endpoints("dev_between", "198.18.0.3:3", version: 300);
-        var first = CreateTestProbe("first-session");
-        device.Tell(new AttachSession("dev_between", first.Ref, 0, false, report));
-        first.ExpectMsg<SessionAttached>();
-        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_between", "peer"));
-        first.ExpectMsg<DeliverToAgent>();
+        var first = AttachedWithReport(device, "dev_between", "first-session", report);
 
         // The agent's stream drops (its coordinator node stalls); meanwhile its tailnet starts over on
         // another node and asks every device again. With no session here, only "reported" goes back.
@@ -191,15 +192,9 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
 
         // The agent comes back through a new session with the same report: the tailnet, which marked the
         // device's endpoints unknown, must hear them, although they repeat what the entity holds.
-        var second = CreateTestProbe("second-session");
-        device.Tell(new AttachSession("dev_between", second.Ref, 0, false, report));
-        second.ExpectMsg<SessionAttached>();
-        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
-        ExpectMapRequest();
+        var second = AttachedWithReport(device, "dev_between", "second-session", report);
 
         // Once told, a repeat is not news again.
-        device.Tell(Snapshot("dev_between", "peer"));
-        second.ExpectMsg<DeliverToAgent>();
         device.Tell(new AttachSession("dev_between", second.Ref, 0, false, report));
         second.ExpectMsg<SessionAttached>();
         Assert.IsNotType<UpdateDeviceEndpoints>(_tailnet.ExpectMsg<object>());
