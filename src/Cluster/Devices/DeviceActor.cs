@@ -188,7 +188,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _session = session;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
-        session.Tell(new SessionAttached(State.DeviceId, Version));
         if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepUnlessLate(endpoints))
         {
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
@@ -202,6 +201,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             _tailnets.Tell(newest, ActorRefs.Nobody);
             _endpointsOwed = false;
         }
+        session.Tell(new SessionAttached(State.DeviceId, Version, _endpoints?.Version ?? 0));
 
         if (_awaitingSnapshot) return; // a full map is on its way to this session
         if (_stale)
@@ -225,8 +225,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
     /// <summary>
     /// Takes <paramref name="report"/> unless it is a late one, by the rule the tailnet applies
-    /// (<see cref="NetMapRules.EndpointsNewer"/>: a report from a coordinator whose clock is far
-    /// behind is news, not late); true when taken.
+    /// (<see cref="NetMapRules.EndpointsNewer"/>): older than the one held, however much (an attach
+    /// from a session the agent has left, delivered after a failover held it up); true when taken.
     /// </summary>
     private bool KeepUnlessLate(UpdateDeviceEndpoints report)
     {

@@ -57,8 +57,13 @@ public sealed record AttachSession(string DeviceId, IActorRef Session, ulong Las
 public sealed record ReportEndpoints(string DeviceId, UpdateDeviceEndpoints Report) : IDeviceMessage;
 
 /// <summary>The entity's answer to every attach: the session watches <c>Sender</c>, this incarnation of the entity.</summary>
+/// <param name="EndpointsVersion">
+/// The version of the newest endpoints report the entity holds (0: none). The session stamps the
+/// agent's next report above it, so a coordinator whose clock is behind the one that stamped it still
+/// makes a report that counts as newer.
+/// </param>
 [WireName("device.session-attached")]
-public sealed record SessionAttached(string DeviceId, ulong Version) : IClusterMessage;
+public sealed record SessionAttached(string DeviceId, ulong Version, long EndpointsVersion = 0) : IClusterMessage;
 
 /// <summary>
 /// From the tailnet: what changed for this device's view since the last flush (protobuf

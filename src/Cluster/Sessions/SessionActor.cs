@@ -254,7 +254,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 }
                 Send(deliver.ServerMessage);
                 return true;
-            case SessionAttached:
+            case SessionAttached attached:
+                _reportVersion = Math.Max(_reportVersion, attached.EndpointsVersion);
                 _attachAnswered = true;
                 Timers.Cancel("attach-unanswered");
                 WatchEntity(Sender);
@@ -355,7 +356,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                     return;
                 }
                 // Through the device's entity, which keeps the latest, to the tailnet (soft state there, not journaled), which patches the peers.
-                // Versioned by arrival, so that a report delayed across a failover never overwrites a newer one.
+                // Versioned by arrival, above any version the entity said it holds (a coordinator whose clock is
+                // behind still makes a newer one), so that a report delayed across a failover never overwrites a
+                // newer one, however long it was held up.
                 _reportVersion = Math.Max(_reportVersion + 1, _services.Clock.GetUtcNow().UtcTicks);
                 _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
                     Convert.ToHexStringLower(update.DiscoKey.Span), _reportVersion);

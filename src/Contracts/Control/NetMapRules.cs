@@ -4,19 +4,13 @@ namespace Weft.Contracts.Control;
 public static class NetMapRules
 {
     /// <summary>
-    /// How much older than the held report a report may be and still be taken for a late one (a
-    /// resend, or one buffered across a failover: seconds). Versions are coordinator clock ticks, so
-    /// a report older by more comes from a coordinator whose clock is behind, and is news after all.
-    /// </summary>
-    public static readonly long LateReportWindowTicks = TimeSpan.FromSeconds(60).Ticks;
-
-    /// <summary>
     /// Whether endpoints (and home relay) at <paramref name="incoming"/> may replace those held at
-    /// <paramref name="held"/>: a newer report does, a late one does not (see
-    /// <see cref="LateReportWindowTicks"/>), and unversioned (0) ones always do.
+    /// <paramref name="held"/>: a newer report does, an older one (late: resent, or held up across a
+    /// failover) never does, and unversioned (0) ones always do. A session stamps a report by its
+    /// coordinator's clock, but above the version the device's entity holds, so a clock behind does not
+    /// make a new report look old.
     /// </summary>
-    public static bool EndpointsNewer(long incoming, long held) =>
-        incoming == 0 || held == 0 || incoming > held || held - incoming > LateReportWindowTicks;
+    public static bool EndpointsNewer(long incoming, long held) => incoming == 0 || held == 0 || incoming > held;
 
     /// <summary>
     /// A copy of <paramref name="node"/> with every field the patch sets replaced; absent fields stay,

@@ -201,26 +201,45 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
-    public void A_report_stamped_by_a_coordinator_whose_clock_is_far_behind_is_news_to_the_entity_as_it_is_to_the_tailnet()
+    public void A_late_attach_from_a_session_the_agent_left_minutes_ago_does_not_take_the_device_back_to_its_older_report()
     {
-        var device = StartDevice("dev_skewed");
+        var device = StartDevice("dev_late");
         var now = DateTimeOffset.UtcNow.UtcTicks;
-        var first = Endpoints("dev_skewed", "198.18.0.1:1", version: now);
-        // The agent moved to a node whose clock is two minutes behind: older than the late-report window allows.
-        var afterMove = Endpoints("dev_skewed", "198.18.0.2:2", version: now - TimeSpan.FromMinutes(2).Ticks);
-        Assert.True(NetMapRules.EndpointsNewer(afterMove.Version, first.Version));
+        var newest = Endpoints("dev_late", "198.18.0.2:2", version: now);
+        // What the session the agent left still carries: its report of two minutes before. A failover held its attach up.
+        var older = Endpoints("dev_late", "198.18.0.1:1", version: now - TimeSpan.FromMinutes(2).Ticks);
+        AttachedWithReport(device, "dev_late", "current", newest);
 
-        device.Tell(new ReportEndpoints("dev_skewed", first));
-        Assert.Equal(first, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
-        device.Tell(new ReportEndpoints("dev_skewed", afterMove));
-        Assert.Equal(afterMove, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        var left = CreateTestProbe("left");
+        device.Tell(new AttachSession("dev_late", left.Ref, 0, false, older));
+        left.ExpectMsg<SessionAttached>();
+        Assert.IsType<SendNetMap>(_tailnet.ExpectMsg<object>());
 
-        // It is what the entity holds now: a tailnet that starts over hears it.
-        var session = Attached(device, "dev_skewed", "session", 0);
+        // Asked through that session, and on a resync, the tailnet hears the newest report, never the older one.
+        device.Tell(new ReportEndpoints("dev_late", older));
+        Assert.Equal(newest, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+        device.Tell(Snapshot("dev_late", "peer"));
+        left.ExpectMsg<DeliverToAgent>();
+        device.Tell(new PeerChanges("dev_late", [], true, null, null));
+        Assert.Equal(newest, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+    }
+
+    [Fact]
+    public void Every_attach_tells_the_session_the_version_of_the_newest_report_held_so_that_it_stamps_the_next_one_above_it()
+    {
+        var device = StartDevice("dev_stamp");
+        var session = CreateTestProbe("session");
+        device.Tell(new AttachSession("dev_stamp", session.Ref, 0, false));
+        Assert.Equal(0, session.ExpectMsg<SessionAttached>().EndpointsVersion);
         ExpectMapRequest();
-        device.Tell(Snapshot("dev_skewed", "peer"));
-        session.ExpectMsg<DeliverToAgent>();
-        device.Tell(new PeerChanges("dev_skewed", [], true, null, null));
-        Assert.Equal(afterMove, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+
+        // Stamped by a coordinator whose clock is ahead of the next one's.
+        var report = Endpoints("dev_stamp", "198.18.0.1:1", version: DateTimeOffset.UtcNow.AddMinutes(5).UtcTicks);
+        device.Tell(new ReportEndpoints("dev_stamp", report));
+        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+
+        var next = CreateTestProbe("next");
+        device.Tell(new AttachSession("dev_stamp", next.Ref, 0, false));
+        Assert.Equal(report.Version, next.ExpectMsg<SessionAttached>().EndpointsVersion);
     }
 }
