@@ -46,7 +46,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
     private ActorSystem _system = null!;
     private ChannelPool _channels = null!;
     private string _phase = "setup";
-    private readonly LongConcurrentHistogram _timeToFirstMap = new(1, 3_600_000_000, 3);
+    private readonly LongConcurrentHistogram _timeToFirstMap = LatencyHistograms.Concurrent();
 
     /// <summary>Called once a second with where the run stands.</summary>
     public Action<RunProgress>? Progress { get; init; }
@@ -241,7 +241,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             {
                 if (agent.Joined && Interlocked.Exchange(ref released, 1) == 0)
                 {
-                    timeToFirstMap.RecordValue(Math.Max(1, (long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
+                    timeToFirstMap.RecordValue(LatencyHistograms.Clamp((long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
                     inFlight.Release();
                 }
             });

@@ -10,7 +10,7 @@ public sealed class DeliveryLedgerTests
     private readonly Dictionary<int, int> _recipientA = new();
     private readonly Dictionary<int, int> _recipientB = new();
 
-    private bool Apply(Dictionary<int, int> recipient, int sequence, bool fromPatch = true) =>
+    private Arrival Apply(Dictionary<int, int> recipient, int sequence, bool fromPatch = true) =>
         _ledger.Applied(recipient, sequence, fromPatch, Stopwatch.GetTimestamp());
 
     [Fact]
@@ -63,11 +63,11 @@ public sealed class DeliveryLedgerTests
     public void A_patch_that_repeats_the_held_change_is_a_duplicate_and_a_full_map_repeating_it_is_not()
     {
         var change = _ledger.Record(sourceAgent: 3, recipients: 1);
-        Assert.False(Apply(_recipientA, change));
-        Assert.False(Apply(_recipientA, change, fromPatch: false));
+        Assert.Equal(Arrival.New, Apply(_recipientA, change));
+        Assert.Equal(Arrival.Restated, Apply(_recipientA, change, fromPatch: false));
         Assert.Equal(0, _ledger.Duplicated);
         // The caller hears which application was the duplicate, so it can say what repeated.
-        Assert.True(Apply(_recipientA, change));
+        Assert.Equal(Arrival.Duplicate, Apply(_recipientA, change));
         Assert.Equal(1, _ledger.Duplicated);
         Assert.Equal(1, _ledger.Delivered);
     }
@@ -77,9 +77,9 @@ public sealed class DeliveryLedgerTests
     {
         var older = _ledger.Record(sourceAgent: 4, recipients: 1);
         var newer = _ledger.Record(sourceAgent: 4, recipients: 1);
-        Apply(_recipientA, newer);
-        Apply(_recipientA, older);
-        Apply(_recipientA, older, fromPatch: false);
+        Assert.Equal(Arrival.New, Apply(_recipientA, newer));
+        Assert.Equal(Arrival.OutOfOrder, Apply(_recipientA, older));
+        Assert.Equal(Arrival.OutOfOrder, Apply(_recipientA, older, fromPatch: false));
         Assert.Equal(2, _ledger.OutOfOrder);
         Assert.Equal(1, _ledger.Delivered);
         Assert.Equal(1, _ledger.Superseded);
@@ -88,8 +88,8 @@ public sealed class DeliveryLedgerTests
     [Fact]
     public void Sequences_the_ledger_never_issued_are_ignored()
     {
-        Apply(_recipientA, 0);
-        Apply(_recipientA, 12345);
+        Assert.Equal(Arrival.NotFollowed, Apply(_recipientA, 0));
+        Assert.Equal(Arrival.NotFollowed, Apply(_recipientA, 12345));
         Assert.Equal(0, _ledger.Delivered + _ledger.Duplicated + _ledger.OutOfOrder);
     }
 

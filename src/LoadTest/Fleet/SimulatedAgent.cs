@@ -21,9 +21,9 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     private long _lastFullMapAt;
     private ulong _lastFullMapVersion;
     private volatile bool _joined;
-    /// <summary>Duplicates described on stderr so far, in the whole run: the first few say what repeated, and after what.</summary>
-    private static int s_duplicatesDescribed;
-    private const int DuplicatesToDescribe = 20;
+    /// <summary>Duplicates and steps back described on stderr so far, in the whole run: the first few say what came, and after what.</summary>
+    private static int s_faultsDescribed;
+    private const int FaultsToDescribe = 20;
     private volatile bool _meshed;
 
     public int Index { get; } = index;
@@ -92,16 +92,16 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
                 _lastFullMapAt = now;
                 _lastFullMapVersion = message.Netmap.Version;
-                foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, fromPatch: false, now, ledger);
+                foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, "a full map", fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
                 var delta = message.Delta;
-                foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
-                foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, fromPatch: false, now, ledger);
+                var how = $"delta {delta.BaseVersion}->{delta.Version}";
+                foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer added in " + how, fromPatch: false, now, ledger);
+                foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer restated in " + how, fromPatch: false, now, ledger);
                 foreach (var patch in delta.Patches)
-                    if (patch.Endpoints is { } endpoints &&
-                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, fromPatch: true, now, ledger))
-                        DescribeDuplicate(patch, delta, now);
+                    if (patch.Endpoints is { } endpoints)
+                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, "a patch of " + how, fromPatch: true, now, ledger);
                 break;
         }
     }
@@ -109,26 +109,28 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     /// <summary>
     /// Versioned endpoints count only where the store took them: it keeps a newer report it holds
     /// (<see cref="NetMapRules.Merged"/>), so an older one that arrives is not applied, and not a regression.
+    /// A duplicate or a step back is described (the first few of the run) with what the store held before.
     /// </summary>
-    /// <returns>True when an endpoint it applied was one the store already held (a duplicate).</returns>
-    private bool ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, bool fromPatch, long now, DeliveryLedger ledger)
+    private void ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, string how, bool fromPatch, long now, DeliveryLedger ledger)
     {
-        if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return false;
-        var duplicate = false;
+        if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return;
         foreach (var endpoint in endpoints)
         {
             var sequence = ChangeEndpoint.SequenceOf(endpoint);
-            if (sequence >= 0) duplicate |= ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
+            if (sequence < 0) continue;
+            var heldBefore = _lastChangeBySource.Count > 0 && ledger.SourceOf(sequence) is { } source && _lastChangeBySource.TryGetValue(source, out var last) ? last : -1;
+            var arrival = ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
+            if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, heldBefore, version, how, now);
         }
-        return duplicate;
     }
 
-    private void DescribeDuplicate(PeerPatch patch, NetMapDelta delta, long now)
+    private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int heldBefore, long version, string how, long now)
     {
-        if (Interlocked.Increment(ref s_duplicatesDescribed) > DuplicatesToDescribe) return;
+        if (Interlocked.Increment(ref s_faultsDescribed) > FaultsToDescribe) return;
         var sinceFullMap = _lastFullMapAt == 0 ? "no full map yet" : $"{Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalMilliseconds:0} ms after its full map of version {_lastFullMapVersion}";
-        Console.Error.WriteLine($"duplicate: {Name} got peer {patch.Id}'s endpoints {string.Join(",", patch.Endpoints.Endpoints)} (endpoints version {patch.EndpointsVersion}) " +
-            $"again in a patch of delta {delta.BaseVersion}->{delta.Version}, {sinceFullMap}");
+        var what = arrival == Arrival.Duplicate ? "duplicate" : "out of order";
+        Console.Error.WriteLine($"{what}: {Name} got peer {peerId}'s endpoint {endpoint} (change {sequence}, endpoints version {version}) in {how} " +
+            $"holding change {heldBefore}, {sinceFullMap}");
     }
 }
 

@@ -29,7 +29,6 @@ public enum ChurnKind
 /// </summary>
 public sealed class ChurnLedger
 {
-    private const long HighestMicros = 3_600_000_000;
 
     private sealed class Tracked(int id, ChurnKind kind, int group, long startedAt, int expected)
     {
@@ -47,7 +46,7 @@ public sealed class ChurnLedger
 
     private readonly List<Tracked>[] _pending;
     private readonly int[] _pendingCount;
-    private readonly LongConcurrentHistogram[] _latency = [.. Enum.GetValues<ChurnKind>().Select(_ => new LongConcurrentHistogram(1, HighestMicros, 3))];
+    private readonly LongConcurrentHistogram[] _latency = [.. Enum.GetValues<ChurnKind>().Select(_ => LatencyHistograms.Concurrent())];
     private readonly long[] _events = new long[Enum.GetValues<ChurnKind>().Length];
     private readonly long[] _expected = new long[Enum.GetValues<ChurnKind>().Length];
     private readonly long[] _settled = new long[Enum.GetValues<ChurnKind>().Length];
@@ -121,7 +120,7 @@ public sealed class ChurnLedger
                 };
                 if (!shows) continue;
                 e.SettledBy.Add(agent.Index);
-                _latency[(int)e.Kind].RecordValue(Math.Clamp((long)((now - e.StartedAt) * 1_000_000.0 / System.Diagnostics.Stopwatch.Frequency), 1, HighestMicros));
+                _latency[(int)e.Kind].RecordValue(LatencyHistograms.Clamp((long)((now - e.StartedAt) * 1_000_000.0 / System.Diagnostics.Stopwatch.Frequency)));
                 Interlocked.Increment(ref _settled[(int)e.Kind]);
                 if (e.SettledBy.Count >= e.Expected) pending.RemoveAt(i);
             }

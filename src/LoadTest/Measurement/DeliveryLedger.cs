@@ -22,7 +22,6 @@ public sealed class DeliveryLedger
 {
     private const int ChunkBits = 16;
     private const int ChunkSize = 1 << ChunkBits;
-    private const long HighestMicros = 3_600_000_000;
 
     private readonly ChunkedArray<long> _sentAt = new();
     private readonly ChunkedArray<int> _source = new();
@@ -33,8 +32,8 @@ public sealed class DeliveryLedger
     private readonly List<int>[] _changesBySource;
     // Sized for every phase there can be, so that recipients reading it never meet a reallocation.
     private readonly List<LongConcurrentHistogram> _phaseLatencies = new(byte.MaxValue);
-    private LongConcurrentHistogram _interval = NewHistogram();
-    private readonly LongConcurrentHistogram _all = NewHistogram();
+    private LongConcurrentHistogram _interval = LatencyHistograms.Concurrent();
+    private readonly LongConcurrentHistogram _all = LatencyHistograms.Concurrent();
     private int _count;
     private int _settledCursor;
     private long _expectedPairs;
@@ -80,7 +79,7 @@ public sealed class DeliveryLedger
         lock (_phaseLatencies)
         {
             if (_phaseLatencies.Count == byte.MaxValue) throw new InvalidOperationException("too many phases");
-            _phaseLatencies.Add(NewHistogram());
+            _phaseLatencies.Add(LatencyHistograms.Concurrent());
             return _phaseLatencies.Count - 1;
         }
     }
@@ -104,33 +103,36 @@ public sealed class DeliveryLedger
         return sequence;
     }
 
+    /// <summary>The agent whose change <paramref name="sequence"/> is, or null for a sequence this ledger never issued.</summary>
+    public int? SourceOf(int sequence) => sequence >= 0 && sequence < Volatile.Read(ref _count) ? _source[sequence] : null;
+
     /// <summary>
     /// A recipient applied an endpoint carrying <paramref name="sequence"/>. <paramref name="lastBySource"/>
     /// is the recipient's own record (the latest change it holds per source), owned by its thread.
     /// <paramref name="fromPatch"/>: a delta set this endpoint (a full map or a whole-node change
-    /// that repeats the held endpoint is no duplicate). Returns true when it counted as a duplicate.
+    /// that repeats the held endpoint is no duplicate). Says how it counted.
     /// </summary>
-    public bool Applied(Dictionary<int, int> lastBySource, int sequence, bool fromPatch, long now)
+    public Arrival Applied(Dictionary<int, int> lastBySource, int sequence, bool fromPatch, long now)
     {
-        if (sequence < 0 || sequence >= Volatile.Read(ref _count)) return false;
+        if (sequence < 0 || sequence >= Volatile.Read(ref _count)) return Arrival.NotFollowed;
         var source = _source[sequence];
         var held = lastBySource.TryGetValue(source, out var last) ? last : -1;
         if (sequence == held)
         {
-            if (!fromPatch) return false;
+            if (!fromPatch) return Arrival.Restated;
             Interlocked.Increment(ref _duplicated);
-            return true;
+            return Arrival.Duplicate;
         }
         if (sequence < held)
         {
             Interlocked.Increment(ref _outOfOrder);
-            return false;
+            return Arrival.OutOfOrder;
         }
         lastBySource[source] = sequence;
-        var micros = Math.Max(1, (long)Stopwatch.GetElapsedTime(Volatile.Read(ref _sentAt[sequence]), now).TotalMicroseconds);
-        _phaseLatencies[_phase[sequence]].RecordValue(Math.Min(micros, HighestMicros));
-        _all.RecordValue(Math.Min(micros, HighestMicros));
-        Volatile.Read(ref _interval).RecordValue(Math.Min(micros, HighestMicros));
+        var micros = LatencyHistograms.Clamp((long)Stopwatch.GetElapsedTime(Volatile.Read(ref _sentAt[sequence]), now).TotalMicroseconds);
+        _phaseLatencies[_phase[sequence]].RecordValue(micros);
+        _all.RecordValue(micros);
+        Volatile.Read(ref _interval).RecordValue(micros);
         Interlocked.Increment(ref _delivered);
         Settle(sequence);
 
@@ -146,7 +148,7 @@ public sealed class DeliveryLedger
                 Settle(list[i]);
             }
         }
-        return false;
+        return Arrival.New;
     }
 
     private void Settle(int sequence)
@@ -186,9 +188,7 @@ public sealed class DeliveryLedger
     }
 
     /// <summary>Latencies since the last call: the timeline's next point.</summary>
-    public LongConcurrentHistogram TakeInterval() => Interlocked.Exchange(ref _interval, NewHistogram());
-
-    private static LongConcurrentHistogram NewHistogram() => new(1, HighestMicros, 3);
+    public LongConcurrentHistogram TakeInterval() => Interlocked.Exchange(ref _interval, LatencyHistograms.Concurrent());
 
     /// <summary>An array that grows in fixed chunks, so that readers never see it moved.</summary>
     private sealed class ChunkedArray<T>
@@ -209,4 +209,19 @@ public sealed class DeliveryLedger
             }
         }
     }
+}
+
+/// <summary>How a recipient's store taking an endpoint counted in the <see cref="DeliveryLedger"/>.</summary>
+public enum Arrival
+{
+    /// <summary>Not a change of this run (an endpoint from the join, or of another shard's ledger).</summary>
+    NotFollowed,
+    /// <summary>A change newer than the one held: delivered (and what it skipped, superseded).</summary>
+    New,
+    /// <summary>The change held, restated by a full map or a whole node: no delivery, no fault.</summary>
+    Restated,
+    /// <summary>The change held, patched again.</summary>
+    Duplicate,
+    /// <summary>Older than the change held.</summary>
+    OutOfOrder,
 }

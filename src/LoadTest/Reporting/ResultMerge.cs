@@ -38,7 +38,12 @@ public static class ResultMerge
         var nodes = shards.Sum(s => s.Nodes);
         var first = shards[0];
 
+        // Each sum is made once, and serves both its summary and the merged result's own histograms.
         var all = Add(histograms.Select(h => h.All));
+        var phaseSums = Enumerable.Range(0, first.Phases.Count).Select(i => Add(histograms.Select(h => h.Phases[i]))).ToList();
+        var timeToFirstMap = Add(histograms.Select(h => h.TimeToFirstMap));
+        var kinds = shards.SelectMany(s => s.Churn.Select(k => k.Kind)).Distinct().ToList();
+        var churnSums = kinds.ToDictionary(k => k, k => Add(histograms.Where(h => h.Churn.ContainsKey(k)).Select(h => h.Churn[k])));
         var phases = Enumerable.Range(0, first.Phases.Count).Select(i =>
         {
             var parts = shards.Select(s => s.Phases[i]).ToList();
@@ -47,7 +52,7 @@ public static class ResultMerge
             var deliveries = parts.Sum(p => p.Deliveries);
             var converge = parts.Where(p => p.ConvergeAfterChaosSeconds is not null).Select(p => p.ConvergeAfterChaosSeconds).DefaultIfEmpty(null).Max();
             return new PhaseResult(parts[0].Name, seconds, changes, changes / seconds, deliveries, deliveries / seconds,
-                Summary(Add(histograms.Select(h => h.Phases[i]))), converge)
+                Summary(phaseSums[i]), converge)
             {
                 // Every shard sampled the same coordinator processes over the same stretch.
                 CoordinatorCpuSeconds = parts.Max(p => p.CoordinatorCpuSeconds),
@@ -56,7 +61,7 @@ public static class ResultMerge
 
         var joinSeconds = shards.Max(s => s.Join.Seconds);
         var join = new JoinResult(shards.Sum(s => s.Join.Nodes), joinSeconds, shards.Sum(s => s.Join.Nodes) / Math.Max(joinSeconds, 1e-3),
-            shards.Max(s => s.Join.MeshedAfterSeconds), Summary(Add(histograms.Select(h => h.TimeToFirstMap))));
+            shards.Max(s => s.Join.MeshedAfterSeconds), Summary(timeToFirstMap));
 
         var d = shards.Select(s => s.Delivery).ToList();
         var deltas = d.Sum(x => x.Deltas);
@@ -86,12 +91,11 @@ public static class ResultMerge
         var timeline = shards.SelectMany(s => s.Timeline).GroupBy(p => p.Second).OrderBy(g => g.Key)
             .Select(g => new TimelinePoint(g.Key, g.First().Phase, g.Sum(p => p.Deliveries), g.Max(p => p.P50), g.Max(p => p.P99), g.Sum(p => p.Joined))).ToList();
 
-        var kinds = shards.SelectMany(s => s.Churn.Select(k => k.Kind)).Distinct().ToList();
         var churn = kinds.Select(kind =>
         {
             var parts = shards.SelectMany(s => s.Churn.Where(k => k.Kind == kind)).ToList();
             return new ChurnKindResult(kind, parts.Sum(k => k.Events), parts.Sum(k => k.Expected), parts.Sum(k => k.Settled), parts.Sum(k => k.Lost),
-                Summary(Add(histograms.Where(h => h.Churn.ContainsKey(kind)).Select(h => h.Churn[kind]))));
+                Summary(churnSums[kind]));
         }).ToList();
 
         return new LoadResult
@@ -112,16 +116,14 @@ public static class ResultMerge
             PolicyGroups = first.PolicyGroups,
             ThinAgents = shards.Sum(s => s.ThinAgents),
             ShardsMerged = shards.Sum(s => s.ShardsMerged),
-            Histograms = new HistogramSet(HistogramCodec.Encode(all),
-                [.. Enumerable.Range(0, first.Phases.Count).Select(i => HistogramCodec.Encode(Add(histograms.Select(h => h.Phases[i]))))],
-                kinds.ToDictionary(k => k, k => HistogramCodec.Encode(Add(histograms.Where(h => h.Churn.ContainsKey(k)).Select(h => h.Churn[k])))),
-                HistogramCodec.Encode(Add(histograms.Select(h => h.TimeToFirstMap)))),
+            Histograms = new HistogramSet(HistogramCodec.Encode(all), [.. phaseSums.Select(HistogramCodec.Encode)],
+                churnSums.ToDictionary(kv => kv.Key, kv => HistogramCodec.Encode(kv.Value)), HistogramCodec.Encode(timeToFirstMap)),
         };
     }
 
     private static HistogramBase Add(IEnumerable<string> encoded)
     {
-        var sum = new LongHistogram(1, 3_600_000_000, 3);
+        var sum = LatencyHistograms.Single();
         foreach (var text in encoded) sum.Add(HistogramCodec.Decode(text));
         return sum;
     }
