@@ -49,6 +49,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private readonly DeltaLog _log = new(DeltaLogEntries, DeltaLogBytes);
     private IActorRef _tailnets = ActorRefs.Nobody;
     private IActorRef? _session;
+    // When the attached session's stream opened (AttachSession.StartedAt; 0: not known).
+    private long _sessionStartedAt;
     private AttachSession? _pendingAttach;
     private bool _incarnated;
     private bool _awaitingSnapshot;
@@ -144,9 +146,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 else if (!State.IsInitialized) attach.Session.Tell(new SessionEnded(ControlErrorCodes.NotRegistered, "register first"));
                 else if (!_incarnated)
                 {
-                    // Several attaches may arrive before the epoch is stored; the newest one wins.
+                    // Several attaches may arrive before the epoch is stored; the latest session's wins (the others attach again).
                     var first = _pendingAttach is null;
-                    _pendingAttach = attach;
+                    if (first || !OpenedBefore(attach, _pendingAttach!.StartedAt)) _pendingAttach = attach;
                     if (first) Submit(new StartIncarnation(State.DeviceId), ActorRefs.Nobody);
                 }
                 else Attach(attach);
@@ -180,12 +182,20 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         var session = attach.Session;
         if (_session is not null && !_session.Equals(session))
         {
+            if (OpenedBefore(attach, _sessionStartedAt))
+            {
+                // A session the agent has left (its stream opened before the attached one's), its attach held up
+                // by a failover: it ends, and the agent's own session keeps the stream.
+                session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "a newer session of this device is attached"));
+                return;
+            }
             // The agent reconnected (perhaps to another coordinator node): the newest stream wins.
             Context.Unwatch(_session);
             _session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "replaced by a newer session of this device"));
         }
         if (!session.Equals(_session)) Context.Watch(session);
         _session = session;
+        _sessionStartedAt = attach.StartedAt;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
         if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepUnlessLate(endpoints))
@@ -235,9 +245,13 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         return true;
     }
 
+    /// <summary>Whether <paramref name="attach"/> comes from a stream opened before the one started at <paramref name="startedAt"/> (false when either is not known).</summary>
+    private static bool OpenedBefore(AttachSession attach, long startedAt) => attach.StartedAt != 0 && startedAt != 0 && attach.StartedAt < startedAt;
+
     private void Detach()
     {
         _session = null;
+        _sessionStartedAt = 0;
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, false, _clock.GetUtcNow()));
     }
 

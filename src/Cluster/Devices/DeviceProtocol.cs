@@ -43,9 +43,14 @@ public sealed record StartIncarnation(string DeviceId) : IDeviceCommand;
 /// (which keeps this entity awake and re-links it after a passivation, a move or a restart), and
 /// whenever this entity's incarnation it watched has stopped. <paramref name="Confirm"/> (the agent
 /// asked) makes an up-to-date stream answer <c>UpToDate</c> rather than nothing.
+/// <paramref name="StartedAt"/> is when the session's stream opened (its coordinator's clock, in ticks;
+/// 0: not known). An agent has one stream at a time, so of two sessions of a device the later one is
+/// the agent's: a late attach from an earlier one (held up by a failover) ends that session instead of
+/// taking the stream from the agent's.
 /// </summary>
 [WireName("device.attach")]
-public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm, UpdateDeviceEndpoints? Endpoints = null) : IDeviceMessage;
+public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm, UpdateDeviceEndpoints? Endpoints = null,
+    long StartedAt = 0) : IDeviceMessage;
 
 /// <summary>
 /// The session's agent reported new endpoints. The entity keeps the latest (it reports them again to

@@ -99,6 +99,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private readonly System.Net.IPAddress? _remoteAddress;
     private readonly ChannelWriter<byte[]> _outbound;
     private readonly SessionServices _services;
+    // When this stream opened: of two sessions of one device, the device's entity keeps the later (see AttachSession).
+    private readonly long _startedAt;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private string? _deviceId;
     private string? _tailnetId;
@@ -123,6 +125,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _outbound = outbound;
         _services = services;
         _lastHeard = services.Clock.GetUtcNow();
+        _startedAt = _lastHeard.UtcTicks;
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -397,7 +400,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void Attach(bool confirm)
     {
         if (!_subscribed || _deviceId is null) return;
-        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm, _reportedEndpoints));
+        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm, _reportedEndpoints, _startedAt));
         _attachAnswered = false;
         // An unanswered request to confirm the agent's version stays one when it is sent again.
         _attachConfirm = confirm || (_attachConfirm && Timers.IsTimerActive("attach-unanswered"));

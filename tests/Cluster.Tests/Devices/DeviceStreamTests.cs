@@ -242,4 +242,31 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         device.Tell(new AttachSession("dev_stamp", next.Ref, 0, false));
         Assert.Equal(report.Version, next.ExpectMsg<SessionAttached>().EndpointsVersion);
     }
+
+    [Fact]
+    public void A_late_attach_from_a_session_opened_before_the_attached_one_ends_that_session_and_the_agents_own_keeps_the_stream()
+    {
+        var device = StartDevice("dev_order");
+        var current = CreateTestProbe("current");
+        device.Tell(new AttachSession("dev_order", current.Ref, 0, false, StartedAt: 2_000));
+        current.ExpectMsg<SessionAttached>();
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_order", "peer"));
+        current.ExpectMsg<DeliverToAgent>();
+
+        // The session the agent left before it opened the current one: a failover held its attach up.
+        var left = CreateTestProbe("left");
+        device.Tell(new AttachSession("dev_order", left.Ref, 0, false, StartedAt: 1_000));
+        Assert.Equal(ControlErrorCodes.Unavailable, left.ExpectMsg<SessionEnded>().Code);
+        current.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+
+        // The stream still goes to the agent's session, and a later session of the agent still takes it over.
+        var delta = new NetMapDelta { Patches = { new PeerPatch { Id = "peer", Online = true } } }.ToByteArray();
+        device.Tell(new PeerChanges("dev_order", delta, false, null, null));
+        current.ExpectMsg<DeliverToAgent>();
+        var next = CreateTestProbe("next");
+        device.Tell(new AttachSession("dev_order", next.Ref, 0, false, StartedAt: 3_000));
+        next.ExpectMsg<SessionAttached>();
+        Assert.Equal(ControlErrorCodes.Unavailable, current.ExpectMsg<SessionEnded>().Code);
+    }
 }
