@@ -118,19 +118,19 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
         {
             var sequence = ChangeEndpoint.SequenceOf(endpoint);
             if (sequence < 0) continue;
-            var heldBefore = _lastChangeBySource.Count > 0 && ledger.SourceOf(sequence) is { } source && _lastChangeBySource.TryGetValue(source, out var last) ? last : -1;
             var arrival = ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
-            if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, heldBefore, version, how, now);
+            // Neither moves the record on: it still holds the change it held before.
+            if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, _lastChangeBySource[ledger.SourceOf(sequence)!.Value], version, how, now);
         }
     }
 
-    private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int heldBefore, long version, string how, long now)
+    private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int held, long version, string how, long now)
     {
         if (Interlocked.Increment(ref s_faultsDescribed) > FaultsToDescribe) return;
         var sinceFullMap = _lastFullMapAt == 0 ? "no full map yet" : $"{Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalMilliseconds:0} ms after its full map of version {_lastFullMapVersion}";
         var what = arrival == Arrival.Duplicate ? "duplicate" : "out of order";
         Console.Error.WriteLine($"{what}: {Name} got peer {peerId}'s endpoint {endpoint} (change {sequence}, endpoints version {version}) in {how} " +
-            $"holding change {heldBefore}, {sinceFullMap}");
+            $"holding change {held}, {sinceFullMap}");
     }
 }
 

@@ -29,7 +29,6 @@ public enum ChurnKind
 /// </summary>
 public sealed class ChurnLedger
 {
-
     private sealed class Tracked(int id, ChurnKind kind, int group, long startedAt, int expected)
     {
         public int Id { get; } = id;
