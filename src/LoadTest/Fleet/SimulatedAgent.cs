@@ -92,16 +92,15 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
                 _lastFullMapAt = now;
                 _lastFullMapVersion = message.Netmap.Version;
-                foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, "a full map", fromPatch: false, now, ledger);
+                foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, "a full map", null, fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
                 var delta = message.Delta;
-                var how = $"delta {delta.BaseVersion}->{delta.Version}";
-                foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer added in " + how, fromPatch: false, now, ledger);
-                foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer restated in " + how, fromPatch: false, now, ledger);
+                foreach (var node in delta.PeersAdded) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer added in", delta, fromPatch: false, now, ledger);
+                foreach (var node in delta.PeersChanged) ApplyIfTaken(store, node.Id, node.Endpoints, node.EndpointsVersion, "a peer restated in", delta, fromPatch: false, now, ledger);
                 foreach (var patch in delta.Patches)
                     if (patch.Endpoints is { } endpoints)
-                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, "a patch of " + how, fromPatch: true, now, ledger);
+                        ApplyIfTaken(store, patch.Id, endpoints.Endpoints, patch.HasEndpointsVersion ? patch.EndpointsVersion : 0, "a patch of", delta, fromPatch: true, now, ledger);
                 break;
         }
     }
@@ -109,9 +108,10 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     /// <summary>
     /// Versioned endpoints count only where the store took them: it keeps a newer report it holds
     /// (<see cref="NetMapRules.Merged"/>), so an older one that arrives is not applied, and not a regression.
-    /// A duplicate or a step back is described (the first few of the run) with what the store held before.
+    /// A duplicate or a step back is described (the first few of the run) with what the store held before:
+    /// <paramref name="how"/> and <paramref name="delta"/> say what brought it, and are formatted only then.
     /// </summary>
-    private void ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, string how, bool fromPatch, long now, DeliveryLedger ledger)
+    private void ApplyIfTaken(NetMapStore store, string peerId, IEnumerable<string> endpoints, long version, string how, NetMapDelta? delta, bool fromPatch, long now, DeliveryLedger ledger)
     {
         if (version != 0 && (!store.TryGetPeer(peerId, out var held) || held.EndpointsVersion != version)) return;
         foreach (var endpoint in endpoints)
@@ -120,16 +120,17 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
             if (sequence < 0) continue;
             var arrival = ledger.Applied(_lastChangeBySource, sequence, fromPatch, now);
             // Neither moves the record on: it still holds the change it held before.
-            if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, _lastChangeBySource[ledger.SourceOf(sequence)!.Value], version, how, now);
+            if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, _lastChangeBySource[ledger.SourceOf(sequence)!.Value], version, how, delta, now);
         }
     }
 
-    private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int held, long version, string how, long now)
+    private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int held, long version, string how, NetMapDelta? delta, long now)
     {
         if (Interlocked.Increment(ref s_faultsDescribed) > FaultsToDescribe) return;
         var sinceFullMap = _lastFullMapAt == 0 ? "no full map yet" : $"{Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalMilliseconds:0} ms after its full map of version {_lastFullMapVersion}";
         var what = arrival == Arrival.Duplicate ? "duplicate" : "out of order";
-        Console.Error.WriteLine($"{what}: {Name} got peer {peerId}'s endpoint {endpoint} (change {sequence}, endpoints version {version}) in {how} " +
+        Console.Error.WriteLine($"{what}: {Name} got peer {peerId}'s endpoint {endpoint} (change {sequence}, endpoints version {version}) in {how}" +
+            (delta is null ? "" : $" delta {delta.BaseVersion}->{delta.Version}") + ", " +
             $"holding change {held}, {sinceFullMap}");
     }
 }
