@@ -241,7 +241,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             {
                 if (agent.Joined && Interlocked.Exchange(ref released, 1) == 0)
                 {
-                    timeToFirstMap.RecordValue(LatencyHistograms.Clamp((long)Stopwatch.GetElapsedTime(spawned).TotalMicroseconds));
+                    timeToFirstMap.RecordValue(LatencyHistograms.Between(spawned, Stopwatch.GetTimestamp()));
                     inFlight.Release();
                 }
             });

@@ -119,7 +119,7 @@ public sealed class ChurnLedger
                 };
                 if (!shows) continue;
                 e.SettledBy.Add(agent.Index);
-                _latency[(int)e.Kind].RecordValue(LatencyHistograms.Clamp((long)((now - e.StartedAt) * 1_000_000.0 / System.Diagnostics.Stopwatch.Frequency)));
+                _latency[(int)e.Kind].RecordValue(LatencyHistograms.Between(e.StartedAt, now));
                 Interlocked.Increment(ref _settled[(int)e.Kind]);
                 if (e.SettledBy.Count >= e.Expected) pending.RemoveAt(i);
             }

@@ -129,7 +129,7 @@ public sealed class DeliveryLedger
             return Arrival.OutOfOrder;
         }
         lastBySource[source] = sequence;
-        var micros = LatencyHistograms.Clamp((long)Stopwatch.GetElapsedTime(Volatile.Read(ref _sentAt[sequence]), now).TotalMicroseconds);
+        var micros = LatencyHistograms.Between(Volatile.Read(ref _sentAt[sequence]), now);
         _phaseLatencies[_phase[sequence]].RecordValue(micros);
         _all.RecordValue(micros);
         Volatile.Read(ref _interval).RecordValue(micros);

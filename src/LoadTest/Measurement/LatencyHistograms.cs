@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using HdrHistogram;
 
 namespace Weft.LoadTest.Measurement;
@@ -16,6 +17,6 @@ public static class LatencyHistograms
     /// <summary>For one thread (adding shards' histograms together).</summary>
     public static LongHistogram Single() => new(1, HighestMicros, 3);
 
-    /// <summary>A latency brought into the range (a histogram refuses values beyond it).</summary>
-    public static long Clamp(long micros) => Math.Clamp(micros, 1, HighestMicros);
+    /// <summary>The latency between two <see cref="Stopwatch"/> timestamps, in µs, brought into the range (a histogram refuses values beyond it).</summary>
+    public static long Between(long startedAt, long endedAt) => Math.Clamp((long)Stopwatch.GetElapsedTime(startedAt, endedAt).TotalMicroseconds, 1, HighestMicros);
 }
