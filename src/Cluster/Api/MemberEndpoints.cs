@@ -224,7 +224,7 @@ public static class MemberEndpoints
         return Results.Text(json, "application/json");
     }
 
-    /// <summary>Where the device's netmap stream stands: its version, and the coordinator node holding its agent's session.</summary>
+    /// <summary>Where the device's netmap stream stands: its version, the coordinator node holding its agent's session, and the node running its entity.</summary>
     private static async Task<IResult> GetStream(HttpContext http, string tailnet, string device, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
@@ -232,7 +232,7 @@ public static class MemberEndpoints
         await refs.Tailnets.AskFor<DeviceInfo>(new GetDevice(entry.TailnetId, deviceId), http); // in this tailnet, or 404
         var stream = await refs.Devices.AskFor<Devices.DeviceStreamInfo>(new Devices.GetDeviceStream(deviceId), http);
         var coordinator = stream.Session is { } path ? Akka.Actor.ActorPath.Parse(path).Address.ToString() : null;
-        return Results.Json(new DeviceStreamResource(stream.Version, coordinator is not null, coordinator, stream.AwaitingFullMap), AdminJson.Options);
+        return Results.Json(new DeviceStreamResource(stream.Version, coordinator is not null, coordinator, stream.AwaitingFullMap, stream.Node), AdminJson.Options);
     }
 
     private static async Task<IResult> OnDevice(HttpContext http, string tailnet, string device, TailnetRefs refs, Func<string, string, object> command)

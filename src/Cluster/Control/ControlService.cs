@@ -196,12 +196,13 @@ public sealed class SessionServicesProvider(
     Hosting.WeftSettings settings,
     Relays.RelayTicketIssuer relays,
     Identity.LoginLinks logins,
+    Tailnets.TailnetAffinity affinity,
     TimeProvider clock)
 {
     private SessionServices? _services;
 
     public async Task<SessionServices> GetAsync() => _services ??= new SessionServices(
-        directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, await identity.Key, clock, admission,
+        directory.ActorRef, tailnets.ActorRef, devices.ActorRef, machines.ActorRef, affinity, await identity.Key, clock, admission,
         TimeSpan.FromSeconds(settings.Control.SessionReattachSeconds), TimeSpan.FromSeconds(settings.Control.KeepAliveSeconds))
     {
         Relays = relays,

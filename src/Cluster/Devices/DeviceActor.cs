@@ -106,7 +106,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     protected override bool TryAnswer(DeviceState state, object message, out object reply)
     {
         reply = message is GetDeviceStream
-            ? new DeviceStreamInfo(state.DeviceId, _incarnated ? Version : 0, _awaitingSnapshot, _session?.Path.ToString())
+            ? new DeviceStreamInfo(state.DeviceId, _incarnated ? Version : 0, _awaitingSnapshot, _session?.Path.ToString(),
+                Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString())
             : null!;
         return reply is not null;
     }

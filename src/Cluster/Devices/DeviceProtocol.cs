@@ -83,9 +83,9 @@ public sealed record PeerChanges(string DeviceId, byte[] Delta, bool Resync, str
 [WireName("device.get-stream")]
 public sealed record GetDeviceStream(string DeviceId) : IDeviceMessage;
 
-/// <summary><paramref name="Session"/> is the session's actor path when one is attached.</summary>
+/// <summary><paramref name="Session"/> is the session's actor path when one is attached; <paramref name="Node"/> the address of the node running the entity.</summary>
 [WireName("device.stream")]
-public sealed record DeviceStreamInfo(string DeviceId, ulong Version, bool AwaitingFullMap, string? Session) : IClusterMessage;
+public sealed record DeviceStreamInfo(string DeviceId, ulong Version, bool AwaitingFullMap, string? Session, string? Node = null) : IClusterMessage;
 
 [WireName("device.ready")]
 public sealed record DeviceReady(string DeviceId, long Incarnation) : IClusterMessage;

@@ -27,6 +27,7 @@ public static class CoordinatorActorSystem
         var kubernetes = settings.Cluster.Discovery == ClusterDiscovery.Kubernetes;
         var seeds = kubernetes ? [] : settings.Cluster.Seeds.Where(s => !string.IsNullOrWhiteSpace(s)).Select(ClusterNodeSettings.ToSeedAddress).ToArray();
 
+        services.AddSingleton(new TailnetAffinity(numberOfShards));
         return services.AddAkka(ClusterNodeSettings.ActorSystemName, builder => builder
             .AddHocon(tuning, HoconAddMode.Prepend)
             .WithDiscovery(settings.Cluster)

@@ -20,6 +20,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     private readonly PersistenceSettings _settings;
     private readonly List<PendingCommand> _pending = new();
     private InFlightWrite? _inFlight;
+    private bool _stopping;
     private long _eventsSinceSnapshot;
 
     protected EventSourcedEntity(PersistenceSettings settings, TState initial)
@@ -117,6 +118,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
 
         switch (message)
         {
+            case StopEntity:
+                // Sharding stops the entity (a hand-off in a rebalance, idle passivation): not with a write
+                // in the air, which a copy started on the shard's new node could race.
+                _stopping = true;
+                StopIfIdle();
+                return;
             case SaveSnapshotSuccess saved:
                 DeleteSnapshots(new SnapshotSelectionCriteria(saved.Metadata.SequenceNr - 1));
                 OnSnapshotSaved(saved.Metadata.SequenceNr);
@@ -237,6 +244,13 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
             }
         }
         WriteNextBatch();
+        StopIfIdle();
+    }
+
+    /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight and no command waits.</summary>
+    private void StopIfIdle()
+    {
+        if (_stopping && _inFlight is null && _pending.Count == 0) Context.Stop(Self);
     }
 
     private void Complete(List<DecidedCommand> decided, TState finalState)
@@ -294,4 +308,18 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         public string? Rejection { get; set; }
         public long Started { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
     }
+}
+
+/// <summary>
+/// How sharding stops a persistent entity (its hand-off stop message, for rebalances and idle
+/// passivation). Akka's default, PoisonPill, stops an entity at once, even with a journal write in
+/// flight: that write still lands, and can race the first write of the copy the shard starts on its
+/// new node. An <see cref="EventSourcedEntity{TState,TEvent}"/> stops only once its writes are stored and
+/// answered. Sent only within a node.
+/// </summary>
+public sealed class StopEntity
+{
+    public static readonly StopEntity Instance = new();
+
+    private StopEntity() { }
 }

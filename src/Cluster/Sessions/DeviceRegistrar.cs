@@ -88,7 +88,7 @@ public static class DeviceRegistrar
                 return Refuse(ControlErrorCodes.InvalidRequest, "give an auth key, or name the tailnet to wait for an admin's approval");
             }
 
-            var register = new RegisterDevice(tailnetId, "dev_" + Identifiers.RandomBase32(12), machineHex, nodeKey.ToHex(),
+            var register = new RegisterDevice(tailnetId, services.Affinity.NewDeviceId(tailnetId), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
                 authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
                 remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString())

@@ -49,7 +49,7 @@ public sealed record MoveAgent(string Reason, TimeSpan After);
 
 /// <summary>What a session needs from the node it runs on.</summary>
 public sealed record SessionServices(
-    IActorRef Directory, IActorRef Tailnets, IActorRef Devices, IActorRef Machines,
+    IActorRef Directory, IActorRef Tailnets, IActorRef Devices, IActorRef Machines, Tailnets.TailnetAffinity Affinity,
     Curve25519PrivateKey CoordinatorKey, TimeProvider Clock, ControlAdmission Admission, TimeSpan ReattachInterval, TimeSpan KeepAliveInterval)
 {
     /// <summary>Signs the relay tickets handed to agents (null: no relays; agents then connect directly only).</summary>

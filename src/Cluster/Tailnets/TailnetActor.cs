@@ -57,8 +57,20 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private System.Diagnostics.ActivityContext? _flushCause;
     private readonly Dictionary<string, DateTimeOffset> _online = new();
     private readonly Dictionary<string, DateTimeOffset> _offlineEphemeral = new();
-    private IActorRef _devices = ActorRefs.Nobody;
-    private IActorRef _machines = ActorRefs.Nobody;
+    private IActorRef? _devices;
+    private IActorRef? _machines;
+
+    /// <summary>
+    /// The device region and the machine index, looked up when first needed, not at start: a remembered
+    /// tailnet can start (its shard placed on a node that is starting) before those regions are
+    /// registered, and a reference taken then would drop every delta until the tailnet restarted.
+    /// </summary>
+    private IActorRef Devices => (_devices ??= Registered<DeviceActor>()) ?? ActorRefs.Nobody;
+
+    private IActorRef Machines => (_machines ??= Registered<MachineIndexActor>()) ?? ActorRefs.Nobody;
+
+    /// <summary>The registered actor, or null while it is not registered yet (looked up again next time).</summary>
+    private IActorRef? Registered<T>() => ActorRegistry.For(Context.System).TryGet<T>(out var actor) ? actor : null;
     private bool _flushScheduled;
     private PolicyEngine? _engine;
 
@@ -83,11 +95,6 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     protected override void PreStart()
     {
         base.PreStart();
-        var registry = ActorRegistry.For(Context.System);
-        registry.TryGet<DeviceActor>(out _devices!);
-        registry.TryGet<MachineIndexActor>(out _machines!);
-        _devices ??= ActorRefs.Nobody;
-        _machines ??= ActorRefs.Nobody;
         Timers.StartPeriodicTimer("housekeeping", Housekeeping.Instance, _housekeepingInterval);
     }
 
@@ -243,8 +250,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     /// </summary>
     private void Release(DeviceEntry device, string reason)
     {
-        _machines.Tell(new UnbindMachine(device.MachineKey, device.DeviceId));
-        _devices.Tell(new MarkDeviceRemoved(device.DeviceId, reason));
+        Machines.Tell(new UnbindMachine(device.MachineKey, device.DeviceId));
+        Devices.Tell(new MarkDeviceRemoved(device.DeviceId, reason));
     }
 
     protected override bool HandleOther(object message)
@@ -306,11 +313,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         if (State.Devices.ContainsKey(deviceId))
         {
-            _devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.Build(State, deviceId, Engine, IsOnline).ToByteArray()));
+            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.Build(State, deviceId, Engine, IsOnline).ToByteArray()));
             _pending.Delivered(deviceId);
         }
         else
-            _devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
+            Devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
     }
 
     private void EndRelearning()
@@ -404,17 +411,17 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             recipients++;
             if (pending.End is { } end)
             {
-                _devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
+                Devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
                 continue;
             }
             // Every device still in the tailnet hears of every change, online or not (see the class comment).
             if (!State.Devices.ContainsKey(recipient) || pending.IsEmpty) continue;
             if (pending.Resync)
             {
-                _devices.Tell(new PeerChanges(recipient, [], true, null, null));
+                Devices.Tell(new PeerChanges(recipient, [], true, null, null));
                 continue;
             }
-            _devices.Tell(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
+            Devices.Tell(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
         }
         span?.SetTag("weft.tailnet", State.TailnetId).SetTag("weft.recipients", recipients);
     }

@@ -44,9 +44,10 @@ public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices);
 
 /// <summary>
 /// A device's netmap stream: the version its entity is at (what a current agent holds), whether an
-/// agent's session is attached and on which coordinator node, and whether a full map is on its way.
+/// agent's session is attached and on which coordinator node, whether a full map is on its way, and
+/// the node that runs the device's entity (normally its tailnet's: <c>GET …/placement</c>).
 /// </summary>
-public sealed record DeviceStreamResource(ulong Version, bool Connected, string? Coordinator, bool AwaitingFullMap);
+public sealed record DeviceStreamResource(ulong Version, bool Connected, string? Coordinator, bool AwaitingFullMap, string? EntityNode = null);
 
 public sealed record ApiKeyResource(string Id, string Scope, string? Tailnet, string Description, DateTimeOffset CreatedAt);
 

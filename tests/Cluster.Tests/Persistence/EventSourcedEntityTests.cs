@@ -20,6 +20,20 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         return ExpectMsg<TailnetInfo>();
     }
 
+    /// <summary>Creates the tailnet with a reusable auth key and registers the devices (each id's last letter makes its keys).</summary>
+    private void CreateWithDevices(IActorRef tailnet, string id, params string[] devices)
+    {
+        Create(tailnet, id);
+        tailnet.Tell(new CreateAuthKey(id, "k", "h", null, true, false, [], Created.AddDays(1), "", Created));
+        ExpectMsg<AuthKeyInfo>();
+        foreach (var device in devices)
+        {
+            var c = device[^1];
+            tailnet.Tell(new RegisterDevice(id, device, new string(c, 64), new string((char)(c + 2), 64), "", device, "linux", "k", "h", Created));
+            ExpectMsg<DeviceRegistration>();
+        }
+    }
+
     [Fact]
     public void Commands_sent_together_each_get_their_own_reply_in_order()
     {
@@ -101,14 +115,7 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         var devices = CreateTestProbe();
         Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
         var tailnet = Spawn("tn_relearn");
-        Create(tailnet, "tn_relearn");
-        tailnet.Tell(new CreateAuthKey("tn_relearn", "k", "h", null, true, false, [], Created.AddDays(1), "", Created));
-        ExpectMsg<AuthKeyInfo>();
-        foreach (var (id, c) in new[] { ("dev_a", 'a'), ("dev_b", 'b') })
-        {
-            tailnet.Tell(new RegisterDevice("tn_relearn", id, new string(c, 64), new string((char)(c + 2), 64), "", id, "linux", "k", "h", Created));
-            ExpectMsg<DeviceRegistration>();
-        }
+        CreateWithDevices(tailnet, "tn_relearn", "dev_a", "dev_b");
         tailnet.Tell(new UpdateDeviceEndpoints("tn_relearn", "dev_b", ["198.18.3.2:1"], 0, ""));
         ExpectMsg<DeviceInfo>();
         Watch(tailnet);
@@ -140,6 +147,42 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         ExpectMsg<DeviceInfo>();
         var patched = Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a").Delta);
         Assert.Equal(["198.18.3.2:2"], patched.Patches.Single().Endpoints.Endpoints);
+    }
+
+    [Fact]
+    public void Asked_to_stop_with_writes_in_flight_an_entity_stores_and_answers_them_first_and_a_restart_holds_them()
+    {
+        var tailnet = Spawn("tn_stop");
+        Create(tailnet, "tn_stop");
+        Watch(tailnet);
+        for (var days = 1; days <= 20; days++) tailnet.Tell(new ChangeTailnetSettings("tn_stop", NodeKeyExpiryDays: days));
+        tailnet.Tell(StopEntity.Instance);
+
+        for (var days = 1; days <= 20; days++) Assert.Equal(days, ExpectMsg<TailnetInfo>().Settings.NodeKeyExpiryDays);
+        ExpectTerminated(tailnet);
+        var restarted = Spawn("tn_stop");
+        restarted.Tell(new GetTailnet("tn_stop"));
+        Assert.Equal(20, ExpectMsg<TailnetInfo>().Settings.NodeKeyExpiryDays);
+
+        // With nothing in flight it stops at once.
+        Watch(restarted);
+        restarted.Tell(StopEntity.Instance);
+        ExpectTerminated(restarted);
+    }
+
+    [Fact]
+    public void A_tailnet_that_started_before_the_device_region_was_registered_still_reaches_the_devices()
+    {
+        // A remembered tailnet can start on a node before that node's device region is registered.
+        var tailnet = Spawn("tn_early");
+        CreateWithDevices(tailnet, "tn_early", "dev_a", "dev_b");
+
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_early", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        var delta = devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a", TimeSpan.FromSeconds(5));
+        Assert.Contains("198.18.3.2:1", Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(delta.Delta).ToString());
     }
 
     [Theory]
