@@ -20,6 +20,7 @@ public static class PersistenceSetup
         builder.WithSqlPersistence(connectionString, providerName, autoInitialize: true,
             journalBuilder: journal => journal.WithHealthCheck(HealthStatus.Unhealthy, name: "journal", tags: ready),
             snapshotBuilder: snapshots => snapshots.WithHealthCheck(HealthStatus.Unhealthy, name: "snapshot-store", tags: ready));
+        builder.AddHocon(NoReplayFilter, HoconAddMode.Prepend);
         if (storage.Provider == StorageProvider.Sqlite)
         {
             // SQLite has a single writer; concurrent journal writers would only contend for its lock.
@@ -27,6 +28,16 @@ public static class PersistenceSetup
         }
         return builder;
     }
+
+    /// <summary>
+    /// Turns off Akka.Persistence's replay filter for the journal. Akka.Persistence.Sql stamps each row
+    /// with the writing node's journal id, not the entity incarnation's, so an entity that comes back to
+    /// a node it was on before (a shard moved away and back, a node killed twice) looks like an old
+    /// writer whose later events are stray, and the default repair discards exactly its newest events on
+    /// the next recovery. One writer per entity is what sharding guarantees, and the journal's unique
+    /// (persistence id, sequence number) index refuses a second write of a sequence number.
+    /// </summary>
+    public const string NoReplayFilter = "akka.persistence.journal.sql.replay-filter.mode = off";
 
     public static (string ConnectionString, string ProviderName) Resolve(StorageSettings storage) => storage.Provider switch
     {

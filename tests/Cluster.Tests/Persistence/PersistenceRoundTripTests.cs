@@ -113,4 +113,38 @@ public class RouteRecoveryTests
             }
         }
     }
+
+    [Fact]
+    public async Task Events_an_entity_wrote_through_a_node_it_had_been_on_before_all_come_back()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        string tailnet;
+        await using (var node = await TestCoordinator.StartAsync(storage))
+        {
+            tailnet = (await node.Http.CreateTailnet("returning")).Id;
+            for (var days = 1; days <= 3; days++)
+                (await node.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new UpdateTailnetSettingsRequest(days))).EnsureSuccessStatusCode();
+        }
+
+        // As if the entity had moved to another node for its second change and come back for its third:
+        // the journal stamps each row with the writing node's journal id.
+        var database = Path.Combine(storage.DataDirectory, "weft.db");
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={database}"))
+        {
+            await connection.OpenAsync();
+            await using var rewrite = connection.CreateCommand();
+            rewrite.CommandText = "UPDATE journal SET writer_uuid = 'another-node' WHERE persistence_id = $id AND sequence_number = " +
+                "(SELECT MAX(sequence_number) - 1 FROM journal WHERE persistence_id = $id)";
+            rewrite.Parameters.AddWithValue("$id", Weft.Cluster.Tailnets.TailnetActor.PersistenceIdOf(tailnet));
+            Assert.Equal(1, await rewrite.ExecuteNonQueryAsync());
+        }
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+
+        await using (var node = await TestCoordinator.StartAsync(storage))
+        {
+            // The default replay filter took the third change for a stray write of an old writer and dropped it.
+            Assert.Equal(3, (await node.Http.GetTailnet(tailnet)).Settings.NodeKeyExpiryDays);
+        }
+    }
 }
