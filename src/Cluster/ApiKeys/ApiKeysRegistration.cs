@@ -12,5 +12,5 @@ public static class ApiKeysRegistration
         .WithShardRegion<ApiKeyRegistryActor>("api-keys",
             _ => ApiKeyRegistryActor.PropsFor(persistence),
             HashCodeMessageExtractor.Create(1, message => message is IApiKeyRegistryMessage ? ApiKeyRegistryActor.EntityId : null!),
-            new ShardOptions { HandOffStopMessage = StopEntity.Instance });
+            PersistentShards.OnDemand());
 }

@@ -116,5 +116,5 @@ public static class AuditLogRegistration
         .WithShardRegion<AuditLogActor>("audit",
             log => AuditLogActor.PropsFor(log, persistence),
             HashCodeMessageExtractor.Create(numberOfShards, message => (message as IAuditMessage)?.Log!),
-            new ShardOptions { HandOffStopMessage = StopEntity.Instance });
+            PersistentShards.OnDemand());
 }

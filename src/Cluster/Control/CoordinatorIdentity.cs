@@ -164,5 +164,5 @@ public static class ClusterKeyRegistration
         .WithShardRegion<ClusterKeyActor>("cluster-key",
             _ => ClusterKeyActor.PropsFor(persistence, secret),
             HashCodeMessageExtractor.Create(1, message => message is IClusterKeyMessage ? "coordinator" : null!),
-            new ShardOptions { HandOffStopMessage = StopEntity.Instance });
+            PersistentShards.OnDemand());
 }

@@ -96,5 +96,5 @@ public static class MachineIndexRegistration
         .WithShardRegion<MachineIndexActor>("machine",
             machineKey => MachineIndexActor.PropsFor(machineKey, persistence),
             HashCodeMessageExtractor.Create(numberOfShards, message => (message as IMachineMessage)?.MachineKey!),
-            new ShardOptions { PassivateIdleEntityAfter = passivateIdleAfter, HandOffStopMessage = StopEntity.Instance });
+            PersistentShards.OnDemand(passivateIdleAfter));
 }

@@ -9,21 +9,6 @@ namespace Weft.Cluster.Tailnets;
 public static class TailnetsRegistration
 {
     /// <summary>
-    /// Entities that own timers (tailnet housekeeping, the directory's retries of interrupted
-    /// creations and removals) must always be running, not only when a message happens to wake them.
-    /// Remembering them makes sharding start them again after a rebalance or the loss of their node,
-    /// and turns idle passivation off for them. Their number is the number of tenants, so keeping
-    /// them resident costs little. The memory of who is remembered is kept in the journal
-    /// (event-sourced store): distributed data is not durable here.
-    /// </summary>
-    private static ShardOptions Remembered() => new()
-    {
-        RememberEntities = true,
-        RememberEntitiesStore = RememberEntitiesStore.Eventsourced,
-        HandOffStopMessage = StopEntity.Instance,
-    };
-
-    /// <summary>
     /// Starts the tailnet shard region (one entity per tailnet), the directory entity, and the device
     /// region. Tailnets and devices are placed by <see cref="Hosting.CoLocatingAllocationStrategy"/>, so a
     /// tailnet and the devices that <see cref="TailnetAffinity"/> put in its shard run on one node.
@@ -33,17 +18,17 @@ public static class TailnetsRegistration
             resolver => tailnetId => TailnetActor.PropsFor(tailnetId, persistence, resolver.GetService<TimeProvider>(),
                 resolver.GetService<Hosting.WeftSettings>()?.Control),
             HashCodeMessageExtractor.Create(numberOfShards, message => (Telemetry.Traced.Unwrap(message) as ITailnetMessage)?.TailnetId!),
-            Remembered())
+            PersistentShards.Remembered())
         .WithShardRegion<TailnetDirectoryActor>("tailnet-directory",
             (_, registry, _) => _ => TailnetDirectoryActor.PropsFor(registry.Get<TailnetActor>(), persistence),
             HashCodeMessageExtractor.Create(1, message => message is ITailnetDirectoryMessage ? TailnetDirectoryActor.EntityId : null!),
-            Remembered())
+            PersistentShards.Remembered())
         // Devices are not remembered: they passivate when idle, and the session re-attaches them.
         .WithCoLocatedShardRegion<DeviceActor>("device",
             resolver => deviceId => DeviceActor.PropsFor(deviceId, persistence, resolver.GetService<TimeProvider>(),
                 resolver.GetService<Hosting.WeftSettings>()?.Control.PublicUrls ?? []),
             HashCodeMessageExtractor.Create(numberOfShards, message => (message as IDeviceMessage)?.DeviceId!),
-            new ShardOptions { HandOffStopMessage = StopEntity.Instance });
+            PersistentShards.OnDemand());
 
     /// <summary>
     /// A shard region placed by <see cref="Hosting.CoLocatingAllocationStrategy"/>, registered under
@@ -60,7 +45,7 @@ public static class TailnetsRegistration
                 .WithFallback(system.Settings.Config.GetConfig("akka.cluster.sharding"));
             var settings = ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")));
             var region = await clusterSharding.StartAsync(typeName, entityProps(resolver), settings, extractor,
-                new Hosting.CoLocatingAllocationStrategy(system), options.HandOffStopMessage ?? StopEntity.Instance);
+                new Hosting.CoLocatingAllocationStrategy(system), options.HandOffStopMessage ?? throw new ArgumentException("a region of persistent entities stops them with StopEntity (see PersistentShards)", nameof(options)));
             registry.Register<TKey>(region);
         });
 }

@@ -43,6 +43,18 @@ public static class CoordinatorMetrics
     public static readonly Counter<long> EntitiesStopped = Meter.CreateCounter<long>("weft.entities.stopped", "{entity}",
         "Entities stopped on this node, by type: passivated when idle, handed off to another node, or stopped after a storage failure");
 
+    /// <summary>
+    /// A device's session that lost the stream to another session of the same device: <c>replaced</c>, the
+    /// attached one when the agent reconnected; <c>late</c>, one whose stream opened before the attached
+    /// one's, re-attaching after a failover held it up (it ends, and the agent's own session keeps the stream).
+    /// </summary>
+    public static readonly Counter<long> SessionsSuperseded = Meter.CreateCounter<long>("weft.device.sessions.superseded", "{session}",
+        "Device sessions that lost the stream to another session of the same device, by outcome: replaced by a newer stream, or a late attach of an older one refused");
+
+    public static readonly KeyValuePair<string, object?> Replaced = new("outcome", "replaced");
+
+    public static readonly KeyValuePair<string, object?> Late = new("outcome", "late");
+
     public static readonly Histogram<double> PolicyCompileDuration = Meter.CreateHistogram<double>("weft.policy.compile.duration", "s",
         "Time to compile a tailnet's policy for its devices", advice: Seconds);
 

@@ -246,6 +246,16 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void A_late_attach_from_a_session_opened_before_the_attached_one_ends_that_session_and_the_agents_own_keeps_the_stream()
     {
+        // Other tests' devices run in this process too: only this device's sessions are known, so the checks are "at least".
+        var superseded = new System.Collections.Concurrent.ConcurrentDictionary<string, long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument == Weft.Cluster.Telemetry.CoordinatorMetrics.SessionsSuperseded) l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+            superseded.AddOrUpdate(string.Concat(tags.ToArray().Select(t => t.Value)), value, (_, sum) => sum + value));
+        listener.Start();
         var device = StartDevice("dev_order");
         var current = CreateTestProbe("current");
         device.Tell(new AttachSession("dev_order", current.Ref, 0, false, StartedAt: 2_000));
@@ -268,5 +278,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         device.Tell(new AttachSession("dev_order", next.Ref, 0, false, StartedAt: 3_000));
         next.ExpectMsg<SessionAttached>();
         Assert.Equal(ControlErrorCodes.Unavailable, current.ExpectMsg<SessionEnded>().Code);
+        Assert.True(superseded.GetValueOrDefault("late") >= 1, "the late attach is counted");
+        Assert.True(superseded.GetValueOrDefault("replaced") >= 1, "the session replaced by the agent's next one is counted");
     }
 }
