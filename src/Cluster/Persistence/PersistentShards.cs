@@ -21,8 +21,9 @@ public static class PersistentShards
     /// Entities that own timers (tailnet housekeeping, the directory's retries of interrupted
     /// creations and removals) must always be running, not only when a message happens to wake them.
     /// Remembering them makes sharding start them again after a rebalance or the loss of their node,
-    /// and turns idle passivation off for them. The memory of who is remembered is kept in the
-    /// journal (event-sourced store): distributed data is not durable here.
+    /// and turns idle passivation off for them, so keep it for entities that are few (one per tenant,
+    /// or one per cluster). The memory of who is remembered is kept in the journal (event-sourced
+    /// store): distributed data is not durable here.
     /// </summary>
     public static ShardOptions Remembered() => new()
     {
