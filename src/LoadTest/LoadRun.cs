@@ -273,6 +273,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
 
         long? chaosAt = null;
         var cpuBefore = CoordinatorCpu();
+        var pauses = new GcPauseWatch();
         var started = Stopwatch.GetTimestamp();
         double changesDue = 0, rotationsDue = 0, joinsDue = 0, leavesDue = 0, ephemeralDue = 0, editsDue = 0;
         while (true)
@@ -292,6 +293,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             for (; ephemeralDue < elapsed * phase.EphemeralPerSecond; ephemeralDue++) JoinDuringChurn(ephemeral: true);
             for (; leavesDue < elapsed * phase.LeavesPerSecond; leavesDue++) Leave();
             for (; editsDue < elapsed * phase.PolicyEditsPerSecond; editsDue++) EditPolicy();
+            pauses.Sample();
             await Task.Delay(5, cancel);
         }
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -310,6 +312,8 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             (_ledger.Delivered - delivered) / seconds, LatencySummary.Empty, converge)
         {
             CoordinatorCpuSeconds = cpuBefore is { } b && cpuAfter is { } a ? a - b : null,
+            GeneratorGcPauseSeconds = pauses.Total.TotalSeconds,
+            GeneratorLongestGcPauseMs = pauses.Longest.TotalMilliseconds,
         });
     }
 

@@ -40,6 +40,12 @@ public sealed class ControlSettings
     /// </summary>
     public double KeepAliveSeconds { get; set; } = ControlProtocol.KeepAliveInterval.TotalSeconds;
 
+    /// <summary>
+    /// A tailnet sends its peers' changes out at most once per this many milliseconds, the changes of
+    /// the window together; the first change after a quiet spell goes at once. 0: every change at once.
+    /// </summary>
+    public double FanOutCoalesceMilliseconds { get; set; } = 10;
+
     public Hosting.ConnectionLimitSettings Connections { get; set; } = Hosting.ConnectionLimitSettings.ForControl();
 
     /// <summary>Streams on this node that may be in their handshake at once; more wait their turn refused (rate_limited).</summary>
@@ -71,6 +77,8 @@ public sealed class ControlSettings
         foreach (var problem in Connections.Problems($"{prefix}:Connections")) yield return problem;
         if (MaxPendingHandshakes < 1) yield return $"{prefix}:MaxPendingHandshakes must be at least 1, not {MaxPendingHandshakes}";
         if (!(HousekeepingSeconds > 0)) yield return $"{prefix}:HousekeepingSeconds must be more than 0, not {HousekeepingSeconds}";
+        if (!(FanOutCoalesceMilliseconds is >= 0 and <= 10_000))
+            yield return $"{prefix}:FanOutCoalesceMilliseconds must be from 0 to 10000, not {FanOutCoalesceMilliseconds}";
         if (!(SessionReattachSeconds > 0)) yield return $"{prefix}:SessionReattachSeconds must be more than 0, not {SessionReattachSeconds}";
         if (!(PresenceTimeoutSeconds > SessionReattachSeconds))
             yield return $"{prefix}:PresenceTimeoutSeconds ({PresenceTimeoutSeconds}) must be longer than SessionReattachSeconds ({SessionReattachSeconds}): " +

@@ -42,8 +42,6 @@ namespace Weft.Cluster.Tailnets;
 /// </summary>
 public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
 {
-    /// <summary>Patches wait this long for company before going out.</summary>
-    public static readonly TimeSpan CoalesceWindow = TimeSpan.FromMilliseconds(10);
     /// <summary>How long a new incarnation holds full maps back while its devices report their soft state again.</summary>
     public static readonly TimeSpan RelearnDeadline = TimeSpan.FromSeconds(3);
     // Devices a new incarnation still waits to hear again from, and the full maps asked for meanwhile.
@@ -52,6 +50,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private readonly TimeProvider _clock;
     private readonly TimeSpan _housekeepingInterval;
     private readonly TimeSpan _presenceTimeout;
+    /// <summary>Fan-outs go at most once per window (<see cref="Control.ControlSettings.FanOutCoalesceMilliseconds"/>).</summary>
+    private readonly TimeSpan _coalesceWindow;
+    /// <summary>When the last fan-out went (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; 0 before the first).</summary>
+    private long _lastFlushAt;
     private readonly DeltaAccumulator _pending = new();
     /// <summary>The traced command whose changes the next flush carries (the first, when several coalesce).</summary>
     private System.Diagnostics.ActivityContext? _flushCause;
@@ -80,6 +82,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         _clock = clock;
         _housekeepingInterval = TimeSpan.FromSeconds(control.HousekeepingSeconds);
         _presenceTimeout = TimeSpan.FromSeconds(control.PresenceTimeoutSeconds);
+        _coalesceWindow = TimeSpan.FromMilliseconds(control.FanOutCoalesceMilliseconds);
         PersistenceId = PersistenceIdOf(tailnetId);
     }
 
@@ -278,6 +281,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 return true;
             case Flush:
                 _flushScheduled = false;
+                _lastFlushAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 FlushPending();
                 return true;
             case Housekeeping:
@@ -391,11 +395,19 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         ScheduleFlush();
     }
 
+    /// <summary>
+    /// Changes go out together, at most once per coalescing window. After a quiet spell (the last fan-out
+    /// a window or more ago) they go as soon as this entity has read what is already in its mailbox, which
+    /// joins them too, so a lone change does not wait for a timer (whose tick is 10 ms or more). Within
+    /// the window they wait for its end, so a busy tailnet still sends few, larger patches.
+    /// </summary>
     private void ScheduleFlush()
     {
         if (_flushScheduled || _pending.RecipientCount == 0) return;
         _flushScheduled = true;
-        Timers.StartSingleTimer("flush", Flush.Instance, CoalesceWindow);
+        var sinceLast = _lastFlushAt == 0 ? TimeSpan.MaxValue : System.Diagnostics.Stopwatch.GetElapsedTime(_lastFlushAt);
+        if (sinceLast >= _coalesceWindow) Self.Tell(Flush.Instance);
+        else Timers.StartSingleTimer("flush", Flush.Instance, _coalesceWindow - sinceLast);
     }
 
     private void FlushPending()

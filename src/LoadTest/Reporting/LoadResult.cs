@@ -57,6 +57,15 @@ public sealed record PhaseResult(
     /// <summary>CPU the sampled coordinator processes used during the phase, in seconds (null without a sampled process).</summary>
     public double? CoordinatorCpuSeconds { get; init; }
 
+    /// <summary>
+    /// The tester's own GC pauses during the phase, added up, and the longest (null in results from
+    /// before they were measured). A pause holds back every agent of the process, so it shows in the
+    /// latencies; with several generators, the largest of theirs.
+    /// </summary>
+    public double? GeneratorGcPauseSeconds { get; init; }
+
+    public double? GeneratorLongestGcPauseMs { get; init; }
+
     /// <summary>Coordinator CPU per delivery in microseconds: what one change costs per recipient.</summary>
     public double? CoordinatorMicrosPerDelivery => CoordinatorCpuSeconds is { } cpu && Deliveries > 0 ? cpu * 1e6 / Deliveries : null;
 }

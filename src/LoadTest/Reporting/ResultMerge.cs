@@ -56,6 +56,9 @@ public static class ResultMerge
             {
                 // Every shard sampled the same coordinator processes over the same stretch.
                 CoordinatorCpuSeconds = parts.Max(p => p.CoordinatorCpuSeconds),
+                // Each generator pauses on its own; the worst of them is what its latencies carry.
+                GeneratorGcPauseSeconds = parts.Max(p => p.GeneratorGcPauseSeconds),
+                GeneratorLongestGcPauseMs = parts.Max(p => p.GeneratorLongestGcPauseMs),
             };
         }).ToList();
 

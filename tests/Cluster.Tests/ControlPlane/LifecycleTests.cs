@@ -220,16 +220,20 @@ public class LifecycleTests
     public async Task A_change_stored_by_a_tailnet_entity_that_crashed_before_sending_it_still_reaches_every_agent()
     {
         await using var storage = TestStorage.NewSqlite();
-        await using var node = await TestCoordinator.StartAsync(storage);
+        // A long coalescing window: a change made soon after a fan-out waits for the window's end.
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:FanOutCoalesceMilliseconds", "5000")]);
         await using var agents = new AgentSystem();
         var (tailnet, a, b) = await TwoAgents(node, agents, "crash-before-send");
         await AgentMatchesItsEntity(node, tailnet, a);
-
-        // The rename is written, and the entity dies before its coalescing window sends it to anyone
-        // (as on a node killed mid-write). Nothing else changes afterwards that could carry it along.
-        // The Kill goes as soon as the write is acknowledged: a Kill that came before the write would
-        // lose the rename itself (nothing acknowledged is lost, which is what this test is not about).
         var entity = await Entity(node, "tailnet", tailnet).ResolveOne(TimeSpan.FromSeconds(10));
+        // A first rename goes out at once (the tailnet has been quiet for a window) and opens a window.
+        await entity.Ask<object>(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-first"), TimeSpan.FromSeconds(10));
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Name == "b-renamed-first", "the first rename, sent at once");
+
+        // The second rename is written within that window, and the entity dies before the window's end
+        // sends it to anyone (as on a node killed mid-write). Nothing else changes afterwards that could
+        // carry it along. The Kill goes as soon as the write is acknowledged: a Kill that came before the
+        // write would lose the rename itself (nothing acknowledged is lost, which is what this test is not about).
         var renamed = await entity.Ask<object>(new RenameDevice(tailnet, b.DeviceId!, "b-renamed-before-the-crash"), TimeSpan.FromSeconds(10));
         entity.Tell(Kill.Instance);
         Assert.IsNotType<Weft.Cluster.Persistence.Rejection>(renamed);

@@ -64,6 +64,8 @@ public class SettingsTests
     [InlineData("Weft:Control:KeepAliveSeconds", "30", "Weft:Control:KeepAliveSeconds must be more than 0 and at most 10")]
     [InlineData("Weft:Control:KeepAliveSeconds", "-1", "Weft:Control:KeepAliveSeconds must be more than 0 and at most 10")]
     [InlineData("Weft:Control:HousekeepingSeconds", "NaN", "Weft:Control:HousekeepingSeconds must be more than 0")]
+    [InlineData("Weft:Control:FanOutCoalesceMilliseconds", "-1", "Weft:Control:FanOutCoalesceMilliseconds must be from 0 to 10000, not -1")]
+    [InlineData("Weft:Control:FanOutCoalesceMilliseconds", "60000", "Weft:Control:FanOutCoalesceMilliseconds must be from 0 to 10000, not 60000")]
     [InlineData("Weft:Control:ConnectsPerSecond", "-5", "Weft:Control:ConnectsPerSecond must be 0 (no limit) or more")]
     [InlineData("Weft:Control:Connections:MaxConnections", "0", "Weft:Control:Connections:MaxConnections must be at least 1")]
     [InlineData("Weft:Control:Connections:MaxConnectionsPerAddress", "30000", "Weft:Control:Connections:MaxConnectionsPerAddress must be between 1 and MaxConnections (20000)")]

@@ -171,6 +171,36 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     }
 
     [Fact]
+    public void After_a_quiet_spell_a_change_goes_out_at_once_and_changes_within_the_window_go_out_together()
+    {
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var window = TimeSpan.FromSeconds(2);
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor("tn_window", new PersistenceSettings(),
+            control: new Weft.Cluster.Control.ControlSettings { FanOutCoalesceMilliseconds = window.TotalMilliseconds }));
+        CreateWithDevices(tailnet, "tn_window", "dev_a", "dev_b", "dev_c");
+        // The registrations' fan-outs (the last may wait for a window's end), then a quiet spell longer than the window.
+        devices.ReceiveWhile(TimeSpan.FromSeconds(30), window + TimeSpan.FromMilliseconds(500), m => m);
+
+        // The first change goes out alone: its fan-out is queued behind what the tailnet had already
+        // received, and c's change is sent only once b's is answered. (A timer would have joined them.)
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_window", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_window", "dev_c", ["198.18.3.3:1"], 0, ""));
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_window", "dev_b", ["198.18.3.2:2"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        ExpectMsg<DeviceInfo>();
+        string Patches(Weft.Cluster.Devices.PeerChanges changes) => string.Join(" ",
+            Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(changes.Delta).Patches.OrderBy(p => p.Id).Select(p => $"{p.Id}={string.Join(",", p.Endpoints.Endpoints)}"));
+        var first = devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a");
+        Assert.Equal("dev_b=198.18.3.2:1", Patches(first));
+
+        // The two within the window go out together at its end.
+        var second = devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a", window * 3);
+        Assert.Equal("dev_b=198.18.3.2:2 dev_c=198.18.3.3:1", Patches(second));
+    }
+
+    [Fact]
     public void A_tailnet_that_started_before_the_device_region_was_registered_still_reaches_the_devices()
     {
         // A remembered tailnet can start on a node before that node's device region is registered.

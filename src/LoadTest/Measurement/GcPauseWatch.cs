@@ -1,0 +1,33 @@
+namespace Weft.LoadTest.Measurement;
+
+/// <summary>
+/// The tester's own garbage-collection pauses over a phase. A pause stops every simulated agent of the
+/// process at once, so the changes it catches arrive late as if the cluster were slow: the report gives
+/// these pauses next to the latencies so that the two can be told apart. <see cref="Sample"/> is called
+/// from the phase's pacing loop (every few milliseconds), which sees each collection's pauses.
+/// </summary>
+public sealed class GcPauseWatch
+{
+    private readonly TimeSpan _totalAtStart = GC.GetTotalPauseDuration();
+    private readonly int _collectionsAtStart = GC.CollectionCount(0);
+    private long _lastSeen = GC.GetGCMemoryInfo(GCKind.Any).Index;
+
+    /// <summary>The longest pause of one collection seen since the start.</summary>
+    public TimeSpan Longest { get; private set; }
+
+    /// <summary>Every pause since the start, added up.</summary>
+    public TimeSpan Total => GC.GetTotalPauseDuration() - _totalAtStart;
+
+    /// <summary>Collections of any generation since the start (each counts in generation 0's count).</summary>
+    public int Collections => GC.CollectionCount(0) - _collectionsAtStart;
+
+    public void Sample()
+    {
+        var last = GC.GetGCMemoryInfo(GCKind.Any);
+        if (last.Index == _lastSeen) return;
+        _lastSeen = last.Index;
+        var pause = TimeSpan.Zero;
+        foreach (var part in last.PauseDurations) pause += part;
+        if (pause > Longest) Longest = pause;
+    }
+}
