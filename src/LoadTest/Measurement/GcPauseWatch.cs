@@ -3,8 +3,10 @@ namespace Weft.LoadTest.Measurement;
 /// <summary>
 /// The tester's own garbage-collection pauses over a phase. A pause stops every simulated agent of the
 /// process at once, so the changes it catches arrive late as if the cluster were slow: the report gives
-/// these pauses next to the latencies so that the two can be told apart. <see cref="Sample"/> is called
-/// from the phase's pacing loop (every few milliseconds), which sees each collection's pauses.
+/// these pauses next to the latencies so that the two can be told apart. The total counts every pause.
+/// The longest is sampled from the phase's pacing loop (every few milliseconds), which sees the last
+/// collection's pauses: of two collections between samples (rare; the loop also waits out a chaos
+/// command), only the later is seen.
 /// </summary>
 public sealed class GcPauseWatch
 {
