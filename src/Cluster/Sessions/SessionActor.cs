@@ -113,6 +113,11 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private bool _attachAnswered = true;
     private bool _attachConfirm;
     private bool _closing;
+    // A logout asked of the tailnet and not answered yet, and the end of the session that came meanwhile:
+    // expiring the device ends its session through the device's entity, which can overtake the answer,
+    // and the agent must hear that it is logged out before its stream ends.
+    private bool _loggingOut;
+    private SessionEnded? _endAfterLogout;
     // The node key the relays must see in this device's ticket, and the key's expiry (a ticket never outlives it).
     private Curve25519PublicKey? _registeringKey;
     private Curve25519PublicKey? _nodeKey;
@@ -269,6 +274,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 _deviceEntity = null;
                 Attach(confirm: false);
                 return true;
+            case SessionEnded ended when _loggingOut:
+                _endAfterLogout ??= ended;
+                return true;
             case SessionEnded ended:
                 Close(ended.Code, ended.Message);
                 return true;
@@ -385,6 +393,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 OnPingPong(message);
                 break;
             case ClientMessage.BodyOneofCase.Logout:
+                _loggingOut = true;
                 var asked = new ExpireDevice(_tailnetId!, _deviceId!, _services.Clock.GetUtcNow());
                 _services.Tailnets.Ask<object>(asked, AskTimeout).PipeTo(Self,
                     success: answer => new LogoutAnswered(answer),
@@ -471,13 +480,18 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
     private void OnLogoutAnswered(LogoutAnswered answered)
     {
-        if (answered.Answer is Rejection rejection)
+        _loggingOut = false;
+        if (answered.Answer is Rejection rejection) SendError(rejection.Code, rejection.Message);
+        else
         {
-            SendError(rejection.Code, rejection.Message);
-            return;
+            _log.Info("Device {0} logged out", _deviceId);
+            Send(new ServerMessage { LoggedOut = new LoggedOut() });
         }
-        _log.Info("Device {0} logged out", _deviceId);
-        Send(new ServerMessage { LoggedOut = new LoggedOut() });
+        if (_endAfterLogout is { } ended)
+        {
+            _endAfterLogout = null;
+            Close(ended.Code, ended.Message);
+        }
     }
 
     // ------------------------------------------------------------------ the stream

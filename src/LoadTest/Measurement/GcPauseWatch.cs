@@ -11,7 +11,6 @@ namespace Weft.LoadTest.Measurement;
 public sealed class GcPauseWatch
 {
     private readonly TimeSpan _totalAtStart = GC.GetTotalPauseDuration();
-    private readonly int _collectionsAtStart = GC.CollectionCount(0);
     private long _lastSeen = GC.GetGCMemoryInfo(GCKind.Any).Index;
 
     /// <summary>The longest pause of one collection seen since the start.</summary>
@@ -19,9 +18,6 @@ public sealed class GcPauseWatch
 
     /// <summary>Every pause since the start, added up.</summary>
     public TimeSpan Total => GC.GetTotalPauseDuration() - _totalAtStart;
-
-    /// <summary>Collections of any generation since the start (each counts in generation 0's count).</summary>
-    public int Collections => GC.CollectionCount(0) - _collectionsAtStart;
 
     public void Sample()
     {
