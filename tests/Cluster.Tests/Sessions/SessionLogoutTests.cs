@@ -1,0 +1,171 @@
+using System.Threading.Channels;
+using Akka.Actor;
+using Akka.TestKit;
+using Google.Protobuf;
+using Weft.Cluster.Control;
+using Weft.Cluster.Devices;
+using Weft.Cluster.Machines;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Sessions;
+using Weft.Cluster.Tailnets;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Control;
+using Weft.Contracts.Keys;
+
+namespace Weft.Cluster.Tests.Sessions;
+
+/// <summary>
+/// One session on its own, with probes standing in for the tailnet, machine index and device
+/// regions, so that the order in which their answers arrive is the test's to choose. A logout
+/// expires the device, and expiring the device ends its session through the device's entity: in a
+/// cluster that end can come before the tailnet's answer to the logout, or after it.
+/// </summary>
+public class SessionLogoutTests : Akka.TestKit.Xunit2.TestKit
+{
+    private const string TailnetId = "tn_sessionlogout";
+    private static readonly TimeSpan ReadLimit = TimeSpan.FromSeconds(10);
+    private readonly TestProbe _directory;
+    private readonly TestProbe _tailnets;
+    private readonly TestProbe _devices;
+    private readonly TestProbe _machines;
+    private readonly Curve25519PrivateKey _coordinatorKey = Curve25519PrivateKey.Generate();
+    private readonly Curve25519PrivateKey _machineKey = Curve25519PrivateKey.Generate();
+    private readonly Curve25519PrivateKey _nodeKey = Curve25519PrivateKey.Generate();
+    private readonly Channel<byte[]> _toAgent = Channel.CreateUnbounded<byte[]>();
+    private readonly InboundQueue _inbound = new(64);
+
+    public SessionLogoutTests() : base(TestActorSystems.WithWeftSerialization)
+    {
+        _directory = CreateTestProbe("directory");
+        _tailnets = CreateTestProbe("tailnets");
+        _devices = CreateTestProbe("devices");
+        _machines = CreateTestProbe("machines");
+    }
+
+    private IActorRef StartSession()
+    {
+        // Keepalives and re-attaches every minute: none falls inside a test.
+        var services = new SessionServices(_directory.Ref, _tailnets.Ref, _devices.Ref, _machines.Ref, new TailnetAffinity(100),
+            _coordinatorKey, TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
+            TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+        return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), _toAgent.Writer, services));
+    }
+
+    private void FromAgent(IActorRef session, ClientMessage message)
+    {
+        Assert.True(_inbound.TryAdd());
+        session.Tell(new ClientFrameArrived(message, _inbound));
+    }
+
+    private ServerMessage NextToAgent()
+    {
+        using var limit = new CancellationTokenSource(ReadLimit);
+        return ServerMessage.Parser.ParseFrom(_toAgent.Reader.ReadAsync(limit.Token).AsTask().GetAwaiter().GetResult());
+    }
+
+    /// <summary>Everything the agent is sent until the session completes its stream (which it must, within the read limit).</summary>
+    private List<ServerMessage> RestOfStream()
+    {
+        using var limit = new CancellationTokenSource(ReadLimit);
+        var messages = new List<ServerMessage>();
+        var reading = Task.Run(async () =>
+        {
+            await foreach (var bytes in _toAgent.Reader.ReadAllAsync(limit.Token)) messages.Add(ServerMessage.Parser.ParseFrom(bytes));
+        });
+        reading.GetAwaiter().GetResult();
+        return messages;
+    }
+
+    private DeviceEntry Device(string deviceId, DeviceStatus status) =>
+        new(deviceId, _machineKey.PublicKey.ToHex(), _nodeKey.PublicKey.ToHex(), "", "laptop", "laptop", "linux", null, [],
+            "100.64.0.7", "fd7a:115c:a1e0::7", [], 0, null, false, status, DateTimeOffset.UtcNow, null, "keyid23456");
+
+    /// <summary>Registers with an auth key, each region answering in turn, and returns the registered session and its device id.</summary>
+    private (IActorRef Session, string DeviceId) Registered()
+    {
+        var session = StartSession();
+        var proof = NodeKeyProof.Create(_nodeKey, _coordinatorKey.PublicKey, _machineKey.PublicKey);
+        FromAgent(session, new ClientMessage
+        {
+            Register = new RegisterRequest
+            {
+                NodeKey = ByteString.CopyFrom(_nodeKey.PublicKey.ToArray()),
+                NodeKeyProof = ByteString.CopyFrom(proof),
+                AuthKey = AuthKeyToken.Generate(TailnetId).ToString(),
+                Hostname = "laptop",
+                Os = "linux",
+            },
+        });
+        _machines.ExpectMsg<LookupMachine>();
+        _machines.Reply(Rejection.NotFound("this machine has no device yet"));
+        var register = _tailnets.ExpectMsg<RegisterDevice>();
+        var deviceId = register.NewDeviceId;
+        _tailnets.Reply(new DeviceRegistration(TailnetId, Device(deviceId, DeviceStatus.Active)));
+        _machines.ExpectMsg<BindMachine>();
+        _machines.Reply(new MachineBinding(_machineKey.PublicKey.ToHex(), TailnetId, deviceId));
+        _devices.ExpectMsg<InitializeDevice>();
+        _devices.Reply(new DeviceReady(deviceId, 1));
+        var result = NextToAgent();
+        Assert.Equal(ServerMessage.BodyOneofCase.RegisterResult, result.BodyCase);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, result.RegisterResult.Status);
+        Assert.Equal(deviceId, result.RegisterResult.DeviceId);
+        return (session, deviceId);
+    }
+
+    [Fact]
+    public void An_end_that_overtakes_the_answer_to_a_logout_waits_for_it_and_the_agent_hears_it_is_logged_out_first()
+    {
+        var (session, deviceId) = Registered();
+        Watch(session);
+
+        FromAgent(session, new ClientMessage { Logout = new Logout() });
+        var expire = _tailnets.ExpectMsg<ExpireDevice>();
+        Assert.Equal(deviceId, expire.DeviceId);
+        var asker = _tailnets.LastSender;
+
+        // The device's entity ends the session before the tailnet's answer is back.
+        session.Tell(new SessionEnded(ControlErrorCodes.DeviceExpired, "this device logged out"));
+        asker.Tell(new DeviceInfo(Device(deviceId, DeviceStatus.Expired), false));
+
+        var stream = RestOfStream();
+        var loggedOut = stream.FindIndex(m => m.BodyCase == ServerMessage.BodyOneofCase.LoggedOut);
+        var ended = stream.FindIndex(m => m.BodyCase == ServerMessage.BodyOneofCase.Error && m.Error.Code == ControlErrorCodes.DeviceExpired);
+        Assert.True(loggedOut >= 0, "the agent was never told it is logged out: " + string.Join(", ", stream.Select(m => m.BodyCase)));
+        Assert.True(ended > loggedOut, "the session's end must follow the logout's answer: " + string.Join(", ", stream.Select(m => m.BodyCase)));
+        ExpectTerminated(session);
+    }
+
+    [Fact]
+    public void A_refused_logout_is_reported_before_an_end_that_came_meanwhile_closes_the_stream()
+    {
+        var (session, _) = Registered();
+        Watch(session);
+
+        FromAgent(session, new ClientMessage { Logout = new Logout() });
+        _tailnets.ExpectMsg<ExpireDevice>();
+        var asker = _tailnets.LastSender;
+        session.Tell(new SessionEnded(ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet"));
+        asker.Tell(Rejection.NotFound("no such device"));
+
+        var stream = RestOfStream();
+        Assert.Equal(
+            [Contracts.Admin.ApiErrorCodes.NotFound, ControlErrorCodes.DeviceDeleted],
+            stream.Where(m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Select(m => m.Error.Code));
+        Assert.DoesNotContain(stream, m => m.BodyCase == ServerMessage.BodyOneofCase.LoggedOut);
+        ExpectTerminated(session);
+    }
+
+    [Fact]
+    public void Without_a_logout_in_flight_an_end_closes_the_stream_at_once()
+    {
+        var (session, _) = Registered();
+        Watch(session);
+
+        session.Tell(new SessionEnded(ControlErrorCodes.DeviceDeleted, "this device was deleted from the tailnet"));
+
+        var stream = RestOfStream();
+        var only = Assert.Single(stream);
+        Assert.Equal(ControlErrorCodes.DeviceDeleted, only.Error.Code);
+        ExpectTerminated(session);
+    }
+}
