@@ -16,13 +16,12 @@ namespace Weft.Cluster.Tests.Sessions;
 
 /// <summary>
 /// One session on its own, with probes standing in for the tailnet, machine index and device
-/// regions, so that the order in which their answers arrive is the test's to choose. A logout
-/// expires the device, and expiring the device ends its session through the device's entity: in a
-/// cluster that end can come before the tailnet's answer to the logout, or after it.
+/// regions (and for the device's entity), so that the order in which their answers arrive, and when
+/// the entity goes away, are the test's to choose.
 /// </summary>
-public class SessionLogoutTests : Akka.TestKit.Xunit2.TestKit
+public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
 {
-    private const string TailnetId = "tn_sessionlogout";
+    private const string TailnetId = "tn_sessiontests";
     private static readonly TimeSpan ReadLimit = TimeSpan.FromSeconds(10);
     private readonly TestProbe _directory;
     private readonly TestProbe _tailnets;
@@ -34,7 +33,7 @@ public class SessionLogoutTests : Akka.TestKit.Xunit2.TestKit
     private readonly Channel<byte[]> _toAgent = Channel.CreateUnbounded<byte[]>();
     private readonly InboundQueue _inbound = new(64);
 
-    public SessionLogoutTests() : base(TestActorSystems.WithWeftSerialization)
+    public SessionActorTests() : base(TestActorSystems.WithWeftSerialization)
     {
         _directory = CreateTestProbe("directory");
         _tailnets = CreateTestProbe("tailnets");
@@ -112,6 +111,9 @@ public class SessionLogoutTests : Akka.TestKit.Xunit2.TestKit
         return (session, deviceId);
     }
 
+    // A logout expires the device, and expiring the device ends its session through the device's
+    // entity: in a cluster that end can come before the tailnet's answer to the logout, or after it.
+
     [Fact]
     public void An_end_that_overtakes_the_answer_to_a_logout_waits_for_it_and_the_agent_hears_it_is_logged_out_first()
     {
@@ -167,5 +169,34 @@ public class SessionLogoutTests : Akka.TestKit.Xunit2.TestKit
         var only = Assert.Single(stream);
         Assert.Equal(ControlErrorCodes.DeviceDeleted, only.Error.Code);
         ExpectTerminated(session);
+    }
+
+    [Fact]
+    public void When_the_device_entity_stops_the_session_attaches_again_at_once_with_the_last_version_delivered_and_the_agents_endpoints()
+    {
+        var (session, deviceId) = Registered();
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+        var first = _devices.ExpectMsg<AttachSession>();
+        Assert.Equal((ulong)0, first.LastVersion);
+        Assert.Null(first.Endpoints);
+
+        // The entity (an incarnation on some node) takes the session and streams to it.
+        var entity = CreateTestProbe("device-entity");
+        entity.Send(session, new SessionAttached(deviceId, 0));
+        entity.Send(session, new DeliverToAgent(new ServerMessage { Netmap = new NetMap { Version = 7 } }.ToByteArray(), 7));
+        Assert.Equal((ulong)7, NextToAgent().Netmap.Version);
+        FromAgent(session, new ClientMessage { Endpoints = new EndpointUpdate { Endpoints = { "198.18.0.7:41641" }, HomeRelay = 1 } });
+        var report = _devices.ExpectMsg<ReportEndpoints>();
+        _devices.Reply(new DeviceInfo(Device(deviceId, DeviceStatus.Active), true));
+
+        // It stops: passivated, handed off in a rebalance, or lost with its node. Nothing else tells the session.
+        Sys.Stop(entity.Ref);
+
+        var again = _devices.ExpectMsg<AttachSession>();
+        Assert.Equal(deviceId, again.DeviceId);
+        Assert.Equal(session, again.Session);
+        Assert.Equal((ulong)7, again.LastVersion); // the next incarnation resumes after what the agent holds
+        Assert.Equal(report.Report, again.Endpoints); // and learns the agent's endpoints, which are not stored
+        Assert.Equal(first.StartedAt, again.StartedAt);
     }
 }
