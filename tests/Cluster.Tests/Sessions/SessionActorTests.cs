@@ -199,4 +199,44 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(report.Report, again.Endpoints); // and learns the agent's endpoints, which are not stored
         Assert.Equal(first.StartedAt, again.StartedAt);
     }
+
+    [Fact]
+    public void An_attach_that_no_entity_answers_is_sent_again_and_still_asks_the_entity_to_confirm_the_agents_version()
+    {
+        // Right after a node is lost, the region can still route the device's shard to the dead node,
+        // and the attach is lost with it.
+        var (session, deviceId) = Registered();
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 12 } });
+        var lost = _devices.ExpectMsg<AttachSession>();
+        Assert.True(lost.Confirm);
+
+        var again = _devices.ExpectMsg<AttachSession>();
+        Assert.Equal(deviceId, again.DeviceId);
+        Assert.Equal((ulong)12, again.LastVersion);
+        Assert.True(again.Confirm);
+
+        // Once an entity answers, the session stops asking.
+        CreateTestProbe("device-entity").Send(session, new SessionAttached(deviceId, 12));
+        _devices.ExpectNoMsg(TimeSpan.FromSeconds(1.5));
+    }
+
+    [Fact]
+    public void An_endpoints_report_that_the_tailnet_does_not_confirm_is_sent_again_until_it_does()
+    {
+        // A tailnet entity whose node just died loses what is sent to it until its shard has moved.
+        var (session, deviceId) = Registered();
+        FromAgent(session, new ClientMessage { Endpoints = new EndpointUpdate { Endpoints = { "198.18.0.9:41641" } } });
+        var unanswered = _devices.ExpectMsg<ReportEndpoints>();
+
+        var afterSilence = _devices.ExpectMsg<ReportEndpoints>(TimeSpan.FromSeconds(10));
+        Assert.Equal(unanswered.Report, afterSilence.Report);
+        _devices.Reply(Rejection.Unavailable("storage is away"));
+
+        var afterRefusal = _devices.ExpectMsg<ReportEndpoints>(TimeSpan.FromSeconds(10));
+        Assert.Equal(unanswered.Report, afterRefusal.Report);
+        _devices.Reply(new DeviceInfo(Device(deviceId, DeviceStatus.Active), true));
+        // Past the confirm timeout (3 s) and the resend delay: nothing more is sent.
+        _devices.ExpectNoMsg(TimeSpan.FromSeconds(4));
+    }
 }
+
