@@ -69,6 +69,7 @@ public static class CoordinatorActorSystem
                 // misses the others' writes, and their writes to every node wait for it in vain.
                 Akka.DistributedData.DistributedData.Get(system);
                 ReportAbnormalShutdown(system);
+                system.ActorOf(QuarantineGuard.Props(), "quarantine-guard");
                 // With no seeds (and no discovery) this node is the whole cluster: it joins itself.
                 if (seeds.Length == 0 && !kubernetes)
                 {
