@@ -161,6 +161,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 // peers' view back until the newest came again (one more patch to every peer).
                 _tailnets.Tell(_endpoints, Sender);
                 return true;
+            case ReportEndpointsAgain:
+                if (_endpoints is { } held) _tailnets.Tell(held, ActorRefs.Nobody);
+                return true;
             case PeerChanges changes:
                 OnChanges(changes);
                 return true;
@@ -200,7 +203,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _session = session;
         _sessionStartedAt = attach.StartedAt;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
-        _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow()));
+        _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow(), HoldsEndpoints: _endpoints is not null));
         if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepUnlessLate(endpoints))
         {
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.

@@ -61,6 +61,13 @@ public sealed record AttachSession(string DeviceId, IActorRef Session, ulong Las
 [WireName("device.report-endpoints")]
 public sealed record ReportEndpoints(string DeviceId, UpdateDeviceEndpoints Report) : IDeviceMessage;
 
+/// <summary>
+/// From the tailnet, when a heartbeat shows that this entity holds endpoints the tailnet has as unknown
+/// (see <see cref="Tailnets.DeviceOnline.HoldsEndpoints"/>): the entity reports the newest it holds again.
+/// </summary>
+[WireName("device.report-endpoints-again")]
+public sealed record ReportEndpointsAgain(string DeviceId) : IDeviceMessage;
+
 /// <summary>The entity's answer to every attach: the session watches <c>Sender</c>, this incarnation of the entity.</summary>
 /// <param name="EndpointsVersion">
 /// The version of the newest endpoints report the entity holds (0: none). The session stamps the

@@ -37,7 +37,9 @@ namespace Weft.Cluster.Tailnets;
 /// its endpoints unknown (<see cref="DeviceEntry.EndpointsUnknown"/>) instead of sending the
 /// snapshot's, and agents keep what they hold; so no peer goes back to older endpoints, whatever
 /// died with the node. A device whose entity and session died too reports when its agent
-/// reconnects, which it does on subscribe. Only a disco key that comes with a registration is journaled.
+/// reconnects, which it does on subscribe. A device whose resync (or its answer) was lost is asked
+/// again when its entity's next presence heartbeat says it holds endpoints
+/// (<see cref="DeviceOnline.HoldsEndpoints"/>). Only a disco key that comes with a registration is journaled.
 /// </para>
 /// </summary>
 public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEvent>, IWithTimers
@@ -295,6 +297,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private void OnPresence(DeviceOnline presence)
     {
         if (!State.Devices.TryGetValue(presence.DeviceId, out var device)) return;
+        // A device this incarnation still has as unknown, past its resync (the resync or the report that
+        // answered it was lost on the way): its entity holds the endpoints, so ask for them again.
+        if (presence.HoldsEndpoints && device.EndpointsUnknown && !_relearning.Contains(device.DeviceId))
+            Devices.Tell(new ReportEndpointsAgain(device.DeviceId));
         var was = _online.ContainsKey(device.DeviceId);
         if (presence.Online)
         {

@@ -303,8 +303,13 @@ public sealed record SendNetMap(string TailnetId, string DeviceId) : ITailnetMes
 public sealed record GetNetMap(string TailnetId, string DeviceId) : ITailnetMessage;
 
 /// <summary>Sessions come and go: the tailnet keeps who is online in memory and tells the device's peers.</summary>
+/// <param name="HoldsEndpoints">
+/// The device's entity holds endpoints from its agent. A tailnet that has them as unknown (its resync
+/// to this device, or the report that answered it, was lost) asks for them again with
+/// <see cref="Devices.ReportEndpointsAgain"/>: every attach sends this, so that takes one re-attach period at most.
+/// </param>
 [WireName("tailnet.device-online")]
-public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At) : ITailnetMessage;
+public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At, bool HoldsEndpoints = false) : ITailnetMessage;
 
 /// <summary>
 /// From a device's entity, answering a new tailnet incarnation's resync: it has sent the tailnet

@@ -67,6 +67,26 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     private static ServerMessage Read(DeliverToAgent delivery) => ServerMessage.Parser.ParseFrom(delivery.ServerMessage);
 
     [Fact]
+    public void Its_heartbeat_says_whether_it_holds_endpoints_and_asked_again_it_reports_the_newest_it_holds()
+    {
+        var device = StartDevice("dev_ask_again");
+        // Asked before it holds any: nothing to report.
+        device.Tell(new ReportEndpointsAgain("dev_ask_again"));
+        _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+
+        var report = new UpdateDeviceEndpoints("tn_stream", "dev_ask_again", ["198.18.3.7:41641"], 1, "discokey:aa", 5);
+        var session = AttachedWithReport(device, "dev_ask_again", "session", report);
+        device.Tell(new ReportEndpointsAgain("dev_ask_again"));
+        Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
+
+        // Every attach is a heartbeat, and now it says the entity holds endpoints.
+        _tailnet.IgnoreNoMessages();
+        device.Tell(new AttachSession("dev_ask_again", session.Ref, 0, false));
+        session.ExpectMsg<SessionAttached>();
+        Assert.True(_tailnet.FishForMessage<DeviceOnline>(_ => true).HoldsEndpoints);
+    }
+
+    [Fact]
     public void A_full_map_request_that_is_lost_is_sent_again_and_the_stream_carries_on()
     {
         var device = StartDevice("dev_lost_map");

@@ -150,6 +150,52 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     }
 
     [Fact]
+    public void A_device_whose_resync_was_lost_is_asked_for_its_endpoints_again_by_its_next_heartbeat_until_they_are_known()
+    {
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Spawn("tn_lost_resync");
+        CreateWithDevices(tailnet, "tn_lost_resync", "dev_a", "dev_b");
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_lost_resync", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+
+        var restarted = Spawn("tn_lost_resync");
+        Assert.All(devices.ReceiveN(2, TimeSpan.FromSeconds(5)).Cast<Weft.Cluster.Devices.PeerChanges>(), r => Assert.True(r.Resync));
+        // a answers its resync; b's is lost on the way, so b's entity never reports again.
+        restarted.Tell(new DeviceReportedAgain("tn_lost_resync", "dev_a"));
+        restarted.Tell(new SendNetMap("tn_lost_resync", "dev_a")); // held until the relearning ends
+        IEnumerable<object> Asks() => devices.ReceiveWhile(TimeSpan.FromMilliseconds(500), m => m).OfType<Weft.Cluster.Devices.ReportEndpointsAgain>();
+        // While b's resync may still be answered, its heartbeat asks for nothing.
+        restarted.Tell(new DeviceOnline("tn_lost_resync", "dev_b", true, Created, HoldsEndpoints: true));
+        Assert.Empty(Asks());
+
+        // The relearning gives up on b (a's held full map goes out), and b stays unknown.
+        var map = Weft.Contracts.Control.NetMap.Parser.ParseFrom(
+            devices.FishForMessage<NetMapSnapshot>(m => m.DeviceId == "dev_a", TailnetActor.RelearnDeadline * 3).NetMap);
+        Assert.True(map.Peers.Single().EndpointsUnknown);
+        // A heartbeat from an entity that holds no endpoints asks for nothing: there is nothing to send.
+        restarted.Tell(new DeviceOnline("tn_lost_resync", "dev_b", true, Created, HoldsEndpoints: false));
+        Assert.Empty(Asks());
+        // One from an entity that holds them asks it to report them again.
+        restarted.Tell(new DeviceOnline("tn_lost_resync", "dev_b", true, Created, HoldsEndpoints: true));
+        Assert.Equal("dev_b", devices.FishForMessage<Weft.Cluster.Devices.ReportEndpointsAgain>(_ => true).DeviceId);
+
+        // The entity's report makes them known: a gets b's node restated, with its endpoints.
+        restarted.Tell(new UpdateDeviceEndpoints("tn_lost_resync", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        var restated = Weft.Contracts.Control.NetMapDelta.Parser.ParseFrom(devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a").Delta);
+        Assert.Equal(["198.18.3.2:1"], restated.PeersChanged.Single().Endpoints);
+        Assert.False(restated.PeersChanged.Single().EndpointsUnknown);
+        // Known now, so later heartbeats ask for nothing.
+        restarted.Tell(new DeviceOnline("tn_lost_resync", "dev_b", true, Created, HoldsEndpoints: true));
+        Assert.Empty(Asks());
+    }
+
+    [Fact]
     public void Asked_to_stop_with_writes_in_flight_an_entity_stores_and_answers_them_first_and_a_restart_holds_them()
     {
         var tailnet = Spawn("tn_stop");
