@@ -22,7 +22,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
     private static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(5);
 
     private readonly IActorRef _tailnets;
-    private IActorRef _apiKeys = ActorRefs.Nobody;
+    private IActorRef? _apiKeys;
     private readonly HashSet<string> _awaitingEntity = new();
     private ReplicatedState<TailnetDirectoryState> _replicated = null!;
 
@@ -33,6 +33,16 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
 
     public override string PersistenceId => "tailnet-directory";
 
+    /// <summary>
+    /// The API-key registry, looked up when a removal first needs it, not at start: this remembered
+    /// entity can start (its shard placed on a node that is starting) before the registry's region is
+    /// registered, and a reference taken then would leave every removal waiting for an answer from
+    /// nobody until the directory restarted.
+    /// </summary>
+    private IActorRef ApiKeyRegistry =>
+        (_apiKeys ??= Akka.Hosting.ActorRegistry.For(Context.System).TryGet<ApiKeys.ApiKeyRegistryActor>(out var registry) ? registry : null)
+        ?? ActorRefs.Nobody;
+
     public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props PropsFor(IActorRef tailnets, PersistenceSettings settings) =>
@@ -41,7 +51,6 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
     protected override void PreStart()
     {
         _replicated = new ReplicatedState<TailnetDirectoryState>(Context.System, ReplicaKey);
-        if (Akka.Hosting.ActorRegistry.For(Context.System).TryGet<ApiKeys.ApiKeyRegistryActor>(out var apiKeys)) _apiKeys = apiKeys;
         base.PreStart();
         Timers.StartPeriodicTimer("retry-pending", RetryPending.Instance, RetryInterval);
     }
@@ -152,7 +161,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
             case (DeleteTailnet delete, TailnetDeletedAck):
                 // Its tenant API keys go with it, before the removal is final (a retried removal revokes again).
                 _awaitingEntity.Add(delete.TailnetId);
-                _apiKeys.Ask<object>(new ApiKeys.RevokeTailnetApiKeys(delete.TailnetId), EntityAnswerTimeout).PipeTo(Self,
+                ApiKeyRegistry.Ask<object>(new ApiKeys.RevokeTailnetApiKeys(delete.TailnetId), EntityAnswerTimeout).PipeTo(Self,
                     success: answer => new TailnetKeysRevoked(delete, answer, answered.ReplyTo),
                     failure: error => new TailnetKeysRevoked(delete, Rejection.Unavailable(error.Message), answered.ReplyTo));
                 break;

@@ -644,7 +644,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (resume.IdleAs == ControlState.Stopped) Stop();
         else if (resume.IdleAs == ControlState.NeedsLogin) NeedsLogin(resume.Code ?? ControlErrorCodes.NotLoggedIn, resume.Detail);
-        else if (_status == ControlState.NeedsLogin && _login.HasCoordinators) GoConnecting(TimeSpan.Zero, null, "starting again");
+        // The previous incarnation was up. This one started from the options, which say how the daemon
+        // started: not logged in, or stopped (a daemon started after `down`, then brought `up`).
+        else if (_status is ControlState.NeedsLogin or ControlState.Stopped && _login.HasCoordinators) GoConnecting(TimeSpan.Zero, null, "starting again");
     }
 
     private static bool SameRoutes(ControlLogin a, ControlLogin b) =>

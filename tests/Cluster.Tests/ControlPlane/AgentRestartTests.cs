@@ -79,4 +79,33 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
             var engineKeys = agent.Device!.Peers.Keys.OrderBy(k => k.ToHex()).ToList();
             return netmapKeys.SequenceEqual(engineKeys);
         }, $"{agent.Hostname}'s engine peers equal its netmap peers");
+
+    [Fact]
+    public async Task A_control_client_that_crashes_after_up_on_a_daemon_started_down_comes_back_up_not_down()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("started-down");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet)).Key;
+        var store = new MemoryAgentStateStore();
+        using (var registered = TestAgent.Start(agents, [coordinator.Control], "a", key, store: store))
+        {
+            await registered.WaitForState(ControlState.Running);
+            await registered.Stop();
+        }
+
+        // The daemon starts again after `weft-agent down` (its prefs say not running): the control client starts stopped.
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", null, store: store, tune: o => o with { StartStopped = true });
+        await a.WaitForState(ControlState.Stopped);
+        // `weft-agent up`.
+        a.Client.Tell(new LogIn(new ControlLogin([coordinator.Control], "a", null, null, false, default), Connect: true));
+        await a.WaitForState(ControlState.Running);
+
+        // The control client crashes and its supervisor restarts it: it comes back up, as it was, not as the daemon started.
+        var states = new System.Collections.Concurrent.ConcurrentQueue<ControlState>();
+        a.OnStateChanged = changed => states.Enqueue(changed.State);
+        a.Client.Tell(Kill.Instance);
+        await Eventually.Until(() => states.Contains(ControlState.Connecting), "the restarted client dials again");
+        await a.WaitForState(ControlState.Running);
+        Assert.Equal(ControlState.Running, (await a.Status()).State);
+    }
 }
