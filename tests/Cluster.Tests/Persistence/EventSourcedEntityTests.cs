@@ -109,21 +109,29 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         Assert.Empty(recovered.Endpoints);
     }
 
-    [Fact]
-    public void A_restarted_tailnet_marks_endpoints_unknown_until_reported_then_restates_the_node_and_patches_later_changes()
+    /// <summary>
+    /// A tailnet with devices a and b, where b has reported endpoints, stopped and started again; with
+    /// the probe that stands in for the device region (the old incarnation's fan-outs already drained).
+    /// </summary>
+    private (Akka.TestKit.TestProbe Devices, IActorRef Restarted) RestartedAfterBReported(string id)
     {
         var devices = CreateTestProbe();
         Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
-        var tailnet = Spawn("tn_relearn");
-        CreateWithDevices(tailnet, "tn_relearn", "dev_a", "dev_b");
-        tailnet.Tell(new UpdateDeviceEndpoints("tn_relearn", "dev_b", ["198.18.3.2:1"], 0, ""));
+        var tailnet = Spawn(id);
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        tailnet.Tell(new UpdateDeviceEndpoints(id, "dev_b", ["198.18.3.2:1"], 0, ""));
         ExpectMsg<DeviceInfo>();
         Watch(tailnet);
         tailnet.Tell(PoisonPill.Instance);
         ExpectTerminated(tailnet);
         devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+        return (devices, Spawn(id));
+    }
 
-        var restarted = Spawn("tn_relearn");
+    [Fact]
+    public void A_restarted_tailnet_marks_endpoints_unknown_until_reported_then_restates_the_node_and_patches_later_changes()
+    {
+        var (devices, restarted) = RestartedAfterBReported("tn_relearn");
         // Every device is told to resync; until each answers, full maps wait.
         var resyncs = devices.ReceiveN(2, TimeSpan.FromSeconds(5)).Cast<Weft.Cluster.Devices.PeerChanges>().ToList();
         Assert.All(resyncs, r => Assert.True(r.Resync));
@@ -152,18 +160,7 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     [Fact]
     public void A_device_whose_resync_was_lost_is_asked_for_its_endpoints_again_by_its_next_heartbeat_until_they_are_known()
     {
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
-        var tailnet = Spawn("tn_lost_resync");
-        CreateWithDevices(tailnet, "tn_lost_resync", "dev_a", "dev_b");
-        tailnet.Tell(new UpdateDeviceEndpoints("tn_lost_resync", "dev_b", ["198.18.3.2:1"], 0, ""));
-        ExpectMsg<DeviceInfo>();
-        Watch(tailnet);
-        tailnet.Tell(PoisonPill.Instance);
-        ExpectTerminated(tailnet);
-        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
-
-        var restarted = Spawn("tn_lost_resync");
+        var (devices, restarted) = RestartedAfterBReported("tn_lost_resync");
         Assert.All(devices.ReceiveN(2, TimeSpan.FromSeconds(5)).Cast<Weft.Cluster.Devices.PeerChanges>(), r => Assert.True(r.Resync));
         // a answers its resync; b's is lost on the way, so b's entity never reports again.
         restarted.Tell(new DeviceReportedAgain("tn_lost_resync", "dev_a"));
