@@ -26,7 +26,7 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
         if (!_arrivedBefore && Directory.EnumerateFiles(directory, $"*.{shard.Number}").FirstOrDefault() is { } stale)
             throw new InvalidOperationException($"{directory} already holds {Path.GetFileName(stale)} from an earlier run of shard {shard}: give each run a fresh --sync-dir");
         _arrivedBefore = true;
-        await File.WriteAllTextAsync(FileOf(point, shard.Number), DateTimeOffset.UtcNow.ToString("O"), cancel);
+        await WriteWholeAsync(FileOf(point, shard.Number), DateTimeOffset.UtcNow.ToString("O"), cancel);
         var deadline = DateTime.UtcNow + Timeout;
         var reported = false;
         while (true)
@@ -52,7 +52,7 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
         try
         {
             Directory.CreateDirectory(directory);
-            File.WriteAllText(FileOf(FailedPoint, shard.Number), reason);
+            WriteWholeAsync(FileOf(FailedPoint, shard.Number), reason, CancellationToken.None).GetAwaiter().GetResult();
         }
         catch (IOException e)
         {
@@ -61,6 +61,18 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
     }
 
     private const string FailedPoint = "failed";
+
+    /// <summary>
+    /// Writes a file that the other shards see whole or not at all: written under a name no shard
+    /// looks for, then renamed (one step on a POSIX file system). Written in place, a shard polling
+    /// between the create and the write read an empty failure reason.
+    /// </summary>
+    private static async Task WriteWholeAsync(string path, string text, CancellationToken cancel)
+    {
+        var partial = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.partial");
+        await File.WriteAllTextAsync(partial, text, cancel);
+        File.Move(partial, path, overwrite: true);
+    }
 
     private string FileOf(string point, int number) => Path.Combine(directory, $"{point}.{number}");
 }

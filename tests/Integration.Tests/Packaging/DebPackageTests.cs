@@ -18,11 +18,20 @@ public class DebPackageTests
     private const string Binary = "/usr/bin/weft-agent";
     private const string StateDirectory = "/var/lib/weft-agent";
 
+    /// <summary>
+    /// There while this test's own package is on the machine. A run killed between <c>dpkg -i</c> and
+    /// the purge (a cancelled job, a machine restarted) leaves both behind; the next run finds the
+    /// marker and purges that leftover instead of refusing to run. An install without the marker is
+    /// an operator's, and the test does not touch it.
+    /// </summary>
+    private const string OwnInstallMarker = "/var/tmp/weft-deb-test.installed";
+
     [SkippableFact]
     public async Task The_deb_installs_a_daemon_that_joins_and_pings_and_purge_leaves_nothing_behind()
     {
         await using var lab = LabTest.Open("ping", "dpkg", "dpkg-deb", "git");
-        Assert.False(Installed(), "weft-agent is installed on this machine already; the test installs and purges its own, so it will not touch that one");
+        if (File.Exists(OwnInstallMarker)) PurgeOwn();
+        Assert.False(Known(), "weft-agent is installed on this machine already; the test installs and purges its own, so it will not touch that one");
         var deb = Lab.Lab.Run(Path.Combine(Root(), "deploy", "deb", "build"), "amd64", Path.Combine(lab.Directory, "deb")).Trim().Split('\n')[^1];
         Assert.Matches(@"weft-agent_0\.1\.0\+git[0-9a-f]+_amd64\.deb$", deb);
         // What extracts at run time goes where the unit's PrivateTmp would be: the lab's folder.
@@ -30,6 +39,7 @@ public class DebPackageTests
         Directory.CreateDirectory(extract);
         try
         {
+            File.WriteAllText(OwnInstallMarker, $"{deb} installed by {nameof(DebPackageTests)} at {DateTimeOffset.UtcNow:O}\n");
             Lab.Lab.Run("dpkg", "-i", deb);
             Assert.True(Installed());
             Assert.True(File.Exists(Binary));
@@ -65,10 +75,11 @@ public class DebPackageTests
         }
         finally
         {
-            if (Installed()) Lab.Lab.Run("dpkg", "--purge", "weft-agent");
+            PurgeOwn();
         }
 
-        Assert.False(Installed());
+        Assert.False(Known());
+        Assert.False(File.Exists(OwnInstallMarker));
         Assert.False(File.Exists(Binary), Binary);
         Assert.False(File.Exists(Unit), Unit);
         Assert.False(Directory.Exists(StateDirectory), StateDirectory + " (keys, prefs, netmap cache) outlived the purge");
@@ -107,16 +118,28 @@ public class DebPackageTests
         return ["env", .. environment.Select(e => $"{e.Key}={e.Value}"), .. words];
     }
 
-    private static bool Installed()
+    private static bool Installed() => Status().Contains("install ok installed");
+
+    /// <summary>dpkg knows the package in any state: installed, half-installed by an interrupted <c>dpkg -i</c>, or its config files kept.</summary>
+    private static bool Known() => Status() is var status && status != "" && !status.EndsWith("not-installed");
+
+    private static string Status()
     {
         try
         {
-            return Lab.Lab.Run("dpkg-query", "-W", "-f=${Status}", "weft-agent").Contains("install ok installed");
+            return Lab.Lab.Run("dpkg-query", "-W", "-f=${Status}", "weft-agent").Trim();
         }
         catch (LabException)
         {
-            return false; // dpkg-query fails for a package it never heard of
+            return ""; // dpkg-query fails for a package it never heard of
         }
+    }
+
+    /// <summary>Purges what this test installed (in whatever state dpkg left it), then drops the marker.</summary>
+    private static void PurgeOwn()
+    {
+        if (Known()) Lab.Lab.Run("dpkg", "--purge", "weft-agent");
+        if (!Known()) File.Delete(OwnInstallMarker);
     }
 
     private static string Root()
