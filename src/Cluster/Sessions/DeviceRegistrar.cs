@@ -164,7 +164,7 @@ public static class DeviceRegistrar
         if (device.Status == DeviceStatus.Expired)
         {
             result.RefusalCode = ControlErrorCodes.DeviceExpired;
-            result.RefusalMessage = "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth";
+            result.RefusalMessage = TailnetRules.ExpiredDeviceMessage;
             return new RegistrationOutcome(result, null, null);
         }
         return new RegistrationOutcome(result, device.DeviceId, tailnetId);

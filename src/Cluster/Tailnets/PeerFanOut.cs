@@ -57,7 +57,7 @@ public static class PeerFanOut
                 RoutesChanged(before, after, e.DeviceId, engine, isOnline, into);
                 break;
             case DeviceExpired e:
-                into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
+                into.End(e.DeviceId, ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage);
                 break;
             case DeviceHostinfoChanged e when before.Devices[e.DeviceId].Os != e.Os:
                 // Of what an agent reports, peers see only the OS.

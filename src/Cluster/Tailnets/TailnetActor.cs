@@ -296,7 +296,20 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private void OnPresence(DeviceOnline presence)
     {
-        if (!State.Devices.TryGetValue(presence.DeviceId, out var device)) return;
+        // A heartbeat from a session that should have ended: the end (or the removal) went to the device's
+        // entity while it had no session or was moving, or this incarnation died between the change and its
+        // fan-out. The heartbeat is the next chance to end it, and comes every re-attach period until it is.
+        if (!State.Devices.TryGetValue(presence.DeviceId, out var device) || !State.IsActive)
+        {
+            // The entity stores the removal when told the device is deleted, so its agent is refused from then on.
+            if (presence.Online) Devices.Tell(new PeerChanges(presence.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
+            return;
+        }
+        if (presence.Online && device.Status == DeviceStatus.Expired)
+        {
+            Devices.Tell(new PeerChanges(device.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage));
+            return;
+        }
         // A device this incarnation still has as unknown, past its resync (the resync or the report that
         // answered it was lost on the way): its entity holds the endpoints, so ask for them again.
         if (presence.HoldsEndpoints && device.EndpointsUnknown && !_relearning.Contains(device.DeviceId))
@@ -321,14 +334,16 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private void SendFullMap(string deviceId)
     {
-        if (State.Devices.ContainsKey(deviceId))
+        if (State.IsActive && State.Devices.ContainsKey(deviceId))
         {
             Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.Build(State, deviceId, Engine, IsOnline).ToByteArray()));
             _pending.Delivered(deviceId);
         }
         else
-            Devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "this device is not in the tailnet"));
+            Devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
     }
+
+    private string NotInTailnet => State.IsActive ? "this device is not in the tailnet" : "the tailnet was deleted";
 
     private void EndRelearning()
     {

@@ -14,6 +14,9 @@ public static partial class TailnetRules
     /// <summary>New tailnets get MagicDNS names under <c>&lt;name&gt;.weft.internal</c>; .internal is reserved for private use (ICANN, 2024).</summary>
     public const string DefaultDnsZone = "weft.internal";
 
+    /// <summary>What an expired device's agent is told, wherever its expiry ends or refuses a session.</summary>
+    public const string ExpiredDeviceMessage = "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth";
+
     public static TailnetSettings DefaultSettings(string name) =>
         new(DefaultNodeKeyExpiryDays, $"{name}.{DefaultDnsZone}");
 

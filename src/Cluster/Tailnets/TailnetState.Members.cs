@@ -236,7 +236,7 @@ public sealed partial record TailnetState
                 return Decision<ITailnetEvent>.Accept(new DeviceRegistered(pending));
             }
             if (existing.Status == DeviceStatus.Expired)
-                return Refuse(ControlErrorCodes.DeviceExpired, "this device's node key expired; re-authorise it: weft-agent up --auth-key KEY --force-reauth");
+                return Refuse(ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage);
             if (existing.NodeKey != c.NodeKey)
                 return Refuse(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey, or re-registers with an auth key");
             // The same device asking again (a reconnect): only what it reports about itself may have changed.

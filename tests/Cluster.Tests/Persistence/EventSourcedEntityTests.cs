@@ -193,6 +193,67 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     }
 
     [Fact]
+    public void A_session_that_outlived_its_devices_expiry_is_ended_by_its_next_heartbeat()
+    {
+        const string id = "tn_lost_expiry";
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Spawn(id);
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        tailnet.Tell(new DeviceOnline(id, "dev_b", true, Created));
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+
+        // b expires; the end of its session goes to its entity, which had no session at that moment,
+        // so the end is lost and the session (re-attaching a moment later) carries on.
+        tailnet.Tell(new ExpireDevice(id, "dev_b", Created.AddHours(1)));
+        ExpectMsg<DeviceInfo>();
+        Weft.Cluster.Devices.PeerChanges EndOfB() => devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_b" && m.EndCode is not null);
+        Assert.Equal(Weft.Contracts.Control.ControlErrorCodes.DeviceExpired, EndOfB().EndCode);
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+
+        // Its next heartbeat ends it again, with what the agent needs to come back.
+        tailnet.Tell(new DeviceOnline(id, "dev_b", true, Created.AddHours(1), HoldsEndpoints: true));
+        var end = EndOfB();
+        Assert.Equal(Weft.Contracts.Control.ControlErrorCodes.DeviceExpired, end.EndCode);
+        Assert.Contains("--force-reauth", end.EndMessage);
+        // An active device's heartbeat ends nothing.
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created.AddHours(1)));
+        Assert.DoesNotContain(devices.ReceiveWhile(TimeSpan.FromMilliseconds(500), m => m).OfType<Weft.Cluster.Devices.PeerChanges>(), m => m.EndCode is not null);
+    }
+
+    [Fact]
+    public void A_session_whose_device_or_tailnet_was_deleted_is_ended_by_its_next_heartbeat_and_is_sent_no_full_map()
+    {
+        const string id = "tn_lost_removal";
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Spawn(id);
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        Weft.Cluster.Devices.PeerChanges EndOf(string device) => devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == device && m.EndCode is not null);
+
+        // b is deleted; the removal its entity is sent is lost (the entity was moving), so its session carries on.
+        tailnet.Tell(new DeleteDevice(id, "dev_b"));
+        ExpectMsg<object>();
+        Assert.Equal("dev_b", devices.FishForMessage<Weft.Cluster.Devices.MarkDeviceRemoved>(_ => true).DeviceId);
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+        tailnet.Tell(new DeviceOnline(id, "dev_b", true, Created));
+        Assert.Equal(Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, EndOf("dev_b").EndCode);
+
+        // The tailnet is deleted, and a's removal is lost too: a's heartbeat ends a's session, and a's
+        // request for a full map is answered with the end, not with the deleted tailnet's map.
+        tailnet.Tell(new DeleteTailnet(id, Created.AddHours(1)));
+        ExpectMsg<TailnetDeletedAck>();
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created.AddHours(1)));
+        var end = EndOf("dev_a");
+        Assert.Equal((Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, "the tailnet was deleted"), (end.EndCode, end.EndMessage));
+        tailnet.Tell(new SendNetMap(id, "dev_a"));
+        var answers = devices.ReceiveWhile(TimeSpan.FromSeconds(1), m => m);
+        Assert.DoesNotContain(answers, m => m is NetMapSnapshot);
+        Assert.Contains(answers.OfType<Weft.Cluster.Devices.PeerChanges>(), m => m.DeviceId == "dev_a" && m.EndCode == Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted);
+    }
+
+    [Fact]
     public void Asked_to_stop_with_writes_in_flight_an_entity_stores_and_answers_them_first_and_a_restart_holds_them()
     {
         var tailnet = Spawn("tn_stop");
