@@ -26,7 +26,7 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
         if (!_arrivedBefore && Directory.EnumerateFiles(directory, $"*.{shard.Number}").FirstOrDefault() is { } stale)
             throw new InvalidOperationException($"{directory} already holds {Path.GetFileName(stale)} from an earlier run of shard {shard}: give each run a fresh --sync-dir");
         _arrivedBefore = true;
-        await WriteWholeAsync(FileOf(point, shard.Number), DateTimeOffset.UtcNow.ToString("O"), cancel);
+        WriteWhole(FileOf(point, shard.Number), DateTimeOffset.UtcNow.ToString("O"));
         var deadline = DateTime.UtcNow + Timeout;
         var reported = false;
         while (true)
@@ -52,7 +52,7 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
         try
         {
             Directory.CreateDirectory(directory);
-            WriteWholeAsync(FileOf(FailedPoint, shard.Number), reason, CancellationToken.None).GetAwaiter().GetResult();
+            WriteWhole(FileOf(FailedPoint, shard.Number), reason);
         }
         catch (IOException e)
         {
@@ -67,10 +67,10 @@ public sealed class ShardBarrier(string directory, Shard shard, TextWriter log)
     /// looks for, then renamed (one step on a POSIX file system). Written in place, a shard polling
     /// between the create and the write read an empty failure reason.
     /// </summary>
-    private static async Task WriteWholeAsync(string path, string text, CancellationToken cancel)
+    private static void WriteWhole(string path, string text)
     {
         var partial = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.partial");
-        await File.WriteAllTextAsync(partial, text, cancel);
+        File.WriteAllText(partial, text);
         File.Move(partial, path, overwrite: true);
     }
 
