@@ -109,16 +109,23 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         Assert.Empty(recovered.Endpoints);
     }
 
+    /// <summary>A tailnet with devices a and b, and the probe that stands in for the device region.</summary>
+    private (Akka.TestKit.TestProbe Devices, IActorRef Tailnet) WithDevicesAAndB(string id)
+    {
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Spawn(id);
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        return (devices, tailnet);
+    }
+
     /// <summary>
     /// A tailnet with devices a and b, where b has reported endpoints, stopped and started again; with
     /// the probe that stands in for the device region (the old incarnation's fan-outs already drained).
     /// </summary>
     private (Akka.TestKit.TestProbe Devices, IActorRef Restarted) RestartedAfterBReported(string id)
     {
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
-        var tailnet = Spawn(id);
-        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        var (devices, tailnet) = WithDevicesAAndB(id);
         tailnet.Tell(new UpdateDeviceEndpoints(id, "dev_b", ["198.18.3.2:1"], 0, ""));
         ExpectMsg<DeviceInfo>();
         Watch(tailnet);
@@ -196,10 +203,7 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     public void A_session_that_outlived_its_devices_expiry_is_ended_by_its_next_heartbeat()
     {
         const string id = "tn_lost_expiry";
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
-        var tailnet = Spawn(id);
-        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        var (devices, tailnet) = WithDevicesAAndB(id);
         tailnet.Tell(new DeviceOnline(id, "dev_b", true, Created));
         devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
 
@@ -225,10 +229,7 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     public void A_session_whose_device_or_tailnet_was_deleted_is_ended_by_its_next_heartbeat_and_is_sent_no_full_map()
     {
         const string id = "tn_lost_removal";
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
-        var tailnet = Spawn(id);
-        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        var (devices, tailnet) = WithDevicesAAndB(id);
         Weft.Cluster.Devices.PeerChanges EndOf(string device) => devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == device && m.EndCode is not null);
 
         // b is deleted; the removal its entity is sent is lost (the entity was moving), so its session carries on.
