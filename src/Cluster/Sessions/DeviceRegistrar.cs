@@ -63,6 +63,15 @@ public static class DeviceRegistrar
         try
         {
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
+            if (binding is not null && authKey is not null && authKey.TailnetId != binding.TailnetId
+                && await Ask(services.Tailnets, new GetDevice(binding.TailnetId, binding.DeviceId)) is Rejection { Code: Contracts.Admin.ApiErrorCodes.NotFound })
+            {
+                // Bound to a device that is gone (deleted, or its tailnet deleted): the tailnet's one release
+                // of the binding was lost on its way to the index. Release it here, or this machine would be
+                // refused by every other tailnet for good.
+                await Ask(services.Machines, new UnbindMachine(machineHex, binding.DeviceId));
+                binding = null;
+            }
             // A first registration without a key, to wait for approval: whatever happens next, the answer says
             // nothing about whether the tailnet exists, takes such devices, or has room for more.
             var keyless = binding is null && authKey is null;

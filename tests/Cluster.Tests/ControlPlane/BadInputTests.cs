@@ -1,3 +1,5 @@
+using Akka.Actor;
+using Microsoft.Extensions.DependencyInjection;
 using System.Security.Cryptography;
 using Google.Protobuf;
 using Grpc.Core;
@@ -228,6 +230,38 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         Assert.Equal(beforeB, await Http.DevicesSnapshot(tailnetB));
         var keys = await (await Http.GetAsync($"/api/v1/tailnets/{tailnetB}/auth-keys")).ReadAs<Contracts.Admin.AuthKeyListResource>(System.Net.HttpStatusCode.OK);
         Assert.Equal(0, Assert.Single(keys.AuthKeys).Uses);
+    }
+
+    [Fact]
+    public async Task A_machine_whose_device_was_deleted_joins_another_tailnet_even_when_the_release_of_its_binding_was_lost()
+    {
+        var tailnetA = await coordinator.NewTailnet("gone");
+        var tailnetB = await coordinator.NewTailnet("next");
+        using var machine = Curve25519PrivateKey.Generate();
+        using var node = Curve25519PrivateKey.Generate();
+        string deviceId;
+        await using (var first = await RawControlStream.OpenAsync(coordinator.Control))
+        {
+            await first.Handshake(machine);
+            deviceId = (await first.Register(machine, node, (await Http.CreateAuthKey(tailnetA)).Key)).DeviceId;
+        }
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnetA}/devices/{deviceId}")).StatusCode);
+
+        // The deletion releases the machine's binding; put it back, as the index holds it when that release is lost.
+        var machines = Akka.Hosting.ActorRegistry.For(coordinator.Node.Services.GetRequiredService<ActorSystem>()).Get<Weft.Cluster.Machines.MachineIndexActor>();
+        var machineHex = machine.PublicKey.ToHex();
+        await Eventually.Until(() => machines.Ask<object>(new Weft.Cluster.Machines.LookupMachine(machineHex), TimeSpan.FromSeconds(5)),
+            answer => answer is Weft.Cluster.Persistence.Rejection, "the deletion released the binding");
+        Assert.IsType<Weft.Cluster.Machines.MachineBinding>(await machines.Ask<object>(new Weft.Cluster.Machines.BindMachine(machineHex, tailnetA, deviceId), TimeSpan.FromSeconds(5)));
+
+        await using var second = await RawControlStream.OpenAsync(coordinator.Control);
+        await second.Handshake(machine);
+        var joined = await second.Register(machine, node, (await Http.CreateAuthKey(tailnetB)).Key);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, joined.Status);
+        Assert.Equal(joined.DeviceId, Assert.Single((await Http.ListDevices(tailnetB)).Devices).Id);
+        // Bound to its new device now: the machine is refused by the tailnet it left, as any machine of another tailnet.
+        var binding = Assert.IsType<Weft.Cluster.Machines.MachineBinding>(await machines.Ask<object>(new Weft.Cluster.Machines.LookupMachine(machineHex), TimeSpan.FromSeconds(5)));
+        Assert.Equal((tailnetB, joined.DeviceId), (binding.TailnetId, binding.DeviceId));
     }
 
     [Fact]
