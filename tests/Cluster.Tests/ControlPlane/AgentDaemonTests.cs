@@ -15,7 +15,7 @@ namespace Weft.Cluster.Tests.ControlPlane;
 /// socket, through up, down, up with new flags, logout, login, a daemon restart and a crash of its
 /// control client. The CLI is the same HTTP client (<see cref="LocalApi.QueryAsync"/>).
 /// </summary>
-public sealed class AgentDaemonTests : IAsyncDisposable
+public sealed class AgentDaemonTests : IAsyncLifetime
 {
     private readonly string _state = Path.Combine(Path.GetTempPath(), "weft-daemon-" + Guid.NewGuid().ToString("N")[..8]);
     private AgentDaemon? _daemon;
@@ -32,10 +32,14 @@ public sealed class AgentDaemonTests : IAsyncDisposable
         _daemon = null;
     }
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    // xunit 2 runs IAsyncLifetime's clean-up for a test class; it never called IAsyncDisposable's,
+    // which left each test's state folder (state file and socket) in the temp folder.
+    public async Task DisposeAsync()
     {
         await StopDaemon();
-        Directory.Delete(_state, recursive: true);
+        if (Directory.Exists(_state)) Directory.Delete(_state, recursive: true);
     }
 
     private async Task<(HttpStatusCode Status, JsonElement Answer)> Ask(string command, object? body = null)
