@@ -100,6 +100,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private DateTimeOffset _lastHeard;
     private ImmutableArray<string> _endpoints;
     private int _homeRelay;
+    // Whether this incarnation was told its endpoints (a SetEndpoints), rather than starting from the options.
+    private bool _endpointsTold;
     private ControlState _status = ControlState.Connecting;
     private string? _code;
     private string _detail = "starting";
@@ -149,14 +151,17 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     /// <summary>
     /// The new incarnation starts from the options: it forgets its watchers and the logins since
-    /// (up, login, set), and whether it was down. Messages to Self reach the new one, so it is told
-    /// them again; the device and keys it re-reads from the state file.
+    /// (up, login, set), whether it was down, and the endpoints and home relay the data plane found.
+    /// Messages to Self reach the new one, so it is told them again; the device and keys it re-reads
+    /// from the state file. The endpoints matter because the data plane reports them only when they
+    /// change (or at its next STUN probe, and never without relays): a new stream that reported none
+    /// would leave the coordinator with nothing to re-learn them from once its device entity moves.
     /// </summary>
     protected override void PreRestart(Exception reason, object message)
     {
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         // Before its first dial fires (a timer), the new incarnation takes the login and the idle state back.
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail));
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay));
         base.PreRestart(reason, message);
     }
 
@@ -639,6 +644,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void OnResume(Resume resume)
     {
+        // A SetEndpoints already in the mailbox when the previous incarnation failed is newer: it stands.
+        if (!_endpointsTold) (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
         _login = resume.Login;
         _dialer = NewDialer(_login);
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
@@ -654,6 +661,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private void OnSetEndpoints(SetEndpoints set)
     {
+        _endpointsTold = true;
         if (set.Endpoints.SequenceEqual(_endpoints.IsDefault ? [] : _endpoints) && set.HomeRelay == _homeRelay) return;
         _endpoints = set.Endpoints;
         _homeRelay = set.HomeRelay;
@@ -822,8 +830,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     private sealed record Dial(Uri Url);
 
-    /// <summary>What a restarted incarnation is told by the one before: the login it had, and the idle state it was in.</summary>
-    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail);
+    /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, and its endpoints.</summary>
+    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -32,6 +32,7 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         await Passes(b, a);
         using var c = TestAgent.Start(agents, [coordinator.Control], "c", key, tunnels: true);
         await a.WaitForPeers(b, c);
+        await c.WaitForPeers(a, b); // c's own netmap too: Passes reads its address from it
         await EngineHoldsExactlyTheNetmapPeers(a);
         await Passes(a, c);
 

@@ -217,6 +217,44 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Endpoints_an_agents_data_plane_found_survive_a_restart_of_its_control_client_and_then_of_its_entities()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        // No relays: no netcheck after the first, so nothing but the hand-over can tell the new incarnation.
+        // (With relays, the next STUN probe, 20-26 s later, would tell it, and the device was unknown until then.)
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Relay:Embedded", "false")]);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"found-endpoints-{Guid.NewGuid():N}"[..30])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        // As the daemon runs: the control client is started with no endpoints of its own. The data plane's
+        // netcheck finds them (here its static ones) and hands them over.
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, tunnels: true, tune: o => o with { Endpoints = [] });
+        using var b = TestAgent.Start(agents, node.Control, "b", key, endpoints: ["198.18.7.2:41641"]);
+        var found = $"127.0.0.1:{a.Device!.ListenPort}";
+        await b.WaitForNetMap(v => v.Peers.TryGetValue(a.DeviceId!, out var peer) && peer.Endpoints.Contains(found), "a's endpoint, found by its data plane");
+        var discoBefore = b.View.Peers[a.DeviceId!].DiscoKey;
+
+        // The control client crashes. Its new incarnation starts from the options (no endpoints), with a new
+        // disco key, and opens a new stream: a new session, which knows only what this stream reports.
+        a.Client.Tell(Kill.Instance);
+        await b.WaitForNetMap(v => v.Peers[a.DeviceId!].DiscoKey != discoBefore && v.Peers[a.DeviceId!].Online, "a's new disco key: its new stream registered");
+        await AgentMatchesItsEntity(node, tailnet, a);
+
+        // Then the coordinator forgets what the old stream reported, as a move or the loss of a node makes
+        // it do: the device entity stops (the new session attaches it again with what it knows) and the
+        // tailnet entity restarts (it asks the device entities to report their endpoints again).
+        Entity(node, "device", a.DeviceId!).Tell(PoisonPill.Instance);
+        await AgentMatchesItsEntity(node, tailnet, a);
+        Entity(node, "tailnet", tailnet).Tell(Kill.Instance);
+
+        // The found endpoint is still known to the coordinator and to b: the new incarnation of the control
+        // client was told it, though the machine never roamed.
+        await Eventually.Until(async () => await node.Http.GetDevice(tailnet, a.DeviceId!),
+            device => device.Endpoints.Contains(found) && !device.EndpointsUnknown, "a's found endpoint, known after the restarts");
+        await b.WaitForNetMap(v => v.Peers[a.DeviceId!].Endpoints.Contains(found) && !v.Peers[a.DeviceId!].EndpointsUnknown, "a's found endpoint in b's map");
+    }
+
+    [Fact]
     public async Task A_change_stored_by_a_tailnet_entity_that_crashed_before_sending_it_still_reaches_every_agent()
     {
         await using var storage = TestStorage.NewSqlite();
