@@ -52,6 +52,9 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         // Packets staged before the signals were ours (the tunnel was just created, or restarted)
         // asked for a handshake nobody heard: start it now.
         if (_peer.StagedCount > 0) Self.Tell(HandshakeNeeded.Instance);
+        // The key-zeroing deadline was counted from the newest session's handshake, which the keypairs
+        // still carry: without it, a restarted tunnel of an idle peer would keep its keys until the next handshake.
+        if (NewestKeypairCreatedMs() is { } created) _zeroKeysAt = created + (long)Timings.ZeroKeyMaterialAfter.TotalMilliseconds;
         // Whatever the stamps say now (after a restart, sessions may be mid-way): arm for the earliest.
         Rearm();
         if (_peer.PersistentKeepaliveSeconds > 0) Self.Tell(new PeerSettingsChanged(true));
@@ -60,6 +63,14 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
     protected override void PostStop()
     {
         DiscardPending();
+    }
+
+    private long? NewestKeypairCreatedMs()
+    {
+        long? newest = null;
+        foreach (var keypair in new[] { _peer.Current, _peer.Next, _peer.Previous })
+            if (keypair is { IsDisposed: false } && (newest is null || keypair.CreatedMs > newest)) newest = keypair.CreatedMs;
+        return newest;
     }
 
     /// <summary>

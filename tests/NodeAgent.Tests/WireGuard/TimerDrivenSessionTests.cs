@@ -94,6 +94,27 @@ public sealed class TimerDrivenSessionTests : Akka.TestKit.Xunit2.TestKit, IDisp
     }
 
     [Fact]
+    public void A_tunnel_that_restarts_still_zeroes_the_key_material_three_reject_times_after_its_session_began()
+    {
+        // As above, but A's tunnel crashes and its supervisor restarts it: the new incarnation has no
+        // timer state, only the keypairs the engine still holds. Their age says when to zero them.
+        _clock.Advance(TimeSpan.FromSeconds(10));
+        Tick(_b, _a);
+        AwaitCondition(() => _a.PeerOf(_b).LastAuthenticatedReceived == _clock.NowMs, TimeSpan.FromSeconds(5));
+        _a.TunnelFor(_b).Tell(Kill.Instance);
+        Tick(_a, _b); // handled by the new incarnation
+        Assert.NotNull(_a.PeerOf(_b).Current);
+
+        _clock.Advance(TimeSpan.FromSeconds(529));
+        Tick(_a, _b);
+        AwaitAssert(() => Assert.NotNull(_a.PeerOf(_b).Current), TimeSpan.FromSeconds(1));
+
+        _clock.Advance(TimeSpan.FromSeconds(2));
+        Tick(_a, _b);
+        AwaitCondition(() => _a.PeerOf(_b).Current is null && _a.PeerOf(_b).Previous is null && _a.PeerOf(_b).Next is null, TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
     public void A_receiver_that_sends_nothing_answers_with_a_keepalive_after_10_seconds()
     {
         RoundTrip();
