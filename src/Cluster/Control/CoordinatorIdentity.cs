@@ -121,10 +121,27 @@ public sealed class ClusterKeyActor(PersistenceSettings settings, ClusterSecret 
     protected override void OnEventsPersisted(IReadOnlyList<IClusterKeyEvent> events, ClusterKeyState before, ClusterKeyState after)
     {
         if (before.ClearKey is null) return;
-        // The sealed copy is stored. A snapshot of it comes first, so that deleting every event (the
-        // journal keeps the last deleted row, so the sealed one must be the last) loses nothing.
+        Log.Info("The coordinator key is now stored sealed with the cluster secret; deleting its clear copy");
+        PurgeClearCopy(after);
+    }
+
+    /// <summary>
+    /// A cluster born sealed has one event. One that an earlier version started in clear has its sealed
+    /// copy as a later event, and the clear one below it unless the purge finished. A purge cut off (the
+    /// node stopped after the sealing, before the snapshot or the deletion) would leave the clear copy in
+    /// the journal for good: every recovery of such a cluster purges again. A purge that finished makes
+    /// that a snapshot rewritten in place and a deletion of rows already gone.
+    /// </summary>
+    protected override void OnRecovered()
+    {
+        if (State.SealedKey is not null && LastSequenceNr > 1) PurgeClearCopy(State);
+    }
+
+    /// <summary>A snapshot of the sealed state comes first, so that deleting every event (the journal keeps the last deleted row, the sealed one) loses nothing.</summary>
+    private void PurgeClearCopy(ClusterKeyState sealedState)
+    {
         _purgingClearKey = true;
-        SaveSnapshot(after);
+        SaveSnapshot(sealedState);
     }
 
     protected override void OnSnapshotSaved(long sequenceNr)
@@ -132,19 +149,24 @@ public sealed class ClusterKeyActor(PersistenceSettings settings, ClusterSecret 
         if (!_purgingClearKey) return;
         _purgingClearKey = false;
         DeleteMessages(sequenceNr);
-        Log.Info("The coordinator key is now stored sealed with the cluster secret; its clear copy is deleted");
     }
 
     protected override bool HandleOther(object message) => message switch
     {
-        DeleteMessagesSuccess => true,
+        DeleteMessagesSuccess deleted => LogDeleted(deleted.ToSequenceNr),
         DeleteMessagesFailure failure => LogFailure(failure.Cause),
         _ => false,
     };
 
+    private bool LogDeleted(long upTo)
+    {
+        Log.Debug("Cluster key journal: events up to {0} deleted; no clear copy of the coordinator key is left", upTo);
+        return true;
+    }
+
     private bool LogFailure(Exception cause)
     {
-        Log.Error(cause, "Could not delete the clear copy of the coordinator key from the journal");
+        Log.Error(cause, "Could not delete the clear copy of the coordinator key from the journal; its next recovery tries again");
         return true;
     }
 

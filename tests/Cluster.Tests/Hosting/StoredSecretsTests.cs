@@ -82,6 +82,51 @@ public class StoredSecretsTests
         await using (var again = await TestCoordinator.StartAsync(storage)) Assert.Equal(legacy, await CoordinatorKeyOf(again));
     }
 
+    [SkippableFact]
+    public async Task A_deletion_of_the_clear_copy_that_was_cut_off_is_done_by_the_next_start()
+    {
+        Skip.If(OperatingSystem.IsWindows(), "Unix file modes");
+        await using var storage = TestStorage.NewSqlite();
+        string sealedKey;
+        await using (var first = await TestCoordinator.StartAsync(storage)) sealedKey = await CoordinatorKeyOf(first);
+        var folder = storage.DataDirectory;
+
+        // The journal as a node leaves it that stopped right after sealing a clear key, before its snapshot
+        // and deletion: the clear event of an earlier version, then the sealed one.
+        using var legacyKey = Curve25519PrivateKey.Generate();
+        var legacy = legacyKey.ToBase64();
+        await using (var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")}"))
+        {
+            await connection.OpenAsync();
+            var columns = new List<string>();
+            await using (var describe = connection.CreateCommand())
+            {
+                describe.CommandText = "SELECT name FROM pragma_table_info('journal') WHERE pk = 0";
+                await using var reader = await describe.ExecuteReaderAsync();
+                while (await reader.ReadAsync()) columns.Add(reader.GetString(0));
+            }
+            await using var copy = connection.CreateCommand();
+            copy.CommandText = $"INSERT INTO journal ({string.Join(", ", columns)}) SELECT {string.Join(", ", columns.Select(c => c == "sequence_number" ? "2" : c))} " +
+                "FROM journal WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
+            Assert.Equal(1, await copy.ExecuteNonQueryAsync());
+            await using var rewrite = connection.CreateCommand();
+            rewrite.CommandText = "UPDATE journal SET message = $message, manifest = 'key.coordinator-created' WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
+            rewrite.Parameters.AddWithValue("$message", StoredRecordCatalog.Codecs.Encode(new CoordinatorKeyCreated(legacy)));
+            Assert.Equal(1, await rewrite.ExecuteNonQueryAsync());
+        }
+        Assert.Equal(["key.coordinator-created", "key.coordinator-sealed"], ClusterKeyRows(folder));
+
+        await using (var node = await TestCoordinator.StartAsync(storage))
+        {
+            Assert.Equal(sealedKey, await CoordinatorKeyOf(node)); // the sealed event is the newer
+            await Eventually.Until(() => Task.FromResult(ClusterKeyRows(folder)), rows => rows.SequenceEqual(["key.coordinator-sealed"]),
+                "the clear copy deleted by the next start");
+        }
+        Assert.DoesNotContain(legacy, string.Join("\n", JournalAndSnapshotText(folder)));
+        await using (var again = await TestCoordinator.StartAsync(storage)) Assert.Equal(sealedKey, await CoordinatorKeyOf(again));
+        Assert.Equal(["key.coordinator-sealed"], ClusterKeyRows(folder));
+    }
+
     [Fact]
     public void Printing_a_stored_coordinator_key_record_shows_no_key()
     {
