@@ -65,10 +65,7 @@ public class StoredSecretsTests
         await using (var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")}"))
         {
             await connection.OpenAsync();
-            await using var rewrite = connection.CreateCommand();
-            rewrite.CommandText = "UPDATE journal SET message = $message, manifest = 'key.coordinator-created' WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
-            rewrite.Parameters.AddWithValue("$message", StoredRecordCatalog.Codecs.Encode(new CoordinatorKeyCreated(legacy)));
-            Assert.Equal(1, await rewrite.ExecuteNonQueryAsync());
+            await RewriteTheFirstEventInClear(connection, legacy);
         }
 
         await using (var node = await TestCoordinator.StartAsync(storage))
@@ -109,10 +106,7 @@ public class StoredSecretsTests
             copy.CommandText = $"INSERT INTO journal ({string.Join(", ", columns)}) SELECT {string.Join(", ", columns.Select(c => c == "sequence_number" ? "2" : c))} " +
                 "FROM journal WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
             Assert.Equal(1, await copy.ExecuteNonQueryAsync());
-            await using var rewrite = connection.CreateCommand();
-            rewrite.CommandText = "UPDATE journal SET message = $message, manifest = 'key.coordinator-created' WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
-            rewrite.Parameters.AddWithValue("$message", StoredRecordCatalog.Codecs.Encode(new CoordinatorKeyCreated(legacy)));
-            Assert.Equal(1, await rewrite.ExecuteNonQueryAsync());
+            await RewriteTheFirstEventInClear(connection, legacy);
         }
         Assert.Equal(["key.coordinator-created", "key.coordinator-sealed"], ClusterKeyRows(folder));
 
@@ -133,6 +127,15 @@ public class StoredSecretsTests
         using var key = Curve25519PrivateKey.Generate();
         Assert.DoesNotContain(key.ToBase64(), new CoordinatorKeyCreated(key.ToBase64()).ToString());
         Assert.DoesNotContain(key.ToBase64(), new ClusterKeyState("c2VhbGVk", key.ToBase64()).ToString());
+    }
+
+    /// <summary>The cluster key's first event becomes <paramref name="clearKey"/> stored in clear, as versions before sealing wrote it.</summary>
+    private static async Task RewriteTheFirstEventInClear(SqliteConnection connection, string clearKey)
+    {
+        await using var rewrite = connection.CreateCommand();
+        rewrite.CommandText = "UPDATE journal SET message = $message, manifest = 'key.coordinator-created' WHERE persistence_id = 'cluster-key' AND sequence_number = 1";
+        rewrite.Parameters.AddWithValue("$message", StoredRecordCatalog.Codecs.Encode(new CoordinatorKeyCreated(clearKey)));
+        Assert.Equal(1, await rewrite.ExecuteNonQueryAsync());
     }
 
     /// <summary>Every stored event and snapshot of the cluster key, as text.</summary>
