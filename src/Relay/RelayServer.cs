@@ -240,22 +240,30 @@ public sealed class RelayServer : IAsyncDisposable
 
     // --- the registry ---
 
-    private void Register(RelayConnection connection)
+    internal void Register(RelayConnection connection)
     {
-        var set = _clients.GetOrAdd(connection.Key, _ => new ClientSet());
         bool first;
-        lock (set)
+        while (true)
         {
-            first = set.Connections.Count == 0;
-            foreach (var older in set.Connections) older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
-            set.Connections.Add(connection);
-            set.Active = connection;
+            var set = _clients.GetOrAdd(connection.Key, _ => new ClientSet());
+            lock (set)
+            {
+                // The last connection of this key left between the lookup and the lock, and took the set out
+                // of the registry with it (a client reconnecting as its old connection closes): joining that
+                // set would leave this connection registered nowhere, reachable by no one. Take a new one.
+                if (set.Removed) continue;
+                first = set.Connections.Count == 0;
+                foreach (var older in set.Connections) older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
+                set.Connections.Add(connection);
+                set.Active = connection;
+                break;
+            }
         }
         // A client here wins over a forwarder for the same key.
         if (first) foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(PeerPresent(connection));
     }
 
-    private void Unregister(RelayConnection connection)
+    internal void Unregister(RelayConnection connection)
     {
         _watchers.TryRemove(connection, out _);
         if (connection.IsMesh || !_clients.TryGetValue(connection.Key, out var set)) return;
@@ -265,7 +273,11 @@ public sealed class RelayServer : IAsyncDisposable
             set.Connections.Remove(connection);
             if (set.Active == connection) set.Active = set.Connections.LastOrDefault();
             gone = set.Connections.Count == 0;
-            if (gone) _clients.TryRemove(new KeyValuePair<Curve25519PublicKey, ClientSet>(connection.Key, set));
+            if (gone)
+            {
+                set.Removed = true;
+                _clients.TryRemove(new KeyValuePair<Curve25519PublicKey, ClientSet>(connection.Key, set));
+            }
         }
         if (!gone) return;
         var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
@@ -380,5 +392,7 @@ public sealed class RelayServer : IAsyncDisposable
     {
         public readonly List<RelayConnection> Connections = [];
         public RelayConnection? Active;
+        /// <summary>Out of the registry (its last connection left): a new connection of the key needs a new set.</summary>
+        public bool Removed;
     }
 }

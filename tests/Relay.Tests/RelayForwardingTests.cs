@@ -9,6 +9,48 @@ namespace Weft.Relay.Tests;
 /// <summary>A real relay on loopback: admitted clients reach each other by node key, and hear when a peer is gone.</summary>
 public class RelayForwardingTests
 {
+    /// <summary>
+    /// A client reconnects (its relay client restarted, or it roamed) just as its old connection closes:
+    /// the new connection must stay in the registry, or no packet reaches the client until it reconnects
+    /// again. Two threads do the two at the same moment, round after round, because the window between
+    /// them is a few instructions wide. Before the fix, a fifth to a third of the rounds lost the client.
+    /// </summary>
+    [Fact]
+    public async Task A_client_that_reconnects_as_its_old_connection_closes_stays_reachable()
+    {
+        const int rounds = 100_000;
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        using var node = Curve25519PrivateKey.Generate();
+        RelayConnection Connection() => new(relay, Stream.Null, new RelayFrameReader(Stream.Null), node.PublicKey, isMesh: false, "tn_test");
+        var lostInRounds = new List<int>();
+        RelayConnection old = null!, replacement = null!;
+        using var step = new Barrier(2);
+        var arriving = new Thread(() =>
+        {
+            for (var round = 0; round < rounds; round++)
+            {
+                step.SignalAndWait(); // the old connection is registered
+                relay.Register(replacement);
+                step.SignalAndWait(); // both are done
+            }
+        });
+        arriving.Start();
+        for (var round = 0; round < rounds; round++)
+        {
+            old = Connection();
+            relay.Register(old);
+            replacement = Connection();
+            step.SignalAndWait();
+            relay.Unregister(old);
+            step.SignalAndWait();
+            if (!relay.ConnectedKeys.Contains(node.PublicKey)) lostInRounds.Add(round);
+            relay.Unregister(replacement);
+        }
+        arriving.Join();
+        Assert.True(lostInRounds.Count == 0, $"the new connection was registered nowhere in {lostInRounds.Count} of {rounds} rounds (first: {lostInRounds.FirstOrDefault()})");
+    }
+
     [Fact]
     public async Task Two_admitted_clients_exchange_packets_by_node_key_and_see_the_senders_key()
     {
