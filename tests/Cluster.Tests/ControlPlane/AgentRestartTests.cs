@@ -46,9 +46,8 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         await Passes(b, a);
     }
 
-    /// <summary>A TCP SYN from one agent's tailnet address reaches the other's TUN (through a handshake if needed).</summary>
     /// <summary>A TCP segment of <paramref name="size"/> bytes (with DF set) from one agent's TUN reaches the other's, within 100 tries.</summary>
-    internal static async Task Passes(TestAgent from, TestAgent to, int size = 40)
+    internal static async Task Passes(TestAgent from, TestAgent to, int size = 40, string? context = null)
     {
         var source = from.View.Self!.Addresses[0];
         var destination = to.View.Self!.Addresses[0];
@@ -70,7 +69,7 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
                 // not yet (a handshake on its way); send again
             }
         }
-        Assert.Fail($"{from.Hostname} ({source}) never reached {to.Hostname} ({destination}) over the tunnel");
+        Assert.Fail($"{from.Hostname} ({source}) never reached {to.Hostname} ({destination}) over the tunnel{(context is null ? "" : $" ({context})")}");
     }
 
     private static async Task EngineHoldsExactlyTheNetmapPeers(TestAgent agent) =>

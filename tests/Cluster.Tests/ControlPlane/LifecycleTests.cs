@@ -238,13 +238,14 @@ public class LifecycleTests
         // disco key, and opens a new stream: a new session, which knows only what this stream reports.
         a.Client.Tell(Kill.Instance);
         await b.WaitForNetMap(v => v.Peers[a.DeviceId!].DiscoKey != discoBefore && v.Peers[a.DeviceId!].Online, "a's new disco key: its new stream registered");
-        await AgentMatchesItsEntity(node, tailnet, a);
+        var attached = await AgentMatchesItsEntity(node, tailnet, a);
 
         // Then the coordinator forgets what the old stream reported, as a move or the loss of a node makes
-        // it do: the device entity stops (the new session attaches it again with what it knows) and the
-        // tailnet entity restarts (it asks the device entities to report their endpoints again).
+        // it do: the device entity stops (the new session attaches a new incarnation with what it knows) and
+        // the tailnet entity restarts (it asks the device entities to report their endpoints again).
         Entity(node, "device", a.DeviceId!).Tell(PoisonPill.Instance);
-        await AgentMatchesItsEntity(node, tailnet, a);
+        await Eventually.Until(() => node.Http.GetStream(tailnet, a.DeviceId!),
+            stream => stream.Connected && Incarnation(stream.Version) > Incarnation(attached.Version), "a new incarnation of a's device entity, attached");
         Entity(node, "tailnet", tailnet).Tell(Kill.Instance);
 
         // The found endpoint is still known to the coordinator and to b: the new incarnation of the control

@@ -107,12 +107,13 @@ public class RelayTests
             var target = await agents.System.ActorSelection(a.DataPlane!.Path + "/" + victim).ResolveOne(TimeSpan.FromSeconds(5));
             target.Tell(Kill.Instance);
             var forwarded = relay.Counters.PacketsForwarded;
-            await AgentRestartTests.Passes(a, b);
-            await AgentRestartTests.Passes(b, a);
+            await AgentRestartTests.Passes(a, b, context: $"after killing {victim}");
+            await AgentRestartTests.Passes(b, a, context: $"after killing {victim}");
             Assert.True(relay.Counters.PacketsForwarded > forwarded, $"after killing {victim}, traffic goes through the relay again");
         }
-        // The restarted netcheck knows the relay map again (from the path manager), and its home region.
-        var report = await a.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10));
+        // The restarted netcheck learns the relay map again (its parent hands it over when it starts), and its home region.
+        var report = await Eventually.Until(() => a.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10)),
+            r => r.Regions.Count > 0, "a netcheck report with the relay map's region");
         Assert.Equal(1, Assert.Single(report.Regions).RegionId);
         Assert.Equal(1, report.HomeRegion);
 
