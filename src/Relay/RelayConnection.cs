@@ -46,6 +46,9 @@ internal sealed class RelayConnection
     /// <summary>Keys this client sent to recently: they hear a PeerGone when it leaves.</summary>
     public ConcurrentDictionary<Curve25519PublicKey, byte> SentTo { get; } = new();
 
+    /// <summary>The next control frame queued for this connection and not written yet (tests).</summary>
+    internal bool TryTakeQueuedControl(out byte[] frame) => _outbox.TryTakeControl(out frame);
+
     /// <summary>Queues a control frame (pong, health, PeerGone, PeerPresent, keepalive) ahead of packets.</summary>
     public void EnqueueControl(byte[] frame)
     {

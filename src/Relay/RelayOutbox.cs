@@ -32,6 +32,9 @@ internal sealed class RelayOutbox
     /// <summary>A frame ahead of every packet (pings, pongs, health, mesh control).</summary>
     public bool TryEnqueueControl(byte[] frame) => Enqueue(_control, frame);
 
+    /// <summary>The next queued control frame, taken without a stream (tests read what a connection was told).</summary>
+    internal bool TryTakeControl(out byte[] frame) => _control.Reader.TryRead(out frame!);
+
     /// <summary>A frame that carries <paramref name="packet"/>: to the disco queue if it is disco, else the data queue.</summary>
     public bool TryEnqueuePacket(byte[] frame, ReadOnlySpan<byte> packet) => Enqueue(RelayFrame.IsDisco(packet) ? _disco : _data, frame);
 

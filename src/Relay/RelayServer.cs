@@ -240,9 +240,14 @@ public sealed class RelayServer : IAsyncDisposable
 
     // --- the registry ---
 
+    /// <summary>
+    /// A client's connection joins its key's set. Watchers (the region's other relays) hear of a key's
+    /// arrival and departure under the set's lock, and a departure before its set leaves the registry,
+    /// so they hear them in the order they happened: a "gone" that overtook the next connection's
+    /// "present" would make them forward nothing to a client that is here.
+    /// </summary>
     internal void Register(RelayConnection connection)
     {
-        bool first;
         while (true)
         {
             var set = _clients.GetOrAdd(connection.Key, _ => new ClientSet());
@@ -252,21 +257,22 @@ public sealed class RelayServer : IAsyncDisposable
                 // of the registry with it (a client reconnecting as its old connection closes): joining that
                 // set would leave this connection registered nowhere, reachable by no one. Take a new one.
                 if (set.Removed) continue;
-                first = set.Connections.Count == 0;
+                var first = set.Connections.Count == 0;
                 foreach (var older in set.Connections) older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
                 set.Connections.Add(connection);
                 set.Active = connection;
-                break;
+                // A client here wins over a forwarder for the same key.
+                if (first) foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(PeerPresent(connection));
+                return;
             }
         }
-        // A client here wins over a forwarder for the same key.
-        if (first) foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(PeerPresent(connection));
     }
 
     internal void Unregister(RelayConnection connection)
     {
         _watchers.TryRemove(connection, out _);
         if (connection.IsMesh || !_clients.TryGetValue(connection.Key, out var set)) return;
+        var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
         bool gone;
         lock (set)
         {
@@ -276,12 +282,13 @@ public sealed class RelayServer : IAsyncDisposable
             if (gone)
             {
                 set.Removed = true;
+                // Before the set leaves the registry: a new connection of the key makes a new set only after
+                // that, so its "present" reaches the watchers after this "gone" (see Register).
+                foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(goneFrame);
                 _clients.TryRemove(new KeyValuePair<Curve25519PublicKey, ClientSet>(connection.Key, set));
             }
         }
         if (!gone) return;
-        var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
-        foreach (var watcher in _watchers.Keys) watcher.EnqueueControl(goneFrame);
         // Whoever sent to it recently hears that it left.
         foreach (var other in _clients.Values)
         {

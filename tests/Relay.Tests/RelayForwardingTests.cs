@@ -10,20 +10,25 @@ namespace Weft.Relay.Tests;
 public class RelayForwardingTests
 {
     /// <summary>
-    /// A client reconnects (its relay client restarted, or it roamed) just as its old connection closes:
-    /// the new connection must stay in the registry, or no packet reaches the client until it reconnects
-    /// again. Two threads do the two at the same moment, round after round, because the window between
-    /// them is a few instructions wide. Before the fix, a fifth to a third of the rounds lost the client.
+    /// A client reconnects (its relay client restarted, or it roamed) just as its old connection closes.
+    /// The new connection must stay in the registry, or no packet reaches the client until it reconnects
+    /// again; and the region's other relays (watchers) must hear "gone" before "present", or they stop
+    /// forwarding to a client that is here. Two threads do the two at the same moment, round after round,
+    /// because the window between them is a few instructions wide. Before the fix, a fifth to a third of
+    /// the rounds lost the client.
     /// </summary>
     [Fact]
-    public async Task A_client_that_reconnects_as_its_old_connection_closes_stays_reachable()
+    public async Task A_client_that_reconnects_as_its_old_connection_closes_stays_reachable_and_its_relays_hear_it_is_present()
     {
         const int rounds = 100_000;
         await using var lab = new RelayLab();
         var relay = lab.StartRelay();
         using var node = Curve25519PrivateKey.Generate();
         RelayConnection Connection() => new(relay, Stream.Null, new RelayFrameReader(Stream.Null), node.PublicKey, isMesh: false, "tn_test");
+        var watcher = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), Curve25519PrivateKey.Generate().PublicKey, isMesh: true, null);
+        relay.AddWatcher(watcher);
         var lostInRounds = new List<int>();
+        var goneLastInRounds = new List<int>();
         RelayConnection old = null!, replacement = null!;
         using var step = new Barrier(2);
         var arriving = new Thread(() =>
@@ -45,10 +50,22 @@ public class RelayForwardingTests
             relay.Unregister(old);
             step.SignalAndWait();
             if (!relay.ConnectedKeys.Contains(node.PublicKey)) lostInRounds.Add(round);
+            if (LastPresenceHeard(watcher) != RelayFrameType.PeerPresent) goneLastInRounds.Add(round);
             relay.Unregister(replacement);
+            LastPresenceHeard(watcher);
         }
         arriving.Join();
         Assert.True(lostInRounds.Count == 0, $"the new connection was registered nowhere in {lostInRounds.Count} of {rounds} rounds (first: {lostInRounds.FirstOrDefault()})");
+        Assert.True(goneLastInRounds.Count == 0, $"the watching relay heard \"gone\" last in {goneLastInRounds.Count} of {rounds} rounds (first: {goneLastInRounds.FirstOrDefault()})");
+    }
+
+    /// <summary>Takes every control frame queued for <paramref name="connection"/>: the type of the last PeerPresent or PeerGone, if any.</summary>
+    private static RelayFrameType? LastPresenceHeard(RelayConnection connection)
+    {
+        RelayFrameType? last = null;
+        while (connection.TryTakeQueuedControl(out var frame))
+            if ((RelayFrameType)frame[0] is RelayFrameType.PeerPresent or RelayFrameType.PeerGone) last = (RelayFrameType)frame[0];
+        return last;
     }
 
     [Fact]
