@@ -351,12 +351,11 @@ public sealed class RelayServer : IAsyncDisposable
     internal void AddWatcher(RelayConnection watcher)
     {
         _watchers[watcher] = 0;
+        // Under each set's lock, as Register and Unregister tell watchers: a departure then comes after this
+        // "present", or empties the set before it (see Register).
         foreach (var set in _clients.Values)
-        {
-            RelayConnection? active;
-            lock (set) active = set.Active;
-            if (active is not null) watcher.EnqueueControl(PeerPresent(active));
-        }
+            lock (set)
+                if (set.Active is { } active) watcher.EnqueueControl(PeerPresent(active));
     }
 
     internal void ClosePeer(Curve25519PublicKey key)

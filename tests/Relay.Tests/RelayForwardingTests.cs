@@ -59,6 +59,46 @@ public class RelayForwardingTests
         Assert.True(goneLastInRounds.Count == 0, $"the watching relay heard \"gone\" last in {goneLastInRounds.Count} of {rounds} rounds (first: {goneLastInRounds.FirstOrDefault()})");
     }
 
+    /// <summary>
+    /// A relay of the region starts watching just as a client leaves: what it hears last about the
+    /// client must not be "present", or it forwards to a client that is gone and never hears otherwise.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_that_starts_watching_as_a_client_leaves_does_not_hear_it_is_present_last()
+    {
+        const int rounds = 100_000;
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        using var node = Curve25519PrivateKey.Generate();
+        var meshKey = Curve25519PrivateKey.Generate().PublicKey;
+        var presentLastInRounds = new List<int>();
+        RelayConnection client = null!, watcher = null!;
+        using var step = new Barrier(2);
+        var watching = new Thread(() =>
+        {
+            for (var round = 0; round < rounds; round++)
+            {
+                step.SignalAndWait(); // the client is registered
+                relay.AddWatcher(watcher);
+                step.SignalAndWait(); // both are done
+            }
+        });
+        watching.Start();
+        for (var round = 0; round < rounds; round++)
+        {
+            client = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), node.PublicKey, isMesh: false, "tn_test");
+            relay.Register(client);
+            watcher = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), meshKey, isMesh: true, null);
+            step.SignalAndWait();
+            relay.Unregister(client);
+            step.SignalAndWait();
+            if (LastPresenceHeard(watcher) == RelayFrameType.PeerPresent) presentLastInRounds.Add(round);
+            relay.Unregister(watcher);
+        }
+        watching.Join();
+        Assert.True(presentLastInRounds.Count == 0, $"the new watcher heard \"present\" last for a client that had left in {presentLastInRounds.Count} of {rounds} rounds (first: {presentLastInRounds.FirstOrDefault()})");
+    }
+
     /// <summary>Takes every control frame queued for <paramref name="connection"/>: the type of the last PeerPresent or PeerGone, if any.</summary>
     private static RelayFrameType? LastPresenceHeard(RelayConnection connection)
     {
