@@ -9,54 +9,43 @@ namespace Weft.Relay.Tests;
 /// <summary>A real relay on loopback: admitted clients reach each other by node key, and hear when a peer is gone.</summary>
 public class RelayForwardingTests
 {
+    private const int RaceRounds = 100_000;
+
     /// <summary>
     /// A client reconnects (its relay client restarted, or it roamed) just as its old connection closes.
     /// The new connection must stay in the registry, or no packet reaches the client until it reconnects
     /// again; and the region's other relays (watchers) must hear "gone" before "present", or they stop
-    /// forwarding to a client that is here. Two threads do the two at the same moment, round after round,
-    /// because the window between them is a few instructions wide. Before the fix, a fifth to a third of
-    /// the rounds lost the client.
+    /// forwarding to a client that is here. Before the fix, a fifth to a third of the rounds lost the client.
     /// </summary>
     [Fact]
     public async Task A_client_that_reconnects_as_its_old_connection_closes_stays_reachable_and_its_relays_hear_it_is_present()
     {
-        const int rounds = 100_000;
         await using var lab = new RelayLab();
         var relay = lab.StartRelay();
         using var node = Curve25519PrivateKey.Generate();
-        RelayConnection Connection() => new(relay, Stream.Null, new RelayFrameReader(Stream.Null), node.PublicKey, isMesh: false, "tn_test");
-        var watcher = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), Curve25519PrivateKey.Generate().PublicKey, isMesh: true, null);
+        var watcher = Connection(relay, Curve25519PrivateKey.Generate().PublicKey, isMesh: true);
         relay.AddWatcher(watcher);
         var lostInRounds = new List<int>();
         var goneLastInRounds = new List<int>();
         RelayConnection old = null!, replacement = null!;
-        using var step = new Barrier(2);
-        var arriving = new Thread(() =>
-        {
-            for (var round = 0; round < rounds; round++)
+        Race(
+            setUp: () =>
             {
-                step.SignalAndWait(); // the old connection is registered
-                relay.Register(replacement);
-                step.SignalAndWait(); // both are done
-            }
-        });
-        arriving.Start();
-        for (var round = 0; round < rounds; round++)
-        {
-            old = Connection();
-            relay.Register(old);
-            replacement = Connection();
-            step.SignalAndWait();
-            relay.Unregister(old);
-            step.SignalAndWait();
-            if (!relay.ConnectedKeys.Contains(node.PublicKey)) lostInRounds.Add(round);
-            if (LastPresenceHeard(watcher) != RelayFrameType.PeerPresent) goneLastInRounds.Add(round);
-            relay.Unregister(replacement);
-            LastPresenceHeard(watcher);
-        }
-        arriving.Join();
-        Assert.True(lostInRounds.Count == 0, $"the new connection was registered nowhere in {lostInRounds.Count} of {rounds} rounds (first: {lostInRounds.FirstOrDefault()})");
-        Assert.True(goneLastInRounds.Count == 0, $"the watching relay heard \"gone\" last in {goneLastInRounds.Count} of {rounds} rounds (first: {goneLastInRounds.FirstOrDefault()})");
+                old = Connection(relay, node.PublicKey);
+                relay.Register(old);
+                replacement = Connection(relay, node.PublicKey);
+            },
+            here: () => relay.Unregister(old),
+            there: () => relay.Register(replacement),
+            check: round =>
+            {
+                if (!relay.ConnectedKeys.Contains(node.PublicKey)) lostInRounds.Add(round);
+                if (LastPresenceHeard(watcher) != RelayFrameType.PeerPresent) goneLastInRounds.Add(round);
+                relay.Unregister(replacement);
+                LastPresenceHeard(watcher);
+            });
+        Assert.True(lostInRounds.Count == 0, $"the new connection was registered nowhere in {lostInRounds.Count} of {RaceRounds} rounds (first: {lostInRounds.FirstOrDefault()})");
+        Assert.True(goneLastInRounds.Count == 0, $"the watching relay heard \"gone\" last in {goneLastInRounds.Count} of {RaceRounds} rounds (first: {goneLastInRounds.FirstOrDefault()})");
     }
 
     /// <summary>
@@ -66,38 +55,61 @@ public class RelayForwardingTests
     [Fact]
     public async Task A_relay_that_starts_watching_as_a_client_leaves_does_not_hear_it_is_present_last()
     {
-        const int rounds = 100_000;
         await using var lab = new RelayLab();
         var relay = lab.StartRelay();
         using var node = Curve25519PrivateKey.Generate();
         var meshKey = Curve25519PrivateKey.Generate().PublicKey;
         var presentLastInRounds = new List<int>();
         RelayConnection client = null!, watcher = null!;
-        using var step = new Barrier(2);
-        var watching = new Thread(() =>
-        {
-            for (var round = 0; round < rounds; round++)
+        Race(
+            setUp: () =>
             {
-                step.SignalAndWait(); // the client is registered
-                relay.AddWatcher(watcher);
-                step.SignalAndWait(); // both are done
+                client = Connection(relay, node.PublicKey);
+                relay.Register(client);
+                watcher = Connection(relay, meshKey, isMesh: true);
+            },
+            here: () => relay.Unregister(client),
+            there: () => relay.AddWatcher(watcher),
+            check: round =>
+            {
+                if (LastPresenceHeard(watcher) == RelayFrameType.PeerPresent) presentLastInRounds.Add(round);
+                relay.Unregister(watcher);
+            });
+        Assert.True(presentLastInRounds.Count == 0, $"the new watcher heard \"present\" last for a client that had left in {presentLastInRounds.Count} of {RaceRounds} rounds (first: {presentLastInRounds.FirstOrDefault()})");
+    }
+
+    /// <summary>
+    /// <see cref="RaceRounds"/> rounds in which this thread and another do <paramref name="here"/> and
+    /// <paramref name="there"/> at the same moment (both released by a barrier), because the window
+    /// between two registry changes is a few instructions wide.
+    /// </summary>
+    private static void Race(Action setUp, Action here, Action there, Action<int> check)
+    {
+        using var step = new Barrier(2);
+        var other = new Thread(() =>
+        {
+            for (var round = 0; round < RaceRounds; round++)
+            {
+                step.SignalAndWait(); // set up
+                there();
+                step.SignalAndWait(); // both done
             }
         });
-        watching.Start();
-        for (var round = 0; round < rounds; round++)
+        other.Start();
+        for (var round = 0; round < RaceRounds; round++)
         {
-            client = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), node.PublicKey, isMesh: false, "tn_test");
-            relay.Register(client);
-            watcher = new RelayConnection(relay, Stream.Null, new RelayFrameReader(Stream.Null), meshKey, isMesh: true, null);
+            setUp();
             step.SignalAndWait();
-            relay.Unregister(client);
+            here();
             step.SignalAndWait();
-            if (LastPresenceHeard(watcher) == RelayFrameType.PeerPresent) presentLastInRounds.Add(round);
-            relay.Unregister(watcher);
+            check(round);
         }
-        watching.Join();
-        Assert.True(presentLastInRounds.Count == 0, $"the new watcher heard \"present\" last for a client that had left in {presentLastInRounds.Count} of {rounds} rounds (first: {presentLastInRounds.FirstOrDefault()})");
+        other.Join();
     }
+
+    /// <summary>A registry entry with no socket behind it: what the relay queues for it stays readable.</summary>
+    private static RelayConnection Connection(RelayServer relay, Curve25519PublicKey key, bool isMesh = false) =>
+        new(relay, Stream.Null, new RelayFrameReader(Stream.Null), key, isMesh, isMesh ? null : "tn_test");
 
     /// <summary>Takes every control frame queued for <paramref name="connection"/>: the type of the last PeerPresent or PeerGone, if any.</summary>
     private static RelayFrameType? LastPresenceHeard(RelayConnection connection)
