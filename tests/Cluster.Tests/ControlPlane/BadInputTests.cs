@@ -1,8 +1,11 @@
-using Akka.Actor;
-using Microsoft.Extensions.DependencyInjection;
 using System.Security.Cryptography;
+using Akka.Actor;
+using Akka.Hosting;
 using Google.Protobuf;
 using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Machines;
+using Weft.Cluster.Persistence;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
@@ -248,19 +251,19 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnetA}/devices/{deviceId}")).StatusCode);
 
         // The deletion releases the machine's binding; put it back, as the index holds it when that release is lost.
-        var machines = Akka.Hosting.ActorRegistry.For(coordinator.Node.Services.GetRequiredService<ActorSystem>()).Get<Weft.Cluster.Machines.MachineIndexActor>();
+        var machines = ActorRegistry.For(coordinator.Node.Services.GetRequiredService<ActorSystem>()).Get<MachineIndexActor>();
         var machineHex = machine.PublicKey.ToHex();
-        await Eventually.Until(() => machines.Ask<object>(new Weft.Cluster.Machines.LookupMachine(machineHex), TimeSpan.FromSeconds(5)),
-            answer => answer is Weft.Cluster.Persistence.Rejection, "the deletion released the binding");
-        Assert.IsType<Weft.Cluster.Machines.MachineBinding>(await machines.Ask<object>(new Weft.Cluster.Machines.BindMachine(machineHex, tailnetA, deviceId), TimeSpan.FromSeconds(5)));
+        await Eventually.Until(() => machines.Ask<object>(new LookupMachine(machineHex), TimeSpan.FromSeconds(5)),
+            answer => answer is Rejection, "the deletion released the binding");
+        Assert.IsType<MachineBinding>(await machines.Ask<object>(new BindMachine(machineHex, tailnetA, deviceId), TimeSpan.FromSeconds(5)));
 
         await using var second = await RawControlStream.OpenAsync(coordinator.Control);
         await second.Handshake(machine);
         var joined = await second.Register(machine, node, (await Http.CreateAuthKey(tailnetB)).Key);
         Assert.Equal(RegisterResult.Types.Status.Authorized, joined.Status);
         Assert.Equal(joined.DeviceId, Assert.Single((await Http.ListDevices(tailnetB)).Devices).Id);
-        // Bound to its new device now: the machine is refused by the tailnet it left, as any machine of another tailnet.
-        var binding = Assert.IsType<Weft.Cluster.Machines.MachineBinding>(await machines.Ask<object>(new Weft.Cluster.Machines.LookupMachine(machineHex), TimeSpan.FromSeconds(5)));
+        // The index binds it to its new device now (so the tailnet it left would refuse it, as any machine of another tailnet).
+        var binding = Assert.IsType<MachineBinding>(await machines.Ask<object>(new LookupMachine(machineHex), TimeSpan.FromSeconds(5)));
         Assert.Equal((tailnetB, joined.DeviceId), (binding.TailnetId, binding.DeviceId));
     }
 
