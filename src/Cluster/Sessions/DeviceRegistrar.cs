@@ -4,6 +4,7 @@ using Weft.Cluster.Devices;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tailnets;
+using Weft.Cluster.Telemetry;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
 
@@ -41,6 +42,21 @@ public static class DeviceRegistrar
     /// <param name="remoteAddress">The client's IP address, kept with a new device (an admin approving it sees where it came from).</param>
     public static async Task<RegistrationOutcome> RegisterAsync(SessionServices services, MachineKey machine, RegisterRequest request, System.Net.IPAddress? remoteAddress = null)
     {
+        var outcome = await RegisterOnceAsync(services, machine, request, remoteAddress);
+        CoordinatorMetrics.Registrations.Add(1, new KeyValuePair<string, object?>("result", ResultOf(outcome.Result)));
+        return outcome;
+    }
+
+    /// <summary>The label a registration is counted under: <c>authorized</c>, <c>pending</c>, or the refusal's code.</summary>
+    private static string ResultOf(RegisterResult result) => result.Status switch
+    {
+        RegisterResult.Types.Status.Authorized => "authorized",
+        RegisterResult.Types.Status.PendingApproval => "pending",
+        _ => result.RefusalCode.Length > 0 ? result.RefusalCode : "refused",
+    };
+
+    private static async Task<RegistrationOutcome> RegisterOnceAsync(SessionServices services, MachineKey machine, RegisterRequest request, System.Net.IPAddress? remoteAddress)
+    {
         if (request.NodeKey.Length != 32) return Refuse(ControlErrorCodes.InvalidRequest, "node_key must be 32 bytes");
         if (request.DiscoKey.Length is not (0 or 32)) return Refuse(ControlErrorCodes.InvalidRequest, "disco_key must be 32 bytes");
         var nodeKey = new Curve25519PublicKey(request.NodeKey.Span);
@@ -59,7 +75,18 @@ public static class DeviceRegistrar
 
         var machineHex = machine.Key.ToHex();
         var deadline = services.Clock.GetUtcNow() + Deadline;
-        Task<object> Ask(IActorRef entity, object message) => AskUntil(entity, message, deadline, services.Clock);
+        async Task<object> Ask(IActorRef entity, object message)
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            try
+            {
+                return await AskUntil(entity, message, deadline, services.Clock);
+            }
+            finally
+            {
+                CoordinatorMetrics.RegistrationStepDuration.Record(CoordinatorMetrics.SecondsSince(started), new KeyValuePair<string, object?>("step", StepOf(message)));
+            }
+        }
         try
         {
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
@@ -135,6 +162,18 @@ public static class DeviceRegistrar
             return Refuse(ControlErrorCodes.Unavailable, "the cluster did not answer in time; retry", RetryAfterMs);
         }
     }
+
+    private static string StepOf(object message) => message switch
+    {
+        LookupMachine => "machine_lookup",
+        UnbindMachine => "machine_release",
+        GetDevice => "device_check",
+        FindTailnet => "tailnet_find",
+        RegisterDevice => "tailnet_register",
+        BindMachine => "machine_bind",
+        InitializeDevice => "device_init",
+        _ => message.GetType().Name,
+    };
 
     /// <summary>Asks again, with the same message (every step is idempotent), until an answer other than "unavailable" or the deadline.</summary>
     private static async Task<object> AskUntil(IActorRef entity, object message, DateTimeOffset deadline, TimeProvider clock)

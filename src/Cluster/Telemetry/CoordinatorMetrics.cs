@@ -55,6 +55,17 @@ public static class CoordinatorMetrics
 
     public static readonly KeyValuePair<string, object?> Late = new("outcome", "late");
 
+    /// <summary>
+    /// One step of a device's registration, from its first ask to the answer (retries of an entity that
+    /// did not answer included), by step. A join storm that is slow shows here which entity it waits for.
+    /// </summary>
+    public static readonly Histogram<double> RegistrationStepDuration = Meter.CreateHistogram<double>("weft.registration.step.duration", "s",
+        "Time one step of a device's registration took on this node, by step: machine_lookup, machine_release, device_check, tailnet_find, tailnet_register, machine_bind, device_init", advice: Seconds);
+
+    /// <summary>Registrations this node answered, by result: <c>authorized</c>, <c>pending</c>, or the refusal's code.</summary>
+    public static readonly Counter<long> Registrations = Meter.CreateCounter<long>("weft.registrations", "{registration}",
+        "Device registrations this node answered, by result: authorized, pending (approval or sign-in), or the refusal's code (for example rate_limited)");
+
     public static readonly Histogram<double> PolicyCompileDuration = Meter.CreateHistogram<double>("weft.policy.compile.duration", "s",
         "Time to compile a tailnet's policy for its devices", advice: Seconds);
 

@@ -38,6 +38,9 @@ public static class CoordinatorTelemetry
 {
     public const string MetricsPath = "/metrics";
 
+    /// <summary>The meter of the .NET runtime's built-in instruments (dotnet.gc.*, dotnet.process.*, dotnet.thread_pool.*, dotnet.jit.*).</summary>
+    public const string RuntimeMeterName = "System.Runtime";
+
     public static IServiceCollection AddCoordinatorTelemetry(this IServiceCollection services, TelemetrySettings settings, string nodeName)
     {
         services.AddSingleton<ShardingStatistics>();
@@ -49,7 +52,9 @@ public static class CoordinatorTelemetry
             .ConfigureResource(resource => resource.AddService("weft-coordinator", serviceInstanceId: nodeName))
             .WithMetrics(metrics =>
             {
-                metrics.AddMeter(CoordinatorMetrics.MeterName, Relay.RelayMetrics.MeterName)
+                // System.Runtime: the .NET runtime's own instruments (GC heap by generation, GC pauses, CPU
+                // time, working set, thread pool queue, JIT), to size a node and to tell its heap from the rest.
+                metrics.AddMeter(CoordinatorMetrics.MeterName, Relay.RelayMetrics.MeterName, RuntimeMeterName)
                     .AddAspNetCoreInstrumentation()
                     // Each scrape reads the instruments now (the exporter would otherwise answer from a 300 ms cache).
                     .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0);

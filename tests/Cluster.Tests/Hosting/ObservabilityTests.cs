@@ -57,6 +57,16 @@ public sealed partial class ObservabilityTests
         Assert.True(after.Value("weft_journal_write_duration_seconds_count", "entity=\"tailnet\"") > before.Value("weft_journal_write_duration_seconds_count", "entity=\"tailnet\""));
         Assert.True(after.Value("weft_entities_started_total", "entity=\"device\"") >= before.Value("weft_entities_started_total", "entity=\"device\"") + 2);
         Assert.True(after.Value("weft_policy_compile_duration_seconds_count") > before.Value("weft_policy_compile_duration_seconds_count"));
+        // Both registrations were counted as authorized, and each timed its steps: a first join looks the
+        // machine up, registers with the tailnet, binds the machine and starts the device's entity.
+        Assert.True(after.Value("weft_registrations_total", "result=\"authorized\"") >= before.Value("weft_registrations_total", "result=\"authorized\"") + 2,
+            after.Lines("weft_registrations_total"));
+        foreach (var step in new[] { "machine_lookup", "tailnet_register", "machine_bind", "device_init" })
+            Assert.True(after.Value("weft_registration_step_duration_seconds_count", $"step=\"{step}\"") >= before.Value("weft_registration_step_duration_seconds_count", $"step=\"{step}\"") + 2,
+                after.Lines("weft_registration_step_duration_seconds_count"));
+        // The runtime's own instruments: the GC heap and the process's memory, to size a node by.
+        Assert.True(after.Value("dotnet_gc_heap_total_allocated_bytes_total") > 0, after.Lines("dotnet_gc"));
+        Assert.True(after.Value("dotnet_process_memory_working_set_bytes") > 0, after.Lines("dotnet_process"));
         // Admin API requests by route and status (ASP.NET Core's own instrument).
         Assert.True(after.Value("http_server_request_duration_seconds_count", "http_response_status_code=\"201\"", "http_route=\"/api/v1/tailnets/\"") >= 1,
             after.Lines("http_server_request_duration_seconds_count"));
