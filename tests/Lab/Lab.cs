@@ -139,7 +139,18 @@ public sealed class Lab : IAsyncDisposable
     {
         LabProcess[] processes;
         lock (_processes) processes = _processes.ToArray();
-        foreach (var process in processes.Reverse()) process.Stop(TimeSpan.FromSeconds(3));
+        // A process that fails to stop must not keep the namespaces: a lab left behind keeps its host
+        // addresses (198.18.0.254 of a hub, say), and every later lab that takes them is cut off.
+        var failures = new List<Exception>();
+        foreach (var process in processes.Reverse())
+        {
+            try { process.Stop(TimeSpan.FromSeconds(3)); }
+            catch (Exception e) when (e is InvalidOperationException or LabException or System.ComponentModel.Win32Exception)
+            {
+                failures.Add(new LabException($"could not stop {process.Description}: {e.Message}"));
+                process.Dispose();
+            }
+        }
         foreach (var ns in _namespaces)
         {
             try { Run("ip", "netns", "delete", ns.Name); }
@@ -155,6 +166,7 @@ public sealed class Lab : IAsyncDisposable
         try { System.IO.Directory.Delete(Namespace.EtcRoot); } catch (IOException) { }
         try { System.IO.Directory.Delete(Directory, recursive: true); } catch (IOException) { }
         await Task.CompletedTask;
+        if (failures.Count > 0) throw new AggregateException("the lab was removed, but not every process stopped cleanly", failures);
     }
 
     /// <summary>Removes what a killed run left behind: namespaces and UAPI sockets with the lab prefix.</summary>

@@ -11,6 +11,8 @@ public sealed class LabProcess : IDisposable
     private readonly object _lock = new();
     private readonly TaskCompletionSource _outputClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _errorClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>Set once killed and released: a Process that is disposed can no longer say whether it exited.</summary>
+    private volatile bool _disposed;
 
     internal LabProcess(string description, ProcessStartInfo info)
     {
@@ -27,7 +29,7 @@ public sealed class LabProcess : IDisposable
 
     public string Description { get; }
 
-    public bool HasExited => _process.HasExited;
+    public bool HasExited => _disposed || _process.HasExited;
 
     /// <summary>
     /// Waits for the process to end by itself; its exit code, or null if it still runs after <paramref name="timeout"/>.
@@ -70,10 +72,14 @@ public sealed class LabProcess : IDisposable
         throw new LabException($"{Description} did not print '{text}' within {timeout}:\n{Output}");
     }
 
-    /// <summary>Asks the process to stop (SIGTERM, or the given signal), then kills it if it has not stopped after <paramref name="grace"/>.</summary>
+    /// <summary>
+    /// Asks the process to stop (SIGTERM, or the given signal), then kills it if it has not stopped after
+    /// <paramref name="grace"/>. A process already stopped (or killed) is left alone, so the lab's own
+    /// disposal can stop again what a test stopped.
+    /// </summary>
     public void Stop(TimeSpan grace, string signal = "TERM")
     {
-        if (_process.HasExited) return;
+        if (HasExited) return;
         try
         {
             Lab.Run("kill", "-" + signal, _process.Id.ToString());
@@ -87,6 +93,8 @@ public sealed class LabProcess : IDisposable
 
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         try
         {
             if (!_process.HasExited)
