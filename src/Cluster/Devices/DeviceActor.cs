@@ -118,13 +118,23 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _ => new DeviceDone(stateAfter.DeviceId),
     };
 
+    /// <summary>
+    /// A version epoch this entity stored is its own: from now on it numbers what it sends from there. It
+    /// comes with the device's initialization (a new device) or with the first attach of a later activation.
+    /// </summary>
+    protected override void OnEventsPersisted(IReadOnlyList<IDeviceEvent> events, DeviceState before, DeviceState after)
+    {
+        if (after.Incarnation == before.Incarnation) return;
+        _incarnated = true;
+        _counter = 0;
+    }
+
     protected override void OnCommandPersisted(object command, IActorRef sender, DeviceState stateAfter)
     {
         switch (command)
         {
             case StartIncarnation:
-                _incarnated = true;
-                _counter = 0;
+                // The attaches that waited for the epoch (the latest session's); the state now has it.
                 if (_pendingAttach is { } attach)
                 {
                     _pendingAttach = null;

@@ -23,7 +23,7 @@ public interface IDeviceEvent : IStoredRecord;
 
 // Commands (stored)
 
-/// <summary>The session registered this device in <paramref name="TailnetId"/>; repeating it is harmless.</summary>
+/// <summary>The session registered this device in <paramref name="TailnetId"/>; repeating it is harmless. The first one also starts the entity's first version epoch.</summary>
 [WireName("device.initialize")]
 public sealed record InitializeDevice(string DeviceId, string TailnetId) : IDeviceCommand;
 
@@ -31,7 +31,7 @@ public sealed record InitializeDevice(string DeviceId, string TailnetId) : IDevi
 [WireName("device.mark-removed")]
 public sealed record MarkDeviceRemoved(string DeviceId, string Message) : IDeviceCommand;
 
-/// <summary>The first session of an activation starts a new version epoch, so versions never repeat.</summary>
+/// <summary>The first session of an activation starts a new version epoch, so versions never repeat. (A new device's first epoch is stored with its initialization.)</summary>
 [WireName("device.start-incarnation")]
 public sealed record StartIncarnation(string DeviceId) : IDeviceCommand;
 

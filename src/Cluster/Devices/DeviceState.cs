@@ -22,7 +22,9 @@ public sealed record DeviceState(string DeviceId, string TailnetId, long Incarna
             InitializeDevice c when IsInitialized && c.TailnetId != TailnetId =>
                 Decision<IDeviceEvent>.Reject(Rejection.Conflict($"device {DeviceId} belongs to another tailnet")),
             InitializeDevice when IsInitialized => Decision<IDeviceEvent>.Unchanged,
-            InitializeDevice c => Decision<IDeviceEvent>.Accept(new DeviceInitialized(c.TailnetId)),
+            // The entity that initializes a device is the one its first session attaches to: its version epoch
+            // is stored in the same write, so that attach waits for no second one (a join's critical path).
+            InitializeDevice c => Decision<IDeviceEvent>.Accept(new DeviceInitialized(c.TailnetId), new DeviceIncarnationStarted(Incarnation + 1)),
             _ when !IsInitialized => Decision<IDeviceEvent>.Reject(Rejection.NotFound($"device {DeviceId} does not exist")),
             StartIncarnation => Decision<IDeviceEvent>.Accept(new DeviceIncarnationStarted(Incarnation + 1)),
             MarkDeviceRemoved when Removed => Decision<IDeviceEvent>.Unchanged,

@@ -87,6 +87,36 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_new_device_numbers_its_stream_from_the_epoch_stored_with_its_initialization_and_each_later_activation_stores_the_next()
+    {
+        const string id = "dev_epochs";
+        var settings = new PersistenceSettings();
+        var device = Sys.ActorOf(DeviceActor.PropsFor(id, settings, TimeProvider.System, [], Retry));
+        device.Tell(new InitializeDevice(id, "tn_stream"));
+        // The first epoch is stored in the initialization's own write: the first session attaches without a second one.
+        Assert.Equal(1, ExpectMsg<DeviceReady>().Incarnation);
+        var first = Attached(device, id, "first-session", 0);
+        ExpectMapRequest();
+        device.Tell(Snapshot(id, "peer"));
+        Assert.Equal(1UL << 32 | 1, first.ExpectMsg<DeliverToAgent>().Version);
+
+        // Passivated (or moved, or its node restarted): the next activation must never number from epoch 1 again.
+        Watch(device);
+        device.Tell(StopEntity.Instance);
+        ExpectTerminated(device);
+        var again = Sys.ActorOf(DeviceActor.PropsFor(id, settings, TimeProvider.System, [], Retry));
+        // A repeated registration reaches it first: that stores nothing, and the stream still waits for an epoch of its own.
+        again.Tell(new InitializeDevice(id, "tn_stream"));
+        Assert.Equal(1, ExpectMsg<DeviceReady>().Incarnation);
+        var second = CreateTestProbe("second-session");
+        again.Tell(new AttachSession(id, second.Ref, 1UL << 32 | 1, false));
+        Assert.Equal(2UL << 32, second.ExpectMsg<SessionAttached>().Version);
+        ExpectMapRequest();
+        again.Tell(Snapshot(id, "peer"));
+        Assert.Equal(2UL << 32 | 1, second.ExpectMsg<DeliverToAgent>().Version);
+    }
+
+    [Fact]
     public void A_full_map_request_that_is_lost_is_sent_again_and_the_stream_carries_on()
     {
         var device = StartDevice("dev_lost_map");
