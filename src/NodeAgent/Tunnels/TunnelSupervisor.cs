@@ -59,7 +59,7 @@ public sealed class TunnelSupervisor : UntypedActor
         {
             case HandshakePacket packet:
                 try { Route(packet); }
-                finally { _device.HandshakeProcessed(); }
+                finally { _device.HandshakeProcessed(packet); }
                 break;
             case ConfigurePeer configure:
                 Sender.Tell(Configure(configure.Config));

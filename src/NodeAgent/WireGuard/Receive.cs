@@ -187,14 +187,15 @@ public sealed partial class WireGuardDevice
                 return;
             }
         }
-        var sink = HandshakeSink;
-        if (sink is null || Interlocked.Increment(ref _handshakeBacklog) > Constants.HandshakeQueueSize)
+        var handoff = _handshakeHandoff;
+        if (handoff is null || Interlocked.Increment(ref handoff.Backlog) > Constants.HandshakeQueueSize)
         {
-            if (sink is not null) Interlocked.Decrement(ref _handshakeBacklog);
+            if (handoff is not null) Interlocked.Decrement(ref handoff.Backlog);
             Counters.Drop(DropReason.HandshakeQueueFull);
             return;
         }
-        sink(packet);
+        packet.Handoff = handoff;
+        handoff.Sink(packet);
     }
 
     private void ReceiveCookieReply(Span<byte> datagram)

@@ -21,7 +21,22 @@ public interface IRelayTransport
 }
 
 /// <summary>A handshake message that passed the cheap checks, on its way to the handshake actors.</summary>
-public sealed record HandshakePacket(uint Type, byte[] Message, Endpoint Source);
+public sealed record HandshakePacket(uint Type, byte[] Message, Endpoint Source)
+{
+    /// <summary>The sink it was handed to, whose backlog it counts in until it is processed.</summary>
+    internal HandshakeHandoff? Handoff { get; set; }
+}
+
+/// <summary>
+/// One <see cref="WireGuardDevice.HandshakeSink"/> and the messages handed to it and not yet processed.
+/// Each sink counts its own: a sink that is replaced (its actor stopped or restarted) takes its
+/// backlog with it, so messages it never processed cannot hold the device under load for good.
+/// </summary>
+internal sealed class HandshakeHandoff(Action<HandshakePacket> sink)
+{
+    public readonly Action<HandshakePacket> Sink = sink;
+    public int Backlog;
+}
 
 /// <summary>
 /// One WireGuard interface: the identity, the peers and their allowed IPs, and the two packet paths.
@@ -47,7 +62,7 @@ public sealed partial class WireGuardDevice : IDisposable
     private readonly List<Thread> _threads = new();
     private volatile bool _stopping;
     private long _underLoadUntilMs;
-    private int _handshakeBacklog;
+    private volatile HandshakeHandoff? _handshakeHandoff;
     /// <summary>Handshake messages between the receive thread and the handshake thread (wireguard-go's handshake queue).</summary>
     private readonly BlockingCollection<HandshakePacket> _handshakeInbox = new(Constants.HandshakeQueueSize);
 
@@ -127,8 +142,18 @@ public sealed partial class WireGuardDevice : IDisposable
 
     public DeviceCounters Counters { get; } = new();
 
-    /// <summary>Receives handshake messages that passed mac1 (and, under load, mac2 and the rate limit).</summary>
-    public Action<HandshakePacket>? HandshakeSink { get; set; }
+    /// <summary>
+    /// Receives handshake messages that passed mac1 (and, under load, mac2 and the rate limit); the
+    /// receiver calls <see cref="HandshakeProcessed"/> for each. Setting it (a handshake actor that
+    /// starts, or stops) starts a new backlog: messages handed to the previous sink count no more,
+    /// whether it still processes them (an actor restarted in place keeps its mailbox) or lost them
+    /// (a stopped actor's mailbox goes to dead letters).
+    /// </summary>
+    public Action<HandshakePacket>? HandshakeSink
+    {
+        get => _handshakeHandoff?.Sink;
+        set => _handshakeHandoff = value is null ? null : new HandshakeHandoff(value);
+    }
 
     /// <summary>
     /// Offered every datagram that is not WireGuard (disco, STUN share the socket). Returns true if
@@ -191,13 +216,18 @@ public sealed partial class WireGuardDevice : IDisposable
         if (inner > 0 && !_tun.Write(datagram.AsSpan(Messages.TransportHeaderSize, inner))) Counters.Drop(DropReason.TunWriteFailed);
     }
 
-    /// <summary>The number of handshake messages handed to <see cref="HandshakeSink"/> and not yet processed.</summary>
-    public int HandshakeBacklog => Volatile.Read(ref _handshakeBacklog);
+    /// <summary>The number of handshake messages handed to the current <see cref="HandshakeSink"/> and not yet processed.</summary>
+    public int HandshakeBacklog => _handshakeHandoff is { } handoff ? Volatile.Read(ref handoff.Backlog) : 0;
 
     /// <summary>Handshake messages received and not yet checked.</summary>
     public int HandshakesQueued => _handshakeInbox.Count;
 
-    public void HandshakeProcessed() => Interlocked.Decrement(ref _handshakeBacklog);
+    /// <summary>The sink is done with a message (processed, or dropped): it leaves its sink's backlog.</summary>
+    public void HandshakeProcessed(HandshakePacket packet)
+    {
+        if (packet.Handoff is { } handoff) Interlocked.Decrement(ref handoff.Backlog);
+        packet.Handoff = null;
+    }
 
     /// <param name="keepSessions">
     /// A node-key rotation: the sessions stay up until handshakes under the new key replace them, so
@@ -294,7 +324,7 @@ public sealed partial class WireGuardDevice : IDisposable
     /// <summary>True while handshake messages pile up (queued or with the actors): from 1/8 of the queue, and for a second after (wireguard-go).</summary>
     private bool IsUnderLoad(long now)
     {
-        if (_handshakeInbox.Count + Volatile.Read(ref _handshakeBacklog) >= Constants.UnderLoadQueueThreshold)
+        if (_handshakeInbox.Count + HandshakeBacklog >= Constants.UnderLoadQueueThreshold)
         {
             Volatile.Write(ref _underLoadUntilMs, now + (long)Constants.UnderLoadAfterTime.TotalMilliseconds);
             return true;

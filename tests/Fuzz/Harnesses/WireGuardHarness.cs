@@ -143,7 +143,7 @@ public sealed class WireGuardHarness : Harness, IDisposable
         }
         finally
         {
-            _device.HandshakeProcessed();
+            _device.HandshakeProcessed(packet);
         }
     }
 

@@ -20,12 +20,13 @@ public sealed class UnderLoadTests : IDisposable
     private readonly UdpClient _client = new(new IPEndPoint(IPAddress.Loopback, 0));
     private readonly Peer _toResponder;
     private readonly IndexTable _initiatorIndices = new();
+    private readonly ManualClock _clock = new();
 
     public UnderLoadTests()
     {
         // The device's clock stands still, so the rate limiter's bucket cannot refill while the
         // burst is in flight, however slowly a loaded machine sends it.
-        _device = new WireGuardDevice(new VirtualTun(), UdpTransport.Bind(0), new ManualClock());
+        _device = new WireGuardDevice(new VirtualTun(), UdpTransport.Bind(0), _clock);
         _device.SetPrivateKey(_responderKey);
         // Handshakes are accepted but never processed: the backlog only grows.
         _device.HandshakeSink = packet => { lock (_queued) _queued.Add(packet); };
@@ -72,6 +73,40 @@ public sealed class UnderLoadTests : IDisposable
         WaitFor(() => _device.Counters[DropReason.RateLimited] + (_device.HandshakeBacklog - before) >= 20);
         Assert.Equal(Constants.RateLimitBurst, _device.HandshakeBacklog - before);
         Assert.Equal(20 - Constants.RateLimitBurst, _device.Counters[DropReason.RateLimited]);
+    }
+
+    [Fact]
+    public void Messages_a_stopped_handshake_actor_never_processed_leave_the_backlog_with_it_and_its_successor_is_not_held_under_load()
+    {
+        // The first sink never processes what it is handed: a TunnelSupervisor stopped with handshakes
+        // in its mailbox (its parent, the DataPlane, restarted) loses them to dead letters.
+        for (var i = 0; i < Constants.UnderLoadQueueThreshold; i++) Send(Initiation());
+        WaitFor(() => _device.HandshakeBacklog >= Constants.UnderLoadQueueThreshold);
+        List<HandshakePacket> lost;
+        lock (_queued) lost = [.. _queued];
+
+        // Its successor starts: the lost messages count no more.
+        var handed = new List<HandshakePacket>();
+        _device.HandshakeSink = packet =>
+        {
+            lock (handed) handed.Add(packet);
+            _device.HandshakeProcessed(packet);
+        };
+        Assert.Equal(0, _device.HandshakeBacklog);
+
+        // A message of the old sink processed late (an actor restarted in place keeps its mailbox)
+        // does not take the new sink's count below zero.
+        _device.HandshakeProcessed(lost[0]);
+        Assert.Equal(0, _device.HandshakeBacklog);
+
+        // Once the under-load second is over, an initiation without a cookie is taken as work again,
+        // not answered with a cookie reply.
+        _clock.Advance(Constants.UnderLoadAfterTime + TimeSpan.FromMilliseconds(1));
+        var cookiesBefore = _device.Counters[DropReason.CookieRequired];
+        Send(Initiation());
+        WaitFor(() => { lock (handed) return handed.Count == 1; });
+        Assert.Equal(cookiesBefore, _device.Counters[DropReason.CookieRequired]);
+        Assert.Equal(0, _device.HandshakeBacklog);
     }
 
     private static IPEndPoint? Any;
