@@ -63,6 +63,7 @@ public sealed class AgentDaemon : IAsyncDisposable
         System = system;
         Control = actors.Control;
         DataPlane = actors.DataPlane;
+        Stopped = actors.Supervisor.WatchAsync();
         Device = device;
         _dns = dns;
         _link = link;
@@ -74,6 +75,9 @@ public sealed class AgentDaemon : IAsyncDisposable
     public IActorRef Control { get; }
 
     public IActorRef? DataPlane { get; }
+
+    /// <summary>Completes if the agent's actors stop on their own: a service failed beyond its restart limit (see <see cref="AgentSupervisor"/>).</summary>
+    public Task Stopped { get; }
 
     public WireGuardDevice? Device { get; }
 

@@ -101,6 +101,11 @@ public sealed class DataPlane : ReceiveActor
             _prefs = prefs;
             if (!_down && _view is { } current) Apply(current);
         });
+        // The tunnels or the paths gave up (they failed more often than their restart limit allows)
+        // and stopped. A data plane without them would keep the engine on its last peers and filter
+        // while the netmap moves on: fail, so that the agent restarts this actor and it starts both again.
+        Receive<Terminated>(terminated => throw new AgentServiceStoppedException(
+            $"the data plane's {terminated.ActorRef.Path.Name} stopped after failing too often; the data plane restarts with new ones"));
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
@@ -127,9 +132,9 @@ public sealed class DataPlane : ReceiveActor
     {
         // Derived from the engine, not remembered: after a restart of this actor the engine still has its key.
         _hasKey = Device.PrivateKey is not null;
-        _tunnels = Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels");
+        _tunnels = Context.Watch(Context.ActorOf(TunnelSupervisor.PropsFor(Device), "tunnels"));
         var local = new LocalAddressSource(_options.TunName, _options.StaticEndpoints, _options.DiscoverEndpoints, _options.EndpointRefreshInterval);
-        _paths = Context.ActorOf(PathManager.PropsFor(Device, _control, local), "paths");
+        _paths = Context.Watch(Context.ActorOf(PathManager.PropsFor(Device, _control, local), "paths"));
         // Until the first netmap says otherwise, nothing may come in.
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
         _control.Tell(new WatchControl(Self));

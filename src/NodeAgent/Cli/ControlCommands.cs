@@ -320,7 +320,12 @@ public static class ControlCommands
             var stopped = new TaskCompletionSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
             await using var _ = cancel.Register(() => stopped.TrySetResult());
-            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task);
+            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task, daemon.Stopped);
+            if (first == daemon.Stopped)
+            {
+                Console.Error.WriteLine("error: a service of the agent failed repeatedly and stopped (see the log); exiting so that the service manager starts the agent again");
+                return 1;
+            }
             var code = first == watcher.Refused.Task ? 1 : 0;
             if (code == 0) Console.WriteLine("weft-agent: going down");
             return code;

@@ -159,9 +159,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     /// </summary>
     protected override void PreRestart(Exception reason, object message)
     {
+        // Before its first dial fires (a timer), the new incarnation takes the login and the idle state
+        // back, and this incarnation's netmap: the cache it loads as it starts can be older (it is
+        // written half a second after a change, off this thread, and not at all when the disk fails),
+        // and the watchers told again below must never be handed a map older than the one they hold.
+        var latest = _session.Store.HasMap ? _session.Store.ToNetMap() : null;
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
-        // Before its first dial fires (a timer), the new incarnation takes the login and the idle state back.
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay));
         base.PreRestart(reason, message);
     }
 
@@ -648,6 +652,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         if (!_endpointsTold) (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
         _login = resume.Login;
         _dialer = NewDialer(_login);
+        // The previous incarnation's netmap, not the cache's (none if it had none: logged out, deleted).
+        _session.Store.Clear();
+        if (resume.NetMap is { } latest && _session.LoadCached(latest)) SaveCache();
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (resume.IdleAs == ControlState.Stopped) Stop();
         else if (resume.IdleAs == ControlState.NeedsLogin) NeedsLogin(resume.Code ?? ControlErrorCodes.NotLoggedIn, resume.Detail);
@@ -831,7 +838,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private sealed record Dial(Uri Url);
 
     /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, and its endpoints.</summary>
-    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay);
+    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -25,7 +25,7 @@ namespace Weft.NodeAgent.Paths;
 /// engine's sessions are untouched.
 /// </para>
 /// </summary>
-public sealed class PathManager : UntypedActor
+public sealed class PathManager : UntypedActor, IWithTimers
 {
     private readonly WireGuardDevice _device;
     private readonly IActorRef _control;
@@ -41,6 +41,9 @@ public sealed class PathManager : UntypedActor
     private RelayHub _hub = null!;
     private Func<ReadOnlyMemory<byte>, Endpoint, bool>? _handler;
     private IActorRef _discovery = ActorRefs.Nobody;
+    public ITimerScheduler Timers { get; set; } = null!;
+    // Not at once: a discovery that fails as it starts would otherwise be started again in a tight loop.
+    private static readonly TimeSpan DiscoveryRestartDelay = TimeSpan.FromSeconds(1);
     private PathContext? _context;
     private Curve25519PrivateKey? _disco;
     private string? _nodeKeyHex;
@@ -83,9 +86,20 @@ public sealed class PathManager : UntypedActor
                     return false;
             }
         };
-        _discovery = Context.ActorOf(EndpointDiscovery.PropsFor(_device, _local), "netcheck");
+        StartDiscovery();
         // Everything it needs comes from the ControlClient, now and after any restart of this actor.
         _control.Tell(new WatchControl(Self));
+    }
+
+    /// <summary>
+    /// Endpoint discovery (netcheck) runs as long as this actor does. It is watched: if it stops (it
+    /// failed as it started, or was killed) a new one starts a second later, and asks for the relay map
+    /// and the home region as the first one did (<see cref="NetcheckStarted"/>). Without it the agent
+    /// would stop learning its own endpoints, roams and home relay, and netcheck would not answer.
+    /// </summary>
+    private void StartDiscovery()
+    {
+        _discovery = Context.Watch(Context.ActorOf(EndpointDiscovery.PropsFor(_device, _local), "netcheck"));
     }
 
     protected override void PostStop()
@@ -181,6 +195,14 @@ public sealed class PathManager : UntypedActor
                 break;
             case GetPathStatus:
                 Sender.Tell(new PathStatusReply([.. _statuses.Values.Select(s => s.Status).OrderBy(s => s.NodeKeyHex, StringComparer.Ordinal)], _unknownDisco));
+                break;
+            case Terminated terminated when terminated.ActorRef.Equals(_discovery):
+                _log.Warning("Endpoint discovery stopped; starting it again in {0}", DiscoveryRestartDelay);
+                _discovery = ActorRefs.Nobody;
+                Timers.StartSingleTimer(RestartDiscovery.Instance, RestartDiscovery.Instance, DiscoveryRestartDelay);
+                break;
+            case RestartDiscovery:
+                if (_discovery.IsNobody()) StartDiscovery();
                 break;
             case Terminated terminated:
                 foreach (var (region, relay) in _relays.ToList())

@@ -26,6 +26,12 @@ public sealed class NetcheckStarted
     public static readonly NetcheckStarted Instance = new();
 }
 
+/// <summary>The PathManager's reminder to itself to start endpoint discovery again, a moment after it stopped.</summary>
+public sealed class RestartDiscovery
+{
+    public static readonly RestartDiscovery Instance = new();
+}
+
 /// <summary>A RelayClient (re)started: the PathManager answers with the current credentials and whether its region is home.</summary>
 public sealed record RelayClientStarted(int RegionId);
 

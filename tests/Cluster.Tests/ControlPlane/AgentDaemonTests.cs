@@ -149,6 +149,30 @@ public sealed class AgentDaemonTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_daemon_whose_control_client_fails_past_its_restart_limit_says_it_stopped_instead_of_running_without_it()
+    {
+        var daemon = await StartDaemon();
+        Assert.False(daemon.Stopped.IsCompleted);
+
+        // Ten failures are restarts: the daemon carries on and answers.
+        for (var i = 0; i < 10; i++) daemon.Control.Tell(Kill.Instance);
+        Assert.Equal("needs-login", Text(await Status(), "state"));
+        Assert.False(daemon.Stopped.IsCompleted);
+
+        // The eleventh within the minute stops the control client, and with it the agent's actors:
+        // the daemon's Stopped completes, on which `weft-agent` exits with an error for systemd to restart it.
+        daemon.Control.Tell(Kill.Instance);
+        await daemon.Stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(daemon.Control.IsNobody() || await WasTerminated(daemon.Control));
+    }
+
+    private static async Task<bool> WasTerminated(IActorRef actor)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        return await actor.WatchAsync(timeout.Token);
+    }
+
+    [Fact]
     public async Task The_local_api_answers_bad_requests_with_a_code_and_a_sentence_and_changes_nothing()
     {
         await StartDaemon();

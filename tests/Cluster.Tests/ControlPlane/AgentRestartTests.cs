@@ -2,6 +2,7 @@ using System.Net;
 using Akka.Actor;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Keys;
+using Weft.Contracts.Control;
 using Weft.NodeAgent.Control;
 
 namespace Weft.Cluster.Tests.ControlPlane;
@@ -44,6 +45,101 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         await a.WaitForPeers(b);
         await EngineHoldsExactlyTheNetmapPeers(a); // c left the engine too: the data plane hears the new control client
         await Passes(b, a);
+    }
+
+    [Fact]
+    public async Task Tunnels_that_fail_past_their_restart_limit_start_again_with_the_data_plane_and_later_netmaps_reach_the_engine()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("tunnels-give-up");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
+        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key, tunnels: true);
+        await a.WaitForPeers(b);
+        await b.WaitForPeers(a);
+        await Passes(a, b);
+
+        // The TunnelSupervisor fails 11 times in a row: its parent restarts it 10 times, then stops it.
+        var tunnelsPath = a.DataPlane!.Path / "tunnels";
+        var first = await agents.System.ActorSelection(tunnelsPath).ResolveOne(TimeSpan.FromSeconds(5));
+        for (var i = 0; i < 11; i++) first.Tell(Kill.Instance);
+
+        // The data plane does not carry on without it: it restarts, and with it come new tunnels.
+        var next = await Eventually.Until(async () =>
+        {
+            try { return await agents.System.ActorSelection(tunnelsPath).ResolveOne(TimeSpan.FromSeconds(1)); }
+            catch (ActorNotFoundException) { return ActorRefs.Nobody; }
+        }, found => !found.IsNobody() && !found.Equals(first), "a new TunnelSupervisor");
+        Assert.NotEqual(first, next);
+
+        // Later netmaps reach the engine: a new peer becomes a tunnel, and the old one still carries traffic.
+        using var c = TestAgent.Start(agents, [coordinator.Control], "c", key, tunnels: true);
+        await a.WaitForPeers(b, c);
+        await c.WaitForPeers(a, b);
+        await EngineHoldsExactlyTheNetmapPeers(a);
+        await Passes(a, c);
+        await Passes(b, a);
+    }
+
+    [Fact]
+    public async Task A_restarted_control_client_hands_its_watchers_its_predecessors_netmap_never_the_older_cached_one()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("restart-cache");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var cache = new FreezableNetMapCache();
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tune: o => o with { NetMapCache = cache });
+        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key);
+        await a.WaitForPeers(b);
+        await Eventually.Until(() => cache.Load() is { Peers.Count: 1 }, "a's cache holds b");
+
+        // From here the cache keeps what it has: the write that would follow the next change has not
+        // happened yet (it waits half a second) or failed. c joins; a's cache still says b alone.
+        cache.Frozen = true;
+        using var c = TestAgent.Start(agents, [coordinator.Control], "c", key);
+        await a.WaitForPeers(b, c);
+        var told = new List<object>();
+        List<object> Told() { lock (told) return [.. told]; }
+        a.Client.Tell(new WatchControl(agents.System.ActorOf(Props.Create(() => new WatcherRecorder(told)))));
+        await Eventually.Until(() => Told().OfType<NetMapChanged>().Any(), "the watcher's first netmap");
+
+        // The control client fails and restarts (with a new disco key): it tells the watcher everything
+        // again, and the netmap it tells is the one the watcher already had (c included), not the
+        // cache's older one.
+        a.Client.Tell(Kill.Instance);
+        await Eventually.Until(() => Told().SkipWhile(m => m is not DiscoKeyChanged).Skip(1).SkipWhile(m => m is not DiscoKeyChanged).OfType<NetMapChanged>().Any(),
+            "the netmap told again after the restart");
+        await a.WaitForState(ControlState.Running);
+        await a.WaitForPeers(b, c);
+        Assert.All(Told().OfType<NetMapChanged>(), changed =>
+            Assert.True(changed.View.Peers.ContainsKey(c.DeviceId!), $"a netmap v{changed.View.Version} without c reached a watcher"));
+        Assert.Equal(0, a.VersionsBackwards);
+    }
+
+    /// <summary>A netmap cache that stops taking writes when told (a write not yet made, or a failing disk).</summary>
+    private sealed class FreezableNetMapCache : INetMapCache
+    {
+        private NetMap? _map;
+
+        public volatile bool Frozen;
+
+        public NetMap? Load() => Volatile.Read(ref _map)?.Clone();
+
+        public void Save(NetMap map)
+        {
+            if (!Frozen) Volatile.Write(ref _map, map.Clone());
+        }
+
+        public void Delete()
+        {
+            if (!Frozen) Volatile.Write(ref _map, null);
+        }
+    }
+
+    /// <summary>Keeps everything a watcher of the control client is told, in order, in <paramref name="told"/> (locked).</summary>
+    private sealed class WatcherRecorder : ReceiveActor
+    {
+        public WatcherRecorder(List<object> told) => ReceiveAny(message => { lock (told) told.Add(message); });
     }
 
     /// <summary>A TCP segment of <paramref name="size"/> bytes (with DF set) from one agent's TUN reaches the other's, within 100 tries.</summary>
