@@ -27,6 +27,12 @@ public sealed class ApiKeyRegistryActor(PersistenceSettings settings)
 
     protected override void OnRecovered() => _replicated.Publish(State, LastSequenceNr, Self);
 
+    protected override void PostStop()
+    {
+        _replicated?.ReleaseHeld();
+        base.PostStop();
+    }
+
     protected override void OnEventsPersisted(IReadOnlyList<IApiKeyEvent> events, ApiKeyRegistryState before, ApiKeyRegistryState after) =>
         _replicated.Publish(after, LastSequenceNr, Self);
 

@@ -256,6 +256,9 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         StopIfIdle();
     }
 
+    /// <summary>A write is in flight or a command waits for one.</summary>
+    protected bool IsWriting => _inFlight is not null || _pending.Count > 0;
+
     /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight and no command waits.</summary>
     private void StopIfIdle()
     {

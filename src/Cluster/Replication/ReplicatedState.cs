@@ -43,6 +43,18 @@ public sealed class ReplicatedState<T>(ActorSystem system, string keyId) where T
         else _held.Add((version, replyTo, reply));
     }
 
+    /// <summary>
+    /// The entity stops (a hand-off, a passivation) with answers still waiting for replication: they
+    /// go now. Their changes are stored in the journal and published to this node's replica, and
+    /// gossip takes them to the others; a caller left without its answer would time out on a change
+    /// that was made (and an issued API key's secret would never be shown). Call from PostStop.
+    /// </summary>
+    public void ReleaseHeld()
+    {
+        foreach (var held in _held) held.ReplyTo.Tell(held.Reply);
+        _held.Clear();
+    }
+
     /// <summary>Handles the replicator's answer to a publish; false for any other message.</summary>
     public bool TryHandle(object message)
     {

@@ -18,7 +18,11 @@ namespace Weft.Cluster.Tailnets;
 /// <para>
 /// Lifecycle: tailnet entities are remembered (see <see cref="TailnetsRegistration"/>), so sharding
 /// restarts them after a rebalance or the loss of their node and never passivates them: the
-/// housekeeping timer (presence timeouts, ephemeral cleanup, key expiry) always has an owner. Who
+/// housekeeping timer (presence timeouts, ephemeral cleanup, key expiry) always has an owner. A
+/// tailnet that is not active (deleted, or never created: a message for an unknown id woke it) has
+/// nothing to keep: at its next housekeeping tick it passivates, which also takes it out of the
+/// remembered entities, so a failover or a restart does not start it again. A later message (a
+/// heartbeat from a session that should have ended, an API read) starts it on demand. Who
 /// is online is kept in memory, not written on every heartbeat; after a restart it is re-learned
 /// from the devices' entities, which report presence on every session attach (a few seconds apart).
 /// Patches still waiting in the coalescing window die with an incarnation, so a new one starts by
@@ -76,6 +80,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     /// <summary>The registered actor, or null while it is not registered yet (looked up again next time).</summary>
     private IActorRef? Registered<T>() => ActorRegistry.For(Context.System).TryGet<T>(out var actor) ? actor : null;
     private bool _flushScheduled;
+    // Asked its shard to stop it (an inactive tailnet); the stop message is on its way.
+    private bool _passivating;
     private PolicyEngine? _engine;
 
     public TailnetActor(string tailnetId, PersistenceSettings settings, TimeProvider clock, Control.ControlSettings control)
@@ -380,7 +386,18 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     private void Housekeep()
     {
-        if (!State.IsActive) return;
+        if (!State.IsActive)
+        {
+            // Not while a command is being stored: a creation that lands would make it active.
+            if (!_passivating && !IsWriting)
+            {
+                Log.Info("Tailnet {0} is {1}: its entity stops and is not started again after a failover", State.TailnetId,
+                    State.Lifecycle == TailnetLifecycle.Deleted ? "deleted" : "unknown");
+                Context.Parent.Tell(new Akka.Cluster.Sharding.Passivate(StopEntity.Instance));
+                _passivating = true;
+            }
+            return;
+        }
         var now = _clock.GetUtcNow();
         // Entities on a node that died cannot say goodbye: their devices time out.
         foreach (var (deviceId, lastHeard) in _online.Where(kv => now - kv.Value > _presenceTimeout).ToList())

@@ -55,6 +55,12 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
         Timers.StartPeriodicTimer("retry-pending", RetryPending.Instance, RetryInterval);
     }
 
+    protected override void PostStop()
+    {
+        _replicated?.ReleaseHeld();
+        base.PostStop();
+    }
+
     protected override void OnEventsPersisted(IReadOnlyList<ITailnetDirectoryEvent> events, TailnetDirectoryState before, TailnetDirectoryState after) =>
         _replicated.Publish(after, LastSequenceNr, Self);
 

@@ -286,6 +286,51 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task Deleted_and_unknown_tailnets_stop_their_entities_and_a_restarted_coordinator_does_not_start_them_again()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        KeyValuePair<string, string?>[] quickHousekeeping = [new("Weft:Control:HousekeepingSeconds", "1")];
+        string kept, deleted;
+        const string unknown = "tn_neverexisted";
+        await using (var node = await TestCoordinator.StartAsync(storage, quickHousekeeping))
+        {
+            kept = (await node.Http.CreateTailnet("kept")).Id;
+            deleted = (await node.Http.CreateTailnet("deleted")).Id;
+            Assert.True(await IsRunning(node, deleted));
+            Assert.Equal(HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{deleted}")).StatusCode);
+            // A read of a tailnet that never existed wakes an entity for its id, which answers that it does not exist.
+            await (await node.Http.GetAsync($"/api/v1/tailnets/{unknown}/devices")).ReadError(HttpStatusCode.NotFound);
+
+            // At their next housekeeping tick both stop; the live tailnet runs on.
+            await Eventually.Until(async () => await IsRunning(node, deleted) || await IsRunning(node, unknown), running => !running,
+                "the deleted and the unknown tailnets' entities stopped");
+            Assert.True(await IsRunning(node, kept));
+        }
+
+        // Remembered entities start again with the coordinator: the live tailnet does, the other two do not.
+        await using var restarted = await TestCoordinator.StartAsync(storage, quickHousekeeping);
+        await Eventually.Until(() => IsRunning(restarted, kept), running => running, "the live tailnet's entity started again on its own");
+        Assert.False(await IsRunning(restarted, deleted));
+        Assert.False(await IsRunning(restarted, unknown));
+        // Still deleted, and still unknown, when asked.
+        await (await restarted.Http.GetAsync($"/api/v1/tailnets/{deleted}/devices")).ReadError(HttpStatusCode.NotFound);
+        await (await restarted.Http.GetAsync($"/api/v1/tailnets/{unknown}/devices")).ReadError(HttpStatusCode.NotFound);
+    }
+
+    private static async Task<bool> IsRunning(TestCoordinator node, string tailnet)
+    {
+        try
+        {
+            await Entity(node, "tailnet", tailnet).ResolveOne(TimeSpan.FromSeconds(2));
+            return true;
+        }
+        catch (ActorNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    [Fact]
     public async Task A_tailnet_entity_that_restarts_keeps_its_connected_ephemeral_devices()
     {
         await using var storage = TestStorage.NewSqlite();

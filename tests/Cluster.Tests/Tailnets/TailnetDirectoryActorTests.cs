@@ -1,5 +1,4 @@
 using Akka.Actor;
-using Akka.Configuration;
 using Akka.Hosting;
 using Weft.Cluster.ApiKeys;
 using Weft.Cluster.Persistence;
@@ -16,19 +15,7 @@ public class TailnetDirectoryActorTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly DateTimeOffset At = new(2026, 12, 4, 10, 0, 0, TimeSpan.Zero);
 
-    private static readonly Config OneNodeCluster = ConfigurationFactory.ParseString("""
-        akka.actor.provider = cluster
-        akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = 0 }
-        akka.cluster.downing-provider-class = ""
-        akka.coordinated-shutdown.run-by-clr-shutdown-hook = off
-        """).WithFallback(TestActorSystems.InMemoryPersistence);
-
-    public TailnetDirectoryActorTests() : base(OneNodeCluster)
-    {
-        var cluster = Akka.Cluster.Cluster.Get(Sys);
-        cluster.Join(cluster.SelfAddress);
-        AwaitCondition(() => cluster.SelfMember.Status == Akka.Cluster.MemberStatus.Up, TimeSpan.FromSeconds(20));
-    }
+    public TailnetDirectoryActorTests() : base(TestActorSystems.OneNodeCluster) => TestActorSystems.JoinItself(this);
 
     [Fact]
     public void A_directory_that_started_before_the_api_key_registry_was_registered_still_revokes_a_removed_tailnets_keys()
