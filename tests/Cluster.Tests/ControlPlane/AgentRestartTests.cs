@@ -18,13 +18,9 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     public async Task Restarting_the_data_plane_or_the_control_client_keeps_traffic_flowing_and_orphans_no_peer()
     {
         await using var agents = new AgentSystem();
-        var tailnet = await coordinator.NewTailnet("restarts");
-        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
-        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
-        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key, tunnels: true);
-        await a.WaitForPeers(b);
-        await b.WaitForPeers(a);
-        await Passes(a, b);
+        var (tailnet, key, agentA, agentB) = await TwoConnectedAgents(agents, "restarts");
+        using var a = agentA;
+        using var b = agentB;
         await Passes(b, a);
 
         // The data plane fails: it restarts, learns the netmap and the key again, and its tunnels resume from the engine.
@@ -51,13 +47,9 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     public async Task Tunnels_that_fail_past_their_restart_limit_start_again_with_the_data_plane_and_later_netmaps_reach_the_engine()
     {
         await using var agents = new AgentSystem();
-        var tailnet = await coordinator.NewTailnet("tunnels-give-up");
-        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
-        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
-        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key, tunnels: true);
-        await a.WaitForPeers(b);
-        await b.WaitForPeers(a);
-        await Passes(a, b);
+        var (_, key, agentA, agentB) = await TwoConnectedAgents(agents, "tunnels-give-up");
+        using var a = agentA;
+        using var b = agentB;
 
         // The TunnelSupervisor fails 11 times in a row: its parent restarts it 10 times, then stops it.
         var tunnelsPath = a.DataPlane!.Path / "tunnels";
@@ -140,6 +132,19 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     private sealed class WatcherRecorder : ReceiveActor
     {
         public WatcherRecorder(List<object> told) => ReceiveAny(message => { lock (told) told.Add(message); });
+    }
+
+    /// <summary>Agents a and b with tunnels, in a new tailnet (returned with its reusable key), each holding the other, a packet passed from a to b.</summary>
+    private async Task<(string Tailnet, string Key, TestAgent A, TestAgent B)> TwoConnectedAgents(AgentSystem agents, string tailnetName)
+    {
+        var tailnet = await coordinator.NewTailnet(tailnetName);
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
+        var b = TestAgent.Start(agents, [coordinator.Control], "b", key, tunnels: true);
+        await a.WaitForPeers(b);
+        await b.WaitForPeers(a);
+        await Passes(a, b);
+        return (tailnet, key, a, b);
     }
 
     /// <summary>A TCP segment of <paramref name="size"/> bytes (with DF set) from one agent's TUN reaches the other's, within 100 tries.</summary>
