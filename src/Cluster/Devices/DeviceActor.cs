@@ -186,6 +186,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             case Terminated terminated when terminated.ActorRef.Equals(_session):
                 Detach();
                 return true;
+            case Terminated:
+                // A session this incarnation does not have: the one attached before a restart in place
+                // (the watch outlives the restart), which ended before it attached again. Nothing to detach.
+                return true;
             default:
                 return false;
         }

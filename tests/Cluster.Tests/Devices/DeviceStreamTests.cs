@@ -67,6 +67,29 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     private static ServerMessage Read(DeliverToAgent delivery) => ServerMessage.Parser.ParseFrom(delivery.ServerMessage);
 
     [Fact]
+    public void A_device_restarted_in_place_outlives_the_end_of_the_session_it_had_before_and_serves_the_next()
+    {
+        var device = StartDevice("dev_stale_session");
+        var old = Attached(device, "dev_stale_session", "old-session", 0);
+        ExpectMapRequest();
+        device.Tell(Snapshot("dev_stale_session", "peer"));
+        old.ExpectMsg<DeliverToAgent>();
+        Watch(device);
+
+        // Bad input crashes it: it restarts in place (its watch on the session stays) and asks the session to attach again.
+        device.Tell(new PeerChanges("dev_stale_session", [0xff, 0xff, 0xff], false, null, null));
+        old.FishForMessage(message => message is AttachAgain, TimeSpan.FromSeconds(10));
+
+        // That session ends before it does (its agent went away): nothing to detach, and no reason to stop.
+        Sys.Stop(old.Ref);
+        ExpectNoMsg(TimeSpan.FromMilliseconds(500));
+
+        // The agent's next session attaches to the same incarnation.
+        Attached(device, "dev_stale_session", "new-session", 0);
+        ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+    }
+
+    [Fact]
     public void Its_heartbeat_says_whether_it_holds_endpoints_and_asked_again_it_reports_the_newest_it_holds()
     {
         var device = StartDevice("dev_ask_again");
