@@ -50,13 +50,19 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         device.Tell(new AttachSession(deviceId, session.Ref, 0, false, report));
         session.ExpectMsg<SessionAttached>();
         Assert.Equal(report, _tailnet.ExpectMsg<UpdateDeviceEndpoints>());
-        ExpectMapRequest();
-        device.Tell(Snapshot(deviceId, "peer"));
-        session.ExpectMsg<DeliverToAgent>();
+        ServeFullMap(device, deviceId, session);
         return session;
     }
 
     private SendNetMap ExpectMapRequest() => _tailnet.ExpectMsg<SendNetMap>(TimeSpan.FromSeconds(10));
+
+    /// <summary>The device asks the tailnet for a full map, the tailnet answers with one peer, and the session gets it.</summary>
+    private DeliverToAgent ServeFullMap(IActorRef device, string deviceId, TestProbe session)
+    {
+        ExpectMapRequest();
+        device.Tell(Snapshot(deviceId, "peer"));
+        return session.ExpectMsg<DeliverToAgent>();
+    }
 
     private static NetMapSnapshot Snapshot(string deviceId, string peerName) =>
         new("tn_stream", deviceId, new NetMap { Peers = { new Node { Name = peerName } } }.ToByteArray());
@@ -71,9 +77,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     {
         var device = StartDevice("dev_stale_session");
         var old = Attached(device, "dev_stale_session", "old-session", 0);
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_stale_session", "peer"));
-        old.ExpectMsg<DeliverToAgent>();
+        ServeFullMap(device, "dev_stale_session", old);
         Watch(device);
 
         // Bad input crashes it: it restarts in place (its watch on the session stays) and asks the session to attach again.
@@ -119,9 +123,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         // The first epoch is stored in the initialization's own write: the first session attaches without a second one.
         Assert.Equal(1, ExpectMsg<DeviceReady>().Incarnation);
         var first = Attached(device, id, "first-session", 0);
-        ExpectMapRequest();
-        device.Tell(Snapshot(id, "peer"));
-        Assert.Equal(1UL << 32 | 1, first.ExpectMsg<DeliverToAgent>().Version);
+        Assert.Equal(1UL << 32 | 1, ServeFullMap(device, id, first).Version);
 
         // Passivated (or moved, or its node restarted): the next activation must never number from epoch 1 again.
         Watch(device);
@@ -134,9 +136,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         var second = CreateTestProbe("second-session");
         again.Tell(new AttachSession(id, second.Ref, 1UL << 32 | 1, false));
         Assert.Equal(2UL << 32, second.ExpectMsg<SessionAttached>().Version);
-        ExpectMapRequest();
-        again.Tell(Snapshot(id, "peer"));
-        Assert.Equal(2UL << 32 | 1, second.ExpectMsg<DeliverToAgent>().Version);
+        Assert.Equal(2UL << 32 | 1, ServeFullMap(again, id, second).Version);
     }
 
     [Fact]
@@ -179,9 +179,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
 
         // ...and the next session, whatever version it claims, starts from a full map.
         var second = Attached(device, "dev_left", "second-session", 0);
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_left", "peer"));
-        Assert.Equal("peer", Assert.Single(Read(second.ExpectMsg<DeliverToAgent>()).Netmap.Peers).Name);
+        Assert.Equal("peer", Assert.Single(Read(ServeFullMap(device, "dev_left", second)).Netmap.Peers).Name);
     }
 
     [Fact]
@@ -189,9 +187,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     {
         var device = StartDevice("dev_resume");
         var first = Attached(device, "dev_resume", "first-session", 0);
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_resume", "peer"));
-        Read(first.ExpectMsg<DeliverToAgent>());
+        Read(ServeFullMap(device, "dev_resume", first));
         var sent = new List<NetMapDelta>();
         for (var i = 0; i < 3; i++)
         {
@@ -333,9 +329,7 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         var current = CreateTestProbe("current");
         device.Tell(new AttachSession("dev_order", current.Ref, 0, false, StartedAt: 2_000));
         current.ExpectMsg<SessionAttached>();
-        ExpectMapRequest();
-        device.Tell(Snapshot("dev_order", "peer"));
-        current.ExpectMsg<DeliverToAgent>();
+        ServeFullMap(device, "dev_order", current);
 
         // The session the agent left before it opened the current one: a failover held its attach up.
         var left = CreateTestProbe("left");
