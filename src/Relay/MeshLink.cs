@@ -44,7 +44,8 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
                 }
                 server.Log.LogWarning("Mesh link to {Peer} broke; retrying", peer);
             }
-            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            // Stopping: the read ends cancelled, or on the stream DisposeAsync closed under it (a race).
+            catch (Exception e) when (stopping.IsCancellationRequested && e is OperationCanceledException or ObjectDisposedException)
             {
                 return;
             }
