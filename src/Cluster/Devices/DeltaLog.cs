@@ -8,7 +8,7 @@ namespace Weft.Cluster.Devices;
 /// structs (no node per entry), and each keeps the tailnet's delta bytes as they came, unwrapped:
 /// the tailnet hands the same array to every recipient whose delta is identical (one endpoint
 /// change goes to every peer of the device), so those bytes are held once for all of them. A delta
-/// is numbered (<see cref="VersionedDelta.Wrap"/>) each time it is sent, not when it is kept.
+/// is numbered (<see cref="VersionStamp.Delta"/>) each time it is sent, not when it is kept.
 /// </para>
 /// </summary>
 public sealed class DeltaLog(int maxEntries, int maxBytes)
@@ -42,7 +42,7 @@ public sealed class DeltaLog(int maxEntries, int maxBytes)
         for (var i = from; i < Count; i++)
         {
             var entry = At(i);
-            yield return (VersionedDelta.Wrap(entry.Delta, entry.BaseVersion, entry.Version), entry.Version);
+            yield return (VersionStamp.Delta(entry.Delta, entry.BaseVersion, entry.Version), entry.Version);
         }
     }
 

@@ -323,8 +323,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
         var baseVersion = Version;
         _counter++;
-        // Wrapping also checks the bytes: a malformed delta throws here and never enters the log.
-        var message = VersionedDelta.Wrap(changes.Delta, baseVersion, Version);
+        // Stamping also checks the bytes: a malformed delta throws here and never enters the log.
+        var message = VersionStamp.Delta(changes.Delta, baseVersion, Version);
         _log.Add(baseVersion, Version, changes.Delta);
         _session?.Tell(new DeliverToAgent(message, Version));
     }
@@ -334,13 +334,12 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         if (!_incarnated) return;
         _awaitingSnapshot = false;
         Timers.Cancel(nameof(SnapshotOverdue));
-        var netmap = NetMap.Parser.ParseFrom(snapshot.NetMap);
         _counter++;
-        netmap.Version = Version;
-        netmap.Coordinators.AddRange(_coordinatorUrls);
+        // Stamping also checks the bytes: a malformed map throws here, as parsing it did.
+        var message = VersionStamp.FullMap(snapshot.NetMap, Version, _coordinatorUrls);
         // Deltas from before a full map are of no use to anyone: a client behind it needs this map.
         _log.Clear();
-        Deliver(new ServerMessage { Netmap = netmap }, netmap.Version);
+        _session?.Tell(new DeliverToAgent(message, Version));
     }
 
     private void Deliver(ServerMessage message, ulong version) => _session?.Tell(new DeliverToAgent(message.ToByteArray(), version));

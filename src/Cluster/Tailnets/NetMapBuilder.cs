@@ -12,6 +12,9 @@ public static class NetMapBuilder
     public static ByteString DiscoKeyOf(DeviceEntry device) =>
         device.DiscoKey.Length == 64 ? ByteString.CopyFrom(Convert.FromHexString(device.DiscoKey)) : ByteString.Empty;
 
+    /// <summary>Whether viewers see <paramref name="device"/> differently: a router under a policy with <c>via</c> (each its usable routes).</summary>
+    public static bool DiffersPerViewer(DeviceEntry device, PolicyEngine engine) => engine.HasVia && (!device.SubnetRoutes.IsEmpty || device.IsExitNode);
+
     /// <summary>
     /// The node of <paramref name="device"/>; for a router seen by <paramref name="viewer"/> under a
     /// policy with <c>via</c>, with only the routes that viewer may send through it.
@@ -19,7 +22,7 @@ public static class NetMapBuilder
     public static Node NodeFor(TailnetState tailnet, DeviceEntry device, bool online, PolicyEngine? engine = null, string? viewer = null)
     {
         var (routes, exitNode) = (device.SubnetRoutes, device.IsExitNode);
-        if (engine is not null && viewer is not null && (!routes.IsEmpty || exitNode) && engine.HasVia)
+        if (engine is not null && viewer is not null && DiffersPerViewer(device, engine))
             (routes, exitNode) = engine.UsableRoutes(viewer, device.DeviceId);
         var node = new Node
         {
@@ -36,7 +39,7 @@ public static class NetMapBuilder
             HomeRelay = device.HomeRelay,
             Online = online,
             Tags = { device.Tags },
-            User = device.UserId is { } userId && tailnet.Users.TryGetValue(userId, out var user) ? user.Name : "",
+            User = UserNameOf(tailnet, device),
             Expired = device.Status == DeviceStatus.Expired,
             Os = device.Os,
         };
@@ -54,6 +57,10 @@ public static class NetMapBuilder
         }
         return node;
     }
+
+    /// <summary>The name of the user who owns <paramref name="device"/>; empty for a tagged device.</summary>
+    public static string UserNameOf(TailnetState tailnet, DeviceEntry device) =>
+        device.UserId is { } userId && tailnet.Users.TryGetValue(userId, out var user) ? user.Name : "";
 
     public static Node SelfFor(TailnetState tailnet, DeviceEntry device, bool online)
     {
@@ -73,18 +80,49 @@ public static class NetMapBuilder
     /// <summary>The whole netmap of one device (version left at 0: the device's entity stamps it).</summary>
     public static NetMap Build(TailnetState tailnet, string deviceId, PolicyEngine engine, Func<string, bool> isOnline)
     {
-        var self = tailnet.Devices[deviceId];
-        var netmap = new NetMap
-        {
-            TailnetId = tailnet.TailnetId,
-            Self = SelfFor(tailnet, self, isOnline(deviceId)),
-            Dns = DnsFor(tailnet),
-            Filter = FilterFor(tailnet, deviceId, engine),
-        };
+        var netmap = OwnParts(tailnet, deviceId, engine, isOnline);
         foreach (var peer in engine.VisiblePeers(deviceId).Order(StringComparer.Ordinal))
             netmap.Peers.Add(NodeFor(tailnet, tailnet.Devices[peer], isOnline(peer), engine, deviceId));
         return netmap;
     }
+
+    /// <summary>
+    /// <see cref="Build"/> serialised, with each peer taken from <paramref name="peers"/> as it was
+    /// encoded for earlier maps when it has not changed since: the map's own parts are serialised and
+    /// the peers appended as they are (a parser reads the same map either way).
+    /// </summary>
+    public static byte[] BuildEncoded(TailnetState tailnet, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, EncodedPeerNodes peers)
+    {
+        var own = OwnParts(tailnet, deviceId, engine, isOnline);
+        var encoded = new List<ByteString>();
+        foreach (var peer in engine.VisiblePeers(deviceId).Order(StringComparer.Ordinal))
+        {
+            var device = tailnet.Devices[peer];
+            encoded.Add(DiffersPerViewer(device, engine)
+                ? NodeFor(tailnet, device, isOnline(peer), engine, deviceId).ToByteString()
+                : peers.Of(tailnet, device, isOnline(peer)));
+        }
+        var tag = CodedOutputStream.ComputeTagSize(NetMap.PeersFieldNumber);
+        var bytes = new byte[own.CalculateSize() + encoded.Sum(node => tag + CodedOutputStream.ComputeBytesSize(node))];
+        var output = new CodedOutputStream(bytes);
+        own.WriteTo(output);
+        foreach (var node in encoded)
+        {
+            output.WriteTag(NetMap.PeersFieldNumber, WireFormat.WireType.LengthDelimited);
+            output.WriteBytes(node);
+        }
+        output.CheckNoSpaceLeft();
+        return bytes;
+    }
+
+    /// <summary>What a device's netmap holds besides its peers: itself, DNS and its filter.</summary>
+    private static NetMap OwnParts(TailnetState tailnet, string deviceId, PolicyEngine engine, Func<string, bool> isOnline) => new()
+    {
+        TailnetId = tailnet.TailnetId,
+        Self = SelfFor(tailnet, tailnet.Devices[deviceId], isOnline(deviceId)),
+        Dns = DnsFor(tailnet),
+        Filter = FilterFor(tailnet, deviceId, engine),
+    };
 
     /// <summary>The device's inbound filter as the agent receives it (empty for a device the policy does not place).</summary>
     public static PacketFilter FilterFor(TailnetState tailnet, string deviceId, PolicyEngine engine)

@@ -21,7 +21,23 @@ public static class PeerFanOut
         Func<string, bool> isOnline, DeltaAccumulator into)
     {
         foreach (var (viewer, peer) in change.Removed) into.Remove(viewer, peer);
-        foreach (var (viewer, peer) in change.Added) into.Add(viewer, NetMapBuilder.NodeFor(after, after.Devices[peer], isOnline(peer), engine, viewer));
+        if (change.Added.Count > 0)
+        {
+            // One node per peer for all its new viewers (a join reaches every peer of the device), so
+            // that their deltas share one encoding; a router under via differs per viewer.
+            var nodes = new Dictionary<string, Node>();
+            foreach (var (viewer, peer) in change.Added)
+            {
+                var device = after.Devices[peer];
+                if (NetMapBuilder.DiffersPerViewer(device, engine))
+                    into.Add(viewer, NetMapBuilder.NodeFor(after, device, isOnline(peer), engine, viewer));
+                else
+                {
+                    if (!nodes.TryGetValue(peer, out var node)) nodes[peer] = node = NetMapBuilder.NodeFor(after, device, isOnline(peer));
+                    into.Add(viewer, node);
+                }
+            }
+        }
         foreach (var device in change.FiltersChanged) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
 
         switch (@event)
@@ -116,7 +132,7 @@ public static class PeerFanOut
     private static void Changed(TailnetState after, string deviceId, PolicyEngine engine, Func<string, bool> isOnline, DeltaAccumulator into)
     {
         var device = after.Devices[deviceId];
-        if (engine.HasVia && (!device.SubnetRoutes.IsEmpty || device.IsExitNode))
+        if (NetMapBuilder.DiffersPerViewer(device, engine))
         {
             // A router under via: each viewer gets the routes it may send through it.
             foreach (var viewer in engine.VisiblePeers(deviceId)) into.Change(viewer, NetMapBuilder.NodeFor(after, device, isOnline(deviceId), engine, viewer));
@@ -164,6 +180,12 @@ public static class PeerFanOut
 public sealed class DeltaAccumulator
 {
     private readonly Dictionary<string, Pending> _byRecipient = new();
+
+    // A patch folded into the same pending node or patch gives the same instance for every recipient
+    // (one device's presence and then endpoints reach all its peers in one window), so that their
+    // deltas still share one encoding. Forgotten at each drain, with the flush it served.
+    private readonly Dictionary<(Node, PeerPatch), Node> _patchedNodes = new(ReferencePairComparer<Node, PeerPatch>.Instance);
+    private readonly Dictionary<(PeerPatch, PeerPatch), PeerPatch> _mergedPatches = new(ReferencePairComparer<PeerPatch, PeerPatch>.Instance);
 
     public sealed class Pending
     {
@@ -313,6 +335,8 @@ public sealed class DeltaAccumulator
     {
         var all = _byRecipient.ToList();
         _byRecipient.Clear();
+        _patchedNodes.Clear();
+        _mergedPatches.Clear();
         return all;
     }
 
@@ -348,10 +372,22 @@ public sealed class DeltaAccumulator
     {
         var pending = For(recipient);
         // A patch to a node that goes out whole this time is folded into that node.
-        if (pending.Added.TryGetValue(patch.Id, out var added)) pending.Added[patch.Id] = NetMapRules.Patched(added, patch);
-        else if (pending.Changed.TryGetValue(patch.Id, out var changed)) pending.Changed[patch.Id] = NetMapRules.Patched(changed, patch);
+        if (pending.Added.TryGetValue(patch.Id, out var added)) pending.Added[patch.Id] = Patched(added, patch);
+        else if (pending.Changed.TryGetValue(patch.Id, out var changed)) pending.Changed[patch.Id] = Patched(changed, patch);
         else if (pending.Patches.TryGetValue(patch.Id, out var earlier)) pending.Patches[patch.Id] = Merged(earlier, patch);
         else pending.Patches[patch.Id] = patch;
+    }
+
+    private Node Patched(Node node, PeerPatch patch)
+    {
+        if (!_patchedNodes.TryGetValue((node, patch), out var patched)) _patchedNodes[(node, patch)] = patched = NetMapRules.Patched(node, patch);
+        return patched;
+    }
+
+    private PeerPatch Merged(PeerPatch earlier, PeerPatch later)
+    {
+        if (!_mergedPatches.TryGetValue((earlier, later), out var merged)) _mergedPatches[(earlier, later)] = merged = MergedCopy(earlier, later);
+        return merged;
     }
 
     public void Self(string recipient, Node self) => For(recipient).Self = self;
@@ -380,11 +416,22 @@ public sealed class DeltaAccumulator
 
     public void End(string recipient, string code, string message) => For(recipient).End = (code, message);
 
-    private static PeerPatch Merged(PeerPatch earlier, PeerPatch later)
+    private static PeerPatch MergedCopy(PeerPatch earlier, PeerPatch later)
     {
         var merged = earlier.Clone();
         merged.MergeFrom(later); // protobuf merge: set fields of the later patch win, repeated fields append
         if (later.Endpoints is not null) merged.Endpoints = later.Endpoints.Clone();
         return merged;
     }
+}
+
+/// <summary>Pairs of instances, equal only when both are the very same objects (messages compare by value otherwise).</summary>
+internal sealed class ReferencePairComparer<TFirst, TSecond> : IEqualityComparer<(TFirst, TSecond)> where TFirst : class where TSecond : class
+{
+    public static readonly ReferencePairComparer<TFirst, TSecond> Instance = new();
+
+    public bool Equals((TFirst, TSecond) x, (TFirst, TSecond) y) => ReferenceEquals(x.Item1, y.Item1) && ReferenceEquals(x.Item2, y.Item2);
+
+    public int GetHashCode((TFirst, TSecond) pair) =>
+        HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(pair.Item1), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(pair.Item2));
 }

@@ -61,6 +61,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     /// <summary>When the last fan-out went (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; 0 before the first).</summary>
     private long _lastFlushAt;
     private readonly DeltaAccumulator _pending = new();
+
+    /// <summary>Peers' nodes as full maps carry them, encoded once per change of the peer, not once per map.</summary>
+    private readonly EncodedPeerNodes _encodedPeers = new();
     /// <summary>The traced command whose changes the next flush carries (the first, when several coalesce).</summary>
     private System.Diagnostics.ActivityContext? _flushCause;
     private readonly Dictionary<string, DateTimeOffset> _online = new();
@@ -134,7 +137,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 ? new DeviceInfo(device, IsOnline(device.DeviceId))
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
             GetNetMap get => state.Devices.ContainsKey(get.DeviceId)
-                ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.Build(state, get.DeviceId, Engine, IsOnline).ToByteArray())
+                ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.BuildEncoded(state, get.DeviceId, Engine, IsOnline, _encodedPeers))
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
             GetMesh => new MeshLinks(state.Devices.Keys
                 .SelectMany(a => Engine.VisiblePeers(a).Where(b => string.CompareOrdinal(a, b) < 0).Select(b => new MeshLink(a, b)))
@@ -342,7 +345,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         if (State.IsActive && State.Devices.ContainsKey(deviceId))
         {
-            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.Build(State, deviceId, Engine, IsOnline).ToByteArray()));
+            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers)));
             _pending.Delivered(deviceId);
         }
         else
@@ -409,6 +412,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
+        _encodedPeers.Prune(State);
     }
 
     protected override void OnRecovered()

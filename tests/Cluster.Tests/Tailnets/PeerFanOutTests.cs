@@ -11,7 +11,7 @@ public class PeerFanOutTests
     private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
     private const string T = "tn_acme";
 
-    private static TailnetState WithDevices(int count, out List<string> ids)
+    internal static TailnetState WithDevices(int count, out List<string> ids)
     {
         var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
         state = state.Apply(state.Process(new CreateAuthKey(T, "k", "h", null, true, false, [], Now.AddDays(1), "", Now)).Events.Single());
@@ -184,6 +184,41 @@ public class PeerFanOutTests
         Assert.Equal(ids.Append("dev_new").Order(), drained.Keys.Order());
         Assert.All(ids, id => Assert.Equal("dev_new", Assert.Single(drained[id].PeersAdded).Id));
         Assert.Equal("active", drained["dev_new"].Self.Status);
+    }
+
+    [Fact]
+    public void A_join_its_presence_and_its_first_endpoints_within_one_window_reach_all_its_peers_as_one_array()
+    {
+        // What a join brings a tailnet within one flush window: the registration, the device online,
+        // its first endpoint report. Every peer hears the same, so every peer must hold the same bytes:
+        // built once per flush, not once per peer (a join in a tailnet of 1,000 reaches 999 peers).
+        var state = WithDevices(5, out var ids);
+        var into = Collect(state, new RegisterDevice(T, "dev_new", new string('f', 64), new string('e', 64), "", "new", "linux", "k", "h", Now), out var after);
+        var engine = PolicyEngine.Compile(after.Policy, after.PolicyDevices());
+        PeerFanOut.Presence("dev_new", true, Now, engine, into);
+        var report = new UpdateDeviceEndpoints(T, "dev_new", ["198.18.0.9:41641"], 2, new string('d', 64), Version: 5);
+        var reported = after;
+        foreach (var e in after.Process(report).Events) reported = reported.Apply(e).WithEndpointsReported("dev_new", report.Version);
+        PeerFanOut.EndpointsReported(after, reported, "dev_new", engine, _ => true, into);
+        // A second device online in the same window: a patch merged into the first device's patches.
+        PeerFanOut.Presence(ids[0], false, Now, engine, into);
+        PeerFanOut.Presence(ids[0], true, Now, engine, into);
+
+        var encodings = new DeltaAccumulator.SharedEncodings();
+        var bytes = into.Drain().Where(kv => kv.Key != "dev_new").ToDictionary(kv => kv.Key, kv => (Delta: kv.Value.ToDelta(), Bytes: kv.Value.ToDeltaBytes(encodings)));
+
+        var shared = bytes[ids[1]].Bytes;
+        Assert.All(ids.Skip(2), peer => Assert.Same(shared, bytes[peer].Bytes));
+        var delta = NetMapDelta.Parser.ParseFrom(shared);
+        Assert.Equal(bytes[ids[1]].Delta, delta);
+        var joined = Assert.Single(delta.PeersAdded);
+        Assert.Equal(("dev_new", true, 2, 5L), (joined.Id, joined.Online, joined.HomeRelay, joined.EndpointsVersion));
+        Assert.Equal(["198.18.0.9:41641"], joined.Endpoints);
+        var back = Assert.Single(delta.Patches);
+        Assert.Equal((ids[0], true), (back.Id, back.Online));
+        // The first device hears of the join too, with its own patch left out: its own array.
+        Assert.Equal("dev_new", Assert.Single(bytes[ids[0]].Delta.PeersAdded).Id);
+        Assert.Empty(bytes[ids[0]].Delta.Patches);
     }
 
     [Fact]
