@@ -7,8 +7,9 @@ namespace Weft.Cluster.Tests.Tailnets;
 /// <summary>Full maps built from peers encoded for earlier maps: the same map as one built from the state, whatever changed in between.</summary>
 public class EncodedPeerNodesTests
 {
-    private static readonly DateTimeOffset Now = new(2026, 12, 5, 12, 0, 0, TimeSpan.Zero);
-    private const string T = "tn_acme";
+    // The tailnet and devices of the fan-out tests.
+    private const string T = PeerFanOutTests.T;
+    private static readonly DateTimeOffset Now = PeerFanOutTests.Now;
 
     private static void AssertSameMap(TailnetState state, string deviceId, Func<string, bool> isOnline, EncodedPeerNodes peers)
     {

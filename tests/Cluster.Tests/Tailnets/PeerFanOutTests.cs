@@ -8,8 +8,8 @@ namespace Weft.Cluster.Tests.Tailnets;
 /// <summary>Who hears about a change, and how changes to one recipient merge within a flush window.</summary>
 public class PeerFanOutTests
 {
-    private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
-    private const string T = "tn_acme";
+    internal static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+    internal const string T = "tn_acme";
 
     internal static TailnetState WithDevices(int count, out List<string> ids)
     {
