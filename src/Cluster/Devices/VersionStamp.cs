@@ -23,7 +23,6 @@ public static class VersionStamp
     private const uint NetMapTag = (ServerMessage.NetmapFieldNumber << 3) | (uint)WireFormat.WireType.LengthDelimited;
     private const uint DeltaVersionTag = (NetMapDelta.VersionFieldNumber << 3) | (uint)WireFormat.WireType.Varint;
     private const uint DeltaBaseVersionTag = (NetMapDelta.BaseVersionFieldNumber << 3) | (uint)WireFormat.WireType.Varint;
-    private const uint NetMapVersionTag = (NetMap.VersionFieldNumber << 3) | (uint)WireFormat.WireType.Varint;
 
     /// <summary>A tailnet's delta as the message <c>delta</c>, numbered <paramref name="baseVersion"/> to <paramref name="version"/>.</summary>
     /// <exception cref="InvalidProtocolBufferException">The delta is not a well-formed protobuf message.</exception>
