@@ -102,15 +102,10 @@ public static class NetMapBuilder
                 ? NodeFor(tailnet, device, isOnline(peer), engine, deviceId).ToByteString()
                 : peers.Of(tailnet, device, isOnline(peer)));
         }
-        var tag = CodedOutputStream.ComputeTagSize(NetMap.PeersFieldNumber);
-        var bytes = new byte[own.CalculateSize() + encoded.Sum(node => tag + CodedOutputStream.ComputeBytesSize(node))];
+        var bytes = new byte[own.CalculateSize() + EncodedFields.Size(NetMap.PeersFieldNumber, encoded)];
         var output = new CodedOutputStream(bytes);
         own.WriteTo(output);
-        foreach (var node in encoded)
-        {
-            output.WriteTag(NetMap.PeersFieldNumber, WireFormat.WireType.LengthDelimited);
-            output.WriteBytes(node);
-        }
+        EncodedFields.Write(output, NetMap.PeersFieldNumber, encoded);
         output.CheckNoSpaceLeft();
         return bytes;
     }

@@ -313,20 +313,9 @@ public sealed class DeltaAccumulator
             return bytes;
         }
 
-        public int FieldsSize(int field, IEnumerable<IMessage> messages)
-        {
-            var tag = CodedOutputStream.ComputeTagSize(field);
-            return messages.Sum(m => tag + CodedOutputStream.ComputeBytesSize(Of(m)));
-        }
+        public int FieldsSize(int field, IEnumerable<IMessage> messages) => EncodedFields.Size(field, messages.Select(Of));
 
-        public void WriteFields(CodedOutputStream output, int field, IEnumerable<IMessage> messages)
-        {
-            foreach (var message in messages)
-            {
-                output.WriteTag(field, WireFormat.WireType.LengthDelimited);
-                output.WriteBytes(Of(message));
-            }
-        }
+        public void WriteFields(CodedOutputStream output, int field, IEnumerable<IMessage> messages) => EncodedFields.Write(output, field, messages.Select(Of));
     }
 
     public int RecipientCount => _byRecipient.Count;
