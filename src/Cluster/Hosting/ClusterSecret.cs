@@ -30,6 +30,7 @@ public sealed class ClusterSecret
 
     private readonly byte[] _secret;
     private readonly Lazy<X509Certificate2> _certificate;
+    private int _refusedPeers;
 
     private ClusterSecret(byte[] secret, string source)
     {
@@ -148,6 +149,12 @@ public sealed class ClusterSecret
             KeyBlobFormat.RawSymmetricKey);
 
     /// <summary>
+    /// How many peer certificates <see cref="PeerValidator"/> has refused. A failed TLS handshake with
+    /// none refused was not about the secret: the peer closed the connection before it completed.
+    /// </summary>
+    public int RefusedPeers => Volatile.Read(ref _refusedPeers);
+
+    /// <summary>
     /// Accepts a peer whose certificate carries this cluster's public key. The chain is not consulted
     /// (the certificate is self-signed by design); TLS has already proved the peer holds the private key.
     /// </summary>
@@ -157,6 +164,7 @@ public sealed class ClusterSecret
         return (certificate, _, peer, _, log) =>
         {
             if (certificate is not null && CryptographicOperations.FixedTimeEquals(certificate.GetPublicKey(), expected)) return true;
+            Interlocked.Increment(ref _refusedPeers);
             log.Warning("Refused a cluster connection with {0}: it does not hold this cluster's secret", peer);
             return false;
         };

@@ -68,7 +68,7 @@ public static class CoordinatorActorSystem
                 // The replicator starts with the node, not with the first read: until it runs, this node
                 // misses the others' writes, and their writes to every node wait for it in vain.
                 Akka.DistributedData.DistributedData.Get(system);
-                ReportAbnormalShutdown(system);
+                ReportAbnormalShutdown(system, secret);
                 system.ActorOf(QuarantineGuard.Props(), "quarantine-guard");
                 // With no seeds (and no discovery) this node is the whole cluster: it joins itself.
                 if (seeds.Length == 0 && !kubernetes)
@@ -80,20 +80,18 @@ public static class CoordinatorActorSystem
     }
 
     /// <summary>
-    /// When Akka stops the node for a reason other than a requested stop (downed by the cluster, a TLS
-    /// handshake refused: the other node holds another cluster secret), says why in one error line and
-    /// makes the process exit with Akka's code for it, so that a supervisor sees a failure.
+    /// When Akka stops the node for a reason other than a requested stop (downed by the cluster, a
+    /// failed TLS handshake), says why in one error line and makes the process exit with Akka's code
+    /// for it, so that a supervisor sees a failure and starts the node again.
     /// </summary>
-    private static void ReportAbnormalShutdown(ActorSystem system)
+    private static void ReportAbnormalShutdown(ActorSystem system, ClusterSecret secret)
     {
         var shutdown = CoordinatedShutdown.Get(system);
         shutdown.AddTask(CoordinatedShutdown.PhaseBeforeServiceUnbind, "report-abnormal-shutdown", () =>
         {
             if (shutdown.ShutdownReason is { ExitCode: not 0 } reason)
             {
-                var why = reason.GetType().Name == "TlsHandshakeFailureReason"
-                    ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
-                    : reason.ToString();
+                var why = reason.GetType().Name == "TlsHandshakeFailureReason" ? TlsFailure(reason, secret) : reason.ToString();
                 system.Log.Error("This node stops (exit code {0}): {1}", reason.ExitCode, why);
                 // Also straight to stderr: Akka's logging is asynchronous and the process may be gone first.
                 Console.Error.WriteLine($"error: this node stops (exit code {reason.ExitCode}): {why}");
@@ -102,6 +100,19 @@ public static class CoordinatorActorSystem
             return Task.FromResult(Akka.Done.Instance);
         });
     }
+
+    /// <summary>
+    /// Why a TLS handshake this node started failed. Akka stops a node on any failed outbound handshake.
+    /// When this node refused the peer's certificate, the two hold different cluster secrets. Otherwise the
+    /// peer closed the connection before the handshake completed, which is what a node looks like to the
+    /// others in the moment it shuts down or crashes: nothing is wrong with this node, and its supervisor
+    /// (systemd's Restart=always, Kubernetes) starts it again.
+    /// </summary>
+    internal static string TlsFailure(CoordinatedShutdown.Reason reason, ClusterSecret secret) =>
+        secret.RefusedPeers > 0
+            ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
+            : $"a cluster TLS handshake was cut off before it completed ({reason}): the node it reached closed the connection, as a node does while it " +
+              "shuts down or crashes. Akka stops a node on any failed outbound handshake; the secret is not in question, and the node rejoins when its supervisor starts it again";
 
     /// <summary>With Kubernetes discovery: cluster bootstrap (see <see cref="KubernetesBootstrap"/>).</summary>
     private static AkkaConfigurationBuilder WithDiscovery(this AkkaConfigurationBuilder builder, ClusterNodeSettings cluster) =>

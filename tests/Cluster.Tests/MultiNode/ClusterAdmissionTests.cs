@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using Weft.Cluster.Tests.Support;
 
 namespace Weft.Cluster.Tests.MultiNode;
@@ -5,7 +7,9 @@ namespace Weft.Cluster.Tests.MultiNode;
 /// <summary>
 /// Only nodes holding the cluster secret become members. A stock <c>weft</c> pointed at a member's
 /// cluster port (its own SQLite, so its own generated secret) is refused at the TLS handshake. Other
-/// multi-node tests show that nodes with the same secret do join.
+/// multi-node tests show that nodes with the same secret do join. Akka also stops a node whose own
+/// handshake is cut off (the peer closed the connection midway, as a node does while it shuts down or
+/// crashes); the node must say so, not blame the secret.
 /// </summary>
 [Collection(CoordinatorProcesses.Name)]
 public class ClusterAdmissionTests
@@ -39,6 +43,50 @@ public class ClusterAdmissionTests
         }
         finally
         {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [SkippableFact]
+    public async Task A_node_whose_handshake_is_cut_off_stops_with_the_true_cause_not_a_secret_mismatch()
+    {
+        // A "seed" that takes the connection, reads the start of the TLS handshake and hangs up, as a
+        // node going down does to a connection that reached it in its last moment.
+        using var hangUp = new TcpListener(IPAddress.Loopback, 0);
+        hangUp.Start();
+        var seedPort = ((IPEndPoint)hangUp.LocalEndpoint).Port;
+        var cut = 0;
+        using var stop = new CancellationTokenSource();
+        var acceptor = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var connection = await hangUp.AcceptTcpClientAsync(stop.Token);
+                var hello = new byte[512];
+                if (await connection.GetStream().ReadAsync(hello, stop.Token) > 0 && hello[0] == 0x16) Interlocked.Increment(ref cut); // a TLS handshake record
+            }
+        });
+        var folder = Directory.CreateTempSubdirectory("weft-cut-off-").FullName;
+        try
+        {
+            await using var node = new CoordinatorNode("cut-off", [$"127.0.0.1:{seedPort}"], new Dictionary<string, string>
+            {
+                ["Weft__Storage__DataDirectory"] = folder,
+            });
+            node.Start();
+
+            await Eventually.Until(() => !node.Running, "the node stops", TimeSpan.FromSeconds(60));
+            Assert.True(Volatile.Read(ref cut) > 0, "the node's handshake reached the seed and was cut off");
+            Assert.Equal(79, node.ExitCode);
+            Assert.Contains("a cluster TLS handshake was cut off before it completed", node.Output);
+            Assert.DoesNotContain("do not hold the same cluster secret", node.Output);
+            Assert.DoesNotContain("Refused a cluster connection", node.Output);
+        }
+        finally
+        {
+            stop.Cancel();
+            hangUp.Stop();
+            await Task.WhenAny(acceptor, Task.Delay(TimeSpan.FromSeconds(5)));
             Directory.Delete(folder, recursive: true);
         }
     }
