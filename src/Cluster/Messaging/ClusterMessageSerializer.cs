@@ -26,7 +26,14 @@ public sealed class ClusterMessageSerializer(ExtendedActorSystem system) : Seria
 
     public override string Manifest(object o) => WireCatalog.NameOf(o.GetType());
 
-    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), _json);
+    public override byte[] ToBinary(object obj)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), _json);
+        var type = Telemetry.CoordinatorMetrics.MessageType(WireCatalog.NameOf(obj.GetType()));
+        Telemetry.CoordinatorMetrics.ClusterMessagesSent.Add(1, type);
+        Telemetry.CoordinatorMetrics.ClusterMessageBytes.Add(bytes.Length, type);
+        return bytes;
+    }
 
     public override object FromBinary(byte[] bytes, string manifest) =>
         JsonSerializer.Deserialize(bytes, WireCatalog.TypeOf(manifest), _json)

@@ -33,6 +33,18 @@ public static class CoordinatorMetrics
     public static readonly Counter<long> NetmapDeltaBytes = Meter.CreateCounter<long>("weft.netmap.delta.bytes", "By",
         "Bytes of the netmap messages written to agents' control streams, before sealing");
 
+    /// <summary>
+    /// Weft's messages to other nodes, by type (their wire name), as serialized for the wire. They share each
+    /// pair of nodes' one connection with the cluster's heartbeats, so a burst here delays those.
+    /// </summary>
+    public static readonly Counter<long> ClusterMessagesSent = Meter.CreateCounter<long>("weft.cluster.messages.sent", "{message}",
+        "Weft's messages serialized for another node, by type");
+
+    public static readonly Counter<long> ClusterMessageBytes = Meter.CreateCounter<long>("weft.cluster.message.bytes", "By",
+        "Bytes of Weft's messages serialized for another node, by type");
+
+    public static KeyValuePair<string, object?> MessageType(string wireName) => new("type", wireName);
+
     /// <summary>From the request to store an entity's events to the journal's acknowledgement, by entity type.</summary>
     public static readonly Histogram<double> JournalWriteDuration = Meter.CreateHistogram<double>("weft.journal.write.duration", "s",
         "Time from asking the journal to store an entity's events to its acknowledgement, by entity type", advice: Seconds);

@@ -45,6 +45,7 @@ public static class CoordinatorTelemetry
     {
         services.AddSingleton<ShardingStatistics>();
         services.AddHostedService(s => s.GetRequiredService<ShardingStatistics>());
+        services.AddHostedService<LongGcPauses>();
         if (settings.Canary && OperatingSystem.IsLinux())
             PropagationCanary.Register(services, settings, nodeName);
         var otlp = string.IsNullOrWhiteSpace(settings.OtlpEndpoint) ? null : new Uri(settings.OtlpEndpoint);

@@ -176,6 +176,29 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     }
 
     [Fact]
+    public void Each_message_serialized_for_another_node_is_counted_with_its_bytes_under_its_wire_name()
+    {
+        var measured = new System.Collections.Concurrent.ConcurrentBag<(string Instrument, string Type, long Value)>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name is "weft.cluster.messages.sent" or "weft.cluster.message.bytes") l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags) if (tag.Key == "type") measured.Add((instrument.Name, (string)tag.Value!, value));
+        });
+        listener.Start();
+        var serializer = (ClusterMessageSerializer)Sys.Serialization.FindSerializerForType(typeof(DeliverToAgent));
+
+        var bytes = serializer.ToBinary(new DeliverToAgent(new byte[300], 42));
+
+        // Other tests may serialize beside this one: this message's own measurements are among those seen.
+        Assert.Contains(("weft.cluster.messages.sent", "session.deliver", 1L), measured);
+        Assert.Contains(("weft.cluster.message.bytes", "session.deliver", (long)bytes.Length), measured);
+    }
+
+    [Fact]
     public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
     {
         var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7, false), out _);
