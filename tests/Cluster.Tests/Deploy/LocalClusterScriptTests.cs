@@ -9,8 +9,8 @@ namespace Weft.Cluster.Tests.Deploy;
 
 /// <summary>
 /// deploy/local-cluster as an operator uses it: start PostgreSQL and three self-contained coordinators
-/// (built with the publish profile), kill one, see the others carry on, bring it back, stop a node
-/// gracefully, stop everything. And the self-contained agent runs on a machine with no .NET at all.
+/// (built with the publish profile), kill one, see the others carry on, bring it back, see a node the
+/// cluster downed started again by the script (as by systemd), stop a node gracefully, stop everything. And the self-contained agent runs on a machine with no .NET at all.
 /// </summary>
 [Collection(CoordinatorProcesses.Name)]
 public class LocalClusterScriptTests(ITestOutputHelper output)
@@ -46,6 +46,25 @@ public class LocalClusterScriptTests(ITestOutputHelper output)
 
             var back = await Script(environment, "restart", "2");
             Assert.Equal(3, Lines(back).Count(l => l.Contains(" ready ") && l.Split("=up").Length == 4));
+
+            // A node the cluster downs (here: paused until the others remove it) exits by itself when it
+            // wakes up, and the script starts it again, as systemd's unit does; it rejoins.
+            var paused = File.ReadAllText(Path.Combine(state, "node3.pid")).Trim();
+            await Run("kill", ["-STOP", paused]);
+            try
+            {
+                using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+                await Eventually.Until(async () => await http.GetStringAsync($"http://127.0.0.1:{8081 + offset}/healthz"),
+                    health => !health.Contains($":{4053 + offset}\"", StringComparison.Ordinal), "node1 has removed the paused node3", TimeSpan.FromSeconds(90));
+            }
+            finally
+            {
+                await Run("kill", ["-CONT", paused]);
+            }
+            await Eventually.Until(() => Script(environment, "status"),
+                text => Lines(text).Count(l => l.Contains(" ready ") && l.Split("=up").Length == 4) == 3 && !text.Contains($"pid {paused} "),
+                "node3 started again by the script, and the three ready with three members", TimeSpan.FromSeconds(120));
+            Assert.Matches("local-cluster: node3 exited with code [1-9][0-9]*; starting it again in 2 s", File.ReadAllText(Path.Combine(state, "node3.log")));
             var stopped = await Script(environment, "stop", "1");
             Assert.Contains("node1 left the cluster and stopped", stopped);
             await Script(environment, "stop");
