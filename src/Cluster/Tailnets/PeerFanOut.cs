@@ -21,6 +21,11 @@ public static class PeerFanOut
         Func<string, bool> isOnline, DeltaAccumulator into)
     {
         foreach (var (viewer, peer) in change.Removed) into.Remove(viewer, peer);
+        // A device that has just registered hears nothing from its join. Its entity is new and takes no
+        // delta before its session's first attach, and that attach asks for a full map, which drops
+        // whatever is pending for it (DeltaAccumulator.Delivered): its view of every peer, its own record
+        // and its filter would be built only to be thrown away. In a tailnet of N that is N nodes per join.
+        var joined = @event is DeviceRegistered registered ? registered.Device.DeviceId : null;
         if (change.Added.Count > 0)
         {
             // One node per peer for all its new viewers (a join reaches every peer of the device), so
@@ -28,6 +33,7 @@ public static class PeerFanOut
             var nodes = new Dictionary<string, Node>();
             foreach (var (viewer, peer) in change.Added)
             {
+                if (viewer == joined) continue;
                 var device = after.Devices[peer];
                 if (NetMapBuilder.DiffersPerViewer(device, engine))
                     into.Add(viewer, NetMapBuilder.NodeFor(after, device, isOnline(peer), engine, viewer));
@@ -38,13 +44,10 @@ public static class PeerFanOut
                 }
             }
         }
-        foreach (var device in change.FiltersChanged) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
+        foreach (var device in change.FiltersChanged.Where(d => d != joined)) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
 
         switch (@event)
         {
-            case DeviceRegistered e:
-                Self(after, e.Device.DeviceId, isOnline, into);
-                break;
             case DeviceReauthorized e:
                 Changed(after, e.DeviceId, engine, isOnline, into);
                 into.Resync(e.DeviceId);
