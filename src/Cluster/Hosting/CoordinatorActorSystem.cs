@@ -108,7 +108,7 @@ public static class CoordinatorActorSystem
     /// others in the moment it shuts down or crashes: nothing is wrong with this node, and its supervisor
     /// (systemd's Restart=always, Kubernetes) starts it again.
     /// </summary>
-    internal static string TlsFailure(CoordinatedShutdown.Reason reason, ClusterSecret secret) =>
+    private static string TlsFailure(CoordinatedShutdown.Reason reason, ClusterSecret secret) =>
         secret.RefusedPeers > 0
             ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
             : $"a cluster TLS handshake was cut off before it completed ({reason}): the node it reached closed the connection, as a node does while it " +

@@ -39,8 +39,8 @@ public sealed class LongGcPauses(ILogger<LongGcPauses> log, TimeSpan? threshold 
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))
                 for (var i = 0; i < Kinds.Length; i++)
-                    if (Check(i) is { } pause)
-                        longPauses.Add(1, new KeyValuePair<string, object?>("kind", pause.Kind));
+                    if (Check(i) is { } kind)
+                        longPauses.Add(1, new KeyValuePair<string, object?>("kind", kind));
         }
         catch (OperationCanceledException)
         {
@@ -48,7 +48,8 @@ public sealed class LongGcPauses(ILogger<LongGcPauses> log, TimeSpan? threshold 
         }
     }
 
-    private (string Kind, TimeSpan Pause)? Check(int kind)
+    /// <summary>The kind's name when its latest collection is new and stopped the node for the threshold or more (it is logged); null otherwise.</summary>
+    private string? Check(int kind)
     {
         var info = GC.GetGCMemoryInfo(Kinds[kind]);
         if (info.Index == _seen[kind]) return null;
@@ -59,7 +60,7 @@ public sealed class LongGcPauses(ILogger<LongGcPauses> log, TimeSpan? threshold 
         log.LogWarning("A garbage collection ({Kind}, generation {Generation}) stopped this node for {PauseMs:0} ms (heap {HeapMb:0} MB after it, " +
                        "{PromotedMb:0} MB promoted, {Flavor} GC); the other nodes mark a node unreachable after about 3.5 s without a heartbeat",
             name, info.Generation, pause.TotalMilliseconds, info.HeapSizeBytes / 1048576.0, info.PromotedBytes / 1048576.0, System.Runtime.GCSettings.IsServerGC ? "server" : "workstation");
-        return (name, pause);
+        return name;
     }
 
     /// <summary>How long <paramref name="info"/>'s collection stopped the process: every pause it made, added up.</summary>

@@ -24,8 +24,7 @@ public sealed class GcPauseWatch
         var last = GC.GetGCMemoryInfo(GCKind.Any);
         if (last.Index == _lastSeen) return;
         _lastSeen = last.Index;
-        var pause = TimeSpan.Zero;
-        foreach (var part in last.PauseDurations) pause += part;
+        var pause = Weft.Cluster.Telemetry.LongGcPauses.Paused(last);
         if (pause > Longest) Longest = pause;
     }
 }
