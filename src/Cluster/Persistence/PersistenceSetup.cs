@@ -25,9 +25,26 @@ public static class PersistenceSetup
         {
             // SQLite has a single writer; concurrent journal writers would only contend for its lock.
             builder.AddHocon("akka.persistence.journal.sql.parallelism = 1", HoconAddMode.Prepend);
+            builder.AddHocon(SqliteReadsTakeNoWriteLock, HoconAddMode.Prepend);
         }
         return builder;
     }
+
+    /// <summary>
+    /// Lets SQLite reads run beside the writer. Akka.Persistence.Sql runs every read (a recovery's
+    /// snapshot load, highest sequence number and replay) in a transaction of the configured isolation
+    /// level, unspecified by default. Microsoft.Data.Sqlite opens such a transaction with
+    /// <c>BEGIN IMMEDIATE</c>, which takes the database's one write lock: every recovery then queued
+    /// behind the journal's writes, and a reader or writer that found the lock taken slept 150 ms
+    /// before trying again (its busy loop). Read-uncommitted is the one level it opens deferred
+    /// (<c>BEGIN</c>); without a shared cache it still reads at serializable isolation, from a WAL
+    /// snapshot, and it takes no lock a writer waits for.
+    /// </summary>
+    public const string SqliteReadsTakeNoWriteLock = """
+        akka.persistence.journal.sql.read-isolation-level = read-uncommitted
+        akka.persistence.snapshot-store.sql.read-isolation-level = read-uncommitted
+        akka.persistence.query.journal.sql.read-isolation-level = read-uncommitted
+        """;
 
     /// <summary>
     /// Turns off Akka.Persistence's replay filter for the journal. Akka.Persistence.Sql stamps each row
