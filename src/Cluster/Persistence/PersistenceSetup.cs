@@ -102,7 +102,7 @@ public static class PersistenceSetup
         else
         {
             var folder = Path.GetFullPath(storage.DataDirectory);
-            var database = Path.Combine(folder, "weft.db");
+            var database = StorageSettings.SqliteDatabaseIn(folder);
             OwnerOnly(folder, database);
             connectionString = new SqliteConnectionStringBuilder
             {

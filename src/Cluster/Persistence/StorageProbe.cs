@@ -53,7 +53,7 @@ public sealed class StorageProbe(StorageSettings settings, TimeProvider clock)
             else
             {
                 var file = string.IsNullOrWhiteSpace(settings.ConnectionString)
-                    ? new SqliteConnectionStringBuilder { DataSource = Path.Combine(Path.GetFullPath(settings.DataDirectory), "weft.db"), Mode = SqliteOpenMode.ReadOnly }.ToString()
+                    ? new SqliteConnectionStringBuilder { DataSource = StorageSettings.SqliteDatabaseIn(settings.DataDirectory), Mode = SqliteOpenMode.ReadOnly }.ToString()
                     : settings.ConnectionString;
                 await using var connection = new SqliteConnection(file);
                 await connection.OpenAsync(timeout.Token);

@@ -18,4 +18,7 @@ public sealed class StorageSettings
 
     /// <summary>Required for PostgreSQL (an Npgsql connection string). For SQLite it overrides the data folder.</summary>
     public string? ConnectionString { get; set; }
+
+    /// <summary>The SQLite database file a node keeps in <paramref name="dataDirectory"/>.</summary>
+    public static string SqliteDatabaseIn(string dataDirectory) => Path.Combine(Path.GetFullPath(dataDirectory), "weft.db");
 }

@@ -24,9 +24,6 @@ public sealed class AuditLogTests : IAsyncLifetime
 
     private static StringContent Policy(string text) => new(text, Encoding.UTF8, "application/hujson");
 
-    private static async Task<AuditLogResource> Audit(HttpClient http, string path) =>
-        await (await http.GetAsync(path)).ReadAs<AuditLogResource>(HttpStatusCode.OK);
-
     [Fact]
     public async Task Each_change_is_recorded_with_who_what_and_where_and_the_record_survives_a_restart()
     {
@@ -46,7 +43,7 @@ public sealed class AuditLogTests : IAsyncLifetime
             .ReadAs<CreatedApiKeyResource>(HttpStatusCode.Created);
 
         // The tenant reads its own tailnet's log, under the tailnet's new name: it follows the id.
-        var log = await Audit(tenant, "/api/v1/tailnets/audited-renamed/audit?since=1h");
+        var log = await tenant.GetAuditLog("/api/v1/tailnets/audited-renamed/audit?since=1h");
         Assert.Equal(tailnet.Id, log.Log);
         Assert.Equal(
         [
@@ -65,19 +62,19 @@ public sealed class AuditLogTests : IAsyncLifetime
         Assert.Contains("tailnet=audited", log.Entries[2].Target);
 
         // The new operator key belongs to no tailnet: it is in the cluster's log, which tenants may not read.
-        var cluster = await Audit(_node.Http, "/api/v1/audit?since=1h");
+        var cluster = await _node.Http.GetAuditLog("/api/v1/audit?since=1h");
         var issued = Assert.Single(cluster.Entries, e => e.Action == "POST /api/v1/api-keys");
         Assert.StartsWith("operator-key ", issued.Actor);
         Assert.Equal(ApiErrorCodes.Forbidden, (await (await tenant.GetAsync("/api/v1/audit")).ReadError(HttpStatusCode.Forbidden)).Code);
         Assert.Equal(ApiErrorCodes.NotFound, (await (await tenant.GetAsync("/api/v1/tailnets/elsewhere/audit")).ReadError(HttpStatusCode.NotFound)).Code);
         Assert.Equal(ApiErrorCodes.InvalidRequest, (await (await tenant.GetAsync("/api/v1/tailnets/audited-renamed/audit?since=yesterday")).ReadError(HttpStatusCode.BadRequest)).Code);
-        Assert.Equal(2, (await Audit(tenant, "/api/v1/tailnets/audited-renamed/audit?since=1h&limit=2")).Entries.Count);
+        Assert.Equal(2, (await tenant.GetAuditLog("/api/v1/tailnets/audited-renamed/audit?since=1h&limit=2")).Entries.Count);
         Assert.NotNull(operatorKey.Key);
 
         // Stored, not remembered: a restarted coordinator shows the same log.
         await _node.DisposeAsync();
         _node = await TestCoordinator.StartAsync(_storage);
-        var after = await Audit(_node.Http, $"/api/v1/tailnets/{tailnet.Id}/audit?since=1h");
+        var after = await _node.Http.GetAuditLog($"/api/v1/tailnets/{tailnet.Id}/audit?since=1h");
         Assert.Equal(log.Entries, after.Entries);
     }
 

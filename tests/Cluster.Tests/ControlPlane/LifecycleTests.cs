@@ -465,7 +465,7 @@ public class LifecycleTests
     /// <summary>The manifests of what the tailnet's entity has journaled, in order.</summary>
     private static List<string> JournalManifests(TestStorage storage, string tailnet)
     {
-        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(storage.DataDirectory, "weft.db")};Mode=ReadOnly");
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={storage.SqliteDatabase};Mode=ReadOnly");
         connection.Open();
         using var query = connection.CreateCommand();
         query.CommandText = "SELECT manifest FROM journal WHERE persistence_id = $id ORDER BY sequence_number";

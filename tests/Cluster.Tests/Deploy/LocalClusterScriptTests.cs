@@ -10,7 +10,8 @@ namespace Weft.Cluster.Tests.Deploy;
 /// <summary>
 /// deploy/local-cluster as an operator uses it: start PostgreSQL and three self-contained coordinators
 /// (built with the publish profile), kill one, see the others carry on, bring it back, see a node the
-/// cluster downed started again by the script (as by systemd), stop a node gracefully, stop everything. And the self-contained agent runs on a machine with no .NET at all.
+/// cluster downed started again by the script (as by systemd), stop a node gracefully, stop everything.
+/// And the self-contained agent runs on a machine with no .NET at all.
 /// </summary>
 [Collection(CoordinatorProcesses.Name)]
 public class LocalClusterScriptTests(ITestOutputHelper output)

@@ -62,7 +62,7 @@ public class StoredSecretsTests
         // Replace the stored key by a clear one, as versions before sealing wrote it.
         using var legacyKey = Curve25519PrivateKey.Generate();
         var legacy = legacyKey.ToBase64();
-        await using (var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")}"))
+        await using (var connection = new SqliteConnection($"Data Source={StorageSettings.SqliteDatabaseIn(folder)}"))
         {
             await connection.OpenAsync();
             await RewriteTheFirstEventInClear(connection, legacy);
@@ -92,7 +92,7 @@ public class StoredSecretsTests
         // and deletion: the clear event of an earlier version, then the sealed one.
         using var legacyKey = Curve25519PrivateKey.Generate();
         var legacy = legacyKey.ToBase64();
-        await using (var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")}"))
+        await using (var connection = new SqliteConnection($"Data Source={StorageSettings.SqliteDatabaseIn(folder)}"))
         {
             await connection.OpenAsync();
             var columns = new List<string>();
@@ -148,7 +148,7 @@ public class StoredSecretsTests
 
     private static List<T> Query<T>(string folder, string sql, Func<SqliteDataReader, T> read)
     {
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(folder, "weft.db")};Mode=ReadOnly");
+        using var connection = new SqliteConnection($"Data Source={StorageSettings.SqliteDatabaseIn(folder)};Mode=ReadOnly");
         connection.Open();
         using var query = connection.CreateCommand();
         query.CommandText = sql;

@@ -128,7 +128,7 @@ public class RouteRecoveryTests
 
         // As if the entity had moved to another node for its second change and come back for its third:
         // the journal stamps each row with the writing node's journal id.
-        var database = Path.Combine(storage.DataDirectory, "weft.db");
+        var database = storage.SqliteDatabase;
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={database}"))
         {

@@ -25,11 +25,11 @@ public class SqliteWriteLockTests
             auditPath = $"/api/v1/tailnets/{tailnet}/audit?since=1h";
             for (var days = 1; days <= 5; days++)
                 (await node.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new UpdateTailnetSettingsRequest(days))).EnsureSuccessStatusCode();
-            before = await Eventually.Until(() => Audit(node.Http, auditPath), log => log.Entries.Count == 6, "the creation and five changes in the audit log");
+            before = await Eventually.Until(() => node.Http.GetAuditLog(auditPath), log => log.Entries.Count == 6, "the creation and five changes in the audit log");
         }
 
         await using var restarted = await TestCoordinator.StartAsync(storage, settings);
-        var database = Path.Combine(storage.DataDirectory, "weft.db");
+        var database = storage.SqliteDatabase;
         await using var writer = new SqliteConnection($"Data Source={database};Pooling=False");
         await writer.OpenAsync();
         await Execute(writer, "BEGIN IMMEDIATE;");
@@ -41,7 +41,7 @@ public class SqliteWriteLockTests
             // recovers (snapshot, highest sequence number, replay) while the lock is held. A read that
             // asked for the write lock would wait for it until its command timed out, and the request
             // would fail.
-            var recovered = await Audit(restarted.Http, auditPath);
+            var recovered = await restarted.Http.GetAuditLog(auditPath);
             Assert.Equal(before.Entries, recovered.Entries);
 
             AssertWriteLockHeld(database);
@@ -54,11 +54,8 @@ public class SqliteWriteLockTests
         // The lock is free again: the entities write, and the writes are there.
         (await restarted.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new UpdateTailnetSettingsRequest(6))).EnsureSuccessStatusCode();
         Assert.Equal(6, (await restarted.Http.GetTailnet(tailnet)).Settings.NodeKeyExpiryDays);
-        await Eventually.Until(() => Audit(restarted.Http, auditPath), log => log.Entries.Count == 7, "the change made after the lock was released in the audit log");
+        await Eventually.Until(() => restarted.Http.GetAuditLog(auditPath), log => log.Entries.Count == 7, "the change made after the lock was released in the audit log");
     }
-
-    private static async Task<AuditLogResource> Audit(HttpClient http, string path) =>
-        await (await http.GetAsync(path)).ReadAs<AuditLogResource>(System.Net.HttpStatusCode.OK);
 
     /// <summary>A second writer is refused (SQLITE_BUSY) while the test's transaction holds the lock.</summary>
     private static void AssertWriteLockHeld(string database)

@@ -43,6 +43,10 @@ public static class ApiCalls
     public static async Task<TailnetResource> CreateTailnet(this HttpClient http, string name, int? expiryDays = null, string? dnsSuffix = null) =>
         await (await http.PostJson("/api/v1/tailnets", new CreateTailnetRequest(name, expiryDays, dnsSuffix))).ReadAs<TailnetResource>(HttpStatusCode.Created);
 
+    /// <summary>An audit log page (<c>/api/v1/audit</c> or a tailnet's <c>/audit</c>, with its query), which must answer 200.</summary>
+    public static async Task<AuditLogResource> GetAuditLog(this HttpClient http, string path) =>
+        await (await http.GetAsync(path)).ReadAs<AuditLogResource>(HttpStatusCode.OK);
+
     public static async Task<TailnetListResource> ListTailnets(this HttpClient http) =>
         await (await http.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
 

@@ -13,6 +13,9 @@ public abstract class TestStorage : IAsyncDisposable
     /// <summary>The coordinator's data folder on SQLite (its database, cluster secret and reset requests).</summary>
     public string DataDirectory => Settings.Single(s => s.Key == "Weft:Storage:DataDirectory").Value!;
 
+    /// <summary>The coordinator's SQLite database file, in <see cref="DataDirectory"/>.</summary>
+    public string SqliteDatabase => StorageSettings.SqliteDatabaseIn(DataDirectory);
+
     public static TestStorage NewSqlite() => new SqliteStorage();
 
     /// <summary>A new, empty database on the test PostgreSQL server (skips when none is configured).</summary>
