@@ -86,7 +86,10 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
 
     protected override void PreStart()
     {
-        Timers.StartPeriodicTimer("local", RefreshLocal.Instance, TimeSpan.Zero, _local.RefreshInterval);
+        // Learned here, not on the first timer tick: a probe that answers within that tick would otherwise
+        // report (and publish) no local endpoints.
+        _localEndpoints = CurrentLocalEndpoints();
+        Timers.StartPeriodicTimer("local", RefreshLocal.Instance, _local.RefreshInterval);
         // The relay map usually comes within a moment of connecting, and then the netcheck reports; without
         // one (no relays) the local endpoints are reported after this wait.
         Timers.StartSingleTimer("first-report", FirstReport.Instance, TimeSpan.FromSeconds(2));

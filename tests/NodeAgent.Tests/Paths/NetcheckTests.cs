@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Akka.Actor;
 using Weft.Contracts.Control;
+using Weft.Contracts.Stun;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.Paths;
@@ -68,6 +69,46 @@ public sealed class NetcheckTests : Akka.TestKit.Xunit2.TestKit, IDisposable
             coturn.Kill(entireProcessTree: true);
             coturn.WaitForExit(5000);
             folder.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The local endpoints are known from the start: a probe answered at once (a STUN server on the same
+    /// host answers in well under a timer tick) publishes them in the first report. They used to come
+    /// on the first tick of the refresh timer, and a probe that finished before it reported none.
+    /// </summary>
+    [Fact]
+    public async Task The_first_report_carries_the_local_endpoints_even_when_stun_answers_at_once()
+    {
+        for (var round = 0; round < 5; round++)
+        {
+            using var stun = new UdpClient(new IPEndPoint(IPAddress.Loopback, 0));
+            var stunPort = ((IPEndPoint)stun.Client.LocalEndPoint!).Port;
+            var answering = Task.Run(async () =>
+            {
+                var request = await stun.ReceiveAsync();
+                Assert.Equal(StunError.None, StunMessage.TryReadBindingRequest(request.Buffer, out var transaction));
+                await stun.SendAsync(StunMessage.BindingResponseFor(transaction, request.RemoteEndPoint), request.RemoteEndPoint);
+            });
+            using var device = new WireGuardDevice(new VirtualTun($"netcheck-first-{round}"), UdpTransport.Bind(0));
+            var parent = CreateTestProbe();
+            var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
+            device.OtherPacketHandler = (datagram, source) =>
+            {
+                if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
+                discovery.Tell(new StunArrived(datagram.ToArray(), source, device.Clock.NowMs));
+                return true;
+            };
+            device.Start();
+            discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stunPort } } } } }, "127.0.0.1"));
+
+            var done = await parent.FishForMessageAsync<NetcheckDone>(_ => true, TimeSpan.FromSeconds(10));
+            Assert.True(done.Report.Udp, "the STUN server's answer was not counted");
+            Assert.Equal(["127.0.0.1:9"], done.Report.LocalEndpoints);
+            Assert.Contains(IPEndPoint.Parse("127.0.0.1:9"), done.Endpoints);
+            Assert.Contains(IPEndPoint.Parse($"127.0.0.1:{device.ListenPort}"), done.Endpoints);
+            await answering.WaitAsync(TimeSpan.FromSeconds(5));
+            Sys.Stop(discovery);
         }
     }
 
