@@ -36,14 +36,7 @@ public sealed class NetcheckTests : Akka.TestKit.Xunit2.TestKit, IDisposable
              "--log-file", Path.Combine(folder.FullName, "turn.log")]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
         try
         {
-            var discovery = ChildActorOf(EndpointDiscovery.PropsFor(_device, new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
-            _device.OtherPacketHandler = (datagram, source) =>
-            {
-                if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
-                discovery.Tell(new StunArrived(datagram.ToArray(), source, _device.Clock.NowMs));
-                return true;
-            };
-            _device.Start();
+            var discovery = StartNetcheck(this, _device);
             var map = new RelayMap { Regions = { new RelayRegion { Id = 7, Code = "coturn", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = port } } } } };
             discovery.Tell(new RelayMapKnown(map, "127.0.0.1"));
 
@@ -92,14 +85,7 @@ public sealed class NetcheckTests : Akka.TestKit.Xunit2.TestKit, IDisposable
             });
             using var device = new WireGuardDevice(new VirtualTun($"netcheck-first-{round}"), UdpTransport.Bind(0));
             var parent = CreateTestProbe();
-            var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
-            device.OtherPacketHandler = (datagram, source) =>
-            {
-                if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
-                discovery.Tell(new StunArrived(datagram.ToArray(), source, device.Clock.NowMs));
-                return true;
-            };
-            device.Start();
+            var discovery = StartNetcheck(parent, device);
             discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stunPort } } } } }, "127.0.0.1"));
 
             var done = await parent.FishForMessageAsync<NetcheckDone>(_ => true, TimeSpan.FromSeconds(10));
@@ -123,6 +109,23 @@ public sealed class NetcheckTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         Assert.Equal(DatagramKind.Unknown, MagicSocket.Classify(disco[..10]));
         Assert.Equal(DatagramKind.Unknown, MagicSocket.Classify([5, 0, 0, 0]));
         Assert.Equal(DatagramKind.Unknown, MagicSocket.Classify([]));
+    }
+
+    /// <summary>
+    /// Netcheck on <paramref name="device"/>'s own socket, wired as the agent wires it (STUN answers go to
+    /// the discovery actor), with one local endpoint given on the command line: 127.0.0.1:9.
+    /// </summary>
+    private static IActorRef StartNetcheck(Akka.TestKit.TestKitBase parent, WireGuardDevice device)
+    {
+        var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
+        device.OtherPacketHandler = (datagram, source) =>
+        {
+            if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
+            discovery.Tell(new StunArrived(datagram.ToArray(), source, device.Clock.NowMs));
+            return true;
+        };
+        device.Start();
+        return discovery;
     }
 
     private static int FreeUdpPort()
