@@ -314,6 +314,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             CoordinatorCpuSeconds = cpuBefore is { } b && cpuAfter is { } a ? a - b : null,
             GeneratorGcPauseSeconds = pauses.Total.TotalSeconds,
             GeneratorLongestGcPauseMs = pauses.Longest.TotalMilliseconds,
+            GeneratorCollections = pauses.Collections,
         });
     }
 

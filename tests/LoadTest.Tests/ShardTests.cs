@@ -126,7 +126,7 @@ public sealed class ShardTests
     }
 
     /// <summary>A shard's result whose propagation latencies are exactly <paramref name="millis"/>.</summary>
-    private static LoadResult ShardResult(string shard, int nodes, double joinSeconds, IEnumerable<int> millis, long lost = 0, double? converge = null, double gcPauseSeconds = 0, double longestGcPauseMs = 0)
+    private static LoadResult ShardResult(string shard, int nodes, double joinSeconds, IEnumerable<int> millis, long lost = 0, double? converge = null, double gcPauseSeconds = 0, double longestGcPauseMs = 0, GcCollections? collections = null)
     {
         var histogram = new LongHistogram(1, 3_600_000_000, 3);
         foreach (var ms in millis) histogram.RecordValue(ms * 1000L);
@@ -144,7 +144,7 @@ public sealed class ShardTests
             Coordinators = 3,
             Join = new JoinResult(nodes, joinSeconds, nodes / joinSeconds, joinSeconds + 1, summary),
             Phases = [new PhaseResult("steady", 10, 100, 10, histogram.TotalCount, histogram.TotalCount / 10.0, summary, converge)
-                { CoordinatorCpuSeconds = 4, GeneratorGcPauseSeconds = gcPauseSeconds, GeneratorLongestGcPauseMs = longestGcPauseMs }],
+                { CoordinatorCpuSeconds = 4, GeneratorGcPauseSeconds = gcPauseSeconds, GeneratorLongestGcPauseMs = longestGcPauseMs, GeneratorCollections = collections }],
             Latency = summary,
             Delivery = new DeliveryResult(histogram.TotalCount + lost, histogram.TotalCount, 0, lost, 0, 0, 1000, 200, 10, 5000, 9000),
             Convergence = new ConvergenceResult(nodes, nodes, 0, []),
@@ -159,8 +159,8 @@ public sealed class ShardTests
     [Fact]
     public void Merged_shards_add_their_counts_take_percentiles_over_all_latencies_and_count_the_coordinators_once()
     {
-        var fast = ShardResult("1/2", 300, joinSeconds: 3, Enumerable.Range(1, 100), gcPauseSeconds: 0.9, longestGcPauseMs: 40);
-        var slow = ShardResult("2/2", 700, joinSeconds: 7, Enumerable.Range(101, 100), converge: 4.5, gcPauseSeconds: 0.3, longestGcPauseMs: 120);
+        var fast = ShardResult("1/2", 300, joinSeconds: 3, Enumerable.Range(1, 100), gcPauseSeconds: 0.9, longestGcPauseMs: 40, collections: new GcCollections(50, 3, 0));
+        var slow = ShardResult("2/2", 700, joinSeconds: 7, Enumerable.Range(101, 100), converge: 4.5, gcPauseSeconds: 0.3, longestGcPauseMs: 120, collections: new GcCollections(20, 6, 1));
 
         var merged = ResultMerge.Merge([fast, slow]);
 
@@ -180,6 +180,7 @@ public sealed class ShardTests
         // Each generator paused on its own: the merged phase carries the worst of each figure, not their sum.
         Assert.Equal(0.9, merged.Phases[0].GeneratorGcPauseSeconds);
         Assert.Equal(120, merged.Phases[0].GeneratorLongestGcPauseMs);
+        Assert.Equal(new GcCollections(50, 6, 1), merged.Phases[0].GeneratorCollections);
         Assert.Equal(102.4, merged.Memory.CoordinatorKbPerDevice!.Value, 6);
         // The storm ended when the slower shard's did.
         Assert.Equal(7, merged.Join.Seconds);

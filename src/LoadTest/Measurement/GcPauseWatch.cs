@@ -1,3 +1,5 @@
+using Weft.LoadTest.Reporting;
+
 namespace Weft.LoadTest.Measurement;
 
 /// <summary>
@@ -11,6 +13,7 @@ namespace Weft.LoadTest.Measurement;
 public sealed class GcPauseWatch
 {
     private readonly TimeSpan _totalAtStart = GC.GetTotalPauseDuration();
+    private readonly int[] _countsAtStart = [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
     private long _lastSeen = GC.GetGCMemoryInfo(GCKind.Any).Index;
 
     /// <summary>The longest pause of one collection seen since the start.</summary>
@@ -18,6 +21,20 @@ public sealed class GcPauseWatch
 
     /// <summary>Every pause since the start, added up.</summary>
     public TimeSpan Total => GC.GetTotalPauseDuration() - _totalAtStart;
+
+    /// <summary>
+    /// The collections since the start, by the oldest generation each collected: frequent young ones
+    /// that pause long point at what survives them; gen2 ones at the size of the whole heap.
+    /// </summary>
+    public GcCollections Collections
+    {
+        get
+        {
+            // CollectionCount(n) counts every collection of generation n or older.
+            var (all, gen1Up, gen2) = (GC.CollectionCount(0) - _countsAtStart[0], GC.CollectionCount(1) - _countsAtStart[1], GC.CollectionCount(2) - _countsAtStart[2]);
+            return new GcCollections(all - gen1Up, gen1Up - gen2, gen2);
+        }
+    }
 
     public void Sample()
     {

@@ -66,9 +66,15 @@ public sealed record PhaseResult(
 
     public double? GeneratorLongestGcPauseMs { get; init; }
 
+    /// <summary>The tester's collections during the phase (null in results from before they were counted; with several generators, the largest count of each kind).</summary>
+    public GcCollections? GeneratorCollections { get; init; }
+
     /// <summary>Coordinator CPU per delivery in microseconds: what one change costs per recipient.</summary>
     public double? CoordinatorMicrosPerDelivery => CoordinatorCpuSeconds is { } cpu && Deliveries > 0 ? cpu * 1e6 / Deliveries : null;
 }
+
+/// <summary>Garbage collections, by the oldest generation each collected.</summary>
+public sealed record GcCollections(int Gen0, int Gen1, int Gen2);
 
 /// <summary>Milliseconds.</summary>
 public sealed record LatencySummary(long Count, double P50, double P90, double P99, double P999, double Max)

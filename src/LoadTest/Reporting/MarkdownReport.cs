@@ -63,7 +63,7 @@ public static class MarkdownReport
             md.AppendLine(Invariant,
                 $"| {p.Name} | {p.Seconds:0} | {p.ChangesPerSecond:0} | {p.DeliveriesPerSecond:0} | {p.Latency.P50:0.#} | {p.Latency.P90:0.#} | {p.Latency.P99:0.#} | {p.Latency.P999:0.#} | {p.Latency.Max:0.#} | " +
                 $"{(p.ConvergeAfterChaosSeconds is { } s ? s.ToString("0.0 s", Invariant) : "—")} | {(p.CoordinatorMicrosPerDelivery is { } us ? us.ToString("0.0", Invariant) : "—")} | " +
-                $"{(p.GeneratorGcPauseSeconds is { } paused ? $"{paused * 1000:0} ms in all, longest {p.GeneratorLongestGcPauseMs ?? 0:0} ms" : "—")} |");
+                $"{(p.GeneratorGcPauseSeconds is { } paused ? $"{paused * 1000:0} ms in all, longest {p.GeneratorLongestGcPauseMs ?? 0:0} ms{CollectionsText(p.GeneratorCollections)}" : "—")} |");
         md.AppendLine();
         md.AppendLine(Invariant, $"![latency over time]({LatencyOverTimeFile})");
         md.AppendLine();
@@ -112,6 +112,9 @@ public static class MarkdownReport
     }
 
     /// <summary>p50 and p99 of each second's deliveries, with the phases marked.</summary>
+    private static string CollectionsText(GcCollections? c) =>
+        c is null ? "" : string.Create(Invariant, $"; {c.Gen0} gen0, {c.Gen1} gen1, {c.Gen2} gen2 collections");
+
     public static string LatencyOverTime(LoadResult r)
     {
         var plot = new Plot("Propagation latency over time (ms, log scale)", r.Timeline.Count == 0 ? 1 : r.Timeline.Max(p => p.Second));
