@@ -66,7 +66,7 @@ public sealed record PhaseResult(
 
     public double? GeneratorLongestGcPauseMs { get; init; }
 
-    /// <summary>The tester's collections during the phase (null in results from before they were counted; with several generators, the largest count of each kind).</summary>
+    /// <summary>The tester's collections during the phase (null in results from before they were counted; with several generators, those of the one that paused longest).</summary>
     public GcCollections? GeneratorCollections { get; init; }
 
     /// <summary>Coordinator CPU per delivery in microseconds: what one change costs per recipient.</summary>

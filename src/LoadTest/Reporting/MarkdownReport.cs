@@ -111,10 +111,10 @@ public static class MarkdownReport
         return md.ToString();
     }
 
-    /// <summary>p50 and p99 of each second's deliveries, with the phases marked.</summary>
     private static string CollectionsText(GcCollections? c) =>
         c is null ? "" : string.Create(Invariant, $"; {c.Gen0} gen0, {c.Gen1} gen1, {c.Gen2} gen2 collections");
 
+    /// <summary>p50 and p99 of each second's deliveries, with the phases marked.</summary>
     public static string LatencyOverTime(LoadResult r)
     {
         var plot = new Plot("Propagation latency over time (ms, log scale)", r.Timeline.Count == 0 ? 1 : r.Timeline.Max(p => p.Second));

@@ -59,8 +59,8 @@ public static class ResultMerge
                 // Each generator pauses on its own; the worst of them is what its latencies carry.
                 GeneratorGcPauseSeconds = parts.Max(p => p.GeneratorGcPauseSeconds),
                 GeneratorLongestGcPauseMs = parts.Max(p => p.GeneratorLongestGcPauseMs),
-                GeneratorCollections = parts.All(p => p.GeneratorCollections is null) ? null
-                    : new GcCollections(parts.Max(p => p.GeneratorCollections?.Gen0 ?? 0), parts.Max(p => p.GeneratorCollections?.Gen1 ?? 0), parts.Max(p => p.GeneratorCollections?.Gen2 ?? 0)),
+                // The collections behind those pauses: the generator's that paused longest.
+                GeneratorCollections = parts.MaxBy(p => p.GeneratorGcPauseSeconds ?? -1)!.GeneratorCollections,
             };
         }).ToList();
 
