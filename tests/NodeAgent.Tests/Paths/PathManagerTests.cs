@@ -120,6 +120,52 @@ public sealed class PathManagerTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         await AwaitPathEndpoint("127.0.0.1:1003");
     }
 
+    /// <summary>
+    /// Netcheck is the PathManager's child: killed, it is started again a second later, and the new one
+    /// re-learns what the first knew. The relay map and home region come from the PathManager
+    /// (<see cref="NetcheckStarted"/>), the machine's own addresses from its start, so its first report
+    /// answers from the STUN server and carries the local endpoint, as before the kill.
+    /// </summary>
+    [Fact]
+    public async Task Netcheck_killed_is_started_again_and_reports_the_relay_map_home_and_local_endpoints_it_had()
+    {
+        await using var stun = new LoopbackStunServer();
+        var map = new RelayMap
+        {
+            Regions = { new RelayRegion { Id = 5, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } },
+        };
+        _paths.Tell(new RelayAccessChanged(map, [1, 2, 3], DateTimeOffset.UtcNow.AddHours(1), "127.0.0.1"));
+
+        async Task<NetcheckReport> AnsweredReport()
+        {
+            NetcheckReport? report = null;
+            await AwaitAssertAsync(async () =>
+            {
+                report = await _paths.Ask<NetcheckReport>(GetNetcheck.Instance, Timeout);
+                Assert.True(report.Udp, "no STUN answer in the report");
+            }, TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(200));
+            return report!;
+        }
+
+        var before = await AnsweredReport();
+        Assert.Equal(5, before.HomeRegion);
+        Assert.Equal(["127.0.0.1:41641"], before.LocalEndpoints);
+
+        var first = await Sys.ActorSelection(_paths.Path / "netcheck").ResolveOne(Timeout);
+        Watch(first);
+        first.Tell(Kill.Instance);
+        ExpectTerminated(first, Timeout);
+        IActorRef? second = null;
+        await AwaitAssertAsync(async () => second = await Sys.ActorSelection(_paths.Path / "netcheck").ResolveOne(Timeout), Timeout);
+        Assert.NotEqual(first, second);
+
+        // A discovery without the relay map would answer at once with no STUN result: this one probes.
+        var after = await AnsweredReport();
+        Assert.Equal(5, after.HomeRegion);
+        Assert.Equal(["127.0.0.1:41641"], after.LocalEndpoints);
+        Assert.Equal(before.StunAddresses, after.StunAddresses);
+    }
+
     public new void Dispose()
     {
         _node.Dispose();
