@@ -272,6 +272,7 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
                 agent.Actor.Tell(new Reconnect(TimeSpan.FromMilliseconds(_random.NextDouble() * phase.ReconnectSpreadSeconds * 1000)));
 
         long? chaosAt = null;
+        var fullMapsBefore = FullMapsSoFar();
         var cpuBefore = CoordinatorCpu();
         var pauses = new GcPauseWatch();
         var started = Stopwatch.GetTimestamp();
@@ -315,7 +316,21 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
             GeneratorGcPauseSeconds = pauses.Total.TotalSeconds,
             GeneratorLongestGcPauseMs = pauses.Longest.TotalMilliseconds,
             GeneratorCollections = pauses.Collections,
+            FullMaps = FullMapsSince(fullMapsBefore),
         });
+    }
+
+    /// <summary>The fleet's full maps so far: the traffic counters, and each node's count (nodes that join during the churn included).</summary>
+    private (long Maps, long Bytes, Dictionary<SimulatedAgent, int> ByAgent) FullMapsSoFar()
+    {
+        lock (_transient) return (_traffic.FullMaps, _traffic.FullMapBytes, _agents.Concat(_transient).ToDictionary(a => a, a => a.FullMapsReceived));
+    }
+
+    private FullMapCount FullMapsSince((long Maps, long Bytes, Dictionary<SimulatedAgent, int> ByAgent) before)
+    {
+        var now = FullMapsSoFar();
+        var several = now.ByAgent.Count(a => a.Value - before.ByAgent.GetValueOrDefault(a.Key) >= 2);
+        return new FullMapCount(now.Maps - before.Maps, now.Bytes - before.Bytes, several);
     }
 
     /// <summary>The sampled coordinators' CPU seconds so far; null when none is sampled or one is gone (a chaos phase kills one).</summary>

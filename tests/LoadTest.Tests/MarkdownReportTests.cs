@@ -24,7 +24,8 @@ public sealed class MarkdownReportTests
         [
             new PhaseResult("steady", 20, 4000, 200, 300_000, 15_000, new LatencySummary(300_000, 28.7, 81.7, 226.9, 359.2, 2244.6), null)
                 { CoordinatorCpuSeconds = 4.5, GeneratorGcPauseSeconds = 0.6424, GeneratorLongestGcPauseMs = 203.6, GeneratorCollections = new GcCollections(41, 7, 1) },
-            new PhaseResult("kill <node 2>", 30, 6000, 200, 420_000, 14_000, new LatencySummary(420_000, 31, 95, 1676.3, 9083.8, 12234.4), 11.5),
+            new PhaseResult("kill <node 2>", 30, 6000, 200, 420_000, 14_000, new LatencySummary(420_000, 31, 95, 1676.3, 9083.8, 12234.4), 11.5)
+                { FullMaps = new FullMapCount(4_175, 91_750_400, 312) },
         ],
         Latency = new LatencySummary(720_000, 29.5, 88, 900.2, 8000, 12234.4),
         Delivery = new DeliveryResult(730_000, 720_000, 10_000 - lost, lost, 0, 0, 300_000, 201.4, 667, 18_977, 55_061),
@@ -53,8 +54,8 @@ public sealed class MarkdownReportTests
         Assert.Contains("| Joined | 30 | 360 | 360 | 0 | 66.5 | 245 | 366.1 | 366.1 |", markdown);
         Assert.Contains("| Left | 9 | 108 | 108 | 0 | 38.7 | 69.4 | 70.3 | 70.4 |", markdown);
         Assert.Contains("650 nodes joined in 6.5 s (**100 joins/s**); every node held its whole tailnet after 7.3 s.", markdown);
-        Assert.Contains("| steady | 20 | 200 | 15000 | 28.7 | 81.7 | 226.9 | 359.2 | 2244.6 | — | 15.0 | 642 ms in all, longest 204 ms; 41 gen0, 7 gen1, 1 gen2 collections |", markdown);
-        Assert.Contains("| kill <node 2> | 30 | 200 | 14000 | 31 | 95 | 1676.3 | 9083.8 | 12234.4 | 11.5 s | — | — |", markdown);
+        Assert.Contains("| steady | 20 | 200 | 15000 | 28.7 | 81.7 | 226.9 | 359.2 | 2244.6 | — | 15.0 | — | 642 ms in all, longest 204 ms; 41 gen0, 7 gen1, 1 gen2 collections |", markdown);
+        Assert.Contains("| kill <node 2> | 30 | 200 | 14000 | 31 | 95 | 1676.3 | 9083.8 | 12234.4 | 11.5 s | — | 4,175 (87.5 MB); 312 agents got more than one | — |", markdown);
         Assert.Contains("| 730,000 | 720,000 | 10,000 | 0 | 0 | 0 |", markdown);
         Assert.Contains("650 of 650 stores equal the cluster's view; 0 peer(s) seen across tailnets.", markdown);
         Assert.Contains("Coordinators: 188.7 KB of RSS per connected device once the fleet joined, 101.2 KB once the churn drained.", markdown);

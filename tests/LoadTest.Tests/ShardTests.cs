@@ -126,7 +126,7 @@ public sealed class ShardTests
     }
 
     /// <summary>A shard's result whose propagation latencies are exactly <paramref name="millis"/>.</summary>
-    private static LoadResult ShardResult(string shard, int nodes, double joinSeconds, IEnumerable<int> millis, long lost = 0, double? converge = null, double gcPauseSeconds = 0, double longestGcPauseMs = 0, GcCollections? collections = null)
+    private static LoadResult ShardResult(string shard, int nodes, double joinSeconds, IEnumerable<int> millis, long lost = 0, double? converge = null, double gcPauseSeconds = 0, double longestGcPauseMs = 0, GcCollections? collections = null, FullMapCount? fullMaps = null)
     {
         var histogram = new LongHistogram(1, 3_600_000_000, 3);
         foreach (var ms in millis) histogram.RecordValue(ms * 1000L);
@@ -144,7 +144,7 @@ public sealed class ShardTests
             Coordinators = 3,
             Join = new JoinResult(nodes, joinSeconds, nodes / joinSeconds, joinSeconds + 1, summary),
             Phases = [new PhaseResult("steady", 10, 100, 10, histogram.TotalCount, histogram.TotalCount / 10.0, summary, converge)
-                { CoordinatorCpuSeconds = 4, GeneratorGcPauseSeconds = gcPauseSeconds, GeneratorLongestGcPauseMs = longestGcPauseMs, GeneratorCollections = collections }],
+                { CoordinatorCpuSeconds = 4, GeneratorGcPauseSeconds = gcPauseSeconds, GeneratorLongestGcPauseMs = longestGcPauseMs, GeneratorCollections = collections, FullMaps = fullMaps }],
             Latency = summary,
             Delivery = new DeliveryResult(histogram.TotalCount + lost, histogram.TotalCount, 0, lost, 0, 0, 1000, 200, 10, 5000, 9000),
             Convergence = new ConvergenceResult(nodes, nodes, 0, []),
@@ -159,8 +159,10 @@ public sealed class ShardTests
     [Fact]
     public void Merged_shards_add_their_counts_take_percentiles_over_all_latencies_and_count_the_coordinators_once()
     {
-        var fast = ShardResult("1/2", 300, joinSeconds: 3, Enumerable.Range(1, 100), gcPauseSeconds: 0.9, longestGcPauseMs: 40, collections: new GcCollections(50, 3, 0));
-        var slow = ShardResult("2/2", 700, joinSeconds: 7, Enumerable.Range(101, 100), converge: 4.5, gcPauseSeconds: 0.3, longestGcPauseMs: 120, collections: new GcCollections(20, 6, 1));
+        var fast = ShardResult("1/2", 300, joinSeconds: 3, Enumerable.Range(1, 100), gcPauseSeconds: 0.9, longestGcPauseMs: 40, collections: new GcCollections(50, 3, 0),
+            fullMaps: new FullMapCount(300, 3_000_000, 12));
+        var slow = ShardResult("2/2", 700, joinSeconds: 7, Enumerable.Range(101, 100), converge: 4.5, gcPauseSeconds: 0.3, longestGcPauseMs: 120, collections: new GcCollections(20, 6, 1),
+            fullMaps: new FullMapCount(700, 7_000_000, 30));
 
         var merged = ResultMerge.Merge([fast, slow]);
 
@@ -182,6 +184,8 @@ public sealed class ShardTests
         Assert.Equal(120, merged.Phases[0].GeneratorLongestGcPauseMs);
         // The collections are those of the generator that paused longest, not a mix of both.
         Assert.Equal(new GcCollections(50, 3, 0), merged.Phases[0].GeneratorCollections);
+        // Each generator counted its own agents' full maps: they add up.
+        Assert.Equal(new FullMapCount(1000, 10_000_000, 42), merged.Phases[0].FullMaps);
         Assert.Equal(102.4, merged.Memory.CoordinatorKbPerDevice!.Value, 6);
         // The storm ended when the slower shard's did.
         Assert.Equal(7, merged.Join.Seconds);

@@ -20,6 +20,11 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     private readonly Dictionary<int, int> _lastChangeBySource = new();
     private long _lastFullMapAt;
     private ulong _lastFullMapVersion;
+    private int _fullMapsReceived;
+    /// <summary>Full maps that came again within <see cref="RepeatWindowSeconds"/> described on stderr so far (the first few of the run).</summary>
+    private static int s_repeatsDescribed;
+    private const int RepeatsToDescribe = 10;
+    private const double RepeatWindowSeconds = 30;
     private volatile bool _joined;
     /// <summary>Duplicates and steps back described on stderr so far, in the whole run: the first few say what came, and after what.</summary>
     private static int s_faultsDescribed;
@@ -70,6 +75,9 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
     /// <summary>Holds every other device of its tailnet.</summary>
     public bool Meshed => _meshed;
 
+    /// <summary>Full netmaps this node's store was replaced with so far (its first one included).</summary>
+    public int FullMapsReceived => Volatile.Read(ref _fullMapsReceived);
+
     internal void Observe(ServerMessage message, NetMapApplied applied, NetMapStore store, DeliveryLedger ledger, ChurnLedger churn, TrafficCounters traffic)
     {
         var now = Stopwatch.GetTimestamp();
@@ -82,7 +90,14 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
         }
         if (!_meshed && store.HasMap && store.PeerCount == ExpectedPeers) _meshed = true;
         // Every node's traffic counts; only the measured ones follow changes.
-        if (message.BodyCase == ServerMessage.BodyOneofCase.Netmap && applied == NetMapApplied.Replaced) traffic.FullMap(message.Netmap.CalculateSize());
+        if (message.BodyCase == ServerMessage.BodyOneofCase.Netmap && applied == NetMapApplied.Replaced)
+        {
+            traffic.FullMap(message.Netmap.CalculateSize());
+            if (_lastFullMapAt != 0 && Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalSeconds < RepeatWindowSeconds) DescribeRepeat(message.Netmap.Version, now);
+            _lastFullMapAt = now;
+            _lastFullMapVersion = message.Netmap.Version;
+            Interlocked.Increment(ref _fullMapsReceived);
+        }
         if (message.BodyCase == ServerMessage.BodyOneofCase.Delta && applied == NetMapApplied.Patched) traffic.Delta(message.Delta.CalculateSize());
         if (!Measured) return;
         churn.Observe(this, message, store, now);
@@ -90,8 +105,6 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
         switch (message.BodyCase)
         {
             case ServerMessage.BodyOneofCase.Netmap when applied == NetMapApplied.Replaced:
-                _lastFullMapAt = now;
-                _lastFullMapVersion = message.Netmap.Version;
                 foreach (var peer in message.Netmap.Peers) ApplyIfTaken(store, peer.Id, peer.Endpoints, peer.EndpointsVersion, "a full map", null, fromPatch: false, now, ledger);
                 break;
             case ServerMessage.BodyOneofCase.Delta when applied == NetMapApplied.Patched:
@@ -122,6 +135,19 @@ public sealed class SimulatedAgent(int index, int tailnet, int group, int expect
             // Neither moves the record on: it still holds the change it held before.
             if (arrival is Arrival.Duplicate or Arrival.OutOfOrder) Describe(arrival, peerId, endpoint, sequence, _lastChangeBySource[ledger.SourceOf(sequence)!.Value], version, how, delta, now);
         }
+    }
+
+    /// <summary>
+    /// A full map soon after another (the first few of the run): whether the second came from the same
+    /// epoch of the device's stream (the upper 32 bits of the version: the same device entity answering
+    /// twice) or a new one (the entity started again) says which part of the cluster repeated itself.
+    /// </summary>
+    private void DescribeRepeat(ulong version, long now)
+    {
+        if (Interlocked.Increment(ref s_repeatsDescribed) > RepeatsToDescribe) return;
+        var sameEpoch = version >> 32 == _lastFullMapVersion >> 32;
+        Console.Error.WriteLine($"full map again: {Name} got version {version} {Stopwatch.GetElapsedTime(_lastFullMapAt, now).TotalMilliseconds:0} ms after " +
+            $"version {_lastFullMapVersion} ({(sameEpoch ? "the same epoch of its device's stream" : $"epoch {version >> 32} after {_lastFullMapVersion >> 32}")})");
     }
 
     private void Describe(Arrival arrival, string peerId, string endpoint, int sequence, int held, long version, string how, NetMapDelta? delta, long now)

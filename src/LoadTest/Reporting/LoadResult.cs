@@ -49,6 +49,12 @@ public sealed record ChurnKindResult(string Kind, long Events, long Expected, lo
 /// <summary>The join storm: every node registering at once (at most so many in flight), until each holds its whole tailnet.</summary>
 public sealed record JoinResult(int Nodes, double Seconds, double JoinsPerSecond, double MeshedAfterSeconds, LatencySummary TimeToFirstMap);
 
+/// <summary>Full netmaps received in a phase: how many, their bytes (protobuf, before sealing), and the agents that got two or more.</summary>
+public sealed record FullMapCount(long Maps, long Bytes, int AgentsWithSeveral)
+{
+    public static FullMapCount operator +(FullMapCount a, FullMapCount b) => new(a.Maps + b.Maps, a.Bytes + b.Bytes, a.AgentsWithSeveral + b.AgentsWithSeveral);
+}
+
 /// <summary>One churn phase: its changes and how fast they reached every peer.</summary>
 public sealed record PhaseResult(
     string Name, double Seconds, int Changes, double ChangesPerSecond, long Deliveries, double DeliveriesPerSecond, LatencySummary Latency,
@@ -68,6 +74,13 @@ public sealed record PhaseResult(
 
     /// <summary>The tester's collections during the phase (null in results from before they were counted; with several generators, those of the one that paused longest).</summary>
     public GcCollections? GeneratorCollections { get; init; }
+
+    /// <summary>
+    /// Full netmaps the fleet got during the phase, their protobuf bytes, and how many agents got more
+    /// than one (null in results from before they were counted). A failover costs each agent whose
+    /// tailnet or device entity moved one full map; more than one is work the cluster and the agent repeat.
+    /// </summary>
+    public FullMapCount? FullMaps { get; init; }
 
     /// <summary>Coordinator CPU per delivery in microseconds: what one change costs per recipient.</summary>
     public double? CoordinatorMicrosPerDelivery => CoordinatorCpuSeconds is { } cpu && Deliveries > 0 ? cpu * 1e6 / Deliveries : null;

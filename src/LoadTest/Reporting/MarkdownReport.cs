@@ -57,12 +57,12 @@ public static class MarkdownReport
         md.AppendLine("From an endpoint change to each affected peer's store applying it, in milliseconds. The tester's own GC pauses " +
             "stop all of its agents at once, so a change they catch counts the pause as latency: they are given last.");
         md.AppendLine();
-        md.AppendLine("| phase | seconds | changes/s | deliveries/s | p50 | p90 | p99 | p99.9 | max | recovery after chaos | coordinator CPU µs/delivery | tester GC pauses |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| phase | seconds | changes/s | deliveries/s | p50 | p90 | p99 | p99.9 | max | recovery after chaos | coordinator CPU µs/delivery | full maps | tester GC pauses |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var p in r.Phases)
             md.AppendLine(Invariant,
                 $"| {p.Name} | {p.Seconds:0} | {p.ChangesPerSecond:0} | {p.DeliveriesPerSecond:0} | {p.Latency.P50:0.#} | {p.Latency.P90:0.#} | {p.Latency.P99:0.#} | {p.Latency.P999:0.#} | {p.Latency.Max:0.#} | " +
-                $"{(p.ConvergeAfterChaosSeconds is { } s ? s.ToString("0.0 s", Invariant) : "—")} | {(p.CoordinatorMicrosPerDelivery is { } us ? us.ToString("0.0", Invariant) : "—")} | " +
+                $"{(p.ConvergeAfterChaosSeconds is { } s ? s.ToString("0.0 s", Invariant) : "—")} | {(p.CoordinatorMicrosPerDelivery is { } us ? us.ToString("0.0", Invariant) : "—")} | {FullMapsText(p.FullMaps)} | " +
                 $"{(p.GeneratorGcPauseSeconds is { } paused ? $"{paused * 1000:0} ms in all, longest {p.GeneratorLongestGcPauseMs ?? 0:0} ms{CollectionsText(p.GeneratorCollections)}" : "—")} |");
         md.AppendLine();
         md.AppendLine(Invariant, $"![latency over time]({LatencyOverTimeFile})");
@@ -113,6 +113,9 @@ public static class MarkdownReport
 
     private static string CollectionsText(GcCollections? c) =>
         c is null ? "" : string.Create(Invariant, $"; {c.Gen0} gen0, {c.Gen1} gen1, {c.Gen2} gen2 collections");
+
+    private static string FullMapsText(FullMapCount? f) =>
+        f is null ? "—" : string.Create(Invariant, $"{f.Maps:N0} ({f.Bytes / 1048576.0:0.#} MB); {f.AgentsWithSeveral:N0} agents got more than one");
 
     /// <summary>p50 and p99 of each second's deliveries, with the phases marked.</summary>
     public static string LatencyOverTime(LoadResult r)

@@ -61,6 +61,8 @@ public static class ResultMerge
                 GeneratorLongestGcPauseMs = parts.Max(p => p.GeneratorLongestGcPauseMs),
                 // The collections behind those pauses: the generator's that paused longest.
                 GeneratorCollections = parts.MaxBy(p => p.GeneratorGcPauseSeconds ?? -1)!.GeneratorCollections,
+                // Each generator counts its own agents' maps: they add up (unknown if any generator did not count them).
+                FullMaps = parts.Any(p => p.FullMaps is null) ? null : parts.Select(p => p.FullMaps!).Aggregate((a, b) => a + b),
             };
         }).ToList();
 
