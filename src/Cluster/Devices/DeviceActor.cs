@@ -31,13 +31,22 @@ namespace Weft.Cluster.Devices;
 /// A full map is asked of the tailnet and may never come: the tailnet entity can be mid-move, or on
 /// a node that was just downed, when the request reaches it. So a request that stays unanswered is
 /// repeated every <see cref="DefaultSnapshotRetry"/>; without that, the stream would wait for the
-/// lost map forever and drop every change meanwhile.
+/// lost map forever and drop every change meanwhile. A tailnet that is merely slow (a failover or
+/// a join storm fills its mailbox) gets the request and its repeats together: each repeat names the
+/// same need (<see cref="SendNetMap.Need"/>), so it answers once, and every
+/// <see cref="RepeatsBeforeForce"/>th repeat may be answered again in case the answer was lost.
 /// </para>
 /// </summary>
 public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>, IWithTimers
 {
     /// <summary>How long a full-map request may stay unanswered before it is sent again.</summary>
     public static readonly TimeSpan DefaultSnapshotRetry = TimeSpan.FromSeconds(3);
+
+    /// <summary>Every so many repeats of a full-map request, one asks the tailnet to answer again a need it answered, if its answer had the time to arrive (<see cref="SendNetMap.ForcedAt"/>).</summary>
+    public const int RepeatsBeforeForce = 3;
+
+    /// <summary>How long a message to the session may take to arrive, as far as a repeated attach is concerned (<see cref="AttachSession.RepeatedAt"/>).</summary>
+    public static readonly TimeSpan DeliveryAllowance = TimeSpan.FromSeconds(5);
 
     /// <summary>Deltas kept for resumption: enough to bridge a reconnect, small enough per device.</summary>
     public const int DeltaLogEntries = 32;
@@ -56,7 +65,15 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private bool _awaitingSnapshot;
     // A resync arrived with no session attached: the next session starts from a full map.
     private bool _stale;
+    // The attached session's stream has its start from this incarnation (a full map, a resume, or word that it is up to date),
+    // and when this entity last sent it something (UTC ticks).
+    private bool _sessionServed;
+    private long _lastSentAt;
     private uint _counter;
+    // The full map asked for (this epoch and a count of requests), and how many times the request was repeated.
+    private uint _mapRequests;
+    private ulong _mapNeed;
+    private int _mapRepeats;
     // The agent's latest endpoints (soft state at the tailnet: reported again on every resync).
     private UpdateDeviceEndpoints? _endpoints;
     // A tailnet incarnation asked for the soft state while no session was attached: the next session's
@@ -213,7 +230,12 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             _session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "replaced by a newer session of this device"));
             Telemetry.CoordinatorMetrics.SessionsSuperseded.Add(1, Telemetry.CoordinatorMetrics.Replaced);
         }
-        if (!session.Equals(_session)) Context.Watch(session);
+        var sameSession = session.Equals(_session);
+        if (!sameSession)
+        {
+            Context.Watch(session);
+            _sessionServed = false;
+        }
         _session = session;
         _sessionStartedAt = attach.StartedAt;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
@@ -234,6 +256,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         session.Tell(new SessionAttached(State.DeviceId, Version, _endpoints?.Version ?? 0));
 
         if (_awaitingSnapshot) return; // a full map is on its way to this session
+        // The session's own repeat, sent before what this entity sent it last could have arrived: that is on its way, in order.
+        if (attach.RepeatedAt != 0 && sameSession && _sessionServed && attach.RepeatedAt < _lastSentAt + DeliveryAllowance.Ticks) return;
         if (_stale)
         {
             RequestSnapshot();
@@ -242,12 +266,16 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         if (attach.LastVersion != 0 && attach.LastVersion == Version)
         {
             if (attach.Confirm) Deliver(new ServerMessage { UpToDate = new UpToDate { Version = Version } }, 0);
+            _sessionServed = true;
+            _lastSentAt = _clock.GetUtcNow().UtcTicks;
             return;
         }
         if (attach.LastVersion != 0 && _log.CanResumeFrom(attach.LastVersion))
         {
             // Resume: everything after the agent's version (duplicates of deltas in flight are ignored by the agent).
             foreach (var (message, version) in _log.After(attach.LastVersion)) session.Tell(new DeliverToAgent(message, version));
+            _sessionServed = true;
+            _lastSentAt = _clock.GetUtcNow().UtcTicks;
             return;
         }
         RequestSnapshot();
@@ -271,15 +299,25 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private void Detach()
     {
         _session = null;
+        _sessionServed = false;
         _sessionStartedAt = 0;
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, false, _clock.GetUtcNow()));
     }
 
+    /// <summary>Asks the tailnet for a full map: a new need, numbered in this epoch.</summary>
     private void RequestSnapshot()
+    {
+        _mapNeed = ((ulong)State.Incarnation << 32) | ++_mapRequests;
+        _mapRepeats = 0;
+        AskForSnapshot();
+    }
+
+    private void AskForSnapshot()
     {
         _awaitingSnapshot = true;
         _stale = false;
-        _tailnets.Tell(new SendNetMap(State.TailnetId, State.DeviceId));
+        var forced = _mapRepeats > 0 && _mapRepeats % RepeatsBeforeForce == 0;
+        _tailnets.Tell(new SendNetMap(State.TailnetId, State.DeviceId, _mapNeed, forced ? _clock.GetUtcNow() : null));
         Timers.StartSingleTimer(nameof(SnapshotOverdue), SnapshotOverdue.Instance, _snapshotRetry);
     }
 
@@ -288,7 +326,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         if (!_awaitingSnapshot) return;
         if (_session is not null)
         {
-            RequestSnapshot();
+            _mapRepeats++;
+            AskForSnapshot();
             return;
         }
         // Nobody to send it to: the next session asks afresh.
@@ -313,7 +352,10 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 if (_endpoints is { } endpoints) _tailnets.Tell(endpoints, ActorRefs.Nobody);
             }
             _tailnets.Tell(new DeviceReportedAgain(State.TailnetId, State.DeviceId));
-            if (_session is not null) RequestSnapshot();
+            // A map already asked for still answers (the new incarnation holds every full map until it has
+            // relearned): asked again under the same need, it is built once, whichever incarnation got the request.
+            if (_session is not null && _awaitingSnapshot) AskForSnapshot();
+            else if (_session is not null) RequestSnapshot();
             else _stale = _endpointsOwed = true;
             return;
         }
@@ -326,7 +368,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Stamping also checks the bytes: a malformed delta throws here and never enters the log.
         var message = VersionStamp.Delta(changes.Delta, baseVersion, Version);
         _log.Add(baseVersion, Version, changes.Delta);
-        _session?.Tell(new DeliverToAgent(message, Version));
+        if (_session is null) return;
+        _session.Tell(new DeliverToAgent(message, Version));
+        _lastSentAt = _clock.GetUtcNow().UtcTicks;
     }
 
     private void OnSnapshot(NetMapSnapshot snapshot)
@@ -340,6 +384,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Deltas from before a full map are of no use to anyone: a client behind it needs this map.
         _log.Clear();
         _session?.Tell(new DeliverToAgent(message, Version));
+        _sessionServed = _session is not null;
+        _lastSentAt = _clock.GetUtcNow().UtcTicks;
     }
 
     private void Deliver(ServerMessage message, ulong version) => _session?.Tell(new DeliverToAgent(message.ToByteArray(), version));

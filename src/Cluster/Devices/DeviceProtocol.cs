@@ -47,10 +47,16 @@ public sealed record StartIncarnation(string DeviceId) : IDeviceCommand;
 /// 0: not known). An agent has one stream at a time, so of two sessions of a device the later one is
 /// the agent's: a late attach from an earlier one (held up by a failover) ends that session instead of
 /// taking the stream from the agent's.
+/// <paramref name="RepeatedAt"/> marks the session's own repeats (its heartbeat, or an attach left
+/// unanswered) with when the session sent them (its clock, UTC ticks; 0 for the agent's subscribe). Their
+/// <paramref name="LastVersion"/> is what the session had passed on by then, which can be behind what
+/// the entity has sent since: an entity that already started this session's stream sends nothing again
+/// for a repeat sent before its latest message could have arrived (that is on its way, in order), and
+/// resumes the stream for one sent later (a message lost between nodes).
 /// </summary>
 [WireName("device.attach")]
 public sealed record AttachSession(string DeviceId, IActorRef Session, ulong LastVersion, bool Confirm, UpdateDeviceEndpoints? Endpoints = null,
-    long StartedAt = 0) : IDeviceMessage;
+    long StartedAt = 0, long RepeatedAt = 0) : IDeviceMessage;
 
 /// <summary>
 /// The session's agent reported new endpoints. The entity keeps the latest (it reports them again to

@@ -221,11 +221,14 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 arrived.Inbound.Handled();
                 OnRegisteredMessage(arrived.Message);
                 break;
-            case Reattach or AttachAgain:
+            case Reattach:
+                Attach(confirm: false, repeat: true);
+                break;
+            case AttachAgain:
                 Attach(confirm: false);
                 break;
             case AttachUnanswered:
-                if (!_attachAnswered) Attach(_attachConfirm);
+                if (!_attachAnswered) Attach(_attachConfirm, repeat: true);
                 break;
             case RotationAnswered answered:
                 OnRotationAnswered(answered);
@@ -406,10 +409,12 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     }
 
     /// <summary>Links the stream to the device's entity through the shard region (wherever it lives now), resuming after what this session delivered.</summary>
-    private void Attach(bool confirm)
+    /// <param name="repeat">The session's own repeat (heartbeat, or an attach left unanswered), not the agent's subscribe (see <see cref="AttachSession.RepeatedAt"/>).</param>
+    private void Attach(bool confirm, bool repeat = false)
     {
         if (!_subscribed || _deviceId is null) return;
-        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm, _reportedEndpoints, _startedAt));
+        _services.Devices.Tell(new AttachSession(_deviceId, Self, _lastDelivered, confirm, _reportedEndpoints, _startedAt,
+            repeat ? _services.Clock.GetUtcNow().UtcTicks : 0));
         _attachAnswered = false;
         // An unanswered request to confirm the agent's version stays one when it is sent again.
         _attachConfirm = confirm || (_attachConfirm && Timers.IsTimerActive("attach-unanswered"));

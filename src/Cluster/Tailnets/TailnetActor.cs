@@ -52,7 +52,11 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     public static readonly TimeSpan RelearnDeadline = TimeSpan.FromSeconds(3);
     // Devices a new incarnation still waits to hear again from, and the full maps asked for meanwhile.
     private readonly HashSet<string> _relearning = new();
-    private readonly HashSet<string> _heldFullMaps = new();
+    private readonly Dictionary<string, ulong> _heldFullMaps = new();
+    // The latest full-map need answered per device, and when: a repeat of it that comes later is not answered again (see SendNetMap).
+    private readonly Dictionary<string, (ulong Need, DateTimeOffset At)> _mapsAnswered = new();
+    /// <summary>How long answers are remembered: well beyond the time a device repeats its request in (<see cref="DeviceActor.DefaultSnapshotRetry"/>).</summary>
+    private static readonly TimeSpan RememberAnswersFor = TimeSpan.FromMinutes(1);
     private readonly TimeProvider _clock;
     private readonly TimeSpan _housekeepingInterval;
     private readonly TimeSpan _presenceTimeout;
@@ -279,8 +283,13 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 OnEndpointsReported(report);
                 return true;
             case SendNetMap send:
-                if (_relearning.Count > 0) _heldFullMaps.Add(send.DeviceId);
-                else SendFullMap(send.DeviceId);
+                if (AlreadyAnswered(send))
+                {
+                    Telemetry.CoordinatorMetrics.FullMapRequests.Add(1, Telemetry.CoordinatorMetrics.Repeat);
+                    return true;
+                }
+                if (_relearning.Count > 0) _heldFullMaps[send.DeviceId] = send.Need;
+                else SendFullMap(send.DeviceId, send.Need);
                 return true;
             case DeviceReportedAgain reported:
                 if (_relearning.Remove(reported.DeviceId) && _relearning.Count == 0) EndRelearning();
@@ -341,12 +350,25 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         ScheduleFlush();
     }
 
-    private void SendFullMap(string deviceId)
+    /// <summary>
+    /// Whether <paramref name="send"/> repeats a need this incarnation answered: its answer is on the way,
+    /// in order with the changes that follow it. A forced repeat sent when the answer had had the time to
+    /// arrive (<see cref="DeviceActor.DefaultSnapshotRetry"/> after it went out) says it did not, and is answered again.
+    /// </summary>
+    private bool AlreadyAnswered(SendNetMap send)
+    {
+        if (send.Need == 0 || !_mapsAnswered.TryGetValue(send.DeviceId, out var answered) || answered.Need != send.Need) return false;
+        return send.ForcedAt is not { } sentAt || sentAt < answered.At + DeviceActor.DefaultSnapshotRetry;
+    }
+
+    private void SendFullMap(string deviceId, ulong need)
     {
         if (State.IsActive && State.Devices.ContainsKey(deviceId))
         {
             Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers)));
             _pending.Delivered(deviceId);
+            if (need != 0) _mapsAnswered[deviceId] = (need, _clock.GetUtcNow());
+            Telemetry.CoordinatorMetrics.FullMapRequests.Add(1, Telemetry.CoordinatorMetrics.Built);
         }
         else
             Devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
@@ -358,7 +380,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         _relearning.Clear();
         Timers.Cancel(nameof(RelearnOverdue));
-        foreach (var deviceId in _heldFullMaps) SendFullMap(deviceId);
+        foreach (var (deviceId, need) in _heldFullMaps) SendFullMap(deviceId, need);
         _heldFullMaps.Clear();
     }
 
@@ -413,6 +435,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
         _encodedPeers.Prune(State);
+        foreach (var (deviceId, answered) in _mapsAnswered.Where(kv => now - kv.Value.At > RememberAnswersFor).ToList()) _mapsAnswered.Remove(deviceId);
     }
 
     protected override void OnRecovered()

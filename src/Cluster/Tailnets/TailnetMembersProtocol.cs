@@ -294,9 +294,20 @@ public sealed record MeshLink(string A, string B);
 [WireName("tailnet.mesh")]
 public sealed record MeshLinks(IReadOnlyList<MeshLink> Links) : IClusterMessage;
 
-/// <summary>Asks for a device's whole netmap; the answer is sent to the device's entity, in order with its changes.</summary>
+/// <summary>
+/// Asks for a device's whole netmap; the answer is sent to the device's entity, in order with its changes.
+/// <para>
+/// <paramref name="Need"/> names what the entity asks for (its epoch and a counter; 0: not named), the
+/// same in every repeat of one request. A busy tailnet can have a request and its repeats in its mailbox
+/// at once; it answers a need once, since the answer travels in order with everything else it sends the
+/// device. Every few repeats, one says when it was sent (<paramref name="ForcedAt"/>): if that was
+/// long enough after the answer went out for it to have arrived, the answer was lost (a link between
+/// nodes dropped it) and the need is answered again. A repeat that waited in the mailbox says nothing
+/// of the sort, however late it is read.
+/// </para>
+/// </summary>
 [WireName("tailnet.send-netmap")]
-public sealed record SendNetMap(string TailnetId, string DeviceId) : ITailnetMessage;
+public sealed record SendNetMap(string TailnetId, string DeviceId, ulong Need = 0, DateTimeOffset? ForcedAt = null) : ITailnetMessage;
 
 /// <summary>Asks for a device's whole netmap as a reply (admin debugging).</summary>
 [WireName("tailnet.get-netmap")]

@@ -65,6 +65,18 @@ public static class CoordinatorMetrics
 
     public static readonly KeyValuePair<string, object?> Replaced = new("outcome", "replaced");
 
+    /// <summary>
+    /// A device entity's request for a full netmap at its tailnet: <c>built</c>, a map built and sent;
+    /// <c>repeat</c>, a repeated request whose answer was already on its way (a busy tailnet gets a
+    /// request and its repeats together), not built again.
+    /// </summary>
+    public static readonly Counter<long> FullMapRequests = Meter.CreateCounter<long>("weft.netmap.full_map_requests", "{request}",
+        "Requests for a device's full netmap at its tailnet, by outcome: built and sent, or a repeat of one already answered");
+
+    public static readonly KeyValuePair<string, object?> Built = new("outcome", "built");
+
+    public static readonly KeyValuePair<string, object?> Repeat = new("outcome", "repeat");
+
     public static readonly KeyValuePair<string, object?> Late = new("outcome", "late");
 
     /// <summary>

@@ -165,6 +165,78 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Repeats_of_an_unanswered_full_map_request_name_the_same_need_and_every_third_asks_the_tailnet_to_answer_again()
+    {
+        var device = StartDevice("dev_repeats");
+        var session = Attached(device, "dev_repeats", "session", 0);
+        var first = ExpectMapRequest();
+        Assert.NotEqual(0UL, first.Need);
+        Assert.Null(first.ForcedAt);
+
+        // A tailnet that is only slow gets these together with the first: the same need, so it answers once.
+        // Every third repeat is forced, and says when it was sent, in case the first answer was lost on its way.
+        var repeats = Enumerable.Range(0, 4).Select(_ => ExpectMapRequest()).ToList();
+        Assert.All(repeats, repeat => Assert.Equal(first.Need, repeat.Need));
+        Assert.Equal([false, false, true, false], repeats.Select(r => r.ForcedAt is not null));
+
+        // A tailnet that started over asks for a resync meanwhile: the map still asked for will do, asked again
+        // under the same need, so that a new incarnation that got the first request too builds it once.
+        device.Tell(new PeerChanges("dev_repeats", [], true, null, null));
+        _tailnet.FishForMessage<DeviceReportedAgain>(_ => true, TimeSpan.FromSeconds(10));
+        Assert.Equal(first.Need, _tailnet.ExpectMsg<SendNetMap>().Need); // sent in the same turn: no timer's repeat comes between
+
+        device.Tell(Snapshot("dev_repeats", "peer"));
+        Assert.Equal(ServerMessage.BodyOneofCase.Netmap, Read(session.ExpectMsg<DeliverToAgent>()).BodyCase);
+        _tailnet.ReceiveWhile(Retry * 2, m => m); // a repeat the timer sent before the map came
+
+        // Once the map has come, a resync is a new need, named anew and not forced.
+        device.Tell(new PeerChanges("dev_repeats", [], true, null, null));
+        _tailnet.FishForMessage<DeviceReportedAgain>(_ => true, TimeSpan.FromSeconds(10));
+        var afterResync = _tailnet.ExpectMsg<SendNetMap>();
+        Assert.NotEqual(first.Need, afterResync.Need);
+        Assert.Null(afterResync.ForcedAt);
+    }
+
+    [Fact]
+    public void A_sessions_own_repeat_sent_before_its_stream_could_arrive_sends_nothing_again_and_one_sent_later_resumes_it()
+    {
+        const string id = "dev_served";
+        var device = StartDevice(id);
+        var session = Attached(device, id, "session", 0);
+        var map = Read(ServeFullMap(device, id, session));
+
+        // The session's heartbeat, or its repeat of an attach whose answer was slow, says what it had passed on
+        // when it was sent. Sent before the map could have arrived, it is behind the map, which is on its way:
+        // nothing is asked or sent again, however late the repeat is read.
+        var now = DateTimeOffset.UtcNow.UtcTicks;
+        device.Tell(new AttachSession(id, session.Ref, 0, false, RepeatedAt: now));
+        session.ExpectMsg<SessionAttached>();
+        device.Tell(new AttachSession(id, session.Ref, 0, true, RepeatedAt: now));
+        session.ExpectMsg<SessionAttached>();
+        session.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+        _tailnet.ExpectNoMsg(Retry * 2);
+
+        // A delta the session says it has not passed on, in a heartbeat sent well after the delta went out:
+        // lost between nodes. The stream resumes after what the session holds.
+        device.Tell(Delta(id, "lost-on-the-way"));
+        var lost = Read(session.ExpectMsg<DeliverToAgent>());
+        device.Tell(new AttachSession(id, session.Ref, map.Netmap.Version, false, RepeatedAt: DateTimeOffset.UtcNow.Add(DeviceActor.DeliveryAllowance).UtcTicks));
+        session.ExpectMsg<SessionAttached>();
+        Assert.Equal(lost.Delta.Version, Read(session.ExpectMsg<DeliverToAgent>()).Delta.Version);
+
+        // The agent's own subscribe from behind the map (it found a gap) gets a new one.
+        device.Tell(new AttachSession(id, session.Ref, 0, true));
+        session.ExpectMsg<SessionAttached>();
+        Assert.True(Read(ServeFullMap(device, id, session)).Netmap.Version > map.Netmap.Version);
+
+        // A repeat from a session this entity has not served yet (the agent's new stream) is served as any attach.
+        var next = CreateTestProbe("next-session");
+        device.Tell(new AttachSession(id, next.Ref, 0, false, RepeatedAt: DateTimeOffset.UtcNow.UtcTicks));
+        next.ExpectMsg<SessionAttached>();
+        Assert.Equal(ServerMessage.BodyOneofCase.Netmap, Read(ServeFullMap(device, id, next)).BodyCase);
+    }
+
+    [Fact]
     public void A_session_that_left_while_its_map_was_lost_is_followed_by_one_that_gets_a_full_map()
     {
         var device = StartDevice("dev_left");

@@ -164,6 +164,66 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         Assert.Equal(["198.18.3.2:2"], patched.Patches.Single().Endpoints.Endpoints);
     }
 
+    /// <summary>A clock the test moves by hand.</summary>
+    private sealed class ManualClock(DateTimeOffset start) : TimeProvider
+    {
+        private DateTimeOffset _now = start;
+
+        public override DateTimeOffset GetUtcNow() => _now;
+
+        public void Advance(TimeSpan by) => _now += by;
+    }
+
+    [Fact]
+    public void A_full_map_request_repeated_while_its_answer_is_on_the_way_is_answered_once_and_a_forced_repeat_only_if_sent_when_the_answer_should_have_arrived()
+    {
+        const string id = "tn_repeats";
+        const ulong need = (1UL << 32) | 1;
+        var clock = new ManualClock(Created);
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock));
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+        int MapsToA() => devices.ReceiveWhile(TimeSpan.FromMilliseconds(500), m => m).OfType<NetMapSnapshot>().Count(m => m.DeviceId == "dev_a");
+        var retry = Weft.Cluster.Devices.DeviceActor.DefaultSnapshotRetry;
+
+        // A busy tailnet finds a request and its repeats in its mailbox together: one map. A forced repeat
+        // sent before the answer could have arrived says nothing, however late it is read.
+        tailnet.Tell(new SendNetMap(id, "dev_a", need));
+        tailnet.Tell(new SendNetMap(id, "dev_a", need));
+        Assert.Equal(1, MapsToA());
+        clock.Advance(retry * 5);
+        tailnet.Tell(new SendNetMap(id, "dev_a", need, ForcedAt: Created + retry / 2));
+        tailnet.Tell(new SendNetMap(id, "dev_a", need));
+        Assert.Equal(0, MapsToA());
+
+        // A forced repeat sent once the answer had had the time to arrive says it did not (a link between
+        // nodes dropped it): the need is answered again.
+        tailnet.Tell(new SendNetMap(id, "dev_a", need, ForcedAt: Created + retry));
+        Assert.Equal(1, MapsToA());
+
+        // A new need is answered at once, and so is every request that names none (from a node of an older version).
+        tailnet.Tell(new SendNetMap(id, "dev_a", need + 1));
+        Assert.Equal(1, MapsToA());
+        tailnet.Tell(new SendNetMap(id, "dev_a"));
+        tailnet.Tell(new SendNetMap(id, "dev_a"));
+        Assert.Equal(2, MapsToA());
+
+        // What was answered is not stored: an incarnation that starts over answers the same need again
+        // (once its devices have reported again, as any full map waits for).
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+        var restarted = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock));
+        Assert.All(devices.ReceiveN(2, TimeSpan.FromSeconds(5)).Cast<Weft.Cluster.Devices.PeerChanges>(), r => Assert.True(r.Resync));
+        restarted.Tell(new SendNetMap(id, "dev_a", need + 1));
+        restarted.Tell(new SendNetMap(id, "dev_a", need + 1));
+        restarted.Tell(new DeviceReportedAgain(id, "dev_a"));
+        restarted.Tell(new DeviceReportedAgain(id, "dev_b"));
+        Assert.Equal(1, MapsToA());
+    }
+
     [Fact]
     public void A_device_whose_resync_was_lost_is_asked_for_its_endpoints_again_by_its_next_heartbeat_until_they_are_known()
     {

@@ -198,6 +198,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal((ulong)7, again.LastVersion); // the next incarnation resumes after what the agent holds
         Assert.Equal(report.Report, again.Endpoints); // and learns the agent's endpoints, which are not stored
         Assert.Equal(first.StartedAt, again.StartedAt);
+        Assert.Equal(0, again.RepeatedAt); // a new incarnation has served nothing: it must start the stream
     }
 
     [Fact]
@@ -209,11 +210,13 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 12 } });
         var lost = _devices.ExpectMsg<AttachSession>();
         Assert.True(lost.Confirm);
+        Assert.Equal(0, lost.RepeatedAt); // the agent's subscribe
 
         var again = _devices.ExpectMsg<AttachSession>();
         Assert.Equal(deviceId, again.DeviceId);
         Assert.Equal((ulong)12, again.LastVersion);
         Assert.True(again.Confirm);
+        Assert.NotEqual(0, again.RepeatedAt); // the session's own: an entity that got the first one sends nothing again, for a while
 
         // Once an entity answers, the session stops asking.
         CreateTestProbe("device-entity").Send(session, new SessionAttached(deviceId, 12));
