@@ -65,9 +65,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private bool _awaitingSnapshot;
     // A resync arrived with no session attached: the next session starts from a full map.
     private bool _stale;
-    // The attached session's stream has its start from this incarnation (a full map, a resume, or word that it is up to date),
-    // and when this entity last sent it something (UTC ticks).
-    private bool _sessionServed;
+    // When this entity last sent the attached session something (UTC ticks): set as soon as it serves the session its start.
     private long _lastSentAt;
     private uint _counter;
     // The full map asked for (this epoch and a count of requests), and how many times the request was repeated.
@@ -231,11 +229,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             Telemetry.CoordinatorMetrics.SessionsSuperseded.Add(1, Telemetry.CoordinatorMetrics.Replaced);
         }
         var sameSession = session.Equals(_session);
-        if (!sameSession)
-        {
-            Context.Watch(session);
-            _sessionServed = false;
-        }
+        if (!sameSession) Context.Watch(session);
         _session = session;
         _sessionStartedAt = attach.StartedAt;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
@@ -257,7 +251,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
         if (_awaitingSnapshot) return; // a full map is on its way to this session
         // The session's own repeat, sent before what this entity sent it last could have arrived: that is on its way, in order.
-        if (attach.RepeatedAt != 0 && sameSession && _sessionServed && attach.RepeatedAt < _lastSentAt + DeliveryAllowance.Ticks) return;
+        // A session already attached and not waiting for a map has had its start (a full map, a resume, or word that it is
+        // up to date): an attached session is served at once or waits for the map, and the map serves it.
+        if (attach.RepeatedAt != 0 && sameSession && attach.RepeatedAt < _lastSentAt + DeliveryAllowance.Ticks) return;
         if (_stale)
         {
             RequestSnapshot();
@@ -266,7 +262,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         if (attach.LastVersion != 0 && attach.LastVersion == Version)
         {
             if (attach.Confirm) Deliver(new ServerMessage { UpToDate = new UpToDate { Version = Version } }, 0);
-            _sessionServed = true;
             _lastSentAt = _clock.GetUtcNow().UtcTicks;
             return;
         }
@@ -274,7 +269,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         {
             // Resume: everything after the agent's version (duplicates of deltas in flight are ignored by the agent).
             foreach (var (message, version) in _log.After(attach.LastVersion)) session.Tell(new DeliverToAgent(message, version));
-            _sessionServed = true;
             _lastSentAt = _clock.GetUtcNow().UtcTicks;
             return;
         }
@@ -299,7 +293,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private void Detach()
     {
         _session = null;
-        _sessionServed = false;
         _sessionStartedAt = 0;
         _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, false, _clock.GetUtcNow()));
     }
@@ -384,7 +377,6 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         // Deltas from before a full map are of no use to anyone: a client behind it needs this map.
         _log.Clear();
         _session?.Tell(new DeliverToAgent(message, Version));
-        _sessionServed = _session is not null;
         _lastSentAt = _clock.GetUtcNow().UtcTicks;
     }
 

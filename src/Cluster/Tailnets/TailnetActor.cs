@@ -435,7 +435,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
         _encodedPeers.Prune(State);
-        foreach (var (deviceId, answered) in _mapsAnswered.Where(kv => now - kv.Value.At > RememberAnswersFor).ToList()) _mapsAnswered.Remove(deviceId);
+        foreach (var (deviceId, _) in _mapsAnswered.Where(kv => now - kv.Value.At > RememberAnswersFor).ToList()) _mapsAnswered.Remove(deviceId);
     }
 
     protected override void OnRecovered()
