@@ -26,6 +26,9 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     private MeshApplied Apply(EngineNode node, params MeshPeer[] peers) =>
         node.Supervisor.Ask<MeshApplied>(new ApplyMesh(peers), Timeout).GetAwaiter().GetResult();
 
+    /// <summary>Waits for the node's supervisor to answer a question: it has finished whatever was in its mailbox before, a restart included.</summary>
+    private static void Answers(EngineNode node) => node.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout).GetAwaiter().GetResult();
+
     private void Connect()
     {
         Assert.Equal(new MeshApplied(1, 0, 0, 0), Apply(_a, PeerFor("dev-b", _b.Key.PublicKey, _b.Endpoint, "100.64.0.2/32")));
@@ -154,7 +157,11 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         var handshakeBefore = b.PeerOf(a).LastHandshake;
 
         a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
-        Thread.Sleep(100); // past the restart, and past the 16.8 ms TAI64N tick of the last initiation
+        // Answered only once the restart is done: until then the engine has no one to hand b's handshake to,
+        // drops it, and b would try again only after the 5 s rekey timeout (a busy machine can take longer
+        // than any fixed sleep to restart the actor).
+        Answers(a);
+        Thread.Sleep(100); // past the 16.8 ms TAI64N tick of the last initiation
 
         // The session in the engine still carries traffic.
         var during = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 3);
