@@ -31,8 +31,9 @@ public sealed class LoopbackStunServer : IAsyncDisposable
         {
             var request = await _socket.ReceiveAsync(_stop.Token);
             if (StunMessage.TryReadBindingRequest(request.Buffer, out var transaction) != StunError.None) continue;
-            await _socket.SendAsync(StunMessage.BindingResponseFor(transaction, request.RemoteEndPoint), request.RemoteEndPoint, _stop.Token);
+            // Counted before it is sent: a client that has the answer may read the count at once.
             Interlocked.Increment(ref _answered);
+            await _socket.SendAsync(StunMessage.BindingResponseFor(transaction, request.RemoteEndPoint), request.RemoteEndPoint, _stop.Token);
         }
     }
 
