@@ -48,6 +48,21 @@ public sealed class TunnelSupervisor : UntypedActor
         if (_tunnels.Count > 0) _log.Info("Tunnels resumed for the {0} peer(s) the engine holds", _tunnels.Count);
     }
 
+    /// <summary>
+    /// A restart keeps the actor's reference and its mailbox, so the engine keeps handing it handshake
+    /// messages: they wait in the mailbox for the new instance. Clearing the sink here (as the default,
+    /// through <see cref="PostStop"/>, would) made the engine drop every initiation that arrived while
+    /// the tunnels stopped and started again, and a peer tries again only after its 5 s rekey timeout.
+    /// </summary>
+    protected override void PreRestart(Exception reason, object message)
+    {
+        foreach (var child in Context.GetChildren())
+        {
+            Context.Unwatch(child);
+            Context.Stop(child);
+        }
+    }
+
     protected override void PostStop()
     {
         _device.HandshakeSink = null;

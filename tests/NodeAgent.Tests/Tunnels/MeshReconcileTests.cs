@@ -1,5 +1,7 @@
 using Akka.Actor;
 using System.Collections.Immutable;
+using System.Net;
+using System.Net.Sockets;
 using Weft.Contracts.Keys;
 using Weft.NodeAgent.Tests.Support;
 using Weft.NodeAgent.Tunnels;
@@ -157,10 +159,7 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         var handshakeBefore = b.PeerOf(a).LastHandshake;
 
         a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
-        // Answered only once the restart is done: until then the engine has no one to hand b's handshake to,
-        // drops it, and b would try again only after the 5 s rekey timeout (a busy machine can take longer
-        // than any fixed sleep to restart the actor).
-        Answers(a);
+        Answers(a); // the restart is done, so what follows meets the new instance
         Thread.Sleep(100); // past the 16.8 ms TAI64N tick of the last initiation
 
         // The session in the engine still carries traffic.
@@ -176,6 +175,65 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         Assert.Equal(new MeshApplied(0, 0, 1, 0), Apply(a, peerB with { Key = rotated.PublicKey }));
         Assert.Equal(new MeshApplied(0, 1, 0, 0), Apply(a));
         Assert.Empty(a.Device.Peers);
+    }
+
+    [Fact]
+    public async Task A_supervisor_restarting_keeps_every_handshake_the_engine_hands_it()
+    {
+        using var a = new EngineNode(Sys, "restarting-a", restartable: true);
+        // Peers make each restart take a while: their tunnels stop, and start again in the new instance.
+        var unreachable = new Endpoint(new IPEndPoint(IPAddress.Loopback, 9));
+        for (var i = 0; i < 100; i++)
+        {
+            using var peerKey = Curve25519PrivateKey.Generate();
+            a.TrustKey(peerKey.PublicKey, unreachable, $"100.64.1.{i}/32");
+        }
+        // Initiations with a valid mac1 from keys a does not know: the engine hands each to the supervisor,
+        // which rejects it. Paced, so that the engine never comes under load and asks for cookies instead.
+        var strangerView = new Peer(a.Key.PublicKey, new IndexTable());
+        var initiations = Enumerable.Range(0, 16).Select(_ =>
+        {
+            var message = new byte[Messages.InitiationSize];
+            using var stranger = Curve25519PrivateKey.Generate();
+            Handshake.CreateInitiation(stranger, strangerView, new IndexTable(), EngineClock.System, message).Dispose();
+            return message;
+        }).ToArray();
+        using var stop = new CancellationTokenSource();
+        var sent = 0;
+        var sender = new Thread(() =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            var target = new IPEndPoint(IPAddress.Loopback, a.Device.ListenPort);
+            while (!stop.IsCancellationRequested)
+            {
+                socket.SendTo(initiations[sent % initiations.Length], target);
+                Interlocked.Increment(ref sent);
+                Thread.Sleep(1);
+            }
+        }) { IsBackground = true };
+        sender.Start();
+        try
+        {
+            for (var i = 0; i < 40; i++)
+            {
+                a.Supervisor.Tell(Kill.Instance);
+                await a.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout); // the restart is done
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            sender.Join();
+        }
+        await a.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout); // what the engine handed over before the sender stopped has been processed
+
+        var counters = a.Device.Counters;
+        Assert.True(counters[DropReason.CookieRequired] == 0, "the engine came under load; the test must pace its initiations slower");
+        Assert.True(counters[DropReason.HandshakeRejected] > 0, $"none of the {sent} initiations reached the supervisor");
+        // Before, a restart cleared the engine's handshake sink until the new instance set it again, and
+        // every initiation in between was dropped as if the queue were full.
+        Assert.Equal(0L, counters[DropReason.HandshakeQueueFull]);
+        Assert.Equal(100, a.Device.Peers.Count);
     }
 
     public new void Dispose()
