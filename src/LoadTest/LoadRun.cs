@@ -484,16 +484,12 @@ public sealed class LoadRun(Scenario scenario, TargetCluster cluster, TextWriter
 
     private async Task<ConvergenceResult> CheckConvergenceAsync(IReadOnlyList<string> tailnetIds, CancellationToken cancel)
     {
-        // Key rotations and reconnects may still be settling: the stores must agree with the cluster within the timeout.
-        var deadline = Stopwatch.GetTimestamp() + (long)(ConvergenceTimeout.TotalSeconds * Stopwatch.Frequency);
-        while (true)
+        List<SimulatedAgent> Live()
         {
-            List<SimulatedAgent> live;
-            lock (_transient) live = [.. _agents, .. _transient.Where(a => !a.Gone)];
-            var result = await ConvergenceCheck.RunAsync(cluster, tailnetIds, live);
-            if (result.Converged == result.AgentsChecked || Stopwatch.GetTimestamp() > deadline) return result;
-            await Task.Delay(TimeSpan.FromSeconds(2), cancel);
+            lock (_transient) return [.. _agents, .. _transient.Where(a => !a.Gone)];
         }
+        return await ConvergenceCheck.UntilConvergedAsync(
+            () => ConvergenceCheck.RunAsync(cluster, tailnetIds, Live()), Live().Count, ConvergenceTimeout, TimeSpan.FromSeconds(2), log, cancel);
     }
 
     private void Tick()

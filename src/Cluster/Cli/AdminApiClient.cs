@@ -19,7 +19,8 @@ public sealed class AdminApiError(int status, string code, string message, IRead
 /// <para>
 /// Every request is safe to send again, so a failed one is retried (a refused or cut connection, a
 /// timeout, a 503 while the cluster hands over) on the next coordinator given, with a short backoff
-/// that honours Retry-After. Creations carry an <c>Idempotency-Key</c>, the same on every attempt,
+/// that honours Retry-After. Each request walks the list from the coordinator that last answered, so
+/// its attempts reach every coordinator in turn however many requests fail at once. Creations carry an <c>Idempotency-Key</c>, the same on every attempt,
 /// so a retried creation never makes a second object; the other changes are idempotent by value.
 /// </para>
 /// </summary>
@@ -29,7 +30,8 @@ public sealed class AdminApiClient : IDisposable
     private readonly IReadOnlyList<Uri> _servers;
     private readonly string? _apiKey;
     private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(30) };
-    private int _current;
+    // The coordinator that answered last: where the next request starts.
+    private int _preferred;
 
     public AdminApiClient(Uri server, string? apiKey) : this([server], apiKey) { }
 
@@ -75,9 +77,11 @@ public sealed class AdminApiClient : IDisposable
     private async Task<string> SendRawAsync(Func<HttpRequestMessage> build)
     {
         var idempotencyKey = Guid.NewGuid().ToString("N");
+        var first = Volatile.Read(ref _preferred);
         for (var attempt = 0; ; attempt++)
         {
-            var server = _servers[_current % _servers.Count];
+            var index = (first + attempt) % _servers.Count;
+            var server = _servers[index];
             using var request = build();
             request.RequestUri = new Uri(server, request.RequestUri!.OriginalString);
             if (request.Method == HttpMethod.Post) request.Headers.Add("Idempotency-Key", idempotencyKey);
@@ -87,7 +91,11 @@ public sealed class AdminApiClient : IDisposable
             {
                 using var response = await _http.SendAsync(request);
                 var text = await response.Content.ReadAsStringAsync();
-                if (response.IsSuccessStatusCode) return text;
+                if (response.IsSuccessStatusCode)
+                {
+                    Volatile.Write(ref _preferred, index);
+                    return text;
+                }
                 var error = Parse(response, text);
                 if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || attempt >= Backoff.Length) throw error;
                 retryAfter = response.Headers.RetryAfter?.Delta;
@@ -96,7 +104,6 @@ public sealed class AdminApiClient : IDisposable
             {
                 // Unreachable or cut off: the next coordinator may answer.
             }
-            _current++;
             await Task.Delay(retryAfter is { } asked && asked > Backoff[attempt] ? asked : Backoff[attempt]);
         }
     }

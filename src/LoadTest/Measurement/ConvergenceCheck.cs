@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using Akka.Actor;
+using Weft.Cluster.Cli;
 using Weft.Contracts.Admin;
 using Weft.LoadTest.Coordinators;
 using Weft.LoadTest.Fleet;
@@ -59,6 +61,34 @@ public static class ConvergenceCheck
         });
         await Task.WhenAll(checks);
         return new ConvergenceResult(agents.Count, converged, violations, differences);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="check"/> until every agent has converged or <paramref name="timeout"/> has
+    /// passed (key rotations and reconnects may still be settling). A cluster that cannot say its view
+    /// for a while (after a kill, tailnets on the survivors may still be recovering and the admin API
+    /// answers 503, or a node refuses) is asked again; if it still cannot at the deadline, the result
+    /// says so and counts no agent as converged, and the run's other measurements are kept.
+    /// </summary>
+    public static async Task<ConvergenceResult> UntilConvergedAsync(
+        Func<Task<ConvergenceResult>> check, int agents, TimeSpan timeout, TimeSpan pause, TextWriter log, CancellationToken cancel)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            try
+            {
+                var result = await check();
+                if (result.Converged == result.AgentsChecked || Stopwatch.GetTimestamp() > deadline) return result;
+            }
+            catch (Exception e) when (e is HttpRequestException or AdminApiError or TaskCanceledException && !cancel.IsCancellationRequested)
+            {
+                if (Stopwatch.GetTimestamp() > deadline)
+                    return new ConvergenceResult(agents, 0, 0, [$"the cluster's view could not be read: {e.Message}"]);
+                log.WriteLine($"warning: the cluster's view could not be read ({e.Message}); asking again");
+            }
+            await Task.Delay(pause, cancel);
+        }
     }
 
     /// <summary>The first difference between a store and the cluster's view (null when none), and how many of its peers belong to another tailnet.</summary>

@@ -1,0 +1,58 @@
+using System.Net;
+using System.Text;
+using Weft.Cluster.Cli;
+using Weft.ClusterLab;
+
+namespace Weft.Cluster.Tests.Cli;
+
+/// <summary>The admin client's failover across coordinators, against real sockets: refused ports and a live HTTP server.</summary>
+public sealed class AdminApiClientTests
+{
+    [Fact]
+    public async Task Requests_that_fail_together_each_go_on_to_the_coordinator_that_answers()
+    {
+        // Two coordinators refuse (a killed node, one restarting), the third answers. Thirty requests fail on
+        // the first at once, as a load test's end check or a script's parallel calls do. Before, they moved on
+        // through one shared counter, which thirty failures moved by a multiple of three: every retry went back
+        // to the first node, and every request gave up after its five attempts.
+        var refused = new[] { RefusedUrl(), RefusedUrl() };
+        using var live = new HttpListener();
+        var liveUrl = new Uri($"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}/");
+        live.Prefixes.Add(liveUrl.ToString());
+        live.Start();
+        var served = Serve(live);
+        using var admin = new AdminApiClient([refused[0], refused[1], liveUrl], apiKey: null);
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => admin.GetAsync($"/api/v1/tailnets/t{i}")));
+
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => $"/api/v1/tailnets/t{i}"), answers.Select(a => a.GetProperty("path").GetString()));
+        // Once one answered, the next request starts there.
+        Assert.Equal("/api/v1/tailnets/next", (await admin.GetAsync("/api/v1/tailnets/next")).GetProperty("path").GetString());
+        live.Stop();
+        await served;
+    }
+
+    /// <summary>A loopback URL whose port nothing listens on: connecting is refused.</summary>
+    private static Uri RefusedUrl() => new($"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}/");
+
+    /// <summary>Answers every request with its own path, as JSON.</summary>
+    private static async Task Serve(HttpListener listener)
+    {
+        while (listener.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await listener.GetContextAsync();
+            }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException or InvalidOperationException)
+            {
+                return;
+            }
+            using var response = context.Response;
+            var body = Encoding.UTF8.GetBytes($"{{\"path\":\"{context.Request.Url!.AbsolutePath}\"}}");
+            response.ContentType = "application/json";
+            await response.OutputStream.WriteAsync(body);
+        }
+    }
+}
