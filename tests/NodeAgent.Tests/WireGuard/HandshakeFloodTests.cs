@@ -1,6 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
-using Weft.Contracts.Keys;
 using Weft.NodeAgent.Tests.Support;
 using Weft.NodeAgent.WireGuard;
 
@@ -32,36 +29,14 @@ public sealed class HandshakeFloodTests : Akka.TestKit.Xunit2.TestKit, IDisposab
         _a.Tun.Inject(first);
         Assert.Equal(first, _b.Receive());
 
-        // Initiations from strangers, each with a valid mac1 for B's key.
-        var strangerView = new Peer(_b.Key.PublicKey, new IndexTable());
-        var flood = Enumerable.Range(0, 64).Select(_ =>
-        {
-            var message = new byte[Messages.InitiationSize];
-            using var stranger = Curve25519PrivateKey.Generate();
-            Handshake.CreateInitiation(stranger, strangerView, new IndexTable(), EngineClock.System, message).Dispose();
-            return message;
-        }).ToArray();
-
-        using var stop = new CancellationTokenSource();
-        long floodSent = 0;
-        var flooder = new Thread(() =>
-        {
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            var target = new IPEndPoint(IPAddress.Loopback, _b.Device.ListenPort);
-            for (var i = 0; !stop.IsCancellationRequested; i++)
-            {
-                socket.SendTo(flood[i % flood.Length], target);
-                floodSent++;
-            }
-        }) { IsBackground = true };
-        flooder.Start();
-        try
+        // Initiations from strangers, each with a valid mac1 for B's key, as fast as the socket sends.
+        using (var flood = new StrangerInitiations(_b, distinct: 64))
         {
             // Wait until the flood has made B "under load" before measuring.
             var deadline = DateTime.UtcNow.AddSeconds(30);
             while (_b.Device.Counters[DropReason.CookieRequired] == 0)
             {
-                Assert.True(DateTime.UtcNow < deadline, $"the flood ({floodSent} initiations) never put the engine under load");
+                Assert.True(DateTime.UtcNow < deadline, $"the flood ({flood.Sent} initiations) never put the engine under load");
                 Thread.Sleep(10);
             }
 
@@ -78,22 +53,16 @@ public sealed class HandshakeFloodTests : Akka.TestKit.Xunit2.TestKit, IDisposab
                     break;
                 }
             }
-            stop.Cancel();
-            flooder.Join();
+            flood.Stop();
 
             var counters = _b.Device.Counters;
             var answeredWithCookies = counters[DropReason.CookieRequired];
-            var summary = $"{delivered}/{Probes} probes delivered while {floodSent} initiations were sent; cookie replies {answeredWithCookies}, " +
+            var summary = $"{delivered}/{Probes} probes delivered while {flood.Sent} initiations were sent; cookie replies {answeredWithCookies}, " +
                           $"queue full {counters[DropReason.HandshakeQueueFull]}, rate limited {counters[DropReason.RateLimited]}";
             Console.WriteLine(summary);
             // Before the handshake checks left the receive thread, 97–100% of such probes were lost.
             Assert.True(delivered * 2 > Probes, summary);
             Assert.True(answeredWithCookies > 0, summary);
-        }
-        finally
-        {
-            stop.Cancel();
-            flooder.Join();
         }
     }
 
