@@ -20,8 +20,9 @@ public sealed class AdminApiError(int status, string code, string message, IRead
 /// Every request is safe to send again, so a failed one is retried (a refused or cut connection, a
 /// timeout, a 503 while the cluster hands over) on the next coordinator given, with a short backoff
 /// that honours Retry-After. Each request walks the list from the coordinator that last answered, so
-/// its attempts reach every coordinator in turn however many requests fail at once. Creations carry an <c>Idempotency-Key</c>, the same on every attempt,
-/// so a retried creation never makes a second object; the other changes are idempotent by value.
+/// its attempts reach every coordinator in turn however many requests fail at once. Creations carry
+/// an <c>Idempotency-Key</c>, the same on every attempt, so a retried creation never makes a second
+/// object; the other changes are idempotent by value.
 /// </para>
 /// </summary>
 public sealed class AdminApiClient : IDisposable
