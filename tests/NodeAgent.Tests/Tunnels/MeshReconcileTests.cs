@@ -28,7 +28,7 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         node.Supervisor.Ask<MeshApplied>(new ApplyMesh(peers), Timeout).GetAwaiter().GetResult();
 
     /// <summary>Waits for the node's supervisor to answer a question: it has finished whatever was in its mailbox before, a restart included.</summary>
-    private static void Answers(EngineNode node) => node.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout).GetAwaiter().GetResult();
+    private static Task Answers(EngineNode node) => node.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout);
 
     private void Connect()
     {
@@ -146,7 +146,7 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
-    public void A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
+    public async Task A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);
         using var b = new EngineNode(Sys, "restarted-b");
@@ -158,8 +158,8 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         var handshakeBefore = b.PeerOf(a).LastHandshake;
 
         a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
-        Answers(a); // the restart is done, so what follows meets the new instance
-        Thread.Sleep(100); // past the 16.8 ms TAI64N tick of the last initiation
+        await Answers(a); // the restart is done, so what follows meets the new instance
+        await Task.Delay(100); // past the 16.8 ms TAI64N tick of the last initiation
 
         // The session in the engine still carries traffic.
         var during = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 3);
@@ -194,10 +194,10 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
             for (var i = 0; i < 40; i++)
             {
                 a.Supervisor.Tell(Kill.Instance);
-                await a.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout); // the restart is done
+                await Answers(a); // the restart is done
             }
         }
-        await a.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout); // what the engine handed over before the sender stopped has been processed
+        await Answers(a); // what the engine handed over before the sender stopped has been processed
 
         var counters = a.Device.Counters;
         Assert.True(counters[DropReason.CookieRequired] == 0, "the engine came under load; the test must pace its initiations slower");
