@@ -119,6 +119,8 @@ public class SettingsTests
         var config = system.Settings.Config;
         Assert.Equal("keep-majority", config.GetString("akka.cluster.split-brain-resolver.active-strategy"));
         Assert.Equal(1, config.GetInt("akka.persistence.journal.sql.parallelism"));
+        Assert.Equal(TimeSpan.FromSeconds(30), config.GetTimeSpan("akka.persistence.journal.sql.circuit-breaker.call-timeout"));
+        Assert.Equal(TimeSpan.FromSeconds(30), config.GetTimeSpan("akka.persistence.snapshot-store.sql.circuit-breaker.call-timeout"));
         Assert.Equal(100, config.GetInt("weft.sharding.number-of-shards"));
     }
 }

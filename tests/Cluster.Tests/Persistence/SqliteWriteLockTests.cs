@@ -57,6 +57,53 @@ public class SqliteWriteLockTests
         await Eventually.Until(() => restarted.Http.GetAuditLog(auditPath), log => log.Entries.Count == 7, "the change made after the lock was released in the audit log");
     }
 
+    /// <summary>
+    /// A busy database is not a dead one. Every journal call passes a circuit breaker; with Akka's
+    /// defaults a write that waited 10 s counted as failed, ten such failures opened the breaker, and
+    /// for 30 s every write and recovery on the node then failed at once. After a node is lost, the
+    /// survivors' writes queue for longer than that: at 50,000 nodes the breaker opened on both, and the
+    /// dead node's devices never came back. Here twelve tailnets write while the write lock is held for
+    /// longer than Akka's old limit and shorter than the request's own deadline (ClusterAsk, 20 s).
+    /// </summary>
+    [Fact]
+    public async Task Writes_held_up_longer_than_ten_seconds_by_a_busy_database_are_acknowledged_and_the_next_writes_go_through()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        var tailnets = new List<string>();
+        for (var i = 0; i < 12; i++) tailnets.Add((await node.Http.CreateTailnet($"busy-{i}")).Id);
+
+        var database = storage.SqliteDatabase;
+        await using var writer = new SqliteConnection($"Data Source={database};Pooling=False");
+        await writer.OpenAsync();
+        await Execute(writer, "BEGIN IMMEDIATE;");
+        Task<HttpResponseMessage>[] changes;
+        try
+        {
+            AssertWriteLockHeld(database);
+            changes = tailnets.Select(id => node.Http.PatchJson($"/api/v1/tailnets/{id}", new UpdateTailnetSettingsRequest(7))).ToArray();
+            await Task.Delay(TimeSpan.FromSeconds(13));
+            Assert.All(changes, change => Assert.False(change.IsCompleted, "a write was answered while the database's write lock was held"));
+        }
+        finally
+        {
+            await Execute(writer, "ROLLBACK;");
+        }
+
+        foreach (var change in changes)
+        {
+            using var response = await change;
+            Assert.True(response.IsSuccessStatusCode, $"a write the database held up was refused: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+        foreach (var id in tailnets)
+        {
+            Assert.Equal(7, (await node.Http.GetTailnet(id)).Settings.NodeKeyExpiryDays);
+            // The breaker is closed: the next write goes through at once, not after a reset timeout.
+            (await node.Http.PatchJson($"/api/v1/tailnets/{id}", new UpdateTailnetSettingsRequest(8))).EnsureSuccessStatusCode();
+            Assert.Equal(8, (await node.Http.GetTailnet(id)).Settings.NodeKeyExpiryDays);
+        }
+    }
+
     /// <summary>A second writer is refused (SQLITE_BUSY) while the test's transaction holds the lock.</summary>
     private static void AssertWriteLockHeld(string database)
     {
