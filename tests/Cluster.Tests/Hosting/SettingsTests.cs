@@ -121,6 +121,7 @@ public class SettingsTests
         Assert.Equal(1, config.GetInt("akka.persistence.journal.sql.parallelism"));
         Assert.Equal(TimeSpan.FromSeconds(30), config.GetTimeSpan("akka.persistence.journal.sql.circuit-breaker.call-timeout"));
         Assert.Equal(TimeSpan.FromSeconds(30), config.GetTimeSpan("akka.persistence.snapshot-store.sql.circuit-breaker.call-timeout"));
+        Assert.Equal(200_000, config.GetInt("akka.remote.system-message-buffer-size"));
         Assert.Equal(100, config.GetInt("weft.sharding.number-of-shards"));
     }
 }
