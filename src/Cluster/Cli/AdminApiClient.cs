@@ -22,7 +22,9 @@ public sealed class AdminApiError(int status, string code, string message, IRead
 /// that honours Retry-After. Each request walks the list from the coordinator that last answered, so
 /// its attempts reach every coordinator in turn however many requests fail at once. Creations carry
 /// an <c>Idempotency-Key</c>, the same on every attempt, so a retried creation never makes a second
-/// object; the other changes are idempotent by value.
+/// object; the other changes are idempotent by value. When every attempt fails, the error is what the
+/// last attempt got, unless no one answered it and a coordinator said "unavailable" before: that
+/// answer says more than a dead node's refused connection.
 /// </para>
 /// </summary>
 public sealed class AdminApiClient : IDisposable
@@ -79,6 +81,10 @@ public sealed class AdminApiClient : IDisposable
     {
         var idempotencyKey = Guid.NewGuid().ToString("N");
         var first = Volatile.Read(ref _preferred);
+        // The latest "unavailable" a coordinator answered: when the last attempt then reaches no one
+        // (a dead node's turn), it says more than "connection refused" does.
+        AdminApiError? unavailable = null;
+        Uri? unavailableFrom = null;
         for (var attempt = 0; ; attempt++)
         {
             var index = (first + attempt) % _servers.Count;
@@ -99,11 +105,18 @@ public sealed class AdminApiClient : IDisposable
                 }
                 var error = Parse(response, text);
                 if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || attempt >= Backoff.Length) throw error;
+                (unavailable, unavailableFrom) = (error, server);
                 retryAfter = response.Headers.RetryAfter?.Delta;
             }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && attempt < Backoff.Length)
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
             {
                 // Unreachable or cut off: the next coordinator may answer.
+                if (attempt >= Backoff.Length)
+                {
+                    if (unavailable is null) throw;
+                    throw new AdminApiError(unavailable.Status, unavailable.Code,
+                        $"{unavailable.Message} (said {unavailableFrom}; the last try, {server}, was not answered: {e.Message})", unavailable.Issues);
+                }
             }
             await Task.Delay(retryAfter is { } asked && asked > Backoff[attempt] ? asked : Backoff[attempt]);
         }

@@ -32,11 +32,36 @@ public sealed class AdminApiClientTests
         await served;
     }
 
+    [Fact]
+    public async Task A_request_whose_last_try_reaches_no_one_reports_what_the_live_coordinator_said()
+    {
+        // After a kill: one coordinator answers 503 (the tailnet is still starting on it), the other two are
+        // gone. The fifth and last attempt falls on a dead one, and its "connection refused" was all the caller
+        // heard, as if no coordinator were up (a load test's end check reported exactly that at 50,000 nodes).
+        using var live = new HttpListener();
+        var liveUrl = new Uri($"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}/");
+        live.Prefixes.Add(liveUrl.ToString());
+        live.Start();
+        var served = Serve(live, HttpStatusCode.ServiceUnavailable, _ => """{"code":"unavailable","message":"tailnet t0 is starting; retry shortly"}""");
+        using var admin = new AdminApiClient([liveUrl, RefusedUrl(), RefusedUrl()], apiKey: null);
+
+        var error = await Assert.ThrowsAsync<AdminApiError>(() => admin.GetAsync("/api/v1/tailnets/t0"));
+
+        Assert.Equal(503, error.Status);
+        Assert.Equal("unavailable", error.Code);
+        Assert.StartsWith("tailnet t0 is starting; retry shortly (said " + liveUrl, error.Message);
+        live.Stop();
+        await served;
+    }
+
     /// <summary>A loopback URL whose port nothing listens on: connecting is refused.</summary>
     private static Uri RefusedUrl() => new($"http://127.0.0.1:{CoordinatorNode.FreeTcpPort()}/");
 
     /// <summary>Answers every request with its own path, as JSON.</summary>
-    private static async Task Serve(HttpListener listener)
+    private static Task Serve(HttpListener listener) => Serve(listener, HttpStatusCode.OK, path => $"{{\"path\":\"{path}\"}}");
+
+    /// <summary>Answers every request with <paramref name="status"/> and the JSON <paramref name="answer"/> gives for its path.</summary>
+    private static async Task Serve(HttpListener listener, HttpStatusCode status, Func<string, string> answer)
     {
         while (listener.IsListening)
         {
@@ -50,7 +75,8 @@ public sealed class AdminApiClientTests
                 return;
             }
             using var response = context.Response;
-            var body = Encoding.UTF8.GetBytes($"{{\"path\":\"{context.Request.Url!.AbsolutePath}\"}}");
+            response.StatusCode = (int)status;
+            var body = Encoding.UTF8.GetBytes(answer(context.Request.Url!.AbsolutePath));
             response.ContentType = "application/json";
             await response.OutputStream.WriteAsync(body);
         }
