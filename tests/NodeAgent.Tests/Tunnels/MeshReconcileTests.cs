@@ -189,7 +189,8 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         }
         // Initiations with a valid mac1 from keys a does not know: the engine hands each to the supervisor,
         // which rejects it. Paced, so that the engine never comes under load and asks for cookies instead.
-        using (new StrangerInitiations(a, distinct: 16, pause: TimeSpan.FromMilliseconds(1)))
+        var initiations = new StrangerInitiations(a, distinct: 16, pause: TimeSpan.FromMilliseconds(1));
+        using (initiations)
         {
             for (var i = 0; i < 40; i++)
             {
@@ -201,7 +202,7 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
 
         var counters = a.Device.Counters;
         Assert.True(counters[DropReason.CookieRequired] == 0, "the engine came under load; the test must pace its initiations slower");
-        Assert.True(counters[DropReason.HandshakeRejected] > 0, "no initiation reached the supervisor");
+        Assert.True(counters[DropReason.HandshakeRejected] > 0, $"none of the {initiations.Sent} initiations reached the supervisor");
         // Before, a restart cleared the engine's handshake sink until the new instance set it again, and
         // every initiation in between was dropped as if the queue were full.
         Assert.Equal(0L, counters[DropReason.HandshakeQueueFull]);
