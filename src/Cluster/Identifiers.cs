@@ -6,6 +6,7 @@ namespace Weft.Cluster;
 public static class Identifiers
 {
     public const string TailnetPrefix = "tn_";
+    public const string DevicePrefix = "dev_";
 
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz234567";
 
@@ -25,6 +26,11 @@ public static class Identifiers
     });
 
     public static bool LooksLikeTailnetId(string value) => value.StartsWith(TailnetPrefix, StringComparison.Ordinal);
+
+    /// <summary>Whether <paramref name="value"/> is an id with <paramref name="prefix"/>: the prefix, then 1 to 60 lowercase letters and digits.</summary>
+    public static bool IsId(string value, string prefix) =>
+        value.StartsWith(prefix, StringComparison.Ordinal) && value.Length > prefix.Length && value.Length <= prefix.Length + 60
+        && value.AsSpan(prefix.Length).IndexOfAnyExcept("abcdefghijklmnopqrstuvwxyz0123456789") < 0;
 }
 
 /// <summary>

@@ -247,7 +247,7 @@ public static class MemberEndpoints
     /// <summary>A device by id (<c>dev_…</c>) or by its MagicDNS name.</summary>
     private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
-        if (idOrName.StartsWith("dev_", StringComparison.Ordinal)) return idOrName;
+        if (idOrName.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal)) return idOrName;
         var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http);
         return devices.Devices.FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
             ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");

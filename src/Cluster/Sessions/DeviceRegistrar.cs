@@ -63,6 +63,9 @@ public static class DeviceRegistrar
         if (!NodeKeyProof.Verify(services.CoordinatorKey, nodeKey, machine.Key, request.NodeKeyProof.Span))
             return Refuse(ControlErrorCodes.NodeKeyProofInvalid, "the node key proof does not verify: the agent must hold the node key's private half");
 
+        if ((request.ResumeTailnetId.Length > 0 || request.ResumeDeviceId.Length > 0)
+            && !(Identifiers.IsId(request.ResumeTailnetId, Identifiers.TailnetPrefix) && Identifiers.IsId(request.ResumeDeviceId, Identifiers.DevicePrefix)))
+            return Refuse(ControlErrorCodes.InvalidRequest, "resume_tailnet_id and resume_device_id go together, as a tailnet id (tn_…) and a device id (dev_…) from a RegisterResult");
         AuthKeyToken? authKey = null;
         if (request.AuthKey.Length > 0 && !AuthKeyToken.TryParse(request.AuthKey, out authKey))
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not a Weft auth key (weft-auth.<tailnet>.<id>.<secret>)");
@@ -87,8 +90,62 @@ public static class DeviceRegistrar
                 CoordinatorMetrics.RegistrationStepDuration.Record(CoordinatorMetrics.SecondsSince(started), new KeyValuePair<string, object?>("step", StepOf(message)));
             }
         }
+
+        // Has the tailnet register the device, binds the machine key to it (not for a resume), and starts its
+        // entity. Null only for a resume the tailnet did not take: the device is not this machine's there.
+        async Task<RegistrationOutcome?> RegisterInTailnetAsync(string tailnetId, bool keyless, string? resumeDeviceId)
+        {
+            var register = new RegisterDevice(tailnetId, services.Affinity.NewDeviceId(tailnetId), machineHex, nodeKey.ToHex(),
+                Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
+                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
+                remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString())
+            {
+                // Used only if the tailnet has an identity provider and the device has no open login link.
+                NewLoginId = authKey is null && services.Logins is not null ? "login_" + Identifiers.RandomBase32(16) : null,
+                LoginExpiresAt = services.Clock.GetUtcNow() + (services.Logins?.Lifetime ?? TimeSpan.Zero),
+                ResumeDeviceId = resumeDeviceId,
+            };
+            var outcome = await Ask(services.Tailnets, register);
+            if (outcome is Rejection { Code: Contracts.Admin.ApiErrorCodes.NotFound } && resumeDeviceId is not null) return null;
+            if (outcome is Rejection rejection)
+            {
+                if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
+                if (keyless) return WaitingForApproval();
+                if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
+                // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.
+                return authKey is not null
+                    ? Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet")
+                    : Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
+            }
+            var registration = (DeviceRegistration)outcome;
+            var device = registration.Device;
+
+            // A resumed device is this machine's in its tailnet, so the machine key was bound to it before it was
+            // ever accepted; the binding is released only when the device is gone.
+            if (resumeDeviceId is null)
+            {
+                var bound = await Ask(services.Machines, new BindMachine(machineHex, tailnetId, device.DeviceId));
+                if (bound is not MachineBinding { } machineBinding || machineBinding.DeviceId != device.DeviceId)
+                    return Refuse(ControlErrorCodes.Unavailable, $"the machine key could not be bound to device {device.DeviceId} ({Describe(bound)}); retry", RetryAfterMs);
+            }
+            var ready = await Ask(services.Devices, new InitializeDevice(device.DeviceId, tailnetId));
+            if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
+
+            if (registration.Login is { } login && !device.IsActive && services.Logins is not null)
+                return WaitingForLogin(await services.Logins.LinkFor(tailnetId, login.LoginId));
+            return device.Status == DeviceStatus.Pending ? WaitingForApproval() : Accepted(device, tailnetId);
+        }
         try
         {
+            if (authKey is null && request.ResumeDeviceId.Length > 0)
+            {
+                // A reconnect: its tailnet checks the device is this machine's, and the machine index (whose
+                // entity would have to be recovered from the journal, in a failover storm once per agent) is
+                // not read. Any other answer than the device means the hint is stale: register without it.
+                var resumed = await RegisterInTailnetAsync(request.ResumeTailnetId, keyless: false, resumeDeviceId: request.ResumeDeviceId);
+                if (resumed is not null) return resumed;
+            }
+
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
             if (binding is not null && authKey is not null && authKey.TailnetId != binding.TailnetId
                 && await Ask(services.Tailnets, new GetDevice(binding.TailnetId, binding.DeviceId)) is Rejection { Code: Contracts.Admin.ApiErrorCodes.NotFound })
@@ -123,39 +180,7 @@ public static class DeviceRegistrar
             {
                 return Refuse(ControlErrorCodes.InvalidRequest, "give an auth key, or name the tailnet to wait for an admin's approval");
             }
-
-            var register = new RegisterDevice(tailnetId, services.Affinity.NewDeviceId(tailnetId), machineHex, nodeKey.ToHex(),
-                Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
-                authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
-                remoteAddress is null ? "" : Hosting.ConnectionLimiter.SourceOf(remoteAddress).ToString())
-            {
-                // Used only if the tailnet has an identity provider and the device has no open login link.
-                NewLoginId = authKey is null && services.Logins is not null ? "login_" + Identifiers.RandomBase32(16) : null,
-                LoginExpiresAt = services.Clock.GetUtcNow() + (services.Logins?.Lifetime ?? TimeSpan.Zero),
-            };
-            var outcome = await Ask(services.Tailnets, register);
-            if (outcome is Rejection rejection)
-            {
-                if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
-                if (keyless) return WaitingForApproval();
-                if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
-                // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.
-                return authKey is not null
-                    ? Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet")
-                    : Refuse(ControlErrorCodes.TailnetUnknown, $"there is no tailnet '{Truncate(request.Tailnet, 80)}'");
-            }
-            var registration = (DeviceRegistration)outcome;
-            var device = registration.Device;
-
-            var bound = await Ask(services.Machines, new BindMachine(machineHex, tailnetId, device.DeviceId));
-            if (bound is not MachineBinding { } machineBinding || machineBinding.DeviceId != device.DeviceId)
-                return Refuse(ControlErrorCodes.Unavailable, $"the machine key could not be bound to device {device.DeviceId} ({Describe(bound)}); retry", RetryAfterMs);
-            var ready = await Ask(services.Devices, new InitializeDevice(device.DeviceId, tailnetId));
-            if (ready is Rejection initFailed) return Refuse(initFailed.Code, initFailed.Message, initFailed.Code == ControlErrorCodes.Unavailable ? RetryAfterMs : 0);
-
-            if (registration.Login is { } login && !device.IsActive && services.Logins is not null)
-                return WaitingForLogin(await services.Logins.LinkFor(tailnetId, login.LoginId));
-            return device.Status == DeviceStatus.Pending ? WaitingForApproval() : Accepted(device, tailnetId);
+            return (await RegisterInTailnetAsync(tailnetId, keyless, resumeDeviceId: null))!;
         }
         catch (AskTimeoutException)
         {
@@ -169,6 +194,7 @@ public static class DeviceRegistrar
         UnbindMachine => "machine_release",
         GetDevice => "device_check",
         FindTailnet => "tailnet_find",
+        RegisterDevice { ResumeDeviceId: not null } => "tailnet_resume",
         RegisterDevice => "tailnet_register",
         BindMachine => "machine_bind",
         InitializeDevice => "device_init",

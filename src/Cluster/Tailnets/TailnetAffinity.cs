@@ -29,7 +29,7 @@ public sealed class TailnetAffinity(int numberOfShards)
         var shard = ShardOf(tailnetId);
         for (var attempt = 1; ; attempt++)
         {
-            var id = "dev_" + Identifiers.RandomBase32(12);
+            var id = Identifiers.DevicePrefix + Identifiers.RandomBase32(12);
             // (An id whose hash is int.MinValue has no shard: the extractor's Math.Abs would throw.)
             if (MurmurHash.StringHash(id) == int.MinValue) continue;
             if (attempt >= MaxAttempts || ShardOf(id) == shard) return id;

@@ -199,6 +199,13 @@ public sealed record RegisterDevice(
 
     /// <summary>When that link expires.</summary>
     public DateTimeOffset LoginExpiresAt { get; init; }
+
+    /// <summary>
+    /// A reconnect that names the device it was (the agent's resume hint): registered only if this machine
+    /// key's device in the tailnet is that one, and refused as not found otherwise, so that a stale hint
+    /// never creates a device. Null for every other registration.
+    /// </summary>
+    public string? ResumeDeviceId { get; init; }
 }
 
 [WireName("tailnet.approve-device")]

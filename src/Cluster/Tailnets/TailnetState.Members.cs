@@ -219,6 +219,8 @@ public sealed partial record TailnetState
         static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
 
         var existing = FindByMachineKey(c.MachineKey);
+        if (c.ResumeDeviceId is not null && existing?.DeviceId != c.ResumeDeviceId)
+            return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"device {c.ResumeDeviceId} is not this machine's device in tailnet {TailnetId}"));
         if (Devices.Values.Any(d => d.NodeKey == c.NodeKey && d.MachineKey != c.MachineKey))
             return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key");
 

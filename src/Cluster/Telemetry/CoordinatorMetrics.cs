@@ -84,7 +84,7 @@ public static class CoordinatorMetrics
     /// did not answer included), by step. A join storm that is slow shows here which entity it waits for.
     /// </summary>
     public static readonly Histogram<double> RegistrationStepDuration = Meter.CreateHistogram<double>("weft.registration.step.duration", "s",
-        "Time one step of a device's registration took on this node, by step: machine_lookup, machine_release, device_check, tailnet_find, tailnet_register, machine_bind, device_init", advice: Seconds);
+        "Time one step of a device's registration took on this node, by step: machine_lookup, machine_release, device_check, tailnet_find, tailnet_register, tailnet_resume (a reconnect that named its device), machine_bind, device_init", advice: Seconds);
 
     /// <summary>Registrations this node answered, by result: <c>authorized</c>, <c>pending</c>, or the refusal's code.</summary>
     public static readonly Counter<long> Registrations = Meter.CreateCounter<long>("weft.registrations", "{registration}",

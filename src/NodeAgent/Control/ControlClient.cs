@@ -409,6 +409,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 AgentVersion = _options.AgentVersion,
                 AuthKey = _useAuthKey ? _login.AuthKey ?? "" : "",
                 Tailnet = _login.Tailnet ?? "",
+                // A reconnect names its device, so the coordinator goes to it straight (a hint it checks).
+                ResumeTailnetId = !_useAuthKey && _state.DeviceId is not null ? _state.TailnetId ?? "" : "",
+                ResumeDeviceId = !_useAuthKey && _state.TailnetId is not null ? _state.DeviceId ?? "" : "",
             },
         });
     }

@@ -101,6 +101,31 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task A_reconnecting_agent_names_its_device_so_its_stopped_machine_index_entity_stays_stopped()
+    {
+        // A reconnect used to look its machine key up first: in a failover storm that recovered one index
+        // entity from the journal per agent. It names its device now, which its tailnet checks instead.
+        using var tuning = TestTuning.With("weft.sharding.machine-passivate-idle-after = 5s");
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [tuning.Setting]);
+        await using var agents = new AgentSystem();
+        var (tailnet, a, b) = await TwoAgents(node, agents, "resume-idle");
+        var deviceId = a.DeviceId!;
+        await Eventually.Until(() => LiveEntities(node, "machine"), count => count == 0, "every machine index entity stopped");
+
+        await a.Stop();
+        var back = TestAgent.Start(agents, [node.Control], "a", authKey: null, store: a.Store, endpoints: ["198.18.7.1:41641"]);
+        await back.WaitForState(ControlState.Running);
+
+        // Checked at once: an entity recovered by this registration would live 5 s.
+        Assert.Equal(0, await LiveEntities(node, "machine"));
+        Assert.Equal(deviceId, back.DeviceId);
+        await back.WaitForPeers(b);
+        await Rename(node, tailnet, back, "a-resumed");
+        await b.WaitForNetMap(v => v.Peers[deviceId].Name == "a-resumed", "the resumed device renamed");
+    }
+
+    [Fact]
     public async Task Sessions_that_crash_end_their_streams_and_the_agents_come_back_through_new_ones_to_current_netmaps()
     {
         await using var storage = TestStorage.NewSqlite();

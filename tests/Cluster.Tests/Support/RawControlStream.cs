@@ -78,7 +78,8 @@ public sealed class RawControlStream : IAsyncDisposable
         }
     }
 
-    public async Task<RegisterResult> Register(Curve25519PrivateKey machine, Curve25519PrivateKey node, string authKey = "", string tailnet = "", string hostname = "raw")
+    public async Task<RegisterResult> Register(Curve25519PrivateKey machine, Curve25519PrivateKey node, string authKey = "", string tailnet = "", string hostname = "raw",
+        string resumeTailnetId = "", string resumeDeviceId = "")
     {
         await Send(new ClientMessage
         {
@@ -89,6 +90,8 @@ public sealed class RawControlStream : IAsyncDisposable
                 Hostname = hostname,
                 AuthKey = authKey,
                 Tailnet = tailnet,
+                ResumeTailnetId = resumeTailnetId,
+                ResumeDeviceId = resumeDeviceId,
             },
         });
         var answer = await Receive();
