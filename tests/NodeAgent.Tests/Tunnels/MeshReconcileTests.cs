@@ -27,6 +27,10 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     private MeshApplied Apply(EngineNode node, params MeshPeer[] peers) =>
         node.Supervisor.Ask<MeshApplied>(new ApplyMesh(peers), Timeout).GetAwaiter().GetResult();
 
+    /// <summary>What the node's engine dropped, by reason (for a failure message).</summary>
+    private static string Drops(EngineNode node) =>
+        string.Join(", ", node.Device.Counters.Snapshot().Where(d => d.Value > 0).Select(d => $"{d.Key} {d.Value}").DefaultIfEmpty("none"));
+
     /// <summary>Waits for the node's supervisor to answer a question: it has finished whatever was in its mailbox before, a restart included.</summary>
     private static Task Answers(EngineNode node) => node.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout);
 
@@ -165,9 +169,12 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         var during = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 3);
         a.Tun.Inject(during);
         Assert.Equal(during, b.Receive());
-        // The peer has its tunnel again: a handshake b starts is answered.
+        // The peer has its tunnel again: a handshake b starts is answered. Once, in a full test run on two
+        // busy cores, no answer came within 5 s; the wait is longer now, and a failure says what each engine
+        // dropped. Without its tunnel, a refuses b's initiation (HandshakeRejected) and no answer ever comes.
         b.Supervisor.Tell(Rekey.Instance);
-        AwaitCondition(() => b.PeerOf(a).LastHandshake > handshakeBefore, Timeout);
+        AwaitCondition(() => b.PeerOf(a).LastHandshake > handshakeBefore, TimeSpan.FromSeconds(15),
+            $"b's rekey was not answered; drops at a: {Drops(a)}; at b: {Drops(b)}; a's handshake backlog {a.Device.HandshakeBacklog}");
         // The netmap still finds the peer in the engine: unchanged changes nothing, a rotation re-keys it, a removal removes it.
         Assert.Equal(new MeshApplied(0, 0, 0, 0), Apply(a, peerB));
         var rotated = Curve25519PrivateKey.Generate();
