@@ -1,5 +1,6 @@
 using Akka.Actor;
 using System.Collections.Immutable;
+using System.Diagnostics;
 using System.Net;
 using Weft.Contracts.Keys;
 using Weft.NodeAgent.Tests.Support;
@@ -170,11 +171,14 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
         a.Tun.Inject(during);
         Assert.Equal(during, b.Receive());
         // The peer has its tunnel again: a handshake b starts is answered. Once, in a full test run on two
-        // busy cores, no answer came within 5 s; the wait is longer now, and a failure says what each engine
-        // dropped. Without its tunnel, a refuses b's initiation (HandshakeRejected) and no answer ever comes.
+        // busy cores, no answer came within 5 s. The wait now spans two of b's retransmissions (5 s apart),
+        // and a failure says what each engine dropped. Without its tunnel, a refuses each of b's initiations
+        // (HandshakeRejected: 3 in 15 s), and no answer ever comes.
         b.Supervisor.Tell(Rekey.Instance);
-        AwaitCondition(() => b.PeerOf(a).LastHandshake > handshakeBefore, TimeSpan.FromSeconds(15),
-            $"b's rekey was not answered; drops at a: {Drops(a)}; at b: {Drops(b)}; a's handshake backlog {a.Device.HandshakeBacklog}");
+        var patience = Stopwatch.StartNew();
+        while (!(b.PeerOf(a).LastHandshake > handshakeBefore) && patience.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(50);
+        Assert.True(b.PeerOf(a).LastHandshake > handshakeBefore,
+            $"b's rekey was not answered in {patience.Elapsed.TotalSeconds:0.0} s; drops at a: {Drops(a)}; at b: {Drops(b)}; a's handshake backlog {a.Device.HandshakeBacklog}");
         // The netmap still finds the peer in the engine: unchanged changes nothing, a rotation re-keys it, a removal removes it.
         Assert.Equal(new MeshApplied(0, 0, 0, 0), Apply(a, peerB));
         var rotated = Curve25519PrivateKey.Generate();
