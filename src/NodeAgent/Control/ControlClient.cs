@@ -397,6 +397,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void SendRegister()
     {
         var coordinator = _connection!.CoordinatorKey;
+        // A reconnect names its device, so the coordinator goes to it straight (a hint it checks); both ids or neither.
+        var (resumeTailnet, resumeDevice) = !_useAuthKey && _state is { TailnetId: { } tailnetId, DeviceId: { } deviceId } ? (tailnetId, deviceId) : ("", "");
         Send(new ClientMessage
         {
             Register = new RegisterRequest
@@ -409,9 +411,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
                 AgentVersion = _options.AgentVersion,
                 AuthKey = _useAuthKey ? _login.AuthKey ?? "" : "",
                 Tailnet = _login.Tailnet ?? "",
-                // A reconnect names its device, so the coordinator goes to it straight (a hint it checks).
-                ResumeTailnetId = !_useAuthKey && _state.DeviceId is not null ? _state.TailnetId ?? "" : "",
-                ResumeDeviceId = !_useAuthKey && _state.TailnetId is not null ? _state.DeviceId ?? "" : "",
+                ResumeTailnetId = resumeTailnet,
+                ResumeDeviceId = resumeDevice,
             },
         });
     }
