@@ -47,8 +47,9 @@ public sealed class TestCoordinator : IAsyncDisposable
             ["Weft:Telemetry:Canary"] = "false",
             // The tests' identity provider (npm's oidc-provider) listens on loopback.
             ["Weft:Api:AllowLoopbackIdentityProviders"] = "true",
-            // Test classes share one coordinator and send it hundreds of requests from 127.0.0.1 with one key,
-            // faster on a fast machine: the admin rate limit is off unless a test sets it (AdminRateLimitTests).
+            // A test class shares one coordinator and may send it over a hundred requests within a second or two,
+            // all from 127.0.0.1 with one key (AdminApiTests on a fast machine): the admin rate limit is off unless
+            // a test sets it (AdminRateLimitTests).
             ["Weft:Api:RequestsPerSecondPerAddress"] = "0",
             ["Weft:Api:RequestsPerSecondPerKey"] = "0",
         };
