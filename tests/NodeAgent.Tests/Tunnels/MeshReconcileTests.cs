@@ -35,6 +35,28 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     /// <summary>Waits for the node's supervisor to answer a question: it has finished whatever was in its mailbox before, a restart included.</summary>
     private static Task Answers(EngineNode node) => node.Supervisor.Ask<TunnelStatsReply>(GetTunnelStats.Instance, Timeout);
 
+    /// <summary>
+    /// A session between a (its supervisor under a restarting parent) and b, then a crash of a's supervisor:
+    /// returns once the new instance runs, with the engine and its sessions as they were. Returns b as a's
+    /// netmap names it. b has recorded its one handshake by then: as the responder, it records it when its
+    /// tunnel actor hears that the first packet confirmed the session, which may come after the packet
+    /// reached the TUN (counted, not timed: a LastHandshake read too early is null, and no time is greater).
+    /// </summary>
+    private async Task<MeshPeer> ConnectThenCrashSupervisor(EngineNode a, EngineNode b)
+    {
+        var peerB = PeerFor("dev-b", b.Key.PublicKey, b.Endpoint, "100.64.0.2/32");
+        Apply(a, peerB);
+        Apply(b, PeerFor("dev-a", a.Key.PublicKey, a.Endpoint, "100.64.0.1/32"));
+        a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
+        b.Receive();
+        await AwaitConditionAsync(() => Task.FromResult(b.PeerOf(a).HandshakesCompleted == 1), Timeout);
+
+        a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
+        await Answers(a); // the restart is done, so what follows meets the new instance
+        await Task.Delay(100); // past the 16.8 ms TAI64N tick of the last initiation
+        return peerB;
+    }
+
     private void Connect()
     {
         Assert.Equal(new MeshApplied(1, 0, 0, 0), Apply(_a, PeerFor("dev-b", _b.Key.PublicKey, _b.Endpoint, "100.64.0.2/32")));
@@ -156,15 +178,7 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);
         using var b = new EngineNode(Sys, "restarted-b");
-        var peerB = PeerFor("dev-b", b.Key.PublicKey, b.Endpoint, "100.64.0.2/32");
-        Apply(a, peerB);
-        Apply(b, PeerFor("dev-a", a.Key.PublicKey, a.Endpoint, "100.64.0.1/32"));
-        a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
-        b.Receive();
-
-        a.Supervisor.Tell(Kill.Instance); // a crash: the actor restarts, the engine and its sessions stay
-        await Answers(a); // the restart is done, so what follows meets the new instance
-        await Task.Delay(100); // past the 16.8 ms TAI64N tick of the last initiation
+        var peerB = await ConnectThenCrashSupervisor(a, b);
 
         // The session in the engine still carries traffic.
         var during = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 3);
@@ -185,18 +199,8 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     {
         using var a = new EngineNode(Sys, "rekeyed-a", restartable: true);
         using var b = new EngineNode(Sys, "rekeyed-b");
-        Apply(a, PeerFor("dev-b", b.Key.PublicKey, b.Endpoint, "100.64.0.2/32"));
-        Apply(b, PeerFor("dev-a", a.Key.PublicKey, a.Endpoint, "100.64.0.1/32"));
-        a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
-        b.Receive();
-        // b, the responder, records the handshake when its tunnel actor hears that the first packet confirmed
-        // the session: a message that may come after the packet reached the TUN. Counted, not timed (a
-        // LastHandshake read too early is null, and no time is ever greater than null).
+        await ConnectThenCrashSupervisor(a, b);
         var b2a = b.PeerOf(a);
-        await AwaitConditionAsync(() => Task.FromResult(b2a.HandshakesCompleted == 1), Timeout);
-        a.Supervisor.Tell(Kill.Instance);
-        await Answers(a);
-        await Task.Delay(100);
 
         // The peer has its tunnel again: a handshake b starts is answered. The wait spans two of b's
         // retransmissions (5 s apart), and a failure says what each engine dropped. Without its tunnel, a
