@@ -183,7 +183,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     /// <summary>The device as the registration left it, with the login link it waits on (if it signs in).</summary>
     private static DeviceRegistration RegistrationOf(TailnetState state, RegisterDevice c)
     {
-        var device = state.FindByMachineKey(c.MachineKey)!;
+        // The device it resumed or made, else the machine's device it found (a machine key has one device in a
+        // tailnet): by id first, as walking a tailnet of thousands for the machine key costs more than the registration.
+        var device = state.Devices.TryGetValue(c.ResumeDeviceId ?? c.NewDeviceId, out var known) && known.MachineKey == c.MachineKey ? known : state.FindByMachineKey(c.MachineKey)!;
         return new DeviceRegistration(state.TailnetId, device) { Login = state.OpenLoginFor(device.DeviceId, c.NodeKey, c.At) };
     }
 

@@ -40,7 +40,12 @@ public sealed partial record TailnetState
 
     public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
 
-    public DeviceEntry? FindByMachineKey(string machineKey) => Devices.Values.FirstOrDefault(d => d.MachineKey == machineKey);
+    public DeviceEntry? FindByMachineKey(string machineKey)
+    {
+        foreach (var (_, device) in Devices)
+            if (device.MachineKey == machineKey) return device;
+        return null;
+    }
 
     public DateTimeOffset? KeyExpiryFor(DateTimeOffset from, ImmutableArray<string> tags) =>
         tags.IsDefaultOrEmpty ? from.AddDays(Settings.NodeKeyExpiryDays) : null; // tagged devices do not expire
@@ -218,10 +223,11 @@ public sealed partial record TailnetState
     {
         static Decision<ITailnetEvent> Refuse(string code, string message) => Decision<ITailnetEvent>.Reject(new Rejection(code, message));
 
-        var existing = FindByMachineKey(c.MachineKey);
+        var scan = ScanFor(c);
+        var existing = scan.SameMachine;
         if (c.ResumeDeviceId is not null && existing?.DeviceId != c.ResumeDeviceId)
             return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"device {c.ResumeDeviceId} is not this machine's device in tailnet {TailnetId}"));
-        if (Devices.Values.Any(d => d.NodeKey == c.NodeKey && d.MachineKey != c.MachineKey))
+        if (scan.NodeKeyElsewhere)
             return Refuse(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key");
 
         if (c.AuthKeyId is null)
@@ -267,7 +273,7 @@ public sealed partial record TailnetState
             if (HostinfoChanged(existing, c) is { } reported) events.Add(reported);
             return Decision<ITailnetEvent>.Accept(events);
         }
-        var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId);
+        var device = NewDevice(c, DeviceStatus.Active, tags.IsDefaultOrEmpty ? key.UserId : null, tags, key.Ephemeral, KeyExpiryFor(c.At, tags), key.KeyId, scan);
         return Decision<ITailnetEvent>.Accept(new DeviceRegistered(device), used);
     }
 
@@ -295,12 +301,13 @@ public sealed partial record TailnetState
         Rejection.Conflict($"{what} id {id} belongs to a different {what}: was an Idempotency-Key reused for another request?");
 
     /// <summary>A new device; one that waits for approval takes no address and no name (no squatting on either) until it is approved.</summary>
-    private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId)
+    private DeviceEntry NewDevice(RegisterDevice c, DeviceStatus status, string? userId, ImmutableArray<string> tags, bool ephemeral, DateTimeOffset? keyExpiry, string? authKeyId,
+        RegistrationScan? scan = null)
     {
         var pending = status == DeviceStatus.Pending;
-        var ipv4 = pending ? "" : Ipv4At(FreeAddressOffset());
+        var ipv4 = pending ? "" : Ipv4At(FreeAddressOffset(scan?.NextAddressTaken));
         return new DeviceEntry(
-            c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, pending ? "" : UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId),
+            c.NewDeviceId, c.MachineKey, c.NodeKey, c.DiscoKey, pending ? "" : UniqueName(TailnetRules.DeviceNameFrom(c.Hostname), c.NewDeviceId, scan?.NameTaken),
             c.Hostname, c.Os, userId, tags.IsDefault ? [] : tags, ipv4, pending ? "" : Ipv6For(ipv4), [], 0, keyExpiry, ephemeral, status, c.At, null, authKeyId,
             c.AgentVersion, c.RegisteredFrom);
     }
@@ -387,10 +394,36 @@ public sealed partial record TailnetState
         return Decision<ITailnetEvent>.Accept(new DeviceNodeKeyRotated(device.DeviceId, c.NewNodeKey, KeyExpiryFor(c.At, device.Tags)));
     }
 
-    private string UniqueName(string wanted, string deviceId)
+    /// <summary>
+    /// What a registration needs to know about the tailnet's other devices, learned in one pass over them:
+    /// the device of its machine key, whether another machine's device has its node key, and whether the
+    /// name it would get (its host name's) and the next address in line are taken. A tailnet of thousands
+    /// is slow to walk (tens of nanoseconds a device), and a join storm walks it once per join.
+    /// </summary>
+    private readonly record struct RegistrationScan(DeviceEntry? SameMachine, bool NodeKeyElsewhere, bool NameTaken, bool NextAddressTaken);
+
+    private RegistrationScan ScanFor(RegisterDevice c)
     {
+        var wantedName = TailnetRules.DeviceNameFrom(c.Hostname);
+        var nextAddress = Ipv4At(NextAddressOffset);
+        DeviceEntry? sameMachine = null;
+        bool nodeKeyElsewhere = false, nameTaken = false, nextAddressTaken = false;
+        foreach (var (_, device) in Devices)
+        {
+            if (device.MachineKey == c.MachineKey) sameMachine ??= device;
+            else if (device.NodeKey == c.NodeKey) nodeKeyElsewhere = true;
+            if (device.Name == wantedName && device.DeviceId != c.NewDeviceId) nameTaken = true;
+            if (device.Ipv4 == nextAddress) nextAddressTaken = true;
+        }
+        return new RegistrationScan(sameMachine, nodeKeyElsewhere, nameTaken, nextAddressTaken);
+    }
+
+    /// <param name="wantedTaken">Whether another device has <paramref name="wanted"/>, if already known.</param>
+    private string UniqueName(string wanted, string deviceId, bool? wantedTaken = null)
+    {
+        // The usual case, a name no other device has, costs at most one pass and builds nothing.
+        if (!(wantedTaken ?? Devices.Values.Any(d => d.Name == wanted && d.DeviceId != deviceId))) return wanted;
         var taken = Devices.Values.Where(d => d.DeviceId != deviceId).Select(d => d.Name).ToHashSet();
-        if (!taken.Contains(wanted)) return wanted;
         for (var n = 2; ; n++)
         {
             var suffix = "-" + n;
@@ -400,10 +433,14 @@ public sealed partial record TailnetState
     }
 
     /// <summary>The next unused IPv4 offset at or after <see cref="NextAddressOffset"/>, skipping .0 and .255.</summary>
-    private int FreeAddressOffset()
+    /// <param name="nextTaken">Whether a device has the address at <see cref="NextAddressOffset"/>, if already known.</param>
+    private int FreeAddressOffset(bool? nextTaken = null)
     {
-        var used = Devices.Values.Where(d => d.Ipv4.Length > 0).Select(d => OffsetOf(d.Ipv4)).ToHashSet();
         var offset = NextAddressOffset;
+        // The usual case, the next address in line is free, costs at most one pass and builds nothing (addresses
+        // are stored as Ipv4At writes them, so comparing the text is comparing the address).
+        if ((offset & 0xff) is not (0 or 255) && !(nextTaken ?? AddressTaken(Ipv4At(offset)))) return offset;
+        var used = Devices.Values.Where(d => d.Ipv4.Length > 0).Select(d => OffsetOf(d.Ipv4)).ToHashSet();
         for (var tries = 0; tries < Ipv4PoolSize; tries++, offset = offset % (Ipv4PoolSize - 1) + 1)
         {
             if ((offset & 0xff) is 0 or 255 || used.Contains(offset)) continue;
@@ -411,6 +448,8 @@ public sealed partial record TailnetState
         }
         throw new InvalidOperationException("the tailnet's address pool is exhausted");
     }
+
+    private bool AddressTaken(string ipv4) => Devices.Values.Any(d => d.Ipv4 == ipv4);
 
     public static string Ipv4At(int offset)
     {

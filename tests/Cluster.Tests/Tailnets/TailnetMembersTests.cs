@@ -66,6 +66,23 @@ public class TailnetMembersTests
     }
 
     [Fact]
+    public void A_new_device_skips_the_next_address_in_line_when_a_device_holds_it_and_takes_no_name_twice()
+    {
+        var state = WithKey(Active(), "k", reusable: true);
+        state = Run(state, Register("dev_a", 'a', '1', "k") with { Hostname = "web" });
+        state = Run(state, Register("dev_b", 'b', '2', "k") with { Hostname = "db" });
+        state = Run(state, Register("dev_c", 'c', '3', "k") with { Hostname = "db" });
+        Assert.Equal(["100.64.0.1", "100.64.0.2", "100.64.0.3"], state.Devices.Values.Select(d => d.Ipv4));
+        Assert.Equal(["web", "db", "db-2"], state.Devices.Values.Select(d => d.Name));
+
+        // Where the search starts can point at a held address (after the pool wrapped around): the next free one is taken.
+        state = Run(state with { NextAddressOffset = 2 }, Register("dev_d", 'd', '4', "k") with { Hostname = "web" });
+        Assert.Equal("100.64.0.4", state.Devices["dev_d"].Ipv4);
+        Assert.Equal("web-2", state.Devices["dev_d"].Name);
+        Assert.Equal(4, state.Devices.Values.Select(d => d.Ipv4).Distinct().Count());
+    }
+
+    [Fact]
     public void Every_kind_of_bad_key_is_refused_with_its_own_code()
     {
         var state = WithKey(Active(), "once");
