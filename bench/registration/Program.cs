@@ -1,0 +1,54 @@
+// The registration benchmark: what one join costs the tailnet entity's own logic (TailnetState's
+// decision and its events applied, no actors, no journal), in tailnets of growing size. The tailnet
+// entity handles one message at a time, so this cost, times the joins, is time a join storm spends
+// in single file inside one tailnet.
+using System.Diagnostics;
+using Weft.Cluster.Tailnets;
+
+var sizes = new[] { 50, 500, 5000, 20000 };
+var at = new DateTimeOffset(2026, 12, 1, 12, 0, 0, TimeSpan.Zero);
+const string TailnetId = "tn_bench";
+
+TailnetState Registered(TailnetState state, RegisterDevice command)
+{
+    var decision = state.Process(command);
+    if (decision.Rejection is { } rejection) throw new InvalidOperationException($"{rejection.Code}: {rejection.Message}");
+    return decision.Events.Aggregate(state, (s, e) => s.Apply(e));
+}
+
+RegisterDevice Join(int i) => new(TailnetId, $"dev_{i:x8}", $"{i:x64}", $"{i + (1 << 30):x64}", "", $"host-{i}", "linux", "key", "hash", at);
+
+var state = TailnetState.Unborn(TailnetId).Apply(new TailnetCreated(TailnetRules.DefaultSettings("bench"), at));
+state = state.Process(new CreateAuthKey(TailnetId, "key", "hash", null, Reusable: true, Ephemeral: false, [], at.AddDays(1), "", at)).Events
+    .Aggregate(state, (s, e) => s.Apply(e));
+
+// Grow the tailnet one join at a time (the storm), and at each size time the next join, made again and again.
+var storm = Stopwatch.StartNew();
+var perJoinUs = new Dictionary<int, double>();
+var joined = 0;
+foreach (var size in sizes)
+{
+    for (; joined < size; joined++) state = Registered(state, Join(joined));
+    var elapsedBefore = storm.Elapsed;
+    storm.Stop();
+    var next = Join(size);
+    for (var i = 0; i < 50; i++) Registered(state, next); // warm up
+    var best = double.MaxValue;
+    var reps = Math.Max(20, 100_000 / size);
+    for (var round = 0; round < 5; round++)
+    {
+        var watch = Stopwatch.StartNew();
+        for (var i = 0; i < reps; i++) Registered(state, next);
+        best = Math.Min(best, watch.Elapsed.TotalMicroseconds / reps);
+    }
+    perJoinUs[size] = best;
+    Console.WriteLine($"{size,6} devices: {best,9:F1} µs per join (best of 5 rounds of {reps}); storm so far {elapsedBefore.TotalSeconds:F2} s");
+    storm.Start();
+}
+storm.Stop();
+
+var smallest = sizes[0];
+var largest = sizes[^1];
+Console.WriteLine(
+    $"registration: us_at_{smallest}={perJoinUs[smallest]:F1} us_at_5000={perJoinUs[5000]:F1} us_at_{largest}={perJoinUs[largest]:F1} " +
+    $"storm_s_{largest}={storm.Elapsed.TotalSeconds:F2} at_{largest}_vs_at_{smallest}={perJoinUs[largest] / perJoinUs[smallest]:F1}");
