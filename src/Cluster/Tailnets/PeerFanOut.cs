@@ -29,17 +29,23 @@ public static class PeerFanOut
         if (change.Added.Count > 0)
         {
             // One node per peer for all its new viewers (a join reaches every peer of the device), so
-            // that their deltas share one encoding; a router under via differs per viewer.
+            // that their deltas share one encoding, and the peer looked up once, not once per viewer
+            // (the sorted map costs a tailnet of thousands more than the rest); a router under via differs per viewer.
             var nodes = new Dictionary<string, Node>();
             foreach (var (viewer, peer) in change.Added)
             {
                 if (viewer == joined) continue;
+                if (nodes.TryGetValue(peer, out var shared))
+                {
+                    into.Add(viewer, shared);
+                    continue;
+                }
                 var device = after.Devices[peer];
                 if (NetMapBuilder.DiffersPerViewer(device, engine))
                     into.Add(viewer, NetMapBuilder.NodeFor(after, device, isOnline(peer), engine, viewer));
                 else
                 {
-                    if (!nodes.TryGetValue(peer, out var node)) nodes[peer] = node = NetMapBuilder.NodeFor(after, device, isOnline(peer));
+                    var node = nodes[peer] = NetMapBuilder.NodeFor(after, device, isOnline(peer));
                     into.Add(viewer, node);
                 }
             }
@@ -190,12 +196,36 @@ public sealed class DeltaAccumulator
     private readonly Dictionary<(Node, PeerPatch), Node> _patchedNodes = new(ReferencePairComparer<Node, PeerPatch>.Instance);
     private readonly Dictionary<(PeerPatch, PeerPatch), PeerPatch> _mergedPatches = new(ReferencePairComparer<PeerPatch, PeerPatch>.Instance);
 
+    /// <summary>
+    /// What one recipient has pending. A flush drains every recipient, and a join in a tailnet of N makes
+    /// N of these, most of which only ever get one added peer: each collection is made when first written.
+    /// </summary>
     public sealed class Pending
     {
-        public readonly Dictionary<string, Node> Added = new();
-        public readonly Dictionary<string, Node> Changed = new();
-        public readonly HashSet<string> Removed = new();
-        public readonly Dictionary<string, PeerPatch> Patches = new();
+        private static readonly Dictionary<string, Node> NoNodes = new();
+        private static readonly HashSet<string> NoIds = new();
+        private static readonly Dictionary<string, PeerPatch> NoPatches = new();
+
+        private Dictionary<string, Node>? _added;
+        private Dictionary<string, Node>? _changed;
+        private HashSet<string>? _removed;
+        private Dictionary<string, PeerPatch>? _patches;
+
+        /// <summary>Read only: writes go through <see cref="DeltaAccumulator"/>.</summary>
+        public IReadOnlyDictionary<string, Node> Added => _added ?? NoNodes;
+        public IReadOnlyDictionary<string, Node> Changed => _changed ?? NoNodes;
+        public IReadOnlySet<string> Removed => _removed ?? NoIds;
+        public IReadOnlyDictionary<string, PeerPatch> Patches => _patches ?? NoPatches;
+
+        internal Dictionary<string, Node> AddedToWrite => _added ??= new();
+        internal Dictionary<string, Node> ChangedToWrite => _changed ??= new();
+        internal HashSet<string> RemovedToWrite => _removed ??= new();
+        internal Dictionary<string, PeerPatch> PatchesToWrite => _patches ??= new();
+
+        internal bool Unadd(string peerId) => _added?.Remove(peerId) ?? false;
+        internal void Unchange(string peerId) => _changed?.Remove(peerId);
+        internal void Unremove(string peerId) => _removed?.Remove(peerId);
+        internal void Unpatch(string peerId) => _patches?.Remove(peerId);
         public DnsConfig? Dns;
         public Node? Self;
         public PacketFilter? Filter;
@@ -338,36 +368,36 @@ public sealed class DeltaAccumulator
     public void Add(string recipient, Node node)
     {
         var pending = For(recipient);
-        pending.Removed.Remove(node.Id);
-        pending.Patches.Remove(node.Id);
-        pending.Changed.Remove(node.Id);
-        pending.Added[node.Id] = node;
+        pending.Unremove(node.Id);
+        pending.Unpatch(node.Id);
+        pending.Unchange(node.Id);
+        pending.AddedToWrite[node.Id] = node;
     }
 
     public void Change(string recipient, Node node)
     {
         var pending = For(recipient);
-        pending.Patches.Remove(node.Id);
-        if (pending.Added.ContainsKey(node.Id)) pending.Added[node.Id] = node;
-        else pending.Changed[node.Id] = node;
+        pending.Unpatch(node.Id);
+        if (pending.Added.ContainsKey(node.Id)) pending.AddedToWrite[node.Id] = node;
+        else pending.ChangedToWrite[node.Id] = node;
     }
 
     public void Remove(string recipient, string peerId)
     {
         var pending = For(recipient);
-        pending.Patches.Remove(peerId);
-        pending.Changed.Remove(peerId);
-        if (!pending.Added.Remove(peerId)) pending.Removed.Add(peerId);
+        pending.Unpatch(peerId);
+        pending.Unchange(peerId);
+        if (!pending.Unadd(peerId)) pending.RemovedToWrite.Add(peerId);
     }
 
     public void Patch(string recipient, PeerPatch patch)
     {
         var pending = For(recipient);
         // A patch to a node that goes out whole this time is folded into that node.
-        if (pending.Added.TryGetValue(patch.Id, out var added)) pending.Added[patch.Id] = Patched(added, patch);
-        else if (pending.Changed.TryGetValue(patch.Id, out var changed)) pending.Changed[patch.Id] = Patched(changed, patch);
-        else if (pending.Patches.TryGetValue(patch.Id, out var earlier)) pending.Patches[patch.Id] = Merged(earlier, patch);
-        else pending.Patches[patch.Id] = patch;
+        if (pending.Added.TryGetValue(patch.Id, out var added)) pending.AddedToWrite[patch.Id] = Patched(added, patch);
+        else if (pending.Changed.TryGetValue(patch.Id, out var changed)) pending.ChangedToWrite[patch.Id] = Patched(changed, patch);
+        else if (pending.Patches.TryGetValue(patch.Id, out var earlier)) pending.PatchesToWrite[patch.Id] = Merged(earlier, patch);
+        else pending.PatchesToWrite[patch.Id] = patch;
     }
 
     private Node Patched(Node node, PeerPatch patch)
