@@ -29,8 +29,9 @@ public static class PeerFanOut
         if (change.Added.Count > 0)
         {
             // One node per peer for all its new viewers (a join reaches every peer of the device), so
-            // that their deltas share one encoding, and the peer looked up once, not once per viewer
-            // (the sorted map costs a tailnet of thousands more than the rest); a router under via differs per viewer.
+            // that their deltas share one encoding, and the peer looked up once, not once per viewer (in a
+            // tailnet of thousands that lookup in the sorted map was the dearest step); a router under via
+            // differs per viewer.
             var nodes = new Dictionary<string, Node>();
             foreach (var (viewer, peer) in change.Added)
             {
@@ -222,10 +223,11 @@ public sealed class DeltaAccumulator
         internal HashSet<string> RemovedToWrite => _removed ??= new();
         internal Dictionary<string, PeerPatch> PatchesToWrite => _patches ??= new();
 
-        internal bool Unadd(string peerId) => _added?.Remove(peerId) ?? false;
-        internal void Unchange(string peerId) => _changed?.Remove(peerId);
-        internal void Unremove(string peerId) => _removed?.Remove(peerId);
-        internal void Unpatch(string peerId) => _patches?.Remove(peerId);
+        internal bool ForgetAdd(string peerId) => _added?.Remove(peerId) ?? false;
+        internal void ForgetChange(string peerId) => _changed?.Remove(peerId);
+        internal void ForgetRemoval(string peerId) => _removed?.Remove(peerId);
+        internal void ForgetPatch(string peerId) => _patches?.Remove(peerId);
+
         public DnsConfig? Dns;
         public Node? Self;
         public PacketFilter? Filter;
@@ -368,16 +370,16 @@ public sealed class DeltaAccumulator
     public void Add(string recipient, Node node)
     {
         var pending = For(recipient);
-        pending.Unremove(node.Id);
-        pending.Unpatch(node.Id);
-        pending.Unchange(node.Id);
+        pending.ForgetRemoval(node.Id);
+        pending.ForgetPatch(node.Id);
+        pending.ForgetChange(node.Id);
         pending.AddedToWrite[node.Id] = node;
     }
 
     public void Change(string recipient, Node node)
     {
         var pending = For(recipient);
-        pending.Unpatch(node.Id);
+        pending.ForgetPatch(node.Id);
         if (pending.Added.ContainsKey(node.Id)) pending.AddedToWrite[node.Id] = node;
         else pending.ChangedToWrite[node.Id] = node;
     }
@@ -385,9 +387,9 @@ public sealed class DeltaAccumulator
     public void Remove(string recipient, string peerId)
     {
         var pending = For(recipient);
-        pending.Unpatch(peerId);
-        pending.Unchange(peerId);
-        if (!pending.Unadd(peerId)) pending.RemovedToWrite.Add(peerId);
+        pending.ForgetPatch(peerId);
+        pending.ForgetChange(peerId);
+        if (!pending.ForgetAdd(peerId)) pending.RemovedToWrite.Add(peerId);
     }
 
     public void Patch(string recipient, PeerPatch patch)
