@@ -151,6 +151,27 @@ public class PeerFanOutTests
     }
 
     [Fact]
+    public void Within_a_window_the_last_word_on_each_peer_wins_whichever_came_first()
+    {
+        var into = new DeltaAccumulator();
+        into.Remove("r", "back");
+        into.Add("r", new Node { Id = "back", Name = "back" }); // removed, then added again: added
+        into.Add("r", new Node { Id = "new", Name = "first" });
+        into.Change("r", new Node { Id = "new", Name = "second" }); // still new to the recipient: goes as added
+        into.Change("r", new Node { Id = "changed", Name = "changed" });
+        into.Patch("r", new PeerPatch { Id = "changed", HomeRelay = 7 }); // folded into the whole node
+        into.Patch("r", new PeerPatch { Id = "replaced", HomeRelay = 8 });
+        into.Change("r", new Node { Id = "replaced", Name = "replaced", HomeRelay = 9 }); // the whole node supersedes the patch
+
+        var delta = Assert.Single(into.Drain()).Value.ToDelta();
+
+        Assert.Empty(delta.PeersRemoved);
+        Assert.Empty(delta.Patches);
+        Assert.Equal([("back", "back"), ("new", "second")], delta.PeersAdded.Select(n => (n.Id, n.Name)).OrderBy(n => n.Id));
+        Assert.Equal([("changed", 7), ("replaced", 9)], delta.PeersChanged.Select(n => (n.Id, n.HomeRelay)).OrderBy(n => n.Id));
+    }
+
+    [Fact]
     public void Changes_to_one_recipient_within_a_window_merge_into_one_delta()
     {
         var into = new DeltaAccumulator();
