@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Google.Protobuf;
 using Weft.Cluster.Policy;
 using Weft.Contracts.Control;
@@ -203,9 +204,10 @@ public sealed class DeltaAccumulator
     /// </summary>
     public sealed class Pending
     {
-        private static readonly Dictionary<string, Node> NoNodes = new();
-        private static readonly HashSet<string> NoIds = new();
-        private static readonly Dictionary<string, PeerPatch> NoPatches = new();
+        // Shared by every pending delta that has none: immutable, so that no reader can write into another's.
+        private static readonly IReadOnlyDictionary<string, Node> NoNodes = ImmutableDictionary<string, Node>.Empty;
+        private static readonly IReadOnlySet<string> NoIds = ImmutableHashSet<string>.Empty;
+        private static readonly IReadOnlyDictionary<string, PeerPatch> NoPatches = ImmutableDictionary<string, PeerPatch>.Empty;
 
         private Dictionary<string, Node>? _added;
         private Dictionary<string, Node>? _changed;
