@@ -147,6 +147,18 @@ public static class DeviceRegistrar
             }
 
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
+            if (binding is not null && authKey is null)
+            {
+                // A reconnect without a hint: the bound device, if its tailnet still has it as this machine's.
+                // If not, the binding is stale, whether the tailnet's release of it is still on its way (the
+                // device was just deleted) or was lost: release it here, and go on as a machine never bound,
+                // so that the answer does not depend on which of the two arrived first.
+                var hintNamedIt = request.ResumeTailnetId == binding.TailnetId && request.ResumeDeviceId == binding.DeviceId;
+                if (!hintNamedIt && await RegisterInTailnetAsync(binding.TailnetId, keyless: false, resumeDeviceId: binding.DeviceId) is { } reconnected)
+                    return reconnected;
+                await Ask(services.Machines, new UnbindMachine(machineHex, binding.DeviceId));
+                binding = null;
+            }
             if (binding is not null && authKey is not null && authKey.TailnetId != binding.TailnetId
                 && await Ask(services.Tailnets, new GetDevice(binding.TailnetId, binding.DeviceId)) is Rejection { Code: Contracts.Admin.ApiErrorCodes.NotFound })
             {

@@ -1,9 +1,6 @@
 using System.Security.Cryptography;
-using Akka.Actor;
-using Akka.Hosting;
 using Google.Protobuf;
 using Grpc.Core;
-using Microsoft.Extensions.DependencyInjection;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Tests.Support;
@@ -250,12 +247,7 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         }
         Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnetA}/devices/{deviceId}")).StatusCode);
 
-        // The deletion releases the machine's binding; put it back, as the index holds it when that release is lost.
-        var machines = ActorRegistry.For(coordinator.Node.Services.GetRequiredService<ActorSystem>()).Get<MachineIndexActor>();
-        var machineHex = machine.PublicKey.ToHex();
-        await Eventually.Until(() => machines.Ask<object>(new LookupMachine(machineHex), TimeSpan.FromSeconds(5)),
-            answer => answer is Rejection, "the deletion released the binding");
-        Assert.IsType<MachineBinding>(await machines.Ask<object>(new BindMachine(machineHex, tailnetA, deviceId), TimeSpan.FromSeconds(5)));
+        await coordinator.HoldStaleBinding(machine.PublicKey, tailnetA, deviceId);
 
         await using var second = await RawControlStream.OpenAsync(coordinator.Control);
         await second.Handshake(machine);
@@ -263,8 +255,34 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         Assert.Equal(RegisterResult.Types.Status.Authorized, joined.Status);
         Assert.Equal(joined.DeviceId, Assert.Single((await Http.ListDevices(tailnetB)).Devices).Id);
         // The index binds it to its new device now (so the tailnet it left would refuse it, as any machine of another tailnet).
-        var binding = Assert.IsType<MachineBinding>(await machines.Ask<object>(new LookupMachine(machineHex), TimeSpan.FromSeconds(5)));
+        var binding = Assert.IsType<MachineBinding>(await coordinator.MachineIndexEntry(machine.PublicKey));
         Assert.Equal((tailnetB, joined.DeviceId), (binding.TailnetId, binding.DeviceId));
+    }
+
+    [Fact]
+    public async Task A_machine_whose_device_was_deleted_is_told_to_give_a_key_when_it_reconnects_without_one_even_while_its_binding_stays()
+    {
+        var tailnet = await coordinator.NewTailnet("gone-keyless");
+        using var machine = Curve25519PrivateKey.Generate();
+        using var node = Curve25519PrivateKey.Generate();
+        string deviceId;
+        await using (var first = await RawControlStream.OpenAsync(coordinator.Control))
+        {
+            await first.Handshake(machine);
+            deviceId = (await first.Register(machine, node, (await Http.CreateAuthKey(tailnet)).Key)).DeviceId;
+        }
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deviceId}")).StatusCode);
+        await coordinator.HoldStaleBinding(machine.PublicKey, tailnet, deviceId);
+
+        // A reconnect with neither a key nor a hint, as an agent without a saved result makes it.
+        await using var second = await RawControlStream.OpenAsync(coordinator.Control);
+        await second.Handshake(machine);
+        var refused = await second.Register(machine, node, authKey: "");
+
+        Assert.Equal(RegisterResult.Types.Status.Refused, refused.Status);
+        Assert.Equal(ControlErrorCodes.InvalidRequest, refused.RefusalCode);
+        Assert.Empty((await Http.ListDevices(tailnet)).Devices);
+        Assert.IsType<Rejection>(await coordinator.MachineIndexEntry(machine.PublicKey));
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using System.Net;
+using Weft.Cluster.Persistence;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
@@ -78,11 +79,14 @@ public class DeviceResumeTests(SharedCoordinator coordinator) : IClassFixture<Sh
         using var node = Curve25519PrivateKey.Generate();
         var joined = await RegisterOnNewStream(machine, node, authKey: key.Key);
         Assert.Equal(HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{joined.DeviceId}")).StatusCode);
+        // The tailnet's release of the machine's binding travels on its own: the reconnect may find it still there.
+        await coordinator.HoldStaleBinding(machine.PublicKey, tailnet, joined.DeviceId);
 
         var stale = await RegisterOnNewStream(machine, node, resumeTailnetId: joined.TailnetId, resumeDeviceId: joined.DeviceId);
         Assert.Equal(RegisterResult.Types.Status.Refused, stale.Status);
         Assert.Equal(ControlErrorCodes.InvalidRequest, stale.RefusalCode);
         Assert.Empty((await Http.ListDevices(tailnet)).Devices);
+        Assert.IsType<Rejection>(await coordinator.MachineIndexEntry(machine.PublicKey));
 
         var again = await RegisterOnNewStream(machine, node, authKey: key.Key);
         Assert.Equal(RegisterResult.Types.Status.Authorized, again.Status);

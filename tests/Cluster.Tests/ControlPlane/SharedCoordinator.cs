@@ -1,5 +1,10 @@
 using Akka.Actor;
+using Akka.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Machines;
+using Weft.Cluster.Persistence;
 using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Keys;
 
 namespace Weft.Cluster.Tests.ControlPlane;
 
@@ -29,6 +34,22 @@ public sealed class SharedCoordinator : IAsyncLifetime
         await Node.DisposeAsync();
         await _storage!.DisposeAsync();
     }
+
+    /// <summary>What the machine index answers for <paramref name="machine"/>: its binding, or a rejection.</summary>
+    public Task<object> MachineIndexEntry(Curve25519PublicKey machine) =>
+        MachineIndex.Ask<object>(new LookupMachine(machine.ToHex()), TimeSpan.FromSeconds(5));
+
+    /// <summary>
+    /// Waits for a device's deletion to release its machine's binding, then binds it back: the index as it is
+    /// while that release is still on its way from the tailnet, or after it was lost.
+    /// </summary>
+    public async Task HoldStaleBinding(Curve25519PublicKey machine, string tailnetId, string deviceId)
+    {
+        await Eventually.Until(() => MachineIndexEntry(machine), answer => answer is Rejection, "the deletion released the binding");
+        Assert.IsType<MachineBinding>(await MachineIndex.Ask<object>(new BindMachine(machine.ToHex(), tailnetId, deviceId), TimeSpan.FromSeconds(5)));
+    }
+
+    private IActorRef MachineIndex => ActorRegistry.For(Node.Services.GetRequiredService<ActorSystem>()).Get<MachineIndexActor>();
 
     /// <summary>A tailnet no other test uses.</summary>
     public async Task<string> NewTailnet(string prefix, int? ephemeralTimeoutSeconds = null)
