@@ -78,21 +78,19 @@ public sealed partial class WireGuardDevice
 
         batch.Offsets[i] = 0;
         batch.Lengths[i] = TransportHeadroom + padded + Messages.TagSize;
-        if (endpoint.IsRelay)
-        {
-            // Relayed packets leave through the relay connection at once, not in the socket batch.
-            if (!SendDatagram(endpoint, batch.Packet(i))) return false;
-        }
-        else
-        {
-            endpoint.Sockaddr.CopyTo(batch.Address(i));
-            batch.AddressLengths[i] = endpoint.Sockaddr.Length;
-        }
-
+        // Marked before the packet leaves, as in SendTransport: an answer must find the mark to clear.
         peer.OnAuthenticatedSent(now, batch.Lengths[i]);
         peer.OnDataSent(now);
         CheckRekeyAfterSend(peer, keypair, now);
-        return !endpoint.IsRelay;
+        if (endpoint.IsRelay)
+        {
+            // Relayed packets leave through the relay connection at once, not in the socket batch.
+            SendDatagram(endpoint, batch.Packet(i));
+            return false;
+        }
+        endpoint.Sockaddr.CopyTo(batch.Address(i));
+        batch.AddressLengths[i] = endpoint.Sockaddr.Length;
+        return true;
     }
 
     /// <summary>

@@ -360,11 +360,12 @@ public sealed partial class WireGuardDevice : IDisposable
         plaintext.CopyTo(buffer[Messages.TransportHeaderSize..]);
         buffer.Slice(Messages.TransportHeaderSize + plaintext.Length, padded - plaintext.Length).Clear();
         if (!Seal(keypair, buffer, padded)) return false;
-        if (!SendDatagram(endpoint, buffer)) return false;
+        // Marked before the packet leaves: the peer's answer can arrive before this thread is back from
+        // the socket, and must find the mark to clear (or the timers start a handshake nobody needs).
         peer.OnAuthenticatedSent(now, buffer.Length);
         if (plaintext.Length > 0) peer.OnDataSent(now);
         CheckRekeyAfterSend(peer, keypair, now);
-        return true;
+        return SendDatagram(endpoint, buffer);
     }
 
     /// <summary>Sends every staged packet of the peer, or a keepalive if none is staged. False if there is still no session.</summary>

@@ -159,6 +159,52 @@ public sealed class TimerDrivenSessionTests : Akka.TestKit.Xunit2.TestKit, IDisp
     }
 
     [Fact]
+    public async Task An_answer_that_arrives_before_the_sender_is_back_from_sending_leaves_no_data_waiting_for_one()
+    {
+        var first = TestPackets.Ipv4("100.64.0.2", "100.64.0.1");
+        _b.Tun.Inject(first);
+        Assert.Equal(first, _a.Receive()); // B's keypair is confirmed: B may answer at once
+
+        // A and B reach each other through a relay that delivers on the sender's thread, and B answers each
+        // packet of A's as it gets it: the answer is in before A's send returns, the earliest it can be.
+        var aAsBSeesIt = Endpoint.ForRelay(1, _a.Key.PublicKey);
+        var bAsASeesIt = Endpoint.ForRelay(1, _b.Key.PublicKey);
+        var answer = TestPackets.Ipv4("100.64.0.2", "100.64.0.1", fill: 0x5a);
+        _b.Device.Relays = new RelayOnThisThread(packet => _a.Device.ReceiveRelayed(packet, bAsASeesIt));
+        _a.Device.Relays = new RelayOnThisThread(packet =>
+        {
+            _b.Device.ReceiveRelayed(packet, aAsBSeesIt);
+            Assert.True(_b.Device.SendTransport(_b.PeerOf(_a), answer));
+        });
+        await _a.Supervisor.Ask<PeerConfigured>(new ConfigurePeer(new PeerConfig(_b.Key.PublicKey) { Endpoint = bAsASeesIt }));
+        await _b.Supervisor.Ask<PeerConfigured>(new ConfigurePeer(new PeerConfig(_a.Key.PublicKey) { Endpoint = aAsBSeesIt }));
+
+        // A packet from the TUN (the batch path), then one that no peer routes: the TUN reader takes packets
+        // in order, so once it has dropped the second it is done with the first.
+        var unrouted = _a.Device.Counters[DropReason.NoRoute];
+        _a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 0x11));
+        _a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.99"));
+        Assert.Equal(answer, _a.Receive());
+        AwaitCondition(() => _a.Device.Counters[DropReason.NoRoute] == unrouted + 1, TimeSpan.FromSeconds(5));
+        Assert.Equal(0, _a.PeerOf(_b).FirstUnansweredDataSent);
+
+        // And one sent on its own, as staged packets and keepalives leave.
+
+        Assert.True(_a.Device.SendTransport(_a.PeerOf(_b), TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 0x22)));
+        Assert.Equal(answer, _a.Receive());
+        Assert.Equal(0, _a.PeerOf(_b).FirstUnansweredDataSent);
+    }
+
+    private sealed class RelayOnThisThread(Action<byte[]> deliver) : IRelayTransport
+    {
+        public bool Send(int region, Weft.Contracts.Keys.Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
+        {
+            deliver(packet.ToArray());
+            return true;
+        }
+    }
+
+    [Fact]
     public void An_unanswered_handshake_is_retried_every_rekey_timeout_and_abandoned_after_the_last_attempt()
     {
         using var silent = new UdpTap(new Endpoint(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 9))); // answers nothing
