@@ -334,14 +334,17 @@ public sealed partial class WireGuardDevice : IDisposable
 
     // --- helpers the actors use to send ---
 
-    /// <summary>Sends a handshake or cookie message to the peer's endpoint.</summary>
+    /// <summary>
+    /// Sends a handshake or cookie message to the peer's endpoint. Marked as sent before it leaves, as
+    /// transport packets are: the initiator's first data can come back before this thread does, and
+    /// the mark must not clear the wait for it to be answered.
+    /// </summary>
     public bool SendHandshakeMessage(Peer peer, ReadOnlySpan<byte> message)
     {
         var endpoint = peer.Endpoint;
         if (endpoint is null) return false;
-        var sent = SendDatagram(endpoint, message);
-        if (sent) peer.OnAuthenticatedSent(Clock.NowMs, message.Length);
-        return sent;
+        peer.OnAuthenticatedSent(Clock.NowMs, message.Length);
+        return SendDatagram(endpoint, message);
     }
 
     /// <summary>

@@ -195,6 +195,33 @@ public sealed class TimerDrivenSessionTests : Akka.TestKit.Xunit2.TestKit, IDisp
         Assert.Equal(0, _a.PeerOf(_b).FirstUnansweredDataSent);
     }
 
+    [Fact]
+    public async Task Data_that_arrives_while_the_handshake_response_is_leaving_still_waits_for_its_answer()
+    {
+        using var responder = new EngineNode(Sys, "responder", _clock, tick: false);
+        using var initiator = new EngineNode(Sys, "initiator", _clock, tick: false);
+        var responderAsSeen = Endpoint.ForRelay(1, responder.Key.PublicKey);
+        var initiatorAsSeen = Endpoint.ForRelay(1, initiator.Key.PublicKey);
+        var responses = 0;
+        initiator.Device.Relays = new RelayOnThisThread(packet => responder.Device.ReceiveRelayed(packet, initiatorAsSeen));
+        responder.Device.Relays = new RelayOnThisThread(packet =>
+        {
+            // The initiator's first data, in before the responder's thread is back from sending the response
+            // (the response itself goes no further, so that nothing else answers or is answered).
+            Assert.Equal(Messages.TypeResponse, Messages.TypeOf(packet));
+            responder.PeerOf(initiator).OnDataReceived(_clock.NowMs);
+            Interlocked.Increment(ref responses);
+        });
+        initiator.TrustKey(responder.Key.PublicKey, responderAsSeen, "100.64.0.2/32");
+        responder.TrustKey(initiator.Key.PublicKey, initiatorAsSeen, "100.64.0.1/32");
+
+        initiator.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
+        AwaitCondition(() => Volatile.Read(ref responses) == 1, TimeSpan.FromSeconds(5));
+        Assert.NotNull((await responder.TunnelFor(initiator).Ask<ActorIdentity>(new Identify(null), TimeSpan.FromSeconds(10))).Subject);
+
+        Assert.Equal(_clock.NowMs, responder.PeerOf(initiator).FirstUnansweredDataReceived);
+    }
+
     private sealed class RelayOnThisThread(Action<byte[]> deliver) : IRelayTransport
     {
         public bool Send(int region, Weft.Contracts.Keys.Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
