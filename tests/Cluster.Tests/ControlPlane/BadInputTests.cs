@@ -239,15 +239,7 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         var tailnetB = await coordinator.NewTailnet("next");
         using var machine = Curve25519PrivateKey.Generate();
         using var node = Curve25519PrivateKey.Generate();
-        string deviceId;
-        await using (var first = await RawControlStream.OpenAsync(coordinator.Control))
-        {
-            await first.Handshake(machine);
-            deviceId = (await first.Register(machine, node, (await Http.CreateAuthKey(tailnetA)).Key)).DeviceId;
-        }
-        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnetA}/devices/{deviceId}")).StatusCode);
-
-        await coordinator.HoldStaleBinding(machine.PublicKey, tailnetA, deviceId);
+        await JoinThenLoseTheDeviceButNotItsBinding(tailnetA, machine, node);
 
         await using var second = await RawControlStream.OpenAsync(coordinator.Control);
         await second.Handshake(machine);
@@ -265,14 +257,7 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         var tailnet = await coordinator.NewTailnet("gone-keyless");
         using var machine = Curve25519PrivateKey.Generate();
         using var node = Curve25519PrivateKey.Generate();
-        string deviceId;
-        await using (var first = await RawControlStream.OpenAsync(coordinator.Control))
-        {
-            await first.Handshake(machine);
-            deviceId = (await first.Register(machine, node, (await Http.CreateAuthKey(tailnet)).Key)).DeviceId;
-        }
-        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deviceId}")).StatusCode);
-        await coordinator.HoldStaleBinding(machine.PublicKey, tailnet, deviceId);
+        await JoinThenLoseTheDeviceButNotItsBinding(tailnet, machine, node);
 
         // A reconnect with neither a key nor a hint, as an agent without a saved result makes it.
         await using var second = await RawControlStream.OpenAsync(coordinator.Control);
@@ -283,6 +268,22 @@ public class BadInputTests(SharedCoordinator coordinator) : IClassFixture<Shared
         Assert.Equal(ControlErrorCodes.InvalidRequest, refused.RefusalCode);
         Assert.Empty((await Http.ListDevices(tailnet)).Devices);
         Assert.IsType<Rejection>(await coordinator.MachineIndexEntry(machine.PublicKey));
+    }
+
+    /// <summary>
+    /// Joins the machine to <paramref name="tailnet"/> and deletes its device, with the machine index still
+    /// bound to it: as while the deletion's release is on its way to the index, or after it was lost.
+    /// </summary>
+    private async Task JoinThenLoseTheDeviceButNotItsBinding(string tailnet, Curve25519PrivateKey machine, Curve25519PrivateKey node)
+    {
+        string deviceId;
+        await using (var first = await RawControlStream.OpenAsync(coordinator.Control))
+        {
+            await first.Handshake(machine);
+            deviceId = (await first.Register(machine, node, (await Http.CreateAuthKey(tailnet)).Key)).DeviceId;
+        }
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deviceId}")).StatusCode);
+        await coordinator.HoldStaleBinding(machine.PublicKey, tailnet, deviceId);
     }
 
     [Fact]
