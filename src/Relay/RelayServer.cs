@@ -305,18 +305,17 @@ public sealed class RelayServer : IAsyncDisposable
     /// </summary>
     internal void Route(RelayConnection sender, Curve25519PublicKey destination, ReadOnlySpan<byte> packet)
     {
-        if (Deliver(sender.Key, sender.TailnetId, destination, packet))
-        {
-            sender.SentTo[destination] = 0;
-            return;
-        }
+        // The sender hears PeerGone when the destination leaves, so it is marked before the packet can
+        // arrive: the destination may take it and leave before this thread is back.
+        var marked = sender.SentTo.TryAdd(destination, 0);
+        if (Deliver(sender.Key, sender.TailnetId, destination, packet)) return;
         if (_forwarders.TryGetValue(destination, out var forwarder) && forwarder.TailnetId == sender.TailnetId
             && forwarder.Link.TryForward(sender.Key, destination, packet))
         {
-            sender.SentTo[destination] = 0;
             Counters.Meshed();
             return;
         }
+        if (marked) sender.SentTo.TryRemove(destination, out _);
         Counters.Dropped("unknown_destination");
         if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.EnqueueControl(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere));
     }
@@ -333,8 +332,8 @@ public sealed class RelayServer : IAsyncDisposable
         lock (set) active = set.Active;
         if (active is null) return false;
         if (sourceTailnet is not null && active.TailnetId != sourceTailnet) return false;
-        active.EnqueuePacket(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), packet);
         Counters.Forwarded(packet.Length);
+        active.EnqueuePacket(RelayFrame.Build(RelayFrameType.RecvPacket, source, packet), packet);
         return true;
     }
 
