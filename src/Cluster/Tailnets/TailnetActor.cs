@@ -488,7 +488,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         foreach (var (recipient, pending) in _pending.Drain())
         {
             recipients++;
-            if (pending.End is { } end)
+            // An expiry ends the session only if it still holds when the window closes: a device re-authorized
+            // within it keeps its session (and gets its full map below), and one deleted within it is ended by
+            // its removal, with that reason.
+            if (pending.End is { } end && State.Devices.TryGetValue(recipient, out var ending) && ending.Status == DeviceStatus.Expired)
             {
                 Devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
                 continue;

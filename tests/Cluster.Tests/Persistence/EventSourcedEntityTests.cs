@@ -366,6 +366,32 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     }
 
     [Fact]
+    public void A_device_expired_and_re_authorized_within_one_window_keeps_its_session_and_gets_a_full_map()
+    {
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var window = TimeSpan.FromSeconds(2);
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor("tn_reauth", new PersistenceSettings(),
+            control: new Weft.Cluster.Control.ControlSettings { FanOutCoalesceMilliseconds = window.TotalMilliseconds }));
+        CreateWithDevices(tailnet, "tn_reauth", "dev_a", "dev_b");
+        devices.ReceiveWhile(TimeSpan.FromSeconds(30), window + TimeSpan.FromMilliseconds(500), m => m);
+
+        // A change goes out at once, so that the next ones wait for the window to close.
+        tailnet.Tell(new UpdateDeviceEndpoints("tn_reauth", "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        tailnet.Tell(new ExpireDevice("tn_reauth", "dev_a", Created));
+        ExpectMsg<DeviceInfo>();
+        // The same machine registers again with a key, under a new node key.
+        tailnet.Tell(new RegisterDevice("tn_reauth", "dev_x", new string('a', 64), new string('e', 64), "", "dev_a", "linux", "k", "h", Created));
+        Assert.Equal("dev_a", ExpectMsg<DeviceRegistration>().Device.DeviceId);
+
+        var toA = devices.ReceiveWhile(window * 3, TimeSpan.FromMilliseconds(window.TotalMilliseconds + 1000), m => m)
+            .OfType<Weft.Cluster.Devices.PeerChanges>().Where(m => m.DeviceId == "dev_a").ToList();
+        Assert.All(toA, m => Assert.Null(m.EndCode));
+        Assert.Contains(toA, m => m.Resync);
+    }
+
+    [Fact]
     public void A_tailnet_that_started_before_the_device_region_was_registered_still_reaches_the_devices()
     {
         // A remembered tailnet can start on a node before that node's device region is registered.
