@@ -125,7 +125,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     protected override bool IsCommand(object message) => message is ITailnetCommand;
 
-    protected override Decision<ITailnetEvent> Decide(TailnetState state, object command) => state.Process((ITailnetCommand)command);
+    protected override Decision<ITailnetEvent> Decide(TailnetState state, object command) => command switch
+    {
+        // Decided when its write comes up, which can be after the device came back: online now, it stays.
+        RemoveEphemeralDevice c when IsOnline(c.DeviceId) => Decision<ITailnetEvent>.Unchanged,
+        _ => state.Process((ITailnetCommand)command),
+    };
 
     protected override bool TryAnswer(TailnetState state, object message, out object reply)
     {

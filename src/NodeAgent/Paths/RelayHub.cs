@@ -30,6 +30,13 @@ public sealed class RelayHub : IRelayTransport
         var queue = _pending.GetOrAdd(region, _ => new ConcurrentQueue<(Curve25519PublicKey, byte[])>());
         queue.Enqueue((destination, packet.ToArray()));
         while (queue.Count > PendingLimit) queue.TryDequeue(out _);
+        // The connection may have come up since the look above, and Attach drained the queue before this
+        // packet was in it (or took the queue away): then nobody else will send it.
+        if (_live.TryGetValue(region, out connection) && !connection.IsClosed)
+        {
+            while (queue.TryDequeue(out var item)) connection.TrySend(item.Item1, item.Item2);
+            return true;
+        }
         // Asked at most once a second per region: a region that is down must not turn every packet into a message.
         var now = Environment.TickCount64;
         var asked = _asked.GetOrAdd(region, 0);
