@@ -149,7 +149,8 @@ public static class DeviceRegistrar
             var binding = await Ask(services.Machines, new LookupMachine(machineHex)) as MachineBinding;
             if (binding is not null && authKey is null)
             {
-                // A reconnect without a hint: the bound device, if its tailnet still has it as this machine's.
+                // A reconnect without a key (and without a hint its tailnet took): the bound device, if its tailnet
+                // still has it as this machine's.
                 // If not, the binding is stale, whether the tailnet's release of it is still on its way (the
                 // device was just deleted) or was lost: release it here, and go on as a machine never bound,
                 // so that the answer does not depend on which of the two arrived first.

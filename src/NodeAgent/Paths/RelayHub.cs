@@ -34,7 +34,7 @@ public sealed class RelayHub : IRelayTransport
         // packet was in it (or took the queue away): then nobody else will send it.
         if (_live.TryGetValue(region, out connection) && !connection.IsClosed)
         {
-            while (queue.TryDequeue(out var item)) connection.TrySend(item.Item1, item.Item2);
+            SendQueued(queue, connection);
             return true;
         }
         // Asked at most once a second per region: a region that is down must not turn every packet into a message.
@@ -48,8 +48,12 @@ public sealed class RelayHub : IRelayTransport
     public void Attach(int region, RelayClientConnection connection)
     {
         _live[region] = connection;
-        if (_pending.TryRemove(region, out var queue))
-            while (queue.TryDequeue(out var item)) connection.TrySend(item.Item1, item.Item2);
+        if (_pending.TryRemove(region, out var queue)) SendQueued(queue, connection);
+    }
+
+    private static void SendQueued(ConcurrentQueue<(Curve25519PublicKey, byte[])> queue, RelayClientConnection connection)
+    {
+        while (queue.TryDequeue(out var item)) connection.TrySend(item.Item1, item.Item2);
     }
 
     public void Detach(int region, RelayClientConnection connection) => _live.TryRemove(new KeyValuePair<int, RelayClientConnection>(region, connection));

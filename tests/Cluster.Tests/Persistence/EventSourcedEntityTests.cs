@@ -335,17 +335,27 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         ExpectTerminated(restarted);
     }
 
+    /// <summary>
+    /// A tailnet whose fan-outs are coalesced over <paramref name="window"/>, with <paramref name="devices"/>
+    /// registered, and a probe standing in for the device entities. Returns once the registrations' fan-outs
+    /// are out (the last may wait for a window's end) and a quiet spell longer than the window has passed.
+    /// </summary>
+    private (IActorRef Tailnet, Akka.TestKit.TestProbe Devices) QuietTailnetWithFanOutWindow(string id, TimeSpan window, params string[] devices)
+    {
+        var probe = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(probe.Ref);
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(),
+            control: new Weft.Cluster.Control.ControlSettings { FanOutCoalesceMilliseconds = window.TotalMilliseconds }));
+        CreateWithDevices(tailnet, id, devices);
+        probe.ReceiveWhile(TimeSpan.FromSeconds(30), window + TimeSpan.FromMilliseconds(500), m => m);
+        return (tailnet, probe);
+    }
+
     [Fact]
     public void After_a_quiet_spell_a_change_goes_out_at_once_and_changes_within_the_window_go_out_together()
     {
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
         var window = TimeSpan.FromSeconds(2);
-        var tailnet = Sys.ActorOf(TailnetActor.PropsFor("tn_window", new PersistenceSettings(),
-            control: new Weft.Cluster.Control.ControlSettings { FanOutCoalesceMilliseconds = window.TotalMilliseconds }));
-        CreateWithDevices(tailnet, "tn_window", "dev_a", "dev_b", "dev_c");
-        // The registrations' fan-outs (the last may wait for a window's end), then a quiet spell longer than the window.
-        devices.ReceiveWhile(TimeSpan.FromSeconds(30), window + TimeSpan.FromMilliseconds(500), m => m);
+        var (tailnet, devices) = QuietTailnetWithFanOutWindow("tn_window", window, "dev_a", "dev_b", "dev_c");
 
         // The first change goes out alone: its fan-out is queued behind what the tailnet had already
         // received, and c's change is sent only once b's is answered. (A timer would have joined them.)
@@ -368,13 +378,8 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     [Fact]
     public void A_device_expired_and_re_authorized_within_one_window_keeps_its_session_and_gets_a_full_map()
     {
-        var devices = CreateTestProbe();
-        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
         var window = TimeSpan.FromSeconds(2);
-        var tailnet = Sys.ActorOf(TailnetActor.PropsFor("tn_reauth", new PersistenceSettings(),
-            control: new Weft.Cluster.Control.ControlSettings { FanOutCoalesceMilliseconds = window.TotalMilliseconds }));
-        CreateWithDevices(tailnet, "tn_reauth", "dev_a", "dev_b");
-        devices.ReceiveWhile(TimeSpan.FromSeconds(30), window + TimeSpan.FromMilliseconds(500), m => m);
+        var (tailnet, devices) = QuietTailnetWithFanOutWindow("tn_reauth", window, "dev_a", "dev_b");
 
         // A change goes out at once, so that the next ones wait for the window to close.
         tailnet.Tell(new UpdateDeviceEndpoints("tn_reauth", "dev_b", ["198.18.3.2:1"], 0, ""));
