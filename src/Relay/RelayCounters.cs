@@ -9,6 +9,8 @@ namespace Weft.Relay;
 /// see why, and tests can prove that bad input was refused for the right reason. The same counts
 /// go to the <c>Weft.Relay</c> meter (<see cref="RelayMetrics"/>), which a host exports (the
 /// coordinator, for its embedded relay, at <c>/metrics</c>).
+/// Each count goes to the meter first: whoever sees a count here (a test, the snapshot) can rely
+/// on the meter already holding it.
 /// </summary>
 public sealed class RelayCounters
 {
@@ -20,28 +22,28 @@ public sealed class RelayCounters
 
     public void Refused(string reason)
     {
-        _refused.AddOrUpdate(reason, 1, (_, n) => n + 1);
         RelayMetrics.Refused.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        _refused.AddOrUpdate(reason, 1, (_, n) => n + 1);
     }
 
     public void Dropped(string reason)
     {
-        _dropped.AddOrUpdate(reason, 1, (_, n) => n + 1);
         RelayMetrics.Dropped.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        _dropped.AddOrUpdate(reason, 1, (_, n) => n + 1);
     }
 
     public void Forwarded(int bytes)
     {
-        Interlocked.Increment(ref _packetsForwarded);
-        Interlocked.Add(ref _bytesForwarded, bytes);
         RelayMetrics.Packets.Add(1, RelayMetrics.ForwardedHere);
         RelayMetrics.Bytes.Add(bytes);
+        Interlocked.Increment(ref _packetsForwarded);
+        Interlocked.Add(ref _bytesForwarded, bytes);
     }
 
     public void Meshed()
     {
-        Interlocked.Increment(ref _packetsMeshed);
         RelayMetrics.Packets.Add(1, RelayMetrics.ForwardedToMesh);
+        Interlocked.Increment(ref _packetsMeshed);
     }
 
     public long RefusedFor(string reason) => _refused.GetValueOrDefault(reason);

@@ -219,14 +219,14 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             {
                 // A session the agent has left (its stream opened before the attached one's), its attach held up
                 // by a failover: it ends, and the agent's own session keeps the stream.
-                session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "a newer session of this device is attached"));
                 Telemetry.CoordinatorMetrics.SessionsSuperseded.Add(1, Telemetry.CoordinatorMetrics.Late);
+                session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "a newer session of this device is attached"));
                 return;
             }
             // The agent reconnected (perhaps to another coordinator node): the newest stream wins.
             Context.Unwatch(_session);
-            _session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "replaced by a newer session of this device"));
             Telemetry.CoordinatorMetrics.SessionsSuperseded.Add(1, Telemetry.CoordinatorMetrics.Replaced);
+            _session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "replaced by a newer session of this device"));
         }
         var sameSession = session.Equals(_session);
         if (!sameSession) Context.Watch(session);
