@@ -1,8 +1,5 @@
-using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Akka.Event;
-using Akka.Remote.Transport.DotNetty;
 using NSec.Cryptography;
 using Weft.Cluster.Persistence;
 
@@ -30,13 +27,14 @@ public sealed class ClusterSecret
 
     private readonly byte[] _secret;
     private readonly Lazy<X509Certificate2> _certificate;
-    private int _refusedPeers;
+    private readonly Lazy<byte[]> _clusterPublicKey;
 
     private ClusterSecret(byte[] secret, string source)
     {
         _secret = secret;
         Source = source;
         _certificate = new Lazy<X509Certificate2>(CreateCertificate);
+        _clusterPublicKey = new Lazy<byte[]>(() => Certificate.GetPublicKey());
     }
 
     /// <summary>Where the secret came from, for the log (never the secret itself).</summary>
@@ -149,26 +147,11 @@ public sealed class ClusterSecret
             KeyBlobFormat.RawSymmetricKey);
 
     /// <summary>
-    /// How many peer certificates <see cref="PeerValidator"/> has refused. A failed TLS handshake with
-    /// none refused was not about the secret: the peer closed the connection before it completed.
+    /// Whether a peer's certificate carries this cluster's public key. The chain is not consulted (the
+    /// certificate is self-signed by design); TLS has already proved the peer holds the private key.
     /// </summary>
-    public int RefusedPeers => Volatile.Read(ref _refusedPeers);
-
-    /// <summary>
-    /// Accepts a peer whose certificate carries this cluster's public key. The chain is not consulted
-    /// (the certificate is self-signed by design); TLS has already proved the peer holds the private key.
-    /// </summary>
-    public CertificateValidationCallback PeerValidator()
-    {
-        var expected = Certificate.GetPublicKey();
-        return (certificate, _, peer, _, log) =>
-        {
-            if (certificate is not null && CryptographicOperations.FixedTimeEquals(certificate.GetPublicKey(), expected)) return true;
-            Interlocked.Increment(ref _refusedPeers);
-            log.Warning("Refused a cluster connection with {0}: it does not hold this cluster's secret", peer);
-            return false;
-        };
-    }
+    public bool IsClusterPeer(X509Certificate? certificate) =>
+        certificate is not null && CryptographicOperations.FixedTimeEquals(certificate.GetPublicKey(), _clusterPublicKey.Value);
 
     private X509Certificate2 CreateCertificate()
     {

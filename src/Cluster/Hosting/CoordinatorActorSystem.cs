@@ -3,10 +3,10 @@ using Akka.Cluster.Hosting;
 using Akka.Configuration;
 using Akka.Event;
 using Akka.Hosting;
-using Akka.Remote.Hosting;
 using Weft.Cluster.ApiKeys;
 using Weft.Cluster.Audit;
 using Weft.Cluster.Control;
+using Weft.Cluster.Hosting.Remoting;
 using Weft.Cluster.Machines;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Sessions;
@@ -36,20 +36,10 @@ public static class CoordinatorActorSystem
                 loggers.ClearLoggers();
                 loggers.AddLoggerFactory();
             })
-            .WithRemoting(new RemoteOptions
-            {
-                HostName = settings.Cluster.Hostname,
-                Port = settings.Cluster.Port,
-                // Mutual TLS with the certificate derived from the cluster secret: a node without it cannot join.
-                EnableSsl = true,
-                Ssl = new SslOptions
-                {
-                    X509Certificate = secret.Certificate,
-                    RequireMutualAuthentication = true,
-                    ValidateCertificateHostname = false,
-                    CustomValidator = secret.PeerValidator(),
-                },
-            })
+            // Akka.Remote over Weft's own mutual-TLS transport (Remoting/ClusterTlsTransport): the certificate is
+            // derived from the cluster secret, so a node without it cannot join.
+            .AddHocon(ClusterTlsTransport.Configuration(settings.Cluster.Hostname, settings.Cluster.Port), HoconAddMode.Prepend)
+            .AddSetup(new ClusterTlsSetup(secret))
             .WithClustering(new ClusterOptions { SeedNodes = seeds, Roles = [CoordinatorRole] })
             // The libraries' checks behind /healthz/live and /healthz/ready (Api/HealthEndpoint).
             .WithActorSystemLivenessCheck(tags: [Api.HealthEndpoint.LiveTag])
@@ -68,7 +58,7 @@ public static class CoordinatorActorSystem
                 // The replicator starts with the node, not with the first read: until it runs, this node
                 // misses the others' writes, and their writes to every node wait for it in vain.
                 Akka.DistributedData.DistributedData.Get(system);
-                ReportAbnormalShutdown(system, secret);
+                ReportAbnormalShutdown(system);
                 system.ActorOf(QuarantineGuard.Props(), "quarantine-guard");
                 // With no seeds (and no discovery) this node is the whole cluster: it joins itself.
                 if (seeds.Length == 0 && !kubernetes)
@@ -81,38 +71,24 @@ public static class CoordinatorActorSystem
 
     /// <summary>
     /// When Akka stops the node for a reason other than a requested stop (downed by the cluster, a
-    /// failed TLS handshake), says why in one error line and makes the process exit with Akka's code
-    /// for it, so that a supervisor sees a failure and starts the node again.
+    /// peer refused for another cluster secret), says why in one error line and makes the process exit
+    /// with the reason's code, so that a supervisor sees a failure and starts the node again.
     /// </summary>
-    private static void ReportAbnormalShutdown(ActorSystem system, ClusterSecret secret)
+    private static void ReportAbnormalShutdown(ActorSystem system)
     {
         var shutdown = CoordinatedShutdown.Get(system);
         shutdown.AddTask(CoordinatedShutdown.PhaseBeforeServiceUnbind, "report-abnormal-shutdown", () =>
         {
             if (shutdown.ShutdownReason is { ExitCode: not 0 } reason)
             {
-                var why = reason.GetType().Name == "TlsHandshakeFailureReason" ? TlsFailure(reason, secret) : reason.ToString();
-                system.Log.Error("This node stops (exit code {0}): {1}", reason.ExitCode, why);
+                system.Log.Error("This node stops (exit code {0}): {1}", reason.ExitCode, reason);
                 // Also straight to stderr: Akka's logging is asynchronous and the process may be gone first.
-                Console.Error.WriteLine($"error: this node stops (exit code {reason.ExitCode}): {why}");
+                Console.Error.WriteLine($"error: this node stops (exit code {reason.ExitCode}): {reason}");
                 Environment.ExitCode = reason.ExitCode;
             }
             return Task.FromResult(Akka.Done.Instance);
         });
     }
-
-    /// <summary>
-    /// Why a TLS handshake this node started failed. Akka stops a node on any failed outbound handshake.
-    /// When this node refused the peer's certificate, the two hold different cluster secrets. Otherwise the
-    /// peer closed the connection before the handshake completed, which is what a node looks like to the
-    /// others in the moment it shuts down or crashes: nothing is wrong with this node, and its supervisor
-    /// (systemd's Restart=always, Kubernetes) starts it again.
-    /// </summary>
-    private static string TlsFailure(CoordinatedShutdown.Reason reason, ClusterSecret secret) =>
-        secret.RefusedPeers > 0
-            ? "a cluster TLS handshake failed: this node and the one it reached do not hold the same cluster secret (Weft:Cluster:Secret or SecretFile)"
-            : $"a cluster TLS handshake was cut off before it completed ({reason}): the node it reached closed the connection, as a node does while it " +
-              "shuts down or crashes. Akka stops a node on any failed outbound handshake; the secret is not in question, and the node rejoins when its supervisor starts it again";
 
     /// <summary>With Kubernetes discovery: cluster bootstrap (see <see cref="KubernetesBootstrap"/>).</summary>
     private static AkkaConfigurationBuilder WithDiscovery(this AkkaConfigurationBuilder builder, ClusterNodeSettings cluster) =>

@@ -7,9 +7,9 @@ namespace Weft.Cluster.Tests.MultiNode;
 /// <summary>
 /// Only nodes holding the cluster secret become members. A stock <c>weft</c> pointed at a member's
 /// cluster port (its own SQLite, so its own generated secret) is refused at the TLS handshake. Other
-/// multi-node tests show that nodes with the same secret do join. Akka also stops a node whose own
-/// handshake is cut off (the peer closed the connection midway, as a node does while it shuts down or
-/// crashes); the node must say so, not blame the secret.
+/// multi-node tests show that nodes with the same secret do join. A node whose own handshake is cut off
+/// (the peer closed the connection midway, as a node does while it shuts down or crashes) is not the
+/// one at fault: it keeps running and dials again.
 /// </summary>
 [Collection(CoordinatorProcesses.Name)]
 public class ClusterAdmissionTests
@@ -48,7 +48,7 @@ public class ClusterAdmissionTests
     }
 
     [SkippableFact]
-    public async Task A_node_whose_handshake_is_cut_off_stops_with_the_true_cause_not_a_secret_mismatch()
+    public async Task A_node_whose_handshake_is_cut_off_keeps_running_says_why_and_dials_again()
     {
         // A "seed" that takes the connection, reads the start of the TLS handshake and hangs up, as a
         // node going down does to a connection that reached it in its last moment.
@@ -75,10 +75,9 @@ public class ClusterAdmissionTests
             });
             node.Start();
 
-            await Eventually.Until(() => !node.Running, "the node stops", TimeSpan.FromSeconds(60));
-            Assert.True(Volatile.Read(ref cut) > 0, "the node's handshake reached the seed and was cut off");
-            Assert.Equal(79, node.ExitCode);
-            Assert.Contains("a cluster TLS handshake was cut off before it completed", node.Output);
+            await Eventually.Until(() => Volatile.Read(ref cut) >= 3 || !node.Running, "the node's handshakes reach the seed and are cut off, again and again", TimeSpan.FromSeconds(60));
+            Assert.True(node.Running, $"the node stopped (exit code {node.ExitCode}):\n{node.Output}");
+            Assert.Contains($"weft@127.0.0.1:{seedPort} failed: the node closed the connection before it completed", node.Output);
             Assert.DoesNotContain("do not hold the same cluster secret", node.Output);
             Assert.DoesNotContain("Refused a cluster connection", node.Output);
         }
