@@ -72,6 +72,45 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         Assert.Equal(large, Assert.IsType<byte[]>(all[^1]));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_node_on_Akkas_own_tls_transport_and_one_on_this_transport_talk_whichever_dials(bool akkasDials)
+    {
+        // What a rolling upgrade from a release on Akka's DotNetty transport meets: both kinds in one cluster.
+        var secretText = NewSecretText();
+        var secret = ClusterSecret.FromText(secretText, "akkas");
+        var akkasConfig = ConfigurationFactory.ParseString("""
+            akka.loglevel = WARNING
+            akka.stdout-loglevel = WARNING
+            akka.actor.provider = remote
+            akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = 0, enable-ssl = true }
+            akka.coordinated-shutdown.run-by-clr-shutdown-hook = off
+            """);
+        var akkas = ActorSystem.Create("mixed", BootstrapSetup.Create().WithConfig(akkasConfig).And(new Akka.Remote.Transport.DotNetty.DotNettySslSetup(
+            secret.Certificate, suppressValidation: false, requireMutualAuthentication: true, (certificate, _, _, _, _) => secret.IsClusterPeer(certificate))));
+        _systems.Add(akkas);
+        var ours = Node("mixed", secretText);
+        var (dialler, dialled) = akkasDials ? (akkas, ours) : (ours, akkas);
+        dialled.ActorOf(Props.Create(() => new Echo()), "echo");
+        var received = new ConcurrentQueue<object>();
+        var collector = dialler.ActorOf(Props.Create(() => new Collector(received)), "collector");
+
+        var echo = await dialler.ActorSelection(new RootActorPath(AddressOf(dialled)) / "user" / "echo").ResolveOne(TimeSpan.FromSeconds(10));
+        echo.Tell("first", collector);
+        var large = RandomNumberGenerator.GetBytes(100_000); // several TLS records, under DotNetty's default frame limit
+        echo.Tell(large, collector);
+        echo.Tell("last", collector);
+
+        await Eventually.Until(() => received.Count == 3, "every message comes back", TimeSpan.FromSeconds(20));
+        var all = received.ToArray();
+        Assert.Equal("first", all[0]);
+        Assert.Equal(large, Assert.IsType<byte[]>(all[1]));
+        Assert.Equal("last", all[2]);
+        AssertStillRunning(akkas);
+        AssertStillRunning(ours);
+    }
+
     [Fact]
     public async Task A_peer_that_cuts_the_handshake_off_fails_that_attempt_only_and_the_node_carries_on_and_tries_again()
     {
