@@ -70,6 +70,24 @@ public class LocalClusterScriptTests(ITestOutputHelper output)
             Assert.Contains("node1 left the cluster and stopped", stopped);
             await Script(environment, "stop");
             Assert.All(Lines(await Script(environment, "status")), l => Assert.EndsWith("stopped", l));
+
+            // A pid file outlives its node, and the kernel hands its number to another process sooner or later:
+            // the script never takes that process for the node, and never stops or kills it.
+            using var stranger = Process.Start(new ProcessStartInfo("sleep", "300")) ?? throw new InvalidOperationException("cannot start sleep");
+            try
+            {
+                File.WriteAllText(Path.Combine(state, "node1.pid"), stranger.Id.ToString());
+                File.WriteAllText(Path.Combine(state, "node1.supervisor"), stranger.Id.ToString());
+                Assert.Contains("node1  stopped", await Script(environment, "status"));
+                var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => Script(environment, "kill", "1"));
+                Assert.Contains("node1 is not running", refused.Message);
+                Assert.Contains("node1 is not running", await Script(environment, "stop", "1"));
+                Assert.False(stranger.HasExited, "the script signalled a process that is not its node");
+            }
+            finally
+            {
+                stranger.Kill();
+            }
         }
         catch
         {
