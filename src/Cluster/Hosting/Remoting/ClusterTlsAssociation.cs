@@ -111,7 +111,8 @@ internal sealed class ClusterTlsAssociation : AssociationHandle
             {
                 var read = await reader.ReadAsync();
                 var buffer = read.Buffer;
-                while (TryReadFrame(ref buffer, out var frame)) listener.Notify(new InboundPayload(frame));
+                while (TryReadFrame(ref buffer, out var frame))
+                    if (!frame.IsEmpty) listener.Notify(new InboundPayload(frame)); // an empty frame carries nothing (Akka's transport skips it too)
                 reader.AdvanceTo(buffer.Start, buffer.End);
                 if (read.IsCompleted) break;
             }

@@ -178,7 +178,9 @@ public sealed class ClusterTlsTransport : Transport
             }
             catch (SocketException e)
             {
+                // Out of file descriptors, say: try again shortly rather than spin.
                 _log.Warning("The cluster transport could not accept a connection: {0}", e.Message);
+                await Task.Delay(TimeSpan.FromMilliseconds(100));
                 continue;
             }
             // Each handshake on its own: a slow or silent one must not hold up the next node's.
