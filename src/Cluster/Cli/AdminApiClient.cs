@@ -20,11 +20,12 @@ public sealed class AdminApiError(int status, string code, string message, IRead
 /// Every request is safe to send again, so a failed one is retried (a refused or cut connection, a
 /// timeout, a 503 while the cluster hands over) on the next coordinator given, with a short backoff
 /// that honours Retry-After. Each request walks the list from the coordinator that last answered, so
-/// its attempts reach every coordinator in turn however many requests fail at once. Creations carry
-/// an <c>Idempotency-Key</c>, the same on every attempt, so a retried creation never makes a second
-/// object; the other changes are idempotent by value. When every attempt fails, the error is what the
-/// last attempt got, unless no one answered it and a coordinator said "unavailable" before: that
-/// answer says more than a dead node's refused connection.
+/// its attempts reach every coordinator in turn however many requests fail at once, and every
+/// coordinator at least twice: with two of three down, one bad answer from the third must not fail
+/// the call. Creations carry an <c>Idempotency-Key</c>, the same on every attempt, so a retried
+/// creation never makes a second object; the other changes are idempotent by value. When every
+/// attempt fails, the error is what the last attempt got, unless no one answered it and a coordinator
+/// said "unavailable" before: that answer says more than a dead node's refused connection.
 /// </para>
 /// </summary>
 public sealed class AdminApiClient : IDisposable
@@ -85,6 +86,7 @@ public sealed class AdminApiClient : IDisposable
         // (a dead node's turn), it says more than "connection refused" does.
         AdminApiError? unavailable = null;
         Uri? unavailableFrom = null;
+        var lastAttempt = Math.Max(Backoff.Length, 2 * _servers.Count - 1);
         for (var attempt = 0; ; attempt++)
         {
             var index = (first + attempt) % _servers.Count;
@@ -104,21 +106,22 @@ public sealed class AdminApiClient : IDisposable
                     return text;
                 }
                 var error = Parse(response, text);
-                if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || attempt >= Backoff.Length) throw error;
+                if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || attempt >= lastAttempt) throw error;
                 (unavailable, unavailableFrom) = (error, server);
                 retryAfter = response.Headers.RetryAfter?.Delta;
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
             {
                 // Unreachable or cut off: the next coordinator may answer.
-                if (attempt >= Backoff.Length)
+                if (attempt >= lastAttempt)
                 {
                     if (unavailable is null) throw;
                     throw new AdminApiError(unavailable.Status, unavailable.Code,
                         $"{unavailable.Message} (said {unavailableFrom}; the last try, {server}, was not answered: {e.Message})", unavailable.Issues);
                 }
             }
-            await Task.Delay(retryAfter is { } asked && asked > Backoff[attempt] ? asked : Backoff[attempt]);
+            var backoff = Backoff[Math.Min(attempt, Backoff.Length - 1)];
+            await Task.Delay(retryAfter is { } asked && asked > backoff ? asked : backoff);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using Weft.Cluster.Cli;
 using Weft.ClusterLab;
@@ -52,6 +53,66 @@ public sealed class AdminApiClientTests
         Assert.StartsWith("tailnet t0 is starting; retry shortly (said " + liveUrl, error.Message);
         live.Stop();
         await served;
+    }
+
+    [Fact]
+    public async Task With_two_coordinators_down_one_bad_answer_from_the_third_does_not_fail_the_call()
+    {
+        // The live coordinator is last in the list, so a request's walk reaches it on every third attempt. Its
+        // first answer is garbled. Before, the walk had reached it once
+        // in its five attempts, and the call failed with the dead nodes' "connection refused".
+        using var flaky = new TcpListener(IPAddress.Loopback, 0);
+        flaky.Start();
+        var liveUrl = new Uri($"http://127.0.0.1:{((IPEndPoint)flaky.LocalEndpoint).Port}/");
+        using var stop = new CancellationTokenSource();
+        var served = ServeDroppingTheFirst(flaky, stop.Token);
+        using var admin = new AdminApiClient([RefusedUrl(), RefusedUrl(), liveUrl], apiKey: null);
+
+        var answer = await admin.GetAsync("/api/v1/tailnets/t0");
+
+        Assert.Equal("/api/v1/tailnets/t0", answer.GetProperty("path").GetString());
+        stop.Cancel();
+        Assert.Equal(2, await served); // the garbled answer and the good one
+    }
+
+    /// <summary>A minimal HTTP/1.1 server: it garbles its first answer and answers the rest with their path; how many connections it took.</summary>
+    private static async Task<int> ServeDroppingTheFirst(TcpListener listener, CancellationToken stop)
+    {
+        var connections = 0;
+        while (true)
+        {
+            TcpClient client;
+            try
+            {
+                client = await listener.AcceptTcpClientAsync(stop);
+            }
+            catch (OperationCanceledException)
+            {
+                return connections;
+            }
+            using (client)
+            {
+                connections++;
+                var stream = client.GetStream();
+                var head = new StringBuilder();
+                var buffer = new byte[1024];
+                while (!head.ToString().Contains("\r\n\r\n", StringComparison.Ordinal))
+                {
+                    var read = await stream.ReadAsync(buffer, stop);
+                    if (read == 0) break;
+                    head.Append(Encoding.ASCII.GetString(buffer, 0, read));
+                }
+                if (connections == 1)
+                {
+                    // Garbled (a proxy's hiccup, a half-written answer): HttpClient does not retry this by itself.
+                    await stream.WriteAsync("HTTP/1.1 2\r\n\r\n"u8.ToArray(), stop);
+                    continue;
+                }
+                var body = Encoding.UTF8.GetBytes($"{{\"path\":\"{head.ToString().Split(' ')[1]}\"}}");
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n"), stop);
+                await stream.WriteAsync(body, stop);
+            }
+        }
     }
 
     /// <summary>A loopback URL whose port nothing listens on: connecting is refused.</summary>
