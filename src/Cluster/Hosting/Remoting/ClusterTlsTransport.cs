@@ -116,8 +116,7 @@ public sealed class ClusterTlsTransport : Transport
         var refused = false;
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-            timeout.CancelAfter(_handshakeTimeout);
+            using var timeout = Deadline();
             await stream.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
             {
                 TargetHost = host,
@@ -150,7 +149,7 @@ public sealed class ClusterTlsTransport : Transport
             _log.Warning("A cluster TLS handshake with {0} failed: {1}. This node carries on and tries again later", remoteAddress, why);
             throw new InvalidAssociationException($"TLS handshake with {remoteAddress} failed: {why}", e);
         }
-        return Opened(new ClusterTlsAssociation(local, remoteAddress, socket, stream, MaximumPayloadBytes, _flushWait, _log, Forget));
+        return Opened(local, remoteAddress, socket, stream);
     }
 
     public override async Task<bool> Shutdown()
@@ -196,8 +195,7 @@ public sealed class ClusterTlsTransport : Transport
         var stream = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-            timeout.CancelAfter(_handshakeTimeout);
+            using var timeout = Deadline();
             await stream.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
             {
                 ServerCertificate = _secret.Certificate,
@@ -218,7 +216,7 @@ public sealed class ClusterTlsTransport : Transport
             await stream.DisposeAsync();
             return;
         }
-        associations.Notify(new InboundAssociation(Opened(new ClusterTlsAssociation(_localAddress!, remoteAddress, socket, stream, MaximumPayloadBytes, _flushWait, _log, Forget))));
+        associations.Notify(new InboundAssociation(Opened(_localAddress!, remoteAddress, socket, stream)));
     }
 
     private bool IsClusterMember() =>
@@ -239,8 +237,7 @@ public sealed class ClusterTlsTransport : Transport
         Tune(socket);
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-            timeout.CancelAfter(_handshakeTimeout);
+            using var timeout = Deadline();
             await socket.ConnectAsync(endpoint, timeout.Token);
             return socket;
         }
@@ -274,8 +271,18 @@ public sealed class ClusterTlsTransport : Transport
         if (_receiveBufferSize is { } receive) socket.ReceiveBufferSize = receive;
     }
 
-    private ClusterTlsAssociation Opened(ClusterTlsAssociation association)
+    /// <summary>Cancelled when a connect or a handshake has taken connection-timeout, or the transport stops.</summary>
+    private CancellationTokenSource Deadline()
     {
+        var deadline = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        deadline.CancelAfter(_handshakeTimeout);
+        return deadline;
+    }
+
+    /// <summary>An authenticated connection, handed to Akka and tracked until it closes.</summary>
+    private ClusterTlsAssociation Opened(Address local, Address remote, Socket socket, SslStream stream)
+    {
+        var association = new ClusterTlsAssociation(local, remote, socket, stream, MaximumPayloadBytes, _flushWait, _log, Forget);
         _open[association] = 0;
         if (_stopping.IsCancellationRequested) _ = association.CloseGracefully();
         return association;
