@@ -11,6 +11,7 @@ using Akka.Configuration;
 using Weft.ClusterLab;
 using Weft.Cluster.Hosting;
 using Weft.Cluster.Hosting.Remoting;
+using Weft.Cluster.Tests.Support;
 
 namespace Weft.Cluster.Tests.Hosting;
 
@@ -33,7 +34,6 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         """).WithFallback(ClusterTlsTransport.Configuration("127.0.0.1", 0));
 
     private readonly List<ActorSystem> _systems = [];
-    private readonly List<IDisposable> _peers = [];
 
     private static string NewSecretText() => Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
 
@@ -114,19 +114,13 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
     [Fact]
     public async Task A_peer_that_cuts_the_handshake_off_fails_that_attempt_only_and_the_node_carries_on_and_tries_again()
     {
-        // A "node" in its last moment: it takes the connection, reads the start of the handshake and hangs up.
-        var cut = 0;
-        var peer = Peer(async connection =>
-        {
-            var hello = new byte[512];
-            if (await connection.GetStream().ReadAsync(hello) > 0 && hello[0] == 0x16) Interlocked.Increment(ref cut); // a TLS handshake record
-        });
+        await using var peer = LoopbackPeer.CuttingHandshakes();
         var node = Node("dialler", NewSecretText());
 
         await Eventually.Until(() =>
         {
-            node.ActorSelection($"akka.ssl.tcp://gone@127.0.0.1:{peer}/user/anyone").Tell("hello");
-            return Volatile.Read(ref cut) >= 3;
+            node.ActorSelection($"akka.ssl.tcp://gone@127.0.0.1:{peer.Port}/user/anyone").Tell("hello");
+            return peer.HandshakesCut >= 3;
         }, "the node dials again after each cut-off handshake", TimeSpan.FromSeconds(20));
 
         AssertStillRunning(node);
@@ -138,16 +132,16 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         // A hung node: the kernel takes the connection, the process answers nothing. It is then killed.
         var held = new ConcurrentBag<TcpClient>();
         var killed = new TaskCompletionSource();
-        var peer = Peer(async connection =>
+        await using var peer = LoopbackPeer.Serving(async (connection, stop) =>
         {
             held.Add(connection);
-            await killed.Task;
+            await killed.Task.WaitAsync(stop);
         });
         var node = Node("dialler", NewSecretText());
 
         await Eventually.Until(() =>
         {
-            node.ActorSelection($"akka.ssl.tcp://hung@127.0.0.1:{peer}/user/anyone").Tell("hello");
+            node.ActorSelection($"akka.ssl.tcp://hung@127.0.0.1:{peer.Port}/user/anyone").Tell("hello");
             return held.Count >= 2;
         }, "the first handshake times out (1 s) and the node dials again", TimeSpan.FromSeconds(20));
         killed.SetResult(); // it dies with handshakes in flight: every connection it held closes
@@ -252,55 +246,9 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         return total;
     }
 
-    /// <summary>A TCP listener on loopback that hands each connection to <paramref name="serve"/>; its port.</summary>
-    private int Peer(Func<TcpClient, Task> serve)
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var stop = new CancellationTokenSource();
-        _ = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                TcpClient connection;
-                try
-                {
-                    connection = await listener.AcceptTcpClientAsync(stop.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                _ = Task.Run(async () =>
-                {
-                    try
-                    {
-                        await serve(connection);
-                    }
-                    catch (Exception e) when (e is IOException or ObjectDisposedException)
-                    {
-                    }
-                    finally
-                    {
-                        connection.Dispose();
-                    }
-                });
-            }
-        });
-        _peers.Add(stop);
-        _peers.Add(new Disposable(listener.Stop));
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
     public async ValueTask DisposeAsync()
     {
-        foreach (var peer in _peers) peer.Dispose();
         foreach (var system in _systems) await system.Terminate();
-    }
-
-    private sealed class Disposable(Action dispose) : IDisposable
-    {
-        public void Dispose() => dispose();
     }
 
     private sealed class Echo : ReceiveActor

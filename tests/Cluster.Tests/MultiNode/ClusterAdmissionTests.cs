@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Weft.Cluster.Tests.Support;
 
 namespace Weft.Cluster.Tests.MultiNode;
@@ -52,40 +50,24 @@ public class ClusterAdmissionTests
     {
         // A "seed" that takes the connection, reads the start of the TLS handshake and hangs up, as a
         // node going down does to a connection that reached it in its last moment.
-        using var hangUp = new TcpListener(IPAddress.Loopback, 0);
-        hangUp.Start();
-        var seedPort = ((IPEndPoint)hangUp.LocalEndpoint).Port;
-        var cut = 0;
-        using var stop = new CancellationTokenSource();
-        var acceptor = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                using var connection = await hangUp.AcceptTcpClientAsync(stop.Token);
-                var hello = new byte[512];
-                if (await connection.GetStream().ReadAsync(hello, stop.Token) > 0 && hello[0] == 0x16) Interlocked.Increment(ref cut); // a TLS handshake record
-            }
-        });
+        await using var seed = LoopbackPeer.CuttingHandshakes();
         var folder = Directory.CreateTempSubdirectory("weft-cut-off-").FullName;
         try
         {
-            await using var node = new CoordinatorNode("cut-off", [$"127.0.0.1:{seedPort}"], new Dictionary<string, string>
+            await using var node = new CoordinatorNode("cut-off", [$"127.0.0.1:{seed.Port}"], new Dictionary<string, string>
             {
                 ["Weft__Storage__DataDirectory"] = folder,
             });
             node.Start();
 
-            await Eventually.Until(() => Volatile.Read(ref cut) >= 3 || !node.Running, "the node's handshakes reach the seed and are cut off, again and again", TimeSpan.FromSeconds(60));
+            await Eventually.Until(() => seed.HandshakesCut >= 3 || !node.Running, "the node's handshakes reach the seed and are cut off, again and again", TimeSpan.FromSeconds(60));
             Assert.True(node.Running, $"the node stopped (exit code {node.ExitCode}):\n{node.Output}");
-            Assert.Contains($"weft@127.0.0.1:{seedPort} failed: the node closed the connection before it completed", node.Output);
+            Assert.Contains($"weft@127.0.0.1:{seed.Port} failed: the node closed the connection before it completed", node.Output);
             Assert.DoesNotContain("do not hold the same cluster secret", node.Output);
             Assert.DoesNotContain("Refused a cluster connection", node.Output);
         }
         finally
         {
-            stop.Cancel();
-            hangUp.Stop();
-            await Task.WhenAny(acceptor, Task.Delay(TimeSpan.FromSeconds(5)));
             Directory.Delete(folder, recursive: true);
         }
     }
