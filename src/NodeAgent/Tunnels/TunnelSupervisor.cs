@@ -9,7 +9,8 @@ namespace Weft.NodeAgent.Tunnels;
 /// Owns one WireGuard device's peers: applies configuration (one <see cref="PeerTunnel"/> child per
 /// peer), and routes handshake messages. Initiations are decrypted here, because only after
 /// decrypting do we know which peer sent them; responses go straight to the peer that is waiting.
-/// A crashing PeerTunnel is restarted alone; the others, and every session's keys, are untouched.
+/// A crashing PeerTunnel is restarted alone, and one that stops for good is started again; the others,
+/// and every session's keys, are untouched.
 /// <para>
 /// The engine's peer table is the source of truth; this actor keeps no map of its own that the
 /// engine does not also hold. When it (re)starts it gives every peer already in the engine its
@@ -26,6 +27,8 @@ public sealed class TunnelSupervisor : UntypedActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     // Device id to name, for the log line when a peer leaves (the engine knows peers by key and id only).
     private readonly Dictionary<string, string> _names = new();
+    // Numbers the tunnels this instance starts, so that no two children ever share a name.
+    private long _incarnations;
 
     public TunnelSupervisor(WireGuardDevice device, bool tick)
     {
@@ -111,6 +114,9 @@ public sealed class TunnelSupervisor : UntypedActor
             case Rekey:
                 foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
                 break;
+            case Terminated { ActorRef: var stopped }:
+                OnTunnelStopped(stopped);
+                break;
             default:
                 Unhandled(message);
                 break;
@@ -168,12 +174,37 @@ public sealed class TunnelSupervisor : UntypedActor
         return new PeerConfigured(peer.PublicKey, !exists);
     }
 
+    /// <summary>
+    /// The peer's tunnel, started if it has none. Each tunnel gets a name of its own (the key and an
+    /// incarnation number): a stopped child keeps its name until it has terminated, and a key can leave
+    /// and come back in one netmap (a device deleted, and its agent joined again with the same node key).
+    /// Watched, so that one stopped by its own failures is noticed.
+    /// </summary>
     private IActorRef TunnelFor(Peer peer)
     {
         if (_tunnels.TryGetValue(peer.PublicKey, out var tunnel)) return tunnel;
-        tunnel = Context.ActorOf(PeerTunnel.PropsFor(_device, peer, _tick), "peer-" + peer.PublicKey.ToHex()[..16]);
+        tunnel = Context.ActorOf(PeerTunnel.PropsFor(_device, peer, _tick), $"peer-{peer.PublicKey.ToHex()[..16]}-{++_incarnations}");
+        Context.Watch(tunnel);
         _tunnels[peer.PublicKey] = tunnel;
         return tunnel;
+    }
+
+    /// <summary>
+    /// A tunnel this actor did not stop has stopped: it failed more often than the strategy restarts. Its
+    /// peer is still in the engine and the netmap, and without a tunnel nobody would answer its handshakes
+    /// or start ours: it gets a new one, which picks the peer's sessions and timers up where they are.
+    /// </summary>
+    private void OnTunnelStopped(IActorRef stopped)
+    {
+        foreach (var (key, tunnel) in _tunnels)
+        {
+            if (!tunnel.Equals(stopped)) continue;
+            _tunnels.Remove(key);
+            if (!_device.Peers.TryGetValue(key, out var peer)) return;
+            _log.Warning("The tunnel of peer {0} stopped after repeated failures; starting it again", new NodeKey(key));
+            TunnelFor(peer);
+            return;
+        }
     }
 
     private MeshApplied Apply(ApplyMesh mesh)
@@ -246,7 +277,11 @@ public sealed class TunnelSupervisor : UntypedActor
 
     private bool Remove(Curve25519PublicKey key)
     {
-        if (_tunnels.Remove(key, out var tunnel)) Context.Stop(tunnel);
+        if (_tunnels.Remove(key, out var tunnel))
+        {
+            Context.Unwatch(tunnel);
+            Context.Stop(tunnel);
+        }
         if (!_device.Peers.TryGetValue(key, out var peer)) return false;
         _device.RemovePeer(peer);
         _log.Debug("Removed peer {0}", new NodeKey(key));

@@ -37,9 +37,11 @@ public sealed class EngineNode : IDisposable
 
     public Peer PeerOf(EngineNode other) => Device.Peers[other.Key.PublicKey];
 
-    /// <summary>The PeerTunnel actor this node runs for <paramref name="other"/>.</summary>
-    public ActorSelection TunnelFor(EngineNode other) =>
-        new(Supervisor, "peer-" + other.Key.PublicKey.ToHex()[..16]);
+    /// <summary>The PeerTunnel actor this node runs for <paramref name="other"/> (whichever incarnation: its name ends in its number).</summary>
+    public ActorSelection TunnelFor(EngineNode other) => TunnelFor(other.Key.PublicKey);
+
+    /// <summary>The PeerTunnel actor this node runs for the peer of <paramref name="key"/>.</summary>
+    public ActorSelection TunnelFor(Curve25519PublicKey key) => new(Supervisor, $"peer-{key.ToHex()[..16]}*");
 
     /// <summary>Makes a peer of an arbitrary key at an arbitrary endpoint (for peers that never answer).</summary>
     public void TrustKey(Curve25519PublicKey key, Endpoint endpoint, params string[] allowedIps)

@@ -174,6 +174,55 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
+    public void A_node_key_that_leaves_and_comes_back_as_another_device_in_one_netmap_gets_a_tunnel_and_the_rest_of_the_netmap_applies()
+    {
+        // An admin deleted device dev-b, and its agent joined again with the same node key as dev-b2. A peer that
+        // was away meanwhile gets one full map: dev-b gone, dev-b2 (the same key) and dev-c new. The old tunnel is
+        // still stopping when the new one starts, so the two must not need the same name.
+        using var c = new EngineNode(Sys, "c");
+        c.Trust(_a, "100.64.0.1/32");
+        Connect();
+
+        Assert.Equal(new MeshApplied(2, 1, 0, 0), Apply(_a,
+            PeerFor("dev-b2", _b.Key.PublicKey, _b.Endpoint, "100.64.0.2/32"),
+            PeerFor("dev-c", c.Key.PublicKey, c.Endpoint, "100.64.0.3/32")));
+
+        Assert.Equal("dev-b2", _a.PeerOf(_b).MeshId);
+        var toB = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 4);
+        _a.Tun.Inject(toB);
+        Assert.Equal(toB, _b.Receive());
+        var toC = TestPackets.Ipv4("100.64.0.1", "100.64.0.3", fill: 6);
+        _a.Tun.Inject(toC);
+        Assert.Equal(toC, c.Receive());
+    }
+
+    [Fact]
+    public async Task A_tunnel_stopped_after_failing_past_its_restart_limit_is_started_again_and_answers_the_peer()
+    {
+        Connect();
+        _a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
+        _b.Receive();
+        var b2a = _b.PeerOf(_a);
+        await AwaitConditionAsync(() => Task.FromResult(b2a.HandshakesCompleted == 1), Timeout);
+
+        // Eleven failures within a minute: the supervisor restarts the tunnel ten times, then stops it.
+        var failing = await _a.TunnelFor(_b).ResolveOne(Timeout);
+        Watch(failing);
+        for (var i = 0; i < 11; i++) failing.Tell(Kill.Instance);
+        ExpectTerminated(failing, Timeout);
+        await Answers(_a);
+
+        // The peer still has a tunnel at a: a handshake b starts is answered (without one, a refuses each of b's
+        // initiations, 5 s apart, and no answer ever comes).
+        await Task.Delay(50); // past the 16.8 ms TAI64N tick of the last initiation
+        _b.Supervisor.Tell(Rekey.Instance);
+        var patience = Stopwatch.StartNew();
+        while (b2a.HandshakesCompleted < 2 && patience.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(50);
+        Assert.True(b2a.HandshakesCompleted >= 2, $"b's rekey was not answered ({b2a.HandshakesCompleted} handshakes); drops at a: {Drops(_a)}; at b: {Drops(_b)}");
+        Assert.NotEqual(failing, await _a.TunnelFor(_b).ResolveOne(Timeout));
+    }
+
+    [Fact]
     public async Task A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);

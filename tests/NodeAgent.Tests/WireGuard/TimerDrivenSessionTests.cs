@@ -244,7 +244,7 @@ public sealed class TimerDrivenSessionTests : Akka.TestKit.Xunit2.TestKit, IDisp
         _a.TrustKey(ghost, silent.Endpoint, "100.64.0.99/32");
         _a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.99"));
         AwaitCondition(() => silent.Recorded.Count == 1, TimeSpan.FromSeconds(5));
-        var tunnel = new ActorSelection(_a.Supervisor, "peer-" + ghost.ToHex()[..16]);
+        var tunnel = _a.TunnelFor(ghost);
 
         for (var attempt = 2; attempt <= 20; attempt++)
         {
