@@ -8,6 +8,8 @@ using System.Security.Cryptography.X509Certificates;
 using Akka.Actor;
 using Akka.Actor.Setup;
 using Akka.Configuration;
+using Akka.Remote.Transport;
+using Google.Protobuf;
 using Weft.ClusterLab;
 using Weft.Cluster.Hosting;
 using Weft.Cluster.Hosting.Remoting;
@@ -42,9 +44,10 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         akka.cluster.downing-provider-class = ""
         """).WithFallback(NodeConfig);
 
-    private ActorSystem Node(string name, string secretText, bool clusterProvider = false)
+    private ActorSystem Node(string name, string secretText, bool clusterProvider = false, string? settings = null)
     {
         var config = clusterProvider ? ClusterNodeConfig : NodeConfig;
+        if (settings is not null) config = ConfigurationFactory.ParseString(settings).WithFallback(config);
         var system = ActorSystem.Create(name, BootstrapSetup.Create().WithConfig(config).And(new ClusterTlsSetup(ClusterSecret.FromText(secretText, name))));
         _systems.Add(system);
         return system;
@@ -223,6 +226,92 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
         AssertStillRunning(node);
     }
 
+    [Fact]
+    public async Task Connections_that_hold_handshakes_open_are_capped_in_all_and_per_address_and_a_node_gets_through_once_they_go()
+    {
+        // Something on the network opens connections to the cluster port and never completes a handshake. Each one
+        // would hold a socket and a TLS state for connection-timeout (here a minute, longer than this test).
+        var secret = NewSecretText();
+        var node = Node("listener", secret, settings: """
+            akka.remote.weft-tls.connection-timeout = 60s
+            akka.remote.weft-tls.maximum-pending-handshakes = 3
+            akka.remote.weft-tls.maximum-pending-handshakes-per-address = 2
+            """);
+        node.ActorOf(Props.Create(() => new Echo()), "echo");
+        var port = AddressOf(node).Port!.Value;
+        var silent = new List<TcpClient>();
+        async Task<TcpClient> Open(string from)
+        {
+            var client = new TcpClient(new IPEndPoint(IPAddress.Parse(from), 0));
+            await client.ConnectAsync(IPAddress.Loopback, port);
+            return client;
+        }
+        try
+        {
+            silent.Add(await Open("127.0.0.1"));
+            silent.Add(await Open("127.0.0.1"));
+            using (var third = await Open("127.0.0.1"))
+                Assert.Equal(0, await ReadUntilClosed(third.GetStream())); // the address's two are taken: closed unanswered
+            silent.Add(await Open("127.0.0.2"));
+            using (var fourth = await Open("127.0.0.3"))
+                Assert.Equal(0, await ReadUntilClosed(fourth.GetStream())); // three pending in all: closed too
+
+            // The three within the limits are still open: the node waits for their handshakes (not past connection-timeout).
+            Assert.All(silent, client => Assert.False(client.Client.Poll(0, SelectMode.SelectRead), "a connection within the limits was closed"));
+        }
+        finally
+        {
+            foreach (var client in silent) client.Dispose();
+        }
+
+        // Their slots are free again once they go: a node that dials in now (from 127.0.0.1 too) is answered.
+        var dialler = Node("dialler", secret);
+        var received = new ConcurrentQueue<object>();
+        var collector = dialler.ActorOf(Props.Create(() => new Collector(received)), "collector");
+        await Eventually.Until(() =>
+        {
+            dialler.ActorSelection(new RootActorPath(AddressOf(node)) / "user" / "echo").Tell("hello", collector);
+            return !received.IsEmpty;
+        }, "the dialler reaches the node once the silent connections are gone", TimeSpan.FromSeconds(20));
+        AssertStillRunning(node);
+    }
+
+    [Fact]
+    public async Task A_connection_that_Akka_never_claims_is_closed_after_connection_timeout_and_the_other_side_hears_it_end()
+    {
+        // What Akka does with a connection whose handshake outlived its own handshake-timeout: nothing, its actor is gone.
+        var secret = NewSecretText();
+        var settings = ConfigurationFactory.ParseString("akka.remote.weft-tls.connection-timeout = 1s")
+            .WithFallback(ConfigurationFactory.ParseString(ClusterTlsTransport.Configuration("127.0.0.1", 0))).GetConfig(ClusterTlsTransport.ConfigPath);
+        const string withoutRemoting = "akka.actor.provider = local"; // the transports are driven by hand here
+        var dialling = new ClusterTlsTransport(Node("dialling", secret, settings: withoutRemoting), settings);
+        var listening = new ClusterTlsTransport(Node("listening", secret, settings: withoutRemoting), settings);
+        var events = new ConcurrentQueue<IHandleEvent>();
+        try
+        {
+            var (_, dialledListener) = await dialling.Listen();
+            dialledListener.SetResult(new AssociationListener(_ => { }));
+            var (listeningAddress, inbound) = await listening.Listen();
+            // The listening side claims what arrives, as Akka does, and records what it hears.
+            inbound.SetResult(new AssociationListener(arrived =>
+            {
+                if (arrived is InboundAssociation association) association.Association.ReadHandlerSource.SetResult(new HandleListener(events.Enqueue));
+            }));
+
+            var unclaimed = await dialling.Associate(listeningAddress);
+            Assert.True(unclaimed.Write(ByteString.CopyFromUtf8("written before anyone claimed it")));
+
+            await Eventually.Until(() => events.OfType<Disassociated>().Any(),
+                "the dialling side closes the connection nobody claimed, and the listening side hears it end", TimeSpan.FromSeconds(20));
+            Assert.Single(events.OfType<Disassociated>());
+        }
+        finally
+        {
+            await dialling.Shutdown();
+            await listening.Shutdown();
+        }
+    }
+
     private static void AssertStillRunning(ActorSystem system)
     {
         Assert.False(system.WhenTerminated.IsCompleted, $"{system.Name} stopped: {CoordinatedShutdown.Get(system).ShutdownReason}");
@@ -259,5 +348,15 @@ public sealed class ClusterTlsTransportTests : IAsyncDisposable
     private sealed class Collector : ReceiveActor
     {
         public Collector(ConcurrentQueue<object> received) => ReceiveAny(received.Enqueue);
+    }
+
+    private sealed class AssociationListener(Action<IAssociationEvent> heard) : IAssociationEventListener
+    {
+        public void Notify(IAssociationEvent ev) => heard(ev);
+    }
+
+    private sealed class HandleListener(Action<IHandleEvent> heard) : IHandleEventListener
+    {
+        public void Notify(IHandleEvent ev) => heard(ev);
     }
 }

@@ -14,8 +14,8 @@ namespace Weft.Cluster.Hosting.Remoting;
 /// <summary>
 /// One authenticated connection between two nodes, as Akka.Remote sees it. Writes queue and go out in
 /// order, coalesced into TLS records of up to 64 KiB; frames read are handed to the listener Akka
-/// registers, and reading starts only once it has. When the connection ends, for any reason, the
-/// listener hears <see cref="Disassociated"/> once.
+/// registers, and reading starts only once it has (one Akka never claims is closed after the claim
+/// wait). When the connection ends, for any reason, the listener hears <see cref="Disassociated"/> once.
 /// </summary>
 internal sealed class ClusterTlsAssociation : AssociationHandle
 {
@@ -26,22 +26,25 @@ internal sealed class ClusterTlsAssociation : AssociationHandle
     private readonly SslStream _stream;
     private readonly long _maximumFrameBytes;
     private readonly TimeSpan _flushWait;
+    private readonly TimeSpan _claimWait;
     private readonly ILoggingAdapter _log;
     private readonly Action<ClusterTlsAssociation> _closed;
     private readonly Channel<ByteString> _outbound = Channel.CreateUnbounded<ByteString>(new UnboundedChannelOptions { SingleReader = true });
     private readonly TaskCompletionSource _writerDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _readerDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IHandleEventListener? _listener;
     private int _disassociateSent;
     private int _disposed;
 
     public ClusterTlsAssociation(Address localAddress, Address remoteAddress, Socket socket, SslStream stream, long maximumFrameBytes, TimeSpan flushWait,
-        ILoggingAdapter log, Action<ClusterTlsAssociation> closed) : base(localAddress, remoteAddress)
+        TimeSpan claimWait, ILoggingAdapter log, Action<ClusterTlsAssociation> closed) : base(localAddress, remoteAddress)
     {
         _socket = socket;
         _stream = stream;
         _maximumFrameBytes = maximumFrameBytes;
         _flushWait = flushWait;
+        _claimWait = claimWait;
         _log = log;
         _closed = closed;
         _ = WriteLoop();
@@ -100,7 +103,22 @@ internal sealed class ClusterTlsAssociation : AssociationHandle
 
     private async Task ReadLoop()
     {
-        var listener = await ReadHandlerSource.Task.ConfigureAwait(false);
+        // Akka claims a connection as soon as it has it. One it has not claimed within the claim wait never will be:
+        // the actor it was meant for gave up first (Akka's handshake-timeout ran out while this connection was
+        // still being made) and the connection went to its dead letters. Closed, rather than left open with no one
+        // reading it for the rest of the process's life. (Akka sets the listener with SetResult, which throws on a
+        // completed source, so the source itself is left alone.)
+        var claimed = ReadHandlerSource.Task;
+        if (await Task.WhenAny(claimed, _ended.Task, Task.Delay(_claimWait)).ConfigureAwait(false) != claimed)
+        {
+            if (!_ended.Task.IsCompleted) _log.Debug("Closing the cluster connection with {0}: nothing claimed it within {1}", RemoteAddress, _claimWait);
+            _readerDone.TrySetResult();
+            Dispose();
+            // Should a claim come after all, its claimant hears at once that the connection is gone.
+            _ = claimed.ContinueWith(late => late.Result.Notify(new Disassociated(DisassociateInfo.Unknown)), TaskContinuationOptions.OnlyOnRanToCompletion);
+            return;
+        }
+        var listener = await claimed;
         await Task.Yield(); // off the thread that registered the listener (an actor's)
         _listener = listener;
         var why = "the other side closed the connection";
@@ -161,6 +179,7 @@ internal sealed class ClusterTlsAssociation : AssociationHandle
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _outbound.Writer.TryComplete();
         _stream.Dispose(); // and the socket: pending reads and writes end, and each loop finishes
+        _ended.TrySetResult(); // and the reader that still waits for a listener, if none came, ends too
         _closed(this);
     }
 

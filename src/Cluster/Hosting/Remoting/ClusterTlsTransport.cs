@@ -46,11 +46,14 @@ public sealed class ClusterTlsTransport : Transport
     private readonly int? _receiveBufferSize;
     private readonly TimeSpan _handshakeTimeout;
     private readonly TimeSpan _flushWait;
+    private readonly PendingHandshakes _pendingHandshakes;
     private readonly TaskCompletionSource<IAssociationEventListener> _associationListener = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<ClusterTlsAssociation, byte> _open = new();
     private readonly CancellationTokenSource _stopping = new();
     private Socket? _listener;
     private Address? _localAddress;
+    private long _refusedOverLimit;
+    private long _nextOverLimitWarning;
 
     public ClusterTlsTransport(ActorSystem system, Config config)
     {
@@ -67,6 +70,7 @@ public sealed class ClusterTlsTransport : Transport
         _receiveBufferSize = (int?)config.GetByteSize("receive-buffer-size", null);
         _handshakeTimeout = config.GetTimeSpan("connection-timeout", TimeSpan.FromSeconds(15), allowInfinite: false);
         _flushWait = system.Settings.Config.GetTimeSpan("akka.remote.flush-wait-on-shutdown", TimeSpan.FromSeconds(2), allowInfinite: false);
+        _pendingHandshakes = new PendingHandshakes(config.GetInt("maximum-pending-handshakes", 64), config.GetInt("maximum-pending-handshakes-per-address", 8));
     }
 
     /// <summary>The HOCON that makes Akka.Remote use this transport, bound to and advertising <paramref name="hostname"/>:<paramref name="port"/>.</summary>
@@ -182,14 +186,54 @@ public sealed class ClusterTlsTransport : Transport
                 await Task.Delay(TimeSpan.FromMilliseconds(100));
                 continue;
             }
+            var remote = (IPEndPoint)socket.RemoteEndPoint!;
+            if (!_pendingHandshakes.TryBegin(remote.Address))
+            {
+                RefuseOverLimit(socket, remote);
+                continue;
+            }
             // Each handshake on its own: a slow or silent one must not hold up the next node's.
-            _ = AcceptOne(socket, associations);
+            _ = AcceptOne(socket, remote, associations);
         }
     }
 
-    private async Task AcceptOne(Socket socket, IAssociationEventListener associations)
+    /// <summary>
+    /// Closes a connection that arrived with too many handshakes pending (in all, or from its address):
+    /// at once, before any TLS state exists for it. A node dialling in is refused as if it were not
+    /// listening, and dials again later. Warns at most once per connection-timeout, with the count.
+    /// </summary>
+    private void RefuseOverLimit(Socket socket, IPEndPoint remote)
     {
-        var remote = (IPEndPoint)socket.RemoteEndPoint!;
+        socket.Dispose();
+        var refused = Interlocked.Increment(ref _refusedOverLimit);
+        var now = Environment.TickCount64;
+        var next = Interlocked.Read(ref _nextOverLimitWarning);
+        if (now < next || Interlocked.CompareExchange(ref _nextOverLimitWarning, now + (long)_handshakeTimeout.TotalMilliseconds, next) != next) return;
+        _log.Warning("Closed an inbound cluster connection from {0} unanswered: {1} TLS handshakes are pending, the most allowed is {2} in all and {3} from one address " +
+                     "(akka.remote.weft-tls.maximum-pending-handshakes, -per-address). Something opens connections to the cluster port and does not complete them; {4} closed so far",
+            remote, _pendingHandshakes.Count, _pendingHandshakes.Maximum, _pendingHandshakes.MaximumPerAddress, refused);
+    }
+
+    private async Task AcceptOne(Socket socket, IPEndPoint remote, IAssociationEventListener associations)
+    {
+        try
+        {
+            await Handshake(socket, remote, associations);
+        }
+        catch (Exception e)
+        {
+            // The connection went before the handshake began (a reset while it was set up).
+            _log.Debug("An inbound cluster connection from {0} failed: {1}", remote, e.GetBaseException().Message);
+            socket.Dispose();
+        }
+        finally
+        {
+            _pendingHandshakes.End(remote.Address);
+        }
+    }
+
+    private async Task Handshake(Socket socket, IPEndPoint remote, IAssociationEventListener associations)
+    {
         var remoteAddress = new Address(SchemeIdentifier, System.Name, remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4().ToString() : remote.Address.ToString(), remote.Port);
         Tune(socket);
         var stream = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
@@ -282,7 +326,7 @@ public sealed class ClusterTlsTransport : Transport
     /// <summary>An authenticated connection, handed to Akka and tracked until it closes.</summary>
     private ClusterTlsAssociation Opened(Address local, Address remote, Socket socket, SslStream stream)
     {
-        var association = new ClusterTlsAssociation(local, remote, socket, stream, MaximumPayloadBytes, _flushWait, _log, Forget);
+        var association = new ClusterTlsAssociation(local, remote, socket, stream, MaximumPayloadBytes, _flushWait, _handshakeTimeout, _log, Forget);
         _open[association] = 0;
         if (_stopping.IsCancellationRequested) _ = association.CloseGracefully();
         return association;
