@@ -206,7 +206,10 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 else Stash.Stash(); // decided once the registration is (and counted until then)
                 break;
             default:
-                Unhandled(message);
+                // The session's own timers and answers (a report's confirmation, a re-attach, a rotation's answer)
+                // belong to the registered session that asked for them: dropped here, a report whose answer came
+                // meanwhile would never be sent again. Handled once the registration is decided.
+                Stash.Stash();
                 break;
         }
     }
@@ -337,6 +340,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _subscribed = false;
         _lastDelivered = 0;
         _attachAnswered = true;
+        _unconfirmed.Clear(); // the reports of the device it was: its answers and resends now find nothing to do
         Timers.Cancel("reattach");
         Timers.Cancel("attach-unanswered");
         Timers.Cancel("relay-ticket");

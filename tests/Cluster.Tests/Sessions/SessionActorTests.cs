@@ -83,22 +83,34 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     private (IActorRef Session, string DeviceId) Registered()
     {
         var session = StartSession();
-        var proof = NodeKeyProof.Create(_nodeKey, _coordinatorKey.PublicKey, _machineKey.PublicKey);
-        FromAgent(session, new ClientMessage
+        FromAgent(session, RegisterWithAuthKey());
+        return (session, AnswerRegistration());
+    }
+
+    private ClientMessage RegisterWithAuthKey() => new()
+    {
+        Register = new RegisterRequest
         {
-            Register = new RegisterRequest
-            {
-                NodeKey = ByteString.CopyFrom(_nodeKey.PublicKey.ToArray()),
-                NodeKeyProof = ByteString.CopyFrom(proof),
-                AuthKey = AuthKeyToken.Generate(TailnetId).ToString(),
-                Hostname = "laptop",
-                Os = "linux",
-            },
-        });
+            NodeKey = ByteString.CopyFrom(_nodeKey.PublicKey.ToArray()),
+            NodeKeyProof = ByteString.CopyFrom(NodeKeyProof.Create(_nodeKey, _coordinatorKey.PublicKey, _machineKey.PublicKey)),
+            AuthKey = AuthKeyToken.Generate(TailnetId).ToString(),
+            Hostname = "laptop",
+            Os = "linux",
+        },
+    };
+
+    /// <summary>
+    /// Answers a registration's asks in turn, as the regions do for a machine with no device yet (the tailnet gives
+    /// it <paramref name="deviceId"/>, or the id the session proposed), and returns the device id the agent is told.
+    /// <paramref name="whileLookingUp"/> runs before the machine index answers.
+    /// </summary>
+    private string AnswerRegistration(string? deviceId = null, Action? whileLookingUp = null)
+    {
         _machines.ExpectMsg<LookupMachine>();
+        whileLookingUp?.Invoke();
         _machines.Reply(Rejection.NotFound("this machine has no device yet"));
         var register = _tailnets.ExpectMsg<RegisterDevice>();
-        var deviceId = register.NewDeviceId;
+        deviceId ??= register.NewDeviceId;
         _tailnets.Reply(new DeviceRegistration(TailnetId, Device(deviceId, DeviceStatus.Active)));
         _machines.ExpectMsg<BindMachine>();
         _machines.Reply(new MachineBinding(_machineKey.PublicKey.ToHex(), TailnetId, deviceId));
@@ -108,7 +120,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(ServerMessage.BodyOneofCase.RegisterResult, result.BodyCase);
         Assert.Equal(RegisterResult.Types.Status.Authorized, result.RegisterResult.Status);
         Assert.Equal(deviceId, result.RegisterResult.DeviceId);
-        return (session, deviceId);
+        return deviceId;
     }
 
     // A logout expires the device, and expiring the device ends its session through the device's
@@ -241,5 +253,26 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         // Past the confirm timeout (3 s) and the resend delay: nothing more is sent.
         _devices.ExpectNoMsg(TimeSpan.FromSeconds(4));
     }
-}
 
+    [Fact]
+    public void A_report_refused_while_the_agent_registers_again_is_still_sent_until_confirmed()
+    {
+        var (session, deviceId) = Registered();
+        FromAgent(session, new ClientMessage { Endpoints = new EndpointUpdate { Endpoints = { "198.18.0.9:41641" } } });
+        var unanswered = _devices.ExpectMsg<ReportEndpoints>();
+
+        // The agent registers again on the same stream (a new login). While the machine index has not answered yet,
+        // the report's answer comes: storage is away, send it again. Nothing goes out while the session registers.
+        FromAgent(session, RegisterWithAuthKey());
+        AnswerRegistration(deviceId, whileLookingUp: () =>
+        {
+            _devices.Reply(Rejection.Unavailable("storage is away"));
+            _devices.ExpectNoMsg(TimeSpan.FromMilliseconds(500));
+        });
+
+        // Registered again as the same device: the report is sent again, until the device's entity confirms it.
+        var again = (ReportEndpoints)_devices.FishForMessage(m => m is ReportEndpoints, TimeSpan.FromSeconds(10));
+        Assert.Equal(unanswered.Report, again.Report);
+        _devices.Reply(new DeviceInfo(Device(deviceId, DeviceStatus.Active), true));
+    }
+}
