@@ -1,4 +1,6 @@
+using Akka.Hosting;
 using Microsoft.AspNetCore.Http;
+using Weft.Cluster.Audit;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
 
@@ -85,13 +87,14 @@ public static class TailnetEndpoints
         return Results.NoContent();
     }
 
-    /// <summary>Which coordinator node hosts the tailnet's entity now (operators only: tenants do not see the cluster's insides).</summary>
-    private static async Task<IResult> Placement(HttpContext http, string tailnet, TailnetRefs refs)
+    /// <summary>Which coordinator nodes host the tailnet's entity and its audit log now (operators only: tenants do not see the cluster's insides).</summary>
+    private static async Task<IResult> Placement(HttpContext http, string tailnet, TailnetRefs refs, IRequiredActor<AuditLogActor> logs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         TailnetRefs.RequireOperator(http, "placement");
         var placement = await refs.Tailnets.AskFor<TailnetPlacement>(new GetTailnetPlacement(entry.TailnetId), http);
-        return Results.Json(new TailnetPlacementResource(placement.TailnetId, placement.Node), AdminJson.Options);
+        var audit = await logs.ActorRef.AskFor<AuditPlacement>(new GetAuditPlacement(entry.TailnetId), http);
+        return Results.Json(new TailnetPlacementResource(placement.TailnetId, placement.Node, audit.Node), AdminJson.Options);
     }
 
     private static TailnetResource ToResource(TailnetEntry entry, TailnetInfo info) =>

@@ -25,7 +25,9 @@ public sealed record UpdateTailnetSettingsRequest(int? NodeKeyExpiryDays = null,
 public sealed record RenameTailnetRequest(string Name);
 
 /// <summary>Where a tailnet's entity lives now: the cluster address of the coordinator node hosting it.</summary>
-public sealed record TailnetPlacementResource(string Tailnet, string Node);
+/// <param name="Node">The node of the tailnet's entity.</param>
+/// <param name="AuditNode">The node of the tailnet's audit log (placed beside it, unless the cluster is still settling after a change of members).</param>
+public sealed record TailnetPlacementResource(string Tailnet, string Node, string AuditNode);
 
 /// <summary>
 /// A tailnet's OpenID Connect provider as the API shows it: the client secret is never returned

@@ -147,6 +147,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new Weft.Cluster.Audit.GetAuditLog("tn_abc", At, 100),
         new Weft.Cluster.Audit.AuditAppended("tn_abc", 12),
         new Weft.Cluster.Audit.AuditPage("tn_abc", [AuditSample], true),
+        new Weft.Cluster.Audit.GetAuditPlacement("tn_abc"),
+        new Weft.Cluster.Audit.AuditPlacement("tn_abc", "akka.tcp://weft@127.0.0.1:4053"),
         new GetMesh("tn_abc"),
         new MeshLinks([new MeshLink("dev_a", "dev_b")]),
         Weft.Cluster.Sessions.CountSessions.Instance,

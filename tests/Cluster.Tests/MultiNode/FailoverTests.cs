@@ -59,7 +59,7 @@ public class FailoverTests(ITestOutputHelper output)
                 using var viaSurvivors = cluster.Lab.Admin([.. survivors]);
                 await AssertEveryAgentConverges(scenario, viaSurvivors, $"after {victim.Name} was killed");
                 output.WriteLine($"killed {victim.Name}: downed after {downed.TotalSeconds:0.0} s, every agent converged {(DateTime.UtcNow - killedAt).TotalSeconds:0.0} s after the kill");
-                await AssertDevicesBesideTheirTailnets(scenario, viaSurvivors, $"after {victim.Name} was killed");
+                await AssertDevicesAndAuditLogsBesideTheirTailnets(scenario, viaSurvivors, $"after {victim.Name} was killed");
 
                 victim.Start();
                 await victim.WhenReady(CoordinatorCluster.StartTimeout);
@@ -300,11 +300,11 @@ public class FailoverTests(ITestOutputHelper output)
 
     /// <summary>Every agent's netmap equals its device entity's (version and peers) within the deadline.</summary>
     /// <summary>
-    /// Every agent's device entity runs on the node of its tailnet's entity (TailnetAffinity and
-    /// CoLocatingAllocationStrategy). After membership changes the two can sit apart until rebalancing
+    /// Every agent's device entity, and every tailnet's audit log, runs on the node of its tailnet's entity
+    /// (TailnetAffinity and CoLocatingAllocationStrategy). After membership changes the two can sit apart until rebalancing
     /// brings them together (once membership has been steady for 30 s, at a 10 s round), so this waits for that.
     /// </summary>
-    private async Task AssertDevicesBesideTheirTailnets(FailoverScenario scenario, AdminApiClient admin, string when)
+    private async Task AssertDevicesAndAuditLogsBesideTheirTailnets(FailoverScenario scenario, AdminApiClient admin, string when)
     {
         var started = DateTime.UtcNow;
         var deadline = started + TimeSpan.FromSeconds(90);
@@ -314,7 +314,12 @@ public class FailoverTests(ITestOutputHelper output)
             apart = [];
             var homes = new Dictionary<string, string?>();
             foreach (var tailnet in scenario.Keys.Keys)
-                homes[tailnet] = (await admin.GetAsync($"/api/v1/tailnets/{tailnet}/placement")).GetProperty("node").GetString();
+            {
+                var placement = await admin.GetAsync($"/api/v1/tailnets/{tailnet}/placement");
+                homes[tailnet] = placement.GetProperty("node").GetString();
+                var auditNode = placement.GetProperty("auditNode").GetString();
+                if (auditNode != homes[tailnet]) apart.Add($"the audit log of {tailnet} on {auditNode}, its tailnet on {homes[tailnet]}");
+            }
             foreach (var agent in scenario.Fleet.Agents)
             {
                 var stream = await admin.GetAsync($"/api/v1/tailnets/{agent.TailnetId}/devices/{agent.Agent.DeviceId}/stream");
@@ -324,8 +329,8 @@ public class FailoverTests(ITestOutputHelper output)
             if (apart.Count == 0 || DateTime.UtcNow > deadline) break;
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
-        Assert.True(apart.Count == 0, $"{when}, {apart.Count} device entities are not on their tailnet's node: {string.Join("; ", apart.Take(5))}");
-        output.WriteLine($"{when}: every device entity on its tailnet's node {(DateTime.UtcNow - started).TotalSeconds:0.0} s after the agents converged");
+        Assert.True(apart.Count == 0, $"{when}, {apart.Count} device entities or audit logs are not on their tailnet's node: {string.Join("; ", apart.Take(5))}");
+        output.WriteLine($"{when}: every device entity and audit log on its tailnet's node {(DateTime.UtcNow - started).TotalSeconds:0.0} s after the agents converged");
     }
 
     private static async Task AssertEveryAgentConverges(FailoverScenario scenario, AdminApiClient admin, string? when = null, TimeSpan? deadline = null)
