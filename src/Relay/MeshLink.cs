@@ -23,18 +23,32 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     public bool TryForward(Curve25519PublicKey source, Curve25519PublicKey destination, ReadOnlySpan<byte> packet) =>
         _client is { IsClosed: false } client && client.TryForward(source, destination, packet);
 
+    /// <summary>
+    /// How often the link pings its peer: a quarter of the shorter of the keepalive interval and the idle
+    /// timeout (15 s by default, as the agents' relay clients). The peer cuts a connection it has heard
+    /// nothing on for its idle timeout, mesh links included, and a link with no packet to forward says
+    /// nothing else: before the pings, every quiet link was cut every two minutes and its peer's clients
+    /// were unreachable from here until it was dialled again.
+    /// </summary>
+    private TimeSpan PingInterval => (server.Options.KeepAliveInterval < server.Options.IdleTimeout ? server.Options.KeepAliveInterval : server.Options.IdleTimeout) / 4;
+
     private async Task RunAsync(CancellationToken stopping)
     {
         var info = new ClientInfo { MeshKey = server.Options.MeshKey };
+        var failures = 0;
         while (!stopping.IsCancellationRequested)
         {
+            using var alive = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            var keepingAlive = Task.CompletedTask;
             try
             {
                 var client = await RelayClientConnection.ConnectAsync(peer, server.Options.ServerKey, info, stopping);
                 _client = client;
+                failures = 0;
                 server.Log.LogInformation("Mesh link to {Peer} is up", peer);
+                keepingAlive = KeepAliveAsync(client, alive);
                 client.TrySendFrame(RelayFrame.Build(RelayFrameType.WatchConns, []));
-                while (await client.ReadAsync(stopping) is { } frame)
+                while (await client.ReadAsync(alive.Token) is { } frame)
                 {
                     if (frame.Payload.Length < RelayFrame.KeySize) continue;
                     var key = new Curve25519PublicKey(frame.Payload.AsSpan(0, RelayFrame.KeySize));
@@ -51,15 +65,50 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
             }
             catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RelayProtocolException or OperationCanceledException)
             {
-                server.Log.LogDebug("Mesh link to {Peer} failed: {Error}", peer, e.Message);
+                // The first failure of a streak says why at Warning (a refused login is a wrong mesh key: the
+                // region stays split until it is mended); the retries every few seconds after it, at Debug.
+                var level = failures++ == 0 ? LogLevel.Warning : LogLevel.Debug;
+                server.Log.Log(level, "Mesh link to {Peer} failed: {Error}; dialling again every {Retry} s", peer,
+                    alive.IsCancellationRequested ? "it went silent (no keepalive or pong)" : e.Message, server.Options.MeshRetryInterval.TotalSeconds);
             }
             finally
             {
+                await alive.CancelAsync();
+                await keepingAlive;
                 server.ForgetForwardersOf(this);
                 if (_client is { } dead) { _client = null; await dead.DisposeAsync(); }
             }
             try { await Task.Delay(server.Options.MeshRetryInterval, stopping); }
             catch (OperationCanceledException) { return; }
+        }
+    }
+
+    /// <summary>
+    /// Pings the peer every <see cref="PingInterval"/>, and ends the link (cancels <paramref name="alive"/>) when
+    /// nothing at all, not even a pong, came for three of them: a peer whose host died or was cut off without
+    /// closing the connection would otherwise keep its clients' packets going into a dead link for as long
+    /// as TCP takes to give up (many minutes).
+    /// </summary>
+    private async Task KeepAliveAsync(RelayClientConnection client, CancellationTokenSource alive)
+    {
+        var interval = PingInterval;
+        var ping = new byte[RelayFrame.PingSize];
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(interval, alive.Token);
+                if (client.SilentMs > 3 * interval.TotalMilliseconds)
+                {
+                    await alive.CancelAsync();
+                    return;
+                }
+                System.Security.Cryptography.RandomNumberGenerator.Fill(ping);
+                client.TrySendFrame(RelayFrame.Build(RelayFrameType.Ping, ping));
+            }
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 

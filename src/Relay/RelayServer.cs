@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Collections.Immutable;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -37,7 +38,10 @@ public sealed class RelayServer : IAsyncDisposable
     // Every connected client by node key; more than one connection per key is allowed, the last one that sent is active.
     private readonly ConcurrentDictionary<Curve25519PublicKey, ClientSet> _clients = new();
     // Clients of other relays in the region, and the mesh link that reaches each.
-    private readonly ConcurrentDictionary<Curve25519PublicKey, (MeshLink Link, string TailnetId)> _forwarders = new();
+    // For each key a mesh peer has: every link that announced it, the latest last. A client can be on two
+    // relays for a while (it moved, and the old relay holds its dead connection until it times out), and
+    // their announcements can arrive in any order: one relay's "gone" must not erase the other's "present".
+    private readonly ConcurrentDictionary<Curve25519PublicKey, ImmutableArray<(MeshLink Link, string TailnetId)>> _forwarders = new();
     private readonly ConcurrentDictionary<RelayConnection, byte> _watchers = new();
     private readonly List<MeshLink> _meshLinks = [];
     private StunServer? _stun;
@@ -73,6 +77,9 @@ public sealed class RelayServer : IAsyncDisposable
 
     /// <summary>Node keys this relay reaches through its mesh peers.</summary>
     public IReadOnlyCollection<Curve25519PublicKey> MeshedKeys => _forwarders.Keys.ToList();
+
+    /// <summary>How many mesh peers have said that <paramref name="key"/> is connected to them.</summary>
+    internal int MeshRoutesTo(Curve25519PublicKey key) => _forwarders.TryGetValue(key, out var forwarders) ? forwarders.Length : 0;
 
     public void Start()
     {
@@ -309,11 +316,15 @@ public sealed class RelayServer : IAsyncDisposable
         // arrive: the destination may take it and leave before this thread is back.
         var marked = sender.SentTo.TryAdd(destination, 0);
         if (Deliver(sender.Key, sender.TailnetId, destination, packet)) return;
-        if (_forwarders.TryGetValue(destination, out var forwarder) && forwarder.TailnetId == sender.TailnetId
-            && forwarder.Link.TryForward(sender.Key, destination, packet))
+        if (_forwarders.TryGetValue(destination, out var forwarders))
         {
-            Counters.Meshed();
-            return;
+            for (var i = forwarders.Length - 1; i >= 0; i--)
+            {
+                var (link, tailnetId) = forwarders[i];
+                if (tailnetId != sender.TailnetId || !link.TryForward(sender.Key, destination, packet)) continue;
+                Counters.Meshed();
+                return;
+            }
         }
         if (marked) sender.SentTo.TryRemove(destination, out _);
         Counters.Dropped("unknown_destination");
@@ -365,17 +376,23 @@ public sealed class RelayServer : IAsyncDisposable
         foreach (var connection in connections) connection.Close();
     }
 
-    internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link) => _forwarders[key] = (link, tailnetId);
+    internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link) =>
+        _forwarders.AddOrUpdate(key, static (_, learned) => [learned], static (_, known, learned) => [.. known.Where(f => f.Link != learned.Link), learned],
+            (Link: link, TailnetId: tailnetId));
 
     internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link)
     {
-        if (_forwarders.TryGetValue(key, out var entry) && entry.Link == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, (MeshLink, string)>(key, entry));
+        while (_forwarders.TryGetValue(key, out var known))
+        {
+            var left = known.RemoveAll(f => f.Link == link);
+            if (left.Length == known.Length) return;
+            if (left.IsEmpty ? _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, ImmutableArray<(MeshLink, string)>>(key, known)) : _forwarders.TryUpdate(key, left, known)) return;
+        }
     }
 
     internal void ForgetForwardersOf(MeshLink link)
     {
-        foreach (var (key, entry) in _forwarders)
-            if (entry.Link == link) _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, (MeshLink, string)>(key, entry));
+        foreach (var key in _forwarders.Keys) ForgetForwarder(key, link);
     }
 
     public async ValueTask DisposeAsync()

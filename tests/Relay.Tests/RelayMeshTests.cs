@@ -110,4 +110,102 @@ public class RelayMeshTests
         listener.Stop();
         return port;
     }
+
+    /// <summary>
+    /// Idle connections cut after 2 s (checked every 2 s), so mesh links ping every 500 ms and give a silent peer
+    /// up after 1.5 s: wide enough for a test host whose thread pool is busy with other tests.
+    /// </summary>
+    private static RelayOptions Quick(RelayOptions options) =>
+        options with { KeepAliveInterval = TimeSpan.FromSeconds(2), IdleTimeout = TimeSpan.FromSeconds(2) };
+
+    private static string Reasons(IReadOnlyDictionary<string, long> counts) => counts.Count == 0 ? "nothing" : string.Join(", ", counts.Select(c => $"{c.Value} {c.Key}"));
+
+    /// <summary>Pings through <paramref name="client"/> every 200 ms until <paramref name="stop"/>, as an agent's relay client keeps its connection.</summary>
+    private static async Task KeepPinging(RelayClientConnection client, CancellationToken stop)
+    {
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                client.TrySendFrame(RelayFrame.Build(RelayFrameType.Ping, new byte[RelayFrame.PingSize]));
+                await Task.Delay(200, stop);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    [Fact]
+    public async Task A_mesh_link_with_nothing_to_forward_stays_up_past_the_peers_idle_timeout()
+    {
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay(configure: Quick);
+        var two = lab.StartRelay([RelayLab.AddressOf(one)], configure: Quick);
+        var (alice, aliceKey) = await lab.Connect(one);
+        using var stop = new CancellationTokenSource();
+        var alive = KeepPinging(alice, stop.Token);
+        Assert.True(await RelayLab.Eventually(() => two.MeshedKeys.Contains(aliceKey.PublicKey)), "relay two should learn alice");
+
+        // Two of one's idle checks past its idle timeout, with nothing to forward: two never loses alice, and one cuts
+        // nothing as idle.
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+        while (DateTime.UtcNow < until)
+        {
+            Assert.True(two.MeshedKeys.Contains(aliceKey.PublicKey), $"relay two forgot alice; one refused {Reasons(one.Counters.Snapshot().Refused)} and dropped {Reasons(one.Counters.Snapshot().Dropped)}, two refused {Reasons(two.Counters.Snapshot().Refused)}");
+            await Task.Delay(50);
+        }
+        Assert.Equal(0, one.Counters.RefusedFor("idle_timeout"));
+        await stop.CancelAsync();
+        await alive;
+    }
+
+    [Fact]
+    public async Task A_mesh_peer_that_goes_silent_without_closing_is_given_up_and_dialled_again()
+    {
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay(configure: Quick);
+        await using var path = new FreezingProxy(one.LocalEndpoint);
+        var two = lab.StartRelay([path.Address], configure: Quick);
+        var (alice, aliceKey) = await lab.Connect(one);
+        var (bob, _) = await lab.Connect(two);
+        using var stop = new CancellationTokenSource();
+        var alive = Task.WhenAll(KeepPinging(alice, stop.Token), KeepPinging(bob, stop.Token));
+        Assert.True(await RelayLab.Eventually(() => two.MeshedKeys.Contains(aliceKey.PublicKey)), "relay two should learn alice");
+
+        // The path to one goes dark: no byte, and no close either. Two hears no pong, gives the link up, forgets
+        // what it learned over it, and dials again (a new connection, which flows).
+        path.Freeze();
+        Assert.True(await RelayLab.Eventually(() => path.Accepted >= 2 && two.MeshRoutesTo(aliceKey.PublicKey) == 1, TimeSpan.FromSeconds(15)),
+            $"relay two should dial one again and re-learn alice ({path.Accepted} connection(s) through the path)");
+        bob.TrySend(aliceKey.PublicKey, "after the dark"u8);
+        var delivered = await RelayLab.NextPacket(alice);
+        Assert.True(delivered is not null, "bob's packet did not reach alice over the new link");
+        Assert.Equal("after the dark", Encoding.UTF8.GetString(delivered.Value.Packet));
+        await stop.CancelAsync();
+        await alive;
+    }
+
+    [Fact]
+    public async Task A_client_on_two_mesh_peers_at_once_stays_reachable_when_one_of_them_says_it_is_gone()
+    {
+        // The client moved from relay b to relay c, b still held its old connection, and b's "present" reached a
+        // after c's (b's link to a was dialled again, say). Then b drops the old connection and says "gone".
+        await using var lab = new RelayLab();
+        var b = lab.StartRelay();
+        var c = lab.StartRelay();
+        var a = lab.StartRelay([RelayLab.AddressOf(b), RelayLab.AddressOf(c)]);
+        var (onC, key) = await lab.Connect(c);
+        Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(key.PublicKey) == 1), "a should learn the client from c");
+        var (onB, _) = await lab.Connect(b, key);
+        Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(key.PublicKey) == 2), "a should learn the client from b too");
+
+        await onB.DisposeAsync();
+        Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(key.PublicKey) == 1), "a should forget b's route only");
+        var (alice, _) = await lab.Connect(a);
+        alice.TrySend(key.PublicKey, "still reachable"u8);
+        var delivered = await RelayLab.NextPacket(onC);
+        Assert.True(delivered is not null, "the packet was dropped: relay a forgot the client when b said it was gone");
+        Assert.Equal("still reachable", Encoding.UTF8.GetString(delivered.Value.Packet));
+    }
 }
