@@ -19,9 +19,12 @@ public sealed class StorageProbe(StorageSettings settings, TimeProvider clock)
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile StorageStatus? _last;
 
-    /// <summary>The last result, if it is recent; true when the store was found unreachable in the last few seconds.</summary>
-    public bool KnownDown => _last is { Reachable: false } last && clock.GetUtcNow() - last.At < TimeSpan.FromSeconds(5);
-
+    /// <summary>
+    /// The store's status, looked at now or within the last second. A caller that gives up (its request was
+    /// aborted) gets <see cref="OperationCanceledException"/>, and nothing is kept: a look cut short by its
+    /// caller says nothing about the store, and kept, it would answer every request on this node
+    /// "storage is unavailable" (and readiness false) for the next second.
+    /// </summary>
     public async Task<StorageStatus> CheckAsync(CancellationToken cancellation)
     {
         if (_last is { } recent && clock.GetUtcNow() - recent.At < Freshness) return recent;
@@ -45,7 +48,10 @@ public sealed class StorageProbe(StorageSettings settings, TimeProvider clock)
         {
             if (settings.Provider == StorageProvider.Postgres)
             {
-                await using var connection = new NpgsqlConnection(settings.ConnectionString);
+                // Npgsql waits for a server's first answer for its own connect timeout (15 s by default), whatever
+                // the token says: a hung server would hold every look (and readiness) that long.
+                var bounded = new NpgsqlConnectionStringBuilder(settings.ConnectionString) { Timeout = (int)QueryTimeout.TotalSeconds, CommandTimeout = (int)QueryTimeout.TotalSeconds };
+                await using var connection = new NpgsqlConnection(bounded.ConnectionString);
                 await connection.OpenAsync(timeout.Token);
                 await using var command = new NpgsqlCommand("SELECT 1", connection);
                 await command.ExecuteScalarAsync(timeout.Token);
@@ -65,7 +71,9 @@ public sealed class StorageProbe(StorageSettings settings, TimeProvider clock)
         }
         catch (Exception e) when (e is NpgsqlException or SqliteException or OperationCanceledException or TimeoutException or InvalidOperationException or IOException)
         {
-            var reason = e is OperationCanceledException ? $"no answer within {QueryTimeout.TotalSeconds:0} s" : e.Message;
+            cancellation.ThrowIfCancellationRequested(); // the caller gave up: what this look saw says nothing about the store
+            var reason = e is OperationCanceledException or TimeoutException or NpgsqlException { InnerException: TimeoutException }
+                ? $"no answer within {QueryTimeout.TotalSeconds:0} s" : e.Message;
             return new StorageStatus(false, $"{settings.Provider} unreachable: {reason}", clock.GetUtcNow());
         }
     }
