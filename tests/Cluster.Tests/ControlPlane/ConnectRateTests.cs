@@ -135,11 +135,34 @@ public class ConnectRateTests
         var tailnet = (await node.Http.CreateTailnet($"inbound-{Guid.NewGuid():N}"[..20])).Id;
         var key = (await node.Http.CreateAuthKey(tailnet)).Key;
 
+        // The frames that arrive while the registration takes its journal writes wait for it, and only two may. On a
+        // host busy enough that the registration is done before the third frame is read, the session keeps up and the
+        // stream stays open: that attempt proves nothing either way, and another stream tries again.
+        var attempts = new List<string>();
+        for (var attempt = 1; attempt <= 5; attempt++)
+        {
+            var (error, endedSoon) = await FloodOneStream(node, key);
+            Assert.False(error is null && endedSoon, "the stream ended without saying why");
+            if (error is null)
+            {
+                attempts.Add("the session kept up");
+                continue;
+            }
+            Assert.Equal(ControlErrorCodes.RateLimited, error.Code);
+            Assert.Contains("messages are waiting", error.Message);
+            Assert.True(endedSoon, "the stream should end after its reason");
+            return;
+        }
+        Assert.Fail($"no stream was ended for sending too fast in {attempts.Count} attempts: {string.Join("; ", attempts)}");
+    }
+
+    /// <summary>Registers on a new stream and sends 50 endpoint updates straight after; the error the stream was ended with, if any came within 5 s.</summary>
+    private static async Task<(Weft.Contracts.Control.Error? Error, bool EndedSoon)> FloodOneStream(TestCoordinator node, string key)
+    {
         await using var stream = await RawControlStream.OpenAsync(node.Control);
         using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
         using var nodeKey = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
         await stream.Handshake(machine);
-        // The registration takes journal writes; what arrives meanwhile waits for it, and only two may.
         await stream.Send(new ClientMessage
         {
             Register = new RegisterRequest
@@ -160,20 +183,22 @@ public class ConnectRateTests
             // The coordinator ended the stream while this client was still sending: what is expected.
         }
 
-        var seen = new List<ServerMessage>();
         try
         {
-            while (seen.LastOrDefault()?.BodyCase != ServerMessage.BodyOneofCase.Error) seen.Add(await stream.Receive());
+            while (true)
+            {
+                var message = await stream.Receive(TimeSpan.FromSeconds(5));
+                if (message.BodyCase == ServerMessage.BodyOneofCase.Error) return (message.Error, await stream.EndsSoon());
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return (null, false); // still open: the session kept up
         }
         catch (Exception e) when (e is RpcException or EndOfStreamException)
         {
-            // Ended; what arrived before is in seen.
+            return (null, true); // ended without a reason: the assertion on the error fails
         }
-
-        var error = Assert.Single(seen, m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Error;
-        Assert.Equal(ControlErrorCodes.RateLimited, error.Code);
-        Assert.Contains("messages are waiting", error.Message);
-        Assert.True(await stream.EndsSoon());
     }
 
     [Fact]

@@ -35,10 +35,10 @@ public sealed class RawControlStream : IAsyncDisposable
 
     public Task SendRaw(byte[] data) => _call.RequestStream.WriteAsync(new Frame { Data = ByteString.CopyFrom(data) });
 
-    /// <summary>The next raw frame, or the RpcException that ended the call.</summary>
-    public async Task<byte[]> ReadRaw()
+    /// <summary>The next raw frame, or the RpcException that ended the call (OperationCanceledException after <paramref name="within"/>).</summary>
+    public async Task<byte[]> ReadRaw(TimeSpan? within = null)
     {
-        using var timeout = new CancellationTokenSource(TestAgent.Deadline);
+        using var timeout = new CancellationTokenSource(within ?? TestAgent.Deadline);
         if (!await _call.ResponseStream.MoveNext(timeout.Token)) throw new EndOfStreamException("the coordinator ended the stream");
         return _call.ResponseStream.Current.Data.ToByteArray();
     }
@@ -54,12 +54,12 @@ public sealed class RawControlStream : IAsyncDisposable
 
     public Task Send(ClientMessage message) => SendRaw(Transport!.Seal(message));
 
-    /// <summary>The next server message, skipping pings.</summary>
-    public async Task<ServerMessage> Receive()
+    /// <summary>The next server message, skipping pings (OperationCanceledException when none came within <paramref name="within"/>).</summary>
+    public async Task<ServerMessage> Receive(TimeSpan? within = null)
     {
         while (true)
         {
-            var plaintext = Transport!.Open(await ReadRaw()) ?? throw new InvalidOperationException("a server frame did not authenticate");
+            var plaintext = Transport!.Open(await ReadRaw(within)) ?? throw new InvalidOperationException("a server frame did not authenticate");
             var message = ServerMessage.Parser.ParseFrom(plaintext);
             if (message.BodyCase != ServerMessage.BodyOneofCase.Ping) return message;
         }
