@@ -25,6 +25,8 @@ public sealed record DataPlaneOptions
     public bool DiscoverEndpoints { get; init; } = true;
     public TimeSpan EndpointRefreshInterval { get; init; } = TimeSpan.FromSeconds(5);
     public MagicDns? Dns { get; init; }
+    /// <summary>How often the system's resolver is checked while MagicDNS is it: another program may have rewritten it (<see cref="MagicDns.Recheck"/>).</summary>
+    public TimeSpan SystemDnsRecheckInterval { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Route traffic for peers' approved subnets through them (<c>--accept-routes</c>; off by default on Linux, as in Tailscale).</summary>
     public bool AcceptRoutes { get; init; }
     /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
@@ -45,7 +47,7 @@ public sealed record DataPlaneOptions
 /// session.
 /// </para>
 /// </summary>
-public sealed class DataPlane : ReceiveActor
+public sealed class DataPlane : ReceiveActor, IWithTimers
 {
     private readonly DataPlaneOptions _options;
     private readonly IActorRef _control;
@@ -106,11 +108,17 @@ public sealed class DataPlane : ReceiveActor
         // while the netmap moves on: fail, so that the agent restarts this actor and it starts both again.
         Receive<Terminated>(terminated => throw new AgentServiceStoppedException(
             $"the data plane's {terminated.ActorRef.Path.Name} stopped after failing too often; the data plane restarts with new ones"));
+        Receive<RecheckSystemDns>(_ =>
+        {
+            if (!_down) _options.Dns?.Recheck();
+        });
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
 
     public static Props PropsFor(DataPlaneOptions options, IActorRef control) => Props.Create(() => new DataPlane(options, control));
+
+    public ITimerScheduler Timers { get; set; } = null!;
 
     private WireGuardDevice Device => _options.Device;
 
@@ -138,6 +146,7 @@ public sealed class DataPlane : ReceiveActor
         // Until the first netmap says otherwise, nothing may come in.
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
         _control.Tell(new WatchControl(Self));
+        if (_options.Dns is not null) Timers.StartPeriodicTimer("system-dns", RecheckSystemDns.Instance, _options.SystemDnsRecheckInterval);
     }
 
     private void OnNodeKeyChanged(NodeKeyChanged changed)
@@ -294,5 +303,10 @@ public sealed class DataPlane : ReceiveActor
         var source = NodeAddresses.Of(self).FirstOrDefault(a => a.AddressFamily == address.AddressFamily);
         if (source is null) return new PeerNotFound($"this device has no {address.AddressFamily} tailnet address");
         return new PeerResolved(found.Name, address, source);
+    }
+
+    private sealed class RecheckSystemDns
+    {
+        public static readonly RecheckSystemDns Instance = new();
     }
 }

@@ -118,6 +118,33 @@ public sealed class MagicDns(int port, ILogger log, ISystemResolver? system = nu
         }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
+    /// <summary>
+    /// Has the system's resolver checked, off the caller's thread and after any change still being told:
+    /// another program may have undone it since (<see cref="ISystemResolver.Recheck"/>). Nothing while
+    /// MagicDNS is not the system's resolver.
+    /// </summary>
+    public void Recheck()
+    {
+        if (system is null) return;
+        lock (_gate)
+        {
+            if (_wanted is null) return;
+            var server = _server;
+            _systemWork = _systemWork.ContinueWith(_ =>
+            {
+                try
+                {
+                    system.Recheck();
+                    if (server is not null) server.Upstreams = system.Upstreams;
+                }
+                catch (Exception e)
+                {
+                    log.LogError(e, "MagicDNS could not check the system's resolver");
+                }
+            }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        }
+    }
+
     private static string? SuffixOf(NetMapView view) =>
         view.Dns?.Suffix is { Length: > 0 } configured ? configured.TrimEnd('.')
         : view.Self?.Fqdn is { } fqdn && fqdn.TrimEnd('.').IndexOf('.') is var dot and > 0 ? fqdn.TrimEnd('.')[(dot + 1)..] : null;

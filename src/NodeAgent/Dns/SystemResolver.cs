@@ -22,6 +22,13 @@ public interface ISystemResolver
 
     void Apply(IPAddress nameserver, string suffix);
 
+    /// <summary>
+    /// Makes sure that what <see cref="Apply"/> set still holds, and sets it again if another program undid
+    /// it since (a DHCP client renewing its lease rewrites resolv.conf). Called every few seconds while
+    /// MagicDNS is the system's resolver. Never throws.
+    /// </summary>
+    void Recheck();
+
     void Restore();
 }
 
@@ -96,6 +103,11 @@ public sealed class ResolvedLink(string interfaceName, string resolvectl, ILogge
             _problem = null;
             log.LogInformation("MagicDNS is the system's resolver for {Suffix} through systemd-resolved ({Interface}: DNS {Nameserver})", suffix, interfaceName, nameserver);
         }
+    }
+
+    /// <summary>systemd-resolved keeps a link's DNS for as long as the link exists, and no other program sets it for a Weft link.</summary>
+    public void Recheck()
+    {
     }
 
     public void Restore()
@@ -243,6 +255,41 @@ public sealed class ResolvConfFile : ISystemResolver
             {
                 Refuse($"cannot write {Path}: {e.Message}");
             }
+        }
+    }
+
+    /// <summary>
+    /// Takes the file over again when another program rewrote it while it was MagicDNS's (dhclient does on
+    /// every lease renewal): what that program wrote becomes the new original, kept as the backup and put
+    /// back on <see cref="Restore"/>, and its nameservers become the upstreams. A file another manager now
+    /// owns is left to it, as on <see cref="Apply"/>. Never throws.
+    /// </summary>
+    public void Recheck()
+    {
+        lock (_gate)
+        {
+            if (_applied is not { } applied) return;
+            string current;
+            try
+            {
+                current = ReadOrEmpty(Path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return; // read again at the next check
+            }
+            if (IsOurs(current)) return;
+            _log.LogInformation("{Path} was rewritten by another program while MagicDNS was the system's resolver; taking the new one as the original", Path);
+            // The old original is stale: Apply keeps what the file holds now, or leaves it to the manager that owns it.
+            try
+            {
+                File.Delete(BackupPath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+            _applied = null;
+            Apply(applied.Nameserver, applied.Suffix);
         }
     }
 

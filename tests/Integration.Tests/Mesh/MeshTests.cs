@@ -267,7 +267,7 @@ public class MeshTests
     }
 
     [SkippableFact]
-    public async Task MagicDns_becomes_the_namespaces_resolver_short_names_resolve_other_names_go_upstream_and_down_restores_the_file()
+    public async Task MagicDns_becomes_the_namespaces_resolver_short_names_resolve_other_names_go_upstream_down_restores_the_file_and_a_rewrite_is_taken_over()
     {
         await using var lab = LabTest.Open("ping", "dig", "getent");
         var (coordinator, tailnet, machines) = await HubAndMachines(lab, "names", "a", "b");
@@ -317,8 +317,21 @@ public class MeshTests
             Assert.Equal(bAddress, a.Machine.Run("dig", "+short", "+time=2", "+tries=2", "@" + aAddress, bFqdn, "A").Trim()); // still answers when asked
             a.Cli("set", "--accept-dns=true");
             Assert.True(WaitUntil(() => File.ReadAllText(machines["a"].ResolvConf).Contains("nameserver " + aAddress)), "taken over again after --accept-dns=true");
+
+            // A DHCP client renews its lease and rewrites the file, with the network's new nameserver: within the
+            // data plane's next check (10 s) MagicDNS takes it over again, forwarding to that nameserver now.
+            const string renewed = "# dhclient\nnameserver 198.18.0.253\nsearch lab.example\n";
+            File.WriteAllText(machines["a"].ResolvConf, renewed);
+            Assert.True(WaitUntil(() => File.ReadAllText(machines["a"].ResolvConf).Contains("nameserver " + aAddress)), "taken over again after another program rewrote it");
+            Assert.Contains(bAddress, a.Machine.Run("getent", "ahostsv4", "b"));
+            var (renewedCode, renewedStatus) = a.Cli("dns", "status", "--json");
+            Assert.True(renewedCode == 0, renewedStatus);
+            using (var json = JsonDocument.Parse(renewedStatus))
+                Assert.Equal(["198.18.0.253:53"], json.RootElement.GetProperty("system").GetProperty("upstreams").EnumerateArray().Select(u => u.GetString()));
+
+            // The agent's exit puts back what the machine had last: the rewritten file.
             a.Stop();
-            Assert.Equal(original, File.ReadAllText(machines["a"].ResolvConf));
+            Assert.Equal(renewed, File.ReadAllText(machines["a"].ResolvConf));
             return Task.CompletedTask;
         });
     }

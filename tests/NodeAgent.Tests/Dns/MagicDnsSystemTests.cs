@@ -40,6 +40,11 @@ public sealed class MagicDnsSystemTests
             lock (Calls) Calls.Add($"apply {nameserver} {suffix}");
         }
 
+        public void Recheck()
+        {
+            lock (Calls) Calls.Add("recheck");
+        }
+
         public void Restore()
         {
             lock (Calls) Calls.Add("restore");
