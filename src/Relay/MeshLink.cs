@@ -30,6 +30,9 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     /// nothing else: before the pings, every quiet link was cut every two minutes and its peer's clients
     /// were unreachable from here until it was dialled again.
     /// </summary>
+    /// <summary>Failed dials in a row after which an unreachable peer is worth a warning.</summary>
+    private const int UnreachableWarningAfter = 6;
+
     private TimeSpan PingInterval => (server.Options.KeepAliveInterval < server.Options.IdleTimeout ? server.Options.KeepAliveInterval : server.Options.IdleTimeout) / 4;
 
     private async Task RunAsync(CancellationToken stopping)
@@ -65,11 +68,14 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
             }
             catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RelayProtocolException or OperationCanceledException)
             {
-                // The first failure of a streak says why at Warning (a refused login is a wrong mesh key: the
-                // region stays split until it is mended); the retries every few seconds after it, at Debug.
-                var level = failures++ == 0 ? LogLevel.Warning : LogLevel.Debug;
-                server.Log.Log(level, "Mesh link to {Peer} failed: {Error}; dialling again every {Retry} s", peer,
-                    alive.IsCancellationRequested ? "it went silent (no keepalive or pong)" : e.Message, server.Options.MeshRetryInterval.TotalSeconds);
+                // A refused login (the mesh keys differ: the region stays split until that is mended) and a peer gone
+                // silent say so at Warning, once per streak, as does a peer still unreachable after six tries (30 s by
+                // default); a peer not up yet (the region's relays starting one after another) is only a Debug line.
+                var silent = alive.IsCancellationRequested && !stopping.IsCancellationRequested;
+                var streak = ++failures;
+                var level = (streak == 1 && (silent || e is RelayProtocolException)) || streak == UnreachableWarningAfter ? LogLevel.Warning : LogLevel.Debug;
+                server.Log.Log(level, "Mesh link to {Peer} failed ({Attempts} attempt(s) in a row): {Error}; dialling again every {Retry} s", peer, streak,
+                    silent ? "it went silent (no keepalive or pong)" : e.Message, server.Options.MeshRetryInterval.TotalSeconds);
             }
             finally
             {
