@@ -7,7 +7,8 @@ namespace Weft.Relay;
 /// <summary>
 /// This relay's watch on one other relay of its region: a client connection that proves the mesh
 /// key, asks for WatchConns, and learns from PeerPresent/PeerGone which node keys are there. Packets
-/// for those keys go to it as ForwardPacket. When the link breaks, everything learned from it is
+/// for those keys go to it as ForwardPacket. It pings the peer, and a peer that answers nothing for
+/// three pings counts as gone. When the link breaks, everything learned from it is
 /// forgotten at once (packets for those keys are dropped rather than sent into a dead link), and
 /// it dials again every few seconds; the new watch floods the current clients again.
 /// </summary>
@@ -23,6 +24,9 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     public bool TryForward(Curve25519PublicKey source, Curve25519PublicKey destination, ReadOnlySpan<byte> packet) =>
         _client is { IsClosed: false } client && client.TryForward(source, destination, packet);
 
+    /// <summary>Failed dials in a row after which an unreachable peer is worth a warning.</summary>
+    private const int UnreachableWarningAfter = 6;
+
     /// <summary>
     /// How often the link pings its peer: a quarter of the shorter of the keepalive interval and the idle
     /// timeout (15 s by default, as the agents' relay clients). The peer cuts a connection it has heard
@@ -30,9 +34,6 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     /// nothing else: before the pings, every quiet link was cut every two minutes and its peer's clients
     /// were unreachable from here until it was dialled again.
     /// </summary>
-    /// <summary>Failed dials in a row after which an unreachable peer is worth a warning.</summary>
-    private const int UnreachableWarningAfter = 6;
-
     private TimeSpan PingInterval => (server.Options.KeepAliveInterval < server.Options.IdleTimeout ? server.Options.KeepAliveInterval : server.Options.IdleTimeout) / 4;
 
     private async Task RunAsync(CancellationToken stopping)
