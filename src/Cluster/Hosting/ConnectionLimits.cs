@@ -38,19 +38,20 @@ public sealed class ConnectionLimitSettings
 /// </summary>
 public sealed class ConnectionLimiter(string listener, ConnectionLimitSettings limits, ILogger log)
 {
-    private readonly object _gate = new();
-    private readonly Dictionary<IPAddress, int> _perAddress = new();
+    private readonly HeldPerAddress _held = new(limits.MaxConnections, limits.MaxConnectionsPerAddress);
     private readonly Control.LogThrottle _refusals = new(TimeSpan.FromSeconds(10));
-    private int _total;
 
     /// <summary>One source, however it reached a dual-stack socket: an IPv4-mapped address counts as its IPv4 one.</summary>
-    public static IPAddress SourceOf(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+    public static IPAddress SourceOf(IPAddress address) => HeldPerAddress.SourceOf(address);
 
     public async Task Run(ConnectionContext connection, ConnectionDelegate next)
     {
         var address = SourceOf((connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None);
-        if (!TryEnter(address, out var why))
+        if (_held.TryEnter(address) is not HeldPerAddress.Refusal.None and var refusal)
         {
+            var why = refusal == HeldPerAddress.Refusal.Total
+                ? $"the listener holds its maximum of {limits.MaxConnections} connections"
+                : $"that address holds its maximum of {limits.MaxConnectionsPerAddress} connections";
             if (_refusals.ShouldLog(DateTimeOffset.UtcNow, out var others))
                 log.LogWarning("{Listener} listener refused a connection from {Address}: {Why} ({Others} more refused since the last such line)",
                     listener, address, why, others);
@@ -63,38 +64,7 @@ public sealed class ConnectionLimiter(string listener, ConnectionLimitSettings l
         }
         finally
         {
-            Leave(address);
-        }
-    }
-
-    private bool TryEnter(IPAddress address, out string why)
-    {
-        lock (_gate)
-        {
-            if (_total >= limits.MaxConnections)
-            {
-                why = $"the listener holds its maximum of {limits.MaxConnections} connections";
-                return false;
-            }
-            var fromAddress = _perAddress.GetValueOrDefault(address);
-            if (fromAddress >= limits.MaxConnectionsPerAddress)
-            {
-                why = $"that address holds its maximum of {limits.MaxConnectionsPerAddress} connections";
-                return false;
-            }
-            _perAddress[address] = fromAddress + 1;
-            _total++;
-            why = "";
-            return true;
-        }
-    }
-
-    private void Leave(IPAddress address)
-    {
-        lock (_gate)
-        {
-            _total--;
-            if (--_perAddress[address] == 0) _perAddress.Remove(address);
+            _held.Leave(address);
         }
     }
 }

@@ -46,14 +46,14 @@ public sealed class ClusterTlsTransport : Transport
     private readonly int? _receiveBufferSize;
     private readonly TimeSpan _handshakeTimeout;
     private readonly TimeSpan _flushWait;
-    private readonly PendingHandshakes _pendingHandshakes;
+    // Inbound TLS handshakes accepted and not yet finished: each holds a socket and a TLS state for up to connection-timeout.
+    private readonly HeldPerAddress _pendingHandshakes;
+    private readonly Control.LogThrottle _overLimitWarnings;
     private readonly TaskCompletionSource<IAssociationEventListener> _associationListener = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<ClusterTlsAssociation, byte> _open = new();
     private readonly CancellationTokenSource _stopping = new();
     private Socket? _listener;
     private Address? _localAddress;
-    private long _refusedOverLimit;
-    private long _nextOverLimitWarning;
 
     public ClusterTlsTransport(ActorSystem system, Config config)
     {
@@ -70,7 +70,8 @@ public sealed class ClusterTlsTransport : Transport
         _receiveBufferSize = (int?)config.GetByteSize("receive-buffer-size", null);
         _handshakeTimeout = config.GetTimeSpan("connection-timeout", TimeSpan.FromSeconds(15), allowInfinite: false);
         _flushWait = system.Settings.Config.GetTimeSpan("akka.remote.flush-wait-on-shutdown", TimeSpan.FromSeconds(2), allowInfinite: false);
-        _pendingHandshakes = new PendingHandshakes(config.GetInt("maximum-pending-handshakes", 64), config.GetInt("maximum-pending-handshakes-per-address", 8));
+        _pendingHandshakes = new HeldPerAddress(config.GetInt("maximum-pending-handshakes", 64), config.GetInt("maximum-pending-handshakes-per-address", 8));
+        _overLimitWarnings = new Control.LogThrottle(_handshakeTimeout);
     }
 
     /// <summary>The HOCON that makes Akka.Remote use this transport, bound to and advertising <paramref name="hostname"/>:<paramref name="port"/>.</summary>
@@ -187,7 +188,7 @@ public sealed class ClusterTlsTransport : Transport
                 continue;
             }
             var remote = (IPEndPoint)socket.RemoteEndPoint!;
-            if (!_pendingHandshakes.TryBegin(remote.Address))
+            if (_pendingHandshakes.TryEnter(remote.Address) != HeldPerAddress.Refusal.None)
             {
                 RefuseOverLimit(socket, remote);
                 continue;
@@ -205,13 +206,11 @@ public sealed class ClusterTlsTransport : Transport
     private void RefuseOverLimit(Socket socket, IPEndPoint remote)
     {
         socket.Dispose();
-        var refused = Interlocked.Increment(ref _refusedOverLimit);
-        var now = Environment.TickCount64;
-        var next = Interlocked.Read(ref _nextOverLimitWarning);
-        if (now < next || Interlocked.CompareExchange(ref _nextOverLimitWarning, now + (long)_handshakeTimeout.TotalMilliseconds, next) != next) return;
+        if (!_overLimitWarnings.ShouldLog(DateTimeOffset.UtcNow, out var others)) return;
         _log.Warning("Closed an inbound cluster connection from {0} unanswered: {1} TLS handshakes are pending, the most allowed is {2} in all and {3} from one address " +
-                     "(akka.remote.weft-tls.maximum-pending-handshakes, -per-address). Something opens connections to the cluster port and does not complete them; {4} closed so far",
-            remote, _pendingHandshakes.Count, _pendingHandshakes.Maximum, _pendingHandshakes.MaximumPerAddress, refused);
+                     "(akka.remote.weft-tls.maximum-pending-handshakes, -per-address). Something opens connections to the cluster port and does not complete them " +
+                     "({4} more closed since the last such line)",
+            remote, _pendingHandshakes.Count, _pendingHandshakes.Maximum, _pendingHandshakes.MaximumPerAddress, others);
     }
 
     private async Task AcceptOne(Socket socket, IPEndPoint remote, IAssociationEventListener associations)
@@ -228,7 +227,7 @@ public sealed class ClusterTlsTransport : Transport
         }
         finally
         {
-            _pendingHandshakes.End(remote.Address);
+            _pendingHandshakes.Leave(remote.Address);
         }
     }
 
