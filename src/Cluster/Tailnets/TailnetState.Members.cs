@@ -383,12 +383,13 @@ public sealed partial record TailnetState
 
     private Decision<ITailnetEvent> RotateDecision(DeviceEntry device, RotateDeviceNodeKey c)
     {
+        // Already applied: the agent asks again (its answer was lost, or it asked twice) and hears what it heard the first time.
+        if (device.NodeKey == c.NewNodeKey && device.IsActive) return Decision<ITailnetEvent>.Unchanged;
         if (device.NodeKey != c.OldNodeKey)
             return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyProofInvalid, "the old node key is not this device's current key"));
         if (!device.IsActive)
             return Decision<ITailnetEvent>.Reject(new Rejection(device.Status == DeviceStatus.Expired ? ControlErrorCodes.DeviceExpired : ControlErrorCodes.PendingApproval,
                 "only an active device rotates its key"));
-        if (c.NewNodeKey == c.OldNodeKey) return Decision<ITailnetEvent>.Unchanged;
         if (Devices.Values.Any(d => d.NodeKey == c.NewNodeKey))
             return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key"));
         return Decision<ITailnetEvent>.Accept(new DeviceNodeKeyRotated(device.DeviceId, c.NewNodeKey, KeyExpiryFor(c.At, device.Tags)));

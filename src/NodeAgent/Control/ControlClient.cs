@@ -705,12 +705,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
     private void StartRotation()
     {
         if (_status != ControlState.Running || _connection is null) return;
-        if (_nextNode is null)
-        {
-            // Keep the next key before asking: if the answer is lost, the agent can still prove it.
-            _nextNode = Curve25519PrivateKey.Generate();
-            Save(_state with { NextNodePrivateKey = _nextNode.ToHex() });
-        }
+        // One rotation at a time. A second request for the same rotation would be refused once the first
+        // is applied, and the two answers can arrive in either order: a refusal first would drop the next
+        // key the device already holds. A rotation in flight is resent when the stream is made again.
+        if (_nextNode is not null) return;
+        // Keep the next key before asking: if the answer is lost, the agent can still prove it.
+        _nextNode = Curve25519PrivateKey.Generate();
+        Save(_state with { NextNodePrivateKey = _nextNode.ToHex() });
         SendRotation();
     }
 

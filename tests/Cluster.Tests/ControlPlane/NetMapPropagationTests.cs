@@ -164,6 +164,41 @@ public class NetMapPropagationTests(SharedCoordinator coordinator) : IClassFixtu
         Assert.Equal(newKeyHex, stored.PublicKey.ToHex());
     }
 
+    [Fact]
+    public async Task Asking_to_rotate_again_while_a_rotation_is_in_flight_rotates_once_and_the_agent_keeps_the_devices_key()
+    {
+        await using var agents = new AgentSystem();
+        var (a, _, tailnetA, _) = await ThreeAgentsInAOneInB(agents);
+        await a[0].WaitForPeers(a[1], a[2]);
+        var rotatingId = a[0].DeviceId!;
+        var oldKey = (await a[0].Status()).NodeKey;
+
+        // Three asks in one go (the load tester's churn, or `weft-agent rotate` run twice). Before, each sent the
+        // same rotation: the coordinator applied the first and refused the others, and when a refusal reached
+        // the agent before the confirmation, the agent dropped the key the device now had (node_key_mismatch).
+        for (var i = 0; i < 3; i++) a[0].Client.Tell(RotateNodeKeyNow.Instance);
+
+        var newKeyHex = await WaitForNewKey(a[0], oldKey);
+        Assert.Equal("nodekey:" + newKeyHex, (await Http.GetDevice(tailnetA, rotatingId)).NodeKey);
+        // No refusal follows: each answer to a request sent has arrived well within this window.
+        var quietUntil = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+        while (DateTime.UtcNow < quietUntil)
+        {
+            var status = await a[0].Status();
+            Assert.Null(status.Code);
+            Assert.Equal("nodekey:" + newKeyHex, status.NodeKey);
+            await Task.Delay(50);
+        }
+        Assert.Null(a[0].Store.Load().NextNodePrivateKey);
+
+        // The stream is made again with the rotated key.
+        a[0].Client.Tell(new Reconnect(After: TimeSpan.FromSeconds(1)));
+        await a[0].WaitForState(ControlState.Connecting);
+        await a[0].WaitForState(ControlState.Running);
+        Assert.Equal("nodekey:" + newKeyHex, (await a[0].Status()).NodeKey);
+        await a[1].WaitForNetMap(v => v.Peers[rotatingId].Online && Convert.ToHexStringLower(v.Peers[rotatingId].NodeKey.Span) == newKeyHex, "the rotated peer online");
+    }
+
     private static async Task<string> WaitForNewKey(TestAgent agent, string oldKey)
     {
         var deadline = DateTime.UtcNow + TestAgent.Deadline;

@@ -239,6 +239,11 @@ public class TailnetMembersTests
         state = Run(state, new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('3'), Now.AddDays(1)));
         Assert.Equal(Hex('3'), state.Devices["dev_a"].NodeKey);
         Assert.Equal(Now.AddDays(1 + state.Settings.NodeKeyExpiryDays), state.Devices["dev_a"].KeyExpiry);
+
+        // The same rotation asked again (its answer lost, or asked twice) is answered as the first was, and changes nothing.
+        var again = state.Process(new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('3'), Now.AddDays(2)));
+        Assert.Null(again.Rejection);
+        Assert.Empty(again.Events);
     }
 
     [Fact]
