@@ -63,6 +63,13 @@ internal sealed class RelayConnection
 
     public void Close() => _closing.Cancel();
 
+    /// <summary>Tells the client why (a health frame), and closes a moment later, once the frame had its chance to leave.</summary>
+    public void CloseSaying(string reason)
+    {
+        EnqueueControl(RelayFrame.Build(RelayFrameType.Health, System.Text.Encoding.UTF8.GetBytes(reason)));
+        _ = Task.Delay(200).ContinueWith(_ => Close(), TaskScheduler.Default);
+    }
+
     /// <summary>PeerGone(not here) answers disco for unknown keys at most once a second, after a burst of three (DERP's limit).</summary>
     public bool AllowPeerGoneNotHere()
     {

@@ -44,6 +44,10 @@ public sealed class RelayServer : IAsyncDisposable
     private readonly ConcurrentDictionary<Curve25519PublicKey, ImmutableArray<(MeshLink Link, string TailnetId)>> _forwarders = new();
     private readonly ConcurrentDictionary<RelayConnection, byte> _watchers = new();
     private readonly List<MeshLink> _meshLinks = [];
+    // Node keys whose tickets the cluster revoked (the device was deleted or expired), each with the latest
+    // expiry a revoked ticket can have: a ticket that expires later was issued after the revocation.
+    private readonly ConcurrentDictionary<Curve25519PublicKey, DateTimeOffset> _revoked = new();
+    private long _revocationsPrunedAt;
     private StunServer? _stun;
 
     public RelayServer(RelayOptions options, ILogger? log = null)
@@ -133,6 +137,8 @@ public sealed class RelayServer : IAsyncDisposable
                 connection = new RelayConnection(this, stream, reader, key, isMesh, ticket?.TailnetId);
                 // Registered before the client hears it is in, so that its first packet's answer finds it here.
                 if (!isMesh) Register(connection);
+                // A revocation that came while this client logged in found it not registered yet: it is checked again now.
+                if (ticket is not null && IsRevoked(ticket)) throw new RelayProtocolException("ticket_revoked", RevokedMessage);
                 var serverInfo = new ServerInfo { TicketExpiresUnix = ticket?.Expiry.ToUnixTimeSeconds() ?? 0 };
                 await stream.WriteAsync(RelayFrame.Build(RelayFrameType.ServerInfo, box.Seal(RelayLoginJson.Serialize(serverInfo))), handshake.Token);
             }
@@ -225,6 +231,7 @@ public sealed class RelayServer : IAsyncDisposable
             var ticket = RelayTicket.Verify(info.Ticket, _options.TicketIssuers, _options.Clock(), out var refusal);
             if (ticket is null) throw new RelayProtocolException("ticket_" + ToSnake(refusal), $"the ticket was refused: {refusal}");
             if (ticket.NodeKey != key) throw new RelayProtocolException("ticket_" + ToSnake(TicketRefusal.WrongNodeKey), "the ticket is for another node key");
+            if (IsRevoked(ticket)) throw new RelayProtocolException("ticket_revoked", RevokedMessage);
             if (_clients.Count >= _options.MaxClients) throw new RelayProtocolException("full", "this relay is at its client limit");
             return (key, box, false, ticket);
         }
@@ -244,6 +251,41 @@ public sealed class RelayServer : IAsyncDisposable
         TicketRefusal.WrongNodeKey => "wrong_node_key",
         _ => "refused",
     };
+
+    // --- revocation ---
+
+    private const string RevokedMessage = "the cluster revoked this node key's ticket (its device was deleted, expired or logged out)";
+
+    /// <summary>
+    /// The cluster took this node key's access away before its tickets expire: its connections here close
+    /// now, and a ticket for it that expires by <paramref name="ticketsExpiringBy"/> (any issued before the
+    /// revocation) is refused from now on. A ticket issued later (the device registered again) is let in.
+    /// </summary>
+    public void Revoke(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy)
+    {
+        PruneRevocations();
+        _revoked.AddOrUpdate(nodeKey, ticketsExpiringBy, (_, held) => held > ticketsExpiringBy ? held : ticketsExpiringBy);
+        if (!_clients.TryGetValue(nodeKey, out var set)) return;
+        RelayConnection[] connections;
+        lock (set) connections = [.. set.Connections];
+        foreach (var connection in connections)
+        {
+            Counters.Refused("ticket_revoked_in_session");
+            connection.CloseSaying(RevokedMessage);
+        }
+    }
+
+    /// <summary>Forgets revocations whose tickets have all expired (at most once a minute: a deleted tailnet revokes thousands at once).</summary>
+    private void PruneRevocations()
+    {
+        var now = _options.Clock();
+        if (now - new DateTimeOffset(Interlocked.Read(ref _revocationsPrunedAt), TimeSpan.Zero) < TimeSpan.FromMinutes(1)) return;
+        Interlocked.Exchange(ref _revocationsPrunedAt, now.UtcTicks);
+        foreach (var (key, by) in _revoked)
+            if (by <= now) _revoked.TryRemove(new KeyValuePair<Curve25519PublicKey, DateTimeOffset>(key, by));
+    }
+
+    private bool IsRevoked(RelayTicket ticket) => _revoked.TryGetValue(ticket.NodeKey, out var by) && ticket.Expiry <= by;
 
     // --- the registry ---
 

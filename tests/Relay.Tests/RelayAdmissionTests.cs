@@ -37,6 +37,33 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task A_revoked_node_key_is_disconnected_and_its_earlier_tickets_refused_while_a_later_ticket_gets_in()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        var (revoked, key) = await lab.Connect(relay);
+        var (_, bystander) = await lab.Connect(relay);
+        var earlier = lab.Ticket(key.PublicKey);
+
+        // Revoked as the cluster does: every ticket issued until now (they expire within the ticket lifetime).
+        relay.Revoke(key.PublicKey, DateTimeOffset.UtcNow + TimeSpan.FromHours(1) + TimeSpan.FromSeconds(1));
+
+        var health = await RelayLab.NextFrame(revoked, RelayFrameType.Health);
+        Assert.Contains("revoked", System.Text.Encoding.UTF8.GetString(health!));
+        Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(key.PublicKey)), "the revoked key's connection closed");
+        Assert.Contains(bystander.PublicKey, relay.ConnectedKeys);
+        var refused = await Refused(relay, key, new ClientInfo { Ticket = earlier });
+        Assert.Contains("revoked", refused.Message);
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked"));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_in_session"));
+
+        // The device registered again afterwards: its new ticket lives past the revoked ones and gets in.
+        var later = new RelayTicket(key.PublicKey, "tn_test", DateTimeOffset.UtcNow + TimeSpan.FromHours(2)).Sign(lab.Issuer);
+        await using var back = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), key, new ClientInfo { Ticket = later }, CancellationToken.None);
+        Assert.True(await RelayLab.Eventually(() => relay.ConnectedKeys.Contains(key.PublicKey)));
+    }
+
+    [Fact]
     public async Task A_refused_key_cannot_be_reached_through_the_relay()
     {
         await using var lab = new RelayLab();

@@ -175,9 +175,20 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                     // Several attaches may arrive before the epoch is stored; the latest session's wins (the others attach again).
                     var first = _pendingAttach is null;
                     if (first || !OpenedBefore(attach, _pendingAttach!.StartedAt)) _pendingAttach = attach;
-                    if (first) Submit(new StartIncarnation(State.DeviceId), ActorRefs.Nobody);
+                    // Its answer comes back here only when the write fails (see the Rejection case below).
+                    if (first) Submit(new StartIncarnation(State.DeviceId), Self);
                 }
                 else Attach(attach);
+                return true;
+            case Rejection refused:
+                // The epoch was not stored (the journal rejected the write, or the store is down). The waiting
+                // session ends and its agent reconnects: its next attach asks for the epoch again. Holding the
+                // attach instead would wedge this entity, as every later attach would wait behind it.
+                if (_pendingAttach is { } waiting)
+                {
+                    _pendingAttach = null;
+                    waiting.Session.Tell(new SessionEnded(ControlErrorCodes.Unavailable, "this device's stream could not start: " + refused.Message));
+                }
                 return true;
             case ReportEndpoints report:
                 KeepUnlessLate(report.Report);

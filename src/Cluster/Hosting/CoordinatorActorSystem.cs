@@ -53,6 +53,9 @@ public static class CoordinatorActorSystem
             .WithApiKeyRegistry(settings.Persistence)
             .WithClusterKey(settings.Persistence, secret)
             .WithSessions()
+            .WithActors((system, _, resolver) => system.ActorOf(
+                Relays.RelayAccessRevoker.PropsFor(resolver.GetService<Relays.EmbeddedRelay>(), resolver.GetService<Relays.RelayTicketIssuer>()),
+                Relays.RelayAccessRevoker.Name))
             .AddStartup((system, _) =>
             {
                 // The replicator starts with the node, not with the first read: until it runs, this node

@@ -240,6 +240,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         // The engine follows the events one by one from the state they were decided on.
         _engine ??= PolicyEngine.Compile(before.Policy, before.PolicyDevices());
         var state = before;
+        List<string>? revoked = null;
         foreach (var @event in events)
         {
             var next = state.Apply(@event);
@@ -253,17 +254,24 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                     _offlineEphemeral[registered.Device.DeviceId] = _clock.GetUtcNow();
                     break;
                 case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
+                    (revoked ??= []).Add(gone.NodeKey);
                     Release(gone, "this device was deleted from the tailnet");
                     _online.Remove(gone.DeviceId);
                     _offlineEphemeral.Remove(gone.DeviceId);
                     if (_relearning.Remove(gone.DeviceId) && _relearning.Count == 0) EndRelearning();
                     break;
+                case DeviceExpired expired when state.Devices.TryGetValue(expired.DeviceId, out var lapsed):
+                    (revoked ??= []).Add(lapsed.NodeKey);
+                    break;
                 case TailnetDeleted:
                     foreach (var device in state.Devices.Values) Release(device, "the tailnet was deleted");
+                    (revoked ??= []).AddRange(state.Devices.Values.Select(d => d.NodeKey));
                     break;
             }
             state = next;
         }
+        // The relays let a ticket in until it expires: these keys' tickets stop now.
+        if (revoked is not null) Relays.RelayAccessRevoker.Broadcast(Context, revoked, _clock.GetUtcNow());
         // The fan-out that these changes join is traced under the command that caused them (admin API → entity → deltas).
         if (System.Diagnostics.Activity.Current is { } cause && _flushCause is null) _flushCause = cause.Context;
         ScheduleFlush();

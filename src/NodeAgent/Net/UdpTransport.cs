@@ -116,8 +116,12 @@ public sealed unsafe class UdpTransport : IDisposable
         var received = Libc.recvmmsg(fd, batch.Headers, (uint)batch.Capacity, Libc.MSG_WAITFORONE, null);
         if (received < 0)
         {
+            // Nothing yet (the receive timeout) or a signal: ask again. A closed socket: the loop is done.
+            // Anything else is unexpected, and the receive loop is started again after it (it must not end quietly).
             var errno = Libc.LastError;
-            return errno is Libc.EAGAIN or Libc.EINTR ? 0 : -1;
+            if (errno is Libc.EAGAIN or Libc.EINTR) return 0;
+            if (errno == Libc.EBADF) return -1;
+            throw new IOException($"receiving on the UDP socket failed: {Libc.Describe(errno)}");
         }
         for (var i = 0; i < received; i++)
         {

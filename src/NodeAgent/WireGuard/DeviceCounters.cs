@@ -48,6 +48,12 @@ public enum DropReason
 public sealed class DeviceCounters
 {
     private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
+    private long _loopRestarts;
+
+    /// <summary>How many times a packet loop (TUN read, UDP receive, handshake check) failed and was started again.</summary>
+    public long LoopRestarts => Interlocked.Read(ref _loopRestarts);
+
+    public void LoopRestarted() => Interlocked.Increment(ref _loopRestarts);
 
     public void Drop(DropReason reason) => Interlocked.Increment(ref _drops[(int)reason]);
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
@@ -61,6 +62,8 @@ public sealed partial class WireGuardDevice : IDisposable
     private readonly ILogger _log;
     private readonly List<Thread> _threads = new();
     private volatile bool _stopping;
+    /// <summary>Set when the device stops: ends a failed loop's pause at once. Never disposed, as a loop may still wait on it.</summary>
+    private readonly ManualResetEventSlim _stop = new();
     private long _underLoadUntilMs;
     private volatile HandshakeHandoff? _handshakeHandoff;
     /// <summary>Handshake messages between the receive thread and the handshake thread (wireguard-go's handshake queue).</summary>
@@ -312,14 +315,45 @@ public sealed partial class WireGuardDevice : IDisposable
 
     private void StartThread(string name, Action loop)
     {
-        var thread = new Thread(() =>
-        {
-            try { loop(); }
-            catch (Exception e) when (_stopping is false) { _log.LogCritical(e, "WireGuard packet loop {Loop} failed", name); }
-        }) { IsBackground = true, Name = name };
+        var thread = new Thread(() => RunLoop(name, loop)) { IsBackground = true, Name = name };
         lock (_threads) _threads.Add(thread);
         thread.Start();
     }
+
+    /// <summary>
+    /// Runs a packet loop until the device stops. A loop that returns is done: its socket or TUN was
+    /// closed. A loop that throws met something unexpected in one batch (a bug, or an error the system
+    /// has never returned before). Every tunnel depends on these few loops, so the failure is logged,
+    /// counted (<see cref="DeviceCounters.LoopRestarts"/>) and the loop runs again after a pause that
+    /// grows from 100 ms to 5 s while it keeps failing.
+    /// </summary>
+    private void RunLoop(string name, Action loop)
+    {
+        var failuresInARow = 0;
+        while (!_stopping)
+        {
+            var started = Stopwatch.GetTimestamp();
+            try
+            {
+                loop();
+                return;
+            }
+            catch (Exception e)
+            {
+                if (_stopping) return;
+                if (Stopwatch.GetElapsedTime(started) > LoopHealthyAfter) failuresInARow = 0;
+                var pause = TimeSpan.FromMilliseconds(Math.Min(LoopMaxPause.TotalMilliseconds, 100 << Math.Min(failuresInARow++, 6)));
+                Counters.LoopRestarted();
+                _log.LogCritical(e, "WireGuard packet loop {Loop} failed; it runs again in {PauseMs} ms", name, pause.TotalMilliseconds);
+                _stop.Wait(pause);
+            }
+        }
+    }
+
+    /// <summary>A loop that ran this long before failing starts its pauses from the shortest again.</summary>
+    private static readonly TimeSpan LoopHealthyAfter = TimeSpan.FromSeconds(10);
+
+    private static readonly TimeSpan LoopMaxPause = TimeSpan.FromSeconds(5);
 
     /// <summary>True while handshake messages pile up (queued or with the actors): from 1/8 of the queue, and for a second after (wireguard-go).</summary>
     private bool IsUnderLoad(long now)
@@ -424,6 +458,7 @@ public sealed partial class WireGuardDevice : IDisposable
     public void Dispose()
     {
         _stopping = true;
+        _stop.Set();
         Thread[] threads;
         lock (_threads) threads = _threads.ToArray();
         foreach (var thread in threads) thread.Join(TimeSpan.FromSeconds(2));

@@ -54,6 +54,61 @@ public class RelayTests
     }
 
     [Fact]
+    public async Task Deleting_or_expiring_a_device_closes_its_relay_connection_and_its_ticket_no_longer_gets_in()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("revoke")).Id;
+        var authKey = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        using var deleted = TestAgent.Start(agents, [node.Control], "deleted", authKey);
+        using var expired = TestAgent.Start(agents, [node.Control], "expired", authKey);
+        using var stays = TestAgent.Start(agents, [node.Control], "stays", authKey);
+
+        // Each holds a relay connection on its own ticket (as its relay client would).
+        await using var deletedHeld = await HoldRelayConnection(deleted);
+        await using var expiredHeld = await HoldRelayConnection(expired);
+        await using var staysHeld = await HoldRelayConnection(stays);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys.Count), n => n == 3, "three relay connections");
+
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deleted.DeviceId}")).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await node.Http.PostAsync($"/api/v1/tailnets/{tailnet}/devices/{expired.DeviceId}/expire", null)).StatusCode);
+
+        // Before, both stayed connected, and their tickets let them in again for up to an hour.
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => !keys.Contains(deletedHeld.Key.PublicKey) && !keys.Contains(expiredHeld.Key.PublicKey),
+            "the deleted and the expired device's relay connections closed");
+        Assert.Contains(staysHeld.Key.PublicKey, relay.ConnectedKeys);
+        foreach (var revoked in new[] { deletedHeld, expiredHeld })
+        {
+            var refused = await Assert.ThrowsAsync<RelayProtocolException>(() =>
+                RelayClientConnection.ConnectAsync(revoked.Address, revoked.Key, new ClientInfo { Ticket = revoked.Ticket }, CancellationToken.None));
+            Assert.Contains("revoked", refused.Message);
+        }
+        Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked_in_session"));
+        Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked"));
+    }
+
+    /// <summary>A relay connection on the agent's node key and ticket, as its relay client would hold one.</summary>
+    private static async Task<HeldRelayConnection> HoldRelayConnection(TestAgent agent)
+    {
+        var access = (await Eventually.Until(() => Task.FromResult(agent.RelayAccess), x => x is not null, $"{agent.Hostname}'s relay access"))!;
+        var key = Curve25519PrivateKey.TryParseHex(agent.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
+        var address = new RelayNodeAddress(access.ControlHost, Assert.Single(Assert.Single(access.Map.Regions).Nodes).Port);
+        var connection = await RelayClientConnection.ConnectAsync(address, key, new ClientInfo { Ticket = access.Ticket }, CancellationToken.None);
+        return new HeldRelayConnection(connection, key, access.Ticket, address);
+    }
+
+    private sealed record HeldRelayConnection(RelayClientConnection Connection, Curve25519PrivateKey Key, byte[] Ticket, RelayNodeAddress Address) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await Connection.DisposeAsync();
+            Key.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task A_node_key_rotation_brings_a_ticket_for_the_new_key_and_a_restarted_control_client_gets_a_ticket_again()
     {
         await using var storage = TestStorage.NewSqlite();
@@ -179,7 +234,6 @@ public class RelayTests
         return (await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5))).Paths.FirstOrDefault(p => p.NodeKeyHex == toKey);
     }
 
-    /// <summary>The kind of path <paramref name="from"/>'s path finder uses to <paramref name="to"/>, once it has one.</summary>
     /// <summary>The agent's netcheck report, or null while no netcheck answers (one that stopped is started again a second later).</summary>
     private static async Task<NetcheckReport?> NetcheckOf(TestAgent agent)
     {
@@ -187,6 +241,7 @@ public class RelayTests
         catch (AskTimeoutException) { return null; }
     }
 
+    /// <summary>The kind of path <paramref name="from"/>'s path finder uses to <paramref name="to"/>, once it has one.</summary>
     private static async Task<string> PathOf(TestAgent from, TestAgent to)
     {
         var status = await Eventually.Until(() => PathStatusOf(from, to), found => found is { Kind: not "none" }, $"{from.Hostname}'s path to {to.Hostname}");

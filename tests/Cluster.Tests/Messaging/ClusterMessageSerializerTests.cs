@@ -153,6 +153,7 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new MeshLinks([new MeshLink("dev_a", "dev_b")]),
         Weft.Cluster.Sessions.CountSessions.Instance,
         new Weft.Cluster.Sessions.SessionCount(12, false),
+        new Weft.Cluster.Relays.RevokeRelayAccess([Key, new string('d', 64)], At),
         // A traced command travels as the command's wire name and JSON beside its trace parent.
         new Weft.Cluster.Telemetry.Traced(new RenameDevice("tn_abc", "dev_a", "laptop-2"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
     ];

@@ -12,11 +12,13 @@ namespace Weft.NodeAgent.Tests.Support;
 public sealed class EngineNode : IDisposable
 {
     /// <param name="restartable">Run the supervisor under a parent that restarts it when it fails (as the agent's DataPlane does).</param>
-    public EngineNode(ActorSystem system, string name, EngineClock? clock = null, WireGuardTimings? timings = null, bool tick = true, bool restartable = false)
+    /// <param name="wrapTun">Puts something between the device and its TUN (a <see cref="FaultyTun"/>); <see cref="Tun"/> stays the virtual TUN.</param>
+    public EngineNode(ActorSystem system, string name, EngineClock? clock = null, WireGuardTimings? timings = null, bool tick = true, bool restartable = false,
+        Func<VirtualTun, ITunDevice>? wrapTun = null)
     {
         Key = Curve25519PrivateKey.Generate();
         Tun = new VirtualTun(name);
-        Device = new WireGuardDevice(Tun, UdpTransport.Bind(0), clock, timings);
+        Device = new WireGuardDevice(wrapTun?.Invoke(Tun) ?? Tun, UdpTransport.Bind(0), clock, timings);
         var props = TunnelSupervisor.PropsFor(Device, tick);
         Supervisor = restartable
             ? system.ActorOf(RestartingParent.PropsFor(props, "tunnels"), name).Ask<IActorRef>(RestartingParent.GetChild.Instance, TimeSpan.FromSeconds(5)).GetAwaiter().GetResult()

@@ -16,7 +16,8 @@ public interface ITunDevice : IDisposable
     /// <summary>
     /// Waits up to <paramref name="timeoutMs"/> for outbound packets from the host and reads as many
     /// as are ready into the batch, each at offset <paramref name="headroom"/>. Returns the count,
-    /// 0 on timeout, -1 once the device is closed.
+    /// 0 on timeout, -1 once the device is closed; throws (an <see cref="IOException"/>) when the read
+    /// fails otherwise.
     /// </summary>
     int ReadBatch(PacketBatch batch, int headroom, int timeoutMs);
 

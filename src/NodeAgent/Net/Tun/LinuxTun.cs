@@ -115,6 +115,17 @@ public sealed unsafe class LinuxTun : ITunDevice
         }
     }
 
+    /// <summary>
+    /// A read that failed with nothing read: again later if it was a signal or nothing was ready;
+    /// otherwise the read loop hears why (for example EBADFD once the interface was deleted under the
+    /// agent) and is started again after a pause, logging each time.
+    /// </summary>
+    private void ThrowUnlessTransient(int errno)
+    {
+        if (errno is Libc.EAGAIN or Libc.EINTR) return;
+        throw new IOException($"reading from TUN interface {Name} failed: {Libc.Describe(errno)}");
+    }
+
     private int ReadPlain(int fd, PacketBatch batch, int headroom, int timeoutMs)
     {
         if (!WaitReadable(fd, timeoutMs, out var closed)) return closed ? -1 : 0;
@@ -124,7 +135,7 @@ public sealed unsafe class LinuxTun : ITunDevice
             var read = Libc.read(fd, batch.SlotPointer(count) + headroom, (nuint)(batch.SlotSize - headroom));
             if (read <= 0)
             {
-                if (read < 0 && Libc.LastError is not (Libc.EAGAIN or Libc.EINTR) && count == 0) return -1;
+                if (read < 0 && count == 0) ThrowUnlessTransient(Libc.LastError);
                 break;
             }
             batch.Offsets[count] = headroom;
@@ -147,7 +158,7 @@ public sealed unsafe class LinuxTun : ITunDevice
                 var read = Libc.read(fd, scratch, MaxRead);
                 if (read <= 0)
                 {
-                    if (read < 0 && Libc.LastError is not (Libc.EAGAIN or Libc.EINTR) && count == 0) return -1;
+                    if (read < 0 && count == 0) ThrowUnlessTransient(Libc.LastError);
                     break;
                 }
                 if (read <= VirtioNetHeader.Size) continue;
