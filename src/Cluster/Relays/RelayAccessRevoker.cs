@@ -47,13 +47,16 @@ public sealed class RelayAccessRevoker : ReceiveActor
     public static void Broadcast(IActorContext context, IReadOnlyCollection<string> nodeKeys, DateTimeOffset at)
     {
         if (nodeKeys.Count == 0) return;
-        var members = Akka.Cluster.Cluster.Get(context.System).State.Members
-            .Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp or MemberStatus.Joining or MemberStatus.Leaving)
-            .ToList();
+        // A system that is not a cluster (an entity's unit tests) has only itself to tell.
+        var addresses = ((ExtendedActorSystem)context.System).Provider is Akka.Cluster.ClusterActorRefProvider
+            ? Akka.Cluster.Cluster.Get(context.System).State.Members
+                .Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp or MemberStatus.Joining or MemberStatus.Leaving)
+                .Select(m => m.Address).ToList()
+            : [((ExtendedActorSystem)context.System).Provider.DefaultAddress];
         foreach (var chunk in nodeKeys.Chunk(KeysPerMessage))
         {
             var message = new RevokeRelayAccess(chunk, at);
-            foreach (var member in members) context.ActorSelection(new RootActorPath(member.Address) / "user" / Name).Tell(message);
+            foreach (var address in addresses) context.ActorSelection(new RootActorPath(address) / "user" / Name).Tell(message);
         }
     }
 }
