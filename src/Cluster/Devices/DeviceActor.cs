@@ -180,7 +180,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
                 }
                 else Attach(attach);
                 return true;
-            case Rejection refused:
+            case Rejection refused when Sender.Equals(Self):
+                // Only this entity's own writes answer it with itself as the sender (the tailnet's refusals do not).
                 // The epoch was not stored (the journal rejected the write, or the store is down). The waiting
                 // session ends and its agent reconnects: its next attach asks for the epoch again. Holding the
                 // attach instead would wedge this entity, as every later attach would wait behind it.
