@@ -64,10 +64,11 @@ internal sealed class RelayConnection
     public void Close() => _closing.Cancel();
 
     /// <summary>Tells the client why (a health frame), and closes a moment later, once the frame had its chance to leave.</summary>
-    public void CloseSaying(string reason)
+    public async Task CloseSayingAsync(string reason, CancellationToken cancel)
     {
         EnqueueControl(RelayFrame.Build(RelayFrameType.Health, System.Text.Encoding.UTF8.GetBytes(reason)));
-        _ = Task.Delay(200).ContinueWith(_ => Close(), TaskScheduler.Default);
+        await Task.Delay(200, cancel);
+        Close();
     }
 
     /// <summary>PeerGone(not here) answers disco for unknown keys at most once a second, after a burst of three (DERP's limit).</summary>
@@ -177,9 +178,7 @@ internal sealed class RelayConnection
                 if (ticketExpiry is { } expiry && options.Clock() >= expiry)
                 {
                     _server.Counters.Refused("ticket_expired_in_session");
-                    EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "ticket expired"u8));
-                    await Task.Delay(200, cancel);
-                    _closing.Cancel();
+                    await CloseSayingAsync("ticket expired", cancel);
                     return;
                 }
                 EnqueueControl(keepalive);

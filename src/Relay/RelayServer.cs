@@ -265,13 +265,10 @@ public sealed class RelayServer : IAsyncDisposable
     {
         PruneRevocations();
         _revoked.AddOrUpdate(nodeKey, ticketsExpiringBy, (_, held) => held > ticketsExpiringBy ? held : ticketsExpiringBy);
-        if (!_clients.TryGetValue(nodeKey, out var set)) return;
-        RelayConnection[] connections;
-        lock (set) connections = [.. set.Connections];
-        foreach (var connection in connections)
+        foreach (var connection in ConnectionsOf(nodeKey))
         {
             Counters.Refused("ticket_revoked_in_session");
-            connection.CloseSaying(RevokedMessage);
+            _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
         }
     }
 
@@ -412,10 +409,14 @@ public sealed class RelayServer : IAsyncDisposable
 
     internal void ClosePeer(Curve25519PublicKey key)
     {
-        if (!_clients.TryGetValue(key, out var set)) return;
-        List<RelayConnection> connections;
-        lock (set) connections = [.. set.Connections];
-        foreach (var connection in connections) connection.Close();
+        foreach (var connection in ConnectionsOf(key)) connection.Close();
+    }
+
+    /// <summary>The connections of <paramref name="key"/> here now (a copy, taken under its set's lock).</summary>
+    private List<RelayConnection> ConnectionsOf(Curve25519PublicKey key)
+    {
+        if (!_clients.TryGetValue(key, out var set)) return [];
+        lock (set) return [.. set.Connections];
     }
 
     internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link) =>
