@@ -41,12 +41,9 @@ public sealed class ConnectionLimiter(string listener, ConnectionLimitSettings l
     private readonly HeldPerAddress _held = new(limits.MaxConnections, limits.MaxConnectionsPerAddress);
     private readonly Control.LogThrottle _refusals = new(TimeSpan.FromSeconds(10));
 
-    /// <summary>One source, however it reached a dual-stack socket: an IPv4-mapped address counts as its IPv4 one.</summary>
-    public static IPAddress SourceOf(IPAddress address) => HeldPerAddress.SourceOf(address);
-
     public async Task Run(ConnectionContext connection, ConnectionDelegate next)
     {
-        var address = SourceOf((connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None);
+        var address = HeldPerAddress.SourceOf((connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None);
         if (_held.TryEnter(address) is not HeldPerAddress.Refusal.None and var refusal)
         {
             var why = refusal == HeldPerAddress.Refusal.Total

@@ -48,11 +48,12 @@ public sealed class RelayAccessRevoker : ReceiveActor
     {
         if (nodeKeys.Count == 0) return;
         // A system that is not a cluster (an entity's unit tests) has only itself to tell.
-        var addresses = ((ExtendedActorSystem)context.System).Provider is Akka.Cluster.ClusterActorRefProvider
+        var provider = ((ExtendedActorSystem)context.System).Provider;
+        var addresses = provider is Akka.Cluster.ClusterActorRefProvider
             ? Akka.Cluster.Cluster.Get(context.System).State.Members
                 .Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp or MemberStatus.Joining or MemberStatus.Leaving)
                 .Select(m => m.Address).ToList()
-            : [((ExtendedActorSystem)context.System).Provider.DefaultAddress];
+            : [provider.DefaultAddress];
         foreach (var chunk in nodeKeys.Chunk(KeysPerMessage))
         {
             var message = new RevokeRelayAccess(chunk, at);
