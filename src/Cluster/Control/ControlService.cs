@@ -93,10 +93,14 @@ public sealed class ControlService(
         object started;
         try
         {
-            started = await sessions.ActorRef.Ask<object>(new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote), StartSessionTimeout);
+            started = await sessions.ActorRef.Ask<object>(
+                new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote, streamDone.Token), StartSessionTimeout);
         }
         catch (AskTimeoutException)
         {
+            // The guardian may still come to this start, or have answered just too late: the stream's end
+            // reaches that session (or stops it from starting), so none lingers without its stream.
+            await streamDone.CancelAsync();
             // A storm of reconnects (a node just failed, and its agents all come here): the agent is told
             // to come back shortly, as for any other overload, instead of seeing an internal error.
             throw Busy(context, ControlErrorCodes.Unavailable, $"this node could not start a session within {StartSessionTimeout.TotalSeconds:0} s: too many at once", DeviceRegistrar.RetryAfterMs);

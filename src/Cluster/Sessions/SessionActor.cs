@@ -41,8 +41,11 @@ public sealed class InboundQueue(int capacity)
     public void Handled() => Interlocked.Decrement(ref _waiting);
 }
 
-/// <summary>The stream is gone (client closed, network failed): the session stops.</summary>
-public sealed record StreamClosed(string Reason);
+/// <summary>
+/// The stream is gone (client closed, network failed): the session stops. It can arrive twice (the
+/// stream's end, and the stream's token the session listens on), so the second is not a dead letter worth a line.
+/// </summary>
+public sealed record StreamClosed(string Reason) : IDeadLetterSuppression;
 
 /// <summary>This node is shutting down: tell the agent to reconnect elsewhere, then end the stream.</summary>
 public sealed record MoveAgent(string Reason, TimeSpan After);
@@ -99,6 +102,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private readonly System.Net.IPAddress? _remoteAddress;
     private readonly ChannelWriter<byte[]> _outbound;
     private readonly SessionServices _services;
+    private readonly CancellationToken _streamEnded;
+    private CancellationTokenRegistration _streamEndedRegistration;
     // When this stream opened: of two sessions of one device, the device's entity keeps the later (see AttachSession).
     private readonly long _startedAt;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -123,9 +128,15 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private Curve25519PublicKey? _nodeKey;
     private DateTimeOffset? _keyExpiry;
 
-    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null)
+    /// <param name="streamEnded">
+    /// Cancelled when the stream ends, whenever that is. A session the guardian starts after its stream
+    /// gave up waiting for it (a reconnect storm) hears it at once, instead of living out its silence limit.
+    /// </param>
+    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
+        CancellationToken streamEnded = default)
     {
         _machine = machine;
+        _streamEnded = streamEnded;
         _remoteAddress = remoteAddress;
         _outbound = outbound;
         _services = services;
@@ -137,15 +148,22 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null) =>
-        Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress)).WithMailbox(Hosting.CompactMailbox.Id);
+    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
+        CancellationToken streamEnded = default) =>
+        Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress, streamEnded)).WithMailbox(Hosting.CompactMailbox.Id);
 
-    // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
-    protected override void PreStart() => Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
+    protected override void PreStart()
+    {
+        // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
+        Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
+        // Runs at once if the stream has already ended.
+        _streamEndedRegistration = _streamEnded.Register(static self => ((IActorRef)self!).Tell(new StreamClosed("the stream ended")), Self);
+    }
 
     /// <summary>However the session ends (closed, replaced, crashed), the stream ends with it and the agent reconnects.</summary>
     protected override void PostStop()
     {
+        _streamEndedRegistration.Dispose();
         _outbound.TryComplete();
         if (_tailnetId is not null) CoordinatorMetrics.AgentsConnected.Add(-1, CoordinatorMetrics.Tailnet(_tailnetId));
     }

@@ -8,9 +8,17 @@ namespace Weft.Cluster.Sessions;
 
 // The SessionGuardian's protocol (local only).
 
-/// <summary>Starts a session for a new stream; replies with its <see cref="IActorRef"/>, or <see cref="SessionRefused"/> while draining.</summary>
+/// <summary>
+/// Starts a session for a new stream; replies with its <see cref="IActorRef"/>, or <see cref="SessionRefused"/>
+/// while draining or when the stream has already ended.
+/// </summary>
 /// <param name="RemoteAddress">The client's IP address, as the connection saw it (recorded with a device that registers).</param>
-public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, System.Net.IPAddress? RemoteAddress = null);
+/// <param name="StreamEnded">
+/// Cancelled when the stream ends, including when it stops waiting for this answer: under a storm the
+/// guardian can come to a start after its stream has given up, and must not leave a session behind.
+/// </param>
+public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, System.Net.IPAddress? RemoteAddress = null,
+    CancellationToken StreamEnded = default);
 
 public sealed record SessionRefused(string Reason);
 
@@ -55,7 +63,12 @@ public sealed class SessionGuardian : ReceiveActor, IWithTimers
                 Sender.Tell(new SessionRefused("this coordinator is shutting down"));
                 return;
             }
-            var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services, start.RemoteAddress));
+            if (start.StreamEnded.IsCancellationRequested)
+            {
+                Sender.Tell(new SessionRefused("the stream ended before its session started"));
+                return;
+            }
+            var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services, start.RemoteAddress, start.StreamEnded));
             Context.Watch(session);
             _sessions.Add(session);
             Sender.Tell(session);
