@@ -40,7 +40,7 @@ public sealed class UapiServer : IDisposable
         _supervisor = supervisor;
         _log = log;
         _socket = new UnixSocketServer(Path.Combine(directory, interfaceName + ".sock"),
-            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, Serve);
+            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, Serve, log);
     }
 
     public string SocketPath => _socket.Path;
