@@ -79,6 +79,13 @@ public sealed class AgentDaemon : IAsyncDisposable
     /// <summary>Completes if the agent's actors stop on their own: a service failed beyond its restart limit (see <see cref="AgentSupervisor"/>).</summary>
     public Task Stopped { get; }
 
+    /// <summary>
+    /// Completes, with the reason, if the TUN interface is deleted under the agent. The daemon cannot
+    /// run on without it; started again, it creates the interface with its addresses, routes and rules.
+    /// Never completes for an agent without tunnels.
+    /// </summary>
+    public Task<string> InterfaceGone => Device?.InterfaceGone ?? new TaskCompletionSource<string>().Task;
+
     public WireGuardDevice? Device { get; }
 
     public int? ListenPort => Device?.ListenPort;

@@ -75,7 +75,12 @@ public static class AgentCommandLine
                 var stopped = new TaskCompletionSource();
                 using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
                 await using var _ = cancel.Register(() => stopped.TrySetResult());
-                await stopped.Task;
+                // As wireguard-go does, the tunnel ends with its interface.
+                if (await Task.WhenAny(stopped.Task, tunnel.Device.InterfaceGone) == tunnel.Device.InterfaceGone)
+                {
+                    Console.Error.WriteLine($"error: {tunnel.Device.InterfaceGone.Result}; {name} is down");
+                    return 1;
+                }
                 Console.WriteLine($"weft-agent: {name} going down");
             }
             return 0;

@@ -320,10 +320,16 @@ public static class ControlCommands
             var stopped = new TaskCompletionSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
             await using var _ = cancel.Register(() => stopped.TrySetResult());
-            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task, daemon.Stopped);
+            var interfaceGone = daemon.InterfaceGone;
+            var first = await Task.WhenAny(stopped.Task, watcher.Refused.Task, daemon.Stopped, interfaceGone);
             if (first == daemon.Stopped)
             {
                 Console.Error.WriteLine("error: a service of the agent failed repeatedly and stopped (see the log); exiting so that the service manager starts the agent again");
+                return 1;
+            }
+            if (first == interfaceGone)
+            {
+                Console.Error.WriteLine($"error: {interfaceGone.Result}; exiting so that the service manager starts the agent again, which creates it afresh");
                 return 1;
             }
             var code = first == watcher.Refused.Task ? 1 : 0;

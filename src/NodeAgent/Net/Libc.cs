@@ -11,6 +11,7 @@ internal static unsafe partial class Libc
     public const int EAGAIN = 11;
     public const int EINTR = 4;
     public const int EBADF = 9;
+    public const int EBADFD = 77;
     public const int MSG_DONTWAIT = 0x40;
     public const int MSG_WAITFORONE = 0x10000;
     public const int MSG_TRUNC = 0x20;

@@ -145,6 +145,14 @@ public sealed partial class WireGuardDevice : IDisposable
 
     public DeviceCounters Counters { get; } = new();
 
+    private readonly TaskCompletionSource<string> _interfaceGone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// Completes, with the reason, if the TUN interface is deleted while the device runs: every tunnel
+    /// is dead from then on, and only creating the interface again (restarting the agent) revives them.
+    /// </summary>
+    public Task<string> InterfaceGone => _interfaceGone.Task;
+
     /// <summary>
     /// Receives handshake messages that passed mac1 (and, under load, mac2 and the rate limit); the
     /// receiver calls <see cref="HandshakeProcessed"/> for each. Setting it (a handshake actor that
@@ -336,6 +344,14 @@ public sealed partial class WireGuardDevice : IDisposable
             try
             {
                 loop();
+                return;
+            }
+            catch (TunInterfaceGoneException gone) when (!_stopping)
+            {
+                // Nothing here can bring the interface back with its addresses and routes; whoever
+                // created it must (the daemon exits, and its service manager starts it afresh).
+                _log.LogCritical("WireGuard packet loop {Loop} stops: {Reason}", name, gone.Message);
+                _interfaceGone.TrySetResult(gone.Message);
                 return;
             }
             catch (Exception e)

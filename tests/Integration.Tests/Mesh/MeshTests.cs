@@ -264,6 +264,15 @@ public class MeshTests
         x.Run();
         Assert.True(WaitUntil(() => x.Status().GetProperty("state").GetString() == "running"), "running after the daemon's restart");
         Assert.True(Reaches(x, yAddress), "x reaches y after its daemon restarted");
+
+        // Its interface deleted under it, the daemon cannot run on (every tunnel is dead, its addresses
+        // and routes gone): it exits with an error, for the service manager to start it again, and the
+        // new daemon creates the interface afresh.
+        machines["x"].Run("ip", "link", "del", "weft0");
+        Assert.Equal(1, x.Process!.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains("the TUN interface weft0 was deleted", x.Process.Output);
+        x.Run();
+        Assert.True(Reaches(x, yAddress), "x reaches y once its daemon started again after losing its interface");
     }
 
     [SkippableFact]

@@ -25,6 +25,23 @@ public class WireGuardInteropTests
     }
 
     [SkippableFact]
+    public async Task Like_wireguard_go_the_engine_ends_when_its_interface_is_deleted_and_removes_its_socket()
+    {
+        await using var lab = LabTest.Open("wireguard-go", "wg", "ping");
+        var pair = WireGuardPair.Start(lab, WgImplementation.Weft, WgImplementation.WireGuardGo);
+        Assert.True(Traffic.Ping(pair.A.Namespace, "100.64.0.2", 3) >= 2);
+
+        foreach (var side in new[] { pair.B, pair.A })
+        {
+            side.Namespace.Run("ip", "link", "del", side.Name);
+            Assert.True(side.Process.WaitForExit(TimeSpan.FromSeconds(30)) is not null, $"{side.Implementation} still runs without its interface:\n{side.Process.Output}");
+            Assert.False(File.Exists($"/var/run/wireguard/{side.Name}.sock"), $"{side.Implementation} left its UAPI socket");
+        }
+        Assert.Equal(1, pair.A.Process.WaitForExit(TimeSpan.Zero));
+        Assert.Contains($"the TUN interface {pair.A.Name} was deleted", pair.A.Process.Output);
+    }
+
+    [SkippableFact]
     public async Task A_preshared_key_interoperates_and_a_wrong_one_never_connects()
     {
         var psk = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));

@@ -16,8 +16,8 @@ public interface ITunDevice : IDisposable
     /// <summary>
     /// Waits up to <paramref name="timeoutMs"/> for outbound packets from the host and reads as many
     /// as are ready into the batch, each at offset <paramref name="headroom"/>. Returns the count,
-    /// 0 on timeout, -1 once the device is closed; throws (an <see cref="IOException"/>) when the read
-    /// fails otherwise.
+    /// 0 on timeout, -1 once the device is closed; throws <see cref="TunInterfaceGoneException"/> once
+    /// the interface was deleted under it, and another <see cref="IOException"/> when the read fails otherwise.
     /// </summary>
     int ReadBatch(PacketBatch batch, int headroom, int timeoutMs);
 
@@ -34,3 +34,9 @@ public interface ITunDevice : IDisposable
     /// <summary>Bytes the device may write in front of each packet given to <see cref="WriteBatch"/>.</summary>
     int WriteHeadroom { get; }
 }
+
+/// <summary>
+/// The interface behind an open TUN descriptor was deleted (<c>ip link del</c>, another program): no
+/// read or write on the descriptor will ever work again, and the interface's addresses and routes are gone.
+/// </summary>
+public sealed class TunInterfaceGoneException(string message) : IOException(message);

@@ -116,13 +116,15 @@ public sealed unsafe class LinuxTun : ITunDevice
     }
 
     /// <summary>
-    /// A read that failed with nothing read: again later if it was a signal or nothing was ready;
-    /// otherwise the read loop hears why (for example EBADFD once the interface was deleted under the
-    /// agent) and is started again after a pause, logging each time.
+    /// A read that failed with nothing read: again later if it was a signal or nothing was ready. The
+    /// kernel detaches the descriptor of an interface deleted under the agent, and answers EBADFD from
+    /// then on: the device is told it is gone for good. Otherwise the read loop hears why, and is
+    /// started again after a pause, logging each time.
     /// </summary>
     private void ThrowUnlessTransient(int errno)
     {
         if (errno is Libc.EAGAIN or Libc.EINTR) return;
+        if (errno == Libc.EBADFD) throw new TunInterfaceGoneException($"the TUN interface {Name} was deleted ({Libc.Describe(errno)})");
         throw new IOException($"reading from TUN interface {Name} failed: {Libc.Describe(errno)}");
     }
 
