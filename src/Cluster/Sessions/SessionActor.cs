@@ -561,8 +561,14 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             _lastSent = _services.Clock.GetUtcNow();
             return;
         }
-        // The agent does not read fast enough (or the stream is already closing): drop it; it resumes from its last version on reconnect.
-        _log.Warning("Session of machine {0} cannot keep up; closing it", _machine);
+        // The stream ended, and its StreamClosed is on the way: nothing to say about it.
+        if (_streamEnded.IsCancellationRequested)
+        {
+            End();
+            return;
+        }
+        // The agent does not read fast enough: drop it; it resumes from its last version on reconnect.
+        _log.Warning("Session of machine {0} cannot keep up (its queue of {1} frames is full); closing it", _machine, ControlService.OutboundQueueLength);
         End();
     }
 
