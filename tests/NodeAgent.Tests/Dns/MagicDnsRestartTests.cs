@@ -53,12 +53,7 @@ public sealed class MagicDnsRestartTests : Akka.TestKit.Xunit2.TestKit, IDisposa
     [SkippableFact]
     public async Task A_restarted_data_plane_still_takes_back_a_resolv_conf_another_program_rewrote()
     {
-        if (Environment.UserName != "root")
-        {
-            const string reason = "binds port 53 on loopback, which needs root";
-            if (Environment.GetEnvironmentVariable("WEFT_REQUIRE_ALL_TESTS") == "1") throw new InvalidOperationException($"{reason}; WEFT_REQUIRE_ALL_TESTS=1 does not allow skipping");
-            Skip.If(true, reason);
-        }
+        Prerequisite.RequireRoot("binds port 53 on loopback");
         var resolvConf = Path.Combine(_directory, "resolv.conf");
         File.WriteAllText(resolvConf, Original);
         using var dns = new MagicDns(53, NullLogger.Instance, new ResolvConfFile(resolvConf, _directory, NullLogger.Instance));

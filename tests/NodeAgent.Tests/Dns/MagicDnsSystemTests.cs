@@ -5,6 +5,7 @@ using Weft.Contracts.Control;
 using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Dns;
+using Weft.NodeAgent.Tests.Support;
 using Weft.NodeAgent.WireGuard;
 
 namespace Weft.NodeAgent.Tests.Dns;
@@ -54,12 +55,7 @@ public sealed class MagicDnsSystemTests
     [SkippableFact]
     public async Task A_slow_system_resolver_does_not_hold_up_the_netmap_and_each_change_is_told_once_in_order()
     {
-        if (Environment.UserName != "root")
-        {
-            const string reason = "binds port 53 on loopback, which needs root";
-            if (Environment.GetEnvironmentVariable("WEFT_REQUIRE_ALL_TESTS") == "1") throw new InvalidOperationException($"{reason}; WEFT_REQUIRE_ALL_TESTS=1 does not allow skipping");
-            Skip.If(true, reason);
-        }
+        Prerequisite.RequireRoot("binds port 53 on loopback");
         var held = new HeldResolver();
         using var dns = new MagicDns(53, NullLogger.Instance, held);
 
