@@ -42,14 +42,14 @@ public sealed class UnixSocketServer : IDisposable
 
     private async Task AcceptLoop()
     {
-        var pause = FirstPause;
+        var failuresInARow = 0;
         while (!_stop.IsCancellationRequested)
         {
             Socket connection;
             try
             {
                 connection = await _accept(_listener, _stop.Token);
-                pause = FirstPause;
+                failuresInARow = 0;
             }
             catch (Exception) when (_stop.IsCancellationRequested)
             {
@@ -60,6 +60,7 @@ public sealed class UnixSocketServer : IDisposable
                 // EMFILE or ENFILE most often: the listener is still good, and descriptors come back as
                 // connections close. Pausing keeps a failure that lasts from spinning.
                 Interlocked.Increment(ref _acceptFailures);
+                var pause = RetryPause.Doubling(FirstPause, LongestPause, failuresInARow++);
                 _log.LogWarning("Accepting on {Path} failed ({Error}); accepting again in {Pause} ms", Path, e.Message, (int)pause.TotalMilliseconds);
                 try
                 {
@@ -69,7 +70,6 @@ public sealed class UnixSocketServer : IDisposable
                 {
                     return;
                 }
-                pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, LongestPause.Ticks));
                 continue;
             }
             _ = ServeOne(connection);

@@ -139,7 +139,7 @@ public sealed class RelayClient : UntypedActor, IWithTimers
                 _dialing = false;
                 _failures++;
                 _nodeIndex = (_nodeIndex + 1) % Math.Max(1, _region.Nodes.Count);
-                var backoff = TimeSpan.FromMilliseconds(Math.Min(10_000, 250 * Math.Pow(2, Math.Min(_failures, 6))));
+                var backoff = RetryPause.Doubling(TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(10), _failures);
                 _log.Warning("Relay region {0} ({1}): cannot connect to {2}: {3}; trying again in {4:0.0} s", _region.Id, _region.Code, failed.Node, failed.Error, backoff.TotalSeconds);
                 Timers.StartSingleTimer("dial", Dial.Instance, backoff);
                 break;

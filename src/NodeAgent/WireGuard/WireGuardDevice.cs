@@ -358,7 +358,7 @@ public sealed partial class WireGuardDevice : IDisposable
             {
                 if (_stopping) return;
                 if (Stopwatch.GetElapsedTime(started) > LoopHealthyAfter) failuresInARow = 0;
-                var pause = TimeSpan.FromMilliseconds(Math.Min(LoopMaxPause.TotalMilliseconds, 100 << Math.Min(failuresInARow++, 6)));
+                var pause = RetryPause.Doubling(LoopFirstPause, LoopMaxPause, failuresInARow++);
                 Counters.LoopRestarted();
                 _log.LogCritical(e, "WireGuard packet loop {Loop} failed; it runs again in {PauseMs} ms", name, pause.TotalMilliseconds);
                 _stop.Wait(pause);
@@ -369,7 +369,7 @@ public sealed partial class WireGuardDevice : IDisposable
     /// <summary>A loop that ran this long before failing starts its pauses from the shortest again.</summary>
     private static readonly TimeSpan LoopHealthyAfter = TimeSpan.FromSeconds(10);
 
-    private static readonly TimeSpan LoopMaxPause = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan LoopFirstPause = TimeSpan.FromMilliseconds(100), LoopMaxPause = TimeSpan.FromSeconds(5);
 
     /// <summary>True while handshake messages pile up (queued or with the actors): from 1/8 of the queue, and for a second after (wireguard-go).</summary>
     private bool IsUnderLoad(long now)
