@@ -22,6 +22,10 @@ dotnet restore Cluster.sln
 dotnet build Cluster.sln -c Release --no-restore
 # One test project at a time: the failover tests run three coordinator processes whose failure
 # detectors must not be starved by the network lab's iperf3 runs on this 2-core machine.
+# Inside the coordinator's tests, four collections run at once (tests/Cluster.Tests/xunit.runner.json):
+# most of their time is spent waiting on timers and sockets, and two at a time kept only 0.8 of the
+# two cores busy (312 s for the parallel collections, against 179 s four at a time; six took 197 s).
+# The collections that start coordinator processes or a browser still run alone.
 # Each project also writes a TRX report; when anything fails, the failures are repeated at the very
 # end, so that the last lines of a CI log name the failed tests and their messages.
 test_results=$(mktemp -d)
