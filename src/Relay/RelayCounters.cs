@@ -19,6 +19,7 @@ public sealed class RelayCounters
     private long _packetsForwarded;
     private long _bytesForwarded;
     private long _packetsMeshed;
+    private long _accessUnconfirmed;
 
     public void Refused(string reason)
     {
@@ -45,6 +46,11 @@ public sealed class RelayCounters
         RelayMetrics.Packets.Add(1, RelayMetrics.ForwardedToMesh);
         Interlocked.Increment(ref _packetsMeshed);
     }
+
+    /// <summary>A ticket let in on its signature alone, because the cluster did not answer the access check in time.</summary>
+    public void AccessUnconfirmed() => Interlocked.Increment(ref _accessUnconfirmed);
+
+    public long AccessesUnconfirmed => Interlocked.Read(ref _accessUnconfirmed);
 
     public long RefusedFor(string reason) => _refused.GetValueOrDefault(reason);
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 
 using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
 
 namespace Weft.Relay;
 
@@ -31,4 +32,17 @@ public sealed record RelayOptions
     public TimeSpan MeshRetryInterval { get; init; } = TimeSpan.FromSeconds(5);
     public int MaxClients { get; init; } = 100_000;
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;
+
+    /// <summary>
+    /// Asks the ticket's issuer whether the ticket's node key still has access: its device was not deleted,
+    /// expired or rotated to another key since the ticket was signed. A signature holds for the ticket's whole
+    /// life, and a revocation heard over the wire is lost when this relay restarts or is missed while it is
+    /// cut off; the issuer's own records are what a revocation changes, so asking them at each login
+    /// refuses such a ticket whatever this relay heard. Null (a relay run on its own) trusts the signature
+    /// and the expiry alone. A check that fails or does not answer within <see cref="AccessCheckTimeout"/>
+    /// lets the ticket in, with a warning: the relay stays the fallback path while the cluster moves the
+    /// tailnet's entity to another node.
+    /// </summary>
+    public Func<RelayTicket, CancellationToken, Task<bool>>? AccessCheck { get; init; }
+    public TimeSpan AccessCheckTimeout { get; init; } = TimeSpan.FromSeconds(3);
 }

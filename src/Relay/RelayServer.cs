@@ -232,6 +232,12 @@ public sealed class RelayServer : IAsyncDisposable
             if (ticket is null) throw new RelayProtocolException("ticket_" + ToSnake(refusal), $"the ticket was refused: {refusal}");
             if (ticket.NodeKey != key) throw new RelayProtocolException("ticket_" + ToSnake(TicketRefusal.WrongNodeKey), "the ticket is for another node key");
             if (IsRevoked(ticket)) throw new RelayProtocolException("ticket_revoked", RevokedMessage);
+            if (!await StillHasAccessAsync(ticket, cancel))
+            {
+                // Remembered as a revocation heard over the wire: the next try with this ticket is refused without asking.
+                _revoked.AddOrUpdate(ticket.NodeKey, ticket.Expiry, (_, held) => held > ticket.Expiry ? held : ticket.Expiry);
+                throw new RelayProtocolException("ticket_revoked", RevokedMessage);
+            }
             if (_clients.Count >= _options.MaxClients) throw new RelayProtocolException("full", "this relay is at its client limit");
             return (key, box, false, ticket);
         }
@@ -269,6 +275,25 @@ public sealed class RelayServer : IAsyncDisposable
         {
             Counters.Refused("ticket_revoked_in_session");
             _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
+        }
+    }
+
+    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>); true without a check, and when it cannot answer in time.</summary>
+    private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
+    {
+        if (_options.AccessCheck is not { } check) return true;
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        limit.CancelAfter(_options.AccessCheckTimeout);
+        try
+        {
+            return await check(ticket, limit.Token).WaitAsync(limit.Token);
+        }
+        catch (Exception e) when (!cancel.IsCancellationRequested)
+        {
+            Counters.AccessUnconfirmed();
+            _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
+                KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, e.Message);
+            return true;
         }
     }
 

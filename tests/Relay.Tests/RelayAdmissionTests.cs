@@ -64,6 +64,41 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task A_ticket_whose_key_the_issuer_no_longer_vouches_for_is_refused_and_a_check_that_cannot_answer_lets_it_in()
+    {
+        using var gone = Curve25519PrivateKey.Generate();
+        using var unanswered = Curve25519PrivateKey.Generate();
+        await using var lab = new RelayLab(); // closes its connections before the keys go
+        var asked = new System.Collections.Concurrent.ConcurrentQueue<Curve25519PublicKey>();
+        var relay = lab.StartRelay(configure: options => options with
+        {
+            AccessCheckTimeout = TimeSpan.FromMilliseconds(300),
+            AccessCheck = async (ticket, cancel) =>
+            {
+                asked.Enqueue(ticket.NodeKey);
+                if (ticket.NodeKey == unanswered.PublicKey) await Task.Delay(Timeout.Infinite, cancel);
+                return ticket.NodeKey != gone.PublicKey;
+            },
+        });
+
+        // Signed, unexpired and never revoked here: only the issuer's records say the key is out.
+        var refused = await Refused(relay, gone, new ClientInfo { Ticket = lab.Ticket(gone.PublicKey) });
+        Assert.Contains("revoked", refused.Message);
+        await Refused(relay, gone, new ClientInfo { Ticket = lab.Ticket(gone.PublicKey, TimeSpan.FromMinutes(30)) });
+        Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked"));
+        Assert.Single(asked, gone.PublicKey); // the second ticket expires before the first: refused without asking again
+
+        var (_, vouched) = await lab.Connect(relay);
+        Assert.Contains(vouched.PublicKey, relay.ConnectedKeys);
+
+        // The cluster is busy moving the tailnet: the relay stays a fallback path, and says so.
+        await lab.Connect(relay, unanswered);
+        Assert.Contains(unanswered.PublicKey, relay.ConnectedKeys);
+        Assert.Equal(1, relay.Counters.AccessesUnconfirmed);
+        Assert.Equal(3, asked.Count);
+    }
+
+    [Fact]
     public async Task A_refused_key_cannot_be_reached_through_the_relay()
     {
         await using var lab = new RelayLab();

@@ -17,9 +17,11 @@ public sealed record RevokeRelayAccess(IReadOnlyList<string> NodeKeys, DateTimeO
 /// which closes the keys' connections and refuses the tickets the cluster issued them until then. A ticket
 /// alone would admit a deleted device for the rest of its life (an hour by default).
 /// <para>
-/// Best effort, by design: a node that is unreachable when the tailnet sends, or that joins later, does not
-/// hear it, and admits the revoked tickets until they expire, as before. Nothing is stored; a restarted node
-/// starts with no revocations. A relay run on its own (<c>weft-relay</c>) hears none.
+/// Best effort, by design, and not the only guard: a node that is unreachable when the tailnet sends, or
+/// that restarts or joins later, does not hear it, and nothing is stored. What it misses is the closing of
+/// live connections on that node; a login with a revoked ticket is still refused there, because the
+/// embedded relay asks the ticket's tailnet at each login (<see cref="EmbeddedRelay"/>). A relay run on its
+/// own (<c>weft-relay</c>) hears none and asks no one: its tickets hold until they expire.
 /// </para>
 /// </summary>
 public sealed class RelayAccessRevoker : ReceiveActor

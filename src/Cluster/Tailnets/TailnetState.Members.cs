@@ -40,6 +40,12 @@ public sealed partial record TailnetState
 
     public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
 
+    /// <summary>
+    /// Whether a relay may let <paramref name="nodeKey"/> in: a device holds it and has not expired. A key
+    /// rotated away, a deleted device and an expired one are all out, as their tickets were revoked.
+    /// </summary>
+    public RelayAccess RelayAccessFor(string nodeKey) => new(Devices.Values.Any(d => d.NodeKey == nodeKey && d.Status != DeviceStatus.Expired));
+
     public DeviceEntry? FindByMachineKey(string machineKey)
     {
         foreach (var (_, device) in Devices)

@@ -89,15 +89,63 @@ public class RelayTests
         Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked"));
     }
 
+    [Fact]
+    public async Task A_restarted_coordinator_still_refuses_the_tickets_of_devices_deleted_or_expired_before_it_stopped()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var agents = new AgentSystem();
+        var node = await TestCoordinator.StartAsync(storage);
+        RelayCredentials deleted, expired, stays;
+        try
+        {
+            var tailnet = (await node.Http.CreateTailnet("revoke-restart")).Id;
+            var authKey = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+            using var deletedAgent = TestAgent.Start(agents, [node.Control], "deleted", authKey);
+            using var expiredAgent = TestAgent.Start(agents, [node.Control], "expired", authKey);
+            using var staysAgent = TestAgent.Start(agents, [node.Control], "stays", authKey);
+            (deleted, expired, stays) = (await CredentialsOf(deletedAgent), await CredentialsOf(expiredAgent), await CredentialsOf(staysAgent));
+            Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deletedAgent.DeviceId}")).StatusCode);
+            Assert.Equal(System.Net.HttpStatusCode.OK, (await node.Http.PostAsync($"/api/v1/tailnets/{tailnet}/devices/{expiredAgent.DeviceId}/expire", null)).StatusCode);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+
+        // The revocations this node heard went with its process; the tailnet's records did not.
+        await using var restarted = await TestCoordinator.StartAsync(storage);
+        var relay = restarted.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        var address = new RelayNodeAddress("127.0.0.1", relay.LocalEndpoint.Port);
+        await using (await RelayClientConnection.ConnectAsync(address, stays.Key, new ClientInfo { Ticket = stays.Ticket }, CancellationToken.None))
+            Assert.Contains(stays.Key.PublicKey, relay.ConnectedKeys); // a ticket from before the restart still holds
+        foreach (var revoked in new[] { deleted, expired })
+        {
+            var refused = await Assert.ThrowsAsync<RelayProtocolException>(() =>
+                RelayClientConnection.ConnectAsync(address, revoked.Key, new ClientInfo { Ticket = revoked.Ticket }, CancellationToken.None));
+            Assert.Contains("revoked", refused.Message);
+        }
+        Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked"));
+        Assert.Equal(0, relay.Counters.AccessesUnconfirmed);
+        foreach (var credentials in new[] { deleted, expired, stays }) credentials.Key.Dispose();
+    }
+
     /// <summary>A relay connection on the agent's node key and ticket, as its relay client would hold one.</summary>
     private static async Task<HeldRelayConnection> HoldRelayConnection(TestAgent agent)
     {
+        var (key, ticket, address) = await CredentialsOf(agent);
+        var connection = await RelayClientConnection.ConnectAsync(address, key, new ClientInfo { Ticket = ticket }, CancellationToken.None);
+        return new HeldRelayConnection(connection, key, ticket, address);
+    }
+
+    /// <summary>The agent's node key, the relay ticket its session gave it, and the relay the ticket is for.</summary>
+    private static async Task<RelayCredentials> CredentialsOf(TestAgent agent)
+    {
         var access = (await Eventually.Until(() => Task.FromResult(agent.RelayAccess), x => x is not null, $"{agent.Hostname}'s relay access"))!;
         var key = Curve25519PrivateKey.TryParseHex(agent.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
-        var address = new RelayNodeAddress(access.ControlHost, Assert.Single(Assert.Single(access.Map.Regions).Nodes).Port);
-        var connection = await RelayClientConnection.ConnectAsync(address, key, new ClientInfo { Ticket = access.Ticket }, CancellationToken.None);
-        return new HeldRelayConnection(connection, key, access.Ticket, address);
+        return new RelayCredentials(key, access.Ticket, new RelayNodeAddress(access.ControlHost, Assert.Single(Assert.Single(access.Map.Regions).Nodes).Port));
     }
+
+    private sealed record RelayCredentials(Curve25519PrivateKey Key, byte[] Ticket, RelayNodeAddress Address);
 
     private sealed record HeldRelayConnection(RelayClientConnection Connection, Curve25519PrivateKey Key, byte[] Ticket, RelayNodeAddress Address) : IAsyncDisposable
     {
@@ -109,7 +157,7 @@ public class RelayTests
     }
 
     [Fact]
-    public async Task A_node_key_rotation_brings_a_ticket_for_the_new_key_and_a_restarted_control_client_gets_a_ticket_again()
+    public async Task A_node_key_rotation_brings_a_ticket_for_the_new_key_shuts_out_the_old_one_and_a_restarted_control_client_gets_a_ticket_again()
     {
         await using var storage = TestStorage.NewSqlite();
         await using var node = await TestCoordinator.StartAsync(storage);
@@ -118,12 +166,22 @@ public class RelayTests
         using var a = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key);
         var before = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null, "a first ticket");
         var oldKey = TicketKey(before!);
+        using var oldPrivate = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var old) ? old : throw new InvalidOperationException();
+        Assert.Equal(oldKey, oldPrivate.PublicKey);
 
         a.Client.Tell(RotateNodeKeyNow.Instance);
         var after = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null && TicketKey(x) != oldKey, "a ticket for the new key");
         using var current = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
         Assert.Equal(current.PublicKey, TicketKey(after!));
         Assert.Equal(before!.Map, after!.Map);
+
+        // The old key's ticket is signed and unexpired, and no revocation went round for it; the tailnet no longer knows the key.
+        var address = new RelayNodeAddress(after.ControlHost, Assert.Single(Assert.Single(after.Map.Regions).Nodes).Port);
+        var refused = await Assert.ThrowsAsync<RelayProtocolException>(() =>
+            RelayClientConnection.ConnectAsync(address, oldPrivate, new ClientInfo { Ticket = before.Ticket }, CancellationToken.None));
+        Assert.Contains("revoked", refused.Message);
+        await using (await RelayClientConnection.ConnectAsync(address, current, new ClientInfo { Ticket = after.Ticket }, CancellationToken.None))
+            Assert.Contains(current.PublicKey, node.Services.GetRequiredService<EmbeddedRelay>().Server!.ConnectedKeys);
 
         // The control client dies: the new one subscribes again and is handed a ticket again.
         var held = a.RelayAccess;

@@ -139,6 +139,8 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new GetPolicy("tn_abc"),
         new ValidatePolicy("tn_abc", "{}"),
         new CheckAccess("tn_abc", "alice@example.com", "tag:web:443", "tcp"),
+        new CheckRelayAccess("tn_abc", Key),
+        new RelayAccess(true),
         new PolicyInfo("{}", 3, At),
         new PolicyValidation([new Weft.Cluster.Policy.PolicyIssue(3, 7, "acls[0].src[1]", "group:x is not defined in groups")], 4, 2),
         new AccessAnswer(true, 2, "acls[2] allows it"),
