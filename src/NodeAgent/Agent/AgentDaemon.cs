@@ -84,7 +84,9 @@ public sealed class AgentDaemon : IAsyncDisposable
     /// run on without it; started again, it creates the interface with its addresses, routes and rules.
     /// Never completes for an agent without tunnels.
     /// </summary>
-    public Task<string> InterfaceGone => Device?.InterfaceGone ?? new TaskCompletionSource<string>().Task;
+    public Task<string> InterfaceGone => Device?.InterfaceGone ?? NeverGone;
+
+    private static readonly Task<string> NeverGone = new TaskCompletionSource<string>().Task;
 
     public WireGuardDevice? Device { get; }
 
