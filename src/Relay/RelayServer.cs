@@ -235,7 +235,7 @@ public sealed class RelayServer : IAsyncDisposable
             if (!await StillHasAccessAsync(ticket, cancel))
             {
                 // Remembered as a revocation heard over the wire: the next try with this ticket is refused without asking.
-                _revoked.AddOrUpdate(ticket.NodeKey, ticket.Expiry, (_, held) => held > ticket.Expiry ? held : ticket.Expiry);
+                RememberRevoked(ticket.NodeKey, ticket.Expiry);
                 throw new RelayProtocolException("ticket_revoked", RevokedMessage);
             }
             if (_clients.Count >= _options.MaxClients) throw new RelayProtocolException("full", "this relay is at its client limit");
@@ -269,8 +269,7 @@ public sealed class RelayServer : IAsyncDisposable
     /// </summary>
     public void Revoke(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy)
     {
-        PruneRevocations();
-        _revoked.AddOrUpdate(nodeKey, ticketsExpiringBy, (_, held) => held > ticketsExpiringBy ? held : ticketsExpiringBy);
+        RememberRevoked(nodeKey, ticketsExpiringBy);
         foreach (var connection in ConnectionsOf(nodeKey))
         {
             Counters.Refused("ticket_revoked_in_session");
@@ -295,6 +294,12 @@ public sealed class RelayServer : IAsyncDisposable
                 KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, e.Message);
             return true;
         }
+    }
+
+    private void RememberRevoked(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy)
+    {
+        PruneRevocations();
+        _revoked.AddOrUpdate(nodeKey, ticketsExpiringBy, (_, held) => held > ticketsExpiringBy ? held : ticketsExpiringBy);
     }
 
     /// <summary>Forgets revocations whose tickets have all expired (at most once a minute: a deleted tailnet revokes thousands at once).</summary>
