@@ -6,8 +6,12 @@ namespace Weft.Cluster.Tests.Support;
 
 // Shared (as a linked source file) by Cluster.Tests and Integration.Tests.
 
-/// <summary>Browser tests run one at a time: each starts a chromium and a coordinator on a 2-core machine.</summary>
-[CollectionDefinition(Name, DisableParallelization = true)]
+/// <summary>
+/// Browser tests run one at a time, as the tests of one collection do: each starts a chromium and a
+/// coordinator on a 2-core machine. They may run beside other collections, whose tests spend most of
+/// their time waiting; the collections that run coordinator processes still run alone.
+/// </summary>
+[CollectionDefinition(Name)]
 public sealed class BrowserCollection
 {
     public const string Name = "browser";
