@@ -25,7 +25,8 @@ dotnet build Cluster.sln -c Release --no-restore
 # Inside the coordinator's tests, four collections run at once (tests/Cluster.Tests/xunit.runner.json):
 # most of their time is spent waiting on timers and sockets, and two at a time kept only 0.8 of the
 # two cores busy (312 s for the parallel collections, against 179 s four at a time; six took 197 s).
-# The collections that start coordinator processes or a browser still run alone.
+# The collections that start coordinator processes, and the process-telemetry ones, still run alone;
+# the browser tests run one at a time, beside the others.
 # Each project also writes a TRX report; when anything fails, the failures are repeated at the very
 # end, so that the last lines of a CI log name the failed tests and their messages.
 test_results=$(mktemp -d)
