@@ -22,9 +22,9 @@ internal sealed class RelayConnection
     private long _lastPeerGoneNotHere;
     private int _peerGoneBurst = 3;
 
-    public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh, string? tailnetId)
+    public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh, RelayTicket? ticket)
     {
-        TailnetId = tailnetId;
+        Ticket = ticket;
         _server = server;
         _stream = stream;
         _reader = reader;
@@ -37,8 +37,11 @@ internal sealed class RelayConnection
 
     public Curve25519PublicKey Key { get; }
 
+    /// <summary>The ticket the client logged in with (null for a mesh peer); the relay asks its issuer about it again while the connection lasts.</summary>
+    public RelayTicket? Ticket { get; }
+
     /// <summary>The tailnet its ticket names (null for a mesh peer): packets pass only between clients of one tailnet.</summary>
-    public string? TailnetId { get; }
+    public string? TailnetId => Ticket?.TailnetId;
 
     /// <summary>Another relay of the region (it proved the mesh key): it may watch and forward, and is not a client.</summary>
     public bool IsMesh { get; }

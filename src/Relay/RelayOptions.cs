@@ -45,4 +45,13 @@ public sealed record RelayOptions
     /// </summary>
     public Func<RelayTicket, CancellationToken, Task<bool>>? AccessCheck { get; init; }
     public TimeSpan AccessCheckTimeout { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// How often, with an <see cref="AccessCheck"/>, every live client connection is asked about again (plus up to a
+    /// tenth of it, at random, so that the relays of a cluster do not ask together). A connection whose key is out
+    /// now closes, as a heard revocation closes it: this bounds how long a connection outlives a revocation that
+    /// this relay missed (it was cut off, or a rotation sent none) by this interval instead of its ticket's expiry.
+    /// A check that cannot answer keeps the connection. Zero or infinite: only logins are checked.
+    /// </summary>
+    public TimeSpan AccessRecheckInterval { get; init; } = TimeSpan.FromMinutes(5);
 }

@@ -95,6 +95,8 @@ public sealed class RelayServer : IAsyncDisposable
             _stun = new StunServer(stun, Counters, _log);
             _stun.Start();
         }
+        if (_options.AccessCheck is not null && _options.AccessRecheckInterval > TimeSpan.Zero && _options.AccessRecheckInterval != Timeout.InfiniteTimeSpan)
+            _loops.Add(Task.Run(RecheckAccessLoopAsync));
         foreach (var peer in _options.MeshPeers)
         {
             var link = new MeshLink(this, peer);
@@ -134,7 +136,7 @@ public sealed class RelayServer : IAsyncDisposable
             var (key, box, isMesh, ticket) = await LoginAsync(reader, handshake.Token);
             using (box)
             {
-                connection = new RelayConnection(this, stream, reader, key, isMesh, ticket?.TailnetId);
+                connection = new RelayConnection(this, stream, reader, key, isMesh, ticket);
                 // Registered before the client hears it is in, so that its first packet's answer finds it here.
                 if (!isMesh) Register(connection);
                 // A revocation that came while this client logged in found it not registered yet: it is checked again now.
@@ -260,7 +262,7 @@ public sealed class RelayServer : IAsyncDisposable
 
     // --- revocation ---
 
-    private const string RevokedMessage = "the cluster revoked this node key's ticket (its device was deleted, expired or logged out)";
+    private const string RevokedMessage = "the cluster revoked this node key's ticket (its device was deleted, expired or logged out, or the key was rotated away)";
 
     /// <summary>
     /// The cluster took this node key's access away before its tickets expire: its connections here close
@@ -277,23 +279,84 @@ public sealed class RelayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>); true without a check, and when it cannot answer in time.</summary>
+    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot answer in time.</summary>
     private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
     {
-        if (_options.AccessCheck is not { } check) return true;
+        var (allowed, problem) = await AskIssuerAsync(ticket, cancel);
+        if (allowed is { } answer) return answer;
+        Counters.AccessUnconfirmed();
+        _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
+            KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, problem);
+        return true;
+    }
+
+    /// <summary>
+    /// Asks <see cref="RelayOptions.AccessCheck"/> about <paramref name="ticket"/>, within <see cref="RelayOptions.AccessCheckTimeout"/>:
+    /// its answer, or null and why when it failed or did not answer in time (there is no check: true).
+    /// </summary>
+    private async Task<(bool? Allowed, string? Problem)> AskIssuerAsync(RelayTicket ticket, CancellationToken cancel)
+    {
+        if (_options.AccessCheck is not { } check) return (true, null);
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         limit.CancelAfter(_options.AccessCheckTimeout);
         try
         {
-            return await check(ticket, limit.Token).WaitAsync(limit.Token);
+            return (await check(ticket, limit.Token).WaitAsync(limit.Token), null);
         }
         catch (Exception e) when (!cancel.IsCancellationRequested)
         {
-            Counters.AccessUnconfirmed();
-            _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
-                KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, e.Message);
-            return true;
+            return (null, e.Message);
         }
+    }
+
+    private async Task RecheckAccessLoopAsync()
+    {
+        var interval = _options.AccessRecheckInterval;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(interval + interval * (Random.Shared.NextDouble() / 10), _stopping.Token);
+                await RecheckAccessAsync(_stopping.Token);
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>
+    /// Asks the issuer about every live client connection again (a few at a time), and closes each whose key
+    /// it no longer vouches for, remembering the key as a heard revocation. A revocation this relay heard
+    /// closed its connections already, but one it missed (it was cut off from the cluster then, or restarted
+    /// since), or a node key rotated away (for which none is sent), leaves them up until their tickets expire.
+    /// </summary>
+    internal async Task RecheckAccessAsync(CancellationToken cancel)
+    {
+        var live = new List<RelayConnection>();
+        foreach (var set in _clients.Values)
+            lock (set) live.AddRange(set.Connections);
+        var unconfirmed = 0;
+        string? problem = null;
+        await Parallel.ForEachAsync(live, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (connection, token) =>
+        {
+            // Revoked already (heard, or found by an earlier sweep): closing.
+            if (connection.Ticket is not { } ticket || IsRevoked(ticket)) return;
+            var (allowed, why) = await AskIssuerAsync(ticket, token);
+            if (allowed is null)
+            {
+                Counters.AccessUnconfirmed();
+                Interlocked.Increment(ref unconfirmed);
+                problem = why;
+                return;
+            }
+            if (allowed.Value) return;
+            RememberRevoked(ticket.NodeKey, ticket.Expiry);
+            Counters.Refused("ticket_revoked_on_recheck");
+            _log.LogInformation("Relay closes {Key}'s connection: the cluster no longer vouches for its node key", KeyText.Format("nodekey:", ticket.NodeKey));
+            _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
+        });
+        if (unconfirmed > 0)
+            _log.LogWarning("Relay kept {Count} of {Live} connections whose access the cluster did not confirm within {Timeout} s ({Error}); they are asked again in {Interval}",
+                unconfirmed, live.Count, _options.AccessCheckTimeout.TotalSeconds, problem, _options.AccessRecheckInterval);
     }
 
     private void RememberRevoked(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy)

@@ -99,6 +99,55 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task Live_connections_are_asked_about_again_and_one_whose_key_lost_access_closes_while_an_unanswered_check_keeps_its_connection()
+    {
+        using var gone = Curve25519PrivateKey.Generate();
+        using var unanswered = Curve25519PrivateKey.Generate();
+        await using var lab = new RelayLab();
+        var outNow = new System.Collections.Concurrent.ConcurrentDictionary<Curve25519PublicKey, byte>();
+        var silentNow = new System.Collections.Concurrent.ConcurrentDictionary<Curve25519PublicKey, byte>();
+        var asked = new System.Collections.Concurrent.ConcurrentQueue<Curve25519PublicKey>();
+        var relay = lab.StartRelay(configure: options => options with
+        {
+            AccessCheckTimeout = TimeSpan.FromMilliseconds(300),
+            AccessRecheckInterval = TimeSpan.FromMilliseconds(200),
+            AccessCheck = async (ticket, cancel) =>
+            {
+                asked.Enqueue(ticket.NodeKey);
+                if (silentNow.ContainsKey(ticket.NodeKey)) await Task.Delay(Timeout.Infinite, cancel);
+                return !outNow.ContainsKey(ticket.NodeKey);
+            },
+        });
+        var goneTicket = lab.Ticket(gone.PublicKey);
+        var goneClient = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), gone, new ClientInfo { Ticket = goneTicket }, CancellationToken.None);
+        await using (goneClient)
+        {
+            await lab.Connect(relay, unanswered);
+            var (_, stays) = await lab.Connect(relay);
+            Assert.True(await RelayLab.Eventually(() => asked.Count(key => key == stays.PublicKey) >= 2), "the live connections are asked about again");
+            Assert.Equal(3, relay.ConnectedKeys.Count);
+
+            // The issuer's records change with no revocation heard here (this relay was cut off, or the key was rotated away).
+            silentNow[unanswered.PublicKey] = 0;
+            outNow[gone.PublicKey] = 0;
+            var health = await RelayLab.NextFrame(goneClient, RelayFrameType.Health);
+            Assert.Contains("revoked", System.Text.Encoding.UTF8.GetString(health!));
+            Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(gone.PublicKey)), "the connection of the key that lost access closed");
+            Assert.True(await RelayLab.Eventually(() => relay.Counters.AccessesUnconfirmed >= 2), "unanswered checks are counted");
+            Assert.Contains(unanswered.PublicKey, relay.ConnectedKeys); // the cluster is busy: the relay stays a fallback path
+            Assert.Contains(stays.PublicKey, relay.ConnectedKeys);
+            Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_on_recheck"));
+        }
+
+        // Remembered as a revocation: the same ticket is refused at once, without asking again.
+        var askedBefore = asked.Count(key => key == gone.PublicKey);
+        var refused = await Refused(relay, gone, new ClientInfo { Ticket = goneTicket });
+        Assert.Contains("revoked", refused.Message);
+        Assert.Equal(askedBefore, asked.Count(key => key == gone.PublicKey));
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked"));
+    }
+
+    [Fact]
     public async Task A_refused_key_cannot_be_reached_through_the_relay()
     {
         await using var lab = new RelayLab();

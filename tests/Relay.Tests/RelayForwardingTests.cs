@@ -109,7 +109,7 @@ public class RelayForwardingTests
 
     /// <summary>A registry entry with no socket behind it: what the relay queues for it stays readable.</summary>
     private static RelayConnection Connection(RelayServer relay, Curve25519PublicKey key, bool isMesh = false) =>
-        new(relay, Stream.Null, new RelayFrameReader(Stream.Null), key, isMesh, isMesh ? null : "tn_test");
+        new(relay, Stream.Null, new RelayFrameReader(Stream.Null), key, isMesh, isMesh ? null : new RelayTicket(key, "tn_test", DateTimeOffset.UtcNow.AddHours(1)));
 
     /// <summary>Takes every control frame queued for <paramref name="connection"/>: the type of the last PeerPresent or PeerGone, if any.</summary>
     private static RelayFrameType? LastPresenceHeard(RelayConnection connection)

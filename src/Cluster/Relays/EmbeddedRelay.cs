@@ -14,7 +14,8 @@ namespace Weft.Cluster.Relays;
 /// The relay and STUN server that run inside the coordinator process by default, so that the
 /// single-node start gives a mesh that works through NAT with nothing else to run. Its key is
 /// derived from the cluster secret and its listen address; it trusts this cluster's tickets, and at each
-/// login asks the ticket's tailnet whether the ticket's node key still has access (<see cref="StillHasAccess"/>).
+/// login, and again every <see cref="RelaySettings.AccessRecheckSeconds"/> for each live connection, asks the ticket's
+/// tailnet whether the ticket's node key still has access (<see cref="StillHasAccess"/>).
 /// </summary>
 public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issuer, ClusterSecret secret, IRequiredActor<TailnetActor> tailnets,
     ILogger<EmbeddedRelay> log) : IHostedService, IAsyncDisposable
@@ -37,6 +38,7 @@ public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issu
             MeshKey = settings.MeshKey,
             MeshPeers = [.. settings.MeshPeers.Select(RelayNodeAddress.Parse)],
             AccessCheck = StillHasAccess,
+            AccessRecheckInterval = TimeSpan.FromSeconds(settings.AccessRecheckSeconds),
         }, log);
         try
         {

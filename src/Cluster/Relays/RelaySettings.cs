@@ -41,6 +41,13 @@ public sealed class RelaySettings
     /// <summary>How long a relay ticket is valid; sessions renew it at half its life.</summary>
     public double TicketLifetimeMinutes { get; set; } = 60;
 
+    /// <summary>
+    /// How often the embedded relay asks the tailnets again whether each of its live connections' node keys
+    /// still has access, closing those that lost it (0: only at login). A revocation is sent to every node at
+    /// once; this catches what a node missed, and keys rotated away, within the interval.
+    /// </summary>
+    public double AccessRecheckSeconds { get; set; } = 300;
+
     /// <summary>The relay map agents receive; empty: the embedded relay alone (or, with it off, no relays at all: direct paths only).</summary>
     public RelayRegionSettings[] Regions { get; set; } = [];
 
@@ -49,6 +56,7 @@ public sealed class RelaySettings
         if (Embedded && !IPEndPoint.TryParse(Listen, out _)) yield return $"{prefix}:Listen must be IP:port";
         if (Embedded && Stun != "off" && !IPEndPoint.TryParse(Stun, out _)) yield return $"{prefix}:Stun must be IP:port or off";
         if (TicketLifetimeMinutes is < 1 or > 7 * 24 * 60) yield return $"{prefix}:TicketLifetimeMinutes must be between 1 and 10080";
+        if (AccessRecheckSeconds is < 0 or > 86_400) yield return $"{prefix}:AccessRecheckSeconds must be between 0 (off) and 86400";
         if (MeshKey is { } mesh && !Contracts.Keys.KeyEncoding.TryDecodeHex(mesh, new byte[32])) yield return $"{prefix}:MeshKey must be 64 hex characters";
         foreach (var region in Regions)
         {

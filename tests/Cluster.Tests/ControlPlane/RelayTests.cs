@@ -160,7 +160,7 @@ public class RelayTests
     public async Task A_node_key_rotation_brings_a_ticket_for_the_new_key_shuts_out_the_old_one_and_a_restarted_control_client_gets_a_ticket_again()
     {
         await using var storage = TestStorage.NewSqlite();
-        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Relay:AccessRecheckSeconds", "1")]);
         await using var agents = new AgentSystem();
         var tailnet = (await node.Http.CreateTailnet("rotation")).Id;
         using var a = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key);
@@ -168,20 +168,29 @@ public class RelayTests
         var oldKey = TicketKey(before!);
         using var oldPrivate = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var old) ? old : throw new InvalidOperationException();
         Assert.Equal(oldKey, oldPrivate.PublicKey);
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        // A connection on the old key, held past the rotation (as a relay client that missed it would hold it).
+        var address = new RelayNodeAddress(before!.ControlHost, Assert.Single(Assert.Single(before.Map.Regions).Nodes).Port);
+        await using var heldOld = await RelayClientConnection.ConnectAsync(address, oldPrivate, new ClientInfo { Ticket = before.Ticket }, CancellationToken.None);
+        Assert.Contains(oldKey, relay.ConnectedKeys);
 
         a.Client.Tell(RotateNodeKeyNow.Instance);
         var after = await Eventually.Until(() => Task.FromResult(a.RelayAccess), x => x is not null && TicketKey(x) != oldKey, "a ticket for the new key");
         using var current = Curve25519PrivateKey.TryParseHex(a.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
         Assert.Equal(current.PublicKey, TicketKey(after!));
-        Assert.Equal(before!.Map, after!.Map);
+        Assert.Equal(before.Map, after!.Map);
 
-        // The old key's ticket is signed and unexpired, and no revocation went round for it; the tailnet no longer knows the key.
-        var address = new RelayNodeAddress(after.ControlHost, Assert.Single(Assert.Single(after.Map.Regions).Nodes).Port);
+        // No revocation goes round for a rotation: the relay's next check of its live connections asks the tailnet, which no longer knows the key.
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => !keys.Contains(oldKey), "the old key's relay connection closed");
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_on_recheck"));
+
+        // The old key's ticket is signed and unexpired, but refused from now on; the new key's gets in.
         var refused = await Assert.ThrowsAsync<RelayProtocolException>(() =>
             RelayClientConnection.ConnectAsync(address, oldPrivate, new ClientInfo { Ticket = before.Ticket }, CancellationToken.None));
         Assert.Contains("revoked", refused.Message);
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked"));
         await using (await RelayClientConnection.ConnectAsync(address, current, new ClientInfo { Ticket = after.Ticket }, CancellationToken.None))
-            Assert.Contains(current.PublicKey, node.Services.GetRequiredService<EmbeddedRelay>().Server!.ConnectedKeys);
+            Assert.Contains(current.PublicKey, relay.ConnectedKeys);
 
         // The control client dies: the new one subscribes again and is handed a ticket again.
         var held = a.RelayAccess;
