@@ -29,7 +29,15 @@ public static class RelayCommandLine
         var meshPeers = new Option<string[]>("--mesh-peer") { Description = "Another relay of the region (host:port or tls://host:port); repeat for each", AllowMultipleArgumentsPerToken = true };
         var tlsCert = new Option<FileInfo?>("--tls-cert") { Description = "PEM certificate: connections that start TLS get it" };
         var tlsKey = new Option<FileInfo?>("--tls-key") { Description = "PEM private key of --tls-cert" };
-        foreach (var option in new Option[] { listen, stun, keyFile, issuers, meshKey, meshPeers, tlsCert, tlsKey }) root.Add(option);
+        var accessCheck = new Option<string[]>("--access-check-url")
+        {
+            Description = "A coordinator's API URL (e.g. https://coord1.example.net:8080); repeat for each. The relay asks it, at each login and every " +
+                "--access-recheck-seconds for each live connection, whether the ticket's device still holds its node key, so that a deleted, expired " +
+                "or rotated-away key is refused before its ticket expires. Without it the relay trusts the signature and expiry alone.",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var recheck = new Option<int>("--access-recheck-seconds") { Description = "How often live connections are asked about again (0: logins only)", DefaultValueFactory = _ => 300 };
+        foreach (var option in new Option[] { listen, stun, keyFile, issuers, meshKey, meshPeers, tlsCert, tlsKey, accessCheck, recheck }) root.Add(option);
 
         root.SetAction(async (parse, cancel) =>
         {
@@ -37,8 +45,12 @@ public static class RelayCommandLine
             using var factory = new SerilogLoggerFactory(logger);
             var log = factory.CreateLogger("weft-relay");
             RelayOptions options;
+            CoordinatorAccessCheck? coordinators = null;
             try
             {
+                var urls = parse.GetValue(accessCheck) ?? [];
+                if (parse.GetValue(recheck) is < 0 or > 86_400) throw new FormatException("--access-recheck-seconds: between 0 (logins only) and 86400");
+                if (urls.Length > 0) coordinators = new CoordinatorAccessCheck([.. urls.Select(CoordinatorAccessCheck.ParseCoordinator)]);
                 options = new RelayOptions
                 {
                     Listen = ParseEndpoint(parse.GetValue(listen)!, "--listen"),
@@ -48,6 +60,8 @@ public static class RelayCommandLine
                     MeshKey = ParseMeshKey(parse.GetValue(meshKey)),
                     MeshPeers = [.. (parse.GetValue(meshPeers) ?? []).Select(RelayNodeAddress.Parse)],
                     Certificate = LoadCertificate(parse.GetValue(tlsCert), parse.GetValue(tlsKey)),
+                    AccessCheck = coordinators is null ? null : coordinators.StillHaveAccessAsync,
+                    AccessRecheckInterval = TimeSpan.FromSeconds(parse.GetValue(recheck)),
                 };
             }
             catch (Exception e) when (e is FormatException or IOException or ArgumentException or System.Security.Cryptography.CryptographicException)
@@ -60,6 +74,7 @@ public static class RelayCommandLine
                 Console.Error.WriteLine("error: --mesh-peer needs --mesh-key");
                 return 2;
             }
+            using var ownedCoordinators = coordinators;
             await using var server = new RelayServer(options, log);
             try { server.Start(); }
             catch (System.Net.Sockets.SocketException e)
@@ -67,7 +82,8 @@ public static class RelayCommandLine
                 Console.Error.WriteLine($"error: cannot listen: {e.Message}");
                 return 1;
             }
-            Console.WriteLine($"weft-relay is up: relay {server.LocalEndpoint}, STUN {server.StunEndpoint?.ToString() ?? "off"}, key {KeyText.Format("relaykey:", server.ServerKey)}");
+            Console.WriteLine($"weft-relay is up: relay {server.LocalEndpoint}, STUN {server.StunEndpoint?.ToString() ?? "off"}, key {KeyText.Format("relaykey:", server.ServerKey)}, " +
+                (coordinators is null ? "access by ticket signature alone" : $"access checked with {string.Join(", ", parse.GetValue(accessCheck)!)}"));
             var stopped = new TaskCompletionSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
             await using var _ = cancel.Register(() => stopped.TrySetResult());

@@ -47,7 +47,7 @@ public sealed class RelayCounters
         Interlocked.Increment(ref _packetsMeshed);
     }
 
-    /// <summary>A ticket let in on its signature alone, because the cluster did not answer the access check in time.</summary>
+    /// <summary>Tickets let in, or live connections kept, on their signature alone, because the cluster did not answer the access check in time.</summary>
     public void AccessUnconfirmed() => Interlocked.Increment(ref _accessUnconfirmed);
 
     public long AccessesUnconfirmed => Interlocked.Read(ref _accessUnconfirmed);

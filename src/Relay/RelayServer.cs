@@ -279,34 +279,39 @@ public sealed class RelayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot answer in time.</summary>
+    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot tell in time.</summary>
     private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
     {
-        var (allowed, problem) = await AskIssuerAsync(ticket, cancel);
-        if (allowed is { } answer) return answer;
+        var (allowed, problem) = await AskIssuerAsync([ticket], cancel);
+        if (allowed[0] is { } answer) return answer;
         Counters.AccessUnconfirmed();
         _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
-            KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, problem);
+            KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, problem ?? "it could not tell");
         return true;
     }
 
     /// <summary>
-    /// Asks <see cref="RelayOptions.AccessCheck"/> about <paramref name="ticket"/>, within <see cref="RelayOptions.AccessCheckTimeout"/>:
-    /// its answer, or null and why when it failed or did not answer in time (there is no check: true).
+    /// Asks <see cref="RelayOptions.AccessCheck"/> about <paramref name="tickets"/>, within <see cref="RelayOptions.AccessCheckTimeout"/>:
+    /// one answer per ticket, null where the issuer could not tell; all null, and why, when the check failed, did not
+    /// answer in time, or answered for another number of tickets. Without a check, all true.
     /// </summary>
-    private async Task<(bool? Allowed, string? Problem)> AskIssuerAsync(RelayTicket ticket, CancellationToken cancel)
+    private async Task<(IReadOnlyList<bool?> Allowed, string? Problem)> AskIssuerAsync(IReadOnlyList<RelayTicket> tickets, CancellationToken cancel)
     {
-        if (_options.AccessCheck is not { } check) return (true, null);
+        if (_options.AccessCheck is not { } check) return ([.. tickets.Select(_ => (bool?)true)], null);
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         limit.CancelAfter(_options.AccessCheckTimeout);
+        string problem;
         try
         {
-            return (await check(ticket, limit.Token).WaitAsync(limit.Token), null);
+            var allowed = await check(tickets, limit.Token).WaitAsync(limit.Token);
+            if (allowed.Count == tickets.Count) return (allowed, null);
+            problem = $"{allowed.Count} answers for {tickets.Count} tickets";
         }
         catch (Exception e) when (!cancel.IsCancellationRequested)
         {
-            return (null, e.Message);
+            problem = e.Message;
         }
+        return ([.. tickets.Select(_ => (bool?)null)], problem);
     }
 
     private async Task RecheckAccessLoopAsync()
@@ -324,35 +329,44 @@ public sealed class RelayServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Asks the issuer about every live client connection again (a few at a time), and closes each whose key
-    /// it no longer vouches for, remembering the key as a heard revocation. A revocation this relay heard
-    /// closed its connections already, but one it missed (it was cut off from the cluster then, or restarted
-    /// since), or a node key rotated away (for which none is sent), leaves them up until their tickets expire.
+    /// Asks the issuer about every live client connection again (in batches, two at a time), and closes each
+    /// whose key it no longer vouches for, remembering the key as a heard revocation. A revocation this relay
+    /// heard closed its connections already, but one it missed (it was cut off from the cluster then, or
+    /// restarted since), a node key rotated away (for which none is sent), or a separate relay (which hears
+    /// none) leaves them up until their tickets expire.
     /// </summary>
     internal async Task RecheckAccessAsync(CancellationToken cancel)
     {
         var live = new List<RelayConnection>();
         foreach (var set in _clients.Values)
             lock (set) live.AddRange(set.Connections);
+        // Revoked already (heard, or found by an earlier sweep): closing.
+        var asked = live.Where(c => c.Ticket is { } ticket && !IsRevoked(ticket)).ToList();
         var unconfirmed = 0;
         string? problem = null;
-        await Parallel.ForEachAsync(live, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (connection, token) =>
+        await Parallel.ForEachAsync(asked.Chunk(RelayAccessQuery.MaxTickets), new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = cancel }, async (batch, token) =>
         {
-            // Revoked already (heard, or found by an earlier sweep): closing.
-            if (connection.Ticket is not { } ticket || IsRevoked(ticket)) return;
-            var (allowed, why) = await AskIssuerAsync(ticket, token);
-            if (allowed is null)
+            var (allowed, why) = await AskIssuerAsync([.. batch.Select(c => c.Ticket!)], token);
+            for (var i = 0; i < batch.Length; i++)
             {
-                Counters.AccessUnconfirmed();
-                Interlocked.Increment(ref unconfirmed);
-                problem = why;
-                return;
+                var (connection, ticket) = (batch[i], batch[i].Ticket!);
+                switch (allowed[i])
+                {
+                    case true:
+                        break;
+                    case null:
+                        Counters.AccessUnconfirmed();
+                        Interlocked.Increment(ref unconfirmed);
+                        problem = why ?? "it could not tell";
+                        break;
+                    case false:
+                        RememberRevoked(ticket.NodeKey, ticket.Expiry);
+                        Counters.Refused("ticket_revoked_on_recheck");
+                        _log.LogInformation("Relay closes {Key}'s connection: the cluster no longer vouches for its node key", KeyText.Format("nodekey:", ticket.NodeKey));
+                        _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
+                        break;
+                }
             }
-            if (allowed.Value) return;
-            RememberRevoked(ticket.NodeKey, ticket.Expiry);
-            Counters.Refused("ticket_revoked_on_recheck");
-            _log.LogInformation("Relay closes {Key}'s connection: the cluster no longer vouches for its node key", KeyText.Format("nodekey:", ticket.NodeKey));
-            _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
         });
         if (unconfirmed > 0)
             _log.LogWarning("Relay kept {Count} of {Live} connections whose access the cluster did not confirm within {Timeout} s ({Error}); they are asked again in {Interval}",

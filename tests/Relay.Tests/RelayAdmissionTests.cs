@@ -73,12 +73,12 @@ public class RelayAdmissionTests
         var relay = lab.StartRelay(configure: options => options with
         {
             AccessCheckTimeout = TimeSpan.FromMilliseconds(300),
-            AccessCheck = async (ticket, cancel) =>
+            AccessCheck = RelayLab.EachTicket(async (ticket, cancel) =>
             {
                 asked.Enqueue(ticket.NodeKey);
-                if (ticket.NodeKey == unanswered.PublicKey) await Task.Delay(Timeout.Infinite, cancel);
+                if (ticket.NodeKey == unanswered.PublicKey) await Task.Delay(Timeout.Infinite, cancel); // the check as a whole times out
                 return ticket.NodeKey != gone.PublicKey;
-            },
+            }),
         });
 
         // Signed, unexpired and never revoked here: only the issuer's records say the key is out.
@@ -111,12 +111,13 @@ public class RelayAdmissionTests
         {
             AccessCheckTimeout = TimeSpan.FromMilliseconds(300),
             AccessRecheckInterval = TimeSpan.FromMilliseconds(200),
-            AccessCheck = async (ticket, cancel) =>
+            AccessCheck = RelayLab.EachTicket(async (ticket, cancel) =>
             {
                 asked.Enqueue(ticket.NodeKey);
-                if (silentNow.ContainsKey(ticket.NodeKey)) await Task.Delay(Timeout.Infinite, cancel);
-                return !outNow.ContainsKey(ticket.NodeKey);
-            },
+                await Task.Yield();
+                // One tailnet's entity is moving: the issuer cannot tell about its keys, and answers for the others.
+                return silentNow.ContainsKey(ticket.NodeKey) ? null : !outNow.ContainsKey(ticket.NodeKey);
+            }),
         });
         var goneTicket = lab.Ticket(gone.PublicKey);
         var goneClient = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), gone, new ClientInfo { Ticket = goneTicket }, CancellationToken.None);

@@ -31,6 +31,10 @@ public sealed class RelayLab : IAsyncDisposable
         return server;
     }
 
+    /// <summary>An access check that answers each ticket of a batch on its own (null: it cannot tell).</summary>
+    public static Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> EachTicket(Func<RelayTicket, CancellationToken, Task<bool?>> check) =>
+        async (tickets, cancel) => await Task.WhenAll(tickets.Select(ticket => check(ticket, cancel)));
+
     public static RelayNodeAddress AddressOf(RelayServer server) => new("127.0.0.1", server.LocalEndpoint.Port);
 
     public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null, string tailnet = "tn_test") =>

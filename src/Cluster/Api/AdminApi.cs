@@ -17,7 +17,7 @@ public static class AdminApi
         .AddCoordinatorHealthChecks().Services
         .AddAdminRateLimit(settings);
 
-    /// <summary>/healthz without a key; everything under /api/v1 with one.</summary>
+    /// <summary>/healthz, and the relays' access checks (whose tickets are their credentials), without a key; everything under /api/v1 with one.</summary>
     public static WebApplication MapAdminApi(this WebApplication app)
     {
         app.UseMiddleware<ApiErrorMiddleware>();
@@ -28,6 +28,7 @@ public static class AdminApi
             .Use(WithTailnetAndDevice));
 
         app.MapHealthEndpoints();
+        Relays.RelayAccessEndpoint.MapRelayAccessEndpoint(app);
         var v1 = app.MapGroup("/api/v1");
         v1.MapTailnetEndpoints();
         v1.MapMemberEndpoints();

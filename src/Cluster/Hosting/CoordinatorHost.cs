@@ -75,6 +75,7 @@ public static class CoordinatorHost
         builder.Services.AddSingleton(secret);
         builder.Services.AddSingleton(settings.Relay);
         builder.Services.AddSingleton<Relays.RelayTicketIssuer>();
+        builder.Services.AddSingleton<Relays.RelayAccessChecker>();
         builder.Services.AddSingleton<Relays.EmbeddedRelay>();
         builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
         builder.Services.AddCoordinatorActorSystem(settings, secret);

@@ -1,11 +1,5 @@
-using Akka.Actor;
-using Akka.Hosting;
 using Weft.Cluster.Hosting;
-using Weft.Cluster.Persistence;
-using Weft.Cluster.Tailnets;
-using Weft.Contracts.Admin;
 using Weft.Contracts.Keys;
-using Weft.Contracts.Relay;
 using Weft.Relay;
 
 namespace Weft.Cluster.Relays;
@@ -15,9 +9,9 @@ namespace Weft.Cluster.Relays;
 /// single-node start gives a mesh that works through NAT with nothing else to run. Its key is
 /// derived from the cluster secret and its listen address; it trusts this cluster's tickets, and at each
 /// login, and again every <see cref="RelaySettings.AccessRecheckSeconds"/> for each live connection, asks the ticket's
-/// tailnet whether the ticket's node key still has access (<see cref="StillHasAccess"/>).
+/// tailnet whether the ticket's node key still has access (<see cref="RelayAccessChecker"/>).
 /// </summary>
-public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issuer, ClusterSecret secret, IRequiredActor<TailnetActor> tailnets,
+public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issuer, ClusterSecret secret, RelayAccessChecker access,
     ILogger<EmbeddedRelay> log) : IHostedService, IAsyncDisposable
 {
     private RelayServer? _server;
@@ -37,7 +31,7 @@ public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issu
             TicketIssuers = [issuer.IssuerKey],
             MeshKey = settings.MeshKey,
             MeshPeers = [.. settings.MeshPeers.Select(RelayNodeAddress.Parse)],
-            AccessCheck = StillHasAccess,
+            AccessCheck = access.StillHaveAccessAsync,
             AccessRecheckInterval = TimeSpan.FromSeconds(settings.AccessRecheckSeconds),
         }, log);
         try
@@ -51,25 +45,6 @@ public sealed class EmbeddedRelay(RelaySettings settings, RelayTicketIssuer issu
         }
         issuer.UseEmbeddedPorts(_server.LocalEndpoint.Port, _server.StunEndpoint?.Port ?? 0);
         return Task.CompletedTask;
-    }
-
-    /// <summary>
-    /// The tailnet's own records, whichever node holds its entity: a device deleted, expired or rotated to
-    /// a new key is out even if this node restarted since, or was cut off when the revocation went round
-    /// (<see cref="RelayAccessRevoker"/>). A deleted tailnet answers not found, which is out too. Anything
-    /// else (the entity is moving, the cluster is unreachable) throws, and the relay admits the ticket.
-    /// </summary>
-    private async Task<bool> StillHasAccess(RelayTicket ticket, CancellationToken cancellation)
-    {
-        var region = await tailnets.GetAsync(cancellation);
-        var answer = await region.Ask<object>(new CheckRelayAccess(ticket.TailnetId, ticket.NodeKey.ToHex()), cancellation);
-        return answer switch
-        {
-            RelayAccess access => access.Allowed,
-            Rejection { Code: ApiErrorCodes.NotFound } => false,
-            Rejection other => throw new InvalidOperationException($"the tailnet could not answer: {other.Message}"),
-            _ => throw new InvalidOperationException($"the tailnet answered {answer.GetType().Name}"),
-        };
     }
 
     public async Task StopAsync(CancellationToken cancellationToken) => await DisposeAsync();

@@ -156,7 +156,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             GetDeviceLogin get => state.LoginInfo(get),
             ValidatePolicy validate => state.Validate(validate.Text),
             CheckAccess check => state.CheckAccess(check),
-            CheckRelayAccess check => state.RelayAccessFor(check.NodeKey),
+            CheckRelayAccess check => state.RelayAccessFor(check.NodeKeys),
             _ => null!,
         };
         return reply is not null;

@@ -292,12 +292,12 @@ public sealed record ListDevices(string TailnetId) : ITailnetMessage;
 public sealed record GetDevice(string TailnetId, string DeviceId) : ITailnetMessage;
 
 /// <summary>
-/// Asked by a coordinator's embedded relay when a ticket of this tailnet logs in: does a device of the
-/// tailnet still hold <paramref name="NodeKey"/> (64 hex), unexpired? Answered with <see cref="RelayAccess"/>;
-/// a deleted tailnet answers not found.
+/// Asked for a relay (<see cref="Relays.RelayAccessChecker"/>) when tickets of this tailnet log in, and again for
+/// its live connections: does a device of the tailnet still hold each of <paramref name="NodeKeys"/> (64 hex),
+/// unexpired? Answered with <see cref="RelayAccess"/>; a deleted tailnet answers not found.
 /// </summary>
 [WireName("tailnet.check-relay-access")]
-public sealed record CheckRelayAccess(string TailnetId, string NodeKey) : ITailnetMessage;
+public sealed record CheckRelayAccess(string TailnetId, IReadOnlyList<string> NodeKeys) : ITailnetMessage;
 
 /// <summary>Which devices may reach each other under the policy: the edges of the console's mesh view.</summary>
 [WireName("tailnet.get-mesh")]
@@ -359,9 +359,9 @@ public sealed record AuthKeyInfo(AuthKey Key) : IClusterMessage;
 [WireName("tailnet.device")]
 public sealed record DeviceInfo(DeviceEntry Device, bool Online) : IClusterMessage;
 
-/// <param name="Allowed">A device holds the key and has not expired (it may be waiting for approval).</param>
+/// <param name="Allowed">For each key asked, in order: a device holds it and has not expired (it may be waiting for approval).</param>
 [WireName("tailnet.relay-access")]
-public sealed record RelayAccess(bool Allowed) : IClusterMessage;
+public sealed record RelayAccess(IReadOnlyList<bool> Allowed) : IClusterMessage;
 
 [WireName("tailnet.devices")]
 public sealed record DeviceList(IReadOnlyList<DeviceInfo> Devices) : IClusterMessage;

@@ -41,10 +41,18 @@ public sealed partial record TailnetState
     public override int GetHashCode() => HashCode.Combine(TailnetId, Lifecycle, Devices.Count);
 
     /// <summary>
-    /// Whether a relay may let <paramref name="nodeKey"/> in: a device holds it and has not expired. A key
-    /// rotated away, a deleted device and an expired one are all out, as their tickets were revoked.
+    /// Whether a relay may let each of <paramref name="nodeKeys"/> in: a device holds it and has not expired. A key
+    /// rotated away, a deleted device and an expired one are all out, as their tickets were revoked. One pass over
+    /// the devices for the whole batch.
     /// </summary>
-    public RelayAccess RelayAccessFor(string nodeKey) => new(Devices.Values.Any(d => d.NodeKey == nodeKey && d.Status != DeviceStatus.Expired));
+    public RelayAccess RelayAccessFor(IReadOnlyList<string> nodeKeys)
+    {
+        var asked = nodeKeys.ToHashSet(StringComparer.Ordinal);
+        var held = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var device in Devices.Values)
+            if (device.Status != DeviceStatus.Expired && asked.Contains(device.NodeKey)) held.Add(device.NodeKey);
+        return new RelayAccess([.. nodeKeys.Select(held.Contains)]);
+    }
 
     public DeviceEntry? FindByMachineKey(string machineKey)
     {

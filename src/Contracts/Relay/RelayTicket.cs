@@ -23,6 +23,9 @@ public sealed record RelayTicket(Curve25519PublicKey NodeKey, string TailnetId, 
 
     private static readonly SignatureAlgorithm Ed25519 = SignatureAlgorithm.Ed25519;
 
+    /// <summary>The wire form it was read from (<see cref="Verify"/> keeps it, so that a relay can show the ticket to its issuer); empty for a ticket made here.</summary>
+    public byte[] Signed { get; init; } = [];
+
     /// <summary>The signed wire form.</summary>
     public byte[] Sign(Key signingKey)
     {
@@ -71,7 +74,7 @@ public sealed record RelayTicket(Curve25519PublicKey NodeKey, string TailnetId, 
         catch (DecoderFallbackException) { refusal = TicketRefusal.Malformed; return null; }
         var expiry = DateTimeOffset.FromUnixTimeSeconds(Math.Clamp(BinaryPrimitives.ReadInt64BigEndian(body[33..]), 0, 253402300799));
         if (expiry <= now) { refusal = TicketRefusal.Expired; return null; }
-        return new RelayTicket(new Curve25519PublicKey(body.Slice(1, 32)), tailnetId, expiry);
+        return new RelayTicket(new Curve25519PublicKey(body.Slice(1, 32)), tailnetId, expiry) { Signed = ticket.ToArray() };
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using Akka.Actor;
 using Microsoft.Extensions.DependencyInjection;
 using Weft.Cluster.Relays;
 using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
 using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
 using Weft.NodeAgent.Control;
@@ -127,6 +128,113 @@ public class RelayTests
         Assert.Equal(2, relay.Counters.RefusedFor("ticket_revoked"));
         Assert.Equal(0, relay.Counters.AccessesUnconfirmed);
         foreach (var credentials in new[] { deleted, expired, stays }) credentials.Key.Dispose();
+    }
+
+    [Fact]
+    public async Task A_separate_relay_asks_a_coordinator_so_a_deleted_devices_live_connection_closes_and_its_ticket_is_refused_even_after_the_relay_restarts()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("separate-relay")).Id;
+        var authKey = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var deletedAgent = TestAgent.Start(agents, [node.Control], "deleted", authKey);
+        using var staysAgent = TestAgent.Start(agents, [node.Control], "stays", authKey);
+        var (deleted, stays) = (await CredentialsOf(deletedAgent), await CredentialsOf(staysAgent));
+
+        // As `weft-relay --ticket-issuer <the cluster's> --access-check-url <a coordinator that is down> --access-check-url <this one>` runs it.
+        var issuer = node.Services.GetRequiredService<RelayTicketIssuer>();
+        using var coordinators = new CoordinatorAccessCheck([new Uri("http://127.0.0.1:1"), node.Http.BaseAddress!]);
+        RelayServer StartSeparateRelay() => Started(new RelayServer(new RelayOptions
+        {
+            Listen = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            Stun = null,
+            ServerKey = Curve25519PrivateKey.Generate(),
+            TicketIssuers = [issuer.IssuerKey],
+            AccessCheck = coordinators.StillHaveAccessAsync,
+            AccessRecheckInterval = TimeSpan.FromSeconds(1),
+        }));
+        var relay = StartSeparateRelay();
+        await using (relay)
+        {
+            var address = new RelayNodeAddress("127.0.0.1", relay.LocalEndpoint.Port);
+            await using var deletedHeld = await RelayClientConnection.ConnectAsync(address, deleted.Key, new ClientInfo { Ticket = deleted.Ticket }, CancellationToken.None);
+            await using var staysHeld = await RelayClientConnection.ConnectAsync(address, stays.Key, new ClientInfo { Ticket = stays.Ticket }, CancellationToken.None);
+            Assert.Equal(2, relay.ConnectedKeys.Count);
+
+            Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{deletedAgent.DeviceId}")).StatusCode);
+
+            // This relay hears no revocation; its next check of its live connections asks the coordinator.
+            await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => !keys.Contains(deleted.Key.PublicKey), "the deleted device's connection to the separate relay closed");
+            Assert.Contains(stays.Key.PublicKey, relay.ConnectedKeys);
+            Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_on_recheck"));
+            Assert.Equal(0, relay.Counters.AccessesUnconfirmed); // the coordinator that is down was passed over
+        }
+
+        // A restarted relay remembers nothing, and asks at login.
+        await using var restarted = StartSeparateRelay();
+        var restartedAddress = new RelayNodeAddress("127.0.0.1", restarted.LocalEndpoint.Port);
+        var refused = await Assert.ThrowsAsync<RelayProtocolException>(() =>
+            RelayClientConnection.ConnectAsync(restartedAddress, deleted.Key, new ClientInfo { Ticket = deleted.Ticket }, CancellationToken.None));
+        Assert.Contains("revoked", refused.Message);
+        await using (await RelayClientConnection.ConnectAsync(restartedAddress, stays.Key, new ClientInfo { Ticket = stays.Ticket }, CancellationToken.None))
+            Assert.Contains(stays.Key.PublicKey, restarted.ConnectedKeys);
+        Assert.Equal(1, restarted.Counters.RefusedFor("ticket_revoked"));
+        Assert.Equal(0, restarted.Counters.AccessesUnconfirmed);
+        foreach (var credentials in new[] { deleted, stays }) credentials.Key.Dispose();
+    }
+
+    private static RelayServer Started(RelayServer relay)
+    {
+        relay.Start();
+        return relay;
+    }
+
+    [Fact]
+    public async Task The_relay_access_query_answers_each_ticket_and_refuses_malformed_or_foreign_ones_with_a_specific_error()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("relay-access")).Id;
+        using var agent = TestAgent.Start(agents, [node.Control], "a", (await node.Http.CreateAuthKey(tailnet)).Key);
+        var held = await CredentialsOf(agent);
+        var issuer = node.Services.GetRequiredService<RelayTicketIssuer>();
+        using var stranger = Curve25519PrivateKey.Generate();
+        var now = DateTimeOffset.UtcNow;
+        byte[] Signed(Curve25519PublicKey key, string tailnetId, DateTimeOffset issuedAt) => issuer.Issue(key, tailnetId, issuedAt, null, withMap: false).Ticket.ToByteArray();
+        using var relayClient = TestCoordinator.NewClient(node.Http.BaseAddress!, apiKey: null); // no API key: the tickets are the credentials
+
+        async Task<HttpResponseMessage> Ask(string json) =>
+            await relayClient.PostAsync(RelayAccessQuery.Path, new StringContent(json, System.Text.Encoding.UTF8, "application/json"));
+        string Query(params byte[][] tickets) => System.Text.Json.JsonSerializer.Serialize(new RelayAccessQuery { Tickets = tickets });
+
+        var answered = await Ask(Query(
+            held.Ticket,                                           // its device holds the key
+            Signed(stranger.PublicKey, tailnet, now),              // signed, but no device of the tailnet holds the key
+            Signed(held.Key.PublicKey, tailnet, now.AddHours(-2)), // expired
+            Signed(held.Key.PublicKey, "tn_neverexisted", now)));  // a tailnet that does not exist
+        Assert.Equal(System.Net.HttpStatusCode.OK, answered.StatusCode);
+        var answer = RelayAccessAnswer.Parse(await answered.Content.ReadAsByteArrayAsync(), 4);
+        Assert.Equal([true, false, false, false], answer.Allowed);
+
+        var forged = new RelayTicket(held.Key.PublicKey, tailnet, now.AddHours(1)).Sign(RelayTicket.SigningKey(RelayTicket.NewSigningSeed()));
+        foreach (var (body, expected, says) in new[]
+        {
+            ("not json", ApiErrorCodes.MalformedJson, "not valid JSON"),
+            ("{}", ApiErrorCodes.InvalidRequest, "'tickets'"),
+            ("{\"tickets\": \"abc\"}", ApiErrorCodes.InvalidRequest, "array"),
+            ("{\"tickets\": [], \"tailnet\": \"x\"}", ApiErrorCodes.InvalidRequest, "unknown field"),
+            ("{\"tickets\": [\"!!!\"]}", ApiErrorCodes.InvalidRequest, "tickets[0] is not a base64 relay ticket"),
+            (Query(held.Ticket, forged), ApiErrorCodes.InvalidRequest, "tickets[1] is refused (BadSignature)"),
+            (Query([.. Enumerable.Repeat(held.Ticket, RelayAccessQuery.MaxTickets + 1)]), ApiErrorCodes.InvalidRequest, $"the limit is {RelayAccessQuery.MaxTickets}"),
+        })
+        {
+            var error = await (await Ask(body)).ReadError(System.Net.HttpStatusCode.BadRequest);
+            Assert.Equal(expected, error.Code);
+            Assert.Contains(says, error.Message);
+        }
+        held.Key.Dispose();
     }
 
     /// <summary>A relay connection on the agent's node key and ticket, as its relay client would hold one.</summary>

@@ -15,7 +15,7 @@ public class RelayTicketTests
     }
 
     [Fact]
-    public void A_signed_ticket_verifies_and_carries_its_node_key_tailnet_and_expiry()
+    public void A_signed_ticket_verifies_and_carries_its_node_key_tailnet_expiry_and_wire_form()
     {
         var (signing, issuer) = Issuer();
         using var node = Curve25519PrivateKey.Generate();
@@ -28,6 +28,8 @@ public class RelayTicketTests
         Assert.Equal(node.PublicKey, read.NodeKey);
         Assert.Equal("tn_acme", read.TailnetId);
         Assert.Equal(Now.AddHours(1), read.Expiry);
+        Assert.Equal(wire, read.Signed); // what a relay shows the issuer when it asks about the ticket again
+        Assert.NotSame(wire, read.Signed);
         Assert.True(RelayTicket.TryReadNodeKey(wire, out var named));
         Assert.Equal(node.PublicKey, named);
         Assert.False(RelayTicket.TryReadNodeKey(wire.AsSpan(0, 20), out _));

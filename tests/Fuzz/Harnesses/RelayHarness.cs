@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Weft.Contracts.Crypto;
 using Weft.Contracts.Disco;
 using Weft.Contracts.Keys;
@@ -9,7 +10,7 @@ namespace Weft.Fuzz.Harnesses;
 
 /// <summary>
 /// What a relay and the disco path read from strangers: relay frames off a stream, login bodies,
-/// tickets, disco packets (opened and bare bodies), and classic STUN requests. Each must end in a
+/// access answers from a coordinator, tickets, disco packets (opened and bare bodies), and classic STUN requests. Each must end in a
 /// value or a named refusal, never another exception.
 /// </summary>
 public sealed class RelayHarness : Harness
@@ -34,6 +35,7 @@ public sealed class RelayHarness : Harness
     {
         yield return [.. RelayFrame.Build(RelayFrameType.SendPacket, Bob.PublicKey, "hello"u8), .. RelayFrame.Build(RelayFrameType.Ping, new byte[8])];
         yield return RelayLoginJson.Serialize(new ClientInfo { Ticket = [1, 2, 3] });
+        yield return JsonSerializer.SerializeToUtf8Bytes(new RelayAccessAnswer { Allowed = [true, null] });
         yield return new RelayTicket(Alice.PublicKey, "tn_fuzz", DateTimeOffset.FromUnixTimeSeconds(4_000_000_000)).Sign(Issuer);
         yield return DiscoPacket.Seal(new DiscoPing(new byte[12], Alice.PublicKey, 16), Alice.PublicKey, AliceToBob);
         yield return DiscoPacket.Encode(new DiscoCallMeMaybe([System.Net.IPEndPoint.Parse("198.18.0.1:41641")]));
@@ -56,6 +58,11 @@ public sealed class RelayHarness : Harness
         try { login = RelayLoginJson.Parse<ClientInfo>(input).Version.ToString(); }
         catch (RelayProtocolException e) { login = e.Reason; }
 
+        // What a coordinator answers a separate relay's access check, for a query of two tickets.
+        string access;
+        try { access = string.Join('/', RelayAccessAnswer.Parse(input, 2).Allowed); }
+        catch (FormatException e) { access = e.Message.Split(':')[0]; }
+
         var ticket = RelayTicket.Verify(input, [Issuer.PublicKey], DateTimeOffset.FromUnixTimeSeconds(1_800_000_000), out var refusal);
         // A ticket that verifies must read back into the very bytes that were signed.
         if (ticket is not null && !ticket.Sign(Issuer).AsSpan().SequenceEqual(input))
@@ -66,6 +73,6 @@ public sealed class RelayHarness : Harness
         if (decoded is not null && DiscoPacket.Decode(DiscoPacket.Encode(decoded)) is null)
             throw new InvalidOperationException("a decoded disco message does not survive re-encoding");
         var classic = StunMessage.TryReadClassicBindingRequest(input, out _);
-        return $"{string.Join(',', frames)}|{login}|{refusal}|{opened?.GetType().Name}|{decoded?.GetType().Name}|{classic}";
+        return $"{string.Join(',', frames)}|{login}|{access}|{refusal}|{opened?.GetType().Name}|{decoded?.GetType().Name}|{classic}";
     }
 }
