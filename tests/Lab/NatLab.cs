@@ -87,13 +87,15 @@ public sealed class NatRouter
 /// <summary>A <c>weft-relay</c> process in a lab machine.</summary>
 public static class WeftRelay
 {
-    public static LabProcess Start(Namespace machine, string name, string ticketIssuer, string meshKey, params string[] meshPeers)
+    /// <param name="accessCheckUrl">A coordinator's API, asked about each login and live connection (<c>--access-check-url</c>); null: none.</param>
+    public static LabProcess Start(Namespace machine, string name, string ticketIssuer, string meshKey, Uri? accessCheckUrl, params string[] meshPeers)
     {
         var command = new List<string>
         {
             "dotnet", Binaries.Relay, "--listen", "0.0.0.0:3340", "--stun", "0.0.0.0:3478",
             "--key-file", Path.Combine(machine.Lab.Directory, name + ".key"), "--ticket-issuer", ticketIssuer, "--mesh-key", meshKey,
         };
+        if (accessCheckUrl is not null) command.AddRange(["--access-check-url", accessCheckUrl.ToString()]);
         foreach (var peer in meshPeers) command.AddRange(["--mesh-peer", peer]);
         var process = machine.Start("weft-relay " + name, [.. command]);
         process.WaitForOutput("weft-relay is up", TimeSpan.FromSeconds(60));

@@ -38,10 +38,11 @@ public sealed class WeftCoordinator : IAsyncDisposable
     public LabProcess? Process { get; private set; }
 
     /// <param name="environment">Extra settings (<c>Weft__…</c>), e.g. a relay map of separate relays.</param>
-    public static WeftCoordinator Start(Lab lab, string controlAddress, IReadOnlyDictionary<string, string>? environment = null)
+    /// <param name="apiAddress">Where the API listens: loopback, or a lab address when lab machines must reach it (separate relays asking about access).</param>
+    public static WeftCoordinator Start(Lab lab, string controlAddress, IReadOnlyDictionary<string, string>? environment = null, string apiAddress = "127.0.0.1")
     {
         var apiPort = FreeTcpPort();
-        var api = new Uri($"http://127.0.0.1:{apiPort}/");
+        var api = new Uri($"http://{apiAddress}:{apiPort}/");
         var control = new Uri($"http://{controlAddress}:7650/");
         var operatorKey = "weft_" + Base32(10) + "_" + Base32(32);
         string[] arguments =

@@ -36,7 +36,8 @@ public class NatLabTests
         await using var lab = LabTest.Open("ping", "nft", "iperf3");
         var segment = Segment.Create(lab);
         segment.AttachHost(Hub + "/24");
-        var coordinator = WeftCoordinator.Start(lab, Hub, RelayMap());
+        // The API on the lab segment too: the separate relays ask it about access.
+        var coordinator = WeftCoordinator.Start(lab, Hub, RelayMap(), apiAddress: Hub);
         await LabTest.WithLogsOnFailure(lab, "nat", () => Scenario(lab, segment, coordinator));
     }
 
@@ -61,7 +62,7 @@ public class NatLabTests
             segment.Attach(machine, r.Item2 + "/24");
             return (Machine: machine, Name: r.Item1, Peer: r.Item3);
         }).ToList();
-        var relays = relayMachines.Select(r => WeftRelay.Start(r.Machine, r.Name, coordinator.TicketIssuer, MeshKey, r.Peer + ":3340")).ToList();
+        var relays = relayMachines.Select(r => WeftRelay.Start(r.Machine, r.Name, coordinator.TicketIssuer, MeshKey, coordinator.Api, r.Peer + ":3340")).ToList();
 
         var easy1 = NatRouter.Create(lab, segment, "ne1", "198.18.0.1", 1, NatKind.Easy);
         var easy2 = NatRouter.Create(lab, segment, "ne2", "198.18.0.2", 2, NatKind.Easy);
@@ -217,6 +218,15 @@ public class NatLabTests
             figures.FirstPacketMs.Add(relayed);
         }
         Assert.Equal(figures.ShouldBeDirect, figures.DirectPairs);
+
+        // Every relay login was checked with the coordinator across the lab network: none got in on its signature alone.
+        foreach (var relay in relays) Assert.DoesNotContain("on its ticket alone", relay.Output);
+        var metrics = await coordinator.Http.GetStringAsync("/metrics");
+        var accessQueries = metrics.Split('\n')
+            .Where(line => line.StartsWith("http_server_request_duration_seconds_count{", StringComparison.Ordinal)
+                && line.Contains("http_route=\"/relay/access\"") && line.Contains("http_response_status_code=\"200\""))
+            .Sum(line => double.Parse(line[(line.LastIndexOf('}') + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(accessQueries > 0, "the relays' access queries never reached the coordinator");
 
         Console.WriteLine(figures.Summary());
         if (Environment.GetEnvironmentVariable("WEFT_NAT_BENCH_OUT") is { Length: > 0 } output)
