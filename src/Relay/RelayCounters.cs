@@ -20,6 +20,7 @@ public sealed class RelayCounters
     private long _bytesForwarded;
     private long _packetsMeshed;
     private long _accessUnconfirmed;
+    private long _accessRechecksFailed;
 
     public void Refused(string reason)
     {
@@ -51,6 +52,11 @@ public sealed class RelayCounters
     public void AccessUnconfirmed() => Interlocked.Increment(ref _accessUnconfirmed);
 
     public long AccessesUnconfirmed => Interlocked.Read(ref _accessUnconfirmed);
+
+    /// <summary>A sweep over the live connections' access that failed as a whole (a fault of the relay, not an unanswered check).</summary>
+    public void AccessRechecksFailed() => Interlocked.Increment(ref _accessRechecksFailed);
+
+    public long AccessRecheckFailures => Interlocked.Read(ref _accessRechecksFailed);
 
     public long RefusedFor(string reason) => _refused.GetValueOrDefault(reason);
 

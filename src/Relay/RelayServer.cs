@@ -314,18 +314,27 @@ public sealed class RelayServer : IAsyncDisposable
         return ([.. tickets.Select(_ => (bool?)null)], problem);
     }
 
+    /// <summary>Sweeps until the relay stops; a sweep that fails is logged, and the next one runs as planned (nothing else would start the loop again).</summary>
     private async Task RecheckAccessLoopAsync()
     {
         var interval = _options.AccessRecheckInterval;
-        try
+        while (!_stopping.IsCancellationRequested)
         {
-            while (true)
+            try
             {
                 await Task.Delay(interval + interval * (Random.Shared.NextDouble() / 10), _stopping.Token);
                 await RecheckAccessAsync(_stopping.Token);
             }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                Counters.AccessRechecksFailed();
+                _log.LogError(e, "Relay's check of its live connections' access failed; the next runs in {Interval}", interval);
+            }
         }
-        catch (OperationCanceledException) { }
     }
 
     /// <summary>

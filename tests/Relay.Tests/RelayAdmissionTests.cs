@@ -149,6 +149,37 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task A_sweep_of_the_live_connections_that_fails_is_counted_and_the_next_sweep_still_runs()
+    {
+        await using var lab = new RelayLab();
+        var calls = 0;
+        var relay = lab.StartRelay(configure: options => options with
+        {
+            AccessRecheckInterval = TimeSpan.FromMilliseconds(200),
+            AccessCheck = (tickets, _) => Task.FromResult<IReadOnlyList<bool?>>(Interlocked.Increment(ref calls) switch
+            {
+                1 => [true],                                  // the login
+                2 => new AnswersThatFailToRead(tickets.Count), // the first sweep breaks inside the relay
+                _ => [.. tickets.Select(_ => (bool?)false)],   // then the key is out
+            }),
+        });
+        var (_, key) = await lab.Connect(relay);
+
+        Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(key.PublicKey)), "a later sweep closed the connection");
+        Assert.Equal(1, relay.Counters.AccessRecheckFailures);
+        Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_on_recheck"));
+    }
+
+    /// <summary>An answer of the right length that throws when read: a fault inside a sweep, after the check itself answered.</summary>
+    private sealed class AnswersThatFailToRead(int count) : IReadOnlyList<bool?>
+    {
+        public int Count => count;
+        public bool? this[int index] => throw new InvalidOperationException("a fault while reading the answers");
+        public IEnumerator<bool?> GetEnumerator() => throw new InvalidOperationException("a fault while reading the answers");
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    [Fact]
     public async Task A_refused_key_cannot_be_reached_through_the_relay()
     {
         await using var lab = new RelayLab();
