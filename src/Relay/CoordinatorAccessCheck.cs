@@ -1,4 +1,4 @@
-using System.Net.Http.Json;
+using System.Text.Json;
 using Weft.Contracts.Relay;
 
 namespace Weft.Relay;
@@ -6,14 +6,19 @@ namespace Weft.Relay;
 /// <summary>
 /// A separate relay's <see cref="RelayOptions.AccessCheck"/>: asks a coordinator of the cluster that signs its
 /// tickets (<c>POST /relay/access</c> on its API listener, <see cref="RelayAccessQuery"/>). With several
-/// coordinators it keeps asking the one that last answered, and moves to the next when that one fails; when
-/// none answers the check throws, and the relay decides (a login gets in on its signature, a live connection
-/// stays).
+/// coordinators it keeps asking the one that last answered, and moves to the next when that one fails: at once
+/// when it refuses the connection, answers an error or something that is not an answer, or takes longer than
+/// <see cref="ConnectTimeout"/> to accept it; at the next check when it accepted but the relay's time for this
+/// one ran out (a coordinator that hangs). When none answers the check throws, and the relay decides (a login
+/// gets in on its signature, a live connection stays).
 /// </summary>
 public sealed class CoordinatorAccessCheck : IDisposable
 {
     /// <summary>An answer for <see cref="RelayAccessQuery.MaxTickets"/> tickets is under 1 KB; anything far larger is not one.</summary>
     private const int MaxAnswerBytes = 64 * 1024;
+
+    /// <summary>A host that takes longer to accept is passed over within the same check (the relay allows a check 3 s).</summary>
+    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(1);
 
     private readonly HttpClient _http;
     private readonly IReadOnlyList<Uri> _coordinators;
@@ -23,7 +28,7 @@ public sealed class CoordinatorAccessCheck : IDisposable
     {
         if (coordinators.Count == 0) throw new ArgumentException("at least one coordinator URL");
         _coordinators = [.. coordinators.Select(ToQueryUri)];
-        _http = handler is null ? new HttpClient() : new HttpClient(handler);
+        _http = new HttpClient(handler ?? new SocketsHttpHandler { ConnectTimeout = ConnectTimeout, PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
         _http.Timeout = Timeout.InfiniteTimeSpan; // the relay bounds each check (RelayOptions.AccessCheckTimeout)
     }
 
@@ -39,7 +44,7 @@ public sealed class CoordinatorAccessCheck : IDisposable
 
     public async Task<IReadOnlyList<bool?>> StillHaveAccessAsync(IReadOnlyList<RelayTicket> tickets, CancellationToken cancel)
     {
-        var query = new RelayAccessQuery { Tickets = [.. tickets.Select(t => t.Signed)] };
+        var query = JsonSerializer.SerializeToUtf8Bytes(new RelayAccessQuery { Tickets = [.. tickets.Select(t => t.Signed)] });
         var problems = new List<string>();
         var first = Volatile.Read(ref _current);
         for (var n = 0; n < _coordinators.Count; n++)
@@ -48,7 +53,8 @@ public sealed class CoordinatorAccessCheck : IDisposable
             var uri = _coordinators[index];
             try
             {
-                using var response = await _http.PostAsJsonAsync(uri, query, cancel);
+                using var content = new ByteArrayContent(query) { Headers = { ContentType = new("application/json") } };
+                using var response = await _http.PostAsync(uri, content, cancel);
                 var body = await ReadBoundedAsync(response.Content, cancel);
                 if (!response.IsSuccessStatusCode)
                 {
@@ -62,6 +68,16 @@ public sealed class CoordinatorAccessCheck : IDisposable
             catch (Exception e) when (e is HttpRequestException or FormatException or IOException)
             {
                 problems.Add($"{uri.Authority}: {e.Message}");
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                // The relay's time ran out on this one: the next check starts with the next.
+                Interlocked.CompareExchange(ref _current, (index + 1) % _coordinators.Count, first);
+                throw;
+            }
+            catch (OperationCanceledException e)
+            {
+                problems.Add($"{uri.Authority}: {e.Message}"); // the connect timeout
             }
         }
         throw new InvalidOperationException("no coordinator answered the access check: " + string.Join("; ", problems));

@@ -36,14 +36,15 @@ public sealed record RelayOptions
     /// <summary>
     /// Asks the tickets' issuer whether their node keys still have access: each one's device was not deleted,
     /// expired or rotated to another key since the ticket was signed. The answer has one entry per ticket, in
-    /// order: null where the issuer could not tell (a tailnet's entity is moving, say). A signature holds for the ticket's whole life, and a revocation heard over the wire is lost when
-    /// this relay restarts or is missed while it is cut off; the issuer's own records are what a revocation
-    /// changes, so asking them at each login (and again every <see cref="AccessRecheckInterval"/>) refuses such a
-    /// ticket whatever this relay heard. A coordinator's embedded relay asks the tailnets' entities; a separate
-    /// relay asks a coordinator over HTTP (<see cref="CoordinatorAccessCheck"/>). Null trusts the signature and
-    /// the expiry alone. A ticket the check cannot tell about, or a check that fails or does not answer within
-    /// <see cref="AccessCheckTimeout"/>, lets the ticket in (and keeps a live connection), with a warning: the relay stays the fallback path while the cluster moves the tailnet's entity
-    /// to another node.
+    /// order: null where the issuer could not tell (a tailnet's entity is moving, say). A signature holds for
+    /// the ticket's whole life, and a revocation heard over the wire is lost when this relay restarts or is
+    /// missed while it is cut off; the issuer's own records are what a revocation changes, so asking them at
+    /// each login (and again every <see cref="AccessRecheckInterval"/>) refuses such a ticket whatever this
+    /// relay heard. A coordinator's embedded relay asks the tailnets' entities; a separate relay asks a
+    /// coordinator over HTTP (<see cref="CoordinatorAccessCheck"/>). Null trusts the signature and the expiry
+    /// alone. A ticket the check cannot tell about, or a check that fails or does not answer within
+    /// <see cref="AccessCheckTimeout"/>, lets the ticket in (and keeps a live connection), with a warning: the
+    /// relay stays the fallback path while the cluster moves the tailnet's entity to another node.
     /// </summary>
     public Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>>? AccessCheck { get; init; }
     public TimeSpan AccessCheckTimeout { get; init; } = TimeSpan.FromSeconds(3);
