@@ -48,13 +48,27 @@ public sealed class RelayCounters
         Interlocked.Increment(ref _packetsMeshed);
     }
 
-    /// <summary>Tickets let in, or live connections kept, on their signature alone, because the cluster did not answer the access check in time.</summary>
-    public void AccessUnconfirmed() => Interlocked.Increment(ref _accessUnconfirmed);
+    /// <summary>
+    /// The issuer's answer about one ticket, at its login or on a later check of the live connections: allowed, revoked,
+    /// or unconfirmed (null: it could not tell in time, and the ticket got in, or the connection stayed, on its
+    /// signature alone).
+    /// </summary>
+    public void AccessChecked(bool? allowed, bool recheck)
+    {
+        RelayMetrics.AccessChecks.Add(1, new KeyValuePair<string, object?>("answer", allowed switch { true => "allowed", false => "revoked", null => "unconfirmed" }),
+            recheck ? RelayMetrics.OnRecheck : RelayMetrics.AtLogin);
+        if (allowed is null) Interlocked.Increment(ref _accessUnconfirmed);
+    }
 
+    /// <summary>Tickets let in, or live connections kept, on their signature alone, because the cluster did not answer the access check in time.</summary>
     public long AccessesUnconfirmed => Interlocked.Read(ref _accessUnconfirmed);
 
     /// <summary>A sweep over the live connections' access that failed as a whole (a fault of the relay, not an unanswered check).</summary>
-    public void AccessRechecksFailed() => Interlocked.Increment(ref _accessRechecksFailed);
+    public void AccessRechecksFailed()
+    {
+        RelayMetrics.AccessRecheckFailures.Add(1);
+        Interlocked.Increment(ref _accessRechecksFailed);
+    }
 
     public long AccessRecheckFailures => Interlocked.Read(ref _accessRechecksFailed);
 
@@ -97,4 +111,15 @@ public static class RelayMetrics
 
     public static readonly Counter<long> Refused = Meter.CreateCounter<long>("weft.relay.refused", "{connection}",
         "Logins and frames the relay refused, by reason (bad_ticket, idle_timeout, ...)");
+
+    internal static readonly KeyValuePair<string, object?> AtLogin = new("when", "login");
+    internal static readonly KeyValuePair<string, object?> OnRecheck = new("when", "recheck");
+
+    /// <summary>Tickets the relay asked the cluster about, by answer (allowed, revoked, unconfirmed) and when (login, recheck).</summary>
+    public static readonly Counter<long> AccessChecks = Meter.CreateCounter<long>("weft.relay.access_checks", "{ticket}",
+        "Tickets the relay asked the cluster about, at login or on the periodic check of live connections, by answer: allowed, revoked, " +
+        "or unconfirmed (the cluster could not tell in time; the ticket got in, or the connection stayed, on its signature alone)");
+
+    public static readonly Counter<long> AccessRecheckFailures = Meter.CreateCounter<long>("weft.relay.access_recheck_failures", "{sweep}",
+        "Checks of the live connections' access that failed as a whole (a fault in the relay; the next runs as planned)");
 }

@@ -282,9 +282,10 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot tell in time.</summary>
     private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
     {
+        if (_options.AccessCheck is null) return true;
         var (allowed, problem) = await AskIssuerAsync([ticket], cancel);
+        Counters.AccessChecked(allowed[0], recheck: false);
         if (allowed[0] is { } answer) return answer;
-        Counters.AccessUnconfirmed();
         _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
             KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, problem ?? "it could not tell");
         return true;
@@ -359,12 +360,12 @@ public sealed class RelayServer : IAsyncDisposable
             for (var i = 0; i < batch.Length; i++)
             {
                 var (connection, ticket) = (batch[i], batch[i].Ticket!);
+                Counters.AccessChecked(allowed[i], recheck: true);
                 switch (allowed[i])
                 {
                     case true:
                         break;
                     case null:
-                        Counters.AccessUnconfirmed();
                         Interlocked.Increment(ref unconfirmed);
                         problem = why ?? "it could not tell";
                         break;
