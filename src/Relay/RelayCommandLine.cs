@@ -3,6 +3,8 @@ using System.Net;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
 using Serilog;
 using Serilog.Extensions.Logging;
 using Weft.Contracts.Keys;
@@ -37,7 +39,11 @@ public static class RelayCommandLine
             AllowMultipleArgumentsPerToken = true,
         };
         var recheck = new Option<int>("--access-recheck-seconds") { Description = "How often live connections are asked about again (0: logins only)", DefaultValueFactory = _ => 300 };
-        foreach (var option in new Option[] { listen, stun, keyFile, issuers, meshKey, meshPeers, tlsCert, tlsKey, accessCheck, recheck }) root.Add(option);
+        var metricsListen = new Option<string?>("--metrics-listen")
+        {
+            Description = "IP:port for Prometheus metrics at /metrics (weft_relay_*: packets, drops, refusals, access checks); off by default",
+        };
+        foreach (var option in new Option[] { listen, stun, keyFile, issuers, meshKey, meshPeers, tlsCert, tlsKey, accessCheck, recheck, metricsListen }) root.Add(option);
 
         root.SetAction(async (parse, cancel) =>
         {
@@ -46,8 +52,10 @@ public static class RelayCommandLine
             var log = factory.CreateLogger("weft-relay");
             RelayOptions options;
             CoordinatorAccessCheck? coordinators = null;
+            IPEndPoint? metricsEndpoint;
             try
             {
+                metricsEndpoint = parse.GetValue(metricsListen) is { } metricsText ? ParseEndpoint(metricsText, "--metrics-listen") : null;
                 var urls = parse.GetValue(accessCheck) ?? [];
                 if (parse.GetValue(recheck) is < 0 or > 86_400) throw new FormatException("--access-recheck-seconds: between 0 (logins only) and 86400");
                 if (urls.Length > 0) coordinators = new CoordinatorAccessCheck([.. urls.Select(CoordinatorAccessCheck.ParseCoordinator)]);
@@ -75,6 +83,17 @@ public static class RelayCommandLine
                 return 2;
             }
             using var ownedCoordinators = coordinators;
+            MeterProvider? metrics;
+            try
+            {
+                metrics = metricsEndpoint is null ? null : StartMetrics(metricsEndpoint);
+            }
+            catch (HttpListenerException e)
+            {
+                Console.Error.WriteLine($"error: cannot serve metrics on {metricsEndpoint}: {e.Message}");
+                return 1;
+            }
+            using var ownedMetrics = metrics;
             await using var server = new RelayServer(options, log);
             try { server.Start(); }
             catch (System.Net.Sockets.SocketException e)
@@ -83,7 +102,8 @@ public static class RelayCommandLine
                 return 1;
             }
             Console.WriteLine($"weft-relay is up: relay {server.LocalEndpoint}, STUN {server.StunEndpoint?.ToString() ?? "off"}, key {KeyText.Format("relaykey:", server.ServerKey)}, " +
-                (coordinators is null ? "access by ticket signature alone" : $"access checked with {string.Join(", ", parse.GetValue(accessCheck)!)}"));
+                (coordinators is null ? "access by ticket signature alone" : $"access checked with {string.Join(", ", parse.GetValue(accessCheck)!)}") +
+                (metricsEndpoint is null ? "" : $", metrics http://{metricsEndpoint}/metrics"));
             var stopped = new TaskCompletionSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
             await using var _ = cancel.Register(() => stopped.TrySetResult());
@@ -92,6 +112,18 @@ public static class RelayCommandLine
         });
         return root;
     }
+
+    /// <summary>The relay's meter (and nothing else) as Prometheus text at /metrics on <paramref name="endpoint"/> (0.0.0.0 or :: is every address).</summary>
+    private static MeterProvider StartMetrics(IPEndPoint endpoint) => Sdk.CreateMeterProviderBuilder()
+        .AddMeter(RelayMetrics.MeterName)
+        .AddPrometheusHttpListener(o =>
+        {
+            o.Host = endpoint.Address.Equals(IPAddress.Any) || endpoint.Address.Equals(IPAddress.IPv6Any) ? "*"
+                : endpoint.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{endpoint.Address}]" : endpoint.Address.ToString();
+            o.Port = endpoint.Port;
+            o.ScrapeResponseCacheDurationMilliseconds = 0;
+        })
+        .Build();
 
     public static IPEndPoint ParseEndpoint(string text, string option) =>
         IPEndPoint.TryParse(text, out var endpoint) ? endpoint : throw new FormatException($"{option}: '{text}' is not an IP:port address");

@@ -1,14 +1,24 @@
 using System.CommandLine;
 using NSec.Cryptography;
+using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
 
 namespace Weft.Relay.Tests;
 
-/// <summary><c>weft-relay</c>'s flags for asking the cluster about access: refused with exit code 2 when malformed, run when well-formed.</summary>
+/// <summary><c>weft-relay</c>'s flags for asking the cluster about access and serving metrics: refused with exit code 2 when malformed, run when well-formed.</summary>
 public class RelayCommandLineTests
 {
+    private static int FreePort()
+    {
+        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        var port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        return port;
+    }
+
     [Fact]
-    public async Task Access_check_urls_that_are_not_http_and_recheck_intervals_out_of_range_are_refused_and_good_ones_run()
+    public async Task Access_check_urls_that_are_not_http_recheck_intervals_out_of_range_and_bad_metrics_addresses_are_refused_and_good_ones_run_and_serve_metrics()
     {
         var directory = Directory.CreateTempSubdirectory("weft-relay-cli-");
         try
@@ -16,7 +26,7 @@ public class RelayCommandLineTests
             using var signing = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
             string[] common =
             [
-                "--listen", "127.0.0.1:0", "--stun", "off", "--key-file", Path.Combine(directory.FullName, "relay.key"),
+                "--stun", "off", "--key-file", Path.Combine(directory.FullName, "relay.key"),
                 "--ticket-issuer", "ed25519:" + Convert.ToHexStringLower(signing.PublicKey.Export(KeyBlobFormat.RawPublicKey)),
             ];
             foreach (var bad in new[]
@@ -27,15 +37,38 @@ public class RelayCommandLineTests
                 ["--access-recheck-seconds", "-1"],
                 ["--access-recheck-seconds", "86401"],
             })
-                Assert.Equal(2, await RelayCommandLine.Build().Parse([.. common, .. bad]).InvokeAsync());
+                Assert.Equal(2, await RelayCommandLine.Build().Parse([.. common, "--listen", "127.0.0.1:0", .. bad]).InvokeAsync());
             Assert.False(File.Exists(Path.Combine(directory.FullName, "relay.key")), "refused before anything was made");
 
-            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(1));
-            var ran = await RelayCommandLine.Build()
-                .Parse([.. common, "--access-check-url", "http://127.0.0.1:1", "--access-check-url", "https://coord2.example.net:8443/weft", "--access-recheck-seconds", "0"])
+            Assert.Equal(2, await RelayCommandLine.Build().Parse([.. common, "--listen", "127.0.0.1:0", "--metrics-listen", "localhost:9464"]).InvokeAsync());
+
+            // A good set runs until stopped, and serves its counts at /metrics.
+            var (relayPort, metricsPort) = (FreePort(), FreePort());
+            using var stop = new CancellationTokenSource();
+            var running = RelayCommandLine.Build()
+                .Parse([.. common, "--listen", $"127.0.0.1:{relayPort}", "--metrics-listen", $"127.0.0.1:{metricsPort}",
+                    "--access-check-url", "http://127.0.0.1:1", "--access-check-url", "https://coord2.example.net:8443/weft", "--access-recheck-seconds", "0"])
                 .InvokeAsync(cancellationToken: stop.Token);
-            Assert.Equal(0, ran);
-            Assert.True(File.Exists(Path.Combine(directory.FullName, "relay.key")), "the relay started");
+            using var http = new HttpClient();
+            string? scraped = null;
+            for (var attempt = 0; attempt < 100 && scraped is null && !running.IsCompleted; attempt++)
+            {
+                try
+                {
+                    using var login = Curve25519PrivateKey.Generate();
+                    await Assert.ThrowsAsync<RelayProtocolException>(() =>
+                        RelayClientConnection.ConnectAsync(new RelayNodeAddress("127.0.0.1", relayPort), login, new ClientInfo(), CancellationToken.None));
+                    var text = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+                    if (text.Contains("weft_relay_refused_total{") && text.Contains("reason=\"ticket_missing\"")) scraped = text;
+                }
+                catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException) { }
+                if (scraped is null) await Task.Delay(100);
+            }
+            if (running.IsCompleted) Assert.Fail($"the relay stopped on its own (exit code {await running})");
+            Assert.NotNull(scraped);
+            await stop.CancelAsync();
+            Assert.Equal(0, await running);
+            Assert.True(File.Exists(Path.Combine(directory.FullName, "relay.key")), "the relay made its key");
         }
         finally
         {
