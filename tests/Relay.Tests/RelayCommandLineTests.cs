@@ -8,14 +8,6 @@ namespace Weft.Relay.Tests;
 /// <summary><c>weft-relay</c>'s flags for asking the cluster about access and serving metrics: refused with exit code 2 when malformed, run when well-formed.</summary>
 public class RelayCommandLineTests
 {
-    private static int FreePort()
-    {
-        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        probe.Start();
-        var port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
-        probe.Stop();
-        return port;
-    }
 
     [Fact]
     public async Task Access_check_urls_that_are_not_http_recheck_intervals_out_of_range_and_bad_metrics_addresses_are_refused_and_good_ones_run_and_serve_metrics()
@@ -43,7 +35,7 @@ public class RelayCommandLineTests
             Assert.Equal(2, await RelayCommandLine.Build().Parse([.. common, "--listen", "127.0.0.1:0", "--metrics-listen", "localhost:9464"]).InvokeAsync());
 
             // A good set runs until stopped, and serves its counts at /metrics.
-            var (relayPort, metricsPort) = (FreePort(), FreePort());
+            var (relayPort, metricsPort) = (RelayLab.FreePort(), RelayLab.FreePort());
             using var stop = new CancellationTokenSource();
             var running = RelayCommandLine.Build()
                 .Parse([.. common, "--listen", $"127.0.0.1:{relayPort}", "--metrics-listen", $"127.0.0.1:{metricsPort}",

@@ -35,6 +35,16 @@ public sealed class RelayLab : IAsyncDisposable
     public static Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> EachTicket(Func<RelayTicket, CancellationToken, Task<bool?>> check) =>
         async (tickets, cancel) => await Task.WhenAll(tickets.Select(ticket => check(ticket, cancel)));
 
+    /// <summary>A loopback TCP port free a moment ago (for a relay that must come back on the same port, or a process that takes a port number).</summary>
+    public static int FreePort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+
     public static RelayNodeAddress AddressOf(RelayServer server) => new("127.0.0.1", server.LocalEndpoint.Port);
 
     public byte[] Ticket(Curve25519PublicKey node, TimeSpan? validFor = null, string tailnet = "tn_test") =>

@@ -32,7 +32,7 @@ public class RelayMeshTests
         await using var lab = new RelayLab();
         var one = lab.StartRelay();
         var oneAddress = RelayLab.AddressOf(one);
-        var twoPort = FreePort();
+        var twoPort = RelayLab.FreePort();
         var two = lab.StartRelay([oneAddress], port: twoPort);
         // Restart one so that it watches two as well (its address is now known).
         await one.DisposeAsync();
@@ -100,15 +100,6 @@ public class RelayMeshTests
         }
         GC.KeepAlive(alice);
         GC.KeepAlive(two);
-    }
-
-    private static int FreePort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
     }
 
     /// <summary>
