@@ -294,9 +294,12 @@ public sealed record GetDevice(string TailnetId, string DeviceId) : ITailnetMess
 /// <summary>
 /// Asked for a relay (<see cref="Relays.RelayAccessChecker"/>) when tickets of this tailnet log in, and again for
 /// its live connections: does a device of the tailnet still hold each of <paramref name="NodeKeys"/> (64 hex),
-/// unexpired? Answered with <see cref="RelayAccess"/>; a deleted tailnet answers not found.
+/// unexpired? Answered with <see cref="RelayAccess"/>; a deleted tailnet answers not found. Its wire names are new
+/// since it took a batch (it was <c>tailnet.check-relay-access</c>, one key): during a rolling upgrade a node of the
+/// other version drops the message it does not know, and the asking relay lets the ticket in, where reading the
+/// other shape would have failed the tailnet entity or refused a key it holds.
 /// </summary>
-[WireName("tailnet.check-relay-access")]
+[WireName("tailnet.check-relay-keys")]
 public sealed record CheckRelayAccess(string TailnetId, IReadOnlyList<string> NodeKeys) : ITailnetMessage;
 
 /// <summary>Which devices may reach each other under the policy: the edges of the console's mesh view.</summary>
@@ -360,7 +363,7 @@ public sealed record AuthKeyInfo(AuthKey Key) : IClusterMessage;
 public sealed record DeviceInfo(DeviceEntry Device, bool Online) : IClusterMessage;
 
 /// <param name="Allowed">For each key asked, in order: a device holds it and has not expired (it may be waiting for approval).</param>
-[WireName("tailnet.relay-access")]
+[WireName("tailnet.relay-keys-access")]
 public sealed record RelayAccess(IReadOnlyList<bool> Allowed) : IClusterMessage;
 
 [WireName("tailnet.devices")]

@@ -206,6 +206,17 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     }
 
     [Fact]
+    public void A_relay_access_check_in_the_one_key_shape_of_the_earlier_version_is_refused_as_unknown_rather_than_misread()
+    {
+        // During a rolling upgrade: a node of the earlier version asks about one key, and answers with one flag.
+        var serializer = (ClusterMessageSerializer)Sys.Serialization.FindSerializerForType(typeof(CheckRelayAccess));
+        var earlierAsk = System.Text.Encoding.UTF8.GetBytes($"{{\"TailnetId\":\"tn_abc\",\"NodeKey\":\"{Key}\"}}");
+        Assert.Throws<System.Runtime.Serialization.SerializationException>(() => serializer.FromBinary(earlierAsk, "tailnet.check-relay-access"));
+        Assert.Throws<System.Runtime.Serialization.SerializationException>(() => serializer.FromBinary("{\"Allowed\":true}"u8.ToArray(), "tailnet.relay-access"));
+        Assert.NotEqual("tailnet.check-relay-access", serializer.Manifest(new CheckRelayAccess("tn_abc", [Key])));
+    }
+
+    [Fact]
     public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
     {
         var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7, false), out _);
