@@ -28,7 +28,11 @@ public sealed class CoordinatorAccessCheck : IDisposable
     {
         if (coordinators.Count == 0) throw new ArgumentException("at least one coordinator URL");
         _coordinators = [.. coordinators.Select(ToQueryUri)];
-        _http = new HttpClient(handler ?? new SocketsHttpHandler { ConnectTimeout = ConnectTimeout, PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
+        _http = new HttpClient(handler ?? new SocketsHttpHandler { ConnectTimeout = ConnectTimeout, PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+        {
+            // A larger answer fails its request (HttpRequestException), and the next coordinator is asked.
+            MaxResponseContentBufferSize = MaxAnswerBytes,
+        };
         _http.Timeout = Timeout.InfiniteTimeSpan; // the relay bounds each check (RelayOptions.AccessCheckTimeout)
     }
 
@@ -55,7 +59,7 @@ public sealed class CoordinatorAccessCheck : IDisposable
             {
                 using var content = new ByteArrayContent(query) { Headers = { ContentType = new("application/json") } };
                 using var response = await _http.PostAsync(uri, content, cancel);
-                var body = await ReadBoundedAsync(response.Content, cancel);
+                var body = await response.Content.ReadAsByteArrayAsync(cancel);
                 if (!response.IsSuccessStatusCode)
                 {
                     problems.Add($"{uri.Authority} answered {(int)response.StatusCode}: {Truncate(System.Text.Encoding.UTF8.GetString(body))}");
@@ -81,21 +85,6 @@ public sealed class CoordinatorAccessCheck : IDisposable
             }
         }
         throw new InvalidOperationException("no coordinator answered the access check: " + string.Join("; ", problems));
-    }
-
-    private static async Task<byte[]> ReadBoundedAsync(HttpContent content, CancellationToken cancel)
-    {
-        if (content.Headers.ContentLength > MaxAnswerBytes) throw new FormatException($"the answer is {content.Headers.ContentLength} bytes; at most {MaxAnswerBytes} are read");
-        await using var stream = await content.ReadAsStreamAsync(cancel);
-        var buffer = new MemoryStream();
-        var chunk = new byte[8192];
-        int read;
-        while ((read = await stream.ReadAsync(chunk, cancel)) > 0)
-        {
-            if (buffer.Length + read > MaxAnswerBytes) throw new FormatException($"the answer exceeds {MaxAnswerBytes} bytes");
-            buffer.Write(chunk, 0, read);
-        }
-        return buffer.ToArray();
     }
 
     private static string Truncate(string text) => text.Length <= 200 ? text : text[..200] + "…";

@@ -95,8 +95,8 @@ public sealed class RelayServer : IAsyncDisposable
             _stun = new StunServer(stun, Counters, _log);
             _stun.Start();
         }
-        if (_options.AccessCheck is not null && _options.AccessRecheckInterval > TimeSpan.Zero && _options.AccessRecheckInterval != Timeout.InfiniteTimeSpan)
-            _loops.Add(Task.Run(RecheckAccessLoopAsync));
+        if (_options.AccessCheck is { } check && _options.AccessRecheckInterval > TimeSpan.Zero && _options.AccessRecheckInterval != Timeout.InfiniteTimeSpan)
+            _loops.Add(Task.Run(() => RecheckAccessLoopAsync(check)));
         foreach (var peer in _options.MeshPeers)
         {
             var link = new MeshLink(this, peer);
@@ -282,8 +282,8 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot tell in time.</summary>
     private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
     {
-        if (_options.AccessCheck is null) return true;
-        var (allowed, problem) = await AskIssuerAsync([ticket], cancel);
+        if (_options.AccessCheck is not { } check) return true;
+        var (allowed, problem) = await AskIssuerAsync(check, [ticket], cancel);
         Counters.AccessChecked(allowed[0], recheck: false);
         if (allowed[0] is { } answer) return answer;
         _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
@@ -292,13 +292,13 @@ public sealed class RelayServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Asks <see cref="RelayOptions.AccessCheck"/> about <paramref name="tickets"/>, within <see cref="RelayOptions.AccessCheckTimeout"/>:
-    /// one answer per ticket, null where the issuer could not tell; all null, and why, when the check failed, did not
-    /// answer in time, or answered for another number of tickets. Without a check, all true.
+    /// Asks <paramref name="check"/> (<see cref="RelayOptions.AccessCheck"/>) about <paramref name="tickets"/>, within
+    /// <see cref="RelayOptions.AccessCheckTimeout"/>: one answer per ticket, null where the issuer could not tell; all null,
+    /// and why, when the check failed, did not answer in time, or answered for another number of tickets.
     /// </summary>
-    private async Task<(IReadOnlyList<bool?> Allowed, string? Problem)> AskIssuerAsync(IReadOnlyList<RelayTicket> tickets, CancellationToken cancel)
+    private async Task<(IReadOnlyList<bool?> Allowed, string? Problem)> AskIssuerAsync(
+        Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> check, IReadOnlyList<RelayTicket> tickets, CancellationToken cancel)
     {
-        if (_options.AccessCheck is not { } check) return ([.. tickets.Select(_ => (bool?)true)], null);
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         limit.CancelAfter(_options.AccessCheckTimeout);
         string problem;
@@ -316,7 +316,7 @@ public sealed class RelayServer : IAsyncDisposable
     }
 
     /// <summary>Sweeps until the relay stops; a sweep that fails is logged, and the next one runs as planned (nothing else would start the loop again).</summary>
-    private async Task RecheckAccessLoopAsync()
+    private async Task RecheckAccessLoopAsync(Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> check)
     {
         var interval = _options.AccessRecheckInterval;
         while (!_stopping.IsCancellationRequested)
@@ -324,7 +324,7 @@ public sealed class RelayServer : IAsyncDisposable
             try
             {
                 await Task.Delay(interval + interval * (Random.Shared.NextDouble() / 10), _stopping.Token);
-                await RecheckAccessAsync(_stopping.Token);
+                await RecheckAccessAsync(check, _stopping.Token);
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
             {
@@ -345,7 +345,7 @@ public sealed class RelayServer : IAsyncDisposable
     /// restarted since), a node key rotated away (for which none is sent), or a separate relay (which hears
     /// none) leaves them up until their tickets expire.
     /// </summary>
-    internal async Task RecheckAccessAsync(CancellationToken cancel)
+    private async Task RecheckAccessAsync(Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> check, CancellationToken cancel)
     {
         var live = new List<RelayConnection>();
         foreach (var set in _clients.Values)
@@ -356,7 +356,7 @@ public sealed class RelayServer : IAsyncDisposable
         string? problem = null;
         await Parallel.ForEachAsync(asked.Chunk(RelayAccessQuery.MaxTickets), new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = cancel }, async (batch, token) =>
         {
-            var (allowed, why) = await AskIssuerAsync([.. batch.Select(c => c.Ticket!)], token);
+            var (allowed, why) = await AskIssuerAsync(check, [.. batch.Select(c => c.Ticket!)], token);
             for (var i = 0; i < batch.Length; i++)
             {
                 var (connection, ticket) = (batch[i], batch[i].Ticket!);

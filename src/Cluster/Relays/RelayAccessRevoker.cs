@@ -18,10 +18,11 @@ public sealed record RevokeRelayAccess(IReadOnlyList<string> NodeKeys, DateTimeO
 /// alone would admit a deleted device for the rest of its life (an hour by default).
 /// <para>
 /// Best effort, by design, and not the only guard: a node that is unreachable when the tailnet sends, or
-/// that restarts or joins later, does not hear it, and nothing is stored. What it misses is the closing of
-/// live connections on that node; a login with a revoked ticket is still refused there, because the
-/// embedded relay asks the ticket's tailnet at each login (<see cref="EmbeddedRelay"/>). A relay run on its
-/// own (<c>weft-relay</c>) hears none and asks no one: its tickets hold until they expire.
+/// that restarts or joins later, does not hear it, and nothing is stored. What it misses is only the prompt
+/// closing of live connections on that node: the embedded relay asks the ticket's tailnet at each login, and
+/// again for every live connection each <see cref="RelaySettings.AccessRecheckSeconds"/> (<see cref="RelayAccessChecker"/>).
+/// A relay run on its own (<c>weft-relay</c>) hears none; it asks the same way when given coordinators
+/// (<c>--access-check-url</c>), and otherwise trusts its tickets until they expire.
 /// </para>
 /// </summary>
 public sealed class RelayAccessRevoker : ReceiveActor
