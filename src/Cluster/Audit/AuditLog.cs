@@ -93,6 +93,9 @@ public sealed class AuditLogActor(string log, PersistenceSettings settings)
 {
     public override string PersistenceId => "audit-" + State.Log;
 
+    /// <summary>The journal is the full record of who changed what, so its events stay however many snapshots cover them.</summary>
+    protected override bool KeepsEventsCoveredBySnapshots => true;
+
     public static Props PropsFor(string log, PersistenceSettings settings) => Props.Create(() => new AuditLogActor(log, settings));
 
     protected override AuditLogState Apply(AuditLogState state, AuditRecorded @event) => state.Apply(@event);

@@ -23,6 +23,11 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     private bool _stopping;
     private long _eventsSinceSnapshot;
 
+    // Journal retention (see ForgetWhatSnapshotsCover): the newest snapshot this entity knows of, and
+    // where each of its own deletions of older events that has not answered yet goes up to.
+    private long _newestSnapshotSequenceNr;
+    private readonly HashSet<long> _deletingEventsUpTo = [];
+
     protected EventSourcedEntity(PersistenceSettings settings, TState initial)
     {
         _settings = settings;
@@ -54,6 +59,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     /// every event, which are never deleted.
     /// </summary>
     protected virtual bool KeepsSnapshots => true;
+
+    /// <summary>
+    /// Whether this entity keeps the events its snapshots cover even without <see cref="PersistenceSettings.KeepAllEvents"/>:
+    /// for one whose journal is a record that must stay whole (the audit logs).
+    /// </summary>
+    protected virtual bool KeepsEventsCoveredBySnapshots => false;
 
     public override Recovery Recovery => KeepsSnapshots ? base.Recovery : new Recovery(SnapshotSelectionCriteria.None);
 
@@ -93,15 +104,16 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
 
     protected virtual void OnRecovered() { }
 
-    /// <summary>A snapshot at <paramref name="sequenceNr"/> is stored (older ones are being deleted).</summary>
+    /// <summary>A snapshot at <paramref name="sequenceNr"/> is stored (older ones are being deleted, as <see cref="ForgetWhatSnapshotsCover"/> says).</summary>
     protected virtual void OnSnapshotSaved(long sequenceNr) { }
 
     protected sealed override void OnRecover(object message)
     {
         switch (message)
         {
-            case SnapshotOffer { Snapshot: TState snapshot }:
+            case SnapshotOffer { Snapshot: TState snapshot } offer:
                 State = snapshot;
+                _newestSnapshotSequenceNr = offer.Metadata.SequenceNr;
                 break;
             case TEvent @event:
                 State = Apply(State, @event);
@@ -134,13 +146,19 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 StopIfIdle();
                 return;
             case SaveSnapshotSuccess saved:
-                DeleteSnapshots(new SnapshotSelectionCriteria(saved.Metadata.SequenceNr - 1));
+                ForgetWhatSnapshotsCover(saved.Metadata.SequenceNr);
                 OnSnapshotSaved(saved.Metadata.SequenceNr);
                 return;
             case SaveSnapshotFailure failed:
                 Log.Warning(failed.Cause, "Snapshot of {0} failed; recovery will replay more events", PersistenceId);
                 return;
             case DeleteSnapshotsSuccess or DeleteSnapshotsFailure:
+                return;
+            case DeleteMessagesSuccess deleted when _deletingEventsUpTo.Remove(deleted.ToSequenceNr):
+                return;
+            case DeleteMessagesFailure failed when _deletingEventsUpTo.Remove(failed.ToSequenceNr):
+                // Nothing is lost: the events stay, and the next snapshot's deletion covers them too.
+                Log.Warning(failed.Cause, "Deleting the events of {0} up to {1} failed; the next snapshot deletes them", PersistenceId, failed.ToSequenceNr);
                 return;
         }
 
@@ -274,6 +292,29 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
             else OnCommandPersisted(command.Command, command.Sender, command.StateAfter);
             Telemetry.CoordinatorTracing.End(command.Span, command.Rejection?.Message);
         }
+    }
+
+    /// <summary>
+    /// Once a snapshot at <paramref name="newest"/> is stored, keeps it and the one before it (an operator can
+    /// delete a newest snapshot that cannot be read, and the entity recovers from the older one and the events
+    /// after it), and deletes what is older: snapshots, and unless <see cref="PersistenceSettings.KeepAllEvents"/>
+    /// or <see cref="KeepsEventsCoveredBySnapshots"/>, the events up to the older snapshot. So a busy entity's
+    /// journal stays about two snapshot intervals long instead of growing with every change it ever made (a
+    /// tailnet journals a last-seen time per disconnect).
+    /// </summary>
+    private void ForgetWhatSnapshotsCover(long newest)
+    {
+        var older = _newestSnapshotSequenceNr;
+        _newestSnapshotSequenceNr = newest;
+        if (older <= 0 || older >= newest)
+        {
+            DeleteSnapshots(new SnapshotSelectionCriteria(newest - 1));
+            return;
+        }
+        DeleteSnapshots(new SnapshotSelectionCriteria(older - 1));
+        if (_settings.KeepAllEvents || KeepsEventsCoveredBySnapshots) return;
+        _deletingEventsUpTo.Add(older);
+        DeleteMessages(older);
     }
 
     private void MaybeSnapshot()

@@ -1,0 +1,139 @@
+using System.Data.Common;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+using Weft.Cluster.Persistence;
+using Weft.Cluster.Tailnets;
+using Weft.Cluster.Tests.Support;
+using Weft.Contracts.Admin;
+
+namespace Weft.Cluster.Tests.Persistence;
+
+/// <summary>
+/// An entity's journal stays a couple of snapshot intervals long, however many changes it makes, and what
+/// was deleted is never missed: a restart (even one whose newest snapshot is gone) comes back exactly. On
+/// SQLite and PostgreSQL, read straight from their tables.
+/// </summary>
+public class JournalRetentionTests
+{
+    private const int SnapshotEvery = 5;
+    private const int Changes = 40;
+
+    private static KeyValuePair<string, string?>[] Settings(bool keepAllEvents) =>
+    [
+        new("Weft:Persistence:SnapshotEveryEvents", SnapshotEvery.ToString()),
+        new("Weft:Persistence:KeepAllEvents", keepAllEvents ? "true" : "false"),
+    ];
+
+    private sealed record Stored(List<long> Events, List<long> Snapshots)
+    {
+        public override string ToString() => $"events [{string.Join(",", Events)}], snapshots [{string.Join(",", Snapshots)}]";
+    }
+
+    [SkippableTheory]
+    [InlineData(StorageProvider.Sqlite)]
+    [InlineData(StorageProvider.Postgres)]
+    public async Task Events_older_than_the_snapshot_before_the_newest_are_deleted_and_a_restart_still_recovers_everything(StorageProvider provider)
+    {
+        await using var storage = await TestStorage.NewAsync(provider);
+        string tailnet;
+        TailnetResource before;
+        await using (var node = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+        {
+            tailnet = (await node.Http.CreateTailnet("busy")).Id;
+            await MakeChanges(node, tailnet, first: 1);
+            before = await node.Http.GetTailnet(tailnet);
+
+            // Two snapshots stay (the newest and the one before), and the journal keeps the events from the older
+            // one on; the journal keeps the last deleted row, which is the older snapshot's own event.
+            var stored = await Eventually.Until(() => ReadTailnet(storage, tailnet), Retained, "events up to the older of two snapshots deleted");
+            Assert.True(stored.Events.Count <= 2 * SnapshotEvery + 1, $"{stored.Events.Count} events stayed after {Changes} changes: {stored}");
+
+            // The tailnet's audit log took a snapshot as often, and keeps every entry all the same.
+            var audit = await Read(storage, "audit-" + tailnet);
+            Assert.NotEmpty(audit.Snapshots);
+            Assert.Equal(Enumerable.Range(1, Changes + 1).Select(n => (long)n), audit.Events);
+        }
+
+        await using (var restarted = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+        {
+            Assert.Equal(before, await restarted.Http.GetTailnet(tailnet));
+            // Writes go on from the sequence numbers the journal kept.
+            await MakeChanges(restarted, tailnet, first: Changes + 1);
+            before = await restarted.Http.GetTailnet(tailnet);
+            await Eventually.Until(() => ReadTailnet(storage, tailnet), Retained, "retention after a restart");
+        }
+
+        // A newest snapshot that cannot be used (an operator deleted it): the older one and the events kept after it suffice.
+        var newest = (await ReadTailnet(storage, tailnet)).Snapshots.Max();
+        await Execute(storage, $"DELETE FROM snapshot WHERE persistence_id = '{TailnetActor.PersistenceIdOf(tailnet)}' AND sequence_number = {newest}");
+        await using (var fromTheOlder = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+            Assert.Equal(before, await fromTheOlder.Http.GetTailnet(tailnet));
+    }
+
+    [SkippableFact]
+    public async Task With_KeepAllEvents_every_event_stays()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: true));
+        var tailnet = (await node.Http.CreateTailnet("kept")).Id;
+        await MakeChanges(node, tailnet, first: 1);
+
+        // Snapshots older than the one before the newest still go; the events all stay.
+        var stored = await Eventually.Until(() => ReadTailnet(storage, tailnet), s => s.Snapshots.Count == 2, "two snapshots kept");
+        Assert.Equal(Enumerable.Range(1, (int)stored.Events.Max()).Select(n => (long)n), stored.Events);
+        Assert.True(stored.Events.Count > Changes, stored.ToString());
+    }
+
+    /// <summary>Each change is one event: the tailnet's key expiry set to another number of days.</summary>
+    private static async Task MakeChanges(TestCoordinator node, string tailnet, int first)
+    {
+        for (var days = first; days < first + Changes; days++)
+            (await node.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new UpdateTailnetSettingsRequest(days))).EnsureSuccessStatusCode();
+    }
+
+    /// <summary>Two snapshots, and no event older than the older one's.</summary>
+    private static bool Retained(Stored stored) =>
+        stored.Snapshots.Count == 2 && stored.Events.Count > 0 && stored.Events.Min() >= stored.Snapshots.Min()
+        && stored.Events.Max() >= stored.Snapshots.Max();
+
+    private static Task<Stored> ReadTailnet(TestStorage storage, string tailnet) => Read(storage, TailnetActor.PersistenceIdOf(tailnet));
+
+    /// <summary>The sequence numbers of the events and snapshots stored for <paramref name="id"/> (a persistence id).</summary>
+    private static async Task<Stored> Read(TestStorage storage, string id)
+    {
+        return new Stored(
+            await Numbers(storage, $"SELECT sequence_number FROM journal WHERE persistence_id = '{id}' ORDER BY sequence_number"),
+            await Numbers(storage, $"SELECT sequence_number FROM snapshot WHERE persistence_id = '{id}' ORDER BY sequence_number"));
+    }
+
+    private static async Task<List<long>> Numbers(TestStorage storage, string sql)
+    {
+        await using var connection = await Open(storage);
+        await using var query = connection.CreateCommand();
+        query.CommandText = sql;
+        await using var reader = await query.ExecuteReaderAsync();
+        var numbers = new List<long>();
+        while (await reader.ReadAsync()) numbers.Add(reader.GetInt64(0));
+        return numbers;
+    }
+
+    private static async Task Execute(TestStorage storage, string sql)
+    {
+        await using (var connection = await Open(storage))
+        {
+            await using var command = connection.CreateCommand();
+            command.CommandText = sql;
+            Assert.Equal(1, await command.ExecuteNonQueryAsync());
+        }
+        SqliteConnection.ClearAllPools();
+    }
+
+    private static async Task<DbConnection> Open(TestStorage storage)
+    {
+        DbConnection connection = storage is TestStorage.PostgresStorage postgres
+            ? new NpgsqlConnection(postgres.ConnectionString)
+            : new SqliteConnection($"Data Source={storage.SqliteDatabase};Pooling=False");
+        await connection.OpenAsync();
+        return connection;
+    }
+}
