@@ -113,9 +113,12 @@ public static class RelayCommandLine
         return root;
     }
 
-    /// <summary>The relay's meter (and nothing else) as Prometheus text at /metrics on <paramref name="endpoint"/> (0.0.0.0 or :: is every address).</summary>
+    /// <summary>
+    /// The relay's meter and the .NET runtime's (meter <c>System.Runtime</c>: GC heap and pauses, CPU time, working
+    /// set, thread pool), as Prometheus text at /metrics on <paramref name="endpoint"/> (0.0.0.0 or :: is every address).
+    /// </summary>
     private static MeterProvider StartMetrics(IPEndPoint endpoint) => Sdk.CreateMeterProviderBuilder()
-        .AddMeter(RelayMetrics.MeterName)
+        .AddMeter(RelayMetrics.MeterName, "System.Runtime")
         .AddPrometheusHttpListener(o =>
         {
             o.Host = endpoint.Address.Equals(IPAddress.Any) || endpoint.Address.Equals(IPAddress.IPv6Any) ? "*"

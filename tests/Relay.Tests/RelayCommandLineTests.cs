@@ -34,7 +34,7 @@ public class RelayCommandLineTests
 
             Assert.Equal(2, await RelayCommandLine.Build().Parse([.. common, "--listen", "127.0.0.1:0", "--metrics-listen", "localhost:9464"]).InvokeAsync());
 
-            // A good set runs until stopped, and serves its counts at /metrics.
+            // A good set runs until stopped, and serves its counts and the runtime's at /metrics.
             var (relayPort, metricsPort) = (RelayLab.FreePort(), RelayLab.FreePort());
             using var stop = new CancellationTokenSource();
             var running = RelayCommandLine.Build()
@@ -58,6 +58,9 @@ public class RelayCommandLineTests
             }
             if (running.IsCompleted) Assert.Fail($"the relay stopped on its own (exit code {await running})");
             Assert.NotNull(scraped);
+            // The runtime's own instruments come with the relay's, to size the process.
+            Assert.Contains("dotnet_process_memory_working_set_bytes", scraped);
+            Assert.Contains("dotnet_gc_heap_total_allocated_bytes_total", scraped);
             await stop.CancelAsync();
             Assert.Equal(0, await running);
             Assert.True(File.Exists(Path.Combine(directory.FullName, "relay.key")), "the relay made its key");
