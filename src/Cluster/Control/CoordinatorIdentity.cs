@@ -116,13 +116,12 @@ public sealed class ClusterKeyActor(PersistenceSettings settings, ClusterSecret 
         _ => Decision<IClusterKeyEvent>.Unchanged,
     };
 
-    private bool _purgingClearKey;
-
     protected override void OnEventsPersisted(IReadOnlyList<IClusterKeyEvent> events, ClusterKeyState before, ClusterKeyState after)
     {
         if (before.ClearKey is null) return;
         Log.Info("The coordinator key is now stored sealed with the cluster secret; deleting its clear copy");
-        PurgeClearCopy(after);
+        // A snapshot of the sealed state comes first, so deleting every event (the journal keeps the last row, the sealed one) loses nothing.
+        ForgetHistory(after);
     }
 
     /// <summary>
@@ -134,40 +133,7 @@ public sealed class ClusterKeyActor(PersistenceSettings settings, ClusterSecret 
     /// </summary>
     protected override void OnRecovered()
     {
-        if (State.SealedKey is not null && LastSequenceNr > 1) PurgeClearCopy(State);
-    }
-
-    /// <summary>A snapshot of the sealed state comes first, so that deleting every event (the journal keeps the last deleted row, the sealed one) loses nothing.</summary>
-    private void PurgeClearCopy(ClusterKeyState sealedState)
-    {
-        _purgingClearKey = true;
-        SaveSnapshot(sealedState);
-    }
-
-    protected override void OnSnapshotSaved(long sequenceNr)
-    {
-        if (!_purgingClearKey) return;
-        _purgingClearKey = false;
-        DeleteMessages(sequenceNr);
-    }
-
-    protected override bool HandleOther(object message) => message switch
-    {
-        DeleteMessagesSuccess deleted => LogDeleted(deleted.ToSequenceNr),
-        DeleteMessagesFailure failure => LogFailure(failure.Cause),
-        _ => false,
-    };
-
-    private bool LogDeleted(long upTo)
-    {
-        Log.Debug("Cluster key journal: events up to {0} deleted; no clear copy of the coordinator key is left", upTo);
-        return true;
-    }
-
-    private bool LogFailure(Exception cause)
-    {
-        Log.Error(cause, "Could not delete the clear copy of the coordinator key from the journal; its next recovery tries again");
-        return true;
+        if (State.SealedKey is not null && LastSequenceNr > 1) ForgetHistory(State);
     }
 
     protected override object Acknowledge(object command, ClusterKeyState stateAfter) => new CoordinatorKeyIs(stateAfter.SealedKey!);

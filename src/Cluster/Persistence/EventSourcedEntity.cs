@@ -23,10 +23,20 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     private bool _stopping;
     private long _eventsSinceSnapshot;
 
-    // Journal retention (see ForgetWhatSnapshotsCover): the newest snapshot this entity knows of, and
-    // where each of its own deletions of older events that has not answered yet goes up to.
+    // Journal retention (see ForgetWhatSnapshotsCover): the newest snapshot this entity knows of.
     private long _newestSnapshotSequenceNr;
-    private readonly HashSet<long> _deletingEventsUpTo = [];
+
+    // ForgetHistory: the sequence number whose snapshot becomes the whole history (0: none asked).
+    private long _forgetHistoryAt;
+
+    // What this entity deletes from the store goes one deletion at a time: two at once for one entity can
+    // deadlock each other in PostgreSQL (each holds rows the other wants), and the loser's rows would stay.
+    private abstract record StoreDeletion;
+    private sealed record EventsUpTo(long SequenceNr, bool Forgetting) : StoreDeletion;
+    private sealed record SnapshotsUpTo(long SequenceNr) : StoreDeletion;
+    private sealed record OneSnapshot(long SequenceNr) : StoreDeletion;
+    private readonly Queue<StoreDeletion> _deletions = new();
+    private StoreDeletion? _deleting;
 
     protected EventSourcedEntity(PersistenceSettings settings, TState initial)
     {
@@ -104,9 +114,6 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
 
     protected virtual void OnRecovered() { }
 
-    /// <summary>A snapshot at <paramref name="sequenceNr"/> is stored (older ones are being deleted, as <see cref="ForgetWhatSnapshotsCover"/> says).</summary>
-    protected virtual void OnSnapshotSaved(long sequenceNr) { }
-
     protected sealed override void OnRecover(object message)
     {
         switch (message)
@@ -147,18 +154,36 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 return;
             case SaveSnapshotSuccess saved:
                 ForgetWhatSnapshotsCover(saved.Metadata.SequenceNr);
-                OnSnapshotSaved(saved.Metadata.SequenceNr);
+                StopIfIdle();
+                return;
+            case SaveSnapshotFailure failed when _forgetHistoryAt > 0 && failed.Metadata.SequenceNr >= _forgetHistoryAt:
+                _forgetHistoryAt = 0;
+                Log.Error(failed.Cause, "Snapshot of {0} failed, so its stored events were not deleted; its next recovery tries again", PersistenceId);
+                StopIfIdle();
                 return;
             case SaveSnapshotFailure failed:
                 Log.Warning(failed.Cause, "Snapshot of {0} failed; recovery will replay more events", PersistenceId);
                 return;
-            case DeleteSnapshotsSuccess or DeleteSnapshotsFailure:
+            case DeleteMessagesSuccess deleted when _deleting is EventsUpTo:
+                if (_deleting is EventsUpTo { Forgetting: true })
+                    Log.Debug("{0}: every stored event up to {1} is deleted; its snapshot is all that is left of them", PersistenceId, deleted.ToSequenceNr);
+                DeleteNext();
                 return;
-            case DeleteMessagesSuccess deleted when _deletingEventsUpTo.Remove(deleted.ToSequenceNr):
+            case DeleteMessagesFailure failed when _deleting is EventsUpTo { Forgetting: true }:
+                Log.Error(failed.Cause, "Could not delete the stored events of {0} up to {1}; its next recovery tries again", PersistenceId, failed.ToSequenceNr);
+                DeleteNext();
                 return;
-            case DeleteMessagesFailure failed when _deletingEventsUpTo.Remove(failed.ToSequenceNr):
+            case DeleteMessagesFailure failed when _deleting is EventsUpTo:
                 // Nothing is lost: the events stay, and the next snapshot's deletion covers them too.
                 Log.Warning(failed.Cause, "Deleting the events of {0} up to {1} failed; the next snapshot deletes them", PersistenceId, failed.ToSequenceNr);
+                DeleteNext();
+                return;
+            case DeleteSnapshotsSuccess or DeleteSnapshotSuccess when _deleting is SnapshotsUpTo or OneSnapshot:
+                DeleteNext();
+                return;
+            case DeleteSnapshotsFailure or DeleteSnapshotFailure when _deleting is SnapshotsUpTo or OneSnapshot:
+                Log.Warning("Deleting older snapshots of {0} failed; the next snapshot's deletions cover them", PersistenceId);
+                DeleteNext();
                 return;
         }
 
@@ -277,10 +302,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     /// <summary>A write is in flight or a command waits for one.</summary>
     protected bool IsWriting => _inFlight is not null || _pending.Count > 0;
 
-    /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight and no command waits.</summary>
+    /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight, no command waits and no <see cref="ForgetHistory"/> waits for its snapshot.</summary>
     private void StopIfIdle()
     {
-        if (_stopping && _inFlight is null && _pending.Count == 0) Context.Stop(Self);
+        // A ForgetHistory waits for its snapshot too (its deletions go out only once it is stored), and deletions for
+        // their answers, which start the next.
+        if (_stopping && _inFlight is null && _pending.Count == 0 && _forgetHistoryAt == 0 && _deleting is null) Context.Stop(Self);
     }
 
     private void Complete(List<DecidedCommand> decided, TState finalState)
@@ -305,17 +332,80 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     private void ForgetWhatSnapshotsCover(long newest)
     {
         var older = _newestSnapshotSequenceNr;
-        _newestSnapshotSequenceNr = newest;
-        if (older <= 0 || older >= newest)
+        _newestSnapshotSequenceNr = Math.Max(older, newest);
+        if (_forgetHistoryAt > 0 && newest >= _forgetHistoryAt)
         {
-            DeleteSnapshots(new SnapshotSelectionCriteria(newest - 1));
+            _forgetHistoryAt = 0;
+            Delete(new SnapshotsUpTo(newest - 1));
+            Delete(new EventsUpTo(newest, Forgetting: true));
             return;
         }
-        DeleteSnapshots(new SnapshotSelectionCriteria(older - 1));
+        // A late answer for a snapshot older than one already stored (two were in flight): it is not needed, and after
+        // a ForgetHistory it must not stay.
+        if (newest < older) Delete(new OneSnapshot(newest));
+        if (newest <= older) return;
+        if (older <= 0)
+        {
+            Delete(new SnapshotsUpTo(newest - 1));
+            return;
+        }
+        Delete(new SnapshotsUpTo(older - 1));
         if (_settings.KeepAllEvents || KeepsEventsCoveredBySnapshots) return;
-        _deletingEventsUpTo.Add(older);
-        DeleteMessages(older);
+        Delete(new EventsUpTo(older, Forgetting: false));
     }
+
+    /// <summary>
+    /// Makes <paramref name="current"/> the entity's state and all that is stored of it: a snapshot of it, then no
+    /// event and no older snapshot (the journal keeps its last row, marked deleted, for the sequence numbers).
+    /// <paramref name="current"/> is the state as of the last stored event (in <see cref="OnEventsPersisted"/>, its
+    /// <c>after</c>), or what is left of it once erased. For what must not outlive a deletion or a change of form.
+    /// Repeating it is harmless, and one cut off by a stop is the caller's to repeat at its next recovery.
+    /// </summary>
+    protected void ForgetHistory(TState current)
+    {
+        if (Equals(current, State) && _eventsSinceSnapshot == 0 && LastSequenceNr > 0 && _newestSnapshotSequenceNr == LastSequenceNr)
+        {
+            // The newest snapshot already holds this state (a recovery that replayed nothing after it): only what is
+            // older can be left, from a forgetting cut off before its deletions, and deleting nothing costs little.
+            Delete(new SnapshotsUpTo(LastSequenceNr - 1));
+            Delete(new EventsUpTo(LastSequenceNr, Forgetting: true));
+            return;
+        }
+        State = current;
+        _eventsSinceSnapshot = 0;
+        _forgetHistoryAt = LastSequenceNr;
+        SaveSnapshot(current);
+    }
+
+    private void Delete(StoreDeletion deletion)
+    {
+        _deletions.Enqueue(deletion);
+        if (_deleting is null) DeleteNext();
+    }
+
+    /// <summary>Sends the next queued deletion to the store, or with none left, stops the entity if it was waiting for them.</summary>
+    private void DeleteNext()
+    {
+        _deleting = _deletions.Count > 0 ? _deletions.Dequeue() : null;
+        switch (_deleting)
+        {
+            case EventsUpTo events:
+                DeleteMessages(events.SequenceNr);
+                break;
+            case SnapshotsUpTo snapshots:
+                DeleteSnapshots(new SnapshotSelectionCriteria(snapshots.SequenceNr));
+                break;
+            case OneSnapshot snapshot:
+                DeleteSnapshot(snapshot.SequenceNr);
+                break;
+            case null:
+                StopIfIdle();
+                break;
+        }
+    }
+
+    /// <summary>Whether <see cref="PersistenceSettings.KeepAllEvents"/> asks for every entity's full history.</summary>
+    protected bool KeepsAllEvents => _settings.KeepAllEvents;
 
     private void MaybeSnapshot()
     {

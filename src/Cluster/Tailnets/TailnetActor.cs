@@ -273,6 +273,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         // The relays let a ticket in until it expires: these keys' tickets stop now.
         if (revoked is not null) Relays.RelayAccessRevoker.Broadcast(Context, revoked, _clock.GetUtcNow());
+        // A deleted tenant's data goes from the store too, not only from the state (see TailnetState.Tombstone).
+        if (after.Lifecycle == TailnetLifecycle.Deleted && before.Lifecycle != TailnetLifecycle.Deleted && !KeepsAllEvents) ForgetHistory(after);
         // The fan-out that these changes join is traced under the command that caused them (admin API → entity → deltas).
         if (System.Diagnostics.Activity.Current is { } cause && _flushCause is null) _flushCause = cause.Context;
         ScheduleFlush();
@@ -456,6 +458,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     protected override void OnRecovered()
     {
+        // A deletion whose erasure was cut off (or stored by a version that kept everything) is erased now.
+        if (State.Lifecycle == TailnetLifecycle.Deleted && !KeepsAllEvents) ForgetHistory(State.Tombstone());
         _engine = PolicyEngine.Compile(State.Policy, State.PolicyDevices());
         if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
         // Nobody is known to be online yet. A connected device's session re-attaches well within the

@@ -28,6 +28,13 @@ public sealed partial record TailnetState(
 
     public bool IsActive => Lifecycle == TailnetLifecycle.Active;
 
+    /// <summary>
+    /// All a deleted tailnet keeps: its id, that it is deleted, and when it was created. Its users, devices, auth
+    /// keys, policy, identity provider and DNS suffix go with it (the entity then deletes its stored history too,
+    /// see TailnetActor), so a tenant's deletion erases its data; its audit log stays.
+    /// </summary>
+    public TailnetState Tombstone() => new(TailnetId, TailnetLifecycle.Deleted, TailnetRules.DefaultSettings("deleted"), CreatedAt);
+
     public Decision<ITailnetEvent> Process(ITailnetCommand command)
     {
         switch (command)
@@ -55,7 +62,7 @@ public sealed partial record TailnetState(
         DnsSuffixChanged changed => this with { Settings = Settings with { DnsSuffix = changed.DnsSuffix } },
         EphemeralTimeoutChanged changed => this with { Settings = Settings with { EphemeralTimeoutSeconds = changed.Seconds } },
         KeylessRegistrationChanged changed => this with { Settings = Settings with { KeylessRegistration = changed.Allowed } },
-        TailnetDeleted => this with { Lifecycle = TailnetLifecycle.Deleted },
+        TailnetDeleted => Tombstone(),
         PolicyChanged changed => ApplyPolicy(changed),
         SsoConfigured or SsoRemoved => ApplySso(@event),
         _ => ApplyMembers(@event),

@@ -10,8 +10,8 @@ namespace Weft.Cluster.Tests.Persistence;
 
 /// <summary>
 /// An entity's journal stays a couple of snapshot intervals long, however many changes it makes, and what
-/// was deleted is never missed: a restart (even one whose newest snapshot is gone) comes back exactly. On
-/// SQLite and PostgreSQL, read straight from their tables.
+/// was deleted is never missed: a restart (even one whose newest snapshot is gone) comes back exactly. A
+/// deleted tailnet's data leaves the store altogether. On SQLite and PostgreSQL, read straight from their tables.
 /// </summary>
 public class JournalRetentionTests
 {
@@ -71,17 +71,93 @@ public class JournalRetentionTests
     }
 
     [SkippableFact]
-    public async Task With_KeepAllEvents_every_event_stays()
+    public async Task With_KeepAllEvents_every_event_stays_a_deleted_tailnets_too_until_the_setting_is_off()
     {
         await using var storage = TestStorage.NewSqlite();
-        await using var node = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: true));
-        var tailnet = (await node.Http.CreateTailnet("kept")).Id;
-        await MakeChanges(node, tailnet, first: 1);
+        string tailnet;
+        await using (var node = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: true)))
+        {
+            tailnet = (await node.Http.CreateTailnet("kept")).Id;
+            await MakeChanges(node, tailnet, first: 1);
 
-        // Snapshots older than the one before the newest still go; the events all stay.
-        var stored = await Eventually.Until(() => ReadTailnet(storage, tailnet), s => s.Snapshots.Count == 2, "two snapshots kept");
-        Assert.Equal(Enumerable.Range(1, (int)stored.Events.Max()).Select(n => (long)n), stored.Events);
-        Assert.True(stored.Events.Count > Changes, stored.ToString());
+            // Snapshots older than the one before the newest still go; the events all stay.
+            var stored = await Eventually.Until(() => ReadTailnet(storage, tailnet),
+            s => s.Snapshots.Count == 2 && s.Events.Max() - s.Snapshots.Max() < SnapshotEvery, "every snapshot due stored, two kept");
+            Assert.Equal(Enumerable.Range(1, (int)stored.Events.Max()).Select(n => (long)n), stored.Events);
+            Assert.True(stored.Events.Count > Changes, stored.ToString());
+            Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}")).StatusCode);
+        }
+        // Deleted, and woken again by a restart and a request: its history is all there.
+        await using (var restarted = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: true)))
+            await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).ReadError(System.Net.HttpStatusCode.NotFound);
+        var after = await ReadTailnet(storage, tailnet);
+        Assert.Equal(Enumerable.Range(1, Changes + 2).Select(n => (long)n), after.Events);
+
+        // With the setting off, the next request that wakes the deleted tailnet has it erase what it kept.
+        await using (var erasing = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+        {
+            await (await erasing.Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).ReadError(System.Net.HttpStatusCode.NotFound);
+            var erased = await Eventually.Until(() => ReadTailnet(storage, tailnet), s => s.Snapshots.Count == 1 && s.Events.Count <= 1, "the kept history erased");
+            Assert.Equal(Changes + 2, erased.Snapshots[0]);
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(StorageProvider.Sqlite)]
+    [InlineData(StorageProvider.Postgres)]
+    public async Task A_deleted_tailnet_leaves_none_of_its_users_devices_or_policy_in_the_store_and_stays_deleted(StorageProvider provider)
+    {
+        await using var storage = await TestStorage.NewAsync(provider);
+        string tailnet;
+        string[] markers = ["erasable-user", "erasable-host", "erasable-policy", "198.18.7.77"];
+        await using (var node = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+        {
+            tailnet = (await node.Http.CreateTailnet("erasable")).Id;
+            (await node.Http.PostJson($"/api/v1/tailnets/{tailnet}/users", new { name = "erasable-user" })).EnsureSuccessStatusCode();
+            using (var policy = new StringContent("// erasable-policy\n{ \"acls\": [{ \"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"] }] }",
+                       System.Text.Encoding.UTF8, "application/hujson"))
+                (await node.Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", policy)).EnsureSuccessStatusCode();
+            var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+            await using (var agents = new AgentSystem())
+            {
+                using var agent = TestAgent.Start(agents, node.Control, "erasable-host", key, endpoints: ["198.18.7.77:41641"]);
+                await agent.WaitForNetMap(view => view.Self is not null, "the device joined");
+                // The endpoints are soft state: the store has them once a snapshot taken after their report is written.
+                await Eventually.Until(async () => (await node.Http.GetDevice(tailnet, agent.DeviceId!)).Endpoints, e => e.Contains("198.18.7.77:41641"), "the endpoints reported");
+                await MakeChanges(node, tailnet, first: 1); // snapshots, so that the data is in them too
+                await Eventually.Until(() => StoredBytes(storage, tailnet), stored => markers.All(stored.Contains), "every marker stored");
+
+                Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}")).StatusCode);
+            }
+
+            // One snapshot of the deleted tailnet is left, and at most the journal's last row (marked deleted).
+            var left = await Eventually.Until(() => ReadTailnet(storage, tailnet), s => s.Snapshots.Count == 1 && s.Events.Count <= 1, "the deleted tailnet's history deleted");
+            Assert.Equal(left.Snapshots[0], left.Events.DefaultIfEmpty(left.Snapshots[0]).Max());
+            var remaining = await StoredBytes(storage, tailnet);
+            Assert.All(markers, marker => Assert.DoesNotContain(marker, remaining));
+            // Its audit log outlives it, as the record of who changed and deleted it.
+            Assert.True((await Read(storage, "audit-" + tailnet)).Events.Count > Changes);
+        }
+
+        await using (var restarted = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
+        {
+            await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnet}")).ReadError(System.Net.HttpStatusCode.NotFound);
+            await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).ReadError(System.Net.HttpStatusCode.NotFound);
+            Assert.NotEqual(tailnet, (await restarted.Http.CreateTailnet("erasable")).Id);
+        }
+    }
+
+    /// <summary>Everything stored for the tailnet's entity (its events and snapshots), as text.</summary>
+    private static async Task<string> StoredBytes(TestStorage storage, string tailnet)
+    {
+        var id = TailnetActor.PersistenceIdOf(tailnet);
+        await using var connection = await Open(storage);
+        await using var query = connection.CreateCommand();
+        query.CommandText = $"SELECT message FROM journal WHERE persistence_id = '{id}' UNION ALL SELECT snapshot FROM snapshot WHERE persistence_id = '{id}'";
+        await using var reader = await query.ExecuteReaderAsync();
+        var text = new System.Text.StringBuilder();
+        while (await reader.ReadAsync()) text.Append(System.Text.Encoding.Latin1.GetString((byte[])reader[0]));
+        return text.ToString();
     }
 
     /// <summary>Each change is one event: the tailnet's key expiry set to another number of days.</summary>
@@ -91,10 +167,10 @@ public class JournalRetentionTests
             (await node.Http.PatchJson($"/api/v1/tailnets/{tailnet}", new UpdateTailnetSettingsRequest(days))).EnsureSuccessStatusCode();
     }
 
-    /// <summary>Two snapshots, and no event older than the older one's.</summary>
+    /// <summary>Every snapshot due is stored (the newest is less than an interval behind the last event), two are kept, and no event older than the older one's.</summary>
     private static bool Retained(Stored stored) =>
-        stored.Snapshots.Count == 2 && stored.Events.Count > 0 && stored.Events.Min() >= stored.Snapshots.Min()
-        && stored.Events.Max() >= stored.Snapshots.Max();
+        stored.Snapshots.Count == 2 && stored.Events.Count > 0 && stored.Events.Max() - stored.Snapshots.Max() < SnapshotEvery
+        && stored.Events.Min() >= stored.Snapshots.Min();
 
     private static Task<Stored> ReadTailnet(TestStorage storage, string tailnet) => Read(storage, TailnetActor.PersistenceIdOf(tailnet));
 
