@@ -8,7 +8,7 @@ using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Api;
 
-/// <summary>Reading the audit log: a tailnet's changes (its own admins may read them) and the cluster's (operators only).</summary>
+/// <summary>Reading the audit log: a tailnet's changes (its own admins may read them; operators, a deleted tailnet's too) and the cluster's (operators only).</summary>
 public static class AuditEndpoints
 {
     /// <summary>Without <c>since</c>, a query covers the last day.</summary>
@@ -24,6 +24,9 @@ public static class AuditEndpoints
 
     private static async Task<IResult> TailnetLog(HttpContext http, string tailnet, TailnetRefs refs, IRequiredActor<AuditLogActor> logs, TimeProvider clock)
     {
+        // A tailnet's log outlives it: an operator reads a deleted tailnet's by its id (one that never existed reads as empty).
+        if (ApiCaller.Of(http).IsOperator && Identifiers.IsId(tailnet, Identifiers.TailnetPrefix) && await refs.FindAsync(http, tailnet) is null)
+            return await Read(http, logs, tailnet, clock);
         var entry = await refs.ResolveAsync(http, tailnet);
         return await Read(http, logs, entry.TailnetId, clock);
     }

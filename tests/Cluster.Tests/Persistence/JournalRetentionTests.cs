@@ -143,6 +143,9 @@ public class JournalRetentionTests
         {
             await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnet}")).ReadError(System.Net.HttpStatusCode.NotFound);
             await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnet}/devices")).ReadError(System.Net.HttpStatusCode.NotFound);
+            // Its audit log outlives it: an operator reads who deleted it, by its id.
+            var audit = await restarted.Http.GetAuditLog($"/api/v1/tailnets/{tailnet}/audit");
+            Assert.Contains(audit.Entries, entry => entry.Action == "DELETE /api/v1/tailnets/{tailnet}" && entry.Status == 204);
             Assert.NotEqual(tailnet, (await restarted.Http.CreateTailnet("erasable")).Id);
         }
     }
