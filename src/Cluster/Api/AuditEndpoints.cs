@@ -24,8 +24,9 @@ public static class AuditEndpoints
 
     private static async Task<IResult> TailnetLog(HttpContext http, string tailnet, TailnetRefs refs, IRequiredActor<AuditLogActor> logs, TimeProvider clock)
     {
-        // A tailnet's log outlives it: an operator reads a deleted tailnet's by its id (one that never existed reads as empty).
-        if (ApiCaller.Of(http).IsOperator && Identifiers.IsId(tailnet, Identifiers.TailnetPrefix) && await refs.FindAsync(http, tailnet) is null)
+        // A tailnet's log is kept by its id and outlives it: an operator naming an id reads that log, a deleted tailnet's
+        // too, with no lookup (one that never existed reads as empty). Names cannot look like ids (no '_' in a DNS label).
+        if (ApiCaller.Of(http).IsOperator && Identifiers.IsId(tailnet, Identifiers.TailnetPrefix))
             return await Read(http, logs, tailnet, clock);
         var entry = await refs.ResolveAsync(http, tailnet);
         return await Read(http, logs, entry.TailnetId, clock);
