@@ -281,8 +281,15 @@ public sealed class PathManager : UntypedActor, IWithTimers
         foreach (var relay in _relays.Values) relay.Tell(credentials);
     }
 
+    /// <summary>
+    /// Opens (or re-marks) the relay connection of a region, but never while the agent is down or logged
+    /// out: netchecks go on then (every 20-26 s, or when asked) and name a home region, and a relay client
+    /// opened for it would hold a connection nobody uses, or retry a refused ticket for good. Going up
+    /// opens the home region's again.
+    /// </summary>
     private void EnsureRelay(int region, bool home)
     {
+        if (_down) return;
         if (_relays.TryGetValue(region, out var existing))
         {
             existing.Tell(new SetHomeRegion(home));

@@ -372,6 +372,65 @@ public class RelayTests
     }
 
     [Fact]
+    public async Task An_agent_that_is_down_or_whose_device_was_deleted_opens_no_relay_connection_when_a_netcheck_names_its_home_region()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("relay-down")).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, tunnels: true);
+        using var b = TestAgent.Start(agents, [node.Control], "b", key, tunnels: true);
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        var aKey = NodeKeyOf(a);
+        var bKey = NodeKeyOf(b);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => keys.Contains(aKey) && keys.Contains(bKey), "both agents on their home relay");
+
+        // `weft-agent down`: the home relay connection closes, and a netcheck (they go on while down, every
+        // 20-26 s or when asked) that names the home region again must not open it again.
+        a.Client.Tell(TakeDown.Instance);
+        await a.WaitForState(ControlState.Stopped);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => !keys.Contains(aKey), "a's relay connection closed when it went down");
+        var report = await a.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10));
+        Assert.Equal(1, report.HomeRegion);
+        await StaysWithoutRelay(agents, a, aKey, relay, "down");
+
+        // `weft-agent up` opens it again.
+        a.Client.Tell(new LogIn(new ControlLogin([node.Control], "a", null, null, false, default), Connect: true));
+        await a.WaitForState(ControlState.Running);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => keys.Contains(aKey), "a's relay connection back after up");
+
+        // b's device is deleted: its agent needs a login, its ticket is revoked, and a netcheck must not
+        // start a relay client that retries the refused ticket for good.
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{b.DeviceId}")).StatusCode);
+        await Eventually.Until(() => Task.FromResult(b.State.State), s => s == ControlState.NeedsLogin, "b needs a login after its device was deleted");
+        await Eventually.Until(() => Task.FromResult(relay.ConnectedKeys), keys => !keys.Contains(bKey), "b's relay connection closed");
+        var refusedBefore = relay.Counters.RefusedFor("ticket_revoked");
+        await b.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10));
+        await StaysWithoutRelay(agents, b, bKey, relay, "deleted");
+        Assert.Equal(refusedBefore, relay.Counters.RefusedFor("ticket_revoked"));
+        Assert.Contains(aKey, relay.ConnectedKeys);
+    }
+
+    /// <summary>For two seconds <paramref name="key"/> has no relay connection, and then <paramref name="agent"/> has no relay client.</summary>
+    private static async Task StaysWithoutRelay(AgentSystem agents, TestAgent agent, Curve25519PublicKey key, RelayServer relay, string when)
+    {
+        for (var check = 0; check < 10; check++)
+        {
+            Assert.False(relay.ConnectedKeys.Contains(key), $"{agent.Hostname} ({when}) is connected to the relay again");
+            await Task.Delay(200);
+        }
+        await Assert.ThrowsAsync<ActorNotFoundException>(() =>
+            agents.System.ActorSelection(agent.DataPlane!.Path + "/paths/relay-*").ResolveOne(TimeSpan.FromSeconds(1)));
+    }
+
+    private static Curve25519PublicKey NodeKeyOf(TestAgent agent)
+    {
+        using var key = Curve25519PrivateKey.TryParseHex(agent.Store.Load().NodePrivateKey, out var parsed) ? parsed : throw new InvalidOperationException();
+        return key.PublicKey;
+    }
+
+    [Fact]
     public async Task A_direct_path_proves_the_mtu_it_carries_the_tun_follows_and_a_restarted_path_manager_proves_it_again()
     {
         await using var storage = TestStorage.NewSqlite();
