@@ -12,9 +12,10 @@ public static class ApiKeyRecords
             p => new(p.KeyId, (ApiKeyScope)p.Scope, p.SecretHash, p.At.ToTime(), NullIfEmpty(p.TailnetId), p.Description))
         .Add<ApiKeyRevoked, Stored.ApiKeyRevoked>("key.revoked", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
         .Add<ApiKeyRegistryState, Stored.ApiKeyRegistrySnapshot>("key.snapshot",
-            s => new() { Keys = { s.Keys.Values.Select(ToStored) } },
+            s => new() { Keys = { s.Keys.Values.Select(ToStored) }, RevokedKeyIds = { s.RevokedKeyIds } },
             p => new ApiKeyRegistryState(p.Keys.ToImmutableSortedDictionary(
-                k => k.KeyId, k => new ApiKeyRecord(k.KeyId, (ApiKeyScope)k.Scope, k.SecretHash, k.At.ToTime(), NullIfEmpty(k.TailnetId), k.Description))));
+                k => k.KeyId, k => new ApiKeyRecord(k.KeyId, (ApiKeyScope)k.Scope, k.SecretHash, k.At.ToTime(), NullIfEmpty(k.TailnetId), k.Description)),
+                p.RevokedKeyIds.ToImmutableSortedSet(StringComparer.Ordinal)));
 
     private static Stored.ApiKeyIssued ToStored(ApiKeyRecord k) => new()
     {

@@ -10,8 +10,13 @@ public sealed record ApiKeyRecord(string KeyId, ApiKeyScope Scope, string Secret
     public ApiKeySummary ToSummary() => new(KeyId, Scope, TailnetId, Description, IssuedAt);
 }
 
-/// <summary>Every API key, by id. Only SHA-256 hashes of the secrets are kept.</summary>
-public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKeyRecord> Keys) : IStoredRecord
+/// <summary>
+/// Every API key, by id (only SHA-256 hashes of the secrets are kept), and the ids of the keys revoked.
+/// A key created with an Idempotency-Key has an id and a secret derived from it, so the same request
+/// sent again would issue the same secret: a revoked id is never issued again, or a leaked and revoked
+/// secret would come back to life (with whatever scope the new request asked for).
+/// </summary>
+public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKeyRecord> Keys, ImmutableSortedSet<string> RevokedKeyIds) : IStoredRecord
 {
     public const int MaxDescriptionLength = 200;
 
@@ -21,9 +26,9 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
     /// </summary>
     public const int MaxKeysPerTailnet = 100;
 
-    public static readonly ApiKeyRegistryState Empty = new(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty);
+    public static readonly ApiKeyRegistryState Empty = new(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty, ImmutableSortedSet.Create<string>(StringComparer.Ordinal));
 
-    public bool Equals(ApiKeyRegistryState? other) => other is not null && Keys.SequenceEqual(other.Keys);
+    public bool Equals(ApiKeyRegistryState? other) => other is not null && Keys.SequenceEqual(other.Keys) && RevokedKeyIds.SequenceEqual(other.RevokedKeyIds);
 
     public override int GetHashCode() => Keys.Count;
 
@@ -48,6 +53,9 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
 
     private Decision<IApiKeyEvent> Issue(IssueApiKey issue)
     {
+        if (RevokedKeyIds.Contains(issue.KeyId))
+            return Decision<IApiKeyEvent>.Reject(Rejection.Conflict(
+                $"API key {issue.KeyId} was revoked and is never issued again; a creation sent again with the Idempotency-Key that created it names it: use a new key"));
         if (Keys.TryGetValue(issue.KeyId, out var same))
             return same.SecretHash == issue.SecretHash && same.Scope == issue.Scope && same.TailnetId == issue.TailnetId
                 ? Decision<IApiKeyEvent>.Unchanged // the same request again: answered as the first one was
@@ -65,9 +73,9 @@ public sealed record ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKe
 
     public ApiKeyRegistryState Apply(IApiKeyEvent @event) => @event switch
     {
-        ApiKeyIssued issued => new ApiKeyRegistryState(Keys.SetItem(issued.KeyId,
-            new ApiKeyRecord(issued.KeyId, issued.Scope, issued.SecretHash, issued.At, issued.TailnetId, issued.Description))),
-        ApiKeyRevoked revoked => new ApiKeyRegistryState(Keys.Remove(revoked.KeyId)),
+        ApiKeyIssued issued => this with { Keys = Keys.SetItem(issued.KeyId,
+            new ApiKeyRecord(issued.KeyId, issued.Scope, issued.SecretHash, issued.At, issued.TailnetId, issued.Description)) },
+        ApiKeyRevoked revoked => new ApiKeyRegistryState(Keys.Remove(revoked.KeyId), RevokedKeyIds.Add(revoked.KeyId)),
         _ => throw new ArgumentOutOfRangeException(nameof(@event), @event.GetType().Name, "not an API-key event"),
     };
 

@@ -1,5 +1,6 @@
 using Akka.Actor;
 using Akka.Event;
+using Weft.Contracts.Admin;
 using Weft.Cluster.Persistence;
 using Weft.Cluster.Replication;
 
@@ -67,7 +68,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
     protected override TailnetDirectoryState Apply(TailnetDirectoryState state, ITailnetDirectoryEvent @event) => state.Apply(@event);
 
     protected override bool IsCommand(object message) =>
-        message is RegisterTailnet or RenameTailnet or RemoveTailnet or FinishRegistration or FinishRemoval;
+        message is RegisterTailnet or RenameTailnet or RemoveTailnet or FinishRegistration or FinishRemoval or AbandonRegistration;
 
     protected override Decision<ITailnetDirectoryEvent> Decide(TailnetDirectoryState state, object command) => state.Process(command);
 
@@ -92,6 +93,7 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
         FinishRegistration finish => new TailnetRegistered(stateAfter.Entries[finish.TailnetId].ToEntry(), finish.Info),
         RenameTailnet rename => stateAfter.Entries[rename.TailnetId].ToEntry(),
         FinishRemoval finish => new TailnetRemoved(finish.TailnetId),
+        AbandonRegistration abandon => abandon.Reason,
         _ => throw new InvalidOperationException($"{command.GetType().Name} is acknowledged by its follow-up"),
     };
 
@@ -163,6 +165,11 @@ public sealed class TailnetDirectoryActor : EventSourcedEntity<TailnetDirectoryS
         {
             case (CreateTailnet create, TailnetInfo info):
                 Submit(new FinishRegistration(create.TailnetId, info), answered.ReplyTo);
+                break;
+            case (CreateTailnet create, Rejection { Code: not ApiErrorCodes.Unavailable } refused):
+                // Not a busy or unreachable entity but a refusal that no retry changes.
+                Log.Warning("Tailnet {0} refused its creation ({1}); its registration is abandoned and its name freed", create.TailnetId, refused.Message);
+                Submit(new AbandonRegistration(create.TailnetId, refused), answered.ReplyTo);
                 break;
             case (DeleteTailnet delete, TailnetDeletedAck):
                 // Its tenant API keys go with it, before the removal is final (a retried removal revokes again).

@@ -31,6 +31,13 @@ public sealed record FinishRegistration(string TailnetId, TailnetInfo Info);
 
 public sealed record FinishRemoval(string TailnetId);
 
+/// <summary>
+/// The tailnet entity refused to be created, for good (it was deleted: a creation sent again with the
+/// Idempotency-Key that created it names the same id). The reserved name is freed and the creator gets
+/// <paramref name="Reason"/>, instead of a registration retried in the background for ever.
+/// </summary>
+public sealed record AbandonRegistration(string TailnetId, Rejection Reason);
+
 // Queries and replies
 
 [WireName("directory.list")]

@@ -55,6 +55,10 @@ public sealed record TailnetDirectoryState(ImmutableSortedDictionary<string, Dir
         FinishRegistration finish => Entries.TryGetValue(finish.TailnetId, out var e) && e.Phase == DirectoryPhase.Creating
             ? Decision<ITailnetDirectoryEvent>.Accept(new TailnetRegistrationCompleted(finish.TailnetId))
             : Decision<ITailnetDirectoryEvent>.Unchanged,
+        // Stored as a completed removal: the same change (the entry and its name go), which every version reads.
+        AbandonRegistration abandon => Entries.TryGetValue(abandon.TailnetId, out var e) && e.Phase == DirectoryPhase.Creating
+            ? Decision<ITailnetDirectoryEvent>.Accept(new TailnetRemovalCompleted(abandon.TailnetId))
+            : Decision<ITailnetDirectoryEvent>.Unchanged,
         RenameTailnet rename => Rename(rename),
         RemoveTailnet remove => FindActive(remove.TailnetId) is null
             ? Decision<ITailnetDirectoryEvent>.Reject(NotFound(remove.TailnetId))

@@ -79,7 +79,7 @@ public sealed partial record TailnetState(
             case TailnetLifecycle.Active:
                 return Decision<ITailnetEvent>.Unchanged;
             case TailnetLifecycle.Deleted:
-                return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"tailnet {TailnetId} was deleted and cannot be created again"));
+                return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"tailnet {TailnetId} was deleted and cannot be created again (a creation sent again with the Idempotency-Key that created it names it; use a new key)"));
         }
         if (TailnetRules.CheckSettings(create.Settings) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
         return Decision<ITailnetEvent>.Accept(new TailnetCreated(create.Settings, create.At));

@@ -44,6 +44,31 @@ public class ApiKeyRegistryStateTests
     }
 
     [Fact]
+    public void A_revoked_key_id_is_never_issued_again_under_any_scope_and_a_tailnets_removal_revokes_its_keys_for_good()
+    {
+        var token = ApiKeyToken.Generate();
+        var tenant = ApiKeyToken.Generate();
+        var keeper = ApiKeyToken.Generate(); // the last operator key cannot be revoked
+        var state = ApiKeyRegistryState.Empty
+            .Apply(new ApiKeyIssued(keeper.KeyId, ApiKeyScope.Operator, keeper.SecretHash, Now))
+            .Apply(new ApiKeyIssued(token.KeyId, ApiKeyScope.Operator, token.SecretHash, Now))
+            .Apply(new ApiKeyIssued(tenant.KeyId, ApiKeyScope.Tailnet, tenant.SecretHash, Now, "tn_gone"));
+        state = state.Process(new RevokeApiKey(token.KeyId)).Events.Concat(state.Process(new RevokeTailnetApiKeys("tn_gone")).Events)
+            .Aggregate(state, (s, e) => s.Apply(e));
+
+        Assert.Equal([keeper.KeyId], state.Keys.Keys);
+        Assert.Equal(new[] { tenant.KeyId, token.KeyId }.Order(StringComparer.Ordinal), state.RevokedKeyIds.Order(StringComparer.Ordinal));
+        foreach (var (id, hash) in new[] { (token.KeyId, token.SecretHash), (tenant.KeyId, tenant.SecretHash) })
+        {
+            var asOperator = state.Process(new IssueApiKey(id, ApiKeyScope.Operator, null, hash, "", Now));
+            Assert.Equal(ApiErrorCodes.Conflict, asOperator.Rejection?.Code);
+            Assert.Empty(asOperator.Events);
+            Assert.Equal(ApiErrorCodes.Conflict, state.Process(new IssueApiKey(id, ApiKeyScope.Tailnet, "tn_other", hash, "", Now)).Rejection?.Code);
+            Assert.IsType<Rejection>(state.Verify(new VerifyApiKey(id, hash)));
+        }
+    }
+
+    [Fact]
     public void Only_the_right_secret_verifies()
     {
         var token = ApiKeyToken.Generate();

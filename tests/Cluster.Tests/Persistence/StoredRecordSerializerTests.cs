@@ -108,7 +108,8 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new ApiKeyRevoked("tenantkey1"),
         new ApiKeyRegistryState(ImmutableSortedDictionary<string, ApiKeyRecord>.Empty
             .Add("abcdefghij", new ApiKeyRecord("abcdefghij", ApiKeyScope.Operator, ApiKeyToken.Hash("s"), At))
-            .Add("tenantkey1", new ApiKeyRecord("tenantkey1", ApiKeyScope.Tailnet, ApiKeyToken.Hash("t"), At, "tn_abc", "ci robot"))),
+            .Add("tenantkey1", new ApiKeyRecord("tenantkey1", ApiKeyScope.Tailnet, ApiKeyToken.Hash("t"), At, "tn_abc", "ci robot")),
+            ImmutableSortedSet.Create(StringComparer.Ordinal, "revokedkey", "Zrevoked02")),
         new DeviceInitialized("tn_abc"),
         new DeviceHostinfoReported("laptop", "linux", "weft-agent 0.4"),
         new DeviceNodeKeyChanged(Key2),

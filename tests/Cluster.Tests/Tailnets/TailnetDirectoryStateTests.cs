@@ -39,6 +39,21 @@ public class TailnetDirectoryStateTests
     }
 
     [Fact]
+    public void An_abandoned_registration_frees_its_name_and_leaves_nothing_pending_and_an_active_tailnet_is_not_abandoned()
+    {
+        var state = Run(WithActive(("tn_live", "live")), new RegisterTailnet("tn_gone", "acme", TailnetRules.DefaultSettings("acme"), Now));
+        var refusal = Rejection.Conflict("tailnet tn_gone was deleted and cannot be created again");
+
+        state = Run(state, new AbandonRegistration("tn_gone", refusal));
+
+        Assert.Empty(state.Pending);
+        Assert.False(state.Entries.ContainsKey("tn_gone"));
+        Assert.Single(state.Process(new RegisterTailnet("tn_new", "acme", TailnetRules.DefaultSettings("acme"), Now)).Events);
+        Assert.Empty(state.Process(new AbandonRegistration("tn_live", refusal)).Events);
+        Assert.Equal("tn_live", state.FindActive("live")?.TailnetId);
+    }
+
+    [Fact]
     public void Names_are_unique_across_the_whole_cluster()
     {
         var state = WithActive(("tn_a", "acme"));
