@@ -255,7 +255,10 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 OnRotationAnswered(answered);
                 break;
             case RenewRelayTicket:
-                SendRelayTicket(withMap: false);
+                AskKeyExpiryForTicket();
+                break;
+            case KeyExpiryForTicket learned:
+                OnKeyExpiryForTicket(learned);
                 break;
             case LogoutAnswered answered:
                 OnLogoutAnswered(answered);
@@ -504,6 +507,28 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         if (renewIn > TimeSpan.FromSeconds(5)) Timers.StartSingleTimer("relay-ticket", RenewRelayTicket.Instance, renewIn);
     }
 
+    /// <summary>
+    /// A renewal first asks the tailnet for the device's key expiry: the session learns it at registration
+    /// and rotation only, and it moves without either (tagging a device lifts it, untagging sets a new one).
+    /// A ticket capped at a lifted expiry would run out there, with no renewal after it, and the relays
+    /// would close the device's connections until its stream happened to reconnect.
+    /// </summary>
+    private void AskKeyExpiryForTicket()
+    {
+        if (_nodeKey is not { } key || _tailnetId is null || _deviceId is null) return;
+        _services.Tailnets.Ask<object>(new GetDevice(_tailnetId, _deviceId), AskTimeout).PipeTo(Self,
+            success: answer => new KeyExpiryForTicket(key, answer),
+            failure: _ => new KeyExpiryForTicket(key, null));
+    }
+
+    private void OnKeyExpiryForTicket(KeyExpiryForTicket learned)
+    {
+        if (_nodeKey is not { } key || key != learned.NodeKey) return; // rotated meanwhile: that sent its own ticket
+        // The tailnet's word counts only for the key this session holds; without an answer the ticket renews as it was.
+        if (learned.Answer is DeviceInfo info && info.Device.NodeKey == key.ToHex()) _keyExpiry = info.Device.KeyExpiry;
+        SendRelayTicket(withMap: false);
+    }
+
     /// <summary>The agent logs out: its node key is expired (peers drop it at once), then the agent hears it is out.</summary>
     private void OnLogoutAnswered(LogoutAnswered answered)
     {
@@ -629,6 +654,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private sealed record RotationAnswered(Curve25519PublicKey NewKey, object Answer);
 
     private sealed record LogoutAnswered(object Answer);
+
+    private sealed record KeyExpiryForTicket(Curve25519PublicKey NodeKey, object? Answer);
 
     private sealed class KeepAlive
     {

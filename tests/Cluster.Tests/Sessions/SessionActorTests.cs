@@ -11,6 +11,7 @@ using Weft.Cluster.Tailnets;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
 
 namespace Weft.Cluster.Tests.Sessions;
 
@@ -41,12 +42,12 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         _machines = CreateTestProbe("machines");
     }
 
-    private IActorRef StartSession()
+    private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null)
     {
         // Keepalives and re-attaches every minute: none falls inside a test.
         var services = new SessionServices(_directory.Ref, _tailnets.Ref, _devices.Ref, _machines.Ref, new TailnetAffinity(100),
             _coordinatorKey, TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
-            TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+            TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)) { Relays = relays };
         return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), _toAgent.Writer, services));
     }
 
@@ -75,9 +76,9 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         return messages;
     }
 
-    private DeviceEntry Device(string deviceId, DeviceStatus status) =>
+    private DeviceEntry Device(string deviceId, DeviceStatus status, DateTimeOffset? keyExpiry = null) =>
         new(deviceId, _machineKey.PublicKey.ToHex(), _nodeKey.PublicKey.ToHex(), "", "laptop", "laptop", "linux", null, [],
-            "100.64.0.7", "fd7a:115c:a1e0::7", [], 0, null, false, status, DateTimeOffset.UtcNow, null, "keyid23456");
+            "100.64.0.7", "fd7a:115c:a1e0::7", [], 0, keyExpiry, false, status, DateTimeOffset.UtcNow, null, "keyid23456");
 
     /// <summary>Registers with an auth key, each region answering in turn, and returns the registered session and its device id.</summary>
     private (IActorRef Session, string DeviceId) Registered()
@@ -104,14 +105,14 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     /// it <paramref name="deviceId"/>, or the id the session proposed), and returns the device id the agent is told.
     /// <paramref name="whileLookingUp"/> runs before the machine index answers.
     /// </summary>
-    private string AnswerRegistration(string? deviceId = null, Action? whileLookingUp = null)
+    private string AnswerRegistration(string? deviceId = null, Action? whileLookingUp = null, DateTimeOffset? keyExpiry = null)
     {
         _machines.ExpectMsg<LookupMachine>();
         whileLookingUp?.Invoke();
         _machines.Reply(Rejection.NotFound("this machine has no device yet"));
         var register = _tailnets.ExpectMsg<RegisterDevice>();
         deviceId ??= register.NewDeviceId;
-        _tailnets.Reply(new DeviceRegistration(TailnetId, Device(deviceId, DeviceStatus.Active)));
+        _tailnets.Reply(new DeviceRegistration(TailnetId, Device(deviceId, DeviceStatus.Active, keyExpiry)));
         _machines.ExpectMsg<BindMachine>();
         _machines.Reply(new MachineBinding(_machineKey.PublicKey.ToHex(), TailnetId, deviceId));
         _devices.ExpectMsg<InitializeDevice>();
@@ -181,6 +182,41 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         var only = Assert.Single(stream);
         Assert.Equal(ControlErrorCodes.DeviceDeleted, only.Error.Code);
         ExpectTerminated(session);
+    }
+
+    /// <summary>The next relay ticket the agent is sent (other messages skipped).</summary>
+    private RelayUpdate NextTicket()
+    {
+        while (true)
+            if (NextToAgent() is { BodyCase: ServerMessage.BodyOneofCase.Relay } message) return message.Relay;
+    }
+
+    [Fact]
+    public void A_ticket_renewal_takes_the_key_expiry_from_the_tailnet_so_a_device_tagged_since_it_registered_keeps_relay_tickets_past_its_old_expiry()
+    {
+        // Tickets of 12 s, renewed at half their life; the device's key expired 14 s after it registered.
+        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
+            Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
+        var oldExpiry = DateTimeOffset.UtcNow.AddSeconds(14);
+        var session = StartSession(issuer);
+        FromAgent(session, RegisterWithAuthKey());
+        var deviceId = AnswerRegistration(keyExpiry: oldExpiry);
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+        _devices.ExpectMsg<AttachSession>();
+        var first = NextTicket();
+        Assert.NotNull(first.Map);
+        Assert.True(first.TicketExpiry.ToDateTimeOffset() <= oldExpiry);
+
+        // The device was tagged meanwhile (tagged devices do not expire); the session heard nothing of it.
+        var asked = _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10));
+        Assert.Equal(deviceId, asked.DeviceId);
+        _tailnets.Reply(new DeviceInfo(Device(deviceId, DeviceStatus.Active, keyExpiry: null), true));
+
+        var renewed = NextTicket();
+        Assert.True(renewed.TicketExpiry.ToDateTimeOffset() > oldExpiry, $"the renewed ticket runs to {renewed.TicketExpiry}, past the lifted expiry {oldExpiry}");
+        Assert.True(RelayTicket.TryReadNodeKey(renewed.Ticket.ToByteArray(), out var named) && named == _nodeKey.PublicKey);
+        // And renewals go on: the next one asks again.
+        _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10));
     }
 
     [Fact]
