@@ -67,6 +67,8 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private RoutingStatus _routing = new(null, null, []);
     // From the options at start, then from each SetRoutingPrefs (up, set).
     private RoutingPrefs _prefs;
+    // This incarnation was told prefs (up, set): the ones its predecessor hands over are older.
+    private bool _prefsTold;
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -96,12 +98,14 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
         Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
+        Receive<ResumePrefs>(resume =>
+        {
+            if (!_prefsTold) UsePrefs(resume.Prefs);
+        });
         Receive<RoutingPrefs>(prefs =>
         {
-            if (prefs == _prefs) return;
-            _log.Info("Routing prefs: accept routes {0}, exit node {1}", prefs.AcceptRoutes, prefs.ExitNode ?? "none");
-            _prefs = prefs;
-            if (!_down && _view is { } current) Apply(current);
+            _prefsTold = true;
+            UsePrefs(prefs);
         });
         // The tunnels or the paths gave up (they failed more often than their restart limit allows)
         // and stopped. A data plane without them would keep the engine on its last peers and filter
@@ -129,12 +133,26 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             return Directive.Restart;
         });
 
-    /// <summary>The new incarnation starts from the options: it is told the routing prefs chosen since.</summary>
+    /// <summary>
+    /// The new incarnation starts from the options: it is told the routing prefs chosen since. They go
+    /// behind whatever was already in the mailbox, so prefs sent while this one failed (a <c>set</c>) are
+    /// newer and stand.
+    /// </summary>
     protected override void PreRestart(Exception reason, object message)
     {
-        Self.Tell(_prefs);
+        Self.Tell(new ResumePrefs(_prefs));
         base.PreRestart(reason, message);
     }
+
+    private void UsePrefs(RoutingPrefs prefs)
+    {
+        if (prefs == _prefs) return;
+        _log.Info("Routing prefs: accept routes {0}, exit node {1}", prefs.AcceptRoutes, prefs.ExitNode ?? "none");
+        _prefs = prefs;
+        if (!_down && _view is { } current) Apply(current);
+    }
+
+    private sealed record ResumePrefs(RoutingPrefs Prefs);
 
     protected override void PreStart()
     {

@@ -70,7 +70,7 @@ public sealed record ControlClientOptions
 /// a restart of this actor registers them again, and they get the current state at once.
 /// </para>
 /// </summary>
-public sealed class ControlClient : ReceiveActor, IWithTimers
+public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
     private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromHours(12);
     /// <summary>Netmap writes to the cache are coalesced: a burst of deltas costs one write.</summary>
@@ -120,6 +120,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    public IStash Stash { get; set; } = null!;
+
+    // Restarted, and the predecessor's Resume not taken yet (see AroundReceive).
+    private bool _awaitingResume;
+
     public static Props PropsFor(ControlClientOptions options) => Props.Create(() => new ControlClient(options));
 
     private DateTimeOffset Now => _options.Clock.GetUtcNow();
@@ -167,6 +172,32 @@ public sealed class ControlClient : ReceiveActor, IWithTimers
         Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         base.PreRestart(reason, message);
+    }
+
+    protected override void PostRestart(Exception reason)
+    {
+        base.PostRestart(reason);
+        _awaitingResume = true;
+    }
+
+    /// <summary>
+    /// After a restart, nothing is handled before the <see cref="Resume"/> the previous incarnation sent:
+    /// it could only send it behind what was already in the mailbox, and a <c>down</c>, <c>up</c>,
+    /// <c>set</c> or <c>logout</c> that came while it failed is newer than what Resume hands over. Taken
+    /// first, Resume would undo it (a <c>down</c> brought straight back up); those wait, then follow it.
+    /// </summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        if (!_awaitingResume) return base.AroundReceive(receive, message);
+        if (message is not Resume)
+        {
+            Stash.Stash();
+            return true;
+        }
+        _awaitingResume = false;
+        var handled = base.AroundReceive(receive, message);
+        Stash.UnstashAll();
+        return handled;
     }
 
     private CoordinatorDialer? NewDialer(ControlLogin login) =>

@@ -182,6 +182,39 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         }, $"{agent.Hostname}'s engine peers equal its netmap peers");
 
     [Fact]
+    public async Task A_command_that_waits_in_the_mailbox_of_an_actor_that_fails_is_not_undone_by_what_its_predecessor_hands_over()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("queued-commands");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet)).Key;
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tunnels: true);
+        await a.WaitForState(ControlState.Running);
+
+        // `weft-agent down` arrives while the control client fails (a Kill is handled in mailbox order, as a failure is):
+        // the predecessor's hand-over says "up", and must not bring the agent back up behind the down.
+        a.Client.Tell(Kill.Instance);
+        a.Client.Tell(TakeDown.Instance);
+        await Eventually.Until(a.Status, s => s.State == ControlState.Stopped, "down after the restart");
+        await Task.Delay(1500);
+        Assert.Equal(ControlState.Stopped, (await a.Status()).State);
+        await a.WaitForState(ControlState.Stopped); // and its watchers (the data plane among them) were told so
+
+        // `weft-agent up` while it fails again: it comes up.
+        a.Client.Tell(Kill.Instance);
+        a.Client.Tell(new LogIn(new ControlLogin([coordinator.Control], "a", null, null, false, default), Connect: true));
+        await a.WaitForState(ControlState.Running);
+
+        // `weft-agent set --exit-node` arrives while the data plane fails: the predecessor's older prefs must not replace it.
+        var plane = a.DataPlane!;
+        plane.Tell(Kill.Instance);
+        plane.Tell(new Weft.NodeAgent.Agent.RoutingPrefs(AcceptRoutes: false, ExitNode: "exit-elsewhere"));
+        await Task.Delay(1500);
+        var routing = await plane.Ask<Weft.NodeAgent.Agent.RoutingStatus>(Weft.NodeAgent.Agent.GetRoutingStatus.Instance, TimeSpan.FromSeconds(5));
+        Assert.Equal("exit-elsewhere", routing.ExitNode);
+        Assert.NotNull(routing.ExitNodeProblem); // no such node in the netmap: internet traffic is dropped, not sent around it
+    }
+
+    [Fact]
     public async Task A_control_client_that_crashes_after_up_on_a_daemon_started_down_comes_back_up_not_down()
     {
         await using var agents = new AgentSystem();
