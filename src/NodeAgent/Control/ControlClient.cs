@@ -169,7 +169,10 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // written half a second after a change, off this thread, and not at all when the disk fails),
         // and the watchers told again below must never be handed a map older than the one they hold.
         var latest = _session.Store.HasMap ? _session.Store.ToNetMap() : null;
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest));
+        // This incarnation's cache writes finish first (the new one's writer waits for them), and not over the new one's.
+        var previousWrites = _cacheWriter?.DisposeAsync().AsTask();
+        _cacheWriter = null;
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         base.PreRestart(reason, message);
     }
@@ -687,6 +690,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         if (!_endpointsTold) (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
         _login = resume.Login;
         _dialer = NewDialer(_login);
+        // Nothing was written yet (nothing is handled before Resume): the writer from PreStart makes way for
+        // one that writes after the previous incarnation's writes.
+        if (_options.NetMapCache is { } cache && resume.PreviousWrites is { } previousWrites)
+        {
+            _ = _cacheWriter?.DisposeAsync().AsTask();
+            _cacheWriter = new NetMapCacheWriter(cache, warning => _log.Warning(warning), previousWrites);
+        }
         // The previous incarnation's netmap, not the cache's (none if it had none: logged out, deleted).
         _session.Store.Clear();
         if (resume.NetMap is { } latest && _session.LoadCached(latest)) SaveCache();
@@ -874,7 +884,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private sealed record Dial(Uri Url);
 
     /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, and its endpoints.</summary>
-    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap);
+    private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap,
+        Task? PreviousWrites);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -108,6 +108,84 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         Assert.Equal(0, a.VersionsBackwards);
     }
 
+    [Fact]
+    public async Task A_cache_write_that_outlasts_its_control_client_does_not_leave_an_older_netmap_on_disk_than_its_successor_wrote()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("restart-slow-cache");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var cache = new SlowNetMapCache();
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, tune: o => o with { NetMapCache = cache });
+        using var b = TestAgent.Start(agents, [coordinator.Control], "b", key);
+        await a.WaitForPeers(b);
+        await Eventually.Until(() => cache.Load() is { Peers.Count: 1 }, "a's cache holds b");
+
+        // The disk stalls on the next write: a's map with c, its writer blocked in the middle of it.
+        cache.StallNext();
+        using var c = TestAgent.Start(agents, [coordinator.Control], "c", key);
+        await a.WaitForPeers(b, c);
+        Assert.True(cache.Stalled.Wait(TimeSpan.FromSeconds(10)), "the write of the map with c started");
+        // d joins, and the control client fails before (or after) its write is due: its successor writes the newest map.
+        using var d = TestAgent.Start(agents, [coordinator.Control], "d", key);
+        var newest = await a.WaitForPeers(b, c, d);
+        a.Client.Tell(Kill.Instance);
+        await a.WaitForState(ControlState.Running);
+        await Task.Delay(1000); // the successor has had its chance to write the newest map beside the stalled write
+        cache.Release();
+
+        await Eventually.Until(() => cache.Load() is { Peers.Count: 3 }, "a's cache holds b, c and d");
+        await Task.Delay(1000);
+        var kept = cache.Load()!;
+        Assert.Equal(3, kept.Peers.Count);
+        Assert.True(kept.Version >= newest.Version, $"the cache went back to v{kept.Version} after v{newest.Version} was written");
+        Assert.Equal(0, cache.Overlaps);
+    }
+
+    /// <summary>A netmap cache whose next write stalls until released (a slow disk), and that counts writes made at the same time.</summary>
+    private sealed class SlowNetMapCache : INetMapCache
+    {
+        private NetMap? _map;
+        private int _writing;
+        private volatile bool _stallNext;
+        private readonly ManualResetEventSlim _released = new(true);
+
+        public ManualResetEventSlim Stalled { get; } = new(false);
+
+        public int Overlaps;
+
+        public void StallNext()
+        {
+            _released.Reset();
+            _stallNext = true;
+        }
+
+        public void Release() => _released.Set();
+
+        public NetMap? Load() => Volatile.Read(ref _map)?.Clone();
+
+        public void Save(NetMap map)
+        {
+            if (Interlocked.Increment(ref _writing) > 1) Interlocked.Increment(ref Overlaps);
+            try
+            {
+                var copy = map.Clone();
+                if (_stallNext)
+                {
+                    _stallNext = false;
+                    Stalled.Set();
+                    _released.Wait(TimeSpan.FromSeconds(30));
+                }
+                Volatile.Write(ref _map, copy);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _writing);
+            }
+        }
+
+        public void Delete() => Volatile.Write(ref _map, null);
+    }
+
     /// <summary>A netmap cache that stops taking writes when told (a write not yet made, or a failing disk).</summary>
     private sealed class FreezableNetMapCache : INetMapCache
     {
