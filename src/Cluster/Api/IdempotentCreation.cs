@@ -11,7 +11,9 @@ namespace Weft.Cluster.Api;
 /// their secrets — then derive from that header, the caller's API key and what is being created, so
 /// the same request sent again after a timeout or a cut connection names the same object: the entity
 /// finds it already there and answers as it did the first time, secret included. Nothing is stored
-/// for this; the objects themselves are the record.
+/// for this; the objects themselves are the record. Once an object is gone the header stays spent: a
+/// revoked API key's id is kept and never issued again, and a deleted tailnet's entity refuses to be
+/// created again, so a late retry cannot bring back a revoked secret or a deleted tenant (409).
 /// <para>
 /// The derivation is an HMAC under a secret derived from the cluster's coordinator key (shared by
 /// every node, never leaving the cluster), so nobody outside the cluster can predict the secret of a

@@ -100,8 +100,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private DateTimeOffset _lastHeard;
     private ImmutableArray<string> _endpoints;
     private int _homeRelay;
-    // Whether this incarnation was told its endpoints (a SetEndpoints), rather than starting from the options.
-    private bool _endpointsTold;
     private ControlState _status = ControlState.Connecting;
     private string? _code;
     private string _detail = "starting";
@@ -686,8 +684,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     private void OnResume(Resume resume)
     {
-        // A SetEndpoints already in the mailbox when the previous incarnation failed is newer: it stands.
-        if (!_endpointsTold) (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
+        // Taken before anything else (AroundReceive): a SetEndpoints that came while the previous incarnation failed follows, and stands.
+        (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
         _login = resume.Login;
         _dialer = NewDialer(_login);
         // Nothing was written yet (nothing is handled before Resume): the writer from PreStart makes way for
@@ -713,7 +711,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     private void OnSetEndpoints(SetEndpoints set)
     {
-        _endpointsTold = true;
         if (set.Endpoints.SequenceEqual(_endpoints.IsDefault ? [] : _endpoints) && set.HomeRelay == _homeRelay) return;
         _endpoints = set.Endpoints;
         _homeRelay = set.HomeRelay;
