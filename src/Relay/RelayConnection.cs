@@ -31,9 +31,25 @@ internal sealed class RelayConnection
         Key = key;
         IsMesh = isMesh;
         var counters = server.Counters;
-        _outbox = new RelayOutbox(256, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
-            discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"));
+        // A mesh peer learns where every client is from this connection's PeerPresent and PeerGone frames,
+        // all of them queued at once when it starts watching: a dropped one would be a client it never
+        // reaches (or one it forwards into nothing) for as long as the link lasts. So a mesh connection's
+        // control queue drops nothing; if its peer falls that far behind, the link is closed, and the peer
+        // dials again and hears everything afresh.
+        _outbox = isMesh
+            ? new RelayOutbox(server.Options.MeshControlQueueDepth, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
+                discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"),
+                controlOverflowed: () =>
+                {
+                    counters.Dropped("mesh_control_overflow");
+                    Close();
+                })
+            : new RelayOutbox(ClientControlDepth, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
+                discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"));
     }
+
+    /// <summary>Control frames a client's connection holds before it drops the oldest (pongs, health, PeerGone, keepalives).</summary>
+    internal const int ClientControlDepth = 256;
 
     public Curve25519PublicKey Key { get; }
 
@@ -65,6 +81,9 @@ internal sealed class RelayConnection
     }
 
     public void Close() => _closing.Cancel();
+
+    /// <summary>Closed, or closing: nothing more is queued for it.</summary>
+    internal bool IsClosing => _closing.IsCancellationRequested;
 
     /// <summary>Tells the client why (a health frame), and closes a moment later, once the frame had its chance to leave.</summary>
     public async Task CloseSayingAsync(string reason, CancellationToken cancel)

@@ -26,6 +26,11 @@ public sealed record RelayOptions
     /// <summary>Packets queued per client before the oldest is dropped (DERP uses 32).</summary>
     public int QueueDepth { get; init; } = 32;
     public int DiscoQueueDepth { get; init; } = 16;
+    /// <summary>
+    /// Control frames (every client's presence among them) a mesh peer's connection holds; one more closes
+    /// the link, and the peer dials again and hears every client afresh. Nothing is dropped before that.
+    /// </summary>
+    public int MeshControlQueueDepth { get; init; } = 1 << 20;
     public TimeSpan KeepAliveInterval { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>A client that sends nothing for this long is disconnected (its keepalive replies count).</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);

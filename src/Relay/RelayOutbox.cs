@@ -7,7 +7,10 @@ namespace Weft.Relay;
 /// The frames waiting to be written on one relay connection (either side), in three bounded
 /// queues drained in this order: control frames, then disco, then data. Each queue drops its
 /// oldest frame when full, so a slow reader loses old packets rather than holding up the sender,
-/// and a backlog of data never delays disco or control. Enqueueing never blocks.
+/// and a backlog of data never delays disco or control. Enqueueing never blocks. The one exception
+/// is a control queue given <c>controlOverflowed</c>: it never drops a frame, and a frame that finds it
+/// full is refused and reported instead (a mesh peer's presence announcements must all arrive, or the
+/// link must start over).
 /// </summary>
 internal sealed class RelayOutbox
 {
@@ -15,12 +18,17 @@ internal sealed class RelayOutbox
     private readonly Channel<byte[]> _disco;
     private readonly Channel<byte[]> _data;
     private readonly SemaphoreSlim _wake = new(0);
+    private readonly Action? _controlOverflowed;
 
     /// <param name="discoDropped">Called for each disco frame dropped to make room.</param>
     /// <param name="dataDropped">Called for each data frame dropped to make room.</param>
-    public RelayOutbox(int controlDepth, int discoDepth, int dataDepth, Action? discoDropped = null, Action? dataDropped = null)
+    /// <param name="controlOverflowed">Given: the control queue drops nothing, and this is called when a frame finds it full.</param>
+    public RelayOutbox(int controlDepth, int discoDepth, int dataDepth, Action? discoDropped = null, Action? dataDropped = null, Action? controlOverflowed = null)
     {
-        _control = Bounded(controlDepth, null);
+        _control = controlOverflowed is null
+            ? Bounded(controlDepth, null)
+            : Channel.CreateBounded<byte[]>(new BoundedChannelOptions(controlDepth) { FullMode = BoundedChannelFullMode.Wait });
+        _controlOverflowed = controlOverflowed;
         _disco = Bounded(discoDepth, discoDropped);
         _data = Bounded(dataDepth, dataDropped);
     }
@@ -30,7 +38,12 @@ internal sealed class RelayOutbox
             dropped is null ? null : _ => dropped());
 
     /// <summary>A frame ahead of every packet (pings, pongs, health, mesh control).</summary>
-    public bool TryEnqueueControl(byte[] frame) => Enqueue(_control, frame);
+    public bool TryEnqueueControl(byte[] frame)
+    {
+        if (Enqueue(_control, frame)) return true;
+        _controlOverflowed?.Invoke(); // a dropping queue never refuses: only one that may not drop gets here
+        return false;
+    }
 
     /// <summary>The next queued control frame, taken without a stream (tests read what a connection was told).</summary>
     internal bool TryTakeControl(out byte[] frame) => _control.Reader.TryRead(out frame!);

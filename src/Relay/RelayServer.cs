@@ -43,6 +43,9 @@ public sealed class RelayServer : IAsyncDisposable
     // their announcements can arrive in any order: one relay's "gone" must not erase the other's "present".
     private readonly ConcurrentDictionary<Curve25519PublicKey, ImmutableArray<(MeshLink Link, string TailnetId)>> _forwarders = new();
     private readonly ConcurrentDictionary<RelayConnection, byte> _watchers = new();
+    // Who sent to each key recently: the reverse of every connection's SentTo, so that a departure tells
+    // just them, and does not walk every client here (a storm of departures would cost clients²).
+    private readonly ConcurrentDictionary<Curve25519PublicKey, ConcurrentDictionary<RelayConnection, byte>> _sentBy = new();
     private readonly List<MeshLink> _meshLinks = [];
     // Node keys whose tickets the cluster revoked (the device was deleted or expired), each with the latest
     // expiry a revoked ticket can have: a ticket that expires later was issued after the revocation.
@@ -61,7 +64,17 @@ public sealed class RelayServer : IAsyncDisposable
             _meshKey = Convert.FromHexString(mesh);
             if (_meshKey.Length != 32) throw new ArgumentException("a mesh key is 64 hex characters");
         }
+        if (options.AccessCheck is { } check)
+            _loginChecks = new LoginAccessBatches(tickets => AskIssuerAsync(check, tickets, _stopping.Token), LoginCheckWindow, RelayAccessQuery.MaxTickets);
     }
+
+    /// <summary>How long a login's access check waits for others to share its ask of the issuer.</summary>
+    private static readonly TimeSpan LoginCheckWindow = TimeSpan.FromMilliseconds(50);
+
+    private readonly LoginAccessBatches? _loginChecks;
+
+    /// <summary>Asks of the issuer made for logins (each one for every login of its batch).</summary>
+    internal long LoginCheckBatches => _loginChecks?.BatchesSent ?? 0;
 
     public RelayCounters Counters { get; } = new();
 
@@ -279,13 +292,16 @@ public sealed class RelayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot tell in time.</summary>
+    /// <summary>
+    /// The issuer's answer (<see cref="RelayOptions.AccessCheck"/>) at login: true without a check, and when it cannot tell in time.
+    /// Logins within <see cref="LoginCheckWindow"/> of each other share one ask (<see cref="LoginAccessBatches"/>).
+    /// </summary>
     private async Task<bool> StillHasAccessAsync(RelayTicket ticket, CancellationToken cancel)
     {
-        if (_options.AccessCheck is not { } check) return true;
-        var (allowed, problem) = await AskIssuerAsync(check, [ticket], cancel);
-        Counters.AccessChecked(allowed[0], recheck: false);
-        if (allowed[0] is { } answer) return answer;
+        if (_loginChecks is null) return true;
+        var (allowed, problem) = await _loginChecks.AskAsync(ticket).WaitAsync(cancel);
+        Counters.AccessChecked(allowed, recheck: false);
+        if (allowed is { } answer) return answer;
         _log.LogWarning("Relay admitted {Key} on its ticket alone: the cluster did not confirm its access within {Timeout} s ({Error})",
             KeyText.Format("nodekey:", ticket.NodeKey), _options.AccessCheckTimeout.TotalSeconds, problem ?? "it could not tell");
         return true;
@@ -434,6 +450,8 @@ public sealed class RelayServer : IAsyncDisposable
     internal void Unregister(RelayConnection connection)
     {
         _watchers.TryRemove(connection, out _);
+        // It sends nothing more: it leaves the lists of those it sent to.
+        foreach (var destination in connection.SentTo.Keys) ForgetSender(destination, connection);
         if (connection.IsMesh || !_clients.TryGetValue(connection.Key, out var set)) return;
         var goneFrame = RelayFrame.BuildPeerGone(connection.Key, PeerGoneReason.Disconnected);
         bool gone;
@@ -453,13 +471,23 @@ public sealed class RelayServer : IAsyncDisposable
         }
         if (!gone) return;
         // Whoever sent to it recently hears that it left.
-        foreach (var other in _clients.Values)
-        {
-            RelayConnection? active;
-            lock (other) active = other.Active;
-            if (active is not null && active.SentTo.TryRemove(connection.Key, out _)) active.EnqueueControl(goneFrame);
-        }
+        if (_sentBy.TryRemove(connection.Key, out var sentBy))
+            foreach (var sender in sentBy.Keys)
+                if (sender.SentTo.TryRemove(connection.Key, out _)) sender.EnqueueControl(goneFrame);
     }
+
+    /// <summary>
+    /// Takes <paramref name="sender"/> off the list of who sent to <paramref name="destination"/>; a list left empty goes
+    /// (a sender joining it at that moment misses one PeerGone, which is advice: its next send marks it again).
+    /// </summary>
+    private void ForgetSender(Curve25519PublicKey destination, RelayConnection sender)
+    {
+        if (_sentBy.TryGetValue(destination, out var senders) && senders.TryRemove(sender, out _) && senders.IsEmpty)
+            _sentBy.TryRemove(new KeyValuePair<Curve25519PublicKey, ConcurrentDictionary<RelayConnection, byte>>(destination, senders));
+    }
+
+    /// <summary>Keys that some connection here sent to recently and that have not left (tests: the index is pruned).</summary>
+    internal int KeysWithRecentSenders => _sentBy.Count;
 
     /// <summary>
     /// A client's packet for <paramref name="destination"/>: delivered here, or forwarded to the relay
@@ -471,6 +499,7 @@ public sealed class RelayServer : IAsyncDisposable
         // The sender hears PeerGone when the destination leaves, so it is marked before the packet can
         // arrive: the destination may take it and leave before this thread is back.
         var marked = sender.SentTo.TryAdd(destination, 0);
+        if (marked) _sentBy.GetOrAdd(destination, static _ => new()).TryAdd(sender, 0);
         if (Deliver(sender.Key, sender.TailnetId, destination, packet)) return;
         if (_forwarders.TryGetValue(destination, out var forwarders))
         {
@@ -482,7 +511,11 @@ public sealed class RelayServer : IAsyncDisposable
                 return;
             }
         }
-        if (marked) sender.SentTo.TryRemove(destination, out _);
+        if (marked)
+        {
+            sender.SentTo.TryRemove(destination, out _);
+            ForgetSender(destination, sender);
+        }
         Counters.Dropped("unknown_destination");
         if (RelayFrame.IsDisco(packet) && sender.AllowPeerGoneNotHere()) sender.EnqueueControl(RelayFrame.BuildPeerGone(destination, PeerGoneReason.NotHere));
     }

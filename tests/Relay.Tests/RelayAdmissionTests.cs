@@ -99,6 +99,50 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task A_storm_of_logins_shares_a_few_asks_of_the_issuer_and_each_login_still_gets_its_own_answer()
+    {
+        // A relay restart brings its clients back at once. One ask per login would meet the coordinator's
+        // per-address rate limit, and each refused ask would let its login in on the signature alone.
+        const int logins = 200;
+        var calls = 0;
+        var asked = 0;
+        await using var lab = new RelayLab();
+        var keys = Enumerable.Range(0, logins).Select(_ => Curve25519PrivateKey.Generate()).ToList();
+        var revoked = keys.Where((_, i) => i % 10 == 0).Select(k => k.PublicKey).ToHashSet();
+        var relay = lab.StartRelay(configure: options => options with
+        {
+            AccessCheck = (tickets, _) =>
+            {
+                Interlocked.Increment(ref calls);
+                Interlocked.Add(ref asked, tickets.Count);
+                return Task.FromResult<IReadOnlyList<bool?>>([.. tickets.Select(t => (bool?)!revoked.Contains(t.NodeKey))]);
+            },
+        });
+
+        var clients = new List<RelayClientConnection>();
+        var outcomes = await Task.WhenAll(keys.Select(async key =>
+        {
+            try
+            {
+                var client = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), key, new ClientInfo { Ticket = lab.Ticket(key.PublicKey) }, CancellationToken.None);
+                lock (clients) clients.Add(client);
+                return (key.PublicKey, Refusal: (string?)null);
+            }
+            catch (RelayProtocolException refused)
+            {
+                return (key.PublicKey, Refusal: refused.Message);
+            }
+        }));
+
+        Assert.All(outcomes, o => Assert.Equal(revoked.Contains(o.PublicKey), o.Refusal?.Contains("revoked") == true));
+        Assert.Equal(logins - revoked.Count, relay.ConnectedKeys.Count);
+        Assert.Equal(logins, asked); // every login asked about, each once
+        Assert.True(calls <= logins / 5, $"{calls} asks of the issuer for {logins} logins at once");
+        Assert.Equal(calls, relay.LoginCheckBatches);
+        foreach (var client in clients) await client.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Live_connections_are_asked_about_again_and_one_whose_key_lost_access_closes_while_an_unanswered_check_keeps_its_connection()
     {
         using var gone = Curve25519PrivateKey.Generate();

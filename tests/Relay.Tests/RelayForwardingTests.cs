@@ -107,6 +107,73 @@ public class RelayForwardingTests
         other.Join();
     }
 
+    [Fact]
+    public async Task A_new_watcher_is_told_every_client_even_far_more_than_a_client_connections_control_queue_holds()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        const int clients = RelayConnection.ClientControlDepth * 4;
+        for (var i = 0; i < clients; i++) relay.Register(Connection(relay, Curve25519PrivateKey.Generate().PublicKey));
+
+        var watcher = Connection(relay, Curve25519PrivateKey.Generate().PublicKey, isMesh: true);
+        relay.AddWatcher(watcher);
+        var present = 0;
+        while (watcher.TryTakeQueuedControl(out var frame))
+            if ((RelayFrameType)frame[0] == RelayFrameType.PeerPresent) present++;
+        Assert.Equal(clients, present);
+        Assert.Equal(0, relay.Counters.DroppedFor("mesh_control_overflow"));
+    }
+
+    [Fact]
+    public async Task A_watcher_that_falls_further_behind_than_its_control_queue_holds_is_closed_rather_than_told_only_part()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay(configure: o => o with { MeshControlQueueDepth = 100 });
+        for (var i = 0; i < 101; i++) relay.Register(Connection(relay, Curve25519PrivateKey.Generate().PublicKey));
+
+        var watcher = Connection(relay, Curve25519PrivateKey.Generate().PublicKey, isMesh: true);
+        relay.AddWatcher(watcher);
+
+        Assert.Equal(1, relay.Counters.DroppedFor("mesh_control_overflow"));
+        Assert.True(watcher.IsClosing, "the watcher's link is closed, so that its peer dials again and hears every client");
+    }
+
+    [Fact]
+    public async Task A_departure_is_told_to_exactly_those_who_sent_to_it_and_who_sent_to_whom_is_forgotten_as_they_leave()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay();
+        RelayConnection Client() => Connection(relay, Curve25519PrivateKey.Generate().PublicKey);
+        var (alice, bob, carol, dave) = (Client(), Client(), Client(), Client());
+        foreach (var client in new[] { alice, bob, carol, dave }) relay.Register(client);
+        var packet = "hello"u8.ToArray();
+        relay.Route(alice, bob.Key, packet);
+        relay.Route(carol, bob.Key, packet);
+        relay.Route(alice, carol.Key, packet);
+        relay.Route(alice, Curve25519PrivateKey.Generate().PublicKey, packet); // nobody: not remembered
+        Assert.Equal(2, relay.KeysWithRecentSenders); // bob and carol
+
+        relay.Unregister(bob);
+        Assert.Equal([bob.Key], GonesHeard(alice));
+        Assert.Equal([bob.Key], GonesHeard(carol));
+        Assert.Empty(GonesHeard(dave));
+
+        // alice leaves: carol's departure then tells nobody, and nothing is left of who sent to whom.
+        relay.Unregister(alice);
+        relay.Unregister(carol);
+        Assert.Empty(GonesHeard(alice));
+        Assert.Equal(0, relay.KeysWithRecentSenders);
+    }
+
+    /// <summary>The keys of the PeerGone (disconnected) frames queued for <paramref name="connection"/>, taking every control frame.</summary>
+    private static List<Curve25519PublicKey> GonesHeard(RelayConnection connection)
+    {
+        var gone = new List<Curve25519PublicKey>();
+        while (connection.TryTakeQueuedControl(out var frame))
+            if ((RelayFrameType)frame[0] == RelayFrameType.PeerGone) gone.Add(new Curve25519PublicKey(frame.AsSpan(RelayFrame.HeaderSize, 32)));
+        return gone;
+    }
+
     /// <summary>A registry entry with no socket behind it: what the relay queues for it stays readable.</summary>
     private static RelayConnection Connection(RelayServer relay, Curve25519PublicKey key, bool isMesh = false) =>
         new(relay, Stream.Null, new RelayFrameReader(Stream.Null), key, isMesh, isMesh ? null : new RelayTicket(key, "tn_test", DateTimeOffset.UtcNow.AddHours(1)));

@@ -1,4 +1,5 @@
 using System.Text;
+using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
 
 namespace Weft.Relay.Tests;
@@ -24,6 +25,24 @@ public class RelayMeshTests
         Assert.Equal("via the mesh", Encoding.UTF8.GetString(atAlice.Value.Packet));
         // Counted once the mesh link took it, which can be after alice has it.
         Assert.True(await RelayLab.Eventually(() => two.Counters.PacketsMeshed == 1), $"meshed {two.Counters.PacketsMeshed}, expected 1");
+    }
+
+    [Fact]
+    public async Task A_relay_that_starts_watching_a_peer_holding_many_clients_learns_every_one_of_them()
+    {
+        // What a restart leaves: the region's clients all moved to relay one, and relay two comes (back) up and watches it.
+        // Each client is announced at once, far more than a client connection's control queue holds.
+        const int clients = 600;
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay();
+        var keys = new List<Curve25519PublicKey>(clients);
+        for (var i = 0; i < clients; i++) keys.Add((await lab.Connect(one)).Key.PublicKey);
+        Assert.Equal(clients, one.ConnectedKeys.Count);
+
+        var two = lab.StartRelay([RelayLab.AddressOf(one)]);
+        Assert.True(await RelayLab.Eventually(() => two.MeshedKeys.Count == clients), $"relay two learned {two.MeshedKeys.Count} of relay one's {clients} clients");
+        Assert.All(keys, key => Assert.Contains(key, two.MeshedKeys));
+        Assert.Equal(0, one.Counters.DroppedFor("mesh_control_overflow"));
     }
 
     [Fact]
