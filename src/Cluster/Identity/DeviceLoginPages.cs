@@ -114,7 +114,8 @@ public static class DeviceLoginPages
         }
         var groups = principal.FindAll(settings.GroupsClaim).Select(c => c.Value).Where(g => g.Length is > 0 and <= SsoRules.MaxNameLength).Take(SsoRules.MaxEntries)
             .ToImmutableArray();
-        if (NotAllowed(settings, email, groups) is { } refusal)
+        // Said here at once; the tailnet decides again on the settings in force (this node's copy can be older).
+        if (settings.Refuses(email, groups) is { } refusal)
         {
             await ErrorPage(http, LoginErrorCodes.NotAllowed, refusal);
             return;
@@ -147,18 +148,6 @@ public static class DeviceLoginPages
         {
             await ErrorPage(http, e.Code, Sentence(e.Message));
         }
-    }
-
-    /// <summary>Why this person may not sign in to the tailnet (null: they may).</summary>
-    public static string? NotAllowed(SsoSettings settings, string email, ImmutableArray<string> groups)
-    {
-        var at = email.LastIndexOf('@');
-        var domain = at < 0 ? "" : email[(at + 1)..];
-        if (!settings.AllowedDomains.IsDefaultOrEmpty && !settings.AllowedDomains.Contains(domain, StringComparer.OrdinalIgnoreCase))
-            return $"{email} may not sign in to this tailnet: it admits the email domains {string.Join(", ", settings.AllowedDomains)} only.";
-        if (!settings.AllowedGroups.IsDefaultOrEmpty && !settings.AllowedGroups.Intersect(groups, StringComparer.Ordinal).Any())
-            return $"{email} may not sign in to this tailnet: it admits members of {string.Join(", ", settings.AllowedGroups)} only (your groups: {(groups.IsEmpty ? "none" : string.Join(", ", groups))}).";
-        return null;
     }
 
     /// <summary>The handler refused the provider's answer (or the provider refused the person): say which check failed.</summary>

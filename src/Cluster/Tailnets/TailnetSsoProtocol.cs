@@ -31,6 +31,19 @@ public sealed record SsoSettings(
         && AllowedDomains.SequenceEqual(other.AllowedDomains) && AllowedGroups.SequenceEqual(other.AllowedGroups) && Scopes.SequenceEqual(other.Scopes);
 
     public override int GetHashCode() => HashCode.Combine(Issuer, ClientId, GroupsClaim);
+
+    /// <summary>Why the person with <paramref name="email"/> and <paramref name="groups"/> may not sign in under these settings (null: they may).</summary>
+    public string? Refuses(string email, ImmutableArray<string> groups)
+    {
+        var at = email.LastIndexOf('@');
+        var domain = at < 0 ? "" : email[(at + 1)..];
+        if (!AllowedDomains.IsDefaultOrEmpty && !AllowedDomains.Contains(domain, StringComparer.OrdinalIgnoreCase))
+            return $"{email} may not sign in to this tailnet: it admits the email domains {string.Join(", ", AllowedDomains)} only.";
+        groups = groups.IsDefault ? [] : groups;
+        if (!AllowedGroups.IsDefaultOrEmpty && !AllowedGroups.Intersect(groups, StringComparer.Ordinal).Any())
+            return $"{email} may not sign in to this tailnet: it admits members of {string.Join(", ", AllowedGroups)} only (your groups: {(groups.IsEmpty ? "none" : string.Join(", ", groups))}).";
+        return null;
+    }
 }
 
 // Commands

@@ -116,6 +116,9 @@ public sealed partial record TailnetState
             return new Rejection(LoginErrorCodes.WrongIssuer, $"signed in at {identity.Issuer}, but this tailnet's provider is {Sso.Issuer}");
         if (identity.Subject.Length is 0 or > SsoRules.MaxNameLength || identity.Email.Length is 0 or > SsoRules.MaxNameLength)
             return new Rejection(LoginErrorCodes.NotAllowed, "the provider gave no usable subject or email for this user");
+        // Decided on the settings in force now: the node that took the provider's answer checked them too, but
+        // from its own copy, which an admin's change (fewer domains or groups) may not have reached yet.
+        if (Sso.Refuses(identity.Email, identity.Groups) is { } refusal) return new Rejection(LoginErrorCodes.NotAllowed, refusal);
         var user = UserFor(identity);
         var groups = identity.Groups.IsDefault ? [] : identity.Groups.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
         signedIn = (user ?? new TailnetUser(newUserId, identity.Email, at))

@@ -89,6 +89,26 @@ public class TailnetLoginTests
     }
 
     [Fact]
+    public void A_sign_in_is_decided_on_the_provider_settings_in_force_not_on_those_the_node_that_took_it_held()
+    {
+        // The node that took the provider's answer checked domains and groups from its own copy of the settings;
+        // an admin narrowed them since. The tailnet holds the settings in force, and refuses.
+        var state = Run(WithProvider(), Keyless("dev_1", 'a', 'b', "login_1"));
+        state = Run(state, new SetSso(T, new SsoSettings(Issuer, "weft", "secret", ["corp.example"], [], "", [])));
+        var outsider = state.Process(SignIn("login_1", Bob));
+        Assert.Equal(LoginErrorCodes.NotAllowed, outsider.Rejection?.Code);
+        Assert.Contains("corp.example", outsider.Rejection!.Message);
+        Assert.Equal(LoginErrorCodes.NotAllowed, state.Process(new SignInUser(T, Bob, "usr_bob", Now.AddMinutes(1))).Rejection?.Code);
+        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_1"].Status);
+
+        // Groups too; a person the settings admit signs in.
+        state = Run(state, new SetSso(T, new SsoSettings(Issuer, "weft", "secret", [], ["eng"], "", [])));
+        Assert.Equal(LoginErrorCodes.NotAllowed, state.Process(SignIn("login_1", Bob)).Rejection?.Code);
+        state = Run(state, SignIn("login_1", Alice, newUserId: "usr_alice"));
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_1"].Status);
+    }
+
+    [Fact]
     public void A_provider_that_spells_its_issuer_with_a_trailing_slash_signs_people_in()
     {
         var state = Run(WithProvider(), Keyless("dev_1", 'a', 'b', "login_1"));
