@@ -39,13 +39,20 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
         // A node that is leaving sends its clients to the others at once rather than let them wait on it.
         if (CoordinatedShutdown.Get(system).ShutdownReason is not null)
             throw new ApiException(ApiErrorCodes.Unavailable, "this coordinator is shutting down; another node of the cluster serves this request");
+        context.Items[typeof(ApiCaller)] = await CallerAsync(context, refs);
+        await next(context);
+    }
+
+    /// <summary>
+    /// Who the request's key, or its console session (a person), is now; an <see cref="ApiException"/> when it is
+    /// no one (no key, a revoked or unknown one, an expired session, a deleted or demoted user). A request that
+    /// lasts (the console's event stream) asks again as it goes.
+    /// </summary>
+    public static async Task<ApiCaller> CallerAsync(HttpContext context, TailnetRefs refs)
+    {
         var header = context.Request.Headers.Authorization.ToString();
         if (string.IsNullOrEmpty(header) && await Identity.ConsoleSignIn.CallerAsync(context, refs) is { } person)
-        {
-            context.Items[typeof(ApiCaller)] = person; // a person signed in to the console
-            await next(context);
-            return;
-        }
+            return person; // a person signed in to the console
         if (string.IsNullOrEmpty(header))
             throw new ApiException(ApiErrorCodes.Unauthorized, "missing API key: send 'Authorization: Bearer <key>' (or sign in to the console)");
         if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))
@@ -61,8 +68,7 @@ public sealed class ApiKeyAuthentication(RequestDelegate next)
             _ => await AskBriefly(refs, verify, context),
         };
         if (answer is not ApiKeyVerified verified) throw ApiException.From(answer as Rejection ?? new Rejection(ApiErrorCodes.Unauthorized, "the API key is not valid"));
-        context.Items[typeof(ApiCaller)] = new ApiCaller(verified.KeyId, verified.Scope, verified.TailnetId);
-        await next(context);
+        return new ApiCaller(verified.KeyId, verified.Scope, verified.TailnetId);
     }
 
     /// <summary>The API key a request presents as <c>Bearer</c>, well-formed but not yet verified.</summary>

@@ -16,6 +16,11 @@ public static class MeshEndpoints
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
     /// <summary>A comment line this often keeps proxies from closing a quiet stream.</summary>
     private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(15);
+    /// <summary>
+    /// How many looks between two checks that the caller may still read: a stream outlives its request's one
+    /// check, and a key revoked, a console session expired or a user deleted or demoted since ends it.
+    /// </summary>
+    private const int LooksPerCallerCheck = 5;
 
     public static void MapMeshEndpoints(this RouteGroupBuilder api)
     {
@@ -41,11 +46,17 @@ public static class MeshEndpoints
 
         string? last = null;
         var quietSince = DateTimeOffset.UtcNow;
+        var looks = 0;
         using var timer = new PeriodicTimer(Interval);
         try
         {
             do
             {
+                if (++looks % LooksPerCallerCheck == 0 && await CallerRefusedAsync(http, refs) is { } refused)
+                {
+                    await WriteGoneAsync(http, refused);
+                    return;
+                }
                 string? current;
                 try
                 {
@@ -53,7 +64,7 @@ public static class MeshEndpoints
                 }
                 catch (ApiException e) when (e.Code == ApiErrorCodes.NotFound)
                 {
-                    await response.WriteAsync($"event: gone\ndata: {JsonSerializer.Serialize(new ApiError(e.Code, e.Message), AdminJson.Options)}\n\n", http.RequestAborted);
+                    await WriteGoneAsync(http, new ApiError(e.Code, e.Message));
                     return;
                 }
                 catch (ApiException)
@@ -77,6 +88,28 @@ public static class MeshEndpoints
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
             // The console closed the stream.
+        }
+    }
+
+    /// <summary>The stream's last event: the tailnet is gone, or the caller may no longer read it.</summary>
+    private static Task WriteGoneAsync(HttpContext http, ApiError why) =>
+        http.Response.WriteAsync($"event: gone\ndata: {JsonSerializer.Serialize(why, AdminJson.Options)}\n\n", http.RequestAborted);
+
+    /// <summary>Why the stream's caller may no longer read (null: it still may, or the cluster could not tell now: the next check asks again).</summary>
+    private static async Task<ApiError?> CallerRefusedAsync(HttpContext http, TailnetRefs refs)
+    {
+        try
+        {
+            await ApiKeyAuthentication.CallerAsync(http, refs);
+            return null;
+        }
+        catch (ApiException e) when (e.Code is ApiErrorCodes.Unauthorized or ApiErrorCodes.Forbidden)
+        {
+            return new ApiError(e.Code, e.Message);
+        }
+        catch (ApiException)
+        {
+            return null;
         }
     }
 
