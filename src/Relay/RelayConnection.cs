@@ -36,16 +36,15 @@ internal sealed class RelayConnection
         // reaches (or one it forwards into nothing) for as long as the link lasts. So a mesh connection's
         // control queue drops nothing; if its peer falls that far behind, the link is closed, and the peer
         // dials again and hears everything afresh.
-        _outbox = isMesh
-            ? new RelayOutbox(server.Options.MeshControlQueueDepth, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
-                discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"),
-                controlOverflowed: () =>
-                {
-                    counters.Dropped("mesh_control_overflow");
-                    Close();
-                })
-            : new RelayOutbox(ClientControlDepth, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
-                discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"));
+        _outbox = new RelayOutbox(isMesh ? server.Options.MeshControlQueueDepth : ClientControlDepth, server.Options.DiscoQueueDepth, server.Options.QueueDepth,
+            discoDropped: () => counters.Dropped("disco_queue_full"), dataDropped: () => counters.Dropped("queue_full"),
+            controlOverflowed: isMesh ? MeshControlOverflowed : null);
+    }
+
+    private void MeshControlOverflowed()
+    {
+        _server.Counters.Dropped("mesh_control_overflow");
+        Close();
     }
 
     /// <summary>Control frames a client's connection holds before it drops the oldest (pongs, health, PeerGone, keepalives).</summary>
