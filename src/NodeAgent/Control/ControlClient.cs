@@ -96,6 +96,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private Curve25519PrivateKey? _nextNode;
     private ControlConnection? _connection;
     private NetMapCacheWriter? _cacheWriter;
+    // After a restart: the previous incarnation's cache writes, which this one's writer waits for.
+    private Task? _previousWrites;
     private bool _useAuthKey;
     private DateTimeOffset _lastHeard;
     private ImmutableArray<string> _endpoints;
@@ -140,7 +142,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (_options.NetMapCache is { } cache)
         {
-            _cacheWriter = new NetMapCacheWriter(cache, warning => _log.Warning(warning));
             if (_state.DeviceId is not null && _session.LoadCached(cache.Load()))
                 _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
         }
@@ -168,7 +169,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // and the watchers told again below must never be handed a map older than the one they hold.
         var latest = _session.Store.HasMap ? _session.Store.ToNetMap() : null;
         // This incarnation's cache writes finish first (the new one's writer waits for them), and not over the new one's.
-        var previousWrites = _cacheWriter?.DisposeAsync().AsTask();
+        var previousWrites = _cacheWriter?.DisposeAsync().AsTask() ?? _previousWrites;
         _cacheWriter = null;
         Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
@@ -595,7 +596,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         _options.Observer?.Invoke(message, outcome, _session.Store);
         if (outcome is NetMapApplied.Gap or NetMapApplied.Stale) return;
         // Not restarted by every delta: under a steady stream of changes the cache is still written every half second.
-        if (_cacheWriter is not null && !Timers.IsTimerActive("save-netmap")) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
+        if (_options.NetMapCache is not null && !Timers.IsTimerActive("save-netmap")) Timers.StartSingleTimer("save-netmap", SaveNetMap.Instance, CacheWriteDelay);
         if (_session.Store.Self is { } self)
         {
             if (self.Status == "pending" && _status == ControlState.Running) SetStatus(ControlState.PendingApproval, null, "waiting for an admin to approve this device");
@@ -688,13 +689,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
         _login = resume.Login;
         _dialer = NewDialer(_login);
-        // Nothing was written yet (nothing is handled before Resume): the writer from PreStart makes way for
-        // one that writes after the previous incarnation's writes.
-        if (_options.NetMapCache is { } cache && resume.PreviousWrites is { } previousWrites)
-        {
-            _ = _cacheWriter?.DisposeAsync().AsTask();
-            _cacheWriter = new NetMapCacheWriter(cache, warning => _log.Warning(warning), previousWrites);
-        }
+        // Before the first write (nothing is handled before Resume): this incarnation's writer starts after the previous one's.
+        _previousWrites = resume.PreviousWrites;
         // The previous incarnation's netmap, not the cache's (none if it had none: logged out, deleted).
         _session.Store.Clear();
         if (resume.NetMap is { } latest && _session.LoadCached(latest)) SaveCache();
@@ -835,13 +831,17 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     {
         Timers.Cancel("save-netmap");
         _session.Forget();
-        _cacheWriter?.Delete();
+        CacheWriter?.Delete();
     }
 
     private void SaveCache()
     {
-        if (_session.Store.HasMap) _cacheWriter?.Write(_session.Store.ToNetMap());
+        if (_session.Store.HasMap) CacheWriter?.Write(_session.Store.ToNetMap());
     }
+
+    /// <summary>The cache's writer, made at the first write (after a restart, once Resume said what it waits for).</summary>
+    private NetMapCacheWriter? CacheWriter =>
+        _cacheWriter ??= _options.NetMapCache is { } cache ? new NetMapCacheWriter(cache, warning => _log.Warning(warning), _previousWrites) : null;
 
     // ------------------------------------------------------------------ state and status
 
