@@ -34,6 +34,7 @@ public static class TailnetRecords
                 PolicyVersion = s.PolicyVersion, PolicyUpdatedAt = s.PolicyUpdatedAt?.ToStored(),
                 Sso = s.Sso is null ? null : ToStored(s.Sso),
                 Logins = { s.Logins.Values.Select(ToStored) },
+                DeletedUserIds = { s.DeletedUserIds },
             }.WithPolicyText(s.PolicyText),
             p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
             {
@@ -46,6 +47,7 @@ public static class TailnetRecords
                 PolicyUpdatedAt = p.PolicyUpdatedAt?.ToTime(),
                 Sso = p.Sso is null ? null : FromStored(p.Sso),
                 Logins = p.Logins.Select(FromStored).ToImmutableSortedDictionary(l => l.LoginId, l => l),
+                DeletedUserIds = p.DeletedUserIds.ToImmutableSortedSet(StringComparer.Ordinal),
             })
         .Add<SsoConfigured, Stored.SsoConfigured>("tn.sso-configured", e => new() { Settings = ToStored(e.Settings) }, p => new(FromStored(p.Settings)))
         .Add<SsoRemoved, Stored.SsoRemoved>("tn.sso-removed", _ => new(), _ => new())

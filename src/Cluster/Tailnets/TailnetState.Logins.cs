@@ -126,7 +126,7 @@ public sealed partial record TailnetState
         var id = signedIn.UserId;
         if (Users.Values.FirstOrDefault(u => u.UserId != id && string.Equals(u.Name, identity.Email, StringComparison.OrdinalIgnoreCase)) is { } namesake)
             return new Rejection(LoginErrorCodes.NameTaken, $"another user of this tailnet ({namesake.UserId}) is named {namesake.Name}; an admin must delete or rename one of them");
-        if (user is null && Users.ContainsKey(newUserId)) return IdTaken("user", newUserId);
+        if (user is null && (Users.ContainsKey(newUserId) || DeletedUserIds.Contains(newUserId))) return IdTaken("user", newUserId);
         return null;
     }
 

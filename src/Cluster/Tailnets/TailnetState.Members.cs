@@ -25,6 +25,12 @@ public sealed partial record TailnetState
 
     public ImmutableSortedDictionary<string, TailnetUser> Users { get; init; } = ImmutableSortedDictionary<string, TailnetUser>.Empty;
 
+    /// <summary>
+    /// The ids of deleted users. A creation with an Idempotency-Key names the same user id every time it is
+    /// sent, so a late retry (or a script run again) would bring a deleted user back; with these kept, it is refused.
+    /// </summary>
+    public ImmutableSortedSet<string> DeletedUserIds { get; init; } = ImmutableSortedSet.Create<string>(StringComparer.Ordinal);
+
     public ImmutableSortedDictionary<string, AuthKey> AuthKeys { get; init; } = ImmutableSortedDictionary<string, AuthKey>.Empty;
 
     public ImmutableSortedDictionary<string, DeviceEntry> Devices { get; init; } = ImmutableSortedDictionary<string, DeviceEntry>.Empty;
@@ -34,7 +40,7 @@ public sealed partial record TailnetState
 
     public bool Equals(TailnetState? other) =>
         other is not null && TailnetId == other.TailnetId && Lifecycle == other.Lifecycle && Settings == other.Settings && CreatedAt == other.CreatedAt
-        && Users.SequenceEqual(other.Users) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
+        && Users.SequenceEqual(other.Users) && DeletedUserIds.SequenceEqual(other.DeletedUserIds) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
         && NextAddressOffset == other.NextAddressOffset && PolicyText == other.PolicyText && PolicyVersion == other.PolicyVersion
         && PolicyUpdatedAt == other.PolicyUpdatedAt && Equals(Sso, other.Sso) && Logins.SequenceEqual(other.Logins);
 
@@ -111,7 +117,7 @@ public sealed partial record TailnetState
     private TailnetState ApplyMembers(ITailnetEvent @event) => @event switch
     {
         UserCreated e => this with { Users = Users.SetItem(e.User.UserId, e.User), _policy = null },
-        UserDeleted e => this with { Users = Users.Remove(e.UserId), _policy = null },
+        UserDeleted e => this with { Users = Users.Remove(e.UserId), DeletedUserIds = DeletedUserIds.Add(e.UserId), _policy = null },
         UserRoleChanged e => this with { Users = Users.SetItem(e.UserId, Users[e.UserId] with { Role = e.Role }), _policy = null }, // roles are autogroups
         AuthKeyCreated e => this with { AuthKeys = AuthKeys.SetItem(e.Key.KeyId, e.Key) },
         AuthKeyRevoked e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Revoked = true }) },
@@ -174,6 +180,9 @@ public sealed partial record TailnetState
         // The same request again (a retry after a timeout, or a repeated Idempotency-Key) is answered as the first one was.
         if (Users.TryGetValue(c.UserId, out var same))
             return same.Name == c.Name ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("user", c.UserId));
+        if (DeletedUserIds.Contains(c.UserId))
+            return Decision<ITailnetEvent>.Reject(Rejection.Conflict(
+                $"user {c.UserId} was deleted and is not created again (a creation sent again with the Idempotency-Key that created it names it); use a new key"));
         if (Users.Values.Any(u => string.Equals(u.Name, c.Name, StringComparison.OrdinalIgnoreCase)))
             return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"a user named '{c.Name}' already exists"));
         if (c.Role == UserRole.Owner && !c.ByOwner)
@@ -206,7 +215,14 @@ public sealed partial record TailnetState
     private Decision<ITailnetEvent> CreateAuthKeyDecision(CreateAuthKey c)
     {
         if (AuthKeys.TryGetValue(c.KeyId, out var same))
-            return same.SecretHash == c.SecretHash ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Reject(IdTaken("auth key", c.KeyId));
+        {
+            if (same.SecretHash != c.SecretHash) return Decision<ITailnetEvent>.Reject(IdTaken("auth key", c.KeyId));
+            // Sent again after a revocation, it must not answer "created" with a secret that no longer admits anyone.
+            return same.Revoked
+                ? Decision<ITailnetEvent>.Reject(Rejection.Conflict(
+                    $"auth key {c.KeyId} was revoked and is not issued again (a creation sent again with the Idempotency-Key that created it names it); use a new key"))
+                : Decision<ITailnetEvent>.Unchanged;
+        }
         if (c.UserId is not null && !Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
         if (TailnetRules.CheckTags(c.Tags) is { } badTags) return Decision<ITailnetEvent>.Reject(badTags);
         if (CheckTagsDefined(c.Tags) is { } undefined) return Decision<ITailnetEvent>.Reject(undefined);

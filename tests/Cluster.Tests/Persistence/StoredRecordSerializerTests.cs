@@ -50,6 +50,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new TailnetState("tn_abc", TailnetLifecycle.Active, Settings, At)
         {
             Users = ImmutableSortedDictionary<string, TailnetUser>.Empty.Add(Alice.UserId, Alice),
+            DeletedUserIds = ImmutableSortedSet.Create(StringComparer.Ordinal, "usr_gone", "usr_left"),
             AuthKeys = ImmutableSortedDictionary<string, AuthKey>.Empty.Add(TaggedKey.KeyId, TaggedKey),
             Devices = ImmutableSortedDictionary<string, DeviceEntry>.Empty.Add(Laptop.DeviceId, Laptop).Add(Server.DeviceId, Server),
             NextAddressOffset = 3,

@@ -284,6 +284,25 @@ public class TailnetMembersTests
     }
 
     [Fact]
+    public void A_deleted_user_and_a_revoked_auth_key_are_not_created_again_by_their_creation_sent_again_and_a_new_id_still_is()
+    {
+        var create = new CreateUser(T, "usr_a", "alice@example.com", Now);
+        var key = new CreateAuthKey(T, "k", "hash-k", null, true, false, [], Now.AddDays(1), "", Now);
+        var state = Run(Run(Active(), create), key);
+        Assert.Empty(state.Process(create).Events); // a retry before the deletion: the same user
+        Assert.Empty(state.Process(key).Events);
+
+        state = Run(Run(state, new DeleteUser(T, "usr_a")), new RevokeAuthKey(T, "k"));
+        Assert.Contains("was deleted", Refused(state, create).Message);
+        Assert.Contains("was revoked", Refused(state, key).Message);
+        Assert.Contains("usr_a", state.DeletedUserIds);
+
+        // The name itself is free: a new creation (a new id) makes alice again.
+        state = Run(state, create with { UserId = "usr_a2" });
+        Assert.Equal("alice@example.com", state.Users["usr_a2"].Name);
+    }
+
+    [Fact]
     public void Only_an_ephemeral_device_is_removed_by_the_ephemeral_timer()
     {
         var state = WithKey(Active(), "eph", ephemeral: true);
