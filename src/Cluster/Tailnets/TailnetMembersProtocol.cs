@@ -273,6 +273,13 @@ public sealed record RecordDeviceLastSeen(string TailnetId, string DeviceId, Dat
 [WireName("tailnet.expire-due-keys")]
 public sealed record ExpireDueKeys(string TailnetId, DateTimeOffset At) : ITailnetCommand;
 
+/// <summary>
+/// Forgets the devices that waited to be signed in (a tailnet with a provider) and were given up: their last
+/// login link expired <see cref="TailnetState.AbandonedSignInAfter"/> ago or more (timer).
+/// </summary>
+[WireName("tailnet.forget-abandoned-sign-ins")]
+public sealed record ForgetAbandonedSignIns(string TailnetId, DateTimeOffset At) : ITailnetCommand;
+
 /// <summary>Removes an ephemeral device that stayed offline for the tailnet's ephemeral timeout (timer).</summary>
 [WireName("tailnet.remove-ephemeral")]
 public sealed record RemoveEphemeralDevice(string TailnetId, string DeviceId, DateTimeOffset OfflineSince) : ITailnetDeviceCommand;

@@ -11,6 +11,13 @@ public sealed partial record TailnetState
     /// <summary>A used or expired link is kept this long after it expires, so that opening it again says why it does not work.</summary>
     public static readonly TimeSpan SpentLoginRetention = TimeSpan.FromDays(1);
 
+    /// <summary>
+    /// A device that waits to be signed in and whose last login link expired this long ago was given up (a
+    /// browser closed, a person the provider's settings refuse, an agent reinstalled with a new machine key):
+    /// it is forgotten. Its agent, if it ever asks again, starts over as a new device with a new link.
+    /// </summary>
+    public static readonly TimeSpan AbandonedSignInAfter = TimeSpan.FromHours(1);
+
     /// <summary>The login links issued, open or spent (spent ones for <see cref="SpentLoginRetention"/>).</summary>
     public ImmutableSortedDictionary<string, DeviceLogin> Logins { get; init; } = ImmutableSortedDictionary<string, DeviceLogin>.Empty;
 
@@ -70,15 +77,38 @@ public sealed partial record TailnetState
         return events.Count == 0 ? Decision<ITailnetEvent>.Unchanged : Decision<ITailnetEvent>.Accept(events);
     }
 
-    /// <summary>Too many devices wait already, or started waiting just now (a flood of unwanted registrations).</summary>
+    /// <summary>
+    /// Too many devices wait already, or started waiting just now (a flood of unwanted registrations). With a
+    /// provider, a device waits only while it holds an open link: one given up blocks no one's sign-in, and
+    /// is forgotten soon after (<see cref="AbandonedSignIns"/>).
+    /// </summary>
     private Rejection? PendingFlood(DateTimeOffset at)
     {
-        var waiting = Devices.Values.Where(d => d.Status == DeviceStatus.Pending).ToList();
-        if (waiting.Count >= MaxPendingDevices)
+        var pending = Devices.Values.Where(d => d.Status == DeviceStatus.Pending).ToList();
+        var signingIn = Sso is null ? null : Logins.Values.Where(l => l.OpenAt(at)).Select(l => l.DeviceId).ToHashSet(StringComparer.Ordinal);
+        var waiting = signingIn is null ? pending.Count : pending.Count(d => signingIn.Contains(d.DeviceId));
+        if (waiting >= MaxPendingDevices)
             return new Rejection(ControlErrorCodes.RateLimited, $"{MaxPendingDevices} devices already wait for approval");
-        if (waiting.Count(d => at - d.CreatedAt < PendingWindow) >= MaxPendingPerWindow)
+        if (pending.Count(d => at - d.CreatedAt < PendingWindow) >= MaxPendingPerWindow)
             return new Rejection(ControlErrorCodes.RateLimited, $"{MaxPendingPerWindow} devices started waiting for approval in the last {PendingWindow.TotalSeconds:0} s");
         return null;
+    }
+
+    /// <summary>
+    /// The devices that waited to be signed in and were given up: pending, in a tailnet with a provider,
+    /// with no login link that expired less than <see cref="AbandonedSignInAfter"/> before <paramref name="at"/>.
+    /// (Without a provider a pending device waits for an admin's approval, and stays until the admin acts.)
+    /// </summary>
+    public IReadOnlyList<string> AbandonedSignIns(DateTimeOffset at)
+    {
+        if (Sso is null) return [];
+        var abandoned = Devices.Values
+            .Where(d => d.Status == DeviceStatus.Pending && d.CreatedAt + AbandonedSignInAfter <= at)
+            .Select(d => d.DeviceId).ToHashSet(StringComparer.Ordinal);
+        if (abandoned.Count == 0) return [];
+        foreach (var login in Logins.Values)
+            if (login.ExpiresAt + AbandonedSignInAfter > at) abandoned.Remove(login.DeviceId);
+        return [.. abandoned.Order(StringComparer.Ordinal)];
     }
 
     private Decision<ITailnetEvent> CompleteLoginDecision(CompleteDeviceLogin c)

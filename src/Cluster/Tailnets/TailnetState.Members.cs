@@ -108,6 +108,7 @@ public sealed partial record TailnetState
         ExpireDueKeys c => Decision<ITailnetEvent>.Accept(Devices.Values
             .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
             .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
+        ForgetAbandonedSignIns c => Decision<ITailnetEvent>.Accept(AbandonedSignIns(c.At).Select(id => (ITailnetEvent)new DeviceDeleted(id)).ToList()),
         RemoveEphemeralDevice c => Devices.TryGetValue(c.DeviceId, out var device) && device.Ephemeral
             ? Decision<ITailnetEvent>.Accept(new DeviceDeleted(device.DeviceId))
             : Decision<ITailnetEvent>.Unchanged,

@@ -89,6 +89,49 @@ public class TailnetLoginTests
     }
 
     [Fact]
+    public void Sign_ins_given_up_block_no_one_and_are_forgotten_an_hour_after_their_link_expired_while_one_still_waiting_stays()
+    {
+        // A hundred people start a sign-in over a day and give up (a closed browser, a refused domain, a reinstall).
+        var state = WithProvider();
+        for (var i = 0; i < TailnetState.MaxPendingDevices; i++)
+            state = Run(state, Keyless($"dev_{i:d3}", 'a', 'b', $"login_{i:d3}", Now.AddMinutes(5 * i)) with { MachineKey = $"{i:x64}", NodeKey = $"{i + 1000:x64}" });
+        var dayLater = Now.AddMinutes(5 * TailnetState.MaxPendingDevices);
+
+        // None holds an open link any more: the next person is not refused as a flood.
+        var next = Keyless("dev_next", 'z', 'Z', "login_next", dayLater);
+        state = Run(state, next);
+        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_next"].Status);
+
+        // Those whose link expired an hour ago or more are forgotten, with their links; the rest, and the one still signing in, stay.
+        var forgotten = state.AbandonedSignIns(dayLater);
+        Assert.NotEmpty(forgotten);
+        Assert.All(forgotten, id => Assert.True(state.Logins.Values.Single(l => l.DeviceId == id).ExpiresAt + TailnetState.AbandonedSignInAfter <= dayLater));
+        state = Run(state, new ForgetAbandonedSignIns(T, dayLater));
+        Assert.All(forgotten, id => Assert.False(state.Devices.ContainsKey(id)));
+        Assert.DoesNotContain(state.Logins.Values, l => forgotten.Contains(l.DeviceId));
+        Assert.Equal(TailnetState.MaxPendingDevices + 1 - forgotten.Count, state.Devices.Count);
+        Assert.Equal("login_next", state.OpenLoginFor("dev_next", Hex('Z'), dayLater)!.LoginId);
+
+        // Once the last link is an hour past its expiry, all are gone; the person coming back starts over.
+        var later = dayLater.AddMinutes(10) + TailnetState.AbandonedSignInAfter;
+        state = Run(state, new ForgetAbandonedSignIns(T, later));
+        Assert.Empty(state.Devices);
+        Assert.Empty(state.AbandonedSignIns(later));
+        state = Run(state, next with { NewDeviceId = "dev_again", NewLoginId = "login_again", At = later, LoginExpiresAt = later.AddMinutes(10) });
+        Assert.Equal("login_again", state.OpenLoginFor("dev_again", Hex('Z'), later)!.LoginId);
+    }
+
+    [Fact]
+    public void Without_a_provider_a_device_waiting_for_approval_is_never_forgotten_and_still_counts_toward_the_cap()
+    {
+        var state = Run(TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme") with { KeylessRegistration = true }, Now)),
+            new RegisterDevice(T, "dev_1", Hex('a'), Hex('b'), Hex('d'), "laptop", "linux", null, null, Now));
+        Assert.Equal(DeviceStatus.Pending, state.Devices["dev_1"].Status);
+        Assert.Empty(state.AbandonedSignIns(Now.AddDays(365)));
+        Assert.Empty(state.Process(new ForgetAbandonedSignIns(T, Now.AddDays(365))).Events);
+    }
+
+    [Fact]
     public void A_sign_in_is_decided_on_the_provider_settings_in_force_not_on_those_the_node_that_took_it_held()
     {
         // The node that took the provider's answer checked domains and groups from its own copy of the settings;
