@@ -143,7 +143,10 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         if (_options.NetMapCache is { } cache)
         {
             if (_state.DeviceId is not null && _session.LoadCached(cache.Load()))
+            {
                 _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
+                LearnCoordinatorsOfLoadedMap();
+            }
         }
         Timers.StartPeriodicTimer("check", Check.Instance, CheckInterval);
         if (!_login.HasCoordinators || (_options.StartStopped && _state.DeviceId is null)) NeedsLogin(ControlErrorCodes.NotLoggedIn, NotLoggedInDetail);
@@ -683,6 +686,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         Sender.Tell(Status());
     }
 
+    /// <summary>
+    /// The other coordinators the loaded map names (the cluster's public URLs) are dialled too. Only a full
+    /// map names them, and a resumed stream brings deltas: without this, an agent restarted while the one
+    /// coordinator it was started with is down would dial that one alone, for ever.
+    /// </summary>
+    private void LearnCoordinatorsOfLoadedMap() => _dialer?.Learn(_session.Store.View.Coordinators);
+
     private void OnResume(Resume resume)
     {
         // Taken before anything else (AroundReceive): a SetEndpoints that came while the previous incarnation failed follows, and stands.
@@ -693,7 +703,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         _previousWrites = resume.PreviousWrites;
         // The previous incarnation's netmap, not the cache's (none if it had none: logged out, deleted).
         _session.Store.Clear();
-        if (resume.NetMap is { } latest && _session.LoadCached(latest)) SaveCache();
+        if (resume.NetMap is { } latest && _session.LoadCached(latest))
+        {
+            SaveCache();
+            LearnCoordinatorsOfLoadedMap();
+        }
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (resume.IdleAs == ControlState.Stopped) Stop();
         else if (resume.IdleAs == ControlState.NeedsLogin) NeedsLogin(resume.Code ?? ControlErrorCodes.NotLoggedIn, resume.Detail);

@@ -141,6 +141,52 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         Assert.Equal(0, cache.Overlaps);
     }
 
+    [Fact]
+    public async Task An_agent_whose_configured_coordinator_is_gone_dials_the_ones_its_netmap_names_after_its_daemon_or_control_client_restarts()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("learned-coordinators");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var store = new MemoryAgentStateStore();
+        var cache = new FreezableNetMapCache();
+        using (var first = TestAgent.Start(agents, [coordinator.Control], "a", key, store: store, tune: o => o with { NetMapCache = cache }))
+        {
+            await first.WaitForState(ControlState.Running);
+            await Eventually.Until(() => cache.Load() is not null, "a's netmap cached");
+            await first.Stop();
+        }
+
+        // The agent was set up with one coordinator, since retired; the cluster's last full map named the
+        // one that serves now (its public URLs). The daemon starts again from its state and that cache.
+        var named = cache.Load()!;
+        named.Coordinators.Clear();
+        named.Coordinators.Add(coordinator.Control.ToString());
+        cache.Save(named);
+        var retired = new Uri($"http://127.0.0.1:{ClosedPort()}/");
+        using var a = TestAgent.Start(agents, [retired], "a", key, store: store, tune: o => o with { NetMapCache = cache });
+        await a.WaitForState(ControlState.Running);
+        Assert.Equal(coordinator.Control, new Uri((await a.Status()).Coordinator!));
+
+        // The control client fails: its successor starts from the options (the retired coordinator alone),
+        // and still dials the one the netmap names. Its resumed stream brings no full map to name it again.
+        var states = new List<ControlState>();
+        a.OnStateChanged = changed => { lock (states) states.Add(changed.State); };
+        a.Client.Tell(Kill.Instance);
+        await Eventually.Until(() => { lock (states) return states.SkipWhile(s => s == ControlState.Running).Contains(ControlState.Running); },
+            "running again after the restart");
+        Assert.Equal(coordinator.Control, new Uri((await a.Status()).Coordinator!));
+    }
+
+    /// <summary>A loopback TCP port nothing listens on (a coordinator that is gone: connections are refused).</summary>
+    private static int ClosedPort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+
     /// <summary>A netmap cache whose next write stalls until released (a slow disk), and that counts writes made at the same time.</summary>
     private sealed class SlowNetMapCache : INetMapCache
     {
