@@ -92,6 +92,9 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>Node keys connected here now.</summary>
     public IReadOnlyCollection<Curve25519PublicKey> ConnectedKeys => _clients.Keys.ToList();
 
+    /// <summary>How many connections <paramref name="key"/> holds here now (more than one: a client's old connection not closed yet).</summary>
+    public int ConnectionCountOf(Curve25519PublicKey key) => ConnectionsOf(key).Count;
+
     /// <summary>Node keys this relay reaches through its mesh peers.</summary>
     public IReadOnlyCollection<Curve25519PublicKey> MeshedKeys => _forwarders.Keys.ToList();
 

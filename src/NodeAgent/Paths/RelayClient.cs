@@ -59,6 +59,13 @@ public sealed class RelayClient : UntypedActor, IWithTimers
     private RelayCredentials _credentials;
     private bool _home;
     private RelayClientConnection? _connection;
+    /// <summary>Connections replaced by a newer one, each closed <see cref="OldConnectionGrace"/> after (on its own timer), or when this client stops.</summary>
+    private readonly HashSet<RelayClientConnection> _retiring = [];
+    /// <summary>
+    /// This incarnation. A dial the previous one started (a restart cancels it, or it completes late) reports to
+    /// the same actor; its result belongs to no dial of this one, whatever its generation.
+    /// </summary>
+    private readonly object _incarnation = new();
     private int _nodeIndex;
     private int _failures;
     private bool _dialing;
@@ -80,9 +87,9 @@ public sealed class RelayClient : UntypedActor, IWithTimers
     public static Props PropsFor(RelayRegion region, string controlHost, RelayHub hub, WireGuardDevice device, IActorRef paths, RelayCredentials credentials, bool home) =>
         Props.Create(() => new RelayClient(region, controlHost, hub, device, paths, credentials, home));
 
-    private sealed record Connected(RelayClientConnection Connection, int Generation, RelayNodeAddress Node);
+    private sealed record Connected(RelayClientConnection Connection, object Incarnation, int Generation, RelayNodeAddress Node);
 
-    private sealed record DialFailed(string Error, int Generation, RelayNodeAddress Node);
+    private sealed record DialFailed(string Error, object Incarnation, int Generation, RelayNodeAddress Node);
 
     private sealed record ConnectionLost(RelayClientConnection Connection);
 
@@ -120,6 +127,9 @@ public sealed class RelayClient : UntypedActor, IWithTimers
             _hub.Detach(_region.Id, connection);
             _ = connection.DisposeAsync().AsTask();
         }
+        // Their timers die with this incarnation, and their readers end with _stopping without closing them.
+        foreach (var retiring in _retiring) _ = retiring.DisposeAsync().AsTask();
+        _retiring.Clear();
     }
 
     protected override void OnReceive(object message)
@@ -129,13 +139,13 @@ public sealed class RelayClient : UntypedActor, IWithTimers
             case Dial:
                 StartDial();
                 break;
-            case Connected connected when connected.Generation == _generation:
+            case Connected connected when connected.Incarnation == _incarnation && connected.Generation == _generation:
                 OnConnected(connected);
                 break;
             case Connected stale:
                 _ = stale.Connection.DisposeAsync().AsTask();
                 break;
-            case DialFailed failed when failed.Generation == _generation:
+            case DialFailed failed when failed.Incarnation == _incarnation && failed.Generation == _generation:
                 _dialing = false;
                 _failures++;
                 _nodeIndex = (_nodeIndex + 1) % Math.Max(1, _region.Nodes.Count);
@@ -152,9 +162,16 @@ public sealed class RelayClient : UntypedActor, IWithTimers
                 _nodeIndex = (_nodeIndex + 1) % Math.Max(1, _region.Nodes.Count);
                 Timers.StartSingleTimer("dial", Dial.Instance, TimeSpan.FromMilliseconds(100));
                 break;
-            case ConnectionLost:
+            case ConnectionLost lost:
+                // A replaced one that closed before its grace ran out.
+                if (_retiring.Remove(lost.Connection))
+                {
+                    Timers.Cancel(lost.Connection);
+                    _ = lost.Connection.DisposeAsync().AsTask();
+                }
                 break;
             case CloseOld old:
+                _retiring.Remove(old.Connection);
                 _ = old.Connection.DisposeAsync().AsTask();
                 break;
             case Liveness:
@@ -211,15 +228,20 @@ public sealed class RelayClient : UntypedActor, IWithTimers
         var address = new RelayNodeAddress(node.Host.Length > 0 ? node.Host : _controlHost, node.Port, node.Tls, node.InsecureForTests);
         var key = AgentKey(_credentials.NodePrivateKeyHex);
         var info = new ClientInfo { Ticket = _credentials.Ticket };
-        var generation = _generation;
-        var self = Self;
-        RelayClientConnection.ConnectAsync(address, key, info, _stopping.Token, PolicyRouting.MarkBypass)
+        var (incarnation, generation, self, stopping) = (_incarnation, _generation, Self, _stopping.Token);
+        RelayClientConnection.ConnectAsync(address, key, info, stopping, PolicyRouting.MarkBypass)
             .ContinueWith(task =>
             {
                 key.Dispose();
+                if (task.IsCompletedSuccessfully && stopping.IsCancellationRequested)
+                {
+                    // Connected as this client stopped: no one would close it.
+                    _ = task.Result.DisposeAsync().AsTask();
+                    return new DialFailed("stopped", incarnation, generation, address);
+                }
                 return task.IsCompletedSuccessfully
-                    ? (object)new Connected(task.Result, generation, address)
-                    : new DialFailed(task.Exception?.GetBaseException().Message ?? "cancelled", generation, address);
+                    ? (object)new Connected(task.Result, incarnation, generation, address)
+                    : new DialFailed(task.Exception?.GetBaseException().Message ?? "cancelled", incarnation, generation, address);
             }, TaskScheduler.Default)
             .PipeTo(self);
     }
@@ -236,7 +258,12 @@ public sealed class RelayClient : UntypedActor, IWithTimers
         _hub.Attach(_region.Id, connected.Connection);
         connected.Connection.TrySendFrame(RelayFrame.Build(RelayFrameType.NotePreferred, [_home ? (byte)1 : (byte)0]));
         _log.Info("Relay region {0} ({1}): connected to {2}{3}", _region.Id, _region.Code, connected.Node, _home ? " (home)" : "");
-        if (previous is not null) Timers.StartSingleTimer("close-old", new CloseOld(previous), OldConnectionGrace);
+        if (previous is not null)
+        {
+            // A timer per connection: a second replacement within the grace must not cancel the first one's closing.
+            _retiring.Add(previous);
+            Timers.StartSingleTimer(previous, new CloseOld(previous), OldConnectionGrace);
+        }
         _ = ReadLoopAsync(connected.Connection);
     }
 

@@ -412,6 +412,39 @@ public class RelayTests
         Assert.Contains(aKey, relay.ConnectedKeys);
     }
 
+    [Fact]
+    public async Task A_relay_client_replaced_twice_within_the_grace_closes_both_old_connections_and_one_stopped_mid_replacement_closes_every_one()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("relay-replace")).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, tunnels: true);
+        var relay = node.Services.GetRequiredService<EmbeddedRelay>().Server!;
+        var aKey = NodeKeyOf(a);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 1, "a on its home relay");
+        var client = await agents.System.ActorSelection(a.DataPlane!.Path + "/paths/relay-*").ResolveOne(TimeSpan.FromSeconds(5));
+
+        // A roam: the path manager reconnects the relay, and the new stream's fresh ticket replaces the
+        // connection again a moment later. Make before break keeps each old one for its grace, and then
+        // closes it: both of them, not only the last.
+        client.Tell(ReconnectRelay.Instance);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 2, "the first replacement up beside the old connection");
+        client.Tell(ReconnectRelay.Instance);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 3, "the second replacement up beside both");
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 1, "the old connections closed after their grace");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.Equal(1, relay.ConnectionCountOf(aKey));
+
+        // Replaced, then stopped (`down`) before the grace ran out: nothing of it stays connected.
+        client.Tell(ReconnectRelay.Instance);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 2, "a replacement up beside the old connection");
+        a.Client.Tell(TakeDown.Instance);
+        await a.WaitForState(ControlState.Stopped);
+        await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 0, "every connection closed when the client stopped");
+    }
+
     /// <summary>For two seconds <paramref name="key"/> has no relay connection, and then <paramref name="agent"/> has no relay client.</summary>
     private static async Task StaysWithoutRelay(AgentSystem agents, TestAgent agent, Curve25519PublicKey key, RelayServer relay, string when)
     {
