@@ -85,7 +85,12 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private ControlLogin _login;
     private readonly HashSet<IActorRef> _watchers = [];
     private readonly CancellationTokenSource _stopping = new();
-    private readonly Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
+    /// <summary>
+    /// The disco key, one per agent process as Tailscale's: a restarted incarnation takes its predecessor's
+    /// (<see cref="Resume"/>). A new one would stop every path finder and drop each direct path to the relay
+    /// until the coordinator had told every peer the new key, and for good while no coordinator answers.
+    /// </summary>
+    private Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
     private AgentState _state = null!;
     private Curve25519PrivateKey _machine = null!;
     // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
@@ -174,7 +179,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // This incarnation's cache writes finish first (the new one's writer waits for them), and not over the new one's.
         var previousWrites = _cacheWriter?.DisposeAsync().AsTask() ?? _previousWrites;
         _cacheWriter = null;
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites));
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex()));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         base.PreRestart(reason, message);
     }
@@ -697,6 +702,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     {
         // Taken before anything else (AroundReceive): a SetEndpoints that came while the previous incarnation failed follows, and stands.
         (_endpoints, _homeRelay) = (resume.Endpoints, resume.HomeRelay);
+        if (Curve25519PrivateKey.TryParseHex(resume.DiscoKeyHex, out var disco))
+        {
+            _disco.Dispose();
+            _disco = disco;
+        }
         _login = resume.Login;
         _dialer = NewDialer(_login);
         // Before the first write (nothing is handled before Resume): this incarnation's writer starts after the previous one's.
@@ -894,9 +904,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     private sealed record Dial(Uri Url);
 
-    /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, and its endpoints.</summary>
+    /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, its endpoints and its disco key.</summary>
     private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap,
-        Task? PreviousWrites);
+        Task? PreviousWrites, string DiscoKeyHex);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -95,7 +95,7 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         a.Client.Tell(new WatchControl(agents.System.ActorOf(Props.Create(() => new WatcherRecorder(told)))));
         await Eventually.Until(() => Told().OfType<NetMapChanged>().Any(), "the watcher's first netmap");
 
-        // The control client fails and restarts (with a new disco key): it tells the watcher everything
+        // The control client fails and restarts: it tells the watcher everything (its keys first)
         // again, and the netmap it tells is the one the watcher already had (c included), not the
         // cache's older one.
         a.Client.Tell(Kill.Instance);
@@ -139,6 +139,33 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         Assert.Equal(3, kept.Peers.Count);
         Assert.True(kept.Version >= newest.Version, $"the cache went back to v{kept.Version} after v{newest.Version} was written");
         Assert.Equal(0, cache.Overlaps);
+    }
+
+    [Fact]
+    public async Task A_restarted_control_client_keeps_its_disco_key_so_peers_keep_their_direct_path_and_no_new_key_goes_out()
+    {
+        await using var agents = new AgentSystem();
+        var (_, _, agentA, agentB) = await TwoConnectedAgents(agents, "disco-kept");
+        using var a = agentA;
+        using var b = agentB;
+        var direct = await Eventually.Until(() => RelayTests.PathStatusOf(a, b), path => path is { Kind: "direct" }, "a's direct path to b");
+        var discoAsBSeesIt = b.View.Peers[a.DeviceId!].DiscoKey;
+        var told = new List<object>();
+        List<object> Told() { lock (told) return [.. told]; }
+        a.Client.Tell(new WatchControl(agents.System.ActorOf(Props.Create(() => new WatcherRecorder(told)))));
+        await Eventually.Until(() => Told().OfType<DiscoKeyChanged>().Any(), "the watcher told a's disco key");
+
+        // The control client fails. Its successor is the same agent process: the same disco key, so the
+        // path finders keep their proven path, and the coordinator has no new key to spread to the peers.
+        a.Client.Tell(Kill.Instance);
+        await Eventually.Until(() => Told().OfType<DiscoKeyChanged>().Count() >= 2, "the watcher told the disco key again after the restart");
+        await a.WaitForState(ControlState.Running);
+        await Passes(a, b);
+        await Task.Delay(1000);
+        Assert.Single(Told().OfType<DiscoKeyChanged>().Select(k => k.PrivateKeyHex).Distinct());
+        Assert.Equal(discoAsBSeesIt, b.View.Peers[a.DeviceId!].DiscoKey);
+        var after = await RelayTests.PathStatusOf(a, b);
+        Assert.Equal(("direct", direct!.Since), (after!.Kind, after.Since));
     }
 
     [Fact]

@@ -258,11 +258,16 @@ public class LifecycleTests
         var found = $"127.0.0.1:{a.Device!.ListenPort}";
         await b.WaitForNetMap(v => v.Peers.TryGetValue(a.DeviceId!, out var peer) && peer.Endpoints.Contains(found), "a's endpoint, found by its data plane");
         var discoBefore = b.View.Peers[a.DeviceId!].DiscoKey;
+        var states = new List<ControlState>();
+        a.OnStateChanged = changed => { lock (states) states.Add(changed.State); };
 
-        // The control client crashes. Its new incarnation starts from the options (no endpoints), with a new
+        // The control client crashes. Its new incarnation starts from the options (no endpoints), keeps the
         // disco key, and opens a new stream: a new session, which knows only what this stream reports.
         a.Client.Tell(Kill.Instance);
-        await b.WaitForNetMap(v => v.Peers[a.DeviceId!].DiscoKey != discoBefore && v.Peers[a.DeviceId!].Online, "a's new disco key: its new stream registered");
+        await Eventually.Until(() => { lock (states) return states.SkipWhile(s => s == ControlState.Running).Contains(ControlState.Running); },
+            "a's new stream registered");
+        await b.WaitForNetMap(v => v.Peers[a.DeviceId!].Online, "a online again");
+        Assert.Equal(discoBefore, b.View.Peers[a.DeviceId!].DiscoKey);
         var attached = await AgentMatchesItsEntity(node, tailnet, a);
 
         // Then the coordinator forgets what the old stream reported, as a move or the loss of a node makes

@@ -358,14 +358,14 @@ public class RelayTests
             n => n >= 1, "the stranger's disco packet counted");
         Assert.Equal("relay", await PathOf(a, b));
 
-        // The control client dies: a new disco key, a new ticket; the relay path survives it.
+        // The control client dies: a new stream and a new ticket (the disco key is kept); the relay path survives it.
         a.Client.Tell(Kill.Instance);
         await a.WaitForState(ControlState.Running);
         await AgentRestartTests.Passes(a, b);
         await AgentRestartTests.Passes(b, a);
         Assert.Equal("relay", await PathOf(a, b));
-        // The path finders were replaced (a new disco key): the engine's peer must hear the new one,
-        // not be left silenced by the old one stopping afterwards (nothing would then wake its heartbeat).
+        // The engine's peer still hears its path finder (not silenced by one stopping with the old control
+        // client: nothing would then wake its heartbeat).
         var bKey = new Curve25519PublicKey(b.View.Self!.NodeKey.Span);
         await Task.Delay(1000);
         Assert.True(a.Device!.Peers[bKey].HasPathFinder, "the new path finder hears b's packet path");
@@ -495,7 +495,7 @@ public class RelayTests
         await Eventually.Until(() => Task.FromResult(a.Device.Mtu), mtu => mtu == configured, "a's TUN returns to the configured MTU");
     }
 
-    private static async Task<PathStatus?> PathStatusOf(TestAgent from, TestAgent to)
+    internal static async Task<PathStatus?> PathStatusOf(TestAgent from, TestAgent to)
     {
         var toKey = Convert.ToHexStringLower(to.View.Self!.NodeKey.ToByteArray());
         return (await from.DataPlane!.Ask<PathStatusReply>(GetPathStatus.Instance, TimeSpan.FromSeconds(5))).Paths.FirstOrDefault(p => p.NodeKeyHex == toKey);
