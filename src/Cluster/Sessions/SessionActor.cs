@@ -109,8 +109,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private string? _deviceId;
     private string? _tailnetId;
-    private DateTimeOffset _lastHeard;
-    private DateTimeOffset _lastSent;
+    /// <summary>When the agent was last heard from, and last sent to: monotonic timestamps, so that a wall clock stepped forward does not close every stream as silent.</summary>
+    private long _lastHeard;
+    private long _lastSent;
     private ulong _pingNonce;
     private bool _subscribed;
     private ulong _lastDelivered;
@@ -140,8 +141,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _remoteAddress = remoteAddress;
         _outbound = outbound;
         _services = services;
-        _lastHeard = services.Clock.GetUtcNow();
-        _startedAt = _lastHeard.UtcTicks;
+        _lastHeard = services.Clock.GetTimestamp();
+        _startedAt = services.Clock.GetUtcNow().UtcTicks;
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -548,7 +549,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     // ------------------------------------------------------------------ the stream
 
-    private void Heard() => _lastHeard = _services.Clock.GetUtcNow();
+    private void Heard() => _lastHeard = _services.Clock.GetTimestamp();
 
     private void OnPingPong(ClientMessage message)
     {
@@ -557,8 +558,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void OnKeepAlive()
     {
-        var now = _services.Clock.GetUtcNow();
-        if (now - _lastHeard > _services.SilenceLimit)
+        var silent = _services.Clock.GetElapsedTime(_lastHeard);
+        if (silent > _services.SilenceLimit)
         {
             Close(ControlErrorCodes.Unavailable, $"nothing heard from the agent for {_services.SilenceLimit.TotalSeconds:0.#} s");
             return;
@@ -566,7 +567,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         // Agents speak only when they have something to say or are asked: a quiet agent is asked, however
         // much this side is sending (deltas prove this side alive, not the agent). And an agent that has
         // heard nothing from us for an interval hears a ping.
-        if (now - _lastHeard >= _services.KeepAliveInterval || now - _lastSent >= _services.KeepAliveInterval)
+        if (silent >= _services.KeepAliveInterval || _services.Clock.GetElapsedTime(_lastSent) >= _services.KeepAliveInterval)
             Send(new ServerMessage { Ping = new Ping { Nonce = ++_pingNonce } });
     }
 
@@ -583,7 +584,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         if (_closing) return;
         if (_outbound.TryWrite(serverMessage))
         {
-            _lastSent = _services.Clock.GetUtcNow();
+            _lastSent = _services.Clock.GetTimestamp();
             return;
         }
         // The stream ended, and its StreamClosed is on the way: nothing to say about it.

@@ -70,8 +70,21 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private readonly EncodedPeerNodes _encodedPeers = new();
     /// <summary>The traced command whose changes the next flush carries (the first, when several coalesce).</summary>
     private System.Diagnostics.ActivityContext? _flushCause;
-    private readonly Dictionary<string, DateTimeOffset> _online = new();
-    private readonly Dictionary<string, DateTimeOffset> _offlineEphemeral = new();
+    /// <summary>When each device online was last heard from.</summary>
+    private readonly Dictionary<string, Moment> _online = new();
+    /// <summary>Since when each ephemeral device offline has been.</summary>
+    private readonly Dictionary<string, Moment> _offlineEphemeral = new();
+
+    /// <summary>
+    /// A moment by the monotonic clock, which times presence and ephemeral removal, and by the wall clock,
+    /// which is what is stored (last seen). A wall clock stepped forward (a VM resumed, NTP) must not time
+    /// every device out at once, and then delete every connected ephemeral device as offline since.
+    /// </summary>
+    private readonly record struct Moment(long Timestamp, DateTimeOffset At);
+
+    private Moment Now() => new(_clock.GetTimestamp(), _clock.GetUtcNow());
+
+    private TimeSpan Since(Moment moment) => _clock.GetElapsedTime(moment.Timestamp);
     private IActorRef? _devices;
     private IActorRef? _machines;
 
@@ -252,7 +265,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
                 case DeviceRegistered { Device.Ephemeral: true } registered when !IsOnline(registered.Device.DeviceId):
                     // Offline until its session attaches: an ephemeral device that registers and never
                     // subscribes is removed like one that disconnected.
-                    _offlineEphemeral[registered.Device.DeviceId] = _clock.GetUtcNow();
+                    _offlineEphemeral[registered.Device.DeviceId] = Now();
                     break;
                 case DeviceDeleted deleted when state.Devices.TryGetValue(deleted.DeviceId, out var gone):
                     (revoked ??= []).Add(gone.NodeKey);
@@ -330,7 +343,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
     }
 
-    private void OnPresence(DeviceOnline presence)
+    /// <param name="silentSince">For a device timed out here: when it was last heard from (its offline time).</param>
+    private void OnPresence(DeviceOnline presence, Moment? silentSince = null)
     {
         // A heartbeat from a session that should have ended: the end (or the removal) went to the device's
         // entity while it had no session or was moving, or this incarnation died between the change and its
@@ -353,7 +367,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         var was = _online.ContainsKey(device.DeviceId);
         if (presence.Online)
         {
-            _online[device.DeviceId] = _clock.GetUtcNow();
+            _online[device.DeviceId] = Now();
             _offlineEphemeral.Remove(device.DeviceId);
             if (was) return; // a heartbeat
         }
@@ -362,7 +376,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             if (!was) return;
             _online.Remove(device.DeviceId);
             Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
-            if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = presence.At;
+            if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = silentSince ?? Now() with { At = presence.At };
         }
         PeerFanOut.Presence(device.DeviceId, presence.Online, presence.At, Engine, _pending);
         ScheduleFlush();
@@ -443,12 +457,12 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         var now = _clock.GetUtcNow();
         // Entities on a node that died cannot say goodbye: their devices time out.
-        foreach (var (deviceId, lastHeard) in _online.Where(kv => now - kv.Value > _presenceTimeout).ToList())
-            OnPresence(new DeviceOnline(State.TailnetId, deviceId, false, lastHeard));
-        foreach (var (deviceId, offlineSince) in _offlineEphemeral.Where(kv => now - kv.Value >= State.Settings.EphemeralTimeout).ToList())
+        foreach (var (deviceId, lastHeard) in _online.Where(kv => Since(kv.Value) > _presenceTimeout).ToList())
+            OnPresence(new DeviceOnline(State.TailnetId, deviceId, false, lastHeard.At), lastHeard);
+        foreach (var (deviceId, offlineSince) in _offlineEphemeral.Where(kv => Since(kv.Value) >= State.Settings.EphemeralTimeout).ToList())
         {
             _offlineEphemeral.Remove(deviceId);
-            Submit(new RemoveEphemeralDevice(State.TailnetId, deviceId, offlineSince), ActorRefs.Nobody);
+            Submit(new RemoveEphemeralDevice(State.TailnetId, deviceId, offlineSince.At), ActorRefs.Nobody);
         }
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
@@ -465,7 +479,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
         // Nobody is known to be online yet. A connected device's session re-attaches well within the
         // presence timeout; an ephemeral device that has not by then is offline, counted from now.
-        var knownOffline = _clock.GetUtcNow() + _presenceTimeout;
+        var knownOffline = new Moment(Now().Timestamp + (long)(_presenceTimeout.TotalSeconds * _clock.TimestampFrequency), _clock.GetUtcNow() + _presenceTimeout);
         foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = knownOffline;
         // What the previous incarnation stored but had not sent yet (its coalescing window, a crash, a
         // handoff) went with it, and no version shows the gap: every device starts again from a full map.

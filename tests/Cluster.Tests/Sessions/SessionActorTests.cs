@@ -42,12 +42,12 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         _machines = CreateTestProbe("machines");
     }
 
-    private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null)
+    private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null, TimeProvider? clock = null, TimeSpan? keepAlive = null)
     {
-        // Keepalives and re-attaches every minute: none falls inside a test.
+        // Keepalives and re-attaches every minute (unless a test asks): none falls inside a test.
         var services = new SessionServices(_directory.Ref, _tailnets.Ref, _devices.Ref, _machines.Ref, new TailnetAffinity(100),
-            _coordinatorKey, TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
-            TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)) { Relays = relays };
+            _coordinatorKey, clock ?? TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
+            TimeSpan.FromMinutes(1), keepAlive ?? TimeSpan.FromMinutes(1)) { Relays = relays };
         return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), _toAgent.Writer, services));
     }
 
@@ -310,5 +310,36 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         var again = (ReportEndpoints)_devices.FishForMessage(m => m is ReportEndpoints, TimeSpan.FromSeconds(10));
         Assert.Equal(unanswered.Report, again.Report);
         _devices.Reply(new DeviceInfo(Device(deviceId, DeviceStatus.Active), true));
+    }
+
+    [Fact]
+    public async Task A_wall_clock_stepped_forward_does_not_end_a_stream_as_silent()
+    {
+        // Keepalives every 200 ms: an agent heard from for none of 600 ms is gone.
+        var clock = new SteppedClock();
+        var session = StartSession(clock: clock, keepAlive: TimeSpan.FromMilliseconds(200));
+        Watch(session);
+        FromAgent(session, new ClientMessage { Ping = new Ping { Nonce = 1 } });
+        Assert.Equal(1UL, NextToAgent().Pong.Nonce);
+
+        // The wall clock steps ten minutes forward (a VM resumed, NTP): 300 ms later, by any real measure,
+        // the agent has been quiet for less than the limit. It is asked whether it is there, and its stream stays.
+        clock.Step(TimeSpan.FromMinutes(10));
+        await Task.Delay(300);
+        FromAgent(session, new ClientMessage { Ping = new Ping { Nonce = 2 } });
+        var sent = new List<ServerMessage>();
+        while (sent.LastOrDefault()?.Pong?.Nonce != 2UL) sent.Add(NextToAgent());
+        Assert.DoesNotContain(sent, m => m.BodyCase == ServerMessage.BodyOneofCase.Error);
+        ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // no Terminated
+    }
+
+    /// <summary>The machine's clock, whose wall time the test steps (its monotonic timestamps stay the machine's).</summary>
+    private sealed class SteppedClock : TimeProvider
+    {
+        private TimeSpan _offset;
+
+        public override DateTimeOffset GetUtcNow() => TimeProvider.System.GetUtcNow() + _offset;
+
+        public void Step(TimeSpan by) => _offset += by;
     }
 }
