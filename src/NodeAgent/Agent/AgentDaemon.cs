@@ -50,6 +50,8 @@ public sealed class AgentDaemon : IAsyncDisposable
     private readonly MagicDns? _dns;
     private readonly LinuxTunnelLink? _link;
     private SubnetRouter? _router;
+    /// <summary>Checks every 10 s that the subnet router's masquerading is still in place (see <see cref="SubnetRouter.Reassert"/>).</summary>
+    private readonly Timer _routerCheck;
     private LocalApi? _api;
     private AgentPrefs _prefs;
 
@@ -68,6 +70,28 @@ public sealed class AgentDaemon : IAsyncDisposable
         _dns = dns;
         _link = link;
         _router = router;
+        _routerCheck = new Timer(_ => ReassertRouter(), null, RouterCheckInterval, RouterCheckInterval);
+    }
+
+    private static readonly TimeSpan RouterCheckInterval = TimeSpan.FromSeconds(10);
+
+    private void ReassertRouter()
+    {
+        // Not while a reconfiguration (which may start or stop the router) runs: the next check comes soon enough.
+        if (!_reconfiguring.Wait(0)) return;
+        try
+        {
+            if (_router?.Reassert() == true)
+                _log.LogWarning("Another program removed this subnet router's masquerading table (weft-{Interface}); put it back", _options.TunName);
+        }
+        catch (IOException e)
+        {
+            _log.LogWarning("Cannot check this subnet router's masquerading: {Error}", e.Message);
+        }
+        finally
+        {
+            _reconfiguring.Release();
+        }
     }
 
     public ActorSystem System { get; }
@@ -281,6 +305,7 @@ public sealed class AgentDaemon : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _routerCheck.DisposeAsync();
         if (_api is not null) await _api.DisposeAsync();
         await System.Terminate();
         _dns?.Dispose();

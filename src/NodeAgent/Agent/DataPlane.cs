@@ -27,6 +27,8 @@ public sealed record DataPlaneOptions
     public MagicDns? Dns { get; init; }
     /// <summary>How often the system's resolver is checked while MagicDNS is it: another program may have rewritten it (<see cref="MagicDns.Recheck"/>).</summary>
     public TimeSpan SystemDnsRecheckInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How often the routing rules and routes are checked against the kernel: another program may have removed them (<see cref="ITunnelLink.Reassert"/>).</summary>
+    public TimeSpan RoutingRecheckInterval { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Route traffic for peers' approved subnets through them (<c>--accept-routes</c>; off by default on Linux, as in Tailscale).</summary>
     public bool AcceptRoutes { get; init; }
     /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
@@ -116,6 +118,19 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         {
             if (!_down) _options.Dns?.Recheck();
         });
+        Receive<RecheckRouting>(_ =>
+        {
+            if (_down) return;
+            try
+            {
+                if (_options.Link.Reassert() is { Count: > 0 } putBack)
+                    _log.Warning("Another program removed routing this agent set up; put back: {0}", string.Join("; ", putBack));
+            }
+            catch (IOException e)
+            {
+                _log.Warning("Cannot check this agent's routing against the kernel: {0}", e.Message);
+            }
+        });
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
@@ -165,6 +180,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         Device.Filter ??= TrafficFilter.Compile(new PacketFilter(), []);
         _control.Tell(new WatchControl(Self));
         if (_options.Dns is not null) Timers.StartPeriodicTimer("system-dns", RecheckSystemDns.Instance, _options.SystemDnsRecheckInterval);
+        Timers.StartPeriodicTimer("routing", RecheckRouting.Instance, _options.RoutingRecheckInterval);
     }
 
     private void OnNodeKeyChanged(NodeKeyChanged changed)
@@ -321,6 +337,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         var source = NodeAddresses.Of(self).FirstOrDefault(a => a.AddressFamily == address.AddressFamily);
         if (source is null) return new PeerNotFound($"this device has no {address.AddressFamily} tailnet address");
         return new PeerResolved(found.Name, address, source);
+    }
+
+    private sealed class RecheckRouting
+    {
+        public static readonly RecheckRouting Instance = new();
     }
 
     private sealed class RecheckSystemDns

@@ -15,6 +15,9 @@ public interface ITunnelLink
 
     /// <summary>Makes these exactly the routes into the tunnel beyond the tailnet ranges: peers' subnets, and the default route through an exit node.</summary>
     void SetRoutes(IReadOnlyCollection<IpPrefix> routes);
+
+    /// <summary>Puts back the routing that another program took away since it was set; returns what it put back (empty: nothing was missing).</summary>
+    IReadOnlyList<string> Reassert();
 }
 
 /// <summary>
@@ -51,6 +54,8 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
 
     public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => _routing.Apply(routes);
 
+    public IReadOnlyList<string> Reassert() => _routing.Reassert();
+
     public void Dispose() => _routing.Dispose();
 }
 
@@ -66,4 +71,6 @@ public sealed class NoTunnelLink : ITunnelLink
     public IReadOnlyCollection<IpPrefix> Routes { get; private set; } = [];
 
     public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => Routes = routes;
+
+    public IReadOnlyList<string> Reassert() => [];
 }

@@ -21,14 +21,18 @@ public static class LinkConfigurator
             Ip(route.IsIPv4 ? "-4" : "-6", "route", "replace", route.ToString(), "dev", interfaceName);
     }
 
-    /// <summary>Runs <c>ip</c> with the given arguments; a failure is an exception carrying ip's own message.</summary>
-    public static void Ip(params string[] arguments) => Run("ip", "iproute2", null, arguments);
+    /// <summary>Runs <c>ip</c> with the given arguments, and returns what it printed; a failure is an exception carrying ip's own message.</summary>
+    public static string Ip(params string[] arguments) => Run("ip", "iproute2", null, arguments);
+
+    /// <summary>A tool that has not finished by then (a kernel lock held elsewhere) is killed, and its call fails.</summary>
+    private static readonly TimeSpan ToolTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// Runs a system tool (<c>ip</c>, <c>nft</c>), with <paramref name="input"/> on its standard input
-    /// when given. A tool that is missing or fails is an <see cref="IOException"/> with its own message.
+    /// when given, and returns its standard output. A tool that is missing, fails or hangs is an
+    /// <see cref="IOException"/> with its own message.
     /// </summary>
-    public static void Run(string program, string package, string? input, params string[] arguments)
+    public static string Run(string program, string package, string? input, params string[] arguments)
     {
         var info = new ProcessStartInfo(program)
         {
@@ -51,9 +55,14 @@ public static class LinkConfigurator
             process.StandardInput.Close();
         }
         var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEnd();
-        output.Wait();
-        process.WaitForExit();
-        if (process.ExitCode != 0) throw new IOException($"{program} {string.Join(' ', arguments)}: {error.Trim()}");
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(ToolTimeout))
+        {
+            try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } // it ended just now
+            throw new IOException($"{program} {string.Join(' ', arguments)}: did not finish within {ToolTimeout.TotalSeconds:0} s");
+        }
+        process.WaitForExit(); // and its output is read to the end
+        if (process.ExitCode != 0) throw new IOException($"{program} {string.Join(' ', arguments)}: {error.Result.Trim()}");
+        return output.Result;
     }
 }

@@ -14,7 +14,10 @@ namespace Weft.NodeAgent.Net;
 /// The table, the priorities and the mark are not Tailscale's (52; 5210-5270; 0x80000), so that both
 /// can run on one machine, as during a move from one to the other.
 /// Nothing is touched until there is a route to install; the rules go when the agent stops (the
-/// routes go with the interface).
+/// routes go with the interface). Another program may take them away while the agent runs
+/// (systemd-networkd deletes rules it did not make when it restarts; <c>ip rule flush</c>): <see cref="Reassert"/>
+/// puts them back, as Tailscale does. Without rule 5770, an exit node's client would send its internet
+/// traffic out of the machine's own default route.
 /// </summary>
 public sealed class PolicyRouting(string interfaceName) : IDisposable
 {
@@ -22,8 +25,12 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
     public const uint BypassMark = 0x57460000, BypassMask = 0xffff0000;
     private const int SolSocket = 1, SoMark = 36;
 
+    private static readonly string[] RulePreferences = ["5710", "5730", "5770"];
+
     private readonly HashSet<IpPrefix> _installed = [];
     private bool _rules;
+    /// <summary>The families the rules went in for (no IPv6 on the machine: IPv4 alone).</summary>
+    private readonly HashSet<string> _ruleFamilies = [];
 
     public IReadOnlyCollection<IpPrefix> Installed => _installed;
 
@@ -47,12 +54,10 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
     {
         foreach (var family in new[] { "-4", "-6" })
         {
-            RemoveRules(family);
             try
             {
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5710", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5730", "table", "main", "suppress_prefixlength", "0");
-                LinkConfigurator.Ip(family, "rule", "add", "pref", "5770", "table", Table.ToString());
+                AddRules(family);
+                _ruleFamilies.Add(family);
             }
             catch (IOException) when (family == "-6")
             {
@@ -62,9 +67,55 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
         _rules = true;
     }
 
+    private static void AddRules(string family)
+    {
+        RemoveRules(family);
+        LinkConfigurator.Ip(family, "rule", "add", "pref", "5710", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
+        LinkConfigurator.Ip(family, "rule", "add", "pref", "5730", "table", "main", "suppress_prefixlength", "0");
+        LinkConfigurator.Ip(family, "rule", "add", "pref", "5770", "table", Table.ToString());
+    }
+
+    /// <summary>
+    /// Puts back the rules and the table's routes that are no longer in the kernel (another program took
+    /// them). Returns what it put back, for the log: empty when everything was in place.
+    /// </summary>
+    public IReadOnlyList<string> Reassert()
+    {
+        if (!_rules) return [];
+        var putBack = new List<string>();
+        foreach (var family in _ruleFamilies)
+        {
+            var present = LinkConfigurator.Ip(family, "rule", "show").Split('\n').Select(line => line.Split(':')[0].Trim()).ToHashSet();
+            if (RulePreferences.All(present.Contains)) continue;
+            AddRules(family);
+            putBack.Add($"ip {family} rules {string.Join(", ", RulePreferences.Where(p => !present.Contains(p)))}");
+        }
+        foreach (var family in _installed.Select(Family).Distinct().ToList())
+        {
+            var present = LinkConfigurator.Ip(family, "route", "show", "table", Table.ToString()).Split('\n')
+                .Select(line => RouteDestination(family, line)).OfType<IpPrefix>().ToHashSet();
+            foreach (var route in _installed.Where(r => Family(r) == family && !present.Contains(r)))
+            {
+                LinkConfigurator.Ip(family, "route", "replace", route.ToString(), "dev", interfaceName, "table", Table.ToString());
+                putBack.Add($"route {route} (table {Table})");
+            }
+        }
+        return putBack;
+    }
+
+    /// <summary>The destination of one line of <c>ip route show</c> ("default", a prefix, or an address alone for a host route).</summary>
+    private static IpPrefix? RouteDestination(string family, string line)
+    {
+        var first = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
+        if (first is null) return null;
+        if (first == "default") return IpPrefix.Parse(family == "-4" ? "0.0.0.0/0" : "::/0");
+        if (!first.Contains('/')) first += family == "-4" ? "/32" : "/128";
+        return IpPrefix.TryParse(first, out var prefix) ? prefix : null;
+    }
+
     private static void RemoveRules(string family)
     {
-        foreach (var pref in new[] { "5710", "5730", "5770" })
+        foreach (var pref in RulePreferences)
             while (TryIp(family, "rule", "del", "pref", pref)) { }
     }
 
@@ -104,6 +155,7 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
         TryIp("-4", "route", "flush", "table", Table.ToString());
         TryIp("-6", "route", "flush", "table", Table.ToString());
         _rules = false;
+        _ruleFamilies.Clear();
         _installed.Clear();
     }
 }
@@ -118,8 +170,13 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
 public sealed class SubnetRouter : IDisposable
 {
     private readonly string _table;
+    private readonly string _interfaceName;
 
-    private SubnetRouter(string table) => _table = table;
+    private SubnetRouter(string interfaceName)
+    {
+        _interfaceName = interfaceName;
+        _table = "weft-" + interfaceName;
+    }
 
     public bool Masquerades { get; private init; }
 
@@ -134,22 +191,39 @@ public sealed class SubnetRouter : IDisposable
         {
             // No IPv6 here.
         }
-        var router = new SubnetRouter("weft-" + interfaceName) { Masquerades = masquerade };
+        var router = new SubnetRouter(interfaceName) { Masquerades = masquerade };
         router.RemoveTable();
-        if (masquerade)
-        {
-            var rules = $$"""
-                table inet {{router._table}} {
-                  chain postrouting {
-                    type nat hook postrouting priority srcnat; policy accept;
-                    oifname != "{{interfaceName}}" ip saddr 100.64.0.0/10 masquerade
-                    oifname != "{{interfaceName}}" ip6 saddr fd7a:115c:a1e0::/48 masquerade
-                  }
-                }
-                """;
-            Nft(rules, "-f", "-");
-        }
+        if (masquerade) router.AddTable();
         return router;
+    }
+
+    private void AddTable() => Nft($$"""
+        table inet {{_table}} {
+          chain postrouting {
+            type nat hook postrouting priority srcnat; policy accept;
+            oifname != "{{_interfaceName}}" ip saddr 100.64.0.0/10 masquerade
+            oifname != "{{_interfaceName}}" ip6 saddr fd7a:115c:a1e0::/48 masquerade
+          }
+        }
+        """, "-f", "-");
+
+    /// <summary>
+    /// Puts the masquerading table back if it is gone (an <c>nftables.service</c> reload starts with
+    /// <c>flush ruleset</c>): without it the LAN sees tailnet source addresses it cannot answer. True if it did.
+    /// </summary>
+    public bool Reassert()
+    {
+        if (!Masquerades) return false;
+        try
+        {
+            Nft(null, "list", "table", "inet", _table);
+            return false;
+        }
+        catch (IOException)
+        {
+            AddTable();
+            return true;
+        }
     }
 
     private void RemoveTable()
@@ -164,7 +238,7 @@ public sealed class SubnetRouter : IDisposable
         }
     }
 
-    private static void Nft(string? input, params string[] arguments) => LinkConfigurator.Run("nft", "nftables", input, arguments);
+    private static string Nft(string? input, params string[] arguments) => LinkConfigurator.Run("nft", "nftables", input, arguments);
 
     public void Dispose() => RemoveTable();
 }

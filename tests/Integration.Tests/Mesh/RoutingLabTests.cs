@@ -93,6 +93,17 @@ public class RoutingLabTests
         Assert.Contains("exit node:    exit", text);
         Assert.Matches(@"\nrouter\s.*198\.18\.40\.0/24", text);
 
+        // Another program takes the routing away while the agents run: systemd-networkd, restarting, deletes the
+        // rules it did not make, and an nftables reload starts with `flush ruleset`. Within a check (every 10 s)
+        // each agent puts its own back: alice's rules and routes, the router's masquerading.
+        alice.Machine.Run("ip", "-4", "rule", "del", "pref", "5770");
+        alice.Machine.Run("ip", "-4", "route", "flush", "table", "5746");
+        machines["router"].Run("nft", "delete", "table", "inet", "weft-weft0");
+        Assert.True(Traffic.PingUntilAnswered(alice.Machine, InternetHost, TimeSpan.FromSeconds(30)) is not null, "alice → internet host once her rules and routes are back");
+        Assert.True(Traffic.PingUntilAnswered(alice.Machine, LanHost, TimeSpan.FromSeconds(30)) is not null, "alice → LAN host once the router's masquerading is back");
+        Assert.Contains("lookup 5746", alice.Machine.Run("ip", "-4", "rule", "list"));
+        Assert.Contains("masquerade", machines["router"].Run("nft", "list", "table", "inet", "weft-weft0"));
+
         // The router's agent is killed (no clean-up at all) and started again on its state: it re-advertises,
         // the coordinator kept the approval, and its forwarding and masquerade come back with it.
         router.Process!.Stop(TimeSpan.FromSeconds(5), "KILL");
