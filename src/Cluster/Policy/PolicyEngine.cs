@@ -102,6 +102,8 @@ public sealed class PolicyEngine
     private readonly Stack<int> _free = new();
     private readonly Dictionary<string, DeviceBits> _userDevices = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, FilterGrant> _grants = new(StringComparer.Ordinal);
+    /// <summary>The size of <see cref="_grants"/> after its last pruning (<see cref="PruneGrants"/>).</summary>
+    private int _grantsAfterPrune;
     private List<CompiledRule> _rules = [];
 
     private PolicyEngine(TailnetPolicy policy) => Policy = policy;
@@ -109,6 +111,9 @@ public sealed class PolicyEngine
     public TailnetPolicy Policy { get; private set; }
 
     public int DeviceCount => _slotOf.Count;
+
+    /// <summary>How many grants the engine keeps to share between devices' filters (those filters hold, and some no longer held).</summary>
+    public int CachedGrantCount => _grants.Count;
 
     public static PolicyEngine Compile(TailnetPolicy policy, IEnumerable<PolicyDevice> devices)
     {
@@ -394,7 +399,24 @@ public sealed class PolicyEngine
             entry.Filter = filter;
             changed.Add(entry.Device.DeviceId);
         }
+        PruneGrants();
         return changed;
+    }
+
+    /// <summary>
+    /// Forgets the shared grants that no device's filter holds any more. A grant's key names its rule's
+    /// sources, so every change to them (a group's members, a role, a policy edit) makes new keys, and a
+    /// tailnet entity lives as long as its node: without this the cache only grows. It runs once the cache
+    /// has doubled since it last ran, so its cost is spread over the grants made in between.
+    /// </summary>
+    private void PruneGrants()
+    {
+        if (_grants.Count < 2 * _grantsAfterPrune + 256) return;
+        var held = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var slot in _slots)
+            if (slot is not null) foreach (var grant in slot.Filter) held.Add(grant.Key);
+        foreach (var key in _grants.Keys.Where(k => !held.Contains(k)).ToList()) _grants.Remove(key);
+        _grantsAfterPrune = _grants.Count;
     }
 
     private ImmutableArray<FilterGrant> ComputeFilter(int slot)

@@ -146,4 +146,29 @@ public class PolicyEngineProperties
         return tenantB.All(d => engineB.VisiblePeers(d.DeviceId).All(p => p.StartsWith("b-")))
             && tenantA.All(d => engineA.VisiblePeers(d.DeviceId).All(p => p.StartsWith("a-")));
     }
+
+    [Fact]
+    public void Grants_made_for_sources_since_changed_are_forgotten_so_a_long_lived_engine_does_not_grow_with_each_membership_change()
+    {
+        // A rule from a group to everyone; the group's membership changes a thousand times (people join and
+        // leave, or sign in with new groups), never the same twice. Each change makes grants under new keys.
+        static TailnetPolicy WithEngineers(int first)
+        {
+            var members = string.Join(", ", Enumerable.Range(first, 20).Select(i => $"\"u{i}@example.com\""));
+            var result = PolicyParser.Parse($$"""{ "groups": { "group:eng": [{{members}}] }, "acls": [ { "action": "accept", "src": ["group:eng"], "dst": ["*:*"] } ] }""");
+            Assert.True(result.IsValid, string.Join("\n", result.Issues));
+            return result.Policy!;
+        }
+        var devices = Enumerable.Range(0, 50).Select(i => new PolicyDevice($"d{i}", $"u{i}@example.com", [], $"100.64.1.{i + 1}", $"fd7a:115c:a1e0::1:{i + 1}"));
+        var engine = PolicyEngine.Compile(WithEngineers(0), devices);
+        var peak = 0;
+        for (var change = 1; change <= 1000; change++)
+        {
+            engine.ChangePolicy(WithEngineers(change));
+            peak = Math.Max(peak, engine.CachedGrantCount);
+        }
+        // What the filters hold now is what a compile from scratch holds; the cache keeps little beyond it.
+        Assert.Equal(PolicyEngine.Compile(WithEngineers(1000), devices).FilterOf("d0").Select(g => g.Key), engine.FilterOf("d0").Select(g => g.Key));
+        Assert.True(peak < 300, $"the grant cache grew to {peak} for filters that hold {engine.FilterOf("d0").Length} grant(s)");
+    }
 }
