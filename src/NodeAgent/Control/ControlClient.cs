@@ -181,6 +181,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         _cacheWriter = null;
         Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex()));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
+        // A logout under way: its asker (the CLI) waits for an answer that this incarnation's stream would
+        // have brought. The successor takes the request again, and finishes it.
+        if (_loggingOut is { } asker) Self.Tell(LogOut.Instance, asker);
         base.PreRestart(reason, message);
     }
 

@@ -169,6 +169,25 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     }
 
     [Fact]
+    public async Task A_logout_under_way_when_the_control_client_fails_is_finished_by_its_successor_and_answered()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("logout-restart");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key);
+        await a.WaitForState(ControlState.Running);
+        Assert.NotNull(a.DeviceId);
+
+        // `weft-agent logout`: the logout goes out on the stream, and the control client fails before the
+        // coordinator's answer comes back on it. The CLI still gets its answer, and the device is forgotten.
+        var answer = a.Client.Ask<LogoutResult>(LogOut.Instance, TimeSpan.FromSeconds(30));
+        a.Client.Tell(Kill.Instance);
+        Assert.NotEmpty((await answer).Detail);
+        await a.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.LoggedOut);
+        Assert.Null(a.DeviceId);
+    }
+
+    [Fact]
     public async Task An_agent_whose_configured_coordinator_is_gone_dials_the_ones_its_netmap_names_after_its_daemon_or_control_client_restarts()
     {
         await using var agents = new AgentSystem();
