@@ -97,6 +97,18 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         Context.Parent.Tell(NetcheckStarted.Instance);
     }
 
+    /// <summary>
+    /// Stopping or restarting mid-probe: whoever asked for a netcheck (<c>weft-agent netcheck</c>) is answered
+    /// with the last report (or the local endpoints alone), not left to time out. The probe's result comes to
+    /// the next incarnation, which did not start it and sends it to no one.
+    /// </summary>
+    protected override void PostStop()
+    {
+        var answer = _last ?? new NetcheckReport(false, null, [], [], 0, [.. _localEndpoints.IsDefault ? [] : _localEndpoints], DateTimeOffset.UtcNow);
+        foreach (var waiting in _waiting) waiting.Tell(answer);
+        _waiting.Clear();
+    }
+
     protected override void OnReceive(object message)
     {
         switch (message)

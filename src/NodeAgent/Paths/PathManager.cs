@@ -41,6 +41,8 @@ public sealed class PathManager : UntypedActor, IWithTimers
     private RelayHub _hub = null!;
     private Func<ReadOnlyMemory<byte>, Endpoint, bool>? _handler;
     private IActorRef _discovery = ActorRefs.Nobody;
+    /// <summary>Who asked for a netcheck while endpoint discovery was stopped, to be asked again of the new one.</summary>
+    private readonly List<IActorRef> _netcheckAskers = [];
     public ITimerScheduler Timers { get; set; } = null!;
     // Not at once: a discovery that fails as it starts would otherwise be started again in a tight loop.
     private static readonly TimeSpan DiscoveryRestartDelay = TimeSpan.FromSeconds(1);
@@ -100,6 +102,8 @@ public sealed class PathManager : UntypedActor, IWithTimers
     private void StartDiscovery()
     {
         _discovery = Context.Watch(Context.ActorOf(EndpointDiscovery.PropsFor(_device, _local), "netcheck"));
+        foreach (var asker in _netcheckAskers) _discovery.Tell(GetNetcheck.Instance, asker);
+        _netcheckAskers.Clear();
     }
 
     protected override void PostStop()
@@ -186,6 +190,10 @@ public sealed class PathManager : UntypedActor, IWithTimers
                     foreach (var relay in _relays.Values) relay.Tell(ReconnectRelay.Instance);
                     _control.Tell(new Reconnect(TimeSpan.Zero));
                 }
+                break;
+            case GetNetcheck when _discovery.IsNobody():
+                // Endpoint discovery is starting again (it stopped a moment ago): it answers once it is there.
+                _netcheckAskers.Add(Sender);
                 break;
             case GetNetcheck:
                 _discovery.Forward(message);

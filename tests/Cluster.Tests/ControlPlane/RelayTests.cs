@@ -445,6 +445,31 @@ public class RelayTests
         await Eventually.Until(() => Task.FromResult(relay.ConnectionCountOf(aKey)), n => n == 0, "every connection closed when the client stopped");
     }
 
+    [Fact]
+    public async Task A_netcheck_asked_for_as_endpoint_discovery_fails_or_while_it_is_stopped_is_still_answered()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet("netcheck-restart")).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, tunnels: true);
+        await Eventually.Until(() => NetcheckOf(a), report => report is { HomeRegion: 1 }, "a's netcheck with the relay map");
+        var netcheck = await agents.System.ActorSelection(a.DataPlane!.Path / "paths" / "netcheck").ResolveOne(TimeSpan.FromSeconds(5));
+
+        // `weft-agent netcheck`, and endpoint discovery fails before its probe answers: it restarts, and the
+        // one who asked is answered (with the last report), not left to time out.
+        var asked = netcheck.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10));
+        netcheck.Tell(Kill.Instance);
+        Assert.Equal(1, (await asked).HomeRegion);
+
+        // Endpoint discovery stops (it failed too often); its path manager starts it again a second later.
+        // A netcheck asked for meanwhile is answered by the new one.
+        netcheck.Tell(PoisonPill.Instance);
+        await Task.Delay(200);
+        Assert.NotNull(await a.DataPlane!.Ask<NetcheckReport>(GetNetcheck.Instance, TimeSpan.FromSeconds(10)));
+    }
+
     /// <summary>For two seconds <paramref name="key"/> has no relay connection, and then <paramref name="agent"/> has no relay client.</summary>
     private static async Task StaysWithoutRelay(AgentSystem agents, TestAgent agent, Curve25519PublicKey key, RelayServer relay, string when)
     {
