@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 
 namespace Weft.ClusterLab;
 
@@ -40,7 +38,7 @@ public sealed class PostgresServer : IAsyncDisposable
         var folder = Directory.CreateTempSubdirectory("weft-lab-pg-").FullName;
         var root = Environment.UserName == "root";
         if (root) await Run("chown", "postgres:postgres", folder);
-        var server = new PostgresServer(bin, folder, FreePort(), root);
+        var server = new PostgresServer(bin, folder, LoopbackPort.Free(), root);
         await server.As(Path.Combine(bin, "initdb"), "-D", server.Data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale");
         await server.Start();
         return server;
@@ -67,13 +65,6 @@ public sealed class PostgresServer : IAsyncDisposable
         var error = process.StandardError.ReadToEndAsync();
         await process.WaitForExitAsync();
         if (process.ExitCode != 0) throw new InvalidOperationException($"{program} {string.Join(' ', args)} exited with {process.ExitCode}: {await output}{await error}");
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     public async ValueTask DisposeAsync()

@@ -208,7 +208,7 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         named.Coordinators.Clear();
         named.Coordinators.Add(coordinator.Control.ToString());
         cache.Save(named);
-        var retired = new Uri($"http://127.0.0.1:{ClosedPort()}/");
+        var retired = new Uri($"http://127.0.0.1:{Weft.ClusterLab.LoopbackPort.Free()}/");
         using var a = TestAgent.Start(agents, [retired], "a", key, store: store, tune: o => o with { NetMapCache = cache });
         await a.WaitForState(ControlState.Running);
         Assert.Equal(coordinator.Control, new Uri((await a.Status()).Coordinator!));
@@ -221,16 +221,6 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         await Eventually.Until(() => { lock (states) return states.SkipWhile(s => s == ControlState.Running).Contains(ControlState.Running); },
             "running again after the restart");
         Assert.Equal(coordinator.Control, new Uri((await a.Status()).Coordinator!));
-    }
-
-    /// <summary>A loopback TCP port nothing listens on (a coordinator that is gone: connections are refused).</summary>
-    private static int ClosedPort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
     }
 
     /// <summary>A netmap cache whose next write stalls until released (a slow disk), and that counts writes made at the same time.</summary>
