@@ -8,8 +8,9 @@ namespace Weft.NodeAgent.Control;
 /// a URL that failed itself waits, with jittered exponential backoff capped at <c>maxBackoff</c>, which
 /// is kept below the time the cluster needs to down a dead node, so that no agent waits longer than
 /// that to fail over. A coordinator that asks for patience (retry-after) or says it is going away is
-/// left alone for as long as it asked. The URLs are the configured ones plus those every full netmap
-/// lists, so that agents learn of nodes added after they started.
+/// left alone for as long as it asked. The URLs are the configured ones plus those the latest full
+/// netmap lists, so that agents learn of nodes added after they started, and stop dialling nodes the
+/// cluster no longer lists (retired), which a failover would otherwise wait on.
 /// </para>
 /// </summary>
 public sealed class CoordinatorDialer
@@ -26,7 +27,7 @@ public sealed class CoordinatorDialer
     public CoordinatorDialer(IReadOnlyList<Uri> configured, TimeSpan minBackoff, TimeSpan maxBackoff, Random? random = null)
     {
         if (configured.Count == 0) throw new ArgumentException("at least one coordinator URL is needed", nameof(configured));
-        foreach (var url in configured) Add(url);
+        foreach (var url in configured) Add(url, configured: true);
         _minBackoff = minBackoff;
         _maxBackoff = maxBackoff < minBackoff ? minBackoff : maxBackoff;
         _random = random ?? Random.Shared;
@@ -34,11 +35,20 @@ public sealed class CoordinatorDialer
 
     public IReadOnlyList<Uri> Coordinators => _targets.Select(t => t.Url).ToList();
 
-    /// <summary>Coordinator URLs a netmap lists (the cluster's <c>Weft:Control:PublicUrls</c>); unknown ones are added.</summary>
+    /// <summary>
+    /// Coordinator URLs a netmap lists (the cluster's <c>Weft:Control:PublicUrls</c>): unknown ones are added,
+    /// and those learned before that it no longer lists are dropped. The configured ones always stay; a
+    /// netmap that lists none (the cluster publishes no URLs) changes nothing.
+    /// </summary>
     public void Learn(IEnumerable<string> urls)
     {
+        var listed = new List<Uri>();
         foreach (var text in urls)
-            if (Uri.TryCreate(text, UriKind.Absolute, out var url) && url.Scheme is "http" or "https") Add(url);
+            if (Uri.TryCreate(text, UriKind.Absolute, out var url) && url.Scheme is "http" or "https") listed.Add(url);
+        if (listed.Count == 0) return;
+        _targets.RemoveAll(t => !t.Configured && !listed.Contains(t.Url));
+        _next %= _targets.Count;
+        foreach (var url in listed) Add(url, configured: false);
     }
 
     /// <summary>The next URL to dial, and how long to wait before dialling it.</summary>
@@ -65,7 +75,7 @@ public sealed class CoordinatorDialer
     /// <summary>A stream was established: this URL is good again.</summary>
     public void Connected(Uri url)
     {
-        var target = Find(url);
+        if (Find(url) is not { } target) return;
         target.Failures = 0;
         target.NotBefore = DateTimeOffset.MinValue;
     }
@@ -73,7 +83,7 @@ public sealed class CoordinatorDialer
     /// <summary>Dialling <paramref name="url"/> failed, or its stream broke; <paramref name="retryAfter"/> is what the coordinator asked for.</summary>
     public void Failed(Uri url, DateTimeOffset now, TimeSpan? retryAfter = null)
     {
-        var target = Find(url);
+        if (Find(url) is not { } target) return;
         target.Failures++;
         var wait = Backoff(target.Failures);
         if (retryAfter is { } asked && asked > wait) wait = asked + Jitter(_minBackoff);
@@ -83,7 +93,7 @@ public sealed class CoordinatorDialer
     /// <summary>A stream that worked ended (not refused): the others are tried at once, this one after a short jittered pause.</summary>
     public void Lost(Uri url, DateTimeOffset now)
     {
-        var target = Find(url);
+        if (Find(url) is not { } target) return;
         target.NotBefore = now + Jitter(_minBackoff);
         foreach (var other in _targets.Where(t => t != target && t.NotBefore < now)) other.NotBefore = now + Jitter(_minBackoff) / 2;
     }
@@ -91,7 +101,7 @@ public sealed class CoordinatorDialer
     /// <summary>The coordinator said it is going away: dial another after about <paramref name="after"/>, and leave it alone a while.</summary>
     public void GoingAway(Uri url, TimeSpan after, DateTimeOffset now)
     {
-        var target = Find(url);
+        if (Find(url) is not { } target) return;
         target.NotBefore = now + GoneAwayFor;
         foreach (var other in _targets.Where(t => t != target && t.NotBefore < now + after)) other.NotBefore = now + after + Jitter(after + _minBackoff);
     }
@@ -105,17 +115,19 @@ public sealed class CoordinatorDialer
 
     private TimeSpan Jitter(TimeSpan upTo) => TimeSpan.FromMilliseconds(_random.NextDouble() * upTo.TotalMilliseconds);
 
-    private void Add(Uri url)
+    private void Add(Uri url, bool configured)
     {
         if (_targets.Any(t => t.Url == url)) return;
-        _targets.Add(new Target(url));
+        _targets.Add(new Target(url, configured));
     }
 
-    private Target Find(Uri url) => _targets.FirstOrDefault(t => t.Url == url) ?? throw new ArgumentException($"{url} is not a known coordinator", nameof(url));
+    /// <summary>The target of <paramref name="url"/>, or null for one dropped since (no longer listed): what its stream reports counts for nothing.</summary>
+    private Target? Find(Uri url) => _targets.FirstOrDefault(t => t.Url == url);
 
-    private sealed class Target(Uri url)
+    private sealed class Target(Uri url, bool configured)
     {
         public Uri Url { get; } = url;
+        public bool Configured { get; } = configured;
         public int Failures { get; set; }
         public DateTimeOffset NotBefore { get; set; } = DateTimeOffset.MinValue;
     }

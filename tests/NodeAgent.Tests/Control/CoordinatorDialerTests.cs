@@ -82,6 +82,32 @@ public class CoordinatorDialerTests
     }
 
     [Fact]
+    public void Coordinators_a_later_netmap_no_longer_lists_are_dropped_but_the_configured_ones_stay()
+    {
+        var dialer = Dialer(A);
+        dialer.Learn([B.ToString(), C.ToString()]);
+        var connected = dialer.Next(T0).Url; // A, the first
+
+        // B is retired: the cluster lists A and C now. A map that lists none changes nothing.
+        dialer.Learn([C.ToString()]);
+        Assert.Equal([A, C], dialer.Coordinators);
+        dialer.Learn([]);
+        Assert.Equal([A, C], dialer.Coordinators);
+
+        // A stream to a URL dropped meanwhile still reports its end, and it changes nothing.
+        Assert.Equal(A, connected);
+        dialer.Connected(B);
+        dialer.Failed(B, T0);
+        dialer.Lost(B, T0);
+        dialer.GoingAway(B, TimeSpan.FromSeconds(1), T0);
+        Assert.Equal([A, C], dialer.Coordinators);
+        var (first, wait) = dialer.Next(T0);
+        Assert.Equal(TimeSpan.Zero, wait);
+        dialer.Failed(first, T0);
+        Assert.Equal(first == A ? C : A, dialer.Next(T0).Url);
+    }
+
+    [Fact]
     public void The_node_key_rotates_a_quarter_of_its_lifetime_before_expiry_and_at_most_a_day_before()
     {
         var issued = T0;
