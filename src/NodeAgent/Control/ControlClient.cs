@@ -104,7 +104,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     // After a restart: the previous incarnation's cache writes, which this one's writer waits for.
     private Task? _previousWrites;
     private bool _useAuthKey;
-    private DateTimeOffset _lastHeard;
+    private TimeSpan _lastHeard;
     private ImmutableArray<string> _endpoints;
     private int _homeRelay;
     private ControlState _status = ControlState.Connecting;
@@ -132,7 +132,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     public static Props PropsFor(ControlClientOptions options) => Props.Create(() => new ControlClient(options));
 
+    /// <summary>Wall time, for what is stored: when a node key was issued, and so when it is due.</summary>
     private DateTimeOffset Now => _options.Clock.GetUtcNow();
+
+    /// <summary>
+    /// The monotonic clock, for every silence, wait and backoff: a wall clock stepped forward (a resumed VM,
+    /// an NTP step) must not end a live stream as silent, nor one stepped back hide a dead stream or delay a redial.
+    /// </summary>
+    private TimeSpan MonotonicNow => _options.Clock.GetElapsedTime(0);
 
     /// <summary>How often the stream is checked for silence and the netmap for a needed verification.</summary>
     private TimeSpan CheckInterval => TimeSpan.FromTicks(Math.Min(ControlProtocol.SilenceLimit.Ticks / 3,
@@ -326,7 +333,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void ScheduleDial(TimeSpan atLeast)
     {
         if (_dialer is null) return;
-        var (url, wait) = _dialer.Next(Now);
+        var (url, wait) = _dialer.Next(MonotonicNow);
         Timers.StartSingleTimer("dial", new Dial(url), wait > atLeast ? wait : atLeast);
     }
 
@@ -354,7 +361,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             return;
         }
         var known = failed.Error as ControlConnectException;
-        _dialer?.Failed(failed.Url, Now, known?.RetryAfter);
+        _dialer?.Failed(failed.Url, MonotonicNow, known?.RetryAfter);
         SetStatus(ControlState.Connecting, known?.Code ?? ControlErrorCodes.Unavailable, $"cannot reach {failed.Url}: {failed.Error.Message}");
         ScheduleDial(TimeSpan.Zero);
     }
@@ -368,7 +375,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             return;
         }
         _connection = connection;
-        _lastHeard = Now;
+        _lastHeard = MonotonicNow;
         if (PinnedCoordinatorKey is null) Save(_state with { CoordinatorKey = connection.CoordinatorKey.ToHex() });
         StartReading(connection);
         SetStatus(ControlState.Registering, null, $"registering with {connection.Url}");
@@ -407,7 +414,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     /// <summary>A stream that worked ended: the other coordinators are tried at once.</summary>
     private void OnBroken(Broken broken)
     {
-        _dialer?.Lost(broken.Connection.Url, Now);
+        _dialer?.Lost(broken.Connection.Url, MonotonicNow);
         GoConnecting(TimeSpan.Zero, broken.Code ?? ControlErrorCodes.Unavailable, broken.Reason);
     }
 
@@ -423,13 +430,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void OnCheck()
     {
         if (_connection is not { } connection) return;
-        if (Now - _lastHeard > ControlProtocol.SilenceLimit)
+        if (MonotonicNow - _lastHeard > ControlProtocol.SilenceLimit)
         {
             Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"nothing heard from {connection.Url} for {ControlProtocol.SilenceLimit.TotalSeconds:0} s"));
             return;
         }
         if (_status is not (ControlState.Running or ControlState.PendingApproval) || _awaitingApproval) return;
-        var step = _session.Check(Now);
+        var step = _session.Check(MonotonicNow);
         if (step.Stale)
             Self.Tell(new Broken(connection, ControlErrorCodes.Unavailable, $"{connection.Url} did not answer for the netmap in {_options.AnswerTimeout.TotalSeconds:0} s"));
         else if (step.SubscribeFrom is { } version)
@@ -503,7 +510,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         SetStatus(pending ? ControlState.PendingApproval : ControlState.Running, null,
             pending ? "waiting for an admin to approve this device" : $"connected to {_connection!.Url}");
         Become(Registered);
-        Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _session.BeginStream(Now) } });
+        Send(new ClientMessage { Subscribe = new Subscribe { LastVersion = _session.BeginStream(MonotonicNow) } });
         if (!_endpoints.IsDefaultOrEmpty || _homeRelay != 0) SendEndpoints();
         // The whole advertisement, every session: what the agent was started with replaces what the coordinator had.
         SendHostinfo();
@@ -522,7 +529,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
                 return;
             case ControlErrorCodes.Unavailable or ControlErrorCodes.RateLimited:
                 // Busy or handing over: this coordinator, or another, is tried again later.
-                _dialer?.Failed(_connection!.Url, Now, result.RetryAfterMs > 0 ? TimeSpan.FromMilliseconds(result.RetryAfterMs) : null);
+                _dialer?.Failed(_connection!.Url, MonotonicNow, result.RetryAfterMs > 0 ? TimeSpan.FromMilliseconds(result.RetryAfterMs) : null);
                 GoConnecting(TimeSpan.Zero, result.RefusalCode, result.RefusalMessage);
                 return;
             default:
@@ -546,7 +553,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     private void OnArrived(Arrived arrived)
     {
-        _lastHeard = Now;
+        _lastHeard = MonotonicNow;
         var message = arrived.Message;
         switch (message.BodyCase)
         {
@@ -554,14 +561,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
                 OnRegisterResult(message.RegisterResult);
                 break;
             case ServerMessage.BodyOneofCase.Netmap:
-                Applied(message, _session.OnNetMap(message.Netmap, Now));
+                Applied(message, _session.OnNetMap(message.Netmap, MonotonicNow));
                 _dialer?.Learn(message.Netmap.Coordinators);
                 break;
             case ServerMessage.BodyOneofCase.Delta:
-                Applied(message, _session.OnDelta(message.Delta, Now));
+                Applied(message, _session.OnDelta(message.Delta, MonotonicNow));
                 break;
             case ServerMessage.BodyOneofCase.UpToDate:
-                Applied(message, _session.OnUpToDate(message.UpToDate.Version, Now));
+                Applied(message, _session.OnUpToDate(message.UpToDate.Version, MonotonicNow));
                 break;
             case ServerMessage.BodyOneofCase.Ping:
                 Send(new ClientMessage { Pong = new Pong { Nonce = message.Ping.Nonce } });
@@ -581,7 +588,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             case ServerMessage.BodyOneofCase.GoAway:
                 var after = TimeSpan.FromMilliseconds(message.GoAway.AfterMs);
                 _log.Info("{0} is going away ({1}); moving to another coordinator", arrived.Connection.Url, message.GoAway.Reason);
-                _dialer?.GoingAway(arrived.Connection.Url, after, Now);
+                _dialer?.GoingAway(arrived.Connection.Url, after, MonotonicNow);
                 GoConnecting(TimeSpan.Zero, null, $"{arrived.Connection.Url} is going away: {message.GoAway.Reason}");
                 break;
         }

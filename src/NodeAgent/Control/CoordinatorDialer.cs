@@ -12,6 +12,7 @@ namespace Weft.NodeAgent.Control;
 /// netmap lists, so that agents learn of nodes added after they started, and stop dialling nodes the
 /// cluster no longer lists (retired), which a failover would otherwise wait on.
 /// </para>
+/// <para>Every <c>now</c> is a reading of the monotonic clock, never wall time: a stepped wall clock must not delay a redial.</para>
 /// </summary>
 public sealed class CoordinatorDialer
 {
@@ -52,7 +53,7 @@ public sealed class CoordinatorDialer
     }
 
     /// <summary>The next URL to dial, and how long to wait before dialling it.</summary>
-    public (Uri Url, TimeSpan Delay) Next(DateTimeOffset now)
+    public (Uri Url, TimeSpan Delay) Next(TimeSpan now)
     {
         // Round-robin from where the last attempt left off, to the first URL that may be dialled soonest.
         Target? best = null;
@@ -77,11 +78,11 @@ public sealed class CoordinatorDialer
     {
         if (Find(url) is not { } target) return;
         target.Failures = 0;
-        target.NotBefore = DateTimeOffset.MinValue;
+        target.NotBefore = TimeSpan.MinValue;
     }
 
     /// <summary>Dialling <paramref name="url"/> failed, or its stream broke; <paramref name="retryAfter"/> is what the coordinator asked for.</summary>
-    public void Failed(Uri url, DateTimeOffset now, TimeSpan? retryAfter = null)
+    public void Failed(Uri url, TimeSpan now, TimeSpan? retryAfter = null)
     {
         if (Find(url) is not { } target) return;
         target.Failures++;
@@ -91,7 +92,7 @@ public sealed class CoordinatorDialer
     }
 
     /// <summary>A stream that worked ended (not refused): the others are tried at once, this one after a short jittered pause.</summary>
-    public void Lost(Uri url, DateTimeOffset now)
+    public void Lost(Uri url, TimeSpan now)
     {
         if (Find(url) is not { } target) return;
         target.NotBefore = now + Jitter(_minBackoff);
@@ -99,7 +100,7 @@ public sealed class CoordinatorDialer
     }
 
     /// <summary>The coordinator said it is going away: dial another after about <paramref name="after"/>, and leave it alone a while.</summary>
-    public void GoingAway(Uri url, TimeSpan after, DateTimeOffset now)
+    public void GoingAway(Uri url, TimeSpan after, TimeSpan now)
     {
         if (Find(url) is not { } target) return;
         target.NotBefore = now + GoneAwayFor;
@@ -129,6 +130,6 @@ public sealed class CoordinatorDialer
         public Uri Url { get; } = url;
         public bool Configured { get; } = configured;
         public int Failures { get; set; }
-        public DateTimeOffset NotBefore { get; set; } = DateTimeOffset.MinValue;
+        public TimeSpan NotBefore { get; set; } = TimeSpan.MinValue;
     }
 }

@@ -23,12 +23,13 @@ public readonly record struct MapStep(NetMapApplied? Applied = null, ulong? Subs
 /// full map, or UpToDate). An ask that stays unanswered for <c>answerTimeout</c> marks the stream
 /// stale: a session whose coordinator lost track of it reconnects rather than wait forever.
 /// </para>
+/// <para>Every <c>now</c> is a reading of the monotonic clock, never wall time.</para>
 /// </summary>
 /// <param name="keepPeer">What the store keeps of each peer (null: all of it).</param>
 public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, Func<Node, Node>? keepPeer = null)
 {
-    private DateTimeOffset _lastMapMessage;
-    private DateTimeOffset? _askedAt;
+    private TimeSpan _lastMapMessage;
+    private TimeSpan? _askedAt;
     private bool _awaitingFullMap;
 
     public NetMapStore Store { get; } = new(keepPeer);
@@ -47,7 +48,7 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
     }
 
     /// <summary>A new stream is registered: the version to subscribe with (0: a full map).</summary>
-    public ulong BeginStream(DateTimeOffset now)
+    public ulong BeginStream(TimeSpan now)
     {
         _awaitingFullMap = !Store.HasMap;
         _lastMapMessage = now;
@@ -55,7 +56,7 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
         return Store.HasMap ? Store.Version : 0;
     }
 
-    public MapStep OnNetMap(NetMap map, DateTimeOffset now)
+    public MapStep OnNetMap(NetMap map, TimeSpan now)
     {
         if (MapIsCached) Store.Clear(); // the live map replaces the cached one whatever its version
         MapIsCached = false;
@@ -64,7 +65,7 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
         return new MapStep(Store.Apply(map));
     }
 
-    public MapStep OnDelta(NetMapDelta delta, DateTimeOffset now)
+    public MapStep OnDelta(NetMapDelta delta, TimeSpan now)
     {
         _lastMapMessage = now;
         if (_awaitingFullMap) return MapStep.None; // a full map is on its way; deltas before it are of no use
@@ -84,7 +85,7 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
     }
 
     /// <summary>The coordinator confirmed a version. Ours, normally; anything else means our map diverged.</summary>
-    public MapStep OnUpToDate(ulong version, DateTimeOffset now)
+    public MapStep OnUpToDate(ulong version, TimeSpan now)
     {
         _lastMapMessage = now;
         if (_awaitingFullMap) return MapStep.None;
@@ -94,7 +95,7 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
     }
 
     /// <summary>Called periodically while the stream is up: verify a quiet stream, give up on one that stopped answering.</summary>
-    public MapStep Check(DateTimeOffset now)
+    public MapStep Check(TimeSpan now)
     {
         if (_askedAt is { } asked)
             return now - asked > answerTimeout ? new MapStep(Stale: true) : MapStep.None;
@@ -112,14 +113,14 @@ public sealed class NetMapSession(TimeSpan verifyAfter, TimeSpan answerTimeout, 
         _askedAt = null;
     }
 
-    private MapStep AskForFullMap(NetMapApplied? applied, DateTimeOffset now)
+    private MapStep AskForFullMap(NetMapApplied? applied, TimeSpan now)
     {
         _awaitingFullMap = true;
         _askedAt = now;
         return new MapStep(applied, SubscribeFrom: 0);
     }
 
-    private void Answered(DateTimeOffset now)
+    private void Answered(TimeSpan now)
     {
         _lastMapMessage = now;
         _askedAt = null;

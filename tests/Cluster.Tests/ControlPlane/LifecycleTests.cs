@@ -442,6 +442,40 @@ public class LifecycleTests
     }
 
     [Fact]
+    public async Task An_agent_whose_wall_clock_steps_forward_keeps_its_stream_and_hears_every_change()
+    {
+        // The agent checks its stream every second, and the coordinator, with nothing to say, pings it
+        // every 10 s. The agent's wall clock jumps ten minutes every half second for 3 s, as on a VM paused
+        // and resumed over and over, so at least two checks come after a jump with nothing heard since.
+        // The silence check and the netmap verification run on the monotonic clock, so the stream does
+        // not seem silent: it stays, and changes keep arriving on it.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"wall-step-{Guid.NewGuid():N}"[..30])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var clock = new SteppedWallClock();
+        using var a = TestAgent.Start(agents, [node.Control], "a", key, endpoints: ["198.18.7.1:41641"],
+            tune: o => o with { Clock = clock, VerifyAfter = TimeSpan.FromSeconds(30), AnswerTimeout = TimeSpan.FromSeconds(2) });
+        using var b = TestAgent.Start(agents, node.Control, "b", key, endpoints: ["198.18.7.2:41641"]);
+        await a.WaitForPeers(b);
+        await a.WaitForState(ControlState.Running);
+        var changes = new List<ControlStateChanged>();
+        a.OnStateChanged = changed => { lock (changes) changes.Add(changed); };
+
+        for (var jump = 0; jump < 6; jump++)
+        {
+            clock.Step(TimeSpan.FromMinutes(10));
+            await Task.Delay(TimeSpan.FromMilliseconds(500));
+        }
+        b.Client.Tell(new SetEndpoints(["198.18.7.2:41700"], 0));
+        await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.Contains("198.18.7.2:41700"), "b's new endpoint");
+
+        lock (changes) Assert.True(changes.Count == 0, "a's stream ended: " + string.Join("; ", changes.Select(c => $"{c.State} {c.Code} {c.Detail}")));
+        await AgentMatchesItsEntity(node, tailnet, a);
+    }
+
+    [Fact]
     public async Task An_agent_that_stops_answering_is_dropped_with_a_reason()
     {
         await using var storage = TestStorage.NewSqlite();

@@ -316,7 +316,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     public async Task A_wall_clock_stepped_forward_does_not_end_a_stream_as_silent()
     {
         // Keepalives every 200 ms: an agent heard from for none of 600 ms is gone.
-        var clock = new SteppedClock();
+        var clock = new SteppedWallClock();
         var session = StartSession(clock: clock, keepAlive: TimeSpan.FromMilliseconds(200));
         Watch(session);
         FromAgent(session, new ClientMessage { Ping = new Ping { Nonce = 1 } });
@@ -331,15 +331,5 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         while (sent.LastOrDefault()?.Pong?.Nonce != 2UL) sent.Add(NextToAgent());
         Assert.DoesNotContain(sent, m => m.BodyCase == ServerMessage.BodyOneofCase.Error);
         ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // no Terminated
-    }
-
-    /// <summary>The machine's clock, whose wall time the test steps (its monotonic timestamps stay the machine's).</summary>
-    private sealed class SteppedClock : TimeProvider
-    {
-        private TimeSpan _offset;
-
-        public override DateTimeOffset GetUtcNow() => TimeProvider.System.GetUtcNow() + _offset;
-
-        public void Step(TimeSpan by) => _offset += by;
     }
 }

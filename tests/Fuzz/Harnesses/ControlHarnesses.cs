@@ -93,7 +93,7 @@ public sealed class ControlFrameHarness : Harness
 public sealed class AgentNetMapHarness : Harness
 {
     private readonly NetMapSession _session = new(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10));
-    private readonly DateTimeOffset _now = new(2026, 12, 1, 12, 0, 0, TimeSpan.Zero);
+    private readonly TimeSpan _now = TimeSpan.FromHours(30); // a reading of the monotonic clock
 
     public override string Name => "agent-netmap";
 

@@ -6,7 +6,8 @@ namespace Weft.NodeAgent.Tests.Control;
 /// <summary>One stream's netmap: fresh starts, gaps that ask for a full map, and a quiet stream verified, then given up on.</summary>
 public class NetMapSessionTests
 {
-    private static readonly DateTimeOffset T0 = new(2026, 12, 1, 12, 0, 0, TimeSpan.Zero);
+    /// <summary>A reading of the monotonic clock (the session never sees wall time).</summary>
+    private static readonly TimeSpan T0 = TimeSpan.FromHours(30);
     private static readonly TimeSpan VerifyAfter = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan AnswerTimeout = TimeSpan.FromSeconds(30);
 
@@ -25,7 +26,7 @@ public class NetMapSessionTests
         Assert.Equal(NetMapApplied.Replaced, session.OnNetMap(Map(5, "a"), T0).Applied);
         Assert.Equal(NetMapApplied.Patched, session.OnDelta(Delta(5, 6, "b"), T0).Applied);
 
-        Assert.Equal(6ul, session.BeginStream(T0.AddMinutes(1)));
+        Assert.Equal(6ul, session.BeginStream(T0 + TimeSpan.FromMinutes(1)));
         Assert.False(session.AwaitingFullMap);
     }
 
@@ -52,12 +53,12 @@ public class NetMapSessionTests
         session.BeginStream(T0);
         session.OnNetMap(Map(5, "a"), T0);
 
-        Assert.Equal(MapStep.None, session.Check(T0.AddSeconds(59)));
-        Assert.Equal(5ul, session.Check(T0.AddSeconds(61)).SubscribeFrom);
-        Assert.Equal(MapStep.None, session.Check(T0.AddSeconds(62))); // asked once, waiting
-        Assert.Equal(MapStep.None, session.OnUpToDate(5, T0.AddSeconds(62)));
-        Assert.Equal(MapStep.None, session.Check(T0.AddSeconds(100)));
-        Assert.Equal(5ul, session.Check(T0.AddSeconds(123)).SubscribeFrom); // quiet again: verified again
+        Assert.Equal(MapStep.None, session.Check(T0 + TimeSpan.FromSeconds(59)));
+        Assert.Equal(5ul, session.Check(T0 + TimeSpan.FromSeconds(61)).SubscribeFrom);
+        Assert.Equal(MapStep.None, session.Check(T0 + TimeSpan.FromSeconds(62))); // asked once, waiting
+        Assert.Equal(MapStep.None, session.OnUpToDate(5, T0 + TimeSpan.FromSeconds(62)));
+        Assert.Equal(MapStep.None, session.Check(T0 + TimeSpan.FromSeconds(100)));
+        Assert.Equal(5ul, session.Check(T0 + TimeSpan.FromSeconds(123)).SubscribeFrom); // quiet again: verified again
     }
 
     [Fact]
@@ -66,10 +67,10 @@ public class NetMapSessionTests
         var session = NewSession();
         session.BeginStream(T0);
         session.OnNetMap(Map(5, "a"), T0);
-        session.Check(T0.AddSeconds(61));
+        session.Check(T0 + TimeSpan.FromSeconds(61));
 
-        Assert.False(session.Check(T0.AddSeconds(90)).Stale);
-        Assert.True(session.Check(T0.AddSeconds(92)).Stale);
+        Assert.False(session.Check(T0 + TimeSpan.FromSeconds(90)).Stale);
+        Assert.True(session.Check(T0 + TimeSpan.FromSeconds(92)).Stale);
     }
 
     [Fact]
@@ -99,10 +100,10 @@ public class NetMapSessionTests
         session.BeginStream(T0);
         session.OnNetMap(Map(5, "a"), T0);
         session.OnDelta(Delta(5, 6, "b"), T0);
-        session.Check(T0.AddSeconds(61));
+        session.Check(T0 + TimeSpan.FromSeconds(61));
 
-        Assert.Equal(NetMapApplied.Stale, session.OnDelta(Delta(5, 6, "b"), T0.AddSeconds(62)).Applied);
-        Assert.False(session.Check(T0.AddSeconds(100)).Stale);
+        Assert.Equal(NetMapApplied.Stale, session.OnDelta(Delta(5, 6, "b"), T0 + TimeSpan.FromSeconds(62)).Applied);
+        Assert.False(session.Check(T0 + TimeSpan.FromSeconds(100)).Stale);
     }
 
     [Fact]
