@@ -63,18 +63,23 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
                 server.Log.LogWarning("Mesh link to {Peer} broke; retrying", peer);
             }
             // Stopping: the read ends cancelled, or on the stream DisposeAsync closed under it (a race).
-            catch (Exception e) when (stopping.IsCancellationRequested && e is OperationCanceledException or ObjectDisposedException)
+            catch (Exception) when (stopping.IsCancellationRequested)
             {
                 return;
             }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RelayProtocolException or OperationCanceledException)
+            // Whatever failed, the link is dialled again: a certificate the TLS check refused (a peer mid-renewal),
+            // an answer that did not parse. A link that gave up on the first unexpected error left the region split
+            // until this relay restarted, and with nothing in the log.
+            catch (Exception e) when (!stopping.IsCancellationRequested)
             {
-                // A refused login (the mesh keys differ: the region stays split until that is mended) and a peer gone
-                // silent say so at Warning, once per streak, as does a peer still unreachable after six tries (30 s by
-                // default); a peer not up yet (the region's relays starting one after another) is only a Debug line.
-                var silent = alive.IsCancellationRequested && !stopping.IsCancellationRequested;
+                // A refused login (the mesh keys differ: the region stays split until that is mended), a refused
+                // certificate and a peer gone silent say so at Warning, once per streak, as does a peer still
+                // unreachable after six tries (30 s by default); a peer not up yet (the region's relays starting one
+                // after another) is only a Debug line.
+                var silent = alive.IsCancellationRequested;
                 var streak = ++failures;
-                var level = (streak == 1 && (silent || e is RelayProtocolException)) || streak == UnreachableWarningAfter ? LogLevel.Warning : LogLevel.Debug;
+                var unreachable = !silent && e is IOException or System.Net.Sockets.SocketException or OperationCanceledException;
+                var level = (streak == 1 && !unreachable) || streak == UnreachableWarningAfter ? LogLevel.Warning : LogLevel.Debug;
                 server.Log.Log(level, "Mesh link to {Peer} failed ({Attempts} attempt(s) in a row): {Error}; dialling again every {Retry} s", peer, streak,
                     silent ? "it went silent (no keepalive or pong)" : e.Message, server.Options.MeshRetryInterval.TotalSeconds);
             }
@@ -122,6 +127,13 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     public async ValueTask DisposeAsync()
     {
         if (_client is { } client) await client.DisposeAsync();
-        try { await _loop.WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception e) when (e is TimeoutException or OperationCanceledException) { }
+        try { await _loop.WaitAsync(TimeSpan.FromSeconds(5)); }
+        catch (Exception e) when (e is not TimeoutException)
+        {
+            server.Log.LogWarning("Mesh link to {Peer} ended with an error: {Error}", peer, e.Message); // the relay's own shutdown goes on
+        }
+        catch (TimeoutException)
+        {
+        }
     }
 }

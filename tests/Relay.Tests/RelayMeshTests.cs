@@ -147,6 +147,30 @@ public class RelayMeshTests
     }
 
     [Fact]
+    public async Task A_mesh_link_whose_peer_fails_the_certificate_check_keeps_dialling_and_its_relay_still_shuts_down_cleanly()
+    {
+        // One presents a certificate two does not trust (self-signed: a peer mid-renewal, or with its default
+        // certificate). The TLS check throws an AuthenticationException, which is not a network error; the link
+        // once ended on it for good (and unlogged), leaving the region split until two restarted, and two's
+        // shutdown then threw it.
+        using var rsa = System.Security.Cryptography.RSA.Create(2048);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=relay-one.test", rsa,
+            System.Security.Cryptography.HashAlgorithmName.SHA256, System.Security.Cryptography.RSASignaturePadding.Pkcs1);
+        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(1));
+        using var certificate = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(
+            created.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pfx), null);
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay(configure: o => o with { Certificate = certificate });
+        await using var path = new FreezingProxy(one.LocalEndpoint);
+        var two = lab.StartRelay([path.Address with { Tls = true }], configure: o => o with { MeshRetryInterval = TimeSpan.FromMilliseconds(100) });
+
+        Assert.True(await RelayLab.Eventually(() => path.Accepted >= 3, TimeSpan.FromSeconds(10)),
+            $"relay two stopped dialling one after its certificate was refused ({path.Accepted} connection(s))");
+        Assert.Empty(two.MeshedKeys);
+        await two.DisposeAsync(); // no exception: the link's errors stay the link's
+    }
+
+    [Fact]
     public async Task A_mesh_link_with_nothing_to_forward_stays_up_past_the_peers_idle_timeout()
     {
         await using var lab = new RelayLab();
