@@ -244,7 +244,11 @@ public sealed class PathManager : UntypedActor, IWithTimers
 
     private void OnRelayAccess(RelayAccessChanged access)
     {
-        var mapChanged = _access is null || !_access.Map.Equals(access.Map) || _access.ControlHost != access.ControlHost;
+        // The coordinator's host matters only to relay nodes that name no host of their own (the embedded
+        // relay): an agent that moved to another coordinator of the same cluster keeps relay connections
+        // that name their hosts, instead of dropping them all at the moment of a failover.
+        var mapChanged = _access is null || !_access.Map.Equals(access.Map)
+            || (_access.ControlHost != access.ControlHost && access.Map.Regions.Any(r => r.Nodes.Any(n => n.Host.Length == 0)));
         _access = access;
         if (_context is not null) _context.RelaysAvailable = true;
         if (mapChanged)

@@ -3,6 +3,7 @@ using Akka.Actor;
 using Google.Protobuf;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
 using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Paths;
 using Weft.NodeAgent.Tests.Support;
@@ -164,6 +165,47 @@ public sealed class PathManagerTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         Assert.Equal(5, after.HomeRegion);
         Assert.Equal(["127.0.0.1:41641"], after.LocalEndpoints);
         Assert.Equal(before.StunAddresses, after.StunAddresses);
+    }
+
+    /// <summary>
+    /// The agent moved to another coordinator of its cluster (a failover, a rolling upgrade): the new one sends
+    /// the same relay map from another host. Relay nodes that name their hosts do not depend on it, so the
+    /// relay client carries on; only a node that names none (the coordinator's embedded relay) is at another
+    /// address now, and its client starts over there.
+    /// </summary>
+    [Fact]
+    public async Task Another_coordinator_sending_the_same_relay_map_keeps_the_relay_connections_unless_a_node_is_reached_at_the_coordinators_host()
+    {
+        await using var stun = new LoopbackStunServer();
+        RelayMap MapWithHost(string host) => new()
+        {
+            Regions = { new RelayRegion { Id = 5, Code = "here", Nodes = { new RelayNode { Host = host, Port = 1, StunPort = stun.Port } } } },
+        };
+        var expiry = DateTimeOffset.UtcNow.AddHours(1);
+        using var nodeKey = Curve25519PrivateKey.Generate();
+        using var issuer = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
+        var ticket = new RelayTicket(nodeKey.PublicKey, "tn_paths", expiry).Sign(issuer);
+        _paths.Tell(new NodeKeyChanged(nodeKey.ToHex(), Rotated: false));
+        _paths.Tell(new RelayAccessChanged(MapWithHost("127.0.0.1"), ticket, expiry, "127.0.0.1"));
+        var first = await RelayClientNamed("relay-5.1");
+
+        _paths.Tell(new RelayAccessChanged(MapWithHost("127.0.0.1"), ticket, expiry, "localhost"));
+        _paths.Tell(new RelayAccessChanged(MapWithHost("127.0.0.1"), ticket, expiry, "127.0.0.1"));
+        await _paths.Ask<NetcheckReport>(GetNetcheck.Instance, Timeout); // both taken (one mailbox)
+        await Assert.ThrowsAsync<ActorNotFoundException>(() => Sys.ActorSelection(_paths.Path / "relay-5.2").ResolveOne(Timeout));
+        Assert.Equal(first, await RelayClientNamed("relay-5.1"));
+
+        _paths.Tell(new RelayAccessChanged(MapWithHost(""), ticket, expiry, "127.0.0.1"));
+        await RelayClientNamed("relay-5.2");
+        _paths.Tell(new RelayAccessChanged(MapWithHost(""), ticket, expiry, "localhost"));
+        await RelayClientNamed("relay-5.3");
+    }
+
+    private async Task<IActorRef> RelayClientNamed(string name)
+    {
+        IActorRef? found = null;
+        await AwaitAssertAsync(async () => found = await Sys.ActorSelection(_paths.Path / name).ResolveOne(Timeout), TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(100));
+        return found!;
     }
 
     public new void Dispose()
