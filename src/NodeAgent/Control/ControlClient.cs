@@ -186,7 +186,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // This incarnation's cache writes finish first (the new one's writer waits for them), and not over the new one's.
         var previousWrites = _cacheWriter?.DisposeAsync().AsTask() ?? _previousWrites;
         _cacheWriter = null;
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex()));
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex(), _relayAccess));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         // A logout under way: its asker (the CLI) waits for an answer that this incarnation's stream would
         // have brought. The successor takes the request again, and finishes it.
@@ -719,6 +719,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         }
         _login = resume.Login;
         _dialer = NewDialer(_login);
+        // The relay map and ticket stay good (the ticket names the node key, which the state file kept): a watcher
+        // that registers while no coordinator answers (a data plane that restarted too) still gets its relays.
+        _relayAccess = resume.RelayAccess;
         // Before the first write (nothing is handled before Resume): this incarnation's writer starts after the previous one's.
         _previousWrites = resume.PreviousWrites;
         // The previous incarnation's netmap, not the cache's (none if it had none: logged out, deleted).
@@ -916,7 +919,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, its endpoints and its disco key.</summary>
     private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap,
-        Task? PreviousWrites, string DiscoKeyHex);
+        Task? PreviousWrites, string DiscoKeyHex, RelayAccessChanged? RelayAccess);
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -169,6 +169,33 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     }
 
     [Fact]
+    public async Task A_control_client_restarted_while_no_coordinator_answers_hands_new_watchers_the_relay_access_it_had()
+    {
+        // The agent's only coordinator stops, then its control client fails; a watcher that registers now (a
+        // data plane restarted as well) must still get the relay map and ticket, or it opens no relay and the
+        // peers reachable only through one stay cut off until a coordinator answers again.
+        await using var storage = TestStorage.NewSqlite();
+        var node = await TestCoordinator.StartAsync(storage);
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"relay-kept-{Guid.NewGuid():N}"[..30])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        using var a = TestAgent.Start(agents, [node.Control], "a", key);
+        var access = await Eventually.Until(() => Task.FromResult(a.RelayAccess), held => held is not null, "a's relay access");
+        await node.DisposeAsync();
+        await a.WaitForState(ControlState.Connecting);
+
+        a.Client.Tell(Kill.Instance);
+        var told = new List<object>();
+        List<object> Told() { lock (told) return [.. told]; }
+        a.Client.Tell(new WatchControl(agents.System.ActorOf(Props.Create(() => new WatcherRecorder(told)))));
+        await Eventually.Until(() => Told().OfType<ControlStateChanged>().Any(), "the new watcher told the control state");
+
+        var handed = Assert.Single(Told().OfType<RelayAccessChanged>());
+        Assert.Equal(access!.Ticket, handed.Ticket);
+        Assert.Equal(access.Map, handed.Map);
+    }
+
+    [Fact]
     public async Task A_logout_under_way_when_the_control_client_fails_is_finished_by_its_successor_and_answered()
     {
         await using var agents = new AgentSystem();
