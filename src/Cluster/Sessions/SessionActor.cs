@@ -475,15 +475,23 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         var request = new RotateDeviceNodeKey(_tailnetId!, _deviceId!, oldKey.ToHex(), newKey.ToHex(), _services.Clock.GetUtcNow());
         _services.Tailnets.Ask<object>(request, AskTimeout).PipeTo(Self,
             success: answer => new RotationAnswered(newKey, answer),
-            failure: _ => new RotationAnswered(newKey, Rejection.Unavailable("the cluster did not answer in time; the rotation is retried on reconnect")));
+            failure: _ => new RotationAnswered(newKey, Rejection.Unavailable("the cluster did not answer in time")));
     }
 
+    /// <summary>
+    /// A rotation the cluster could not answer may still be applied (the command was delivered late, after
+    /// a shard move or behind a slow journal), and then every peer expects the new key while the agent,
+    /// never told, keeps the old one and waits on its rotation for good. So the stream ends: the agent
+    /// reconnects, and its registration finds out which key stands (adopting the new one, or sending the
+    /// rotation again, which is idempotent). A refusal (a bad proof, a key in use) is only reported.
+    /// </summary>
     private void OnRotationAnswered(RotationAnswered answered)
     {
         if (answered.Answer is not DeviceInfo info)
         {
             var rejection = answered.Answer as Rejection ?? Rejection.Unavailable("unexpected answer");
-            SendError(rejection.Code, rejection.Message);
+            if (rejection.Code == ControlErrorCodes.Unavailable) Close(rejection.Code, $"node key rotation not confirmed ({rejection.Message}); reconnect to finish it");
+            else SendError(rejection.Code, rejection.Message);
             return;
         }
         var rotated = new NodeKeyRotated { NodeKey = ByteString.CopyFrom(answered.NewKey.ToArray()) };

@@ -313,6 +313,41 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_rotation_the_cluster_could_not_confirm_ends_the_stream_so_the_agent_learns_which_key_stands_and_a_refused_one_does_not()
+    {
+        var (session, _) = Registered();
+        Watch(session);
+        using var next = Curve25519PrivateKey.Generate();
+        var rotate = new ClientMessage
+        {
+            RotateNodeKey = new RotateNodeKey
+            {
+                OldNodeKey = ByteString.CopyFrom(_nodeKey.PublicKey.ToArray()),
+                NewNodeKey = ByteString.CopyFrom(next.PublicKey.ToArray()),
+                OldKeyProof = ByteString.CopyFrom(NodeKeyProof.Create(_nodeKey, _coordinatorKey.PublicKey, _machineKey.PublicKey)),
+                NewKeyProof = ByteString.CopyFrom(NodeKeyProof.Create(next, _coordinatorKey.PublicKey, _machineKey.PublicKey)),
+            },
+        };
+
+        // Refused (the new key is another device's): the agent is told, forgets its next key, and keeps its stream.
+        FromAgent(session, rotate);
+        _tailnets.ExpectMsg<RotateDeviceNodeKey>();
+        _tailnets.Reply(new Rejection(ControlErrorCodes.NodeKeyInUse, "that node key belongs to another device"));
+        Assert.Equal(ControlErrorCodes.NodeKeyInUse, NextToAgent().Error.Code);
+        FromAgent(session, new ClientMessage { Ping = new Ping { Nonce = 7 } });
+        Assert.Equal(7UL, NextToAgent().Pong.Nonce);
+
+        // Not confirmed (the journal is away, or the ask timed out while the shard moved): the rotation may
+        // yet be applied, so the stream ends and the agent's reconnect finds out which key stands.
+        FromAgent(session, rotate);
+        _tailnets.ExpectMsg<RotateDeviceNodeKey>();
+        _tailnets.Reply(Rejection.Unavailable("storage is away"));
+        var rest = RestOfStream();
+        Assert.Equal(ControlErrorCodes.Unavailable, Assert.Single(rest).Error.Code);
+        ExpectTerminated(session);
+    }
+
+    [Fact]
     public async Task A_wall_clock_stepped_forward_does_not_end_a_stream_as_silent()
     {
         // Keepalives every 200 ms: an agent heard from for none of 600 ms is gone.
