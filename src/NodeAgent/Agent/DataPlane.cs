@@ -128,7 +128,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             }
             catch (IOException e)
             {
-                _log.Warning("Cannot check this agent's routing against the kernel: {0}", e.Message);
+                _log.Warning("Cannot put back this agent's routing: {0}", e.Message);
             }
         });
         Receive<MeshApplied>(_ => { });

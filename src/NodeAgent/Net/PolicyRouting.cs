@@ -17,9 +17,11 @@ namespace Weft.NodeAgent.Net;
 /// routes go with the interface). Another program may take them away while the agent runs
 /// (systemd-networkd deletes rules it did not make when it restarts; <c>ip rule flush</c>): <see cref="Reassert"/>
 /// puts them back, as Tailscale does. Without rule 5770, an exit node's client would send its internet
-/// traffic out of the machine's own default route.
+/// traffic out of the machine's own default route. A route the kernel refused (the interface briefly
+/// down, an <c>ip</c> that timed out) is wanted all the same, and <see cref="Reassert"/> keeps trying it.
 /// </summary>
-public sealed class PolicyRouting(string interfaceName) : IDisposable
+/// <param name="ip">Runs <c>ip</c> with the arguments and returns its output (tests stand in for the kernel).</param>
+public sealed class PolicyRouting(string interfaceName, Func<string[], string>? ip = null) : IDisposable
 {
     public const int Table = 5746;
     public const uint BypassMark = 0x57460000, BypassMask = 0xffff0000;
@@ -27,27 +29,51 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
 
     private static readonly string[] RulePreferences = ["5710", "5730", "5770"];
 
+    private readonly Func<string[], string> _ip = ip ?? LinkConfigurator.Ip;
     private readonly HashSet<IpPrefix> _installed = [];
+    private HashSet<IpPrefix> _wanted = [];
     private bool _rules;
     /// <summary>The families the rules went in for (no IPv6 on the machine: IPv4 alone).</summary>
     private readonly HashSet<string> _ruleFamilies = [];
 
     public IReadOnlyCollection<IpPrefix> Installed => _installed;
 
-    /// <summary>Makes the table hold exactly <paramref name="routes"/> through the interface.</summary>
+    /// <summary>
+    /// Makes the table hold exactly <paramref name="routes"/> through the interface. Every route is tried,
+    /// whichever failed before it (an exit node's default route must not wait on a subnet route the kernel
+    /// refused); an <see cref="IOException"/> then names those still missing, which <see cref="Reassert"/> tries again.
+    /// </summary>
     public void Apply(IReadOnlyCollection<IpPrefix> routes)
     {
+        _wanted = [.. routes];
         if (routes.Count > 0 && !_rules) AddRules();
         foreach (var gone in _installed.Except(routes).ToList())
         {
             TryIp(Family(gone), "route", "del", gone.ToString(), "dev", interfaceName, "table", Table.ToString());
             _installed.Remove(gone);
         }
-        foreach (var route in routes.Except(_installed).ToList())
+        var refused = InstallMissing(routes.Except(_installed), []);
+        if (refused.Count > 0) throw new IOException("routes not installed yet (tried again every recheck): " + string.Join("; ", refused));
+    }
+
+    /// <summary>Installs each of <paramref name="routes"/>, noting it in <paramref name="putBack"/>; returns those the kernel refused, with why.</summary>
+    private List<string> InstallMissing(IEnumerable<IpPrefix> routes, List<string> putBack)
+    {
+        var refused = new List<string>();
+        foreach (var route in routes.ToList())
         {
-            LinkConfigurator.Ip(Family(route), "route", "replace", route.ToString(), "dev", interfaceName, "table", Table.ToString());
-            _installed.Add(route);
+            try
+            {
+                _ip([Family(route), "route", "replace", route.ToString(), "dev", interfaceName, "table", Table.ToString()]);
+                _installed.Add(route);
+                putBack.Add($"route {route} (table {Table})");
+            }
+            catch (IOException e)
+            {
+                refused.Add($"{route}: {e.Message}");
+            }
         }
+        return refused;
     }
 
     private void AddRules()
@@ -67,39 +93,40 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
         _rules = true;
     }
 
-    private static void AddRules(string family)
+    private void AddRules(string family)
     {
         RemoveRules(family);
-        LinkConfigurator.Ip(family, "rule", "add", "pref", "5710", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main");
-        LinkConfigurator.Ip(family, "rule", "add", "pref", "5730", "table", "main", "suppress_prefixlength", "0");
-        LinkConfigurator.Ip(family, "rule", "add", "pref", "5770", "table", Table.ToString());
+        _ip([family, "rule", "add", "pref", "5710", "fwmark", $"0x{BypassMark:x}/0x{BypassMask:x}", "table", "main"]);
+        _ip([family, "rule", "add", "pref", "5730", "table", "main", "suppress_prefixlength", "0"]);
+        _ip([family, "rule", "add", "pref", "5770", "table", Table.ToString()]);
     }
 
     /// <summary>
-    /// Puts back the rules and the table's routes that are no longer in the kernel (another program took
-    /// them). Returns what it put back, for the log: empty when everything was in place.
+    /// Puts back the rules and the wanted routes that are not in the kernel: another program took them, or
+    /// the kernel refused them when they were applied. Returns what it put back, for the log: empty when
+    /// everything was in place. An <see cref="IOException"/> names what is still missing (and what was put back).
     /// </summary>
     public IReadOnlyList<string> Reassert()
     {
+        if (_wanted.Count > 0 && !_rules) AddRules();
         if (!_rules) return [];
         var putBack = new List<string>();
         foreach (var family in _ruleFamilies)
         {
-            var present = LinkConfigurator.Ip(family, "rule", "show").Split('\n').Select(line => line.Split(':')[0].Trim()).ToHashSet();
+            var present = _ip([family, "rule", "show"]).Split('\n').Select(line => line.Split(':')[0].Trim()).ToHashSet();
             if (RulePreferences.All(present.Contains)) continue;
             AddRules(family);
             putBack.Add($"ip {family} rules {string.Join(", ", RulePreferences.Where(p => !present.Contains(p)))}");
         }
-        foreach (var family in _installed.Select(Family).Distinct().ToList())
+        var refused = new List<string>();
+        foreach (var family in _wanted.Select(Family).Distinct().ToList())
         {
-            var present = LinkConfigurator.Ip(family, "route", "show", "table", Table.ToString()).Split('\n')
+            var present = _ip([family, "route", "show", "table", Table.ToString()]).Split('\n')
                 .Select(line => RouteDestination(family, line)).OfType<IpPrefix>().ToHashSet();
-            foreach (var route in _installed.Where(r => Family(r) == family && !present.Contains(r)))
-            {
-                LinkConfigurator.Ip(family, "route", "replace", route.ToString(), "dev", interfaceName, "table", Table.ToString());
-                putBack.Add($"route {route} (table {Table})");
-            }
+            refused.AddRange(InstallMissing(_wanted.Where(r => Family(r) == family && !present.Contains(r)), putBack));
         }
+        if (refused.Count > 0)
+            throw new IOException($"routes still not installed: {string.Join("; ", refused)}" + (putBack.Count > 0 ? $" (put back: {string.Join("; ", putBack)})" : ""));
         return putBack;
     }
 
@@ -113,17 +140,17 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
         return IpPrefix.TryParse(first, out var prefix) ? prefix : null;
     }
 
-    private static void RemoveRules(string family)
+    private void RemoveRules(string family)
     {
         foreach (var pref in RulePreferences)
             while (TryIp(family, "rule", "del", "pref", pref)) { }
     }
 
-    private static bool TryIp(params string[] arguments)
+    private bool TryIp(params string[] arguments)
     {
         try
         {
-            LinkConfigurator.Ip(arguments);
+            _ip(arguments);
             return true;
         }
         catch (IOException)
@@ -157,6 +184,7 @@ public sealed class PolicyRouting(string interfaceName) : IDisposable
         _rules = false;
         _ruleFamilies.Clear();
         _installed.Clear();
+        _wanted = [];
     }
 }
 
