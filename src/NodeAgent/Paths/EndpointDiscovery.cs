@@ -11,7 +11,11 @@ using Weft.NodeAgent.WireGuard;
 namespace Weft.NodeAgent.Paths;
 
 /// <summary>Where the machine's own addresses come from (interfaces and command-line endpoints).</summary>
-public sealed record LocalAddressSource(string? TunName, ImmutableArray<string> StaticEndpoints, bool DiscoverInterfaces, TimeSpan RefreshInterval);
+public sealed record LocalAddressSource(string? TunName, ImmutableArray<string> StaticEndpoints, bool DiscoverInterfaces, TimeSpan RefreshInterval)
+{
+    /// <summary>Reads the machine's interfaces (tests stand in for the machine); by default the operating system's, the TUN left out.</summary>
+    public Func<IReadOnlyList<Agent.MachineInterface>>? ReadInterfaces { get; init; }
+}
 
 /// <summary>
 /// Netcheck: finds this agent's endpoints and its home region. STUN binding requests go to every
@@ -38,6 +42,7 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
     private string _controlHost = "";
     private int _home;
     private ImmutableArray<string> _localEndpoints = [];
+    private ImmutableArray<string> _attachment = [];
     private NetcheckReport? _last;
     private Probe? _probe;
     private readonly List<IActorRef> _waiting = [];
@@ -88,7 +93,7 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
     {
         // Learned here, not on the first timer tick: a probe that answers within that tick would otherwise
         // report (and publish) no local endpoints.
-        _localEndpoints = CurrentLocalEndpoints();
+        (_localEndpoints, _attachment) = CurrentLocal();
         Timers.StartPeriodicTimer("local", RefreshLocal.Instance, _local.RefreshInterval);
         // The relay map usually comes within a moment of connecting, and then the netcheck reports; without
         // one (no relays) the local endpoints are reported after this wait.
@@ -134,16 +139,7 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
                 StartProbe();
                 break;
             case RefreshLocal:
-                var local = CurrentLocalEndpoints();
-                if (!local.SequenceEqual(_localEndpoints))
-                {
-                    var roamed = !_localEndpoints.IsDefaultOrEmpty;
-                    _localEndpoints = local;
-                    if (roamed) _log.Info("The machine's addresses changed ({0}): probing again", string.Join(", ", local));
-                    if (_map is not null) StartProbe(roamed);
-                    else if (roamed) Publish(roamed);
-                    // else: the first report waits for the relay map (or FirstReport)
-                }
+                OnRefreshLocal();
                 break;
             case Restun:
                 StartProbe();
@@ -171,9 +167,38 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         }
     }
 
-    private ImmutableArray<string> CurrentLocalEndpoints() => _local.DiscoverInterfaces
-        ? LocalEndpoints.Discover(_device.ListenPort, _local.TunName, _local.StaticEndpoints)
-        : _local.StaticEndpoints;
+    private ImmutableArray<string> CurrentLocalEndpoints() => CurrentLocal().Endpoints;
+
+    private (ImmutableArray<string> Endpoints, ImmutableArray<string> Attachment) CurrentLocal()
+    {
+        if (!_local.DiscoverInterfaces) return (_local.StaticEndpoints, []);
+        var interfaces = _local.ReadInterfaces?.Invoke() ?? LocalEndpoints.ReadInterfaces(_local.TunName);
+        return (LocalEndpoints.Discover(_device.ListenPort, interfaces, _local.StaticEndpoints), LocalEndpoints.Attachment(interfaces));
+    }
+
+    /// <summary>
+    /// The machine's addresses, looked at again. A roam (<see cref="OwnEndpointsChanged.Roamed"/>: relay
+    /// connections, the control stream and every path start over) is a change of the network the default
+    /// route goes through (<see cref="LocalEndpoints.Attachment"/>); an address that came or went on another
+    /// interface (a container bridge on a Docker host, many times a day) is only probed and published. With
+    /// no default route to judge by (a test namespace), any change is a roam, as it was before.
+    /// </summary>
+    private void OnRefreshLocal()
+    {
+        var (local, attachment) = CurrentLocal();
+        var changed = !local.SequenceEqual(_localEndpoints);
+        var moved = !attachment.SequenceEqual(_attachment);
+        if (!changed && !moved) return;
+        var first = _localEndpoints.IsDefaultOrEmpty;
+        var roamed = moved || (changed && !first && attachment.IsEmpty && _attachment.IsEmpty);
+        _localEndpoints = local;
+        _attachment = attachment;
+        if (roamed) _log.Info("The machine moved to another network ({0}): probing again", string.Join(", ", attachment.IsEmpty ? local : attachment));
+        else if (!first) _log.Debug("The machine's addresses changed ({0}); the same network", string.Join(", ", local));
+        if (_map is not null) StartProbe(roamed);
+        else if (!first) Publish(roamed);
+        // else: the first report waits for the relay map (or FirstReport)
+    }
 
     private int _probeIds;
     private bool _roamedPending;

@@ -1,0 +1,89 @@
+using System.Net;
+using Akka.Actor;
+using Akka.TestKit;
+using Weft.Contracts.Control;
+using Weft.NodeAgent.Agent;
+using Weft.NodeAgent.Net;
+using Weft.NodeAgent.Net.Tun;
+using Weft.NodeAgent.Paths;
+using Weft.NodeAgent.Tests.Support;
+using Weft.NodeAgent.WireGuard;
+
+namespace Weft.NodeAgent.Tests.Paths;
+
+/// <summary>
+/// What counts as a roam, on the tunnel's real socket and a real STUN server, with the machine's
+/// interfaces played by the test (the real ones moving is the NAT lab's roam, as root): the network
+/// behind the default route changing is one; a container bridge coming and going is only new endpoints.
+/// A roam makes every relay connection, the control stream and every path start over, so a Docker host
+/// that counted each container start as one kept falling back to the relays all day.
+/// </summary>
+public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
+{
+    private readonly object _gate = new();
+    private List<MachineInterface> _machine = [];
+
+    private void Machine(params MachineInterface[] interfaces)
+    {
+        lock (_gate) _machine = [.. interfaces];
+    }
+
+    private static MachineInterface Nic(string name, bool gateway, params string[] addresses) =>
+        new(name, gateway, [.. addresses.Select(IPAddress.Parse)]);
+
+    [Fact]
+    public async Task Only_a_change_of_the_network_behind_the_default_route_is_a_roam_not_a_bridge_that_comes_and_goes()
+    {
+        await using var stun = new LoopbackStunServer();
+        using var device = new WireGuardDevice(new VirtualTun("roaming"), UdpTransport.Bind(0));
+        var port = device.ListenPort;
+        Machine(Nic("eth0", true, "198.18.9.2", "fd7a:115c:a1e0::1"), Nic("wlan0", false, "198.18.10.2"));
+        var parent = CreateTestProbe();
+        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
+        {
+            ReadInterfaces = () => { lock (_gate) return _machine; },
+        };
+        var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, local));
+        device.OtherPacketHandler = (datagram, source) =>
+        {
+            if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
+            discovery.Tell(new StunArrived(datagram.ToArray(), source, device.Clock.NowMs));
+            return true;
+        };
+        device.Start();
+        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } }, "127.0.0.1"));
+        var first = await Published(parent, endpoints => endpoints.Contains($"198.18.9.2:{port}"));
+        Assert.Equal([$"198.18.9.2:{port}", $"198.18.10.2:{port}"], first.Report.LocalEndpoints); // the tailnet's own range is never advertised
+
+        // A container starts: docker0 comes up with an address. New endpoints, the same network.
+        Machine(Nic("eth0", true, "198.18.9.2"), Nic("wlan0", false, "198.18.10.2"), Nic("docker0", false, "198.19.0.1"));
+        var (_, roamed) = await PublishedWithRoam(parent, endpoints => endpoints.Contains($"198.19.0.1:{port}"));
+        Assert.False(roamed, "a bridge coming up was taken for a roam");
+
+        // ... and stops: it goes again. Still the same network.
+        Machine(Nic("eth0", true, "198.18.9.2"), Nic("wlan0", false, "198.18.10.2"));
+        (_, roamed) = await PublishedWithRoam(parent, endpoints => !endpoints.Contains($"198.19.0.1:{port}"));
+        Assert.False(roamed, "a bridge going away was taken for a roam");
+
+        // A new DHCP lease on the interface behind the default route: a roam.
+        Machine(Nic("eth0", true, "198.18.9.3"), Nic("wlan0", false, "198.18.10.2"));
+        (_, roamed) = await PublishedWithRoam(parent, endpoints => endpoints.Contains($"198.18.9.3:{port}"));
+        Assert.True(roamed, "a new address behind the default route was not taken for a roam");
+
+        // The default route moves to wlan0 (the cable is pulled), though no address changed: a roam.
+        Machine(Nic("eth0", false, "198.18.9.3"), Nic("wlan0", true, "198.18.10.2"));
+        (_, roamed) = await PublishedWithRoam(parent, _ => true);
+        Assert.True(roamed, "the default route moving to another interface was not taken for a roam");
+    }
+
+    private static async Task<NetcheckDone> Published(TestProbe parent, Func<IReadOnlyList<string>, bool> holds) =>
+        await parent.FishForMessageAsync<NetcheckDone>(done => holds(done.Report.LocalEndpoints), TimeSpan.FromSeconds(10));
+
+    /// <summary>The next report whose local endpoints satisfy <paramref name="holds"/>, and whether it came as a roam (a roam is told at once after it).</summary>
+    private static async Task<(NetcheckDone Done, bool Roamed)> PublishedWithRoam(TestProbe parent, Func<IReadOnlyList<string>, bool> holds)
+    {
+        var done = await Published(parent, holds);
+        var after = parent.ReceiveWhile(TimeSpan.FromMilliseconds(300), message => message);
+        return (done, after.OfType<OwnEndpointsChanged>().Any(changed => changed.Roamed));
+    }
+}
