@@ -278,6 +278,7 @@ public sealed class RelayClient : UntypedActor, IWithTimers
             {
                 if (frame.Type == RelayFrameType.RecvPacket && frame.Payload.Length > RelayFrame.KeySize)
                 {
+                    _hub.Heard(region);
                     var source = Endpoint.ForRelay(region, new Curve25519PublicKey(frame.Payload.AsSpan(0, RelayFrame.KeySize)));
                     var packet = frame.Payload[RelayFrame.KeySize..];
                     if (DiscoPacket.HasMagic(packet)) _paths.Tell(new DiscoArrived(packet, source));

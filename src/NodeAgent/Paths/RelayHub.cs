@@ -58,6 +58,13 @@ public sealed class RelayHub : IRelayTransport
 
     public void Detach(int region, RelayClientConnection connection) => _live.TryRemove(new KeyValuePair<int, RelayClientConnection>(region, connection));
 
-    /// <summary>Milliseconds since a packet was last sent to <paramref name="region"/> (long.MaxValue if never).</summary>
+    /// <summary>
+    /// A packet arrived from <paramref name="region"/>: the connection is in use though we send nothing on it.
+    /// A peer whose netmap still names that region as our home sends there (while our new home has not
+    /// reached it, as when no coordinator answers), and closing it as idle would cut that peer off.
+    /// </summary>
+    public void Heard(int region) => _lastUsed[region] = Environment.TickCount64;
+
+    /// <summary>Milliseconds since a packet was last sent to or received from <paramref name="region"/> (long.MaxValue if never).</summary>
     public long IdleMs(int region) => _lastUsed.TryGetValue(region, out var at) ? Environment.TickCount64 - at : long.MaxValue;
 }
