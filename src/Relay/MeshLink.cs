@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.NetworkInformation;
 using Microsoft.Extensions.Logging;
 using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
@@ -11,6 +13,11 @@ namespace Weft.Relay;
 /// three pings counts as gone. When the link breaks, everything learned from it is
 /// forgotten at once (packets for those keys are dropped rather than sent into a dead link), and
 /// it dials again every few seconds; the new watch floods the current clients again.
+/// <para>
+/// A peer that is this relay itself (its host resolves to one of this machine's addresses, on this
+/// relay's port) is skipped, as derper's <c>--mesh-with</c> skips its own name: every relay of a region
+/// can then be given the same list (one ConfigMap for every pod of a StatefulSet).
+/// </para>
 /// </summary>
 internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsyncDisposable
 {
@@ -42,6 +49,11 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
         var failures = 0;
         while (!stopping.IsCancellationRequested)
         {
+            if (await IsThisRelayAsync(stopping))
+            {
+                server.Log.LogInformation("Mesh peer {Peer} is this relay; not dialled", peer);
+                return;
+            }
             using var alive = CancellationTokenSource.CreateLinkedTokenSource(stopping);
             var keepingAlive = Task.CompletedTask;
             try
@@ -93,6 +105,26 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
             try { await Task.Delay(server.Options.MeshRetryInterval, stopping); }
             catch (OperationCanceledException) { return; }
         }
+    }
+
+    /// <summary>Whether <see cref="Peer"/> names this relay: its port, and an address of this machine it listens on. A name that does not resolve (yet) is not.</summary>
+    private async Task<bool> IsThisRelayAsync(CancellationToken stopping)
+    {
+        var listening = server.LocalEndpoint;
+        if (peer.Port != listening.Port) return false;
+        IPAddress[] resolved;
+        try
+        {
+            resolved = IPAddress.TryParse(peer.Host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(peer.Host, stopping);
+        }
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or ArgumentException or OperationCanceledException)
+        {
+            return false;
+        }
+        var own = listening.Address.Equals(IPAddress.Any) || listening.Address.Equals(IPAddress.IPv6Any)
+            ? NetworkInterface.GetAllNetworkInterfaces().SelectMany(nic => nic.GetIPProperties().UnicastAddresses.Select(u => u.Address)).ToHashSet()
+            : [listening.Address];
+        return resolved.Select(a => a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a).Any(own.Contains);
     }
 
     /// <summary>

@@ -147,6 +147,28 @@ public class RelayMeshTests
     }
 
     [Fact]
+    public async Task Relays_given_one_list_that_names_them_all_skip_themselves_and_mesh_with_the_others()
+    {
+        // As the pods of one StatefulSet, sharing one ConfigMap: each relay's mesh list names itself too.
+        await using var lab = new RelayLab();
+        var (onePort, twoPort) = (RelayLab.FreePort(), RelayLab.FreePort());
+        RelayNodeAddress[] region = [new("127.0.0.1", onePort), new("localhost", twoPort)];
+        var one = lab.StartRelay(region, port: onePort);
+        var two = lab.StartRelay(region, port: twoPort);
+        var (alice, aliceKey) = await lab.Connect(one);
+        var (bob, bobKey) = await lab.Connect(two);
+        Assert.True(await RelayLab.Eventually(() => two.MeshRoutesTo(aliceKey.PublicKey) == 1 && one.MeshRoutesTo(bobKey.PublicKey) == 1), "the relays should learn each other's clients");
+
+        bob.TrySend(aliceKey.PublicKey, "across"u8);
+        Assert.Equal("across", Encoding.UTF8.GetString((await RelayLab.NextPacket(alice))!.Value.Packet));
+        alice.TrySend(bobKey.PublicKey, "back"u8);
+        Assert.Equal("back", Encoding.UTF8.GetString((await RelayLab.NextPacket(bob))!.Value.Packet));
+        // Neither learned its own clients back from a link to itself.
+        Assert.Equal(0, one.MeshRoutesTo(aliceKey.PublicKey));
+        Assert.Equal(0, two.MeshRoutesTo(bobKey.PublicKey));
+    }
+
+    [Fact]
     public async Task A_mesh_link_whose_peer_fails_the_certificate_check_keeps_dialling_and_its_relay_still_shuts_down_cleanly()
     {
         // One presents a certificate two does not trust (self-signed: a peer mid-renewal, or with its default

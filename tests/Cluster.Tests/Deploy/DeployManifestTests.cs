@@ -15,6 +15,7 @@ namespace Weft.Cluster.Tests.Deploy;
 /// </summary>
 public class DeployManifestTests
 {
+    private const string PodNameLabel = "statefulset.kubernetes.io/pod-name";
     private static readonly string Deploy = Path.Combine(RepositoryRoot(), "deploy");
 
     private static readonly Dictionary<string, string> KnownKinds = new()
@@ -63,9 +64,14 @@ public class DeployManifestTests
 
         var container = (YamlMappingNode)Sequence(pod, "spec", "containers").Single();
         var ports = Sequence(container, "ports").Cast<YamlMappingNode>().ToDictionary(p => Text(p, "name"), p => int.Parse(Text(p, "containerPort")));
+        var replicas = int.Parse(Text(set, "spec", "replicas"));
+        var podNames = Enumerable.Range(0, replicas).Select(i => $"{Text(set, "metadata", "name")}-{i}").ToList();
         foreach (var service in objects.Where(o => Text(o, "kind") == "Service"))
         {
-            Assert.True(Subset(Labels(Node(service, "spec", "selector")), podLabels), $"service {Text(service, "metadata", "name")} selects the pods");
+            // A Service for one pod (its relay) selects it by the name the StatefulSet gives it.
+            var selector = Labels(Node(service, "spec", "selector"));
+            if (selector.Remove(PodNameLabel, out var podName)) Assert.Contains(podName, podNames);
+            Assert.True(Subset(selector, podLabels), $"service {Text(service, "metadata", "name")} selects the pods");
             foreach (var port in Sequence(service, "spec", "ports").Cast<YamlMappingNode>())
                 Assert.True(ports.ContainsKey(Text(port, "targetPort")), $"service {Text(service, "metadata", "name")} targets container port {Text(port, "targetPort")}");
         }
@@ -107,6 +113,25 @@ public class DeployManifestTests
         Assert.Equal(ports["remoting"], int.Parse(settings["Weft__Cluster__Port"]));
         Assert.Equal(ports["api"], new Uri(settings["Weft__Api__Listen"]).Port);
         Assert.Equal(ports["control"], new Uri(settings["Weft__Control__Listen"]).Port);
+
+        // Every pod's relay is in the one region, reached from outside through a Service of its own, and meshed
+        // with the others through the governing Service's pod names (a relay skips itself in the list).
+        var relayPort = ports["relay"];
+        var meshPeers = settings.Where(s => s.Key.StartsWith("Weft__Relay__MeshPeers__", StringComparison.Ordinal)).Select(s => s.Value).ToHashSet();
+        Assert.Equal(podNames.Select(pod => $"{pod}.{Text(set, "spec", "serviceName")}:{relayPort}").ToHashSet(), meshPeers);
+        Assert.Equal("secret", settings["Weft__Relay__MeshKey"]);
+        for (var i = 0; i < replicas; i++)
+        {
+            Assert.Equal(relayPort, int.Parse(settings[$"Weft__Relay__Regions__0__Nodes__{i}__Port"]));
+            Assert.Equal(ports["stun"], int.Parse(settings[$"Weft__Relay__Regions__0__Nodes__{i}__StunPort"]));
+            var host = settings[$"Weft__Relay__Regions__0__Nodes__{i}__Host"];
+            Assert.False(string.IsNullOrEmpty(host), "a relay node reached at the control host would land on any pod");
+            var own = objects.Single(o => Text(o, "kind") == "Service" && Labels(Node(o, "spec", "selector")).GetValueOrDefault(PodNameLabel) == podNames[i]);
+            var exposed = Sequence(own, "spec", "ports").Cast<YamlMappingNode>().ToDictionary(p => Text(p, "targetPort"), p => Text(p, "protocol"));
+            Assert.Equal("TCP", exposed["relay"]);
+            Assert.Equal("UDP", exposed["stun"]);
+        }
+        Assert.False(settings.Keys.Any(k => k.StartsWith("Weft__Relay__Regions__0__Nodes__", StringComparison.Ordinal) && k.Contains($"__{replicas}__")), "a relay node for a pod that does not exist");
 
         // The probes ask what the coordinator serves; a stopping pod gets time to leave gracefully.
         Assert.Equal(HealthEndpoint.ReadyPath, Text(container, "readinessProbe", "httpGet", "path"));
