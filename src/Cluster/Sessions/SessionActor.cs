@@ -91,6 +91,10 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     /// <summary>The agent's latest endpoints, carried by every attach: a new incarnation of the device's entity learns them so (see <see cref="DeviceActor"/>).</summary>
     private UpdateDeviceEndpoints? _reportedEndpoints;
     private long _reportVersion;
+    /// <summary>Whether the device's entity has told this session the version of the endpoints it holds (its first <see cref="SessionAttached"/>).</summary>
+    private bool _entityVersionHeard;
+    /// <summary>Endpoints the agent reported while that was not known yet: versioned once it is.</summary>
+    private EndpointUpdate? _endpointsAwaitingVersion;
     /// <summary>
     /// An attach that is not answered this soon is sent again: right after a node is lost, the region
     /// may still route the entity's shard to the dead node (the message is lost) until the shard is
@@ -292,6 +296,12 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 return true;
             case SessionAttached attached:
                 _reportVersion = Math.Max(_reportVersion, attached.EndpointsVersion);
+                _entityVersionHeard = true;
+                if (_endpointsAwaitingVersion is { } waiting)
+                {
+                    _endpointsAwaitingVersion = null;
+                    ReportEndpoints(waiting);
+                }
                 _attachAnswered = true;
                 Timers.Cancel("attach-unanswered");
                 WatchEntity(Sender);
@@ -362,6 +372,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _subscribed = false;
         _lastDelivered = 0;
         _attachAnswered = true;
+        _entityVersionHeard = false;
+        _endpointsAwaitingVersion = null;
         _unconfirmed.Clear(); // the reports of the device it was: its answers and resends now find nothing to do
         Timers.Cancel("reattach");
         Timers.Cancel("attach-unanswered");
@@ -395,14 +407,15 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                     SendError(ControlErrorCodes.InvalidRequest, $"endpoints must be at most {TailnetState.MaxEndpoints} IP:port values, and the disco key 32 bytes");
                     return;
                 }
-                // Through the device's entity, which keeps the latest, to the tailnet (soft state there, not journaled), which patches the peers.
-                // Versioned by arrival, above any version the entity said it holds (a coordinator whose clock is
-                // behind still makes a newer one), so that a report delayed across a failover never overwrites a
-                // newer one, however long it was held up.
-                _reportVersion = Math.Max(_reportVersion + 1, _services.Clock.GetUtcNow().UtcTicks);
-                _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
-                    Convert.ToHexStringLower(update.DiscoKey.Span), _reportVersion);
-                SendUntilConfirmed(_reportedEndpoints);
+                // A reconnecting agent sends its endpoints right after its subscribe, before the entity has said which
+                // version it holds: a report from the previous session, stamped by a node whose clock is ahead, would
+                // outrank this one, and the peers would keep the old endpoints. So it waits for that answer.
+                if (_subscribed && !_entityVersionHeard)
+                {
+                    _endpointsAwaitingVersion = update;
+                    break;
+                }
+                ReportEndpoints(update);
                 break;
             case ClientMessage.BodyOneofCase.Hostinfo:
                 var info = message.Hostinfo;
@@ -453,6 +466,20 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         if (_deviceEntity is not null) Context.Unwatch(_deviceEntity);
         _deviceEntity = entity;
         Context.Watch(entity);
+    }
+
+    /// <summary>
+    /// Through the device's entity, which keeps the latest, to the tailnet (soft state there, not journaled), which
+    /// patches the peers. Versioned by arrival, above any version the entity said it holds (a coordinator whose
+    /// clock is behind still makes a newer one), so that a report delayed across a failover never overwrites a
+    /// newer one, however long it was held up.
+    /// </summary>
+    private void ReportEndpoints(EndpointUpdate update)
+    {
+        _reportVersion = Math.Max(_reportVersion + 1, _services.Clock.GetUtcNow().UtcTicks);
+        _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
+            Convert.ToHexStringLower(update.DiscoKey.Span), _reportVersion);
+        SendUntilConfirmed(_reportedEndpoints);
     }
 
     private void Rotate(RotateNodeKey rotate)

@@ -272,6 +272,24 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Endpoints_reported_right_after_the_subscribe_wait_for_the_entitys_version_and_outrank_what_it_holds()
+    {
+        // The previous session's report was stamped by a node whose clock is an hour ahead of this one's. The
+        // agent reconnects here and sends its subscribe and its new endpoints back to back.
+        var (session, deviceId) = Registered();
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+        _devices.ExpectMsg<AttachSession>();
+        FromAgent(session, new ClientMessage { Endpoints = new EndpointUpdate { Endpoints = { "198.18.0.8:41641" } } });
+        _devices.ExpectNoMsg(TimeSpan.FromMilliseconds(300)); // not versioned yet: the entity has not said what it holds
+
+        var heldByEntity = (DateTimeOffset.UtcNow + TimeSpan.FromHours(1)).UtcTicks;
+        CreateTestProbe("device-entity").Send(session, new SessionAttached(deviceId, 0, heldByEntity));
+        var report = _devices.ExpectMsg<ReportEndpoints>();
+        Assert.Equal(["198.18.0.8:41641"], report.Report.Endpoints.ToArray());
+        Assert.True(report.Report.Version > heldByEntity, "the new report is older than the one the entity holds: the peers keep the old endpoints");
+    }
+
+    [Fact]
     public void An_endpoints_report_that_the_tailnet_does_not_confirm_is_sent_again_until_it_does()
     {
         // A tailnet entity whose node just died loses what is sent to it until its shard has moved.
