@@ -74,6 +74,17 @@ public sealed record AuditLogState(string Log, ImmutableList<AuditEntry> Entries
         return this with { Entries = entries, Total = Total + 1 };
     }
 
+    /// <summary>Entries looked back over for one sent again (its first attempt's answer was lost): any retry comes within seconds.</summary>
+    private const int RecentlyRecorded = 256;
+
+    /// <summary>Whether <paramref name="entry"/> is among the latest ones (the same time to the tick, the same who, what and where).</summary>
+    public bool HoldsRecent(AuditEntry entry)
+    {
+        for (var i = Entries.Count - 1; i >= Math.Max(0, Entries.Count - RecentlyRecorded); i--)
+            if (Entries[i] == entry) return true;
+        return false;
+    }
+
     public AuditPage Page(DateTimeOffset since, int limit)
     {
         var matching = Entries.Where(e => e.At >= since).ToList();
@@ -102,8 +113,12 @@ public sealed class AuditLogActor(string log, PersistenceSettings settings)
 
     protected override bool IsCommand(object message) => message is RecordAudit;
 
-    protected override Decision<AuditRecorded> Decide(AuditLogState state, object command) =>
-        Decision<AuditRecorded>.Accept(new AuditRecorded(Bounded(((RecordAudit)command).Entry)));
+    /// <summary>An entry sent again (the admin API retries one whose answer a failover lost) is stored once.</summary>
+    protected override Decision<AuditRecorded> Decide(AuditLogState state, object command)
+    {
+        var entry = Bounded(((RecordAudit)command).Entry);
+        return state.HoldsRecent(entry) ? Decision<AuditRecorded>.Unchanged : Decision<AuditRecorded>.Accept(new AuditRecorded(entry));
+    }
 
     protected override bool TryAnswer(AuditLogState state, object message, out object reply)
     {

@@ -15,7 +15,6 @@ namespace Weft.Cluster.Audit;
 public sealed class AuditTrail(RequestDelegate next, IRequiredActor<AuditLogActor> logs, TimeProvider clock, ILogger<AuditTrail> log)
 {
     private const string TailnetItem = "weft.audit.tailnet";
-    private static readonly TimeSpan StoreTimeout = TimeSpan.FromSeconds(5);
     private static readonly string[] DryRuns = ["/policy/validate", "/policy/test"];
 
     /// <summary>Endpoints call this once they know which tailnet the change is about (by id, which outlives a rename).</summary>
@@ -43,12 +42,15 @@ public sealed class AuditTrail(RequestDelegate next, IRequiredActor<AuditLogActo
             string.Join(" ", http.Request.RouteValues.Select(value => $"{value.Key}={value.Value}")),
             http.Response.StatusCode,
             http.Connection.RemoteIpAddress?.ToString() ?? "");
+        // Retried as the change itself was (ClusterAsk): right after a node is lost, the log's shard may still be
+        // on its way to another node, and a single ask lost the entry of a change that had been acknowledged.
+        // An attempt whose answer was lost but which was stored is not stored twice (the log's Decide).
         object answer;
         try
         {
-            answer = await logs.ActorRef.Ask<object>(new RecordAudit(logName, entry), StoreTimeout, http.RequestAborted);
+            answer = await logs.ActorRef.AskFor<AuditAppended>(new RecordAudit(logName, entry), http);
         }
-        catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+        catch (Exception e) when (e is ApiException or OperationCanceledException or InvalidOperationException)
         {
             answer = e.Message;
         }
