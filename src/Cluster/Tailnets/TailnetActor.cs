@@ -194,7 +194,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         DeleteDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
         DeletePendingDevices c => new PendingDevicesDeleted(stateAfter.TailnetId, c.DeviceIds.Distinct().Where(id => !stateAfter.Devices.ContainsKey(id)).ToList()),
         RemoveEphemeralDevice c => new DeviceDeletedAck(stateAfter.TailnetId, c.DeviceId),
-        ExpireDueKeys or ForgetAbandonedSignIns => stateAfter.ToInfo(),
+        ExpireDueKeys or ForgetAbandonedSignIns or ForgetSpentAuthKeys => stateAfter.ToInfo(),
         ITailnetDeviceCommand c => DeviceInfoAfter(stateAfter, c.DeviceId),
         _ => throw new InvalidOperationException(command.GetType().Name),
     };
@@ -467,6 +467,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
         if (State.AbandonedSignIns(now).Count > 0) Submit(new ForgetAbandonedSignIns(State.TailnetId, now), ActorRefs.Nobody);
+        if (State.SpentAuthKeys(now).Any()) Submit(new ForgetSpentAuthKeys(State.TailnetId, now), ActorRefs.Nobody);
         _encodedPeers.Prune(State);
         foreach (var (deviceId, _) in _mapsAnswered.Where(kv => now - kv.Value.At > RememberAnswersFor).ToList()) _mapsAnswered.Remove(deviceId);
     }

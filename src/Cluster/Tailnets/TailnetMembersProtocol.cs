@@ -280,6 +280,13 @@ public sealed record ExpireDueKeys(string TailnetId, DateTimeOffset At) : ITailn
 [WireName("tailnet.forget-abandoned-sign-ins")]
 public sealed record ForgetAbandonedSignIns(string TailnetId, DateTimeOffset At) : ITailnetCommand;
 
+/// <summary>
+/// Forgets the auth keys spent <see cref="TailnetState.SpentAuthKeyRetention"/> or more before <paramref name="At"/>
+/// (expired that long ago, revoked or not): only their ids stay (timer).
+/// </summary>
+[WireName("tailnet.forget-spent-auth-keys")]
+public sealed record ForgetSpentAuthKeys(string TailnetId, DateTimeOffset At) : ITailnetCommand;
+
 /// <summary>Removes an ephemeral device that stayed offline for the tailnet's ephemeral timeout (timer).</summary>
 [WireName("tailnet.remove-ephemeral")]
 public sealed record RemoveEphemeralDevice(string TailnetId, string DeviceId, DateTimeOffset OfflineSince) : ITailnetDeviceCommand;
@@ -404,6 +411,9 @@ public sealed record AuthKeyCreated(AuthKey Key) : ITailnetEvent;
 public sealed record AuthKeyRevoked(string KeyId) : ITailnetEvent;
 
 public sealed record AuthKeyUsed(string KeyId) : ITailnetEvent;
+
+/// <summary>Auth keys long spent: their records go, their ids stay (never issued again).</summary>
+public sealed record AuthKeysForgotten(ImmutableArray<string> KeyIds) : ITailnetEvent;
 
 public sealed record DeviceRegistered(DeviceEntry Device) : ITailnetEvent;
 

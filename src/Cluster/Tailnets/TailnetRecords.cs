@@ -35,6 +35,7 @@ public static class TailnetRecords
                 Sso = s.Sso is null ? null : ToStored(s.Sso),
                 Logins = { s.Logins.Values.Select(ToStored) },
                 DeletedUserIds = { s.DeletedUserIds },
+                ForgottenAuthKeyIds = { s.ForgottenAuthKeyIds },
             }.WithPolicyText(s.PolicyText),
             p => new TailnetState(p.TailnetId, (TailnetLifecycle)p.Lifecycle, FromStored(p.Settings), p.CreatedAt.ToTime())
             {
@@ -48,6 +49,7 @@ public static class TailnetRecords
                 Sso = p.Sso is null ? null : FromStored(p.Sso),
                 Logins = p.Logins.Select(FromStored).ToImmutableSortedDictionary(l => l.LoginId, l => l),
                 DeletedUserIds = p.DeletedUserIds.ToImmutableSortedSet(StringComparer.Ordinal),
+                ForgottenAuthKeyIds = p.ForgottenAuthKeyIds.ToImmutableSortedSet(StringComparer.Ordinal),
             })
         .Add<SsoConfigured, Stored.SsoConfigured>("tn.sso-configured", e => new() { Settings = ToStored(e.Settings) }, p => new(FromStored(p.Settings)))
         .Add<SsoRemoved, Stored.SsoRemoved>("tn.sso-removed", _ => new(), _ => new())
@@ -65,6 +67,7 @@ public static class TailnetRecords
         .Add<AuthKeyCreated, Stored.AuthKeyCreated>("tn.auth-key-created", e => new() { Key = ToStored(e.Key) }, p => new(FromStored(p.Key)))
         .Add<AuthKeyRevoked, Stored.AuthKeyRevoked>("tn.auth-key-revoked", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
         .Add<AuthKeyUsed, Stored.AuthKeyUsed>("tn.auth-key-used", e => new() { KeyId = e.KeyId }, p => new(p.KeyId))
+        .Add<AuthKeysForgotten, Stored.AuthKeysForgotten>("tn.auth-keys-forgotten", e => new() { KeyIds = { e.KeyIds } }, p => new([.. p.KeyIds]))
         .Add<DeviceRegistered, Stored.DeviceRegistered>("tn.device-registered", e => new() { Device = ToStored(e.Device) }, p => new(FromStored(p.Device)))
         .Add<DeviceReauthorized, Stored.DeviceReauthorized>("tn.device-reauthorized",
             e =>

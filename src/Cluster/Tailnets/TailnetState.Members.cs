@@ -15,6 +15,16 @@ public sealed partial record TailnetState
     public const int MaxEndpoints = 32;
     public static readonly TimeSpan MaxAuthKeyLifetime = TimeSpan.FromDays(365);
 
+    /// <summary>
+    /// How long an expired auth key stays listed (with its description, uses and who made it) before only its
+    /// id is kept. A key per CI job, as Tailscale's docs advise, would otherwise grow the tailnet's state, its
+    /// snapshots and its key listing by one record a job, for good.
+    /// </summary>
+    public static readonly TimeSpan SpentAuthKeyRetention = TimeSpan.FromDays(30);
+
+    /// <summary>At most this many keys are forgotten in one event (the rest at the next housekeeping).</summary>
+    private const int ForgottenPerEvent = 1_000;
+
     /// <summary>At most this many devices wait for approval in one tailnet; delete some (or approve them) to admit more.</summary>
     public const int MaxPendingDevices = 100;
 
@@ -33,6 +43,12 @@ public sealed partial record TailnetState
 
     public ImmutableSortedDictionary<string, AuthKey> AuthKeys { get; init; } = ImmutableSortedDictionary<string, AuthKey>.Empty;
 
+    /// <summary>The ids of auth keys forgotten (<see cref="SpentAuthKeyRetention"/>): a creation sent again with the Idempotency-Key that named one is refused.</summary>
+    public ImmutableSortedSet<string> ForgottenAuthKeyIds { get; init; } = ImmutableSortedSet.Create<string>(StringComparer.Ordinal);
+
+    /// <summary>The auth keys spent long enough before <paramref name="at"/> to be forgotten.</summary>
+    public IEnumerable<string> SpentAuthKeys(DateTimeOffset at) => AuthKeys.Values.Where(k => k.ExpiresAt + SpentAuthKeyRetention <= at).Select(k => k.KeyId);
+
     public ImmutableSortedDictionary<string, DeviceEntry> Devices { get; init; } = ImmutableSortedDictionary<string, DeviceEntry>.Empty;
 
     /// <summary>Where the search for the next free IPv4 offset starts (addresses are not reused at once).</summary>
@@ -40,7 +56,7 @@ public sealed partial record TailnetState
 
     public bool Equals(TailnetState? other) =>
         other is not null && TailnetId == other.TailnetId && Lifecycle == other.Lifecycle && Settings == other.Settings && CreatedAt == other.CreatedAt
-        && Users.SequenceEqual(other.Users) && DeletedUserIds.SequenceEqual(other.DeletedUserIds) && AuthKeys.SequenceEqual(other.AuthKeys) && Devices.SequenceEqual(other.Devices)
+        && Users.SequenceEqual(other.Users) && DeletedUserIds.SequenceEqual(other.DeletedUserIds) && AuthKeys.SequenceEqual(other.AuthKeys) && ForgottenAuthKeyIds.SequenceEqual(other.ForgottenAuthKeyIds) && Devices.SequenceEqual(other.Devices)
         && NextAddressOffset == other.NextAddressOffset && PolicyText == other.PolicyText && PolicyVersion == other.PolicyVersion
         && PolicyUpdatedAt == other.PolicyUpdatedAt && Equals(Sso, other.Sso) && Logins.SequenceEqual(other.Logins);
 
@@ -109,6 +125,9 @@ public sealed partial record TailnetState
             .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
             .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
         ForgetAbandonedSignIns c => Decision<ITailnetEvent>.Accept(AbandonedSignIns(c.At).Select(id => (ITailnetEvent)new DeviceDeleted(id)).ToList()),
+        ForgetSpentAuthKeys c => SpentAuthKeys(c.At).Take(ForgottenPerEvent).ToImmutableArray() is { IsEmpty: false } spent
+            ? Decision<ITailnetEvent>.Accept(new AuthKeysForgotten(spent))
+            : Decision<ITailnetEvent>.Unchanged,
         RemoveEphemeralDevice c => Devices.TryGetValue(c.DeviceId, out var device) && device.Ephemeral
             ? Decision<ITailnetEvent>.Accept(new DeviceDeleted(device.DeviceId))
             : Decision<ITailnetEvent>.Unchanged,
@@ -123,6 +142,7 @@ public sealed partial record TailnetState
         AuthKeyCreated e => this with { AuthKeys = AuthKeys.SetItem(e.Key.KeyId, e.Key) },
         AuthKeyRevoked e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Revoked = true }) },
         AuthKeyUsed e => this with { AuthKeys = AuthKeys.SetItem(e.KeyId, AuthKeys[e.KeyId] with { Uses = AuthKeys[e.KeyId].Uses + 1 }) },
+        AuthKeysForgotten e => this with { AuthKeys = AuthKeys.RemoveRange(e.KeyIds), ForgottenAuthKeyIds = ForgottenAuthKeyIds.Union(e.KeyIds) },
         DeviceRegistered e => this with
         {
             Devices = Devices.SetItem(e.Device.DeviceId, e.Device),
@@ -224,6 +244,9 @@ public sealed partial record TailnetState
                     $"auth key {c.KeyId} was revoked and is not issued again (a creation sent again with the Idempotency-Key that created it names it); use a new key"))
                 : Decision<ITailnetEvent>.Unchanged;
         }
+        if (ForgottenAuthKeyIds.Contains(c.KeyId))
+            return Decision<ITailnetEvent>.Reject(Rejection.Conflict(
+                $"auth key {c.KeyId} expired long ago and is not issued again (a creation sent again with the Idempotency-Key that created it names it); use a new key"));
         if (c.UserId is not null && !Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
         if (TailnetRules.CheckTags(c.Tags) is { } badTags) return Decision<ITailnetEvent>.Reject(badTags);
         if (CheckTagsDefined(c.Tags) is { } undefined) return Decision<ITailnetEvent>.Reject(undefined);

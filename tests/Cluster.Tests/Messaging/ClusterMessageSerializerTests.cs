@@ -80,6 +80,7 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         new RecordDeviceLastSeen("tn_abc", "dev_a", At),
         new ExpireDueKeys("tn_abc", At),
         new ForgetAbandonedSignIns("tn_abc", At),
+        new ForgetSpentAuthKeys("tn_abc", At),
         new RemoveEphemeralDevice("tn_abc", "dev_a", At),
         new ListUsers("tn_abc"),
         new ListAuthKeys("tn_abc"),

@@ -51,6 +51,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         {
             Users = ImmutableSortedDictionary<string, TailnetUser>.Empty.Add(Alice.UserId, Alice),
             DeletedUserIds = ImmutableSortedSet.Create(StringComparer.Ordinal, "usr_gone", "usr_left"),
+            ForgottenAuthKeyIds = ImmutableSortedSet.Create(StringComparer.Ordinal, "kspent0001", "kspent0002"),
             AuthKeys = ImmutableSortedDictionary<string, AuthKey>.Empty.Add(TaggedKey.KeyId, TaggedKey),
             Devices = ImmutableSortedDictionary<string, DeviceEntry>.Empty.Add(Laptop.DeviceId, Laptop).Add(Server.DeviceId, Server),
             NextAddressOffset = 3,
@@ -76,6 +77,7 @@ public class StoredRecordSerializerTests() : Akka.TestKit.Xunit2.TestKit(Support
         new AuthKeyCreated(TaggedKey),
         new AuthKeyRevoked("kkkkkkkkkk"),
         new AuthKeyUsed("kkkkkkkkkk"),
+        new AuthKeysForgotten(["kspent0001", "kspent0002"]),
         new DeviceRegistered(Laptop),
         new DeviceRegistered(Server),
         new DeviceReauthorized("dev_laptop", Key2, Key1, At.AddDays(3), "usr_alice", [], "kkkkkkkkkk"),

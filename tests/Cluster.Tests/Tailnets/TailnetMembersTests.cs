@@ -303,6 +303,29 @@ public class TailnetMembersTests
     }
 
     [Fact]
+    public void Auth_keys_spent_a_month_ago_are_forgotten_but_their_ids_are_never_issued_again_and_their_devices_stay()
+    {
+        var spent = new CreateAuthKey(T, "kspent", "hash-kspent", null, true, false, [], Now.AddDays(1), "ci job 1", Now);
+        var revoked = spent with { KeyId = "krevoked", SecretHash = "hash-krevoked", ExpiresAt = Now.AddDays(2) };
+        var live = spent with { KeyId = "klive", SecretHash = "hash-klive", ExpiresAt = Now.AddDays(300) };
+        var state = Run(Run(Run(Active(), spent), revoked), live);
+        state = Run(state, Register("dev_ci", 'c', '1', "kspent"));
+        state = Run(state, new RevokeAuthKey(T, "krevoked"));
+
+        // A month after expiry is not yet past retention; a month and a day is, revoked or not.
+        Assert.Empty(state.Process(new ForgetSpentAuthKeys(T, Now.AddDays(1) + TailnetState.SpentAuthKeyRetention - TimeSpan.FromMinutes(1))).Events);
+        state = Run(state, new ForgetSpentAuthKeys(T, Now.AddDays(2) + TailnetState.SpentAuthKeyRetention));
+        Assert.Equal(["klive"], state.AuthKeys.Keys);
+        Assert.Equal(["krevoked", "kspent"], state.ForgottenAuthKeyIds);
+        Assert.True(state.Devices.ContainsKey("dev_ci")); // the device it admitted stays
+        Assert.Empty(state.Process(new ForgetSpentAuthKeys(T, Now.AddDays(40))).Events);
+
+        // Its creation sent again (the same Idempotency-Key) is refused: the secret must not admit anyone again.
+        Assert.Contains("not issued again", Refused(state, spent with { At = Now.AddDays(40), ExpiresAt = Now.AddDays(41) }).Message);
+        Assert.Equal(ControlErrorCodes.AuthKeyUnknown, Refused(state, Register("dev_late", 'l', '2', "kspent", Now.AddDays(40))).Code);
+    }
+
+    [Fact]
     public void Only_an_ephemeral_device_is_removed_by_the_ephemeral_timer()
     {
         var state = WithKey(Active(), "eph", ephemeral: true);
