@@ -106,11 +106,12 @@ public sealed class NetcheckTests : Akka.TestKit.Xunit2.TestKit, IDisposable
 
     /// <summary>
     /// Netcheck on <paramref name="device"/>'s own socket, wired as the agent wires it (STUN answers go to
-    /// the discovery actor), with one local endpoint given on the command line: 127.0.0.1:9.
+    /// the discovery actor), with the machine's addresses from <paramref name="local"/> (by default one local
+    /// endpoint given on the command line: 127.0.0.1:9).
     /// </summary>
-    private static IActorRef StartNetcheck(Akka.TestKit.TestKitBase parent, WireGuardDevice device)
+    internal static IActorRef StartNetcheck(Akka.TestKit.TestKitBase parent, WireGuardDevice device, LocalAddressSource? local = null)
     {
-        var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
+        var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, local ?? new LocalAddressSource(null, ["127.0.0.1:9"], false, TimeSpan.FromMinutes(1))));
         device.OtherPacketHandler = (datagram, source) =>
         {
             if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;

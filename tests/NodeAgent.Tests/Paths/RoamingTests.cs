@@ -43,14 +43,7 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         {
             ReadInterfaces = () => { lock (_gate) return _machine; },
         };
-        var discovery = parent.ChildActorOf(EndpointDiscovery.PropsFor(device, local));
-        device.OtherPacketHandler = (datagram, source) =>
-        {
-            if (MagicSocket.Classify(datagram.Span) != DatagramKind.Stun) return false;
-            discovery.Tell(new StunArrived(datagram.ToArray(), source, device.Clock.NowMs));
-            return true;
-        };
-        device.Start();
+        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
         discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } }, "127.0.0.1"));
         var first = await Published(parent, endpoints => endpoints.Contains($"198.18.9.2:{port}"));
         Assert.Equal([$"198.18.9.2:{port}", $"198.18.10.2:{port}"], first.Report.LocalEndpoints); // the tailnet's own range is never advertised
