@@ -35,6 +35,20 @@ public sealed class RelayLab : IAsyncDisposable
     public static Func<IReadOnlyList<RelayTicket>, CancellationToken, Task<IReadOnlyList<bool?>>> EachTicket(Func<RelayTicket, CancellationToken, Task<bool?>> check) =>
         async (tickets, cancel) => await Task.WhenAll(tickets.Select(ticket => check(ticket, cancel)));
 
+    /// <summary>
+    /// A self-signed certificate for <paramref name="host"/>, valid for the next hour: one that no client trusts
+    /// unless it skips the check. An exportable copy, since SslStream on Linux needs the key in a form it can load.
+    /// </summary>
+    public static System.Security.Cryptography.X509Certificates.X509Certificate2 SelfSignedCertificate(string host)
+    {
+        using var rsa = System.Security.Cryptography.RSA.Create(2048);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest($"CN={host}", rsa,
+            System.Security.Cryptography.HashAlgorithmName.SHA256, System.Security.Cryptography.RSASignaturePadding.Pkcs1);
+        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(1));
+        return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(
+            created.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pfx), null);
+    }
+
     /// <summary>A loopback TCP port free a moment ago (for a relay that must come back on the same port, or a process that takes a port number).</summary>
     public static int FreePort()
     {

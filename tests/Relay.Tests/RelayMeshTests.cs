@@ -175,12 +175,7 @@ public class RelayMeshTests
         // certificate). The TLS check throws an AuthenticationException, which is not a network error; the link
         // once ended on it for good (and unlogged), leaving the region split until two restarted, and two's
         // shutdown then threw it.
-        using var rsa = System.Security.Cryptography.RSA.Create(2048);
-        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=relay-one.test", rsa,
-            System.Security.Cryptography.HashAlgorithmName.SHA256, System.Security.Cryptography.RSASignaturePadding.Pkcs1);
-        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(1));
-        using var certificate = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(
-            created.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pfx), null);
+        using var certificate = RelayLab.SelfSignedCertificate("relay-one.test");
         await using var lab = new RelayLab();
         var one = lab.StartRelay(configure: o => o with { Certificate = certificate });
         await using var path = new FreezingProxy(one.LocalEndpoint);

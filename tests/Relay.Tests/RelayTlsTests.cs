@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Security.Cryptography.X509Certificates;
 using Weft.Contracts.Keys;
 using Weft.Contracts.Relay;
 
@@ -11,11 +9,7 @@ public class RelayTlsTests
     [Fact]
     public async Task Clients_log_in_and_exchange_packets_over_tls_on_the_same_port_as_plain_connections()
     {
-        using var rsa = RSA.Create(2048);
-        var request = new CertificateRequest("CN=relay.test", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(1));
-        // An exportable copy: SslStream on Linux needs the key in a form it can load.
-        using var certificate = X509CertificateLoader.LoadPkcs12(created.Export(X509ContentType.Pfx), null);
+        using var certificate = RelayLab.SelfSignedCertificate("relay.test");
         await using var lab = new RelayLab();
         var relay = lab.StartRelay(configure: o => o with { Certificate = certificate });
         using var aliceKey = Curve25519PrivateKey.Generate();
