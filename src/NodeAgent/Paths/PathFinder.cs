@@ -62,6 +62,11 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     public static readonly int[] ProbeWireSizes = [1400, 1420, 1450, 1480, 1500];
     private const long MtuProbeIntervalMs = 60_000;
     private const int WireGuardOverhead = Messages.TransportHeaderSize + Messages.TagSize;
+    /// <summary>
+    /// How long, at most, a peer that rotated its node key is still addressed on the relay under its old
+    /// key: half of the time its agent keeps the old key's relay connection open after the new one is up.
+    /// </summary>
+    public static readonly TimeSpan RotatedRelayKeyGrace = RelayClient.OldConnectionGrace / 2;
 
     private readonly PathContext _context;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -79,6 +84,16 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private DateTimeOffset? _pathSince;
     private string _pathKind = "none";
     private int _pathMtu;
+    /// <summary>
+    /// The node key the peer is addressed under on its relay. After a rotation the netmap may name the
+    /// new key before the peer's relay connection under it is up (the peer dials it once its coordinator
+    /// hands it a ticket for the new key), and the relay drops what is sent to a key with no connection.
+    /// So the old key is kept, while the peer's old connection still takes packets, until something
+    /// arrives through the relay from the new key, or <see cref="RotatedRelayKeyGrace"/> passes.
+    /// </summary>
+    private Curve25519PublicKey _relayKey;
+    /// <summary>Restarted: the peer it was made with may be long out of date, so the next one it is handed is taken as it is.</summary>
+    private bool _restarted;
 
     private sealed class Candidate
     {
@@ -108,10 +123,19 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         public static readonly PathWanted Instance = new();
     }
 
+    /// <summary>The engine heard the peer through a relay under <paramref name="Key"/>, which its relay path does not name.</summary>
+    private sealed record RelayedUnder(Curve25519PublicKey Key);
+
+    private sealed class RelayKeyGraceOver
+    {
+        public static readonly RelayKeyGraceOver Instance = new();
+    }
+
     public PathFinder(PathContext context, PathPeer peer)
     {
         _context = context;
         _peer = peer;
+        _relayKey = peer.NodeKey;
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -123,6 +147,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     protected override void PostRestart(Exception reason)
     {
         base.PostRestart(reason);
+        _restarted = true;
         // Made again from the peer it was first given: the PathManager hands it the peer as it is now.
         Context.Parent.Tell(new PathFinderRestarted(_peer.Id));
     }
@@ -151,6 +176,9 @@ public sealed class PathFinder : UntypedActor, IWithTimers
                 var keyChanged = changed.Peer.NodeKey != _peer.NodeKey;
                 if (keyChanged) RemoveStatus();
                 Learn(changed.Peer);
+                if (keyChanged && !_restarted) Timers.StartSingleTimer("relay-key", RelayKeyGraceOver.Instance, RotatedRelayKeyGrace);
+                else if (_restarted) _relayKey = _peer.NodeKey;
+                _restarted = false;
                 if (discoChanged)
                 {
                     // A restarted peer: its old proofs mean nothing now.
@@ -163,7 +191,16 @@ public sealed class PathFinder : UntypedActor, IWithTimers
                 SetPath();
                 break;
             case DiscoArrived arrived:
+                if (arrived.Source.IsRelay) HeardThroughRelay(arrived.Source.RelayPeer);
                 OnDisco(arrived);
+                break;
+            case RelayedUnder relayed:
+                HeardThroughRelay(relayed.Key);
+                break;
+            case RelayKeyGraceOver:
+                if (_relayKey == _peer.NodeKey) break;
+                _relayKey = _peer.NodeKey;
+                SetPath();
                 break;
             case Heartbeat:
                 OnHeartbeat();
@@ -424,7 +461,16 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private static bool Better(double latency, double current) => latency < current * 0.9;
 
     private Endpoint? RelayEndpoint() =>
-        _context.RelaysAvailable && _peer.HomeRegion > 0 ? Endpoint.ForRelay(_peer.HomeRegion, _peer.NodeKey) : null;
+        _context.RelaysAvailable && _peer.HomeRegion > 0 ? Endpoint.ForRelay(_peer.HomeRegion, _relayKey) : null;
+
+    /// <summary>The peer spoke through a relay under its current key: its connection under that key is up, so that is where it is addressed now.</summary>
+    private void HeardThroughRelay(Curve25519PublicKey key)
+    {
+        if (key != _peer.NodeKey || _relayKey == key) return;
+        _relayKey = key;
+        Timers.Cancel("relay-key");
+        SetPath();
+    }
 
     /// <summary>Direct while a pong vouches for it; otherwise the relay; without relays, the best guess.</summary>
     private void SetPath()
@@ -481,5 +527,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private sealed class Signals(IActorRef finder) : IPathSignals
     {
         public void PathWanted(Peer peer) => finder.Tell(PathFinder.PathWanted.Instance);
+
+        public void RelayedUnder(Peer peer, Curve25519PublicKey key) => finder.Tell(new PathFinder.RelayedUnder(key));
     }
 }

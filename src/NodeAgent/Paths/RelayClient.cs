@@ -44,7 +44,8 @@ public sealed record SetHomeRegion(bool IsHome);
 public sealed class RelayClient : UntypedActor, IWithTimers
 {
     private static readonly TimeSpan IdleLimit = TimeSpan.FromSeconds(60);
-    private static readonly TimeSpan OldConnectionGrace = TimeSpan.FromSeconds(10);
+    /// <summary>How long a replaced connection stays open: packets peers still address to it (the old key, after a rotation) arrive meanwhile.</summary>
+    public static readonly TimeSpan OldConnectionGrace = TimeSpan.FromSeconds(10);
     /// <summary>A ping to the relay this often; a connection silent for <see cref="SilenceLimit"/> (a dead TCP path: a rebooted NAT, a moved machine) is replaced.</summary>
     private static readonly TimeSpan LivenessInterval = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(40);

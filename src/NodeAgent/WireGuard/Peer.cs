@@ -10,6 +10,12 @@ public interface IPathSignals
 {
     /// <summary>Traffic started again after the path went idle.</summary>
     void PathWanted(Peer peer);
+
+    /// <summary>
+    /// An authenticated packet came through a relay from the peer's own key, while its relay path names
+    /// another (the key it had before a rotation): its connection under the new key is up.
+    /// </summary>
+    void RelayedUnder(Peer peer, Weft.Contracts.Keys.Curve25519PublicKey key);
 }
 
 internal sealed class NoPathSignals : IPathSignals
@@ -17,6 +23,8 @@ internal sealed class NoPathSignals : IPathSignals
     public static readonly NoPathSignals Instance = new();
 
     public void PathWanted(Peer peer) { }
+
+    public void RelayedUnder(Peer peer, Weft.Contracts.Keys.Curve25519PublicKey key) { }
 }
 
 /// <summary>What the packet path tells a peer's owner (its PeerTunnel actor). Called rarely: once per handshake at most.</summary>

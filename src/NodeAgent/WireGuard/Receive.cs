@@ -100,6 +100,11 @@ public sealed partial class WireGuardDevice
             // Roaming: the endpoint follows authenticated packets (a PathFinder's peer moves only by disco).
             if (Endpoint.FromSockaddr(sourceAddress) is { } roamed) peer.Endpoint = roamed;
         }
+        else if (relayed is not null && endpoint.IsRelay && endpoint.RelayPeer != relayed.RelayPeer && relayed.RelayPeer == peer.PublicKey)
+        {
+            // A peer that rotated its key now sends through its relay connection under the new key.
+            peer.PathSignals.RelayedUnder(peer, relayed.RelayPeer);
+        }
         peer.OnAuthenticatedReceived(now, datagram.Length);
         if (keypair.IsInitiator && keypair.AgeMs(now) > Timings.LastMinuteHandshakeAge.TotalMilliseconds &&
             Interlocked.Exchange(ref keypair.SentLastMinuteHandshake, 1) == 0)
