@@ -148,9 +148,22 @@ public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, Immuta
 
     public ImmutableArray<int> EffectiveProtocols => Protocols.IsDefaultOrEmpty ? DefaultProtocols : Protocols;
 
-    /// <summary>A stable text form: two rules with the same key compile to the same thing.</summary>
-    public string Key => $"{string.Join(",", Sources.Select(s => s is GroupAlias g ? g.Group + "=" + string.Join("+", g.Users) : s.Text))}"
-        + $" -> {string.Join(",", Destinations.Select(d => d.Text))} proto {string.Join(",", Protocols)}";
+    /// <summary>
+    /// A stable text form: two rules with the same key compile to the same thing. A name is spelled out as
+    /// what it stands for when the policy was parsed (a group's or a role's members, a host's address, a
+    /// grant's via tags), on both sides: a policy that changes only who <c>group:servers</c> is, as a
+    /// destination, must not keep the rule compiled for its old members.
+    /// </summary>
+    public string Key => $"{string.Join(",", Sources.Select(Meaning))}"
+        + $" -> {string.Join(",", Destinations.Select(d => $"{Meaning(d.Target)} {d.Text}{(d.Via.IsEmpty ? "" : " via " + string.Join("+", d.Via))}"))}"
+        + $" proto {string.Join(",", Protocols)}";
+
+    private static string Meaning(Alias alias) => alias switch
+    {
+        GroupAlias group => group.Group + "=" + string.Join("+", group.Users),
+        PrefixAlias prefix => prefix.Name + "=" + prefix.Prefix,
+        _ => alias.Text,
+    };
 }
 
 /// <summary>One <c>tests</c> entry, checked on every save.</summary>

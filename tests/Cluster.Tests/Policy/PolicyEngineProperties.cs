@@ -18,6 +18,20 @@ public class PolicyEngineProperties
         "hosts": { "low": "100.64.0.0/29", "lan": "198.18.40.0/24" },
         """;
 
+    /// <summary>The same names standing for other things: other members, another host address.</summary>
+    private const string OtherNames = """
+        "groups": { "group:eng": ["bob@example.com", "carol@example.com"] },
+        "tagOwners": { "tag:web": [], "tag:db": [], "tag:ci": [] },
+        "hosts": { "low": "100.64.0.8/29", "lan": "198.18.40.0/24" },
+        """;
+
+    /// <summary>Rules that name a group, a role and a host on both sides, and a grant's via: the same text under either set of names.</summary>
+    private const string NamesOnBothSides = """
+        { "acls": [ { "action": "accept", "src": ["tag:ci"], "dst": ["group:eng:22", "low:80", "autogroup:admin:443"] },
+                    { "action": "accept", "src": ["low"], "dst": ["tag:web:80"] } ],
+          "grants": [ { "src": ["tag:ci"], "dst": ["lan"], "ip": ["*"], "via": ["tag:web"] } ] }
+        """;
+
     private static readonly TailnetPolicy[] Policies =
     [
         PolicyParser.Parse(TailnetPolicy.DefaultText).Policy!,
@@ -33,6 +47,10 @@ public class PolicyEngineProperties
         Parse("""{ "acls": [ { "action": "accept", "src": ["lan"], "dst": ["tag:web:80"] }, { "action": "accept", "src": ["carol@example.com"], "dst": ["*:*"] } ] }"""),
         // via: alice's subnet and internet only through tag:web routers; bob's through any.
         Parse("""{ "grants": [ { "src": ["alice@example.com"], "dst": ["lan", "autogroup:internet"], "ip": ["*"], "via": ["tag:web"] }, { "src": ["bob@example.com", "tag:ci"], "dst": ["198.18.0.0/15"], "ip": ["tcp:22"] }, { "src": ["alice@example.com"], "dst": ["tag:db"], "ip": ["22"] } ] }"""),
+        // The same rules under names that stand for other things (members, a role's holders, an address, via tags).
+        Parse(NamesOnBothSides),
+        Parse(NamesOnBothSides, OtherNames, admins: ["carol@example.com"]),
+        Parse(NamesOnBothSides.Replace("\"via\": [\"tag:web\"]", "\"via\": [\"tag:db\"]")),
     ];
 
     private static readonly ImmutableArray<System.Net.IPNetwork>[] RoutePlans =
@@ -43,9 +61,10 @@ public class PolicyEngineProperties
         [System.Net.IPNetwork.Parse("198.18.41.0/24")],
     ];
 
-    private static TailnetPolicy Parse(string text)
+    private static TailnetPolicy Parse(string text, string names = Names, string[]? admins = null)
     {
-        var result = PolicyParser.Parse(text.Insert(1, Names));
+        var roles = new Dictionary<string, ImmutableArray<string>> { ["autogroup:admin"] = [.. admins ?? ["alice@example.com"]] };
+        var result = PolicyParser.Parse(text.Insert(1, names), roleMembers: roles);
         Assert.True(result.IsValid, string.Join("\n", result.Issues));
         return result.Policy!;
     }
@@ -145,6 +164,36 @@ public class PolicyEngineProperties
         var engineB = PolicyEngine.Compile(Policies[policyB % Policies.Length], tenantB);
         return tenantB.All(d => engineB.VisiblePeers(d.DeviceId).All(p => p.StartsWith("b-")))
             && tenantA.All(d => engineA.VisiblePeers(d.DeviceId).All(p => p.StartsWith("a-")));
+    }
+
+    [Fact]
+    public void A_policy_that_changes_only_what_its_names_stand_for_recompiles_the_rules_that_use_them()
+    {
+        // The rules' text stays; group:eng (alice, bob → bob, carol), autogroup:admin (alice → carol), the host
+        // low (100.64.0.0/29 → 100.64.0.8/29) and a grant's via (tag:web → tag:db) change, on both sides of the rules.
+        var devices = Enumerable.Range(0, 12).Select(slot => DeviceFor(slot, slot, slot)).ToList();
+        var ids = devices.Select(d => d.DeviceId).ToList();
+        var (before, renamed, rerouted) = (Policies[^3], Policies[^2], Policies[^1]);
+        var engine = PolicyEngine.Compile(before, devices);
+        foreach (var next in new[] { renamed, before, rerouted })
+        {
+            engine.ChangePolicy(next);
+            var scratch = PolicyEngine.Compile(next, devices);
+            Assert.True(Pairs(scratch, ids).SetEquals(Pairs(engine, ids)), "who sees whom is what a compile from scratch gives");
+            foreach (var id in ids)
+            {
+                Assert.Equal(Filter(scratch, id), Filter(engine, id));
+                foreach (var router in ids)
+                {
+                    var (expected, held) = (scratch.UsableRoutes(id, router), engine.UsableRoutes(id, router));
+                    Assert.Equal(expected.Routes.ToArray(), held.Routes.ToArray());
+                    Assert.Equal(expected.ExitNode, held.ExitNode);
+                }
+            }
+        }
+
+        static IEnumerable<string> Filter(PolicyEngine engine, string id) =>
+            engine.FilterOf(id).Select(g => $"{g.Key} from {string.Join(",", g.Sources)} routed {(g.Routed.IsDefault ? "" : string.Join(",", g.Routed))}");
     }
 
     [Fact]
