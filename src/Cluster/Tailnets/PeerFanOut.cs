@@ -102,8 +102,10 @@ public static class PeerFanOut
                 Self(after, e.DeviceId, isOnline, into);
                 break;
             case DnsSuffixChanged:
-                var dns = NetMapBuilder.DnsFor(after);
-                foreach (var device in after.Devices.Values.Where(d => d.IsActive)) into.Dns(device.DeviceId, dns);
+                // Every name changes with it (each node's FQDN, the device's own and its peers'), not only the
+                // DNS settings: an agent given the new suffix with the old names could build no name table, and
+                // kept its old one. A rare admin act: every device gets a full map.
+                foreach (var device in after.Devices.Values.Where(d => d.IsActive)) into.Resync(device.DeviceId);
                 break;
         }
     }

@@ -96,6 +96,26 @@ public class NetMapPropagationTests(SharedCoordinator coordinator) : IClassFixtu
     }
 
     [Fact]
+    public async Task A_new_dns_suffix_renames_every_node_each_agent_holds_not_only_its_dns_settings()
+    {
+        // The suffix is in every node's FQDN: sent the DNS settings alone, an agent held the new suffix with
+        // the old names, and its MagicDNS could build no name table from them (it kept the old one).
+        await using var agents = new AgentSystem();
+        var (a, _, tailnetA, _) = await ThreeAgentsInAOneInB(agents);
+        for (var i = 0; i < 3; i++) await a[i].WaitForPeers(a.Where((_, j) => j != i).ToArray());
+
+        var response = await Http.PatchJson($"/api/v1/tailnets/{tailnetA}", new UpdateTailnetSettingsRequest(DnsSuffix: "corp.example"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+
+        static bool Renamed(Node node) => node.Fqdn.TrimEnd('.').EndsWith(".corp.example", StringComparison.Ordinal);
+        foreach (var agent in a)
+        {
+            var view = await agent.WaitForNetMap(v => Renamed(v.Self!) && v.Peers.Count == 2 && v.Peers.Values.All(Renamed), "every name under the new suffix");
+            Assert.Equal("corp.example", view.Dns?.Suffix);
+        }
+    }
+
+    [Fact]
     public async Task A_deleted_device_leaves_its_peers_netmaps_and_its_agent_is_told()
     {
         await using var agents = new AgentSystem();
