@@ -560,6 +560,14 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void OnKeyExpiryForTicket(KeyExpiryForTicket learned)
     {
         if (_nodeKey is not { } key || key != learned.NodeKey) return; // rotated meanwhile: that sent its own ticket
+        if (learned.Answer is Rejection { Code: ApiErrorCodes.NotFound } gone)
+        {
+            // The device (or its tailnet) was deleted and the end of this session was lost on the way (its entity
+            // passivated, moving, or on a node that died). A renewed ticket would outlive the relays' revocation
+            // of the device's key; the session ends as the device's entity would have ended it.
+            Close(ControlErrorCodes.DeviceDeleted, $"this device is no longer in its tailnet ({gone.Message})");
+            return;
+        }
         // The tailnet's word counts only for the key this session holds; without an answer the ticket renews as it was.
         if (learned.Answer is DeviceInfo info && info.Device.NodeKey == key.ToHex()) _keyExpiry = info.Device.KeyExpiry;
         SendRelayTicket(withMap: false);

@@ -220,6 +220,27 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_ticket_renewal_for_a_device_its_tailnet_no_longer_has_ends_the_session_instead_of_issuing_a_ticket()
+    {
+        // The device was deleted and the end of its session was lost on the way: the renewal's question finds out.
+        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
+            Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
+        var session = StartSession(issuer);
+        FromAgent(session, RegisterWithAuthKey());
+        var deviceId = AnswerRegistration(keyExpiry: DateTimeOffset.UtcNow.AddDays(1));
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+        _devices.ExpectMsg<AttachSession>();
+        NextTicket();
+
+        Assert.Equal(deviceId, _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10)).DeviceId);
+        _tailnets.Reply(Rejection.NotFound($"device {deviceId} does not exist"));
+
+        var rest = RestOfStream();
+        Assert.DoesNotContain(rest, m => m.BodyCase == ServerMessage.BodyOneofCase.Relay);
+        Assert.Equal(ControlErrorCodes.DeviceDeleted, Assert.Single(rest, m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Error.Code);
+    }
+
+    [Fact]
     public void When_the_device_entity_stops_the_session_attaches_again_at_once_with_the_last_version_delivered_and_the_agents_endpoints()
     {
         var (session, deviceId) = Registered();
