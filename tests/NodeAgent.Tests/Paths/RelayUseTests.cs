@@ -1,4 +1,3 @@
-using System.Net;
 using Akka.Actor;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
@@ -6,6 +5,7 @@ using Weft.Contracts.Relay;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.Paths;
+using Weft.NodeAgent.Tests.Support;
 using Weft.NodeAgent.WireGuard;
 using Weft.Relay;
 
@@ -24,29 +24,19 @@ public sealed class RelayUseTests : Akka.TestKit.Xunit2.TestKit
         // no coordinator answers). Its packets arrive on region 7, and this agent answers through the peer's
         // own home, never through 7. Counting only what was sent, the client closed 7 as idle after a
         // minute, and the peer's packets went nowhere from then on.
-        using var issuer = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
-        await using var relay = new RelayServer(new RelayOptions
-        {
-            Listen = new IPEndPoint(IPAddress.Loopback, 0),
-            Stun = new IPEndPoint(IPAddress.Loopback, 0),
-            ServerKey = Curve25519PrivateKey.Generate(),
-            TicketIssuers = [issuer.PublicKey],
-        });
-        relay.Start();
-        byte[] Ticket(Curve25519PublicKey key) => new RelayTicket(key, "tn_relayuse", DateTimeOffset.UtcNow.AddHours(1)).Sign(issuer);
+        await using var relay = new LoopbackRelay("tn_relayuse");
 
         using var device = new WireGuardDevice(new VirtualTun("relay-use"), UdpTransport.Bind(0));
         using var nodeKey = Curve25519PrivateKey.Generate();
         var hub = new RelayHub(_ => { });
-        var region = new RelayRegion { Id = 7, Code = "away", Nodes = { new RelayNode { Host = "127.0.0.1", Port = relay.LocalEndpoint.Port } } };
+        var region = new RelayRegion { Id = 7, Code = "away", Nodes = { new RelayNode { Host = "127.0.0.1", Port = relay.Port } } };
         var paths = CreateTestProbe();
-        paths.ChildActorOf(RelayClient.PropsFor(region, "127.0.0.1", hub, device, paths.Ref, new RelayCredentials(nodeKey.ToHex(), Ticket(nodeKey.PublicKey)), home: false));
-        await AwaitConditionAsync(() => Task.FromResult(relay.ConnectionCountOf(nodeKey.PublicKey) == 1), TimeSpan.FromSeconds(10));
+        paths.ChildActorOf(RelayClient.PropsFor(region, "127.0.0.1", hub, device, paths.Ref, new RelayCredentials(nodeKey.ToHex(), relay.Ticket(nodeKey.PublicKey)), home: false));
+        await AwaitConditionAsync(() => Task.FromResult(relay.Server.ConnectionCountOf(nodeKey.PublicKey) == 1), TimeSpan.FromSeconds(10));
         Assert.Equal(long.MaxValue, hub.IdleMs(7)); // connected, and nothing sent or received yet
 
         using var peerKey = Curve25519PrivateKey.Generate();
-        await using var peer = await RelayClientConnection.ConnectAsync(new RelayNodeAddress("127.0.0.1", relay.LocalEndpoint.Port), peerKey,
-            new ClientInfo { Ticket = Ticket(peerKey.PublicKey) }, CancellationToken.None);
+        await using var peer = await relay.Connect(peerKey);
         for (var i = 0; i < 10; i++)
         {
             peer.TrySend(nodeKey.PublicKey, [4, 0, 0, 0, (byte)i]); // WireGuard-shaped: the engine drops it

@@ -1,4 +1,3 @@
-using System.Net;
 using System.Security.Cryptography;
 using Akka.Actor;
 using Google.Protobuf;
@@ -29,18 +28,7 @@ public sealed class RotatedPeerOnRelayTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public async Task A_peer_that_rotated_is_addressed_under_its_old_key_until_it_speaks_under_the_new_one_or_the_grace_runs_out()
     {
-        using var issuer = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
-        await using var relay = new RelayServer(new RelayOptions
-        {
-            Listen = new IPEndPoint(IPAddress.Loopback, 0),
-            Stun = new IPEndPoint(IPAddress.Loopback, 0),
-            ServerKey = Curve25519PrivateKey.Generate(),
-            TicketIssuers = [issuer.PublicKey],
-        });
-        relay.Start();
-        byte[] Ticket(Curve25519PublicKey key) => new RelayTicket(key, "tn_rotation", DateTimeOffset.UtcNow.AddHours(1)).Sign(issuer);
-        Task<RelayClientConnection> Connect(Curve25519PrivateKey key) => RelayClientConnection.ConnectAsync(
-            new RelayNodeAddress("127.0.0.1", relay.LocalEndpoint.Port), key, new ClientInfo { Ticket = Ticket(key.PublicKey) }, CancellationToken.None);
+        await using var relay = new LoopbackRelay("tn_rotation");
 
         // This agent: an engine and its PathManager, home on region 1.
         using var node = new EngineNode(Sys, "engine");
@@ -50,8 +38,8 @@ public sealed class RotatedPeerOnRelayTests : Akka.TestKit.Xunit2.TestKit
         control.ExpectMsg<WatchControl>(Timeout);
         paths.Tell(new DiscoKeyChanged(disco.ToHex()));
         paths.Tell(new NodeKeyChanged(node.Key.ToHex(), Rotated: false));
-        var region = new RelayRegion { Id = 1, Code = "lab", Nodes = { new RelayNode { Host = "127.0.0.1", Port = relay.LocalEndpoint.Port } } };
-        paths.Tell(new RelayAccessChanged(new RelayMap { Regions = { region } }, Ticket(node.Key.PublicKey), DateTimeOffset.UtcNow.AddHours(1), "127.0.0.1"));
+        var region = new RelayRegion { Id = 1, Code = "lab", Nodes = { new RelayNode { Host = "127.0.0.1", Port = relay.Port } } };
+        paths.Tell(new RelayAccessChanged(new RelayMap { Regions = { region } }, relay.Ticket(node.Key.PublicKey), DateTimeOffset.UtcNow.AddHours(1), "127.0.0.1"));
         paths.Tell(new ControlStateChanged(ControlState.Running, null, "test"));
 
         // The peer, home on region 1 too, with no direct endpoint: the relay is its only path.
@@ -78,8 +66,8 @@ public sealed class RotatedPeerOnRelayTests : Akka.TestKit.Xunit2.TestKit
             [new MeshPeer("dev-b", key, [IpPrefix.Parse("100.64.0.2/32")], []) { Name = "b", Relay = Endpoint.ForRelay(1, key) }]) { PathManaged = true }, Timeout);
         Assert.Equal(1, (await Mesh(first.PublicKey)).Added);
         paths.Tell(new NetMapChanged(store.View, NetMapApplied.Replaced));
-        await AwaitConditionAsync(() => Task.FromResult(relay.ConnectionCountOf(node.Key.PublicKey) == 1), Timeout);
-        await using var firstConnection = await Connect(first);
+        await AwaitConditionAsync(() => Task.FromResult(relay.Server.ConnectionCountOf(node.Key.PublicKey) == 1), Timeout);
+        await using var firstConnection = await relay.Connect(first);
 
         Curve25519PublicKey? AddressedTo(Curve25519PublicKey engineKey) =>
             node.Device.Peers.TryGetValue(engineKey, out var peer) && peer.Endpoint is { IsRelay: true } endpoint ? endpoint.RelayPeer : null;
@@ -105,7 +93,7 @@ public sealed class RotatedPeerOnRelayTests : Akka.TestKit.Xunit2.TestKit
 
         // The peer's connection under the new key is up, and it speaks (a disco ping): it is addressed there now,
         // and the answer reaches it there.
-        await using var secondConnection = await Connect(second);
+        await using var secondConnection = await relay.Connect(second);
         using var box = SealedBox.Between(peerDisco, disco.PublicKey)!;
         var ping = new DiscoPing(RandomNumberGenerator.GetBytes(DiscoPacket.TxIdSize), second.PublicKey);
         Assert.True(secondConnection.TrySend(node.Key.PublicKey, DiscoPacket.Seal(ping, peerDisco.PublicKey, box)));
