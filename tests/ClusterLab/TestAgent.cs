@@ -203,6 +203,7 @@ public sealed class TestAgent : IDisposable
         public Watcher(TestAgent agent)
         {
             Receive<NetMapChanged>(changed => agent.Update(() => agent._view = changed.View));
+            Receive<NetMapForgotten>(_ => agent.Update(() => agent._view = NetMapView.Empty));
             Receive<RelayAccessChanged>(access => agent.Update(() => agent._relayAccess = access));
             Receive<NodeKeyChanged>(_ => { });
             Receive<DiscoKeyChanged>(_ => { });

@@ -97,6 +97,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             if (changed.Touch.PeersOnly && previous is not null && ReferenceEquals(previous, _applied) && TryApplyPatched(changed.View, changed.Touch.PatchedPeers)) return;
             Apply(changed.View);
         });
+        Receive<NetMapForgotten>(_ =>
+        {
+            _view = null;
+            if (!_down) TearDown();
+        });
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
         Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
@@ -205,17 +210,23 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         if (down)
         {
             _log.Info("Tunnels down: {0}", changed.Detail);
-            _tunnels.Tell(new ApplyMesh([]));
-            _applied = null;
-            _greet = true;
-            Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
-            SetRoutes([], null, null);
-            _options.Dns?.Update(null, []);
+            TearDown();
         }
         else if (_view is { } view)
         {
             Apply(view);
         }
+    }
+
+    /// <summary>No peers, no filter grants, no routes and no names: down, or a netmap that is void.</summary>
+    private void TearDown()
+    {
+        _tunnels.Tell(new ApplyMesh([]));
+        _applied = null;
+        _greet = true;
+        Device.Filter = TrafficFilter.Compile(new PacketFilter(), []);
+        SetRoutes([], null, null);
+        _options.Dns?.Update(null, []);
     }
 
     private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode)

@@ -482,6 +482,7 @@ public static class ControlCommands
             Receive<NodeKeyChanged>(_ => { });
             Receive<DiscoKeyChanged>(_ => { });
             Receive<RelayAccessChanged>(_ => { });
+            Receive<NetMapForgotten>(_ => { });
             Receive<NetMapChanged>(changed =>
             {
                 if (changed.How == NetMapApplied.Replaced)

@@ -504,6 +504,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // An auth key is used once: a later reconnect or restart of this actor must not present it again.
         _login = _login with { AuthKey = null, ForceReauth = false };
         _dialer?.Connected(_connection!.Url);
+        if (_state.DeviceId is { } previous && previous != result.DeviceId)
+        {
+            // Another device now (the old one was deleted while no stream told us, and `up --force-reauth` made
+            // a new one): the old device's map is void, and its version says nothing about the new device's,
+            // whose first full map would otherwise be refused as older than what is held.
+            _log.Info("Registered as device {0} (was {1}): the old device's netmap is dropped", result.DeviceId, previous);
+            ForgetNetMap();
+        }
         var issued = _state.DeviceId == result.DeviceId ? _state.NodeKeyIssuedAt ?? Now : Now;
         Save(_state with { DeviceId = result.DeviceId, TailnetId = result.TailnetId, NodeKeyIssuedAt = issued });
         var pending = result.Status == RegisterResult.Types.Status.PendingApproval;
@@ -863,12 +871,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         asker.Tell(new LogoutResult(coordinatorTold, detail));
     }
 
-    /// <summary>The device is gone (deleted, logged out): its netmap goes, from memory and from disk.</summary>
+    /// <summary>The device is gone (deleted, logged out, replaced by another): its netmap goes, from memory, from disk and from every watcher.</summary>
     private void ForgetNetMap()
     {
         Timers.Cancel("save-netmap");
         _session.Forget();
         CacheWriter?.Delete();
+        Broadcast(NetMapForgotten.Instance);
     }
 
     private void SaveCache()

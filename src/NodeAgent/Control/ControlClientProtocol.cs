@@ -141,6 +141,16 @@ public sealed record NetMapChanged(NetMapView View, NetMapApplied How)
 
 public sealed record ControlStateChanged(ControlState State, string? Code, string Detail);
 
+/// <summary>
+/// The netmap is void: the device was deleted, logged out, or registered again as another device. A
+/// watcher drops the view it holds (it must not apply it again when the agent next comes up) and waits
+/// for the next <see cref="NetMapChanged"/>.
+/// </summary>
+public sealed class NetMapForgotten
+{
+    public static readonly NetMapForgotten Instance = new();
+}
+
 /// <summary>Everything <c>weft-agent status</c> shows.</summary>
 public sealed record AgentStatus(
     ControlState State,

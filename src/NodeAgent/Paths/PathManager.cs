@@ -143,6 +143,12 @@ public sealed class PathManager : UntypedActor, IWithTimers
                     OnView(changed.View);
                 _applied = changed.View;
                 break;
+            case NetMapForgotten:
+                // Void (the device is gone or another now): never applied again when the agent comes up.
+                _view = null;
+                _applied = null;
+                if (!_down) OnPeers([]);
+                break;
             case ControlStateChanged state:
                 var down = state.State.IsIdle();
                 if (down == _down) break;

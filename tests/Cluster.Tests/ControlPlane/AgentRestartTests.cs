@@ -316,6 +316,60 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
     }
 
     /// <summary>Keeps everything a watcher of the control client is told, in order, in <paramref name="told"/> (locked).</summary>
+    [Fact]
+    public async Task A_device_deleted_while_its_agent_was_down_comes_back_as_a_new_device_whose_netmap_replaces_the_old_one()
+    {
+        await using var agents = new AgentSystem();
+        var (tailnet, key, agentA, agentB) = await TwoConnectedAgents(agents, "new-identity");
+        using var a = agentA;
+        using var b = agentB;
+        // b's endpoint changes carry a's netmap version past where a new device's entity starts.
+        for (var i = 1; i <= 5; i++)
+        {
+            b.Client.Tell(new SetEndpoints([$"127.0.0.1:{b.Device!.ListenPort}", $"198.18.7.{i}:41641"], 0));
+            await a.WaitForNetMap(v => v.Peers[b.DeviceId!].Endpoints.Contains($"198.18.7.{i}:41641"), $"b's endpoint change {i}");
+        }
+        var oldId = a.DeviceId!;
+        var oldVersion = a.View.Version;
+
+        // `weft-agent down`; an admin deletes the device meanwhile, so no stream tells the agent.
+        a.Client.Tell(TakeDown.Instance);
+        await a.WaitForState(ControlState.Stopped);
+        Assert.Equal(HttpStatusCode.NoContent, (await coordinator.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}/devices/{oldId}")).StatusCode);
+        await b.WaitForNetMap(v => v.Peers.Count == 0, "a gone from b's netmap");
+
+        // `weft-agent up --force-reauth --auth-key …`: a new device, whose entity's versions start low.
+        a.Client.Tell(new LogIn(new ControlLogin([coordinator.Control], "a", null, key, true, default), Connect: true));
+        var view = await a.WaitForNetMap(v => v.Self!.Id != oldId && v.Peers.ContainsKey(b.DeviceId!), "the new device's netmap, holding b");
+        Assert.NotEqual(oldId, a.DeviceId);
+        Assert.True(view.Version < oldVersion, $"the new device's map (v{view.Version}) must be older than the old one's (v{oldVersion}) for this to test anything");
+        await Passes(a, b);
+        await Passes(b, a);
+    }
+
+    [Fact]
+    public async Task A_logged_out_agent_holds_no_netmap_and_does_not_bring_the_old_one_back_when_it_next_comes_up()
+    {
+        await using var agents = new AgentSystem();
+        var (_, _, agentA, agentB) = await TwoConnectedAgents(agents, "forgotten-map");
+        using var a = agentA;
+        using var b = agentB;
+        Assert.IsType<Weft.NodeAgent.Agent.PeerResolved>(await a.DataPlane!.Ask<object>(new Weft.NodeAgent.Agent.ResolvePeer("b"), TimeSpan.FromSeconds(5)));
+
+        Assert.True((await a.Client.Ask<LogoutResult>(LogOut.Instance, TimeSpan.FromSeconds(30))).CoordinatorTold);
+        await a.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.LoggedOut);
+        Assert.IsType<Weft.NodeAgent.Agent.PeerNotFound>(await a.DataPlane.Ask<object>(new Weft.NodeAgent.Agent.ResolvePeer("b"), TimeSpan.FromSeconds(5)));
+
+        // `weft-agent up --tailnet elsewhere --login-server <one that does not answer>`: up, with no map of its own
+        // yet. The old tailnet's peers, filter and routes must not come back meanwhile.
+        a.Client.Tell(new LogIn(new ControlLogin([new Uri("http://127.0.0.1:9/")], "a", "elsewhere", null, false, default), Connect: true));
+        await a.WaitForState(ControlState.Connecting);
+        Assert.IsType<Weft.NodeAgent.Agent.PeerNotFound>(await a.DataPlane.Ask<object>(new Weft.NodeAgent.Agent.ResolvePeer("b"), TimeSpan.FromSeconds(5)));
+        await Task.Delay(1000); // the data plane's and the path manager's children act on what they were told
+        Assert.Empty(a.Device!.Peers);
+        Assert.Empty((await a.DataPlane.Ask<Weft.NodeAgent.Paths.PathStatusReply>(Weft.NodeAgent.Paths.GetPathStatus.Instance, TimeSpan.FromSeconds(5))).Paths);
+    }
+
     private sealed class WatcherRecorder : ReceiveActor
     {
         public WatcherRecorder(List<object> told) => ReceiveAny(message => { lock (told) told.Add(message); });
