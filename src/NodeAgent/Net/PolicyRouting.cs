@@ -103,8 +103,11 @@ public sealed class PolicyRouting(string interfaceName, Func<string[], string>? 
 
     /// <summary>
     /// Puts back the rules and the wanted routes that are not in the kernel: another program took them, or
-    /// the kernel refused them when they were applied. Returns what it put back, for the log: empty when
-    /// everything was in place. An <see cref="IOException"/> names what is still missing (and what was put back).
+    /// the kernel refused them when they were applied. Takes out of the table the routes no longer wanted
+    /// that are still in it (a delete the kernel refused, or one <c>ip</c> timed out on: a withdrawn exit
+    /// node's default route would otherwise send the internet into the tunnel for good). Returns what it
+    /// corrected, for the log: empty when everything was in place. An <see cref="IOException"/> names what
+    /// is still wrong (and what was corrected).
     /// </summary>
     public IReadOnlyList<string> Reassert()
     {
@@ -119,14 +122,19 @@ public sealed class PolicyRouting(string interfaceName, Func<string[], string>? 
             putBack.Add($"ip {family} rules {string.Join(", ", RulePreferences.Where(p => !present.Contains(p)))}");
         }
         var refused = new List<string>();
-        foreach (var family in _wanted.Select(Family).Distinct().ToList())
+        foreach (var family in _wanted.Select(Family).Union(_ruleFamilies).ToList())
         {
             var present = _ip([family, "route", "show", "table", Table.ToString()]).Split('\n')
                 .Select(line => RouteDestination(family, line)).OfType<IpPrefix>().ToHashSet();
+            foreach (var stray in present.Where(r => !_wanted.Contains(r)))
+            {
+                if (TryIp(family, "route", "del", stray.ToString(), "table", Table.ToString())) putBack.Add($"route {stray} taken out (table {Table})");
+                else refused.Add($"{stray}: no longer wanted, and the kernel refused to take it out");
+            }
             refused.AddRange(InstallMissing(_wanted.Where(r => Family(r) == family && !present.Contains(r)), putBack));
         }
         if (refused.Count > 0)
-            throw new IOException($"routes still not installed: {string.Join("; ", refused)}" + (putBack.Count > 0 ? $" (put back: {string.Join("; ", putBack)})" : ""));
+            throw new IOException($"routes still not as wanted: {string.Join("; ", refused)}" + (putBack.Count > 0 ? $" (corrected: {string.Join("; ", putBack)})" : ""));
         return putBack;
     }
 

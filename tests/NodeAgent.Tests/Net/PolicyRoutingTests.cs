@@ -38,7 +38,33 @@ public class PolicyRoutingTests
         Assert.Equal([Lan], kernel.Routes);
     }
 
-    /// <summary>The rules and table 5746 as <c>ip</c> would show and change them; a route in <see cref="RefuseTimes"/> is refused that many times.</summary>
+    [Fact]
+    public void A_route_the_kernel_would_not_take_out_is_taken_out_at_the_next_recheck()
+    {
+        // The exit node is withdrawn, and deleting its default route fails (an `ip` that timed out): left in
+        // table 5746, it would send all internet traffic into the tunnel, where no peer takes it.
+        var kernel = new PlayedKernel { RefuseDeletes = { [Internet] = 1 } };
+        using var routing = new PolicyRouting("weft0", kernel.Ip);
+        routing.Apply([Internet, Lan]);
+
+        routing.Apply([Lan]);
+        Assert.Equal([Internet, Lan], kernel.Routes.OrderBy(r => r.Length));
+        Assert.Equal(["route 0.0.0.0/0 taken out (table 5746)"], routing.Reassert());
+        Assert.Equal([Lan], kernel.Routes);
+        Assert.Empty(routing.Reassert());
+
+        // Nothing wanted at all any more, and the delete fails again: the recheck still takes it out.
+        kernel.RefuseDeletes[Lan] = 1;
+        routing.Apply([]);
+        Assert.Equal([Lan], kernel.Routes);
+        Assert.Equal(["route 198.18.50.0/24 taken out (table 5746)"], routing.Reassert());
+        Assert.Empty(kernel.Routes);
+    }
+
+    /// <summary>
+    /// The rules and table 5746 as <c>ip</c> would show and change them; a route in <see cref="RefuseTimes"/> is
+    /// refused that many times, and one in <see cref="RefuseDeletes"/> is not taken out that many times.
+    /// </summary>
     private sealed class PlayedKernel
     {
         public List<(string Family, string Preference)> Rules { get; } = [];
@@ -46,6 +72,8 @@ public class PolicyRoutingTests
         public List<IpPrefix> Routes { get; } = [];
 
         public Dictionary<IpPrefix, int> RefuseTimes { get; } = [];
+
+        public Dictionary<IpPrefix, int> RefuseDeletes { get; } = [];
 
         public string Ip(string[] arguments)
         {
@@ -70,7 +98,13 @@ public class PolicyRoutingTests
                     if (!Routes.Contains(route)) Routes.Add(route);
                     return "";
                 case ("route", "del"):
-                    Routes.Remove(IpPrefix.Parse(arguments[3]));
+                    var gone = IpPrefix.Parse(arguments[3]);
+                    if (RefuseDeletes.TryGetValue(gone, out var left) && left > 0)
+                    {
+                        RefuseDeletes[gone] = left - 1;
+                        throw new IOException("ip timed out after 30 s");
+                    }
+                    Routes.Remove(gone);
                     return "";
                 case ("route", "show"):
                     return string.Join("\n", Routes.Where(r => r.IsIPv4 == (family == "-4"))
