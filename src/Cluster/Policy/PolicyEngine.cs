@@ -50,6 +50,19 @@ public sealed record PolicyChange(IReadOnlyList<(string Viewer, string Peer)> Ad
 
     /// <summary>Every device that must hear about this change.</summary>
     public IReadOnlySet<string> Touched => Added.Concat(Removed).Select(p => p.Viewer).Concat(FiltersChanged).ToHashSet();
+
+    /// <summary>This change and then <paramref name="next"/>, as one: a pair added by one and removed by the other is neither.</summary>
+    public PolicyChange Then(PolicyChange next)
+    {
+        if (ReferenceEquals(next, None) || next.Added.Count == 0 && next.Removed.Count == 0 && next.FiltersChanged.Count == 0) return this;
+        var added = Added.ToHashSet();
+        var removed = Removed.ToHashSet();
+        foreach (var pair in next.Removed)
+            if (!added.Remove(pair)) removed.Add(pair);
+        foreach (var pair in next.Added)
+            if (!removed.Remove(pair)) added.Add(pair);
+        return new PolicyChange([.. added], [.. removed], FiltersChanged.Concat(next.FiltersChanged).ToHashSet());
+    }
 }
 
 /// <summary>

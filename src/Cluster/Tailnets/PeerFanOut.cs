@@ -53,6 +53,14 @@ public static class PeerFanOut
             }
         }
         foreach (var device in change.FiltersChanged.Where(d => d != joined)) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
+        if (@event is PolicyChanged or UserRoleChanged or UserCreated or UserDeleted or UserSignedIn or SsoConfigured or SsoRemoved
+            && (before.Policy.HasVia || after.Policy.HasVia))
+        {
+            // Who is a source of which via rule may have changed (the policy, or the members of a role or a provider's
+            // group it names): which router may carry what for whom too. Every router again, to each viewer.
+            foreach (var router in after.Devices.Values.Where(d => d.IsActive && (!d.SubnetRoutes.IsEmpty || d.IsExitNode)))
+                Changed(after, router.DeviceId, engine, isOnline, into);
+        }
 
         switch (@event)
         {
@@ -72,10 +80,10 @@ public static class PeerFanOut
                 // Under via, its tags decide which routers' routes it may use.
                 if (engine.HasVia) RoutersFor(after, e.DeviceId, engine, isOnline, into);
                 break;
-            case PolicyChanged when before.Policy.HasVia || after.Policy.HasVia:
-                // Which router may carry what for whom may have changed: every router again, to each viewer.
-                foreach (var router in after.Devices.Values.Where(d => d.IsActive && (!d.SubnetRoutes.IsEmpty || d.IsExitNode)))
-                    Changed(after, router.DeviceId, engine, isOnline, into);
+            case UserSignedIn e when before.Users.TryGetValue(e.User.UserId, out var was) && was.Name != e.User.Name:
+                // The provider gave the user a new email: every node of theirs names them by it (peers' filters match users by name).
+                foreach (var device in after.Devices.Values.Where(d => d.IsActive && d.UserId == e.User.UserId))
+                    Changed(after, device.DeviceId, engine, isOnline, into);
                 break;
             case DeviceRoutesAdvertised e:
                 RoutesChanged(before, after, e.DeviceId, engine, isOnline, into);
@@ -229,7 +237,7 @@ public sealed class DeltaAccumulator
 
         internal bool ForgetAdd(string peerId) => _added?.Remove(peerId) ?? false;
         internal void ForgetChange(string peerId) => _changed?.Remove(peerId);
-        internal void ForgetRemoval(string peerId) => _removed?.Remove(peerId);
+        internal bool ForgetRemoval(string peerId) => _removed?.Remove(peerId) ?? false;
         internal void ForgetPatch(string peerId) => _patches?.Remove(peerId);
 
         public DnsConfig? Dns;
@@ -374,8 +382,14 @@ public sealed class DeltaAccumulator
     public void Add(string recipient, Node node)
     {
         var pending = For(recipient);
-        pending.ForgetRemoval(node.Id);
         pending.ForgetPatch(node.Id);
+        if (pending.ForgetRemoval(node.Id))
+        {
+            // Removed, then added again within the window: the recipient still holds it, so it is a change.
+            // As an add, a third word (removed again) would cancel it, and the recipient would keep the peer.
+            pending.ChangedToWrite[node.Id] = node;
+            return;
+        }
         pending.ForgetChange(node.Id);
         pending.AddedToWrite[node.Id] = node;
     }

@@ -111,7 +111,10 @@ public static class TailnetPolicyFollowing
         {
             PolicyChanged => engine.ChangePolicy(next.Policy),
             // Who is in a provider's group changes with sign-ins (rare), and whether a policy may name such groups with the provider.
-            UserSignedIn or SsoConfigured or SsoRemoved => engine.ChangePolicy(next.Policy),
+            // A sign-in may also bring the user's new email from the provider: their devices are theirs under that name now.
+            UserSignedIn e => next.Devices.Values.Where(d => d.UserId == e.User.UserId)
+                .Aggregate(engine.ChangePolicy(next.Policy), (change, device) => change.Then(Place(device.DeviceId))),
+            SsoConfigured or SsoRemoved => engine.ChangePolicy(next.Policy),
             UserRoleChanged or UserCreated or UserDeleted => engine.ChangePolicy(next.Policy), // roles are autogroups
             DeviceRegistered e => Place(e.Device.DeviceId),
             DeviceApproved e => Place(e.DeviceId),

@@ -1,7 +1,10 @@
 using System.Collections.Immutable;
 using Weft.Cluster.Policy;
 using Weft.Cluster.Tailnets;
+using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
+
+using static Weft.Cluster.Tests.Tailnets.TailnetDecisions;
 
 namespace Weft.Cluster.Tests.Tailnets;
 
@@ -26,10 +29,14 @@ public class PeerFanOutTests
         return state;
     }
 
-    private static DeltaAccumulator Collect(TailnetState state, ITailnetCommand command, out TailnetState after)
+    private static DeltaAccumulator Collect(TailnetState state, ITailnetCommand command, out TailnetState after) =>
+        Collect(state, command, out after, out _);
+
+    /// <summary>What the tailnet collects for one command, with the engine that followed its events (to compare with a compile from scratch).</summary>
+    private static DeltaAccumulator Collect(TailnetState state, ITailnetCommand command, out TailnetState after, out PolicyEngine engine)
     {
         var into = new DeltaAccumulator();
-        var engine = PolicyEngine.Compile(state.Policy, state.PolicyDevices());
+        engine = PolicyEngine.Compile(state.Policy, state.PolicyDevices());
         after = state;
         foreach (var e in state.Process(command).Events)
         {
@@ -151,11 +158,79 @@ public class PeerFanOutTests
     }
 
     [Fact]
+    public void A_user_whose_email_changes_at_sign_in_keeps_their_groups_access_and_every_viewer_learns_the_new_name()
+    {
+        const string issuer = "https://id.example.com";
+        var alice = new SignedInIdentity(issuer, "sub-alice", "alice@example.com", ["eng"]);
+        var bob = new SignedInIdentity(issuer, "sub-bob", "bob@example.com", []);
+        var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
+        state = Run(state, new SetSso(T, new SsoSettings(issuer, "weft", "secret", [], [], "", [])));
+        foreach (var (device, machine, who, user) in new[] { ("dev_a", 'a', alice, "usr_alice"), ("dev_b", 'b', bob, "usr_bob") })
+        {
+            state = Run(state, new RegisterDevice(T, device, new string(machine, 64), new string((char)(machine + 2), 64), new string('d', 64), "laptop-" + machine, "linux", null, null, Now)
+            {
+                NewLoginId = "login_" + machine, LoginExpiresAt = Now.AddMinutes(10),
+            });
+            state = Run(state, new CompleteDeviceLogin(T, "login_" + machine, who, user, Now.AddMinutes(1)));
+        }
+        state = Run(state, new SetPolicy(T, """{ "acls": [ { "action": "accept", "src": ["group:eng"], "dst": ["bob@example.com:22"] } ] }""", Now.AddMinutes(2)));
+        Assert.Contains("dev_a", PolicyEngine.Compile(state.Policy, state.PolicyDevices()).VisiblePeers("dev_b"));
+
+        // Alice signs in again; her provider now gives her another email (her group is the same).
+        var into = Collect(state, new SignInUser(T, alice with { Email = "alice2@example.com" }, "usr_unused", Now.AddMinutes(3)), out var after, out var engine);
+        Assert.Equal("alice2@example.com", after.Users["usr_alice"].Name);
+
+        var scratch = PolicyEngine.Compile(after.Policy, after.PolicyDevices());
+        foreach (var id in new[] { "dev_a", "dev_b" })
+        {
+            Assert.Equal(scratch.VisiblePeers(id).Order(), engine.VisiblePeers(id).Order());
+            Assert.Equal(scratch.FilterOf(id).Select(g => g.Key), engine.FilterOf(id).Select(g => g.Key));
+        }
+        Assert.Contains("dev_a", engine.VisiblePeers("dev_b")); // still in group:eng, under her new name
+        var pending = into.Drain().ToDictionary(p => p.Key, p => p.Value);
+        Assert.Equal("alice2@example.com", pending["dev_b"].Changed["dev_a"].User);
+        Assert.Equal("alice2@example.com", pending["dev_a"].Self?.User);
+    }
+
+    [Fact]
+    public void A_role_change_under_via_sends_each_router_again_with_the_routes_the_viewer_may_now_use_through_it()
+    {
+        // Everyone reaches the tag:web router itself; admins may route 198.18.50.0/24 through tag:eu routers only (via).
+        var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
+        state = Run(state, new SetPolicy(T, """
+            { "tagOwners": { "tag:eu": [], "tag:web": [] },
+              "grants": [ { "src": ["*"], "dst": ["tag:web"], "ip": ["tcp:22"] },
+                          { "src": ["autogroup:admin"], "dst": ["198.18.50.0/24"], "ip": ["*"], "via": ["tag:eu"] } ] }
+            """, Now));
+        state = Run(state, new CreateUser(T, "usr_owner", "owner@example.com", Now));
+        state = Run(state, new CreateUser(T, "usr_alice", "alice@example.com", Now));
+        state = Run(state, new CreateAuthKey(T, "k_router", "h1", null, true, false, ["tag:web"], Now.AddDays(1), "", Now));
+        state = Run(state, new CreateAuthKey(T, "k_alice", "h2", "usr_alice", true, false, [], Now.AddDays(1), "", Now));
+        state = Run(state, new RegisterDevice(T, "router", new string('a', 64), new string('d', 64), "", "router", "linux", "k_router", "h1", Now));
+        state = Run(state, new RegisterDevice(T, "laptop", new string('b', 64), new string('e', 64), "", "laptop", "linux", "k_alice", "h2", Now));
+        state = Run(state, new AdvertiseDeviceRoutes(T, "router", ["198.18.50.0/24"]));
+        state = Run(state, new ApproveDeviceRoutes(T, "router", ["198.18.50.0/24"]));
+        var before = PolicyEngine.Compile(state.Policy, state.PolicyDevices());
+        Assert.Contains("198.18.50.0/24", NetMapBuilder.NodeFor(state, state.Devices["router"], true, before, "laptop").AllowedIps);
+
+        // Alice becomes an admin: no one starts or stops seeing anyone, but her laptop may no longer route the
+        // subnet through this router (not tag:eu). Kept, her packets to it would go where the policy says they may not.
+        var into = Collect(state, new SetUserRole(T, "usr_alice", UserRole.Admin, ByOwner: true), out var after, out _);
+        var expected = NetMapBuilder.NodeFor(after, after.Devices["router"], true, PolicyEngine.Compile(after.Policy, after.PolicyDevices()), "laptop");
+        Assert.DoesNotContain("198.18.50.0/24", expected.AllowedIps);
+        var pending = into.Drain().ToDictionary(p => p.Key, p => p.Value);
+        Assert.Equal(expected.AllowedIps, pending["laptop"].Changed["router"].AllowedIps);
+    }
+
+    [Fact]
     public void Within_a_window_the_last_word_on_each_peer_wins_whichever_came_first()
     {
         var into = new DeltaAccumulator();
         into.Remove("r", "back");
-        into.Add("r", new Node { Id = "back", Name = "back" }); // removed, then added again: added
+        into.Add("r", new Node { Id = "back", Name = "back" }); // removed, then added again: still held, so changed
+        into.Remove("r", "flapping");
+        into.Add("r", new Node { Id = "flapping", Name = "flapping" });
+        into.Remove("r", "flapping"); // removed, added, removed: removed (the recipient held it all along)
         into.Add("r", new Node { Id = "new", Name = "first" });
         into.Change("r", new Node { Id = "new", Name = "second" }); // still new to the recipient: goes as added
         into.Change("r", new Node { Id = "changed", Name = "changed" });
@@ -165,10 +240,10 @@ public class PeerFanOutTests
 
         var delta = Assert.Single(into.Drain()).Value.ToDelta();
 
-        Assert.Empty(delta.PeersRemoved);
+        Assert.Equal(["flapping"], delta.PeersRemoved);
         Assert.Empty(delta.Patches);
-        Assert.Equal([("back", "back"), ("new", "second")], delta.PeersAdded.Select(n => (n.Id, n.Name)).OrderBy(n => n.Id));
-        Assert.Equal([("changed", 7), ("replaced", 9)], delta.PeersChanged.Select(n => (n.Id, n.HomeRelay)).OrderBy(n => n.Id));
+        Assert.Equal([("new", "second")], delta.PeersAdded.Select(n => (n.Id, n.Name)).OrderBy(n => n.Id));
+        Assert.Equal([("back", 0), ("changed", 7), ("replaced", 9)], delta.PeersChanged.Select(n => (n.Id, n.HomeRelay)).OrderBy(n => n.Id));
     }
 
     [Fact]
