@@ -125,15 +125,16 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         });
         Receive<RecheckRouting>(_ =>
         {
-            if (_down) return;
+            // Down too: a route the kernel would not take out as the agent went down (an exit node's default
+            // route) would send the machine's traffic into a tunnel with no peers until the next up.
             try
             {
-                if (_options.Link.Reassert() is { Count: > 0 } putBack)
-                    _log.Warning("Another program removed routing this agent set up; put back: {0}", string.Join("; ", putBack));
+                if (_options.Link.Reassert() is { Count: > 0 } corrected)
+                    _log.Warning("This agent's routing was not as it set it (another program changed it, or the kernel refused a change); corrected: {0}", string.Join("; ", corrected));
             }
             catch (IOException e)
             {
-                _log.Warning("Cannot put back this agent's routing: {0}", e.Message);
+                _log.Warning("Cannot correct this agent's routing: {0}", e.Message);
             }
         });
         Receive<MeshApplied>(_ => { });

@@ -16,7 +16,7 @@ public interface ITunnelLink
     /// <summary>Makes these exactly the routes into the tunnel beyond the tailnet ranges: peers' subnets, and the default route through an exit node.</summary>
     void SetRoutes(IReadOnlyCollection<IpPrefix> routes);
 
-    /// <summary>Puts back the routing that another program took away since it was set; returns what it put back (empty: nothing was missing).</summary>
+    /// <summary>Puts back the routing that another program took away since it was set, and takes out what is no longer wanted but stayed; returns what it corrected (empty: nothing was amiss).</summary>
     IReadOnlyList<string> Reassert();
 }
 
