@@ -150,12 +150,12 @@ public sealed record AccessRule(int Index, ImmutableArray<Alias> Sources, Immuta
 
     /// <summary>
     /// A stable text form: two rules with the same key compile to the same thing. A name is spelled out as
-    /// what it stands for when the policy was parsed (a group's or a role's members, a host's address, a
-    /// grant's via tags), on both sides: a policy that changes only who <c>group:servers</c> is, as a
-    /// destination, must not keep the rule compiled for its old members.
+    /// what it stands for when the policy was parsed (a group's or a role's members, a host's address), on
+    /// both sides: a policy that changes only who <c>group:servers</c> is, as a destination, must not keep
+    /// the rule compiled for its old members. A destination's text carries its ports and a grant's via tags.
     /// </summary>
     public string Key => $"{string.Join(",", Sources.Select(Meaning))}"
-        + $" -> {string.Join(",", Destinations.Select(d => $"{Meaning(d.Target)} {d.Text}{(d.Via.IsEmpty ? "" : " via " + string.Join("+", d.Via))}"))}"
+        + $" -> {string.Join(",", Destinations.Select(d => $"{Meaning(d.Target)} {d.Text}"))}"
         + $" proto {string.Join(",", Protocols)}";
 
     private static string Meaning(Alias alias) => alias switch

@@ -53,8 +53,7 @@ public static class PeerFanOut
             }
         }
         foreach (var device in change.FiltersChanged.Where(d => d != joined)) into.Filter(device, NetMapBuilder.FilterFor(after, device, engine));
-        if (@event is PolicyChanged or UserRoleChanged or UserCreated or UserDeleted or UserSignedIn or SsoConfigured or SsoRemoved
-            && (before.Policy.HasVia || after.Policy.HasVia))
+        if (TailnetPolicyFollowing.RecompilesPolicy(@event) && (before.Policy.HasVia || after.Policy.HasVia))
         {
             // Who is a source of which via rule may have changed (the policy, or the members of a role or a provider's
             // group it names): which router may carry what for whom too. Every router again, to each viewer.

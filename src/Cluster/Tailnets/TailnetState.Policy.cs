@@ -104,18 +104,23 @@ public sealed partial record TailnetState
 
 public static class TailnetPolicyFollowing
 {
+    /// <summary>
+    /// Events after which the policy is compiled again: the policy itself, or what its names stand for. Roles
+    /// are autogroups; who is in a provider's group changes with sign-ins (rare), and whether a policy may name
+    /// such groups with the provider.
+    /// </summary>
+    public static bool RecompilesPolicy(ITailnetEvent @event) =>
+        @event is PolicyChanged or UserSignedIn or SsoConfigured or SsoRemoved or UserRoleChanged or UserCreated or UserDeleted;
+
     /// <summary>Takes one stored tailnet event into the compiled policy: who now sees whom, and whose filter changed.</summary>
     public static PolicyChange Follow(this PolicyEngine engine, ITailnetEvent @event, TailnetState next)
     {
         return @event switch
         {
-            PolicyChanged => engine.ChangePolicy(next.Policy),
-            // Who is in a provider's group changes with sign-ins (rare), and whether a policy may name such groups with the provider.
             // A sign-in may also bring the user's new email from the provider: their devices are theirs under that name now.
             UserSignedIn e => next.Devices.Values.Where(d => d.UserId == e.User.UserId)
                 .Aggregate(engine.ChangePolicy(next.Policy), (change, device) => change.Then(Place(device.DeviceId))),
-            SsoConfigured or SsoRemoved => engine.ChangePolicy(next.Policy),
-            UserRoleChanged or UserCreated or UserDeleted => engine.ChangePolicy(next.Policy), // roles are autogroups
+            _ when RecompilesPolicy(@event) => engine.ChangePolicy(next.Policy),
             DeviceRegistered e => Place(e.Device.DeviceId),
             DeviceApproved e => Place(e.DeviceId),
             DeviceReauthorized e => Place(e.DeviceId),

@@ -198,9 +198,7 @@ public sealed class PathFinder : UntypedActor, IWithTimers
                 HeardThroughRelay(relayed.Key);
                 break;
             case RelayKeyGraceOver:
-                if (_relayKey == _peer.NodeKey) break;
-                _relayKey = _peer.NodeKey;
-                SetPath();
+                HeardThroughRelay(_peer.NodeKey);
                 break;
             case Heartbeat:
                 OnHeartbeat();
@@ -463,7 +461,10 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     private Endpoint? RelayEndpoint() =>
         _context.RelaysAvailable && _peer.HomeRegion > 0 ? Endpoint.ForRelay(_peer.HomeRegion, _relayKey) : null;
 
-    /// <summary>The peer spoke through a relay under its current key: its connection under that key is up, so that is where it is addressed now.</summary>
+    /// <summary>
+    /// The peer spoke through a relay under its current key (or the grace for its old one ran out): its
+    /// connection under that key is up, so that is where it is addressed now.
+    /// </summary>
     private void HeardThroughRelay(Curve25519PublicKey key)
     {
         if (key != _peer.NodeKey || _relayKey == key) return;
