@@ -20,6 +20,8 @@ internal sealed class RelayConnection
     private readonly CancellationTokenSource _closing = new();
     private long _lastReadTicks = Environment.TickCount64;
     private long _lastPeerGoneNotHere;
+    /// <summary>When the pending liveness probe was sent (0: none pending).</summary>
+    private long _probeSentAt;
     private int _peerGoneBurst = 3;
 
     public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh, RelayTicket? ticket)
@@ -80,6 +82,26 @@ internal sealed class RelayConnection
     }
 
     public void Close() => _closing.Cancel();
+
+    /// <summary>
+    /// Pings the client, and closes the connection if nothing at all arrives from it within the options'
+    /// <see cref="RelayOptions.LivenessProbeTimeout"/> (a client answers pings; one that is there and busy sends anyway).
+    /// One probe at a time; a mesh peer is never probed (its link has its own liveness).
+    /// </summary>
+    public void ProbeLiveness()
+    {
+        if (IsMesh || IsClosing) return;
+        var sentAt = Environment.TickCount64;
+        if (Interlocked.CompareExchange(ref _probeSentAt, sentAt, 0) != 0) return;
+        EnqueueControl(RelayFrame.Build(RelayFrameType.Ping, BitConverter.GetBytes(sentAt)));
+        _ = Task.Delay(_server.Options.LivenessProbeTimeout).ContinueWith(_ =>
+        {
+            Interlocked.Exchange(ref _probeSentAt, 0);
+            if (Interlocked.Read(ref _lastReadTicks) >= sentAt || IsClosing) return;
+            _server.Counters.Refused("unanswered_probe");
+            Close();
+        }, TaskScheduler.Default);
+    }
 
     /// <summary>Closed, or closing: nothing more is queued for it.</summary>
     internal bool IsClosing => _closing.IsCancellationRequested;

@@ -34,6 +34,12 @@ public sealed record RelayOptions
     public TimeSpan KeepAliveInterval { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>A client that sends nothing for this long is disconnected (its keepalive replies count).</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>
+    /// When the relay doubts a client's connection (the same key turned up on another connection here, or on a mesh
+    /// peer: the client roamed, and the old one may be a socket whose far end is gone), it pings it; a connection
+    /// from which nothing arrives within this long closes, so packets go where the client is now.
+    /// </summary>
+    public TimeSpan LivenessProbeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan MeshRetryInterval { get; init; } = TimeSpan.FromSeconds(5);
     public int MaxClients { get; init; } = 100_000;
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;

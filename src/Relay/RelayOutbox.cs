@@ -17,7 +17,11 @@ internal sealed class RelayOutbox
     private readonly Channel<byte[]> _control;
     private readonly Channel<byte[]> _disco;
     private readonly Channel<byte[]> _data;
-    private readonly SemaphoreSlim _wake = new(0);
+    /// <summary>
+    /// Set when something was queued since the writer last looked (at most one pending wake: a count per frame
+    /// would grow without bound behind a writer that is stuck, and overflow into an exception in the sender's thread).
+    /// </summary>
+    private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly Action? _controlOverflowed;
 
     /// <param name="discoDropped">Called for each disco frame dropped to make room.</param>
@@ -54,9 +58,19 @@ internal sealed class RelayOutbox
     private bool Enqueue(Channel<byte[]> queue, byte[] frame)
     {
         var queued = queue.Writer.TryWrite(frame);
-        _wake.Release();
+        Wake();
         return queued;
     }
+
+    private void Wake()
+    {
+        if (_wake.CurrentCount > 0) return;
+        try { _wake.Release(); }
+        catch (SemaphoreFullException) { } // another sender woke it between the look and the release
+    }
+
+    /// <summary>Wakes waiting for the writer (tests: never more than one, however much is queued).</summary>
+    internal int PendingWakes => _wake.CurrentCount;
 
     /// <summary>Writes queued frames to <paramref name="stream"/> in priority order until cancelled; stream errors end it by throwing.</summary>
     public async Task DrainAsync(Stream stream, CancellationToken cancel)

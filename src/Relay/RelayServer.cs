@@ -228,8 +228,8 @@ public sealed class RelayServer : IAsyncDisposable
 
     private async Task<(Curve25519PublicKey Key, SealedBox Box, bool IsMesh, RelayTicket? Ticket)> LoginAsync(RelayFrameReader reader, CancellationToken cancel)
     {
-        var frame = await reader.ReadAsync(cancel) ?? throw new IOException("closed before the login");
-        if (frame.Type != RelayFrameType.ClientInfo) throw new RelayProtocolException("expected_login", $"the first frame must be the login, got {frame.Type}");
+        // Any other first frame is refused from its header: before login, nobody makes the relay hold more than a login's size.
+        var frame = await reader.ReadAsync(cancel, RelayFrameType.ClientInfo, unexpectedReason: "expected_login") ?? throw new IOException("closed before the login");
         if (frame.Payload.Length < RelayFrame.KeySize + SealedBox.Overhead) throw new RelayProtocolException("bad_login", "the login frame is too short");
         var key = new Curve25519PublicKey(frame.Payload.AsSpan(0, RelayFrame.KeySize));
         var box = SealedBox.Between(_options.ServerKey, key) ?? throw new RelayProtocolException("bad_login_key", "the client's key is a low-order point");
@@ -252,8 +252,9 @@ public sealed class RelayServer : IAsyncDisposable
             if (IsRevoked(ticket)) throw new RelayProtocolException("ticket_revoked", RevokedMessage);
             if (!await StillHasAccessAsync(ticket, cancel))
             {
-                // Remembered as a revocation heard over the wire: the next try with this ticket is refused without asking.
-                RememberRevoked(ticket.NodeKey, ticket.Expiry);
+                // Remembered as a revocation heard over the wire: the next try with this ticket is refused without asking,
+                // and the key's connections that it covers close now (the sweep passes over revoked ones as closing already).
+                RevokeCovered(ticket.NodeKey, ticket.Expiry, "ticket_revoked_at_login");
                 throw new RelayProtocolException("ticket_revoked", RevokedMessage);
             }
             if (_clients.Count >= _options.MaxClients) throw new RelayProtocolException("full", "this relay is at its client limit");
@@ -389,10 +390,8 @@ public sealed class RelayServer : IAsyncDisposable
                         problem = why ?? "it could not tell";
                         break;
                     case false:
-                        RememberRevoked(ticket.NodeKey, ticket.Expiry);
-                        Counters.Refused("ticket_revoked_on_recheck");
                         _log.LogInformation("Relay closes {Key}'s connection: the cluster no longer vouches for its node key", KeyText.Format("nodekey:", ticket.NodeKey));
-                        _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
+                        RevokeCovered(ticket.NodeKey, ticket.Expiry, "ticket_revoked_on_recheck");
                         break;
                 }
             }
@@ -400,6 +399,21 @@ public sealed class RelayServer : IAsyncDisposable
         if (unconfirmed > 0)
             _log.LogWarning("Relay kept {Count} of {Live} connections whose access the cluster did not confirm within {Timeout} s ({Error}); they are asked again in {Interval}",
                 unconfirmed, live.Count, _options.AccessCheckTimeout.TotalSeconds, problem, _options.AccessRecheckInterval);
+    }
+
+    /// <summary>
+    /// The issuer no longer vouches for a ticket of <paramref name="nodeKey"/> that expires at <paramref name="ticketsExpiringBy"/>:
+    /// that ticket and any older one are refused from now on, and the key's connections here that hold one close now.
+    /// </summary>
+    private void RevokeCovered(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy, string reason)
+    {
+        RememberRevoked(nodeKey, ticketsExpiringBy);
+        foreach (var connection in ConnectionsOf(nodeKey))
+        {
+            if (connection.Ticket is not { } held || !IsRevoked(held) || connection.IsClosing) continue;
+            Counters.Refused(reason);
+            _ = connection.CloseSayingAsync(RevokedMessage, CancellationToken.None);
+        }
     }
 
     private void RememberRevoked(Curve25519PublicKey nodeKey, DateTimeOffset ticketsExpiringBy)
@@ -440,7 +454,13 @@ public sealed class RelayServer : IAsyncDisposable
                 // set would leave this connection registered nowhere, reachable by no one. Take a new one.
                 if (set.Removed) continue;
                 var first = set.Connections.Count == 0;
-                foreach (var older in set.Connections) older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
+                foreach (var older in set.Connections)
+                {
+                    older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
+                    // The client may have left it for dead (it roamed): unless it answers, it closes, and cannot become
+                    // the active one again, swallowing packets until its idle timeout, when the newer one goes.
+                    older.ProbeLiveness();
+                }
                 set.Connections.Add(connection);
                 set.Active = connection;
                 // A client here wins over a forwarder for the same key.
@@ -572,9 +592,14 @@ public sealed class RelayServer : IAsyncDisposable
         lock (set) return [.. set.Connections];
     }
 
-    internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link) =>
+    internal void LearnForwarder(Curve25519PublicKey key, string tailnetId, MeshLink link)
+    {
         _forwarders.AddOrUpdate(key, static (_, learned) => [learned], static (_, known, learned) => [.. known.Where(f => f.Link != learned.Link), learned],
             (Link: link, TailnetId: tailnetId));
+        // A client here is delivered to before any mesh peer. If it moved to that peer (it roamed, and its old connection's
+        // far end is gone without a word), this one swallows its packets until the idle timeout: it must answer, or close.
+        foreach (var local in ConnectionsOf(key)) local.ProbeLiveness();
+    }
 
     internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link)
     {

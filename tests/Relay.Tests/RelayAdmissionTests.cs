@@ -193,6 +193,37 @@ public class RelayAdmissionTests
     }
 
     [Fact]
+    public async Task A_login_refused_because_the_key_lost_access_closes_that_keys_live_connection_too()
+    {
+        // A separate relay hears no revocation. The device was deleted while its connection stayed up; then the agent
+        // dials again (it roamed, or its connection went quiet) with the ticket it holds. The refusal marks the ticket
+        // as revoked, and the sweep passes over revoked connections as closing already: so the refusal itself must close
+        // the live connection, or it would stay up until its ticket expires (an hour by default).
+        using var key = Curve25519PrivateKey.Generate();
+        await using var lab = new RelayLab();
+        var vouched = true;
+        var relay = lab.StartRelay(configure: options => options with
+        {
+            AccessRecheckInterval = TimeSpan.FromHours(1), // no sweep within the test: only the refused login can close it
+            AccessCheck = RelayLab.EachTicket((ticket, _) => Task.FromResult<bool?>(Volatile.Read(ref vouched))),
+        });
+        var ticket = lab.Ticket(key.PublicKey);
+        var live = await RelayClientConnection.ConnectAsync(RelayLab.AddressOf(relay), key, new ClientInfo { Ticket = ticket }, CancellationToken.None);
+        await using (live)
+        {
+            Assert.Contains(key.PublicKey, relay.ConnectedKeys);
+            Volatile.Write(ref vouched, false);
+
+            var refused = await Refused(relay, key, new ClientInfo { Ticket = ticket });
+            Assert.Contains("revoked", refused.Message);
+            var health = await RelayLab.NextFrame(live, RelayFrameType.Health);
+            Assert.Contains("revoked", System.Text.Encoding.UTF8.GetString(health!));
+            Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(key.PublicKey)), "the live connection of the key that lost access closed");
+            Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_at_login"));
+        }
+    }
+
+    [Fact]
     public async Task A_sweep_of_the_live_connections_that_fails_is_counted_and_the_next_sweep_still_runs()
     {
         await using var lab = new RelayLab();
@@ -255,6 +286,7 @@ public class RelayAdmissionTests
     [InlineData("garbage preface", "unknown_preface")]
     [InlineData("oversized login", "oversized_frame")]
     [InlineData("wrong first frame", "expected_login")]
+    [InlineData("a big first frame's header alone", "expected_login")] // refused from its header: its 64 KiB are never waited for nor held
     [InlineData("short login", "bad_login")]
     [InlineData("json garbage", "bad_login")]
     public async Task Malformed_connections_are_refused_by_reason_and_the_relay_keeps_serving(string shape, string reason)
@@ -277,6 +309,7 @@ public class RelayAdmissionTests
             {
                 "oversized login" => Header(RelayFrameType.ClientInfo, RelayFrame.MaxLoginSize + 1),
                 "wrong first frame" => RelayFrame.Build(RelayFrameType.SendPacket, key.PublicKey, "x"u8),
+                "a big first frame's header alone" => Header((RelayFrameType)0x7F, RelayFrame.MaxFrameSize),
                 "short login" => RelayFrame.Build(RelayFrameType.ClientInfo, new byte[10]),
                 _ => Sealed(key, serverKey, "{{{"u8.ToArray()),
             };

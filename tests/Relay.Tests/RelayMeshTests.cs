@@ -259,4 +259,46 @@ public class RelayMeshTests
         Assert.True(delivered is not null, "the packet was dropped: relay a forgot the client when b said it was gone");
         Assert.Equal("still reachable", Encoding.UTF8.GetString(delivered.Value.Packet));
     }
+
+    [Fact]
+    public async Task A_client_that_roamed_to_a_mesh_peer_is_reached_there_once_its_old_connection_fails_to_answer_while_a_live_one_stays()
+    {
+        // The client was on relay a; its network changed and it dialled relay b. Its old socket on a has a far end that
+        // is gone without a FIN (no packet reaches it, none comes back). Relay a delivers to a client here before any
+        // mesh peer: without a probe, a's clients sent it packets into the dead socket until the idle timeout (2 minutes).
+        await using var lab = new RelayLab();
+        var b = lab.StartRelay();
+        var a = lab.StartRelay([RelayLab.AddressOf(b)], configure: o => o with { LivenessProbeTimeout = TimeSpan.FromSeconds(1) });
+        await using var path = new FreezingProxy(a.LocalEndpoint);
+        using var roamer = Curve25519PrivateKey.Generate();
+        await using var old = await RelayClientConnection.ConnectAsync(path.Address, roamer, new ClientInfo { Ticket = lab.Ticket(roamer.PublicKey) }, CancellationToken.None);
+        var (sender, _) = await lab.Connect(a);
+        Assert.True(await RelayLab.Eventually(() => a.ConnectedKeys.Contains(roamer.PublicKey)));
+
+        path.Freeze();
+        var (moved, _) = await lab.Connect(b, roamer);
+        Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(roamer.PublicKey) == 1), "relay a should learn the client from b");
+        (Curve25519PublicKey Source, byte[] Packet)? delivered = null;
+        for (var tries = 0; tries < 20 && delivered is null; tries++)
+        {
+            sender.TrySend(roamer.PublicKey, "where you are now"u8);
+            delivered = await RelayLab.NextPacket(moved, TimeSpan.FromMilliseconds(500));
+        }
+        Assert.True(delivered is not null, "relay a kept delivering into the old connection");
+        Assert.Equal("where you are now", Encoding.UTF8.GetString(delivered.Value.Packet));
+        Assert.Equal(1, a.Counters.RefusedFor("unanswered_probe"));
+        Assert.DoesNotContain(roamer.PublicKey, a.ConnectedKeys);
+
+        // A client that is on both at once and reads (it answers the ping) keeps its connection here, which still wins.
+        using var both = Curve25519PrivateKey.Generate();
+        var (onA, _) = await lab.Connect(a, both);
+        var reading = RelayLab.NextPacket(onA, TimeSpan.FromSeconds(10));
+        await lab.Connect(b, both);
+        Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(both.PublicKey) == 1), "relay a should learn the second client from b");
+        await Task.Delay(TimeSpan.FromSeconds(2)); // twice the probe's time
+        Assert.Contains(both.PublicKey, a.ConnectedKeys);
+        Assert.Equal(1, a.Counters.RefusedFor("unanswered_probe"));
+        sender.TrySend(both.PublicKey, "here"u8);
+        Assert.Equal("here", Encoding.UTF8.GetString((await reading)!.Value.Packet));
+    }
 }

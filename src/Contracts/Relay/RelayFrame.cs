@@ -140,11 +140,20 @@ public sealed class RelayFrameReader(Stream stream)
     private readonly byte[] _header = new byte[RelayFrame.HeaderSize];
 
     /// <summary>The next frame, or null at a clean end of stream. Throws <see cref="RelayProtocolException"/> on a bad frame.</summary>
-    public async ValueTask<(RelayFrameType Type, byte[] Payload)?> ReadAsync(CancellationToken cancel)
+    public ValueTask<(RelayFrameType Type, byte[] Payload)?> ReadAsync(CancellationToken cancel) => ReadAsync(cancel, onlyType: null);
+
+    /// <summary>
+    /// The next frame, which must be of <paramref name="onlyType"/> (when given): any other is refused from its
+    /// header (<paramref name="unexpectedReason"/>), before its payload is read. A peer that has not logged in yet
+    /// thus makes the reader hold no more than a login's size, whatever type it names.
+    /// </summary>
+    public async ValueTask<(RelayFrameType Type, byte[] Payload)?> ReadAsync(CancellationToken cancel, RelayFrameType? onlyType, string unexpectedReason = "unexpected_frame")
     {
         if (!await FillAsync(_header, cancel, allowEnd: true)) return null;
         var type = (RelayFrameType)_header[0];
         var length = BinaryPrimitives.ReadUInt32BigEndian(_header.AsSpan(1));
+        if (onlyType is { } expected && type != expected)
+            throw new RelayProtocolException(unexpectedReason, $"expected a {expected} frame here, got {type}");
         if (length > (uint)RelayFrame.MaxPayload(type))
             throw new RelayProtocolException("oversized_frame", $"a {type} frame of {length} bytes is larger than the {RelayFrame.MaxPayload(type)} allowed");
         var payload = length == 0 ? [] : new byte[length];
