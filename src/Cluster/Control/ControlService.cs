@@ -34,6 +34,15 @@ public sealed class ControlService(
 
     /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
     public const int OutboundQueueLength = 1024;
+
+    /// <summary>
+    /// The frames a session has for its agent, waiting for the stream's writer. Full, it refuses a frame
+    /// (<c>TryWrite</c> is false), and the session closes the stream: the agent resumes from its last version
+    /// on reconnect. A queue that dropped the frame instead (<see cref="BoundedChannelFullMode.DropWrite"/>
+    /// answers true for a frame it drops) would lose deltas, key rotations and tickets without a word.
+    /// </summary>
+    public static Channel<byte[]> NewOutboundQueue(int length = OutboundQueueLength) =>
+        Channel.CreateBounded<byte[]>(new BoundedChannelOptions(length) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
     private static readonly LogThrottle SilentHandshakes = new(TimeSpan.FromSeconds(10));
 
@@ -86,7 +95,7 @@ public sealed class ControlService(
         handshakeSlot.Dispose();
 
         using var transport = accepted.Transport;
-        var outbound = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(OutboundQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+        var outbound = NewOutboundQueue();
         // The stream lives as long as its session: a node that shuts down drains its sessions first
         // (each tells its agent to move), and a session that ends for any reason ends the stream.
         using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);

@@ -42,13 +42,14 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         _machines = CreateTestProbe("machines");
     }
 
-    private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null, TimeProvider? clock = null, TimeSpan? keepAlive = null)
+    private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null, TimeProvider? clock = null, TimeSpan? keepAlive = null,
+        ChannelWriter<byte[]>? toAgent = null)
     {
         // Keepalives and re-attaches every minute (unless a test asks): none falls inside a test.
         var services = new SessionServices(_directory.Ref, _tailnets.Ref, _devices.Ref, _machines.Ref, new TailnetAffinity(100),
             _coordinatorKey, clock ?? TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
             TimeSpan.FromMinutes(1), keepAlive ?? TimeSpan.FromMinutes(1)) { Relays = relays };
-        return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), _toAgent.Writer, services));
+        return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), toAgent ?? _toAgent.Writer, services));
     }
 
     private void FromAgent(IActorRef session, ClientMessage message)
@@ -217,6 +218,25 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.True(RelayTicket.TryReadNodeKey(renewed.Ticket.ToByteArray(), out var named) && named == _nodeKey.PublicKey);
         // And renewals go on: the next one asks again.
         _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public void A_session_whose_agent_does_not_read_fast_enough_ends_its_stream_and_loses_no_frame_without_a_word()
+    {
+        // The stream's real queue: an agent on a bad link (or one swallowing a full map) leaves it full. Dropping the
+        // frame while answering "queued" lost deltas, node-key rotations and tickets for as long as the stream lived,
+        // and the session counted each as delivered. Ending the stream instead makes the agent resume from its version.
+        var queue = ControlService.NewOutboundQueue(length: 4);
+        var session = StartSession(toAgent: queue.Writer);
+        Watch(session);
+        for (var version = 1UL; version <= 5; version++)
+            session.Tell(new DeliverToAgent(new ServerMessage { Ping = new Ping { Nonce = version } }.ToByteArray(), version));
+        ExpectTerminated(session);
+
+        var queued = new List<byte[]>();
+        while (queue.Reader.TryRead(out var frame)) queued.Add(frame);
+        Assert.Equal(4, queued.Count);
+        Assert.True(queue.Reader.Completion.IsCompleted, "the stream is told to end");
     }
 
     [Fact]
