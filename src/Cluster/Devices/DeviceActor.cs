@@ -1,4 +1,5 @@
 using Akka.Actor;
+using Akka.Event;
 using Akka.Hosting;
 using Google.Protobuf;
 using Weft.Cluster.Persistence;
@@ -77,6 +78,8 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     // A tailnet incarnation asked for the soft state while no session was attached: the next session's
     // attach hands the endpoints over even when they repeat what this entity already holds.
     private bool _endpointsOwed;
+    // The last message heard from a tailnet incarnation (none since this entity started): a gap after it was lost on the way.
+    private FanOutStamp _heard;
 
     public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan snapshotRetry) : base(settings, DeviceState.Empty(deviceId))
     {
@@ -245,7 +248,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _session = session;
         _sessionStartedAt = attach.StartedAt;
         // Every attach, first or repeated, tells the tailnet the device is online: it is the presence heartbeat.
-        _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow(), HoldsEndpoints: _endpoints is not null));
+        _tailnets.Tell(new DeviceOnline(State.TailnetId, State.DeviceId, true, _clock.GetUtcNow(), HoldsEndpoints: _endpoints is not null) { Heard = _heard });
         if (attach.Endpoints is { } endpoints && !endpoints.Repeats(_endpoints) && KeepUnlessLate(endpoints))
         {
             // This incarnation had not heard them (or the tailnet may not have): the tailnet finds them unchanged, or learns them.
@@ -340,15 +343,36 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _stale = true;
     }
 
+    /// <summary>
+    /// Whether a message from the tailnet came after one that was lost (see <see cref="FanOutStamp"/>); it is heard
+    /// either way. A full map covers whatever was lost before it; a change does not.
+    /// </summary>
+    private bool MissedBefore(FanOutStamp stamp)
+    {
+        if (stamp.IsNone) return false;
+        var missed = !stamp.Follows(_heard);
+        if (missed)
+        {
+            Log.Warning("Device {0}: a message from its tailnet was lost on the way (heard #{1} after #{2}{3})", State.DeviceId, stamp.Sequence, _heard.Sequence,
+                stamp.Incarnation == _heard.Incarnation ? "" : " of another incarnation");
+            Telemetry.CoordinatorMetrics.FanOutGaps.Add(1, Telemetry.CoordinatorMetrics.SeenByEntity);
+        }
+        if (stamp.Incarnation != _heard.Incarnation || stamp.Sequence > _heard.Sequence) _heard = stamp;
+        return missed;
+    }
+
     private void OnChanges(PeerChanges changes)
     {
+        var missed = MissedBefore(changes.Stamp);
         if (changes.EndCode is { } code)
         {
             if (code == ControlErrorCodes.DeviceDeleted) Submit(new MarkDeviceRemoved(State.DeviceId, changes.EndMessage ?? "this device was deleted from the tailnet"), ActorRefs.Nobody);
             else EndSession(code, changes.EndMessage ?? code);
             return;
         }
-        if (changes.Resync)
+        // A change (or a resync) from the tailnet was lost on the way, and the versions cannot show it: this one was
+        // numbered after it. Taken as a resync: the full map covers both, and a lost resync's soft state is reported again.
+        if (changes.Resync || missed)
         {
             // From a tailnet incarnation that may have lost the soft state: it is reported again before the full map is asked for.
             if (_session is not null)
@@ -380,6 +404,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
     private void OnSnapshot(NetMapSnapshot snapshot)
     {
+        MissedBefore(snapshot.Stamp);
         if (!_incarnated) return;
         _awaitingSnapshot = false;
         Timers.Cancel(nameof(SnapshotOverdue));

@@ -90,7 +90,29 @@ public sealed record SessionAttached(string DeviceId, ulong Version, long Endpoi
 /// that the device's version moves with every change and a session can never miss one unseen.
 /// </summary>
 [WireName("device.peer-changes")]
-public sealed record PeerChanges(string DeviceId, byte[] Delta, bool Resync, string? EndCode, string? EndMessage) : IDeviceMessage;
+public sealed record PeerChanges(string DeviceId, byte[] Delta, bool Resync, string? EndCode, string? EndMessage) : IDeviceMessage
+{
+    /// <summary>Its place among what the tailnet's incarnation sent this device (none: unnumbered).</summary>
+    public FanOutStamp Stamp { get; init; }
+}
+
+/// <summary>
+/// A tailnet incarnation numbers what it sends each device's entity (changes and full maps alike), one count
+/// per device. Remoting delivers at most once: a link between nodes that drops, or a region not registered
+/// yet on a node that is starting, loses a message and restarts nobody, and an unversioned change that is lost
+/// leaves no gap in the device's versions. The count shows it: the entity that sees a gap, or a heartbeat that
+/// says it heard less than was sent, starts the device again from a full map.
+/// </summary>
+/// <param name="Incarnation">The sending tailnet incarnation (random; 0: none).</param>
+/// <param name="Sequence">1 for the first message this incarnation sent the device, and up by one for each.</param>
+public readonly record struct FanOutStamp(long Incarnation, long Sequence)
+{
+    public bool IsNone => Incarnation == 0;
+
+    /// <summary>Whether this follows <paramref name="last"/> (what the entity heard before) with nothing lost between.</summary>
+    public bool Follows(FanOutStamp last) =>
+        IsNone || (Incarnation == last.Incarnation ? Sequence <= last.Sequence + 1 : last.IsNone || Sequence == 1);
+}
 
 /// <summary>Where the device's stream stands (for admins, tests and the failover benchmark).</summary>
 [WireName("device.get-stream")]

@@ -65,6 +65,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     /// <summary>When the last fan-out went (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; 0 before the first).</summary>
     private long _lastFlushAt;
     private readonly DeltaAccumulator _pending = new();
+    private readonly FanOutNumbering _numbering;
 
     /// <summary>Peers' nodes as full maps carry them, encoded once per change of the peer, not once per map.</summary>
     private readonly EncodedPeerNodes _encodedPeers = new();
@@ -108,6 +109,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         : base(settings, TailnetState.Unborn(tailnetId))
     {
         _clock = clock;
+        _numbering = new FanOutNumbering(clock);
         _housekeepingInterval = TimeSpan.FromSeconds(control.HousekeepingSeconds);
         _presenceTimeout = TimeSpan.FromSeconds(control.PresenceTimeoutSeconds);
         _coalesceWindow = TimeSpan.FromMilliseconds(control.FanOutCoalesceMilliseconds);
@@ -352,17 +354,25 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (!State.Devices.TryGetValue(presence.DeviceId, out var device) || !State.IsActive)
         {
             // The entity stores the removal when told the device is deleted, so its agent is refused from then on.
-            if (presence.Online) Devices.Tell(new PeerChanges(presence.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
+            if (presence.Online) TellDevice(new PeerChanges(presence.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
             return;
         }
         if (presence.Online && device.Status == DeviceStatus.Expired)
         {
-            Devices.Tell(new PeerChanges(device.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage));
+            TellDevice(new PeerChanges(device.DeviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage));
             return;
+        }
+        if (presence.Online && _numbering.Missed(device.DeviceId, presence.Heard))
+        {
+            // What this incarnation sent the entity last did not arrive (a later message would have shown it the gap):
+            // it starts again from a full map, as after a resync, and reports its soft state again on the way.
+            Log.Warning("Tailnet {0}: device {1}'s entity missed what was last sent to it; it starts again from a full map", State.TailnetId, device.DeviceId);
+            Telemetry.CoordinatorMetrics.FanOutGaps.Add(1, Telemetry.CoordinatorMetrics.SeenByHeartbeat);
+            TellDevice(new PeerChanges(device.DeviceId, [], true, null, null));
         }
         // A device this incarnation still has as unknown, past its resync (the resync or the report that
         // answered it was lost on the way): its entity holds the endpoints, so ask for them again.
-        if (presence.HoldsEndpoints && device.EndpointsUnknown && !_relearning.Contains(device.DeviceId))
+        else if (presence.HoldsEndpoints && device.EndpointsUnknown && !_relearning.Contains(device.DeviceId))
             Devices.Tell(new ReportEndpointsAgain(device.DeviceId));
         var was = _online.ContainsKey(device.DeviceId);
         if (presence.Online)
@@ -397,14 +407,20 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         if (State.IsActive && State.Devices.ContainsKey(deviceId))
         {
-            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers)));
+            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers))
+            {
+                Stamp = _numbering.Next(deviceId),
+            });
             _pending.Delivered(deviceId);
             if (need != 0) _mapsAnswered[deviceId] = (need, _clock.GetUtcNow());
             Telemetry.CoordinatorMetrics.FullMapRequests.Add(1, Telemetry.CoordinatorMetrics.Built);
         }
         else
-            Devices.Tell(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
+            TellDevice(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
     }
+
+    /// <summary>Sends the device's entity its next numbered message (see <see cref="FanOutStamp"/>).</summary>
+    private void TellDevice(PeerChanges changes) => Devices.Tell(changes with { Stamp = _numbering.Next(changes.DeviceId) });
 
     private string NotInTailnet => State.IsActive ? "this device is not in the tailnet" : "the tailnet was deleted";
 
@@ -469,6 +485,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         if (State.AbandonedSignIns(now).Count > 0) Submit(new ForgetAbandonedSignIns(State.TailnetId, now), ActorRefs.Nobody);
         if (State.SpentAuthKeys(now).Any()) Submit(new ForgetSpentAuthKeys(State.TailnetId, now), ActorRefs.Nobody);
         _encodedPeers.Prune(State);
+        _numbering.Prune(State.Devices.ContainsKey);
         foreach (var (deviceId, _) in _mapsAnswered.Where(kv => now - kv.Value.At > RememberAnswersFor).ToList()) _mapsAnswered.Remove(deviceId);
     }
 
@@ -527,17 +544,17 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             // its removal, with that reason.
             if (pending.End is { } end && State.Devices.TryGetValue(recipient, out var ending) && ending.Status == DeviceStatus.Expired)
             {
-                Devices.Tell(new PeerChanges(recipient, [], false, end.Code, end.Message));
+                TellDevice(new PeerChanges(recipient, [], false, end.Code, end.Message));
                 continue;
             }
             // Every device still in the tailnet hears of every change, online or not (see the class comment).
             if (!State.Devices.ContainsKey(recipient) || pending.IsEmpty) continue;
             if (pending.Resync)
             {
-                Devices.Tell(new PeerChanges(recipient, [], true, null, null));
+                TellDevice(new PeerChanges(recipient, [], true, null, null));
                 continue;
             }
-            Devices.Tell(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
+            TellDevice(new PeerChanges(recipient, pending.ToDeltaBytes(shared), false, null, null));
         }
         span?.SetTag("weft.tailnet", State.TailnetId).SetTag("weft.recipients", recipients);
     }

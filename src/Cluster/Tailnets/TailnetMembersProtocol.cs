@@ -352,7 +352,14 @@ public sealed record GetNetMap(string TailnetId, string DeviceId) : ITailnetMess
 /// <see cref="Devices.ReportEndpointsAgain"/>: every attach sends this, so that takes one re-attach period at most.
 /// </param>
 [WireName("tailnet.device-online")]
-public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At, bool HoldsEndpoints = false) : ITailnetMessage;
+public sealed record DeviceOnline(string TailnetId, string DeviceId, bool Online, DateTimeOffset At, bool HoldsEndpoints = false) : ITailnetMessage
+{
+    /// <summary>
+    /// The last message the device's entity heard from a tailnet incarnation (none: none since it started, and the
+    /// full map its next session gets covers the rest). Less than was sent a while ago: the rest was lost on the way.
+    /// </summary>
+    public Devices.FanOutStamp Heard { get; init; }
+}
 
 /// <summary>
 /// From a device's entity, answering a new tailnet incarnation's resync: it has sent the tailnet
@@ -393,7 +400,11 @@ public sealed record DeviceRegistration(string TailnetId, DeviceEntry Device) : 
 
 /// <summary>A whole netmap (protobuf <c>NetMap</c> bytes, version not yet stamped).</summary>
 [WireName("tailnet.netmap")]
-public sealed record NetMapSnapshot(string TailnetId, string DeviceId, byte[] NetMap) : Devices.IDeviceMessage;
+public sealed record NetMapSnapshot(string TailnetId, string DeviceId, byte[] NetMap) : Devices.IDeviceMessage
+{
+    /// <summary>Its place among what the tailnet's incarnation sent this device (none: unnumbered).</summary>
+    public Devices.FanOutStamp Stamp { get; init; }
+}
 
 [WireName("tailnet.deleted-device")]
 public sealed record DeviceDeletedAck(string TailnetId, string DeviceId) : IClusterMessage;

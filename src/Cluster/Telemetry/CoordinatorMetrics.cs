@@ -75,6 +75,19 @@ public static class CoordinatorMetrics
 
     public static readonly KeyValuePair<string, object?> Built = new("outcome", "built");
 
+    /// <summary>
+    /// Messages from a tailnet to a device's entity found lost on the way (see <see cref="Devices.FanOutStamp"/>), by
+    /// who saw it: <c>entity</c>, a later message showed the gap; <c>heartbeat</c>, the entity's heartbeat said it
+    /// heard less than was sent. Each starts the device again from a full map. Any count here is worth a look at the
+    /// links between the nodes.
+    /// </summary>
+    public static readonly Counter<long> FanOutGaps = Meter.CreateCounter<long>("weft.netmap.fanout_gaps", "{gap}",
+        "Messages from a tailnet to a device's entity found lost on the way, by who saw it; each starts the device again from a full map");
+
+    public static readonly KeyValuePair<string, object?> SeenByEntity = new("seen_by", "entity");
+
+    public static readonly KeyValuePair<string, object?> SeenByHeartbeat = new("seen_by", "heartbeat");
+
     public static readonly KeyValuePair<string, object?> Repeat = new("outcome", "repeat");
 
     public static readonly KeyValuePair<string, object?> Late = new("outcome", "late");

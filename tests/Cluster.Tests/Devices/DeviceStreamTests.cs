@@ -94,6 +94,47 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_change_numbered_after_one_that_was_lost_starts_the_device_again_from_a_full_map_and_its_heartbeat_says_what_it_heard()
+    {
+        const string id = "dev_gap";
+        var device = StartDevice(id);
+        var session = Attached(device, id, "session", 0);
+        ExpectMapRequest();
+        var map = new Weft.Cluster.Devices.FanOutStamp(77, 1);
+        device.Tell(Snapshot(id, "peer") with { Stamp = map });
+        session.ExpectMsg<DeliverToAgent>();
+        device.Tell(Delta(id, "peer-2") with { Stamp = map with { Sequence = 2 } });
+        Assert.Equal(ServerMessage.BodyOneofCase.Delta, Read(session.ExpectMsg<DeliverToAgent>()).BodyCase);
+
+        // #3 was lost between the nodes. #4 shows the gap: not passed on (the session would miss #3 for good, with
+        // versions that say nothing of it), but taken as a resync: the soft state is reported again, and a full map asked for.
+        _tailnet.IgnoreNoMessages();
+        device.Tell(Delta(id, "peer-4") with { Stamp = map with { Sequence = 4 } });
+        Assert.Equal(id, _tailnet.FishForMessage<DeviceReportedAgain>(_ => true).DeviceId);
+        ExpectMapRequest();
+        session.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+        device.Tell(Snapshot(id, "peer-4") with { Stamp = map with { Sequence = 5 } });
+        var full = session.ExpectMsg<DeliverToAgent>();
+        Assert.Equal(ServerMessage.BodyOneofCase.Netmap, Read(full).BodyCase);
+
+        // Each heartbeat (a repeated attach) tells the tailnet the last it heard, for a lost last message to show.
+        device.Tell(new AttachSession(id, session.Ref, full.Version, false));
+        session.ExpectMsg<SessionAttached>();
+        Assert.Equal(map with { Sequence = 5 }, _tailnet.FishForMessage<DeviceOnline>(_ => true).Heard);
+
+        // The next change in order passes; a new tailnet incarnation's first message (its resync) is in order too.
+        device.Tell(Delta(id, "peer-6") with { Stamp = map with { Sequence = 6 } });
+        Assert.Equal(ServerMessage.BodyOneofCase.Delta, Read(session.FishForMessage<DeliverToAgent>(_ => true)).BodyCase);
+        device.Tell(new PeerChanges(id, [], true, null, null) { Stamp = new(78, 1) });
+        _tailnet.FishForMessage<SendNetMap>(_ => true);
+        device.Tell(Snapshot(id, "peer") with { Stamp = new(78, 2) });
+        Assert.Equal(ServerMessage.BodyOneofCase.Netmap, Read(session.FishForMessage<DeliverToAgent>(_ => true)).BodyCase);
+        device.Tell(Delta(id, "peer-7") with { Stamp = new(78, 3) });
+        Assert.Equal(ServerMessage.BodyOneofCase.Delta, Read(session.FishForMessage<DeliverToAgent>(_ => true)).BodyCase);
+        _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(300)); // no gap seen: no map asked for
+    }
+
+    [Fact]
     public void Its_heartbeat_says_whether_it_holds_endpoints_and_asked_again_it_reports_the_newest_it_holds()
     {
         var device = StartDevice("dev_ask_again");

@@ -195,14 +195,21 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         Assert.True(device.Online, "the device heard from a second ago was timed out");
     }
 
-    /// <summary>A clock the test moves by hand.</summary>
-    private sealed class ManualClock(DateTimeOffset start) : TimeProvider
+    /// <summary>A clock the test moves by hand: its wall clock, and its monotonic one by as much if <paramref name="monotonicToo"/>.</summary>
+    private sealed class ManualClock(DateTimeOffset start, bool monotonicToo = false) : TimeProvider
     {
         private DateTimeOffset _now = start;
+        private long _advancedTicks;
 
         public override DateTimeOffset GetUtcNow() => _now;
 
-        public void Advance(TimeSpan by) => _now += by;
+        public override long GetTimestamp() => base.GetTimestamp() + Interlocked.Read(ref _advancedTicks) * TimestampFrequency / TimeSpan.TicksPerSecond;
+
+        public void Advance(TimeSpan by)
+        {
+            _now += by;
+            if (monotonicToo) Interlocked.Add(ref _advancedTicks, by.Ticks);
+        }
     }
 
     [Fact]
@@ -288,6 +295,59 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         // Known now, so later heartbeats ask for nothing.
         restarted.Tell(new DeviceOnline("tn_lost_resync", "dev_b", true, Created, HoldsEndpoints: true));
         Assert.Empty(Asks());
+    }
+
+    [Fact]
+    public void What_a_tailnet_sends_each_device_is_numbered_and_a_heartbeat_that_heard_less_than_was_sent_a_while_ago_gets_a_resync()
+    {
+        // Remoting delivers at most once: a change lost between the tailnet's node and the device's leaves no gap in the
+        // device's versions, and a lost last one is followed by nothing that could show it. The entity's heartbeat says
+        // what it heard last; once the last message had the time to arrive, less than that means it was lost.
+        const string id = "tn_numbered";
+        var clock = new ManualClock(Created, monotonicToo: true);
+        var devices = CreateTestProbe();
+        Akka.Hosting.ActorRegistry.For(Sys).Register<Weft.Cluster.Devices.DeviceActor>(devices.Ref);
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock));
+        CreateWithDevices(tailnet, id, "dev_a", "dev_b");
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+
+        Weft.Cluster.Devices.FanOutStamp NextToA(Func<object, bool>? what = null) =>
+            devices.FishForMessage(m => m is Weft.Cluster.Devices.PeerChanges { DeviceId: "dev_a" } or NetMapSnapshot { DeviceId: "dev_a" } && (what?.Invoke(m) ?? true)) switch
+            {
+                Weft.Cluster.Devices.PeerChanges changes => changes.Stamp,
+                NetMapSnapshot map => map.Stamp,
+                var other => throw new InvalidOperationException(other.GetType().Name),
+            };
+        tailnet.Tell(new UpdateDeviceEndpoints(id, "dev_b", ["198.18.3.2:1"], 0, ""));
+        ExpectMsg<DeviceInfo>();
+        var change = NextToA();
+        Assert.False(change.IsNone);
+        tailnet.Tell(new SendNetMap(id, "dev_a"));
+        var map = NextToA();
+        Assert.Equal(new Weft.Cluster.Devices.FanOutStamp(change.Incarnation, change.Sequence + 1), map); // changes and full maps: one count
+
+        // Heard everything: nothing to say. Heard less, but the last message went a moment ago: it may be on its way.
+        IEnumerable<object> ToA() => devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m)
+            .Where(m => m is Weft.Cluster.Devices.PeerChanges { DeviceId: "dev_a" } or NetMapSnapshot { DeviceId: "dev_a" });
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created) { Heard = map });
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created) { Heard = change });
+        Assert.Empty(ToA());
+
+        // Long enough later, it was lost: a resync, numbered next.
+        clock.Advance(Weft.Cluster.Tailnets.FanOutNumbering.InFlightAllowance + TimeSpan.FromSeconds(1));
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created) { Heard = change });
+        var resync = devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a");
+        Assert.True(resync.Resync);
+        Assert.Equal(map.Sequence + 1, resync.Stamp.Sequence);
+
+        // An entity that heard another incarnation only (this one's messages never reached it) is resynced too; one
+        // that heard nothing since it started says nothing (its next session starts from a full map).
+        clock.Advance(Weft.Cluster.Tailnets.FanOutNumbering.InFlightAllowance + TimeSpan.FromSeconds(1));
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created) { Heard = new(change.Incarnation + 1, 40) });
+        Assert.True(devices.FishForMessage<Weft.Cluster.Devices.PeerChanges>(m => m.DeviceId == "dev_a").Resync);
+        clock.Advance(Weft.Cluster.Tailnets.FanOutNumbering.InFlightAllowance + TimeSpan.FromSeconds(1));
+        tailnet.Tell(new DeviceOnline(id, "dev_a", true, Created));
+        Assert.Empty(ToA());
     }
 
     [Fact]
