@@ -35,28 +35,98 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
 
     private IReadOnlyList<IpPrefix> _addresses = [];
 
-    public void Up() => LinkConfigurator.Up(interfaceName, mtu, [], [TailnetV4, TailnetV6]);
+    private static readonly IpPrefix[] TailnetRanges = [TailnetV4, TailnetV6];
+
+    public void Up() => LinkConfigurator.Up(interfaceName, mtu, [], TailnetRanges);
 
     public void SetAddresses(IReadOnlyList<IpPrefix> addresses)
     {
         foreach (var old in _addresses.Except(addresses))
             LinkConfigurator.Ip(Family(old), "address", "del", old.ToString(), "dev", interfaceName);
-        foreach (var fresh in addresses.Except(_addresses))
-        {
-            // nodad: the address is ours alone inside the tunnel; waiting for duplicate detection only delays it.
-            if (fresh.IsIPv4) LinkConfigurator.Ip("-4", "address", "replace", fresh.ToString(), "dev", interfaceName);
-            else LinkConfigurator.Ip("-6", "address", "replace", fresh.ToString(), "dev", interfaceName, "nodad");
-        }
+        foreach (var fresh in addresses.Except(_addresses)) AddAddress(fresh);
         _addresses = addresses;
+    }
+
+    private void AddAddress(IpPrefix address)
+    {
+        // nodad: the address is ours alone inside the tunnel; waiting for duplicate detection only delays it.
+        if (address.IsIPv4) LinkConfigurator.Ip("-4", "address", "replace", address.ToString(), "dev", interfaceName);
+        else LinkConfigurator.Ip("-6", "address", "replace", address.ToString(), "dev", interfaceName, "nodad");
     }
 
     private static string Family(IpPrefix prefix) => prefix.IsIPv4 ? "-4" : "-6";
 
     public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => _routing.Apply(routes);
 
-    public IReadOnlyList<string> Reassert() => _routing.Reassert();
+    public IReadOnlyList<string> Reassert() => [.. ReassertInterface(), .. _routing.Reassert()];
+
+    /// <summary>
+    /// Puts back what <see cref="Up"/> and <see cref="SetAddresses"/> set and the kernel takes away with the link: another
+    /// program that sets the interface down (and up again: a network manager re-applying its settings, an admin) takes
+    /// every route through it, the tailnet ranges' among them, and its IPv6 addresses. Without them the tailnet's traffic
+    /// would follow the machine's default route out of the tunnel, for as long as the agent runs.
+    /// </summary>
+    private List<string> ReassertInterface()
+    {
+        var corrected = new List<string>();
+        if (!LinkShow.IsUp(LinkConfigurator.Ip("-o", "link", "show", "dev", interfaceName)))
+        {
+            LinkConfigurator.Ip("link", "set", "dev", interfaceName, "up");
+            corrected.Add($"{interfaceName} was down: set up");
+        }
+        var held = LinkShow.Addresses(LinkConfigurator.Ip("-o", "address", "show", "dev", interfaceName));
+        foreach (var missing in _addresses.Where(a => !held.Contains(a)))
+        {
+            AddAddress(missing);
+            corrected.Add($"address {missing} was gone: added");
+        }
+        foreach (var range in TailnetRanges)
+        {
+            if (LinkShow.RouteDestinations(LinkConfigurator.Ip(Family(range), "route", "show", "dev", interfaceName)).Contains(range)) continue;
+            LinkConfigurator.Ip(Family(range), "route", "replace", range.ToString(), "dev", interfaceName);
+            corrected.Add($"route {range} was gone: added");
+        }
+        return corrected;
+    }
 
     public void Dispose() => _routing.Dispose();
+}
+
+/// <summary>What <c>ip</c> prints about an interface, as <see cref="LinuxTunnelLink"/> checks it.</summary>
+public static class LinkShow
+{
+    /// <summary>Whether <c>ip -o link show</c>'s line has UP among its flags (<c>&lt;POINTOPOINT,NOARP,UP,LOWER_UP&gt;</c>).</summary>
+    public static bool IsUp(string linkShow)
+    {
+        var open = linkShow.IndexOf('<');
+        var close = open < 0 ? -1 : linkShow.IndexOf('>', open);
+        return close > open && linkShow[(open + 1)..close].Split(',').Contains("UP");
+    }
+
+    /// <summary>The addresses in <c>ip -o address show</c>'s lines (<c>… inet 100.64.0.7/32 scope global …</c>).</summary>
+    public static HashSet<IpPrefix> Addresses(string addressShow)
+    {
+        var addresses = new HashSet<IpPrefix>();
+        foreach (var line in addressShow.Split('\n'))
+        {
+            var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var at = Array.FindIndex(words, w => w is "inet" or "inet6");
+            if (at >= 0 && at + 1 < words.Length && IpPrefix.TryParse(words[at + 1], out var address)) addresses.Add(address);
+        }
+        return addresses;
+    }
+
+    /// <summary>The destinations of <c>ip route show</c>'s lines (each starts with one; <c>default</c> is none of ours).</summary>
+    public static HashSet<IpPrefix> RouteDestinations(string routeShow)
+    {
+        var destinations = new HashSet<IpPrefix>();
+        foreach (var line in routeShow.Split('\n'))
+        {
+            var first = line.Split(' ', 2, StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
+            if (IpPrefix.TryParse(first, out var destination)) destinations.Add(destination);
+        }
+        return destinations;
+    }
 }
 
 /// <summary>For in-memory TUNs (tests, simulated nodes): there is no operating-system interface to configure.</summary>

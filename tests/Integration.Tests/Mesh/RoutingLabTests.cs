@@ -104,6 +104,17 @@ public class RoutingLabTests
         Assert.Contains("lookup 5746", alice.Machine.Run("ip", "-4", "rule", "list"));
         Assert.Contains("masquerade", machines["router"].Run("nft", "list", "table", "inet", "weft-weft0"));
 
+        // Another program sets bob's interface down and up again (a network manager re-applying its settings): the
+        // kernel takes every route through it, the tailnet ranges' among them, and its IPv6 address. Within a check
+        // bob's agent puts them back, and reaches the router again.
+        var bobV6 = bob.Addresses().V6;
+        bob.Machine.Run("ip", "link", "set", "weft0", "down");
+        bob.Machine.Run("ip", "link", "set", "weft0", "up");
+        Assert.DoesNotContain("100.64.0.0/10", bob.Machine.Run("ip", "-4", "route", "show", "dev", "weft0"));
+        Assert.True(Traffic.PingUntilAnswered(bob.Machine, router.Addresses().V4, TimeSpan.FromSeconds(30)) is not null, "bob → router once its tailnet route is back");
+        Assert.Contains("fd7a:115c:a1e0::/48", bob.Machine.Run("ip", "-6", "route", "show", "dev", "weft0"));
+        Assert.Contains(bobV6, bob.Machine.Run("ip", "-6", "address", "show", "dev", "weft0"));
+
         // The router's agent is killed (no clean-up at all) and started again on its state: it re-advertises,
         // the coordinator kept the approval, and its forwarding and masquerade come back with it.
         router.Process!.Stop(TimeSpan.FromSeconds(5), "KILL");
