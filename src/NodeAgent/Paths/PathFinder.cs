@@ -131,6 +131,17 @@ public sealed class PathFinder : UntypedActor, IWithTimers
         public static readonly RelayKeyGraceOver Instance = new();
     }
 
+    /// <summary>Time to look again for the engine's peer, which did not exist when last looked for.</summary>
+    private sealed class LookForEnginePeer
+    {
+        public static readonly LookForEnginePeer Instance = new();
+    }
+
+    /// <summary>How soon the engine's peer is looked for again when missing; doubling up to <see cref="EnginePeerLookMax"/>.</summary>
+    private static readonly TimeSpan EnginePeerLookFirst = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan EnginePeerLookMax = TimeSpan.FromSeconds(10);
+    private TimeSpan _enginePeerLook = EnginePeerLookFirst;
+
     public PathFinder(PathContext context, PathPeer peer)
     {
         _context = context;
@@ -203,6 +214,10 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             case Heartbeat:
                 OnHeartbeat();
                 break;
+            case LookForEnginePeer:
+                // Bound now: it takes the path chosen meanwhile (SetPath looks for it again, or keeps looking).
+                SetPath();
+                break;
             case PathWanted:
                 ArmHeartbeat();
                 OnHeartbeat();
@@ -256,12 +271,26 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     /// </summary>
     private Peer? EnginePeer()
     {
-        if (!_context.Device.Peers.TryGetValue(_peer.NodeKey, out var peer)) return null;
+        if (!_context.Device.Peers.TryGetValue(_peer.NodeKey, out var peer))
+        {
+            // Not made yet (the tunnels apply the netmap on their own), or being replaced after a rotation. Nothing else
+            // would look again while the heartbeat is idle: the peer's packets could never wake a finder not bound to it.
+            if (!Timers.IsTimerActive(nameof(LookForEnginePeer)))
+            {
+                Timers.StartSingleTimer(nameof(LookForEnginePeer), LookForEnginePeer.Instance, _enginePeerLook);
+                _enginePeerLook = TimeSpan.FromTicks(Math.Min(_enginePeerLook.Ticks * 2, EnginePeerLookMax.Ticks));
+            }
+            return null;
+        }
         if (!ReferenceEquals(peer, _bound))
         {
             _bound = peer;
+            _enginePeerLook = EnginePeerLookFirst;
+            Timers.Cancel(nameof(LookForEnginePeer));
             peer.PathManaged = true;
             peer.PathSignals = _signals ??= new Signals(Self);
+            // Bound while the heartbeat is idle: its first packet wakes it.
+            if (!_heartbeat) peer.MarkPathIdle();
         }
         return peer;
     }

@@ -126,6 +126,7 @@ public sealed class PathManager : UntypedActor, IWithTimers
                 _nodeKeyHex = node.PrivateKeyHex;
                 if (_context is not null) _context.NodeKey = _nodeKey.Value;
                 PushCredentials();
+                EnsureHomeRelay();
                 break;
             case RelayAccessChanged access:
                 OnRelayAccess(access);
@@ -262,9 +263,19 @@ public sealed class PathManager : UntypedActor, IWithTimers
             _log.Info("Relay map: {0}", string.Join(", ", access.Map.Regions.Select(r => $"{r.Id} ({r.Code}, {r.Nodes.Count} node(s))")));
             StopRelays();
             _discovery.Tell(new RelayMapKnown(access.Map, access.ControlHost));
-            if (_home != 0 && access.Map.Regions.Any(r => r.Id == _home)) EnsureRelay(_home, home: true);
         }
         PushCredentials();
+        EnsureHomeRelay();
+    }
+
+    /// <summary>
+    /// Opens the home region's relay connection if there is none: going up opened none while the ticket named another
+    /// node key than the agent's (logged out and in again: a new key, and the ticket for it comes later, with a map
+    /// that did not change), and nothing else would until the next netcheck or a packet for that region.
+    /// </summary>
+    private void EnsureHomeRelay()
+    {
+        if (_home != 0 && !_relays.ContainsKey(_home)) EnsureRelay(_home, home: true);
     }
 
     /// <summary>

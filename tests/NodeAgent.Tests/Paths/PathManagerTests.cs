@@ -201,6 +201,55 @@ public sealed class PathManagerTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         await RelayClientNamed("relay-5.3");
     }
 
+    [Fact]
+    public async Task Logged_out_and_in_again_under_a_new_node_key_the_home_relay_opens_when_the_ticket_for_that_key_comes()
+    {
+        // Logging out makes a new node key. Going up again opened no relay while the ticket still named the old key,
+        // and the new ticket came with the same map: nothing opened the home region's relay until the next netcheck
+        // (20-26 s), and peers behind hard NATs could not reach this device meanwhile.
+        await using var stun = new LoopbackStunServer();
+        var map = new RelayMap { Regions = { new RelayRegion { Id = 5, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } };
+        var expiry = DateTimeOffset.UtcNow.AddHours(1);
+        using var issuer = RelayTicket.SigningKey(RelayTicket.NewSigningSeed());
+        using var before = Curve25519PrivateKey.Generate();
+        _paths.Tell(new NodeKeyChanged(before.ToHex(), Rotated: false));
+        _paths.Tell(new RelayAccessChanged(map, new RelayTicket(before.PublicKey, "tn_paths", expiry).Sign(issuer), expiry, "127.0.0.1"));
+        await RelayClientNamed("relay-5.1");
+
+        _paths.Tell(new ControlStateChanged(ControlState.NeedsLogin, null, "test"));
+        using var after = Curve25519PrivateKey.Generate();
+        _paths.Tell(new NodeKeyChanged(after.ToHex(), Rotated: false));
+        _paths.Tell(new ControlStateChanged(ControlState.Connecting, null, "test"));
+        await _paths.Ask<NetcheckReport>(GetNetcheck.Instance, Timeout); // all taken (one mailbox)
+        await Assert.ThrowsAsync<ActorNotFoundException>(() => Sys.ActorSelection(_paths.Path / "relay-5.2").ResolveOne(TimeSpan.FromMilliseconds(300)));
+
+        _paths.Tell(new RelayAccessChanged(map, new RelayTicket(after.PublicKey, "tn_paths", expiry).Sign(issuer), expiry, "127.0.0.1"));
+        // Well before the next netcheck (20-26 s) could open it.
+        await AwaitAssertAsync(async () => await Sys.ActorSelection(_paths.Path / "relay-5.2").ResolveOne(TimeSpan.FromMilliseconds(300)),
+            TimeSpan.FromSeconds(3), TimeSpan.FromMilliseconds(100));
+    }
+
+    [Fact]
+    public async Task A_finder_that_went_idle_before_the_engine_made_its_peer_takes_that_peer_when_it_comes_and_its_traffic_wakes_it()
+    {
+        // The tunnels apply the netmap on their own, and may lag (a busy data plane): the finder's heartbeat found no
+        // engine peer, counted that as idle and stopped. Nothing looked again, so the peer, made later, was never
+        // bound: no path chosen for it, and its packets could not wake the finder (no probing, no call-me-maybe).
+        // Bound while idle, it is marked so, and its first packet wakes the finder.
+        await AwaitPathEndpoint("127.0.0.1:1001");
+        await Task.Delay(PathFinder.HeartbeatInterval * 2); // the second heartbeat finds no peer: idle
+        Assert.False(_node.Device.Peers.ContainsKey(_peerKey.PublicKey));
+
+        _node.TrustKey(_peerKey.PublicKey, new Weft.NodeAgent.WireGuard.Endpoint(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 9)), "100.64.0.2/32");
+        var peer = _node.Device.Peers[_peerKey.PublicKey];
+        await AwaitAssertAsync(() =>
+        {
+            Assert.True(peer.PathManaged, "the finder never bound the engine's peer");
+            Assert.Equal("127.0.0.1:1001", peer.Endpoint?.ToString());
+        }, TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(100));
+        Assert.Equal(typeof(PathFinder), peer.PathSignals.GetType().DeclaringType); // its packets reach the finder now
+    }
+
     private async Task<IActorRef> RelayClientNamed(string name)
     {
         IActorRef? found = null;
