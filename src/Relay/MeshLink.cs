@@ -47,12 +47,21 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
     {
         var info = new ClientInfo { MeshKey = server.Options.MeshKey };
         var failures = 0;
+        var selfChecks = 0;
         while (!stopping.IsCancellationRequested)
         {
             if (await IsThisRelayAsync(stopping))
             {
-                server.Log.LogInformation("Mesh peer {Peer} is this relay; not dialled", peer);
-                return;
+                // An address names this relay for good; a name may name another later (a headless service's stale answer,
+                // an address given to another pod, a floating address that moved): it is looked up again, and dialled then.
+                var literal = IPAddress.TryParse(peer.Host, out _);
+                server.Log.Log(selfChecks++ == 0 ? LogLevel.Information : LogLevel.Debug,
+                    literal ? "Mesh peer {Peer} is this relay; not dialled" : "Mesh peer {Peer} names this relay now; not dialled, and looked up again every {Retry} s",
+                    peer, server.Options.MeshRetryInterval.TotalSeconds);
+                if (literal) return;
+                try { await Task.Delay(server.Options.MeshRetryInterval, stopping); }
+                catch (OperationCanceledException) { return; }
+                continue;
             }
             using var alive = CancellationTokenSource.CreateLinkedTokenSource(stopping);
             var keepingAlive = Task.CompletedTask;
@@ -115,7 +124,7 @@ internal sealed class MeshLink(RelayServer server, RelayNodeAddress peer) : IAsy
         IPAddress[] resolved;
         try
         {
-            resolved = IPAddress.TryParse(peer.Host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(peer.Host, stopping);
+            resolved = IPAddress.TryParse(peer.Host, out var literal) ? [literal] : await server.Options.ResolveHost(peer.Host, stopping);
         }
         catch (Exception e) when (e is System.Net.Sockets.SocketException or ArgumentException or OperationCanceledException)
         {

@@ -21,6 +21,8 @@ public sealed record RelayOptions
     public string? MeshKey { get; init; }
     /// <summary>The other relays of the region, to watch and forward to.</summary>
     public IReadOnlyList<RelayNodeAddress> MeshPeers { get; init; } = [];
+    /// <summary>How a mesh peer's host name is looked up (tests: a DNS whose answers change).</summary>
+    public Func<string, CancellationToken, Task<System.Net.IPAddress[]>> ResolveHost { get; init; } = System.Net.Dns.GetHostAddressesAsync;
     /// <summary>With a certificate, connections that start a TLS handshake get TLS.</summary>
     public X509Certificate2? Certificate { get; init; }
     /// <summary>Packets queued per client before the oldest is dropped (DERP uses 32).</summary>
@@ -42,6 +44,12 @@ public sealed record RelayOptions
     public TimeSpan LivenessProbeTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan MeshRetryInterval { get; init; } = TimeSpan.FromSeconds(5);
     public int MaxClients { get; init; } = 100_000;
+    /// <summary>
+    /// Connections one node key may hold here at once (an agent needs two, old and new, while it changes connections);
+    /// one more closes the oldest. A buggy or compromised device could otherwise hold sockets without bound, each
+    /// new one warning every older one.
+    /// </summary>
+    public int MaxConnectionsPerKey { get; init; } = 4;
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;
 
     /// <summary>

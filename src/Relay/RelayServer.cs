@@ -129,7 +129,8 @@ public sealed class RelayServer : IAsyncDisposable
         {
             Socket socket;
             try { socket = await _listener.AcceptSocketAsync(_stopping.Token); }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException) { return; }
+            // Stopping: the listener may have stopped between the check above and this call ("not listening").
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested) { return; }
             catch (SocketException) { continue; }
             socket.NoDelay = true;
             _ = Task.Run(() => ServeAsync(socket));
@@ -454,7 +455,13 @@ public sealed class RelayServer : IAsyncDisposable
                 // set would leave this connection registered nowhere, reachable by no one. Take a new one.
                 if (set.Removed) continue;
                 var first = set.Connections.Count == 0;
-                foreach (var older in set.Connections)
+                if (set.Connections.Where(c => !c.IsClosing).Skip(_options.MaxConnectionsPerKey - 1).Any()
+                    && set.Connections.FirstOrDefault(c => !c.IsClosing) is { } oldest)
+                {
+                    Counters.Refused("too_many_connections_for_key");
+                    oldest.Close();
+                }
+                foreach (var older in set.Connections.Where(c => !c.IsClosing))
                 {
                     older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
                     // The client may have left it for dead (it roamed): unless it answers, it closes, and cannot become

@@ -259,6 +259,22 @@ public class RelayForwardingTests
     }
 
     [Fact]
+    public async Task A_key_holds_a_few_connections_at_most_and_one_more_closes_its_oldest_while_the_newest_receives()
+    {
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay(configure: o => o with { MaxConnectionsPerKey = 3 });
+        var (alice, _) = await lab.Connect(relay);
+        using var key = Curve25519PrivateKey.Generate();
+        var connections = new List<RelayClientConnection>();
+        for (var i = 0; i < 6; i++) connections.Add((await lab.Connect(relay, key)).Client);
+
+        Assert.True(await RelayLab.Eventually(() => relay.ConnectionCountOf(key.PublicKey) == 3), $"{relay.ConnectionCountOf(key.PublicKey)} connections for one key");
+        Assert.Equal(3, relay.Counters.RefusedFor("too_many_connections_for_key"));
+        alice.TrySend(key.PublicKey, "to the newest"u8);
+        Assert.Equal("to the newest", Encoding.UTF8.GetString((await RelayLab.NextPacket(connections[^1]))!.Value.Packet));
+    }
+
+    [Fact]
     public async Task The_server_answers_pings_and_http_probes_and_refuses_plain_http_elsewhere()
     {
         await using var lab = new RelayLab();

@@ -279,12 +279,13 @@ public class RelayMeshTests
         var (moved, _) = await lab.Connect(b, roamer);
         Assert.True(await RelayLab.Eventually(() => a.MeshRoutesTo(roamer.PublicKey) == 1), "relay a should learn the client from b");
         (Curve25519PublicKey Source, byte[] Packet)? delivered = null;
-        for (var tries = 0; tries < 20 && delivered is null; tries++)
+        for (var tries = 0; tries < 40 && delivered is null; tries++)
         {
             sender.TrySend(roamer.PublicKey, "where you are now"u8);
             delivered = await RelayLab.NextPacket(moved, TimeSpan.FromMilliseconds(500));
         }
-        Assert.True(delivered is not null, "relay a kept delivering into the old connection");
+        Assert.True(delivered is not null, $"relay a kept delivering into the old connection (probes unanswered {a.Counters.RefusedFor("unanswered_probe")}, "
+            + $"connections of the key on a {a.ConnectionCountOf(roamer.PublicKey)}, routes {a.MeshRoutesTo(roamer.PublicKey)}, meshed {a.Counters.PacketsMeshed}, forwarded on b {b.Counters.PacketsForwarded})");
         Assert.Equal("where you are now", Encoding.UTF8.GetString(delivered.Value.Packet));
         Assert.Equal(1, a.Counters.RefusedFor("unanswered_probe"));
         Assert.DoesNotContain(roamer.PublicKey, a.ConnectedKeys);
@@ -300,5 +301,24 @@ public class RelayMeshTests
         Assert.Equal(1, a.Counters.RefusedFor("unanswered_probe"));
         sender.TrySend(both.PublicKey, "here"u8);
         Assert.Equal("here", Encoding.UTF8.GetString((await reading)!.Value.Packet));
+    }
+
+    [Fact]
+    public async Task A_mesh_peer_whose_name_names_this_relay_is_looked_up_again_as_it_may_name_another_later()
+    {
+        // A headless service's stale answer, or a floating address that moved, makes a peer's name resolve to this relay
+        // once. The link gave up for good, and the region stayed split until this relay restarted.
+        await using var lab = new RelayLab();
+        var port = RelayLab.FreePort();
+        var lookups = 0;
+        lab.StartRelay([new RelayNodeAddress("relay-b.mesh.test", port)], port: port, configure: o => o with
+        {
+            ResolveHost = (_, _) =>
+            {
+                Interlocked.Increment(ref lookups);
+                return Task.FromResult(new[] { System.Net.IPAddress.Loopback }); // this relay, every time
+            },
+        });
+        Assert.True(await RelayLab.Eventually(() => Volatile.Read(ref lookups) >= 3), $"looked up {lookups} time(s)");
     }
 }

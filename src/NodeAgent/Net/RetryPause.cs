@@ -9,4 +9,11 @@ public static class RetryPause
     /// </summary>
     public static TimeSpan Doubling(TimeSpan first, TimeSpan longest, int failures) =>
         TimeSpan.FromTicks(Math.Min(longest.Ticks, first.Ticks << Math.Clamp(failures, 0, 16)));
+
+    /// <summary>
+    /// A random pause between half of <paramref name="pause"/> and all of it: for what many agents retry at once
+    /// (a relay that restarted drops all its clients together), so that they come back spread out, not in lockstep.
+    /// </summary>
+    public static TimeSpan Spread(TimeSpan pause, Random? random = null) =>
+        TimeSpan.FromTicks(pause.Ticks / 2 + (long)((random ?? Random.Shared).NextDouble() * (pause.Ticks - pause.Ticks / 2)));
 }

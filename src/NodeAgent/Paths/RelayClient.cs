@@ -48,6 +48,8 @@ public sealed class RelayClient : UntypedActor, IWithTimers
     public static readonly TimeSpan OldConnectionGrace = TimeSpan.FromSeconds(10);
     /// <summary>A ping to the relay this often; a connection silent for <see cref="SilenceLimit"/> (a dead TCP path: a rebooted NAT, a moved machine) is replaced.</summary>
     private static readonly TimeSpan LivenessInterval = TimeSpan.FromSeconds(15);
+    /// <summary>The pause before dialling again after the connection was lost (spread over its second half, see <see cref="RetryPause.Spread"/>).</summary>
+    private static readonly TimeSpan LostConnectionRedial = TimeSpan.FromMilliseconds(800);
     private static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(40);
 
     private readonly RelayRegion _region;
@@ -150,7 +152,7 @@ public sealed class RelayClient : UntypedActor, IWithTimers
                 _dialing = false;
                 _failures++;
                 _nodeIndex = (_nodeIndex + 1) % Math.Max(1, _region.Nodes.Count);
-                var backoff = RetryPause.Doubling(TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(10), _failures);
+                var backoff = RetryPause.Spread(RetryPause.Doubling(TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(10), _failures));
                 _log.Warning("Relay region {0} ({1}): cannot connect to {2}: {3}; trying again in {4:0.0} s", _region.Id, _region.Code, failed.Node, failed.Error, backoff.TotalSeconds);
                 Timers.StartSingleTimer("dial", Dial.Instance, backoff);
                 break;
@@ -161,7 +163,8 @@ public sealed class RelayClient : UntypedActor, IWithTimers
                 _connection = null;
                 _log.Warning("Relay region {0} ({1}): connection lost; reconnecting", _region.Id, _region.Code);
                 _nodeIndex = (_nodeIndex + 1) % Math.Max(1, _region.Nodes.Count);
-                Timers.StartSingleTimer("dial", Dial.Instance, TimeSpan.FromMilliseconds(100));
+                // Spread: a relay that restarted lost every client at the same moment.
+                Timers.StartSingleTimer("dial", Dial.Instance, RetryPause.Spread(LostConnectionRedial));
                 break;
             case ConnectionLost lost:
                 // A replaced one that closed before its grace ran out.
