@@ -475,10 +475,14 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         // Entities on a node that died cannot say goodbye: their devices time out.
         foreach (var (deviceId, lastHeard) in _online.Where(kv => Since(kv.Value) > _presenceTimeout).ToList())
             OnPresence(new DeviceOnline(State.TailnetId, deviceId, false, lastHeard.At), lastHeard);
+        // Each stays until its removal is stored (DeviceDeleted takes it out) or the device is back: a removal the
+        // journal rejected is submitted again at the next pass, instead of leaving the device for good.
         foreach (var (deviceId, offlineSince) in _offlineEphemeral.Where(kv => Since(kv.Value) >= State.Settings.EphemeralTimeout).ToList())
         {
-            _offlineEphemeral.Remove(deviceId);
-            Submit(new RemoveEphemeralDevice(State.TailnetId, deviceId, offlineSince.At), ActorRefs.Nobody);
+            if (State.Devices.TryGetValue(deviceId, out var device) && device.Ephemeral)
+                Submit(new RemoveEphemeralDevice(State.TailnetId, deviceId, offlineSince.At), ActorRefs.Nobody);
+            else
+                _offlineEphemeral.Remove(deviceId);
         }
         if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
