@@ -383,7 +383,14 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         else
         {
-            if (!was) return;
+            if (!was)
+            {
+                // Online in an incarnation before this one (the tailnet moved, or its node died, as the device went): the
+                // disconnect is still the device's last sighting, and nothing else will record it.
+                if (device.LastSeen is not { } seen || seen < presence.At)
+                    Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
+                return;
+            }
             _online.Remove(device.DeviceId);
             Submit(new RecordDeviceLastSeen(State.TailnetId, device.DeviceId, presence.At), ActorRefs.Nobody);
             if (device.Ephemeral) _offlineEphemeral[device.DeviceId] = silentSince ?? Now() with { At = presence.At };

@@ -351,6 +351,28 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
     }
 
     [Fact]
+    public void A_disconnect_heard_by_an_incarnation_that_never_saw_the_device_online_is_still_recorded_as_its_last_sighting()
+    {
+        // The device was online in the incarnation before (the tailnet moved, or its node died) and went as this one
+        // started: its entity's "offline" reached an incarnation that had not heard it online, and was dropped.
+        var (devices, restarted) = RestartedAfterBReported("tn_last_seen");
+        devices.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m);
+        var disconnected = Created.AddHours(3);
+        restarted.Tell(new DeviceOnline("tn_last_seen", "dev_b", false, disconnected));
+        AwaitAssert(() =>
+        {
+            restarted.Tell(new GetDevice("tn_last_seen", "dev_b"));
+            Assert.Equal(disconnected, ExpectMsg<DeviceInfo>().Device.LastSeen);
+        }, TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(100));
+
+        // An older report changes nothing (a reordered pair of disconnects).
+        restarted.Tell(new DeviceOnline("tn_last_seen", "dev_b", false, disconnected.AddMinutes(-5)));
+        ExpectNoMsg(TimeSpan.FromMilliseconds(300)); // time for a write, were one made
+        restarted.Tell(new GetDevice("tn_last_seen", "dev_b"));
+        Assert.Equal(disconnected, ExpectMsg<DeviceInfo>().Device.LastSeen);
+    }
+
+    [Fact]
     public void A_session_that_outlived_its_devices_expiry_is_ended_by_its_next_heartbeat()
     {
         const string id = "tn_lost_expiry";
