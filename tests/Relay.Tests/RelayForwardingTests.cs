@@ -270,6 +270,12 @@ public class RelayForwardingTests
 
         Assert.True(await RelayLab.Eventually(() => relay.ConnectionCountOf(key.PublicKey) == 3), $"{relay.ConnectionCountOf(key.PublicKey)} connections for one key");
         Assert.Equal(3, relay.Counters.RefusedFor("too_many_connections_for_key"));
+        // The three oldest are the ones closed.
+        foreach (var closed in connections[..3])
+        {
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            while (await closed.ReadAsync(limit.Token) is not null) { } // health frames, then the end
+        }
         alice.TrySend(key.PublicKey, "to the newest"u8);
         Assert.Equal("to the newest", Encoding.UTF8.GetString((await RelayLab.NextPacket(connections[^1]))!.Value.Packet));
     }

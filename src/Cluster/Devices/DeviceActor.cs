@@ -80,6 +80,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     private bool _endpointsOwed;
     // The last message heard from a tailnet incarnation (none since this entity started): a gap after it was lost on the way.
     private FanOutStamp _heard;
+    // Tailnet incarnations a later one replaced (the latest few): what they still send arrived late, and is out of date.
+    private readonly Queue<long> _retiredIncarnations = new();
+    private const int RetiredIncarnationsKept = 8;
 
     public DeviceActor(string deviceId, PersistenceSettings settings, TimeProvider clock, string[] coordinatorUrls, TimeSpan snapshotRetry) : base(settings, DeviceState.Empty(deviceId))
     {
@@ -343,13 +346,23 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
         _stale = true;
     }
 
+    /// <summary>How a message from the tailnet came, by its stamp (see <see cref="FanOutStamp"/>).</summary>
+    private enum Heard { InOrder, AfterALoss, FromARetiredIncarnation }
+
     /// <summary>
-    /// Whether a message from the tailnet came after one that was lost (see <see cref="FanOutStamp"/>); it is heard
-    /// either way. A full map covers whatever was lost before it; a change does not.
+    /// Takes in a message's stamp: whether it came after one that was lost (a full map covers whatever was lost before
+    /// it; a change does not), or from an incarnation a later one replaced (late, and not heard as the latest).
     /// </summary>
-    private bool MissedBefore(FanOutStamp stamp)
+    private Heard Hear(FanOutStamp stamp)
     {
-        if (stamp.IsNone) return false;
+        if (stamp.IsNone) return Heard.InOrder;
+        // Held up on the way (a busy link from the node it left) until its successor had spoken: neither a loss nor news.
+        if (_retiredIncarnations.Contains(stamp.Incarnation)) return Heard.FromARetiredIncarnation;
+        if (!_heard.IsNone && stamp.Incarnation != _heard.Incarnation)
+        {
+            _retiredIncarnations.Enqueue(_heard.Incarnation);
+            if (_retiredIncarnations.Count > RetiredIncarnationsKept) _retiredIncarnations.Dequeue();
+        }
         var missed = !stamp.Follows(_heard);
         if (missed)
         {
@@ -358,18 +371,21 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             Telemetry.CoordinatorMetrics.FanOutGaps.Add(1, Telemetry.CoordinatorMetrics.SeenByEntity);
         }
         if (stamp.Incarnation != _heard.Incarnation || stamp.Sequence > _heard.Sequence) _heard = stamp;
-        return missed;
+        return missed ? Heard.AfterALoss : Heard.InOrder;
     }
 
     private void OnChanges(PeerChanges changes)
     {
-        var missed = MissedBefore(changes.Stamp);
+        var heard = Hear(changes.Stamp);
+        var missed = heard == Heard.AfterALoss;
         if (changes.EndCode is { } code)
         {
             if (code == ControlErrorCodes.DeviceDeleted) Submit(new MarkDeviceRemoved(State.DeviceId, changes.EndMessage ?? "this device was deleted from the tailnet"), ActorRefs.Nobody);
             else EndSession(code, changes.EndMessage ?? code);
             return;
         }
+        // A change or a resync from an incarnation its successor replaced: the successor's full map covers it.
+        if (heard == Heard.FromARetiredIncarnation) return;
         // A change (or a resync) from the tailnet was lost on the way, and the versions cannot show it: this one was
         // numbered after it. Taken as a resync: the full map covers both, and a lost resync's soft state is reported again.
         if (changes.Resync || missed)
@@ -383,7 +399,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
             _tailnets.Tell(new DeviceReportedAgain(State.TailnetId, State.DeviceId));
             // A map already asked for still answers (the new incarnation holds every full map until it has
             // relearned): asked again under the same need, it is built once, whichever incarnation got the request.
-            if (_session is not null && _awaitingSnapshot) AskForSnapshot();
+            // After a loss, under a new need: the lost message may have been that very map, which the tailnet would
+            // take the same need's repeat for (its answer on the way) and not build again.
+            if (_session is not null && _awaitingSnapshot && !missed) AskForSnapshot();
             else if (_session is not null) RequestSnapshot();
             else _stale = _endpointsOwed = true;
             return;
@@ -404,8 +422,7 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
 
     private void OnSnapshot(NetMapSnapshot snapshot)
     {
-        MissedBefore(snapshot.Stamp);
-        if (!_incarnated) return;
+        if (Hear(snapshot.Stamp) == Heard.FromARetiredIncarnation || !_incarnated) return;
         _awaitingSnapshot = false;
         Timers.Cancel(nameof(SnapshotOverdue));
         _counter++;

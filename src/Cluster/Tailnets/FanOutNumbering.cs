@@ -14,7 +14,8 @@ public sealed class FanOutNumbering(TimeProvider clock)
     public static readonly TimeSpan InFlightAllowance = TimeSpan.FromSeconds(5);
 
     private readonly long _incarnation = NewIncarnation();
-    private readonly Dictionary<string, (long Sequence, long SentAt)> _sent = new(StringComparer.Ordinal);
+    // Per device: the last number sent, when, and the number an earlier heartbeat found not heard (0: none).
+    private readonly Dictionary<string, (long Sequence, long SentAt, long Suspected)> _sent = new(StringComparer.Ordinal);
 
     private static long NewIncarnation()
     {
@@ -27,19 +28,28 @@ public sealed class FanOutNumbering(TimeProvider clock)
     public FanOutStamp Next(string deviceId)
     {
         var sequence = (_sent.TryGetValue(deviceId, out var sent) ? sent.Sequence : 0) + 1;
-        _sent[deviceId] = (sequence, clock.GetTimestamp());
+        _sent[deviceId] = (sequence, clock.GetTimestamp(), 0);
         return new FanOutStamp(_incarnation, sequence);
     }
 
     /// <summary>
-    /// Whether the device's entity, which last heard <paramref name="heard"/>, missed something this incarnation sent
-    /// it at least <see cref="InFlightAllowance"/> ago. An entity that heard nothing since it started knows nothing to
-    /// compare: its next session starts from a full map.
+    /// Whether the device's entity, which last heard <paramref name="heard"/>, missed the last thing this incarnation
+    /// sent it: two heartbeats in a row, the first at least <see cref="InFlightAllowance"/> after it was sent, said they
+    /// had not heard it. One is not enough: it may have been made just before the message arrived and then waited in a
+    /// busy mailbox. An entity that heard nothing since it started knows nothing to compare: its next session starts
+    /// from a full map.
     /// </summary>
     public bool Missed(string deviceId, FanOutStamp heard)
     {
         if (heard.IsNone || !_sent.TryGetValue(deviceId, out var sent) || clock.GetElapsedTime(sent.SentAt) < InFlightAllowance) return false;
-        return heard.Incarnation != _incarnation || heard.Sequence < sent.Sequence;
+        if (heard.Incarnation == _incarnation && heard.Sequence >= sent.Sequence)
+        {
+            if (sent.Suspected != 0) _sent[deviceId] = sent with { Suspected = 0 };
+            return false;
+        }
+        if (sent.Suspected == sent.Sequence) return true;
+        _sent[deviceId] = sent with { Suspected = sent.Sequence };
+        return false;
     }
 
     /// <summary>Drops the counts of devices the tailnet no longer has.</summary>

@@ -368,6 +368,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             // it starts again from a full map, as after a resync, and reports its soft state again on the way.
             Log.Warning("Tailnet {0}: device {1}'s entity missed what was last sent to it; it starts again from a full map", State.TailnetId, device.DeviceId);
             Telemetry.CoordinatorMetrics.FanOutGaps.Add(1, Telemetry.CoordinatorMetrics.SeenByHeartbeat);
+            // The lost message may have been a full map: the repeat of its need is answered again, not taken as on its way.
+            _mapsAnswered.Remove(device.DeviceId);
             TellDevice(new PeerChanges(device.DeviceId, [], true, null, null));
         }
         // A device this incarnation still has as unknown, past its resync (the resync or the report that

@@ -58,7 +58,19 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
 
     public void SetRoutes(IReadOnlyCollection<IpPrefix> routes) => _routing.Apply(routes);
 
-    public IReadOnlyList<string> Reassert() => [.. ReassertInterface(), .. _routing.Reassert()];
+    /// <summary>Each part on its own: one that keeps failing (a tool set disable_ipv6 on the interface) stops none of the others.</summary>
+    public IReadOnlyList<string> Reassert()
+    {
+        var corrected = new List<string>();
+        var problems = new List<string>();
+        foreach (var part in new Func<IReadOnlyList<string>>[] { ReassertInterface, _routing.Reassert })
+        {
+            try { corrected.AddRange(part()); }
+            catch (IOException e) { problems.Add(e.Message); }
+        }
+        if (problems.Count == 0) return corrected;
+        throw new IOException(string.Join("; ", problems) + (corrected.Count > 0 ? "; corrected meanwhile: " + string.Join("; ", corrected) : ""));
+    }
 
     /// <summary>
     /// Puts back what <see cref="Up"/> and <see cref="SetAddresses"/> set and the kernel takes away with the link: another

@@ -132,6 +132,22 @@ public class DeviceStreamTests : Akka.TestKit.Xunit2.TestKit
         device.Tell(Delta(id, "peer-7") with { Stamp = new(78, 3) });
         Assert.Equal(ServerMessage.BodyOneofCase.Delta, Read(session.FishForMessage<DeliverToAgent>(_ => true)).BodyCase);
         _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(300)); // no gap seen: no map asked for
+
+        // A message the replaced incarnation sent before it went, held up on a busy link until now: neither a loss nor
+        // news (its successor's full map covers it). It is not passed on, and the next of the successor's is in order.
+        device.Tell(Delta(id, "stale") with { Stamp = new(77, 9) });
+        session.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+        _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
+        device.Tell(Delta(id, "peer-8") with { Stamp = new(78, 4) });
+        Assert.Equal(ServerMessage.BodyOneofCase.Delta, Read(session.FishForMessage<DeliverToAgent>(_ => true)).BodyCase);
+        _tailnet.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+
+        // A loss while a full map is awaited (the lost message may be that map): asked for under a new need, which the
+        // tailnet cannot take for a repeat of one it answered.
+        device.Tell(new AttachSession(id, session.Ref, 0, false));
+        var awaited = _tailnet.FishForMessage<SendNetMap>(_ => true).Need;
+        device.Tell(Delta(id, "peer-10") with { Stamp = new(78, 6) });
+        Assert.NotEqual(awaited, _tailnet.FishForMessage<SendNetMap>(_ => true).Need);
     }
 
     [Fact]
