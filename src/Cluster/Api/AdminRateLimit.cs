@@ -9,7 +9,8 @@ namespace Weft.Cluster.Api;
 /// Token buckets on the admin listener (ASP.NET Core's rate limiter), one per client address and one
 /// per API key named in the request: one client, authenticated or not, cannot take the API from
 /// everyone else, and one key cannot do it from many addresses (a key is counted as presented, before
-/// it is verified: a forged one only gets a bucket of its own). A refused request gets 429
+/// it is verified, by its id and its secret: a forged one, even under a real key's id (ids show in audit
+/// logs), only gets a bucket of its own and cannot empty the real key's). A refused request gets 429
 /// <c>rate_limited</c> with <c>Retry-After</c>, before any key is checked. The control listener's
 /// streams never come this far (CoordinatorHost sends them straight to their endpoint); they have
 /// their own admission (ControlAdmission).
@@ -25,7 +26,7 @@ public static class AdminRateLimit
                     : RateLimitPartition.GetNoLimiter("")),
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
                 ApiKeyAuthentication.TryReadPresentedKey(http.Request, out var presented)
-                    ? Bucket("key " + presented.KeyId, settings.RequestsPerSecondPerKey)
+                    ? Bucket("key " + presented.KeyId + " " + presented.SecretHash[..16], settings.RequestsPerSecondPerKey)
                     : RateLimitPartition.GetNoLimiter("")));
         options.OnRejected = async (context, cancel) =>
         {

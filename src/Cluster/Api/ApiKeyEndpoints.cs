@@ -32,6 +32,10 @@ public static class ApiKeyEndpoints
     private static async Task<IResult> Issue(HttpContext http, TailnetRefs refs, IdempotentCreation idempotent, TimeProvider clock)
     {
         var caller = ApiCaller.Of(http);
+        // A key acts with all of its tailnet's rights, an owner's among them (it makes and unmakes owners): a person
+        // signed in to the console who is not an owner would make themselves one with it.
+        if (!caller.ActsAsOwner)
+            throw new ApiException(ApiErrorCodes.Forbidden, "only an owner issues API keys: a key acts with all of the tailnet's rights, an owner's among them");
         var body = (await JsonRequestBody.ReadAsync(http.Request)).AllowOnly("scope", "tailnet", "description");
         var scope = body.OptionalString("scope") ?? (caller.IsOperator ? "operator" : "tailnet");
         string? tailnetId = null;

@@ -83,7 +83,7 @@ public static class MemberEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var userId = await ResolveUserId(http, refs, entry.TailnetId, user);
-        await refs.Tailnets.Remove(new DeleteUser(entry.TailnetId, userId), http);
+        await refs.Tailnets.Remove(new DeleteUser(entry.TailnetId, userId, ApiCaller.Of(http).ActsAsOwner), http);
         return Results.NoContent();
     }
 

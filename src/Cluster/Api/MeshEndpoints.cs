@@ -124,7 +124,8 @@ public static class MeshEndpoints
             links.Links
                 .Where(l => byId.ContainsKey(l.A) && byId.ContainsKey(l.B))
                 .Select(l => new MeshLinkResource(l.A, l.B, ExpectedPath(byId[l.A], byId[l.B])))
-                .ToList());
+                .ToList(),
+            links.Complete);
     }
 
     private static string ExpectedPath(DeviceInfo a, DeviceInfo b) =>

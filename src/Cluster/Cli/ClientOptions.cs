@@ -62,9 +62,10 @@ internal sealed class ClientOptions
             }
             return 1;
         }
-        catch (HttpRequestException e)
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
         {
-            Console.Error.WriteLine($"error: cannot reach the coordinator at {uri}: {e.Message}");
+            // Refused, or not answered within the client's timeout at any coordinator named (the same exit as refused).
+            Console.Error.WriteLine($"error: cannot reach the coordinator at {uri}: {(e is TaskCanceledException ? "it did not answer in time" : e.Message)}");
             return 2;
         }
     }

@@ -163,9 +163,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             GetNetMap get => state.Devices.ContainsKey(get.DeviceId)
                 ? new NetMapSnapshot(state.TailnetId, get.DeviceId, NetMapBuilder.BuildEncoded(state, get.DeviceId, Engine, IsOnline, _encodedPeers))
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),
-            GetMesh => new MeshLinks(state.Devices.Keys
-                .SelectMany(a => Engine.VisiblePeers(a).Where(b => string.CompareOrdinal(a, b) < 0).Select(b => new MeshLink(a, b)))
-                .ToList()),
+            GetMesh => MeshOf(state),
             GetPolicy => state.PolicyInfo(),
             GetSso => state.SsoInfo(),
             GetDeviceLogin get => state.LoginInfo(get),
@@ -426,6 +424,20 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         else
             TellDevice(new PeerChanges(deviceId, [], false, Weft.Contracts.Control.ControlErrorCodes.DeviceDeleted, NotInTailnet));
+    }
+
+    /// <summary>The pairs that may reach each other, unless there are more than <see cref="MeshLinks.MaxLinks"/> (counting stops there).</summary>
+    private MeshLinks MeshOf(TailnetState state)
+    {
+        var links = new List<MeshLink>();
+        foreach (var a in state.Devices.Keys)
+            foreach (var b in Engine.VisiblePeers(a))
+            {
+                if (string.CompareOrdinal(a, b) >= 0) continue;
+                if (links.Count == MeshLinks.MaxLinks) return new MeshLinks([], Complete: false);
+                links.Add(new MeshLink(a, b));
+            }
+        return new MeshLinks(links);
     }
 
     /// <summary>Sends the device's entity its next numbered message (see <see cref="FanOutStamp"/>).</summary>

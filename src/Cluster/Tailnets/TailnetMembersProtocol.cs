@@ -175,7 +175,7 @@ public sealed record CreateUser(string TailnetId, string UserId, string Name, Da
 public sealed record SetUserRole(string TailnetId, string UserId, UserRole Role, bool ByOwner) : ITailnetCommand;
 
 [WireName("tailnet.delete-user")]
-public sealed record DeleteUser(string TailnetId, string UserId) : ITailnetCommand;
+public sealed record DeleteUser(string TailnetId, string UserId, bool ByOwner = true) : ITailnetCommand;
 
 [WireName("tailnet.create-auth-key")]
 public sealed record CreateAuthKey(
@@ -323,8 +323,16 @@ public sealed record GetMesh(string TailnetId) : ITailnetMessage;
 /// <summary>One pair of devices the policy lets reach each other (either way), each pair once.</summary>
 public sealed record MeshLink(string A, string B);
 
+/// <param name="Complete">
+/// False when the pairs are more than <see cref="MaxLinks"/>: then none are sent. Pairs grow with the square of the
+/// devices (a tailnet of 50,000 under an allow-all policy has over a billion), and the console asks every second.
+/// </param>
 [WireName("tailnet.mesh")]
-public sealed record MeshLinks(IReadOnlyList<MeshLink> Links) : IClusterMessage;
+public sealed record MeshLinks(IReadOnlyList<MeshLink> Links, bool Complete = true) : IClusterMessage
+{
+    /// <summary>The most pairs a mesh answer lists (a graph with more is past drawing, and past a cluster frame).</summary>
+    public const int MaxLinks = 20_000;
+}
 
 /// <summary>
 /// Asks for a device's whole netmap; the answer is sent to the device's entity, in order with its changes.

@@ -213,7 +213,12 @@ public sealed partial record TailnetState
 
     private Decision<ITailnetEvent> DeleteUserDecision(DeleteUser c)
     {
-        if (!Users.ContainsKey(c.UserId)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
+        if (!Users.TryGetValue(c.UserId, out var user)) return Decision<ITailnetEvent>.Reject(Rejection.NotFound($"user {c.UserId} does not exist"));
+        // As for a change of role: only an owner unmakes an owner, and the last one stays.
+        if (user.Role == UserRole.Owner && !c.ByOwner)
+            return Decision<ITailnetEvent>.Reject(new Rejection(Contracts.Admin.ApiErrorCodes.Forbidden, "only an owner (or an operator) deletes an owner"));
+        if (user.Role == UserRole.Owner && Users.Values.Count(u => u.Role == UserRole.Owner) == 1)
+            return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"{user.Name} is the tailnet's only owner; make another user owner first"));
         var owned = Devices.Values.Count(d => d.UserId == c.UserId);
         if (owned > 0) return Decision<ITailnetEvent>.Reject(Rejection.Conflict($"user {c.UserId} still owns {owned} device(s); delete or tag them first"));
         // The user's keys stop working with the user.

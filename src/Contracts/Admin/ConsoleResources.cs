@@ -4,7 +4,8 @@ namespace Weft.Contracts.Admin;
 /// Body of <c>GET /api/v1/tailnets/{tailnet}/mesh</c> (and of each <c>mesh</c> event of
 /// <c>…/events</c>): the devices, and every pair the policy lets reach each other.
 /// </summary>
-public sealed record MeshResource(IReadOnlyList<DeviceResource> Devices, IReadOnlyList<MeshLinkResource> Links);
+/// <param name="LinksComplete">False when the pairs were too many to list (<c>links</c> is then empty): a graph of them is past drawing.</param>
+public sealed record MeshResource(IReadOnlyList<DeviceResource> Devices, IReadOnlyList<MeshLinkResource> Links, bool LinksComplete = true);
 
 /// <summary>
 /// Two devices that may reach each other. <paramref name="Path"/> is the path the coordinator expects:

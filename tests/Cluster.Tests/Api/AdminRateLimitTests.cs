@@ -73,4 +73,23 @@ public class AdminRateLimitTests
         using var other = ClientFrom(IPAddress.Parse("127.0.0.2"), node.Api, second.Key);
         await (await other.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
     }
+
+    [Fact]
+    public async Task A_forged_key_under_a_real_keys_id_cannot_empty_that_keys_bucket()
+    {
+        // A key's id is no secret (a tenant's audit log names the operator key that acted on it). Counted by id alone,
+        // requests with the id and a made-up secret took the real key's bucket, and every call of its holder got 429.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage,
+            [new("Weft:Api:RequestsPerSecondPerAddress", "0"), new("Weft:Api:RequestsPerSecondPerKey", "2")]);
+        var keyId = TestCoordinator.OperatorKey.Split('_')[1];
+        var forged = $"weft_{keyId}_{new string('a', TestCoordinator.OperatorKey.Split('_')[2].Length)}";
+        using var attacker = ClientFrom(IPAddress.Parse("127.0.0.7"), node.Api, forged);
+        var refused = new List<HttpStatusCode>();
+        for (var i = 0; i < 10; i++) refused.Add((await attacker.GetAsync("/api/v1/tailnets")).StatusCode);
+        Assert.Contains(HttpStatusCode.TooManyRequests, refused); // the forger's own bucket ran dry
+
+        using var holder = ClientFrom(IPAddress.Parse("127.0.0.8"), node.Api, TestCoordinator.OperatorKey);
+        await (await holder.GetAsync("/api/v1/tailnets")).ReadAs<TailnetListResource>(HttpStatusCode.OK);
+    }
 }

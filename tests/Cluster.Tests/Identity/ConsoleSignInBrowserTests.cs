@@ -58,6 +58,11 @@ public sealed class ConsoleSignInBrowserTests(ITestOutputHelper output)
         var who = await alice.APIRequest.GetAsync(api + "session");
         Assert.Equal(200, who.Status);
         Assert.Contains("\"role\":\"admin\"", (await who.TextAsync()).Replace(" ", ""));
+        // An API key acts as an owner (it makes owners): an admin who could issue one would make herself owner with it.
+        var issued = await alice.APIRequest.PostAsync(api + "api-keys",
+            new() { DataObject = new { scope = "tailnet" }, Headers = new Dictionary<string, string> { ["X-Weft-Console"] = "1" } });
+        Assert.Equal(403, issued.Status);
+        Assert.Contains("only an owner issues API keys", await issued.TextAsync());
 
         // Bob, an auditor: he reads, and every change is refused.
         var bob = await browser.NewPageAsync();

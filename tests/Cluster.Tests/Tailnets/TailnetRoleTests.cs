@@ -21,6 +21,22 @@ public class TailnetRoleTests
     }
 
     [Fact]
+    public void Only_an_owner_deletes_an_owner_and_the_last_owner_is_not_deleted()
+    {
+        // The rule for a change of role held for a deletion too: an admin could delete the only owner (one with no
+        // devices) and leave the tailnet with nobody who may make another.
+        var state = WithUsers();
+        Assert.Equal(ApiErrorCodes.Forbidden, Refused(state, new DeleteUser(T, "usr_alice", ByOwner: false)).Code);
+        Assert.Equal(ApiErrorCodes.Conflict, Refused(state, new DeleteUser(T, "usr_alice", ByOwner: true)).Code);
+        state = Run(state, new SetUserRole(T, "usr_bob", UserRole.Owner, ByOwner: true));
+        Assert.Equal(ApiErrorCodes.Forbidden, Refused(state, new DeleteUser(T, "usr_alice", ByOwner: false)).Code);
+        state = Run(state, new DeleteUser(T, "usr_alice", ByOwner: true));
+        Assert.False(state.Users.ContainsKey("usr_alice"));
+        state = Run(state, new DeleteUser(T, "usr_carol", ByOwner: false)); // an admin deletes others
+        Assert.False(state.Users.ContainsKey("usr_carol"));
+    }
+
+    [Fact]
     public void Only_an_owner_makes_or_unmakes_an_owner_and_the_last_owner_stays_one()
     {
         var state = WithUsers();
