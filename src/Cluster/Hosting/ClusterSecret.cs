@@ -80,14 +80,24 @@ public sealed class ClusterSecret
             PersistenceSetup.CreateOwnerOnlyFolder(folder);
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
             if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            // Written whole under a temporary name, flushed, then linked under its own (which fails if another process
+            // created it first: theirs is used), and the folder flushed: the coordinator key is sealed with this secret
+            // and stored durably minutes later, so a power cut must not leave the secret empty, missing or half-written.
+            var temporary = $"{path}.{Guid.NewGuid():N}.tmp";
             try
             {
-                using var file = new StreamWriter(path, options);
-                file.WriteLine(Convert.ToBase64String(RandomNumberGenerator.GetBytes(MinimumBytes)));
+                using (var file = new FileStream(temporary, options))
+                {
+                    file.Write(System.Text.Encoding.ASCII.GetBytes(Convert.ToBase64String(RandomNumberGenerator.GetBytes(MinimumBytes)) + "\n"));
+                    file.Flush(flushToDisk: true);
+                }
+                try { File.Move(temporary, path, overwrite: false); }
+                catch (IOException) when (File.Exists(path)) { } // another process created it first: use theirs
+                if (OperatingSystem.IsLinux()) NodeAgent.Control.PrivateFile.SyncFolderOf(path);
             }
-            catch (IOException) when (File.Exists(path))
+            finally
             {
-                // Another process created it first: use theirs.
+                File.Delete(temporary);
             }
         }
         return FromFile(path);

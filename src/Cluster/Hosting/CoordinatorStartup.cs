@@ -49,16 +49,20 @@ public sealed class CoordinatorStartup(
 {
     protected override async Task ExecuteAsync(CancellationToken stopping)
     {
+        // The first operator key, stored and not shown yet. Shown whatever happens next: a start-up that stopped before
+        // its banner (a directory that did not answer, a SIGTERM) lost it, and the next start issues none.
+        string? unshownKey = null;
         try
         {
             var endpoints = await WhenListening(stopping);
             await WhenMemberUp(stopping);
             var coordinatorKey = await EstablishCoordinatorKey(stopping);
             identity.Set(coordinatorKey);
-            var printedKey = await BootstrapOperatorKey(stopping);
+            unshownKey = await BootstrapOperatorKey(stopping);
             await InstallOperatorKeyReset(stopping);
             await directory.ActorRef.AskFor<Tailnets.TailnetListing>(new Tailnets.ListTailnets(), stopping); // starts it, so it publishes the names
-            PrintBanner(endpoints, coordinatorKey.PublicKey, printedKey, RelayLine());
+            PrintBanner(endpoints, coordinatorKey.PublicKey, unshownKey, RelayLine());
+            unshownKey = null;
             readiness.MarkReady(endpoints);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -70,6 +74,14 @@ public sealed class CoordinatorStartup(
             log.LogCritical(e, "Coordinator start-up failed");
             readiness.MarkFailed(e);
             lifetime.StopApplication();
+        }
+        finally
+        {
+            if (unshownKey is not null)
+            {
+                Console.Out.WriteLine($"Weft issued the first operator key, and start-up stopped before it was ready (shown only this once; store it now):{Environment.NewLine}      {unshownKey}");
+                Console.Out.Flush();
+            }
         }
     }
 

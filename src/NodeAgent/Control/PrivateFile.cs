@@ -22,6 +22,28 @@ public static class PrivateFile
             stream.Flush(flushToDisk: true);
         }
         File.Move(temporary, path, overwrite: true);
+        // The rename itself lives in the folder: until the folder is flushed too, a power cut can bring back the file
+        // from before it (a node key the coordinator has replaced since, and an agent that must log in again).
+        SyncFolderOf(path);
+    }
+
+    /// <summary>
+    /// Flushes to disk the folder that holds <paramref name="path"/>, so that a file created or renamed there stays
+    /// after a power cut (fsync of the file alone keeps its bytes, not its name).
+    /// </summary>
+    public static void SyncFolderOf(string path)
+    {
+        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var fd = Net.Libc.open(folder, Net.Libc.O_RDONLY | Net.Libc.O_DIRECTORY | Net.Libc.O_CLOEXEC);
+        if (fd < 0) throw new IOException($"cannot open {folder} to flush it: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+        try
+        {
+            if (Net.Libc.fsync(fd) != 0) throw new IOException($"cannot flush {folder}: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+        }
+        finally
+        {
+            Net.Libc.close(fd);
+        }
     }
 
     /// <summary>

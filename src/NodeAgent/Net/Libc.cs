@@ -5,7 +5,9 @@ namespace Weft.NodeAgent.Net;
 /// <summary>The few Linux system calls .NET does not offer: TUN setup, batched UDP (recvmmsg/sendmmsg), poll.</summary>
 internal static unsafe partial class Libc
 {
+    public const int O_RDONLY = 0;
     public const int O_RDWR = 2;
+    public const int O_DIRECTORY = 0x10000;
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
     public const int EAGAIN = 11;
@@ -86,6 +88,10 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fsync(int fd);
+
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int ioctl(int fd, nuint request, void* argument);

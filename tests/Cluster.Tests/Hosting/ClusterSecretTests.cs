@@ -33,6 +33,19 @@ public sealed class ClusterSecretTests : IDisposable
         if (!OperatingSystem.IsWindows()) Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
         var again = ClusterSecret.Resolve(new ClusterNodeSettings(), storage);
         Assert.Equal(first.Certificate.GetPublicKey(), again.Certificate.GetPublicKey());
+        Assert.Equal([path], Directory.GetFiles(_folder)); // written under a temporary name, which is gone
+    }
+
+    [Fact]
+    public void Nodes_starting_at_once_on_one_folder_all_take_the_secret_the_first_one_wrote_whole()
+    {
+        // The secret is written whole under a temporary name and linked under its own only then: one that starts at
+        // the same moment never reads a half-written file, and takes the first one's.
+        var storage = new StorageSettings { DataDirectory = _folder };
+        var secrets = new System.Collections.Concurrent.ConcurrentBag<byte[]>();
+        Parallel.For(0, 8, _ => secrets.Add(ClusterSecret.Resolve(new ClusterNodeSettings(), storage).Certificate.GetPublicKey()));
+        Assert.Single(secrets.Select(Convert.ToHexString).Distinct());
+        Assert.Single(Directory.GetFiles(_folder));
     }
 
     [Fact]

@@ -32,6 +32,19 @@ public sealed class AgentStateFileTests : IDisposable
     }
 
     [Fact]
+    public void The_folder_of_a_replaced_file_is_flushed_too_and_one_that_cannot_be_is_a_clear_error()
+    {
+        // A rename lives in its folder: flushing the file alone let a power cut bring back the state from before it (the
+        // node key the coordinator had replaced), and the agent had to log in again.
+        Directory.CreateDirectory(_directory);
+        PrivateFile.SyncFolderOf(StatePath); // a folder that exists: flushed
+        var missing = Path.Combine(_directory, "gone", "file.json");
+        var refused = Assert.Throws<IOException>(() => PrivateFile.SyncFolderOf(missing));
+        Assert.Contains("cannot open", refused.Message);
+        Assert.Contains(Path.GetDirectoryName(missing)!, refused.Message);
+    }
+
+    [Fact]
     public void Printing_the_state_or_a_key_change_shows_no_private_key()
     {
         var state = AgentState.Fresh() with { NextNodePrivateKey = AgentState.Fresh().NodePrivateKey, DeviceId = "dev_x" };
