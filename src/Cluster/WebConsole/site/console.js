@@ -372,7 +372,9 @@ async function tabMesh(tailnet, body) {
   const show = (mesh) => {
     holder.replaceChildren(drawMesh(mesh));
     const online = mesh.devices.filter((d) => statusOf(d) === "online").length;
-    summary.textContent = `${mesh.devices.length} devices (${online} online), ${mesh.links.length} links allowed by the policy.`;
+    summary.textContent = mesh.linksComplete === false
+      ? `${mesh.devices.length} devices (${online} online); the pairs the policy allows are too many to draw.`
+      : `${mesh.devices.length} devices (${online} online), ${mesh.links.length} links allowed by the policy.`;
   };
   body.replaceChildren(h("h3", { id: "tab-title" }, "Mesh"), summary,
     h("p", { class: "legend" },
