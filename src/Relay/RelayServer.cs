@@ -455,13 +455,14 @@ public sealed class RelayServer : IAsyncDisposable
                 // set would leave this connection registered nowhere, reachable by no one. Take a new one.
                 if (set.Removed) continue;
                 var first = set.Connections.Count == 0;
-                if (set.Connections.Where(c => !c.IsClosing).Skip(_options.MaxConnectionsPerKey - 1).Any()
-                    && set.Connections.FirstOrDefault(c => !c.IsClosing) is { } oldest)
+                var open = set.Connections.Where(c => !c.IsClosing).ToList();
+                if (open.Count >= _options.MaxConnectionsPerKey)
                 {
                     Counters.Refused("too_many_connections_for_key");
-                    oldest.Close();
+                    open[0].Close();
+                    open.RemoveAt(0);
                 }
-                foreach (var older in set.Connections.Where(c => !c.IsClosing))
+                foreach (var older in open)
                 {
                     older.EnqueueControl(RelayFrame.Build(RelayFrameType.Health, "another connection for this node key is active"u8));
                     // The client may have left it for dead (it roamed): unless it answers, it closes, and cannot become

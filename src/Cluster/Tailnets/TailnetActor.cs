@@ -414,10 +414,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         if (State.IsActive && State.Devices.ContainsKey(deviceId))
         {
-            Devices.Tell(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers))
-            {
-                Stamp = _numbering.Next(deviceId),
-            });
+            TellDevice(new NetMapSnapshot(State.TailnetId, deviceId, NetMapBuilder.BuildEncoded(State, deviceId, Engine, IsOnline, _encodedPeers)));
             _pending.Delivered(deviceId);
             if (need != 0) _mapsAnswered[deviceId] = (need, _clock.GetUtcNow());
             Telemetry.CoordinatorMetrics.FullMapRequests.Add(1, Telemetry.CoordinatorMetrics.Built);
@@ -440,8 +437,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         return new MeshLinks(links);
     }
 
-    /// <summary>Sends the device's entity its next numbered message (see <see cref="FanOutStamp"/>).</summary>
+    /// <summary>Sends the device's entity its next numbered message (see <see cref="FanOutStamp"/>): changes and full maps share one count.</summary>
     private void TellDevice(PeerChanges changes) => Devices.Tell(changes with { Stamp = _numbering.Next(changes.DeviceId) });
+
+    private void TellDevice(NetMapSnapshot map) => Devices.Tell(map with { Stamp = _numbering.Next(map.DeviceId) });
 
     private string NotInTailnet => State.IsActive ? "this device is not in the tailnet" : "the tailnet was deleted";
 

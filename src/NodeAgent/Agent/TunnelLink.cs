@@ -94,7 +94,7 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
         }
         foreach (var range in TailnetRanges)
         {
-            if (LinkShow.RouteDestinations(LinkConfigurator.Ip(Family(range), "route", "show", "dev", interfaceName)).Contains(range)) continue;
+            if (LinkShow.RouteDestinations(Family(range), LinkConfigurator.Ip(Family(range), "route", "show", "dev", interfaceName)).Contains(range)) continue;
             LinkConfigurator.Ip(Family(range), "route", "replace", range.ToString(), "dev", interfaceName);
             corrected.Add($"route {range} was gone: added");
         }
@@ -102,43 +102,6 @@ public sealed class LinuxTunnelLink(string interfaceName, int mtu) : ITunnelLink
     }
 
     public void Dispose() => _routing.Dispose();
-}
-
-/// <summary>What <c>ip</c> prints about an interface, as <see cref="LinuxTunnelLink"/> checks it.</summary>
-public static class LinkShow
-{
-    /// <summary>Whether <c>ip -o link show</c>'s line has UP among its flags (<c>&lt;POINTOPOINT,NOARP,UP,LOWER_UP&gt;</c>).</summary>
-    public static bool IsUp(string linkShow)
-    {
-        var open = linkShow.IndexOf('<');
-        var close = open < 0 ? -1 : linkShow.IndexOf('>', open);
-        return close > open && linkShow[(open + 1)..close].Split(',').Contains("UP");
-    }
-
-    /// <summary>The addresses in <c>ip -o address show</c>'s lines (<c>… inet 100.64.0.7/32 scope global …</c>).</summary>
-    public static HashSet<IpPrefix> Addresses(string addressShow)
-    {
-        var addresses = new HashSet<IpPrefix>();
-        foreach (var line in addressShow.Split('\n'))
-        {
-            var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            var at = Array.FindIndex(words, w => w is "inet" or "inet6");
-            if (at >= 0 && at + 1 < words.Length && IpPrefix.TryParse(words[at + 1], out var address)) addresses.Add(address);
-        }
-        return addresses;
-    }
-
-    /// <summary>The destinations of <c>ip route show</c>'s lines (each starts with one; <c>default</c> is none of ours).</summary>
-    public static HashSet<IpPrefix> RouteDestinations(string routeShow)
-    {
-        var destinations = new HashSet<IpPrefix>();
-        foreach (var line in routeShow.Split('\n'))
-        {
-            var first = line.Split(' ', 2, StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
-            if (IpPrefix.TryParse(first, out var destination)) destinations.Add(destination);
-        }
-        return destinations;
-    }
 }
 
 /// <summary>For in-memory TUNs (tests, simulated nodes): there is no operating-system interface to configure.</summary>

@@ -124,8 +124,7 @@ public sealed class PolicyRouting(string interfaceName, Func<string[], string>? 
         var refused = new List<string>();
         foreach (var family in _wanted.Select(Family).Union(_ruleFamilies).ToList())
         {
-            var present = _ip([family, "route", "show", "table", Table.ToString()]).Split('\n')
-                .Select(line => RouteDestination(family, line)).OfType<IpPrefix>().ToHashSet();
+            var present = LinkShow.RouteDestinations(family, _ip([family, "route", "show", "table", Table.ToString()]));
             foreach (var stray in present.Where(r => !_wanted.Contains(r)))
             {
                 if (TryIp(family, "route", "del", stray.ToString(), "table", Table.ToString())) putBack.Add($"route {stray} taken out (table {Table})");
@@ -136,16 +135,6 @@ public sealed class PolicyRouting(string interfaceName, Func<string[], string>? 
         if (refused.Count > 0)
             throw new IOException($"routes still not as wanted: {string.Join("; ", refused)}" + (putBack.Count > 0 ? $" (corrected: {string.Join("; ", putBack)})" : ""));
         return putBack;
-    }
-
-    /// <summary>The destination of one line of <c>ip route show</c> ("default", a prefix, or an address alone for a host route).</summary>
-    private static IpPrefix? RouteDestination(string family, string line)
-    {
-        var first = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
-        if (first is null) return null;
-        if (first == "default") return IpPrefix.Parse(family == "-4" ? "0.0.0.0/0" : "::/0");
-        if (!first.Contains('/')) first += family == "-4" ? "/32" : "/128";
-        return IpPrefix.TryParse(first, out var prefix) ? prefix : null;
     }
 
     private void RemoveRules(string family)

@@ -140,7 +140,8 @@ public sealed class PathFinder : UntypedActor, IWithTimers
     /// <summary>How soon the engine's peer is looked for again when missing; doubling up to <see cref="EnginePeerLookMax"/>.</summary>
     private static readonly TimeSpan EnginePeerLookFirst = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan EnginePeerLookMax = TimeSpan.FromSeconds(10);
-    private TimeSpan _enginePeerLook = EnginePeerLookFirst;
+    // Looks in a row that found no engine peer.
+    private int _enginePeerMisses;
 
     public PathFinder(PathContext context, PathPeer peer)
     {
@@ -276,16 +277,14 @@ public sealed class PathFinder : UntypedActor, IWithTimers
             // Not made yet (the tunnels apply the netmap on their own), or being replaced after a rotation. Nothing else
             // would look again while the heartbeat is idle: the peer's packets could never wake a finder not bound to it.
             if (!Timers.IsTimerActive(nameof(LookForEnginePeer)))
-            {
-                Timers.StartSingleTimer(nameof(LookForEnginePeer), LookForEnginePeer.Instance, _enginePeerLook);
-                _enginePeerLook = TimeSpan.FromTicks(Math.Min(_enginePeerLook.Ticks * 2, EnginePeerLookMax.Ticks));
-            }
+                Timers.StartSingleTimer(nameof(LookForEnginePeer), LookForEnginePeer.Instance,
+                    Net.RetryPause.Doubling(EnginePeerLookFirst, EnginePeerLookMax, _enginePeerMisses++));
             return null;
         }
         if (!ReferenceEquals(peer, _bound))
         {
             _bound = peer;
-            _enginePeerLook = EnginePeerLookFirst;
+            _enginePeerMisses = 0;
             Timers.Cancel(nameof(LookForEnginePeer));
             peer.PathManaged = true;
             peer.PathSignals = _signals ??= new Signals(Self);

@@ -1,4 +1,4 @@
-using Weft.NodeAgent.Agent;
+using Weft.NodeAgent.Net;
 using Weft.NodeAgent.WireGuard;
 
 namespace Weft.NodeAgent.Tests.Net;
@@ -25,9 +25,10 @@ public class LinkShowTests
             """);
         Assert.Equal([IpPrefix.Parse("100.64.0.7/32"), IpPrefix.Parse("fd7a:115c:a1e0::7/128"), IpPrefix.Parse("fe80::1/64")], addresses.ToHashSet());
 
-        Assert.Equal([IpPrefix.Parse("100.64.0.0/10"), IpPrefix.Parse("198.18.40.0/24")],
-            LinkShow.RouteDestinations("100.64.0.0/10 scope link \n198.18.40.0/24 proto static scope link \ndefault scope link \n").ToHashSet());
-        Assert.Equal([IpPrefix.Parse("fd7a:115c:a1e0::/48")], LinkShow.RouteDestinations("fd7a:115c:a1e0::/48 metric 1024 pref medium\n").ToHashSet());
-        Assert.Empty(LinkShow.RouteDestinations(""));
+        Assert.Equal([IpPrefix.Parse("100.64.0.0/10"), IpPrefix.Parse("198.18.40.0/24"), IpPrefix.Parse("198.18.40.7/32"), IpPrefix.Parse("0.0.0.0/0")],
+            LinkShow.RouteDestinations("-4", "100.64.0.0/10 scope link \n198.18.40.0/24 proto static scope link \n198.18.40.7 scope link \ndefault scope link \n").ToHashSet());
+        Assert.Equal([IpPrefix.Parse("fd7a:115c:a1e0::/48"), IpPrefix.Parse("::/0")],
+            LinkShow.RouteDestinations("-6", "fd7a:115c:a1e0::/48 metric 1024 pref medium\ndefault dev weft0 metric 1024 pref medium\n").ToHashSet());
+        Assert.Empty(LinkShow.RouteDestinations("-4", ""));
     }
 }
