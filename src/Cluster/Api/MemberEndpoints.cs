@@ -142,13 +142,49 @@ public static class MemberEndpoints
 
     // ------------------------------------------------------------------ devices
 
+    /// <summary>
+    /// Every device, in id order. <c>?limit=N</c> (1 to 1,000) answers one page instead, with a
+    /// <c>nextCursor</c> to pass back as <c>?cursor=</c> for the next (none on the last page);
+    /// <c>?status=pending|active</c> lists only the devices in that state.
+    /// </summary>
     private static async Task<IResult> ListDevices(HttpContext http, string tailnet, TailnetRefs refs)
     {
+        var query = http.Request.Query;
+        var limit = ParsePageLimit(query["limit"]);
+        var cursor = ParseCursor(query["cursor"]);
+        var status = ParseStatus(query["status"]);
+        if (cursor is not null && limit is null) throw ApiException.Invalid("cursor pages through a listing: give limit too (the same as for the first page)");
         var entry = await refs.ResolveAsync(http, tailnet);
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http);
         var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(entry.TailnetId), http);
-        return Results.Json(new DeviceListResource(devices.Devices.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
+        if (limit is not { } pageSize)
+        {
+            var all = await refs.AllDevicesAsync(http, entry.TailnetId, status);
+            return Results.Json(new DeviceListResource(all.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
+        }
+        var page = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId) { After = cursor, Limit = pageSize, Status = status }, http);
+        return Results.Json(new DeviceListResource(page.Devices.Select(d => ToResource(d, users)).ToList(), page.Next), AdminJson.Options);
     }
+
+    private static int? ParsePageLimit(string? text) =>
+        string.IsNullOrEmpty(text) ? null
+        : int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit) && limit is >= 1 and <= DevicePages.MaxLimit ? limit
+        : throw ApiException.Invalid($"limit must be a whole number from 1 to {DevicePages.MaxLimit}; got '{Printable(text)}'");
+
+    /// <summary>A cursor is the id of the last device of the page before (as that page's nextCursor gave it).</summary>
+    private static string? ParseCursor(string? text) =>
+        string.IsNullOrEmpty(text) ? null
+        : text.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal) && text.Length <= 64 && text.All(c => char.IsAsciiLetterOrDigit(c) || c == '_') ? text
+        : throw ApiException.Invalid($"cursor must be the nextCursor of the page before (a device id, {Identifiers.DevicePrefix}…); got '{Printable(text)}'");
+
+    private static DeviceStatus? ParseStatus(string? text) => text switch
+    {
+        null or "" => null,
+        "pending" => DeviceStatus.Pending,
+        "active" => DeviceStatus.Active,
+        _ => throw ApiException.Invalid($"status must be pending or active; got '{Printable(text)}'"),
+    };
+
+    private static string Printable(string text) => text.Length <= 40 ? text : text[..40] + "…";
 
     private static Task<IResult> GetDevice(HttpContext http, string tailnet, string device, TailnetRefs refs) =>
         OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new GetDevice(tailnetId, deviceId));
@@ -208,8 +244,7 @@ public static class MemberEndpoints
         if (http.Request.Query["status"] != "pending")
             throw ApiException.Invalid("only devices waiting for approval are deleted in bulk: add ?status=pending (delete others one at a time)");
         var entry = await refs.ResolveAsync(http, tailnet);
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId), http);
-        var pending = devices.Devices.Where(d => d.Device.Status == DeviceStatus.Pending).Select(d => d.Device.DeviceId).ToList();
+        var pending = (await refs.AllDevicesAsync(http, entry.TailnetId, DeviceStatus.Pending)).Select(d => d.Device.DeviceId).ToList();
         var deleted = await refs.Tailnets.AskFor<PendingDevicesDeleted>(new DeletePendingDevices(entry.TailnetId, pending), http);
         return Results.Json(new DeletedDevicesResource(deleted.DeviceIds), AdminJson.Options);
     }
@@ -248,9 +283,7 @@ public static class MemberEndpoints
     private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
         if (idOrName.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal)) return idOrName;
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http);
-        return devices.Devices.FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
-            ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");
+        return (await refs.Tailnets.AskFor<DeviceInfo>(new GetDeviceNamed(tailnetId, idOrName), http)).Device.DeviceId;
     }
 
     // ------------------------------------------------------------------ resources

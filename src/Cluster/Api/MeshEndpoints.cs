@@ -115,12 +115,12 @@ public static class MeshEndpoints
 
     private static async Task<MeshResource> ReadMesh(HttpContext http, TailnetRefs refs, string tailnetId)
     {
-        var devices = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId), http);
+        var devices = await refs.AllDevicesAsync(http, tailnetId);
         var users = await refs.Tailnets.AskFor<UserList>(new ListUsers(tailnetId), http);
         var links = await refs.Tailnets.AskFor<MeshLinks>(new GetMesh(tailnetId), http);
-        var byId = devices.Devices.ToDictionary(d => d.Device.DeviceId);
+        var byId = devices.ToDictionary(d => d.Device.DeviceId);
         return new MeshResource(
-            devices.Devices.OrderBy(d => d.Device.Name, StringComparer.Ordinal).Select(d => MemberEndpoints.ToResource(d, users)).ToList(),
+            devices.OrderBy(d => d.Device.Name, StringComparer.Ordinal).Select(d => MemberEndpoints.ToResource(d, users)).ToList(),
             links.Links
                 .Where(l => byId.ContainsKey(l.A) && byId.ContainsKey(l.B))
                 .Select(l => new MeshLinkResource(l.A, l.B, ExpectedPath(byId[l.A], byId[l.B])))

@@ -69,6 +69,25 @@ public sealed class TailnetRefs(
         }
     }
 
+    /// <summary>
+    /// Every device of the tailnet (or every one in <paramref name="status"/>), asked a page at a time so
+    /// that no answer between nodes nears the frame limit. Devices are read in id order as the pages
+    /// come: one created meanwhile with an id before the page being read is not in this listing.
+    /// </summary>
+    public async Task<List<DeviceInfo>> AllDevicesAsync(HttpContext http, string tailnetId, DeviceStatus? status = null)
+    {
+        var all = new List<DeviceInfo>();
+        string? after = null;
+        do
+        {
+            var page = await Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId) { After = after, Limit = DevicePages.MaxLimit, Status = status }, http);
+            all.AddRange(page.Devices);
+            after = page.Next;
+        }
+        while (after is not null);
+        return all;
+    }
+
     /// <summary>Refuses a tenant key on an endpoint that only operators may use.</summary>
     public static void RequireOperator(HttpContext http, string what)
     {

@@ -69,6 +69,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
 
     /// <summary>Peers' nodes as full maps carry them, encoded once per change of the peer, not once per map.</summary>
     private readonly EncodedPeerNodes _encodedPeers = new();
+
+    /// <summary>How many bytes one page of a device listing may take (half this node's remote frame limit).</summary>
+    private readonly int _pageBudget = DevicePages.WireBudgetOf(Context.System.Settings.Config);
     /// <summary>The traced command whose changes the next flush carries (the first, when several coalesce).</summary>
     private System.Diagnostics.ActivityContext? _flushCause;
     /// <summary>When each device online was last heard from.</summary>
@@ -156,7 +159,10 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             _ when !state.IsActive && message is ITailnetMessage and not ITailnetCommand and not DeviceOnline and not SendNetMap and not DeviceReportedAgain => state.NotFound(),
             ListUsers => new UserList(state.Users.Values.ToList()),
             ListAuthKeys => new AuthKeyList(state.AuthKeys.Values.ToList()),
-            ListDevices => new DeviceList(state.Devices.Values.Select(d => new DeviceInfo(d, IsOnline(d.DeviceId))).ToList()),
+            ListDevices list => DevicePages.Page(state.Devices, list, IsOnline, _pageBudget),
+            GetDeviceNamed named => state.Devices.Values.FirstOrDefault(d => d.Name == named.Name) is { } found
+                ? new DeviceInfo(found, IsOnline(found.DeviceId))
+                : Rejection.NotFound($"device '{named.Name}' does not exist"),
             GetDevice get => state.Devices.TryGetValue(get.DeviceId, out var device)
                 ? new DeviceInfo(device, IsOnline(device.DeviceId))
                 : Rejection.NotFound($"device {get.DeviceId} does not exist"),

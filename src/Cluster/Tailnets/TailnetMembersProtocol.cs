@@ -114,6 +114,7 @@ public sealed record DeviceEntry(
     ImmutableArray<string> AdvertisedRoutes = default,
     ImmutableArray<string> ApprovedRoutes = default)
 {
+    [System.Text.Json.Serialization.JsonIgnore] // derived: not sent between nodes
     public bool IsActive => Status == DeviceStatus.Active;
 
     /// <summary>
@@ -133,13 +134,16 @@ public sealed record DeviceEntry(
     public ImmutableArray<string> ApprovedRoutes { get; init; } = ApprovedRoutes.IsDefault ? [] : ApprovedRoutes;
 
     /// <summary>The routes in force: advertised and approved (most devices route nothing: no allocation then).</summary>
+    [System.Text.Json.Serialization.JsonIgnore] // derived: not sent between nodes
     public ImmutableArray<string> EnabledRoutes =>
         AdvertisedRoutes.IsEmpty || ApprovedRoutes.IsEmpty ? [] : [.. AdvertisedRoutes.Intersect(ApprovedRoutes, StringComparer.Ordinal)];
 
     /// <summary>Enabled subnet routes (exit routes excluded).</summary>
+    [System.Text.Json.Serialization.JsonIgnore] // derived: not sent between nodes
     public ImmutableArray<string> SubnetRoutes => AdvertisedRoutes.IsEmpty ? [] : [.. EnabledRoutes.Where(r => !DeviceRoutes.IsExit(r))];
 
     /// <summary>An exit node in force: it advertises both exit routes and both are approved.</summary>
+    [System.Text.Json.Serialization.JsonIgnore] // derived: not sent between nodes
     public bool IsExitNode => !AdvertisedRoutes.IsEmpty && DeviceRoutes.ExitRoutes.All(EnabledRoutes.Contains);
 
     public bool Equals(DeviceEntry? other) =>
@@ -299,8 +303,25 @@ public sealed record ListUsers(string TailnetId) : ITailnetMessage;
 [WireName("tailnet.list-auth-keys")]
 public sealed record ListAuthKeys(string TailnetId) : ITailnetMessage;
 
+/// <summary>
+/// The tailnet's devices in id order, a page at a time: those after <see cref="After"/> (an id), no more
+/// than <see cref="Limit"/>, and no more than half the remote frame limit of answer (<see cref="DevicePages"/>),
+/// so a page crossing between nodes stays well below that limit whatever the tailnet's size.
+/// A limit of 0 asks for every device in one answer (what nodes before paging asked; callers here page).
+/// </summary>
 [WireName("tailnet.list-devices")]
-public sealed record ListDevices(string TailnetId) : ITailnetMessage;
+public sealed record ListDevices(string TailnetId) : ITailnetMessage
+{
+    public string? After { get; init; }
+    public int Limit { get; init; }
+
+    /// <summary>Only devices in this state (none: all).</summary>
+    public DeviceStatus? Status { get; init; }
+}
+
+/// <summary>The device of the tailnet with this MagicDNS name (names are unique in a tailnet), or not found.</summary>
+[WireName("tailnet.get-device-named")]
+public sealed record GetDeviceNamed(string TailnetId, string Name) : ITailnetMessage;
 
 [WireName("tailnet.get-device")]
 public sealed record GetDevice(string TailnetId, string DeviceId) : ITailnetMessage;
@@ -395,8 +416,9 @@ public sealed record DeviceInfo(DeviceEntry Device, bool Online) : IClusterMessa
 [WireName("tailnet.relay-keys-access")]
 public sealed record RelayAccess(IReadOnlyList<bool> Allowed) : IClusterMessage;
 
+/// <param name="Next">The id to ask after for the following page; null when this page is the last.</param>
 [WireName("tailnet.devices")]
-public sealed record DeviceList(IReadOnlyList<DeviceInfo> Devices) : IClusterMessage;
+public sealed record DeviceList(IReadOnlyList<DeviceInfo> Devices, string? Next = null) : IClusterMessage;
 
 /// <summary>The tailnet's answer to a registration: the device as it now stands (pending or active).</summary>
 [WireName("tailnet.registered")]

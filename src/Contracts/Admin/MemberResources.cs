@@ -40,7 +40,8 @@ public sealed record DeviceRoutesResource(IReadOnlyList<string> Advertised, IRea
 /// <summary>The answer to <c>DELETE /api/v1/tailnets/{tailnet}/devices?status=pending</c>: the devices that were waiting and are gone.</summary>
 public sealed record DeletedDevicesResource(IReadOnlyList<string> Deleted);
 
-public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices);
+/// <param name="NextCursor">When a page was asked (<c>?limit=</c>) and more devices follow: the <c>?cursor=</c> for the next page.</param>
+public sealed record DeviceListResource(IReadOnlyList<DeviceResource> Devices, string? NextCursor = null);
 
 /// <summary>
 /// A device's netmap stream: the version its entity is at (what a current agent holds), whether an

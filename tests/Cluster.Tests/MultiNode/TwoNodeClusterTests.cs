@@ -36,6 +36,39 @@ public class TwoNodeClusterTests
             (await b.ListTailnets()).Tailnets.Select(t => t.Name).Order());
     }
 
+    [SkippableFact]
+    public async Task A_tailnet_whose_devices_outweigh_a_remote_frame_is_listed_whole_through_the_node_that_does_not_hold_it()
+    {
+        // Frames between nodes of 48 KiB (4 MiB as shipped): 80 devices weigh more than one frame, as
+        // some thousands do with the shipped limit. The listing crosses in pages of half a frame.
+        using var tuning = TestTuning.With("akka.remote.weft-tls.maximum-frame-size = 48 KiB");
+        await using var cluster = await TestCluster.StartAsync(2, new Dictionary<string, string> { ["Weft__AkkaConfigFile"] = tuning.Path });
+        await WaitForMembers(cluster.Api(0), 2);
+        var tailnet = await cluster.Api(0).CreateTailnet("heavy");
+        var placement = await (await cluster.Api(0).GetAsync($"/api/v1/tailnets/{tailnet.Id}/placement")).ReadAs<TailnetPlacementResource>(HttpStatusCode.OK);
+        var holder = cluster.Nodes.ToList().FindIndex(n => n.Address == placement.Node);
+        Assert.True(holder >= 0, $"the tailnet is on {placement.Node}, not one of the lab's nodes");
+        var (holding, other) = (cluster.Api(holder), cluster.Api(1 - holder));
+        var key = await holding.CreateAuthKey(tailnet.Id, reusable: true);
+
+        for (var i = 0; i < 80; i++)
+        {
+            await using var stream = await RawControlStream.OpenAsync(cluster.Nodes[i % 2].Control);
+            using var machine = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+            using var node = Weft.Contracts.Keys.Curve25519PrivateKey.Generate();
+            await stream.Handshake(machine);
+            var registered = await stream.Register(machine, node, authKey: key.Key, hostname: $"a-device-with-a-rather-long-host-name-{i:D3}");
+            Assert.Equal(Weft.Contracts.Control.RegisterResult.Types.Status.Authorized, registered.Status);
+        }
+
+        var here = await holding.ListDevices(tailnet.Id);
+        var there = await other.ListDevices(tailnet.Id);
+        Assert.Equal(80, here.Devices.Count);
+        Assert.Equal(here.Devices.Select(d => d.Id).Order(StringComparer.Ordinal), there.Devices.Select(d => d.Id));
+        Assert.True(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(there).Length > 48 * 1024, "the devices fit in one frame: the test proves nothing");
+        Assert.Equal(there.Devices[41].Id, (await other.GetDevice(tailnet.Id, there.Devices[41].Name)).Id);
+    }
+
     private static async Task<IReadOnlyList<ClusterMemberResource>> WaitForMembers(HttpClient node, int count)
     {
         var deadline = DateTime.UtcNow.AddSeconds(60);
