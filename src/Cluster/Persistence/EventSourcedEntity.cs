@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Event;
 using Akka.Persistence;
+using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Persistence;
 
@@ -137,7 +138,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         // A traced command (Telemetry/Traced) gets a span of its own, which ends when its write is stored.
         var message = Telemetry.Traced.Unwrap(received);
         var span = (received as Telemetry.Traced)?.StartSpan(_entityTypeName, PersistenceId);
-        if (TryAnswer(State, message, out var reply))
+        if (TryAnswerSafely(message, out var reply))
         {
             Sender.Tell(reply);
             Telemetry.CoordinatorTracing.End(span);
@@ -228,6 +229,41 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         for (var i = 0; i < commands.Count; i++) commands[i] = commands[i] with { StateAfter = change(commands[i].StateAfter) };
     }
 
+    /// <summary>
+    /// A question that throws (a defect: answering reads the state and changes nothing) gets an internal
+    /// error and is logged, instead of restarting the entity, which would lose what it holds in memory only.
+    /// </summary>
+    private bool TryAnswerSafely(object message, out object reply)
+    {
+        try
+        {
+            return TryAnswer(State, message, out reply);
+        }
+        catch (Exception e)
+        {
+            Log.Error(e, "{0} {1} failed to answer {2}", _entityTypeName, PersistenceId, message.GetType().Name);
+            reply = InternalError(message, e);
+            return true;
+        }
+    }
+
+    /// <summary>A command whose decision throws (a defect: deciding changes nothing) is refused alone; the batch around it goes on.</summary>
+    private Decision<TEvent> DecideSafely(TState state, object command)
+    {
+        try
+        {
+            return Decide(state, command);
+        }
+        catch (Exception e)
+        {
+            Log.Error(e, "{0} {1} failed to decide {2}", _entityTypeName, PersistenceId, command.GetType().Name);
+            return Decision<TEvent>.Reject(InternalError(command, e));
+        }
+    }
+
+    private static Rejection InternalError(object message, Exception e) =>
+        new(ApiErrorCodes.Internal, $"internal error handling {message.GetType().Name} ({e.GetType().Name}); nothing was written");
+
     /// <summary>Decides every buffered command (up to the batch limit) and writes all their events at once.</summary>
     private void WriteNextBatch()
     {
@@ -242,7 +278,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
             var decided = new List<DecidedCommand>(batch.Count);
             foreach (var (command, sender, span) in batch)
             {
-                var decision = Decide(state, command);
+                var decision = DecideSafely(state, command);
                 if (!decision.IsRejected)
                 {
                     foreach (var @event in decision.Events)

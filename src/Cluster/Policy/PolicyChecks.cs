@@ -35,17 +35,20 @@ public static class PolicyChecks
             {
                 current = test;
                 var path = $"tests[{test.Index}]";
-                foreach (var destination in test.Accept)
+                foreach (var (destination, accept) in test.Accept.Select(d => (d, true)).Concat(test.Deny.Select(d => (d, false))))
                 {
-                    var decision = Check(policy, test.Source, destination, test.Protocol, devices, budget);
-                    if (!decision.Allowed)
-                        issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be accepted, but {decision.Explanation}"));
-                }
-                foreach (var destination in test.Deny)
-                {
-                    var decision = Check(policy, test.Source, destination, test.Protocol, devices, budget);
-                    if (decision.Allowed)
-                        issues.Add(new PolicyIssue(test.Line, test.Column, path, $"expected {test.Source} → {destination} to be denied, but {decision.Explanation}"));
+                    try
+                    {
+                        // Accepted: for every member of a group. Denied: for every member too, so one member let through fails it.
+                        var decision = Check(policy, test.Source, destination, test.Protocol, devices, budget, everyMember: accept);
+                        if (decision.Allowed != accept)
+                            issues.Add(new PolicyIssue(test.Line, test.Column, path,
+                                $"expected {test.Source} → {destination} to be {(accept ? "accepted" : "denied")}, but {decision.Explanation}"));
+                    }
+                    catch (ArgumentException unanswerable)
+                    {
+                        issues.Add(new PolicyIssue(test.Line, test.Column, path, $"{test.Source} → {destination} cannot be tested: {unanswerable.Message}"));
+                    }
                 }
             }
         }
@@ -74,10 +77,11 @@ public static class PolicyChecks
 
     /// <summary>
     /// May <paramref name="source"/> reach <paramref name="destination"/> (<c>target:port</c>) over
-    /// <paramref name="protocol"/> (default tcp)? A group is allowed only if every member is.
+    /// <paramref name="protocol"/> (default tcp)? A group is allowed only if every member is; with
+    /// <paramref name="everyMember"/> false, it is allowed if any member is (what a deny test must rule out).
     /// </summary>
     public static AccessDecision Check(TailnetPolicy policy, string source, string destination, string? protocol, IReadOnlyCollection<PolicyDevice> devices,
-        Budget? budget = null)
+        Budget? budget = null, bool everyMember = true)
     {
         budget ??= new Budget();
         var protocols = protocol is null ? [DefaultTestProtocol]
@@ -91,8 +95,8 @@ public static class PolicyChecks
 
         var sources = Principals(policy, source, devices);
         var targets = Principals(policy, target, devices);
-        if (sources.Count == 0) throw new ArgumentException($"\"{source}\" names no user, group, tag, host or IP");
-        if (targets.Count == 0) throw new ArgumentException($"\"{target}\" names no user, group, tag, host or IP");
+        if (sources.Count == 0) throw new ArgumentException(NamesNobody(policy, source));
+        if (targets.Count == 0) throw new ArgumentException(NamesNobody(policy, target));
 
         AccessDecision? last = null;
         foreach (var from in sources)
@@ -101,11 +105,17 @@ public static class PolicyChecks
             {
                 budget.Spend(policy.Rules.Length);
                 last = Decide(policy, from, to, port, protocols);
-                if (!last.Allowed) return last with { Explanation = $"no rule allows it{(sources.Count > 1 ? $" (for {from.User})" : "")}" };
+                var member = sources.Count > 1 ? $" (for {from.User})" : "";
+                if (everyMember && !last.Allowed) return last with { Explanation = $"no rule allows it{member}" };
+                if (!everyMember && last.Allowed) return last with { Explanation = last.Explanation + member };
             }
         }
         return last!;
     }
+
+    private static string NamesNobody(TailnetPolicy policy, string text) => policy.Groups.ContainsKey(text)
+        ? $"{text} has no members, so there is no one to check (test one of its users, or give it members first)"
+        : $"\"{text}\" names no user, group, tag, host or IP";
 
     private static AccessDecision Decide(TailnetPolicy policy, Principal from, Principal to, int port, int[] protocols)
     {
@@ -127,7 +137,8 @@ public static class PolicyChecks
 
     private static List<Principal> Principals(TailnetPolicy policy, string text, IReadOnlyCollection<PolicyDevice> devices)
     {
-        if (text.StartsWith("group:", StringComparison.Ordinal))
+        // Groups, and the roles' autogroups (autogroup:admin…), which the policy holds as groups of their users.
+        if (text.StartsWith("group:", StringComparison.Ordinal) || PolicyParser.RoleAutogroups.Contains(text))
             return policy.Groups.TryGetValue(text, out var users) ? [.. users.Select(u => new Principal(u, [], []))] : [];
         if (text.StartsWith("tag:", StringComparison.Ordinal)) return [new Principal(null, [text], [])];
         if (text.Contains('@')) return [new Principal(text, [], [])];

@@ -566,4 +566,68 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         for (var days = 1; days <= 20; days++)
             Assert.Equal(days, ExpectMsg<TailnetInfo>().Settings.NodeKeyExpiryDays);
     }
+
+    [Fact]
+    public void A_command_or_question_that_throws_is_answered_with_an_internal_error_and_the_entity_keeps_what_it_holds_in_memory()
+    {
+        var tally = Sys.ActorOf(Props.Create(() => new Tally("tally-1")));
+        tally.Tell(new Tally.Remember("soft state"));
+
+        tally.Tell(new Tally.Add(1));
+        tally.Tell(new Tally.Add(-1)); // its decision throws: a defect
+        tally.Tell(new Tally.Add(2));
+        Assert.Equal(1, ExpectMsg<int>());
+        var refused = ExpectMsg<Rejection>();
+        Assert.Equal(ApiErrorCodes.Internal, refused.Code);
+        Assert.Contains("nothing was written", refused.Message);
+        Assert.Equal(3, ExpectMsg<int>());
+
+        tally.Tell(new Tally.Explode());
+        Assert.Equal(ApiErrorCodes.Internal, ExpectMsg<Rejection>().Code);
+        tally.Tell(new Tally.Recall());
+        Assert.Equal("soft state", ExpectMsg<string>()); // not restarted: a restart forgets it
+        tally.Tell(new Tally.Add(4));
+        Assert.Equal(7, ExpectMsg<int>());
+    }
+
+    /// <summary>A sum, with a defect in one command's decision and in one question, and a note kept in memory only.</summary>
+    private sealed class Tally(string id) : EventSourcedEntity<Tally.Sum, Tally.Added>(new PersistenceSettings(), new Sum(0))
+    {
+        public sealed record Sum(int Value);
+        public sealed record Added(int Amount);
+        public sealed record Add(int Amount);
+        public sealed record Remember(string Note);
+        public sealed record Recall;
+        public sealed record Explode;
+
+        private string _note = "";
+
+        public override string PersistenceId => id;
+        protected override bool KeepsSnapshots => false;
+        protected override Sum Apply(Sum state, Added @event) => new(state.Value + @event.Amount);
+        protected override bool IsCommand(object message) => message is Add;
+
+        protected override Decision<Added> Decide(Sum state, object command) =>
+            ((Add)command).Amount >= 0 ? Decision<Added>.Accept(new Added(((Add)command).Amount)) : throw new InvalidOperationException("a defect");
+
+        protected override bool TryAnswer(Sum state, object message, out object reply)
+        {
+            reply = message switch
+            {
+                Recall => _note,
+                Explode => throw new InvalidOperationException("another defect"),
+                _ => null!,
+            };
+            return reply is not null;
+        }
+
+        protected override bool HandleOther(object message)
+        {
+            if (message is not Remember remember) return false;
+            _note = remember.Note;
+            return true;
+        }
+
+        protected override object Acknowledge(object command, Sum stateAfter) => stateAfter.Value;
+    }
 }

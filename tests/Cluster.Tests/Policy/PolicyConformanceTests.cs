@@ -220,6 +220,44 @@ public class PolicyConformanceTests
         Assert.Contains("to be denied, but acls[0] allows it", issues[1].Message); // the IP is web's: it counts as tag:web
     }
 
+    [Theory]
+    [InlineData("autogroup:admin", "accept", null)]
+    [InlineData("autogroup:owner", "deny", null)]
+    [InlineData("group:empty", "accept", "group:empty has no members, so there is no one to check")]
+    public void Tests_from_role_autogroups_and_empty_groups_are_run_or_reported_never_thrown(string source, string kind, string? issue)
+    {
+        var roles = new Dictionary<string, ImmutableArray<string>> { ["autogroup:admin"] = [Alice], ["autogroup:owner"] = [Carol] };
+        var policy = PolicyParser.Parse("""
+            { "groups": { "group:empty": [] }, "tagOwners": { "tag:web": [] },
+              "acls": [ { "action": "accept", "src": ["autogroup:admin"], "dst": ["tag:web:22"] } ],
+              "tests": [ { "src": "SOURCE", "KIND": ["tag:web:22"] } ] }
+            """.Replace("SOURCE", source).Replace("KIND", kind), roleMembers: roles);
+        Assert.True(policy.IsValid, string.Join("\n", policy.Issues));
+
+        var issues = PolicyChecks.RunTests(policy.Policy!, Devices);
+
+        if (issue is null) Assert.Empty(issues);
+        else Assert.Contains(issue, Assert.Single(issues).Message);
+    }
+
+    [Fact]
+    public void A_deny_test_from_a_group_fails_when_any_member_is_let_through()
+    {
+        var policy = Parse("""
+            "acls": [ { "action": "accept", "src": ["alice@example.com"], "dst": ["tag:web:443"] } ],
+            "tests": [
+              { "src": "group:eng", "deny": ["tag:web:443"] },
+              { "src": "group:ops", "deny": ["tag:web:443"] },
+              { "src": "alice@example.com", "deny": ["group:ops:443"] },
+            ],
+            """);
+
+        var issue = Assert.Single(PolicyChecks.RunTests(policy, Devices));
+
+        Assert.Equal("tests[0]", issue.Path);
+        Assert.Contains("expected group:eng → tag:web:443 to be denied, but acls[0] allows it (for alice@example.com)", issue.Message);
+    }
+
     public static TheoryData<string, int, int, string> InvalidPolicies => new()
     {
         { """{ "acls": [], "bogus": 1 }""", 1, 15, "unknown field \"bogus\"" },
