@@ -510,7 +510,7 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             else
                 _offlineEphemeral.Remove(deviceId);
         }
-        if (State.Devices.Values.Any(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= now))
+        if (State.Devices.Values.Any(d => d.KeyLapsedBy(now)))
             Submit(new ExpireDueKeys(State.TailnetId, now), ActorRefs.Nobody);
         if (State.AbandonedSignIns(now).Count > 0) Submit(new ForgetAbandonedSignIns(State.TailnetId, now), ActorRefs.Nobody);
         if (State.SpentAuthKeys(now).Any()) Submit(new ForgetSpentAuthKeys(State.TailnetId, now), ActorRefs.Nobody);
@@ -541,6 +541,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         }
         if (_relearning.Count > 0) Timers.StartSingleTimer(nameof(RelearnOverdue), RelearnOverdue.Instance, RelearnDeadline);
         ScheduleFlush();
+        // Keys that lapsed while no incarnation ran (a whole-cluster outage, a move) expire now, not a housekeeping interval from now.
+        if (State.IsActive) Self.Tell(Housekeeping.Instance);
     }
 
     /// <summary>

@@ -117,6 +117,9 @@ public sealed record DeviceEntry(
     [System.Text.Json.Serialization.JsonIgnore] // derived: not sent between nodes
     public bool IsActive => Status == DeviceStatus.Active;
 
+    /// <summary>Active, with a node key whose expiry has come by <paramref name="at"/>: expired in all but the sweep's mark.</summary>
+    public bool KeyLapsedBy(DateTimeOffset at) => IsActive && KeyExpiry is { } expiry && expiry <= at;
+
     /// <summary>
     /// The endpoints, home relay and disco key above are only what the last snapshot held: this
     /// tailnet incarnation has not heard the device report them (soft state, see <see cref="TailnetActor"/>).

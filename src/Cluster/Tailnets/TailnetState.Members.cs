@@ -122,7 +122,7 @@ public sealed partial record TailnetState
         AdvertiseDeviceRoutes c => WithDevice(c.DeviceId, d => AdvertiseRoutesDecision(d, c)),
         ApproveDeviceRoutes c => WithDevice(c.DeviceId, d => ApproveRoutesDecision(d, c)),
         ExpireDueKeys c => Decision<ITailnetEvent>.Accept(Devices.Values
-            .Where(d => d.IsActive && d.KeyExpiry is { } expiry && expiry <= c.At)
+            .Where(d => d.KeyLapsedBy(c.At))
             .Select(d => (ITailnetEvent)new DeviceExpired(d.DeviceId, c.At)).ToList()),
         ForgetAbandonedSignIns c => Decision<ITailnetEvent>.Accept(AbandonedSignIns(c.At).Select(id => (ITailnetEvent)new DeviceDeleted(id)).ToList()),
         ForgetSpentAuthKeys c => SpentAuthKeys(c.At).Take(ForgottenPerEvent).ToImmutableArray() is { IsEmpty: false } spent
@@ -302,7 +302,7 @@ public sealed partial record TailnetState
                 var pending = NewDevice(c, DeviceStatus.Pending, userId: null, tags: [], ephemeral: false, keyExpiry: null, authKeyId: null);
                 return Decision<ITailnetEvent>.Accept(new DeviceRegistered(pending));
             }
-            if (existing.Status == DeviceStatus.Expired)
+            if (existing.Status == DeviceStatus.Expired || existing.KeyLapsedBy(c.At))
                 return Refuse(ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage);
             if (existing.NodeKey != c.NodeKey)
                 return Refuse(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey, or re-registers with an auth key");
@@ -313,7 +313,8 @@ public sealed partial record TailnetState
         if (!AuthKeys.TryGetValue(c.AuthKeyId, out var key) || key.SecretHash != c.AuthKeySecretHash)
             return Refuse(ControlErrorCodes.AuthKeyUnknown, "the auth key is not valid for this tailnet");
         // The same registration again (its answer was lost to a timeout or a failover): the device it made, the key not used twice.
-        if (existing is { Status: DeviceStatus.Active } same && same.AuthKeyId == key.KeyId && same.NodeKey == c.NodeKey)
+        // (Unless its node key lapsed since, and the sweep has not marked it yet: then the key re-authorizes it, as below.)
+        if (existing is { Status: DeviceStatus.Active } same && same.AuthKeyId == key.KeyId && same.NodeKey == c.NodeKey && !same.KeyLapsedBy(c.At))
             return Reported(same, c);
         if (key.Revoked) return Refuse(ControlErrorCodes.AuthKeyRevoked, $"auth key {key.KeyId} was revoked");
         if (c.At >= key.ExpiresAt) return Refuse(ControlErrorCodes.AuthKeyExpired, $"auth key {key.KeyId} expired at {key.ExpiresAt:u}");
@@ -446,9 +447,10 @@ public sealed partial record TailnetState
         if (device.NodeKey == c.NewNodeKey && device.IsActive) return Decision<ITailnetEvent>.Unchanged;
         if (device.NodeKey != c.OldNodeKey)
             return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyProofInvalid, "the old node key is not this device's current key"));
-        if (!device.IsActive)
-            return Decision<ITailnetEvent>.Reject(new Rejection(device.Status == DeviceStatus.Expired ? ControlErrorCodes.DeviceExpired : ControlErrorCodes.PendingApproval,
-                "only an active device rotates its key"));
+        // A key that lapsed is expired whether or not the sweep has marked it yet: rotating would escape the re-authentication.
+        if (!device.IsActive || device.KeyLapsedBy(c.At))
+            return Decision<ITailnetEvent>.Reject(new Rejection(device.Status == DeviceStatus.Pending ? ControlErrorCodes.PendingApproval : ControlErrorCodes.DeviceExpired,
+                "only an active device whose key has not expired rotates its key"));
         if (Devices.Values.Any(d => d.NodeKey == c.NewNodeKey))
             return Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyInUse, "another device already uses this node key"));
         return Decision<ITailnetEvent>.Accept(new DeviceNodeKeyRotated(device.DeviceId, c.NewNodeKey, KeyExpiryFor(c.At, device.Tags)));

@@ -5,7 +5,10 @@ using Weft.Cluster.Tests.Support;
 
 namespace Weft.Cluster.Tests.Tailnets;
 
-/// <summary>The tailnet entity's own chores when its journal refuses a write: what it meant to do is done at a later pass.</summary>
+/// <summary>
+/// The tailnet entity's own chores: when its journal refuses a write, what it meant to do is done at a
+/// later pass; when it starts again, what fell due while no incarnation ran is done at once.
+/// </summary>
 public class TailnetHousekeepingTests() : Akka.TestKit.Xunit2.TestKit(RejectingJournal.Configuration.WithFallback(TestActorSystems.InMemoryPersistence))
 {
     private static readonly DateTimeOffset Created = DateTimeOffset.UtcNow;
@@ -37,6 +40,35 @@ public class TailnetHousekeepingTests() : Akka.TestKit.Xunit2.TestKit(RejectingJ
         {
             tailnet.Tell(new GetDevice(id, "dev_e"));
             Assert.IsType<Rejection>(ExpectMsg<object>());
+        }, TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200));
+    }
+
+    [Fact]
+    public void Keys_that_lapsed_while_the_tailnet_was_not_running_expire_as_soon_as_it_starts_again()
+    {
+        // The sweep runs once a housekeeping interval (an hour here): before, a key that lapsed while the entity was
+        // down stayed active that long after it started, and a rotation in that window escaped the expiry.
+        const string id = "tn_lapsed";
+        var clock = new SteppedWallClock();
+        var control = new Weft.Cluster.Control.ControlSettings { HousekeepingSeconds = 3600 };
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock, control));
+        tailnet.Tell(new CreateTailnet(id, TailnetRules.DefaultSettings("acme") with { NodeKeyExpiryDays = 1 }, clock.GetUtcNow()));
+        ExpectMsg<TailnetInfo>();
+        tailnet.Tell(new CreateAuthKey(id, "k", "h", null, true, false, [], clock.GetUtcNow().AddDays(30), "", clock.GetUtcNow()));
+        ExpectMsg<AuthKeyInfo>();
+        tailnet.Tell(new RegisterDevice(id, "dev_l", new string('l', 64), new string('n', 64), "", "dev_l", "linux", "k", "h", clock.GetUtcNow()));
+        ExpectMsg<DeviceRegistration>();
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+
+        clock.Step(TimeSpan.FromDays(2)); // the cluster was down past the key's expiry
+        var again = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock, control));
+
+        AwaitAssert(() =>
+        {
+            again.Tell(new GetDevice(id, "dev_l"));
+            Assert.Equal(DeviceStatus.Expired, ExpectMsg<DeviceInfo>().Device.Status);
         }, TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200));
     }
 }

@@ -247,6 +247,26 @@ public class TailnetMembersTests
     }
 
     [Fact]
+    public void A_key_that_lapsed_before_the_sweep_marked_it_neither_rotates_nor_reconnects_but_an_auth_key_reauthorizes_it()
+    {
+        var state = WithKey(Active(), "k", reusable: true, lifetime: TimeSpan.FromDays(365));
+        state = Run(state, Register("dev_a", 'a', '1', "k"));
+        var due = state.Devices["dev_a"].KeyExpiry!.Value;
+        var after = due.AddMinutes(1);
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_a"].Status); // no sweep ran: the tailnet was down, or just started
+
+        // Rotating now would give the lapsed key a new lifetime, and the re-authentication expiry asks for would never come.
+        Assert.Equal(ControlErrorCodes.DeviceExpired, Refused(state, new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('3'), after)).Code);
+        Assert.Equal(ControlErrorCodes.DeviceExpired, Refused(state, Register("dev_x", 'a', '1', null, after)).Code);
+        Assert.Null(state.Process(new RotateDeviceNodeKey(T, "dev_a", Hex('1'), Hex('3'), due.AddMinutes(-1))).Rejection);
+
+        // The auth key it joined with, presented again, re-authorizes it with a fresh expiry (it is not "the same registration again").
+        state = Run(state, Register("dev_x", 'a', '1', "k", after));
+        Assert.Equal(Hex('1'), state.Devices["dev_a"].NodeKey);
+        Assert.Equal(after.AddDays(state.Settings.NodeKeyExpiryDays), state.Devices["dev_a"].KeyExpiry);
+    }
+
+    [Fact]
     public void Due_keys_expire_and_expired_devices_leave_everyones_view()
     {
         var state = WithKey(Active(), "k", reusable: true, lifetime: TimeSpan.FromDays(365));
