@@ -569,7 +569,17 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             return;
         }
         // The tailnet's word counts only for the key this session holds; without an answer the ticket renews as it was.
-        if (learned.Answer is DeviceInfo info && info.Device.NodeKey == key.ToHex()) _keyExpiry = info.Device.KeyExpiry;
+        if (learned.Answer is DeviceInfo { Device: var device } && device.NodeKey == key.ToHex())
+        {
+            if (device.Status == DeviceStatus.Expired || device.KeyLapsedBy(_services.Clock.GetUtcNow()))
+            {
+                // Expired (by an admin, a logout or its key's time) and the end of this session not here yet: a fresh
+                // ticket would outlive the relays' revocation of the key. A logout under way ends the session itself.
+                if (!_loggingOut && _endAfterLogout is null) Close(ControlErrorCodes.DeviceExpired, TailnetRules.ExpiredDeviceMessage);
+                return;
+            }
+            _keyExpiry = device.KeyExpiry;
+        }
         SendRelayTicket(withMap: false);
     }
 

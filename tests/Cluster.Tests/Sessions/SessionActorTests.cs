@@ -260,6 +260,31 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(ControlErrorCodes.DeviceDeleted, Assert.Single(rest, m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Error.Code);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_ticket_renewal_for_a_device_that_expired_ends_the_session_instead_of_issuing_a_ticket(bool byTheClock)
+    {
+        // Expired by an admin (or by its key's time, before the sweep marked it), and the end of its session not here yet.
+        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
+            Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
+        var session = StartSession(issuer);
+        FromAgent(session, RegisterWithAuthKey());
+        var deviceId = AnswerRegistration(keyExpiry: DateTimeOffset.UtcNow.AddDays(1));
+        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
+        _devices.ExpectMsg<AttachSession>();
+        NextTicket();
+
+        Assert.Equal(deviceId, _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10)).DeviceId);
+        _tailnets.Reply(new DeviceInfo(byTheClock
+            ? Device(deviceId, DeviceStatus.Active, keyExpiry: DateTimeOffset.UtcNow.AddSeconds(-1))
+            : Device(deviceId, DeviceStatus.Expired, keyExpiry: DateTimeOffset.UtcNow.AddDays(1)), true));
+
+        var rest = RestOfStream();
+        Assert.DoesNotContain(rest, m => m.BodyCase == ServerMessage.BodyOneofCase.Relay);
+        Assert.Equal(ControlErrorCodes.DeviceExpired, Assert.Single(rest, m => m.BodyCase == ServerMessage.BodyOneofCase.Error).Error.Code);
+    }
+
     [Fact]
     public void When_the_device_entity_stops_the_session_attaches_again_at_once_with_the_last_version_delivered_and_the_agents_endpoints()
     {
