@@ -276,6 +276,22 @@ public sealed partial record TailnetState
             ? Rejection.Invalid($"{undefined} is not defined in the policy's tagOwners; define it there first (defined: {(Policy.TagOwners.IsEmpty ? "none" : string.Join(", ", Policy.TagOwners.Keys))})")
             : null;
 
+    /// <summary>
+    /// The policy as it is now, not as it was when the key was made, decides the tags a key gives: each must
+    /// still be defined, and a key made for a user must still be that user's to give (as Tailscale checks
+    /// the tags at every login). A key made by an admin alone gives any defined tag.
+    /// </summary>
+    private string? TagsNoLongerPermitted(AuthKey key)
+    {
+        if (key.Tags.IsDefaultOrEmpty) return null;
+        if (key.Tags.FirstOrDefault(t => !Policy.TagOwners.ContainsKey(t)) is { } undefined)
+            return $"requested tags are not permitted: auth key {key.KeyId} carries {undefined}, which the policy's tagOwners no longer defines; define it again or use another key";
+        if (key.UserId is not null && Users.TryGetValue(key.UserId, out var user)
+            && key.Tags.FirstOrDefault(t => !TagOwnership.Owns(Policy.TagOwners, Policy.Groups, user.Name, t)) is { } notOwned)
+            return $"requested tags are not permitted: auth key {key.KeyId} was made for {user.Name}, who no longer owns {notOwned} (the policy's tagOwners gives it to {OwnersText(notOwned)}); use another key";
+        return null;
+    }
+
     private string OwnersText(string tag) => Policy.TagOwners[tag] is { IsEmpty: false } owners ? string.Join(", ", owners) : "admins only";
 
     private Decision<ITailnetEvent> RegisterDecision(RegisterDevice c)
@@ -319,6 +335,7 @@ public sealed partial record TailnetState
         if (key.Revoked) return Refuse(ControlErrorCodes.AuthKeyRevoked, $"auth key {key.KeyId} was revoked");
         if (c.At >= key.ExpiresAt) return Refuse(ControlErrorCodes.AuthKeyExpired, $"auth key {key.KeyId} expired at {key.ExpiresAt:u}");
         if (!key.Reusable && key.Uses > 0) return Refuse(ControlErrorCodes.AuthKeyUsed, $"auth key {key.KeyId} was for one use only and has been used");
+        if (TagsNoLongerPermitted(key) is { } notPermitted) return Refuse(ControlErrorCodes.AuthKeyTagsNotPermitted, notPermitted);
 
         var tags = key.Tags;
         var used = new AuthKeyUsed(key.KeyId);

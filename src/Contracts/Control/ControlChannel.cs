@@ -70,6 +70,8 @@ public static class ControlErrorCodes
     public const string AuthKeyExpired = "auth_key_expired";
     public const string AuthKeyRevoked = "auth_key_revoked";
     public const string AuthKeyUsed = "auth_key_used";
+    /// <summary>The auth key's tags are no longer defined by the policy, or no longer its user's (the policy changed since the key was made).</summary>
+    public const string AuthKeyTagsNotPermitted = "auth_key_tags_not_permitted";
     public const string TailnetUnknown = "tailnet_unknown";
     public const string MachineInOtherTailnet = "machine_in_other_tailnet";
     public const string NodeKeyProofInvalid = "node_key_proof_invalid";

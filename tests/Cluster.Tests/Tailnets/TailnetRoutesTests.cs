@@ -2,6 +2,7 @@ using Weft.Cluster.Persistence;
 using Weft.Cluster.Policy;
 using Weft.Cluster.Tailnets;
 using Weft.Contracts.Admin;
+using Weft.Contracts.Control;
 
 using static Weft.Cluster.Tests.Tailnets.TailnetDecisions;
 
@@ -127,6 +128,28 @@ public class TailnetRoutesTests
         Assert.Contains("admins only", Refused(state, new CreateAuthKey(T, "k_d", "hd", "usr_alice", false, false, ["tag:exit"], Now.AddDays(1), "", Now)).Message);
         // Without a user the key is the admin's: any defined tag.
         Run(state, new CreateAuthKey(T, "k_e", "he", null, false, false, ["tag:exit", "tag:web"], Now.AddDays(1), "", Now));
+    }
+
+    [Fact]
+    public void A_key_whose_tag_the_policy_no_longer_defines_or_gives_its_user_registers_nothing()
+    {
+        var state = Tailnet();
+        state = Run(state, new CreateAuthKey(T, "k_net", "hn", "usr_alice", true, false, ["tag:router"], Now.AddDays(1), "", Now));
+        state = Run(state, new CreateAuthKey(T, "k_web", "hw", null, true, false, ["tag:web"], Now.AddDays(1), "", Now));
+        RegisterDevice Join(string key, string hash, char c) => new(T, $"dev_{c}", new string(c, 64), new string((char)(c + 1), 64), "", $"d{c}", "linux", key, hash, Now);
+        Run(state, Join("k_net", "hn", 'm'));
+
+        // alice leaves group:net, and tag:web goes from the policy.
+        state = Run(state, new SetPolicy(T, Policy.Replace("\"group:net\": [\"alice@example.com\"]", "\"group:net\": []").Replace(", \"tag:web\": [\"bob@example.com\"]", ""), Now));
+
+        var notOwned = Refused(state, Join("k_net", "hn", 'p'));
+        Assert.Equal(ControlErrorCodes.AuthKeyTagsNotPermitted, notOwned.Code);
+        Assert.Contains("made for alice@example.com, who no longer owns tag:router", notOwned.Message);
+        var undefined = Refused(state, Join("k_web", "hw", 'r'));
+        Assert.Equal(ControlErrorCodes.AuthKeyTagsNotPermitted, undefined.Code);
+        Assert.Contains("carries tag:web, which the policy's tagOwners no longer defines", undefined.Message);
+        // A key made by an admin alone still gives any tag that is defined.
+        Run(state, Join("k_router", "h1", 't'));
     }
 
     [Fact]
