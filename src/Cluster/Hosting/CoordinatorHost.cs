@@ -71,22 +71,34 @@ public static class CoordinatorHost
         builder.Services.AddSingleton(settings.Storage);
         builder.Services.AddSingleton<Persistence.StorageProbe>();
         builder.Services.AddReplicas();
-        var secret = ClusterSecret.Resolve(settings.Cluster, settings.Storage);
-        builder.Services.AddSingleton(secret);
-        builder.Services.AddSingleton(settings.Relay);
-        builder.Services.AddSingleton<Relays.RelayTicketIssuer>();
-        builder.Services.AddSingleton<Relays.RelayAccessChecker>();
-        builder.Services.AddSingleton<Relays.EmbeddedRelay>();
-        builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
-        builder.Services.AddCoordinatorActorSystem(settings, secret);
-        builder.Services.AddAdminApi(settings.Api);
-        builder.Services.AddDeviceLogin();
-        builder.Services.AddCoordinatorTelemetry(settings.Telemetry, node);
-        builder.Services.AddSingleton<CoordinatorReadiness>();
-        builder.Services.AddHostedService<CoordinatorStartup>();
-        builder.Services.AddHostedService<GracefulShutdown>();
+        // Held from before anything opens the database until the host has stopped (see SqliteWriterLock).
+        var writerLock = Persistence.SqliteWriterLock.Acquire(settings.Storage);
+        WebApplication app;
+        try
+        {
+            var secret = ClusterSecret.Resolve(settings.Cluster, settings.Storage);
+            builder.Services.AddSingleton(secret);
+            builder.Services.AddSingleton(settings.Relay);
+            builder.Services.AddSingleton<Relays.RelayTicketIssuer>();
+            builder.Services.AddSingleton<Relays.RelayAccessChecker>();
+            builder.Services.AddSingleton<Relays.EmbeddedRelay>();
+            builder.Services.AddHostedService(services => services.GetRequiredService<Relays.EmbeddedRelay>());
+            builder.Services.AddCoordinatorActorSystem(settings, secret);
+            builder.Services.AddAdminApi(settings.Api);
+            builder.Services.AddDeviceLogin();
+            builder.Services.AddCoordinatorTelemetry(settings.Telemetry, node);
+            builder.Services.AddSingleton<CoordinatorReadiness>();
+            builder.Services.AddHostedService<CoordinatorStartup>();
+            builder.Services.AddHostedService<GracefulShutdown>();
 
-        var app = builder.Build();
+            app = builder.Build();
+        }
+        catch
+        {
+            writerLock?.Dispose();
+            throw;
+        }
+        if (writerLock is not null) app.Lifetime.ApplicationStopped.Register(writerLock.Dispose);
         // Each listener serves its own protocol only: the admin API is not reachable on the agents' port,
         // and the management port serves the bootstrap probe and nothing else.
         app.Use(async (http, next) =>

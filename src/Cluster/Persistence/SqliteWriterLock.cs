@@ -1,0 +1,58 @@
+using Microsoft.Data.Sqlite;
+
+namespace Weft.Cluster.Persistence;
+
+/// <summary>
+/// One coordinator per SQLite database. A second process started on the same data folder (a second
+/// <c>weft</c> in another terminal, a unit started twice) would write the same entities' events beside
+/// the first, each serving what it alone remembers. The first to start holds an exclusive lock on
+/// <c>weft.db.lock</c> next to the database until it stops; a second refuses to start, and says why.
+/// The lock is the kernel's (flock): it goes with the process, however the process ends.
+/// </summary>
+public sealed class SqliteWriterLock : IDisposable
+{
+    private readonly FileStream _held;
+
+    private SqliteWriterLock(FileStream held, string database)
+    {
+        _held = held;
+        Database = database;
+    }
+
+    public string Database { get; }
+
+    /// <summary>Takes the lock of the SQLite database these settings name; null for PostgreSQL or an in-memory database.</summary>
+    public static SqliteWriterLock? Acquire(StorageSettings storage)
+    {
+        if (storage.Provider != StorageProvider.Sqlite) return null;
+        string database;
+        if (!string.IsNullOrWhiteSpace(storage.ConnectionString))
+        {
+            var named = new SqliteConnectionStringBuilder(storage.ConnectionString);
+            if (named.Mode == SqliteOpenMode.Memory || named.DataSource is "" or ":memory:") return null;
+            database = Path.GetFullPath(named.DataSource);
+        }
+        else
+        {
+            PersistenceSetup.CreateOwnerOnlyFolder(Path.GetFullPath(storage.DataDirectory));
+            database = StorageSettings.SqliteDatabaseIn(storage.DataDirectory);
+        }
+        var lockPath = database + ".lock";
+        try
+        {
+            // FileShare.None is an exclusive, non-blocking flock on Unix: a second holder fails at once.
+            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            return new SqliteWriterLock(new FileStream(lockPath, options), database);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException(
+                $"another Weft coordinator is using the SQLite database {database} (it holds {lockPath}): two processes writing one database " +
+                "would each serve what it alone remembers. Stop the other one, or give this one its own data folder (--data-dir); " +
+                "a cluster of several nodes shares PostgreSQL instead", e);
+        }
+    }
+
+    public void Dispose() => _held.Dispose();
+}
