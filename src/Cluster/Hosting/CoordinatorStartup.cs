@@ -60,7 +60,8 @@ public sealed class CoordinatorStartup(
             identity.Set(coordinatorKey);
             unshownKey = await BootstrapOperatorKey(stopping);
             await InstallOperatorKeyReset(stopping);
-            await directory.ActorRef.AskFor<Tailnets.TailnetListing>(new Tailnets.ListTailnets(), stopping); // starts it, so it publishes the names
+            // Starts it, so it publishes the names; a directory slow to recover (the store busy or away) is asked again, as the steps before.
+            await AskUntilAnswered<Tailnets.TailnetListing>(directory.ActorRef, new Tailnets.ListTailnets(), "Starting the tailnet directory", stopping);
             PrintBanner(endpoints, coordinatorKey.PublicKey, unshownKey, RelayLine());
             unshownKey = null;
             readiness.MarkReady(endpoints);

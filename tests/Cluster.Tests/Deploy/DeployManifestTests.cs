@@ -130,6 +130,8 @@ public class DeployManifestTests
             var exposed = Sequence(own, "spec", "ports").Cast<YamlMappingNode>().ToDictionary(p => Text(p, "targetPort"), p => Text(p, "protocol"));
             Assert.Equal("TCP", exposed["relay"]);
             Assert.Equal("UDP", exposed["stun"]);
+            // Readiness includes the database; the relay does not need it, and stays reachable while it is away.
+            Assert.Equal("true", Text(own, "spec", "publishNotReadyAddresses"));
         }
         Assert.False(settings.Keys.Any(k => k.StartsWith("Weft__Relay__Regions__0__Nodes__", StringComparison.Ordinal) && k.Contains($"__{replicas}__")), "a relay node for a pod that does not exist");
 
