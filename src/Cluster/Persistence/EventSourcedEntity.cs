@@ -159,7 +159,8 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 return;
             case SaveSnapshotFailure failed when _forgetHistoryAt > 0 && failed.Metadata.SequenceNr >= _forgetHistoryAt:
                 _forgetHistoryAt = 0;
-                Log.Error(failed.Cause, "Snapshot of {0} failed, so its stored events were not deleted; its next recovery tries again", PersistenceId);
+                ForgettingFailed = true;
+                Log.Error(failed.Cause, "Snapshot of {0} failed, so its stored events were not deleted; it is tried again", PersistenceId);
                 StopIfIdle();
                 return;
             case SaveSnapshotFailure failed:
@@ -171,7 +172,8 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
                 DeleteNext();
                 return;
             case DeleteMessagesFailure failed when _deleting is EventsUpTo { Forgetting: true }:
-                Log.Error(failed.Cause, "Could not delete the stored events of {0} up to {1}; its next recovery tries again", PersistenceId, failed.ToSequenceNr);
+                ForgettingFailed = true;
+                Log.Error(failed.Cause, "Could not delete the stored events of {0} up to {1}; it is tried again", PersistenceId, failed.ToSequenceNr);
                 DeleteNext();
                 return;
             case DeleteMessagesFailure failed when _deleting is EventsUpTo:
@@ -338,6 +340,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     /// <summary>A write is in flight or a command waits for one.</summary>
     protected bool IsWriting => _inFlight is not null || _pending.Count > 0;
 
+    /// <summary>A <see cref="ForgetHistory"/> (its snapshot, or the deletions after it) is under way.</summary>
+    protected bool IsForgetting => _forgetHistoryAt > 0 || _deleting is not null || _deletions.Count > 0;
+
+    /// <summary>The last <see cref="ForgetHistory"/>'s snapshot or deletion of events failed: the history it meant to erase may be stored still, for the caller to forget again.</summary>
+    protected bool ForgettingFailed { get; private set; }
+
     /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight, no command waits and no <see cref="ForgetHistory"/> waits for its snapshot.</summary>
     private void StopIfIdle()
     {
@@ -399,6 +407,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     /// </summary>
     protected void ForgetHistory(TState current)
     {
+        ForgettingFailed = false;
         if (Equals(current, State) && _eventsSinceSnapshot == 0 && LastSequenceNr > 0 && _newestSnapshotSequenceNr == LastSequenceNr)
         {
             // The newest snapshot already holds this state (a recovery that replayed nothing after it): only what is

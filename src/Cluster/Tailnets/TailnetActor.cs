@@ -487,8 +487,16 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     {
         if (!State.IsActive)
         {
-            // Not while a command is being stored: a creation that lands would make it active.
-            if (!_passivating && !IsWriting)
+            // A deletion's erasure that failed (a snapshot refused: the disk full, the store away) is tried again at each pass,
+            // and the entity stays until it is done: once stopped, nothing starts a deleted tailnet again, and its data would stay.
+            if (State.Lifecycle == TailnetLifecycle.Deleted && ForgettingFailed && !KeepsAllEvents)
+            {
+                Log.Warning("Tailnet {0} is deleted and erasing its stored history failed; trying again", State.TailnetId);
+                ForgetHistory(State.Tombstone());
+                return;
+            }
+            // Not while a command is being stored (a creation that lands would make it active), nor while its erasure is under way.
+            if (!_passivating && !IsWriting && !IsForgetting)
             {
                 Log.Info("Tailnet {0} is {1}: its entity stops and is not started again after a failover", State.TailnetId,
                     State.Lifecycle == TailnetLifecycle.Deleted ? "deleted" : "unknown");

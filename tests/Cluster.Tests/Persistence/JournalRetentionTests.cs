@@ -150,6 +150,38 @@ public class JournalRetentionTests
         }
     }
 
+    [Fact]
+    public async Task A_deleted_tailnets_erasure_that_the_store_refused_is_tried_again_until_it_is_done()
+    {
+        // Its snapshot refused (a full disk, the store away): before, the deleted tailnet stopped at the next pass with its
+        // whole history stored, and nothing ever started it again to finish.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [.. Settings(keepAllEvents: false), new("Weft:Control:HousekeepingSeconds", "0.5")]);
+        var tailnet = (await node.Http.CreateTailnet("stubborn")).Id;
+        await MakeChanges(node, tailnet, first: 1);
+        var id = TailnetActor.PersistenceIdOf(tailnet);
+        await Sql(storage, $"CREATE TRIGGER refuse_snapshots BEFORE INSERT ON snapshot WHEN NEW.persistence_id = '{id}' BEGIN SELECT RAISE(ABORT, 'the disk is full'); END");
+
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, (await node.Http.DeleteAsync($"/api/v1/tailnets/{tailnet}")).StatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(3)); // several housekeeping passes, each refused
+        Assert.True((await ReadTailnet(storage, tailnet)).Events.Count > 1, "the history went though every snapshot was refused");
+        await Sql(storage, "DROP TRIGGER refuse_snapshots");
+
+        var erased = await Eventually.Until(() => ReadTailnet(storage, tailnet), s => s.Snapshots.Count == 1 && s.Events.Count <= 1, "the deleted tailnet's history erased once the store took its snapshot");
+        Assert.Equal(erased.Snapshots[0], erased.Events.DefaultIfEmpty(erased.Snapshots[0]).Max());
+    }
+
+    private static async Task Sql(TestStorage storage, string sql)
+    {
+        await using (var connection = await Open(storage))
+        {
+            await using var command = connection.CreateCommand();
+            command.CommandText = sql;
+            await command.ExecuteNonQueryAsync();
+        }
+        SqliteConnection.ClearAllPools();
+    }
+
     /// <summary>Everything stored for the tailnet's entity (its events and snapshots), as text.</summary>
     private static async Task<string> StoredBytes(TestStorage storage, string tailnet)
     {
