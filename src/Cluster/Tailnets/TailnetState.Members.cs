@@ -414,7 +414,11 @@ public sealed partial record TailnetState
         if (tags.SequenceEqual(device.Tags)) return Decision<ITailnetEvent>.Unchanged;
         // Tagged devices do not expire; removing the last tag starts the tailnet's expiry from now.
         var expiry = tags.IsEmpty ? device.KeyExpiry ?? KeyExpiryFor(c.At, tags) : null;
-        return Decision<ITailnetEvent>.Accept(new DeviceTagsChanged(device.DeviceId, tags, expiry));
+        var events = new List<ITailnetEvent>(2) { new DeviceTagsChanged(device.DeviceId, tags, expiry) };
+        // Its new tags may be what the autoApprovers name for the routes it waits with.
+        if (device.IsActive && AutoApproved(device, device.AdvertisedRoutes, Policy.AutoApprovers, PolicyDeviceOf(device with { Tags = tags }).Principal) is { } approved)
+            events.Add(approved);
+        return Decision<ITailnetEvent>.Accept(events);
     }
 
     private static Decision<ITailnetEvent> EndpointsDecision(DeviceEntry device, UpdateDeviceEndpoints c)
@@ -438,14 +442,21 @@ public sealed partial record TailnetState
         if (DeviceRoutes.Check(c.Routes, out var routes) is { } invalid) return Decision<ITailnetEvent>.Reject(invalid);
         if (routes.SequenceEqual(device.AdvertisedRoutes)) return Decision<ITailnetEvent>.Unchanged;
         var events = new List<ITailnetEvent>(2) { new DeviceRoutesAdvertised(device.DeviceId, routes) };
-        var principal = PolicyDeviceOf(device).Principal;
-        var approvers = Policy.AutoApprovers;
-        var autoApproved = routes.Where(r => !device.ApprovedRoutes.Contains(r) && !DeviceRoutes.IsExit(r) && approvers.ApprovesRoute(IPNetwork.Parse(r), principal)).ToList();
-        if (routes.Any(DeviceRoutes.IsExit) && !DeviceRoutes.ExitRoutes.All(device.ApprovedRoutes.Contains) && approvers.ApprovesExitNode(principal))
-            autoApproved.AddRange(DeviceRoutes.ExitRoutes);
-        if (autoApproved.Count > 0)
-            events.Add(new DeviceRoutesApproved(device.DeviceId, [.. device.ApprovedRoutes.Union(autoApproved).Order(StringComparer.Ordinal)]));
+        if (AutoApproved(device, routes, Policy.AutoApprovers, PolicyDeviceOf(device).Principal) is { } approved) events.Add(approved);
         return Decision<ITailnetEvent>.Accept(events);
+    }
+
+    /// <summary>
+    /// The approval of <paramref name="advertised"/> routes not approved yet that <paramref name="approvers"/> cover
+    /// for the device (as <paramref name="principal"/>: its user or tags); null when they cover none. Asked when
+    /// routes are advertised, when the policy changes, and when the device's tags do.
+    /// </summary>
+    private static DeviceRoutesApproved? AutoApproved(DeviceEntry device, ImmutableArray<string> advertised, AutoApprovers approvers, Principal principal)
+    {
+        var approved = advertised.Where(r => !device.ApprovedRoutes.Contains(r) && !DeviceRoutes.IsExit(r) && approvers.ApprovesRoute(IPNetwork.Parse(r), principal)).ToList();
+        if (advertised.Any(DeviceRoutes.IsExit) && !DeviceRoutes.ExitRoutes.All(device.ApprovedRoutes.Contains) && approvers.ApprovesExitNode(principal))
+            approved.AddRange(DeviceRoutes.ExitRoutes);
+        return approved.Count > 0 ? new DeviceRoutesApproved(device.DeviceId, [.. device.ApprovedRoutes.Union(approved).Order(StringComparer.Ordinal)]) : null;
     }
 
     private static Decision<ITailnetEvent> ApproveRoutesDecision(DeviceEntry device, ApproveDeviceRoutes c)

@@ -66,22 +66,33 @@ public sealed partial record TailnetState
     public PolicyInfo PolicyInfo() => new(PolicyText ?? TailnetPolicy.DefaultText, PolicyVersion, PolicyUpdatedAt ?? CreatedAt);
 
     /// <summary>Parses a candidate policy and runs its tests against this tailnet's devices.</summary>
-    public PolicyValidation Validate(string text)
+    public PolicyValidation Validate(string text) => Validate(text, out _);
+
+    private PolicyValidation Validate(string text, out TailnetPolicy? policy)
     {
         var parsed = PolicyParser.Parse(text, ProviderGroups(), RoleMembers());
+        policy = parsed.Policy;
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
         return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
     }
 
+    /// <summary>
+    /// A new policy, and the routes its autoApprovers cover that devices advertise and wait for: approved with it,
+    /// as when they are advertised (Headscale does the same), rather than left for an admin or a re-advertisement.
+    /// </summary>
     private Decision<ITailnetEvent> SetPolicyDecision(SetPolicy command)
     {
-        var validation = Validate(command.Text);
+        var validation = Validate(command.Text, out var policy);
         if (validation.Issues.Count > 0)
             return Decision<ITailnetEvent>.Reject(new Rejection(Contracts.Admin.ApiErrorCodes.PolicyInvalid,
                 $"the policy was refused ({validation.Issues.Count} problem(s)); the old one stays in force: {string.Join("; ", validation.Issues.Take(10))}"));
         if (command.Text == (PolicyText ?? TailnetPolicy.DefaultText)) return Decision<ITailnetEvent>.Unchanged;
-        return Decision<ITailnetEvent>.Accept(new PolicyChanged(command.Text, PolicyVersion + 1, command.At));
+        var events = new List<ITailnetEvent> { new PolicyChanged(command.Text, PolicyVersion + 1, command.At) };
+        foreach (var device in Devices.Values.Where(d => d.IsActive && !d.AdvertisedRoutes.IsEmpty))
+            if (AutoApproved(device, device.AdvertisedRoutes, policy!.AutoApprovers, PolicyDeviceOf(device).Principal) is { } approved)
+                events.Add(approved);
+        return Decision<ITailnetEvent>.Accept(events);
     }
 
     private TailnetState ApplyPolicy(PolicyChanged changed) =>

@@ -131,6 +131,24 @@ public class TailnetRoutesTests
     }
 
     [Fact]
+    public void Routes_waiting_for_approval_are_approved_when_a_policy_edit_or_a_new_tag_brings_an_autoApprover_that_covers_them()
+    {
+        var state = Run(Tailnet(), new AdvertiseDeviceRoutes(T, "router", ["198.18.40.0/24", "203.0.113.0/24"]));
+        state = Run(state, new AdvertiseDeviceRoutes(T, "laptop", ["198.18.50.0/24"]));
+        Assert.Equal(["198.18.40.0/24"], state.Devices["router"].ApprovedRoutes.ToArray());
+        Assert.Empty(state.Devices["laptop"].ApprovedRoutes);
+
+        // The edit that names 203.0.113.0/24 approves it for the router that waits with it; re-advertising was the only other way.
+        state = Run(state, new SetPolicy(T, Policy.Replace("\"198.18.0.0/15\": [\"tag:router\"]", "\"198.18.0.0/15\": [\"tag:router\"], \"203.0.113.0/24\": [\"tag:router\"]"), Now));
+        Assert.Equal(["198.18.40.0/24", "203.0.113.0/24"], state.Devices["router"].EnabledRoutes.ToArray());
+        Assert.Empty(state.Devices["laptop"].ApprovedRoutes); // alice's laptop is not tag:router
+
+        // Tagged tag:router by an admin, the laptop's waiting route is the approvers' to approve now.
+        state = Run(state, new SetDeviceTags(T, "laptop", ["tag:router"], Now));
+        Assert.Equal(["198.18.50.0/24"], state.Devices["laptop"].EnabledRoutes.ToArray());
+    }
+
+    [Fact]
     public void A_key_whose_tag_the_policy_no_longer_defines_or_gives_its_user_registers_nothing()
     {
         var state = Tailnet();
