@@ -15,6 +15,9 @@ public sealed record PolicyIssue(int Line, int Column, string Path, string Messa
 public sealed record PolicyParseResult(TailnetPolicy? Policy, ImmutableArray<PolicyIssue> Issues)
 {
     public bool IsValid => Policy is not null && Issues.IsEmpty;
+
+    /// <summary>What the policy holds that Weft reads past (sections that grant nothing here): it applies without them.</summary>
+    public ImmutableArray<PolicyIssue> Warnings { get; init; } = [];
 }
 
 /// <summary>
@@ -34,11 +37,33 @@ public sealed partial class PolicyParser
     /// </summary>
     public const int MaxRuleEntries = 100_000;
 
+    /// <summary>
+    /// Sections that restrict or name access in ways Weft cannot honour: a policy with one is refused, since
+    /// applying it without them would let through what the operator meant to hold back (postures) or
+    /// leave rules without the names they use (ipsets).
+    /// </summary>
     private static readonly HashSet<string> NotSupportedSections = new(StringComparer.Ordinal)
     {
-        "ssh", "sshTests", "postures", "defaultSrcPosture", "nodeAttrs", "derpMap", "disableIPv4",
-        "randomizeClientPort", "ipsets", "attrs", "onePasswordCapabilities", "OneCGNATRoute",
+        "postures", "defaultSrcPosture", "ipsets", "attrs", "onePasswordCapabilities",
     };
+
+    /// <summary>
+    /// Sections that configure what Weft does not have, and so grant nothing here: Tailscale SSH (its
+    /// default policy has an <c>ssh</c> block), node attributes, and client and relay settings. A policy
+    /// pasted from Tailscale applies without them, and each is named in a warning.
+    /// </summary>
+    private static readonly Dictionary<string, string> IgnoredSections = new(StringComparer.Ordinal)
+    {
+        ["ssh"] = "Weft has no Tailscale SSH server, so its rules grant nothing here",
+        ["sshTests"] = "Weft has no Tailscale SSH server, so there is nothing to test",
+        ["nodeAttrs"] = "node attributes are not given to devices by Weft",
+        ["randomizeClientPort"] = "agents choose their own ports",
+        ["disableIPv4"] = "every device keeps its IPv4 address",
+        ["OneCGNATRoute"] = "agents route only their peers' addresses",
+        ["derpMap"] = "the relays are Weft's configuration (Weft:Relay:Regions), not the policy's",
+    };
+
+    private readonly List<PolicyIssue> _warnings = [];
 
     private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
     {
@@ -111,6 +136,9 @@ public sealed partial class PolicyParser
                 case "grants": grants = member.Value; break;
                 case "tests": tests = member.Value; break;
                 case "autoApprovers": autoApprovers = member.Value; break;
+                case var name when IgnoredSections.TryGetValue(name, out var why):
+                    if (_warnings.Count < MaxIssues) _warnings.Add(new PolicyIssue(member.Line, member.Column, name, $"\"{name}\" is ignored: {why}"));
+                    break;
                 case var name when NotSupportedSections.Contains(name):
                     Issue(member.Line, member.Column, name, $"\"{name}\" is not supported yet by Weft; remove it ({Supported})");
                     break;
@@ -140,7 +168,7 @@ public sealed partial class PolicyParser
         var policy = new TailnetPolicy(
             _groups.ToImmutableSortedDictionary(StringComparer.Ordinal), _tagOwners.ToImmutableSortedDictionary(StringComparer.Ordinal),
             _hosts.ToImmutableSortedDictionary(StringComparer.Ordinal), [.. rules], policyTests) { AutoApprovers = approvers };
-        return new PolicyParseResult(policy, []);
+        return new PolicyParseResult(policy, []) { Warnings = [.. _warnings] };
     }
 
     private const string Supported = "a policy has acls, grants, groups, tagOwners, hosts, autoApprovers and tests";

@@ -74,7 +74,7 @@ public sealed partial record TailnetState
         policy = parsed.Policy;
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
-        return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
+        return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length) { Warnings = parsed.Warnings };
     }
 
     /// <summary>

@@ -417,10 +417,9 @@ public class PolicyParityTests
     }
 
     [Theory]
-    [InlineData("""{ "ssh": [] }""", "\"ssh\" is not supported yet by Weft")]
-    [InlineData("""{ "nodeAttrs": [] }""", "\"nodeAttrs\" is not supported yet by Weft")]
+    [InlineData("""{ "postures": {} }""", "\"postures\" is not supported yet by Weft")]
+    [InlineData("""{ "defaultSrcPosture": [] }""", "\"defaultSrcPosture\" is not supported yet by Weft")]
     [InlineData("""{ "ipsets": {} }""", "\"ipsets\" is not supported yet by Weft")]
-    [InlineData("""{ "OneCGNATRoute": "mullvad" }""", "\"OneCGNATRoute\" is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["autogroup:it-admin"], "dst": ["*:*"] } ] }""", "autogroup:it-admin is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["ipset:office"], "dst": ["*:*"] } ] }""", "ipset: selectors are not supported yet")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["svc:db"], "dst": ["*:*"] } ] }""", "svc: selectors are not supported yet")]
@@ -428,6 +427,30 @@ public class PolicyParityTests
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["*"], "srcPosture": [], "dst": ["*:*"] } ] }""", "\"srcPosture\" is not supported yet by Weft")]
     public void What_weft_does_not_support_is_refused_saying_so_README_not_supported_yet(string text, string expected) =>
         Assert.Contains(expected, Refused(text).Message);
+
+    [Fact]
+    public void Tailscales_default_policy_with_its_ssh_and_node_attributes_applies_and_says_what_it_ignores_README_ignored_sections()
+    {
+        var parsed = PolicyParser.Parse("""
+            {
+              // Everyone reaches everything.
+              "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+              // Tailscale SSH: Weft has no SSH server, so this grants nothing here.
+              "ssh": [
+                { "action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot", "root"] },
+              ],
+              "nodeAttrs": [ { "target": ["autogroup:member"], "attr": ["funnel"] } ],
+              "randomizeClientPort": true,
+            }
+            """);
+
+        Assert.True(parsed.IsValid, string.Join("\n", parsed.Issues));
+        Assert.Equal(["ssh", "nodeAttrs", "randomizeClientPort"], parsed.Warnings.Select(w => w.Path));
+        Assert.Contains("\"ssh\" is ignored: Weft has no Tailscale SSH server", parsed.Warnings[0].Message);
+        Assert.Equal(5, parsed.Warnings[0].Line);
+        Assert.Equal(Sees(PolicyEngine.Compile(Valid("""{ "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ] }"""), Devices), Web),
+            Sees(PolicyEngine.Compile(parsed.Policy!, Devices), Web)); // the same access as without those sections
+    }
 
     [Fact]
     public void The_legacy_autogroup_members_means_autogroup_member_SYNTAX()
