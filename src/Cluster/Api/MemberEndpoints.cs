@@ -162,7 +162,9 @@ public static class MemberEndpoints
             return Results.Json(new DeviceListResource(all.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
         }
         var page = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId) { After = cursor, Limit = pageSize, Status = status }, http);
-        return Results.Json(new DeviceListResource(page.Devices.Select(d => ToResource(d, users)).ToList(), page.Next), AdminJson.Options);
+        // (A node before paging answers every device at once, whatever the state asked, during a rolling upgrade.)
+        var devices = status is null ? page.Devices : page.Devices.Where(d => d.Device.Status == status);
+        return Results.Json(new DeviceListResource(devices.Select(d => ToResource(d, users)).ToList(), page.Next), AdminJson.Options);
     }
 
     private static int? ParsePageLimit(string? text) =>
@@ -283,7 +285,16 @@ public static class MemberEndpoints
     private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
         if (idOrName.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal)) return idOrName;
-        return (await refs.Tailnets.AskFor<DeviceInfo>(new GetDeviceNamed(tailnetId, idOrName), http)).Device.DeviceId;
+        try
+        {
+            return (await refs.Tailnets.AskFor<DeviceInfo>(new GetDeviceNamed(tailnetId, idOrName), http)).Device.DeviceId;
+        }
+        catch (ApiException e) when (e.Code == ApiErrorCodes.Unavailable && !http.RequestAborted.IsCancellationRequested)
+        {
+            // Unanswered: the tailnet may be on a node from before this question (a rolling upgrade), which drops it. Its pages it knows.
+            return (await refs.AllDevicesAsync(http, tailnetId)).FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
+                ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");
+        }
     }
 
     // ------------------------------------------------------------------ resources

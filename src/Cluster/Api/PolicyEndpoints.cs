@@ -37,21 +37,18 @@ public static class PolicyEndpoints
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var text = await ReadPolicyText(http.Request);
-        var validation = await RequireValid(http, refs, entry.TailnetId, text);
+        await RequireValid(http, refs, entry.TailnetId, text);
         var info = await refs.Tailnets.AskFor<PolicyInfo>(new SetPolicy(entry.TailnetId, text, clock.GetUtcNow()), http);
         http.Response.Headers.ETag = $"\"{info.Version}\"";
-        return Results.Json(new PolicyResource(info.Version, info.UpdatedAt, WarningsOf(validation)), AdminJson.Options);
+        return Results.Json(new PolicyResource(info.Version, info.UpdatedAt), AdminJson.Options);
     }
 
     private static async Task<IResult> Validate(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet);
         var validation = await RequireValid(http, refs, entry.TailnetId, await ReadPolicyText(http.Request));
-        return Results.Json(new PolicyValidationResource(true, validation.Rules, validation.TestsRun, WarningsOf(validation)), AdminJson.Options);
+        return Results.Json(new PolicyValidationResource(true, validation.Rules, validation.TestsRun), AdminJson.Options);
     }
-
-    private static IReadOnlyList<ApiIssue>? WarningsOf(PolicyValidation validation) =>
-        validation.Warnings is { Count: > 0 } warnings ? [.. warnings.Select(w => new ApiIssue(w.Line, w.Column, w.Path, w.Message))] : null;
 
     private static async Task<IResult> Test(HttpContext http, string tailnet, TailnetRefs refs)
     {

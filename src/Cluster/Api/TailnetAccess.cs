@@ -81,7 +81,8 @@ public sealed class TailnetRefs(
         do
         {
             var page = await Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId) { After = after, Limit = DevicePages.MaxLimit, Status = status }, http);
-            all.AddRange(page.Devices);
+            // A node before paging answers every device at once, whatever the state asked (a rolling upgrade).
+            all.AddRange(status is null ? page.Devices : page.Devices.Where(d => d.Device.Status == status));
             after = page.Next;
         }
         while (after is not null);

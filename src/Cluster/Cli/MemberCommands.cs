@@ -396,12 +396,6 @@ public static class PolicyCommands
             : $"/api/v1/tailnets/{Uri.EscapeDataString(parse.GetValue(tailnet)!)}/policy";
         Argument<FileInfo> File() => new("file") { Description = "The policy file (HuJSON); - reads standard input" };
         static string Read(FileInfo file) => file.Name == "-" ? Console.In.ReadToEnd() : System.IO.File.ReadAllText(file.FullName);
-        static void PrintWarnings(System.Text.Json.JsonElement answer)
-        {
-            if (!answer.TryGetProperty("warnings", out var warnings)) return;
-            foreach (var warning in warnings.EnumerateArray())
-                Console.Error.WriteLine($"warning: line {warning.GetProperty("line").GetInt32()}, column {warning.GetProperty("column").GetInt32()}: {warning.GetProperty("message").GetString()}");
-        }
 
         var get = new Command("get", "Print the policy in force");
         get.SetAction(parse => client.Run(parse, async api => Console.Write(await api.GetTextAsync(Base(parse)))));
@@ -412,9 +406,7 @@ public static class PolicyCommands
         set.SetAction(parse => client.Run(parse, async api =>
         {
             var answer = await api.PostTextAsync(Base(parse), Read(parse.GetValue(setFile)!), "application/hujson");
-            if (client.Json(parse, answer)) return;
-            Console.WriteLine($"policy applied: version {answer.GetProperty("version").GetInt32()}");
-            PrintWarnings(answer);
+            if (!client.Json(parse, answer)) Console.WriteLine($"policy applied: version {answer.GetProperty("version").GetInt32()}");
         }));
 
         var validate = new Command("validate", "Check a policy (names, syntax, its tests) without applying it");
@@ -423,9 +415,8 @@ public static class PolicyCommands
         validate.SetAction(parse => client.Run(parse, async api =>
         {
             var answer = await api.PostTextAsync(Base(parse) + "/validate", Read(parse.GetValue(validateFile)!), "application/hujson");
-            if (client.Json(parse, answer)) return;
-            Console.WriteLine($"valid: {answer.GetProperty("rules").GetInt32()} rule(s), {answer.GetProperty("tests").GetInt32()} test(s) passed");
-            PrintWarnings(answer);
+            if (!client.Json(parse, answer))
+                Console.WriteLine($"valid: {answer.GetProperty("rules").GetInt32()} rule(s), {answer.GetProperty("tests").GetInt32()} test(s) passed");
         }));
 
         var test = new Command("test", "May a source reach a destination under the policy in force?");

@@ -61,7 +61,8 @@ public sealed class CoordinatorStartup(
             unshownKey = await BootstrapOperatorKey(stopping);
             await InstallOperatorKeyReset(stopping);
             // Starts it, so it publishes the names; a directory slow to recover (the store busy or away) is asked again, as the steps before.
-            await AskUntilAnswered<Tailnets.TailnetListing>(directory.ActorRef, new Tailnets.ListTailnets(), "Starting the tailnet directory", stopping);
+            await AskUntilAnswered<Tailnets.TailnetListing>(directory.ActorRef, new Tailnets.ListTailnets(), "Starting the tailnet directory", stopping,
+                retry: e => e.Code == Contracts.Admin.ApiErrorCodes.Unavailable);
             PrintBanner(endpoints, coordinatorKey.PublicKey, unshownKey, RelayLine());
             unshownKey = null;
             readiness.MarkReady(endpoints);

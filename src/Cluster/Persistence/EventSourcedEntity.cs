@@ -1,7 +1,6 @@
 using Akka.Actor;
 using Akka.Event;
 using Akka.Persistence;
-using Weft.Contracts.Admin;
 
 namespace Weft.Cluster.Persistence;
 
@@ -34,7 +33,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     // deadlock each other in PostgreSQL (each holds rows the other wants), and the loser's rows would stay.
     private abstract record StoreDeletion;
     private sealed record EventsUpTo(long SequenceNr, bool Forgetting) : StoreDeletion;
-    private sealed record SnapshotsUpTo(long SequenceNr) : StoreDeletion;
+    private sealed record SnapshotsUpTo(long SequenceNr, bool Forgetting = false) : StoreDeletion;
     private sealed record OneSnapshot(long SequenceNr) : StoreDeletion;
     private readonly Queue<StoreDeletion> _deletions = new();
     private StoreDeletion? _deleting;
@@ -184,6 +183,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
             case DeleteSnapshotsSuccess or DeleteSnapshotSuccess when _deleting is SnapshotsUpTo or OneSnapshot:
                 DeleteNext();
                 return;
+            case DeleteSnapshotsFailure when _deleting is SnapshotsUpTo { Forgetting: true }:
+                // The older snapshots hold what was to be forgotten: not a thing to leave for a next snapshot that may never come.
+                ForgettingFailed = true;
+                Log.Error("Could not delete the older snapshots of {0}; it is tried again", PersistenceId);
+                DeleteNext();
+                return;
             case DeleteSnapshotsFailure or DeleteSnapshotFailure when _deleting is SnapshotsUpTo or OneSnapshot:
                 Log.Warning("Deleting older snapshots of {0} failed; the next snapshot's deletions cover them", PersistenceId);
                 DeleteNext();
@@ -263,8 +268,12 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         }
     }
 
+    /// <summary>
+    /// Unavailable, as the timeout a restart would have caused: agents and API clients retry it (with back-off)
+    /// rather than take it for a refusal of what they asked.
+    /// </summary>
     private static Rejection InternalError(object message, Exception e) =>
-        new(ApiErrorCodes.Internal, $"internal error handling {message.GetType().Name} ({e.GetType().Name}); nothing was written");
+        Rejection.Unavailable($"internal error handling {message.GetType().Name} ({e.GetType().Name}); nothing was written");
 
     /// <summary>Decides every buffered command (up to the batch limit) and writes all their events at once.</summary>
     private void WriteNextBatch()
@@ -343,7 +352,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     /// <summary>A <see cref="ForgetHistory"/> (its snapshot, or the deletions after it) is under way.</summary>
     protected bool IsForgetting => _forgetHistoryAt > 0 || _deleting is not null || _deletions.Count > 0;
 
-    /// <summary>The last <see cref="ForgetHistory"/>'s snapshot or deletion of events failed: the history it meant to erase may be stored still, for the caller to forget again.</summary>
+    /// <summary>The last <see cref="ForgetHistory"/>'s snapshot, or a deletion after it (of events or older snapshots), failed: what it meant to erase may be stored still, for the caller to forget again.</summary>
     protected bool ForgettingFailed { get; private set; }
 
     /// <summary>Once asked to stop (<see cref="StopEntity"/>): stops when no write is in flight, no command waits and no <see cref="ForgetHistory"/> waits for its snapshot.</summary>
@@ -380,7 +389,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         if (_forgetHistoryAt > 0 && newest >= _forgetHistoryAt)
         {
             _forgetHistoryAt = 0;
-            Delete(new SnapshotsUpTo(newest - 1));
+            Delete(new SnapshotsUpTo(newest - 1, Forgetting: true));
             Delete(new EventsUpTo(newest, Forgetting: true));
             return;
         }
@@ -412,7 +421,7 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         {
             // The newest snapshot already holds this state (a recovery that replayed nothing after it): only what is
             // older can be left, from a forgetting cut off before its deletions, and deleting nothing costs little.
-            Delete(new SnapshotsUpTo(LastSequenceNr - 1));
+            Delete(new SnapshotsUpTo(LastSequenceNr - 1, Forgetting: true));
             Delete(new EventsUpTo(LastSequenceNr, Forgetting: true));
             return;
         }

@@ -31,6 +31,7 @@ public sealed class SqliteWriterLock : IDisposable
             var named = new SqliteConnectionStringBuilder(storage.ConnectionString);
             if (named.Mode == SqliteOpenMode.Memory || named.DataSource is "" or ":memory:") return null;
             database = Path.GetFullPath(named.DataSource);
+            if (Path.GetDirectoryName(database) is { } folder) Directory.CreateDirectory(folder);
         }
         else
         {
@@ -45,8 +46,13 @@ public sealed class SqliteWriterLock : IDisposable
             if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
             return new SqliteWriterLock(new FileStream(lockPath, options), database);
         }
+        catch (Exception e) when (e is UnauthorizedAccessException or DirectoryNotFoundException or PathTooLongException)
+        {
+            throw new InvalidOperationException($"cannot open {lockPath}, the lock of the SQLite database {database}: {e.Message}", e);
+        }
         catch (IOException e)
         {
+            // What is left is the lock held: FileShare.None's flock would block, and the open fails at once.
             throw new InvalidOperationException(
                 $"another Weft coordinator is using the SQLite database {database} (it holds {lockPath}): two processes writing one database " +
                 "would each serve what it alone remembers. Stop the other one, or give this one its own data folder (--data-dir); " +

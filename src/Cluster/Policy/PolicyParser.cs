@@ -49,8 +49,10 @@ public sealed partial class PolicyParser
 
     /// <summary>
     /// Sections that configure what Weft does not have, and so grant nothing here: Tailscale SSH (its
-    /// default policy has an <c>ssh</c> block), node attributes, and client and relay settings. A policy
-    /// pasted from Tailscale applies without them, and each is named in a warning.
+    /// default policy has an <c>ssh</c> block), node attributes, and client and relay settings. A new
+    /// policy with one is still refused, but a stored one is read past them, each named in a warning: a
+    /// later version may accept such policies, and a node of this version (in a rolling upgrade, or
+    /// after a rollback) must still enforce them rather than fail closed. Accepting them comes after.
     /// </summary>
     private static readonly Dictionary<string, string> IgnoredSections = new(StringComparer.Ordinal)
     {
@@ -64,6 +66,7 @@ public sealed partial class PolicyParser
     };
 
     private readonly List<PolicyIssue> _warnings = [];
+    private bool _readPastIgnored;
 
     private static readonly HashSet<string> NotSupportedAutogroups = new(StringComparer.Ordinal)
     {
@@ -94,8 +97,12 @@ public sealed partial class PolicyParser
     /// with a provider any <c>group:</c> name is defined (members sign in later).
     /// </param>
     /// <param name="roleMembers">The users in each role's autogroup (<see cref="RoleAutogroups"/> → their names); absent ones have none.</param>
+    /// <param name="stored">
+    /// The text is a stored policy, read to enforce it: sections that grant nothing here are read past
+    /// with a warning (<see cref="IgnoredSections"/>). A policy being set or validated is refused for them.
+    /// </param>
     public static PolicyParseResult Parse(string text, IReadOnlyDictionary<string, ImmutableArray<string>>? providerGroups = null,
-        IReadOnlyDictionary<string, ImmutableArray<string>>? roleMembers = null)
+        IReadOnlyDictionary<string, ImmutableArray<string>>? roleMembers = null, bool stored = false)
     {
         HuValue root;
         try
@@ -106,7 +113,7 @@ public sealed partial class PolicyParser
         {
             return new PolicyParseResult(null, [new PolicyIssue(e.Line, e.Column, "", e.Reason)]);
         }
-        return new PolicyParser { _providerGroups = providerGroups, _roleMembers = roleMembers }.Read(root);
+        return new PolicyParser { _providerGroups = providerGroups, _roleMembers = roleMembers, _readPastIgnored = stored }.Read(root);
     }
 
     private void Issue(int line, int column, string path, string message)
@@ -136,10 +143,10 @@ public sealed partial class PolicyParser
                 case "grants": grants = member.Value; break;
                 case "tests": tests = member.Value; break;
                 case "autoApprovers": autoApprovers = member.Value; break;
-                case var name when IgnoredSections.TryGetValue(name, out var why):
+                case var name when IgnoredSections.TryGetValue(name, out var why) && _readPastIgnored:
                     if (_warnings.Count < MaxIssues) _warnings.Add(new PolicyIssue(member.Line, member.Column, name, $"\"{name}\" is ignored: {why}"));
                     break;
-                case var name when NotSupportedSections.Contains(name):
+                case var name when NotSupportedSections.Contains(name) || IgnoredSections.ContainsKey(name):
                     Issue(member.Line, member.Column, name, $"\"{name}\" is not supported yet by Weft; remove it ({Supported})");
                     break;
                 default:

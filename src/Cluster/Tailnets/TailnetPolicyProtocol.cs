@@ -26,11 +26,7 @@ public sealed record CheckAccess(string TailnetId, string Source, string Destina
 public sealed record PolicyInfo(string Text, int Version, DateTimeOffset UpdatedAt) : IClusterMessage;
 
 [WireName("tailnet.policy-validation")]
-public sealed record PolicyValidation(IReadOnlyList<PolicyIssue> Issues, int Rules, int TestsRun) : IClusterMessage
-{
-    /// <summary>Sections the policy holds that Weft reads past (see <see cref="PolicyParseResult.Warnings"/>).</summary>
-    public IReadOnlyList<PolicyIssue> Warnings { get; init; } = [];
-}
+public sealed record PolicyValidation(IReadOnlyList<PolicyIssue> Issues, int Rules, int TestsRun) : IClusterMessage;
 
 [WireName("tailnet.access")]
 public sealed record AccessAnswer(bool Allowed, int? Rule, string Explanation) : IClusterMessage;

@@ -49,13 +49,15 @@ public sealed partial record TailnetState
     /// </summary>
     private Decision<ITailnetEvent> InteractiveRegisterDecision(DeviceEntry? existing, RegisterDevice c)
     {
-        if (existing is { Status: DeviceStatus.Active })
+        if (existing is { Status: DeviceStatus.Active } && !existing.KeyLapsedBy(c.At))
             return existing.NodeKey == c.NodeKey
                 ? Reported(existing, c)
                 : Decision<ITailnetEvent>.Reject(new Rejection(ControlErrorCodes.NodeKeyMismatch, "this device is registered with another node key; it changes its key through RotateNodeKey"));
         if (c.NewLoginId is null || c.LoginExpiresAt <= c.At)
             return Decision<ITailnetEvent>.Reject(Rejection.Invalid("a registration that signs in needs a login id and a future expiry"));
-        var events = new List<ITailnetEvent>(3);
+        var events = new List<ITailnetEvent>(4);
+        // Its key lapsed and the sweep has not marked it yet: it expires now, and signs in again as an expired device does.
+        if (existing is { Status: DeviceStatus.Active }) events.Add(new DeviceExpired(existing.DeviceId, c.At));
         string deviceId;
         if (existing is null)
         {

@@ -29,7 +29,7 @@ public sealed partial record TailnetState
     /// should it ever stop parsing, the tailnet fails closed rather than fall back to the default (which
     /// allows everything).
     /// </summary>
-    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers()).Policy ?? ClosedPolicy;
+    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers(), stored: true).Policy ?? ClosedPolicy;
 
     /// <summary>The users in each role's autogroup: autogroup:owner, autogroup:admin (owners and admins), autogroup:auditor.</summary>
     public IReadOnlyDictionary<string, ImmutableArray<string>> RoleMembers()
@@ -74,7 +74,7 @@ public sealed partial record TailnetState
         policy = parsed.Policy;
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());
-        return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length) { Warnings = parsed.Warnings };
+        return new PolicyValidation(failures, parsed.Policy.Rules.Length, parsed.Policy.Tests.Length);
     }
 
     /// <summary>

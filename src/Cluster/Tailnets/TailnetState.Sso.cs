@@ -22,7 +22,7 @@ public sealed partial record TailnetState
                 : Decision<ITailnetEvent>.Accept(new SsoConfigured(settings)),
         RemoveSso when Sso is null => Decision<ITailnetEvent>.Unchanged,
         // A policy that names provider groups nobody signed in to yet would no longer parse without the provider.
-        RemoveSso when PolicyText is not null && PolicyParser.Parse(PolicyText, (this with { Sso = null }).ProviderGroups(), RoleMembers()).Policy is null =>
+        RemoveSso when PolicyText is not null && PolicyParser.Parse(PolicyText, (this with { Sso = null }).ProviderGroups(), RoleMembers(), stored: true).Policy is null =>
             Decision<ITailnetEvent>.Reject(Rejection.Conflict(
                 "the policy names groups that only the identity provider defines; remove them from the policy (or define them in its groups) first")),
         RemoveSso => Decision<ITailnetEvent>.Accept(new SsoRemoved()),

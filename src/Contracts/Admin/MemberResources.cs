@@ -57,10 +57,9 @@ public sealed record CreatedApiKeyResource(string Key, ApiKeyResource ApiKey);
 
 public sealed record ApiKeyListResource(IReadOnlyList<ApiKeyResource> ApiKeys);
 
-/// <param name="Warnings">Sections of the policy that Weft reads past (Tailscale SSH, node attributes…): it applied without them.</param>
-public sealed record PolicyResource(int Version, DateTimeOffset UpdatedAt, IReadOnlyList<ApiIssue>? Warnings = null);
+public sealed record PolicyResource(int Version, DateTimeOffset UpdatedAt);
 
-public sealed record PolicyValidationResource(bool Valid, int Rules, int Tests, IReadOnlyList<ApiIssue>? Warnings = null);
+public sealed record PolicyValidationResource(bool Valid, int Rules, int Tests);
 
 /// <summary>The answer of <c>POST …/policy/test</c>: may src reach dst under the live policy, and by which rule.</summary>
 public sealed record AccessCheckResource(bool Allowed, int? Rule, string Explanation);

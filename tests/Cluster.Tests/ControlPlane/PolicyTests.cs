@@ -146,25 +146,6 @@ public class PolicyTests(SharedCoordinator coordinator) : IClassFixture<SharedCo
     }
 
     [Fact]
-    public async Task A_policy_with_tailscale_ssh_applies_and_its_answer_names_what_was_ignored()
-    {
-        var tailnet = await coordinator.NewTailnet("policy-ssh");
-        const string pasted = """
-            { "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
-              "ssh": [ { "action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"] } ] }
-            """;
-
-        var validated = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy/validate", HuJson(pasted))).ReadAs<PolicyValidationResource>(HttpStatusCode.OK);
-        var applied = await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", HuJson(pasted))).ReadAs<PolicyResource>(HttpStatusCode.OK);
-
-        Assert.Contains("\"ssh\" is ignored", Assert.Single(validated.Warnings!).Message);
-        var warning = Assert.Single(applied.Warnings!);
-        Assert.Equal(("ssh", 2, 3), (warning.Path, warning.Line, warning.Column));
-        Assert.Equal(2, applied.Version);
-        Assert.Null((await (await Http.PostAsync($"/api/v1/tailnets/{tailnet}/policy", HuJson("{ \"acls\": [] }"))).ReadAs<PolicyResource>(HttpStatusCode.OK)).Warnings);
-    }
-
-    [Fact]
     public async Task Validate_and_test_answer_without_changing_anything()
     {
         var tailnet = await coordinator.NewTailnet("policy-check");

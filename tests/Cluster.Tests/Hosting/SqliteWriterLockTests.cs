@@ -24,4 +24,28 @@ public class SqliteWriterLockTests
         await using var next = await TestCoordinator.StartAsync(storage);
         Assert.Equal(tailnet, await next.Http.GetTailnet(tailnet.Id));
     }
+
+    [Fact]
+    public void A_database_named_by_its_connection_string_in_a_folder_not_made_yet_is_locked_once_and_the_folder_made()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), $"weft-test-{Guid.NewGuid():N}");
+        try
+        {
+            var storage = new Weft.Cluster.Persistence.StorageSettings { ConnectionString = $"Data Source={Path.Combine(folder, "new", "weft.db")}" };
+
+            using (var held = Weft.Cluster.Persistence.SqliteWriterLock.Acquire(storage))
+            {
+                Assert.NotNull(held);
+                Assert.True(File.Exists(Path.Combine(folder, "new", "weft.db.lock")));
+                Assert.Contains("another Weft coordinator", Assert.Throws<InvalidOperationException>(() => Weft.Cluster.Persistence.SqliteWriterLock.Acquire(storage)).Message);
+            }
+            using var again = Weft.Cluster.Persistence.SqliteWriterLock.Acquire(storage);
+            Assert.NotNull(again);
+            Assert.Null(Weft.Cluster.Persistence.SqliteWriterLock.Acquire(new Weft.Cluster.Persistence.StorageSettings { ConnectionString = "Data Source=:memory:" }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 }

@@ -263,7 +263,7 @@ public class PolicyConformanceTests
         { """{ "acls": [], "bogus": 1 }""", 1, 15, "unknown field \"bogus\"" },
         { """{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "app": { "example.com/cap/x": [{}] } } ] }""", 1, 58, "application capabilities (\"app\") are not supported" },
         { """{ "grants": [ { "src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["tag:exit"] } ] }""", 1, 66, "tag:exit is not defined in tagOwners" },
-        { """{ "defaultSrcPosture": [] }""", 1, 3, "\"defaultSrcPosture\" is not supported yet" },
+        { """{ "ssh": [] }""", 1, 3, "\"ssh\" is not supported yet" },
         { """{ "postures": {} }""", 1, 3, "\"postures\" is not supported yet" },
         { "{ \"acls\": [\n  { \"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"] }\n] }", 2, 33, "group:nope is not defined in groups" },
         { """{ "acls": [ { "action": "accept", "src": ["tag:nope"], "dst": ["*:*"] } ] }""", 1, 43, "tag:nope is not defined in tagOwners" },

@@ -417,9 +417,11 @@ public class PolicyParityTests
     }
 
     [Theory]
-    [InlineData("""{ "postures": {} }""", "\"postures\" is not supported yet by Weft")]
-    [InlineData("""{ "defaultSrcPosture": [] }""", "\"defaultSrcPosture\" is not supported yet by Weft")]
+    [InlineData("""{ "ssh": [] }""", "\"ssh\" is not supported yet by Weft")]
+    [InlineData("""{ "nodeAttrs": [] }""", "\"nodeAttrs\" is not supported yet by Weft")]
     [InlineData("""{ "ipsets": {} }""", "\"ipsets\" is not supported yet by Weft")]
+    [InlineData("""{ "OneCGNATRoute": "mullvad" }""", "\"OneCGNATRoute\" is not supported yet by Weft")]
+    [InlineData("""{ "postures": {} }""", "\"postures\" is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["autogroup:it-admin"], "dst": ["*:*"] } ] }""", "autogroup:it-admin is not supported yet by Weft")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["ipset:office"], "dst": ["*:*"] } ] }""", "ipset: selectors are not supported yet")]
     [InlineData("""{ "acls": [ { "action": "accept", "src": ["svc:db"], "dst": ["*:*"] } ] }""", "svc: selectors are not supported yet")]
@@ -429,27 +431,33 @@ public class PolicyParityTests
         Assert.Contains(expected, Refused(text).Message);
 
     [Fact]
-    public void Tailscales_default_policy_with_its_ssh_and_node_attributes_applies_and_says_what_it_ignores_README_ignored_sections()
+    public void A_stored_policy_with_tailscale_ssh_and_node_attributes_is_enforced_without_them_though_a_new_one_is_refused()
     {
-        var parsed = PolicyParser.Parse("""
+        // A later version may accept these sections, which grant nothing here; a node of this version that holds
+        // the tailnet (in a rolling upgrade, or after a rollback) must enforce the rest, not fail closed.
+        const string text = """
             {
               // Everyone reaches everything.
               "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
-              // Tailscale SSH: Weft has no SSH server, so this grants nothing here.
               "ssh": [
                 { "action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot", "root"] },
               ],
               "nodeAttrs": [ { "target": ["autogroup:member"], "attr": ["funnel"] } ],
               "randomizeClientPort": true,
             }
-            """);
+            """;
 
-        Assert.True(parsed.IsValid, string.Join("\n", parsed.Issues));
-        Assert.Equal(["ssh", "nodeAttrs", "randomizeClientPort"], parsed.Warnings.Select(w => w.Path));
-        Assert.Contains("\"ssh\" is ignored: Weft has no Tailscale SSH server", parsed.Warnings[0].Message);
-        Assert.Equal(5, parsed.Warnings[0].Line);
+        var stored = PolicyParser.Parse(text, stored: true);
+        Assert.True(stored.IsValid, string.Join("\n", stored.Issues));
+        Assert.Equal(["ssh", "nodeAttrs", "randomizeClientPort"], stored.Warnings.Select(w => w.Path));
+        Assert.Contains("\"ssh\" is ignored: Weft has no Tailscale SSH server", stored.Warnings[0].Message);
+        Assert.Equal(4, stored.Warnings[0].Line);
         Assert.Equal(Sees(PolicyEngine.Compile(Valid("""{ "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ] }"""), Devices), Web),
-            Sees(PolicyEngine.Compile(parsed.Policy!, Devices), Web)); // the same access as without those sections
+            Sees(PolicyEngine.Compile(stored.Policy!, Devices), Web));
+
+        Assert.Contains("\"ssh\" is not supported yet by Weft", Refused(text).Message);
+        var other = PolicyParser.Parse("""{ "postures": {} }""", stored: true); // what restricts access is never read past
+        Assert.Null(other.Policy);
     }
 
     [Fact]

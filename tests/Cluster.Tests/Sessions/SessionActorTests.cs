@@ -196,8 +196,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     public void A_ticket_renewal_takes_the_key_expiry_from_the_tailnet_so_a_device_tagged_since_it_registered_keeps_relay_tickets_past_its_old_expiry()
     {
         // Tickets of 12 s, renewed at half their life; the device's key expired 14 s after it registered.
-        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
-            Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
+        using var issuer = ShortTicketIssuer();
         var oldExpiry = DateTimeOffset.UtcNow.AddSeconds(14);
         var session = StartSession(issuer);
         FromAgent(session, RegisterWithAuthKey());
@@ -239,20 +238,30 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.True(queue.Reader.Completion.IsCompleted, "the stream is told to end");
     }
 
-    [Fact]
-    public void A_ticket_renewal_for_a_device_its_tailnet_no_longer_has_ends_the_session_instead_of_issuing_a_ticket()
-    {
-        // The device was deleted and the end of its session was lost on the way: the renewal's question finds out.
-        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
+    /// <summary>Tickets that last 12 s, so that a renewal comes within a test.</summary>
+    private static Weft.Cluster.Relays.RelayTicketIssuer ShortTicketIssuer() =>
+        new(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
             Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
+
+    /// <summary>A session registered and subscribed, its first ticket sent, and its renewal asking the tailnet for the device (answer it next).</summary>
+    private string SubscribedUntilTheTicketsRenewal(Weft.Cluster.Relays.RelayTicketIssuer issuer)
+    {
         var session = StartSession(issuer);
         FromAgent(session, RegisterWithAuthKey());
         var deviceId = AnswerRegistration(keyExpiry: DateTimeOffset.UtcNow.AddDays(1));
         FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
         _devices.ExpectMsg<AttachSession>();
         NextTicket();
-
         Assert.Equal(deviceId, _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10)).DeviceId);
+        return deviceId;
+    }
+
+    [Fact]
+    public void A_ticket_renewal_for_a_device_its_tailnet_no_longer_has_ends_the_session_instead_of_issuing_a_ticket()
+    {
+        // The device was deleted and the end of its session was lost on the way: the renewal's question finds out.
+        using var issuer = ShortTicketIssuer();
+        var deviceId = SubscribedUntilTheTicketsRenewal(issuer);
         _tailnets.Reply(Rejection.NotFound($"device {deviceId} does not exist"));
 
         var rest = RestOfStream();
@@ -266,16 +275,8 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     public void A_ticket_renewal_for_a_device_that_expired_ends_the_session_instead_of_issuing_a_ticket(bool byTheClock)
     {
         // Expired by an admin (or by its key's time, before the sweep marked it), and the end of its session not here yet.
-        using var issuer = new Weft.Cluster.Relays.RelayTicketIssuer(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },
-            Weft.Cluster.Hosting.ClusterSecret.FromText(Convert.ToBase64String(new byte[32]), "the test"));
-        var session = StartSession(issuer);
-        FromAgent(session, RegisterWithAuthKey());
-        var deviceId = AnswerRegistration(keyExpiry: DateTimeOffset.UtcNow.AddDays(1));
-        FromAgent(session, new ClientMessage { Subscribe = new Subscribe { LastVersion = 0 } });
-        _devices.ExpectMsg<AttachSession>();
-        NextTicket();
-
-        Assert.Equal(deviceId, _tailnets.ExpectMsg<GetDevice>(TimeSpan.FromSeconds(10)).DeviceId);
+        using var issuer = ShortTicketIssuer();
+        var deviceId = SubscribedUntilTheTicketsRenewal(issuer);
         _tailnets.Reply(new DeviceInfo(byTheClock
             ? Device(deviceId, DeviceStatus.Active, keyExpiry: DateTimeOffset.UtcNow.AddSeconds(-1))
             : Device(deviceId, DeviceStatus.Expired, keyExpiry: DateTimeOffset.UtcNow.AddDays(1)), true));

@@ -199,6 +199,23 @@ public class TailnetLoginTests
     }
 
     [Fact]
+    public void A_device_whose_key_lapsed_before_the_sweep_marked_it_is_expired_by_its_reconnection_and_signs_in_again()
+    {
+        var state = Run(WithProvider(), Keyless("dev_1", 'a', 'b', "login_1"));
+        state = Run(state, SignIn("login_1", Alice, newUserId: "usr_alice"));
+        var lapsed = state.Devices["dev_1"].KeyExpiry!.Value.AddMinutes(1);
+
+        // The same key, past its expiry: before, it reconnected as if nothing had happened until the sweep came.
+        state = Run(state, Keyless("dev_ignored", 'a', 'b', "login_2", lapsed));
+        Assert.Equal(DeviceStatus.Expired, state.Devices["dev_1"].Status);
+        Assert.Equal("login_2", state.OpenLoginFor("dev_1", Hex('b'), lapsed)!.LoginId);
+
+        state = Run(state, SignIn("login_2", Alice, lapsed.AddMinutes(1)));
+        Assert.Equal(DeviceStatus.Active, state.Devices["dev_1"].Status);
+        Assert.Equal(lapsed.AddMinutes(1).AddDays(state.Settings.NodeKeyExpiryDays), state.Devices["dev_1"].KeyExpiry);
+    }
+
+    [Fact]
     public void Without_a_provider_a_device_without_a_key_waits_for_approval_and_gets_no_link()
     {
         var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme") with { KeylessRegistration = true }, Now));

@@ -267,6 +267,19 @@ public class TailnetMembersTests
     }
 
     [Fact]
+    public void A_stored_policy_with_sections_a_later_version_may_accept_is_enforced_without_them_not_closed()
+    {
+        // Stored by a later version (a rolling upgrade, or a rollback): ssh grants nothing here, and the acls still stand.
+        var state = Active().Apply(new PolicyChanged("""
+            { "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:22"] } ],
+              "ssh": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"] } ] }
+            """, 2, Now));
+
+        Assert.Single(state.Policy.Rules);
+        Assert.Equal(Contracts.Admin.ApiErrorCodes.PolicyInvalid, Refused(state, new SetPolicy(T, state.PolicyText!.Replace("*:22", "*:23"), Now)).Code);
+    }
+
+    [Fact]
     public void Due_keys_expire_and_expired_devices_leave_everyones_view()
     {
         var state = WithKey(Active(), "k", reusable: true, lifetime: TimeSpan.FromDays(365));
