@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Akka.Actor;
 using Google.Protobuf;
 using Microsoft.AspNetCore.Http;
 using Weft.Cluster.Tailnets;
@@ -13,6 +14,9 @@ namespace Weft.Cluster.Api;
 /// </summary>
 public static class MemberEndpoints
 {
+    /// <summary>How long a device's name is asked for before its tailnet's pages are read instead.</summary>
+    private static readonly TimeSpan NamedLookupTimeout = TimeSpan.FromSeconds(4);
+
     /// <summary>Tailscale's default lifetime for a new auth key.</summary>
     public static readonly TimeSpan DefaultAuthKeyLifetime = TimeSpan.FromDays(90);
 
@@ -285,16 +289,23 @@ public static class MemberEndpoints
     private static async Task<string> ResolveDeviceId(HttpContext http, TailnetRefs refs, string tailnetId, string idOrName)
     {
         if (idOrName.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal)) return idOrName;
+        object? answer = null;
         try
         {
-            return (await refs.Tailnets.AskFor<DeviceInfo>(new GetDeviceNamed(tailnetId, idOrName), http)).Device.DeviceId;
+            answer = await refs.Tailnets.Ask<object>(new GetDeviceNamed(tailnetId, idOrName), NamedLookupTimeout, http.RequestAborted);
         }
-        catch (ApiException e) when (e.Code == ApiErrorCodes.Unavailable && !http.RequestAborted.IsCancellationRequested)
+        catch (AskTimeoutException)
         {
-            // Unanswered: the tailnet may be on a node from before this question (a rolling upgrade), which drops it. Its pages it knows.
-            return (await refs.AllDevicesAsync(http, tailnetId)).FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
-                ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist");
         }
+        return answer switch
+        {
+            DeviceInfo info => info.Device.DeviceId,
+            Persistence.Rejection rejection => throw ApiException.From(rejection),
+            // Unanswered within a few seconds: the tailnet is on a node from before this question (a rolling upgrade), which
+            // drops it, or it is moving. Its pages work either way, each asked with the cluster's retries and deadline.
+            _ => (await refs.AllDevicesAsync(http, tailnetId)).FirstOrDefault(d => d.Device.Name == idOrName)?.Device.DeviceId
+                ?? throw new ApiException(ApiErrorCodes.NotFound, $"device '{idOrName}' does not exist"),
+        };
     }
 
     // ------------------------------------------------------------------ resources

@@ -269,11 +269,11 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
     }
 
     /// <summary>
-    /// Unavailable, as the timeout a restart would have caused: agents and API clients retry it (with back-off)
-    /// rather than take it for a refusal of what they asked.
+    /// Internal: asking again would run the same defect against the same state, so nothing in the cluster
+    /// repeats it (the API answers 500; an agent's registration is told to come back later, see DeviceRegistrar).
     /// </summary>
     private static Rejection InternalError(object message, Exception e) =>
-        Rejection.Unavailable($"internal error handling {message.GetType().Name} ({e.GetType().Name}); nothing was written");
+        new(Weft.Contracts.Admin.ApiErrorCodes.Internal, $"internal error handling {message.GetType().Name} ({e.GetType().Name}); nothing was written");
 
     /// <summary>Decides every buffered command (up to the batch limit) and writes all their events at once.</summary>
     private void WriteNextBatch()

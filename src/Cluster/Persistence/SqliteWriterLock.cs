@@ -30,8 +30,12 @@ public sealed class SqliteWriterLock : IDisposable
         {
             var named = new SqliteConnectionStringBuilder(storage.ConnectionString);
             if (named.Mode == SqliteOpenMode.Memory || named.DataSource is "" or ":memory:") return null;
-            database = Path.GetFullPath(named.DataSource);
-            if (Path.GetDirectoryName(database) is { } folder) Directory.CreateDirectory(folder);
+            // A URI (file:/var/lib/weft/weft.db?cache=shared) names its file by its path.
+            database = Path.GetFullPath(named.DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase)
+                ? new Uri(named.DataSource).LocalPath
+                : named.DataSource);
+            // The database holds every tailnet's secrets: a folder made for it is its owner's alone, as the data folder is.
+            if (Path.GetDirectoryName(database) is { } folder) PersistenceSetup.CreateOwnerOnlyFolder(folder);
         }
         else
         {

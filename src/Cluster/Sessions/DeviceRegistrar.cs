@@ -109,7 +109,9 @@ public static class DeviceRegistrar
             if (outcome is Rejection { Code: Contracts.Admin.ApiErrorCodes.NotFound } && resumeDeviceId is not null) return null;
             if (outcome is Rejection rejection)
             {
-                if (rejection.Code == ControlErrorCodes.Unavailable) return Refuse(rejection.Code, rejection.Message, RetryAfterMs);
+                // An internal error is no verdict on the device: the agent comes back later, as for a busy coordinator.
+                if (rejection.Code is ControlErrorCodes.Unavailable or Contracts.Admin.ApiErrorCodes.Internal)
+                    return Refuse(ControlErrorCodes.Unavailable, rejection.Message, RetryAfterMs);
                 if (keyless) return WaitingForApproval();
                 if (rejection.Code != Contracts.Admin.ApiErrorCodes.NotFound) return Refuse(rejection.Code, rejection.Message);
                 // A key naming a tailnet that does not exist is just an invalid key: say nothing about tailnets.

@@ -532,6 +532,8 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
         // A deletion whose erasure was cut off (or stored by a version that kept everything) is erased now.
         if (State.Lifecycle == TailnetLifecycle.Deleted && !KeepsAllEvents) ForgetHistory(State.Tombstone());
         _engine = PolicyEngine.Compile(State.Policy, State.PolicyDevices());
+        foreach (var ignored in State.StoredPolicyWarnings())
+            Log.Warning("Tailnet {0}: the stored policy is enforced without a section this version does not have (line {1}): {2}", State.TailnetId, ignored.Line, ignored.Message);
         if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
         // Nobody is known to be online yet. A connected device's session re-attaches well within the
         // presence timeout; an ephemeral device that has not by then is offline, counted from now.

@@ -63,6 +63,10 @@ public sealed partial record TailnetState
         new(device.DeviceId, device.UserId is { } id && Users.TryGetValue(id, out var user) ? user.Name : null, device.Tags, device.Ipv4, device.Ipv6,
             DeviceRoutes.Prefixes(device.SubnetRoutes), device.IsExitNode);
 
+    /// <summary>What the stored policy holds that this version reads past (sections a later version accepted), for the log.</summary>
+    public ImmutableArray<PolicyIssue> StoredPolicyWarnings() =>
+        PolicyText is null ? [] : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers(), stored: true).Warnings;
+
     public PolicyInfo PolicyInfo() => new(PolicyText ?? TailnetPolicy.DefaultText, PolicyVersion, PolicyUpdatedAt ?? CreatedAt);
 
     /// <summary>Parses a candidate policy and runs its tests against this tailnet's devices.</summary>
@@ -70,7 +74,8 @@ public sealed partial record TailnetState
 
     private PolicyValidation Validate(string text, out TailnetPolicy? policy)
     {
-        var parsed = PolicyParser.Parse(text, ProviderGroups(), RoleMembers());
+        // The text in force, sent again (read, then set): read as stored, so sections a later version accepted do not refuse it.
+        var parsed = PolicyParser.Parse(text, ProviderGroups(), RoleMembers(), stored: text == PolicyText);
         policy = parsed.Policy;
         if (parsed.Policy is null) return new PolicyValidation(parsed.Issues, 0, 0);
         var failures = PolicyChecks.RunTests(parsed.Policy, PolicyDevices());

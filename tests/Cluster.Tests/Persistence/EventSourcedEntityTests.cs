@@ -578,7 +578,7 @@ public class EventSourcedEntityTests() : Akka.TestKit.Xunit2.TestKit(TestActorSy
         tally.Tell(new Tally.Add(2));
         Assert.Equal(1, ExpectMsg<int>());
         var refused = ExpectMsg<Rejection>();
-        Assert.Equal(ApiErrorCodes.Unavailable, refused.Code); // retried by agents and clients, as the timeout of a restart was
+        Assert.Equal(ApiErrorCodes.Internal, refused.Code); // not asked again: it would run the same defect
         Assert.Contains("nothing was written", refused.Message);
         Assert.Equal(3, ExpectMsg<int>());
 

@@ -238,6 +238,22 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.True(queue.Reader.Completion.IsCompleted, "the stream is told to end");
     }
 
+    [Fact]
+    public void A_registration_that_meets_an_internal_error_tells_the_agent_to_come_back_later_and_asks_nothing_again()
+    {
+        var session = StartSession();
+        FromAgent(session, RegisterWithAuthKey());
+        _machines.ExpectMsg<LookupMachine>();
+        _machines.Reply(Rejection.NotFound("this machine has no device yet"));
+        _tailnets.ExpectMsg<RegisterDevice>();
+        _tailnets.Reply(new Rejection(Contracts.Admin.ApiErrorCodes.Internal, "internal error handling RegisterDevice (NullReferenceException); nothing was written"));
+
+        var result = NextToAgent().RegisterResult;
+        Assert.Equal(ControlErrorCodes.Unavailable, result.RefusalCode); // not a refusal of the device: the agent backs off and comes back
+        Assert.True(result.RetryAfterMs > 0);
+        _tailnets.ExpectNoMsg(TimeSpan.FromMilliseconds(600)); // the same defect is not run again from here
+    }
+
     /// <summary>Tickets that last 12 s, so that a renewal comes within a test.</summary>
     private static Weft.Cluster.Relays.RelayTicketIssuer ShortTicketIssuer() =>
         new(new Weft.Cluster.Relays.RelaySettings { TicketLifetimeMinutes = 0.2 },

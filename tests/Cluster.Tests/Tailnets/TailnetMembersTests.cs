@@ -277,6 +277,8 @@ public class TailnetMembersTests
 
         Assert.Single(state.Policy.Rules);
         Assert.Equal(Contracts.Admin.ApiErrorCodes.PolicyInvalid, Refused(state, new SetPolicy(T, state.PolicyText!.Replace("*:22", "*:23"), Now)).Code);
+        Assert.Empty(state.Validate(state.PolicyText!).Issues); // the text in force, read and set again, is not refused
+        Assert.Equal("ssh", Assert.Single(state.StoredPolicyWarnings()).Path);
     }
 
     [Fact]
