@@ -41,7 +41,7 @@ public static class AuditEndpoints
     private static async Task<IResult> Read(HttpContext http, IRequiredActor<AuditLogActor> logs, string log, TimeProvider clock)
     {
         var since = ParseSince(http.Request.Query["since"], clock.GetUtcNow());
-        var limit = ParseLimit(http.Request.Query["limit"]);
+        var limit = QueryParameters.Limit(http.Request.Query["limit"], AuditLogs.MaxPage) ?? DefaultLimit;
         var page = await logs.ActorRef.AskFor<AuditPage>(new GetAuditLog(log, since, limit), http);
         return Results.Json(new AuditLogResource(log,
             page.Entries.Select(e => new AuditEntryResource(e.At, e.Actor, e.Action, e.Target, e.Status, e.Source)).ToList(), page.Truncated), AdminJson.Options);
@@ -64,16 +64,6 @@ public static class AuditEndpoints
             if (back is { } window) return now - window;
         }
         if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at)) return at;
-        throw ApiException.Invalid($"since must be a duration such as 90s, 15m, 1h or 7d, or a timestamp such as 2026-12-01T12:00:00Z; got '{Printable(text)}'");
+        throw ApiException.Invalid($"since must be a duration such as 90s, 15m, 1h or 7d, or a timestamp such as 2026-12-01T12:00:00Z; got '{QueryParameters.Printable(text)}'");
     }
-
-    private static int ParseLimit(string? text)
-    {
-        if (string.IsNullOrEmpty(text)) return DefaultLimit;
-        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var limit) && limit is >= 1 and <= AuditLogs.MaxPage
-            ? limit
-            : throw ApiException.Invalid($"limit must be a whole number from 1 to {AuditLogs.MaxPage}; got '{Printable(text)}'");
-    }
-
-    private static string Printable(string text) => text.Length <= 40 ? text : text[..40] + "…";
 }

@@ -154,7 +154,7 @@ public static class MemberEndpoints
     private static async Task<IResult> ListDevices(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var query = http.Request.Query;
-        var limit = ParsePageLimit(query["limit"]);
+        var limit = QueryParameters.Limit(query["limit"], DevicePages.MaxLimit);
         var cursor = ParseCursor(query["cursor"]);
         var status = ParseStatus(query["status"]);
         if (cursor is not null && limit is null) throw ApiException.Invalid("cursor pages through a listing: give limit too (the same as for the first page)");
@@ -166,31 +166,22 @@ public static class MemberEndpoints
             return Results.Json(new DeviceListResource(all.Select(d => ToResource(d, users)).ToList()), AdminJson.Options);
         }
         var page = await refs.Tailnets.AskFor<DeviceList>(new ListDevices(entry.TailnetId) { After = cursor, Limit = pageSize, Status = status }, http);
-        // (A node before paging answers every device at once, whatever the state asked, during a rolling upgrade.)
-        var devices = status is null ? page.Devices : page.Devices.Where(d => d.Device.Status == status);
-        return Results.Json(new DeviceListResource(devices.Select(d => ToResource(d, users)).ToList(), page.Next), AdminJson.Options);
+        return Results.Json(new DeviceListResource(page.InState(status).Select(d => ToResource(d, users)).ToList(), page.Next), AdminJson.Options);
     }
-
-    private static int? ParsePageLimit(string? text) =>
-        string.IsNullOrEmpty(text) ? null
-        : int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit) && limit is >= 1 and <= DevicePages.MaxLimit ? limit
-        : throw ApiException.Invalid($"limit must be a whole number from 1 to {DevicePages.MaxLimit}; got '{Printable(text)}'");
 
     /// <summary>A cursor is the id of the last device of the page before (as that page's nextCursor gave it).</summary>
     private static string? ParseCursor(string? text) =>
         string.IsNullOrEmpty(text) ? null
         : text.StartsWith(Identifiers.DevicePrefix, StringComparison.Ordinal) && text.Length <= 64 && text.All(c => char.IsAsciiLetterOrDigit(c) || c == '_') ? text
-        : throw ApiException.Invalid($"cursor must be the nextCursor of the page before (a device id, {Identifiers.DevicePrefix}…); got '{Printable(text)}'");
+        : throw ApiException.Invalid($"cursor must be the nextCursor of the page before (a device id, {Identifiers.DevicePrefix}…); got '{QueryParameters.Printable(text)}'");
 
     private static DeviceStatus? ParseStatus(string? text) => text switch
     {
         null or "" => null,
         "pending" => DeviceStatus.Pending,
         "active" => DeviceStatus.Active,
-        _ => throw ApiException.Invalid($"status must be pending or active; got '{Printable(text)}'"),
+        _ => throw ApiException.Invalid($"status must be pending or active; got '{QueryParameters.Printable(text)}'"),
     };
-
-    private static string Printable(string text) => text.Length <= 40 ? text : text[..40] + "…";
 
     private static Task<IResult> GetDevice(HttpContext http, string tailnet, string device, TailnetRefs refs) =>
         OnDevice(http, tailnet, device, refs, (tailnetId, deviceId) => new GetDevice(tailnetId, deviceId));

@@ -81,8 +81,7 @@ public sealed class TailnetRefs(
         do
         {
             var page = await Tailnets.AskFor<DeviceList>(new ListDevices(tailnetId) { After = after, Limit = DevicePages.MaxLimit, Status = status }, http);
-            // A node before paging answers every device at once, whatever the state asked (a rolling upgrade).
-            all.AddRange(status is null ? page.Devices : page.Devices.Where(d => d.Device.Status == status));
+            all.AddRange(page.InState(status));
             after = page.Next;
         }
         while (after is not null);

@@ -71,9 +71,7 @@ public sealed class ClusterSecret
                 "a cluster on PostgreSQL needs the same secret on every node: set Weft:Cluster:SecretFile to a file of mode 0600 holding one " +
                 "(create it with: head -c 32 /dev/urandom | base64 > cluster.secret && chmod 600 cluster.secret)");
         // Beside the database: the data folder, or the folder of the database a connection string names.
-        var folder = string.IsNullOrWhiteSpace(storage.ConnectionString)
-            ? Path.GetFullPath(storage.DataDirectory)
-            : Path.GetDirectoryName(Path.GetFullPath(new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(storage.ConnectionString).DataSource))!;
+        var folder = storage.SqliteDatabaseFile() is { } database ? Path.GetDirectoryName(database)! : Path.GetFullPath(storage.DataDirectory);
         var path = Path.Combine(folder, GeneratedFileName);
         if (!File.Exists(path))
         {

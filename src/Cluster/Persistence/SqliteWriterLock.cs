@@ -1,5 +1,3 @@
-using Microsoft.Data.Sqlite;
-
 namespace Weft.Cluster.Persistence;
 
 /// <summary>
@@ -13,42 +11,21 @@ public sealed class SqliteWriterLock : IDisposable
 {
     private readonly FileStream _held;
 
-    private SqliteWriterLock(FileStream held, string database)
-    {
-        _held = held;
-        Database = database;
-    }
-
-    public string Database { get; }
+    private SqliteWriterLock(FileStream held) => _held = held;
 
     /// <summary>Takes the lock of the SQLite database these settings name; null for PostgreSQL or an in-memory database.</summary>
     public static SqliteWriterLock? Acquire(StorageSettings storage)
     {
-        if (storage.Provider != StorageProvider.Sqlite) return null;
-        string database;
-        if (!string.IsNullOrWhiteSpace(storage.ConnectionString))
-        {
-            var named = new SqliteConnectionStringBuilder(storage.ConnectionString);
-            if (named.Mode == SqliteOpenMode.Memory || named.DataSource is "" or ":memory:") return null;
-            // A URI (file:/var/lib/weft/weft.db?cache=shared) names its file by its path.
-            database = Path.GetFullPath(named.DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase)
-                ? new Uri(named.DataSource).LocalPath
-                : named.DataSource);
-            // The database holds every tailnet's secrets: a folder made for it is its owner's alone, as the data folder is.
-            if (Path.GetDirectoryName(database) is { } folder) PersistenceSetup.CreateOwnerOnlyFolder(folder);
-        }
-        else
-        {
-            PersistenceSetup.CreateOwnerOnlyFolder(Path.GetFullPath(storage.DataDirectory));
-            database = StorageSettings.SqliteDatabaseIn(storage.DataDirectory);
-        }
+        if (storage.Provider != StorageProvider.Sqlite || storage.SqliteDatabaseFile() is not { } database) return null;
+        // The database holds every tailnet's secrets: a folder made for it is its owner's alone.
+        PersistenceSetup.CreateOwnerOnlyFolder(Path.GetDirectoryName(database)!);
         var lockPath = database + ".lock";
         try
         {
             // FileShare.None is an exclusive, non-blocking flock on Unix: a second holder fails at once.
             var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
             if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            return new SqliteWriterLock(new FileStream(lockPath, options), database);
+            return new SqliteWriterLock(new FileStream(lockPath, options));
         }
         catch (Exception e) when (e is UnauthorizedAccessException or DirectoryNotFoundException or PathTooLongException)
         {

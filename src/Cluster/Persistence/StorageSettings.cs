@@ -21,4 +21,17 @@ public sealed class StorageSettings
 
     /// <summary>The SQLite database file a node keeps in <paramref name="dataDirectory"/>.</summary>
     public static string SqliteDatabaseIn(string dataDirectory) => Path.Combine(Path.GetFullPath(dataDirectory), "weft.db");
+
+    /// <summary>
+    /// The SQLite database file these settings name, as a full path: the data folder's, or the one a connection
+    /// string names (by path, or by a <c>file:</c> URI such as <c>file:/var/lib/weft/weft.db?cache=shared</c>).
+    /// Null for an in-memory database.
+    /// </summary>
+    public string? SqliteDatabaseFile()
+    {
+        if (string.IsNullOrWhiteSpace(ConnectionString)) return SqliteDatabaseIn(DataDirectory);
+        var named = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
+        if (named.Mode == Microsoft.Data.Sqlite.SqliteOpenMode.Memory || named.DataSource is "" or ":memory:") return null;
+        return Path.GetFullPath(named.DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase) ? new Uri(named.DataSource).LocalPath : named.DataSource);
+    }
 }

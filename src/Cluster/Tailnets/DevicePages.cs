@@ -42,6 +42,13 @@ public static class DevicePages
     }
 
     /// <summary>
+    /// The page's devices in <paramref name="status"/> (all when null), filtered again where they arrive: a node from
+    /// before paging answers every device, whatever state was asked (during a rolling upgrade).
+    /// </summary>
+    public static IEnumerable<DeviceInfo> InState(this DeviceList page, DeviceStatus? status) =>
+        status is null ? page.Devices : page.Devices.Where(d => d.Device.Status == status);
+
+    /// <summary>
     /// At least what one device weighs in a page between nodes (JSON): a fixed allowance for the field
     /// names, numbers and times, and each character of text as the serializer writes it (six bytes for
     /// one it escapes).

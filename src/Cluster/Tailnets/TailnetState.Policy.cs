@@ -7,8 +7,8 @@ namespace Weft.Cluster.Tailnets;
 // The tailnet's access policy: its text and version are stored; the parsed form is derived.
 public sealed partial record TailnetState
 {
-    private static readonly TailnetPolicy DefaultPolicy = PolicyParser.Parse(TailnetPolicy.DefaultText).Policy
-        ?? throw new InvalidOperationException("the default policy does not parse");
+    private static readonly PolicyParseResult DefaultPolicy = PolicyParser.Parse(TailnetPolicy.DefaultText) is { Policy: not null } parsed ? parsed
+        : throw new InvalidOperationException("the default policy does not parse");
 
     /// <summary>The policy as written; null while the tailnet has the default.</summary>
     public string? PolicyText { get; init; }
@@ -17,7 +17,7 @@ public sealed partial record TailnetState
 
     public DateTimeOffset? PolicyUpdatedAt { get; init; }
 
-    private TailnetPolicy? _policy;
+    private PolicyParseResult? _policy;
 
     /// <summary>Nothing reaches anything: what a stored policy means if it no longer parses.</summary>
     private static readonly TailnetPolicy ClosedPolicy = PolicyParser.Parse("""{ "acls": [] }""").Policy
@@ -29,7 +29,9 @@ public sealed partial record TailnetState
     /// should it ever stop parsing, the tailnet fails closed rather than fall back to the default (which
     /// allows everything).
     /// </summary>
-    public TailnetPolicy Policy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers(), stored: true).Policy ?? ClosedPolicy;
+    public TailnetPolicy Policy => ParsedPolicy.Policy ?? ClosedPolicy;
+
+    private PolicyParseResult ParsedPolicy => _policy ??= PolicyText is null ? DefaultPolicy : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers(), stored: true);
 
     /// <summary>The users in each role's autogroup: autogroup:owner, autogroup:admin (owners and admins), autogroup:auditor.</summary>
     public IReadOnlyDictionary<string, ImmutableArray<string>> RoleMembers()
@@ -64,8 +66,7 @@ public sealed partial record TailnetState
             DeviceRoutes.Prefixes(device.SubnetRoutes), device.IsExitNode);
 
     /// <summary>What the stored policy holds that this version reads past (sections a later version accepted), for the log.</summary>
-    public ImmutableArray<PolicyIssue> StoredPolicyWarnings() =>
-        PolicyText is null ? [] : PolicyParser.Parse(PolicyText, ProviderGroups(), RoleMembers(), stored: true).Warnings;
+    public ImmutableArray<PolicyIssue> StoredPolicyWarnings() => ParsedPolicy.Warnings;
 
     public PolicyInfo PolicyInfo() => new(PolicyText ?? TailnetPolicy.DefaultText, PolicyVersion, PolicyUpdatedAt ?? CreatedAt);
 
