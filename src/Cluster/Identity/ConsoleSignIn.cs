@@ -76,7 +76,7 @@ public static class ConsoleSignIn
             var properties = new AuthenticationProperties();
             properties.Items[TailnetSignIn.TailnetItem] = entry.TailnetId;
             properties.Items[ConsoleItem] = entry.Name;
-            await http.ChallengeAsync(scheme, properties);
+            await DeviceLoginPages.ChallengeAtProviderAsync(http, scheme, properties);
         }
         catch (ApiException e)
         {

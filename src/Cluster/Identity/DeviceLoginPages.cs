@@ -7,7 +7,9 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.Protocols.OpenIdConnect;
 using Weft.Cluster.Api;
 using Weft.Cluster.Tailnets;
 
@@ -34,6 +36,7 @@ public static class DeviceLoginPages
         // cluster secret (ClusterSecretProtector). ASP.NET's own key ring stays in memory, not in ~/.aspnet.
         services.AddDataProtection().UseEphemeralDataProtectionProvider();
         services.AddAuthentication().AddCookie(TailnetSignIn.CookieScheme);
+        services.Replace(ServiceDescriptor.Singleton<IAuthenticationSchemeProvider, TailnetSchemesOutOfTheMiddleware>());
         services.AddOptions<CookieAuthenticationOptions>(TailnetSignIn.CookieScheme).Configure<Hosting.ClusterSecret>(ConsoleSignIn.ConfigureCookie);
         services.AddSingleton<TailnetSignIn>();
         services.AddSingleton<IConfigureOptions<OpenIdConnectOptions>>(s => s.GetRequiredService<TailnetSignIn>());
@@ -62,11 +65,30 @@ public static class DeviceLoginPages
             var properties = new AuthenticationProperties();
             properties.Items[TailnetSignIn.TailnetItem] = tailnet;
             properties.Items[TailnetSignIn.LoginItem] = login.Login.LoginId;
-            await http.ChallengeAsync(scheme, properties);
+            await ChallengeAtProviderAsync(http, scheme, properties);
         }
         catch (ApiException e)
         {
             await ErrorPage(http, e.Code, Sentence(e.Message));
+        }
+    }
+
+    /// <summary>
+    /// Sends the browser to the tailnet's provider. A provider that cannot be read or refuses the request
+    /// (a pushed authorization request with a redirect URI it does not know, a client it does not know) is
+    /// the operator's to fix: the page says what the provider said, and the log has it too.
+    /// </summary>
+    internal static async Task ChallengeAtProviderAsync(HttpContext http, string scheme, AuthenticationProperties properties)
+    {
+        try
+        {
+            await http.ChallengeAsync(scheme, properties);
+        }
+        catch (Exception e) when (e is OpenIdConnectProtocolException or HttpRequestException || e.Message.StartsWith("IDX20803", StringComparison.Ordinal))
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(DeviceLoginPages))
+                .LogWarning(e, "The identity provider of {Scheme} did not start a sign-in", scheme);
+            await ErrorPage(http, LoginErrorCodes.ProviderRefused, "The tailnet's identity provider did not start the sign-in: " + Sentence(e.Message) + " An admin of the tailnet should check its provider settings.");
         }
     }
 
@@ -76,8 +98,8 @@ public static class DeviceLoginPages
         {
             // The scheme is built here for the settings in force now: the sign-in may have started elsewhere.
             var entry = await refs.FindAsync(http, tailnet) ?? throw new ApiException(LoginErrorCodes.Unknown, "There is no such tailnet.");
-            await signIn.EnsureCurrentAsync(http, refs, entry.TailnetId);
-            if (await handlers.GetHandlerAsync(http, TailnetSignIn.SchemeFor(tailnet)) is IAuthenticationRequestHandler handler && await handler.HandleRequestAsync()) return;
+            var scheme = await signIn.EnsureCurrentAsync(http, refs, entry.TailnetId);
+            if (await handlers.GetHandlerAsync(http, scheme) is IAuthenticationRequestHandler handler && await handler.HandleRequestAsync()) return;
             await ErrorPage(http, "login_invalid", "This address takes only the identity provider's answer to a sign-in that Weft started.");
         }
         catch (ApiException e)
@@ -178,7 +200,12 @@ public static class DeviceLoginPages
         message.Length == 0 ? "unknown error." : char.ToUpperInvariant(message[0]) + message[1..] + (message.EndsWith('.') ? "" : ".");
 
     internal static Task ErrorPage(HttpContext http, string code, string message) =>
-        Page(http, code is LoginErrorCodes.Unknown ? StatusCodes.Status404NotFound : StatusCodes.Status400BadRequest, "Sign-in failed", $"""
+        Page(http, code switch
+        {
+            LoginErrorCodes.Unknown => StatusCodes.Status404NotFound,
+            LoginErrorCodes.ProviderRefused => StatusCodes.Status502BadGateway,
+            _ => StatusCodes.Status400BadRequest,
+        }, "Sign-in failed", $"""
             <h1>Sign-in failed</h1>
             <p id="login-error" data-code="{Html(code)}">{Html(message)}</p>
             """);

@@ -16,6 +16,15 @@ namespace Weft.Cluster.Identity;
 /// handler and IdentityModel check its signature against the provider's published keys, its issuer,
 /// audience, lifetime and nonce). Its state and nonce are protected with the cluster secret, so that
 /// a sign-in started on one node completes on any other.
+/// <para>
+/// A tailnet's scheme is no request handler of ASP.NET's authentication middleware
+/// (<see cref="TailnetSchemesOutOfTheMiddleware"/>): its callback endpoint rebuilds it for the settings
+/// in force and runs it itself. The middleware would otherwise run every scheme this node ever built on
+/// every request (an API call, a relay's access check, a metrics scrape), and would answer a callback
+/// with the settings this node last saw, before an admin changed them through another node. A scheme
+/// whose tailnet has no provider any more, or that no one used for <see cref="IdleSchemeLifetime"/>, is
+/// removed (it is built again when next needed).
+/// </para>
 /// </summary>
 public sealed class TailnetSignIn(
     IAuthenticationSchemeProvider schemes,
@@ -29,11 +38,17 @@ public sealed class TailnetSignIn(
     public const string TailnetItem = "weft.tailnet";
     public const string LoginItem = "weft.login";
 
+    /// <summary>How long a tailnet's scheme stays on this node after its last use (a sign-in takes minutes).</summary>
+    public static readonly TimeSpan IdleSchemeLifetime = TimeSpan.FromHours(1);
+
     private readonly ConcurrentDictionary<string, Provider> _providers = new();
     private readonly object _gate = new();
 
-    /// <summary>What a tailnet's scheme was built from.</summary>
-    public sealed record Provider(string TailnetId, SsoSettings Settings);
+    /// <summary>What a tailnet's scheme was built from, and when it was last asked for.</summary>
+    public sealed record Provider(string TailnetId, SsoSettings Settings)
+    {
+        public long LastUsed { get; set; } = Environment.TickCount64;
+    }
 
     public static string SchemeFor(string tailnetId) => SchemePrefix + tailnetId;
 
@@ -48,25 +63,51 @@ public sealed class TailnetSignIn(
     public async Task<string> EnsureCurrentAsync(HttpContext http, Api.TailnetRefs refs, string tailnetId)
     {
         var sso = await Api.ClusterAsk.AskFor<SsoInfo>(refs.Tailnets, new GetSso(tailnetId), http);
-        if (sso.Settings is null) throw new Api.ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
+        if (sso.Settings is null)
+        {
+            Forget(tailnetId);
+            throw new Api.ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
+        }
         return await EnsureAsync(tailnetId, sso.Settings);
     }
 
-    private async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
+    /// <summary>The tailnet's scheme, added or rebuilt for <paramref name="settings"/>; schemes idle for <see cref="IdleSchemeLifetime"/> go.</summary>
+    public async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
     {
         var scheme = SchemeFor(tailnetId);
+        var now = Environment.TickCount64;
         lock (_gate)
         {
             if (!_providers.TryGetValue(scheme, out var known) || !known.Settings.Equals(settings))
             {
-                _providers[scheme] = new Provider(tailnetId, settings);
+                _providers[scheme] = known = new Provider(tailnetId, settings);
                 optionsCache.TryRemove(scheme); // the next use builds the options (and reads discovery) afresh
             }
+            known.LastUsed = now;
+            foreach (var idle in _providers.Values.Where(p => now - p.LastUsed > (long)IdleSchemeLifetime.TotalMilliseconds).ToList())
+                ForgetLocked(idle.TailnetId);
         }
         if (await schemes.GetSchemeAsync(scheme) is null)
             schemes.TryAddScheme(new AuthenticationScheme(scheme, $"tailnet {tailnetId}", typeof(OpenIdConnectHandler)));
         return scheme;
     }
+
+    /// <summary>Removes the tailnet's scheme, if this node built one (its tailnet has no provider any more).</summary>
+    public void Forget(string tailnetId)
+    {
+        lock (_gate) ForgetLocked(tailnetId);
+    }
+
+    private void ForgetLocked(string tailnetId)
+    {
+        var scheme = SchemeFor(tailnetId);
+        if (!_providers.TryRemove(scheme, out _)) return;
+        schemes.RemoveScheme(scheme);
+        optionsCache.TryRemove(scheme);
+    }
+
+    /// <summary>How many tailnet schemes this node holds now.</summary>
+    public int SchemeCount => _providers.Count;
 
     public void Configure(OpenIdConnectOptions options) { }
 
@@ -114,4 +155,15 @@ public sealed class TailnetSignIn(
 
         public string Deserialize(byte[] data) => System.Text.Encoding.UTF8.GetString(data);
     }
+}
+
+/// <summary>
+/// ASP.NET's scheme provider, with the tailnets' OpenID Connect schemes left out of the request handlers
+/// that the authentication middleware runs on every request (see <see cref="TailnetSignIn"/>): each
+/// tailnet's callback endpoint runs its scheme itself.
+/// </summary>
+public sealed class TailnetSchemesOutOfTheMiddleware(IOptions<AuthenticationOptions> options) : AuthenticationSchemeProvider(options)
+{
+    public override async Task<IEnumerable<AuthenticationScheme>> GetRequestHandlerSchemesAsync() =>
+        (await base.GetRequestHandlerSchemesAsync()).Where(s => !s.Name.StartsWith(TailnetSignIn.SchemePrefix, StringComparison.Ordinal)).ToList();
 }

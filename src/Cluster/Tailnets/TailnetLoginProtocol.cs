@@ -40,6 +40,8 @@ public static class LoginErrorCodes
     public const string WrongIssuer = "login_wrong_issuer";
     public const string NotAllowed = "login_not_allowed";
     public const string NameTaken = "login_name_taken";
+    /// <summary>The provider could not be read, or refused to start a sign-in (for example a redirect URI it does not know).</summary>
+    public const string ProviderRefused = "login_provider_refused";
 }
 
 // Commands

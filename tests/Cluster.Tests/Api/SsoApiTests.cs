@@ -1,5 +1,8 @@
 using System.Net;
 using System.Net.Http.Json;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.Extensions.DependencyInjection;
+using Weft.Cluster.Identity;
 using Weft.Cluster.Tests.Support;
 using Weft.ClusterLab;
 using Weft.Contracts.Admin;
@@ -61,6 +64,48 @@ public sealed class SsoApiTests
         Assert.Equal(HttpStatusCode.NoContent, (await restarted.Http.DeleteAsync($"/api/v1/tailnets/{tailnetId}/sso")).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await restarted.Http.DeleteAsync($"/api/v1/tailnets/{tailnetId}/sso")).StatusCode);
         await (await restarted.Http.GetAsync($"/api/v1/tailnets/{tailnetId}/sso")).ReadError(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task A_tailnets_sign_in_scheme_is_no_handler_of_every_request_is_rebuilt_for_new_settings_and_goes_with_its_provider()
+    {
+        await using var storage = TestStorage.NewSqlite();
+        await using var coordinator = await TestCoordinator.StartAsync(storage);
+        var signIn = coordinator.Services.GetRequiredService<TailnetSignIn>();
+        var schemes = coordinator.Services.GetRequiredService<IAuthenticationSchemeProvider>();
+        var tailnet = await coordinator.Http.CreateTailnet("sso-schemes");
+        var scheme = TailnetSignIn.SchemeFor(tailnet.Id);
+        var callback = new Uri(coordinator.Api, $"login/oidc/{tailnet.Id}/callback").AbsoluteUri;
+        await using var provider = await OidcTestProvider.StartAsync(
+            [new OidcTestClient("weft-elsewhere", Secret, ["http://127.0.0.1:1/unused"]), new OidcTestClient("weft", Secret, [callback])]);
+        using var browser = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = coordinator.Api };
+
+        // A provider that refuses to start the sign-in (this coordinator's redirect URI is not registered
+        // with the client) is a page that says so, not an internal error.
+        await coordinator.Http.SetProvider(tailnet.Id, provider.IssuerIdentifier, "weft-elsewhere", Secret);
+        using (var refused = await browser.GetAsync($"/admin/login/{tailnet.Name}"))
+        {
+            Assert.Equal(HttpStatusCode.BadGateway, refused.StatusCode);
+            var page = await refused.Content.ReadAsStringAsync();
+            Assert.Contains("data-code=\"login_provider_refused\"", page);
+            Assert.Contains("redirect_uri did not match", page);
+        }
+
+        // Set right, the next sign-in rebuilds the tailnet's scheme and sends the browser to the provider.
+        await coordinator.Http.SetProvider(tailnet.Id, provider.IssuerIdentifier, "weft", Secret);
+        using (var challenge = await browser.GetAsync($"/admin/login/{tailnet.Name}"))
+            Assert.StartsWith(provider.IssuerIdentifier, challenge.Headers.Location?.AbsoluteUri);
+        Assert.NotNull(await schemes.GetSchemeAsync(scheme));
+        Assert.Equal(1, signIn.SchemeCount);
+        // The authentication middleware does not run it for every request: only its callback runs it.
+        Assert.DoesNotContain(await schemes.GetRequestHandlerSchemesAsync(), s => s.Name.StartsWith(TailnetSignIn.SchemePrefix, StringComparison.Ordinal));
+
+        // Once the tailnet has no provider, the next sign-in finds none and the scheme goes.
+        Assert.Equal(HttpStatusCode.NoContent, (await coordinator.Http.DeleteAsync($"/api/v1/tailnets/{tailnet.Id}/sso")).StatusCode);
+        using (var none = await browser.GetAsync($"/admin/login/{tailnet.Name}"))
+            Assert.Contains("has no identity provider", await none.Content.ReadAsStringAsync());
+        Assert.Null(await schemes.GetSchemeAsync(scheme));
+        Assert.Equal(0, signIn.SchemeCount);
     }
 
     [Theory]

@@ -16,8 +16,9 @@ namespace Weft.Cluster.Tests.Identity;
 /// A sign-in is not tied to the node that started it: behind a load balancer the provider's answer
 /// may come back to any node. Two coordinator processes on one PostgreSQL: the agent waits on node 1,
 /// the person opens node 1's link, and the provider's redirect is delivered to node 2, which has never
-/// seen the tailnet's provider (it builds its scheme on demand and opens the state sealed with the
-/// cluster secret) and completes the login; the agent on node 1 then runs.
+/// used the tailnet's provider since an admin changed it (it builds its scheme again for the settings
+/// in force and opens the state sealed with the cluster secret) and completes the login; the agent on
+/// node 1 then runs.
 /// </summary>
 [Collection(BrowserCollection.Name)]
 public sealed class DeviceLoginAcrossNodesTests(ITestOutputHelper output)
@@ -31,7 +32,15 @@ public sealed class DeviceLoginAcrossNodesTests(ITestOutputHelper output)
         var (one, two) = (cluster.Nodes[0], cluster.Nodes[1]);
         var tailnet = await cluster.Api(0).CreateTailnet("across-nodes");
         var callbackOne = new Uri(one.Api, $"login/oidc/{tailnet.Id}/callback").AbsoluteUri;
-        await using var provider = await OidcTestProvider.StartAsync([new OidcTestClient("weft", Secret, [callbackOne])]);
+        var callbackTwo = new Uri(two.Api, $"login/oidc/{tailnet.Id}/callback").AbsoluteUri;
+        await using var provider = await OidcTestProvider.StartAsync(
+            [new OidcTestClient("weft", Secret, [callbackOne]), new OidcTestClient("weft-before", "the-secret-before", [callbackTwo])]);
+        // Node 2 built the tailnet's scheme for the provider settings before an admin changed them through
+        // node 1 (a console sign-in that started on node 2 under the old client): its callback must use the new ones.
+        await cluster.Api(0).SetProvider(tailnet.Id, provider.IssuerIdentifier, "weft-before", "the-secret-before");
+        using (var browserOfAnAdmin = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = two.Api })
+        using (var challenge = await browserOfAnAdmin.GetAsync($"/admin/login/{tailnet.Id}"))
+            Assert.Contains("client_id=weft-before", challenge.Headers.Location?.Query);
         await cluster.Api(0).SetProvider(tailnet.Id, provider.IssuerIdentifier, "weft", Secret);
         await using var agents = new AgentSystem();
         await using var browser = await Browser.LaunchAsync();
