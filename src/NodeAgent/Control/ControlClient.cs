@@ -92,6 +92,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     /// </summary>
     private Curve25519PrivateKey _disco = Curve25519PrivateKey.Generate();
     private AgentState _state = null!;
+    /// <summary>The state file could not take <see cref="_state"/> yet (see <see cref="Save"/>).</summary>
+    private bool _stateUnsaved;
     private Curve25519PrivateKey _machine = null!;
     // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
     private bool _awaitingApproval;
@@ -147,10 +149,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     protected override void PreStart()
     {
-        _state = _options.StateStore.Load();
-        _machine = AgentStateFile.Key(_state.MachinePrivateKey);
-        _node = AgentStateFile.Key(_state.NodePrivateKey);
-        _nextNode = _state.NextNodePrivateKey is { } next ? AgentStateFile.Key(next) : null;
+        TakeKeysOf(_options.StateStore.Load());
         _useAuthKey = _state.DeviceId is null || (_login.ForceReauth && _login.AuthKey is not null);
         if (_options.NetMapCache is { } cache)
         {
@@ -186,7 +185,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // This incarnation's cache writes finish first (the new one's writer waits for them), and not over the new one's.
         var previousWrites = _cacheWriter?.DisposeAsync().AsTask() ?? _previousWrites;
         _cacheWriter = null;
-        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex(), _relayAccess));
+        Self.Tell(new Resume(_login, Idle ? _status : null, _code, _detail, _endpoints, _homeRelay, latest, previousWrites, _disco.ToHex(), _relayAccess,
+            _stateUnsaved ? _state : null));
         foreach (var watcher in _watchers) Self.Tell(new WatchControl(watcher));
         // A logout under way: its asker (the CLI) waits for an answer that this incarnation's stream would
         // have brought. The successor takes the request again, and finishes it.
@@ -291,6 +291,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         Receive<Terminated>(terminated => _watchers.Remove(terminated.ActorRef));
         Receive<SetEndpoints>(OnSetEndpoints);
         Receive<SaveNetMap>(_ => SaveCache());
+        Receive<SaveStateAgain>(_ => Save(_state, force: true));
         Receive<TakeDown>(_ => Stop());
         Receive<Reconnect>(reconnect =>
         {
@@ -727,6 +728,12 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         }
         _login = resume.Login;
         _dialer = NewDialer(_login);
+        // What the file could not take yet (a full disk): the state file is older than what the agent went by.
+        if (resume.UnsavedState is { } unsaved)
+        {
+            TakeKeysOf(unsaved);
+            Save(unsaved, force: true);
+        }
         // The relay map and ticket stay good (the ticket names the node key, which the state file kept): a watcher
         // that registers while no coordinator answers (a data plane that restarted too) still gets its relays.
         _relayAccess = resume.RelayAccess;
@@ -788,9 +795,18 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         // is applied, and the two answers can arrive in either order: a refusal first would drop the next
         // key the device already holds. A rotation in flight is resent when the stream is made again.
         if (_nextNode is not null) return;
-        // Keep the next key before asking: if the answer is lost, the agent can still prove it.
-        _nextNode = Curve25519PrivateKey.Generate();
-        Save(_state with { NextNodePrivateKey = _nextNode.ToHex() });
+        // Keep the next key before asking: if the answer is lost, the agent can still prove it. A key the
+        // file could not keep is not asked for (a restart would lose it while the coordinator expects it).
+        var next = Curve25519PrivateKey.Generate();
+        if (!Save(_state with { NextNodePrivateKey = next.ToHex() }))
+        {
+            next.Dispose();
+            _state = _state with { NextNodePrivateKey = null };
+            _log.Warning("Node key rotation put off: the next key could not be written to the state file");
+            Timers.StartSingleTimer("rotate", RotationDue.Instance, StateRetryInterval);
+            return;
+        }
+        _nextNode = next;
         SendRotation();
     }
 
@@ -891,10 +907,49 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     // ------------------------------------------------------------------ state and status
 
-    private void Save(AgentState state)
+    /// <summary>How long a state the file could not take waits before it is written again.</summary>
+    private static readonly TimeSpan StateRetryInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Makes <paramref name="state"/> what the agent goes by, and writes it to the state file. A write the
+    /// file system refuses (a full disk, a file system remounted read-only) is logged and tried again every
+    /// <see cref="StateRetryInterval"/>; the agent runs on from memory, and a restart of this actor carries
+    /// the unwritten state over (<see cref="Resume"/>). Failing here instead would restart the stream at
+    /// every registration (each one writes its device) until the supervisor gave up and the daemon exited,
+    /// taking the tunnels with it. A state already written is not written again.
+    /// </summary>
+    /// <returns>Whether the file holds <paramref name="state"/> now.</returns>
+    private bool Save(AgentState state, bool force = false)
+    {
+        if (!force && !_stateUnsaved && state == _state) return true;
+        _state = state;
+        try
+        {
+            _options.StateStore.Save(state);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            if (!_stateUnsaved) _log.Error(e, "The agent's state could not be written; running on from memory and trying again every {0}", StateRetryInterval);
+            _stateUnsaved = true;
+            Timers.StartSingleTimer("save-state", SaveStateAgain.Instance, StateRetryInterval);
+            return false;
+        }
+        if (_stateUnsaved) _log.Info("The agent's state is written again");
+        _stateUnsaved = false;
+        Timers.Cancel("save-state");
+        return true;
+    }
+
+    /// <summary>The state, and the keys it holds, as this actor's (at start from the file; after a restart from what the file could not take).</summary>
+    private void TakeKeysOf(AgentState state)
     {
         _state = state;
-        _options.StateStore.Save(state);
+        _machine?.Dispose();
+        _node?.Dispose();
+        _nextNode?.Dispose();
+        _machine = AgentStateFile.Key(state.MachinePrivateKey);
+        _node = AgentStateFile.Key(state.NodePrivateKey);
+        _nextNode = state.NextNodePrivateKey is { } next ? AgentStateFile.Key(next) : null;
     }
 
     private void SetStatus(ControlState status, string? code, string detail)
@@ -928,7 +983,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     /// <summary>What a restarted incarnation is told by the one before: the login it had, the idle state it was in, its endpoints and its disco key.</summary>
     private sealed record Resume(ControlLogin Login, ControlState? IdleAs, string? Code, string Detail, ImmutableArray<string> Endpoints, int HomeRelay, NetMap? NetMap,
-        Task? PreviousWrites, string DiscoKeyHex, RelayAccessChanged? RelayAccess);
+        Task? PreviousWrites, string DiscoKeyHex, RelayAccessChanged? RelayAccess, AgentState? UnsavedState);
+
+    /// <summary>Time to write the state that the file could not take.</summary>
+    private sealed class SaveStateAgain
+    {
+        public static readonly SaveStateAgain Instance = new();
+    }
 
     private sealed record Connected(ControlConnection Connection);
 

@@ -483,4 +483,69 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         await a.WaitForState(ControlState.Running);
         Assert.Equal(ControlState.Running, (await a.Status()).State);
     }
+
+    [Fact]
+    public async Task An_agent_whose_state_file_cannot_be_written_keeps_running_from_memory_and_a_restart_keeps_what_the_file_could_not_take()
+    {
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("full-disk");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        var disk = new FillingDisk(new MemoryAgentStateStore());
+        using var a = TestAgent.Start(agents, [coordinator.Control], "a", key, store: disk);
+        await a.WaitForState(ControlState.Running);
+        var device = a.DeviceId;
+        var nodeKey = disk.Load().NodePrivateKey;
+        var states = new System.Collections.Concurrent.ConcurrentQueue<ControlState>();
+        a.OnStateChanged = changed => states.Enqueue(changed.State);
+
+        // The disk fills up. The stream breaks again and again (more often than the supervisor allows restarts
+        // in a minute): each registration finds its device written already and runs on.
+        disk.Full = true;
+        for (var i = 0; i < 12; i++)
+        {
+            states.Clear();
+            a.Client.Tell(new Reconnect(After: TimeSpan.Zero));
+            await Eventually.Until(() => states.SkipWhile(s => s != ControlState.Connecting).Contains(ControlState.Running), $"registered again after break {i + 1}");
+        }
+
+        // A node-key rotation needs its next key kept first: it is put off, and the key in use stays.
+        a.Client.Tell(RotateNodeKeyNow.Instance);
+        await Eventually.Until(() => disk.Refused > 0, "the next key's write refused");
+        Assert.Equal(ControlState.Running, (await a.Status()).State);
+        Assert.Equal(nodeKey, disk.Load().NodePrivateKey);
+
+        // `weft-agent logout` while the disk is full: the agent forgets the device in memory only. Then the
+        // control client fails: its successor goes by what the file could not take (logged out), not by the
+        // file (still the device), and writes it once the disk has room.
+        var loggedOut = await a.Client.Ask<LogoutResult>(LogOut.Instance, TimeSpan.FromSeconds(30));
+        Assert.True(loggedOut.CoordinatorTold);
+        Assert.Equal(device, disk.Load().DeviceId);
+        disk.Full = false;
+        a.Client.Tell(Kill.Instance);
+        await a.WaitForState(ControlState.NeedsLogin, ControlErrorCodes.LoggedOut);
+        await Eventually.Until(() => disk.Load().DeviceId is null && disk.Load().NodePrivateKey != nodeKey, "the logout written once the disk has room");
+        Assert.Equal(ControlState.NeedsLogin, (await a.Status()).State);
+    }
+
+    /// <summary>An agent's state on a disk that fills up: writes fail as the file system fails them, reads go on.</summary>
+    private sealed class FillingDisk(IAgentStateStore inner) : IAgentStateStore
+    {
+        private int _refused;
+
+        public volatile bool Full;
+
+        public int Refused => Volatile.Read(ref _refused);
+
+        public AgentState Load() => inner.Load();
+
+        public void Save(AgentState state)
+        {
+            if (Full)
+            {
+                Interlocked.Increment(ref _refused);
+                throw new IOException("No space left on device");
+            }
+            inner.Save(state);
+        }
+    }
 }
