@@ -35,9 +35,26 @@ public sealed class ClusterMessageSerializer(ExtendedActorSystem system) : Seria
         return bytes;
     }
 
-    public override object FromBinary(byte[] bytes, string manifest) =>
-        JsonSerializer.Deserialize(bytes, WireCatalog.TypeOf(manifest), _json)
-        ?? throw new SerializationException($"cluster message '{manifest}' decoded to null");
+    /// <summary>
+    /// The message, or a <see cref="SerializationException"/> for anything that cannot be read (an unknown
+    /// name, a field of another type, a traced message without its parts: a node of another version).
+    /// Akka's remoting drops such a message and keeps the link; any other exception would end the
+    /// association between the two nodes, and every message and watch over it with it.
+    /// </summary>
+    public override object FromBinary(byte[] bytes, string manifest)
+    {
+        var type = WireCatalog.TypeOf(manifest);
+        object? message;
+        try
+        {
+            message = JsonSerializer.Deserialize(bytes, type, _json);
+        }
+        catch (Exception e)
+        {
+            throw new SerializationException($"cluster message '{manifest}' ({bytes.Length} bytes) cannot be read: {e.Message}", e);
+        }
+        return message ?? throw new SerializationException($"cluster message '{manifest}' decoded to null");
+    }
 }
 
 /// <summary>Actor references travel as their full remote path and resolve on the receiving node.</summary>

@@ -224,6 +224,22 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
         Assert.NotEqual("tailnet.check-relay-access", serializer.Manifest(new CheckRelayAccess("tn_abc", [Key])));
     }
 
+    [Theory]
+    [InlineData("tailnet.get", "{\"TailnetId\":5}")]
+    [InlineData("tailnet.get", "{\"TailnetId\":")]
+    [InlineData("tailnet.get", "[]")]
+    [InlineData("traced", "{\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\",\"message\":{}}")]
+    [InlineData("traced", "{\"traceparent\":\"x\",\"type\":\"no.such-message\",\"message\":{}}")]
+    [InlineData("traced", "{\"type\":\"tailnet.get\",\"message\":{\"TailnetId\":\"tn_abc\"}}")]
+    public void A_message_another_version_shaped_differently_is_a_serialization_error_which_remoting_drops_without_ending_the_link(string manifest, string json)
+    {
+        var serializer = (ClusterMessageSerializer)Sys.Serialization.FindSerializerForType(typeof(GetTailnet));
+
+        var error = Assert.Throws<System.Runtime.Serialization.SerializationException>(() => serializer.FromBinary(System.Text.Encoding.UTF8.GetBytes(json), manifest));
+
+        Assert.Contains(manifest, error.Message);
+    }
+
     [Fact]
     public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
     {
