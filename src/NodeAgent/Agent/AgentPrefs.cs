@@ -27,6 +27,10 @@ public sealed record AgentPrefs
     /// <summary>False after <c>down</c>: the daemon starts without a stream and without tunnels.</summary>
     public bool WantRunning { get; init; }
 
+    /// <summary>Prefs of a later version (an agent downgraded): read past, and written back as they were.</summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? LaterPrefs { get; init; }
+
     [JsonIgnore]
     public IReadOnlyList<Uri> Coordinators => [.. LoginServers.Select(s => new Uri(s))];
 
@@ -123,7 +127,6 @@ public sealed class AgentPrefsFile(string directory)
     {
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     };
 
     public string Path { get; } = System.IO.Path.Combine(directory, FileName);

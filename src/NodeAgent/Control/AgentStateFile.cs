@@ -22,6 +22,14 @@ public sealed record AgentState
     /// <summary>The coordinator's public key (hex), pinned at first contact.</summary>
     public string? CoordinatorKey { get; init; }
 
+    /// <summary>
+    /// Members this version does not know, written by a later one (an agent downgraded, or rolled back):
+    /// read past and written back as they were, so that the state still starts the daemon and the later
+    /// version finds them again.
+    /// </summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? LaterMembers { get; init; }
+
     /// <summary>Everything but the private keys, so that a log line or a debugger never shows them.</summary>
     private bool PrintMembers(System.Text.StringBuilder builder)
     {
@@ -49,7 +57,6 @@ public static class AgentStateFile
     {
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     };
 
     /// <summary>The agent's state from <paramref name="directory"/>, or a fresh identity written there.</summary>

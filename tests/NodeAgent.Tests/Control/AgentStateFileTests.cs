@@ -62,7 +62,6 @@ public sealed class AgentStateFileTests : IDisposable
     [InlineData("not json", "not a valid agent state file")]
     [InlineData("{}", "not a valid agent state file")]
     [InlineData("""{"machinePrivateKey":"zz","nodePrivateKey":"zz"}""", "machinePrivateKey is not 64 hex characters")]
-    [InlineData("""{"machinePrivateKey":"0000000000000000000000000000000000000000000000000000000000000040","nodePrivateKey":"0000000000000000000000000000000000000000000000000000000000000040","surprise":1}""", "not a valid agent state file")]
     public void A_damaged_state_file_is_a_clear_error_not_a_new_identity(string content, string expected)
     {
         Directory.CreateDirectory(_directory);
@@ -72,6 +71,42 @@ public sealed class AgentStateFileTests : IDisposable
 
         Assert.Contains(expected, error.Message);
         Assert.Equal(content, File.ReadAllText(StatePath)); // left alone for the operator to inspect
+    }
+
+    [Fact]
+    public void A_state_file_a_later_version_wrote_still_starts_this_one_which_writes_back_what_it_does_not_know()
+    {
+        // An agent downgraded (or its package rolled back) finds members it does not know: refusing the file
+        // would keep the daemon down, and with it the tunnel an operator may reach the machine through.
+        var state = AgentState.Fresh();
+        Directory.CreateDirectory(_directory);
+        File.WriteAllText(StatePath, $$$"""{"machinePrivateKey":"{{{state.MachinePrivateKey}}}","nodePrivateKey":"{{{state.NodePrivateKey}}}","deviceId":"dev_x","discoPrivateKey":"abc","later":{"n":[1,2]}}""");
+
+        var loaded = AgentStateFile.LoadOrCreate(_directory);
+        Assert.Equal((state.MachinePrivateKey, state.NodePrivateKey, "dev_x"), (loaded.MachinePrivateKey, loaded.NodePrivateKey, loaded.DeviceId));
+
+        AgentStateFile.Save(_directory, loaded with { TailnetId = "tn_y" });
+        var written = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(StatePath))!;
+        Assert.Equal("abc", (string?)written["discoPrivateKey"]);
+        Assert.Equal("[1,2]", written["later"]!["n"]!.ToJsonString());
+        Assert.Equal("tn_y", (string?)written["tailnetId"]);
+    }
+
+    [Fact]
+    public void Prefs_a_later_version_wrote_are_read_and_what_this_one_does_not_know_is_written_back()
+    {
+        var prefs = new Weft.NodeAgent.Agent.AgentPrefsFile(_directory);
+        Directory.CreateDirectory(_directory);
+        File.WriteAllText(prefs.Path, """{"loginServers":["https://weft.example.com"],"hostname":"box","wantRunning":true,"shieldsUp":true}""");
+
+        var loaded = prefs.Load();
+        Assert.Equal("https://weft.example.com", Assert.Single(loaded.LoginServers));
+        Assert.Equal(("box", true), (loaded.Hostname, loaded.WantRunning));
+
+        prefs.Save(loaded with { WantRunning = false });
+        var written = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(prefs.Path))!;
+        Assert.True((bool)written["shieldsUp"]!);
+        Assert.False((bool)written["wantRunning"]!);
     }
 
     public void Dispose()
