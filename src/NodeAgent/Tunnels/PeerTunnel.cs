@@ -160,7 +160,15 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
         if (_device.PrivateKey is not { } staticKey || _peer.Endpoint is null) return;
         if (!isRetry) _attempts = 0;
         var now = Now;
-        if (now - _peer.LastHandshakeSent < Timings.RekeyTimeout.TotalMilliseconds) return;
+        if (now - _peer.LastHandshakeSent < Timings.RekeyTimeout.TotalMilliseconds)
+        {
+            // An initiation went out less than REKEY_TIMEOUT ago, and its retransmission is armed, unless this
+            // actor started since (a restart: its predecessor's handshake went with it, and an answer to it is
+            // dropped). Then packets wait with nothing to send the next one: it goes when the limit allows.
+            if (_pending is null && _retransmitAt == 0 && _peer.StagedCount > 0)
+                _retransmitAt = _peer.LastHandshakeSent + (long)Timings.RekeyTimeout.TotalMilliseconds + PeerTimers.Jitter(Timings);
+            return;
+        }
         _peer.LastHandshakeSent = now;
 
         DiscardPending();

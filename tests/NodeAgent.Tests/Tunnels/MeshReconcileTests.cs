@@ -223,6 +223,27 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
+    public async Task A_tunnel_restarted_while_its_initiation_goes_unanswered_sends_the_next_one_itself_and_the_waiting_packet_arrives()
+    {
+        // b does not know a yet: a's first initiation is dropped there.
+        Apply(_a, PeerFor("dev-b", _b.Key.PublicKey, _b.Endpoint, "100.64.0.2/32"));
+        var packet = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 7);
+        _a.Tun.Inject(packet);
+        var a2b = _a.PeerOf(_b);
+        await AwaitConditionAsync(() => Task.FromResult(a2b.LastHandshakeSent > 0), Timeout);
+
+        // a's tunnel fails and is restarted: the handshake in flight goes with the old instance, the packet stays staged.
+        var tunnel = await _a.TunnelFor(_b).ResolveOne(Timeout);
+        tunnel.Tell(Kill.Instance);
+        await Answers(_a);
+        Apply(_b, PeerFor("dev-a", _a.Key.PublicKey, _a.Endpoint, "100.64.0.1/32"));
+
+        // Nothing else is sent: the new tunnel retransmits once REKEY_TIMEOUT allows, and the packet goes through.
+        Assert.True(_b.TryReceive(TimeSpan.FromSeconds(15), out var received), $"the staged packet never arrived; drops at a: {Drops(_a)}; at b: {Drops(_b)}");
+        Assert.Equal(packet, received);
+    }
+
+    [Fact]
     public async Task A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);
