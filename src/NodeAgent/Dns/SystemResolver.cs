@@ -184,7 +184,7 @@ public sealed class ResolvConfFile : ISystemResolver
         // A daemon that died while the file was ours: put the original back before anything else.
         lock (_gate)
         {
-            if (File.Exists(BackupPath) && IsOurs(ReadOrEmpty(path))) PutBack();
+            if (File.Exists(BackupPath) && IsOursOrTorn(ReadOrEmpty(path))) PutBack();
         }
     }
 
@@ -221,7 +221,7 @@ public sealed class ResolvConfFile : ISystemResolver
             {
                 var current = ReadOrEmpty(Path);
                 string original;
-                if (IsOurs(current) && File.Exists(BackupPath))
+                if (IsOursOrTorn(current) && File.Exists(BackupPath))
                 {
                     original = ReadOrEmpty(BackupPath);
                 }
@@ -337,6 +337,14 @@ public sealed class ResolvConfFile : ISystemResolver
     }
 
     public static bool IsOurs(string text) => text.StartsWith(Marker, StringComparison.Ordinal);
+
+    /// <summary>
+    /// Ours, or empty while a backup says it was ours: the file is rewritten in place (it may be a bind
+    /// mount, which a rename cannot replace), so a daemon that died between emptying it and writing it
+    /// left it empty. Taken for the original, that would be kept as the backup, and the machine's
+    /// nameservers lost for good.
+    /// </summary>
+    private static bool IsOursOrTorn(string text) => IsOurs(text) || string.IsNullOrWhiteSpace(text);
 
     /// <summary>Who else manages the file, in words; null when no one seems to.</summary>
     public static string? Owner(string path, string text)

@@ -109,6 +109,28 @@ public sealed class ResolvConfFileTests : IDisposable
         Assert.False(File.Exists(restarted.BackupPath));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_daemon_that_died_halfway_through_writing_the_file_puts_the_original_back_and_keeps_it_as_the_backup(bool applyAfterRestart)
+    {
+        File.WriteAllText(Etc, Original);
+        var first = NewFile();
+        first.Apply(MagicDns, "acme.weft.internal");
+        File.WriteAllText(Etc, ""); // emptied in place, and the process gone before the text was written
+
+        var restarted = NewFile();
+        if (applyAfterRestart)
+        {
+            restarted.Apply(MagicDns, "acme.weft.internal");
+            Assert.Equal([new IPEndPoint(IPAddress.Parse("198.18.0.53"), 53), new IPEndPoint(IPAddress.Parse("2001:db8::53"), 53)], restarted.Upstreams);
+            restarted.Restore();
+        }
+
+        Assert.Equal(Original, File.ReadAllText(Etc));
+        Assert.False(File.Exists(restarted.BackupPath));
+    }
+
     [Fact]
     public void A_file_another_manager_owns_is_left_alone_and_the_status_says_why()
     {
