@@ -125,6 +125,9 @@ public sealed class PolicyEngine
 
     public int DeviceCount => _slotOf.Count;
 
+    /// <summary>How many users own a device here (each has a set of its devices, for autogroup:self).</summary>
+    public int UsersWithDevices => _userDevices.Count;
+
     /// <summary>How many grants the engine keeps to share between devices' filters (those filters hold, and some no longer held).</summary>
     public int CachedGrantCount => _grants.Count;
 
@@ -343,7 +346,11 @@ public sealed class PolicyEngine
     private void Unplace(int slot)
     {
         var entry = _slots[slot]!;
-        if (entry.Device.Principal.User is { } user && _userDevices.TryGetValue(user, out var own)) own.Set(slot, false);
+        if (entry.Device.Principal.User is { } user && _userDevices.TryGetValue(user, out var own))
+        {
+            own.Set(slot, false);
+            if (own.Count == 0) _userDevices.Remove(user); // a tailnet entity lives for the node's uptime: users come and go
+        }
         foreach (var rule in entry.SourceOf) rule.Src.Set(slot, false);
         foreach (var rule in entry.DestinationOf)
         {

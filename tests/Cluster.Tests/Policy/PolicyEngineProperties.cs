@@ -220,4 +220,19 @@ public class PolicyEngineProperties
         Assert.Equal(PolicyEngine.Compile(WithEngineers(1000), devices).FilterOf("d0").Select(g => g.Key), engine.FilterOf("d0").Select(g => g.Key));
         Assert.True(peak < 300, $"the grant cache grew to {peak} for filters that hold {engine.FilterOf("d0").Length} grant(s)");
     }
+
+    [Fact]
+    public void A_user_whose_last_device_leaves_is_forgotten_so_a_long_lived_engine_does_not_grow_with_each_user_that_ever_joined()
+    {
+        var policy = PolicyParser.Parse("""{ "acls": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] } ] }""").Policy!;
+        var engine = PolicyEngine.Compile(policy, [new PolicyDevice("d-stays", "stays@example.com", [], "100.64.1.1", "fd7a:115c:a1e0::1:1")]);
+        for (var i = 0; i < 200; i++)
+        {
+            engine.Upsert(new PolicyDevice($"d{i}", $"u{i}@example.com", [], $"100.64.2.{i % 250 + 1}", $"fd7a:115c:a1e0::2:{i + 1}"));
+            engine.Remove($"d{i}");
+        }
+
+        Assert.Equal(1, engine.UsersWithDevices);
+        Assert.Equal(1, engine.DeviceCount);
+    }
 }
