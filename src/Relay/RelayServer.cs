@@ -500,11 +500,15 @@ public sealed class RelayServer : IAsyncDisposable
                 _clients.TryRemove(new KeyValuePair<Curve25519PublicKey, ClientSet>(connection.Key, set));
             }
         }
-        if (!gone) return;
-        // Whoever sent to it recently hears that it left.
-        if (_sentBy.TryRemove(connection.Key, out var sentBy))
-            foreach (var sender in sentBy.Keys)
-                if (sender.SentTo.TryRemove(connection.Key, out _)) sender.EnqueueControl(goneFrame);
+        if (gone) TellSendersGone(connection.Key, goneFrame);
+    }
+
+    /// <summary>Whoever sent to <paramref name="key"/> recently hears that it left, and forgets it sent there.</summary>
+    private void TellSendersGone(Curve25519PublicKey key, byte[] goneFrame)
+    {
+        if (!_sentBy.TryRemove(key, out var sentBy)) return;
+        foreach (var sender in sentBy.Keys)
+            if (sender.SentTo.TryRemove(key, out _)) sender.EnqueueControl(goneFrame);
     }
 
     /// <summary>
@@ -609,13 +613,25 @@ public sealed class RelayServer : IAsyncDisposable
         foreach (var local in ConnectionsOf(key)) local.ProbeLiveness();
     }
 
+    /// <summary>
+    /// <paramref name="link"/>'s relay no longer has <paramref name="key"/> (it left there, or the link broke). When no
+    /// relay is left to reach it through and it is not connected here, those that sent to it hear it left, as for a
+    /// client of this relay: their entries would otherwise stay for as long as their own connections last.
+    /// </summary>
     internal void ForgetForwarder(Curve25519PublicKey key, MeshLink link)
     {
         while (_forwarders.TryGetValue(key, out var known))
         {
             var left = known.RemoveAll(f => f.Link == link);
             if (left.Length == known.Length) return;
-            if (left.IsEmpty ? _forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, ImmutableArray<(MeshLink, string)>>(key, known)) : _forwarders.TryUpdate(key, left, known)) return;
+            if (!left.IsEmpty)
+            {
+                if (_forwarders.TryUpdate(key, left, known)) return;
+                continue;
+            }
+            if (!_forwarders.TryRemove(new KeyValuePair<Curve25519PublicKey, ImmutableArray<(MeshLink, string)>>(key, known))) continue;
+            if (!_clients.ContainsKey(key)) TellSendersGone(key, RelayFrame.BuildPeerGone(key, PeerGoneReason.Disconnected));
+            return;
         }
     }
 

@@ -238,6 +238,28 @@ public class RelayMeshTests
     }
 
     [Fact]
+    public async Task A_client_that_sent_through_the_mesh_hears_its_peer_left_the_other_relay_and_who_sent_to_whom_is_forgotten()
+    {
+        await using var lab = new RelayLab();
+        var one = lab.StartRelay();
+        var two = lab.StartRelay([RelayLab.AddressOf(one)]);
+        var (bob, bobKey) = await lab.Connect(one);
+        var (alice, _) = await lab.Connect(two);
+        Assert.True(await RelayLab.Eventually(() => two.MeshedKeys.Contains(bobKey.PublicKey)), "relay two should learn bob from relay one");
+        alice.TrySend(bobKey.PublicKey, "via the mesh"u8);
+        Assert.NotNull(await RelayLab.NextPacket(bob));
+        Assert.Equal(1, two.KeysWithRecentSenders);
+
+        // bob leaves relay one: alice, on relay two, hears it (as she would for a client of her own relay), and
+        // relay two keeps no record of her sending there (it stayed for as long as her connection, up to days).
+        await bob.DisposeAsync();
+        var gone = await RelayLab.NextFrame(alice, RelayFrameType.PeerGone);
+        Assert.NotNull(gone);
+        Assert.Equal(bobKey.PublicKey, new Curve25519PublicKey(gone.AsSpan(0, RelayFrame.KeySize)));
+        Assert.True(await RelayLab.Eventually(() => two.KeysWithRecentSenders == 0), $"relay two still remembers {two.KeysWithRecentSenders} key(s) sent to");
+    }
+
+    [Fact]
     public async Task A_client_on_two_mesh_peers_at_once_stays_reachable_when_one_of_them_says_it_is_gone()
     {
         // The client moved from relay b to relay c, b still held its old connection, and b's "present" reached a
