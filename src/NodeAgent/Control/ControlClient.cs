@@ -6,6 +6,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
+using Weft.Contracts.Relay;
 
 namespace Weft.NodeAgent.Control;
 
@@ -157,6 +158,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             {
                 _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
                 LearnCoordinatorsOfLoadedMap();
+                // With the relays it had: peers behind NATs answer through them, coordinator or not.
+                if (cache.LoadRelayAccess() is { } access && access.TicketExpiry > Now
+                    && RelayTicket.TryReadNodeKey(access.Ticket, out var ticketKey) && ticketKey == _node.PublicKey)
+                {
+                    _relayAccess = access;
+                    _log.Info("Loaded the cached relay map ({0} regions; ticket valid until {1:u})", access.Map.Regions.Count, access.TicketExpiry);
+                }
             }
         }
         Timers.StartPeriodicTimer("check", Check.Instance, CheckInterval);
@@ -610,6 +618,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         if (map is null || update.Ticket.IsEmpty) return;
         _relayAccess = new RelayAccessChanged(map, update.Ticket.ToByteArray(), update.TicketExpiry?.ToDateTimeOffset() ?? DateTimeOffset.MaxValue, coordinator.Host);
         Broadcast(_relayAccess);
+        try
+        {
+            _options.NetMapCache?.SaveRelayAccess(_relayAccess); // small, and rare (a ticket lasts hours)
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("Cannot write the cached relay map: {0}", e.Message);
+        }
     }
 
     private void Applied(ServerMessage message, MapStep step)
@@ -893,6 +909,14 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         Timers.Cancel("save-netmap");
         _session.Forget();
         CacheWriter?.Delete();
+        try
+        {
+            _options.NetMapCache?.DeleteRelayAccess(); // its ticket names a node key the device no longer has
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("Cannot delete the cached relay map: {0}", e.Message);
+        }
         Broadcast(NetMapForgotten.Instance);
     }
 
