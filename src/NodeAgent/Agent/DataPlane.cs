@@ -33,6 +33,8 @@ public sealed record DataPlaneOptions
     public bool AcceptRoutes { get; init; }
     /// <summary>The exit node to send internet traffic through (<c>--exit-node</c>: a peer's name, FQDN or tailnet address).</summary>
     public string? ExitNode { get; init; }
+    /// <summary>Wall time, for peers' key expiry.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -71,6 +73,14 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private RoutingPrefs _prefs;
     // This incarnation was told prefs (up, set): the ones its predecessor hands over are older.
     private bool _prefsTold;
+    // The earliest key expiry among the peers last applied that had not passed then: the view is applied again once it has.
+    private DateTimeOffset? _nextKeyExpiry;
+
+    /// <summary>
+    /// The longest the key-expiry check waits at once: its timer runs on the monotonic clock, which stands
+    /// still while the machine sleeps, so after a resume a key that lapsed meanwhile is seen within this.
+    /// </summary>
+    private static readonly TimeSpan KeyExpiryCheckAtMost = TimeSpan.FromMinutes(1);
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -96,6 +106,12 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             if (_down) return;
             if (changed.Touch.PeersOnly && previous is not null && ReferenceEquals(previous, _applied) && TryApplyPatched(changed.View, changed.Touch.PatchedPeers)) return;
             Apply(changed.View);
+        });
+        Receive<KeyExpiryDue>(_ =>
+        {
+            if (_down || _view is not { } current || _nextKeyExpiry is not { } due) return;
+            if (_options.Clock.GetUtcNow() >= due) Apply(current);
+            else ArmKeyExpiry(due);
         });
         Receive<NetMapForgotten>(_ =>
         {
@@ -230,9 +246,16 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         _options.Dns?.Update(null, []);
     }
 
-    private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode)
+    /// <summary>Applies the view again when the next peer key lapses (at most <see cref="KeyExpiryCheckAtMost"/> from now, to look again).</summary>
+    private void ArmKeyExpiry(DateTimeOffset due)
     {
-        if (MeshPeer.FromNode(node, carriers, asExitNode) is not { } peer) return null;
+        var wait = due - _options.Clock.GetUtcNow();
+        Timers.StartSingleTimer("key-expiry", KeyExpiryDue.Instance, wait <= TimeSpan.Zero ? TimeSpan.Zero : wait < KeyExpiryCheckAtMost ? wait : KeyExpiryCheckAtMost);
+    }
+
+    private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode, DateTimeOffset now)
+    {
+        if (MeshPeer.FromNode(node, carriers, asExitNode, now) is not { } peer) return null;
         return _relays && node.HomeRelay > 0 ? peer with { Relay = Endpoint.ForRelay(node.HomeRelay, peer.Key) } : peer;
     }
 
@@ -250,7 +273,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         var peers = new List<MeshPeer>(patched.Length);
         foreach (var id in patched)
         {
-            if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false) is not { } peer) return false;
+            if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false, _options.Clock.GetUtcNow()) is not { } peer) return false;
             peers.Add(peer);
         }
         if (peers.Count > 0) _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, PeersOnly = true });
@@ -262,11 +285,20 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     {
         _applied = view;
         if (view.Self is { } self) SetAddresses(self);
+        var now = _options.Clock.GetUtcNow();
         var (exitNode, exitProblem) = ChooseExitNode(view);
-        var carriers = _prefs.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values) : RouteCarriers.None;
+        var carriers = _prefs.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values, now) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
+        DateTimeOffset? nextExpiry = null;
         foreach (var node in view.Peers.Values)
-            if (MeshPeerOf(node, carriers, asExitNode: node == exitNode) is { } peer) peers.Add(peer);
+        {
+            if (MeshPeerOf(node, carriers, asExitNode: node == exitNode, now) is not { } peer) continue;
+            peers.Add(peer);
+            if (node.KeyExpiry?.ToDateTimeOffset() is { } expiry && (nextExpiry is null || expiry < nextExpiry)) nextExpiry = expiry;
+        }
+        _nextKeyExpiry = nextExpiry;
+        if (nextExpiry is { } due) ArmKeyExpiry(due);
+        else Timers.Cancel("key-expiry");
         var routes = new HashSet<IpPrefix>();
         foreach (var text in carriers.Routes)
             if (IpPrefix.TryParse(text, out var route)) routes.Add(route);
@@ -359,5 +391,11 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private sealed class RecheckSystemDns
     {
         public static readonly RecheckSystemDns Instance = new();
+    }
+
+    /// <summary>The earliest peer key expiry may have passed (<see cref="ArmKeyExpiry"/>).</summary>
+    private sealed class KeyExpiryDue
+    {
+        public static readonly KeyExpiryDue Instance = new();
     }
 }

@@ -20,13 +20,13 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
 
     /// <summary>
     /// The peer a netmap node describes, or null when it cannot carry traffic (no valid node key, or
-    /// expired). Its subnet routes are in its allowed IPs when it carries them for this device
-    /// (<paramref name="routes"/>; null takes every route the node lists); the exit routes only when
-    /// it is the exit node this device uses.
+    /// expired: marked so, or its key's time passed by <paramref name="now"/>). Its subnet routes are
+    /// in its allowed IPs when it carries them for this device (<paramref name="routes"/>; null takes
+    /// every route the node lists); the exit routes only when it is the exit node this device uses.
     /// </summary>
-    public static MeshPeer? FromNode(Node node, RouteCarriers? routes = null, bool asExitNode = false)
+    public static MeshPeer? FromNode(Node node, RouteCarriers? routes = null, bool asExitNode = false, DateTimeOffset? now = null)
     {
-        if (node.Expired || node.NodeKey.Length != 32) return null;
+        if (HasLapsed(node, now) || node.NodeKey.Length != 32) return null;
         var key = new Curve25519PublicKey(node.NodeKey.Span);
         var allowed = ImmutableArray.CreateBuilder<IpPrefix>();
         foreach (var text in node.AllowedIps.Count > 0 ? node.AllowedIps : node.Addresses)
@@ -42,6 +42,15 @@ public sealed record MeshPeer(string Id, Curve25519PublicKey Key, ImmutableArray
         }
         return new MeshPeer(node.Id, key, allowed.ToImmutable(), endpoints.ToImmutable()) { Name = node.Name };
     }
+
+    /// <summary>
+    /// Whether the node's key is expired: the coordinator marked it so, or (with <paramref name="now"/>) its
+    /// expiry has passed. The coordinator marks a lapsed key within its sweep, but only an agent it reaches
+    /// hears so: one running on a cached netmap while no coordinator answers must not keep accepting a key
+    /// past its end (Tailscale's agent expires peers itself too).
+    /// </summary>
+    public static bool HasLapsed(Node node, DateTimeOffset? now) =>
+        node.Expired || (now is { } at && node.KeyExpiry is { } expiry && expiry.ToDateTimeOffset() <= at);
 
     /// <summary>Every IPv4 and every IPv6 address: what an exit node carries.</summary>
     public static readonly ImmutableArray<IpPrefix> ExitRoutes = [IpPrefix.Parse("0.0.0.0/0"), IpPrefix.Parse("::/0")];

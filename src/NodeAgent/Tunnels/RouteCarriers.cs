@@ -18,10 +18,11 @@ public sealed class RouteCarriers
     /// <summary>This device does not accept routes (<c>--accept-routes</c> off): no peer carries any.</summary>
     public static readonly RouteCarriers None = new([]);
 
-    public static RouteCarriers Elect(IEnumerable<Node> peers)
+    /// <param name="now">With it, a peer whose key's time has passed carries nothing either (<see cref="MeshPeer.HasLapsed"/>).</param>
+    public static RouteCarriers Elect(IEnumerable<Node> peers, DateTimeOffset? now = null)
     {
         var carrier = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var node in peers.Where(p => !p.Expired).OrderBy(p => p.Online ? 0 : 1).ThenBy(p => p.Id, StringComparer.Ordinal))
+        foreach (var node in peers.Where(p => !MeshPeer.HasLapsed(p, now)).OrderBy(p => p.Online ? 0 : 1).ThenBy(p => p.Id, StringComparer.Ordinal))
             foreach (var route in node.Routes)
                 carrier.TryAdd(route, node.Id);
         return new RouteCarriers(carrier);
