@@ -120,6 +120,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         });
         Receive<ResolvePeer>(resolve => Sender.Tell(Resolve(resolve)));
         Receive<GetTunnelStats>(get => _tunnels.Forward(get));
+        Receive<MachineSlept>(slept => _tunnels.Tell(slept));
         Receive<GetRoutingStatus>(_ => Sender.Tell(_routing));
         Receive<ResumePrefs>(resume =>
         {

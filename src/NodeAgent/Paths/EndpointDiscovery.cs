@@ -188,9 +188,10 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         var (local, attachment) = CurrentLocal();
         var changed = !local.SequenceEqual(_localEndpoints);
         var moved = !attachment.SequenceEqual(_attachment);
-        if (!changed && !moved) return;
+        var woke = Woke();
+        if (!changed && !moved && !woke) return;
         var first = _localEndpoints.IsDefaultOrEmpty;
-        var roamed = moved || (changed && !first && attachment.IsEmpty && _attachment.IsEmpty);
+        var roamed = moved || woke || (changed && !first && attachment.IsEmpty && _attachment.IsEmpty);
         _localEndpoints = local;
         _attachment = attachment;
         if (roamed) _log.Info("The machine moved to another network ({0}): probing again", string.Join(", ", attachment.IsEmpty ? local : attachment));
@@ -198,6 +199,30 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         if (_map is not null) StartProbe(roamed);
         else if (!first) Publish(roamed);
         // else: the first report waits for the relay map (or FirstReport)
+    }
+
+    /// <summary>Wall time passing this much faster than the monotonic clock between two looks means the machine slept.</summary>
+    public static readonly TimeSpan SleepThreshold = TimeSpan.FromSeconds(30);
+
+    // The clocks at the last look (monotonic ms, wall), to tell a sleep: the monotonic clock stands still through one.
+    private (long Monotonic, DateTimeOffset Wall)? _lookedAt;
+
+    /// <summary>
+    /// Whether the machine slept since the last look (a laptop resumed). Then its NAT mappings are gone and
+    /// its TCP connections (relays, the coordinator's stream) are dead without knowing it, as after a move to
+    /// another network: it counts as a roam. Its tunnels hear it too (<see cref="Tunnels.MachineSlept"/>).
+    /// </summary>
+    private bool Woke()
+    {
+        var now = (Monotonic: _device.Clock.NowMs, Wall: _device.Clock.WallNow);
+        var last = _lookedAt;
+        _lookedAt = now;
+        if (last is not { } before) return false;
+        var slept = now.Wall - before.Wall - TimeSpan.FromMilliseconds(now.Monotonic - before.Monotonic);
+        if (slept < SleepThreshold) return false;
+        _log.Info("The machine slept for about {0:0} s: probing again, and reconnecting", slept.TotalSeconds);
+        Context.Parent.Tell(new Tunnels.MachineSlept(slept));
+        return true;
     }
 
     private int _probeIds;

@@ -205,6 +205,9 @@ public sealed class PathManager : UntypedActor, IWithTimers
             case GetNetcheck:
                 _discovery.Forward(message);
                 break;
+            case Tunnels.MachineSlept slept:
+                Context.Parent.Tell(slept); // the data plane's tunnels
+                break;
             case PathMtuChanged:
                 FollowPathMtus();
                 break;

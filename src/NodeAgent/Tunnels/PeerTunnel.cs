@@ -121,6 +121,15 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
                 _peer.LastHandshakeSent = 0;
                 SendInitiation(isRetry: false);
                 break;
+            case MachineSlept slept:
+                if (_peer.Current is { } session && session.AgeMs(Now) + slept.Slept.TotalMilliseconds >= Timings.RejectAfterTime.TotalMilliseconds)
+                {
+                    _zeroKeysAt = 0;
+                    _peer.ZeroKeypairs();
+                    DiscardPending();
+                    _peer.LastHandshakeSent = 0; // the rate limit's clock stood still too: the next packet's handshake goes at once
+                }
+                break;
             case InitiationArrived arrived:
                 OnInitiation(arrived);
                 break;

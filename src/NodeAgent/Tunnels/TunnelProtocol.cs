@@ -134,6 +134,15 @@ public sealed class EvaluateTimers
 /// <summary>Configuration that affects timers changed (persistent keepalive turned on sends one at once).</summary>
 public sealed record PeerSettingsChanged(bool PersistentKeepaliveTurnedOn);
 
+/// <summary>
+/// The machine slept for <paramref name="Slept"/> (a laptop's lid closed). The monotonic clock that ages
+/// sessions stood still meanwhile, so a session older than REJECT_AFTER_TIME in the peer's time still
+/// looks fresh here, while the peer has dropped it: what is sent on it goes unanswered until the
+/// new-handshake timer, 15 s later. A tunnel whose session the sleep outlived drops it, and the next
+/// packet starts a handshake at once (an idle peer costs nothing).
+/// </summary>
+public sealed record MachineSlept(TimeSpan Slept);
+
 /// <summary>Forces a new handshake now, as if the session were due for rekeying (UAPI and tests).</summary>
 public sealed class Rekey
 {

@@ -114,6 +114,9 @@ public sealed class TunnelSupervisor : UntypedActor
             case Rekey:
                 foreach (var tunnel in _tunnels.Values) tunnel.Tell(Rekey.Instance);
                 break;
+            case MachineSlept slept:
+                foreach (var tunnel in _tunnels.Values) tunnel.Tell(slept);
+                break;
             case Terminated { ActorRef: var stopped }:
                 OnTunnelStopped(stopped);
                 break;

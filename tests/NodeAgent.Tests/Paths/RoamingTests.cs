@@ -6,6 +6,7 @@ using Weft.NodeAgent.Agent;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.Paths;
+using Weft.NodeAgent.Tunnels;
 using Weft.NodeAgent.Tests.Support;
 using Weft.NodeAgent.WireGuard;
 
@@ -67,6 +68,46 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         Machine(Nic("eth0", false, "198.18.9.3"), Nic("wlan0", true, "198.18.10.2"));
         (_, roamed) = await PublishedWithRoam(parent, _ => true);
         Assert.True(roamed, "the default route moving to another interface was not taken for a roam");
+    }
+
+    [Fact]
+    public async Task A_machine_that_slept_counts_as_roamed_and_its_tunnels_hear_how_long_it_slept()
+    {
+        // A laptop resumes on the same network: nothing about its interfaces changed, but its NAT mappings
+        // are gone and its TCP connections are dead without knowing it.
+        await using var stun = new LoopbackStunServer();
+        var clock = new SleepingClock();
+        using var device = new WireGuardDevice(new VirtualTun("sleeper"), UdpTransport.Bind(0), clock);
+        var port = device.ListenPort;
+        Machine(Nic("eth0", true, "198.18.9.2"));
+        var parent = CreateTestProbe();
+        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
+        {
+            ReadInterfaces = () => { lock (_gate) return _machine; },
+        };
+        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
+        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } }, "127.0.0.1"));
+        await Published(parent, endpoints => endpoints.Contains($"198.18.9.2:{port}"));
+        // Awake, nothing changes: no report comes as a roam.
+        Assert.DoesNotContain(parent.ReceiveWhile(TimeSpan.FromMilliseconds(500), message => message), m => m is OwnEndpointsChanged { Roamed: true } or MachineSlept);
+
+        clock.Sleep(TimeSpan.FromMinutes(40));
+
+        var slept = await parent.FishForMessageAsync<MachineSlept>(_ => true, TimeSpan.FromSeconds(10));
+        Assert.InRange(slept.Slept, TimeSpan.FromMinutes(39), TimeSpan.FromMinutes(41));
+        await parent.FishForMessageAsync<OwnEndpointsChanged>(changed => changed.Roamed, TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>The machine's clocks, whose wall time jumps ahead when the test puts the machine to sleep (its monotonic clock stands still through a sleep).</summary>
+    private sealed class SleepingClock : EngineClock
+    {
+        private long _sleptTicks;
+
+        public override long NowMs => Environment.TickCount64 + 1;
+
+        public override DateTimeOffset WallNow => DateTimeOffset.UtcNow + TimeSpan.FromTicks(Interlocked.Read(ref _sleptTicks));
+
+        public void Sleep(TimeSpan span) => Interlocked.Add(ref _sleptTicks, span.Ticks);
     }
 
     private static async Task<NetcheckDone> Published(TestProbe parent, Func<IReadOnlyList<string>, bool> holds) =>

@@ -244,6 +244,33 @@ public sealed class MeshReconcileTests : Akka.TestKit.Xunit2.TestKit, IDisposabl
     }
 
     [Fact]
+    public async Task A_session_a_sleep_outlived_is_dropped_and_the_next_packet_makes_a_new_one_while_a_short_sleep_keeps_it()
+    {
+        Connect();
+        _a.Tun.Inject(TestPackets.Ipv4("100.64.0.1", "100.64.0.2"));
+        _b.Receive();
+        var a2b = _a.PeerOf(_b);
+        var session = a2b.Current;
+        Assert.NotNull(session);
+        var handshakes = a2b.HandshakesCompleted + _b.PeerOf(_a).HandshakesCompleted;
+
+        // A nap shorter than REJECT_AFTER_TIME: the peer still holds the session.
+        _a.Supervisor.Tell(new MachineSlept(TimeSpan.FromSeconds(40)));
+        await Answers(_a);
+        await Task.Delay(200); // the tunnels take it after the supervisor
+        Assert.Same(session, a2b.Current);
+
+        // A night: the peer dropped the session hours ago. It goes here too, and the next packet starts a handshake.
+        _a.Supervisor.Tell(new MachineSlept(TimeSpan.FromHours(8)));
+        await AwaitConditionAsync(() => Task.FromResult(a2b.Current is null || !ReferenceEquals(a2b.Current, session)), Timeout);
+        var after = TestPackets.Ipv4("100.64.0.1", "100.64.0.2", fill: 9);
+        _a.Tun.Inject(after);
+        Assert.Equal(after, _b.Receive());
+        Assert.True(a2b.HandshakesCompleted + _b.PeerOf(_a).HandshakesCompleted > handshakes, "the packet went out on the session the sleep outlived");
+        Assert.NotSame(session, a2b.Current);
+    }
+
+    [Fact]
     public async Task A_restarted_supervisor_gives_every_engine_peer_its_tunnel_again_and_still_reconciles_them()
     {
         using var a = new EngineNode(Sys, "restarted-a", restartable: true);
