@@ -120,7 +120,12 @@ public static class DeviceLoginPages
             return;
         }
         var signIn = http.RequestServices.GetRequiredService<TailnetSignIn>();
-        var settings = signIn.SettingsOf(tailnetId)!;
+        if (signIn.SettingsOf(tailnetId) is not { } settings)
+        {
+            // Its provider was removed while the provider's answer was being checked.
+            await ErrorPage(http, LoginErrorCodes.NoProvider, "This tailnet signs no one in any more: its identity provider was removed.");
+            return;
+        }
         var principal = context.Principal!;
         var subject = principal.FindFirst("sub");
         var email = principal.FindFirst("email")?.Value;

@@ -68,11 +68,11 @@ public sealed class TailnetSignIn(
             Forget(tailnetId);
             throw new Api.ApiException(LoginErrorCodes.NoProvider, "This tailnet signs no one in: it has no identity provider.");
         }
-        return await EnsureAsync(tailnetId, sso.Settings);
+        return Ensure(tailnetId, sso.Settings);
     }
 
     /// <summary>The tailnet's scheme, added or rebuilt for <paramref name="settings"/>; schemes idle for <see cref="IdleSchemeLifetime"/> go.</summary>
-    public async Task<string> EnsureAsync(string tailnetId, SsoSettings settings)
+    public string Ensure(string tailnetId, SsoSettings settings)
     {
         var scheme = SchemeFor(tailnetId);
         var now = Environment.TickCount64;
@@ -86,9 +86,9 @@ public sealed class TailnetSignIn(
             known.LastUsed = now;
             foreach (var idle in _providers.Values.Where(p => now - p.LastUsed > (long)IdleSchemeLifetime.TotalMilliseconds).ToList())
                 ForgetLocked(idle.TailnetId);
-        }
-        if (await schemes.GetSchemeAsync(scheme) is null)
+            // Under the lock with its provider: a Forget between the two would leave a scheme with no settings.
             schemes.TryAddScheme(new AuthenticationScheme(scheme, $"tailnet {tailnetId}", typeof(OpenIdConnectHandler)));
+        }
         return scheme;
     }
 

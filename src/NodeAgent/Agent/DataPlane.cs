@@ -35,6 +35,11 @@ public sealed record DataPlaneOptions
     public string? ExitNode { get; init; }
     /// <summary>Wall time, for peers' key expiry.</summary>
     public TimeProvider Clock { get; init; } = TimeProvider.System;
+    /// <summary>
+    /// The longest the check for peers' key expiry waits at once: its timer runs on the monotonic clock, which
+    /// stands still while the machine sleeps, so after a resume a key that lapsed meanwhile is seen within this.
+    /// </summary>
+    public TimeSpan KeyExpiryRecheck { get; init; } = TimeSpan.FromMinutes(1);
 }
 
 /// <summary>
@@ -75,12 +80,10 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private bool _prefsTold;
     // The earliest key expiry among the peers last applied that had not passed then: the view is applied again once it has.
     private DateTimeOffset? _nextKeyExpiry;
-
-    /// <summary>
-    /// The longest the key-expiry check waits at once: its timer runs on the monotonic clock, which stands
-    /// still while the machine sleeps, so after a resume a key that lapsed meanwhile is seen within this.
-    /// </summary>
-    private static readonly TimeSpan KeyExpiryCheckAtMost = TimeSpan.FromMinutes(1);
+    // A coordinator serves this device now: it marks lapsed keys itself (within its sweep), by its own clock.
+    private bool _coordinatorServes;
+    // Peers left out because their key's time passed by this machine's clock (each logged once).
+    private readonly HashSet<string> _lapsedHere = [];
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -109,7 +112,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         });
         Receive<KeyExpiryDue>(_ =>
         {
-            if (_down || _view is not { } current || _nextKeyExpiry is not { } due) return;
+            if (_down || _view is not { } current || _nextKeyExpiry is not { } due || LapseClock is null) return;
             if (_options.Clock.GetUtcNow() >= due) Apply(current);
             else ArmKeyExpiry(due);
         });
@@ -222,6 +225,13 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     private void OnControlState(ControlStateChanged changed)
     {
+        var serves = changed.State == ControlState.Running;
+        if (serves != _coordinatorServes)
+        {
+            // Whose clock says when a peer's key lapses changes with it (see LapseClock).
+            _coordinatorServes = serves;
+            if (!_down && changed.State.IsIdle() == _down && _view is { } current) Apply(current);
+        }
         var down = changed.State.IsIdle();
         if (down == _down) return;
         _down = down;
@@ -247,14 +257,22 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         _options.Dns?.Update(null, []);
     }
 
-    /// <summary>Applies the view again when the next peer key lapses (at most <see cref="KeyExpiryCheckAtMost"/> from now, to look again).</summary>
+    /// <summary>
+    /// The time by which peers' keys lapse here, or null while a coordinator serves this device: it marks
+    /// lapsed keys itself, by its own clock, and this machine's may be wrong (a hardware clock holding local
+    /// time, read as UTC). Without a coordinator (a cached netmap, an outage), this machine's clock is all
+    /// there is, and a key must not be accepted past its end for good.
+    /// </summary>
+    private DateTimeOffset? LapseClock => _coordinatorServes ? null : _options.Clock.GetUtcNow();
+
+    /// <summary>Applies the view again when the next peer key lapses (at most <see cref="DataPlaneOptions.KeyExpiryRecheck"/> from now, to look again).</summary>
     private void ArmKeyExpiry(DateTimeOffset due)
     {
         var wait = due - _options.Clock.GetUtcNow();
-        Timers.StartSingleTimer("key-expiry", KeyExpiryDue.Instance, wait <= TimeSpan.Zero ? TimeSpan.Zero : wait < KeyExpiryCheckAtMost ? wait : KeyExpiryCheckAtMost);
+        Timers.StartSingleTimer("key-expiry", KeyExpiryDue.Instance, wait <= TimeSpan.Zero ? TimeSpan.Zero : wait < _options.KeyExpiryRecheck ? wait : _options.KeyExpiryRecheck);
     }
 
-    private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode, DateTimeOffset now)
+    private MeshPeer? MeshPeerOf(Node node, RouteCarriers? carriers, bool asExitNode, DateTimeOffset? now)
     {
         if (MeshPeer.FromNode(node, carriers, asExitNode, now) is not { } peer) return null;
         return _relays && node.HomeRelay > 0 ? peer with { Relay = Endpoint.ForRelay(node.HomeRelay, peer.Key) } : peer;
@@ -274,7 +292,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         var peers = new List<MeshPeer>(patched.Length);
         foreach (var id in patched)
         {
-            if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false, _options.Clock.GetUtcNow()) is not { } peer) return false;
+            if (!view.Peers.TryGetValue(id, out var node) || node.Routes.Count > 0 || MeshPeerOf(node, null, asExitNode: false, LapseClock) is not { } peer) return false;
             peers.Add(peer);
         }
         if (peers.Count > 0) _tunnels.Tell(new ApplyMesh(peers) { PathManaged = true, PeersOnly = true });
@@ -286,19 +304,28 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     {
         _applied = view;
         if (view.Self is { } self) SetAddresses(self);
-        var now = _options.Clock.GetUtcNow();
-        var (exitNode, exitProblem) = ChooseExitNode(view);
+        var now = LapseClock;
+        var (exitNode, exitProblem) = ChooseExitNode(view, now);
         var carriers = _prefs.AcceptRoutes ? RouteCarriers.Elect(view.Peers.Values, now) : RouteCarriers.None;
         var peers = new List<MeshPeer>(view.Peers.Count);
         DateTimeOffset? nextExpiry = null;
+        var lapsed = new HashSet<string>();
         foreach (var node in view.Peers.Values)
         {
-            if (MeshPeerOf(node, carriers, asExitNode: node == exitNode, now) is not { } peer) continue;
+            if (MeshPeerOf(node, carriers, asExitNode: node == exitNode, now) is not { } peer)
+            {
+                if (!node.Expired && MeshPeer.HasLapsed(node, now)) lapsed.Add(node.Id);
+                continue;
+            }
             peers.Add(peer);
             if (node.KeyExpiry?.ToDateTimeOffset() is { } expiry && (nextExpiry is null || expiry < nextExpiry)) nextExpiry = expiry;
         }
-        _nextKeyExpiry = nextExpiry;
-        if (nextExpiry is { } due) ArmKeyExpiry(due);
+        foreach (var id in lapsed.Except(_lapsedHere))
+            _log.Warning("Peer {0}'s key expired at {1:u} by this machine's clock, and no coordinator says otherwise: it has no tunnel until one does", view.Peers[id].Name, view.Peers[id].KeyExpiry.ToDateTimeOffset());
+        _lapsedHere.Clear();
+        _lapsedHere.UnionWith(lapsed);
+        _nextKeyExpiry = now is null ? null : nextExpiry;
+        if (_nextKeyExpiry is { } due) ArmKeyExpiry(due);
         else Timers.Cancel("key-expiry");
         var routes = new HashSet<IpPrefix>();
         foreach (var text in carriers.Routes)
@@ -314,7 +341,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
         _options.Dns?.Update(view, _addresses);
     }
 
-    private (Node? Node, string? Problem) ChooseExitNode(NetMapView view)
+    private (Node? Node, string? Problem) ChooseExitNode(NetMapView view, DateTimeOffset? now)
     {
         if (_prefs.ExitNode is not { } wanted) return (null, null);
         var target = wanted.Trim().TrimEnd('.');
@@ -322,6 +349,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
             || string.Equals(n.Fqdn.TrimEnd('.'), target, StringComparison.OrdinalIgnoreCase) || n.Addresses.Contains(target));
         if (node is null) return (null, $"no peer called '{target}' is in the netmap (the policy must let this device reach it)");
         if (!node.ExitNode) return (null, $"'{node.Name}' is not an exit node this device may use (it must advertise one and be approved, and no grant's via may name other exit nodes for this device)");
+        if (MeshPeer.HasLapsed(node, now)) return (null, $"'{node.Name}''s key expired: it must sign in again, or an admin must renew it");
         return (node, null);
     }
 

@@ -95,6 +95,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private AgentState _state = null!;
     /// <summary>The state file could not take <see cref="_state"/> yet (see <see cref="Save"/>).</summary>
     private bool _stateUnsaved;
+    /// <summary>A rotation could not keep its next key: the next <see cref="RotationDue"/> starts it again.</summary>
+    private bool _rotationPutOff;
     private Curve25519PrivateKey _machine = null!;
     // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
     private bool _awaitingApproval;
@@ -270,7 +272,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         Receive<RotateNodeKeyNow>(_ => StartRotation());
         Receive<RotationDue>(_ =>
         {
-            if (_session.Store.Self?.KeyExpiry is { } expiry) ScheduleRotation(expiry.ToDateTimeOffset());
+            if (_rotationPutOff) StartRotation();
+            else if (_session.Store.Self?.KeyExpiry is { } expiry) ScheduleRotation(expiry.ToDateTimeOffset());
         });
         Always();
     }
@@ -819,9 +822,11 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             next.Dispose();
             _state = _state with { NextNodePrivateKey = null };
             _log.Warning("Node key rotation put off: the next key could not be written to the state file");
+            _rotationPutOff = true; // asked for now (weft-agent rotate) or due: tried again, not rescheduled
             Timers.StartSingleTimer("rotate", RotationDue.Instance, StateRetryInterval);
             return;
         }
+        _rotationPutOff = false;
         _nextNode = next;
         SendRotation();
     }

@@ -81,9 +81,9 @@ public sealed class FileNetMapCache(string directory) : INetMapCache
             if (update.Map is null || update.Ticket.IsEmpty) return null;
             return new RelayAccessChanged(update.Map, update.Ticket.ToByteArray(), update.TicketExpiry?.ToDateTimeOffset() ?? DateTimeOffset.MaxValue, stored.ControlHost);
         }
-        catch (Exception e) when (e is IOException or InvalidProtocolBufferException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        catch (Exception)
         {
-            return null;
+            return null; // a cache at best: whatever is wrong with it (a timestamp out of range included), the coordinator gives it again
         }
     }
 
