@@ -145,6 +145,9 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     /// </summary>
     protected override void OnEventsPersisted(IReadOnlyList<IDeviceEvent> events, DeviceState before, DeviceState after)
     {
+        // Removed, the device's state is all there is to keep (so that a late session is told so): its snapshot
+        // becomes its whole history, instead of an event per activation for good.
+        if (after.Removed && !before.Removed && !KeepsAllEvents) ForgetHistory(after);
         if (after.Incarnation == before.Incarnation) return;
         _incarnated = true;
         _counter = 0;

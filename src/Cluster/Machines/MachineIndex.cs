@@ -82,6 +82,15 @@ public sealed class MachineIndexActor(string machineKey, PersistenceSettings set
 
     protected override MachineIndexState Apply(MachineIndexState state, IMachineEvent @event) => state.Apply(@event);
 
+    /// <summary>
+    /// Unbound, the machine key's journal says nothing an empty one does not: it goes. Every device that ever
+    /// registered (an ephemeral CI runner makes a machine key per job) would otherwise leave its rows for good.
+    /// </summary>
+    protected override void OnEventsPersisted(IReadOnlyList<IMachineEvent> events, MachineIndexState before, MachineIndexState after)
+    {
+        if (after.TailnetId is null) ForgetAllEvents();
+    }
+
     protected override bool IsCommand(object message) => message is BindMachine or UnbindMachine;
 
     protected override Decision<IMachineEvent> Decide(MachineIndexState state, object command) => state.Process((IMachineMessage)command);

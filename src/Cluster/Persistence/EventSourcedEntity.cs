@@ -431,6 +431,17 @@ public abstract class EventSourcedEntity<TState, TEvent> : UntypedPersistentActo
         SaveSnapshot(current);
     }
 
+    /// <summary>
+    /// Deletes every stored event (the journal keeps its last row, marked deleted, for the sequence numbers),
+    /// unless <see cref="PersistenceSettings.KeepAllEvents"/>: for an entity without snapshots whose state after
+    /// its last event is its empty one (a machine key no device holds any more). Nothing to retry: what stays
+    /// is only rows, which the next such deletion takes.
+    /// </summary>
+    protected void ForgetAllEvents()
+    {
+        if (!_settings.KeepAllEvents && LastSequenceNr > 0) Delete(new EventsUpTo(LastSequenceNr, Forgetting: false));
+    }
+
     private void Delete(StoreDeletion deletion)
     {
         _deletions.Enqueue(deletion);

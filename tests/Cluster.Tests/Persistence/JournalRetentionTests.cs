@@ -137,6 +137,14 @@ public class JournalRetentionTests
             Assert.All(markers, marker => Assert.DoesNotContain(marker, remaining));
             // Its audit log outlives it, as the record of who changed and deleted it.
             Assert.True((await Read(storage, "audit-" + tailnet)).Events.Count > Changes);
+            // Its device's machine key journal goes (at most the last row, marked deleted), and its device keeps one snapshot.
+            foreach (var entity in new[] { "machine-", "device-" })
+            {
+                var ids = await Strings(storage, $"SELECT DISTINCT persistence_id FROM journal WHERE persistence_id LIKE '{entity}%'");
+                Assert.NotEmpty(ids);
+                foreach (var id in ids)
+                    await Eventually.Until(() => Read(storage, id), s => s.Events.Count <= 1 && s.Snapshots.Count == (entity == "device-" ? 1 : 0), $"{id}'s history gone");
+            }
         }
 
         await using (var restarted = await TestCoordinator.StartAsync(storage, Settings(keepAllEvents: false)))
@@ -218,6 +226,17 @@ public class JournalRetentionTests
         return new Stored(
             await Numbers(storage, $"SELECT sequence_number FROM journal WHERE persistence_id = '{id}' ORDER BY sequence_number"),
             await Numbers(storage, $"SELECT sequence_number FROM snapshot WHERE persistence_id = '{id}' ORDER BY sequence_number"));
+    }
+
+    private static async Task<List<string>> Strings(TestStorage storage, string sql)
+    {
+        await using var connection = await Open(storage);
+        await using var query = connection.CreateCommand();
+        query.CommandText = sql;
+        await using var reader = await query.ExecuteReaderAsync();
+        var found = new List<string>();
+        while (await reader.ReadAsync()) found.Add(reader.GetString(0));
+        return found;
     }
 
     private static async Task<List<long>> Numbers(TestStorage storage, string sql)
