@@ -108,6 +108,9 @@ public sealed class ControlConnection : IAsyncDisposable
     /// <paramref name="sharedChannel"/> lets many agents multiplex one HTTP/2 connection; otherwise the
     /// connection owns a channel of its own.
     /// </summary>
+    /// <summary>How long a coordinator that speaks another protocol version is left before it is tried again.</summary>
+    public static readonly TimeSpan VersionMismatchRetry = TimeSpan.FromMinutes(1);
+
     public static async Task<ControlConnection> OpenAsync(
         Uri url, Curve25519PrivateKey machineKey, Curve25519PublicKey? pinnedKey, TimeProvider clock, GrpcChannel? sharedChannel, CancellationToken cancel)
     {
@@ -121,8 +124,12 @@ public sealed class ControlConnection : IAsyncDisposable
             var client = new Coordinator.CoordinatorClient(channel);
             var serverKey = await client.GetServerKeyAsync(new ServerKeyRequest(), cancellationToken: timeout.Token);
             if (serverKey.ProtocolVersion != ControlProtocol.Version)
+                // Not permanent: in a rolling upgrade (or a rollback) the other coordinators of the list may speak
+                // this agent's version, and this one may again later. Taken for good, the first coordinator of
+                // another version an agent dialled would have stopped it until a person ran `up`.
                 throw new ControlConnectException(ControlErrorCodes.InvalidRequest,
-                    $"{url} speaks control protocol v{serverKey.ProtocolVersion}; this agent speaks v{ControlProtocol.Version}", permanent: true);
+                    $"{url} speaks control protocol v{serverKey.ProtocolVersion}; this agent speaks v{ControlProtocol.Version}: trying the other coordinators, and this one again in {VersionMismatchRetry.TotalSeconds:0} s",
+                    permanent: false, retryAfter: VersionMismatchRetry);
             if (serverKey.PublicKey.Length != Curve25519PublicKey.Size)
                 throw new ControlConnectException(ControlErrorCodes.HandshakeMalformed, $"{url} sent a {serverKey.PublicKey.Length}-byte key", permanent: false);
             var coordinatorKey = new Curve25519PublicKey(serverKey.PublicKey.Span);

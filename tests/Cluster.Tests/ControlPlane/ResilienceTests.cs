@@ -1,6 +1,10 @@
 using System.Collections.Immutable;
 using System.Net;
 using Akka.Actor;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Weft.Cluster.Tests.Support;
 using Weft.Contracts.Admin;
 using Weft.Contracts.Control;
@@ -116,6 +120,71 @@ public class ResilienceTests
 
         await agent.WaitForState(ControlState.Running);
         Assert.Equal(node.Control.ToString(), (await agent.Status()).Coordinator);
+    }
+
+    [Fact]
+    public async Task An_agent_that_meets_a_coordinator_of_another_protocol_version_tries_the_others_instead_of_stopping()
+    {
+        // A rolling upgrade: the first coordinator of the agent's list already speaks the next protocol version.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        await using var later = await LaterVersionCoordinator.StartAsync();
+        await using var agents = new AgentSystem();
+        var tailnet = (await node.Http.CreateTailnet($"versions-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
+        var states = new System.Collections.Concurrent.ConcurrentQueue<ControlStateChanged>();
+
+        var agent = TestAgent.Start(agents, [later.Url, node.Control], "upgrading", key);
+        agent.OnStateChanged = states.Enqueue;
+
+        await agent.WaitForState(ControlState.Running);
+        Assert.Equal(node.Control.ToString(), (await agent.Status()).Coordinator);
+        Assert.True(later.Asked > 0, "the agent never dialled the coordinator of the later version");
+        Assert.DoesNotContain(states, s => s.State == ControlState.NeedsLogin);
+    }
+
+    /// <summary>A coordinator of the next protocol version: it answers the key request, and nothing else.</summary>
+    private sealed class LaterVersionCoordinator : Weft.Contracts.Control.Coordinator.CoordinatorBase, IAsyncDisposable
+    {
+        private WebApplication _app = null!;
+        private int _asked;
+
+        public Uri Url { get; private set; } = null!;
+
+        public int Asked => Volatile.Read(ref _asked);
+
+        public static async Task<LaterVersionCoordinator> StartAsync()
+        {
+            var stub = new LaterVersionCoordinator();
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.Logging.ClearProviders();
+            builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(System.Net.IPAddress.Loopback, 0, listen => listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2));
+            builder.Services.AddGrpc();
+            builder.Services.AddSingleton(stub);
+            stub._app = builder.Build();
+            stub._app.MapGrpcService<LaterVersionCoordinator>();
+            await stub._app.StartAsync();
+            var address = stub._app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
+            stub.Url = new Uri(address.Replace("[::1]", "127.0.0.1") + "/");
+            return stub;
+        }
+
+        public override Task<Weft.Contracts.Control.ServerKeyResponse> GetServerKey(Weft.Contracts.Control.ServerKeyRequest request, Grpc.Core.ServerCallContext context)
+        {
+            Interlocked.Increment(ref _asked);
+            return Task.FromResult(new Weft.Contracts.Control.ServerKeyResponse
+            {
+                ProtocolVersion = Weft.Contracts.Control.ControlProtocol.Version + 1,
+                PublicKey = Google.Protobuf.ByteString.CopyFrom(new byte[32]),
+            });
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
     }
 
     [Fact]
