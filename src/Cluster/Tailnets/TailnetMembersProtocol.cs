@@ -173,16 +173,20 @@ public sealed record CreateUser(string TailnetId, string UserId, string Name, Da
 {
     public UserRole Role { get; init; } = UserRole.Member;
 
-    /// <summary>Asked by an owner or an operator: only they make an owner.</summary>
-    public bool ByOwner { get; init; } = true;
+    /// <summary>
+    /// Asked by an owner or an operator: only they make an owner. False unless said (as in a message from a
+    /// node of a version that did not send it): a restriction must not fall away for want of a field.
+    /// </summary>
+    public bool ByOwner { get; init; }
 }
 
 /// <summary>Gives a user a role. Only an owner (or an operator) makes or unmakes an owner (<paramref name="ByOwner"/>); the last owner stays one until another is made.</summary>
 [WireName("tailnet.set-user-role")]
 public sealed record SetUserRole(string TailnetId, string UserId, UserRole Role, bool ByOwner) : ITailnetCommand;
 
+/// <summary>Deletes a user; only an owner (or an operator) deletes an owner (<paramref name="ByOwner"/>, false unless said, as for <see cref="CreateUser.ByOwner"/>).</summary>
 [WireName("tailnet.delete-user")]
-public sealed record DeleteUser(string TailnetId, string UserId, bool ByOwner = true) : ITailnetCommand;
+public sealed record DeleteUser(string TailnetId, string UserId, bool ByOwner = false) : ITailnetCommand;
 
 [WireName("tailnet.create-auth-key")]
 public sealed record CreateAuthKey(

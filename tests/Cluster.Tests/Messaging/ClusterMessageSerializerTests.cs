@@ -241,6 +241,18 @@ public class ClusterMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(Suppo
     }
 
     [Fact]
+    public void A_user_command_without_its_owner_flag_from_a_node_that_did_not_send_it_is_not_an_owners()
+    {
+        // A node of an earlier version sends no ByOwner: deleting or making an owner must be refused, not allowed.
+        var serializer = (ClusterMessageSerializer)Sys.Serialization.FindSerializerForType(typeof(DeleteUser));
+        var delete = (DeleteUser)serializer.FromBinary("""{"TailnetId":"tn_abc","UserId":"usr_a"}"""u8.ToArray(), "tailnet.delete-user");
+        var create = (CreateUser)serializer.FromBinary("""{"TailnetId":"tn_abc","UserId":"usr_a","Name":"a@example.com","At":"2026-11-25T12:34:56+00:00"}"""u8.ToArray(), "tailnet.create-user");
+
+        Assert.False(delete.ByOwner);
+        Assert.False(create.ByOwner);
+    }
+
+    [Fact]
     public void An_actor_reference_resolves_to_the_same_actor_after_the_trip()
     {
         var back = (AttachSession)Support.SerializerAssert.RoundTrip<ClusterMessageSerializer>(Sys, new AttachSession("dev_a", TestActor, 7, false), out _);

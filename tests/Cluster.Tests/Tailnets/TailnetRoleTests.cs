@@ -15,7 +15,7 @@ public class TailnetRoleTests
     private static TailnetState WithUsers()
     {
         var state = TailnetState.Unborn(T).Apply(new TailnetCreated(TailnetRules.DefaultSettings("acme"), Now));
-        state = Run(state, new CreateUser(T, "usr_alice", "alice@example.com", Now) { Role = UserRole.Owner });
+        state = Run(state, new CreateUser(T, "usr_alice", "alice@example.com", Now) { Role = UserRole.Owner, ByOwner = true });
         state = Run(state, new CreateUser(T, "usr_bob", "bob@example.com", Now));
         return Run(state, new CreateUser(T, "usr_carol", "carol@example.com", Now) { Role = UserRole.Auditor });
     }
