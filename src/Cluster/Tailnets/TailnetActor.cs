@@ -89,6 +89,9 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
     private Moment Now() => new(_clock.GetTimestamp(), _clock.GetUtcNow());
 
     private TimeSpan Since(Moment moment) => _clock.GetElapsedTime(moment.Timestamp);
+
+    /// <summary>A span in the clock's timestamp units.</summary>
+    private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _clock.TimestampFrequency);
     private IActorRef? _devices;
     private IActorRef? _machines;
 
@@ -536,9 +539,21 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             Log.Warning("Tailnet {0}: the stored policy is enforced without a section this version does not have (line {1}): {2}", State.TailnetId, ignored.Line, ignored.Message);
         if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
         // Nobody is known to be online yet. A connected device's session re-attaches well within the
-        // presence timeout; an ephemeral device that has not by then is offline, counted from now.
-        var knownOffline = new Moment(Now().Timestamp + (long)(_presenceTimeout.TotalSeconds * _clock.TimestampFrequency), _clock.GetUtcNow() + _presenceTimeout);
-        foreach (var device in State.Devices.Values.Where(d => d.Ephemeral)) _offlineEphemeral[device.DeviceId] = knownOffline;
+        // presence timeout, and no ephemeral device is removed before then. One that has not re-attached is
+        // offline since its stored last sighting (a disconnect), else from then: counting every device from
+        // now, an incarnation started more often than the timeout (daily deploys, a week's timeout) removed none.
+        var now = Now();
+        var knownOffline = new Moment(now.Timestamp + Ticks(_presenceTimeout), now.At + _presenceTimeout);
+        // Removed once both its timeout since then has passed and the re-attach window: offline since the later of
+        // the sighting and the window's end less the timeout.
+        var earliest = knownOffline.Timestamp - Ticks(State.Settings.EphemeralTimeout);
+        foreach (var device in State.Devices.Values.Where(d => d.Ephemeral))
+        {
+            var since = device.LastSeen is { } seen && seen < now.At
+                ? new Moment(now.Timestamp - Ticks(now.At - seen), seen)
+                : knownOffline;
+            _offlineEphemeral[device.DeviceId] = since.Timestamp < earliest ? since with { Timestamp = earliest } : since;
+        }
         // What the previous incarnation stored but had not sent yet (its coalescing window, a crash, a
         // handoff) went with it, and no version shows the gap: every device starts again from a full map.
         // The devices' entities report their soft state again before anyone gets a full map (see the class comment);

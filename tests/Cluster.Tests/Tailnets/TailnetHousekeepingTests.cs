@@ -71,4 +71,40 @@ public class TailnetHousekeepingTests() : Akka.TestKit.Xunit2.TestKit(RejectingJ
             Assert.Equal(DeviceStatus.Expired, ExpectMsg<DeviceInfo>().Device.Status);
         }, TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200));
     }
+
+    [Fact]
+    public void An_ephemeral_device_offline_when_the_tailnet_stopped_counts_from_its_last_sighting_not_from_the_restart()
+    {
+        // Counting every offline ephemeral device from each start, a tailnet started again more often than the
+        // timeout (daily deploys and a week's timeout) never removed one.
+        const string id = "tn_eph_restart";
+        var clock = new SteppedWallClock();
+        var control = new Weft.Cluster.Control.ControlSettings { HousekeepingSeconds = 0.1, PresenceTimeoutSeconds = 1, SessionReattachSeconds = 0.5 };
+        var tailnet = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock, control));
+        tailnet.Tell(new CreateTailnet(id, TailnetRules.DefaultSettings("acme") with { EphemeralTimeoutSeconds = 600 }, clock.GetUtcNow()));
+        ExpectMsg<TailnetInfo>();
+        tailnet.Tell(new CreateAuthKey(id, "eph", "h", null, true, true, [], clock.GetUtcNow().AddDays(1), "", clock.GetUtcNow()));
+        ExpectMsg<AuthKeyInfo>();
+        tailnet.Tell(new RegisterDevice(id, "dev_gone", new string('e', 64), new string('g', 64), "", "dev_gone", "linux", "eph", "h", clock.GetUtcNow()));
+        ExpectMsg<DeviceRegistration>();
+        tailnet.Tell(new DeviceOnline(id, "dev_gone", true, clock.GetUtcNow()));
+        tailnet.Tell(new DeviceOnline(id, "dev_gone", false, clock.GetUtcNow())); // its last sighting, stored
+        AwaitAssert(() =>
+        {
+            tailnet.Tell(new GetDevice(id, "dev_gone"));
+            Assert.NotNull(ExpectMsg<DeviceInfo>().Device.LastSeen);
+        }, TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(100));
+        Watch(tailnet);
+        tailnet.Tell(PoisonPill.Instance);
+        ExpectTerminated(tailnet);
+
+        clock.Step(TimeSpan.FromMinutes(11)); // past the timeout since it went
+        var again = Sys.ActorOf(TailnetActor.PropsFor(id, new PersistenceSettings(), clock, control));
+
+        AwaitAssert(() =>
+        {
+            again.Tell(new GetDevice(id, "dev_gone"));
+            Assert.IsType<Rejection>(ExpectMsg<object>());
+        }, TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(200));
+    }
 }
