@@ -228,26 +228,20 @@ public class JournalRetentionTests
             await Numbers(storage, $"SELECT sequence_number FROM snapshot WHERE persistence_id = '{id}' ORDER BY sequence_number"));
     }
 
-    private static async Task<List<string>> Strings(TestStorage storage, string sql)
-    {
-        await using var connection = await Open(storage);
-        await using var query = connection.CreateCommand();
-        query.CommandText = sql;
-        await using var reader = await query.ExecuteReaderAsync();
-        var found = new List<string>();
-        while (await reader.ReadAsync()) found.Add(reader.GetString(0));
-        return found;
-    }
+    private static Task<List<string>> Strings(TestStorage storage, string sql) => Column(storage, sql, reader => reader.GetString(0));
 
-    private static async Task<List<long>> Numbers(TestStorage storage, string sql)
+    private static Task<List<long>> Numbers(TestStorage storage, string sql) => Column(storage, sql, reader => reader.GetInt64(0));
+
+    /// <summary>The first column of every row <paramref name="sql"/> answers.</summary>
+    private static async Task<List<T>> Column<T>(TestStorage storage, string sql, Func<System.Data.Common.DbDataReader, T> read)
     {
         await using var connection = await Open(storage);
         await using var query = connection.CreateCommand();
         query.CommandText = sql;
         await using var reader = await query.ExecuteReaderAsync();
-        var numbers = new List<long>();
-        while (await reader.ReadAsync()) numbers.Add(reader.GetInt64(0));
-        return numbers;
+        var values = new List<T>();
+        while (await reader.ReadAsync()) values.Add(read(reader));
+        return values;
     }
 
     private static async Task Execute(TestStorage storage, string sql)
