@@ -143,6 +143,13 @@ public sealed class DeviceActor : EventSourcedEntity<DeviceState, IDeviceEvent>,
     /// A version epoch this entity stored is its own: from now on it numbers what it sends from there. It
     /// comes with the device's initialization (a new device) or with the first attach of a later activation.
     /// </summary>
+    /// <summary>A removal whose forgetting was cut off (a crash, a refused snapshot) forgets again.</summary>
+    protected override void OnRecovered()
+    {
+        base.OnRecovered();
+        if (State.Removed && !KeepsAllEvents) ForgetHistory(State);
+    }
+
     protected override void OnEventsPersisted(IReadOnlyList<IDeviceEvent> events, DeviceState before, DeviceState after)
     {
         // Removed, the device's state is all there is to keep (so that a late session is told so): its snapshot

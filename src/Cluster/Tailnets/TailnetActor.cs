@@ -539,17 +539,17 @@ public sealed class TailnetActor : EventSourcedEntity<TailnetState, ITailnetEven
             Log.Warning("Tailnet {0}: the stored policy is enforced without a section this version does not have (line {1}): {2}", State.TailnetId, ignored.Line, ignored.Message);
         if (State.IsActive) Log.Info("Tailnet {0} started with {1} device(s); presence is re-learned as their sessions re-attach", State.TailnetId, State.Devices.Count);
         // Nobody is known to be online yet. A connected device's session re-attaches well within the
-        // presence timeout, and no ephemeral device is removed before then. One that has not re-attached is
-        // offline since its stored last sighting (a disconnect), else from then: counting every device from
-        // now, an incarnation started more often than the timeout (daily deploys, a week's timeout) removed none.
+        // presence timeout. An ephemeral device that has not is offline since its stored last sighting (a
+        // disconnect; its registration if it never had one): counting every device from now, an incarnation
+        // started more often than the timeout (daily deploys, a week's timeout) removed none. A device online
+        // when the tailnet stopped has an older sighting, so none is removed before twice the presence timeout
+        // (its session re-attaching, after a failover, through a join storm).
         var now = Now();
         var knownOffline = new Moment(now.Timestamp + Ticks(_presenceTimeout), now.At + _presenceTimeout);
-        // Removed once both its timeout since then has passed and the re-attach window: offline since the later of
-        // the sighting and the window's end less the timeout.
-        var earliest = knownOffline.Timestamp - Ticks(State.Settings.EphemeralTimeout);
+        var earliest = now.Timestamp + Ticks(2 * _presenceTimeout) - Ticks(State.Settings.EphemeralTimeout);
         foreach (var device in State.Devices.Values.Where(d => d.Ephemeral))
         {
-            var since = device.LastSeen is { } seen && seen < now.At
+            var since = (device.LastSeen ?? device.CreatedAt) is var seen && seen < now.At
                 ? new Moment(now.Timestamp - Ticks(now.At - seen), seen)
                 : knownOffline;
             _offlineEphemeral[device.DeviceId] = since.Timestamp < earliest ? since with { Timestamp = earliest } : since;

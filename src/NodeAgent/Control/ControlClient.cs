@@ -802,6 +802,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void ScheduleRotation(DateTimeOffset expiry)
     {
         if (_nextNode is not null) return; // one rotation at a time; a reconnect resends it
+        if (_rotationPutOff) return; // its retry is armed (StartRotation): each netmap would replace it with the due time
         var due = NodeKeyRotation.DueIn(expiry, _state.NodeKeyIssuedAt ?? Now, Now, _options.RotationLead);
         if (due <= TimeSpan.Zero) StartRotation();
         else Timers.StartSingleTimer("rotate", RotationDue.Instance, due < MaxTimerDelay ? due : MaxTimerDelay);

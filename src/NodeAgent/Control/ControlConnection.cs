@@ -102,15 +102,15 @@ public sealed class ControlConnection : IAsyncDisposable
         throw last ?? new SocketException((int)SocketError.HostNotFound);
     }
 
+    /// <summary>How long a coordinator that speaks another protocol version is left before it is tried again.</summary>
+    public static readonly TimeSpan VersionMismatchRetry = TimeSpan.FromMinutes(1);
+
     /// <summary>
     /// Opens a stream. <paramref name="pinnedKey"/>, when known, must match the coordinator's key; a
     /// different key is refused permanently (a coordinator does not change keys; an impostor might).
     /// <paramref name="sharedChannel"/> lets many agents multiplex one HTTP/2 connection; otherwise the
     /// connection owns a channel of its own.
     /// </summary>
-    /// <summary>How long a coordinator that speaks another protocol version is left before it is tried again.</summary>
-    public static readonly TimeSpan VersionMismatchRetry = TimeSpan.FromMinutes(1);
-
     public static async Task<ControlConnection> OpenAsync(
         Uri url, Curve25519PrivateKey machineKey, Curve25519PublicKey? pinnedKey, TimeProvider clock, GrpcChannel? sharedChannel, CancellationToken cancel)
     {

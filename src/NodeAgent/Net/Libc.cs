@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Weft.NodeAgent.Net;
 
-/// <summary>The few Linux system calls .NET does not offer: TUN setup, batched UDP (recvmmsg/sendmmsg), poll.</summary>
+/// <summary>The few Linux system calls .NET does not offer: TUN setup, batched UDP (recvmmsg/sendmmsg), poll, the boot-time clock.</summary>
 internal static unsafe partial class Libc
 {
     public const int O_RDONLY = 0;
@@ -107,6 +107,21 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int poll(PollFd* fds, nuint count, int timeoutMs);
+
+    public const int CLOCK_MONOTONIC = 1;
+    public const int CLOCK_BOOTTIME = 7;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+
+        public readonly long Milliseconds => Seconds * 1000 + Nanoseconds / 1_000_000;
+    }
+
+    [LibraryImport("libc")]
+    public static partial int clock_gettime(int clock, out TimeSpec time);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int recvmmsg(int fd, MMsgHdr* messages, uint count, int flags, Timespec* timeout);

@@ -194,18 +194,18 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         var roamed = moved || woke || (changed && !first && attachment.IsEmpty && _attachment.IsEmpty);
         _localEndpoints = local;
         _attachment = attachment;
-        if (roamed) _log.Info("The machine moved to another network ({0}): probing again", string.Join(", ", attachment.IsEmpty ? local : attachment));
+        if (roamed && !woke) _log.Info("The machine moved to another network ({0}): probing again", string.Join(", ", attachment.IsEmpty ? local : attachment));
         else if (!first) _log.Debug("The machine's addresses changed ({0}); the same network", string.Join(", ", local));
         if (_map is not null) StartProbe(roamed);
         else if (!first) Publish(roamed);
         // else: the first report waits for the relay map (or FirstReport)
     }
 
-    /// <summary>Wall time passing this much faster than the monotonic clock between two looks means the machine slept.</summary>
+    /// <summary>A sleep at least this long between two looks counts (its NAT mappings and TCP connections may be gone).</summary>
     public static readonly TimeSpan SleepThreshold = TimeSpan.FromSeconds(30);
 
-    // The clocks at the last look (monotonic ms, wall), to tell a sleep: the monotonic clock stands still through one.
-    private (long Monotonic, DateTimeOffset Wall)? _lookedAt;
+    // How long the machine had slept since boot at the last look (EngineClock.SleptMs).
+    private long? _sleptAtLastLook;
 
     /// <summary>
     /// Whether the machine slept since the last look (a laptop resumed). Then its NAT mappings are gone and
@@ -214,11 +214,11 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
     /// </summary>
     private bool Woke()
     {
-        var now = (Monotonic: _device.Clock.NowMs, Wall: _device.Clock.WallNow);
-        var last = _lookedAt;
-        _lookedAt = now;
-        if (last is not { } before) return false;
-        var slept = now.Wall - before.Wall - TimeSpan.FromMilliseconds(now.Monotonic - before.Monotonic);
+        var sleptMs = _device.Clock.SleptMs;
+        var before = _sleptAtLastLook;
+        _sleptAtLastLook = sleptMs;
+        if (before is not { } last) return false;
+        var slept = TimeSpan.FromMilliseconds(sleptMs - last);
         if (slept < SleepThreshold) return false;
         _log.Info("The machine slept for about {0:0} s: probing again, and reconnecting", slept.TotalSeconds);
         Context.Parent.Tell(new Tunnels.MachineSlept(slept));

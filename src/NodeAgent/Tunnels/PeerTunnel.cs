@@ -127,8 +127,9 @@ public sealed class PeerTunnel : UntypedActor, IWithTimers
                     _zeroKeysAt = 0;
                     _peer.ZeroKeypairs();
                     DiscardPending();
-                    _peer.LastHandshakeSent = 0; // the rate limit's clock stood still too: the next packet's handshake goes at once
                 }
+                // The rate limit's clock stood still too: the next handshake goes at once.
+                if (slept.Slept >= Timings.RekeyTimeout) _peer.LastHandshakeSent = 0;
                 break;
             case InitiationArrived arrived:
                 OnInitiation(arrived);

@@ -98,7 +98,7 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         await parent.FishForMessageAsync<OwnEndpointsChanged>(changed => changed.Roamed, TimeSpan.FromSeconds(10));
     }
 
-    /// <summary>The machine's clocks, whose wall time jumps ahead when the test puts the machine to sleep (its monotonic clock stands still through a sleep).</summary>
+    /// <summary>The machine's clocks, which the test puts to sleep: the wall clock and the time asleep jump ahead, the monotonic clock stands still.</summary>
     private sealed class SleepingClock : EngineClock
     {
         private long _sleptTicks;
@@ -106,6 +106,8 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         public override long NowMs => Environment.TickCount64 + 1;
 
         public override DateTimeOffset WallNow => DateTimeOffset.UtcNow + TimeSpan.FromTicks(Interlocked.Read(ref _sleptTicks));
+
+        public override long SleptMs => Interlocked.Read(ref _sleptTicks) / TimeSpan.TicksPerMillisecond;
 
         public void Sleep(TimeSpan span) => Interlocked.Add(ref _sleptTicks, span.Ticks);
     }
