@@ -22,6 +22,8 @@ internal sealed class RelayConnection
     private long _lastPeerGoneNotHere;
     /// <summary>When the pending liveness probe was sent (0: none pending).</summary>
     private long _probeSentAt;
+    // The probe whose ping the client answered (its pong carries the probe's payload back).
+    private long _probeAnswered;
     private int _peerGoneBurst = 3;
 
     public RelayConnection(RelayServer server, Stream stream, RelayFrameReader reader, Curve25519PublicKey key, bool isMesh, RelayTicket? ticket)
@@ -97,7 +99,10 @@ internal sealed class RelayConnection
         _ = Task.Delay(_server.Options.LivenessProbeTimeout).ContinueWith(_ =>
         {
             Interlocked.Exchange(ref _probeSentAt, 0);
-            if (Interlocked.Read(ref _lastReadTicks) >= sentAt || IsClosing) return;
+            // Only the probe's own pong proves the far end is there: a frame it sent before it went away can still be
+            // read after the ping left (buffered in the network on the way), and taken for an answer it kept the
+            // connection, and delivered into it, until the idle timeout.
+            if (Interlocked.Read(ref _probeAnswered) == sentAt || IsClosing) return;
             _server.Counters.Refused("unanswered_probe");
             Close();
         }, TaskScheduler.Default);
@@ -178,6 +183,8 @@ internal sealed class RelayConnection
                     EnqueueControl(RelayFrame.Build(RelayFrameType.Pong, payload.AsSpan(0, RelayFrame.PingSize)));
                     break;
                 case RelayFrameType.Pong:
+                    if (payload.Length >= sizeof(long) && BitConverter.ToInt64(payload, 0) is var answered && answered != 0 && answered == Interlocked.Read(ref _probeSentAt))
+                        Interlocked.Exchange(ref _probeAnswered, answered);
                     break;
                 case RelayFrameType.SendPacket or RelayFrameType.ForwardPacket or RelayFrameType.WatchConns or RelayFrameType.ClosePeer:
                     counters.Dropped(IsMesh ? "client_frame_from_mesh" : "mesh_frame_from_client");
