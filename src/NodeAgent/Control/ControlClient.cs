@@ -6,7 +6,6 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
-using Weft.Contracts.Relay;
 
 namespace Weft.NodeAgent.Control;
 
@@ -32,6 +31,8 @@ public sealed record ControlClientOptions
     /// </summary>
     public ImmutableArray<string> AdvertisedRoutes { get; init; }
     public TimeSpan MinBackoff { get; init; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>How long a state the file could not take (a full disk) waits before it is written again, and a rotation put off by it before it is tried again.</summary>
+    public TimeSpan StateRetryInterval { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>The longest wait between attempts on one URL: below the time the cluster needs to down a dead node (akka.hocon).</summary>
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>After this long without a netmap message, the client asks the coordinator to confirm the version it holds.</summary>
@@ -160,13 +161,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             {
                 _log.Info("Loaded the cached netmap v{0} ({1} peers)", _session.Store.Version, _session.Store.PeerCount);
                 LearnCoordinatorsOfLoadedMap();
-                // With the relays it had: peers behind NATs answer through them, coordinator or not.
-                if (cache.LoadRelayAccess() is { } access && access.TicketExpiry > Now
-                    && RelayTicket.TryReadNodeKey(access.Ticket, out var ticketKey) && ticketKey == _node.PublicKey)
-                {
-                    _relayAccess = access;
-                    _log.Info("Loaded the cached relay map ({0} regions; ticket valid until {1:u})", access.Map.Regions.Count, access.TicketExpiry);
-                }
             }
         }
         Timers.StartPeriodicTimer("check", Check.Instance, CheckInterval);
@@ -621,14 +615,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         if (map is null || update.Ticket.IsEmpty) return;
         _relayAccess = new RelayAccessChanged(map, update.Ticket.ToByteArray(), update.TicketExpiry?.ToDateTimeOffset() ?? DateTimeOffset.MaxValue, coordinator.Host);
         Broadcast(_relayAccess);
-        try
-        {
-            _options.NetMapCache?.SaveRelayAccess(_relayAccess); // small, and rare (a ticket lasts hours)
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Warning("Cannot write the cached relay map: {0}", e.Message);
-        }
     }
 
     private void Applied(ServerMessage message, MapStep step)
@@ -824,7 +810,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
             _state = _state with { NextNodePrivateKey = null };
             _log.Warning("Node key rotation put off: the next key could not be written to the state file");
             _rotationPutOff = true; // asked for now (weft-agent rotate) or due: tried again, not rescheduled
-            Timers.StartSingleTimer("rotate", RotationDue.Instance, StateRetryInterval);
+            Timers.StartSingleTimer("rotate", RotationDue.Instance, _options.StateRetryInterval);
             return;
         }
         _rotationPutOff = false;
@@ -915,14 +901,6 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         Timers.Cancel("save-netmap");
         _session.Forget();
         CacheWriter?.Delete();
-        try
-        {
-            _options.NetMapCache?.DeleteRelayAccess(); // its ticket names a node key the device no longer has
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Warning("Cannot delete the cached relay map: {0}", e.Message);
-        }
         Broadcast(NetMapForgotten.Instance);
     }
 
@@ -937,13 +915,10 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
 
     // ------------------------------------------------------------------ state and status
 
-    /// <summary>How long a state the file could not take waits before it is written again.</summary>
-    private static readonly TimeSpan StateRetryInterval = TimeSpan.FromSeconds(30);
-
     /// <summary>
     /// Makes <paramref name="state"/> what the agent goes by, and writes it to the state file. A write the
     /// file system refuses (a full disk, a file system remounted read-only) is logged and tried again every
-    /// <see cref="StateRetryInterval"/>; the agent runs on from memory, and a restart of this actor carries
+    /// <see cref="ControlClientOptions.StateRetryInterval"/>; the agent runs on from memory, and a restart of this actor carries
     /// the unwritten state over (<see cref="Resume"/>). Failing here instead would restart the stream at
     /// every registration (each one writes its device) until the supervisor gave up and the daemon exited,
     /// taking the tunnels with it. A state already written is not written again.
@@ -959,9 +934,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            if (!_stateUnsaved) _log.Error(e, "The agent's state could not be written; running on from memory and trying again every {0}", StateRetryInterval);
+            if (!_stateUnsaved) _log.Error(e, "The agent's state could not be written; running on from memory and trying again every {0}", _options.StateRetryInterval);
             _stateUnsaved = true;
-            Timers.StartSingleTimer("save-state", SaveStateAgain.Instance, StateRetryInterval);
+            Timers.StartSingleTimer("save-state", SaveStateAgain.Instance, _options.StateRetryInterval);
             return false;
         }
         if (_stateUnsaved) _log.Info("The agent's state is written again");
