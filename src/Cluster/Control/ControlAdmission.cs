@@ -15,6 +15,7 @@ public sealed class ControlAdmission
     private readonly PerSourceBuckets<System.Net.IPAddress> _registrationsPerAddress;
     private readonly PerSourceBuckets<string> _registrationsPerKey;
     private readonly PerSourceBuckets<string> _handshakesPerMachine;
+    private readonly PerSourceBuckets<string>[] _requestsPerDevice;
     private int _pendingHandshakes;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
@@ -26,7 +27,22 @@ public sealed class ControlAdmission
         _registrationsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
         _registrationsPerKey = new PerSourceBuckets<string>(settings.RegistrationsPerSecondPerAuthKey, clock);
         _handshakesPerMachine = new PerSourceBuckets<string>(settings.HandshakesPerSecondPerMachine, clock);
+        _requestsPerDevice = new PerSourceBuckets<string>[Enum.GetValues<DeviceRequest>().Length];
+        _requestsPerDevice[(int)DeviceRequest.Endpoints] = new(settings.EndpointReportsPerSecondPerDevice, clock);
+        _requestsPerDevice[(int)DeviceRequest.Hostinfo] = Budget(settings.HostinfoReportsPerMinutePerDevice, TimeSpan.FromMinutes(1), clock);
+        _requestsPerDevice[(int)DeviceRequest.Subscribe] = Budget(settings.SubscribesPerMinutePerDevice, TimeSpan.FromMinutes(1), clock);
+        _requestsPerDevice[(int)DeviceRequest.NodeKeyRotation] = Budget(settings.NodeKeyRotationsPerHourPerDevice, TimeSpan.FromHours(1), clock);
     }
+
+    /// <summary>A budget of so many per period, all of them at once if it was not used for a period.</summary>
+    private static PerSourceBuckets<string> Budget(double count, TimeSpan period, TimeProvider clock) => new(count / period.TotalSeconds, clock, burst: count);
+
+    /// <summary>
+    /// One of a device's requests on its stream, against that device's budget of its kind (keyed by machine key,
+    /// so a reconnect does not refill it). False: the caller holds the request for <paramref name="retryAfterMs"/>.
+    /// </summary>
+    public bool TryAdmitFromDevice(string machineKey, DeviceRequest request, out uint retryAfterMs) =>
+        _requestsPerDevice[(int)request].TryTake(machineKey, out retryAfterMs);
 
     /// <summary>The same for one source address: one host (or one NAT) may not take the whole node's rate.</summary>
     public bool TryAdmitConnectFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _connectsPerAddress.TryTake(SourceOf(address), out retryAfterMs);
@@ -54,7 +70,7 @@ public sealed class ControlAdmission
     /// A token bucket per source (an address, a key). Buckets that have refilled are forgotten now and
     /// then, so the table stays as small as the set of sources active right now.
     /// </summary>
-    private sealed class PerSourceBuckets<TSource>(double perSecond, TimeProvider clock) where TSource : notnull
+    private sealed class PerSourceBuckets<TSource>(double perSecond, TimeProvider clock, double? burst = null) where TSource : notnull
     {
         private readonly System.Collections.Concurrent.ConcurrentDictionary<TSource, TokenBucket> _buckets = new();
         private int _calls;
@@ -66,7 +82,7 @@ public sealed class ControlAdmission
             if (Interlocked.Increment(ref _calls) % 1024 == 0)
                 foreach (var (key, bucket) in _buckets)
                     if (bucket.IsFull) _buckets.TryRemove(key, out _);
-            return _buckets.GetOrAdd(source, _ => new TokenBucket(perSecond, perSecond * 2, clock)).TryTake(out retryAfterMs);
+            return _buckets.GetOrAdd(source, _ => new TokenBucket(perSecond, Math.Max(1, burst ?? perSecond * 2), clock)).TryTake(out retryAfterMs);
         }
     }
 
@@ -139,4 +155,13 @@ public sealed class ControlAdmission
             }
         }
     }
+}
+
+/// <summary>What a device asks of the cluster on its stream, each with its own budget (<see cref="ControlSettings"/>).</summary>
+public enum DeviceRequest
+{
+    Endpoints,
+    Hostinfo,
+    Subscribe,
+    NodeKeyRotation,
 }

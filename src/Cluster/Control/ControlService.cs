@@ -1,4 +1,3 @@
-using System.Threading.Channels;
 using Akka.Actor;
 using Google.Protobuf;
 using Grpc.Core;
@@ -32,17 +31,6 @@ public sealed class ControlService(
     public static bool IsGrpcCall(Microsoft.AspNetCore.Http.HttpRequest request) =>
         request.ContentType?.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) == true;
 
-    /// <summary>Frames the session may queue before the agent counts as too slow.</summary>
-    public const int OutboundQueueLength = 1024;
-
-    /// <summary>
-    /// The frames a session has for its agent, waiting for the stream's writer. Full, it refuses a frame
-    /// (<c>TryWrite</c> is false), and the session closes the stream: the agent resumes from its last version
-    /// on reconnect. A queue that dropped the frame instead (<see cref="BoundedChannelFullMode.DropWrite"/>
-    /// answers true for a frame it drops) would lose deltas, key rotations and tickets without a word.
-    /// </summary>
-    public static Channel<byte[]> NewOutboundQueue(int length = OutboundQueueLength) =>
-        Channel.CreateBounded<byte[]>(new BoundedChannelOptions(length) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
     private static readonly LogThrottle SilentHandshakes = new(TimeSpan.FromSeconds(10));
 
@@ -95,15 +83,16 @@ public sealed class ControlService(
         handshakeSlot.Dispose();
 
         using var transport = accepted.Transport;
-        var outbound = NewOutboundQueue();
+        var outbound = new AgentStreamQueue();
         // The stream lives as long as its session: a node that shuts down drains its sessions first
-        // (each tells its agent to move), and a session that ends for any reason ends the stream.
-        using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        // (each tells its agent to move), and a session that ends for any reason ends the stream, at once
+        // if the agent stopped reading (see AgentStreamQueue).
+        using var streamDone = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, outbound.Abandoned);
         object started;
         try
         {
             started = await sessions.ActorRef.Ask<object>(
-                new StartSession(accepted.Machine, outbound.Writer, await services.GetAsync(), remote, streamDone.Token), StartSessionTimeout);
+                new StartSession(accepted.Machine, outbound, await services.GetAsync(), remote, streamDone.Token), StartSessionTimeout);
         }
         catch (AskTimeoutException)
         {
@@ -116,7 +105,7 @@ public sealed class ControlService(
         }
         if (started is not IActorRef session)
             throw Busy(context, ControlErrorCodes.Unavailable, (started as SessionRefused)?.Reason ?? "no session", DeviceRegistrar.RetryAfterMs);
-        var writer = WriteLoop(outbound.Reader, transport, responses, streamDone);
+        var writer = WriteLoop(outbound, transport, responses, streamDone);
         var inbound = new InboundQueue(settings.Control.InboundQueueLength);
         try
         {
@@ -124,13 +113,13 @@ public sealed class ControlService(
             {
                 if (requests.Current.Data.Length > ControlProtocol.MaxClientMessageSize + 16)
                 {
-                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameTooLarge, $"a frame of {requests.Current.Data.Length} bytes exceeds the limit of {ControlProtocol.MaxClientMessageSize}; the stream ends"));
+                    outbound.TryQueue(ErrorMessage(ControlErrorCodes.FrameTooLarge, $"a frame of {requests.Current.Data.Length} bytes exceeds the limit of {ControlProtocol.MaxClientMessageSize}; the stream ends"));
                     break;
                 }
                 var plaintext = transport.Open(requests.Current.Data.Span);
                 if (plaintext is null)
                 {
-                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameUnauthenticated, "a frame did not authenticate; the stream ends"));
+                    outbound.TryQueue(ErrorMessage(ControlErrorCodes.FrameUnauthenticated, "a frame did not authenticate; the stream ends"));
                     break;
                 }
                 ClientMessage message;
@@ -140,12 +129,12 @@ public sealed class ControlService(
                 }
                 catch (InvalidProtocolBufferException e)
                 {
-                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.FrameMalformed, "a frame is not a ClientMessage: " + e.Message));
+                    outbound.TryQueue(ErrorMessage(ControlErrorCodes.FrameMalformed, "a frame is not a ClientMessage: " + e.Message));
                     break;
                 }
                 if (!inbound.TryAdd())
                 {
-                    outbound.Writer.TryWrite(ErrorMessage(ControlErrorCodes.RateLimited,
+                    outbound.TryQueue(ErrorMessage(ControlErrorCodes.RateLimited,
                         $"more than {inbound.Capacity} messages are waiting for this stream's session; the stream ends"));
                     break;
                 }
@@ -163,17 +152,17 @@ public sealed class ControlService(
         finally
         {
             session.Tell(new StreamClosed("stream ended"));
-            outbound.Writer.TryComplete();
+            outbound.Complete();
             await writer;
         }
     }
 
     /// <summary>Seals and writes what the session queues; when the session closes the queue, ends the read side too.</summary>
-    private async Task WriteLoop(ChannelReader<byte[]> queue, ControlTransport transport, IServerStreamWriter<Frame> responses, CancellationTokenSource streamDone)
+    private async Task WriteLoop(AgentStreamQueue queue, ControlTransport transport, IServerStreamWriter<Frame> responses, CancellationTokenSource streamDone)
     {
         try
         {
-            await foreach (var message in queue.ReadAllAsync(CancellationToken.None))
+            await foreach (var message in queue.ReadAllAsync(streamDone.Token))
                 await responses.WriteAsync(new Frame { Data = ByteString.CopyFrom(transport.Seal(message)) }, streamDone.Token);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
@@ -220,6 +209,8 @@ public sealed class SessionServicesProvider(
     {
         Relays = relays,
         Logins = logins,
+        UnregisteredLimit = TimeSpan.FromSeconds(settings.Control.UnregisteredStreamSeconds),
+        StreamsPerMachine = settings.Control.StreamsPerMachine,
     };
 }
 

@@ -73,6 +73,29 @@ public sealed class ControlSettings
     /// <summary>Messages from one agent its session may have waiting; one more ends the stream (the agent reconnects).</summary>
     public int InboundQueueLength { get; set; } = 256;
 
+    // What one device (its machine key, on any of its streams, across reconnects) may ask of the cluster. Each
+    // of these costs every tenant on the node something: a journal write, a patch to every peer, a full map
+    // built and sent. A request beyond its budget is not refused but held, the latest of each kind, and
+    // handled as soon as the budget allows (an agent never needs the ones in between). 0: no limit.
+
+    /// <summary>Endpoint reports per second per device (twice that in a burst); each patches every peer.</summary>
+    public double EndpointReportsPerSecondPerDevice { get; set; } = 10;
+
+    /// <summary>Host-info reports (host name, OS, advertised routes) per minute per device, as many in a burst; each is a journal write and patches every peer.</summary>
+    public double HostinfoReportsPerMinutePerDevice { get; set; } = 6;
+
+    /// <summary>Subscribes per minute per device, as many in a burst; one that misses the device's recent deltas builds and sends a full map.</summary>
+    public double SubscribesPerMinutePerDevice { get; set; } = 12;
+
+    /// <summary>Node-key rotations per hour per device, as many in a burst; each is a journal write and patches every peer.</summary>
+    public double NodeKeyRotationsPerHourPerDevice { get; set; } = 12;
+
+    /// <summary>Control streams one machine key may hold open on this node; a newer one ends the oldest (an agent holds one).</summary>
+    public int StreamsPerMachine { get; set; } = 4;
+
+    /// <summary>A stream that has not registered a device ends when it sends no registration for this long (an agent waiting on a login asks every few seconds).</summary>
+    public double UnregisteredStreamSeconds { get; set; } = 60;
+
     public IEnumerable<string> Problems(string prefix)
     {
         foreach (var url in PublicUrls)
@@ -96,5 +119,13 @@ public sealed class ControlSettings
         if (!(HandshakesPerSecondPerMachine >= 0)) yield return $"{prefix}:HandshakesPerSecondPerMachine must be 0 (no limit) or more, not {HandshakesPerSecondPerMachine}";
         if (!(RegistrationsPerSecondPerAuthKey >= 0)) yield return $"{prefix}:RegistrationsPerSecondPerAuthKey must be 0 (no limit) or more, not {RegistrationsPerSecondPerAuthKey}";
         if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
+        if (!(EndpointReportsPerSecondPerDevice >= 0)) yield return $"{prefix}:EndpointReportsPerSecondPerDevice must be 0 (no limit) or more, not {EndpointReportsPerSecondPerDevice}";
+        if (!(HostinfoReportsPerMinutePerDevice >= 0)) yield return $"{prefix}:HostinfoReportsPerMinutePerDevice must be 0 (no limit) or more, not {HostinfoReportsPerMinutePerDevice}";
+        if (!(SubscribesPerMinutePerDevice >= 0)) yield return $"{prefix}:SubscribesPerMinutePerDevice must be 0 (no limit) or more, not {SubscribesPerMinutePerDevice}";
+        if (!(NodeKeyRotationsPerHourPerDevice >= 0)) yield return $"{prefix}:NodeKeyRotationsPerHourPerDevice must be 0 (no limit) or more, not {NodeKeyRotationsPerHourPerDevice}";
+        if (StreamsPerMachine is < 1 or > 1000) yield return $"{prefix}:StreamsPerMachine must be from 1 to 1000, not {StreamsPerMachine}";
+        if (!(UnregisteredStreamSeconds >= 2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000.0))
+            yield return $"{prefix}:UnregisteredStreamSeconds must be at least {2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000} " +
+                $"(twice how often an agent waiting for approval asks again), not {UnregisteredStreamSeconds}";
     }
 }

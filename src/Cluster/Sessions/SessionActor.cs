@@ -1,6 +1,5 @@
 using Weft.Cluster.Telemetry;
 using System.Net;
-using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Event;
 using Google.Protobuf;
@@ -63,6 +62,12 @@ public sealed record SessionServices(
 
     /// <summary>An agent heard from for none of this long (three keepalive intervals) is gone.</summary>
     public TimeSpan SilenceLimit => 3 * KeepAliveInterval;
+
+    /// <summary>A stream with no device ends when it sends no registration for this long (<see cref="Control.ControlSettings.UnregisteredStreamSeconds"/>).</summary>
+    public TimeSpan UnregisteredLimit { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Streams one machine key may hold open on this node; a newer one ends the oldest (<see cref="Control.ControlSettings.StreamsPerMachine"/>).</summary>
+    public int StreamsPerMachine { get; init; } = 4;
 }
 
 /// <summary>
@@ -104,7 +109,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private readonly MachineKey _machine;
     private readonly System.Net.IPAddress? _remoteAddress;
-    private readonly ChannelWriter<byte[]> _outbound;
+    private readonly AgentStreamQueue _outbound;
     private readonly SessionServices _services;
     private readonly CancellationToken _streamEnded;
     private CancellationTokenRegistration _streamEndedRegistration;
@@ -132,15 +137,20 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private Curve25519PublicKey? _registeringKey;
     private Curve25519PublicKey? _nodeKey;
     private DateTimeOffset? _keyExpiry;
+    /// <summary>The latest request of each kind beyond the device's budget (<see cref="ControlAdmission.TryAdmitFromDevice"/>), handled when it allows.</summary>
+    private readonly Dictionary<DeviceRequest, ClientMessage> _held = new();
+    private bool _heldLogged;
+    private readonly string _machineHex;
 
     /// <param name="streamEnded">
     /// Cancelled when the stream ends, whenever that is. A session the guardian starts after its stream
     /// gave up waiting for it (a reconnect storm) hears it at once, instead of living out its silence limit.
     /// </param>
-    public SessionActor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
+    public SessionActor(MachineKey machine, AgentStreamQueue outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
         CancellationToken streamEnded = default)
     {
         _machine = machine;
+        _machineHex = machine.Key.ToHex();
         _streamEnded = streamEnded;
         _remoteAddress = remoteAddress;
         _outbound = outbound;
@@ -153,7 +163,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props PropsFor(MachineKey machine, ChannelWriter<byte[]> outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
+    public static Props PropsFor(MachineKey machine, AgentStreamQueue outbound, SessionServices services, System.Net.IPAddress? remoteAddress = null,
         CancellationToken streamEnded = default) =>
         Props.Create(() => new SessionActor(machine, outbound, services, remoteAddress, streamEnded)).WithMailbox(Hosting.CompactMailbox.Id);
 
@@ -161,6 +171,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     {
         // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
         Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
+        Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
         // Runs at once if the stream has already ended.
         _streamEndedRegistration = _streamEnded.Register(static self => ((IActorRef)self!).Tell(new StreamClosed("the stream ended")), Self);
     }
@@ -169,7 +180,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     protected override void PostStop()
     {
         _streamEndedRegistration.Dispose();
-        _outbound.TryComplete();
+        _outbound.Complete();
         if (_tailnetId is not null) CoordinatorMetrics.AgentsConnected.Add(-1, CoordinatorMetrics.Tailnet(_tailnetId));
     }
 
@@ -184,6 +195,13 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void Unregistered(object message)
     {
         if (Always(message)) return;
+        if (message is UnregisteredTooLong)
+        {
+            // A stream that keeps no device and asks for none (an agent waiting on a login asks every few seconds)
+            // holds a session and its queue for nothing; streams with made-up machine keys would add up.
+            Close(ControlErrorCodes.NotRegistered, $"no registration on this stream for {_services.UnregisteredLimit.TotalSeconds:0} s; the stream ends");
+            return;
+        }
         if (message is not ClientFrameArrived arrived)
         {
             Unhandled(message);
@@ -219,6 +237,8 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             case Status.Failure failure:
                 OnRegistered(DeviceRegistrar.Refuse(ControlErrorCodes.Unavailable, "registration failed: " + failure.Cause.Message, DeviceRegistrar.RetryAfterMs));
                 break;
+            case UnregisteredTooLong:
+                break; // a registration is under way; a refused one sets the deadline again
             case ClientFrameArrived arrived:
                 Heard();
                 if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong)
@@ -273,6 +293,11 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 break;
             case ResendUnconfirmed resend:
                 if (_unconfirmed.TryGetValue(resend.Kind, out var pending)) SendUntilConfirmed(pending.Command);
+                break;
+            case HandleHeld held:
+                if (_held.Remove(held.Kind, out var request)) OnRegisteredMessage(request);
+                break;
+            case UnregisteredTooLong:
                 break;
             default:
                 Unhandled(message);
@@ -336,6 +361,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void StartRegistration(RegisterRequest request)
     {
+        if (_deviceId is null) Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
         Become(Registering);
         _registeringKey = request.NodeKey.Length == 32 ? new Curve25519PublicKey(request.NodeKey.Span) : null;
         DeviceRegistrar.RegisterAsync(_services, _machine, request, _remoteAddress).PipeTo(Self);
@@ -355,10 +381,12 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             _tailnetId = outcome.TailnetId;
             _nodeKey = _registeringKey;
             _keyExpiry = outcome.Result.KeyExpiry?.ToDateTimeOffset();
+            Timers.Cancel("unregistered");
             Become(Registered);
         }
         else
         {
+            if (_deviceId is null) Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
             Become(_deviceId is null ? Unregistered : Registered);
         }
         Send(new ServerMessage { RegisterResult = outcome.Result });
@@ -375,6 +403,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _entityVersionHeard = false;
         _endpointsAwaitingVersion = null;
         _unconfirmed.Clear(); // the reports of the device it was: its answers and resends now find nothing to do
+        _held.Clear();
         Timers.Cancel("reattach");
         Timers.Cancel("attach-unanswered");
         Timers.Cancel("relay-ticket");
@@ -384,6 +413,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void OnRegisteredMessage(ClientMessage message)
     {
+        if (RequestKind(message.BodyCase) is { } kind && !Admitted(kind, message)) return;
         switch (message.BodyCase)
         {
             case ClientMessage.BodyOneofCase.Register:
@@ -409,8 +439,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 }
                 // A reconnecting agent sends its endpoints right after its subscribe, before the entity has said which
                 // version it holds: a report from the previous session, stamped by a node whose clock is ahead, would
-                // outrank this one, and the peers would keep the old endpoints. So it waits for that answer.
-                if (_subscribed && !_entityVersionHeard)
+                // outrank this one, and the peers would keep the old endpoints. So it waits for that answer (also
+                // when the subscribe is held back by the device's budget).
+                if ((_subscribed || _held.ContainsKey(DeviceRequest.Subscribe)) && !_entityVersionHeard)
                 {
                     _endpointsAwaitingVersion = update;
                     break;
@@ -445,6 +476,30 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 SendError(ControlErrorCodes.FrameMalformed, "empty or unknown client message");
                 break;
         }
+    }
+
+    private static DeviceRequest? RequestKind(ClientMessage.BodyOneofCase body) => body switch
+    {
+        ClientMessage.BodyOneofCase.Endpoints => DeviceRequest.Endpoints,
+        ClientMessage.BodyOneofCase.Hostinfo => DeviceRequest.Hostinfo,
+        ClientMessage.BodyOneofCase.Subscribe => DeviceRequest.Subscribe,
+        ClientMessage.BodyOneofCase.RotateNodeKey => DeviceRequest.NodeKeyRotation,
+        _ => null,
+    };
+
+    /// <summary>
+    /// Whether the device's budget for this kind of request allows it now. If not, it is held (replacing one
+    /// held before: each kind is a "latest wins" report or request, and the agent needs no answer to the ones
+    /// it replaced) and handled when the budget allows, so a buggy or hostile agent slows only itself.
+    /// </summary>
+    private bool Admitted(DeviceRequest kind, ClientMessage message)
+    {
+        if (_services.Admission.TryAdmitFromDevice(_machineHex, kind, out var retryAfterMs)) return true;
+        if (!_heldLogged) _log.Info("Device {0} asks more often than its budget allows ({1}); the latest of each kind is handled when it does", _deviceId, kind);
+        _heldLogged = true;
+        _held[kind] = message;
+        if (!Timers.IsTimerActive(("held", kind))) Timers.StartSingleTimer(("held", kind), new HandleHeld(kind), TimeSpan.FromMilliseconds(retryAfterMs));
+        return false;
     }
 
     /// <summary>Links the stream to the device's entity through the shard region (wherever it lives now), resuming after what this session delivered.</summary>
@@ -635,7 +690,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void Send(byte[] serverMessage)
     {
         if (_closing) return;
-        if (_outbound.TryWrite(serverMessage))
+        if (_outbound.TryQueue(serverMessage))
         {
             _lastSent = _services.Clock.GetTimestamp();
             return;
@@ -646,9 +701,13 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             End();
             return;
         }
-        // The agent does not read fast enough: drop it; it resumes from its last version on reconnect.
-        _log.Warning("Session of machine {0} cannot keep up (its queue of {1} frames is full); closing it", _machine, ControlService.OutboundQueueLength);
-        End();
+        // The agent does not read fast enough: drop it, and what it has not read (the stream ends at once, not
+        // once an agent that stopped reading takes it); it resumes from its last version on reconnect.
+        _log.Warning("Session of machine {0} cannot keep up (its queue of {1} frames or {2} MiB is full); closing it",
+            _machine, AgentStreamQueue.DefaultFrames, AgentStreamQueue.DefaultBytes >> 20);
+        _closing = true;
+        _outbound.Abandon();
+        Context.Stop(Self);
     }
 
     private void SendError(string code, string message) => Send(new ServerMessage { Error = new Weft.Contracts.Control.Error { Code = code, Message = message } });
@@ -662,7 +721,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void End()
     {
         _closing = true;
-        _outbound.TryComplete();
+        _outbound.Complete();
         Context.Stop(Self);
     }
 
@@ -704,6 +763,13 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private sealed record TailnetAnswered(Type Kind, int Attempt, object? Answer);
 
     private sealed record ResendUnconfirmed(Type Kind);
+
+    private sealed record HandleHeld(DeviceRequest Kind);
+
+    private sealed class UnregisteredTooLong
+    {
+        public static readonly UnregisteredTooLong Instance = new();
+    }
 
     private sealed record RotationAnswered(Curve25519PublicKey NewKey, object Answer);
 

@@ -1,7 +1,8 @@
-using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Event;
 using Weft.Cluster.Messaging;
+using Weft.Cluster.Devices;
+using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
 
 namespace Weft.Cluster.Sessions;
@@ -17,7 +18,7 @@ namespace Weft.Cluster.Sessions;
 /// Cancelled when the stream ends, including when it stops waiting for this answer: under a storm the
 /// guardian can come to a start after its stream has given up, and must not leave a session behind.
 /// </param>
-public sealed record StartSession(MachineKey Machine, ChannelWriter<byte[]> Outbound, SessionServices Services, System.Net.IPAddress? RemoteAddress = null,
+public sealed record StartSession(MachineKey Machine, AgentStreamQueue Outbound, SessionServices Services, System.Net.IPAddress? RemoteAddress = null,
     CancellationToken StreamEnded = default);
 
 public sealed record SessionRefused(string Reason);
@@ -50,7 +51,10 @@ public sealed record SessionCount(int Sessions, bool Draining) : IClusterMessage
 public sealed class SessionGuardian : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly HashSet<IActorRef> _sessions = [];
+    /// <summary>Each session, with the machine key (hex) of its stream.</summary>
+    private readonly Dictionary<IActorRef, string> _sessions = new();
+    /// <summary>Each machine key's sessions here, oldest first.</summary>
+    private readonly Dictionary<string, List<IActorRef>> _streamsOf = new();
     private IActorRef? _drainRequester;
     private int _moved;
 
@@ -68,14 +72,26 @@ public sealed class SessionGuardian : ReceiveActor, IWithTimers
                 Sender.Tell(new SessionRefused("the stream ended before its session started"));
                 return;
             }
+            var machine = start.Machine.Key.ToHex();
+            if (!_streamsOf.TryGetValue(machine, out var streams)) _streamsOf[machine] = streams = new List<IActorRef>(1);
+            // An agent holds one stream; a reconnect may find its last one not yet timed out. More than a few
+            // is a copied key or a client opening streams it never uses, each holding a session and its queue.
+            while (streams.Count >= Math.Max(1, start.Services.StreamsPerMachine))
+            {
+                streams[0].Tell(new SessionEnded(ControlErrorCodes.Unavailable, "this machine key opened a newer stream to this coordinator; this one ends"));
+                streams.RemoveAt(0);
+            }
             var session = Context.ActorOf(SessionActor.PropsFor(start.Machine, start.Outbound, start.Services, start.RemoteAddress, start.StreamEnded));
             Context.Watch(session);
-            _sessions.Add(session);
+            _sessions[session] = machine;
+            streams.Add(session);
             Sender.Tell(session);
         });
         Receive<Terminated>(terminated =>
         {
-            _sessions.Remove(terminated.ActorRef);
+            if (_sessions.Remove(terminated.ActorRef, out var machine) && _streamsOf.TryGetValue(machine, out var streams)
+                && streams.Remove(terminated.ActorRef) && streams.Count == 0)
+                _streamsOf.Remove(machine);
             if (_sessions.Count == 0) FinishDrain();
         });
         Receive<DrainSessions>(drain =>
@@ -84,7 +100,7 @@ public sealed class SessionGuardian : ReceiveActor, IWithTimers
             _drainRequester = Sender;
             _moved = _sessions.Count;
             _log.Info("Draining {0} agent session(s): they reconnect to other coordinators", _sessions.Count);
-            foreach (var session in _sessions) session.Tell(new MoveAgent("this coordinator is shutting down", drain.After));
+            foreach (var session in _sessions.Keys) session.Tell(new MoveAgent("this coordinator is shutting down", drain.After));
             if (_sessions.Count == 0) FinishDrain();
             else Timers.StartSingleTimer("drain-deadline", DrainDeadline.Instance, drain.Deadline);
         });

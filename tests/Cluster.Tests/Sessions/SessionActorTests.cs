@@ -1,4 +1,3 @@
-using System.Threading.Channels;
 using Akka.Actor;
 using Akka.TestKit;
 using Google.Protobuf;
@@ -31,7 +30,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     private readonly Curve25519PrivateKey _coordinatorKey = Curve25519PrivateKey.Generate();
     private readonly Curve25519PrivateKey _machineKey = Curve25519PrivateKey.Generate();
     private readonly Curve25519PrivateKey _nodeKey = Curve25519PrivateKey.Generate();
-    private readonly Channel<byte[]> _toAgent = Channel.CreateUnbounded<byte[]>();
+    private readonly AgentStreamQueue _toAgent = new(frames: 100_000);
     private readonly InboundQueue _inbound = new(64);
 
     public SessionActorTests() : base(TestActorSystems.WithWeftSerialization)
@@ -43,13 +42,13 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     private IActorRef StartSession(Weft.Cluster.Relays.RelayTicketIssuer? relays = null, TimeProvider? clock = null, TimeSpan? keepAlive = null,
-        ChannelWriter<byte[]>? toAgent = null)
+        AgentStreamQueue? toAgent = null)
     {
         // Keepalives and re-attaches every minute (unless a test asks): none falls inside a test.
         var services = new SessionServices(_directory.Ref, _tailnets.Ref, _devices.Ref, _machines.Ref, new TailnetAffinity(100),
             _coordinatorKey, clock ?? TimeProvider.System, new ControlAdmission(new ControlSettings(), TimeProvider.System),
             TimeSpan.FromMinutes(1), keepAlive ?? TimeSpan.FromMinutes(1)) { Relays = relays };
-        return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), toAgent ?? _toAgent.Writer, services));
+        return Sys.ActorOf(SessionActor.PropsFor(new MachineKey(_machineKey.PublicKey), toAgent ?? _toAgent, services));
     }
 
     private void FromAgent(IActorRef session, ClientMessage message)
@@ -61,7 +60,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     private ServerMessage NextToAgent()
     {
         using var limit = new CancellationTokenSource(ReadLimit);
-        return ServerMessage.Parser.ParseFrom(_toAgent.Reader.ReadAsync(limit.Token).AsTask().GetAwaiter().GetResult());
+        return ServerMessage.Parser.ParseFrom(_toAgent.ReadAsync(limit.Token).AsTask().GetAwaiter().GetResult());
     }
 
     /// <summary>Everything the agent is sent until the session completes its stream (which it must, within the read limit).</summary>
@@ -71,7 +70,7 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         var messages = new List<ServerMessage>();
         var reading = Task.Run(async () =>
         {
-            await foreach (var bytes in _toAgent.Reader.ReadAllAsync(limit.Token)) messages.Add(ServerMessage.Parser.ParseFrom(bytes));
+            await foreach (var bytes in _toAgent.ReadAllAsync(limit.Token)) messages.Add(ServerMessage.Parser.ParseFrom(bytes));
         });
         reading.GetAwaiter().GetResult();
         return messages;
@@ -225,17 +224,55 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
         // The stream's real queue: an agent on a bad link (or one swallowing a full map) leaves it full. Dropping the
         // frame while answering "queued" lost deltas, node-key rotations and tickets for as long as the stream lived,
         // and the session counted each as delivered. Ending the stream instead makes the agent resume from its version.
-        var queue = ControlService.NewOutboundQueue(length: 4);
-        var session = StartSession(toAgent: queue.Writer);
+        var queue = new AgentStreamQueue(frames: 4);
+        var session = StartSession(toAgent: queue);
         Watch(session);
         for (var version = 1UL; version <= 5; version++)
             session.Tell(new DeliverToAgent(new ServerMessage { Ping = new Ping { Nonce = version } }.ToByteArray(), version));
         ExpectTerminated(session);
 
+        // The stream is abandoned: its writer stops at once instead of waiting on an agent that does not read.
+        AwaitCondition(() => queue.Abandoned.IsCancellationRequested, TimeSpan.FromSeconds(5));
         var queued = new List<byte[]>();
-        while (queue.Reader.TryRead(out var frame)) queued.Add(frame);
+        while (queue.TryRead(out var frame)) queued.Add(frame);
         Assert.Equal(4, queued.Count);
-        Assert.True(queue.Reader.Completion.IsCompleted, "the stream is told to end");
+        Assert.True(queue.Completion.IsCompleted, "the stream is told to end");
+    }
+
+    [Fact]
+    public void A_session_ends_its_stream_when_what_its_agent_has_not_read_passes_the_byte_limit_however_few_the_frames()
+    {
+        // Two full maps of a big tailnet queued for an agent that stopped reading (or withholds its flow-control
+        // window) are megabytes: counted in frames alone, a thousand of them fit, and every later Subscribe added one.
+        var queue = new AgentStreamQueue(frames: 1000, bytes: 10_000);
+        var session = StartSession(toAgent: queue);
+        Watch(session);
+        var map = new ServerMessage { Error = new Weft.Contracts.Control.Error { Code = "x", Message = new string('m', 4_000) } }.ToByteArray();
+        for (var version = 1UL; version <= 3; version++) session.Tell(new DeliverToAgent(map, version));
+        ExpectTerminated(session);
+        AwaitCondition(() => queue.Abandoned.IsCancellationRequested, TimeSpan.FromSeconds(5));
+        var queued = 0;
+        while (queue.TryRead(out _)) queued++;
+        Assert.Equal(2, queued);
+
+        // A frame bigger than the whole limit still goes, alone: the limit never refuses a map outright.
+        var roomy = new AgentStreamQueue(frames: 10, bytes: 1_000);
+        Assert.True(roomy.TryQueue(map));
+        Assert.False(roomy.TryQueue(new byte[10]));
+        Assert.True(roomy.TryRead(out _));
+        Assert.True(roomy.TryQueue(new byte[10]));
+    }
+
+    [Fact]
+    public async Task An_ended_sessions_last_frames_get_a_bounded_time_to_reach_an_agent_that_no_longer_reads()
+    {
+        var queue = new AgentStreamQueue(drainLimit: TimeSpan.FromMilliseconds(300));
+        Assert.True(queue.TryQueue([1, 2, 3]));
+        queue.Complete();
+        Assert.False(queue.Abandoned.IsCancellationRequested, "the last words are sent first");
+        // Nobody reads: the drain limit ends the stream anyway.
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.True(queue.Abandoned.IsCancellationRequested, "an agent that stopped reading held its stream's queue for good");
     }
 
     [Fact]

@@ -1,4 +1,3 @@
-using System.Threading.Channels;
 using Akka.Actor;
 using Weft.Cluster.Control;
 using Weft.Cluster.Sessions;
@@ -23,13 +22,13 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
     {
     }
 
-    private StartSession StartFor(Channel<byte[]> outbound, CancellationToken streamEnded)
+    private StartSession StartFor(AgentStreamQueue outbound, CancellationToken streamEnded)
     {
         // Keepalives every minute: a session that stops within the test did not stop for silence.
         var probe = CreateTestProbe().Ref;
         var services = new SessionServices(probe, probe, probe, probe, new TailnetAffinity(100), _coordinatorKey, TimeProvider.System,
             new ControlAdmission(new ControlSettings(), TimeProvider.System), TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
-        return new StartSession(new MachineKey(_machineKey.PublicKey), outbound.Writer, services, StreamEnded: streamEnded);
+        return new StartSession(new MachineKey(_machineKey.PublicKey), outbound, services, StreamEnded: streamEnded);
     }
 
     private static async Task<int> SessionsOf(IActorRef guardian) => (await guardian.Ask<SessionCount>(CountSessions.Instance, Limit)).Sessions;
@@ -41,7 +40,7 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
         using var streamEnded = new CancellationTokenSource();
         streamEnded.Cancel();
 
-        guardian.Tell(StartFor(Channel.CreateUnbounded<byte[]>(), streamEnded.Token), TestActor);
+        guardian.Tell(StartFor(new AgentStreamQueue(), streamEnded.Token), TestActor);
 
         var refused = await ExpectMsgAsync<SessionRefused>(Limit);
         Assert.Contains("stream ended", refused.Reason);
@@ -52,7 +51,7 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
     public async Task A_session_stops_when_its_stream_ends_even_if_no_one_tells_it()
     {
         var guardian = Sys.ActorOf(SessionGuardian.Props());
-        var outbound = Channel.CreateUnbounded<byte[]>();
+        var outbound = new AgentStreamQueue();
         using var streamEnded = new CancellationTokenSource();
 
         guardian.Tell(StartFor(outbound, streamEnded.Token), TestActor);
@@ -64,7 +63,7 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
         streamEnded.Cancel();
 
         await ExpectTerminatedAsync(session, Limit);
-        await outbound.Reader.Completion.WaitAsync(Limit); // the session completed its outbound queue
+        await outbound.Completion.WaitAsync(Limit); // the session completed its outbound queue
         await AwaitAssertAsync(async () => Assert.Equal(0, await SessionsOf(guardian)), Limit);
     }
 
@@ -73,7 +72,7 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
     {
         // The guardian saw the stream alive, and the stream ended before the session's first message:
         // the session registers on a token already cancelled, and hears it then.
-        var outbound = Channel.CreateUnbounded<byte[]>();
+        var outbound = new AgentStreamQueue();
         using var streamEnded = new CancellationTokenSource();
         var start = StartFor(outbound, streamEnded.Token);
         streamEnded.Cancel();
@@ -82,6 +81,6 @@ public class SessionGuardianTests : Akka.TestKit.Xunit2.TestKit
         Watch(session);
 
         await ExpectTerminatedAsync(session, Limit);
-        await outbound.Reader.Completion.WaitAsync(Limit); // the session completed its outbound queue
+        await outbound.Completion.WaitAsync(Limit); // the session completed its outbound queue
     }
 }
