@@ -84,6 +84,8 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private bool _coordinatorServes;
     // Peers left out because their key's time passed by this machine's clock (each logged once).
     private readonly HashSet<string> _lapsedHere = [];
+    // The node key last told, to tell the tunnels again after they restart (TunnelsRestarted).
+    private NodeKeyChanged? _lastKeyChange;
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -157,6 +159,14 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
                 _log.Warning("Cannot correct this agent's routing: {0}", e.Message);
             }
         });
+        Receive<TunnelsRestarted>(_ =>
+        {
+            // What the tunnels failed on is lost, and nothing else would send it again before the next netmap
+            // change (hours, in a quiet tailnet): new peers without a tunnel, a rotation never taken.
+            if (_lastKeyChange is { } key) OnNodeKeyChanged(key);
+            if (_down || _view is null) _tunnels.Tell(new ApplyMesh([]));
+            else Apply(_view);
+        });
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
     }
@@ -170,7 +180,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     protected override SupervisorStrategy SupervisorStrategy() =>
         new OneForOneStrategy(maxNrOfRetries: 10, withinTimeRange: TimeSpan.FromMinutes(1), localOnlyDecider: e =>
         {
-            _log.Error(e, "The tunnels failed and restart; their sessions live in the engine and stay up");
+            _log.Error(e, "The tunnels or the path manager failed and restart; the tunnels' sessions live in the engine and stay up");
             return Directive.Restart;
         });
 
@@ -211,6 +221,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     private void OnNodeKeyChanged(NodeKeyChanged changed)
     {
+        _lastKeyChange = changed;
         var key = AgentStateFile.Key(changed.PrivateKeyHex);
         if (Device.PrivateKey is { } current && current.PublicKey == key.PublicKey)
         {

@@ -98,6 +98,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private bool _stateUnsaved;
     /// <summary>A rotation could not keep its next key: the next <see cref="RotationDue"/> starts it again.</summary>
     private bool _rotationPutOff;
+    /// <summary>Which dial is the current one (<see cref="OnDial"/>); from a random start, so a predecessor's late answer is not taken for this incarnation's.</summary>
+    private int _dialGeneration = Random.Shared.Next();
     private Curve25519PrivateKey _machine = null!;
     // Registered without a key and not approved yet: no netmap stream, the registration is repeated instead.
     private bool _awaitingApproval;
@@ -244,8 +246,8 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void Connecting()
     {
         Receive<Dial>(OnDial);
-        Receive<Connected>(OnConnected);
-        Receive<DialFailed>(OnDialFailed);
+        Receive<Connected>(connected => connected.Generation == _dialGeneration, OnConnected);
+        Receive<DialFailed>(failed => failed.Generation == _dialGeneration, OnDialFailed);
         Always();
     }
 
@@ -331,6 +333,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void GoConnecting(TimeSpan after, string? code, string detail)
     {
         DropConnection();
+        _dialGeneration++; // a dial still under way belongs to what this starts over from
         SetStatus(ControlState.Connecting, code, detail);
         Become(Connecting);
         ScheduleDial(after);
@@ -348,10 +351,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         if (_connection is not null) return;
         var self = Self;
         var shared = _options.SharedChannels?.Invoke(dial.Url);
+        // Only the latest dial's outcome counts: an earlier one (to the coordinator `up --login-server` just moved
+        // away from) would send the new login to the old cluster, pin its key, and count against the new one's backoff.
+        var generation = ++_dialGeneration;
         ControlConnection.OpenAsync(dial.Url, _machine, PinnedCoordinatorKey, _options.Clock, shared, _stopping.Token)
             .ContinueWith(task => task.IsCompletedSuccessfully
-                    ? (object)new Connected(task.Result)
-                    : new DialFailed(dial.Url, task.Exception?.GetBaseException() ?? new OperationCanceledException()),
+                    ? (object)new Connected(task.Result, generation)
+                    : new DialFailed(dial.Url, task.Exception?.GetBaseException() ?? new OperationCanceledException(), generation),
                 TaskScheduler.Default)
             .PipeTo(self);
     }
@@ -559,6 +565,7 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         DropConnection();
         Timers.Cancel("dial");
         Timers.Cancel("rotate");
+        _rotationPutOff = false; // the login to come starts over; its registration schedules the rotation it needs
         SetStatus(ControlState.NeedsLogin, code, message);
         Become(NeedingLogin);
     }
@@ -788,7 +795,13 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
     private void ScheduleRotation(DateTimeOffset expiry)
     {
         if (_nextNode is not null) return; // one rotation at a time; a reconnect resends it
-        if (_rotationPutOff) return; // its retry is armed (StartRotation): each netmap would replace it with the due time
+        if (_rotationPutOff)
+        {
+            // Its retry is armed (StartRotation): each netmap would replace it with the due time. Unless the retry
+            // came while the agent was not registered (a reconnect), where nothing could be done with it: then again.
+            if (!Timers.IsTimerActive("rotate")) Timers.StartSingleTimer("rotate", RotationDue.Instance, _options.StateRetryInterval);
+            return;
+        }
         var due = NodeKeyRotation.DueIn(expiry, _state.NodeKeyIssuedAt ?? Now, Now, _options.RotationLead);
         if (due <= TimeSpan.Zero) StartRotation();
         else Timers.StartSingleTimer("rotate", RotationDue.Instance, due < MaxTimerDelay ? due : MaxTimerDelay);
@@ -996,9 +1009,9 @@ public sealed class ControlClient : ReceiveActor, IWithTimers, IWithUnboundedSta
         public static readonly SaveStateAgain Instance = new();
     }
 
-    private sealed record Connected(ControlConnection Connection);
+    private sealed record Connected(ControlConnection Connection, int Generation);
 
-    private sealed record DialFailed(Uri Url, Exception Error);
+    private sealed record DialFailed(Uri Url, Exception Error, int Generation);
 
     private sealed record Arrived(ControlConnection Connection, ServerMessage Message);
 

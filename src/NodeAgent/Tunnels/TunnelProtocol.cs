@@ -70,6 +70,13 @@ public sealed record ApplyMesh(IReadOnlyList<MeshPeer> Peers)
 
 public sealed record MeshApplied(int Added, int Removed, int Rekeyed, int Updated);
 
+/// <summary>
+/// Told to the tunnels' parent after they restarted: the message they failed on is lost (Akka does not
+/// deliver it again), and the engine may hold half of a mesh (peers removed, the new ones not yet added)
+/// or the old private key. The parent tells them its key and its mesh again.
+/// </summary>
+public sealed record TunnelsRestarted(string Reason);
+
 /// <summary>Asks for a <see cref="TunnelStats"/> of every peer.</summary>
 public sealed class GetTunnelStats
 {

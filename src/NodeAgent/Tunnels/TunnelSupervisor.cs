@@ -66,6 +66,13 @@ public sealed class TunnelSupervisor : UntypedActor
         }
     }
 
+    /// <summary>Starts again from the engine's peers (<see cref="PreStart"/>), and asks its parent for what the failure may have cut short.</summary>
+    protected override void PostRestart(Exception reason)
+    {
+        base.PostRestart(reason);
+        Context.Parent.Tell(new TunnelsRestarted(reason.Message));
+    }
+
     protected override void PostStop()
     {
         _device.HandshakeSink = null;

@@ -370,6 +370,27 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         Assert.Empty((await a.DataPlane.Ask<Weft.NodeAgent.Paths.PathStatusReply>(Weft.NodeAgent.Paths.GetPathStatus.Instance, TimeSpan.FromSeconds(5))).Paths);
     }
 
+    [Fact]
+    public async Task A_login_to_another_coordinator_is_not_overtaken_by_a_dial_to_the_old_one_that_answers_late()
+    {
+        // `weft-agent up --login-server B` while the dial to A is still under way (A is slow to answer). A answers
+        // first, after the switch: its connection belonged to the login given up on, and taking it sent B's login
+        // to A and pinned A's key. Both stand-ins reach the same coordinator here; which one the agent is on tells.
+        await using var agents = new AgentSystem();
+        var tailnet = await coordinator.NewTailnet("late-dial");
+        var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        await using var oldServer = new SlowProxy(coordinator.Control, TimeSpan.FromSeconds(1.5));
+        await using var newServer = new SlowProxy(coordinator.Control, TimeSpan.FromSeconds(4));
+        using var a = TestAgent.Start(agents, [oldServer.Url], "a", key);
+        await a.WaitForState(ControlState.Connecting);
+        await Task.Delay(300);
+        a.Client.Tell(new LogIn(new ControlLogin([newServer.Url], "a", null, key, false, default), Connect: true));
+
+        await a.WaitForState(ControlState.Running);
+        var status = await a.Status();
+        Assert.Equal(newServer.Url.ToString().TrimEnd('/'), status.Coordinator?.TrimEnd('/'));
+    }
+
     private sealed class WatcherRecorder : ReceiveActor
     {
         public WatcherRecorder(List<object> told) => ReceiveAny(message => { lock (told) told.Add(message); });
@@ -516,6 +537,11 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         var status = await a.Status();
         Assert.Equal((ControlState.Running, nodeKeyInUse), (status.State, status.NodeKey));
         Assert.Equal(nodeKey, disk.Load().NodePrivateKey);
+        // The stream breaks and the agent stays away longer than the retry's interval (a rolling deploy, a roam): the
+        // retry comes while it is not registered, where nothing can be done with it. It must come again after.
+        states.Clear();
+        a.Client.Tell(new Reconnect(After: TimeSpan.FromSeconds(2.5)));
+        await Eventually.Until(() => states.SkipWhile(s => s != ControlState.Connecting).Contains(ControlState.Running), "registered again after a slow reconnect");
         // The disk has room again: the rotation put off is tried again (its retry, not the key's due time) and done.
         disk.Full = false;
         await Eventually.Until(async () => (await a.Status()).NodeKey, key => key != nodeKeyInUse, "the rotation put off, done once the disk has room");
