@@ -53,7 +53,7 @@ public sealed class ControlAdmission
     /// </summary>
     public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _registrationsPerAddress.TryTake(SourceOf(address), out retryAfterMs);
 
-    private static System.Net.IPAddress? SourceOf(System.Net.IPAddress? address) => address is null ? null : Hosting.HeldPerAddress.SourceOf(address);
+    private static System.Net.IPAddress? SourceOf(System.Net.IPAddress? address) => address is null ? null : Hosting.HeldPerAddress.SenderOf(address);
 
     /// <summary>
     /// Completed handshakes of one machine key, wherever they come from: a device reconnects a few

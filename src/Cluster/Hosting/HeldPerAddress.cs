@@ -6,7 +6,7 @@ namespace Weft.Cluster.Hosting;
 /// What a listener holds at once (connections, pending handshakes), counted in all and per source
 /// address against two limits: anything that can reach a port could otherwise open connections faster
 /// than they go and run the process out of file descriptors. An IPv4-mapped address counts as its IPv4
-/// one. Thread-safe.
+/// one, and an IPv6 address as its /64 (<see cref="SenderOf"/>). Thread-safe.
 /// </summary>
 public sealed class HeldPerAddress(int maximum, int maximumPerAddress)
 {
@@ -29,10 +29,25 @@ public sealed class HeldPerAddress(int maximum, int maximumPerAddress)
     /// <summary>One source, however it reached a dual-stack socket: an IPv4-mapped address counts as its IPv4 one.</summary>
     public static IPAddress SourceOf(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
 
+    /// <summary>
+    /// Whose allowance an address counts against (these limits, and every per-address rate): an IPv4 address
+    /// its own, an IPv6 address its /64. A host is given a whole /64 and may take a new address from it for each
+    /// connection, so per /128 it would escape every per-address limit.
+    /// </summary>
+    public static IPAddress SenderOf(IPAddress address)
+    {
+        var source = SourceOf(address);
+        if (source.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6) return source;
+        Span<byte> bytes = stackalloc byte[16];
+        source.TryWriteBytes(bytes, out _);
+        bytes[8..].Clear();
+        return new IPAddress(bytes);
+    }
+
     /// <summary>Counts one more from <paramref name="source"/>, unless a limit is reached (then nothing is counted).</summary>
     public Refusal TryEnter(IPAddress source)
     {
-        source = SourceOf(source);
+        source = SenderOf(source);
         lock (_perAddress)
         {
             if (_total >= Maximum) return Refusal.Total;
@@ -47,7 +62,7 @@ public sealed class HeldPerAddress(int maximum, int maximumPerAddress)
     /// <summary>One that <see cref="TryEnter"/> counted has gone, however it went.</summary>
     public void Leave(IPAddress source)
     {
-        source = SourceOf(source);
+        source = SenderOf(source);
         lock (_perAddress)
         {
             if (!_perAddress.TryGetValue(source, out var fromSource)) return;

@@ -29,6 +29,23 @@ public class ConnectRateTests
     }
 
     [Fact]
+    public void An_ipv6_host_counts_as_its_whole_64_so_a_new_address_per_stream_does_not_refill_its_allowance()
+    {
+        // A host is given a /64 and may take a new address from it for every connection (privacy addresses, or on purpose).
+        var admission = new ControlAdmission(new ControlSettings { ConnectsPerSecondPerAddress = 5 }, TimeProvider.System);
+        var admitted = Enumerable.Range(1, 50).Count(host => admission.TryAdmitConnectFrom(IPAddress.Parse($"fd7a:115c:a1e0:1::{host:x}"), out _));
+        Assert.InRange(admitted, 10, 11);
+        Assert.True(admission.TryAdmitConnectFrom(IPAddress.Parse("fd7a:115c:a1e0:2::1"), out _)); // another /64, another host
+
+        var held = new Weft.Cluster.Hosting.HeldPerAddress(maximum: 100, maximumPerAddress: 3);
+        Assert.Equal(3, Enumerable.Range(1, 10).Count(host => held.TryEnter(IPAddress.Parse($"fd7a:115c:a1e0:1:0:0:0:{host:x}")) == Weft.Cluster.Hosting.HeldPerAddress.Refusal.None));
+        held.Leave(IPAddress.Parse("fd7a:115c:a1e0:1::7")); // any address of the /64 gives its place back
+        Assert.Equal(Weft.Cluster.Hosting.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("fd7a:115c:a1e0:1::8")));
+        Assert.Equal(Weft.Cluster.Hosting.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("198.18.0.7")));
+        Assert.Equal(IPAddress.Parse("198.18.0.7"), Weft.Cluster.Hosting.HeldPerAddress.SenderOf(IPAddress.Parse("::ffff:198.18.0.7")));
+    }
+
+    [Fact]
     public void Registrations_from_one_address_have_their_own_allowance_beside_its_streams()
     {
         var admission = new ControlAdmission(new ControlSettings { ConnectsPerSecondPerAddress = 5 }, TimeProvider.System);

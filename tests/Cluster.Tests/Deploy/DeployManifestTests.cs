@@ -133,6 +133,14 @@ public class DeployManifestTests
             // Readiness includes the database; the relay does not need it, and stays reachable while it is away.
             Assert.Equal("true", Text(own, "spec", "publishNotReadyAddresses"));
         }
+        // Whatever agents reach from outside keeps their own source address: STUN answers with it, and every
+        // limit per source address counts it (through the node that forwarded it, one tenant's storm would
+        // take the allowance of every agent on that node).
+        var external = objects.Where(o => Text(o, "kind") == "Service"
+            && Node(o, "spec").Children.TryGetValue(new YamlScalarNode("type"), out var type) && type is YamlScalarNode { Value: "LoadBalancer" }).ToList();
+        Assert.Contains(external, service => Text(service, "metadata", "name") == "weft-control");
+        foreach (var service in external)
+            Assert.True(Text(service, "spec", "externalTrafficPolicy") == "Local", $"service {Text(service, "metadata", "name")} hides its clients' addresses");
         Assert.False(settings.Keys.Any(k => k.StartsWith("Weft__Relay__Regions__0__Nodes__", StringComparison.Ordinal) && k.Contains($"__{replicas}__")), "a relay node for a pod that does not exist");
 
         // The probes ask what the coordinator serves; a stopping pod gets time to leave gracefully.
