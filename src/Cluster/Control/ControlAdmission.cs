@@ -10,19 +10,18 @@ public sealed class ControlAdmission
 {
     private readonly TokenBucket _connects;
     private readonly TokenBucket _registrations;
-    private readonly int _maxPendingHandshakes;
     private readonly PerSourceBuckets<System.Net.IPAddress> _connectsPerAddress;
     private readonly PerSourceBuckets<System.Net.IPAddress> _registrationsPerAddress;
     private readonly PerSourceBuckets<string> _registrationsPerKey;
     private readonly PerSourceBuckets<string> _handshakesPerMachine;
     private readonly PerSourceBuckets<string>[] _requestsPerDevice;
-    private int _pendingHandshakes;
+    private readonly Hosting.HeldPerAddress _pendingHandshakes;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
     {
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
-        _maxPendingHandshakes = settings.MaxPendingHandshakes;
+        _pendingHandshakes = new Hosting.HeldPerAddress(settings.MaxPendingHandshakes, Math.Max(1, settings.MaxPendingHandshakes / 10));
         _connectsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
         _registrationsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
         _registrationsPerKey = new PerSourceBuckets<string>(settings.RegistrationsPerSecondPerAuthKey, clock);
@@ -87,24 +86,27 @@ public sealed class ControlAdmission
     }
 
     /// <summary>
-    /// A stream may start its handshake while fewer than the limit are in theirs: what unauthenticated
-    /// streams can make this node buffer is bounded (each first frame by MaxClientMessageSize).
-    /// Dispose the result when the handshake is over, whatever its outcome.
+    /// A stream may start its handshake while fewer than the limit are in theirs, in all and from its source
+    /// address (a tenth of the limit each): what unauthenticated streams can make this node buffer is bounded
+    /// (each first frame by MaxClientMessageSize), and two hosts holding every slot with streams that never
+    /// say hello cannot turn the agents of every other tenant away. Dispose the result when the handshake is
+    /// over, whatever its outcome. Null: no slot (which limit, in <paramref name="fromAddress"/>).
     /// </summary>
-    public IDisposable? TryBeginHandshake()
+    public IDisposable? TryBeginHandshake(System.Net.IPAddress? address, out bool fromAddress)
     {
-        if (Interlocked.Increment(ref _pendingHandshakes) <= _maxPendingHandshakes) return new HandshakeSlot(this);
-        Interlocked.Decrement(ref _pendingHandshakes);
-        return null;
+        var source = address ?? System.Net.IPAddress.None;
+        var refusal = _pendingHandshakes.TryEnter(source);
+        fromAddress = refusal == Hosting.HeldPerAddress.Refusal.Address;
+        return refusal == Hosting.HeldPerAddress.Refusal.None ? new HandshakeSlot(_pendingHandshakes, source) : null;
     }
 
-    private sealed class HandshakeSlot(ControlAdmission admission) : IDisposable
+    private sealed class HandshakeSlot(Hosting.HeldPerAddress held, System.Net.IPAddress source) : IDisposable
     {
         private int _released;
 
         public void Dispose()
         {
-            if (Interlocked.Exchange(ref _released, 1) == 0) Interlocked.Decrement(ref admission._pendingHandshakes);
+            if (Interlocked.Exchange(ref _released, 1) == 0) held.Leave(source);
         }
     }
 

@@ -51,8 +51,9 @@ public sealed class ControlService(
             throw Busy(context, ControlErrorCodes.RateLimited, "too many connections from this address", waitHere);
         if (!admission.TryAdmitConnect(out var wait))
             throw Busy(context, ControlErrorCodes.RateLimited, "too many agents connecting at once", wait);
-        using var handshakeSlot = admission.TryBeginHandshake()
-            ?? throw Busy(context, ControlErrorCodes.RateLimited, "too many handshakes in progress on this coordinator", 1000);
+        using var handshakeSlot = admission.TryBeginHandshake(remote, out var fromAddress)
+            ?? throw Busy(context, ControlErrorCodes.RateLimited,
+                fromAddress ? "too many handshakes in progress from this address" : "too many handshakes in progress on this coordinator", 1000);
         var coordinatorKey = await identity.Key.WaitAsync(TimeSpan.FromSeconds(30), context.CancellationToken);
         using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         handshakeTimeout.CancelAfter(HandshakeTimeout);

@@ -532,7 +532,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void ReportEndpoints(EndpointUpdate update)
     {
         _reportVersion = Math.Max(_reportVersion + 1, _services.Clock.GetUtcNow().UtcTicks);
-        _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints], update.HomeRelay,
+        // In their canonical form, each once: the text is what every peer and every full map carries, and "1.2.3.4:0041641"
+        // parses as well as "1.2.3.4:41641" (32 padded ones would be kilobytes per device, sent to every peer).
+        _reportedEndpoints = new UpdateDeviceEndpoints(_tailnetId!, _deviceId!, [.. update.Endpoints.Select(e => IPEndPoint.Parse(e).ToString()).Distinct()], update.HomeRelay,
             Convert.ToHexStringLower(update.DiscoKey.Span), _reportVersion);
         SendUntilConfirmed(_reportedEndpoints);
     }

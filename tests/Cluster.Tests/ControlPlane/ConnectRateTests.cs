@@ -46,6 +46,22 @@ public class ConnectRateTests
     }
 
     [Fact]
+    public void One_address_holds_at_most_a_tenth_of_the_handshake_slots_so_streams_that_never_say_hello_cannot_take_them_all()
+    {
+        var admission = new ControlAdmission(new ControlSettings { MaxPendingHandshakes = 20 }, TimeProvider.System);
+        var silent = IPAddress.Parse("198.18.0.7");
+        var held = Enumerable.Range(0, 5).Select(i => admission.TryBeginHandshake(silent, out _)).ToList();
+        Assert.Equal(2, held.Count(slot => slot is not null));
+        Assert.Null(admission.TryBeginHandshake(silent, out var fromAddress));
+        Assert.True(fromAddress, "refused for the address, not the node");
+        Assert.NotNull(admission.TryBeginHandshake(IPAddress.Parse("198.18.0.8"), out _)); // everyone else still gets in
+        held[0]!.Dispose();
+        held[0]!.Dispose(); // twice gives back one slot
+        Assert.NotNull(admission.TryBeginHandshake(silent, out _));
+        Assert.Null(admission.TryBeginHandshake(silent, out _));
+    }
+
+    [Fact]
     public void Registrations_from_one_address_have_their_own_allowance_beside_its_streams()
     {
         var admission = new ControlAdmission(new ControlSettings { ConnectsPerSecondPerAddress = 5 }, TimeProvider.System);

@@ -410,6 +410,20 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Endpoints_are_passed_on_in_their_canonical_form_each_once_whatever_padding_the_agent_sent()
+    {
+        // Every peer and every full map carries this text: zero-padded ports and long-form addresses parse, and would
+        // otherwise travel as sent (32 of them, kilobytes per device, to every peer of the tailnet).
+        var (session, _) = Registered();
+        FromAgent(session, new ClientMessage
+        {
+            Endpoints = new EndpointUpdate { Endpoints = { "198.18.0.8:0000041641", "198.18.0.8:41641", "[fd7a:115c:a1e0:0000:0000:0000:0000:0007]:00443" } },
+        });
+        var report = _devices.ExpectMsg<ReportEndpoints>();
+        Assert.Equal(["198.18.0.8:41641", "[fd7a:115c:a1e0::7]:443"], report.Report.Endpoints.ToArray());
+    }
+
+    [Fact]
     public void An_endpoints_report_that_the_tailnet_does_not_confirm_is_sent_again_until_it_does()
     {
         // A tailnet entity whose node just died loses what is sent to it until its shard has moved.
