@@ -35,9 +35,49 @@ public static class MeshEndpoints
         return Results.Json(await ReadMesh(http, refs, entry.TailnetId), AdminJson.Options);
     }
 
+    /// <summary>
+    /// Event streams one tailnet may hold open on a node. Each reads the whole tailnet (its devices, users and
+    /// graph, through its entity) every second for as long as it lasts; a console tab needs one, and a script
+    /// opening a hundred would keep the tailnet's entity busy, delaying its own deltas, and hold the admin listener's connections.
+    /// </summary>
+    public const int StreamsPerTailnet = 16;
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> OpenStreams = new();
+
     private static async Task StreamEvents(HttpContext http, string tailnet, TailnetRefs refs)
     {
         var entry = await refs.ResolveAsync(http, tailnet); // a wrong or foreign tailnet fails here, as JSON, before the stream starts
+        if (OpenStreams.AddOrUpdate(entry.TailnetId, 1, (_, open) => open + 1) > StreamsPerTailnet)
+        {
+            LeaveStream(entry.TailnetId);
+            await ApiErrorMiddleware.WriteAsync(http, ApiErrorCodes.RateLimited,
+                $"this tailnet already has {StreamsPerTailnet} event streams open on this node; close one (or use GET …/mesh)", retryAfterSeconds: 10);
+            return;
+        }
+        try
+        {
+            await StreamEventsOf(http, entry, refs);
+        }
+        finally
+        {
+            LeaveStream(entry.TailnetId);
+        }
+    }
+
+    private static void LeaveStream(string tailnetId)
+    {
+        // Down by one, and the entry gone at zero (a tailnet with no stream open costs nothing here).
+        while (OpenStreams.TryGetValue(tailnetId, out var open))
+        {
+            if (open <= 1 ? OpenStreams.TryRemove(new KeyValuePair<string, int>(tailnetId, open)) : OpenStreams.TryUpdate(tailnetId, open - 1, open)) return;
+        }
+    }
+
+    /// <summary>How many event streams of <paramref name="tailnetId"/> are open on this node.</summary>
+    public static int OpenStreamsOf(string tailnetId) => OpenStreams.GetValueOrDefault(tailnetId);
+
+    private static async Task StreamEventsOf(HttpContext http, TailnetEntry entry, TailnetRefs refs)
+    {
         var response = http.Response;
         response.ContentType = "text/event-stream";
         response.Headers.CacheControl = "no-store";

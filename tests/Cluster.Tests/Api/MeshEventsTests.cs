@@ -44,6 +44,49 @@ public class MeshEventsTests
         Assert.Null(await NextEvent(events)); // and the stream is over
     }
 
+    [Fact]
+    public async Task A_tailnet_holds_a_bounded_number_of_event_streams_and_one_closed_makes_room()
+    {
+        // Each stream reads the whole tailnet every second through its entity: a script opening hundreds would keep
+        // that entity busy (delaying the tailnet's own deltas) and fill the admin listener's connections.
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage);
+        var tailnet = (await node.Http.CreateTailnet("streams")).Id;
+        using var client = TestCoordinator.NewClient(node.Api, TestCoordinator.OperatorKey);
+        client.Timeout = Timeout.InfiniteTimeSpan;
+        var open = new List<HttpResponseMessage>();
+        try
+        {
+            for (var i = 0; i < Weft.Cluster.Api.MeshEndpoints.StreamsPerTailnet; i++)
+            {
+                var stream = await client.GetAsync($"/api/v1/tailnets/{tailnet}/events", HttpCompletionOption.ResponseHeadersRead);
+                open.Add(stream);
+                Assert.Equal(HttpStatusCode.OK, stream.StatusCode);
+            }
+            using var refused = await client.GetAsync($"/api/v1/tailnets/{tailnet}/events", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal((HttpStatusCode)429, refused.StatusCode);
+            Assert.Contains(ApiErrorCodes.RateLimited, await refused.Content.ReadAsStringAsync());
+            Assert.NotNull(refused.Headers.RetryAfter);
+            // Another tailnet is not held back by this one's streams.
+            var other = (await node.Http.CreateTailnet("other-streams")).Id;
+            using (var elsewhere = await client.GetAsync($"/api/v1/tailnets/{other}/events", HttpCompletionOption.ResponseHeadersRead))
+                Assert.Equal(HttpStatusCode.OK, elsewhere.StatusCode);
+
+            // The console closes one: its place is free once the node sees it gone.
+            open[0].Dispose();
+            open.RemoveAt(0);
+            await Eventually.Until(() => Weft.Cluster.Api.MeshEndpoints.OpenStreamsOf(tailnet) < Weft.Cluster.Api.MeshEndpoints.StreamsPerTailnet, "the closed stream's place freed");
+            var again = await client.GetAsync($"/api/v1/tailnets/{tailnet}/events", HttpCompletionOption.ResponseHeadersRead);
+            open.Add(again);
+            Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        }
+        finally
+        {
+            foreach (var stream in open) stream.Dispose();
+        }
+        await Eventually.Until(() => Weft.Cluster.Api.MeshEndpoints.OpenStreamsOf(tailnet) == 0, "every stream's place given back");
+    }
+
     /// <summary>The next server-sent event (comment lines skipped), or null when the stream ends; within 20 s.</summary>
     private static async Task<(string Event, string Data)?> NextEvent(StreamReader events)
     {
