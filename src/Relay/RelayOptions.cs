@@ -50,6 +50,16 @@ public sealed record RelayOptions
     /// new one warning every older one.
     /// </summary>
     public int MaxConnectionsPerKey { get; init; } = 4;
+
+    /// <summary>
+    /// Connections the relay holds at once, in all and from one source address (an IPv6 one counted as its /64):
+    /// one more is closed on arrival. A connection costs its socket, buffers and queues before it has even logged
+    /// in (for up to 10 s); the relay shares its process with the coordinator by default. Devices behind one NAT
+    /// share an address, so the limit per address is generous.
+    /// </summary>
+    public int MaxConnections { get; init; } = 200_000;
+
+    public int MaxConnectionsPerAddress { get; init; } = 2_000;
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;
 
     /// <summary>

@@ -32,6 +32,7 @@ public sealed class RelayServer : IAsyncDisposable
     private readonly ILogger _log;
     private readonly TcpListener _listener;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly HeldPerAddress _connections;
     private readonly List<Task> _loops = [];
     private readonly byte[] _serverKeyFrame;
     private readonly byte[]? _meshKey;
@@ -58,6 +59,7 @@ public sealed class RelayServer : IAsyncDisposable
         _options = options;
         _log = log ?? NullLogger.Instance;
         _listener = new TcpListener(options.Listen);
+        _connections = new HeldPerAddress(options.MaxConnections, options.MaxConnectionsPerAddress);
         _serverKeyFrame = RelayFrame.Build(RelayFrameType.ServerKey, [.. RelayFrame.Magic, .. options.ServerKey.PublicKey.ToArray()]);
         if (options.MeshKey is { } mesh)
         {
@@ -132,12 +134,19 @@ public sealed class RelayServer : IAsyncDisposable
             // Stopping: the listener may have stopped between the check above and this call ("not listening").
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested) { return; }
             catch (SocketException) { continue; }
+            var source = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+            if (_connections.TryEnter(source) is not HeldPerAddress.Refusal.None and var refusal)
+            {
+                Counters.Refused(refusal == HeldPerAddress.Refusal.Total ? "too_many_connections" : "too_many_connections_from_address");
+                socket.Dispose();
+                continue;
+            }
             socket.NoDelay = true;
-            _ = Task.Run(() => ServeAsync(socket));
+            _ = Task.Run(() => ServeAsync(socket, source));
         }
     }
 
-    private async Task ServeAsync(Socket socket)
+    private async Task ServeAsync(Socket socket, IPAddress source)
     {
         RelayConnection? connection = null;
         var framing = false;
@@ -178,6 +187,7 @@ public sealed class RelayServer : IAsyncDisposable
         {
             if (connection is not null) Unregister(connection);
             await stream.DisposeAsync();
+            _connections.Leave(source);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using Weft.Contracts.Crypto;
 using Weft.Contracts.Keys;
@@ -243,6 +244,55 @@ public class RelayAdmissionTests
         Assert.True(await RelayLab.Eventually(() => !relay.ConnectedKeys.Contains(key.PublicKey)), "a later sweep closed the connection");
         Assert.Equal(1, relay.Counters.AccessRecheckFailures);
         Assert.Equal(1, relay.Counters.RefusedFor("ticket_revoked_on_recheck"));
+    }
+
+    [Fact]
+    public async Task One_address_holds_a_bounded_number_of_connections_before_logging_in_or_after_and_a_closed_one_makes_room()
+    {
+        // Sockets that never log in cost the relay (and the coordinator it shares a process with) their buffers for
+        // 10 s each; a host opening them without end would run the process out of file descriptors.
+        await using var lab = new RelayLab();
+        var relay = lab.StartRelay(configure: options => options with { MaxConnectionsPerAddress = 3 });
+        var (client, key) = await lab.Connect(relay); // one logged in
+        var idle = new List<System.Net.Sockets.TcpClient>();
+        try
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                var socket = new System.Net.Sockets.TcpClient();
+                await socket.ConnectAsync(IPAddress.Loopback, relay.LocalEndpoint.Port);
+                idle.Add(socket);
+            }
+            // Two more were held; the last two were closed on arrival, and counted.
+            Assert.True(await RelayLab.Eventually(() => relay.Counters.RefusedFor("too_many_connections_from_address") == 2), "the connections past the limit refused");
+            Assert.Equal(0, await ReadOrClosed(idle[3]));
+            Assert.Equal(0, await ReadOrClosed(idle[2]));
+            Assert.Contains(key.PublicKey, relay.ConnectedKeys); // the logged-in one is untouched
+
+            // One of the held ones goes: a new connection (a client logging in) gets its place.
+            idle[0].Dispose();
+            await Task.Delay(200);
+            var (_, second) = await lab.Connect(relay);
+            Assert.True(await RelayLab.Eventually(() => relay.ConnectedKeys.Contains(second.PublicKey)));
+        }
+        finally
+        {
+            foreach (var socket in idle) socket.Dispose();
+        }
+    }
+
+    /// <summary>What a read gets within 5 s: 0 when the relay closed the connection.</summary>
+    private static async Task<int> ReadOrClosed(System.Net.Sockets.TcpClient socket)
+    {
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            return await socket.GetStream().ReadAsync(new byte[16], limit.Token);
+        }
+        catch (IOException)
+        {
+            return 0; // reset
+        }
     }
 
     /// <summary>An answer of the right length that throws when read: a fault inside a sweep, after the check itself answered.</summary>

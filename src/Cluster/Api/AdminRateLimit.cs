@@ -22,7 +22,7 @@ public static class AdminRateLimit
         options.GlobalLimiter = PartitionedRateLimiter.CreateChained(
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
                 http.Connection.RemoteIpAddress is { } remote
-                    ? Bucket("address " + Hosting.HeldPerAddress.SenderOf(remote), settings.RequestsPerSecondPerAddress)
+                    ? Bucket("address " + Weft.Relay.HeldPerAddress.SenderOf(remote), settings.RequestsPerSecondPerAddress)
                     : RateLimitPartition.GetNoLimiter("")),
             PartitionedRateLimiter.Create<HttpContext, string>(http =>
                 ApiKeyAuthentication.TryReadPresentedKey(http.Request, out var presented)

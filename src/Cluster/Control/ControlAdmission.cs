@@ -15,13 +15,13 @@ public sealed class ControlAdmission
     private readonly PerSourceBuckets<string> _registrationsPerKey;
     private readonly PerSourceBuckets<string> _handshakesPerMachine;
     private readonly PerSourceBuckets<string>[] _requestsPerDevice;
-    private readonly Hosting.HeldPerAddress _pendingHandshakes;
+    private readonly Weft.Relay.HeldPerAddress _pendingHandshakes;
 
     public ControlAdmission(ControlSettings settings, TimeProvider clock)
     {
         _connects = new TokenBucket(settings.ConnectsPerSecond, settings.ConnectsPerSecond * 2, clock);
         _registrations = new TokenBucket(settings.RegistrationsPerSecond, settings.RegistrationsPerSecond * 2, clock);
-        _pendingHandshakes = new Hosting.HeldPerAddress(settings.MaxPendingHandshakes, Math.Max(1, settings.MaxPendingHandshakes / 10));
+        _pendingHandshakes = new Weft.Relay.HeldPerAddress(settings.MaxPendingHandshakes, Math.Max(1, settings.MaxPendingHandshakes / 10));
         _connectsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
         _registrationsPerAddress = new PerSourceBuckets<System.Net.IPAddress>(settings.ConnectsPerSecondPerAddress, clock);
         _registrationsPerKey = new PerSourceBuckets<string>(settings.RegistrationsPerSecondPerAuthKey, clock);
@@ -52,7 +52,7 @@ public sealed class ControlAdmission
     /// </summary>
     public bool TryAdmitRegistrationFrom(System.Net.IPAddress? address, out uint retryAfterMs) => _registrationsPerAddress.TryTake(SourceOf(address), out retryAfterMs);
 
-    private static System.Net.IPAddress? SourceOf(System.Net.IPAddress? address) => address is null ? null : Hosting.HeldPerAddress.SenderOf(address);
+    private static System.Net.IPAddress? SourceOf(System.Net.IPAddress? address) => address is null ? null : Weft.Relay.HeldPerAddress.SenderOf(address);
 
     /// <summary>
     /// Completed handshakes of one machine key, wherever they come from: a device reconnects a few
@@ -96,11 +96,11 @@ public sealed class ControlAdmission
     {
         var source = address ?? System.Net.IPAddress.None;
         var refusal = _pendingHandshakes.TryEnter(source);
-        fromAddress = refusal == Hosting.HeldPerAddress.Refusal.Address;
-        return refusal == Hosting.HeldPerAddress.Refusal.None ? new HandshakeSlot(_pendingHandshakes, source) : null;
+        fromAddress = refusal == Weft.Relay.HeldPerAddress.Refusal.Address;
+        return refusal == Weft.Relay.HeldPerAddress.Refusal.None ? new HandshakeSlot(_pendingHandshakes, source) : null;
     }
 
-    private sealed class HandshakeSlot(Hosting.HeldPerAddress held, System.Net.IPAddress source) : IDisposable
+    private sealed class HandshakeSlot(Weft.Relay.HeldPerAddress held, System.Net.IPAddress source) : IDisposable
     {
         private int _released;
 

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Connections;
+using Weft.Relay;
 
 namespace Weft.Cluster.Hosting;
 

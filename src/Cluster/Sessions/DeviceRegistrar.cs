@@ -98,7 +98,7 @@ public static class DeviceRegistrar
             var register = new RegisterDevice(tailnetId, services.Affinity.NewDeviceId(tailnetId), machineHex, nodeKey.ToHex(),
                 Convert.ToHexStringLower(request.DiscoKey.Span), Truncate(request.Hostname, 255), Truncate(request.Os, 64),
                 authKey?.KeyId, authKey?.SecretHash, services.Clock.GetUtcNow(), Truncate(request.AgentVersion, 64),
-                remoteAddress is null ? "" : Hosting.HeldPerAddress.SourceOf(remoteAddress).ToString())
+                remoteAddress is null ? "" : Weft.Relay.HeldPerAddress.SourceOf(remoteAddress).ToString())
             {
                 // Used only if the tailnet has an identity provider and the device has no open login link.
                 NewLoginId = authKey is null && services.Logins is not null ? "login_" + Identifiers.RandomBase32(16) : null,

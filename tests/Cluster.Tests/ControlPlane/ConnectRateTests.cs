@@ -37,12 +37,12 @@ public class ConnectRateTests
         Assert.InRange(admitted, 10, 11);
         Assert.True(admission.TryAdmitConnectFrom(IPAddress.Parse("fd7a:115c:a1e0:2::1"), out _)); // another /64, another host
 
-        var held = new Weft.Cluster.Hosting.HeldPerAddress(maximum: 100, maximumPerAddress: 3);
-        Assert.Equal(3, Enumerable.Range(1, 10).Count(host => held.TryEnter(IPAddress.Parse($"fd7a:115c:a1e0:1:0:0:0:{host:x}")) == Weft.Cluster.Hosting.HeldPerAddress.Refusal.None));
+        var held = new Weft.Relay.HeldPerAddress(maximum: 100, maximumPerAddress: 3);
+        Assert.Equal(3, Enumerable.Range(1, 10).Count(host => held.TryEnter(IPAddress.Parse($"fd7a:115c:a1e0:1:0:0:0:{host:x}")) == Weft.Relay.HeldPerAddress.Refusal.None));
         held.Leave(IPAddress.Parse("fd7a:115c:a1e0:1::7")); // any address of the /64 gives its place back
-        Assert.Equal(Weft.Cluster.Hosting.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("fd7a:115c:a1e0:1::8")));
-        Assert.Equal(Weft.Cluster.Hosting.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("198.18.0.7")));
-        Assert.Equal(IPAddress.Parse("198.18.0.7"), Weft.Cluster.Hosting.HeldPerAddress.SenderOf(IPAddress.Parse("::ffff:198.18.0.7")));
+        Assert.Equal(Weft.Relay.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("fd7a:115c:a1e0:1::8")));
+        Assert.Equal(Weft.Relay.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("198.18.0.7")));
+        Assert.Equal(IPAddress.Parse("198.18.0.7"), Weft.Relay.HeldPerAddress.SenderOf(IPAddress.Parse("::ffff:198.18.0.7")));
     }
 
     [Fact]

@@ -9,6 +9,7 @@ using Akka.Cluster;
 using Akka.Configuration;
 using Akka.Event;
 using Akka.Remote.Transport;
+using Weft.Relay;
 
 namespace Weft.Cluster.Hosting.Remoting;
 

@@ -1,6 +1,6 @@
 using System.Net;
 
-namespace Weft.Cluster.Hosting;
+namespace Weft.Relay;
 
 /// <summary>
 /// What a listener holds at once (connections, pending handshakes), counted in all and per source
