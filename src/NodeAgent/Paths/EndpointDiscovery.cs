@@ -225,9 +225,11 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         return true;
     }
 
-    private int _probeIds;
+    // From a random start: a previous incarnation's probe (its answers still on the way) is not taken for this one's.
+    private int _probeIds = Random.Shared.Next();
     private bool _roamedPending;
     private bool _reprobe;
+    private bool _publishHeld;
 
     private void StartProbe(bool roamed = false)
     {
@@ -310,10 +312,21 @@ public sealed class EndpointDiscovery : UntypedActor, IWithTimers
         _last = new NetcheckReport(probe.Latency.Count > 0, varies, [.. mapped.Select(m => m.ToString())], regions, _home, [.. _localEndpoints], DateTimeOffset.UtcNow);
         foreach (var waiting in _waiting) waiting.Tell(_last);
         _waiting.Clear();
-        Publish(_roamedPending);
-        if (_reprobe)
+        var moved = _reprobe;
+        _reprobe = false;
+        if (moved && !_publishHeld)
         {
-            _reprobe = false;
+            // The machine moved during this probe: its answers are from before the move. Not published: the next
+            // probe's are, as the roam (published now and then again, one move reconnected everything twice).
+            // Held once only, so that a machine that keeps moving still publishes.
+            _publishHeld = true;
+            StartProbe(roamed: true);
+            return;
+        }
+        _publishHeld = false;
+        Publish(_roamedPending);
+        if (moved)
+        {
             StartProbe(roamed: true);
             return;
         }

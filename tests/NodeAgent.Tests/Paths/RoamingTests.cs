@@ -98,6 +98,33 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         await parent.FishForMessageAsync<OwnEndpointsChanged>(changed => changed.Roamed, TimeSpan.FromSeconds(10));
     }
 
+    [Fact]
+    public async Task A_move_while_a_probe_is_under_way_is_one_roam_not_two()
+    {
+        // A roam makes every relay connection, the control stream and every path start over. A move that came while a
+        // probe was out was published as a roam with that probe's stale answers, and again with the next probe's.
+        using var silentStun = new System.Net.Sockets.UdpClient(new IPEndPoint(IPAddress.Loopback, 0)); // never answers: each probe lasts its full window
+        var stunPort = ((IPEndPoint)silentStun.Client.LocalEndPoint!).Port;
+        using var device = new WireGuardDevice(new VirtualTun("moving"), UdpTransport.Bind(0));
+        var port = device.ListenPort;
+        Machine(Nic("eth0", true, "198.18.9.2"));
+        var parent = CreateTestProbe();
+        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
+        {
+            ReadInterfaces = () => { lock (_gate) return _machine; },
+        };
+        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
+        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stunPort } } } } }, "127.0.0.1"));
+        await Task.Delay(300); // the first probe is out (for 1.5 s)
+        Machine(Nic("eth0", true, "198.18.9.3")); // a new lease: a roam
+
+        // Both probe windows and more: one roam, published with the new address.
+        var told = parent.ReceiveWhile(TimeSpan.FromSeconds(5), message => message);
+        var roams = told.OfType<OwnEndpointsChanged>().Where(changed => changed.Roamed).ToList();
+        Assert.Single(roams);
+        Assert.Contains(new IPEndPoint(IPAddress.Parse("198.18.9.3"), port), roams[0].Endpoints);
+    }
+
     /// <summary>The machine's clocks, which the test puts to sleep: the wall clock and the time asleep jump ahead, the monotonic clock stands still.</summary>
     private sealed class SleepingClock : EngineClock
     {
