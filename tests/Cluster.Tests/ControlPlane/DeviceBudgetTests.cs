@@ -19,14 +19,8 @@ public class DeviceBudgetTests
     {
         await using var storage = TestStorage.NewSqlite();
         await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:HostinfoReportsPerMinutePerDevice", "30")]);
-        var tailnet = (await node.Http.CreateTailnet($"budget-{Guid.NewGuid():N}"[..20])).Id;
-        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
-        await using var stream = await RawControlStream.OpenAsync(node.Control);
-        using var machine = Curve25519PrivateKey.Generate();
-        using var nodeKey = Curve25519PrivateKey.Generate();
-        await stream.Handshake(machine);
-        var registered = await stream.Register(machine, nodeKey, authKey: key);
-        Assert.Equal(RegisterResult.Types.Status.Authorized, registered.Status);
+        var (tailnet, stream) = await RegisteredDevice(node, "budget");
+        await using var _ = stream;
         var before = JournalRows(storage, tailnet);
 
         // Each new host name is a journal write and a patch to every peer. 60 of them at once: the budget is 30 a
@@ -125,13 +119,8 @@ public class DeviceBudgetTests
     {
         await using var storage = TestStorage.NewSqlite();
         await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:SubscribesPerMinutePerDevice", "6")]);
-        var tailnet = (await node.Http.CreateTailnet($"maps-{Guid.NewGuid():N}"[..20])).Id;
-        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
-        await using var stream = await RawControlStream.OpenAsync(node.Control);
-        using var machine = Curve25519PrivateKey.Generate();
-        using var nodeKey = Curve25519PrivateKey.Generate();
-        await stream.Handshake(machine);
-        Assert.Equal(RegisterResult.Types.Status.Authorized, (await stream.Register(machine, nodeKey, authKey: key)).Status);
+        var (_, stream) = await RegisteredDevice(node, "maps");
+        await using var _ = stream;
 
         // Version 0 each time, each after the last was answered: a full map built and sent for each, until the budget says no.
         var sending = DateTimeOffset.UtcNow;
@@ -178,6 +167,19 @@ public class DeviceBudgetTests
         Assert.True(admission.TryAdmitFromDevice("machine-b", DeviceRequest.NodeKeyRotation, out _));
         Assert.True(admission.TryAdmitFromDevice("machine-a", DeviceRequest.Hostinfo, out _)); // each kind its own
         Assert.All(Enumerable.Range(0, 1000), i => Assert.True(admission.TryAdmitFromDevice("machine-a", DeviceRequest.Endpoints, out _))); // 0: no limit
+    }
+
+    /// <summary>A new tailnet with one device registered with an auth key on a raw stream, which is returned open.</summary>
+    private static async Task<(string Tailnet, RawControlStream Stream)> RegisteredDevice(TestCoordinator node, string name)
+    {
+        var tailnet = (await node.Http.CreateTailnet($"{name}-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet)).Key;
+        var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Curve25519PrivateKey.Generate();
+        using var nodeKey = Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, (await stream.Register(machine, nodeKey, authKey: key)).Status);
+        return (tailnet, stream);
     }
 
     private static long JournalRows(TestStorage storage, string tailnet)

@@ -39,13 +39,7 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         using var device = new WireGuardDevice(new VirtualTun("roaming"), UdpTransport.Bind(0));
         var port = device.ListenPort;
         Machine(Nic("eth0", true, "198.18.9.2", "fd7a:115c:a1e0::1"), Nic("wlan0", false, "198.18.10.2"));
-        var parent = CreateTestProbe();
-        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
-        {
-            ReadInterfaces = () => { lock (_gate) return _machine; },
-        };
-        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
-        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } }, "127.0.0.1"));
+        var parent = DiscoveryOn(device, stun.Port);
         var first = await Published(parent, endpoints => endpoints.Contains($"198.18.9.2:{port}"));
         Assert.Equal([$"198.18.9.2:{port}", $"198.18.10.2:{port}"], first.Report.LocalEndpoints); // the tailnet's own range is never advertised
 
@@ -80,13 +74,7 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         using var device = new WireGuardDevice(new VirtualTun("sleeper"), UdpTransport.Bind(0), clock);
         var port = device.ListenPort;
         Machine(Nic("eth0", true, "198.18.9.2"));
-        var parent = CreateTestProbe();
-        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
-        {
-            ReadInterfaces = () => { lock (_gate) return _machine; },
-        };
-        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
-        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stun.Port } } } } }, "127.0.0.1"));
+        var parent = DiscoveryOn(device, stun.Port);
         await Published(parent, endpoints => endpoints.Contains($"198.18.9.2:{port}"));
         // Awake, nothing changes: no report comes as a roam.
         Assert.DoesNotContain(parent.ReceiveWhile(TimeSpan.FromMilliseconds(500), message => message), m => m is OwnEndpointsChanged { Roamed: true } or MachineSlept);
@@ -108,13 +96,7 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         using var device = new WireGuardDevice(new VirtualTun("moving"), UdpTransport.Bind(0));
         var port = device.ListenPort;
         Machine(Nic("eth0", true, "198.18.9.2"));
-        var parent = CreateTestProbe();
-        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
-        {
-            ReadInterfaces = () => { lock (_gate) return _machine; },
-        };
-        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
-        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stunPort } } } } }, "127.0.0.1"));
+        var parent = DiscoveryOn(device, stunPort);
         await Task.Delay(300); // the first probe is out (for 1.5 s)
         Machine(Nic("eth0", true, "198.18.9.3")); // a new lease: a roam
 
@@ -123,6 +105,19 @@ public sealed class RoamingTests : Akka.TestKit.Xunit2.TestKit
         var roams = told.OfType<OwnEndpointsChanged>().Where(changed => changed.Roamed).ToList();
         Assert.Single(roams);
         Assert.Contains(new IPEndPoint(IPAddress.Parse("198.18.9.3"), port), roams[0].Endpoints);
+    }
+
+    /// <summary>Endpoint discovery on <paramref name="device"/>, reading the machine the test plays every 100 ms, given a relay map whose STUN server is at <paramref name="stunPort"/>; returns its parent.</summary>
+    private TestProbe DiscoveryOn(WireGuardDevice device, int stunPort)
+    {
+        var parent = CreateTestProbe();
+        var local = new LocalAddressSource(null, [], DiscoverInterfaces: true, TimeSpan.FromMilliseconds(100))
+        {
+            ReadInterfaces = () => { lock (_gate) return _machine; },
+        };
+        var discovery = NetcheckTests.StartNetcheck(parent, device, local);
+        discovery.Tell(new RelayMapKnown(new RelayMap { Regions = { new RelayRegion { Id = 3, Code = "here", Nodes = { new RelayNode { Host = "127.0.0.1", Port = 1, StunPort = stunPort } } } } }, "127.0.0.1"));
+        return parent;
     }
 
     /// <summary>The machine's clocks, which the test puts to sleep: the wall clock and the time asleep jump ahead, the monotonic clock stands still.</summary>

@@ -1,7 +1,5 @@
 using System.Collections.Immutable;
 using Akka.Actor;
-using Google.Protobuf;
-using Google.Protobuf.WellKnownTypes;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
 using Weft.NodeAgent.Agent;
@@ -9,6 +7,7 @@ using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.WireGuard;
+using static Weft.NodeAgent.Tests.Support.TestPeers;
 
 namespace Weft.NodeAgent.Tests.Tunnels;
 
@@ -20,16 +19,6 @@ namespace Weft.NodeAgent.Tests.Tunnels;
 public sealed class PeerKeyExpiryTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(15);
-
-    private static Node Peer(string id, Curve25519PublicKey key, int host, DateTimeOffset? keyExpiry) => new()
-    {
-        Id = id,
-        Name = id,
-        NodeKey = ByteString.CopyFrom(key.ToArray()),
-        Addresses = { $"100.64.0.{host}/32" },
-        Endpoints = { $"127.0.0.1:{40000 + host}" },
-        KeyExpiry = keyExpiry is { } at ? Timestamp.FromDateTimeOffset(at) : null,
-    };
 
     [Fact]
     public async Task Without_a_coordinator_a_peer_whose_key_time_has_passed_loses_its_tunnel_and_while_one_serves_its_word_counts()

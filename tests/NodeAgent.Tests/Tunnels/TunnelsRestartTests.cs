@@ -1,6 +1,5 @@
 using System.Collections.Immutable;
 using Akka.Actor;
-using Google.Protobuf;
 using Weft.Contracts.Control;
 using Weft.Contracts.Keys;
 using Weft.NodeAgent.Agent;
@@ -8,6 +7,7 @@ using Weft.NodeAgent.Control;
 using Weft.NodeAgent.Net;
 using Weft.NodeAgent.Net.Tun;
 using Weft.NodeAgent.WireGuard;
+using static Weft.NodeAgent.Tests.Support.TestPeers;
 
 namespace Weft.NodeAgent.Tests.Tunnels;
 
@@ -19,15 +19,6 @@ namespace Weft.NodeAgent.Tests.Tunnels;
 public sealed class TunnelsRestartTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(15);
-
-    private static Node Peer(string id, Curve25519PublicKey key, int host) => new()
-    {
-        Id = id,
-        Name = id,
-        NodeKey = ByteString.CopyFrom(key.ToArray()),
-        Addresses = { $"100.64.0.{host}/32" },
-        Endpoints = { $"127.0.0.1:{40000 + host}" },
-    };
 
     [Fact]
     public async Task After_the_tunnels_restart_the_engine_holds_the_whole_mesh_and_the_node_key_again_whatever_the_failure_cut_short()
