@@ -84,8 +84,12 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
     private bool _coordinatorServes;
     // Peers left out because their key's time passed by this machine's clock (each logged once).
     private readonly HashSet<string> _lapsedHere = [];
-    // The node key last told, to tell the tunnels again after they restart (TunnelsRestarted).
+    // The node key last told, to tell the tunnels again after they restart (TunnelsRestarted), and when that was last done.
     private NodeKeyChanged? _lastKeyChange;
+    private long? _lastReapply;
+    private static readonly TimeSpan ReapplyAtMostEvery = TimeSpan.FromSeconds(10);
+    // Whether the control state was told yet (before that, _down means "not told", not "down").
+    private bool _stateTold;
 
     public DataPlane(DataPlaneOptions options, IActorRef control)
     {
@@ -159,13 +163,25 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
                 _log.Warning("Cannot correct this agent's routing: {0}", e.Message);
             }
         });
-        Receive<TunnelsRestarted>(_ =>
+        Receive<TunnelsRestarted>(restarted =>
         {
+            // From the tunnels of a previous incarnation of this actor: those are gone, and so is what they failed on.
+            if (!Sender.Equals(_tunnels)) return;
             // What the tunnels failed on is lost, and nothing else would send it again before the next netmap
-            // change (hours, in a quiet tailnet): new peers without a tunnel, a rotation never taken.
+            // change (hours, in a quiet tailnet): new peers without a tunnel, a rotation never taken. Told again,
+            // but not over and over: a message that fails every time (a bug, a netmap past the engine's limits)
+            // would otherwise use up the tunnels' restarts in a moment, then this actor's, then the agent's.
+            var now = _options.Clock.GetTimestamp();
+            if (_lastReapply is { } last && _options.Clock.GetElapsedTime(last, now) < ReapplyAtMostEvery)
+            {
+                _log.Warning("The tunnels restarted again soon after being told everything again ({0}): left as they are until the next change", restarted.Reason);
+                return;
+            }
+            _lastReapply = now;
             if (_lastKeyChange is { } key) OnNodeKeyChanged(key);
-            if (_down || _view is null) _tunnels.Tell(new ApplyMesh([]));
-            else Apply(_view);
+            // Down is only known once the control state was told: before that, this incarnation knows nothing to undo.
+            if (_down && _stateTold) _tunnels.Tell(new ApplyMesh([]));
+            else if (!_down && _view is { } current) Apply(current);
         });
         Receive<MeshApplied>(_ => { });
         Receive<PrivateKeySet>(_ => { });
@@ -236,6 +252,7 @@ public sealed class DataPlane : ReceiveActor, IWithTimers
 
     private void OnControlState(ControlStateChanged changed)
     {
+        _stateTold = true;
         var serves = changed.State == ControlState.Running;
         if (serves != _coordinatorServes)
         {

@@ -97,6 +97,12 @@ public sealed class TunnelSupervisor : UntypedActor
                 foreach (var key in keys) Remove(key);
                 Sender.Tell(new PeersCleared(keys.Count));
                 break;
+            case SetPrivateKey { Key: { } same } when _device.PrivateKey?.PublicKey == same.PublicKey:
+                // The key the engine already holds (told again after a restart, behind the first telling): nothing to
+                // change, and a second rekey of every peer would only cost each a handshake.
+                same.Dispose();
+                Sender.Tell(new PrivateKeySet());
+                break;
             case SetPrivateKey set:
                 var old = _device.PrivateKey;
                 _device.SetPrivateKey(set.Key, keepSessions: set.Rotation);

@@ -381,10 +381,13 @@ public class AgentRestartTests(SharedCoordinator coordinator) : IClassFixture<Sh
         var key = (await coordinator.Http.CreateAuthKey(tailnet, reusable: true)).Key;
         await using var oldServer = new SlowProxy(coordinator.Control, TimeSpan.FromSeconds(1.5));
         await using var newServer = new SlowProxy(coordinator.Control, TimeSpan.FromSeconds(4));
+        var states = new System.Collections.Concurrent.ConcurrentQueue<ControlState>();
         using var a = TestAgent.Start(agents, [oldServer.Url], "a", key);
-        await a.WaitForState(ControlState.Connecting);
-        await Task.Delay(300);
+        a.OnStateChanged = changed => states.Enqueue(changed.State);
+        await Eventually.Until(() => oldServer.Accepted > 0, "the dial to the old coordinator under way");
         a.Client.Tell(new LogIn(new ControlLogin([newServer.Url], "a", null, key, false, default), Connect: true));
+        // The switch was made while the old dial was still out (else this proves nothing): nothing ran before it.
+        Assert.DoesNotContain(ControlState.Running, states);
 
         await a.WaitForState(ControlState.Running);
         var status = await a.Status();

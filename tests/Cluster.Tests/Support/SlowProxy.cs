@@ -23,6 +23,11 @@ public sealed class SlowProxy : IAsyncDisposable
 
     public Uri Url { get; }
 
+    private int _accepted;
+
+    /// <summary>Connections accepted so far (each is then held for the delay).</summary>
+    public int Accepted => Volatile.Read(ref _accepted);
+
     private async Task AcceptAsync(Uri upstream, TimeSpan delay)
     {
         try
@@ -31,7 +36,8 @@ public sealed class SlowProxy : IAsyncDisposable
             {
                 var client = await _listener.AcceptTcpClientAsync(_stop.Token);
                 lock (_open) _open.Add(client);
-                _ = ServeAsync(client, upstream, delay);
+                Interlocked.Increment(ref _accepted);
+                _serving.Add(ServeAsync(client, upstream, delay));
             }
         }
         catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
@@ -39,17 +45,23 @@ public sealed class SlowProxy : IAsyncDisposable
         }
     }
 
+    private readonly System.Collections.Concurrent.ConcurrentBag<Task> _serving = [];
+
     private async Task ServeAsync(TcpClient client, Uri upstream, TimeSpan delay)
     {
+        using var server = new TcpClient();
         try
         {
             await Task.Delay(delay, _stop.Token);
-            var server = new TcpClient();
-            lock (_open) _open.Add(server);
             await server.ConnectAsync(upstream.Host, upstream.Port, _stop.Token);
             var there = server.GetStream();
             var here = client.GetStream();
-            await Task.WhenAny(here.CopyToAsync(there, _stop.Token), there.CopyToAsync(here, _stop.Token));
+            // Either side closing ends both (the other copy then fails on its disposed socket, which is expected).
+            var copies = new[] { here.CopyToAsync(there, _stop.Token), there.CopyToAsync(here, _stop.Token) };
+            await Task.WhenAny(copies);
+            client.Dispose();
+            server.Dispose();
+            await Task.WhenAll(copies).ContinueWith(_ => { }, TaskScheduler.Default);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException)
         {
@@ -67,6 +79,7 @@ public sealed class SlowProxy : IAsyncDisposable
         lock (_open)
             foreach (var connection in _open) connection.Dispose();
         await _accepting;
+        await Task.WhenAll(_serving);
         _stop.Dispose();
     }
 }
