@@ -40,9 +40,13 @@ public sealed class HeldPerAddress(int maximum, int maximumPerAddress)
         if (source.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6) return source;
         Span<byte> bytes = stackalloc byte[16];
         source.TryWriteBytes(bytes, out _);
+        // Through a NAT64 (the well-known prefix 64:ff9b::/96) every IPv4 host shares one /64: each counts as its IPv4 address.
+        if (bytes[..12].SequenceEqual(Nat64Prefix)) return new IPAddress(bytes[12..]);
         bytes[8..].Clear();
         return new IPAddress(bytes);
     }
+
+    private static ReadOnlySpan<byte> Nat64Prefix => [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
 
     /// <summary>Counts one more from <paramref name="source"/>, unless a limit is reached (then nothing is counted).</summary>
     public Refusal TryEnter(IPAddress source)

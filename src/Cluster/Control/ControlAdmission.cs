@@ -31,6 +31,7 @@ public sealed class ControlAdmission
         _requestsPerDevice[(int)DeviceRequest.Hostinfo] = Budget(settings.HostinfoReportsPerMinutePerDevice, TimeSpan.FromMinutes(1), clock);
         _requestsPerDevice[(int)DeviceRequest.Subscribe] = Budget(settings.SubscribesPerMinutePerDevice, TimeSpan.FromMinutes(1), clock);
         _requestsPerDevice[(int)DeviceRequest.NodeKeyRotation] = Budget(settings.NodeKeyRotationsPerHourPerDevice, TimeSpan.FromHours(1), clock);
+        _requestsPerDevice[(int)DeviceRequest.Registration] = Budget(settings.RegistrationsPerMinutePerDevice, TimeSpan.FromMinutes(1), clock);
     }
 
     /// <summary>A budget of so many per period, all of them at once if it was not used for a period.</summary>
@@ -166,4 +167,6 @@ public enum DeviceRequest
     Hostinfo,
     Subscribe,
     NodeKeyRotation,
+    /// <summary>A registration on a stream that already has its device (refused beyond the budget, not held).</summary>
+    Registration,
 }

@@ -90,10 +90,13 @@ public sealed class ControlSettings
     /// <summary>Node-key rotations per hour per device, as many in a burst; each is a journal write and patches every peer.</summary>
     public double NodeKeyRotationsPerHourPerDevice { get; set; } = 12;
 
+    /// <summary>Registrations per minute per device on a stream that already has its device, as many in a burst; more are refused <c>rate_limited</c>.</summary>
+    public double RegistrationsPerMinutePerDevice { get; set; } = 12;
+
     /// <summary>Control streams one machine key may hold open on this node; a newer one ends the oldest (an agent holds one).</summary>
     public int StreamsPerMachine { get; set; } = 4;
 
-    /// <summary>A stream that has not registered a device ends when it sends no registration for this long (an agent waiting on a login asks every few seconds).</summary>
+    /// <summary>A stream with no device ends after this long, unless a registration of it waits for an admin's approval or a login (the agent asks again every few seconds).</summary>
     public double UnregisteredStreamSeconds { get; set; } = 60;
 
     public IEnumerable<string> Problems(string prefix)
@@ -121,11 +124,14 @@ public sealed class ControlSettings
         if (!(RegistrationsPerSecond >= 0)) yield return $"{prefix}:RegistrationsPerSecond must be 0 (no limit) or more, not {RegistrationsPerSecond}";
         if (!(EndpointReportsPerSecondPerDevice >= 0)) yield return $"{prefix}:EndpointReportsPerSecondPerDevice must be 0 (no limit) or more, not {EndpointReportsPerSecondPerDevice}";
         if (!(HostinfoReportsPerMinutePerDevice >= 0)) yield return $"{prefix}:HostinfoReportsPerMinutePerDevice must be 0 (no limit) or more, not {HostinfoReportsPerMinutePerDevice}";
-        if (!(SubscribesPerMinutePerDevice >= 0)) yield return $"{prefix}:SubscribesPerMinutePerDevice must be 0 (no limit) or more, not {SubscribesPerMinutePerDevice}";
+        if (!(SubscribesPerMinutePerDevice == 0 || SubscribesPerMinutePerDevice >= 4))
+            yield return $"{prefix}:SubscribesPerMinutePerDevice must be 0 (no limit) or at least 4 (a subscribe held longer than agents wait for its answer, 30 s, " +
+                $"would make them reconnect over and over), not {SubscribesPerMinutePerDevice}";
+        if (!(RegistrationsPerMinutePerDevice >= 0)) yield return $"{prefix}:RegistrationsPerMinutePerDevice must be 0 (no limit) or more, not {RegistrationsPerMinutePerDevice}";
         if (!(NodeKeyRotationsPerHourPerDevice >= 0)) yield return $"{prefix}:NodeKeyRotationsPerHourPerDevice must be 0 (no limit) or more, not {NodeKeyRotationsPerHourPerDevice}";
         if (StreamsPerMachine is < 1 or > 1000) yield return $"{prefix}:StreamsPerMachine must be from 1 to 1000, not {StreamsPerMachine}";
-        if (!(UnregisteredStreamSeconds >= 2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000.0))
-            yield return $"{prefix}:UnregisteredStreamSeconds must be at least {2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000} " +
+        if (!(UnregisteredStreamSeconds >= 2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000.0 && UnregisteredStreamSeconds <= 86_400))
+            yield return $"{prefix}:UnregisteredStreamSeconds must be from {2 * Sessions.DeviceRegistrar.ApprovalPollMs / 1000} to 86400 " +
                 $"(twice how often an agent waiting for approval asks again), not {UnregisteredStreamSeconds}";
     }
 }

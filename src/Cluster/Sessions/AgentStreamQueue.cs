@@ -53,15 +53,22 @@ public sealed class AgentStreamQueue
         return false;
     }
 
+    /// <summary>Whether the queue takes no more frames (completed or abandoned): a refused frame then means the stream is ending, not that the agent is slow.</summary>
+    public bool IsCompleted => Volatile.Read(ref _completed);
+
+    private bool _completed;
+
     /// <summary>The session is over: what is queued still goes (within the drain limit, 10 s by default), then the stream ends.</summary>
     public void Complete()
     {
+        Volatile.Write(ref _completed, true);
         if (_frames.Writer.TryComplete()) _abandoned.CancelAfter(_drainLimit);
     }
 
     /// <summary>The agent does not read: the stream ends now, and what is queued is dropped with it.</summary>
     public void Abandon()
     {
+        Volatile.Write(ref _completed, true);
         _frames.Writer.TryComplete();
         // Off this thread: the cancellation ends the gRPC call's reads and writes, which is not the session's work.
         _ = _abandoned.CancelAsync();

@@ -140,6 +140,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     /// <summary>The latest request of each kind beyond the device's budget (<see cref="ControlAdmission.TryAdmitFromDevice"/>), handled when it allows.</summary>
     private readonly Dictionary<DeviceRequest, ClientMessage> _held = new();
     private bool _heldLogged;
+    /// <summary>Since when this stream has had no device and no registration waiting for approval or a login (monotonic).</summary>
+    private long _unregisteredSince;
+    private bool _registering;
     private readonly string _machineHex;
 
     /// <param name="streamEnded">
@@ -156,6 +159,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         _outbound = outbound;
         _services = services;
         _lastHeard = services.Clock.GetTimestamp();
+        _unregisteredSince = _lastHeard;
         _startedAt = services.Clock.GetUtcNow().UtcTicks;
     }
 
@@ -171,7 +175,6 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     {
         // Checked twice per interval, so a ping goes out at most one and a half intervals after the agent was last heard.
         Timers.StartPeriodicTimer("keepalive", KeepAlive.Instance, _services.KeepAliveInterval / 2);
-        Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
         // Runs at once if the stream has already ended.
         _streamEndedRegistration = _streamEnded.Register(static self => ((IActorRef)self!).Tell(new StreamClosed("the stream ended")), Self);
     }
@@ -195,13 +198,6 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
     private void Unregistered(object message)
     {
         if (Always(message)) return;
-        if (message is UnregisteredTooLong)
-        {
-            // A stream that keeps no device and asks for none (an agent waiting on a login asks every few seconds)
-            // holds a session and its queue for nothing; streams with made-up machine keys would add up.
-            Close(ControlErrorCodes.NotRegistered, $"no registration on this stream for {_services.UnregisteredLimit.TotalSeconds:0} s; the stream ends");
-            return;
-        }
         if (message is not ClientFrameArrived arrived)
         {
             Unhandled(message);
@@ -237,8 +233,6 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             case Status.Failure failure:
                 OnRegistered(DeviceRegistrar.Refuse(ControlErrorCodes.Unavailable, "registration failed: " + failure.Cause.Message, DeviceRegistrar.RetryAfterMs));
                 break;
-            case UnregisteredTooLong:
-                break; // a registration is under way; a refused one sets the deadline again
             case ClientFrameArrived arrived:
                 Heard();
                 if (arrived.Message.BodyCase is ClientMessage.BodyOneofCase.Ping or ClientMessage.BodyOneofCase.Pong)
@@ -296,8 +290,6 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
                 break;
             case HandleHeld held:
                 if (_held.Remove(held.Kind, out var request)) OnRegisteredMessage(request);
-                break;
-            case UnregisteredTooLong:
                 break;
             default:
                 Unhandled(message);
@@ -361,7 +353,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void StartRegistration(RegisterRequest request)
     {
-        if (_deviceId is null) Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
+        _registering = true;
         Become(Registering);
         _registeringKey = request.NodeKey.Length == 32 ? new Curve25519PublicKey(request.NodeKey.Span) : null;
         DeviceRegistrar.RegisterAsync(_services, _machine, request, _remoteAddress).PipeTo(Self);
@@ -369,6 +361,7 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void OnRegistered(RegistrationOutcome outcome)
     {
+        _registering = false;
         if (outcome.Accepted)
         {
             if (_deviceId is not null && _deviceId != outcome.DeviceId) ForgetDevice(); // re-registered as another device
@@ -381,12 +374,12 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             _tailnetId = outcome.TailnetId;
             _nodeKey = _registeringKey;
             _keyExpiry = outcome.Result.KeyExpiry?.ToDateTimeOffset();
-            Timers.Cancel("unregistered");
             Become(Registered);
         }
         else
         {
-            if (_deviceId is null) Timers.StartSingleTimer("unregistered", UnregisteredTooLong.Instance, _services.UnregisteredLimit);
+            // Waiting for an admin's approval or a person's login: the agent asks again every few seconds, and may.
+            if (outcome.Result.Status == RegisterResult.Types.Status.PendingApproval) _unregisteredSince = _services.Clock.GetTimestamp();
             Become(_deviceId is null ? Unregistered : Registered);
         }
         Send(new ServerMessage { RegisterResult = outcome.Result });
@@ -417,6 +410,15 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
         switch (message.BodyCase)
         {
             case ClientMessage.BodyOneofCase.Register:
+                // Again, on a stream that has its device: each can be a journal write patching every peer (a new host
+                // name or disco key), so it has a budget too. Refused, not held: the agent waits for its answer, and
+                // what it sends after would otherwise be taken against the registration it replaces.
+                if (!_services.Admission.TryAdmitFromDevice(_machineHex, DeviceRequest.Registration, out var registerAfterMs))
+                {
+                    Send(new ServerMessage { RegisterResult = DeviceRegistrar.Refuse(ControlErrorCodes.RateLimited,
+                        "this device registers again more often than its budget allows; retry later", registerAfterMs).Result });
+                    break;
+                }
                 StartRegistration(message.Register);
                 break;
             case ClientMessage.BodyOneofCase.Subscribe:
@@ -668,6 +670,13 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private void OnKeepAlive()
     {
+        if (_deviceId is null && !_registering && _services.Clock.GetElapsedTime(_unregisteredSince) > _services.UnregisteredLimit)
+        {
+            // A stream that keeps no device, and is not waiting for an approval or a login, holds a session and its queue
+            // for nothing: streams with made-up machine keys (each sending a refused registration now and then) would add up.
+            Close(ControlErrorCodes.NotRegistered, $"no device registered on this stream for {_services.UnregisteredLimit.TotalSeconds:0} s; the stream ends");
+            return;
+        }
         var silent = _services.Clock.GetElapsedTime(_lastHeard);
         if (silent > _services.SilenceLimit)
         {
@@ -697,8 +706,9 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
             _lastSent = _services.Clock.GetTimestamp();
             return;
         }
-        // The stream ended, and its StreamClosed is on the way: nothing to say about it.
-        if (_streamEnded.IsCancellationRequested)
+        // The stream ended (or its reader ended it, with a reason queued for the agent), and its StreamClosed is on the
+        // way: nothing to say about it, and what is queued still goes.
+        if (_streamEnded.IsCancellationRequested || _outbound.IsCompleted)
         {
             End();
             return;
@@ -768,10 +778,6 @@ public sealed class SessionActor : UntypedActor, IWithTimers, IWithUnboundedStas
 
     private sealed record HandleHeld(DeviceRequest Kind);
 
-    private sealed class UnregisteredTooLong
-    {
-        public static readonly UnregisteredTooLong Instance = new();
-    }
 
     private sealed record RotationAnswered(Curve25519PublicKey NewKey, object Answer);
 

@@ -43,6 +43,8 @@ public class ConnectRateTests
         Assert.Equal(Weft.Relay.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("fd7a:115c:a1e0:1::8")));
         Assert.Equal(Weft.Relay.HeldPerAddress.Refusal.None, held.TryEnter(IPAddress.Parse("198.18.0.7")));
         Assert.Equal(IPAddress.Parse("198.18.0.7"), Weft.Relay.HeldPerAddress.SenderOf(IPAddress.Parse("::ffff:198.18.0.7")));
+        // Through a NAT64 every IPv4 host arrives from one /64: each still counts as itself.
+        Assert.Equal(IPAddress.Parse("198.18.0.7"), Weft.Relay.HeldPerAddress.SenderOf(IPAddress.Parse("64:ff9b::c612:7")));
     }
 
     [Fact]

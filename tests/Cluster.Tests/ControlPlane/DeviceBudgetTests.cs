@@ -55,6 +55,9 @@ public class DeviceBudgetTests
                 var stream = await RawControlStream.OpenAsync(node.Control);
                 streams.Add(stream);
                 await stream.Handshake(machine, start.AddMilliseconds(i)); // each a fresh handshake, not a replay
+                // Its session is up before the next stream opens, so "oldest" is the order the test opened them in.
+                await stream.Send(new ClientMessage { Ping = new Ping { Nonce = 100 + (ulong)i } });
+                Assert.Equal(100 + (ulong)i, (await stream.Receive(TimeSpan.FromSeconds(10))).Pong.Nonce);
             }
 
             // The three oldest are told why and ended; the two newest are answered.
@@ -155,6 +158,30 @@ public class DeviceBudgetTests
         var later = maps.Where(at => at >= TimeSpan.FromSeconds(5)).ToList();
         Assert.Single(later);
         Assert.InRange(later[0], TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(13));
+    }
+
+    [Fact]
+    public async Task A_registered_device_registering_again_and_again_is_refused_beyond_its_budget_with_a_retry_time()
+    {
+        // Each registration of a device can be a journal write that patches every peer (a new host name or disco key).
+        await using var storage = TestStorage.NewSqlite();
+        await using var node = await TestCoordinator.StartAsync(storage, [new("Weft:Control:RegistrationsPerMinutePerDevice", "3")]);
+        var tailnet = (await node.Http.CreateTailnet($"again-{Guid.NewGuid():N}"[..20])).Id;
+        var key = (await node.Http.CreateAuthKey(tailnet, reusable: true)).Key;
+        await using var stream = await RawControlStream.OpenAsync(node.Control);
+        using var machine = Curve25519PrivateKey.Generate();
+        using var nodeKey = Curve25519PrivateKey.Generate();
+        await stream.Handshake(machine);
+        Assert.Equal(RegisterResult.Types.Status.Authorized, (await stream.Register(machine, nodeKey, authKey: key)).Status);
+
+        var answers = new List<RegisterResult>();
+        for (var i = 0; i < 8; i++) answers.Add(await stream.Register(machine, nodeKey, authKey: key, hostname: $"again-{i}"));
+
+        Assert.Equal(3, answers.Count(a => a.Status == RegisterResult.Types.Status.Authorized));
+        var refused = answers.Where(a => a.Status != RegisterResult.Types.Status.Authorized).ToList();
+        Assert.All(refused, a => Assert.Equal(ControlErrorCodes.RateLimited, a.RefusalCode));
+        Assert.All(refused, a => Assert.True(a.RetryAfterMs >= 1000));
+        Assert.Equal("again-2", (await node.Http.ListDevices(tailnet)).Devices.Single().Hostname);
     }
 
     [Fact]

@@ -240,6 +240,23 @@ public class SessionActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_stream_its_reader_ended_is_not_taken_for_a_slow_agent_and_the_reason_queued_for_the_agent_still_goes()
+    {
+        // The stream's reader ends it (a malformed frame, too many messages waiting) with a reason queued for the agent,
+        // and completes the queue; the session sends once more before it hears. That is not an agent too slow to read.
+        var queue = new AgentStreamQueue(frames: 100);
+        var session = StartSession(toAgent: queue);
+        Watch(session);
+        Assert.True(queue.TryQueue(new ServerMessage { Error = new Weft.Contracts.Control.Error { Code = ControlErrorCodes.FrameMalformed } }.ToByteArray()));
+        queue.Complete();
+        session.Tell(new DeliverToAgent(new ServerMessage { Ping = new Ping { Nonce = 1 } }.ToByteArray(), 1));
+        ExpectTerminated(session);
+        Assert.False(queue.Abandoned.IsCancellationRequested, "the stream was abandoned, dropping the reason queued for the agent");
+        Assert.True(queue.TryRead(out var reason));
+        Assert.Equal(ControlErrorCodes.FrameMalformed, ServerMessage.Parser.ParseFrom(reason).Error.Code);
+    }
+
+    [Fact]
     public void A_session_ends_its_stream_when_what_its_agent_has_not_read_passes_the_byte_limit_however_few_the_frames()
     {
         // Two full maps of a big tailnet queued for an agent that stopped reading (or withholds its flow-control
